@@ -1,0 +1,55 @@
+# Nightlink: `make demo` sets up and runs the main job; `make test` sets up and runs every test.
+# Installs are stamped against the files that declare them, so a second run installs nothing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMPS := $(VENV)/.stamps
+PYTEST_WORKERS ?= auto
+
+.PHONY: demo test lint test-python setup setup-dev node mosquitto clean
+
+demo: setup
+	$(VENV)/bin/nightlink demo
+
+test: setup-dev node mosquitto lint test-python
+
+lint: setup-dev
+	$(VENV)/bin/ruff check .
+
+test-python: setup-dev node
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --durations=10
+
+setup: $(STAMPS)/main
+setup-dev: $(STAMPS)/dev
+node: node_modules/.package-lock.json
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Nightlink needs Python 3.11 or newer as $(PYTHON); set PYTHON=python3.x."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMPS)/main: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --editable .
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/dev: pyproject.toml $(STAMPS)/main
+	$(PY) -m pip install --quiet --editable '.[dev]'
+	@mkdir -p $(STAMPS) && touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+# The tests start their own Mosquitto brokers on free ports; they need the binary.
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	else \
+		echo "Install the mosquitto broker (e.g. 'sudo apt-get install mosquitto') and run make test again."; \
+		exit 1; \
+	fi
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache out

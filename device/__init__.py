@@ -1,0 +1,1 @@
+# Desk clock firmware package marker (CPython host only; the board loads modules flat from /lib).

@@ -1,0 +1,1 @@
+"""Edge node (CPython on a Raspberry Pi or phone)."""

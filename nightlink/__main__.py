@@ -1,0 +1,3 @@
+from nightlink.cli import main
+
+main()

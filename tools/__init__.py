@@ -1,0 +1,1 @@
+"""Operator and developer tools: simulate, train, device tooling, bench."""
