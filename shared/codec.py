@@ -1,0 +1,373 @@
+# Binary record codec for per-epoch feature vectors (layout in WIRE.md beside this file).
+# Runs unchanged under CPython and MicroPython; no third-party imports.
+
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
+    from . import features as _f
+except ImportError:  # MicroPython: shared/ is deployed flat to /lib
+    import features as _f
+
+try:
+    from binascii import crc32 as _crc32
+except ImportError:  # a MicroPython build without binascii.crc32
+    _crc32 = None
+
+VERSION = const(1)
+HEADER_SIZE = const(24)
+CRC_SIZE = const(4)
+DEVICE_ID_SIZE = const(6)
+MAX_COUNT = const(2880)  # one day of 30-s epochs per record at most
+
+# Flag bits in the record header.
+FLAG_LIVE = const(0x01)  # produced live, not backfill or replay
+_KNOWN_FLAGS = const(0x01)
+
+BATCH_MAGIC = b"NB"
+BATCH_VERSION = const(1)
+BATCH_HEADER_SIZE = const(6)
+MAX_BATCH_RECORDS = const(1024)
+
+# version u8, stream u8, flags u8, nfeat u8, device 6s, boot u32, seq u32, epoch u32, count u16
+_HEADER = "<BBBB6sIIIH"
+_BATCH_HEADER = "<2sBBH"
+
+
+class WireError(ValueError):
+    """A buffer that is not a valid Nightlink record or batch."""
+
+
+class VersionError(WireError):
+    """The format version is not one this build reads."""
+
+
+class CrcError(WireError):
+    """The CRC32 does not match: the bytes were damaged on the way."""
+
+
+class TruncatedError(WireError):
+    """The buffer ends before the record or batch does."""
+
+
+class RangeError(WireError):
+    """A value lies outside its feature's valid range."""
+
+
+class StreamError(WireError):
+    """The stream id or its feature layout is unknown to this build."""
+
+
+def crc32(data, crc=0):
+    """CRC-32 (IEEE 802.3, as zlib) of data, continuing from crc."""
+    if _crc32 is not None:
+        return _crc32(data, crc) & 0xFFFFFFFF
+    return crc32_soft(data, crc)
+
+
+def crc32_soft(data, crc=0):
+    """Bitwise CRC-32, for builds without binascii.crc32; same result as zlib."""
+    crc = crc ^ 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            if crc & 1:
+                crc = (crc >> 1) ^ 0xEDB88320
+            else:
+                crc >>= 1
+    return crc ^ 0xFFFFFFFF
+
+
+class Record:
+    """One stream's consecutive epochs from one device: header fields plus raw rows."""
+
+    def __init__(self, stream, device, boot, seq, epoch, rows, flags=0, nfeat=-1):
+        self.stream = stream
+        self.device = device  # 6 bytes
+        self.boot = boot
+        self.seq = seq
+        self.epoch = epoch  # index of the first epoch on the 30-s grid
+        self.rows = rows  # one tuple of raw ints per epoch, sentinels for missing
+        self.flags = flags
+        self.nfeat = len(_f.features(stream)) if nfeat < 0 else nfeat
+
+    @property
+    def count(self):
+        return len(self.rows)
+
+    def values(self):
+        """Rows as physical values: a list per epoch, None where the feature was missing."""
+        feats = _f.features(self.stream)
+        out = []
+        bounds = _f.bounds(self.stream)
+        for row in self.rows:
+            vals = []
+            for i in range(len(feats)):
+                if row[i] == bounds[i][0]:
+                    vals.append(None)
+                else:
+                    vals.append(_f.dequantize(feats[i], row[i]))
+            out.append(vals)
+        return out
+
+    def __eq__(self, other):
+        return (
+            isinstance(other, Record)
+            and self.stream == other.stream
+            and self.device == other.device
+            and self.boot == other.boot
+            and self.seq == other.seq
+            and self.epoch == other.epoch
+            and self.flags == other.flags
+            and self.nfeat == other.nfeat
+            and [tuple(r) for r in self.rows] == [tuple(r) for r in other.rows]
+        )
+
+    def __repr__(self):
+        return "Record(stream=%d, seq=%d, epoch=%d, count=%d)" % (
+            self.stream,
+            self.seq,
+            self.epoch,
+            len(self.rows),
+        )
+
+
+def quantize_row(stream, values):
+    """Raw tuple for one epoch of physical values (None = missing); RangeError if out of range."""
+    feats = _f.features(stream)
+    if not feats:
+        raise StreamError("stream id %d is not in the feature registry" % stream)
+    if len(values) != len(feats):
+        raise StreamError(
+            "stream %d takes %d features per epoch, got %d" % (stream, len(feats), len(values))
+        )
+    raw = []
+    for i in range(len(feats)):
+        feat = feats[i]
+        v = values[i]
+        if v is None:
+            raw.append(_f.MISSING[feat[_f.F_TYPE]])
+            continue
+        if v != v or v < feat[_f.F_LO] or v > feat[_f.F_HI]:
+            raise RangeError(
+                "%s = %r is outside its valid range %r..%r %s"
+                % (feat[_f.F_NAME], v, feat[_f.F_LO], feat[_f.F_HI], feat[_f.F_UNIT])
+            )
+        raw.append(_f.quantize(feat, v))
+    return tuple(raw)
+
+
+def record_size(stream, count, nfeat=-1):
+    """Bytes an encoded record of count epochs takes."""
+    return HEADER_SIZE + count * struct.calcsize(_f.row_format(stream, nfeat)) + CRC_SIZE
+
+
+def encode_into(buf, offset, rec):
+    """Write rec into buf at offset (a preallocated bytearray); return the bytes written."""
+    feats = _f.features(rec.stream)
+    if not feats:
+        raise StreamError("stream id %d is not in the feature registry" % rec.stream)
+    if rec.nfeat != len(feats):
+        raise StreamError("records are encoded with the full feature layout of this build")
+    if len(rec.device) != DEVICE_ID_SIZE:
+        raise WireError("device id must be %d bytes" % DEVICE_ID_SIZE)
+    if not 0 < len(rec.rows) <= MAX_COUNT:
+        raise WireError("a record holds 1..%d epochs, not %d" % (MAX_COUNT, len(rec.rows)))
+    if rec.flags & ~_KNOWN_FLAGS:
+        raise WireError("unknown flag bits 0x%02x" % (rec.flags & ~_KNOWN_FLAGS))
+    fmt = _f.row_format(rec.stream)
+    step = struct.calcsize(fmt)
+    total = HEADER_SIZE + len(rec.rows) * step + CRC_SIZE
+    if offset + total > len(buf):
+        raise WireError("buffer too small: record needs %d bytes" % total)
+    struct.pack_into(
+        _HEADER,
+        buf,
+        offset,
+        VERSION,
+        rec.stream,
+        rec.flags,
+        len(feats),
+        rec.device,
+        rec.boot,
+        rec.seq,
+        rec.epoch,
+        len(rec.rows),
+    )
+    pos = offset + HEADER_SIZE
+    for row in rec.rows:
+        _check_raw_row(rec.stream, row, len(feats))
+        struct.pack_into(fmt, buf, pos, *row)
+        pos += step
+    mv = memoryview(buf)
+    struct.pack_into("<I", buf, pos, crc32(mv[offset:pos]))
+    return total
+
+
+def encode(rec):
+    """Encoded bytes of one record."""
+    buf = bytearray(record_size(rec.stream, len(rec.rows)))
+    encode_into(buf, 0, rec)
+    return bytes(buf)
+
+
+def _check_raw_row(stream, row, nfeat):
+    if len(row) != nfeat:
+        raise StreamError("a row has %d values, the layout %d" % (len(row), nfeat))
+    bounds = _f.bounds(stream)
+    for i in range(nfeat):
+        missing, lo, hi = bounds[i]
+        raw = row[i]
+        if raw != missing and (raw < lo or raw > hi):
+            feat = _f.features(stream)[i]
+            raise RangeError(
+                "%s raw value %d is outside %d..%d (%r..%r %s)"
+                % (feat[_f.F_NAME], raw, lo, hi, feat[_f.F_LO], feat[_f.F_HI], feat[_f.F_UNIT])
+            )
+
+
+def peek_length(buf, offset=0):
+    """Total length of the record starting at offset, from its header alone."""
+    if len(buf) - offset < HEADER_SIZE:
+        raise TruncatedError(
+            "record header needs %d bytes, %d left" % (HEADER_SIZE, len(buf) - offset)
+        )
+    version, stream, _flags, nfeat = struct.unpack_from("<BBBB", buf, offset)
+    if version != VERSION:
+        raise VersionError("record format version %d, this build reads %d" % (version, VERSION))
+    feats = _f.features(stream)
+    if not feats:
+        raise StreamError("stream id %d is not in the feature registry" % stream)
+    if nfeat == 0 or nfeat > len(feats):
+        raise StreamError(
+            "stream %s carries %d features, this build knows %d"
+            % (_f.stream(stream)[_f.S_NAME], nfeat, len(feats))
+        )
+    count = struct.unpack_from("<H", buf, offset + 22)[0]
+    if count == 0 or count > MAX_COUNT:
+        raise WireError("record epoch count %d is outside 1..%d" % (count, MAX_COUNT))
+    return HEADER_SIZE + count * struct.calcsize(_f.row_format(stream, nfeat)) + CRC_SIZE
+
+
+def decode(buf, offset=0, length=-1):
+    """Decode the record filling buf[offset:offset + length] (length: the rest of buf).
+
+    To read a record out of a longer buffer, pass length=peek_length(buf, offset).
+    """
+    total = peek_length(buf, offset)
+    avail = len(buf) - offset if length < 0 else length
+    if avail < total:
+        raise TruncatedError("record needs %d bytes, %d present" % (total, avail))
+    if avail > total:
+        raise WireError("record is %d bytes but %d were given" % (total, avail))
+    if offset + total > len(buf):
+        raise TruncatedError("record needs %d bytes, the buffer ends first" % total)
+    mv = memoryview(buf)
+    end = offset + total - CRC_SIZE
+    want = struct.unpack_from("<I", buf, end)[0]
+    got = crc32(mv[offset:end])
+    if want != got:
+        raise CrcError("record CRC32 is %08x, the bytes give %08x" % (want, got))
+    _v, stream, flags, nfeat, device, boot, seq, epoch, count = struct.unpack_from(
+        _HEADER, buf, offset
+    )
+    if flags & ~_KNOWN_FLAGS:
+        raise WireError("unknown flag bits 0x%02x" % (flags & ~_KNOWN_FLAGS))
+    feats = _f.features(stream)
+    fmt = _f.row_format(stream, nfeat)
+    step = struct.calcsize(fmt)
+    rows = []
+    pos = offset + HEADER_SIZE
+    for _ in range(count):
+        row = struct.unpack_from(fmt, buf, pos)
+        _check_raw_row(stream, row, nfeat)
+        if nfeat < len(feats):  # older layout: newer features are missing, not zero
+            row = row + tuple(_f.MISSING[feats[i][_f.F_TYPE]] for i in range(nfeat, len(feats)))
+        rows.append(row)
+        pos += step
+    rec = Record(stream, bytes(device), boot, seq, epoch, rows, flags, len(feats))
+    return rec
+
+
+def encode_batch(records):
+    """One message holding several records: batch header, then length-prefixed records."""
+    if not 0 < len(records) <= MAX_BATCH_RECORDS:
+        raise WireError("a batch holds 1..%d records, not %d" % (MAX_BATCH_RECORDS, len(records)))
+    parts = [struct.pack(_BATCH_HEADER, BATCH_MAGIC, BATCH_VERSION, 0, len(records))]
+    for rec in records:
+        enc = encode(rec)
+        parts.append(struct.pack("<H", len(enc)))
+        parts.append(enc)
+    return b"".join(parts)
+
+
+def decode_batch(buf):
+    """Decode a batch: (records, errors) where errors lists (index, WireError) per bad record.
+
+    A damaged record does not cost the others; a damaged batch header or length
+    prefix raises, since nothing after it can be trusted.
+    """
+    if len(buf) < BATCH_HEADER_SIZE:
+        raise TruncatedError(
+            "batch header needs %d bytes, %d present" % (BATCH_HEADER_SIZE, len(buf))
+        )
+    magic, version, flags, n = struct.unpack_from(_BATCH_HEADER, buf, 0)
+    if magic != BATCH_MAGIC:
+        raise WireError("not a Nightlink batch (magic %r)" % (magic,))
+    if version != BATCH_VERSION:
+        raise VersionError("batch format version %d, this build reads %d" % (version, BATCH_VERSION))
+    if flags:
+        raise WireError("unknown batch flag bits 0x%02x" % flags)
+    if n == 0 or n > MAX_BATCH_RECORDS:
+        raise WireError("batch record count %d is outside 1..%d" % (n, MAX_BATCH_RECORDS))
+    records = []
+    errors = []
+    pos = BATCH_HEADER_SIZE
+    for i in range(n):
+        if pos + 2 > len(buf):
+            raise TruncatedError("batch ends before record %d of %d" % (i + 1, n))
+        size = struct.unpack_from("<H", buf, pos)[0]
+        pos += 2
+        if pos + size > len(buf):
+            raise TruncatedError(
+                "batch record %d claims %d bytes, %d left" % (i + 1, size, len(buf) - pos)
+            )
+        try:
+            records.append(decode(buf, pos, size))
+        except WireError as exc:
+            errors.append((i, exc))
+        pos += size
+    if pos != len(buf):
+        raise WireError("batch has %d bytes after its last record" % (len(buf) - pos))
+    return records, errors
+
+
+def is_batch(buf):
+    """True if buf starts like a batch rather than a single record."""
+    return len(buf) >= 2 and bytes(buf[0:2]) == BATCH_MAGIC
+
+
+def device_id(name):
+    """The 6-byte device id for its topic name (12 lowercase hex digits)."""
+    if len(name) != 2 * DEVICE_ID_SIZE:
+        raise WireError("device name %r is not %d hex digits" % (name, 2 * DEVICE_ID_SIZE))
+    out = bytearray(DEVICE_ID_SIZE)
+    for i in range(DEVICE_ID_SIZE):
+        pair = name[2 * i : 2 * i + 2]
+        for ch in pair:
+            if ch not in "0123456789abcdef":
+                raise WireError("device name %r is not lowercase hex" % (name,))
+        out[i] = int(pair, 16)
+    return bytes(out)
+
+
+def device_name(dev):
+    """The topic name (12 lowercase hex digits) of a 6-byte device id."""
+    return "".join("%02x" % b for b in dev)

@@ -1,0 +1,63 @@
+# The 30-second UTC epoch grid every modality is reduced onto, and time helpers.
+# Epoch index = Unix seconds // 30; it fits a small int on the board until the year 3000.
+
+import time
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+EPOCH_S = const(30)
+EPOCHS_PER_HOUR = const(120)
+EPOCHS_PER_DAY = const(2880)
+# Seconds from 1970-01-01 to the interpreter's own time origin (2000-01-01 on some boards).
+_ORIGIN = 946684800 if time.gmtime(0)[0] == 2000 else 0
+
+
+def unix_now():
+    """Current Unix time in whole seconds, whatever the board's time origin."""
+    return int(time.time()) + _ORIGIN
+
+
+def epoch_index(unix_s):
+    """Index of the epoch that holds Unix time unix_s (seconds, int or float)."""
+    return int(unix_s // EPOCH_S)
+
+
+def epoch_start(index):
+    """Unix seconds at which epoch index starts."""
+    return index * EPOCH_S
+
+
+def epoch_offset(unix_s):
+    """Seconds into its epoch that unix_s lies (0 <= offset < 30)."""
+    return unix_s - epoch_index(unix_s) * EPOCH_S
+
+
+def gmtime(unix_s):
+    """(year, month, day, hour, minute, second) of Unix seconds, in UTC."""
+    t = time.gmtime(int(unix_s) - _ORIGIN)
+    return (t[0], t[1], t[2], t[3], t[4], t[5])
+
+
+def iso(unix_s):
+    """ISO 8601 UTC text such as 2026-01-15T22:30:00Z for Unix seconds."""
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % gmtime(unix_s)
+
+
+def iso_epoch(index):
+    """ISO 8601 UTC start time of an epoch."""
+    return iso(epoch_start(index))
+
+
+def night_of(unix_s, utc_offset_s=0):
+    """The night a moment belongs to, as the local date of its evening ("2026-01-15").
+
+    Nights run from local noon to the next local noon, so 23:00 and 03:00 share a night.
+    """
+    t = gmtime(int(unix_s) + utc_offset_s - 12 * 3600)
+    return "%04d-%02d-%02d" % (t[0], t[1], t[2])

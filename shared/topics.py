@@ -1,0 +1,104 @@
+# MQTT topic scheme nl/v1/{tenant}/{device}/{stream}, with …/ack and …/cmd, and its validator.
+# Names are checked here once so clock, edge and cloud agree on what a valid topic is.
+
+PREFIX = "nl/v1"
+ACK = "ack"
+CMD = "cmd"
+STATUS = "status"
+# Segment names a data stream may not take, because they mean something else.
+RESERVED = (ACK, CMD)
+MAX_NAME = 32
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+# Filters the cloud ingest subscribes to; the shared form spreads messages over workers.
+INGEST_FILTER = PREFIX + "/+/+/+"
+SHARED_INGEST_FILTER = "$share/ingest/" + INGEST_FILTER
+
+
+class TopicError(ValueError):
+    """A topic or a name in it is not valid; the message says which part and why."""
+
+
+def check_name(kind, name):
+    """Raise TopicError unless name is 1..32 of [a-z0-9_-], starting with a letter or digit."""
+    if not isinstance(name, str) or not name:
+        raise TopicError("The %s name must be a non-empty string." % kind)
+    if len(name) > MAX_NAME:
+        raise TopicError("The %s name %r is longer than %d characters." % (kind, name, MAX_NAME))
+    for ch in name:
+        if ch not in _NAME_CHARS:
+            raise TopicError(
+                "The %s name %r may only hold lowercase letters, digits, '_' and '-'."
+                % (kind, name)
+            )
+    if name[0] in "_-":
+        raise TopicError("The %s name %r must start with a letter or digit." % (kind, name))
+    return name
+
+
+def _stream(stream):
+    check_name("stream", stream)
+    if stream in RESERVED:
+        raise TopicError("The stream name %r is reserved for the protocol." % stream)
+    return stream
+
+
+def data_topic(tenant, device, stream):
+    """Topic a device publishes a stream's records on."""
+    return "%s/%s/%s/%s" % (
+        PREFIX,
+        check_name("tenant", tenant),
+        check_name("device", device),
+        _stream(stream),
+    )
+
+
+def ack_topic(tenant, device, stream):
+    """Topic the cloud publishes a stream's high-water-mark acknowledgement on."""
+    return data_topic(tenant, device, stream) + "/" + ACK
+
+
+def cmd_topic(tenant, device):
+    """Topic commands to one device are published on."""
+    return "%s/%s/%s/%s" % (PREFIX, check_name("tenant", tenant), check_name("device", device), CMD)
+
+
+def device_prefix(tenant, device):
+    """The prefix below which a device may publish (for broker ACLs)."""
+    return "%s/%s/%s/" % (PREFIX, check_name("tenant", tenant), check_name("device", device))
+
+
+def parse(topic):
+    """Split a topic into (kind, tenant, device, stream); kind is "data", "ack" or "cmd".
+
+    stream is None for "cmd". Raises TopicError with the reason for anything else.
+    """
+    if not isinstance(topic, str):
+        raise TopicError("A topic must be a string.")
+    if not topic.startswith(PREFIX + "/"):
+        raise TopicError("The topic %r does not start with %r." % (topic, PREFIX + "/"))
+    parts = topic[len(PREFIX) + 1 :].split("/")
+    if len(parts) == 3 and parts[2] == CMD:
+        return ("cmd", check_name("tenant", parts[0]), check_name("device", parts[1]), None)
+    if len(parts) == 3:
+        return ("data", check_name("tenant", parts[0]), check_name("device", parts[1]),
+                _stream(parts[2]))
+    if len(parts) == 4 and parts[3] == ACK:
+        return ("ack", check_name("tenant", parts[0]), check_name("device", parts[1]),
+                _stream(parts[2]))
+    raise TopicError(
+        "The topic %r is not nl/v1/{tenant}/{device}/{stream}, …/{stream}/ack or …/cmd." % topic
+    )
+
+
+def check_publish_topic(topic):
+    """Raise TopicError if topic is not valid to publish on (any MQTT, not only ours)."""
+    if not isinstance(topic, str) or not topic:
+        raise TopicError("A publish topic must be a non-empty string.")
+    if len(topic.encode()) > 65535:
+        raise TopicError("A topic may not be longer than 65535 bytes.")
+    for ch in topic:
+        if ch in "+#":
+            raise TopicError("A publish topic may not contain the wildcards '+' or '#'.")
+        if ch == "\0":
+            raise TopicError("A topic may not contain a null character.")
+    return topic

@@ -1,0 +1,171 @@
+"""Wire codec under CPython: round trips, corruption, and every rejection path."""
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nightlink.shared import codec
+from nightlink.shared import features as F
+
+DEV = bytes.fromhex("a4cf12b0c3d4")
+
+
+def _raw_value(bounds):
+    missing, lo, hi = bounds
+    return st.one_of(st.just(missing), st.integers(lo, hi))
+
+
+@st.composite
+def records(draw):
+    sid = draw(st.sampled_from([s[F.S_ID] for s in F.STREAMS]))
+    count = draw(st.integers(1, 40))
+    row = st.tuples(*[_raw_value(b) for b in F.bounds(sid)])
+    return codec.Record(
+        sid,
+        draw(st.binary(min_size=6, max_size=6)),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(st.lists(row, min_size=count, max_size=count)),
+        draw(st.sampled_from([0, codec.FLAG_LIVE])),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(records())
+def test_codec__round_trip(rec):
+    data = codec.encode(rec)
+    assert len(data) == codec.record_size(rec.stream, rec.count)
+    assert codec.peek_length(data) == len(data)
+    assert codec.decode(data) == rec
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(records(), min_size=1, max_size=8))
+def test_codec__batch_round_trip(recs):
+    recs_out, errors = codec.decode_batch(codec.encode_batch(recs))
+    assert errors == []
+    assert recs_out == recs
+
+
+@settings(max_examples=100, deadline=None)
+@given(records(), st.data())
+def test_codec__any_corrupted_byte_is_detected(rec, data):
+    buf = bytearray(codec.encode(rec))
+    i = data.draw(st.integers(0, len(buf) - 1))
+    buf[i] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(codec.WireError):
+        codec.decode(bytes(buf))
+
+
+def test_codec__physical_values_round_trip_to_quantum():
+    values = (21.37, 45.5, 3.0, 812.0, 31.5)
+    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [codec.quantize_row(F.ROOM, values)])
+    assert codec.decode(codec.encode(rec)).values() == [[pytest.approx(v) for v in values]]
+
+
+def test_codec__missing_is_none_never_zero():
+    rec = codec.Record(F.CGM, DEV, 1, 1, 100, [codec.quantize_row(F.CGM, (None,) * 6)])
+    assert codec.decode(codec.encode(rec)).values() == [[None] * 6]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(60.01, 1, 1, 400, 1), (20, -1, 1, 400, 1), (20, 1, 1, 249, 1), (20, float("nan"), 1, 400, 1)],
+)
+def test_codec__quantize_row__out_of_range(values):
+    with pytest.raises(codec.RangeError):
+        codec.quantize_row(F.ROOM, values)
+
+
+def test_codec__encode__raw_out_of_range():
+    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [(6001, 0, 0, 400, 0)])
+    with pytest.raises(codec.RangeError, match="temp_c"):
+        codec.encode(rec)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [("rows", [], "1..2880"), ("device", b"\x01", "6 bytes"), ("flags", 0x80, "flag")],
+)
+def test_codec__encode__rejects_bad_record(field, value, match):
+    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])
+    setattr(rec, field, value)
+    with pytest.raises(codec.WireError, match=match):
+        codec.encode(rec)
+
+
+def test_codec__decode__trailing_bytes():
+    data = codec.encode(codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)]))
+    with pytest.raises(codec.WireError, match="were given"):
+        codec.decode(data + b"\x00")
+    # In a longer buffer, peek_length frames the record.
+    assert codec.decode(b"xx" + data + b"yy", 2, codec.peek_length(b"xx" + data, 2)).seq == 1
+
+
+def test_codec__decode__unknown_flag_with_valid_crc():
+    body = bytearray(codec.encode(codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])))
+    body[2] = 0x40
+    body[-4:] = struct.pack("<I", codec.crc32(bytes(body[:-4])))
+    with pytest.raises(codec.WireError, match="flag"):
+        codec.decode(bytes(body))
+
+
+def test_codec__decode__newer_layout_is_refused():
+    body = bytearray(codec.encode(codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])))
+    body[3] = 6  # a future clock sending a sixth room feature
+    with pytest.raises(codec.StreamError, match="knows 5"):
+        codec.decode(bytes(body))
+
+
+def test_codec__batch__one_bad_record_costs_only_itself():
+    recs = [codec.Record(F.ROOM, DEV, 1, s, 100 + s, [(2000, 90, 0, 400, 60)]) for s in range(3)]
+    data = bytearray(codec.encode_batch(recs))
+    second = codec.BATCH_HEADER_SIZE + 2 + codec.record_size(F.ROOM, 1) + 2
+    data[second + 10] ^= 0xFF  # inside the second record's boot id
+    got, errors = codec.decode_batch(bytes(data))
+    assert [r.seq for r in got] == [0, 2]
+    assert [(i, type(e)) for i, e in errors] == [(1, codec.CrcError)]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "error"),
+    [
+        (lambda b: b[:4], codec.TruncatedError),
+        (lambda b: b"XX" + b[2:], codec.WireError),
+        (lambda b: b[:2] + b"\x09" + b[3:], codec.VersionError),
+        (lambda b: b[:3] + b"\x01" + b[4:], codec.WireError),
+        (lambda b: b[:-1], codec.TruncatedError),
+        (lambda b: b + b"\x00", codec.WireError),
+        (lambda b: b[:4] + b"\x00\x00" + b[6:], codec.WireError),
+    ],
+    ids=["short_header", "magic", "version", "flags", "cut_record", "trailing", "zero_count"],
+)
+def test_codec__batch__rejects_damaged_frame(mutate, error):
+    data = codec.encode_batch([codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])])
+    with pytest.raises(error):
+        codec.decode_batch(mutate(data))
+
+
+def test_codec__device_name_round_trip():
+    assert codec.device_name(codec.device_id("a4cf12b0c3d4")) == "a4cf12b0c3d4"
+    with pytest.raises(codec.WireError):
+        codec.device_id("a4cf12b0c3")
+
+
+def test_codec__encode_into_preallocated_buffer():
+    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)] * 3)
+    buf = bytearray(200)
+    n = codec.encode_into(buf, 10, rec)
+    assert bytes(buf[10 : 10 + n]) == codec.encode(rec)
+    with pytest.raises(codec.WireError, match="too small"):
+        codec.encode_into(bytearray(20), 0, rec)
+
+
+def test_codec__crc_matches_zlib():
+    import zlib
+
+    for data in (b"", b"a", bytes(range(256)) * 3):
+        assert codec.crc32(data) == codec.crc32_soft(data) == zlib.crc32(data)

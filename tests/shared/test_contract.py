@@ -1,0 +1,71 @@
+"""shared/ gives the same answers under CPython and real MicroPython, call for call."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "tests" / "shared" / "contract_calls.py"
+
+
+def _cpython_flat():
+    """The calls under CPython with shared/ on the path flat, as the board imports it."""
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        capture_output=True, text=True, check=True, cwd=ROOT / "shared",
+        env={"PYTHONPATH": str(ROOT / "shared"), "PATH": ""},
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _equal(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return a == b
+
+
+@pytest.fixture(scope="module")
+def cpython():
+    return _cpython_flat()
+
+
+def test_contract__expected_answers(cpython):
+    """A few answers pinned exactly, so both interpreters agreeing on a wrong one still fails."""
+    assert cpython["topics.data_topic"] == {"ok": "nl/v1/fam-1/a4cf12b0c3d4/room"}
+    assert cpython["topics.parse ack"] == {"ok": ["ack", "fam-1", "a4cf12b0c3d4", "room"]}
+    assert cpython["topics.parse cmd"] == {"ok": ["cmd", "fam-1", "a4cf12b0c3d4", None]}
+    for bad in ("wrong prefix", "too deep", "reserved", "wildcard", "upper", "empty"):
+        assert cpython[f"topics.parse {bad}"] == {"error": "TopicError"}, bad
+    assert cpython["topics.check_publish hash"] == {"error": "TopicError"}
+    assert cpython["epoch.epoch_index"] == {"ok": 58950540}
+    assert cpython["epoch.epoch_index float"] == {"ok": 58950541}
+    assert cpython["epoch.iso_epoch"] == {"ok": "2026-01-15T22:30:30Z"}
+    assert cpython["epoch.night_of morning"] == {"ok": "2026-01-15"}
+    assert cpython["epoch.night_of offset"] == {"ok": "2026-01-15"}
+    assert cpython["units.format mmol"] == {"ok": "5.4"}
+    assert cpython["units.format low"] == {"ok": "LOW"}
+    assert cpython["units.format error"] == {"ok": "sensor not calibrated"}
+    assert cpython["units.format bad unit"] == {"error": "ValueError"}
+    assert cpython["units.band"] == {"ok": [0, 0, 1, 1, 2, 2, 3, 3, 4]}
+    assert cpython["units.trend"] == {"ok": [8, 1, 2, 3, 4, 4, 5, 6, 7]}
+    assert cpython["units.from_mmoll"] == {"ok": 70}
+    assert cpython["codec.crc32 soft"] == {"ok": [0xCBF43926, 0xCBF43926]}
+    assert cpython["codec.quantize_row range"] == {"error": "RangeError"}
+    assert cpython["codec.quantize_row count"] == {"error": "StreamError"}
+    assert cpython["codec.device_id bad"] == {"error": "WireError"}
+
+
+@pytest.mark.micropython
+def test_contract__micropython_matches_cpython(cpython, mpy_json):
+    got = mpy_json(SCRIPT, libs=[ROOT / "shared"])
+    assert got.keys() == cpython.keys()
+    differ = [k for k in cpython if not _equal(cpython[k], got[k])]
+    assert differ == [], {k: (cpython[k], got[k]) for k in differ}
