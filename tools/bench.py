@@ -1,0 +1,101 @@
+"""`nightlink bench NAME --json`: figures for speed and size targets; never a pass/fail test."""
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from nightlink.errors import NightlinkError
+from nightlink.shared import codec
+from nightlink.shared import features as F
+
+
+def _typical_row(stream_id):
+    """A row of mid-range values for every feature of a stream."""
+    return codec.quantize_row(
+        stream_id,
+        tuple((f[F.F_LO] + f[F.F_HI]) / 2 for f in F.features(stream_id)),
+    )
+
+
+def bench_codec(repeat: int = 5) -> dict:
+    """Encoded size per epoch per modality, and encode/decode speed under CPython."""
+    dev = bytes(6)
+    figures: dict = {"bytes_per_epoch": {}, "one_epoch_record_bytes": {}, "hour_record_bytes": {}}
+    for sid, name, *_ in F.STREAMS:
+        row = _typical_row(sid)
+        one = codec.encode(codec.Record(sid, dev, 1, 1, 0, [row]))
+        hour = codec.encode(codec.Record(sid, dev, 1, 1, 0, [row] * 120))
+        figures["bytes_per_epoch"][name] = len(hour) - codec.HEADER_SIZE - codec.CRC_SIZE
+        figures["bytes_per_epoch"][name] //= 120
+        figures["one_epoch_record_bytes"][name] = len(one)
+        figures["hour_record_bytes"][name] = len(hour)
+    # A night of all four modalities (8 h, one record per stream per hour) in hourly batches.
+    night = [
+        codec.encode_batch(
+            [codec.Record(sid, dev, 1, h, h * 120, [_typical_row(sid)] * 120) for sid, *_ in F.STREAMS]
+        )
+        for h in range(8)
+    ]
+    figures["night_8h_all_streams_bytes"] = sum(len(b) for b in night)
+    recs = [codec.Record(F.ROOM, dev, 1, s, s, [_typical_row(F.ROOM)]) for s in range(2000)]
+    enc_rates, dec_rates = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        blobs = [codec.encode(r) for r in recs]
+        enc_rates.append(len(recs) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for b in blobs:
+            codec.decode(b)
+        dec_rates.append(len(recs) / (time.perf_counter() - t))
+    figures["encode_records_per_s"] = round(statistics.median(enc_rates))
+    figures["decode_records_per_s"] = round(statistics.median(dec_rates))
+    return figures
+
+
+def bench_simulate(hours: float = 8.0, seed: int = 1, audio: bool = True) -> dict:
+    """Wall time and output size of a simulated night."""
+    from nightlink.tools.simulate.night import simulate_night
+
+    with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp:
+        out = Path(tmp) / "night"
+        t = time.perf_counter()
+        manifest = simulate_night(out, seed=seed, hours=hours, audio_format="wav" if audio else None)
+        elapsed = time.perf_counter() - t
+        sizes = {p.name: p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    return {
+        "hours": hours,
+        "seed": seed,
+        "seconds": round(elapsed, 2),
+        "total_bytes": sum(sizes.values()),
+        "audio_bytes": sizes.get("audio.wav", 0),
+        "files": len(sizes),
+        "epochs": manifest["epochs"]["count"],
+    }
+
+
+BENCHES = {"codec": bench_codec, "simulate": bench_simulate}
+
+
+@click.command()
+@click.argument("name", type=click.Choice(sorted(BENCHES)))
+@click.option("--json", "as_json", is_flag=True, help="End with the figures as one JSON line.")
+@click.option("--hours", type=float, default=8.0, show_default=True, help="simulate: night length.")
+@click.option("--no-audio", is_flag=True, help="simulate: skip the audio file.")
+def bench(name: str, as_json: bool, hours: float, no_audio: bool) -> None:
+    """Measure NAME (codec, simulate) and print its figures."""
+    if name == "simulate":
+        if not 0 < hours <= 14:
+            raise NightlinkError("--hours must be more than 0 and at most 14.")
+        figures = bench_simulate(hours=hours, audio=not no_audio)
+    else:
+        figures = BENCHES[name]()
+    figures = {"bench": name, **figures}
+    if as_json:
+        click.echo(json.dumps(figures, sort_keys=True))
+    else:
+        for key, value in figures.items():
+            click.echo(f"{key}: {value}")
