@@ -73,7 +73,7 @@ def bench_simulate(hours: float = 8.0, seed: int = 1, audio: bool = True) -> dic
         "total_bytes": sum(sizes.values()),
         "audio_bytes": sizes.get("audio.wav", 0),
         "files": len(sizes),
-        "epochs": manifest["epochs"]["count"],
+        "epochs": manifest["epoch_grid"]["epoch_count"],
     }
 
 

@@ -1,0 +1,1 @@
+"""Synthetic bedside nights with ground truth: sleep, CGM, wearable, audio and room sensors."""

@@ -1,0 +1,119 @@
+"""Wrist/finger wearable: beat-to-beat RR intervals, 1 Hz SpO2 and per-second activity counts.
+
+Heart rate is lowest and most variable beat to beat in N3 (vagal dominance), highest in Wake,
+unsteady in REM; apneas bring a brief bradycardia then a surge at the arousal. SpO2 nadirs lag
+the event end by the circulation delay (20-30 s) and recover within 10-20 s.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nightlink.tools.simulate.breathing import ENV_RATE, Airflow
+from nightlink.tools.simulate.events import NightPlan, detail_value, patient_key
+from nightlink.tools.simulate.hypnogram import EPOCH_S, N1, N2, N3, REM, W
+
+_STREAM = 6
+_HR_OFFSET = {W: 10.0, N1: 3.0, N2: 0.0, N3: -5.0, REM: 4.0}
+# Respiratory sinus arrhythmia amplitude (ms) and white beat-to-beat noise SD (ms) per stage.
+_RSA_MS = {W: 12.0, N1: 20.0, N2: 28.0, N3: 40.0, REM: 15.0}
+_NOISE_MS = {W: 8.0, N1: 10.0, N2: 12.0, N3: 16.0, REM: 14.0}
+
+
+@dataclass
+class Wearable:
+    beat_t_s: np.ndarray  # time of each beat (the end of each RR interval)
+    rr_ms: np.ndarray  # int
+    spo2: np.ndarray  # % at 1 Hz, one decimal
+    accel: np.ndarray  # (seconds, 3) int counts
+
+
+def _per_second(plan: NightPlan, table: dict) -> np.ndarray:
+    values = np.array([table[s] for s in range(5)])
+    return np.repeat(values[plan.stages], EPOCH_S).astype(np.float64)
+
+
+def _bump(n: int, start: float, rise: float, hold: float, fall: float) -> tuple[slice, np.ndarray]:
+    a, b = max(int(start), 0), min(int(start + rise + hold + fall) + 1, n)
+    t = np.arange(a, b) - start
+    y = np.clip(t / rise, 0, 1) * np.clip((rise + hold + fall - t) / fall, 0, 1)
+    return slice(a, b), y
+
+
+def make_wearable(plan: NightPlan, airflow: Airflow) -> Wearable:
+    rng = np.random.default_rng([plan.seed, _STREAM, patient_key(plan.patient)])
+    n = plan.duration_s
+    base_hr = rng.uniform(52.0, 68.0)
+    hr = base_hr + _per_second(plan, _HR_OFFSET)
+    hr += np.interp(np.arange(n) / 60.0, np.arange(n // 60 + 2), rng.normal(0, 1.5, n // 60 + 2))
+    rem = np.repeat(plan.stages == REM, EPOCH_S)
+    hr += rem * np.interp(np.arange(n) / 8.0, np.arange(n // 8 + 2), rng.normal(0, 3.0, n // 8 + 2))
+    for e in plan.of_type("apnea", "hypopnea"):
+        sl, y = _bump(n, e.start_s + 3, 5, e.end_s - e.start_s - 8, 3)
+        hr[sl] -= (4.0 if e.type == "apnea" else 2.0) * y
+    for e in plan.of_type("arousal"):
+        sl, y = _bump(n, e.start_s, 3, e.end_s - e.start_s, 10)
+        hr[sl] += rng.uniform(8.0, 22.0) * y
+    # Awakenings: a surge at each transition to Wake after sleep onset.
+    trans = np.flatnonzero((plan.stages[1:] == W) & (plan.stages[:-1] != W)) + 1
+    for ep in trans:
+        sl, y = _bump(n, ep * EPOCH_S, 4, 20, 30)
+        hr[sl] += rng.uniform(10.0, 20.0) * y
+
+    rsa = _per_second(plan, _RSA_MS)
+    noise = _per_second(plan, _NOISE_MS)
+    phase = airflow.phase
+    beats, rrs = [], []
+    t = float(rng.uniform(0.3, 1.0))
+    eps = rng.standard_normal(int(n * 2.2) + 10)
+    k = 0
+    while True:
+        s = min(int(t), n - 1)
+        ph = phase[min(int(t * ENV_RATE), phase.size - 1)]
+        rr = 60000.0 / hr[s] - rsa[s] * np.cos(2 * np.pi * ph) + noise[s] * eps[k]
+        k += 1
+        t += rr / 1000.0
+        if t >= n:
+            break
+        beats.append(t)
+        rrs.append(rr)
+    beat_t = np.round(np.array(beats), 3)
+    rr_ms = np.rint(np.diff(np.concatenate(([beat_t[0] - rrs[0] / 1000.0], beat_t))) * 1000)
+
+    spo2 = _spo2(rng, plan)
+    accel = _accel(rng, plan)
+    return Wearable(beat_t, rr_ms.astype(int), spo2, accel)
+
+
+def _spo2(rng: np.random.Generator, plan: NightPlan) -> np.ndarray:
+    n = plan.duration_s
+    base = rng.uniform(95.5, 97.5)
+    level = base + np.interp(np.arange(n) / 300.0, np.arange(n // 300 + 2),
+                             rng.normal(0, 0.3, n // 300 + 2))
+    dip = np.zeros(n)
+    for e in plan.of_type("desaturation", "spo2_dip"):
+        drop, nadir = detail_value(e, "drop_pct"), detail_value(e, "nadir_s")
+        # Falls from the start to the nadir, then recovers over the last 10-20 s of the event.
+        sl, y = _bump(n, e.start_s, nadir - e.start_s, 0.0, e.end_s - nadir)
+        dip[sl] = np.maximum(dip[sl], drop * y)
+    spo2 = np.minimum(level - dip + rng.normal(0, 0.12, n), 100.0)
+    return np.round(spo2, 1)
+
+
+def _accel(rng: np.random.Generator, plan: NightPlan) -> np.ndarray:
+    n = plan.duration_s
+    stage = np.repeat(plan.stages, EPOCH_S)
+    scale = np.where(stage == W, 6.0, 0.0) + np.where(stage == N1, 0.6, 0.0)
+    scale += np.where(stage == REM, 0.3, 0.0) + np.where((stage == N2) | (stage == N3), 0.15, 0.0)
+    act = rng.exponential(1.0, n) * scale
+    twitch = (stage != W) & (rng.random(n) < 0.004)  # occasional position change
+    act[twitch] += rng.uniform(5, 40, int(twitch.sum()))
+    for e in plan.of_type("arousal"):
+        sl, y = _bump(n, e.start_s, 1, min(e.end_s - e.start_s, 5), 2)
+        act[sl] += rng.uniform(10, 60) * y
+    trans = np.flatnonzero((plan.stages[1:] == W) & (plan.stages[:-1] != W)) + 1
+    for ep in trans:
+        sl, y = _bump(n, ep * EPOCH_S + rng.uniform(0, 10), 2, 20, 5)
+        act[sl] += rng.uniform(60, 200) * y
+    axes = rng.dirichlet((2.0, 2.0, 2.0), size=n)
+    return np.rint(act[:, None] * axes * 3).astype(int)
