@@ -87,7 +87,7 @@ _AUDIO = (
     ("snore_ratio", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
     ("breath_periodicity", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
     ("breath_rate_bpm", "1/min", UINT8, 0.25, 0.0, 0.0, 60.0),
-    ("silence_max_s", "s", UINT8, 0.2, 0.0, 0.0, 30.0),
+    ("silence_max_s", "s", UINT8, 0.5, 0.0, 0.0, 120.0),
     ("transient_count", "count", UINT8, 1.0, 0.0, 0.0, 254.0),
 )
 
