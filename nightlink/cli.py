@@ -38,11 +38,13 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
+    from nightlink.edge.cli import edge
     from nightlink.tools.bench import bench
     from nightlink.tools.simulate.cli import simulate
 
     main.add_command(simulate)
     main.add_command(bench)
+    main.add_command(edge)
 
 
 @main.command()

@@ -296,6 +296,45 @@ def decode(buf, offset=0, length=-1):
     return rec
 
 
+def split(rec):
+    """One record per epoch row: row i of rec is the row with sequence number rec.seq + i."""
+    out = []
+    for i in range(len(rec.rows)):
+        out.append(
+            Record(rec.stream, rec.device, rec.boot, rec.seq + i, rec.epoch + i, [rec.rows[i]],
+                   rec.flags, rec.nfeat)
+        )
+    return out
+
+
+def pack_runs(records, max_count=120):
+    """Merge records whose rows continue one another (same device, stream, boot and flags,
+    next seq and next epoch) into multi-epoch records of at most max_count rows.
+
+    Sequence numbers count rows, so packing changes the bytes on the wire but not the
+    identity of any row. Records are taken in the order given.
+    """
+    out = []
+    cur = None
+    for rec in records:
+        if (
+            cur is not None
+            and rec.stream == cur.stream
+            and rec.device == cur.device
+            and rec.boot == cur.boot
+            and rec.flags == cur.flags
+            and rec.seq == cur.seq + len(cur.rows)
+            and rec.epoch == cur.epoch + len(cur.rows)
+            and len(cur.rows) + len(rec.rows) <= max_count
+        ):
+            cur.rows.extend(rec.rows)
+            continue
+        cur = Record(rec.stream, rec.device, rec.boot, rec.seq, rec.epoch, list(rec.rows),
+                     rec.flags, rec.nfeat)
+        out.append(cur)
+    return out
+
+
 def encode_batch(records):
     """One message holding several records: batch header, then length-prefixed records."""
     if not 0 < len(records) <= MAX_BATCH_RECORDS:

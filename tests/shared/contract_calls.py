@@ -10,6 +10,16 @@ import units
 
 T0 = 1768516200  # 2026-01-15T22:30:00Z
 
+
+def _packed():
+    row = (2000, 90, 0, 400, 60)
+    recs = [codec.Record(features.ROOM, b"abcdef", 1, s, e, [row])
+            for s, e in ((1, 100), (2, 101), (3, 102), (4, 110), (5, 111))]
+    packed = codec.pack_runs(recs, 2)
+    back = [r for p in packed for r in codec.split(p)]
+    return [[p.seq, p.epoch, p.count] for p in packed] + [[r.seq for r in back]]
+
+
 CALLS = [
     ("topics.data_topic", topics.data_topic, ("fam-1", "a4cf12b0c3d4", "room")),
     ("topics.ack_topic", topics.ack_topic, ("fam-1", "a4cf12b0c3d4", "cgm")),
@@ -60,6 +70,7 @@ CALLS = [
     ("codec.device_id", lambda: list(codec.device_id("a4cf12b0c3d4")), ()),
     ("codec.device_id bad", codec.device_id, ("A4CF12B0C3D4",)),
     ("codec.crc32 soft", lambda: [codec.crc32(b"123456789"), codec.crc32_soft(b"123456789")], ()),
+    ("codec.pack_runs", _packed, ()),
     ("codec.record_size", lambda: [codec.record_size(s[0], 1) for s in features.STREAMS], ()),
 ]
 

@@ -169,3 +169,25 @@ def test_codec__crc_matches_zlib():
 
     for data in (b"", b"a", bytes(range(256)) * 3):
         assert codec.crc32(data) == codec.crc32_soft(data) == zlib.crc32(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records(), min_size=1, max_size=6))
+def test_codec__split_and_pack_keep_every_row(recs):
+    rows = [r for rec in recs for r in codec.split(rec)]
+    assert all(r.count == 1 for r in rows)
+    packed = codec.pack_runs(rows, max_count=50)
+    again = [r for rec in packed for r in codec.split(rec)]
+    key = lambda r: (r.device, r.stream, r.boot, r.seq, r.epoch, tuple(r.rows[0]))  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, rows))
+    assert all(p.count <= 50 for p in packed)
+
+
+def test_codec__pack_runs__merges_only_continuing_rows():
+    row = (2000, 90, 0, 400, 60)
+    mk = lambda seq, epoch, boot=1: codec.Record(F.ROOM, DEV, boot, seq, epoch, [row])  # noqa: E731
+    recs = [mk(1, 100), mk(2, 101), mk(3, 102), mk(4, 110), mk(5, 111), mk(6, 112, boot=2)]
+    packed = codec.pack_runs(recs, max_count=2)
+    assert [(p.seq, p.epoch, p.count) for p in packed] == [
+        (1, 100, 2), (3, 102, 1), (4, 110, 2), (6, 112, 1)
+    ]

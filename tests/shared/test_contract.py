@@ -61,6 +61,8 @@ def test_contract__expected_answers(cpython):
     assert cpython["codec.quantize_row range"] == {"error": "RangeError"}
     assert cpython["codec.quantize_row count"] == {"error": "StreamError"}
     assert cpython["codec.device_id bad"] == {"error": "WireError"}
+    assert cpython["codec.pack_runs"] == {"ok": [[1, 100, 2], [3, 102, 1], [4, 110, 2],
+                                                 [1, 2, 3, 4, 5]]}
 
 
 @pytest.mark.micropython

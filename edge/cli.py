@@ -1,0 +1,86 @@
+"""`nightlink edge …`: the edge node's commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from nightlink.edge.samples import SourceError
+from nightlink.edge.store import EdgeStore, StoreError
+from nightlink.errors import NightlinkError
+
+
+def default_db() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "nightlink" / "edge.db"
+
+
+def open_store(db: Path, retention_days: int = 30) -> EdgeStore:
+    try:
+        return EdgeStore(db, retention_days=retention_days)
+    except StoreError as exc:
+        raise NightlinkError(str(exc)) from None
+
+
+@click.group()
+def edge() -> None:
+    """The bedside edge node: capture, features, local store."""
+
+
+@edge.command()
+@click.argument("night_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (default: $XDG_DATA_HOME/nightlink/edge.db).")
+@click.option("--realtime", is_flag=True, help="Pace the replay at the night's own speed.")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="With --realtime: how many times faster than real time.")
+@click.option("--audio", type=click.Choice(["auto", "file", "stream", "none"]), default="auto",
+              show_default=True,
+              help="Audio from the night's file, the simulator's stream for its seed, or none.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
+def replay(night_dir: Path, db: Path | None, realtime: bool, speed: float, audio: str,
+           as_json: bool) -> None:
+    """Run the edge pipeline over a simulated night in NIGHT_DIR."""
+    from nightlink.edge.replay import load_manifest
+    from nightlink.edge.replay import replay as run_replay
+
+    if speed <= 0:
+        raise NightlinkError("--speed must be more than 0.")
+    try:
+        manifest = load_manifest(night_dir)
+    except SourceError as exc:
+        raise NightlinkError(str(exc)) from None
+    store = open_store(db or default_db())
+    total = int(manifest["epoch_grid"]["epoch_count"])
+    try:
+        with click.progressbar(length=total, label="Replaying epochs", file=sys.stderr,
+                               show_pos=True) as bar:
+            last = [0]
+
+            def tick(done: int) -> None:
+                bar.update(done - last[0])
+                last[0] = done
+
+            result = run_replay(night_dir, store, realtime=realtime, speed=speed, audio=audio,
+                                on_epoch=tick)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({
+            "night": result.night, "epochs": result.epochs, "records": result.records,
+            "present": result.present, "bad_rows": result.bad_rows,
+            "problems": result.problems, "seconds": round(result.seconds, 2),
+        }, sort_keys=True))
+        return
+    click.echo(f"Night {result.night}: {result.epochs} epochs, {result.records} records stored "
+               f"in {result.seconds:.1f} s into {db or default_db()}")
+    for name, n in result.present.items():
+        click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
+    for name, n in result.bad_rows.items():
+        click.echo(f"  {name}: {n} bad rows skipped")
+    for p in result.problems:
+        click.echo(f"  note: {p}")

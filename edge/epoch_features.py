@@ -1,0 +1,210 @@
+"""Wearable, CGM and room samples reduced to per-epoch features, one epoch at a time.
+
+Each reducer takes samples in time order (`add`) and gives the feature values of an
+epoch when asked (`close(epoch)`), keeping only the state the next epochs need. An
+epoch without samples gives None for its features: missing, never zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from nightlink.edge import samples as S
+from nightlink.shared import codec, units
+from nightlink.shared import features as F
+from nightlink.shared.epoch import EPOCH_S, epoch_start
+
+RR_MIN_MS = 300.0  # 200 bpm
+RR_MAX_MS = 2000.0  # 30 bpm
+RR_MAX_STEP = 0.2  # successive intervals differing by more than 20 % are artefacts (ectopy)
+MIN_BEATS_HRV = 5
+DESAT_BASELINE_S = 120.0  # baseline SpO2: mean of the preceding two minutes
+DESAT_MIN_S = 10.0  # a desaturation lasts at least 10 s (ODI convention)
+MOVEMENT_COUNTS = 100.0  # activity counts per epoch above which the epoch is "movement"
+CGM_MAX_AGE_MIN = 120.0  # older readings are not carried into an epoch
+CGM_ROC_WINDOW_MIN = 15.0
+
+
+def to_raw(stream: int, values) -> tuple[int, ...]:
+    """Quantize a row, saturating values outside the valid range at its ends (NaN is missing)."""
+    clipped = []
+    for f, v in zip(F.features(stream), values, strict=True):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            clipped.append(None)
+        else:
+            clipped.append(min(max(float(v), f[F.F_LO]), f[F.F_HI]))
+    return codec.quantize_row(stream, clipped)
+
+
+class WearableReducer:
+    """Heart rate, HRV, SpO2 with desaturation events, and activity per epoch."""
+
+    def __init__(self):
+        self._rr: list[float] = []
+        self._hr: list[float] = []
+        self._spo2: list[float] = []
+        self._motion: list[float] = []
+        self._last_rr: float | None = None
+        self._desat = {3: _Desaturations(3.0), 4: _Desaturations(4.0)}
+        self._desat_counts = {3: 0, 4: 0}
+
+    def add(self, s) -> None:
+        if isinstance(s, S.Beat):
+            if RR_MIN_MS <= s.rr_ms <= RR_MAX_MS:
+                self._rr.append(s.rr_ms)
+        elif isinstance(s, S.HeartRate):
+            if 60000.0 / RR_MAX_MS <= s.bpm <= 60000.0 / RR_MIN_MS:
+                self._hr.append(s.bpm)
+        elif isinstance(s, S.SpO2):
+            if 50.0 <= s.pct <= 100.0:
+                self._spo2.append(s.pct)
+                for k, d in self._desat.items():
+                    self._desat_counts[k] += d.add(s.t, s.pct)
+        elif isinstance(s, S.Motion):
+            self._motion.append(math.sqrt(s.ax * s.ax + s.ay * s.ay + s.az * s.az))
+
+    def close(self, epoch: int) -> tuple:
+        del epoch
+        hr_mean = hr_min = hr_max = rmssd = sdnn = None
+        if self._rr:
+            rr = np.asarray(self._rr)
+            inst = 60000.0 / rr
+            hr_mean, hr_min, hr_max = float(inst.mean()), float(inst.min()), float(inst.max())
+            if rr.size >= MIN_BEATS_HRV:
+                prev = np.concatenate(([self._last_rr or rr[0]], rr[:-1]))
+                diffs = rr - prev
+                ok = np.abs(diffs) <= RR_MAX_STEP * prev
+                ok[0] = ok[0] and self._last_rr is not None
+                if ok.sum() >= MIN_BEATS_HRV - 1:
+                    rmssd = float(np.sqrt(np.mean(diffs[ok] ** 2)))
+                sdnn = float(rr.std(ddof=1))
+            self._last_rr = float(rr[-1])
+        elif self._hr:
+            hr = np.asarray(self._hr)
+            hr_mean, hr_min, hr_max = float(hr.mean()), float(hr.min()), float(hr.max())
+        spo2_mean = spo2_min = d3 = d4 = None
+        if self._spo2:
+            spo2_mean, spo2_min = float(np.mean(self._spo2)), float(np.min(self._spo2))
+            d3, d4 = self._desat_counts[3], self._desat_counts[4]
+        activity = movement = None
+        if self._motion:
+            activity = float(np.sum(self._motion))
+            movement = 1.0 if activity >= MOVEMENT_COUNTS else 0.0
+        self._rr, self._hr, self._spo2, self._motion = [], [], [], []
+        self._desat_counts = {3: 0, 4: 0}
+        return (hr_mean, hr_min, hr_max, rmssd, sdnn, spo2_mean, spo2_min, d3, d4, activity,
+                movement)
+
+
+class _Desaturations:
+    """Counts drops of at least `drop` % below the preceding 2-minute mean lasting >= 10 s.
+
+    An event is counted in the epoch where it is confirmed (10 s after it began) and
+    ends when saturation comes back within 1 % of the baseline it dropped from.
+    """
+
+    def __init__(self, drop: float):
+        self.drop = drop
+        self._window: deque[tuple[float, float]] = deque()
+        self._sum = 0.0
+        self._below_since: float | None = None
+        self._baseline: float | None = None
+        self._in_event = False
+
+    def add(self, t: float, pct: float) -> int:
+        counted = 0
+        baseline = self._sum / len(self._window) if self._window else None
+        if self._in_event:
+            if pct >= self._baseline - 1.0:
+                self._in_event = False
+                self._below_since = None
+        elif baseline is not None and pct <= baseline - self.drop:
+            if self._below_since is None:
+                self._below_since, self._baseline = t, baseline
+            elif t - self._below_since >= DESAT_MIN_S:
+                self._in_event = True
+                counted = 1
+        else:
+            self._below_since = None
+        if not self._in_event and self._below_since is None:
+            # Only saturation outside events forms the baseline.
+            self._window.append((t, pct))
+            self._sum += pct
+        while self._window and self._window[0][0] < t - DESAT_BASELINE_S:
+            self._sum -= self._window.popleft()[1]
+        return counted
+
+
+class CgmReducer:
+    """Latest reading, its age, 5-minute delta, rate of change, direction and error per epoch."""
+
+    def __init__(self):
+        self._readings: deque[S.Glucose] = deque()
+
+    def add(self, g: S.Glucose) -> None:
+        if self._readings and g.t <= self._readings[-1].t:
+            if g.t == self._readings[-1].t:
+                return  # the same reading again
+            # Out of order: keep the list sorted.
+            items = sorted([*self._readings, g], key=lambda r: r.t)
+            self._readings = deque(items)
+        else:
+            self._readings.append(g)
+
+    def close(self, epoch: int) -> tuple:
+        end = epoch_start(epoch) + EPOCH_S
+        while self._readings and self._readings[0].t < end - 60 * CGM_MAX_AGE_MIN - 900:
+            self._readings.popleft()
+        now = [r for r in self._readings if r.t < end]
+        if not now:
+            return (None,) * 6
+        latest = now[-1]
+        age_min = (end - latest.t) / 60.0
+        if age_min > CGM_MAX_AGE_MIN:
+            return (None,) * 6
+        if latest.sgv is None:
+            return (None, age_min, None, None, None, latest.error_code)
+        valid = [r for r in now if r.sgv is not None]
+        delta5 = None
+        for r in reversed(valid[:-1]):
+            dt = latest.t - r.t
+            if 240 <= dt <= 360:
+                delta5 = float(latest.sgv - r.sgv)
+                break
+            if dt > 360:
+                break
+        recent = [r for r in valid if latest.t - r.t <= 60 * CGM_ROC_WINDOW_MIN]
+        roc = None
+        if len(recent) >= 2 and recent[-1].t - recent[0].t >= 240:
+            t = np.array([r.t for r in recent]) / 60.0
+            g = np.array([r.sgv for r in recent], dtype=float)
+            roc = float(np.polyfit(t - t[-1], g, 1)[0])
+        if latest.direction and units.trend_of(latest.direction) != 0:
+            trend = units.trend_of(latest.direction)
+        else:
+            trend = units.trend(roc)
+        return (float(latest.sgv), age_min, delta5, roc, float(trend), None)
+
+
+class RoomReducer:
+    """Mean of each room quantity over the epoch."""
+
+    _FIELDS = ("temp_c", "humidity_pct", "light_lux", "co2_ppm", "noise_dba")
+
+    def __init__(self):
+        self._acc: list[list[float]] = [[] for _ in self._FIELDS]
+
+    def add(self, r: S.Room) -> None:
+        for i, name in enumerate(self._FIELDS):
+            v = getattr(r, name)
+            if v is not None:
+                self._acc[i].append(v)
+
+    def close(self, epoch: int) -> tuple:
+        del epoch
+        out = tuple(float(np.mean(a)) if a else None for a in self._acc)
+        self._acc = [[] for _ in self._FIELDS]
+        return out

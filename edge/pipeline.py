@@ -1,0 +1,73 @@
+"""The edge pipeline: samples in, one stored record per epoch per modality out.
+
+Sources push samples in time order (`add`, `feed_audio`); `close(epoch)` reduces what
+arrived for that epoch and stores the four records in one transaction, each with its
+outbox row. Modalities with nothing in an epoch are stored with every feature missing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from nightlink.edge import samples as S
+from nightlink.edge.audio_features import AudioFeatureExtractor
+from nightlink.edge.epoch_features import CgmReducer, RoomReducer, WearableReducer, to_raw
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import codec
+from nightlink.shared import features as F
+
+_LOGGER = logging.getLogger(__name__)
+STREAM_ORDER = (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO)
+
+
+class EdgePipeline:
+    def __init__(self, store: EdgeStore, first_epoch: int, *, audio: bool = True,
+                 live: bool = False):
+        self.store = store
+        self.epoch = first_epoch
+        self.flags = codec.FLAG_LIVE if live else 0
+        self.wearable = WearableReducer()
+        self.cgm = CgmReducer()
+        self.room = RoomReducer()
+        self.audio = AudioFeatureExtractor(first_epoch) if audio else None
+        self._audio_rows: dict[int, tuple] = {}
+        self.present = {s: 0 for s in STREAM_ORDER}  # epochs with at least one feature
+
+    def add(self, sample) -> None:
+        if isinstance(sample, S.Glucose):
+            self.cgm.add(sample)
+        elif isinstance(sample, S.Room):
+            self.room.add(sample)
+        else:
+            self.wearable.add(sample)
+
+    def feed_audio(self, chunk: np.ndarray) -> None:
+        if self.audio is None:
+            return
+        for epoch, values in self.audio.feed(chunk):
+            self._audio_rows[epoch] = values
+
+    def skip_audio_epoch(self) -> None:
+        """No audio for the current audio epoch (the source dropped out)."""
+        if self.audio is not None:
+            self.audio.skip_epoch()
+
+    def close(self, epoch: int) -> dict[int, tuple]:
+        """Reduce and store epoch `epoch` for every stream; return the raw rows stored."""
+        rows = {
+            F.CGM: to_raw(F.CGM, self.cgm.close(epoch)),
+            F.WEARABLE: to_raw(F.WEARABLE, self.wearable.close(epoch)),
+            F.ROOM: to_raw(F.ROOM, self.room.close(epoch)),
+        }
+        audio = self._audio_rows.pop(epoch, None)
+        rows[F.AUDIO] = to_raw(F.AUDIO, audio if audio else (None,) * len(F.features(F.AUDIO)))
+        with self.store.transaction():
+            for stream in STREAM_ORDER:
+                self.store.append(stream, epoch, [rows[stream]], flags=self.flags)
+        for stream, row in rows.items():
+            if any(raw != b[0] for raw, b in zip(row, F.bounds(stream), strict=True)):
+                self.present[stream] += 1
+        self.epoch = epoch + 1
+        return rows

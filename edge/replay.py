@@ -1,0 +1,268 @@
+"""`nightlink edge replay DIR`: the edge pipeline over a simulated night's files.
+
+Reads the simulator's manifest and files, feeds every sample in time order through
+the same pipeline a live night uses, as fast as possible or paced in real time.
+Bad rows, a truncated or unreadable audio file, or a missing file cost only their
+own data: the rest of the night continues and the gaps are recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from nightlink.edge import samples as S
+from nightlink.edge.audio_features import EPOCH_SAMPLES, SAMPLE_RATE
+from nightlink.edge.night_summary import summarize_night
+from nightlink.edge.pipeline import STREAM_ORDER, EdgePipeline
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import features as F
+from nightlink.shared.epoch import EPOCH_S, epoch_start, iso_epoch, night_of
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class ReplayResult:
+    night: str
+    first_epoch: int
+    epochs: int
+    records: int
+    present: dict[str, int]
+    bad_rows: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    summary: dict = field(default_factory=dict)
+
+
+def _rows(path: Path, name: str, parse: Callable[[dict], object], bad: dict[str, int],
+          problems: list[str]) -> Iterator:
+    """Samples from a CSV file; a row that does not parse is counted and skipped."""
+    try:
+        fh = path.open(newline="")
+    except OSError as exc:
+        problems.append(f"{name} cannot be read ({exc.strerror}); the night has no {name} data.")
+        return
+    with fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            try:
+                yield parse(row)
+            except (KeyError, ValueError, TypeError):
+                bad[name] = bad.get(name, 0) + 1
+                if bad[name] == 1:
+                    _LOGGER.warning("%s line %d is not valid; skipping it", name, reader.line_num)
+
+
+def _glucose(row: dict) -> S.Glucose:
+    """A cgm.csv row; sensor error codes (sgv < 39) stay errors, never glucose."""
+    t = int(row["epoch_ms"]) / 1000.0
+    code = (row.get("error_code") or "").strip()
+    sgv = int(code) if code else int(row["sgv_mgdl"])
+    if sgv < 39:
+        return S.Glucose(t, None, sgv, source="replay")
+    return S.Glucose(t, sgv, source="replay")
+
+
+def _opt(row, key):
+    v = row.get(key, "")
+    return float(v) if v not in ("", None) else None
+
+
+def _merged(iters: list[Iterator]) -> Iterator:
+    """Samples of several time-ordered sources, merged by time."""
+    import heapq
+
+    return heapq.merge(*iters, key=lambda s: s.t)
+
+
+def sample_streams(sim_dir: Path, start: float, bad: dict[str, int], problems: list[str]):
+    """Time-ordered samples of every non-audio source of a simulated night."""
+    return _merged([
+        _rows(sim_dir / "rr.csv", "rr.csv",
+              lambda r: S.Beat(start + float(r["t_s"]), float(r["rr_ms"])), bad, problems),
+        _rows(sim_dir / "spo2.csv", "spo2.csv",
+              lambda r: S.SpO2(start + float(r["t_s"]), float(r["spo2_pct"])), bad, problems),
+        _rows(sim_dir / "accel.csv", "accel.csv",
+              lambda r: S.Motion(start + float(r["t_s"]), float(r["ax"]), float(r["ay"]),
+                                 float(r["az"])), bad, problems),
+        _rows(sim_dir / "cgm.csv", "cgm.csv", _glucose, bad, problems),
+        _rows(sim_dir / "room.csv", "room.csv",
+              lambda r: S.Room(epoch_start(int(r["epoch"])), _opt(r, "temp_c"),
+                               _opt(r, "humidity_pct"), _opt(r, "light_lux"),
+                               _opt(r, "co2_ppm"), _opt(r, "noise_dba")), bad, problems),
+    ])
+
+
+class _AudioFile:
+    """One epoch of samples at a time from a WAV/FLAC file; None once it ends or fails."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        self.f = None
+        try:
+            self.f = soundfile.SoundFile(str(path))
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            problems.append(f"{path.name} cannot be read as audio ({exc}); the night has no "
+                            "audio features.")
+            return
+        if self.f.samplerate != SAMPLE_RATE or self.f.channels != 1:
+            problems.append(
+                f"{path.name} is {self.f.samplerate} Hz with {self.f.channels} channel(s); "
+                f"Nightlink needs {SAMPLE_RATE} Hz mono, so the night has no audio features."
+            )
+            self.f.close()
+            self.f = None
+
+    def next_epoch(self) -> np.ndarray | None:
+        if self.f is None:
+            return None
+        try:
+            block = self.f.read(EPOCH_SAMPLES, dtype="int16")
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            self.problems.append(f"{self.path.name} became unreadable ({exc}); audio stops there.")
+            self.close()
+            return None
+        if block.shape[0] < EPOCH_SAMPLES:
+            self.problems.append(
+                f"{self.path.name} ends {self.f.frames / SAMPLE_RATE:.0f} s into the night, "
+                "before the night does; the remaining epochs have no audio features."
+            )
+            self.close()
+            return None
+        return block
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class _AudioStream:
+    """The simulator's audio for this night regenerated as a stream (no file needed)."""
+
+    def __init__(self, manifest: dict):
+        from nightlink.tools.simulate.audio import audio_chunks
+
+        self.it = audio_chunks(manifest["seed"], manifest["patient"], manifest["hours"])
+        self.pending = np.zeros(0, dtype=np.int16)
+
+    def next_epoch(self) -> np.ndarray | None:
+        while self.pending.size < EPOCH_SAMPLES:
+            chunk = next(self.it, None)
+            if chunk is None:
+                return None
+            self.pending = np.concatenate((self.pending, chunk))
+        out, self.pending = self.pending[:EPOCH_SAMPLES], self.pending[EPOCH_SAMPLES:]
+        return out
+
+    def close(self):
+        pass
+
+
+def load_manifest(sim_dir: Path) -> dict:
+    path = sim_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["epoch_grid"]["first_epoch"], manifest["epoch_grid"]["epoch_count"]
+    except FileNotFoundError:
+        raise S.SourceError(f"{sim_dir} holds no manifest.json; is it a simulated night?") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise S.SourceError(f"{path} is not a valid night manifest ({exc}).") from None
+    return manifest
+
+
+def replay(
+    sim_dir: Path,
+    store: EdgeStore,
+    *,
+    realtime: bool = False,
+    speed: float = 1.0,
+    audio: str = "auto",
+    on_epoch: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Replay a simulated night into the store.
+
+    audio: "auto" (the night's audio file, else the simulator's stream for its seed),
+    "file", "stream" or "none".
+    """
+    manifest = load_manifest(sim_dir)
+    first = int(manifest["epoch_grid"]["first_epoch"])
+    count = int(manifest["epoch_grid"]["epoch_count"])
+    start = float(epoch_start(first))
+    bad: dict[str, int] = {}
+    problems: list[str] = []
+    started = time.monotonic()
+
+    audio_path = next((sim_dir / f["path"] for f in manifest.get("files", [])
+                       if f["path"].startswith("audio.")), None)
+    source = None
+    if audio in ("auto", "file") and audio_path is not None and audio_path.exists():
+        source = _AudioFile(audio_path, problems)
+    elif audio == "file":
+        problems.append("The night has no audio file; the night has no audio features.")
+    elif audio in ("auto", "stream") and "seed" in manifest:
+        source = _AudioStream(manifest)
+
+    store.start_boot()
+    pipe = EdgePipeline(store, first, audio=source is not None)
+    samples = sample_streams(sim_dir, start, bad, problems)
+    pending = next(samples, None)
+    audio_gap_from = None
+    for i in range(count):
+        epoch = first + i
+        end = epoch_start(epoch) + EPOCH_S
+        while pending is not None and pending.t < end:
+            if pending.t >= start:
+                pipe.add(pending)
+            pending = next(samples, None)
+        if source is not None:
+            block = source.next_epoch()
+            if block is None:
+                if audio_gap_from is None:
+                    audio_gap_from = epoch
+                pipe.skip_audio_epoch()
+            else:
+                pipe.feed_audio(block)
+        pipe.close(epoch)
+        if on_epoch:
+            on_epoch(i + 1)
+        if realtime:
+            wait = started + (i + 1) * EPOCH_S / speed - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+    if source is not None:
+        source.close()
+    if audio_gap_from is not None:
+        store.add_gap("audio", audio_gap_from, first + count, "audio source ended early")
+    for p in problems:
+        _LOGGER.warning("%s", p)
+
+    night = night_of(start)
+    summary = summarize_night(store, first, count)
+    store.put_night(night, summary)
+    for stream in STREAM_ORDER:
+        name = F.stream(stream)[F.S_NAME]
+        state = "replayed" if pipe.present[stream] else "no data"
+        store.set_source(name, "replay", state,
+                         f"{pipe.present[stream]}/{count} epochs with data from {iso_epoch(first)}")
+    return ReplayResult(
+        night=night,
+        first_epoch=first,
+        epochs=count,
+        records=count * len(STREAM_ORDER),
+        present={F.stream(s)[F.S_NAME]: pipe.present[s] for s in STREAM_ORDER},
+        bad_rows=bad,
+        problems=problems,
+        seconds=time.monotonic() - started,
+        summary=summary,
+    )

@@ -1,0 +1,70 @@
+"""Timestamped samples every edge source yields, whatever it reads from (live, replay, import).
+
+Times are Unix seconds (float, UTC). Values are in the units of the feature registry;
+None means the source did not measure that quantity in this sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Glucose:
+    """One CGM reading. sgv is mg/dL, or None when the sensor reported an error code."""
+
+    t: float
+    sgv: int | None
+    error_code: int | None = None  # Nightscout sgv < 39: kept as an error, never as glucose
+    direction: str | None = None  # Nightscout direction name as the sender gave it
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One heart beat: t is when the beat happened, rr_ms the interval that ended with it."""
+
+    t: float
+    rr_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class HeartRate:
+    """A heart-rate value from a device that does not give beat intervals."""
+
+    t: float
+    bpm: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpO2:
+    """Oxygen saturation in percent."""
+
+    t: float
+    pct: float
+
+
+@dataclass(frozen=True, slots=True)
+class Motion:
+    """Activity counts over the last second, per axis."""
+
+    t: float
+    ax: float
+    ay: float
+    az: float
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """Room sensor readings (any may be None)."""
+
+    t: float
+    temp_c: float | None = None
+    humidity_pct: float | None = None
+    light_lux: float | None = None
+    co2_ppm: float | None = None
+    noise_dba: float | None = None
+
+
+class SourceError(Exception):
+    """A source cannot be read: the message is one sentence naming the file or device."""

@@ -1,0 +1,227 @@
+"""Replaying a simulated night: one record per epoch per modality, features recomputed offline."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from nightlink.cli import main
+from nightlink.edge.audio_features import EPOCH_SAMPLES
+from nightlink.edge.replay import replay
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import features as F
+from nightlink.shared.epoch import epoch_start
+from nightlink.tools.simulate.night import simulate_night
+
+HOURS = 1.5
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "night"
+    simulate_night(out, seed=SEED, hours=HOURS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def replayed(night, tmp_path_factory):
+    store = EdgeStore(tmp_path_factory.mktemp("edge") / "edge.db")
+    result = replay(night, store)
+    yield store, result
+    store.close()
+
+
+def _manifest(night):
+    return json.loads((night / "manifest.json").read_text())
+
+
+def _csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _values(store, stream, first, n):
+    vals = store.epoch_values(stream, first, first + n)
+    names = F.names(stream)
+    return {e: dict(zip(names, v, strict=True)) for e, v in vals.items()}
+
+
+def test_replay__one_record_per_epoch_per_modality(replayed, night):
+    store, result = replayed
+    n = _manifest(night)["epoch_grid"]["epoch_count"]
+    assert result.epochs == n == int(HOURS * 120)
+    for stream in (F.ROOM, F.WEARABLE, F.AUDIO, F.CGM):
+        recs = list(store.records(stream))
+        assert len(recs) == n
+        assert [r.epoch for r in recs] == list(range(result.first_epoch, result.first_epoch + n))
+        assert [r.seq for r in recs] == list(range(1, n + 1))
+    assert result.present == {"cgm": n, "wearable": n, "room": n, "audio": n}
+    assert store.outbox_size() == 4 * n
+    assert result.problems == [] and result.bad_rows == {}
+
+
+def test_replay__summary_is_small_and_stored(replayed):
+    store, result = replayed
+    assert store.night(result.night) == result.summary
+    assert len(json.dumps(result.summary, separators=(",", ":"))) <= 2048
+
+
+def test_replay__heart_rate_and_spo2_match_offline(replayed, night):
+    store, result = replayed
+    first, n = result.first_epoch, result.epochs
+    start = epoch_start(first)
+    rr = np.array([[float(r["t_s"]), float(r["rr_ms"])] for r in _csv(night / "rr.csv")])
+    spo2 = np.array([[float(r["t_s"]), float(r["spo2_pct"])] for r in _csv(night / "spo2.csv")])
+    got = _values(store, F.WEARABLE, first, n)
+    checked = 0
+    for i in range(n):
+        sel = rr[(rr[:, 0] >= i * 30) & (rr[:, 0] < (i + 1) * 30), 1]
+        sel = sel[(sel >= 300) & (sel <= 2000)]
+        if sel.size:
+            assert got[first + i]["hr_mean_bpm"] == pytest.approx(np.mean(60000 / sel), abs=0.051)
+            assert got[first + i]["sdnn_ms"] == pytest.approx(np.std(sel, ddof=1), abs=0.051)
+            checked += 1
+        s = spo2[(spo2[:, 0] >= i * 30) & (spo2[:, 0] < (i + 1) * 30), 1]
+        assert got[first + i]["spo2_min_pct"] == pytest.approx(s.min(), abs=0.26)
+        assert got[first + i]["spo2_mean_pct"] == pytest.approx(s.mean(), abs=0.26)
+    assert checked > 0.9 * n
+    del start
+
+
+def test_replay__room_and_cgm_match_files(replayed, night):
+    store, result = replayed
+    first, n = result.first_epoch, result.epochs
+    room = _values(store, F.ROOM, first, n)
+    for row in _csv(night / "room.csv"):
+        got = room[int(row["epoch"])]
+        assert got["temp_c"] == pytest.approx(float(row["temp_c"]), abs=0.006)
+        assert got["co2_ppm"] == pytest.approx(float(row["co2_ppm"]), abs=0.5)
+    cgm = _values(store, F.CGM, first, n)
+    readings = [(int(r["epoch_ms"]) / 1000, r) for r in _csv(night / "cgm.csv")]
+    for e in range(first, first + n):
+        end = epoch_start(e) + 30
+        t, r = max((x for x in readings if x[0] < end), key=lambda x: x[0])
+        if r["error_code"]:
+            assert cgm[e]["glucose_mgdl"] is None and cgm[e]["sensor_error"] == int(r["error_code"])
+        else:
+            assert cgm[e]["glucose_mgdl"] == int(r["sgv_mgdl"])
+            assert cgm[e]["sensor_error"] is None
+        assert cgm[e]["minutes_since"] == pytest.approx((end - t) / 60, abs=0.26)
+
+
+def test_replay__audio_features_match_librosa(replayed, night):
+    """Centroid, flatness and MFCC means recomputed with librosa on a few epochs."""
+    librosa = pytest.importorskip("librosa")
+    store, result = replayed
+    first = result.first_epoch
+    got = _values(store, F.AUDIO, first, result.epochs)
+    for i in (3, 40, 111):
+        y, sr = soundfile.read(night / "audio.wav", start=i * EPOCH_SAMPLES, frames=EPOCH_SAMPLES,
+                               dtype="float32")
+        stft = librosa.stft(y, n_fft=512, hop_length=512, center=False, window="hann")
+        power = np.abs(stft) ** 2
+        weight = np.abs(stft).sum(axis=0)
+        cent = librosa.feature.spectral_centroid(S=np.abs(stft), sr=sr, n_fft=512)[0]
+        mel = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=40)
+        mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel, amin=1e-10, top_db=None),
+                                    n_mfcc=13)
+        flat = librosa.feature.spectral_flatness(S=np.abs(stft))[0]
+        g = got[first + i]
+        assert g["centroid_hz"] == pytest.approx(np.sum(cent * weight) / weight.sum(), abs=16.1)
+        assert g["flatness"] == pytest.approx(flat.mean(), abs=0.005)
+        assert g["mfcc0_mean"] == pytest.approx(mfcc[0].mean(), abs=0.06)
+        assert g["mfcc1_mean"] == pytest.approx(mfcc[1].mean(), abs=1.01)
+        for k in range(2, 13):
+            assert g[f"mfcc{k}_mean"] == pytest.approx(mfcc[k].mean(), abs=0.51)
+        frame_ms = (y[: 937 * 512].reshape(937, 512) ** 2).mean(axis=1)
+        assert g["loud_mean_dbfs"] == pytest.approx(10 * np.log10(frame_ms.mean()), abs=0.26)
+
+
+def test_replay__audio_finds_truth_events(replayed, night):
+    """Apnea epochs show long silences; snore epochs a larger low-band share."""
+    store, result = replayed
+    first = result.first_epoch
+    got = _values(store, F.AUDIO, first, result.epochs)
+    events = _csv(night / "truth" / "events.csv")
+    apneas = [e for e in events if e["type"] == "apnea" and float(e["end_s"]) < HOURS * 3600]
+    for a in apneas:
+        end_epoch = first + int(float(a["end_s"]) // 30)
+        seen = max(got[e]["silence_max_s"] for e in (end_epoch - 1, end_epoch))
+        assert seen >= 0.8 * (float(a["end_s"]) - float(a["start_s"])), a
+    snore = np.zeros(result.epochs, dtype=bool)
+    for e in events:
+        if e["type"] == "snore":
+            snore[int(float(e["start_s"]) // 30) + 1 : int(float(e["end_s"]) // 30)] = True
+    ratio = np.array([got[first + i]["snore_ratio"] for i in range(result.epochs)])
+    assert snore.any() and (~snore).any()
+    assert ratio[snore].mean() > 2 * ratio[~snore].mean()
+
+
+@pytest.fixture
+def damaged(night, tmp_path):
+    """A copy of the night to damage (audio left out unless a test adds it)."""
+    out = tmp_path / "damaged"
+    out.mkdir()
+    for f in night.iterdir():
+        if f.is_file() and f.suffix != ".wav":
+            shutil.copy(f, out / f.name)
+    return out
+
+
+def test_replay__truncated_audio_keeps_the_rest(night, damaged, tmp_path):
+    with open(night / "audio.wav", "rb") as src, open(damaged / "audio.wav", "wb") as dst:
+        dst.write(src.read(44 + 2 * EPOCH_SAMPLES * 20 + 1000))  # 20 epochs and a bit
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert result.present["audio"] == 20
+    assert result.present["wearable"] == result.epochs
+    assert any("ends" in p for p in result.problems)
+    assert store.gaps("audio")[0]["start_epoch"] == result.first_epoch + 20
+    assert store.count_records(F.AUDIO) == result.epochs  # the rest are stored as missing
+    store.close()
+
+
+def test_replay__wrong_sample_rate_is_refused_clearly(damaged, tmp_path):
+    soundfile.write(damaged / "audio.wav", np.zeros(8000 * 60, dtype=np.int16), 8000)
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert any("8000 Hz" in p and "16000 Hz mono" in p for p in result.problems)
+    assert result.present["audio"] == 0 and result.present["cgm"] == result.epochs
+    store.close()
+
+
+def test_replay__corrupt_csv_rows_and_missing_file(damaged, tmp_path):
+    lines = (damaged / "rr.csv").read_text().splitlines()
+    lines[100] = "garbage,not-a-number"
+    lines[200] = "1.5"
+    (damaged / "rr.csv").write_text("\n".join(lines) + "\n")
+    (damaged / "spo2.csv").unlink()
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store, audio="none")
+    assert result.bad_rows == {"rr.csv": 2}
+    assert any("spo2.csv cannot be read" in p for p in result.problems)
+    vals = _values(store, F.WEARABLE, result.first_epoch, result.epochs)
+    assert all(v["spo2_mean_pct"] is None for v in vals.values())
+    assert all(v["hr_mean_bpm"] is not None for v in vals.values())
+    store.close()
+
+
+def test_edge_replay_cli(night, tmp_path):
+    res = CliRunner().invoke(
+        main, ["edge", "replay", str(night), "--db", str(tmp_path / "e.db"), "--audio", "none",
+               "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output.strip().splitlines()[-1])
+    assert out["records"] == 4 * int(HOURS * 120) and out["present"]["audio"] == 0
+
+
+def test_edge_replay_cli__not_a_night(tmp_path):
+    res = CliRunner().invoke(main, ["edge", "replay", str(tmp_path), "--db", str(tmp_path / "e.db")])
+    assert res.exit_code == 2
+    assert "holds no manifest.json" in res.output

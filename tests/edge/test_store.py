@@ -1,0 +1,97 @@
+"""The edge store on a real SQLite file."""
+
+import sqlite3
+
+import pytest
+
+from nightlink.edge.store import EdgeStore, StoreError
+from nightlink.shared import codec
+from nightlink.shared import features as F
+
+ROW = codec.quantize_row(F.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EdgeStore(tmp_path / "edge.db")
+    yield s
+    s.close()
+
+
+def test_store__wal_and_migrations(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.schema_version() == 1
+
+
+def test_store__append_writes_record_and_outbox_together(store):
+    store.start_boot()
+    recs = [store.append(F.ROOM, 1000 + i, [ROW]) for i in range(3)]
+    assert [r.seq for r in recs] == [1, 2, 3]
+    assert store.count_records(F.ROOM) == 3
+    out = store.outbox()
+    assert [o.seq for o in out] == [1, 2, 3]
+    assert codec.decode(out[0].blob) == recs[0]
+
+
+def test_store__seq_and_device_survive_reopen(tmp_path):
+    s = EdgeStore(tmp_path / "edge.db")
+    s.start_boot()
+    s.append(F.ROOM, 1, [ROW])
+    dev = s.device
+    s.close()
+    s = EdgeStore(tmp_path / "edge.db")
+    assert s.device == dev
+    assert s.start_boot() == 2
+    rec = s.append(F.ROOM, 2, [ROW])
+    assert (rec.boot, rec.seq) == (2, 2)
+    s.close()
+
+
+def test_store__failed_append_leaves_nothing(store):
+    with pytest.raises(codec.RangeError):
+        store.append(F.ROOM, 1, [(9999, 0, 0, 400, 0)])
+    assert store.count_records() == 0 and store.outbox_size() == 0
+    # the sequence number was not consumed either
+    assert store.append(F.ROOM, 1, [ROW]).seq == 1
+
+
+def test_store__foreign_record_is_idempotent(store):
+    blob = codec.encode(codec.Record(F.ROOM, bytes(6), 1, 9, 5, [ROW]))
+    assert store.put_foreign(blob).seq == 9
+    assert store.put_foreign(blob) is None
+    assert store.count_records() == 1 and store.outbox_size() == 1
+
+
+def test_store__outbox_priority_order(store):
+    store.append(F.AUDIO, 1, [tuple(b[0] for b in F.bounds(F.AUDIO))])
+    store.append(F.CGM, 1, [tuple(b[0] for b in F.bounds(F.CGM))])
+    assert [o.stream for o in store.outbox()] == [F.CGM, F.AUDIO]
+
+
+def test_store__entries_dedup_on_date_and_type(store):
+    e = {"type": "sgv", "date": 1700000000000, "sgv": 120, "direction": "Flat"}
+    assert store.add_entries([e, dict(e, sgv=121)]) == (1, 1)
+    assert store.entries(count=5)[0]["sgv"] == 120
+
+
+def test_store__prune_keeps_unsent(store):
+    store.append(F.ROOM, 0, [ROW])
+    old = store.outbox()[0]
+    now = 40 * 2880
+    assert store.prune(now) == 0  # still in the outbox
+    store.db.execute("DELETE FROM outbox WHERE record_id = ?", [old.record_id])
+    assert store.prune(now) == 1
+
+
+def test_store__not_a_database(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
+        EdgeStore(bad)
+
+
+def test_store__concurrent_reader_sees_committed_only(store, tmp_path):
+    store.append(F.ROOM, 1, [ROW])
+    other = sqlite3.connect(tmp_path / "edge.db")
+    assert other.execute("SELECT count(*) FROM records").fetchone()[0] == 1
+    other.close()
