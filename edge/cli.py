@@ -32,6 +32,28 @@ def edge() -> None:
 
 
 @edge.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Edge configuration (TOML); see docs/edge.example.toml.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (overrides the configuration).")
+def run(config_path: Path | None, db: Path | None) -> None:
+    """Run the live node until SIGTERM or Ctrl-C."""
+    from nightlink.edge.config import ConfigError, load
+    from nightlink.edge.live import LiveNode, run_forever
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as exc:
+        raise NightlinkError(str(exc)) from None
+    store = open_store(db or cfg.db or default_db(), cfg.retention_days)
+    try:
+        run_forever(LiveNode(cfg, store))
+    finally:
+        store.close()
+    click.echo("Stopped; every completed epoch is stored.", err=True)
+
+
+@edge.command()
 @click.argument("night_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Edge store (default: $XDG_DATA_HOME/nightlink/edge.db).")

@@ -17,6 +17,7 @@ from nightlink.edge.epoch_features import CgmReducer, RoomReducer, WearableReduc
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec
 from nightlink.shared import features as F
+from nightlink.shared.epoch import epoch_index
 
 _LOGGER = logging.getLogger(__name__)
 STREAM_ORDER = (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO)
@@ -34,14 +35,33 @@ class EdgePipeline:
         self.audio = AudioFeatureExtractor(first_epoch) if audio else None
         self._audio_rows: dict[int, tuple] = {}
         self.present = {s: 0 for s in STREAM_ORDER}  # epochs with at least one feature
+        self.late = 0  # samples that arrived after their epoch was closed
+        self._pending: dict[int, list] = {}
 
     def add(self, sample) -> None:
+        """Queue a sample for its epoch; samples for epochs already closed are counted late.
+
+        Glucose goes straight to its reducer: a reading from before this epoch still
+        gives later epochs their latest value, age and trend.
+        """
         if isinstance(sample, S.Glucose):
             self.cgm.add(sample)
-        elif isinstance(sample, S.Room):
+            return
+        e = epoch_index(sample.t)
+        if e < self.epoch:
+            self.late += 1
+            return
+        self._pending.setdefault(e, []).append(sample)
+
+    def _route(self, sample) -> None:
+        if isinstance(sample, S.Room):
             self.room.add(sample)
         else:
             self.wearable.add(sample)
+
+    def put_audio_row(self, epoch: int, values: tuple) -> None:
+        """Audio features of an epoch computed outside (the live audio source)."""
+        self._audio_rows[epoch] = values
 
     def feed_audio(self, chunk: np.ndarray) -> None:
         if self.audio is None:
@@ -56,6 +76,9 @@ class EdgePipeline:
 
     def close(self, epoch: int) -> dict[int, tuple]:
         """Reduce and store epoch `epoch` for every stream; return the raw rows stored."""
+        for e in sorted(k for k in self._pending if k <= epoch):
+            for sample in sorted(self._pending.pop(e), key=lambda x: x.t):
+                self._route(sample)
         rows = {
             F.CGM: to_raw(F.CGM, self.cgm.close(epoch)),
             F.WEARABLE: to_raw(F.WEARABLE, self.wearable.close(epoch)),

@@ -77,22 +77,40 @@ def bench_simulate(hours: float = 8.0, seed: int = 1, audio: bool = True) -> dic
     }
 
 
-BENCHES = {"codec": bench_codec, "simulate": bench_simulate}
+def _edge_audio(hours: float, naive: bool) -> dict:
+    from nightlink.tools.bench_edge import bench_edge_audio
+
+    return bench_edge_audio(hours=hours, naive=naive)
+
+
+def _edge_night(hours: float) -> dict:
+    from nightlink.tools.bench_edge import bench_edge_night
+
+    return bench_edge_night(hours=hours)
+
+
+BENCHES = ("codec", "edge-audio", "edge-night", "simulate")
 
 
 @click.command()
-@click.argument("name", type=click.Choice(sorted(BENCHES)))
+@click.argument("name", type=click.Choice(BENCHES))
 @click.option("--json", "as_json", is_flag=True, help="End with the figures as one JSON line.")
-@click.option("--hours", type=float, default=8.0, show_default=True, help="simulate: night length.")
+@click.option("--hours", type=float, default=8.0, show_default=True,
+              help="simulate, edge-audio, edge-night: night length.")
 @click.option("--no-audio", is_flag=True, help="simulate: skip the audio file.")
-def bench(name: str, as_json: bool, hours: float, no_audio: bool) -> None:
-    """Measure NAME (codec, simulate) and print its figures."""
+@click.option("--no-naive", is_flag=True, help="edge-audio: skip the naive librosa run.")
+def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool) -> None:
+    """Measure NAME (codec, edge-audio, edge-night, simulate) and print its figures."""
+    if name != "codec" and not 0 < hours <= 14:
+        raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
-        if not 0 < hours <= 14:
-            raise NightlinkError("--hours must be more than 0 and at most 14.")
         figures = bench_simulate(hours=hours, audio=not no_audio)
+    elif name == "edge-audio":
+        figures = _edge_audio(hours, not no_naive)
+    elif name == "edge-night":
+        figures = _edge_night(hours)
     else:
-        figures = BENCHES[name]()
+        figures = bench_codec()
     figures = {"bench": name, **figures}
     if as_json:
         click.echo(json.dumps(figures, sort_keys=True))

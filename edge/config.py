@@ -1,0 +1,201 @@
+"""The edge node's configuration: one TOML file, checked against a schema before anything starts.
+
+A bad file gives one sentence naming the key, e.g.
+"edge.toml: [audio] sample_rate must be 16000, not 44100."
+Secrets come from the file or the environment (NIGHTLINK_EDGE_API_SECRET) and are refused
+when they are short or a known default, unless `development = true`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nightlink.shared import topics
+
+DEFAULT_SECRETS = {"changeme", "change-me", "password", "nightscout", "secret", "token"}
+MIN_SECRET = 12
+SECRET_ENV = "NIGHTLINK_EDGE_API_SECRET"
+
+
+class ConfigError(Exception):
+    """The configuration is not valid; the message names the file and the key."""
+
+
+@dataclass
+class AudioConfig:
+    enabled: bool = True
+    device: str | int | None = None  # sounddevice input device; None = the default microphone
+    sample_rate: int = 16000
+    keep_raw: Path | None = None  # only when the user asks: write the raw audio there (WAV)
+
+
+@dataclass
+class WearableConfig:
+    enabled: bool = False
+    address: str = ""  # BLE address (or, on macOS, the CoreBluetooth UUID)
+
+
+@dataclass
+class NightscoutConfig:
+    enabled: bool = True
+    host: str = "0.0.0.0"  # the LAN: phones upload to the nightstand
+    port: int = 1337  # 0: any free port (tests)
+    api_secret: str = ""
+
+
+@dataclass
+class FollowerConfig:
+    enabled: bool = False
+    url: str = ""
+    api_secret: str = ""
+    token: str = ""
+    interval_s: float = 60.0
+
+
+@dataclass
+class RoomConfig:
+    enabled: bool = False
+    i2c_bus: int = 1
+    scd4x: bool = True  # CO2, temperature, humidity (Sensirion SCD40/41, address 0x62)
+    bh1750: bool = True  # ambient light (address 0x23)
+    noise_from_audio: bool = True
+    mic_spl_at_0_dbfs: float = 85.0  # microphone calibration for noise_dba
+
+
+@dataclass
+class EdgeConfig:
+    path: Path | None = None
+    db: Path | None = None
+    tenant: str = "home"
+    retention_days: int = 30
+    development: bool = False
+    close_delay_s: float = 5.0  # an epoch is closed this long after it ends (late samples)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    wearable: WearableConfig = field(default_factory=WearableConfig)
+    nightscout: NightscoutConfig = field(default_factory=NightscoutConfig)
+    follower: FollowerConfig = field(default_factory=FollowerConfig)
+    room: RoomConfig = field(default_factory=RoomConfig)
+
+
+_SECTIONS = {
+    "audio": AudioConfig,
+    "wearable": WearableConfig,
+    "nightscout": NightscoutConfig,
+    "follower": FollowerConfig,
+    "room": RoomConfig,
+}
+
+
+def _fail(where: str, msg: str):
+    sep = " " if where.endswith("]") else ": "
+    raise ConfigError(f"{where}{sep}{msg}")
+
+
+def _check_type(where: str, key: str, value, default):
+    """Coerce a TOML value to the type of the field's default, or fail naming the key."""
+    want = type(default)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            _fail(where, f"{key} must be true or false, not {value!r}.")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(where, f"{key} must be a whole number, not {value!r}.")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail(where, f"{key} must be a number, not {value!r}.")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            _fail(where, f"{key} must be text, not {value!r}.")
+        return value
+    del want
+    return value
+
+
+def _section(name: str, cls, data: dict, file: str):
+    obj = cls()
+    where = f"{file}: [{name}]" if name else file
+    known = set(cls.__dataclass_fields__)
+    for key, value in data.items():
+        if key not in known or key in _SECTIONS or key == "path":
+            _fail(where, f"unknown key {key!r} (known: {', '.join(sorted(known - {'path'}))}).")
+        default = getattr(obj, key)
+        if key in ("db", "keep_raw"):
+            if not isinstance(value, str) or not value:
+                _fail(where, f"{key} must be a file path.")
+            value = Path(value).expanduser()
+        elif key == "device":
+            if not isinstance(value, str | int) or isinstance(value, bool):
+                _fail(where, "device must be a device name or number.")
+        elif default is not None:
+            value = _check_type(where, key, value, default)
+        setattr(obj, key, value)
+    return obj
+
+
+def load(path: Path | None, env: dict | None = None) -> EdgeConfig:
+    """Read and check a configuration file (None: the defaults)."""
+    env = os.environ if env is None else env
+    data: dict = {}
+    file = str(path) if path else "defaults"
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+    top = {k: v for k, v in data.items() if k not in _SECTIONS}
+    cfg = _section("", EdgeConfig, top, file)
+    cfg.path = Path(path) if path else None
+    for name, cls in _SECTIONS.items():
+        sub = data.get(name, {})
+        if not isinstance(sub, dict):
+            _fail(file, f"[{name}] must be a table.")
+        setattr(cfg, name, _section(name, cls, sub, file))
+    _validate(cfg, file, env)
+    return cfg
+
+
+def _validate(cfg: EdgeConfig, file: str, env) -> None:
+    try:
+        topics.check_name("tenant", cfg.tenant)
+    except topics.TopicError as exc:
+        _fail(file, f"tenant: {exc}")
+    if cfg.retention_days < 1:
+        _fail(file, "retention_days must be at least 1.")
+    if not 0 <= cfg.close_delay_s <= 25:
+        _fail(file, "close_delay_s must be between 0 and 25 seconds.")
+    if cfg.audio.sample_rate != 16000:
+        _fail(f"{file}: [audio]", f"sample_rate must be 16000, not {cfg.audio.sample_rate}.")
+    if cfg.wearable.enabled and not cfg.wearable.address:
+        _fail(f"{file}: [wearable]", "address is needed when the wearable is enabled.")
+    ns = cfg.nightscout
+    if not 0 <= ns.port < 65536:
+        _fail(f"{file}: [nightscout]", f"port must be 0..65535, not {ns.port}.")
+    if ns.enabled:
+        ns.api_secret = ns.api_secret or env.get(SECRET_ENV, "")
+        check_secret(ns.api_secret, f"{file}: [nightscout] api_secret", cfg.development)
+    fo = cfg.follower
+    if fo.enabled:
+        if not fo.url.startswith(("http://", "https://")):
+            _fail(f"{file}: [follower]", f"url must start with http:// or https://, not {fo.url!r}.")
+        if fo.interval_s < 10:
+            _fail(f"{file}: [follower]", "interval_s must be at least 10 seconds.")
+
+
+def check_secret(secret: str, where: str, development: bool) -> None:
+    """Refuse a missing, short or default secret (a short one is allowed in development)."""
+    if not secret:
+        raise ConfigError(f"{where} is not set (or set {SECRET_ENV}).")
+    if secret.lower() in DEFAULT_SECRETS or len(secret) < MIN_SECRET:
+        if not development:
+            raise ConfigError(
+                f"{where} is a default or shorter than {MIN_SECRET} characters; "
+                "choose a real secret (or set development = true on a test machine)."
+            )

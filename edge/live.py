@@ -1,0 +1,342 @@
+"""`nightlink edge run`: the live bedside node.
+
+Every configured source runs as its own task and pushes timestamped samples into the
+pipeline; an epoch closer stores each epoch a few seconds after it ends. A source that
+fails is logged, marked in the store's source table and retried; the others go on.
+On SIGTERM or Ctrl-C the node stops its sources and exits between two epochs, so nothing
+is half-written (every epoch is one transaction).
+
+Raw audio stays in memory, one epoch at a time; it is written to disk only when the
+configuration names a file for it (`[audio] keep_raw`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from nightlink.edge import samples as S
+from nightlink.edge.audio_features import SAMPLE_RATE, AudioFeatureExtractor
+from nightlink.edge.cgm_sources import NightscoutFollower, readings_from_store
+from nightlink.edge.config import EdgeConfig
+from nightlink.edge.epoch_features import CGM_MAX_AGE_MIN
+from nightlink.edge.pipeline import EdgePipeline
+from nightlink.edge.store import EdgeStore
+from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
+
+_LOGGER = logging.getLogger(__name__)
+RETRY_MIN_S = 2.0
+RETRY_MAX_S = 60.0
+MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement that means samples were lost
+
+
+@dataclass
+class TimeBase:
+    """Wall time for the node; `speed` > 1 runs a virtual clock faster (tests, demos)."""
+
+    speed: float = 1.0
+    t0: float = 0.0
+    m0: float = 0.0
+
+    def __post_init__(self):
+        self.t0 = self.t0 or time.time()
+        self.m0 = time.monotonic()
+
+    def now(self) -> float:
+        return self.t0 + (time.monotonic() - self.m0) * self.speed
+
+    async def sleep_until(self, t: float) -> None:
+        delay = (t - self.now()) / self.speed
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class LiveAudio:
+    """Microphone chunks to audio features on the epoch grid.
+
+    The first samples are dropped up to the next epoch boundary; a gap or jump in the
+    stream's timing (an overflow, a device that went away) restarts the alignment, so
+    an epoch is never assembled from samples that do not belong together.
+    """
+
+    def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None):
+        self.pipeline = pipeline
+        self.noise_offset_db = noise_offset_db  # mic calibration: room noise = dBFS + this
+        self.extractor: AudioFeatureExtractor | None = None
+        self.expected_t: float | None = None
+        self.keep_raw = keep_raw  # an open soundfile.SoundFile, only if the user asked
+        self.realigned = 0
+
+    def push(self, chunk: np.ndarray, t_first: float, overflow: bool = False) -> None:
+        """Add a chunk; t_first is the clock's estimate of its first sample's time.
+
+        Time is counted in samples once the stream runs; the clock's estimate only
+        matters when it disagrees by more than MAX_DRIFT_S (samples were lost).
+        """
+        if self.expected_t is not None:
+            if overflow or abs(t_first - self.expected_t) > MAX_DRIFT_S:
+                _LOGGER.warning("audio stream lost samples (%.2f s off); realigning on the "
+                                "epoch grid", t_first - self.expected_t)
+                self.extractor = None
+                self.realigned += 1
+            else:
+                t_first = self.expected_t
+        self.expected_t = t_first + chunk.size / SAMPLE_RATE
+        if self.keep_raw is not None:
+            self.keep_raw.write(chunk)
+        if self.extractor is None:
+            e = epoch_index(t_first)
+            if epoch_start(e) < t_first - 1e-6:
+                e += 1  # start on the next boundary
+            boundary = epoch_start(e)
+            skip = int(round((boundary - t_first) * SAMPLE_RATE))
+            if skip >= chunk.size:
+                return
+            chunk = chunk[skip:]
+            self.extractor = AudioFeatureExtractor(epoch_index(boundary))
+        for epoch, values in self.extractor.feed(chunk):
+            self.pipeline.put_audio_row(epoch, values)
+            if self.noise_offset_db is not None:
+                self.pipeline.add(S.Room(epoch_start(epoch) + EPOCH_S / 2,
+                                         noise_dba=values[0] + self.noise_offset_db))
+
+
+class LiveNode:
+    """All sources of one bedside node, feeding one pipeline and one store."""
+
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        store: EdgeStore,
+        *,
+        clock: TimeBase | None = None,
+        audio_backend=None,
+        i2c_bus=None,
+        wearable_client_factory: Callable | None = None,
+        follower_client=None,
+    ):
+        self.cfg = cfg
+        self.store = store
+        self.clock = clock or TimeBase()
+        self.audio_backend = audio_backend
+        self.i2c_bus = i2c_bus
+        self.wearable_client_factory = wearable_client_factory
+        self.follower_client = follower_client
+        self.samples: queue.SimpleQueue = queue.SimpleQueue()  # (kind, payload) from any thread
+        self.epochs_closed = 0
+        self.pipeline: EdgePipeline | None = None
+        self.live_audio: LiveAudio | None = None
+        self.server_port: int | None = None
+        self._last_entry_ms = 0
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _status(self, source: str, kind: str, state: str, detail: str = "") -> None:
+        self.store.set_source(source, kind, state, detail)
+
+    async def _retrying(self, name: str, kind: str, body, stop: asyncio.Event) -> None:
+        """Run body() until stop; on failure mark the source and retry with backoff."""
+        delay = RETRY_MIN_S
+        while not stop.is_set():
+            try:
+                await body(stop)
+                return
+            except (S.SourceError, OSError, ValueError, RuntimeError) as exc:
+                _LOGGER.warning("%s failed: %s; retrying in %.0f s", name, exc, delay)
+                self._status(name, kind, "retrying", str(exc))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    # -- sources -----------------------------------------------------------------------
+
+    async def _audio(self, stop: asyncio.Event) -> None:
+        backend = self.audio_backend
+        if backend is None:
+            try:
+                import sounddevice as backend  # noqa: N813
+            except (ImportError, OSError) as exc:
+                raise S.SourceError(
+                    f"Live audio needs PortAudio (apt-get install libportaudio2): {exc}."
+                ) from None
+        clock = self.clock
+
+        def callback(indata, frames, time_info, status):
+            del time_info
+            overflow = bool(status and getattr(status, "input_overflow", False))
+            if status:
+                _LOGGER.warning("audio input status: %s", status)
+            t_first = clock.now() - frames / SAMPLE_RATE
+            self.samples.put(("audio", (indata[:, 0].copy(), t_first, overflow)))
+
+        stream = backend.InputStream(
+            samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=SAMPLE_RATE // 2,
+            device=self.cfg.audio.device, callback=callback,
+        )
+        with stream:
+            self._status("audio", "microphone", "live")
+            await stop.wait()
+
+    async def _wearable(self, stop: asyncio.Event) -> None:
+        from nightlink.edge.ble import WearableLink
+
+        link = WearableLink(
+            self.cfg.wearable.address,
+            lambda s: self.samples.put(("sample", s)),
+            client_factory=self.wearable_client_factory,
+            clock=self.clock.now,
+        )
+        self._status("wearable", "ble", "connecting")
+        await link.run(stop)
+
+    async def _room(self, stop: asyncio.Event) -> None:
+        from nightlink.edge.room_i2c import RoomSensors, open_bus
+
+        bus = self.i2c_bus if self.i2c_bus is not None else open_bus(self.cfg.room.i2c_bus)
+        sensors = RoomSensors(bus, scd4x=self.cfg.room.scd4x, bh1750=self.cfg.room.bh1750,
+                              sleep=lambda s: None)
+        self._status("room", "i2c", "live")
+        while not stop.is_set():
+            t = self.clock.now()
+            self.samples.put(("sample", await asyncio.to_thread(sensors.read, t)))
+            await self.clock.sleep_until(t + 5.0)
+
+    async def _nightscout(self, stop: asyncio.Event) -> None:
+        import uvicorn
+
+        from nightlink.edge.nightscout import create_app
+
+        ns = self.cfg.nightscout
+        app = create_app(self.store, ns.api_secret, development=self.cfg.development)
+        config = uvicorn.Config(app, host=ns.host, port=ns.port, log_level="warning",
+                                lifespan="off")
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # the node handles signals
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if task.done():
+            task.result()
+            raise S.SourceError(f"The Nightscout endpoint could not listen on port {ns.port}.")
+        self.server_port = server.servers[0].sockets[0].getsockname()[1]
+        self._status("nightscout", "upload", "listening", f"port {self.server_port}")
+        await stop.wait()
+        server.should_exit = True
+        await task
+
+    async def _follower(self, stop: asyncio.Event) -> None:
+        fo = self.cfg.follower
+        follower = NightscoutFollower(fo.url, api_secret=fo.api_secret or None,
+                                      token=fo.token or None, interval_s=fo.interval_s,
+                                      client=self.follower_client)
+        self._status("follower", "nightscout", "following", fo.url)
+        from nightlink.edge.cgm_sources import glucose_to_entry
+
+        while not stop.is_set():
+            readings = await asyncio.to_thread(follower.poll)
+            if readings:
+                self.store.add_entries(glucose_to_entry(g, "follower") for g in readings)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=fo.interval_s / self.clock.speed)
+            except TimeoutError:
+                pass
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Move queued samples into the pipeline (on the event loop thread only)."""
+        while True:
+            try:
+                kind, payload = self.samples.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "audio":
+                self.live_audio.push(*payload)
+            else:
+                self.pipeline.add(payload)
+        # Glucose uploaded to the local endpoint (or fetched by the follower) since last time.
+        for g in readings_from_store(self.store, self._last_entry_ms + 1):
+            self.pipeline.add(g)
+            self._last_entry_ms = max(self._last_entry_ms, int(round(g.t * 1000)))
+
+    async def _closer(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            e = self.pipeline.epoch
+            await self._wait(stop, epoch_start(e) + EPOCH_S + self.cfg.close_delay_s)
+            if stop.is_set():
+                break
+            self._drain()
+            self.pipeline.close(e)
+            self.epochs_closed += 1
+
+    async def _wait(self, stop: asyncio.Event, t: float) -> None:
+        while not stop.is_set() and self.clock.now() < t:
+            self._drain()
+            await asyncio.sleep(min(0.2, max(0.0, (t - self.clock.now()) / self.clock.speed)))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until stop is set; returns after the last complete epoch is stored."""
+        self.store.start_boot()
+        first = epoch_index(self.clock.now()) + 1  # start on the next full epoch
+        self.pipeline = EdgePipeline(self.store, first, audio=False, live=True)
+        keep = None
+        if self.cfg.audio.enabled and self.cfg.audio.keep_raw:
+            import soundfile
+
+            keep = soundfile.SoundFile(str(self.cfg.audio.keep_raw), "w", SAMPLE_RATE, 1,
+                                       "PCM_16")
+            _LOGGER.warning("raw audio is being kept in %s, as configured", self.cfg.audio.keep_raw)
+        offset = c_room.mic_spl_at_0_dbfs if (c_room := self.cfg.room).noise_from_audio else None
+        self.live_audio = LiveAudio(self.pipeline, keep, offset)
+        # Readings from the last hours give the first epochs their latest value and trend.
+        self._last_entry_ms = int((epoch_start(first) - 60 * CGM_MAX_AGE_MIN) * 1000) - 1
+        jobs = []
+        c = self.cfg
+        if c.audio.enabled:
+            jobs.append(("audio", "microphone", self._audio))
+        if c.wearable.enabled:
+            jobs.append(("wearable", "ble", self._wearable))
+        if c.room.enabled:
+            jobs.append(("room", "i2c", self._room))
+        if c.nightscout.enabled:
+            jobs.append(("nightscout", "upload", self._nightscout))
+        if c.follower.enabled:
+            jobs.append(("follower", "nightscout", self._follower))
+        tasks = [asyncio.create_task(self._retrying(n, k, body, stop)) for n, k, body in jobs]
+        closer = asyncio.create_task(self._closer(stop))
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                try:
+                    await asyncio.wait_for(t, timeout=5)
+                except TimeoutError:
+                    t.cancel()
+            await closer
+            if keep is not None:
+                keep.close()
+            for name, kind, _ in jobs:
+                self._status(name, kind, "stopped")
+            _LOGGER.info("stopped after %d epochs", self.epochs_closed)
+
+
+def run_forever(node: LiveNode) -> None:
+    """Run a node until SIGTERM or Ctrl-C."""
+    import signal
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await node.run(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,57 @@
+"""Edge configuration: every mistake named by file and key, secrets checked."""
+
+import pytest
+
+from nightlink.edge.config import ConfigError, load
+
+GOOD = 'a-real-secret-123'
+
+
+def _load(tmp_path, text, env=None):
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    return load(path, env=env if env is not None else {})
+
+
+def test_config__defaults_with_secret_from_environment():
+    cfg = load(None, env={"NIGHTLINK_EDGE_API_SECRET": GOOD})
+    assert cfg.nightscout.api_secret == GOOD and cfg.audio.enabled and not cfg.wearable.enabled
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[audio]\nsample_rate = 44100\n", "[audio] sample_rate must be 16000, not 44100."),
+        ("[audio]\nenabeld = true\n", "[audio] unknown key 'enabeld'"),
+        ("[nightscout]\nport = 'x'\n", "[nightscout] port must be a whole number, not 'x'."),
+        ("[nightscout]\nport = 70000\n", "[nightscout] port must be 0..65535, not 70000."),
+        ("retention_days = 0\n", "retention_days must be at least 1."),
+        ("tenant = 'Home Sweet'\n", "tenant: The tenant name 'Home Sweet' may only hold"),
+        ("[wearable]\nenabled = true\n", "[wearable] address is needed"),
+        ("[follower]\nenabled = true\nurl = 'ftp://x'\n", "[follower] url must start with http"),
+        ("[audio]\nenabled = 'yes'\n", "[audio] enabled must be true or false, not 'yes'."),
+        ("audio = 3\n", "[audio] must be a table."),
+        ("[nightscout\n", "not valid TOML"),
+    ],
+)
+def test_config__errors_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as exc:
+        _load(tmp_path, text, env={"NIGHTLINK_EDGE_API_SECRET": GOOD})
+    assert message in str(exc.value)
+    assert str(exc.value).startswith(str(tmp_path / "edge.toml"))
+
+
+@pytest.mark.parametrize("secret", ["", "changeme", "short"])
+def test_config__weak_secret_refused(tmp_path, secret):
+    with pytest.raises(ConfigError, match="api_secret"):
+        _load(tmp_path, f'[nightscout]\napi_secret = "{secret}"\n')
+
+
+def test_config__short_secret_allowed_in_development_only(tmp_path):
+    cfg = _load(tmp_path, 'development = true\n[nightscout]\napi_secret = "dev"\n')
+    assert cfg.nightscout.api_secret == "dev"
+
+
+def test_config__missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load(tmp_path / "nope.toml", env={})

@@ -1,0 +1,233 @@
+"""The live node with hardware doubled at the lowest layer: microphone (sounddevice) and I2C bus.
+
+Everything else is real: the pipeline, the SQLite store, the Nightscout endpoint on a
+real port, and an HTTP upload to it. The node runs on a virtual clock 30x faster.
+"""
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from nightlink.edge.config import load
+from nightlink.edge.live import LiveNode, TimeBase
+from nightlink.edge.room_i2c import crc8
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import features as F
+from nightlink.shared.epoch import epoch_start
+from nightlink.tools.simulate.audio import audio_chunks
+
+SECRET = "bedside-secret-42"
+SPEED = 30.0
+
+
+class FakeInputStream:
+    """sounddevice.InputStream replaying simulated audio in 0.5 s blocks, paced by the clock."""
+
+    def __init__(self, clock, samplerate, channels, dtype, blocksize, device, callback):
+        assert (samplerate, channels, dtype) == (16000, 1, "int16")
+        self.clock, self.block, self.callback = clock, blocksize, callback
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        buf = np.concatenate(list(audio_chunks(5, hours=0.1)))
+        pos, next_t = 0, time.monotonic()
+        while not self.stop.is_set() and pos + self.block <= buf.size:
+            next_t += self.block / 16000 / self.clock.speed
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            self.callback(buf[pos : pos + self.block].reshape(-1, 1), self.block, None, None)
+            pos += self.block
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+class FakeSounddevice:
+    def __init__(self, clock):
+        self.clock = clock
+
+    def InputStream(self, **kw):  # noqa: N802 - the sounddevice name
+        return FakeInputStream(self.clock, **kw)
+
+
+def _words(*values):
+    out = b""
+    for v in values:
+        w = bytes([v >> 8, v & 0xFF])
+        out += w + bytes([crc8(w)])
+    return out
+
+
+class FakeI2CBus:
+    """An I2C bus with an SCD41 at 0x62 and a BH1750 at 0x23 answering per their datasheets."""
+
+    def __init__(self):
+        self.last = {}
+        self.started = False
+
+    def i2c_rdwr(self, *msgs):
+        for m in msgs:
+            data = bytes(m)
+            if m.flags == 0:  # write
+                self.last[m.addr] = data
+                if m.addr == 0x62 and data == b"\x21\xb1":
+                    self.started = True
+                continue
+            if m.addr == 0x62 and self.last[0x62] == b"\xe4\xb8":
+                answer = _words(0x8006 if self.started else 0)
+            elif m.addr == 0x62 and self.last[0x62] == b"\xec\x05":
+                # 812 ppm; 21.5 degC; 45 %RH
+                answer = _words(812, round((21.5 + 45) * 65535 / 175), round(0.45 * 65535))
+            elif m.addr == 0x23:
+                answer = (120).to_bytes(2, "big")  # 100 lux
+            else:
+                raise OSError(121, "Remote I/O error")
+            for i, b in enumerate(answer[: m.len]):
+                m.buf[i] = bytes([b])
+
+
+def _config(tmp_path, text):
+    path = tmp_path / "edge.toml"
+    path.write_text(text)
+    return load(path, env={})
+
+
+def test_live__audio_room_and_uploaded_glucose_become_epochs(tmp_path):
+    cfg = _config(tmp_path, f"""
+close_delay_s = 1.0
+[audio]
+enabled = true
+[nightscout]
+host = "127.0.0.1"
+port = 0
+api_secret = "{SECRET}"
+[room]
+enabled = true
+""")
+    store = EdgeStore(tmp_path / "edge.db")
+    clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 20.0)
+    node = LiveNode(cfg, store, clock=clock, audio_backend=FakeSounddevice(clock),
+                    i2c_bus=FakeI2CBus())
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_until_complete, args=(node.run(stop),))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while node.server_port is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.server_port, "the Nightscout endpoint did not start"
+        entries = [{"type": "sgv", "sgv": 101 + i, "direction": "Flat", "device": "xDrip-G6",
+                    "date": int((clock.now() - 60 * (2 - i)) * 1000)} for i in range(3)]
+        r = httpx.post(f"http://127.0.0.1:{node.server_port}/api/v1/entries", json=entries,
+                       headers={"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()})
+        assert r.status_code == 200, r.text
+        while node.epochs_closed < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.join(15)
+    assert node.epochs_closed >= 4
+    first = 58950541  # the first full epoch after the start
+    audio = store.epoch_values(F.AUDIO, first, first + 4)
+    # The microphone may start just after the first boundary; from the next epoch on it is there.
+    assert all(audio[e][0] is not None for e in range(first + 1, first + 4)), audio
+    room = store.epoch_values(F.ROOM, first, first + 4)
+    names = F.names(F.ROOM)
+    got = dict(zip(names, room[first + 1], strict=True))
+    assert got["co2_ppm"] == 812 and got["temp_c"] == pytest.approx(21.5, abs=0.01)
+    assert got["light_lux"] == 100 and got["noise_dba"] is not None
+    cgm = store.epoch_values(F.CGM, first, first + 4)
+    assert cgm[first + 2][0] == 103
+    statuses = store.sources()
+    assert statuses["audio"]["state"] == "stopped" and statuses["nightscout"]["state"] == "stopped"
+    # Raw audio was never written: only the store's own files are there.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "edge.toml") == [
+        "edge.db", "edge.db-shm", "edge.db-wal"]
+    store.close()
+
+
+def test_live__a_failing_source_is_retried_and_the_rest_go_on(tmp_path):
+    cfg = _config(tmp_path, f"""
+close_delay_s = 0.5
+[audio]
+enabled = true
+[nightscout]
+enabled = false
+api_secret = "{SECRET}"
+[room]
+enabled = true
+""")
+
+    class NoMicrophone:
+        def InputStream(self, **kw):  # noqa: N802
+            raise OSError("no default input device")
+
+    store = EdgeStore(tmp_path / "edge.db")
+    clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
+    node = LiveNode(cfg, store, clock=clock, audio_backend=NoMicrophone(), i2c_bus=FakeI2CBus())
+    stop = asyncio.Event()
+
+    async def main():
+        async def stopper():
+            while node.epochs_closed < 2:
+                await asyncio.sleep(0.05)
+            assert store.sources()["audio"]["state"] == "retrying"
+            stop.set()
+        await asyncio.gather(node.run(stop), stopper())
+
+    asyncio.run(asyncio.wait_for(main(), 20))
+    first = 58950541
+    room = store.epoch_values(F.ROOM, first, first + 2)
+    assert room[first][3] == 812  # CO2 kept flowing while the microphone failed
+    assert store.epoch_values(F.AUDIO, first, first + 1)[first][0] is None
+    store.close()
+
+
+def test_edge_run__bad_config_names_the_key(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[audio]\nsample_rate = 44100\n")
+    proc = subprocess.run([sys.executable, "-m", "nightlink", "edge", "run", "--config",
+                           str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {path}: [audio] sample_rate must be 16000, not 44100."
+
+
+def test_edge_run__default_secret_refused(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[nightscout]\napi_secret = "changeme"\n')
+    proc = subprocess.run([sys.executable, "-m", "nightlink", "edge", "run", "--config",
+                           str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "default or shorter than 12" in proc.stderr
+
+
+def test_edge_run__sigterm_stops_cleanly(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text(f'[audio]\nenabled = false\n[nightscout]\nhost = "127.0.0.1"\nport = 0\n'
+                    f'api_secret = "{SECRET}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "nightlink", "edge", "run", "--config",
+                             str(path), "--db", str(tmp_path / "e.db")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Stopped" in err
+    store = EdgeStore(tmp_path / "e.db")
+    assert store.sources()["nightscout"]["state"] == "stopped"
+    store.close()
