@@ -44,7 +44,7 @@ def short_night(tmp_path_factory) -> Path:
 def full_night(request, tmp_path_factory) -> Path:
     """Eight hours without audio: seed 4 runs high with sensor errors, seed 8 runs low."""
     out = tmp_path_factory.mktemp("full") / f"seed{request.param}"
-    simulate_night(out, seed=request.param, hours=8.0, audio_format=None)
+    simulate_night(out, seed=request.param, hours=8.0, audio_format=None, dropouts=False)
     return out
 
 
@@ -52,7 +52,7 @@ def test_night_cli__writes_every_manifest_file(short_night):
     manifest = json.loads((short_night / "manifest.json").read_text())
     paths = {f["path"] for f in manifest["files"]}
     assert paths == {"cgm.csv", "rr.csv", "spo2.csv", "accel.csv", "room.csv", "audio.wav",
-                     "truth/hypnogram.csv", "truth/events.csv"}
+                     "truth/hypnogram.csv", "truth/events.csv", "truth/dropouts.csv"}
     for f in manifest["files"]:
         path = short_night / f["path"]
         assert path.stat().st_size == f["bytes"]
@@ -292,3 +292,27 @@ def test_night__start_is_aligned_to_the_epoch_grid(tmp_path):
     assert first["time"] == "2026-03-01T23:00:00Z"
     assert int(first["epoch"]) * 30 == int(datetime(2026, 3, 1, 23, 0, tzinfo=UTC).timestamp())
     assert not (tmp_path / "audio.wav").exists()
+
+
+def test_dropouts__samples_inside_outages_are_not_written(tmp_path):
+    out = tmp_path / "n"
+    manifest = simulate_night(out, seed=5, hours=3.0, audio_format=None)
+    lost = manifest["summary"]["dropouts"]
+    assert [d["source"] for d in lost].count("wearable") >= 1
+    assert _rows(out / "truth" / "dropouts.csv")[0]["source"] == lost[0]["source"]
+    for d in lost:
+        files = {"wearable": ["rr.csv", "spo2.csv", "accel.csv"], "cgm": ["cgm.csv"],
+                 "room": ["room.csv"]}[d["source"]]
+        for name in files:
+            rows = _rows(out / name)
+            if "t_s" in rows[0]:
+                t = [float(r["t_s"]) for r in rows]
+            elif "epoch_ms" in rows[0]:
+                t = [int(r["epoch_ms"]) / 1000 - manifest["epoch_grid"]["first_epoch"] * 30
+                     for r in rows]
+            else:
+                t = [(int(r["epoch"]) - manifest["epoch_grid"]["first_epoch"]) * 30 for r in rows]
+            assert not any(d["start_s"] <= x < d["end_s"] for x in t), (d, name)
+            assert any(x < d["start_s"] for x in t) and any(x >= d["end_s"] for x in t)
+    clean = simulate_night(tmp_path / "c", seed=5, hours=3.0, audio_format=None, dropouts=False)
+    assert clean["summary"]["dropouts"] == []

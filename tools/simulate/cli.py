@@ -24,11 +24,14 @@ def simulate() -> None:
 @click.option("--audio-format", type=click.Choice(["wav", "flac"]), default="wav",
               show_default=True)
 @click.option("--no-audio", is_flag=True, help="Skip the audio recording (much faster).")
+@click.option("--no-dropouts", is_flag=True,
+              help="Keep every sample (no wearable, CGM or room-sensor outages).")
 def night(out: Path, seed: int, patient: str, hours: float, audio_format: str,
-          no_audio: bool) -> None:
+          no_audio: bool, no_dropouts: bool) -> None:
     """Simulate one night into OUT and print its summary."""
     started = time.monotonic()
     manifest = simulate_night(out, seed=seed, patient=patient, hours=hours,
-                              audio_format=None if no_audio else audio_format)
+                              audio_format=None if no_audio else audio_format,
+                              dropouts=not no_dropouts)
     click.echo(summarize(out, manifest))
     click.echo(f"Elapsed {time.monotonic() - started:.1f} s")

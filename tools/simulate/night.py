@@ -11,6 +11,7 @@ import numpy as np
 
 from nightlink.errors import NightlinkError
 from nightlink.tools.simulate.audio import SAMPLE_RATE, audio_chunks, make_scene, write_audio
+from nightlink.tools.simulate.dropouts import kept, plan_dropouts
 from nightlink.tools.simulate.events import EVENT_TYPES, Event, NightPlan, plan_night
 from nightlink.tools.simulate.glucose import (
     MMOL_PER_MGDL,
@@ -76,10 +77,12 @@ class _Writer:
 
 
 def simulate_night(out: Path, seed: int, patient: str = "adult#001", hours: float = 8.0,
-                   audio_format: str | None = "wav", start: datetime | None = None) -> dict:
+                   audio_format: str | None = "wav", start: datetime | None = None,
+                   dropouts: bool = True) -> dict:
     """Write a simulated night (sensors, audio, truth, manifest.json) into out; return the manifest.
 
-    audio_format is "wav", "flac", or None for no audio.
+    audio_format is "wav", "flac", or None for no audio. With dropouts, the wearable, CGM
+    and room files lose the samples of a few seeded outages (truth/dropouts.csv lists them).
     """
     check_patient(patient)
     n_epochs = epochs_for_hours(hours)
@@ -103,6 +106,12 @@ def simulate_night(out: Path, seed: int, patient: str = "adult#001", hours: floa
     truth = sorted([e for e in plan.events if e.type in EVENT_TYPES] + hypo,
                    key=lambda e: (e.start_s, e.type))
 
+    lost = plan_dropouts(seed, float(duration)) if dropouts else []
+    keep_cgm = kept(lost, "cgm", cgm.minutes * 60.0)
+    keep_rr = kept(lost, "wearable", wear.beat_t_s)
+    keep_sec = kept(lost, "wearable", np.arange(len(wear.spo2)))
+    keep_room = kept(lost, "room", np.arange(n_epochs) * EPOCH_S)
+
     w = _Writer(out)
     at = lambda s: _iso(t0 + timedelta(seconds=float(s)))  # noqa: E731
     ms0 = int(t0.timestamp()) * 1000
@@ -113,18 +122,21 @@ def simulate_night(out: Path, seed: int, patient: str = "adult#001", hours: floa
            "bg_true_mgdl": "mg/dL, blood glucose truth", "error_code": "empty when fine"},
           "time,epoch_ms,sgv_mgdl,bg_true_mgdl,error_code",
           [f"{at(m * 60)},{ms0 + m * 60000},{s},{b:.1f},{e if e else ''}"
-           for m, s, b, e in zip(cgm.minutes.tolist(), cgm.sgv.tolist(), cgm.bg_true.tolist(),
-                                 cgm.error_code.tolist(), strict=True)],
+           for m, s, b, e, k in zip(cgm.minutes.tolist(), cgm.sgv.tolist(), cgm.bg_true.tolist(),
+                                    cgm.error_code.tolist(), keep_cgm.tolist(), strict=True) if k],
           sample_period_s=300)
     w.csv("rr.csv", "Beat-to-beat RR intervals; t_s is the time of the beat ending each interval.",
           {"t_s": "s since night start", "rr_ms": "ms"}, "t_s,rr_ms",
-          [f"{t:.3f},{r}" for t, r in zip(wear.beat_t_s.tolist(), wear.rr_ms.tolist(), strict=True)])
+          [f"{t:.3f},{r}" for t, r, k in zip(wear.beat_t_s.tolist(), wear.rr_ms.tolist(),
+                                             keep_rr.tolist(), strict=True) if k])
     w.csv("spo2.csv", "Pulse-oximeter oxygen saturation.", {"t_s": "s since night start",
           "spo2_pct": "%"}, "t_s,spo2_pct",
-          [f"{i},{v:.1f}" for i, v in enumerate(wear.spo2.tolist())], sample_rate_hz=1)
+          [f"{i},{v:.1f}" for i, v in enumerate(wear.spo2.tolist()) if keep_sec[i]],
+          sample_rate_hz=1)
     w.csv("accel.csv", "Wrist activity counts per second on three axes.",
           {"t_s": "s since night start", "ax": "counts", "ay": "counts", "az": "counts"},
-          "t_s,ax,ay,az", [f"{i},{a},{b},{c}" for i, (a, b, c) in enumerate(wear.accel.tolist())],
+          "t_s,ax,ay,az", [f"{i},{a},{b},{c}" for i, (a, b, c) in enumerate(wear.accel.tolist())
+                           if keep_sec[i]],
           sample_rate_hz=1)
     w.csv("room.csv", "Bedroom sensors every 30 s; noise_dba from the audio scene's energy.",
           {"time": "ISO 8601 UTC", "epoch": "unix seconds // 30", "temp_c": "degC",
@@ -133,7 +145,7 @@ def simulate_night(out: Path, seed: int, patient: str = "adult#001", hours: floa
           "time,epoch,temp_c,humidity_pct,light_lux,co2_ppm,noise_dba",
           [f"{at(i * EPOCH_S)},{epoch0 + i},{room.temp_c[i]:.2f},{room.humidity_pct[i]:.1f},"
            f"{room.light_lux[i]:.1f},{room.co2_ppm[i]},{room.noise_dba[i]:.1f}"
-           for i in range(n_epochs)], sample_period_s=EPOCH_S)
+           for i in range(n_epochs) if keep_room[i]], sample_period_s=EPOCH_S)
     w.csv("truth/hypnogram.csv", "Ground-truth sleep stage per 30-second epoch (AASM).",
           {"epoch": "unix seconds // 30", "time": "ISO 8601 UTC, epoch start",
            "stage": "W/N1/N2/N3/REM", "stage4": "Wake/Light/Deep/REM"},
@@ -147,6 +159,14 @@ def simulate_night(out: Path, seed: int, patient: str = "adult#001", hours: floa
           "type,start,end,start_s,end_s,detail",
           [f"{e.type},{at(e.start_s)},{at(e.end_s)},{e.start_s:.1f},{e.end_s:.1f},{e.detail}"
            for e in truth])
+
+    w.csv("truth/dropouts.csv", "Outages: samples of this source inside [start, end) were "
+          "not written.", {"source": "wearable|cgm|room", "start": "ISO 8601 UTC",
+                           "end": "ISO 8601 UTC", "start_s": "s since night start",
+                           "end_s": "s since night start"},
+          "source,start,end,start_s,end_s",
+          [f"{d.source},{at(d.start_s)},{at(d.end_s)},{d.start_s:.1f},{d.end_s:.1f}"
+           for d in lost])
 
     for fmt in AUDIO_FORMATS:  # a stale recording from an earlier run would not match
         if fmt != audio_format:
@@ -162,6 +182,9 @@ def simulate_night(out: Path, seed: int, patient: str = "adult#001", hours: floa
                         "sha256": digest})
 
     manifest = _manifest(plan, t0, epoch0, hours, w.files, truth, cgm, scene.background_log())
+    manifest["summary"]["dropouts"] = [
+        {"source": d.source, "start_s": d.start_s, "end_s": d.end_s} for d in lost
+    ]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

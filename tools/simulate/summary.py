@@ -69,4 +69,10 @@ def summarize(out: Path, manifest: dict) -> str:
     noise = [float(r["noise_dba"]) for r in room]
     lines.append(f"Room: temperature {min(temps):.1f}-{max(temps):.1f} degC, "
                  f"CO2 {min(co2)}-{max(co2)} ppm, noise {min(noise):.0f}-{max(noise):.0f} dBA")
+    lost = manifest["summary"].get("dropouts", [])
+    if lost:
+        parts = [f"{d['source']} {(d['end_s'] - d['start_s']) / 60:.0f} min" for d in lost]
+        lines.append("Dropouts (samples not written): " + ", ".join(parts))
+    else:
+        lines.append("Dropouts: none")
     return "\n".join(lines)
