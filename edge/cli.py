@@ -53,6 +53,32 @@ def run(config_path: Path | None, db: Path | None) -> None:
     click.echo("Stopped; every completed epoch is stored.", err=True)
 
 
+@edge.command(name="import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["clarity", "libreview", "apple-health", "fit"]),
+              required=True, help="Dexcom Clarity CSV, LibreView CSV, Apple Health export.xml "
+              "or a Garmin/Fitbit FIT file.")
+@click.option("--tz", default="UTC", show_default=True,
+              help="Time zone of the export's local times (CSV exports), e.g. Europe/Amsterdam.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def import_(path: Path, fmt: str, tz: str, db: Path | None) -> None:
+    """Import a CGM or wearable export into the edge store."""
+    from nightlink.edge.importer import import_file
+
+    store = open_store(db or default_db())
+    try:
+        result = import_file(store, path, fmt, tz)
+    except SourceError as exc:
+        raise NightlinkError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"{path.name}: {result.samples} readings, {result.skipped_rows} corrupt rows "
+               f"skipped; {result.epochs_written} epochs written, {result.epochs_kept} already "
+               f"stored" + (f"; {result.entries_stored} entries stored, "
+                            f"{result.entries_duplicate} duplicates" if fmt in
+                            ("clarity", "libreview") else ""))
+
+
 @edge.command()
 @click.argument("night_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,

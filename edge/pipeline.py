@@ -25,8 +25,9 @@ STREAM_ORDER = (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO)
 
 class EdgePipeline:
     def __init__(self, store: EdgeStore, first_epoch: int, *, audio: bool = True,
-                 live: bool = False):
+                 live: bool = False, streams: tuple[int, ...] = STREAM_ORDER):
         self.store = store
+        self.streams = streams
         self.epoch = first_epoch
         self.flags = codec.FLAG_LIVE if live else 0
         self.wearable = WearableReducer()
@@ -74,8 +75,9 @@ class EdgePipeline:
         if self.audio is not None:
             self.audio.skip_epoch()
 
-    def close(self, epoch: int) -> dict[int, tuple]:
-        """Reduce and store epoch `epoch` for every stream; return the raw rows stored."""
+    def close(self, epoch: int, *, write: bool = True) -> dict[int, tuple]:
+        """Reduce epoch `epoch` for every stream and store it (unless write is False, when
+        the epoch is already stored); return the raw rows."""
         for e in sorted(k for k in self._pending if k <= epoch):
             for sample in sorted(self._pending.pop(e), key=lambda x: x.t):
                 self._route(sample)
@@ -86,9 +88,14 @@ class EdgePipeline:
         }
         audio = self._audio_rows.pop(epoch, None)
         rows[F.AUDIO] = to_raw(F.AUDIO, audio if audio else (None,) * len(F.features(F.AUDIO)))
+        rows = {s: r for s, r in rows.items() if s in self.streams}
+        if not write:
+            self.epoch = epoch + 1
+            return rows
         with self.store.transaction():
             for stream in STREAM_ORDER:
-                self.store.append(stream, epoch, [rows[stream]], flags=self.flags)
+                if stream in rows:
+                    self.store.append(stream, epoch, [rows[stream]], flags=self.flags)
         for stream, row in rows.items():
             if any(raw != b[0] for raw, b in zip(row, F.bounds(stream), strict=True)):
                 self.present[stream] += 1
