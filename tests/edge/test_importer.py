@@ -62,3 +62,32 @@ def test_edge_import_cli(tmp_path):
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "not_an_export.csv"),
                                     "--format", "libreview", "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 2 and "error:" in res.output
+
+
+def test_import__apple_health_gives_wearable_epochs(store):
+    result = import_file(store, FIXTURES / "apple_health_export.xml", "apple-health")
+    assert result.samples > 0 and result.epochs_written > 0
+    recs = list(store.records(F.WEARABLE))
+    assert len(recs) == result.epochs_written
+    assert any(v[0] is not None for r in recs for v in r.values())  # some heart rate
+
+
+def test_import__fit_gives_heart_rate_and_hrv(store, tmp_path):
+    from tests.edge.fitwriter import FitWriter, utc
+
+    t0 = utc("2026-01-15T23:00:00")
+    w = FitWriter()
+    w.file_id(t0)
+    for i in range(120):  # two minutes: HR every second, beats every ~0.9 s
+        w.record(t0 + i, heart_rate=60 + i % 5)
+        if i % 5 == 0:
+            w.hrv([900, 910, 905, 895, 900])
+    path = tmp_path / "night.fit"
+    path.write_bytes(w.to_bytes())
+    result = import_file(store, path, "fit")
+    vals = store.epoch_values(F.WEARABLE, epoch_index(t0), epoch_index(t0) + 4)
+    names = F.names(F.WEARABLE)
+    first = dict(zip(names, vals[epoch_index(t0)], strict=True))
+    assert result.epochs_written == 4
+    assert first["hr_mean_bpm"] == pytest.approx(60000 / 902, abs=0.5)
+    assert first["rmssd_ms"] is not None and first["spo2_mean_pct"] is None

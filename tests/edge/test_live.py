@@ -231,3 +231,67 @@ def test_edge_run__sigterm_stops_cleanly(tmp_path):
     store = EdgeStore(tmp_path / "e.db")
     assert store.sources()["nightscout"]["state"] == "stopped"
     store.close()
+
+
+class PacedWearable:
+    """A heart-rate strap on the far side of the test radio: one beat a second, virtual time."""
+
+    def __init__(self, clock):
+        from nightlink.edge import ble
+
+        self.clock = clock
+        self.profile = {ble.HEART_RATE_SERVICE: [ble.HEART_RATE_MEASUREMENT]}
+        self.uuid = ble.HEART_RATE_MEASUREMENT
+
+    def attach(self, radio):
+        from tests.edge.test_ble import gatt
+
+        radio.services = gatt(self.profile)
+        radio.connected = True
+        asyncio.get_running_loop().create_task(self.play(radio))
+
+    async def play(self, radio):
+        await radio.subscribed.wait()
+        while radio.connected:
+            # flags: uint8 HR, RR present; HR 60 bpm; one RR of 1024/1024 s
+            radio.callbacks[self.uuid](bytearray([0x10, 60, 0x00, 0x04]))
+            await asyncio.sleep(1.0 / self.clock.speed)
+
+
+def test_live__ble_heart_rate_becomes_wearable_epochs(tmp_path):
+    from bleak import BleakClient
+
+    from tests.edge.test_ble import FakeRadio
+
+    cfg = _config(tmp_path, f"""
+close_delay_s = 0.5
+[audio]
+enabled = false
+[nightscout]
+enabled = false
+api_secret = "{SECRET}"
+[wearable]
+enabled = true
+address = "C0:FF:EE:00:00:01"
+""")
+    store = EdgeStore(tmp_path / "edge.db")
+    clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
+    strap = PacedWearable(clock)
+    node = LiveNode(cfg, store, clock=clock, wearable_client_factory=lambda address, **kw:
+                    BleakClient(address, backend=FakeRadio, wearable=strap, **kw))
+    stop = asyncio.Event()
+
+    async def main():
+        async def stopper():
+            while node.epochs_closed < 3:
+                await asyncio.sleep(0.05)
+            stop.set()
+        await asyncio.gather(node.run(stop), stopper())
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    first = 58950541
+    wear = store.epoch_values(F.WEARABLE, first, first + 3)
+    hr = dict(zip(F.names(F.WEARABLE), wear[first + 1], strict=True))
+    assert hr["hr_mean_bpm"] == pytest.approx(60000 / 1000, abs=0.5)
+    assert hr["spo2_mean_pct"] is None  # a strap without an oximeter: missing, not zero
+    store.close()

@@ -1,0 +1,239 @@
+"""Wearable importers: an Apple Health `export.xml` and Garmin/Fitbit FIT files.
+
+Both return samples oldest first, as a `Readings` list whose `skipped` counts unusable items.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+from pathlib import Path
+
+import fitparse
+
+from nightlink.edge.cgm_sources import Readings
+from nightlink.edge.samples import Beat, HeartRate, Motion, SourceError, SpO2
+
+_LOGGER = logging.getLogger(__name__)
+
+Sample = Beat | HeartRate | SpO2 | Motion
+
+# -- Apple Health ---------------------------------------------------------------------------------
+
+HK_HEART_RATE = "HKQuantityTypeIdentifierHeartRate"
+HK_OXYGEN_SATURATION = "HKQuantityTypeIdentifierOxygenSaturation"
+HK_HRV_SDNN = "HKQuantityTypeIdentifierHeartRateVariabilitySDNN"
+_APPLE_TYPES = frozenset((HK_HEART_RATE, HK_OXYGEN_SATURATION, HK_HRV_SDNN))
+# Beat times inside an HRV record: "11:01:02.43 PM" (en_US) or "23:01:02,43" (24-hour locales).
+_BEAT_TIME = re.compile(r"(\d{1,2}):(\d\d):(\d\d)(?:[.,](\d+))?\s*([AaPp])?\.?[Mm]?\.?$")
+
+
+def read_apple_health(path, start: float | None = None, end: float | None = None) -> Readings:
+    """Heart rate, SpO2 and beat-to-beat samples from an Apple Health export.xml.
+
+    The export is streamed (bounded memory whatever its size), but Apple orders it by
+    record type, not by time, so the samples in [start, end) are collected and returned
+    sorted by t. Beats come from the InstantaneousBeatsPerMinute list of HRV records
+    (rr = 60000 / bpm); the SDNN values themselves are not imported.
+    """
+    path = Path(path)
+    out: list[Sample] = []
+    skipped = 0
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) == b"PK\x03\x04":
+                raise SourceError(f"{path} is not an Apple Health export: it is the zip archive; "
+                                  "unzip it and import apple_health_export/export.xml.")
+            fh.seek(0)
+            root = None
+            depth = 0
+            for event, elem in ET.iterparse(fh, events=("start", "end")):
+                if event == "start":
+                    if root is None:
+                        root = elem
+                        if elem.tag != "HealthData":
+                            raise SourceError(f"{path} is not an Apple Health export: its root "
+                                              f"element is <{elem.tag}>, not <HealthData>.")
+                    depth += 1
+                    continue
+                depth -= 1
+                if depth == 1:  # a child of HealthData is complete: use it, then drop it
+                    if elem.tag == "Record" and elem.get("type") in _APPLE_TYPES:
+                        try:
+                            out.extend(_apple_record(elem, start, end))
+                        except ValueError as exc:
+                            skipped += 1
+                            _LOGGER.debug("Skipped an Apple Health record in %s: %s", path, exc)
+                    root.clear()
+    except ET.ParseError as exc:
+        raise SourceError(f"{path} is not an Apple Health export: the XML is broken "
+                          f"({exc}).") from exc
+    except OSError as exc:
+        raise SourceError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
+    if skipped:
+        _LOGGER.warning("Skipped %d unusable records in %s.", skipped, path)
+    out.sort(key=attrgetter("t"))
+    return Readings(out, skipped=skipped)
+
+
+def apple_time(text: str) -> float:
+    """Unix seconds from an Apple Health date, "2026-01-15 23:01:02 +0100"."""
+    return _apple_datetime(text).timestamp()
+
+
+def _apple_datetime(text: str | None) -> datetime:
+    if text is None or len(text) != 25 or text[19] != " " or text[10] != " ":
+        raise ValueError(f"{text!r} is not an Apple Health date (YYYY-MM-DD HH:MM:SS +HHMM).")
+    return datetime.fromisoformat(text[:19] + text[20:])
+
+
+def _in(t: float, start: float | None, end: float | None) -> bool:
+    return (start is None or t >= start) and (end is None or t < end)
+
+
+def _number(elem, name: str) -> float:
+    text = elem.get(name)
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={text!r} is not a number.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={text!r} is not a positive number.")
+    return value
+
+
+def _apple_record(elem, start: float | None, end: float | None) -> list[Sample]:
+    kind = elem.get("type")
+    begin = _apple_datetime(elem.get("startDate"))
+    t = begin.timestamp()
+    if kind == HK_HEART_RATE:
+        if not _in(t, start, end):
+            return []
+        bpm = _number(elem, "value")
+        unit = elem.get("unit", "count/min")
+        if unit == "count/s":
+            bpm *= 60
+        elif unit != "count/min":
+            raise ValueError(f"Heart rate unit {unit!r} is not count/min.")
+        return [HeartRate(t=t, bpm=bpm)]
+    if kind == HK_OXYGEN_SATURATION:
+        if not _in(t, start, end):
+            return []
+        value = _number(elem, "value")  # HealthKit's "%" unit holds a fraction: 0.97 is 97 %
+        if value > 1:
+            raise ValueError(f"Oxygen saturation {value} is not a fraction of 1.")
+        return [SpO2(t=t, pct=round(value * 100, 6))]
+    # HRV SDNN: only its beat list is used. The records last about a minute, so any that
+    # starts more than a day from the window cannot hold a beat inside it.
+    if (start is not None and t < start - 86_400) or (end is not None and t >= end + 86_400):
+        return []
+    beats = []
+    for item in elem.iter("InstantaneousBeatsPerMinute"):
+        bpm = _number(item, "bpm")
+        beat_t = _beat_time(begin, item.get("time"))
+        if _in(beat_t, start, end):
+            beats.append(Beat(t=beat_t, rr_ms=60_000 / bpm))
+    return beats
+
+
+def _beat_time(begin: datetime, text: str | None) -> float:
+    """A beat's clock time on the day of the record's start, in the record's UTC offset."""
+    m = _BEAT_TIME.match(text or "")
+    if m is None:
+        raise ValueError(f"Beat time {text!r} is not a clock time like 11:01:02.43 PM.")
+    hour, minute, second = int(m[1]), int(m[2]), int(m[3])
+    if m[5]:
+        if not 1 <= hour <= 12:
+            raise ValueError(f"Beat time {text!r} has an impossible hour.")
+        hour = hour % 12 + (12 if m[5] in "Pp" else 0)
+    micro = int((m[4] or "0").ljust(6, "0")[:6])
+    try:
+        when = begin.replace(hour=hour, minute=minute, second=second, microsecond=micro)
+    except ValueError:
+        raise ValueError(f"Beat time {text!r} is not a valid time.") from None
+    if when < begin - timedelta(hours=12):  # the record crossed midnight
+        when += timedelta(days=1)
+    return when.timestamp()
+
+
+# -- FIT ------------------------------------------------------------------------------------------
+
+FIT_EPOCH = 631_065_600  # 1989-12-31 00:00:00 UTC as Unix seconds
+_FIT_SPO2_DATA = 269  # spo2_data in newer FIT profiles; fitparse 1.2 calls it unknown_269
+_FIT_SPO2_FIELDS = ("saturated_hemoglobin_percent", "spo2", "SpO2")
+_HRV_RESYNC_S = 5.0  # beat clock this far behind the record clock: a gap, restart from records
+
+
+def read_fit(path) -> Readings:
+    """Heart rate, beats and SpO2 from a Garmin/Fitbit FIT file, oldest first.
+
+    `record` messages give HeartRate (and SpO2 from saturated_hemoglobin_percent or a
+    spo2/SpO2 developer field), `spo2_data` messages SpO2, and `hrv` messages Beats: their
+    RR intervals are summed from the timestamp before the first of them, restarting from
+    the latest timestamp after a gap in the beat stream.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return _fit_samples(fitparse.FitFile(fh), path)
+    except fitparse.FitParseError as exc:
+        raise SourceError(f"{path} is not a readable FIT file: "
+                          f"{str(exc).rstrip('.')}.") from exc
+    except OSError as exc:
+        raise SourceError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
+
+
+def _fit_time(value) -> float | None:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC).timestamp()
+    if isinstance(value, int) and value >= 0x10000000:  # below: seconds since device power-on
+        return float(FIT_EPOCH + value)
+    return None
+
+
+def _fit_samples(fit: fitparse.FitFile, path: Path) -> Readings:
+    out: list[Sample] = []
+    skipped = 0
+    clock: float | None = None  # latest message timestamp
+    beat_t: float | None = None
+    for msg in fit.get_messages():
+        if msg.name == "hrv":
+            times = msg.get_value("time")
+            for rr_s in times if isinstance(times, tuple | list) else (times,):
+                if rr_s is None:  # 0xFFFF pads the array
+                    continue
+                if clock is None or rr_s <= 0:
+                    skipped += 1
+                    continue
+                if beat_t is None or clock - beat_t > _HRV_RESYNC_S:
+                    beat_t = clock
+                beat_t += rr_s
+                out.append(Beat(t=beat_t, rr_ms=round(rr_s * 1000, 3)))  # FIT: 1 ms steps
+            continue
+        t = _fit_time(msg.get_value(253))  # timestamp, by number: unknown messages have it too
+        if t is None:
+            continue
+        clock = t
+        if msg.name == "record":
+            hr = msg.get_value("heart_rate")
+            if isinstance(hr, int | float) and hr > 0:
+                out.append(HeartRate(t=t, bpm=float(hr)))
+            for name in _FIT_SPO2_FIELDS:
+                pct = msg.get_value(name)
+                if isinstance(pct, int | float) and 0 < pct <= 100:
+                    out.append(SpO2(t=t, pct=float(pct)))
+                    break
+        elif msg.def_mesg.mesg_num == _FIT_SPO2_DATA:
+            pct = msg.get_value(0)  # reading_spo2
+            if isinstance(pct, int | float) and 0 < pct <= 100:
+                out.append(SpO2(t=t, pct=float(pct)))
+            else:
+                skipped += 1
+    if skipped:
+        _LOGGER.warning("Skipped %d unusable values in %s.", skipped, path)
+    out.sort(key=attrgetter("t"))
+    return Readings(out, skipped=skipped)

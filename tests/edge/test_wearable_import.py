@@ -1,0 +1,272 @@
+"""Wearable importers: an Apple Health export.xml fixture, FIT files written by fitwriter."""
+
+import io
+import struct
+import tracemalloc
+from datetime import datetime
+from pathlib import Path
+
+import fitparse
+import pytest
+
+from nightlink.edge import wearable_import as wi
+from nightlink.edge.samples import Beat, HeartRate, SourceError, SpO2
+from tests.edge.fitwriter import FIT_EPOCH, FitWriter, crc16, utc
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXPORT = FIXTURES / "apple_health_export.xml"
+
+
+def cet(text: str) -> float:
+    return datetime.fromisoformat(text + "+01:00").timestamp()
+
+
+# -- Apple Health -------------------------------------------------------------------------------
+
+
+def test_apple_time__offset_applied():
+    assert wi.apple_time("2026-01-15 23:01:02 +0100") == utc("2026-01-15T22:01:02")
+    assert wi.apple_time("2026-01-15 23:01:02 -0530") == utc("2026-01-16T04:31:02")
+
+
+@pytest.mark.parametrize("text", ["2026-01-15T23:01:02+01:00", "2026-01-15 23:01:02", "",
+                                  "2026-01-15 23:01:02 +01:00"])
+def test_apple_time__not_an_apple_date(text):
+    with pytest.raises(ValueError, match="not an Apple Health date"):
+        wi.apple_time(text)
+
+
+def test_read_apple_health__whole_export_sorted_by_time():
+    got = wi.read_apple_health(EXPORT)
+    assert got == [
+        HeartRate(t=cet("2026-01-15 14:02:51"), bpm=88.0),
+        HeartRate(t=cet("2026-01-15 23:01:02"), bpm=58.0),
+        HeartRate(t=cet("2026-01-15 23:06:40"), bpm=56.0),
+        Beat(t=cet("2026-01-15 23:20:11.52"), rr_ms=60_000 / 60),
+        Beat(t=cet("2026-01-15 23:20:12.49"), rr_ms=60_000 / 62),
+        Beat(t=cet("2026-01-15 23:20:13.50"), rr_ms=60_000 / 59),
+        Beat(t=cet("2026-01-15 23:20:14.44"), rr_ms=60_000 / 64),
+        SpO2(t=cet("2026-01-15 23:30:00"), pct=97.0),
+        Beat(t=cet("2026-01-15 23:59:58.80"), rr_ms=60_000 / 57),
+        Beat(t=cet("2026-01-15 23:59:59.85"), rr_ms=60_000 / 56),
+        Beat(t=cet("2026-01-16 00:00:00.89"), rr_ms=60_000 / 58),  # past midnight: next day
+        HeartRate(t=cet("2026-01-16 00:12:03"), bpm=54.5),
+        SpO2(t=cet("2026-01-16 02:10:00"), pct=94.0),
+    ]
+    assert got.skipped == 1  # the HR record whose value is "--"
+
+
+def test_read_apple_health__night_window():
+    got = wi.read_apple_health(EXPORT, start=cet("2026-01-15 23:20:12"),
+                               end=cet("2026-01-16 00:00:00"))
+    assert [type(s).__name__ for s in got] == ["Beat", "Beat", "Beat", "SpO2", "Beat", "Beat"]
+    assert got[0].t == cet("2026-01-15 23:20:12.49")
+    assert got[-1].t == cet("2026-01-15 23:59:59.85")
+
+
+def test_read_apple_health__nested_correlation_records_not_read_twice(tmp_path):
+    path = tmp_path / "export.xml"
+    hr = ('<Record type="HKQuantityTypeIdentifierHeartRate" sourceName="W" unit="count/min" '
+          'startDate="2026-01-15 23:00:00 +0000" endDate="2026-01-15 23:00:00 +0000" value="60"/>')
+    path.write_text(f'<HealthData locale="en_GB">{hr}<Correlation type="X" sourceName="W" '
+                    f'startDate="2026-01-15 23:00:00 +0000" endDate="2026-01-15 23:00:00 +0000">'
+                    f'{hr}</Correlation></HealthData>')
+    assert wi.read_apple_health(path) == [HeartRate(t=utc("2026-01-15T23:00:00"), bpm=60.0)]
+
+
+@pytest.mark.parametrize(("time", "expected"), [
+    ("11:20:11.52 PM", "2026-01-15 23:20:11.52"),
+    ("23:20:11,52", "2026-01-15 23:20:11.52"),  # 24-hour locales, decimal comma
+    ("12:00:01.5 AM", "2026-01-16 00:00:01.5"),
+    ("12:20:11 PM", "2026-01-15 12:20:11"),  # 11 h before the start: still the start day
+])
+def test_read_apple_health__beat_time_formats(tmp_path, time, expected):
+    path = tmp_path / "export.xml"
+    path.write_text(
+        '<HealthData locale="de_DE"><Record type="HKQuantityTypeIdentifierHeartRateVariabilitySDNN"'
+        ' sourceName="W" unit="ms" startDate="2026-01-15 23:20:11 +0100" '
+        'endDate="2026-01-15 23:21:11 +0100" value="40"><HeartRateVariabilityMetadataList>'
+        f'<InstantaneousBeatsPerMinute bpm="60" time="{time}"/>'
+        '</HeartRateVariabilityMetadataList></Record></HealthData>')
+    assert wi.read_apple_health(path) == [Beat(t=cet(expected), rr_ms=1000.0)]
+
+
+def test_read_apple_health__bad_beat_is_skipped(tmp_path):
+    path = tmp_path / "export.xml"
+    path.write_text(
+        '<HealthData locale="ja_JP"><Record type="HKQuantityTypeIdentifierHeartRateVariabilitySDNN"'
+        ' sourceName="W" unit="ms" startDate="2026-01-15 23:20:11 +0900" '
+        'endDate="2026-01-15 23:21:11 +0900" value="40"><HeartRateVariabilityMetadataList>'
+        '<InstantaneousBeatsPerMinute bpm="60" time="午後11:20:11.52"/>'
+        '</HeartRateVariabilityMetadataList></Record>'
+        '<Record type="HKQuantityTypeIdentifierOxygenSaturation" sourceName="W" unit="%" '
+        'startDate="2026-01-15 23:30:00 +0900" endDate="2026-01-15 23:30:00 +0900" value="1.3"/>'
+        '</HealthData>', encoding="utf-8")
+    got = wi.read_apple_health(path)
+    assert got == [] and got.skipped == 2
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"date,sgv\n2026-01-15,120\n", "XML is broken"),
+    (b'<?xml version="1.0"?><gpx version="1.1"></gpx>', "root element is <gpx>"),
+    (b'<HealthData locale="en_US"><Record type="HKQuantityTypeIdentifierHeartRate" ',
+     "XML is broken"),
+    (b"PK\x03\x04\x14\x00\x08\x00", "zip archive"),
+    (b"", "XML is broken"),
+])
+def test_read_apple_health__not_an_export(tmp_path, content, message):
+    path = tmp_path / "export.xml"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=f"export.xml is not an Apple Health export: .*{message}"):
+        wi.read_apple_health(path)
+
+
+def test_read_apple_health__missing_file(tmp_path):
+    with pytest.raises(SourceError, match="nothing.xml cannot be read: No such file"):
+        wi.read_apple_health(tmp_path / "nothing.xml")
+
+
+def test_read_apple_health__large_export_in_bounded_memory(tmp_path):
+    path = tmp_path / "export.xml"
+    step = ('<Record type="HKQuantityTypeIdentifierStepCount" sourceName="Anna’s iPhone" '
+            'sourceVersion="17.2" unit="count" creationDate="2026-01-15 22:58:00 +0100" '
+            'startDate="2026-01-15 22:50:11 +0100" endDate="2026-01-15 22:51:02 +0100" '
+            'value="31"><MetadataEntry key="HKWasUserEntered" value="0"/></Record>\n')
+    hr = ('<Record type="HKQuantityTypeIdentifierHeartRate" sourceName="W" unit="count/min" '
+          'startDate="2026-01-15 23:{:02d}:00 +0100" endDate="2026-01-15 23:00:00 +0100" '
+          'value="60"/>\n')
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('<HealthData locale="en_US">\n')
+        for i in range(60_000):
+            fh.write(step if i % 1000 else hr.format(i // 1000))
+        fh.write("</HealthData>\n")
+    assert path.stat().st_size > 15_000_000
+    tracemalloc.start()
+    try:
+        got = wi.read_apple_health(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(got) == 60
+    assert peak < 3_000_000  # keeping the tree would take well over 50 MB
+
+
+# -- FIT ----------------------------------------------------------------------------------------
+
+NIGHT = utc("2026-01-15T22:00:00")
+
+
+def test_crc16__fit_sdk_check_value():
+    # CRC-16/ARC, which the FIT SDK nibble table computes: "123456789" -> 0xBB3D.
+    assert crc16(b"123456789") == 0xBB3D
+
+
+def test_fitwriter__fitparse_reads_it_back():
+    w = FitWriter()
+    w.file_id(NIGHT)
+    w.record(NIGHT, heart_rate=58, spo2_tenths=971)
+    w.hrv([1000, 1020, 0xFFFF])
+    messages = list(fitparse.FitFile(io.BytesIO(w.to_bytes())).get_messages())  # checks CRC
+    assert [m.name for m in messages] == ["file_id", "record", "hrv"]
+    assert messages[1].get_value("timestamp") == datetime(2026, 1, 15, 22, 0, 0)
+    assert messages[1].get_value("heart_rate") == 58
+    assert messages[1].get_value("saturated_hemoglobin_percent") == 97.1
+    assert messages[2].get_value("time") == (1.0, 1.02, None)
+
+
+def write(tmp_path, w: FitWriter, name="night.fit") -> Path:
+    path = tmp_path / name
+    path.write_bytes(w.to_bytes())
+    return path
+
+
+def test_read_fit__records_beats_and_spo2(tmp_path):
+    w = FitWriter()
+    w.file_id(NIGHT)
+    w.record(NIGHT, heart_rate=58)
+    w.hrv([1000, 1020, 0xFFFF, 0xFFFF, 0xFFFF])
+    w.record(NIGHT + 1, heart_rate=59, spo2_tenths=965)
+    w.hrv([990])
+    w.record(NIGHT + 2, heart_rate=0xFF)  # invalid heart rate: none this second
+    w.hrv([1010, 1005])
+    w.spo2_data(NIGHT + 3, 94)
+    got = wi.read_fit(write(tmp_path, w))
+    assert got == [
+        HeartRate(t=NIGHT, bpm=58.0),
+        Beat(t=pytest.approx(NIGHT + 1.0), rr_ms=1000.0),
+        HeartRate(t=NIGHT + 1, bpm=59.0),
+        SpO2(t=NIGHT + 1, pct=96.5),
+        Beat(t=pytest.approx(NIGHT + 2.02), rr_ms=1020.0),
+        SpO2(t=NIGHT + 3, pct=94.0),
+        Beat(t=pytest.approx(NIGHT + 3.01), rr_ms=990.0),
+        Beat(t=pytest.approx(NIGHT + 4.02), rr_ms=1010.0),
+        Beat(t=pytest.approx(NIGHT + 5.025), rr_ms=1005.0),
+    ]
+    assert got.skipped == 0
+
+
+def test_read_fit__beat_clock_restarts_after_a_gap(tmp_path):
+    w = FitWriter()
+    w.record(NIGHT, heart_rate=60)
+    w.hrv([1000, 1000])
+    for s in range(1, 40):  # strap lost the beat stream for half a minute
+        w.record(NIGHT + s, heart_rate=60)
+    w.hrv([800])
+    beats = [s for s in wi.read_fit(write(tmp_path, w)) if isinstance(s, Beat)]
+    assert [b.t for b in beats] == [NIGHT + 1, NIGHT + 2, NIGHT + 39.8]
+
+
+def test_read_fit__beats_before_any_timestamp_are_skipped(tmp_path):
+    w = FitWriter()
+    w.hrv([1000, 1000])
+    w.record(NIGHT, heart_rate=60)
+    got = wi.read_fit(write(tmp_path, w))
+    assert got == [HeartRate(t=NIGHT, bpm=60.0)] and got.skipped == 2
+
+
+def test_read_fit__unknown_messages_ignored(tmp_path):
+    w = FitWriter()
+    w.record(NIGHT, heart_rate=61)
+    w.message(5, 0xFF00, [(253, (0x86, "I"), int(NIGHT) - FIT_EPOCH + 5), (0, (0x02, "B"), 97)])
+    w.message(6, 20, [(253, (0x86, "I"), int(NIGHT) - FIT_EPOCH + 6), (200, (0x02, "B"), 97)])
+    assert wi.read_fit(write(tmp_path, w)) == [HeartRate(t=NIGHT, bpm=61.0)]
+
+
+def night_bytes() -> bytes:
+    w = FitWriter()
+    w.file_id(NIGHT)
+    for s in range(10):
+        w.record(NIGHT + s, heart_rate=60)
+        w.hrv([1000])
+    return w.to_bytes()
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda b: b[:60] + bytes([b[60] ^ 0x01]) + b[61:], "CRC"),
+    (lambda b: b[:-20], "Tried to read 1 bytes"),  # truncated
+    (lambda b: b[:8] + b"GPX!" + b[12:], "Invalid .FIT File Header"),
+    (lambda b: b"date,sgv\n2026-01-15,120\n", "Invalid .FIT File Header"),
+    (lambda b: b"", "Tried to read 12 bytes"),
+    # a data message for a local type never defined, with a correct file CRC
+    (lambda b: with_records(b, b"\x0f\x00"), "invalid local message type 15"),
+])
+def test_read_fit__corrupt(tmp_path, damage, message):
+    path = tmp_path / "broken.fit"
+    path.write_bytes(damage(night_bytes()))
+    with pytest.raises(SourceError, match=f"broken.fit is not a readable FIT file: .*{message}"):
+        wi.read_fit(path)
+
+
+def test_read_fit__missing_file(tmp_path):
+    with pytest.raises(SourceError, match="gone.fit cannot be read: No such file"):
+        wi.read_fit(tmp_path / "gone.fit")
+
+
+def with_records(data: bytes, extra: bytes) -> bytes:
+    """The FIT file with extra record bytes appended, header size and both CRCs redone."""
+    records = data[14:-2] + extra
+    header = struct.pack("<BBHI4s", 14, 0x20, 2132, len(records), b".FIT")
+    header += struct.pack("<H", crc16(header))
+    body = header + records
+    return body + struct.pack("<H", crc16(body))
+
