@@ -21,6 +21,20 @@ try:
 except ImportError:  # a MicroPython build without binascii.crc32
     _crc32 = None
 
+try:
+    import zlib as _zlib  # noqa: TID251 - CPython; MicroPython falls back to deflate below
+
+    if not hasattr(_zlib, "decompressobj"):  # MicroPython's reduced zlib: use deflate
+        _zlib = None
+except ImportError:  # MicroPython: the deflate module, where the build has it
+    _zlib = None
+try:
+    import io as _io
+
+    import deflate as _deflate
+except ImportError:
+    _deflate = None
+
 VERSION = const(1)
 HEADER_SIZE = const(24)
 CRC_SIZE = const(4)
@@ -35,6 +49,8 @@ BATCH_MAGIC = b"NB"
 BATCH_VERSION = const(1)
 BATCH_HEADER_SIZE = const(6)
 MAX_BATCH_RECORDS = const(1024)
+MAX_BATCH_BYTES = const(4194304)  # 4 MiB of records, compressed or not
+BATCH_ZLIB = const(0x01)  # batch flag: the records part is a zlib stream
 
 # version u8, stream u8, flags u8, nfeat u8, device 6s, boot u32, seq u32, epoch u32, count u16
 _HEADER = "<BBBB6sIIIH"
@@ -335,23 +351,71 @@ def pack_runs(records, max_count=120):
     return out
 
 
-def encode_batch(records):
-    """One message holding several records: batch header, then length-prefixed records."""
+def encode_batch(records, compress=False):
+    """One message holding several records: batch header, then length-prefixed records,
+    the records part zlib-compressed when compress is True (backfill)."""
     if not 0 < len(records) <= MAX_BATCH_RECORDS:
         raise WireError("a batch holds 1..%d records, not %d" % (MAX_BATCH_RECORDS, len(records)))
-    parts = [struct.pack(_BATCH_HEADER, BATCH_MAGIC, BATCH_VERSION, 0, len(records))]
+    parts = []
     for rec in records:
         enc = encode(rec)
-        parts.append(struct.pack("<H", len(enc)))
+        parts.append(struct.pack("<I", len(enc)))
         parts.append(enc)
-    return b"".join(parts)
+    body = b"".join(parts)
+    if len(body) > MAX_BATCH_BYTES:
+        raise WireError("a batch holds at most %d bytes of records" % MAX_BATCH_BYTES)
+    flags = 0
+    if compress:
+        body = _compress(body)
+        flags = BATCH_ZLIB
+    return struct.pack(_BATCH_HEADER, BATCH_MAGIC, BATCH_VERSION, flags, len(records)) + body
+
+
+def _compress(body):
+    if _zlib is not None:
+        return _zlib.compress(body, 9)
+    if _deflate is not None:
+        out = _io.BytesIO()
+        try:
+            with _deflate.DeflateIO(out, _deflate.ZLIB) as f:
+                f.write(body)
+        except (OSError, AttributeError):
+            raise WireError("this build cannot compress batches") from None
+        return out.getvalue()
+    raise WireError("this build cannot compress batches")
+
+
+def _inflate(data):
+    """The records part of a compressed batch, at most MAX_BATCH_BYTES long."""
+    if _zlib is not None:
+        d = _zlib.decompressobj()
+        try:
+            out = d.decompress(data, MAX_BATCH_BYTES)
+        except _zlib.error as exc:
+            raise CrcError("compressed batch is damaged (%s)" % exc) from None
+        if d.unconsumed_tail:
+            raise WireError("compressed batch expands beyond %d bytes" % MAX_BATCH_BYTES)
+        if not d.eof or d.unused_data:
+            raise TruncatedError("compressed batch is cut short or has bytes after its end")
+        return out
+    if _deflate is not None:
+        try:
+            out = _deflate.DeflateIO(_io.BytesIO(data), _deflate.ZLIB).read(MAX_BATCH_BYTES + 1)
+        except EOFError:
+            raise TruncatedError("compressed batch is cut short") from None
+        except (OSError, ValueError) as exc:
+            raise CrcError("compressed batch is damaged (%s)" % exc) from None
+        if len(out) > MAX_BATCH_BYTES:
+            raise WireError("compressed batch expands beyond %d bytes" % MAX_BATCH_BYTES)
+        return out
+    raise WireError("this build cannot read compressed batches")
 
 
 def decode_batch(buf):
     """Decode a batch: (records, errors) where errors lists (index, WireError) per bad record.
 
-    A damaged record does not cost the others; a damaged batch header or length
-    prefix raises, since nothing after it can be trusted.
+    A damaged record does not cost the others; a damaged batch header, length
+    prefix or compressed body raises, since nothing after it can be trusted.
     """
     if len(buf) < BATCH_HEADER_SIZE:
         raise TruncatedError(
@@ -362,29 +426,32 @@ def decode_batch(buf):
         raise WireError("not a Nightlink batch (magic %r)" % (magic,))
     if version != BATCH_VERSION:
         raise VersionError("batch format version %d, this build reads %d" % (version, BATCH_VERSION))
-    if flags:
-        raise WireError("unknown batch flag bits 0x%02x" % flags)
+    if flags & ~BATCH_ZLIB:
+        raise WireError("unknown batch flag bits 0x%02x" % (flags & ~BATCH_ZLIB))
     if n == 0 or n > MAX_BATCH_RECORDS:
         raise WireError("batch record count %d is outside 1..%d" % (n, MAX_BATCH_RECORDS))
+    body = memoryview(buf)[BATCH_HEADER_SIZE:]
+    if flags & BATCH_ZLIB:
+        body = _inflate(bytes(body))
     records = []
     errors = []
-    pos = BATCH_HEADER_SIZE
+    pos = 0
     for i in range(n):
-        if pos + 2 > len(buf):
+        if pos + 4 > len(body):
             raise TruncatedError("batch ends before record %d of %d" % (i + 1, n))
-        size = struct.unpack_from("<H", buf, pos)[0]
-        pos += 2
-        if pos + size > len(buf):
+        size = struct.unpack_from("<I", body, pos)[0]
+        pos += 4
+        if pos + size > len(body):
             raise TruncatedError(
-                "batch record %d claims %d bytes, %d left" % (i + 1, size, len(buf) - pos)
+                "batch record %d claims %d bytes, %d left" % (i + 1, size, len(body) - pos)
             )
         try:
-            records.append(decode(buf, pos, size))
+            records.append(decode(body, pos, size))
         except WireError as exc:
             errors.append((i, exc))
         pos += size
-    if pos != len(buf):
-        raise WireError("batch has %d bytes after its last record" % (len(buf) - pos))
+    if pos != len(body):
+        raise WireError("batch has %d bytes after its last record" % (len(body) - pos))
     return records, errors
 
 

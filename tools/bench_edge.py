@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 from nightlink.shared import codec
@@ -59,11 +58,12 @@ def _child(mode: str, wav: Path) -> dict:
 
 
 def pack_night(records: list[codec.Record], per_record: int = 120) -> tuple[int, int]:
-    """Bytes of a night's rows packed into records of `per_record` epochs: (raw, deflated)."""
+    """Bytes on the wire of a night's rows packed into records of `per_record` epochs, in
+    batches: (uncompressed, compressed as backfill goes)."""
     packed = codec.pack_runs(records, per_record)
-    batches = [codec.encode_batch(packed[i : i + 64]) for i in range(0, len(packed), 64)]
-    raw = sum(len(b) for b in batches)
-    deflated = sum(len(zlib.compress(b, 9)) for b in batches)
+    groups = [packed[i : i + 64] for i in range(0, len(packed), 64)]
+    raw = sum(len(codec.encode_batch(g)) for g in groups)
+    deflated = sum(len(codec.encode_batch(g, compress=True)) for g in groups)
     return raw, deflated
 
 

@@ -138,6 +138,11 @@ def build():
         "bytes": batch,
         "expect": [describe(r) for _, r in recs],
     }
+    out["batch_zlib"] = {
+        "kind": "batch",
+        "bytes": codec.encode_batch([r for _, r in recs], compress=True),
+        "expect": [describe(r) for _, r in recs],
+    }
     for name, data, err in invalid_vectors():
         out[name] = {"kind": "record", "bytes": data, "error": err}
     return out
