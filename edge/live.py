@@ -26,13 +26,15 @@ from nightlink.edge.audio_features import SAMPLE_RATE, AudioFeatureExtractor
 from nightlink.edge.cgm_sources import NightscoutFollower, readings_from_store
 from nightlink.edge.config import EdgeConfig
 from nightlink.edge.epoch_features import CGM_MAX_AGE_MIN
+from nightlink.edge.night_summary import summarize_night
 from nightlink.edge.pipeline import EdgePipeline
 from nightlink.edge.store import EdgeStore
-from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
+from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, night_of
 
 _LOGGER = logging.getLogger(__name__)
 RETRY_MIN_S = 2.0
 RETRY_MAX_S = 60.0
+PRUNE_EVERY_EPOCHS = 120  # apply the retention window once an hour
 MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement that means samples were lost
 
 
@@ -276,6 +278,10 @@ class LiveNode:
             self._drain()
             self.pipeline.close(e)
             self.epochs_closed += 1
+            if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
+                pruned = self.store.prune(e)
+                if pruned:
+                    _LOGGER.info("retention: removed %d synced records", pruned)
 
     async def _wait(self, stop: asyncio.Event, t: float) -> None:
         while not stop.is_set() and self.clock.now() < t:
@@ -323,6 +329,9 @@ class LiveNode:
             await closer
             if keep is not None:
                 keep.close()
+            if self.epochs_closed:
+                self.store.put_night(night_of(epoch_start(first)),
+                                     summarize_night(self.store, first, self.epochs_closed))
             for name, kind, _ in jobs:
                 self._status(name, kind, "stopped")
             _LOGGER.info("stopped after %d epochs", self.epochs_closed)

@@ -155,6 +155,8 @@ enabled = true
     assert cgm[first + 2][0] == 103
     statuses = store.sources()
     assert statuses["audio"]["state"] == "stopped" and statuses["nightscout"]["state"] == "stopped"
+    summary = store.night("2026-01-15")
+    assert summary["epochs"] == node.epochs_closed and summary["cgm"]["max"] == 103
     # Raw audio was never written: only the store's own files are there.
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "edge.toml") == [
         "edge.db", "edge.db-shm", "edge.db-wal"]
