@@ -66,6 +66,19 @@ class RoomConfig:
 
 
 @dataclass
+class ClocksConfig:
+    """The LAN broker the desk clocks publish their room records to."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    keepalive_s: int = 30
+
+
+@dataclass
 class EdgeConfig:
     path: Path | None = None
     db: Path | None = None
@@ -78,6 +91,7 @@ class EdgeConfig:
     nightscout: NightscoutConfig = field(default_factory=NightscoutConfig)
     follower: FollowerConfig = field(default_factory=FollowerConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
+    clocks: ClocksConfig = field(default_factory=ClocksConfig)
 
 
 _SECTIONS = {
@@ -86,6 +100,7 @@ _SECTIONS = {
     "nightscout": NightscoutConfig,
     "follower": FollowerConfig,
     "room": RoomConfig,
+    "clocks": ClocksConfig,
 }
 
 
@@ -181,6 +196,9 @@ def _validate(cfg: EdgeConfig, file: str, env) -> None:
     if ns.enabled:
         ns.api_secret = ns.api_secret or env.get(SECRET_ENV, "")
         check_secret(ns.api_secret, f"{file}: [nightscout] api_secret", cfg.development)
+    cl = cfg.clocks
+    if cl.enabled and not 0 < cl.port < 65536:
+        _fail(f"{file}: [clocks]", f"port must be 1..65535, not {cl.port}.")
     fo = cfg.follower
     if fo.enabled:
         if not fo.url.startswith(("http://", "https://")):

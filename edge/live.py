@@ -132,6 +132,7 @@ class LiveNode:
         self.follower_client = follower_client
         self.samples: queue.SimpleQueue = queue.SimpleQueue()  # (kind, payload) from any thread
         self.epochs_closed = 0
+        self.clock_rows = 0  # rows received from desk clocks
         self.pipeline: EdgePipeline | None = None
         self.live_audio: LiveAudio | None = None
         self.server_port: int | None = None
@@ -251,6 +252,35 @@ class LiveNode:
             except TimeoutError:
                 pass
 
+    async def _clocks(self, stop: asyncio.Event) -> None:
+        from nightlink.edge.clock_link import ClockLink
+
+        link = ClockLink(self.cfg.clocks, self.cfg.tenant,
+                         lambda topic, payload: self.samples.put(("clock", (topic, payload))))
+        link.start()
+        self._status("clocks", "mqtt", "connecting", f"{self.cfg.clocks.host}:{self.cfg.clocks.port}")
+        was = None
+        try:
+            while not stop.is_set():
+                if link.connected != was:
+                    was = link.connected
+                    self._status("clocks", "mqtt", "subscribed" if was else "connecting",
+                                 link.filter)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+        finally:
+            link.stop()
+
+    def _clock_message(self, topic: str, payload: bytes) -> None:
+        from nightlink.edge.clock_link import RecordRejected, accept
+
+        try:
+            self.clock_rows += accept(self.store, topic, payload)
+        except RecordRejected as exc:
+            self.store.dead_letter(f"mqtt:{topic}", str(exc), payload)
+
     # -- the loop ------------------------------------------------------------------------
 
     def _drain(self) -> None:
@@ -262,6 +292,8 @@ class LiveNode:
                 break
             if kind == "audio":
                 self.live_audio.push(*payload)
+            elif kind == "clock":
+                self._clock_message(*payload)
             else:
                 self.pipeline.add(payload)
         # Glucose uploaded to the local endpoint (or fetched by the follower) since last time.
@@ -316,6 +348,8 @@ class LiveNode:
             jobs.append(("nightscout", "upload", self._nightscout))
         if c.follower.enabled:
             jobs.append(("follower", "nightscout", self._follower))
+        if c.clocks.enabled:
+            jobs.append(("clocks", "mqtt", self._clocks))
         tasks = [asyncio.create_task(self._retrying(n, k, body, stop)) for n, k, body in jobs]
         closer = asyncio.create_task(self._closer(stop))
         try:

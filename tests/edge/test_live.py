@@ -297,3 +297,67 @@ address = "C0:FF:EE:00:00:01"
     assert hr["hr_mean_bpm"] == pytest.approx(60000 / 1000, abs=0.5)
     assert hr["spo2_mean_pct"] is None  # a strap without an oximeter: missing, not zero
     store.close()
+
+
+def test_live__clock_room_records_over_a_real_broker(tmp_path, mosquitto):
+    import paho.mqtt.client as mqtt
+
+    from nightlink.shared import codec, topics
+
+    cfg = _config(tmp_path, f"""
+close_delay_s = 0.5
+tenant = "fam-1"
+[audio]
+enabled = false
+[nightscout]
+enabled = false
+api_secret = "{SECRET}"
+[clocks]
+enabled = true
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+""")
+    store = EdgeStore(tmp_path / "edge.db")
+    clock = TimeBase(speed=SPEED)
+    node = LiveNode(cfg, store, clock=clock)
+    clock_dev = bytes.fromhex("a4cf12b0c3d4")
+    row = codec.quantize_row(F.ROOM, (20.5, 41.0, 2.0, 640.0, 33.0))
+    rec = codec.Record(F.ROOM, clock_dev, 7, 100, 58950540, [row, row, row])
+    topic = topics.data_topic("fam-1", "a4cf12b0c3d4", "room")
+    good = codec.encode_batch([rec])
+    bad_crc = bytearray(codec.encode(rec))
+    bad_crc[30] ^= 0xFF
+    spoofed = codec.encode(codec.Record(F.ROOM, bytes(6), 1, 1, 58950540, [row]))
+    wrong_stream = codec.encode(codec.Record(F.CGM, clock_dev, 1, 1, 58950540,
+                                             [tuple(b[0] for b in F.bounds(F.CGM))]))
+    stop = asyncio.Event()
+
+    async def main():
+        async def publisher():
+            while store.sources().get("clocks", {}).get("state") != "subscribed":
+                await asyncio.sleep(0.05)
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            pub.connect(mosquitto.host, mosquitto.port)
+            pub.loop_start()
+            for payload in (good, good, bytes(bad_crc), spoofed):
+                pub.publish(topic, payload, qos=1).wait_for_publish(5)
+            pub.publish(topics.data_topic("fam-1", "a4cf12b0c3d4", "room"), wrong_stream,
+                        qos=1).wait_for_publish(5)
+            pub.loop_stop()
+            pub.disconnect()
+            while len(store.dead_letters()) < 3:
+                await asyncio.sleep(0.05)
+            stop.set()
+        await asyncio.gather(node.run(stop), publisher())
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    rows = list(store.records(F.ROOM, device="a4cf12b0c3d4"))
+    assert [(r.boot, r.seq, r.epoch) for r in rows] == [(7, 100, 58950540), (7, 101, 58950541),
+                                                        (7, 102, 58950542)]
+    assert node.clock_rows == 3  # the second copy added nothing
+    reasons = [d["reason"] for d in store.dead_letters()]
+    assert reasons[0].startswith("CrcError")
+    assert "is not the topic's device a4cf12b0c3d4" in reasons[1]
+    assert "a cgm record on the room topic" in reasons[2]
+    assert store.dead_letters()[0]["payload"] == bytes(bad_crc)
+    store.close()

@@ -1,0 +1,96 @@
+"""Room records from the desk clocks, received over the LAN broker.
+
+The edge subscribes to `nl/v1/{tenant}/+/+` (data topics only), checks each message's topic
+and bytes with the shared validators, and keeps every row in its store, under the clock's
+own device id and sequence numbers, queued for the cloud. A payload that does not decode, or
+whose device id is not the one in its topic, goes to the dead-letter table with the reason;
+nothing else is held up. (Acknowledging to the clocks is the sync's work, step 4.)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import paho.mqtt.client as mqtt
+
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import codec, topics
+from nightlink.shared import features as F
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class RecordRejected(ValueError):
+    """A clock's message that cannot be stored; the message is the dead-letter reason."""
+
+
+def accept(store: EdgeStore, topic: str, payload: bytes) -> int:
+    """Store the rows of one clock message; return how many were new. RecordRejected if bad."""
+    try:
+        kind, _tenant, device, stream = topics.parse(topic)
+    except topics.TopicError as exc:
+        raise RecordRejected(str(exc)) from None
+    if kind != "data":
+        raise RecordRejected(f"{topic} is not a data topic.")
+    try:
+        if codec.is_batch(payload):
+            records, errors = codec.decode_batch(payload)
+            if errors:
+                i, exc = errors[0]
+                raise RecordRejected(f"record {i + 1} of the batch: {exc}")
+        else:
+            records = [codec.decode(payload)]
+    except codec.WireError as exc:
+        raise RecordRejected(f"{type(exc).__name__}: {exc}") from None
+    new = 0
+    for rec in records:
+        if codec.device_name(rec.device) != device:
+            raise RecordRejected(
+                f"the record's device id {codec.device_name(rec.device)} is not the topic's "
+                f"device {device}."
+            )
+        if F.stream(rec.stream)[F.S_NAME] != stream:
+            raise RecordRejected(f"a {F.stream(rec.stream)[F.S_NAME]} record on the {stream} topic.")
+        for row in codec.split(rec):
+            if store.put_foreign(codec.encode(row)) is not None:
+                new += 1
+    return new
+
+
+class ClockLink:
+    """A paho client on the LAN broker; messages are handed to `deliver(topic, payload)`."""
+
+    def __init__(self, cfg, tenant: str, deliver, *, client_id: str = ""):
+        self.cfg = cfg
+        self.filter = f"{topics.PREFIX}/{topics.check_name('tenant', tenant)}/+/+"
+        self.deliver = deliver
+        self.connected = False
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not client_id)
+        if cfg.username:
+            self.client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls:
+            self.client.tls_set()
+        self.client.reconnect_delay_set(1, 60)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = lambda _c, _u, msg: self.deliver(msg.topic, bytes(msg.payload))
+
+    def _on_connect(self, client, _userdata, _flags, reason_code, _props):
+        if reason_code.is_failure:
+            _LOGGER.warning("LAN broker refused the edge: %s", reason_code)
+            return
+        self.connected = True
+        client.subscribe(self.filter, qos=1)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props):
+        self.connected = False
+        _LOGGER.warning("LAN broker connection lost (%s); reconnecting", reason_code)
+
+    def start(self) -> None:
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
