@@ -1,6 +1,7 @@
 """Shared fixtures: the real MicroPython interpreter, free ports and paths."""
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -118,3 +119,84 @@ def mosquitto(tmp_path):
     broker = Broker(tmp_path).start()
     yield broker
     broker.stop()
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster made with initdb and started with pg_ctl on a free port."""
+
+    def __init__(self):
+        import tempfile
+
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="nl-pg-"))
+        self.data = self.dir / "data"
+        self.user = "nightlink"
+        self._as = []
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # initdb refuses to run as root
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *cmd):
+        subprocess.run([*self._as, *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self):
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
+                  "--no-sync", "-E", "UTF8")
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
+                  str(self.dir / "log"), "-w", "start")
+        return self
+
+    def url(self, dbname="postgres"):
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name):
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self):
+        import shutil as _shutil
+
+        try:
+            self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        finally:
+            _shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pg_bin(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One private PostgreSQL for the session; skipped, saying why, when there is none."""
+    if _pg_bin("initdb") is None or _pg_bin("pg_ctl") is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed; "
+                    "the PostgreSQL backend tests are skipped.")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cloud_db_url(request, tmp_path):
+    """A fresh, empty cloud database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cloud.db'}"
+    server = request.getfixturevalue("postgres_server")
+    import uuid
+
+    return server.create_database("t" + uuid.uuid4().hex[:12])

@@ -1,0 +1,240 @@
+"""The two SQL backends behind the cloud repository: SQLite (sqlite-utils, WAL) and PostgreSQL
+(psycopg 3). One small adapter so the repository writes its SQL once, with `?` placeholders
+and a portable subset (ON CONFLICT, RETURNING); DDL differences are spelled out per backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or a statement failed; the message says which."""
+
+
+class IntegrityError(DatabaseError):
+    """A uniqueness or foreign-key rule refused a write."""
+
+
+class Database:
+    """What the repository needs from a backend."""
+
+    kind = ""
+    # DDL words that differ between backends.
+    AUTO_ID = ""
+    BLOB = ""
+    BIGINT = "BIGINT"
+
+    def execute(self, sql: str, params: Sequence = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Sequence[Sequence]) -> int:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Sequence = ()) -> list[dict]:
+        raise NotImplementedError
+
+    def one(self, sql: str, params: Sequence = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: Sequence = ()):
+        row = self.one(sql, params)
+        return next(iter(row.values())) if row else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        raise NotImplementedError
+        yield
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SQLiteDatabase(Database):
+    """One file, WAL, one writer at a time (a lock), reads from any thread."""
+
+    kind = "sqlite"
+    AUTO_ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    BLOB = "BLOB"
+    BIGINT = "INTEGER"
+
+    def __init__(self, path: Path | str):
+        import sqlite_utils
+
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.db = sqlite_utils.Database(self.conn)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"{self.path} is not a usable SQLite database ({exc}).") from None
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    def _run(self, fn):
+        with self._lock:
+            try:
+                return fn()
+            except sqlite3.IntegrityError as exc:
+                raise IntegrityError(str(exc)) from None
+            except sqlite3.DatabaseError as exc:
+                raise DatabaseError(str(exc)) from None
+
+    def execute(self, sql, params=()):
+        return self._run(lambda: self.conn.execute(sql, tuple(params)).rowcount)
+
+    def executemany(self, sql, rows):
+        return self._run(lambda: self.conn.executemany(sql, rows).rowcount)
+
+    def query(self, sql, params=()):
+        return self._run(
+            lambda: [dict(r) for r in self.conn.execute(sql, tuple(params)).fetchall()]
+        )
+
+    @contextmanager
+    def transaction(self):
+        with self._lock:
+            outer = self._depth == 0
+            if outer:
+                self.conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outer:
+                self.conn.execute("COMMIT")
+
+    def close(self):
+        with self._lock:
+            self.conn.close()
+
+
+class PostgresDatabase(Database):
+    """A psycopg 3 connection pool; each thread's statements run on a pooled connection."""
+
+    kind = "postgres"
+    AUTO_ID = "BIGSERIAL PRIMARY KEY"
+    BLOB = "BYTEA"
+    BIGINT = "BIGINT"
+
+    def __init__(self, dsn: str, *, pool_size: int = 8):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        self._psycopg = psycopg
+        self.dsn = dsn
+        self._local = threading.local()
+        self._dict_row = dict_row
+        self._all: list = []
+        self._lock = threading.Lock()
+        self.pool_size = pool_size
+        try:
+            self._conn()
+        except psycopg.Error as exc:
+            raise DatabaseError(f"PostgreSQL at {_safe_dsn(dsn)} cannot be reached ({exc}).") from None
+
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._psycopg.connect(self.dsn, autocommit=True, row_factory=self._dict_row)
+            self._local.conn = conn
+            self._local.depth = 0
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def _run(self, fn):
+        psycopg = self._psycopg
+        try:
+            return fn(self._conn())
+        except psycopg.errors.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from None
+        except psycopg.Error as exc:
+            raise DatabaseError(str(exc)) from None
+
+    def execute(self, sql, params=()):
+        return self._run(lambda c: c.execute(self._sql(sql), tuple(params)).rowcount)
+
+    def executemany(self, sql, rows):
+        def run(c):
+            with c.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+                return cur.rowcount
+
+        return self._run(run)
+
+    def query(self, sql, params=()):
+        return self._run(lambda c: list(c.execute(self._sql(sql), tuple(params)).fetchall()))
+
+    @contextmanager
+    def transaction(self):
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        self._local.depth = 1
+        try:
+            with conn.transaction():
+                yield
+        except self._psycopg.errors.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from None
+        finally:
+            self._local.depth = 0
+
+    def close(self):
+        with self._lock:
+            for c in self._all:
+                c.close()
+            self._all.clear()
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    import re
+
+    return re.sub(r"(password=)\S+|(://[^:/@]+:)[^@]+@", lambda m: (m.group(1) or m.group(2))
+                  + "***" + ("" if m.group(1) else "@"), dsn)
+
+
+def connect(url: str) -> Database:
+    """A database from a URL: `sqlite:///path/to/file.db` or `postgresql://…`."""
+    if url.startswith("sqlite:///"):
+        return SQLiteDatabase(url[len("sqlite:///"):] or ":memory:")
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    raise DatabaseError(
+        f"The database URL must start with sqlite:/// or postgresql://, not {url.split(':')[0]!r}."
+    )
+
+
+def now() -> float:
+    return time.time()

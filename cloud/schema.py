@@ -1,0 +1,212 @@
+"""The cloud schema as numbered migrations, written once for SQLite and PostgreSQL.
+
+{AUTO_ID}, {BLOB} and {BIGINT} are filled in per backend. Append migrations; never edit
+one that has shipped. A tenant is one patient's space, so "patient" in the API is the
+tenant; every tenant-owned table carries tenant_id and every query filters on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from nightlink.cloud.db import Database
+
+_LOGGER = logging.getLogger(__name__)
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "tenants, users, roles, audit", [
+        """CREATE TABLE tenants (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            public_read INTEGER NOT NULL DEFAULT 0,
+            units TEXT NOT NULL DEFAULT 'mg/dl',
+            created_at DOUBLE PRECISION NOT NULL,
+            deleted_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE users (
+            id {AUTO_ID},
+            email TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL DEFAULT '',
+            password_hash TEXT NOT NULL,
+            is_admin INTEGER NOT NULL DEFAULT 0,
+            created_at DOUBLE PRECISION NOT NULL,
+            deleted_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE memberships (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            user_id {BIGINT} NOT NULL REFERENCES users (id),
+            role TEXT NOT NULL,
+            granted_by {BIGINT},
+            granted_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION,
+            PRIMARY KEY (tenant_id, user_id)
+        )""",
+        "CREATE INDEX memberships_user ON memberships (user_id)",
+        """CREATE TABLE api_secrets (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            secret_hash TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE refresh_tokens (
+            jti TEXT PRIMARY KEY,
+            user_id {BIGINT} NOT NULL REFERENCES users (id),
+            expires_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE audit (
+            id {AUTO_ID},
+            at DOUBLE PRECISION NOT NULL,
+            actor_user_id {BIGINT},
+            tenant_id TEXT,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{{}}'
+        )""",
+        "CREATE INDEX audit_tenant ON audit (tenant_id, at)",
+    ]),
+    (2, "devices, epoch rows, acks, dead letters", [
+        """CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            kind TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            mqtt_username TEXT NOT NULL UNIQUE,
+            mqtt_password_hash TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX devices_tenant ON devices (tenant_id)",
+        """CREATE TABLE epoch_rows (
+            tenant_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            boot {BIGINT} NOT NULL,
+            seq {BIGINT} NOT NULL,
+            epoch {BIGINT} NOT NULL,
+            flags INTEGER NOT NULL,
+            nfeat INTEGER NOT NULL,
+            row_data {BLOB} NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (device, stream, boot, seq)
+        )""",
+        "CREATE INDEX epoch_rows_time ON epoch_rows (tenant_id, stream, epoch)",
+        "CREATE INDEX epoch_rows_seq ON epoch_rows (device, stream, seq)",
+        """CREATE TABLE acks (
+            device TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            hwm {BIGINT} NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (device, stream)
+        )""",
+        """CREATE TABLE dead_letters (
+            id {AUTO_ID},
+            received_at DOUBLE PRECISION NOT NULL,
+            topic TEXT NOT NULL,
+            tenant_id TEXT,
+            device TEXT,
+            reason TEXT NOT NULL,
+            payload {BLOB}
+        )""",
+    ]),
+    (3, "Nightscout collections", [
+        """CREATE TABLE entries (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            type TEXT NOT NULL,
+            date {BIGINT} NOT NULL,
+            sgv INTEGER,
+            direction TEXT,
+            device TEXT,
+            doc TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (tenant_id, date, type)
+        )""",
+        "CREATE INDEX entries_tenant_date ON entries (tenant_id, date)",
+        """CREATE TABLE treatments (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            identifier TEXT NOT NULL,
+            created_at_ms {BIGINT} NOT NULL,
+            event_type TEXT NOT NULL DEFAULT '',
+            doc TEXT NOT NULL,
+            stored_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (tenant_id, identifier)
+        )""",
+        "CREATE INDEX treatments_tenant_time ON treatments (tenant_id, created_at_ms)",
+        """CREATE TABLE devicestatus (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            created_at_ms {BIGINT} NOT NULL,
+            device TEXT NOT NULL DEFAULT '',
+            doc TEXT NOT NULL,
+            stored_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX devicestatus_tenant_time ON devicestatus (tenant_id, created_at_ms)",
+        """CREATE TABLE profiles (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            start_ms {BIGINT} NOT NULL,
+            doc TEXT NOT NULL,
+            stored_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX profiles_tenant ON profiles (tenant_id, start_ms)",
+    ]),
+    (4, "nights, alerts", [
+        """CREATE TABLE nights (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            night TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant_id, night)
+        )""",
+        """CREATE TABLE alert_settings (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            user_id {BIGINT} NOT NULL REFERENCES users (id),
+            rule TEXT NOT NULL,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            threshold DOUBLE PRECISION,
+            PRIMARY KEY (tenant_id, user_id, rule)
+        )""",
+        """CREATE TABLE alerts (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            rule TEXT NOT NULL,
+            level TEXT NOT NULL,
+            at_ms {BIGINT} NOT NULL,
+            message TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{{}}',
+            acked_by {BIGINT},
+            acked_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX alerts_tenant_time ON alerts (tenant_id, at_ms)",
+    ]),
+]
+
+
+def migrate(db: Database) -> int:
+    """Apply every migration not yet applied, in one transaction; return the schema version.
+
+    Several processes may start at once (API and ingest workers): PostgreSQL serialises them
+    with an advisory lock, SQLite with its write lock.
+    """
+    with db.transaction():
+        if db.kind == "postgres":
+            db.execute("SELECT pg_advisory_xact_lock(7242024)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        done = {r["id"] for r in db.query("SELECT id FROM schema_migrations")}
+        for number, name, statements in MIGRATIONS:
+            if number in done:
+                continue
+            for sql in statements:
+                db.execute(sql.format(AUTO_ID=db.AUTO_ID, BLOB=db.BLOB, BIGINT=db.BIGINT))
+            db.execute("INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                       (number, name, time.time()))
+            _LOGGER.info("applied cloud migration %d (%s)", number, name)
+    return max(n for n, _, _ in MIGRATIONS)

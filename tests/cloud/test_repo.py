@@ -1,0 +1,126 @@
+"""The cloud repository on both backends (SQLite file and a private PostgreSQL)."""
+
+import pytest
+
+from nightlink.cloud.repo import ConflictError, NotFoundError, Store, unpack_row
+from nightlink.shared import codec
+from nightlink.shared import features as F
+
+DEV = "a4cf12b0c3d4"
+ROW = codec.quantize_row(F.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+
+
+@pytest.fixture
+def store(cloud_db_url):
+    s = Store.open(cloud_db_url)
+    s.create_tenant("fam-1", "Family one")
+    s.create_tenant("fam-2", "Family two")
+    yield s
+    s.close()
+
+
+def _rec(seq, epoch, n=1, boot=1, dev=DEV):
+    return codec.Record(F.ROOM, codec.device_id(dev), boot, seq, epoch, [ROW] * n)
+
+
+def test_repo__migrations_are_idempotent(cloud_db_url):
+    a = Store.open(cloud_db_url)
+    b = Store.open(cloud_db_url)  # a second process starting on the same database
+    assert a.version == b.version == 4
+    a.close()
+    b.close()
+
+
+def test_repo__rows_upsert_once(store):
+    t = store.tenant("fam-1")
+    assert t.put_rows([_rec(1, 100, n=3)]) == 3
+    assert t.put_rows([_rec(1, 100, n=3), _rec(4, 103)]) == 1  # resent rows change nothing
+    rows = t.rows(F.ROOM, 0, 10**9)
+    assert [(r.seq, r.epoch) for r in rows] == [(1, 100), (2, 101), (3, 102), (4, 103)]
+    assert unpack_row(F.ROOM, rows[0].nfeat, rows[0].row_data) == ROW
+
+
+def test_repo__cursor_pages_cover_everything_once(store):
+    t = store.tenant("fam-1")
+    t.put_rows([_rec(1, 100, n=50), _rec(1, 100, n=50, dev="0123456789ab")])
+    seen, after = [], None
+    while True:
+        page = t.rows(F.ROOM, 0, 10**9, after=after, limit=7)
+        if not page:
+            break
+        seen += [(r.epoch, r.device, r.seq) for r in page]
+        last = page[-1]
+        after = (last.epoch, last.device, last.boot, last.seq)
+    assert len(seen) == 100 == len(set(seen))
+    assert seen == sorted(seen)
+
+
+def test_repo__high_water_mark_stops_at_gaps(store):
+    t = store.tenant("fam-1")
+    t.put_rows([_rec(1, 100, n=5), _rec(8, 107, n=2)])
+    assert store.advance_hwm(DEV, F.ROOM) == 5
+    assert store.missing_seqs(DEV, F.ROOM) == [(6, 7)]
+    t.put_rows([_rec(6, 105, n=2)])
+    assert store.advance_hwm(DEV, F.ROOM) == 9
+    assert store.missing_seqs(DEV, F.ROOM) == []
+
+
+def test_repo__tenant_handles_see_only_their_own(store):
+    a, b = store.tenant("fam-1"), store.tenant("fam-2")
+    a.put_rows([_rec(1, 100, n=2)])
+    a.add_entries([{"type": "sgv", "date": 1_700_000_000_000, "sgv": 120}])
+    a.put_night("2026-01-15", {"tst_min": 420})
+    assert b.count_rows() == 0 and b.rows(F.ROOM, 0, 10**9) == []
+    assert b.entries(count=10) == [] and b.nights() == []
+    with pytest.raises(NotFoundError):
+        b.night("2026-01-15")
+    # The same (date, type) in another tenant is its own entry, not a duplicate.
+    stored, dupes = b.add_entries([{"type": "sgv", "date": 1_700_000_000_000, "sgv": 99}])
+    assert (len(stored), dupes) == (1, 0)
+    assert a.entries()[0]["sgv"] == 120 and b.entries()[0]["sgv"] == 99
+
+
+def test_repo__entries_filters_and_duplicates(store):
+    t = store.tenant("fam-1")
+    docs = [{"type": "sgv", "date": 1_700_000_000_000 + i * 300_000, "sgv": 100 + i}
+            for i in range(10)]
+    stored, dupes = t.add_entries(docs + docs[:2])
+    assert (len(stored), dupes) == (10, 2)
+    got = t.entries(count=3, where=[("date", ">=", docs[5]["date"])])
+    assert [d["sgv"] for d in got] == [109, 108, 107]
+    with pytest.raises(ValueError):
+        t.entries(where=[("doc", "=", "x")])
+
+
+def test_repo__users_roles_and_revocation(store):
+    u = store.create_user("Doc@Example.org", "hash", name="Dr Who")
+    with pytest.raises(ConflictError):
+        store.create_user("doc@example.org", "hash")
+    store.grant("fam-1", u["id"], "doctor", by=None)
+    assert store.role("fam-1", u["id"]) == "doctor" and store.role("fam-2", u["id"]) is None
+    assert store.revoke("fam-1", u["id"])
+    assert store.role("fam-1", u["id"]) is None
+    with pytest.raises(ValueError):
+        store.grant("fam-1", u["id"], "superuser", by=None)
+
+
+def test_repo__secrets_kept_hashed(store):
+    store.add_api_secret("fam-1", "0" * 40)
+    assert store.api_secret("0" * 40)["tenant_id"] == "fam-1"
+    assert store.api_secret("1" * 40) is None
+    assert "0" * 40 not in str(store.db.query("SELECT * FROM api_secrets"))
+
+
+def test_repo__refresh_token_single_use(store):
+    u = store.create_user("p@example.org", "hash")
+    store.add_refresh_token("jti-1", u["id"], 9e12)
+    assert store.use_refresh_token("jti-1") == u["id"]
+    assert store.use_refresh_token("jti-1") is None
+
+
+def test_repo__purge_removes_only_that_tenant(store):
+    a, b = store.tenant("fam-1"), store.tenant("fam-2")
+    a.put_rows([_rec(1, 100, n=3)])
+    b.put_rows([_rec(1, 100, n=3, dev="0123456789ab")])
+    assert a.purge() == 3
+    assert a.count_rows() == 0 and b.count_rows() == 3
