@@ -1,0 +1,94 @@
+"""The cloud service: one FastAPI app, stateless, over the repository.
+
+`create_app(settings)` wires the store, middleware and every router. Tenants are addressed
+by path (`/t/{tenant}/api/v1/…`) or, when `tenant_domain` is set, by Host
+(`{tenant}.{tenant_domain}/api/v1/…`), which is rewritten to the path form.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from nightlink import __version__
+from nightlink.cloud import metrics
+from nightlink.cloud.auth import AuthError
+from nightlink.cloud.config import Settings
+from nightlink.cloud.repo import ConflictError, NotFoundError, Store
+
+_LOGGER = logging.getLogger("nightlink.cloud.access")
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    from nightlink.cloud import routes_admin, routes_auth, routes_nightscout, routes_nl, routes_ops
+
+    app = FastAPI(
+        title="Nightlink cloud",
+        version=__version__,
+        description="History, Nightscout-compatible API, accounts and live updates for "
+        "Nightlink bedside nodes. Tenants are one patient's space each.",
+    )
+    app.state.settings = settings
+    app.state.store = store or Store.open(settings.database_url)
+    app.state.started = time.time()
+    from nightlink.cloud.auth import RateLimiter
+
+    app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+
+    for module in (routes_auth, routes_admin, routes_nightscout, routes_nl, routes_ops):
+        app.include_router(module.router)
+
+    domain = settings.tenant_domain.lower().strip(".")
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        if domain:
+            host = request.headers.get("host", "").split(":")[0].lower()
+            if host.endswith("." + domain) and request.url.path.startswith(("/api/v1", "/pebble")):
+                slug = host[: -len(domain) - 1]
+                request.scope["path"] = f"/t/{slug}{request.url.path}"
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request.state.request_id = rid
+        started = time.perf_counter()
+        response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.API_LATENCY.labels(request.method, template).observe(elapsed)
+        response.headers["X-Request-ID"] = rid
+        _LOGGER.info("%s %s %d %.1fms rid=%s", request.method, template, response.status_code,
+                     elapsed * 1000, rid)
+        return response
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(request: Request, exc: ConflictError):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(AuthError)
+    async def _auth(request: Request, exc: AuthError):
+        return JSONResponse({"detail": str(exc)}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    bootstrap_admin(app.state.store, settings)
+    return app
+
+
+def bootstrap_admin(store: Store, settings: Settings) -> None:
+    """Create the first administrator from the settings when there is no user yet."""
+    from nightlink.cloud.auth import hash_password
+
+    if not settings.admin_email or not settings.admin_password:
+        return
+    if store.db.scalar("SELECT count(*) AS n FROM users"):
+        return
+    user = store.create_user(settings.admin_email, hash_password(settings.admin_password),
+                             name="Administrator", is_admin=True)
+    store.audit("admin.bootstrap", actor=user["id"], email=user["email"])

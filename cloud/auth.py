@@ -1,0 +1,109 @@
+"""Passwords (argon2id), JWT access and refresh tokens, and the login rate limit."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from nightlink.cloud.repo import Store
+
+_HASHER = PasswordHasher()
+ALGORITHM = "HS256"
+
+
+class AuthError(Exception):
+    """Credentials are missing, wrong or expired; the message is safe to show."""
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A real hash to verify against when the account does not exist, so that a wrong email
+# costs the same time as a wrong password.
+_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
+
+
+def check_login(store: Store, email: str, password: str) -> dict:
+    from nightlink.cloud.repo import NotFoundError
+
+    try:
+        user = store.user_by_email(email)
+    except NotFoundError:
+        verify_password(_DUMMY_HASH, password)
+        raise AuthError("Wrong email or password.") from None
+    if not verify_password(user["password_hash"], password):
+        raise AuthError("Wrong email or password.")
+    return user
+
+
+def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
+                 refresh_days: int) -> dict:
+    now = int(time.time())
+    access = jwt.encode({"sub": str(user_id), "typ": "access", "iat": now,
+                         "exp": now + access_minutes * 60}, secret, algorithm=ALGORITHM)
+    jti = uuid.uuid4().hex
+    expires = now + refresh_days * 86400
+    refresh = jwt.encode({"sub": str(user_id), "typ": "refresh", "jti": jti, "iat": now,
+                          "exp": expires}, secret, algorithm=ALGORITHM)
+    store.add_refresh_token(jti, user_id, expires)
+    return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
+            "expires_in": access_minutes * 60}
+
+
+def decode(token: str, secret: str, typ: str) -> dict:
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM],
+                            options={"require": ["exp", "sub"]})
+    except jwt.ExpiredSignatureError:
+        raise AuthError("The token has expired.") from None
+    except jwt.PyJWTError:
+        raise AuthError("The token is not valid.") from None
+    if claims.get("typ") != typ:
+        raise AuthError(f"An {typ} token is needed here.")
+    return claims
+
+
+def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_days: int) -> dict:
+    """New tokens for a refresh token, which is spent (rotation: reuse is refused)."""
+    claims = decode(token, secret, "refresh")
+    user_id = store.use_refresh_token(claims.get("jti", ""))
+    if user_id is None or str(user_id) != claims["sub"]:
+        raise AuthError("The refresh token was already used or revoked.")
+    return issue_tokens(store, user_id, secret, access_minutes, refresh_days)
+
+
+class RateLimiter:
+    """At most `limit` events per key in a sliding minute (per process)."""
+
+    def __init__(self, limit: int, window_s: float = 60.0):
+        self.limit = limit
+        self.window = window_s
+        self._events: dict[str, deque] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> float:
+        """Count an event; return 0 if allowed, else the seconds until it would be."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._events[key]
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                return max(0.1, q[0] + self.window - now)
+            q.append(now)
+            return 0.0

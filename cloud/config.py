@@ -1,0 +1,76 @@
+"""Cloud settings from the environment (prefix NIGHTLINK_) or a .env file, checked at start.
+
+Outside development, a missing or default JWT secret stops the service with one sentence;
+so does a missing database URL for more than one process.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRETS = {"", "changeme", "change-me", "secret", "nightlink", "development"}
+MIN_SECRET = 32
+
+
+class SettingsError(ValueError):
+    """The settings are not usable; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NIGHTLINK_", env_file=".env",
+                                      env_file_encoding="utf-8", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite:///nightlink-cloud.db"
+    jwt_secret: str = "changeme"
+    access_token_minutes: int = Field(15, ge=1, le=24 * 60)
+    refresh_token_days: int = Field(30, ge=1, le=365)
+    login_attempts_per_minute: int = Field(5, ge=1, le=1000)
+    # MQTT: the broker the ingest workers subscribe to and publish acks on.
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_username: str = ""
+    mqtt_password: str = ""
+    mqtt_tls: bool = False
+    mqtt_shared_group: str = "ingest"  # "" subscribes without a shared subscription
+    # First administrator, created at start when no user exists yet.
+    admin_email: str = ""
+    admin_password: str = ""
+    public_base_url: str = "http://127.0.0.1:8000"
+    tenant_domain: str = ""  # e.g. "nightlink.example" so fam-1.nightlink.example names fam-1
+    purge_after_days: int = Field(30, ge=1, le=3650)
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return v
+
+    @model_validator(mode="after")
+    def _secrets(self):
+        if self.env != "development":
+            if self.jwt_secret.lower() in DEFAULT_SECRETS or len(self.jwt_secret) < MIN_SECRET:
+                raise ValueError(
+                    f"NIGHTLINK_JWT_SECRET must be set to a random value of at least {MIN_SECRET} "
+                    f"characters outside development (NIGHTLINK_ENV={self.env})"
+                )
+            if self.admin_password and len(self.admin_password) < 12:
+                raise ValueError("NIGHTLINK_ADMIN_PASSWORD must be at least 12 characters")
+        return self
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with overrides; SettingsError with one sentence if bad."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = "NIGHTLINK_" + str(err["loc"][0]).upper() if err["loc"] else "the settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{where}: {msg}." if err["loc"] else f"{msg}.") from None

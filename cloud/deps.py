@@ -1,0 +1,162 @@
+"""FastAPI dependencies: the store, the signed-in person, and who may see which tenant.
+
+Routes receive a `TenantAccess` whose `.data` is the tenant-scoped store handle; they never
+build one themselves, so a tenant check cannot be forgotten on a route.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from nightlink.cloud import auth
+from nightlink.cloud.config import Settings
+from nightlink.cloud.repo import NotFoundError, Store, TenantStore
+
+READ_ROLES = ("patient", "caregiver", "doctor", "admin")
+WRITE_ROLES = ("patient", "admin")
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def optional_user(store: StoreDep, settings: SettingsDep, creds: BearerDep) -> dict | None:
+    """The person behind a Bearer access token, None without one; 401 for a bad one."""
+    if creds is None:
+        return None
+    try:
+        claims = auth.decode(creds.credentials, settings.jwt_secret, "access")
+        return store.user(int(claims["sub"]))
+    except (auth.AuthError, NotFoundError, ValueError) as exc:
+        raise unauthorized(str(exc) if isinstance(exc, auth.AuthError)
+                           else "The account no longer exists.") from None
+
+
+OptionalUser = Annotated[dict | None, Depends(optional_user)]
+
+
+def current_user(user: OptionalUser) -> dict:
+    if user is None:
+        raise unauthorized("Sign in first: send an access token as 'Authorization: Bearer …'.")
+    return user
+
+
+CurrentUser = Annotated[dict, Depends(current_user)]
+
+
+def admin_user(user: CurrentUser) -> dict:
+    if not user["is_admin"]:
+        raise HTTPException(403, "Only an administrator may do this.")
+    return user
+
+
+AdminUser = Annotated[dict, Depends(admin_user)]
+
+
+@dataclass
+class TenantAccess:
+    """Who is asking for which tenant, and what they may do there."""
+
+    tenant_id: str
+    data: TenantStore
+    role: str  # patient, caregiver, doctor, admin, uploader, reader, public
+    user: dict | None = None
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (*WRITE_ROLES, "uploader")
+
+
+def _tenant_or_404(store: Store, tenant: str) -> dict:
+    try:
+        return store.get_tenant(tenant)
+    except NotFoundError:
+        raise HTTPException(404, f"No tenant {tenant!r}.") from None
+
+
+def member_access(tenant: str, store: StoreDep, user: CurrentUser) -> TenantAccess:
+    """A signed-in member (or an administrator) of the tenant in the path."""
+    _tenant_or_404(store, tenant)
+    role = "admin" if user["is_admin"] else store.role(tenant, user["id"])
+    if role is None:
+        # Not a member: as if the tenant did not exist, so tenants cannot be discovered.
+        raise HTTPException(404, f"No tenant {tenant!r}.")
+    return TenantAccess(tenant, store.tenant(tenant), role, user)
+
+
+MemberAccess = Annotated[TenantAccess, Depends(member_access)]
+
+
+def writer_access(access: MemberAccess) -> TenantAccess:
+    if not access.can_write:
+        raise HTTPException(403, f"A {access.role} may read this tenant's data but not change it.")
+    return access
+
+
+WriterAccess = Annotated[TenantAccess, Depends(writer_access)]
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def nightscout_access(tenant: str, request: Request, store: StoreDep, settings: SettingsDep,
+                      creds: BearerDep) -> TenantAccess:
+    """Nightscout-style access to a tenant: `api-secret` header (SHA1 of the tenant's upload
+    secret, read and write), `?token=` (a read token), a member's Bearer token, or nothing
+    when the tenant allows public reading."""
+    info = _tenant_or_404(store, tenant)
+    presented = request.headers.get("api-secret")
+    if presented:
+        found = store.api_secret(presented.strip().lower())
+        if found and found["tenant_id"] == tenant and found["kind"] == "api-secret":
+            return TenantAccess(tenant, store.tenant(tenant), "uploader")
+        raise unauthorized("The api-secret is not valid for this site.")
+    token = request.query_params.get("token")
+    if token:
+        found = store.api_secret(token) or store.api_secret(_sha1(token))
+        if found and found["tenant_id"] == tenant:
+            role = "uploader" if found["kind"] == "api-secret" else "reader"
+            return TenantAccess(tenant, store.tenant(tenant), role)
+        raise unauthorized("The token is not valid for this site.")
+    if creds is not None:
+        return member_access(tenant, store, optional_user(store, settings, creds))
+    if info["public_read"] and request.method in ("GET", "HEAD"):
+        return TenantAccess(tenant, store.tenant(tenant), "public")
+    raise unauthorized("This site needs an api-secret header or a token.")
+
+
+NightscoutAccess = Annotated[TenantAccess, Depends(nightscout_access)]
+
+
+def nightscout_writer(access: NightscoutAccess) -> TenantAccess:
+    if not access.can_write:
+        raise HTTPException(401, "Writing needs the api-secret of this site.")
+    return access
+
+
+NightscoutWriter = Annotated[TenantAccess, Depends(nightscout_writer)]
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

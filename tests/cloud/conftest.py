@@ -1,0 +1,65 @@
+"""Fixtures for the cloud service: a real app over a real database, people and tenants."""
+
+from dataclasses import dataclass, field
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nightlink.cloud.app import create_app
+from nightlink.cloud.auth import hash_password
+from nightlink.cloud.config import Settings
+from nightlink.cloud.repo import Store
+
+JWT_SECRET = "test-secret-" + "x" * 40
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Cloud:
+    client: TestClient
+    store: Store
+    tokens: dict = field(default_factory=dict)
+
+    def user(self, email: str, *, admin: bool = False, tenant: str | None = None,
+             role: str | None = None) -> dict:
+        """Create an account (and a membership); remember its access token by email."""
+        user = self.store.create_user(email, hash_password(PASSWORD), is_admin=admin)
+        if tenant:
+            self.store.grant(tenant, user["id"], role, by=None)
+        r = self.client.post("/api/nl/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        self.tokens[email] = r.json()["access_token"]
+        return user
+
+    def auth(self, email: str) -> dict:
+        return {"Authorization": f"Bearer {self.tokens[email]}"}
+
+
+def make_cloud(url: str, **settings) -> Cloud:
+    s = Settings(env="test", database_url=url, jwt_secret=JWT_SECRET,
+                 login_attempts_per_minute=settings.pop("login_attempts_per_minute", 1000),
+                 **settings)
+    app = create_app(s)
+    return Cloud(TestClient(app), app.state.store)
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    """The app on a fresh SQLite file, with tenants fam-1 and fam-2."""
+    c = make_cloud(f"sqlite:///{tmp_path / 'cloud.db'}")
+    c.store.create_tenant("fam-1", "Family one")
+    c.store.create_tenant("fam-2", "Family two")
+    yield c
+    c.client.close()
+    c.store.close()
+
+
+@pytest.fixture
+def cloud_any(cloud_db_url):
+    """The same, on each backend (SQLite and PostgreSQL)."""
+    c = make_cloud(cloud_db_url)
+    c.store.create_tenant("fam-1", "Family one")
+    c.store.create_tenant("fam-2", "Family two")
+    yield c
+    c.client.close()
+    c.store.close()

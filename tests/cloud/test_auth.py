@@ -1,0 +1,62 @@
+"""Sign-in, tokens, rate limits, settings that refuse default secrets."""
+
+import pytest
+
+from nightlink.cloud.config import SettingsError, load_settings
+from tests.cloud.conftest import PASSWORD, make_cloud
+
+
+def test_auth__login_me_refresh(cloud):
+    cloud.user("p@example.org", tenant="fam-1", role="patient")
+    me = cloud.client.get("/api/nl/v1/auth/me", headers=cloud.auth("p@example.org")).json()
+    assert me["email"] == "p@example.org" and me["tenants"][0]["tenant_id"] == "fam-1"
+    r = cloud.client.post("/api/nl/v1/auth/login", json={"email": "p@example.org",
+                                                          "password": PASSWORD})
+    refresh = r.json()["refresh_token"]
+    again = cloud.client.post("/api/nl/v1/auth/refresh", json={"refresh_token": refresh})
+    assert again.status_code == 200
+    reused = cloud.client.post("/api/nl/v1/auth/refresh", json={"refresh_token": refresh})
+    assert reused.status_code == 401  # rotation: a refresh token works once
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nonsense", "Bearer "])
+def test_auth__me_needs_a_valid_token(cloud, header):
+    headers = {"Authorization": header} if header else {}
+    assert cloud.client.get("/api/nl/v1/auth/me", headers=headers).status_code in (401, 403)
+
+
+def test_auth__wrong_password_is_audited(cloud):
+    cloud.user("p@example.org")
+    r = cloud.client.post("/api/nl/v1/auth/login", json={"email": "p@example.org",
+                                                          "password": "nope"})
+    assert r.status_code == 401 and r.json()["detail"] == "Wrong email or password."
+    assert cloud.store.audit_log()[0]["action"] == "login.failed"
+
+
+def test_auth__login_rate_limited(tmp_path):
+    c = make_cloud(f"sqlite:///{tmp_path / 'c.db'}", login_attempts_per_minute=3)
+    codes = [c.client.post("/api/nl/v1/auth/login",
+                           json={"email": "x@example.org", "password": "bad"}).status_code
+             for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    r = c.client.post("/api/nl/v1/auth/login", json={"email": "x@example.org", "password": "b"})
+    assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_settings__default_secret_refused_outside_development():
+    with pytest.raises(SettingsError, match="NIGHTLINK_JWT_SECRET"):
+        load_settings(env="production", jwt_secret="changeme")
+    assert load_settings(env="development", jwt_secret="changeme").env == "development"
+
+
+def test_settings__bad_database_url_names_the_variable():
+    with pytest.raises(SettingsError, match="NIGHTLINK_DATABASE_URL"):
+        load_settings(database_url="mysql://x")
+
+
+def test_ops__health_ready_metrics(cloud):
+    assert cloud.client.get("/healthz").json() == {"status": "ok"}
+    assert cloud.client.get("/readyz").json()["status"] == "ready"
+    r = cloud.client.get("/metrics")
+    assert r.status_code == 200 and "nightlink_api_latency_seconds" in r.text
+    assert r.headers.get("x-request-id")
