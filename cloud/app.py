@@ -38,6 +38,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     from nightlink.cloud.auth import RateLimiter
 
     app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+    from nightlink.cloud.events import EventBus
+
+    app.state.events = EventBus()
 
     for module in (routes_auth, routes_admin, routes_nightscout, routes_nl, routes_ops):
         app.include_router(module.router)
