@@ -39,6 +39,7 @@ def main(verbose: bool) -> None:
 
 
 def _register() -> None:
+    from nightlink.cloud.cli import cloud
     from nightlink.edge.cli import edge
     from nightlink.tools.bench import bench
     from nightlink.tools.simulate.cli import simulate
@@ -46,6 +47,7 @@ def _register() -> None:
     main.add_command(simulate)
     main.add_command(bench)
     main.add_command(edge)
+    main.add_command(cloud)
 
 
 @main.command()

@@ -89,7 +89,7 @@ def _edge_night(hours: float) -> dict:
     return bench_edge_night(hours=hours)
 
 
-BENCHES = ("codec", "edge-audio", "edge-night", "simulate")
+BENCHES = ("codec", "edge-audio", "edge-night", "ingest", "simulate")
 
 
 @click.command()
@@ -100,7 +100,7 @@ BENCHES = ("codec", "edge-audio", "edge-night", "simulate")
 @click.option("--no-audio", is_flag=True, help="simulate: skip the audio file.")
 @click.option("--no-naive", is_flag=True, help="edge-audio: skip the naive librosa run.")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool) -> None:
-    """Measure NAME (codec, edge-audio, edge-night, simulate) and print its figures."""
+    """Measure NAME (codec, edge-audio, edge-night, ingest, simulate) and print its figures."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -109,6 +109,10 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
         figures = _edge_audio(hours, not no_naive)
     elif name == "edge-night":
         figures = _edge_night(hours)
+    elif name == "ingest":
+        from nightlink.tools.bench_cloud import bench_ingest
+
+        figures = bench_ingest()
     else:
         figures = bench_codec()
     figures = {"bench": name, **figures}

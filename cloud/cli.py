@@ -1,0 +1,107 @@
+"""`nightlink cloud …`: run the service, manage it from the command line."""
+
+from __future__ import annotations
+
+import click
+
+from nightlink.errors import NightlinkError
+
+
+def _settings(**overrides):
+    from nightlink.cloud.config import SettingsError, load_settings
+
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise NightlinkError(str(exc)) from None
+
+
+def _store(settings):
+    from nightlink.cloud.db import DatabaseError
+    from nightlink.cloud.repo import Store
+
+    try:
+        return Store.open(settings.database_url)
+    except DatabaseError as exc:
+        raise NightlinkError(str(exc)) from None
+
+
+@click.group()
+def cloud() -> None:
+    """The cloud service: history, Nightscout API, accounts, live updates."""
+
+
+@cloud.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--database-url", default=None, help="Overrides NIGHTLINK_DATABASE_URL.")
+@click.option("--api-only", is_flag=True, help="Serve the API without an ingest worker.")
+@click.option("--ingest-only", is_flag=True, help="Run an ingest worker without the API.")
+@click.option("--client-id", default="", help="Ingest MQTT client id (a persistent session).")
+def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest_only: bool,
+          client_id: str) -> None:
+    """Run the API and an MQTT ingest worker (settings from NIGHTLINK_* variables)."""
+    import signal
+    import threading
+
+    if api_only and ingest_only:
+        raise NightlinkError("Choose at most one of --api-only and --ingest-only.")
+    settings = _settings(database_url=database_url)
+    store = _store(settings)
+    worker = None
+    events = None
+    app = None
+    if not ingest_only:
+        from nightlink.cloud.app import create_app
+
+        app = create_app(settings, store)
+        events = app.state.events
+    if not api_only:
+        from nightlink.cloud.ingest import IngestWorker
+
+        worker = IngestWorker(store, settings, client_id=client_id, events=events)
+        worker.start()
+        click.echo(f"Ingest subscribed to {worker.filter} on "
+                   f"{settings.mqtt_host}:{settings.mqtt_port}", err=True)
+    try:
+        if app is not None:
+            import uvicorn
+
+            uvicorn.run(app, host=host, port=port, log_level="warning")
+        else:
+            stop = threading.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+            stop.wait()
+    finally:
+        if worker is not None:
+            worker.stop()
+        store.close()
+    click.echo("Stopped.", err=True)
+
+
+@cloud.command("create-tenant")
+@click.argument("tenant")
+@click.option("--name", default="", help="Display name (default: the tenant id).")
+@click.option("--public-read", is_flag=True, help="Let anyone read its Nightscout API.")
+@click.option("--database-url", default=None)
+def create_tenant(tenant: str, name: str, public_read: bool, database_url: str | None) -> None:
+    """Create a tenant (one patient's space) and print its new upload secret once."""
+    import hashlib
+    import secrets
+
+    from nightlink.cloud.repo import ConflictError
+    from nightlink.shared.topics import TopicError
+
+    store = _store(_settings(database_url=database_url))
+    try:
+        store.create_tenant(tenant, name or tenant, public_read=public_read)
+        secret = secrets.token_urlsafe(24)
+        store.add_api_secret(tenant, hashlib.sha1(secret.encode()).hexdigest())
+        store.audit("tenant.create", tenant_id=tenant, via="cli")
+        store.audit("key.create", tenant_id=tenant, kind="api-secret", via="cli")
+    except (ConflictError, TopicError) as exc:
+        raise NightlinkError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"Tenant {tenant} created. Nightscout API secret (shown once): {secret}")

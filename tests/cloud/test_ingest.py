@@ -1,0 +1,156 @@
+"""MQTT ingest against a real Mosquitto and a real store: rows once, acks, dead letters."""
+
+import json
+import queue
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from nightlink.cloud.config import Settings
+from nightlink.cloud.ingest import IngestWorker, glucose_entries, handle
+from nightlink.cloud.repo import Store
+from nightlink.shared import codec, topics
+from nightlink.shared import features as F
+
+DEV = "a4cf12b0c3d4"
+OTHER = "0123456789ab"
+ROW = codec.quantize_row(F.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+
+
+def _settings(broker, group="ingest"):
+    return Settings(env="test", jwt_secret="x" * 40, mqtt_host=broker.host,
+                    mqtt_port=broker.port, mqtt_shared_group=group)
+
+
+@pytest.fixture
+def store(cloud_db_url):
+    s = Store.open(cloud_db_url)
+    s.create_tenant("fam-1", "One")
+    s.create_tenant("fam-2", "Two")
+    s.add_device(DEV, "fam-1", "edge", f"fam-1.{DEV}", "-")
+    s.add_device(OTHER, "fam-2", "clock", f"fam-2.{OTHER}", "-")
+    yield s
+    s.close()
+
+
+def _rec(seq, epoch, n=1, dev=DEV, stream=F.ROOM, row=ROW):
+    return codec.Record(stream, codec.device_id(dev), 1, seq, epoch, [row] * n)
+
+
+def _client(broker):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+def test_handle__stores_rows_once_and_acks_high_water_mark(store):
+    topic = topics.data_topic("fam-1", DEV, "room")
+    out = handle(store, topic, codec.encode_batch([_rec(1, 100, n=3), _rec(6, 105)]))
+    assert out.rows == 4
+    assert out.acks == [(topics.ack_topic("fam-1", DEV, "room"),
+                         {"stream": "room", "hwm": 3, "gaps": [[4, 5]]})]
+    again = handle(store, topic, codec.encode_batch([_rec(1, 100, n=3)]))
+    assert again.rows == 0
+    assert store.tenant("fam-1").count_rows() == 4
+
+
+def test_handle__cgm_rows_become_nightscout_entries(store):
+    cgm = F.CGM
+    rows = [codec.quantize_row(cgm, (112.0, 0.5 + 0.5 * i, -2.0, -0.4, 5.0, None))
+            for i in range(3)]
+    rec = codec.Record(cgm, codec.device_id(DEV), 1, 1, 58950540, rows)
+    assert len(glucose_entries(rec, DEV)) == 1  # one reading, three epochs
+    out = handle(store, topics.data_topic("fam-1", DEV, "cgm"), codec.encode(rec))
+    entries = store.tenant("fam-1").entries()
+    assert len(out.entries) == 1 and entries[0]["sgv"] == 112
+    assert entries[0]["direction"] == "FortyFiveDown"
+    assert entries[0]["date"] == (58950540 * 30 + 30 - 30) * 1000
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        (topics.data_topic("fam-1", "ffffffffffff", "room"), "rec", "is not provisioned"),
+        (topics.data_topic("fam-2", DEV, "room"), "rec", "is not provisioned for tenant fam-2"),
+        (topics.data_topic("fam-1", DEV, "room"), "crc", "CrcError"),
+        (topics.data_topic("fam-1", DEV, "room"), "spoof", "was sent on a4cf12b0c3d4's topic"),
+        (topics.data_topic("fam-1", DEV, "cgm"), "rec", "A room record was sent on the cgm"),
+        ("nl/v1/fam-1/" + DEV + "/room/ack", "rec", "is not a data topic"),
+        ("nl/v2/x", "rec", "does not start with"),
+    ],
+)
+def test_handle__rejects_with_reason(store, topic, payload, reason):
+    from nightlink.cloud.ingest import Rejected
+
+    good = codec.encode(_rec(1, 100))
+    data = {"rec": good, "crc": good[:-1] + bytes([good[-1] ^ 1]),
+            "spoof": codec.encode(_rec(1, 100, dev=OTHER))}[payload]
+    with pytest.raises(Rejected, match=reason):
+        handle(store, topic, data)
+    assert store.tenant("fam-1").count_rows() == 0
+
+
+def test_worker__real_broker_acks_and_dead_letters(store, mosquitto):
+    worker = IngestWorker(store, _settings(mosquitto))
+    worker.start()
+    assert worker.connected.wait(10)
+    acks = queue.Queue()
+    dev = _client(mosquitto)
+    dev.on_message = lambda _c, _u, m: acks.put((m.topic, json.loads(m.payload)))
+    dev.subscribe(f"nl/v1/fam-1/{DEV}/+/ack", qos=1)
+    time.sleep(0.3)
+    topic = topics.data_topic("fam-1", DEV, "room")
+    dev.publish(topic, b"garbage", qos=1).wait_for_publish(5)
+    for i in range(10):
+        dev.publish(topic, codec.encode_batch([_rec(1 + 12 * i, 100 + 12 * i, n=12)]),
+                    qos=1).wait_for_publish(5)
+    deadline = time.monotonic() + 10
+    while store.tenant("fam-1").count_rows() < 120 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker.drain()
+    assert store.tenant("fam-1").count_rows() == 120
+    last = None
+    while True:
+        try:
+            last = acks.get(timeout=2)
+        except queue.Empty:
+            break
+        if last[1]["hwm"] == 120:
+            break
+    assert last == (topics.ack_topic("fam-1", DEV, "room"),
+                    {"stream": "room", "hwm": 120, "gaps": []})
+    dead = store.dead_letters()
+    assert len(dead) == 1 and dead[0]["payload"] == b"garbage"
+    assert dead[0]["reason"].startswith("WireError") or "Error" in dead[0]["reason"]
+    dev.loop_stop()
+    dev.disconnect()
+    worker.stop()
+
+
+def test_worker__two_workers_share_the_load_without_doubles(store, mosquitto):
+    workers = [IngestWorker(store, _settings(mosquitto), client_id=f"ingest-{i}")
+               for i in range(2)]
+    for w in workers:
+        w.start()
+        assert w.connected.wait(10)
+    time.sleep(0.3)
+    dev = _client(mosquitto)
+    topic = topics.data_topic("fam-1", DEV, "room")
+    n_msgs = 200
+    for i in range(n_msgs):
+        dev.publish(topic, codec.encode(_rec(1 + 3 * i, 100 + 3 * i, n=3)), qos=1)
+    dev.loop_stop()
+    deadline = time.monotonic() + 20
+    while store.tenant("fam-1").count_rows() < 3 * n_msgs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for w in workers:
+        assert w.drain()
+    assert store.tenant("fam-1").count_rows() == 3 * n_msgs
+    assert all(w.handled > 0 for w in workers), [w.handled for w in workers]
+    assert sum(w.handled for w in workers) == n_msgs  # each message handled once
+    assert store.advance_hwm(DEV, F.ROOM) == 3 * n_msgs
+    dev.disconnect()
+    for w in workers:
+        w.stop()

@@ -1,0 +1,93 @@
+"""`nightlink bench ingest`: epoch rows per second from a real broker into each store."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from nightlink.shared import codec
+from nightlink.shared import features as F
+
+DEV = "a4cf12b0c3d4"
+
+
+def _publish_and_measure(url: str, broker, rows: int, per_record: int = 120,
+                         per_batch: int = 8) -> float:
+    import paho.mqtt.client as mqtt
+
+    from nightlink.cloud.config import Settings
+    from nightlink.cloud.ingest import IngestWorker
+    from nightlink.cloud.repo import Store
+    from nightlink.shared import topics
+
+    store = Store.open(url)
+    store.create_tenant("bench", "Bench")
+    store.add_device(DEV, "bench", "edge", f"bench.{DEV}", "-")
+    settings = Settings(env="test", jwt_secret="x" * 40, mqtt_host=broker.host,
+                        mqtt_port=broker.port, mqtt_shared_group="")
+    worker = IngestWorker(store, settings, client_id=f"bench-{uuid.uuid4().hex[:6]}")
+    worker.start()
+    if not worker.connected.wait(10):
+        raise RuntimeError("the ingest worker could not connect to the broker")
+    time.sleep(0.2)
+    row = codec.quantize_row(F.AUDIO, tuple((f[F.F_LO] + f[F.F_HI]) / 2
+                                            for f in F.features(F.AUDIO)))
+    payloads = []
+    seq = 1
+    while seq <= rows:
+        recs = []
+        for _ in range(per_batch):
+            if seq > rows:
+                break
+            n = min(per_record, rows - seq + 1)
+            recs.append(codec.Record(F.AUDIO, codec.device_id(DEV), 1, seq, 58950540 + seq,
+                                     [row] * n))
+            seq += n
+        payloads.append(codec.encode_batch(recs, compress=True))
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.max_inflight_messages_set(100)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    topic = topics.data_topic("bench", DEV, "audio")
+    t0 = time.perf_counter()
+    for p in payloads:
+        pub.publish(topic, p, qos=1)
+    data = store.tenant("bench")
+    deadline = time.monotonic() + 300
+    while data.count_rows() < rows and time.monotonic() < deadline:
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - t0
+    stored = data.count_rows()
+    pub.loop_stop()
+    pub.disconnect()
+    worker.stop()
+    store.close()
+    if stored != rows:
+        raise RuntimeError(f"only {stored} of {rows} rows were stored")
+    return rows / elapsed
+
+
+def bench_ingest(rows: int = 200_000) -> dict:
+    """Rows per second stored by one ingest worker into SQLite and into PostgreSQL."""
+    from nightlink.tools.services import Broker, PostgresServer
+
+    out = {"rows": rows, "sqlite_records_per_s": None, "postgres_records_per_s": None}
+    with tempfile.TemporaryDirectory(prefix="nl-bench-ingest-") as tmp:
+        broker = Broker(Path(tmp)).start()
+        try:
+            out["sqlite_records_per_s"] = round(_publish_and_measure(
+                f"sqlite:///{Path(tmp) / 'cloud.db'}", broker, rows))
+            if PostgresServer.available():
+                pg = PostgresServer().start()
+                try:
+                    url = pg.create_database("bench")
+                    out["postgres_records_per_s"] = round(_publish_and_measure(url, broker, rows))
+                finally:
+                    pg.stop()
+            else:
+                out["postgres_note"] = "PostgreSQL server binaries not installed"
+        finally:
+            broker.stop()
+    return out

@@ -1,0 +1,118 @@
+"""Private Mosquitto and PostgreSQL servers on free loopback ports, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+
+
+class Broker:
+    """A real Mosquitto process on a free loopback port. `extra` adds config lines."""
+
+    def __init__(self, workdir: Path, extra: str = "", anonymous: bool = True):
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.conf = Path(workdir) / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous {str(anonymous).lower()}\n"
+            "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n" + extra
+        )
+        self.proc = None
+
+    def start(self) -> Broker:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed: run `make test`, which installs it.")
+        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()}")
+            with socket.socket() as s:
+                if s.connect_ex((self.host, self.port)) == 0:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on port {self.port} within 10 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    return None
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster made with initdb and started with pg_ctl on a free port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="nl-pg-"))
+        self.data = self.dir / "data"
+        self.user = "nightlink"
+        self._as: list[str] = []
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # initdb refuses to run as root
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    @staticmethod
+    def available() -> bool:
+        return pg_binary("initdb") is not None and pg_binary("pg_ctl") is not None
+
+    def _run(self, *cmd):
+        subprocess.run([*self._as, *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> PostgresServer:
+        self._run(pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
+                  "--no-sync", "-E", "UTF8")
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+        self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
+                  str(self.dir / "log"), "-w", "start")
+        return self
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        try:
+            self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
