@@ -1,7 +1,7 @@
 """The edge node's local Nightscout-compatible endpoint (API v1 entries, status, verifyauth).
 
 Phone uploaders (xDrip+, Juggluco) post here over the LAN when the internet is down;
-clocks and followers read back. Contract: /work/shared/NIGHTSCOUT.md.
+clocks and followers read back. Contract: NIGHTSCOUT.md in the team's shared reference folder.
 
 Authentication. Every route needs a credential; the edge has no public read.
 - Header `api-secret: <lowercase SHA1 hex of the secret>` (what Nightscout uploaders send)
