@@ -65,9 +65,18 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
                    f"{settings.mqtt_host}:{settings.mqtt_port}", err=True)
     try:
         if app is not None:
+            import contextlib
+
             import uvicorn
 
-            uvicorn.run(app, host=host, port=port, log_level="warning")
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
+                                                   log_level="warning"))
+            # Our own handlers: uvicorn's re-raise the signal after shutting down, which
+            # would skip stopping the ingest worker and closing the store.
+            server.capture_signals = contextlib.nullcontext
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+            server.run()
         else:
             stop = threading.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
