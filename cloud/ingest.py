@@ -74,11 +74,23 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
         kind, tenant, device, stream = topics.parse(topic)
     except topics.TopicError as exc:
         raise Rejected(str(exc)) from None
-    if kind != "data":
-        raise Rejected(f"{topic} is not a data topic.")
+    if kind not in ("data", "status"):
+        raise Rejected(f"{topic} is not a data or status topic.")
     dev = store.device(device)
     if dev is None or dev["tenant_id"] != tenant:
         raise Rejected(f"The device {device} is not provisioned for tenant {tenant}.")
+    if kind == "status":
+        try:
+            doc = json.loads(payload)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise Rejected(f"The status report is not a JSON object ({exc}).") from None
+        store.put_device_status(device, tenant, doc)
+        for name, n in (doc.get("drops") or {}).items():
+            if isinstance(n, int):
+                metrics.DEVICE_DROPS.labels(device, str(name)[:32]).set(n)
+        return Outcome()
     try:
         if codec.is_batch(payload):
             records, errors = codec.decode_batch(payload)

@@ -10,3 +10,5 @@ DEVICE_LAG = Gauge("nightlink_device_lag_seconds",
 API_LATENCY = Histogram("nightlink_api_latency_seconds", "API request latency",
                         ["method", "route"],
                         buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+DEVICE_DROPS = Gauge("nightlink_device_dropped_rows", "Rows a device dropped when its outbox "
+                     "was full, as it last reported", ["device", "stream"])

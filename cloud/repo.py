@@ -254,6 +254,18 @@ class Store:
     def active_devices(self) -> list[dict]:
         return self.db.query("SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY id")
 
+    def put_device_status(self, device_id: str, tenant_id: str, doc: dict) -> None:
+        self.db.execute(
+            "INSERT INTO device_status (device, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (device) DO UPDATE SET tenant_id = excluded.tenant_id, "
+            "doc = excluded.doc, updated_at = excluded.updated_at",
+            (device_id, tenant_id, _json(doc), time.time()))
+
+    def device_status(self, device_id: str) -> dict | None:
+        row = self.db.one("SELECT doc, updated_at FROM device_status WHERE device = ?",
+                          (device_id,))
+        return {**json.loads(row["doc"]), "updated_at": row["updated_at"]} if row else None
+
     # -- dead letters -----------------------------------------------------------------------
 
     def dead_letter(self, topic: str, reason: str, payload: bytes | None, *,

@@ -184,6 +184,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         "CREATE INDEX alerts_tenant_time ON alerts (tenant_id, at_ms)",
     ]),
+    (5, "device health reports", [
+        """CREATE TABLE device_status (
+            device TEXT PRIMARY KEY,
+            tenant_id TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+    ]),
 ]
 
 

@@ -79,6 +79,29 @@ class ClocksConfig:
 
 
 @dataclass
+class SyncConfig:
+    """The cloud broker the outbox drains to."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    keepalive_s: int = 20  # a dead link is noticed within 1.5 keepalives (30 s)
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    resend_after_s: float = 30.0  # rows not acknowledged by then go again
+    live_window_epochs: int = 10  # glucose from the last 5 minutes counts as live
+    backfill_rows_per_s: float = 20000.0
+    backfill_batch_rows: int = 4000
+    rows_per_record: int = 120
+    max_inflight: int = 50
+    max_outbox_rows: int = 14 * 2880 * 4  # two weeks of every stream
+    status_interval_s: float = 60.0
+
+
+@dataclass
 class EdgeConfig:
     path: Path | None = None
     db: Path | None = None
@@ -92,6 +115,7 @@ class EdgeConfig:
     follower: FollowerConfig = field(default_factory=FollowerConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
     clocks: ClocksConfig = field(default_factory=ClocksConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
 
 
 _SECTIONS = {
@@ -101,6 +125,7 @@ _SECTIONS = {
     "follower": FollowerConfig,
     "room": RoomConfig,
     "clocks": ClocksConfig,
+    "sync": SyncConfig,
 }
 
 

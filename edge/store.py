@@ -99,6 +99,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "outbox send state and drop counters",
+        """
+        ALTER TABLE outbox ADD COLUMN sent_at REAL;
+        CREATE INDEX records_device_stream_seq ON records (device, stream, seq);
+        CREATE TABLE drops (
+            stream INTEGER PRIMARY KEY,
+            count INTEGER NOT NULL
+        );
+        """,
+    ),
 ]
 
 
@@ -217,10 +229,12 @@ class EdgeStore:
         return rec
 
     def put_foreign(self, blob: bytes) -> codec.Record | None:
-        """Store a record another device (a clock) produced; None if it is already here."""
+        """Keep a record another device (a clock) produced, for local use; None if it is
+        already here. It is not queued: the clock's own outbox delivers it to the cloud
+        through the broker bridge, and the cloud acknowledges it to the clock."""
         rec = codec.decode(blob)
         with self.transaction():
-            if self._insert(rec, blob) is None:
+            if self._insert(rec, blob, queue=False) is None:
                 return None
         return rec
 
@@ -236,7 +250,7 @@ class EdgeStore:
         )
         return seq
 
-    def _insert(self, rec: codec.Record, blob: bytes) -> int | None:
+    def _insert(self, rec: codec.Record, blob: bytes, queue: bool = True) -> int | None:
         now = time.time()
         cur = self.db.execute(
             "INSERT OR IGNORE INTO records "
@@ -256,6 +270,8 @@ class EdgeStore:
         )
         if cur.rowcount == 0:
             return None
+        if not queue:
+            return cur.lastrowid
         priority = F.stream(rec.stream)[F.S_PRIORITY]
         self.db.execute(
             "INSERT INTO outbox (record_id, priority, enqueued_at) VALUES (?, ?, ?)",
@@ -311,6 +327,69 @@ class EdgeStore:
 
     def outbox_size(self) -> int:
         return self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def mark_sent(self, record_ids: list[int], at: float) -> None:
+        with self.transaction():
+            self.db.conn.executemany("UPDATE outbox SET sent_at = ? WHERE record_id = ?",
+                                     [(at, r) for r in record_ids])
+
+    def due(self, *, resend_after_s: float, now: float, limit: int = 1000,
+            max_priority: int | None = None) -> list[OutboxItem]:
+        """Rows to send: never sent, or sent longer ago than resend_after_s without an ack.
+        Highest priority first, then oldest."""
+        sql = ("SELECT o.record_id, o.priority, r.stream, r.device, r.boot, r.seq, r.blob "
+               "FROM outbox o JOIN records r ON r.id = o.record_id "
+               "WHERE (o.sent_at IS NULL OR o.sent_at < ?)")
+        args: list = [now - resend_after_s]
+        if max_priority is not None:
+            sql, args = sql + " AND o.priority <= ?", [*args, max_priority]
+        rows = self.db.execute(sql + " ORDER BY o.priority, o.record_id LIMIT ?",
+                               [*args, limit]).fetchall()
+        return [OutboxItem(*row) for row in rows]
+
+    def ack(self, device: str, stream: int, hwm: int) -> int:
+        """The cloud holds every row of device/stream up to seq hwm: leave the outbox."""
+        with self.transaction():
+            cur = self.db.execute(
+                "DELETE FROM outbox WHERE record_id IN (SELECT id FROM records "
+                "WHERE device = ? AND stream = ? AND seq <= ?)", [device, stream, hwm])
+        return cur.rowcount
+
+    def resend_range(self, device: str, stream: int, first: int, last: int) -> int:
+        """The cloud asks again for seqs first..last: send them on the next pass."""
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE outbox SET sent_at = NULL WHERE record_id IN (SELECT id FROM records "
+                "WHERE device = ? AND stream = ? AND seq BETWEEN ? AND ?)",
+                [device, stream, first, last])
+        return cur.rowcount
+
+    def enforce_quota(self, max_rows: int, protected_priority: int = 1) -> dict[int, int]:
+        """Keep the outbox at most max_rows long by dropping the oldest rows of the lowest
+        priority first; rows at or above protected_priority (glucose, alarms) are never
+        dropped. Every drop is counted per stream (`drops()`), for the cloud to be told."""
+        dropped: dict[int, int] = {}
+        with self.transaction():
+            excess = self.outbox_size() - max_rows
+            if excess <= 0:
+                return dropped
+            victims = self.db.execute(
+                "SELECT o.record_id, r.stream FROM outbox o JOIN records r ON r.id = o.record_id "
+                "WHERE o.priority > ? ORDER BY o.priority DESC, o.record_id LIMIT ?",
+                [protected_priority, excess]).fetchall()
+            for record_id, stream in victims:
+                self.db.execute("DELETE FROM outbox WHERE record_id = ?", [record_id])
+                dropped[stream] = dropped.get(stream, 0) + 1
+            for stream, n in dropped.items():
+                self.db.execute(
+                    "INSERT INTO drops (stream, count) VALUES (?, ?) ON CONFLICT (stream) "
+                    "DO UPDATE SET count = count + excluded.count", [stream, n])
+        if dropped:
+            _LOGGER.warning("outbox over its quota of %d rows: dropped %s", max_rows, dropped)
+        return dropped
+
+    def drops(self) -> dict[int, int]:
+        return dict(self.db.execute("SELECT stream, count FROM drops").fetchall())
 
     # -- CGM entries (local Nightscout endpoint) --------------------------------------------
 

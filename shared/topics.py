@@ -6,7 +6,7 @@ ACK = "ack"
 CMD = "cmd"
 STATUS = "status"
 # Segment names a data stream may not take, because they mean something else.
-RESERVED = (ACK, CMD)
+RESERVED = (ACK, CMD, STATUS)
 MAX_NAME = 32
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 # Filters the cloud ingest subscribes to; the shared form spreads messages over workers.
@@ -62,23 +62,29 @@ def cmd_topic(tenant, device):
     return "%s/%s/%s/%s" % (PREFIX, check_name("tenant", tenant), check_name("device", device), CMD)
 
 
+def status_topic(tenant, device):
+    """Topic a device reports its health on (outbox size, drops; JSON)."""
+    return "%s/%s/%s/%s" % (PREFIX, check_name("tenant", tenant), check_name("device", device),
+                            STATUS)
+
+
 def device_prefix(tenant, device):
     """The prefix below which a device may publish (for broker ACLs)."""
     return "%s/%s/%s/" % (PREFIX, check_name("tenant", tenant), check_name("device", device))
 
 
 def parse(topic):
-    """Split a topic into (kind, tenant, device, stream); kind is "data", "ack" or "cmd".
-
-    stream is None for "cmd". Raises TopicError with the reason for anything else.
+    """Split a topic into (kind, tenant, device, stream); kind is "data", "ack", "cmd" or
+    "status". stream is None for "cmd" and "status". Raises TopicError with the reason for
+    anything else.
     """
     if not isinstance(topic, str):
         raise TopicError("A topic must be a string.")
     if not topic.startswith(PREFIX + "/"):
         raise TopicError("The topic %r does not start with %r." % (topic, PREFIX + "/"))
     parts = topic[len(PREFIX) + 1 :].split("/")
-    if len(parts) == 3 and parts[2] == CMD:
-        return ("cmd", check_name("tenant", parts[0]), check_name("device", parts[1]), None)
+    if len(parts) == 3 and parts[2] in (CMD, STATUS):
+        return (parts[2], check_name("tenant", parts[0]), check_name("device", parts[1]), None)
     if len(parts) == 3:
         return ("data", check_name("tenant", parts[0]), check_name("device", parts[1]),
                 _stream(parts[2]))
@@ -86,7 +92,8 @@ def parse(topic):
         return ("ack", check_name("tenant", parts[0]), check_name("device", parts[1]),
                 _stream(parts[2]))
     raise TopicError(
-        "The topic %r is not nl/v1/{tenant}/{device}/{stream}, …/{stream}/ack or …/cmd." % topic
+        "The topic %r is not nl/v1/{tenant}/{device}/{stream}, …/{stream}/ack, …/cmd or "
+        "…/status." % topic
     )
 
 

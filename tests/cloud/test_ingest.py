@@ -77,7 +77,8 @@ def test_handle__cgm_rows_become_nightscout_entries(store):
         (topics.data_topic("fam-1", DEV, "room"), "crc", "CrcError"),
         (topics.data_topic("fam-1", DEV, "room"), "spoof", "was sent on a4cf12b0c3d4's topic"),
         (topics.data_topic("fam-1", DEV, "cgm"), "rec", "A room record was sent on the cgm"),
-        ("nl/v1/fam-1/" + DEV + "/room/ack", "rec", "is not a data topic"),
+        ("nl/v1/fam-1/" + DEV + "/room/ack", "rec", "is not a data or status topic"),
+        (topics.status_topic("fam-1", DEV), "rec", "status report is not a JSON object"),
         ("nl/v2/x", "rec", "does not start with"),
     ],
 )
@@ -154,3 +155,9 @@ def test_worker__two_workers_share_the_load_without_doubles(store, mosquitto):
     dev.disconnect()
     for w in workers:
         w.stop()
+
+
+def test_handle__status_report_is_kept(store):
+    handle(store, topics.status_topic("fam-1", DEV), b'{"outbox": 12, "drops": {"audio": 3}}')
+    got = store.device_status(DEV)
+    assert got["outbox"] == 12 and got["drops"] == {"audio": 3}

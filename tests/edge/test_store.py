@@ -20,7 +20,7 @@ def store(tmp_path):
 
 def test_store__wal_and_migrations(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
 
 
 def test_store__append_writes_record_and_outbox_together(store):
@@ -59,7 +59,8 @@ def test_store__foreign_record_is_idempotent(store):
     blob = codec.encode(codec.Record(F.ROOM, bytes(6), 1, 9, 5, [ROW]))
     assert store.put_foreign(blob).seq == 9
     assert store.put_foreign(blob) is None
-    assert store.count_records() == 1 and store.outbox_size() == 1
+    # kept for local use; the clock's own outbox delivers it to the cloud
+    assert store.count_records() == 1 and store.outbox_size() == 0
 
 
 def test_store__outbox_priority_order(store):
@@ -95,3 +96,37 @@ def test_store__concurrent_reader_sees_committed_only(store, tmp_path):
     other = sqlite3.connect(tmp_path / "edge.db")
     assert other.execute("SELECT count(*) FROM records").fetchone()[0] == 1
     other.close()
+
+
+def test_store__ack_removes_up_to_the_mark(store):
+    for i in range(5):
+        store.append(F.ROOM, 100 + i, [ROW])
+    assert store.ack(store.device, F.ROOM, 3) == 3
+    assert [o.seq for o in store.outbox()] == [4, 5]
+    assert store.ack(store.device, F.ROOM, 3) == 0
+
+
+def test_store__due_and_resend(store):
+    for i in range(3):
+        store.append(F.ROOM, 100 + i, [ROW])
+    ids = [o.record_id for o in store.due(resend_after_s=60, now=1000.0)]
+    store.mark_sent(ids, 1000.0)
+    assert store.due(resend_after_s=60, now=1030.0) == []
+    assert len(store.due(resend_after_s=60, now=1061.0)) == 3  # no ack in time: again
+    store.mark_sent(ids, 2000.0)
+    assert store.resend_range(store.device, F.ROOM, 2, 2) == 1
+    assert [o.seq for o in store.due(resend_after_s=60, now=2001.0)] == [2]
+
+
+def test_store__quota_drops_low_priority_first_never_glucose(store):
+    audio = tuple(b[0] for b in F.bounds(F.AUDIO))
+    cgm = tuple(b[0] for b in F.bounds(F.CGM))
+    for i in range(4):
+        store.append(F.AUDIO, 100 + i, [audio])
+        store.append(F.ROOM, 100 + i, [ROW])
+        store.append(F.CGM, 100 + i, [cgm])
+    assert store.enforce_quota(6) == {F.AUDIO: 4, F.ROOM: 2}
+    assert store.drops() == {F.AUDIO: 4, F.ROOM: 2}
+    assert store.enforce_quota(2) == {F.ROOM: 2}  # glucose is kept even over the quota
+    assert sorted({o.stream for o in store.outbox()}) == [F.CGM]
+    assert store.drops()[F.ROOM] == 4

@@ -28,6 +28,8 @@ CALLS = [
     ("topics.parse data", topics.parse, ("nl/v1/fam-1/a4cf12b0c3d4/room",)),
     ("topics.parse ack", topics.parse, ("nl/v1/fam-1/a4cf12b0c3d4/room/ack",)),
     ("topics.parse cmd", topics.parse, ("nl/v1/fam-1/a4cf12b0c3d4/cmd",)),
+    ("topics.parse status", topics.parse, ("nl/v1/fam-1/a4cf12b0c3d4/status",)),
+    ("topics.status_topic", topics.status_topic, ("fam-1", "a4cf12b0c3d4")),
     ("topics.parse wrong prefix", topics.parse, ("nl/v2/a/b/c",)),
     ("topics.parse too deep", topics.parse, ("nl/v1/a/b/c/d/e",)),
     ("topics.parse reserved", topics.parse, ("nl/v1/a/b/ack/ack",)),

@@ -42,6 +42,7 @@ def test_contract__expected_answers(cpython):
     assert cpython["topics.data_topic"] == {"ok": "nl/v1/fam-1/a4cf12b0c3d4/room"}
     assert cpython["topics.parse ack"] == {"ok": ["ack", "fam-1", "a4cf12b0c3d4", "room"]}
     assert cpython["topics.parse cmd"] == {"ok": ["cmd", "fam-1", "a4cf12b0c3d4", None]}
+    assert cpython["topics.parse status"] == {"ok": ["status", "fam-1", "a4cf12b0c3d4", None]}
     for bad in ("wrong prefix", "too deep", "reserved", "wildcard", "upper", "empty"):
         assert cpython[f"topics.parse {bad}"] == {"error": "TopicError"}, bad
     assert cpython["topics.check_publish hash"] == {"error": "TopicError"}
