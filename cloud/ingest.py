@@ -87,10 +87,24 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
         except ValueError as exc:
             raise Rejected(f"The status report is not a JSON object ({exc}).") from None
         store.put_device_status(device, tenant, doc)
+        out = Outcome()
+        for name, ranges in (doc.get("dropped") or {}).items():
+            s = F.stream_by_name(name)
+            if s is None or not isinstance(ranges, list):
+                continue
+            try:
+                store.add_dropped(device, s[F.S_ID], [(int(a), int(b)) for a, b in ranges])
+            except (TypeError, ValueError):
+                raise Rejected("The status report's dropped ranges are not [first, last] "
+                               "pairs.") from None
+            hwm = store.advance_hwm(device, s[F.S_ID])
+            gaps = store.missing_seqs(device, s[F.S_ID])
+            out.acks.append((topics.ack_topic(tenant, device, name),
+                             {"stream": name, "hwm": hwm, "gaps": [list(g) for g in gaps[:50]]}))
         for name, n in (doc.get("drops") or {}).items():
             if isinstance(n, int):
                 metrics.DEVICE_DROPS.labels(device, str(name)[:32]).set(n)
-        return Outcome()
+        return out
     try:
         if codec.is_batch(payload):
             records, errors = codec.decode_batch(payload)

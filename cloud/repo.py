@@ -261,6 +261,21 @@ class Store:
             "doc = excluded.doc, updated_at = excluded.updated_at",
             (device_id, tenant_id, _json(doc), time.time()))
 
+    def add_dropped(self, device_id: str, stream: int, ranges: list[tuple[int, int]]) -> None:
+        """Rows a device reports it dropped (outbox full): the marks step over them."""
+        with self.db.transaction():
+            for first, last in ranges:
+                self.db.execute(
+                    "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq, "
+                    "reported_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (device, stream, first_seq) "
+                    "DO UPDATE SET last_seq = excluded.last_seq",
+                    (device_id, stream, int(first), int(last), time.time()))
+
+    def dropped_count(self, device_id: str) -> int:
+        return int(self.db.scalar(
+            "SELECT coalesce(sum(last_seq - first_seq + 1), 0) AS n FROM dropped_ranges "
+            "WHERE device = ?", (device_id,)) or 0)
+
     def device_status(self, device_id: str) -> dict | None:
         row = self.db.one("SELECT doc, updated_at FROM device_status WHERE device = ?",
                           (device_id,))
@@ -291,6 +306,18 @@ class Store:
             row = self.db.one("SELECT hwm FROM acks WHERE device = ? AND stream = ?",
                               (device, stream))
             hwm = row["hwm"] if row else 0
+            # Rows the device reported as dropped count as accounted for.
+            dropped = [(r["first_seq"], r["last_seq"]) for r in self.db.query(
+                "SELECT first_seq, last_seq FROM dropped_ranges WHERE device = ? AND stream = ? "
+                "AND last_seq > ? ORDER BY first_seq", (device, stream, hwm))]
+
+            def skip_dropped(mark: int) -> int:
+                for first, last in dropped:
+                    if first <= mark + 1 <= last:
+                        mark = last
+                return mark
+
+            hwm = skip_dropped(hwm)
             more = True
             while more:
                 seqs = [r["seq"] for r in self.db.query(
@@ -298,11 +325,13 @@ class Store:
                     "ORDER BY seq LIMIT 5000", (device, stream, hwm))]
                 more = len(seqs) == 5000
                 for s in seqs:
+                    hwm = skip_dropped(hwm)
                     if s == hwm + 1:
                         hwm = s
                     elif s > hwm + 1:  # a gap: the mark stops below it
                         more = False
                         break
+                hwm = skip_dropped(hwm)
             self.db.execute(
                 "INSERT INTO acks (device, stream, hwm, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (device, stream) DO UPDATE SET hwm = CASE WHEN excluded.hwm > "
@@ -316,15 +345,19 @@ class Store:
         return row["hwm"] if row else 0
 
     def missing_seqs(self, device: str, stream: int, limit: int = 1000) -> list[tuple[int, int]]:
-        """Gaps above the high-water mark, as (first, last) seq ranges, to ask again for."""
+        """Gaps above the high-water mark, as (first, last) seq ranges, to ask again for
+        (rows the device reported dropped are not asked for)."""
         hwm = self.hwm(device, stream)
         seqs = [r["seq"] for r in self.db.query(
             "SELECT seq FROM epoch_rows WHERE device = ? AND stream = ? AND seq > ? "
             "ORDER BY seq LIMIT ?", (device, stream, hwm, limit))]
+        dropped = [(r["first_seq"], r["last_seq"]) for r in self.db.query(
+            "SELECT first_seq, last_seq FROM dropped_ranges WHERE device = ? AND stream = ? "
+            "AND last_seq > ? ORDER BY first_seq", (device, stream, hwm))]
         gaps, prev = [], hwm
         for s in seqs:
             if s > prev + 1:
-                gaps.append((prev + 1, s - 1))
+                gaps += _minus((prev + 1, s - 1), dropped)
             prev = s
         return gaps
 
@@ -550,6 +583,23 @@ class TenantStore:
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n
+
+
+def _minus(rng: tuple[int, int], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of the seq range rng not covered by any of holes."""
+    out = [rng]
+    for a, b in holes:
+        nxt = []
+        for lo, hi in out:
+            if b < lo or a > hi:
+                nxt.append((lo, hi))
+                continue
+            if lo < a:
+                nxt.append((lo, a - 1))
+            if b < hi:
+                nxt.append((b + 1, hi))
+        out = nxt
+    return out
 
 
 _ENTRY_COLUMNS = {"date", "sgv", "type", "device", "direction"}

@@ -184,12 +184,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         )""",
         "CREATE INDEX alerts_tenant_time ON alerts (tenant_id, at_ms)",
     ]),
-    (5, "device health reports", [
+    (5, "device health reports and rows devices dropped", [
         """CREATE TABLE device_status (
             device TEXT PRIMARY KEY,
             tenant_id TEXT NOT NULL,
             doc TEXT NOT NULL,
             updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE dropped_ranges (
+            device TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            first_seq {BIGINT} NOT NULL,
+            last_seq {BIGINT} NOT NULL,
+            reported_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (device, stream, first_seq)
         )""",
     ]),
 ]

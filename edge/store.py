@@ -109,6 +109,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             stream INTEGER PRIMARY KEY,
             count INTEGER NOT NULL
         );
+        CREATE TABLE dropped_ranges (
+            device TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            PRIMARY KEY (device, stream, first_seq)
+        );
         """,
     ),
 ]
@@ -374,12 +381,21 @@ class EdgeStore:
             if excess <= 0:
                 return dropped
             victims = self.db.execute(
-                "SELECT o.record_id, r.stream FROM outbox o JOIN records r ON r.id = o.record_id "
-                "WHERE o.priority > ? ORDER BY o.priority DESC, o.record_id LIMIT ?",
+                "SELECT o.record_id, r.stream, r.device, r.seq, r.count FROM outbox o "
+                "JOIN records r ON r.id = o.record_id WHERE o.priority > ? "
+                "ORDER BY o.priority DESC, o.record_id LIMIT ?",
                 [protected_priority, excess]).fetchall()
-            for record_id, stream in victims:
+            seqs: dict[tuple[str, int], list[int]] = {}
+            for record_id, stream, device, seq, count in victims:
                 self.db.execute("DELETE FROM outbox WHERE record_id = ?", [record_id])
-                dropped[stream] = dropped.get(stream, 0) + 1
+                dropped[stream] = dropped.get(stream, 0) + count
+                seqs.setdefault((device, stream), []).extend(range(seq, seq + count))
+            for (device, stream), got in seqs.items():
+                for first, last in _ranges(sorted(got)):
+                    self.db.execute(
+                        "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "
+                        "max(last_seq, excluded.last_seq)", [device, stream, first, last])
             for stream, n in dropped.items():
                 self.db.execute(
                     "INSERT INTO drops (stream, count) VALUES (?, ?) ON CONFLICT (stream) "
@@ -390,6 +406,20 @@ class EdgeStore:
 
     def drops(self) -> dict[int, int]:
         return dict(self.db.execute("SELECT stream, count FROM drops").fetchall())
+
+    def dropped_ranges(self, device: str, limit: int = 100) -> dict[int, list[list[int]]]:
+        """The newest seq ranges dropped per stream, merged, for the cloud to account for."""
+        out: dict[int, list[list[int]]] = {}
+        rows = self.db.execute(
+            "SELECT stream, first_seq, last_seq FROM dropped_ranges WHERE device = ? "
+            "ORDER BY stream, first_seq", [device]).fetchall()
+        for stream, first, last in rows:
+            ranges = out.setdefault(stream, [])
+            if ranges and first <= ranges[-1][1] + 1:
+                ranges[-1][1] = max(ranges[-1][1], last)
+            else:
+                ranges.append([first, last])
+        return {s: r[-limit:] for s, r in out.items()}
 
     # -- CGM entries (local Nightscout endpoint) --------------------------------------------
 
@@ -510,6 +540,17 @@ class EdgeStore:
             )
             self.db.execute("DELETE FROM gaps WHERE end_epoch <= ?", [cutoff])
         return cur.rowcount
+
+
+def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted integers as (first, last) runs."""
+    out: list[tuple[int, int]] = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
 
 
 class _Transaction:

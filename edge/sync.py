@@ -200,7 +200,10 @@ class SyncClient:
             return
         self._last_status = now
         drops = {F.stream(s)[F.S_NAME]: n for s, n in self.store.drops().items()}
-        body = {"outbox": self.store.outbox_size(), "drops": drops, "boot": self.store.boot}
+        ranges = {F.stream(s)[F.S_NAME]: r
+                  for s, r in self.store.dropped_ranges(self.device).items()}
+        body = {"outbox": self.store.outbox_size(), "drops": drops, "dropped": ranges,
+                "boot": self.store.boot}
         self.client.publish(topics.status_topic(self.tenant, self.device),
                             json.dumps(body, separators=(",", ":")), qos=1, retain=True)
 
@@ -217,8 +220,8 @@ class SyncClient:
             self._on_disconnect(None, None, None, rc, None)
         self._handle_acks()
         if self.connected:
+            self._status(now)  # the quota first: what is over it is dropped, not sent
             self.pump()
-            self._status(now)
 
     def run(self, stop, *, until_empty: bool = False) -> None:
         """Loop until stop is set (a threading.Event), or until the outbox is empty."""

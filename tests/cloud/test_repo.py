@@ -124,3 +124,14 @@ def test_repo__purge_removes_only_that_tenant(store):
     b.put_rows([_rec(1, 100, n=3, dev="0123456789ab")])
     assert a.purge() == 3
     assert a.count_rows() == 0 and b.count_rows() == 3
+
+
+def test_repo__dropped_rows_are_accounted_for(store):
+    t = store.tenant("fam-1")
+    t.put_rows([_rec(1, 100, n=3), _rec(10, 109, n=2)])
+    assert store.advance_hwm(DEV, F.ROOM) == 3
+    store.add_dropped(DEV, F.ROOM, [(4, 6)])
+    assert store.missing_seqs(DEV, F.ROOM) == [(7, 9)]  # dropped rows are not asked for
+    store.add_dropped(DEV, F.ROOM, [(7, 9)])
+    assert store.advance_hwm(DEV, F.ROOM) == 11
+    assert store.dropped_count(DEV) == 6

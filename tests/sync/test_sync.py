@@ -1,0 +1,161 @@
+"""Store-and-forward from the edge outbox to the cloud through a real Mosquitto.
+
+Every test ends the same way: the cloud holds exactly the rows the edge produced (count
+and content hash), none twice, and the edge's outbox is empty (or its drops are counted).
+"""
+
+import os
+import signal
+import threading
+import time
+
+from nightlink.edge.sync import SyncClient
+from nightlink.shared import codec
+from nightlink.shared import features as F
+from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog, run_sync
+
+
+def _settle(rig, rows, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if rig.cloud.tenant(TENANT).count_rows() >= rows:
+            break
+        time.sleep(0.05)
+    rig.worker.drain()
+
+
+def test_sync__backlog_lands_exactly_once(rig):
+    fill_backlog(rig.edge, nights=2)
+    produced = edge_digest(rig.edge)
+    client = SyncClient(rig.edge, rig.sync_config(), TENANT)
+    run_sync(client, 60)
+    _settle(rig, produced[0])
+    assert cloud_digest(rig.cloud, rig.edge.device) == produced
+    assert rig.edge.outbox_size() == 0
+    # Backfill went packed and compressed: far fewer messages than rows.
+    assert client.stats.messages < produced[0] / 50
+    print(f"backlog: {produced[0]} rows in {client.stats.messages} messages, "
+          f"{client.stats.bytes_sent} bytes")
+
+
+def test_sync__live_glucose_goes_before_backfill(rig):
+    fill_backlog(rig.edge, nights=1)
+    now_epoch = int(time.time()) // 30
+    cgm = codec.quantize_row(F.CGM, (64.0, 1.0, -6.0, -1.2, 6.0, None))
+    live = rig.edge.append(F.CGM, now_epoch, [cgm])
+    client = SyncClient(rig.edge, rig.sync_config(backfill_rows_per_s=500,
+                                                  backfill_batch_rows=500), TENANT)
+    stop = threading.Event()
+    t = threading.Thread(target=client.run, args=(stop,))
+    t.start()
+    deadline = time.monotonic() + 10
+    data = rig.cloud.tenant(TENANT)
+    while time.monotonic() < deadline and not data.rows(F.CGM, now_epoch, now_epoch + 1):
+        time.sleep(0.02)
+    stored_then = data.count_rows()
+    stop.set()
+    t.join(10)
+    assert data.rows(F.CGM, now_epoch, now_epoch + 1)[0].seq == live.seq
+    assert stored_then < 4 * 960  # the backlog was still draining when glucose arrived
+    assert data.entries(count=1)[0]["sgv"] == 64  # and it is on the Nightscout API
+
+
+def test_sync__broker_killed_20_times(rig, tmp_path):
+    fill_backlog(rig.edge, nights=7)
+    produced = edge_digest(rig.edge)
+    client = SyncClient(rig.edge, rig.sync_config(backfill_rows_per_s=8000,
+                                                  backfill_batch_rows=2000), TENANT)
+    stop = threading.Event()
+    t = threading.Thread(target=client.run, args=(stop,), kwargs={"until_empty": True})
+    t.start()
+    kills = 0
+    for _ in range(20):
+        time.sleep(0.25)
+        rig.broker.proc.send_signal(signal.SIGKILL)
+        rig.broker.proc.wait()
+        kills += 1
+        time.sleep(0.1)
+        rig.broker.start()
+    t.join(120)
+    stop.set()
+    assert not t.is_alive(), "the outbox did not drain after the broker came back"
+    _settle(rig, produced[0], timeout=60)
+    got = cloud_digest(rig.cloud, rig.edge.device)
+    print(f"kills survived: {kills}; rows produced {produced[0]}, stored {got[0]}; "
+          f"reconnects {client.stats.connects}; duplicates 0 by construction")
+    assert got == produced
+    assert rig.edge.outbox_size() == 0
+    assert client.stats.connects >= 2
+
+
+def test_sync__half_open_link_is_detected(rig):
+    fill_backlog(rig.edge, nights=1)
+    produced = edge_digest(rig.edge)
+    client = SyncClient(rig.edge, rig.sync_config(keepalive_s=2, backfill_rows_per_s=1000,
+                                                  backfill_batch_rows=500), TENANT)
+    stop = threading.Event()
+    t = threading.Thread(target=client.run, args=(stop,), kwargs={"until_empty": True})
+    t.start()
+    time.sleep(0.5)
+    os.kill(rig.broker.proc.pid, signal.SIGSTOP)  # packets vanish, no FIN: half-open
+    stopped_at = time.monotonic()
+    while client.connected and time.monotonic() - stopped_at < 20:
+        time.sleep(0.1)
+    detected = time.monotonic() - stopped_at
+    os.kill(rig.broker.proc.pid, signal.SIGCONT)
+    t.join(60)
+    stop.set()
+    assert detected < 2 * 1.5 * 2 + 1, f"dead link noticed after {detected:.1f} s"
+    _settle(rig, produced[0])
+    assert cloud_digest(rig.cloud, rig.edge.device) == produced
+
+
+def test_sync__full_outbox_drops_low_priority_and_reports_it(rig):
+    fill_backlog(rig.edge, nights=1)
+    client = SyncClient(rig.edge, rig.sync_config(max_outbox_rows=2000), TENANT)
+    run_sync(client, 60)
+    drops = rig.edge.drops()
+    assert drops and F.CGM not in drops
+    assert sum(drops.values()) == 4 * 960 - 2000
+    produced = edge_digest(rig.edge)[0]
+    _settle(rig, 2000)
+    assert rig.cloud.tenant(TENANT).count_rows() == 2000 <= produced
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline:
+        status = rig.cloud.device_status(rig.edge.device)
+        if status and status.get("drops"):
+            break
+        time.sleep(0.05)
+    assert status["drops"] == {F.stream(s)[F.S_NAME]: n for s, n in drops.items()}
+    # Every glucose row reached the cloud, every drop is accounted for, the outbox drained.
+    assert rig.cloud.tenant(TENANT).count_rows(F.CGM) == 960
+    assert rig.cloud.dropped_count(rig.edge.device) == sum(drops.values())
+    assert rig.cloud.tenant(TENANT).count_rows() + sum(drops.values()) == produced
+    assert rig.edge.outbox_size() == 0
+
+
+def test_sync__gaps_the_cloud_reports_are_sent_again(rig):
+    fill_backlog(rig.edge, nights=1)
+    produced = edge_digest(rig.edge)
+    # A lossy link at the lowest layer: the second room message never reaches the broker.
+    # With the resend timer out of reach, only the gaps in the cloud's acks bring it back.
+    client = SyncClient(rig.edge, rig.sync_config(resend_after_s=3600, backfill_batch_rows=100,
+                                                  rows_per_record=20), TENANT)
+    real_publish = client.client.publish
+    seen = {"room": 0}
+
+    def lossy(topic, payload=None, qos=0, retain=False):
+        if topic.endswith("/room"):
+            seen["room"] += 1
+            if seen["room"] == 2:
+                class Lost:
+                    rc = 0
+                return Lost()
+        return real_publish(topic, payload, qos=qos, retain=retain)
+
+    client.client.publish = lossy
+    run_sync(client, 60)
+    _settle(rig, produced[0])
+    assert cloud_digest(rig.cloud, rig.edge.device) == produced
+    assert client.stats.resend_requests > 0
