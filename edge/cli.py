@@ -53,6 +53,46 @@ def run(config_path: Path | None, db: Path | None) -> None:
     click.echo("Stopped; every completed epoch is stored.", err=True)
 
 
+@edge.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Edge configuration (TOML) with a [sync] section.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--until-empty", is_flag=True, help="Exit once the outbox is empty.")
+@click.option("--timeout", type=float, default=0.0,
+              help="Give up after this many seconds (0: never).")
+def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: float) -> None:
+    """Send the outbox to the cloud broker (what `edge run` does in the background)."""
+    import signal
+    import threading
+
+    from nightlink.edge.config import ConfigError, load
+    from nightlink.edge.sync import SyncClient
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as exc:
+        raise NightlinkError(str(exc)) from None
+    if not cfg.sync.enabled:
+        raise NightlinkError("Sync is not enabled: set [sync] enabled = true and its host.")
+    store = open_store(db or cfg.db or default_db(), cfg.retention_days)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if timeout:
+        threading.Timer(timeout, stop.set).start()
+    client = SyncClient(store, cfg.sync, cfg.tenant)
+    try:
+        client.run(stop, until_empty=until_empty)
+    finally:
+        left = store.outbox_size()
+        store.close()
+    st = client.stats
+    click.echo(f"Sent {st.rows_sent} rows in {st.messages} messages ({st.bytes_sent} bytes); "
+               f"{st.acked_rows} acknowledged; {left} still in the outbox.", err=True)
+    if until_empty and left:
+        raise NightlinkError(f"{left} rows could not be delivered before stopping.")
+
+
 @edge.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["clarity", "libreview", "apple-health", "fit"]),

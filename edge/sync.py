@@ -74,6 +74,7 @@ class SyncClient:
         self._backoff = cfg.reconnect_min_s
         self._next_attempt = 0.0
         self._last_status = 0.0
+        self._closing = False
         now = time.monotonic()
         self.bucket = TokenBucket(cfg.backfill_rows_per_s, cfg.backfill_rows_per_s, now)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -105,7 +106,7 @@ class SyncClient:
         _LOGGER.info("connected to %s:%d", self.cfg.host, self.cfg.port)
 
     def _on_disconnect(self, _c, _u, _flags, reason_code, _p):
-        if self.connected:
+        if self.connected and not self._closing:
             self.stats.disconnects += 1
             _LOGGER.warning("cloud broker link lost (%s)", reason_code)
         self.connected = False
@@ -229,6 +230,7 @@ class SyncClient:
             self.step()
             if until_empty and self.connected and self.store.outbox_size() == 0:
                 break
+        self._closing = True
         try:
             self.client.disconnect()
         except OSError:

@@ -89,7 +89,7 @@ def _edge_night(hours: float) -> dict:
     return bench_edge_night(hours=hours)
 
 
-BENCHES = ("codec", "edge-audio", "edge-night", "ingest", "simulate")
+BENCHES = ("codec", "edge-audio", "edge-night", "ingest", "simulate", "sync")
 
 
 @click.command()
@@ -99,8 +99,11 @@ BENCHES = ("codec", "edge-audio", "edge-night", "ingest", "simulate")
               help="simulate, edge-audio, edge-night: night length.")
 @click.option("--no-audio", is_flag=True, help="simulate: skip the audio file.")
 @click.option("--no-naive", is_flag=True, help="edge-audio: skip the naive librosa run.")
-def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool) -> None:
-    """Measure NAME (codec, edge-audio, edge-night, ingest, simulate) and print its figures."""
+@click.option("--nights", type=click.IntRange(1, 60), default=7, show_default=True,
+              help="sync: nights of backlog.")
+def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
+          nights: int) -> None:
+    """Measure NAME (codec, edge-audio, edge-night, ingest, simulate, sync); print figures."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -109,6 +112,10 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
         figures = _edge_audio(hours, not no_naive)
     elif name == "edge-night":
         figures = _edge_night(hours)
+    elif name == "sync":
+        from nightlink.tools.bench_cloud import bench_sync
+
+        figures = bench_sync(nights)
     elif name == "ingest":
         from nightlink.tools.bench_cloud import bench_ingest
 

@@ -91,3 +91,62 @@ def bench_ingest(rows: int = 200_000) -> dict:
         finally:
             broker.stop()
     return out
+
+
+def bench_sync(nights: int = 7) -> dict:
+    """A `nights`-night backlog from one edge node through Mosquitto into the cloud store."""
+    import threading
+
+    from nightlink.cloud.config import Settings
+    from nightlink.cloud.ingest import IngestWorker
+    from nightlink.cloud.repo import Store
+    from nightlink.edge.config import SyncConfig
+    from nightlink.edge.store import EdgeStore
+    from nightlink.edge.sync import SyncClient
+    from nightlink.tools.backlog import fill_backlog
+    from nightlink.tools.services import Broker
+
+    with tempfile.TemporaryDirectory(prefix="nl-bench-sync-") as tmp:
+        broker = Broker(Path(tmp)).start()
+        edge = EdgeStore(Path(tmp) / "edge.db")
+        cloud = Store.open(f"sqlite:///{Path(tmp) / 'cloud.db'}")
+        try:
+            rows = fill_backlog(edge, nights)
+            cloud.create_tenant("home", "Home")
+            cloud.add_device(edge.device, "home", "edge", f"home.{edge.device}", "-")
+            worker = IngestWorker(cloud, Settings(env="test", jwt_secret="x" * 40,
+                                                  mqtt_host=broker.host, mqtt_port=broker.port,
+                                                  mqtt_shared_group=""), client_id="bench")
+            worker.start()
+            worker.connected.wait(10)
+            cfg = SyncConfig(enabled=True, host=broker.host, port=broker.port,
+                             backfill_rows_per_s=1e9, backfill_batch_rows=20000)
+            client = SyncClient(edge, cfg, "home")
+            stop = threading.Event()
+            timer = threading.Timer(300, stop.set)
+            timer.start()
+            t0 = time.perf_counter()
+            client.run(stop, until_empty=True)
+            data = cloud.tenant("home")
+            while data.count_rows() < rows and not stop.is_set():
+                time.sleep(0.01)
+            seconds = time.perf_counter() - t0
+            timer.cancel()
+            worker.stop()
+            stored = data.count_rows()
+            distinct = cloud.db.scalar(
+                "SELECT count(*) AS n FROM (SELECT DISTINCT device, stream, seq FROM epoch_rows) x")
+        finally:
+            edge.close()
+            cloud.close()
+            broker.stop()
+    return {
+        "nights": nights,
+        "records": rows,
+        "messages": client.stats.messages,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(rows / seconds),
+        "lost": rows - stored,
+        "duplicates": stored - int(distinct),
+        "bytes_on_wire": client.stats.bytes_sent,
+    }

@@ -1,7 +1,6 @@
 """An edge store with a backlog, a real broker, a real cloud store and ingest worker."""
 
 import hashlib
-import random
 import threading
 from dataclasses import dataclass
 
@@ -13,25 +12,9 @@ from nightlink.cloud.repo import Store
 from nightlink.edge.config import SyncConfig
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec
-from nightlink.shared import features as F
-from nightlink.shared.epoch import EPOCHS_PER_DAY
+from nightlink.tools.backlog import NIGHT_EPOCHS, fill_backlog  # noqa: F401
 
 TENANT = "fam-1"
-NIGHT_EPOCHS = 960
-
-
-def fill_backlog(store: EdgeStore, nights: int, seed: int = 1) -> None:
-    """Write `nights` nights of rows for every stream (deterministic values)."""
-    rng = random.Random(seed)
-    store.start_boot()
-    first = 58950540
-    for n in range(nights):
-        base = first + n * EPOCHS_PER_DAY
-        with store.transaction():
-            for i in range(NIGHT_EPOCHS):
-                for sid in (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO):
-                    row = tuple(rng.randint(lo, hi) for _m, lo, hi in F.bounds(sid))
-                    store.append(sid, base + i, [row])
 
 
 def edge_digest(store: EdgeStore) -> tuple[int, str]:

@@ -159,3 +159,36 @@ def test_sync__gaps_the_cloud_reports_are_sent_again(rig):
     _settle(rig, produced[0])
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
     assert client.stats.resend_requests > 0
+
+
+def test_sync__edge_process_killed_mid_batch(rig, tmp_path):
+    """kill -9 the `nightlink edge sync` process while it sends; a new one finishes the job."""
+    import subprocess
+    import sys
+
+    fill_backlog(rig.edge, nights=3)
+    produced = edge_digest(rig.edge)
+    db = rig.edge.path
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'tenant = "{TENANT}"\n[nightscout]\nenabled = false\n[sync]\nenabled = true\n'
+                    f'host = "{rig.broker.host}"\nport = {rig.broker.port}\n'
+                    "backfill_rows_per_s = 3000.0\nbackfill_batch_rows = 300\n")
+    cmd = [sys.executable, "-m", "nightlink", "edge", "sync", "--config", str(conf), "--db",
+           str(db), "--until-empty"]
+    kills = 0
+    data = rig.cloud.tenant(TENANT)
+    for _ in range(3):
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        start_rows = data.count_rows()
+        while data.count_rows() <= start_rows and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL, mid-batch
+        proc.wait()
+        kills += 1
+    assert data.count_rows() < produced[0], "killed before it could finish"
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    _settle(rig, produced[0])
+    assert cloud_digest(rig.cloud, rig.edge.device) == produced
+    print(f"edge kills survived: {kills}; rows {produced[0]}")

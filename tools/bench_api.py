@@ -1,0 +1,156 @@
+"""`nightlink bench api`: Nightscout read latency under 100 concurrent clients, over real HTTP.
+
+A fresh SQLite file gets one tenant with `days` of 5-minute CGM entries (90 days: 25,920);
+`nightlink cloud serve --api-only` serves it on a free loopback port in its own process; then
+`clients` asyncio clients (one httpx.AsyncClient, one connection each) share a bounded number
+of requests per endpoint, within a time limit, and the latency percentiles are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SECRET = "bench-api-secret-0123456789"
+TENANT = "bench"
+ENDPOINTS = {
+    "current": "/t/{tenant}/api/v1/entries/current.json",
+    "entries288": "/t/{tenant}/api/v1/entries.json?count=288",
+}
+
+
+class BenchError(RuntimeError):
+    """The bench could not run (server did not start, or an endpoint does not answer 200)."""
+
+
+def _seed(url: str, days: int) -> int:
+    from nightlink.cloud.repo import Store
+    from nightlink.shared import units
+
+    store = Store.open(url)
+    try:
+        store.create_tenant(TENANT, "Bench")
+        store.add_api_secret(TENANT, hashlib.sha1(SECRET.encode()).hexdigest())
+        n = days * 288
+        end = (int(time.time()) // 300) * 300 * 1000
+        docs = []
+        for i in range(n):
+            date = end - (n - 1 - i) * 300_000
+            sgv = 140 + int(60 * ((i % 288) / 144 - 1) ** 2) - 30 * (i % 7 == 0)
+            docs.append({"type": "sgv", "date": date,
+                         "dateString": time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                                     time.gmtime(date / 1000)),
+                         "sgv": sgv, "direction": units.DIRECTIONS[4], "device": "bench"})
+        data = store.tenant(TENANT)
+        for k in range(0, n, 2000):
+            data.add_entries(docs[k:k + 2000])
+        return n
+    finally:
+        store.close()
+
+
+def _serve(url: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "NIGHTLINK_ENV": "production", "NIGHTLINK_JWT_SECRET": "b" * 48,
+           "NIGHTLINK_DATABASE_URL": url}
+    return subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "serve", "--api-only",
+                             "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"the API server exited: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"the API server did not become ready within {timeout:.0f} s")
+
+
+def _percentile(sorted_ms: list[float], p: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    k = min(len(sorted_ms) - 1, max(0, int(round(p / 100 * len(sorted_ms) + 0.5)) - 1))
+    return round(sorted_ms[k], 2)
+
+
+async def _hammer(base: str, path: str, clients: int, total: int, time_limit_s: float
+                  ) -> tuple[list[float], dict[int, int]]:
+    """Latencies (ms) of up to `total` GETs of path shared by `clients` concurrent clients."""
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    budget = [total]
+    deadline = time.monotonic() + time_limit_s
+    headers = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+            while budget[0] > 0 and time.monotonic() < deadline:
+                budget[0] -= 1
+                t0 = time.perf_counter()
+                r = await http.get(path)
+                await r.aread()
+                latencies.append((time.perf_counter() - t0) * 1000)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, statuses
+
+
+def bench_api(clients: int = 100, days: int = 90, requests_per_endpoint: int = 2000,
+              time_limit_s: float = 120.0, endpoints: dict[str, str] | None = None) -> dict:
+    """p50/p95/p99 latency of the Nightscout current and 288-entry reads, in ms."""
+    import httpx
+
+    from nightlink.tools.services import free_port
+
+    endpoints = endpoints or ENDPOINTS
+    out: dict = {"clients": clients}
+    with tempfile.TemporaryDirectory(prefix="nl-bench-api-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'cloud.db'}"
+        out["entries"] = _seed(url, days)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        proc = _serve(url, port)
+        try:
+            _wait_ready(base, proc)
+            headers = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
+            for name, template in endpoints.items():
+                path = template.format(tenant=TENANT)
+                probe = httpx.get(base + path, headers=headers, timeout=30)
+                if probe.status_code != 200:
+                    raise BenchError(f"GET {path} answered {probe.status_code}, not 200: "
+                                     f"{probe.text[:200]}")
+                lat, statuses = asyncio.run(_hammer(base, path, clients, requests_per_endpoint,
+                                                    time_limit_s))
+                bad = {s: n for s, n in statuses.items() if s != 200}
+                if bad:
+                    raise BenchError(f"GET {path}: {sum(bad.values())} of {len(lat)} requests "
+                                     f"failed (status {bad}).")
+                lat.sort()
+                for p in (50, 95, 99):
+                    out[f"{name}_p{p}_ms"] = _percentile(lat, p)
+                out[f"{name}_requests"] = len(lat)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    return out
