@@ -133,6 +133,7 @@ class LiveNode:
         self.samples: queue.SimpleQueue = queue.SimpleQueue()  # (kind, payload) from any thread
         self.epochs_closed = 0
         self.clock_rows = 0  # rows received from desk clocks
+        self.sync_client = None
         self.pipeline: EdgePipeline | None = None
         self.live_audio: LiveAudio | None = None
         self.server_port: int | None = None
@@ -281,6 +282,20 @@ class LiveNode:
         except RecordRejected as exc:
             self.store.dead_letter(f"mqtt:{topic}", str(exc), payload)
 
+    async def _sync(self, stop: asyncio.Event) -> None:
+        import threading
+
+        from nightlink.edge.sync import SyncClient
+
+        client = SyncClient(self.store, self.cfg.sync, self.cfg.tenant)
+        self.sync_client = client
+        halt = threading.Event()
+        self._status("sync", "mqtt", "running", f"{self.cfg.sync.host}:{self.cfg.sync.port}")
+        worker = asyncio.create_task(asyncio.to_thread(client.run, halt))
+        await stop.wait()
+        halt.set()
+        await worker
+
     # -- the loop ------------------------------------------------------------------------
 
     def _drain(self) -> None:
@@ -350,6 +365,8 @@ class LiveNode:
             jobs.append(("follower", "nightscout", self._follower))
         if c.clocks.enabled:
             jobs.append(("clocks", "mqtt", self._clocks))
+        if c.sync.enabled:
+            jobs.append(("sync", "mqtt", self._sync))
         tasks = [asyncio.create_task(self._retrying(n, k, body, stop)) for n, k, body in jobs]
         closer = asyncio.create_task(self._closer(stop))
         try:

@@ -361,3 +361,50 @@ port = {mosquitto.port}
     assert "a cgm record on the room topic" in reasons[2]
     assert store.dead_letters()[0]["payload"] == bytes(bad_crc)
     store.close()
+
+
+def test_live__node_syncs_its_epochs_to_the_cloud(tmp_path, mosquitto):
+    from nightlink.cloud.config import Settings
+    from nightlink.cloud.ingest import IngestWorker
+    from nightlink.cloud.repo import Store
+
+    cfg = _config(tmp_path, f"""
+close_delay_s = 0.5
+tenant = "fam-1"
+[audio]
+enabled = false
+[nightscout]
+enabled = false
+api_secret = "{SECRET}"
+[room]
+enabled = true
+[sync]
+enabled = true
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+""")
+    store = EdgeStore(tmp_path / "edge.db")
+    cloud = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
+    cloud.create_tenant("fam-1", "One")
+    cloud.add_device(store.device, "fam-1", "edge", "fam-1.edge", "-")
+    worker = IngestWorker(cloud, Settings(env="test", jwt_secret="x" * 40,
+                                          mqtt_host=mosquitto.host, mqtt_port=mosquitto.port))
+    worker.start()
+    assert worker.connected.wait(10)
+    clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
+    node = LiveNode(cfg, store, clock=clock, i2c_bus=FakeI2CBus())
+    stop = asyncio.Event()
+
+    async def main():
+        async def stopper():
+            while node.epochs_closed < 3 or cloud.tenant("fam-1").count_rows(F.ROOM) < 3:
+                await asyncio.sleep(0.05)
+            stop.set()
+        await asyncio.gather(node.run(stop), stopper())
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    worker.stop()
+    assert cloud.tenant("fam-1").count_rows(F.ROOM) >= 3
+    assert node.sync_client.stats.acked_rows >= 3
+    cloud.close()
+    store.close()
