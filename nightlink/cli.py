@@ -1,9 +1,7 @@
 """The `nightlink` command: one entry point, each tier adds its verbs here."""
 
-import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -60,32 +58,11 @@ def _register() -> None:
               help="Also write the night's audio as WAV (0.9 GB for 8 h); by default the edge "
                    "consumes it as a stream.")
 def demo(out: Path, seed: int, patient: str, hours: float, keep_audio_file: bool) -> None:
-    """Run the main job: simulate a night, run the edge node over it, summarise both."""
-    from nightlink.edge.replay import replay
-    from nightlink.edge.store import EdgeStore
-    from nightlink.tools.simulate.night import simulate_night
-    from nightlink.tools.simulate.summary import summarize
+    """Run the main job: simulate a night, run the edge node over it, sync it to the cloud."""
+    from nightlink.tools.demo import run_demo
 
-    started = time.monotonic()
-    manifest = simulate_night(out, seed=seed, patient=patient, hours=hours,
-                              audio_format="wav" if keep_audio_file else None)
-    click.echo(summarize(out, manifest))
-    click.echo(f"\nSimulated in {time.monotonic() - started:.1f} s into {out}/")
-
-    db = out / "edge.db"
-    for suffix in ("", "-wal", "-shm"):  # a fresh edge store for each demo run
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    store = EdgeStore(db)
-    try:
-        result = replay(out, store, audio="auto")
-        click.echo(f"\nEdge node: {result.records} epoch records from {result.epochs} epochs in "
-                   f"{result.seconds:.1f} s into {db}")
-        for name, n in result.present.items():
-            click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
-        click.echo("  night summary: " + json.dumps(result.summary, separators=(",", ":")))
-        click.echo(f"  waiting in the outbox for sync: {store.outbox_size()} records")
-    finally:
-        store.close()
+    run_demo(out, seed=seed, patient=patient, hours=hours, keep_audio_file=keep_audio_file,
+             echo=click.echo)
 
 
 _register()

@@ -1,0 +1,96 @@
+"""The main job on one machine: a simulated night through the edge node, synced over an
+embedded MQTT broker into the cloud store, and what each tier ended up holding."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nightlink.shared import features as F
+
+TENANT = "demo"
+
+
+@dataclass
+class DemoResult:
+    lines: list[str] = field(default_factory=list)
+
+    def say(self, text: str = "") -> None:
+        self.lines.append(text)
+
+
+def run_demo(out: Path, seed: int = 1, patient: str = "adult#001", hours: float = 8.0,
+             keep_audio_file: bool = False, echo=print) -> dict:
+    from nightlink.cloud.config import Settings
+    from nightlink.cloud.ingest import IngestWorker
+    from nightlink.cloud.repo import Store
+    from nightlink.edge.config import SyncConfig
+    from nightlink.edge.replay import replay
+    from nightlink.edge.store import EdgeStore
+    from nightlink.edge.sync import SyncClient
+    from nightlink.tools.embedded_broker import EmbeddedBroker
+    from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.simulate.summary import summarize
+
+    started = time.monotonic()
+    manifest = simulate_night(out, seed=seed, patient=patient, hours=hours,
+                              audio_format="wav" if keep_audio_file else None)
+    echo(summarize(out, manifest))
+    echo(f"\nSimulated in {time.monotonic() - started:.1f} s into {out}/")
+
+    for name in ("edge.db", "cloud.db"):  # fresh stores for each demo run
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{out / name}{suffix}").unlink(missing_ok=True)
+    edge = EdgeStore(out / "edge.db")
+    cloud = Store.open(f"sqlite:///{out / 'cloud.db'}")
+    broker = EmbeddedBroker().start()
+    worker = None
+    try:
+        result = replay(out, edge, audio="auto")
+        echo(f"\nEdge node: {result.records} epoch records from {result.epochs} epochs in "
+             f"{result.seconds:.1f} s into {out / 'edge.db'}")
+        for name, n in result.present.items():
+            echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
+        echo("  night summary: " + json.dumps(result.summary, separators=(",", ":")))
+
+        cloud.create_tenant(TENANT, "Demo patient")
+        cloud.add_device(edge.device, TENANT, "edge", f"{TENANT}.{edge.device}", "-")
+        settings = Settings(env="development", database_url=f"sqlite:///{out / 'cloud.db'}",
+                            mqtt_host=broker.host, mqtt_port=broker.port, mqtt_shared_group="")
+        worker = IngestWorker(cloud, settings, client_id="demo-ingest")
+        worker.start()
+        if not worker.connected.wait(10):
+            raise RuntimeError("the ingest worker could not reach the embedded broker")
+        t0 = time.monotonic()
+        client = SyncClient(edge, SyncConfig(enabled=True, host=broker.host, port=broker.port,
+                                             backfill_rows_per_s=1e6), TENANT)
+        stop = threading.Event()
+        timer = threading.Timer(120, stop.set)
+        timer.start()
+        client.run(stop, until_empty=True)
+        timer.cancel()
+        worker.drain()
+        data = cloud.tenant(TENANT)
+        per_stream = {F.stream(s)[F.S_NAME]: data.count_rows(s) for s, *_ in F.STREAMS}
+        st = client.stats
+        echo(f"\nSync over the embedded MQTT broker ({broker.host}:{broker.port}): "
+             f"{st.rows_sent} rows in {st.messages} messages, {st.bytes_sent} bytes, "
+             f"{time.monotonic() - t0:.1f} s; outbox left: {edge.outbox_size()}")
+        echo(f"Cloud store {out / 'cloud.db'}: " + ", ".join(
+            f"{k} {v}" for k, v in per_stream.items()) + f"; dead letters "
+             f"{cloud.count_dead_letters()}")
+        latest = data.entries(count=1, type_="sgv")
+        if latest:
+            e = latest[0]
+            echo(f"Nightscout API (tenant {TENANT}): latest sgv {e['sgv']} mg/dL "
+                 f"{e['direction']} at {e['dateString']}")
+        return {"edge": result, "cloud_rows": per_stream, "sync": st}
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+        edge.close()
+        cloud.close()
