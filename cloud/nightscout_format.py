@@ -8,17 +8,18 @@ what could not be imported from there is written once here.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from typing import Any
 
-from nightlink.edge.nightscout import (
+from nightlink.edge.nightscout import (  # noqa: F401 - json_bytes and if_modified_since re-exported
     NEAR_DUPLICATE_WINDOW_MS,
     EntryError,
     date_string,
+    if_modified_since,
+    json_bytes,
     validate_entry,
 )
 from nightlink.shared import units
@@ -62,22 +63,6 @@ def parse_iso_ms(text: str) -> tuple[int, int | None]:
     return round(dt.timestamp() * 1000), minutes
 
 
-def if_modified_since(value: str | None) -> int | None:
-    """The Unix second of an If-Modified-Since header, None when absent or unreadable.
-
-    Duplicates `nightlink.edge.nightscout._if_modified_since`.
-    """
-    if not value:
-        return None
-    try:
-        dt = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
-
-
 def last_modified_stamp(changed: float, now: float) -> int:
     """The whole second to announce as Last-Modified for data last changed at `changed`.
 
@@ -91,11 +76,6 @@ def last_modified_stamp(changed: float, now: float) -> int:
 
 def http_date(stamp: int) -> str:
     return format_datetime(datetime.fromtimestamp(stamp, tz=UTC), usegmt=True)
-
-
-def json_bytes(item: Any) -> bytes:
-    """The bytes a dead letter keeps for one item. Duplicates the edge's `_json_bytes`."""
-    return json.dumps(item, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 # -- entries queries --------------------------------------------------------------------------

@@ -8,7 +8,6 @@ document checks and reply shapes from `nightscout_format`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -39,10 +38,11 @@ from nightlink.edge.nightscout import (
     HEADER_NEAR_DUPLICATES,
     HEADER_REJECTED,
     HEADER_STORED,
-    MAX_BODY_BYTES,
     THRESHOLDS,
+    UploadNotJSON,
     parse_count,
     public_entry,
+    read_upload,
 )
 from nightlink.shared import units
 
@@ -201,20 +201,11 @@ def get_entries_of_type(spec: str, request: Request, access: NightscoutAccess) -
 
 async def _read_items(request: Request, store: Store, topic: str, tenant: str) -> list[Any]:
     """The JSON body as a list of items (one object becomes a list of one); 400/413 if bad."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"The upload is larger than {MAX_BODY_BYTES} bytes.")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"The upload is larger than {MAX_BODY_BYTES} bytes.")
     try:
-        # NaN and Infinity are not JSON; read as null so one odd field cannot break replies.
-        payload = json.loads(body, parse_constant=lambda _: None)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        await run_in_threadpool(store.dead_letter, topic, f"body is not JSON: {exc}", body,
-                                tenant_id=tenant)
-        raise HTTPException(400, f"The upload is not valid JSON ({exc}).") from None
-    return payload if isinstance(payload, list) else [payload]
+        return await read_upload(request)
+    except UploadNotJSON as exc:
+        await run_in_threadpool(store.dead_letter, topic, exc.reason, exc.body, tenant_id=tenant)
+        raise HTTPException(400, f"The upload is not valid JSON ({exc.detail}).") from None
 
 
 def _dead_letters(store: Store, topic: str, tenant: str, rejected: list[tuple[str, bytes]]):

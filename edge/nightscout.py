@@ -169,7 +169,7 @@ class EntriesService:
             except EntryError as exc:
                 result.rejected += 1
                 self.store.dead_letter(
-                    DEAD_LETTER_SOURCE, f"entry {index}: {exc}", _json_bytes(item)
+                    DEAD_LETTER_SOURCE, f"entry {index}: {exc}", json_bytes(item)
                 )
         valid.sort(key=lambda d: d["date"])  # oldest first, so each delta sees its predecessor
         batch_keys: set[tuple[int, str]] = set()
@@ -248,7 +248,36 @@ def public_entry(doc: dict) -> dict:
     return out
 
 
-def _json_bytes(item: Any) -> bytes:
+class UploadNotJSON(ValueError):
+    """An upload body that is not JSON; `reason` for the dead letter, `body` as received."""
+
+    def __init__(self, detail: str, body: bytes):
+        super().__init__(detail)
+        self.detail = detail
+        self.reason = f"body is not JSON: {detail}"
+        self.body = body
+
+
+async def read_upload(request: Request) -> list[Any]:
+    """An upload's items: the JSON body as a list (one object becomes a list of one).
+
+    413 (HTTPException) above MAX_BODY_BYTES; UploadNotJSON when the body does not parse.
+    NaN and Infinity are not JSON: they read as null, so one odd field cannot break replies.
+    """
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"The upload is larger than {MAX_BODY_BYTES} bytes.")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"The upload is larger than {MAX_BODY_BYTES} bytes.")
+    try:
+        payload = json.loads(body, parse_constant=lambda _: None)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UploadNotJSON(str(exc), body) from None
+    return payload if isinstance(payload, list) else [payload]
+
+
+def json_bytes(item: Any) -> bytes:
     return json.dumps(item, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
@@ -376,20 +405,11 @@ def create_app(
     @app.post("/api/v1/entries.json")
     async def post_entries(request: Request, _: Writer) -> JSONResponse:
         """Store one entry or an array of entries; answer with the stored documents."""
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"The upload is larger than {MAX_BODY_BYTES} bytes.")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"The upload is larger than {MAX_BODY_BYTES} bytes.")
         try:
-            # NaN and Infinity are not JSON; read as null so one odd field cannot break replies.
-            payload = json.loads(body, parse_constant=lambda _: None)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            await run_in_threadpool(store.dead_letter, DEAD_LETTER_SOURCE,
-                                    f"body is not JSON: {exc}", body)
-            raise HTTPException(400, f"The upload is not valid JSON ({exc}).") from None
-        items = payload if isinstance(payload, list) else [payload]
+            items = await read_upload(request)
+        except UploadNotJSON as exc:
+            await run_in_threadpool(store.dead_letter, DEAD_LETTER_SOURCE, exc.reason, exc.body)
+            raise HTTPException(400, f"The upload is not valid JSON ({exc.detail}).") from None
         result = await run_in_threadpool(service.upload, items)
         _LOGGER.info("nightscout upload: %d stored, %d duplicates, %d near-duplicates, "
                      "%d rejected", len(result.stored), result.duplicates,
@@ -411,7 +431,7 @@ def create_app(
         headers = {}
         if changed is not None:
             stamp = int(changed)
-            ims = _if_modified_since(request.headers.get("if-modified-since"))
+            ims = if_modified_since(request.headers.get("if-modified-since"))
             if ims is not None and stamp <= ims:
                 return Response(status_code=304)
             if int(time.time()) <= stamp:
@@ -489,7 +509,8 @@ def create_app(
     return app
 
 
-def _if_modified_since(value: str | None) -> int | None:
+def if_modified_since(value: str | None) -> int | None:
+    """The Unix second of an If-Modified-Since header, None when absent or unreadable."""
     if not value:
         return None
     try:
