@@ -43,6 +43,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.events = EventBus()
 
     for module in (routes_auth, routes_admin, routes_nightscout, routes_nl, routes_ops):
+        _docstring_summaries(module.router)
         app.include_router(module.router)
 
     domain = settings.tenant_domain.lower().strip(".")
@@ -82,6 +83,15 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     bootstrap_admin(app.state.store, settings)
     return app
+
+
+def _docstring_summaries(router) -> None:
+    """Give every route the first line of its docstring as its OpenAPI summary."""
+    from fastapi.routing import APIRoute
+
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
+            route.summary = route.endpoint.__doc__.strip().splitlines()[0]
 
 
 def bootstrap_admin(store: Store, settings: Settings) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from nightlink import __version__
@@ -50,16 +49,7 @@ _LOGGER = logging.getLogger(__name__)
 
 
 
-class _SummaryRoute(APIRoute):
-    """A route whose OpenAPI summary is the first line of its docstring."""
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
-        if kwargs.get("summary") is None and endpoint.__doc__:
-            kwargs["summary"] = endpoint.__doc__.strip().splitlines()[0]
-        super().__init__(path, endpoint, **kwargs)
-
-
-router = APIRouter(prefix="/t/{tenant}", tags=["nightscout"], route_class=_SummaryRoute)
+router = APIRouter(prefix="/t/{tenant}", tags=["nightscout"])
 
 
 # -- reply models (for OpenAPI; stored documents keep every field the uploader sent) -----------
