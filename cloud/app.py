@@ -24,7 +24,14 @@ _LOGGER = logging.getLogger("nightlink.cloud.access")
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    from nightlink.cloud import routes_admin, routes_auth, routes_nightscout, routes_nl, routes_ops
+    from nightlink.cloud import (
+        live,
+        routes_admin,
+        routes_auth,
+        routes_nightscout,
+        routes_nl,
+        routes_ops,
+    )
 
     app = FastAPI(
         title="Nightlink cloud",
@@ -42,9 +49,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     app.state.events = EventBus()
 
-    for module in (routes_auth, routes_admin, routes_nightscout, routes_nl, routes_ops):
+    for module in (routes_auth, routes_admin, routes_nightscout, routes_nl, routes_ops, live):
         _docstring_summaries(module.router)
         app.include_router(module.router)
+    live.install(app)  # the alert worker runs with the app's lifespan
 
     domain = settings.tenant_domain.lower().strip(".")
 

@@ -1,0 +1,458 @@
+"""Server-side glucose alerts: pure rules over readings, de-duplication, and the tenant check.
+
+The rule functions at the top are plain functions over a list of `(t_ms, sgv)` readings,
+**oldest first**, with no I/O and nothing CPython-only, so the clock firmware can share them
+later. `evaluate()` takes Nightscout entry dicts in any order (it sorts them by `date`),
+applies every enabled rule and leaves out alerts that repeat an episode already alerted.
+`check_tenant()` reads a tenant's recent entries and alerts, evaluates, stores new alerts
+with `TenantStore.add_alert` and publishes each on the event bus as
+`{"type": "alert", "data": {...}}`. `AlertWorker` (started by `nightlink.cloud.live.install`)
+calls it for active tenants every 30 s, and within a second of an "entry" event.
+
+Rules and defaults (mg/dL; thresholds per user in `alert-settings`):
+
+- urgent_low: the current reading is below 54 (level 2 hypoglycemia, Battelino 2019). Urgent.
+- low: the current reading is below 70 (level 1). Warning. Not raised while urgent_low is.
+- high: the current reading is above 250 (level 2 hyperglycemia). Warning.
+- rising_fast: the least-squares slope of the last 15 minutes exceeds 3 mg/dL/min (Dexcom's
+  double-arrow band). Warning.
+- predicted_low: the reading is at or above 70 but the least-squares line through the last
+  20 minutes reaches 70 within 20 minutes. Warning. Not raised while low or urgent_low is. Deliberately simple: a straight line,
+  at least 3 readings spanning 10 minutes, falling only.
+- stale_data: no reading for 15 minutes (warning) or 30 minutes (urgent), as Nightscout
+  (NIGHTSCOUT.md); the threshold moves the warning, the urgent level is twice it. A tenant
+  that never sent a reading is not stale.
+
+"Current" means at most 15 minutes old (a reading is current for 15 minutes, Nightscout);
+readings below 39 are sensor error codes and never count as glucose.
+
+De-duplication: an alert is raised once per episode. It is not raised again while its
+condition has held at every reading since the last alert of that rule (or of a more severe
+rule of the same family: urgent_low covers low, both cover predicted_low, urgent stale covers
+warning stale), and never
+within SNOOZE_MIN (30 minutes) of that last alert, so a reading flapping around a threshold
+does not alarm every five minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from nightlink.cloud.db import DatabaseError
+from nightlink.shared import units
+
+_LOGGER = logging.getLogger(__name__)
+
+MINUTE_MS = 60000
+CURRENT_MIN = units.STALE_MIN  # a reading is current for 15 minutes
+SNOOZE_MIN = 30  # an alert of the same rule is not raised again within this
+RISE_WINDOW_MIN = 15
+PREDICT_WINDOW_MIN = 20
+PREDICT_HORIZON_MIN = 20
+MIN_SPAN_MIN = 10  # a slope needs readings spanning at least this
+HISTORY_MIN = 180  # how far back check_tenant reads entries
+
+URGENT = "urgent"
+WARNING = "warning"
+
+# rule: (default threshold, unit, lowest allowed, highest allowed, description)
+RULES = {
+    "urgent_low": (units.VERY_LOW, "mg/dL", 40, 70, "reading below the threshold"),
+    "low": (units.LOW, "mg/dL", 55, 100, "reading below the threshold"),
+    "high": (units.VERY_HIGH, "mg/dL", 120, 400, "reading above the threshold"),
+    "rising_fast": (3.0, "mg/dL/min", 1.0, 6.0, "15-minute rate of rise above the threshold"),
+    "predicted_low": (units.LOW, "mg/dL", 55, 100,
+                      "20-minute linear projection below the threshold"),
+    "stale_data": (units.STALE_MIN, "min", 5, 60,
+                   "no reading for the threshold (warning) or twice it (urgent)"),
+}
+# For merging several people's settings: which way is "more sensitive".
+_LOWER_IS_SENSITIVE = {"rising_fast", "high", "stale_data"}
+# Families, most severe first: a more severe alert covers the less severe ones.
+_FAMILIES = ((("urgent_low", URGENT), ("low", WARNING), ("predicted_low", WARNING)),
+             (("stale_data", URGENT), ("stale_data", WARNING)))
+
+
+# -- pure rule functions (shared with the clock later; no I/O) --------------------------------
+
+
+def valid(readings):
+    """The readings that are glucose (sensor error codes below 39 removed), oldest first."""
+    return [r for r in readings if r[1] >= units.SGV_MIN_VALID]
+
+
+def current(readings, now_ms):
+    """The latest reading if it is at most 15 minutes old at now_ms, else None."""
+    if not readings:
+        return None
+    last = readings[-1]
+    if now_ms - last[0] > CURRENT_MIN * MINUTE_MS:
+        return None
+    return last
+
+
+def slope(readings, now_ms, window_min):
+    """Least-squares slope (mg/dL per minute) of the readings in the last window_min minutes
+    before now_ms; None with fewer than 3 readings or less than 10 minutes between them."""
+    start = now_ms - window_min * MINUTE_MS
+    pts = [r for r in readings if start <= r[0] <= now_ms]
+    if len(pts) < 3 or pts[-1][0] - pts[0][0] < MIN_SPAN_MIN * MINUTE_MS:
+        return None
+    n = len(pts)
+    mt = sum(p[0] for p in pts) / n
+    mg = sum(p[1] for p in pts) / n
+    sxx = sum((p[0] - mt) ** 2 for p in pts)
+    sxy = sum((p[0] - mt) * (p[1] - mg) for p in pts)
+    return sxy / sxx * MINUTE_MS
+
+
+def urgent_low(readings, now_ms, threshold=units.VERY_LOW):
+    """(level, value) when the current reading is below threshold, else None."""
+    r = current(readings, now_ms)
+    return (URGENT, r[1]) if r is not None and r[1] < threshold else None
+
+
+def low(readings, now_ms, threshold=units.LOW):
+    r = current(readings, now_ms)
+    return (WARNING, r[1]) if r is not None and r[1] < threshold else None
+
+
+def high(readings, now_ms, threshold=units.VERY_HIGH):
+    r = current(readings, now_ms)
+    return (WARNING, r[1]) if r is not None and r[1] > threshold else None
+
+
+def rising_fast(readings, now_ms, threshold=3.0):
+    """(level, rate) when the 15-minute slope exceeds threshold mg/dL/min."""
+    if current(readings, now_ms) is None:
+        return None
+    rate = slope(readings, now_ms, RISE_WINDOW_MIN)
+    return (WARNING, round(rate, 2)) if rate is not None and rate > threshold else None
+
+
+def predicted_low(readings, now_ms, threshold=units.LOW):
+    """(level, projected value) when the reading is not yet below threshold but the straight
+    line through the last 20 minutes falls below it within 20 minutes of the reading."""
+    r = current(readings, now_ms)
+    if r is None or r[1] < threshold:
+        return None
+    rate = slope(readings, r[0], PREDICT_WINDOW_MIN)
+    if rate is None or rate >= 0:
+        return None
+    projected = r[1] + rate * PREDICT_HORIZON_MIN
+    return (WARNING, round(projected)) if projected < threshold else None
+
+
+def stale_data(readings, now_ms, threshold=units.STALE_MIN):
+    """(level, minutes since the last reading) when it is threshold minutes or more (warning)
+    or twice that (urgent). Without any reading there is nothing to be stale: None."""
+    if not readings:
+        return None
+    age = (now_ms - readings[-1][0]) / MINUTE_MS
+    if age >= 2 * threshold:
+        return (URGENT, round(age, 1))
+    if age >= threshold:
+        return (WARNING, round(age, 1))
+    return None
+
+
+RULE_FUNCTIONS = {
+    "urgent_low": urgent_low,
+    "low": low,
+    "high": high,
+    "rising_fast": rising_fast,
+    "predicted_low": predicted_low,
+    "stale_data": stale_data,
+}
+
+
+# -- evaluation with de-duplication -----------------------------------------------------------
+
+
+@dataclass
+class Alert:
+    rule: str
+    level: str  # "urgent" or "warning"
+    at_ms: int  # the triggering reading's time (now for stale data)
+    message: str
+    detail: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def settings_with_defaults(settings: dict | None) -> dict[str, dict]:
+    """Every rule's {"enabled", "threshold"}: the given ones, defaults for the rest."""
+    settings = settings or {}
+    out = {}
+    for rule, (default, *_rest) in RULES.items():
+        s = settings.get(rule) or {}
+        threshold = s.get("threshold")
+        out[rule] = {"enabled": bool(s.get("enabled", True)),
+                     "threshold": default if threshold is None else threshold}
+    return out
+
+
+def merge_settings(per_person: list[dict]) -> dict[str, dict]:
+    """One tenant's rules from its members' settings: a rule is on when anyone has it on,
+    with the most sensitive threshold among those who do (defaults when nobody has any)."""
+    if not per_person:
+        return settings_with_defaults(None)
+    full = [settings_with_defaults(s) for s in per_person]
+    out = {}
+    for rule in RULES:
+        on = [f[rule]["threshold"] for f in full if f[rule]["enabled"]]
+        if not on:
+            out[rule] = {"enabled": False, "threshold": RULES[rule][0]}
+            continue
+        pick = min if rule in _LOWER_IS_SENSITIVE else max
+        out[rule] = {"enabled": True, "threshold": pick(on)}
+    return out
+
+
+def readings_of(history: list[dict]) -> list[tuple[int, float]]:
+    """(t_ms, sgv) of sgv entries, oldest first, sensor error codes removed."""
+    pts = [(int(e["date"]), e["sgv"]) for e in history
+           if e.get("sgv") is not None and e.get("type", "sgv") == "sgv"]
+    pts.sort()
+    return valid(pts)
+
+
+def _family_above(key):
+    """Keys of the same family that are at least as severe as key (itself included)."""
+    for fam in _FAMILIES:
+        if key in fam:
+            return fam[: fam.index(key) + 1]
+    return (key,)
+
+
+def _same_episode(rule, threshold, readings, since_ms, now_ms):
+    """True when the rule's condition held at every reading after since_ms (up to now)."""
+    fn = RULE_FUNCTIONS[rule]
+    for i, r in enumerate(readings):
+        if since_ms < r[0] <= now_ms and fn(readings[: i + 1], r[0], threshold) is None:
+            return False
+    return True
+
+
+def _message(rule, level, value, threshold):
+    if rule == "urgent_low":
+        return f"Urgent low: {value:g} mg/dL (below {threshold:g})."
+    if rule == "low":
+        return f"Low: {value:g} mg/dL (below {threshold:g})."
+    if rule == "high":
+        return f"High: {value:g} mg/dL (above {threshold:g})."
+    if rule == "rising_fast":
+        return f"Rising fast: {value:g} mg/dL/min over 15 minutes."
+    if rule == "predicted_low":
+        return f"Low predicted: about {value:g} mg/dL in {PREDICT_HORIZON_MIN} minutes."
+    urgent = " (urgent)" if level == URGENT else ""
+    return f"No glucose data for {int(value)} minutes{urgent}."
+
+
+def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
+             previous: dict[tuple[str, str], int] | None = None) -> list[Alert]:
+    """The alerts to raise at now_ms.
+
+    history: Nightscout entry dicts (`date` in ms, `sgv`), in any order; entries after now_ms
+    are ignored. settings: {rule: {"enabled", "threshold"}} (missing rules use defaults).
+    previous: {(rule, level): at_ms of the last alert raised}; without it every condition that
+    holds now is returned.
+    """
+    readings = [r for r in readings_of(history) if r[0] <= now_ms]
+    rules = settings_with_defaults(settings)
+    previous = previous or {}
+    raised: list[Alert] = []
+    holding: set[tuple[str, str]] = set()
+    for rule, fn in RULE_FUNCTIONS.items():
+        cfg = rules[rule]
+        if not cfg["enabled"]:
+            continue
+        found = fn(readings, now_ms, cfg["threshold"])
+        if found is None:
+            continue
+        level, value = found
+        key = (rule, level)
+        severer = _family_above(key)
+        if any(k in holding for k in severer[:-1]):
+            continue  # a more severe alert of the family holds now
+        holding.add(key)
+        last = max((previous[k] for k in severer if k in previous), default=None)
+        if last is not None:
+            if now_ms - last < SNOOZE_MIN * MINUTE_MS:
+                continue
+            if _same_episode(rule, cfg["threshold"], readings, last, now_ms):
+                continue
+        at_ms = readings[-1][0] if rule != "stale_data" and readings else now_ms
+        detail = {"value": value, "threshold": cfg["threshold"], "unit": RULES[rule][1]}
+        if readings:
+            detail["last_reading_ms"] = readings[-1][0]
+            detail["last_sgv"] = readings[-1][1]
+        raised.append(Alert(rule, level, int(at_ms),
+                            _message(rule, level, value, cfg["threshold"]), detail))
+    return raised
+
+
+# -- one tenant: read, evaluate, store, publish -----------------------------------------------
+
+
+def public(row: dict) -> dict:
+    """An alert row as the API and the live feed show it."""
+    return {
+        "id": row["id"],
+        "rule": row["rule"],
+        "level": row["level"],
+        "at_ms": row["at_ms"],
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["at_ms"] / 1000)),
+        "message": row["message"],
+        "detail": row["detail"],
+        "acked_by": row.get("acked_by"),
+        "acked_at": row.get("acked_at"),
+    }
+
+
+def tenant_settings(store, tenant_id: str) -> dict[str, dict]:
+    """The tenant's merged alert settings over its patients and caregivers."""
+    data = store.tenant(tenant_id)
+    people = [m["user_id"] for m in store.members(tenant_id)
+              if m["role"] in ("patient", "caregiver")]
+    return merge_settings([data.alert_settings(uid) for uid in people])
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _tenant_lock(tenant_id: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(tenant_id, threading.Lock())
+
+
+def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) -> list[dict]:
+    """Evaluate the tenant's recent entries; store and publish new alerts; return them.
+
+    Safe to call from several threads or processes: the read-evaluate-write runs under a
+    per-tenant lock, inside one transaction (SQLite's write lock; a PostgreSQL advisory
+    lock), so two callers cannot raise the same alert twice.
+    """
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
+    data = store.tenant(tenant_id)
+    settings = tenant_settings(store, tenant_id)
+    db = data.db
+    stored: list[dict] = []
+    with _tenant_lock(tenant_id), db.transaction():
+        if db.kind == "postgres":
+            db.query("SELECT pg_advisory_xact_lock(hashtext(?)) IS NULL AS locked",
+                     ("nightlink-alerts:" + tenant_id,))
+        recent = data.alerts(limit=200)
+        previous: dict[tuple[str, str], int] = {}
+        for a in recent:
+            key = (a["rule"], a["level"])
+            previous[key] = max(previous.get(key, 0), a["at_ms"])
+        since = now_ms - HISTORY_MIN * MINUTE_MS
+        if previous:  # read back to the oldest last alert (a day at most) for its episode
+            since = max(min(since, min(previous.values())), now_ms - 1440 * MINUTE_MS)
+        history = data.entries(count=5000, type_="sgv",
+                               where=[("date", ">=", since), ("date", "<=", now_ms)])
+        if not history:  # the last reading, however old, tells how stale the data is
+            history = data.entries(count=1, type_="sgv", where=[("date", "<=", now_ms)])
+        for alert in evaluate(history, now_ms, settings, previous=previous):
+            alert_id = data.add_alert(alert.rule, alert.level, alert.at_ms, alert.message,
+                                      **alert.detail)
+            stored.append(public({"id": alert_id, **alert.as_dict(),
+                                  "acked_by": None, "acked_at": None}))
+    for a in stored:
+        _LOGGER.info("alert %s %s for %s: %s", a["rule"], a["level"], tenant_id, a["message"])
+        if events is not None:
+            events.publish(tenant_id, "alert", a)
+    return stored
+
+
+# -- the background worker ----------------------------------------------------------------
+
+
+def active_tenants(store, now_ms: int, within_h: float = 24.0) -> list[str]:
+    """Tenants (not deleted) with a glucose reading in the last `within_h` hours."""
+    # Store has no tenant listing yet; this is the one statement it needs (see the report).
+    ids = [r["id"] for r in store.db.query(
+        "SELECT id FROM tenants WHERE deleted_at IS NULL ORDER BY id")]
+    since = now_ms - int(within_h * 3600 * 1000)
+    out = []
+    for tid in ids:
+        last = store.tenant(tid).entries(count=1, type_="sgv", where=[("date", ">=", since)])
+        if last:
+            out.append(tid)
+    return out
+
+
+class AlertWorker:
+    """Checks active tenants every `interval_s`, and a tenant within `debounce_s` of an "entry"
+    event on the bus (entries stored by another process are seen at the next full pass)."""
+
+    def __init__(self, store, events, *, interval_s: float = 30.0, debounce_s: float = 1.0):
+        self.store = store
+        self.events = events
+        self.interval_s = interval_s
+        self.debounce_s = debounce_s
+        self.passes = 0
+        self._dirty: set[str] = set()
+        self._wake: asyncio.Event | None = None
+        self._listeners: dict[str, asyncio.Task] = {}
+
+    async def _listen(self, tenant_id: str) -> None:
+        queue = self.events.subscribe(tenant_id)
+        try:
+            while True:
+                msg = await queue.get()
+                if msg.get("type") == "entry":
+                    self._dirty.add(tenant_id)
+                    self._wake.set()
+        finally:
+            self.events.unsubscribe(tenant_id, queue)
+
+    async def _check(self, tenants) -> None:
+        for tid in sorted(tenants):
+            try:
+                await asyncio.to_thread(check_tenant, self.store, tid, None, self.events)
+            except (DatabaseError, LookupError, ValueError) as exc:
+                _LOGGER.error("alert check of %s failed: %s", tid, exc)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        next_full = 0.0
+        try:
+            while True:
+                if loop.time() >= next_full:
+                    now_ms = int(time.time() * 1000)
+                    try:
+                        tenants = await asyncio.to_thread(active_tenants, self.store, now_ms)
+                    except DatabaseError as exc:
+                        _LOGGER.error("cannot list tenants for alerts: %s", exc)
+                        tenants = []
+                    for tid in tenants:
+                        if tid not in self._listeners:
+                            self._listeners[tid] = asyncio.create_task(self._listen(tid))
+                    todo = set(tenants) | self._dirty
+                    next_full = loop.time() + self.interval_s
+                else:
+                    todo = set(self._dirty)
+                self._dirty.clear()
+                self._wake.clear()
+                await self._check(todo)
+                self.passes += 1
+                try:
+                    await asyncio.wait_for(self._wake.wait(),
+                                           max(0.0, next_full - loop.time()))
+                    await asyncio.sleep(self.debounce_s)  # let a batch of entries land
+                except TimeoutError:
+                    pass
+        finally:
+            for task in self._listeners.values():
+                task.cancel()
+            self._listeners.clear()
