@@ -8,8 +8,11 @@ document checks and reply shapes from `nightscout_format`.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -150,6 +153,11 @@ def _find(request: Request) -> list[tuple[str, str, Any]]:
         raise HTTPException(400, str(exc)) from None
 
 
+_REPLY_CACHE: OrderedDict = OrderedDict()  # (tenant, where, count) -> (changed, body)
+_REPLY_CACHE_SIZE = 512
+_reply_lock = threading.Lock()
+
+
 def _entries_reply(request: Request, access: TenantAccess, where: list, count: int) -> Response:
     changed = access.data.last_modified()
     headers = {}
@@ -158,8 +166,25 @@ def _entries_reply(request: Request, access: TenantAccess, where: list, count: i
         if ims is not None and int(changed) <= ims:
             return Response(status_code=304)
         headers["Last-Modified"] = fmt.http_date(fmt.last_modified_stamp(changed, time.time()))
-    docs = access.data.entries(count=count, where=where)
-    return JSONResponse([public_entry(d) for d in docs], headers=headers)
+    # Clocks and apps poll the same few queries: keep the reply until the tenant's entries
+    # change (their newest created_at, which every process sees in the database).
+    key = (access.tenant_id, tuple(where), count)
+    with _reply_lock:
+        hit = _REPLY_CACHE.get(key)
+        if hit is not None and hit[0] == changed:
+            _REPLY_CACHE.move_to_end(key)
+            body = hit[1]
+        else:
+            body = None
+    if body is None:
+        docs = access.data.entries(count=count, where=where)
+        body = json.dumps([public_entry(d) for d in docs], ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8")
+        with _reply_lock:
+            _REPLY_CACHE[key] = (changed, body)
+            while len(_REPLY_CACHE) > _REPLY_CACHE_SIZE:
+                _REPLY_CACHE.popitem(last=False)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.get("/api/v1/entries", response_model=None, responses=_ENTRIES_READ)

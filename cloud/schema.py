@@ -126,6 +126,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             UNIQUE (tenant_id, date, type)
         )""",
         "CREATE INDEX entries_tenant_date ON entries (tenant_id, date)",
+        # Last-Modified / If-Modified-Since ask for the newest created_at on every read.
+        "CREATE INDEX entries_tenant_created ON entries (tenant_id, created_at)",
         """CREATE TABLE treatments (
             id {AUTO_ID},
             tenant_id TEXT NOT NULL REFERENCES tenants (id),
