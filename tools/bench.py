@@ -89,7 +89,7 @@ def _edge_night(hours: float) -> dict:
     return bench_edge_night(hours=hours)
 
 
-BENCHES = ("codec", "edge-audio", "edge-night", "ingest", "simulate", "sync")
+BENCHES = ("api", "codec", "edge-audio", "edge-night", "ingest", "simulate", "sync")
 
 
 @click.command()
@@ -103,7 +103,7 @@ BENCHES = ("codec", "edge-audio", "edge-night", "ingest", "simulate", "sync")
               help="sync: nights of backlog.")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
           nights: int) -> None:
-    """Measure NAME (codec, edge-audio, edge-night, ingest, simulate, sync); print figures."""
+    """Measure NAME (api, codec, edge-audio, edge-night, ingest, simulate, sync)."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -112,6 +112,10 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
         figures = _edge_audio(hours, not no_naive)
     elif name == "edge-night":
         figures = _edge_night(hours)
+    elif name == "api":
+        from nightlink.tools.bench_api import bench_api
+
+        figures = bench_api()
     elif name == "sync":
         from nightlink.tools.bench_cloud import bench_sync
 

@@ -1,0 +1,34 @@
+"""Retention: tenants soft-deleted longer ago than the period are purged for good.
+
+Run it once a day (cron, or a timer beside `nightlink cloud serve`). The audit rows stay,
+so that the deletion itself remains on record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from nightlink.cloud.repo import Store, TenantStore
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def purge_deleted(store: Store, older_than_days: int = 30, *,
+                  now: float | None = None) -> list[str]:
+    """Purge every tenant deleted more than `older_than_days` ago; return their ids."""
+    cutoff = (time.time() if now is None else now) - older_than_days * 86400
+    due = [r["id"] for r in store.db.query(
+        "SELECT id FROM tenants WHERE deleted_at IS NOT NULL AND deleted_at < ? ORDER BY id",
+        (cutoff,))]
+    for tenant_id in due:
+        with store.db.transaction():
+            devices = [d["id"] for d in TenantStore(store.db, tenant_id).devices()]
+            rows = TenantStore(store.db, tenant_id).purge()
+            for device in devices:
+                store.db.execute("DELETE FROM acks WHERE device = ?", (device,))
+            store.db.execute("DELETE FROM dead_letters WHERE tenant_id = ?", (tenant_id,))
+            store.db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
+            store.audit("tenant.purge", tenant_id=tenant_id, rows=rows)
+        _LOGGER.info("purged tenant %s (%d rows)", tenant_id, rows)
+    return due
