@@ -11,6 +11,19 @@ from nightlink.cloud.config import Settings
 from nightlink.cloud.repo import Store
 
 JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(autouse=True)
+def _test_cost_argon2(monkeypatch):
+    """Real argon2id at a test-sized cost: the cloud tests make many accounts. The production
+    parameters are argon2-cffi's defaults (checked in test_auth)."""
+    from argon2 import PasswordHasher
+
+    from nightlink.cloud import auth
+
+    monkeypatch.setattr(auth, "PRODUCTION_HASHER", auth._HASHER, raising=False)
+    monkeypatch.setattr(auth, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024,
+                                                         parallelism=1))
 PASSWORD = "correct horse battery"
 
 

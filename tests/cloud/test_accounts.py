@@ -1,20 +1,11 @@
 """Accounts, tenants, grants, revocation, the audit log and the doctor's multi-patient view."""
 
 import pytest
-from argon2 import PasswordHasher
 
-from nightlink.cloud import auth
 from tests.cloud.conftest import PASSWORD
 
 API = "/api/nl/v1"
 NEW_PASSWORD = "a much longer passphrase"
-
-
-@pytest.fixture(autouse=True)
-def _test_cost_argon2(monkeypatch):
-    """Real argon2id at a test-sized cost: these fixtures make many accounts."""
-    monkeypatch.setattr(auth, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024,
-                                                         parallelism=1))
 
 
 def actions(cloud, tenant=None):

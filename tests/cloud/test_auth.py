@@ -60,3 +60,11 @@ def test_ops__health_ready_metrics(cloud):
     r = cloud.client.get("/metrics")
     assert r.status_code == 200 and "nightlink_api_latency_seconds" in r.text
     assert r.headers.get("x-request-id")
+
+
+def test_auth__production_hash_parameters_are_strong():
+    from nightlink.cloud import auth
+
+    real = auth.PRODUCTION_HASHER  # the module's own hasher, before the test-cost one
+    assert real.time_cost >= 2 and real.memory_cost >= 19 * 1024
+    assert real.hash("x").startswith("$argon2id$")

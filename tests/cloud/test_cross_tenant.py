@@ -12,11 +12,9 @@ import re
 import threading
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
-from nightlink.cloud import auth
 from nightlink.shared import codec
 from nightlink.shared import features as F
 
@@ -26,13 +24,6 @@ MARKER = "fam2-private-marker"
 FAM1_DEV, FAM2_DEV = "111111111111", "222222222222"
 NOW_MS = 1_710_000_000_000
 PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
-
-
-@pytest.fixture(autouse=True)
-def _test_cost_argon2(monkeypatch):
-    """Real argon2id at a test-sized cost: these fixtures make many accounts."""
-    monkeypatch.setattr(auth, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024,
-                                                         parallelism=1))
 
 
 def _grants_nothing(r) -> bool:

@@ -7,9 +7,7 @@ import time
 import zipfile
 
 import pytest
-from argon2 import PasswordHasher
 
-from nightlink.cloud import auth
 from nightlink.cloud.retention import purge_deleted
 from nightlink.shared import codec
 from nightlink.shared import features as F
@@ -20,13 +18,6 @@ ROOM = (21.5, 40.0, None, 600.0, 30.0)
 DAY = 86400
 TENANT_TABLES = ("epoch_rows", "entries", "treatments", "devicestatus", "profiles", "nights",
                  "alerts", "alert_settings", "memberships", "api_secrets", "devices")
-
-
-@pytest.fixture(autouse=True)
-def _test_cost_argon2(monkeypatch):
-    """Real argon2id at a test-sized cost: these fixtures make many accounts."""
-    monkeypatch.setattr(auth, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024,
-                                                         parallelism=1))
 
 
 def fill(cloud, tenant="fam-1"):

@@ -12,9 +12,7 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-from argon2 import PasswordHasher
 
-from nightlink.cloud import auth
 from nightlink.cloud.broker_config import (
     device_username,
     mosquitto_files,
@@ -27,13 +25,6 @@ API = "/api/nl/v1"
 DEV = "a1b2c3d4e5f6"
 DEV2 = "0a0b0c0d0e0f"
 INGEST_PASSWORD = "ingest-password-for-tests"
-
-
-@pytest.fixture(autouse=True)
-def _test_cost_argon2(monkeypatch):
-    """Real argon2id at a test-sized cost: these fixtures make many accounts."""
-    monkeypatch.setattr(auth, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024,
-                                                         parallelism=1))
 
 
 @pytest.fixture
