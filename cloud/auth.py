@@ -80,10 +80,16 @@ def decode(token: str, secret: str, typ: str) -> dict:
 
 def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_days: int) -> dict:
     """New tokens for a refresh token, which is spent (rotation: reuse is refused)."""
+    from nightlink.cloud.repo import NotFoundError
+
     claims = decode(token, secret, "refresh")
     user_id = store.use_refresh_token(claims.get("jti", ""))
     if user_id is None or str(user_id) != claims["sub"]:
         raise AuthError("The refresh token was already used or revoked.")
+    try:
+        store.user(user_id)
+    except NotFoundError:
+        raise AuthError("The account no longer exists.") from None
     return issue_tokens(store, user_id, secret, access_minutes, refresh_days)
 
 

@@ -95,9 +95,15 @@ def _tenant_or_404(store: Store, tenant: str) -> dict:
 
 
 def member_access(tenant: str, store: StoreDep, user: CurrentUser) -> TenantAccess:
-    """A signed-in member (or an administrator) of the tenant in the path."""
+    """A signed-in member (or an administrator) of the tenant in the path. A soft-deleted
+    tenant is gone for everyone but administrators until it is purged."""
+    if user["is_admin"]:
+        try:
+            return TenantAccess(tenant, store.tenant(tenant, include_deleted=True), "admin", user)
+        except NotFoundError:
+            raise HTTPException(404, f"No tenant {tenant!r}.") from None
     _tenant_or_404(store, tenant)
-    role = "admin" if user["is_admin"] else store.role(tenant, user["id"])
+    role = store.role(tenant, user["id"])
     if role is None:
         # Not a member: as if the tenant did not exist, so tenants cannot be discovered.
         raise HTTPException(404, f"No tenant {tenant!r}.")

@@ -96,9 +96,10 @@ class Store:
             self.db.execute(f"UPDATE tenants SET {key} = ? WHERE id = ?",
                             (int(value) if key == "public_read" else value, tenant_id))
 
-    def tenant(self, tenant_id: str) -> TenantStore:
-        """The handle for one tenant's data (the tenant must exist)."""
-        self.get_tenant(tenant_id)
+    def tenant(self, tenant_id: str, *, include_deleted: bool = False) -> TenantStore:
+        """The handle for one tenant's data (the tenant must exist; a soft-deleted one only
+        with include_deleted, which only administrators get)."""
+        self.get_tenant(tenant_id, include_deleted=include_deleted)
         return TenantStore(self.db, tenant_id)
 
     # -- users and roles ----------------------------------------------------------------
@@ -199,6 +200,11 @@ class Store:
     def add_refresh_token(self, jti: str, user_id: int, expires_at: float) -> None:
         self.db.execute("INSERT INTO refresh_tokens (jti, user_id, expires_at) VALUES (?, ?, ?)",
                         (jti, user_id, expires_at))
+
+    def revoke_refresh_tokens(self, user_id: int) -> int:
+        """End every session of a user (password changed, account deleted)."""
+        return self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? "
+                               "AND revoked_at IS NULL", (time.time(), user_id))
 
     def use_refresh_token(self, jti: str) -> int | None:
         """Spend a refresh token once: its user id, or None if unknown, used or expired."""

@@ -227,6 +227,7 @@ def change_password(body: PasswordChange, user: CurrentUser, store: StoreDep):
     if not auth.verify_password(user["password_hash"], body.current_password):
         raise HTTPException(403, "The current password is wrong.")
     store.set_user(user["id"], password_hash=auth.hash_password(body.new_password))
+    store.revoke_refresh_tokens(user["id"])  # other sessions end with the old password
     store.audit("password.change", actor=user["id"])
 
 
@@ -241,6 +242,7 @@ def delete_account(user: CurrentUser, store: StoreDep):
         for m in store.memberships(user["id"]):
             store.revoke(m["tenant_id"], user["id"])
         store.set_user(user["id"], deleted_at=time.time())
+        store.revoke_refresh_tokens(user["id"])
         store.audit("account.delete", actor=user["id"])
 
 

@@ -68,3 +68,26 @@ def test_auth__production_hash_parameters_are_strong():
     real = auth.PRODUCTION_HASHER  # the module's own hasher, before the test-cost one
     assert real.time_cost >= 2 and real.memory_cost >= 19 * 1024
     assert real.hash("x").startswith("$argon2id$")
+
+
+def test_auth__password_change_ends_other_sessions(cloud):
+    cloud.user("p@example.org")
+    r = cloud.client.post("/api/nl/v1/auth/login", json={"email": "p@example.org",
+                                                          "password": PASSWORD})
+    refresh = r.json()["refresh_token"]
+    changed = cloud.client.post("/api/nl/v1/accounts/me/password",
+                                json={"current_password": PASSWORD,
+                                      "new_password": "a different long passphrase"},
+                                headers=cloud.auth("p@example.org"))
+    assert changed.status_code in (200, 204), changed.text
+    assert cloud.client.post("/api/nl/v1/auth/refresh",
+                             json={"refresh_token": refresh}).status_code == 401
+
+
+def test_auth__admin_still_reaches_a_soft_deleted_tenant(cloud):
+    cloud.user("admin@example.org", admin=True)
+    cloud.user("p@example.org", tenant="fam-1", role="patient")
+    cloud.store.set_tenant("fam-1", deleted_at=1.0)
+    path = "/api/nl/v1/tenants/fam-1/nights"
+    assert cloud.client.get(path, headers=cloud.auth("p@example.org")).status_code == 404
+    assert cloud.client.get(path, headers=cloud.auth("admin@example.org")).status_code == 200
