@@ -114,3 +114,43 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
     finally:
         store.close()
     click.echo(f"Tenant {tenant} created. Nightscout API secret (shown once): {secret}")
+
+
+@cloud.command("broker-files")
+@click.option("--acl", "acl_path", type=click.Path(dir_okay=False), required=True,
+              help="Mosquitto acl_file to write.")
+@click.option("--passwd", "passwd_path", type=click.Path(dir_okay=False), required=True,
+              help="Mosquitto password_file to write.")
+@click.option("--database-url", default=None)
+def broker_files(acl_path: str, passwd_path: str, database_url: str | None) -> None:
+    """Write Mosquitto's password and ACL files for every provisioned device (then SIGHUP it).
+
+    The ingest account is NIGHTLINK_MQTT_USERNAME / NIGHTLINK_MQTT_PASSWORD.
+    """
+    from nightlink.cloud.broker_config import mosquitto_files
+
+    settings = _settings(database_url=database_url)
+    store = _store(settings)
+    try:
+        n = mosquitto_files(store, acl_path, passwd_path, ingest_username=settings.mqtt_username,
+                            ingest_password=settings.mqtt_password)
+    finally:
+        store.close()
+    click.echo(f"Wrote {passwd_path} and {acl_path} for {n} devices.")
+
+
+@cloud.command()
+@click.option("--older-than-days", type=click.IntRange(1, 3650), default=None,
+              help="Default: NIGHTLINK_PURGE_AFTER_DAYS (30).")
+@click.option("--database-url", default=None)
+def purge(older_than_days: int | None, database_url: str | None) -> None:
+    """Delete for good the tenants that were deleted more than 30 days ago."""
+    from nightlink.cloud.retention import purge_deleted
+
+    settings = _settings(database_url=database_url)
+    store = _store(settings)
+    try:
+        gone = purge_deleted(store, older_than_days or settings.purge_after_days)
+    finally:
+        store.close()
+    click.echo(f"Purged {len(gone)} tenants" + (f": {', '.join(gone)}." if gone else "."))

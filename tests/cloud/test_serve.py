@@ -75,3 +75,25 @@ def test_cloud_create_tenant__prints_secret_once(tmp_path):
     assert first.returncode == 0 and "secret (shown once)" in first.stdout
     again = run("create-tenant", "fam-9")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_cloud_broker_files_and_purge(tmp_path):
+    from nightlink.cloud.repo import Store
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store.open(url)
+    store.create_tenant("fam-1", "One")
+    store.add_device("a4cf12b0c3d4", "fam-1", "clock", "fam-1.a4cf12b0c3d4", "$7$101$x$y")
+    store.create_tenant("gone", "Gone")
+    store.set_tenant("gone", deleted_at=1.0)
+    store.close()
+    env = {**os.environ, "NIGHTLINK_DATABASE_URL": url}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "nightlink", "cloud", *a],  # noqa: E731
+                                    env=env, capture_output=True, text=True, timeout=60)
+    files = run("broker-files", "--acl", str(tmp_path / "acl"), "--passwd",
+                str(tmp_path / "passwd"))
+    assert files.returncode == 0, files.stderr
+    assert "fam-1.a4cf12b0c3d4:" in (tmp_path / "passwd").read_text()
+    assert "nl/v1/fam-1/a4cf12b0c3d4/#" in (tmp_path / "acl").read_text()
+    purged = run("purge")
+    assert purged.returncode == 0 and "Purged 1 tenants: gone." in purged.stdout
