@@ -54,27 +54,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         app.include_router(module.router)
     live.install(app)  # the alert worker runs with the app's lifespan
 
-    domain = settings.tenant_domain.lower().strip(".")
-
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):
-        if domain:
-            host = request.headers.get("host", "").split(":")[0].lower()
-            if host.endswith("." + domain) and request.url.path.startswith(("/api/v1", "/pebble")):
-                slug = host[: -len(domain) - 1]
-                request.scope["path"] = f"/t/{slug}{request.url.path}"
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.request_id = rid
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.API_LATENCY.labels(request.method, template).observe(elapsed)
-        response.headers["X-Request-ID"] = rid
-        _LOGGER.info("%s %s %d %.1fms rid=%s", request.method, template, response.status_code,
-                     elapsed * 1000, rid)
-        return response
+    app.add_middleware(RequestContext, domain=settings.tenant_domain.lower().strip("."))
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError):
@@ -93,6 +73,45 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     return app
 
 
+class RequestContext:
+    """Plain ASGI middleware (no per-request task group): tenant subdomains, a request id,
+    latency metrics and an access log line."""
+
+    def __init__(self, app, domain: str = ""):
+        self.app = app
+        self.domain = domain
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        headers = dict(scope["headers"])
+        if self.domain:
+            host = headers.get(b"host", b"").decode("latin-1").split(":")[0].lower()
+            if host.endswith("." + self.domain) and path.startswith(("/api/v1", "/pebble")):
+                scope = dict(scope, path=f"/t/{host[: -len(self.domain) - 1]}{path}")
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message = dict(message, headers=[*message.get("headers", []),
+                                                 (b"x-request-id", rid.encode("latin-1"))])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.API_LATENCY.labels(scope["method"], route).observe(elapsed)
+            _LOGGER.info("%s %s %d %.1fms rid=%s", scope["method"], route, status[0],
+                         elapsed * 1000, rid)
+
+
 def _docstring_summaries(router) -> None:
     """Give every route the first line of its docstring as its OpenAPI summary."""
     from fastapi.routing import APIRoute
@@ -100,6 +119,13 @@ def _docstring_summaries(router) -> None:
     for route in router.routes:
         if isinstance(route, APIRoute) and route.summary is None and route.endpoint.__doc__:
             route.summary = route.endpoint.__doc__.strip().splitlines()[0]
+
+
+def app_from_environment() -> FastAPI:
+    """The app from NIGHTLINK_* settings (uvicorn's factory for several worker processes)."""
+    from nightlink.cloud.config import load_settings
+
+    return create_app(load_settings())
 
 
 def bootstrap_admin(store: Store, settings: Settings) -> None:

@@ -38,15 +38,29 @@ def cloud() -> None:
 @click.option("--api-only", is_flag=True, help="Serve the API without an ingest worker.")
 @click.option("--ingest-only", is_flag=True, help="Run an ingest worker without the API.")
 @click.option("--client-id", default="", help="Ingest MQTT client id (a persistent session).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="API processes (with --api-only; the API is stateless).")
 def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest_only: bool,
-          client_id: str) -> None:
+          client_id: str, workers: int) -> None:
     """Run the API and an MQTT ingest worker (settings from NIGHTLINK_* variables)."""
+    import os
     import signal
     import threading
 
     if api_only and ingest_only:
         raise NightlinkError("Choose at most one of --api-only and --ingest-only.")
+    if workers > 1 and not api_only:
+        raise NightlinkError("Several --workers need --api-only; run ingest workers apart.")
     settings = _settings(database_url=database_url)
+    if workers > 1:
+        import uvicorn
+
+        if database_url:
+            os.environ["NIGHTLINK_DATABASE_URL"] = database_url
+        _store(settings).close()  # migrate once, before the processes start
+        uvicorn.run("nightlink.cloud.app:app_from_environment", factory=True, host=host,
+                    port=port, workers=workers, log_level="warning")
+        return
     store = _store(settings)
     worker = None
     events = None

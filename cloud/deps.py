@@ -23,11 +23,12 @@ WRITE_ROLES = ("patient", "admin")
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
+    # async: a plain attribute read, not worth a hop to the thread pool
     return request.app.state.store
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 

@@ -2,7 +2,7 @@
 
 A fresh SQLite file gets one tenant with `days` of 5-minute CGM entries (90 days: 25,920);
 `nightlink cloud serve --api-only` serves it on a free loopback port in its own process; then
-`clients` asyncio clients (one httpx.AsyncClient, one connection each) share a bounded number
+`clients` asyncio clients (one keep-alive connection each) share a bounded number
 of requests per endpoint, within a time limit, and the latency percentiles are reported.
 """
 
@@ -24,6 +24,9 @@ ENDPOINTS = {
     "current": "/t/{tenant}/api/v1/entries/current.json",
     "entries288": "/t/{tenant}/api/v1/entries.json?count=288",
 }
+
+
+WARMUP_REQUESTS = 5  # per client, before timing starts
 
 
 class BenchError(RuntimeError):
@@ -56,11 +59,12 @@ def _seed(url: str, days: int) -> int:
         store.close()
 
 
-def _serve(url: str, port: int) -> subprocess.Popen:
+def _serve(url: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "NIGHTLINK_ENV": "production", "NIGHTLINK_JWT_SECRET": "b" * 48,
            "NIGHTLINK_DATABASE_URL": url}
     return subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "serve", "--api-only",
-                             "--host", "127.0.0.1", "--port", str(port)], env=env,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers",
+                             str(workers)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -89,44 +93,70 @@ def _percentile(sorted_ms: list[float], p: float) -> float:
 
 async def _hammer(base: str, path: str, clients: int, total: int, time_limit_s: float
                   ) -> tuple[list[float], dict[int, int]]:
-    """Latencies (ms) of up to `total` GETs of path shared by `clients` concurrent clients."""
-    import httpx
+    """Latencies (ms) of up to `total` GETs of path shared by `clients` concurrent clients.
 
+    Each client is one keep-alive HTTP/1.1 connection written with asyncio streams: a load
+    generator this lean leaves the CPU to the server, as wrk would.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+               f"api-secret: {hashlib.sha1(SECRET.encode()).hexdigest()}\r\n\r\n").encode()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     budget = [total]
     deadline = time.monotonic() + time_limit_s
-    headers = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
+
+    async def one(reader, writer) -> int:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        await reader.readexactly(length)
+        return int(head[9:12])
+
+    ready = asyncio.Event()
+    warm = [0]
 
     async def client() -> None:
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for _ in range(WARMUP_REQUESTS):  # connections open, caches warm: not timed
+                await one(reader, writer)
+            warm[0] += 1
+            if warm[0] == clients:
+                ready.set()
+            await ready.wait()
             while budget[0] > 0 and time.monotonic() < deadline:
                 budget[0] -= 1
                 t0 = time.perf_counter()
-                r = await http.get(path)
-                await r.aread()
+                status = await one(reader, writer)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return latencies, statuses
 
 
 def bench_api(clients: int = 100, days: int = 90, requests_per_endpoint: int = 2000,
-              time_limit_s: float = 120.0, endpoints: dict[str, str] | None = None) -> dict:
+              time_limit_s: float = 120.0, endpoints: dict[str, str] | None = None,
+              workers: int = 1) -> dict:
     """p50/p95/p99 latency of the Nightscout current and 288-entry reads, in ms."""
     import httpx
 
     from nightlink.tools.services import free_port
 
     endpoints = endpoints or ENDPOINTS
-    out: dict = {"clients": clients}
+    out: dict = {"clients": clients, "workers": workers}
     with tempfile.TemporaryDirectory(prefix="nl-bench-api-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'cloud.db'}"
         out["entries"] = _seed(url, days)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = _serve(url, port)
+        proc = _serve(url, port, workers)
         try:
             _wait_ready(base, proc)
             headers = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
