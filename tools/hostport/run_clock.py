@@ -1,0 +1,52 @@
+"""Run the clock's room-sensor sync loop on the host: device/ code, flat imports, real broker.
+
+    python tools/hostport/run_clock.py OUTBOX HOST PORT TENANT DEVICE EPOCHS [PERIOD_S]
+
+Writes one room record per epoch (deterministic readings) into the flash outbox and syncs
+it; exits once every record is acknowledged. Killing it at any moment is a power cut.
+"""
+
+import sys
+import time
+
+import codec
+import features
+from clock_sync import ClockSync
+from outbox import Outbox
+from umqtt.simple import MQTTClient
+
+FIRST_EPOCH = 58950540
+
+
+def reading(epoch):
+    i = epoch % 1000
+    return (19.0 + (i % 40) / 10.0, 40.0 + i % 20, float(i % 5), 500.0 + i % 700, 30.0 + i % 10)
+
+
+def main():
+    path, host, port, tenant, device, epochs = sys.argv[1:7]
+    period = float(sys.argv[7]) if len(sys.argv) > 7 else 0.01
+    box = Outbox(path, capacity=800 * 1024, protected=(features.CGM,))
+    dev = codec.device_id(device)
+    sync = ClockSync(box, lambda: MQTTClient("clock-" + device, host, int(port), keepalive=10),
+                     tenant, device, keepalive_s=10)
+    total = int(epochs)
+    produced = box.next_seq(features.ROOM) - 1
+    next_write = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if produced < total and now >= next_write:
+            seq = box.next_seq(features.ROOM)
+            epoch = FIRST_EPOCH + seq - 1
+            row = codec.quantize_row(features.ROOM, reading(epoch))
+            box.append(codec.encode(codec.Record(features.ROOM, dev, 1, seq, epoch, [row])))
+            produced = seq
+            next_write = now + period
+        sync.step(int(now * 1000))
+        if produced >= total and box.all_acked():
+            break
+        time.sleep(0.001)
+    sys.stdout.write(f"done {produced}\n")
+
+
+main()

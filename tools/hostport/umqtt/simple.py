@@ -1,0 +1,100 @@
+"""Host-port stand-in for micropython-lib's umqtt.simple: the same MQTTClient calls, carried
+out by paho-mqtt (which speaks the protocol). On the board the real umqtt.simple is
+installed with `mpremote mip install umqtt.simple`; device code cannot tell them apart.
+
+Like umqtt.simple, every call is synchronous and a dead connection shows as OSError.
+"""
+
+import queue
+
+import paho.mqtt.client as mqtt
+
+_TIMEOUT_S = 10.0
+
+
+class MQTTException(Exception):
+    pass
+
+
+class MQTTClient:
+    def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0,
+                 ssl=False, ssl_params=None):
+        if isinstance(client_id, bytes):
+            client_id = client_id.decode()
+        self.server = server
+        self.port = port or (8883 if ssl else 1883)
+        self.keepalive = keepalive or 60
+        self.cb = None
+        self._user = user
+        self._password = password
+        self._ssl = ssl
+        self._client_id = client_id
+        self._inbox = queue.Queue()
+        self._c = None
+
+    def set_callback(self, f):
+        self.cb = f
+
+    def connect(self, clean_session=True):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                        clean_session=clean_session)
+        if self._user:
+            c.username_pw_set(self._user, self._password)
+        if self._ssl:
+            c.tls_set()
+        c.on_message = lambda _c, _u, m: self._inbox.put((m.topic.encode(), bytes(m.payload)))
+        try:
+            c.connect(self.server, self.port, keepalive=self.keepalive)
+        except (OSError, ValueError) as exc:
+            raise OSError(f"connect failed: {exc}") from None
+        c.loop_start()
+        self._c = c
+        return False
+
+    def _check(self):
+        if self._c is None or not self._c.is_connected():
+            raise OSError("not connected")
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        self._check()
+        info = self._c.publish(topic, bytes(msg), qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError(f"publish failed: {mqtt.error_string(info.rc)}")
+        if qos:
+            try:
+                info.wait_for_publish(_TIMEOUT_S)
+            except (RuntimeError, ValueError) as exc:
+                raise OSError(f"publish failed: {exc}") from None
+            if not info.is_published():
+                raise OSError("no PUBACK in time")
+
+    def subscribe(self, topic, qos=0):
+        self._check()
+        rc, _mid = self._c.subscribe(topic, qos)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError(f"subscribe failed: {mqtt.error_string(rc)}")
+
+    def check_msg(self):
+        self._check()
+        while True:
+            try:
+                topic, msg = self._inbox.get_nowait()
+            except queue.Empty:
+                return None
+            if self.cb:
+                self.cb(topic, msg)
+
+    def wait_msg(self):
+        self._check()
+        topic, msg = self._inbox.get(timeout=self.keepalive)
+        if self.cb:
+            self.cb(topic, msg)
+
+    def ping(self):
+        self._check()
+
+    def disconnect(self):
+        if self._c is not None:
+            self._c.disconnect()
+            self._c.loop_stop()
+            self._c = None
