@@ -55,7 +55,7 @@ class Link:
         pass
 
     def ack(self, hwm, gaps=()):
-        topic = "nl/v1/fam-1/%s/room/ack" % DEV
+        topic = "nl/v1/fam-1/" + DEV + "/room/ack"
         self.cb(topic.encode(), json.dumps({"stream": "room", "hwm": hwm,
                                             "gaps": [list(g) for g in gaps]}).encode())
 
