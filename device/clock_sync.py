@@ -42,6 +42,7 @@ class ClockSync:
         self.published = 0
         self.acks = 0
         self.resends = 0
+        self._reported = None
         self._topics = {}
         for s in features.STREAMS:
             self._topics[s[features.S_ID]] = topics.data_topic(tenant, device, s[features.S_NAME])
@@ -62,6 +63,7 @@ class ClockSync:
             return
         self.client = c
         self.sent = {}  # whatever was in flight may be lost: send from the last ack again
+        self._reported = None  # tell the cloud about drops on every new connection
         self.backoff = _BACKOFF_MIN_MS
         self.last_io = now_ms
         self.connects += 1
@@ -77,6 +79,24 @@ class ClockSync:
         half = self.backoff // 2
         self.next_attempt = now_ms + half + random.getrandbits(16) % (half + 1)
         self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+
+    def _report(self):
+        """Publish rows dropped for lack of flash (counts and seq ranges) when they change,
+        so the cloud's high-water marks can step over them."""
+        state = (len(self.outbox.drops), sum(self.outbox.drops.values()))
+        if state == self._reported:
+            return
+        names = {}
+        for s in features.STREAMS:
+            names[s[features.S_ID]] = s[features.S_NAME]
+        drops = {}
+        dropped = {}
+        for sid in self.outbox.drops:
+            drops[names[sid]] = self.outbox.drops[sid]
+            dropped[names[sid]] = self.outbox.dropped.get(sid, [])
+        body = json.dumps({"outbox": self.outbox.count, "drops": drops, "dropped": dropped})
+        self.client.publish(topics.status_topic(self.tenant, self.device), body, True, 1)
+        self._reported = state
 
     # -- acknowledgements -----------------------------------------------------------------
 
@@ -112,6 +132,7 @@ class ClockSync:
                 return
         try:
             self.client.check_msg()
+            self._report()
             for rec in self.outbox.pending(self.sent, _BATCH):
                 stream = rec[1]
                 self.client.publish(self._topics[stream], rec, False, 1)

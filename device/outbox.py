@@ -20,6 +20,7 @@ except ImportError:  # CPython: the package layout
 _FRAME = const(2)  # u16 length before each record
 _MAX_RECORD = const(1024)
 _STATE_MAGIC = b"NLO1"
+_MAX_RANGES = const(32)  # dropped seq ranges remembered per stream for the cloud
 
 
 class OutboxFull(Exception):
@@ -41,6 +42,7 @@ class Outbox:
         self.protected = protected
         self.acked = {}  # stream -> highest acknowledged seq
         self.drops = {}  # stream -> rows dropped for lack of room (reported to the cloud)
+        self.dropped = {}  # stream -> [[first, last], ...] seq ranges dropped (newest kept)
         self.last_seq = {}  # stream -> highest seq written
         self.size = 0
         self.count = 0
@@ -65,14 +67,24 @@ class Outbox:
             return  # a torn state write: the outbox itself still knows what is unsent
         for i in range(len(body) // 6):
             kind, stream, value = struct.unpack_from("<BBI", body, 6 * i)
-            table = self.acked if kind == 1 else self.drops
-            table[stream] = value
+            if kind == 1:
+                self.acked[stream] = value
+            elif kind == 2:
+                self.drops[stream] = value
+            elif kind == 3:  # a dropped range: its first seq, then (kind 4) its last
+                self.dropped.setdefault(stream, []).append([value, value])
+            elif kind == 4 and self.dropped.get(stream):
+                self.dropped[stream][-1][1] = value
 
     def _save_state(self):
         body = bytearray()
         for kind, table in ((1, self.acked), (2, self.drops)):
             for stream in table:
                 body += struct.pack("<BBI", kind, stream, table[stream])
+        for stream in self.dropped:
+            for first, last in self.dropped[stream]:
+                body += struct.pack("<BBI", 3, stream, first)
+                body += struct.pack("<BBI", 4, stream, last)
         data = _STATE_MAGIC + bytes(body) + struct.pack("<I", codec.crc32(body))
         with open(self.tmp, "wb") as f:
             f.write(data)
@@ -219,6 +231,22 @@ class Outbox:
                 n += 1
         return n
 
+    def _note_dropped(self, stream, off, rows):
+        """Remember the seq range of the record at `off` as dropped (merging neighbours)."""
+        with open(self.path, "rb") as f:
+            f.seek(off + _FRAME)
+            f.readinto(self._mv[:24])
+        first = struct.unpack_from("<I", self._buf, 14)[0]
+        last = first + rows - 1
+        ranges = self.dropped.setdefault(stream, [])
+        if ranges and ranges[-1][1] + 1 >= first:
+            if last > ranges[-1][1]:
+                ranges[-1][1] = last
+        else:
+            ranges.append([first, last])
+        if len(ranges) > _MAX_RANGES:
+            ranges.pop(0)
+
     def compact(self, need=0):
         """Rewrite the file with the unacknowledged records only; if `need` more bytes must
         fit, drop the oldest unprotected records too, counting them per stream."""
@@ -237,6 +265,7 @@ class Outbox:
                 dropped.add(off)
                 total -= _FRAME + n
                 self.drops[stream] = self.drops.get(stream, 0) + rows
+                self._note_dropped(stream, off, rows)
             i += 1
         if total + need > self.capacity:
             raise OutboxFull("the outbox is full of records that may not be dropped")

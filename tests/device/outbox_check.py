@@ -57,6 +57,7 @@ for i in range(200):
 out["full"] = [box.count, box.size <= 4000, box.drops.get(features.ROOM, 0)]
 box = Outbox(PATH, capacity=4000)
 out["drops_persist"] = box.drops.get(features.ROOM, 0) > 0
+out["dropped_ranges"] = box.dropped.get(features.ROOM)
 first = codec.decode(box.pending(limit=1)[0])
 out["oldest_kept_seq"] = first.seq
 print(json.dumps(out))

@@ -23,6 +23,7 @@ def _check(got):
     assert within and count == 4000 // 38 and drops == 200 - count
     assert got["drops_persist"] is True
     assert got["oldest_kept_seq"] == 51 + drops
+    assert got["dropped_ranges"] == [[51, 50 + drops]]  # told to the cloud, kept across reboot
 
 
 @pytest.mark.micropython

@@ -22,6 +22,7 @@ class Link:
 
     def __init__(self):
         self.published = []
+        self.status = []
         self.down = False
         self.cb = None
 
@@ -42,7 +43,10 @@ class Link:
     def publish(self, topic, msg, retain=False, qos=0):
         if self.down:
             raise OSError(104)
-        self.published.append(codec.decode(msg).seq)
+        if topic.endswith("/status"):
+            self.status.append(json.loads(msg))
+        else:
+            self.published.append(codec.decode(msg).seq)
 
     def check_msg(self):
         if self.down:
@@ -89,4 +93,15 @@ link.published = []
 sync.step(5000)  # after the backoff: reconnect and send what is unacknowledged
 out["reconnect"] = {"connects": sync.connects, "backoff_waited": waited}
 out["resent_after_reconnect"] = link.published
+
+# Offline too long: the flash fills, the oldest records go, and the cloud is told which.
+box2 = Outbox("/flash/small.bin", capacity=38 * 5)
+link2 = Link()
+for seq in range(1, 9):
+    box2.append(codec.encode(codec.Record(features.ROOM, b"\xc0\xff\xee\x00\x00\x01", 1,
+                                          seq, 2000 + seq, [ROW])))
+sync2 = ClockSync(box2, link2.client, "fam-1", DEV)
+sync2.step(0)
+out["status"] = link2.status
+out["sent_after_drops"] = link2.published
 print(json.dumps(out))

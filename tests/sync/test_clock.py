@@ -29,6 +29,9 @@ def test_clock_sync__logic_under_micropython(mpy_json):
     assert out["resent_after_gap"] == [4, 5]
     assert out["reconnect"]["connects"] == 2 and out["reconnect"]["backoff_waited"] is True
     assert out["resent_after_reconnect"] == [11, 12]
+    assert out["status"] == [{"outbox": 5, "drops": {"room": 3},
+                              "dropped": {"room": [[1, 3]]}}]
+    assert out["sent_after_drops"] == [4, 5, 6, 7, 8]
 
 
 @pytest.fixture

@@ -57,7 +57,8 @@ class MQTTClient:
 
     def publish(self, topic, msg, retain=False, qos=0):
         self._check()
-        info = self._c.publish(topic, bytes(msg), qos=qos, retain=retain)
+        payload = msg.encode() if isinstance(msg, str) else bytes(msg)
+        info = self._c.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise OSError(f"publish failed: {mqtt.error_string(info.rc)}")
         if qos:
