@@ -56,15 +56,25 @@ def mosquitto_verify(password_hash: str, password: str) -> bool:
     return hmac.compare_digest(expected, got)
 
 
-def device_acl(tenant_id: str, device_id: str) -> list[str]:
-    """ACL lines for one device: publish below its prefix, receive its acks and commands."""
+def device_acl(tenant_id: str, device_id: str, kind: str = "clock") -> list[str]:
+    """ACL lines for one device: publish below its prefix, receive its acks and commands.
+
+    An edge node is also its tenant's gateway: its LAN broker bridges the tenant's clocks,
+    so it may publish below any device of that tenant (never another tenant's), and the
+    ingest still checks that every device it stores for is provisioned for that tenant.
+    """
     prefix = topics.device_prefix(tenant_id, device_id)
-    return [
+    lines = [
         f"user {device_username(tenant_id, device_id)}",
         f"topic write {prefix}#",
         f"topic read {prefix}+/{topics.ACK}",
         f"topic read {prefix}{topics.CMD}",
     ]
+    if kind == "edge":
+        tenant_prefix = f"{topics.PREFIX}/{tenant_id}/"
+        lines += [f"topic write {tenant_prefix}+/+", f"topic read {tenant_prefix}+/+/{topics.ACK}",
+                  f"topic read {tenant_prefix}+/{topics.CMD}"]
+    return lines
 
 
 def ingest_acl(username: str) -> list[str]:
@@ -95,7 +105,7 @@ def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str,
                if d["tenant_id"] in live and d["mqtt_password_hash"].startswith("$7$")]
     for d in devices:
         passwd_lines.append(f"{d['mqtt_username']}:{d['mqtt_password_hash']}")
-        acl_lines += ["", *device_acl(d["tenant_id"], d["id"])]
+        acl_lines += ["", *device_acl(d["tenant_id"], d["id"], d["kind"])]
     _write(Path(passwd_path), passwd_lines)
     _write(Path(acl_path), acl_lines)
     return len(devices)

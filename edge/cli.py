@@ -93,6 +93,29 @@ def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: 
         raise NightlinkError(f"{left} rows could not be delivered before stopping.")
 
 
+@edge.command("broker-config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Edge configuration (TOML) with [clocks] and [sync].")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (its device id names the bridge).")
+def broker_config(config_path: Path | None, db: Path | None) -> None:
+    """Print a mosquitto.conf for the LAN broker, bridged to the cloud broker."""
+    from nightlink.edge.bridge import bridge_config
+    from nightlink.edge.config import ConfigError, load
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as exc:
+        raise NightlinkError(str(exc)) from None
+    if not cfg.sync.enabled:
+        raise NightlinkError("The bridge needs [sync] enabled with the cloud broker's host.")
+    store = open_store(db or cfg.db or default_db())
+    try:
+        click.echo(bridge_config(cfg, store.device), nl=False)
+    finally:
+        store.close()
+
+
 @edge.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["clarity", "libreview", "apple-health", "fit"]),

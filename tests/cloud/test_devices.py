@@ -205,7 +205,11 @@ def test_mosquitto_files__exact_acl(fam, tmp_path):
         f"user fam-2.{DEV2}\n"
         f"topic write nl/v1/fam-2/{DEV2}/#\n"
         f"topic read nl/v1/fam-2/{DEV2}/+/ack\n"
-        f"topic read nl/v1/fam-2/{DEV2}/cmd\n\n"
+        f"topic read nl/v1/fam-2/{DEV2}/cmd\n"
+        # an edge is its tenant's gateway: its LAN broker bridges the tenant's clocks
+        "topic write nl/v1/fam-2/+/+\n"
+        "topic read nl/v1/fam-2/+/+/ack\n"
+        "topic read nl/v1/fam-2/+/cmd\n\n"
         f"user fam-1.{DEV}\n"
         f"topic write nl/v1/fam-1/{DEV}/#\n"
         f"topic read nl/v1/fam-1/{DEV}/+/ack\n"

@@ -95,3 +95,40 @@ def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto,
     assert _stored(store) == (n, _expected(n))
     assert store.hwm(CLOCK, F.ROOM) == n
     print(f"clock power cuts survived: {cuts}; rows {n}; duplicates 0")
+
+
+def test_clock_through_the_edge_bridge_to_the_cloud(tmp_path, cloud, mosquitto):
+    """Clock -> LAN broker on the edge -> Mosquitto bridge -> cloud broker -> ingest, and the
+    acks back the same way: the clock's outbox drains."""
+    from nightlink.edge.bridge import bridge_config
+    from nightlink.edge.config import load
+    from nightlink.tools.services import Broker
+
+    store, worker = cloud
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'tenant = "{TENANT}"\n[nightscout]\nenabled = false\n[clocks]\nport = 1\n'
+                    f'[sync]\nenabled = true\nhost = "{mosquitto.host}"\n'
+                    f"port = {mosquitto.port}\n")
+    cfg = load(conf, env={})
+    lan_dir = tmp_path / "lan"
+    lan_dir.mkdir()
+    lan = Broker(lan_dir)
+    cfg.clocks.port = lan.port
+    lan.conf.write_text(bridge_config(cfg, "ed9e00000001", listen_host="127.0.0.1",
+                                      persistence=None, extra="allow_anonymous true\n"))
+    lan.start()
+    try:
+        n = 60
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            str(ROOT / d) for d in ("tools/hostport", "device", "shared"))}
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "hostport" / "run_clock.py"),
+             str(tmp_path / "outbox.bin"), lan.host, str(lan.port), TENANT, CLOCK, str(n),
+             "0.001"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 20
+        while _stored(store)[0] < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _stored(store) == (n, _expected(n))
+    finally:
+        lan.stop()
