@@ -116,3 +116,29 @@ def _write(path: Path, lines: list[str]) -> None:
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.chmod(tmp, 0o640)
     os.replace(tmp, path)
+
+
+def mosquitto_conf(acl_path: Path | str, passwd_path: Path | str, *, port: int = 8883,
+                   host: str = "", certfile: str = "", keyfile: str = "", cafile: str = "",
+                   persistence_dir: str = "/var/lib/mosquitto/") -> str:
+    """A Mosquitto configuration for the cloud broker: TLS when a certificate is given, no
+    anonymous clients, the generated password and ACL files, persistent sessions."""
+    if bool(certfile) != bool(keyfile):
+        raise ValueError("TLS needs both a certificate and its key.")
+    lines = [
+        "# Written by `nightlink cloud broker-files`; regenerate rather than edit.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {passwd_path}",
+        f"acl_file {acl_path}",
+        "persistence true",
+        f"persistence_location {persistence_dir}",
+        "max_queued_messages 100000",
+        "",
+        f"listener {port}{' ' + host if host else ''}",
+    ]
+    if certfile:
+        lines += [f"certfile {certfile}", f"keyfile {keyfile}", "tls_version tlsv1.2"]
+        if cafile:
+            lines.append(f"cafile {cafile}")
+    return "\n".join(lines) + "\n"

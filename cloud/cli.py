@@ -135,22 +135,38 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
               help="Mosquitto acl_file to write.")
 @click.option("--passwd", "passwd_path", type=click.Path(dir_okay=False), required=True,
               help="Mosquitto password_file to write.")
+@click.option("--conf", "conf_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write a mosquitto.conf using those files.")
+@click.option("--port", type=int, default=8883, show_default=True, help="With --conf.")
+@click.option("--certfile", default="", help="With --conf: TLS certificate (PEM).")
+@click.option("--keyfile", default="", help="With --conf: TLS private key (PEM).")
 @click.option("--database-url", default=None)
-def broker_files(acl_path: str, passwd_path: str, database_url: str | None) -> None:
+def broker_files(acl_path: str, passwd_path: str, conf_path: str | None, port: int,
+                 certfile: str, keyfile: str, database_url: str | None) -> None:
     """Write Mosquitto's password and ACL files for every provisioned device (then SIGHUP it).
 
     The ingest account is NIGHTLINK_MQTT_USERNAME / NIGHTLINK_MQTT_PASSWORD.
     """
-    from nightlink.cloud.broker_config import mosquitto_files
+    from pathlib import Path
+
+    from nightlink.cloud.broker_config import mosquitto_conf, mosquitto_files
 
     settings = _settings(database_url=database_url)
     store = _store(settings)
     try:
         n = mosquitto_files(store, acl_path, passwd_path, ingest_username=settings.mqtt_username,
                             ingest_password=settings.mqtt_password)
+        if conf_path:
+            try:
+                text = mosquitto_conf(Path(acl_path).resolve(), Path(passwd_path).resolve(),
+                                      port=port, certfile=certfile, keyfile=keyfile)
+            except ValueError as exc:
+                raise NightlinkError(str(exc)) from None
+            Path(conf_path).write_text(text)
     finally:
         store.close()
-    click.echo(f"Wrote {passwd_path} and {acl_path} for {n} devices.")
+    click.echo(f"Wrote {passwd_path} and {acl_path} for {n} devices"
+               + (f", and {conf_path}." if conf_path else "."))
 
 
 @cloud.command()

@@ -362,3 +362,55 @@ def test_broker__revoked_device_refused_after_reload(fam, secure_broker):
     again = Client(secure_broker, f"fam-1.{DEV}", password)
     assert again.reason.is_failure
     again.close()
+
+
+def test_broker_conf__tls_with_minted_credentials(fam, tmp_path):
+    """The generated mosquitto.conf: TLS only, no anonymous clients, the minted account works."""
+    import subprocess
+
+    from nightlink.cloud.broker_config import mosquitto_conf
+    from nightlink.tools.services import free_port, mosquitto_binary
+
+    if mosquitto_binary() is None or shutil.which("openssl") is None:
+        pytest.skip("mosquitto or openssl is not installed")
+    creds = provision(fam).json()
+    mosquitto_files(fam.store, tmp_path / "acl", tmp_path / "passwd")
+    key, cert = tmp_path / "server.key", tmp_path / "server.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    port = free_port()
+    text = mosquitto_conf(tmp_path / "acl", tmp_path / "passwd", port=port, host="127.0.0.1",
+                          certfile=str(cert), keyfile=str(key),
+                          persistence_dir=str(tmp_path) + "/")
+    assert "allow_anonymous false" in text and f"certfile {cert}" in text
+    as_root = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(text + as_root)
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        ok = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="tls-device")
+        c.username_pw_set(creds["mqtt_username"], creds["mqtt_password"])
+        c.tls_set(ca_certs=str(cert))
+        c.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or ok.set()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        assert ok.wait(5), "the minted account could not connect over TLS"
+        c.loop_stop()
+        c.disconnect()
+        plain = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="plain")
+        plain.username_pw_set(creds["mqtt_username"], creds["mqtt_password"])
+        in_clear = threading.Event()
+        plain.on_connect = lambda _c, _u, _f, reason, _p: reason.is_failure or in_clear.set()
+        try:
+            plain.connect("127.0.0.1", port)
+            plain.loop_start()
+        except OSError:
+            pass
+        assert not in_clear.wait(1.5), "the TLS listener accepted a plaintext client"
+        plain.loop_stop()
+    finally:
+        proc.kill()
+        proc.wait()
