@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from nightlink.edge.nightscout import (  # noqa: F401 - json_bytes and if_modified_since re-exported
+from nightlink.edge.nightscout import (  # noqa: F401 - re-exported for the cloud routes
     NEAR_DUPLICATE_WINDOW_MS,
     EntryError,
+    QueryError,
     date_string,
     if_modified_since,
     json_bytes,
+    parse_find,
     validate_entry,
 )
 from nightlink.shared import units
@@ -29,18 +31,9 @@ _LOGGER = logging.getLogger(__name__)
 # The delta is mg/dL per 5 minutes, from the previous valid reading 30 s to 10 min older.
 DELTA_MIN_GAP_MS = 30_000
 DELTA_MAX_GAP_MS = 600_000
-# Fields a `find[...]` query on entries may filter on, and the column behind each.
-FIND_COLUMNS = {"date": "date", "dateString": "date", "sgv": "sgv", "type": "type",
-                "device": "device", "direction": "direction"}
-FIND_OPS = {"$gte": ">=", "$gt": ">", "$lte": "<=", "$lt": "<", "$eq": "=", "$ne": "!="}
-_INT_FIELDS = ("date", "sgv")
 # Treatment fields Nightscout keeps as numbers (uploaders sometimes send them as text).
 _TREATMENT_NUMBERS = ("insulin", "carbs", "glucose", "duration", "absolute", "rate", "percent",
                       "protein", "fat")
-
-
-class QueryError(ValueError):
-    """A query parameter is not supported or not well formed; the message is one sentence."""
 
 
 class DocumentError(ValueError):
@@ -79,40 +72,6 @@ def http_date(stamp: int) -> str:
 
 
 # -- entries queries --------------------------------------------------------------------------
-
-
-def parse_find(params: list[tuple[str, str]]) -> list[tuple[str, str, Any]]:
-    """`find[field][$op]=v` / `find[field]=v` query items as (column, SQL operator, value).
-
-    Like the edge's `parse_find`, plus `direction`; raises QueryError instead of an HTTP error.
-    """
-    out = []
-    for key, raw in params:
-        if not key.startswith("find["):
-            continue
-        parts = key[len("find["):].rstrip("]").split("][")
-        name = parts[0]
-        op = parts[1] if len(parts) > 1 else "$eq"
-        if name not in FIND_COLUMNS:
-            raise QueryError(f"Entries cannot be filtered on {name!r}; use find[date], "
-                             f"find[dateString], find[sgv], find[type], find[device] or "
-                             f"find[direction].")
-        if op not in FIND_OPS or len(parts) > 2:
-            raise QueryError(f"The query {key} is not supported; use one of "
-                             f"{', '.join(FIND_OPS)} as the operator.")
-        value: Any = raw
-        if name == "dateString":
-            try:
-                value, _ = parse_iso_ms(raw)
-            except ValueError:
-                raise QueryError(f"{key}={raw} is not an ISO 8601 time.") from None
-        elif name in _INT_FIELDS:
-            try:
-                value = int(float(raw))
-            except ValueError:
-                raise QueryError(f"{key}={raw} is not a number.") from None
-        out.append((FIND_COLUMNS[name], FIND_OPS[op], value))
-    return out
 
 
 def parse_created_since(params: list[tuple[str, str]]) -> int | None:

@@ -55,7 +55,7 @@ _DELTA_MAX_GAP_MS = 600_000
 THRESHOLDS = {"bgHigh": 260, "bgTargetTop": 180, "bgTargetBottom": 70, "bgLow": 55}
 # Fields a `find[...]` query may filter on, and the SQL column behind each.
 _FIND_COLUMNS = {"date": "date", "dateString": "date", "sgv": "sgv", "type": "type",
-                 "device": "device"}
+                 "device": "device", "direction": "direction"}
 _FIND_OPS = {"$gte": ">=", "$gt": ">", "$lte": "<=", "$lt": "<", "$eq": "=", "$ne": "!="}
 _INT_FIELDS = ("date", "sgv")
 
@@ -284,35 +284,50 @@ def json_bytes(item: Any) -> bytes:
 # -- query parsing --------------------------------------------------------------------------
 
 
+class QueryError(ValueError):
+    """A query parameter is not supported or not well formed; the message is one sentence."""
+
+
 def parse_find(params: list[tuple[str, str]]) -> list[tuple[str, str, Any]]:
-    """`find[field][$op]=v` / `find[field]=v` query items as (column, SQL operator, value)."""
+    """`find[field][$op]=v` / `find[field]=v` query items as (column, SQL operator, value);
+    QueryError for anything else. Shared by the edge and the cloud endpoints."""
     out = []
     for key, raw in params:
         if not key.startswith("find["):
             continue
         parts = key[len("find["):].rstrip("]").split("][")
-        field = parts[0]
+        name = parts[0]
         op = parts[1] if len(parts) > 1 else "$eq"
-        if field not in _FIND_COLUMNS or op not in _FIND_OPS or len(parts) > 2:
-            raise HTTPException(400, f"The query {key} is not supported by this Nightscout "
-                                     f"endpoint; use find[date|sgv|type|device][$gte|$gt|"
-                                     f"$lte|$lt|$eq|$ne].")
+        if name not in _FIND_COLUMNS:
+            raise QueryError(f"Entries cannot be filtered on {name!r}; use find[date], "
+                             f"find[dateString], find[sgv], find[type], find[device] or "
+                             f"find[direction].")
+        if op not in _FIND_OPS or len(parts) > 2:
+            raise QueryError(f"The query {key} is not supported; use one of "
+                             f"{', '.join(_FIND_OPS)} as the operator.")
         value: Any = raw
-        if field == "dateString":
+        if name == "dateString":
             try:
                 dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
             except ValueError:
-                raise HTTPException(400, f"{key}={raw} is not an ISO 8601 time.") from None
+                raise QueryError(f"{key}={raw} is not an ISO 8601 time.") from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            value = int(dt.timestamp() * 1000)
-        elif field in _INT_FIELDS:
+            value = round(dt.timestamp() * 1000)
+        elif name in _INT_FIELDS:
             try:
                 value = int(float(raw))
             except ValueError:
-                raise HTTPException(400, f"{key}={raw} is not a number.") from None
-        out.append((_FIND_COLUMNS[field], _FIND_OPS[op], value))
+                raise QueryError(f"{key}={raw} is not a number.") from None
+        out.append((_FIND_COLUMNS[name], _FIND_OPS[op], value))
     return out
+
+
+def _find_or_400(params: list[tuple[str, str]]) -> list[tuple[str, str, Any]]:
+    try:
+        return parse_find(params)
+    except QueryError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def parse_count(raw: str | None, default: int = 10) -> int:
@@ -447,7 +462,7 @@ def create_app(
     def get_entries(request: Request, _: Reader) -> Response:
         """Entries, newest first: `count=N` (default 10) and `find[...]` filters."""
         params = request.query_params
-        return entries_response(request, parse_find(params.multi_items()),
+        return entries_response(request, _find_or_400(params.multi_items()),
                                 parse_count(params.get("count")))
 
     @app.get("/api/v1/entries/{spec}")
@@ -455,7 +470,7 @@ def create_app(
         """`current` (newest sgv entry) or one entry type (`sgv.json`, `mbg.json`, `cal.json`)."""
         name = spec.removesuffix(".json")
         params = request.query_params
-        find = parse_find(params.multi_items())
+        find = _find_or_400(params.multi_items())
         if name == "current":
             return entries_response(request, [*find, ("type", "=", "sgv")], 1)
         if name not in ENTRY_TYPES:

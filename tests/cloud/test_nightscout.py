@@ -11,6 +11,7 @@ import pytest
 
 from nightlink.edge.nightscout import entry_id
 from tests.cloud.conftest import make_cloud
+from tests.nightscout_uploads import iso, xdrip_entry
 
 SECRET = "fam-one-upload-secret"
 SECRET_SHA1 = hashlib.sha1(SECRET.encode()).hexdigest()
@@ -22,29 +23,6 @@ ENTRIES = "/t/fam-1/api/v1/entries"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def xdrip_entry(date_ms: int, sgv: int, delta: float = -1.5, direction: str = "Flat",
-                device: str = "xDrip-DexcomG6") -> dict:
-    """An sgv entry exactly as xDrip+ uploads it."""
-    return {
-        "device": device,
-        "date": date_ms,
-        "dateString": iso(date_ms),
-        "sgv": sgv,
-        "delta": delta,
-        "direction": direction,
-        "type": "sgv",
-        "filtered": sgv * 1000 + 250,
-        "unfiltered": sgv * 1000 - 480,
-        "rssi": 100,
-        "noise": 1,
-        "sysTime": iso(date_ms),
-    }
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import uvicorn
 
 from nightlink.edge import nightscout as ns
 from nightlink.edge.store import EdgeStore
+from tests.nightscout_uploads import iso, xdrip_entry
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 instead of httpx; the TestClient works the same with either.
@@ -29,28 +30,6 @@ MIN = 60_000
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def xdrip_entry(date_ms: int, sgv: int, delta: float = -1.5, direction: str = "Flat") -> dict:
-    """An sgv entry exactly as xDrip+ uploads it."""
-    return {
-        "device": "xDrip-DexcomG6",
-        "date": date_ms,
-        "dateString": iso(date_ms),
-        "sgv": sgv,
-        "delta": delta,
-        "direction": direction,
-        "type": "sgv",
-        "filtered": sgv * 1000 + 250,
-        "unfiltered": sgv * 1000 - 480,
-        "rssi": 100,
-        "noise": 1,
-        "sysTime": iso(date_ms),
-    }
 
 
 @pytest.fixture
