@@ -100,6 +100,20 @@ class FakeI2CBus:
                 m.buf[i] = bytes([b])
 
 
+def run_until(node, done, timeout_s=30.0):
+    """Run the node until done() holds (checked every 50 ms), then stop it."""
+    stop = asyncio.Event()
+
+    async def main():
+        async def stopper():
+            while not done():
+                await asyncio.sleep(0.05)
+            stop.set()
+        await asyncio.gather(node.run(stop), stopper())
+
+    asyncio.run(asyncio.wait_for(main(), timeout_s))
+
+
 def _config(tmp_path, text):
     path = tmp_path / "edge.toml"
     path.write_text(text)
@@ -182,17 +196,10 @@ enabled = true
     store = EdgeStore(tmp_path / "edge.db")
     clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
     node = LiveNode(cfg, store, clock=clock, audio_backend=NoMicrophone(), i2c_bus=FakeI2CBus())
-    stop = asyncio.Event()
-
-    async def main():
-        async def stopper():
-            while node.epochs_closed < 2:
-                await asyncio.sleep(0.05)
-            assert store.sources()["audio"]["state"] == "retrying"
-            stop.set()
-        await asyncio.gather(node.run(stop), stopper())
-
-    asyncio.run(asyncio.wait_for(main(), 20))
+    seen = []
+    run_until(node, lambda: node.epochs_closed >= 2
+              and not seen.append(store.sources()["audio"]["state"]), 20)
+    assert seen[-1] == "retrying"
     first = 58950541
     room = store.epoch_values(F.ROOM, first, first + 2)
     assert room[first][3] == 812  # CO2 kept flowing while the microphone failed
@@ -281,16 +288,7 @@ address = "C0:FF:EE:00:00:01"
     strap = PacedWearable(clock)
     node = LiveNode(cfg, store, clock=clock, wearable_client_factory=lambda address, **kw:
                     BleakClient(address, backend=FakeRadio, wearable=strap, **kw))
-    stop = asyncio.Event()
-
-    async def main():
-        async def stopper():
-            while node.epochs_closed < 3:
-                await asyncio.sleep(0.05)
-            stop.set()
-        await asyncio.gather(node.run(stop), stopper())
-
-    asyncio.run(asyncio.wait_for(main(), 30))
+    run_until(node, lambda: node.epochs_closed >= 3)
     first = 58950541
     wear = store.epoch_values(F.WEARABLE, first, first + 3)
     hr = dict(zip(F.names(F.WEARABLE), wear[first + 1], strict=True))
@@ -393,16 +391,8 @@ port = {mosquitto.port}
     assert worker.connected.wait(10)
     clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
     node = LiveNode(cfg, store, clock=clock, i2c_bus=FakeI2CBus())
-    stop = asyncio.Event()
-
-    async def main():
-        async def stopper():
-            while node.epochs_closed < 3 or cloud.tenant("fam-1").count_rows(F.ROOM) < 3:
-                await asyncio.sleep(0.05)
-            stop.set()
-        await asyncio.gather(node.run(stop), stopper())
-
-    asyncio.run(asyncio.wait_for(main(), 30))
+    run_until(node, lambda: node.epochs_closed >= 3
+              and cloud.tenant("fam-1").count_rows(F.ROOM) >= 3)
     worker.stop()
     assert cloud.tenant("fam-1").count_rows(F.ROOM) >= 3
     assert node.sync_client.stats.acked_rows >= 3
