@@ -86,3 +86,17 @@ def cloud_db_url(request, tmp_path):
     import uuid
 
     return server.create_database("t" + uuid.uuid4().hex[:12])
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what the fault tests counted (kills survived, rows, duplicates, drops)."""
+    lines = [
+        f"{rep.nodeid.split('::')[-1]}: {value}"
+        for rep in terminalreporter.stats.get("passed", [])
+        for key, value in getattr(rep, "user_properties", [])
+        if key == "fault_counts"
+    ]
+    if lines:
+        terminalreporter.section("fault-test counts")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)

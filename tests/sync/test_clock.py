@@ -70,7 +70,8 @@ def _stored(store):
     return len(rows), h.hexdigest()
 
 
-def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto, cloud):
+def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto, cloud,
+                                                          record_property):
     store, worker = cloud
     n = 300
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -94,7 +95,8 @@ def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto,
     worker.drain()
     assert _stored(store) == (n, _expected(n))
     assert store.hwm(CLOCK, F.ROOM) == n
-    print(f"clock power cuts survived: {cuts}; rows {n}; duplicates 0")
+    record_property("fault_counts", f"clock power cuts survived: {cuts}; rows {n}; "
+                    f"stored {_stored(store)[0]}; duplicates 0")
 
 
 def test_clock_through_the_edge_bridge_to_the_cloud(tmp_path, cloud, mosquitto):

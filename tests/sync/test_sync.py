@@ -24,7 +24,7 @@ def _settle(rig, rows, timeout=30):
     rig.worker.drain()
 
 
-def test_sync__backlog_lands_exactly_once(rig):
+def test_sync__backlog_lands_exactly_once(rig, record_property):
     fill_backlog(rig.edge, nights=2)
     produced = edge_digest(rig.edge)
     client = SyncClient(rig.edge, rig.sync_config(), TENANT)
@@ -34,8 +34,8 @@ def test_sync__backlog_lands_exactly_once(rig):
     assert rig.edge.outbox_size() == 0
     # Backfill went packed and compressed: far fewer messages than rows.
     assert client.stats.messages < produced[0] / 50
-    print(f"backlog: {produced[0]} rows in {client.stats.messages} messages, "
-          f"{client.stats.bytes_sent} bytes")
+    record_property("fault_counts", f"backlog: {produced[0]} rows in "
+                    f"{client.stats.messages} messages, {client.stats.bytes_sent} bytes")
 
 
 def test_sync__live_glucose_goes_before_backfill(rig):
@@ -60,7 +60,7 @@ def test_sync__live_glucose_goes_before_backfill(rig):
     assert data.entries(count=1)[0]["sgv"] == 64  # and it is on the Nightscout API
 
 
-def test_sync__broker_killed_20_times(rig, tmp_path):
+def test_sync__broker_killed_20_times(rig, tmp_path, record_property):
     fill_backlog(rig.edge, nights=7)
     produced = edge_digest(rig.edge)
     client = SyncClient(rig.edge, rig.sync_config(backfill_rows_per_s=8000,
@@ -81,14 +81,15 @@ def test_sync__broker_killed_20_times(rig, tmp_path):
     assert not t.is_alive(), "the outbox did not drain after the broker came back"
     _settle(rig, produced[0], timeout=60)
     got = cloud_digest(rig.cloud, rig.edge.device)
-    print(f"kills survived: {kills}; rows produced {produced[0]}, stored {got[0]}; "
-          f"reconnects {client.stats.connects}; duplicates 0 by construction")
+    record_property("fault_counts", f"broker kill -9 survived: {kills}; rows produced "
+                    f"{produced[0]}, stored {got[0]}; reconnects {client.stats.connects}; "
+                    f"duplicates {got[0] - produced[0]}")
     assert got == produced
     assert rig.edge.outbox_size() == 0
     assert client.stats.connects >= 2
 
 
-def test_sync__half_open_link_is_detected(rig):
+def test_sync__half_open_link_is_detected(rig, record_property):
     fill_backlog(rig.edge, nights=1)
     produced = edge_digest(rig.edge)
     client = SyncClient(rig.edge, rig.sync_config(keepalive_s=2, backfill_rows_per_s=1000,
@@ -106,11 +107,13 @@ def test_sync__half_open_link_is_detected(rig):
     t.join(60)
     stop.set()
     assert detected < 2 * 1.5 * 2 + 1, f"dead link noticed after {detected:.1f} s"
+    record_property("fault_counts", f"broker SIGSTOP: dead link noticed after {detected:.1f} s "
+                    "(keepalive 2 s)")
     _settle(rig, produced[0])
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
 
 
-def test_sync__full_outbox_drops_low_priority_and_reports_it(rig):
+def test_sync__full_outbox_drops_low_priority_and_reports_it(rig, record_property):
     fill_backlog(rig.edge, nights=1)
     client = SyncClient(rig.edge, rig.sync_config(max_outbox_rows=2000), TENANT)
     run_sync(client, 60)
@@ -133,6 +136,9 @@ def test_sync__full_outbox_drops_low_priority_and_reports_it(rig):
     assert rig.cloud.dropped_count(rig.edge.device) == sum(drops.values())
     assert rig.cloud.tenant(TENANT).count_rows() + sum(drops.values()) == produced
     assert rig.edge.outbox_size() == 0
+    record_property("fault_counts", f"outbox quota 2000 rows: dropped {sum(drops.values())} "
+                    f"(none of them glucose), all accounted for by the cloud; rows produced "
+                    f"{produced}, stored {rig.cloud.tenant(TENANT).count_rows()}")
 
 
 def test_sync__gaps_the_cloud_reports_are_sent_again(rig):
@@ -161,7 +167,7 @@ def test_sync__gaps_the_cloud_reports_are_sent_again(rig):
     assert client.stats.resend_requests > 0
 
 
-def test_sync__edge_process_killed_mid_batch(rig, tmp_path):
+def test_sync__edge_process_killed_mid_batch(rig, tmp_path, record_property):
     """kill -9 the `nightlink edge sync` process while it sends; a new one finishes the job."""
     import subprocess
     import sys
@@ -191,4 +197,5 @@ def test_sync__edge_process_killed_mid_batch(rig, tmp_path):
     assert final.returncode == 0, final.stderr
     _settle(rig, produced[0])
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
-    print(f"edge kills survived: {kills}; rows {produced[0]}")
+    record_property("fault_counts", f"edge kill -9 survived: {kills}; rows {produced[0]}, "
+                    f"stored {cloud_digest(rig.cloud, rig.edge.device)[0]}")
