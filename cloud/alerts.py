@@ -1,8 +1,7 @@
 """Server-side glucose alerts: pure rules over readings, de-duplication, and the tenant check.
 
-The rule functions at the top are plain functions over a list of `(t_ms, sgv)` readings,
-**oldest first**, with no I/O and nothing CPython-only, so the clock firmware can share them
-later. `evaluate()` takes Nightscout entry dicts in any order (it sorts them by `date`),
+The rules are plain functions over a list of `(t_ms, sgv)` readings, **oldest first**, in
+`nightlink.shared.alerts` (shared/alerts.py), which the clock firmware runs too. `evaluate()` takes Nightscout entry dicts in any order (it sorts them by `date`),
 applies every enabled rule and leaves out alerts that repeat an episode already alerted.
 `check_tenant()` reads a tenant's recent entries and alerts, evaluates, stores new alerts
 with `TenantStore.add_alert` and publishes each on the event bus as
@@ -44,20 +43,27 @@ from dataclasses import asdict, dataclass, field
 
 from nightlink.cloud.db import DatabaseError
 from nightlink.shared import units
+from nightlink.shared.alerts import (  # noqa: F401 - the rules, re-exported
+    MINUTE_MS,
+    PREDICT_HORIZON_MIN,
+    RULE_FUNCTIONS,
+    URGENT,
+    WARNING,
+    current,
+    high,
+    low,
+    predicted_low,
+    rising_fast,
+    slope,
+    stale_data,
+    urgent_low,
+    valid,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
-MINUTE_MS = 60000
-CURRENT_MIN = units.STALE_MIN  # a reading is current for 15 minutes
 SNOOZE_MIN = 30  # an alert of the same rule is not raised again within this
-RISE_WINDOW_MIN = 15
-PREDICT_WINDOW_MIN = 20
-PREDICT_HORIZON_MIN = 20
-MIN_SPAN_MIN = 10  # a slope needs readings spanning at least this
 HISTORY_MIN = 180  # how far back check_tenant reads entries
-
-URGENT = "urgent"
-WARNING = "warning"
 
 # rule: (default threshold, unit, lowest allowed, highest allowed, description)
 RULES = {
@@ -75,99 +81,6 @@ _LOWER_IS_SENSITIVE = {"rising_fast", "high", "stale_data"}
 # Families, most severe first: a more severe alert covers the less severe ones.
 _FAMILIES = ((("urgent_low", URGENT), ("low", WARNING), ("predicted_low", WARNING)),
              (("stale_data", URGENT), ("stale_data", WARNING)))
-
-
-# -- pure rule functions (shared with the clock later; no I/O) --------------------------------
-
-
-def valid(readings):
-    """The readings that are glucose (sensor error codes below 39 removed), oldest first."""
-    return [r for r in readings if r[1] >= units.SGV_MIN_VALID]
-
-
-def current(readings, now_ms):
-    """The latest reading if it is at most 15 minutes old at now_ms, else None."""
-    if not readings:
-        return None
-    last = readings[-1]
-    if now_ms - last[0] > CURRENT_MIN * MINUTE_MS:
-        return None
-    return last
-
-
-def slope(readings, now_ms, window_min):
-    """Least-squares slope (mg/dL per minute) of the readings in the last window_min minutes
-    before now_ms; None with fewer than 3 readings or less than 10 minutes between them."""
-    start = now_ms - window_min * MINUTE_MS
-    pts = [r for r in readings if start <= r[0] <= now_ms]
-    if len(pts) < 3 or pts[-1][0] - pts[0][0] < MIN_SPAN_MIN * MINUTE_MS:
-        return None
-    n = len(pts)
-    mt = sum(p[0] for p in pts) / n
-    mg = sum(p[1] for p in pts) / n
-    sxx = sum((p[0] - mt) ** 2 for p in pts)
-    sxy = sum((p[0] - mt) * (p[1] - mg) for p in pts)
-    return sxy / sxx * MINUTE_MS
-
-
-def urgent_low(readings, now_ms, threshold=units.VERY_LOW):
-    """(level, value) when the current reading is below threshold, else None."""
-    r = current(readings, now_ms)
-    return (URGENT, r[1]) if r is not None and r[1] < threshold else None
-
-
-def low(readings, now_ms, threshold=units.LOW):
-    r = current(readings, now_ms)
-    return (WARNING, r[1]) if r is not None and r[1] < threshold else None
-
-
-def high(readings, now_ms, threshold=units.VERY_HIGH):
-    r = current(readings, now_ms)
-    return (WARNING, r[1]) if r is not None and r[1] > threshold else None
-
-
-def rising_fast(readings, now_ms, threshold=3.0):
-    """(level, rate) when the 15-minute slope exceeds threshold mg/dL/min."""
-    if current(readings, now_ms) is None:
-        return None
-    rate = slope(readings, now_ms, RISE_WINDOW_MIN)
-    return (WARNING, round(rate, 2)) if rate is not None and rate > threshold else None
-
-
-def predicted_low(readings, now_ms, threshold=units.LOW):
-    """(level, projected value) when the reading is not yet below threshold but the straight
-    line through the last 20 minutes falls below it within 20 minutes of the reading."""
-    r = current(readings, now_ms)
-    if r is None or r[1] < threshold:
-        return None
-    rate = slope(readings, r[0], PREDICT_WINDOW_MIN)
-    if rate is None or rate >= 0:
-        return None
-    projected = r[1] + rate * PREDICT_HORIZON_MIN
-    return (WARNING, round(projected)) if projected < threshold else None
-
-
-def stale_data(readings, now_ms, threshold=units.STALE_MIN):
-    """(level, minutes since the last reading) when it is threshold minutes or more (warning)
-    or twice that (urgent). Without any reading there is nothing to be stale: None."""
-    if not readings:
-        return None
-    age = (now_ms - readings[-1][0]) / MINUTE_MS
-    if age >= 2 * threshold:
-        return (URGENT, round(age, 1))
-    if age >= threshold:
-        return (WARNING, round(age, 1))
-    return None
-
-
-RULE_FUNCTIONS = {
-    "urgent_low": urgent_low,
-    "low": low,
-    "high": high,
-    "rising_fast": rising_fast,
-    "predicted_low": predicted_low,
-    "stale_data": stale_data,
-}
 
 
 # -- evaluation with de-duplication -----------------------------------------------------------
