@@ -189,7 +189,7 @@ def _entries_reply(request: Request, access: TenantAccess, where: list, count: i
 
 @router.get("/api/v1/entries", response_model=None, responses=_ENTRIES_READ)
 @router.get("/api/v1/entries.json", response_model=None, include_in_schema=False)
-def get_entries(request: Request, access: NightscoutAccess) -> Response:
+async def get_entries(request: Request, access: NightscoutAccess) -> Response:
     """Entries newest first, with `count=N` (default 10) and `find[field][$op]=v` filters."""
     return _entries_reply(request, access, _find(request),
                           parse_count(request.query_params.get("count")))
@@ -197,14 +197,14 @@ def get_entries(request: Request, access: NightscoutAccess) -> Response:
 
 @router.get("/api/v1/entries/current", response_model=None, responses=_ENTRIES_READ)
 @router.get("/api/v1/entries/current.json", response_model=None, include_in_schema=False)
-def get_current(request: Request, access: NightscoutAccess) -> Response:
+async def get_current(request: Request, access: NightscoutAccess) -> Response:
     """The newest sgv entry, as a one-element array (empty when there is none)."""
     return _entries_reply(request, access, [*_find(request), ("type", "=", "sgv")], 1)
 
 
 @router.get("/api/v1/entries/{spec}", response_model=None,
             responses={**_ENTRIES_READ, 404: {"description": "Not an entry type"}})
-def get_entries_of_type(spec: str, request: Request, access: NightscoutAccess) -> Response:
+async def get_entries_of_type(spec: str, request: Request, access: NightscoutAccess) -> Response:
     """Entries of one type (`sgv`, `mbg`, `cal`, with or without `.json`), newest first."""
     name = spec.removesuffix(".json")
     if name not in ENTRY_TYPES:
@@ -445,11 +445,11 @@ def status(tenant: str, access: NightscoutAccess, store: StoreDep,
 
 
 @router.get("/api/v1/verifyauth", response_model=VerifyAuthPublic)
-def verifyauth(tenant: str, request: Request, store: StoreDep, settings: SettingsDep,
-               creds: BearerDep) -> dict:
+async def verifyauth(tenant: str, request: Request, store: StoreDep, settings: SettingsDep,
+                     creds: BearerDep) -> dict:
     """What the request's credential may do here; message UNAUTHORIZED (200) when nothing."""
     try:
-        access = nightscout_access(tenant, request, store, settings, creds)
+        access = await nightscout_access(tenant, request, store, settings, creds)
     except HTTPException as exc:
         if exc.status_code != 401:
             raise
