@@ -49,7 +49,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     app.state.events = EventBus()
 
-    for module in (routes_auth, routes_admin, routes_nightscout, routes_nl, routes_ops, live):
+    # The Nightscout reads are what clocks and apps poll: matched first.
+    for module in (routes_nightscout, routes_auth, routes_admin, routes_nl, routes_ops, live):
         _docstring_summaries(module.router)
         app.include_router(module.router)
     live.install(app)  # the alert worker runs with the app's lifespan

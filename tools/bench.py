@@ -101,10 +101,10 @@ BENCHES = ("api", "codec", "edge-audio", "edge-night", "ingest", "simulate", "sy
 @click.option("--no-naive", is_flag=True, help="edge-audio: skip the naive librosa run.")
 @click.option("--nights", type=click.IntRange(1, 60), default=7, show_default=True,
               help="sync: nights of backlog.")
-@click.option("--workers", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="api: API server processes.")
+@click.option("--workers", type=click.IntRange(1, 16), default=None,
+              help="api: API server processes (default: one per CPU core).")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
-          nights: int, workers: int) -> None:
+          nights: int, workers: int | None) -> None:
     """Measure NAME (api, codec, edge-audio, edge-night, ingest, simulate, sync)."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
@@ -115,9 +115,11 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
     elif name == "edge-night":
         figures = _edge_night(hours)
     elif name == "api":
+        import os
+
         from nightlink.tools.bench_api import bench_api
 
-        figures = bench_api(workers=workers)
+        figures = bench_api(workers=workers or os.cpu_count() or 1)
     elif name == "sync":
         from nightlink.tools.bench_cloud import bench_sync
 

@@ -141,7 +141,7 @@ async def _hammer(base: str, path: str, clients: int, total: int, time_limit_s: 
     return latencies, statuses
 
 
-def bench_api(clients: int = 100, days: int = 90, requests_per_endpoint: int = 2000,
+def bench_api(clients: int = 100, days: int = 90, requests_per_endpoint: int = 10000,
               time_limit_s: float = 120.0, endpoints: dict[str, str] | None = None,
               workers: int = 1) -> dict:
     """p50/p95/p99 latency of the Nightscout current and 288-entry reads, in ms."""
