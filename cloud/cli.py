@@ -62,6 +62,9 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
                     port=port, workers=workers, log_level="warning")
         return
     store = _store(settings)
+    from nightlink.cloud.retention import RetentionWorker
+
+    retention = RetentionWorker(store, settings.purge_after_days).start()
     worker = None
     events = None
     app = None
@@ -97,6 +100,7 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
                 signal.signal(sig, lambda *_: stop.set())
             stop.wait()
     finally:
+        retention.stop()
         if worker is not None:
             worker.stop()
         store.close()

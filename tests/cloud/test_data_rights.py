@@ -210,3 +210,24 @@ def test_purge__soft_delete_then_purge_through_the_api(fam):
     assert fam.client.post(f"{API}/tenants/fam-1/restore",
                            headers=fam.auth("admin@example.org")).status_code == 404
     assert sum(tenant_rows(fam, "fam-1").values()) == 0
+
+
+def test_retention_worker__purges_at_start(tmp_path):
+    import time as _time
+
+    from nightlink.cloud.repo import Store
+    from nightlink.cloud.retention import RetentionWorker
+
+    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    store.create_tenant("old", "Old")
+    store.create_tenant("recent", "Recent")
+    store.set_tenant("old", deleted_at=_time.time() - 31 * 86400)
+    store.set_tenant("recent", deleted_at=_time.time() - 86400)
+    worker = RetentionWorker(store, 30).start()
+    deadline = _time.monotonic() + 5
+    while not worker.purged and _time.monotonic() < deadline:
+        _time.sleep(0.02)
+    worker.stop()
+    assert worker.purged == ["old"]
+    assert store.get_tenant("recent", include_deleted=True)["id"] == "recent"
+    store.close()
