@@ -66,8 +66,8 @@ class RoomConfig:
 
 
 @dataclass
-class ClocksConfig:
-    """The LAN broker the desk clocks publish their room records to."""
+class BrokerLink:
+    """An MQTT broker to connect to."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -79,15 +79,14 @@ class ClocksConfig:
 
 
 @dataclass
-class SyncConfig:
+class ClocksConfig(BrokerLink):
+    """The LAN broker the desk clocks publish their room records to."""
+
+
+@dataclass
+class SyncConfig(BrokerLink):
     """The cloud broker the outbox drains to."""
 
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str = ""
-    password: str = ""
-    tls: bool = False
     keepalive_s: int = 20  # a dead link is noticed within 1.5 keepalives (30 s)
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 30.0

@@ -76,3 +76,14 @@ def cloud_any(cloud_db_url):
     yield c
     c.client.close()
     c.store.close()
+
+
+@pytest.fixture
+def people(cloud):
+    """An admin, fam-1's patient, a caregiver and a doctor of fam-1, fam-2's patient."""
+    cloud.user("admin@example.org", admin=True)
+    cloud.user("pat@example.org", tenant="fam-1", role="patient")
+    cloud.user("care@example.org", tenant="fam-1", role="caregiver")
+    cloud.user("doc@example.org", tenant="fam-1", role="doctor")
+    cloud.user("pat2@example.org", tenant="fam-2", role="patient")
+    return cloud

@@ -27,16 +27,6 @@ DEV2 = "0a0b0c0d0e0f"
 INGEST_PASSWORD = "ingest-password-for-tests"
 
 
-@pytest.fixture
-def fam(cloud):
-    cloud.user("admin@example.org", admin=True)
-    cloud.user("pat@example.org", tenant="fam-1", role="patient")
-    cloud.user("care@example.org", tenant="fam-1", role="caregiver")
-    cloud.user("doc@example.org", tenant="fam-1", role="doctor")
-    cloud.user("pat2@example.org", tenant="fam-2", role="patient")
-    return cloud
-
-
 def provision(cloud, device_id=DEV, tenant="fam-1", who="pat@example.org", kind="clock"):
     return cloud.client.post(f"{API}/tenants/{tenant}/devices", headers=cloud.auth(who),
                              json={"device_id": device_id, "kind": kind, "label": "bedside"})
@@ -50,61 +40,61 @@ def dump(cloud) -> str:
 # -- api-secret and read tokens ---------------------------------------------------------------
 
 
-def test_api_secret__returned_once_and_stored_hashed(fam):
-    h = fam.auth("pat@example.org")
-    r = fam.client.post(f"{API}/tenants/fam-1/api-secret", headers=h)
+def test_api_secret__returned_once_and_stored_hashed(people):
+    h = people.auth("pat@example.org")
+    r = people.client.post(f"{API}/tenants/fam-1/api-secret", headers=h)
     assert r.status_code == 201
     secret, sha1 = r.json()["secret"], r.json()["sha1"]
     assert len(secret) == 32 and sha1 == hashlib.sha1(secret.encode()).hexdigest()
-    assert fam.store.api_secret(sha1) == {"tenant_id": "fam-1", "kind": "api-secret", "label": ""}
-    db = dump(fam)
+    assert people.store.api_secret(sha1) == {"tenant_id": "fam-1", "kind": "api-secret", "label": ""}
+    db = dump(people)
     assert secret not in db and sha1 not in db
-    entry = fam.store.audit_log("fam-1")[0]
+    entry = people.store.audit_log("fam-1")[0]
     assert entry["action"] == "key.create" and entry["detail"] == {"kind": "api-secret"}
-    assert secret not in str(fam.store.audit_log())
+    assert secret not in str(people.store.audit_log())
 
 
-def test_api_secret__new_one_revokes_the_previous(fam):
-    h = fam.auth("pat@example.org")
-    first = fam.client.post(f"{API}/tenants/fam-1/api-secret", headers=h).json()["sha1"]
-    second = fam.client.post(f"{API}/tenants/fam-1/api-secret", headers=h).json()["sha1"]
+def test_api_secret__new_one_revokes_the_previous(people):
+    h = people.auth("pat@example.org")
+    first = people.client.post(f"{API}/tenants/fam-1/api-secret", headers=h).json()["sha1"]
+    second = people.client.post(f"{API}/tenants/fam-1/api-secret", headers=h).json()["sha1"]
     assert first != second
-    assert fam.store.api_secret(first) is None
-    assert fam.store.api_secret(second)["tenant_id"] == "fam-1"
+    assert people.store.api_secret(first) is None
+    assert people.store.api_secret(second)["tenant_id"] == "fam-1"
 
 
-def test_read_token__created_stored_hashed_revocable(fam):
-    h = fam.auth("pat@example.org")
-    r = fam.client.post(f"{API}/tenants/fam-1/read-tokens", headers=h, json={"label": "clock"})
+def test_read_token__created_stored_hashed_revocable(people):
+    h = people.auth("pat@example.org")
+    r = people.client.post(f"{API}/tenants/fam-1/read-tokens", headers=h, json={"label": "clock"})
     assert r.status_code == 201 and r.json()["label"] == "clock"
     token = r.json()["token"]
-    assert fam.store.api_secret(token) == {"tenant_id": "fam-1", "kind": "token",
+    assert people.store.api_secret(token) == {"tenant_id": "fam-1", "kind": "token",
                                            "label": "clock"}
-    assert token not in dump(fam)
-    assert fam.store.audit_log("fam-1")[0]["detail"] == {"kind": "token", "label": "clock"}
-    assert fam.client.delete(f"{API}/tenants/fam-1/read-tokens", headers=h).status_code == 204
-    assert fam.store.api_secret(token) is None
+    assert token not in dump(people)
+    assert people.store.audit_log("fam-1")[0]["detail"] == {"kind": "token", "label": "clock"}
+    assert people.client.delete(f"{API}/tenants/fam-1/read-tokens", headers=h).status_code == 204
+    assert people.store.api_secret(token) is None
 
 
-def test_read_token__without_body(fam):
-    r = fam.client.post(f"{API}/tenants/fam-1/read-tokens", headers=fam.auth("admin@example.org"))
+def test_read_token__without_body(people):
+    r = people.client.post(f"{API}/tenants/fam-1/read-tokens", headers=people.auth("admin@example.org"))
     assert r.status_code == 201 and r.json()["label"] == ""
 
 
 @pytest.mark.parametrize("path", ["api-secret", "read-tokens"])
 @pytest.mark.parametrize("who,status", [("care@example.org", 403), ("doc@example.org", 403),
                                         ("pat2@example.org", 404)])
-def test_keys__only_patient_or_admin(fam, path, who, status):
-    r = fam.client.post(f"{API}/tenants/fam-1/{path}", headers=fam.auth(who), json={})
+def test_keys__only_patient_or_admin(people, path, who, status):
+    r = people.client.post(f"{API}/tenants/fam-1/{path}", headers=people.auth(who), json={})
     assert r.status_code == status
-    assert fam.store.db.scalar("SELECT count(*) AS n FROM api_secrets") == 0
+    assert people.store.db.scalar("SELECT count(*) AS n FROM api_secrets") == 0
 
 
 # -- device provisioning ---------------------------------------------------------------------------
 
 
-def test_devices__provision_mints_credentials_once(fam):
-    r = provision(fam)
+def test_devices__provision_mints_credentials_once(people):
+    r = provision(people)
     assert r.status_code == 201, r.text
     body = r.json()
     password = body.pop("mqtt_password")
@@ -113,23 +103,23 @@ def test_devices__provision_mints_credentials_once(fam):
                     "mqtt_username": f"fam-1.{DEV}", "topic_prefix": f"nl/v1/fam-1/{DEV}/",
                     "revoked_at": None, "mqtt_host": "127.0.0.1", "mqtt_port": 1883}
     assert len(password) == 32 and created > 0
-    stored = fam.store.device(DEV)["mqtt_password_hash"]
+    stored = people.store.device(DEV)["mqtt_password_hash"]
     assert stored.startswith("$7$101$") and mosquitto_verify(stored, password)
-    assert password not in dump(fam)
-    entry = fam.store.audit_log("fam-1")[0]
+    assert password not in dump(people)
+    entry = people.store.audit_log("fam-1")[0]
     assert entry["action"] == "device.provision"
     assert entry["detail"] == {"device_id": DEV, "kind": "clock"}
 
 
-def test_devices__list_has_no_secrets(fam):
-    provision(fam)
-    r = fam.client.get(f"{API}/tenants/fam-1/devices", headers=fam.auth("care@example.org"))
+def test_devices__list_has_no_secrets(people):
+    provision(people)
+    r = people.client.get(f"{API}/tenants/fam-1/devices", headers=people.auth("care@example.org"))
     assert r.status_code == 200
     (dev,) = r.json()
     assert set(dev) == {"device_id", "kind", "label", "mqtt_username", "topic_prefix",
                         "created_at", "revoked_at"}
-    assert fam.client.get(f"{API}/tenants/fam-1/devices",
-                          headers=fam.auth("pat2@example.org")).status_code == 404
+    assert people.client.get(f"{API}/tenants/fam-1/devices",
+                          headers=people.auth("pat2@example.org")).status_code == 404
 
 
 @pytest.mark.parametrize("body", [
@@ -138,35 +128,35 @@ def test_devices__list_has_no_secrets(fam):
     {"device_id": DEV, "kind": "phone"},
     {"kind": "clock"},
 ])
-def test_devices__invalid_request_refused(fam, body):
-    r = fam.client.post(f"{API}/tenants/fam-1/devices", headers=fam.auth("pat@example.org"),
+def test_devices__invalid_request_refused(people, body):
+    r = people.client.post(f"{API}/tenants/fam-1/devices", headers=people.auth("pat@example.org"),
                         json=body)
     assert r.status_code == 422
 
 
-def test_devices__already_provisioned_conflicts(fam):
-    assert provision(fam).status_code == 201
-    assert provision(fam).status_code == 409
-    assert provision(fam, tenant="fam-2", who="pat2@example.org").status_code == 409
+def test_devices__already_provisioned_conflicts(people):
+    assert provision(people).status_code == 201
+    assert provision(people).status_code == 409
+    assert provision(people, tenant="fam-2", who="pat2@example.org").status_code == 409
 
 
 @pytest.mark.parametrize("who,status", [("care@example.org", 403), ("doc@example.org", 403),
                                         ("pat2@example.org", 404)])
-def test_devices__only_patient_or_admin_provisions(fam, who, status):
-    assert provision(fam, who=who).status_code == status
-    assert fam.store.device(DEV) is None
+def test_devices__only_patient_or_admin_provisions(people, who, status):
+    assert provision(people, who=who).status_code == status
+    assert people.store.device(DEV) is None
 
 
-def test_devices__revoke(fam):
-    provision(fam)
-    h = fam.auth("pat@example.org")
-    assert fam.client.delete(f"{API}/tenants/fam-1/devices/{DEV}",
-                             headers=fam.auth("doc@example.org")).status_code == 403
-    assert fam.client.delete(f"{API}/tenants/fam-1/devices/{DEV}", headers=h).status_code == 204
-    assert fam.client.delete(f"{API}/tenants/fam-1/devices/{DEV}", headers=h).status_code == 404
-    (dev,) = fam.client.get(f"{API}/tenants/fam-1/devices", headers=h).json()
-    assert dev["revoked_at"] is not None and fam.store.device(DEV) is None
-    assert fam.store.audit_log("fam-1")[0]["action"] == "device.revoke"
+def test_devices__revoke(people):
+    provision(people)
+    h = people.auth("pat@example.org")
+    assert people.client.delete(f"{API}/tenants/fam-1/devices/{DEV}",
+                             headers=people.auth("doc@example.org")).status_code == 403
+    assert people.client.delete(f"{API}/tenants/fam-1/devices/{DEV}", headers=h).status_code == 204
+    assert people.client.delete(f"{API}/tenants/fam-1/devices/{DEV}", headers=h).status_code == 404
+    (dev,) = people.client.get(f"{API}/tenants/fam-1/devices", headers=h).json()
+    assert dev["revoked_at"] is not None and people.store.device(DEV) is None
+    assert people.store.audit_log("fam-1")[0]["action"] == "device.revoke"
 
 
 # -- the Mosquitto files ---------------------------------------------------------------------------
@@ -187,13 +177,13 @@ def test_mosquitto_hash__matches_mosquitto_passwd(tmp_path):
     assert mosquitto_verify(theirs, "correct horse") and not mosquitto_verify(theirs, "wrong")
 
 
-def test_mosquitto_files__exact_acl(fam, tmp_path):
-    provision(fam)
-    provision(fam, DEV2, tenant="fam-2", who="pat2@example.org", kind="edge")
-    provision(fam, "ffffffffffff")
-    fam.client.delete(f"{API}/tenants/fam-1/devices/ffffffffffff",
-                      headers=fam.auth("pat@example.org"))
-    n = mosquitto_files(fam.store, tmp_path / "acl", tmp_path / "passwd",
+def test_mosquitto_files__exact_acl(people, tmp_path):
+    provision(people)
+    provision(people, DEV2, tenant="fam-2", who="pat2@example.org", kind="edge")
+    provision(people, "ffffffffffff")
+    people.client.delete(f"{API}/tenants/fam-1/devices/ffffffffffff",
+                      headers=people.auth("pat@example.org"))
+    n = mosquitto_files(people.store, tmp_path / "acl", tmp_path / "passwd",
                         ingest_username="ingest", ingest_password=INGEST_PASSWORD)
     assert n == 2
     assert (tmp_path / "acl").read_text() == (
@@ -216,14 +206,14 @@ def test_mosquitto_files__exact_acl(fam, tmp_path):
         f"topic read nl/v1/fam-1/{DEV}/cmd\n")
     lines = (tmp_path / "passwd").read_text().splitlines()
     assert [line.split(":")[0] for line in lines] == ["ingest", f"fam-2.{DEV2}", f"fam-1.{DEV}"]
-    assert lines[2].split(":", 1)[1] == fam.store.device(DEV)["mqtt_password_hash"]
+    assert lines[2].split(":", 1)[1] == people.store.device(DEV)["mqtt_password_hash"]
     assert INGEST_PASSWORD not in (tmp_path / "passwd").read_text()
 
 
-def test_mosquitto_files__leave_out_deleted_tenants(fam, tmp_path):
-    provision(fam)
-    fam.store.set_tenant("fam-1", deleted_at=time.time())
-    assert mosquitto_files(fam.store, tmp_path / "acl", tmp_path / "passwd") == 0
+def test_mosquitto_files__leave_out_deleted_tenants(people, tmp_path):
+    provision(people)
+    people.store.set_tenant("fam-1", deleted_at=time.time())
+    assert mosquitto_files(people.store, tmp_path / "acl", tmp_path / "passwd") == 0
     assert "fam-1" not in (tmp_path / "acl").read_text()
 
 
@@ -254,10 +244,10 @@ class SecureBroker:
 
 
 @pytest.fixture
-def secure_broker(fam, tmp_path):
+def secure_broker(people, tmp_path):
     if shutil.which("mosquitto") is None and not os.path.exists("/usr/sbin/mosquitto"):
         pytest.skip("mosquitto is not installed")
-    b = SecureBroker(fam.store, tmp_path)
+    b = SecureBroker(people.store, tmp_path)
     yield b
     b.broker.stop()
 
@@ -302,8 +292,8 @@ class Client:
         self.c.loop_stop()
 
 
-def test_broker__accepts_minted_device_refuses_wrong_password(fam, secure_broker):
-    password = provision(fam).json()["mqtt_password"]
+def test_broker__accepts_minted_device_refuses_wrong_password(people, secure_broker):
+    password = provision(people).json()["mqtt_password"]
     secure_broker.reload()
     good = Client(secure_broker, device_username("fam-1", DEV), password)
     assert not good.reason.is_failure
@@ -316,9 +306,9 @@ def test_broker__accepts_minted_device_refuses_wrong_password(fam, secure_broker
     anonymous.close()
 
 
-def test_broker__device_publishes_only_below_its_prefix(fam, secure_broker):
-    password = provision(fam).json()["mqtt_password"]
-    provision(fam, DEV2, tenant="fam-2", who="pat2@example.org")
+def test_broker__device_publishes_only_below_its_prefix(people, secure_broker):
+    password = provision(people).json()["mqtt_password"]
+    provision(people, DEV2, tenant="fam-2", who="pat2@example.org")
     secure_broker.reload()
     ingest = Client(secure_broker, "ingest", INGEST_PASSWORD)
     ingest.subscribe("nl/v1/#")
@@ -333,9 +323,9 @@ def test_broker__device_publishes_only_below_its_prefix(fam, secure_broker):
     device.close()
 
 
-def test_broker__device_receives_its_acks_and_commands_only(fam, secure_broker):
-    password = provision(fam).json()["mqtt_password"]
-    provision(fam, DEV2)
+def test_broker__device_receives_its_acks_and_commands_only(people, secure_broker):
+    password = provision(people).json()["mqtt_password"]
+    provision(people, DEV2)
     secure_broker.reload()
     device = Client(secure_broker, f"fam-1.{DEV}", password)
     device.subscribe("nl/v1/#")  # asks for everything; the ACL delivers only its own
@@ -351,20 +341,20 @@ def test_broker__device_receives_its_acks_and_commands_only(fam, secure_broker):
     device.close()
 
 
-def test_broker__revoked_device_refused_after_reload(fam, secure_broker):
-    password = provision(fam).json()["mqtt_password"]
+def test_broker__revoked_device_refused_after_reload(people, secure_broker):
+    password = provision(people).json()["mqtt_password"]
     secure_broker.reload()
     first = Client(secure_broker, f"fam-1.{DEV}", password)
     assert not first.reason.is_failure
     first.close()
-    fam.client.delete(f"{API}/tenants/fam-1/devices/{DEV}", headers=fam.auth("pat@example.org"))
+    people.client.delete(f"{API}/tenants/fam-1/devices/{DEV}", headers=people.auth("pat@example.org"))
     secure_broker.reload()
     again = Client(secure_broker, f"fam-1.{DEV}", password)
     assert again.reason.is_failure
     again.close()
 
 
-def test_broker_conf__tls_with_minted_credentials(fam, tmp_path):
+def test_broker_conf__tls_with_minted_credentials(people, tmp_path):
     """The generated mosquitto.conf: TLS only, no anonymous clients, the minted account works."""
     import subprocess
 
@@ -373,8 +363,8 @@ def test_broker_conf__tls_with_minted_credentials(fam, tmp_path):
 
     if mosquitto_binary() is None or shutil.which("openssl") is None:
         pytest.skip("mosquitto or openssl is not installed")
-    creds = provision(fam).json()
-    mosquitto_files(fam.store, tmp_path / "acl", tmp_path / "passwd")
+    creds = provision(people).json()
+    mosquitto_files(people.store, tmp_path / "acl", tmp_path / "passwd")
     key, cert = tmp_path / "server.key", tmp_path / "server.crt"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
