@@ -56,26 +56,25 @@ def make_cloud(url: str, **settings) -> Cloud:
     return Cloud(TestClient(app), app.state.store)
 
 
-@pytest.fixture
-def cloud(tmp_path):
-    """The app on a fresh SQLite file, with tenants fam-1 and fam-2."""
-    c = make_cloud(f"sqlite:///{tmp_path / 'cloud.db'}")
+def _two_tenants(url: str):
+    c = make_cloud(url)
     c.store.create_tenant("fam-1", "Family one")
     c.store.create_tenant("fam-2", "Family two")
     yield c
     c.client.close()
     c.store.close()
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    """The app on a fresh SQLite file, with tenants fam-1 and fam-2."""
+    yield from _two_tenants(f"sqlite:///{tmp_path / 'cloud.db'}")
 
 
 @pytest.fixture
 def cloud_any(cloud_db_url):
     """The same, on each backend (SQLite and PostgreSQL)."""
-    c = make_cloud(cloud_db_url)
-    c.store.create_tenant("fam-1", "Family one")
-    c.store.create_tenant("fam-2", "Family two")
-    yield c
-    c.client.close()
-    c.store.close()
+    yield from _two_tenants(cloud_db_url)
 
 
 @pytest.fixture
