@@ -25,6 +25,7 @@ ROOM = const(1)
 WEARABLE = const(2)
 AUDIO = const(3)
 CGM = const(4)
+INFER = const(5)
 
 # Feature fields, by position in a feature tuple.
 F_NAME = const(0)
@@ -100,12 +101,27 @@ _CGM = (
     ("sensor_error", "code", UINT8, 1.0, 0.0, 0.0, 38.0),
 )
 
+# Classifier outputs per epoch (edge models, see tools/train and edge/classify.py).
+# sleep_stage: 0 wake, 1 light (N1+N2), 2 deep (N3), 3 REM. Flags are 1 when the epoch
+# holds (part of) that event; apnea_events counts apnea candidates starting in the epoch.
+_INFER = (
+    ("sleep_stage", "stage", UINT8, 1.0, 0.0, 0.0, 3.0),
+    ("stage_conf", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("snore", "flag", UINT8, 1.0, 0.0, 0.0, 1.0),
+    ("apnea_events", "count", UINT8, 1.0, 0.0, 0.0, 3.0),
+    ("desat3", "flag", UINT8, 1.0, 0.0, 0.0, 1.0),
+    ("desat4", "flag", UINT8, 1.0, 0.0, 0.0, 1.0),
+    ("low_risk", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("forecast30_mgdl", "mg/dL", INT16, 1.0, 0.0, 39.0, 600.0),
+)
+
 # (id, name, modality, priority, features). Priority 0 is highest (sent first).
 STREAMS = (
     (ROOM, "room", "room sensors", 2, _ROOM),
     (WEARABLE, "wearable", "wearable", 2, _WEARABLE),
     (AUDIO, "audio", "bedroom audio", 3, _AUDIO),
     (CGM, "cgm", "glucose", 1, _CGM),
+    (INFER, "inference", "classifier outputs", 2, _INFER),
 )
 
 S_ID = const(0)
