@@ -40,12 +40,14 @@ def _register() -> None:
     from nightlink.cloud.cli import cloud
     from nightlink.edge.cli import edge
     from nightlink.tools.bench import bench
+    from nightlink.tools.device_cli import device
     from nightlink.tools.simulate.cli import simulate
 
     main.add_command(simulate)
     main.add_command(bench)
     main.add_command(edge)
     main.add_command(cloud)
+    main.add_command(device)
 
 
 @main.command()

@@ -1,0 +1,1 @@
+"""Device tooling: build the clock's filesystem image, provision it, flash it, deploy to it."""
