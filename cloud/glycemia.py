@@ -159,3 +159,129 @@ def dawn_phenomenon(night_readings, wake_ms: int, pre_wake_min: int = 30) -> dic
     rebound = bool(hypo_events(pts, 1))
     return {"nadir": nadir, "nadir_ms": nadir_t, "pre_wake_mean": statistics.fmean(pre),
             "rise": rise, "rebound": rebound, "flag": rise >= DAWN_FLAG_MGDL and not rebound}
+
+
+# -- glycemic variability and the ambulatory glucose profile (issue 7) -------------------------
+
+MAGE_GAP_MIN = 60  # a gap longer than this ends a run of readings for MAGE's turning points
+
+
+def _turning_points(values: list[float]) -> list[float]:
+    """Local peaks and nadirs of a series (flat stretches collapsed), ends included."""
+    pts: list[float] = []
+    for g in values:
+        if pts and g == pts[-1]:
+            continue
+        if len(pts) >= 2 and (pts[-1] - pts[-2]) * (g - pts[-1]) > 0:
+            pts[-1] = g  # still rising (or falling): the extreme moves on
+        else:
+            pts.append(g)
+    return pts
+
+
+def mage(readings) -> float | None:
+    """Mean amplitude of glycemic excursions (Service 1970): excursions between turning points
+    larger than one SD of all readings, averaged in the direction of the first such excursion.
+
+    Turning points are peaks and nadirs; the smallest swing between neighbours is removed
+    (both of its points, or the end point) until every swing exceeds one SD. Runs of readings
+    are split at gaps over MAGE_GAP_MIN minutes. None without at least two readings.
+    """
+    pts = glucose(readings)
+    if len(pts) < 2:
+        return None
+    sd = statistics.stdev([g for _, g in pts])
+    if sd == 0:
+        return 0.0
+    runs, run, last_t = [], [], None
+    for t, g in pts:
+        if last_t is not None and t - last_t > MAGE_GAP_MIN * MINUTE_MS:
+            runs.append(run)
+            run = []
+        run.append(g)
+        last_t = t
+    runs.append(run)
+    ups: list[float] = []
+    downs: list[float] = []
+    first_dir = 0
+    for values in runs:
+        tp = _turning_points(values)
+        while len(tp) >= 2:
+            swings = [abs(tp[i + 1] - tp[i]) for i in range(len(tp) - 1)]
+            i = min(range(len(swings)), key=swings.__getitem__)
+            if swings[i] > sd:
+                break
+            if i == 0:
+                del tp[0]
+            elif i == len(tp) - 2:
+                del tp[-1]
+            else:
+                del tp[i:i + 2]
+            tp = _turning_points(tp)
+        for a, b in zip(tp, tp[1:], strict=False):
+            if abs(b - a) <= sd:
+                continue
+            if first_dir == 0:
+                first_dir = 1 if b > a else -1
+            (ups if b > a else downs).append(abs(b - a))
+    if first_dir == 0:
+        return 0.0
+    chosen = ups if first_dir > 0 else downs
+    return statistics.fmean(chosen)
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """The p-th percentile (0-100) with linear interpolation between closest ranks (as
+    numpy's default), of values sorted ascending."""
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    k = (len(sorted_values) - 1) * p / 100.0
+    lo = int(math.floor(k))
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+AGP_PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def agp(readings, tz, bin_min: int = 15, smooth: int = 1) -> list[dict]:
+    """Ambulatory glucose profile: readings of all days pooled by local time of day (tz, a
+    zoneinfo.ZoneInfo) into bins of bin_min minutes, and the 5/25/50/75/95th percentiles of
+    each bin. With smooth=k, each bin's percentiles use the readings of the k bins either
+    side as well (circularly), as AGP software smooths the modal day. Bins without readings
+    come back with n = 0 and None percentiles (never filled in)."""
+    from datetime import datetime
+
+    nbins = 1440 // bin_min
+    pools: list[list[float]] = [[] for _ in range(nbins)]
+    for t, g in glucose(readings):
+        local = datetime.fromtimestamp(t / 1000, tz)
+        pools[(local.hour * 60 + local.minute) // bin_min].append(g)
+    out = []
+    for i in range(nbins):
+        own = len(pools[i])
+        vals = sorted(v for j in range(i - smooth, i + smooth + 1) for v in pools[j % nbins])
+        row = {"minute": i * bin_min, "n": own}
+        for p in AGP_PERCENTILES:
+            row[f"p{p}"] = percentile(vals, p) if own and vals else None
+        out.append(row)
+    return out
+
+
+def daily(readings, tz) -> dict[str, list[tuple[int, float]]]:
+    """Readings grouped by local calendar day (YYYY-MM-DD in tz), oldest first."""
+    from datetime import datetime
+
+    days: dict[str, list[tuple[int, float]]] = {}
+    for t, g in glucose(readings):
+        days.setdefault(datetime.fromtimestamp(t / 1000, tz).strftime("%Y-%m-%d"), []).append(
+            (t, g))
+    return days
+
+
+def time_in(readings, lo: float, hi: float) -> float | None:
+    """Share of readings (%) with lo <= glucose <= hi (a preset's own range, e.g. pregnancy)."""
+    values = [g for _, g in glucose(readings)]
+    if not values:
+        return None
+    return 100.0 * sum(1 for g in values if lo <= g <= hi) / len(values)

@@ -585,7 +585,7 @@ class TenantStore:
         with self.db.transaction():
             for table in ("epoch_rows", "entries", "treatments", "devicestatus", "profiles",
                           "nights", "alerts", "alert_settings", "memberships", "api_secrets",
-                          "devices"):
+                          "devices", "fused_nights", "patient_settings"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n

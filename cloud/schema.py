@@ -202,6 +202,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             PRIMARY KEY (device, stream, first_seq)
         )""",
     ]),
+    (6, "report settings and the fused-night cache", [
+        """CREATE TABLE patient_settings (
+            tenant_id TEXT PRIMARY KEY REFERENCES tenants (id),
+            tz TEXT NOT NULL DEFAULT 'UTC',
+            targets TEXT NOT NULL DEFAULT 'standard',
+            report_days INTEGER NOT NULL DEFAULT 14,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE user_settings (
+            user_id {BIGINT} PRIMARY KEY REFERENCES users (id),
+            units TEXT NOT NULL DEFAULT 'mg/dL',
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE fused_nights (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            night TEXT NOT NULL,
+            stamp TEXT NOT NULL,
+            doc TEXT NOT NULL,
+            computed_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant_id, night)
+        )""",
+    ]),
 ]
 
 

@@ -26,7 +26,7 @@ def _rec(seq, epoch, n=1, boot=1, dev=DEV):
 def test_repo__migrations_are_idempotent(cloud_db_url):
     a = Store.open(cloud_db_url)
     b = Store.open(cloud_db_url)  # a second process starting on the same database
-    assert a.version == b.version == 5
+    assert a.version == b.version == 6
     a.close()
     b.close()
 

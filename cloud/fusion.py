@@ -1,0 +1,505 @@
+"""Fusion: one night of every modality on the 30-second epoch grid, and what it shows.
+
+A night is the local date of its evening and runs from local noon to the next local noon in
+the patient's time zone (as shared.epoch.night_of does for UTC offsets). Its recording is the
+span of epochs holding wearable, audio or classifier rows; room sensors and the CGM run all
+day and do not make a recording. Sleep staging comes from the classifier outputs (stream 5,
+`inference`) where they exist; a night without any falls back to what the raw features
+allow (wearable movement for sleep/wake, audio pauses of >= 10 s as apnea candidates, the
+audio snore ratio, the wearable's desaturation counts) and says so in each metric's
+`source`. Missing epochs are never filled in: each modality's coverage is reported, and an
+epoch without a stage counts in time in bed as unscored, never as sleep.
+
+Definitions: shared/CLINICAL.md (AASM sleep metrics, AHI severity, ODI at 3 % and 4 %,
+consensus glucose metrics via cloud.glycemia).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import struct
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from nightlink.cloud import glycemia as G
+from nightlink.cloud.repo import TenantStore
+from nightlink.edge.night_summary import APNEA_SILENCE_S, SNORE_RATIO
+from nightlink.shared import features as F
+from nightlink.shared.epoch import EPOCH_S
+
+FUSION_VERSION = 1  # bump when a definition changes: cached nights are then recomputed
+EPOCH_MIN = EPOCH_S / 60.0
+WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
+STAGE_NAMES = ("wake", "light", "deep", "rem")
+SLEEP_STREAMS = (F.INFER, F.WEARABLE, F.AUDIO)  # rows of these make a recording
+ALL_STREAMS = (F.ROOM, F.WEARABLE, F.AUDIO, F.CGM, F.INFER)
+CGM_INTERVAL_MIN = 5.0
+HR_BEFORE_MIN = 30  # baseline for a low's heart-rate response
+AROUSAL_MARGIN_MIN = 10  # an arousal this close to a low counts as around it
+DESAT_WINDOW_MIN = 15  # glucose readings this close to a desaturation count as around it
+
+
+def severity(ahi: float | None) -> str | None:
+    """AASM AHI severity: < 5 normal, 5-15 mild, 15-30 moderate, >= 30 severe."""
+    if ahi is None:
+        return None
+    if ahi < 5:
+        return "normal"
+    if ahi < 15:
+        return "mild"
+    if ahi < 30:
+        return "moderate"
+    return "severe"
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+_DECODE = {
+    s[F.S_ID]: [(f[F.F_NAME], F.MISSING[f[F.F_TYPE]], f[F.F_SCALE], f[F.F_OFFSET])
+                for f in s[F.S_FEATURES]]
+    for s in F.STREAMS
+}
+_FORMATS: dict[tuple[int, int], struct.Struct] = {}
+
+
+def _decode(stream: int, nfeat: int, data: bytes) -> dict:
+    key = (stream, nfeat)
+    fmt = _FORMATS.get(key)
+    if fmt is None:
+        fmt = _FORMATS[key] = struct.Struct(F.row_format(stream, nfeat))
+    raw = fmt.unpack(data)
+    out = {}
+    for (name, missing, scale, offset), r in zip(_DECODE[stream], raw, strict=False):
+        if r != missing:
+            out[name] = r * scale + offset
+    return out
+
+
+def load_stream(data: TenantStore, stream: int, start_epoch: int, end_epoch: int) -> dict:
+    """Epoch index -> {feature: value} for one stream; features a device did not measure are
+    absent. Where several devices sent the same epoch, the first (by device id) wins per
+    feature and the others only add what it lacked."""
+    out: dict[int, dict] = {}
+    sql = ("SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND stream = ? "
+           "AND epoch >= ? AND epoch < ? ORDER BY epoch, device, boot, seq")
+    for r in data.db.query(sql, (data.tenant_id, stream, start_epoch, end_epoch)):
+        vals = _decode(stream, r["nfeat"], bytes(r["row_data"]))
+        have = out.get(r["epoch"])
+        if have is None:
+            out[r["epoch"]] = vals
+        else:
+            for k, v in vals.items():
+                have.setdefault(k, v)
+    return out
+
+
+def load_glucose(data: TenantStore, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+    """(t_ms, sgv) of the tenant's sgv entries in [start, end), oldest first, sensor error
+    codes included (glycemia leaves them out of every metric)."""
+    rows = data.db.query(
+        "SELECT date, sgv FROM entries WHERE tenant_id = ? AND type = 'sgv' AND date >= ? "
+        "AND date < ? AND sgv IS NOT NULL ORDER BY date", (data.tenant_id, start_ms, end_ms))
+    return [(int(r["date"]), int(r["sgv"])) for r in rows]
+
+
+# -- the night window -------------------------------------------------------------------------
+
+
+def night_window(night: str, tz: ZoneInfo) -> tuple[int, int]:
+    """[first, end) epoch indexes of a night: local noon of its evening to the next local
+    noon (23, 24 or 25 hours across a daylight-saving change)."""
+    d = date.fromisoformat(night)
+    start = datetime.combine(d, time(12), tz).timestamp()
+    end = datetime.combine(d + timedelta(days=1), time(12), tz).timestamp()
+    return int(start // EPOCH_S), int(end // EPOCH_S)
+
+
+def night_of(unix_s: float, tz: ZoneInfo) -> str:
+    """The night (local date of its evening) a moment belongs to."""
+    local = datetime.fromtimestamp(unix_s, tz) - timedelta(hours=12)
+    return local.strftime("%Y-%m-%d")
+
+
+def stamp(data: TenantStore, night: str, tz: ZoneInfo) -> str:
+    """What the night's fusion depends on: rows and readings in its window (how many, when
+    the last arrived), the time zone and the fusion version. Late data changes it."""
+    a, b = night_window(night, tz)
+    parts = [f"v{FUSION_VERSION}", tz.key]
+    for s in ALL_STREAMS:
+        r = data.db.one("SELECT count(*) AS n, max(received_at) AS t FROM epoch_rows "
+                        "WHERE tenant_id = ? AND stream = ? AND epoch >= ? AND epoch < ?",
+                        (data.tenant_id, s, a, b))
+        parts.append(f"{r['n']}@{r['t'] or 0:.6f}")
+    r = data.db.one("SELECT count(*) AS n, max(created_at) AS t FROM entries WHERE tenant_id = ? "
+                    "AND type = 'sgv' AND date >= ? AND date < ?",
+                    (data.tenant_id, a * EPOCH_S * 1000, b * EPOCH_S * 1000))
+    parts.append(f"{r['n']}@{r['t'] or 0:.6f}")
+    return "|".join(parts)
+
+
+# -- fusion -----------------------------------------------------------------------------------
+
+
+@dataclass
+class NightData:
+    night: str
+    tz: ZoneInfo
+    first: int
+    end: int
+    streams: dict[int, dict] = field(default_factory=dict)
+    readings: list[tuple[int, int]] = field(default_factory=list)
+
+
+def load_night(data: TenantStore, night: str, tz: ZoneInfo) -> NightData:
+    a, b = night_window(night, tz)
+    nd = NightData(night, tz, a, b)
+    for s in ALL_STREAMS:
+        nd.streams[s] = load_stream(data, s, a, b)
+    nd.readings = load_glucose(data, a * EPOCH_S * 1000, b * EPOCH_S * 1000)
+    return nd
+
+
+def _r(x, nd=1):
+    return None if x is None else round(float(x), nd)
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _range(xs, nd=1):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    return {"min": _r(xs[0], nd), "median": _r(G.percentile(xs, 50), nd), "max": _r(xs[-1], nd)}
+
+
+def _runs(flags: list[bool]) -> int:
+    """Number of runs of consecutive True values (one desaturation spans several epochs)."""
+    n, prev = 0, False
+    for f in flags:
+        if f and not prev:
+            n += 1
+        prev = f
+    return n
+
+
+def stages(nd: NightData, span: tuple[int, int] | None) -> tuple[dict[int, int], str | None]:
+    """Stage per epoch of the recording (epochs without one are left out) and its source:
+    "classifier" (stream 5), "actigraphy" (wearable movement; wake/sleep only) or None."""
+    if span is None:
+        return {}, None
+    a, b = span
+    infer = nd.streams[F.INFER]
+    if any(a <= e < b for e in infer):
+        return {e: int(v["sleep_stage"]) for e, v in infer.items()
+                if a <= e < b and "sleep_stage" in v}, "classifier"
+    wear = nd.streams[F.WEARABLE]
+    out = {}
+    for e, v in wear.items():
+        if a <= e < b and "movement" in v:
+            # Movement in the epoch or either neighbour: awake (a plain actigraphy rule;
+            # it cannot tell light from deep or REM, so no stage shares are given).
+            moved = any(wear.get(x, {}).get("movement", 0) >= 1 for x in (e - 1, e, e + 1))
+            out[e] = WAKE if moved else LIGHT
+    return out, ("actigraphy" if out else None)
+
+
+def fuse(nd: NightData) -> dict:
+    """Every per-night metric and cross-modal finding of a loaded night (no timeline)."""
+    rec = sorted(e for s in SLEEP_STREAMS for e in nd.streams[s])
+    span = (rec[0], rec[-1] + 1) if rec else None
+    st, stage_source = stages(nd, span)
+    doc: dict = {"night": nd.night, "tz": nd.tz.key, "first_epoch": nd.first, "end_epoch": nd.end,
+                 "fusion_version": FUSION_VERSION}
+    doc["recording"] = ({"start_epoch": span[0], "end_epoch": span[1],
+                         "start_ms": span[0] * EPOCH_S * 1000, "end_ms": span[1] * EPOCH_S * 1000}
+                        if span else None)
+    doc["sleep"] = sleep_metrics(st, span, stage_source)
+    doc["coverage"] = coverage(nd, span)
+    sleep_span = _sleep_span(doc["sleep"], nd)
+    doc["breathing"] = breathing(nd, st, span, stage_source)
+    doc["glucose"] = nocturnal_glucose(nd, sleep_span)
+    doc["room"] = room(nd, span)
+    doc["findings"] = findings(nd, st, doc, sleep_span)
+    doc["has_data"] = bool(span or nd.readings)
+    return doc
+
+
+def sleep_metrics(st: dict[int, int], span, source) -> dict:
+    out = {"source": source, "tib_min": None, "tst_min": None, "se_pct": None, "sol_min": None,
+           "waso_min": None, "rem_latency_min": None, "stage_pct": None, "unscored_min": None,
+           "onset_ms": None, "final_wake_ms": None}
+    if span is None:
+        return out
+    a, b = span
+    tib = (b - a) * EPOCH_MIN
+    out["tib_min"] = tib
+    out["unscored_min"] = (b - a - len(st)) * EPOCH_MIN
+    sleep_epochs = sorted(e for e, s in st.items() if s != WAKE)
+    if not sleep_epochs:
+        out.update(tst_min=0.0, se_pct=0.0)
+        return out
+    onset, last = sleep_epochs[0], sleep_epochs[-1]
+    tst = len(sleep_epochs) * EPOCH_MIN
+    waso = sum(1 for e, s in st.items() if onset <= e <= last and s == WAKE) * EPOCH_MIN
+    out.update(tst_min=tst, se_pct=100.0 * tst / tib, sol_min=(onset - a) * EPOCH_MIN,
+               waso_min=waso, onset_ms=onset * EPOCH_S * 1000,
+               final_wake_ms=(last + 1) * EPOCH_S * 1000)
+    if source == "classifier":
+        counts = [0, 0, 0, 0]
+        for e in sleep_epochs:
+            counts[st[e]] += 1
+        out["stage_pct"] = {STAGE_NAMES[i]: 100.0 * counts[i] / len(sleep_epochs)
+                            for i in (LIGHT, DEEP, REM)}
+        rem = [e for e in sleep_epochs if st[e] == REM]
+        out["rem_latency_min"] = (rem[0] - onset) * EPOCH_MIN if rem else None
+    return out
+
+
+def _sleep_span(sleep: dict, nd: NightData) -> tuple[int, int, str]:
+    """(start_ms, end_ms, what) of the nocturnal glucose period: sleep onset to final wake
+    when sleep was detected, else the consensus night 00:00-06:00 local."""
+    if sleep.get("onset_ms") is not None:
+        return sleep["onset_ms"], sleep["final_wake_ms"], "sleep"
+    d = date.fromisoformat(nd.night) + timedelta(days=1)
+    a = datetime.combine(d, time(0), nd.tz).timestamp()
+    b = datetime.combine(d, time(6), nd.tz).timestamp()
+    return int(a * 1000), int(b * 1000), "00:00-06:00"
+
+
+def coverage(nd: NightData, span) -> dict:
+    """Per modality, the share of the recording's epochs (or of the whole window without a
+    recording) that hold a row, and the CGM readings against one per 5 minutes."""
+    a, b = span if span else (nd.first, nd.end)
+    n = max(1, b - a)
+    out = {}
+    for s in ALL_STREAMS:
+        name = F.stream(s)[F.S_NAME]
+        out[name] = sum(1 for e in nd.streams[s] if a <= e < b) / n
+    lo, hi = a * EPOCH_S * 1000, b * EPOCH_S * 1000
+    got = [g for t, g in nd.readings if lo <= t < hi]
+    expected = max(1, int(n * EPOCH_MIN / CGM_INTERVAL_MIN))
+    out["glucose_readings"] = min(1.0, len(G.glucose([(0, g) for g in got])) / expected)
+    out["sensor_errors"] = sum(1 for g in got if g < 39)
+    return out
+
+
+def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
+    out = {"source": None, "snore_pct": None, "snore_source": None, "apnea_events": None,
+           "ahi": None, "ahi_severity": None, "ahi_source": None, "odi3": None, "odi4": None,
+           "odi_source": None, "hours": None}
+    if span is None:
+        return out
+    a, b = span
+    sleep = sorted(e for e, s in st.items() if s != WAKE)
+    basis = "sleep" if sleep else "recording"
+    epochs = sleep if sleep else list(range(a, b))
+    hours = len(epochs) * EPOCH_S / 3600.0
+    out["hours"], out["basis"] = hours, basis
+    if hours <= 0:
+        return out
+    infer, audio, wear = nd.streams[F.INFER], nd.streams[F.AUDIO], nd.streams[F.WEARABLE]
+    if stage_source == "classifier":
+        rows = [infer[e] for e in epochs if e in infer]
+        scored_h = len(rows) * EPOCH_S / 3600.0
+        out["source"] = "classifier"
+        if rows and scored_h > 0:
+            out["snore_pct"] = 100.0 * sum(1 for r in rows if r.get("snore", 0) >= 1) / len(rows)
+            out["snore_source"] = "classifier"
+            events = sum(int(r.get("apnea_events", 0)) for r in rows)
+            out["apnea_events"] = events
+            out["ahi"] = events / scored_h
+            out["ahi_source"] = "classifier"
+            d3 = [infer.get(e, {}).get("desat3", 0) >= 1 for e in epochs]
+            d4 = [infer.get(e, {}).get("desat4", 0) >= 1 for e in epochs]
+            out["odi3"], out["odi4"] = _runs(d3) / scored_h, _runs(d4) / scored_h
+            out["odi_source"] = "classifier"
+        out["ahi_severity"] = severity(out["ahi"])
+        return out
+    out["source"] = "raw features"
+    arows = [audio[e] for e in epochs if e in audio]
+    if arows:
+        ah = len(arows) * EPOCH_S / 3600.0
+        out["snore_pct"] = 100.0 * sum(1 for r in arows if r.get("snore_ratio", 0) > SNORE_RATIO
+                                       ) / len(arows)
+        out["snore_source"] = f"audio snore ratio > {SNORE_RATIO}"
+        pauses = [audio.get(e, {}).get("silence_max_s", 0) >= APNEA_SILENCE_S for e in epochs]
+        events = _runs(pauses)
+        out["apnea_events"] = events
+        out["ahi"] = events / ah
+        out["ahi_source"] = f"audio pauses >= {APNEA_SILENCE_S:g} s (apnea candidates)"
+    wrows = [wear[e] for e in epochs if e in wear and "desat3_count" in wear[e]]
+    if wrows:
+        wh = len(wrows) * EPOCH_S / 3600.0
+        out["odi3"] = sum(r["desat3_count"] for r in wrows) / wh
+        out["odi4"] = sum(r.get("desat4_count", 0) for r in wrows) / wh
+        out["odi_source"] = "wearable desaturation counts"
+    out["ahi_severity"] = severity(out["ahi"])
+    return out
+
+
+def nocturnal_glucose(nd: NightData, sleep_span) -> dict:
+    lo, hi, what = sleep_span
+    rd = [(t, g) for t, g in nd.readings if lo <= t < hi]
+    out: dict = {"period": what, "start_ms": lo, "end_ms": hi, "n": 0, "summary": None,
+                 "bands": None, "lows": [], "dawn": None}
+    s = G.summary(rd)
+    if s is None:
+        return out
+    out["n"] = s["n"]
+    out["summary"] = {k: s[k] for k in ("mean", "sd", "cv_pct")}
+    out["bands"] = G.bands(rd)
+    lows = []
+    for level in (1, 2):
+        for e in G.hypo_events(rd, level):
+            lows.append({"level": level, "start_ms": e.start_ms, "end_ms": e.end_ms,
+                         "minutes": e.minutes, "nadir": e.nadir, "ongoing": e.ongoing,
+                         "extended": e.extended})
+    out["lows"] = sorted(lows, key=lambda x: (x["start_ms"], x["level"]))
+    if what == "sleep":
+        night_rd = [(t, g) for t, g in nd.readings if t <= hi]
+        out["dawn"] = G.dawn_phenomenon(night_rd, hi)
+    return out
+
+
+def room(nd: NightData, span) -> dict:
+    a, b = span if span else (nd.first, nd.end)
+    rows = [v for e, v in nd.streams[F.ROOM].items() if a <= e < b]
+    return {"temp_c": _range([r.get("temp_c") for r in rows]),
+            "co2_ppm": _range([r.get("co2_ppm") for r in rows], 0),
+            "light_lux": _range([r.get("light_lux") for r in rows], 0),
+            "noise_dba": _range([r.get("noise_dba") for r in rows]),
+            "humidity_pct": _range([r.get("humidity_pct") for r in rows])}
+
+
+def _epoch_of(t_ms: int) -> int:
+    return int(t_ms // (EPOCH_S * 1000))
+
+
+def findings(nd: NightData, st: dict[int, int], doc: dict, sleep_span) -> dict:
+    """Cross-modal findings of one night: each low with the sleep stage, heart-rate response
+    and any arousal around it; glucose by sleep stage; glucose around desaturations."""
+    wear, infer = nd.streams[F.WEARABLE], nd.streams[F.INFER]
+    lows = []
+    for low in doc["glucose"]["lows"]:
+        a, b = _epoch_of(low["start_ms"]), _epoch_of(low["end_ms"]) + 1
+        during = [st[e] for e in range(a, b) if e in st]
+        stage_min = {STAGE_NAMES[i]: during.count(i) * EPOCH_MIN for i in range(4)
+                     if during.count(i)}
+        base = [wear[e].get("hr_mean_bpm") for e in range(a - HR_BEFORE_MIN * 2, a) if e in wear]
+        dur = [wear[e].get("hr_mean_bpm") for e in range(a, b) if e in wear]
+        hr_before, hr_during = _mean(base), _mean(dur)
+        m = AROUSAL_MARGIN_MIN * 2
+        arousal = [e for e in range(a - m, b + m)
+                   if (e in st and st[e] == WAKE and (e - 1) in st and st[e - 1] != WAKE)
+                   or wear.get(e, {}).get("movement", 0) >= 1]
+        lows.append({**low, "stage_at_start": STAGE_NAMES[st[a]] if a in st else None,
+                     "stage_min": stage_min,
+                     "hr_before": _r(hr_before), "hr_during": _r(hr_during),
+                     "hr_response": _r(hr_during - hr_before)
+                     if hr_before is not None and hr_during is not None else None,
+                     "arousal": bool(arousal),
+                     "arousal_ms": arousal[0] * EPOCH_S * 1000 if arousal else None})
+    lo, hi, _what = sleep_span
+    rd = [(t, g) for t, g in G.glucose(nd.readings) if lo <= t < hi]
+    by_stage: dict[str, list[float]] = {}
+    for t, g in rd:
+        s = st.get(_epoch_of(t))
+        if s is not None:
+            by_stage.setdefault(STAGE_NAMES[s], []).append(g)
+    stage_glucose = {k: {"n": len(v), "mean": _r(statistics.fmean(v)),
+                         "sd": _r(statistics.stdev(v)) if len(v) > 1 else None}
+                     for k, v in by_stage.items()}
+    desat = sorted(e for e, v in infer.items() if v.get("desat3", 0) >= 1)
+    desat_source = "classifier"
+    if not desat:
+        desat = sorted(e for e, v in wear.items() if v.get("desat3_count", 0) >= 1)
+        desat_source = "wearable desaturation counts" if desat else None
+    near, far = [], []
+    w = DESAT_WINDOW_MIN * 2
+    import bisect
+    for t, g in rd:
+        e = _epoch_of(t)
+        i = bisect.bisect_left(desat, e - w)
+        (near if i < len(desat) and desat[i] <= e + w else far).append(g)
+    around = {"source": desat_source, "window_min": DESAT_WINDOW_MIN,
+              "near": {"n": len(near), "mean": _r(_mean(near))},
+              "away": {"n": len(far), "mean": _r(_mean(far))}}
+    return {"lows": lows, "glucose_by_stage": stage_glucose, "around_desaturations": around}
+
+
+def timeline(nd: NightData, doc: dict, margin_min: int = 30) -> list[dict]:
+    """Per epoch of the recording (with a margin), every modality side by side; None where
+    a modality has no row. Glucose is the reading that falls in the epoch, if any."""
+    if doc.get("recording"):
+        a = doc["recording"]["start_epoch"] - margin_min * 2
+        b = doc["recording"]["end_epoch"] + margin_min * 2
+    else:
+        a, b = nd.first, nd.end
+    a, b = max(a, nd.first), min(b, nd.end)
+    rec = doc.get("recording")
+    st, _source = stages(nd, (rec["start_epoch"], rec["end_epoch"]) if rec else None)
+    gl = {}
+    for t, g in nd.readings:
+        gl[_epoch_of(t)] = g
+    s = nd.streams
+    out = []
+    for e in range(a, b):
+        i, w, au, r = (s[F.INFER].get(e, {}), s[F.WEARABLE].get(e, {}), s[F.AUDIO].get(e, {}),
+                       s[F.ROOM].get(e, {}))
+        g = gl.get(e)
+        if i:
+            apnea, desat, snore = i.get("apnea_events"), i.get("desat3"), i.get("snore")
+        else:
+            sil = au.get("silence_max_s")
+            apnea = None if sil is None else int(sil >= APNEA_SILENCE_S)
+            d = w.get("desat3_count")
+            desat = None if d is None else int(d >= 1)
+            sr = au.get("snore_ratio")
+            snore = None if sr is None else int(sr > SNORE_RATIO)
+        out.append({"epoch": e, "t_ms": e * EPOCH_S * 1000, "stage": st.get(e),
+                    "glucose": g if g is not None and g >= 39 else None,
+                    "sensor_error": g if g is not None and g < 39 else None,
+                    "forecast30": i.get("forecast30_mgdl"), "low_risk": i.get("low_risk"),
+                    "spo2": w.get("spo2_mean_pct"), "spo2_min": w.get("spo2_min_pct"),
+                    "hr": w.get("hr_mean_bpm"), "movement": w.get("movement"),
+                    "apnea": apnea, "desat": desat, "snore": snore,
+                    "temp_c": r.get("temp_c"), "co2_ppm": r.get("co2_ppm"),
+                    "noise_dba": r.get("noise_dba"), "light_lux": r.get("light_lux")})
+    return out
+
+
+# -- associations across nights ---------------------------------------------------------------
+
+MIN_NIGHTS = 5  # fewer nights than this: "not enough nights"
+
+
+def pearson(xs: list[float], ys: list[float]) -> dict:
+    """Pearson r with a 95 % confidence interval (Fisher z), and n; r is None with fewer than
+    MIN_NIGHTS pairs or without variation."""
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+    n = len(pairs)
+    out = {"n": n, "r": None, "ci": None, "slope": None, "enough": n >= MIN_NIGHTS}
+    if n < MIN_NIGHTS:
+        return out
+    mx = statistics.fmean(p[0] for p in pairs)
+    my = statistics.fmean(p[1] for p in pairs)
+    sxx = sum((x - mx) ** 2 for x, _ in pairs)
+    syy = sum((y - my) ** 2 for _, y in pairs)
+    sxy = sum((x - mx) * (y - my) for x, y in pairs)
+    if sxx == 0 or syy == 0:
+        out["enough"] = False
+        return out
+    r = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    out["r"] = r
+    out["slope"] = sxy / sxx
+    if abs(r) < 1 and n > 3:
+        z, se = math.atanh(r), 1.0 / math.sqrt(n - 3)
+        out["ci"] = [math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se)]
+    else:
+        out["ci"] = [r, r]
+    return out

@@ -1,0 +1,130 @@
+"""Per-patient report settings (time zone, targets preset, report length), per-user glucose
+units, and the fused-night cache that is recomputed when late data arrives (migration 6)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from nightlink.cloud import fusion
+from nightlink.cloud.repo import Store, TenantStore
+from nightlink.shared import units
+
+# Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
+# 2019): share of readings (%) per band, "<" a ceiling and ">" a floor. in_range, low_total
+# (below the range) and high_total (above it) use the preset's range; very_low is < 54 and
+# very_high > 250 mg/dL. Pregnancy (type 1) uses its own range 63-140 mg/dL.
+PRESETS = {
+    "standard": {
+        "label": "Most adults with type 1 or type 2 diabetes",
+        "range": (70, 180),
+        "targets": {"in_range": (">", 70), "low_total": ("<", 4), "very_low": ("<", 1),
+                    "high_total": ("<", 25), "very_high": ("<", 5)},
+    },
+    "older": {
+        "label": "Older or high-risk adults",
+        "range": (70, 180),
+        "targets": {"in_range": (">", 50), "low_total": ("<", 1), "very_high": ("<", 10)},
+    },
+    "pregnancy": {
+        "label": "Pregnancy (type 1 diabetes), range 63-140 mg/dL",
+        "range": (63, 140),
+        "targets": {"in_range": (">", 70), "low_total": ("<", 4), "very_low": ("<", 1),
+                    "high_total": ("<", 25)},
+    },
+}
+UNITS = (units.MGDL, units.MMOLL)
+MAX_REPORT_DAYS = 90
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message is the sentence to show."""
+
+
+@dataclass(frozen=True)
+class PatientSettings:
+    tz: ZoneInfo
+    targets: str
+    report_days: int
+
+    @property
+    def preset(self) -> dict:
+        return PRESETS[self.targets]
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name!r} is not a time zone; use an IANA name such as "
+                            "Europe/Berlin.") from None
+
+
+def patient_settings(data: TenantStore) -> PatientSettings:
+    row = data.db.one("SELECT tz, targets, report_days FROM patient_settings WHERE tenant_id = ?",
+                      (data.tenant_id,))
+    if row is None:
+        return PatientSettings(ZoneInfo("UTC"), "standard", 14)
+    return PatientSettings(zone(row["tz"]), row["targets"], int(row["report_days"]))
+
+
+def set_patient_settings(data: TenantStore, *, tz: str | None = None,
+                         targets: str | None = None, report_days: int | None = None) -> None:
+    cur = patient_settings(data)
+    new_tz = zone(tz).key if tz else cur.tz.key
+    new_targets = targets or cur.targets
+    if new_targets not in PRESETS:
+        raise SettingsError(f"targets must be one of {', '.join(PRESETS)}, not {new_targets!r}.")
+    days = cur.report_days if report_days is None else int(report_days)
+    if not 1 <= days <= MAX_REPORT_DAYS:
+        raise SettingsError(f"report_days must lie between 1 and {MAX_REPORT_DAYS}, not {days}.")
+    data.db.execute(
+        "INSERT INTO patient_settings (tenant_id, tz, targets, report_days, updated_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET tz = excluded.tz, "
+        "targets = excluded.targets, report_days = excluded.report_days, "
+        "updated_at = excluded.updated_at",
+        (data.tenant_id, new_tz, new_targets, days, time.time()))
+
+
+def user_units(store: Store, user_id: int | None) -> str:
+    if user_id is None:
+        return units.MGDL
+    row = store.db.one("SELECT units FROM user_settings WHERE user_id = ?", (user_id,))
+    return row["units"] if row else units.MGDL
+
+
+def set_user_units(store: Store, user_id: int, unit: str) -> None:
+    if unit not in UNITS:
+        raise SettingsError(f"units must be {units.MGDL} or {units.MMOLL}, not {unit!r}.")
+    store.db.execute(
+        "INSERT INTO user_settings (user_id, units, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (user_id) DO UPDATE SET units = excluded.units, "
+        "updated_at = excluded.updated_at", (user_id, unit, time.time()))
+
+
+# -- the fused-night cache ----------------------------------------------------------------
+
+
+def fused_night(data: TenantStore, night: str, tz: ZoneInfo) -> dict:
+    """The night's fusion, from the cache while nothing it depends on changed; recomputed
+    (and the cache replaced) when rows or readings arrived late, or the time zone changed."""
+    st = fusion.stamp(data, night, tz)
+    row = data.db.one("SELECT stamp, doc FROM fused_nights WHERE tenant_id = ? AND night = ?",
+                      (data.tenant_id, night))
+    if row is not None and row["stamp"] == st:
+        return json.loads(row["doc"])
+    doc = fusion.fuse(fusion.load_night(data, night, tz))
+    data.db.execute(
+        "INSERT INTO fused_nights (tenant_id, night, stamp, doc, computed_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, night) DO UPDATE SET "
+        "stamp = excluded.stamp, doc = excluded.doc, computed_at = excluded.computed_at",
+        (data.tenant_id, night, st, json.dumps(doc, separators=(",", ":")), time.time()))
+    return doc
+
+
+def cache_info(data: TenantStore, night: str) -> dict | None:
+    """When the cached fusion of a night was computed (tests and the night page)."""
+    return data.db.one("SELECT stamp, computed_at FROM fused_nights WHERE tenant_id = ? "
+                       "AND night = ?", (data.tenant_id, night))

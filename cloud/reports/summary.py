@@ -1,0 +1,219 @@
+"""The multi-day report (14 days by default) per the International Consensus on Time in Range:
+data sufficiency, mean, GMI, CV, the five bands against the patient's targets, GRI, LBGI/HBGI,
+MAGE, hypoglycemia events, the AGP modal day and daily profiles, plus each night's fused
+sleep, breathing, nocturnal glucose and room metrics and the associations across nights."""
+
+from __future__ import annotations
+
+import statistics
+from datetime import date, datetime, time, timedelta
+
+from nightlink.cloud import fusion
+from nightlink.cloud import glycemia as G
+from nightlink.cloud.repo import TenantStore
+from nightlink.cloud.reports.settings import PatientSettings, fused_night
+from nightlink.shared import units
+
+MS_DAY = 86_400_000
+MORNING_MIN = 60  # next-morning glucose: mean of the readings in the hour after final wake
+
+TARGET_LABELS = {"in_range": "Time in range", "low_total": "Time below range",
+                 "very_low": "Time < 54 mg/dL", "high_total": "Time above range",
+                 "very_high": "Time > 250 mg/dL"}
+
+# (key, label, unit, how to read it from a night row)
+PREDICTORS = (
+    ("ahi", "AHI", "events/h"),
+    ("odi4", "ODI 4 %", "events/h"),
+    ("tst_h", "Total sleep time", "h"),
+    ("se_pct", "Sleep efficiency", "%"),
+    ("waso_min", "WASO", "min"),
+    ("temp_c", "Bedroom temperature (median)", "degC"),
+    ("co2_max", "Bedroom CO2 (max)", "ppm"),
+)
+OUTCOMES = (
+    ("noct_mean", "Overnight mean glucose", "mg/dL"),
+    ("noct_sd", "Overnight glucose SD", "mg/dL"),
+    ("morning", "Next-morning glucose", "mg/dL"),
+)
+
+
+def latest_day(data: TenantStore, ps: PatientSettings) -> str:
+    """The local date of the newest reading (or of now without any)."""
+    t = data.db.scalar("SELECT max(date) AS t FROM entries WHERE tenant_id = ? AND type = 'sgv'",
+                       (data.tenant_id,))
+    when = datetime.fromtimestamp(t / 1000, ps.tz) if t else datetime.now(ps.tz)
+    return when.strftime("%Y-%m-%d")
+
+
+def period(end_day: str, days: int, tz) -> tuple[int, int, list[str]]:
+    """[start_ms, end_ms) of `days` local calendar days ending with end_day, and the days."""
+    last = date.fromisoformat(end_day)
+    first = last - timedelta(days=days - 1)
+    start = datetime.combine(first, time(0), tz).timestamp()
+    end = datetime.combine(last + timedelta(days=1), time(0), tz).timestamp()
+    return int(start * 1000), int(end * 1000), [
+        (first + timedelta(days=i)).isoformat() for i in range(days)]
+
+
+def targets_check(bands: dict, preset: dict, readings) -> list[dict]:
+    lo, hi = preset["range"]
+    values = [g for _, g in G.glucose(readings)]
+    n = len(values)
+    shares = {
+        "in_range": 100.0 * sum(1 for g in values if lo <= g <= hi) / n,
+        "low_total": 100.0 * sum(1 for g in values if g < lo) / n,
+        "very_low": bands["very_low"],
+        "high_total": 100.0 * sum(1 for g in values if g > hi) / n,
+        "very_high": bands["very_high"],
+    }
+    out = []
+    for key, (op, target) in preset["targets"].items():
+        v = shares[key]
+        out.append({"key": key, "label": TARGET_LABELS[key], "value": v, "op": op,
+                    "target": target, "met": v > target if op == ">" else v < target})
+    return out
+
+
+def night_row(doc: dict) -> dict:
+    """The night's figures for the trend table, the CSV export and the associations."""
+    s, b, g, r = doc["sleep"], doc["breathing"], doc["glucose"], doc["room"]
+    summ = g.get("summary") or {}
+    return {
+        "night": doc["night"], "has_data": doc["has_data"],
+        "sleep_source": s["source"], "breathing_source": b.get("source"),
+        "tib_min": s["tib_min"], "tst_min": s["tst_min"],
+        "tst_h": s["tst_min"] / 60 if s["tst_min"] is not None else None,
+        "se_pct": s["se_pct"], "sol_min": s["sol_min"], "waso_min": s["waso_min"],
+        "rem_latency_min": s["rem_latency_min"],
+        "light_pct": (s["stage_pct"] or {}).get("light"),
+        "deep_pct": (s["stage_pct"] or {}).get("deep"),
+        "rem_pct": (s["stage_pct"] or {}).get("rem"),
+        "snore_pct": b["snore_pct"], "ahi": b["ahi"], "ahi_severity": b["ahi_severity"],
+        "ahi_source": b["ahi_source"], "odi3": b["odi3"], "odi4": b["odi4"],
+        "noct_period": g["period"], "noct_n": g["n"], "noct_mean": summ.get("mean"),
+        "noct_sd": summ.get("sd"), "noct_cv": summ.get("cv_pct"),
+        "noct_tir": (g.get("bands") or {}).get("in_range"),
+        "noct_tbr": ((g.get("bands") or {}).get("low", 0) + (g.get("bands") or {}).get(
+            "very_low", 0)) if g.get("bands") else None,
+        "lows_l1": sum(1 for x in g["lows"] if x["level"] == 1),
+        "lows_l2": sum(1 for x in g["lows"] if x["level"] == 2),
+        "dawn_rise": (g.get("dawn") or {}).get("rise"),
+        "dawn_flag": (g.get("dawn") or {}).get("flag"),
+        "temp_c": (r.get("temp_c") or {}).get("median"),
+        "co2_max": (r.get("co2_ppm") or {}).get("max"),
+        "noise_max": (r.get("noise_dba") or {}).get("max"),
+        "cov_wearable": doc["coverage"]["wearable"], "cov_audio": doc["coverage"]["audio"],
+        "cov_inference": doc["coverage"]["inference"],
+        "cov_glucose": doc["coverage"]["glucose_readings"],
+        "morning": doc.get("morning_glucose"),
+    }
+
+
+def _morning(readings, doc: dict) -> float | None:
+    wake = doc["sleep"].get("final_wake_ms")
+    if wake is None:
+        return None
+    vals = [g for t, g in G.glucose(readings) if wake <= t < wake + MORNING_MIN * 60_000]
+    return statistics.fmean(vals) if vals else None
+
+
+def associations(rows: list[dict]) -> list[dict]:
+    out = []
+    for pk, plabel, punit in PREDICTORS:
+        for ok, olabel, ounit in OUTCOMES:
+            res = fusion.pearson([r[pk] for r in rows], [r[ok] for r in rows])
+            out.append({"predictor": pk, "predictor_label": plabel, "predictor_unit": punit,
+                        "outcome": ok, "outcome_label": olabel, "outcome_unit": ounit, **res})
+    return out
+
+
+def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = None,
+                 days: int | None = None) -> dict:
+    days = days or ps.report_days
+    end_day = end_day or latest_day(data, ps)
+    start_ms, end_ms, day_list = period(end_day, days, ps.tz)
+    readings = fusion.load_glucose(data, start_ms, end_ms)
+    glucose = G.glucose(readings)
+    rep: dict = {"tenant": data.tenant_id, "tz": ps.tz.key, "targets_preset": ps.targets,
+                 "targets_label": ps.preset["label"], "range": list(ps.preset["range"]),
+                 "start_day": day_list[0], "end_day": day_list[-1], "days": days,
+                 "start_ms": start_ms, "end_ms": end_ms, "n_readings": len(glucose),
+                 "sensor_errors": len(readings) - len(glucose)}
+    rep["sufficiency"] = G.sufficiency(readings, start_ms, end_ms)
+    rep["sufficiency"]["days_with_data"] = len(G.daily(readings, ps.tz))
+    s = G.summary(readings)
+    rep["summary"] = s
+    if s is not None:
+        b = G.bands(readings)
+        rep["bands"] = b
+        rep["targets"] = targets_check(b, ps.preset, readings)
+        rep["gri"], rep["gri_zone"] = G.gri(b)
+        rep["lbgi"], rep["hbgi"] = G.risk_indices(readings)
+        rep["mage"] = G.mage(readings)
+        rep["gmi_ok"] = True
+    else:
+        rep.update(bands=None, targets=[], gri=None, gri_zone=None, lbgi=None, hbgi=None,
+                   mage=None)
+    events = [*G.hypo_events(readings, 1), *G.hypo_events(readings, 2)]
+    weeks = days / 7.0
+    rep["hypo"] = {
+        "level1": sum(1 for e in events if e.level == 1),
+        "level2": sum(1 for e in events if e.level == 2),
+        "extended": sum(1 for e in events if e.extended),
+        "per_week": sum(1 for e in events if e.level == 1) / weeks,
+        "events": [{"level": e.level, "start_ms": e.start_ms, "end_ms": e.end_ms,
+                    "minutes": e.minutes, "nadir": e.nadir, "extended": e.extended,
+                    "ongoing": e.ongoing} for e in sorted(events, key=lambda e: e.start_ms)],
+    }
+    rep["agp"] = G.agp(readings, ps.tz)
+    by_day = G.daily(readings, ps.tz)
+    rep["daily"] = [{"day": d, "readings": [[t, g] for t, g in by_day.get(d, [])]}
+                    for d in day_list]
+    nights = []
+    for d in day_list:  # each night whose morning falls in the period
+        night = (date.fromisoformat(d) - timedelta(days=1)).isoformat()
+        doc = fused_night(data, night, ps.tz)
+        if not doc["has_data"]:
+            continue
+        nights.append((doc, night_row(doc)))
+    night_readings = fusion.load_glucose(data, start_ms - MS_DAY, end_ms + MS_DAY // 2)
+    for doc, row in nights:
+        row["morning"] = _morning(night_readings, doc)
+    rep["nights"] = [row for _, row in nights]
+    rep["night_lows"] = [{"night": doc["night"], **low} for doc, _ in nights
+                         for low in doc["findings"]["lows"]]
+    rep["associations"] = associations(rep["nights"])
+    rep["flags"] = flags(rep)
+    return rep
+
+
+def flags(rep: dict) -> list[dict]:
+    """What a doctor's patient list shows next to the patient."""
+    out = []
+    for t in rep.get("targets") or []:
+        if t["key"] in ("low_total", "very_low") and not t["met"]:
+            out.append({"key": "tbr", "text": f"{t['label']} {t['value']:.1f} % "
+                        f"(target {t['op']} {t['target']:g} %)"})
+            break
+    ahi = [r["ahi"] for r in rep["nights"] if r["ahi"] is not None]
+    if ahi and max(ahi) >= 15:
+        out.append({"key": "ahi", "text": f"AHI >= 15 on {sum(1 for a in ahi if a >= 15)} of "
+                    f"{len(ahi)} nights (max {max(ahi):.1f}/h)"})
+    low_nights = sum(1 for r in rep["nights"] if r["lows_l1"] or r["lows_l2"])
+    if low_nights:
+        out.append({"key": "lows", "text": f"Nocturnal lows on {low_nights} night"
+                    f"{'s' if low_nights != 1 else ''}"})
+    suf = rep["sufficiency"]
+    if not suf["sufficient"]:
+        out.append({"key": "data", "text": f"Low data sufficiency ({suf['days']:.0f} days, "
+                    f"{100 * suf['share']:.0f} % of readings; consensus: 14 days, >= 70 %)"})
+    return out
+
+
+def fmt_glucose(mgdl, unit: str, nd_mmol: int = 1) -> str:
+    if mgdl is None:
+        return "–"
+    if unit == units.MMOLL:
+        return f"{units.to_mmoll(mgdl):.{nd_mmol}f}"
+    return f"{mgdl:.0f}"

@@ -1,0 +1,183 @@
+"""Fusion of one night on the epoch grid, against figures worked out by hand."""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nightlink.cloud import fusion
+from nightlink.cloud.repo import Store
+from nightlink.cloud.reports import settings as RS
+from nightlink.shared import features as F
+from nightlink.tools.bench_report import put_epochs, put_glucose
+
+UTC_Z = ZoneInfo("UTC")
+NIGHT = "2026-01-15"
+E0 = int(datetime(2026, 1, 15, 23, 0, tzinfo=UTC).timestamp()) // 30
+# 16 epochs (8 minutes): 2 min awake, light, deep, 1 min awake, light, REM, light, awake.
+STAGES = [0, 0, 0, 0, 1, 1, 2, 2, 0, 0, 1, 3, 3, 1, 0, 0]
+
+
+def ms(epoch):
+    return epoch * 30_000
+
+
+@pytest.fixture
+def data(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'f.db'}")
+    store.create_tenant("p1", "Patient")
+    yield store.tenant("p1")
+    store.close()
+
+
+def classifier_night(data):
+    rows = {}
+    for i, s in enumerate(STAGES):
+        rows[E0 + i] = {"sleep_stage": s, "stage_conf": 0.9, "snore": int(i in (5, 6)),
+                        "apnea_events": int(i in (5, 11)), "desat3": int(i in (6, 7, 12)),
+                        "desat4": int(i == 12), "low_risk": 0.0, "forecast30_mgdl": 120}
+    put_epochs(data, F.INFER, rows)
+    put_glucose(data, [(ms(E0 + 4), 100), (ms(E0 + 6), 120), (ms(E0 + 10), 140),
+                       (ms(E0 + 12), 120), (ms(E0 + 15), 5)])  # 5: a sensor error code
+
+
+def test_fuse__sleep_metrics_by_hand(data):
+    classifier_night(data)
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    s = doc["sleep"]
+    assert s["source"] == "classifier"
+    assert (s["tib_min"], s["tst_min"], s["se_pct"], s["sol_min"], s["waso_min"]) == \
+        (8.0, 4.0, 50.0, 2.0, 1.0)
+    assert s["rem_latency_min"] == 3.5
+    assert s["stage_pct"] == {"light": 50.0, "deep": 25.0, "rem": 25.0}
+    assert s["unscored_min"] == 0
+    assert s["onset_ms"] == ms(E0 + 4) and s["final_wake_ms"] == ms(E0 + 14)
+
+
+def test_fuse__breathing_from_classifier(data):
+    classifier_night(data)
+    b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
+    # 8 sleep epochs = 1/15 h: 2 apneas -> AHI 30; desat3 runs {6,7} and {12} -> ODI3 30.
+    assert b["apnea_events"] == 2 and b["ahi"] == pytest.approx(30)
+    assert b["ahi_severity"] == "severe" and b["ahi_source"] == "classifier"
+    assert b["odi3"] == pytest.approx(30) and b["odi4"] == pytest.approx(15)
+    assert b["snore_pct"] == 25.0
+
+
+def test_fuse__nocturnal_glucose_and_by_stage(data):
+    classifier_night(data)
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    g = doc["glucose"]
+    assert g["period"] == "sleep" and g["n"] == 4
+    assert g["summary"]["mean"] == 120 and g["summary"]["sd"] == pytest.approx((800 / 3) ** 0.5)
+    assert g["bands"]["in_range"] == 100 and g["lows"] == []
+    by = doc["findings"]["glucose_by_stage"]
+    assert by["light"] == {"n": 2, "mean": 120.0, "sd": pytest.approx(28.3, abs=0.05)}
+    assert by["deep"]["n"] == 1 and by["rem"]["mean"] == 120.0
+    assert doc["findings"]["around_desaturations"]["near"]["n"] == 4
+    assert doc["coverage"]["inference"] == 1.0 and doc["coverage"]["wearable"] == 0.0
+    assert doc["coverage"]["sensor_errors"] == 1
+
+
+def test_fuse__fallback_without_classifier_is_labelled(data):
+    """No inference rows: wearable movement gives sleep/wake only, audio pauses give apnea
+    candidates, the wearable's counts give the ODI; every figure says where it came from."""
+    wear, aud = {}, {}
+    for i in range(20):
+        moved = int(i <= 3 or i == 19)
+        wear[E0 + i] = {"hr_mean_bpm": 60.0, "movement": moved, "desat3_count": int(i in (9, 15)),
+                        "desat4_count": 0, "spo2_mean_pct": 95.0}
+        aud[E0 + i] = {"silence_max_s": 12.0 if i in (8, 9, 14) else 2.0, "snore_ratio": 0.1}
+    put_epochs(data, F.WEARABLE, wear)
+    put_epochs(data, F.AUDIO, aud)
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    s, b = doc["sleep"], doc["breathing"]
+    # awake: 0-4 (4 borders a movement), 18-19; asleep: 5-17 = 13 epochs
+    assert s["source"] == "actigraphy" and s["stage_pct"] is None and s["rem_latency_min"] is None
+    assert (s["tib_min"], s["tst_min"], s["sol_min"], s["waso_min"]) == (10.0, 6.5, 2.5, 0.0)
+    assert b["source"] == "raw features" and "audio pauses" in b["ahi_source"]
+    assert b["apnea_events"] == 2 and b["ahi"] == pytest.approx(2 / (13 / 120))
+    assert b["ahi_severity"] == "moderate"
+    assert b["odi_source"] == "wearable desaturation counts"
+    assert b["odi3"] == pytest.approx(2 / (13 / 120))
+    assert doc["coverage"]["inference"] == 0.0 and doc["coverage"]["audio"] == 1.0
+    assert doc["glucose"]["period"] == "sleep" and doc["glucose"]["summary"] is None
+
+
+def test_fuse__no_sleep_data_uses_consensus_night_and_never_invents_sleep(data):
+    put_glucose(data, [(int(datetime(2026, 1, 16, h, 0, tzinfo=UTC).timestamp() * 1000), 100 + h)
+                       for h in range(0, 8)])
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    assert doc["recording"] is None and doc["sleep"]["tst_min"] is None
+    assert doc["breathing"]["ahi"] is None
+    assert doc["glucose"]["period"] == "00:00-06:00" and doc["glucose"]["n"] == 6
+    assert doc["has_data"]
+
+
+def test_fuse__low_with_stage_heart_rate_and_arousal(data):
+    n = 120  # one hour
+    rows, wear = {}, {}
+    for i in range(n):
+        s = 0 if i < 10 or i >= n - 4 else (2 if 30 <= i <= 70 else 1)
+        if i == 62:
+            s = 0  # an arousal during the low
+        rows[E0 + i] = {"sleep_stage": s}
+        wear[E0 + i] = {"hr_mean_bpm": 75.0 if 40 <= i <= 70 else 60.0, "movement": 0}
+    put_epochs(data, F.INFER, rows)
+    put_epochs(data, F.WEARABLE, wear)
+    # Readings every 5 min (10 epochs): 65 from epoch 40 to 70 (15 min), then 100 again.
+    put_glucose(data, [(ms(E0 + i), 65 if 40 <= i <= 70 else 100) for i in range(0, n, 10)])
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    (low,) = doc["glucose"]["lows"]
+    assert (low["level"], low["minutes"], low["nadir"]) == (1, 15.0, 65)
+    (f,) = doc["findings"]["lows"]
+    assert f["stage_at_start"] == "deep"
+    assert f["hr_before"] == 60.0 and f["hr_during"] == 75.0 and f["hr_response"] == 15.0
+    assert f["arousal"] and f["arousal_ms"] == ms(E0 + 62)
+
+
+def test_fused_night__cached_until_late_data_arrives(data):
+    classifier_night(data)
+    doc = RS.fused_night(data, NIGHT, UTC_Z)
+    first = RS.cache_info(data, NIGHT)
+    assert RS.fused_night(data, NIGHT, UTC_Z) == doc
+    assert RS.cache_info(data, NIGHT)["computed_at"] == first["computed_at"]
+    # A late row from a second device: an apnea in a sleep epoch.
+    put_epochs(data, F.INFER, {E0 + 7: {"sleep_stage": 2, "apnea_events": 1}},
+               device="0000000000aa")
+    assert RS.cache_info(data, NIGHT)["stamp"] != fusion.stamp(data, NIGHT, UTC_Z)
+    again = RS.fused_night(data, NIGHT, UTC_Z)
+    assert again["breathing"]["apnea_events"] == 3 and doc["breathing"]["apnea_events"] == 2
+    # A late glucose reading changes it too.
+    put_glucose(data, [(ms(E0 + 8), 160)])
+    assert RS.fused_night(data, NIGHT, UTC_Z)["glucose"]["n"] == 5
+
+
+def test_night_window__dst_changes(data):
+    berlin = ZoneInfo("Europe/Berlin")
+    a, b = fusion.night_window("2026-03-28", berlin)  # clocks go forward that night
+    assert (b - a) * 30 == 23 * 3600
+    a, b = fusion.night_window("2026-10-24", berlin)  # and back
+    assert (b - a) * 30 == 25 * 3600
+    a, _ = fusion.night_window("2026-01-15", berlin)
+    assert a * 30 == datetime(2026, 1, 15, 11, 0, tzinfo=UTC).timestamp()
+    assert fusion.night_of(datetime(2026, 3, 29, 3, 0, tzinfo=UTC).timestamp(), berlin) == \
+        "2026-03-28"
+
+
+@pytest.mark.parametrize(("ahi", "sev"), [(0, "normal"), (4.9, "normal"), (5, "mild"),
+                                          (14.9, "mild"), (15, "moderate"), (30, "severe"),
+                                          (None, None)])
+def test_severity__aasm_bands(ahi, sev):
+    assert fusion.severity(ahi) == sev
+
+
+def test_pearson__ci_and_not_enough_nights():
+    r = fusion.pearson([1, 2, 3, 4], [2, 4, 6, 8])
+    assert r["r"] is None and not r["enough"] and r["n"] == 4
+    r = fusion.pearson([1, 2, 3, 4, 5, None], [2, 4, 5, 4, 5, 9])
+    assert r["n"] == 5 and r["enough"]
+    # sxx = 10, syy = 6, sxy = 6 by hand: r = 6 / sqrt(60); slope = 6 / 10
+    assert r["r"] == pytest.approx(6 / 60 ** 0.5) and r["slope"] == pytest.approx(0.6)
+    lo, hi = r["ci"]
+    assert lo < r["r"] < hi and -1 < lo and hi < 1
