@@ -1,0 +1,170 @@
+"""`nightlink device provision`: register a clock with the cloud and bake its identity in.
+
+Signs in to the cloud API (`/api/nl/v1/auth/login`), registers a new device id
+(`POST /api/nl/v1/tenants/{tenant}/devices`), and writes the returned MQTT account into the
+clock's `/config.json` inside a freshly built filesystem image. The broker password exists
+only in that image: it is never printed, logged or written anywhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from nightlink.errors import NightlinkError
+from nightlink.tools.devicetool.build import BuildResult, build, validate_config
+
+_LOGGER = logging.getLogger(__name__)
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+API = "/api/nl/v1"
+
+
+@dataclass
+class Provisioned:
+    device_id: str
+    name: str
+    mqtt_username: str
+    mqtt_host: str
+    mqtt_port: int
+    result: BuildResult
+
+
+def parse_wifi(values: tuple[str, ...] | list[str]) -> list[dict]:
+    """'SSID:PASS' (split at the first colon; 'SSID' alone is an open network)."""
+    nets = []
+    for v in values:
+        ssid, _, password = v.partition(":")
+        if not ssid:
+            raise NightlinkError("A --wifi value needs the network name before the colon "
+                                 "(SSID:PASSWORD).")
+        nets.append({"ssid": ssid, "password": password})
+    return nets
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        detail = r.json().get("detail")
+    except ValueError:
+        detail = None
+    if isinstance(detail, list):  # FastAPI validation errors
+        detail = "; ".join(str(d.get("msg", d)) for d in detail)
+    return str(detail or r.reason_phrase or "no reason given").rstrip(".")
+
+
+class CloudClient:
+    """The two calls provisioning needs, with one-sentence errors."""
+
+    def __init__(self, url: str, timeout: float = 10.0):
+        if not url.startswith(("http://", "https://")):
+            raise NightlinkError(f"The cloud address {url!r} must start with http:// or https://.")
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.token: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _post(self, path: str, **kw) -> httpx.Response:
+        try:
+            return self.http.post(path, **kw)
+        except httpx.TimeoutException:
+            raise NightlinkError(f"The cloud at {self.url} did not answer in time.") from None
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise NightlinkError(f"Cannot reach the cloud at {self.url} ({reason}).") from None
+
+    def login(self, email: str, password: str) -> None:
+        r = self._post(f"{API}/auth/login", json={"email": email, "password": password})
+        if r.status_code == 401:
+            raise NightlinkError(f"The cloud refused the sign-in for {email}: wrong email or "
+                                 "password.")
+        if r.status_code == 429:
+            raise NightlinkError("The cloud refused the sign-in: too many attempts; wait a "
+                                 "minute and try again.")
+        if r.status_code == 404:
+            raise NightlinkError(f"{self.url} is not a Nightlink cloud (no sign-in endpoint).")
+        if r.status_code != 200:
+            raise NightlinkError(f"The cloud's sign-in failed (HTTP {r.status_code}: "
+                                 f"{_detail(r)}).")
+        self.token = r.json()["access_token"]
+
+    def add_device(self, tenant: str, device_id: str, label: str) -> dict:
+        r = self._post(f"{API}/tenants/{tenant}/devices",
+                       json={"device_id": device_id, "kind": "clock", "label": label},
+                       headers={"Authorization": f"Bearer {self.token}"})
+        if r.status_code in (403, 404):
+            raise NightlinkError(f"The cloud will not add a device to tenant {tenant!r} for "
+                                 f"this account ({_detail(r)}).")
+        if r.status_code != 201:
+            raise NightlinkError(f"The cloud refused the device (HTTP {r.status_code}: "
+                                 f"{_detail(r)}).")
+        return r.json()
+
+
+def clock_config(device: dict, tenant: str, name: str, wifi: list[dict],
+                 mqtt_host: str | None = None, mqtt_port: int | None = None,
+                 mqtt_tls: bool | None = None, units: str | None = None,
+                 tz: str | None = None) -> dict:
+    """The clock's /config.json (device/CONFIG.md) for a freshly provisioned device."""
+    port = mqtt_port or device["mqtt_port"]
+    cfg = {
+        "version": 1,
+        "device": {"id": device["device_id"], "name": name, "tenant": tenant},
+        "wifi": wifi,
+        "mqtt": {"host": mqtt_host or device["mqtt_host"], "port": port,
+                 "user": device["mqtt_username"], "password": device["mqtt_password"],
+                 "tls": bool(mqtt_tls) if mqtt_tls is not None else port == 8883},
+    }
+    if units:
+        cfg["units"] = units
+    if tz:
+        cfg["tz"] = tz
+    return cfg
+
+
+def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, email: str,
+              password: str, wifi: list[dict], target: str, flash_size: int | None = None,
+              firmware: Path | None = None, mqtt_host: str | None = None,
+              mqtt_port: int | None = None, mqtt_tls: bool | None = None,
+              units: str | None = None, tz: str | None = None) -> Provisioned:
+    """Register one clock and write its image to `out`; nothing secret leaves the image."""
+    if not _SLUG.match(tenant):
+        raise NightlinkError(f"The tenant {tenant!r} is not a tenant name (a-z, 0-9, _ and -).")
+    if not 1 <= len(name) <= 32:
+        raise NightlinkError("The clock's --name must be 1 to 32 characters.")
+    # Check everything but the credentials before the cloud mints an account.
+    stand_in = {"device_id": "0" * 12, "mqtt_host": mqtt_host or "localhost",
+                "mqtt_port": mqtt_port or 1883, "mqtt_username": tenant + "." + "0" * 12,
+                "mqtt_password": "-" * 24}
+    validate_config(clock_config(stand_in, tenant, name, wifi, mqtt_host, mqtt_port, mqtt_tls,
+                                 units, tz))
+    if firmware is not None:
+        from nightlink.tools.devicetool.firmware import read_firmware
+        from nightlink.tools.devicetool.targets import TARGETS
+
+        fw = read_firmware(firmware, expect=target)
+        fw.data_partition(flash_size or TARGETS[target].default_flash)
+    client = cloud if isinstance(cloud, CloudClient) else CloudClient(cloud)
+    try:
+        if client.token is None:
+            client.login(email, password)
+        device_id = secrets.token_hex(6)
+        device = client.add_device(tenant, device_id, name)
+    finally:
+        if client is not cloud:
+            client.close()
+    cfg = clock_config(device, tenant, name, wifi, mqtt_host, mqtt_port, mqtt_tls, units, tz)
+    _LOGGER.info("registered clock %s (%s) in tenant %s", device_id, name, tenant)
+    try:
+        result = build(out, target, flash_size=flash_size, firmware=firmware, config=cfg,
+                       device_id=device_id)
+    except NightlinkError as exc:
+        raise NightlinkError(f"{str(exc).rstrip('.')} (clock {device_id} is registered in the "
+                             "cloud without an image; revoke it there).") from None
+    return Provisioned(device_id, name, device["mqtt_username"], cfg["mqtt"]["host"],
+                       cfg["mqtt"]["port"], result)
