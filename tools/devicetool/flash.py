@@ -92,8 +92,9 @@ def make_plan(firmware: Path, build_dir: Path, flash_size: int | None = None,
     if size > part.size:
         raise NightlinkError(
             f"The filesystem image ({human(size)}) is larger than the data partition "
-            f"({human(part.size)} at {part.offset:#x}) on a {human(flash)} flash: build it "
-            f"for this flash with --flash-size {flash_size_name(flash)}.")
+            f"({human(part.size)} at {part.offset:#x}) of this firmware on a {human(flash)} "
+            f"flash: rebuild it with --firmware {fw.path.name} --flash-size "
+            f"{flash_size_name(flash)}.")
     if size != part.size or part.offset != build["fs_offset"]:
         raise NightlinkError(
             f"The filesystem image was built for a {human(build['fs_size'])} partition at "
