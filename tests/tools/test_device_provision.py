@@ -1,0 +1,194 @@
+"""`nightlink device provision` and `batch` against the real cloud app served by uvicorn on a
+free port: credentials end up only inside the image, and every failure is one sentence."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import uvicorn
+from click.testing import CliRunner
+
+from nightlink.cli import main
+from nightlink.cloud.app import create_app
+from nightlink.cloud.auth import hash_password
+from nightlink.cloud.broker_config import mosquitto_verify
+from nightlink.cloud.config import Settings
+from nightlink.device import config as device_config
+from nightlink.tools.devicetool.build import read_fs_image
+from nightlink.tools.services import free_port
+from tests.tools.device_firmware import make_firmware
+
+PASSWORD = "correct horse battery"
+WIFI = "home net:correct horse"
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    """The real cloud app on a real SQLite file, served over HTTP on a free port."""
+    db = tmp_path_factory.mktemp("cloud") / "cloud.db"
+    settings = Settings(env="test", database_url=f"sqlite:///{db}",
+                        jwt_secret="test-secret-" + "x" * 40, mqtt_host="broker.example.org",
+                        mqtt_port=8883, login_attempts_per_minute=1000)
+    app = create_app(settings)
+    store = app.state.store
+    store.create_tenant("fam-1", "Family one")
+    for email, role in (("pat@example.org", "patient"), ("care@example.org", "caregiver")):
+        user = store.create_user(email, hash_password(PASSWORD))
+        store.grant("fam-1", user["id"], role, by=None)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield f"http://127.0.0.1:{port}", store
+    server.should_exit = True
+    thread.join(10)
+    store.close()
+
+
+def run(*args, password=PASSWORD):
+    env = {"NIGHTLINK_EMAIL": "pat@example.org", "NIGHTLINK_PASSWORD": password}
+    return CliRunner().invoke(main, ["device", *args], env=env)
+
+
+def devices(store):
+    return store.tenant("fam-1").devices()
+
+
+def image_config(out, target="esp32"):
+    return json.loads(read_fs_image((out / f"fs-{target}.img").read_bytes())["config.json"])
+
+
+def test_provision__registers_and_writes_a_valid_config(cloud, tmp_path):
+    url, store = cloud
+    out = tmp_path / "clock"
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Nightstand", "--wifi",
+            WIFI, "--mqtt-host", "192.168.1.20", "--units", "mmol/L", "--target", "esp32c3",
+            "--out", str(out))
+    assert r.exit_code == 0, r.output
+    cfg = image_config(out, "esp32c3")
+    assert device_config.validate(cfg) == []
+    dev = cfg["device"]["id"]
+    assert r.output.startswith(f"device:     {dev} 'Nightstand' in fam-1, MQTT user "
+                               f"fam-1.{dev} at 192.168.1.20:8883")
+    assert cfg["device"] == {"id": dev, "name": "Nightstand", "tenant": "fam-1"}
+    assert cfg["wifi"] == [{"ssid": "home net", "password": "correct horse"}]
+    assert cfg["mqtt"]["host"] == "192.168.1.20" and cfg["mqtt"]["port"] == 8883
+    assert cfg["mqtt"]["tls"] is True and cfg["units"] == "mmol/L"
+    # The password in the image is the one the cloud minted (it keeps only the hash).
+    row = store.device(dev)
+    assert row["tenant_id"] == "fam-1"
+    assert row["kind"] == "clock" and row["label"] == "Nightstand"
+    assert cfg["mqtt"]["user"] == row["mqtt_username"]
+    assert mosquitto_verify(row["mqtt_password_hash"], cfg["mqtt"]["password"])
+
+
+def test_provision__credentials_only_inside_the_image(cloud, tmp_path):
+    """The whole command in a child process with verbose logging: the MQTT password (and the
+    account password) appear in no output and no file but the image."""
+    url, _ = cloud
+    out = tmp_path / "clock"
+    env = dict(os.environ, NIGHTLINK_EMAIL="pat@example.org", NIGHTLINK_PASSWORD=PASSWORD)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nightlink", "-v", "device", "provision", "--cloud", url,
+         "--tenant", "fam-1", "--name", "Kitchen", "--wifi", WIFI, "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "registered clock" in proc.stderr  # the log is on, and says what happened
+    secret = image_config(out)["mqtt"]["password"]
+    assert len(secret) >= 24
+    for text in (proc.stdout, proc.stderr):
+        assert secret not in text
+        assert PASSWORD not in text
+        assert "correct horse" not in text  # nor the Wi-Fi password
+    holders = [p.relative_to(out).as_posix() for p in out.rglob("*")
+               if p.is_file() and secret.encode() in p.read_bytes()]
+    assert holders == ["fs-esp32.img"]
+
+
+def test_provision__wrong_password_is_one_sentence(cloud, tmp_path):
+    url, store = cloud
+    before = len(devices(store))
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "X", "--wifi", WIFI,
+            "--out", str(tmp_path / "o"), password="not my password")
+    assert r.exit_code == 2
+    assert r.output == ("error: The cloud refused the sign-in for pat@example.org: wrong email "
+                        "or password.\n")
+    assert len(devices(store)) == before
+    assert not (tmp_path / "o").exists()
+
+
+def test_provision__cloud_down_is_one_sentence(tmp_path):
+    port = free_port()  # nothing listens there
+    r = run("provision", "--cloud", f"http://127.0.0.1:{port}", "--tenant", "fam-1", "--name",
+            "X", "--wifi", WIFI, "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2
+    assert r.output.startswith(f"error: Cannot reach the cloud at http://127.0.0.1:{port} (")
+    assert r.output.count("\n") == 1 and r.output.endswith(").\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_provision__read_only_member_cannot_add_a_clock(cloud, tmp_path):
+    url, _ = cloud
+    r = CliRunner().invoke(main, ["device", "provision", "--cloud", url, "--tenant", "fam-1",
+                                  "--name", "X", "--wifi", WIFI, "--out", str(tmp_path / "o")],
+                           env={"NIGHTLINK_EMAIL": "care@example.org",
+                                "NIGHTLINK_PASSWORD": PASSWORD})
+    assert r.exit_code == 2
+    assert r.output == ("error: The cloud will not add a device to tenant 'fam-1' for this "
+                        "account (A caregiver may read this tenant's data but not change it).\n")
+
+
+def test_provision__bad_config_is_refused_before_the_cloud_mints_an_account(cloud, tmp_path):
+    url, store = cloud
+    before = len(devices(store))
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "X", "--wifi",
+            "home:short", "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2
+    assert r.output.startswith("error: The clock configuration is not valid: ")
+    assert "wifi" in r.output and "short" not in r.output
+    assert len(devices(store)) == before
+
+
+def test_batch__three_clocks_new_identity_each_and_a_summary(cloud, tmp_path):
+    url, store = cloud
+    out = tmp_path / "clocks"
+    r = run("batch", "--cloud", url, "--tenant", "fam-1", "--count", "3", "--name-prefix",
+            "Ward", "--wifi", WIFI, "--out", str(out))
+    assert r.exit_code == 0, r.output
+    cfgs = [image_config(out / f"Ward-{i}") for i in (1, 2, 3)]
+    ids = [c["device"]["id"] for c in cfgs]
+    assert len(set(ids)) == 3
+    assert len({c["mqtt"]["password"] for c in cfgs}) == 3
+    for c in cfgs:
+        assert device_config.validate(c) == []
+        assert mosquitto_verify(store.device(c["device"]["id"])["mqtt_password_hash"],
+                                c["mqtt"]["password"])
+        assert c["mqtt"]["password"] not in r.output
+    table = r.output.splitlines()[-4:]
+    assert table[0].split() == ["#", "name", "device", "id", "mqtt", "user", "image", "status"]
+    for i, line in enumerate(table[1:], 1):
+        assert line.split()[:4] == [str(i), f"Ward-{i}", ids[i - 1], f"fam-1.{ids[i - 1]}"]
+        assert line.endswith("image ready")
+
+
+def test_batch__flash_failures_are_summarised_and_exit_non_zero(cloud, tmp_path):
+    url, _ = cloud
+    fw = make_firmware(tmp_path / "fw.bin", "esp32")
+    port = str(tmp_path / "ttyUSB7")
+    r = run("batch", "--cloud", url, "--tenant", "fam-1", "--count", "2", "--wifi", WIFI,
+            "--out", str(tmp_path / "clocks"), "--firmware", str(fw), "--port", port, "--yes")
+    assert r.exit_code == 2
+    lines = r.output.splitlines()
+    assert lines[-1] == ("error: 2 of 2 clocks were not flashed; flash each later with "
+                         "`nightlink device flash --build DIR`.")
+    assert sum("not flashed: There is no serial port" in line for line in lines[-4:-1]) == 2
+    assert (tmp_path / "clocks" / "Clock-2" / "fs-esp32.img").exists()
