@@ -1,0 +1,186 @@
+# The clock's alarm logic: which alarms are active, which one sounds and how loud, with snooze,
+# quiet hours (never muting urgent low or no data) and stale/no-data alarms that escalate.
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host port, tests)
+
+    def const(x):
+        return x
+
+
+try:
+    import alerts
+
+    import config
+except ImportError:  # CPython: the package layout
+    from nightlink.device import config
+    from nightlink.shared import alerts
+
+# Kinds in priority order (the first active one is shown and decides the sound).
+URGENT_LOW = "urgent_low"
+NO_DATA = "no_data"
+LOW = "low"
+PREDICTED_LOW = "predicted_low"
+STALE = "stale"
+HIGH = "high"
+RISING_FAST = "rising_fast"
+KINDS = (URGENT_LOW, NO_DATA, LOW, PREDICTED_LOW, STALE, HIGH, RISING_FAST)
+URGENT_KINDS = (URGENT_LOW, NO_DATA)
+LABELS = {URGENT_LOW: "URGENT LOW", NO_DATA: "NO DATA", LOW: "LOW",
+          PREDICTED_LOW: "LOW SOON", STALE: "STALE", HIGH: "HIGH", RISING_FAST: "RISING FAST"}
+
+# Sound patterns, quietest first (see annunciator.py for what each plays).
+SILENT = const(0)
+CHIRP = const(1)  # one short beep every 5 minutes
+WARN = const(2)  # three beeps every minute
+URGENT = const(3)  # beeps every 10 seconds
+SIREN = const(4)  # beeping without pause
+
+_MINUTE_MS = const(60000)
+
+
+class Alarms:
+    """Call `evaluate(readings, now_ms, local_min, risk)` once per pass; then read `active`
+    (kinds in priority order), `shown` (the kind on screen), `sounding` and `pattern`."""
+
+    def __init__(self, cfg, alarm_permille=None):
+        self.urgent_low = config.mgdl(cfg, "urgent_low")
+        self.low = config.mgdl(cfg, "low")
+        self.high = config.mgdl(cfg, "high")
+        self.rising = config.mgdl(cfg, "rising_fast")
+        self.stale_min = cfg["thresholds"]["stale_min"]
+        self.nodata_min = cfg["thresholds"]["nodata_min"]
+        self.quiet = config.quiet_minutes(cfg)
+        qh = cfg.get("quiet_hours")
+        self.mute = qh.get("mute", ()) if isinstance(qh, dict) else ()
+        self.snooze_ms = cfg["alarms"]["snooze_min"] * _MINUTE_MS
+        self.urgent_snooze_ms = cfg["alarms"]["urgent_snooze_min"] * _MINUTE_MS
+        self.alarm_permille = alarm_permille
+        self.active = []
+        self.values = {}  # kind -> value (mg/dL, minutes or permille)
+        self.escalation = 0  # 0 none, 1 stale, 2 no data, 3 no data for twice as long
+        self.snoozed = {}  # kind -> (until_ms, pattern when snoozed)
+        self.shown = None
+        self.sounding = None
+        self.pattern = SILENT
+        self.in_quiet = False
+
+    def in_quiet_hours(self, local_min):
+        if self.quiet is None:
+            return False
+        s, e = self.quiet
+        if s < e:
+            return s <= local_min < e
+        return local_min >= s or local_min < e  # wraps midnight
+
+    def _pattern(self, kind):
+        if kind == URGENT_LOW:
+            return SIREN
+        if kind == NO_DATA:
+            return SIREN if self.escalation >= 3 else URGENT
+        if kind in (LOW, PREDICTED_LOW):
+            return WARN
+        if kind == STALE:
+            return CHIRP
+        return WARN
+
+    def evaluate(self, readings, now_ms, local_min, risk=-1):
+        """readings: (t_ms, sgv) oldest first, sensor error codes included."""
+        active = []
+        values = self.values
+        for k in list(values):
+            del values[k]
+        self.escalation = 0
+        good = alerts.valid(readings)
+        if readings:
+            # sensor error codes are not data: age counts from the last real glucose value
+            age = (now_ms - (good[-1][0] if good else readings[0][0])) // _MINUTE_MS
+            if age >= 2 * self.nodata_min:
+                self.escalation = 3
+            elif age >= self.nodata_min:
+                self.escalation = 2
+            elif age >= self.stale_min:
+                self.escalation = 1
+            if self.escalation >= 2:
+                active.append(NO_DATA)
+                values[NO_DATA] = age
+            elif self.escalation == 1:
+                active.append(STALE)
+                values[STALE] = age
+        if self.escalation == 0 and good and readings[-1][1] >= 39:
+            r = alerts.urgent_low(good, now_ms, self.urgent_low)
+            if r is not None:
+                active.append(URGENT_LOW)
+                values[URGENT_LOW] = r[1]
+            r = alerts.low(good, now_ms, self.low)
+            if r is not None and URGENT_LOW not in values:
+                active.append(LOW)
+                values[LOW] = r[1]
+            if not active:
+                if self.alarm_permille is not None:
+                    if risk >= self.alarm_permille:
+                        active.append(PREDICTED_LOW)
+                        values[PREDICTED_LOW] = risk
+                else:  # no on-device model installed: the shared straight-line rule
+                    r = alerts.predicted_low(good, now_ms, self.low)
+                    if r is not None:
+                        active.append(PREDICTED_LOW)
+                        values[PREDICTED_LOW] = r[1]
+            r = alerts.high(good, now_ms, self.high)
+            if r is not None:
+                active.append(HIGH)
+                values[HIGH] = r[1]
+            r = alerts.rising_fast(good, now_ms, self.rising)
+            if r is not None:
+                active.append(RISING_FAST)
+                values[RISING_FAST] = r[1]
+        # priority order
+        self.active = [k for k in KINDS if k in values]
+        # a snooze ends when its alarm clears, expires, or the alarm gets louder
+        for k in list(self.snoozed):
+            until, pat = self.snoozed[k]
+            if k not in values or now_ms >= until or self._pattern(k) > pat:
+                del self.snoozed[k]
+        self.in_quiet = self.in_quiet_hours(local_min)
+        self.shown = self.active[0] if self.active else None
+        self.sounding = None
+        self.pattern = SILENT
+        for k in self.active:
+            if k in self.snoozed:
+                continue
+            if self.in_quiet and k in self.mute and k not in URGENT_KINDS:
+                continue
+            self.sounding = k
+            self.pattern = self._pattern(k)
+            break
+        return self.pattern
+
+    def snooze(self, now_ms):
+        """Button: silence what sounds now (urgent alarms for a shorter time). True if it did."""
+        k = self.sounding
+        if k is None:
+            return False
+        ms = self.urgent_snooze_ms if k in URGENT_KINDS else self.snooze_ms
+        self.snoozed[k] = (now_ms + ms, self.pattern)
+        self.sounding = None
+        self.pattern = SILENT
+        return True
+
+    def snooze_left_min(self, kind, now_ms):
+        s = self.snoozed.get(kind)
+        if s is None:
+            return 0
+        return (s[0] - now_ms + _MINUTE_MS - 1) // _MINUTE_MS
+
+    def label(self, kind):
+        """Screen text of an active alarm, e.g. "URGENT LOW 48" or "NO DATA 41 min"."""
+        v = self.values.get(kind)
+        s = LABELS[kind]
+        if kind in (NO_DATA, STALE):
+            return "%s %d min" % (s, v)
+        if kind == PREDICTED_LOW:
+            return s
+        if kind == RISING_FAST:
+            return "%s %+.1f/min" % (s, v)
+        return s

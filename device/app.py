@@ -1,0 +1,278 @@
+# The clock app: glucose from the edge (MQTT) or the cloud (Nightscout poll) in, alarms and
+# e-ink screens out. Pure state machine: the caller gives it the time and the hardware.
+
+import gc
+import json
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host port, tests)
+
+    def const(x):
+        return x
+
+
+import alarms
+import render
+import ssd1680
+import tzrule
+
+try:
+    import alerts
+    import codec
+    import units
+except ImportError:  # CPython: the package layout
+    from nightlink.shared import alerts, codec, units
+
+try:
+    import lowrisk  # the on-device predicted-low model (issue 6)
+except ImportError:
+    lowrisk = None
+
+_MAX_READINGS = const(36)  # 3 hours at 5-minute spacing
+_MINUTE_MS = const(60000)
+_SLOT_MS = const(300000)  # CGM readings every 5 minutes
+_OVERRIDE_MS = const(120000)  # a screen picked with the button stays this long
+_MORNING_END_MIN = const(11 * 60)
+
+
+class Hardware:
+    """What the app drives; every part may be None (tests, the emulator's headless mode)."""
+
+    def __init__(self, panel=None, annunciator=None):
+        self.panel = panel
+        self.annunciator = annunciator
+
+
+class Clock:
+    def __init__(self, cfg, errors=(), hw=None, usb=True):
+        self.cfg = cfg
+        self.errors = list(errors)
+        self.hw = hw or Hardware()
+        self.tz = tzrule.Tz(cfg["tz"])
+        self.model = lowrisk.LowRisk() if lowrisk is not None else None
+        self.history = [0] * (lowrisk.HISTORY if lowrisk is not None else 12)
+        self.alarms = alarms.Alarms(
+            cfg, lowrisk.ALARM_PERMILLE if lowrisk is not None else None)
+        self.readings = []  # (t_ms, sgv) oldest first, sensor error codes included
+        self.trend = 0
+        self.delta = None
+        self.source = ""
+        self.summary = None
+        self.risk = -1
+        self.link = {}  # status lines the main loop keeps current (wifi, broker, outbox ...)
+        self.battery_pct = -1
+        self.usb = usb
+        self.buf, self.fb = render.new_buffer()
+        self.view = render.View()
+        self.view.unit = cfg["units"]
+        pw = cfg["power"]
+        self.policy = ssd1680.RefreshPolicy(60000, pw["full_refresh_every"])
+        self.override = None  # (screen, until_ms) chosen with the button
+        self.frames = 0  # screens drawn (changed images)
+        self.refreshes = 0
+        self.last_message_ms = None
+
+    # -- glucose in ------------------------------------------------------------------------
+
+    def add_reading(self, t_ms, sgv, trend=None, delta=None):
+        """One CGM reading (Unix ms, mg/dL or error code < 39); older duplicates ignored."""
+        r = self.readings
+        if r and t_ms <= r[-1][0]:
+            for i in range(len(r)):  # backfill: insert in order unless already there
+                if r[i][0] == t_ms:
+                    return False
+                if r[i][0] > t_ms:
+                    r.insert(i, (t_ms, sgv))
+                    break
+            else:
+                r.append((t_ms, sgv))
+        else:
+            r.append((t_ms, sgv))
+            if trend is not None:
+                self.trend = trend
+            self.delta = delta
+        while len(r) > _MAX_READINGS:
+            r.pop(0)
+        return True
+
+    def on_glucose(self, body, source, now_ms):
+        """The edge's retained JSON (see edge/clock_feed.py): {"t": Unix s, "sgv", "trend",
+        "delta", "recent": [[t, sgv], ...]}. Returns False for a message it cannot use."""
+        try:
+            d = json.loads(body)
+            for pair in d.get("recent") or ():
+                self.add_reading(int(pair[0]) * 1000, int(pair[1]))
+            t = int(d["t"]) * 1000
+            delta = d.get("delta")
+            self.add_reading(t, int(d["sgv"]), int(d.get("trend", 0)),
+                             None if delta is None else int(delta))
+        except (ValueError, KeyError, TypeError, IndexError):
+            return False
+        self.source = source
+        self.last_message_ms = now_ms
+        return True
+
+    def on_summary(self, body):
+        try:
+            d = json.loads(body)
+        except ValueError:
+            return False
+        if not isinstance(d, dict):
+            return False
+        self.summary = d
+        return True
+
+    def on_entries(self, entries, now_ms):
+        """Nightscout /api/v1/entries(.json) items, newest first (the cloud fallback)."""
+        n = 0
+        for i in range(len(entries) - 1, -1, -1):
+            e = entries[i]
+            try:
+                if e.get("type", "sgv") != "sgv":
+                    continue
+                delta = e.get("delta")
+                if self.add_reading(int(e["date"]), int(e["sgv"]),
+                                    units.trend_of(e.get("direction", "")),
+                                    None if delta is None else int(round(delta))):
+                    n += 1
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+        if n:
+            self.source = "cloud"
+            self.last_message_ms = now_ms
+        return n
+
+    def on_message(self, topic, msg, now_ms):
+        """MQTT callback glue: the edge's clock feed topics (shared/topics.py)."""
+        if isinstance(topic, bytes):
+            topic = topic.decode()
+        if topic.endswith("/glucose"):
+            return self.on_glucose(msg, "LAN", now_ms)
+        if topic.endswith("/night"):
+            return self.on_summary(msg)
+        return False
+
+    # -- the predicted-low model -----------------------------------------------------------
+
+    def _fill_history(self, now_ms):
+        """Last HISTORY readings on the 5-minute grid ending now, oldest first, 0 = missing."""
+        h = self.history
+        n = len(h)
+        for i in range(n):
+            h[i] = 0
+        for t, sgv in self.readings:
+            k = (now_ms - t + _SLOT_MS // 2) // _SLOT_MS
+            if 0 <= k < n and sgv >= units.SGV_MIN_VALID:
+                h[n - 1 - k] = sgv
+        return h
+
+    # -- input -----------------------------------------------------------------------------
+
+    def button(self, now_ms):
+        """Snooze what sounds; otherwise show the next screen for two minutes."""
+        if self.alarms.snooze(now_ms):
+            self._sound(now_ms)
+            return "snooze"
+        cur = self.view.screen
+        nxt = {"night": "morning", "morning": "status", "status": "night"}[cur]
+        self.override = (nxt, now_ms + _OVERRIDE_MS)
+        return nxt
+
+    # -- the pass --------------------------------------------------------------------------
+
+    def local_min(self, now_ms):
+        h, m = self.tz.hm(now_ms // 1000)
+        return h * 60 + m
+
+    def step(self, now_ms):
+        """One pass: alarms, sound, view, and a panel refresh if the image changed."""
+        if self.model is not None:
+            self.risk = self.model.predict(self._fill_history(now_ms))
+        lm = self.local_min(now_ms)
+        self.alarms.evaluate(self.readings, now_ms, lm, self.risk)
+        self._sound(now_ms)
+        self._update_view(now_ms, lm)
+        self.render_now(now_ms)
+        gc.collect()
+
+    def _sound(self, now_ms):
+        a = self.hw.annunciator
+        if a is not None:
+            a.set(self.alarms.pattern, now_ms)
+
+    def _screen(self, now_ms, lm):
+        if self.override is not None:
+            if now_ms < self.override[1]:
+                return self.override[0]
+            self.override = None
+        if self.alarms.active:
+            return "night"
+        if self.errors:
+            return "status"
+        q = self.alarms.quiet
+        morning_start = q[1] if q is not None else 6 * 60 + 30
+        if self.summary and morning_start <= lm < _MORNING_END_MIN:
+            return "morning"
+        return "night"
+
+    def _update_view(self, now_ms, lm):
+        v = self.view
+        a = self.alarms
+        v.screen = self._screen(now_ms, lm)
+        v.now_hm = (lm // 60, lm % 60)
+        good = alerts.valid(self.readings)
+        last = self.readings[-1] if self.readings else None
+        if last is not None and last[1] < units.SGV_MIN_VALID:
+            v.sgv = last[1]  # a sensor error is shown as an error
+            v.last_hm = self.tz.hm(last[0] // 1000)
+        elif good:
+            v.sgv = good[-1][1]
+            v.last_hm = self.tz.hm(good[-1][0] // 1000)
+        else:
+            v.sgv = None
+            v.last_hm = None
+        if good:
+            v.age_min = (now_ms - good[-1][0]) // _MINUTE_MS
+        else:
+            v.age_min = 0
+        if a.escalation >= 2:
+            v.freshness = render.NODATA
+        elif a.escalation == 1:
+            v.freshness = render.STALE
+        else:
+            v.freshness = render.FRESH
+        v.trend = self.trend
+        v.delta = self.delta
+        v.risk = self.risk
+        v.quiet = a.in_quiet
+        v.source = self.source
+        v.battery_pct = self.battery_pct
+        k = a.shown
+        v.alarm = a.label(k) if k is not None else None
+        v.alarm_urgent = k in alarms.URGENT_KINDS
+        v.snoozed_min = a.snooze_left_min(k, now_ms) if k is not None else 0
+        if v.alarm is not None and k != a.sounding and v.snoozed_min == 0 and a.in_quiet:
+            v.alarm += "  (quiet)"
+        v.summary = self.summary
+        v.errors = self.errors
+        if v.screen == "status":
+            lines = [("Config", "%d error(s)" % len(self.errors) if self.errors else "ok")]
+            for key in ("Wi-Fi", "Broker", "Cloud", "Last sync", "Outbox"):
+                if key in self.link:
+                    lines.append((key, self.link[key]))
+            v.status = lines
+
+    def render_now(self, now_ms):
+        """Draw the view; hand the image to the panel when the refresh policy allows."""
+        render.draw(self.fb, self.buf, self.view)
+        crc = codec.crc32(self.buf)
+        kind = self.policy.decide(crc, now_ms)
+        if kind is None:
+            return False
+        self.frames += 1
+        p = self.hw.panel
+        if p is not None:
+            p.show(self.buf, kind == ssd1680.FULL)
+        self.refreshes += 1
+        return True
