@@ -68,6 +68,26 @@ def status_topic(tenant, device):
                             STATUS)
 
 
+# Glucose and last night's summary from the edge node to the desk clocks: LAN only (one level
+# deeper than data topics, so neither the bridge nor the ingest filters match), retained JSON.
+CLOCK_FEED = "clock"
+CLOCK_GLUCOSE = "glucose"
+CLOCK_NIGHT = "night"
+
+
+def clock_feed_topic(tenant, edge_device, kind):
+    """Topic an edge node publishes the clocks' glucose or night summary on."""
+    if kind not in (CLOCK_GLUCOSE, CLOCK_NIGHT):
+        raise TopicError("The clock feed kind must be %r or %r." % (CLOCK_GLUCOSE, CLOCK_NIGHT))
+    return "%s/%s/%s/%s/%s" % (PREFIX, check_name("tenant", tenant),
+                               check_name("device", edge_device), CLOCK_FEED, kind)
+
+
+def clock_feed_filter(tenant):
+    """What a clock subscribes to: every edge node of its tenant."""
+    return "%s/%s/+/%s/+" % (PREFIX, check_name("tenant", tenant), CLOCK_FEED)
+
+
 def device_prefix(tenant, device):
     """The prefix below which a device may publish (for broker ACLs)."""
     return "%s/%s/%s/" % (PREFIX, check_name("tenant", tenant), check_name("device", device))
