@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 STAMPS := $(VENV)/.stamps
 PYTEST_WORKERS ?= auto
 
-.PHONY: demo test lint test-python setup setup-dev node mosquitto clean
+.PHONY: demo test lint test-python setup setup-dev node mosquitto report-packages clean
 
-demo: setup
+demo: setup report-packages
 	$(VENV)/bin/nightlink demo
 
-test: setup-dev node mosquitto lint test-python
+test: setup-dev node mosquitto report-packages lint test-python
 
 lint: setup-dev
 	$(VENV)/bin/ruff check .
@@ -48,6 +48,19 @@ mosquitto:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 	else \
 		echo "Install the mosquitto broker (e.g. 'sudo apt-get install mosquitto') and run make test again."; \
+		exit 1; \
+	fi
+
+# Doctor reports: WeasyPrint needs Pango; the portal tests drive headless Chromium and turn
+# PDFs into PNGs with pdftoppm (poppler-utils).
+REPORT_DEBS := chromium poppler-utils libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+report-packages:
+	@command -v chromium >/dev/null 2>&1 && command -v pdftoppm >/dev/null 2>&1 && \
+	ldconfig -p | grep -q libpangoft2-1.0 || \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(REPORT_DEBS) >/dev/null; \
+	else \
+		echo "Install $(REPORT_DEBS) (e.g. with sudo apt-get install) and run make test again."; \
 		exit 1; \
 	fi
 

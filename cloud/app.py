@@ -31,6 +31,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         routes_nightscout,
         routes_nl,
         routes_ops,
+        routes_portal,
     )
 
     app = FastAPI(
@@ -50,10 +51,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.events = EventBus()
 
     # The Nightscout reads are what clocks and apps poll: matched first.
-    for module in (routes_nightscout, routes_auth, routes_admin, routes_nl, routes_ops, live):
+    for module in (routes_nightscout, routes_auth, routes_admin, routes_nl, routes_ops, live,
+                   routes_portal):
         _docstring_summaries(module.router)
         app.include_router(module.router)
     live.install(app)  # the alert worker runs with the app's lifespan
+    routes_portal.install(app)  # portal pages send browsers without a session to sign in
 
     app.add_middleware(RequestContext, domain=settings.tenant_domain.lower().strip("."))
 

@@ -1,0 +1,173 @@
+"""HTML (Jinja2), PDF (WeasyPrint), CSV and JSON of the reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from nightlink.cloud import fusion
+from nightlink.cloud.reports import charts
+from nightlink.cloud.reports.settings import PRESETS, UNITS
+from nightlink.shared import units
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _num(fmt):
+    def f(v):
+        return "–" if v is None else fmt % v
+    return f
+
+
+@lru_cache(maxsize=8)
+def _env(unit: str, tz_name: str) -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
+                      autoescape=select_autoescape(["html"]), trim_blocks=False)
+    tz = ZoneInfo(tz_name)
+
+    def g(v):  # a glucose value in the reader's unit
+        if v is None:
+            return "–"
+        return f"{units.to_mmoll(v):.1f}" if unit == units.MMOLL else f"{v:.0f}"
+
+    def gd(v):  # a glucose difference or spread (no sensor-code handling)
+        if v is None:
+            return "–"
+        return f"{v / units.MGDL_PER_MMOLL:.1f}" if unit == units.MMOLL else f"{v:.0f}"
+
+    def hm(v):
+        if v is None:
+            return "–"
+        return f"{int(v // 60)} h {int(round(v % 60)):02d} min"
+
+    def rng(r):
+        if not r:
+            return "–"
+        return f"{r['min']:g} – {r['median']:g} – {r['max']:g}"
+
+    env.filters.update(
+        g=g, gd=gd, hm=hm, rng=rng, pct=_num("%.1f %%"), f0=_num("%.0f"), f1=_num("%.1f"),
+        cov=lambda v: "–" if v is None else f"{100 * v:.0f} %",
+        dt=lambda ms: datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M"),
+        tm=lambda ms: datetime.fromtimestamp(ms / 1000, tz).strftime("%H:%M"),
+    )
+    return env
+
+
+def _footer(text: str) -> str:
+    """Footer text for a CSS string in the page style (no quotes, escapes or markup)."""
+    return "".join(c for c in text if c not in "\"'\\<>&\n")
+
+
+def _sources(rep: dict) -> list[str]:
+    out = set()
+    for n in rep["nights"]:
+        if n["sleep_source"]:
+            out.add(f"sleep from {n['sleep_source']}")
+        if n["ahi_source"]:
+            out.add(f"AHI from {n['ahi_source']}")
+    return sorted(out) or ["no sleep or breathing data"]
+
+
+def report_html(rep: dict, *, tenant_name: str, unit: str, pdf: bool = False,
+                user: dict | None = None, can_edit: bool = False) -> str:
+    tz = ZoneInfo(rep["tz"])
+    env = _env(unit, rep["tz"])
+    dailies = [{"day": d["day"], "svg": charts.daily(d["readings"], tz, d["day"], unit)}
+               for d in rep["daily"]]
+    return env.get_template("report.html").render(
+        rep=rep, name=tenant_name, unit=unit, pdf=pdf, user=user, tenant=rep["tenant"],
+        agp_svg=charts.agp(rep["agp"], unit), tir_svg=charts.tir_bar(rep.get("bands")),
+        dailies=dailies, sources=_sources(rep), can_edit=can_edit, presets=list(PRESETS),
+        assoc_enough=any(a["r"] is not None for a in rep["associations"]),
+        min_nights=fusion.MIN_NIGHTS,
+        footer=_footer(f"{tenant_name} · {rep['start_day']} to {rep['end_day']} · Nightlink"))
+
+
+def night_html(doc: dict, tl: list[dict], *, tenant: str, tenant_name: str, unit: str,
+               pdf: bool = False, user: dict | None = None) -> str:
+    tz = ZoneInfo(doc["tz"])
+    env = _env(unit, doc["tz"])
+    svg = charts.night_timeline(tl, doc["findings"]["lows"], tz, unit, compact=pdf)
+    return env.get_template("night.html").render(
+        doc=doc, name=tenant_name, unit=unit, pdf=pdf, user=user, tenant=tenant,
+        timeline_svg=svg, page_size="A4 landscape",
+        footer=_footer(f"{tenant_name} · night of {doc['night']} · Nightlink"))
+
+
+def page_html(name: str, **context) -> str:
+    return _env(context.get("unit", units.MGDL), "UTC").get_template(name).render(
+        units_choices=UNITS, **context)
+
+
+def to_pdf(html: str) -> tuple[bytes, int]:
+    """The PDF of a page and its number of pages."""
+    from weasyprint import HTML
+
+    doc = HTML(string=html, base_url=str(TEMPLATES)).render()
+    return doc.write_pdf(), len(doc.pages)
+
+
+def report_pdf(rep: dict, *, tenant_name: str, unit: str) -> tuple[bytes, int]:
+    return to_pdf(report_html(rep, tenant_name=tenant_name, unit=unit, pdf=True))
+
+
+def night_pdf(doc: dict, tl: list[dict], *, tenant: str, tenant_name: str,
+              unit: str) -> tuple[bytes, int]:
+    return to_pdf(night_html(doc, tl, tenant=tenant, tenant_name=tenant_name, unit=unit,
+                             pdf=True))
+
+
+# -- CSV and JSON -----------------------------------------------------------------------------
+
+NIGHT_COLUMNS = ("night", "sleep_source", "tib_min", "tst_min", "se_pct", "sol_min", "waso_min",
+                 "rem_latency_min", "light_pct", "deep_pct", "rem_pct", "breathing_source",
+                 "ahi_source", "ahi", "ahi_severity", "odi3", "odi4", "snore_pct",
+                 "noct_period", "noct_n", "noct_mean", "noct_sd", "noct_cv", "noct_tir",
+                 "noct_tbr", "lows_l1", "lows_l2", "dawn_rise", "dawn_flag", "morning",
+                 "temp_c", "co2_max", "noise_max", "cov_wearable", "cov_audio", "cov_inference",
+                 "cov_glucose")
+TIMELINE_COLUMNS = ("epoch", "time", "stage", "glucose", "sensor_error", "forecast30",
+                    "low_risk", "spo2", "spo2_min", "hr", "movement", "apnea", "desat", "snore",
+                    "temp_c", "co2_ppm", "noise_dba", "light_lux")
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return v
+
+
+def report_csv(rep: dict) -> str:
+    """One row per night of the report (mg/dL; empty where not measured)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(NIGHT_COLUMNS)
+    for n in rep["nights"]:
+        w.writerow([_cell(n.get(k)) for k in NIGHT_COLUMNS])
+    return buf.getvalue()
+
+
+def night_csv(tl: list[dict]) -> str:
+    """One row per epoch of the night's fused timeline (UTC times, mg/dL)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(TIMELINE_COLUMNS)
+    for p in tl:
+        row = dict(p, time=datetime.fromtimestamp(p["t_ms"] / 1000, ZoneInfo("UTC")).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"))
+        w.writerow([_cell(row.get(k)) for k in TIMELINE_COLUMNS])
+    return buf.getvalue()
+
+
+def to_json(doc) -> str:
+    return json.dumps(doc, separators=(",", ":"), default=str)

@@ -1,0 +1,279 @@
+"""The doctor portal: server-rendered pages and exports of the fused reports.
+
+Sign-in is a form that keeps the access token in an HttpOnly, SameSite=Strict cookie (a
+Bearer header works too). A doctor sees the patients who granted them access, a caregiver
+their patient, a patient themself; anyone else gets 404, as on the API, so patients cannot
+be discovered. Every export (PDF, CSV, JSON) is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import date
+from typing import Annotated
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from nightlink.cloud import auth, fusion
+from nightlink.cloud.deps import SettingsDep, StoreDep
+from nightlink.cloud.repo import NotFoundError, Store
+from nightlink.cloud.reports import render
+from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports.summary import build_report
+
+router = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
+COOKIE = "nl_portal"
+PORTAL_ROLES = ("patient", "caregiver", "doctor")
+EDIT_ROLES = ("patient", "doctor", "admin")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class SignIn(Exception):
+    """No valid session: the browser is sent to the sign-in page."""
+
+
+def _token(request: Request) -> str | None:
+    h = request.headers.get("authorization", "")
+    if h.lower().startswith("bearer "):
+        return h[7:].strip()
+    return request.cookies.get(COOKIE)
+
+
+def portal_user(request: Request, store: StoreDep, settings: SettingsDep) -> dict:
+    token = _token(request)
+    if not token:
+        raise SignIn()
+    try:
+        claims = auth.decode(token, settings.jwt_secret, "access")
+        return store.user(int(claims["sub"]))
+    except (auth.AuthError, NotFoundError, ValueError):
+        raise SignIn() from None
+
+
+PortalUser = Annotated[dict, Depends(portal_user)]
+
+
+def _access(store: Store, user: dict, tenant: str) -> tuple[str, dict]:
+    """(role, tenant row) of the user for a tenant; 404 when they may not see it."""
+    try:
+        row = store.get_tenant(tenant)
+    except NotFoundError:
+        raise HTTPException(404, f"No patient {tenant!r}.") from None
+    if user["is_admin"]:
+        return "admin", row
+    role = store.role(tenant, user["id"])
+    if role not in PORTAL_ROLES:
+        raise HTTPException(404, f"No patient {tenant!r}.")
+    return role, row
+
+
+def _day(name: str, value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not _DAY.match(value):
+        raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD.")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD.") from None
+    return value
+
+
+def _html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status,
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = (await request.body()).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(body).items()}
+
+
+def install(app) -> None:
+    """Send browsers without a session to the sign-in page."""
+
+    @app.exception_handler(SignIn)
+    async def _sign_in(request: Request, exc: SignIn):
+        return RedirectResponse("/portal/login", status_code=303)
+
+
+# -- sign-in ----------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page():
+    """The sign-in form."""
+    return _html(render.page_html("login.html", pdf=False, user=None, error=None))
+
+
+@router.post("/login")
+async def login(request: Request, store: StoreDep, settings: SettingsDep):
+    """Check email and password; keep the access token in a cookie."""
+    form = await _form(request)
+    email, password = form.get("email", "").strip(), form.get("password", "")
+    client = request.client.host if request.client else "?"
+    if request.app.state.login_limiter.hit(f"{client}|{email.lower()}"):
+        return _html(render.page_html("login.html", pdf=False, user=None,
+                                      error="Too many sign-in attempts; wait a minute."), 429)
+    try:
+        user = auth.check_login(store, email, password)
+    except auth.AuthError as exc:
+        store.audit("login.failed", email=email.lower(), client=client, via="portal")
+        return _html(render.page_html("login.html", pdf=False, user=None, error=str(exc)), 401)
+    store.audit("login", actor=user["id"], client=client, via="portal")
+    tokens = auth.issue_tokens(store, user["id"], settings.jwt_secret,
+                               settings.access_token_minutes, settings.refresh_token_days)
+    resp = RedirectResponse("/portal", status_code=303)
+    resp.set_cookie(COOKIE, tokens["access_token"], max_age=settings.access_token_minutes * 60,
+                    httponly=True, samesite="strict", secure=settings.env == "production",
+                    path="/portal")
+    return resp
+
+
+@router.post("/logout")
+def logout():
+    """Forget the session cookie."""
+    resp = RedirectResponse("/portal/login", status_code=303)
+    resp.delete_cookie(COOKIE, path="/portal")
+    return resp
+
+
+@router.post("/settings/units")
+async def set_units(request: Request, user: PortalUser, store: StoreDep):
+    """The signed-in person's glucose units (mg/dL or mmol/L)."""
+    form = await _form(request)
+    try:
+        RS.set_user_units(store, user["id"], form.get("units", ""))
+    except RS.SettingsError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return RedirectResponse(request.headers.get("referer") or "/portal", status_code=303)
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+@router.get("")
+def patients(user: PortalUser, store: StoreDep):
+    """The signed-in person's patients with flags."""
+    if user["is_admin"]:
+        members = [{"tenant_id": r["id"], "name": r["name"], "role": "admin"} for r in
+                   store.db.query("SELECT id, name FROM tenants WHERE deleted_at IS NULL "
+                                  "ORDER BY id")]
+    else:
+        members = [m for m in store.memberships(user["id"]) if m["role"] in PORTAL_ROLES]
+    rows = []
+    for m in members:
+        data = store.tenant(m["tenant_id"])
+        ps = RS.patient_settings(data)
+        rows.append({**m, "rep": build_report(data, ps)})
+    unit = RS.user_units(store, user["id"])
+    return _html(render.page_html("patients.html", pdf=False, user=user, rows=rows, unit=unit,
+                                  days=14))
+
+
+def _report(store: Store, tenant: str, end: str | None, days: int | None) -> dict:
+    data = store.tenant(tenant)
+    return build_report(data, RS.patient_settings(data), end_day=end, days=days)
+
+
+DaysQ = Annotated[int | None, Query(ge=1, le=RS.MAX_REPORT_DAYS)]
+
+
+@router.get("/p/{tenant}")
+def report_page(tenant: str, user: PortalUser, store: StoreDep, end: str | None = None,
+                days: DaysQ = None):
+    """A patient's multi-day report (14 days unless the patient's settings say otherwise)."""
+    role, row = _access(store, user, tenant)
+    rep = _report(store, tenant, _day("end", end), days)
+    store.audit("report.view", actor=user["id"], tenant_id=tenant, start=rep["start_day"],
+                end=rep["end_day"])
+    return _html(render.report_html(rep, tenant_name=row["name"],
+                                    unit=RS.user_units(store, user["id"]), user=user,
+                                    can_edit=role in EDIT_ROLES))
+
+
+@router.post("/p/{tenant}/settings")
+async def patient_settings(tenant: str, request: Request, user: PortalUser, store: StoreDep):
+    """Change the patient's time zone, targets preset or report length."""
+    role, _row = _access(store, user, tenant)
+    if role not in EDIT_ROLES:
+        raise HTTPException(403, f"A {role} may read this patient's reports but not change "
+                                 "their settings.")
+    form = await _form(request)
+    try:
+        days = int(form["report_days"]) if form.get("report_days") else None
+    except ValueError:
+        raise HTTPException(422, "report_days must be a whole number of days.") from None
+    try:
+        RS.set_patient_settings(store.tenant(tenant), tz=form.get("tz") or None,
+                                targets=form.get("targets") or None, report_days=days)
+    except RS.SettingsError as exc:
+        raise HTTPException(422, str(exc)) from None
+    store.audit("patient.settings", actor=user["id"], tenant_id=tenant,
+                **{k: form[k] for k in ("tz", "targets", "report_days") if k in form})
+    return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
+
+
+def _export(store: Store, user: dict, tenant: str, kind: str, fmt: str, **detail) -> None:
+    store.audit("export", actor=user["id"], tenant_id=tenant, kind=kind, format=fmt, **detail)
+
+
+def _download(content, media: str, filename: str) -> Response:
+    return Response(content, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"})
+
+
+@router.get("/p/{tenant}/report.{fmt}")
+def report_export(tenant: str, fmt: str, user: PortalUser, store: StoreDep,
+                  end: str | None = None, days: DaysQ = None):
+    """The report as PDF, CSV (one row per night) or JSON (everything)."""
+    if fmt not in ("pdf", "csv", "json"):
+        raise HTTPException(404, f"No {fmt!r} export; use pdf, csv or json.")
+    _role, row = _access(store, user, tenant)
+    rep = _report(store, tenant, _day("end", end), days)
+    name = f"{tenant}-report-{rep['start_day']}-{rep['end_day']}.{fmt}"
+    started = time.perf_counter()
+    if fmt == "pdf":
+        body, pages = render.report_pdf(rep, tenant_name=row["name"],
+                                        unit=RS.user_units(store, user["id"]))
+        media = "application/pdf"
+    elif fmt == "csv":
+        body, pages, media = render.report_csv(rep), None, "text/csv; charset=utf-8"
+    else:
+        body, pages, media = render.to_json(rep), None, "application/json"
+    _export(store, user, tenant, "report", fmt, start=rep["start_day"], end=rep["end_day"],
+            pages=pages, seconds=round(time.perf_counter() - started, 3))
+    return _download(body, media, name)
+
+
+@router.get("/p/{tenant}/nights/{name}")
+def night(tenant: str, name: str, user: PortalUser, store: StoreDep):
+    """One night's fused view (nights/2026-01-15), or its export (.pdf, .csv, .json)."""
+    night_id, _, fmt = name.partition(".")
+    _day("night", night_id)
+    if fmt not in ("", "pdf", "csv", "json"):
+        raise HTTPException(404, f"No {fmt!r} export; use pdf, csv or json.")
+    _role, row = _access(store, user, tenant)
+    data = store.tenant(tenant)
+    ps = RS.patient_settings(data)
+    doc = RS.fused_night(data, night_id, ps.tz)
+    nd = fusion.load_night(data, night_id, ps.tz)
+    tl = fusion.timeline(nd, doc)
+    unit = RS.user_units(store, user["id"])
+    if fmt == "":
+        store.audit("night.view", actor=user["id"], tenant_id=tenant, night=night_id)
+        return _html(render.night_html(doc, tl, tenant=tenant, tenant_name=row["name"],
+                                       unit=unit, user=user))
+    filename = f"{tenant}-night-{night_id}.{fmt}"
+    if fmt == "pdf":
+        body, pages = render.night_pdf(doc, tl, tenant=tenant, tenant_name=row["name"], unit=unit)
+        media = "application/pdf"
+    elif fmt == "csv":
+        body, pages, media = render.night_csv(tl), None, "text/csv; charset=utf-8"
+    else:
+        body, pages, media = render.to_json({**doc, "timeline": tl}), None, "application/json"
+    _export(store, user, tenant, "night", fmt, night=night_id, pages=pages)
+    return _download(body, media, filename)

@@ -1,0 +1,181 @@
+"""The doctor portal: who sees which patient, sign-in, settings, exports in the audit log."""
+
+import json
+import random
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nightlink.cloud.reports import settings as RS
+from nightlink.tools.bench_report import synth_day_streams, synth_night
+
+from .conftest import PASSWORD
+
+END = "2026-01-15"
+
+
+def fill(store, tenant, days, *, tz="Europe/Berlin", seed=1):
+    data = store.tenant(tenant)
+    RS.set_patient_settings(data, tz=tz)
+    zone, rng = ZoneInfo(tz), random.Random(seed)
+    last = date.fromisoformat(END)
+    for i in range(days):
+        day = last - timedelta(days=days - 1 - i)
+        synth_day_streams(data, day, zone, rng, low_at=(3, 10) if i % 2 == 0 else None)
+        if day < last:
+            synth_night(data, day, zone, rng, hours=3.0, apnea_per_h=20 if i % 2 else 3)
+
+
+@pytest.fixture
+def portal(people):
+    fill(people.store, "fam-1", 3)
+    fill(people.store, "fam-2", 1, seed=2)
+    return people
+
+
+def get(portal, email, path, **kw):
+    return portal.client.get(path, headers=portal.auth(email), follow_redirects=False, **kw)
+
+
+def test_patient_list__doctor_sees_granted_patients_with_flags(portal):
+    r = get(portal, "doc@example.org", "/portal")
+    assert r.status_code == 200
+    assert 'data-tenant="fam-1"' in r.text and 'data-tenant="fam-2"' not in r.text
+    assert "flag-lows" in r.text and "flag-ahi" in r.text and "flag-data" in r.text
+    r = get(portal, "pat2@example.org", "/portal")
+    assert 'data-tenant="fam-2"' in r.text and 'data-tenant="fam-1"' not in r.text
+    r = get(portal, "admin@example.org", "/portal")
+    assert 'data-tenant="fam-1"' in r.text and 'data-tenant="fam-2"' in r.text
+
+
+@pytest.mark.parametrize(("email", "fam1", "fam2"), [
+    ("doc@example.org", 200, 404), ("care@example.org", 200, 404),
+    ("pat@example.org", 200, 404), ("pat2@example.org", 404, 200),
+    ("admin@example.org", 200, 200)])
+def test_report_page__access_by_role(portal, email, fam1, fam2):
+    for tenant, want in (("fam-1", fam1), ("fam-2", fam2)):
+        r = get(portal, email, f"/portal/p/{tenant}?end={END}")
+        assert r.status_code == want, (email, tenant, r.text[:200])
+        for path in (f"/portal/p/{tenant}/report.pdf?end={END}",
+                     f"/portal/p/{tenant}/report.csv?end={END}",
+                     f"/portal/p/{tenant}/nights/2026-01-14.json"):
+            if want == 404:  # exports of a patient one may not see: same answer, nothing logged
+                assert get(portal, email, path).status_code == 404
+    assert not [a for a in portal.store.audit_log() if a["action"] == "export"
+                and a["tenant_id"] != "fam-1" and email != "admin@example.org"
+                and a["actor_user_id"] == portal.store.user_by_email(email)["id"]]
+
+
+def test_revoked_doctor_loses_access(portal):
+    doc = portal.store.user_by_email("doc@example.org")
+    assert get(portal, "doc@example.org", "/portal/p/fam-1").status_code == 200
+    portal.store.revoke("fam-1", doc["id"])
+    assert get(portal, "doc@example.org", "/portal/p/fam-1").status_code == 404
+    assert 'data-tenant="fam-1"' not in get(portal, "doc@example.org", "/portal").text
+
+
+def test_no_session_goes_to_sign_in_and_the_form_signs_in(portal):
+    c = portal.client
+    r = c.get("/portal/p/fam-1", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/portal/login"
+    r = c.get("/portal", headers={"Authorization": "Bearer not-a-token"}, follow_redirects=False)
+    assert r.status_code == 303
+    r = c.post("/portal/login", data={"email": "doc@example.org", "password": "wrong"})
+    assert r.status_code == 401 and "Wrong email or password" in r.text
+    r = c.post("/portal/login", data={"email": "doc@example.org", "password": PASSWORD},
+               follow_redirects=False)
+    assert r.status_code == 303 and "nl_portal=" in r.headers["set-cookie"]
+    assert "httponly" in r.headers["set-cookie"].lower()
+    assert "samesite=strict" in r.headers["set-cookie"].lower()
+    r = c.get("/portal", follow_redirects=False)  # the client keeps the cookie
+    assert r.status_code == 200 and 'data-tenant="fam-1"' in r.text
+    c.post("/portal/logout", follow_redirects=False)
+    assert c.get("/portal", follow_redirects=False).status_code == 303
+
+
+def test_report_page__shows_the_report(portal):
+    r = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}&days=3")
+    t = r.text
+    assert 'id="agp-chart"' in t and 'id="tir-bar"' in t and 'id="stats"' in t
+    assert "2026-01-13 to 2026-01-15 (3 days)" in t and "Europe/Berlin" in t
+    assert 'id="night-lows"' in t and 'id="nights"' in t
+    assert 'id="not-enough"' in t  # 2 nights: no associations, and it says so
+    assert "Below the consensus minimum" in t
+    assert 'name="targets"' in t  # doctors may change the patient's settings
+    assert 'name="targets"' not in get(portal, "care@example.org", "/portal/p/fam-1").text
+
+
+def test_units_per_user(portal):
+    r = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}&days=3")
+    assert "units mg/dL" in r.text
+    r = portal.client.post("/portal/settings/units", data={"units": "mmol/L"},
+                           headers=portal.auth("doc@example.org"), follow_redirects=False)
+    assert r.status_code == 303
+    assert "units mmol/L" in get(portal, "doc@example.org", "/portal/p/fam-1").text
+    assert "units mg/dL" in get(portal, "care@example.org", "/portal/p/fam-1").text
+    r = portal.client.post("/portal/settings/units", data={"units": "mmol"},
+                           headers=portal.auth("doc@example.org"))
+    assert r.status_code == 422 and "mg/dL or mmol/L" in r.text
+
+
+def test_patient_settings__who_may_change_them(portal):
+    url = "/portal/p/fam-1/settings"
+    r = portal.client.post(url, data={"tz": "America/New_York", "targets": "older"},
+                           headers=portal.auth("care@example.org"))
+    assert r.status_code == 403
+    r = portal.client.post(url, data={"tz": "Mars/Base"}, headers=portal.auth("doc@example.org"))
+    assert r.status_code == 422 and "not a time zone" in r.text
+    r = portal.client.post(url, data={"targets": "pregnancy", "report_days": "7"},
+                           headers=portal.auth("doc@example.org"), follow_redirects=False)
+    assert r.status_code == 303
+    ps = RS.patient_settings(portal.store.tenant("fam-1"))
+    assert (ps.tz.key, ps.targets, ps.report_days) == ("Europe/Berlin", "pregnancy", 7)
+    t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}").text
+    assert "(7 days)" in t and "range 63–140" in t
+    assert any(a["action"] == "patient.settings" for a in portal.store.audit_log("fam-1"))
+
+
+def test_exports__content_and_audit(portal):
+    before = len(portal.store.audit_log("fam-1"))
+    r = get(portal, "care@example.org", f"/portal/p/fam-1/report.pdf?end={END}&days=3")
+    assert r.status_code == 200 and r.content[:5] == b"%PDF-"
+    assert r.headers["content-type"] == "application/pdf"
+    assert "attachment" in r.headers["content-disposition"]
+    r = get(portal, "doc@example.org", f"/portal/p/fam-1/report.csv?end={END}&days=3")
+    lines = r.text.strip().splitlines()
+    assert lines[0].startswith("night,sleep_source,tib_min") and len(lines) == 1 + 3
+    r = get(portal, "doc@example.org", f"/portal/p/fam-1/report.json?end={END}&days=3")
+    doc = r.json()
+    assert doc["days"] == 3 and len(doc["agp"]) == 96 and doc["summary"]["n"] > 0
+    r = get(portal, "doc@example.org", "/portal/p/fam-1/nights/2026-01-14.csv")
+    rows = r.text.strip().splitlines()
+    assert rows[0].startswith("epoch,time,stage,glucose") and len(rows) > 360
+    r = get(portal, "doc@example.org", "/portal/p/fam-1/nights/2026-01-14.pdf")
+    assert r.content[:5] == b"%PDF-"
+    r = get(portal, "doc@example.org", "/portal/p/fam-1/nights/2026-01-14.json")
+    assert r.json()["sleep"]["source"] == "classifier" and r.json()["timeline"]
+    exports = [a for a in portal.store.audit_log("fam-1")[: len(portal.store.audit_log("fam-1"))
+                                                          - before] if a["action"] == "export"]
+    got = sorted((a["detail"]["kind"], a["detail"]["format"]) for a in exports)
+    assert got == [("night", "csv"), ("night", "json"), ("night", "pdf"),
+                   ("report", "csv"), ("report", "json"), ("report", "pdf")]
+    care = portal.store.user_by_email("care@example.org")["id"]
+    pdf = next(a for a in exports if a["detail"]["format"] == "pdf"
+               and a["detail"]["kind"] == "report")
+    assert pdf["actor_user_id"] == care and pdf["detail"]["pages"] >= 1
+
+
+def test_night_page_and_bad_input(portal):
+    r = get(portal, "doc@example.org", "/portal/p/fam-1/nights/2026-01-14")
+    assert r.status_code == 200 and 'id="night-timeline"' in r.text
+    assert "class=\"hypnogram\"" in r.text and "Source: classifier" in r.text
+    assert get(portal, "doc@example.org", "/portal/p/fam-1/nights/14-01-2026").status_code == 422
+    assert get(portal, "doc@example.org", "/portal/p/fam-1/nights/2026-01-14.xls").status_code \
+        == 404
+    r = get(portal, "doc@example.org", "/portal/p/fam-1?end=yesterday")
+    assert r.status_code == 422 and "YYYY-MM-DD" in r.json()["detail"]
+    assert get(portal, "doc@example.org", "/portal/p/fam-1?days=400").status_code == 422
+    assert get(portal, "doc@example.org", "/portal/p/nobody").status_code == 404
+    views = [a for a in portal.store.audit_log("fam-1") if a["action"] == "night.view"]
+    assert views and json.dumps(views[0]["detail"]) == '{"night": "2026-01-14"}'
