@@ -122,3 +122,21 @@ def test_build__compiler_is_the_release_the_firmware_targets():
 def test_build__image_is_owner_only(tmp_path):
     result = B.build(tmp_path / "o", "esp32")
     assert result.image.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.micropython
+def test_build__config_from_the_image_loads_on_micropython(tmp_path, mpy_json):
+    """The firmware's own loader, under real MicroPython, reads the config.json taken out of
+    the image (the WebAssembly port has no littlefs driver, so the file is copied over)."""
+    cfg_file = tmp_path / "in.json"
+    cfg_file.write_text(json.dumps(CONFIG))
+    result = B.build(tmp_path / "o", "esp32", config=json.loads(cfg_file.read_text()))
+    on_board = tmp_path / "config.json"
+    on_board.write_bytes(B.read_fs_image(result.image.read_bytes())["config.json"])
+    script = tmp_path / "load.py"
+    script.write_text("import json\nimport config\ncfg, errs = config.load('/config.json')\n"
+                      "print(json.dumps({'errs': errs, 'id': cfg['device']['id'],\n"
+                      "                  'units': cfg['units']}))\n")
+    got = mpy_json(script, libs=[ROOT / "shared", ROOT / "device"],
+                   puts=[(on_board, "/config.json")], heap=512 * 1024)
+    assert got == {"errs": [], "id": "0123456789ab", "units": "mmol/L"}
