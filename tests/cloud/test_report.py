@@ -1,0 +1,158 @@
+"""The multi-day report on hand-computed fixtures, and its PDF turned into PNG pages."""
+
+import random
+import shutil
+import subprocess
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nightlink.cloud.repo import Store
+from nightlink.cloud.reports import render
+from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports.summary import build_report, period
+from nightlink.tools.bench_report import put_glucose, synth_day_streams, synth_night
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
+M = 60_000
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(f"sqlite:///{tmp_path / 'r.db'}")
+    s.create_tenant("p1", "Ann Example")
+    yield s
+    s.close()
+
+
+def one_day(data, values_by_minute, day=date(2026, 1, 14)):
+    t0 = int(datetime.combine(day, datetime.min.time(), UTC).timestamp() * 1000)
+    put_glucose(data, [(t0 + m * M, v) for m, v in values_by_minute])
+
+
+def test_report__hand_computed_day(store):
+    data = store.tenant("p1")
+    # One day of 5-minute readings at 100, with an hour at 50 from 03:00 (12 readings).
+    one_day(data, [(m, 50 if 180 <= m < 240 else 100) for m in range(0, 1440, 5)])
+    rep = build_report(data, RS.patient_settings(data), end_day="2026-01-14", days=14)
+    s = rep["summary"]
+    assert s["n"] == 288 and s["mean"] == pytest.approx((276 * 100 + 12 * 50) / 288)
+    assert s["gmi_pct"] == pytest.approx(3.31 + 0.02392 * s["mean"])
+    assert rep["bands"]["very_low"] == pytest.approx(100 * 12 / 288)
+    assert rep["bands"]["in_range"] == pytest.approx(100 * 276 / 288)
+    assert rep["gri"] == pytest.approx(3.0 * 100 * 12 / 288) and rep["gri_zone"] == "A"
+    assert (rep["hypo"]["level1"], rep["hypo"]["level2"], rep["hypo"]["extended"]) == (1, 1, 0)
+    assert rep["hypo"]["per_week"] == pytest.approx(0.5)
+    t = {x["key"]: x for x in rep["targets"]}
+    assert not t["very_low"]["met"] and not t["low_total"]["met"] and t["in_range"]["met"]
+    suf = rep["sufficiency"]
+    assert suf["days_with_data"] == 1 and suf["share"] == pytest.approx(1 / 14)
+    assert not suf["sufficient"]
+    keys = [f["key"] for f in rep["flags"]]
+    assert keys == ["tbr", "lows", "data"] or keys == ["tbr", "data"]
+    assert rep["mage"] == pytest.approx(50)  # the one excursion 100 -> 50 (down first)
+    assert rep["nights"][0]["noct_period"] == "00:00-06:00"  # no sleep data: consensus night
+    assert rep["nights"][0]["lows_l2"] == 1
+
+
+def test_report__pregnancy_targets_use_their_own_range(store):
+    data = store.tenant("p1")
+    RS.set_patient_settings(data, targets="pregnancy")
+    one_day(data, [(m, 150 if m < 360 else 100) for m in range(0, 1440, 5)])  # 25 % > 140
+    rep = build_report(data, RS.patient_settings(data), end_day="2026-01-14", days=1)
+    t = {x["key"]: x for x in rep["targets"]}
+    assert t["high_total"]["value"] == pytest.approx(25) and t["in_range"]["value"] == 75
+    assert t["in_range"]["met"] and not t["high_total"]["met"]
+    assert rep["bands"]["in_range"] == 100  # the consensus bands stay as they are
+    with pytest.raises(RS.SettingsError, match="targets must be one of"):
+        RS.set_patient_settings(data, targets="athlete")
+
+
+def test_period__dst_days_are_local_days():
+    berlin = ZoneInfo("Europe/Berlin")
+    a, b, days = period("2026-03-29", 1, berlin)
+    assert b - a == 23 * 3600 * 1000 and days == ["2026-03-29"]
+    a, b, days = period("2026-04-05", 14, berlin)
+    assert b - a == (14 * 24 - 1) * 3600 * 1000 and days[0] == "2026-03-23"
+
+
+def test_report__empty_period(store):
+    data = store.tenant("p1")
+    rep = build_report(data, RS.patient_settings(data), end_day="2026-01-14", days=14)
+    assert rep["summary"] is None and rep["nights"] == [] and rep["bands"] is None
+    assert [f["key"] for f in rep["flags"]] == ["data"]
+    html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+    assert "No glucose readings in this period." in html
+
+
+@pytest.fixture
+def fortnight(store):
+    """14 days, 7 nights with sleep data (every other with a low), Europe/Berlin."""
+    data = store.tenant("p1")
+    RS.set_patient_settings(data, tz="Europe/Berlin")
+    tz, rng = ZoneInfo("Europe/Berlin"), random.Random(5)
+    for i in range(14):
+        day = date(2026, 1, 2) + timedelta(days=i)
+        synth_day_streams(data, day, tz, rng, low_at=(3, 10) if i % 2 else None)
+        if i % 2 == 0:
+            synth_night(data, day, tz, rng, hours=5.0, apnea_per_h=2 + 3 * i)
+    return data
+
+
+def test_report__associations_with_enough_nights(fortnight):
+    rep = build_report(fortnight, RS.patient_settings(fortnight), end_day="2026-01-15", days=14)
+    with_sleep = [n for n in rep["nights"] if n["sleep_source"] == "classifier"]
+    assert len(with_sleep) == 7
+    ahi = {(a["predictor"], a["outcome"]): a for a in rep["associations"]}
+    a = ahi[("ahi", "noct_mean")]
+    assert a["n"] == 7 and a["r"] is not None and a["ci"][0] <= a["r"] <= a["ci"][1]
+    assert ahi[("temp_c", "morning")]["n"] <= 7
+    assert rep["night_lows"] and all("hr_response" in x for x in rep["night_lows"])
+
+
+def _pdf_pages(pdf: bytes, tmp_path: Path, name: str) -> tuple[list[Path], list[str]]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    src = tmp_path / f"{name}.pdf"
+    src.write_bytes(pdf)
+    shutil.copy(src, ARTIFACTS / f"{name}.pdf")
+    for old in ARTIFACTS.glob(f"{name}-*.png"):
+        old.unlink()
+    subprocess.run(["pdftoppm", "-r", "50", "-png", str(src), str(ARTIFACTS / name)],
+                   check=True, timeout=60)
+    pngs = sorted(ARTIFACTS.glob(f"{name}-*.png"))
+    texts = [subprocess.run(["pdftotext", "-f", str(i), "-l", str(i), "-layout", str(src), "-"],
+                            check=True, capture_output=True, text=True, timeout=60).stdout
+             for i in range(1, len(pngs) + 1)]
+    return pngs, texts
+
+
+def test_report_pdf__agp_summary_on_one_page(fortnight, tmp_path):
+    rep = build_report(fortnight, RS.patient_settings(fortnight), end_day="2026-01-15", days=14)
+    pdf, pages = render.report_pdf(rep, tenant_name="Ann Example", unit="mg/dL")
+    pngs, texts = _pdf_pages(pdf, tmp_path, "report-14d")
+    # page 1 the AGP summary, page 2 events, lows and the nights, page 3 the associations
+    assert pages == len(pngs) == 3
+    assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[0].stat().st_size > 5000
+    first = texts[0]
+    for needed in ("Ambulatory Glucose Profile", "Time in ranges", "Daily glucose profiles",
+                   "GMI", "2026-01-15", "Page 1 of 3"):
+        assert needed in first, needed
+    assert "Sleep and breathing trend" not in first
+    assert "Sleep and breathing trend" in texts[1] and "Nocturnal lows" in texts[1]
+    assert "against glucose" in texts[2] and "95 % CI" in texts[2]
+
+
+def test_night_pdf__two_pages_timeline_first(fortnight, tmp_path):
+    from nightlink.cloud import fusion
+
+    tz = ZoneInfo("Europe/Berlin")
+    doc = RS.fused_night(fortnight, "2026-01-04", tz)
+    tl = fusion.timeline(fusion.load_night(fortnight, "2026-01-04", tz), doc)
+    pdf, pages = render.night_pdf(doc, tl, tenant="p1", tenant_name="Ann Example",
+                                  unit="mmol/L")
+    pngs, texts = _pdf_pages(pdf, tmp_path, "night")
+    assert pages == len(pngs) == 2
+    assert "Night of 2026-01-04" in texts[0] and "Timeline" in texts[0]
+    assert "mmol/L" in texts[0] and "Lows with sleep stage" in texts[1]
