@@ -147,7 +147,7 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
     (compact: lower tracks, for the one-page PDF)."""
     if not tl:
         return '<p class="muted">No epochs in this night.</p>'
-    left, right = 70, 10
+    left, right = 84, 10
     w = width - left - right
     t0, t1 = tl[0]["t_ms"], tl[-1]["t_ms"] + 30_000
     span = max(1, t1 - t0)
