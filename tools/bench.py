@@ -89,7 +89,7 @@ def _edge_night(hours: float) -> dict:
     return bench_edge_night(hours=hours)
 
 
-BENCHES = ("api", "codec", "edge-audio", "edge-night", "ingest", "simulate", "sync")
+BENCHES = ("api", "codec", "edge-audio", "edge-night", "ingest", "report", "simulate", "sync")
 
 
 @click.command()
@@ -105,7 +105,7 @@ BENCHES = ("api", "codec", "edge-audio", "edge-night", "ingest", "simulate", "sy
               help="api: API server processes (default: one per CPU core).")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
           nights: int, workers: int | None) -> None:
-    """Measure NAME (api, codec, edge-audio, edge-night, ingest, simulate, sync)."""
+    """Measure NAME (api, codec, edge-audio, edge-night, ingest, report, simulate, sync)."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -128,6 +128,10 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
         from nightlink.tools.bench_cloud import bench_ingest
 
         figures = bench_ingest()
+    elif name == "report":
+        from nightlink.tools.bench_report import bench_report
+
+        figures = bench_report()
     else:
         figures = bench_codec()
     figures = {"bench": name, **figures}
