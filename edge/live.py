@@ -261,8 +261,13 @@ class LiveNode:
         link.start()
         self._status("clocks", "mqtt", "connecting", f"{self.cfg.clocks.host}:{self.cfg.clocks.port}")
         was = None
+        from nightlink.edge.clock_feed import ClockFeed  # glucose and night summary to clocks
+
+        feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device)
         try:
             while not stop.is_set():
+                if link.connected:
+                    feed.update(self.store, self.clock.now())
                 if link.connected != was:
                     was = link.connected
                     self._status("clocks", "mqtt", "subscribed" if was else "connecting",

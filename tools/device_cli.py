@@ -221,3 +221,8 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
     if failed:
         raise NightlinkError(f"{failed} of {count} clocks were not flashed; flash each later "
                              "with `nightlink device flash --build DIR`.")
+
+
+from nightlink.tools.emulate import emulate  # noqa: E402  (the clock emulator, issue 8)
+
+device.add_command(emulate)

@@ -6,6 +6,7 @@ Like umqtt.simple, every call is synchronous and a dead connection shows as OSEr
 """
 
 import queue
+import time
 
 import paho.mqtt.client as mqtt
 
@@ -48,6 +49,13 @@ class MQTTClient:
         except (OSError, ValueError) as exc:
             raise OSError(f"connect failed: {exc}") from None
         c.loop_start()
+        # umqtt.simple's connect() returns only after the broker's CONNACK: wait for it too.
+        deadline = time.monotonic() + _TIMEOUT_S
+        while not c.is_connected():
+            if time.monotonic() > deadline:
+                c.loop_stop()
+                raise OSError("no CONNACK in time")
+            time.sleep(0.002)
         self._c = c
         return False
 

@@ -1,0 +1,151 @@
+# The clock's main loop around the app: Wi-Fi, the edge's MQTT feed, the Nightscout fallback,
+# the outbox sync, the button and the watchdog. Time and hardware come from the caller, so the
+# emulator runs this same loop on a PC (tools/hostport) with a faster clock.
+
+import binascii
+import hashlib
+import json
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host port, tests)
+
+    def const(x):
+        return x
+
+
+try:
+    import topics
+except ImportError:  # CPython: the package layout
+    from nightlink.shared import topics
+
+_BACKOFF_MIN_MS = const(2000)
+_BACKOFF_MAX_MS = const(120000)
+_FALLBACK_AFTER_MS = const(360000)  # no word from the edge for 6 minutes: ask the cloud
+_POLL_MS = const(60000)
+_KEEPALIVE_S = const(60)
+
+
+def api_secret_header(secret):
+    """Nightscout's api-secret header value: the SHA-1 hex digest of the secret."""
+    return binascii.hexlify(hashlib.sha1(secret.encode()).digest()).decode()
+
+
+class Runner:
+    """step(now_ms) once a second or so. make_client(cfg) -> umqtt.simple.MQTTClient;
+    http_get(url, headers) -> (status, body bytes) raising OSError when unreachable."""
+
+    def __init__(self, clock, make_client, http_get=None, sync=None, wdt=None):
+        self.clock = clock
+        self.cfg = clock.cfg
+        self.make_client = make_client
+        self.http_get = http_get
+        self.sync = sync
+        self.wdt = wdt
+        self.client = None
+        self.backoff = _BACKOFF_MIN_MS
+        self.next_connect = 0
+        self.next_poll = 0
+        self.broker_up = False
+        self.mqtt_errors = 0
+        self.polls = 0
+        self.poll_errors = 0
+        self.last_sync_ms = None
+        self.now = 0
+        self.started = None
+        self.last_lan_ms = None
+        tenant = self.cfg["device"]["tenant"]
+        self.filter = topics.clock_feed_filter(tenant)
+        cl = self.cfg.get("cloud")
+        self.cloud_url = None
+        if isinstance(cl, dict) and cl.get("url") and cl.get("api_secret"):
+            self.cloud_url = cl["url"].rstrip("/") + "/api/v1/entries.json?count=12"
+            self.cloud_headers = {"api-secret": api_secret_header(cl["api_secret"]),
+                                  "Accept": "application/json"}
+
+    def _on_message(self, topic, msg):
+        if self.clock.on_message(topic, msg, self.now):
+            self.last_sync_ms = self.now
+            self.last_lan_ms = self.now
+
+    def _connect(self, now):
+        if now < self.next_connect:
+            return
+        try:
+            c = self.make_client(self.cfg)
+            c.set_callback(self._on_message)
+            c.connect()
+            c.subscribe(self.filter, 0)
+        except OSError:
+            self._failed(now)
+            return
+        self.client = c
+        self.broker_up = True
+        self.backoff = _BACKOFF_MIN_MS
+
+    def _failed(self, now):
+        self.mqtt_errors += 1
+        if self.client is not None:
+            try:
+                self.client.disconnect()
+            except OSError:
+                pass
+        self.client = None
+        self.broker_up = False
+        self.next_connect = now + self.backoff
+        self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+
+    def _poll_cloud(self, now):
+        """Nightscout fallback: only when the edge has been silent for a while."""
+        if self.cloud_url is None or self.http_get is None or now < self.next_poll:
+            return
+        if self.started is None:
+            self.started = now
+        heard = self.last_lan_ms if self.last_lan_ms is not None else self.started
+        if self.broker_up and now - heard < _FALLBACK_AFTER_MS:
+            return  # the edge answers (or may still): no need for the cloud
+        self.next_poll = now + _POLL_MS
+        self.polls += 1
+        try:
+            status, body = self.http_get(self.cloud_url, self.cloud_headers)
+            if status != 200:
+                raise ValueError("HTTP %d" % status)
+            entries = json.loads(body)
+            if not isinstance(entries, list):
+                raise ValueError("not a list")
+        except (OSError, ValueError):
+            self.poll_errors += 1
+            return
+        if self.clock.on_entries(entries, now):
+            self.last_sync_ms = now
+
+    def step(self, now):
+        self.now = now
+        if self.client is None:
+            self._connect(now)
+        if self.client is not None:
+            try:
+                self.client.check_msg()
+            except OSError:
+                self._failed(now)
+        self._poll_cloud(now)
+        if self.sync is not None:
+            self.sync.step(now)
+        self._status(now)
+        self.clock.step(now)
+        if self.wdt is not None:
+            self.wdt.feed()
+
+    def _status(self, now):
+        link = self.clock.link
+        m = self.cfg["mqtt"]
+        link["Broker"] = "%s:%d %s" % (m["host"], m["port"], "up" if self.broker_up else "down")
+        if self.last_sync_ms is None:
+            link["Last sync"] = "never"
+        else:
+            link["Last sync"] = "%d min ago (%s)" % ((now - self.last_sync_ms) // 60000,
+                                                     self.clock.source)
+        if self.cloud_url is not None:
+            link["Cloud"] = "fallback, %d polls" % self.polls
+        if self.sync is not None:
+            link["Outbox"] = "%d records" % self.sync.outbox.count

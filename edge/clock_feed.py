@@ -1,0 +1,129 @@
+"""The desk clocks' feed: the current glucose and last night's summary, published by the edge
+on the LAN broker as retained JSON (`nl/v1/{tenant}/{edge}/clock/glucose|night`), so a clock
+that wakes or reconnects gets both at once, with the internet down or not.
+
+glucose: {"t": Unix s, "sgv": mg/dL or error code < 39, "trend": Nightscout trend number,
+          "delta": mg/dL over 5 min or null, "recent": [[t, sgv], ...] the hour before}
+night:   {"night": "YYYY-MM-DD", "sleep_min", "efficiency_pct" (null until sleep staging
+          gives them), "lows": level-1 events, "low_min", "tir_pct",
+          "curve": [mg/dL every 10 min over the night, 0 = missing]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from nightlink.edge.cgm_sources import readings_from_store
+from nightlink.edge.samples import Glucose
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import topics, units
+
+_LOGGER = logging.getLogger(__name__)
+
+RECENT_S = 3600  # the hour of readings the clock's predicted-low model needs
+CURVE_STEP_S = 600
+EVENT_MIN = 15  # CLINICAL.md: a hypoglycemia event needs 15 consecutive minutes below 70
+
+
+def _sgv(g: Glucose) -> int:
+    return int(g.sgv) if g.sgv is not None else int(g.error_code or 0)
+
+
+def glucose_message(readings: list[Glucose]) -> dict | None:
+    """The clock's glucose message from readings oldest first (None when there are none)."""
+    if not readings:
+        return None
+    last = readings[-1]
+    prev = next((g for g in reversed(readings[:-1]) if g.sgv is not None
+                 and 0 < last.t - g.t <= 600), None)
+    delta = rate = None
+    if last.sgv is not None and prev is not None:
+        delta = int(last.sgv - prev.sgv)
+        rate = delta / ((last.t - prev.t) / 60.0)
+    trend = units.trend_of(last.direction) if last.direction else 0
+    if trend == 0 and last.sgv is not None:
+        trend = units.trend(rate)
+    recent = [[int(g.t), _sgv(g)] for g in readings[:-1] if last.t - g.t <= RECENT_S]
+    return {"t": int(last.t), "sgv": _sgv(last), "trend": trend, "delta": delta,
+            "recent": recent[-12:]}
+
+
+def night_message(night: str, summary: dict, readings: list[Glucose], start_s: float,
+                  end_s: float) -> dict:
+    """The clock's morning screen from the edge's night summary and the night's readings."""
+    good = [g for g in readings if g.sgv is not None and start_s <= g.t < end_s]
+    curve = []
+    t = start_s
+    i = 0
+    while t < end_s and len(curve) < 96:
+        vals = []
+        while i < len(good) and good[i].t < t + CURVE_STEP_S:
+            if good[i].t >= t:
+                vals.append(good[i].sgv)
+            i += 1
+        curve.append(int(sum(vals) / len(vals)) if vals else 0)
+        t += CURVE_STEP_S
+    lows = 0
+    run_start = None
+    counted = False
+    for g in good:
+        if g.sgv < units.LOW:
+            if run_start is None:
+                run_start, counted = g.t, False
+            if not counted and g.t - run_start >= EVENT_MIN * 60:
+                lows += 1
+                counted = True
+        else:
+            run_start = None
+    cgm = summary.get("cgm") or {}
+    sleep = summary.get("sleep") or {}
+    in_range = sum(1 for g in good if units.LOW <= g.sgv <= units.HIGH)
+    return {
+        "night": night,
+        "sleep_min": sleep.get("tst_min"),
+        "efficiency_pct": sleep.get("efficiency_pct"),
+        "lows": lows,
+        "low_min": int(cgm.get("below_70_min") or 0),
+        "tir_pct": round(100 * in_range / len(good)) if good else None,
+        "curve": curve,
+    }
+
+
+class ClockFeed:
+    """Publishes what changed since the last call. publish(topic, payload, retain) is the LAN
+    broker client's publish (paho's signature)."""
+
+    def __init__(self, publish, tenant: str, edge_device: str):
+        self.publish = publish
+        self.glucose_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_GLUCOSE)
+        self.night_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_NIGHT)
+        self.last_t = None
+        self.last_night = None
+        self.sent = 0
+
+    def update(self, store: EdgeStore, now_s: float) -> int:
+        """Publish a newer reading and a newer night summary, if any; returns messages sent."""
+        n = 0
+        readings = readings_from_store(store, int((now_s - RECENT_S - 600) * 1000))
+        msg = glucose_message(readings)
+        if msg is not None and msg["t"] != self.last_t:
+            self.publish(self.glucose_topic, json.dumps(msg, separators=(",", ":")), retain=True,
+                         qos=1)
+            self.last_t = msg["t"]
+            n += 1
+        row = store.db.execute(
+            "SELECT night, summary, updated_at FROM nights ORDER BY night DESC LIMIT 1"
+        ).fetchone()
+        if row is not None and (row[0], row[2]) != self.last_night:
+            summary = json.loads(row[1])
+            start = summary.get("first_epoch", 0) * 30
+            end = start + summary.get("epochs", 0) * 30
+            night = night_message(row[0], summary, readings_from_store(store, start * 1000),
+                                  start, end)
+            self.publish(self.night_topic, json.dumps(night, separators=(",", ":")),
+                         retain=True, qos=1)
+            self.last_night = (row[0], row[2])
+            n += 1
+        self.sent += n
+        return n

@@ -1,0 +1,139 @@
+"""`nightlink device emulate`: the desk clock's firmware on this PC (CPython host port).
+
+The device code runs unchanged in a child Python process whose import path is the board's
+(`tools/hostport` shims first, then `device/` and `shared/` flat, as in the board's /lib);
+it talks to a real MQTT broker, writes the current screen as a PNG whenever it changes, and
+prints one JSON line per screen or sound change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from nightlink.errors import NightlinkError
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNNER = ROOT / "tools" / "hostport" / "run_emulator.py"
+
+
+def host_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("tools/hostport", "device",
+                                                                  "shared"))
+    return env
+
+
+def run(args: list[str], timeout: float | None = None, echo=None) -> dict:
+    """Run the emulator; stream its JSON lines to echo; return its final `end` line."""
+    proc = subprocess.Popen([sys.executable, str(RUNNER), *args], env=host_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = None
+    try:
+        for line in proc.stdout:
+            if echo is not None:
+                echo(line.rstrip("\n"))
+            if line.startswith("{"):
+                d = json.loads(line)
+                if d.get("event") == "end":
+                    end = d
+        proc.wait(timeout=timeout)
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+        raise
+    if proc.returncode != 0 or end is None:
+        err = proc.stderr.read().strip().splitlines()
+        raise NightlinkError(f"the clock emulator failed: {err[-1] if err else proc.returncode}")
+    return end
+
+
+@click.command("emulate")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="the clock's config.json (device/CONFIG.md)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("clock-screens"), show_default=True,
+              help="where the screens are written (current.png and numbered copies)")
+@click.option("--broker", default=None, help="HOST:PORT instead of the config's mqtt host")
+@click.option("--speed", type=float, default=1.0, show_default=True,
+              help="virtual seconds per real second")
+@click.option("--minutes", type=float, default=0.0, help="stop after this many virtual minutes")
+@click.option("--replay", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="feed a simulated night's cgm.csv instead of the broker")
+@click.option("--summary", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="a night summary JSON for the morning screen")
+@click.option("--battery", is_flag=True,
+              help="run the battery duty cycle (deep sleep between wake-ups) and estimate "
+                   "battery life")
+@click.option("--quiet", is_flag=True, help="print only the final JSON line")
+def emulate(config_path, out, broker, speed, minutes, replay, summary, battery, quiet):
+    """Run the desk clock's firmware on this PC against a real broker."""
+    if not config_path.is_file():
+        raise NightlinkError(f"the clock config {config_path} does not exist.")
+    if speed <= 0:
+        raise NightlinkError("--speed must be more than 0.")
+    if broker is not None and ":" not in broker:
+        raise NightlinkError("--broker must be HOST:PORT.")
+    args = ["--config", str(config_path), "--out", str(out), "--speed", str(speed)]
+    if minutes:
+        args += ["--minutes", str(minutes)]
+    if broker:
+        args += ["--broker", broker]
+    if replay:
+        args += ["--replay", str(replay), "--step-s", "60"]
+    if summary:
+        args += ["--summary", str(summary)]
+    if battery:
+        args.append("--battery")
+    end = run(args, echo=None if quiet else click.echo)
+    if quiet:
+        click.echo(json.dumps(end))
+    if battery and "battery" in end:
+        b = end["battery"]
+        click.echo(f"battery: {b['average_ua'] / 1000:.2f} mA average, {b['mah_per_day']} mAh a "
+                   f"day, about {b['days']} days on {b['battery_mah']} mAh "
+                   f"(wake every {b['wake_s']} s)", err=True)
+
+
+DEMO_CONFIG = {
+    "version": 1,
+    "device": {"id": "clock-1", "name": "Demo clock", "tenant": "demo"},
+    "wifi": [{"ssid": "demo", "password": "demo-network"}],
+    "mqtt": {"host": "127.0.0.1", "port": 1883},
+    "units": "mg/dL",
+    "tz": "UTC0",
+    "quiet_hours": {"start": "22:30", "end": "06:30"},
+}
+
+
+def clock_night(out: Path, echo=print) -> dict:
+    """The demo's clock: the simulated night's CGM replayed through the clock firmware (host
+    port), screens written to OUT/clock/ whenever they change. A few seconds."""
+    d = Path(out) / "clock"
+    d.mkdir(parents=True, exist_ok=True)
+    for old in d.glob("screen-*.png"):
+        old.unlink()
+    cfg = d / "config.json"
+    cfg.write_text(json.dumps(DEMO_CONFIG, indent=1))
+    args = ["--config", str(cfg), "--out", str(d), "--replay", str(Path(out) / "cgm.csv"),
+            "--step-s", "300"]
+    summary = Path(out) / "clock" / "night.json"
+    if summary.is_file():
+        args += ["--summary", str(summary)]
+    alarms = []
+
+    def collect(line: str) -> None:
+        if line.startswith("{"):
+            ev = json.loads(line)
+            if ev.get("event") == "sound" and ev.get("alarm"):
+                alarms.append(f"{ev['time']} {ev['alarm']}")
+
+    end = run(args, timeout=120, echo=collect)
+    echo(f"\nDesk clock (firmware on the host port): {end['screens']} screens through the "
+         f"night in {d}/ (current.png is the last); alarms: {', '.join(alarms) or 'none'}")
+    return end
