@@ -90,6 +90,25 @@ def night_message(night: str, summary: dict, readings: list[Glucose], start_s: f
     }
 
 
+def latest_night(store: EdgeStore, readings: list[Glucose] | None = None
+                 ) -> tuple[tuple, dict] | None:
+    """((night, updated_at), night message) of the newest night the store summarized; the
+    readings come from the store's entries unless given (a replayed night keeps CGM only as
+    epoch rows)."""
+    row = store.db.execute(
+        "SELECT night, summary, updated_at FROM nights ORDER BY night DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    summary = json.loads(row[1])
+    start = summary.get("first_epoch", 0) * 30
+    end = start + summary.get("epochs", 0) * 30
+    if readings is None:
+        readings = readings_from_store(store, start * 1000)
+    msg = night_message(row[0], summary, readings, start, end)
+    return (row[0], row[2]), msg
+
+
 class ClockFeed:
     """Publishes what changed since the last call. publish(topic, payload, retain) is the LAN
     broker client's publish (paho's signature)."""
@@ -112,18 +131,11 @@ class ClockFeed:
                          qos=1)
             self.last_t = msg["t"]
             n += 1
-        row = store.db.execute(
-            "SELECT night, summary, updated_at FROM nights ORDER BY night DESC LIMIT 1"
-        ).fetchone()
-        if row is not None and (row[0], row[2]) != self.last_night:
-            summary = json.loads(row[1])
-            start = summary.get("first_epoch", 0) * 30
-            end = start + summary.get("epochs", 0) * 30
-            night = night_message(row[0], summary, readings_from_store(store, start * 1000),
-                                  start, end)
-            self.publish(self.night_topic, json.dumps(night, separators=(",", ":")),
+        latest = latest_night(store)
+        if latest is not None and latest[0] != self.last_night:
+            self.publish(self.night_topic, json.dumps(latest[1], separators=(",", ":")),
                          retain=True, qos=1)
-            self.last_night = (row[0], row[2])
+            self.last_night = latest[0]
             n += 1
         self.sent += n
         return n

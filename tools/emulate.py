@@ -8,6 +8,7 @@ prints one JSON line per screen or sound change.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -122,9 +123,22 @@ def clock_night(out: Path, echo=print) -> dict:
     cfg.write_text(json.dumps(DEMO_CONFIG, indent=1))
     args = ["--config", str(cfg), "--out", str(d), "--replay", str(Path(out) / "cgm.csv"),
             "--step-s", "300"]
-    summary = Path(out) / "clock" / "night.json"
-    if summary.is_file():
-        args += ["--summary", str(summary)]
+    if (Path(out) / "edge.db").is_file():  # the morning screen: what the edge would publish
+        from nightlink.edge.clock_feed import latest_night
+        from nightlink.edge.samples import Glucose
+        from nightlink.edge.store import EdgeStore
+
+        with open(Path(out) / "cgm.csv", newline="") as f:
+            readings = [Glucose(t=int(r["epoch_ms"]) / 1000, sgv=int(float(r["sgv_mgdl"])))
+                        for r in csv.DictReader(f) if not r.get("error_code")]
+        store = EdgeStore(Path(out) / "edge.db")
+        try:
+            night = latest_night(store, readings)
+        finally:
+            store.close()
+        if night is not None:
+            (d / "night.json").write_text(json.dumps(night[1]))
+            args += ["--summary", str(d / "night.json")]
     alarms = []
 
     def collect(line: str) -> None:
