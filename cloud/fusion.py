@@ -210,7 +210,7 @@ def stages(nd: NightData, span: tuple[int, int] | None) -> tuple[dict[int, int],
 
 def fuse(nd: NightData) -> dict:
     """Every per-night metric and cross-modal finding of a loaded night (no timeline)."""
-    rec = sorted(e for s in SLEEP_STREAMS for e in nd.streams[s])
+    rec = sorted(e for s in SLEEP_STREAMS for e, v in nd.streams[s].items() if v)
     span = (rec[0], rec[-1] + 1) if rec else None
     st, stage_source = stages(nd, span)
     doc: dict = {"night": nd.night, "tz": nd.tz.key, "first_epoch": nd.first, "end_epoch": nd.end,
@@ -279,7 +279,8 @@ def coverage(nd: NightData, span) -> dict:
     out = {}
     for s in ALL_STREAMS:
         name = F.stream(s)[F.S_NAME]
-        out[name] = sum(1 for e in nd.streams[s] if a <= e < b) / n
+        # an epoch counts when its row carries at least one measured feature
+        out[name] = sum(1 for e, v in nd.streams[s].items() if v and a <= e < b) / n
     lo, hi = a * EPOCH_S * 1000, b * EPOCH_S * 1000
     got = [g for t, g in nd.readings if lo <= t < hi]
     expected = max(1, int(n * EPOCH_MIN / CGM_INTERVAL_MIN))
@@ -321,7 +322,12 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
         out["ahi_severity"] = severity(out["ahi"])
         return out
     out["source"] = "raw features"
-    arows = [audio[e] for e in epochs if e in audio]
+    # Actigraphy calls the arousal after an apnea "awake", so without a classifier the
+    # events are counted over the whole recording, per hour of recording (as home sleep
+    # apnea tests report a respiratory event index), and labelled so.
+    epochs = list(range(a, b))
+    out["basis"], out["hours"] = "recording", (b - a) * EPOCH_S / 3600.0
+    arows = [audio[e] for e in epochs if audio.get(e)]
     if arows:
         ah = len(arows) * EPOCH_S / 3600.0
         out["snore_pct"] = 100.0 * sum(1 for r in arows if r.get("snore_ratio", 0) > SNORE_RATIO
@@ -331,8 +337,9 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
         events = _runs(pauses)
         out["apnea_events"] = events
         out["ahi"] = events / ah
-        out["ahi_source"] = f"audio pauses >= {APNEA_SILENCE_S:g} s (apnea candidates)"
-    wrows = [wear[e] for e in epochs if e in wear and "desat3_count" in wear[e]]
+        out["ahi_source"] = (f"audio pauses >= {APNEA_SILENCE_S:g} s (apnea candidates) per "
+                             "hour of recording")
+    wrows = [wear[e] for e in epochs if "desat3_count" in wear.get(e, {})]
     if wrows:
         wh = len(wrows) * EPOCH_S / 3600.0
         out["odi3"] = sum(r["desat3_count"] for r in wrows) / wh
@@ -368,7 +375,7 @@ def nocturnal_glucose(nd: NightData, sleep_span) -> dict:
 
 def room(nd: NightData, span) -> dict:
     a, b = span if span else (nd.first, nd.end)
-    rows = [v for e, v in nd.streams[F.ROOM].items() if a <= e < b]
+    rows = [v for e, v in nd.streams[F.ROOM].items() if v and a <= e < b]
     return {"temp_c": _range([r.get("temp_c") for r in rows]),
             "co2_ppm": _range([r.get("co2_ppm") for r in rows], 0),
             "light_lux": _range([r.get("light_lux") for r in rows], 0),

@@ -87,7 +87,10 @@ def run_demo(out: Path, seed: int = 1, patient: str = "adult#001", hours: float 
             e = latest[0]
             echo(f"Nightscout API (tenant {TENANT}): latest sgv {e['sgv']} mg/dL "
                  f"{e['direction']} at {e['dateString']}")
-        return {"edge": result, "cloud_rows": per_stream, "sync": st}
+        from nightlink.tools import demo_report
+
+        report = demo_report.write(cloud, TENANT, out, echo=echo)
+        return {"edge": result, "cloud_rows": per_stream, "sync": st, "report": report}
     finally:
         if worker is not None:
             worker.stop()

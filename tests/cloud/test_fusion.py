@@ -81,13 +81,15 @@ def test_fuse__nocturnal_glucose_and_by_stage(data):
 
 def test_fuse__fallback_without_classifier_is_labelled(data):
     """No inference rows: wearable movement gives sleep/wake only, audio pauses give apnea
-    candidates, the wearable's counts give the ODI; every figure says where it came from."""
+    candidates, the wearable's counts give the ODI; every figure says where it came from.
+    Rows whose features are all missing count as no data."""
     wear, aud = {}, {}
     for i in range(20):
         moved = int(i <= 3 or i == 19)
         wear[E0 + i] = {"hr_mean_bpm": 60.0, "movement": moved, "desat3_count": int(i in (9, 15)),
                         "desat4_count": 0, "spo2_mean_pct": 95.0}
         aud[E0 + i] = {"silence_max_s": 12.0 if i in (8, 9, 14) else 2.0, "snore_ratio": 0.1}
+    wear[E0 + 40] = {}  # a row with nothing measured, well after the night
     put_epochs(data, F.WEARABLE, wear)
     put_epochs(data, F.AUDIO, aud)
     doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
@@ -96,10 +98,13 @@ def test_fuse__fallback_without_classifier_is_labelled(data):
     assert s["source"] == "actigraphy" and s["stage_pct"] is None and s["rem_latency_min"] is None
     assert (s["tib_min"], s["tst_min"], s["sol_min"], s["waso_min"]) == (10.0, 6.5, 2.5, 0.0)
     assert b["source"] == "raw features" and "audio pauses" in b["ahi_source"]
-    assert b["apnea_events"] == 2 and b["ahi"] == pytest.approx(2 / (13 / 120))
-    assert b["ahi_severity"] == "moderate"
+    # Counted over the 20-epoch recording (1/6 h), as actigraphy would call post-apnea
+    # arousals awake: 2 events -> 12/h, mild.
+    assert b["basis"] == "recording" and "per hour of recording" in b["ahi_source"]
+    assert b["apnea_events"] == 2 and b["ahi"] == pytest.approx(12)
+    assert b["ahi_severity"] == "mild"
     assert b["odi_source"] == "wearable desaturation counts"
-    assert b["odi3"] == pytest.approx(2 / (13 / 120))
+    assert b["odi3"] == pytest.approx(12)
     assert doc["coverage"]["inference"] == 0.0 and doc["coverage"]["audio"] == 1.0
     assert doc["glucose"]["period"] == "sleep" and doc["glucose"]["summary"] is None
 

@@ -1,0 +1,78 @@
+"""A simulated night (tools/simulate) through the real edge pipeline into a cloud store, fused:
+checked against the simulator's ground truth and the edge node's own night summary."""
+
+import csv
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nightlink.cloud import fusion
+from nightlink.cloud.ingest import glucose_entries
+from nightlink.cloud.repo import Store
+from nightlink.edge.replay import replay
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import codec
+from nightlink.shared import features as F
+from nightlink.tools.simulate.night import simulate_night
+
+HOURS = 1.0
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    manifest = simulate_night(out, seed=4, hours=HOURS, audio_format=None)
+    edge = EdgeStore(out / "edge.db")
+    result = replay(out, edge, audio="stream")
+    store = Store.open(f"sqlite:///{out / 'cloud.db'}")
+    store.create_tenant("sim", "Simulated")
+    data = store.tenant("sim")
+    records = list(edge.records())
+    data.put_rows(records)
+    data.add_entries([e for r in records if r.stream == F.CGM
+                      for e in glucose_entries(r, codec.device_name(r.device))])
+    doc = fusion.fuse(fusion.load_night(data, result.night, ZoneInfo("UTC")))
+    yield out, manifest, result, doc
+    edge.close()
+    store.close()
+
+
+def test_sim__recording_matches_the_truth_grid(night):
+    _out, manifest, result, doc = night
+    first = manifest["epoch_grid"]["first_epoch"]
+    count = manifest["epoch_grid"]["epoch_count"]
+    assert doc["night"] == result.night == "2026-01-15"
+    assert (doc["recording"]["start_epoch"], doc["recording"]["end_epoch"]) == \
+        (first, first + count)
+    assert doc["sleep"]["tib_min"] == HOURS * 60
+
+
+def test_sim__without_classifier_every_figure_is_labelled(night):
+    *_, doc = night
+    assert doc["sleep"]["source"] == "actigraphy" and doc["sleep"]["stage_pct"] is None
+    assert doc["breathing"]["source"] == "raw features"
+    assert doc["coverage"]["inference"] == 0.0
+
+
+def test_sim__agrees_with_the_edge_summary(night):
+    _out, _m, result, doc = night
+    s = result.summary
+    assert doc["breathing"]["apnea_events"] == s["audio"]["apnea_candidates"]
+    for name in ("wearable", "room", "audio"):
+        assert doc["coverage"][name] == pytest.approx(s["coverage"][name], abs=0.001), name
+
+
+def test_sim__nocturnal_glucose_is_the_sensor_readings(night):
+    out, _m, _r, doc = night
+    g = doc["glucose"]
+    lo, hi = g["start_ms"], g["end_ms"]
+    truth = []
+    with open(out / "cgm.csv") as f:
+        for row in csv.DictReader(f):
+            t = datetime.fromisoformat(row["time"].replace("Z", "+00:00")).astimezone(UTC)
+            ms = int(t.timestamp() * 1000)
+            if lo <= ms < hi and not row["error_code"]:
+                truth.append(int(row["sgv_mgdl"]))
+    assert truth and abs(g["n"] - len(truth)) <= 1
+    assert g["summary"]["mean"] == pytest.approx(sum(truth) / len(truth), abs=3)

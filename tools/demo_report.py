@@ -1,0 +1,101 @@
+"""The demo's last step: the fused doctor's report of the simulated night(s), as HTML and PDF
+files under the demo's output folder, and where to open them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nightlink.cloud import fusion
+from nightlink.cloud.repo import Store
+from nightlink.cloud.reports import render
+from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports.summary import build_report
+from nightlink.shared.epoch import EPOCH_S
+
+UNIT = "mg/dL"
+
+
+def _nights(store: Store, tenant: str, tz) -> list[str]:
+    """Every night (local evening date) holding epoch rows of the tenant."""
+    rng = store.db.one("SELECT min(epoch) AS a, max(epoch) AS b FROM epoch_rows "
+                       "WHERE tenant_id = ?", (tenant,))
+    if rng is None or rng["a"] is None:
+        return []
+    first = fusion.night_of(rng["a"] * EPOCH_S, tz)
+    last = fusion.night_of(rng["b"] * EPOCH_S, tz)
+    out, night = [], first
+    from datetime import date, timedelta
+
+    d = date.fromisoformat(first)
+    while night <= last:
+        out.append(night)
+        d += timedelta(days=1)
+        night = d.isoformat()
+    return out
+
+
+def describe(doc: dict) -> list[str]:
+    """A few plain lines on what the night's report shows."""
+    s, b, g = doc["sleep"], doc["breathing"], doc["glucose"]
+    lines = []
+    if s["tst_min"] is not None:
+        lines.append(f"  sleep ({s['source']}): {s['tst_min'] / 60:.1f} h asleep of "
+                     f"{s['tib_min'] / 60:.1f} h in bed, efficiency {s['se_pct']:.0f} %")
+    if b["ahi"] is not None:
+        lines.append(f"  breathing: AHI {b['ahi']:.1f}/h ({b['ahi_severity']}; "
+                     f"{b['ahi_source']}), ODI 3 % {b['odi3'] or 0:.1f}/h")
+    if g["summary"]:
+        lines.append(f"  nocturnal glucose ({g['period']}): mean {g['summary']['mean']:.0f} "
+                     f"mg/dL, CV {g['summary']['cv_pct']:.0f} %, in range "
+                     f"{g['bands']['in_range']:.0f} %")
+    for low in doc["findings"]["lows"]:
+        hr = (f", heart rate {low['hr_response']:+.0f} bpm" if low["hr_response"] is not None
+              else "")
+        lines.append(f"  low (level {low['level']}): {low['minutes']:.0f} min, nadir "
+                     f"{low['nadir']:.0f} mg/dL, stage at start "
+                     f"{low['stage_at_start'] or 'not scored'}{hr}, arousal "
+                     f"{'yes' if low['arousal'] else 'none seen'}")
+    cov = doc["coverage"]
+    lines.append("  coverage: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in cov.items()
+                                           if k != "sensor_errors"))
+    return lines
+
+
+def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
+    """Write report/night-<night>.{html,pdf} per night and report/report.{html,pdf} (the
+    multi-day report ending with the last night) under out; say where they are."""
+    data = store.tenant(tenant)
+    ps = RS.patient_settings(data)
+    name = store.get_tenant(tenant)["name"]
+    folder = Path(out) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    echo("\nDoctor's report (fused night):")
+    for night in _nights(store, tenant, ps.tz):
+        doc = RS.fused_night(data, night, ps.tz)
+        if not doc["has_data"] or doc["recording"] is None:
+            continue
+        tl = fusion.timeline(fusion.load_night(data, night, ps.tz), doc)
+        html = folder / f"night-{night}.html"
+        html.write_text(render.night_html(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT))
+        pdf, pages = render.night_pdf(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT)
+        (folder / f"night-{night}.pdf").write_bytes(pdf)
+        files += [html, folder / f"night-{night}.pdf"]
+        echo(f"Night of {night}:")
+        for line in describe(doc):
+            echo(line)
+    rep = build_report(data, ps)
+    html = folder / "report.html"
+    html.write_text(render.report_html(rep, tenant_name=name, unit=UNIT))
+    pdf, pages = render.report_pdf(rep, tenant_name=name, unit=UNIT)
+    (folder / "report.pdf").write_bytes(pdf)
+    files += [html, folder / "report.pdf"]
+    store.audit("export", tenant_id=tenant, kind="demo", format="html+pdf",
+                files=[str(f) for f in files])
+    echo(f"{rep['days']}-day report ({rep['start_day']} to {rep['end_day']}, {pages} PDF "
+         f"pages); data sufficiency {100 * rep['sufficiency']['share']:.0f} % of readings.")
+    echo("Open in a browser:")
+    for f in files:
+        echo(f"  file://{f.resolve()}")
+    echo(f"Or serve the portal: nightlink cloud serve --database-url sqlite:///{Path(out).resolve()}/cloud.db, then open /portal (sign in as a doctor).")
+    return {"files": [str(f) for f in files], "report": rep}
