@@ -20,7 +20,7 @@ NEVER_MUTED = ("urgent_low", "no_data")
 
 DEFAULTS = {
     "version": 1,
-    "device": {"id": "clock", "name": "Nightlink clock", "tenant": "default"},
+    "device": {"id": "000000000000", "name": "Nightlink clock", "tenant": "default"},
     "wifi": [],
     "mqtt": {"host": "", "port": 1883, "user": None, "password": None, "tls": False},
     "cloud": None,
@@ -107,11 +107,14 @@ def validate(cfg):
     dev = _dict(errs, cfg, "device", True)
     if dev is not None:
         _unknown(errs, "device.", dev, ("id", "name", "tenant"))
-        for k in ("id", "tenant"):
-            try:
-                topics.check_name("device" if k == "id" else "tenant", dev.get(k))
-            except topics.TopicError as e:
-                errs.append("device.%s is not valid: %s" % (k, e))
+        try:
+            topics.check_name("tenant", dev.get("tenant"))
+        except topics.TopicError as e:
+            errs.append("device.tenant is not valid: %s" % e)
+        did = dev.get("id")
+        if not isinstance(did, str) or len(did) != 12 or not all(
+                c in "0123456789abcdef" for c in did):
+            errs.append("device.id must be the clock's 12 lowercase hex digits (its wire id).")
         name = dev.get("name")
         if name is not None and (not isinstance(name, str) or len(name) > 32):
             errs.append("device.name must be text of at most 32 characters.")

@@ -103,7 +103,7 @@ def emulate(config_path, out, broker, speed, minutes, replay, summary, battery, 
 
 DEMO_CONFIG = {
     "version": 1,
-    "device": {"id": "clock-1", "name": "Demo clock", "tenant": "demo"},
+    "device": {"id": "a4cf12b0c3d4", "name": "Demo clock", "tenant": "demo"},
     "wifi": [{"ssid": "demo", "password": "demo-network"}],
     "mqtt": {"host": "127.0.0.1", "port": 1883},
     "units": "mg/dL",

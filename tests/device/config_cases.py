@@ -7,9 +7,9 @@ import tzrule
 
 GOOD = {
     "version": 1,
-    "device": {"id": "clock-1", "name": "Nightstand", "tenant": "smith"},
+    "device": {"id": "a4cf12b0c3d4", "name": "Nightstand", "tenant": "smith"},
     "wifi": [{"ssid": "home", "password": "correct horse"}],
-    "mqtt": {"host": "192.168.1.20", "port": 1883, "user": "smith.clock-1",
+    "mqtt": {"host": "192.168.1.20", "port": 1883, "user": "smith.a4cf12b0c3d4",
              "password": "p4ssw0rd-from-provisioning", "tls": False},
     "cloud": {"url": "https://nightlink.example.org/t/smith", "api_secret": "0123456789abcdef"},
     "units": "mg/dL",
@@ -45,6 +45,7 @@ CASES = {
     "wifi_short_pw": variant("wifi", [{"ssid": "home", "password": "short"}]),
     "wifi_missing": variant("wifi", "<del>"),
     "bad_tenant": variant("device.tenant", "Smith Family"),
+    "bad_id": variant("device.id", "clock-1"),
     "bad_tz": variant("tz", "Europe/Paris"),
     "bad_port": variant("mqtt.port", 70000),
     "typo_key": variant("thresholds.hihg", 200),

@@ -5,7 +5,7 @@ import json
 import app
 import config
 
-BAD = {"version": 1, "device": {"id": "clock-1", "tenant": "smith"},
+BAD = {"version": 1, "device": {"id": "a4cf12b0c3d4", "tenant": "smith"},
        "wifi": [{"ssid": "home", "password": "short"}], "mqtt": {"host": "192.168.1.20"},
        "thresholds": {"low": 200}}
 errs = config.validate(BAD)

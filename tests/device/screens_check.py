@@ -25,7 +25,7 @@ SUMMARY = {"night": "2026-01-15", "sleep_min": 432, "efficiency_pct": 91, "lows"
            "curve": [128, 126, 124, 121, 118, 112, 104, 97, 90, 82, 75, 68, 62, 57, 55, 58, 66,
                      78, 92, 104, 112, 0, 0, 0, 0, 118, 124, 131, 140, 152, 166, 181, 196, 210,
                      224, 238, 250, 262, 270, 268, 262, 250]}
-BAD = {"version": 1, "device": {"id": "clock-1", "tenant": "smith"},
+BAD = {"version": 1, "device": {"id": "a4cf12b0c3d4", "tenant": "smith"},
        "wifi": [{"ssid": "home", "password": "short"}], "mqtt": {"host": "192.168.1.20"},
        "thresholds": {"low": 200}, "quiet_hours": {"start": "22:30", "end": "06:30",
                                                    "mute": ["urgent_low"]}}

@@ -35,6 +35,7 @@ def _check(got):
                                   "characters."]
     assert e["wifi_missing"] == ["wifi must be a list of 1 to 8 networks."]
     assert len(e["bad_tenant"]) == 1 and e["bad_tenant"][0].startswith("device.tenant ")
+    assert e["bad_id"] == ["device.id must be the clock's 12 lowercase hex digits (its wire id)."]
     assert len(e["bad_tz"]) == 1 and e["bad_tz"][0].startswith("tz must be a POSIX TZ")
     assert e["bad_port"] == ["mqtt.port must be a whole number between 1 and 65535."]
     assert e["typo_key"] == ["thresholds.hihg is not a known key."]

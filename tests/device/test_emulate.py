@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 
 CONFIG = {
     "version": 1,
-    "device": {"id": "clock-1", "tenant": "smith"},
+    "device": {"id": "a4cf12b0c3d4", "tenant": "smith"},
     "wifi": [{"ssid": "home", "password": "correct horse"}],
     "mqtt": {"host": "127.0.0.1", "port": 1},
     "tz": "UTC0",

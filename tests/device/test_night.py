@@ -13,7 +13,7 @@ from tests.conftest import ROOT, MicroPythonError
 
 SCRIPT = ROOT / "tests" / "device" / "night_check.py"
 STEPS = ROOT / "tests" / "device" / "mpy_steps.mjs"
-HAVE_MODEL = (ROOT / "device" / "lowrisk.py").exists()
+HAVE_MODEL = all((ROOT / "device" / n).exists() for n in ("lowrisk.py", "lowrisk_weights.py"))
 HEAP_LIMIT = 64 * 1024
 # device code on CPython, the way the host port runs it: flat imports, board-module shims first
 HOST_PATH = f"{ROOT / 'tools' / 'hostport'}:{ROOT / 'device'}:{ROOT / 'shared'}"
@@ -126,7 +126,7 @@ def test_night__refresh_at_most_once_a_minute(cpy_night):
     assert cpy_night["refreshes"] <= 9 * 60 + 1
 
 
-@pytest.mark.skipif(not HAVE_MODEL, reason="device/lowrisk.py (issue 6) is not there yet")
+@pytest.mark.skipif(not HAVE_MODEL, reason="the on-device model (device/lowrisk.py + lowrisk_weights.py, issue 6) is not there yet")
 @pytest.mark.micropython
 def test_night__predicted_low_fires_before_the_low(mpy_night):
     assert mpy_night["model"] is True  # the real on-device model, no stand-in
