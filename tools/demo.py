@@ -90,7 +90,11 @@ def run_demo(out: Path, seed: int = 1, patient: str = "adult#001", hours: float 
         from nightlink.tools import demo_report
 
         report = demo_report.write(cloud, TENANT, out, echo=echo)
-        return {"edge": result, "cloud_rows": per_stream, "sync": st, "report": report}
+        from nightlink.tools.emulate import clock_night  # the desk clock through the night
+
+        clock = clock_night(out, echo=echo)
+        return {"edge": result, "cloud_rows": per_stream, "sync": st, "report": report,
+                "clock": clock}
     finally:
         if worker is not None:
             worker.stop()
