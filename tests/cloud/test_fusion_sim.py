@@ -76,3 +76,27 @@ def test_sim__nocturnal_glucose_is_the_sensor_readings(night):
                 truth.append(int(row["sgv_mgdl"]))
     assert truth and abs(g["n"] - len(truth)) <= 1
     assert g["summary"]["mean"] == pytest.approx(sum(truth) / len(truth), abs=3)
+
+
+def test_sim__actigraphy_sleep_wake_against_the_true_hypnogram(night):
+    """The raw-feature fallback is no classifier, but it must still mostly agree with the
+    true sleep/wake of the epochs it scored (this seed: a severe-apnea night full of
+    arousals, the hard case)."""
+    from nightlink.cloud.reports.settings import zone
+
+    out, _m, result, doc = night
+    truth = {}
+    with open(out / "truth" / "hypnogram.csv") as f:
+        for row in csv.DictReader(f):
+            truth[int(row["epoch"])] = row["stage4"] != "Wake"
+    store = Store.open(f"sqlite:///{out / 'cloud.db'}")
+    try:
+        nd = fusion.load_night(store.tenant("sim"), result.night, zone("UTC"))
+        rec = doc["recording"]
+        stages, source = fusion.stages(nd, (rec["start_epoch"], rec["end_epoch"]))
+    finally:
+        store.close()
+    assert source == "actigraphy"
+    agree = sum((s != fusion.WAKE) == truth[e] for e, s in stages.items()) / len(stages)
+    print(f"actigraphy sleep/wake agreement {agree:.3f} over {len(stages)} epochs")
+    assert agree >= 0.75
