@@ -187,3 +187,33 @@ def test_pearson__ci_and_not_enough_nights():
     assert r["r"] == pytest.approx(6 / 60 ** 0.5) and r["slope"] == pytest.approx(0.6)
     lo, hi = r["ci"]
     assert lo < r["r"] < hi and -1 < lo and hi < 1
+
+
+def test_fused_night__both_backends(cloud_db_url):
+    """Migration 6, the cache and the report queries on SQLite and PostgreSQL alike."""
+    from nightlink.cloud.reports.summary import build_report
+
+    store = Store.open(cloud_db_url)
+    try:
+        store.create_tenant("p1", "Patient")
+        data = store.tenant("p1")
+        RS.set_patient_settings(data, tz="Europe/Berlin", targets="older", report_days=7)
+        ps = RS.patient_settings(data)
+        assert (ps.tz.key, ps.targets, ps.report_days) == ("Europe/Berlin", "older", 7)
+        classifier_night(data)
+        doc = RS.fused_night(data, NIGHT, ps.tz)
+        assert doc["breathing"]["apnea_events"] == 2
+        assert RS.fused_night(data, NIGHT, ps.tz) == doc
+        put_epochs(data, F.INFER, {E0 + 7: {"sleep_stage": 2, "apnea_events": 1}},
+                   device="0000000000aa")
+        assert RS.fused_night(data, NIGHT, ps.tz)["breathing"]["apnea_events"] == 3
+        rep = build_report(data, ps, end_day="2026-01-16")
+        assert rep["days"] == 7 and rep["summary"]["n"] == 4
+        user = store.create_user("u@example.org", "x")
+        assert RS.user_units(store, user["id"]) == "mg/dL"
+        RS.set_user_units(store, user["id"], "mmol/L")
+        assert RS.user_units(store, user["id"]) == "mmol/L"
+        assert data.purge() > 0
+        assert RS.cache_info(data, NIGHT) is None
+    finally:
+        store.close()
