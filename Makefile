@@ -35,7 +35,7 @@ $(STAMPS)/main: pyproject.toml | $(PY)
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/dev: pyproject.toml $(STAMPS)/main
-	$(PY) -m pip install --quiet --editable '.[dev]'
+	$(PY) -m pip install --quiet --editable '.[dev,train]'
 	@mkdir -p $(STAMPS) && touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json

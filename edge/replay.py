@@ -21,6 +21,7 @@ import soundfile
 
 from nightlink.edge import samples as S
 from nightlink.edge.audio_features import EPOCH_SAMPLES, SAMPLE_RATE
+from nightlink.edge.classify import classify_night
 from nightlink.edge.night_summary import summarize_night
 from nightlink.edge.pipeline import STREAM_ORDER, EdgePipeline
 from nightlink.edge.store import EdgeStore
@@ -189,11 +190,13 @@ def replay(
     speed: float = 1.0,
     audio: str = "auto",
     on_epoch: Callable[[int], None] | None = None,
+    classify: bool = True,
 ) -> ReplayResult:
     """Replay a simulated night into the store.
 
     audio: "auto" (the night's audio file, else the simulator's stream for its seed),
-    "file", "stream" or "none".
+    "file", "stream" or "none". With classify, the edge's models (edge/classify.py) add stream 5
+    records and their figures to the night summary.
     """
     manifest = load_manifest(sim_dir)
     first = int(manifest["epoch_grid"]["first_epoch"])
@@ -248,7 +251,10 @@ def replay(
         _LOGGER.warning("%s", p)
 
     night = night_of(start)
+    classified = classify_night(store, first, count) if classify else None
     summary = summarize_night(store, first, count)
+    if classified:
+        summary.update(classified)
     store.put_night(night, summary)
     for stream in STREAM_ORDER:
         name = F.stream(stream)[F.S_NAME]

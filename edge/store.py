@@ -228,7 +228,7 @@ class EdgeStore:
     ) -> codec.Record:
         """Store this node's record for consecutive epochs and queue it for sync, atomically."""
         with self.transaction():
-            seq = self._next_seq(self.device, stream)
+            seq = self._next_seq(self.device, stream, len(rows))
             rec = codec.Record(
                 stream, codec.device_id(self.device), self.boot, seq, epoch, rows, flags
             )
@@ -245,7 +245,8 @@ class EdgeStore:
                 return None
         return rec
 
-    def _next_seq(self, device: str, stream: int) -> int:
+    def _next_seq(self, device: str, stream: int, rows: int = 1) -> int:
+        """The seq of the next record's first row, reserving `rows` of them (seq counts rows)."""
         row = self.db.execute(
             "SELECT next_seq FROM seqs WHERE device = ? AND stream = ?", [device, stream]
         ).fetchone()
@@ -253,7 +254,7 @@ class EdgeStore:
         self.db.execute(
             "INSERT INTO seqs (device, stream, next_seq) VALUES (?, ?, ?) "
             "ON CONFLICT (device, stream) DO UPDATE SET next_seq = excluded.next_seq",
-            [device, stream, seq + 1],
+            [device, stream, seq + rows],
         )
         return seq
 

@@ -42,11 +42,14 @@ def _register() -> None:
     from nightlink.tools.bench import bench
     from nightlink.tools.device_cli import device
     from nightlink.tools.simulate.cli import simulate
+    from nightlink.tools.train.cli import evaluate, train
 
     main.add_command(simulate)
     main.add_command(bench)
     main.add_command(edge)
     main.add_command(cloud)
+    main.add_command(train)
+    main.add_command(evaluate)
     main.add_command(device)
 
 

@@ -89,14 +89,15 @@ def _edge_night(hours: float) -> dict:
     return bench_edge_night(hours=hours)
 
 
-BENCHES = ("api", "codec", "edge-audio", "edge-night", "ingest", "report", "simulate", "sync")
+BENCHES = ("api", "classify", "codec", "edge-audio", "edge-night", "ingest", "report", "simulate",
+           "sync")
 
 
 @click.command()
 @click.argument("name", type=click.Choice(BENCHES))
 @click.option("--json", "as_json", is_flag=True, help="End with the figures as one JSON line.")
 @click.option("--hours", type=float, default=8.0, show_default=True,
-              help="simulate, edge-audio, edge-night: night length.")
+              help="simulate, edge-audio, edge-night, classify: night length.")
 @click.option("--no-audio", is_flag=True, help="simulate: skip the audio file.")
 @click.option("--no-naive", is_flag=True, help="edge-audio: skip the naive librosa run.")
 @click.option("--nights", type=click.IntRange(1, 60), default=7, show_default=True,
@@ -105,7 +106,8 @@ BENCHES = ("api", "codec", "edge-audio", "edge-night", "ingest", "report", "simu
               help="api: API server processes (default: one per CPU core).")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
           nights: int, workers: int | None) -> None:
-    """Measure NAME (api, codec, edge-audio, edge-night, ingest, report, simulate, sync)."""
+    """Measure NAME (api, classify, codec, edge-audio, edge-night, ingest, report, simulate,
+    sync)."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -128,6 +130,10 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
         from nightlink.tools.bench_cloud import bench_ingest
 
         figures = bench_ingest()
+    elif name == "classify":
+        from nightlink.tools.bench_edge import bench_classify
+
+        figures = bench_classify(hours)
     elif name == "report":
         from nightlink.tools.bench_report import bench_report
 

@@ -186,6 +186,37 @@ def bench_edge_night(hours: float = 8.0) -> dict:
     }
 
 
+def bench_classify(hours: float = 8.0) -> dict:
+    """All three edge models over a stored night: load once, then classify (best of 3)."""
+    from nightlink.edge import classify
+    from nightlink.edge.replay import replay
+    from nightlink.edge.store import EdgeStore
+    from nightlink.tools.simulate.night import simulate_night
+
+    with tempfile.TemporaryDirectory(prefix="nl-bench-classify-") as tmp:
+        night = Path(tmp) / "night"
+        simulate_night(night, seed=1, hours=hours, audio_format=None)
+        store = EdgeStore(Path(tmp) / "edge.db")
+        result = replay(night, store, audio="stream", classify=False)
+        t = time.perf_counter()
+        clf = classify.Classifiers()
+        load_s = time.perf_counter() - t
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            streams = classify.night_streams(store, result.first_epoch, result.epochs)
+            clf.run(streams, streams["cgm"]["glucose_mgdl"])
+            runs.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        classify.classify_night(store, result.first_epoch, result.epochs, clf)
+        with_store = time.perf_counter() - t
+        store.close()
+    sizes = {p.stem: p.stat().st_size for p in sorted(classify.MODELS.glob("*.tflite"))}
+    return {"hours": hours, "epochs": result.epochs, "load_s": round(load_s, 3),
+            "night_s": round(min(runs), 3), "night_with_store_s": round(with_store, 3),
+            "model_bytes": sizes}
+
+
 if __name__ == "__main__":
     mode, path = sys.argv[1], Path(sys.argv[2])
     if mode == "import":

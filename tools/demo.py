@@ -54,6 +54,7 @@ def run_demo(out: Path, seed: int = 1, patient: str = "adult#001", hours: float 
              f"{result.seconds:.1f} s into {out / 'edge.db'}")
         for name, n in result.present.items():
             echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
+        _echo_classifiers(result.summary, echo)
         echo("  night summary: " + json.dumps(result.summary, separators=(",", ":")))
 
         cloud.create_tenant(TENANT, "Demo patient")
@@ -101,3 +102,20 @@ def run_demo(out: Path, seed: int = 1, patient: str = "adult#001", hours: float 
         broker.stop()
         edge.close()
         cloud.close()
+
+
+def _echo_classifiers(summary: dict, echo) -> None:
+    """One line per edge model: what it made of the night (stream 5 holds the epochs)."""
+    sleep, br, risk = summary.get("sleep"), summary.get("breathing"), summary.get("glucose_risk")
+    if not sleep:
+        echo("  classifiers: no models found, the night has no stream 5 records")
+        return
+    pct = sleep["stage_pct"]
+    echo(f"  classifiers (LiteRT, int8): sleep {sleep['tst_min'] / 60:.1f} h of "
+         f"{sleep['tib_min'] / 60:.1f} h, efficiency {sleep['efficiency_pct']} %, light "
+         f"{pct['Light']} % / deep {pct['Deep']} % / REM {pct['REM']} %")
+    echo(f"    breathing: {br['apnea_events']} apnea/hypopnea events, AHI {br['ahi']}/h "
+         f"({br['severity']}), ODI 3 % {br['odi3']}/h, snoring {br['snore_pct_tst']} % of sleep")
+    if risk and risk.get("max_low_risk") is not None:
+        echo(f"    glucose: highest low risk in 30 min {risk['max_low_risk']:.0%} (alarm at "
+             f"{risk['alarm_at']:.0%}), lowest 30-min forecast {risk['min_forecast30_mgdl']} mg/dL")

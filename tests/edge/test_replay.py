@@ -75,7 +75,11 @@ def test_replay__one_record_per_epoch_per_modality(replayed, night):
         assert len(recs) == n
         assert [r.epoch for r in recs] == list(range(result.first_epoch, result.first_epoch + n))
         assert [r.seq for r in recs] == list(range(1, n + 1))
-    assert store.outbox_size() == 4 * n
+    # Plus the classifier outputs: one stream 5 record per hour of epochs.
+    infer = list(store.records(F.INFER))
+    assert [r.count for r in infer] == [120] * (n // 120) + ([n % 120] if n % 120 else [])
+    assert [r.seq for r in infer] == [1 + 120 * k for k in range(len(infer))]
+    assert store.outbox_size() == 4 * n + len(infer)
     assert result.problems == [] and result.bad_rows == {}
 
 

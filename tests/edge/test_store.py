@@ -33,6 +33,14 @@ def test_store__append_writes_record_and_outbox_together(store):
     assert codec.decode(out[0].blob) == recs[0]
 
 
+def test_store__seq_counts_rows_of_multi_epoch_records(store):
+    store.start_boot()
+    a = store.append(F.ROOM, 1000, [ROW] * 3)
+    b = store.append(F.ROOM, 1003, [ROW] * 2)
+    c = store.append(F.ROOM, 1005, [ROW])
+    assert [a.seq, b.seq, c.seq] == [1, 4, 6]  # the rows' seqs never overlap
+
+
 def test_store__seq_and_device_survive_reopen(tmp_path):
     s = EdgeStore(tmp_path / "edge.db")
     s.start_boot()

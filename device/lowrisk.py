@@ -1,0 +1,133 @@
+# Predicted-low model on the clock: P(glucose < 70 mg/dL within 30 min) from the last hour of CGM.
+# Int8 network run with integer arithmetic only, bit for bit what LiteRT computes at the edge.
+
+import struct
+from array import array
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host port, tests)
+
+    def const(x):
+        return x
+
+
+try:
+    import lowrisk_weights as _w
+except ImportError:  # CPython: the package layout
+    from nightlink.device import lowrisk_weights as _w
+
+HISTORY = const(12)  # readings, 5 minutes apart, oldest first; 0 = missing
+ALARM_PERMILLE = _w.ALARM_PERMILLE
+_MASK = const(0x7FFF)
+_MAX_MGDL = const(400)
+
+
+def _requant(acc, m0, m1, m2, shift):
+    # TFLite's requantization, acc * M / 2^31 with its nudge, then a rounding shift. M is given
+    # as 15-bit limbs m2:m1:m0 and acc split likewise, so every product stays a small int.
+    if shift > 0:
+        acc <<= shift
+    neg = acc < 0
+    a = -acc if neg else acc
+    a0 = a & _MASK
+    a1 = a >> 15
+    if neg:  # nudge 2^30 - 1, then truncation toward zero
+        c0 = _MASK
+        c1 = _MASK
+        c2 = 0
+    else:  # nudge 2^30
+        c0 = 0
+        c1 = 0
+        c2 = 1
+    t = a0 * m0 + c0
+    carry = t >> 15
+    t = a0 * m1
+    u = a1 * m0
+    lo = (t & _MASK) + (u & _MASK) + carry + c1
+    carry = (t >> 15) + (u >> 15) + (lo >> 15)
+    t = a1 * m1
+    lo = (t & _MASK) + a0 * m2 + carry + c2
+    carry = (t >> 15) + (lo >> 15)
+    q = ((a1 * m2 + carry) << 14) + ((lo & _MASK) >> 1)
+    x = -q if neg else q
+    if shift < 0:
+        x = (x + (1 << (-shift - 1))) >> -shift
+    return x
+
+
+class LowRisk:
+    """Allocate once with `LowRisk()`; `predict(history)` then allocates nothing."""
+
+    def __init__(self):
+        self.layers = []
+        width = HISTORY
+        for n_in, n_out, in_zp, out_zp, relu, w, b, m, sh in _w.LAYERS:
+            if n_in != width or len(w) != n_in * n_out:
+                raise ValueError("lowrisk_weights: layer shapes do not chain")
+            fmt = "<%di" % n_out
+            mult = struct.unpack("<%dI" % n_out, m)
+            self.layers.append((
+                n_in, n_out, in_zp, out_zp, relu,
+                array("b", [v - 256 if v > 127 else v for v in w]),
+                array("i", struct.unpack(fmt, b)),
+                array("H", [v & _MASK for v in mult]),
+                array("H", [(v >> 15) & _MASK for v in mult]),
+                array("H", [v >> 30 for v in mult]),
+                array("b", [v - 256 if v > 127 else v for v in sh]),
+                bytearray(n_out),
+            ))
+            width = n_out
+        self.x = bytearray(HISTORY)  # int8 input, stored as bytes (two's complement)
+        self.filled = array("h", [0] * HISTORY)
+        self.lut = _w.INPUT_LUT
+        self.permille = array("H", struct.unpack("<256H", _w.PERMILLE))
+        self.logit = 0
+
+    def predict(self, history):
+        """Risk in permille (0..1000), or -1 without enough recent readings."""
+        f = self.filled
+        present = 0
+        for i in range(HISTORY - 4, HISTORY):
+            if history[i] > 0:
+                present += 1
+        if history[HISTORY - 1] <= 0 or present < 3:
+            return -1
+        first = -1
+        for i in range(HISTORY):
+            g = history[i]
+            if g > 0:
+                if g > _MAX_MGDL:
+                    g = _MAX_MGDL
+                if first < 0:
+                    first = i
+                    for k in range(i):
+                        f[k] = g
+                f[i] = g
+            elif first >= 0:
+                f[i] = f[i - 1]
+        x = self.x
+        lut = self.lut
+        for i in range(HISTORY):
+            x[i] = lut[f[i]]
+        for n_in, n_out, in_zp, out_zp, relu, w, b, m0, m1, m2, sh, out in self.layers:
+            lo = out_zp if relu else -128
+            k = 0
+            for o in range(n_out):
+                acc = b[o]
+                for i in range(n_in):
+                    v = x[i]
+                    if v > 127:
+                        v -= 256
+                    acc += (v - in_zp) * w[k]
+                    k += 1
+                v = _requant(acc, m0[o], m1[o], m2[o], sh[o]) + out_zp
+                if v < lo:
+                    v = lo
+                elif v > 127:
+                    v = 127
+                out[o] = v & 0xFF
+            x = out
+        v = x[0]
+        self.logit = v - 256 if v > 127 else v
+        return self.permille[self.logit + 128]

@@ -1,0 +1,325 @@
+"""The edge's classifiers over a night: sleep stages, breathing events and glucose risk.
+
+Three small int8 models (edge/models/*.tflite, trained by `nightlink train`) run on LiteRT
+(`ai-edge-litert`; `tflite_runtime` on old installs) over the night's stored epoch features.
+Their per-epoch outputs become stream 5 ("inference") records, and the night summary gets the
+sleep, breathing and glucose-risk figures they imply. Feature preparation lives here so
+training and the edge compute exactly the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nightlink.shared import features as F
+
+_LOGGER = logging.getLogger(__name__)
+MODELS = Path(__file__).parent / "models"
+STAGES = ("Wake", "Light", "Deep", "REM")
+EPOCHS_PER_HOUR = 120
+
+# Inputs of the sleep and breathing models, by stream and feature name.
+SLEEP_FEATURES = (
+    ("wearable", "hr_mean_bpm"), ("wearable", "rmssd_ms"), ("wearable", "sdnn_ms"),
+    ("wearable", "activity_count"), ("wearable", "movement"), ("wearable", "hr_max_bpm"),
+    ("audio", "loud_mean_dbfs"), ("audio", "loud_max_dbfs"), ("audio", "snore_ratio"),
+    ("audio", "breath_periodicity"), ("audio", "breath_rate_bpm"), ("audio", "transient_count"),
+    ("audio", "flatness"), ("audio", "mfcc0_std"), ("room", "light_lux"), ("room", "noise_dba"),
+)
+BREATH_FEATURES = (
+    ("audio", "silence_max_s"), ("audio", "breath_periodicity"), ("audio", "snore_ratio"),
+    ("audio", "loud_mean_dbfs"), ("audio", "loud_max_dbfs"), ("audio", "breath_rate_bpm"),
+    ("audio", "centroid_hz"), ("audio", "flatness"), ("audio", "mfcc1_mean"),
+    ("audio", "transient_count"), ("wearable", "spo2_min_pct"), ("wearable", "spo2_mean_pct"),
+    ("wearable", "desat3_count"), ("wearable", "desat4_count"), ("wearable", "hr_max_bpm"),
+    ("wearable", "hr_mean_bpm"), ("wearable", "movement"),
+)
+SLEEP_CONTEXT = 6  # epochs either side (3 minutes)
+BREATH_CONTEXT = 2
+ROLL = (10, 30)  # rolling-mean windows (epochs) for the slow sleep context
+ROLL_FEATURES = ("activity_count", "movement", "hr_mean_bpm", "rmssd_ms")
+
+
+def columns(streams: dict[str, dict[str, np.ndarray]], wanted) -> np.ndarray:
+    """[n, len(wanted)] float array of the named features (NaN where missing)."""
+    return np.stack([streams[s][f] for s, f in wanted], axis=1).astype(np.float64)
+
+
+def _robust(x: np.ndarray) -> np.ndarray:
+    """Per-night standardization: median 0, interquartile range 1; missing -> 0."""
+    out = np.zeros_like(x)
+    for j in range(x.shape[1]):
+        col = x[:, j]
+        ok = ~np.isnan(col)
+        if ok.sum() < 2:
+            continue
+        q1, med, q3 = np.percentile(col[ok], (25, 50, 75))
+        spread = q3 - q1 if q3 - q1 > 1e-6 else (np.std(col[ok]) or 1.0)
+        out[ok, j] = np.clip((col[ok] - med) / spread, -8, 8)
+    return out
+
+
+def _window(z: np.ndarray, k: int) -> np.ndarray:
+    n, m = z.shape
+    pad = np.zeros((n + 2 * k, m))
+    pad[k:k + n] = z
+    return np.concatenate([pad[i:i + n] for i in range(2 * k + 1)], axis=1)
+
+
+def _rolling(z: np.ndarray, w: int) -> np.ndarray:
+    c = np.cumsum(np.vstack([np.zeros((1, z.shape[1])), z]), axis=0)
+    n = z.shape[0]
+    lo = np.clip(np.arange(n) - w // 2, 0, n)
+    hi = np.clip(np.arange(n) + w // 2 + 1, 0, n)
+    return (c[hi] - c[lo]) / (hi - lo)[:, None]
+
+
+def sleep_inputs(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    z = _robust(columns(streams, SLEEP_FEATURES))
+    n = z.shape[0]
+    idx = [i for i, (_, f) in enumerate(SLEEP_FEATURES) if f in ROLL_FEATURES]
+    slow = [_rolling(z[:, idx], w) for w in ROLL]
+    t = (np.arange(n) / 960.0)[:, None]  # hours into the recording / 8
+    return np.concatenate([_window(z, SLEEP_CONTEXT)] + slow + [t, t * t], axis=1).astype(np.float32)
+
+
+def breath_inputs(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    raw = columns(streams, BREATH_FEATURES)
+    z = _robust(raw)
+    # Absolute cues the per-night scaling would hide: pause length and desaturation counts.
+    names = [f for _, f in BREATH_FEATURES]
+    absolute = np.nan_to_num(raw[:, [names.index("silence_max_s"), names.index("desat3_count"),
+                                     names.index("desat4_count")]]) / np.array([10.0, 1.0, 1.0])
+    return np.concatenate([_window(z, BREATH_CONTEXT), _window(absolute, BREATH_CONTEXT)],
+                          axis=1).astype(np.float32)
+
+
+def viterbi(prob: np.ndarray, log_trans: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
+    """Most likely stage sequence given per-epoch probabilities and stage transitions."""
+    n, k = prob.shape
+    logp = np.log(np.clip(prob, 1e-6, 1.0))
+    score = log_prior + logp[0]
+    back = np.zeros((n, k), dtype=np.int8)
+    for i in range(1, n):
+        cand = score[:, None] + log_trans
+        back[i] = np.argmax(cand, axis=0)
+        score = cand[back[i], np.arange(k)] + logp[i]
+    path = np.zeros(n, dtype=np.int8)
+    path[-1] = int(np.argmax(score))
+    for i in range(n - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    return path
+
+
+def interpreter(blob: bytes):
+    """A LiteRT interpreter on the builtin CPU kernels (no delegate)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # old installs: the predecessor package
+        from tflite_runtime.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_content=blob, num_threads=1,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    return it
+
+
+class Int8Model:
+    """A full-integer .tflite model: float rows in, dequantized outputs (by name) out."""
+
+    def __init__(self, blob: bytes):
+        self.it = interpreter(blob)
+        self.inp = self.it.get_input_details()[0]
+        self.outs = self.it.get_output_details()
+        self.n = int(self.inp["shape"][0])
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.inp["dtype"] == np.int8:
+            s, zp = self.inp["quantization"]
+            xq = np.clip(np.round(x / s) + zp, -128, 127).astype(np.int8)
+        else:  # int8 inside, float at the edges (the model quantizes its own input)
+            xq = np.asarray(x, dtype=np.float32)
+        if xq.shape[0] != self.n:
+            self.it.resize_tensor_input(self.inp["index"], list(xq.shape))
+            self.it.allocate_tensors()
+            self.n = xq.shape[0]
+            self.outs = self.it.get_output_details()
+        self.it.set_tensor(self.inp["index"], xq)
+        self.it.invoke()
+        out = []
+        for o in self.outs:
+            v = self.it.get_tensor(o["index"]).astype(np.float64)
+            s, zp = o["quantization"]
+            out.append((v - zp) * s if o["dtype"] == np.int8 else v)
+        return out
+
+
+def load_meta(name: str, models: Path = MODELS) -> tuple[bytes, dict]:
+    return (models / f"{name}.tflite").read_bytes(), json.loads((models / f"{name}.json").read_text())
+
+
+@dataclass
+class NightOutputs:
+    stage: np.ndarray  # int8 [n] 0..3, or -1 where there was no input at all
+    stage_conf: np.ndarray
+    snore: np.ndarray
+    apnea_events: np.ndarray
+    desat3: np.ndarray
+    desat4: np.ndarray
+    low_risk: np.ndarray  # 0..1, NaN without CGM history
+    forecast30: np.ndarray  # mg/dL, NaN without CGM history
+
+
+class Classifiers:
+    """The three edge models, loaded once."""
+
+    def __init__(self, models: Path = MODELS):
+        blob, self.sleep_meta = load_meta("sleep_stage", models)
+        self.sleep = Int8Model(blob)
+        blob, self.breath_meta = load_meta("breathing", models)
+        self.breath = Int8Model(blob)
+        from nightlink.edge.glucose_risk import GlucoseRisk
+
+        self.glucose = GlucoseRisk((models / "glucose_risk.tflite").read_bytes(),
+                                   json.loads((models / "glucose_risk.json").read_text()))
+
+    def stages(self, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        prob = self.sleep(sleep_inputs(streams))[0]
+        prob = np.clip(prob, 0, None)
+        prob /= np.clip(prob.sum(axis=1, keepdims=True), 1e-6, None)
+        m = self.sleep_meta
+        path = viterbi(prob, np.array(m["log_transitions"]), np.array(m["log_prior"]))
+        return path, prob[np.arange(path.size), path], prob
+
+    def breathing(self, streams, asleep: np.ndarray) -> dict[str, np.ndarray]:
+        m = self.breath_meta
+        outs = self.breath(breath_inputs(streams))
+        snore_p, count = outs[m["snore_output"]], outs[1 - m["snore_output"]]
+        snore = (snore_p[:, 0] >= m["snore_threshold"]).astype(np.uint8)
+        events = np.clip(np.floor(count[:, 0] + m["count_offset"]), 0, 3).astype(np.uint8)
+        events[~asleep] = 0  # AASM scores respiratory events during sleep only
+        w = streams["wearable"]
+        d3 = (np.nan_to_num(w["desat3_count"]) > 0).astype(np.uint8)
+        d4 = (np.nan_to_num(w["desat4_count"]) > 0).astype(np.uint8)
+        return {"snore": snore, "apnea_events": events, "desat3": d3, "desat4": d4}
+
+    def run(self, streams: dict[str, dict[str, np.ndarray]], glucose: np.ndarray) -> NightOutputs:
+        stage, conf, _ = self.stages(streams)
+        b = self.breathing(streams, stage != 0)
+        risk, forecast = self.glucose.per_epoch(glucose, streams["cgm"]["minutes_since"])
+        return NightOutputs(stage, conf, b["snore"], b["apnea_events"], b["desat3"], b["desat4"],
+                            risk, forecast)
+
+
+def severity(ahi: float) -> str:
+    """AASM severity class for an AHI."""
+    if ahi < 5:
+        return "normal"
+    if ahi < 15:
+        return "mild"
+    if ahi < 30:
+        return "moderate"
+    return "severe"
+
+
+def night_figures(out: NightOutputs, streams) -> dict:
+    """Sleep, breathing and glucose-risk figures of a night from the classifier outputs."""
+    stage = out.stage
+    asleep = stage != 0
+    tst_h = float(asleep.sum()) / EPOCHS_PER_HOUR
+    onset = int(np.argmax(asleep)) if asleep.any() else None
+    last = int(stage.size - 1 - np.argmax(asleep[::-1])) if asleep.any() else None
+    rem = np.flatnonzero(stage == 3)
+    events = int(out.apnea_events.sum())
+    w = streams["wearable"]
+    d3 = float(np.nansum(np.where(asleep, w["desat3_count"], 0)))
+    d4 = float(np.nansum(np.where(asleep, w["desat4_count"], 0)))
+    ahi = events / tst_h if tst_h > 0 else None
+    risk = out.low_risk
+    fig = {
+        "sleep": {
+            "tib_min": round(stage.size / 2.0, 1),
+            "tst_min": round(float(asleep.sum()) / 2.0, 1),
+            "efficiency": round(float(asleep.mean()), 3) if stage.size else None,
+            "sol_min": round(onset / 2.0, 1) if onset is not None else None,
+            "waso_min": round(float((~asleep[onset:last + 1]).sum()) / 2.0, 1)
+            if onset is not None else None,
+            "rem_latency_min": round((int(rem[0]) - onset) / 2.0, 1)
+            if onset is not None and rem.size else None,
+            "stage_pct": {STAGES[k]: round(float((stage[asleep] == k).mean()) * 100, 1)
+                          if asleep.any() else None for k in (1, 2, 3)},
+            "hypnogram": "".join("WLDR"[int(s)] for s in stage),
+        },
+        "breathing": {
+            "apnea_events": events,
+            "ahi": round(ahi, 1) if ahi is not None else None,
+            "severity": severity(ahi) if ahi is not None else None,
+            "odi3": round(d3 / tst_h, 1) if tst_h > 0 else None,
+            "odi4": round(d4 / tst_h, 1) if tst_h > 0 else None,
+            "snore_pct_tst": round(float(out.snore[asleep].mean()) * 100, 1) if asleep.any() else None,
+        },
+        "glucose_risk": {
+            "max_low_risk": round(float(np.nanmax(risk)), 3) if np.isfinite(risk).any() else None,
+            "min_forecast30_mgdl": round(float(np.nanmin(out.forecast30)))
+            if np.isfinite(out.forecast30).any() else None,
+        },
+    }
+    return fig
+
+
+def night_streams(store, first: int, count: int) -> dict[str, dict[str, np.ndarray]]:
+    """Feature name -> float array over the night's epochs (NaN where missing), per stream."""
+    out = {}
+    for s in (F.WEARABLE, F.AUDIO, F.ROOM, F.CGM):
+        names = F.names(s)
+        block = np.full((count, len(names)), np.nan)
+        for epoch, vals in store.epoch_values(s, first, first + count).items():
+            block[epoch - first] = [np.nan if v is None else v for v in vals]
+        out[F.stream(s)[F.S_NAME]] = {n: block[:, i] for i, n in enumerate(names)}
+    return out
+
+
+_LOADED: dict[str, Classifiers] = {}
+
+
+def load(models: Path = MODELS) -> Classifiers | None:
+    """The committed models, loaded once per process; None if they are not there."""
+    key = str(models)
+    if key not in _LOADED:
+        if not (models / "sleep_stage.tflite").exists():
+            _LOGGER.warning("no classifier models in %s; nights get no stream 5 records", models)
+            return None
+        _LOADED[key] = Classifiers(models)
+    return _LOADED[key]
+
+
+def classify_night(store, first: int, count: int, clf: Classifiers | None = None) -> dict | None:
+    """Run the classifiers over a stored night, store their outputs as stream 5 records (one
+    per hour), and return the figures for the night summary (None without models)."""
+    from nightlink.edge.epoch_features import to_raw
+
+    clf = clf or load()
+    if clf is None or count <= 0:
+        return None
+    streams = night_streams(store, first, count)
+    out = clf.run(streams, streams["cgm"]["glucose_mgdl"])
+    rows = []
+    for i in range(count):
+        risk, fc = out.low_risk[i], out.forecast30[i]
+        rows.append(to_raw(F.INFER, (
+            int(out.stage[i]), float(out.stage_conf[i]), int(out.snore[i]),
+            int(out.apnea_events[i]), int(out.desat3[i]), int(out.desat4[i]),
+            None if np.isnan(risk) else float(risk), None if np.isnan(fc) else float(fc))))
+    with store.transaction():
+        for k in range(0, count, EPOCHS_PER_HOUR):
+            store.append(F.INFER, first + k, rows[k:k + EPOCHS_PER_HOUR])
+    fig = night_figures(out, streams)
+    fig["sleep"].pop("hypnogram")
+    eff = fig["sleep"]["efficiency"]
+    fig["sleep"]["efficiency_pct"] = round(eff * 100, 1) if eff is not None else None
+    fig["glucose_risk"]["alarm_at"] = clf.glucose.alarm_permille / 1000
+    return fig

@@ -1,0 +1,220 @@
+"""Glucose risk at the edge: P(glucose < 70 mg/dL within 30 min) and a 30-minute forecast from
+the last hour of CGM, on LiteRT. The clock runs the same network's risk head in MicroPython
+(device/lowrisk.py); both take their inputs through the same lookup and give the same int8
+logit (tests/edge/test_classifiers.py). Trained by `nightlink train glucose` (tools/train).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nightlink.edge.classify import interpreter
+
+HISTORY = 12  # readings, 5 minutes apart: the last hour
+HORIZON = 6  # readings ahead: 30 minutes
+CENTER, SPREAD = 120.0, 60.0  # input normalization, mg/dL
+DELTA_SCALE = 50.0  # forecast head predicts (future - now) / DELTA_SCALE
+EPOCHS_PER_READING = 10  # 5 minutes of 30-s epochs
+
+
+def normalize(x_mgdl: np.ndarray) -> np.ndarray:
+    return ((np.asarray(x_mgdl, dtype=np.float32) - CENTER) / SPREAD).astype(np.float32)
+
+
+def fill_history(h: np.ndarray) -> np.ndarray | None:
+    """Carry the last reading forward over missing ones (0); None without enough recent data.
+
+    Enough: the newest reading present and at least 3 of the newest 4 (the clock's rule too).
+    """
+    recent = h[-4:]
+    if h[-1] == 0 or np.count_nonzero(recent) < 3:
+        return None
+    out = h.astype(np.float32).copy()
+    first = np.flatnonzero(out)[0]
+    out[:first] = out[first]
+    for i in range(first + 1, out.size):
+        if out[i] == 0:
+            out[i] = out[i - 1]
+    return out
+
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier: real = q * 2^(shift - 31) with q in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    frac, shift = math.frexp(real)
+    q = int(round(frac * (1 << 31)))
+    if q == 1 << 31:
+        q //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q, shift
+
+
+@dataclass
+class Dense:
+    """One int8 fully-connected layer as the .tflite file holds it."""
+
+    weights: np.ndarray  # int8 [out, in]
+    bias: np.ndarray  # int32 [out]
+    multiplier: list[int]  # per output channel
+    shift: list[int]
+    in_zp: int
+    out_zp: int
+    out_scale: float
+    relu: bool
+
+
+@dataclass
+class QuantModel:
+    """The exported model: .tflite bytes and the integer layers the clock runs."""
+
+    tflite: bytes
+    in_scale: float
+    in_zp: int
+    layers: list  # int8.Dense, trunk then the risk head
+    logit_scale: float
+    logit_zp: int
+    delta_scale: float
+    delta_zp: int
+    logit_index: int
+
+    def quantize_input(self, x_mgdl: np.ndarray) -> np.ndarray:
+        """int8 model input from mg/dL (the lookup table the clock carries gives the same)."""
+        q = np.round(normalize(x_mgdl).astype(np.float64) / self.in_scale) + self.in_zp
+        return np.clip(q, -128, 127).astype(np.int8)
+
+
+def describe(blob: bytes) -> QuantModel:
+    """Read the quantization and integer weights back out of a .tflite model."""
+    it = interpreter(blob)
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    inp = it.get_input_details()[0]
+    fcs = [op for op in it._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    produced = {int(op["outputs"][0]): op for op in fcs}
+    heads = {}
+    for op in fcs:
+        wname = details[int(op["inputs"][1])]["name"]
+        for head in ("low_logit", "delta30"):
+            if f"/{head}" in wname:
+                heads[head] = details[int(op["outputs"][0])]
+    logit_o, delta_o = heads["low_logit"], heads["delta30"]
+    # Walk back from the risk output to the input: that chain is what the clock runs.
+    chain = []
+    idx = logit_o["index"]
+    while idx in produced:
+        op = produced[idx]
+        chain.append(op)
+        idx = int(op["inputs"][0])
+    chain.reverse()
+    layers = []
+    for k, op in enumerate(chain):
+        src, w_i, b_i = (int(v) for v in op["inputs"][:3])
+        out_i = int(op["outputs"][0])
+        s_in = details[src]["quantization_parameters"]
+        s_w = details[w_i]["quantization_parameters"]
+        s_out = details[out_i]["quantization_parameters"]
+        in_scale = float(s_in["scales"][0])
+        out_scale = float(s_out["scales"][0])
+        wscales = [float(v) for v in s_w["scales"]]
+        w = it.get_tensor(w_i).astype(np.int8)
+        b = it.get_tensor(b_i).astype(np.int64)
+        if len(wscales) == 1:
+            wscales = wscales * w.shape[0]
+        mult, shift = [], []
+        for c in range(w.shape[0]):
+            real = float(np.float32(in_scale) * np.float32(wscales[c])) / out_scale
+            m, s = quantize_multiplier(real)
+            mult.append(m)
+            shift.append(s)
+        layers.append(Dense(w, b, mult, shift, int(s_in["zero_points"][0]),
+                                 int(s_out["zero_points"][0]), out_scale,
+                                 relu=k < len(chain) - 1))
+    iq = inp["quantization_parameters"]
+    lq = logit_o["quantization_parameters"]
+    dq = delta_o["quantization_parameters"]
+    return QuantModel(blob, float(iq["scales"][0]), int(iq["zero_points"][0]), layers,
+                      float(lq["scales"][0]), int(lq["zero_points"][0]),
+                      float(dq["scales"][0]), int(dq["zero_points"][0]), int(logit_o["index"]))
+
+
+class LiteRtGlucose:
+    """Edge runtime: both heads on LiteRT for many histories at once."""
+
+    def __init__(self, blob: bytes):
+        self.q = describe(blob)
+        self.it = interpreter(blob)
+        self._in = self.it.get_input_details()[0]["index"]
+        outs = self.it.get_output_details()
+        self._logit = self.q.logit_index
+        self._delta = next(o["index"] for o in outs if o["index"] != self._logit)
+        self._n = 1
+        self.permille = permille_table(self.q)
+
+    def raw(self, x_mgdl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xq = self.q.quantize_input(x_mgdl)
+        if xq.shape[0] != self._n:
+            self.it.resize_tensor_input(self._in, [xq.shape[0], HISTORY])
+            self.it.allocate_tensors()
+            self._n = xq.shape[0]
+        self.it.set_tensor(self._in, xq)
+        self.it.invoke()
+        return (self.it.get_tensor(self._logit)[:, 0].copy(),
+                self.it.get_tensor(self._delta)[:, 0].copy())
+
+    def predict(self, x_mgdl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(int8 logit, risk in permille, 30-minute forecast in mg/dL) per history row.
+
+        The permille comes from the same table the clock carries, so both decide alike."""
+        lq, dq = self.raw(x_mgdl)
+        delta = (dq.astype(np.float64) - self.q.delta_zp) * self.q.delta_scale
+        forecast = np.asarray(x_mgdl, dtype=np.float64)[:, -1] + delta * DELTA_SCALE
+        return lq, self.permille[lq.astype(np.int16) + 128], forecast
+
+
+def permille_table(q: QuantModel) -> np.ndarray:
+    """Risk in permille for every int8 logit (-128..127): the clock carries this table."""
+    logit = (np.arange(-128, 128, dtype=np.float64) - q.logit_zp) * q.logit_scale
+    return np.rint(1000.0 / (1.0 + np.exp(-logit))).astype(np.uint16)
+
+
+
+class GlucoseRisk:
+    """Risk and forecast per epoch of a night, from its CGM epochs."""
+
+    def __init__(self, blob: bytes, meta: dict):
+        self.runtime = LiteRtGlucose(blob)
+        self.alarm_permille = int(meta["alarm_permille"])
+
+    def histories(self, glucose: np.ndarray, minutes_since: np.ndarray) -> np.ndarray:
+        """[n, HISTORY] readings (0 = missing) ending at each epoch, 5 minutes apart."""
+        n = glucose.size
+        fresh = np.where(np.nan_to_num(minutes_since, nan=99) <= 5.0, np.nan_to_num(glucose), 0.0)
+        out = np.zeros((n, HISTORY), dtype=np.float32)
+        for k in range(HISTORY):
+            back = (HISTORY - 1 - k) * EPOCHS_PER_READING
+            if back < n:
+                out[back:, k] = fresh[:n - back]
+        return out
+
+    def per_epoch(self, glucose: np.ndarray, minutes_since: np.ndarray):
+        """(risk 0..1, forecast mg/dL), NaN where the last hour has too few readings."""
+        h = self.histories(glucose, minutes_since)
+        rows, idx = [], []
+        for i in range(h.shape[0]):
+            f = fill_history(h[i])
+            if f is not None:
+                rows.append(f)
+                idx.append(i)
+        risk = np.full(h.shape[0], np.nan)
+        forecast = np.full(h.shape[0], np.nan)
+        if rows:
+            _lq, permille, fc = self.runtime.predict(np.array(rows, dtype=np.float32))
+            risk[idx] = permille / 1000.0
+            forecast[idx] = np.clip(fc, 39, 600)
+        return risk, forecast

@@ -1,0 +1,151 @@
+"""Training and evaluation commands, the dataset readers, and reproducible training."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nightlink.cli import main
+from nightlink.errors import NightlinkError
+from nightlink.tools.train import glucose_data as G
+from nightlink.tools.train import readers
+
+# -- readers ---------------------------------------------------------------------------------
+
+
+def _walch(root, subject="46343"):
+    (root / "labels").mkdir(parents=True)
+    (root / "heart_rate").mkdir()
+    (root / "motion").mkdir()
+    # PSG labels every 30 s: unscored, wake, N1, N2, N3, N4, REM, then wake.
+    stages = [-1, 0, 1, 2, 3, 4, 5, 0]
+    (root / "labels" / f"{subject}_labeled_sleep.txt").write_text(
+        "".join(f"{i * 30} {s}\n" for i, s in enumerate(stages)))
+    # Heart rate every 5 s, 60 bpm plus the epoch index; wake epochs 10 bpm faster.
+    hr = []
+    for t in range(0, 240, 5):
+        k = t // 30
+        hr.append(f"{t},{60 + k + (10 if stages[k] == 0 else 0)}\n")
+    (root / "heart_rate" / f"{subject}_heartrate.txt").write_text("".join(hr))
+    # Acceleration at 2 Hz: still (1 g) except the last epoch, which moves.
+    acc = []
+    for i in range(0, 480):
+        t = i / 2
+        z = 1.0 + (0.3 * (i % 2) if t >= 210 else 0.0)
+        acc.append(f"{t:.1f} 0.0 0.0 {z:.3f}\n")
+    (root / "motion" / f"{subject}_acceleration.txt").write_text("".join(acc))
+    return subject
+
+
+def test_walch__stages_and_wearable_features(tmp_path):
+    subject = _walch(tmp_path)
+    assert readers.walch_subjects(tmp_path) == [subject]
+    night = readers.walch_night(tmp_path, subject)
+    # Unscored epoch dropped; N1/N2 light, N3/N4 deep, 5 REM.
+    assert night.stage.tolist() == [0, 1, 1, 2, 2, 3, 0]
+    names = [f"{s}.{n}" for s in ("wearable", "audio", "room")
+             for n in __import__("nightlink.shared.features", fromlist=["names"]).names(
+                 {"wearable": 2, "audio": 3, "room": 1}[s])]
+    hr = night.x[:, names.index("wearable.hr_mean_bpm")]
+    assert hr.tolist() == [71, 62, 63, 64, 65, 66, 77]
+    act = night.x[:, names.index("wearable.activity_count")]
+    assert act[:-1].max() == 0 and act[-1] > 0
+    assert np.isnan(night.x[:, names.index("audio.snore_ratio")]).all()
+
+
+def test_walch__missing_file_is_one_sentence(tmp_path):
+    subject = _walch(tmp_path)
+    (tmp_path / "heart_rate" / f"{subject}_heartrate.txt").unlink()
+    with pytest.raises(NightlinkError, match="Cannot read"):
+        readers.walch_night(tmp_path, subject)
+
+
+OHIO = """<patient id="559" weight="99" insulin_type="Novalog">
+ <glucose_level>
+  <event ts="07-12-2021 01:17:00" value="101"/>
+  <event ts="07-12-2021 01:22:00" value="98"/>
+  <event ts="07-12-2021 01:32:00" value="90"/>
+  <event ts="07-12-2021 01:37:00" value="450"/>
+  <event ts="07-12-2021 04:00:00" value="120"/>
+  <event ts="07-12-2021 04:05:00" value="118"/>
+ </glucose_level>
+ <finger_stick/>
+</patient>
+"""
+
+
+def test_ohio__runs_on_a_five_minute_grid(tmp_path):
+    path = tmp_path / "559-ws-training.xml"
+    path.write_text(OHIO)
+    runs = readers.ohio_series(path)
+    assert [r.sgv.tolist() for r in runs] == [[101, 98, 0, 90, 400], [120, 118]]
+    assert runs[0].patient == "ohio#559"
+
+
+def test_ohio__bad_file(tmp_path):
+    path = tmp_path / "x.xml"
+    path.write_text("<patient id='1'><basal/></patient>")
+    with pytest.raises(NightlinkError, match="no <glucose_level>"):
+        readers.ohio_series(path)
+    path.write_text(OHIO.replace("07-12-2021 01:22:00", "2021-12-07T01:22"))
+    with pytest.raises(NightlinkError, match="bad glucose event"):
+        readers.ohio_series(path)
+
+
+# -- reproducible training -------------------------------------------------------------------
+
+
+def test_glucose_training__same_seed_same_model(tmp_path):
+    pytest.importorskip("tensorflow")
+    from nightlink.tools.train import glucose as GL
+    from nightlink.tools.train import int8
+
+    series = G.load_set(G.ADULTS[:2], [1], 480, tmp_path)
+    blobs = []
+    for seed in (3, 3, 4):
+        model, x = GL.train(series, seed=seed, epochs=3)
+        blobs.append(int8.to_tflite(model, x[:200]))
+    assert blobs[0] == blobs[1]
+    assert blobs[0] != blobs[2]
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _last_json(output):
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_eval_sleep_and_breathing__json_keys(tmp_path):
+    r = CliRunner().invoke(main, ["eval", "sleep", "--json", "--nights", "1", "--hours", "1",
+                                  "--cache", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.output)
+    assert {"accuracy", "kappa", "wake_specificity", "f1", "confusion"} <= set(got)
+    assert got["epochs"] == 120 and 0 <= got["accuracy"] <= 1
+    r = CliRunner().invoke(main, ["eval", "breathing", "--json", "--nights", "1", "--hours", "1",
+                                  "--cache", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.output)
+    assert {"event_f1", "ahi_mae", "ahi15_sensitivity", "ahi15_specificity"} <= set(got)
+
+
+def test_eval_glucose__json_keys_and_baseline(tmp_path):
+    r = CliRunner().invoke(main, ["eval", "glucose", "--json", "--nights", "1",
+                                  "--cache", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.output)
+    for key in ("rmse_30", "recall", "precision", "false_alarms_per_day", "median_lead_min",
+                "baseline_recall", "baseline_median_lead_min"):
+        assert key in got
+    assert 0 < got["rmse_30"] < 40
+    assert got["days"] == pytest.approx(20 * 8 / 24, abs=0.5)  # 20 young patients, one night each
+
+
+def test_eval__without_models_is_one_sentence(tmp_path):
+    r = CliRunner().invoke(main, ["eval", "glucose", "--models", str(tmp_path / "none"),
+                                  "--cache", str(tmp_path)])
+    assert r.exit_code == 2
+    assert r.output.strip().startswith("error: No trained model at")
+    assert len(r.output.strip().splitlines()) == 1

@@ -1,0 +1,1 @@
+"""Training, export and evaluation of Nightlink's classifiers (the `train` extra)."""

@@ -1,0 +1,260 @@
+"""Glucose risk model: P(sensor glucose < 70 mg/dL within 30 minutes) and a 30-minute forecast,
+from the last hour of CGM. One small int8 network; the clock runs its risk head in pure
+MicroPython (device/lowrisk.py), the edge runs both heads on LiteRT.
+
+Alarms (on the clock and in the evaluation) fire when the risk crosses the threshold chosen on
+held-out adult nights, at most once per `REFRACTORY_MIN`; evaluation follows Prendin 2022:
+an event is a reference (true blood) glucose episode below 70 mg/dL lasting >= 15 minutes; it
+is detected when an alarm falls between 30 minutes before its onset and 15 minutes after it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nightlink.edge.glucose_risk import (
+    DELTA_SCALE,
+    LiteRtGlucose,
+    QuantModel,
+    describe,
+    normalize,
+    permille_table,
+)
+from nightlink.tools.train import glucose_data as G
+from nightlink.tools.train import int8
+
+REFRACTORY_MIN = 60
+PERSIST = 1  # readings in a row above the threshold before the predicted-low alarm sounds
+EARLY_MIN, LATE_MIN = 30, 15
+HIDDEN = (24, 12)
+SEED = 7
+
+
+def export(model, representative: np.ndarray) -> QuantModel:
+    return describe(int8.to_tflite(model, representative))
+
+
+def build(seed: int = SEED):
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()  # layer names restart, so the .tflite bytes repeat
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input(shape=(G.HISTORY,), name="cgm")
+    h = inp
+    for k, width in enumerate(HIDDEN):
+        h = tf.keras.layers.Dense(width, activation="relu", name=f"hidden{k}")(h)
+    logit = tf.keras.layers.Dense(1, name="low_logit")(h)
+    delta = tf.keras.layers.Dense(1, name="delta30")(h)
+    return tf.keras.Model(inp, [logit, delta])
+
+
+def train(series: list[G.CgmSeries], *, seed: int = SEED, epochs: int = 60):
+    """A trained Keras model; same data and seed give the same weights."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    s = G.samples(series)
+    x = normalize(s.x)
+    ok = ~np.isnan(s.future)
+    delta = np.where(ok, (s.future - s.x[:, -1]) / DELTA_SCALE, 0.0).astype(np.float32)
+    model = build(seed)
+    pos = max(float(s.low30.mean()), 1e-3)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(3e-3),
+        loss=[tf.keras.losses.BinaryCrossentropy(from_logits=True), tf.keras.losses.Huber(0.5)],
+        loss_weights=[1.0, 2.0],
+    )
+    weights = np.where(s.low30 == 1, 0.5 / pos, 0.5 / (1 - pos)).astype(np.float32)
+    model.fit(x, [s.low30.astype(np.float32)[:, None], delta[:, None]],
+              sample_weight=[weights, ok.astype(np.float32)],
+              epochs=epochs, batch_size=256, shuffle=True, verbose=0)
+    return model, x
+
+
+# -- alarms and evaluation -------------------------------------------------------------------
+
+
+def reference_events(bg: np.ndarray) -> list[tuple[int, int]]:
+    """(onset, end) reading indexes of reference-glucose episodes < 70 mg/dL for >= 15 min.
+
+    Episodes already under way in the first 30 minutes of a record are left out: no alarm,
+    the threshold baseline's included, could come before them."""
+    below = np.asarray(bg) < G.LOW_MGDL
+    out, i, n = [], 0, below.size
+    need = 3  # readings spanning 15 minutes
+    while i < n:
+        if below[i] and i + need <= n and below[i:i + need].all():
+            j = i
+            while j < n and below[j]:
+                j += 1
+            if i >= G.HORIZON:
+                out.append((i, j))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def alarms_from(active: np.ndarray, persist: int = 1) -> list[int]:
+    """Reading indexes where an alarm sounds: the condition has held for `persist` readings
+    in a row, and no alarm sounded in the last hour."""
+    held = active.copy()
+    for k in range(1, persist):
+        held[k:] &= active[:-k]
+        held[:k] = False
+    out, last = [], -10**9
+    for i in np.flatnonzero(held):
+        if i - last >= REFRACTORY_MIN // 5:
+            out.append(int(i))
+            last = i
+    return out
+
+
+@dataclass
+class AlarmScore:
+    events: int = 0
+    detected: int = 0
+    alarms: int = 0
+    true_alarms: int = 0
+    ignored: int = 0
+    hours: float = 0.0
+    leads: list = None
+
+    def add(self, events, alarms, hours, low_now):
+        self.leads = self.leads if self.leads is not None else []
+        self.hours += hours
+        self.events += len(events)
+        for onset, _end in events:
+            hits = [a for a in alarms if onset - EARLY_MIN // 5 <= a <= onset + LATE_MIN // 5]
+            if hits:
+                self.detected += 1
+                self.leads.append((onset - hits[0]) * 5)
+        for a in alarms:
+            if any(onset - EARLY_MIN // 5 <= a <= onset + LATE_MIN // 5 for onset, _ in events):
+                self.true_alarms += 1
+                self.alarms += 1
+            elif low_now[a]:
+                self.ignored += 1  # sounding during a low already under way: not a prediction
+            else:
+                self.alarms += 1
+
+    def figures(self, prefix=""):
+        leads = self.leads or []
+        return {
+            f"{prefix}recall": round(self.detected / self.events, 3) if self.events else None,
+            f"{prefix}precision": round(self.true_alarms / self.alarms, 3) if self.alarms else None,
+            f"{prefix}false_alarms_per_day": round((self.alarms - self.true_alarms)
+                                                 / (self.hours / 24), 3) if self.hours else None,
+            f"{prefix}median_lead_min": float(np.median(leads)) if leads else None,
+        }
+
+
+def series_inputs(s: G.CgmSeries) -> tuple[np.ndarray, np.ndarray]:
+    """History rows for every reading of a series that has enough data, and their indexes."""
+    padded = np.concatenate([np.zeros(G.HISTORY - 1, dtype=s.sgv.dtype), s.sgv])
+    rows, idx = [], []
+    for i in range(s.sgv.size):
+        h = G.fill_history(padded[i:i + G.HISTORY])
+        if h is not None:
+            rows.append(h)
+            idx.append(i)
+    return np.array(rows, dtype=np.float32).reshape(-1, G.HISTORY), np.array(idx, dtype=int)
+
+
+def evaluate(runtime: LiteRtGlucose, series: list[G.CgmSeries], alarm_permille: int) -> dict:
+    model, base = AlarmScore(), AlarmScore()
+    sq_err = []
+    for s in series:
+        rows, idx = series_inputs(s)
+        if not rows.size:
+            continue
+        _lq, risk, forecast = runtime.predict(rows)
+        active = np.zeros(s.sgv.size, dtype=bool)
+        active[idx] = risk >= alarm_permille
+        events = reference_events(s.bg)
+        hours = s.sgv.size * 5 / 60
+        low_now = s.bg < G.LOW_MGDL
+        model.add(events, alarms_from(active, PERSIST), hours, low_now)
+        base.add(events, alarms_from((s.sgv > 0) & (s.sgv < G.LOW_MGDL)), hours, low_now)
+        for k, i in enumerate(idx):
+            j = i + G.HORIZON
+            if j < s.sgv.size and s.sgv[j] > 0:
+                sq_err.append((forecast[k] - s.sgv[j]) ** 2)
+    out = {"rmse_30": round(float(np.sqrt(np.mean(sq_err))), 2)}
+    out.update(model.figures())
+    out.update(base.figures("baseline_"))
+    out["events"] = model.events
+    out["days"] = round(model.hours / 24, 2)
+    return out
+
+
+def choose_threshold(runtime: LiteRtGlucose, series: list[G.CgmSeries]) -> int:
+    """Alarm threshold in permille, on held-out adult nights: the highest precision that keeps
+    recall >= 0.9 and false alarms <= 0.25 a day, else the best recall."""
+    best, best_key = 500, None
+    for thr in range(200, 975, 25):
+        f = evaluate(runtime, series, thr)
+        if f["recall"] is None:
+            continue
+        ok = f["recall"] >= 0.9 and (f["false_alarms_per_day"] or 0) <= 0.25
+        key = (ok, f["precision"] or 0.0 if ok else f["recall"], f["median_lead_min"] or 0)
+        if best_key is None or key > best_key:
+            best, best_key = thr, key
+    return best
+
+
+def card_figures(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# -- the clock's copy ------------------------------------------------------------------------
+
+
+def input_table(q: QuantModel) -> bytes:
+    """int8 model input (as a byte) for every glucose value 0..400 mg/dL."""
+    return q.quantize_input(np.arange(0, 401, dtype=np.float32)).tobytes()
+
+
+def _bytes_literal(b: bytes, indent: str) -> str:
+    lines, step = [], 32
+    for i in range(0, len(b), step):
+        lines.append(indent + repr(bytes(b[i:i + step])))
+    return "(\n" + "\n".join(lines) + "\n" + indent[:-4] + ")"
+
+
+def micropython_module(q: QuantModel, alarm_permille: int, source: str) -> str:
+    """Source of device/lowrisk_weights.py: the risk head's integer weights as bytes."""
+    out = [
+        "# Weights of the clock's predicted-low model (device/lowrisk.py), int8 as bytes.",
+        f"# Generated by `nightlink train glucose` from {source}; do not edit.",
+        "",
+        f"ALARM_PERMILLE = {int(alarm_permille)}",
+        "",
+        "# (inputs, outputs, input zero point, output zero point, relu, weights int8 [out][in],",
+        "#  bias <i32, multiplier <u32 (Q31), shift int8), one per layer",
+        "LAYERS = (",
+    ]
+    for L in q.layers:
+        n_out, n_in = L.weights.shape
+        w = L.weights.astype(np.int8).tobytes()
+        b = np.asarray(L.bias, dtype="<i4").tobytes()
+        m = np.asarray(L.multiplier, dtype="<u4").tobytes()
+        sh = np.asarray(L.shift, dtype=np.int8).tobytes()
+        out.append(f"    ({n_in}, {n_out}, {L.in_zp}, {L.out_zp}, {L.relu},")
+        for part in (w, b, m, sh):
+            out.append("        " + _bytes_literal(part, " " * 12) + ",")
+        out.append("    ),")
+    out.append(")")
+    out.append("")
+    out.append("# int8 input for glucose 0..400 mg/dL")
+    out.append("INPUT_LUT = " + _bytes_literal(input_table(q), " " * 4))
+    out.append("")
+    out.append("# risk permille for each int8 logit -128..127, <u16")
+    out.append("PERMILLE = " + _bytes_literal(permille_table(q).astype("<u2").tobytes(), " " * 4))
+    out.append("")
+    return "\n".join(out)

@@ -1,0 +1,210 @@
+"""Sleep-stage and breathing-event models: training on simulated nights, int8 export, and the
+held-out evaluation (`nightlink eval sleep|breathing`), which runs the exported .tflite files
+through the edge's own runtime (edge/classify.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nightlink.edge import classify as C
+from nightlink.shared import features as F
+from nightlink.tools.train import int8
+from nightlink.tools.train.nights import INPUT_STREAMS, Night
+
+SEED = 11
+
+
+def streams_of(night: Night) -> dict[str, dict[str, np.ndarray]]:
+    out, col = {}, 0
+    for s in INPUT_STREAMS:
+        names = F.names(s)
+        out[F.stream(s)[F.S_NAME]] = {n: night.x[:, col + i].astype(np.float64)
+                                      for i, n in enumerate(names)}
+        col += len(names)
+    return out
+
+
+def _seed(seed: int):
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()  # layer names restart, so the .tflite bytes repeat
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return tf
+
+
+def train_sleep(nights: list[Night], seed: int = SEED, epochs: int = 30):
+    """(.tflite bytes, meta) for the sleep stager."""
+    tf = _seed(seed)
+    x = np.concatenate([C.sleep_inputs(streams_of(n)) for n in nights])
+    y = np.concatenate([n.stage for n in nights]).astype(np.int32)
+    counts = np.bincount(y, minlength=4).astype(np.float64)
+    weight = (counts.sum() / (4 * np.maximum(counts, 1)))[y] ** 0.5
+    inp = tf.keras.Input(shape=(x.shape[1],), name="epochs")
+    h = tf.keras.layers.Dense(64, activation="relu", name="h0")(inp)
+    h = tf.keras.layers.Dense(32, activation="relu", name="h1")(h)
+    out = tf.keras.layers.Dense(4, activation="softmax", name="stage")(h)
+    model = tf.keras.Model(inp, out)
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy())
+    model.fit(x, y, sample_weight=weight, epochs=epochs, batch_size=256, shuffle=True, verbose=0)
+    trans = np.ones((4, 4))
+    prior = np.ones(4)
+    for n in nights:
+        prior[n.stage[0]] += 1
+        np.add.at(trans, (n.stage[:-1], n.stage[1:]), 1)
+    trans /= trans.sum(axis=1, keepdims=True)
+    meta = {"log_transitions": np.log(trans).round(4).tolist(),
+            "log_prior": np.log(prior / prior.sum()).round(4).tolist(),
+            "inputs": x.shape[1], "stages": list(C.STAGES)}
+    return int8.to_tflite(model, x[::23][:2000], int8_io=False), meta
+
+
+def train_breathing(nights: list[Night], seed: int = SEED, epochs: int = 30):
+    """(.tflite bytes, meta) for the snore / respiratory-event model."""
+    tf = _seed(seed)
+    x = np.concatenate([C.breath_inputs(streams_of(n)) for n in nights])
+    snore = np.concatenate([n.snore for n in nights]).astype(np.float32)
+    starts = np.concatenate([_starts(n) for n in nights]).astype(np.float32)
+    inp = tf.keras.Input(shape=(x.shape[1],), name="epochs")
+    h = tf.keras.layers.Dense(48, activation="relu", name="h0")(inp)
+    h = tf.keras.layers.Dense(24, activation="relu", name="h1")(h)
+    s_out = tf.keras.layers.Dense(1, activation="sigmoid", name="snore")(h)
+    c_out = tf.keras.layers.Dense(1, activation="relu", name="events")(h)
+    model = tf.keras.Model(inp, [s_out, c_out])
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
+                  loss=[tf.keras.losses.BinaryCrossentropy(), tf.keras.losses.MeanSquaredError()])
+    model.fit(x, [snore[:, None], starts[:, None]], epochs=epochs, batch_size=256, shuffle=True,
+              verbose=0)
+    blob = int8.to_tflite(model, x[::23][:2000], int8_io=False)
+    meta = {"snore_threshold": 0.5, "count_offset": 0.5, "inputs": x.shape[1]}
+    # Calibrate the rounding offset of the event count so the total matches on training nights.
+    outs = C.Int8Model(blob)(x)
+    # Which .tflite output is the snore head: the one that follows the Keras snore output.
+    ref = model.predict(x[:2000], verbose=0)[0][:, 0]
+    k = int(np.argmin([np.abs(o[:2000, 0] - ref).mean() for o in outs]))
+    meta["snore_output"] = k
+    count = outs[1 - k]
+    best = min(np.arange(0.2, 0.81, 0.05),
+               key=lambda off: abs(np.floor(count[:, 0] + off).clip(0, 3).sum() - starts.sum()))
+    meta["count_offset"] = round(float(best), 2)
+    return blob, meta
+
+
+def _starts(n: Night) -> np.ndarray:
+    """Respiratory events (apnea or hypopnea) starting in each epoch."""
+    c = np.zeros(n.n, dtype=np.int32)
+    for _kind, a, _b in n.events:
+        i = int(a // 30)
+        if 0 <= i < n.n:
+            c[i] += 1
+    return np.minimum(c, 3)
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+def cohen_kappa(y: np.ndarray, p: np.ndarray, k: int = 4) -> float:
+    cm = np.zeros((k, k))
+    np.add.at(cm, (y, p), 1)
+    n = cm.sum()
+    po = np.trace(cm) / n
+    pe = (cm.sum(0) * cm.sum(1)).sum() / n / n
+    return float((po - pe) / (1 - pe)) if pe < 1 else 0.0
+
+
+def eval_sleep(clf: C.Classifiers, nights: list[Night]) -> dict:
+    ys, ps = [], []
+    for n in nights:
+        path, _conf, _ = clf.stages(streams_of(n))
+        ys.append(n.stage.astype(int))
+        ps.append(path.astype(int))
+    y, p = np.concatenate(ys), np.concatenate(ps)
+    cm = np.zeros((4, 4), dtype=int)
+    np.add.at(cm, (y, p), 1)
+    f1 = {}
+    for k, name in enumerate(C.STAGES):
+        tp = cm[k, k]
+        prec = tp / cm[:, k].sum() if cm[:, k].sum() else 0.0
+        rec = tp / cm[k].sum() if cm[k].sum() else 0.0
+        f1[name] = round(2 * prec * rec / (prec + rec), 3) if prec + rec else 0.0
+    wake_spec = cm[0, 0] / cm[0].sum() if cm[0].sum() else None  # wake epochs scored wake
+    sw_y, sw_p = (y > 0).astype(int), (p > 0).astype(int)
+    return {
+        "nights": len(nights), "epochs": int(y.size),
+        "accuracy": round(float((y == p).mean()), 3),
+        "kappa": round(cohen_kappa(y, p), 3),
+        "wake_specificity": round(float(wake_spec), 3) if wake_spec is not None else None,
+        "sleep_wake_accuracy": round(float((sw_y == sw_p).mean()), 3),
+        "sleep_wake_kappa": round(cohen_kappa(sw_y, sw_p, 2), 3),
+        "f1": f1,
+        "confusion": {"rows_truth_cols_predicted": list(C.STAGES), "matrix": cm.tolist()},
+    }
+
+
+def _pred_events(count: np.ndarray) -> list[float]:
+    """Predicted event start times (s): `count` events spread over their epoch."""
+    out = []
+    for i in np.flatnonzero(count):
+        c = int(count[i])
+        out.extend(i * 30 + 30 * (j + 0.5) / c for j in range(c))
+    return out
+
+
+def _match(truth: np.ndarray, pred: list[float], tol_s: float = 30.0) -> int:
+    """Greedy one-to-one matches: a predicted start within tol of a true event's span."""
+    used = np.zeros(len(pred), dtype=bool)
+    hits = 0
+    for _k, a, b in truth:
+        for j, t in enumerate(pred):
+            if not used[j] and a - tol_s <= t <= b + tol_s:
+                used[j] = True
+                hits += 1
+                break
+    return hits
+
+
+def eval_breathing(clf: C.Classifiers, nights: list[Night]) -> dict:
+    tp = n_true = n_pred = 0
+    ahi_err, rows = [], []
+    snore_y, snore_p = [], []
+    for n in nights:
+        st = streams_of(n)
+        stage, _conf, _ = clf.stages(st)
+        b = clf.breathing(st, stage != 0)
+        pred = _pred_events(b["apnea_events"])
+        tp += _match(n.events, pred)
+        n_true += len(n.events)
+        n_pred += len(pred)
+        tst_h = float((stage != 0).sum()) / C.EPOCHS_PER_HOUR
+        ahi = len(pred) / tst_h if tst_h else 0.0
+        ahi_err.append(abs(ahi - n.ahi_truth))
+        rows.append((n.ahi_truth, ahi))
+        snore_y.append(n.snore)
+        snore_p.append(b["snore"])
+    prec = tp / n_pred if n_pred else 0.0
+    rec = tp / n_true if n_true else 0.0
+    truth15 = np.array([t >= 15 for t, _ in rows])
+    pred15 = np.array([p >= 15 for _, p in rows])
+    sy, sp = np.concatenate(snore_y), np.concatenate(snore_p)
+    return {
+        "nights": len(nights),
+        "event_f1": round(2 * prec * rec / (prec + rec), 3) if prec + rec else 0.0,
+        "event_precision": round(prec, 3), "event_recall": round(rec, 3),
+        "ahi_mae": round(float(np.mean(ahi_err)), 2),
+        "ahi15_sensitivity": round(float(pred15[truth15].mean()), 3) if truth15.any() else None,
+        "ahi15_specificity": round(float((~pred15[~truth15]).mean()), 3) if (~truth15).any() else None,
+        "nights_ahi15": int(truth15.sum()),
+        "snore_epoch_accuracy": round(float((sy == sp).mean()), 3),
+        "ahi_pairs": [[round(t, 1), round(p, 1)] for t, p in rows],
+    }
+
+
+def write_model(models: Path, name: str, blob: bytes, meta: dict) -> None:
+    models.mkdir(parents=True, exist_ok=True)
+    (models / f"{name}.tflite").write_bytes(blob)
+    (models / f"{name}.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,110 @@
+"""Readers for public datasets, so users with access can retrain on real data.
+
+- Walch et al. 2019, "Sleep stage prediction with raw acceleration and photoplethysmography
+  heart rate data derived from a consumer wearable device" (PhysioNet `sleep-accel`):
+  `motion/{id}_acceleration.txt` (seconds, x, y, z in g, space-separated),
+  `heart_rate/{id}_heartrate.txt` (seconds,bpm), `labels/{id}_labeled_sleep.txt`
+  (seconds stage: 0 wake, 1-4 N1-N4, 5 REM, -1 unscored), times relative to the PSG start.
+- OhioT1DM (Marling & Bunescu 2020) XML: `<patient id=…><glucose_level><event ts="DD-MM-YYYY
+  HH:MM:SS" value="mg/dL"/>…`.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from nightlink.errors import NightlinkError
+from nightlink.shared import features as F
+from nightlink.tools.train.glucose_data import CgmSeries
+from nightlink.tools.train.nights import INPUT_STREAMS, Night
+
+# Walch PSG labels -> Wake/Light/Deep/REM (N3 and the older N4 both deep).
+_WALCH_STAGE = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3}
+
+
+def _table(path: Path, sep: str | None) -> np.ndarray:
+    try:
+        rows = np.loadtxt(path, delimiter=sep, ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    return rows
+
+
+def walch_subjects(root: Path) -> list[str]:
+    return sorted(p.name.split("_")[0] for p in (Path(root) / "labels").glob("*_labeled_sleep.txt"))
+
+
+def walch_night(root: Path, subject: str) -> Night:
+    """A Walch subject as a training table: scored epochs only, wearable features from the
+    watch's heart rate and acceleration; audio and room missing (NaN)."""
+    root = Path(root)
+    labels = _table(root / "labels" / f"{subject}_labeled_sleep.txt", None)
+    hr = _table(root / "heart_rate" / f"{subject}_heartrate.txt", ",")
+    acc = _table(root / "motion" / f"{subject}_acceleration.txt", None)
+    keep = [(t, int(s)) for t, s in labels if int(s) in _WALCH_STAGE and t >= 0]
+    if not keep:
+        raise NightlinkError(f"Walch subject {subject} has no scored epochs.")
+    n = len(keep)
+    names = [f"{F.stream(s)[F.S_NAME]}.{f}" for s in INPUT_STREAMS for f in F.names(s)]
+    x = np.full((n, len(names)), np.nan, dtype=np.float32)
+    col = {name: i for i, name in enumerate(names)}
+    mag = np.sqrt((acc[:, 1:4] ** 2).sum(axis=1)) if acc.size else np.zeros(0)
+    for k, (t, _s) in enumerate(keep):
+        h = hr[(hr[:, 0] >= t) & (hr[:, 0] < t + 30), 1] if hr.size else np.zeros(0)
+        if h.size:
+            x[k, col["wearable.hr_mean_bpm"]] = h.mean()
+            x[k, col["wearable.hr_min_bpm"]] = h.min()
+            x[k, col["wearable.hr_max_bpm"]] = h.max()
+        sel = (acc[:, 0] >= t) & (acc[:, 0] < t + 30) if acc.size else np.zeros(0, bool)
+        if sel.any():
+            m = mag[sel]
+            # Activity as summed deviation from 1 g, in counts of 0.01 g (an actigraphy proxy).
+            activity = float(np.abs(m - 1.0).sum() * 100 / max(sel.sum() / 30, 1))
+            x[k, col["wearable.activity_count"]] = min(activity, 32000)
+            x[k, col["wearable.movement"]] = 1.0 if np.abs(np.diff(m)).max(initial=0) > 0.05 else 0.0
+    stage = np.array([_WALCH_STAGE[s] for _t, s in keep], dtype=np.int8)
+    z = np.zeros(n, dtype=np.uint8)
+    return Night(seed=-1, patient=f"walch#{subject}", first_epoch=0, x=x, stage=stage,
+                 snore=z, resp=z, desat3=z, desat4=z, events=np.zeros((0, 3)), ahi_truth=0.0)
+
+
+def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
+    """CGM runs of an OhioT1DM XML file on a 5-minute grid (0 where a reading is missing);
+    a run ends at a gap longer than an hour. Reference glucose is the sensor itself here."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise NightlinkError(f"Cannot read OhioT1DM file {path}: {exc}.") from None
+    node = root.find("glucose_level")
+    if root.tag != "patient" or node is None:
+        raise NightlinkError(f"{path} is not an OhioT1DM patient file (no <glucose_level>).")
+    pts = []
+    for ev in node.findall("event"):
+        try:
+            t = datetime.strptime(ev.get("ts", ""), "%d-%m-%Y %H:%M:%S").timestamp()
+            pts.append((t, float(ev.get("value", ""))))
+        except ValueError:
+            raise NightlinkError(f"{path}: bad glucose event {ET.tostring(ev).decode().strip()}") from None
+    pts.sort()
+    runs, cur = [], []
+    for t, v in pts:
+        if cur and t - cur[-1][0] > 3600:
+            runs.append(cur)
+            cur = []
+        cur.append((t, v))
+    if cur:
+        runs.append(cur)
+    out = []
+    pid = root.get("id", "?")
+    for k, run in enumerate(runs):
+        t0 = run[0][0]
+        n = int(round((run[-1][0] - t0) / (gap_min * 60))) + 1
+        sgv = np.zeros(n, dtype=np.int16)
+        for t, v in run:
+            sgv[int(round((t - t0) / (gap_min * 60)))] = int(round(min(max(v, 40), 400)))
+        out.append(CgmSeries(f"ohio#{pid}", k, sgv, np.where(sgv > 0, sgv, 400).astype(np.float32)))
+    return out
