@@ -19,12 +19,11 @@ from nightlink.tools.simulate.night import simulate_night
 HOURS = 1.0
 
 
-@pytest.fixture(scope="module")
-def night(tmp_path_factory):
+def _fused(tmp_path_factory, classify):
     out = tmp_path_factory.mktemp("sim")
     manifest = simulate_night(out, seed=4, hours=HOURS, audio_format=None)
     edge = EdgeStore(out / "edge.db")
-    result = replay(out, edge, audio="stream")
+    result = replay(out, edge, audio="stream", classify=classify)
     store = Store.open(f"sqlite:///{out / 'cloud.db'}")
     store.create_tenant("sim", "Simulated")
     data = store.tenant("sim")
@@ -33,9 +32,36 @@ def night(tmp_path_factory):
     data.add_entries([e for r in records if r.stream == F.CGM
                       for e in glucose_entries(r, codec.device_name(r.device))])
     doc = fusion.fuse(fusion.load_night(data, result.night, ZoneInfo("UTC")))
-    yield out, manifest, result, doc
+    return out, manifest, result, doc, edge, store
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """Replayed without the edge's classifiers: the fallbacks on raw features."""
+    *got, edge, store = _fused(tmp_path_factory, classify=False)
+    yield tuple(got)
     edge.close()
     store.close()
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory):
+    """The same night with the edge's classifier records (stream 5)."""
+    *got, edge, store = _fused(tmp_path_factory, classify=True)
+    yield tuple(got)
+    edge.close()
+    store.close()
+
+
+def test_sim__classifier_rows_drive_the_fused_night(classified):
+    _out, _m, result, doc = classified
+    s = result.summary
+    assert doc["coverage"]["inference"] == 1.0
+    assert doc["sleep"]["source"] == "classifier"
+    assert doc["breathing"]["source"] == "classifier"
+    # The cloud's fusion and the edge's own summary read the same stream 5 rows.
+    assert doc["sleep"]["tst_min"] == pytest.approx(s["sleep"]["tst_min"], abs=0.5)
+    assert doc["breathing"]["apnea_events"] == s["breathing"]["apnea_events"]
 
 
 def test_sim__recording_matches_the_truth_grid(night):

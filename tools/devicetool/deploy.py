@@ -60,8 +60,8 @@ def deploy(port: str, build_dir: Path, mip: bool = True) -> Deployed:
     if not libs:
         raise NightlinkError(f"{app} holds no compiled files: run `nightlink device build`.")
     args = ["exec", _MKDIR_LIB, "+", "fs", "cp", *libs, ":/lib/"]
-    if roots:
-        args += ["+", "fs", "cp", *roots, ":/"]
+    for root in roots:  # one by one, each to its own name: mpremote cannot test ":/" as a folder
+        args += ["+", "fs", "cp", root, f":/{Path(root).name}"]
     proc = _mpremote(port, *args)
     if proc.returncode != 0:
         raise _fail(port, proc)
