@@ -27,6 +27,7 @@ from nightlink.cloud import glycemia as G
 from nightlink.cloud.repo import TenantStore
 from nightlink.edge.night_summary import APNEA_SILENCE_S, SNORE_RATIO
 from nightlink.shared import features as F
+from nightlink.shared.clinical import ahi_severity
 from nightlink.shared.epoch import EPOCH_S
 
 FUSION_VERSION = 1  # bump when a definition changes: cached nights are then recomputed
@@ -42,17 +43,7 @@ AROUSAL_MARGIN_MIN = 10  # an arousal this close to a low counts as around it
 DESAT_WINDOW_MIN = 15  # glucose readings this close to a desaturation count as around it
 
 
-def severity(ahi: float | None) -> str | None:
-    """AASM AHI severity: < 5 normal, 5-15 mild, 15-30 moderate, >= 30 severe."""
-    if ahi is None:
-        return None
-    if ahi < 5:
-        return "normal"
-    if ahi < 15:
-        return "mild"
-    if ahi < 30:
-        return "moderate"
-    return "severe"
+severity = ahi_severity  # AASM classes, shared with the edge and the clock
 
 
 # -- loading ----------------------------------------------------------------------------------

@@ -166,6 +166,14 @@ class Store:
             "ON t.id = m.tenant_id WHERE m.user_id = ? AND m.revoked_at IS NULL "
             "AND t.deleted_at IS NULL ORDER BY m.tenant_id", (user_id,))
 
+    def visible_tenants(self, user: dict) -> list[dict]:
+        """The tenants a user may open, with the role they hold there (admins: every tenant)."""
+        if user["is_admin"]:
+            return [{"tenant_id": r["id"], "name": r["name"], "role": "admin"} for r in
+                    self.db.query("SELECT id, name FROM tenants WHERE deleted_at IS NULL "
+                                  "ORDER BY id")]
+        return self.memberships(user["id"])
+
     def members(self, tenant_id: str) -> list[dict]:
         return self.db.query(
             "SELECT u.id AS user_id, u.email, u.name, m.role, m.granted_at FROM memberships m "

@@ -516,12 +516,7 @@ def export(access: OwnerAccess, store: StoreDep, format: Literal["json", "csv"] 
 @router.get("/patients", response_model=list[PatientSummary])
 def patients(user: CurrentUser, store: StoreDep):
     """The tenants you may read, with your role, the latest glucose and the last night."""
-    if user["is_admin"]:
-        visible = [{"tenant_id": r["id"], "name": r["name"], "role": "admin"} for r in
-                   store.db.query("SELECT id, name FROM tenants WHERE deleted_at IS NULL "
-                                  "ORDER BY id")]
-    else:
-        visible = store.memberships(user["id"])
+    visible = store.visible_tenants(user)
     out = []
     for m in visible:
         try:

@@ -158,12 +158,8 @@ async def set_units(request: Request, user: PortalUser, store: StoreDep):
 @router.get("")
 def patients(user: PortalUser, store: StoreDep):
     """The signed-in person's patients with flags."""
-    if user["is_admin"]:
-        members = [{"tenant_id": r["id"], "name": r["name"], "role": "admin"} for r in
-                   store.db.query("SELECT id, name FROM tenants WHERE deleted_at IS NULL "
-                                  "ORDER BY id")]
-    else:
-        members = [m for m in store.memberships(user["id"]) if m["role"] in PORTAL_ROLES]
+    members = [m for m in store.visible_tenants(user)
+               if user["is_admin"] or m["role"] in PORTAL_ROLES]
     rows = []
     for m in members:
         data = store.tenant(m["tenant_id"])

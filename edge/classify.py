@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nightlink.shared import features as F
+from nightlink.shared.clinical import ahi_severity
 
 _LOGGER = logging.getLogger(__name__)
 MODELS = Path(__file__).parent / "models"
@@ -215,15 +216,7 @@ class Classifiers:
                             risk, forecast)
 
 
-def severity(ahi: float) -> str:
-    """AASM severity class for an AHI."""
-    if ahi < 5:
-        return "normal"
-    if ahi < 15:
-        return "mild"
-    if ahi < 30:
-        return "moderate"
-    return "severe"
+severity = ahi_severity  # AASM classes, shared with the cloud and the clock
 
 
 def night_figures(out: NightOutputs, streams) -> dict:

@@ -2,6 +2,7 @@
 # Run as a script with shared/ on the path (flat, as on the board); prints one JSON line.
 import json
 
+import clinical
 import codec
 import epoch
 import features
@@ -21,6 +22,8 @@ def _packed():
 
 
 CALLS = [
+    ("clinical.ahi_severity", lambda: [clinical.ahi_severity(a)
+                                       for a in (None, 0, 4.9, 5, 14.99, 15, 29.9, 30, 80)], ()),
     ("topics.data_topic", topics.data_topic, ("fam-1", "a4cf12b0c3d4", "room")),
     ("topics.ack_topic", topics.ack_topic, ("fam-1", "a4cf12b0c3d4", "cgm")),
     ("topics.cmd_topic", topics.cmd_topic, ("fam-1", "a4cf12b0c3d4")),

@@ -58,6 +58,8 @@ def test_contract__expected_answers(cpython):
     assert cpython["units.band"] == {"ok": [0, 0, 1, 1, 2, 2, 3, 3, 4]}
     assert cpython["units.trend"] == {"ok": [8, 1, 2, 3, 4, 4, 5, 6, 7]}
     assert cpython["units.from_mmoll"] == {"ok": 70}
+    assert cpython["clinical.ahi_severity"] == {"ok": [
+        None, "normal", "normal", "mild", "mild", "moderate", "moderate", "severe", "severe"]}
     assert cpython["codec.crc32 soft"] == {"ok": [0xCBF43926, 0xCBF43926]}
     assert cpython["codec.quantize_row range"] == {"error": "RangeError"}
     assert cpython["codec.quantize_row count"] == {"error": "StreamError"}

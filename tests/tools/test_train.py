@@ -149,3 +149,23 @@ def test_eval__without_models_is_one_sentence(tmp_path):
     assert r.exit_code == 2
     assert r.output.strip().startswith("error: No trained model at")
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
+    pytest.importorskip("tensorflow")
+    from nightlink.edge import classify as C
+
+    models = tmp_path / "models"
+    for kind in ("sleep", "breathing"):
+        r = CliRunner().invoke(main, ["train", kind, "--nights", "1", "--hours", "1",
+                                      "--cache", str(tmp_path / "cache"),
+                                      "--models", str(models)])
+        assert r.exit_code == 0, r.output
+    meta = json.loads((models / "sleep_stage.json").read_text())
+    assert np.allclose(np.exp(meta["log_transitions"]).sum(axis=1), 1, atol=1e-3)
+    assert meta["train_seeds"] == [1000]
+    x = np.zeros((5, meta["inputs"]), dtype=np.float32)
+    prob = C.Int8Model((models / "sleep_stage.tflite").read_bytes())(x)[0]
+    assert prob.shape == (5, 4) and np.allclose(prob.sum(axis=1), 1, atol=0.05)
+    b = json.loads((models / "breathing.json").read_text())
+    assert b["snore_output"] in (0, 1) and 0.2 <= b["count_offset"] <= 0.8

@@ -68,19 +68,25 @@ def _nights(seeds, cache, echo, hours=8.0):
     return load_nights(seeds, hours, cache, progress=lambda k, n: echo(f"  night {k}/{n}"))
 
 
+def _train_night_model(kind: str, file: str, cache, models, nights, hours, seed) -> None:
+    """Train the sleep or breathing model on the training nights and write it to models/."""
+    _need_tf()
+    from nightlink.tools.train import nightmodels as NM
+
+    data = _nights(_take(TRAIN_SEEDS, nights), cache, click.echo, hours)
+    trainer = NM.train_sleep if kind == "sleep" else NM.train_breathing
+    blob, meta = trainer(data, seed=seed)
+    meta.update({"train_seeds": _take(TRAIN_SEEDS, nights), "seed": seed})
+    NM.write_model(models, file, blob, meta)
+    click.echo(f"wrote {models / (file + '.tflite')} ({len(blob)} bytes)")
+
+
 @train.command("sleep")
 @_with_options
 @click.option("--seed", type=int, default=11, show_default=True)
 def train_sleep(cache, models, nights, hours, seed):
     """Sleep stages (Wake/Light/Deep/REM) from wearable, audio and room epochs."""
-    _need_tf()
-    from nightlink.tools.train import nightmodels as NM
-
-    data = _nights(_take(TRAIN_SEEDS, nights), cache, click.echo, hours)
-    blob, meta = NM.train_sleep(data, seed=seed)
-    meta.update({"train_seeds": _take(TRAIN_SEEDS, nights), "seed": seed})
-    NM.write_model(models, "sleep_stage", blob, meta)
-    click.echo(f"wrote {models / 'sleep_stage.tflite'} ({len(blob)} bytes)")
+    _train_night_model("sleep", "sleep_stage", cache, models, nights, hours, seed)
 
 
 @train.command("breathing")
@@ -88,14 +94,7 @@ def train_sleep(cache, models, nights, hours, seed):
 @click.option("--seed", type=int, default=11, show_default=True)
 def train_breathing(cache, models, nights, hours, seed):
     """Snoring and respiratory events (apnea/hypopnea starts) per epoch."""
-    _need_tf()
-    from nightlink.tools.train import nightmodels as NM
-
-    data = _nights(_take(TRAIN_SEEDS, nights), cache, click.echo, hours)
-    blob, meta = NM.train_breathing(data, seed=seed)
-    meta.update({"train_seeds": _take(TRAIN_SEEDS, nights), "seed": seed})
-    NM.write_model(models, "breathing", blob, meta)
-    click.echo(f"wrote {models / 'breathing.tflite'} ({len(blob)} bytes)")
+    _train_night_model("breathing", "breathing", cache, models, nights, hours, seed)
 
 
 @train.command("glucose")

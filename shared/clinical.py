@@ -1,0 +1,15 @@
+# Clinical classes shared by the edge, the cloud and the clock (definitions: CLINICAL.md).
+# AHI severity per AASM: < 5 normal, 5-15 mild, 15-30 moderate, >= 30 severe.
+
+
+def ahi_severity(ahi):
+    """Severity class of an apnea-hypopnea index (events per hour of sleep); None for None."""
+    if ahi is None:
+        return None
+    if ahi < 5:
+        return "normal"
+    if ahi < 15:
+        return "mild"
+    if ahi < 30:
+        return "moderate"
+    return "severe"
