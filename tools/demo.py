@@ -22,7 +22,7 @@ class DemoResult:
         self.lines.append(text)
 
 
-def run_demo(out: Path, seed: int = 1, patient: str = "adult#001", hours: float = 8.0,
+def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float = 8.0,
              keep_audio_file: bool = False, echo=print) -> dict:
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
@@ -89,11 +89,11 @@ def run_demo(out: Path, seed: int = 1, patient: str = "adult#001", hours: float 
             echo(f"Nightscout API (tenant {TENANT}): latest sgv {e['sgv']} mg/dL "
                  f"{e['direction']} at {e['dateString']}")
         from nightlink.tools import demo_report
-
-        report = demo_report.write(cloud, TENANT, out, echo=echo)
         from nightlink.tools.emulate import clock_night  # the desk clock through the night
 
         clock = clock_night(out, echo=echo)
+        echo("")
+        report = demo_report.write(cloud, TENANT, out, echo=echo)  # last: where to open it
         return {"edge": result, "cloud_rows": per_stream, "sync": st, "report": report,
                 "clock": clock}
     finally:
