@@ -238,6 +238,7 @@ def night_figures(out: NightOutputs, streams) -> dict:
             "tib_min": round(stage.size / 2.0, 1),
             "tst_min": round(float(asleep.sum()) / 2.0, 1),
             "efficiency": round(float(asleep.mean()), 3) if stage.size else None,
+            "efficiency_pct": round(float(asleep.mean()) * 100, 1) if stage.size else None,
             "sol_min": round(onset / 2.0, 1) if onset is not None else None,
             "waso_min": round(float((~asleep[onset:last + 1]).sum()) / 2.0, 1)
             if onset is not None else None,
@@ -245,7 +246,6 @@ def night_figures(out: NightOutputs, streams) -> dict:
             if onset is not None and rem.size else None,
             "stage_pct": {STAGES[k]: round(float((stage[asleep] == k).mean()) * 100, 1)
                           if asleep.any() else None for k in (1, 2, 3)},
-            "hypnogram": "".join("WLDR"[int(s)] for s in stage),
         },
         "breathing": {
             "apnea_events": events,
@@ -264,18 +264,6 @@ def night_figures(out: NightOutputs, streams) -> dict:
     return fig
 
 
-def night_streams(store, first: int, count: int) -> dict[str, dict[str, np.ndarray]]:
-    """Feature name -> float array over the night's epochs (NaN where missing), per stream."""
-    out = {}
-    for s in (F.WEARABLE, F.AUDIO, F.ROOM, F.CGM):
-        names = F.names(s)
-        block = np.full((count, len(names)), np.nan)
-        for epoch, vals in store.epoch_values(s, first, first + count).items():
-            block[epoch - first] = [np.nan if v is None else v for v in vals]
-        out[F.stream(s)[F.S_NAME]] = {n: block[:, i] for i, n in enumerate(names)}
-    return out
-
-
 _LOADED: dict[str, Classifiers] = {}
 
 
@@ -290,15 +278,18 @@ def load(models: Path = MODELS) -> Classifiers | None:
     return _LOADED[key]
 
 
-def classify_night(store, first: int, count: int, clf: Classifiers | None = None) -> dict | None:
+def classify_night(store, first: int, count: int, clf: Classifiers | None = None,
+                   streams: dict | None = None) -> dict | None:
     """Run the classifiers over a stored night, store their outputs as stream 5 records (one
-    per hour), and return the figures for the night summary (None without models)."""
+    per hour), and return the figures for the night summary (None without models).
+    `streams`: the night's columns (night_summary.night_columns), if already read."""
     from nightlink.edge.epoch_features import to_raw
+    from nightlink.edge.night_summary import night_columns
 
     clf = clf or load()
     if clf is None or count <= 0:
         return None
-    streams = night_streams(store, first, count)
+    streams = streams or night_columns(store, first, count)
     out = clf.run(streams, streams["cgm"]["glucose_mgdl"])
     rows = []
     for i in range(count):
@@ -311,8 +302,5 @@ def classify_night(store, first: int, count: int, clf: Classifiers | None = None
         for k in range(0, count, EPOCHS_PER_HOUR):
             store.append(F.INFER, first + k, rows[k:k + EPOCHS_PER_HOUR])
     fig = night_figures(out, streams)
-    fig["sleep"].pop("hypnogram")
-    eff = fig["sleep"]["efficiency"]
-    fig["sleep"]["efficiency_pct"] = round(eff * 100, 1) if eff is not None else None
     fig["glucose_risk"]["alarm_at"] = clf.glucose.alarm_permille / 1000
     return fig

@@ -42,6 +42,24 @@ def fill_history(h: np.ndarray) -> np.ndarray | None:
 
 
 
+def history_rows(readings: np.ndarray) -> np.ndarray:
+    """[n, HISTORY]: the hour of readings ending at each reading, 0 before the first."""
+    padded = np.concatenate([np.zeros(HISTORY - 1, dtype=np.float32),
+                             np.asarray(readings, dtype=np.float32)])
+    return np.lib.stride_tricks.sliding_window_view(padded, HISTORY)
+
+
+def filled_rows(histories: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The histories with enough data, gaps filled (fill_history), and their row indexes."""
+    rows, idx = [], []
+    for i in range(histories.shape[0]):
+        f = fill_history(histories[i])
+        if f is not None:
+            rows.append(f)
+            idx.append(i)
+    return np.array(rows, dtype=np.float32).reshape(-1, HISTORY), np.array(idx, dtype=int)
+
+
 def quantize_multiplier(real: float) -> tuple[int, int]:
     """TFLite's QuantizeMultiplier: real = q * 2^(shift - 31) with q in [2^30, 2^31)."""
     if real == 0.0:
@@ -205,16 +223,11 @@ class GlucoseRisk:
     def per_epoch(self, glucose: np.ndarray, minutes_since: np.ndarray):
         """(risk 0..1, forecast mg/dL), NaN where the last hour has too few readings."""
         h = self.histories(glucose, minutes_since)
-        rows, idx = [], []
-        for i in range(h.shape[0]):
-            f = fill_history(h[i])
-            if f is not None:
-                rows.append(f)
-                idx.append(i)
+        rows, idx = filled_rows(h)
         risk = np.full(h.shape[0], np.nan)
         forecast = np.full(h.shape[0], np.nan)
-        if rows:
-            _lq, permille, fc = self.runtime.predict(np.array(rows, dtype=np.float32))
+        if rows.size:
+            _lq, permille, fc = self.runtime.predict(rows)
             risk[idx] = permille / 1000.0
             forecast[idx] = np.clip(fc, 39, 600)
         return risk, forecast

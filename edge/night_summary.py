@@ -12,6 +12,9 @@ SNORE_RATIO = 0.4  # an epoch whose low-band energy share exceeds this counts as
 APNEA_SILENCE_S = 10.0  # a breathing pause of 10 s or more is an apnea candidate (AASM)
 
 
+NIGHT_STREAMS = (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO)
+
+
 def _column(store: EdgeStore, stream: int, first: int, count: int) -> dict[str, np.ndarray]:
     """Feature name -> float array over the night's epochs, NaN where missing."""
     names = F.names(stream)
@@ -19,6 +22,13 @@ def _column(store: EdgeStore, stream: int, first: int, count: int) -> dict[str, 
     for epoch, vals in store.epoch_values(stream, first, first + count).items():
         out[epoch - first] = [np.nan if v is None else v for v in vals]
     return {n: out[:, i] for i, n in enumerate(names)}
+
+
+def night_columns(store: EdgeStore, first: int, count: int,
+                  streams=NIGHT_STREAMS) -> dict[str, dict[str, np.ndarray]]:
+    """Stream name -> feature name -> float array over the night's epochs, NaN where missing:
+    read once, then shared by the summary and the classifiers."""
+    return {F.stream(s)[F.S_NAME]: _column(store, s, first, count) for s in streams}
 
 
 def _r(x, nd=1):
@@ -31,14 +41,13 @@ def _stat(a: np.ndarray, fn, nd=1):
     return _r(fn(a), nd) if a.size else None
 
 
-def summarize_night(store: EdgeStore, first: int, count: int) -> dict:
+def summarize_night(store: EdgeStore, first: int, count: int,
+                    cols: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
+    """The summary; `cols` from night_columns() when the caller has already read the night."""
     hours = count / 120.0
     cov = {}
-    cols = {}
-    for s in (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO):
-        c = _column(store, s, first, count)
-        name = F.stream(s)[F.S_NAME]
-        cols[name] = c
+    cols = cols or night_columns(store, first, count)
+    for name, c in cols.items():
         present = np.zeros(count, dtype=bool)
         for a in c.values():
             present |= ~np.isnan(a)

@@ -22,7 +22,7 @@ import soundfile
 from nightlink.edge import samples as S
 from nightlink.edge.audio_features import EPOCH_SAMPLES, SAMPLE_RATE
 from nightlink.edge.classify import classify_night
-from nightlink.edge.night_summary import summarize_night
+from nightlink.edge.night_summary import night_columns, summarize_night
 from nightlink.edge.pipeline import STREAM_ORDER, EdgePipeline
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features as F
@@ -251,8 +251,9 @@ def replay(
         _LOGGER.warning("%s", p)
 
     night = night_of(start)
-    classified = classify_night(store, first, count) if classify else None
-    summary = summarize_night(store, first, count)
+    cols = night_columns(store, first, count)  # read once for the classifiers and the summary
+    classified = classify_night(store, first, count, streams=cols) if classify else None
+    summary = summarize_night(store, first, count, cols)
     if classified:
         summary.update(classified)
     store.put_night(night, summary)

@@ -189,6 +189,7 @@ def bench_edge_night(hours: float = 8.0) -> dict:
 def bench_classify(hours: float = 8.0) -> dict:
     """All three edge models over a stored night: load once, then classify (best of 3)."""
     from nightlink.edge import classify
+    from nightlink.edge.night_summary import night_columns
     from nightlink.edge.replay import replay
     from nightlink.edge.store import EdgeStore
     from nightlink.tools.simulate.night import simulate_night
@@ -204,7 +205,7 @@ def bench_classify(hours: float = 8.0) -> dict:
         runs = []
         for _ in range(3):
             t = time.perf_counter()
-            streams = classify.night_streams(store, result.first_epoch, result.epochs)
+            streams = night_columns(store, result.first_epoch, result.epochs)
             clf.run(streams, streams["cgm"]["glucose_mgdl"])
             runs.append(time.perf_counter() - t)
         t = time.perf_counter()

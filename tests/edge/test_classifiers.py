@@ -32,18 +32,12 @@ def held_out_histories():
 
 
 def _rows(s):
-    padded = np.concatenate([np.zeros(G.HISTORY - 1), s.sgv])
-    return np.array([padded[i:i + G.HISTORY] for i in range(s.sgv.size)], dtype=np.float32)
+    return GR.history_rows(s.sgv)
 
 
 def _filled(rows):
-    keep, filled = [], []
-    for k, r in enumerate(rows):
-        f = GR.fill_history(r)
-        if f is not None:
-            keep.append(k)
-            filled.append(f)
-    return np.array(keep), np.array(filled, dtype=np.float32)
+    filled, keep = GR.filled_rows(rows)
+    return keep, filled
 
 
 def test_models__committed_int8_and_small():

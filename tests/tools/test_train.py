@@ -10,6 +10,7 @@ from nightlink.cli import main
 from nightlink.errors import NightlinkError
 from nightlink.tools.train import glucose_data as G
 from nightlink.tools.train import readers
+from nightlink.tools.train.nights import input_names
 
 # -- readers ---------------------------------------------------------------------------------
 
@@ -44,9 +45,7 @@ def test_walch__stages_and_wearable_features(tmp_path):
     night = readers.walch_night(tmp_path, subject)
     # Unscored epoch dropped; N1/N2 light, N3/N4 deep, 5 REM.
     assert night.stage.tolist() == [0, 1, 1, 2, 2, 3, 0]
-    names = [f"{s}.{n}" for s in ("wearable", "audio", "room")
-             for n in __import__("nightlink.shared.features", fromlist=["names"]).names(
-                 {"wearable": 2, "audio": 3, "room": 1}[s])]
+    names = input_names()
     hr = night.x[:, names.index("wearable.hr_mean_bpm")]
     assert hr.tolist() == [71, 62, 63, 64, 65, 66, 77]
     act = night.x[:, names.index("wearable.activity_count")]

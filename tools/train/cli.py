@@ -148,16 +148,23 @@ def _classifiers(models):
         raise NightlinkError(f"No trained model at {exc.filename}; run nightlink train first.") from None
 
 
+def _eval_night_model(kind: str, cache, models, nights, hours, as_json) -> None:
+    """Evaluate the sleep or breathing model on the held-out nights (models checked first)."""
+    from nightlink.tools.train import nightmodels as NM
+
+    clf = _classifiers(models)
+    echo = (lambda *_: None) if as_json else click.echo
+    data = _nights(_take(TEST_SEEDS, nights), cache, echo, hours)
+    scorer = NM.eval_sleep if kind == "sleep" else NM.eval_breathing
+    _report(scorer(clf, data), as_json)
+
+
 @evaluate.command("sleep")
 @_with_options
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
 def eval_sleep(cache, models, nights, hours, as_json):
     """Accuracy, Cohen's kappa, wake specificity, per-stage F1 and the confusion matrix."""
-    from nightlink.tools.train import nightmodels as NM
-
-    echo = (lambda *_: None) if as_json else click.echo
-    data = _nights(_take(TEST_SEEDS, nights), cache, echo, hours)
-    _report(NM.eval_sleep(_classifiers(models), data), as_json)
+    _eval_night_model("sleep", cache, models, nights, hours, as_json)
 
 
 @evaluate.command("breathing")
@@ -165,11 +172,7 @@ def eval_sleep(cache, models, nights, hours, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
 def eval_breathing(cache, models, nights, hours, as_json):
     """Per-event F1, AHI error, and sensitivity/specificity at AHI >= 15."""
-    from nightlink.tools.train import nightmodels as NM
-
-    echo = (lambda *_: None) if as_json else click.echo
-    data = _nights(_take(TEST_SEEDS, nights), cache, echo, hours)
-    _report(NM.eval_breathing(_classifiers(models), data), as_json)
+    _eval_night_model("breathing", cache, models, nights, hours, as_json)
 
 
 @evaluate.command("glucose")

@@ -10,9 +10,7 @@ is detected when an alarm falls between 30 minutes before its onset and 15 minut
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +19,8 @@ from nightlink.edge.glucose_risk import (
     LiteRtGlucose,
     QuantModel,
     describe,
+    filled_rows,
+    history_rows,
     normalize,
     permille_table,
 )
@@ -156,14 +156,7 @@ class AlarmScore:
 
 def series_inputs(s: G.CgmSeries) -> tuple[np.ndarray, np.ndarray]:
     """History rows for every reading of a series that has enough data, and their indexes."""
-    padded = np.concatenate([np.zeros(G.HISTORY - 1, dtype=s.sgv.dtype), s.sgv])
-    rows, idx = [], []
-    for i in range(s.sgv.size):
-        h = G.fill_history(padded[i:i + G.HISTORY])
-        if h is not None:
-            rows.append(h)
-            idx.append(i)
-    return np.array(rows, dtype=np.float32).reshape(-1, G.HISTORY), np.array(idx, dtype=int)
+    return filled_rows(history_rows(s.sgv))
 
 
 def evaluate(runtime: LiteRtGlucose, series: list[G.CgmSeries], alarm_permille: int) -> dict:
@@ -206,10 +199,6 @@ def choose_threshold(runtime: LiteRtGlucose, series: list[G.CgmSeries]) -> int:
         if best_key is None or key > best_key:
             best, best_key = thr, key
     return best
-
-
-def card_figures(path: Path) -> dict:
-    return json.loads(path.read_text())
 
 
 # -- the clock's copy ------------------------------------------------------------------------

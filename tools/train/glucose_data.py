@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nightlink.edge.glucose_risk import HISTORY, HORIZON, fill_history
+from nightlink.edge.glucose_risk import HISTORY, HORIZON, filled_rows, history_rows
 
 _LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -69,17 +69,15 @@ class Samples:
 def samples(series: list[CgmSeries]) -> Samples:
     xs, lows, fut, sid, idx = [], [], [], [], []
     for k, s in enumerate(series):
-        padded = np.concatenate([np.zeros(HISTORY - 1, dtype=s.sgv.dtype), s.sgv])
-        for i in range(s.sgv.size - HORIZON):
-            h = fill_history(padded[i:i + HISTORY])
-            if h is None:
-                continue
+        rows, at = filled_rows(history_rows(s.sgv[:-HORIZON]))
+        for h, i in zip(rows, at, strict=True):
             xs.append(h)
             lows.append(1 if s.bg[i + 1:i + 1 + HORIZON].min() < LOW_MGDL else 0)
             f = s.sgv[i + HORIZON]
             fut.append(float(f) if f > 0 else np.nan)
             sid.append(k)
             idx.append(i)
-    return Samples(np.array(xs, dtype=np.float32), np.array(lows, dtype=np.uint8),
+    return Samples(np.array(xs, dtype=np.float32).reshape(-1, HISTORY),
+                   np.array(lows, dtype=np.uint8),
                    np.array(fut, dtype=np.float32), np.array(sid, dtype=np.int32),
                    np.array(idx, dtype=np.int32))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nightlink.edge.night_summary import night_columns
 from nightlink.shared import features as F
 
 _LOGGER = logging.getLogger(__name__)
@@ -65,12 +66,8 @@ def night_from_dirs(sim_dir: Path, store) -> Night:
     manifest = json.loads((sim_dir / "manifest.json").read_text())
     first = int(manifest["epoch_grid"]["first_epoch"])
     n = int(manifest["epoch_grid"]["epoch_count"])
-    cols = []
-    for s in INPUT_STREAMS:
-        block = np.full((n, len(F.names(s))), np.nan, dtype=np.float32)
-        for epoch, vals in store.epoch_values(s, first, first + n).items():
-            block[epoch - first] = [np.nan if v is None else v for v in vals]
-        cols.append(block)
+    cols = night_columns(store, first, n, INPUT_STREAMS)
+    x = np.array([col for s in cols.values() for col in s.values()], dtype=np.float32).T
     with open(sim_dir / "truth" / "hypnogram.csv", newline="") as fh:
         stage = np.array([STAGE4[r["stage4"]] for r in csv.DictReader(fh)], dtype=np.int8)
     spans: dict[str, list] = {"snore": [], "resp": [], "d3": [], "d4": []}
@@ -90,7 +87,7 @@ def night_from_dirs(sim_dir: Path, store) -> Night:
                     spans["d4"].append((a, b))
     return Night(
         seed=int(manifest["seed"]), patient=manifest["patient"], first_epoch=first,
-        x=np.concatenate(cols, axis=1), stage=stage[:n],
+        x=x, stage=stage[:n],
         snore=_overlap_mask(n, spans["snore"]), resp=_overlap_mask(n, spans["resp"]),
         desat3=_overlap_mask(n, spans["d3"]), desat4=_overlap_mask(n, spans["d4"]),
         events=np.array(events, dtype=np.float64).reshape(-1, 3),

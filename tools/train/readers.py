@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from nightlink.errors import NightlinkError
-from nightlink.shared import features as F
 from nightlink.tools.train.glucose_data import CgmSeries
-from nightlink.tools.train.nights import INPUT_STREAMS, Night
+from nightlink.tools.train.nights import Night, input_names
 
 # Walch PSG labels -> Wake/Light/Deep/REM (N3 and the older N4 both deep).
 _WALCH_STAGE = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3}
@@ -49,7 +48,7 @@ def walch_night(root: Path, subject: str) -> Night:
     if not keep:
         raise NightlinkError(f"Walch subject {subject} has no scored epochs.")
     n = len(keep)
-    names = [f"{F.stream(s)[F.S_NAME]}.{f}" for s in INPUT_STREAMS for f in F.names(s)]
+    names = input_names()
     x = np.full((n, len(names)), np.nan, dtype=np.float32)
     col = {name: i for i, name in enumerate(names)}
     mag = np.sqrt((acc[:, 1:4] ** 2).sum(axis=1)) if acc.size else np.zeros(0)
