@@ -283,7 +283,16 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
         _LOGGER.info("alert %s %s for %s: %s", a["rule"], a["level"], tenant_id, a["message"])
         if events is not None:
             events.publish(tenant_id, "alert", a)
+            # The same alert as a Nightscout notification, for socket.io alarm clients.
+            events.alarm(tenant_id, 2 if a["level"] == "urgent" else 1,
+                         a["rule"].replace("_", " ").title(), a["message"],
+                         event=_NS_EVENTS.get(a["rule"], a["rule"]))
     return stored
+
+
+# Nightscout's event names for the alarms its clients (AndroidAPS, the web client) know.
+_NS_EVENTS = {"urgent_low": "low", "low": "low", "high": "high", "urgent_high": "high",
+              "stale": "timeago", "no_data": "timeago"}
 
 
 # -- the background worker ----------------------------------------------------------------

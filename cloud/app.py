@@ -28,11 +28,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         live,
         routes_admin,
         routes_auth,
-        routes_nightscout,
         routes_nl,
         routes_ops,
         routes_portal,
     )
+    from nightlink.cloud.nightscout_site import CloudDirectory
+    from nightlink.nightscout.app import mount as mount_nightscout
+    from nightlink.nightscout.live import Hub
 
     app = FastAPI(
         title="Nightlink cloud",
@@ -46,13 +48,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     from nightlink.cloud.auth import RateLimiter
 
     app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
-    from nightlink.cloud.events import EventBus
-
-    app.state.events = EventBus()
-
-    # The Nightscout reads are what clocks and apps poll: matched first.
-    for module in (routes_nightscout, routes_auth, routes_admin, routes_nl, routes_ops, live,
-                   routes_portal):
+    directory = CloudDirectory(app.state.store, settings)
+    hub = Hub(directory)
+    app.state.events = hub
+    app.state.store.notify = hub.changed
+    # The Nightscout APIs (what clocks and apps poll) are matched first.
+    mount_nightscout(app, directory, hub=hub, cors_origin=settings.nightscout_cors_origin or None)
+    for module in (routes_auth, routes_admin, routes_nl, routes_ops, live, routes_portal):
         _docstring_summaries(module.router)
         app.include_router(module.router)
     live.install(app)  # the alert worker runs with the app's lifespan
@@ -77,6 +79,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     return app
 
 
+_TENANT_PATHS = ("/api/v1", "/api/v2", "/api/v3", "/api/versions", "/pebble")
+
+
 class RequestContext:
     """Plain ASGI middleware (no per-request task group): tenant subdomains, a request id,
     latency metrics and an access log line."""
@@ -92,7 +97,7 @@ class RequestContext:
         headers = dict(scope["headers"])
         if self.domain:
             host = headers.get(b"host", b"").decode("latin-1").split(":")[0].lower()
-            if host.endswith("." + self.domain) and path.startswith(("/api/v1", "/pebble")):
+            if host.endswith("." + self.domain) and path.startswith(_TENANT_PATHS):
                 scope = dict(scope, path=f"/t/{host[: -len(self.domain) - 1]}{path}")
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = rid

@@ -66,17 +66,15 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
 
     retention = RetentionWorker(store, settings.purge_after_days).start()
     worker = None
-    events = None
     app = None
     if not ingest_only:
         from nightlink.cloud.app import create_app
 
         app = create_app(settings, store)
-        events = app.state.events
     if not api_only:
         from nightlink.cloud.ingest import IngestWorker
 
-        worker = IngestWorker(store, settings, client_id=client_id, events=events)
+        worker = IngestWorker(store, settings, client_id=client_id)
         worker.start()
         click.echo(f"Ingest subscribed to {worker.filter} on "
                    f"{settings.mqtt_host}:{settings.mqtt_port}", err=True)
@@ -114,7 +112,6 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
 @click.option("--database-url", default=None)
 def create_tenant(tenant: str, name: str, public_read: bool, database_url: str | None) -> None:
     """Create a tenant (one patient's space) and print its new upload secret once."""
-    import hashlib
     import secrets
 
     from nightlink.cloud.repo import ConflictError
@@ -124,7 +121,7 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
     try:
         store.create_tenant(tenant, name or tenant, public_read=public_read)
         secret = secrets.token_urlsafe(24)
-        store.add_api_secret(tenant, hashlib.sha1(secret.encode()).hexdigest())
+        store.set_api_secret(tenant, secret)
         store.audit("tenant.create", tenant_id=tenant, via="cli")
         store.audit("key.create", tenant_id=tenant, kind="api-secret", via="cli")
     except (ConflictError, TopicError) as exc:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     tenant_domain: str = ""  # e.g. "nightlink.example" so fam-1.nightlink.example names fam-1
     purge_after_days: int = Field(30, ge=1, le=3650)
+    # Nightscout's `cors` option: the origin browser apps (Nightscout Reporter) may read the
+    # Nightscout APIs from; "" sends no CORS headers.
+    nightscout_cors_origin: str = "*"
 
     @field_validator("database_url")
     @classmethod

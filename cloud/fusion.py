@@ -90,10 +90,7 @@ def load_stream(data: TenantStore, stream: int, start_epoch: int, end_epoch: int
 def load_glucose(data: TenantStore, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
     """(t_ms, sgv) of the tenant's sgv entries in [start, end), oldest first, sensor error
     codes included (glycemia leaves them out of every metric)."""
-    rows = data.db.query(
-        "SELECT date, sgv FROM entries WHERE tenant_id = ? AND type = 'sgv' AND date >= ? "
-        "AND date < ? AND sgv IS NOT NULL ORDER BY date", (data.tenant_id, start_ms, end_ms))
-    return [(int(r["date"]), int(r["sgv"])) for r in rows]
+    return [(t, int(round(v))) for t, v in data.docs.readings(start_ms, end_ms)]
 
 
 # -- the night window -------------------------------------------------------------------------
@@ -124,10 +121,8 @@ def stamp(data: TenantStore, night: str, tz: ZoneInfo) -> str:
                         "WHERE tenant_id = ? AND stream = ? AND epoch >= ? AND epoch < ?",
                         (data.tenant_id, s, a, b))
         parts.append(f"{r['n']}@{r['t'] or 0:.6f}")
-    r = data.db.one("SELECT count(*) AS n, max(created_at) AS t FROM entries WHERE tenant_id = ? "
-                    "AND type = 'sgv' AND date >= ? AND date < ?",
-                    (data.tenant_id, a * EPOCH_S * 1000, b * EPOCH_S * 1000))
-    parts.append(f"{r['n']}@{r['t'] or 0:.6f}")
+    n, changed = data.docs.activity("entries", "sgv", a * EPOCH_S * 1000, b * EPOCH_S * 1000)
+    parts.append(f"{n}@{changed}")
     return "|".join(parts)
 
 

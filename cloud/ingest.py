@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from nightlink.cloud import metrics
 from nightlink.cloud.db import DatabaseError
 from nightlink.cloud.repo import Store
+from nightlink.nightscout.documents import DocumentError
 from nightlink.shared import codec, topics, units
 from nightlink.shared import features as F
 from nightlink.shared.epoch import EPOCH_S, epoch_start
@@ -125,7 +126,12 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
     if F.stream_by_name(stream)[F.S_ID] == F.CGM:
         entries = [e for rec in records for e in glucose_entries(rec, device)]
         if entries:
-            out.entries, _dupes = data.add_entries(entries)
+            # The Nightscout core's rules: a reading an app already uploaded (the same value
+            # less than a minute away) is not stored again, and an app's document is kept.
+            try:
+                out.entries, _dupes = data.add_entries(entries)
+            except DocumentError as exc:
+                raise Rejected(f"A glucose reading of the record is not valid: {exc}") from None
     sid = F.stream_by_name(stream)[F.S_ID]
     hwm = store.advance_hwm(device, sid)
     gaps = store.missing_seqs(device, sid)
@@ -145,10 +151,9 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
 class IngestWorker:
     """A paho client feeding `handle` from one thread, publishing acks as it goes."""
 
-    def __init__(self, store: Store, settings, *, client_id: str = "", events=None):
+    def __init__(self, store: Store, settings, *, client_id: str = ""):
         self.store = store
         self.settings = settings
-        self.events = events
         self.handled = 0
         self.rejected = 0
         self.connected = threading.Event()
@@ -202,9 +207,6 @@ class IngestWorker:
         for ack_topic, body in out.acks:
             self.client.publish(ack_topic, json.dumps(body, separators=(",", ":")), qos=1,
                                 retain=True)
-        if self.events is not None:
-            for e in out.entries:
-                self.events.publish(tenant, "entry", e)
 
     def _work(self):
         while not self._stop.is_set():

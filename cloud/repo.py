@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 from nightlink.cloud.db import Database, IntegrityError, connect
 from nightlink.cloud.schema import migrate
+from nightlink.nightscout import documents as ns_documents
+from nightlink.nightscout import store as ns_store
+from nightlink.nightscout.query import Cond, Instant
+from nightlink.nightscout.store import DocumentStore
 from nightlink.shared import codec
 
 _LOGGER = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class Store:
     def __init__(self, db: Database):
         self.db = db
         self.version = migrate(db)
+        self.notify = None  # set by the app: Nightscout document changes to the live hub
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -100,7 +105,7 @@ class Store:
         """The handle for one tenant's data (the tenant must exist; a soft-deleted one only
         with include_deleted, which only administrators get)."""
         self.get_tenant(tenant_id, include_deleted=include_deleted)
-        return TenantStore(self.db, tenant_id)
+        return TenantStore(self.db, tenant_id, self.notify)
 
     # -- users and roles ----------------------------------------------------------------
 
@@ -193,6 +198,16 @@ class Store:
             )
         except IntegrityError:
             raise ConflictError("That secret is already in use.") from None
+
+    def set_api_secret(self, tenant_id: str, secret: str) -> None:
+        """Make `secret` the tenant's upload secret (the previous one stops working): kept as
+        the hashes of the two forms uploaders send, its SHA-1 and its SHA-512."""
+        from nightlink.nightscout.auth import secret_forms
+
+        with self.db.transaction():
+            self.revoke_api_secrets(tenant_id, "api-secret")
+            for form in secret_forms(secret):
+                self.add_api_secret(tenant_id, form, kind="api-secret")
 
     def api_secret(self, presented: str) -> dict | None:
         """The tenant and kind a presented secret or token belongs to, or None."""
@@ -379,9 +394,10 @@ class Store:
 class TenantStore:
     """One tenant's data. Every statement carries `tenant_id = ?` with this tenant."""
 
-    def __init__(self, db: Database, tenant_id: str):
+    def __init__(self, db: Database, tenant_id: str, notify=None):
         self.db = db
         self.tenant_id = tenant_id
+        self.notify = notify  # the live hub's hook for Nightscout document changes
 
     # -- epoch rows -------------------------------------------------------------------------
 
@@ -427,96 +443,46 @@ class TenantStore:
         return [Row(r["device"], r["stream"], r["boot"], r["seq"], r["epoch"], r["flags"],
                     r["nfeat"], bytes(r["row_data"])) for r in self.db.query(sql, args)]
 
-    # -- Nightscout entries ---------------------------------------------------------------
+    # -- Nightscout documents (the Nightscout core's store) ----------------------------------
+
+    @property
+    def docs(self) -> DocumentStore:
+        """This tenant's Nightscout collections; every write follows the core's rules."""
+        return DocumentStore(self.db, self.tenant_id, notify=self.notify)
+
+    def add_documents(self, coll: str, items: Iterable[dict], *, mode: str = "keep"
+                      ) -> tuple[list[dict], int]:
+        """Normalise and store documents of a collection; (new documents, the others).
+
+        mode "keep" leaves a matching stored document as it is (what the MQTT ingest and
+        importers want: an app's upload is richer than a reading re-derived from features).
+        Raises nightscout DocumentError for an invalid document.
+        """
+        now = int(time.time() * 1000)
+        normalized = [ns_documents.normalize(coll, d, now) for d in items]
+        outcomes = self.docs.put(normalized, mode=mode)
+        stored = [o.row.v1() for o in outcomes if o.action == "created"]
+        return stored, len(outcomes) - len(stored)
 
     def add_entries(self, docs: Iterable[dict]) -> tuple[list[dict], int]:
-        """Store entries keyed on (date, type); return (stored docs, duplicates)."""
-        stored, dupes = [], 0
-        now = time.time()
-        with self.db.transaction():
-            for d in docs:
-                n = self.db.execute(
-                    "INSERT INTO entries (tenant_id, type, date, sgv, direction, device, doc, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (tenant_id, date, type) DO NOTHING",
-                    (self.tenant_id, d["type"], int(d["date"]), d.get("sgv"), d.get("direction"),
-                     d.get("device"), _json(d), now))
-                if n:
-                    stored.append(d)
-                else:
-                    dupes += 1
-        return stored, dupes
+        """Store entries (an sgv equal to one stored less than a minute away is the same
+        reading); return (new entries, duplicates)."""
+        return self.add_documents("entries", docs)
 
     def entries(self, *, count: int = 10, type_: str | None = None,
                 where: Sequence[tuple[str, str, object]] = ()) -> list[dict]:
-        """Entries newest first; `where` holds (column, operator, value) already validated
-        against the allowed columns and operators by the caller."""
-        sql, args = "SELECT doc FROM entries WHERE tenant_id = ?", [self.tenant_id]
-        if type_ is not None:
-            sql, args = sql + " AND type = ?", [*args, type_]
+        """Entries newest first; `where` holds (date or sgv, operator, value) conditions."""
+        query = ns_store.between("entries", kind=type_)
         for column, op, value in where:
             if column not in _ENTRY_COLUMNS or op not in _OPS:
                 raise ValueError(f"{column} {op} is not a supported filter.")
-            sql, args = sql + f" AND {column} {op} ?", [*args, value]
-        rows = self.db.query(sql + " ORDER BY date DESC LIMIT ?", [*args, count])
-        return [json.loads(r["doc"]) for r in rows]
+            operand = Instant(int(value)) if column == "date" else float(value)
+            query.add(Cond(column, _OPS[op], operand))
+        return [r.v1() for r in self.docs.find("entries", query, count=count)]
 
-    def last_modified(self) -> float | None:
-        """When this tenant's entries last changed (seconds), None if it has none."""
-        return self.db.scalar("SELECT max(created_at) AS t FROM entries WHERE tenant_id = ?",
-                              (self.tenant_id,))
-
-    # -- other Nightscout collections -------------------------------------------------------
-
-    def add_treatments(self, docs: Iterable[dict]) -> tuple[list[dict], int]:
-        stored, dupes = [], 0
-        with self.db.transaction():
-            for d in docs:
-                n = self.db.execute(
-                    "INSERT INTO treatments (tenant_id, identifier, created_at_ms, event_type, "
-                    "doc, stored_at) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (tenant_id, identifier) DO NOTHING",
-                    (self.tenant_id, d["identifier"], int(d["created_at_ms"]),
-                     d.get("eventType", ""), _json(d), time.time()))
-                if n:
-                    stored.append(d)
-                else:
-                    dupes += 1
-        return stored, dupes
-
-    def treatments(self, *, count: int = 10, since_ms: int | None = None) -> list[dict]:
-        sql, args = "SELECT doc FROM treatments WHERE tenant_id = ?", [self.tenant_id]
-        if since_ms is not None:
-            sql, args = sql + " AND created_at_ms >= ?", [*args, since_ms]
-        rows = self.db.query(sql + " ORDER BY created_at_ms DESC LIMIT ?", [*args, count])
-        return [json.loads(r["doc"]) for r in rows]
-
-    def add_devicestatus(self, docs: Iterable[dict]) -> list[dict]:
-        out = []
-        with self.db.transaction():
-            for d in docs:
-                self.db.execute(
-                    "INSERT INTO devicestatus (tenant_id, created_at_ms, device, doc, stored_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (self.tenant_id, int(d["created_at_ms"]), d.get("device", ""), _json(d),
-                     time.time()))
-                out.append(d)
-        return out
-
-    def devicestatus(self, *, count: int = 10) -> list[dict]:
-        rows = self.db.query("SELECT doc FROM devicestatus WHERE tenant_id = ? "
-                             "ORDER BY created_at_ms DESC LIMIT ?", (self.tenant_id, count))
-        return [json.loads(r["doc"]) for r in rows]
-
-    def add_profile(self, doc: dict, start_ms: int) -> dict:
-        self.db.execute("INSERT INTO profiles (tenant_id, start_ms, doc, stored_at) "
-                        "VALUES (?, ?, ?, ?)", (self.tenant_id, start_ms, _json(doc), time.time()))
-        return doc
-
-    def profiles(self, *, count: int = 10) -> list[dict]:
-        rows = self.db.query("SELECT doc FROM profiles WHERE tenant_id = ? "
-                             "ORDER BY start_ms DESC LIMIT ?", (self.tenant_id, count))
-        return [json.loads(r["doc"]) for r in rows]
+    def documents(self, coll: str, *, count: int = 10) -> list[dict]:
+        """The newest documents of a Nightscout collection (exports, tests)."""
+        return [r.v1() for r in self.docs.find(coll, None, count=count)]
 
     # -- devices, nights, alerts ------------------------------------------------------------
 
@@ -591,9 +557,9 @@ class TenantStore:
         """Delete every row this tenant owns (after the 30-day soft-delete period)."""
         n = 0
         with self.db.transaction():
-            for table in ("epoch_rows", "entries", "treatments", "devicestatus", "profiles",
-                          "nights", "alerts", "alert_settings", "memberships", "api_secrets",
-                          "devices", "fused_nights", "patient_settings"):
+            for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
+                          "alert_settings", "memberships", "api_secrets", "devices",
+                          "fused_nights", "patient_settings"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n
@@ -616,8 +582,8 @@ def _minus(rng: tuple[int, int], holes: list[tuple[int, int]]) -> list[tuple[int
     return out
 
 
-_ENTRY_COLUMNS = {"date", "sgv", "type", "device", "direction"}
-_OPS = {">=", ">", "<=", "<", "=", "!="}
+_ENTRY_COLUMNS = {"date", "sgv"}
+_OPS = {">=": "$gte", ">": "$gt", "<=": "$lte", "<": "$lt", "=": "$eq", "!=": "$ne"}
 
 
 def pack_row(stream: int, row: Sequence[int]) -> bytes:

@@ -35,6 +35,7 @@ from nightlink.cloud.deps import (
     writer_access,
 )
 from nightlink.cloud.repo import NotFoundError, Store, TenantStore, unpack_row
+from nightlink.nightscout.site import Subjects
 from nightlink.shared import epoch as E
 from nightlink.shared import features as F
 from nightlink.shared import topics
@@ -127,11 +128,13 @@ class ApiSecretPublic(BaseModel):
 
 class ReadTokenCreate(BaseModel):
     label: str = Field("", max_length=64)
+    role: Literal["readable", "careportal", "devicestatus-upload", "admin"] = "readable"
 
 
 class ReadTokenPublic(BaseModel):
-    token: str = Field(description="Send as ?token=…; shown once.")
+    token: str = Field(description="Send as ?token=…, or exchange for a JWT; shown once.")
     label: str
+    role: str = "readable"
 
 
 class DeviceCreate(BaseModel):
@@ -356,8 +359,7 @@ def new_api_secret(access: WriterAccess, store: StoreDep):
     """Make a new upload secret (the previous one stops working); shown once."""
     secret = secrets.token_urlsafe(24)
     with store.db.transaction():
-        store.revoke_api_secrets(access.tenant_id, "api-secret")
-        store.add_api_secret(access.tenant_id, _sha1(secret), kind="api-secret")
+        store.set_api_secret(access.tenant_id, secret)
         store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
                     kind="api-secret")
     return ApiSecretPublic(secret=secret, sha1=_sha1(secret))
@@ -365,19 +367,22 @@ def new_api_secret(access: WriterAccess, store: StoreDep):
 
 @router.post("/tenants/{tenant}/read-tokens", status_code=201, response_model=ReadTokenPublic)
 def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate | None = None):
-    """Make a read-only token for a clock or a follower app; shown once."""
+    """Make an access token for a clock, a follower or an app; shown once.
+
+    Read-only unless a role says otherwise: `admin` for AndroidAPS, `careportal` to add
+    treatments."""
     label = body.label if body else ""
-    token = secrets.token_urlsafe(24)
-    store.add_api_secret(access.tenant_id, token, kind="token", label=label)
+    role = body.role if body else "readable"
+    subject, token = Subjects(store.db, access.tenant_id).create(label or role, [role])
     store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
-                kind="token", label=label)
-    return ReadTokenPublic(token=token, label=label)
+                kind="token", label=label, role=role)
+    return ReadTokenPublic(token=token, label=label, role=role)
 
 
 @router.delete("/tenants/{tenant}/read-tokens", status_code=204)
 def revoke_read_tokens(access: WriterAccess, store: StoreDep):
-    """Revoke every read token of the tenant."""
-    n = store.revoke_api_secrets(access.tenant_id, "token")
+    """Revoke every access token of the tenant."""
+    n = Subjects(store.db, access.tenant_id).revoke_all()
     store.audit("key.revoke", actor=access.user["id"], tenant_id=access.tenant_id,
                 kind="token", count=n)
 
@@ -458,10 +463,12 @@ def export_doc(store: Store, access: TenantAccess) -> dict:
     return {
         "tenant": store.get_tenant(access.tenant_id, include_deleted=True),
         "exported_at": time.time(),
-        "entries": data.entries(count=_ALL),
-        "treatments": data.treatments(count=_ALL),
-        "devicestatus": data.devicestatus(count=_ALL),
-        "profiles": data.profiles(count=_ALL),
+        "entries": data.documents("entries", count=_ALL),
+        "treatments": data.documents("treatments", count=_ALL),
+        "devicestatus": data.documents("devicestatus", count=_ALL),
+        "profiles": data.documents("profile", count=_ALL),
+        "food": data.documents("food", count=_ALL),
+        "activity": data.documents("activity", count=_ALL),
         "nights": data.nights(limit=_ALL),
         "epochs": _epoch_rows(data),
         "alerts": data.alerts(limit=_ALL),
@@ -488,8 +495,8 @@ def export_zip(doc: dict) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("tenant.csv", _csv([doc["tenant"]]))
-        for name in ("entries", "treatments", "devicestatus", "profiles", "nights", "alerts",
-                     "members", "devices"):
+        for name in ("entries", "treatments", "devicestatus", "profiles", "food", "activity",
+                     "nights", "alerts", "members", "devices"):
             z.writestr(f"{name}.csv", _csv(doc[name]))
         for stream, rows in doc["epochs"].items():
             z.writestr(f"epochs_{stream}.csv", _csv(rows))

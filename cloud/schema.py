@@ -7,14 +7,85 @@ tenant; every tenant-owned table carries tenant_id and every query filters on it
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 
 from nightlink.cloud.db import Database
+from nightlink.nightscout import store as ns_store
+from nightlink.nightscout.site import SUBJECTS_DDL
 
 _LOGGER = logging.getLogger(__name__)
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+Step = str | Callable[[Database], None]  # SQL, or a function for data that moves
+
+
+def _move_nightscout(db: Database) -> None:
+    """Move the four Nightscout tables into the one document table of the Nightscout core,
+    keeping each document's `_id`, and read tokens into subjects (role readable)."""
+    from nightlink.nightscout import documents as D
+
+    stamps: dict[str, int] = {}
+
+    def stamp(tenant: str, at: float) -> int:
+        stamps[tenant] = max(int(at * 1000), stamps.get(tenant, 0) + 1)
+        return stamps[tenant]
+
+    def insert(tenant, coll, oid, ident, dedup, pair, date_ms, kind, value, at, doc):
+        s = stamp(tenant, at)
+        db.execute(
+            f"INSERT INTO {ns_store.TABLE} (tenant_id, coll, oid, identifier, dedup, pair, "
+            "date_ms, kind, value, srv_created, srv_modified, valid, doc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            (tenant, coll, oid, ident, dedup, pair, int(date_ms), kind or "", value, s, s,
+             json.dumps(doc, separators=(",", ":"))))
+
+    for r in db.query("SELECT * FROM entries ORDER BY tenant_id, created_at, id"):
+        doc = json.loads(r["doc"])
+        oid = doc.pop("_id", None) or D.entry_oid(r["type"], r["date"])
+        insert(r["tenant_id"], "entries", oid, oid, f"{r['type']}|{r['date']}", None,
+               r["date"], r["type"], r["sgv"], r["created_at"], doc)
+    for r in db.query("SELECT * FROM treatments ORDER BY tenant_id, stored_at, id"):
+        doc = json.loads(r["doc"])
+        doc.pop("created_at_ms", None)
+        oid = doc.pop("_id", None) or D.new_oid()
+        computed = r["identifier"] == _old_treatment_identifier(r["created_at_ms"],
+                                                                r["event_type"])
+        if computed:
+            doc.pop("identifier", None)
+        insert(r["tenant_id"], "treatments", oid, oid if computed else r["identifier"], None,
+               f"{r['created_at_ms']}|{doc.get('eventType', '')}|" if computed else None,
+               r["created_at_ms"], doc.get("eventType", ""), None, r["stored_at"], doc)
+    for r in db.query("SELECT * FROM devicestatus ORDER BY tenant_id, stored_at, id"):
+        doc = json.loads(r["doc"])
+        doc.pop("created_at_ms", None)
+        oid = doc.pop("_id", None) or D.new_oid()
+        insert(r["tenant_id"], "devicestatus", oid, oid, None, None, r["created_at_ms"],
+               r["device"], None, r["stored_at"], doc)
+    for r in db.query("SELECT * FROM profiles ORDER BY tenant_id, stored_at, id"):
+        doc = json.loads(r["doc"])
+        oid = doc.pop("_id", None) or D.new_oid()
+        insert(r["tenant_id"], "profile", oid, oid, None, None, r["start_ms"], "", None,
+               r["stored_at"], doc)
+    for r in db.query("SELECT * FROM api_secrets WHERE kind = 'token'"):
+        db.execute(
+            "INSERT INTO ns_subjects (tenant_id, name, roles, notes, token_hash, created_at, "
+            "revoked_at) VALUES (?, ?, ?, '', ?, ?, ?)",
+            (r["tenant_id"], r["label"] or "reader", '["readable"]', r["secret_hash"],
+             int(r["created_at"] * 1000),
+             int(r["revoked_at"] * 1000) if r["revoked_at"] else None))
+    db.execute("DELETE FROM api_secrets WHERE kind = 'token'")
+
+
+def _old_treatment_identifier(created_at_ms: int, event_type: str) -> str:
+    """The identifier the cloud gave a treatment without one before migration 7."""
+    import hashlib
+
+    return hashlib.sha1(f"treatment:{created_at_ms}:{event_type}".encode()).hexdigest()[:24]
+
+
+MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (1, "tenants, users, roles, audit", [
         """CREATE TABLE tenants (
             id TEXT PRIMARY KEY,
@@ -224,6 +295,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             PRIMARY KEY (tenant_id, night)
         )""",
     ]),
+    (7, "one Nightscout document table and subjects (the Nightscout core)", [
+        *ns_store.DDL,
+        *SUBJECTS_DDL,
+        _move_nightscout,
+        "DROP TABLE entries",
+        "DROP TABLE treatments",
+        "DROP TABLE devicestatus",
+        "DROP TABLE profiles",
+    ]),
 ]
 
 
@@ -244,8 +324,11 @@ def migrate(db: Database) -> int:
         for number, name, statements in MIGRATIONS:
             if number in done:
                 continue
-            for sql in statements:
-                db.execute(sql.format(AUTO_ID=db.AUTO_ID, BLOB=db.BLOB, BIGINT=db.BIGINT))
+            for step in statements:
+                if callable(step):
+                    step(db)
+                else:
+                    db.execute(step.format(AUTO_ID=db.AUTO_ID, BLOB=db.BLOB, BIGINT=db.BIGINT))
             db.execute("INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)",
                        (number, name, time.time()))
             _LOGGER.info("applied cloud migration %d (%s)", number, name)

@@ -6,7 +6,6 @@ Every source yields `Glucose` samples oldest first; sgv < 39 becomes an error co
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import re
 import threading
@@ -17,9 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
-from nightlink.edge.nightscout import api_secret_hash, date_string
 from nightlink.edge.samples import Glucose, SourceError
 from nightlink.edge.store import EdgeStore
+from nightlink.nightscout.auth import sha1_hex as api_secret_hash
+from nightlink.nightscout.times import iso as date_string
 from nightlink.shared import units
 
 _LOGGER = logging.getLogger(__name__)
@@ -76,13 +76,10 @@ def glucose_to_entry(g: Glucose, device: str) -> dict:
 
 def readings_from_store(store: EdgeStore, since_ms: int) -> list[Glucose]:
     """The store's sgv entries dated at or after since_ms, oldest first."""
-    rows = store.db.execute(
-        "SELECT doc FROM entries WHERE type = 'sgv' AND date >= ? ORDER BY date", [since_ms]
-    ).fetchall()
     out = []
-    for (doc,) in rows:
+    for doc in store.entries(count=100_000, type_="sgv", date_gte=since_ms, ascending=True):
         try:
-            out.append(entry_to_glucose(json.loads(doc)))
+            out.append(entry_to_glucose(doc))
         except ValueError as exc:
             _LOGGER.warning("stored entry skipped: %s", exc)
     return out

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import sqlite_utils
 
+from nightlink.nightscout import documents as ns_documents
+from nightlink.nightscout import store as ns_store
+from nightlink.nightscout.site import SUBJECTS_DDL, Subjects
 from nightlink.shared import codec
 from nightlink.shared import features as F
 from nightlink.shared.epoch import EPOCHS_PER_DAY
@@ -118,7 +121,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (3, "Nightscout documents and subjects (the Nightscout core)", lambda db: _move_entries(db)),
 ]
+SITE = "local"  # the edge's one Nightscout site
+
+
+def _move_entries(db) -> None:
+    """Create the Nightscout core's tables and move the entries into them, each keeping the
+    `_id` the cloud gives the same entry."""
+    for sql in (*ns_store.DDL, *SUBJECTS_DDL):
+        db.execute(sql.format(AUTO_ID="INTEGER PRIMARY KEY AUTOINCREMENT", BIGINT="INTEGER"))
+    last = 0
+    for type_, date, sgv, doc, created in db.execute(
+            "SELECT type, date, sgv, doc, created_at FROM entries ORDER BY id").fetchall():
+        last = max(int(created * 1000), last + 1)
+        oid = ns_documents.entry_oid(type_, date)
+        body = json.loads(doc)
+        body.pop("_id", None)
+        doc = json.dumps(body, separators=(",", ":"))
+        db.execute(
+            "INSERT OR IGNORE INTO ns_docs (tenant_id, coll, oid, identifier, dedup, date_ms, "
+            "kind, value, srv_created, srv_modified, valid, doc) "
+            "VALUES (?, 'entries', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            [SITE, oid, oid, f"{type_}|{date}", date, type_, sgv, last, last, doc])
+    db.execute("DROP TABLE entries")
 
 
 class StoreError(Exception):
@@ -155,6 +181,7 @@ class EdgeStore:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable SQLite database ({exc}).") from exc
         self._lock = threading.RLock()
+        self.notify = None  # the live hub's hook for Nightscout document changes
         self._migrate()
         self.device = self._device_name()
         self.boot = int(self.meta("boot", "0"))
@@ -172,7 +199,9 @@ class EdgeStore:
                 if number in done:
                     continue
                 with self.transaction():
-                    for statement in sql.split(";"):
+                    if callable(sql):
+                        sql(self.db)
+                    for statement in ("" if callable(sql) else sql).split(";"):
                         if statement.strip():
                             self.db.execute(statement)
                     self.db.execute(
@@ -422,32 +451,30 @@ class EdgeStore:
                 ranges.append([first, last])
         return {s: r[-limit:] for s, r in out.items()}
 
-    # -- CGM entries (local Nightscout endpoint) --------------------------------------------
+    # -- Nightscout documents (the local Nightscout endpoint, followers, importers) ----------
+
+    @property
+    def docs(self) -> ns_store.DocumentStore:
+        """The node's Nightscout collections, kept by the Nightscout core's rules."""
+        return ns_store.DocumentStore(_NsDatabase(self), SITE, notify=self.notify)
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(_NsDatabase(self), SITE)
 
     def add_entries(self, entries: Iterable[dict]) -> tuple[int, int]:
-        """Store Nightscout entries keyed on (date, type); return (stored, duplicates)."""
-        stored = dupes = 0
-        now = time.time()
-        with self.transaction():
-            for e in entries:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO entries (type, date, sgv, direction, device, doc, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        e["type"],
-                        int(e["date"]),
-                        e.get("sgv"),
-                        e.get("direction"),
-                        e.get("device"),
-                        json.dumps(e, sort_keys=True),
-                        now,
-                    ],
-                )
-                if cur.rowcount:
-                    stored += 1
-                else:
-                    dupes += 1
-        return stored, dupes
+        """Store Nightscout entries (the core's rules: one per (type, date), a reading already
+        stored from another source is not stored again); return (stored, not stored)."""
+        now = int(time.time() * 1000)
+        normalized = []
+        for e in entries:
+            try:
+                normalized.append(ns_documents.normalize("entries", e, now))
+            except ns_documents.DocumentError as exc:
+                self.dead_letter("entries", str(exc), json.dumps(e, default=str).encode())
+        outcomes = self.docs.put(normalized, mode="keep") if normalized else []
+        stored = sum(1 for o in outcomes if o.action == "created")
+        return stored, len(outcomes) - stored
 
     def entries(
         self,
@@ -455,17 +482,13 @@ class EdgeStore:
         type_: str | None = None,
         date_gte: int | None = None,
         date_lte: int | None = None,
+        *,
+        ascending: bool = False,
     ) -> list[dict]:
-        """Stored entries, newest first."""
-        sql, args = "SELECT doc FROM entries WHERE 1=1", []
-        if type_ is not None:
-            sql, args = sql + " AND type = ?", [*args, type_]
-        if date_gte is not None:
-            sql, args = sql + " AND date >= ?", [*args, date_gte]
-        if date_lte is not None:
-            sql, args = sql + " AND date <= ?", [*args, date_lte]
-        rows = self.db.execute(sql + " ORDER BY date DESC LIMIT ?", [*args, count]).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        """Stored entries, newest first (or oldest first)."""
+        rows = self.docs.latest("entries", kind=type_, count=count, lo=date_gte, hi=date_lte,
+                                ascending=ascending)
+        return [r.v1() for r in rows]
 
     # -- sources, gaps, nights, dead letters ---------------------------------------------
 
@@ -580,3 +603,32 @@ class _Transaction:
         finally:
             self.store._lock.release()
         return False
+
+
+class _NsDatabase:
+    """The edge store as the Nightscout core's database: `?` statements on its connection,
+    writes inside its one-writer transactions."""
+
+    kind = "sqlite"
+
+    def __init__(self, store: EdgeStore):
+        self.store = store
+
+    def execute(self, sql: str, params=()) -> int:
+        with self.store.transaction():
+            return self.store.db.conn.execute(sql, tuple(params)).rowcount
+
+    def query(self, sql: str, params=()) -> list[dict]:
+        if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            with self.store.transaction():
+                cur = self.store.db.conn.execute(sql, tuple(params))
+                return _dicts(cur)
+        return _dicts(self.store.db.conn.execute(sql, tuple(params)))
+
+    def transaction(self):
+        return self.store.transaction()
+
+
+def _dicts(cursor) -> list[dict]:
+    names = [d[0] for d in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

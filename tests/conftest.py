@@ -100,3 +100,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("fault-test counts")
         for line in sorted(lines):
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty PostgreSQL database."""
+    import uuid
+
+    return postgres_server.create_database("t" + uuid.uuid4().hex[:12])

@@ -40,8 +40,7 @@ OUTCOMES = (
 
 def latest_day(data: TenantStore, ps: PatientSettings) -> str:
     """The local date of the newest reading (or of now without any)."""
-    t = data.db.scalar("SELECT max(date) AS t FROM entries WHERE tenant_id = ? AND type = 'sgv'",
-                       (data.tenant_id,))
+    t = data.docs.newest_time("entries", "sgv")
     when = datetime.fromtimestamp(t / 1000, ps.tz) if t else datetime.now(ps.tz)
     return when.strftime("%Y-%m-%d")
 

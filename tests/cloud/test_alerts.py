@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from nightlink.cloud import alerts
-from nightlink.cloud.events import EventBus
+from nightlink.nightscout.live import Hub as EventBus
 
 MIN = 60_000
 T0 = 1_770_000_000_000  # ms
@@ -226,10 +226,14 @@ def test_check_tenant__publishes_on_the_bus_and_can_be_acked(cloud):
         raised = await asyncio.to_thread(alerts.check_tenant, cloud.store, "fam-1",
                                          T0 + 11 * MIN, bus)
         msg = await asyncio.wait_for(queue.get(), 5)
-        return raised, msg
+        note = await asyncio.wait_for(queue.get(), 5)
+        return raised, msg, note
 
-    raised, msg = asyncio.run(run())
-    assert msg == {"type": "alert", "data": raised[0]}
+    raised, msg, note = asyncio.run(run())
+    assert msg == {"type": "alert", "site": "fam-1", "data": raised[0]}
+    # the same alert for socket.io alarm clients, as a Nightscout urgent notification
+    assert note["type"] == "notification" and note["data"]["level"] == 2
+    assert note["data"]["eventName"] == "low" and note["data"]["message"] == raised[0]["message"]
     assert msg["data"]["rule"] == "urgent_low" and msg["data"]["acked_at"] is None
     cloud.user("p@x.org", tenant="fam-1", role="patient")
     r = cloud.client.post(f"/api/nl/v1/tenants/fam-1/alerts/{raised[0]['id']}/ack",

@@ -9,6 +9,7 @@ import zipfile
 import pytest
 
 from nightlink.cloud.retention import purge_deleted
+from nightlink.nightscout.site import Subjects
 from nightlink.shared import codec
 from nightlink.shared import features as F
 
@@ -16,8 +17,11 @@ API = "/api/nl/v1"
 DEV = "a1b2c3d4e5f6"
 ROOM = (21.5, 40.0, None, 600.0, 30.0)
 DAY = 86400
-TENANT_TABLES = ("epoch_rows", "entries", "treatments", "devicestatus", "profiles", "nights",
-                 "alerts", "alert_settings", "memberships", "api_secrets", "devices")
+TENANT_TABLES = ("epoch_rows", "ns_docs", "ns_subjects", "nights", "alerts", "alert_settings",
+                 "memberships", "api_secrets", "devices")
+ENTRY = {"type": "sgv", "date": 1_710_000_000_000, "sgv": 123, "direction": "Flat",
+         "dateString": "2024-03-09T16:00:00.000Z", "sysTime": "2024-03-09T16:00:00.000Z",
+         "utcOffset": 0}
 
 
 def fill(cloud, tenant="fam-1"):
@@ -27,11 +31,13 @@ def fill(cloud, tenant="fam-1"):
     t.put_rows([codec.Record(F.ROOM, codec.device_id(device), 7, 1, 57_000_000,
                              [codec.quantize_row(F.ROOM, ROOM)] * 2)])
     t.add_entries([{"type": "sgv", "date": 1_710_000_000_000, "sgv": 123, "direction": "Flat"}])
-    t.add_treatments([{"identifier": "t1", "created_at_ms": 1_710_000_000_000,
-                       "eventType": "Carbs", "carbs": 12}])
-    t.add_devicestatus([{"created_at_ms": 1_710_000_000_000, "device": "clock",
-                         "uploader": {"battery": 80}}])
-    t.add_profile({"units": "mg/dl"}, 1_700_000_000_000)
+    t.add_documents("treatments", [{"identifier": "t1", "created_at": 1_710_000_000_000,
+                                    "eventType": "Carbs", "carbs": 12}])
+    t.add_documents("devicestatus", [{"created_at": 1_710_000_000_000, "device": "clock",
+                                      "uploader": {"battery": 80}}])
+    t.add_documents("profile", [{"units": "mg/dl", "startDate": "2023-11-14T22:13:20.000Z",
+                                 "created_at": "2023-11-14T22:13:20.000Z"}])
+    Subjects(cloud.store.db, tenant).create("clock", ["readable"])
     t.put_night("2024-03-09", {"tir": 0.91})
     t.add_alert("low", "urgent", 1_710_000_000_000, "Low glucose", sgv=54)
     cloud.client.post(f"{API}/tenants/{tenant}/devices", headers=cloud.auth("admin@example.org"),
@@ -62,11 +68,11 @@ def fam(cloud):
 
 def check_export_doc(doc):
     assert doc["tenant"]["id"] == "fam-1"
-    assert doc["entries"] == [{"type": "sgv", "date": 1_710_000_000_000, "sgv": 123,
-                               "direction": "Flat"}]
-    assert doc["treatments"][0]["carbs"] == 12
+    [entry] = doc["entries"]
+    assert entry.pop("_id") and entry == ENTRY
+    assert doc["treatments"][0]["carbs"] == 12 and doc["treatments"][0]["identifier"] == "t1"
     assert doc["devicestatus"][0]["uploader"] == {"battery": 80}
-    assert doc["profiles"] == [{"units": "mg/dl"}]
+    assert [p["units"] for p in doc["profiles"]] == ["mg/dl"]
     assert doc["nights"][0]["night"] == "2024-03-09" and doc["nights"][0]["tir"] == 0.91
     assert [a["rule"] for a in doc["alerts"]] == ["low"]
     assert {m["email"] for m in doc["members"]} == {"pat@example.org", "doc@example.org"}
@@ -106,15 +112,15 @@ def test_export__csv_zip(fam):
     z = zipfile.ZipFile(io.BytesIO(r.content))
     assert sorted(z.namelist()) == sorted([
         "tenant.csv", "entries.csv", "treatments.csv", "devicestatus.csv", "profiles.csv",
-        "nights.csv", "alerts.csv", "members.csv", "devices.csv", "epochs_room.csv"])
+        "food.csv", "activity.csv", "nights.csv", "alerts.csv", "members.csv", "devices.csv", "epochs_room.csv"])
 
     def read(name):
         return list(csv.DictReader(io.StringIO(z.read(name).decode())))
 
     room = read("epochs_room.csv")
     assert len(room) == 2 and room[0]["temp_c"] == "21.5" and room[0]["light_lux"] == ""
-    assert read("entries.csv") == [{"type": "sgv", "date": "1710000000000", "sgv": "123",
-                                    "direction": "Flat"}]
+    [entry] = read("entries.csv")
+    assert entry.pop("_id") and entry == {k: str(v) for k, v in ENTRY.items()}
     assert json.loads(read("devicestatus.csv")[0]["uploader"]) == {"battery": 80}
     assert read("alerts.csv")[0]["message"] == "Low glucose"
     assert fam.store.audit_log("fam-1")[0]["detail"] == {"format": "csv"}
@@ -184,7 +190,7 @@ def test_purge__only_tenants_deleted_longer_ago_than_the_period(cloud_any):
     for tenant in ("fam-1", "fam-2"):
         fill(cloud_any, tenant)
     fill_3 = cloud_any.store.tenant("fam-3")
-    fill_3.add_entries([{"type": "sgv", "date": 1, "sgv": 100}])
+    fill_3.add_entries([{"type": "sgv", "date": 1_710_000_000_000, "sgv": 100}])
     cloud_any.store.set_tenant("fam-1", deleted_at=time.time() - 31 * DAY)
     cloud_any.store.set_tenant("fam-3", deleted_at=time.time() - 1 * DAY)
     fam2_before = tenant_rows(cloud_any, "fam-2")
@@ -195,7 +201,7 @@ def test_purge__only_tenants_deleted_longer_ago_than_the_period(cloud_any):
     assert tenant_rows(cloud_any, "fam-2") == fam2_before
     assert cloud_any.store.tenant("fam-2").count_rows() == 2
     assert cloud_any.store.get_tenant("fam-3", include_deleted=True)["deleted_at"]
-    assert tenant_rows(cloud_any, "fam-3")["entries"] == 1
+    assert tenant_rows(cloud_any, "fam-3")["ns_docs"] == 1
     assert cloud_any.store.audit_log("fam-1")[0]["action"] == "tenant.purge"
     assert purge_deleted(cloud_any.store, older_than_days=30) == []
     # The accounts stay; they only lost the membership.

@@ -19,6 +19,7 @@ from nightlink.cloud.broker_config import (
     mosquitto_hash,
     mosquitto_verify,
 )
+from nightlink.nightscout.site import find_token
 from nightlink.tools.services import Broker
 
 API = "/api/nl/v1"
@@ -68,12 +69,13 @@ def test_read_token__created_stored_hashed_revocable(people):
     r = people.client.post(f"{API}/tenants/fam-1/read-tokens", headers=h, json={"label": "clock"})
     assert r.status_code == 201 and r.json()["label"] == "clock"
     token = r.json()["token"]
-    assert people.store.api_secret(token) == {"tenant_id": "fam-1", "kind": "token",
-                                           "label": "clock"}
+    found = find_token(people.store.db, token)
+    assert (found.site_key, found.name, found.roles) == ("fam-1", "clock", ("readable",))
     assert token not in dump(people)
-    assert people.store.audit_log("fam-1")[0]["detail"] == {"kind": "token", "label": "clock"}
+    assert people.store.audit_log("fam-1")[0]["detail"] == {"kind": "token", "label": "clock",
+                                                            "role": "readable"}
     assert people.client.delete(f"{API}/tenants/fam-1/read-tokens", headers=h).status_code == 204
-    assert people.store.api_secret(token) is None
+    assert find_token(people.store.db, token) is None
 
 
 def test_read_token__without_body(people):

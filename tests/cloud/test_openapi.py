@@ -13,7 +13,8 @@ def test_openapi__every_operation_is_described(cloud):
         assert op["summary"].endswith("."), (method, path, op["summary"])
         assert op.get("responses"), (method, path)
     paths = set(spec["paths"])
-    for needed in ("/t/{tenant}/api/v1/entries", "/t/{tenant}/api/v1/entries/current",
-                   "/t/{tenant}/api/v1/status.json", "/api/nl/v1/auth/login", "/healthz",
+    for needed in ("/api/v1/entries", "/api/v1/entries/{spec}", "/api/v1/status",
+                   "/api/v1/treatments", "/api/v2/properties", "/api/v3/{col}",
+                   "/api/v3/{col}/history/{since}", "/api/nl/v1/auth/login", "/healthz",
                    "/readyz"):
         assert needed in paths, needed

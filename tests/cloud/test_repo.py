@@ -26,9 +26,53 @@ def _rec(seq, epoch, n=1, boot=1, dev=DEV):
 def test_repo__migrations_are_idempotent(cloud_db_url):
     a = Store.open(cloud_db_url)
     b = Store.open(cloud_db_url)  # a second process starting on the same database
-    assert a.version == b.version == 6
+    assert a.version == b.version == 7
     a.close()
     b.close()
+
+
+def test_repo__migration_7_moves_nightscout_rows_into_the_core_store(cloud_db_url,
+                                                                     monkeypatch):
+    """A cloud from before the Nightscout core keeps its entries, treatments, statuses,
+    profiles and read tokens: same `_id`s, an app's identifier kept, tokens still valid."""
+    import hashlib
+
+    from nightlink.cloud import schema
+    from nightlink.cloud.db import connect
+    from nightlink.nightscout.site import find_token
+
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
+    old = Store.open(cloud_db_url)
+    old.create_tenant("fam-1", "One")
+    db = old.db
+    db.execute("INSERT INTO entries (tenant_id, type, date, sgv, direction, device, doc, "
+               "created_at) VALUES ('fam-1', 'sgv', 1700000000000, 120, 'Flat', 'x', ?, 1.0)",
+               ('{"_id":"abcdefabcdefabcdefabcdef","type":"sgv","date":1700000000000,'
+                '"sgv":120}',))
+    computed = hashlib.sha1(b"treatment:1700000000000:Note").hexdigest()[:24]
+    for ident, event in ((computed, "Note"), ("loop-1", "Carb Correction")):
+        db.execute("INSERT INTO treatments (tenant_id, identifier, created_at_ms, event_type, "
+                   "doc, stored_at) VALUES ('fam-1', ?, 1700000000000, ?, ?, 2.0)",
+                   (ident, event, f'{{"_id":"{ident[:24].ljust(24, "0")}","eventType":'
+                                  f'"{event}","identifier":"{ident}","created_at_ms":1}}'))
+    db.execute("INSERT INTO api_secrets (tenant_id, secret_hash, kind, label, created_at) "
+               "VALUES ('fam-1', ?, 'token', 'clock', 3.0)",
+               (hashlib.sha256(b"clock-token-1").hexdigest(),))
+    old.close()
+    monkeypatch.undo()
+    new = Store(connect(cloud_db_url))
+    assert new.version == 7
+    t = new.tenant("fam-1")
+    assert t.entries(count=5)[0]["_id"] == "abcdefabcdefabcdefabcdef"
+    docs = {d["eventType"]: d for d in t.documents("treatments", count=5)}
+    assert "identifier" not in docs["Note"] and docs["Carb Correction"]["identifier"] == "loop-1"
+    assert "created_at_ms" not in docs["Note"]
+    assert find_token(new.db, "clock-token-1").site_key == "fam-1"
+    # a treatment without identity re-sent after the move is the same treatment
+    stored, dupes = t.add_documents("treatments", [{"eventType": "Note",
+                                                    "created_at": 1700000000000}])
+    assert (stored, dupes) == ([], 1)
+    new.close()
 
 
 def test_repo__rows_upsert_once(store):

@@ -15,7 +15,7 @@ from nightlink.edge import cgm_sources as cs
 from nightlink.edge import nightscout as ns
 from nightlink.edge.samples import Glucose, SourceError
 from nightlink.edge.store import EdgeStore
-from tests.edge.test_nightscout import serve
+from tests.support.servers import serve
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "follow-me-secret-2026"

@@ -20,7 +20,33 @@ def store(tmp_path):
 
 def test_store__wal_and_migrations(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
+
+
+def test_store__migration_3_moves_entries_into_the_nightscout_store(tmp_path, monkeypatch):
+    """An edge store from before the Nightscout core keeps its entries, with the `_id` the
+    cloud gives the same reading."""
+    from nightlink.edge import store as edge_store
+    from nightlink.nightscout.documents import entry_oid
+
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(edge_store, "MIGRATIONS", edge_store.MIGRATIONS[:2])
+    old = EdgeStore(path)
+    old.db.execute(
+        "INSERT INTO entries (type, date, sgv, direction, device, doc, created_at) VALUES "
+        "('sgv', 1700000000000, 120, 'Flat', 'xDrip', ?, 1700000001.5)",
+        ['{"_id":"x","type":"sgv","date":1700000000000,"sgv":120,"direction":"Flat"}'])
+    assert old.schema_version() == 2
+    old.close()
+    monkeypatch.undo()
+    new = EdgeStore(path)
+    assert new.schema_version() == 3
+    [doc] = new.entries(count=5)
+    assert doc == {"_id": entry_oid("sgv", 1700000000000), "type": "sgv",
+                   "date": 1700000000000, "sgv": 120, "direction": "Flat"}
+    assert new.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'entries'"
+                          ).fetchone()[0] == 0
+    new.close()
 
 
 def test_store__append_writes_record_and_outbox_together(store):
@@ -81,6 +107,8 @@ def test_store__entries_dedup_on_date_and_type(store):
     e = {"type": "sgv", "date": 1700000000000, "sgv": 120, "direction": "Flat"}
     assert store.add_entries([e, dict(e, sgv=121)]) == (1, 1)
     assert store.entries(count=5)[0]["sgv"] == 120
+    # the same reading from another source seconds later is the same reading
+    assert store.add_entries([dict(e, date=e["date"] + 20_000, device="phone")]) == (0, 1)
 
 
 def test_store__prune_keeps_unsent(store):

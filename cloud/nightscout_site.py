@@ -1,0 +1,119 @@
+"""The cloud's Nightscout sites: one per tenant, for the Nightscout core's APIs.
+
+A tenant is reached at `/t/{tenant}/…`, at its subdomain (rewritten to that path), or at the
+root URL by its credentials: the upload secret (kept as hashes of its SHA-1 and SHA-512
+forms), an access token (a subject of the tenant) or a member's sign-in token (a member of
+exactly one tenant). Patients and administrators may write; caregivers and doctors read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from nightlink import __version__
+from nightlink.cloud import auth as cloud_auth
+from nightlink.cloud.config import Settings
+from nightlink.cloud.repo import NotFoundError, Store
+from nightlink.nightscout import auth
+from nightlink.nightscout.site import Site, Subjects, find_token
+
+SITE_CACHE_S = 5.0
+_MEMBER_ROLES = {"patient": ("admin",), "admin": ("admin",), "caregiver": ("readable",),
+                 "doctor": ("readable",)}
+
+
+class CloudDirectory:
+    """The Directory of the Nightscout core over the cloud's store."""
+
+    def __init__(self, store: Store, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self.jwt_secret = auth.derived_secret(settings.jwt_secret, "nightscout-jwt")
+        self.version = __version__
+        self.storage_name = "postgresql" if store.db.kind == "postgres" else "sqlite"
+        self._sites: dict[str, tuple[float, Site | None]] = {}
+        self._lock = threading.Lock()
+
+    def site(self, key: str) -> Site | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._sites.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        try:
+            tenant = self.store.get_tenant(key)
+        except NotFoundError:
+            site = None
+        else:
+            units = "mmol" if str(tenant.get("units") or "").lower().startswith("mmol") \
+                else "mg/dl"
+            site = Site(key, tenant["name"], self.store.tenant(key).docs,
+                        Subjects(self.store.db, key), units=units,
+                        public_read=tenant["public_read"], base_url=self._base_url(key))
+        with self._lock:
+            self._sites[key] = (now + SITE_CACHE_S, site)
+            if len(self._sites) > 10_000:
+                self._sites.clear()
+        return site
+
+    def _base_url(self, key: str) -> str:
+        base = self.settings.public_base_url.rstrip("/")
+        domain = self.settings.tenant_domain.strip(".")
+        if domain:
+            scheme = base.split("://", 1)[0] if "://" in base else "https"
+            return f"{scheme}://{key}.{domain}"
+        return f"{base}/t/{key}"
+
+    def default_site(self) -> Site | None:
+        return None  # at the root URL a credential names the tenant
+
+    def credential(self, presented: str, key: str | None) -> auth.Grant | None:
+        found = self.store.api_secret(presented)
+        if found is not None and found["kind"] == "api-secret":
+            if key is not None and found["tenant_id"] != key or self.site(
+                    found["tenant_id"]) is None:
+                return None
+            return auth.Grant(found["tenant_id"], "api-secret", auth.Permissions(["*"]),
+                              "secret", roles=("admin",))
+        subject = find_token(self.store.db, presented)
+        if subject is None or key is not None and subject.site_key != key:
+            return None
+        site = self.site(subject.site_key)
+        if site is None:
+            return None
+        roles = (*subject.roles, *site.default_grant().roles)
+        return auth.Grant(site.key, subject.name, auth.Permissions.of_roles(roles), "token",
+                          token=presented, roles=subject.roles)
+
+    def bearer(self, token: str, key: str | None) -> auth.Grant | None:
+        """A member's sign-in token: their role in the tenant of the URL (or their only one)."""
+        try:
+            claims = cloud_auth.decode(token, self.settings.jwt_secret, "access")
+            user = self.store.user(int(claims["sub"]))
+        except (cloud_auth.AuthError, NotFoundError, ValueError, KeyError):
+            return None
+        if key is None:
+            tenants = [m["tenant_id"] for m in self.store.visible_tenants(user)]
+            if len(tenants) != 1:
+                return None
+            key = tenants[0]
+        if self.site(key) is None:
+            return None
+        role = "admin" if user["is_admin"] else self.store.role(key, user["id"])
+        if role is None:
+            return None
+        roles = _MEMBER_ROLES.get(role, ("readable",))
+        return auth.Grant(key, user["email"], auth.Permissions.of_roles(roles), "member",
+                          roles=roles)
+
+    def dead_letter(self, site_key: str, source: str, reason: str, payload: bytes) -> None:
+        self.store.dead_letter(source, reason, payload, tenant_id=site_key)
+
+    def site_key_for_host(self, host: str) -> str | None:
+        """The tenant a Host header names through its subdomain (socket.io at the root)."""
+        domain = self.settings.tenant_domain.lower().strip(".")
+        host = host.split(":")[0].lower()
+        if domain and host.endswith("." + domain):
+            return host[: -len(domain) - 1]
+        return None

@@ -1,0 +1,256 @@
+"""What every Nightscout route shares: the site and credentials of a request, errors in
+Nightscout's shape, bodies read safely, content negotiation and the reply cache.
+
+`NightscoutState` lives on `app.state.nightscout`; a tier builds it with its `Directory`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from nightlink.nightscout import auth, jsonsafe
+from nightlink.nightscout.site import Directory, Site
+
+CREDENTIAL_CACHE_S = 10.0  # a revoked token or secret stops working within this time
+JSON_TYPE = "application/json"
+
+
+class NSError(Exception):
+    """An answer other than success, in Nightscout's shape: {status, message, description}."""
+
+    def __init__(self, status: int, message: str, description: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(description or message)
+        self.status = status
+        self.message = message
+        self.description = description
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"status": self.status, "message": self.message}
+        if self.description is not None:
+            body["description"] = self.description
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def unauthorized(description: str = "Invalid/Missing") -> NSError:
+    return NSError(401, "Unauthorized", description)
+
+
+def bad_request(description: str) -> NSError:
+    return NSError(400, "Bad Request", description)
+
+
+def not_found(description: str) -> NSError:
+    return NSError(404, "Not Found", description)
+
+
+@dataclass
+class NightscoutState:
+    """What the Nightscout routes of one app share."""
+
+    directory: Directory
+    hub: Any = None  # the live Hub, when the app has one
+    failures: auth.FailureLimit = field(default_factory=auth.FailureLimit)
+    replies: ReplyCache = field(default_factory=lambda: ReplyCache())
+    cors_origin: str | None = "*"
+    _grants: OrderedDict = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cached_credential(self, presented: str, key: str | None, kind: str):
+        """directory.credential/bearer with a short cache (polling clocks ask every minute)."""
+        cache_key = (presented, key, kind)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._grants.get(cache_key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        if kind == "bearer":
+            grant = self.directory.bearer(presented, key)
+        else:
+            grant = self.directory.credential(presented, key)
+        with self._lock:
+            self._grants[cache_key] = (now + CREDENTIAL_CACHE_S, grant)
+            while len(self._grants) > 4096:
+                self._grants.popitem(last=False)
+        return grant
+
+
+def state_of(request: Request) -> NightscoutState:
+    return request.app.state.nightscout
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _jwt_grant(state: NightscoutState, token: str, key: str | None) -> auth.Grant | None:
+    claims = auth.read_jwt(state.directory.jwt_secret, token)
+    if claims is None or key is not None and claims["site"] != key:
+        return None
+    grant = state.cached_credential(claims["accessToken"], claims["site"], "credential")
+    if grant is None:
+        return None
+    return auth.Grant(grant.site_key, grant.subject, grant.permissions, "jwt",
+                      token=claims["accessToken"], roles=grant.roles)
+
+
+def resolve_sync(request: Request, *, v3: bool = False) -> tuple[Site, auth.Grant]:
+    """The site and grant of a request; NSError 401/404/429 when there is none."""
+    state = state_of(request)
+    directory = state.directory
+    key = request.path_params.get("site")
+    address = client_address(request)
+    wait = state.failures.blocked(address)
+    if wait:
+        raise NSError(429, "Too Many Requests", f"Too many failed credentials from this "
+                      f"address; try again in {int(wait)} s.", {"Retry-After": str(int(wait))})
+    if key is not None and directory.site(key) is None:
+        raise not_found(f"There is no site {key!r}.")
+    presented = False
+    grant = None
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        presented = True
+        token = header[7:].strip()
+        grant = _jwt_grant(state, token, key) or state.cached_credential(token, key, "bearer")
+    elif v3:
+        raise unauthorized("Missing or bad access token or JWT")
+    if grant is None and not v3:
+        params = request.query_params
+        for value in (params.get("secret"), request.headers.get("api-secret")):
+            if value and value.strip():
+                presented = True
+                grant = state.cached_credential(auth.normalise_presented(value), key,
+                                                "credential")
+                if grant is not None:
+                    break
+        token = params.get("token")
+        if grant is None and token and token.strip():
+            presented = True
+            token = token.strip()
+            grant = (_jwt_grant(state, token, key) if auth.looks_like_jwt(token)
+                     else state.cached_credential(auth.normalise_presented(token), key,
+                                                  "credential"))
+    if presented and grant is None:
+        state.failures.failed(address)
+        raise unauthorized("Missing or bad access token or JWT" if v3 else
+                           "The api-secret, token or JWT is not valid for this site.")
+    if grant is None:
+        site = directory.site(key) if key is not None else directory.default_site()
+        if site is None:
+            raise unauthorized("Name the site in the URL (/t/{site}/… or its subdomain) or "
+                               "send its api-secret or token.")
+        return site, site.default_grant()
+    state.failures.succeeded(address)
+    site = directory.site(grant.site_key)
+    if site is None:
+        raise unauthorized("The site of this credential no longer exists.")
+    return site, grant
+
+
+def need(request: Request, permission: str, *, v3: bool = False) -> tuple[Site, auth.Grant]:
+    """resolve_sync, then 401 (v1) or 403 (v3) unless the grant has the permission."""
+    site, grant = resolve_sync(request, v3=v3)
+    if not grant.allows(permission):
+        if v3:
+            raise NSError(403, f"Missing permission {permission}")
+        raise unauthorized("Invalid/Missing" if not grant.authenticated else
+                           f"This credential does not allow {permission}.")
+    return site, grant
+
+
+# -- bodies -------------------------------------------------------------------------------------
+
+
+async def read_json(request: Request) -> Any:
+    """The body as cleaned JSON (gzip accepted); NSError 400/413/415 when unusable."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > jsonsafe.MAX_BODY_BYTES:
+        raise NSError(413, "Payload Too Large",
+                      f"The body is larger than {jsonsafe.MAX_BODY_BYTES} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > jsonsafe.MAX_BODY_BYTES:
+            raise NSError(413, "Payload Too Large",
+                          f"The body is larger than {jsonsafe.MAX_BODY_BYTES} bytes.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        body = jsonsafe.decompress(body, request.headers.get("content-encoding", ""))
+        if not body.strip():
+            raise jsonsafe.BodyError("The body is empty; send a JSON object or array.")
+        return await run_in_threadpool(jsonsafe.loads, body)
+    except jsonsafe.BodyError as exc:
+        raise NSError(exc.status, "Bad Request" if exc.status == 400 else "Unusable body",
+                      str(exc)) from None
+
+
+def as_items(payload: Any) -> list[Any]:
+    return payload if isinstance(payload, list) else [payload]
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
+    body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), status_code=status, headers=headers,
+                    media_type=JSON_TYPE)
+
+
+def wants(request: Request, ext: str | None, options: tuple[str, ...]) -> str:
+    """The reply format: the path's extension, else the first option the Accept header takes
+    (Nightscout's order: for `*/*` and no Accept the first option)."""
+    if ext:
+        return ext
+    accept = request.headers.get("accept", "*/*").lower()
+    for option in options:
+        if _MIME[option] in accept:
+            return option
+    return options[0]
+
+
+_MIME = {"json": "application/json", "txt": "text/plain", "tsv": "text/tab-separated-values",
+         "csv": "text/csv", "html": "text/html", "js": "application/javascript"}
+
+
+def split_ext(name: str, allowed: tuple[str, ...] = ("json",)) -> tuple[str, str | None]:
+    """("current", "json") for "current.json"; the extension must be one of allowed."""
+    base, dot, ext = name.rpartition(".")
+    if dot and ext.lower() in allowed:
+        return base, ext.lower()
+    return name, None
+
+
+class ReplyCache:
+    """Replies to polled queries, kept until the site's collection changes."""
+
+    def __init__(self, size: int = 1024):
+        self._data: OrderedDict = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, stamp: int | None) -> Any:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._data.move_to_end(key)
+                return hit[1]
+        return None
+
+    def put(self, key: tuple, stamp: int | None, value: Any) -> None:
+        with self._lock:
+            self._data[key] = (stamp, value)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)

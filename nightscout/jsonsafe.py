@@ -1,0 +1,124 @@
+"""Request bodies read safely: size, compression, nesting, numbers and text that JSON allows but
+storage and later replies do not.
+
+Whatever an uploader sends, what comes out of `loads` can be stored, read back and written as
+JSON again: lone UTF-16 surrogates (half an emoji) become U+FFFD, numbers JSON cannot write
+(1e400, NaN) become null, integral floats become ints (JavaScript has one number type, so
+Nightscout answers 112 for 112.0), and nesting is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import Any
+
+MAX_BODY_BYTES = 8 * 1024 * 1024  # a week of xDrip+ backlog is well under 1 MB
+MAX_DEPTH = 64
+MAX_NODES = 500_000
+_INT_LIMIT = 2**63
+
+
+class BodyError(ValueError):
+    """A body that cannot be used; `status` is the HTTP status to answer, the message one sentence."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def decompress(body: bytes, encoding: str) -> bytes:
+    """The body without its Content-Encoding (gzip or deflate), at most MAX_BODY_BYTES."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise BodyError(f"Content-Encoding {encoding!r} is not supported; send gzip or plain "
+                        "JSON.", 415)
+    wbits = 16 + zlib.MAX_WBITS if "gzip" in encoding else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, MAX_BODY_BYTES + 1)
+    except zlib.error as exc:
+        raise BodyError(f"The {encoding} body cannot be decompressed ({exc}).") from None
+    if len(out) > MAX_BODY_BYTES or inflater.unconsumed_tail:
+        raise BodyError(f"The body is larger than {MAX_BODY_BYTES} bytes once decompressed.", 413)
+    return out
+
+
+def _finite(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse JSON into storable values (see the module docstring); BodyError if it is not JSON."""
+    try:
+        value = json.loads(body, parse_float=_finite, parse_constant=lambda _: None)
+    except RecursionError:
+        raise BodyError(f"The JSON is nested deeper than {MAX_DEPTH} levels.") from None
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"The body is not UTF-8 text ({exc.reason}).") from None
+    except ValueError as exc:  # JSONDecodeError, and integers longer than Python parses
+        raise BodyError(f"The body is not valid JSON ({exc}).") from None
+    budget = [MAX_NODES]
+    return clean(value, 0, budget)
+
+
+def clean(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """A JSON value made storable (see the module docstring); BodyError when too deep or big."""
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise BodyError(f"The JSON holds more than {MAX_NODES} values.")
+    if depth > MAX_DEPTH:
+        raise BodyError(f"The JSON is nested deeper than {MAX_DEPTH} levels.")
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -_INT_LIMIT < value < _INT_LIMIT else number(float(value))
+    if isinstance(value, float):
+        return number(value)
+    if isinstance(value, list):
+        return [clean(v, depth + 1, budget) for v in value]
+    if isinstance(value, dict):
+        return {text(str(k)): clean(v, depth + 1, budget) for k, v in value.items()}
+    return text(str(value))
+
+
+def number(value: float) -> int | float | None:
+    """A float as JavaScript would write it: integral values as ints, non-finite as null."""
+    if not math.isfinite(value):
+        return None
+    if value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def text(value: str) -> str:
+    """The string with lone surrogates replaced, so it encodes as UTF-8."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of a cleaned value (for storage)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def load_stored(text_: str | bytes | None) -> Any:
+    """A stored document read back; an unreadable old row reads as None rather than failing."""
+    if text_ is None:
+        return None
+    try:
+        if isinstance(text_, bytes | bytearray | memoryview):
+            text_ = bytes(text_).decode("utf-8", "replace")
+        return clean(json.loads(text_, parse_float=_finite, parse_constant=lambda _: None))
+    except (ValueError, RecursionError, BodyError):
+        return None

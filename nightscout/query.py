@@ -1,0 +1,490 @@
+"""The query grammars of Nightscout: API v1's `find[...]` (MongoDB operators written as nested
+query keys) and API v3's `field$op=value`, read into one predicate.
+
+A predicate is evaluated in Python on each stored document, so every field of every
+collection can be filtered with MongoDB's meaning (a missing field is not equal to anything;
+`$ne` matches it; an array matches when one element does). What the store can use to narrow
+its SQL (the time range, the type or eventType, ids) is collected on the side as `Hints`.
+
+Values are coerced as Nightscout's readers expect: time fields (date, created_at, dateString,
+sysTime, startDate, srvModified, ...) are read as instants whatever their form (ISO with any
+offset, a bare date, epoch ms as number, text or with a fraction) and compared as instants;
+the numeric fields Nightscout parses (sgv, insulin, carbs, ...) as numbers; other text matches
+a stored number or boolean of the same value. A regex runs with a time limit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import regex
+
+from nightlink.nightscout import documents as D
+from nightlink.nightscout import times
+
+TIME_FIELDS = {"date", "created_at", "dateString", "sysTime", "startDate", "srvModified",
+               "srvCreated", "mills", "timestamp", "eventTime"}
+NUMBER_FIELDS = {"sgv", "mbg", "filtered", "unfiltered", "rssi", "noise", "delta", "insulin",
+                 "carbs", "glucose", "duration", "percent", "absolute", "rate", "utcOffset",
+                 "targetTop", "targetBottom", "protein", "fat", "trend", "slope", "intercept",
+                 "scale"}
+# Treatments fields whose value may be written /pattern/flags (Nightscout's parseRegEx).
+REGEX_TEXT_FIELDS = {"notes", "eventType", "enteredBy"}
+OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$regex")
+V3_OPS = {"eq": "$eq", "ne": "$ne", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte",
+          "in": "$in", "nin": "$nin", "re": "$regex"}
+V3_RESERVED = {"token", "sort", "sort$desc", "limit", "skip", "fields", "now"}
+MAX_CONDITIONS = 100
+MAX_KEY_PARTS = 8
+REGEX_TIMEOUT_S = 0.05
+DEFAULT_WINDOW_MS = 4 * 24 * 3600 * 1000  # Nightscout's default window without a time filter
+_FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
+
+
+class QueryError(ValueError):
+    """A query that cannot be read; the message is one sentence naming the parameter."""
+
+
+# -- the predicate --------------------------------------------------------------------------------
+
+
+@dataclass
+class Cond:
+    """One condition: field (a dotted path), operator, operand (already coerced)."""
+
+    path: str
+    op: str
+    operand: Any
+
+    def matches(self, doc: dict) -> bool:
+        if self.path == "_id":  # an `_id` names the ObjectId or, as Nightscout reads a
+            found = True        # non-ObjectId _id, the identifier
+            value = [doc.get("_id"), doc.get("identifier")]
+        else:
+            found, value = _lookup(doc, self.path)
+        op = self.op
+        if op == "$exists":
+            return found == self.operand
+        if op in ("$ne", "$nin"):
+            return not Cond(self.path, "$eq" if op == "$ne" else "$in", self.operand).matches(doc)
+        if not found:
+            return False
+        values = value if isinstance(value, list) and op != "$eq" else [value]
+        if isinstance(value, list) and op == "$eq":
+            values = [value, *value]
+        return any(self._one(v) for v in values)
+
+    def _one(self, value: Any) -> bool:
+        op, operand = self.op, self.operand
+        if op == "$in":
+            return any(_equal(value, o, self.path) for o in operand)
+        if op == "$eq":
+            return _equal(value, operand, self.path)
+        if op == "$regex":
+            if not isinstance(value, str):
+                return False
+            try:
+                return operand.search(value, timeout=REGEX_TIMEOUT_S) is not None
+            except TimeoutError:
+                return False
+        left, right = _comparable(value, operand, self.path)
+        if left is None:
+            return False
+        return {"$gt": left > right, "$gte": left >= right, "$lt": left < right,
+                "$lte": left <= right}[op]
+
+
+@dataclass
+class Any_:
+    """$or of sub-predicates."""
+
+    parts: list
+
+    def matches(self, doc: dict) -> bool:
+        return any(p.matches(doc) for p in self.parts)
+
+
+@dataclass
+class All:
+    """$and of sub-predicates (also the top level)."""
+
+    parts: list
+
+    def matches(self, doc: dict) -> bool:
+        return all(p.matches(doc) for p in self.parts)
+
+
+def _lookup(doc: Any, path: str) -> tuple[bool, Any]:
+    for part in path.split("."):
+        if isinstance(doc, dict) and part in doc:
+            doc = doc[part]
+        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+            doc = doc[int(part)]
+        else:
+            return False, None
+    return True, doc
+
+
+def _leaf(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
+
+
+def _as_time(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    return times.try_ms(value)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _comparable(value: Any, operand: Any, path: str) -> tuple[Any, Any]:
+    """Both sides in one type for an ordering comparison, or (None, None) when they have none."""
+    if isinstance(operand, Instant):
+        got = _as_time(value)
+        return (got, operand.ms) if got is not None else (None, None)
+    if isinstance(operand, float):
+        got = _as_number(value)
+        return (got, operand) if got is not None else (None, None)
+    if isinstance(operand, str) and isinstance(value, str):
+        return value, operand
+    return None, None
+
+
+def _equal(value: Any, operand: Any, path: str) -> bool:
+    if isinstance(operand, Instant):
+        return _as_time(value) == operand.ms
+    if isinstance(operand, regex.Pattern):
+        return isinstance(value, str) and _search(operand, value)
+    if isinstance(operand, bool) or isinstance(value, bool):
+        if isinstance(operand, str):
+            operand = {"true": True, "false": False}.get(operand.lower(), operand)
+        return value is operand or value == operand and type(value) is type(operand)
+    if operand is None:
+        return value is None
+    if isinstance(operand, float):
+        return _as_number(value) == operand
+    if isinstance(value, int | float):
+        return _as_number(operand) == float(value)
+    return value == operand
+
+
+def _search(pattern, value: str) -> bool:
+    try:
+        return pattern.search(value, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        return False
+
+
+@dataclass(frozen=True)
+class Instant:
+    ms: int
+
+
+# -- what the store can narrow its SQL with -----------------------------------------------------
+
+
+@dataclass
+class Hints:
+    """Conditions on indexed columns, taken from the top-level AND of a query."""
+
+    lo: int | None = None  # date_ms >= lo
+    hi: int | None = None  # date_ms <= hi
+    kinds: set[str] | None = None  # type / eventType / device in
+    ids: set[str] | None = None  # oid or identifier in
+    names_time: bool = False  # the query constrains the collection's time field
+    names_id: bool = False
+
+    def narrow(self, lo: int | None = None, hi: int | None = None) -> None:
+        if lo is not None:
+            self.lo = lo if self.lo is None else max(self.lo, lo)
+        if hi is not None:
+            self.hi = hi if self.hi is None else min(self.hi, hi)
+
+
+_KIND_FIELD = {D.ENTRIES: "type", D.TREATMENTS: "eventType", D.DEVICESTATUS: "device"}
+_INDEXED_TIME = {D.ENTRIES: {"date", "dateString", "sysTime"}, D.TREATMENTS: {"created_at"},
+                 D.DEVICESTATUS: {"created_at"}, D.PROFILE: {"startDate"},
+                 D.FOOD: {"created_at"}, D.ACTIVITY: {"created_at"}, D.SETTINGS: set()}
+
+
+def _hint(coll: str, cond: Cond, hints: Hints) -> None:
+    time_fields = _INDEXED_TIME.get(coll, set())
+    if cond.path in time_fields | {D.time_field(coll)}:
+        hints.names_time = True
+    if cond.path == "_id":
+        hints.names_id = True
+    if cond.path in time_fields and isinstance(cond.operand, Instant):
+        ms = cond.operand.ms
+        bound = {"$gt": (ms + 1, None), "$gte": (ms, None), "$lt": (None, ms - 1),
+                 "$lte": (None, ms), "$eq": (ms, ms)}.get(cond.op)
+        if bound:
+            hints.narrow(*bound)
+    elif cond.path == _KIND_FIELD.get(coll) and cond.op in ("$eq", "$in"):
+        values = cond.operand if cond.op == "$in" else [cond.operand]
+        if all(isinstance(v, str) for v in values):
+            kinds = set(values)
+            hints.kinds = kinds if hints.kinds is None else hints.kinds & kinds
+    elif cond.path in ("_id", "identifier") and cond.op in ("$eq", "$in"):
+        values = cond.operand if cond.op == "$in" else [cond.operand]
+        if all(isinstance(v, str) for v in values):
+            hints.ids = set(values) if hints.ids is None else hints.ids & set(values)
+
+
+@dataclass
+class Query:
+    """A parsed query: the predicate, hints for SQL, and whether it names the time field."""
+
+    coll: str
+    where: All = field(default_factory=lambda: All([]))
+    hints: Hints = field(default_factory=Hints)
+
+    def matches(self, doc: dict) -> bool:
+        return self.where.matches(doc)
+
+    def default_window(self, now_ms: int) -> None:
+        """Nightscout's last-4-days window when the query names neither time nor _id."""
+        if not self.hints.names_time and not self.hints.names_id:
+            self.hints.narrow(lo=now_ms - DEFAULT_WINDOW_MS)
+
+    def add(self, cond: Cond) -> None:
+        self.where.parts.append(cond)
+        _hint(self.coll, cond, self.hints)
+
+
+# -- coercion -------------------------------------------------------------------------------------
+
+
+def _coerce(coll: str, path: str, raw: Any, key: str, *, v3: bool = False) -> Any:
+    """The operand for a raw query value on a field."""
+    name = _leaf(path)
+    if isinstance(raw, list):
+        raise QueryError(f"{key} takes one value, not a list.")
+    if isinstance(raw, dict):
+        raise QueryError(f"{key} takes a value, not an object.")
+    text = str(raw)
+    if name in TIME_FIELDS:
+        try:
+            return Instant(times.parse_ms(text.replace(" ", "+", 1) if _space_offset(text)
+                                           else text, seconds_ok=v3))
+        except times.TimeError as exc:
+            raise QueryError(f"{key}={text}: {exc}") from None
+    if name in NUMBER_FIELDS:
+        number = _as_number(text)
+        return number if number is not None else _NaN
+    if v3:
+        if len(text) >= 2 and text[0] == text[-1] == "'":
+            return text[1:-1]
+        if text in ("true", "false"):
+            return text == "true"
+        number = _as_number(text)
+        return number if number is not None and text.strip() else text
+    if coll == D.TREATMENTS and name in REGEX_TEXT_FIELDS and len(text) > 2 \
+            and text.startswith("/") and text.rfind("/") > 0:
+        end = text.rfind("/")
+        return _compile(text[1:end], text[end + 1:], key)
+    return text
+
+
+def _space_offset(text: str) -> bool:
+    """An ISO time whose `+hh:mm` offset arrived as a space (a `+` not escaped in the URL)."""
+    return " " in text.strip() and "T" in text and text.count(" ") == 1 \
+        and text.rsplit(" ", 1)[1][:2].isdigit() and ":" in text.rsplit(" ", 1)[0]
+
+
+class _NotANumber:
+    """Nightscout's parseInt of text that is not a number: matches nothing."""
+
+    def __repr__(self) -> str:
+        return "NaN"
+
+
+_NaN = _NotANumber()
+
+
+def _compile(pattern: str, flags: str, key: str):
+    if len(pattern) > 256:
+        raise QueryError(f"{key}: a pattern is at most 256 characters long.")
+    bits = 0
+    for flag in flags:
+        if flag not in _FLAGS and flag not in "gu":
+            raise QueryError(f"{key}: {flag!r} is not a regex flag (use i, m, s or x).")
+        bits |= _FLAGS.get(flag, 0)
+    try:
+        return regex.compile(pattern, bits)
+    except regex.error as exc:
+        raise QueryError(f"{key}: the pattern is not a valid regex ({exc}).") from None
+
+
+def _exists(raw: Any) -> bool:
+    return str(raw).strip().lower() not in ("false", "0", "no")
+
+
+# -- API v1: find[...] ----------------------------------------------------------------------------
+
+
+def _key_parts(key: str) -> list[str] | None:
+    """`find[a][$gte]` -> ["a", "$gte"]; None when the key is not a find key."""
+    if not key.startswith("find[") or not key.endswith("]"):
+        return None
+    parts = key[len("find["):-1].split("][")
+    if len(parts) > MAX_KEY_PARTS or any("[" in p or "]" in p for p in parts):
+        raise QueryError(f"The query key {key} is not of the form find[field][$operator].")
+    return parts
+
+
+def _tree(params: Iterable[tuple[str, str]]) -> dict:
+    """The `find` object as qs builds it: nested dicts, `[]` and numeric keys as lists."""
+    root: dict = {}
+    count = 0
+    for key, value in params:
+        parts = _key_parts(key)
+        if parts is None:
+            continue
+        count += 1
+        if count > MAX_CONDITIONS:
+            raise QueryError(f"A query has at most {MAX_CONDITIONS} find conditions.")
+        node = root
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if part == "":
+                part = str(sum(1 for k in node if k.isdigit()))  # `[]` appends
+            if last:
+                if part in node and isinstance(node[part], dict):
+                    raise QueryError(f"{key} repeats a condition given as an object.")
+                node[part] = value
+            else:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise QueryError(f"{key} mixes a value and conditions on one field.")
+                node = child
+    return root
+
+
+def _items(value: Any) -> list:
+    if isinstance(value, dict):
+        if value and all(k.isdigit() for k in value):
+            return [value[k] for k in sorted(value, key=int)]
+        return [value]
+    return [value]
+
+
+def _compile_object(coll: str, obj: dict, prefix: str, key: str, query: Query | None,
+                    parts: list) -> None:
+    for name, value in obj.items():
+        where = f"{key}[{name}]"
+        if name in ("$or", "$and"):
+            subs = []
+            for sub in _items(value):
+                if not isinstance(sub, dict):
+                    raise QueryError(f"{where} takes conditions, not a value.")
+                inner: list = []
+                _compile_object(coll, sub, prefix, where, None, inner)
+                subs.append(All(inner))
+            parts.append(Any_(subs) if name == "$or" else All(subs))
+            continue
+        if name.startswith("$"):
+            raise QueryError(f"{where}: {name} is not supported; use {', '.join(OPS)}.")
+        if not name or len(name) > 64:
+            raise QueryError(f"{where} does not name a field.")
+        path = f"{prefix}{name}"
+        if isinstance(value, dict) and any(k.startswith("$") for k in value):
+            _operators(coll, path, value, where, query, parts)
+        elif isinstance(value, dict):
+            _compile_object(coll, value, f"{path}.", where, query, parts)
+        else:
+            _append(Cond(path, "$eq", _coerce(coll, path, value, where)), query, parts)
+
+
+def _operators(coll: str, path: str, ops: dict, key: str, query: Query | None,
+               parts: list) -> None:
+    options = ops.get("$options", "")
+    for op, raw in ops.items():
+        where = f"{key}[{op}]"
+        if op == "$options":
+            continue
+        if op not in OPS:
+            raise QueryError(f"{where}: {op} is not supported; use {', '.join(OPS)}.")
+        if op == "$exists":
+            operand: Any = _exists(raw)
+        elif op == "$regex":
+            operand = _compile(str(raw), str(options), where)
+        elif op in ("$in", "$nin"):
+            operand = [_coerce(coll, path, v, where) for v in _items(raw)]
+        else:
+            operand = _coerce(coll, path, raw, where)
+        _append(Cond(path, op, operand), query, parts)
+
+
+def _append(cond: Cond, query: Query | None, parts: list) -> None:
+    if query is not None:
+        query.add(cond)
+    else:
+        parts.append(cond)
+
+
+def parse_find(coll: str, params: Iterable[tuple[str, str]]) -> Query:
+    """The Query of a v1 request's `find[...]` parameters (others are ignored)."""
+    query = Query(coll)
+    _compile_object(coll, _tree(params), "", "find", query, query.where.parts)
+    return query
+
+
+def parse_count(raw: str | None, default: int | None, maximum: int) -> int:
+    """How many documents `count` asks for, read as Nightscout's parseInt reads it: leading
+    digits count, 0 and `all` mean as many as allowed, text that is no number means the
+    default; never more than `maximum`."""
+    text = (raw or "").strip().lower()
+    match = _COUNT.match(text)
+    if text == "all":
+        return maximum
+    if match is None:
+        return maximum if default is None else default
+    value = int(match.group(1)[:12])
+    return maximum if value == 0 or value > maximum else value
+
+
+_COUNT = regex.compile(r"[+-]?(\d+)")
+
+
+# -- API v3: field$op=value -----------------------------------------------------------------------
+
+
+def parse_v3(coll: str, params: Iterable[tuple[str, str]]) -> Query:
+    """The Query of a v3 search's filter parameters (every parameter but the reserved ones)."""
+    query = Query(coll)
+    count = 0
+    for key, raw in params:
+        if key in V3_RESERVED:
+            continue
+        count += 1
+        if count > MAX_CONDITIONS:
+            raise QueryError(f"A query has at most {MAX_CONDITIONS} filters.")
+        path, _, op_name = key.rpartition("$") if "$" in key else (key, "", "eq")
+        if not path:
+            raise QueryError(f"{key} does not name a field.")
+        op = V3_OPS.get(op_name)
+        if op is None:
+            raise QueryError(f"Unsupported filter operator {op_name}")
+        if op == "$regex":
+            operand: Any = _compile(raw, "", key)
+        elif op in ("$in", "$nin"):
+            operand = [_coerce(coll, path, v, key, v3=True) for v in raw.split("|")]
+        else:
+            operand = _coerce(coll, path, raw, key, v3=True)
+        query.add(Cond(path, op, operand))
+    return query

@@ -1,0 +1,456 @@
+"""socket.io as Nightscout serves it (Engine.IO 4, path /socket.io, polling and websocket).
+
+Namespaces, each also under `/t/{site}` for clients whose URL names a cloud tenant (a client
+library turns the URL's path into the namespace):
+- `/`: `authorize` {secret | token} answered {read, write, write_treatment}, a full
+  `dataUpdate` on authorizing, then deltas ({delta: true, sgvs, treatments, …}); `loadRetro`;
+  `dbAdd`, `dbUpdate`, `dbUpdateUnset`, `dbRemove` (AndroidAPS's older NSClient);
+- `/storage`: `subscribe` {accessToken, collections} then `create`/`update` {colName, doc} and
+  `delete` {colName, identifier} (AndroidAPS's NSClient v3) for every write, whichever API made it;
+- `/alarm`: `subscribe`, then `alarm`, `urgent_alarm`, `announcement`, `notification`,
+  `clear_alarm`; `ack` (level, group, silence ms) silences a group.
+
+One hub subscription per process feeds every socket; a delta is built once per site and
+namespace and sent to a room, not per socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import socketio
+
+from nightlink.nightscout import auth, times
+from nightlink.nightscout import documents as D
+from nightlink.nightscout.http import NightscoutState
+from nightlink.nightscout.live import ALL
+from nightlink.nightscout.site import Site
+
+_LOGGER = logging.getLogger(__name__)
+DAY = 24 * 3600 * 1000
+_COLL_ALIASES = {"foods": D.FOOD}
+
+
+def _split(namespace: str) -> tuple[str | None, str]:
+    """(site key or None, channel "/", "/storage" or "/alarm") of a namespace."""
+    key = None
+    rest = namespace or "/"
+    if rest.startswith("/t/"):
+        parts = rest.split("/", 3)
+        key = parts[2] if len(parts) > 2 else None
+        rest = "/" + parts[3] if len(parts) > 3 else "/"
+    rest = rest.rstrip("/") or "/"
+    return key, rest if rest in ("/", "/storage", "/alarm") else ""
+
+
+class NightscoutSockets:
+    """The socket.io server of one app."""
+
+    def __init__(self, state: NightscoutState):
+        self.state = state
+        self.sio = socketio.AsyncServer(async_mode="asgi", namespaces="*",
+                                        cors_allowed_origins="*", logger=False,
+                                        engineio_logger=False, max_http_buffer_size=1_000_000)
+        self.asgi = socketio.ASGIApp(self.sio, socketio_path="socket.io")
+        self._namespaces: dict[str, set[str]] = {}  # site -> namespaces with sockets
+        self._pump: asyncio.Task | None = None
+        self._silenced: dict[tuple[str, str, int], float] = {}
+        for event in ("connect", "disconnect", "authorize", "loadRetro", "dbAdd", "dbUpdate",
+                      "dbUpdateUnset", "dbRemove", "subscribe", "ack", "nsping"):
+            self.sio.on(event, getattr(self, "_on_" + event), namespace="*")
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def _on_connect(self, namespace: str, sid: str, environ: dict, auth_: Any = None):
+        key, channel = _split(namespace)
+        if not channel:
+            return False
+        directory = self.state.directory
+        by_host = getattr(directory, "site_key_for_host", None)
+        if key is None and by_host is not None:
+            key = by_host(environ.get("HTTP_HOST", ""))
+        if key is not None and await asyncio.to_thread(directory.site, key) is None:
+            return False
+        address = environ.get("REMOTE_ADDR") or (environ.get("asgi.scope", {}).get("client")
+                                                 or ["?"])[0]
+        await self.sio.save_session(sid, {"key": key, "address": address, "site": None},
+                                    namespace=namespace)
+        self._ensure_pump()
+        if channel == "/":
+            await self.sio.emit("clients", len(self._sids(namespace)) + 1, namespace=namespace)
+        return True
+
+    async def _on_disconnect(self, namespace: str, sid: str, *_):
+        with contextlib.suppress(KeyError, ValueError):
+            if _split(namespace)[1] == "/":
+                await self.sio.emit("clients", max(0, len(self._sids(namespace)) - 1),
+                                    namespace=namespace)
+
+    def _sids(self, namespace: str) -> list:
+        return list(self.sio.manager.get_participants(namespace, None))
+
+    async def _grant(self, namespace: str, sid: str, *, secret: Any = None, token: Any = None,
+                     access_token: Any = None) -> tuple[Site, auth.Grant] | None:
+        """The site and grant of the credentials a socket presents (None: refused)."""
+        session = await self.sio.get_session(sid, namespace=namespace)
+        key = session["key"]
+        state, directory = self.state, self.state.directory
+        if state.failures.blocked(session["address"]):
+            return None
+        grant = None
+        presented = False
+        for value in (secret, access_token, token):
+            if not isinstance(value, str) or not value.strip():
+                continue
+            presented = True
+            value = auth.normalise_presented(value)
+            if auth.looks_like_jwt(value):
+                claims = auth.read_jwt(directory.jwt_secret, value)
+                if claims and (key is None or claims["site"] == key):
+                    grant = await asyncio.to_thread(directory.credential, claims["accessToken"],
+                                                    claims["site"])
+            else:
+                grant = await asyncio.to_thread(directory.credential, value, key)
+            if grant is not None:
+                break
+        if presented and grant is None:
+            state.failures.failed(session["address"])
+            return None
+        if grant is not None:
+            site = await asyncio.to_thread(directory.site, grant.site_key)
+        elif key is not None:
+            site = await asyncio.to_thread(directory.site, key)
+        else:
+            site = await asyncio.to_thread(directory.default_site)
+        if site is None:
+            return None
+        return site, grant or site.default_grant()
+
+    # -- main namespace --------------------------------------------------------------------------
+
+    async def _on_authorize(self, namespace: str, sid: str, data: Any = None):
+        data = data if isinstance(data, dict) else {}
+        found = await self._grant(namespace, sid, secret=data.get("secret"),
+                                  token=data.get("token"))
+        if found is None:
+            await self.sio.disconnect(sid, namespace=namespace)
+            return None
+        site, grant = found
+        async with self.sio.session(sid, namespace=namespace) as session:
+            session["site"] = site.key
+            session["grant"] = grant
+        self._namespaces.setdefault(site.key, set()).add(namespace)
+        self.state.hub and self.state.hub.watch(site.key)
+        reply = {"read": grant.allows("api:*:read"),
+                 "write": grant.allows("api:*:create,update,delete"),
+                 "write_treatment": grant.allows("api:treatments:create,update,delete")}
+        await self.sio.emit("connected", to=sid, namespace=namespace)
+        if reply["read"]:
+            await self.sio.enter_room(sid, f"data:{site.key}", namespace=namespace)
+            full = await asyncio.to_thread(self._full_data, site, bool(data.get("status")))
+            await self.sio.emit("dataUpdate", full, to=sid, namespace=namespace)
+        return reply
+
+    def _full_data(self, site: Site, with_status: bool) -> dict:
+        now = int(time.time() * 1000)
+        docs = site.docs
+        entries = [r for r in docs.latest(D.ENTRIES, count=2000, lo=now - 2 * DAY,
+                                          ascending=True)]
+        out: dict[str, Any] = {
+            "sgvs": [_sgv(r) for r in entries if r.kind == "sgv"],
+            "mbgs": [_mbg(r) for r in entries if r.kind == "mbg"],
+            "cals": [_cal(r) for r in entries if r.kind == "cal"],
+            "treatments": [_treatment(r) for r in docs.latest(
+                D.TREATMENTS, count=5000, lo=now - 60 * 3600 * 1000, ascending=True)],
+            "devicestatus": _reduced([r for r in docs.latest(
+                D.DEVICESTATUS, count=2000, lo=now - DAY, ascending=True)]),
+            "profiles": [r.v1() for r in docs.latest(D.PROFILE, count=1)],
+            "food": [r.v1() for r in docs.find(D.FOOD, None, count=1000)],
+            "dbstats": {},
+        }
+        if with_status:
+            out["status"] = self._status(site)
+        return out
+
+    def _status(self, site: Site) -> dict:
+        return {"status": "ok", "name": "nightscout", "version": "15.0.7", "versionNum": 150007,
+                "serverTime": times.iso(int(time.time() * 1000)), "careportalEnabled": True,
+                "boluscalcEnabled": False, "settings": {"units": site.units,
+                                                        "thresholds": site.thresholds},
+                "extendedSettings": {}}
+
+    async def _on_loadRetro(self, namespace: str, sid: str, data: Any = None):
+        session = await self.sio.get_session(sid, namespace=namespace)
+        site_key = session.get("site")
+        if site_key is None:
+            return {"result": "Not authorized"}
+        site = await asyncio.to_thread(self.state.directory.site, site_key)
+        now = int(time.time() * 1000)
+        rows = await asyncio.to_thread(site.docs.latest, D.DEVICESTATUS, count=2000,
+                                       lo=now - DAY, ascending=True)
+        await self.sio.emit("retroUpdate", {"devicestatus": [r.v1() for r in rows]}, to=sid,
+                            namespace=namespace)
+        return {"result": "success"}
+
+    async def _authorized(self, namespace: str, sid: str, coll: str, op: str):
+        session = await self.sio.get_session(sid, namespace=namespace)
+        if session.get("site") is None:
+            return None, {"result": "Not authorized"}
+        if coll not in D.V1_COLLECTIONS:
+            return None, {"result": "Wrong collection"}
+        if not session["grant"].allows(f"api:{coll}:{op}"):
+            return None, {"result": "Not permitted"}
+        site = await asyncio.to_thread(self.state.directory.site, session["site"])
+        return site, None
+
+    async def _on_dbAdd(self, namespace: str, sid: str, data: Any = None):
+        data = data if isinstance(data, dict) else {}
+        coll = str(data.get("collection", ""))
+        site, refused = await self._authorized(namespace, sid, coll, "create")
+        if refused is not None:
+            return refused
+        items = data.get("data")
+        items = items if isinstance(items, list) else [items]
+
+        def work() -> list[dict]:
+            now = int(time.time() * 1000)
+            good = []
+            for item in items:
+                try:
+                    good.append(D.normalize(coll, item, now))
+                except D.DocumentError as exc:
+                    self.state.directory.dead_letter(site.key, f"socket:{coll}", str(exc),
+                                                     repr(item).encode()[:65536])
+            outcomes = site.docs.put(good, mode="replace") if good else []
+            return [o.row.v1() for o in outcomes]
+
+        return await asyncio.to_thread(work)
+
+    async def _on_dbUpdate(self, namespace: str, sid: str, data: Any = None, unset=False):
+        data = data if isinstance(data, dict) else {}
+        coll = str(data.get("collection", ""))
+        site, refused = await self._authorized(namespace, sid, coll, "update")
+        if refused is not None:
+            return refused
+        key = data.get("_id")
+        if not isinstance(key, str) or not key:
+            return {"result": "Missing _id"}
+        fields = data.get("data") if isinstance(data.get("data"), dict) else {}
+
+        def work() -> None:
+            row = site.docs.get(coll, key)
+            if row is None:
+                return
+            doc = dict(row.doc)
+            for name, value in fields.items():
+                if unset:
+                    doc.pop(name, None)
+                else:
+                    doc[name] = value
+            try:
+                site.docs.update(row, D.normalize(coll, doc, int(time.time() * 1000)))
+            except D.DocumentError as exc:
+                self.state.directory.dead_letter(site.key, f"socket:{coll}", str(exc),
+                                                 repr(fields).encode()[:65536])
+
+        await asyncio.to_thread(work)
+        return {"result": "success"}
+
+    async def _on_dbUpdateUnset(self, namespace: str, sid: str, data: Any = None):
+        return await self._on_dbUpdate(namespace, sid, data, unset=True)
+
+    async def _on_dbRemove(self, namespace: str, sid: str, data: Any = None):
+        data = data if isinstance(data, dict) else {}
+        coll = str(data.get("collection", ""))
+        site, refused = await self._authorized(namespace, sid, coll, "delete")
+        if refused is not None:
+            return refused
+        key = data.get("_id")
+        if isinstance(key, str) and key:
+            row = await asyncio.to_thread(site.docs.get, coll, key)
+            if row is not None and row.valid:
+                await asyncio.to_thread(site.docs.delete, [row])
+        return {"result": "success"}
+
+    async def _on_nsping(self, namespace: str, sid: str, data: Any = None):
+        return {"result": "pong", "mills": int(time.time() * 1000)}
+
+    # -- /storage and /alarm ---------------------------------------------------------------------
+
+    async def _on_subscribe(self, namespace: str, sid: str, data: Any = None):
+        _, channel = _split(namespace)
+        data = data if isinstance(data, dict) else {}
+        found = await self._grant(namespace, sid, access_token=data.get("accessToken"),
+                                  secret=data.get("secret"), token=data.get("jwtToken"))
+        if found is None or (channel == "/storage" and not found[1].authenticated):
+            return {"success": False, "message": "Missing or bad accessToken"}
+        site, grant = found
+        async with self.sio.session(sid, namespace=namespace) as session:
+            session["site"] = site.key
+            session["grant"] = grant
+        self._namespaces.setdefault(site.key, set()).add(namespace)
+        self.state.hub and self.state.hub.watch(site.key)
+        if channel == "/alarm":
+            await self.sio.enter_room(sid, f"alarm:{site.key}", namespace=namespace)
+            return {"success": True, "message": "Subscribed for alarms",
+                    "read": grant.allows("api:*:read"), "ack": grant.authenticated}
+        wanted = data.get("collections")
+        if not isinstance(wanted, list) or not wanted:
+            wanted = list(D.V3_COLLECTIONS)
+        joined = []
+        for name in wanted:
+            coll = _COLL_ALIASES.get(str(name), str(name))
+            perm = "api:settings:admin" if coll == D.SETTINGS else f"api:{coll}:read"
+            if coll in D.V3_COLLECTIONS and grant.allows(perm):
+                await self.sio.enter_room(sid, f"storage:{site.key}:{coll}",
+                                          namespace=namespace)
+                joined.append(str(name))
+        if not joined:
+            return {"success": False, "message": "Unauthorized to receive any collection"}
+        return {"success": True, "collections": joined}
+
+    async def _on_ack(self, namespace: str, sid: str, level: Any = None, group: Any = None,
+                      silence: Any = None):
+        session = await self.sio.get_session(sid, namespace=namespace)
+        site = session.get("site")
+        grant = session.get("grant")
+        if site is None or grant is None or not grant.authenticated:
+            return None
+        level = int(level) if isinstance(level, int | float) else 1
+        group = str(group or "default")
+        silence_ms = int(silence) if isinstance(silence, int | float) and silence > 0 \
+            else 30 * 60_000
+        for lvl in range(1, level + 1):
+            self._silenced[(site, group, lvl)] = time.time() + silence_ms / 1000
+        hook = getattr(self.state.directory, "alarm_acked", None)
+        if hook is not None:
+            await asyncio.to_thread(hook, site, level, group, silence_ms, grant.subject)
+        level_name = "Urgent" if level >= 2 else "Warning"
+        await self._emit_alarm(site, {"clear": True, "title": "All Clear",
+                                      "message": f"{group} - {level_name} was ack'd",
+                                      "group": group})
+        return None
+
+    # -- the pump: hub messages to rooms ---------------------------------------------------------
+
+    def _ensure_pump(self) -> None:
+        if self.state.hub is not None and (self._pump is None or self._pump.done()):
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump(),
+                                                                name="ns-socketio")
+
+    async def _run_pump(self) -> None:
+        queue = self.state.hub.subscribe(ALL)
+        try:
+            while True:
+                msg = await queue.get()
+                try:
+                    await self._dispatch(msg)
+                except (OSError, RuntimeError, ValueError) as exc:
+                    _LOGGER.warning("socket.io dispatch of %s failed: %s", msg.get("type"), exc)
+        finally:
+            self.state.hub.unsubscribe(ALL, queue)
+
+    async def _dispatch(self, msg: dict) -> None:
+        site = msg.get("site")
+        if site not in self._namespaces:
+            return
+        if msg["type"] == "change":
+            await self._emit_change(site, msg["data"])
+        elif msg["type"] == "notification":
+            await self._emit_alarm(site, msg["data"])
+
+    async def _emit_change(self, site: str, change: dict) -> None:
+        coll, action, rows = change["coll"], change["action"], change["rows"]
+        delta: dict[str, Any] = {"delta": True, "lastUpdated": int(time.time() * 1000)}
+        if coll == D.ENTRIES and action != "delete":
+            for kind, key, fn in (("sgv", "sgvs", _sgv), ("mbg", "mbgs", _mbg),
+                                  ("cal", "cals", _cal)):
+                picked = [fn(r) for r in rows if r.kind == kind]
+                if picked:
+                    delta[key] = picked
+        elif coll == D.TREATMENTS:
+            delta["treatments"] = [
+                {"_id": r.oid, "mills": r.date_ms, "action": "remove"} if action == "delete"
+                else dict(_treatment(r), **({"action": "update"} if action == "update" else {}))
+                for r in rows]
+        elif coll == D.DEVICESTATUS and action != "delete":
+            delta["devicestatus"] = [dict(r.v1(), mills=r.date_ms) for r in rows]
+        elif coll == D.PROFILE:
+            delta["profiles"] = [r.v1() for r in rows if r.valid]
+        for namespace in list(self._namespaces.get(site, ())):
+            _, channel = _split(namespace)
+            if channel == "/" and len(delta) > 2:
+                await self.sio.emit("dataUpdate", delta, room=f"data:{site}",
+                                    namespace=namespace)
+            elif channel == "/storage":
+                event = {"create": "create", "update": "update", "delete": "delete"}[action]
+                for r in rows:
+                    body = ({"colName": coll, "identifier": r.identifier} if action == "delete"
+                            else {"colName": coll, "doc": r.v3()})
+                    await self.sio.emit(event, body, room=f"storage:{site}:{coll}",
+                                        namespace=namespace)
+
+    async def _emit_alarm(self, site: str, note: dict) -> None:
+        if note.get("clear"):
+            event = "clear_alarm"
+        else:
+            level = note.get("level", 0)
+            group = note.get("group", "default")
+            if level in (1, 2) and self._silenced.get((site, group, level), 0) > time.time():
+                return
+            event = ("alarm" if level == 1 else "urgent_alarm" if level == 2 else
+                     "announcement" if note.get("isAnnouncement") else "notification")
+        for namespace in list(self._namespaces.get(site, ())):
+            if _split(namespace)[1] == "/alarm":
+                await self.sio.emit(event, note, room=f"alarm:{site}", namespace=namespace)
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+
+
+def _sgv(row) -> dict:
+    d = row.doc
+    return {"_id": row.oid, "mgdl": d.get("sgv"), "mills": row.date_ms, "device": d.get("device"),
+            "direction": d.get("direction"), "filtered": d.get("filtered"),
+            "unfiltered": d.get("unfiltered"), "noise": d.get("noise"), "rssi": d.get("rssi"),
+            "type": "sgv"}
+
+
+def _mbg(row) -> dict:
+    d = row.doc
+    return {"_id": row.oid, "mgdl": d.get("mbg"), "mills": row.date_ms, "device": d.get("device"),
+            "type": "mbg"}
+
+
+def _cal(row) -> dict:
+    d = row.doc
+    return {"_id": row.oid, "mills": row.date_ms, "scale": d.get("scale"),
+            "intercept": d.get("intercept"), "slope": d.get("slope"), "type": "cal"}
+
+
+def _treatment(row) -> dict:
+    out = row.v1()
+    out["mills"] = row.date_ms
+    duration = row.doc.get("duration")
+    if isinstance(duration, int | float):
+        out["endmills"] = row.date_ms + int(duration * 60_000)
+    return out
+
+
+def _reduced(rows: list) -> list[dict]:
+    """The last 10 statuses per device and kind (uploader, pump, openaps, loop, xdripjs)."""
+    keep: dict[tuple, list] = {}
+    for row in rows:  # oldest first
+        for kind in ("uploader", "pump", "openaps", "loop", "xdripjs"):
+            if kind in row.doc:
+                keep.setdefault((row.doc.get("device"), kind), []).append(row)
+    chosen = {r.id: r for group in keep.values() for r in group[-10:]}
+    return [dict(r.v1(), mills=r.date_ms) for r in sorted(chosen.values(),
+                                                          key=lambda r: r.date_ms)]

@@ -1,0 +1,110 @@
+"""Times as Nightscout clients send them, read into milliseconds since the epoch (UTC).
+
+Uploaders write every variant of ISO 8601 (`Z`, `+01:00`, `+0100` without a colon, a space
+instead of `T`, a comma before the fraction, seven fractional digits, a bare date), RFC 2822
+dates, epoch milliseconds as numbers, as text or with a fraction, and (API v3) epoch seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+
+# Every stored time lies in [1970-01-01, 9999-12-31]: what ISO 8601 text and every backend hold.
+MIN_MS = 0
+MAX_MS = 253_402_300_799_999
+Y2000_MS = 946_684_800_000  # numbers below this are seconds to API v3
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class TimeError(ValueError):
+    """A value is not a time a client could have meant; the message is one sentence."""
+
+
+def iso(ms: int) -> str:
+    """UTC ISO 8601 with milliseconds and `Z`, as Nightscout writes `created_at` and `sysTime`."""
+    dt = _EPOCH + timedelta(milliseconds=int(ms))
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ms) % 1000:03d}Z"
+
+
+def http_date(ms: float) -> str:
+    """RFC 1123 date of a time in ms (whole seconds), for Last-Modified."""
+    return format_datetime(datetime.fromtimestamp(int(ms // 1000), tz=UTC), usegmt=True)
+
+
+def parse_http_date(value: str | None) -> int | None:
+    """ms of an HTTP date header (If-Modified-Since, Last-Modified), None when unreadable."""
+    if not value:
+        return None
+    try:
+        dt = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    ms = round(dt.timestamp() * 1000)
+    return ms if MIN_MS <= ms <= MAX_MS else None
+
+
+def _from_number(value: float, seconds_ok: bool) -> int:
+    if not math.isfinite(value):
+        raise TimeError(f"{value!r} is not a time.")
+    if seconds_ok and abs(value) < Y2000_MS:
+        value *= 1000  # API v3 reads small numbers as seconds
+    return _bounded(round(value))
+
+
+def _bounded(ms: int) -> int:
+    if not MIN_MS <= ms <= MAX_MS:
+        raise TimeError(f"{ms} ms lies outside 1970-01-01 to 9999-12-31.")
+    return ms
+
+
+def parse(value: object, *, seconds_ok: bool = False) -> tuple[int, int | None]:
+    """(ms since the epoch, UTC offset in minutes or None) of a time in any client's form.
+
+    Text without an offset is UTC. Raises TimeError with one sentence when it is not a time.
+    """
+    if isinstance(value, bool) or value is None:
+        raise TimeError(f"{value!r} is not a time.")
+    if isinstance(value, int | float):
+        return _from_number(float(value), seconds_ok), None
+    if not isinstance(value, str):
+        raise TimeError(f"A {type(value).__name__} is not a time.")
+    text = value.strip()
+    if len(text) > 64:
+        raise TimeError("A time is at most 64 characters long.")
+    if _NUMBER.match(text):
+        return _from_number(float(text), seconds_ok), None
+    try:
+        dt = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        try:
+            dt = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            raise TimeError(f"{text!r} is not an ISO 8601 time.") from None
+    offset = dt.utcoffset()
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    minutes = None if offset is None else int(offset.total_seconds() // 60)
+    try:
+        ms = round((dt - _EPOCH).total_seconds() * 1000)
+    except OverflowError:
+        raise TimeError(f"{text!r} lies outside 1970-01-01 to 9999-12-31.") from None
+    return _bounded(ms), minutes
+
+
+def parse_ms(value: object, *, seconds_ok: bool = False) -> int:
+    """parse() without the offset."""
+    return parse(value, seconds_ok=seconds_ok)[0]
+
+
+def try_ms(value: object) -> int | None:
+    """ms of a stored time field, None when it is missing or not a time (old rows)."""
+    try:
+        return parse(value)[0]
+    except TimeError:
+        return None

@@ -1,0 +1,151 @@
+"""A Nightscout site under test: the cloud (one tenant among two) or the edge node, served by
+a real uvicorn server, with the credentials each kind of app is given.
+
+The conformance suite runs every client's requests against both. `site_url` is what a user
+types into an app that keeps the URL's path (xDrip+'s uploader, nightguard, Spike, M5…):
+the tenant's `/t/{tenant}` URL on the cloud, the root on the edge. `root` is the host root,
+where apps that replace the path (Loop, Trio, AndroidAPS's JWT request, xDrip+'s follower)
+send everything; the credential names the tenant there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from nightlink.nightscout.site import Subjects
+from nightlink.nightscout.store import DocumentStore
+from tests.support.servers import serve
+
+SECRET = "bedside-upload-secret-2026"
+SECRET_SHA1 = hashlib.sha1(SECRET.encode()).hexdigest()
+SECRET_SHA512 = hashlib.sha512(SECRET.encode()).hexdigest()
+OTHER_SECRET = "the-other-family-secret-1"
+JWT_SECRET = "test-secret-" + "x" * 40
+MIN = 60_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def iso_s(ms: int) -> str:
+    """ISO without milliseconds, as Loop writes it."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Site:
+    kind: str  # "cloud" or "edge"
+    root: str  # http://127.0.0.1:port
+    site_url: str  # what a user types into an app that keeps the path
+    docs: DocumentStore
+    subjects: Subjects
+    app: object
+    dead_letters_of: object
+    read_token: str = ""
+    admin_token: str = ""
+    careportal_token: str = ""
+    other_sha1: str | None = None  # the other tenant's secret (cloud only)
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    @property
+    def secret_header(self) -> dict:
+        return {"api-secret": SECRET_SHA1}
+
+    def dead_letters(self) -> list[dict]:
+        return self.dead_letters_of()
+
+    def count(self, coll: str) -> int:
+        return self.docs.count(coll)
+
+    def token(self, name: str, roles: list[str]) -> str:
+        return self.subjects.create(name, roles)[1]
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return self.client.get(self._url(path), **kw)
+
+    def post(self, path: str, **kw) -> httpx.Response:
+        return self.client.post(self._url(path), **kw)
+
+    def put(self, path: str, **kw) -> httpx.Response:
+        return self.client.put(self._url(path), **kw)
+
+    def delete(self, path: str, **kw) -> httpx.Response:
+        return self.client.delete(self._url(path), **kw)
+
+    def patch(self, path: str, **kw) -> httpx.Response:
+        return self.client.patch(self._url(path), **kw)
+
+    def _url(self, path: str) -> str:
+        """A path beginning with / is under site_url; a full URL is used as it is."""
+        return path if path.startswith("http") else self.site_url + path
+
+
+@contextlib.contextmanager
+def cloud_site(tmp_path: Path, database_url: str | None = None) -> Iterator[Site]:
+    from nightlink.cloud.app import create_app
+    from nightlink.cloud.config import Settings
+
+    url = database_url or f"sqlite:///{tmp_path / 'cloud.db'}"
+    app = create_app(Settings(env="test", database_url=url, jwt_secret=JWT_SECRET,
+                              login_attempts_per_minute=1000))
+    store = app.state.store
+    store.create_tenant("fam-1", "Family one")
+    store.create_tenant("fam-2", "Family two")
+    store.set_api_secret("fam-1", SECRET)
+    store.set_api_secret("fam-2", OTHER_SECRET)
+
+    def dead_letters() -> list[dict]:
+        return [{"reason": d["reason"], "payload": bytes(d["payload"] or b"")}
+                for d in store.dead_letters(limit=1000) if d["tenant_id"] == "fam-1"]
+
+    with serve(app) as root:
+        site = Site("cloud", root, f"{root}/t/fam-1", store.tenant("fam-1").docs,
+                    Subjects(store.db, "fam-1"), app, dead_letters,
+                    other_sha1=hashlib.sha1(OTHER_SECRET.encode()).hexdigest())
+        _tokens(site)
+        try:
+            yield site
+        finally:
+            site.client.close()
+    store.close()
+
+
+@contextlib.contextmanager
+def edge_site(tmp_path: Path) -> Iterator[Site]:
+    from nightlink.edge.nightscout import create_app
+    from nightlink.edge.store import EdgeStore
+
+    store = EdgeStore(tmp_path / "edge.db")
+    app = create_app(store, SECRET)
+
+    def dead_letters() -> list[dict]:
+        return [{"reason": d["reason"], "payload": bytes(d["payload"] or b"")}
+                for d in store.dead_letters()]
+
+    with serve(app) as root:
+        site = Site("edge", root, root, store.docs, store.subjects, app, dead_letters)
+        _tokens(site)
+        try:
+            yield site
+        finally:
+            site.client.close()
+    store.close()
+
+
+def _tokens(site: Site) -> None:
+    site.read_token = site.token("clock", ["readable"])
+    site.admin_token = site.token("aaps", ["admin"])
+    site.careportal_token = site.token("nightguard", ["readable", "careportal"])
