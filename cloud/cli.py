@@ -59,7 +59,7 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
             os.environ["NIGHTLINK_DATABASE_URL"] = database_url
         _store(settings).close()  # migrate once, before the processes start
         uvicorn.run("nightlink.cloud.app:app_from_environment", factory=True, host=host,
-                    port=port, workers=workers, log_level="warning")
+                    port=port, workers=workers, log_level="warning", ws="websockets-sansio")
         return
     store = _store(settings)
     from nightlink.cloud.retention import RetentionWorker
@@ -85,7 +85,7 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
             import uvicorn
 
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
-                                                   log_level="warning"))
+                                                   log_level="warning", ws="websockets-sansio"))
             # Our own handlers: uvicorn's re-raise the signal after shutting down, which
             # would skip stopping the ingest worker and closing the store.
             server.capture_signals = contextlib.nullcontext

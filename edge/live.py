@@ -221,6 +221,7 @@ class LiveNode:
         ns = self.cfg.nightscout
         app = create_app(self.store, ns.api_secret, development=self.cfg.development)
         config = uvicorn.Config(app, host=ns.host, port=ns.port, log_level="warning",
+                                ws="websockets-sansio",
                                 lifespan="off")
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # the node handles signals

@@ -12,7 +12,7 @@ def serve(app, *, lifespan: str = "on"):
     """Run the app under uvicorn on 127.0.0.1 (port 0: no collision with other workers);
     yield its base URL; stop it after."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan=lifespan, ws="websockets"))
+                                           lifespan=lifespan, ws="websockets-sansio"))
     server.install_signal_handlers = lambda: None
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
