@@ -12,6 +12,7 @@ import time
 import uuid
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from nightlink import __version__
@@ -53,7 +54,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.events = hub
     app.state.store.notify = hub.changed
     # The Nightscout APIs (what clocks and apps poll) are matched first.
-    mount_nightscout(app, directory, hub=hub, cors_origin=settings.nightscout_cors_origin or None)
+    state = mount_nightscout(app, directory, hub=hub,
+                             cors_origin=settings.nightscout_cors_origin or None)
+    app.state.store.access_listeners.append(state.forget)
     for module in (routes_auth, routes_admin, routes_nl, routes_ops, live, routes_portal):
         _docstring_summaries(module.router)
         app.include_router(module.router)
@@ -61,6 +64,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     routes_portal.install(app)  # portal pages send browsers without a session to sign in
 
     app.add_middleware(RequestContext, domain=settings.tenant_domain.lower().strip("."))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        """One 422 shape for the whole API: {"detail": one sentence naming the field}."""
+        err = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "the request"
+        message = str(err.get("msg", "is not valid")).removeprefix("Value error, ")
+        return JSONResponse({"detail": f"{where}: {message}."}, status_code=422)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError):

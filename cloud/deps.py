@@ -13,11 +13,32 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from nightlink.cloud import auth
 from nightlink.cloud.config import Settings
 from nightlink.cloud.repo import NotFoundError, Store, TenantStore
 
+
+class ErrorPublic(BaseModel):
+    """Every refusal of the Nightlink API: one sentence saying why."""
+
+    detail: str
+
+
+_ERROR = {"model": ErrorPublic}
+# The answers every Nightlink API route may give besides its own (documented once, so the
+# OpenAPI document lists every status a client can see).
+ERRORS: dict = {
+    400: {**_ERROR, "description": "A malformed request"},
+    401: {**_ERROR, "description": "No valid sign-in token"},
+    403: {**_ERROR, "description": "Signed in, but this role may not do it"},
+    404: {**_ERROR, "description": "No such tenant, person or thing (or not visible to you)"},
+    409: {**_ERROR, "description": "It clashes with what is stored"},
+    410: {**_ERROR, "description": "It is gone"},
+    422: {**_ERROR, "description": "A parameter or body field is not valid"},
+    429: {**_ERROR, "description": "Too many attempts; Retry-After says when to try again"},
+}
 READ_ROLES = ("patient", "caregiver", "doctor", "admin")
 WRITE_ROLES = ("patient", "admin")
 _bearer = HTTPBearer(auto_error=False)

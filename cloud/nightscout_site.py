@@ -65,6 +65,11 @@ class CloudDirectory:
             return f"{scheme}://{key}.{domain}"
         return f"{base}/t/{key}"
 
+    def forget(self) -> None:
+        """Drop cached sites (a tenant's settings changed or it was deleted)."""
+        with self._lock:
+            self._sites.clear()
+
     def default_site(self) -> Site | None:
         return None  # at the root URL a credential names the tenant
 

@@ -63,6 +63,13 @@ class Store:
         self.db = db
         self.version = migrate(db)
         self.notify = None  # set by the app: Nightscout document changes to the live hub
+        self.access_listeners: list = []  # called when who may reach a tenant changes
+
+    def access_changed(self) -> None:
+        """Tell the caches of credentials and sites that access changed (grants, secrets,
+        tokens, tenants or accounts deleted)."""
+        for listener in self.access_listeners:
+            listener()
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -100,6 +107,7 @@ class Store:
                 raise ValueError(f"{key} is not a tenant setting.")
             self.db.execute(f"UPDATE tenants SET {key} = ? WHERE id = ?",
                             (int(value) if key == "public_read" else value, tenant_id))
+        self.access_changed()
 
     def tenant(self, tenant_id: str, *, include_deleted: bool = False) -> TenantStore:
         """The handle for one tenant's data (the tenant must exist; a soft-deleted one only
@@ -139,6 +147,7 @@ class Store:
             if key not in {"name", "password_hash", "deleted_at", "email"}:
                 raise ValueError(f"{key} is not a user field.")
             self.db.execute(f"UPDATE users SET {key} = ? WHERE id = ?", (value, user_id))
+        self.access_changed()
 
     def grant(self, tenant_id: str, user_id: int, role: str, *, by: int | None) -> None:
         if role not in ROLES:
@@ -151,11 +160,14 @@ class Store:
             "granted_at = excluded.granted_at, revoked_at = NULL",
             (tenant_id, user_id, role, by, time.time()),
         )
+        self.access_changed()
 
     def revoke(self, tenant_id: str, user_id: int) -> bool:
-        return bool(self.db.execute(
+        done = bool(self.db.execute(
             "UPDATE memberships SET revoked_at = ? WHERE tenant_id = ? AND user_id = ? "
             "AND revoked_at IS NULL", (time.time(), tenant_id, user_id)))
+        self.access_changed()
+        return done
 
     def role(self, tenant_id: str, user_id: int) -> str | None:
         """The user's current role in the tenant, None if none (or revoked, or deleted)."""
@@ -216,9 +228,11 @@ class Store:
             "AND revoked_at IS NULL", (secret_hash(presented),))
 
     def revoke_api_secrets(self, tenant_id: str, kind: str) -> int:
-        return self.db.execute(
+        n = self.db.execute(
             "UPDATE api_secrets SET revoked_at = ? WHERE tenant_id = ? AND kind = ? "
             "AND revoked_at IS NULL", (time.time(), tenant_id, kind))
+        self.access_changed()
+        return n
 
     def add_refresh_token(self, jti: str, user_id: int, expires_at: float) -> None:
         self.db.execute("INSERT INTO refresh_tokens (jti, user_id, expires_at) VALUES (?, ?, ?)",

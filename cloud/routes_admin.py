@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from nightlink.cloud import auth
 from nightlink.cloud.broker_config import device_username, mosquitto_hash, new_device_password
 from nightlink.cloud.deps import (
+    ERRORS,
     AdminUser,
     CurrentUser,
     MemberAccess,
@@ -40,7 +41,7 @@ from nightlink.shared import epoch as E
 from nightlink.shared import features as F
 from nightlink.shared import topics
 
-router = APIRouter(prefix="/api/nl/v1", tags=["accounts"])
+router = APIRouter(prefix="/api/nl/v1", tags=["accounts"], responses=ERRORS)
 
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -383,6 +384,7 @@ def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate 
 def revoke_read_tokens(access: WriterAccess, store: StoreDep):
     """Revoke every access token of the tenant."""
     n = Subjects(store.db, access.tenant_id).revoke_all()
+    store.access_changed()
     store.audit("key.revoke", actor=access.user["id"], tenant_id=access.tenant_id,
                 kind="token", count=n)
 

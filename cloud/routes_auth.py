@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from nightlink.cloud import auth
-from nightlink.cloud.deps import CurrentUser, SettingsDep, StoreDep
+from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep
 
-router = APIRouter(prefix="/api/nl/v1/auth", tags=["auth"])
+router = APIRouter(prefix="/api/nl/v1/auth", tags=["auth"], responses=ERRORS)
 
 
 class LoginIn(BaseModel):

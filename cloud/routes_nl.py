@@ -23,13 +23,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from nightlink.cloud import alerts as alert_rules
-from nightlink.cloud.deps import MemberAccess
+from nightlink.cloud.deps import ERRORS, MemberAccess
 from nightlink.cloud.repo import Row, TenantStore, unpack_row
 from nightlink.shared import features as F
 from nightlink.shared import units
 from nightlink.shared.epoch import EPOCH_S
 
-router = APIRouter(prefix="/api/nl/v1/tenants/{tenant}", tags=["nightlink"])
+router = APIRouter(prefix="/api/nl/v1/tenants/{tenant}", tags=["nightlink"],
+                   responses=ERRORS)
 
 MAX_DAYS = 31
 MAX_EPOCH_INDEX = 200_000_000  # the year 2160; larger integers are Unix seconds or ms

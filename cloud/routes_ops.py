@@ -18,7 +18,7 @@ def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "The database cannot be reached"}})
 def readyz(store: StoreDep):
     """The process can reach its database."""
     try:
@@ -28,7 +28,8 @@ def readyz(store: StoreDep):
     return {"status": "ready", "schema": store.version}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {
+    "description": "Prometheus text format", "content": {"text/plain": {}}}})
 def prometheus_metrics(store: StoreDep):
     """Prometheus text format: ingest rate, dead letters, device lag, API latency."""
     from nightlink.cloud import metrics

@@ -68,10 +68,11 @@ class EdgeDirectory:
     def credential(self, presented: str, key: str | None) -> auth.Grant | None:
         if key not in (None, SITE):
             return None
-        if any(hmac.compare_digest(presented, form) for form in self._admin):
+        given = presented.encode("utf-8", "replace")
+        if any(hmac.compare_digest(given, form.encode()) for form in self._admin):
             return auth.Grant(SITE, "api-secret", auth.Permissions(["*"]), "secret",
                               roles=("admin",))
-        if any(hmac.compare_digest(presented, form) for form in self._reader):
+        if any(hmac.compare_digest(given, form.encode()) for form in self._reader):
             return auth.Grant(SITE, "reader", auth.Permissions.of_roles(["readable"]), "token",
                               token=presented, roles=("readable",))
         subject = find_token(self._site.subjects.db, presented)

@@ -70,6 +70,9 @@ _READ = {200: {"description": "Documents, newest first", "content": _DOC_LIST}, 
          304: {"description": "Nothing changed since If-Modified-Since"}}
 _WRITE = {200: {"description": "One document per uploaded item, in order", "content": _DOC_LIST},
           **_ERRORS}
+_PUT = {200: {"description": "The stored document (an array for an array)", "content": {
+    "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array", "items": {
+        "type": "object"}}]}}}}, **_ERRORS}
 _DELETED = {200: {"description": "How many documents were deleted",
                   "content": {"application/json": {}}}, **_ERRORS}
 
@@ -433,7 +436,7 @@ def _collection_routes(coll: str, path: str) -> None:
                              include_in_schema=not hidden, summary=f"Read {coll}.")
         router.add_api_route(p, post, methods=["POST"], responses=_WRITE, openapi_extra=_BODY,
                              include_in_schema=not hidden, summary=f"Upload {coll}.")
-        router.add_api_route(p, put, methods=["PUT"], responses=_WRITE, openapi_extra=_BODY,
+        router.add_api_route(p, put, methods=["PUT"], responses=_PUT, openapi_extra=_BODY,
                              include_in_schema=not hidden, summary=f"Upsert {what} by _id.")
         router.add_api_route(p, delete_find, methods=["DELETE"], responses=_DELETED,
                              include_in_schema=not hidden, summary=f"Delete {coll} by find.")
@@ -508,7 +511,7 @@ async def post_profile(request: Request) -> Response:
     return await _post(request, D.PROFILE)
 
 
-@router.put("/profile", responses=_WRITE, openapi_extra=_BODY, summary="Upsert a profile.")
+@router.put("/profile", responses=_PUT, openapi_extra=_BODY, summary="Upsert a profile.")
 @router.put("/profile.json", include_in_schema=False)
 async def put_profile(request: Request) -> Response:
     """Replace the profile with this `_id`, or store it."""

@@ -66,6 +66,14 @@ class NightscoutState:
     _grants: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def forget(self) -> None:
+        """Drop cached grants (a secret, token or membership changed in this process)."""
+        with self._lock:
+            self._grants.clear()
+        forget_sites = getattr(self.directory, "forget", None)
+        if forget_sites is not None:
+            forget_sites()
+
     def cached_credential(self, presented: str, key: str | None, kind: str):
         """directory.credential/bearer with a short cache (polling clocks ask every minute)."""
         cache_key = (presented, key, kind)

@@ -21,9 +21,10 @@ def _entry(minutes, sgv=120):
 
 
 def _sent(doc: dict) -> dict:
-    """An entry as the socket sends it, less what the store adds (`_id`, times in text)."""
+    """An entry as the socket sends it, less what the store adds (`_id`, times in text, the
+    delta from the previous reading)."""
     return {k: v for k, v in doc.items() if k not in ("_id", "dateString", "sysTime",
-                                                      "utcOffset")}
+                                                      "utcOffset", "delta")}
 
 
 def _entry_msg(msg: dict) -> dict:

@@ -1,0 +1,115 @@
+"""No input gives a 5xx or stores something that breaks a later read, and rows an older
+release stored badly are read without failing. Every read an app makes is tried after each."""
+
+import json
+
+import pytest
+
+from tests.support.nightscout import SECRET_SHA1, now_ms
+
+AUTH = {"api-secret": SECRET_SHA1}
+READS = ["/api/v1/entries.json?count=all", "/api/v1/entries?count=5", "/api/v1/treatments.json",
+         "/api/v1/devicestatus.json", "/api/v1/profile.json", "/api/v1/profile/current",
+         "/api/v1/profiles.json?find[startDate][$gte]=1970-01-01", "/api/v1/food.json",
+         "/api/v1/activity.json", "/api/v2/properties", "/pebble?count=5",
+         "/api/v1/status.json", "/api/v1/entries/current.json"]
+V3_READS = ["/api/v3/{c}?limit=1000", "/api/v3/{c}/history/1"]
+
+
+def every_read_works(ns) -> None:
+    for path in READS:
+        r = ns.get(path, headers=AUTH)
+        assert r.status_code == 200, (path, r.status_code, r.text[:200])
+        if r.headers["content-type"].startswith("application/json"):
+            r.json()
+    jwt = ns.client.get(f"{ns.root}/api/v2/authorization/request/{ns.admin_token}").json()
+    h = {"Authorization": f"Bearer {jwt['token']}"}
+    for coll in ("entries", "treatments", "devicestatus", "profile", "food", "settings"):
+        for path in V3_READS:
+            r = ns.get(path.format(c=coll), headers=h)
+            assert r.status_code == 200, (path, coll, r.text[:200])
+
+
+HALF_EMOJI = '"notes":"half \\ud83d emoji"'
+BAD = {
+    "treatments": ['{"eventType":"Note",' + HALF_EMOJI + '}',
+                   '{"eventType":"Note","created_at":"10000-01-01T00:00:00Z"}',
+                   '{"eventType":"Note","created_at":-62135596800000}',
+                   '{"eventType":"Note","created_at":1e400}',
+                   '{"eventType":"Note","carbs":"many","insulin":1e999}',
+                   '{"eventType":{"nested":true}}',
+                   '{"eventType":"Note","notes":"' + "x" * 600_000 + '"}'],
+    "profile": ['{"created_at":1714564800000,"startDate":"2024-05-01T12:00:00Z","store":{}}',
+                '{"startDate":"99999-01-01","store":{"Default":{"dia":"x","basal":"y"}}}',
+                '{"store":"not an object"}', '{"store":{"D":{"timezone":"Mars/Base"}}}'],
+    "devicestatus": ['{"device":42,"created_at":"yesterday"}',
+                     '{"device":"x","openaps":{"suggested":{"predBGs":{"IOB":[1e400,null]}}}}',
+                     '{"device":"x","uploader":{"battery":"full"},"pump":{"clock":7}}'],
+    "food": ['{"name":"\\ud800","carbs":"x"}'],
+    "activity": ['{"created_at":"1960-01-01T00:00:00Z","steps":' + "9" * 30 + '}'],
+}
+
+
+@pytest.mark.parametrize("coll", sorted(BAD))
+def test_odd_uploads__never_5xx_and_every_read_still_works(ns, coll):
+    for body in BAD[coll]:
+        r = ns.post(f"/api/v1/{coll}", content=f"[{body}]",
+                    headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code < 500, (body[:80], r.status_code, r.text[:200])
+        r = ns.put(f"/api/v1/{coll}", content=body,
+                   headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code < 500, (body[:80], r.status_code, r.text[:200])
+    every_read_works(ns)
+
+
+def test_old_bad_rows__read_without_failing(ns):
+    """Rows as an older release or a broken migration could have left them."""
+    docs = ns.docs
+    db = docs.db
+    t = now_ms()
+    rows = [("entries", "sgv|1", '{"type":"sgv","sgv":"abc","date":"x"}'),
+            ("entries", "sgv|2", "not json at all"),
+            ("entries", "sgv|3", '["a list"]'),
+            ("treatments", None, '{"eventType":"Note","notes":"half \\ud83d"}'),
+            ("profile", None, '{"created_at":1714564800000,"store":{"D":{"dia":4}}}'),
+            ("devicestatus", None, '{"device":"x","created_at":12,"loop":"text"}')]
+    for i, (coll, dedup, doc) in enumerate(rows):
+        db.execute("INSERT INTO ns_docs (tenant_id, coll, oid, identifier, dedup, date_ms, "
+                   "kind, srv_created, srv_modified, valid, doc) VALUES "
+                   "(?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                   (docs.site, coll, f"{i:024x}", f"old-{i}", dedup, t - i * 1000,
+                    "sgv" if coll == "entries" else "", t + i, t + i, doc))
+    every_read_works(ns)
+    got = ns.get("/api/v1/treatments.json", headers=AUTH).json()
+    assert got[0]["notes"] == "half \ufffd"
+
+
+@pytest.mark.parametrize("query", [
+    "find[date][$gte]=" + "9" * 5000, "find[sgv][$in][]=" + "1" * 400, "count=-" + "9" * 50,
+    "find[created_at][$gte]=99999-01-01", "find[created_at][$gte]=-0001-01-01",
+    "find[$or][0][$or][0][$or][0][a]=1", "find[a.b.c]=1", "find[%00]=1", "find[]=1",
+    "find[sgv][$regex]=" + "(a+)+" * 30, "find[created_at]=%F0%9F",
+])
+def test_odd_queries__never_5xx(ns, query):
+    for path in ("/api/v1/entries.json", "/api/v1/treatments.json", "/api/v1/devicestatus.json",
+                 "/api/v1/profiles.json", "/api/v1/activity.json"):
+        r = ns.get(f"{path}?{query}", headers=AUTH)
+        assert r.status_code < 500, (path, query, r.text[:200])
+        r = ns.delete(f"{path}?{query}", headers=AUTH)
+        assert r.status_code < 500, (path, query, r.text[:200])
+
+
+def test_deep_and_big_bodies(ns):
+    deep = "[" * 50_000 + "]" * 50_000
+    r = ns.post("/api/v1/treatments", content=deep,
+                headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 400
+    many = json.dumps([{"eventType": "Note", "notes": str(i)} for i in range(20_001)])
+    r = ns.post("/api/v1/treatments", content=many,
+                headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 400 and "at most 20000" in r.json()["description"]
+    huge = b'{"notes":"' + b"x" * (9 * 1024 * 1024) + b'"}'
+    r = ns.post("/api/v1/treatments", content=huge,
+                headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413
+    every_read_works(ns)
