@@ -9,6 +9,7 @@ in order, as Loop maps ids back by position); PUT (upsert by `_id`); DELETE by i
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,9 @@ from fastapi.responses import JSONResponse, Response
 from nightlink.nightscout import documents as D
 from nightlink.nightscout import times
 from nightlink.nightscout.http import (
+    JSON_TYPE,
     NSError,
+    Served,
     as_items,
     bad_request,
     json_response,
@@ -80,11 +83,10 @@ router = APIRouter(tags=["nightscout v1"])
 
 
 def install(app: FastAPI) -> None:
-    """Serve v1 at /api/v1 and /api/v2 (v2 includes v1), at the root and under /t/{site}."""
-    for prefix in ("/api/v1", "/api/v2", "/t/{site}/api/v1", "/t/{site}/api/v2"):
-        app.include_router(router, prefix=prefix, include_in_schema=prefix == "/api/v1")
-    app.include_router(_root, include_in_schema=True)
-    app.include_router(_root, prefix="/t/{site}", include_in_schema=False)
+    """Serve v1 at /api/v1 (the app's edge middleware maps v2's copy of v1 and /t/{site}/…
+    onto these routes)."""
+    app.include_router(router, prefix="/api/v1")
+    app.include_router(_root)
 
 
 def _now() -> int:
@@ -114,38 +116,56 @@ def _not_modified(request: Request, site: Site, coll: str) -> tuple[int | None, 
     return changed, None
 
 
-def _cache_key(request: Request, site: Site, name: str) -> tuple:
+def _cache_key(request: Request, site: Site, name: str, query: Query | None = None) -> tuple:
+    """What a reply depends on besides the collection's changes: the parameters, and for a
+    query without a time the 4-day default window (which moves; ten minutes are kept)."""
     params = tuple(sorted((k, v) for k, v in request.query_params.multi_items()
                           if k not in _IGNORED_PARAMS))
-    return (site.key, name, params, _now() // 60_000)
+    timeless = query is None or not (query.hints.names_time or query.hints.names_id)
+    return (site.key, name, params, _now() // 600_000 if timeless else 0)
+
+
+Render = Callable[[Request, list[dict]], tuple[bytes, str]]
+
+
+def _json(request: Request, docs: list[dict]) -> tuple[bytes, str]:
+    return json.dumps(docs, ensure_ascii=False, separators=(",", ":")).encode(), JSON_TYPE
 
 
 async def _list(request: Request, coll: str, *, name: str, window: bool,
-                extra: Callable[[Query], None] | None = None,
-                render: Callable[[Request, list[dict], dict], Response] | None = None
+                extra: Callable[[Query], None] | None = None, render: Render = _json
                 ) -> Response:
-    """A collection read: permission, cache, query, count, window, If-Modified-Since."""
+    """A collection read: permission, cache, query, count, window, If-Modified-Since.
+
+    Replies are kept, encoded, until the collection changes (clocks and apps poll the same
+    few queries), and for a minute at most (the default window moves)."""
     site, _ = need(request, f"api:{coll}:read")
     changed, not_modified = _not_modified(request, site, coll)
     if not_modified is not None:
         return not_modified
     headers = {"Last-Modified": times.http_date(changed)} if changed else {}
     state = state_of(request)
-    key = _cache_key(request, site, name)
-    docs = state.replies.get(key, changed)
-    if docs is None:
-        query = _query(request, coll)
-        if extra is not None:
-            extra(query)
-        if window:
-            query.default_window(_now())
-        count = _count(request, coll, query)
-        rows = await run_in_threadpool(site.docs.find, coll, query, count=count)
-        docs = [r.v1() for r in rows]
-        state.replies.put(key, changed, docs)
-    if render is not None:
-        return render(request, docs, headers)
-    return json_response(docs, headers=headers)
+    query = _query(request, coll)
+    if extra is not None:
+        extra(query)
+    key = (*_cache_key(request, site, name, query), request.url.path,
+           request.headers.get("accept", ""))
+    reply = state.replies.get(key, changed)
+    if reply is None:
+        async with state.replies.computing(key):  # one computes, the others wait for it
+            reply = state.replies.get(key, changed)
+            if reply is None:
+                if window:
+                    query.default_window(_now())
+                count = _count(request, coll, query)
+                rows = await run_in_threadpool(site.docs.find, coll, query, count=count)
+                reply = render(request, [r.v1() for r in rows])
+                state.replies.put(key, changed, reply)
+    body, media = reply
+    until = (key[3] + 1) * 600_000 if key[3] else None
+    state.replies.remember(request, Served(site.key, coll, f"api:{coll}:read", False, changed,
+                                           until, body, media, tuple(headers.items())))
+    return Response(body, media_type=media, headers=headers)
 
 
 # -- writes ---------------------------------------------------------------------------------
@@ -282,23 +302,21 @@ async def _get_one(request: Request, coll: str, key: str) -> Response:
 # -- entries ----------------------------------------------------------------------------------
 
 
-def _render_entries(ext: str | None) -> Callable[[Request, list[dict], dict], Response]:
-    def render(request: Request, docs: list[dict], headers: dict) -> Response:
+def _render_entries(ext: str | None) -> Render:
+    def render(request: Request, docs: list[dict]) -> tuple[bytes, str]:
         fmt = wants(request, ext, _ENTRY_FORMATS)
         if fmt == "json":
-            return json_response(docs, headers=headers)
+            return _json(request, docs)
         sep = "," if fmt == "csv" else "\t"
         lines = [sep.join(_cell(d.get(k)) for k in ("dateString", "date", "sgv", "direction",
                                                      "device")) for d in docs]
         media = {"csv": "text/csv", "tsv": "text/tab-separated-values"}.get(fmt, "text/plain")
-        return Response("\r\n".join(lines), media_type=media, headers=headers)
+        return "\r\n".join(lines).encode(), f"{media}; charset=utf-8"
 
     return render
 
 
 def _cell(value: Any) -> str:
-    import json
-
     if value is None:
         return ""
     return json.dumps(value, ensure_ascii=False)
@@ -333,7 +351,8 @@ async def get_entries_spec(spec: str, request: Request) -> Response:
         row = await run_in_threadpool(site.docs.get, D.ENTRIES, name)
         if row is None or not row.valid:
             raise not_found(f"There is no entry {name!r}.")
-        return _render_entries(ext)(request, [row.v1()], {})
+        body, media = _render_entries(ext)(request, [row.v1()])
+        return Response(body, media_type=media)
     from nightlink.nightscout.query import Cond
 
     kind = "sgv" if name == "current" else name
@@ -357,14 +376,17 @@ async def _current(request: Request, ext: str | None) -> Response:
     if not_modified is not None:
         return not_modified
     state = state_of(request)
-    key = (site.key, "current")
-    docs = state.replies.get(key, changed)
-    if docs is None:
+    key = (site.key, "current", ext, request.headers.get("accept", ""))
+    reply = state.replies.get(key, changed)
+    if reply is None:
         rows = await run_in_threadpool(site.docs.latest, D.ENTRIES, kind="sgv")
-        docs = [r.v1() for r in rows]
-        state.replies.put(key, changed, docs)
+        reply = _render_entries(ext or "json")(request, [r.v1() for r in rows])
+        state.replies.put(key, changed, reply)
     headers = {"Last-Modified": times.http_date(changed)} if changed else {}
-    return _render_entries(ext or "json")(request, docs, headers)
+    body, media = reply
+    state.replies.remember(request, Served(site.key, D.ENTRIES, "api:entries:read", False,
+                                           changed, None, body, media, tuple(headers.items())))
+    return Response(body, media_type=media, headers=headers)
 
 
 @router.post("/entries", responses=_WRITE, openapi_extra=_BODY, summary="Upload entries.")

@@ -21,6 +21,7 @@ from nightlink.nightscout.http import (
     json_response,
     need,
     read_json,
+    site_key,
     state_of,
     unauthorized,
 )
@@ -33,9 +34,11 @@ LOOP_EVENTS = ("Temporary Override", "Temporary Override Cancel", "Remote Carbs 
                "Remote Bolus Entry")
 
 
+ROUTES = ("properties", "authorization", "notifications")  # what v2 adds to v1
+
+
 def install(app: FastAPI) -> None:
-    for prefix in ("/api/v2", "/t/{site}/api/v2"):
-        app.include_router(router, prefix=prefix, include_in_schema=prefix == "/api/v2")
+    app.include_router(router, prefix="/api/v2")
 
 
 @router.get("/properties", responses={200: {"description": "Every property", **_JSON},
@@ -67,7 +70,7 @@ async def authorization_request(token: str, request: Request) -> Response:
     """{token, sub, permissionGroups, iat, exp}: a JWT valid for 8 hours for an access token
     (or a JWT this site issued)."""
     state = state_of(request)
-    key = request.path_params.get("site")
+    key = site_key(request)
     presented = auth.normalise_presented(token)
     if auth.looks_like_jwt(presented):
         claims = auth.read_jwt(state.directory.jwt_secret, presented)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 
@@ -19,7 +20,7 @@ from nightlink.nightscout.live import Hub
 from nightlink.nightscout.site import Directory
 from nightlink.nightscout.sockets import NightscoutSockets
 
-_NS_PATH = re.compile(r"^(/t/[^/]+)?/(api/v[123]|api/versions|pebble)(/|$)")
+_NS_PATH = re.compile(r"^(/t/([^/]+))?(/(api/v[123]|api/versions|pebble)(/.*)?)$")
 _CORS_HEADERS = [
     (b"access-control-allow-origin", None),
     (b"access-control-allow-methods", b"GET,PUT,POST,DELETE,PATCH,OPTIONS"),
@@ -64,11 +65,15 @@ def mount(app: FastAPI, directory: Directory, *, hub: Hub | None = None,
 
 
 class _Edge:
-    """Plain ASGI in front of the app: socket.io, CORS for Nightscout paths, folded slashes."""
+    """Plain ASGI in front of the app: socket.io, CORS for Nightscout paths, folded slashes,
+    and two path rewrites that keep the route table small: `/t/{site}/<path>` is served by
+    the route of `<path>` with the site in the scope, and API v2's copy of v1 by the v1
+    routes."""
 
     def __init__(self, app, sockets: NightscoutSockets, cors_origin: str | None):
         self.app = app
         self.sockets = sockets
+        self.state = sockets.state
         self.origin = cors_origin.encode("latin-1") if cors_origin else None
 
     async def __call__(self, scope, receive, send):
@@ -77,10 +82,20 @@ class _Edge:
         path = scope.get("path", "")
         if "//" in path:
             path = re.sub(r"/{2,}", "/", path)
-            scope = dict(scope, path=path, raw_path=path.encode("latin-1"))
+            scope = dict(scope, path=path, raw_path=quote(path).encode("ascii"))
         if path.startswith("/socket.io"):
             return await self.sockets.asgi(scope, receive, send)
-        if scope["type"] != "http" or self.origin is None or not _NS_PATH.match(path):
+        found = _NS_PATH.match(path)
+        if found is None:
+            return await self.app(scope, receive, send)
+        if found.group(2) is not None or path.startswith("/api/v2/"):
+            scope = _rewritten(scope, found)
+        cached = None
+        if scope["type"] == "http" and scope["method"] == "GET":
+            cached = self.state.replies.answer(scope)  # a poll whose answer is unchanged
+        if scope["type"] != "http" or self.origin is None:
+            if cached is not None:
+                return await cached(scope, receive, send)
             return await self.app(scope, receive, send)
         if scope["method"] == "OPTIONS":
             await send({"type": "http.response.start", "status": 200,
@@ -93,7 +108,21 @@ class _Edge:
                 message = dict(message, headers=[*message.get("headers", []), *self._cors()])
             await send(message)
 
+        if cached is not None:
+            return await cached(scope, receive, send_cors)
         return await self.app(scope, receive, send_cors)
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
         return [(k, v if v is not None else self.origin) for k, v in _CORS_HEADERS]
+
+
+def _rewritten(scope: dict, found: re.Match) -> dict:
+    """The scope with `/t/{site}` taken off the path (kept as scope["nightscout_site"]) and
+    /api/v2/<v1 route> served by /api/v1."""
+    path = found.group(3)
+    if path.startswith("/api/v2/") and path.split("/")[3] not in api_v2.ROUTES:
+        path = "/api/v1/" + path[len("/api/v2/"):]
+    out = dict(scope, path=path, raw_path=quote(path).encode("ascii"))
+    if found.group(2) is not None:
+        out["nightscout_site"] = found.group(2)
+    return out

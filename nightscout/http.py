@@ -6,6 +6,8 @@ Nightscout's shape, bodies read safely, content negotiation and the reply cache.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -64,7 +66,24 @@ class NightscoutState:
     replies: ReplyCache = field(default_factory=lambda: ReplyCache())
     cors_origin: str | None = "*"
     _grants: OrderedDict = field(default_factory=OrderedDict)
+    _jwts: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def jwt_claims(self, token: str) -> dict | None:
+        """The claims of a JWT this site issued (verified once, then kept until it expires:
+        AndroidAPS sends the same one with every request)."""
+        now = time.time()
+        with self._lock:
+            hit = self._jwts.get(token)
+        if hit is not None and hit["exp"] > now:
+            return hit
+        claims = auth.read_jwt(self.directory.jwt_secret, token)
+        if claims is not None:
+            with self._lock:
+                self._jwts[token] = claims
+                while len(self._jwts) > 4096:
+                    self._jwts.popitem(last=False)
+        return claims
 
     def forget(self) -> None:
         """Drop cached grants (a secret, token or membership changed in this process)."""
@@ -97,12 +116,18 @@ def state_of(request: Request) -> NightscoutState:
     return request.app.state.nightscout
 
 
+def site_key(request: Request) -> str | None:
+    """The site a request's URL names (`/t/{site}/…`, folded away by the app's edge
+    middleware), None at the root URL."""
+    return request.scope.get("nightscout_site")
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
 def _jwt_grant(state: NightscoutState, token: str, key: str | None) -> auth.Grant | None:
-    claims = auth.read_jwt(state.directory.jwt_secret, token)
+    claims = state.jwt_claims(token)
     if claims is None or key is not None and claims["site"] != key:
         return None
     grant = state.cached_credential(claims["accessToken"], claims["site"], "credential")
@@ -116,7 +141,7 @@ def resolve_sync(request: Request, *, v3: bool = False) -> tuple[Site, auth.Gran
     """The site and grant of a request; NSError 401/404/429 when there is none."""
     state = state_of(request)
     directory = state.directory
-    key = request.path_params.get("site")
+    key = site_key(request)
     address = client_address(request)
     wait = state.failures.blocked(address)
     if wait:
@@ -241,13 +266,85 @@ def split_ext(name: str, allowed: tuple[str, ...] = ("json",)) -> tuple[str, str
     return name, None
 
 
+@dataclass(frozen=True)
+class Served:
+    """A reply as sent for a URL, and what it is valid for: the site and permission it
+    needs, the collection whose newest change it reflects, and until when at most."""
+
+    site: str
+    coll: str
+    permission: str
+    v3: bool
+    stamp: int | None
+    until_ms: int | None
+    body: bytes
+    media: str
+    headers: tuple[tuple[str, str], ...]
+
+
+def _url_key(scope: dict) -> tuple:
+    accept = next((v for k, v in scope.get("headers", ()) if k == b"accept"), b"")
+    return (scope.get("nightscout_site"), scope["path"], scope.get("query_string", b""),
+            accept)
+
+
 class ReplyCache:
-    """Replies to polled queries, kept until the site's collection changes."""
+    """Replies to polled queries, kept until the site's collection changes.
+
+    `get`/`put` keep replies by what they depend on, for the routes; `remember`/`answer`
+    keep the last reply per URL, so that the app's edge middleware answers a poll without
+    routing it (after checking the credential and that nothing changed)."""
 
     def __init__(self, size: int = 1024):
         self._data: OrderedDict = OrderedDict()
+        self._urls: OrderedDict = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._computing: dict[tuple, asyncio.Lock] = {}
+
+    def remember(self, request: Request, served: Served) -> None:
+        key = _url_key(request.scope)
+        with self._lock:
+            self._urls[key] = served
+            while len(self._urls) > self._size:
+                self._urls.popitem(last=False)
+
+    def answer(self, scope: dict) -> Response | None:
+        """The remembered reply to this request if it is still what the route would send."""
+        with self._lock:
+            hit = self._urls.get(_url_key(scope))
+        if hit is None:
+            return None
+        request = Request(scope)
+        try:
+            site, _ = need(request, hit.permission, v3=hit.v3)
+        except NSError:
+            return None  # the route answers refusals
+        if site.key != hit.site or hit.until_ms is not None and time.time() * 1000 >= \
+                hit.until_ms or site.docs.last_modified(hit.coll) != hit.stamp:
+            return None
+        headers = dict(hit.headers)
+        last = headers.get("Last-Modified")
+        ims = request.headers.get("if-modified-since")
+        if last and ims and not hit.v3 and hit.stamp is not None:
+            from nightlink.nightscout import times
+
+            since = times.parse_http_date(ims)
+            if since is not None and hit.stamp // 1000 * 1000 <= since:
+                return Response(status_code=304)
+        return Response(hit.body, media_type=hit.media, headers=headers)
+
+    @contextlib.asynccontextmanager
+    async def computing(self, key: tuple):
+        """Hold while computing a missing reply, so that a hundred clients asking at once
+        after a change run the query once (within this event loop)."""
+        lock = self._computing.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._computing.get(key) is lock:
+                del self._computing[key]
 
     def get(self, key: tuple, stamp: int | None) -> Any:
         with self._lock:

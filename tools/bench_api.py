@@ -1,9 +1,12 @@
 """`nightlink bench api`: Nightscout read latency under 100 concurrent clients, over real HTTP.
 
-A fresh SQLite file gets one tenant with `days` of 5-minute CGM entries (90 days: 25,920);
-`nightlink cloud serve --api-only` serves it on a free loopback port in its own process; then
-`clients` asyncio clients (one keep-alive connection each) share a bounded number
-of requests per endpoint, within a time limit, and the latency percentiles are reported.
+A fresh SQLite file gets one tenant with `days` of 5-minute CGM entries (90 days: 25,920)
+and a treatment every two hours; `nightlink cloud serve --api-only` serves it on a free
+loopback port in its own process; then `clients` asyncio clients (one keep-alive connection
+each) share a bounded number of requests per endpoint, within a time limit, and the latency
+percentiles are reported. Endpoints: what clocks poll (`current`), a day of readings
+(`entries288`), a `find` range query (the last 6 hours by date), and API v3 `history` as
+AndroidAPS pages it (entries changed in the last day, 288 at a time, with a JWT).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ TENANT = "bench"
 ENDPOINTS = {
     "current": "/t/{tenant}/api/v1/entries/current.json",
     "entries288": "/t/{tenant}/api/v1/entries.json?count=288",
+    "find": "/t/{tenant}/api/v1/entries.json?find[date][$gte]={six_hours_ago}"
+            "&find[date][$lte]={now}&count=100",
+    "v3_history": "/t/{tenant}/api/v3/entries/history/{day_ago}?limit=288",
 }
 
 
@@ -33,17 +39,20 @@ class BenchError(RuntimeError):
     """The bench could not run (server did not start, or an endpoint does not answer 200)."""
 
 
-def _seed(url: str, days: int) -> int:
+def _seed(url: str, days: int) -> tuple[int, str]:
+    """(entries stored, an admin access token) for a fresh bench tenant."""
     from nightlink.cloud.repo import Store
+    from nightlink.nightscout.site import Subjects
     from nightlink.shared import units
 
     store = Store.open(url)
     try:
         store.create_tenant(TENANT, "Bench")
-        store.add_api_secret(TENANT, hashlib.sha1(SECRET.encode()).hexdigest())
+        store.set_api_secret(TENANT, SECRET)
+        _, token = Subjects(store.db, TENANT).create("bench", ["admin"])
         n = days * 288
         end = (int(time.time()) // 300) * 300 * 1000
-        docs = []
+        docs, treatments = [], []
         for i in range(n):
             date = end - (n - 1 - i) * 300_000
             sgv = 140 + int(60 * ((i % 288) / 144 - 1) ** 2) - 30 * (i % 7 == 0)
@@ -51,10 +60,14 @@ def _seed(url: str, days: int) -> int:
                          "dateString": time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
                                                      time.gmtime(date / 1000)),
                          "sgv": sgv, "direction": units.DIRECTIONS[4], "device": "bench"})
+            if i % 24 == 0:
+                treatments.append({"eventType": "Correction Bolus", "insulin": 1.5,
+                                   "created_at": date, "enteredBy": "bench"})
         data = store.tenant(TENANT)
         for k in range(0, n, 2000):
             data.add_entries(docs[k:k + 2000])
-        return n
+        data.add_documents("treatments", treatments)
+        return n, token
     finally:
         store.close()
 
@@ -91,16 +104,15 @@ def _percentile(sorted_ms: list[float], p: float) -> float:
     return round(sorted_ms[k], 2)
 
 
-async def _hammer(base: str, path: str, clients: int, total: int, time_limit_s: float
-                  ) -> tuple[list[float], dict[int, int]]:
+async def _hammer(base: str, path: str, clients: int, total: int, time_limit_s: float,
+                  auth: str) -> tuple[list[float], dict[int, int]]:
     """Latencies (ms) of up to `total` GETs of path shared by `clients` concurrent clients.
 
     Each client is one keep-alive HTTP/1.1 connection written with asyncio streams: a load
     generator this lean leaves the CPU to the server, as wrk would.
     """
     host, port = base.removeprefix("http://").split(":")
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-               f"api-secret: {hashlib.sha1(SECRET.encode()).hexdigest()}\r\n\r\n").encode()
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n\r\n".encode()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     budget = [total]
@@ -144,7 +156,7 @@ async def _hammer(base: str, path: str, clients: int, total: int, time_limit_s: 
 def bench_api(clients: int = 100, days: int = 90, requests_per_endpoint: int = 10000,
               time_limit_s: float = 120.0, endpoints: dict[str, str] | None = None,
               workers: int = 1) -> dict:
-    """p50/p95/p99 latency of the Nightscout current and 288-entry reads, in ms."""
+    """p50/p95/p99 latency of each endpoint, in ms."""
     import httpx
 
     from nightlink.tools.services import free_port
@@ -153,21 +165,27 @@ def bench_api(clients: int = 100, days: int = 90, requests_per_endpoint: int = 1
     out: dict = {"clients": clients, "workers": workers}
     with tempfile.TemporaryDirectory(prefix="nl-bench-api-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'cloud.db'}"
-        out["entries"] = _seed(url, days)
+        out["entries"], token = _seed(url, days)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         proc = _serve(url, port, workers)
         try:
             _wait_ready(base, proc)
-            headers = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
+            secret = f"api-secret: {hashlib.sha1(SECRET.encode()).hexdigest()}"
+            jwt = httpx.get(f"{base}/api/v2/authorization/request/{token}",
+                            timeout=30).json()["token"]
+            now = int(time.time() * 1000)
             for name, template in endpoints.items():
-                path = template.format(tenant=TENANT)
-                probe = httpx.get(base + path, headers=headers, timeout=30)
+                path = template.format(tenant=TENANT, now=now, six_hours_ago=now - 6 * 3600_000,
+                                       day_ago=now - 24 * 3600_000)
+                auth = f"Authorization: Bearer {jwt}" if "/api/v3/" in path else secret
+                key, value = auth.split(": ", 1)
+                probe = httpx.get(base + path, headers={key: value}, timeout=30)
                 if probe.status_code != 200:
                     raise BenchError(f"GET {path} answered {probe.status_code}, not 200: "
                                      f"{probe.text[:200]}")
                 lat, statuses = asyncio.run(_hammer(base, path, clients, requests_per_endpoint,
-                                                    time_limit_s))
+                                                    time_limit_s, auth))
                 bad = {s: n for s, n in statuses.items() if s != 200}
                 if bad:
                     raise BenchError(f"GET {path}: {sum(bad.values())} of {len(lat)} requests "

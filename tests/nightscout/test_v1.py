@@ -408,3 +408,22 @@ def test_paths__double_slash_and_v2_copy_of_v1(ns):
     assert ns.client.get(f"{ns.site_url}//api/v1/status.json", headers=AUTH).status_code == 200
     assert ns.get("/api/v2/entries.json", headers=AUTH).status_code == 200
     assert ns.get("/api/versions").json()[2] == {"version": "3.0.3-alpha", "url": "/api/v3"}
+
+
+def test_polled_replies__kept_only_while_nothing_changed_and_the_credential_holds(ns):
+    """Clocks poll the same URL every minute; the answer is kept until the collection
+    changes (also by another process writing straight to the database), and the credential
+    is checked on every poll."""
+    t = now_ms() - MIN
+    ns.post("/api/v1/entries", json={"type": "sgv", "date": t, "sgv": 100}, headers=AUTH)
+    url = f"/api/v1/entries/current.json?token={ns.read_token}"
+    assert ns.get(url).json()[0]["sgv"] == 100
+    assert ns.get(url).json()[0]["sgv"] == 100  # from the kept reply
+    from nightlink.nightscout.documents import normalize
+
+    ns.docs.put([normalize("entries", {"type": "sgv", "date": t + 1000, "sgv": 150}, now_ms())])
+    assert ns.get(url).json()[0]["sgv"] == 150
+    [subject] = [s for s in ns.subjects.list() if s.name == "clock"]
+    ns.subjects.revoke(subject.id)
+    ns.app.state.nightscout.forget()
+    assert ns.get(url).status_code == 401
