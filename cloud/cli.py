@@ -131,6 +131,32 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
     click.echo(f"Tenant {tenant} created. Nightscout API secret (shown once): {secret}")
 
 
+@cloud.command()
+@click.argument("tenant")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["readable", "careportal", "devicestatus-upload",
+                                           "admin"]), default="readable", show_default=True,
+              help="readable for clocks and followers; careportal to add treatments; admin "
+                   "for AndroidAPS (its NSClient v3 needs every permission).")
+@click.option("--database-url", default=None)
+def token(tenant: str, name: str, role: str, database_url: str | None) -> None:
+    """Make an access token for an app on a tenant's Nightscout; print it once."""
+    from nightlink.cloud.repo import NotFoundError
+    from nightlink.nightscout.site import Subjects
+
+    store = _store(_settings(database_url=database_url))
+    try:
+        store.get_tenant(tenant)
+        _, value = Subjects(store.db, tenant).create(name, [role])
+        store.audit("key.create", tenant_id=tenant, kind="token", label=name, role=role,
+                    via="cli")
+    except (NotFoundError, ValueError) as exc:
+        raise NightlinkError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"Access token for {name} ({role}) on {tenant}, shown once: {value}")
+
+
 @cloud.command("broker-files")
 @click.option("--acl", "acl_path", type=click.Path(dir_okay=False), required=True,
               help="Mosquitto acl_file to write.")

@@ -6,8 +6,6 @@ build one themselves, so a tenant check cannot be forgotten on a route.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -142,53 +140,3 @@ def writer_access(access: MemberAccess) -> TenantAccess:
 
 
 WriterAccess = Annotated[TenantAccess, Depends(writer_access)]
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-async def nightscout_access(tenant: str, request: Request, store: StoreDep,
-                            settings: SettingsDep, creds: BearerDep) -> TenantAccess:
-    """Nightscout-style access to a tenant: `api-secret` header (SHA1 of the tenant's upload
-    secret, read and write), `?token=` (a read token), a member's Bearer token, or nothing
-    when the tenant allows public reading.
-
-    async on purpose: clocks and apps poll these routes, and the few indexed lookups cost
-    less on the event loop than a hop to the thread pool (measured: p95 under 100 concurrent
-    clients fell from about 200 to 40 ms on SQLite)."""
-    info = _tenant_or_404(store, tenant)
-    presented = request.headers.get("api-secret")
-    if presented:
-        found = store.api_secret(presented.strip().lower())
-        if found and found["tenant_id"] == tenant and found["kind"] == "api-secret":
-            return TenantAccess(tenant, store.tenant(tenant), "uploader")
-        raise unauthorized("The api-secret is not valid for this site.")
-    token = request.query_params.get("token")
-    if token:
-        found = store.api_secret(token) or store.api_secret(_sha1(token))
-        if found and found["tenant_id"] == tenant:
-            role = "uploader" if found["kind"] == "api-secret" else "reader"
-            return TenantAccess(tenant, store.tenant(tenant), role)
-        raise unauthorized("The token is not valid for this site.")
-    if creds is not None:
-        return member_access(tenant, store, optional_user(store, settings, creds))
-    if info["public_read"] and request.method in ("GET", "HEAD"):
-        return TenantAccess(tenant, store.tenant(tenant), "public")
-    raise unauthorized("This site needs an api-secret header or a token.")
-
-
-NightscoutAccess = Annotated[TenantAccess, Depends(nightscout_access)]
-
-
-async def nightscout_writer(access: NightscoutAccess) -> TenantAccess:
-    if not access.can_write:
-        raise HTTPException(401, "Writing needs the api-secret of this site.")
-    return access
-
-
-NightscoutWriter = Annotated[TenantAccess, Depends(nightscout_writer)]
-
-
-def constant_time_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())

@@ -8,7 +8,6 @@ code that holds one tenant's handle cannot read or write another's data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -19,6 +18,7 @@ from nightlink.cloud.db import Database, IntegrityError, connect
 from nightlink.cloud.schema import migrate
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
+from nightlink.nightscout.auth import kept_hash
 from nightlink.nightscout.query import Cond, Instant
 from nightlink.nightscout.store import DocumentStore
 from nightlink.shared import codec
@@ -37,7 +37,7 @@ class ConflictError(ValueError):
 
 def secret_hash(value: str) -> str:
     """How secrets and tokens are kept: SHA-256 of what the client sends, never the value."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return kept_hash(value)
 
 
 def _json(doc) -> str:

@@ -9,7 +9,6 @@ log. Secrets (api-secret, read tokens, device passwords) are shown once and stor
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import secrets
@@ -36,6 +35,7 @@ from nightlink.cloud.deps import (
     writer_access,
 )
 from nightlink.cloud.repo import NotFoundError, Store, TenantStore, unpack_row
+from nightlink.nightscout.auth import sha1_hex
 from nightlink.nightscout.site import Subjects
 from nightlink.shared import epoch as E
 from nightlink.shared import features as F
@@ -189,8 +189,6 @@ def _device(row: dict, tenant_id: str) -> dict:
             "topic_prefix": topics.device_prefix(tenant_id, row["id"])}
 
 
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 def owner_access(tenant: str, store: StoreDep, user: CurrentUser) -> TenantAccess:
@@ -363,7 +361,7 @@ def new_api_secret(access: WriterAccess, store: StoreDep):
         store.set_api_secret(access.tenant_id, secret)
         store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
                     kind="api-secret")
-    return ApiSecretPublic(secret=secret, sha1=_sha1(secret))
+    return ApiSecretPublic(secret=secret, sha1=sha1_hex(secret))
 
 
 @router.post("/tenants/{tenant}/read-tokens", status_code=201, response_model=ReadTokenPublic)

@@ -195,3 +195,22 @@ def replay(night_dir: Path, db: Path | None, realtime: bool, speed: float, audio
         click.echo(f"  {name}: {n} bad rows skipped")
     for p in result.problems:
         click.echo(f"  note: {p}")
+
+
+@edge.command()
+@click.argument("name")
+@click.option("--role", type=click.Choice(["readable", "careportal", "devicestatus-upload",
+                                           "admin"]), default="readable", show_default=True,
+              help="readable for clocks and followers; careportal to add treatments; admin "
+                   "for AndroidAPS (its NSClient v3 needs every permission).")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def token(name: str, role: str, db: Path | None) -> None:
+    """Make an access token for an app on the local Nightscout; print it once."""
+    store = open_store(db or default_db())
+    try:
+        _, value = store.subjects.create(name, [role])
+    except ValueError as exc:
+        raise NightlinkError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"Access token for {name} ({role}), shown once: {value}")
