@@ -125,10 +125,6 @@ class Outcome:
     row: Row
     previous_identifier: str | None = None  # API v3: the identifier a deduplication replaced
 
-    @property
-    def stored_new(self) -> bool:
-        return self.action == "created"
-
 
 Notify = Callable[[str, str, str, list[Row]], None]  # (site, coll, action, rows)
 
@@ -244,6 +240,9 @@ class DocumentStore:
         taken = n.oid is None or self._one(n.coll, "oid = ?", [n.oid]) is not None
         oid = D.new_oid(stamp) if taken else n.oid
         identifier = n.identifier or oid
+        if n.coll == D.ENTRIES and n.identifier and self._one(
+                n.coll, "identifier = ?", [n.identifier]) is not None:
+            identifier = oid  # entries are matched on (type, date); another one has this id
         doc = dict(n.doc)
         if subject is not None:
             doc["subject"] = subject

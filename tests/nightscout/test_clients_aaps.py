@@ -23,6 +23,8 @@ import httpx
 from tests.support.nightscout import MIN, SECRET_SHA1, now_ms
 from tests.support.sockets import Recorder, namespace
 
+ON_POSTGRES = True  # these flows also run against the cloud on PostgreSQL
+
 COLLECTIONS = ["devicestatus", "entries", "food", "profile", "settings", "treatments"]
 
 

@@ -24,6 +24,8 @@ import uuid
 
 from tests.support.nightscout import MIN, SECRET_SHA1, iso, iso_s, now_ms
 
+ON_POSTGRES = True  # these flows also run against the cloud on PostgreSQL
+
 LOOP = {"api-secret": SECRET_SHA1, "Content-Type": "application/json",
         "Accept": "application/json"}
 TRIO = {"api-secret": SECRET_SHA1, "Content-Type": "application/json"}

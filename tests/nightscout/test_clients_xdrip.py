@@ -21,6 +21,8 @@ import uuid
 
 from tests.support.nightscout import MIN, SECRET_SHA1, now_ms
 
+ON_POSTGRES = True  # these flows also run against the cloud on PostgreSQL
+
 UA = {"User-Agent": "xDrip+ 2026.08.08"}
 AUTH = {"api-secret": SECRET_SHA1, "Content-Type": "application/json; charset=utf-8"}
 

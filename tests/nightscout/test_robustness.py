@@ -7,6 +7,8 @@ import pytest
 
 from tests.support.nightscout import SECRET_SHA1, now_ms
 
+ON_POSTGRES = True  # these flows also run against the cloud on PostgreSQL
+
 AUTH = {"api-secret": SECRET_SHA1}
 READS = ["/api/v1/entries.json?count=all", "/api/v1/entries?count=5", "/api/v1/treatments.json",
          "/api/v1/devicestatus.json", "/api/v1/profile.json", "/api/v1/profile/current",
@@ -113,3 +115,11 @@ def test_deep_and_big_bodies(ns):
                 headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 413
     every_read_works(ns)
+
+
+def test_an_identifier_reused_for_another_entry_is_not_a_conflict(ns):
+    t = now_ms() - 10 * 60_000
+    r = ns.post("/api/v1/entries", headers=AUTH, json=[
+        {"type": "sgv", "sgv": 100, "date": t, "identifier": "same"},
+        {"type": "sgv", "sgv": 110, "date": t + 300_000, "identifier": "same"}])
+    assert r.status_code == 200 and ns.count("entries") == 2
