@@ -196,21 +196,23 @@ class NightscoutSockets:
                             namespace=namespace)
         return {"result": "success"}
 
-    async def _authorized(self, namespace: str, sid: str, coll: str, op: str):
-        session = await self.sio.get_session(sid, namespace=namespace)
-        if session.get("site") is None:
-            return None, {"result": "Not authorized"}
-        if coll not in D.V1_COLLECTIONS:
-            return None, {"result": "Wrong collection"}
-        if not session["grant"].allows(f"api:{coll}:{op}"):
-            return None, {"result": "Not permitted"}
-        site = await asyncio.to_thread(self.state.directory.site, session["site"])
-        return site, None
-
-    async def _on_dbAdd(self, namespace: str, sid: str, data: Any = None):
+    async def _db_call(self, namespace: str, sid: str, data: Any, op: str):
+        """(site, collection, message, None) for a dbAdd/dbUpdate/dbRemove the socket may make,
+        else (None, None, None, the refusal Nightscout answers)."""
         data = data if isinstance(data, dict) else {}
         coll = str(data.get("collection", ""))
-        site, refused = await self._authorized(namespace, sid, coll, "create")
+        session = await self.sio.get_session(sid, namespace=namespace)
+        if session.get("site") is None:
+            return None, None, None, {"result": "Not authorized"}
+        if coll not in D.V1_COLLECTIONS:
+            return None, None, None, {"result": "Wrong collection"}
+        if not session["grant"].allows(f"api:{coll}:{op}"):
+            return None, None, None, {"result": "Not permitted"}
+        site = await asyncio.to_thread(self.state.directory.site, session["site"])
+        return site, coll, data, None
+
+    async def _on_dbAdd(self, namespace: str, sid: str, data: Any = None):
+        site, coll, data, refused = await self._db_call(namespace, sid, data, "create")
         if refused is not None:
             return refused
         items = data.get("data")
@@ -231,9 +233,7 @@ class NightscoutSockets:
         return await asyncio.to_thread(work)
 
     async def _on_dbUpdate(self, namespace: str, sid: str, data: Any = None, unset=False):
-        data = data if isinstance(data, dict) else {}
-        coll = str(data.get("collection", ""))
-        site, refused = await self._authorized(namespace, sid, coll, "update")
+        site, coll, data, refused = await self._db_call(namespace, sid, data, "update")
         if refused is not None:
             return refused
         key = data.get("_id")
@@ -264,9 +264,7 @@ class NightscoutSockets:
         return await self._on_dbUpdate(namespace, sid, data, unset=True)
 
     async def _on_dbRemove(self, namespace: str, sid: str, data: Any = None):
-        data = data if isinstance(data, dict) else {}
-        coll = str(data.get("collection", ""))
-        site, refused = await self._authorized(namespace, sid, coll, "delete")
+        site, coll, data, refused = await self._db_call(namespace, sid, data, "delete")
         if refused is not None:
             return refused
         key = data.get("_id")

@@ -112,14 +112,9 @@ def cloud_site(tmp_path: Path, database_url: str | None = None) -> Iterator[Site
                 for d in store.dead_letters(limit=1000) if d["tenant_id"] == "fam-1"]
 
     with serve(app) as root:
-        site = Site("cloud", root, f"{root}/t/fam-1", store.tenant("fam-1").docs,
-                    Subjects(store.db, "fam-1"), app, dead_letters,
-                    other_sha1=hashlib.sha1(OTHER_SECRET.encode()).hexdigest())
-        _tokens(site)
-        try:
-            yield site
-        finally:
-            site.client.close()
+        yield from _running(Site("cloud", root, f"{root}/t/fam-1", store.tenant("fam-1").docs,
+                                 Subjects(store.db, "fam-1"), app, dead_letters,
+                                 other_sha1=hashlib.sha1(OTHER_SECRET.encode()).hexdigest()))
     store.close()
 
 
@@ -136,16 +131,17 @@ def edge_site(tmp_path: Path) -> Iterator[Site]:
                 for d in store.dead_letters()]
 
     with serve(app) as root:
-        site = Site("edge", root, root, store.docs, store.subjects, app, dead_letters)
-        _tokens(site)
-        try:
-            yield site
-        finally:
-            site.client.close()
+        yield from _running(Site("edge", root, root, store.docs, store.subjects, app,
+                                 dead_letters))
     store.close()
 
 
-def _tokens(site: Site) -> None:
+def _running(site: Site) -> Iterator[Site]:
+    """The site with its access tokens made, its HTTP client closed after."""
     site.read_token = site.token("clock", ["readable"])
     site.admin_token = site.token("aaps", ["admin"])
     site.careportal_token = site.token("nightguard", ["readable", "careportal"])
+    try:
+        yield site
+    finally:
+        site.client.close()
