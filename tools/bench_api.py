@@ -75,10 +75,13 @@ def _seed(url: str, days: int) -> tuple[int, str]:
 def _serve(url: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "NIGHTLINK_ENV": "production", "NIGHTLINK_JWT_SECRET": "b" * 48,
            "NIGHTLINK_DATABASE_URL": url}
-    return subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "serve", "--api-only",
+    log = tempfile.TemporaryFile("w+")  # a pipe nobody reads could fill and stall the server
+    proc = subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "serve", "--api-only",
                              "--host", "127.0.0.1", "--port", str(port), "--workers",
-                             str(workers)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=log,
+                            text=True)
+    proc.log = log
+    return proc
 
 
 def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -87,7 +90,8 @@ def _wait_ready(base: str, proc: subprocess.Popen, timeout: float = 30.0) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"the API server exited: {proc.stderr.read()[-2000:]}")
+            proc.log.seek(0)
+            raise BenchError(f"the API server exited: {proc.log.read()[-2000:]}")
         try:
             if httpx.get(base + "/readyz", timeout=2).status_code == 200:
                 return

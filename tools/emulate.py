@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -32,8 +33,9 @@ def host_env() -> dict:
 
 def run(args: list[str], timeout: float | None = None, echo=None) -> dict:
     """Run the emulator; stream its JSON lines to echo; return its final `end` line."""
+    errors = tempfile.TemporaryFile("w+")  # read at the end; a pipe could fill and stall it
     proc = subprocess.Popen([sys.executable, str(RUNNER), *args], env=host_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=errors, text=True)
     end = None
     try:
         for line in proc.stdout:
@@ -48,8 +50,10 @@ def run(args: list[str], timeout: float | None = None, echo=None) -> dict:
         proc.terminate()
         proc.wait()
         raise
+    errors.seek(0)
+    err = errors.read().strip().splitlines()
+    errors.close()
     if proc.returncode != 0 or end is None:
-        err = proc.stderr.read().strip().splitlines()
         raise NightlinkError(f"the clock emulator failed: {err[-1] if err else proc.returncode}")
     return end
 

@@ -10,12 +10,27 @@ import tempfile
 import time
 from pathlib import Path
 
+_PORT_BASE = 20_000  # below Linux's ephemeral range (32768+), so no outgoing socket takes one
+_PORTS_PER_WORKER = 1_000
+_next_port = [0]
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on, from a block only this test worker
+    uses (pytest-xdist's PYTEST_XDIST_WORKER gwN takes the Nth block): a server started on
+    it next cannot lose it to another worker picking the same free port at the same time."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    block = int(worker) % 12 if worker.isdigit() else 0
+    for _ in range(_PORTS_PER_WORKER):
+        port = _PORT_BASE + block * _PORTS_PER_WORKER + _next_port[0] % _PORTS_PER_WORKER
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in this worker's block from {_PORT_BASE}")
 
 
 def mosquitto_binary() -> str | None:
@@ -31,6 +46,7 @@ class Broker:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.conf = Path(workdir) / "mosquitto.conf"
+        self.log = Path(workdir) / "mosquitto.log"  # never a pipe: a full one would stall it
         self.conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous {str(anonymous).lower()}\n"
             "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n" + extra
@@ -41,17 +57,25 @@ class Broker:
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed: run `make test`, which installs it.")
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([binary, "-c", str(self.conf)],
+                                         stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()}")
+                raise RuntimeError(f"mosquitto exited: {self.log_text()[-2000:]}")
             with socket.socket() as s:
                 if s.connect_ex((self.host, self.port)) == 0:
                     return self
             time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within 10 s")
+
+    def log_text(self) -> str:
+        """What the broker logged (its stderr), for failure messages."""
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

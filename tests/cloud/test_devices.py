@@ -379,7 +379,8 @@ def test_broker_conf__tls_with_minted_credentials(people, tmp_path):
     as_root = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(text + as_root)
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE)
+    with open(tmp_path / "mosquitto.log", "ab") as log:  # never a pipe nobody reads
+        proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=log)
     try:
         time.sleep(0.5)
         ok = threading.Event()

@@ -184,7 +184,8 @@ def test_sync__edge_process_killed_mid_batch(rig, tmp_path, record_property):
     kills = 0
     data = rig.cloud.tenant(TENANT)
     for _ in range(3):
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        with open(tmp_path / "sync.log", "ab") as log:  # never a pipe nobody reads
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 20
         start_rows = data.count_rows()
         while data.count_rows() <= start_rows and time.monotonic() < deadline:
