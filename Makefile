@@ -24,18 +24,27 @@ setup: $(STAMPS)/main
 setup-dev: $(STAMPS)/dev
 node: node_modules/.package-lock.json
 
+# pip's output goes to $(VENV)/pip.log and is shown only when an install fails.
+PIP_LOG := $(VENV)/pip.log
+define pip_install
+	@echo "Installing $(1) (log: $(PIP_LOG))"
+	@$(PY) -m pip install --disable-pip-version-check $(1) >$(PIP_LOG) 2>&1 || \
+		{ cat $(PIP_LOG); echo "pip install $(1) failed; the log is above and in $(PIP_LOG)."; exit 1; }
+endef
+
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Nightlink needs Python 3.11 or newer as $(PYTHON); set PYTHON=python3.x."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(call pip_install,--upgrade pip)
 
+# The demo runs every tier: the demo extra. The tests also train models: dev and train.
 $(STAMPS)/main: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --editable .
+	$(call pip_install,--editable '.[demo]')
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/dev: pyproject.toml $(STAMPS)/main
-	$(PY) -m pip install --quiet --editable '.[dev,train]'
+	$(call pip_install,--editable '.[dev,train]')
 	@mkdir -p $(STAMPS) && touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json

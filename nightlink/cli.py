@@ -1,5 +1,6 @@
 """The `nightlink` command: one entry point, each tier adds its verbs here."""
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -9,9 +10,47 @@ import click
 from nightlink import __version__
 from nightlink.errors import NightlinkError
 
+# Each tier's commands, imported only when used (so `nightlink cloud serve` loads no
+# simulator and `nightlink --help` loads nothing): name -> (module:attribute, one-line help).
+_LAZY = {
+    "bench": ("nightlink.tools.bench:bench", "Measure NAME and print its figures."),
+    "cloud": ("nightlink.cloud.cli:cloud", "The cloud service: API, ingest, tenants, tokens."),
+    "device": ("nightlink.tools.device_cli:device",
+               "The desk clock: build, provision, flash, deploy, emulate."),
+    "edge": ("nightlink.edge.cli:edge", "The bedside edge node: capture, features, local store."),
+    "eval": ("nightlink.tools.train.cli:evaluate", "Score the committed models."),
+    "simulate": ("nightlink.tools.simulate.cli:simulate", "Synthetic nights with ground truth."),
+    "train": ("nightlink.tools.train.cli:train", "Train the classifiers (needs the train extra)."),
+}
+
 
 class _Group(click.Group):
-    """A click group that turns Nightlink and OS errors into one sentence and exit code 2."""
+    """A click group that loads tier commands lazily and turns Nightlink and OS errors into
+    one sentence and exit code 2."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx, name):
+        if name not in _LAZY:
+            return super().get_command(ctx, name)
+        target, _ = _LAZY[name]
+        module, attribute = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as exc:
+            extra = {"cloud": "cloud", "edge": "edge", "device": "device-tools",
+                     "simulate": "sim", "train": "train", "eval": "train"}.get(name, "dev")
+            raise click.ClickException(
+                f"`nightlink {name}` needs the {extra} extra ({exc.name} is missing): "
+                f"pip install 'nightlink[{extra}]'.") from None
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, _LAZY[name][1]) if name in _LAZY else
+                (name, (super(_Group, self).get_command(ctx, name).get_short_help_str(60)))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx):
         try:
@@ -36,23 +75,6 @@ def main(verbose: bool) -> None:
     )
 
 
-def _register() -> None:
-    from nightlink.cloud.cli import cloud
-    from nightlink.edge.cli import edge
-    from nightlink.tools.bench import bench
-    from nightlink.tools.device_cli import device
-    from nightlink.tools.simulate.cli import simulate
-    from nightlink.tools.train.cli import evaluate, train
-
-    main.add_command(simulate)
-    main.add_command(bench)
-    main.add_command(edge)
-    main.add_command(cloud)
-    main.add_command(train)
-    main.add_command(evaluate)
-    main.add_command(device)
-
-
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
               show_default=True, help="Folder for the simulated night and its outputs.")
@@ -70,5 +92,3 @@ def demo(out: Path, seed: int, patient: str, hours: float, keep_audio_file: bool
     run_demo(out, seed=seed, patient=patient, hours=hours, keep_audio_file=keep_audio_file,
              echo=click.echo)
 
-
-_register()
