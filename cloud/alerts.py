@@ -41,7 +41,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from nightlink.cloud.db import DatabaseError
 from nightlink.shared import units
 from nightlink.shared.alerts import (  # noqa: F401 - the rules, re-exported
     MINUTE_MS,
@@ -59,6 +58,7 @@ from nightlink.shared.alerts import (  # noqa: F401 - the rules, re-exported
     urgent_low,
     valid,
 )
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from nightlink import __version__
 from nightlink.cloud import metrics
 from nightlink.cloud.auth import AuthError
 from nightlink.cloud.config import Settings
-from nightlink.cloud.repo import ConflictError, NotFoundError, Store
+from nightlink.cloud.store import ConflictError, NotFoundError, Store
 
 _LOGGER = logging.getLogger("nightlink.cloud.access")
 

@@ -12,7 +12,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 
 _HASHER = PasswordHasher()
 ALGORITHM = "HS256"
@@ -39,7 +39,7 @@ _DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
 
 
 def check_login(store: Store, email: str, password: str) -> dict:
-    from nightlink.cloud.repo import NotFoundError
+    from nightlink.cloud.store import NotFoundError
 
     try:
         user = store.user_by_email(email)
@@ -80,7 +80,7 @@ def decode(token: str, secret: str, typ: str) -> dict:
 
 def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_days: int) -> dict:
     """New tokens for a refresh token, which is spent (rotation: reuse is refused)."""
-    from nightlink.cloud.repo import NotFoundError
+    from nightlink.cloud.store import NotFoundError
 
     claims = decode(token, secret, "refresh")
     user_id = store.use_refresh_token(claims.get("jti", ""))

@@ -15,7 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 from nightlink.shared import topics
 
 # What mosquitto_passwd 2.0 writes: 101 iterations, a 12-byte salt, a 64-byte SHA-512 hash.

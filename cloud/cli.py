@@ -17,8 +17,8 @@ def _settings(**overrides):
 
 
 def _store(settings):
-    from nightlink.cloud.db import DatabaseError
-    from nightlink.cloud.repo import Store
+    from nightlink.cloud.store import Store
+    from nightlink.sql import DatabaseError
 
     try:
         return Store.open(settings.database_url)
@@ -114,7 +114,7 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
     """Create a tenant (one patient's space) and print its new upload secret once."""
     import secrets
 
-    from nightlink.cloud.repo import ConflictError
+    from nightlink.cloud.store import ConflictError
     from nightlink.shared.topics import TopicError
 
     store = _store(_settings(database_url=database_url))
@@ -141,7 +141,7 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
 @click.option("--database-url", default=None)
 def token(tenant: str, name: str, role: str, database_url: str | None) -> None:
     """Make an access token for an app on a tenant's Nightscout; print it once."""
-    from nightlink.cloud.repo import NotFoundError
+    from nightlink.cloud.store import NotFoundError
     from nightlink.nightscout.site import Subjects
 
     store = _store(_settings(database_url=database_url))

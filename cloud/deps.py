@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from nightlink.cloud import auth
 from nightlink.cloud.config import Settings
-from nightlink.cloud.repo import NotFoundError, Store, TenantStore
+from nightlink.cloud.store import NotFoundError, Store, TenantStore
 
 
 class ErrorPublic(BaseModel):

@@ -24,7 +24,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from nightlink.cloud import glycemia as G
-from nightlink.cloud.repo import TenantStore
+from nightlink.cloud.store import TenantStore
 from nightlink.edge.night_summary import APNEA_SILENCE_S, SNORE_RATIO
 from nightlink.shared import features as F
 from nightlink.shared.clinical import ahi_severity

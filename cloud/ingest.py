@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 
 from nightlink.cloud import metrics
-from nightlink.cloud.db import DatabaseError
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 from nightlink.nightscout.documents import DocumentError
 from nightlink.shared import codec, topics, units
 from nightlink.shared import features as F
 from nightlink.shared.epoch import EPOCH_S, epoch_start
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 _CGM_NAMES = F.names(F.CGM)

@@ -32,8 +32,8 @@ from collections import deque
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 
 from nightlink.cloud import alerts, auth
-from nightlink.cloud.db import DatabaseError
-from nightlink.cloud.repo import NotFoundError, TenantStore
+from nightlink.cloud.store import NotFoundError, TenantStore
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 router = APIRouter()

@@ -14,7 +14,7 @@ import time
 from nightlink import __version__
 from nightlink.cloud import auth as cloud_auth
 from nightlink.cloud.config import Settings
-from nightlink.cloud.repo import NotFoundError, Store
+from nightlink.cloud.store import NotFoundError, Store
 from nightlink.nightscout import auth
 from nightlink.nightscout.site import Site, Subjects, find_token
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from nightlink.cloud.repo import Store, TenantStore
+from nightlink.cloud.store import Store, TenantStore
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class RetentionWorker:
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
 
     def _run(self) -> None:
-        from nightlink.cloud.db import DatabaseError
+        from nightlink.sql import DatabaseError
 
         while not self._stop.is_set():
             try:

@@ -34,7 +34,7 @@ from nightlink.cloud.deps import (
     member_access,
     writer_access,
 )
-from nightlink.cloud.repo import NotFoundError, Store, TenantStore, unpack_row
+from nightlink.cloud.store import NotFoundError, Store, TenantStore, unpack_row
 from nightlink.nightscout.auth import sha1_hex
 from nightlink.nightscout.site import Subjects
 from nightlink.shared import epoch as E

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud.deps import ERRORS, MemberAccess
-from nightlink.cloud.repo import Row, TenantStore, unpack_row
+from nightlink.cloud.store import Row, TenantStore, unpack_row
 from nightlink.shared import features as F
 from nightlink.shared import units
 from nightlink.shared.epoch import EPOCH_S

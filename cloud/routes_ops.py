@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from nightlink.cloud.db import DatabaseError
 from nightlink.cloud.deps import StoreDep
+from nightlink.sql import DatabaseError
 
 router = APIRouter(tags=["operations"])
 

@@ -19,10 +19,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nightlink.cloud import auth, fusion
 from nightlink.cloud.deps import SettingsDep, StoreDep
-from nightlink.cloud.repo import NotFoundError, Store
 from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as RS
 from nightlink.cloud.reports.summary import build_report
+from nightlink.cloud.store import NotFoundError, Store
 
 router = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
 COOKIE = "nl_portal"

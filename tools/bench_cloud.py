@@ -19,7 +19,7 @@ def _publish_and_measure(url: str, broker, rows: int, per_record: int = 120,
 
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
-    from nightlink.cloud.repo import Store
+    from nightlink.cloud.store import Store
     from nightlink.shared import topics
 
     store = Store.open(url)
@@ -99,7 +99,7 @@ def bench_sync(nights: int = 7) -> dict:
 
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
-    from nightlink.cloud.repo import Store
+    from nightlink.cloud.store import Store
     from nightlink.edge.config import SyncConfig
     from nightlink.edge.store import EdgeStore
     from nightlink.edge.sync import SyncClient

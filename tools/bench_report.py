@@ -16,7 +16,7 @@ from datetime import time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from nightlink.cloud.repo import Store, TenantStore
+from nightlink.cloud.store import Store, TenantStore
 from nightlink.shared import codec
 from nightlink.shared import features as F
 from nightlink.shared.epoch import EPOCH_S

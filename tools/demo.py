@@ -26,7 +26,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
              keep_audio_file: bool = False, echo=print) -> dict:
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
-    from nightlink.cloud.repo import Store
+    from nightlink.cloud.store import Store
     from nightlink.edge.config import SyncConfig
     from nightlink.edge.replay import replay
     from nightlink.edge.store import EdgeStore

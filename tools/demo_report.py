@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nightlink.cloud import fusion
-from nightlink.cloud.repo import Store
 from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as RS
 from nightlink.cloud.reports.summary import build_report
+from nightlink.cloud.store import Store
 from nightlink.shared.epoch import EPOCH_S
 
 UNIT = "mg/dL"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nightlink.cloud import fusion
-from nightlink.cloud.repo import Store, TenantStore
+from nightlink.cloud.store import Store, TenantStore
 from nightlink.shared import units
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care

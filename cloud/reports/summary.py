@@ -10,8 +10,8 @@ from datetime import date, datetime, time, timedelta
 
 from nightlink.cloud import fusion
 from nightlink.cloud import glycemia as G
-from nightlink.cloud.repo import TenantStore
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
+from nightlink.cloud.store import TenantStore
 from nightlink.shared import units
 
 MS_DAY = 86_400_000

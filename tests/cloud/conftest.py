@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password
 from nightlink.cloud.config import Settings
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 
 JWT_SECRET = "test-secret-" + "x" * 40
 

@@ -221,8 +221,8 @@ def test_purge__soft_delete_then_purge_through_the_api(fam):
 def test_retention_worker__purges_at_start(tmp_path):
     import time as _time
 
-    from nightlink.cloud.repo import Store
     from nightlink.cloud.retention import RetentionWorker
+    from nightlink.cloud.store import Store
 
     store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
     store.create_tenant("old", "Old")

@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nightlink.cloud import fusion
-from nightlink.cloud.repo import Store
 from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.store import Store
 from nightlink.shared import features as F
 from nightlink.tools.bench_report import put_epochs, put_glucose
 

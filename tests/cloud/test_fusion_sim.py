@@ -9,7 +9,7 @@ import pytest
 
 from nightlink.cloud import fusion
 from nightlink.cloud.ingest import glucose_entries
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 from nightlink.edge.replay import replay
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec

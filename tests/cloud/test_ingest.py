@@ -9,7 +9,7 @@ import pytest
 
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker, glucose_entries, handle
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 from nightlink.shared import codec, topics
 from nightlink.shared import features as F
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nightlink.cloud.repo import ConflictError, NotFoundError, Store, unpack_row
+from nightlink.cloud.store import ConflictError, NotFoundError, Store, unpack_row
 from nightlink.shared import codec
 from nightlink.shared import features as F
 
@@ -37,9 +37,9 @@ def test_repo__migration_7_moves_nightscout_rows_into_the_core_store(cloud_db_ur
     profiles and read tokens: same `_id`s, an app's identifier kept, tokens still valid."""
     import hashlib
 
-    from nightlink.cloud import schema
-    from nightlink.cloud.db import connect
+    from nightlink.cloud.store import schema
     from nightlink.nightscout.site import find_token
+    from nightlink.sql import connect
 
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
     old = Store.open(cloud_db_url)

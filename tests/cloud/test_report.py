@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nightlink.cloud.repo import Store
 from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as RS
 from nightlink.cloud.reports.summary import build_report, period
+from nightlink.cloud.store import Store
 from nightlink.tools.bench_report import put_glucose, synth_day_streams, synth_night
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 from nightlink.shared import codec, topics
 from nightlink.shared import features as F
 from nightlink.tools.services import free_port
@@ -78,7 +78,7 @@ def test_cloud_create_tenant__prints_secret_once(tmp_path):
 
 
 def test_cloud_broker_files_and_purge(tmp_path):
-    from nightlink.cloud.repo import Store
+    from nightlink.cloud.store import Store
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     store = Store.open(url)

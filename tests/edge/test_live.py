@@ -364,7 +364,7 @@ port = {mosquitto.port}
 def test_live__node_syncs_its_epochs_to_the_cloud(tmp_path, mosquitto):
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
-    from nightlink.cloud.repo import Store
+    from nightlink.cloud.store import Store
 
     cfg = _config(tmp_path, f"""
 close_delay_s = 0.5

@@ -6,7 +6,7 @@ follower obey the same rule as its endpoint."""
 import pytest
 
 from nightlink.cloud.ingest import glucose_entries, handle
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 from nightlink.edge.store import EdgeStore
 from nightlink.nightscout.documents import normalize
 from nightlink.shared import codec, topics

@@ -8,7 +8,7 @@ import pytest
 
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker
-from nightlink.cloud.repo import Store
+from nightlink.cloud.store import Store
 from nightlink.edge.config import SyncConfig
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec
@@ -29,7 +29,7 @@ def edge_digest(store: EdgeStore) -> tuple[int, str]:
 
 
 def cloud_digest(store: Store, device: str) -> tuple[int, str]:
-    from nightlink.cloud.repo import unpack_row
+    from nightlink.cloud.store import unpack_row
 
     h = hashlib.sha256()
     rows = store.db.query("SELECT stream, boot, seq, epoch, nfeat, row_data FROM epoch_rows "

@@ -11,7 +11,7 @@ import pytest
 
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker
-from nightlink.cloud.repo import Store, unpack_row
+from nightlink.cloud.store import Store, unpack_row
 from nightlink.shared import codec
 from nightlink.shared import features as F
 from tests.conftest import ROOT

@@ -1,6 +1,8 @@
-"""The two SQL backends behind the cloud repository: SQLite (sqlite-utils, WAL) and PostgreSQL
-(psycopg 3). One small adapter so the repository writes its SQL once, with `?` placeholders
-and a portable subset (ON CONFLICT, RETURNING); DDL differences are spelled out per backend.
+"""SQL for the edge node, the cloud and the Nightscout store: one connection type over SQLite
+(WAL, one writer) or PostgreSQL (psycopg 3), and one migrations runner.
+
+Each tier's store package writes its statements once, with `?` placeholders and a portable
+subset (ON CONFLICT, RETURNING); the few DDL words that differ are filled in per backend.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,15 +71,12 @@ class SQLiteDatabase(Database):
     BIGINT = "INTEGER"
 
     def __init__(self, path: Path | str):
-        import sqlite_utils
-
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
-            self.db = sqlite_utils.Database(self.conn)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -236,5 +235,39 @@ def connect(url: str) -> Database:
     )
 
 
-def now() -> float:
-    return time.time()
+# A migration step: one statement (DDL words as {AUTO_ID}, {BLOB}, {BIGINT}) or a function
+# that moves data with the database it is given.
+Step = str | Callable[[Database], None]
+
+
+def migrate(db: Database, migrations: Sequence[tuple[int, str, Sequence[Step]]], *,
+            table: str = "schema_migrations", lock_key: int = 7242024, label: str = "") -> int:
+    """Apply every numbered migration not yet applied, each in its own transaction; return the
+    schema version.
+
+    Migrations are append-only. Several processes may start at once (API and ingest workers):
+    PostgreSQL serialises them with an advisory lock, SQLite with its write lock, and each
+    re-reads what is done inside its transaction.
+    """
+    db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
+               "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+    for number, name, steps in migrations:
+        with db.transaction():
+            if db.kind == "postgres":
+                db.execute("SELECT pg_advisory_xact_lock(?)", (lock_key,))
+            if db.one(f"SELECT id FROM {table} WHERE id = ?", (number,)):
+                continue
+            for step in steps:
+                if callable(step):
+                    step(db)
+                else:
+                    db.execute(step.format(AUTO_ID=db.AUTO_ID, BLOB=db.BLOB, BIGINT=db.BIGINT))
+            db.execute(f"INSERT INTO {table} (id, name, applied_at) VALUES (?, ?, ?)",
+                       (number, name, time.time()))
+        _LOGGER.info("applied %smigration %d (%s)", f"{label} " if label else "", number, name)
+    return max((n for n, _, _ in migrations), default=0)
+
+
+def statements(script: str) -> list[str]:
+    """A `;`-separated DDL script as its statements (for migrations written as one script)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -8,17 +8,11 @@ tenant; every tenant-owned table carries tenant_id and every query filters on it
 from __future__ import annotations
 
 import json
-import logging
-import time
-from collections.abc import Callable
 
-from nightlink.cloud.db import Database
+from nightlink import sql
 from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.site import SUBJECTS_DDL
-
-_LOGGER = logging.getLogger(__name__)
-
-Step = str | Callable[[Database], None]  # SQL, or a function for data that moves
+from nightlink.sql import Database, Step
 
 
 def _move_nightscout(db: Database) -> None:
@@ -308,28 +302,5 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
 
 
 def migrate(db: Database) -> int:
-    """Apply every migration not yet applied, in one transaction; return the schema version.
-
-    Several processes may start at once (API and ingest workers): PostgreSQL serialises them
-    with an advisory lock, SQLite with its write lock.
-    """
-    with db.transaction():
-        if db.kind == "postgres":
-            db.execute("SELECT pg_advisory_xact_lock(7242024)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        done = {r["id"] for r in db.query("SELECT id FROM schema_migrations")}
-        for number, name, statements in MIGRATIONS:
-            if number in done:
-                continue
-            for step in statements:
-                if callable(step):
-                    step(db)
-                else:
-                    db.execute(step.format(AUTO_ID=db.AUTO_ID, BLOB=db.BLOB, BIGINT=db.BIGINT))
-            db.execute("INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)",
-                       (number, name, time.time()))
-            _LOGGER.info("applied cloud migration %d (%s)", number, name)
-    return max(n for n, _, _ in MIGRATIONS)
+    """Apply every cloud migration not yet applied; return the schema version."""
+    return sql.migrate(db, MIGRATIONS, label="cloud")

@@ -14,14 +14,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from nightlink.cloud.db import Database, IntegrityError, connect
-from nightlink.cloud.schema import migrate
+from nightlink.cloud.store.schema import migrate
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.auth import kept_hash
 from nightlink.nightscout.query import Cond, Instant
 from nightlink.nightscout.store import DocumentStore
 from nightlink.shared import codec
+from nightlink.sql import Database, IntegrityError, connect
 
 _LOGGER = logging.getLogger(__name__)
 ROLES = ("patient", "caregiver", "doctor", "admin")
