@@ -256,12 +256,9 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
         now_ms = int(time.time() * 1000)
     data = store.tenant(tenant_id)
     settings = tenant_settings(store, tenant_id)
-    db = data.db
     stored: list[dict] = []
-    with _tenant_lock(tenant_id), db.transaction():
-        if db.kind == "postgres":
-            db.query("SELECT pg_advisory_xact_lock(hashtext(?)) IS NULL AS locked",
-                     ("nightlink-alerts:" + tenant_id,))
+    with _tenant_lock(tenant_id), data.transaction():
+        data.exclusive("alerts")
         recent = data.alerts(limit=200)
         previous: dict[tuple[str, str], int] = {}
         for a in recent:
@@ -300,9 +297,7 @@ _NS_EVENTS = {"urgent_low": "low", "low": "low", "high": "high", "urgent_high": 
 
 def active_tenants(store, now_ms: int, within_h: float = 24.0) -> list[str]:
     """Tenants (not deleted) with a glucose reading in the last `within_h` hours."""
-    # Store has no tenant listing yet; this is the one statement it needs (see the report).
-    ids = [r["id"] for r in store.db.query(
-        "SELECT id FROM tenants WHERE deleted_at IS NULL ORDER BY id")]
+    ids = store.tenant_ids()
     since = now_ms - int(within_h * 3600 * 1000)
     out = []
     for tid in ids:

@@ -154,7 +154,7 @@ def bootstrap_admin(store: Store, settings: Settings) -> None:
 
     if not settings.admin_email or not settings.admin_password:
         return
-    if store.db.scalar("SELECT count(*) AS n FROM users"):
+    if store.has_users():
         return
     user = store.create_user(settings.admin_email, hash_password(settings.admin_password),
                              name="Administrator", is_admin=True)

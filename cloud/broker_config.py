@@ -100,7 +100,7 @@ def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str,
             raise ValueError("The ingest account needs a password.")
         passwd_lines.append(f"{ingest_username}:{mosquitto_hash(ingest_password)}")
         acl_lines += ["", *ingest_acl(ingest_username)]
-    live = {r["id"] for r in store.db.query("SELECT id FROM tenants WHERE deleted_at IS NULL")}
+    live = set(store.tenant_ids())
     devices = [d for d in store.active_devices()
                if d["tenant_id"] in live and d["mqtt_password_hash"].startswith("$7$")]
     for d in devices:

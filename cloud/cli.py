@@ -142,12 +142,10 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
 def token(tenant: str, name: str, role: str, database_url: str | None) -> None:
     """Make an access token for an app on a tenant's Nightscout; print it once."""
     from nightlink.cloud.store import NotFoundError
-    from nightlink.nightscout.site import Subjects
 
     store = _store(_settings(database_url=database_url))
     try:
-        store.get_tenant(tenant)
-        _, value = Subjects(store.db, tenant).create(name, [role])
+        _, value = store.tenant(tenant).subjects.create(name, [role])
         store.audit("key.create", tenant_id=tenant, kind="token", label=name, role=role,
                     via="cli")
     except (NotFoundError, ValueError) as exc:

@@ -6,7 +6,6 @@ build one themselves, so a tenant check cannot be forgotten on a route.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -14,8 +13,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from nightlink.cloud import auth
+from nightlink.cloud.access import TenantAccess, resolve_access
 from nightlink.cloud.config import Settings
-from nightlink.cloud.store import NotFoundError, Store, TenantStore
+from nightlink.cloud.store import NotFoundError, Store
 
 
 class ErrorPublic(BaseModel):
@@ -37,8 +37,6 @@ ERRORS: dict = {
     422: {**_ERROR, "description": "A parameter or body field is not valid"},
     429: {**_ERROR, "description": "Too many attempts; Retry-After says when to try again"},
 }
-READ_ROLES = ("patient", "caregiver", "doctor", "admin")
-WRITE_ROLES = ("patient", "admin")
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -93,41 +91,13 @@ def admin_user(user: CurrentUser) -> dict:
 AdminUser = Annotated[dict, Depends(admin_user)]
 
 
-@dataclass
-class TenantAccess:
-    """Who is asking for which tenant, and what they may do there."""
-
-    tenant_id: str
-    data: TenantStore
-    role: str  # patient, caregiver, doctor, admin, uploader, reader, public
-    user: dict | None = None
-
-    @property
-    def can_write(self) -> bool:
-        return self.role in (*WRITE_ROLES, "uploader")
-
-
-def _tenant_or_404(store: Store, tenant: str) -> dict:
-    try:
-        return store.get_tenant(tenant)
-    except NotFoundError:
-        raise HTTPException(404, f"No tenant {tenant!r}.") from None
-
-
 def member_access(tenant: str, store: StoreDep, user: CurrentUser) -> TenantAccess:
     """A signed-in member (or an administrator) of the tenant in the path. A soft-deleted
     tenant is gone for everyone but administrators until it is purged."""
-    if user["is_admin"]:
-        try:
-            return TenantAccess(tenant, store.tenant(tenant, include_deleted=True), "admin", user)
-        except NotFoundError:
-            raise HTTPException(404, f"No tenant {tenant!r}.") from None
-    _tenant_or_404(store, tenant)
-    role = store.role(tenant, user["id"])
-    if role is None:
-        # Not a member: as if the tenant did not exist, so tenants cannot be discovered.
+    access = resolve_access(store, user, tenant, include_deleted=True)
+    if access is None:
         raise HTTPException(404, f"No tenant {tenant!r}.")
-    return TenantAccess(tenant, store.tenant(tenant), role, user)
+    return access
 
 
 MemberAccess = Annotated[TenantAccess, Depends(member_access)]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import struct
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -47,45 +46,6 @@ severity = ahi_severity  # AASM classes, shared with the edge and the clock
 
 
 # -- loading ----------------------------------------------------------------------------------
-
-_DECODE = {
-    s[F.S_ID]: [(f[F.F_NAME], F.MISSING[f[F.F_TYPE]], f[F.F_SCALE], f[F.F_OFFSET])
-                for f in s[F.S_FEATURES]]
-    for s in F.STREAMS
-}
-_FORMATS: dict[tuple[int, int], struct.Struct] = {}
-
-
-def _decode(stream: int, nfeat: int, data: bytes) -> dict:
-    key = (stream, nfeat)
-    fmt = _FORMATS.get(key)
-    if fmt is None:
-        fmt = _FORMATS[key] = struct.Struct(F.row_format(stream, nfeat))
-    raw = fmt.unpack(data)
-    out = {}
-    for (name, missing, scale, offset), r in zip(_DECODE[stream], raw, strict=False):
-        if r != missing:
-            out[name] = r * scale + offset
-    return out
-
-
-def load_stream(data: TenantStore, stream: int, start_epoch: int, end_epoch: int) -> dict:
-    """Epoch index -> {feature: value} for one stream; features a device did not measure are
-    absent. Where several devices sent the same epoch, the first (by device id) wins per
-    feature and the others only add what it lacked."""
-    out: dict[int, dict] = {}
-    sql = ("SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND stream = ? "
-           "AND epoch >= ? AND epoch < ? ORDER BY epoch, device, boot, seq")
-    for r in data.db.query(sql, (data.tenant_id, stream, start_epoch, end_epoch)):
-        vals = _decode(stream, r["nfeat"], bytes(r["row_data"]))
-        have = out.get(r["epoch"])
-        if have is None:
-            out[r["epoch"]] = vals
-        else:
-            for k, v in vals.items():
-                have.setdefault(k, v)
-    return out
-
 
 def load_glucose(data: TenantStore, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
     """(t_ms, sgv) of the tenant's sgv entries in [start, end), oldest first, sensor error
@@ -117,10 +77,8 @@ def stamp(data: TenantStore, night: str, tz: ZoneInfo) -> str:
     a, b = night_window(night, tz)
     parts = [f"v{FUSION_VERSION}", tz.key]
     for s in ALL_STREAMS:
-        r = data.db.one("SELECT count(*) AS n, max(received_at) AS t FROM epoch_rows "
-                        "WHERE tenant_id = ? AND stream = ? AND epoch >= ? AND epoch < ?",
-                        (data.tenant_id, s, a, b))
-        parts.append(f"{r['n']}@{r['t'] or 0:.6f}")
+        n, last = data.row_activity(s, a, b)
+        parts.append(f"{n}@{last:.6f}")
     n, changed = data.docs.activity("entries", "sgv", a * EPOCH_S * 1000, b * EPOCH_S * 1000)
     parts.append(f"{n}@{changed}")
     return "|".join(parts)
@@ -143,7 +101,7 @@ def load_night(data: TenantStore, night: str, tz: ZoneInfo) -> NightData:
     a, b = night_window(night, tz)
     nd = NightData(night, tz, a, b)
     for s in ALL_STREAMS:
-        nd.streams[s] = load_stream(data, s, a, b)
+        nd.streams[s] = data.stream_values(s, a, b)
     nd.readings = load_glucose(data, a * EPOCH_S * 1000, b * EPOCH_S * 1000)
     return nd
 

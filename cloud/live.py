@@ -32,6 +32,7 @@ from collections import deque
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 
 from nightlink.cloud import alerts, auth
+from nightlink.cloud.access import resolve_access
 from nightlink.cloud.store import NotFoundError, TenantStore
 from nightlink.sql import DatabaseError
 
@@ -66,11 +67,8 @@ class _Seen:
 
 
 def _member_role(store, tenant_id: str, user: dict) -> str | None:
-    try:
-        store.get_tenant(tenant_id)
-    except NotFoundError:
-        return None
-    return "admin" if user["is_admin"] else store.role(tenant_id, user["id"])
+    access = resolve_access(store, user, tenant_id)
+    return None if access is None else access.role
 
 
 async def _authenticate(ws: WebSocket, tenant_id: str) -> tuple[dict, str] | None:

@@ -13,10 +13,11 @@ import time
 
 from nightlink import __version__
 from nightlink.cloud import auth as cloud_auth
+from nightlink.cloud.access import resolve_access
 from nightlink.cloud.config import Settings
 from nightlink.cloud.store import NotFoundError, Store
 from nightlink.nightscout import auth
-from nightlink.nightscout.site import Site, Subjects, find_token
+from nightlink.nightscout.site import Site
 
 SITE_CACHE_S = 5.0
 _MEMBER_ROLES = {"patient": ("admin",), "admin": ("admin",), "caregiver": ("readable",),
@@ -31,7 +32,7 @@ class CloudDirectory:
         self.settings = settings
         self.jwt_secret = auth.derived_secret(settings.jwt_secret, "nightscout-jwt")
         self.version = __version__
-        self.storage_name = "postgresql" if store.db.kind == "postgres" else "sqlite"
+        self.storage_name = "postgresql" if store.backend == "postgres" else "sqlite"
         self._sites: dict[str, tuple[float, Site | None]] = {}
         self._lock = threading.Lock()
 
@@ -48,8 +49,8 @@ class CloudDirectory:
         else:
             units = "mmol" if str(tenant.get("units") or "").lower().startswith("mmol") \
                 else "mg/dl"
-            site = Site(key, tenant["name"], self.store.tenant(key).docs,
-                        Subjects(self.store.db, key), units=units,
+            data = self.store.tenant(key)
+            site = Site(key, tenant["name"], data.docs, data.subjects, units=units,
                         public_read=tenant["public_read"], base_url=self._base_url(key))
         with self._lock:
             self._sites[key] = (now + SITE_CACHE_S, site)
@@ -81,7 +82,7 @@ class CloudDirectory:
                 return None
             return auth.Grant(found["tenant_id"], "api-secret", auth.Permissions(["*"]),
                               "secret", roles=("admin",))
-        subject = find_token(self.store.db, presented)
+        subject = self.store.find_token(presented)
         if subject is None or key is not None and subject.site_key != key:
             return None
         site = self.site(subject.site_key)
@@ -103,12 +104,10 @@ class CloudDirectory:
             if len(tenants) != 1:
                 return None
             key = tenants[0]
-        if self.site(key) is None:
+        access = resolve_access(self.store, user, key)
+        if access is None or self.site(key) is None:
             return None
-        role = "admin" if user["is_admin"] else self.store.role(key, user["id"])
-        if role is None:
-            return None
-        roles = _MEMBER_ROLES.get(role, ("readable",))
+        roles = _MEMBER_ROLES.get(access.role, ("readable",))
         return auth.Grant(key, user["email"], auth.Permissions.of_roles(roles), "member",
                           roles=roles)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from nightlink.cloud.store import Store, TenantStore
+from nightlink.cloud.store import Store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -18,17 +18,10 @@ def purge_deleted(store: Store, older_than_days: int = 30, *,
                   now: float | None = None) -> list[str]:
     """Purge every tenant deleted more than `older_than_days` ago; return their ids."""
     cutoff = (time.time() if now is None else now) - older_than_days * 86400
-    due = [r["id"] for r in store.db.query(
-        "SELECT id FROM tenants WHERE deleted_at IS NOT NULL AND deleted_at < ? ORDER BY id",
-        (cutoff,))]
+    due = store.tenants_deleted_before(cutoff)
     for tenant_id in due:
-        with store.db.transaction():
-            devices = [d["id"] for d in TenantStore(store.db, tenant_id).devices()]
-            rows = TenantStore(store.db, tenant_id).purge()
-            for device in devices:
-                store.db.execute("DELETE FROM acks WHERE device = ?", (device,))
-            store.db.execute("DELETE FROM dead_letters WHERE tenant_id = ?", (tenant_id,))
-            store.db.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
+        with store.transaction():
+            rows = store.purge_tenant(tenant_id)
             store.audit("tenant.purge", tenant_id=tenant_id, rows=rows)
         _LOGGER.info("purged tenant %s (%d rows)", tenant_id, rows)
     return due

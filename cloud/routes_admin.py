@@ -34,9 +34,8 @@ from nightlink.cloud.deps import (
     member_access,
     writer_access,
 )
-from nightlink.cloud.store import NotFoundError, Store, TenantStore, unpack_row
+from nightlink.cloud.store import NotFoundError, Store, TenantStore, row_values
 from nightlink.nightscout.auth import sha1_hex
-from nightlink.nightscout.site import Subjects
 from nightlink.shared import epoch as E
 from nightlink.shared import features as F
 from nightlink.shared import topics
@@ -48,7 +47,6 @@ SLUG = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DEVICE_ID = r"^[0-9a-f]{12}$"
 GrantRole = Literal["patient", "caregiver", "doctor", "admin"]
 # Global audit rows (no tenant) of a tenant's members that the tenant's audit view includes.
-_MEMBER_ACTIONS = ("login", "password.change", "account.delete")
 _ALL = 2**31 - 1  # "no limit" for the store's LIMIT arguments
 
 
@@ -193,13 +191,7 @@ def _device(row: dict, tenant_id: str) -> dict:
 
 def owner_access(tenant: str, store: StoreDep, user: CurrentUser) -> TenantAccess:
     """The tenant's patient, or an administrator, who also reaches a soft-deleted tenant."""
-    if not user["is_admin"]:
-        return writer_access(member_access(tenant, store, user))
-    try:
-        store.get_tenant(tenant, include_deleted=True)
-    except NotFoundError:
-        raise HTTPException(404, f"No tenant {tenant!r}.") from None
-    return TenantAccess(tenant, TenantStore(store.db, tenant), "admin", user)
+    return writer_access(member_access(tenant, store, user))
 
 
 OwnerAccess = Annotated[TenantAccess, Depends(owner_access)]
@@ -236,11 +228,9 @@ def change_password(body: PasswordChange, user: CurrentUser, store: StoreDep):
 @router.delete("/accounts/me", status_code=204)
 def delete_account(user: CurrentUser, store: StoreDep):
     """Delete your own account (soft) and end every membership it holds."""
-    if user["is_admin"] and not store.db.scalar(
-            "SELECT count(*) AS n FROM users WHERE is_admin = 1 AND deleted_at IS NULL "
-            "AND id != ?", (user["id"],)):
+    if user["is_admin"] and not store.other_admins(user["id"]):
         raise HTTPException(409, "The last administrator cannot delete their account.")
-    with store.db.transaction():
+    with store.transaction():
         for m in store.memberships(user["id"]):
             store.revoke(m["tenant_id"], user["id"])
         store.set_user(user["id"], deleted_at=time.time())
@@ -261,7 +251,7 @@ def create_tenant(body: TenantCreate, admin: AdminUser, store: StoreDep):
         except NotFoundError:
             initial = None if body.patient_password else secrets.token_urlsafe(12)
             password_hash = auth.hash_password(body.patient_password or initial)
-    with store.db.transaction():
+    with store.transaction():
         tenant = store.create_tenant(body.id, body.name, public_read=body.public_read)
         if body.patient_email and patient is None:
             patient = store.create_user(body.patient_email, password_hash,
@@ -338,16 +328,7 @@ def revoke(user_id: int, access: WriterAccess, store: StoreDep):
 def audit_log(access: WriterAccess, store: StoreDep,
               limit: int = Query(200, ge=1, le=5000)):
     """The tenant's audit log, with its members' sign-ins, newest first."""
-    ids = [m["user_id"] for m in store.members(access.tenant_id)]
-    sql, args = "SELECT * FROM audit WHERE tenant_id = ?", [access.tenant_id]
-    if ids:
-        sql += (f" OR (tenant_id IS NULL AND action IN ({', '.join('?' * len(_MEMBER_ACTIONS))})"
-                f" AND actor_user_id IN ({', '.join('?' * len(ids))}))")
-        args += [*_MEMBER_ACTIONS, *ids]
-    rows = store.db.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
-    for r in rows:
-        r["detail"] = json.loads(r["detail"])
-    return rows
+    return store.audit_log(access.tenant_id, limit, with_members=True)
 
 
 # -- uploader secrets and read tokens --------------------------------------------------------
@@ -357,7 +338,7 @@ def audit_log(access: WriterAccess, store: StoreDep,
 def new_api_secret(access: WriterAccess, store: StoreDep):
     """Make a new upload secret (the previous one stops working); shown once."""
     secret = secrets.token_urlsafe(24)
-    with store.db.transaction():
+    with store.transaction():
         store.set_api_secret(access.tenant_id, secret)
         store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
                     kind="api-secret")
@@ -372,7 +353,7 @@ def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate 
     treatments."""
     label = body.label if body else ""
     role = body.role if body else "readable"
-    subject, token = Subjects(store.db, access.tenant_id).create(label or role, [role])
+    subject, token = access.data.subjects.create(label or role, [role])
     store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
                 kind="token", label=label, role=role)
     return ReadTokenPublic(token=token, label=label, role=role)
@@ -381,7 +362,7 @@ def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate 
 @router.delete("/tenants/{tenant}/read-tokens", status_code=204)
 def revoke_read_tokens(access: WriterAccess, store: StoreDep):
     """Revoke every access token of the tenant."""
-    n = Subjects(store.db, access.tenant_id).revoke_all()
+    n = access.data.subjects.revoke_all()
     store.access_changed()
     store.audit("key.revoke", actor=access.user["id"], tenant_id=access.tenant_id,
                 kind="token", count=n)
@@ -425,12 +406,9 @@ def revoke_device(device_id: str, access: WriterAccess, store: StoreDep):
 def _epoch_rows(data: TenantStore) -> dict[str, list[dict]]:
     """Every stored epoch row, decoded to feature values, per stream name."""
     out: dict[str, list[dict]] = {}
-    streams = [r["stream"] for r in data.db.query(
-        "SELECT DISTINCT stream FROM epoch_rows WHERE tenant_id = ? ORDER BY stream",
-        (data.tenant_id,))]
+    streams = data.streams()
     for stream in streams:
         info = F.stream(stream)
-        feats = F.features(stream)
         rows, after = [], None
         while True:
             page = data.rows(stream, -(2**62), 2**62, after=after, limit=5000)
@@ -438,16 +416,13 @@ def _epoch_rows(data: TenantStore) -> dict[str, list[dict]]:
                 doc = {"device": r.device, "boot": r.boot, "seq": r.seq, "epoch": r.epoch,
                        "time": E.iso_epoch(r.epoch), "flags": r.flags}
                 try:
-                    raw = unpack_row(stream, r.nfeat, r.row_data)
+                    values = row_values(stream, r.nfeat, r.row_data)
                 except struct.error:
-                    raw = None
-                if raw is None or not feats:
+                    values = {}
+                if values:
+                    doc.update(values)
+                else:  # a stream this version does not know, or bytes that do not fit
                     doc["raw_hex"] = r.row_data.hex()
-                else:
-                    for feat, value in zip(feats, raw, strict=False):
-                        missing = value == F.MISSING[feat[F.F_TYPE]]
-                        doc[feat[F.F_NAME]] = (None if missing
-                                               else round(F.dequantize(feat, value), 6))
                 rows.append(doc)
             if len(page) < 5000:
                 break

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud.deps import ERRORS, MemberAccess
-from nightlink.cloud.store import Row, TenantStore, unpack_row
+from nightlink.cloud.store import Row, TenantStore, row_values
 from nightlink.shared import features as F
 from nightlink.shared import units
 from nightlink.shared.epoch import EPOCH_S
@@ -115,33 +115,11 @@ def iso(unix_s: float) -> str:
 # -- row decoding ----------------------------------------------------------------------------
 
 
-def _decimals(scale: float) -> int:
-    d = 0
-    while d < 6 and abs(scale * 10**d - round(scale * 10**d)) > 1e-9:
-        d += 1
-    return d
-
-
-_DECODERS: dict[int, list[tuple[str, int, float, float, int]]] = {
-    s[F.S_ID]: [(f[F.F_NAME], F.MISSING[f[F.F_TYPE]], f[F.F_SCALE], f[F.F_OFFSET],
-                 _decimals(f[F.F_SCALE])) for f in s[F.S_FEATURES]]
-    for s in F.STREAMS
-}
-
-
 def decode_row(row: Row) -> dict:
     """A stored row as {epoch, time, device, boot, seq, flags, <feature>: value or None}."""
-    raw = unpack_row(row.stream, row.nfeat, row.row_data)
-    out: dict = {"epoch": row.epoch, "time": iso(row.epoch * EPOCH_S), "device": row.device,
-                 "boot": row.boot, "seq": row.seq, "flags": row.flags}
-    for i, (name, missing, scale, offset, dec) in enumerate(_DECODERS[row.stream]):
-        if i >= len(raw) or raw[i] == missing:
-            out[name] = None  # not measured (or a feature newer than the device)
-        elif dec == 0 and offset == int(offset):
-            out[name] = int(raw[i] * int(scale) + int(offset))
-        else:
-            out[name] = round(raw[i] * scale + offset, dec)
-    return out
+    return {"epoch": row.epoch, "time": iso(row.epoch * EPOCH_S), "device": row.device,
+            "boot": row.boot, "seq": row.seq, "flags": row.flags,
+            **row_values(row.stream, row.nfeat, row.row_data)}
 
 
 def _feature_info(stream_id: int) -> list[dict]:
@@ -303,15 +281,6 @@ class AlertPublic(BaseModel):
     acked_at: float | None
 
 
-def _alert_row(data: TenantStore, alert_id: int) -> dict | None:
-    # TenantStore has no single-alert read yet; this is the tenant-filtered statement it needs.
-    row = data.db.one("SELECT * FROM alerts WHERE tenant_id = ? AND id = ?",
-                      (data.tenant_id, alert_id))
-    if row is not None:
-        row["detail"] = json.loads(row["detail"])
-    return row
-
-
 @router.get("/alerts")
 def list_alerts(access: MemberAccess, unacked: bool = False,
                 limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict:
@@ -325,12 +294,12 @@ def ack_alert(access: MemberAccess, alert_id: int, request: Request) -> AlertPub
     """Acknowledge an alert (patients and caregivers); acknowledging twice changes nothing."""
     if access.role not in ACK_ROLES:
         raise HTTPException(403, f"A {access.role} may see alerts but not acknowledge them.")
-    if _alert_row(access.data, alert_id) is None:
+    if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
     if access.data.ack_alert(alert_id, access.user["id"]):
-        row = _alert_row(access.data, alert_id)
+        row = access.data.alert(alert_id)
         request.app.state.events.publish(access.tenant_id, "alert", alert_rules.public(row))
-    return AlertPublic(**alert_rules.public(_alert_row(access.data, alert_id)))
+    return AlertPublic(**alert_rules.public(access.data.alert(alert_id)))
 
 
 def _settings_public(data: TenantStore, user_id: int) -> dict[str, AlertRulePublic]:

@@ -22,7 +22,7 @@ def healthz():
 def readyz(store: StoreDep):
     """The process can reach its database."""
     try:
-        store.db.scalar("SELECT 1 AS one")
+        store.ping()
     except DatabaseError as exc:
         return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
     return {"status": "ready", "schema": store.version}

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nightlink.cloud import auth, fusion
+from nightlink.cloud.access import resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as RS
@@ -58,16 +59,10 @@ PortalUser = Annotated[dict, Depends(portal_user)]
 
 def _access(store: Store, user: dict, tenant: str) -> tuple[str, dict]:
     """(role, tenant row) of the user for a tenant; 404 when they may not see it."""
-    try:
-        row = store.get_tenant(tenant)
-    except NotFoundError:
-        raise HTTPException(404, f"No patient {tenant!r}.") from None
-    if user["is_admin"]:
-        return "admin", row
-    role = store.role(tenant, user["id"])
-    if role not in PORTAL_ROLES:
+    access = resolve_access(store, user, tenant)
+    if access is None or access.role not in (*PORTAL_ROLES, "admin"):
         raise HTTPException(404, f"No patient {tenant!r}.")
-    return role, row
+    return access.role, store.get_tenant(tenant)
 
 
 def _day(name: str, value: str | None) -> str | None:

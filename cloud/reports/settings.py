@@ -3,8 +3,6 @@ units, and the fused-night cache that is recomputed when late data arrives (migr
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,8 +61,7 @@ def zone(name: str) -> ZoneInfo:
 
 
 def patient_settings(data: TenantStore) -> PatientSettings:
-    row = data.db.one("SELECT tz, targets, report_days FROM patient_settings WHERE tenant_id = ?",
-                      (data.tenant_id,))
+    row = data.report_settings()
     if row is None:
         return PatientSettings(ZoneInfo("UTC"), "standard", 14)
     return PatientSettings(zone(row["tz"]), row["targets"], int(row["report_days"]))
@@ -80,28 +77,19 @@ def set_patient_settings(data: TenantStore, *, tz: str | None = None,
     days = cur.report_days if report_days is None else int(report_days)
     if not 1 <= days <= MAX_REPORT_DAYS:
         raise SettingsError(f"report_days must lie between 1 and {MAX_REPORT_DAYS}, not {days}.")
-    data.db.execute(
-        "INSERT INTO patient_settings (tenant_id, tz, targets, report_days, updated_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET tz = excluded.tz, "
-        "targets = excluded.targets, report_days = excluded.report_days, "
-        "updated_at = excluded.updated_at",
-        (data.tenant_id, new_tz, new_targets, days, time.time()))
+    data.set_report_settings(new_tz, new_targets, days)
 
 
 def user_units(store: Store, user_id: int | None) -> str:
     if user_id is None:
         return units.MGDL
-    row = store.db.one("SELECT units FROM user_settings WHERE user_id = ?", (user_id,))
-    return row["units"] if row else units.MGDL
+    return store.units(user_id) or units.MGDL
 
 
 def set_user_units(store: Store, user_id: int, unit: str) -> None:
     if unit not in UNITS:
         raise SettingsError(f"units must be {units.MGDL} or {units.MMOLL}, not {unit!r}.")
-    store.db.execute(
-        "INSERT INTO user_settings (user_id, units, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (user_id) DO UPDATE SET units = excluded.units, "
-        "updated_at = excluded.updated_at", (user_id, unit, time.time()))
+    store.set_units(user_id, unit)
 
 
 # -- the fused-night cache ----------------------------------------------------------------
@@ -111,20 +99,13 @@ def fused_night(data: TenantStore, night: str, tz: ZoneInfo) -> dict:
     """The night's fusion, from the cache while nothing it depends on changed; recomputed
     (and the cache replaced) when rows or readings arrived late, or the time zone changed."""
     st = fusion.stamp(data, night, tz)
-    row = data.db.one("SELECT stamp, doc FROM fused_nights WHERE tenant_id = ? AND night = ?",
-                      (data.tenant_id, night))
-    if row is not None and row["stamp"] == st:
-        return json.loads(row["doc"])
-    doc = fusion.fuse(fusion.load_night(data, night, tz))
-    data.db.execute(
-        "INSERT INTO fused_nights (tenant_id, night, stamp, doc, computed_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, night) DO UPDATE SET "
-        "stamp = excluded.stamp, doc = excluded.doc, computed_at = excluded.computed_at",
-        (data.tenant_id, night, st, json.dumps(doc, separators=(",", ":")), time.time()))
+    doc = data.cached_fusion(night, st)
+    if doc is None:
+        doc = fusion.fuse(fusion.load_night(data, night, tz))
+        data.cache_fusion(night, st, doc)
     return doc
 
 
 def cache_info(data: TenantStore, night: str) -> dict | None:
     """When the cached fusion of a night was computed (tests and the night page)."""
-    return data.db.one("SELECT stamp, computed_at FROM fused_nights WHERE tenant_id = ? "
-                       "AND night = ?", (data.tenant_id, night))
+    return data.fusion_cache_info(night)

@@ -237,3 +237,43 @@ def test_retention_worker__purges_at_start(tmp_path):
     assert worker.purged == ["old"]
     assert store.get_tenant("recent", include_deleted=True)["id"] == "recent"
     store.close()
+
+
+def test_one_row_decoder__api_export_and_fusion_agree_on_values_and_types(fam):
+    """A stored row reads the same through the data API, the export and fusion: a whole
+    feature is an int (glucose 812 was 812.0 in the export), a scaled one a rounded float."""
+    t = fam.store.tenant("fam-1")
+    cgm = (400.0, 2.5, -3.0, -0.35, 2.0, None)
+    epoch = 57_000_000
+    t.put_rows([codec.Record(F.CGM, codec.device_id(DEV), 7, 1, epoch,
+                             [codec.quantize_row(F.CGM, cgm)])])
+    t.put_rows([codec.Record(F.ROOM, codec.device_id(DEV), 7, 1, epoch,
+                             [codec.quantize_row(F.ROOM, ROOM)])])
+    want_cgm = {"glucose_mgdl": 400, "minutes_since": 2.5, "delta5_mgdl": -3,
+                "roc_mgdl_min": -0.35, "direction": 2, "sensor_error": None}
+    want_room = {"temp_c": 21.5, "humidity_pct": 40.0, "light_lux": None, "co2_ppm": 600,
+                 "noise_dba": 30.0}
+
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch * 30))
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch * 30 + 60))
+    got = {}
+    for name in ("cgm", "room"):
+        r = fam.client.get(f"{API}/tenants/fam-1/epochs", headers=fam.auth("pat@example.org"),
+                           params={"stream": name, "start": start, "end": end})
+        assert r.status_code == 200, r.text
+        [row] = r.json()["rows"]
+        got[name] = {k: row[k] for k in (want_cgm if name == "cgm" else want_room)}
+    export = fam.client.get(f"{API}/tenants/fam-1/export",
+                            headers=fam.auth("pat@example.org")).json()
+    exported = {name: {k: export["epochs"][name][0][k] for k in want}
+                for name, want in (("cgm", want_cgm), ("room", want_room))}
+    fused = {name: t.stream_values(stream, epoch, epoch + 1)[epoch]
+             for name, stream in (("cgm", F.CGM), ("room", F.ROOM))}
+
+    for name, want in (("cgm", want_cgm), ("room", want_room)):
+        measured = {k: v for k, v in want.items() if v is not None}
+        for seen in (got[name], exported[name], fused[name]):
+            assert seen == {k: v for k, v in want.items() if k in seen}
+            assert {k: type(v) for k, v in seen.items() if v is not None} == \
+                   {k: type(v) for k, v in measured.items() if k in seen}
+        assert fused[name] == measured

@@ -1,0 +1,254 @@
+"""Who may reach what: tenants, accounts and their roles, upload secrets and tokens, sessions,
+the audit log and per-user settings."""
+
+from __future__ import annotations
+
+import time
+
+from nightlink.cloud.store.base import ConflictError, NotFoundError, from_json, secret_hash, to_json
+from nightlink.sql import Database, IntegrityError
+
+ROLES = ("patient", "caregiver", "doctor", "admin")
+# A member's own account actions, shown in the audit log of each tenant they belong to.
+MEMBER_ACTIONS = ("login", "password.change", "account.delete")
+
+
+class Accounts:
+    """The part of `Store` about tenants and people (mixed into `Store`)."""
+
+    db: Database
+
+    def access_changed(self) -> None:
+        raise NotImplementedError
+
+    # -- tenants ------------------------------------------------------------------------
+
+    def create_tenant(self, tenant_id: str, name: str, *, public_read: bool = False) -> dict:
+        from nightlink.shared import topics
+
+        topics.check_name("tenant", tenant_id)
+        try:
+            self.db.execute(
+                "INSERT INTO tenants (id, name, public_read, created_at) VALUES (?, ?, ?, ?)",
+                (tenant_id, name, int(public_read), time.time()),
+            )
+        except IntegrityError:
+            raise ConflictError(f"The tenant {tenant_id!r} already exists.") from None
+        return self.get_tenant(tenant_id)
+
+    def get_tenant(self, tenant_id: str, *, include_deleted: bool = False) -> dict:
+        row = self.db.one("SELECT * FROM tenants WHERE id = ?", (tenant_id,))
+        if row is None or (row["deleted_at"] and not include_deleted):
+            raise NotFoundError(f"No tenant {tenant_id!r}.")
+        row["public_read"] = bool(row["public_read"])
+        return row
+
+    def set_tenant(self, tenant_id: str, **fields) -> None:
+        allowed = {"name", "public_read", "units", "deleted_at"}
+        for key, value in fields.items():
+            if key not in allowed:
+                raise ValueError(f"{key} is not a tenant setting.")
+            self.db.execute(f"UPDATE tenants SET {key} = ? WHERE id = ?",
+                            (int(value) if key == "public_read" else value, tenant_id))
+        self.access_changed()
+
+    def tenant_ids(self) -> list[str]:
+        """Every tenant not deleted, by id."""
+        return [r["id"] for r in self.db.query(
+            "SELECT id FROM tenants WHERE deleted_at IS NULL ORDER BY id")]
+
+    def tenants_deleted_before(self, cutoff: float) -> list[str]:
+        """Tenants soft-deleted before `cutoff` (unix seconds): due for purging."""
+        return [r["id"] for r in self.db.query(
+            "SELECT id FROM tenants WHERE deleted_at IS NOT NULL AND deleted_at < ? ORDER BY id",
+            (cutoff,))]
+
+    # -- users and roles ----------------------------------------------------------------
+
+    def create_user(self, email: str, password_hash: str, *, name: str = "",
+                    is_admin: bool = False) -> dict:
+        try:
+            self.db.execute(
+                "INSERT INTO users (email, name, password_hash, is_admin, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (email.lower(), name, password_hash, int(is_admin), time.time()),
+            )
+        except IntegrityError:
+            raise ConflictError(f"An account for {email} already exists.") from None
+        return self.user_by_email(email)
+
+    def user_by_email(self, email: str) -> dict:
+        row = self.db.one("SELECT * FROM users WHERE email = ? AND deleted_at IS NULL",
+                          (email.lower(),))
+        if row is None:
+            raise NotFoundError(f"No account for {email}.")
+        return row
+
+    def user(self, user_id: int) -> dict:
+        row = self.db.one("SELECT * FROM users WHERE id = ? AND deleted_at IS NULL", (user_id,))
+        if row is None:
+            raise NotFoundError(f"No user {user_id}.")
+        return row
+
+    def set_user(self, user_id: int, **fields) -> None:
+        for key, value in fields.items():
+            if key not in {"name", "password_hash", "deleted_at", "email"}:
+                raise ValueError(f"{key} is not a user field.")
+            self.db.execute(f"UPDATE users SET {key} = ? WHERE id = ?", (value, user_id))
+        self.access_changed()
+
+    def has_users(self) -> bool:
+        return bool(self.db.scalar("SELECT count(*) AS n FROM users"))
+
+    def other_admins(self, user_id: int) -> int:
+        """How many administrators other than this user remain."""
+        return int(self.db.scalar(
+            "SELECT count(*) AS n FROM users WHERE is_admin = 1 AND deleted_at IS NULL "
+            "AND id != ?", (user_id,)) or 0)
+
+    def units(self, user_id: int) -> str | None:
+        """The glucose units a user chose, None if they never chose."""
+        row = self.db.one("SELECT units FROM user_settings WHERE user_id = ?", (user_id,))
+        return row["units"] if row else None
+
+    def set_units(self, user_id: int, unit: str) -> None:
+        self.db.execute(
+            "INSERT INTO user_settings (user_id, units, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET units = excluded.units, "
+            "updated_at = excluded.updated_at", (user_id, unit, time.time()))
+
+    def grant(self, tenant_id: str, user_id: int, role: str, *, by: int | None) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}.")
+        self.get_tenant(tenant_id)
+        self.db.execute(
+            "INSERT INTO memberships (tenant_id, user_id, role, granted_by, granted_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, user_id) DO UPDATE SET "
+            "role = excluded.role, granted_by = excluded.granted_by, "
+            "granted_at = excluded.granted_at, revoked_at = NULL",
+            (tenant_id, user_id, role, by, time.time()),
+        )
+        self.access_changed()
+
+    def revoke(self, tenant_id: str, user_id: int) -> bool:
+        done = bool(self.db.execute(
+            "UPDATE memberships SET revoked_at = ? WHERE tenant_id = ? AND user_id = ? "
+            "AND revoked_at IS NULL", (time.time(), tenant_id, user_id)))
+        self.access_changed()
+        return done
+
+    def role(self, tenant_id: str, user_id: int) -> str | None:
+        """The user's current role in the tenant, None if none (or revoked, or deleted)."""
+        row = self.db.one(
+            "SELECT m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id "
+            "WHERE m.tenant_id = ? AND m.user_id = ? AND m.revoked_at IS NULL "
+            "AND t.deleted_at IS NULL", (tenant_id, user_id))
+        return row["role"] if row else None
+
+    def memberships(self, user_id: int) -> list[dict]:
+        return self.db.query(
+            "SELECT m.tenant_id, m.role, t.name FROM memberships m JOIN tenants t "
+            "ON t.id = m.tenant_id WHERE m.user_id = ? AND m.revoked_at IS NULL "
+            "AND t.deleted_at IS NULL ORDER BY m.tenant_id", (user_id,))
+
+    def visible_tenants(self, user: dict) -> list[dict]:
+        """The tenants a user may open, with the role they hold there (admins: every tenant)."""
+        if user["is_admin"]:
+            return [{"tenant_id": r["id"], "name": r["name"], "role": "admin"} for r in
+                    self.db.query("SELECT id, name FROM tenants WHERE deleted_at IS NULL "
+                                  "ORDER BY id")]
+        return self.memberships(user["id"])
+
+    def members(self, tenant_id: str) -> list[dict]:
+        return self.db.query(
+            "SELECT u.id AS user_id, u.email, u.name, m.role, m.granted_at FROM memberships m "
+            "JOIN users u ON u.id = m.user_id WHERE m.tenant_id = ? AND m.revoked_at IS NULL "
+            "AND u.deleted_at IS NULL ORDER BY u.email", (tenant_id,))
+
+
+    # -- secrets and tokens ---------------------------------------------------------------
+
+    def add_api_secret(self, tenant_id: str, presented: str, *, kind: str = "api-secret",
+                       label: str = "") -> None:
+        """Keep a credential (the SHA1 hex an uploader sends, or a token) for a tenant."""
+        try:
+            self.db.execute(
+                "INSERT INTO api_secrets (tenant_id, secret_hash, kind, label, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (tenant_id, secret_hash(presented), kind, label, time.time()),
+            )
+        except IntegrityError:
+            raise ConflictError("That secret is already in use.") from None
+
+    def set_api_secret(self, tenant_id: str, secret: str) -> None:
+        """Make `secret` the tenant's upload secret (the previous one stops working): kept as
+        the hashes of the two forms uploaders send, its SHA-1 and its SHA-512."""
+        from nightlink.nightscout.auth import secret_forms
+
+        with self.db.transaction():
+            self.revoke_api_secrets(tenant_id, "api-secret")
+            for form in secret_forms(secret):
+                self.add_api_secret(tenant_id, form, kind="api-secret")
+
+    def api_secret(self, presented: str) -> dict | None:
+        """The tenant and kind a presented secret or token belongs to, or None."""
+        return self.db.one(
+            "SELECT tenant_id, kind, label FROM api_secrets WHERE secret_hash = ? "
+            "AND revoked_at IS NULL", (secret_hash(presented),))
+
+    def revoke_api_secrets(self, tenant_id: str, kind: str) -> int:
+        n = self.db.execute(
+            "UPDATE api_secrets SET revoked_at = ? WHERE tenant_id = ? AND kind = ? "
+            "AND revoked_at IS NULL", (time.time(), tenant_id, kind))
+        self.access_changed()
+        return n
+
+    def add_refresh_token(self, jti: str, user_id: int, expires_at: float) -> None:
+        self.db.execute("INSERT INTO refresh_tokens (jti, user_id, expires_at) VALUES (?, ?, ?)",
+                        (jti, user_id, expires_at))
+
+    def revoke_refresh_tokens(self, user_id: int) -> int:
+        """End every session of a user (password changed, account deleted)."""
+        return self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? "
+                               "AND revoked_at IS NULL", (time.time(), user_id))
+
+    def use_refresh_token(self, jti: str) -> int | None:
+        """Spend a refresh token once: its user id, or None if unknown, used or expired."""
+        with self.db.transaction():
+            row = self.db.one("SELECT user_id, expires_at, revoked_at FROM refresh_tokens "
+                              "WHERE jti = ?", (jti,))
+            if row is None or row["revoked_at"] or row["expires_at"] < time.time():
+                return None
+            self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ?",
+                            (time.time(), jti))
+            return row["user_id"]
+
+
+    # -- audit ------------------------------------------------------------------------------
+
+    def audit(self, action: str, *, actor: int | None = None, tenant_id: str | None = None,
+              **detail) -> None:
+        self.db.execute(
+            "INSERT INTO audit (at, actor_user_id, tenant_id, action, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, tenant_id, action, to_json(detail)),
+        )
+
+    def audit_log(self, tenant_id: str | None = None, limit: int = 200, *,
+                  with_members: bool = False) -> list[dict]:
+        """The audit log newest first: everything, or one tenant's (with_members: and its
+        members' own account actions: sign-ins, password changes, account deletions)."""
+        if tenant_id is None:
+            rows = self.db.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            ids = [m["user_id"] for m in self.members(tenant_id)] if with_members else []
+            sql, args = "SELECT * FROM audit WHERE tenant_id = ?", [tenant_id]
+            if ids:
+                sql += (f" OR (tenant_id IS NULL AND action IN "
+                        f"({', '.join('?' * len(MEMBER_ACTIONS))}) "
+                        f"AND actor_user_id IN ({', '.join('?' * len(ids))}))")
+                args += [*MEMBER_ACTIONS, *ids]
+            rows = self.db.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        for r in rows:
+            r["detail"] = from_json(r["detail"])
+        return rows
+

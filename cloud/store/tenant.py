@@ -1,0 +1,281 @@
+"""One tenant's data: epoch rows, Nightscout documents, nights, alerts and settings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from nightlink.cloud.store import rows as row_codec
+from nightlink.cloud.store.base import NotFoundError, from_json, to_json
+from nightlink.nightscout import documents as ns_documents
+from nightlink.nightscout import store as ns_store
+from nightlink.nightscout.query import Cond, Instant
+from nightlink.nightscout.site import Subjects
+from nightlink.nightscout.store import DocumentStore
+from nightlink.shared import codec
+from nightlink.sql import Database
+
+_ENTRY_COLUMNS = {"date", "sgv"}
+_OPS = {">=": "$gte", ">": "$gt", "<=": "$lte", "<": "$lt", "=": "$eq", "!=": "$ne"}
+
+
+class TenantStore:
+    """One tenant's data. Every statement carries `tenant_id = ?` with this tenant."""
+
+    def __init__(self, db: Database, tenant_id: str, notify=None):
+        self.db = db
+        self.tenant_id = tenant_id
+        self.notify = notify  # the live hub's hook for Nightscout document changes
+
+    # -- epoch rows -------------------------------------------------------------------------
+
+    def put_rows(self, records: Iterable[codec.Record]) -> int:
+        """Store every row of these records (one per epoch); return how many were new."""
+        now = time.time()
+        rows = []
+        for rec in records:
+            dev = codec.device_name(rec.device)
+            for i, row in enumerate(rec.rows):
+                rows.append((self.tenant_id, dev, rec.stream, rec.boot, rec.seq + i,
+                             rec.epoch + i, rec.flags, rec.nfeat, row_codec.pack_row(rec.stream, row), now))
+        if not rows:
+            return 0
+        with self.db.transaction():
+            return self.db.executemany(
+                "INSERT INTO epoch_rows (tenant_id, device, stream, boot, seq, epoch, flags, "
+                "nfeat, row_data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (device, stream, boot, seq) DO NOTHING", rows)
+
+    def count_rows(self, stream: int | None = None) -> int:
+        if stream is None:
+            return int(self.db.scalar("SELECT count(*) AS n FROM epoch_rows WHERE tenant_id = ?",
+                                      (self.tenant_id,)) or 0)
+        return int(self.db.scalar(
+            "SELECT count(*) AS n FROM epoch_rows WHERE tenant_id = ? AND stream = ?",
+            (self.tenant_id, stream)) or 0)
+
+    def rows(self, stream: int, start_epoch: int, end_epoch: int, *, after: tuple | None = None,
+             limit: int = 1000) -> list[row_codec.Row]:
+        """Rows of one stream in [start, end), ordered by (epoch, device, boot, seq); `after`
+        is the last (epoch, device, boot, seq) of the previous page (cursor pagination)."""
+        sql = ("SELECT device, stream, boot, seq, epoch, flags, nfeat, row_data FROM epoch_rows "
+               "WHERE tenant_id = ? AND stream = ? AND epoch >= ? AND epoch < ?")
+        args: list = [self.tenant_id, stream, start_epoch, end_epoch]
+        if after is not None:
+            e, d, b, s = after
+            sql += (" AND (epoch > ? OR (epoch = ? AND (device > ? OR (device = ? AND "
+                    "(boot > ? OR (boot = ? AND seq > ?))))))")
+            args += [e, e, d, d, b, b, s]
+        sql += " ORDER BY epoch, device, boot, seq LIMIT ?"
+        args.append(limit)
+        return [row_codec.Row(r["device"], r["stream"], r["boot"], r["seq"], r["epoch"], r["flags"],
+                    r["nfeat"], bytes(r["row_data"])) for r in self.db.query(sql, args)]
+
+    def streams(self) -> list[int]:
+        """The streams this tenant has rows of."""
+        return [r["stream"] for r in self.db.query(
+            "SELECT DISTINCT stream FROM epoch_rows WHERE tenant_id = ? ORDER BY stream",
+            (self.tenant_id,))]
+
+    def stream_values(self, stream: int, start_epoch: int, end_epoch: int) -> dict[int, dict]:
+        """Epoch index -> {feature: value} for one stream in [start, end); features a device
+        did not measure are absent. Where several devices sent the same epoch, the first (by
+        device id) wins per feature and the others only add what it lacked."""
+        out: dict[int, dict] = {}
+        for r in self.db.query(
+                "SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
+                "stream = ? AND epoch >= ? AND epoch < ? ORDER BY epoch, device, boot, seq",
+                (self.tenant_id, stream, start_epoch, end_epoch)):
+            vals = row_codec.measured(stream, r["nfeat"], bytes(r["row_data"]))
+            have = out.get(r["epoch"])
+            if have is None:
+                out[r["epoch"]] = vals
+            else:
+                for k, v in vals.items():
+                    have.setdefault(k, v)
+        return out
+
+    def row_activity(self, stream: int, start_epoch: int, end_epoch: int) -> tuple[int, float]:
+        """How many rows a stream has in [start, end) and when the last arrived (unix s)."""
+        r = self.db.one("SELECT count(*) AS n, max(received_at) AS t FROM epoch_rows "
+                        "WHERE tenant_id = ? AND stream = ? AND epoch >= ? AND epoch < ?",
+                        (self.tenant_id, stream, start_epoch, end_epoch))
+        return int(r["n"]), float(r["t"] or 0)
+
+    # -- Nightscout documents (the Nightscout core's store) ----------------------------------
+
+    @property
+    def subjects(self) -> Subjects:
+        """This tenant's Nightscout access tokens (subjects with roles)."""
+        return Subjects(self.db, self.tenant_id)
+
+    @property
+    def docs(self) -> DocumentStore:
+        """This tenant's Nightscout collections; every write follows the core's rules."""
+        return DocumentStore(self.db, self.tenant_id, notify=self.notify)
+
+    def add_documents(self, coll: str, items: Iterable[dict], *, mode: str = "keep"
+                      ) -> tuple[list[dict], int]:
+        """Normalise and store documents of a collection; (new documents, the others).
+
+        mode "keep" leaves a matching stored document as it is (what the MQTT ingest and
+        importers want: an app's upload is richer than a reading re-derived from features).
+        Raises nightscout DocumentError for an invalid document.
+        """
+        now = int(time.time() * 1000)
+        normalized = [ns_documents.normalize(coll, d, now) for d in items]
+        outcomes = self.docs.put(normalized, mode=mode)
+        stored = [o.row.v1() for o in outcomes if o.action == "created"]
+        return stored, len(outcomes) - len(stored)
+
+    def add_entries(self, docs: Iterable[dict]) -> tuple[list[dict], int]:
+        """Store entries (an sgv equal to one stored less than a minute away is the same
+        reading); return (new entries, duplicates)."""
+        return self.add_documents("entries", docs)
+
+    def entries(self, *, count: int = 10, type_: str | None = None,
+                where: Sequence[tuple[str, str, object]] = ()) -> list[dict]:
+        """Entries newest first; `where` holds (date or sgv, operator, value) conditions."""
+        query = ns_store.between("entries", kind=type_)
+        for column, op, value in where:
+            if column not in _ENTRY_COLUMNS or op not in _OPS:
+                raise ValueError(f"{column} {op} is not a supported filter.")
+            operand = Instant(int(value)) if column == "date" else float(value)
+            query.add(Cond(column, _OPS[op], operand))
+        return [r.v1() for r in self.docs.find("entries", query, count=count)]
+
+    def documents(self, coll: str, *, count: int = 10) -> list[dict]:
+        """The newest documents of a Nightscout collection (exports, tests)."""
+        return [r.v1() for r in self.docs.find(coll, None, count=count)]
+
+    # -- devices, nights, alerts ------------------------------------------------------------
+
+    def devices(self) -> list[dict]:
+        return self.db.query(
+            "SELECT id, kind, label, mqtt_username, created_at, revoked_at FROM devices "
+            "WHERE tenant_id = ? ORDER BY id", (self.tenant_id,))
+
+    def revoke_device(self, device_id: str) -> bool:
+        return bool(self.db.execute(
+            "UPDATE devices SET revoked_at = ? WHERE tenant_id = ? AND id = ? "
+            "AND revoked_at IS NULL", (time.time(), self.tenant_id, device_id)))
+
+    def put_night(self, night: str, doc: dict) -> None:
+        self.db.execute(
+            "INSERT INTO nights (tenant_id, night, doc, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (tenant_id, night) DO UPDATE SET doc = excluded.doc, "
+            "updated_at = excluded.updated_at", (self.tenant_id, night, to_json(doc), time.time()))
+
+    def nights(self, *, limit: int = 60) -> list[dict]:
+        rows = self.db.query("SELECT night, doc, updated_at FROM nights WHERE tenant_id = ? "
+                             "ORDER BY night DESC LIMIT ?", (self.tenant_id, limit))
+        return [{"night": r["night"], "updated_at": r["updated_at"], **from_json(r["doc"])}
+                for r in rows]
+
+    def night(self, night: str) -> dict:
+        row = self.db.one("SELECT doc FROM nights WHERE tenant_id = ? AND night = ?",
+                          (self.tenant_id, night))
+        if row is None:
+            raise NotFoundError(f"No night {night}.")
+        return from_json(row["doc"])
+
+    def add_alert(self, rule: str, level: str, at_ms: int, message: str, **detail) -> int:
+        rows = self.db.query(
+            "INSERT INTO alerts (tenant_id, rule, level, at_ms, message, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (self.tenant_id, rule, level, at_ms, message, to_json(detail)))
+        return int(rows[0]["id"])
+
+    def alerts(self, *, limit: int = 100, unacked: bool = False) -> list[dict]:
+        sql = "SELECT * FROM alerts WHERE tenant_id = ?"
+        if unacked:
+            sql += " AND acked_at IS NULL"
+        rows = self.db.query(sql + " ORDER BY at_ms DESC, id DESC LIMIT ?",
+                             (self.tenant_id, limit))
+        for r in rows:
+            r["detail"] = from_json(r["detail"])
+        return rows
+
+    def alert(self, alert_id: int) -> dict | None:
+        row = self.db.one("SELECT * FROM alerts WHERE tenant_id = ? AND id = ?",
+                          (self.tenant_id, alert_id))
+        if row is not None:
+            row["detail"] = from_json(row["detail"])
+        return row
+
+    def ack_alert(self, alert_id: int, user_id: int) -> bool:
+        return bool(self.db.execute(
+            "UPDATE alerts SET acked_by = ?, acked_at = ? WHERE tenant_id = ? AND id = ? "
+            "AND acked_at IS NULL", (user_id, time.time(), self.tenant_id, alert_id)))
+
+    def alert_settings(self, user_id: int) -> dict[str, dict]:
+        rows = self.db.query("SELECT rule, enabled, threshold FROM alert_settings "
+                             "WHERE tenant_id = ? AND user_id = ?", (self.tenant_id, user_id))
+        return {r["rule"]: {"enabled": bool(r["enabled"]), "threshold": r["threshold"]}
+                for r in rows}
+
+    def set_alert_setting(self, user_id: int, rule: str, enabled: bool,
+                          threshold: float | None) -> None:
+        self.db.execute(
+            "INSERT INTO alert_settings (tenant_id, user_id, rule, enabled, threshold) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, user_id, rule) DO UPDATE SET "
+            "enabled = excluded.enabled, threshold = excluded.threshold",
+            (self.tenant_id, user_id, rule, int(enabled), threshold))
+
+    def exclusive(self, purpose: str) -> None:
+        """Inside a transaction: wait until no other process holds `purpose` for this tenant
+        (PostgreSQL advisory lock; SQLite's single writer already serialises)."""
+        if self.db.kind == "postgres":
+            self.db.query("SELECT pg_advisory_xact_lock(hashtext(?)) IS NULL AS locked",
+                          (f"nightlink-{purpose}:{self.tenant_id}",))
+
+    def transaction(self):
+        return self.db.transaction()
+
+    # -- report settings and the fused-night cache --------------------------------------------
+
+    def report_settings(self) -> dict | None:
+        """The patient's stored report settings (tz, targets, report_days), None if unset."""
+        return self.db.one("SELECT tz, targets, report_days FROM patient_settings "
+                           "WHERE tenant_id = ?", (self.tenant_id,))
+
+    def set_report_settings(self, tz: str, targets: str, report_days: int) -> None:
+        self.db.execute(
+            "INSERT INTO patient_settings (tenant_id, tz, targets, report_days, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET tz = excluded.tz, "
+            "targets = excluded.targets, report_days = excluded.report_days, "
+            "updated_at = excluded.updated_at",
+            (self.tenant_id, tz, targets, report_days, time.time()))
+
+    def cached_fusion(self, night: str, stamp: str) -> dict | None:
+        """The cached fusion of a night if it was computed from what `stamp` describes."""
+        row = self.db.one("SELECT stamp, doc FROM fused_nights WHERE tenant_id = ? AND "
+                          "night = ?", (self.tenant_id, night))
+        return from_json(row["doc"]) if row is not None and row["stamp"] == stamp else None
+
+    def cache_fusion(self, night: str, stamp: str, doc: dict) -> None:
+        self.db.execute(
+            "INSERT INTO fused_nights (tenant_id, night, stamp, doc, computed_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, night) DO UPDATE SET "
+            "stamp = excluded.stamp, doc = excluded.doc, computed_at = excluded.computed_at",
+            (self.tenant_id, night, stamp, to_json(doc, sort_keys=False), time.time()))
+
+    def fusion_cache_info(self, night: str) -> dict | None:
+        """When the cached fusion of a night was computed, and from what."""
+        return self.db.one("SELECT stamp, computed_at FROM fused_nights WHERE tenant_id = ? "
+                           "AND night = ?", (self.tenant_id, night))
+
+    # -- data rights --------------------------------------------------------------------------
+
+    def purge(self) -> int:
+        """Delete every row this tenant owns (after the 30-day soft-delete period)."""
+        n = 0
+        with self.db.transaction():
+            for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
+                          "alert_settings", "memberships", "api_secrets", "devices",
+                          "fused_nights", "patient_settings"):
+                n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
+                                     (self.tenant_id,))
+        return n
+
+
