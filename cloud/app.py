@@ -25,15 +25,20 @@ _LOGGER = logging.getLogger("nightlink.cloud.access")
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    from nightlink.cloud import (
-        live,
-        routes_admin,
-        routes_auth,
-        routes_nl,
-        routes_ops,
-        routes_portal,
-    )
+    from nightlink.cloud import live
     from nightlink.cloud.nightscout_site import CloudDirectory
+    from nightlink.cloud.routes import (
+        accounts,
+        credentials,
+        data,
+        devices,
+        export,
+        ops,
+        patients,
+        portal,
+        sessions,
+        tenants,
+    )
     from nightlink.nightscout.app import mount as mount_nightscout
     from nightlink.nightscout.live import Hub
 
@@ -57,11 +62,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     state = mount_nightscout(app, directory, hub=hub,
                              cors_origin=settings.nightscout_cors_origin or None)
     app.state.store.access_listeners.append(state.forget)
-    for module in (routes_auth, routes_admin, routes_nl, routes_ops, live, routes_portal):
+    for module in (sessions, accounts, tenants, credentials, devices, export, patients, data, ops,
+                   live, portal):
         _docstring_summaries(module.router)
         app.include_router(module.router)
     live.install(app)  # the alert worker runs with the app's lifespan
-    routes_portal.install(app)  # portal pages send browsers without a session to sign in
+    portal.install(app)  # portal pages send browsers without a session to sign in
 
     app.add_middleware(RequestContext, domain=settings.tenant_domain.lower().strip("."))
 

@@ -110,3 +110,11 @@ def writer_access(access: MemberAccess) -> TenantAccess:
 
 
 WriterAccess = Annotated[TenantAccess, Depends(writer_access)]
+
+
+def owner_access(tenant: str, store: StoreDep, user: CurrentUser) -> TenantAccess:
+    """The tenant's patient, or an administrator, who also reaches a soft-deleted tenant."""
+    return writer_access(member_access(tenant, store, user))
+
+
+OwnerAccess = Annotated[TenantAccess, Depends(owner_access)]

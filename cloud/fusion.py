@@ -22,19 +22,18 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from nightlink.cloud import glycemia as G
+from nightlink.cloud import glycemia
 from nightlink.cloud.store import TenantStore
-from nightlink.edge.night_summary import APNEA_SILENCE_S, SNORE_RATIO
-from nightlink.shared import features as F
-from nightlink.shared.clinical import ahi_severity
+from nightlink.shared import features
+from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity
 from nightlink.shared.epoch import EPOCH_S
 
 FUSION_VERSION = 1  # bump when a definition changes: cached nights are then recomputed
 EPOCH_MIN = EPOCH_S / 60.0
 WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
 STAGE_NAMES = ("wake", "light", "deep", "rem")
-SLEEP_STREAMS = (F.INFER, F.WEARABLE, F.AUDIO)  # rows of these make a recording
-ALL_STREAMS = (F.ROOM, F.WEARABLE, F.AUDIO, F.CGM, F.INFER)
+SLEEP_STREAMS = (features.INFER, features.WEARABLE, features.AUDIO)  # rows of these make a recording
+ALL_STREAMS = (features.ROOM, features.WEARABLE, features.AUDIO, features.CGM, features.INFER)
 CGM_INTERVAL_MIN = 5.0
 ACTIGRAPHY_WAKE = 3  # moving epochs among 5 that make an epoch awake (without a classifier)
 HR_BEFORE_MIN = 30  # baseline for a low's heart-rate response
@@ -119,7 +118,7 @@ def _range(xs, nd=1):
     xs = sorted(x for x in xs if x is not None)
     if not xs:
         return None
-    return {"min": _r(xs[0], nd), "median": _r(G.percentile(xs, 50), nd), "max": _r(xs[-1], nd)}
+    return {"min": _r(xs[0], nd), "median": _r(glycemia.percentile(xs, 50), nd), "max": _r(xs[-1], nd)}
 
 
 def _runs(flags: list[bool]) -> int:
@@ -138,11 +137,11 @@ def stages(nd: NightData, span: tuple[int, int] | None) -> tuple[dict[int, int],
     if span is None:
         return {}, None
     a, b = span
-    infer = nd.streams[F.INFER]
+    infer = nd.streams[features.INFER]
     if any(a <= e < b for e in infer):
         return {e: int(v["sleep_stage"]) for e, v in infer.items()
                 if a <= e < b and "sleep_stage" in v}, "classifier"
-    wear = nd.streams[F.WEARABLE]
+    wear = nd.streams[features.WEARABLE]
     out = {}
     for e, v in wear.items():
         if a <= e < b and "movement" in v:
@@ -227,13 +226,13 @@ def coverage(nd: NightData, span) -> dict:
     n = max(1, b - a)
     out = {}
     for s in ALL_STREAMS:
-        name = F.stream(s)[F.S_NAME]
+        name = features.stream(s)[features.S_NAME]
         # an epoch counts when its row carries at least one measured feature
         out[name] = sum(1 for e, v in nd.streams[s].items() if v and a <= e < b) / n
     lo, hi = a * EPOCH_S * 1000, b * EPOCH_S * 1000
     got = [g for t, g in nd.readings if lo <= t < hi]
     expected = max(1, int(n * EPOCH_MIN / CGM_INTERVAL_MIN))
-    out["glucose_readings"] = min(1.0, len(G.glucose([(0, g) for g in got])) / expected)
+    out["glucose_readings"] = min(1.0, len(glycemia.glucose([(0, g) for g in got])) / expected)
     out["sensor_errors"] = sum(1 for g in got if g < 39)
     return out
 
@@ -252,7 +251,7 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
     out["hours"], out["basis"] = hours, basis
     if hours <= 0:
         return out
-    infer, audio, wear = nd.streams[F.INFER], nd.streams[F.AUDIO], nd.streams[F.WEARABLE]
+    infer, audio, wear = nd.streams[features.INFER], nd.streams[features.AUDIO], nd.streams[features.WEARABLE]
     if stage_source == "classifier":
         rows = [infer[e] for e in epochs if e in infer]
         scored_h = len(rows) * EPOCH_S / 3600.0
@@ -303,28 +302,28 @@ def nocturnal_glucose(nd: NightData, sleep_span) -> dict:
     rd = [(t, g) for t, g in nd.readings if lo <= t < hi]
     out: dict = {"period": what, "start_ms": lo, "end_ms": hi, "n": 0, "summary": None,
                  "bands": None, "lows": [], "dawn": None}
-    s = G.summary(rd)
+    s = glycemia.summary(rd)
     if s is None:
         return out
     out["n"] = s["n"]
     out["summary"] = {k: s[k] for k in ("mean", "sd", "cv_pct")}
-    out["bands"] = G.bands(rd)
+    out["bands"] = glycemia.bands(rd)
     lows = []
     for level in (1, 2):
-        for e in G.hypo_events(rd, level):
+        for e in glycemia.hypo_events(rd, level):
             lows.append({"level": level, "start_ms": e.start_ms, "end_ms": e.end_ms,
                          "minutes": e.minutes, "nadir": e.nadir, "ongoing": e.ongoing,
                          "extended": e.extended})
     out["lows"] = sorted(lows, key=lambda x: (x["start_ms"], x["level"]))
     if what == "sleep":
         night_rd = [(t, g) for t, g in nd.readings if t <= hi]
-        out["dawn"] = G.dawn_phenomenon(night_rd, hi)
+        out["dawn"] = glycemia.dawn_phenomenon(night_rd, hi)
     return out
 
 
 def room(nd: NightData, span) -> dict:
     a, b = span if span else (nd.first, nd.end)
-    rows = [v for e, v in nd.streams[F.ROOM].items() if v and a <= e < b]
+    rows = [v for e, v in nd.streams[features.ROOM].items() if v and a <= e < b]
     return {"temp_c": _range([r.get("temp_c") for r in rows]),
             "co2_ppm": _range([r.get("co2_ppm") for r in rows], 0),
             "light_lux": _range([r.get("light_lux") for r in rows], 0),
@@ -339,7 +338,7 @@ def _epoch_of(t_ms: int) -> int:
 def findings(nd: NightData, st: dict[int, int], doc: dict, sleep_span) -> dict:
     """Cross-modal findings of one night: each low with the sleep stage, heart-rate response
     and any arousal around it; glucose by sleep stage; glucose around desaturations."""
-    wear, infer = nd.streams[F.WEARABLE], nd.streams[F.INFER]
+    wear, infer = nd.streams[features.WEARABLE], nd.streams[features.INFER]
     lows = []
     for low in doc["glucose"]["lows"]:
         a, b = _epoch_of(low["start_ms"]), _epoch_of(low["end_ms"]) + 1
@@ -361,7 +360,7 @@ def findings(nd: NightData, st: dict[int, int], doc: dict, sleep_span) -> dict:
                      "arousal": bool(arousal),
                      "arousal_ms": arousal[0] * EPOCH_S * 1000 if arousal else None})
     lo, hi, _what = sleep_span
-    rd = [(t, g) for t, g in G.glucose(nd.readings) if lo <= t < hi]
+    rd = [(t, g) for t, g in glycemia.glucose(nd.readings) if lo <= t < hi]
     by_stage: dict[str, list[float]] = {}
     for t, g in rd:
         s = st.get(_epoch_of(t))
@@ -405,8 +404,8 @@ def timeline(nd: NightData, doc: dict, margin_min: int = 30) -> list[dict]:
     s = nd.streams
     out = []
     for e in range(a, b):
-        i, w, au, r = (s[F.INFER].get(e, {}), s[F.WEARABLE].get(e, {}), s[F.AUDIO].get(e, {}),
-                       s[F.ROOM].get(e, {}))
+        i, w, au, r = (s[features.INFER].get(e, {}), s[features.WEARABLE].get(e, {}), s[features.AUDIO].get(e, {}),
+                       s[features.ROOM].get(e, {}))
         g = gl.get(e)
         if i:
             apnea, desat, snore = i.get("apnea_events"), i.get("desat3"), i.get("snore")

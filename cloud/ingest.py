@@ -22,13 +22,12 @@ import paho.mqtt.client as mqtt
 from nightlink.cloud import metrics
 from nightlink.cloud.store import Store
 from nightlink.nightscout.documents import DocumentError
-from nightlink.shared import codec, topics, units
-from nightlink.shared import features as F
+from nightlink.shared import codec, features, topics, units
 from nightlink.shared.epoch import EPOCH_S, epoch_start
 from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
-_CGM_NAMES = F.names(F.CGM)
+_CGM_NAMES = features.names(features.CGM)
 _GLUCOSE = _CGM_NAMES.index("glucose_mgdl")
 _AGE = _CGM_NAMES.index("minutes_since")
 _TREND = _CGM_NAMES.index("direction")
@@ -90,16 +89,16 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
         store.put_device_status(device, tenant, doc)
         out = Outcome()
         for name, ranges in (doc.get("dropped") or {}).items():
-            s = F.stream_by_name(name)
+            s = features.stream_by_name(name)
             if s is None or not isinstance(ranges, list):
                 continue
             try:
-                store.add_dropped(device, s[F.S_ID], [(int(a), int(b)) for a, b in ranges])
+                store.add_dropped(device, s[features.S_ID], [(int(a), int(b)) for a, b in ranges])
             except (TypeError, ValueError):
                 raise Rejected("The status report's dropped ranges are not [first, last] "
                                "pairs.") from None
-            hwm = store.advance_hwm(device, s[F.S_ID])
-            gaps = store.missing_seqs(device, s[F.S_ID])
+            hwm = store.advance_hwm(device, s[features.S_ID])
+            gaps = store.missing_seqs(device, s[features.S_ID])
             out.acks.append((topics.ack_topic(tenant, device, name),
                              {"stream": name, "hwm": hwm, "gaps": [list(g) for g in gaps[:50]]}))
         for name, n in (doc.get("drops") or {}).items():
@@ -117,13 +116,13 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
         if codec.device_name(rec.device) != device:
             raise Rejected(f"A record of device {codec.device_name(rec.device)} was sent on "
                            f"{device}'s topic.")
-        if F.stream(rec.stream)[F.S_NAME] != stream:
-            raise Rejected(f"A {F.stream(rec.stream)[F.S_NAME]} record was sent on the "
+        if features.stream(rec.stream)[features.S_NAME] != stream:
+            raise Rejected(f"A {features.stream(rec.stream)[features.S_NAME]} record was sent on the "
                            f"{stream} topic.")
     out = Outcome()
     data = store.tenant(tenant)
     out.rows = data.put_rows(records)
-    if F.stream_by_name(stream)[F.S_ID] == F.CGM:
+    if features.stream_by_name(stream)[features.S_ID] == features.CGM:
         entries = [e for rec in records for e in glucose_entries(rec, device)]
         if entries:
             # The Nightscout core's rules: a reading an app already uploaded (the same value
@@ -132,7 +131,7 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
                 out.entries, _dupes = data.add_entries(entries)
             except DocumentError as exc:
                 raise Rejected(f"A glucose reading of the record is not valid: {exc}") from None
-    sid = F.stream_by_name(stream)[F.S_ID]
+    sid = features.stream_by_name(stream)[features.S_ID]
     hwm = store.advance_hwm(device, sid)
     gaps = store.missing_seqs(device, sid)
     out.acks.append((topics.ack_topic(tenant, device, stream),

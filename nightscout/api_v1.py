@@ -18,8 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from nightlink.nightscout import documents as D
-from nightlink.nightscout import times
+from nightlink.nightscout import documents, times
 from nightlink.nightscout.http import (
     JSON_TYPE,
     NSError,
@@ -49,12 +48,12 @@ HEADER_REJECTED = "X-Nightlink-Rejected"
 _IGNORED_PARAMS = {"token", "secret", "rr", "now", "_"}
 # (default count without find, with find, default window, mode of a matching upload)
 _RULES = {
-    D.ENTRIES: (10, 10, True, "merge"),
-    D.TREATMENTS: (100, 1000, True, "replace"),
-    D.DEVICESTATUS: (10, 10, True, "replace"),
-    D.PROFILE: (10, 10, False, "replace"),
-    D.FOOD: (None, None, False, "replace"),
-    D.ACTIVITY: (None, None, True, "replace"),
+    documents.ENTRIES: (10, 10, True, "merge"),
+    documents.TREATMENTS: (100, 1000, True, "replace"),
+    documents.DEVICESTATUS: (10, 10, True, "replace"),
+    documents.PROFILE: (10, 10, False, "replace"),
+    documents.FOOD: (None, None, False, "replace"),
+    documents.ACTIVITY: (None, None, True, "replace"),
 }
 _ENTRY_FORMATS = ("txt", "tsv", "csv", "json")  # Nightscout's res.format order for */*
 
@@ -192,8 +191,8 @@ async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode:
         rejected = 0
         for index, item in enumerate(items):
             try:
-                n = D.normalize(coll, item, now, v3=v3)
-            except D.DocumentError as exc:
+                n = documents.normalize(coll, item, now, v3=v3)
+            except documents.DocumentError as exc:
                 rejected += 1
                 reason = f"{coll} item {index}: {exc}"
                 _dead_letter(request, site, coll, reason, item)
@@ -244,8 +243,8 @@ async def _put(request: Request, coll: str) -> Response:
         for index, item in enumerate(items):
             key = item.get("_id") if isinstance(item, dict) else None
             try:
-                n = D.normalize(coll, item, now)
-            except D.DocumentError as exc:
+                n = documents.normalize(coll, item, now)
+            except documents.DocumentError as exc:
                 _dead_letter(request, site, coll, f"{coll} item {index}: {exc}", item)
                 raise bad_request(f"{coll} item {index}: {exc}") from None
             if isinstance(key, str) and key.strip():
@@ -271,7 +270,7 @@ async def _delete_find(request: Request, coll: str, spec: str | None = None) -> 
     site, _ = need(request, f"api:{coll}:read,delete")
     query = _query(request, coll)
     if spec is not None and spec != "*":
-        if coll == D.ENTRIES and not D.is_hex_id(spec):
+        if coll == documents.ENTRIES and not documents.is_hex_id(spec):
             query.where.parts = [p for p in query.where.parts
                                  if getattr(p, "path", None) != "type"]
             from nightlink.nightscout.query import Cond
@@ -337,7 +336,7 @@ async def get_entries(request: Request) -> Response:
     .json or Accept: application/json, otherwise tab-separated text as Nightscout answers."""
     ext = request.url.path.rpartition(".")[2] if "." in request.url.path.rsplit("/", 1)[1] \
         else None
-    return await _list(request, D.ENTRIES, name="entries", window=True,
+    return await _list(request, documents.ENTRIES, name="entries", window=True,
                        render=_render_entries(ext))
 
 
@@ -346,9 +345,9 @@ async def get_entries_spec(spec: str, request: Request) -> Response:
     """`current` (the newest sgv), a type (`sgv`, `mbg`, `cal`, …) or an entry's `_id`;
     `.json`, `.txt`, `.tsv` or `.csv` choose the format."""
     name, ext = split_ext(spec, ("json", "txt", "tsv", "csv"))
-    if D.is_hex_id(name):
+    if documents.is_hex_id(name):
         site, _ = need(request, "api:entries:read")
-        row = await run_in_threadpool(site.docs.get, D.ENTRIES, name)
+        row = await run_in_threadpool(site.docs.get, documents.ENTRIES, name)
         if row is None or not row.valid:
             raise not_found(f"There is no entry {name!r}.")
         body, media = _render_entries(ext)(request, [row.v1()])
@@ -365,26 +364,26 @@ async def get_entries_spec(spec: str, request: Request) -> Response:
 
     if name == "current":
         return await _current(request, ext)
-    return await _list(request, D.ENTRIES, name=f"entries/{kind}", window=True, extra=only,
+    return await _list(request, documents.ENTRIES, name=f"entries/{kind}", window=True, extra=only,
                        render=_render_entries(ext))
 
 
 async def _current(request: Request, ext: str | None) -> Response:
     """The newest sgv entry as a one-element array (what clocks poll)."""
     site, _ = need(request, "api:entries:read")
-    changed, not_modified = _not_modified(request, site, D.ENTRIES)
+    changed, not_modified = _not_modified(request, site, documents.ENTRIES)
     if not_modified is not None:
         return not_modified
     state = state_of(request)
     key = (site.key, "current", ext, request.headers.get("accept", ""))
     reply = state.replies.get(key, changed)
     if reply is None:
-        rows = await run_in_threadpool(site.docs.latest, D.ENTRIES, kind="sgv")
+        rows = await run_in_threadpool(site.docs.latest, documents.ENTRIES, kind="sgv")
         reply = _render_entries(ext or "json")(request, [r.v1() for r in rows])
         state.replies.put(key, changed, reply)
     headers = {"Last-Modified": times.http_date(changed)} if changed else {}
     body, media = reply
-    state.replies.remember(request, Served(site.key, D.ENTRIES, "api:entries:read", False,
+    state.replies.remember(request, Served(site.key, documents.ENTRIES, "api:entries:read", False,
                                            changed, None, body, media, tuple(headers.items())))
     return Response(body, media_type=media, headers=headers)
 
@@ -394,7 +393,7 @@ async def _current(request: Request, ext: str | None) -> Response:
 async def post_entries(request: Request) -> Response:
     """One entry or an array; each (type, date) is stored once, an sgv equal to one less than
     a minute away is a near-duplicate; the reply holds the stored document for every item."""
-    return await _post(request, D.ENTRIES)
+    return await _post(request, documents.ENTRIES)
 
 
 @router.post("/entries/preview", responses=_WRITE, openapi_extra=_BODY,
@@ -407,8 +406,8 @@ async def preview_entries(request: Request) -> Response:
     out = []
     for item in as_items(await read_json(request)):
         try:
-            out.append(D.normalize(D.ENTRIES, item, now).doc)
-        except D.DocumentError as exc:
+            out.append(documents.normalize(documents.ENTRIES, item, now).doc)
+        except documents.DocumentError as exc:
             out.append({"error": str(exc)})
     return json_response(out)
 
@@ -417,13 +416,13 @@ async def preview_entries(request: Request) -> Response:
 @router.delete("/entries.json", include_in_schema=False)
 async def delete_entries(request: Request) -> Response:
     """Delete the entries `find[...]` matches (the last 4 days when it names no time)."""
-    return await _delete_find(request, D.ENTRIES)
+    return await _delete_find(request, documents.ENTRIES)
 
 
 @router.delete("/entries/{spec}", responses=_DELETED, summary="Delete an entry or a type.")
 async def delete_entries_spec(spec: str, request: Request) -> Response:
     """An entry's `_id`, a type (with `find[...]`), or `*` for every type."""
-    return await _delete_find(request, D.ENTRIES, split_ext(spec)[0])
+    return await _delete_find(request, documents.ENTRIES, split_ext(spec)[0])
 
 
 # -- treatments, device status, food, activity -------------------------------------------------
@@ -451,7 +450,7 @@ def _collection_routes(coll: str, path: str) -> None:
     async def delete_find(request: Request) -> Response:
         return await _delete_find(request, coll, None)
 
-    what = D._WHAT[coll]
+    what = documents._WHAT[coll]
     get_list.__doc__ = f"{coll} with find[...] and count, newest first."
     for p, hidden in ((path, False), (f"{path}.json", True)):
         router.add_api_route(p, get_list, methods=["GET"], responses=_READ,
@@ -468,9 +467,9 @@ def _collection_routes(coll: str, path: str) -> None:
                          responses=_DELETED, summary=f"Delete one {what} (`*`: by find).")
 
 
-_collection_routes(D.TREATMENTS, "/treatments")
-_collection_routes(D.DEVICESTATUS, "/devicestatus")
-_collection_routes(D.ACTIVITY, "/activity")
+_collection_routes(documents.TREATMENTS, "/treatments")
+_collection_routes(documents.DEVICESTATUS, "/devicestatus")
+_collection_routes(documents.ACTIVITY, "/activity")
 
 
 @router.get("/food/quickpicks", responses=_READ, summary="Food quick picks.")
@@ -478,7 +477,7 @@ _collection_routes(D.ACTIVITY, "/activity")
 async def food_quickpicks(request: Request) -> Response:
     """Food of type quickpick that is not hidden, by position."""
     site, _ = need(request, "api:food:read")
-    rows = await run_in_threadpool(site.docs.find, D.FOOD, None, count=MAX_COUNT)
+    rows = await run_in_threadpool(site.docs.find, documents.FOOD, None, count=MAX_COUNT)
     docs = [r.v1() for r in rows if r.doc.get("type") == "quickpick"
             and str(r.doc.get("hidden", "false")).lower() == "false"]
     docs.sort(key=lambda d: d.get("position") if isinstance(d.get("position"), int | float)
@@ -491,11 +490,11 @@ async def food_quickpicks(request: Request) -> Response:
 async def food_regular(request: Request) -> Response:
     """Food documents of type food."""
     site, _ = need(request, "api:food:read")
-    rows = await run_in_threadpool(site.docs.find, D.FOOD, None, count=MAX_COUNT)
+    rows = await run_in_threadpool(site.docs.find, documents.FOOD, None, count=MAX_COUNT)
     return json_response([r.v1() for r in rows if r.doc.get("type") == "food"])
 
 
-_collection_routes(D.FOOD, "/food")
+_collection_routes(documents.FOOD, "/food")
 
 
 # -- profiles ---------------------------------------------------------------------------------
@@ -505,14 +504,14 @@ _collection_routes(D.FOOD, "/food")
 @router.get("/profile.json", include_in_schema=False)
 async def get_profiles(request: Request) -> Response:
     """Profile documents, the newest startDate first, `count` (default 10)."""
-    return await _list(request, D.PROFILE, name="profile", window=False)
+    return await _list(request, documents.PROFILE, name="profile", window=False)
 
 
 @router.get("/profiles", responses=_READ, summary="Profiles with find.")
 @router.get("/profiles.json", include_in_schema=False)
 async def get_profiles_find(request: Request) -> Response:
     """Profiles with `find[startDate][...]` (the last 4 days without it)."""
-    return await _list(request, D.PROFILE, name="profiles", window=True)
+    return await _list(request, documents.PROFILE, name="profiles", window=True)
 
 
 @router.get("/profile/current", responses={200: {"description": "The profile with the newest "
@@ -522,7 +521,7 @@ async def get_profiles_find(request: Request) -> Response:
 async def get_current_profile(request: Request) -> Response:
     """The profile with the newest startDate (null when there is none)."""
     site, _ = need(request, "api:profile:read")
-    rows = await run_in_threadpool(site.docs.find, D.PROFILE, None, count=1)
+    rows = await run_in_threadpool(site.docs.find, documents.PROFILE, None, count=1)
     return json_response(rows[0].v1() if rows else None)
 
 
@@ -530,20 +529,20 @@ async def get_current_profile(request: Request) -> Response:
 @router.post("/profile.json", include_in_schema=False)
 async def post_profile(request: Request) -> Response:
     """One profile document or an array; the reply holds each stored document."""
-    return await _post(request, D.PROFILE)
+    return await _post(request, documents.PROFILE)
 
 
 @router.put("/profile", responses=_PUT, openapi_extra=_BODY, summary="Upsert a profile.")
 @router.put("/profile.json", include_in_schema=False)
 async def put_profile(request: Request) -> Response:
     """Replace the profile with this `_id`, or store it."""
-    return await _put(request, D.PROFILE)
+    return await _put(request, documents.PROFILE)
 
 
 @router.delete("/profile/{key}", responses=_DELETED, summary="Delete a profile.")
 async def delete_profile(key: str, request: Request) -> Response:
     """Delete the profile with this `_id`."""
-    return await _delete_find(request, D.PROFILE, split_ext(key)[0])
+    return await _delete_find(request, documents.PROFILE, split_ext(key)[0])
 
 
 # -- status, verifyauth, experiments ---------------------------------------------------------------
@@ -713,8 +712,8 @@ async def pebble(request: Request) -> Response:
     mmol = (params.get("units") or site.units) == "mmol"
 
     def work() -> dict:
-        sgvs = [r.doc for r in site.docs.latest(D.ENTRIES, kind="sgv", count=max(count, 12))]
-        statuses = [r.doc for r in site.docs.latest(D.DEVICESTATUS, count=10)]
+        sgvs = [r.doc for r in site.docs.latest(documents.ENTRIES, kind="sgv", count=max(count, 12))]
+        statuses = [r.doc for r in site.docs.latest(documents.DEVICESTATUS, count=10)]
         return pebble_document(sgvs, statuses, count=count, mmol=mmol, now_ms=_now())
 
     return json_response(await run_in_threadpool(work))
@@ -764,9 +763,9 @@ def _pebble_delta(sgvs: list[dict]) -> float:
         return delta
     for prev in sgvs[1:]:
         gap = int(first["date"]) - int(prev["date"])
-        if gap > D.DELTA_MAX_GAP_MS:
+        if gap > documents.DELTA_MAX_GAP_MS:
             break
-        if gap >= D.DELTA_MIN_GAP_MS and isinstance(prev.get("sgv"), int | float) \
+        if gap >= documents.DELTA_MIN_GAP_MS and isinstance(prev.get("sgv"), int | float) \
                 and prev["sgv"] >= 39:
             return (first["sgv"] - prev["sgv"]) * 5 / (gap / 60_000)
     return 0

@@ -13,8 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
-from nightlink.nightscout import auth, properties
-from nightlink.nightscout import documents as D
+from nightlink.nightscout import auth, documents, properties
 from nightlink.nightscout.http import (
     NSError,
     bad_request,
@@ -152,19 +151,19 @@ async def loop_notification(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict) or body.get("eventType") not in LOOP_EVENTS:
         raise bad_request(f"eventType must be one of {', '.join(LOOP_EVENTS)}.")
-    doc = {k: D.to_number(v) if k in ("remoteBolus", "remoteCarbs", "remoteAbsorption",
+    doc = {k: documents.to_number(v) if k in ("remoteBolus", "remoteCarbs", "remoteAbsorption",
                                       "duration") else v for k, v in body.items()}
     doc.setdefault("enteredBy", "Loop remote")
     doc["notificationSource"] = "loop"
     doc.pop("otp", None)  # a one-time password is not data to keep
 
     def work():
-        n = D.normalize(D.TREATMENTS, doc, int(time.time() * 1000))
+        n = documents.normalize(documents.TREATMENTS, doc, int(time.time() * 1000))
         return site.docs.put([n], mode="replace")[0]
 
     try:
         outcome = await run_in_threadpool(work)
-    except D.DocumentError as exc:
+    except documents.DocumentError as exc:
         raise bad_request(str(exc)) from None
     hub = state_of(request).hub
     if hub is not None:

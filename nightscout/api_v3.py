@@ -18,8 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from nightlink.nightscout import documents as D
-from nightlink.nightscout import times
+from nightlink.nightscout import documents, times
 from nightlink.nightscout.api_v1 import API_VERSION
 from nightlink.nightscout.http import (
     NSError,
@@ -66,13 +65,13 @@ def fail(status: int, message: str | None = None) -> _V3Error:
 
 
 def _collection(col: str) -> str:
-    if col not in D.V3_COLLECTIONS:
+    if col not in documents.V3_COLLECTIONS:
         raise fail(404, "Bad operation or collection")
     return col
 
 
 def _perm(col: str, op: str) -> str:
-    if col == D.SETTINGS and op == "read":
+    if col == documents.SETTINGS and op == "read":
         return "api:settings:admin"
     return f"api:{col}:{op}"
 
@@ -133,7 +132,7 @@ async def status(request: Request) -> Response:
     except NSError as exc:
         raise fail(exc.status, exc.description or exc.message) from None
     perms = {}
-    for col in D.V3_COLLECTIONS:
+    for col in documents.V3_COLLECTIONS:
         letters = "".join(letter for letter, op in (("c", "create"), ("r", "read"),
                                                     ("u", "update"), ("d", "delete"))
                           if grant.allows(f"api:{col}:{op}"))
@@ -154,7 +153,7 @@ async def last_modified(request: Request) -> Response:
 
     def work() -> dict:
         out = {}
-        for col in D.V3_COLLECTIONS:
+        for col in documents.V3_COLLECTIONS:
             if grant.allows(_perm(col, "read")):
                 value = site.docs.last_modified(col)
                 if value:
@@ -212,8 +211,8 @@ async def create(col: str, request: Request) -> Response:
     _require_time(col, body)
     now = _now()
     try:
-        n = D.normalize(col, body, now, v3=True)
-    except D.DocumentError as exc:
+        n = documents.normalize(col, body, now, v3=True)
+    except documents.DocumentError as exc:
         raise fail(400, str(exc)) from None
 
     def work():
@@ -249,9 +248,9 @@ async def _body(request: Request) -> dict:
 
 
 def _require_time(col: str, body: dict) -> None:
-    keys = {D.ENTRIES: ("date", "dateString", "created_at")}.get(col, ("date", "created_at",
+    keys = {documents.ENTRIES: ("date", "dateString", "created_at")}.get(col, ("date", "created_at",
                                                                          "timestamp", "mills"))
-    if col != D.SETTINGS and not any(body.get(k) not in (None, "") for k in keys):
+    if col != documents.SETTINGS and not any(body.get(k) not in (None, "") for k in keys):
         raise fail(400, "Bad or missing date field")
 
 
@@ -369,8 +368,8 @@ async def update(col: str, identifier: str, request: Request) -> Response:
         _unmodified_since(request, row)
         _immutable(row, body)
     try:
-        n = D.normalize(col, body, _now(), v3=True)
-    except D.DocumentError as exc:
+        n = documents.normalize(col, body, _now(), v3=True)
+    except documents.DocumentError as exc:
         raise fail(400, str(exc)) from None
     if row is None:
         outcome = await run_in_threadpool(site.docs.replace, col, identifier, n,
@@ -401,8 +400,8 @@ async def patch(col: str, identifier: str, request: Request) -> Response:
     fields = {k: v for k, v in body.items() if k not in ("identifier", "_id", "srvCreated",
                                                          "srvModified", "subject")}
     try:
-        n = D.normalize(col, {**row.doc, **fields}, _now(), v3=True)
-    except D.DocumentError as exc:
+        n = documents.normalize(col, {**row.doc, **fields}, _now(), v3=True)
+    except documents.DocumentError as exc:
         raise fail(400, str(exc)) from None
     new = await run_in_threadpool(site.docs.update, row, n, modified_by=grant.subject)
     return json_response({"status": 200},

@@ -17,8 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nightlink.nightscout import documents as D
-from nightlink.nightscout import times
+from nightlink.nightscout import documents, times
 from nightlink.nightscout.store import DocumentStore
 from nightlink.shared import units
 
@@ -62,22 +61,22 @@ class _Data:
 
     def __init__(self, docs: DocumentStore, now_ms: int):
         self.now = now_ms
-        self.sgvs = [_sgv(r.doc) for r in docs.latest(D.ENTRIES, kind="sgv", count=48,
+        self.sgvs = [_sgv(r.doc) for r in docs.latest(documents.ENTRIES, kind="sgv", count=48,
                                                        lo=now_ms - 4 * HOUR, hi=now_ms)]
         self.sgvs = [s for s in self.sgvs if s is not None]
         self.statuses = [r.doc | {"mills": r.date_ms} for r in
-                         docs.latest(D.DEVICESTATUS, count=300, lo=now_ms - 6 * HOUR,
+                         docs.latest(documents.DEVICESTATUS, count=300, lo=now_ms - 6 * HOUR,
                                      hi=now_ms + 5 * MIN)]
         self.treatments = [r.doc | {"mills": r.date_ms, "_id": r.oid} for r in
-                           docs.latest(D.TREATMENTS, count=2000, lo=now_ms - 24 * HOUR,
+                           docs.latest(documents.TREATMENTS, count=2000, lo=now_ms - 24 * HOUR,
                                        hi=now_ms)]
         self.ages = {}
         for event in ("Site Change", "Sensor Start", "Sensor Change", "Insulin Change",
                       "Pump Battery Change"):
-            rows = docs.latest(D.TREATMENTS, kind=event, count=1, lo=now_ms - 62 * 24 * HOUR,
+            rows = docs.latest(documents.TREATMENTS, kind=event, count=1, lo=now_ms - 62 * 24 * HOUR,
                                hi=now_ms)
             self.ages[event] = rows[0].doc | {"mills": rows[0].date_ms} if rows else None
-        profiles = docs.latest(D.PROFILE, count=1)
+        profiles = docs.latest(documents.PROFILE, count=1)
         self.profile = _Profile(profiles[0].doc if profiles else None, self.treatments, now_ms)
 
 
@@ -491,11 +490,11 @@ class _Profile:
                     start = int(hours) * 3600 + int(minutes) * 60
                 except ValueError:
                     start = 0
-            value = D.to_number(item.get("value"))
+            value = documents.to_number(item.get("value"))
             if start <= second and isinstance(value, int | float):
                 best = float(value)
         if best is None:
-            first = D.to_number(found[0].get("value")) if isinstance(found[0], dict) else None
+            first = documents.to_number(found[0].get("value")) if isinstance(found[0], dict) else None
             best = float(first) if isinstance(first, int | float) else None
         return best
 

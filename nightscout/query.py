@@ -22,8 +22,7 @@ from typing import Any
 
 import regex
 
-from nightlink.nightscout import documents as D
-from nightlink.nightscout import times
+from nightlink.nightscout import documents, times
 
 TIME_FIELDS = {"date", "created_at", "dateString", "sysTime", "startDate", "srvModified",
                "srvCreated", "mills", "timestamp", "eventTime"}
@@ -216,15 +215,15 @@ class Hints:
             self.hi = hi if self.hi is None else min(self.hi, hi)
 
 
-_KIND_FIELD = {D.ENTRIES: "type", D.TREATMENTS: "eventType", D.DEVICESTATUS: "device"}
-_INDEXED_TIME = {D.ENTRIES: {"date", "dateString", "sysTime"}, D.TREATMENTS: {"created_at"},
-                 D.DEVICESTATUS: {"created_at"}, D.PROFILE: {"startDate"},
-                 D.FOOD: {"created_at"}, D.ACTIVITY: {"created_at"}, D.SETTINGS: set()}
+_KIND_FIELD = {documents.ENTRIES: "type", documents.TREATMENTS: "eventType", documents.DEVICESTATUS: "device"}
+_INDEXED_TIME = {documents.ENTRIES: {"date", "dateString", "sysTime"}, documents.TREATMENTS: {"created_at"},
+                 documents.DEVICESTATUS: {"created_at"}, documents.PROFILE: {"startDate"},
+                 documents.FOOD: {"created_at"}, documents.ACTIVITY: {"created_at"}, documents.SETTINGS: set()}
 
 
 def _hint(coll: str, cond: Cond, hints: Hints) -> None:
     time_fields = _INDEXED_TIME.get(coll, set())
-    if cond.path in time_fields | {D.time_field(coll)}:
+    if cond.path in time_fields | {documents.time_field(coll)}:
         hints.names_time = True
     if cond.path == "_id":
         hints.names_id = True
@@ -293,7 +292,7 @@ def _coerce(coll: str, path: str, raw: Any, key: str, *, v3: bool = False) -> An
             return text == "true"
         number = _as_number(text)
         return number if number is not None and text.strip() else text
-    if coll == D.TREATMENTS and name in REGEX_TEXT_FIELDS and len(text) > 2 \
+    if coll == documents.TREATMENTS and name in REGEX_TEXT_FIELDS and len(text) > 2 \
             and text.startswith("/") and text.rfind("/") > 0:
         end = text.rfind("/")
         return _compile(text[1:end], text[end + 1:], key)

@@ -24,15 +24,14 @@ from typing import Any
 
 import socketio
 
-from nightlink.nightscout import auth, times
-from nightlink.nightscout import documents as D
+from nightlink.nightscout import auth, documents, times
 from nightlink.nightscout.http import NightscoutState
 from nightlink.nightscout.live import ALL
 from nightlink.nightscout.site import Site
 
 _LOGGER = logging.getLogger(__name__)
 DAY = 24 * 3600 * 1000
-_COLL_ALIASES = {"foods": D.FOOD}
+_COLL_ALIASES = {"foods": documents.FOOD}
 
 
 def _split(namespace: str) -> tuple[str | None, str]:
@@ -158,18 +157,18 @@ class NightscoutSockets:
     def _full_data(self, site: Site, with_status: bool) -> dict:
         now = int(time.time() * 1000)
         docs = site.docs
-        entries = [r for r in docs.latest(D.ENTRIES, count=2000, lo=now - 2 * DAY,
+        entries = [r for r in docs.latest(documents.ENTRIES, count=2000, lo=now - 2 * DAY,
                                           ascending=True)]
         out: dict[str, Any] = {
             "sgvs": [_sgv(r) for r in entries if r.kind == "sgv"],
             "mbgs": [_mbg(r) for r in entries if r.kind == "mbg"],
             "cals": [_cal(r) for r in entries if r.kind == "cal"],
             "treatments": [_treatment(r) for r in docs.latest(
-                D.TREATMENTS, count=5000, lo=now - 60 * 3600 * 1000, ascending=True)],
+                documents.TREATMENTS, count=5000, lo=now - 60 * 3600 * 1000, ascending=True)],
             "devicestatus": _reduced([r for r in docs.latest(
-                D.DEVICESTATUS, count=2000, lo=now - DAY, ascending=True)]),
-            "profiles": [r.v1() for r in docs.latest(D.PROFILE, count=1)],
-            "food": [r.v1() for r in docs.find(D.FOOD, None, count=1000)],
+                documents.DEVICESTATUS, count=2000, lo=now - DAY, ascending=True)]),
+            "profiles": [r.v1() for r in docs.latest(documents.PROFILE, count=1)],
+            "food": [r.v1() for r in docs.find(documents.FOOD, None, count=1000)],
             "dbstats": {},
         }
         if with_status:
@@ -190,7 +189,7 @@ class NightscoutSockets:
             return {"result": "Not authorized"}
         site = await asyncio.to_thread(self.state.directory.site, site_key)
         now = int(time.time() * 1000)
-        rows = await asyncio.to_thread(site.docs.latest, D.DEVICESTATUS, count=2000,
+        rows = await asyncio.to_thread(site.docs.latest, documents.DEVICESTATUS, count=2000,
                                        lo=now - DAY, ascending=True)
         await self.sio.emit("retroUpdate", {"devicestatus": [r.v1() for r in rows]}, to=sid,
                             namespace=namespace)
@@ -204,7 +203,7 @@ class NightscoutSockets:
         session = await self.sio.get_session(sid, namespace=namespace)
         if session.get("site") is None:
             return None, None, None, {"result": "Not authorized"}
-        if coll not in D.V1_COLLECTIONS:
+        if coll not in documents.V1_COLLECTIONS:
             return None, None, None, {"result": "Wrong collection"}
         if not session["grant"].allows(f"api:{coll}:{op}"):
             return None, None, None, {"result": "Not permitted"}
@@ -223,8 +222,8 @@ class NightscoutSockets:
             good = []
             for item in items:
                 try:
-                    good.append(D.normalize(coll, item, now))
-                except D.DocumentError as exc:
+                    good.append(documents.normalize(coll, item, now))
+                except documents.DocumentError as exc:
                     self.state.directory.dead_letter(site.key, f"socket:{coll}", str(exc),
                                                      repr(item).encode()[:65536])
             outcomes = site.docs.put(good, mode="replace") if good else []
@@ -252,8 +251,8 @@ class NightscoutSockets:
                 else:
                     doc[name] = value
             try:
-                site.docs.update(row, D.normalize(coll, doc, int(time.time() * 1000)))
-            except D.DocumentError as exc:
+                site.docs.update(row, documents.normalize(coll, doc, int(time.time() * 1000)))
+            except documents.DocumentError as exc:
                 self.state.directory.dead_letter(site.key, f"socket:{coll}", str(exc),
                                                  repr(fields).encode()[:65536])
 
@@ -298,12 +297,12 @@ class NightscoutSockets:
                     "read": grant.allows("api:*:read"), "ack": grant.authenticated}
         wanted = data.get("collections")
         if not isinstance(wanted, list) or not wanted:
-            wanted = list(D.V3_COLLECTIONS)
+            wanted = list(documents.V3_COLLECTIONS)
         joined = []
         for name in wanted:
             coll = _COLL_ALIASES.get(str(name), str(name))
-            perm = "api:settings:admin" if coll == D.SETTINGS else f"api:{coll}:read"
-            if coll in D.V3_COLLECTIONS and grant.allows(perm):
+            perm = "api:settings:admin" if coll == documents.SETTINGS else f"api:{coll}:read"
+            if coll in documents.V3_COLLECTIONS and grant.allows(perm):
                 await self.sio.enter_room(sid, f"storage:{site.key}:{coll}",
                                           namespace=namespace)
                 joined.append(str(name))
@@ -364,20 +363,20 @@ class NightscoutSockets:
     async def _emit_change(self, site: str, change: dict) -> None:
         coll, action, rows = change["coll"], change["action"], change["rows"]
         delta: dict[str, Any] = {"delta": True, "lastUpdated": int(time.time() * 1000)}
-        if coll == D.ENTRIES and action != "delete":
+        if coll == documents.ENTRIES and action != "delete":
             for kind, key, fn in (("sgv", "sgvs", _sgv), ("mbg", "mbgs", _mbg),
                                   ("cal", "cals", _cal)):
                 picked = [fn(r) for r in rows if r.kind == kind]
                 if picked:
                     delta[key] = picked
-        elif coll == D.TREATMENTS:
+        elif coll == documents.TREATMENTS:
             delta["treatments"] = [
                 {"_id": r.oid, "mills": r.date_ms, "action": "remove"} if action == "delete"
                 else dict(_treatment(r), **({"action": "update"} if action == "update" else {}))
                 for r in rows]
-        elif coll == D.DEVICESTATUS and action != "delete":
+        elif coll == documents.DEVICESTATUS and action != "delete":
             delta["devicestatus"] = [dict(r.v1(), mills=r.date_ms) for r in rows]
-        elif coll == D.PROFILE:
+        elif coll == documents.PROFILE:
             delta["profiles"] = [r.v1() for r in rows if r.valid]
         for namespace in list(self._namespaces.get(site, ())):
             _, channel = _split(namespace)

@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from nightlink.nightscout import documents as D
-from nightlink.nightscout import jsonsafe, times
+from nightlink.nightscout import documents, jsonsafe, times
 from nightlink.nightscout.query import Cond, Instant, Query
 
 TABLE = "ns_docs"
@@ -102,7 +101,7 @@ class Row:
     def v1(self) -> dict:
         """The document as API v1 answers it."""
         out = {"_id": self.oid, **self.doc}
-        if self.coll == D.TREATMENTS and "mills" not in out:
+        if self.coll == documents.TREATMENTS and "mills" not in out:
             out["mills"] = self.date_ms  # nightguard and Nightscout's own client read it
         return out
 
@@ -139,7 +138,7 @@ class DocumentStore:
 
     # -- writes -----------------------------------------------------------------------------
 
-    def put(self, items: Sequence[D.Normalized], *, mode: str = "merge",
+    def put(self, items: Sequence[documents.Normalized], *, mode: str = "merge",
             near_duplicates: bool = True, subject: str | None = None) -> list[Outcome]:
         """Store documents, each matched against what is stored by the rules of `documents`.
 
@@ -161,16 +160,16 @@ class DocumentStore:
         self._announce(outcomes)
         return outcomes
 
-    def _put_one(self, n: D.Normalized, mode: str, near: bool, subject: str | None,
+    def _put_one(self, n: documents.Normalized, mode: str, near: bool, subject: str | None,
                  stamp: Callable[[], int]) -> Outcome:
         found, how = self._match(n)
-        if found is None and near and n.coll == D.ENTRIES and n.kind == "sgv" \
+        if found is None and near and n.coll == documents.ENTRIES and n.kind == "sgv" \
                 and n.value is not None:
             twin = self._near_duplicate(n)
             if twin is not None:
                 return Outcome("near_duplicate", twin)
         if found is None:
-            if n.coll == D.ENTRIES and n.kind == "sgv" and "delta" not in n.doc:
+            if n.coll == documents.ENTRIES and n.kind == "sgv" and "delta" not in n.doc:
                 self._fill_delta(n)
             return Outcome("created", self._insert(n, subject, stamp()))
         if mode == "keep" and found.valid:
@@ -190,16 +189,16 @@ class DocumentStore:
         row = self._update(found, doc, identifier, n, stamp())
         return Outcome("updated", row, previous)
 
-    def _match(self, n: D.Normalized) -> tuple[Row | None, str]:
+    def _match(self, n: documents.Normalized) -> tuple[Row | None, str]:
         if n.dedup is not None:
             row = self._one(n.coll, "dedup = ?", [n.dedup])
             if row is not None:
                 return row, "dedup"
-            if n.coll == D.ENTRIES:
+            if n.coll == documents.ENTRIES:
                 return None, ""
         if n.identifier is not None:
             row = self._one(n.coll, "identifier = ?", [n.identifier])
-            if row is None and D.is_hex_id(n.identifier):
+            if row is None and documents.is_hex_id(n.identifier):
                 row = self._one(n.coll, "oid = ?", [n.identifier.lower()])
             if row is not None:
                 return row, "identifier"
@@ -213,16 +212,16 @@ class DocumentStore:
                 return row, "pair"
         return None, ""
 
-    def _near_duplicate(self, n: D.Normalized) -> Row | None:
-        window = D.NEAR_DUPLICATE_MS - 1
+    def _near_duplicate(self, n: documents.Normalized) -> Row | None:
+        window = documents.NEAR_DUPLICATE_MS - 1
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM {TABLE} WHERE tenant_id = ? AND coll = ? AND kind = ? "
             "AND valid = 1 AND value = ? AND date_ms BETWEEN ? AND ? ORDER BY date_ms LIMIT 1",
-            (self.site, D.ENTRIES, "sgv", float(n.value), n.date_ms - window,
+            (self.site, documents.ENTRIES, "sgv", float(n.value), n.date_ms - window,
              n.date_ms + window))
         return Row.of(rows[0]) if rows else None
 
-    def _fill_delta(self, n: D.Normalized) -> None:
+    def _fill_delta(self, n: documents.Normalized) -> None:
         """delta (mg/dL per 5 minutes) from the previous valid reading 30 s to 10 min older,
         for uploaders that send none (clocks and watch faces show it)."""
         if not isinstance(n.value, int | float) or n.value < 39:
@@ -231,16 +230,16 @@ class DocumentStore:
             f"SELECT date_ms, value FROM {TABLE} WHERE tenant_id = ? AND coll = 'entries' "
             "AND kind = 'sgv' AND valid = 1 AND value >= 39 AND date_ms BETWEEN ? AND ? "
             "ORDER BY date_ms DESC LIMIT 1",
-            (self.site, n.date_ms - D.DELTA_MAX_GAP_MS, n.date_ms - D.DELTA_MIN_GAP_MS))
+            (self.site, n.date_ms - documents.DELTA_MAX_GAP_MS, n.date_ms - documents.DELTA_MIN_GAP_MS))
         if rows:
             minutes = (n.date_ms - int(rows[0]["date_ms"])) / 60_000
             n.doc["delta"] = round((n.value - rows[0]["value"]) * 5 / minutes, 1)
 
-    def _insert(self, n: D.Normalized, subject: str | None, stamp: int) -> Row:
+    def _insert(self, n: documents.Normalized, subject: str | None, stamp: int) -> Row:
         taken = n.oid is None or self._one(n.coll, "oid = ?", [n.oid]) is not None
-        oid = D.new_oid(stamp) if taken else n.oid
+        oid = documents.new_oid(stamp) if taken else n.oid
         identifier = n.identifier or oid
-        if n.coll == D.ENTRIES and n.identifier and self._one(
+        if n.coll == documents.ENTRIES and n.identifier and self._one(
                 n.coll, "identifier = ?", [n.identifier]) is not None:
             identifier = oid  # entries are matched on (type, date); another one has this id
         doc = dict(n.doc)
@@ -254,7 +253,7 @@ class DocumentStore:
              else None, n.date_ms, n.kind[:200], n.value, stamp, stamp, jsonsafe.dumps(doc)))
         return Row.of(rows[0])
 
-    def _update(self, found: Row, doc: dict, identifier: str, n: D.Normalized,
+    def _update(self, found: Row, doc: dict, identifier: str, n: documents.Normalized,
                 stamp: int) -> Row:
         rows = self.db.query(
             f"UPDATE {TABLE} SET doc = ?, identifier = ?, date_ms = ?, kind = ?, value = ?, "
@@ -264,14 +263,14 @@ class DocumentStore:
              n.pair if not n.client_identity else None, stamp, found.id))
         return Row.of(rows[0])
 
-    def replace(self, coll: str, key: str, n: D.Normalized, *,
+    def replace(self, coll: str, key: str, n: documents.Normalized, *,
                 subject: str | None = None) -> Outcome:
         """Replace the document whose oid or identifier is `key`, or create it under that key
         (a PUT); the caller decides what a deleted document means."""
         with self._writing() as stamp:
             found = self.get(coll, key)
             if found is None:
-                if D.is_hex_id(key):
+                if documents.is_hex_id(key):
                     n.oid = key.lower()
                 else:
                     n.identifier, n.client_identity = key, True
@@ -285,7 +284,7 @@ class DocumentStore:
         self._announce([outcome])
         return outcome
 
-    def update(self, row: Row, n: D.Normalized, *, modified_by: str | None = None) -> Row:
+    def update(self, row: Row, n: documents.Normalized, *, modified_by: str | None = None) -> Row:
         """Replace a stored document's content, keeping its identity (API v3 PUT and PATCH)."""
         doc = dict(n.doc)
         if modified_by is not None:
@@ -356,7 +355,7 @@ class DocumentStore:
         rows = self.db.query(
             f"SELECT {_COLUMNS} FROM {TABLE} WHERE tenant_id = ? AND coll = ? "
             "AND (oid = ? OR identifier = ?) ORDER BY valid DESC LIMIT 1",
-            (self.site, coll, key.lower() if D.is_hex_id(key) else key, key))
+            (self.site, coll, key.lower() if documents.is_hex_id(key) else key, key))
         return Row.of(rows[0]) if rows else None
 
     def find(self, coll: str, query: Query | None = None, *, count: int = 10,
@@ -402,7 +401,7 @@ class DocumentStore:
             marks = ", ".join("?" * len(hints.ids))
             where.append(f"(oid IN ({marks}) OR identifier IN ({marks}))")
             ids = sorted(hints.ids)
-            args += [i.lower() if D.is_hex_id(i) else i for i in ids] + ids
+            args += [i.lower() if documents.is_hex_id(i) else i for i in ids] + ids
         direction, cmp = ("ASC", ">") if ascending else ("DESC", "<")
         page, seen, after = 200, 0, None
         while seen < MAX_SCAN:
@@ -488,14 +487,14 @@ def between(coll: str, lo: int | None = None, hi: int | None = None,
             kind: str | None = None) -> Query:
     """A query for a time range [lo, hi] (ms, inclusive) and optionally one kind."""
     query = Query(coll)
-    field = D.time_field(coll)
+    field = documents.time_field(coll)
     if lo is not None:
         query.add(Cond(field, "$gte", Instant(lo)))
     if hi is not None:
         query.add(Cond(field, "$lte", Instant(hi)))
     if kind is not None:
-        query.add(Cond({D.ENTRIES: "type", D.TREATMENTS: "eventType",
-                        D.DEVICESTATUS: "device"}.get(coll, "type"), "$eq", kind))
+        query.add(Cond({documents.ENTRIES: "type", documents.TREATMENTS: "eventType",
+                        documents.DEVICESTATUS: "device"}.get(coll, "type"), "$eq", kind))
     return query
 
 

@@ -13,3 +13,10 @@ def ahi_severity(ahi):
     if ahi < 30:
         return "moderate"
     return "severe"
+
+
+# Audio screening thresholds, the same on the edge (night summary) and in the cloud (fusion):
+# an epoch whose low-band energy share exceeds SNORE_RATIO counts as snoring; a breathing
+# pause of APNEA_SILENCE_S seconds or more is an apnea candidate (AASM: >= 10 s).
+SNORE_RATIO = 0.4
+APNEA_SILENCE_S = 10.0

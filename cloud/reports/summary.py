@@ -8,8 +8,7 @@ from __future__ import annotations
 import statistics
 from datetime import date, datetime, time, timedelta
 
-from nightlink.cloud import fusion
-from nightlink.cloud import glycemia as G
+from nightlink.cloud import fusion, glycemia
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.store import TenantStore
 from nightlink.shared import units
@@ -57,7 +56,7 @@ def period(end_day: str, days: int, tz) -> tuple[int, int, list[str]]:
 
 def targets_check(bands: dict, preset: dict, readings) -> list[dict]:
     lo, hi = preset["range"]
-    values = [g for _, g in G.glucose(readings)]
+    values = [g for _, g in glycemia.glucose(readings)]
     n = len(values)
     shares = {
         "in_range": 100.0 * sum(1 for g in values if lo <= g <= hi) / n,
@@ -113,7 +112,7 @@ def _morning(readings, doc: dict) -> float | None:
     wake = doc["sleep"].get("final_wake_ms")
     if wake is None:
         return None
-    vals = [g for t, g in G.glucose(readings) if wake <= t < wake + MORNING_MIN * 60_000]
+    vals = [g for t, g in glycemia.glucose(readings) if wake <= t < wake + MORNING_MIN * 60_000]
     return statistics.fmean(vals) if vals else None
 
 
@@ -133,28 +132,28 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     end_day = end_day or latest_day(data, ps)
     start_ms, end_ms, day_list = period(end_day, days, ps.tz)
     readings = fusion.load_glucose(data, start_ms, end_ms)
-    glucose = G.glucose(readings)
+    glucose = glycemia.glucose(readings)
     rep: dict = {"tenant": data.tenant_id, "tz": ps.tz.key, "targets_preset": ps.targets,
                  "targets_label": ps.preset["label"], "range": list(ps.preset["range"]),
                  "start_day": day_list[0], "end_day": day_list[-1], "days": days,
                  "start_ms": start_ms, "end_ms": end_ms, "n_readings": len(glucose),
                  "sensor_errors": len(readings) - len(glucose)}
-    rep["sufficiency"] = G.sufficiency(readings, start_ms, end_ms)
-    rep["sufficiency"]["days_with_data"] = len(G.daily(readings, ps.tz))
-    s = G.summary(readings)
+    rep["sufficiency"] = glycemia.sufficiency(readings, start_ms, end_ms)
+    rep["sufficiency"]["days_with_data"] = len(glycemia.daily(readings, ps.tz))
+    s = glycemia.summary(readings)
     rep["summary"] = s
     if s is not None:
-        b = G.bands(readings)
+        b = glycemia.bands(readings)
         rep["bands"] = b
         rep["targets"] = targets_check(b, ps.preset, readings)
-        rep["gri"], rep["gri_zone"] = G.gri(b)
-        rep["lbgi"], rep["hbgi"] = G.risk_indices(readings)
-        rep["mage"] = G.mage(readings)
+        rep["gri"], rep["gri_zone"] = glycemia.gri(b)
+        rep["lbgi"], rep["hbgi"] = glycemia.risk_indices(readings)
+        rep["mage"] = glycemia.mage(readings)
         rep["gmi_ok"] = True
     else:
         rep.update(bands=None, targets=[], gri=None, gri_zone=None, lbgi=None, hbgi=None,
                    mage=None)
-    events = [*G.hypo_events(readings, 1), *G.hypo_events(readings, 2)]
+    events = [*glycemia.hypo_events(readings, 1), *glycemia.hypo_events(readings, 2)]
     weeks = days / 7.0
     rep["hypo"] = {
         "level1": sum(1 for e in events if e.level == 1),
@@ -165,8 +164,8 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
                     "minutes": e.minutes, "nadir": e.nadir, "extended": e.extended,
                     "ongoing": e.ongoing} for e in sorted(events, key=lambda e: e.start_ms)],
     }
-    rep["agp"] = G.agp(readings, ps.tz)
-    by_day = G.daily(readings, ps.tz)
+    rep["agp"] = glycemia.agp(readings, ps.tz)
+    by_day = glycemia.daily(readings, ps.tz)
     rep["daily"] = [{"day": d, "readings": [[t, g] for t, g in by_day.get(d, [])]}
                     for d in day_list]
     nights = []

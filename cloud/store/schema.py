@@ -18,7 +18,7 @@ from nightlink.sql import Database, Step
 def _move_nightscout(db: Database) -> None:
     """Move the four Nightscout tables into the one document table of the Nightscout core,
     keeping each document's `_id`, and read tokens into subjects (role readable)."""
-    from nightlink.nightscout import documents as D
+    from nightlink.nightscout import documents
 
     stamps: dict[str, int] = {}
 
@@ -37,13 +37,13 @@ def _move_nightscout(db: Database) -> None:
 
     for r in db.query("SELECT * FROM entries ORDER BY tenant_id, created_at, id"):
         doc = json.loads(r["doc"])
-        oid = doc.pop("_id", None) or D.entry_oid(r["type"], r["date"])
+        oid = doc.pop("_id", None) or documents.entry_oid(r["type"], r["date"])
         insert(r["tenant_id"], "entries", oid, oid, f"{r['type']}|{r['date']}", None,
                r["date"], r["type"], r["sgv"], r["created_at"], doc)
     for r in db.query("SELECT * FROM treatments ORDER BY tenant_id, stored_at, id"):
         doc = json.loads(r["doc"])
         doc.pop("created_at_ms", None)
-        oid = doc.pop("_id", None) or D.new_oid()
+        oid = doc.pop("_id", None) or documents.new_oid()
         computed = r["identifier"] == _old_treatment_identifier(r["created_at_ms"],
                                                                 r["event_type"])
         if computed:
@@ -54,12 +54,12 @@ def _move_nightscout(db: Database) -> None:
     for r in db.query("SELECT * FROM devicestatus ORDER BY tenant_id, stored_at, id"):
         doc = json.loads(r["doc"])
         doc.pop("created_at_ms", None)
-        oid = doc.pop("_id", None) or D.new_oid()
+        oid = doc.pop("_id", None) or documents.new_oid()
         insert(r["tenant_id"], "devicestatus", oid, oid, None, None, r["created_at_ms"],
                r["device"], None, r["stored_at"], doc)
     for r in db.query("SELECT * FROM profiles ORDER BY tenant_id, stored_at, id"):
         doc = json.loads(r["doc"])
-        oid = doc.pop("_id", None) or D.new_oid()
+        oid = doc.pop("_id", None) or documents.new_oid()
         insert(r["tenant_id"], "profile", oid, oid, None, None, r["start_ms"], "", None,
                r["stored_at"], doc)
     for r in db.query("SELECT * FROM api_secrets WHERE kind = 'token'"):

@@ -108,9 +108,9 @@ def test_epochs_csv__equals_json_rows(cloud):
 
 
 def test_epochs_csv__pages_through_more_than_one_page(cloud, monkeypatch):
-    from nightlink.cloud import routes_nl
+    from nightlink.cloud.routes import data as routes_data
 
-    monkeypatch.setattr(routes_nl, "CSV_PAGE", 7)
+    monkeypatch.setattr(routes_data, "CSV_PAGE", 7)
     cloud.user("p@x.org", tenant="fam-1", role="patient")
     _put_room_rows(cloud.store, n=20)
     r = cloud.client.get(f"{BASE}/fam-1/epochs.csv", params=_range(20),

@@ -25,8 +25,7 @@ from pydantic import BaseModel
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud.deps import ERRORS, MemberAccess
 from nightlink.cloud.store import Row, TenantStore, row_values
-from nightlink.shared import features as F
-from nightlink.shared import units
+from nightlink.shared import features, units
 from nightlink.shared.epoch import EPOCH_S
 
 router = APIRouter(prefix="/api/nl/v1/tenants/{tenant}", tags=["nightlink"],
@@ -84,11 +83,11 @@ def parse_range(start: str, end: str, max_days: int = MAX_DAYS) -> tuple[float, 
 
 
 def parse_stream(name: str) -> int:
-    s = F.stream_by_name(name)
+    s = features.stream_by_name(name)
     if s is None:
-        known = ", ".join(x[F.S_NAME] for x in F.STREAMS)
+        known = ", ".join(x[features.S_NAME] for x in features.STREAMS)
         raise BadQuery(f"stream={name!r} is not a stream; use one of {known}.")
-    return s[F.S_ID]
+    return s[features.S_ID]
 
 
 def encode_cursor(row: Row) -> str:
@@ -123,7 +122,7 @@ def decode_row(row: Row) -> dict:
 
 
 def _feature_info(stream_id: int) -> list[dict]:
-    return [{"name": f[F.F_NAME], "unit": f[F.F_UNIT]} for f in F.features(stream_id)]
+    return [{"name": f[features.F_NAME], "unit": f[features.F_UNIT]} for f in features.features(stream_id)]
 
 
 class EpochQuery:
@@ -175,7 +174,7 @@ def epochs(access: MemberAccess, stream: str, start: str, end: str,
 
 
 def _csv_lines(data: TenantStore, q: EpochQuery) -> Iterator[str]:
-    names = F.names(q.stream_id)
+    names = features.names(q.stream_id)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*_META, *names])

@@ -21,7 +21,7 @@ from nightlink.cloud import auth, fusion
 from nightlink.cloud.access import resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import render
-from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.reports.summary import build_report
 from nightlink.cloud.store import NotFoundError, Store
 
@@ -141,8 +141,8 @@ async def set_units(request: Request, user: PortalUser, store: StoreDep):
     """The signed-in person's glucose units (mg/dL or mmol/L)."""
     form = await _form(request)
     try:
-        RS.set_user_units(store, user["id"], form.get("units", ""))
-    except RS.SettingsError as exc:
+        report_settings.set_user_units(store, user["id"], form.get("units", ""))
+    except report_settings.SettingsError as exc:
         raise HTTPException(422, str(exc)) from None
     return RedirectResponse(request.headers.get("referer") or "/portal", status_code=303)
 
@@ -158,19 +158,19 @@ def patients(user: PortalUser, store: StoreDep):
     rows = []
     for m in members:
         data = store.tenant(m["tenant_id"])
-        ps = RS.patient_settings(data)
+        ps = report_settings.patient_settings(data)
         rows.append({**m, "rep": build_report(data, ps)})
-    unit = RS.user_units(store, user["id"])
+    unit = report_settings.user_units(store, user["id"])
     return _html(render.page_html("patients.html", pdf=False, user=user, rows=rows, unit=unit,
                                   days=14))
 
 
 def _report(store: Store, tenant: str, end: str | None, days: int | None) -> dict:
     data = store.tenant(tenant)
-    return build_report(data, RS.patient_settings(data), end_day=end, days=days)
+    return build_report(data, report_settings.patient_settings(data), end_day=end, days=days)
 
 
-DaysQ = Annotated[int | None, Query(ge=1, le=RS.MAX_REPORT_DAYS)]
+DaysQ = Annotated[int | None, Query(ge=1, le=report_settings.MAX_REPORT_DAYS)]
 
 
 @router.get("/p/{tenant}")
@@ -182,7 +182,7 @@ def report_page(tenant: str, user: PortalUser, store: StoreDep, end: str | None 
     store.audit("report.view", actor=user["id"], tenant_id=tenant, start=rep["start_day"],
                 end=rep["end_day"])
     return _html(render.report_html(rep, tenant_name=row["name"],
-                                    unit=RS.user_units(store, user["id"]), user=user,
+                                    unit=report_settings.user_units(store, user["id"]), user=user,
                                     can_edit=role in EDIT_ROLES))
 
 
@@ -199,9 +199,9 @@ async def patient_settings(tenant: str, request: Request, user: PortalUser, stor
     except ValueError:
         raise HTTPException(422, "report_days must be a whole number of days.") from None
     try:
-        RS.set_patient_settings(store.tenant(tenant), tz=form.get("tz") or None,
+        report_settings.set_patient_settings(store.tenant(tenant), tz=form.get("tz") or None,
                                 targets=form.get("targets") or None, report_days=days)
-    except RS.SettingsError as exc:
+    except report_settings.SettingsError as exc:
         raise HTTPException(422, str(exc)) from None
     store.audit("patient.settings", actor=user["id"], tenant_id=tenant,
                 **{k: form[k] for k in ("tz", "targets", "report_days") if k in form})
@@ -229,7 +229,7 @@ def report_export(tenant: str, fmt: str, user: PortalUser, store: StoreDep,
     started = time.perf_counter()
     if fmt == "pdf":
         body, pages = render.report_pdf(rep, tenant_name=row["name"],
-                                        unit=RS.user_units(store, user["id"]))
+                                        unit=report_settings.user_units(store, user["id"]))
         media = "application/pdf"
     elif fmt == "csv":
         body, pages, media = render.report_csv(rep), None, "text/csv; charset=utf-8"
@@ -249,11 +249,11 @@ def night(tenant: str, name: str, user: PortalUser, store: StoreDep):
         raise HTTPException(404, f"No {fmt!r} export; use pdf, csv or json.")
     _role, row = _access(store, user, tenant)
     data = store.tenant(tenant)
-    ps = RS.patient_settings(data)
-    doc = RS.fused_night(data, night_id, ps.tz)
+    ps = report_settings.patient_settings(data)
+    doc = report_settings.fused_night(data, night_id, ps.tz)
     nd = fusion.load_night(data, night_id, ps.tz)
     tl = fusion.timeline(nd, doc)
-    unit = RS.user_units(store, user["id"])
+    unit = report_settings.user_units(store, user["id"])
     if fmt == "":
         store.audit("night.view", actor=user["id"], tenant_id=tenant, night=night_id)
         return _html(render.night_html(doc, tl, tenant=tenant, tenant_name=row["name"],

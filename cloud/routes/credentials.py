@@ -1,0 +1,65 @@
+"""What apps and uploaders present: the tenant's upload secret (api-secret) and access
+tokens with a Nightscout role. Each is shown once and kept only as hashes."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from nightlink.cloud.deps import ERRORS, StoreDep, WriterAccess
+from nightlink.nightscout.auth import sha1_hex
+
+router = APIRouter(prefix="/api/nl/v1", tags=["credentials"], responses=ERRORS)
+
+
+class ApiSecretPublic(BaseModel):
+    secret: str = Field(description="The upload secret, shown once.")
+    sha1: str = Field(description="What uploaders send in the api-secret header.")
+
+
+class ReadTokenCreate(BaseModel):
+    label: str = Field("", max_length=64)
+    role: Literal["readable", "careportal", "devicestatus-upload", "admin"] = "readable"
+
+
+class ReadTokenPublic(BaseModel):
+    token: str = Field(description="Send as ?token=…, or exchange for a JWT; shown once.")
+    label: str
+    role: str = "readable"
+
+
+@router.post("/tenants/{tenant}/api-secret", status_code=201, response_model=ApiSecretPublic)
+def new_api_secret(access: WriterAccess, store: StoreDep):
+    """Make a new upload secret (the previous one stops working); shown once."""
+    secret = secrets.token_urlsafe(24)
+    with store.transaction():
+        store.set_api_secret(access.tenant_id, secret)
+        store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
+                    kind="api-secret")
+    return ApiSecretPublic(secret=secret, sha1=sha1_hex(secret))
+
+
+@router.post("/tenants/{tenant}/read-tokens", status_code=201, response_model=ReadTokenPublic)
+def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate | None = None):
+    """Make an access token for a clock, a follower or an app; shown once.
+
+    Read-only unless a role says otherwise: `admin` for AndroidAPS, `careportal` to add
+    treatments."""
+    label = body.label if body else ""
+    role = body.role if body else "readable"
+    subject, token = access.data.subjects.create(label or role, [role])
+    store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
+                kind="token", label=label, role=role)
+    return ReadTokenPublic(token=token, label=label, role=role)
+
+
+@router.delete("/tenants/{tenant}/read-tokens", status_code=204)
+def revoke_read_tokens(access: WriterAccess, store: StoreDep):
+    """Revoke every access token of the tenant."""
+    n = access.data.subjects.revoke_all()
+    store.access_changed()
+    store.audit("key.revoke", actor=access.user["id"], tenant_id=access.tenant_id,
+                kind="token", count=n)
