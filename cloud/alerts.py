@@ -19,7 +19,7 @@ Rules and defaults (mg/dL; thresholds per user in `alert-settings`):
   20 minutes reaches 70 within 20 minutes. Warning. Not raised while low or urgent_low is. Deliberately simple: a straight line,
   at least 3 readings spanning 10 minutes, falling only.
 - stale_data: no reading for 15 minutes (warning) or 30 minutes (urgent), as Nightscout
-  (NIGHTSCOUT.md); the threshold moves the warning, the urgent level is twice it. A tenant
+  (docs/nightscout.md); the threshold moves the warning, the urgent level is twice it. A tenant
   that never sent a reading is not stale.
 
 "Current" means at most 15 minutes old (a reading is current for 15 minutes, Nightscout);

@@ -10,7 +10,7 @@ audio snore ratio, the wearable's desaturation counts) and says so in each metri
 `source`. Missing epochs are never filled in: each modality's coverage is reported, and an
 epoch without a stage counts in time in bed as unscored, never as sleep.
 
-Definitions: shared/CLINICAL.md (AASM sleep metrics, AHI severity, ODI at 3 % and 4 %,
+Definitions: docs/clinical.md (AASM sleep metrics, AHI severity, ODI at 3 % and 4 %,
 consensus glucose metrics via cloud.glycemia).
 """
 

@@ -1,7 +1,7 @@
-"""Glucose metrics for reports, per the definitions in CLINICAL.md (the team's reference).
+"""Glucose metrics for reports, per the definitions in docs/clinical.md.
 
 Pure functions over readings `(t_ms, mg/dL)`, oldest first; values below 39 are sensor error
-codes and never count as glucose. The fusion and report steps (issue 7) build on these.
+codes and never count as glucose. Fusion and the reports build on these.
 
 - Mean, SD (sample), CV = SD/mean; GMI (%) = 3.31 + 0.02392 x mean (Bergenstal 2018).
 - Five consensus bands (Battelino et al., Diabetes Care 2019): <54, 54-69, 70-180, 181-250,
@@ -161,7 +161,7 @@ def dawn_phenomenon(night_readings, wake_ms: int, pre_wake_min: int = 30) -> dic
             "rise": rise, "rebound": rebound, "flag": rise >= DAWN_FLAG_MGDL and not rebound}
 
 
-# -- glycemic variability and the ambulatory glucose profile (issue 7) -------------------------
+# -- glycemic variability and the ambulatory glucose profile ---------------------------------
 
 MAGE_GAP_MIN = 60  # a gap longer than this ends a run of readings for MAGE's turning points
 

@@ -1,2 +1,2 @@
 """Doctors' reports: patient settings, the fused-night cache, the 14-day report, charts,
-HTML and PDF rendering, CSV and JSON exports (issue 7)."""
+HTML and PDF rendering, CSV and JSON exports."""

@@ -1,4 +1,4 @@
-"""Glucose metrics against values worked out by hand from CLINICAL.md's definitions."""
+"""Glucose metrics against values worked out by hand from the definitions in docs/clinical.md."""
 
 import pytest
 
