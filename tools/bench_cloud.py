@@ -100,9 +100,9 @@ def bench_sync(nights: int = 7) -> dict:
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
     from nightlink.cloud.store import Store
-    from nightlink.edge.config import SyncConfig
+    from nightlink.edge.node.config import SyncConfig
     from nightlink.edge.store import EdgeStore
-    from nightlink.edge.sync import SyncClient
+    from nightlink.edge.sync.cloud_link import SyncClient
     from nightlink.tools.backlog import fill_backlog
     from nightlink.tools.services import Broker
 
@@ -134,8 +134,7 @@ def bench_sync(nights: int = 7) -> dict:
             timer.cancel()
             worker.stop()
             stored = data.count_rows()
-            distinct = cloud.db.scalar(
-                "SELECT count(*) AS n FROM (SELECT DISTINCT device, stream, seq FROM epoch_rows) x")
+            distinct = data.distinct_seqs()
         finally:
             edge.close()
             cloud.close()

@@ -175,7 +175,7 @@ def bench_report(out: Path | None = None) -> dict:
     try:
         data = store.tenant("bench")
         ps = patient_settings(data)
-        store.db.execute("DELETE FROM fused_nights WHERE tenant_id = ?", ("bench",))
+        data.forget_fusions()
         t0 = time.perf_counter()
         rep = build_report(data, ps, end_day="2026-01-31", days=14)
         render.report_html(rep, tenant_name="Bench patient", unit="mg/dL")

@@ -17,12 +17,11 @@ UNIT = "mg/dL"
 
 def _nights(store: Store, tenant: str, tz) -> list[str]:
     """Every night (local evening date) holding epoch rows of the tenant."""
-    rng = store.db.one("SELECT min(epoch) AS a, max(epoch) AS b FROM epoch_rows "
-                       "WHERE tenant_id = ?", (tenant,))
-    if rng is None or rng["a"] is None:
+    span = store.tenant(tenant).epoch_span()
+    if span is None:
         return []
-    first = fusion.night_of(rng["a"] * EPOCH_S, tz)
-    last = fusion.night_of(rng["b"] * EPOCH_S, tz)
+    first = fusion.night_of(span[0] * EPOCH_S, tz)
+    last = fusion.night_of(span[1] * EPOCH_S, tz)
     out, night = [], first
     from datetime import date, timedelta
 

@@ -54,6 +54,19 @@ class TenantStore:
             "SELECT count(*) AS n FROM epoch_rows WHERE tenant_id = ? AND stream = ?",
             (self.tenant_id, stream)) or 0)
 
+    def distinct_seqs(self) -> int:
+        """How many distinct (device, stream, seq) the tenant's rows hold: equal to
+        count_rows() unless a device restarted its sequence numbers (a new boot)."""
+        return int(self.db.scalar(
+            "SELECT count(*) AS n FROM (SELECT DISTINCT device, stream, seq FROM epoch_rows "
+            "WHERE tenant_id = ?) x", (self.tenant_id,)) or 0)
+
+    def epoch_span(self) -> tuple[int, int] | None:
+        """The first and last epoch index holding any row, None without rows."""
+        r = self.db.one("SELECT min(epoch) AS a, max(epoch) AS b FROM epoch_rows "
+                        "WHERE tenant_id = ?", (self.tenant_id,))
+        return None if r is None or r["a"] is None else (int(r["a"]), int(r["b"]))
+
     def rows(self, stream: int, start_epoch: int, end_epoch: int, *, after: tuple | None = None,
              limit: int = 1000) -> list[row_codec.Row]:
         """Rows of one stream in [start, end), ordered by (epoch, device, boot, seq); `after`
@@ -259,6 +272,10 @@ class TenantStore:
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, night) DO UPDATE SET "
             "stamp = excluded.stamp, doc = excluded.doc, computed_at = excluded.computed_at",
             (self.tenant_id, night, stamp, to_json(doc, sort_keys=False), time.time()))
+
+    def forget_fusions(self) -> int:
+        """Empty the fused-night cache (every night is fused again when next asked)."""
+        return self.db.execute("DELETE FROM fused_nights WHERE tenant_id = ?", (self.tenant_id,))
 
     def fusion_cache_info(self, night: str) -> dict | None:
         """When the cached fusion of a night was computed, and from what."""

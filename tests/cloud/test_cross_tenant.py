@@ -16,8 +16,7 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
 from nightlink.nightscout.site import find_token
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 API = "/api/nl/v1"
 REFUSED = {401, 403, 404}
@@ -83,8 +82,8 @@ class World:
         c.client.post(f"{API}/tenants/fam-2/devices", headers=p2,
                       json={"device_id": FAM2_DEV, "kind": "edge", "label": MARKER})
         t = c.store.tenant("fam-2")
-        t.put_rows([codec.Record(F.CGM, codec.device_id(FAM2_DEV), 1, 1, NOW_MS // 30000,
-                                 [codec.quantize_row(F.CGM, (287, 1.0, 3, 0.5, 4, 0))] * 3)])
+        t.put_rows([codec.Record(features.CGM, codec.device_id(FAM2_DEV), 1, 1, NOW_MS // 30000,
+                                 [codec.quantize_row(features.CGM, (287, 1.0, 3, 0.5, 4, 0))] * 3)])
         t.add_entries([{"type": "sgv", "date": NOW_MS - i * 300_000, "sgv": 287 + i,
                         "direction": "Flat", "device": MARKER} for i in range(3)])
         t.add_documents("treatments", [{"identifier": "t2", "created_at": NOW_MS,
@@ -95,7 +94,7 @@ class World:
         t.put_night("2024-03-09", {"note": MARKER})
         self.alert2 = t.add_alert("high", "warning", NOW_MS, MARKER)
         t.set_alert_setting(self.doc2["id"], "high", True, 250.0)
-        c.store.advance_hwm(FAM2_DEV, F.CGM)
+        c.store.advance_hwm(FAM2_DEV, features.CGM)
 
     def path_value(self, name: str) -> str:
         """A real fam-2 identifier for a path parameter, so attempts aim at existing things."""

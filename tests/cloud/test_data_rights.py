@@ -10,8 +10,7 @@ import pytest
 
 from nightlink.cloud.retention import purge_deleted
 from nightlink.nightscout.site import Subjects
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 API = "/api/nl/v1"
 DEV = "a1b2c3d4e5f6"
@@ -28,8 +27,8 @@ def fill(cloud, tenant="fam-1"):
     """One of everything a tenant can hold."""
     t = cloud.store.tenant(tenant)
     device = DEV if tenant == "fam-1" else "0a0b0c0d0e0f"
-    t.put_rows([codec.Record(F.ROOM, codec.device_id(device), 7, 1, 57_000_000,
-                             [codec.quantize_row(F.ROOM, ROOM)] * 2)])
+    t.put_rows([codec.Record(features.ROOM, codec.device_id(device), 7, 1, 57_000_000,
+                             [codec.quantize_row(features.ROOM, ROOM)] * 2)])
     t.add_entries([{"type": "sgv", "date": 1_710_000_000_000, "sgv": 123, "direction": "Flat"}])
     t.add_documents("treatments", [{"identifier": "t1", "created_at": 1_710_000_000_000,
                                     "eventType": "Carbs", "carbs": 12}])
@@ -245,10 +244,10 @@ def test_one_row_decoder__api_export_and_fusion_agree_on_values_and_types(fam):
     t = fam.store.tenant("fam-1")
     cgm = (400.0, 2.5, -3.0, -0.35, 2.0, None)
     epoch = 57_000_000
-    t.put_rows([codec.Record(F.CGM, codec.device_id(DEV), 7, 1, epoch,
-                             [codec.quantize_row(F.CGM, cgm)])])
-    t.put_rows([codec.Record(F.ROOM, codec.device_id(DEV), 7, 1, epoch,
-                             [codec.quantize_row(F.ROOM, ROOM)])])
+    t.put_rows([codec.Record(features.CGM, codec.device_id(DEV), 7, 1, epoch,
+                             [codec.quantize_row(features.CGM, cgm)])])
+    t.put_rows([codec.Record(features.ROOM, codec.device_id(DEV), 7, 1, epoch,
+                             [codec.quantize_row(features.ROOM, ROOM)])])
     want_cgm = {"glucose_mgdl": 400, "minutes_since": 2.5, "delta5_mgdl": -3,
                 "roc_mgdl_min": -0.35, "direction": 2, "sensor_error": None}
     want_room = {"temp_c": 21.5, "humidity_pct": 40.0, "light_lux": None, "co2_ppm": 600,
@@ -268,7 +267,7 @@ def test_one_row_decoder__api_export_and_fusion_agree_on_values_and_types(fam):
     exported = {name: {k: export["epochs"][name][0][k] for k in want}
                 for name, want in (("cgm", want_cgm), ("room", want_room))}
     fused = {name: t.stream_values(stream, epoch, epoch + 1)[epoch]
-             for name, stream in (("cgm", F.CGM), ("room", F.ROOM))}
+             for name, stream in (("cgm", features.CGM), ("room", features.ROOM))}
 
     for name, want in (("cgm", want_cgm), ("room", want_room)):
         measured = {k: v for k, v in want.items() if v is not None}

@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nightlink.cloud import fusion
-from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports import settings
 from nightlink.cloud.store import Store
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.tools.bench_report import put_epochs, put_glucose
 
 UTC_Z = ZoneInfo("UTC")
@@ -36,7 +36,7 @@ def classifier_night(data):
         rows[E0 + i] = {"sleep_stage": s, "stage_conf": 0.9, "snore": int(i in (5, 6)),
                         "apnea_events": int(i in (5, 11)), "desat3": int(i in (6, 7, 12)),
                         "desat4": int(i == 12), "low_risk": 0.0, "forecast30_mgdl": 120}
-    put_epochs(data, F.INFER, rows)
+    put_epochs(data, features.INFER, rows)
     put_glucose(data, [(ms(E0 + 4), 100), (ms(E0 + 6), 120), (ms(E0 + 10), 140),
                        (ms(E0 + 12), 120), (ms(E0 + 15), 5)])  # 5: a sensor error code
 
@@ -90,8 +90,8 @@ def test_fuse__fallback_without_classifier_is_labelled(data):
                         "desat4_count": 0, "spo2_mean_pct": 95.0}
         aud[E0 + i] = {"silence_max_s": 12.0 if i in (8, 9, 14) else 2.0, "snore_ratio": 0.1}
     wear[E0 + 40] = {}  # a row with nothing measured, well after the night
-    put_epochs(data, F.WEARABLE, wear)
-    put_epochs(data, F.AUDIO, aud)
+    put_epochs(data, features.WEARABLE, wear)
+    put_epochs(data, features.AUDIO, aud)
     doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
     s, b = doc["sleep"], doc["breathing"]
     # awake when >= 3 of the 5 epochs around move: 0-3; the lone movement at 19 is not
@@ -129,8 +129,8 @@ def test_fuse__low_with_stage_heart_rate_and_arousal(data):
             s = 0  # an arousal during the low
         rows[E0 + i] = {"sleep_stage": s}
         wear[E0 + i] = {"hr_mean_bpm": 75.0 if 40 <= i <= 70 else 60.0, "movement": 0}
-    put_epochs(data, F.INFER, rows)
-    put_epochs(data, F.WEARABLE, wear)
+    put_epochs(data, features.INFER, rows)
+    put_epochs(data, features.WEARABLE, wear)
     # Readings every 5 min (10 epochs): 65 from epoch 40 to 70 (15 min), then 100 again.
     put_glucose(data, [(ms(E0 + i), 65 if 40 <= i <= 70 else 100) for i in range(0, n, 10)])
     doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
@@ -144,19 +144,19 @@ def test_fuse__low_with_stage_heart_rate_and_arousal(data):
 
 def test_fused_night__cached_until_late_data_arrives(data):
     classifier_night(data)
-    doc = RS.fused_night(data, NIGHT, UTC_Z)
-    first = RS.cache_info(data, NIGHT)
-    assert RS.fused_night(data, NIGHT, UTC_Z) == doc
-    assert RS.cache_info(data, NIGHT)["computed_at"] == first["computed_at"]
+    doc = settings.fused_night(data, NIGHT, UTC_Z)
+    first = settings.cache_info(data, NIGHT)
+    assert settings.fused_night(data, NIGHT, UTC_Z) == doc
+    assert settings.cache_info(data, NIGHT)["computed_at"] == first["computed_at"]
     # A late row from a second device: an apnea in a sleep epoch.
-    put_epochs(data, F.INFER, {E0 + 7: {"sleep_stage": 2, "apnea_events": 1}},
+    put_epochs(data, features.INFER, {E0 + 7: {"sleep_stage": 2, "apnea_events": 1}},
                device="0000000000aa")
-    assert RS.cache_info(data, NIGHT)["stamp"] != fusion.stamp(data, NIGHT, UTC_Z)
-    again = RS.fused_night(data, NIGHT, UTC_Z)
+    assert settings.cache_info(data, NIGHT)["stamp"] != fusion.stamp(data, NIGHT, UTC_Z)
+    again = settings.fused_night(data, NIGHT, UTC_Z)
     assert again["breathing"]["apnea_events"] == 3 and doc["breathing"]["apnea_events"] == 2
     # A late glucose reading changes it too.
     put_glucose(data, [(ms(E0 + 8), 160)])
-    assert RS.fused_night(data, NIGHT, UTC_Z)["glucose"]["n"] == 5
+    assert settings.fused_night(data, NIGHT, UTC_Z)["glucose"]["n"] == 5
 
 
 def test_night_window__dst_changes(data):
@@ -197,23 +197,23 @@ def test_fused_night__both_backends(cloud_db_url):
     try:
         store.create_tenant("p1", "Patient")
         data = store.tenant("p1")
-        RS.set_patient_settings(data, tz="Europe/Berlin", targets="older", report_days=7)
-        ps = RS.patient_settings(data)
+        settings.set_patient_settings(data, tz="Europe/Berlin", targets="older", report_days=7)
+        ps = settings.patient_settings(data)
         assert (ps.tz.key, ps.targets, ps.report_days) == ("Europe/Berlin", "older", 7)
         classifier_night(data)
-        doc = RS.fused_night(data, NIGHT, ps.tz)
+        doc = settings.fused_night(data, NIGHT, ps.tz)
         assert doc["breathing"]["apnea_events"] == 2
-        assert RS.fused_night(data, NIGHT, ps.tz) == doc
-        put_epochs(data, F.INFER, {E0 + 7: {"sleep_stage": 2, "apnea_events": 1}},
+        assert settings.fused_night(data, NIGHT, ps.tz) == doc
+        put_epochs(data, features.INFER, {E0 + 7: {"sleep_stage": 2, "apnea_events": 1}},
                    device="0000000000aa")
-        assert RS.fused_night(data, NIGHT, ps.tz)["breathing"]["apnea_events"] == 3
+        assert settings.fused_night(data, NIGHT, ps.tz)["breathing"]["apnea_events"] == 3
         rep = build_report(data, ps, end_day="2026-01-16")
         assert rep["days"] == 7 and rep["summary"]["n"] == 4
         user = store.create_user("u@example.org", "x")
-        assert RS.user_units(store, user["id"]) == "mg/dL"
-        RS.set_user_units(store, user["id"], "mmol/L")
-        assert RS.user_units(store, user["id"]) == "mmol/L"
+        assert settings.user_units(store, user["id"]) == "mg/dL"
+        settings.set_user_units(store, user["id"], "mmol/L")
+        assert settings.user_units(store, user["id"]) == "mmol/L"
         assert data.purge() > 0
-        assert RS.cache_info(data, NIGHT) is None
+        assert settings.cache_info(data, NIGHT) is None
     finally:
         store.close()

@@ -10,11 +10,11 @@ import pytest
 from nightlink.cloud import fusion
 from nightlink.cloud.ingest import glucose_entries
 from nightlink.cloud.store import Store
-from nightlink.edge.replay import replay
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec
 from nightlink.shared import features as F
 from nightlink.tools.simulate.night import simulate_night
+from nightlink.tools.simulate.replay import replay
 
 HOURS = 1.0
 

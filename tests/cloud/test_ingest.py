@@ -10,12 +10,11 @@ import pytest
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker, glucose_entries, handle
 from nightlink.cloud.store import Store
-from nightlink.shared import codec, topics
-from nightlink.shared import features as F
+from nightlink.shared import codec, features, topics
 
 DEV = "a4cf12b0c3d4"
 OTHER = "0123456789ab"
-ROW = codec.quantize_row(F.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 
 def _settings(broker, group="ingest"):
@@ -34,7 +33,7 @@ def store(cloud_db_url):
     s.close()
 
 
-def _rec(seq, epoch, n=1, dev=DEV, stream=F.ROOM, row=ROW):
+def _rec(seq, epoch, n=1, dev=DEV, stream=features.ROOM, row=ROW):
     return codec.Record(stream, codec.device_id(dev), 1, seq, epoch, [row] * n)
 
 
@@ -57,7 +56,7 @@ def test_handle__stores_rows_once_and_acks_high_water_mark(store):
 
 
 def test_handle__cgm_rows_become_nightscout_entries(store):
-    cgm = F.CGM
+    cgm = features.CGM
     rows = [codec.quantize_row(cgm, (112.0, 0.5 + 0.5 * i, -2.0, -0.4, 5.0, None))
             for i in range(3)]
     rec = codec.Record(cgm, codec.device_id(DEV), 1, 1, 58950540, rows)
@@ -151,7 +150,7 @@ def test_worker__two_workers_share_the_load_without_doubles(store, mosquitto, re
     assert store.tenant("fam-1").count_rows() == 3 * n_msgs
     assert all(w.handled > 0 for w in workers), [w.handled for w in workers]
     assert sum(w.handled for w in workers) == n_msgs  # each message handled once
-    assert store.advance_hwm(DEV, F.ROOM) == 3 * n_msgs
+    assert store.advance_hwm(DEV, features.ROOM) == 3 * n_msgs
     record_property("fault_counts", f"two ingest workers on one shared subscription: messages "
                     f"{[w.handled for w in workers]}, rows {3 * n_msgs} stored once, none missing")
     dev.disconnect()

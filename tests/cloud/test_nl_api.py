@@ -5,8 +5,7 @@ import io
 
 import pytest
 
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 from nightlink.shared.epoch import iso_epoch
 
 BASE = "/api/nl/v1/tenants"
@@ -16,7 +15,7 @@ E0 = 59_000_000  # an epoch index (2026-02-06)
 
 def _room(i):
     # Every fifth epoch has no CO2 reading: it must come back as None, never imputed.
-    return codec.quantize_row(F.ROOM, (20.0 + i * 0.01, 40.0 + (i % 10) * 0.5, float(i % 300),
+    return codec.quantize_row(features.ROOM, (20.0 + i * 0.01, 40.0 + (i % 10) * 0.5, float(i % 300),
                                        None if i % 5 == 0 else 400.0 + i, 30.5))
 
 
@@ -24,15 +23,15 @@ def _put_room_rows(store, n=250):
     """n rows from device A and n from device B (two boots), on overlapping epochs."""
     data = store.tenant("fam-1")
     recs = [
-        codec.Record(F.ROOM, codec.device_id(DEV_A), 1, 1, E0, [_room(i) for i in range(n)]),
-        codec.Record(F.ROOM, codec.device_id(DEV_B), 3, 10, E0 + 7,
+        codec.Record(features.ROOM, codec.device_id(DEV_A), 1, 1, E0, [_room(i) for i in range(n)]),
+        codec.Record(features.ROOM, codec.device_id(DEV_B), 3, 10, E0 + 7,
                      [_room(i) for i in range(n // 2)]),
-        codec.Record(F.ROOM, codec.device_id(DEV_B), 4, 1, E0 + 7 + n // 2,
+        codec.Record(features.ROOM, codec.device_id(DEV_B), 4, 1, E0 + 7 + n // 2,
                      [_room(i) for i in range(n - n // 2)]),
     ]
     assert data.put_rows(recs) == 2 * n
     # Another tenant's rows in the same range must never show up.
-    store.tenant("fam-2").put_rows([codec.Record(F.ROOM, codec.device_id("ffffffffffff"), 1, 1,
+    store.tenant("fam-2").put_rows([codec.Record(features.ROOM, codec.device_id("ffffffffffff"), 1, 1,
                                                  E0, [_room(i) for i in range(20)])])
 
 
@@ -98,7 +97,7 @@ def test_epochs_csv__equals_json_rows(cloud):
     assert "attachment" in r.headers["content-disposition"]
     table = list(csv.DictReader(io.StringIO(r.text)))
     assert list(table[0]) == ["epoch", "time", "device", "boot", "seq", "flags",
-                              *F.names(F.ROOM)]
+                              *features.names(features.ROOM)]
     assert len(table) == len(rows) == 240
 
     def as_text(v):

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports import settings
 from nightlink.tools.bench_report import synth_day_streams, synth_night
 
 from .conftest import PASSWORD
@@ -17,7 +17,7 @@ END = "2026-01-15"
 
 def fill(store, tenant, days, *, tz="Europe/Berlin", seed=1):
     data = store.tenant(tenant)
-    RS.set_patient_settings(data, tz=tz)
+    settings.set_patient_settings(data, tz=tz)
     zone, rng = ZoneInfo(tz), random.Random(seed)
     last = date.fromisoformat(END)
     for i in range(days):
@@ -129,7 +129,7 @@ def test_patient_settings__who_may_change_them(portal):
     r = portal.client.post(url, data={"targets": "pregnancy", "report_days": "7"},
                            headers=portal.auth("doc@example.org"), follow_redirects=False)
     assert r.status_code == 303
-    ps = RS.patient_settings(portal.store.tenant("fam-1"))
+    ps = settings.patient_settings(portal.store.tenant("fam-1"))
     assert (ps.tz.key, ps.targets, ps.report_days) == ("Europe/Berlin", "pregnancy", 7)
     t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}").text
     assert "(7 days)" in t and "range 63–140" in t

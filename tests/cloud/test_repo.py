@@ -3,11 +3,10 @@
 import pytest
 
 from nightlink.cloud.store import ConflictError, NotFoundError, Store, unpack_row
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 DEV = "a4cf12b0c3d4"
-ROW = codec.quantize_row(F.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def store(cloud_db_url):
 
 
 def _rec(seq, epoch, n=1, boot=1, dev=DEV):
-    return codec.Record(F.ROOM, codec.device_id(dev), boot, seq, epoch, [ROW] * n)
+    return codec.Record(features.ROOM, codec.device_id(dev), boot, seq, epoch, [ROW] * n)
 
 
 def test_repo__migrations_are_idempotent(cloud_db_url):
@@ -79,9 +78,9 @@ def test_repo__rows_upsert_once(store):
     t = store.tenant("fam-1")
     assert t.put_rows([_rec(1, 100, n=3)]) == 3
     assert t.put_rows([_rec(1, 100, n=3), _rec(4, 103)]) == 1  # resent rows change nothing
-    rows = t.rows(F.ROOM, 0, 10**9)
+    rows = t.rows(features.ROOM, 0, 10**9)
     assert [(r.seq, r.epoch) for r in rows] == [(1, 100), (2, 101), (3, 102), (4, 103)]
-    assert unpack_row(F.ROOM, rows[0].nfeat, rows[0].row_data) == ROW
+    assert unpack_row(features.ROOM, rows[0].nfeat, rows[0].row_data) == ROW
 
 
 def test_repo__cursor_pages_cover_everything_once(store):
@@ -89,7 +88,7 @@ def test_repo__cursor_pages_cover_everything_once(store):
     t.put_rows([_rec(1, 100, n=50), _rec(1, 100, n=50, dev="0123456789ab")])
     seen, after = [], None
     while True:
-        page = t.rows(F.ROOM, 0, 10**9, after=after, limit=7)
+        page = t.rows(features.ROOM, 0, 10**9, after=after, limit=7)
         if not page:
             break
         seen += [(r.epoch, r.device, r.seq) for r in page]
@@ -102,11 +101,11 @@ def test_repo__cursor_pages_cover_everything_once(store):
 def test_repo__high_water_mark_stops_at_gaps(store):
     t = store.tenant("fam-1")
     t.put_rows([_rec(1, 100, n=5), _rec(8, 107, n=2)])
-    assert store.advance_hwm(DEV, F.ROOM) == 5
-    assert store.missing_seqs(DEV, F.ROOM) == [(6, 7)]
+    assert store.advance_hwm(DEV, features.ROOM) == 5
+    assert store.missing_seqs(DEV, features.ROOM) == [(6, 7)]
     t.put_rows([_rec(6, 105, n=2)])
-    assert store.advance_hwm(DEV, F.ROOM) == 9
-    assert store.missing_seqs(DEV, F.ROOM) == []
+    assert store.advance_hwm(DEV, features.ROOM) == 9
+    assert store.missing_seqs(DEV, features.ROOM) == []
 
 
 def test_repo__tenant_handles_see_only_their_own(store):
@@ -114,7 +113,7 @@ def test_repo__tenant_handles_see_only_their_own(store):
     a.put_rows([_rec(1, 100, n=2)])
     a.add_entries([{"type": "sgv", "date": 1_700_000_000_000, "sgv": 120}])
     a.put_night("2026-01-15", {"tst_min": 420})
-    assert b.count_rows() == 0 and b.rows(F.ROOM, 0, 10**9) == []
+    assert b.count_rows() == 0 and b.rows(features.ROOM, 0, 10**9) == []
     assert b.entries(count=10) == [] and b.nights() == []
     with pytest.raises(NotFoundError):
         b.night("2026-01-15")
@@ -173,9 +172,9 @@ def test_repo__purge_removes_only_that_tenant(store):
 def test_repo__dropped_rows_are_accounted_for(store):
     t = store.tenant("fam-1")
     t.put_rows([_rec(1, 100, n=3), _rec(10, 109, n=2)])
-    assert store.advance_hwm(DEV, F.ROOM) == 3
-    store.add_dropped(DEV, F.ROOM, [(4, 6)])
-    assert store.missing_seqs(DEV, F.ROOM) == [(7, 9)]  # dropped rows are not asked for
-    store.add_dropped(DEV, F.ROOM, [(7, 9)])
-    assert store.advance_hwm(DEV, F.ROOM) == 11
+    assert store.advance_hwm(DEV, features.ROOM) == 3
+    store.add_dropped(DEV, features.ROOM, [(4, 6)])
+    assert store.missing_seqs(DEV, features.ROOM) == [(7, 9)]  # dropped rows are not asked for
+    store.add_dropped(DEV, features.ROOM, [(7, 9)])
+    assert store.advance_hwm(DEV, features.ROOM) == 11
     assert store.dropped_count(DEV) == 6

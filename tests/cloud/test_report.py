@@ -9,8 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nightlink.cloud.reports import render
-from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports import render, settings
 from nightlink.cloud.reports.summary import build_report, period
 from nightlink.cloud.store import Store
 from nightlink.tools.bench_report import put_glucose, synth_day_streams, synth_night
@@ -36,7 +35,7 @@ def test_report__hand_computed_day(store):
     data = store.tenant("p1")
     # One day of 5-minute readings at 100, with an hour at 50 from 03:00 (12 readings).
     one_day(data, [(m, 50 if 180 <= m < 240 else 100) for m in range(0, 1440, 5)])
-    rep = build_report(data, RS.patient_settings(data), end_day="2026-01-14", days=14)
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
     s = rep["summary"]
     assert s["n"] == 288 and s["mean"] == pytest.approx((276 * 100 + 12 * 50) / 288)
     assert s["gmi_pct"] == pytest.approx(3.31 + 0.02392 * s["mean"])
@@ -59,15 +58,15 @@ def test_report__hand_computed_day(store):
 
 def test_report__pregnancy_targets_use_their_own_range(store):
     data = store.tenant("p1")
-    RS.set_patient_settings(data, targets="pregnancy")
+    settings.set_patient_settings(data, targets="pregnancy")
     one_day(data, [(m, 150 if m < 360 else 100) for m in range(0, 1440, 5)])  # 25 % > 140
-    rep = build_report(data, RS.patient_settings(data), end_day="2026-01-14", days=1)
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=1)
     t = {x["key"]: x for x in rep["targets"]}
     assert t["high_total"]["value"] == pytest.approx(25) and t["in_range"]["value"] == 75
     assert t["in_range"]["met"] and not t["high_total"]["met"]
     assert rep["bands"]["in_range"] == 100  # the consensus bands stay as they are
-    with pytest.raises(RS.SettingsError, match="targets must be one of"):
-        RS.set_patient_settings(data, targets="athlete")
+    with pytest.raises(settings.SettingsError, match="targets must be one of"):
+        settings.set_patient_settings(data, targets="athlete")
 
 
 def test_period__dst_days_are_local_days():
@@ -80,7 +79,7 @@ def test_period__dst_days_are_local_days():
 
 def test_report__empty_period(store):
     data = store.tenant("p1")
-    rep = build_report(data, RS.patient_settings(data), end_day="2026-01-14", days=14)
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
     assert rep["summary"] is None and rep["nights"] == [] and rep["bands"] is None
     assert [f["key"] for f in rep["flags"]] == ["data"]
     html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
@@ -91,7 +90,7 @@ def test_report__empty_period(store):
 def fortnight(store):
     """14 days, 7 nights with sleep data (every other with a low), Europe/Berlin."""
     data = store.tenant("p1")
-    RS.set_patient_settings(data, tz="Europe/Berlin")
+    settings.set_patient_settings(data, tz="Europe/Berlin")
     tz, rng = ZoneInfo("Europe/Berlin"), random.Random(5)
     for i in range(14):
         day = date(2026, 1, 2) + timedelta(days=i)
@@ -102,7 +101,7 @@ def fortnight(store):
 
 
 def test_report__associations_with_enough_nights(fortnight):
-    rep = build_report(fortnight, RS.patient_settings(fortnight), end_day="2026-01-15", days=14)
+    rep = build_report(fortnight, settings.patient_settings(fortnight), end_day="2026-01-15", days=14)
     with_sleep = [n for n in rep["nights"] if n["sleep_source"] == "classifier"]
     assert len(with_sleep) == 7
     ahi = {(a["predictor"], a["outcome"]): a for a in rep["associations"]}
@@ -129,7 +128,7 @@ def _pdf_pages(pdf: bytes, tmp_path: Path, name: str) -> tuple[list[Path], list[
 
 
 def test_report_pdf__agp_summary_on_one_page(fortnight, tmp_path):
-    rep = build_report(fortnight, RS.patient_settings(fortnight), end_day="2026-01-15", days=14)
+    rep = build_report(fortnight, settings.patient_settings(fortnight), end_day="2026-01-15", days=14)
     pdf, pages = render.report_pdf(rep, tenant_name="Ann Example", unit="mg/dL")
     pngs, texts = _pdf_pages(pdf, tmp_path, "report-14d")
     # page 1 the AGP summary, page 2 events, lows and the nights, page 3 the associations
@@ -148,7 +147,7 @@ def test_night_pdf__two_pages_timeline_first(fortnight, tmp_path):
     from nightlink.cloud import fusion
 
     tz = ZoneInfo("Europe/Berlin")
-    doc = RS.fused_night(fortnight, "2026-01-04", tz)
+    doc = settings.fused_night(fortnight, "2026-01-04", tz)
     tl = fusion.timeline(fusion.load_night(fortnight, "2026-01-04", tz), doc)
     pdf, pages = render.night_pdf(doc, tl, tenant="p1", tenant_name="Ann Example",
                                   unit="mmol/L")

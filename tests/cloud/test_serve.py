@@ -9,8 +9,7 @@ import time
 import httpx
 
 from nightlink.cloud.store import Store
-from nightlink.shared import codec, topics
-from nightlink.shared import features as F
+from nightlink.shared import codec, features, topics
 from nightlink.tools.services import free_port
 
 
@@ -40,8 +39,8 @@ def test_cloud_serve__api_and_ingest_in_one_process(tmp_path, mosquitto):
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         pub.connect(mosquitto.host, mosquitto.port)
         pub.loop_start()
-        row = codec.quantize_row(F.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
-        rec = codec.Record(F.ROOM, codec.device_id("a4cf12b0c3d4"), 1, 1, 100, [row] * 5)
+        row = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+        rec = codec.Record(features.ROOM, codec.device_id("a4cf12b0c3d4"), 1, 1, 100, [row] * 5)
         time.sleep(1.0)  # the worker subscribes once the app is up
         pub.publish(topics.data_topic("fam-1", "a4cf12b0c3d4", "room"), codec.encode(rec),
                     qos=1).wait_for_publish(5)

@@ -1,0 +1,172 @@
+"""The structure the code promises, checked on its source: which layer may import which, SQL
+only inside the store packages, no cryptic module aliases, tests' helpers from tests/support,
+and every document a comment cites present in the repository."""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Who may import whom (by the nightlink.<folder> names pyproject maps the folders to).
+# `nightlink` alone is the base: the version, errors and SQL helpers every CPython tier uses.
+BASE = ("nightlink.__version__", "nightlink.errors", "nightlink.sql")
+LAYERS = {
+    "shared": ("nightlink.shared",),
+    "device": ("nightlink.shared", "nightlink.device"),
+    "nightscout": (*BASE, "nightlink.shared", "nightlink.nightscout"),
+    "edge": (*BASE, "nightlink.shared", "nightlink.nightscout", "nightlink.edge"),
+    "cloud": (*BASE, "nightlink.shared", "nightlink.nightscout", "nightlink.cloud"),
+}
+# Where SQL may be written: the one SQL module and the tiers' store packages.
+SQL_HOMES = ("nightlink/sql.py", "cloud/store/", "edge/store/", "nightscout/store/")
+SQL = re.compile(r"\b(SELECT\s+[\w*(]|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+                 r"CREATE\s+(TABLE|INDEX|UNIQUE)|DROP\s+TABLE|ALTER\s+TABLE)")  # SQL is upper case
+# Rig and synthetic-data helpers tests reach only through tests/support.
+TEST_SUPPORT_ONLY = ("nightlink.tools.services",)
+# Short aliases are for widely known conventions only (numpy, pandas, tensorflow, hypothesis's
+# strategies, ElementTree); the project's own modules keep their names.
+ALIASES_ALLOWED = {"np", "pd", "tf", "st", "ET"}
+
+
+def _python_files(*folders):
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                yield path
+
+
+def _imports(path):
+    """Every module a file imports (absolute names; relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = "nightlink." + ".".join(path.relative_to(ROOT).parent.parts)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{node.module}" if node.module else parent
+            if base in ("nightlink", package) or not node.module:
+                # `from nightlink import tools`, `from . import fusion`: the names are modules
+                for alias in node.names:
+                    yield node, f"{base}.{alias.name}"
+            else:
+                yield node, base
+
+
+def _within(module, allowed):
+    return any(module == a or module.startswith(a + ".") for a in allowed)
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_layers__each_tier_imports_only_what_it_may(layer):
+    """shared <- device; shared <- nightscout <- edge, cloud; edge and cloud never import each
+    other, the clock, or tools/ (tools may import anything)."""
+    bad = []
+    for path in _python_files(layer):
+        for node, module in _imports(path):
+            if module.startswith("nightlink") and not _within(module, LAYERS[layer]):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {module}")
+    assert not bad, "\n".join(bad)
+
+
+def test_layers__the_checker_sees_a_forbidden_import(tmp_path, monkeypatch):
+    """The layer check is not vacuous: a cloud module importing the edge is caught."""
+    fake = tmp_path / "cloud" / "x.py"
+    fake.parent.mkdir()
+    fake.write_text("from nightlink.edge.store import EdgeStore\nfrom . import fusion\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = [m for _, m in _imports(fake)]
+    assert found == ["nightlink.edge.store", "nightlink.cloud.fusion"]
+    assert not _within(found[0], LAYERS["cloud"]) and _within(found[1], LAYERS["cloud"])
+
+
+def _sql_strings(path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(
+                node.value):
+            yield node.lineno, node.value.strip().splitlines()[0][:70]
+
+
+def test_store_is_the_only_door__no_sql_outside_the_store_packages():
+    bad = []
+    for path in _python_files("cloud", "edge", "nightscout", "nightlink", "tools", "shared"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(SQL_HOMES):
+            continue
+        bad += [f"{rel}:{line}: {text}" for line, text in _sql_strings(path)]
+    assert not bad, "SQL outside the store packages:\n" + "\n".join(bad)
+
+
+def test_store_is_the_only_door__the_checker_sees_sql(tmp_path):
+    sample = tmp_path / "x.py"
+    sample.write_text('db.query("SELECT id FROM tenants WHERE deleted_at IS NULL")\n'
+                      'print("Select a tenant from the list")\n')
+    assert [line for line, _ in _sql_strings(sample)] == [1]
+
+
+def test_no_cryptic_aliases__project_modules_keep_their_names():
+    """`from nightlink.shared import features as F` hides what F is; F meant different
+    modules in different files."""
+    bad = []
+    for path in _python_files("cloud", "edge", "nightscout", "nightlink", "tools", "shared",
+                              "device", "tests"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for alias in node.names:
+                    if alias.asname and len(alias.asname.strip("_")) <= 2 and \
+                            alias.asname not in ALIASES_ALLOWED:
+                        bad.append(f"{path.relative_to(ROOT)}:{node.lineno} "
+                                   f"{alias.name} as {alias.asname}")
+    assert not bad, "\n".join(bad)
+
+
+def test_tests_take_their_helpers_from_tests_support():
+    bad = []
+    for path in _python_files("tests"):
+        if "support" in path.relative_to(ROOT).parts:
+            continue
+        for node, module in _imports(path):
+            if _within(module, TEST_SUPPORT_ONLY):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {module}")
+    assert not bad, "import these from tests/support instead:\n" + "\n".join(bad)
+
+
+CITED = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.md)\b")
+
+
+def test_cited_documents_are_in_the_repository():
+    """A comment that says "see X.md" points at a file a newcomer has: relative to the repo
+    root, to the citing file's folder, or under docs/."""
+    bad = []
+    for path in _python_files("cloud", "edge", "nightscout", "nightlink", "tools", "shared",
+                              "device"):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            for name in CITED.findall(line):
+                if not any((base / name).is_file() for base in
+                           (ROOT, path.parent, ROOT / "docs")):
+                    bad.append(f"{path.relative_to(ROOT)}:{lineno} cites {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_tracker_wording_in_code_or_docs():
+    """Code and docs explain themselves; "issue 6" or "step 4" means nothing to a reader."""
+    wording = re.compile(r"\((?:issue|step|stop) \d+\)|\b(?:issue|stop) \d+:|"
+                         r"\bthe (?:sync|ingest|fusion) \(step \d\)", re.IGNORECASE)
+    bad = []
+    files = [*_python_files("cloud", "edge", "nightscout", "nightlink", "tools", "shared",
+                            "device"),
+             *sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md",
+             *sorted(ROOT.glob("*/*.md"))]
+    for path in files:
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if wording.search(line):
+                bad.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()[:80]}")
+    assert not bad, "\n".join(bad)
