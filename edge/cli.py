@@ -6,12 +6,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from nightlink.edge.samples import SourceError
-from nightlink.edge.store import EdgeStore, StoreError
+from nightlink.edge.sources.samples import SourceError
 from nightlink.errors import NightlinkError
+
+if TYPE_CHECKING:
+    from nightlink.edge.store import EdgeStore
 
 
 def default_db() -> Path:
@@ -20,6 +23,8 @@ def default_db() -> Path:
 
 
 def open_store(db: Path, retention_days: int = 30) -> EdgeStore:
+    from nightlink.edge.store import EdgeStore, StoreError
+
     try:
         return EdgeStore(db, retention_days=retention_days)
     except StoreError as exc:
@@ -38,8 +43,8 @@ def edge() -> None:
               help="Edge store (overrides the configuration).")
 def run(config_path: Path | None, db: Path | None) -> None:
     """Run the live node until SIGTERM or Ctrl-C."""
-    from nightlink.edge.config import ConfigError, load
-    from nightlink.edge.live import LiveNode, run_forever
+    from nightlink.edge.node.config import ConfigError, load
+    from nightlink.edge.node.live_node import LiveNode, run_forever
 
     try:
         cfg = load(config_path)
@@ -65,8 +70,8 @@ def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: 
     import signal
     import threading
 
-    from nightlink.edge.config import ConfigError, load
-    from nightlink.edge.sync import SyncClient
+    from nightlink.edge.node.config import ConfigError, load
+    from nightlink.edge.sync.cloud_link import SyncClient
 
     try:
         cfg = load(config_path)
@@ -100,8 +105,8 @@ def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: 
               help="Edge store (its device id names the bridge).")
 def broker_config(config_path: Path | None, db: Path | None) -> None:
     """Print a mosquitto.conf for the LAN broker, bridged to the cloud broker."""
-    from nightlink.edge.bridge import bridge_config
-    from nightlink.edge.config import ConfigError, load
+    from nightlink.edge.node.config import ConfigError, load
+    from nightlink.edge.sync.bridge import bridge_config
 
     try:
         cfg = load(config_path)
@@ -126,7 +131,7 @@ def broker_config(config_path: Path | None, db: Path | None) -> None:
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def import_(path: Path, fmt: str, tz: str, db: Path | None) -> None:
     """Import a CGM or wearable export into the edge store."""
-    from nightlink.edge.importer import import_file
+    from nightlink.edge.importers.importer import import_file
 
     store = open_store(db or default_db())
     try:
@@ -142,59 +147,77 @@ def import_(path: Path, fmt: str, tz: str, db: Path | None) -> None:
                             ("clarity", "libreview") else ""))
 
 
-@edge.command()
-@click.argument("night_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Edge store (default: $XDG_DATA_HOME/nightlink/edge.db).")
-@click.option("--realtime", is_flag=True, help="Pace the replay at the night's own speed.")
-@click.option("--speed", type=float, default=1.0, show_default=True,
-              help="With --realtime: how many times faster than real time.")
-@click.option("--audio", type=click.Choice(["auto", "file", "stream", "none"]), default="auto",
-              show_default=True,
-              help="Audio from the night's file, the simulator's stream for its seed, or none.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
-def replay(night_dir: Path, db: Path | None, realtime: bool, speed: float, audio: str,
-           as_json: bool) -> None:
-    """Run the edge pipeline over a simulated night in NIGHT_DIR."""
-    from nightlink.edge.replay import load_manifest
-    from nightlink.edge.replay import replay as run_replay
+def replay_command(audio_stream=None, *, help: str) -> click.Command:
+    """The `replay` command: `nightlink edge replay`, and `nightlink simulate replay` with the
+    simulator's `audio_stream` (see nightlink.edge.node.replay.AudioStream)."""
+    audio_help = ("Audio from the night's file, regenerated from its seed (stream), or none."
+                  if audio_stream else "Audio from the night's file, or none (stream: "
+                  "`nightlink simulate replay`).")
 
-    if speed <= 0:
-        raise NightlinkError("--speed must be more than 0.")
-    try:
-        manifest = load_manifest(night_dir)
-    except SourceError as exc:
-        raise NightlinkError(str(exc)) from None
-    store = open_store(db or default_db())
-    total = int(manifest["epoch_grid"]["epoch_count"])
-    try:
-        with click.progressbar(length=total, label="Replaying epochs", file=sys.stderr,
-                               show_pos=True) as bar:
-            last = [0]
+    @click.command("replay", help=help)
+    @click.argument("night_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Edge store (default: $XDG_DATA_HOME/nightlink/edge.db).")
+    @click.option("--realtime", is_flag=True, help="Pace the replay at the night's own speed.")
+    @click.option("--speed", type=float, default=1.0, show_default=True,
+                  help="With --realtime: how many times faster than real time.")
+    @click.option("--audio", type=click.Choice(["auto", "file", "stream", "none"]),
+                  default="auto", show_default=True, help=audio_help)
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
+    def replay(night_dir: Path, db: Path | None, realtime: bool, speed: float, audio: str,
+               as_json: bool) -> None:
+        from nightlink.edge.node.replay import load_manifest
+        from nightlink.edge.node.replay import replay as run_replay
 
-            def tick(done: int) -> None:
-                bar.update(done - last[0])
-                last[0] = done
+        if speed <= 0:
+            raise NightlinkError("--speed must be more than 0.")
+        if audio == "stream" and audio_stream is None:
+            raise NightlinkError("`nightlink edge replay` takes audio only from the night's file; "
+                                 "`nightlink simulate replay --audio stream` regenerates a "
+                                 "simulated night's audio.")
+        try:
+            manifest = load_manifest(night_dir)
+        except SourceError as exc:
+            raise NightlinkError(str(exc)) from None
+        store = open_store(db or default_db())
+        total = int(manifest["epoch_grid"]["epoch_count"])
+        try:
+            with click.progressbar(length=total, label="Replaying epochs", file=sys.stderr,
+                                   show_pos=True) as bar:
+                last = [0]
 
-            result = run_replay(night_dir, store, realtime=realtime, speed=speed, audio=audio,
-                                on_epoch=tick)
-    finally:
-        store.close()
-    if as_json:
-        click.echo(json.dumps({
-            "night": result.night, "epochs": result.epochs, "records": result.records,
-            "present": result.present, "bad_rows": result.bad_rows,
-            "problems": result.problems, "seconds": round(result.seconds, 2),
-        }, sort_keys=True))
-        return
-    click.echo(f"Night {result.night}: {result.epochs} epochs, {result.records} records stored "
-               f"in {result.seconds:.1f} s into {db or default_db()}")
-    for name, n in result.present.items():
-        click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
-    for name, n in result.bad_rows.items():
-        click.echo(f"  {name}: {n} bad rows skipped")
-    for p in result.problems:
-        click.echo(f"  note: {p}")
+                def tick(done: int) -> None:
+                    bar.update(done - last[0])
+                    last[0] = done
+
+                result = run_replay(night_dir, store, realtime=realtime, speed=speed,
+                                    audio=audio, audio_stream=audio_stream, on_epoch=tick)
+        finally:
+            store.close()
+        if as_json:
+            click.echo(json.dumps({
+                "night": result.night, "epochs": result.epochs, "records": result.records,
+                "present": result.present, "bad_rows": result.bad_rows,
+                "problems": result.problems, "seconds": round(result.seconds, 2),
+            }, sort_keys=True))
+            return
+        click.echo(f"Night {result.night}: {result.epochs} epochs, {result.records} records "
+                   f"stored in {result.seconds:.1f} s into {db or default_db()}")
+        for name, n in result.present.items():
+            click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
+        for name, n in result.bad_rows.items():
+            click.echo(f"  {name}: {n} bad rows skipped")
+        for p in result.problems:
+            click.echo(f"  note: {p}")
+        if audio != "none" and audio_stream is None and "seed" in manifest \
+                and result.present["audio"] == 0:
+            click.echo("  note: `nightlink simulate replay` regenerates a simulated night's audio.")
+
+    return replay
+
+
+edge.add_command(replay_command(help="Run the edge pipeline over the night in NIGHT_DIR (its "
+                                     "manifest.json and files)."))
 
 
 @edge.command()

@@ -73,8 +73,8 @@ def stream_audio(wav: Path) -> dict:
     t0 = time.perf_counter()
     import soundfile
 
-    from nightlink.edge.audio_features import EPOCH_SAMPLES, AudioFeatureExtractor
-    from nightlink.edge.epoch_features import to_raw
+    from nightlink.edge.features.audio import EPOCH_SAMPLES, AudioFeatureExtractor
+    from nightlink.edge.features.reducers import to_raw
 
     import_s = time.perf_counter() - t0
     recs = []
@@ -157,9 +157,9 @@ def bench_edge_audio(hours: float = 8.0, naive: bool = True) -> dict:
 
 def bench_edge_night(hours: float = 8.0) -> dict:
     """Replay a whole simulated night; size of all its epochs on the wire, and of its summary."""
-    from nightlink.edge.replay import replay
     from nightlink.edge.store import EdgeStore
     from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.simulate.replay import replay
 
     with tempfile.TemporaryDirectory(prefix="nl-bench-night-") as tmp:
         night = Path(tmp) / "night"
@@ -188,11 +188,11 @@ def bench_edge_night(hours: float = 8.0) -> dict:
 
 def bench_classify(hours: float = 8.0) -> dict:
     """All three edge models over a stored night: load once, then classify (best of 3)."""
-    from nightlink.edge import classify
-    from nightlink.edge.night_summary import night_columns
-    from nightlink.edge.replay import replay
+    from nightlink.edge.features import classify
+    from nightlink.edge.features.night_summary import night_columns
     from nightlink.edge.store import EdgeStore
     from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.simulate.replay import replay
 
     with tempfile.TemporaryDirectory(prefix="nl-bench-classify-") as tmp:
         night = Path(tmp) / "night"
@@ -222,7 +222,7 @@ if __name__ == "__main__":
     mode, path = sys.argv[1], Path(sys.argv[2])
     if mode == "import":
         t0 = time.perf_counter()
-        import nightlink.edge.audio_features  # noqa: F401
+        import nightlink.edge.features.audio  # noqa: F401
 
         figures = {"import_s": time.perf_counter() - t0}
     elif mode == "stream":

@@ -27,12 +27,12 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
     from nightlink.cloud.store import Store
-    from nightlink.edge.config import SyncConfig
-    from nightlink.edge.replay import replay
+    from nightlink.edge.node.config import SyncConfig
     from nightlink.edge.store import EdgeStore
-    from nightlink.edge.sync import SyncClient
+    from nightlink.edge.sync.cloud_link import SyncClient
     from nightlink.tools.embedded_broker import EmbeddedBroker
     from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.simulate.replay import replay
     from nightlink.tools.simulate.summary import summarize
 
     started = time.monotonic()

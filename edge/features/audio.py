@@ -5,7 +5,7 @@ features of the registry and the samples are dropped. Memory stays at one epoch 
 audio plus a few minutes of per-frame levels, whatever the night's length. Raw audio
 is never written anywhere by this module.
 
-Definitions (the tests recompute them independently; see `features.md` beside this file):
+Definitions: docs/audio-features.md (tests/edge/test_replay.py recomputes them with librosa);
 frames are 512 samples (32 ms at 16 kHz), Hann-windowed, not overlapping, 937 per epoch.
 """
 
@@ -141,10 +141,6 @@ class AudioFeatureExtractor:
         self._fill = 0
         self.epoch += 1
         self._silence_run = 0
-
-    @property
-    def pending_samples(self) -> int:
-        return self._fill
 
     def _epoch_features(self, x: np.ndarray) -> tuple:
         frames = x[: FRAMES * HOP].reshape(FRAMES, HOP)

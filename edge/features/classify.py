@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nightlink.shared import features as F
+from nightlink.edge.features.night_summary import night_columns
+from nightlink.edge.features.reducers import to_raw
+from nightlink.shared import features
 from nightlink.shared.clinical import ahi_severity
 
 _LOGGER = logging.getLogger(__name__)
-MODELS = Path(__file__).parent / "models"
+MODELS = Path(__file__).parent.parent / "models"
 STAGES = ("Wake", "Light", "Deep", "REM")
 EPOCHS_PER_HOUR = 120
 
@@ -183,7 +185,7 @@ class Classifiers:
         self.sleep = Int8Model(blob)
         blob, self.breath_meta = load_meta("breathing", models)
         self.breath = Int8Model(blob)
-        from nightlink.edge.glucose_risk import GlucoseRisk
+        from nightlink.edge.features.glucose_risk import GlucoseRisk
 
         self.glucose = GlucoseRisk((models / "glucose_risk.tflite").read_bytes(),
                                    json.loads((models / "glucose_risk.json").read_text()))
@@ -214,9 +216,6 @@ class Classifiers:
         risk, forecast = self.glucose.per_epoch(glucose, streams["cgm"]["minutes_since"])
         return NightOutputs(stage, conf, b["snore"], b["apnea_events"], b["desat3"], b["desat4"],
                             risk, forecast)
-
-
-severity = ahi_severity  # AASM classes, shared with the cloud and the clock
 
 
 def night_figures(out: NightOutputs, streams) -> dict:
@@ -250,7 +249,7 @@ def night_figures(out: NightOutputs, streams) -> dict:
         "breathing": {
             "apnea_events": events,
             "ahi": round(ahi, 1) if ahi is not None else None,
-            "severity": severity(ahi) if ahi is not None else None,
+            "severity": ahi_severity(ahi),
             "odi3": round(d3 / tst_h, 1) if tst_h > 0 else None,
             "odi4": round(d4 / tst_h, 1) if tst_h > 0 else None,
             "snore_pct_tst": round(float(out.snore[asleep].mean()) * 100, 1) if asleep.any() else None,
@@ -283,9 +282,6 @@ def classify_night(store, first: int, count: int, clf: Classifiers | None = None
     """Run the classifiers over a stored night, store their outputs as stream 5 records (one
     per hour), and return the figures for the night summary (None without models).
     `streams`: the night's columns (night_summary.night_columns), if already read."""
-    from nightlink.edge.epoch_features import to_raw
-    from nightlink.edge.night_summary import night_columns
-
     clf = clf or load()
     if clf is None or count <= 0:
         return None
@@ -294,13 +290,13 @@ def classify_night(store, first: int, count: int, clf: Classifiers | None = None
     rows = []
     for i in range(count):
         risk, fc = out.low_risk[i], out.forecast30[i]
-        rows.append(to_raw(F.INFER, (
+        rows.append(to_raw(features.INFER, (
             int(out.stage[i]), float(out.stage_conf[i]), int(out.snore[i]),
             int(out.apnea_events[i]), int(out.desat3[i]), int(out.desat4[i]),
             None if np.isnan(risk) else float(risk), None if np.isnan(fc) else float(fc))))
     with store.transaction():
         for k in range(0, count, EPOCHS_PER_HOUR):
-            store.append(F.INFER, first + k, rows[k:k + EPOCHS_PER_HOUR])
+            store.append(features.INFER, first + k, rows[k:k + EPOCHS_PER_HOUR])
     fig = night_figures(out, streams)
     fig["glucose_risk"]["alarm_at"] = clf.glucose.alarm_permille / 1000
     return fig

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nightlink.edge.classify import interpreter
+from nightlink.edge.features.classify import interpreter
 
 HISTORY = 12  # readings, 5 minutes apart: the last hour
 HORIZON = 6  # readings ahead: 30 minutes

@@ -5,19 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features as F
-from nightlink.shared import units
+from nightlink.shared import features, units
+from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO
 
-SNORE_RATIO = 0.4  # an epoch whose low-band energy share exceeds this counts as snoring
-APNEA_SILENCE_S = 10.0  # a breathing pause of 10 s or more is an apnea candidate (AASM)
-
-
-NIGHT_STREAMS = (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO)
+NIGHT_STREAMS = (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)
 
 
 def _column(store: EdgeStore, stream: int, first: int, count: int) -> dict[str, np.ndarray]:
     """Feature name -> float array over the night's epochs, NaN where missing."""
-    names = F.names(stream)
+    names = features.names(stream)
     out = np.full((count, len(names)), np.nan)
     for epoch, vals in store.epoch_values(stream, first, first + count).items():
         out[epoch - first] = [np.nan if v is None else v for v in vals]
@@ -28,7 +24,7 @@ def night_columns(store: EdgeStore, first: int, count: int,
                   streams=NIGHT_STREAMS) -> dict[str, dict[str, np.ndarray]]:
     """Stream name -> feature name -> float array over the night's epochs, NaN where missing:
     read once, then shared by the summary and the classifiers."""
-    return {F.stream(s)[F.S_NAME]: _column(store, s, first, count) for s in streams}
+    return {features.stream(s)[features.S_NAME]: _column(store, s, first, count) for s in streams}
 
 
 def _r(x, nd=1):

@@ -11,16 +11,15 @@ import logging
 
 import numpy as np
 
-from nightlink.edge import samples as S
-from nightlink.edge.audio_features import AudioFeatureExtractor
-from nightlink.edge.epoch_features import CgmReducer, RoomReducer, WearableReducer, to_raw
+from nightlink.edge.features.audio import AudioFeatureExtractor
+from nightlink.edge.features.reducers import CgmReducer, RoomReducer, WearableReducer, to_raw
+from nightlink.edge.sources.samples import Glucose, Room
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 from nightlink.shared.epoch import epoch_index
 
 _LOGGER = logging.getLogger(__name__)
-STREAM_ORDER = (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO)
+STREAM_ORDER = (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)
 
 
 class EdgePipeline:
@@ -45,7 +44,7 @@ class EdgePipeline:
         Glucose goes straight to its reducer: a reading from before this epoch still
         gives later epochs their latest value, age and trend.
         """
-        if isinstance(sample, S.Glucose):
+        if isinstance(sample, Glucose):
             self.cgm.add(sample)
             return
         e = epoch_index(sample.t)
@@ -55,7 +54,7 @@ class EdgePipeline:
         self._pending.setdefault(e, []).append(sample)
 
     def _route(self, sample) -> None:
-        if isinstance(sample, S.Room):
+        if isinstance(sample, Room):
             self.room.add(sample)
         else:
             self.wearable.add(sample)
@@ -82,12 +81,12 @@ class EdgePipeline:
             for sample in sorted(self._pending.pop(e), key=lambda x: x.t):
                 self._route(sample)
         rows = {
-            F.CGM: to_raw(F.CGM, self.cgm.close(epoch)),
-            F.WEARABLE: to_raw(F.WEARABLE, self.wearable.close(epoch)),
-            F.ROOM: to_raw(F.ROOM, self.room.close(epoch)),
+            features.CGM: to_raw(features.CGM, self.cgm.close(epoch)),
+            features.WEARABLE: to_raw(features.WEARABLE, self.wearable.close(epoch)),
+            features.ROOM: to_raw(features.ROOM, self.room.close(epoch)),
         }
         audio = self._audio_rows.pop(epoch, None)
-        rows[F.AUDIO] = to_raw(F.AUDIO, audio if audio else (None,) * len(F.features(F.AUDIO)))
+        rows[features.AUDIO] = to_raw(features.AUDIO, audio if audio else (None,) * len(features.features(features.AUDIO)))
         rows = {s: r for s, r in rows.items() if s in self.streams}
         if not write:
             self.epoch = epoch + 1
@@ -97,7 +96,7 @@ class EdgePipeline:
                 if stream in rows:
                     self.store.append(stream, epoch, [rows[stream]], flags=self.flags)
         for stream, row in rows.items():
-            if any(raw != b[0] for raw, b in zip(row, F.bounds(stream), strict=True)):
+            if any(raw != b[0] for raw, b in zip(row, features.bounds(stream), strict=True)):
                 self.present[stream] += 1
         self.epoch = epoch + 1
         return rows

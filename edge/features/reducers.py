@@ -12,9 +12,8 @@ from collections import deque
 
 import numpy as np
 
-from nightlink.edge import samples as S
-from nightlink.shared import codec, units
-from nightlink.shared import features as F
+from nightlink.edge.sources.samples import Beat, Glucose, HeartRate, Motion, Room, SpO2
+from nightlink.shared import codec, features, units
 from nightlink.shared.epoch import EPOCH_S, epoch_start
 
 RR_MIN_MS = 300.0  # 200 bpm
@@ -31,11 +30,11 @@ CGM_ROC_WINDOW_MIN = 15.0
 def to_raw(stream: int, values) -> tuple[int, ...]:
     """Quantize a row, saturating values outside the valid range at its ends (NaN is missing)."""
     clipped = []
-    for f, v in zip(F.features(stream), values, strict=True):
+    for f, v in zip(features.features(stream), values, strict=True):
         if v is None or (isinstance(v, float) and math.isnan(v)):
             clipped.append(None)
         else:
-            clipped.append(min(max(float(v), f[F.F_LO]), f[F.F_HI]))
+            clipped.append(min(max(float(v), f[features.F_LO]), f[features.F_HI]))
     return codec.quantize_row(stream, clipped)
 
 
@@ -52,18 +51,18 @@ class WearableReducer:
         self._desat_counts = {3: 0, 4: 0}
 
     def add(self, s) -> None:
-        if isinstance(s, S.Beat):
+        if isinstance(s, Beat):
             if RR_MIN_MS <= s.rr_ms <= RR_MAX_MS:
                 self._rr.append(s.rr_ms)
-        elif isinstance(s, S.HeartRate):
+        elif isinstance(s, HeartRate):
             if 60000.0 / RR_MAX_MS <= s.bpm <= 60000.0 / RR_MIN_MS:
                 self._hr.append(s.bpm)
-        elif isinstance(s, S.SpO2):
+        elif isinstance(s, SpO2):
             if 50.0 <= s.pct <= 100.0:
                 self._spo2.append(s.pct)
                 for k, d in self._desat.items():
                     self._desat_counts[k] += d.add(s.t, s.pct)
-        elif isinstance(s, S.Motion):
+        elif isinstance(s, Motion):
             self._motion.append(math.sqrt(s.ax * s.ax + s.ay * s.ay + s.az * s.az))
 
     def close(self, epoch: int) -> tuple:
@@ -142,9 +141,9 @@ class CgmReducer:
     """Latest reading, its age, 5-minute delta, rate of change, direction and error per epoch."""
 
     def __init__(self):
-        self._readings: deque[S.Glucose] = deque()
+        self._readings: deque[Glucose] = deque()
 
-    def add(self, g: S.Glucose) -> None:
+    def add(self, g: Glucose) -> None:
         if self._readings and g.t <= self._readings[-1].t:
             if g.t == self._readings[-1].t:
                 return  # the same reading again
@@ -197,7 +196,7 @@ class RoomReducer:
     def __init__(self):
         self._acc: list[list[float]] = [[] for _ in self._FIELDS]
 
-    def add(self, r: S.Room) -> None:
+    def add(self, r: Room) -> None:
         for i, name in enumerate(self._FIELDS):
             v = getattr(r, name)
             if v is not None:

@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from nightlink.edge import samples as S
-from nightlink.edge.pipeline import EdgePipeline
+from nightlink.edge.features.pipeline import EdgePipeline
+from nightlink.edge.sources.samples import Glucose, SourceError
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.shared.epoch import epoch_index
 
 _LOGGER = logging.getLogger(__name__)
@@ -37,41 +37,41 @@ class ImportResult:
 def read_samples(path: Path, fmt: str, tz: str = "UTC") -> tuple[list, int]:
     """(time-ordered samples, rows skipped as corrupt) of an export file."""
     if fmt == "clarity":
-        from nightlink.edge.cgm_sources import read_dexcom_clarity_csv
+        from nightlink.edge.importers.cgm_csv import read_dexcom_clarity_csv
 
         got = read_dexcom_clarity_csv(path, tz=tz)
         return list(got), got.skipped
     if fmt == "libreview":
-        from nightlink.edge.cgm_sources import read_libreview_csv
+        from nightlink.edge.importers.cgm_csv import read_libreview_csv
 
         got = read_libreview_csv(path, tz=tz)
         return list(got), got.skipped
     if fmt == "apple-health":
-        from nightlink.edge.wearable_import import read_apple_health
+        from nightlink.edge.importers.wearables import read_apple_health
 
         return sorted(read_apple_health(path), key=lambda s: s.t), 0
     if fmt == "fit":
-        from nightlink.edge.wearable_import import read_fit
+        from nightlink.edge.importers.wearables import read_fit
 
         return sorted(read_fit(path), key=lambda s: s.t), 0
-    raise S.SourceError(f"Unknown import format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    raise SourceError(f"Unknown import format {fmt!r}; use one of {', '.join(FORMATS)}.")
 
 
 def import_file(store: EdgeStore, path: Path, fmt: str, tz: str = "UTC") -> ImportResult:
     samples, skipped = read_samples(path, fmt, tz)
     if not samples:
-        raise S.SourceError(f"{path} holds no readings Nightlink can use.")
-    stream = F.CGM if isinstance(samples[0], S.Glucose) else F.WEARABLE
+        raise SourceError(f"{path} holds no readings Nightlink can use.")
+    stream = features.CGM if isinstance(samples[0], Glucose) else features.WEARABLE
     result = ImportResult(fmt, len(samples), skipped, 0, 0)
-    if stream == F.CGM:
-        from nightlink.edge.cgm_sources import glucose_to_entry
+    if stream == features.CGM:
+        from nightlink.edge.sources.cgm import glucose_to_entry
 
         result.entries_stored, result.entries_duplicate = store.add_entries(
             glucose_to_entry(g, f"import-{fmt}") for g in samples
         )
     first, last = epoch_index(samples[0].t), epoch_index(samples[-1].t)
     if last - first > MAX_SPAN_EPOCHS:
-        raise S.SourceError(f"{path} spans more than 120 days; import it in parts.")
+        raise SourceError(f"{path} spans more than 120 days; import it in parts.")
     have = {
         r.epoch
         for r in store.records(stream, first, last + 1, device=store.device)

@@ -8,15 +8,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
+from xml.etree import ElementTree
 
 import fitparse
 
-from nightlink.edge.cgm_sources import Readings
-from nightlink.edge.samples import Beat, HeartRate, Motion, SourceError, SpO2
+from nightlink.edge.sources.samples import Beat, HeartRate, Motion, Readings, SourceError, SpO2
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def read_apple_health(path, start: float | None = None, end: float | None = None
             fh.seek(0)
             root = None
             depth = 0
-            for event, elem in ET.iterparse(fh, events=("start", "end")):
+            for event, elem in ElementTree.iterparse(fh, events=("start", "end")):
                 if event == "start":
                     if root is None:
                         root = elem
@@ -69,7 +68,7 @@ def read_apple_health(path, start: float | None = None, end: float | None = None
                             skipped += 1
                             _LOGGER.debug("Skipped an Apple Health record in %s: %s", path, exc)
                     root.clear()
-    except ET.ParseError as exc:
+    except ElementTree.ParseError as exc:
         raise SourceError(f"{path} is not an Apple Health export: the XML is broken "
                           f"({exc}).") from exc
     except OSError as exc:

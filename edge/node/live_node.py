@@ -19,15 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
-from nightlink.edge import samples as S
-from nightlink.edge.audio_features import SAMPLE_RATE, AudioFeatureExtractor
-from nightlink.edge.cgm_sources import NightscoutFollower, readings_from_store
-from nightlink.edge.config import EdgeConfig
-from nightlink.edge.epoch_features import CGM_MAX_AGE_MIN
-from nightlink.edge.night_summary import summarize_night
-from nightlink.edge.pipeline import EdgePipeline
+from nightlink.edge.features.audio import SAMPLE_RATE
+from nightlink.edge.features.night_summary import summarize_night
+from nightlink.edge.features.pipeline import EdgePipeline
+from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
+from nightlink.edge.node.config import EdgeConfig
+from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_from_store
+from nightlink.edge.sources.microphone import LiveAudio
+from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, night_of
 
@@ -35,7 +34,6 @@ _LOGGER = logging.getLogger(__name__)
 RETRY_MIN_S = 2.0
 RETRY_MAX_S = 60.0
 PRUNE_EVERY_EPOCHS = 120  # apply the retention window once an hour
-MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement that means samples were lost
 
 
 @dataclass
@@ -57,56 +55,6 @@ class TimeBase:
         delay = (t - self.now()) / self.speed
         if delay > 0:
             await asyncio.sleep(delay)
-
-
-class LiveAudio:
-    """Microphone chunks to audio features on the epoch grid.
-
-    The first samples are dropped up to the next epoch boundary; a gap or jump in the
-    stream's timing (an overflow, a device that went away) restarts the alignment, so
-    an epoch is never assembled from samples that do not belong together.
-    """
-
-    def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None):
-        self.pipeline = pipeline
-        self.noise_offset_db = noise_offset_db  # mic calibration: room noise = dBFS + this
-        self.extractor: AudioFeatureExtractor | None = None
-        self.expected_t: float | None = None
-        self.keep_raw = keep_raw  # an open soundfile.SoundFile, only if the user asked
-        self.realigned = 0
-
-    def push(self, chunk: np.ndarray, t_first: float, overflow: bool = False) -> None:
-        """Add a chunk; t_first is the clock's estimate of its first sample's time.
-
-        Time is counted in samples once the stream runs; the clock's estimate only
-        matters when it disagrees by more than MAX_DRIFT_S (samples were lost).
-        """
-        if self.expected_t is not None:
-            if overflow or abs(t_first - self.expected_t) > MAX_DRIFT_S:
-                _LOGGER.warning("audio stream lost samples (%.2f s off); realigning on the "
-                                "epoch grid", t_first - self.expected_t)
-                self.extractor = None
-                self.realigned += 1
-            else:
-                t_first = self.expected_t
-        self.expected_t = t_first + chunk.size / SAMPLE_RATE
-        if self.keep_raw is not None:
-            self.keep_raw.write(chunk)
-        if self.extractor is None:
-            e = epoch_index(t_first)
-            if epoch_start(e) < t_first - 1e-6:
-                e += 1  # start on the next boundary
-            boundary = epoch_start(e)
-            skip = int(round((boundary - t_first) * SAMPLE_RATE))
-            if skip >= chunk.size:
-                return
-            chunk = chunk[skip:]
-            self.extractor = AudioFeatureExtractor(epoch_index(boundary))
-        for epoch, values in self.extractor.feed(chunk):
-            self.pipeline.put_audio_row(epoch, values)
-            if self.noise_offset_db is not None:
-                self.pipeline.add(S.Room(epoch_start(epoch) + EPOCH_S / 2,
-                                         noise_dba=values[0] + self.noise_offset_db))
 
 
 class LiveNode:
@@ -151,7 +99,7 @@ class LiveNode:
             try:
                 await body(stop)
                 return
-            except (S.SourceError, OSError, ValueError, RuntimeError) as exc:
+            except (SourceError, OSError, ValueError, RuntimeError) as exc:
                 _LOGGER.warning("%s failed: %s; retrying in %.0f s", name, exc, delay)
                 self._status(name, kind, "retrying", str(exc))
             try:
@@ -168,7 +116,7 @@ class LiveNode:
             try:
                 import sounddevice as backend  # noqa: N813
             except (ImportError, OSError) as exc:
-                raise S.SourceError(
+                raise SourceError(
                     f"Live audio needs PortAudio (apt-get install libportaudio2): {exc}."
                 ) from None
         clock = self.clock
@@ -190,7 +138,7 @@ class LiveNode:
             await stop.wait()
 
     async def _wearable(self, stop: asyncio.Event) -> None:
-        from nightlink.edge.ble import WearableLink
+        from nightlink.edge.sources.ble import WearableLink
 
         link = WearableLink(
             self.cfg.wearable.address,
@@ -202,7 +150,7 @@ class LiveNode:
         await link.run(stop)
 
     async def _room(self, stop: asyncio.Event) -> None:
-        from nightlink.edge.room_i2c import RoomSensors, open_bus
+        from nightlink.edge.sources.room_i2c import RoomSensors, open_bus
 
         bus = self.i2c_bus if self.i2c_bus is not None else open_bus(self.cfg.room.i2c_bus)
         sensors = RoomSensors(bus, scd4x=self.cfg.room.scd4x, bh1750=self.cfg.room.bh1750,
@@ -216,7 +164,7 @@ class LiveNode:
     async def _nightscout(self, stop: asyncio.Event) -> None:
         import uvicorn
 
-        from nightlink.edge.nightscout import create_app
+        from nightlink.edge.node.nightscout_site import create_app
 
         ns = self.cfg.nightscout
         app = create_app(self.store, ns.api_secret, development=self.cfg.development)
@@ -230,7 +178,7 @@ class LiveNode:
             await asyncio.sleep(0.05)
         if task.done():
             task.result()
-            raise S.SourceError(f"The Nightscout endpoint could not listen on port {ns.port}.")
+            raise SourceError(f"The Nightscout endpoint could not listen on port {ns.port}.")
         self.server_port = server.servers[0].sockets[0].getsockname()[1]
         self._status("nightscout", "upload", "listening", f"port {self.server_port}")
         await stop.wait()
@@ -243,8 +191,6 @@ class LiveNode:
                                       token=fo.token or None, interval_s=fo.interval_s,
                                       client=self.follower_client)
         self._status("follower", "nightscout", "following", fo.url)
-        from nightlink.edge.cgm_sources import glucose_to_entry
-
         while not stop.is_set():
             readings = await asyncio.to_thread(follower.poll)
             if readings:
@@ -255,14 +201,14 @@ class LiveNode:
                 pass
 
     async def _clocks(self, stop: asyncio.Event) -> None:
-        from nightlink.edge.clock_link import ClockLink
+        from nightlink.edge.sync.clock_link import ClockLink
 
         link = ClockLink(self.cfg.clocks, self.cfg.tenant,
                          lambda topic, payload: self.samples.put(("clock", (topic, payload))))
         link.start()
         self._status("clocks", "mqtt", "connecting", f"{self.cfg.clocks.host}:{self.cfg.clocks.port}")
         was = None
-        from nightlink.edge.clock_feed import ClockFeed  # glucose and night summary to clocks
+        from nightlink.edge.sync.clock_feed import ClockFeed  # glucose and night summary to clocks
 
         feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device)
         try:
@@ -281,7 +227,7 @@ class LiveNode:
             link.stop()
 
     def _clock_message(self, topic: str, payload: bytes) -> None:
-        from nightlink.edge.clock_link import RecordRejected, accept
+        from nightlink.edge.sync.clock_link import RecordRejected, accept
 
         try:
             self.clock_rows += accept(self.store, topic, payload)
@@ -291,7 +237,7 @@ class LiveNode:
     async def _sync(self, stop: asyncio.Event) -> None:
         import threading
 
-        from nightlink.edge.sync import SyncClient
+        from nightlink.edge.sync.cloud_link import SyncClient
 
         client = SyncClient(self.store, self.cfg.sync, self.cfg.tenant)
         self.sync_client = client

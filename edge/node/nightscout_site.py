@@ -28,7 +28,6 @@ from nightlink.nightscout.site import Site, find_token
 
 _LOGGER = logging.getLogger(__name__)
 MIN_SECRET_LENGTH = 12  # Nightscout itself refuses API_SECRETs shorter than 12 characters.
-DEAD_LETTER_SOURCE = "nightscout-upload"
 
 
 def api_secret_hash(secret: str) -> str:

@@ -1,9 +1,12 @@
-"""`nightlink edge replay DIR`: the edge pipeline over a simulated night's files.
+"""`nightlink edge replay DIR`: the edge pipeline over a night's files.
 
-Reads the simulator's manifest and files, feeds every sample in time order through
-the same pipeline a live night uses, as fast as possible or paced in real time.
-Bad rows, a truncated or unreadable audio file, or a missing file cost only their
-own data: the rest of the night continues and the gaps are recorded.
+Reads the night's manifest and files (the simulator's layout), feeds every sample in time
+order through the same pipeline a live night uses, as fast as possible or paced in real time.
+Bad rows, a truncated or unreadable audio file, or a missing file cost only their own data:
+the rest of the night continues and the gaps are recorded.
+
+A night that kept no audio file can still have audio features when the caller passes an
+`audio_stream` that regenerates it (the simulator does: `nightlink simulate replay`).
 """
 
 from __future__ import annotations
@@ -19,16 +22,20 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from nightlink.edge import samples as S
-from nightlink.edge.audio_features import EPOCH_SAMPLES, SAMPLE_RATE
-from nightlink.edge.classify import classify_night
-from nightlink.edge.night_summary import night_columns, summarize_night
-from nightlink.edge.pipeline import STREAM_ORDER, EdgePipeline
+from nightlink.edge.features.audio import EPOCH_SAMPLES, SAMPLE_RATE
+from nightlink.edge.features.classify import classify_night
+from nightlink.edge.features.night_summary import night_columns, summarize_night
+from nightlink.edge.features.pipeline import STREAM_ORDER, EdgePipeline
+from nightlink.edge.sources.samples import Beat, Glucose, Motion, Room, SourceError, SpO2
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.shared.epoch import EPOCH_S, epoch_start, iso_epoch, night_of
 
 _LOGGER = logging.getLogger(__name__)
+
+# A night's audio as a stream, for nights that kept no file: given the night's manifest, an
+# iterator of 16 kHz mono int16 chunks of any size, or None when it cannot give this night's.
+AudioStream = Callable[[dict], Iterator[np.ndarray] | None]
 
 
 @dataclass
@@ -63,14 +70,14 @@ def _rows(path: Path, name: str, parse: Callable[[dict], object], bad: dict[str,
                     _LOGGER.warning("%s line %d is not valid; skipping it", name, reader.line_num)
 
 
-def _glucose(row: dict) -> S.Glucose:
+def _glucose(row: dict) -> Glucose:
     """A cgm.csv row; sensor error codes (sgv < 39) stay errors, never glucose."""
     t = int(row["epoch_ms"]) / 1000.0
     code = (row.get("error_code") or "").strip()
     sgv = int(code) if code else int(row["sgv_mgdl"])
     if sgv < 39:
-        return S.Glucose(t, None, sgv, source="replay")
-    return S.Glucose(t, sgv, source="replay")
+        return Glucose(t, None, sgv, source="replay")
+    return Glucose(t, sgv, source="replay")
 
 
 def _opt(row, key):
@@ -89,15 +96,15 @@ def sample_streams(sim_dir: Path, start: float, bad: dict[str, int], problems: l
     """Time-ordered samples of every non-audio source of a simulated night."""
     return _merged([
         _rows(sim_dir / "rr.csv", "rr.csv",
-              lambda r: S.Beat(start + float(r["t_s"]), float(r["rr_ms"])), bad, problems),
+              lambda r: Beat(start + float(r["t_s"]), float(r["rr_ms"])), bad, problems),
         _rows(sim_dir / "spo2.csv", "spo2.csv",
-              lambda r: S.SpO2(start + float(r["t_s"]), float(r["spo2_pct"])), bad, problems),
+              lambda r: SpO2(start + float(r["t_s"]), float(r["spo2_pct"])), bad, problems),
         _rows(sim_dir / "accel.csv", "accel.csv",
-              lambda r: S.Motion(start + float(r["t_s"]), float(r["ax"]), float(r["ay"]),
+              lambda r: Motion(start + float(r["t_s"]), float(r["ax"]), float(r["ay"]),
                                  float(r["az"])), bad, problems),
         _rows(sim_dir / "cgm.csv", "cgm.csv", _glucose, bad, problems),
         _rows(sim_dir / "room.csv", "room.csv",
-              lambda r: S.Room(epoch_start(int(r["epoch"])), _opt(r, "temp_c"),
+              lambda r: Room(epoch_start(int(r["epoch"])), _opt(r, "temp_c"),
                                _opt(r, "humidity_pct"), _opt(r, "light_lux"),
                                _opt(r, "co2_ppm"), _opt(r, "noise_dba")), bad, problems),
     ])
@@ -149,12 +156,10 @@ class _AudioFile:
 
 
 class _AudioStream:
-    """The simulator's audio for this night regenerated as a stream (no file needed)."""
+    """One epoch of samples at a time from chunks of any size; None once they end."""
 
-    def __init__(self, manifest: dict):
-        from nightlink.tools.simulate.audio import audio_chunks
-
-        self.it = audio_chunks(manifest["seed"], manifest["patient"], manifest["hours"])
+    def __init__(self, chunks: Iterator[np.ndarray]):
+        self.it = chunks
         self.pending = np.zeros(0, dtype=np.int16)
 
     def next_epoch(self) -> np.ndarray | None:
@@ -176,9 +181,9 @@ def load_manifest(sim_dir: Path) -> dict:
         manifest = json.loads(path.read_text())
         manifest["epoch_grid"]["first_epoch"], manifest["epoch_grid"]["epoch_count"]
     except FileNotFoundError:
-        raise S.SourceError(f"{sim_dir} holds no manifest.json; is it a simulated night?") from None
+        raise SourceError(f"{sim_dir} holds no manifest.json; is it a simulated night?") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise S.SourceError(f"{path} is not a valid night manifest ({exc}).") from None
+        raise SourceError(f"{path} is not a valid night manifest ({exc}).") from None
     return manifest
 
 
@@ -189,15 +194,18 @@ def replay(
     realtime: bool = False,
     speed: float = 1.0,
     audio: str = "auto",
+    audio_stream: AudioStream | None = None,
     on_epoch: Callable[[int], None] | None = None,
     classify: bool = True,
 ) -> ReplayResult:
-    """Replay a simulated night into the store.
+    """Replay a night into the store.
 
-    audio: "auto" (the night's audio file, else the simulator's stream for its seed),
-    "file", "stream" or "none". With classify, the edge's models (edge/classify.py) add stream 5
-    records and their figures to the night summary.
+    audio: "auto" (the night's audio file, else `audio_stream`'s, else none), "file", "stream"
+    (`audio_stream`'s, which must be given) or "none". With classify, the edge's models
+    (edge/features/classify.py) add stream 5 records and their figures to the night summary.
     """
+    if audio == "stream" and audio_stream is None:
+        raise ValueError('audio="stream" needs the audio_stream that regenerates the night\'s audio.')
     manifest = load_manifest(sim_dir)
     first = int(manifest["epoch_grid"]["first_epoch"])
     count = int(manifest["epoch_grid"]["epoch_count"])
@@ -211,10 +219,15 @@ def replay(
     source = None
     if audio in ("auto", "file") and audio_path is not None and audio_path.exists():
         source = _AudioFile(audio_path, problems)
-    elif audio == "file":
+    elif audio == "file" or (audio == "auto" and audio_stream is None):
         problems.append("The night has no audio file; the night has no audio features.")
-    elif audio in ("auto", "stream") and "seed" in manifest:
-        source = _AudioStream(manifest)
+    elif audio in ("auto", "stream"):
+        chunks = audio_stream(manifest)
+        if chunks is None:
+            problems.append("The night's audio cannot be regenerated; the night has no audio "
+                            "features.")
+        else:
+            source = _AudioStream(chunks)
 
     store.start_boot()
     pipe = EdgePipeline(store, first, audio=source is not None)
@@ -258,7 +271,7 @@ def replay(
         summary.update(classified)
     store.put_night(night, summary)
     for stream in STREAM_ORDER:
-        name = F.stream(stream)[F.S_NAME]
+        name = features.stream(stream)[features.S_NAME]
         state = "replayed" if pipe.present[stream] else "no data"
         store.set_source(name, "replay", state,
                          f"{pipe.present[stream]}/{count} epochs with data from {iso_epoch(first)}")
@@ -267,7 +280,7 @@ def replay(
         first_epoch=first,
         epochs=count,
         records=count * len(STREAM_ORDER),
-        present={F.stream(s)[F.S_NAME]: pipe.present[s] for s in STREAM_ORDER},
+        present={features.stream(s)[features.S_NAME]: pipe.present[s] for s in STREAM_ORDER},
         bad_rows=bad,
         problems=problems,
         seconds=time.monotonic() - started,

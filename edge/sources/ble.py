@@ -17,7 +17,7 @@ from datetime import datetime
 from bleak import BleakClient
 from bleak.exc import BleakError
 
-from nightlink.edge.samples import Beat, HeartRate, SpO2
+from nightlink.edge.sources.samples import Beat, HeartRate, SpO2
 
 _LOGGER = logging.getLogger(__name__)
 

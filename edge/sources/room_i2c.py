@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import time
 
-from nightlink.edge.samples import Room, SourceError
+from nightlink.edge.sources.samples import Room, SourceError
 
 _LOGGER = logging.getLogger(__name__)
 
 SCD4X_ADDR = 0x62
 SCD4X_START_PERIODIC = 0x21B1
-SCD4X_STOP_PERIODIC = 0x3F86
 SCD4X_DATA_READY = 0xE4B8
 SCD4X_READ_MEASUREMENT = 0xEC05
 BH1750_ADDR = 0x23

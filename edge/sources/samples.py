@@ -68,3 +68,12 @@ class Room:
 
 class SourceError(Exception):
     """A source cannot be read: the message is one sentence naming the file or device."""
+
+
+class Readings(list):
+    """The samples an importer found, oldest first; `skipped` counts corrupt rows."""
+
+    def __init__(self, items=(), *, skipped: int = 0, skipped_lines: list[int] | None = None):
+        super().__init__(items)
+        self.skipped = skipped
+        self.skipped_lines = skipped_lines or []  # the first few, 1-based file line numbers

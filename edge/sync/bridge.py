@@ -8,7 +8,7 @@ cloud's acknowledgements and commands back, with a persistent session and QoS 1 
 
 from __future__ import annotations
 
-from nightlink.edge.config import EdgeConfig
+from nightlink.edge.node.config import EdgeConfig
 from nightlink.shared import topics
 
 

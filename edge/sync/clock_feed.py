@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 
-from nightlink.edge.cgm_sources import readings_from_store
-from nightlink.edge.samples import Glucose
+from nightlink.edge.sources.cgm import readings_from_store
+from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import topics, units
 
@@ -23,7 +23,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RECENT_S = 3600  # the hour of readings the clock's predicted-low model needs
 CURVE_STEP_S = 600
-EVENT_MIN = 15  # CLINICAL.md: a hypoglycemia event needs 15 consecutive minutes below 70
+EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs/clinical.md)
 
 
 def _sgv(g: Glucose) -> int:
@@ -95,18 +95,15 @@ def latest_night(store: EdgeStore, readings: list[Glucose] | None = None
     """((night, updated_at), night message) of the newest night the store summarized; the
     readings come from the store's entries unless given (a replayed night keeps CGM only as
     epoch rows)."""
-    row = store.db.execute(
-        "SELECT night, summary, updated_at FROM nights ORDER BY night DESC LIMIT 1"
-    ).fetchone()
-    if row is None:
+    newest = store.newest_night()
+    if newest is None:
         return None
-    summary = json.loads(row[1])
+    night, summary, updated_at = newest
     start = summary.get("first_epoch", 0) * 30
     end = start + summary.get("epochs", 0) * 30
     if readings is None:
         readings = readings_from_store(store, start * 1000)
-    msg = night_message(row[0], summary, readings, start, end)
-    return (row[0], row[2]), msg
+    return (night, updated_at), night_message(night, summary, readings, start, end)
 
 
 class ClockFeed:

@@ -4,7 +4,8 @@ The edge subscribes to `nl/v1/{tenant}/+/+` (data topics only), checks each mess
 and bytes with the shared validators, and keeps every row in its store, under the clock's
 own device id and sequence numbers, queued for the cloud. A payload that does not decode, or
 whose device id is not the one in its topic, goes to the dead-letter table with the reason;
-nothing else is held up. (Acknowledging to the clocks is the sync's work, step 4.)
+nothing else is held up. The cloud, not the edge, acknowledges the rows to the clocks (through
+the broker bridge).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import logging
 import paho.mqtt.client as mqtt
 
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import codec, topics
-from nightlink.shared import features as F
+from nightlink.shared import codec, features, topics
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def accept(store: EdgeStore, topic: str, payload: bytes) -> int:
                 f"the record's device id {codec.device_name(rec.device)} is not the topic's "
                 f"device {device}."
             )
-        if F.stream(rec.stream)[F.S_NAME] != stream:
-            raise RecordRejected(f"a {F.stream(rec.stream)[F.S_NAME]} record on the {stream} topic.")
+        if features.stream(rec.stream)[features.S_NAME] != stream:
+            raise RecordRejected(f"a {features.stream(rec.stream)[features.S_NAME]} record on the {stream} topic.")
         for row in codec.split(rec):
             if store.put_foreign(codec.encode(row)) is not None:
                 new += 1

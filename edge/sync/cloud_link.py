@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 
 from nightlink.edge.store import EdgeStore, OutboxItem
-from nightlink.shared import codec, topics
-from nightlink.shared import features as F
+from nightlink.shared import codec, features, topics
 from nightlink.shared.epoch import epoch_index
 
 _LOGGER = logging.getLogger(__name__)
@@ -102,8 +101,7 @@ class SyncClient:
         self._backoff = self.cfg.reconnect_min_s
         client.subscribe(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", qos=1)
         # Whatever was in flight may be lost: send every unacknowledged row again now.
-        with self.store.transaction():
-            self.store.db.execute("UPDATE outbox SET sent_at = NULL")
+        self.store.mark_all_unsent()
         _LOGGER.info("connected to %s:%d", self.cfg.host, self.cfg.port)
 
     def _on_disconnect(self, _c, _u, _flags, reason_code, _p):
@@ -140,9 +138,9 @@ class SyncClient:
             except (topics.TopicError, ValueError, KeyError, TypeError) as exc:
                 _LOGGER.warning("ignoring a malformed ack on %s: %s", topic, exc)
                 continue
-            if kind != "ack" or device != self.device or F.stream_by_name(stream) is None:
+            if kind != "ack" or device != self.device or features.stream_by_name(stream) is None:
                 continue
-            sid = F.stream_by_name(stream)[F.S_ID]
+            sid = features.stream_by_name(stream)[features.S_ID]
             self.stats.acked_rows += self.store.ack(device, sid, hwm)
             for first, last in gaps:
                 self.stats.resend_requests += self.store.resend_range(device, sid, first, last)
@@ -160,7 +158,7 @@ class SyncClient:
         for (device, stream), recs in groups.items():
             recs.sort(key=lambda r: (r.boot, r.seq))
             packed = codec.pack_runs(recs, self.cfg.rows_per_record)
-            topic = topics.data_topic(self.tenant, device, F.stream(stream)[F.S_NAME])
+            topic = topics.data_topic(self.tenant, device, features.stream(stream)[features.S_NAME])
             for i in range(0, len(packed), MAX_RECORDS_PER_BATCH):
                 part = packed[i : i + MAX_RECORDS_PER_BATCH]
                 payload = (codec.encode_batch(part, compress=compress)
@@ -202,8 +200,8 @@ class SyncClient:
         if now - self._last_status < self.cfg.status_interval_s and not dropped:
             return
         self._last_status = now
-        drops = {F.stream(s)[F.S_NAME]: n for s, n in self.store.drops().items()}
-        ranges = {F.stream(s)[F.S_NAME]: r
+        drops = {features.stream(s)[features.S_NAME]: n for s, n in self.store.drops().items()}
+        ranges = {features.stream(s)[features.S_NAME]: r
                   for s, r in self.store.dropped_ranges(self.device).items()}
         body = {"outbox": self.store.outbox_size(), "drops": drops, "dropped": ranges,
                 "boot": self.store.boot}

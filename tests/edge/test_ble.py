@@ -18,8 +18,8 @@ from bleak.exc import BleakError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nightlink.edge import ble
-from nightlink.edge.samples import Beat, HeartRate, SpO2
+from nightlink.edge.sources import ble
+from nightlink.edge.sources.samples import Beat, HeartRate, SpO2
 
 T0 = 1_768_514_400.0  # 2026-01-15 22:00:00 UTC
 ADDRESS = "C4:7C:8D:6A:12:34"

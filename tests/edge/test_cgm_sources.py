@@ -1,4 +1,5 @@
-"""CGM sources: Nightscout entries, a follower of a real local server, Clarity and LibreView CSVs."""
+"""CGM: Nightscout entries, a follower of a real local server (sources/cgm.py), Clarity and
+LibreView CSVs (importers/cgm_csv.py)."""
 
 import socket
 import time
@@ -11,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nightlink.edge import cgm_sources as cs
-from nightlink.edge import nightscout as ns
-from nightlink.edge.samples import Glucose, SourceError
+from nightlink.edge.importers import cgm_csv
+from nightlink.edge.node import nightscout_site
+from nightlink.edge.sources import cgm
+from nightlink.edge.sources.samples import Glucose, SourceError
 from nightlink.edge.store import EdgeStore
 from tests.support.servers import serve
 
@@ -39,18 +41,18 @@ def store(tmp_path):
 def test_entry_to_glucose__xdrip_entry():
     e = {"type": "sgv", "date": 1_763_600_000_123, "sgv": 123, "direction": "FortyFiveDown",
          "device": "xDrip-DexcomG6"}
-    assert cs.entry_to_glucose(e) == Glucose(t=1_763_600_000.123, sgv=123,
+    assert cgm.entry_to_glucose(e) == Glucose(t=1_763_600_000.123, sgv=123,
                                              direction="FortyFiveDown", source="xDrip-DexcomG6")
 
 
 @pytest.mark.parametrize("sgv", [0, 5, 10, 38])
 def test_entry_to_glucose__error_code_never_glucose(sgv):
-    g = cs.entry_to_glucose({"type": "sgv", "date": 1_763_600_000_000, "sgv": sgv})
+    g = cgm.entry_to_glucose({"type": "sgv", "date": 1_763_600_000_000, "sgv": sgv})
     assert g.sgv is None and g.error_code == sgv
 
 
 def test_entry_to_glucose__39_is_low_glucose():
-    g = cs.entry_to_glucose({"type": "sgv", "date": 1_763_600_000_000, "sgv": 39})
+    g = cgm.entry_to_glucose({"type": "sgv", "date": 1_763_600_000_000, "sgv": 39})
     assert g.sgv == 39 and g.error_code is None
 
 
@@ -59,31 +61,31 @@ def test_entry_to_glucose__39_is_low_glucose():
                                    {"type": "sgv", "date": 1_763_600_000_000, "sgv": "90"}])
 def test_entry_to_glucose__not_sgv_raises(entry):
     with pytest.raises(ValueError):
-        cs.entry_to_glucose(entry)
+        cgm.entry_to_glucose(entry)
 
 
 def test_glucose_to_entry__fields():
     g = Glucose(t=1_763_600_000.5, sgv=101, direction="Flat", source="x")
-    assert cs.glucose_to_entry(g, "nightlink-edge") == {
+    assert cgm.glucose_to_entry(g, "nightlink-edge") == {
         "type": "sgv", "date": 1_763_600_000_500, "dateString": "2025-11-20T00:53:20.500Z",
         "sgv": 101, "device": "nightlink-edge", "direction": "Flat"}
 
 
 def test_glucose_to_entry__error_code_and_empty():
-    assert cs.glucose_to_entry(Glucose(t=1e9, sgv=None, error_code=9), "d")["sgv"] == 9
+    assert cgm.glucose_to_entry(Glucose(t=1e9, sgv=None, error_code=9), "d")["sgv"] == 9
     with pytest.raises(ValueError):
-        cs.glucose_to_entry(Glucose(t=1e9, sgv=None), "d")
+        cgm.glucose_to_entry(Glucose(t=1e9, sgv=None), "d")
 
 
 @given(t_ms=st.integers(946_684_800_000, 4_102_444_800_000),
        value=st.integers(0, 1000),
        direction=st.sampled_from([None, "Flat", "DoubleUp", "NOT COMPUTABLE"]))
 def test_entry_glucose__round_trip(t_ms, value, direction):
-    g = cs.entry_to_glucose({"type": "sgv", "date": t_ms, "sgv": value, "direction": direction,
+    g = cgm.entry_to_glucose({"type": "sgv", "date": t_ms, "sgv": value, "direction": direction,
                              "device": "dev"})
-    e = cs.glucose_to_entry(g, "dev")
+    e = cgm.glucose_to_entry(g, "dev")
     assert e["date"] == t_ms and e["sgv"] == value and e.get("direction") == direction
-    assert cs.entry_to_glucose(e) == g
+    assert cgm.entry_to_glucose(e) == g
 
 
 def test_readings_from_store__oldest_first_since(store):
@@ -91,7 +93,7 @@ def test_readings_from_store__oldest_first_since(store):
     store.add_entries([{"type": "sgv", "date": t0 + i * 5 * MIN, "sgv": 100 + i}
                        for i in (3, 1, 0, 2)] + [{"type": "mbg", "date": t0, "mbg": 90},
                                                  {"type": "sgv", "date": t0 + 20 * MIN, "sgv": 3}])
-    got = cs.readings_from_store(store, t0 + 5 * MIN)
+    got = cgm.readings_from_store(store, t0 + 5 * MIN)
     assert [(g.t, g.sgv, g.error_code) for g in got] == [
         ((t0 + 5 * MIN) / 1000, 101, None), ((t0 + 10 * MIN) / 1000, 102, None),
         ((t0 + 15 * MIN) / 1000, 103, None), ((t0 + 20 * MIN) / 1000, None, 3)]
@@ -102,7 +104,7 @@ def test_readings_from_store__oldest_first_since(store):
 
 def upload(url: str, entries: list[dict]) -> None:
     r = httpx.post(url + "/api/v1/entries", json=entries,
-                   headers={"api-secret": ns.api_secret_hash(SECRET)})
+                   headers={"api-secret": nightscout_site.api_secret_hash(SECRET)})
     assert r.status_code == 200, r.text
 
 
@@ -113,14 +115,14 @@ def sgvs(t0: int, n: int, start: int = 0) -> list[dict]:
 
 @pytest.fixture
 def server(store):
-    with serve(ns.create_app(store, SECRET)) as url:
+    with serve(nightscout_site.create_app(store, SECRET)) as url:
         yield url
 
 
 def test_follower__polls_new_readings_only(server):
     t0 = int(time.time() * 1000) - 10 * 5 * MIN
     upload(server, sgvs(t0, 5))
-    with cs.NightscoutFollower(server, api_secret=SECRET) as f:
+    with cgm.NightscoutFollower(server, api_secret=SECRET) as f:
         first = f.poll()
         assert [g.sgv for g in first] == [80, 81, 82, 83, 84]  # oldest first
         assert first[0].t == t0 / 1000 and first[0].source == "xDrip-LibreReceiver"
@@ -136,7 +138,7 @@ def test_follower__polls_new_readings_only(server):
 def test_follower__pages_back_after_a_long_outage(server):
     t0 = int(time.time() * 1000) - 700 * 5 * MIN
     upload(server, sgvs(t0, 1))
-    with cs.NightscoutFollower(server, api_secret=SECRET) as f:
+    with cgm.NightscoutFollower(server, api_secret=SECRET) as f:
         assert len(f.poll()) == 1
         upload(server, sgvs(t0, 650, start=1))  # more than two pages of 288
         got = f.poll()
@@ -147,19 +149,19 @@ def test_follower__pages_back_after_a_long_outage(server):
 
 def test_follower__read_token(server):
     upload(server, sgvs(int(time.time() * 1000) - 10 * MIN, 2))
-    with cs.NightscoutFollower(server, token=ns.access_token(SECRET)) as f:
+    with cgm.NightscoutFollower(server, token=nightscout_site.access_token(SECRET)) as f:
         assert len(f.poll()) == 2
 
 
 @pytest.mark.parametrize("kw", [{}, {"api_secret": "wrong-secret-value"}, {"token": "edge-x"}])
 def test_follower__refused_credentials_source_error(server, kw):
-    with cs.NightscoutFollower(server, **kw) as f, pytest.raises(SourceError) as err:
+    with cgm.NightscoutFollower(server, **kw) as f, pytest.raises(SourceError) as err:
         f.poll()
     assert str(err.value) == f"Nightscout at {server} refused the API secret or token (HTTP 401)."
 
 
 def test_follower__non_200_names_status(server):
-    with cs.NightscoutFollower(server + "/elsewhere", api_secret=SECRET) as f, \
+    with cgm.NightscoutFollower(server + "/elsewhere", api_secret=SECRET) as f, \
             pytest.raises(SourceError, match=r"answered HTTP 404 to /api/v1/entries/sgv.json\.$"):
         f.poll()
 
@@ -169,7 +171,7 @@ def test_follower__unreachable_source_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         url = f"http://127.0.0.1:{port}"
-        with cs.NightscoutFollower(url, api_secret=SECRET, timeout_s=2) as f, \
+        with cgm.NightscoutFollower(url, api_secret=SECRET, timeout_s=2) as f, \
                 pytest.raises(SourceError, match=rf"^Nightscout at {url} could not be reached"):
             f.poll()
 
@@ -182,21 +184,21 @@ def test_follower__uses_given_client_and_query(store):
         return httpx.Response(200, json=[])
 
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    f = cs.NightscoutFollower("http://ns.example/", api_secret=SECRET, client=client,
+    f = cgm.NightscoutFollower("http://nightscout_site.example/", api_secret=SECRET, client=client,
                               since_ms=1_763_600_000_000)
     assert f.poll() == []
     (req,) = seen
     assert req.url.path == "/api/v1/entries/sgv.json"
     assert req.url.params["find[date][$gt]"] == "1763600000000"
     assert req.url.params["count"] == "288"
-    assert req.headers["api-secret"] == ns.api_secret_hash(SECRET)
+    assert req.headers["api-secret"] == nightscout_site.api_secret_hash(SECRET)
 
 
 # -- Dexcom Clarity -------------------------------------------------------------------------------
 
 
 def test_clarity__mgdl_export():
-    got = cs.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv", tz="America/New_York")
+    got = cgm_csv.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv", tz="America/New_York")
     assert len(got) == 38 and got.skipped == 2
     assert got.skipped_lines == [52, 53]
     assert got[0] == Glucose(t=ts("2026-11-19T22:00:13", "America/New_York"), sgv=142,
@@ -205,14 +207,14 @@ def test_clarity__mgdl_export():
     assert got[1].direction == "Flat"  # -0.4 mg/dL/min
     assert [g.t for g in got] == sorted(g.t for g in got)
     values = [g.sgv for g in got]
-    assert values.count(cs.CLARITY_LOW_SGV) == 2 and cs.CLARITY_LOW_SGV == 39
-    assert values.count(cs.CLARITY_HIGH_SGV) == 2 and cs.CLARITY_HIGH_SGV == 401
+    assert values.count(cgm_csv.CLARITY_LOW_SGV) == 2 and cgm_csv.CLARITY_LOW_SGV == 39
+    assert values.count(cgm_csv.CLARITY_HIGH_SGV) == 2 and cgm_csv.CLARITY_HIGH_SGV == 401
     assert all(g.error_code is None for g in got)
     assert 79 not in values  # the calibration row is not a reading
 
 
 def test_clarity__mmol_export_across_dst_start():
-    got = cs.read_dexcom_clarity_csv(FIXTURES / "clarity_mmol.csv", tz="Europe/Amsterdam")
+    got = cgm_csv.read_dexcom_clarity_csv(FIXTURES / "clarity_mmol.csv", tz="Europe/Amsterdam")
     assert [g.sgv for g in got] == [101, 97, 39, 56, 216, 401]
     assert got.skipped == 1
     assert got[0].t == ts("2026-03-29T00:50:00")  # 01:50 CET
@@ -220,7 +222,7 @@ def test_clarity__mmol_export_across_dst_start():
 
 
 def test_clarity__default_tz_utc():
-    got = cs.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv")
+    got = cgm_csv.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv")
     assert got[0].t == ts("2026-11-19T22:00:13")
 
 
@@ -228,7 +230,7 @@ def test_clarity__default_tz_utc():
 def test_clarity__not_an_export_source_error(name):
     path = FIXTURES / name
     with pytest.raises(SourceError) as err:
-        cs.read_dexcom_clarity_csv(path)
+        cgm_csv.read_dexcom_clarity_csv(path)
     msg = str(err.value)
     assert msg.startswith(f"{path} is not a Dexcom Clarity export: ") and msg.endswith(".")
     assert msg.count(". ") == 0
@@ -236,22 +238,22 @@ def test_clarity__not_an_export_source_error(name):
 
 def test_clarity__missing_file_and_bad_zone(tmp_path):
     with pytest.raises(SourceError, match="cannot be read"):
-        cs.read_dexcom_clarity_csv(tmp_path / "nope.csv")
+        cgm_csv.read_dexcom_clarity_csv(tmp_path / "nope.csv")
     with pytest.raises(SourceError, match="is not a known time zone"):
-        cs.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv", tz="Mars/Olympus")
+        cgm_csv.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv", tz="Mars/Olympus")
 
 
 def test_clarity__empty_file(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(SourceError, match="is not a Dexcom Clarity export"):
-        cs.read_dexcom_clarity_csv(tmp_path / "empty.csv")
+        cgm_csv.read_dexcom_clarity_csv(tmp_path / "empty.csv")
 
 
 # -- LibreView ------------------------------------------------------------------------------------
 
 
 def test_libreview__mgdl_export():
-    got = cs.read_libreview_csv(FIXTURES / "libreview_mgdl.csv", tz="America/Chicago")
+    got = cgm_csv.read_libreview_csv(FIXTURES / "libreview_mgdl.csv", tz="America/Chicago")
     assert len(got) == 26 and got.skipped == 2
     assert got[0] == Glucose(t=ts("2026-11-19T23:00", "America/Chicago"), sgv=118,
                              source="libreview")
@@ -262,7 +264,7 @@ def test_libreview__mgdl_export():
 
 
 def test_libreview__mmol_day_first_detected():
-    got = cs.read_libreview_csv(FIXTURES / "libreview_mmol.csv", tz="Europe/Amsterdam")
+    got = cgm_csv.read_libreview_csv(FIXTURES / "libreview_mmol.csv", tz="Europe/Amsterdam")
     assert [g.sgv for g in got] == [117, 110, 104, 70, 63]
     assert got[0].t == ts("2026-11-19T22:00:00")
 
@@ -272,22 +274,22 @@ def test_libreview__day_first_override(tmp_path):
     p.write_text("Glucose Data,Generated on,01-02-2026 09:14 UTC,Generated by,X\n"
                  "Device,Serial Number,Device Timestamp,Record Type,Historic Glucose mg/dL,"
                  "Scan Glucose mg/dL\nLibre,1,01-02-2026 03:00,0,100,\n")
-    assert cs.read_libreview_csv(p)[0].t == ts("2026-01-02T03:00")
-    assert cs.read_libreview_csv(p, day_first=True)[0].t == ts("2026-02-01T03:00")
+    assert cgm_csv.read_libreview_csv(p)[0].t == ts("2026-01-02T03:00")
+    assert cgm_csv.read_libreview_csv(p, day_first=True)[0].t == ts("2026-02-01T03:00")
 
 
 def test_libreview__not_an_export_source_error():
     path = FIXTURES / "clarity_mgdl.csv"
     with pytest.raises(SourceError) as err:
-        cs.read_libreview_csv(path)
+        cgm_csv.read_libreview_csv(path)
     assert str(err.value).startswith(f"{path} is not a LibreView export: ")
 
 
 def test_imports__feed_the_nightscout_store(store):
     """Imported readings become entries the local endpoint serves, with sensor limits kept."""
-    got = cs.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv")
-    stored, dupes = store.add_entries(cs.glucose_to_entry(g, "dexcom-clarity") for g in got)
+    got = cgm_csv.read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv")
+    stored, dupes = store.add_entries(cgm.glucose_to_entry(g, "dexcom-clarity") for g in got)
     assert (stored, dupes) == (38, 0)
-    back = cs.readings_from_store(store, 0)
+    back = cgm.readings_from_store(store, 0)
     assert [g.sgv for g in back] == [g.sgv for g in got]
     assert datetime.fromtimestamp(back[0].t, tz=UTC).isoformat() == "2026-11-19T22:00:13+00:00"

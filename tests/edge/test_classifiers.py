@@ -6,11 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from nightlink.edge import classify as C
-from nightlink.edge import glucose_risk as GR
-from nightlink.shared import features as F
-from nightlink.tools.train import glucose_data as G
-from nightlink.tools.train import int8
+from nightlink.edge.features import classify, glucose_risk
+from nightlink.shared import features
+from nightlink.shared.clinical import ahi_severity
+from nightlink.tools.train import glucose_data, int8
 from tests.conftest import ROOT
 
 MODELS = ROOT / "edge" / "models"
@@ -19,7 +18,7 @@ MODELS = ROOT / "edge" / "models"
 @pytest.fixture(scope="module")
 def held_out_histories():
     """Histories from virtual patients the model never saw (an adolescent and a child)."""
-    series = [G.load_series(p, s, 480, None) for p in ("adolescent#003", "child#007")
+    series = [glucose_data.load_series(p, s, 480, None) for p in ("adolescent#003", "child#007")
               for s in (901, 902)]
     rows = np.concatenate([_rows(s) for s in series])
     rng = np.random.default_rng(5)
@@ -27,16 +26,16 @@ def held_out_histories():
     gappy = rows[rng.choice(len(rows), 300)].copy()
     gappy[rng.random(gappy.shape) < 0.1] = 0
     gappy[:, -1] = np.maximum(gappy[:, -1], 40)
-    wild = rng.integers(39, 420, size=(300, G.HISTORY)).astype(np.float32)
+    wild = rng.integers(39, 420, size=(300, glucose_data.HISTORY)).astype(np.float32)
     return np.concatenate([rows, gappy, wild])
 
 
 def _rows(s):
-    return GR.history_rows(s.sgv)
+    return glucose_risk.history_rows(s.sgv)
 
 
 def _filled(rows):
-    filled, keep = GR.filled_rows(rows)
+    filled, keep = glucose_risk.filled_rows(rows)
     return keep, filled
 
 
@@ -44,7 +43,7 @@ def test_models__committed_int8_and_small():
     for name in ("sleep_stage", "breathing", "glucose_risk"):
         blob = (MODELS / f"{name}.tflite").read_bytes()
         assert len(blob) < 200 * 1024
-        it = C.interpreter(blob)
+        it = classify.interpreter(blob)
         kinds = {d["dtype"] for d in it.get_tensor_details()
                  if "MatMul" in d["name"] and "Relu" not in d["name"]}
         assert kinds == {np.int8}, f"{name} weights are not int8: {kinds}"
@@ -52,7 +51,7 @@ def test_models__committed_int8_and_small():
 
 
 def test_glucose__python_integer_math_is_bit_exact_with_litert(held_out_histories):
-    rt = GR.LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    rt = glucose_risk.LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
     _keep, x = _filled(held_out_histories)
     lq, _permille, _fc = rt.predict(x)
     xq = rt.q.quantize_input(x)
@@ -68,7 +67,7 @@ def test_glucose__python_integer_math_is_bit_exact_with_litert(held_out_historie
 @pytest.mark.micropython
 def test_glucose__clock_model_under_micropython_agrees_with_litert(
         held_out_histories, mpy_json, tmp_path):
-    rt = GR.LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    rt = glucose_risk.LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
     rows = held_out_histories
     path = tmp_path / "histories.json"
     path.write_text(json.dumps([[int(v) for v in r] for r in rows]))
@@ -89,18 +88,18 @@ def test_glucose__clock_model_under_micropython_agrees_with_litert(
 
 
 def test_glucose__clock_weights_fit_in_8_kb():
-    from nightlink.device import lowrisk_weights as W
+    from nightlink.device import lowrisk_weights
 
     weights = sum(len(layer[5]) + len(layer[6]) + len(layer[7]) + len(layer[8])
-                  for layer in W.LAYERS)
-    assert weights + len(W.INPUT_LUT) + len(W.PERMILLE) <= 8 * 1024
-    assert 0 < W.ALARM_PERMILLE < 1000
+                  for layer in lowrisk_weights.LAYERS)
+    assert weights + len(lowrisk_weights.INPUT_LUT) + len(lowrisk_weights.PERMILLE) <= 8 * 1024
+    assert 0 < lowrisk_weights.ALARM_PERMILLE < 1000
 
 
 def test_glucose__risk_rises_on_a_fall_toward_low():
-    rt = GR.LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
-    steady = np.full((1, G.HISTORY), 140, dtype=np.float32)
-    falling = np.linspace(160, 78, G.HISTORY, dtype=np.float32)[None, :]
+    rt = glucose_risk.LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    steady = np.full((1, glucose_data.HISTORY), 140, dtype=np.float32)
+    falling = np.linspace(160, 78, glucose_data.HISTORY, dtype=np.float32)[None, :]
     alarm = json.loads((MODELS / "glucose_risk.json").read_text())["alarm_permille"]
     _, p_steady, fc_steady = rt.predict(steady)
     _, p_fall, fc_fall = rt.predict(falling)
@@ -114,21 +113,21 @@ def test_viterbi__smooths_a_one_epoch_blip_when_stages_are_sticky():
     sticky = np.log(np.array([[0.95, 0.05, 1e-3, 1e-3], [0.05, 0.95, 1e-3, 1e-3],
                               [0.25] * 4, [0.25] * 4]))
     uniform = np.log(np.full(4, 0.25))
-    assert C.viterbi(prob, sticky, uniform).tolist() == [0, 0, 0, 0, 0]
-    free = C.viterbi(prob, np.log(np.full((4, 4), 0.25)), uniform)
+    assert classify.viterbi(prob, sticky, uniform).tolist() == [0, 0, 0, 0, 0]
+    free = classify.viterbi(prob, np.log(np.full((4, 4), 0.25)), uniform)
     assert free.tolist() == [0, 0, 1, 0, 0]
 
 
 def test_severity_classes():
-    assert [C.severity(a) for a in (0, 4.9, 5, 14.9, 15, 29.9, 30)] == [
+    assert [ahi_severity(a) for a in (0, 4.9, 5, 14.9, 15, 29.9, 30)] == [
         "normal", "normal", "mild", "mild", "moderate", "moderate", "severe"]
 
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory):
-    from nightlink.edge.replay import replay
     from nightlink.edge.store import EdgeStore
     from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.simulate.replay import replay
 
     tmp = tmp_path_factory.mktemp("classify")
     # A whole night: the simulator compresses sleep cycles into short nights, which real
@@ -142,7 +141,7 @@ def replayed(tmp_path_factory):
 
 def test_replay__classifier_outputs_join_records_and_summary(replayed):
     _tmp, store, result = replayed
-    rows = store.epoch_values(F.INFER, result.first_epoch, result.first_epoch + result.epochs)
+    rows = store.epoch_values(features.INFER, result.first_epoch, result.first_epoch + result.epochs)
     assert len(rows) == result.epochs == 960
     stages = [v[0] for v in rows.values()]
     assert set(stages) <= {0, 1, 2, 3} and 0 in stages and 1 in stages
@@ -160,7 +159,7 @@ def test_replay__stages_follow_the_truth(replayed):
 
     tmp, store, result = replayed
     first = result.first_epoch
-    rows = store.epoch_values(F.INFER, first, first + result.epochs)
+    rows = store.epoch_values(features.INFER, first, first + result.epochs)
     with open(tmp / "night" / "truth" / "hypnogram.csv", newline="") as fh:
         truth = {int(r["epoch"]): {"Wake": 0, "Light": 1, "Deep": 2, "REM": 3}[r["stage4"]]
                  for r in csv.DictReader(fh)}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nightlink.edge.config import ConfigError, load
+from nightlink.edge.node.config import ConfigError, load
 
 GOOD = 'a-real-secret-123'
 

@@ -6,11 +6,11 @@ import pytest
 from click.testing import CliRunner
 
 from nightlink.cli import main
-from nightlink.edge.cgm_sources import read_dexcom_clarity_csv
-from nightlink.edge.importer import import_file
-from nightlink.edge.samples import SourceError
+from nightlink.edge.importers.cgm_csv import read_dexcom_clarity_csv
+from nightlink.edge.importers.importer import import_file
+from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.shared.epoch import epoch_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -27,9 +27,9 @@ def test_import__clarity_entries_and_epochs(store):
     readings = read_dexcom_clarity_csv(FIXTURES / "clarity_mgdl.csv")
     result = import_file(store, FIXTURES / "clarity_mgdl.csv", "clarity")
     first, last = epoch_index(readings[0].t), epoch_index(readings[-1].t)
-    assert result.epochs_written == last - first + 1 == store.count_records(F.CGM)
+    assert result.epochs_written == last - first + 1 == store.count_records(features.CGM)
     assert result.entries_stored == len(readings) and result.skipped_rows == 2
-    values = store.epoch_values(F.CGM, first, last + 1)
+    values = store.epoch_values(features.CGM, first, last + 1)
     for g in readings:
         e = epoch_index(g.t)
         assert values[e][0] == g.sgv  # the reading is the latest in its own epoch
@@ -67,7 +67,7 @@ def test_edge_import_cli(tmp_path):
 def test_import__apple_health_gives_wearable_epochs(store):
     result = import_file(store, FIXTURES / "apple_health_export.xml", "apple-health")
     assert result.samples > 0 and result.epochs_written > 0
-    recs = list(store.records(F.WEARABLE))
+    recs = list(store.records(features.WEARABLE))
     assert len(recs) == result.epochs_written
     assert any(v[0] is not None for r in recs for v in r.values())  # some heart rate
 
@@ -85,8 +85,8 @@ def test_import__fit_gives_heart_rate_and_hrv(store, tmp_path):
     path = tmp_path / "night.fit"
     path.write_bytes(w.to_bytes())
     result = import_file(store, path, "fit")
-    vals = store.epoch_values(F.WEARABLE, epoch_index(t0), epoch_index(t0) + 4)
-    names = F.names(F.WEARABLE)
+    vals = store.epoch_values(features.WEARABLE, epoch_index(t0), epoch_index(t0) + 4)
+    names = features.names(features.WEARABLE)
     first = dict(zip(names, vals[epoch_index(t0)], strict=True))
     assert result.epochs_written == 4
     assert first["hr_mean_bpm"] == pytest.approx(60000 / 902, abs=0.5)

@@ -17,11 +17,11 @@ import httpx
 import numpy as np
 import pytest
 
-from nightlink.edge.config import load
-from nightlink.edge.live import LiveNode, TimeBase
-from nightlink.edge.room_i2c import crc8
+from nightlink.edge.node.config import load
+from nightlink.edge.node.live_node import LiveNode, TimeBase
+from nightlink.edge.sources.room_i2c import crc8
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.shared.epoch import epoch_start
 from nightlink.tools.simulate.audio import audio_chunks
 
@@ -157,15 +157,15 @@ enabled = true
         runner.join(15)
     assert node.epochs_closed >= 4
     first = 58950541  # the first full epoch after the start
-    audio = store.epoch_values(F.AUDIO, first, first + 4)
+    audio = store.epoch_values(features.AUDIO, first, first + 4)
     # The microphone may start just after the first boundary; from the next epoch on it is there.
     assert all(audio[e][0] is not None for e in range(first + 1, first + 4)), audio
-    room = store.epoch_values(F.ROOM, first, first + 4)
-    names = F.names(F.ROOM)
+    room = store.epoch_values(features.ROOM, first, first + 4)
+    names = features.names(features.ROOM)
     got = dict(zip(names, room[first + 1], strict=True))
     assert got["co2_ppm"] == 812 and got["temp_c"] == pytest.approx(21.5, abs=0.01)
     assert got["light_lux"] == 100 and got["noise_dba"] is not None
-    cgm = store.epoch_values(F.CGM, first, first + 4)
+    cgm = store.epoch_values(features.CGM, first, first + 4)
     assert cgm[first + 2][0] == 103
     statuses = store.sources()
     assert statuses["audio"]["state"] == "stopped" and statuses["nightscout"]["state"] == "stopped"
@@ -201,9 +201,9 @@ enabled = true
               and not seen.append(store.sources()["audio"]["state"]), 20)
     assert seen[-1] == "retrying"
     first = 58950541
-    room = store.epoch_values(F.ROOM, first, first + 2)
+    room = store.epoch_values(features.ROOM, first, first + 2)
     assert room[first][3] == 812  # CO2 kept flowing while the microphone failed
-    assert store.epoch_values(F.AUDIO, first, first + 1)[first][0] is None
+    assert store.epoch_values(features.AUDIO, first, first + 1)[first][0] is None
     store.close()
 
 
@@ -246,7 +246,7 @@ class PacedWearable:
     """A heart-rate strap on the far side of the test radio: one beat a second, virtual time."""
 
     def __init__(self, clock):
-        from nightlink.edge import ble
+        from nightlink.edge.sources import ble
 
         self.clock = clock
         self.profile = {ble.HEART_RATE_SERVICE: [ble.HEART_RATE_MEASUREMENT]}
@@ -290,8 +290,8 @@ address = "C0:FF:EE:00:00:01"
                     BleakClient(address, backend=FakeRadio, wearable=strap, **kw))
     run_until(node, lambda: node.epochs_closed >= 3)
     first = 58950541
-    wear = store.epoch_values(F.WEARABLE, first, first + 3)
-    hr = dict(zip(F.names(F.WEARABLE), wear[first + 1], strict=True))
+    wear = store.epoch_values(features.WEARABLE, first, first + 3)
+    hr = dict(zip(features.names(features.WEARABLE), wear[first + 1], strict=True))
     assert hr["hr_mean_bpm"] == pytest.approx(60000 / 1000, abs=0.5)
     assert hr["spo2_mean_pct"] is None  # a strap without an oximeter: missing, not zero
     store.close()
@@ -319,15 +319,15 @@ port = {mosquitto.port}
     clock = TimeBase(speed=SPEED)
     node = LiveNode(cfg, store, clock=clock)
     clock_dev = bytes.fromhex("a4cf12b0c3d4")
-    row = codec.quantize_row(F.ROOM, (20.5, 41.0, 2.0, 640.0, 33.0))
-    rec = codec.Record(F.ROOM, clock_dev, 7, 100, 58950540, [row, row, row])
+    row = codec.quantize_row(features.ROOM, (20.5, 41.0, 2.0, 640.0, 33.0))
+    rec = codec.Record(features.ROOM, clock_dev, 7, 100, 58950540, [row, row, row])
     topic = topics.data_topic("fam-1", "a4cf12b0c3d4", "room")
     good = codec.encode_batch([rec])
     bad_crc = bytearray(codec.encode(rec))
     bad_crc[30] ^= 0xFF
-    spoofed = codec.encode(codec.Record(F.ROOM, bytes(6), 1, 1, 58950540, [row]))
-    wrong_stream = codec.encode(codec.Record(F.CGM, clock_dev, 1, 1, 58950540,
-                                             [tuple(b[0] for b in F.bounds(F.CGM))]))
+    spoofed = codec.encode(codec.Record(features.ROOM, bytes(6), 1, 1, 58950540, [row]))
+    wrong_stream = codec.encode(codec.Record(features.CGM, clock_dev, 1, 1, 58950540,
+                                             [tuple(b[0] for b in features.bounds(features.CGM))]))
     stop = asyncio.Event()
 
     async def main():
@@ -349,7 +349,7 @@ port = {mosquitto.port}
         await asyncio.gather(node.run(stop), publisher())
 
     asyncio.run(asyncio.wait_for(main(), 30))
-    rows = list(store.records(F.ROOM, device="a4cf12b0c3d4"))
+    rows = list(store.records(features.ROOM, device="a4cf12b0c3d4"))
     assert [(r.boot, r.seq, r.epoch) for r in rows] == [(7, 100, 58950540), (7, 101, 58950541),
                                                         (7, 102, 58950542)]
     assert node.clock_rows == 3  # the second copy added nothing
@@ -392,9 +392,9 @@ port = {mosquitto.port}
     clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
     node = LiveNode(cfg, store, clock=clock, i2c_bus=FakeI2CBus())
     run_until(node, lambda: node.epochs_closed >= 3
-              and cloud.tenant("fam-1").count_rows(F.ROOM) >= 3)
+              and cloud.tenant("fam-1").count_rows(features.ROOM) >= 3)
     worker.stop()
-    assert cloud.tenant("fam-1").count_rows(F.ROOM) >= 3
+    assert cloud.tenant("fam-1").count_rows(features.ROOM) >= 3
     assert node.sync_client.stats.acked_rows >= 3
     cloud.close()
     store.close()

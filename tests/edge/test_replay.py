@@ -10,10 +10,10 @@ import soundfile
 from click.testing import CliRunner
 
 from nightlink.cli import main
-from nightlink.edge.audio_features import EPOCH_SAMPLES
-from nightlink.edge.replay import replay
+from nightlink.edge.features.audio import EPOCH_SAMPLES
+from nightlink.edge.node.replay import replay
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.shared.epoch import epoch_start
 from nightlink.tools.simulate.night import simulate_night
 
@@ -62,7 +62,7 @@ def _covered(night, source):
 
 def _values(store, stream, first, n):
     vals = store.epoch_values(stream, first, first + n)
-    names = F.names(stream)
+    names = features.names(stream)
     return {e: dict(zip(names, v, strict=True)) for e, v in vals.items()}
 
 
@@ -70,13 +70,13 @@ def test_replay__one_record_per_epoch_per_modality(replayed, night):
     store, result = replayed
     n = _manifest(night)["epoch_grid"]["epoch_count"]
     assert result.epochs == n == int(HOURS * 120)
-    for stream in (F.ROOM, F.WEARABLE, F.AUDIO, F.CGM):
+    for stream in (features.ROOM, features.WEARABLE, features.AUDIO, features.CGM):
         recs = list(store.records(stream))
         assert len(recs) == n
         assert [r.epoch for r in recs] == list(range(result.first_epoch, result.first_epoch + n))
         assert [r.seq for r in recs] == list(range(1, n + 1))
     # Plus the classifier outputs: one stream 5 record per hour of epochs.
-    infer = list(store.records(F.INFER))
+    infer = list(store.records(features.INFER))
     assert [r.count for r in infer] == [120] * (n // 120) + ([n % 120] if n % 120 else [])
     assert [r.seq for r in infer] == [1 + 120 * k for k in range(len(infer))]
     assert store.outbox_size() == 4 * n + len(infer)
@@ -92,14 +92,14 @@ def test_replay__outages_are_masked_not_filled(replayed, night):
     assert wear_out.any(), "seed 5 has a wearable outage"
     assert result.present == {"cgm": n, "audio": n, "wearable": int(n - wear_out.sum()),
                               "room": int(n - room_out.sum())}
-    wear = store.epoch_values(F.WEARABLE, first, first + n)
+    wear = store.epoch_values(features.WEARABLE, first, first + n)
     for i in range(n):
         if wear_out[i]:
             assert all(v is None for v in wear[first + i]), i
         else:
             assert wear[first + i][0] is not None, i
     # The CGM keeps its last reading through a signal loss, ageing: minutes_since grows.
-    cgm = _values(store, F.CGM, first, n)
+    cgm = _values(store, features.CGM, first, n)
     cgm_out = _covered(night, "cgm")
     if cgm_out.any():
         assert max(cgm[first + i]["minutes_since"] for i in np.flatnonzero(cgm_out)) > 10
@@ -117,7 +117,7 @@ def test_replay__heart_rate_and_spo2_match_offline(replayed, night):
     start = epoch_start(first)
     rr = np.array([[float(r["t_s"]), float(r["rr_ms"])] for r in _csv(night / "rr.csv")])
     spo2 = np.array([[float(r["t_s"]), float(r["spo2_pct"])] for r in _csv(night / "spo2.csv")])
-    got = _values(store, F.WEARABLE, first, n)
+    got = _values(store, features.WEARABLE, first, n)
     checked = 0
     for i in range(n):
         sel = rr[(rr[:, 0] >= i * 30) & (rr[:, 0] < (i + 1) * 30), 1]
@@ -139,12 +139,12 @@ def test_replay__heart_rate_and_spo2_match_offline(replayed, night):
 def test_replay__room_and_cgm_match_files(replayed, night):
     store, result = replayed
     first, n = result.first_epoch, result.epochs
-    room = _values(store, F.ROOM, first, n)
+    room = _values(store, features.ROOM, first, n)
     for row in _csv(night / "room.csv"):
         got = room[int(row["epoch"])]
         assert got["temp_c"] == pytest.approx(float(row["temp_c"]), abs=0.006)
         assert got["co2_ppm"] == pytest.approx(float(row["co2_ppm"]), abs=0.5)
-    cgm = _values(store, F.CGM, first, n)
+    cgm = _values(store, features.CGM, first, n)
     readings = [(int(r["epoch_ms"]) / 1000, r) for r in _csv(night / "cgm.csv")]
     for e in range(first, first + n):
         end = epoch_start(e) + 30
@@ -162,7 +162,7 @@ def test_replay__audio_features_match_librosa(replayed, night):
     librosa = pytest.importorskip("librosa")
     store, result = replayed
     first = result.first_epoch
-    got = _values(store, F.AUDIO, first, result.epochs)
+    got = _values(store, features.AUDIO, first, result.epochs)
     for i in (3, 40, 111):
         y, sr = soundfile.read(night / "audio.wav", start=i * EPOCH_SAMPLES, frames=EPOCH_SAMPLES,
                                dtype="float32")
@@ -189,7 +189,7 @@ def test_replay__audio_finds_truth_events(replayed, night):
     """Apnea epochs show long silences; snore epochs a larger low-band share."""
     store, result = replayed
     first = result.first_epoch
-    got = _values(store, F.AUDIO, first, result.epochs)
+    got = _values(store, features.AUDIO, first, result.epochs)
     events = _csv(night / "truth" / "events.csv")
     apneas = [e for e in events if e["type"] == "apnea" and float(e["end_s"]) < HOURS * 3600]
     for a in apneas:
@@ -225,7 +225,7 @@ def test_replay__truncated_audio_keeps_the_rest(night, damaged, tmp_path, replay
     assert result.present["wearable"] == replayed[1].present["wearable"]
     assert any("ends" in p for p in result.problems)
     assert store.gaps("audio")[0]["start_epoch"] == result.first_epoch + 20
-    assert store.count_records(F.AUDIO) == result.epochs  # the rest are stored as missing
+    assert store.count_records(features.AUDIO) == result.epochs  # the rest are stored as missing
     store.close()
 
 
@@ -248,7 +248,7 @@ def test_replay__corrupt_csv_rows_and_missing_file(damaged, tmp_path):
     result = replay(damaged, store, audio="none")
     assert result.bad_rows == {"rr.csv": 2}
     assert any("spo2.csv cannot be read" in p for p in result.problems)
-    vals = _values(store, F.WEARABLE, result.first_epoch, result.epochs)
+    vals = _values(store, features.WEARABLE, result.first_epoch, result.epochs)
     assert all(v["spo2_mean_pct"] is None for v in vals.values())
     hr_missing = sum(v["hr_mean_bpm"] is None for v in vals.values())
     assert hr_missing == int(_covered(damaged, "wearable").sum())
@@ -269,3 +269,34 @@ def test_edge_replay_cli__not_a_night(tmp_path):
     res = CliRunner().invoke(main, ["edge", "replay", str(tmp_path), "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 2
     assert "holds no manifest.json" in res.output
+
+
+def test_edge_replay_cli__stream_names_the_simulator_command(night, tmp_path):
+    res = CliRunner().invoke(
+        main, ["edge", "replay", str(night), "--db", str(tmp_path / "e.db"), "--audio", "stream"])
+    assert res.exit_code == 2
+    assert "`nightlink simulate replay --audio stream`" in res.output
+    assert not (tmp_path / "e.db").exists()
+
+
+def test_replay__stream_needs_an_audio_stream(night, tmp_path):
+    store = EdgeStore(tmp_path / "e.db")
+    with pytest.raises(ValueError, match="audio_stream"):
+        replay(night, store, audio="stream")
+    store.close()
+
+
+def test_replay__audio_stream_is_injected(damaged, tmp_path):
+    """A night without an audio file takes its audio from the stream it is given."""
+    calls = []
+
+    def silence(manifest):
+        calls.append(manifest["seed"])
+        return iter([np.zeros(EPOCH_SAMPLES // 3, dtype=np.int16)] * 30)  # 10 epochs
+
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store, audio_stream=silence, classify=False)
+    assert calls == [SEED]
+    assert result.present["audio"] == 10
+    assert store.gaps("audio")[0]["start_epoch"] == result.first_epoch + 10
+    store.close()

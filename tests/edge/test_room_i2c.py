@@ -2,7 +2,7 @@
 
 import pytest
 
-from nightlink.edge.room_i2c import RoomSensors, crc8, parse_scd4x_words, scd4x_measurement
+from nightlink.edge.sources.room_i2c import RoomSensors, crc8, parse_scd4x_words, scd4x_measurement
 from tests.edge.test_live import FakeI2CBus
 
 

@@ -5,10 +5,9 @@ import sqlite3
 import pytest
 
 from nightlink.edge.store import EdgeStore, StoreError
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
-ROW = codec.quantize_row(F.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 
 @pytest.fixture
@@ -19,23 +18,23 @@ def store(tmp_path):
 
 
 def test_store__wal_and_migrations(store):
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.scalar("PRAGMA journal_mode") == "wal"
     assert store.schema_version() == 3
 
 
 def test_store__migration_3_moves_entries_into_the_nightscout_store(tmp_path, monkeypatch):
     """An edge store from before the Nightscout core keeps its entries, with the `_id` the
     cloud gives the same reading."""
-    from nightlink.edge import store as edge_store
+    from nightlink.edge.store import schema
     from nightlink.nightscout.documents import entry_oid
 
     path = tmp_path / "old.db"
-    monkeypatch.setattr(edge_store, "MIGRATIONS", edge_store.MIGRATIONS[:2])
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
     old = EdgeStore(path)
     old.db.execute(
         "INSERT INTO entries (type, date, sgv, direction, device, doc, created_at) VALUES "
         "('sgv', 1700000000000, 120, 'Flat', 'xDrip', ?, 1700000001.5)",
-        ['{"_id":"x","type":"sgv","date":1700000000000,"sgv":120,"direction":"Flat"}'])
+        ('{"_id":"x","type":"sgv","date":1700000000000,"sgv":120,"direction":"Flat"}',))
     assert old.schema_version() == 2
     old.close()
     monkeypatch.undo()
@@ -44,16 +43,15 @@ def test_store__migration_3_moves_entries_into_the_nightscout_store(tmp_path, mo
     [doc] = new.entries(count=5)
     assert doc == {"_id": entry_oid("sgv", 1700000000000), "type": "sgv",
                    "date": 1700000000000, "sgv": 120, "direction": "Flat"}
-    assert new.db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'entries'"
-                          ).fetchone()[0] == 0
+    assert new.db.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'entries'") == 0
     new.close()
 
 
 def test_store__append_writes_record_and_outbox_together(store):
     store.start_boot()
-    recs = [store.append(F.ROOM, 1000 + i, [ROW]) for i in range(3)]
+    recs = [store.append(features.ROOM, 1000 + i, [ROW]) for i in range(3)]
     assert [r.seq for r in recs] == [1, 2, 3]
-    assert store.count_records(F.ROOM) == 3
+    assert store.count_records(features.ROOM) == 3
     out = store.outbox()
     assert [o.seq for o in out] == [1, 2, 3]
     assert codec.decode(out[0].blob) == recs[0]
@@ -61,36 +59,36 @@ def test_store__append_writes_record_and_outbox_together(store):
 
 def test_store__seq_counts_rows_of_multi_epoch_records(store):
     store.start_boot()
-    a = store.append(F.ROOM, 1000, [ROW] * 3)
-    b = store.append(F.ROOM, 1003, [ROW] * 2)
-    c = store.append(F.ROOM, 1005, [ROW])
+    a = store.append(features.ROOM, 1000, [ROW] * 3)
+    b = store.append(features.ROOM, 1003, [ROW] * 2)
+    c = store.append(features.ROOM, 1005, [ROW])
     assert [a.seq, b.seq, c.seq] == [1, 4, 6]  # the rows' seqs never overlap
 
 
 def test_store__seq_and_device_survive_reopen(tmp_path):
     s = EdgeStore(tmp_path / "edge.db")
     s.start_boot()
-    s.append(F.ROOM, 1, [ROW])
+    s.append(features.ROOM, 1, [ROW])
     dev = s.device
     s.close()
     s = EdgeStore(tmp_path / "edge.db")
     assert s.device == dev
     assert s.start_boot() == 2
-    rec = s.append(F.ROOM, 2, [ROW])
+    rec = s.append(features.ROOM, 2, [ROW])
     assert (rec.boot, rec.seq) == (2, 2)
     s.close()
 
 
 def test_store__failed_append_leaves_nothing(store):
     with pytest.raises(codec.RangeError):
-        store.append(F.ROOM, 1, [(9999, 0, 0, 400, 0)])
+        store.append(features.ROOM, 1, [(9999, 0, 0, 400, 0)])
     assert store.count_records() == 0 and store.outbox_size() == 0
     # the sequence number was not consumed either
-    assert store.append(F.ROOM, 1, [ROW]).seq == 1
+    assert store.append(features.ROOM, 1, [ROW]).seq == 1
 
 
 def test_store__foreign_record_is_idempotent(store):
-    blob = codec.encode(codec.Record(F.ROOM, bytes(6), 1, 9, 5, [ROW]))
+    blob = codec.encode(codec.Record(features.ROOM, bytes(6), 1, 9, 5, [ROW]))
     assert store.put_foreign(blob).seq == 9
     assert store.put_foreign(blob) is None
     # kept for local use; the clock's own outbox delivers it to the cloud
@@ -98,9 +96,9 @@ def test_store__foreign_record_is_idempotent(store):
 
 
 def test_store__outbox_priority_order(store):
-    store.append(F.AUDIO, 1, [tuple(b[0] for b in F.bounds(F.AUDIO))])
-    store.append(F.CGM, 1, [tuple(b[0] for b in F.bounds(F.CGM))])
-    assert [o.stream for o in store.outbox()] == [F.CGM, F.AUDIO]
+    store.append(features.AUDIO, 1, [tuple(b[0] for b in features.bounds(features.AUDIO))])
+    store.append(features.CGM, 1, [tuple(b[0] for b in features.bounds(features.CGM))])
+    assert [o.stream for o in store.outbox()] == [features.CGM, features.AUDIO]
 
 
 def test_store__entries_dedup_on_date_and_type(store):
@@ -112,11 +110,11 @@ def test_store__entries_dedup_on_date_and_type(store):
 
 
 def test_store__prune_keeps_unsent(store):
-    store.append(F.ROOM, 0, [ROW])
+    store.append(features.ROOM, 0, [ROW])
     old = store.outbox()[0]
     now = 40 * 2880
     assert store.prune(now) == 0  # still in the outbox
-    store.db.execute("DELETE FROM outbox WHERE record_id = ?", [old.record_id])
+    store.ack(store.device, features.ROOM, old.seq)  # the cloud has it
     assert store.prune(now) == 1
 
 
@@ -128,7 +126,7 @@ def test_store__not_a_database(tmp_path):
 
 
 def test_store__concurrent_reader_sees_committed_only(store, tmp_path):
-    store.append(F.ROOM, 1, [ROW])
+    store.append(features.ROOM, 1, [ROW])
     other = sqlite3.connect(tmp_path / "edge.db")
     assert other.execute("SELECT count(*) FROM records").fetchone()[0] == 1
     other.close()
@@ -136,33 +134,33 @@ def test_store__concurrent_reader_sees_committed_only(store, tmp_path):
 
 def test_store__ack_removes_up_to_the_mark(store):
     for i in range(5):
-        store.append(F.ROOM, 100 + i, [ROW])
-    assert store.ack(store.device, F.ROOM, 3) == 3
+        store.append(features.ROOM, 100 + i, [ROW])
+    assert store.ack(store.device, features.ROOM, 3) == 3
     assert [o.seq for o in store.outbox()] == [4, 5]
-    assert store.ack(store.device, F.ROOM, 3) == 0
+    assert store.ack(store.device, features.ROOM, 3) == 0
 
 
 def test_store__due_and_resend(store):
     for i in range(3):
-        store.append(F.ROOM, 100 + i, [ROW])
+        store.append(features.ROOM, 100 + i, [ROW])
     ids = [o.record_id for o in store.due(resend_after_s=60, now=1000.0)]
     store.mark_sent(ids, 1000.0)
     assert store.due(resend_after_s=60, now=1030.0) == []
     assert len(store.due(resend_after_s=60, now=1061.0)) == 3  # no ack in time: again
     store.mark_sent(ids, 2000.0)
-    assert store.resend_range(store.device, F.ROOM, 2, 2) == 1
+    assert store.resend_range(store.device, features.ROOM, 2, 2) == 1
     assert [o.seq for o in store.due(resend_after_s=60, now=2001.0)] == [2]
 
 
 def test_store__quota_drops_low_priority_first_never_glucose(store):
-    audio = tuple(b[0] for b in F.bounds(F.AUDIO))
-    cgm = tuple(b[0] for b in F.bounds(F.CGM))
+    audio = tuple(b[0] for b in features.bounds(features.AUDIO))
+    cgm = tuple(b[0] for b in features.bounds(features.CGM))
     for i in range(4):
-        store.append(F.AUDIO, 100 + i, [audio])
-        store.append(F.ROOM, 100 + i, [ROW])
-        store.append(F.CGM, 100 + i, [cgm])
-    assert store.enforce_quota(6) == {F.AUDIO: 4, F.ROOM: 2}
-    assert store.drops() == {F.AUDIO: 4, F.ROOM: 2}
-    assert store.enforce_quota(2) == {F.ROOM: 2}  # glucose is kept even over the quota
-    assert sorted({o.stream for o in store.outbox()}) == [F.CGM]
-    assert store.drops()[F.ROOM] == 4
+        store.append(features.AUDIO, 100 + i, [audio])
+        store.append(features.ROOM, 100 + i, [ROW])
+        store.append(features.CGM, 100 + i, [cgm])
+    assert store.enforce_quota(6) == {features.AUDIO: 4, features.ROOM: 2}
+    assert store.drops() == {features.AUDIO: 4, features.ROOM: 2}
+    assert store.enforce_quota(2) == {features.ROOM: 2}  # glucose is kept even over the quota
+    assert sorted({o.stream for o in store.outbox()}) == [features.CGM]
+    assert store.drops()[features.ROOM] == 4

@@ -9,8 +9,8 @@ from pathlib import Path
 import fitparse
 import pytest
 
-from nightlink.edge import wearable_import as wi
-from nightlink.edge.samples import Beat, HeartRate, SourceError, SpO2
+from nightlink.edge.importers import wearables
+from nightlink.edge.sources.samples import Beat, HeartRate, SourceError, SpO2
 from tests.edge.fitwriter import FIT_EPOCH, FitWriter, crc16, utc
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -25,19 +25,19 @@ def cet(text: str) -> float:
 
 
 def test_apple_time__offset_applied():
-    assert wi.apple_time("2026-01-15 23:01:02 +0100") == utc("2026-01-15T22:01:02")
-    assert wi.apple_time("2026-01-15 23:01:02 -0530") == utc("2026-01-16T04:31:02")
+    assert wearables.apple_time("2026-01-15 23:01:02 +0100") == utc("2026-01-15T22:01:02")
+    assert wearables.apple_time("2026-01-15 23:01:02 -0530") == utc("2026-01-16T04:31:02")
 
 
 @pytest.mark.parametrize("text", ["2026-01-15T23:01:02+01:00", "2026-01-15 23:01:02", "",
                                   "2026-01-15 23:01:02 +01:00"])
 def test_apple_time__not_an_apple_date(text):
     with pytest.raises(ValueError, match="not an Apple Health date"):
-        wi.apple_time(text)
+        wearables.apple_time(text)
 
 
 def test_read_apple_health__whole_export_sorted_by_time():
-    got = wi.read_apple_health(EXPORT)
+    got = wearables.read_apple_health(EXPORT)
     assert got == [
         HeartRate(t=cet("2026-01-15 14:02:51"), bpm=88.0),
         HeartRate(t=cet("2026-01-15 23:01:02"), bpm=58.0),
@@ -57,7 +57,7 @@ def test_read_apple_health__whole_export_sorted_by_time():
 
 
 def test_read_apple_health__night_window():
-    got = wi.read_apple_health(EXPORT, start=cet("2026-01-15 23:20:12"),
+    got = wearables.read_apple_health(EXPORT, start=cet("2026-01-15 23:20:12"),
                                end=cet("2026-01-16 00:00:00"))
     assert [type(s).__name__ for s in got] == ["Beat", "Beat", "Beat", "SpO2", "Beat", "Beat"]
     assert got[0].t == cet("2026-01-15 23:20:12.49")
@@ -71,7 +71,7 @@ def test_read_apple_health__nested_correlation_records_not_read_twice(tmp_path):
     path.write_text(f'<HealthData locale="en_GB">{hr}<Correlation type="X" sourceName="W" '
                     f'startDate="2026-01-15 23:00:00 +0000" endDate="2026-01-15 23:00:00 +0000">'
                     f'{hr}</Correlation></HealthData>')
-    assert wi.read_apple_health(path) == [HeartRate(t=utc("2026-01-15T23:00:00"), bpm=60.0)]
+    assert wearables.read_apple_health(path) == [HeartRate(t=utc("2026-01-15T23:00:00"), bpm=60.0)]
 
 
 @pytest.mark.parametrize(("time", "expected"), [
@@ -88,7 +88,7 @@ def test_read_apple_health__beat_time_formats(tmp_path, time, expected):
         'endDate="2026-01-15 23:21:11 +0100" value="40"><HeartRateVariabilityMetadataList>'
         f'<InstantaneousBeatsPerMinute bpm="60" time="{time}"/>'
         '</HeartRateVariabilityMetadataList></Record></HealthData>')
-    assert wi.read_apple_health(path) == [Beat(t=cet(expected), rr_ms=1000.0)]
+    assert wearables.read_apple_health(path) == [Beat(t=cet(expected), rr_ms=1000.0)]
 
 
 def test_read_apple_health__bad_beat_is_skipped(tmp_path):
@@ -102,7 +102,7 @@ def test_read_apple_health__bad_beat_is_skipped(tmp_path):
         '<Record type="HKQuantityTypeIdentifierOxygenSaturation" sourceName="W" unit="%" '
         'startDate="2026-01-15 23:30:00 +0900" endDate="2026-01-15 23:30:00 +0900" value="1.3"/>'
         '</HealthData>', encoding="utf-8")
-    got = wi.read_apple_health(path)
+    got = wearables.read_apple_health(path)
     assert got == [] and got.skipped == 2
 
 
@@ -118,12 +118,12 @@ def test_read_apple_health__not_an_export(tmp_path, content, message):
     path = tmp_path / "export.xml"
     path.write_bytes(content)
     with pytest.raises(SourceError, match=f"export.xml is not an Apple Health export: .*{message}"):
-        wi.read_apple_health(path)
+        wearables.read_apple_health(path)
 
 
 def test_read_apple_health__missing_file(tmp_path):
     with pytest.raises(SourceError, match="nothing.xml cannot be read: No such file"):
-        wi.read_apple_health(tmp_path / "nothing.xml")
+        wearables.read_apple_health(tmp_path / "nothing.xml")
 
 
 def test_read_apple_health__large_export_in_bounded_memory(tmp_path):
@@ -143,7 +143,7 @@ def test_read_apple_health__large_export_in_bounded_memory(tmp_path):
     assert path.stat().st_size > 15_000_000
     tracemalloc.start()
     try:
-        got = wi.read_apple_health(path)
+        got = wearables.read_apple_health(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -190,7 +190,7 @@ def test_read_fit__records_beats_and_spo2(tmp_path):
     w.record(NIGHT + 2, heart_rate=0xFF)  # invalid heart rate: none this second
     w.hrv([1010, 1005])
     w.spo2_data(NIGHT + 3, 94)
-    got = wi.read_fit(write(tmp_path, w))
+    got = wearables.read_fit(write(tmp_path, w))
     assert got == [
         HeartRate(t=NIGHT, bpm=58.0),
         Beat(t=pytest.approx(NIGHT + 1.0), rr_ms=1000.0),
@@ -212,7 +212,7 @@ def test_read_fit__beat_clock_restarts_after_a_gap(tmp_path):
     for s in range(1, 40):  # strap lost the beat stream for half a minute
         w.record(NIGHT + s, heart_rate=60)
     w.hrv([800])
-    beats = [s for s in wi.read_fit(write(tmp_path, w)) if isinstance(s, Beat)]
+    beats = [s for s in wearables.read_fit(write(tmp_path, w)) if isinstance(s, Beat)]
     assert [b.t for b in beats] == [NIGHT + 1, NIGHT + 2, NIGHT + 39.8]
 
 
@@ -220,7 +220,7 @@ def test_read_fit__beats_before_any_timestamp_are_skipped(tmp_path):
     w = FitWriter()
     w.hrv([1000, 1000])
     w.record(NIGHT, heart_rate=60)
-    got = wi.read_fit(write(tmp_path, w))
+    got = wearables.read_fit(write(tmp_path, w))
     assert got == [HeartRate(t=NIGHT, bpm=60.0)] and got.skipped == 2
 
 
@@ -229,7 +229,7 @@ def test_read_fit__unknown_messages_ignored(tmp_path):
     w.record(NIGHT, heart_rate=61)
     w.message(5, 0xFF00, [(253, (0x86, "I"), int(NIGHT) - FIT_EPOCH + 5), (0, (0x02, "B"), 97)])
     w.message(6, 20, [(253, (0x86, "I"), int(NIGHT) - FIT_EPOCH + 6), (200, (0x02, "B"), 97)])
-    assert wi.read_fit(write(tmp_path, w)) == [HeartRate(t=NIGHT, bpm=61.0)]
+    assert wearables.read_fit(write(tmp_path, w)) == [HeartRate(t=NIGHT, bpm=61.0)]
 
 
 def night_bytes() -> bytes:
@@ -254,12 +254,12 @@ def test_read_fit__corrupt(tmp_path, damage, message):
     path = tmp_path / "broken.fit"
     path.write_bytes(damage(night_bytes()))
     with pytest.raises(SourceError, match=f"broken.fit is not a readable FIT file: .*{message}"):
-        wi.read_fit(path)
+        wearables.read_fit(path)
 
 
 def test_read_fit__missing_file(tmp_path):
     with pytest.raises(SourceError, match="gone.fit cannot be read: No such file"):
-        wi.read_fit(tmp_path / "gone.fit")
+        wearables.read_fit(tmp_path / "gone.fit")
 
 
 def with_records(data: bytes, extra: bytes) -> bytes:

@@ -40,7 +40,7 @@ def app_client(request, tmp_path_factory):
         app.state.store.set_api_secret("fam-1", SECRET)
         close = app.state.store.close
     else:
-        from nightlink.edge.nightscout import create_app
+        from nightlink.edge.node.nightscout_site import create_app
         from nightlink.edge.store import EdgeStore
 
         store = EdgeStore(tmp / "e.db")

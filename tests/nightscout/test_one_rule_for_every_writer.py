@@ -72,8 +72,8 @@ def test_another_value_a_minute_later_is_another_reading(store):
 
 
 def test_edge__importer_follower_and_endpoint_share_the_rule(tmp_path):
-    from nightlink.edge.cgm_sources import glucose_to_entry
-    from nightlink.edge.samples import Glucose
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
 
     store = EdgeStore(tmp_path / "edge.db")
     t = 1_770_000_000.0

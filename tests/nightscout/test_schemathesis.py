@@ -27,7 +27,7 @@ CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance,
 
 def _app(tmp, kind="cloud"):
     if kind == "edge":
-        from nightlink.edge.nightscout import create_app as edge_app
+        from nightlink.edge.node.nightscout_site import create_app as edge_app
         from nightlink.edge.store import EdgeStore
 
         store = EdgeStore(tmp / "e.db")

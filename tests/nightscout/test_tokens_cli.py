@@ -17,7 +17,7 @@ def test_edge_token__admin_token_exchanged_for_a_jwt(tmp_path):
     assert r.exit_code == 0, r.output
     token = TOKEN.search(r.output.strip()).group(1)
     assert token.startswith("aaps-")
-    from nightlink.edge.nightscout import create_app
+    from nightlink.edge.node.nightscout_site import create_app
     from nightlink.edge.store import EdgeStore
 
     store = EdgeStore(db)

@@ -120,7 +120,7 @@ def cloud_site(tmp_path: Path, database_url: str | None = None) -> Iterator[Site
 
 @contextlib.contextmanager
 def edge_site(tmp_path: Path) -> Iterator[Site]:
-    from nightlink.edge.nightscout import create_app
+    from nightlink.edge.node.nightscout_site import create_app
     from nightlink.edge.store import EdgeStore
 
     store = EdgeStore(tmp_path / "edge.db")

@@ -9,7 +9,7 @@ import pytest
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker
 from nightlink.cloud.store import Store
-from nightlink.edge.config import SyncConfig
+from nightlink.edge.node.config import SyncConfig
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec
 from nightlink.tools.backlog import NIGHT_EPOCHS, fill_backlog  # noqa: F401

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from nightlink.edge.sync import SyncClient
+from nightlink.edge.sync.cloud_link import SyncClient
 from nightlink.shared import codec
 from nightlink.shared import features as F
 from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog, run_sync

@@ -152,7 +152,7 @@ def test_eval__without_models_is_one_sentence(tmp_path):
 
 def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
     pytest.importorskip("tensorflow")
-    from nightlink.edge import classify as C
+    from nightlink.edge.features import classify as C
 
     models = tmp_path / "models"
     for kind in ("sleep", "breathing"):

@@ -35,3 +35,14 @@ def night(out: Path, seed: int, patient: str, hours: float, audio_format: str,
                               dropouts=not no_dropouts)
     click.echo(summarize(out, manifest))
     click.echo(f"Elapsed {time.monotonic() - started:.1f} s")
+
+
+def _replay_command() -> click.Command:
+    from nightlink.edge.cli import replay_command
+    from nightlink.tools.simulate.replay import night_audio
+
+    return replay_command(night_audio, help="Run the edge pipeline over the simulated night in "
+                          "NIGHT_DIR, its audio regenerated from the seed when no file was kept.")
+
+
+simulate.add_command(_replay_command())

@@ -107,7 +107,7 @@ def train_breathing(cache, models, nights, hours, seed):
 def train_glucose(cache, models, nights, hours, seed, device_out, ohio):
     """Low risk within 30 min and a 30-minute forecast from the last hour of CGM."""
     _need_tf()
-    from nightlink.edge.glucose_risk import LiteRtGlucose
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose
     from nightlink.tools.train import glucose as GL
     from nightlink.tools.train import glucose_data as G
     from nightlink.tools.train import nightmodels as NM
@@ -140,7 +140,7 @@ def _report(figures: dict, as_json: bool) -> None:
 
 
 def _classifiers(models):
-    from nightlink.edge.classify import Classifiers
+    from nightlink.edge.features.classify import Classifiers
 
     try:
         return Classifiers(models)
@@ -181,7 +181,7 @@ def eval_breathing(cache, models, nights, hours, as_json):
 def eval_glucose(cache, models, nights, hours, as_json):
     """Forecast RMSE at 30 min and low alerts against a 70 mg/dL threshold alarm, on
     adolescents and children the model never saw."""
-    from nightlink.edge.glucose_risk import LiteRtGlucose
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose
     from nightlink.tools.train import glucose as GL
     from nightlink.tools.train import glucose_data as G
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nightlink.edge.glucose_risk import (
+from nightlink.edge.features.glucose_risk import (
     DELTA_SCALE,
     LiteRtGlucose,
     QuantModel,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nightlink.edge.glucose_risk import HISTORY, HORIZON, filled_rows, history_rows
+from nightlink.edge.features.glucose_risk import HISTORY, HORIZON, filled_rows, history_rows
 
 _LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nightlink.edge import classify as C
+from nightlink.edge.features import classify as C
 from nightlink.shared import features as F
 from nightlink.tools.train import int8
 from nightlink.tools.train.nights import INPUT_STREAMS, Night

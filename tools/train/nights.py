@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nightlink.edge.night_summary import night_columns
+from nightlink.edge.features.night_summary import night_columns
 from nightlink.shared import features as F
 
 _LOGGER = logging.getLogger(__name__)
@@ -97,9 +97,9 @@ def night_from_dirs(sim_dir: Path, store) -> Night:
 
 def simulate_table(seed: int, patient: str, hours: float) -> Night:
     """Simulate a night, replay it through the edge pipeline, and return its table."""
-    from nightlink.edge.replay import replay
     from nightlink.edge.store import EdgeStore
     from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.simulate.replay import replay
 
     with tempfile.TemporaryDirectory(prefix="nl-train-") as tmp:
         sim = Path(tmp) / "night"

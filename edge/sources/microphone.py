@@ -1,0 +1,69 @@
+"""Live bedroom audio: microphone chunks to audio features on the 30-s epoch grid.
+
+The features themselves are computed by `nightlink.edge.features.audio`; this source only
+decides which samples belong to which epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from nightlink.edge.features.audio import SAMPLE_RATE, AudioFeatureExtractor
+from nightlink.edge.features.pipeline import EdgePipeline
+from nightlink.edge.sources.samples import Room
+from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
+
+_LOGGER = logging.getLogger(__name__)
+MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement that means samples were lost
+
+
+class LiveAudio:
+    """Microphone chunks to audio features on the epoch grid.
+
+    The first samples are dropped up to the next epoch boundary; a gap or jump in the
+    stream's timing (an overflow, a device that went away) restarts the alignment, so
+    an epoch is never assembled from samples that do not belong together.
+    """
+
+    def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None):
+        self.pipeline = pipeline
+        self.noise_offset_db = noise_offset_db  # mic calibration: room noise = dBFS + this
+        self.extractor: AudioFeatureExtractor | None = None
+        self.expected_t: float | None = None
+        self.keep_raw = keep_raw  # an open soundfile.SoundFile, only if the user asked
+        self.realigned = 0
+
+    def push(self, chunk: np.ndarray, t_first: float, overflow: bool = False) -> None:
+        """Add a chunk; t_first is the clock's estimate of its first sample's time.
+
+        Time is counted in samples once the stream runs; the clock's estimate only
+        matters when it disagrees by more than MAX_DRIFT_S (samples were lost).
+        """
+        if self.expected_t is not None:
+            if overflow or abs(t_first - self.expected_t) > MAX_DRIFT_S:
+                _LOGGER.warning("audio stream lost samples (%.2f s off); realigning on the "
+                                "epoch grid", t_first - self.expected_t)
+                self.extractor = None
+                self.realigned += 1
+            else:
+                t_first = self.expected_t
+        self.expected_t = t_first + chunk.size / SAMPLE_RATE
+        if self.keep_raw is not None:
+            self.keep_raw.write(chunk)
+        if self.extractor is None:
+            e = epoch_index(t_first)
+            if epoch_start(e) < t_first - 1e-6:
+                e += 1  # start on the next boundary
+            boundary = epoch_start(e)
+            skip = int(round((boundary - t_first) * SAMPLE_RATE))
+            if skip >= chunk.size:
+                return
+            chunk = chunk[skip:]
+            self.extractor = AudioFeatureExtractor(epoch_index(boundary))
+        for epoch, values in self.extractor.feed(chunk):
+            self.pipeline.put_audio_row(epoch, values)
+            if self.noise_offset_db is not None:
+                self.pipeline.add(Room(epoch_start(epoch) + EPOCH_S / 2,
+                                       noise_dba=values[0] + self.noise_offset_db))

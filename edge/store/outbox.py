@@ -1,0 +1,131 @@
+"""The outbox: this node's records waiting for the cloud's acknowledgement, what the sync
+sends and resends, and the quota that drops the least important rows first (counted)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nightlink.sql import Database
+
+_LOGGER = logging.getLogger(__name__)
+_ITEM = ("SELECT o.record_id, o.priority, r.stream, r.device, r.boot, r.seq, r.blob "
+         "FROM outbox o JOIN records r ON r.id = o.record_id")
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    record_id: int
+    priority: int
+    stream: int
+    device: str
+    boot: int
+    seq: int
+    blob: bytes
+
+
+class Outbox:
+    db: Database
+
+    def outbox(self, limit: int = 100) -> list[OutboxItem]:
+        """Records waiting to be sent: highest priority first, then oldest."""
+        rows = self.db.query(_ITEM + " ORDER BY o.priority, o.record_id LIMIT ?", (limit,))
+        return [OutboxItem(**row) for row in rows]
+
+    def outbox_size(self) -> int:
+        return self.db.scalar("SELECT count(*) AS n FROM outbox")
+
+    def mark_sent(self, record_ids: list[int], at: float) -> None:
+        with self.db.transaction():
+            self.db.executemany("UPDATE outbox SET sent_at = ? WHERE record_id = ?",
+                                [(at, r) for r in record_ids])
+
+    def mark_all_unsent(self) -> None:
+        """Whatever was in flight may be lost (a new connection): send every row again."""
+        self.db.execute("UPDATE outbox SET sent_at = NULL")
+
+    def due(self, *, resend_after_s: float, now: float, limit: int = 1000,
+            max_priority: int | None = None) -> list[OutboxItem]:
+        """Rows to send: never sent, or sent longer ago than resend_after_s without an ack.
+        Highest priority first, then oldest."""
+        sql = _ITEM + " WHERE (o.sent_at IS NULL OR o.sent_at < ?)"
+        args: list = [now - resend_after_s]
+        if max_priority is not None:
+            sql, args = sql + " AND o.priority <= ?", [*args, max_priority]
+        rows = self.db.query(sql + " ORDER BY o.priority, o.record_id LIMIT ?", [*args, limit])
+        return [OutboxItem(**row) for row in rows]
+
+    def ack(self, device: str, stream: int, hwm: int) -> int:
+        """The cloud holds every row of device/stream up to seq hwm: leave the outbox."""
+        return self.db.execute(
+            "DELETE FROM outbox WHERE record_id IN (SELECT id FROM records "
+            "WHERE device = ? AND stream = ? AND seq <= ?)", (device, stream, hwm))
+
+    def resend_range(self, device: str, stream: int, first: int, last: int) -> int:
+        """The cloud asks again for seqs first..last: send them on the next pass."""
+        return self.db.execute(
+            "UPDATE outbox SET sent_at = NULL WHERE record_id IN (SELECT id FROM records "
+            "WHERE device = ? AND stream = ? AND seq BETWEEN ? AND ?)",
+            (device, stream, first, last))
+
+    def enforce_quota(self, max_rows: int, protected_priority: int = 1) -> dict[int, int]:
+        """Keep the outbox at most max_rows long by dropping the oldest rows of the lowest
+        priority first; rows at or above protected_priority (glucose, alarms) are never
+        dropped. Every drop is counted per stream (`drops()`), for the cloud to be told."""
+        dropped: dict[int, int] = {}
+        with self.db.transaction():
+            excess = self.outbox_size() - max_rows
+            if excess <= 0:
+                return dropped
+            victims = self.db.query(
+                "SELECT o.record_id, r.stream, r.device, r.seq, r.count FROM outbox o "
+                "JOIN records r ON r.id = o.record_id WHERE o.priority > ? "
+                "ORDER BY o.priority DESC, o.record_id LIMIT ?",
+                (protected_priority, excess))
+            seqs: dict[tuple[str, int], list[int]] = {}
+            for v in victims:
+                self.db.execute("DELETE FROM outbox WHERE record_id = ?", (v["record_id"],))
+                dropped[v["stream"]] = dropped.get(v["stream"], 0) + v["count"]
+                seqs.setdefault((v["device"], v["stream"]), []).extend(
+                    range(v["seq"], v["seq"] + v["count"]))
+            for (device, stream), got in seqs.items():
+                for first, last in _ranges(sorted(got)):
+                    self.db.execute(
+                        "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "
+                        "max(last_seq, excluded.last_seq)", (device, stream, first, last))
+            for stream, n in dropped.items():
+                self.db.execute(
+                    "INSERT INTO drops (stream, count) VALUES (?, ?) ON CONFLICT (stream) "
+                    "DO UPDATE SET count = count + excluded.count", (stream, n))
+        if dropped:
+            _LOGGER.warning("outbox over its quota of %d rows: dropped %s", max_rows, dropped)
+        return dropped
+
+    def drops(self) -> dict[int, int]:
+        return {r["stream"]: r["count"] for r in self.db.query("SELECT stream, count FROM drops")}
+
+    def dropped_ranges(self, device: str, limit: int = 100) -> dict[int, list[list[int]]]:
+        """The newest seq ranges dropped per stream, merged, for the cloud to account for."""
+        out: dict[int, list[list[int]]] = {}
+        rows = self.db.query(
+            "SELECT stream, first_seq, last_seq FROM dropped_ranges WHERE device = ? "
+            "ORDER BY stream, first_seq", (device,))
+        for r in rows:
+            ranges = out.setdefault(r["stream"], [])
+            if ranges and r["first_seq"] <= ranges[-1][1] + 1:
+                ranges[-1][1] = max(ranges[-1][1], r["last_seq"])
+            else:
+                ranges.append([r["first_seq"], r["last_seq"]])
+        return {s: r[-limit:] for s, r in out.items()}
+
+
+def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted integers as (first, last) runs."""
+    out: list[tuple[int, int]] = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out

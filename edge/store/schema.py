@@ -1,0 +1,137 @@
+"""The edge schema as numbered migrations, run by `nightlink.sql.migrate` into `_migrations`.
+
+Append migrations; never edit one that has shipped (edge databases in the field have run it).
+"""
+
+from __future__ import annotations
+
+import json
+
+from nightlink import sql
+from nightlink.nightscout import documents as ns_documents
+from nightlink.nightscout import store as ns_store
+from nightlink.nightscout.site import SUBJECTS_DDL
+from nightlink.sql import Database, Step
+
+SITE = "local"  # the edge's one Nightscout site
+MIGRATIONS_TABLE = "_migrations"
+
+
+def _move_entries(db: Database) -> None:
+    """Move the entries into the Nightscout core's table, each keeping the `_id` the cloud
+    gives the same entry."""
+    last = 0
+    for row in db.query("SELECT type, date, sgv, doc, created_at FROM entries ORDER BY id"):
+        type_, date = row["type"], row["date"]
+        last = max(int(row["created_at"] * 1000), last + 1)
+        oid = ns_documents.entry_oid(type_, date)
+        body = json.loads(row["doc"])
+        body.pop("_id", None)
+        doc = json.dumps(body, separators=(",", ":"))
+        db.execute(
+            "INSERT OR IGNORE INTO ns_docs (tenant_id, coll, oid, identifier, dedup, date_ms, "
+            "kind, value, srv_created, srv_modified, valid, doc) "
+            "VALUES (?, 'entries', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            (SITE, oid, oid, f"{type_}|{date}", date, type_, row["sgv"], last, last, doc))
+
+
+MIGRATIONS: list[tuple[int, str, list[Step]]] = [
+    (1, "initial schema", sql.statements("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE records (
+            id INTEGER PRIMARY KEY,
+            stream INTEGER NOT NULL,
+            device TEXT NOT NULL,
+            boot INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            epoch INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            flags INTEGER NOT NULL,
+            blob BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (device, stream, boot, seq)
+        );
+        CREATE INDEX records_stream_epoch ON records (stream, epoch);
+        CREATE TABLE outbox (
+            record_id INTEGER PRIMARY KEY REFERENCES records (id) ON DELETE CASCADE,
+            priority INTEGER NOT NULL,
+            enqueued_at REAL NOT NULL
+        );
+        CREATE INDEX outbox_order ON outbox (priority, record_id);
+        CREATE TABLE seqs (
+            device TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            next_seq INTEGER NOT NULL,
+            PRIMARY KEY (device, stream)
+        );
+        CREATE TABLE entries (
+            id INTEGER PRIMARY KEY,
+            type TEXT NOT NULL,
+            date INTEGER NOT NULL,
+            sgv INTEGER,
+            direction TEXT,
+            device TEXT,
+            doc TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (date, type)
+        );
+        CREATE INDEX entries_date ON entries (date);
+        CREATE TABLE sources (
+            source TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE gaps (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            start_epoch INTEGER NOT NULL,
+            end_epoch INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX gaps_source ON gaps (source, start_epoch);
+        CREATE TABLE nights (
+            night TEXT PRIMARY KEY,
+            summary TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            payload BLOB,
+            created_at REAL NOT NULL
+        )
+        """)),
+    (2, "outbox send state and drop counters", sql.statements("""
+        ALTER TABLE outbox ADD COLUMN sent_at REAL;
+        CREATE INDEX records_device_stream_seq ON records (device, stream, seq);
+        CREATE TABLE drops (
+            stream INTEGER PRIMARY KEY,
+            count INTEGER NOT NULL
+        );
+        CREATE TABLE dropped_ranges (
+            device TEXT NOT NULL,
+            stream INTEGER NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            PRIMARY KEY (device, stream, first_seq)
+        )
+        """)),
+    (3, "Nightscout documents and subjects (the Nightscout core)", [
+        *ns_store.DDL,
+        *SUBJECTS_DDL,
+        _move_entries,
+        "DROP TABLE entries",
+    ]),
+]
+
+
+def migrate(db: Database) -> int:
+    """Apply every edge migration not yet applied; return the schema version."""
+    return sql.migrate(db, MIGRATIONS, table=MIGRATIONS_TABLE, label="edge")
+
+
+def schema_version(db: Database) -> int:
+    return db.scalar(f"SELECT max(id) AS version FROM {MIGRATIONS_TABLE}") or 0
