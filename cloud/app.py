@@ -40,7 +40,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         tenants,
     )
     from nightlink.nightscout.app import mount as mount_nightscout
-    from nightlink.nightscout.live import Hub
+    from nightlink.nightscout.hub import Hub
 
     app = FastAPI(
         title="Nightlink cloud",

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 
 from nightlink.nightscout import api_v1, api_v2, api_v3
 from nightlink.nightscout.http import NightscoutState, NSError
-from nightlink.nightscout.live import Hub
+from nightlink.nightscout.hub import Hub
 from nightlink.nightscout.site import Directory
 from nightlink.nightscout.sockets import NightscoutSockets
 

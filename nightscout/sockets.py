@@ -26,7 +26,7 @@ import socketio
 
 from nightlink.nightscout import auth, documents, times
 from nightlink.nightscout.http import NightscoutState
-from nightlink.nightscout.live import ALL
+from nightlink.nightscout.hub import ALL
 from nightlink.nightscout.site import Site
 
 _LOGGER = logging.getLogger(__name__)

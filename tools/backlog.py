@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.shared.epoch import EPOCHS_PER_DAY
 
 NIGHT_EPOCHS = 960
@@ -21,15 +21,15 @@ def fill_backlog(store: EdgeStore, nights: int, seed: int = 1,
     """Write `nights` nights (960 epochs each) of rows for every stream; return rows written."""
     rng = random.Random(seed)
     store.start_boot()
-    walk = {sid: [rng.randint(lo, hi) for _m, lo, hi in F.bounds(sid)]
-            for sid in (F.CGM, F.WEARABLE, F.ROOM, F.AUDIO)}
+    walk = {sid: [rng.randint(lo, hi) for _m, lo, hi in features.bounds(sid)]
+            for sid in (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)}
     written = 0
     for n in range(nights):
         base = first_epoch + n * EPOCHS_PER_DAY
         with store.transaction():
             for i in range(NIGHT_EPOCHS):
                 for sid, cur in walk.items():
-                    for k, (_m, lo, hi) in enumerate(F.bounds(sid)):
+                    for k, (_m, lo, hi) in enumerate(features.bounds(sid)):
                         step = max(1, (hi - lo) // 200)
                         cur[k] = min(hi, max(lo, cur[k] + rng.randint(-step, step)))
                     store.append(sid, base + i, [tuple(cur)])

@@ -9,15 +9,14 @@ from pathlib import Path
 import click
 
 from nightlink.errors import NightlinkError
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 
 def _typical_row(stream_id):
     """A row of mid-range values for every feature of a stream."""
     return codec.quantize_row(
         stream_id,
-        tuple((f[F.F_LO] + f[F.F_HI]) / 2 for f in F.features(stream_id)),
+        tuple((f[features.F_LO] + f[features.F_HI]) / 2 for f in features.features(stream_id)),
     )
 
 
@@ -25,7 +24,7 @@ def bench_codec(repeat: int = 5) -> dict:
     """Encoded size per epoch per modality, and encode/decode speed under CPython."""
     dev = bytes(6)
     figures: dict = {"bytes_per_epoch": {}, "one_epoch_record_bytes": {}, "hour_record_bytes": {}}
-    for sid, name, *_ in F.STREAMS:
+    for sid, name, *_ in features.STREAMS:
         row = _typical_row(sid)
         one = codec.encode(codec.Record(sid, dev, 1, 1, 0, [row]))
         hour = codec.encode(codec.Record(sid, dev, 1, 1, 0, [row] * 120))
@@ -36,12 +35,12 @@ def bench_codec(repeat: int = 5) -> dict:
     # A night of all four modalities (8 h, one record per stream per hour) in hourly batches.
     night = [
         codec.encode_batch(
-            [codec.Record(sid, dev, 1, h, h * 120, [_typical_row(sid)] * 120) for sid, *_ in F.STREAMS]
+            [codec.Record(sid, dev, 1, h, h * 120, [_typical_row(sid)] * 120) for sid, *_ in features.STREAMS]
         )
         for h in range(8)
     ]
     figures["night_8h_all_streams_bytes"] = sum(len(b) for b in night)
-    recs = [codec.Record(F.ROOM, dev, 1, s, s, [_typical_row(F.ROOM)]) for s in range(2000)]
+    recs = [codec.Record(features.ROOM, dev, 1, s, s, [_typical_row(features.ROOM)]) for s in range(2000)]
     enc_rates, dec_rates = [], []
     for _ in range(repeat):
         t = time.perf_counter()

@@ -42,7 +42,7 @@ class BenchError(RuntimeError):
 def _seed(url: str, days: int) -> tuple[int, str]:
     """(entries stored, an admin access token) for a fresh bench tenant."""
     from nightlink.cloud.store import Store
-    from nightlink.nightscout.site import Subjects
+    from nightlink.nightscout.store import Subjects
     from nightlink.shared import units
 
     store = Store.open(url)

@@ -7,8 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 DEV = "a4cf12b0c3d4"
 
@@ -32,8 +31,8 @@ def _publish_and_measure(url: str, broker, rows: int, per_record: int = 120,
     if not worker.connected.wait(10):
         raise RuntimeError("the ingest worker could not connect to the broker")
     time.sleep(0.2)
-    row = codec.quantize_row(F.AUDIO, tuple((f[F.F_LO] + f[F.F_HI]) / 2
-                                            for f in F.features(F.AUDIO)))
+    row = codec.quantize_row(features.AUDIO, tuple((f[features.F_LO] + f[features.F_HI]) / 2
+                                            for f in features.features(features.AUDIO)))
     payloads = []
     seq = 1
     while seq <= rows:
@@ -42,7 +41,7 @@ def _publish_and_measure(url: str, broker, rows: int, per_record: int = 120,
             if seq > rows:
                 break
             n = min(per_record, rows - seq + 1)
-            recs.append(codec.Record(F.AUDIO, codec.device_id(DEV), 1, seq, 58950540 + seq,
+            recs.append(codec.Record(features.AUDIO, codec.device_id(DEV), 1, seq, 58950540 + seq,
                                      [row] * n))
             seq += n
         payloads.append(codec.encode_batch(recs, compress=True))

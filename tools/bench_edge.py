@@ -16,8 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 _ONE_THREAD = {
     "OMP_NUM_THREADS": "1",
@@ -84,8 +83,8 @@ def stream_audio(wav: Path) -> dict:
         frames = f.frames
         for block in f.blocks(blocksize=EPOCH_SAMPLES, dtype="int16"):
             for epoch, values in ex.feed(block):
-                recs.append(codec.Record(F.AUDIO, bytes(6), 1, epoch + 1, epoch,
-                                         [to_raw(F.AUDIO, values)]))
+                recs.append(codec.Record(features.AUDIO, bytes(6), 1, epoch + 1, epoch,
+                                         [to_raw(features.AUDIO, values)]))
     seconds = time.perf_counter() - t
     raw, deflated = pack_night(recs)
     return {
@@ -172,7 +171,7 @@ def bench_edge_night(hours: float = 8.0) -> dict:
         recs.sort(key=lambda r: (r.stream, r.seq))
         raw, deflated = pack_night(recs)
         per_stream = {}
-        for sid, name, *_ in F.STREAMS:
+        for sid, name, *_ in features.STREAMS:
             per_stream[name] = pack_night([r for r in recs if r.stream == sid])[1]
         store.close()
     return {

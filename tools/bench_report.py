@@ -17,8 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from nightlink.cloud.store import Store, TenantStore
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 from nightlink.shared.epoch import EPOCH_S
 
 DEVICE = "a1b2c3d4e5f6"
@@ -28,13 +27,13 @@ def put_epochs(data: TenantStore, stream: int, values: dict[int, dict], *, devic
                boot: int = 1) -> int:
     """Store one row per epoch of a stream from {epoch: {feature: physical value}}; features
     not given are sent as missing. seq is the epoch index (unique per device and stream)."""
-    feats = F.features(stream)
+    feats = features.features(stream)
     dev = codec.device_id(device)
     records = []
     for epoch in sorted(values):
         v = values[epoch]
-        row = tuple(F.quantize(f, v[f[F.F_NAME]]) if v.get(f[F.F_NAME]) is not None
-                    else F.MISSING[f[F.F_TYPE]] for f in feats)
+        row = tuple(features.quantize(f, v[f[features.F_NAME]]) if v.get(f[features.F_NAME]) is not None
+                    else features.MISSING[f[features.F_TYPE]] for f in feats)
         records.append(codec.Record(stream, dev, boot, epoch, epoch, [row]))
     return data.put_rows(records)
 
@@ -97,9 +96,9 @@ def synth_night(data: TenantStore, evening: date, tz: ZoneInfo, rng: random.Rand
                   "silence_max_s": 14.0 if i in apnea_set else 3.0, "breath_rate_bpm": 14.0,
                   "transient_count": 0}
     if infer:
-        put_epochs(data, F.INFER, inf)
-    put_epochs(data, F.WEARABLE, wear)
-    put_epochs(data, F.AUDIO, aud)
+        put_epochs(data, features.INFER, inf)
+    put_epochs(data, features.WEARABLE, wear)
+    put_epochs(data, features.AUDIO, aud)
     return {"first": first, "stages": stages, "apneas": apneas, "low": low}
 
 
@@ -117,7 +116,7 @@ def synth_day_streams(data: TenantStore, day: date, tz: ZoneInfo, rng: random.Ra
                    "humidity_pct": 45.0, "light_lux": 0.0 if h < 7 or h > 23 else 150.0,
                    "co2_ppm": 600 + (500 if h < 7 else 0) + rng.randint(-20, 20),
                    "noise_dba": 30.0 + rng.uniform(0, 8)}
-    put_epochs(data, F.ROOM, room)
+    put_epochs(data, features.ROOM, room)
     readings = []
     t = int(a * 1000)
     low_t = (datetime.combine(day, dtime(*low_at), tz).timestamp() * 1000) if low_at else None

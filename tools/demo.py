@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nightlink.shared import features as F
+from nightlink.shared import features
 
 TENANT = "demo"
 
@@ -75,7 +75,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         timer.cancel()
         worker.drain()
         data = cloud.tenant(TENANT)
-        per_stream = {F.stream(s)[F.S_NAME]: data.count_rows(s) for s, *_ in F.STREAMS}
+        per_stream = {features.stream(s)[features.S_NAME]: data.count_rows(s) for s, *_ in features.STREAMS}
         st = client.stats
         echo(f"\nSync over the embedded MQTT broker ({broker.host}:{broker.port}): "
              f"{st.rows_sent} rows in {st.messages} messages, {st.bytes_sent} bytes, "

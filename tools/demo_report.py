@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nightlink.cloud import fusion
-from nightlink.cloud.reports import render
-from nightlink.cloud.reports import settings as RS
+from nightlink.cloud.reports import render, settings
 from nightlink.cloud.reports.summary import build_report
 from nightlink.cloud.store import Store
 from nightlink.shared.epoch import EPOCH_S
@@ -64,14 +63,14 @@ def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
     """Write report/night-<night>.{html,pdf} per night and report/report.{html,pdf} (the
     multi-day report ending with the last night) under out; say where they are."""
     data = store.tenant(tenant)
-    ps = RS.patient_settings(data)
+    ps = settings.patient_settings(data)
     name = store.get_tenant(tenant)["name"]
     folder = Path(out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     echo("\nDoctor's report (fused night):")
     for night in _nights(store, tenant, ps.tz):
-        doc = RS.fused_night(data, night, ps.tz)
+        doc = settings.fused_night(data, night, ps.tz)
         if not doc["has_data"] or doc["recording"] is None:
             continue
         tl = fusion.timeline(fusion.load_night(data, night, ps.tz), doc)

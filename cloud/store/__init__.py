@@ -18,7 +18,7 @@ from nightlink.cloud.store.rows import Row, pack_row, unpack_row
 from nightlink.cloud.store.rows import values as row_values
 from nightlink.cloud.store.schema import migrate
 from nightlink.cloud.store.tenant import TenantStore
-from nightlink.nightscout.site import Subject, find_token
+from nightlink.nightscout.store import Subject, find_token
 from nightlink.sql import Database, DatabaseError, IntegrityError, connect
 
 __all__ = ["ROLES", "ConflictError", "DatabaseError", "IntegrityError", "NotFoundError", "Row",

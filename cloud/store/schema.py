@@ -11,7 +11,7 @@ import json
 
 from nightlink import sql
 from nightlink.nightscout import store as ns_store
-from nightlink.nightscout.site import SUBJECTS_DDL
+from nightlink.nightscout.store import SUBJECTS_DDL
 from nightlink.sql import Database, Step
 
 

@@ -10,8 +10,7 @@ from nightlink.cloud.store.base import NotFoundError, from_json, to_json
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.query import Cond, Instant
-from nightlink.nightscout.site import Subjects
-from nightlink.nightscout.store import DocumentStore
+from nightlink.nightscout.store import DocumentStore, Subjects
 from nightlink.shared import codec
 from nightlink.sql import Database
 

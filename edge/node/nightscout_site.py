@@ -23,8 +23,9 @@ from fastapi import FastAPI
 from nightlink.edge.store import SITE, EdgeStore
 from nightlink.nightscout import auth
 from nightlink.nightscout.app import mount
-from nightlink.nightscout.live import Hub
-from nightlink.nightscout.site import Site, find_token
+from nightlink.nightscout.hub import Hub
+from nightlink.nightscout.site import Site
+from nightlink.nightscout.store import find_token
 
 _LOGGER = logging.getLogger(__name__)
 MIN_SECRET_LENGTH = 12  # Nightscout itself refuses API_SECRETs shorter than 12 characters.

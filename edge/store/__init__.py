@@ -23,7 +23,7 @@ from nightlink.edge.store.schema import SITE, migrate, schema_version
 from nightlink.edge.store.status import Status
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
-from nightlink.nightscout.site import Subjects
+from nightlink.nightscout.store import Subjects
 from nightlink.shared import codec
 from nightlink.sql import DatabaseError, SQLiteDatabase
 

@@ -10,7 +10,7 @@ import json
 from nightlink import sql
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
-from nightlink.nightscout.site import SUBJECTS_DDL
+from nightlink.nightscout.store import SUBJECTS_DDL
 from nightlink.sql import Database, Step
 
 SITE = "local"  # the edge's one Nightscout site

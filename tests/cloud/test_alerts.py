@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from nightlink.cloud import alerts
-from nightlink.nightscout.live import Hub as EventBus
+from nightlink.nightscout.hub import Hub as EventBus
 
 MIN = 60_000
 T0 = 1_770_000_000_000  # ms

@@ -15,7 +15,7 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
-from nightlink.nightscout.site import find_token
+from nightlink.nightscout.store import find_token
 from nightlink.shared import codec, features
 
 API = "/api/nl/v1"

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from nightlink.cloud.retention import purge_deleted
-from nightlink.nightscout.site import Subjects
+from nightlink.nightscout.store import Subjects
 from nightlink.shared import codec, features
 
 API = "/api/nl/v1"

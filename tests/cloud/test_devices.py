@@ -19,7 +19,7 @@ from nightlink.cloud.broker_config import (
     mosquitto_hash,
     mosquitto_verify,
 )
-from nightlink.nightscout.site import find_token
+from nightlink.nightscout.store import find_token
 from nightlink.tools.services import Broker
 
 API = "/api/nl/v1"

@@ -11,8 +11,7 @@ from nightlink.cloud import fusion
 from nightlink.cloud.ingest import glucose_entries
 from nightlink.cloud.store import Store
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 from nightlink.tools.simulate.night import simulate_night
 from nightlink.tools.simulate.replay import replay
 
@@ -29,7 +28,7 @@ def _fused(tmp_path_factory, classify):
     data = store.tenant("sim")
     records = list(edge.records())
     data.put_rows(records)
-    data.add_entries([e for r in records if r.stream == F.CGM
+    data.add_entries([e for r in records if r.stream == features.CGM
                       for e in glucose_entries(r, codec.device_name(r.device))])
     doc = fusion.fuse(fusion.load_night(data, result.night, ZoneInfo("UTC")))
     return out, manifest, result, doc, edge, store

@@ -37,7 +37,7 @@ def test_repo__migration_7_moves_nightscout_rows_into_the_core_store(cloud_db_ur
     import hashlib
 
     from nightlink.cloud.store import schema
-    from nightlink.nightscout.site import find_token
+    from nightlink.nightscout.store import find_token
     from nightlink.sql import connect
 
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])

@@ -9,8 +9,7 @@ from nightlink.cloud.ingest import glucose_entries, handle
 from nightlink.cloud.store import Store
 from nightlink.edge.store import EdgeStore
 from nightlink.nightscout.documents import normalize
-from nightlink.shared import codec, topics
-from nightlink.shared import features as F
+from nightlink.shared import codec, features, topics
 from tests.nightscout_uploads import xdrip_entry
 
 DEV = "a4cf12b0c3d4"
@@ -19,9 +18,9 @@ EPOCH = 59_000_000  # 2026-02-08
 
 def _cgm_record(value: float = 112.0) -> codec.Record:
     """Three epochs carrying one reading taken 0.5 min before the first epoch's end."""
-    rows = [codec.quantize_row(F.CGM, (value, 0.5 + 0.5 * i, -2.0, -0.4, 5.0, None))
+    rows = [codec.quantize_row(features.CGM, (value, 0.5 + 0.5 * i, -2.0, -0.4, 5.0, None))
             for i in range(3)]
-    return codec.Record(F.CGM, codec.device_id(DEV), 1, 1, EPOCH, rows)
+    return codec.Record(features.CGM, codec.device_id(DEV), 1, 1, EPOCH, rows)
 
 
 def _phone_reading(rec: codec.Record, value: int = 112) -> dict:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from nightlink.nightscout.site import Subjects
-from nightlink.nightscout.store import DocumentStore
+from nightlink.nightscout.store import DocumentStore, Subjects
 from tests.support.servers import serve
 
 SECRET = "bedside-upload-secret-2026"

@@ -10,8 +10,7 @@ import threading
 import time
 
 from nightlink.edge.sync.cloud_link import SyncClient
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog, run_sync
 
 
@@ -41,8 +40,8 @@ def test_sync__backlog_lands_exactly_once(rig, record_property):
 def test_sync__live_glucose_goes_before_backfill(rig):
     fill_backlog(rig.edge, nights=1)
     now_epoch = int(time.time()) // 30
-    cgm = codec.quantize_row(F.CGM, (64.0, 1.0, -6.0, -1.2, 6.0, None))
-    live = rig.edge.append(F.CGM, now_epoch, [cgm])
+    cgm = codec.quantize_row(features.CGM, (64.0, 1.0, -6.0, -1.2, 6.0, None))
+    live = rig.edge.append(features.CGM, now_epoch, [cgm])
     client = SyncClient(rig.edge, rig.sync_config(backfill_rows_per_s=500,
                                                   backfill_batch_rows=500), TENANT)
     stop = threading.Event()
@@ -50,12 +49,12 @@ def test_sync__live_glucose_goes_before_backfill(rig):
     t.start()
     deadline = time.monotonic() + 10
     data = rig.cloud.tenant(TENANT)
-    while time.monotonic() < deadline and not data.rows(F.CGM, now_epoch, now_epoch + 1):
+    while time.monotonic() < deadline and not data.rows(features.CGM, now_epoch, now_epoch + 1):
         time.sleep(0.02)
     stored_then = data.count_rows()
     stop.set()
     t.join(10)
-    assert data.rows(F.CGM, now_epoch, now_epoch + 1)[0].seq == live.seq
+    assert data.rows(features.CGM, now_epoch, now_epoch + 1)[0].seq == live.seq
     assert stored_then < 4 * 960  # the backlog was still draining when glucose arrived
     assert data.entries(count=1)[0]["sgv"] == 64  # and it is on the Nightscout API
 
@@ -118,7 +117,7 @@ def test_sync__full_outbox_drops_low_priority_and_reports_it(rig, record_propert
     client = SyncClient(rig.edge, rig.sync_config(max_outbox_rows=2000), TENANT)
     run_sync(client, 60)
     drops = rig.edge.drops()
-    assert drops and F.CGM not in drops
+    assert drops and features.CGM not in drops
     assert sum(drops.values()) == 4 * 960 - 2000
     produced = edge_digest(rig.edge)[0]
     _settle(rig, 2000)
@@ -130,9 +129,9 @@ def test_sync__full_outbox_drops_low_priority_and_reports_it(rig, record_propert
         if status and status.get("drops"):
             break
         time.sleep(0.05)
-    assert status["drops"] == {F.stream(s)[F.S_NAME]: n for s, n in drops.items()}
+    assert status["drops"] == {features.stream(s)[features.S_NAME]: n for s, n in drops.items()}
     # Every glucose row reached the cloud, every drop is accounted for, the outbox drained.
-    assert rig.cloud.tenant(TENANT).count_rows(F.CGM) == 960
+    assert rig.cloud.tenant(TENANT).count_rows(features.CGM) == 960
     assert rig.cloud.dropped_count(rig.edge.device) == sum(drops.values())
     assert rig.cloud.tenant(TENANT).count_rows() + sum(drops.values()) == produced
     assert rig.edge.outbox_size() == 0

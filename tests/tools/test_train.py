@@ -8,8 +8,7 @@ from click.testing import CliRunner
 
 from nightlink.cli import main
 from nightlink.errors import NightlinkError
-from nightlink.tools.train import glucose_data as G
-from nightlink.tools.train import readers
+from nightlink.tools.train import glucose_data, readers
 from nightlink.tools.train.nights import input_names
 
 # -- readers ---------------------------------------------------------------------------------
@@ -97,13 +96,12 @@ def test_ohio__bad_file(tmp_path):
 
 def test_glucose_training__same_seed_same_model(tmp_path):
     pytest.importorskip("tensorflow")
-    from nightlink.tools.train import glucose as GL
-    from nightlink.tools.train import int8
+    from nightlink.tools.train import glucose, int8
 
-    series = G.load_set(G.ADULTS[:2], [1], 480, tmp_path)
+    series = glucose_data.load_set(glucose_data.ADULTS[:2], [1], 480, tmp_path)
     blobs = []
     for seed in (3, 3, 4):
-        model, x = GL.train(series, seed=seed, epochs=3)
+        model, x = glucose.train(series, seed=seed, epochs=3)
         blobs.append(int8.to_tflite(model, x[:200]))
     assert blobs[0] == blobs[1]
     assert blobs[0] != blobs[2]
@@ -152,7 +150,7 @@ def test_eval__without_models_is_one_sentence(tmp_path):
 
 def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
     pytest.importorskip("tensorflow")
-    from nightlink.edge.features import classify as C
+    from nightlink.edge.features import classify
 
     models = tmp_path / "models"
     for kind in ("sleep", "breathing"):
@@ -164,7 +162,7 @@ def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
     assert np.allclose(np.exp(meta["log_transitions"]).sum(axis=1), 1, atol=1e-3)
     assert meta["train_seeds"] == [1000]
     x = np.zeros((5, meta["inputs"]), dtype=np.float32)
-    prob = C.Int8Model((models / "sleep_stage.tflite").read_bytes())(x)[0]
+    prob = classify.Int8Model((models / "sleep_stage.tflite").read_bytes())(x)[0]
     assert prob.shape == (5, 4) and np.allclose(prob.sum(axis=1), 1, atol=0.05)
     b = json.loads((models / "breathing.json").read_text())
     assert b["snore_output"] in (0, 1) and 0.2 <= b["count_offset"] <= 0.8

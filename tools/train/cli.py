@@ -71,13 +71,13 @@ def _nights(seeds, cache, echo, hours=8.0):
 def _train_night_model(kind: str, file: str, cache, models, nights, hours, seed) -> None:
     """Train the sleep or breathing model on the training nights and write it to models/."""
     _need_tf()
-    from nightlink.tools.train import nightmodels as NM
+    from nightlink.tools.train import nightmodels
 
     data = _nights(_take(TRAIN_SEEDS, nights), cache, click.echo, hours)
-    trainer = NM.train_sleep if kind == "sleep" else NM.train_breathing
+    trainer = nightmodels.train_sleep if kind == "sleep" else nightmodels.train_breathing
     blob, meta = trainer(data, seed=seed)
     meta.update({"train_seeds": _take(TRAIN_SEEDS, nights), "seed": seed})
-    NM.write_model(models, file, blob, meta)
+    nightmodels.write_model(models, file, blob, meta)
     click.echo(f"wrote {models / (file + '.tflite')} ({len(blob)} bytes)")
 
 
@@ -108,26 +108,24 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio):
     """Low risk within 30 min and a 30-minute forecast from the last hour of CGM."""
     _need_tf()
     from nightlink.edge.features.glucose_risk import LiteRtGlucose
-    from nightlink.tools.train import glucose as GL
-    from nightlink.tools.train import glucose_data as G
-    from nightlink.tools.train import nightmodels as NM
+    from nightlink.tools.train import glucose, glucose_data, nightmodels
     from nightlink.tools.train.readers import ohio_series
 
-    tr = G.load_set(G.ADULTS, _take(GLUCOSE_TRAIN, nights), 480, cache)
+    tr = glucose_data.load_set(glucose_data.ADULTS, _take(GLUCOSE_TRAIN, nights), 480, cache)
     for path in ohio:
         tr.extend(ohio_series(path))
-    va = G.load_set(G.ADULTS, _take(GLUCOSE_VALID, nights), 480, cache)
-    model, x = GL.train(tr, seed=seed)
-    q = GL.export(model, x[::17][:1000])
-    threshold = GL.choose_threshold(LiteRtGlucose(q.tflite), va)
-    meta = {"alarm_permille": threshold, "history": G.HISTORY, "horizon_min": 30, "seed": seed,
-            "train": {"patients": list(G.ADULTS), "seeds": _take(GLUCOSE_TRAIN, nights),
+    va = glucose_data.load_set(glucose_data.ADULTS, _take(GLUCOSE_VALID, nights), 480, cache)
+    model, x = glucose.train(tr, seed=seed)
+    q = glucose.export(model, x[::17][:1000])
+    threshold = glucose.choose_threshold(LiteRtGlucose(q.tflite), va)
+    meta = {"alarm_permille": threshold, "history": glucose_data.HISTORY, "horizon_min": 30, "seed": seed,
+            "train": {"patients": list(glucose_data.ADULTS), "seeds": _take(GLUCOSE_TRAIN, nights),
                       "ohio_files": [p.name for p in ohio]},
-            "threshold_chosen_on": {"patients": list(G.ADULTS),
+            "threshold_chosen_on": {"patients": list(glucose_data.ADULTS),
                                     "seeds": _take(GLUCOSE_VALID, nights)}}
-    NM.write_model(models, "glucose_risk", q.tflite, meta)
+    nightmodels.write_model(models, "glucose_risk", q.tflite, meta)
     (device_out / "lowrisk_weights.py").write_text(
-        GL.micropython_module(q, threshold, "edge/models/glucose_risk.tflite"))
+        glucose.micropython_module(q, threshold, "edge/models/glucose_risk.tflite"))
     click.echo(f"wrote {models / 'glucose_risk.tflite'} ({len(q.tflite)} bytes), "
                f"{device_out / 'lowrisk_weights.py'}; alarm at {threshold} permille")
 
@@ -150,12 +148,12 @@ def _classifiers(models):
 
 def _eval_night_model(kind: str, cache, models, nights, hours, as_json) -> None:
     """Evaluate the sleep or breathing model on the held-out nights (models checked first)."""
-    from nightlink.tools.train import nightmodels as NM
+    from nightlink.tools.train import nightmodels
 
     clf = _classifiers(models)
     echo = (lambda *_: None) if as_json else click.echo
     data = _nights(_take(TEST_SEEDS, nights), cache, echo, hours)
-    scorer = NM.eval_sleep if kind == "sleep" else NM.eval_breathing
+    scorer = nightmodels.eval_sleep if kind == "sleep" else nightmodels.eval_breathing
     _report(scorer(clf, data), as_json)
 
 
@@ -182,15 +180,14 @@ def eval_glucose(cache, models, nights, hours, as_json):
     """Forecast RMSE at 30 min and low alerts against a 70 mg/dL threshold alarm, on
     adolescents and children the model never saw."""
     from nightlink.edge.features.glucose_risk import LiteRtGlucose
-    from nightlink.tools.train import glucose as GL
-    from nightlink.tools.train import glucose_data as G
+    from nightlink.tools.train import glucose, glucose_data
 
     path = models / "glucose_risk.tflite"
     if not path.exists():
         raise NightlinkError(f"No trained model at {path}; run nightlink train glucose first.")
     meta = json.loads((models / "glucose_risk.json").read_text())
-    te = G.load_set(G.YOUTH, _take(GLUCOSE_TEST, nights), 480, cache)
-    figures = GL.evaluate(LiteRtGlucose(path.read_bytes()), te, int(meta["alarm_permille"]))
+    te = glucose_data.load_set(glucose_data.YOUTH, _take(GLUCOSE_TEST, nights), 480, cache)
+    figures = glucose.evaluate(LiteRtGlucose(path.read_bytes()), te, int(meta["alarm_permille"]))
     figures["alarm_permille"] = meta["alarm_permille"]
     _report(figures, as_json)
 

@@ -24,8 +24,7 @@ from nightlink.edge.features.glucose_risk import (
     normalize,
     permille_table,
 )
-from nightlink.tools.train import glucose_data as G
-from nightlink.tools.train import int8
+from nightlink.tools.train import glucose_data, int8
 
 REFRACTORY_MIN = 60
 PERSIST = 1  # readings in a row above the threshold before the predicted-low alarm sounds
@@ -43,7 +42,7 @@ def build(seed: int = SEED):
 
     tf.keras.backend.clear_session()  # layer names restart, so the .tflite bytes repeat
     tf.keras.utils.set_random_seed(seed)
-    inp = tf.keras.Input(shape=(G.HISTORY,), name="cgm")
+    inp = tf.keras.Input(shape=(glucose_data.HISTORY,), name="cgm")
     h = inp
     for k, width in enumerate(HIDDEN):
         h = tf.keras.layers.Dense(width, activation="relu", name=f"hidden{k}")(h)
@@ -52,13 +51,13 @@ def build(seed: int = SEED):
     return tf.keras.Model(inp, [logit, delta])
 
 
-def train(series: list[G.CgmSeries], *, seed: int = SEED, epochs: int = 60):
+def train(series: list[glucose_data.CgmSeries], *, seed: int = SEED, epochs: int = 60):
     """A trained Keras model; same data and seed give the same weights."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    s = G.samples(series)
+    s = glucose_data.samples(series)
     x = normalize(s.x)
     ok = ~np.isnan(s.future)
     delta = np.where(ok, (s.future - s.x[:, -1]) / DELTA_SCALE, 0.0).astype(np.float32)
@@ -84,7 +83,7 @@ def reference_events(bg: np.ndarray) -> list[tuple[int, int]]:
 
     Episodes already under way in the first 30 minutes of a record are left out: no alarm,
     the threshold baseline's included, could come before them."""
-    below = np.asarray(bg) < G.LOW_MGDL
+    below = np.asarray(bg) < glucose_data.LOW_MGDL
     out, i, n = [], 0, below.size
     need = 3  # readings spanning 15 minutes
     while i < n:
@@ -92,7 +91,7 @@ def reference_events(bg: np.ndarray) -> list[tuple[int, int]]:
             j = i
             while j < n and below[j]:
                 j += 1
-            if i >= G.HORIZON:
+            if i >= glucose_data.HORIZON:
                 out.append((i, j))
             i = j
         else:
@@ -154,12 +153,12 @@ class AlarmScore:
         }
 
 
-def series_inputs(s: G.CgmSeries) -> tuple[np.ndarray, np.ndarray]:
+def series_inputs(s: glucose_data.CgmSeries) -> tuple[np.ndarray, np.ndarray]:
     """History rows for every reading of a series that has enough data, and their indexes."""
     return filled_rows(history_rows(s.sgv))
 
 
-def evaluate(runtime: LiteRtGlucose, series: list[G.CgmSeries], alarm_permille: int) -> dict:
+def evaluate(runtime: LiteRtGlucose, series: list[glucose_data.CgmSeries], alarm_permille: int) -> dict:
     model, base = AlarmScore(), AlarmScore()
     sq_err = []
     for s in series:
@@ -171,11 +170,11 @@ def evaluate(runtime: LiteRtGlucose, series: list[G.CgmSeries], alarm_permille: 
         active[idx] = risk >= alarm_permille
         events = reference_events(s.bg)
         hours = s.sgv.size * 5 / 60
-        low_now = s.bg < G.LOW_MGDL
+        low_now = s.bg < glucose_data.LOW_MGDL
         model.add(events, alarms_from(active, PERSIST), hours, low_now)
-        base.add(events, alarms_from((s.sgv > 0) & (s.sgv < G.LOW_MGDL)), hours, low_now)
+        base.add(events, alarms_from((s.sgv > 0) & (s.sgv < glucose_data.LOW_MGDL)), hours, low_now)
         for k, i in enumerate(idx):
-            j = i + G.HORIZON
+            j = i + glucose_data.HORIZON
             if j < s.sgv.size and s.sgv[j] > 0:
                 sq_err.append((forecast[k] - s.sgv[j]) ** 2)
     out = {"rmse_30": round(float(np.sqrt(np.mean(sq_err))), 2)}
@@ -186,7 +185,7 @@ def evaluate(runtime: LiteRtGlucose, series: list[G.CgmSeries], alarm_permille: 
     return out
 
 
-def choose_threshold(runtime: LiteRtGlucose, series: list[G.CgmSeries]) -> int:
+def choose_threshold(runtime: LiteRtGlucose, series: list[glucose_data.CgmSeries]) -> int:
     """Alarm threshold in permille, on held-out adult nights: the highest precision that keeps
     recall >= 0.9 and false alarms <= 0.25 a day, else the best recall."""
     best, best_key = 500, None

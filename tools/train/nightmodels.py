@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nightlink.edge.features import classify as C
-from nightlink.shared import features as F
+from nightlink.edge.features import classify
+from nightlink.shared import features
 from nightlink.tools.train import int8
 from nightlink.tools.train.nights import INPUT_STREAMS, Night
 
@@ -21,8 +21,8 @@ SEED = 11
 def streams_of(night: Night) -> dict[str, dict[str, np.ndarray]]:
     out, col = {}, 0
     for s in INPUT_STREAMS:
-        names = F.names(s)
-        out[F.stream(s)[F.S_NAME]] = {n: night.x[:, col + i].astype(np.float64)
+        names = features.names(s)
+        out[features.stream(s)[features.S_NAME]] = {n: night.x[:, col + i].astype(np.float64)
                                       for i, n in enumerate(names)}
         col += len(names)
     return out
@@ -40,7 +40,7 @@ def _seed(seed: int):
 def train_sleep(nights: list[Night], seed: int = SEED, epochs: int = 30):
     """(.tflite bytes, meta) for the sleep stager."""
     tf = _seed(seed)
-    x = np.concatenate([C.sleep_inputs(streams_of(n)) for n in nights])
+    x = np.concatenate([classify.sleep_inputs(streams_of(n)) for n in nights])
     y = np.concatenate([n.stage for n in nights]).astype(np.int32)
     counts = np.bincount(y, minlength=4).astype(np.float64)
     weight = (counts.sum() / (4 * np.maximum(counts, 1)))[y] ** 0.5
@@ -60,14 +60,14 @@ def train_sleep(nights: list[Night], seed: int = SEED, epochs: int = 30):
     trans /= trans.sum(axis=1, keepdims=True)
     meta = {"log_transitions": np.log(trans).round(4).tolist(),
             "log_prior": np.log(prior / prior.sum()).round(4).tolist(),
-            "inputs": x.shape[1], "stages": list(C.STAGES)}
+            "inputs": x.shape[1], "stages": list(classify.STAGES)}
     return int8.to_tflite(model, x[::23][:2000], int8_io=False), meta
 
 
 def train_breathing(nights: list[Night], seed: int = SEED, epochs: int = 30):
     """(.tflite bytes, meta) for the snore / respiratory-event model."""
     tf = _seed(seed)
-    x = np.concatenate([C.breath_inputs(streams_of(n)) for n in nights])
+    x = np.concatenate([classify.breath_inputs(streams_of(n)) for n in nights])
     snore = np.concatenate([n.snore for n in nights]).astype(np.float32)
     starts = np.concatenate([_starts(n) for n in nights]).astype(np.float32)
     inp = tf.keras.Input(shape=(x.shape[1],), name="epochs")
@@ -83,7 +83,7 @@ def train_breathing(nights: list[Night], seed: int = SEED, epochs: int = 30):
     blob = int8.to_tflite(model, x[::23][:2000], int8_io=False)
     meta = {"snore_threshold": 0.5, "count_offset": 0.5, "inputs": x.shape[1]}
     # Calibrate the rounding offset of the event count so the total matches on training nights.
-    outs = C.Int8Model(blob)(x)
+    outs = classify.Int8Model(blob)(x)
     # Which .tflite output is the snore head: the one that follows the Keras snore output.
     ref = model.predict(x[:2000], verbose=0)[0][:, 0]
     k = int(np.argmin([np.abs(o[:2000, 0] - ref).mean() for o in outs]))
@@ -117,7 +117,7 @@ def cohen_kappa(y: np.ndarray, p: np.ndarray, k: int = 4) -> float:
     return float((po - pe) / (1 - pe)) if pe < 1 else 0.0
 
 
-def eval_sleep(clf: C.Classifiers, nights: list[Night]) -> dict:
+def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
     ys, ps = [], []
     for n in nights:
         path, _conf, _ = clf.stages(streams_of(n))
@@ -127,7 +127,7 @@ def eval_sleep(clf: C.Classifiers, nights: list[Night]) -> dict:
     cm = np.zeros((4, 4), dtype=int)
     np.add.at(cm, (y, p), 1)
     f1 = {}
-    for k, name in enumerate(C.STAGES):
+    for k, name in enumerate(classify.STAGES):
         tp = cm[k, k]
         prec = tp / cm[:, k].sum() if cm[:, k].sum() else 0.0
         rec = tp / cm[k].sum() if cm[k].sum() else 0.0
@@ -142,7 +142,7 @@ def eval_sleep(clf: C.Classifiers, nights: list[Night]) -> dict:
         "sleep_wake_accuracy": round(float((sw_y == sw_p).mean()), 3),
         "sleep_wake_kappa": round(cohen_kappa(sw_y, sw_p, 2), 3),
         "f1": f1,
-        "confusion": {"rows_truth_cols_predicted": list(C.STAGES), "matrix": cm.tolist()},
+        "confusion": {"rows_truth_cols_predicted": list(classify.STAGES), "matrix": cm.tolist()},
     }
 
 
@@ -168,7 +168,7 @@ def _match(truth: np.ndarray, pred: list[float], tol_s: float = 30.0) -> int:
     return hits
 
 
-def eval_breathing(clf: C.Classifiers, nights: list[Night]) -> dict:
+def eval_breathing(clf: classify.Classifiers, nights: list[Night]) -> dict:
     tp = n_true = n_pred = 0
     ahi_err, rows = [], []
     snore_y, snore_p = [], []
@@ -180,7 +180,7 @@ def eval_breathing(clf: C.Classifiers, nights: list[Night]) -> dict:
         tp += _match(n.events, pred)
         n_true += len(n.events)
         n_pred += len(pred)
-        tst_h = float((stage != 0).sum()) / C.EPOCHS_PER_HOUR
+        tst_h = float((stage != 0).sum()) / classify.EPOCHS_PER_HOUR
         ahi = len(pred) / tst_h if tst_h else 0.0
         ahi_err.append(abs(ahi - n.ahi_truth))
         rows.append((n.ahi_truth, ahi))

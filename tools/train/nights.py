@@ -17,19 +17,19 @@ from pathlib import Path
 import numpy as np
 
 from nightlink.edge.features.night_summary import night_columns
-from nightlink.shared import features as F
+from nightlink.shared import features
 
 _LOGGER = logging.getLogger(__name__)
 CACHE_VERSION = 1
 STAGE4 = {"Wake": 0, "Light": 1, "Deep": 2, "REM": 3}
 STAGE_NAMES = ("Wake", "Light", "Deep", "REM")
 # Model input streams, in column order.
-INPUT_STREAMS = (F.WEARABLE, F.AUDIO, F.ROOM)
+INPUT_STREAMS = (features.WEARABLE, features.AUDIO, features.ROOM)
 RESP_EVENTS = ("apnea", "hypopnea")
 
 
 def input_names() -> list[str]:
-    return [f"{F.stream(s)[F.S_NAME]}.{n}" for s in INPUT_STREAMS for n in F.names(s)]
+    return [f"{features.stream(s)[features.S_NAME]}.{n}" for s in INPUT_STREAMS for n in features.names(s)]
 
 
 @dataclass

@@ -9,9 +9,8 @@ identity), the time the collection sorts by, and the server's `srvCreated`/`srvM
 document that changed in the same millisecond as the last one it saw. Deletion is soft (the
 row stays with `valid = 0` so that history reports it) unless asked to be permanent.
 
-The database is anything with `kind` ("sqlite" or "postgres"), `execute`, `query` and
-`transaction()`: the cloud's `Database` or the edge store's adapter. `DDL` holds the schema
-both tiers put into their migrations.
+The database is a `nightlink.sql.Database` (the cloud's SQLite or PostgreSQL, the edge's
+SQLite). `DDL` holds the schema both tiers put into their migrations.
 """
 
 from __future__ import annotations
@@ -19,10 +18,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from nightlink.nightscout import documents, jsonsafe, times
 from nightlink.nightscout.query import Cond, Instant, Query
+from nightlink.sql import Database
 
 TABLE = "ns_docs"
 MAX_SCAN = 1_000_000  # rows one find may read before it gives up (a filter matching nothing)
@@ -55,16 +55,6 @@ DDL = [
     f"CREATE INDEX ns_docs_modified ON {TABLE} (tenant_id, coll, srv_modified)",
     f"CREATE INDEX ns_docs_site_modified ON {TABLE} (tenant_id, srv_modified)",
 ]
-
-
-class Database(Protocol):
-    kind: str
-
-    def execute(self, sql: str, params: Sequence = ()) -> int: ...
-
-    def query(self, sql: str, params: Sequence = ()) -> list[dict]: ...
-
-    def transaction(self): ...
 
 
 @dataclass
