@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nightlink.tools.services import Broker, PostgresServer, free_port  # noqa: F401
+from tests.support.services import Broker, PostgresServer, free_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 MPY_RUNNER = ROOT / "tests" / "mpy" / "run.mjs"

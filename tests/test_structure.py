@@ -3,8 +3,10 @@ only inside the store packages, no cryptic module aliases, tests' helpers from t
 and every document a comment cites present in the repository."""
 
 import ast
+import io
 import re
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -51,12 +53,8 @@ def _imports(path):
             if node.level:
                 parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{parent}.{node.module}" if node.module else parent
-            if base in ("nightlink", package) or not node.module:
-                # `from nightlink import tools`, `from . import fusion`: the names are modules
-                for alias in node.names:
-                    yield node, f"{base}.{alias.name}"
-            else:
-                yield node, base
+            for alias in node.names:  # the name may be a module (`from . import fusion`)
+                yield node, f"{base}.{alias.name}"
 
 
 def _within(module, allowed):
@@ -82,7 +80,7 @@ def test_layers__the_checker_sees_a_forbidden_import(tmp_path, monkeypatch):
     fake.write_text("from nightlink.edge.store import EdgeStore\nfrom . import fusion\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     found = [m for _, m in _imports(fake)]
-    assert found == ["nightlink.edge.store", "nightlink.cloud.fusion"]
+    assert found == ["nightlink.edge.store.EdgeStore", "nightlink.cloud.fusion"]
     assert not _within(found[0], LAYERS["cloud"]) and _within(found[1], LAYERS["cloud"])
 
 
@@ -142,13 +140,29 @@ def test_tests_take_their_helpers_from_tests_support():
 CITED = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.md)\b")
 
 
+def _prose(path):
+    """(line, text) of a file's comments and docstrings: what a reader is told."""
+    source = path.read_text()
+    with io.StringIO(source) as buf:
+        for token in tokenize.generate_tokens(buf.readline):
+            if token.type == tokenize.COMMENT:
+                yield token.start[0], token.string
+    for node in ast.walk(ast.parse(source, str(path))):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            doc = ast.get_docstring(node, clean=False)
+            if doc and node.body:
+                first = node.body[0].lineno
+                for offset, line in enumerate(doc.splitlines()):
+                    yield first + offset, line
+
+
 def test_cited_documents_are_in_the_repository():
     """A comment that says "see X.md" points at a file a newcomer has: relative to the repo
     root, to the citing file's folder, or under docs/."""
     bad = []
     for path in _python_files("cloud", "edge", "nightscout", "nightlink", "tools", "shared",
                               "device"):
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        for lineno, line in _prose(path):
             for name in CITED.findall(line):
                 if not any((base / name).is_file() for base in
                            (ROOT, path.parent, ROOT / "docs")):

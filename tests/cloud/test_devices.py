@@ -20,7 +20,7 @@ from nightlink.cloud.broker_config import (
     mosquitto_verify,
 )
 from nightlink.nightscout.store import find_token
-from nightlink.tools.services import Broker
+from tests.support.services import Broker
 
 API = "/api/nl/v1"
 DEV = "a1b2c3d4e5f6"
@@ -361,7 +361,7 @@ def test_broker_conf__tls_with_minted_credentials(people, tmp_path):
     import subprocess
 
     from nightlink.cloud.broker_config import mosquitto_conf
-    from nightlink.tools.services import free_port, mosquitto_binary
+    from tests.support.services import free_port, mosquitto_binary
 
     if mosquitto_binary() is None or shutil.which("openssl") is None:
         pytest.skip("mosquitto or openssl is not installed")

@@ -167,7 +167,7 @@ def test_live__real_server_with_the_alert_worker(tmp_path):
     from nightlink.cloud.app import create_app
     from nightlink.cloud.auth import hash_password
     from nightlink.cloud.config import Settings
-    from nightlink.tools.services import free_port
+    from tests.support.services import free_port
 
     app = create_app(Settings(env="test", database_url=f"sqlite:///{tmp_path / 'c.db'}",
                               jwt_secret=JWT_SECRET))

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password
 from nightlink.cloud.config import Settings
-from nightlink.tools.services import free_port
+from tests.support.services import free_port
 
 from .conftest import JWT_SECRET, PASSWORD
 from .test_portal import END, fill

@@ -10,7 +10,7 @@ import httpx
 
 from nightlink.cloud.store import Store
 from nightlink.shared import codec, features, topics
-from nightlink.tools.services import free_port
+from tests.support.services import free_port
 
 
 def test_cloud_serve__api_and_ingest_in_one_process(tmp_path, mosquitto):
