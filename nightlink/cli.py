@@ -19,7 +19,7 @@ _LAZY = {
                "The desk clock: build, provision, flash, deploy, emulate."),
     "edge": ("nightlink.edge.cli:edge", "The bedside edge node: capture, features, local store."),
     "eval": ("nightlink.tools.train.cli:evaluate", "Score the committed models."),
-    "simulate": ("nightlink.tools.simulate.cli:simulate", "Synthetic nights with ground truth."),
+    "simulate": ("nightlink.tools.sim.cli:simulate", "Synthetic nights with ground truth."),
     "train": ("nightlink.tools.train.cli:train", "Train the classifiers (needs the train extra)."),
 }
 

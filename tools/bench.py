@@ -57,7 +57,7 @@ def bench_codec(repeat: int = 5) -> dict:
 
 def bench_simulate(hours: float = 8.0, seed: int = 1, audio: bool = True) -> dict:
     """Wall time and output size of a simulated night."""
-    from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.sim.night import simulate_night
 
     with tempfile.TemporaryDirectory(prefix="nl-bench-") as tmp:
         out = Path(tmp) / "night"

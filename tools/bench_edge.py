@@ -122,7 +122,7 @@ def naive_audio(wav: Path) -> dict:
 
 def bench_edge_audio(hours: float = 8.0, naive: bool = True) -> dict:
     """Stream an H-hour synthetic recording through the audio pipeline (and the naive way)."""
-    from nightlink.tools.simulate.night import simulate_night
+    from nightlink.tools.sim.night import simulate_night
 
     with tempfile.TemporaryDirectory(prefix="nl-bench-audio-") as tmp:
         night = Path(tmp) / "night"
@@ -157,8 +157,8 @@ def bench_edge_audio(hours: float = 8.0, naive: bool = True) -> dict:
 def bench_edge_night(hours: float = 8.0) -> dict:
     """Replay a whole simulated night; size of all its epochs on the wire, and of its summary."""
     from nightlink.edge.store import EdgeStore
-    from nightlink.tools.simulate.night import simulate_night
-    from nightlink.tools.simulate.replay import replay
+    from nightlink.tools.sim.night import simulate_night
+    from nightlink.tools.sim.replay import replay
 
     with tempfile.TemporaryDirectory(prefix="nl-bench-night-") as tmp:
         night = Path(tmp) / "night"
@@ -190,8 +190,8 @@ def bench_classify(hours: float = 8.0) -> dict:
     from nightlink.edge.features import classify
     from nightlink.edge.features.night_summary import night_columns
     from nightlink.edge.store import EdgeStore
-    from nightlink.tools.simulate.night import simulate_night
-    from nightlink.tools.simulate.replay import replay
+    from nightlink.tools.sim.night import simulate_night
+    from nightlink.tools.sim.replay import replay
 
     with tempfile.TemporaryDirectory(prefix="nl-bench-classify-") as tmp:
         night = Path(tmp) / "night"

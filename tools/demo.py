@@ -31,9 +31,9 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
     from nightlink.edge.store import EdgeStore
     from nightlink.edge.sync.cloud_link import SyncClient
     from nightlink.tools.embedded_broker import EmbeddedBroker
-    from nightlink.tools.simulate.night import simulate_night
-    from nightlink.tools.simulate.replay import replay
-    from nightlink.tools.simulate.summary import summarize
+    from nightlink.tools.sim.night import simulate_night
+    from nightlink.tools.sim.replay import replay
+    from nightlink.tools.sim.summary import summarize
 
     started = time.monotonic()
     manifest = simulate_night(out, seed=seed, patient=patient, hours=hours,

@@ -1,4 +1,4 @@
-"""A simulated night (tools/simulate) through the real edge pipeline into a cloud store, fused:
+"""A simulated night (tools/sim) through the real edge pipeline into a cloud store, fused:
 checked against the simulator's ground truth and the edge node's own night summary."""
 
 import csv
@@ -12,8 +12,8 @@ from nightlink.cloud.ingest import glucose_entries
 from nightlink.cloud.store import Store
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec, features
-from nightlink.tools.simulate.night import simulate_night
-from nightlink.tools.simulate.replay import replay
+from nightlink.tools.sim.night import simulate_night
+from nightlink.tools.sim.replay import replay
 
 HOURS = 1.0
 

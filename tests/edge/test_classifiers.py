@@ -126,8 +126,8 @@ def test_severity_classes():
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory):
     from nightlink.edge.store import EdgeStore
-    from nightlink.tools.simulate.night import simulate_night
-    from nightlink.tools.simulate.replay import replay
+    from nightlink.tools.sim.night import simulate_night
+    from nightlink.tools.sim.replay import replay
 
     tmp = tmp_path_factory.mktemp("classify")
     # A whole night: the simulator compresses sleep cycles into short nights, which real

@@ -23,7 +23,7 @@ from nightlink.edge.sources.room_i2c import crc8
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features
 from nightlink.shared.epoch import epoch_start
-from nightlink.tools.simulate.audio import audio_chunks
+from nightlink.tools.sim.audio import audio_chunks
 
 SECRET = "bedside-secret-42"
 SPEED = 30.0

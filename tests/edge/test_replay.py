@@ -15,7 +15,7 @@ from nightlink.edge.node.replay import replay
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features
 from nightlink.shared.epoch import epoch_start
-from nightlink.tools.simulate.night import simulate_night
+from nightlink.tools.sim.night import simulate_night
 
 HOURS = 1.5
 SEED = 5

@@ -12,12 +12,12 @@ import soundfile
 from click.testing import CliRunner
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.simulate.audio import make_scene
-from nightlink.tools.simulate.cli import simulate
-from nightlink.tools.simulate.events import plan_night
-from nightlink.tools.simulate.glucose import hypoglycemia_events, simulate_cgm
-from nightlink.tools.simulate.hypnogram import make_hypnogram
-from nightlink.tools.simulate.night import audio_chunks, simulate_night
+from nightlink.tools.sim.audio import make_scene
+from nightlink.tools.sim.cli import simulate
+from nightlink.tools.sim.events import plan_night
+from nightlink.tools.sim.glucose import hypoglycemia_events, simulate_cgm
+from nightlink.tools.sim.hypnogram import make_hypnogram
+from nightlink.tools.sim.night import audio_chunks, simulate_night
 
 
 def _rows(path: Path) -> list[dict]:
@@ -248,7 +248,7 @@ def test_room__drifts_overnight(full_night):
 
 @pytest.mark.slow
 def test_summary__mentions_the_figures(full_night):
-    from nightlink.tools.simulate.summary import summarize
+    from nightlink.tools.sim.summary import summarize
 
     manifest = json.loads((full_night / "manifest.json").read_text())
     text = summarize(full_night, manifest)

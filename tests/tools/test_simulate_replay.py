@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from nightlink.cli import main
-from nightlink.tools.simulate.night import simulate_night
+from nightlink.tools.sim.night import simulate_night
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ class CgmSeries:
 
 
 def load_series(patient: str, seed: int, minutes: int, cache: Path | None) -> CgmSeries:
-    from nightlink.tools.simulate.glucose import simulate_cgm
+    from nightlink.tools.sim.glucose import simulate_cgm
 
     path = None
     if cache is not None:

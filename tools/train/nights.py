@@ -98,8 +98,8 @@ def night_from_dirs(sim_dir: Path, store) -> Night:
 def simulate_table(seed: int, patient: str, hours: float) -> Night:
     """Simulate a night, replay it through the edge pipeline, and return its table."""
     from nightlink.edge.store import EdgeStore
-    from nightlink.tools.simulate.night import simulate_night
-    from nightlink.tools.simulate.replay import replay
+    from nightlink.tools.sim.night import simulate_night
+    from nightlink.tools.sim.replay import replay
 
     with tempfile.TemporaryDirectory(prefix="nl-train-") as tmp:
         sim = Path(tmp) / "night"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nightlink.tools.simulate.audio import SPL_AT_0_DBFS
-from nightlink.tools.simulate.events import NightPlan, patient_key
-from nightlink.tools.simulate.hypnogram import EPOCH_S, W
+from nightlink.tools.sim.audio import SPL_AT_0_DBFS
+from nightlink.tools.sim.events import NightPlan, patient_key
+from nightlink.tools.sim.hypnogram import EPOCH_S, W
 
 _STREAM = 7
 

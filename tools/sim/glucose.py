@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.simulate.events import Event, patient_key
+from nightlink.tools.sim.events import Event, patient_key
 
 _LOGGER = logging.getLogger(__name__)
 _STREAM = 5

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nightlink.tools.simulate.hypnogram import EPOCH_S, N1, N2, N3, REM, W, make_hypnogram
+from nightlink.tools.sim.hypnogram import EPOCH_S, N1, N2, N3, REM, W, make_hypnogram
 
 _STREAM = 2
 EVENT_TYPES = (

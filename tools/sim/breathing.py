@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nightlink.tools.simulate.events import NightPlan, detail_value, patient_key
-from nightlink.tools.simulate.hypnogram import EPOCH_S, N1, N2, N3, REM, W
+from nightlink.tools.sim.events import NightPlan, detail_value, patient_key
+from nightlink.tools.sim.hypnogram import EPOCH_S, N1, N2, N3, REM, W
 
 ENV_RATE = 100  # envelope samples per second
 _STREAM = 3

@@ -10,24 +10,24 @@ from pathlib import Path
 import numpy as np
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.simulate.audio import SAMPLE_RATE, audio_chunks, make_scene, write_audio
-from nightlink.tools.simulate.dropouts import kept, plan_dropouts
-from nightlink.tools.simulate.events import EVENT_TYPES, Event, NightPlan, plan_night
-from nightlink.tools.simulate.glucose import (
+from nightlink.tools.sim.audio import SAMPLE_RATE, audio_chunks, make_scene, write_audio
+from nightlink.tools.sim.dropouts import kept, plan_dropouts
+from nightlink.tools.sim.events import EVENT_TYPES, Event, NightPlan, plan_night
+from nightlink.tools.sim.glucose import (
     MMOL_PER_MGDL,
     check_patient,
     hypoglycemia_events,
     simulate_cgm,
 )
-from nightlink.tools.simulate.hypnogram import (
+from nightlink.tools.sim.hypnogram import (
     EPOCH_S,
     STAGE4_NAMES,
     STAGE_NAMES,
     W,
     epochs_for_hours,
 )
-from nightlink.tools.simulate.room import make_room
-from nightlink.tools.simulate.wearable import make_wearable
+from nightlink.tools.sim.room import make_room
+from nightlink.tools.sim.wearable import make_wearable
 
 _LOGGER = logging.getLogger(__name__)
 FORMAT = "nightlink.sim-night/1"

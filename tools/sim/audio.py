@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from nightlink.tools.simulate.breathing import ENV_RATE, Airflow, make_airflow
-from nightlink.tools.simulate.events import NightPlan, patient_key, plan_night
-from nightlink.tools.simulate.glucose import check_patient
-from nightlink.tools.simulate.hypnogram import EPOCH_S, epochs_for_hours
+from nightlink.tools.sim.breathing import ENV_RATE, Airflow, make_airflow
+from nightlink.tools.sim.events import NightPlan, patient_key, plan_night
+from nightlink.tools.sim.glucose import check_patient
+from nightlink.tools.sim.hypnogram import EPOCH_S, epochs_for_hours
 
 _LOGGER = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000

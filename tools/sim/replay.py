@@ -19,7 +19,7 @@ def night_audio(manifest: dict) -> Iterator[np.ndarray] | None:
     not simulated (no seed)."""
     if "seed" not in manifest:
         return None
-    from nightlink.tools.simulate.audio import audio_chunks
+    from nightlink.tools.sim.audio import audio_chunks
 
     return audio_chunks(manifest["seed"], manifest["patient"], manifest["hours"])
 

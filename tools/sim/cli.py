@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from nightlink.tools.simulate.night import simulate_night
-from nightlink.tools.simulate.summary import summarize
+from nightlink.tools.sim.night import simulate_night
+from nightlink.tools.sim.summary import summarize
 
 
 @click.group()
@@ -39,7 +39,7 @@ def night(out: Path, seed: int, patient: str, hours: float, audio_format: str,
 
 def _replay_command() -> click.Command:
     from nightlink.edge.cli import replay_command
-    from nightlink.tools.simulate.replay import night_audio
+    from nightlink.tools.sim.replay import night_audio
 
     return replay_command(night_audio, help="Run the edge pipeline over the simulated night in "
                           "NIGHT_DIR, its audio regenerated from the seed when no file was kept.")

@@ -4,7 +4,7 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from nightlink.tools.simulate.glucose import MMOL_PER_MGDL
+from nightlink.tools.sim.glucose import MMOL_PER_MGDL
 
 _STAGES = ("W", "N1", "N2", "N3", "REM")
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nightlink.tools.simulate.breathing import ENV_RATE, Airflow
-from nightlink.tools.simulate.events import NightPlan, detail_value, patient_key
-from nightlink.tools.simulate.hypnogram import EPOCH_S, N1, N2, N3, REM, W
+from nightlink.tools.sim.breathing import ENV_RATE, Airflow
+from nightlink.tools.sim.events import NightPlan, detail_value, patient_key
+from nightlink.tools.sim.hypnogram import EPOCH_S, N1, N2, N3, REM, W
 
 _STREAM = 6
 _HR_OFFSET = {W: 10.0, N1: 3.0, N2: 0.0, N3: -5.0, REM: 4.0}
