@@ -13,7 +13,7 @@ from nightlink.errors import NightlinkError
 # Each tier's commands, imported only when used (so `nightlink cloud serve` loads no
 # simulator and `nightlink --help` loads nothing): name -> (module:attribute, one-line help).
 _LAZY = {
-    "bench": ("nightlink.tools.bench:bench", "Measure NAME and print its figures."),
+    "bench": ("nightlink.tools.bench.cli:bench", "Measure NAME and print its figures."),
     "cloud": ("nightlink.cloud.cli:cloud", "The cloud service: API, ingest, tenants, tokens."),
     "device": ("nightlink.tools.device_cli:device",
                "The desk clock: build, provision, flash, deploy, emulate."),

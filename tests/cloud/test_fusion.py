@@ -9,7 +9,7 @@ from nightlink.cloud import fusion
 from nightlink.cloud.reports import settings
 from nightlink.cloud.store import Store
 from nightlink.shared import features
-from nightlink.tools.bench_report import put_epochs, put_glucose
+from nightlink.tools.bench.report import put_epochs, put_glucose
 
 UTC_Z = ZoneInfo("UTC")
 NIGHT = "2026-01-15"

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nightlink.cloud.reports import settings
-from nightlink.tools.bench_report import synth_day_streams, synth_night
+from nightlink.tools.bench.report import synth_day_streams, synth_night
 
 from .conftest import PASSWORD
 

@@ -12,7 +12,7 @@ import pytest
 from nightlink.cloud.reports import render, settings
 from nightlink.cloud.reports.summary import build_report, period
 from nightlink.cloud.store import Store
-from nightlink.tools.bench_report import put_glucose, synth_day_streams, synth_night
+from nightlink.tools.bench.report import put_glucose, synth_day_streams, synth_night
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
 M = 60_000

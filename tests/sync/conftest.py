@@ -12,7 +12,7 @@ from nightlink.cloud.store import Store
 from nightlink.edge.node.config import SyncConfig
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec
-from nightlink.tools.backlog import NIGHT_EPOCHS, fill_backlog  # noqa: F401
+from nightlink.tools.bench.backlog import NIGHT_EPOCHS, fill_backlog  # noqa: F401
 
 TENANT = "fam-1"
 

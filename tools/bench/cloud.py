@@ -102,7 +102,7 @@ def bench_sync(nights: int = 7) -> dict:
     from nightlink.edge.node.config import SyncConfig
     from nightlink.edge.store import EdgeStore
     from nightlink.edge.sync.cloud_link import SyncClient
-    from nightlink.tools.backlog import fill_backlog
+    from nightlink.tools.bench.backlog import fill_backlog
     from nightlink.tools.services import Broker
 
     with tempfile.TemporaryDirectory(prefix="nl-bench-sync-") as tmp:

@@ -77,13 +77,13 @@ def bench_simulate(hours: float = 8.0, seed: int = 1, audio: bool = True) -> dic
 
 
 def _edge_audio(hours: float, naive: bool) -> dict:
-    from nightlink.tools.bench_edge import bench_edge_audio
+    from nightlink.tools.bench.edge import bench_edge_audio
 
     return bench_edge_audio(hours=hours, naive=naive)
 
 
 def _edge_night(hours: float) -> dict:
-    from nightlink.tools.bench_edge import bench_edge_night
+    from nightlink.tools.bench.edge import bench_edge_night
 
     return bench_edge_night(hours=hours)
 
@@ -118,23 +118,23 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
     elif name == "api":
         import os
 
-        from nightlink.tools.bench_api import bench_api
+        from nightlink.tools.bench.api import bench_api
 
         figures = bench_api(workers=workers or os.cpu_count() or 1)
     elif name == "sync":
-        from nightlink.tools.bench_cloud import bench_sync
+        from nightlink.tools.bench.cloud import bench_sync
 
         figures = bench_sync(nights)
     elif name == "ingest":
-        from nightlink.tools.bench_cloud import bench_ingest
+        from nightlink.tools.bench.cloud import bench_ingest
 
         figures = bench_ingest()
     elif name == "classify":
-        from nightlink.tools.bench_edge import bench_classify
+        from nightlink.tools.bench.edge import bench_classify
 
         figures = bench_classify(hours)
     elif name == "report":
-        from nightlink.tools.bench_report import bench_report
+        from nightlink.tools.bench.report import bench_report
 
         figures = bench_report()
     else:

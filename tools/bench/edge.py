@@ -48,7 +48,7 @@ def _child(mode: str, wav: Path) -> dict:
     """Run one measurement in a fresh interpreter; return its JSON figures."""
     env = {**os.environ, **_ONE_THREAD}
     proc = subprocess.run(
-        [sys.executable, "-m", "nightlink.tools.bench_edge", mode, str(wav)],
+        [sys.executable, "-m", "nightlink.tools.bench.edge", mode, str(wav)],
         capture_output=True, text=True, env=env, check=False,
     )
     if proc.returncode != 0:
