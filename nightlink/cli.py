@@ -87,7 +87,7 @@ def main(verbose: bool) -> None:
                    "consumes it as a stream.")
 def demo(out: Path, seed: int, patient: str, hours: float, keep_audio_file: bool) -> None:
     """Run the main job: simulate a night, run the edge node over it, sync it to the cloud."""
-    from nightlink.tools.demo import run_demo
+    from nightlink.tools.demo.run import run_demo
 
     run_demo(out, seed=seed, patient=patient, hours=hours, keep_audio_file=keep_audio_file,
              echo=click.echo)

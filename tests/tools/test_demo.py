@@ -1,6 +1,6 @@
 """The main job end to end: simulate, edge replay, sync over the embedded broker, cloud."""
 
-from nightlink.tools.demo import run_demo
+from nightlink.tools.demo.run import run_demo
 
 
 def test_demo__a_short_night_reaches_the_cloud(tmp_path):

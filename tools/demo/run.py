@@ -30,7 +30,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
     from nightlink.edge.node.config import SyncConfig
     from nightlink.edge.store import EdgeStore
     from nightlink.edge.sync.cloud_link import SyncClient
-    from nightlink.tools.embedded_broker import EmbeddedBroker
+    from nightlink.tools.demo.broker import EmbeddedBroker
     from nightlink.tools.sim.night import simulate_night
     from nightlink.tools.sim.replay import replay
     from nightlink.tools.sim.summary import summarize
@@ -88,7 +88,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
             e = latest[0]
             echo(f"Nightscout API (tenant {TENANT}): latest sgv {e['sgv']} mg/dL "
                  f"{e['direction']} at {e['dateString']}")
-        from nightlink.tools import demo_report
+        from nightlink.tools.demo import report as demo_report
         from nightlink.tools.emulate import clock_night  # the desk clock through the night
 
         clock = clock_night(out, echo=echo)
