@@ -1,1 +1,2 @@
-# Desk clock firmware package marker (CPython host only; the board loads modules flat from /lib).
+# Desk clock firmware: `nightlink.device` on CPython and, on the board, the package
+# /lib/nightlink/device (main.py and boot.py also sit at the filesystem root as the entry points).

@@ -9,13 +9,8 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-try:
-    import alerts
-
-    import config
-except ImportError:  # CPython: the package layout
-    from nightlink.device import config
-    from nightlink.shared import alerts
+from nightlink.device import config
+from nightlink.shared import alerts
 
 # Kinds in priority order (the first active one is shown and decides the sound).
 URGENT_LOW = "urgent_low"

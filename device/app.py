@@ -12,22 +12,8 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-import alarms
-import render
-import ssd1680
-import tzrule
-
-try:
-    import alerts
-    import codec
-    import units
-except ImportError:  # CPython: the package layout
-    from nightlink.shared import alerts, codec, units
-
-try:
-    import lowrisk  # the on-device predicted-low model (issue 6)
-except ImportError:
-    lowrisk = None
+from nightlink.device import alarms, lowrisk, render, ssd1680, tzrule
+from nightlink.shared import alerts, codec, units
 
 _MAX_READINGS = const(36)  # 3 hours at 5-minute spacing
 _MINUTE_MS = const(60000)
@@ -50,10 +36,9 @@ class Clock:
         self.errors = list(errors)
         self.hw = hw or Hardware()
         self.tz = tzrule.Tz(cfg["tz"])
-        self.model = lowrisk.LowRisk() if lowrisk is not None else None
-        self.history = [0] * (lowrisk.HISTORY if lowrisk is not None else 12)
-        self.alarms = alarms.Alarms(
-            cfg, lowrisk.ALARM_PERMILLE if lowrisk is not None else None)
+        self.model = lowrisk.LowRisk()  # the on-device predicted-low model
+        self.history = [0] * lowrisk.HISTORY
+        self.alarms = alarms.Alarms(cfg, lowrisk.ALARM_PERMILLE)
         self.readings = []  # (t_ms, sgv) oldest first, sensor error codes included
         self.trend = 0
         self.delta = None

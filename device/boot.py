@@ -3,8 +3,7 @@
 
 import machine
 
-import boot_guard
-import config
+from nightlink.device import boot_guard, config
 
 cfg, _errors = config.load("/config.json")
 if machine.Pin(cfg["pins"]["button"], machine.Pin.IN, machine.Pin.PULL_UP)() == 0:

@@ -3,17 +3,8 @@
 
 import json
 
-try:
-    import topics
-
-    import tzrule
-except ImportError:  # CPython: the package layout
-    from nightlink.device import tzrule
-    from nightlink.shared import topics
-
-MGDL = "mg/dL"
-MMOLL = "mmol/L"
-_MMOL = 18.016  # CLINICAL.md: mmol/L = mg/dL / 18.016
+from nightlink.device import tzrule
+from nightlink.shared import topics, units
 
 MUTABLE = ("high", "rising_fast", "stale", "low", "predicted_low")
 NEVER_MUTED = ("urgent_low", "no_data")
@@ -24,10 +15,11 @@ DEFAULTS = {
     "wifi": [],
     "mqtt": {"host": "", "port": 1883, "user": None, "password": None, "tls": False},
     "cloud": None,
-    "units": MGDL,
+    "units": units.MGDL,
     "tz": "UTC0",
-    "thresholds": {"urgent_low": 54, "low": 70, "high": 250, "rising_fast": 3.0,
-                   "stale_min": 15, "nodata_min": 30},
+    "thresholds": {"urgent_low": units.VERY_LOW, "low": units.LOW, "high": units.VERY_HIGH,
+                   "rising_fast": 3.0, "stale_min": units.STALE_MIN,
+                   "nodata_min": units.URGENT_STALE_MIN},
     "quiet_hours": None,
     "alarms": {"snooze_min": 30, "urgent_snooze_min": 10},
     "pins": {"buzzer": 25, "led": 2, "button": 0, "sda": 21, "scl": 22, "epd_sck": 18,
@@ -93,7 +85,7 @@ def _dict(errs, cfg, key, required):
 
 
 def _to_mgdl(value, unit):
-    return value * _MMOL if unit == MMOLL else value
+    return value * units.MGDL_PER_MMOLL if unit == units.MMOLL else value
 
 
 def validate(cfg):
@@ -164,10 +156,10 @@ def validate(cfg):
             sec = cl.get("api_secret")
             if not isinstance(sec, str) or len(sec) < 12:
                 errs.append("cloud.api_secret must be text of 12 characters or more.")
-    unit = cfg.get("units", MGDL)
-    if unit not in (MGDL, MMOLL):
+    unit = cfg.get("units", units.MGDL)
+    if unit not in (units.MGDL, units.MMOLL):
         errs.append('units must be "mg/dL" or "mmol/L".')
-        unit = MGDL
+        unit = units.MGDL
     tz = cfg.get("tz", "UTC0")
     try:
         tzrule.Tz(tz)
@@ -183,8 +175,8 @@ def validate(cfg):
             v = th[k]
             per = "/min" if k == "rising_fast" else ""
             if not _num(v) or not lo <= _to_mgdl(v, unit) <= hi:
-                if unit == MMOLL:
-                    lo, hi = lo / _MMOL, hi / _MMOL
+                if unit == units.MMOLL:
+                    lo, hi = lo / units.MGDL_PER_MMOLL, hi / units.MGDL_PER_MMOLL
                 errs.append("thresholds.%s must be a number between %s and %s %s%s."
                             % (k, _fmt(lo), _fmt(hi), unit, per))
         for k, lo, hi in _MINUTE_LIMITS:

@@ -12,13 +12,10 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-try:
-    import lowrisk_weights as _w
-except ImportError:  # CPython: the package layout
-    from nightlink.device import lowrisk_weights as _w
+from nightlink.device import lowrisk_weights
 
 HISTORY = const(12)  # readings, 5 minutes apart, oldest first; 0 = missing
-ALARM_PERMILLE = _w.ALARM_PERMILLE
+ALARM_PERMILLE = lowrisk_weights.ALARM_PERMILLE
 _MASK = const(0x7FFF)
 _MAX_MGDL = const(400)
 
@@ -62,7 +59,7 @@ class LowRisk:
     def __init__(self):
         self.layers = []
         width = HISTORY
-        for n_in, n_out, in_zp, out_zp, relu, w, b, m, sh in _w.LAYERS:
+        for n_in, n_out, in_zp, out_zp, relu, w, b, m, sh in lowrisk_weights.LAYERS:
             if n_in != width or len(w) != n_in * n_out:
                 raise ValueError("lowrisk_weights: layer shapes do not chain")
             fmt = "<%di" % n_out
@@ -80,8 +77,8 @@ class LowRisk:
             width = n_out
         self.x = bytearray(HISTORY)  # int8 input, stored as bytes (two's complement)
         self.filled = array("h", [0] * HISTORY)
-        self.lut = _w.INPUT_LUT
-        self.permille = array("H", struct.unpack("<256H", _w.PERMILLE))
+        self.lut = lowrisk_weights.INPUT_LUT
+        self.permille = array("H", struct.unpack("<256H", lowrisk_weights.PERMILLE))
         self.logit = 0
 
     def predict(self, history):

@@ -1,23 +1,30 @@
 # The clock's entry point on the board (runs after boot.py): hardware from the config's pins,
-# the app in runtime.Runner, a watchdog, and safe mode after three failed starts.
+# one MQTT link for the edge's feed and the outbox sync, a watchdog, safe mode after 3 failures.
 
 import gc
 import time
 
-import epoch
 import machine
 
-import boot_guard
-import config
+try:
+    from micropython import const
+except ImportError:  # CPython (host port, tests)
 
-_CONFIG = "/config.json"
-_WDT_MS = 30000
+    def const(x):
+        return x
+
+
+from nightlink.device import boot_guard, config
+from nightlink.shared import epoch
+
+_WDT_MS = const(30000)
+_KEEPALIVE_S = const(60)
+_WIFI_BOOT_MS = const(10000)  # per network: how long the start waits for Wi-Fi before NTP
+_SAMPLE_EVERY = const(5)  # passes (about a second each) between room samples
 
 
 def _hardware(cfg):
-    import annunciator
-    import app
-    import ssd1680
+    from nightlink.device import annunciator, app, ssd1680
 
     p = cfg["pins"]
     spi = machine.SPI(1, baudrate=4000000, sck=machine.Pin(p["epd_sck"]),
@@ -36,27 +43,31 @@ def _hardware(cfg):
     return app.Hardware(panel, ann)
 
 
-def _wifi(cfg):
+def _link(cfg):
+    """The clock's one MQTT link: one client under the clock's id, the config's networks."""
     import network
+    from umqtt.simple import MQTTClient, MQTTException
 
-    w = network.WLAN(network.STA_IF)
-    w.active(True)
-    for net in cfg["wifi"]:
-        w.connect(net["ssid"], net.get("password", ""))
-        for _ in range(100):
-            if w.isconnected():
-                return w
-            time.sleep_ms(100)
-    return w
-
-
-def _client(cfg):
-    from umqtt.simple import MQTTClient
+    from nightlink.device import mqtt_link
 
     m = cfg["mqtt"]
-    return MQTTClient("nl-clock-" + cfg["device"]["id"], m["host"], m["port"],
-                      user=m.get("user"), password=m.get("password"), keepalive=60,
-                      ssl=m.get("tls", False))
+    return mqtt_link.MqttLink(MQTTClient, "nl-clock-" + cfg["device"]["id"], m["host"],
+                              m["port"], user=m.get("user"), password=m.get("password"),
+                              tls=m.get("tls", False), keepalive_s=_KEEPALIVE_S,
+                              wlan=network.WLAN(network.STA_IF), networks=cfg["wifi"],
+                              refused=MQTTException)
+
+
+def _start_wifi(link, networks, wdt):
+    """Give Wi-Fi a few seconds at start, so the clock's time is set before anything else."""
+    t0 = time.ticks_ms()
+    wait = _WIFI_BOOT_MS * len(networks)  # no networks (not provisioned): no wait
+    while not link.join_wifi(epoch.unix_now() * 1000):
+        if time.ticks_diff(time.ticks_ms(), t0) > wait:
+            return False
+        wdt.feed()  # up to 10 s per network: longer than the watchdog's 30 s with several
+        time.sleep_ms(100)
+    return True
 
 
 def _http_get(url, headers):
@@ -69,13 +80,10 @@ def _http_get(url, headers):
         r.close()
 
 
-def _room(cfg):
-    """The room epochs' outbox, its MQTT sync and the sensors the config names."""
-    import features
-
-    import clock_sync
-    import outbox
-    import sensors
+def _room(cfg, link, root):
+    """The room epochs' outbox, its sync over the link and the sensors the config names."""
+    from nightlink.device import clock_sync, outbox, sensors
+    from nightlink.shared import features
 
     p = cfg["pins"]
     s = cfg["sensors"]
@@ -94,9 +102,9 @@ def _room(cfg):
                           sd=machine.Pin(p["i2s_sd"]), mode=machine.I2S.RX, bits=32,
                           format=machine.I2S.MONO, rate=16000, ibuf=8192)
         probes["mic"] = sensors.MicLevel(i2s)
-    box = outbox.Outbox("/outbox.bin", protected=(features.CGM,))
+    box = outbox.Outbox(root + "outbox.bin", protected=(features.CGM,))
     dev = cfg["device"]
-    sync = clock_sync.ClockSync(box, lambda: _client(cfg), dev["tenant"], dev["id"])
+    sync = clock_sync.ClockSync(box, link, dev["tenant"], dev["id"])
     boot = int.from_bytes(machine.unique_id()[-2:], "little") ^ (epoch.unix_now() & 0xFFFF)
     return sync, sensors.RoomEpochs(box, dev["id"], boot), probes
 
@@ -114,11 +122,11 @@ def _sample(probes):
     return (t, rh, lux, co2, noise)
 
 
-def safe_mode(guard, errors):
+def safe_mode(guard, errors, root="/"):
     """Status screen only: no app, no alarms logic that crashed; the button leaves it."""
-    import app
+    from nightlink.device import app
 
-    cfg, _ = config.load(_CONFIG)
+    cfg, _ = config.load(root + "config.json")
     c = app.Clock(cfg, ["Safe mode: the clock failed to start %d times." % guard.failed]
                   + list(errors), _hardware(cfg))
     btn = machine.Pin(cfg["pins"]["button"], machine.Pin.IN, machine.Pin.PULL_UP)
@@ -129,35 +137,36 @@ def safe_mode(guard, errors):
     machine.reset()
 
 
-def main():
-    guard = boot_guard.BootGuard()
-    cfg, errors = config.load(_CONFIG)
+def main(root="/", passes=-1):
+    """Start the clock and run its loop: forever on the board; `passes` > 0 stops it after
+    that many passes and returns (runner, room) so a test can look at what was wired."""
+    guard = boot_guard.BootGuard(root + "bootcount")
+    cfg, errors = config.load(root + "config.json")
     if guard.starting():
-        safe_mode(guard, errors)
-        return
+        safe_mode(guard, errors, root)
+        return None
     wdt = machine.WDT(timeout=_WDT_MS)
-    import app
-    import runtime
+    from nightlink.device import app, runtime
 
     hw = _hardware(cfg)
     vbus = machine.Pin(cfg["pins"]["vbus"], machine.Pin.IN)
     clock = app.Clock(cfg, errors, hw, usb=vbus() == 1)
-    w = _wifi(cfg)
-    try:
-        import ntptime
+    link = _link(cfg)
+    if _start_wifi(link, cfg["wifi"], wdt):
+        try:
+            import ntptime
 
-        ntptime.settime()
-    except (ImportError, OSError):
-        pass  # keep the RTC's time; readings carry their own timestamps
-    clock.link["Wi-Fi"] = cfg["wifi"][0]["ssid"] if w.isconnected() else "not connected"
-    sync, room, probes = _room(cfg)
-    runner = runtime.Runner(clock, _client, _http_get if cfg.get("cloud") else None, sync=sync,
+            ntptime.settime()
+        except (ImportError, OSError):
+            pass  # keep the RTC's time; readings carry their own timestamps
+    sync, room, probes = _room(cfg, link, root)
+    runner = runtime.Runner(clock, link, _http_get if cfg.get("cloud") else None, sync=sync,
                             wdt=wdt)
     btn = machine.Pin(cfg["pins"]["button"], machine.Pin.IN, machine.Pin.PULL_UP)
     pressed = False
-    passes = 0
+    n = 0
     gc.collect()
-    while True:
+    while n != passes:
         now = epoch.unix_now() * 1000
         down = btn() == 0
         if down and not pressed:
@@ -165,13 +174,15 @@ def main():
         pressed = down
         runner.step(now)
         if hw.annunciator is not None:
-            for _ in range(20):  # one second of alarm pattern between passes
-                hw.annunciator.tick(epoch.unix_now() * 1000 + _ * 50)
+            for i in range(20):  # one second of alarm pattern between passes
+                hw.annunciator.tick(epoch.unix_now() * 1000 + i * 50)
                 time.sleep_ms(50)
-        if room is not None and passes % 5 == 0:  # a room sample every ~5 s
+        if n % _SAMPLE_EVERY == 0:
             room.add(now // 1000, _sample(probes))
-        passes += 1
-        guard.healthy(passes)
+        n += 1
+        guard.healthy(n)
+    return runner, room
 
 
-main()
+if __name__ == "__main__":
+    main()

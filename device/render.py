@@ -1,8 +1,6 @@
 # The clock's screens drawn into a 296x128 1-bit framebuf (MONO_VLSB, 1 = ink): night,
 # morning summary, setup/status. Pure drawing from a View; no hardware, no clock reads.
 
-import framebuf
-
 try:
     from micropython import const
 except ImportError:  # CPython (host port)
@@ -11,14 +9,8 @@ except ImportError:  # CPython (host port)
         return x
 
 
-import font_big
-import font_mid
-import font_small
-
-try:
-    import units
-except ImportError:  # CPython: the package layout
-    from nightlink.shared import units
+from nightlink.device import font_big, font_mid, font_small
+from nightlink.shared import units
 
 W = const(296)
 H = const(128)
@@ -30,8 +22,16 @@ STALE = const(1)  # older than thresholds.stale_min: struck through, age inverte
 NODATA = const(2)  # older than thresholds.nodata_min: "NO DATA since HH:MM"
 
 
+framebuf = None  # the board's built-in module, bound by new_buffer() (screens start there)
+
+
 def new_buffer():
-    """(bytearray, FrameBuffer) for one screen; allocate once at start."""
+    """(bytearray, FrameBuffer) for one screen; allocate once at start. framebuf is imported
+    here, not with the module, so the app's modules import on any CPython; drawing needs
+    the board's framebuf, or the host port's stand-in on a PC."""
+    global framebuf
+    import framebuf
+
     buf = bytearray(W * H // 8)
     return buf, framebuf.FrameBuffer(buf, W, H, framebuf.MONO_VLSB)
 

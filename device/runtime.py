@@ -1,6 +1,6 @@
-# The clock's main loop around the app: Wi-Fi, the edge's MQTT feed, the Nightscout fallback,
-# the outbox sync, the button and the watchdog. Time and hardware come from the caller, so the
-# emulator runs this same loop on a PC (tools/hostport) with a faster clock.
+# The clock's main loop around the app: the MQTT link (Wi-Fi, broker), the edge's feed, the
+# Nightscout fallback, the outbox sync and the watchdog. Time and hardware come from the
+# caller, so the emulator runs this same loop on a PC (tools/device/hostport), faster.
 
 import binascii
 import hashlib
@@ -14,16 +14,10 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-try:
-    import topics
-except ImportError:  # CPython: the package layout
-    from nightlink.shared import topics
+from nightlink.shared import topics
 
-_BACKOFF_MIN_MS = const(2000)
-_BACKOFF_MAX_MS = const(120000)
 _FALLBACK_AFTER_MS = const(360000)  # no word from the edge for 6 minutes: ask the cloud
 _POLL_MS = const(60000)
-_KEEPALIVE_S = const(60)
 
 
 def api_secret_header(secret):
@@ -32,22 +26,18 @@ def api_secret_header(secret):
 
 
 class Runner:
-    """step(now_ms) once a second or so. make_client(cfg) -> umqtt.simple.MQTTClient;
-    http_get(url, headers) -> (status, body bytes) raising OSError when unreachable."""
+    """step(now_ms) once a second or so. link: the clock's MqttLink (None: no broker), which
+    this loop steps and takes the edge's feed from; http_get(url, headers) -> (status, body
+    bytes) raising OSError when unreachable; sync: the outbox's ClockSync on the same link."""
 
-    def __init__(self, clock, make_client, http_get=None, sync=None, wdt=None):
+    def __init__(self, clock, link=None, http_get=None, sync=None, wdt=None):
         self.clock = clock
         self.cfg = clock.cfg
-        self.make_client = make_client
+        self.link = link
         self.http_get = http_get
         self.sync = sync
         self.wdt = wdt
-        self.client = None
-        self.backoff = _BACKOFF_MIN_MS
-        self.next_connect = 0
         self.next_poll = 0
-        self.broker_up = False
-        self.mqtt_errors = 0
         self.polls = 0
         self.poll_errors = 0
         self.last_sync_ms = None
@@ -62,38 +52,17 @@ class Runner:
             self.cloud_url = cl["url"].rstrip("/") + "/api/v1/entries.json?count=12"
             self.cloud_headers = {"api-secret": api_secret_header(cl["api_secret"]),
                                   "Accept": "application/json"}
+        if link is not None:
+            link.subscribe(self.filter, 0, self._on_message)
+
+    @property
+    def broker_up(self):
+        return self.link is not None and self.link.up
 
     def _on_message(self, topic, msg):
         if self.clock.on_message(topic, msg, self.now):
             self.last_sync_ms = self.now
             self.last_lan_ms = self.now
-
-    def _connect(self, now):
-        if now < self.next_connect:
-            return
-        try:
-            c = self.make_client(self.cfg)
-            c.set_callback(self._on_message)
-            c.connect()
-            c.subscribe(self.filter, 0)
-        except OSError:
-            self._failed(now)
-            return
-        self.client = c
-        self.broker_up = True
-        self.backoff = _BACKOFF_MIN_MS
-
-    def _failed(self, now):
-        self.mqtt_errors += 1
-        if self.client is not None:
-            try:
-                self.client.disconnect()
-            except OSError:
-                pass
-        self.client = None
-        self.broker_up = False
-        self.next_connect = now + self.backoff
-        self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
 
     def _poll_cloud(self, now):
         """Nightscout fallback: only when the edge has been silent for a while."""
@@ -121,13 +90,8 @@ class Runner:
 
     def step(self, now):
         self.now = now
-        if self.client is None:
-            self._connect(now)
-        if self.client is not None:
-            try:
-                self.client.check_msg()
-            except OSError:
-                self._failed(now)
+        if self.link is not None:
+            self.link.step(now)  # the feed's messages reach _on_message from here
         self._poll_cloud(now)
         if self.sync is not None:
             self.sync.step(now)
@@ -139,6 +103,8 @@ class Runner:
     def _status(self, now):
         link = self.clock.link
         m = self.cfg["mqtt"]
+        if self.link is not None and self.link.wlan is not None:
+            link["Wi-Fi"] = self.link.ssid if self.link.wifi_connected() else "not connected"
         link["Broker"] = "%s:%d %s" % (m["host"], m["port"], "up" if self.broker_up else "down")
         if self.last_sync_ms is None:
             link["Last sync"] = "never"

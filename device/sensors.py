@@ -13,27 +13,13 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-try:
-    import codec
-    import epoch
-    import features
-except ImportError:  # CPython: the package layout
-    from nightlink.shared import codec, epoch, features
+from nightlink.shared import codec, epoch, features
+from nightlink.shared.sensirion import crc8
 
 SHT4X_ADDR = const(0x44)
 BH1750_ADDR = const(0x23)
 SCD4X_ADDR = const(0x62)
 BME280_ADDR = const(0x76)
-
-
-def crc8(data):
-    """Sensirion CRC-8 (polynomial 0x31, init 0xFF) of two bytes."""
-    crc = 0xFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
 
 
 def _words(buf, n):

@@ -15,7 +15,7 @@ from nightlink.errors import NightlinkError
 _LAZY = {
     "bench": ("nightlink.tools.bench.cli:bench", "Measure NAME and print its figures."),
     "cloud": ("nightlink.cloud.cli:cloud", "The cloud service: API, ingest, tenants, tokens."),
-    "device": ("nightlink.tools.device_cli:device",
+    "device": ("nightlink.tools.device.cli:device",
                "The desk clock: build, provision, flash, deploy, emulate."),
     "edge": ("nightlink.edge.cli:edge", "The bedside edge node: capture, features, local store."),
     "eval": ("nightlink.tools.train.cli:evaluate", "Score the committed models."),

@@ -1,2 +1,2 @@
-# Wire contract shared by clock, edge and cloud (CPython package marker; on the board these
-# modules are deployed flat to /lib).
+# Wire contract shared by clock, edge and cloud: `nightlink.shared` on CPython and, on the
+# board, the package /lib/nightlink/shared.

@@ -9,10 +9,7 @@ except ImportError:  # CPython
         return x
 
 
-try:
-    from . import units
-except ImportError:  # MicroPython: flat in /lib
-    import units
+from nightlink.shared import units
 
 MINUTE_MS = const(60000)
 CURRENT_MIN = const(15)  # a reading is current for 15 minutes (Nightscout)

@@ -1,4 +1,4 @@
-# Clinical classes shared by the edge, the cloud and the clock (definitions: CLINICAL.md).
+# Clinical classes shared by the edge, the cloud and the clock.
 # AHI severity per AASM: < 5 normal, 5-15 mild, 15-30 moderate, >= 30 severe.
 
 

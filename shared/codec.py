@@ -11,10 +11,7 @@ except ImportError:  # CPython
         return x
 
 
-try:
-    from . import features as _f
-except ImportError:  # MicroPython: shared/ is deployed flat to /lib
-    import features as _f
+from nightlink.shared import features
 
 try:
     from binascii import crc32 as _crc32
@@ -54,6 +51,16 @@ BATCH_ZLIB = const(0x01)  # batch flag: the records part is a zlib stream
 
 # version u8, stream u8, flags u8, nfeat u8, device 6s, boot u32, seq u32, epoch u32, count u16
 _HEADER = "<BBBB6sIIIH"
+# Positions of the fields in the tuple peek_header returns (the header's order on the wire).
+H_VERSION = const(0)
+H_STREAM = const(1)
+H_FLAGS = const(2)
+H_NFEAT = const(3)
+H_DEVICE = const(4)
+H_BOOT = const(5)
+H_SEQ = const(6)
+H_EPOCH = const(7)
+H_COUNT = const(8)
 _BATCH_HEADER = "<2sBBH"
 
 
@@ -112,7 +119,7 @@ class Record:
         self.epoch = epoch  # index of the first epoch on the 30-s grid
         self.rows = rows  # one tuple of raw ints per epoch, sentinels for missing
         self.flags = flags
-        self.nfeat = len(_f.features(stream)) if nfeat < 0 else nfeat
+        self.nfeat = len(features.features(stream)) if nfeat < 0 else nfeat
 
     @property
     def count(self):
@@ -120,16 +127,16 @@ class Record:
 
     def values(self):
         """Rows as physical values: a list per epoch, None where the feature was missing."""
-        feats = _f.features(self.stream)
+        feats = features.features(self.stream)
         out = []
-        bounds = _f.bounds(self.stream)
+        bounds = features.bounds(self.stream)
         for row in self.rows:
             vals = []
             for i in range(len(feats)):
                 if row[i] == bounds[i][0]:
                     vals.append(None)
                 else:
-                    vals.append(_f.dequantize(feats[i], row[i]))
+                    vals.append(features.dequantize(feats[i], row[i]))
             out.append(vals)
         return out
 
@@ -157,7 +164,7 @@ class Record:
 
 def quantize_row(stream, values):
     """Raw tuple for one epoch of physical values (None = missing); RangeError if out of range."""
-    feats = _f.features(stream)
+    feats = features.features(stream)
     if not feats:
         raise StreamError("stream id %d is not in the feature registry" % stream)
     if len(values) != len(feats):
@@ -169,25 +176,25 @@ def quantize_row(stream, values):
         feat = feats[i]
         v = values[i]
         if v is None:
-            raw.append(_f.MISSING[feat[_f.F_TYPE]])
+            raw.append(features.MISSING[feat[features.F_TYPE]])
             continue
-        if v != v or v < feat[_f.F_LO] or v > feat[_f.F_HI]:
+        if v != v or v < feat[features.F_LO] or v > feat[features.F_HI]:
             raise RangeError(
                 "%s = %r is outside its valid range %r..%r %s"
-                % (feat[_f.F_NAME], v, feat[_f.F_LO], feat[_f.F_HI], feat[_f.F_UNIT])
+                % (feat[features.F_NAME], v, feat[features.F_LO], feat[features.F_HI], feat[features.F_UNIT])
             )
-        raw.append(_f.quantize(feat, v))
+        raw.append(features.quantize(feat, v))
     return tuple(raw)
 
 
 def record_size(stream, count, nfeat=-1):
     """Bytes an encoded record of count epochs takes."""
-    return HEADER_SIZE + count * struct.calcsize(_f.row_format(stream, nfeat)) + CRC_SIZE
+    return HEADER_SIZE + count * struct.calcsize(features.row_format(stream, nfeat)) + CRC_SIZE
 
 
 def encode_into(buf, offset, rec):
     """Write rec into buf at offset (a preallocated bytearray); return the bytes written."""
-    feats = _f.features(rec.stream)
+    feats = features.features(rec.stream)
     if not feats:
         raise StreamError("stream id %d is not in the feature registry" % rec.stream)
     if rec.nfeat != len(feats):
@@ -198,7 +205,7 @@ def encode_into(buf, offset, rec):
         raise WireError("a record holds 1..%d epochs, not %d" % (MAX_COUNT, len(rec.rows)))
     if rec.flags & ~_KNOWN_FLAGS:
         raise WireError("unknown flag bits 0x%02x" % (rec.flags & ~_KNOWN_FLAGS))
-    fmt = _f.row_format(rec.stream)
+    fmt = features.row_format(rec.stream)
     step = struct.calcsize(fmt)
     total = HEADER_SIZE + len(rec.rows) * step + CRC_SIZE
     if offset + total > len(buf):
@@ -237,47 +244,63 @@ def encode(rec):
 def _check_raw_row(stream, row, nfeat):
     if len(row) != nfeat:
         raise StreamError("a row has %d values, the layout %d" % (len(row), nfeat))
-    bounds = _f.bounds(stream)
+    bounds = features.bounds(stream)
     for i in range(nfeat):
         missing, lo, hi = bounds[i]
         raw = row[i]
         if raw != missing and (raw < lo or raw > hi):
-            feat = _f.features(stream)[i]
+            feat = features.features(stream)[i]
             raise RangeError(
                 "%s raw value %d is outside %d..%d (%r..%r %s)"
-                % (feat[_f.F_NAME], raw, lo, hi, feat[_f.F_LO], feat[_f.F_HI], feat[_f.F_UNIT])
+                % (feat[features.F_NAME], raw, lo, hi, feat[features.F_LO], feat[features.F_HI], feat[features.F_UNIT])
             )
 
 
-def peek_length(buf, offset=0):
-    """Total length of the record starting at offset, from its header alone."""
+def peek_header(buf, offset=0):
+    """The header of the record starting at offset, read without its rows or CRC: the tuple
+    (version, stream, flags, nfeat, device, boot, seq, epoch, count), indexed by H_VERSION ..
+    H_COUNT. Raises TruncatedError for a short buffer, VersionError for another format."""
     if len(buf) - offset < HEADER_SIZE:
         raise TruncatedError(
             "record header needs %d bytes, %d left" % (HEADER_SIZE, len(buf) - offset)
         )
-    version, stream, _flags, nfeat = struct.unpack_from("<BBBB", buf, offset)
-    if version != VERSION:
-        raise VersionError("record format version %d, this build reads %d" % (version, VERSION))
-    feats = _f.features(stream)
+    h = struct.unpack_from(_HEADER, buf, offset)
+    if h[0] != VERSION:
+        raise VersionError("record format version %d, this build reads %d" % (h[0], VERSION))
+    return h
+
+
+def last_seq(header):
+    """Sequence number of the last row of a record, from its peek_header tuple."""
+    return header[H_SEQ] + header[H_COUNT] - 1
+
+
+def peek_length(buf, offset=0):
+    """Total length of the record starting at offset, from its header alone."""
+    h = peek_header(buf, offset)
+    return _length(h[H_STREAM], h[H_NFEAT], h[H_COUNT])
+
+
+def _length(stream, nfeat, count):
+    feats = features.features(stream)
     if not feats:
         raise StreamError("stream id %d is not in the feature registry" % stream)
     if nfeat == 0 or nfeat > len(feats):
         raise StreamError(
             "stream %s carries %d features, this build knows %d"
-            % (_f.stream(stream)[_f.S_NAME], nfeat, len(feats))
+            % (features.stream(stream)[features.S_NAME], nfeat, len(feats))
         )
-    count = struct.unpack_from("<H", buf, offset + 22)[0]
     if count == 0 or count > MAX_COUNT:
         raise WireError("record epoch count %d is outside 1..%d" % (count, MAX_COUNT))
-    return HEADER_SIZE + count * struct.calcsize(_f.row_format(stream, nfeat)) + CRC_SIZE
+    return HEADER_SIZE + count * struct.calcsize(features.row_format(stream, nfeat)) + CRC_SIZE
 
 
-def decode(buf, offset=0, length=-1):
-    """Decode the record filling buf[offset:offset + length] (length: the rest of buf).
-
-    To read a record out of a longer buffer, pass length=peek_length(buf, offset).
-    """
-    total = peek_length(buf, offset)
+def check(buf, offset=0, length=-1):
+    """Check the record filling buf[offset:offset + length] (length: the rest of buf) as
+    decode does — header, length, CRC32, flags — without reading its rows; return its header
+    (the tuple of peek_header)."""
+    h = peek_header(buf, offset)
+    total = _length(h[H_STREAM], h[H_NFEAT], h[H_COUNT])
     avail = len(buf) - offset if length < 0 else length
     if avail < total:
         raise TruncatedError("record needs %d bytes, %d present" % (total, avail))
@@ -285,19 +308,20 @@ def decode(buf, offset=0, length=-1):
         raise WireError("record is %d bytes but %d were given" % (total, avail))
     if offset + total > len(buf):
         raise TruncatedError("record needs %d bytes, the buffer ends first" % total)
-    mv = memoryview(buf)
-    end = offset + total - CRC_SIZE
-    want = struct.unpack_from("<I", buf, end)[0]
-    got = crc32(mv[offset:end])
-    if want != got:
-        raise CrcError("record CRC32 is %08x, the bytes give %08x" % (want, got))
-    _v, stream, flags, nfeat, device, boot, seq, epoch, count = struct.unpack_from(
-        _HEADER, buf, offset
-    )
-    if flags & ~_KNOWN_FLAGS:
-        raise WireError("unknown flag bits 0x%02x" % (flags & ~_KNOWN_FLAGS))
-    feats = _f.features(stream)
-    fmt = _f.row_format(stream, nfeat)
+    check_crc(buf, offset, total)
+    if h[H_FLAGS] & ~_KNOWN_FLAGS:
+        raise WireError("unknown flag bits 0x%02x" % (h[H_FLAGS] & ~_KNOWN_FLAGS))
+    return h
+
+
+def decode(buf, offset=0, length=-1):
+    """Decode the record filling buf[offset:offset + length] (length: the rest of buf).
+
+    To read a record out of a longer buffer, pass length=peek_length(buf, offset).
+    """
+    _v, stream, flags, nfeat, device, boot, seq, epoch, count = check(buf, offset, length)
+    feats = features.features(stream)
+    fmt = features.row_format(stream, nfeat)
     step = struct.calcsize(fmt)
     rows = []
     pos = offset + HEADER_SIZE
@@ -305,11 +329,21 @@ def decode(buf, offset=0, length=-1):
         row = struct.unpack_from(fmt, buf, pos)
         _check_raw_row(stream, row, nfeat)
         if nfeat < len(feats):  # older layout: newer features are missing, not zero
-            row = row + tuple(_f.MISSING[feats[i][_f.F_TYPE]] for i in range(nfeat, len(feats)))
+            row = row + tuple(features.MISSING[feats[i][features.F_TYPE]] for i in range(nfeat, len(feats)))
         rows.append(row)
         pos += step
     rec = Record(stream, bytes(device), boot, seq, epoch, rows, flags, len(feats))
     return rec
+
+
+def check_crc(buf, offset, total):
+    """Raise CrcError unless the record's CRC32 (its last 4 of `total` bytes at offset)
+    matches its bytes; the rows are not read."""
+    end = offset + total - CRC_SIZE
+    want = struct.unpack_from("<I", buf, end)[0]
+    got = crc32(memoryview(buf)[offset:end])
+    if want != got:
+        raise CrcError("record CRC32 is %08x, the bytes give %08x" % (want, got))
 
 
 def split(rec):

@@ -11,7 +11,7 @@ except ImportError:  # CPython
 
 MGDL = "mg/dL"
 MMOLL = "mmol/L"
-MGDL_PER_MMOLL = 18.016  # CLINICAL.md: mmol/L = mg/dL / 18.016
+MGDL_PER_MMOLL = 18.016  # mmol/L = mg/dL / 18.016 (glucose: 180.16 g/mol)
 
 # Consensus bands (Battelino et al., Diabetes Care 2019), mg/dL.
 VERY_LOW = const(54)  # level 2 hypoglycemia below this

@@ -11,6 +11,7 @@ import logging
 import time
 
 from nightlink.edge.sources.samples import Room, SourceError
+from nightlink.shared.sensirion import crc8
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -20,16 +21,6 @@ SCD4X_DATA_READY = 0xE4B8
 SCD4X_READ_MEASUREMENT = 0xEC05
 BH1750_ADDR = 0x23
 BH1750_ONE_TIME_HIGH_RES = 0x20
-
-
-def crc8(data: bytes) -> int:
-    """Sensirion CRC-8: polynomial 0x31, initial value 0xFF, no reflection."""
-    crc = 0xFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x31) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
 
 
 def parse_scd4x_words(data: bytes, n: int) -> list[int]:

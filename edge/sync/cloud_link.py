@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import struct
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -180,8 +179,7 @@ class SyncClient:
         live_from = epoch_index(now) - self.cfg.live_window_epochs
         due = self.store.due(resend_after_s=self.cfg.resend_after_s, now=now, limit=200,
                              max_priority=LIVE_PRIORITY)
-        # The first epoch sits at bytes 18..21 of the header: no need to decode the record.
-        live = [it for it in due if struct.unpack_from("<I", it.blob, 18)[0] >= live_from]
+        live = [it for it in due if codec.peek_header(it.blob)[codec.H_EPOCH] >= live_from]
         sent = self._send(live, compress=False) if live else 0
         budget = self.bucket.take(self.cfg.backfill_batch_rows, time.monotonic())
         if budget:

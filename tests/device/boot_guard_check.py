@@ -2,7 +2,7 @@
 import json
 import os
 
-import boot_guard
+from nightlink.device import boot_guard
 
 PATH = "/tmp_bootcount" if hasattr(os, "uname") and os.uname()[0] == "webassembly" else "bc"
 try:

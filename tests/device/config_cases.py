@@ -2,8 +2,7 @@
 # Prints one JSON object: {case name: [errors...]} plus the tz checks.
 import json
 
-import config
-import tzrule
+from nightlink.device import config, tzrule
 
 GOOD = {
     "version": 1,

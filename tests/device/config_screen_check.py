@@ -2,8 +2,7 @@
 # and sounds an urgent low when one comes). Runs under MicroPython or CPython; prints JSON.
 import json
 
-import app
-import config
+from nightlink.device import app, config
 
 BAD = {"version": 1, "device": {"id": "a4cf12b0c3d4", "tenant": "smith"},
        "wifi": [{"ssid": "home", "password": "short"}], "mqtt": {"host": "192.168.1.20"},

@@ -1,6 +1,6 @@
 # A simulated night through the clock app (device/app.py), under real MicroPython (heap
 # measured with gc.mem_alloc) or CPython. Prints one JSON object with what happened when.
-# Under MicroPython tests/device/mpy_steps.mjs calls tick() once per simulated minute (at the
+# Under MicroPython tests/mpy/run.mjs --steps calls tick() once per simulated minute (at the
 # top level, where this port's garbage collector can run), then finish().
 import gc
 import json
@@ -8,10 +8,8 @@ import sys
 
 if not hasattr(gc, "mem_alloc"):  # CPython: no heap figures
     gc.mem_alloc = lambda: 0
-import alarms  # noqa: E402, F401  (every module the app uses, imported before measuring)
-import app  # noqa: E402
-import config  # noqa: E402
-import render  # noqa: E402, F401
+# every module the app uses, imported before measuring
+from nightlink.device import alarms, app, config, render  # noqa: E402, F401
 
 # On the board these modules are frozen bytecode in flash; here their code sits in the heap,
 # so the app's own use is measured from the first tick (after a top-level collection).

@@ -1,11 +1,10 @@
-# Runs under MicroPython (and CPython with device/ and shared/ on the path): the flash
-# outbox through appends, a torn write, a reboot, acks, and a full disk. Prints JSON.
+# Runs under MicroPython (and CPython): the flash outbox through appends, a torn write, a
+# reboot, acks, and a full disk. Prints JSON.
 import json
 import os
 
-import codec
-import features
-from outbox import Outbox
+from nightlink.device.outbox import Outbox
+from nightlink.shared import codec, features
 
 try:
     os.mkdir("/flash")

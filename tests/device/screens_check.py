@@ -3,8 +3,7 @@
 import binascii
 import json
 
-import config
-import render
+from nightlink.device import config, render
 
 buf, fb = render.new_buffer()
 out = {}

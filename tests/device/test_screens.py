@@ -12,18 +12,18 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, run_micropython
+from tests.support.mpy_board import HOSTPORT, host_env
 
 SCRIPT = ROOT / "tests" / "device" / "screens_check.py"
 PNG_DIR = ROOT / "docs" / "screens"
 LIBS = [ROOT / "shared", ROOT / "device"]
-HOST_PATH = f"{ROOT / 'tools' / 'hostport'}:{ROOT / 'device'}:{ROOT / 'shared'}"
 W, H = 296, 128
 NAMES = ["night", "night_mmol", "falling", "predicted_low", "low", "urgent_low_snoozed",
          "high_quiet", "stale", "no_data", "sensor_error", "double_up", "morning", "status",
          "config_errors"]
 
-sys.path.insert(0, str(ROOT / "tools" / "hostport"))
-import png  # noqa: E402  (tools/hostport/png.py)
+sys.path.insert(0, str(HOSTPORT))
+import png  # noqa: E402  (tools/device/hostport/png.py)
 
 
 def _rows(hexbuf):
@@ -43,7 +43,7 @@ def mpy_screens():
 @pytest.fixture(scope="module")
 def cpy_screens():
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                          env={"PYTHONPATH": HOST_PATH, "PATH": ""}, check=True)
+                          env=host_env(), check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

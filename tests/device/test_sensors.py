@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.mpy_board import host_env
 
 SCRIPT = ROOT / "tests" / "device" / "sensors_check.py"
-HOST_PATH = f"{ROOT / 'tools' / 'hostport'}:{ROOT / 'device'}:{ROOT / 'shared'}"
 
 
 def _check(got):
@@ -41,5 +41,5 @@ def test_sensors__cpython_host_port(tmp_path):
     path = tmp_path / "check.py"
     path.write_text(script)
     proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                          env={"PYTHONPATH": HOST_PATH, "PATH": ""}, cwd=tmp_path, check=True)
+                          env=host_env(), cwd=tmp_path, check=True)
     _check(json.loads(proc.stdout.strip().splitlines()[-1]))

@@ -1,26 +1,24 @@
 """SSD1680 driver: the command stream it sends, replayed into a model of the controller's RAM
 addressing (datasheet: data entry mode 0x11, RAM windows 0x44/0x45, counters 0x4E/0x4F), lands
 every framebuf pixel on the right gate and source. Also the refresh policy and the annunciator.
-The SPI bus and the pins are doubles (tools/hostport/machine.py); no panel here."""
+The SPI bus and the pins are doubles (tools/device/hostport/machine.py); no panel here."""
 
 import sys
 
-from tests.conftest import ROOT
+from tests.support.mpy_board import HOSTPORT
 
 _SAVED = list(sys.path)
-for p in ("tools/hostport", "device", "shared"):
-    sys.path.insert(0, str(ROOT / p))
+sys.path.insert(0, str(HOSTPORT))
 
 import board  # noqa: E402
 
 board.install()
 
-import annunciator  # noqa: E402
 import machine  # noqa: E402
-import render  # noqa: E402
-import ssd1680  # noqa: E402
 
-sys.path[:] = _SAVED  # the board's flat names stay out of other tests' way
+from nightlink.device import annunciator, render, ssd1680  # noqa: E402
+
+sys.path[:] = _SAVED  # the board-only names stay out of other tests' way
 
 
 class Recorder:

@@ -3,7 +3,7 @@
 import gc
 import json
 
-import lowrisk
+from nightlink.device import lowrisk
 
 with open("/histories.json") as fh:
     rows = json.load(fh)

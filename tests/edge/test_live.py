@@ -19,10 +19,10 @@ import pytest
 
 from nightlink.edge.node.config import load
 from nightlink.edge.node.live_node import LiveNode, TimeBase
-from nightlink.edge.sources.room_i2c import crc8
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features
 from nightlink.shared.epoch import epoch_start
+from nightlink.shared.sensirion import crc8
 from nightlink.tools.sim.audio import audio_chunks
 
 SECRET = "bedside-secret-42"

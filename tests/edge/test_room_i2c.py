@@ -2,7 +2,8 @@
 
 import pytest
 
-from nightlink.edge.sources.room_i2c import RoomSensors, crc8, parse_scd4x_words, scd4x_measurement
+from nightlink.edge.sources.room_i2c import RoomSensors, parse_scd4x_words, scd4x_measurement
+from nightlink.shared.sensirion import crc8
 from tests.edge.test_live import FakeI2CBus
 
 

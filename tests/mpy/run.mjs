@@ -1,25 +1,36 @@
 // Run a script under the real MicroPython interpreter (WebAssembly port, Node).
-// Usage: node run.mjs [--heap BYTES] [--lib DIR]... [--put SRC:DEST]... SCRIPT.py
-// Every .py file of each --lib DIR is copied flat into /lib, as on the board;
-// --put copies one more file (golden vectors, fixtures) to DEST in the virtual FS.
+// Usage: node run.mjs [--heap BYTES] [--lib DIR]... [--mpy DIR]... [--put SRC:DEST]... [--steps]
+//                     SCRIPT.py
+// Each --lib DIR (shared/, device/) becomes the package /lib/nightlink/<name of DIR>, as the
+// clock's image lays it out, with a minimal /lib/nightlink/__init__.py above them;
+// --mpy DIR copies a tree of mpy-cross output (nightlink/...) into /lib as it is;
+// --put copies one more file (golden vectors, fixtures, doubles) to DEST in the virtual FS.
+// --steps: after the script, call its tick() once per top-level runPython until it returns
+// False, then its finish(). In this port the garbage collector frees memory only between
+// top-level calls, so long runs (a night, a week of outbox) go in steps as on a board.
 // Exit code 0 when the script ran, 1 when it raised (traceback on stderr).
-import { readFileSync, readdirSync } from "node:fs";
-import { join, dirname } from "node:path";
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { join, dirname, basename, resolve } from "node:path";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 
 const args = process.argv.slice(2);
 let heap = 256 * 1024;
 const libs = [];
+const mpys = [];
 const puts = [];
 let script = null;
+let steps = false;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === "--heap") heap = parseInt(args[++i], 10);
   else if (args[i] === "--lib") libs.push(args[++i]);
+  else if (args[i] === "--mpy") mpys.push(args[++i]);
   else if (args[i] === "--put") puts.push(args[++i]);
+  else if (args[i] === "--steps") steps = true;
   else script = args[i];
 }
 if (!script) {
-  process.stderr.write("usage: node run.mjs [--heap N] [--lib DIR]... [--put SRC:DEST]... SCRIPT\n");
+  process.stderr.write("usage: node run.mjs [--heap N] [--lib DIR]... [--mpy DIR]... " +
+                       "[--put SRC:DEST]... [--steps] SCRIPT\n");
   process.exit(2);
 }
 
@@ -37,14 +48,31 @@ function mkdirs(path) {
   }
 }
 
-mkdirs("/lib");
-for (const dir of libs) {
-  for (const name of readdirSync(dir)) {
-    if (name.endsWith(".py") && name !== "__init__.py") {
-      mp.FS.writeFile("/lib/" + name, readFileSync(join(dir, name)));
+function copyTree(src, dest) {
+  mkdirs(dest);
+  for (const name of readdirSync(src)) {
+    const path = join(src, name);
+    if (statSync(path).isDirectory()) {
+      if (name !== "__pycache__") copyTree(path, dest + "/" + name);
+    } else if (name.endsWith(".mpy") || name.endsWith(".py")) {
+      mp.FS.writeFile(dest + "/" + name, readFileSync(path));
     }
   }
 }
+
+mkdirs("/lib");
+if (libs.length) {
+  mkdirs("/lib/nightlink");
+  mp.FS.writeFile("/lib/nightlink/__init__.py", "# Nightlink on the clock.\n");
+}
+for (const dir of libs) {
+  const pkg = "/lib/nightlink/" + basename(resolve(dir));
+  mkdirs(pkg);
+  for (const name of readdirSync(dir)) {
+    if (name.endsWith(".py")) mp.FS.writeFile(pkg + "/" + name, readFileSync(join(dir, name)));
+  }
+}
+for (const dir of mpys) copyTree(dir, "/lib");
 for (const spec of puts) {
   const at = spec.lastIndexOf(":");
   const src = spec.slice(0, at);
@@ -55,6 +83,13 @@ for (const spec of puts) {
 
 try {
   mp.runPython(readFileSync(script, "utf8"));
+  if (steps) {
+    for (;;) {
+      mp.runPython("_go = tick()");
+      if (!mp.globals.get("_go")) break;
+    }
+    mp.runPython("finish()");
+  }
 } catch (err) {
   process.stderr.write(String(err.message || err) + "\n");
   process.exit(1);

@@ -1,7 +1,7 @@
-# The shared alert rules on fixed scenarios; run under CPython and MicroPython (flat imports).
+# The shared alert rules on fixed scenarios; run under CPython and MicroPython (same imports).
 import json
 
-import alerts
+from nightlink.shared import alerts
 
 T = 1768516200000  # 2026-01-15T22:30:00Z in ms: a big int on the board
 M = 60000

@@ -1,13 +1,8 @@
 # Calls into shared/ that must give the same answers under CPython and MicroPython.
-# Run as a script with shared/ on the path (flat, as on the board); prints one JSON line.
+# Run as a script; `nightlink.shared` imports the same way in both; prints one JSON line.
 import json
 
-import clinical
-import codec
-import epoch
-import features
-import topics
-import units
+from nightlink.shared import clinical, codec, epoch, features, topics, units
 
 T0 = 1768516200  # 2026-01-15T22:30:00Z
 
@@ -19,6 +14,23 @@ def _packed():
     packed = codec.pack_runs(recs, 2)
     back = [r for p in packed for r in codec.split(p)]
     return [[p.seq, p.epoch, p.count] for p in packed] + [[r.seq for r in back]]
+
+
+def _header(buf):
+    h = codec.peek_header(buf)
+    return [h[codec.H_VERSION], h[codec.H_STREAM], h[codec.H_FLAGS], h[codec.H_NFEAT],
+            list(h[codec.H_DEVICE]), h[codec.H_BOOT], h[codec.H_SEQ], h[codec.H_EPOCH],
+            h[codec.H_COUNT], codec.last_seq(h)]
+
+
+_REC = codec.encode(codec.Record(features.ROOM, b"abcdef", 7, 41, 58950540,
+                                 [(2000, 90, 0, 400, 60)] * 3, codec.FLAG_LIVE))
+
+
+def _damaged(i):
+    b = bytearray(_REC)
+    b[i] ^= 0x10
+    return bytes(b)
 
 
 CALLS = [
@@ -77,6 +89,13 @@ CALLS = [
     ("codec.crc32 soft", lambda: [codec.crc32(b"123456789"), codec.crc32_soft(b"123456789")], ()),
     ("codec.pack_runs", _packed, ()),
     ("codec.record_size", lambda: [codec.record_size(s[0], 1) for s in features.STREAMS], ()),
+    ("codec.peek_header", _header, (_REC,)),
+    ("codec.peek_header header only", _header, (_REC[:codec.HEADER_SIZE],)),
+    ("codec.peek_header short", _header, (_REC[:codec.HEADER_SIZE - 1],)),
+    ("codec.peek_header version", _header, (b"\x02" + _REC[1:],)),
+    ("codec.check", lambda: list(codec.check(_REC)) == list(codec.peek_header(_REC)), ()),
+    ("codec.check payload damaged", codec.check, (_damaged(30),)),
+    ("codec.check cut", codec.check, (_REC[:-1],)),
 ]
 
 

@@ -9,8 +9,7 @@ import struct
 import sys
 from pathlib import Path
 
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 DEV_A = bytes.fromhex("a4cf12b0c3d4")
@@ -27,15 +26,15 @@ def _rec(stream, rows, seq=1, boot=3, epoch=EPOCH0, device=DEV_A, flags=0):
 def valid_records():
     """(name, Record) for every valid single-record vector."""
     return [
-        ("room_1", _rec(F.ROOM, [(21.37, 45.5, 3.0, 812.0, 31.5)], flags=codec.FLAG_LIVE)),
+        ("room_1", _rec(features.ROOM, [(21.37, 45.5, 3.0, 812.0, 31.5)], flags=codec.FLAG_LIVE)),
         (
             "room_missing",
-            _rec(F.ROOM, [(19.02, None, 0.0, None, 28.0), (None, None, None, None, None)], seq=7),
+            _rec(features.ROOM, [(19.02, None, 0.0, None, 28.0), (None, None, None, None, None)], seq=7),
         ),
         (
             "wearable_1",
             _rec(
-                F.WEARABLE,
+                features.WEARABLE,
                 [(58.3, 55.0, 62.0, 48.7, 61.2, 96.5, 94.0, 1.0, 0.0, 12.0, 0.0)],
                 seq=4_000_000_000,
                 boot=0xFFFFFFFF,
@@ -44,7 +43,7 @@ def valid_records():
         (
             "audio_1",
             _rec(
-                F.AUDIO,
+                features.AUDIO,
                 [
                     (
                         -62.5, -31.0, 812.0, 2450.0, 0.352, -512.3, 88.1, -12.4, 7.7, -3.2, 1.1,
@@ -58,7 +57,7 @@ def valid_records():
         (
             "cgm_falling",
             _rec(
-                F.CGM,
+                features.CGM,
                 [
                     (92.0, 2.5, -6.0, -1.2, 5.0, None),
                     (None, 7.5, None, None, 8.0, 9.0),
@@ -75,7 +74,7 @@ def old_layout_room():
     """A room record from an older clock that sent only the first three features."""
     payload = struct.pack("<hBh", 2000, 90, 0)
     head = struct.pack(
-        "<BBBB6sIIIH", codec.VERSION, F.ROOM, 0, 3, DEV_A, 1, 2, EPOCH0, 1
+        "<BBBB6sIIIH", codec.VERSION, features.ROOM, 0, 3, DEV_A, 1, 2, EPOCH0, 1
     )
     body = head + payload
     return body + struct.pack("<I", codec.crc32(body))

@@ -2,7 +2,7 @@
 # corrupts every byte of each, and prints one JSON line for the CPython side to compare.
 import json
 
-import codec
+from nightlink.shared import codec
 
 with open("/golden/cases.json") as f:
     cases = json.load(f)

@@ -14,7 +14,7 @@ SCRIPT = ROOT / "tests" / "shared" / "alert_calls.py"
 @pytest.fixture(scope="module")
 def cpython():
     out = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                         check=True, env={"PYTHONPATH": str(ROOT / "shared"), "PATH": ""})
+                         check=True, env={"PATH": ""})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -4,7 +4,7 @@ import queue
 
 import paho.mqtt.client as mqtt
 
-from nightlink.shared import codec, topics
+from nightlink.shared import codec, features, topics
 from tests.shared import golden
 
 
@@ -23,7 +23,7 @@ def test_broker__batch_round_trip_on_validated_topic(mosquitto):
     sub.subscribe(topics.INGEST_FILTER, qos=1)
     pub = _client(mosquitto)
     try:
-        recs = [r for _, r in golden.valid_records() if r.stream == golden.F.CGM]
+        recs = [r for _, r in golden.valid_records() if r.stream == features.CGM]
         topic = topics.data_topic("fam-1", codec.device_name(recs[0].device), "cgm")
         payload = codec.encode_batch(recs)
         # Publish until the subscription is live (SUBACK races the first publish).

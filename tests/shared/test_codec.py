@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 
 DEV = bytes.fromhex("a4cf12b0c3d4")
 
@@ -19,9 +18,9 @@ def _raw_value(bounds):
 
 @st.composite
 def records(draw):
-    sid = draw(st.sampled_from([s[F.S_ID] for s in F.STREAMS]))
+    sid = draw(st.sampled_from([s[features.S_ID] for s in features.STREAMS]))
     count = draw(st.integers(1, 40))
-    row = st.tuples(*[_raw_value(b) for b in F.bounds(sid)])
+    row = st.tuples(*[_raw_value(b) for b in features.bounds(sid)])
     return codec.Record(
         sid,
         draw(st.binary(min_size=6, max_size=6)),
@@ -60,14 +59,44 @@ def test_codec__any_corrupted_byte_is_detected(rec, data):
         codec.decode(bytes(buf))
 
 
+@settings(max_examples=200, deadline=None)
+@given(records())
+def test_codec__peek_header_and_check_agree_with_decode(rec):
+    data = codec.encode(rec)
+    h = codec.peek_header(data[: codec.HEADER_SIZE])  # the header alone is enough
+    assert (h[codec.H_VERSION], h[codec.H_STREAM], h[codec.H_FLAGS], h[codec.H_DEVICE],
+            h[codec.H_BOOT], h[codec.H_SEQ], h[codec.H_EPOCH], h[codec.H_COUNT]) == (
+        codec.VERSION, rec.stream, rec.flags, rec.device, rec.boot, rec.seq, rec.epoch,
+        rec.count)
+    assert h[codec.H_NFEAT] == len(features.features(rec.stream))
+    assert codec.last_seq(h) == rec.seq + rec.count - 1
+    assert codec.check(data) == codec.peek_header(data)
+    framed = b"xx" + data + b"yy"
+    assert codec.check(framed, 2, len(data)) == h
+
+
+def test_codec__check_finds_what_decode_finds():
+    """check() refuses every damaged record decode() refuses, without reading rows."""
+    rec = codec.Record(features.ROOM, DEV, 1, 5, 100, [(2000, 90, 0, 400, 60)] * 4)
+    data = codec.encode(rec)
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x01
+        with pytest.raises(codec.WireError) as via_decode:
+            codec.decode(bytes(bad))
+        with pytest.raises(codec.WireError) as via_check:
+            codec.check(bytes(bad))
+        assert type(via_check.value) is type(via_decode.value), i
+
+
 def test_codec__physical_values_round_trip_to_quantum():
     values = (21.37, 45.5, 3.0, 812.0, 31.5)
-    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [codec.quantize_row(F.ROOM, values)])
+    rec = codec.Record(features.ROOM, DEV, 1, 1, 100, [codec.quantize_row(features.ROOM, values)])
     assert codec.decode(codec.encode(rec)).values() == [[pytest.approx(v) for v in values]]
 
 
 def test_codec__missing_is_none_never_zero():
-    rec = codec.Record(F.CGM, DEV, 1, 1, 100, [codec.quantize_row(F.CGM, (None,) * 6)])
+    rec = codec.Record(features.CGM, DEV, 1, 1, 100, [codec.quantize_row(features.CGM, (None,) * 6)])
     assert codec.decode(codec.encode(rec)).values() == [[None] * 6]
 
 
@@ -77,11 +106,11 @@ def test_codec__missing_is_none_never_zero():
 )
 def test_codec__quantize_row__out_of_range(values):
     with pytest.raises(codec.RangeError):
-        codec.quantize_row(F.ROOM, values)
+        codec.quantize_row(features.ROOM, values)
 
 
 def test_codec__encode__raw_out_of_range():
-    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [(6001, 0, 0, 400, 0)])
+    rec = codec.Record(features.ROOM, DEV, 1, 1, 100, [(6001, 0, 0, 400, 0)])
     with pytest.raises(codec.RangeError, match="temp_c"):
         codec.encode(rec)
 
@@ -91,14 +120,14 @@ def test_codec__encode__raw_out_of_range():
     [("rows", [], "1..2880"), ("device", b"\x01", "6 bytes"), ("flags", 0x80, "flag")],
 )
 def test_codec__encode__rejects_bad_record(field, value, match):
-    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])
+    rec = codec.Record(features.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])
     setattr(rec, field, value)
     with pytest.raises(codec.WireError, match=match):
         codec.encode(rec)
 
 
 def test_codec__decode__trailing_bytes():
-    data = codec.encode(codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)]))
+    data = codec.encode(codec.Record(features.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)]))
     with pytest.raises(codec.WireError, match="were given"):
         codec.decode(data + b"\x00")
     # In a longer buffer, peek_length frames the record.
@@ -106,7 +135,7 @@ def test_codec__decode__trailing_bytes():
 
 
 def test_codec__decode__unknown_flag_with_valid_crc():
-    body = bytearray(codec.encode(codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])))
+    body = bytearray(codec.encode(codec.Record(features.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])))
     body[2] = 0x40
     body[-4:] = struct.pack("<I", codec.crc32(bytes(body[:-4])))
     with pytest.raises(codec.WireError, match="flag"):
@@ -114,16 +143,16 @@ def test_codec__decode__unknown_flag_with_valid_crc():
 
 
 def test_codec__decode__newer_layout_is_refused():
-    body = bytearray(codec.encode(codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])))
+    body = bytearray(codec.encode(codec.Record(features.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])))
     body[3] = 6  # a future clock sending a sixth room feature
     with pytest.raises(codec.StreamError, match="knows 5"):
         codec.decode(bytes(body))
 
 
 def test_codec__batch__one_bad_record_costs_only_itself():
-    recs = [codec.Record(F.ROOM, DEV, 1, s, 100 + s, [(2000, 90, 0, 400, 60)]) for s in range(3)]
+    recs = [codec.Record(features.ROOM, DEV, 1, s, 100 + s, [(2000, 90, 0, 400, 60)]) for s in range(3)]
     data = bytearray(codec.encode_batch(recs))
-    second = codec.BATCH_HEADER_SIZE + 4 + codec.record_size(F.ROOM, 1) + 4
+    second = codec.BATCH_HEADER_SIZE + 4 + codec.record_size(features.ROOM, 1) + 4
     data[second + 10] ^= 0xFF  # inside the second record's boot id
     got, errors = codec.decode_batch(bytes(data))
     assert [r.seq for r in got] == [0, 2]
@@ -144,7 +173,7 @@ def test_codec__batch__one_bad_record_costs_only_itself():
     ids=["short_header", "magic", "version", "flags", "cut_record", "trailing", "zero_count"],
 )
 def test_codec__batch__rejects_damaged_frame(mutate, error):
-    data = codec.encode_batch([codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])])
+    data = codec.encode_batch([codec.Record(features.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)])])
     with pytest.raises(error):
         codec.decode_batch(mutate(data))
 
@@ -156,7 +185,7 @@ def test_codec__device_name_round_trip():
 
 
 def test_codec__encode_into_preallocated_buffer():
-    rec = codec.Record(F.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)] * 3)
+    rec = codec.Record(features.ROOM, DEV, 1, 1, 100, [(2000, 90, 0, 400, 60)] * 3)
     buf = bytearray(200)
     n = codec.encode_into(buf, 10, rec)
     assert bytes(buf[10 : 10 + n]) == codec.encode(rec)
@@ -185,7 +214,7 @@ def test_codec__split_and_pack_keep_every_row(recs):
 
 def test_codec__pack_runs__merges_only_continuing_rows():
     row = (2000, 90, 0, 400, 60)
-    mk = lambda seq, epoch, boot=1: codec.Record(F.ROOM, DEV, boot, seq, epoch, [row])  # noqa: E731
+    mk = lambda seq, epoch, boot=1: codec.Record(features.ROOM, DEV, boot, seq, epoch, [row])  # noqa: E731
     recs = [mk(1, 100), mk(2, 101), mk(3, 102), mk(4, 110), mk(5, 111), mk(6, 112, boot=2)]
     packed = codec.pack_runs(recs, max_count=2)
     assert [(p.seq, p.epoch, p.count) for p in packed] == [
@@ -202,7 +231,7 @@ def test_codec__compressed_batch_round_trip(recs):
 
 
 def test_codec__compressed_batch__damage_and_bombs():
-    recs = [codec.Record(F.ROOM, DEV, 1, s, 100 + s, [(2000, 90, 0, 400, 60)]) for s in range(50)]
+    recs = [codec.Record(features.ROOM, DEV, 1, s, 100 + s, [(2000, 90, 0, 400, 60)]) for s in range(50)]
     data = bytearray(codec.encode_batch(recs, compress=True))
     assert len(data) < len(codec.encode_batch(recs)) / 2
     for i in range(codec.BATCH_HEADER_SIZE, len(data)):

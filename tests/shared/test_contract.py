@@ -12,12 +12,12 @@ from tests.conftest import ROOT
 SCRIPT = ROOT / "tests" / "shared" / "contract_calls.py"
 
 
-def _cpython_flat():
-    """The calls under CPython with shared/ on the path flat, as the board imports it."""
+def _cpython_script():
+    """The calls under CPython as a script, importing `nightlink.shared` as the board does."""
     out = subprocess.run(
         [sys.executable, str(SCRIPT)],
         capture_output=True, text=True, check=True, cwd=ROOT / "shared",
-        env={"PYTHONPATH": str(ROOT / "shared"), "PATH": ""},
+        env={"PATH": ""},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -34,7 +34,7 @@ def _equal(a, b):
 
 @pytest.fixture(scope="module")
 def cpython():
-    return _cpython_flat()
+    return _cpython_script()
 
 
 def test_contract__expected_answers(cpython):
@@ -66,6 +66,14 @@ def test_contract__expected_answers(cpython):
     assert cpython["codec.device_id bad"] == {"error": "WireError"}
     assert cpython["codec.pack_runs"] == {"ok": [[1, 100, 2], [3, 102, 1], [4, 110, 2],
                                                  [1, 2, 3, 4, 5]]}
+    header = [1, 1, 1, 5, [97, 98, 99, 100, 101, 102], 7, 41, 58950540, 3, 43]  # room: 1
+    assert cpython["codec.peek_header"] == {"ok": header}
+    assert cpython["codec.peek_header header only"] == {"ok": header}  # rows not needed
+    assert cpython["codec.peek_header short"] == {"error": "TruncatedError"}
+    assert cpython["codec.peek_header version"] == {"error": "VersionError"}
+    assert cpython["codec.check"] == {"ok": True}
+    assert cpython["codec.check payload damaged"] == {"error": "CrcError"}
+    assert cpython["codec.check cut"] == {"error": "TruncatedError"}
 
 
 @pytest.mark.micropython

@@ -1,6 +1,6 @@
 """shared/WIRE.md's feature table is the registry's, not a hand-kept copy."""
 
-from nightlink.shared import features as F
+from nightlink.shared import features
 from nightlink.tools import wiredoc
 
 
@@ -11,6 +11,6 @@ def test_wiredoc__committed_table_matches_registry():
 
 def test_wiredoc__every_feature_documented():
     text = wiredoc.WIRE_MD.read_text()
-    for s in F.STREAMS:
-        for f in s[F.S_FEATURES]:
-            assert f"`{f[F.F_NAME]}`" in text
+    for s in features.STREAMS:
+        for f in s[features.S_FEATURES]:
+            assert f"`{f[features.F_NAME]}`" in text

@@ -12,9 +12,9 @@ import pytest
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker
 from nightlink.cloud.store import Store, unpack_row
-from nightlink.shared import codec
-from nightlink.shared import features as F
+from nightlink.shared import codec, features
 from tests.conftest import ROOT
+from tests.support.mpy_board import HOSTPORT
 
 CLOCK = "c0ffee000001"
 TENANT = "fam-1"
@@ -25,9 +25,13 @@ def test_clock_sync__logic_under_micropython(mpy_json):
     out = mpy_json(ROOT / "tests" / "sync" / "clock_sync_check.py",
                    libs=[ROOT / "shared", ROOT / "device"], heap=192 * 1024)
     assert out["first_pass"] == [1, 2, 3, 4, 5, 6, 7, 8]  # batches of 8, oldest first
+    assert out["subscribed"] == [["nl/v1/fam-1/c0ffee000001/+/ack", 1]]
     assert out["after_ack"] == [0, 10]  # everything acknowledged, the file emptied
     assert out["resent_after_gap"] == [4, 5]
     assert out["reconnect"]["connects"] == 2 and out["reconnect"]["backoff_waited"] is True
+    # one client, one id, for the clock's whole life; its subscription renewed per session
+    assert out["reconnect"]["clients"] == ["nl-clock-c0ffee000001"]
+    assert out["reconnect"]["subs_after"] == 2
     assert out["resent_after_reconnect"] == [11, 12]
     assert out["status"] == [{"outbox": 5, "drops": {"room": 3},
                               "dropped": {"room": [[1, 3]]}}]
@@ -56,7 +60,7 @@ def _expected(n):
         i = epoch % 1000
         vals = (19.0 + (i % 40) / 10.0, 40.0 + i % 20, float(i % 5), 500.0 + i % 700,
                 30.0 + i % 10)
-        h.update(f"{seq}:{epoch}:{codec.quantize_row(F.ROOM, vals)}".encode())
+        h.update(f"{seq}:{epoch}:{codec.quantize_row(features.ROOM, vals)}".encode())
     return h.hexdigest()
 
 
@@ -65,7 +69,7 @@ def _stored(store):
     rows = store.db.query("SELECT seq, epoch, nfeat, row_data FROM epoch_rows WHERE device = ? "
                           "ORDER BY seq", (CLOCK,))
     for r in rows:
-        h.update(f"{r['seq']}:{r['epoch']}:{unpack_row(F.ROOM, r['nfeat'], r['row_data'])}"
+        h.update(f"{r['seq']}:{r['epoch']}:{unpack_row(features.ROOM, r['nfeat'], r['row_data'])}"
                  .encode())
     return len(rows), h.hexdigest()
 
@@ -74,9 +78,8 @@ def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto,
                                                           record_property):
     store, worker = cloud
     n = 300
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        str(ROOT / d) for d in ("tools/hostport", "device", "shared"))}
-    cmd = [sys.executable, str(ROOT / "tools" / "hostport" / "run_clock.py"),
+    env = {**os.environ, "PYTHONPATH": str(HOSTPORT)}
+    cmd = [sys.executable, str(HOSTPORT / "run_clock.py"),
            str(tmp_path / "outbox.bin"), mosquitto.host, str(mosquitto.port), TENANT, CLOCK,
            str(n), "0.005"]
     cuts = 0
@@ -95,7 +98,7 @@ def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto,
         time.sleep(0.05)
     worker.drain()
     assert _stored(store) == (n, _expected(n))
-    assert store.hwm(CLOCK, F.ROOM) == n
+    assert store.hwm(CLOCK, features.ROOM) == n
     record_property("fault_counts", f"clock power cuts survived: {cuts}; rows {n}; "
                     f"stored {_stored(store)[0]}; duplicates 0")
 
@@ -103,9 +106,9 @@ def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto,
 def test_clock_through_the_edge_bridge_to_the_cloud(tmp_path, cloud, mosquitto):
     """Clock -> LAN broker on the edge -> Mosquitto bridge -> cloud broker -> ingest, and the
     acks back the same way: the clock's outbox drains."""
-    from nightlink.edge.bridge import bridge_config
-    from nightlink.edge.config import load
-    from nightlink.tools.services import Broker
+    from nightlink.edge.node.config import load
+    from nightlink.edge.sync.bridge import bridge_config
+    from tests.support.services import Broker
 
     store, worker = cloud
     conf = tmp_path / "edge.toml"
@@ -122,10 +125,9 @@ def test_clock_through_the_edge_bridge_to_the_cloud(tmp_path, cloud, mosquitto):
     lan.start()
     try:
         n = 60
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            str(ROOT / d) for d in ("tools/hostport", "device", "shared"))}
+        env = {**os.environ, "PYTHONPATH": str(HOSTPORT)}
         done = subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "hostport" / "run_clock.py"),
+            [sys.executable, str(HOSTPORT / "run_clock.py"),
              str(tmp_path / "outbox.bin"), lan.host, str(lan.port), TENANT, CLOCK, str(n),
              "0.001"], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

@@ -16,13 +16,13 @@ from esptool.bin_image import (
     ESP32S3FirmwareImage,
 )
 
-from nightlink.tools.devicetool.firmware import (
+from nightlink.tools.device.firmware import (
     TYPE_APP,
     TYPE_DATA,
     Partition,
     encode_partition_table,
 )
-from nightlink.tools.devicetool.targets import TARGETS
+from nightlink.tools.device.targets import TARGETS
 
 IMAGES = {"esp32": ESP32FirmwareImage, "esp32s3": ESP32S3FirmwareImage,
           "esp32c3": ESP32C3FirmwareImage}

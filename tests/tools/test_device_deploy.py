@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from nightlink.cli import main
-from nightlink.tools.devicetool import build as B
+from nightlink.tools.device import build
 from tests.conftest import ROOT
 
 BOARD = Path(__file__).with_name("mpy_board.mjs")
@@ -88,7 +88,7 @@ def board(tmp_path):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy") / "b"
-    B.build(out, "esp32")
+    build.build(out, "esp32")
     return out
 
 
@@ -104,17 +104,24 @@ def test_deploy__copies_then_skips_unchanged_and_the_mpy_files_import(board, bui
     assert r.output == f"copied {n}, unchanged 0\n"
     # What is on the board is byte for byte the build, and real MicroPython imports the .mpy.
     check = board.mpremote("exec", "import hashlib, binascii, os\n"
-                           "for n in sorted(os.listdir('/lib')):\n"
-                           "  if n.endswith('.mpy'):\n"
-                           "    h = hashlib.sha256(open('/lib/' + n, 'rb').read()).digest()\n"
-                           "    print(n, binascii.hexlify(h).decode())\n"
-                           "import codec\nprint('codec', codec.HEADER_SIZE)")
+                           "def walk(d):\n"
+                           "  for n in sorted(os.listdir(d)):\n"
+                           "    p = d + '/' + n\n"
+                           "    if os.stat(p)[0] & 0x4000:\n"
+                           "      walk(p)\n"
+                           "    elif n.endswith('.mpy'):\n"
+                           "      h = hashlib.sha256(open(p, 'rb').read()).digest()\n"
+                           "      print(p[1:], binascii.hexlify(h).decode())\n"
+                           "walk('/lib')\n"
+                           "from nightlink.shared import codec\n"
+                           "print('codec', codec.HEADER_SIZE)")
     assert check.returncode == 0, check.stderr + check.stdout
-    info = B.load_build(built)
+    info = build.load_build(built)
     on_board = dict(line.split() for line in check.stdout.splitlines())
-    for path, digest in info["files"].items():
-        if path.startswith("lib/"):
-            assert on_board[path[4:]] == digest
+    lib_files = [p for p in info["files"] if p.startswith("lib/")]
+    assert lib_files and all(p.startswith("lib/nightlink/") for p in lib_files)
+    for path in lib_files:
+        assert on_board[path] == info["files"][path]
     from nightlink.shared import codec
     assert on_board["codec"] == str(codec.HEADER_SIZE)
     # Nothing changed: nothing copied.
@@ -122,7 +129,8 @@ def test_deploy__copies_then_skips_unchanged_and_the_mpy_files_import(board, bui
     assert r.exit_code == 0, r.output
     assert r.output == f"copied 0, unchanged {n}\n"
     # One file changed on the board: only that one is copied back.
-    assert board.mpremote("exec", "open('/lib/codec.mpy', 'wb').write(b'stale')").returncode == 0
+    assert board.mpremote("exec", "open('/lib/nightlink/shared/codec.mpy', 'wb')"
+                          ".write(b'stale')").returncode == 0
     r = deploy(board.port, built)
     assert r.output == f"copied 1, unchanged {n - 1}\n"
 

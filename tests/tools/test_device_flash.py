@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from nightlink.cli import main
 from nightlink.errors import NightlinkError
-from nightlink.tools.devicetool import build as B
-from nightlink.tools.devicetool import flash as F
-from nightlink.tools.devicetool.firmware import (
+from nightlink.tools.device import build
+from nightlink.tools.device import flash as flash_mod
+from nightlink.tools.device.firmware import (
     TYPE_APP,
     TYPE_DATA,
     Partition,
@@ -34,7 +34,7 @@ def builds(tmp_path_factory):
     root = tmp_path_factory.mktemp("builds")
     out = {}
     for chip, *_ in PLANS:
-        B.build(root / chip, chip)
+        build.build(root / chip, chip)
         out[chip] = (root / chip, make_firmware(root / f"fw-{chip}.bin", chip))
     return out
 
@@ -90,7 +90,7 @@ def test_flash__image_for_another_layout_is_refused(builds, tmp_path):
     assert r.exit_code == 2
     assert "rebuild it with --firmware old.bin --flash-size 8MB." in r.output
     # The same image size as the old layout but at a different place is refused too.
-    B.build(tmp_path / "c3", "esp32c3")
+    build.build(tmp_path / "c3", "esp32c3")
     moved = make_firmware(tmp_path / "moved.bin", "esp32c3", partitions=TABLE_4MIB_OLD[:2] + [
         Partition("factory", TYPE_APP, 0, 0x10000, 0x100000),
         Partition("vfs", TYPE_DATA, 0x81, 0x110000, 0x200000)])
@@ -101,7 +101,7 @@ def test_flash__image_for_another_layout_is_refused(builds, tmp_path):
                         "2 MiB at 0x110000 (and would wipe a mismatched image): rebuild with "
                         "--firmware moved.bin --flash-size 4MB.\n")
     # Rebuilt against that firmware, the plan uses the table's vfs partition.
-    B.build(tmp_path / "b", "esp32s3", firmware=old)
+    build.build(tmp_path / "b", "esp32s3", firmware=old)
     r = invoke("--firmware", str(old), "--build", str(tmp_path / "b"), "--dry-run")
     assert r.exit_code == 0, r.output
     assert "(2097152 bytes) at 0x200000-0x400000" in r.output
@@ -147,7 +147,7 @@ def test_flash__without_a_port_says_so(builds):
 def test_flash__esptool_merge_bin_puts_everything_where_the_plan_says(
         builds, tmp_path, chip, fw_off, flash, fs_off, fs_size):
     build_dir, fw = builds[chip]
-    plan = F.make_plan(fw, build_dir)
+    plan = flash_mod.make_plan(fw, build_dir)
     merged = tmp_path / "merged.bin"
     args = [f"{s.offset:#x}" for s in plan.steps]
     proc = subprocess.run(
@@ -175,9 +175,9 @@ def test_flash__esptool_merge_bin_puts_everything_where_the_plan_says(
     assert info.returncode == 0, info.stdout + info.stderr
     assert "Checksum: " in info.stdout and "(valid)" in info.stdout
     # The filesystem at its offset mounts and holds the app.
-    files = B.read_fs_image(data[fs_off:])
-    assert files == B.read_fs_image((build_dir / f"fs-{chip}.img").read_bytes())
-    assert "lib/codec.mpy" in files
+    files = build.read_fs_image(data[fs_off:])
+    assert files == build.read_fs_image((build_dir / f"fs-{chip}.img").read_bytes())
+    assert "lib/nightlink/shared/codec.mpy" in files
 
 
 def test_flash__missing_port_is_what_esptool_reports(builds, tmp_path):
@@ -228,10 +228,10 @@ def test_flash__silent_port_is_no_esp32_answering(builds):
     build_dir, fw = builds["esp32"]
     master, slave = pty.openpty()
     try:
-        plan = F.make_plan(fw, build_dir)
+        plan = flash_mod.make_plan(fw, build_dir)
         with pytest.raises(NightlinkError, match=r"^No ESP32 answered on /dev/pts/\d+: hold the "
                                                  r"BOOT button"):
-            F.flash(plan, os.ttyname(slave), echo=lambda *_: None)
+            flash_mod.flash(plan, os.ttyname(slave), echo=lambda *_: None)
     finally:
         os.close(master)
         os.close(slave)

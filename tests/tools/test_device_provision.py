@@ -18,8 +18,8 @@ from nightlink.cloud.auth import hash_password
 from nightlink.cloud.broker_config import mosquitto_verify
 from nightlink.cloud.config import Settings
 from nightlink.device import config as device_config
-from nightlink.tools.devicetool.build import read_fs_image
-from nightlink.tools.services import free_port
+from nightlink.tools.device.build import read_fs_image
+from tests.support.services import free_port
 from tests.tools.device_firmware import make_firmware
 
 PASSWORD = "correct horse battery"

@@ -88,8 +88,8 @@ def _edge_night(hours: float) -> dict:
     return bench_edge_night(hours=hours)
 
 
-BENCHES = ("api", "classify", "codec", "edge-audio", "edge-night", "ingest", "report", "simulate",
-           "sync")
+BENCHES = ("api", "classify", "clock-outbox", "codec", "edge-audio", "edge-night", "ingest",
+           "report", "simulate", "sync")
 
 
 @click.command()
@@ -103,10 +103,12 @@ BENCHES = ("api", "classify", "codec", "edge-audio", "edge-night", "ingest", "re
               help="sync: nights of backlog.")
 @click.option("--workers", type=click.IntRange(1, 16), default=None,
               help="api: API server processes (default: one per CPU core).")
+@click.option("--days", type=click.IntRange(1, 14), default=7, show_default=True,
+              help="clock-outbox: days of backlog in the clock's outbox.")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
-          nights: int, workers: int | None) -> None:
-    """Measure NAME (api, classify, codec, edge-audio, edge-night, ingest, report, simulate,
-    sync)."""
+          nights: int, workers: int | None, days: int) -> None:
+    """Measure NAME (api, classify, clock-outbox, codec, edge-audio, edge-night, ingest, report,
+    simulate, sync)."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -137,6 +139,10 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
         from nightlink.tools.bench.report import bench_report
 
         figures = bench_report()
+    elif name == "clock-outbox":
+        from nightlink.tools.bench.clock import bench_clock_outbox
+
+        figures = bench_clock_outbox(days)
     else:
         figures = bench_codec()
     figures = {"bench": name, **figures}

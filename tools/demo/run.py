@@ -89,7 +89,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
             echo(f"Nightscout API (tenant {TENANT}): latest sgv {e['sgv']} mg/dL "
                  f"{e['direction']} at {e['dateString']}")
         from nightlink.tools.demo import report as demo_report
-        from nightlink.tools.emulate import clock_night  # the desk clock through the night
+        from nightlink.tools.device.emulate import clock_night  # the desk clock through the night
 
         clock = clock_night(out, echo=echo)
         echo("")

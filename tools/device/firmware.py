@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.devicetool.targets import (
+from nightlink.tools.device.targets import (
     BY_CHIP_ID,
     OTHER_CHIPS,
     PARTITION_TABLE_OFFSET,

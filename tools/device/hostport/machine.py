@@ -1,9 +1,15 @@
-"""Host-port stand-in for MicroPython's `machine`, at the lowest layer only: pins, SPI and I2C
-buses, PWM, ADC, RTC (with its memory), WDT and deep sleep. They record what the firmware
-did so tests and the emulator can look; nothing here pretends to be a sensor. I2C devices
-are doubles registered by address (see tests/device/test_sensors.py)."""
+"""Host-port stand-in for MicroPython's `machine`, at the lowest layer only: pins, SPI, I2C
+and I2S buses, PWM, ADC, RTC (with its memory), WDT and deep sleep. They record what the
+firmware did so tests and the emulator can look; nothing here pretends to be a sensor. I2C
+devices are doubles registered by address (see tests/device/test_sensors.py). The module also
+runs under MicroPython, as the board double of the MicroPython tests."""
 
 import time
+
+if not hasattr(time, "ticks_ms"):  # CPython: the host port's MicroPython time functions
+    import board
+
+    board.install()
 
 DEEPSLEEP_RESET = 4
 PWRON_RESET = 1
@@ -34,7 +40,9 @@ class Pin:
         if v is None:
             return Pin.levels.get(self.id, 0)
         Pin.levels[self.id] = 1 if v else 0
-        self.history.append((int(time.monotonic() * 1000), 1 if v else 0))
+        self.history.append((time.ticks_ms(), 1 if v else 0))
+        if len(self.history) > 64:
+            self.history.pop(0)
         return None
 
     __call__ = value
@@ -117,6 +125,24 @@ class I2C:
 
     def readfrom_mem_into(self, addr, reg, buf):
         buf[:] = self.readfrom_mem(addr, reg, len(buf))
+
+
+class I2S:
+    RX = 0
+    TX = 1
+    MONO = 0
+    STEREO = 1
+    source = None  # fn(buf) -> bytes filled, for tests that give the microphone a sound
+
+    def __init__(self, bus_id, sck=None, ws=None, sd=None, mode=0, bits=16, format=0,
+                 rate=16000, ibuf=4096):
+        self.rate = rate
+
+    def readinto(self, buf):
+        return I2S.source(buf) if I2S.source is not None else 0
+
+    def deinit(self):
+        pass
 
 
 class ADC:

@@ -32,11 +32,13 @@ class MQTTClient:
         self._client_id = client_id
         self._inbox = queue.Queue()
         self._c = None
+        self._lost = False
 
     def set_callback(self, f):
         self.cb = f
 
     def connect(self, clean_session=True):
+        self.disconnect()  # like umqtt.simple, which closes the old socket first
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
                         clean_session=clean_session)
         if self._user:
@@ -44,6 +46,10 @@ class MQTTClient:
         if self._ssl:
             c.tls_set()
         c.on_message = lambda _c, _u, m: self._inbox.put((m.topic.encode(), bytes(m.payload)))
+        # umqtt.simple never reconnects by itself: a lost connection stays lost (OSError on
+        # the next call) even if paho's thread gets it back meanwhile.
+        self._lost = False
+        c.on_disconnect = lambda *_a: setattr(self, "_lost", True)
         try:
             c.connect(self.server, self.port, keepalive=self.keepalive)
         except (OSError, ValueError) as exc:
@@ -60,7 +66,7 @@ class MQTTClient:
         return False
 
     def _check(self):
-        if self._c is None or not self._c.is_connected():
+        if self._c is None or self._lost or not self._c.is_connected():
             raise OSError("not connected")
 
     def publish(self, topic, msg, retain=False, qos=0):

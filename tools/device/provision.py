@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.devicetool.build import BuildResult, build, validate_config
+from nightlink.tools.device.build import BuildResult, build, validate_config
 
 _LOGGER = logging.getLogger(__name__)
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -144,8 +144,8 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
     validate_config(clock_config(stand_in, tenant, name, wifi, mqtt_host, mqtt_port, mqtt_tls,
                                  units, tz))
     if firmware is not None:
-        from nightlink.tools.devicetool.firmware import read_firmware
-        from nightlink.tools.devicetool.targets import TARGETS
+        from nightlink.tools.device.firmware import read_firmware
+        from nightlink.tools.device.targets import TARGETS
 
         fw = read_firmware(firmware, expect=target)
         fw.data_partition(flash_size or TARGETS[target].default_flash)

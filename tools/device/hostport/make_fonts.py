@@ -1,7 +1,7 @@
 """Regenerate the clock's fonts (device/font_*.py) from DejaVu with font-to-py.
 
     pip install font-to-py freetype-py
-    python tools/hostport/make_fonts.py
+    python tools/device/hostport/make_fonts.py
 
 The generated modules are committed; the tests never regenerate them.
 """
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 FONTS = (  # module, ttf, height in pixels, charset (None = ASCII 32-126)
     ("font_big", "DejaVuSans-Bold.ttf", 64, "0123456789.-LOWHIG?"),
@@ -29,8 +29,8 @@ def main():
                        check=True, cwd=ROOT)
         text = out.read_text()
         # The command line inside the file would name this machine's paths: keep it generic.
-        lines = [ln if not ln.startswith("# Cmd:") else "# Cmd: tools/hostport/make_fonts.py"
-                 for ln in text.splitlines()]
+        cmd_line = "# Cmd: tools/device/hostport/make_fonts.py"
+        lines = [ln if not ln.startswith("# Cmd:") else cmd_line for ln in text.splitlines()]
         out.write_text(HEADER + "\n".join(lines) + "\n")
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.devicetool.build import FIRMWARE_RELEASE, MPY_VERSION, load_build
-from nightlink.tools.devicetool.firmware import FirmwareInfo, read_firmware
-from nightlink.tools.devicetool.targets import (
+from nightlink.tools.device.build import FIRMWARE_RELEASE, MPY_VERSION, load_build
+from nightlink.tools.device.firmware import FirmwareInfo, read_firmware
+from nightlink.tools.device.targets import (
     BY_CHIP_NAME,
     FLASH_SIZES,
     TARGETS,

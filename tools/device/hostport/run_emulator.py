@@ -1,9 +1,9 @@
-"""The desk clock on a PC: device/ code unchanged (runtime.Runner around app.Clock), the host
-port's shims for machine/network/time/framebuf, a real MQTT broker, and a virtual clock that
-may run faster than real time. Every time the panel would refresh, the screen is written as a
+"""The desk clock on a PC: device/ code unchanged (runtime.Runner around app.Clock, the clock's
+one MqttLink), the host port's shims for machine/network/time/framebuf/umqtt.simple, a real
+MQTT broker, and a virtual clock that may run faster than real time. Every time the panel would refresh, the screen is written as a
 PNG (OUT/current.png plus a numbered copy) and one JSON line is printed.
 
-    PYTHONPATH=tools/hostport:device:shared python tools/hostport/run_emulator.py \\
+    PYTHONPATH=tools/device/hostport python tools/device/hostport/run_emulator.py \\
         --config config.json --out DIR [--speed X] [--minutes N] [--start UNIX_S]
         [--replay cgm.csv [--summary night.json]] [--battery] [--no-broker]
 
@@ -26,18 +26,13 @@ import board
 
 board.install()
 
-import alarms  # noqa: E402
-import annunciator  # noqa: E402
-import app  # noqa: E402
-import config  # noqa: E402
 import machine  # noqa: E402
 import png  # noqa: E402
-import power  # noqa: E402
-import render  # noqa: E402
-import runtime  # noqa: E402
-import topics  # noqa: E402
-import units  # noqa: E402
-from umqtt.simple import MQTTClient  # noqa: E402
+from umqtt.simple import MQTTClient, MQTTException  # noqa: E402
+
+from nightlink.device import alarms, annunciator, app, config, power, render, runtime  # noqa: E402
+from nightlink.device.mqtt_link import MqttLink  # noqa: E402
+from nightlink.shared import topics, units  # noqa: E402
 
 
 def emit(event):
@@ -82,11 +77,12 @@ class HostPanel:
         emit(line)
 
 
-def make_client(cfg):
+def make_link(cfg):
+    """The clock's one MQTT link, as device/main.py makes it; the PC's network is up."""
     m = cfg["mqtt"]
-    return MQTTClient("nl-clock-" + cfg["device"]["id"], m["host"], m["port"],
-                      user=m.get("user"), password=m.get("password"), keepalive=60,
-                      ssl=m.get("tls", False))
+    return MqttLink(MQTTClient, "nl-clock-" + cfg["device"]["id"], m["host"], m["port"],
+                    user=m.get("user"), password=m.get("password"), tls=m.get("tls", False),
+                    keepalive_s=60, refused=MQTTException)
 
 
 def http_get(url, headers):
@@ -176,8 +172,8 @@ def main(argv=None):
         if summary:
             clock.on_summary(summary)
         power.restore_state(clock, rtc)
-        mk = None if (a.no_broker or readings is not None) else make_client
-        return runtime.Runner(clock, mk or _no_client, http_get, wdt=machine.WDT(timeout=30000))
+        link = None if (a.no_broker or readings is not None) else make_link(cfg)
+        return runtime.Runner(clock, link, http_get, wdt=machine.WDT(timeout=30000))
 
     runner = boot()
     last_pattern = None
@@ -193,7 +189,7 @@ def main(argv=None):
             buttons.pop(0)
             emit({"event": "button", "did": runner.clock.button(now)})
         runner.step(now)
-        if a.battery and readings is None and runner.client is not None:
+        if a.battery and readings is None and runner.broker_up:
             waited = 0  # a wake-up: give the broker a moment to hand over the retained feed
             while runner.last_lan_ms is None and waited < 20:
                 time.sleep(0.05)
@@ -218,6 +214,8 @@ def main(argv=None):
                 now += 60000  # a sounding alarm keeps the clock awake: light sleep a minute
                 continue
             power.save_state(c, rtc)
+            if runner.link is not None:
+                runner.link.close()  # the radio goes off with the board
             try:
                 machine.deepsleep(cfg["power"]["wake_s"] * 1000)
             except machine.DeepSleep as sleep:
@@ -238,18 +236,6 @@ def main(argv=None):
         result["battery"] = est
     emit(result)
     return 0
-
-
-class _NoClient:
-    def set_callback(self, f):
-        pass
-
-    def connect(self):
-        raise OSError("no broker in this run")
-
-
-def _no_client(cfg):
-    return _NoClient()
 
 
 if __name__ == "__main__":

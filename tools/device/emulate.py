@@ -1,9 +1,11 @@
 """`nightlink device emulate`: the desk clock's firmware on this PC (CPython host port).
 
-The device code runs unchanged in a child Python process whose import path is the board's
-(`tools/hostport` shims first, then `device/` and `shared/` flat, as in the board's /lib);
-it talks to a real MQTT broker, writes the current screen as a PNG whenever it changes, and
-prints one JSON line per screen or sound change.
+The device code runs unchanged in a child Python process: `nightlink.device` and
+`nightlink.shared` import as on the board (packages under /lib/nightlink there, the installed
+package here), and the host port's shims (`tools/device/hostport`: machine, network,
+framebuf, umqtt.simple) stand where the board's built-in modules are. It talks to a real MQTT
+broker, writes the current screen as a PNG whenever it changes, and prints one JSON line per
+screen or sound change.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ import click
 
 from nightlink.errors import NightlinkError
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNNER = ROOT / "tools" / "hostport" / "run_emulator.py"
+HOSTPORT = Path(__file__).resolve().parent / "hostport"
+RUNNER = HOSTPORT / "run_emulator.py"
 
 
 def host_env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(str(ROOT / p) for p in ("tools/hostport", "device",
-                                                                  "shared"))
+    env["PYTHONPATH"] = str(HOSTPORT)
     return env
 
 
@@ -128,9 +129,9 @@ def clock_night(out: Path, echo=print) -> dict:
     args = ["--config", str(cfg), "--out", str(d), "--replay", str(Path(out) / "cgm.csv"),
             "--step-s", "300"]
     if (Path(out) / "edge.db").is_file():  # the morning screen: what the edge would publish
-        from nightlink.edge.clock_feed import latest_night
-        from nightlink.edge.samples import Glucose
+        from nightlink.edge.sources.samples import Glucose
         from nightlink.edge.store import EdgeStore
+        from nightlink.edge.sync.clock_feed import latest_night
 
         with open(Path(out) / "cgm.csv", newline="") as f:
             readings = [Glucose(t=int(r["epoch_ms"]) / 1000, sgv=int(float(r["sgv_mgdl"])))

@@ -1,7 +1,7 @@
 """`nightlink device deploy`: push a build's changed files to a running clock with mpremote.
 
-For development: instead of reflashing, copy the compiled app (`/lib/*.mpy`, `main.py`) over
-the serial REPL. mpremote's `fs cp` compares each file's SHA-256 on the board and skips
+For development: instead of reflashing, copy the compiled app (the packages under
+`/lib/nightlink`, `main.py`, `boot.py`) over the serial REPL. mpremote's `fs cp` compares each file's SHA-256 on the board and skips
 unchanged ones ("Up to date"). Then, unless told not to, the micropython-lib packages the app
 requires are installed with `mpremote mip install` when the board cannot import them (the
 official ESP32 firmware has umqtt.simple built in, so usually nothing is installed; `mip`
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nightlink.errors import NightlinkError
-from nightlink.tools.devicetool.build import load_build
+from nightlink.tools.device.build import load_build
 
 _LOGGER = logging.getLogger(__name__)
-_MKDIR_LIB = "import os\ntry:\n os.mkdir('/lib')\nexcept OSError:\n pass"
+_MKDIRS = "import os\nfor d in %r:\n try:\n  os.mkdir(d)\n except OSError:\n  pass"
 
 
 @dataclass
@@ -40,7 +40,7 @@ def _mpremote(port: str, *args: str, timeout: float = 120) -> subprocess.Complet
 
 
 def _fail(port: str, proc: subprocess.CompletedProcess) -> NightlinkError:
-    from nightlink.tools.devicetool.flash import port_error
+    from nightlink.tools.device.flash import port_error
 
     text = (proc.stderr or proc.stdout).strip()
     if "failed to access" in text or "could not open" in text.lower():
@@ -55,20 +55,27 @@ def _fail(port: str, proc: subprocess.CompletedProcess) -> NightlinkError:
 def deploy(port: str, build_dir: Path, mip: bool = True) -> Deployed:
     build = load_build(build_dir)
     app = Path(build_dir) / "app"
-    libs = sorted(str(p) for p in (app / "lib").glob("*.mpy"))
-    roots = sorted(str(p) for p in app.glob("*.py"))
+    libs = sorted(p.relative_to(app).as_posix() for p in (app / "lib").rglob("*.mpy"))
+    roots = sorted(p.name for p in app.glob("*.py"))
     if not libs:
         raise NightlinkError(f"{app} holds no compiled files: run `nightlink device build`.")
-    args = ["exec", _MKDIR_LIB, "+", "fs", "cp", *libs, ":/lib/"]
+    folders = sorted({p.rpartition("/")[0] for p in libs})  # lib, lib/nightlink, …/shared …
+    dirs = []
+    for folder in folders:
+        parts = folder.split("/")
+        dirs += ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    args = ["exec", _MKDIRS % (sorted(set(dirs), key=len),)]
+    for folder in folders:  # one copy per folder, into the same folder on the board
+        files = [str(app / p) for p in libs if p.rpartition("/")[0] == folder]
+        args += ["+", "fs", "cp", *files, f":/{folder}/"]
     for root in roots:  # one by one, each to its own name: mpremote cannot test ":/" as a folder
-        args += ["+", "fs", "cp", root, f":/{Path(root).name}"]
+        args += ["+", "fs", "cp", str(app / root), f":/{root}"]
     proc = _mpremote(port, *args)
     if proc.returncode != 0:
         raise _fail(port, proc)
-    unchanged = [line.split(":", 1)[1].strip() for line in proc.stdout.splitlines()
-                 if line.startswith("Up to date:")]
-    names = [f"lib/{Path(p).name}" for p in libs] + [Path(p).name for p in roots]
-    copied = [n for n in names if n not in {u.lstrip("/") for u in unchanged}]
+    unchanged = {line.split(":", 1)[1].strip().lstrip(":/") for line in proc.stdout.splitlines()
+                 if line.startswith("Up to date:")}
+    copied = [n for n in libs + roots if n not in unchanged]
     installed = []
     if mip:
         for package in build.get("requires", []):
@@ -81,4 +88,4 @@ def deploy(port: str, build_dir: Path, mip: bool = True) -> Deployed:
             installed.append(package)
     _LOGGER.info("deployed to %s: %d copied, %d unchanged, installed %s", port, len(copied),
                  len(unchanged), installed)
-    return Deployed(copied, unchanged, installed)
+    return Deployed(copied, sorted(unchanged), installed)

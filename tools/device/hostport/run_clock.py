@@ -1,6 +1,8 @@
-"""Run the clock's room-sensor sync loop on the host: device/ code, flat imports, real broker.
+"""Run the clock's room-sensor sync loop on the host: device/ code, the clock's one MQTT link,
+the host port's umqtt.simple, a real broker.
 
-    python tools/hostport/run_clock.py OUTBOX HOST PORT TENANT DEVICE EPOCHS [PERIOD_S]
+    PYTHONPATH=tools/device/hostport python tools/device/hostport/run_clock.py \\
+        OUTBOX HOST PORT TENANT DEVICE EPOCHS [PERIOD_S]
 
 Writes one room record per epoch (deterministic readings) into the flash outbox and syncs
 it; exits once every record is acknowledged. Killing it at any moment is a power cut.
@@ -9,11 +11,12 @@ it; exits once every record is acknowledged. Killing it at any moment is a power
 import sys
 import time
 
-import codec
-import features
-from clock_sync import ClockSync
-from outbox import Outbox
-from umqtt.simple import MQTTClient
+from umqtt.simple import MQTTClient, MQTTException
+
+from nightlink.device.clock_sync import ClockSync
+from nightlink.device.mqtt_link import MqttLink
+from nightlink.device.outbox import Outbox
+from nightlink.shared import codec, features
 
 FIRST_EPOCH = 58950540
 
@@ -28,8 +31,9 @@ def main():
     period = float(sys.argv[7]) if len(sys.argv) > 7 else 0.01
     box = Outbox(path, capacity=800 * 1024, protected=(features.CGM,))
     dev = codec.device_id(device)
-    sync = ClockSync(box, lambda: MQTTClient("clock-" + device, host, int(port), keepalive=10),
-                     tenant, device, keepalive_s=10)
+    link = MqttLink(MQTTClient, "clock-" + device, host, int(port), keepalive_s=10,
+                    refused=MQTTException)
+    sync = ClockSync(box, link, tenant, device)
     total = int(epochs)
     produced = box.next_seq(features.ROOM) - 1
     next_write = time.monotonic()
@@ -42,6 +46,7 @@ def main():
             box.append(codec.encode(codec.Record(features.ROOM, dev, 1, seq, epoch, [row])))
             produced = seq
             next_write = now + period
+        link.step(int(now * 1000))
         sync.step(int(now * 1000))
         if produced >= total and box.all_acked():
             break

@@ -1,0 +1,197 @@
+# The clock's one network link: Wi-Fi, one broker session under one client id, keepalive
+# pings, reconnects with exponential back-off and jitter, re-subscription, per-topic handlers.
+
+import random
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host port, tests)
+
+    def const(x):
+        return x
+
+
+_BACKOFF_MIN_MS = const(1000)
+_BACKOFF_MAX_MS = const(120000)
+_WIFI_TRY_MS = const(10000)  # a network gets this long to join before the next is tried
+_MAX_MESSAGES = const(8)  # messages taken per step, so one pass is never held up for long
+
+
+class MqttLink:
+    """Owns the clock's link; the app only registers handlers per topic filter and
+    hooks for each new session, publishes, and calls step(now_ms) once per main-loop pass.
+
+    client_class: umqtt.simple.MQTTClient (the host port's stand-in on a PC), built once
+    with the one client id. wlan: the board's network.WLAN station, or None where the
+    host's network carries the traffic. networks: [{"ssid", "password"}] tried in turn.
+    refused: the client's exception for a broker that answers CONNACK with a refusal.
+    """
+
+    def __init__(self, client_class, client_id, host, port=1883, user=None, password=None,
+                 tls=False, keepalive_s=60, wlan=None, networks=(), refused=()):
+        self.client = client_class(client_id, host, port, user=user, password=password,
+                                   keepalive=keepalive_s, ssl=tls)
+        self.client.set_callback(self._dispatch)
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.keepalive_ms = keepalive_s * 1000
+        self.refused = refused
+        self.wlan = wlan
+        self.networks = networks
+        self.ssid = None  # the network last joined (or being joined)
+        self.up = False  # a broker session is open
+        self.now = 0
+        self.backoff = _BACKOFF_MIN_MS
+        self.next_attempt = 0
+        self.last_io = 0
+        self.connects = 0
+        self.failures = 0
+        self.received = 0
+        self._subs = []  # (filter, qos, handler, filter split at "/")
+        self._on_up = []  # fn(now_ms), called after every new session
+        self._net = -1
+        self._net_until = 0
+        if wlan is not None:
+            wlan.active(True)
+
+    # -- what the app uses -----------------------------------------------------------------
+
+    def subscribe(self, topic_filter, qos, handler):
+        """Deliver messages matching topic_filter to handler(topic str, msg bytes), on this
+        session and every later one."""
+        self._subs.append((topic_filter, qos, handler, topic_filter.split("/")))
+        if self.up:
+            try:
+                self.client.subscribe(topic_filter, qos)
+            except OSError:
+                self._failed(self.now)
+
+    def on_connect(self, hook):
+        """hook(now_ms) runs after every new broker session (what was in flight may be lost)."""
+        self._on_up.append(hook)
+
+    def publish(self, topic, msg, retain=False, qos=0):
+        """Publish now; False when the link is down or the write failed (the link then waits
+        out its back-off before connecting again)."""
+        if not self.up:
+            return False
+        try:
+            self.client.publish(topic, msg, retain, qos)
+        except OSError:
+            self._failed(self.now)
+            return False
+        self.last_io = self.now
+        return True
+
+    def close(self):
+        """End the session (before deep sleep: the radio goes off with the board)."""
+        if self.up:
+            self.up = False
+            try:
+                self.client.disconnect()
+            except OSError:
+                pass
+
+    def wifi_connected(self):
+        return self.wlan is None or self.wlan.isconnected()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def step(self, now_ms):
+        """Join Wi-Fi, open the session when the back-off allows, take waiting messages and
+        ping every half keepalive. Never blocks on a refusing broker."""
+        self.now = now_ms
+        if not self.join_wifi(now_ms):
+            if self.up:
+                self._failed(now_ms)
+            return
+        if not self.up:
+            if now_ms < self.next_attempt:
+                return
+            self._connect(now_ms)
+            if not self.up:
+                return
+        try:
+            for _ in range(_MAX_MESSAGES):
+                if self.client.check_msg() is None:
+                    break
+            if self.up and now_ms - self.last_io >= self.keepalive_ms // 2:
+                self.client.ping()
+                self.last_io = now_ms
+        except OSError:
+            self._failed(now_ms)
+
+    def join_wifi(self, now_ms):
+        """True while the station is connected; else start joining the next network when
+        the last one had its time (the broker is left alone: main.py sets the clock first)."""
+        w = self.wlan
+        if w is None or w.isconnected():
+            return True
+        if self.networks and now_ms >= self._net_until:
+            self._net = (self._net + 1) % len(self.networks)
+            net = self.networks[self._net]
+            try:
+                w.disconnect()
+                w.connect(net["ssid"], net.get("password", ""))
+            except OSError:
+                pass
+            self.ssid = net["ssid"]
+            self._net_until = now_ms + _WIFI_TRY_MS
+        return False
+
+    def _connect(self, now_ms):
+        try:
+            self.client.connect(False)  # a persistent session: the broker keeps acks meanwhile
+        except OSError:
+            self._failed(now_ms)
+            return
+        except self.refused:  # CONNACK with a refusal (credentials, client id): same back-off
+            self._failed(now_ms)
+            return
+        self.up = True  # from here a failure closes the session before the next attempt
+        self.connects += 1
+        self.last_io = now_ms
+        try:
+            for sub in self._subs:
+                self.client.subscribe(sub[0], sub[1])
+        except OSError:
+            self._failed(now_ms)
+            return
+        self.backoff = _BACKOFF_MIN_MS
+        for hook in self._on_up:
+            hook(now_ms)
+
+    def _failed(self, now_ms):
+        self.failures += 1
+        if self.up:
+            self.up = False
+            try:
+                self.client.disconnect()
+            except OSError:
+                pass
+        # Exponential back-off with jitter: between half and all of the current delay.
+        half = self.backoff // 2
+        self.next_attempt = now_ms + half + random.getrandbits(16) % (half + 1)
+        self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+
+    def _dispatch(self, topic, msg):
+        if isinstance(topic, bytes):
+            topic = topic.decode()
+        self.received += 1
+        parts = topic.split("/")
+        for sub in self._subs:
+            if _matches(sub[3], parts):
+                sub[2](topic, msg)
+
+
+def _matches(filt, parts):
+    """MQTT filter matching on split topic levels: + is one level, # the rest."""
+    n = len(filt)
+    for i in range(n):
+        f = filt[i]
+        if f == "#":
+            return True
+        if i >= len(parts) or (f != "+" and f != parts[i]):
+            return False
+    return n == len(parts)

@@ -1,0 +1,107 @@
+"""device/main.py's own wiring through a simulated night: one MQTT link (one client, one id,
+one broker session) carries the edge's glucose feed in and the outbox's records out. Under
+real MicroPython the doubles are only the pins and buses, Wi-Fi, the clock, and the broker
+behind the real umqtt.simple's socket; on the host port the broker is a real Mosquitto whose
+log file records every connection."""
+
+import json
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from nightlink.cloud.config import Settings
+from nightlink.cloud.ingest import IngestWorker
+from nightlink.cloud.store import Store
+from tests.conftest import ROOT
+from tests.support.mpy_board import BOARD_LIBS, double_puts, host_env
+
+SCRIPT = ROOT / "tests" / "device" / "main_check.py"
+T0 = 1768510800
+CLOCK = "a4cf12b0c3d4"
+CLIENT_ID = "nl-clock-" + CLOCK
+FEED = "nl/v1/smith/ed9e00000001/clock/glucose"
+
+
+def _sgv(k):  # as main_check.reading(k)
+    return 130 - 9 * k if k < 8 else 58 + 12 * (k - 8)
+
+
+@pytest.mark.micropython
+def test_main__one_link_through_a_night__micropython(mpy_json):
+    got = mpy_json(SCRIPT, libs=BOARD_LIBS, puts=double_puts(), heap=512 * 1024, timeout=300)
+    broker = got["broker"]
+    # One connection under the clock's id, never taken over, still open at dawn.
+    assert broker["log"] == [["connect", CLIENT_ID]]
+    assert broker["sessions"] == [CLIENT_ID]
+    assert got["client_id"] == CLIENT_ID and got["connects"] == 1 and got["failures"] == 0
+    assert got["wifi"] == "home" and broker["pings"] > 0
+    # Every message of the edge's feed reached the app, the retained one and the night's.
+    assert got["readings"] == [[T0 + 1800 * k + 60, _sgv(k)] for k in range(16)]
+    # Every room epoch the clock wrote reached the broker once, in order, and was acked.
+    assert got["written"] >= 90
+    assert broker["data"] == [["room", seq] for seq in range(1, got["written"] + 1)]
+    assert got["published"] == got["acks"] == got["written"] and got["unacked"] == 0
+
+
+@pytest.fixture
+def logged_broker(mosquitto):
+    """The test's Mosquitto, restarted to log every connection to its log file."""
+    mosquitto.stop()
+    with open(mosquitto.conf, "a") as f:
+        f.write("log_type notice\nlog_type information\nconnection_messages true\n")
+    mosquitto.start()
+    return mosquitto
+
+
+@pytest.fixture
+def cloud(tmp_path, logged_broker):
+    store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
+    store.create_tenant("smith", "Smith")
+    store.add_device(CLOCK, "smith", "clock", f"smith.{CLOCK}", "-")
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
+                                          mqtt_host=logged_broker.host,
+                                          mqtt_port=logged_broker.port),
+                          client_id="ingest-main")
+    worker.start()
+    assert worker.connected.wait(10)
+    yield store, worker
+    worker.stop()
+    store.close()
+
+
+def _rows(store):
+    return store.db.query("SELECT seq FROM epoch_rows WHERE device = ? ORDER BY seq", (CLOCK,))
+
+
+def test_main__one_link_through_a_night__host_port(tmp_path, logged_broker, cloud):
+    store, worker = cloud
+    edge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-feed")
+    edge.connect(logged_broker.host, logged_broker.port)
+    edge.loop_start()
+    body = json.dumps({"t": T0 + 60, "sgv": 64, "trend": 5, "delta": -6})
+    edge.publish(FEED, body, qos=1, retain=True).wait_for_publish(10)
+    edge.loop_stop()
+    edge.disconnect()
+    root = tmp_path / "clock"
+    root.mkdir()
+    proc = subprocess.run([sys.executable, str(SCRIPT), f"{root}/", logged_broker.host,
+                           str(logged_broker.port)], env=host_env(), capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    log = logged_broker.log_text()
+    mine = [ln for ln in log.splitlines()
+            if "New client connected" in ln and f" as {CLIENT_ID} " in ln]
+    assert len(mine) == 1, log
+    assert "already connected" not in log
+    assert got["client_id"] == CLIENT_ID and got["connects"] == 1 and got["failures"] == 0
+    assert [T0 + 60, 64] in got["readings"]  # the edge's feed reached the app
+    assert got["written"] >= 90 and got["published"] >= got["written"] - 1
+    deadline = time.monotonic() + 20
+    while len(_rows(store)) < got["published"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.drain()
+    assert [r["seq"] for r in _rows(store)] == list(range(1, got["published"] + 1))

@@ -1,0 +1,81 @@
+"""The clock's one MQTT link (device/mqtt_link.py) under real MicroPython, driving the real
+umqtt.simple over a socket double whose other end is an in-process broker: per-topic
+handlers, keepalive, take-over and loss of the session, back-off with jitter while the broker
+refuses (never a tight loop), re-subscription, and Wi-Fi network by network."""
+
+import json
+
+import pytest
+
+from tests.conftest import ROOT, run_micropython
+from tests.support.mpy_board import BOARD_LIBS, double_puts
+
+SCRIPT = ROOT / "tests" / "device" / "mqtt_link_check.py"
+FEED = [["nl/v1/smith/ed9e00000001/clock/glucose", "98"],
+        ["nl/v1/smith/ed9e00000001/clock/night", "{}"]]
+SUBS = [["nl/v1/smith/+/clock/+", 0], ["nl/v1/smith/c0ffee000001/+/ack", 1]]
+
+
+@pytest.fixture(scope="module")
+def link():
+    out = run_micropython(SCRIPT, libs=BOARD_LIBS, puts=double_puts(), heap=512 * 1024)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _backs_off(failed_at, first_delay_ms=1000):
+    """Each wait between failed attempts lies between half and all of a delay that doubles
+    from first_delay_ms up to two minutes."""
+    delay = first_delay_ms
+    for a, b in zip(failed_at, failed_at[1:], strict=False):
+        if not delay // 2 <= b - a <= delay + 100:  # +100: the test steps every 100 ms
+            return False
+        delay = min(delay * 2, 120000)
+    return True
+
+
+@pytest.mark.micropython
+def test_mqtt_link__handlers_per_filter(link):
+    assert link["first"] == [True, 1, SUBS]
+    d = link["dispatch"]
+    assert d["feed"] == FEED  # the retained reading first, then the night; no other tenant
+    assert d["acks"] == ["nl/v1/smith/c0ffee000001/room/ack"]  # not the other clock's
+    assert d["received"] == 3
+    assert link["published"] is True
+
+
+@pytest.mark.micropython
+def test_mqtt_link__pings_every_half_keepalive(link):
+    assert link["pings_in_2_min"] == 4  # keepalive 60 s: a ping every 30 s
+
+
+@pytest.mark.micropython
+def test_mqtt_link__taken_over_comes_back_resubscribed(link):
+    t = link["takeover"]
+    assert t["failed_at"] == [122100]  # the first step after the other client connected
+    assert 122100 + 500 <= t["sessions"][1] <= 122100 + 1000  # after the first back-off
+    assert t["up"] and t["connects"] == 2 and t["subs"] == SUBS
+
+
+@pytest.mark.micropython
+def test_mqtt_link__broker_down_never_a_tight_loop(link):
+    d = link["down"]
+    assert d["attempts"] <= 13  # ten minutes of a refusing broker
+    assert _backs_off(d["failed_at"])
+    # jittered: without it every wait would be exactly 1 s, 2 s, 4 s ... up to 2 minutes
+    waits = [b - a for a, b in zip(d["failed_at"], d["failed_at"][1:], strict=False)]
+    assert waits != [min(1000 * 2**k, 120000) for k in range(len(waits))]
+    assert link["back"] == [True, 3, SUBS]
+
+
+@pytest.mark.micropython
+def test_mqtt_link__connack_refusal_backs_off_too(link):
+    r = link["refused"]
+    assert r["up"] is False and len(r["failed_at"]) <= 8
+    assert _backs_off(r["failed_at"])
+
+
+@pytest.mark.micropython
+def test_mqtt_link__wifi_network_by_network(link):
+    w = link["wifi"]
+    assert w["ssid"] == "attic" and w["tries"] == 2 and w["active"] is True
+    assert 10000 <= w["joined_at"] <= 11000  # home got its 10 s, then the attic joined

@@ -1,0 +1,60 @@
+"""The clock's code the way the board holds it, for tests: the host port's folder (CPython
+stand-ins for machine, network, framebuf, umqtt.simple), the board's package tree compiled
+by the image build, and long MicroPython runs in steps (tests/mpy/run.mjs --steps)."""
+
+import json
+import shutil
+import subprocess
+
+from tests.conftest import MPY_RUNNER, ROOT, MicroPythonError
+
+HOSTPORT = ROOT / "tools" / "device" / "hostport"
+BOARD_LIBS = (ROOT / "shared", ROOT / "device")
+# Doubles of what only the board has (tests/mpy/board): the lowest layer, nothing above it.
+DOUBLES = ROOT / "tests" / "mpy" / "board"
+
+
+def host_env(**extra):
+    """Environment for a CPython child that runs device code on the host port."""
+    return {"PYTHONPATH": str(HOSTPORT), "PATH": "", **extra}
+
+
+def compiled_lib(out_dir):
+    """The image build's /lib (mpy-cross output, nightlink/... packages) in out_dir/app/lib."""
+    from nightlink.tools.device.build import compile_app
+
+    compile_app("esp32", out_dir)
+    return out_dir / "app" / "lib"
+
+
+def double_puts():
+    """(source, board path) of every double: the host port's machine and network (they run
+    under MicroPython too), the real umqtt.simple over a socket double and its in-process
+    broker, and the fast clock at the front of sys.path (the port's own time module is
+    frozen and found before /lib)."""
+    puts = [(HOSTPORT / "machine.py", "/lib/machine.py"),
+            (HOSTPORT / "network.py", "/lib/network.py")]
+    for src in sorted(DOUBLES.rglob("*.py")):
+        rel = src.relative_to(DOUBLES).as_posix()
+        puts.append((src, "/" + rel if rel == "time.py" else "/lib/" + rel))
+    return puts
+
+
+def run_steps(script, libs=BOARD_LIBS, mpy=(), puts=(), heap=256 * 1024, timeout=300):
+    """Run a script with tick()/finish() under MicroPython, one top-level call per tick (so
+    the collector runs between them); return the JSON of the last line printed."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("Node.js is needed to run MicroPython tests; install nodejs.")
+    cmd = [node, str(MPY_RUNNER), "--heap", str(heap), "--steps"]
+    for lib in libs:
+        cmd += ["--lib", str(lib)]
+    for tree in mpy:
+        cmd += ["--mpy", str(tree)]
+    for src, dest in puts:
+        cmd += ["--put", f"{src}:{dest}"]
+    cmd.append(str(script))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if proc.returncode != 0:
+        raise MicroPythonError(f"MicroPython failed:\n{proc.stderr}\n{proc.stdout}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,1 +1,0 @@
-"""Device tooling: build the clock's filesystem image, provision it, flash it, deploy to it."""
