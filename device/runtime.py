@@ -2,8 +2,6 @@
 # Nightscout fallback, the outbox sync and the watchdog. Time and hardware come from the
 # caller, so the emulator runs this same loop on a PC (tools/device/hostport), faster.
 
-import binascii
-import hashlib
 import json
 
 try:
@@ -15,14 +13,10 @@ except ImportError:  # CPython (host port, tests)
 
 
 from nightlink.shared import topics
+from nightlink.shared.apisecret import api_secret_hash
 
 _FALLBACK_AFTER_MS = const(360000)  # no word from the edge for 6 minutes: ask the cloud
 _POLL_MS = const(60000)
-
-
-def api_secret_header(secret):
-    """Nightscout's api-secret header value: the SHA-1 hex digest of the secret."""
-    return binascii.hexlify(hashlib.sha1(secret.encode()).digest()).decode()
 
 
 class Runner:
@@ -50,7 +44,7 @@ class Runner:
         self.cloud_url = None
         if isinstance(cl, dict) and cl.get("url") and cl.get("api_secret"):
             self.cloud_url = cl["url"].rstrip("/") + "/api/v1/entries.json?count=12"
-            self.cloud_headers = {"api-secret": api_secret_header(cl["api_secret"]),
+            self.cloud_headers = {"api-secret": api_secret_hash(cl["api_secret"]),
                                   "Accept": "application/json"}
         if link is not None:
             link.subscribe(self.filter, 0, self._on_message)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import jwt
 
+from nightlink.shared.apisecret import api_secret_hash
+
 ROLES: dict[str, tuple[str, ...]] = {
     "admin": ("*",),
     "denied": (),
@@ -38,8 +40,7 @@ JWT_HOURS = 8
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
-def sha1_hex(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
 
 
 def sha512_hex(text: str) -> str:
@@ -48,7 +49,7 @@ def sha512_hex(text: str) -> str:
 
 def secret_forms(secret: str) -> tuple[str, str]:
     """What a client may send for the API secret: its SHA-1 and SHA-512, lowercase hex."""
-    return sha1_hex(secret), sha512_hex(secret)
+    return api_secret_hash(secret), sha512_hex(secret)
 
 
 def kept_hash(presented: str) -> str:

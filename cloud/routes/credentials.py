@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from nightlink.cloud.deps import ERRORS, StoreDep, WriterAccess
-from nightlink.nightscout.auth import sha1_hex
+from nightlink.shared.apisecret import api_secret_hash
 
 router = APIRouter(prefix="/api/nl/v1", tags=["credentials"], responses=ERRORS)
 
@@ -39,7 +39,7 @@ def new_api_secret(access: WriterAccess, store: StoreDep):
         store.set_api_secret(access.tenant_id, secret)
         store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
                     kind="api-secret")
-    return ApiSecretPublic(secret=secret, sha1=sha1_hex(secret))
+    return ApiSecretPublic(secret=secret, sha1=api_secret_hash(secret))
 
 
 @router.post("/tenants/{tenant}/read-tokens", status_code=201, response_model=ReadTokenPublic)

@@ -26,14 +26,10 @@ from nightlink.nightscout.app import mount
 from nightlink.nightscout.hub import Hub
 from nightlink.nightscout.site import Site
 from nightlink.nightscout.store import find_token
+from nightlink.shared.apisecret import api_secret_hash
 
 _LOGGER = logging.getLogger(__name__)
 MIN_SECRET_LENGTH = 12  # Nightscout itself refuses API_SECRETs shorter than 12 characters.
-
-
-def api_secret_hash(secret: str) -> str:
-    """The value of the `api-secret` header for a secret: its SHA1, lowercase hex."""
-    return auth.sha1_hex(secret)
 
 
 def access_token(secret: str) -> str:
@@ -56,7 +52,7 @@ class EdgeDirectory:
             self.version = "0.0.0"
         self._admin = set(auth.secret_forms(api_secret))
         token = access_token(api_secret)
-        self._reader = {token, auth.sha1_hex(token)}
+        self._reader = {token, api_secret_hash(token)}
         self._site = Site(SITE, name, store.docs, store.subjects)
 
     def site(self, key: str) -> Site | None:

@@ -14,9 +14,9 @@ import httpx
 
 from nightlink.edge.sources.samples import Glucose, SourceError
 from nightlink.edge.store import EdgeStore
-from nightlink.nightscout.auth import sha1_hex as api_secret_hash
 from nightlink.nightscout.times import iso as date_string
 from nightlink.shared import units
+from nightlink.shared.apisecret import api_secret_hash
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from nightlink.nightscout import auth
+from nightlink.shared.apisecret import api_secret_hash
 from nightlink.sql import Database
 
 SUBJECTS_TABLE = "ns_subjects"
@@ -67,7 +68,7 @@ class Subjects:
             f"INSERT INTO {SUBJECTS_TABLE} (tenant_id, name, roles, notes, token_hash, "
             "token_sha1_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (self.site_key, name.strip(), json.dumps(roles), notes[:500],
-             auth.kept_hash(token), auth.kept_hash(auth.sha1_hex(token)), now))
+             auth.kept_hash(token), auth.kept_hash(api_secret_hash(token)), now))
         return Subject(int(rows[0]["id"]), self.site_key, name.strip(), tuple(roles), notes,
                        now), token
 

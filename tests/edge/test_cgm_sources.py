@@ -17,6 +17,7 @@ from nightlink.edge.node import nightscout_site
 from nightlink.edge.sources import cgm
 from nightlink.edge.sources.samples import Glucose, SourceError
 from nightlink.edge.store import EdgeStore
+from nightlink.shared.apisecret import api_secret_hash
 from tests.support.servers import serve
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -104,7 +105,7 @@ def test_readings_from_store__oldest_first_since(store):
 
 def upload(url: str, entries: list[dict]) -> None:
     r = httpx.post(url + "/api/v1/entries", json=entries,
-                   headers={"api-secret": nightscout_site.api_secret_hash(SECRET)})
+                   headers={"api-secret": api_secret_hash(SECRET)})
     assert r.status_code == 200, r.text
 
 
@@ -191,7 +192,7 @@ def test_follower__uses_given_client_and_query(store):
     assert req.url.path == "/api/v1/entries/sgv.json"
     assert req.url.params["find[date][$gt]"] == "1763600000000"
     assert req.url.params["count"] == "288"
-    assert req.headers["api-secret"] == nightscout_site.api_secret_hash(SECRET)
+    assert req.headers["api-secret"] == api_secret_hash(SECRET)
 
 
 # -- Dexcom Clarity -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # Run as a script; `nightlink.shared` imports the same way in both; prints one JSON line.
 import json
 
-from nightlink.shared import clinical, codec, epoch, features, topics, units
+from nightlink.shared import apisecret, clinical, codec, epoch, features, topics, units
 
 T0 = 1768516200  # 2026-01-15T22:30:00Z
 
@@ -34,6 +34,8 @@ def _damaged(i):
 
 
 CALLS = [
+    ("apisecret.api_secret_hash", lambda: [apisecret.api_secret_hash(s) for s in
+                                           ("", "a secret of 12+", "caf\u00e9-token-\u00fc")], ()),
     ("clinical.ahi_severity", lambda: [clinical.ahi_severity(a)
                                        for a in (None, 0, 4.9, 5, 14.99, 15, 29.9, 30, 80)], ()),
     ("topics.data_topic", topics.data_topic, ("fam-1", "a4cf12b0c3d4", "room")),

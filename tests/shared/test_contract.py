@@ -1,5 +1,6 @@
 """shared/ gives the same answers under CPython and real MicroPython, call for call."""
 
+import hashlib
 import json
 import math
 import subprocess
@@ -60,6 +61,10 @@ def test_contract__expected_answers(cpython):
     assert cpython["units.from_mmoll"] == {"ok": 70}
     assert cpython["clinical.ahi_severity"] == {"ok": [
         None, "normal", "normal", "mild", "mild", "moderate", "moderate", "severe", "severe"]}
+    assert cpython["apisecret.api_secret_hash"] == {"ok": [
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709",  # SHA-1 of nothing (FIPS 180 example)
+        hashlib.sha1(b"a secret of 12+").hexdigest(),
+        hashlib.sha1("caf\u00e9-token-\u00fc".encode()).hexdigest()]}
     assert cpython["codec.crc32 soft"] == {"ok": [0xCBF43926, 0xCBF43926]}
     assert cpython["codec.quantize_row range"] == {"error": "RangeError"}
     assert cpython["codec.quantize_row count"] == {"error": "StreamError"}
