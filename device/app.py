@@ -82,7 +82,7 @@ class Clock:
         return True
 
     def on_glucose(self, body, source, now_ms):
-        """The edge's retained JSON (see edge/clock_feed.py): {"t": Unix s, "sgv", "trend",
+        """The edge's retained JSON (see edge/sync/clock_feed.py): {"t": Unix s, "sgv", "trend",
         "delta", "recent": [[t, sgv], ...]}. Returns False for a message it cannot use."""
         try:
             d = json.loads(body)

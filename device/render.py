@@ -140,7 +140,7 @@ class View:
         self.source = ""  # "LAN", "cloud" or ""
         self.battery_pct = -1  # -1 on USB
         self.risk = -1  # predicted-low risk in permille, -1 unknown
-        self.summary = None  # dict from the edge (see edge/clock_feed.py)
+        self.summary = None  # dict from the edge (see edge/sync/clock_feed.py)
         self.status = None  # list of (label, value) lines
         self.errors = None  # config errors, sentences
 

@@ -101,7 +101,7 @@ _CGM = (
     ("sensor_error", "code", UINT8, 1.0, 0.0, 0.0, 38.0),
 )
 
-# Classifier outputs per epoch (edge models, see tools/train and edge/classify.py).
+# Classifier outputs per epoch (edge models, see tools/train and edge/features/classify.py).
 # sleep_stage: 0 wake, 1 light (N1+N2), 2 deep (N3), 3 REM. Flags are 1 when the epoch
 # holds (part of) that event; apnea_events counts apnea candidates starting in the epoch.
 _INFER = (

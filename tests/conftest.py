@@ -20,7 +20,8 @@ class MicroPythonError(AssertionError):
 def run_micropython(script, libs=(), puts=(), heap=256 * 1024, timeout=120):
     """Run a script file under MicroPython (WebAssembly port, Node) and return its stdout.
 
-    libs: folders whose .py files go flat into /lib, as deployed on the board.
+    libs: folders (shared/, device/) that become the packages /lib/nightlink/<folder name>,
+    as the clock's image lays them out.
     puts: (source path, destination path) pairs copied into the virtual file system.
     """
     node = shutil.which("node")

@@ -184,3 +184,30 @@ def test_no_tracker_wording_in_code_or_docs():
             if wording.search(line):
                 bad.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()[:80]}")
     assert not bad, "\n".join(bad)
+
+
+PATH_REF = re.compile(r"(?<![\w/.-])((?:[\w-]+/)+[\w-]+\.(?:py|md|mjs|toml|json))\b")
+EXTERNAL_PATHS = {"ports/esp32/boards/manifest.py"}  # in MicroPython's repository, not ours
+
+
+def test_paths_named_in_docs_and_comments_exist():
+    """README, docs and code comments name files by path (`edge/sync/clock_feed.py`); after a
+    move every such path still leads somewhere."""
+    bad = []
+    repo_files = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
+                  if p.is_file() and not {".git", ".venv", "node_modules"} & set(p.parts)]
+    texts = [(p, enumerate(p.read_text().splitlines(), 1)) for p in
+             [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
+              *sorted(ROOT.glob("*/*.md")), *sorted(ROOT.glob("edge/models/*.md"))]]
+    texts += [(p, _prose(p)) for p in _python_files("cloud", "edge", "nightscout", "nightlink",
+                                                     "tools", "shared", "device", "tests")]
+    for path, lines in texts:
+        for lineno, line in lines:
+            for ref in PATH_REF.findall(line):
+                if ref in EXTERNAL_PATHS or "://" in line:
+                    continue
+                # from the root, or the tail of a repository path (`store/collections.py`
+                # in a page about nightscout/)
+                if not any(f == ref or f.endswith("/" + ref) for f in repo_files):
+                    bad.append(f"{path.relative_to(ROOT)}:{lineno} names {ref}")
+    assert not bad, "\n".join(bad)

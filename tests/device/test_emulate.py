@@ -1,5 +1,5 @@
 """`nightlink device emulate`: the clock firmware on the host port against a real Mosquitto,
-fed by the edge's clock feed (edge/clock_feed.py); screens as PNGs; battery estimate."""
+fed by the edge's clock feed (edge/sync/clock_feed.py); screens as PNGs; battery estimate."""
 
 import json
 import time

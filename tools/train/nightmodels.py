@@ -1,6 +1,6 @@
 """Sleep-stage and breathing-event models: training on simulated nights, int8 export, and the
 held-out evaluation (`nightlink eval sleep|breathing`), which runs the exported .tflite files
-through the edge's own runtime (edge/classify.py).
+through the edge's own runtime (edge/features/classify.py).
 """
 
 from __future__ import annotations

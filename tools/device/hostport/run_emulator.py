@@ -108,7 +108,7 @@ def read_cgm(path):
 
 
 def feed_body(readings, i):
-    """The edge's clock feed message for reading i (same JSON as edge/clock_feed.py)."""
+    """The edge's clock feed message for reading i (same JSON as edge/sync/clock_feed.py)."""
     t, sgv = readings[i]
     prev = None
     for j in range(i - 1, -1, -1):
