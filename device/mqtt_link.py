@@ -90,7 +90,7 @@ class MqttLink:
             self.up = False
             try:
                 self.client.disconnect()
-            except OSError:
+            except OSError:  # the link is gone already: nothing to end
                 pass
 
     def wifi_connected(self):
@@ -164,12 +164,7 @@ class MqttLink:
 
     def _failed(self, now_ms):
         self.failures += 1
-        if self.up:
-            self.up = False
-            try:
-                self.client.disconnect()
-            except OSError:
-                pass
+        self.close()
         # Exponential back-off with jitter: between half and all of the current delay.
         half = self.backoff // 2
         self.next_attempt = now_ms + half + random.getrandbits(16) % (half + 1)

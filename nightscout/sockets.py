@@ -92,6 +92,15 @@ class NightscoutSockets:
     def _sids(self, namespace: str) -> list:
         return list(self.sio.manager.get_participants(namespace, None))
 
+    async def _attach(self, sid: str, namespace: str, site, grant) -> None:
+        """Remember the socket's site and grant, and have the hub watch that site."""
+        async with self.sio.session(sid, namespace=namespace) as session:
+            session["site"] = site.key
+            session["grant"] = grant
+        self._namespaces.setdefault(site.key, set()).add(namespace)
+        if self.state.hub:
+            self.state.hub.watch(site.key)
+
     async def _grant(self, namespace: str, sid: str, *, secret: Any = None, token: Any = None,
                      access_token: Any = None) -> tuple[Site, auth.Grant] | None:
         """The site and grant of the credentials a socket presents (None: refused)."""
@@ -139,11 +148,7 @@ class NightscoutSockets:
             await self.sio.disconnect(sid, namespace=namespace)
             return None
         site, grant = found
-        async with self.sio.session(sid, namespace=namespace) as session:
-            session["site"] = site.key
-            session["grant"] = grant
-        self._namespaces.setdefault(site.key, set()).add(namespace)
-        self.state.hub and self.state.hub.watch(site.key)
+        await self._attach(sid, namespace, site, grant)
         reply = {"read": grant.allows("api:*:read"),
                  "write": grant.allows("api:*:create,update,delete"),
                  "write_treatment": grant.allows("api:treatments:create,update,delete")}
@@ -286,11 +291,7 @@ class NightscoutSockets:
         if found is None or (channel == "/storage" and not found[1].authenticated):
             return {"success": False, "message": "Missing or bad accessToken"}
         site, grant = found
-        async with self.sio.session(sid, namespace=namespace) as session:
-            session["site"] = site.key
-            session["grant"] = grant
-        self._namespaces.setdefault(site.key, set()).add(namespace)
-        self.state.hub and self.state.hub.watch(site.key)
+        await self._attach(sid, namespace, site, grant)
         if channel == "/alarm":
             await self.sio.enter_room(sid, f"alarm:{site.key}", namespace=namespace)
             return {"success": True, "message": "Subscribed for alarms",

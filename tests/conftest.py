@@ -1,44 +1,14 @@
 """Shared fixtures: the real MicroPython interpreter, free ports and paths."""
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.micropython import run_micropython
 from tests.support.services import Broker, PostgresServer, free_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-MPY_RUNNER = ROOT / "tests" / "mpy" / "run.mjs"
-
-
-class MicroPythonError(AssertionError):
-    """The script raised under MicroPython; the message holds its traceback."""
-
-
-def run_micropython(script, libs=(), puts=(), heap=256 * 1024, timeout=120):
-    """Run a script file under MicroPython (WebAssembly port, Node) and return its stdout.
-
-    libs: folders (shared/, device/) that become the packages /lib/nightlink/<folder name>,
-    as the clock's image lays them out.
-    puts: (source path, destination path) pairs copied into the virtual file system.
-    """
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("Node.js is needed to run MicroPython tests; install nodejs.")
-    if not (ROOT / "node_modules" / "@micropython").is_dir():
-        raise RuntimeError("The MicroPython npm package is missing: run `make test` (npm ci).")
-    cmd = [node, str(MPY_RUNNER), "--heap", str(heap)]
-    for lib in libs:
-        cmd += ["--lib", str(lib)]
-    for src, dest in puts:
-        cmd += ["--put", f"{src}:{dest}"]
-    cmd.append(str(script))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    if proc.returncode != 0:
-        raise MicroPythonError(f"MicroPython failed:\n{proc.stderr}\n{proc.stdout}")
-    return proc.stdout
 
 
 @pytest.fixture(scope="session")

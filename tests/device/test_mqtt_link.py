@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT, run_micropython
+from tests.conftest import ROOT
+from tests.support.micropython import run_micropython
 from tests.support.mpy_board import BOARD_LIBS, double_puts
 
 SCRIPT = ROOT / "tests" / "device" / "mqtt_link_check.py"

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_micropython
+from tests.conftest import ROOT
+from tests.support.micropython import run_micropython
 from tests.support.mpy_board import HOSTPORT, host_env
 
 SCRIPT = ROOT / "tests" / "device" / "screens_check.py"

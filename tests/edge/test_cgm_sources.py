@@ -16,7 +16,6 @@ from nightlink.edge.importers import cgm_csv
 from nightlink.edge.node import nightscout_site
 from nightlink.edge.sources import cgm
 from nightlink.edge.sources.samples import Glucose, SourceError
-from nightlink.edge.store import EdgeStore
 from nightlink.shared.apisecret import api_secret_hash
 from tests.support.servers import serve
 
@@ -27,13 +26,6 @@ MIN = 60_000
 
 def ts(text: str, tz: str = "UTC") -> float:
     return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = EdgeStore(tmp_path / "edge.db")
-    yield s
-    s.close()
 
 
 # -- entries <-> Glucose --------------------------------------------------------------------------

@@ -9,18 +9,10 @@ from nightlink.cli import main
 from nightlink.edge.importers.cgm_csv import read_dexcom_clarity_csv
 from nightlink.edge.importers.importer import import_file
 from nightlink.edge.sources.samples import SourceError
-from nightlink.edge.store import EdgeStore
 from nightlink.shared import features
 from nightlink.shared.epoch import epoch_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = EdgeStore(tmp_path / "edge.db")
-    yield s
-    s.close()
 
 
 def test_import__clarity_entries_and_epochs(store):

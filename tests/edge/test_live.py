@@ -114,6 +114,18 @@ def run_until(node, done, timeout_s=30.0):
     asyncio.run(asyncio.wait_for(main(), timeout_s))
 
 
+# A node with no audio and no local Nightscout: what the broker tests add to.
+QUIET_NODE = f"""
+close_delay_s = 0.5
+tenant = "fam-1"
+[audio]
+enabled = false
+[nightscout]
+enabled = false
+api_secret = "{SECRET}"
+"""
+
+
 def _config(tmp_path, text):
     path = tmp_path / "edge.toml"
     path.write_text(text)
@@ -302,14 +314,7 @@ def test_live__clock_room_records_over_a_real_broker(tmp_path, mosquitto):
 
     from nightlink.shared import codec, topics
 
-    cfg = _config(tmp_path, f"""
-close_delay_s = 0.5
-tenant = "fam-1"
-[audio]
-enabled = false
-[nightscout]
-enabled = false
-api_secret = "{SECRET}"
+    cfg = _config(tmp_path, QUIET_NODE + f"""
 [clocks]
 enabled = true
 host = "{mosquitto.host}"
@@ -366,14 +371,7 @@ def test_live__node_syncs_its_epochs_to_the_cloud(tmp_path, mosquitto):
     from nightlink.cloud.ingest import IngestWorker
     from nightlink.cloud.store import Store
 
-    cfg = _config(tmp_path, f"""
-close_delay_s = 0.5
-tenant = "fam-1"
-[audio]
-enabled = false
-[nightscout]
-enabled = false
-api_secret = "{SECRET}"
+    cfg = _config(tmp_path, QUIET_NODE + f"""
 [room]
 enabled = true
 [sync]

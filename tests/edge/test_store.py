@@ -10,13 +10,6 @@ from nightlink.shared import codec, features
 ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = EdgeStore(tmp_path / "edge.db")
-    yield s
-    s.close()
-
-
 def test_store__wal_and_migrations(store):
     assert store.db.scalar("PRAGMA journal_mode") == "wal"
     assert store.schema_version() == 3

@@ -3,10 +3,8 @@ stand-ins for machine, network, framebuf, umqtt.simple), the board's package tre
 by the image build, and long MicroPython runs in steps (tests/mpy/run.mjs --steps)."""
 
 import json
-import shutil
-import subprocess
 
-from tests.conftest import MPY_RUNNER, ROOT, MicroPythonError
+from tests.support.micropython import ROOT, run_micropython
 
 HOSTPORT = ROOT / "tools" / "device" / "hostport"
 BOARD_LIBS = (ROOT / "shared", ROOT / "device")
@@ -43,18 +41,5 @@ def double_puts():
 def run_steps(script, libs=BOARD_LIBS, mpy=(), puts=(), heap=256 * 1024, timeout=300):
     """Run a script with tick()/finish() under MicroPython, one top-level call per tick (so
     the collector runs between them); return the JSON of the last line printed."""
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("Node.js is needed to run MicroPython tests; install nodejs.")
-    cmd = [node, str(MPY_RUNNER), "--heap", str(heap), "--steps"]
-    for lib in libs:
-        cmd += ["--lib", str(lib)]
-    for tree in mpy:
-        cmd += ["--mpy", str(tree)]
-    for src, dest in puts:
-        cmd += ["--put", f"{src}:{dest}"]
-    cmd.append(str(script))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    if proc.returncode != 0:
-        raise MicroPythonError(f"MicroPython failed:\n{proc.stderr}\n{proc.stdout}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_micropython(script, libs, puts, heap, timeout, mpy=mpy, steps=True)
+    return json.loads(out.strip().splitlines()[-1])
