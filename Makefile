@@ -43,8 +43,10 @@ $(STAMPS)/main: pyproject.toml | $(PY)
 	$(call pip_install,--editable '.[demo]')
 	@mkdir -p $(STAMPS) && touch $@
 
+# (A comma cannot appear inside $(call ...): the extras list is a variable.)
+DEV_EXTRAS := .[dev,train]
 $(STAMPS)/dev: pyproject.toml $(STAMPS)/main
-	$(call pip_install,--editable '.[dev,train]')
+	$(call pip_install,--editable '$(DEV_EXTRAS)')
 	@mkdir -p $(STAMPS) && touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
