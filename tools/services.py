@@ -18,9 +18,12 @@ _next_port = [0]
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, from a block only this test worker
     uses (pytest-xdist's PYTEST_XDIST_WORKER gwN takes the Nth block): a server started on
-    it next cannot lose it to another worker picking the same free port at the same time."""
+    it next cannot lose it to another worker picking the same free port at the same time.
+    NIGHTLINK_PORT_BLOCK shifts the blocks, so two test sessions on one machine stay apart."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    block = int(worker) % 12 if worker.isdigit() else 0
+    shift = os.environ.get("NIGHTLINK_PORT_BLOCK", "0")
+    block = ((int(worker) if worker.isdigit() else 0)
+             + (int(shift) if shift.isdigit() else 0)) % 12
     for _ in range(_PORTS_PER_WORKER):
         port = _PORT_BASE + block * _PORTS_PER_WORKER + _next_port[0] % _PORTS_PER_WORKER
         _next_port[0] += 1
