@@ -2,19 +2,36 @@
 
 One worker subscribes to `nl/v1/+/+/+` (or, to share the load between several workers,
 `$share/ingest/nl/v1/+/+/+`). For each message it checks the topic, that the device is
-provisioned for that tenant, and the bytes; stores the rows (upsert on device, stream,
-boot, seq); and publishes the stream's high-water mark, with any gaps it sees above it, on
-`…/{stream}/ack`. A message that fails any check goes to the dead-letter table with the
-reason; it never stops the worker or holds up the messages behind it.
+provisioned for that tenant (not revoked, its tenant not deleted), and every byte and field;
+stores the rows (upsert on device, stream, boot, seq); and publishes the stream's
+high-water mark, with any gaps it sees above it, on `…/{stream}/ack`.
+
+Nothing a message holds stops the worker: a message that fails a check, or whose handling
+raises anything unexpected, goes to the dead-letter table with the reason, and the worker
+goes on. What may pass is waited for instead: a database that refuses writes (disk full,
+PostgreSQL away) is tried again with back-off and jitter, the message kept and not
+acknowledged to the broker (manual MQTT acks: the PUBACK leaves only once the message is
+stored or dead-lettered, so a broker delivers it again after a restart). A device over its
+rate limit is slowed down the same way: its messages are held back, unacknowledged, and
+handled as its tokens come back; nothing is refused for speed alone.
+
+A supervisor restarts the consumer thread if it dies or makes no progress; `problem()`
+says what keeps the worker from being ready (for /readyz). The broker connection is made
+one attempt at a time, each waiting for the broker's answer, with back-off and jitter
+between attempts; every failure is logged at WARNING with its reason.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import queue
+import random
+import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -24,17 +41,31 @@ from nightlink.cloud.store import Store
 from nightlink.nightscout.documents import DocumentError
 from nightlink.shared import codec, features, topics, units
 from nightlink.shared.epoch import EPOCH_S, epoch_start
-from nightlink.sql import DatabaseError
+from nightlink.sql import DatabaseError, IntegrityError
 
 _LOGGER = logging.getLogger(__name__)
 _CGM_NAMES = features.names(features.CGM)
 _GLUCOSE = _CGM_NAMES.index("glucose_mgdl")
 _AGE = _CGM_NAMES.index("minutes_since")
 _TREND = _CGM_NAMES.index("direction")
+_STREAM_NAMES = ", ".join(s[features.S_NAME] for s in features.STREAMS)
+
+# What a message may hold. A data message is one record or one batch (the codec's limits);
+# a status report is a small JSON object.
+MAX_DATA_BYTES = codec.BATCH_HEADER_SIZE + codec.MAX_BATCH_BYTES
+MAX_STATUS_BYTES = 65536
+MAX_RANGES = 1000  # dropped ranges per stream in one report (devices send their newest 100)
+MAX_SEQ = 0xFFFFFFFF  # sequence numbers are u32 on the wire
+MAX_DROP_COUNT = 2**53  # a count of dropped rows (a float keeps it exactly)
 
 
 class Rejected(ValueError):
-    """A message that cannot be stored; the message is the dead-letter reason."""
+    """A message that cannot be stored; the message is the dead-letter reason. `outcome`
+    holds what was stored before the refusal (the good records of a batch), if anything."""
+
+    def __init__(self, reason: str, outcome: Outcome | None = None):
+        super().__init__(reason)
+        self.outcome = outcome
 
 
 @dataclass
@@ -70,41 +101,119 @@ def glucose_entries(rec: codec.Record, device: str) -> list[dict]:
 
 def handle(store: Store, topic: str, payload: bytes) -> Outcome:
     """Check, decode and store one message. Raises Rejected with the dead-letter reason."""
+    kind, tenant, device, stream = _parse(topic)
+    _check_publisher(store, tenant, device)
+    if kind == "status":
+        return _status(store, tenant, device, payload)
+    return _data(store, tenant, device, stream, payload)
+
+
+def _parse(topic: str) -> tuple[str, str, str, str | None]:
     try:
         kind, tenant, device, stream = topics.parse(topic)
     except topics.TopicError as exc:
         raise Rejected(str(exc)) from None
     if kind not in ("data", "status"):
         raise Rejected(f"{topic} is not a data or status topic.")
-    dev = store.device(device)
+    if kind == "data" and features.stream_by_name(stream) is None:
+        raise Rejected(f"The stream {stream!r} is not one this cloud knows ({_STREAM_NAMES}).")
+    return kind, tenant, device, stream
+
+
+def _check_publisher(store: Store, tenant: str, device: str) -> None:
+    """Refuse a device that is not provisioned for the topic's tenant, is revoked, or whose
+    tenant was deleted (its devices are revoked with it)."""
+    dev = store.publisher(device)
     if dev is None or dev["tenant_id"] != tenant:
         raise Rejected(f"The device {device} is not provisioned for tenant {tenant}.")
-    if kind == "status":
-        try:
-            doc = json.loads(payload)
-            if not isinstance(doc, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            raise Rejected(f"The status report is not a JSON object ({exc}).") from None
-        store.put_device_status(device, tenant, doc)
-        out = Outcome()
-        for name, ranges in (doc.get("dropped") or {}).items():
-            s = features.stream_by_name(name)
-            if s is None or not isinstance(ranges, list):
-                continue
-            try:
-                store.add_dropped(device, s[features.S_ID], [(int(a), int(b)) for a, b in ranges])
-            except (TypeError, ValueError):
-                raise Rejected("The status report's dropped ranges are not [first, last] "
-                               "pairs.") from None
-            hwm = store.advance_hwm(device, s[features.S_ID])
-            gaps = store.missing_seqs(device, s[features.S_ID])
-            out.acks.append((topics.ack_topic(tenant, device, name),
-                             {"stream": name, "hwm": hwm, "gaps": [list(g) for g in gaps[:50]]}))
-        for name, n in (doc.get("drops") or {}).items():
-            if isinstance(n, int):
-                metrics.DEVICE_DROPS.labels(device, str(name)[:32]).set(n)
-        return out
+    if dev["tenant_deleted_at"] is not None:
+        raise Rejected(f"The tenant {tenant} was deleted; messages of its device {device} "
+                       "are not stored.")
+    if dev["revoked_at"] is not None:
+        raise Rejected(f"The device {device} was revoked; its messages are not stored.")
+
+
+def _status(store: Store, tenant: str, device: str, payload: bytes) -> Outcome:
+    """A device's health report: kept as it is once every field the cloud reads is valid;
+    its dropped ranges let the marks step over rows the device gave up (see advance_hwm)."""
+    if len(payload) > MAX_STATUS_BYTES:
+        raise Rejected(f"The status report is {len(payload)} bytes; at most "
+                       f"{MAX_STATUS_BYTES} are read.")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(f"The status report is not a JSON object ({_short(exc)}).") from None
+    if not isinstance(doc, dict):
+        raise Rejected("The status report is not a JSON object (it is a JSON "
+                       f"{type(doc).__name__}).")
+    dropped = _dropped_ranges(doc.get("dropped"))
+    drops = _drop_counts(doc.get("drops"))
+    store.put_device_status(device, tenant, doc)
+    out = Outcome()
+    for sid, ranges in dropped.items():
+        store.add_dropped(device, sid, ranges)
+        out.acks.append(_ack(store, tenant, device, sid))
+    per_label: dict[str, int] = {}
+    for name, n in drops.items():
+        label = metrics.stream_label(name)
+        per_label[label] = per_label.get(label, 0) + n
+    for label, n in per_label.items():
+        metrics.DEVICE_DROPS.labels(device, label).set(n)
+    return out
+
+
+def _dropped_ranges(value) -> dict[int, list[tuple[int, int]]]:
+    """A report's `dropped` ({stream: [[first, last], …]}) checked: whole numbers, first <=
+    last, both sequence numbers. Streams this build does not know are skipped."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Rejected("The status report's dropped is not an object of [first, last] "
+                       f"seq ranges per stream (it is {_show(value)}).")
+    out = {}
+    for name, ranges in value.items():
+        if not isinstance(ranges, list) or len(ranges) > MAX_RANGES:
+            raise Rejected(f"The status report's dropped {_show(name)} is not a list of at "
+                           f"most {MAX_RANGES} [first, last] ranges.")
+        checked = [_seq_range(name, r) for r in ranges]
+        stream = features.stream_by_name(name)
+        if stream is not None:
+            out[stream[features.S_ID]] = checked
+    return out
+
+
+def _seq_range(name: str, pair) -> tuple[int, int]:
+    if not (isinstance(pair, list) and len(pair) == 2 and all(_whole(x) for x in pair)):
+        raise Rejected(f"The status report's dropped {_show(name)} holds {_show(pair)}, not "
+                       "a [first, last] pair of whole numbers.")
+    first, last = pair
+    if not (0 <= first <= MAX_SEQ and 0 <= last <= MAX_SEQ):
+        raise Rejected(f"The status report's dropped {_show(name)} range {_show(pair)} lies "
+                       f"outside the sequence numbers 0..{MAX_SEQ}.")
+    if first > last:
+        raise Rejected(f"The status report's dropped {_show(name)} range [{first}, {last}] "
+                       "is inverted (first after last).")
+    return first, last
+
+
+def _drop_counts(value) -> dict[str, int]:
+    """A report's `drops` ({stream: rows dropped}) checked: counts are whole numbers >= 0."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Rejected("The status report's drops is not an object of row counts per stream "
+                       f"(it is {_show(value)}).")
+    for name, n in value.items():
+        if not _whole(n) or not 0 <= n <= MAX_DROP_COUNT:
+            raise Rejected(f"The status report's drops {_show(name)} is {_show(n)}, not a "
+                           "count of rows.")
+    return value
+
+
+def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -> Outcome:
+    if len(payload) > MAX_DATA_BYTES:
+        raise Rejected(f"The message is {len(payload)} bytes; a batch holds at most "
+                       f"{MAX_DATA_BYTES}.")
     try:
         if codec.is_batch(payload):
             records, errors = codec.decode_batch(payload)
@@ -112,6 +221,10 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
             records, errors = [codec.decode(payload)], []
     except codec.WireError as exc:
         raise Rejected(f"{type(exc).__name__}: {exc}") from None
+    if not records:
+        i, exc = errors[0]
+        raise Rejected(f"record {i + 1} of the batch: {type(exc).__name__}: {exc} "
+                       f"(no good records)")
     for rec in records:
         if codec.device_name(rec.device) != device:
             raise Rejected(f"A record of device {codec.device_name(rec.device)} was sent on "
@@ -122,7 +235,8 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
     out = Outcome()
     data = store.tenant(tenant)
     out.rows = data.put_rows(records)
-    if features.stream_by_name(stream)[features.S_ID] == features.CGM:
+    sid = features.stream_by_name(stream)[features.S_ID]
+    if sid == features.CGM:
         entries = [e for rec in records for e in glucose_entries(rec, device)]
         if entries:
             # The Nightscout core's rules: a reading an app already uploaded (the same value
@@ -130,12 +244,9 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
             try:
                 out.entries, _dupes = data.add_entries(entries)
             except DocumentError as exc:
-                raise Rejected(f"A glucose reading of the record is not valid: {exc}") from None
-    sid = features.stream_by_name(stream)[features.S_ID]
-    hwm = store.advance_hwm(device, sid)
-    gaps = store.missing_seqs(device, sid)
-    out.acks.append((topics.ack_topic(tenant, device, stream),
-                     {"stream": stream, "hwm": hwm, "gaps": [list(g) for g in gaps[:50]]}))
+                raise Rejected(f"A glucose reading of the record is not valid: {exc}",
+                               _with_ack(out, store, tenant, device, sid)) from None
+    out.acks.append(_ack(store, tenant, device, sid))
     for rec in records:
         metrics.DEVICE_LAG.labels(device).set(
             max(0.0, time.time() - epoch_start(rec.epoch + rec.count)))
@@ -143,93 +254,614 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
     if errors:
         i, exc = errors[0]
         raise Rejected(f"record {i + 1} of the batch: {type(exc).__name__}: {exc} "
-                       f"({len(records)} good records stored)") from None
+                       f"({len(records)} good records stored)", out)
     return out
 
 
+def _ack(store: Store, tenant: str, device: str, sid: int) -> tuple[str, dict]:
+    """The acknowledgement of one stream: its high-water mark and the gaps above it."""
+    name = features.stream(sid)[features.S_NAME]
+    hwm = store.advance_hwm(device, sid)
+    gaps = store.missing_seqs(device, sid)
+    return (topics.ack_topic(tenant, device, name),
+            {"stream": name, "hwm": hwm, "gaps": [list(g) for g in gaps[:50]]})
+
+
+def _with_ack(out: Outcome, store: Store, tenant: str, device: str, sid: int) -> Outcome:
+    out.acks.append(_ack(store, tenant, device, sid))
+    return out
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _show(value, limit: int = 60) -> str:
+    """A value from a message, short enough for a reason."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- database errors -------------------------------------------------------------------------
+
+
+def db_failure(exc: BaseException) -> str | None:
+    """"transient" for a database error that may pass (disk full, locked, I/O error, lost
+    connection): keep the message and try again. "permanent" for one this message causes
+    (a value the database refuses): dead-letter it. None when exc is no database error.
+
+    nightlink.sql raises DatabaseError `from None`, so the backend's own error is its
+    __context__; a failed BEGIN, COMMIT or ROLLBACK arrives as the backend's error itself.
+    """
+    try:
+        import psycopg
+    except ImportError:  # a SQLite-only install
+        psycopg = None
+    for err in (exc, exc.__context__):
+        if isinstance(err, sqlite3.OperationalError):
+            return "transient"
+        if isinstance(err, sqlite3.Error):
+            return "permanent"
+        if psycopg is not None and isinstance(err, (psycopg.OperationalError,
+                                                    psycopg.InterfaceError)):
+            return "transient"
+        if psycopg is not None and isinstance(err, psycopg.Error):
+            return "permanent"
+    if isinstance(exc, IntegrityError):
+        return "permanent"
+    if isinstance(exc, DatabaseError):
+        return "transient"
+    return None
+
+
+def _db_reason(exc: BaseException) -> str:
+    """The database's own words, not the failed rollback that may have hidden them."""
+    while exc.__context__ is not None and db_failure(exc.__context__):
+        exc = exc.__context__
+    return f"{type(exc).__name__}: {_short(exc)}"
+
+
+# -- pacing ------------------------------------------------------------------------------------
+
+
+class Backoff:
+    """Delays doubling from `first` up to `ceiling`, each drawn from [d/2, d] (jitter), so
+    workers that failed together do not all try again at the same moment."""
+
+    def __init__(self, first: float = 0.5, ceiling: float = 30.0, rng: random.Random | None = None):
+        self.first = first
+        self.ceiling = max(first, ceiling)
+        self._delay = first
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        d = self._delay
+        self._delay = min(d * 2, self.ceiling)
+        return self._rng.uniform(d / 2, d)
+
+    def reset(self) -> None:
+        self._delay = self.first
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: float, now: float):
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def wait_s(self, now: float) -> float:
+        """Seconds until a token is there."""
+        self._refill(now)
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def full(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= self.burst
+
+
+class _Throttle:
+    """At most one log line per key every `every_s` seconds, counting what it held back."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def ok(self, key: str) -> int | None:
+        """None to stay quiet; else how many lines were held back since the last one."""
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._last) > 10000:  # keys come from topics: keep the memory bounded
+            self._last.clear()
+            self._held.clear()
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+
+# -- the worker --------------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    """One received message, with what is needed to acknowledge it later."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    mid: int = 0
+    link: int = 0  # the broker connection it came on: its PUBACK may only go on that one
+    key: str = ""  # its sender (tenant/device from the topic), for the rate limit
+
+
+def _sender(topic: str) -> str:
+    parts = topic.split("/", 4)
+    return "/".join(parts[2:4])[:80] if len(parts) >= 4 else "?"
+
+
+_RUNNING: weakref.WeakSet = weakref.WeakSet()
+
+
+def readiness_problems(store: Store) -> list[str]:
+    """Why the ingest workers running on this store are not ready (empty when they are, or
+    when this process runs none)."""
+    return [p for w in list(_RUNNING) if w.store is store and (p := w.problem())]
+
+
 class IngestWorker:
-    """A paho client feeding `handle` from one thread, publishing acks as it goes."""
+    """A paho client feeding `handle` from one consumer thread, publishing acks as it goes,
+    with a supervisor for the consumer and a link thread that owns the broker connection.
+
+    Settings read beside the MQTT ones (defaults in brackets): ingest_rate_per_s [50] and
+    ingest_burst [500] (per device), ingest_stall_s [60], ingest_max_held [2000] (messages
+    held back for rate, over all devices), mqtt_connect_timeout_s [15],
+    mqtt_backoff_max_s [30], db_backoff_max_s [30].
+    """
 
     def __init__(self, store: Store, settings, *, client_id: str = ""):
         self.store = store
         self.settings = settings
         self.handled = 0
         self.rejected = 0
-        self.connected = threading.Event()
+        self.held = 0  # messages held back for their device's rate
+        self.restarts = 0
+        self.db_retries = 0
+        self.connected = threading.Event()  # connected and subscribed
+        self.rate = float(getattr(settings, "ingest_rate_per_s", 50.0))
+        self.burst = float(getattr(settings, "ingest_burst", 500))
+        self.stall_s = float(getattr(settings, "ingest_stall_s", 60.0))
+        self.max_held = int(getattr(settings, "ingest_max_held", 2000))
+        self.connect_timeout_s = float(getattr(settings, "mqtt_connect_timeout_s", 15.0))
+        self.broker_backoff_max_s = float(getattr(settings, "mqtt_backoff_max_s", 30.0))
+        self.db_backoff_max_s = float(getattr(settings, "db_backoff_max_s", 30.0))
         self._queue: queue.Queue = queue.Queue(maxsize=10000)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="ingest", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+        # The consumer: its generation (a restart makes a new one), heartbeat, and message.
+        self._gen = 0
+        self._consumer: threading.Thread | None = None
+        self._beat = time.monotonic()
+        self._current: Message | None = None
+        self._orphan: tuple[Message, str] | None = None  # held by a consumer that died
+        self._db_error: str | None = None
+        # Messages held back for rate, per sender, in arrival order.
+        self._held: dict[str, collections.deque] = {}
+        self._held_count = 0
+        self._buckets: dict[str, TokenBucket] = {}
+        self._log = _Throttle(10.0)
+        # The broker link.
+        self._link_gen = 0
+        self._answered = threading.Event()  # the broker answered this attempt (or hung up)
+        self._lost = threading.Event()
+        self._broker_error: str | None = "not connected yet"
+        self._threads: list[threading.Thread] = []
         group = settings.mqtt_shared_group
         self.filter = (f"$share/{group}/{topics.INGEST_FILTER}" if group
                        else topics.INGEST_FILTER)
         # A persistent session (fixed client id, clean_session False) keeps QoS 1 messages
-        # that arrive while the worker restarts.
+        # that arrive while the worker restarts; manual acks keep those not yet stored.
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=not client_id)
+                                  clean_session=not client_id, reconnect_on_failure=False)
+        self.client.manual_ack_set(True)
+        self.client.connect_timeout = self.connect_timeout_s
         if settings.mqtt_username:
             self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         if settings.mqtt_tls:
             self.client.tls_set()
-        self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+
+    @property
+    def where(self) -> str:
+        return f"{self.settings.mqtt_host}:{self.settings.mqtt_port}"
+
+    # -- paho callbacks (the network thread) ---------------------------------------------------
 
     def _on_connect(self, client, _u, _f, reason_code, _p):
         if reason_code.is_failure:
-            _LOGGER.error("the broker refused the ingest worker: %s", reason_code)
+            self._broker_error = f"the broker refused the login ({reason_code})"
+            self._answered.set()
             return
         client.subscribe(self.filter, qos=1)
-        self.connected.set()
+
+    def _on_subscribe(self, _c, _u, _mid, reason_codes, _p):
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            self._broker_error = (f"the broker refused the subscription to {self.filter} "
+                                  f"({refused[0]})")
+        else:
+            self._broker_error = None
+            self.connected.set()
+        self._answered.set()
+
+    def _on_disconnect(self, _c, _u, _f, reason_code, _p):
+        self.connected.clear()
+        if not self._stop.is_set() and self._broker_error is None:
+            self._broker_error = f"the connection to the broker was lost ({reason_code})"
+        self._answered.set()
+        self._lost.set()
 
     def _on_message(self, _c, _u, msg):
-        # Hand over to the worker thread; the broker holds the rest while the queue is full.
-        self._queue.put((msg.topic, bytes(msg.payload)))
-
-    def process(self, topic: str, payload: bytes) -> None:
-        """Handle one message completely: store, publish acks, or dead-letter it."""
-        tenant = device = None
+        # Hand over to the consumer; with manual acks the broker sends at most its in-flight
+        # window of unacknowledged QoS 1 messages, so the queue stays short.
         try:
-            parts = topic.split("/")
-            if len(parts) >= 4:
-                tenant, device = parts[2], parts[3]
-            out = handle(self.store, topic, payload)
-        except Rejected as exc:
-            self.rejected += 1
-            metrics.INGEST_MESSAGES.labels("rejected").inc()
-            metrics.DEAD_LETTERS.inc()
-            _LOGGER.warning("dead letter %s: %s", topic, exc)
-            self.store.dead_letter(topic, str(exc), payload, tenant_id=tenant, device=device)
-            return
-        self.handled += 1
-        metrics.INGEST_MESSAGES.labels("stored").inc()
-        for ack_topic, body in out.acks:
-            self.client.publish(ack_topic, json.dumps(body, separators=(",", ":")), qos=1,
-                                retain=True)
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                topic = bytes(getattr(msg, "_topic", b"")).decode("utf-8", "replace")
+            self._queue.put(Message(topic, bytes(msg.payload), msg.qos, msg.mid,
+                                    self._link_gen, _sender(topic)))
+        except Exception:  # never let a message end the network thread
+            _LOGGER.exception("ingest: a received message could not be queued")
 
-    def _work(self):
+    # -- handling one message ----------------------------------------------------------------
+
+    def process(self, topic: str, payload: bytes) -> str:
+        """Handle one message completely: store it and publish its acks, or dead-letter it
+        with the reason; return "stored" or "rejected". Raises only a database error that
+        may pass (see db_failure): the caller keeps the message and tries it again."""
+        try:
+            out, reason = handle(self.store, topic, payload), None
+        except Rejected as exc:
+            out, reason = exc.outcome, str(exc)
+        except Exception as exc:
+            failure = db_failure(exc)
+            if failure == "transient":
+                raise
+            out = None
+            if failure == "permanent":
+                reason = f"The database refused the message: {_db_reason(exc)}"
+            else:
+                reason = f"{type(exc).__name__}: {_short(exc)}"
+                held = self._log.ok(f"error:{type(exc).__name__}")
+                if held is not None:
+                    _LOGGER.error("ingest: handling a message on %s raised %s (dead-lettered; "
+                                  "%d more like it not logged)", topic[:200], reason, held,
+                                  exc_info=exc)
+        if out is not None and self.connected.is_set():
+            # (Not connected: no ack piles up to go out stale later; the device hears the
+            # stream's mark with its next message.)
+            for ack_topic, body in out.acks:
+                self.client.publish(ack_topic, json.dumps(body, separators=(",", ":")), qos=1,
+                                    retain=True)
+        if reason is None:
+            self.handled += 1
+            metrics.INGEST_MESSAGES.labels("stored").inc()
+            return "stored"
+        self._dead_letter(topic, reason, payload)
+        return "rejected"
+
+    def _dead_letter(self, topic: str, reason: str, payload: bytes) -> None:
+        parts = topic.split("/", 4)
+        tenant, device = (parts[2], parts[3]) if len(parts) >= 4 else (None, None)
+        try:
+            self.store.dead_letter(topic, reason, payload, tenant_id=tenant, device=device)
+        except Exception as exc:
+            if db_failure(exc) == "transient":
+                raise
+            # The table refuses even the dead letter: say so loudly, count it, go on.
+            metrics.INGEST_MESSAGES.labels("lost").inc()
+            _LOGGER.error("ingest: could not keep the dead letter of %s (%s): %s", topic[:200],
+                          reason, _short(exc))
+            return
+        self.rejected += 1
+        metrics.INGEST_MESSAGES.labels("rejected").inc()
+        metrics.DEAD_LETTERS.inc()
+        held = self._log.ok(f"dead:{_sender(topic)}")
+        if held is not None:
+            _LOGGER.warning("dead letter %s: %s%s", topic[:200], reason,
+                            f" ({held} more from this sender not logged)" if held else "")
+
+    def _deliver(self, msg: Message, gen: int) -> None:
+        """Process one message until it is stored or dead-lettered, waiting out database
+        errors; then acknowledge it to the broker."""
+        backoff = Backoff(0.5, self.db_backoff_max_s)
+        while True:
+            try:
+                self.process(msg.topic, msg.payload)
+                break
+            except Exception as exc:
+                if db_failure(exc) != "transient":
+                    raise
+                delay = backoff.next()
+                self._db_error = _db_reason(exc)
+                self.db_retries += 1
+                metrics.INGEST_DB_RETRIES.inc()
+                _LOGGER.warning("ingest: the database refused a write (%s); %s is kept, not "
+                                "acknowledged, and tried again in %.1f s", self._db_error,
+                                msg.topic[:200], delay)
+                if not self._pause(delay, gen):
+                    return  # stopping: unacknowledged, the broker delivers it again
+        if self._db_error is not None:
+            _LOGGER.warning("ingest: the database takes writes again")
+            self._db_error = None
+        self._ack(msg)
+
+    def _ack(self, msg: Message) -> None:
+        if msg.qos and msg.link == self._link_gen:
+            self.client.ack(msg.mid, msg.qos)
+
+    def _pause(self, seconds: float, gen: int) -> bool:
+        """Wait, beating the heart; False if the worker stops meanwhile."""
+        end = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self._beat_if(gen)
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            self._stop.wait(min(left, 1.0))
+        return False
+
+    def _beat_if(self, gen: int) -> None:
+        if gen == self._gen:
+            self._beat = time.monotonic()
+
+    # -- the consumer -----------------------------------------------------------------------
+
+    def _consume(self, gen: int) -> None:
+        while not self._stop.is_set() and gen == self._gen:
+            self._beat_if(gen)
+            orphan, self._orphan = self._orphan, None
+            if orphan is not None:
+                msg, why = orphan
+                self._current = msg
+                self._deliver_orphan(msg, why, gen)
+                self._current = None
+                self._queue.task_done()
+                continue
+            msg = self._next(gen)
+            if msg is None:
+                continue
+            self._current = msg
+            try:
+                self._deliver(msg, gen)
+            except BaseException as exc:
+                # Past every handler: this thread ends. The supervisor starts another,
+                # which dead-letters this message rather than die on it again.
+                self._orphan = (msg, f"{type(exc).__name__}: {_short(exc)}")
+                raise
+            if gen == self._gen:
+                self._current = None
+            self._queue.task_done()
+
+    def _deliver_orphan(self, msg: Message, why: str, gen: int) -> None:
+        reason = f"The ingest consumer thread died handling this message ({why})."
+        backoff = Backoff(0.5, self.db_backoff_max_s)
+        while True:
+            try:
+                self._dead_letter(msg.topic, reason, msg.payload)
+                break
+            except Exception as exc:  # noqa: BLE001 - logged by _dead_letter or waited out
+                if db_failure(exc) != "transient" or not self._pause(backoff.next(), gen):
+                    return
+        self._ack(msg)
+
+    def _next(self, gen: int) -> Message | None:
+        """The next message to handle: a held one whose device has a token again, else a
+        new one from the queue (held back instead, if its device is over its rate)."""
+        now = time.monotonic()
+        msg = self._release(now)
+        if msg is not None:
+            return msg
+        wait = 0.2
+        for key in self._held:
+            wait = min(wait, self._bucket(key, now).wait_s(now))
+        try:
+            msg = self._queue.get(timeout=max(wait, 0.001))
+        except queue.Empty:
+            return None
+        if self._hold(msg, gen):
+            return None
+        return msg
+
+    def _bucket(self, key: str, now: float) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) > 10000:  # keys come from topics: forget the idle ones
+                self._buckets = {k: b for k, b in self._buckets.items()
+                                 if k in self._held or not b.full(now)}
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return bucket
+
+    def _hold(self, msg: Message, gen: int) -> bool:
+        """Hold a message back if its device is over its rate (or has messages held already,
+        which go first); True if held. Held messages are not acknowledged, so the broker's
+        in-flight window slows the device's stream down: back-pressure, nothing refused."""
+        now = time.monotonic()
+        if msg.key not in self._held and self._bucket(msg.key, now).take(now):
+            return False
+        if self._held_count >= self.max_held:
+            # Enough held in memory: wait here for the device's next token. Everything
+            # behind waits too, in the queue and at the broker.
+            self._pause(self._bucket(msg.key, now).wait_s(now), gen)
+        self._held.setdefault(msg.key, collections.deque()).append(msg)
+        self._held_count += 1
+        self.held += 1
+        metrics.INGEST_RATE_LIMITED.inc()
+        held = self._log.ok(f"rate:{msg.key}")
+        if held is not None:
+            _LOGGER.warning("ingest: %s is over its rate limit (%g messages/s, burst %d): its "
+                            "messages are held back, unacknowledged, until it slows down",
+                            msg.key, self.rate, self.burst)
+        return True
+
+    def _release(self, now: float) -> Message | None:
+        for key, held in self._held.items():
+            if self._bucket(key, now).take(now):
+                msg = held.popleft()
+                if not held:
+                    del self._held[key]
+                self._held_count -= 1
+                return msg
+        return None
+
+    # -- the supervisor ---------------------------------------------------------------------
+
+    def _start_consumer(self) -> None:
+        with self._lock:
+            self._gen += 1
+            self._beat = time.monotonic()
+            self._current = None
+            self._consumer = threading.Thread(target=self._consume, args=(self._gen,),
+                                              name=f"ingest-{self._gen}", daemon=True)
+            self._consumer.start()
+
+    def consumer_trouble(self) -> str | None:
+        """Why the consumer is not doing its work: dead, or no progress with work waiting."""
+        consumer = self._consumer
+        if consumer is None or not consumer.is_alive():
+            return "the ingest consumer thread is not running"
+        idle = time.monotonic() - self._beat
+        busy = self._current is not None or self._queue.qsize() or self._held_count
+        if busy and idle > self.stall_s:
+            return f"the ingest consumer has made no progress for {idle:.0f} s"
+        return None
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(min(1.0, self.stall_s / 4)):
+            try:
+                trouble = self.consumer_trouble()
+                if trouble is None:
+                    continue
+                self.restarts += 1
+                why = "died" if "not running" in trouble else "stalled"
+                metrics.INGEST_RESTARTS.labels(why).inc()
+                current = self._current
+                _LOGGER.error("ingest: %s%s; starting a new one", trouble,
+                              f" (on {current.topic[:200]})" if current else "")
+                self._start_consumer()
+            except Exception:
+                _LOGGER.exception("ingest: the supervisor failed a check")
+
+    # -- the broker link ----------------------------------------------------------------------
+
+    def _link(self) -> None:
+        backoff = Backoff(0.5, self.broker_backoff_max_s)
+        failed = False
         while not self._stop.is_set():
             try:
-                topic, payload = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                while not self._stop.is_set():
-                    try:
-                        self.process(topic, payload)
-                        break
-                    except DatabaseError as exc:
-                        # The database is away: keep this message and retry it, in order.
-                        _LOGGER.error("database error while storing %s: %s; retrying", topic,
-                                      exc)
-                        time.sleep(1.0)
-            finally:
-                self._queue.task_done()
+                if self._connect_once():
+                    if failed:
+                        _LOGGER.warning("ingest: connected to the broker at %s again", self.where)
+                    failed = False
+                    backoff.reset()
+                    while not self._stop.is_set() and not self._lost.wait(0.5):
+                        pass
+                    self._close_link()
+                    if self._stop.is_set():
+                        return
+            except Exception as exc:  # noqa: BLE001 - logged below: the link must go on
+                self._broker_error = f"{type(exc).__name__}: {_short(exc)}"
+                self._close_link()
+            failed = True
+            delay = backoff.next()
+            metrics.INGEST_BROKER_FAILURES.inc()
+            _LOGGER.warning("ingest: %s; trying the broker at %s again in %.1f s",
+                            self._broker_error, self.where, delay)
+            self._stop.wait(delay)
+
+    def _connect_once(self) -> bool:
+        """One attempt: open the connection, then wait for the broker's CONNACK and SUBACK
+        (up to mqtt_connect_timeout_s; a slow link gets the whole time, no second attempt
+        overlaps it). True once subscribed."""
+        self._answered.clear()
+        self._lost.clear()
+        self._broker_error = None
+        try:
+            self.client.connect(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            self._broker_error = f"cannot reach the broker ({type(exc).__name__}: {_short(exc)})"
+            return False
+        self._link_gen += 1
+        self.client.loop_start()
+        self._answered.wait(self.connect_timeout_s)
+        if self.connected.is_set():
+            return True
+        if self._broker_error is None:
+            self._broker_error = (f"the broker did not answer within {self.connect_timeout_s:g} s"
+                                  " (no CONNACK/SUBACK)")
+        self._close_link()
+        return False
+
+    def _close_link(self) -> None:
+        self.connected.clear()
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001 - the connection is already gone
+            pass
+        self.client.loop_stop()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def problem(self) -> str | None:
+        """What keeps this worker from being ready, None when it is (for /readyz)."""
+        if not self._started or self._stop.is_set():
+            return "the ingest worker is not running"
+        trouble = self.consumer_trouble()
+        if trouble:
+            return trouble
+        if self._db_error:
+            return f"the ingest cannot write to the database ({self._db_error}); retrying"
+        if not self.connected.is_set():
+            return (f"the ingest is not connected to the MQTT broker at {self.where} "
+                    f"({self._broker_error or 'connecting'})")
+        return None
 
     def start(self) -> None:
-        self._thread.start()
-        self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
-        self.client.loop_start()
+        self._started = True
+        self._start_consumer()
+        for target, name in ((self._supervise, "ingest-supervisor"),
+                             (self._link, "ingest-link")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        _RUNNING.add(self)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every received message is handled (tests, benchmarks)."""
@@ -241,7 +873,10 @@ class IngestWorker:
         return False
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
         self._stop.set()
-        self._thread.join(5)
+        _RUNNING.discard(self)
+        for thread in self._threads:
+            thread.join(self.connect_timeout_s + 5)
+        self._close_link()
+        if self._consumer is not None:
+            self._consumer.join(5)

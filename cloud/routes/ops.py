@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,17 +16,28 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz")
 def healthz():
-    """The process is up."""
+    """The process is up (liveness: it answers, whatever its database or broker do)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "The database cannot be reached"}})
+@router.get("/readyz", responses={503: {
+    "description": "Not ready: the database does not answer, or the process's ingest is "
+    "down, stalled, cannot write, or is not connected to its broker; `detail` says which"}})
 def readyz(store: StoreDep):
-    """The process can reach its database."""
+    """The process can reach its database and, when it runs an ingest worker, that worker is
+    consuming and connected to its broker."""
     try:
         store.ping()
     except DatabaseError as exc:
-        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "unavailable",
+                             "detail": f"The database does not answer ({exc})."},
+                            status_code=503)
+    # A process that never started an ingest worker has not imported its module.
+    ingest = sys.modules.get("nightlink.cloud.ingest")
+    problems = ingest.readiness_problems(store) if ingest is not None else []
+    if problems:
+        return JSONResponse({"status": "unavailable", "detail": problems[0] + ".",
+                             "problems": problems}, status_code=503)
     return {"status": "ready", "schema": store.version}
 
 

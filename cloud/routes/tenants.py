@@ -111,10 +111,15 @@ def create_tenant(body: TenantCreate, admin: AdminUser, store: StoreDep):
 
 @router.delete("/tenants/{tenant}", status_code=204)
 def delete_tenant(access: WriterAccess, store: StoreDep, settings: SettingsDep):
-    """Delete the tenant (soft): gone for all but administrators, purged after the period."""
-    store.set_tenant(access.tenant_id, deleted_at=time.time())
-    store.audit("tenant.delete", actor=access.user["id"], tenant_id=access.tenant_id,
-                purge_after_days=settings.purge_after_days)
+    """Delete the tenant (soft): gone for all but administrators, purged after the period.
+    Its devices are revoked with it: the broker files leave them out and the ingest
+    dead-letters what they still send, the other tenants' ingest going on as before."""
+    at = time.time()
+    with store.transaction():
+        store.set_tenant(access.tenant_id, deleted_at=at)
+        revoked = store.revoke_tenant_devices(access.tenant_id, at)
+        store.audit("tenant.delete", actor=access.user["id"], tenant_id=access.tenant_id,
+                    purge_after_days=settings.purge_after_days, devices_revoked=revoked)
 
 
 @router.post("/tenants/{tenant}/restore", response_model=TenantPublic)
@@ -126,8 +131,12 @@ def restore_tenant(tenant: str, admin: AdminUser, store: StoreDep, settings: Set
     if time.time() - row["deleted_at"] > settings.purge_after_days * 86400:
         raise HTTPException(410, f"The tenant {tenant!r} was deleted more than "
                             f"{settings.purge_after_days} days ago and cannot be restored.")
-    store.set_tenant(tenant, deleted_at=None)
-    store.audit("tenant.restore", actor=admin["id"], tenant_id=tenant)
+    with store.transaction():
+        store.set_tenant(tenant, deleted_at=None)
+        # The devices its deletion revoked come back; those revoked before stay revoked.
+        restored = store.restore_tenant_devices(tenant, row["deleted_at"])
+        store.audit("tenant.restore", actor=admin["id"], tenant_id=tenant,
+                    devices_restored=restored)
     return store.get_tenant(tenant)
 
 

@@ -3,11 +3,18 @@ dropped, the per-stream high-water marks the ingest acknowledges, and dead lette
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from nightlink.cloud.store.base import ConflictError, from_json, to_json
 from nightlink.shared import codec
 from nightlink.sql import Database, IntegrityError
+
+# Dead letters are for reading, not for replay: a device keeps what the cloud has not
+# acknowledged and sends it again.
+DEAD_LETTER_BYTES = 4096
+DEAD_LETTERS_PER_SENDER = 1000
+DEAD_LETTERS_KEPT = 100_000
 
 
 class Devices:
@@ -38,6 +45,35 @@ class Devices:
 
     def active_devices(self) -> list[dict]:
         return self.db.query("SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY id")
+
+    def publisher(self, device_id: str) -> dict | None:
+        """The device as the ingest sees it, revoked or not, with its tenant's deletion time
+        (`tenant_deleted_at`), so a refusal can say why; None if never provisioned."""
+        return self.db.one(
+            "SELECT d.id, d.tenant_id, d.kind, d.revoked_at, t.deleted_at AS tenant_deleted_at "
+            "FROM devices d LEFT JOIN tenants t ON t.id = d.tenant_id WHERE d.id = ?",
+            (device_id,))
+
+    def revoke_tenant_devices(self, tenant_id: str, at: float) -> int:
+        """Revoke every active device of a tenant (it is being deleted) at time `at`; return
+        how many. `cloud broker-files` stops writing their accounts, the ingest refuses them."""
+        return self.db.execute(
+            "UPDATE devices SET revoked_at = ? WHERE tenant_id = ? AND revoked_at IS NULL",
+            (at, tenant_id))
+
+    def restore_tenant_devices(self, tenant_id: str, at: float) -> int:
+        """Undo `revoke_tenant_devices(tenant_id, at)`: only the devices revoked at that very
+        time (by the tenant's deletion), not those revoked on their own before."""
+        return self.db.execute(
+            "UPDATE devices SET revoked_at = NULL WHERE tenant_id = ? AND revoked_at = ?",
+            (tenant_id, at))
+
+    def highest_seq(self, device_id: str, stream: int) -> int:
+        """The highest seq stored for a device's stream (0 when none): what a device has
+        really delivered, the bound for what it may report dropped."""
+        return int(self.db.scalar(
+            "SELECT max(seq) AS n FROM epoch_rows WHERE device = ? AND stream = ?",
+            (device_id, stream)) or 0)
 
     def put_device_status(self, device_id: str, tenant_id: str, doc: dict) -> None:
         self.db.execute(
@@ -70,10 +106,42 @@ class Devices:
     # -- dead letters -----------------------------------------------------------------------
 
     def dead_letter(self, topic: str, reason: str, payload: bytes | None, *,
-                    tenant_id: str | None = None, device: str | None = None) -> None:
-        self.db.execute(
-            "INSERT INTO dead_letters (received_at, topic, tenant_id, device, reason, payload) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (time.time(), topic, tenant_id, device, reason, payload))
+                    tenant_id: str | None = None, device: str | None = None,
+                    keep: int = DEAD_LETTERS_PER_SENDER,
+                    keep_all: int = DEAD_LETTERS_KEPT) -> None:
+        """Keep a refused message for the operator, bounded: at most DEAD_LETTER_BYTES of its
+        payload with its full length and SHA-256 (enough to tell two apart and to match one
+        against a device's outbox), the topic and reason cut to a readable size. Retention
+        is a cap, not an age: the newest `keep` per sender (tenant and device, either may
+        be unknown) and the newest `keep_all` overall stay, older ones are deleted."""
+        size = sha = None
+        if payload is not None:
+            payload = bytes(payload)
+            size, sha = len(payload), hashlib.sha256(payload).hexdigest()
+            payload = payload[:DEAD_LETTER_BYTES]
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO dead_letters (received_at, topic, tenant_id, device, reason, "
+                "payload, payload_size, payload_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), _cut(topic, 512), tenant_id and _cut(tenant_id, 64),
+                 device and _cut(device, 64), _cut(reason, 1024), payload, size, sha))
+            sender, args = [], []
+            for column, value in (("tenant_id", tenant_id), ("device", device)):
+                sender.append(f"{column} IS NULL" if value is None else f"{column} = ?")
+                args += [] if value is None else [_cut(value, 64)]
+            where = " AND ".join(sender)
+            for clause, params, limit in ((f"WHERE {where}", args, keep), ("", [], keep_all)):
+                cutoff = self.db.scalar(
+                    f"SELECT id FROM dead_letters {clause} ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    (*params, limit))
+                if cutoff is not None:
+                    self.db.execute(f"DELETE FROM dead_letters {clause or 'WHERE 1 = 1'} "
+                                    "AND id <= ?", (*params, cutoff))
+
+    def dead_letter_bytes(self) -> int:
+        """Bytes the dead letters' payloads take in the table."""
+        return int(self.db.scalar(
+            "SELECT coalesce(sum(length(payload)), 0) AS n FROM dead_letters") or 0)
 
     def dead_letters(self, limit: int = 100) -> list[dict]:
         return self.db.query("SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
@@ -87,16 +155,21 @@ class Devices:
     def advance_hwm(self, device: str, stream: int) -> int:
         """Move the device/stream high-water mark over every contiguous stored seq; return it.
 
-        Sequence numbers start at 1, so an empty stream's mark is 0.
+        Sequence numbers start at 1, so an empty stream's mark is 0. Rows the device
+        reported dropped count as accounted for, but only up to the highest seq stored for
+        it (a clamp, applied here rather than when the report arrives, because a device
+        reports its drops before it sends the rows above them): the mark never passes a
+        row the cloud has not seen, whatever a report claims.
         """
         with self.db.transaction():
             row = self.db.one("SELECT hwm FROM acks WHERE device = ? AND stream = ?",
                               (device, stream))
             hwm = row["hwm"] if row else 0
-            # Rows the device reported as dropped count as accounted for.
-            dropped = [(r["first_seq"], r["last_seq"]) for r in self.db.query(
+            top = self.highest_seq(device, stream)
+            dropped = [(r["first_seq"], min(r["last_seq"], top)) for r in self.db.query(
                 "SELECT first_seq, last_seq FROM dropped_ranges WHERE device = ? AND stream = ? "
-                "AND last_seq > ? ORDER BY first_seq", (device, stream, hwm))]
+                "AND last_seq > ? AND first_seq <= ? ORDER BY first_seq",
+                (device, stream, hwm, top))]
 
             def skip_dropped(mark: int) -> int:
                 for first, last in dropped:
@@ -151,6 +224,11 @@ class Devices:
                 gaps += _minus((prev + 1, s - 1), dropped)
             prev = s
         return gaps
+
+
+def _cut(text: str, limit: int) -> str:
+    """text, shortened to limit characters with a mark that it was."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _minus(rng: tuple[int, int], holes: list[tuple[int, int]]) -> list[tuple[int, int]]:

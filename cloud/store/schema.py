@@ -298,6 +298,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "DROP TABLE devicestatus",
         "DROP TABLE profiles",
     ]),
+    (8, "dead letters keep a payload's length and hash; capped per sender", [
+        "ALTER TABLE dead_letters ADD COLUMN payload_size {BIGINT}",
+        "ALTER TABLE dead_letters ADD COLUMN payload_sha256 TEXT",
+        "CREATE INDEX dead_letters_sender ON dead_letters (tenant_id, device, id)",
+    ]),
 ]
 
 

@@ -25,7 +25,7 @@ def _rec(seq, epoch, n=1, boot=1, dev=DEV):
 def test_repo__migrations_are_idempotent(cloud_db_url):
     a = Store.open(cloud_db_url)
     b = Store.open(cloud_db_url)  # a second process starting on the same database
-    assert a.version == b.version == 7
+    assert a.version == b.version == 8
     a.close()
     b.close()
 
@@ -60,7 +60,7 @@ def test_repo__migration_7_moves_nightscout_rows_into_the_core_store(cloud_db_ur
     old.close()
     monkeypatch.undo()
     new = Store(connect(cloud_db_url))
-    assert new.version == 7
+    assert new.version == 8
     t = new.tenant("fam-1")
     assert t.entries(count=5)[0]["_id"] == "abcdefabcdefabcdefabcdef"
     docs = {d["eventType"]: d for d in t.documents("treatments", count=5)}
