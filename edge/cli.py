@@ -36,6 +36,41 @@ def edge() -> None:
     """The bedside edge node: capture, features, local store."""
 
 
+def _check_can_run(cfg) -> None:
+    """What would stop the node at once, as one sentence before it starts: a port another
+    program holds, or live audio without PortAudio (neither goes away by retrying)."""
+    import errno
+    import socket
+
+    ns = cfg.nightscout
+    if ns.enabled and ns.port:
+        family = socket.AF_INET6 if ":" in ns.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                probe.bind((ns.host, ns.port))
+            except OSError as exc:
+                where = f"Port {ns.port} on {ns.host}"
+                if exc.errno == errno.EADDRINUSE:
+                    raise NightlinkError(f"{where} is in use (the [nightscout] port); stop the "
+                                         "program listening there or set another port.") from None
+                if exc.errno == errno.EACCES:
+                    raise NightlinkError(f"{where} needs more privileges (the [nightscout] "
+                                         "port); use a port above 1023.") from None
+                raise NightlinkError(f"{where} cannot be used (the [nightscout] port: "
+                                     f"{exc.strerror or exc}).") from None
+    if cfg.audio.enabled:
+        try:
+            import sounddevice  # noqa: F401
+        except OSError:
+            raise NightlinkError("Live audio needs the PortAudio library, which is not "
+                                 "installed: apt-get install libportaudio2 (or set [audio] "
+                                 "enabled = false).") from None
+        except ImportError:
+            raise NightlinkError("Live audio needs the sounddevice package: pip install "
+                                 "'nightlink[edge]' (or set [audio] enabled = false).") from None
+
+
 @edge.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Edge configuration (TOML); see docs/edge.example.toml.")
@@ -50,6 +85,7 @@ def run(config_path: Path | None, db: Path | None) -> None:
         cfg = load(config_path)
     except ConfigError as exc:
         raise NightlinkError(str(exc)) from None
+    _check_can_run(cfg)
     store = open_store(db or cfg.db or default_db(), cfg.retention_days)
     try:
         run_forever(LiveNode(cfg, store))
@@ -83,19 +119,75 @@ def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    timer = threading.Timer(timeout, stop.set)
+    timer.daemon = True  # never keeps the command alive once the outbox is empty
     if timeout:
-        threading.Timer(timeout, stop.set).start()
+        timer.start()
     client = SyncClient(store, cfg.sync, cfg.tenant)
     try:
         client.run(stop, until_empty=until_empty)
     finally:
-        left = store.outbox_size()
+        timer.cancel()
+        left = client.outbox_rows()
         store.close()
     st = client.stats
     click.echo(f"Sent {st.rows_sent} rows in {st.messages} messages ({st.bytes_sent} bytes); "
-               f"{st.acked_rows} acknowledged; {left} still in the outbox.", err=True)
+               f"{st.acked_rows} acknowledged; {'?' if left is None else left} still in the "
+               "outbox.", err=True)
+    if client.store_error:  # kept in the outbox: a later run sends them once space returns
+        kept = "The rows" if left is None else f"{left} rows"
+        raise NightlinkError(f"{kept} stay in the outbox: {client.store_error}.")
     if until_empty and left:
-        raise NightlinkError(f"{left} rows could not be delivered before stopping.")
+        why = client.last_error or "the cloud had not acknowledged them when it stopped"
+        raise NightlinkError(f"{left} rows could not be delivered: {why}.")
+
+
+_lan_file_options = [
+    click.option("--passwd", "passwd_path", type=click.Path(dir_okay=False, path_type=Path),
+                 default=None, help="The LAN broker's password_file "
+                 "(default: /etc/mosquitto/nightlink.passwd)."),
+    click.option("--acl", "acl_path", type=click.Path(dir_okay=False, path_type=Path),
+                 default=None, help="The LAN broker's acl_file "
+                 "(default: /etc/mosquitto/nightlink.acl)."),
+    click.option("--listen", "listen_host", default="0.0.0.0", show_default=True,
+                 help="The address the LAN broker listens on ([clocks] port)."),
+    click.option("--persistence", default="/var/lib/mosquitto/", show_default=True,
+                 help="Folder for the broker's queued messages ('' for none)."),
+]
+
+
+def _lan_options(f):
+    for opt in reversed(_lan_file_options):
+        f = opt(f)
+    return f
+
+
+def _lan_config(config_path: Path | None):
+    """The edge configuration, checked for what the LAN broker needs (one sentence if not)."""
+    from nightlink.edge.node.config import ConfigError, load
+    from nightlink.edge.sync.bridge import config_problem
+
+    try:
+        cfg = load(config_path, nightscout_secret=False)
+    except ConfigError as exc:
+        raise NightlinkError(str(exc)) from None
+    problem = config_problem(cfg)
+    if problem:
+        raise NightlinkError(problem)
+    return cfg
+
+
+def _lan_conf(cfg, db: Path | None, passwd_path, acl_path, listen_host, persistence) -> str:
+    from nightlink.edge.sync.bridge import DEFAULT_ACL, DEFAULT_PASSWD, bridge_config
+
+    store = open_store(db or cfg.db or default_db())
+    try:
+        device = store.device
+    finally:
+        store.close()
+    return bridge_config(cfg, device, passwd_file=(passwd_path or Path(DEFAULT_PASSWD)).absolute(),
+                         acl_file=(acl_path or Path(DEFAULT_ACL)).absolute(),
+                         listen_host=listen_host, persistence=persistence or None)
 
 
 @edge.command("broker-config")
@@ -103,20 +195,65 @@ def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: 
               default=None, help="Edge configuration (TOML) with [clocks] and [sync].")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Edge store (its device id names the bridge).")
-def broker_config(config_path: Path | None, db: Path | None) -> None:
-    """Print a mosquitto.conf for the LAN broker, bridged to the cloud broker."""
-    from nightlink.edge.node.config import ConfigError, load
-    from nightlink.edge.sync.bridge import bridge_config
+@_lan_options
+def broker_config(config_path: Path | None, db: Path | None, passwd_path: Path | None,
+                  acl_path: Path | None, listen_host: str, persistence: str) -> None:
+    """Print a mosquitto.conf for the LAN broker: clocks' logins, bridge to the cloud broker.
 
+    The logins come from the password and ACL files `nightlink edge broker-files` writes.
+    """
+    cfg = _lan_config(config_path)
+    click.echo(_lan_conf(cfg, db, passwd_path, acl_path, listen_host, persistence), nl=False)
+
+
+@edge.command("broker-files")
+@click.option("--cloud", "cloud_url", envvar="NIGHTLINK_CLOUD_URL", required=True,
+              help="The cloud's address, e.g. https://nightlink.example.org "
+                   "(or NIGHTLINK_CLOUD_URL).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Edge configuration (TOML) with [clocks] and [sync].")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (with --conf: its device id names the bridge).")
+@_lan_options
+@click.option("--conf", "conf_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the mosquitto.conf using those files (0640 like "
+              "them: it holds the bridge's password).")
+def broker_files(cloud_url: str, config_path: Path | None, db: Path | None,
+                 passwd_path: Path | None, acl_path: Path | None, listen_host: str,
+                 persistence: str, conf_path: Path | None) -> None:
+    """Write the LAN broker's password and ACL files from the cloud's list of this tenant's
+    clocks (then reload the broker: systemctl reload mosquitto)."""
+    from nightlink.edge.sync.bridge import (
+        DEFAULT_ACL,
+        DEFAULT_PASSWD,
+        fetch_lan_accounts,
+        write_broker_files,
+        write_private,
+    )
+
+    cfg = _lan_config(config_path)
+    passwd_path = passwd_path or Path(DEFAULT_PASSWD)
+    acl_path = acl_path or Path(DEFAULT_ACL)
+    accounts = fetch_lan_accounts(cloud_url, cfg)
+    write_broker_files(accounts, passwd_path, acl_path)
+    if conf_path is not None:
+        write_private(conf_path, _lan_conf(cfg, db, passwd_path, acl_path, listen_host,
+                                           persistence))
+    clocks = sum(a["kind"] == "clock" for a in accounts)
+    click.echo(f"Wrote {passwd_path} and {acl_path}: {clocks} clocks and "
+               f"{len(accounts) - clocks} edge accounts of tenant {cfg.tenant}"
+               + (f", and {conf_path}" if conf_path else "")
+               + ". Reload the LAN broker to use them: systemctl reload mosquitto.")
+
+
+@edge.command("id")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (default: $XDG_DATA_HOME/nightlink/edge.db; made if missing).")
+def id_(db: Path | None) -> None:
+    """Print this edge node's device id (register it with the cloud as an edge device)."""
+    store = open_store(db or default_db())
     try:
-        cfg = load(config_path)
-    except ConfigError as exc:
-        raise NightlinkError(str(exc)) from None
-    if not cfg.sync.enabled:
-        raise NightlinkError("The bridge needs [sync] enabled with the cloud broker's host.")
-    store = open_store(db or cfg.db or default_db())
-    try:
-        click.echo(bridge_config(cfg, store.device), nl=False)
+        click.echo(store.device)
     finally:
         store.close()
 
@@ -175,6 +312,8 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
             raise NightlinkError("`nightlink edge replay` takes audio only from the night's file; "
                                  "`nightlink simulate replay --audio stream` regenerates a "
                                  "simulated night's audio.")
+        if not night_dir.exists():
+            raise NightlinkError(f"No such folder: {night_dir}.")
         try:
             manifest = load_manifest(night_dir)
         except SourceError as exc:

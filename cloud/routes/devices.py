@@ -1,14 +1,22 @@
 """Clocks and edge nodes: provisioning mints a device's MQTT account (the password is shown
-once, the broker keeps its hash), listing, and revoking."""
+once, the broker keeps its hash), listing, revoking, and the accounts an edge node's LAN
+broker needs."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
-from nightlink.cloud.broker_config import device_username, mosquitto_hash, new_device_password
+from nightlink.cloud.broker_config import (
+    device_acl,
+    device_username,
+    mosquitto_hash,
+    mosquitto_verify,
+    new_device_password,
+)
 from nightlink.cloud.deps import ERRORS, MemberAccess, SettingsDep, StoreDep, WriterAccess
 from nightlink.cloud.routes.fields import DEVICE_ID
 from nightlink.shared import topics
@@ -72,3 +80,67 @@ def revoke_device(device_id: str, access: WriterAccess, store: StoreDep):
         raise HTTPException(404, f"No active device {device_id} in this tenant.")
     store.audit("device.revoke", actor=access.user["id"], tenant_id=access.tenant_id,
                 device_id=device_id)
+
+
+# -- the edge's LAN broker -------------------------------------------------------------------
+# The cloud is the one list of a tenant's devices: an edge node fetches its clocks' accounts
+# (the `$7$` hashes the cloud keeps, never a password) and writes its LAN broker's
+# password_file and acl_file from them (`nightlink edge broker-files`). The edge signs in
+# with its own MQTT account, the one its bridge uses, so it needs no person's password.
+
+_basic = HTTPBasic(auto_error=False)
+BasicDep = Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+
+
+class LanAccount(BaseModel):
+    device_id: str
+    kind: str
+    mqtt_username: str
+    mqtt_password_hash: str = Field(description="Mosquitto 2 `$7$` hash, as the cloud keeps it.")
+    acl: list[str] = Field(description="acl_file lines for this account on the LAN broker.")
+
+
+class LanAccounts(BaseModel):
+    tenant: str
+    accounts: list[LanAccount]
+
+
+def lan_acl(tenant_id: str, device_id: str, kind: str) -> list[str]:
+    """ACL lines on an edge's LAN broker. A clock: what the cloud's broker allows it, and the
+    edge's feed (glucose, night summary). An edge node: its clocks' data and status in, its
+    own feed out; the bridge to the cloud is inside the broker and needs no ACL."""
+    if kind == "clock":
+        return [*device_acl(tenant_id, device_id), f"topic read {topics.clock_feed_filter(tenant_id)}"]
+    tenant_prefix = f"{topics.PREFIX}/{tenant_id}/"
+    return [f"user {device_username(tenant_id, device_id)}",
+            f"topic read {tenant_prefix}+/+",
+            f"topic write {topics.device_prefix(tenant_id, device_id)}{topics.CLOCK_FEED}/+"]
+
+
+def _edge_refused(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": 'Basic realm="nightlink"'})
+
+
+@router.get("/tenants/{tenant}/devices/lan-accounts", response_model=LanAccounts)
+def lan_accounts(tenant: str, store: StoreDep, creds: BasicDep):
+    """The tenant's active devices' MQTT accounts (password hashes) and LAN ACL lines, for an
+    edge node's own broker. HTTP Basic with the edge node's MQTT username and password."""
+    if creds is None:
+        raise _edge_refused("Sign in with the edge node's MQTT account (HTTP Basic).")
+    device = store.device(creds.username.rpartition(".")[2])
+    if (device is None or device["mqtt_username"] != creds.username
+            or device["tenant_id"] != tenant
+            or not mosquitto_verify(device["mqtt_password_hash"], creds.password)):
+        raise _edge_refused(f"The cloud has no active device account {creds.username!r} in "
+                            f"tenant {tenant!r} with that password.")
+    if device["kind"] != "edge":
+        raise HTTPException(403, f"{creds.username} is a {device['kind']}; only an edge node "
+                                 "may read its tenant's LAN accounts.")
+    if tenant not in store.tenant_ids():
+        raise HTTPException(404, f"No tenant {tenant!r}.")
+    accounts = [LanAccount(device_id=d["id"], kind=d["kind"], mqtt_username=d["mqtt_username"],
+                           mqtt_password_hash=d["mqtt_password_hash"],
+                           acl=lan_acl(tenant, d["id"], d["kind"]))
+                for d in store.active_devices()
+                if d["tenant_id"] == tenant and d["mqtt_password_hash"].startswith("$7$")]
+    return LanAccounts(tenant=tenant, accounts=accounts)

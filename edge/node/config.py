@@ -177,8 +177,10 @@ def _section(name: str, cls, data: dict, file: str):
     return obj
 
 
-def load(path: Path | None, env: dict | None = None) -> EdgeConfig:
-    """Read and check a configuration file (None: the defaults)."""
+def load(path: Path | None, env: dict | None = None, *,
+         nightscout_secret: bool = True) -> EdgeConfig:
+    """Read and check a configuration file (None: the defaults). nightscout_secret=False
+    for commands that serve no Nightscout site (the LAN broker's configuration)."""
     env = os.environ if env is None else env
     data: dict = {}
     file = str(path) if path else "defaults"
@@ -197,11 +199,11 @@ def load(path: Path | None, env: dict | None = None) -> EdgeConfig:
         if not isinstance(sub, dict):
             _fail(file, f"[{name}] must be a table.")
         setattr(cfg, name, _section(name, cls, sub, file))
-    _validate(cfg, file, env)
+    _validate(cfg, file, env, nightscout_secret)
     return cfg
 
 
-def _validate(cfg: EdgeConfig, file: str, env) -> None:
+def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -> None:
     try:
         topics.check_name("tenant", cfg.tenant)
     except topics.TopicError as exc:
@@ -217,10 +219,12 @@ def _validate(cfg: EdgeConfig, file: str, env) -> None:
     ns = cfg.nightscout
     if not 0 <= ns.port < 65536:
         _fail(f"{file}: [nightscout]", f"port must be 0..65535, not {ns.port}.")
-    if ns.enabled:
+    if ns.enabled and nightscout_secret:
         ns.api_secret = ns.api_secret or env.get(SECRET_ENV, "")
         check_secret(ns.api_secret, f"{file}: [nightscout] api_secret", cfg.development)
     cl = cfg.clocks
+    if not cl.username:  # the edge signs in on its LAN broker with its own device account
+        cl.username, cl.password = cfg.sync.username, cfg.sync.password
     if cl.enabled and not 0 < cl.port < 65536:
         _fail(f"{file}: [clocks]", f"port must be 1..65535, not {cl.port}.")
     fo = cfg.follower

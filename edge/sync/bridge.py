@@ -1,20 +1,66 @@
-"""The LAN broker on the edge node, and its bridge to the cloud broker.
+"""The LAN broker on the edge node, its accounts, and its bridge to the cloud broker.
 
 The desk clocks publish to a Mosquitto on the edge (LAN, works when the internet is down);
 a Mosquitto bridge forwards their data and status to the cloud broker and brings the
 cloud's acknowledgements and commands back, with a persistent session and QoS 1 both ways.
-`nightlink edge broker-config` writes this configuration from the edge's TOML file.
+
+The LAN broker takes no anonymous clients: every clock signs in with the MQTT account
+provisioning minted for it (`{tenant}.{device}`). The cloud is the one list of a tenant's
+devices; the edge fetches their accounts (the `$7$` password hashes the cloud keeps, never a
+password) and ACL lines from `GET /api/nl/v1/tenants/{tenant}/devices/lan-accounts`, signing
+in with its own MQTT account ([sync] username and password), and writes the broker's
+password_file and acl_file from them. The edge's own LAN clients (the clocks' records in,
+their glucose feed out) use that same account. `nightlink edge broker-config` prints the
+configuration, `nightlink edge broker-files` writes the two files; a SIGHUP (systemctl
+reload mosquitto) makes the broker read them again.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
+import httpx
+
 from nightlink.edge.node.config import EdgeConfig
+from nightlink.errors import NightlinkError
 from nightlink.shared import topics
 
+DEFAULT_PASSWD = "/etc/mosquitto/nightlink.passwd"
+DEFAULT_ACL = "/etc/mosquitto/nightlink.acl"
+DEFAULT_PERSISTENCE = "/var/lib/mosquitto/"
+LAN_ACCOUNTS = "/api/nl/v1/tenants/{tenant}/devices/lan-accounts"
+FILE_MODE = 0o640  # the broker's group reads them; nobody else (they hold password hashes)
 
-def bridge_config(cfg: EdgeConfig, device: str, *, listen_host: str = "0.0.0.0",
-                  persistence: str | None = "/var/lib/mosquitto/", extra: str = "") -> str:
-    """mosquitto.conf text for the edge's LAN broker with a bridge to [sync]'s broker.
+# What may reach the files: an account `tenant.device`, a Mosquitto `$7$` hash, ACL lines.
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\.[0-9a-f]{12}$")
+_HASH = re.compile(r"^\$7\$[0-9]+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+_ACL_LINE = re.compile(r"^(user [a-z0-9_.-]+|topic (read|write|readwrite) [A-Za-z0-9_/+#.-]+)$")
+
+
+def config_problem(cfg: EdgeConfig) -> str | None:
+    """The one thing missing for the LAN broker's configuration, as a sentence (None: ok)."""
+    where = f"{cfg.path}: [sync]" if cfg.path else None
+    if where is None:
+        return ("The LAN broker's configuration needs the edge's configuration file: give "
+                "--config FILE with a [sync] section (the cloud broker's host and this edge's "
+                "MQTT account).")
+    if not cfg.sync.enabled:
+        return (f"{where} is not enabled; the bridge needs enabled = true and the cloud "
+                "broker's host.")
+    if not cfg.sync.username or not cfg.sync.password:
+        return (f"{where} username and password are not set; they are this edge's MQTT "
+                "account, minted when the edge was registered with the cloud (its device id: "
+                "`nightlink edge id`).")
+    return None
+
+
+def bridge_config(cfg: EdgeConfig, device: str, *, passwd_file: str | Path = DEFAULT_PASSWD,
+                  acl_file: str | Path = DEFAULT_ACL, listen_host: str = "0.0.0.0",
+                  persistence: str | Path | None = DEFAULT_PERSISTENCE, extra: str = "") -> str:
+    """mosquitto.conf text for the edge's LAN broker: per-device logins from the password and
+    ACL files, a listener on [clocks]'s port, and a bridge to [sync]'s broker.
 
     With `persistence` (a folder), queued messages survive a restart of the LAN broker.
     """
@@ -23,6 +69,10 @@ def bridge_config(cfg: EdgeConfig, device: str, *, listen_host: str = "0.0.0.0",
     s = cfg.sync
     lines = [
         "# Written by `nightlink edge broker-config`; regenerate rather than edit.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {passwd_file}",
+        f"acl_file {acl_file}",
         f"listener {cfg.clocks.port} {listen_host}",
         *(["persistence true", f"persistence_location {persistence}"] if persistence else []),
         "",
@@ -44,3 +94,114 @@ def bridge_config(cfg: EdgeConfig, device: str, *, listen_host: str = "0.0.0.0",
     if s.tls:
         lines += ["bridge_capath /etc/ssl/certs", "bridge_insecure false"]
     return "\n".join(lines) + "\n" + extra
+
+
+def _detail(r: httpx.Response) -> str:
+    try:
+        detail = r.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail or r.reason_phrase or "no reason given").rstrip(".")
+
+
+def fetch_lan_accounts(cloud_url: str, cfg: EdgeConfig, *, timeout: float = 10.0,
+                       transport: httpx.BaseTransport | None = None) -> list[dict]:
+    """The tenant's device accounts for the LAN broker, from the cloud; NightlinkError with
+    one sentence when the cloud cannot be asked or refuses."""
+    if not cloud_url.startswith(("http://", "https://")):
+        raise NightlinkError(f"The cloud address {cloud_url!r} must start with http:// or "
+                             "https://.")
+    url = cloud_url.rstrip("/")
+    path = LAN_ACCOUNTS.format(tenant=topics.check_name("tenant", cfg.tenant))
+    try:
+        with httpx.Client(base_url=url, timeout=timeout, transport=transport) as http:
+            r = http.get(path, auth=(cfg.sync.username, cfg.sync.password))
+    except httpx.TimeoutException:
+        raise NightlinkError(f"The cloud at {url} did not answer in time.") from None
+    except httpx.TransportError as exc:
+        raise NightlinkError(f"Cannot reach the cloud at {url} "
+                             f"({str(exc) or type(exc).__name__}).") from None
+    if r.status_code == 401:
+        raise NightlinkError(f"The cloud refused this edge's account ([sync] username and "
+                             f"password): {_detail(r)}.")
+    if r.status_code in (403, 404):
+        raise NightlinkError(f"The cloud at {url} gives no LAN accounts for tenant "
+                             f"{cfg.tenant!r} to this edge ({_detail(r)}).")
+    if r.status_code != 200:
+        raise NightlinkError(f"The cloud's LAN accounts request failed (HTTP {r.status_code}: "
+                             f"{_detail(r)}).")
+    try:
+        accounts = r.json()["accounts"]
+        for a in accounts:
+            check_account(a)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NightlinkError(f"The cloud's answer is not a list of LAN accounts ({exc}).") from None
+    return accounts
+
+
+def check_account(account: dict) -> None:
+    """ValueError unless the account's lines are safe to put into the broker's files."""
+    if not _USERNAME.match(account["mqtt_username"]):
+        raise ValueError(f"the account name {account['mqtt_username']!r} is not tenant.device")
+    if not _HASH.match(account["mqtt_password_hash"]):
+        raise ValueError(f"{account['mqtt_username']} has no Mosquitto $7$ password hash")
+    for line in account["acl"]:
+        if not isinstance(line, str) or not _ACL_LINE.match(line):
+            raise ValueError(f"{line!r} is not an ACL line")
+
+
+def write_broker_files(accounts: list[dict], passwd_path: Path | str,
+                       acl_path: Path | str) -> None:
+    """Write the LAN broker's password_file and acl_file (each whole or not at all)."""
+    passwd = [f"{a['mqtt_username']}:{a['mqtt_password_hash']}" for a in accounts]
+    acl = ["# Written by `nightlink edge broker-files` from the cloud's device list; do not edit."]
+    for a in accounts:
+        acl += ["", *a["acl"]]
+    write_private(Path(passwd_path), "\n".join(passwd) + "\n")
+    write_private(Path(acl_path), "\n".join(acl) + "\n")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write to a temporary name and rename, so the broker never reads half a file. A file it
+    replaces keeps its owner, group and mode (never readable by other users); a new one is
+    0640 and, written by root, in group mosquitto: the broker drops to that user before it
+    reads the files again on SIGHUP. The configuration goes the same way: it holds the
+    bridge's password."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, _mode(path))
+        _keep_owner(tmp, path)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise NightlinkError(f"Cannot write {path} ({exc.strerror or exc}).") from None
+
+
+def _mode(path: Path) -> int:
+    """The replaced file's mode without any access for other users, else 0640."""
+    try:
+        return path.stat().st_mode & 0o770
+    except FileNotFoundError:
+        return FILE_MODE
+
+
+def _keep_owner(tmp: Path, path: Path) -> None:
+    if not hasattr(os, "chown"):
+        return
+    try:
+        st = path.stat()
+        uid, gid = st.st_uid, st.st_gid
+    except FileNotFoundError:
+        if os.geteuid() != 0:
+            return
+        import grp
+
+        try:
+            uid, gid = 0, grp.getgrnam("mosquitto").gr_gid
+        except KeyError:
+            return
+    try:
+        os.chown(tmp, uid, gid)
+    except PermissionError:
+        pass  # not ours to give away: the file keeps this user's ownership

@@ -104,10 +104,13 @@ def test_clock_host_port__power_cuts_mid_write_lose_nothing(tmp_path, mosquitto,
 
 
 def test_clock_through_the_edge_bridge_to_the_cloud(tmp_path, cloud, mosquitto):
-    """Clock -> LAN broker on the edge -> Mosquitto bridge -> cloud broker -> ingest, and the
-    acks back the same way: the clock's outbox drains."""
+    """Clock -> LAN broker on the edge (the clock signs in with its own account) -> Mosquitto
+    bridge -> cloud broker -> ingest, and the acks back the same way: the clock's outbox
+    drains."""
+    from nightlink.cloud.broker_config import mosquitto_hash
+    from nightlink.cloud.routes.devices import lan_acl
     from nightlink.edge.node.config import load
-    from nightlink.edge.sync.bridge import bridge_config
+    from nightlink.edge.sync.bridge import bridge_config, write_broker_files
     from tests.support.services import Broker
 
     store, worker = cloud
@@ -118,10 +121,17 @@ def test_clock_through_the_edge_bridge_to_the_cloud(tmp_path, cloud, mosquitto):
     cfg = load(conf, env={})
     lan_dir = tmp_path / "lan"
     lan_dir.mkdir()
+    password = "clock-password-0123456789"
+    write_broker_files([{"mqtt_username": f"{TENANT}.{CLOCK}", "kind": "clock",
+                         "mqtt_password_hash": mosquitto_hash(password),
+                         "acl": lan_acl(TENANT, CLOCK, "clock")}],
+                       lan_dir / "passwd", lan_dir / "acl")
     lan = Broker(lan_dir)
     cfg.clocks.port = lan.port
-    lan.conf.write_text(bridge_config(cfg, "ed9e00000001", listen_host="127.0.0.1",
-                                      persistence=None, extra="allow_anonymous true\n"))
+    as_root = "user root\n" if os.geteuid() == 0 else ""  # no drop to a user who cannot read tmp
+    lan.conf.write_text(bridge_config(cfg, "ed9e00000001", passwd_file=lan_dir / "passwd",
+                                      acl_file=lan_dir / "acl", listen_host="127.0.0.1",
+                                      persistence=None, extra=as_root + "log_dest stderr\n"))
     lan.start()
     try:
         n = 60
@@ -129,8 +139,9 @@ def test_clock_through_the_edge_bridge_to_the_cloud(tmp_path, cloud, mosquitto):
         done = subprocess.run(
             [sys.executable, str(HOSTPORT / "run_clock.py"),
              str(tmp_path / "outbox.bin"), lan.host, str(lan.port), TENANT, CLOCK, str(n),
-             "0.001"], env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
+             "0.001", f"{TENANT}.{CLOCK}", password], env=env, capture_output=True, text=True,
+            timeout=120)
+        assert done.returncode == 0, done.stderr + lan.log_text()
         deadline = time.monotonic() + 20
         while _stored(store)[0] < n and time.monotonic() < deadline:
             time.sleep(0.05)

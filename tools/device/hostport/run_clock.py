@@ -2,7 +2,7 @@
 the host port's umqtt.simple, a real broker.
 
     PYTHONPATH=tools/device/hostport python tools/device/hostport/run_clock.py \\
-        OUTBOX HOST PORT TENANT DEVICE EPOCHS [PERIOD_S]
+        OUTBOX HOST PORT TENANT DEVICE EPOCHS [PERIOD_S [USER PASSWORD]]
 
 Writes one room record per epoch (deterministic readings) into the flash outbox and syncs
 it; exits once every record is acknowledged. Killing it at any moment is a power cut.
@@ -29,10 +29,11 @@ def reading(epoch):
 def main():
     path, host, port, tenant, device, epochs = sys.argv[1:7]
     period = float(sys.argv[7]) if len(sys.argv) > 7 else 0.01
+    user, password = (sys.argv[8], sys.argv[9]) if len(sys.argv) > 9 else (None, None)
     box = Outbox(path, capacity=800 * 1024, protected=(features.CGM,))
     dev = codec.device_id(device)
-    link = MqttLink(MQTTClient, "clock-" + device, host, int(port), keepalive_s=10,
-                    refused=MQTTException)
+    link = MqttLink(MQTTClient, "clock-" + device, host, int(port), user=user,
+                    password=password, keepalive_s=10, refused=MQTTException)
     sync = ClockSync(box, link, tenant, device)
     total = int(epochs)
     produced = box.next_seq(features.ROOM) - 1

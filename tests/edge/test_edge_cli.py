@@ -1,0 +1,124 @@
+"""The edge's operator commands: `edge id`, what `broker-config` and `broker-files` need,
+and the failures `edge run` and `edge replay` report in one sentence (a real occupied port,
+a real missing folder, the real sounddevice without PortAudio)."""
+
+import ctypes.util
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from nightlink.cli import main
+from nightlink.edge.store import EdgeStore
+from tests.support.services import free_port
+
+SYNC = '[sync]\nenabled = true\nhost = "cloud.example.org"\nport = 8883\ntls = true\n'
+ACCOUNT = 'username = "home.0123456789ab"\npassword = "edge-password-0123456789"\n'
+
+
+def edge(*args):
+    return CliRunner().invoke(main, ["edge", *args], env={"NIGHTLINK_EDGE_API_SECRET": ""})
+
+
+def nightlink(*args, timeout=60):
+    """The real command in a child process: what an operator sees on stderr."""
+    return subprocess.run([sys.executable, "-m", "nightlink", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_edge_id__prints_the_store_device_and_makes_the_store(tmp_path):
+    db = tmp_path / "new" / "edge.db"
+    first = edge("id", "--db", str(db))
+    assert first.exit_code == 0, first.output
+    again = edge("id", "--db", str(db))
+    store = EdgeStore(db)
+    assert first.output == again.output == store.device + "\n"
+    store.close()
+
+
+@pytest.mark.parametrize("text, error", [
+    (None, "The LAN broker's configuration needs the edge's configuration file: give --config "
+           "FILE with a [sync] section (the cloud broker's host and this edge's MQTT account)."),
+    ("", "{path}: [sync] is not enabled; the bridge needs enabled = true and the cloud broker's "
+         "host."),
+    (SYNC, "{path}: [sync] username and password are not set; they are this edge's MQTT "
+           "account, minted when the edge was registered with the cloud (its device id: "
+           "`nightlink edge id`)."),
+])
+def test_broker_config__says_what_is_missing(tmp_path, text, error):
+    args = ["broker-config", "--db", str(tmp_path / "edge.db")]
+    path = tmp_path / "edge.toml"
+    if text is not None:
+        path.write_text(text)
+        args += ["--config", str(path)]
+    r = edge(*args)
+    assert r.exit_code == 2
+    assert r.output == f"error: {error.format(path=path)}\n"
+
+
+def test_broker_config__logins_from_the_files_and_the_bridge(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('tenant = "home"\n' + SYNC + ACCOUNT)
+    db = tmp_path / "edge.db"
+    r = edge("broker-config", "--config", str(path), "--db", str(db))
+    assert r.exit_code == 0, r.output
+    store = EdgeStore(db)
+    lines = r.output.splitlines()
+    assert lines[1:8] == ["per_listener_settings false", "allow_anonymous false",
+                          "password_file /etc/mosquitto/nightlink.passwd",
+                          "acl_file /etc/mosquitto/nightlink.acl", "listener 1883 0.0.0.0",
+                          "persistence true", "persistence_location /var/lib/mosquitto/"]
+    assert f"remote_clientid nl-bridge-{store.device}" in lines
+    assert "remote_username home.0123456789ab" in lines
+    assert "bridge_capath /etc/ssl/certs" in lines
+    store.close()
+
+
+def test_broker_files__cloud_down_is_one_sentence(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text(SYNC + ACCOUNT)
+    port = free_port()  # nothing listens there
+    r = edge("broker-files", "--cloud", f"http://127.0.0.1:{port}", "--config", str(path),
+             "--passwd", str(tmp_path / "passwd"), "--acl", str(tmp_path / "acl"))
+    assert r.exit_code == 2
+    assert r.output.startswith(f"error: Cannot reach the cloud at http://127.0.0.1:{port} (")
+    assert r.output.count("\n") == 1
+    assert not (tmp_path / "passwd").exists()
+
+
+def test_edge_run__a_port_in_use_is_one_sentence(tmp_path):
+    port = free_port()
+    path = tmp_path / "edge.toml"
+    path.write_text(f'[audio]\nenabled = false\n[nightscout]\nhost = "127.0.0.1"\nport = {port}\n'
+                    'api_secret = "bedside-secret-42"\n')
+    with socket.socket() as holder:  # another program on the port
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        proc = nightlink("edge", "run", "--config", str(path), "--db", str(tmp_path / "e.db"))
+    assert proc.returncode == 2
+    assert proc.stderr == (f"error: Port {port} on 127.0.0.1 is in use (the [nightscout] port); "
+                           "stop the program listening there or set another port.\n")
+
+
+@pytest.mark.skipif(ctypes.util.find_library("portaudio") is not None,
+                    reason="PortAudio is installed here, so live audio would start")
+def test_edge_run__live_audio_without_portaudio_is_one_sentence(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[nightscout]\nenabled = false\napi_secret = "bedside-secret-42"\n')
+    proc = nightlink("edge", "run", "--config", str(path), "--db", str(tmp_path / "e.db"))
+    assert proc.returncode == 2
+    assert proc.stderr == ("error: Live audio needs the PortAudio library, which is not "
+                           "installed: apt-get install libportaudio2 (or set [audio] enabled = "
+                           "false).\n")
+
+
+def test_edge_replay__a_missing_folder_is_named(tmp_path):
+    missing = tmp_path / "no-such-night"
+    r = edge("replay", str(missing), "--db", str(tmp_path / "e.db"))
+    assert r.exit_code == 2
+    assert r.output == f"error: No such folder: {missing}.\n"
+    assert not os.path.exists(tmp_path / "e.db")
