@@ -78,11 +78,15 @@ def test_provision__registers_and_writes_a_valid_config(cloud, tmp_path):
     assert device_config.validate(cfg) == []
     dev = cfg["device"]["id"]
     assert r.output.startswith(f"device:     {dev} 'Nightstand' in fam-1, MQTT user "
-                               f"fam-1.{dev} at 192.168.1.20:8883")
+                               f"fam-1.{dev} at 192.168.1.20:1883")
     assert cfg["device"] == {"id": dev, "name": "Nightstand", "tenant": "fam-1"}
     assert cfg["wifi"] == [{"ssid": "home net", "password": "correct horse"}]
-    assert cfg["mqtt"]["host"] == "192.168.1.20" and cfg["mqtt"]["port"] == 8883
-    assert cfg["mqtt"]["tls"] is True and cfg["units"] == "mmol/L"
+    # The edge's LAN broker: its port, no TLS on the LAN (not the cloud broker's 8883).
+    assert cfg["mqtt"]["host"] == "192.168.1.20" and cfg["mqtt"]["port"] == 1883
+    assert cfg["mqtt"]["tls"] is False and cfg["units"] == "mmol/L"
+    # The one command that lets the clock in on the edge's broker.
+    assert (f"on the edge: nightlink edge broker-files --cloud {url} --config EDGE.toml "
+            "&& systemctl reload mosquitto") in r.output
     # The password in the image is the one the cloud minted (it keeps only the hash).
     row = store.device(dev)
     assert row["tenant_id"] == "fam-1"
@@ -192,3 +196,56 @@ def test_batch__flash_failures_are_summarised_and_exit_non_zero(cloud, tmp_path)
                          "`nightlink device flash --build DIR`.")
     assert sum("not flashed: There is no serial port" in line for line in lines[-4:-1]) == 2
     assert (tmp_path / "clocks" / "Clock-2" / "fs-esp32.img").exists()
+
+
+def test_provision__without_an_edge_the_clock_talks_to_the_cloud_broker(cloud, tmp_path):
+    url, _ = cloud
+    out = tmp_path / "clock"
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Travel", "--wifi",
+            WIFI, "--out", str(out))
+    assert r.exit_code == 0, r.output
+    mqtt = image_config(out)["mqtt"]
+    assert (mqtt["host"], mqtt["port"], mqtt["tls"]) == ("broker.example.org", 8883, True)
+    assert "on the edge:" not in r.output
+
+
+def test_provision__edge_port_and_tls_when_asked(cloud, tmp_path):
+    url, _ = cloud
+    out = tmp_path / "clock"
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Tls", "--wifi", WIFI,
+            "--edge", "edge.local", "--mqtt-tls", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    mqtt = image_config(out)["mqtt"]
+    assert (mqtt["host"], mqtt["port"], mqtt["tls"]) == ("edge.local", 8883, True)
+
+
+def test_provision__wifi_is_required_in_help_and_use(cloud, tmp_path):
+    url, store = cloud
+    help_text = run("provision", "--help").output
+    assert "--wifi SSID:PASS" in help_text and "[required]" in help_text.split("--wifi")[1][:200]
+    before = len(devices(store))
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "X", "--out",
+            str(tmp_path / "o"))
+    assert r.exit_code == 2 and "Missing option '--wifi'" in r.output
+    assert len(devices(store)) == before
+
+
+def test_register_edge__writes_its_sync_section_privately(cloud, tmp_path):
+    from nightlink.edge.node.config import load
+
+    url, store = cloud
+    out = tmp_path / "edge-account.toml"
+    r = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", "ed9e00000042",
+            "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    cfg = load(out, env={"NIGHTLINK_EDGE_API_SECRET": "a-long-enough-secret"})
+    row = store.device("ed9e00000042")
+    assert row["kind"] == "edge" and cfg.sync.username == row["mqtt_username"]
+    assert mosquitto_verify(row["mqtt_password_hash"], cfg.sync.password)
+    assert (cfg.sync.enabled, cfg.sync.host, cfg.sync.port, cfg.sync.tls) == (
+        True, "broker.example.org", 8883, True)
+    assert cfg.sync.password not in r.output
+    again = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id",
+                "ed9e00000043", "--out", str(out))
+    assert again.exit_code == 2 and "exists already" in again.output

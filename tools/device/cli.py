@@ -83,12 +83,17 @@ def _provision_options(f):
                      help="Your cloud account (or NIGHTLINK_EMAIL)."),
         click.option("--password", envvar="NIGHTLINK_PASSWORD", prompt=True, hide_input=True,
                      help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not given)."),
-        click.option("--wifi", multiple=True, metavar="SSID:PASS",
-                     help="A Wi-Fi network the clock may join; repeat for several."),
-        click.option("--mqtt-host", default=None, help="The broker the clock talks to (default: "
-                     "the cloud's; usually the edge node's LAN address)."),
-        click.option("--mqtt-port", type=int, default=None),
-        click.option("--mqtt-tls/--no-mqtt-tls", default=None),
+        click.option("--wifi", multiple=True, required=True, metavar="SSID:PASS",
+                     help="A Wi-Fi network the clock may join (at least one; repeat for "
+                          "several)."),
+        click.option("--mqtt-host", "--edge", "mqtt_host", default=None, metavar="HOST",
+                     help="The edge node's LAN address: the clock talks to its broker (port "
+                          "1883, no TLS). Without it, the cloud's broker."),
+        click.option("--mqtt-port", type=int, default=None,
+                     help="The broker's port (default: 1883 on the edge, the cloud's port "
+                          "otherwise)."),
+        click.option("--mqtt-tls/--no-mqtt-tls", default=None,
+                     help="TLS to the broker (default: off on the edge, on for port 8883)."),
         click.option("--units", type=click.Choice(["mg/dL", "mmol/L"]), default=None),
         click.option("--tz", default=None, help="POSIX TZ, e.g. CET-1CEST,M3.5.0,M10.5.0/3"),
         _target_opt, _flash_opt, _firmware_opt,
@@ -112,9 +117,14 @@ def provision_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port
                   password=password, wifi=parse_wifi(wifi), target=target,
                   flash_size=_size(flash_size), firmware=firmware, mqtt_host=mqtt_host,
                   mqtt_port=mqtt_port, mqtt_tls=mqtt_tls, units=units, tz=tz)
+    from nightlink.tools.device.provision import edge_next_step
+
     click.echo(f"device:     {p.device_id} '{p.name}' in {tenant}, MQTT user {p.mqtt_username} "
                f"at {p.mqtt_host}:{p.mqtt_port} (password only inside the image)")
     _show_build(p.result.info, p.result.image)
+    if p.via_edge:
+        click.echo(f"on the edge: {edge_next_step(cloud_url)}  (its LAN broker refuses the "
+                   "clock until then)")
     click.echo(f"next:       nightlink device flash --port PORT --firmware FILE.bin --build {out}")
 
 
@@ -218,9 +228,39 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
             click.echo("")
             for r in [head, *rows]:
                 click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    if rows and mqtt_host:
+        from nightlink.tools.device.provision import edge_next_step
+
+        click.echo(f"on the edge: {edge_next_step(cloud_url)}  (its LAN broker refuses the "
+                   "clocks until then)")
     if failed:
         raise NightlinkError(f"{failed} of {count} clocks were not flashed; flash each later "
                              "with `nightlink device flash --build DIR`.")
+
+
+@device.command("register-edge")
+@click.option("--cloud", "cloud_url", required=True, help="The cloud's address.")
+@click.option("--tenant", required=True, help="The tenant (patient) the edge node serves.")
+@click.option("--email", envvar="NIGHTLINK_EMAIL", required=True,
+              help="Your cloud account (or NIGHTLINK_EMAIL).")
+@click.option("--password", envvar="NIGHTLINK_PASSWORD", prompt=True, hide_input=True,
+              help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not given).")
+@click.option("--edge-id", required=True, help="The edge's device id: `nightlink edge id` on "
+              "the edge prints it.")
+@click.option("--label", default="Edge node", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("edge-account.toml"), show_default=True,
+              help="Where the edge's [sync] section is written (mode 0600).")
+def register_edge_cmd(cloud_url, tenant, email, password, edge_id, label, out):
+    """Register an edge node with the cloud; write its MQTT account as a [sync] section."""
+    from nightlink.tools.device.provision import register_edge
+
+    d = register_edge(out, cloud=cloud_url, tenant=tenant, edge_id=edge_id, email=email,
+                      password=password, label=label)
+    click.echo(f"edge:       {edge_id} in {tenant}, MQTT user {d['mqtt_username']} (password "
+               f"only in {out})")
+    click.echo(f"next:       copy {out}'s [sync] section into the edge's configuration, then "
+               "on the edge: nightlink edge broker-config --config EDGE.toml")
 
 
 from nightlink.tools.device.emulate import emulate  # noqa: E402  (the clock emulator)

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -30,6 +31,37 @@ def host_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(HOSTPORT)
     return env
+
+
+class BrokerTrouble:
+    """One stderr sentence when the broker refuses the clock or cannot be reached (the
+    panel shows only missing data), again when the reason changes or a minute later."""
+
+    EVERY_S = 60.0
+
+    def __init__(self, warn):
+        self.warn = warn
+        self.last = None
+        self.last_t = 0.0
+        self.held = 0
+
+    def __call__(self, ev: dict) -> None:
+        if ev.get("event") == "broker_refused":
+            text = (f"The broker at {ev['broker']} refused the clock's login "
+                    f"{ev.get('user') or '(no user)'} ({ev['reason']}): check the config's mqtt "
+                    "user and password, and that the edge's broker files include this clock "
+                    "(nightlink edge broker-files).")
+        elif ev.get("event") == "broker_unreachable":
+            text = f"The clock cannot reach the broker at {ev['broker']} ({ev['error']})."
+        else:
+            return
+        now = time.monotonic()
+        if text != self.last or now - self.last_t >= self.EVERY_S:
+            more = f" ({self.held} more times)" if self.held and text == self.last else ""
+            self.warn(text + more)
+            self.last, self.last_t, self.held = text, now, 0
+        else:
+            self.held += 1
 
 
 def run(args: list[str], timeout: float | None = None, echo=None) -> dict:
@@ -96,7 +128,15 @@ def emulate(config_path, out, broker, speed, minutes, replay, summary, battery, 
         args += ["--summary", str(summary)]
     if battery:
         args.append("--battery")
-    end = run(args, echo=None if quiet else click.echo)
+    trouble = BrokerTrouble(lambda text: click.echo(text, err=True))
+
+    def show(line: str) -> None:
+        if line.startswith("{"):
+            trouble(json.loads(line))
+        if not quiet:
+            click.echo(line)
+
+    end = run(args, echo=show)
     if quiet:
         click.echo(json.dumps(end))
     if battery and "battery" in end:

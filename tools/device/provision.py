@@ -4,11 +4,17 @@ Signs in to the cloud API (`/api/nl/v1/auth/login`), registers a new device id
 (`POST /api/nl/v1/tenants/{tenant}/devices`), and writes the returned MQTT account into the
 clock's `/config.json` inside a freshly built filesystem image. The broker password exists
 only in that image: it is never printed, logged or written anywhere else.
+
+Given the edge node's address, the clock talks to the edge's LAN broker (port 1883, no TLS
+on the LAN unless asked); that broker learns the new account when the edge runs
+`nightlink edge broker-files`, which fetches the tenant's accounts from the cloud.
+`register_edge` registers the edge node itself, whose account its bridge and sync use.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -22,6 +28,8 @@ from nightlink.tools.device.build import BuildResult, build, validate_config
 _LOGGER = logging.getLogger(__name__)
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 API = "/api/nl/v1"
+LAN_PORT = 1883  # the edge's LAN broker (docs/edge.example.toml, [clocks] port)
+LAN_TLS_PORT = 8883
 
 
 @dataclass
@@ -32,6 +40,7 @@ class Provisioned:
     mqtt_host: str
     mqtt_port: int
     result: BuildResult
+    via_edge: bool = False  # the clock talks to the edge's LAN broker, not the cloud's
 
 
 def parse_wifi(values: tuple[str, ...] | list[str]) -> list[dict]:
@@ -93,9 +102,9 @@ class CloudClient:
                                  f"{_detail(r)}).")
         self.token = r.json()["access_token"]
 
-    def add_device(self, tenant: str, device_id: str, label: str) -> dict:
+    def add_device(self, tenant: str, device_id: str, label: str, kind: str = "clock") -> dict:
         r = self._post(f"{API}/tenants/{tenant}/devices",
-                       json={"device_id": device_id, "kind": "clock", "label": label},
+                       json={"device_id": device_id, "kind": kind, "label": label},
                        headers={"Authorization": f"Bearer {self.token}"})
         if r.status_code in (403, 404):
             raise NightlinkError(f"The cloud will not add a device to tenant {tenant!r} for "
@@ -110,15 +119,24 @@ def clock_config(device: dict, tenant: str, name: str, wifi: list[dict],
                  mqtt_host: str | None = None, mqtt_port: int | None = None,
                  mqtt_tls: bool | None = None, units: str | None = None,
                  tz: str | None = None) -> dict:
-    """The clock's /config.json (device/CONFIG.md) for a freshly provisioned device."""
-    port = mqtt_port or device["mqtt_port"]
+    """The clock's /config.json (device/CONFIG.md) for a freshly provisioned device.
+
+    mqtt_host is the edge node's LAN address: its broker listens on 1883 without TLS unless
+    mqtt_port or mqtt_tls say otherwise. Without it, the clock talks to the cloud's broker
+    at the address and port the cloud gave (TLS on 8883).
+    """
+    if mqtt_host:
+        tls = bool(mqtt_tls)
+        host, port = mqtt_host, mqtt_port or (LAN_TLS_PORT if tls else LAN_PORT)
+    else:
+        host, port = device["mqtt_host"], mqtt_port or device["mqtt_port"]
+        tls = bool(mqtt_tls) if mqtt_tls is not None else port == LAN_TLS_PORT
     cfg = {
         "version": 1,
         "device": {"id": device["device_id"], "name": name, "tenant": tenant},
         "wifi": wifi,
-        "mqtt": {"host": mqtt_host or device["mqtt_host"], "port": port,
-                 "user": device["mqtt_username"], "password": device["mqtt_password"],
-                 "tls": bool(mqtt_tls) if mqtt_tls is not None else port == 8883},
+        "mqtt": {"host": host, "port": port, "user": device["mqtt_username"],
+                 "password": device["mqtt_password"], "tls": tls},
     }
     if units:
         cfg["units"] = units
@@ -167,4 +185,47 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
         raise NightlinkError(f"{str(exc).rstrip('.')} (clock {device_id} is registered in the "
                              "cloud without an image; revoke it there).") from None
     return Provisioned(device_id, name, device["mqtt_username"], cfg["mqtt"]["host"],
-                       cfg["mqtt"]["port"], result)
+                       cfg["mqtt"]["port"], result, via_edge=bool(mqtt_host))
+
+
+def edge_next_step(cloud_url: str) -> str:
+    """The command the operator runs on the edge so its LAN broker lets new clocks in."""
+    return (f"nightlink edge broker-files --cloud {cloud_url.rstrip('/')} --config EDGE.toml "
+            "&& systemctl reload mosquitto")
+
+
+def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: str,
+                  password: str, label: str = "Edge node") -> dict:
+    """Register an edge node (its id from `nightlink edge id`) and write its cloud account as
+    the [sync] section for its configuration to `out` (mode 0600: it holds the password)."""
+    if not _SLUG.match(tenant):
+        raise NightlinkError(f"The tenant {tenant!r} is not a tenant name (a-z, 0-9, _ and -).")
+    if not re.fullmatch(r"[0-9a-f]{12}", edge_id):
+        raise NightlinkError(f"{edge_id!r} is not an edge device id (12 lowercase hex digits, "
+                             "as `nightlink edge id` prints it).")
+    if out.exists():
+        raise NightlinkError(f"{out} exists already; give another --out (it would hold the "
+                             "new password).")
+    client = CloudClient(cloud)
+    try:
+        client.login(email, password)
+        device = client.add_device(tenant, edge_id, label, kind="edge")
+    finally:
+        client.close()
+    port = int(device["mqtt_port"])
+    text = (f"# The edge node {edge_id}'s cloud account (tenant {tenant}); copy this section\n"
+            "# into the edge's configuration, then delete this file.\n"
+            "[sync]\nenabled = true\n"
+            f"host = {_toml(device['mqtt_host'])}\nport = {port}\n"
+            f"tls = {'true' if port == LAN_TLS_PORT else 'false'}\n"
+            f"username = {_toml(device['mqtt_username'])}\n"
+            f"password = {_toml(device['mqtt_password'])}\n")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    _LOGGER.info("registered edge %s in tenant %s", edge_id, tenant)
+    return device
+
+
+def _toml(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -77,10 +77,37 @@ class HostPanel:
         emit(line)
 
 
+# CONNACK return codes umqtt.simple raises as MQTTException, in words.
+REFUSALS = {1: "unsupported protocol version", 2: "client id refused", 3: "server unavailable",
+            4: "bad user name or password", 5: "not authorised"}
+broker_trouble = {"refused": 0, "unreachable": 0}
+
+
+class ReportingClient(MQTTClient):
+    """The host port's umqtt.simple client, telling the emulator's output when the broker
+    refuses the clock's login or cannot be reached: on the panel both look like missing
+    data, so without this a wrong password would pass for quiet hours."""
+
+    def connect(self, clean_session=True):
+        where = f"{self.server}:{self.port}"
+        try:
+            return super().connect(clean_session)
+        except MQTTException as exc:
+            code = exc.args[0] if exc.args else 0
+            broker_trouble["refused"] += 1
+            emit({"event": "broker_refused", "broker": where, "user": self._user or "",
+                  "code": code, "reason": REFUSALS.get(code, f"return code {code}")})
+            raise
+        except OSError as exc:
+            broker_trouble["unreachable"] += 1
+            emit({"event": "broker_unreachable", "broker": where, "error": str(exc)})
+            raise
+
+
 def make_link(cfg):
     """The clock's one MQTT link, as device/main.py makes it; the PC's network is up."""
     m = cfg["mqtt"]
-    return MqttLink(MQTTClient, "nl-clock-" + cfg["device"]["id"], m["host"], m["port"],
+    return MqttLink(ReportingClient, "nl-clock-" + cfg["device"]["id"], m["host"], m["port"],
                     user=m.get("user"), password=m.get("password"), tls=m.get("tls", False),
                     keepalive_s=60, refused=MQTTException)
 
@@ -228,7 +255,9 @@ def main(argv=None):
         time.sleep(max(0.0, a.step_s / a.speed))
         now = virtual_now()
     result = {"event": "end", "screens": panel.n, "full": panel.fulls,
-              "partial": panel.partials, "beeps": ann.beeps}
+              "partial": panel.partials, "beeps": ann.beeps,
+              "broker_refused": broker_trouble["refused"],
+              "broker_unreachable": broker_trouble["unreachable"]}
     if a.battery:
         est = power.estimate(cfg["power"]["battery_mah"], cfg["power"]["wake_s"],
                              counts["wakes"], panel.partials, panel.fulls, counts["wifi"],

@@ -11,6 +11,10 @@ import time
 import paho.mqtt.client as mqtt
 
 _TIMEOUT_S = 10.0
+# MQTT 3.1.1 CONNACK return codes, which umqtt.simple puts into MQTTException, by the name
+# paho gives them.
+_RETURN_CODES = {"unsupported protocol version": 1, "client identifier not valid": 2,
+                 "server unavailable": 3, "bad user name or password": 4, "not authorized": 5}
 
 
 class MQTTException(Exception):
@@ -50,6 +54,8 @@ class MQTTClient:
         # the next call) even if paho's thread gets it back meanwhile.
         self._lost = False
         c.on_disconnect = lambda *_a: setattr(self, "_lost", True)
+        refusal = []
+        c.on_connect = lambda _c, _u, _f, rc, _p: refusal.append(rc) if rc.is_failure else None
         try:
             c.connect(self.server, self.port, keepalive=self.keepalive)
         except (OSError, ValueError) as exc:
@@ -58,6 +64,9 @@ class MQTTClient:
         # umqtt.simple's connect() returns only after the broker's CONNACK: wait for it too.
         deadline = time.monotonic() + _TIMEOUT_S
         while not c.is_connected():
+            if refusal:  # umqtt.simple raises MQTTException(CONNACK return code)
+                c.loop_stop()
+                raise MQTTException(_RETURN_CODES.get(str(refusal[0]).lower(), 5))
             if time.monotonic() > deadline:
                 c.loop_stop()
                 raise OSError("no CONNACK in time")
