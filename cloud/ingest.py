@@ -417,6 +417,11 @@ class Message:
     key: str = ""  # its sender (tenant/device from the topic), for the rate limit
 
 
+def topic_of(msg: Message) -> str:
+    """A message's topic, short enough for a log line."""
+    return msg.topic[:200]
+
+
 def _sender(topic: str) -> str:
     parts = topic.split("/", 4)
     return "/".join(parts[2:4])[:80] if len(parts) >= 4 else "?"
@@ -665,7 +670,9 @@ class IngestWorker:
                 # Past every handler: this thread ends. The supervisor starts another,
                 # which dead-letters this message rather than die on it again.
                 self._orphan = (msg, f"{type(exc).__name__}: {_short(exc)}")
-                raise
+                _LOGGER.error("ingest: the consumer thread ends on %s", topic_of(msg),
+                              exc_info=exc)
+                return
             if gen == self._gen:
                 self._current = None
             self._queue.task_done()
