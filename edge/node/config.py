@@ -90,6 +90,7 @@ class SyncConfig(BrokerLink):
     keepalive_s: int = 20  # a dead link is noticed within 1.5 keepalives (30 s)
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 30.0
+    connect_timeout_s: float = 10.0  # for the broker's CONNACK: several round trips on a slow link
     resend_after_s: float = 30.0  # rows not acknowledged by then go again
     live_window_epochs: int = 10  # glucose from the last 5 minutes counts as live
     backfill_rows_per_s: float = 20000.0
@@ -227,6 +228,12 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
         cl.username, cl.password = cfg.sync.username, cfg.sync.password
     if cl.enabled and not 0 < cl.port < 65536:
         _fail(f"{file}: [clocks]", f"port must be 1..65535, not {cl.port}.")
+    sy = cfg.sync
+    if not 0 < sy.reconnect_min_s <= sy.reconnect_max_s:
+        _fail(f"{file}: [sync]", "reconnect_min_s must be more than 0 and at most "
+                                 "reconnect_max_s.")
+    if not 0 < sy.connect_timeout_s <= 300:
+        _fail(f"{file}: [sync]", "connect_timeout_s must be between 0 and 300 seconds.")
     fo = cfg.follower
     if fo.enabled:
         if not fo.url.startswith(("http://", "https://")):

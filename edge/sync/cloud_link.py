@@ -6,8 +6,15 @@
   message each; backfill is packed into multi-epoch records, compressed, and paced by a
   token bucket so it never starves live data.
 - A persistent session (fixed client id, clean_session off), keepalive with dead-link
-  detection, reconnect with exponential backoff and jitter; on every reconnect the rows
-  still waiting for an ack are sent again (the cloud ignores what it already has).
+  detection; on every reconnect the rows still waiting for an ack are sent again (the cloud
+  ignores what it already has).
+- One connection attempt at a time: it waits for the broker's CONNACK (connect_timeout_s;
+  a slow link needs several round trips) and only then is it judged. A refused login, a TLS
+  error, an unreachable broker, a broker that does not answer, or a session that ended soon
+  after it began: each waits a jittered back-off (half to all of a delay that doubles up to
+  reconnect_max_s), and the reason is logged at WARNING (rate-limited), so the user sees why.
+- A store that cannot be written (a full disk) pauses the store work with the same back-off;
+  the rows stay in the outbox, nothing is lost, and the sync carries on once space returns.
 - The outbox has a quota; over it, the oldest lowest-priority rows are dropped (never
   glucose), counted per stream, and reported on `…/status`.
 Everything runs on one thread so the store has one writer.
@@ -18,6 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
+import sqlite3
+import ssl
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,14 +37,20 @@ import paho.mqtt.client as mqtt
 from nightlink.edge.store import EdgeStore, OutboxItem
 from nightlink.shared import codec, features, topics
 from nightlink.shared.epoch import epoch_index
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 LIVE_PRIORITY = 1  # glucose (and alarms): sent first, one small message at a time
 MAX_RECORDS_PER_BATCH = 64
+WARN_EVERY_S = 10.0  # the same failure is logged at WARNING at most this often (else INFO)
+# What a store that cannot be written raises: statements through nightlink.sql, and the
+# transaction's own BEGIN/COMMIT on SQLite (a full disk, an I/O error).
+STORE_ERRORS = (DatabaseError, sqlite3.Error)
 
 
 @dataclass
 class SyncStats:
+    attempts: int = 0  # connection attempts (each one TCP connect and CONNECT packet)
     connects: int = 0
     disconnects: int = 0
     messages: int = 0
@@ -69,9 +85,17 @@ class SyncClient:
         self.rng = rng or random.Random()
         self.stats = SyncStats()
         self.connected = False
+        self.last_error = ""  # why the last connection attempt failed ("" once connected)
+        self.store_error = ""  # why the store could not be written ("" once it could)
         self._acks: list[tuple[str, bytes]] = []
         self._backoff = cfg.reconnect_min_s
         self._next_attempt = 0.0
+        self._deadline: float | None = None  # an attempt is open until its CONNACK or this
+        self._refusal = ""
+        self._up_since = 0.0
+        self._store_backoff = cfg.reconnect_min_s
+        self._store_resume = 0.0
+        self._warned: dict[str, tuple[str, float]] = {}
         self._last_status = 0.0
         self._closing = False
         now = time.monotonic()
@@ -81,6 +105,7 @@ class SyncClient:
                                   clean_session=False)
         self.client.max_inflight_messages_set(cfg.max_inflight)
         self.client.max_queued_messages_set(0)
+        self.client.connect_timeout = cfg.connect_timeout_s
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
@@ -89,46 +114,105 @@ class SyncClient:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda _c, _u, m: self._acks.append((m.topic, bytes(m.payload)))
 
+    @property
+    def where(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    def _warn(self, kind: str, now: float, message: str) -> None:
+        """WARNING for a new reason, or the same one after WARN_EVERY_S; INFO in between."""
+        last = self._warned.get(kind)
+        if last is None or last[0] != message.split(";")[0] or now - last[1] >= WARN_EVERY_S:
+            self._warned[kind] = (message.split(";")[0], now)
+            _LOGGER.warning("%s", message)
+        else:
+            _LOGGER.info("%s", message)
+
     # -- connection -----------------------------------------------------------------------
 
     def _on_connect(self, client, _u, _flags, reason_code, _p):
         if reason_code.is_failure:
-            _LOGGER.warning("cloud broker refused the edge: %s", reason_code)
+            self._refusal = f"cloud broker {self.where} refused the login ({reason_code})"
             return
         self.connected = True
+        self._deadline = None
+        self.last_error = ""
+        self._up_since = time.monotonic()
         self.stats.connects += 1
-        self._backoff = self.cfg.reconnect_min_s
         client.subscribe(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", qos=1)
         # Whatever was in flight may be lost: send every unacknowledged row again now.
-        self.store.mark_all_unsent()
-        _LOGGER.info("connected to %s:%d", self.cfg.host, self.cfg.port)
+        try:
+            self.store.mark_all_unsent()
+        except STORE_ERRORS as exc:  # the resend timer sends them instead
+            self._store_failed(time.monotonic(), exc)
+        _LOGGER.info("connected to %s", self.where)
 
     def _on_disconnect(self, _c, _u, _flags, reason_code, _p):
-        if self.connected and not self._closing:
-            self.stats.disconnects += 1
-            _LOGGER.warning("cloud broker link lost (%s)", reason_code)
+        if not self.connected:
+            return
         self.connected = False
+        if self._closing:
+            return
+        now = time.monotonic()
+        self.stats.disconnects += 1
+        if now - self._up_since >= self.cfg.reconnect_max_s:
+            self._backoff = self.cfg.reconnect_min_s  # a session that lasted: start afresh
+        # Never straight back: a broker that drops every new session (another client with
+        # this id, a restart loop) would otherwise be reconnected to as fast as it drops.
+        self._back_off(now, f"cloud broker link lost ({reason_code})")
+
+    def _back_off(self, now: float, reason: str) -> None:
+        """Wait half to all of the current delay (jitter), then double it, up to the ceiling."""
+        self._deadline = None
+        self._refusal = ""
+        self.last_error = reason
+        delay = self._backoff * (0.5 + self.rng.random() / 2)
+        self._next_attempt = now + delay
+        self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
+        self._warn("link", now, f"{reason}; next try in {delay:.1f} s")
 
     def _connect(self, now: float) -> None:
+        """Open one attempt: TCP (and TLS), then the CONNECT packet; the CONNACK is awaited
+        by step() until connect_timeout_s."""
         if now < self._next_attempt:
             return
+        self.stats.attempts += 1
         try:
-            if self.stats.connects or self.stats.disconnects:
-                self.client.reconnect()
+            self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            if isinstance(exc, ssl.SSLError) or self.cfg.tls:  # a reset in the handshake
+                why = (getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+                       or exc.strerror or exc)
+                self._back_off(now, f"TLS with the cloud broker {self.where} failed ({why})")
             else:
-                self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+                self._back_off(now, f"cannot reach {self.where} ({exc.strerror or exc})")
+            return
         except (OSError, ValueError) as exc:
-            delay = self._backoff * (0.5 + self.rng.random() / 2)  # jitter: half to full
-            _LOGGER.info("cannot reach %s:%d (%s); next try in %.1f s", self.cfg.host,
-                         self.cfg.port, exc, delay)
-            self._next_attempt = now + delay
-            self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
+            why = getattr(exc, "strerror", None) or exc
+            self._back_off(now, f"cannot reach {self.where} ({why})")
+            return
+        self._deadline = now + self.cfg.connect_timeout_s
+
+    def _judge_attempt(self, now: float, rc) -> None:
+        """The open attempt after a loop pass: refused, closed, timed out, or still waiting."""
+        if self._refusal:
+            self._back_off(now, self._refusal)
+        elif self.client.socket() is None or rc != mqtt.MQTT_ERR_SUCCESS:
+            self._back_off(now, f"cloud broker {self.where} closed the connection before "
+                                f"answering the login ({mqtt.error_string(rc)})")
+        elif now >= self._deadline:
+            try:
+                self.client.socket().shutdown(socket.SHUT_RDWR)  # paho then closes it
+            except OSError:
+                pass
+            self._back_off(now, f"cloud broker {self.where} did not answer the login within "
+                                f"{self.cfg.connect_timeout_s:g} s")
 
     # -- acknowledgements ---------------------------------------------------------------
 
     def _handle_acks(self) -> None:
-        acks, self._acks = self._acks, []
-        for topic, payload in acks:
+        """Apply the acks received; one that cannot be stored stays for the next pass."""
+        while self._acks:
+            topic, payload = self._acks[0]
             try:
                 kind, _tenant, device, stream = topics.parse(topic)
                 body = json.loads(payload)
@@ -136,13 +220,15 @@ class SyncClient:
                 gaps = [(int(a), int(b)) for a, b in body.get("gaps", [])]
             except (topics.TopicError, ValueError, KeyError, TypeError) as exc:
                 _LOGGER.warning("ignoring a malformed ack on %s: %s", topic, exc)
+                self._acks.pop(0)
                 continue
-            if kind != "ack" or device != self.device or features.stream_by_name(stream) is None:
-                continue
-            sid = features.stream_by_name(stream)[features.S_ID]
-            self.stats.acked_rows += self.store.ack(device, sid, hwm)
-            for first, last in gaps:
-                self.stats.resend_requests += self.store.resend_range(device, sid, first, last)
+            if kind == "ack" and device == self.device and features.stream_by_name(stream):
+                sid = features.stream_by_name(stream)[features.S_ID]
+                self.stats.acked_rows += self.store.ack(device, sid, hwm)
+                for first, last in gaps:
+                    self.stats.resend_requests += self.store.resend_range(device, sid, first,
+                                                                          last)
+            self._acks.pop(0)
 
     # -- sending --------------------------------------------------------------------------
 
@@ -208,26 +294,63 @@ class SyncClient:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def _store_failed(self, now: float, exc: Exception) -> None:
+        """The store could not be written (or read): keep every row, retry after a back-off."""
+        self.store_error = f"the edge store {self.store.path} cannot be written ({exc})"
+        delay = self._store_backoff * (0.5 + self.rng.random() / 2)
+        self._store_resume = now + delay
+        self._store_backoff = min(self._store_backoff * 2, self.cfg.reconnect_max_s)
+        self._warn("store", now, f"{self.store_error}; the rows stay in the outbox, next try "
+                                 f"in {delay:.1f} s")
+
+    def _store_work(self, now: float) -> None:
+        if now < self._store_resume:
+            return
+        try:
+            self._handle_acks()
+            if self.connected:
+                self._status(now)  # the quota first: what is over it is dropped, not sent
+                self.pump()
+        except STORE_ERRORS as exc:
+            self._store_failed(now, exc)
+            return
+        if self.store_error:
+            _LOGGER.warning("the edge store %s can be written again", self.store.path)
+            self.store_error = ""
+            self._store_backoff = self.cfg.reconnect_min_s
+
     def step(self, timeout: float = 0.05) -> None:
         now = time.monotonic()
-        if not self.connected:
+        if not self.connected and self._deadline is None:
             self._connect(now)
-            if not self.connected and self.client.socket() is None:
-                time.sleep(timeout)  # nothing to wait on: do not spin
+        if self.client.socket() is None:
+            time.sleep(timeout)  # nothing to wait on: do not spin
+            self._store_work(now)
+            return
         rc = self.client.loop(timeout=timeout)
-        if rc != mqtt.MQTT_ERR_SUCCESS and self.connected:
+        now = time.monotonic()
+        if self._deadline is not None and not self.connected:
+            self._judge_attempt(now, rc)
+        elif rc != mqtt.MQTT_ERR_SUCCESS and self.connected:
             self._on_disconnect(None, None, None, rc, None)
-        self._handle_acks()
-        if self.connected:
-            self._status(now)  # the quota first: what is over it is dropped, not sent
-            self.pump()
+        self._store_work(now)
+
+    def outbox_rows(self) -> int | None:
+        """Rows waiting for the cloud; None when the store cannot be read."""
+        try:
+            return self.store.outbox_size()
+        except STORE_ERRORS as exc:
+            if not self.store_error:
+                self.store_error = f"the edge store {self.store.path} cannot be read ({exc})"
+            return None
 
     def run(self, stop, *, until_empty: bool = False) -> None:
-        """Loop until stop is set (a threading.Event), or until the outbox is empty."""
+        """Loop until stop is set (a threading.Event), or until the outbox is empty (at
+        once when there is nothing to send, connected or not)."""
         while not stop.is_set():
-            self.step()
-            if until_empty and self.connected and self.store.outbox_size() == 0:
+            if until_empty and not self._acks and self.outbox_rows() == 0:
                 break
+            self.step()
         self._closing = True
         try:
             self.client.disconnect()
