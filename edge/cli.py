@@ -260,28 +260,39 @@ def id_(db: Path | None) -> None:
 
 @edge.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["clarity", "libreview", "apple-health", "fit"]),
-              required=True, help="Dexcom Clarity CSV, LibreView CSV, Apple Health export.xml "
-              "or a Garmin/Fitbit FIT file.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "clarity", "libreview", "carelink",
+                                                    "nightscout", "apple-health", "fit"]),
+              default="auto", show_default=True,
+              help="Dexcom Clarity CSV, LibreView CSV, Medtronic CareLink CSV, Nightscout JSON "
+              "(entries.json), Apple Health export.xml or a Garmin/Fitbit FIT file; auto tells "
+              "them apart.")
 @click.option("--tz", default="UTC", show_default=True,
               help="Time zone of the export's local times (CSV exports), e.g. Europe/Amsterdam.")
+@click.option("--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto",
+              show_default=True, help="Day-month or month-day, for a CSV export whose dates "
+              "fit both (auto: from the file, else its language).")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def import_(path: Path, fmt: str, tz: str, db: Path | None) -> None:
+def import_(path: Path, fmt: str, tz: str, date_order: str, db: Path | None) -> None:
     """Import a CGM or wearable export into the edge store."""
     from nightlink.edge.importers.importer import import_file
 
     store = open_store(db or default_db())
     try:
-        result = import_file(store, path, fmt, tz)
+        result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order)
     except SourceError as exc:
         raise NightlinkError(str(exc)) from None
     finally:
         store.close()
-    click.echo(f"{path.name}: {result.samples} readings, {result.skipped_rows} corrupt rows "
-               f"skipped; {result.epochs_written} epochs written, {result.epochs_kept} already "
-               f"stored" + (f"; {result.entries_stored} entries stored, "
-                            f"{result.entries_duplicate} duplicates" if fmt in
-                            ("clarity", "libreview") else ""))
+    skipped = f"{result.skipped_rows} bad rows skipped" + (
+        f" (first: {result.first_bad})" if result.first_bad else "")
+    entries = (f"; {result.entries_stored} entries stored, {result.entries_duplicate} "
+               "already there" if result.format in ("clarity", "libreview", "carelink",
+                                                    "nightscout") else "")
+    click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
+               f"{result.epochs_written} epochs written, {result.epochs_kept} already "
+               f"stored{entries}.")
+    for note in result.notes:
+        click.echo(f"note: {note}")
 
 
 def replay_command(audio_stream=None, *, help: str) -> click.Command:

@@ -1,222 +1,239 @@
 """CGM export files: Dexcom Clarity and LibreView CSVs as `Glucose` samples, oldest first.
 
-sgv < 39 becomes an error code, never glucose; corrupt rows are skipped and counted.
+Medtronic CareLink is in `carelink.py`, Nightscout JSON in `nightscout_json.py`; what the
+readers share (rows, numbers, skipped rows) in `common.py`, local times in `localtime.py`.
+The layouts and the column names per language are described, with where each fact was
+found, in docs/importers.md. sgv < 39 is never glucose; corrupt rows are skipped and counted.
 """
 
 from __future__ import annotations
 
-import csv
-import logging
 import re
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import NamedTuple
 
-from nightlink.edge.sources.samples import Glucose, Readings, SourceError
+from nightlink.edge.importers.common import (
+    UNIT,
+    BadRows,
+    Candidate,
+    ImportedReadings,
+    Values,
+    cells,
+    delimiter_of,
+    extra_cells,
+    finish,
+    name,
+    read_text,
+)
+from nightlink.edge.importers.localtime import DMY, MDY, split
+from nightlink.edge.sources.samples import SourceError
 from nightlink.shared import units
-
-_LOGGER = logging.getLogger(__name__)
 
 # Clarity writes "Low" below its 40 mg/dL reading range and "High" above 400. Low is stored
 # as 39, which Nightscout and its clients show as LOW; High as 401, one above the range,
 # which counts in the >250 band and reads as "over 400", never as a measured value.
 CLARITY_LOW_SGV = units.SGV_MIN_VALID
 CLARITY_HIGH_SGV = 401
-_MAX_SKIPPED_LINES = 20
+LIBRE_MAX_SGV = 600
+HEADER_SEARCH_LINES = 12  # a header row further down than this is not one of these exports
 
 
-def _zone(tz: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise SourceError(f"{tz!r} is not a known time zone name.") from exc
+def header_row(lines: list[str], columns, limit: int = HEADER_SEARCH_LINES):
+    """(index, delimiter, header cells, columns) of the first of `limit` lines whose cells
+    `columns` recognises, or None."""
+    for k, line in enumerate(lines[:limit]):
+        delimiter = delimiter_of(line)
+        header = cells(line, delimiter)
+        found = columns(header)
+        if found is not None:
+            return k, delimiter, header, found
+    return None
 
 
-def _rows(path: Path, kind: str) -> Iterator[tuple[int, list[str]]]:
-    """(1-based line number, cells) of a CSV file, with a comma or semicolon delimiter."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{path} cannot be read as a {kind} export ({exc}).") from exc
-    lines = text.splitlines()
-    head = "\n".join(lines[:3])
-    delimiter = ";" if head.count(";") > head.count(",") else ","
-    reader = csv.reader(lines, delimiter=delimiter)
-    for row in reader:
-        yield reader.line_num, [c.strip() for c in row]
+# -- Dexcom Clarity -------------------------------------------------------------------------------
+
+_CLARITY_STAMP = re.compile(r"\(\w{4}-\w{2}-\w{2}t\w{2}:\w{2}:\w{2}\)$")
 
 
-def _number(text: str) -> float:
-    value = float(text.replace(",", "."))
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{text!r} is not a finite number")
-    return value
+class ClarityColumns(NamedTuple):
+    timestamp: int
+    event_type: int
+    glucose: int
+    rate: int | None
+    device: int | None
+    mmol: bool
 
 
-class _Skips:
-    def __init__(self, path: Path):
-        self.path = path
-        self.count = 0
-        self.lines: list[int] = []
+def clarity_columns(header: list[str]) -> ClarityColumns | None:
+    """The columns of a Clarity header row, or None if the row is not one. English names
+    first; a translated header is read by the positions Clarity writes its columns in."""
+    names = [name(c) for c in header]
+    ts = next((i for i, n in enumerate(names)
+               if _CLARITY_STAMP.search(n) or n.startswith("timestamp")), None)
+    if ts is None:
+        return None
+    glucose = next((i for i, n in enumerate(names)
+                    if n in ("glucose value (mg/dl)", "glucose value (mmol/l)")), None)
+    if glucose is None and len(names) > 7 and names[7].endswith(("(mg/dl)", "(mmol/l)")):
+        glucose = 7
+    event = names.index("event type") if "event type" in names else 2 if ts == 1 else None
+    if glucose is None or event is None:
+        return None
+    rate = next((i for i, n in enumerate(names) if n.endswith("/min)")), None)
+    device = names.index("source device id") if "source device id" in names else None
+    return ClarityColumns(ts, event, glucose, rate, device, names[glucose].endswith("(mmol/l)"))
 
-    def add(self, line: int, why: str) -> None:
-        self.count += 1
-        if len(self.lines) < _MAX_SKIPPED_LINES:
-            self.lines.append(line)
-            _LOGGER.warning("%s line %d skipped: %s", self.path, line, why)
 
-    def result(self, readings: list[Glucose]) -> Readings:
-        readings.sort(key=lambda g: g.t)
-        if self.count:
-            _LOGGER.warning("%s: %d corrupt rows skipped", self.path, self.count)
-        return Readings(readings, skipped=self.count, skipped_lines=self.lines)
-
-
-def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> Readings:
+def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadings:
     """EGV readings of a Dexcom Clarity CSV export, oldest first.
 
     Clarity timestamps are local time without a zone: `tz` names the zone they were taken in.
     "Low" becomes 39 and "High" 401 (see CLARITY_LOW_SGV). mmol/L exports are converted.
+    The patient, device and alert rows before the readings, calibrations and events are not
+    readings and are passed over.
     """
     path = Path(path)
-    zone = _zone(tz)
-    rows = _rows(path, "Dexcom Clarity")
-    header = next((cells for _, cells in rows), [])
-    col = {name: i for i, name in enumerate(header)}
-    ts_col = next((i for n, i in col.items() if n.startswith("Timestamp")), None)
-    glucose_col, mmol = col.get("Glucose Value (mg/dL)"), False
-    if glucose_col is None and "Glucose Value (mmol/L)" in col:
-        glucose_col, mmol = col["Glucose Value (mmol/L)"], True
-    missing = [name for name, i in (("Timestamp (YYYY-MM-DDThh:mm:ss)", ts_col),
-                                    ("Event Type", col.get("Event Type")),
-                                    ("Glucose Value (mg/dL)", glucose_col)) if i is None]
-    if missing:
-        raise SourceError(f"{path} is not a Dexcom Clarity export: its header row has no "
-                          f"{' or '.join(repr(m) for m in missing)} column.")
-    type_col = col["Event Type"]
-    rate_name = "Glucose Rate of Change (mmol/L/min)" if mmol else \
-        "Glucose Rate of Change (mg/dL/min)"
-    rate_col = col.get(rate_name)
-    skips, out = _Skips(path), []
-    for line, cells in rows:
-        if len(cells) <= max(type_col, glucose_col, ts_col) or cells[type_col] != "EGV":
+    lines = read_text(path, "Dexcom Clarity").splitlines()
+    found = header_row(lines, clarity_columns)
+    if found is None:
+        raise SourceError(f"{path} is not a Dexcom Clarity export: no header row has the "
+                          "'Timestamp (YYYY-MM-DDThh:mm:ss)', 'Event Type' and 'Glucose Value "
+                          "(mg/dL)' columns.")
+    at, delimiter, header, col = found
+    bad, candidates = BadRows(), []
+    for k in range(at + 1, len(lines)):
+        row = cells(lines[k], delimiter)
+        if len(row) <= max(col.event_type, col.glucose, col.timestamp) or \
+                row[col.event_type].upper() != "EGV":
             continue  # metadata (patient, device, alerts), calibrations, events
-        try:
-            t = datetime.fromisoformat(cells[ts_col]).replace(tzinfo=zone).timestamp()
-        except ValueError:
-            skips.add(line, f"bad timestamp {cells[ts_col]!r}")
+        if extra_cells(row, header):
+            bad.add(k + 1, f"{len(row)} cells where the header has {len(header)}")
             continue
-        raw = cells[glucose_col]
-        try:
-            if raw.lower() == "low":
-                sgv = CLARITY_LOW_SGV
-            elif raw.lower() == "high":
-                sgv = CLARITY_HIGH_SGV
-            else:
-                value = _number(raw)
-                sgv = units.from_mmoll(value) if mmol else round(value)
-                if not units.SGV_MIN_VALID <= sgv <= CLARITY_HIGH_SGV:
-                    raise ValueError(f"{raw} is outside the sensor's range")
-        except ValueError as exc:
-            skips.add(line, f"bad glucose value ({exc})")
-            continue
-        direction = None
-        if rate_col is not None and rate_col < len(cells) and cells[rate_col]:
-            try:
-                rate = _number(cells[rate_col])
-                direction = units.direction(rate * units.MGDL_PER_MMOLL if mmol else rate)
-            except ValueError:
-                pass  # the rate is optional; a bad one leaves the direction unknown
-        out.append(Glucose(t=t, sgv=sgv, direction=direction, source="dexcom-clarity"))
-    return skips.result(out)
+        candidates.append(Candidate(
+            k + 1, row[col.timestamp], row[col.glucose],
+            stream=row[col.device] if col.device is not None and col.device < len(row) else "",
+            rate=row[col.rate] if col.rate is not None and col.rate < len(row) else ""))
+    values = Values(col.mmol, CLARITY_HIGH_SGV, {"low": CLARITY_LOW_SGV, "high": CLARITY_HIGH_SGV})
+    return finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
+                  bad=bad)
 
 
-_LIBRE_TIME = re.compile(r"^(\d{1,4})[-/.](\d{1,2})[-/.](\d{1,4})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?$")
+# -- LibreView ------------------------------------------------------------------------------------
+
+# Column names of LibreView exports per language, compared without case (docs/importers.md).
+LIBRE_TIMESTAMP = {
+    "device timestamp": "English",
+    "gerätezeitstempel": "German",
+    "horodatage de l'appareil": "French",
+    "timestamp del dispositivo": "Italian",
+    "sello de tiempo del dispositivo": "Spanish",
+    "tijdstempel apparaat": "Dutch",
+}
+LIBRE_RECORD_TYPE = ("record type", "aufzeichnungstyp", "type d'enregistrement",
+                     "tipo di registrazione", "tipo de registro", "gegevenstype")
+LIBRE_HISTORIC = ("historic glucose", "glukosewert-verlauf", "historique de la glycémie",
+                  "storico del glucosio", "historial de glucosa", "historische glucose")
+LIBRE_SCAN = ("scan glucose", "glukose-scan", "numérisation de la glycémie",
+              "scansione del glucosio", "escaneo de glucosa")
+HISTORIC, SCAN = "0", "1"  # LibreView record types: 15-minute history, a scan
+_TWELVE_HOUR = re.compile(r"\d\s*[AaPp]\.?\s*[Mm]\.?$")
 
 
-def read_libreview_csv(path: Path | str, tz: str = "UTC", *,
-                       day_first: bool | None = None) -> Readings:
+class LibreColumns(NamedTuple):
+    timestamp: int
+    record_type: int
+    historic: int
+    scan: int | None
+    serial: int
+    mmol: bool
+    language: str | None  # None: names in a language not listed here, read by position
+
+
+def _libre_name(cell: str) -> str:
+    return name(cell).replace("’", "'")
+
+
+def libre_columns(header: list[str]) -> LibreColumns | None:
+    """The columns of a LibreView header row, or None if the row is not one.
+
+    Every language's export has the same columns in the same order (Device, Serial Number,
+    Device Timestamp, Record Type, Historic Glucose, Scan Glucose, ...): names are looked up
+    first, and a header in a language not listed here is read by those positions when its
+    fifth and sixth columns are glucose in mg/dL or mmol/L.
+    """
+    names = [_libre_name(c) for c in header]
+    ts = next((i for i, n in enumerate(names) if n in LIBRE_TIMESTAMP), None)
+    by_position = len(names) >= 6 and all(
+        UNIT.search(names[i]) and not names[i].endswith(")") for i in (4, 5))
+    if ts is None and not by_position:
+        return None
+
+    def find(prefixes: tuple[str, ...], position: int, glucose: bool) -> int | None:
+        for i, n in enumerate(names):
+            if n.startswith(prefixes) and (not glucose or UNIT.search(n)):
+                return i
+        return position if by_position else None
+
+    record_type = find(LIBRE_RECORD_TYPE, 3, False)
+    historic = find(LIBRE_HISTORIC, 4, True)
+    if record_type is None or historic is None:
+        return None
+    return LibreColumns(ts if ts is not None else 2, record_type, historic,
+                        find(LIBRE_SCAN, 5, True), 1, "mmol" in names[historic],
+                        LIBRE_TIMESTAMP.get(names[ts]) if ts is not None else None)
+
+
+def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | None = None,
+                       date_order: str | None = None) -> ImportedReadings:
     """Historic (record type 0) and scan (1) readings of a LibreView CSV export, oldest first.
 
-    `Device Timestamp` is local time in `tz`; US exports write MM-DD-YYYY and others
-    DD-MM-YYYY: `day_first=None` decides from the file's unambiguous dates (a part above
-    12 is the day), defaulting to the US order.
+    The file starts with a title line ("Glucose Data,Generated on,...") and then the column
+    header. `Device Timestamp` is local time in `tz`, written day-month-year, month-day-year
+    (US, often with a 12-hour clock) or year-month-day: the order is read from the whole file
+    (see localtime.py); `date_order` ("dmy"/"mdy", or `day_first`) decides a file whose
+    dates fit both, otherwise its language does (US order for English). Strip (fingerstick)
+    glucose, notes, insulin and food rows are not CGM readings and are passed over.
     """
     path = Path(path)
-    zone = _zone(tz)
-    rows = list(_rows(path, "LibreView"))
-    header_at = next((k for k, (_, cells) in enumerate(rows[:3])
-                      if "Device Timestamp" in cells and "Record Type" in cells), None)
-    if header_at is None:
-        raise SourceError(f"{path} is not a LibreView export: none of its first three lines "
-                          "has the 'Device Timestamp' and 'Record Type' columns.")
-    header = rows[header_at][1]
-    col = {name: i for i, name in enumerate(header)}
-    mmol = "Historic Glucose mg/dL" not in col
-    unit = "mmol/L" if mmol else "mg/dL"
-    value_cols = {0: col.get(f"Historic Glucose {unit}"), 1: col.get(f"Scan Glucose {unit}")}
-    if value_cols[0] is None:
-        raise SourceError(f"{path} is not a LibreView export: it has no 'Historic Glucose "
-                          "mg/dL' or 'Historic Glucose mmol/L' column.")
-    ts_col, type_col = col["Device Timestamp"], col["Record Type"]
-    data = rows[header_at + 1:]
-    if day_first is None:
-        day_first = _libre_day_first(cells[ts_col] for _, cells in data if len(cells) > ts_col)
-    skips, out = _Skips(path), []
-    for line, cells in data:
-        if len(cells) <= max(ts_col, type_col) or not any(cells):
+    if day_first is not None and date_order is None:
+        date_order = DMY if day_first else MDY
+    lines = read_text(path, "LibreView").splitlines()
+    found = header_row(lines, libre_columns)
+    if found is None:
+        raise SourceError(f"{path} is not a LibreView export: none of its first "
+                          f"{HEADER_SEARCH_LINES} lines has the 'Device Timestamp', 'Record "
+                          "Type' and 'Historic Glucose' columns.")
+    at, delimiter, header, col = found
+    bad, candidates = BadRows(), []
+    for k in range(at + 1, len(lines)):
+        row = cells(lines[k], delimiter)
+        if len(row) <= max(col.timestamp, col.record_type):
             continue
-        if cells[type_col] not in ("0", "1"):
-            continue  # notes, insulin, food, strips, sensor starts
-        vcol = value_cols[int(cells[type_col])]
-        if vcol is None:
+        kind = row[col.record_type]
+        value_col = col.historic if kind == HISTORIC else col.scan if kind == SCAN else None
+        if value_col is None:
+            continue  # strips, notes, insulin, food, sensor starts
+        if extra_cells(row, header):
+            bad.add(k + 1, f"{len(row)} cells where the header has {len(header)}")
             continue
-        try:
-            t = _libre_time(cells[ts_col], day_first, zone)
-        except ValueError:
-            skips.add(line, f"bad timestamp {cells[ts_col]!r}")
-            continue
-        raw = cells[vcol] if vcol < len(cells) else ""
-        try:
-            value = _number(raw)
-            sgv = units.from_mmoll(value) if mmol else round(value)
-            if not units.SGV_MIN_VALID <= sgv <= 600:
-                raise ValueError(f"{raw} is outside the sensor's range")
-        except ValueError as exc:
-            skips.add(line, f"bad glucose value ({exc})")
-            continue
-        out.append(Glucose(t=t, sgv=sgv, source="libreview"))
-    return skips.result(out)
+        candidates.append(Candidate(k + 1, row[col.timestamp],
+                                    row[value_col] if value_col < len(row) else "",
+                                    stream=f"{row[col.serial]}/{kind}"))
+    title = cells(lines[at - 1], delimiter) if at else []
+    generated = tuple((at, c.removesuffix("UTC").strip()) for c in title
+                      if split(c.removesuffix("UTC").strip()))
+    order, reason = _libre_default_order(col, candidates)
+    return finish(path, "LibreView", candidates, Values(col.mmol, LIBRE_MAX_SGV), tz,
+                  source="libreview", bad=bad, date_order=date_order, default_order=order,
+                  order_reason=reason, extra_stamps=generated)
 
 
-def _libre_day_first(stamps: Iterator[str]) -> bool:
-    """Whether most unambiguous stamps (one part above 12, the other not) put the day first."""
-    day_first = month_first = 0
-    for text in stamps:
-        m = _LIBRE_TIME.match(text)
-        if not m or len(m.group(1)) == 4:
-            continue
-        a, b = int(m.group(1)), int(m.group(2))
-        if 12 < a <= 31 and b <= 12:
-            day_first += 1
-        elif 12 < b <= 31 and a <= 12:
-            month_first += 1
-    return day_first > month_first
-
-
-def _libre_time(text: str, day_first: bool, zone: ZoneInfo) -> float:
-    m = _LIBRE_TIME.match(text)
-    if not m:
-        raise ValueError(text)
-    a, b, c, hh, mm = (int(x) for x in m.groups()[:5])
-    ss = int(m.group(6) or 0)
-    if len(m.group(1)) == 4:
-        year, month, day = a, b, c
-    elif day_first:
-        day, month, year = a, b, c
-    else:
-        month, day, year = a, b, c
-    if year < 100:
-        year += 2000
-    return datetime(year, month, day, hh, mm, ss, tzinfo=zone).timestamp()
+def _libre_default_order(col: LibreColumns, rows: list[Candidate]) -> tuple[str, str]:
+    """The date order of a file whose dates fit both, from its language and clock."""
+    if col.language is None:
+        return DMY, "the column names are in a language not known here"
+    if col.language != "English":
+        return DMY, f"the column names are {col.language}"
+    if any(_TWELVE_HOUR.search(c.stamp) for c in rows[:50]):
+        return MDY, "English column names with a 12-hour clock, the US style"
+    return MDY, "English column names, the US style"

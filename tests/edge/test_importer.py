@@ -50,10 +50,13 @@ def test_edge_import_cli(tmp_path):
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "clarity_mgdl.csv"),
                                     "--format", "clarity", "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 0, res.output
-    assert "38 readings, 2 corrupt rows skipped" in res.output
+    assert res.output == ("clarity_mgdl.csv (Dexcom Clarity): 38 readings, 2 bad rows skipped "
+                          "(first: line 52: bad glucose value '1x7'); 371 epochs written, 0 "
+                          "already stored; 38 entries stored, 0 already there.\n")
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "not_an_export.csv"),
                                     "--format", "libreview", "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 2 and "error:" in res.output
+    assert "is not a LibreView export" in res.output
 
 
 def test_import__apple_health_gives_wearable_epochs(store):

@@ -1,0 +1,109 @@
+"""Medtronic CareLink CSV exports: sensor glucose as `Glucose` samples, oldest first.
+
+A CareLink export opens with patient and device lines, then one or more sections (the pump,
+a separate sensor or meter), each introduced by a divider line (`-------;MiniMed 780G ...`)
+and its own header row starting `Index;Date;Time`. Rows with a value in `Sensor Glucose
+(mg/dL)` (or mmol/L) are CGM readings; the rest (boluses, basal, alarms, meter readings)
+are passed over. Cells are separated by `;` or `,` and mmol/L values may have a decimal
+comma. Date and Time are the device's local time; dates are year/month/day, day/month/year
+or month/day/year, decided from the whole file as for LibreView (localtime.py). The same
+reading listed in two sections is imported once. Facts and sources: docs/importers.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from nightlink.edge.importers.common import (
+    BadRows,
+    Candidate,
+    ImportedReadings,
+    Values,
+    cells,
+    delimiter_of,
+    extra_cells,
+    finish,
+    name,
+    read_text,
+)
+from nightlink.edge.importers.localtime import DMY, MDY
+from nightlink.edge.sources.samples import SourceError
+
+CARELINK_MAX_SGV = 400
+PREAMBLE_SEARCH_LINES = 40  # the first section's header row comes within these
+
+
+class CareLinkColumns(NamedTuple):
+    date: int
+    time: int
+    sensor: int | None  # None: a section without sensor glucose (a meter, the pump's events)
+    mmol: bool
+
+
+def carelink_columns(header: list[str]) -> CareLinkColumns | None:
+    """The columns of a CareLink section header (`Index;Date;Time;...`), or None."""
+    names = [name(c) for c in header]
+    if names[:3] != ["index", "date", "time"]:
+        return None
+    sensor = next((i for i, n in enumerate(names)
+                   if n in ("sensor glucose (mg/dl)", "sensor glucose (mmol/l)")), None)
+    return CareLinkColumns(1, 2, sensor, sensor is not None and names[sensor].endswith("(mmol/l)"))
+
+
+def is_carelink(lines: list[str]) -> bool:
+    """Whether a file's first lines hold a CareLink section header."""
+    return any(carelink_columns(cells(line, delimiter_of(line))) is not None
+               for line in lines[:PREAMBLE_SEARCH_LINES])
+
+
+def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
+                      date_order: str | None = None) -> ImportedReadings:
+    """Sensor glucose readings of a Medtronic CareLink CSV export, oldest first.
+
+    `date_order` ("dmy"/"mdy") decides a file whose day/month dates fit both orders; without
+    it such a file is read month/day in mg/dL and day/month in mmol/L, and the user is told.
+    """
+    path = Path(path)
+    lines = read_text(path, "Medtronic CareLink").splitlines()
+    if not is_carelink(lines):
+        raise SourceError(f"{path} is not a Medtronic CareLink export: none of its first "
+                          f"{PREAMBLE_SEARCH_LINES} lines is an 'Index;Date;Time' header row.")
+    bad, candidates = BadRows(), []
+    header: list[str] = []
+    col: CareLinkColumns | None = None
+    delimiter = ";"
+    mmol = None
+    section = 0
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        own = delimiter_of(line)
+        found = carelink_columns(cells(line, own))
+        if found is not None:
+            delimiter, header, col, section = own, cells(line, own), found, section + 1
+            if found.sensor is not None:
+                if mmol is not None and mmol != found.mmol:
+                    raise SourceError(f"{path} has sections in mg/dL and in mmol/L; export "
+                                      "it again in one unit.")
+                mmol = found.mmol
+            continue
+        row = cells(line, delimiter)
+        if col is None or col.sensor is None or not row or row[0].startswith("-"):
+            continue  # the preamble, a section without sensor glucose, a divider
+        if len(row) <= col.sensor or not row[col.sensor]:
+            continue  # a pump or meter event, not a sensor reading
+        if extra_cells(row, header):
+            bad.add(k + 1, f"{len(row)} cells where the header has {len(header)} (a decimal "
+                    "comma in a comma-separated file?)")
+            continue
+        candidates.append(Candidate(k + 1, f"{row[col.date]} {row[col.time]}", row[col.sensor],
+                                    stream=str(section)))
+    if mmol is None:
+        raise SourceError(f"{path} is a Medtronic CareLink export without a 'Sensor Glucose' "
+                          "column: it holds no CGM readings.")
+    order, reason = (DMY, "mmol/L exports come from outside the US") if mmol else \
+        (MDY, "mg/dL exports are mostly from the US")
+    return finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
+                  source="carelink", bad=bad, date_order=date_order, default_order=order,
+                  order_reason=reason)

@@ -1,0 +1,221 @@
+"""What every CGM export reader shares: reading the file, telling rows apart, the numbers,
+the rows it could not use, and turning candidate rows into time-ordered `Glucose` samples.
+
+A reader finds its header and collects `Candidate` rows (line number, local timestamp text,
+glucose cell); `finish` reads the timestamps in the file's date order (`localtime.py`),
+places them in UTC, converts the values and counts the rows it had to skip, so that one bad
+row costs one row, and the user gets one summary line instead of a line per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from nightlink.edge.importers.localtime import DateStyle, LocalClock
+from nightlink.edge.sources.samples import Glucose, Readings, SourceError
+from nightlink.shared import units
+
+_LOGGER = logging.getLogger(__name__)
+_MAX_SKIPPED_LINES = 20
+_DELIMITERS = (",", ";", "\t")
+UNIT = re.compile(r"(mg/dl|mmol/l)\)?$", re.IGNORECASE)
+
+
+class ImportedReadings(Readings):
+    """A reader's samples, oldest first, with what the user should hear about them:
+    `first_bad` names the first skipped row and why, `notes` any assumption made."""
+
+    def __init__(self, items=(), *, skipped: int = 0, skipped_lines: list[int] | None = None,
+                 first_bad: str | None = None, notes: list[str] | None = None):
+        super().__init__(items, skipped=skipped, skipped_lines=skipped_lines)
+        self.first_bad = first_bad
+        self.notes = notes or []
+
+
+@dataclass
+class Candidate:
+    """A row that holds a glucose reading, before its time and value are read."""
+
+    line: int  # 1-based line of the file
+    stamp: str  # the local timestamp as written
+    raw: str  # the glucose cell as written
+    stream: str = ""  # rows of one stream are in time order (device, record type)
+    rate: str = ""  # Clarity's rate of change, mg/dL/min (or mmol/L/min), if any
+
+
+@dataclass
+class Values:
+    """How a format's glucose cells read: unit, the sensor's range, words for off-range."""
+
+    mmol: bool
+    max_mgdl: int
+    words: dict[str, int] | None = None  # lower-case text -> sgv (Clarity's "Low"/"High")
+
+
+class BadRows:
+    """Rows that looked like readings but could not be used: counted, the first one named."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lines: list[int] = []
+        self._first: tuple[int, str] | None = None
+
+    def add(self, number: int, why: str, unit: str = "line") -> None:
+        """Row `number` (a 1-based line, or an entry of a JSON array) is skipped for `why`."""
+        self.count += 1
+        if self._first is None or number < self._first[0]:
+            self._first = (number, f"{unit} {number}: {why}")
+        if unit == "line":
+            self._lines.append(number)
+
+    @property
+    def lines(self) -> list[int]:
+        """The first few skipped line numbers, in file order."""
+        return sorted(self._lines)[:_MAX_SKIPPED_LINES]
+
+    @property
+    def first(self) -> str | None:
+        """The earliest skipped row in the file and why, e.g. "line 17: bad timestamp ..."."""
+        return self._first[1] if self._first else None
+
+
+def zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SourceError(f"{tz!r} is not a known time zone name.") from exc
+
+
+def read_text(path: Path, kind: str) -> str:
+    """The file as text: UTF-8 (with or without a BOM), UTF-16 with a BOM, else Windows-1252,
+    the encodings these exports are written in."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(f"{path} cannot be read as a {kind} export "
+                          f"({exc.strerror or exc}).") from exc
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def delimiter_of(line: str) -> str:
+    """The delimiter a header line uses: whichever of comma, semicolon and tab it has most."""
+    return max(_DELIMITERS, key=line.count)
+
+
+def cells(line: str, delimiter: str) -> list[str]:
+    """One line's cells. Each line is read on its own, so a stray quote in one row cannot
+    swallow the rows after it."""
+    try:
+        row = next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        row = line.split(delimiter)
+    return [c.strip() for c in row]
+
+
+def extra_cells(row: list[str], header: list[str]) -> bool:
+    """A row with more filled cells than its header: cells shifted by a decimal comma in a
+    comma-separated file, or a broken line; its columns cannot be trusted."""
+    return len(row) > len(header) and any(row[len(header):])
+
+
+def name(cell: str) -> str:
+    """A header cell compared without case or repeated spaces."""
+    return " ".join(cell.casefold().split())
+
+
+def number(text: str) -> float:
+    """A finite number written with a decimal point or a decimal comma."""
+    value = float(text.replace(",", "."))
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def glucose(raw: str, values: Values) -> int:
+    """mg/dL of a glucose cell; ValueError with the reason if it holds none."""
+    word = raw.strip().casefold()
+    if values.words and word in values.words:
+        return values.words[word]
+    if not word:
+        raise ValueError("no glucose value")
+    try:
+        value = number(raw)
+    except ValueError:
+        raise ValueError(f"bad glucose value {raw[:40]!r}") from None
+    sgv = units.from_mmoll(value) if values.mmol else round(value)
+    if not units.SGV_MIN_VALID <= sgv <= values.max_mgdl:
+        raise ValueError(f"glucose value {raw[:40]} is outside the sensor's range")
+    return sgv
+
+
+def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, tz: str, *,
+           source: str, bad: BadRows, date_order: str | None = None,
+           default_order: str = "mdy", order_reason: str = "",
+           extra_stamps: tuple[tuple[int, str], ...] = ()) -> ImportedReadings:
+    """The candidates as Glucose samples, oldest first; the rows that failed are in `bad`.
+
+    `date_order` is the user's --date-order (dmy or mdy; None to detect from the file),
+    `default_order` what an export whose dates all fit both orders is read in, and
+    `order_reason` why (said in the note). `extra_stamps` are further (line, date) of the
+    same style (LibreView's "generated on") that help tell the order.
+    """
+    clock = LocalClock(zone(tz))
+    style = DateStyle(path)
+    for line, text in extra_stamps:
+        style.see(text, line)
+    parsed = []
+    for c in candidates:
+        parts = style.see(c.stamp, c.line)
+        if parts is None:
+            bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
+        else:
+            parsed.append((c, parts))
+    order, note = style.decide(date_order, default_order, order_reason)
+    timed = []
+    for c, parts in parsed:
+        try:
+            timed.append((c, style.naive(parts, order)))
+        except ValueError:
+            bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
+    out: dict[tuple[float, int], Glucose] = {}
+    for c, t in clock.place(timed):
+        try:
+            sgv = glucose(c.raw, values)
+        except ValueError as exc:
+            bad.add(c.line, str(exc))
+            continue
+        direction = None
+        if c.rate:
+            try:
+                rate = number(c.rate)
+                direction = units.direction(rate * units.MGDL_PER_MMOLL if values.mmol else rate)
+            except ValueError:
+                pass  # the rate is optional; a bad one leaves the direction unknown
+        out.setdefault((t, sgv), Glucose(t=t, sgv=sgv, direction=direction, source=source))
+    return result(path, kind, list(out.values()), bad, [note] if note else [])
+
+
+def result(path: Path, kind: str, samples: list[Glucose], bad: BadRows,
+           notes: list[str]) -> ImportedReadings:
+    """The readings oldest first, or the one sentence that says why there are none."""
+    if not samples:
+        if bad.count:
+            raise SourceError(f"{path} has {bad.count} glucose rows but none could be read "
+                              f"(first: {bad.first}).")
+        raise SourceError(f"{path} is a {kind} export with no glucose readings in it.")
+    samples.sort(key=lambda g: g.t)
+    if bad.count:
+        _LOGGER.info("%s: %d rows skipped (first: %s)", path, bad.count, bad.first)
+    return ImportedReadings(samples, skipped=bad.count, skipped_lines=bad.lines,
+                            first_bad=bad.first, notes=notes)

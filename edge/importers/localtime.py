@@ -1,0 +1,167 @@
+"""Device timestamps in CGM exports: the date styles they are written in, and their UTC instant.
+
+Exports write the device's wall-clock time with no zone: `--tz` names the zone it ran in.
+
+Date styles: `YYYY-MM-DD hh:mm[:ss]`, and `A-B-YYYY hh:mm` where A-B is day-month (most of
+the world) or month-day (the US), with `-`, `/` or `.` between the numbers, a 24-hour or a
+12-hour clock (`11:00 PM`, `11:00 p.m.`) and two- or four-digit years. Which of day-month or
+month-day a file uses is decided from the whole file: a first number above 12 can only be a
+day, a second number above 12 can only be a day. A file where both happen is refused; a file
+where neither does fits both, and is read in the order the reader's locale hint gives (or
+the user's --date-order), and the user is told so.
+
+Clocks going back (daylight saving time ends) repeat an hour of wall-clock times. Within one
+stream of readings (one device and record type), taken in the file's time order (a file
+listing newest first is read from its end): a repeated-hour time is the first (summer-time)
+instant until the times step back, at or below the latest one already read in that hour;
+from there on they are the second (standard-time) instant. A time in the hour skipped when
+clocks go forward (which no device writes) is read with the offset from before the change
+(02:30 becomes 03:30 summer time), the rule of Python's `zoneinfo` for fold=0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+from nightlink.edge.sources.samples import SourceError
+
+DMY, MDY = "dmy", "mdy"
+ORDER_NAMES = {DMY: "day-month-year", MDY: "month-day-year"}
+_STAMP = re.compile(
+    r"^(\d{1,4})[-/.](\d{1,2})[-/.](\d{1,4})(?:[ T]+|,\s*)(\d{1,2})[:.](\d{2})"
+    r"(?:[:.](\d{2})(?:[.,]\d+)?)?(?:\s*([AaPp])\.?\s*[Mm]\.?)?$")
+YEARS = range(2000, 2100)  # a date outside these is a corrupt row, not a reading
+
+
+class Stamp(NamedTuple):
+    first: str
+    second: str
+    third: str
+    hour: int
+    minute: int
+    second_of_minute: int
+    half: str  # "a", "p" or "" (24-hour clock)
+
+    @property
+    def year_first(self) -> bool:
+        return len(self.first) == 4
+
+
+def split(text: str) -> Stamp | None:
+    """The parts of a timestamp, or None if it is not one of the styles above."""
+    m = _STAMP.match(text.strip())
+    if m is None:
+        return None
+    return Stamp(m[1], m[2], m[3], int(m[4]), int(m[5]), int(m[6] or 0), (m[7] or "").lower())
+
+
+class DateStyle:
+    """Collects a file's timestamps' evidence for day-month or month-day, then decides."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.day_first: tuple[int, str] | None = None  # the first (line, text) proving it
+        self.month_first: tuple[int, str] | None = None
+        self.two_number_dates = 0
+
+    def see(self, text: str, line: int) -> Stamp | None:
+        stamp = split(text)
+        if stamp is None or stamp.year_first:
+            return stamp
+        self.two_number_dates += 1
+        a, b = int(stamp.first), int(stamp.second)
+        if 12 < a <= 31 and 1 <= b <= 12 and self.day_first is None:
+            self.day_first = (line, text.strip())
+        elif 12 < b <= 31 and 1 <= a <= 12 and self.month_first is None:
+            self.month_first = (line, text.strip())
+        return stamp
+
+    def decide(self, hint: str | None, default: str, reason: str = "") -> tuple[str, str | None]:
+        """(order, note): the file's order, and a sentence for the user when it was assumed."""
+        if not self.two_number_dates:
+            return hint or default, None
+        if self.day_first and self.month_first:
+            raise SourceError(f"{self.path} mixes day-first and month-first dates "
+                              f"({_where(self.day_first)} and {_where(self.month_first)}).")
+        found = DMY if self.day_first else MDY if self.month_first else None
+        if hint:
+            if found and found != hint:
+                proof = self.day_first or self.month_first
+                raise SourceError(f"--date-order {hint} does not fit {self.path}: "
+                                  f"{_where(proof)}, which can only be {ORDER_NAMES[found]}.")
+            return hint, None
+        if found:
+            return found, None
+        other = MDY if default == DMY else DMY
+        because = f" ({reason})" if reason else ""
+        return default, (f"Every date in {self.path.name} reads as both day-month and "
+                         f"month-day: they were read as {ORDER_NAMES[default]}{because}; "
+                         f"pass --date-order {other} if that is wrong.")
+
+    @staticmethod
+    def naive(stamp: Stamp, order: str) -> datetime:
+        """The wall-clock time of a timestamp; ValueError if it is not a real time."""
+        a, b, c = int(stamp.first), int(stamp.second), int(stamp.third)
+        if stamp.year_first:
+            year, month, day = a, b, c
+        elif order == DMY:
+            day, month, year = a, b, c
+        else:
+            month, day, year = a, b, c
+        if not stamp.year_first and len(stamp.third) <= 2:
+            year += 2000
+        hour = stamp.hour
+        if stamp.half:
+            if not 1 <= hour <= 12:
+                raise ValueError(f"hour {hour} on a 12-hour clock")
+            hour = hour % 12 + (12 if stamp.half == "p" else 0)
+        if year not in YEARS:
+            raise ValueError(f"year {year}")
+        return datetime(year, month, day, hour, stamp.minute, stamp.second_of_minute)
+
+
+def _where(proof: tuple[int, str]) -> str:
+    line, text = proof
+    return f"line {line} has {text[:40]!r}"
+
+
+class LocalClock:
+    """Places wall-clock times of one zone in UTC, the repeated hour by the rule above."""
+
+    def __init__(self, zone: ZoneInfo):
+        self.zone = zone
+
+    def place(self, timed: Iterable[tuple[Any, datetime]]) -> list[tuple[Any, float]]:
+        """(row, Unix seconds) for each (row, wall-clock time); rows carry a `stream`."""
+        streams: dict[str, list[tuple[Any, datetime]]] = {}
+        for row, when in timed:
+            streams.setdefault(getattr(row, "stream", ""), []).append((row, when))
+        out = []
+        for rows in streams.values():
+            rising = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y > x)
+            falling = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y < x)
+            latest: dict[object, datetime] = {}  # per repeated hour: latest first-pass time
+            stepped_back: set[object] = set()
+            for row, when in (reversed(rows) if falling > rising else rows):
+                fold = 0
+                if self._repeated(when):
+                    key = when.date()
+                    if key in stepped_back or (key in latest and when <= latest[key]):
+                        stepped_back.add(key)
+                        fold = 1
+                    else:
+                        latest[key] = when
+                out.append((row, when.replace(tzinfo=self.zone, fold=fold).timestamp()))
+        return out
+
+    def _repeated(self, when: datetime) -> bool:
+        """Whether a wall-clock time happens twice (the hour repeated when clocks go back)."""
+        first = when.replace(tzinfo=self.zone, fold=0)
+        if first.utcoffset() == when.replace(tzinfo=self.zone, fold=1).utcoffset():
+            return False
+        return first.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) == when

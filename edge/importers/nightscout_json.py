@@ -1,0 +1,101 @@
+"""Nightscout JSON exports: the array of entries `/api/v1/entries.json` returns (or the
+`result` array of API v3), as `Glucose` samples oldest first.
+
+Each sgv entry has `sgv` (mg/dL) and `date` (Unix milliseconds, UTC), usually `dateString`
+(ISO 8601 with its offset), `direction` and `device`; mbg and cal entries are not CGM
+readings and are passed over. An entry with no `date` is timed by `mills`, else by
+`dateString` (read in `tz` only when it has no offset). sgv < 39 is a sensor error code,
+kept as one, never as glucose, the rule of the live follower (sources/cgm.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+from nightlink.edge.importers.common import BadRows, ImportedReadings, read_text, result, zone
+from nightlink.edge.sources.samples import Glucose, SourceError
+from nightlink.shared import units
+
+_MS_RANGE = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01 UTC
+MAX_SGV = 1000
+
+
+def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
+    """The sgv entries of a Nightscout JSON export, oldest first; bad entries counted."""
+    path = Path(path)
+    local = zone(tz)
+    try:
+        data = json.loads(read_text(path, "Nightscout JSON"))
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path} is not a Nightscout JSON export: the JSON is broken at "
+                          f"line {exc.lineno} ({exc.msg}).") from None
+    if isinstance(data, dict) and isinstance(data.get("result"), list):
+        data = data["result"]
+    if not isinstance(data, list):
+        raise SourceError(f"{path} is not a Nightscout JSON export: it holds a JSON "
+                          f"{type(data).__name__}, not a list of entries.")
+    bad, out = BadRows(), {}
+    for i, entry in enumerate(data, 1):
+        if not isinstance(entry, dict):
+            bad.add(i, "not a JSON object", "entry")
+            continue
+        kind = entry.get("type", "sgv" if "sgv" in entry else None)
+        if kind != "sgv":
+            continue  # mbg, cal and other entries are not CGM readings
+        try:
+            g = _glucose(entry, local)
+        except ValueError as exc:
+            bad.add(i, str(exc), "entry")
+            continue
+        out.setdefault((g.t, g.sgv, g.error_code), g)
+    return result(path, "Nightscout JSON", list(out.values()), bad, [])
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{what} {value[:40]!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} {str(value)[:40]!r} is not a number")
+    return float(value)
+
+
+def _time_ms(entry: dict, local) -> float:
+    for key in ("date", "mills"):
+        if entry.get(key) is not None:
+            ms = _number(entry[key], key)
+            break
+    else:
+        text = entry.get("dateString")
+        if not isinstance(text, str):
+            raise ValueError("no date, mills or dateString")
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"dateString {text[:40]!r} is not an ISO 8601 time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=local)
+        ms = when.timestamp() * 1000
+    if not _MS_RANGE[0] <= ms < _MS_RANGE[1]:
+        raise ValueError(f"date {ms:.0f} is not milliseconds since 1970 in this century")
+    return ms
+
+
+def _glucose(entry: dict, local) -> Glucose:
+    t = _time_ms(entry, local) / 1000
+    if entry.get("sgv") is None:
+        raise ValueError("no sgv value")
+    value = _number(entry["sgv"], "sgv")
+    sgv = round(value)
+    if not 0 <= sgv <= MAX_SGV:
+        raise ValueError(f"sgv {value:g} is outside any sensor's range")
+    direction = entry.get("direction") if isinstance(entry.get("direction"), str) else None
+    source = entry.get("device") if isinstance(entry.get("device"), str) else "nightscout"
+    if units.is_sensor_error(sgv):
+        return Glucose(t=t, sgv=None, error_code=sgv, direction=direction, source=source)
+    return Glucose(t=t, sgv=sgv, direction=direction or None, source=source)
