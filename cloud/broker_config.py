@@ -22,6 +22,8 @@ from nightlink.shared import topics
 # The count is low; it is safe here because every device password is 32 random characters.
 PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
+# The user Debian's mosquitto package runs the broker as (it starts as root, then drops to it).
+BROKER_GROUP = "mosquitto"
 
 
 def device_username(tenant_id: str, device_id: str) -> str:
@@ -88,17 +90,22 @@ def ingest_acl(username: str) -> list[str]:
 
 
 def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str, *,
-                    ingest_username: str = "", ingest_password: str = "") -> int:
+                    ingest_username: str = "", ingest_password: str = "",
+                    owner: tuple[int, int] | None = None, mode: int | None = None) -> int:
     """Write the password file and the ACL file for every active device of a tenant that is
     not deleted (and the ingest account when given); return the number of device accounts.
 
-    Files are written to a temporary name and renamed, so the broker never reads half a file.
+    Files are written to a temporary name and renamed, so the broker never reads half a file;
+    see `write_private` for who may read them. The ingest account keeps its hash while its
+    password is unchanged, so a run with nothing new leaves both files as they were.
     """
     passwd_lines, acl_lines = [], ["# Written by nightlink.cloud.broker_config; do not edit."]
     if ingest_username:
         if not ingest_password:
-            raise ValueError("The ingest account needs a password.")
-        passwd_lines.append(f"{ingest_username}:{mosquitto_hash(ingest_password)}")
+            raise ValueError("The ingest account needs a password (NIGHTLINK_MQTT_PASSWORD).")
+        known = _hashes(Path(passwd_path)).get(ingest_username, "")
+        kept = known if mosquitto_verify(known, ingest_password) else ""
+        passwd_lines.append(f"{ingest_username}:{kept or mosquitto_hash(ingest_password)}")
         acl_lines += ["", *ingest_acl(ingest_username)]
     live = set(store.tenant_ids())
     devices = [d for d in store.active_devices()
@@ -106,16 +113,100 @@ def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str,
     for d in devices:
         passwd_lines.append(f"{d['mqtt_username']}:{d['mqtt_password_hash']}")
         acl_lines += ["", *device_acl(d["tenant_id"], d["id"], d["kind"])]
-    _write(Path(passwd_path), passwd_lines)
-    _write(Path(acl_path), acl_lines)
+    write_private(Path(passwd_path), "\n".join(passwd_lines) + "\n", owner=owner, mode=mode)
+    write_private(Path(acl_path), "\n".join(acl_lines) + "\n", owner=owner, mode=mode)
     return len(devices)
 
 
-def _write(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o640)
+def _hashes(passwd_path: Path) -> dict[str, str]:
+    """The accounts of an existing password file, name to hash ({} when there is none)."""
+    try:
+        text = passwd_path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return {}
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def default_owner(path: Path) -> tuple[int, int, int]:
+    """Owner, group and mode for (re)writing a broker file: an existing file keeps its own
+    (without any access for other users); a new one gets the group `mosquitto` when the
+    writer is root or a member of it, because Mosquitto 2 opens its files only after
+    dropping to that user (at start and on every SIGHUP); else the writer's group. Mode
+    0640 when new."""
+    import grp
+
+    try:
+        st = path.stat()
+        return st.st_uid, st.st_gid, st.st_mode & 0o770
+    except FileNotFoundError:
+        pass
+    gid = os.getegid()
+    try:
+        broker = grp.getgrnam(BROKER_GROUP).gr_gid
+        if os.geteuid() == 0 or broker in os.getgroups():
+            gid = broker
+    except KeyError:
+        pass
+    return os.geteuid(), gid, 0o640
+
+
+def write_private(path: Path, text: str, *, owner: tuple[int, int] | None = None,
+                  mode: int | None = None) -> bool:
+    """Replace `path` with `text` atomically, never readable by other users, with the owner,
+    group and mode of `default_owner` unless given; False when it already was exactly so.
+
+    The temporary file is created 0600 and only then given its owner and mode, so the hashes
+    are never readable by anyone else, not even for a moment.
+    """
+    if mode is not None and mode & 0o007:
+        raise ValueError(f"The mode {mode:04o} would let every user read {path}; "
+                         "use 0640 or 0600.")
+    uid, gid, keep = default_owner(path)
+    uid, gid = owner or (uid, gid)
+    mode = keep if mode is None else mode
+    data = text.encode("utf-8")
+    try:
+        st = path.stat()
+        if ((st.st_uid, st.st_gid, st.st_mode & 0o777) == (uid, gid, mode)
+                and path.read_bytes() == data):
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            if (uid, gid) != (os.geteuid(), os.getegid()):
+                os.fchown(fd, uid, gid)
+        except PermissionError:
+            raise ValueError(f"Only root may give {path} the owner {_name(uid, gid)}; run as "
+                             "root, or as that owner, or choose another with --owner.") from None
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
+    return True
+
+
+def _name(uid: int, gid: int) -> str:
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return f"{user}:{group}"
 
 
 def mosquitto_conf(acl_path: Path | str, passwd_path: Path | str, *, port: int = 8883,

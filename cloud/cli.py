@@ -7,11 +7,15 @@ import click
 from nightlink.errors import NightlinkError
 
 
-def _settings(**overrides):
+def _settings(*, serving: bool = False, **overrides):
+    """The settings; only the server (`serving`) needs its secrets, the other commands sign
+    nothing. The group's --env-file, when given, is read instead of ./.env."""
     from nightlink.cloud.config import SettingsError, load_settings
 
+    env_file = click.get_current_context().meta.get(_ENV_FILE)
     try:
-        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        return load_settings(serving=serving, env_file=env_file,
+                             **{k: v for k, v in overrides.items() if v is not None})
     except SettingsError as exc:
         raise NightlinkError(str(exc)) from None
 
@@ -26,9 +30,60 @@ def _store(settings):
         raise NightlinkError(str(exc)) from None
 
 
+_ENV_FILE = "nightlink.cloud.env_file"
+
+
 @click.group()
-def cloud() -> None:
+@click.option("--env-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              envvar="NIGHTLINK_ENV_FILE",
+              help="Read NIGHTLINK_* settings from this file (e.g. /etc/nightlink/cloud.env) "
+                   "instead of ./.env; the environment still wins.")
+@click.pass_context
+def cloud(ctx: click.Context, env_file: str | None) -> None:
     """The cloud service: history, Nightscout API, accounts, live updates."""
+    ctx.meta[_ENV_FILE] = env_file
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with one sentence, before anything starts, when the API cannot listen there
+    (uvicorn would log a traceback-like line and exit 3 later)."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            sock.bind((host, port))
+    except socket.gaierror:
+        raise NightlinkError(f"The address {host!r} is unknown; check --host.") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise NightlinkError(f"Port {port} on {host} is in use; choose another with "
+                                 "--port.") from None
+        if exc.errno == errno.EACCES:
+            raise NightlinkError(f"Port {port} on {host} needs privileges; choose one above "
+                                 "1023 with --port.") from None
+        raise NightlinkError(f"Cannot listen on {host} port {port} "
+                             f"({exc.strerror or exc}); check --host.") from None
+
+
+def _announce_ingest(worker, settings, stop) -> None:
+    """Say where the ingest worker connects, and once it is connected, say that: the
+    broker may be down at start, and the worker keeps trying."""
+    import threading
+
+    where = f"{settings.mqtt_host}:{settings.mqtt_port}"
+    click.echo(f"Ingest connecting to {where} for {worker.filter} …", err=True)
+
+    def wait():
+        while not stop.is_set():
+            if worker.connected.wait(0.5):
+                click.echo(f"Ingest connected to {where}, subscribed to {worker.filter}.",
+                           err=True)
+                return
+
+    threading.Thread(target=wait, name="ingest-announce", daemon=True).start()
 
 
 @cloud.command()
@@ -51,7 +106,12 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
         raise NightlinkError("Choose at most one of --api-only and --ingest-only.")
     if workers > 1 and not api_only:
         raise NightlinkError("Several --workers need --api-only; run ingest workers apart.")
-    settings = _settings(database_url=database_url)
+    settings = _settings(serving=True, database_url=database_url)
+    if not ingest_only:
+        _check_port(host, port)
+    if settings.env == "development":
+        click.echo("Development mode (NIGHTLINK_ENV=development): default secrets are "
+                   "accepted; never expose this server.", err=True)
     if workers > 1:
         import uvicorn
 
@@ -67,6 +127,7 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
     retention = RetentionWorker(store, settings.purge_after_days).start()
     worker = None
     app = None
+    announced = threading.Event()
     if not ingest_only:
         from nightlink.cloud.app import create_app
 
@@ -76,8 +137,7 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
 
         worker = IngestWorker(store, settings, client_id=client_id)
         worker.start()
-        click.echo(f"Ingest subscribed to {worker.filter} on "
-                   f"{settings.mqtt_host}:{settings.mqtt_port}", err=True)
+        _announce_ingest(worker, settings, announced)
     try:
         if app is not None:
             import contextlib
@@ -91,13 +151,20 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
             server.capture_signals = contextlib.nullcontext
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
-            server.run()
+            try:
+                server.run()
+            except SystemExit:  # uvicorn's way of saying it could not start
+                pass
+            if not server.started:
+                raise NightlinkError(f"The API could not start on {host} port {port}; "
+                                     "see the message above.")
         else:
             stop = threading.Event()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: stop.set())
             stop.wait()
     finally:
+        announced.set()
         retention.stop()
         if worker is not None:
             worker.stop()
@@ -155,6 +222,59 @@ def token(tenant: str, name: str, role: str, database_url: str | None) -> None:
     click.echo(f"Access token for {name} ({role}) on {tenant}, shown once: {value}")
 
 
+def _owner(spec: str | None) -> tuple[int, int] | None:
+    """USER[:GROUP] (names or numbers) as uid and gid; USER alone takes that user's group."""
+    import grp
+    import pwd
+
+    if not spec:
+        return None
+    user, _, group = spec.partition(":")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise NightlinkError(f"No user {user!r} on this machine (--owner).") from None
+    if not group:
+        return entry.pw_uid, entry.pw_gid
+    try:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise NightlinkError(f"No group {group!r} on this machine (--owner).") from None
+    return entry.pw_uid, gid
+
+
+def _mode(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        mode = int(text, 8)
+        if not 0 <= mode <= 0o777:
+            raise ValueError(text)
+    except ValueError:
+        raise NightlinkError(f"--mode takes octal permissions such as 0640, not {text!r}.") \
+            from None
+    if mode & 0o007:
+        raise NightlinkError(f"--mode {text} would let every user read the broker's "
+                             "accounts; use 0640 or 0600.")
+    return mode
+
+
+def _broker_can_read(path) -> bool:
+    """Whether the user mosquitto may read `path` (True when there is no such user here or
+    the file is missing: nothing to say then)."""
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwnam("mosquitto")
+        st = path.stat()
+    except (KeyError, OSError):
+        return True
+    groups = {user.pw_gid, *(g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem)}
+    return bool(st.st_mode & 0o004 or (st.st_gid in groups and st.st_mode & 0o040)
+                or (st.st_uid == user.pw_uid and st.st_mode & 0o400))
+
+
 @cloud.command("broker-files")
 @click.option("--acl", "acl_path", type=click.Path(dir_okay=False), required=True,
               help="Mosquitto acl_file to write.")
@@ -162,36 +282,60 @@ def token(tenant: str, name: str, role: str, database_url: str | None) -> None:
               help="Mosquitto password_file to write.")
 @click.option("--conf", "conf_path", type=click.Path(dir_okay=False), default=None,
               help="Also write a mosquitto.conf using those files.")
-@click.option("--port", type=int, default=8883, show_default=True, help="With --conf.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True,
+              help="With --conf: the listener's port.")
+@click.option("--bind", default="", help="With --conf: the address to listen on "
+              "(default: every interface, as devices connect from outside).")
 @click.option("--certfile", default="", help="With --conf: TLS certificate (PEM).")
 @click.option("--keyfile", default="", help="With --conf: TLS private key (PEM).")
+@click.option("--persistence-dir", default="/var/lib/mosquitto/", show_default=True,
+              help="With --conf: where the broker keeps queued messages (its user writes it).")
+@click.option("--owner", default=None, metavar="USER[:GROUP]",
+              help="Owner of the files (default: an existing file keeps its own; a new one "
+                   "written by root gets the group mosquitto).")
+@click.option("--mode", "mode_text", default=None, metavar="OCTAL",
+              help="Permissions of the files (default: an existing file keeps its own; a new "
+                   "one 0640); never readable by every user.")
 @click.option("--database-url", default=None)
-def broker_files(acl_path: str, passwd_path: str, conf_path: str | None, port: int,
-                 certfile: str, keyfile: str, database_url: str | None) -> None:
+def broker_files(acl_path: str, passwd_path: str, conf_path: str | None, port: int, bind: str,
+                 certfile: str, keyfile: str, persistence_dir: str, owner: str | None,
+                 mode_text: str | None, database_url: str | None) -> None:
     """Write Mosquitto's password and ACL files for every provisioned device (then SIGHUP it).
 
-    The ingest account is NIGHTLINK_MQTT_USERNAME / NIGHTLINK_MQTT_PASSWORD.
+    The ingest account is NIGHTLINK_MQTT_USERNAME / NIGHTLINK_MQTT_PASSWORD. Rewriting keeps
+    each file's owner, group and mode, so the broker (which reads them again on SIGHUP as
+    the user `mosquitto`) still can.
     """
     from pathlib import Path
 
-    from nightlink.cloud.broker_config import mosquitto_conf, mosquitto_files
+    from nightlink.cloud.broker_config import mosquitto_conf, mosquitto_files, write_private
 
+    uid_gid, mode = _owner(owner), _mode(mode_text)
     settings = _settings(database_url=database_url)
     store = _store(settings)
     try:
         n = mosquitto_files(store, acl_path, passwd_path, ingest_username=settings.mqtt_username,
-                            ingest_password=settings.mqtt_password)
+                            ingest_password=settings.mqtt_password, owner=uid_gid, mode=mode)
         if conf_path:
-            try:
-                text = mosquitto_conf(Path(acl_path).resolve(), Path(passwd_path).resolve(),
-                                      port=port, certfile=certfile, keyfile=keyfile)
-            except ValueError as exc:
-                raise NightlinkError(str(exc)) from None
-            Path(conf_path).write_text(text)
+            text = mosquitto_conf(Path(acl_path).resolve(), Path(passwd_path).resolve(),
+                                  port=port, host=bind, certfile=certfile, keyfile=keyfile,
+                                  persistence_dir=persistence_dir)
+            write_private(Path(conf_path), text, owner=uid_gid, mode=mode)
+    except ValueError as exc:
+        raise NightlinkError(str(exc)) from None
     finally:
         store.close()
     click.echo(f"Wrote {passwd_path} and {acl_path} for {n} devices"
                + (f", and {conf_path}." if conf_path else "."))
+    for path in (certfile, keyfile) if conf_path else ():
+        if path and not _broker_can_read(Path(path)):
+            click.echo(f"warning: Mosquitto 2 opens {path} only after dropping to the user "
+                       f"mosquitto, which cannot read it; give it the group mosquitto and "
+                       f"mode 0640.", err=True)
+    if conf_path:
+        click.echo(f"The broker listens on port {port} of "
+                   + (f"{bind}." if bind else "every interface (--bind to choose one).")
+                   + ("" if certfile else " Without --certfile it speaks plain MQTT."))
 
 
 @cloud.command()
@@ -209,3 +353,200 @@ def purge(older_than_days: int | None, database_url: str | None) -> None:
     finally:
         store.close()
     click.echo(f"Purged {len(gone)} tenants" + (f": {', '.join(gone)}." if gone else "."))
+
+
+# -- accounts and grants: the operator's door when no one can sign in yet ------------------
+
+MIN_PASSWORD = 12  # as the API's account and password-change bodies
+
+
+def _password(email: str) -> str:
+    """A new password from NIGHTLINK_PASSWORD, else typed twice at a terminal, else one line
+    on stdin; never a command-line argument, which other users can see in the process list."""
+    import os
+    import sys
+
+    password = os.environ.get("NIGHTLINK_PASSWORD", "")
+    if not password:
+        if sys.stdin.isatty():
+            password = click.prompt(f"Password for {email}", hide_input=True,
+                                    confirmation_prompt=True, err=True)
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD:
+        raise NightlinkError(f"The password must be at least {MIN_PASSWORD} characters "
+                             "(from NIGHTLINK_PASSWORD, the prompt or stdin).")
+    return password
+
+
+def _user(store, email: str) -> dict:
+    from nightlink.cloud.store import NotFoundError
+
+    try:
+        return store.user_by_email(email)
+    except NotFoundError as exc:
+        raise NightlinkError(str(exc)) from None
+
+
+def _open_store(database_url: str | None):
+    return _store(_settings(database_url=database_url))
+
+
+@cloud.group()
+def accounts() -> None:
+    """People who sign in: add, list, remove, set a password."""
+
+
+@accounts.command("add")
+@click.argument("email")
+@click.option("--name", default="", help="Display name.")
+@click.option("--admin", is_flag=True, help="An administrator (reaches every tenant).")
+@click.option("--database-url", default=None)
+def accounts_add(email: str, name: str, admin: bool, database_url: str | None) -> None:
+    """Create an account; the password comes from NIGHTLINK_PASSWORD or a prompt."""
+    import re
+
+    from nightlink.cloud import auth
+    from nightlink.cloud.routes.fields import EMAIL
+    from nightlink.cloud.store import ConflictError
+
+    if not re.match(EMAIL, email) or len(email) > 254:
+        raise NightlinkError(f"{email!r} is not an email address.")
+    password = _password(email)
+    store = _open_store(database_url)
+    try:
+        user = store.create_user(email, auth.hash_password(password), name=name,
+                                 is_admin=admin)
+        store.audit("account.create", user_id=user["id"], email=user["email"], is_admin=admin,
+                    via="cli")
+    except ConflictError as exc:
+        raise NightlinkError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"Account {user['email']} created" + (" (administrator)." if admin else "."))
+
+
+@accounts.command("list")
+@click.option("--database-url", default=None)
+def accounts_list(database_url: str | None) -> None:
+    """Every account, with the tenants it may open and its role there."""
+    store = _open_store(database_url)
+    try:
+        for user in store.users():
+            where = ", ".join(f"{m['tenant_id']} ({m['role']})"
+                              for m in store.memberships(user["id"]))
+            click.echo("\t".join([user["email"], "admin" if user["is_admin"] else "-",
+                                  user["name"] or "-", where or "-"]))
+    finally:
+        store.close()
+
+
+@accounts.command("remove")
+@click.argument("email")
+@click.option("--database-url", default=None)
+def accounts_remove(email: str, database_url: str | None) -> None:
+    """Delete an account (as its owner could): its grants and sessions end now."""
+    import time
+
+    store = _open_store(database_url)
+    try:
+        user = _user(store, email)
+        if user["is_admin"] and not store.other_admins(user["id"]):
+            raise NightlinkError(f"{user['email']} is the last administrator; add another "
+                                 "before removing this one.")
+        with store.transaction():
+            for membership in store.memberships(user["id"]):
+                store.revoke(membership["tenant_id"], user["id"])
+            store.set_user(user["id"], deleted_at=time.time())
+            store.revoke_refresh_tokens(user["id"])
+            store.audit("account.delete", user_id=user["id"], email=user["email"], via="cli")
+    finally:
+        store.close()
+    click.echo(f"Account {user['email']} removed; its sessions and grants have ended.")
+
+
+@accounts.command("password")
+@click.argument("email")
+@click.option("--database-url", default=None)
+def accounts_password(email: str, database_url: str | None) -> None:
+    """Set an account's password (NIGHTLINK_PASSWORD or a prompt); its sessions end."""
+    from nightlink.cloud import auth
+
+    password = _password(email)
+    store = _open_store(database_url)
+    try:
+        user = _user(store, email)
+        store.set_user(user["id"], password_hash=auth.hash_password(password))
+        store.revoke_refresh_tokens(user["id"])
+        store.audit("password.reset", user_id=user["id"], email=user["email"], via="cli")
+    finally:
+        store.close()
+    click.echo(f"Password of {user['email']} set; its other sessions have ended.")
+
+
+@cloud.group()
+def grants() -> None:
+    """Who may open which tenant, with which role."""
+
+
+@grants.command("add")
+@click.argument("email")
+@click.argument("tenant")
+@click.option("--role", type=click.Choice(["patient", "caregiver", "doctor", "admin"]),
+              required=True, help="patient and admin may change the tenant; caregiver and "
+                                  "doctor may read it.")
+@click.option("--database-url", default=None)
+def grants_add(email: str, tenant: str, role: str, database_url: str | None) -> None:
+    """Give an account a role in a tenant (replaces the role it had there)."""
+    from nightlink.cloud.store import NotFoundError
+
+    store = _open_store(database_url)
+    try:
+        user = _user(store, email)
+        store.grant(tenant, user["id"], role, by=None)
+        store.audit("grant", tenant_id=tenant, user_id=user["id"], email=user["email"],
+                    role=role, via="cli")
+    except NotFoundError as exc:
+        raise NightlinkError(str(exc)) from None
+    finally:
+        store.close()
+    click.echo(f"{user['email']} is now {role} of {tenant}.")
+
+
+@grants.command("list")
+@click.argument("tenant", required=False)
+@click.option("--database-url", default=None)
+def grants_list(tenant: str | None, database_url: str | None) -> None:
+    """The members of one tenant, or of every tenant: tenant, email, role."""
+    from nightlink.cloud.store import NotFoundError
+
+    store = _open_store(database_url)
+    try:
+        if tenant:
+            store.get_tenant(tenant)
+        for tenant_id in [tenant] if tenant else store.tenant_ids():
+            for member in store.members(tenant_id):
+                click.echo("\t".join([tenant_id, member["email"], member["role"]]))
+    except NotFoundError as exc:
+        raise NightlinkError(str(exc)) from None
+    finally:
+        store.close()
+
+
+@grants.command("remove")
+@click.argument("email")
+@click.argument("tenant")
+@click.option("--database-url", default=None)
+def grants_remove(email: str, tenant: str, database_url: str | None) -> None:
+    """End an account's access to a tenant; its next request there is refused."""
+    store = _open_store(database_url)
+    try:
+        user = _user(store, email)
+        role = store.role(tenant, user["id"])
+        if role is None:
+            raise NightlinkError(f"{user['email']} has no grant in {tenant}.")
+        store.revoke(tenant, user["id"])
+        store.audit("revoke", tenant_id=tenant, user_id=user["id"], role=role, via="cli")
+    finally:
+        store.close()
+    click.echo(f"{user['email']} may no longer open {tenant}.")

@@ -1,7 +1,9 @@
 """Cloud settings from the environment (prefix NIGHTLINK_) or a .env file, checked at start.
 
-Outside development, a missing or default JWT secret stops the service with one sentence;
-so does a missing database URL for more than one process.
+The environment is production unless NIGHTLINK_ENV=development says otherwise, so a server
+started with no settings at all refuses the default JWT secret with one sentence instead of
+signing sign-in tokens anyone could forge. The command-line tools that sign nothing (tenants,
+accounts, broker files) load `ToolSettings`, which need no secret.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NIGHTLINK_", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
 
-    env: Literal["development", "production", "test"] = "development"
+    env: Literal["development", "production", "test"] = "production"
     database_url: str = "sqlite:///nightlink-cloud.db"
     jwt_secret: str = "changeme"
     access_token_minutes: int = Field(15, ge=1, le=24 * 60)
@@ -59,19 +61,33 @@ class Settings(BaseSettings):
             if self.jwt_secret.lower() in DEFAULT_SECRETS or len(self.jwt_secret) < MIN_SECRET:
                 raise ValueError(
                     f"NIGHTLINK_JWT_SECRET must be set to a random value of at least {MIN_SECRET} "
-                    f"characters outside development (NIGHTLINK_ENV={self.env})"
+                    f"characters (e.g. `openssl rand -hex 32`) because NIGHTLINK_ENV is "
+                    f"{self.env}; only NIGHTLINK_ENV=development accepts the default"
                 )
             if self.admin_password and len(self.admin_password) < 12:
                 raise ValueError("NIGHTLINK_ADMIN_PASSWORD must be at least 12 characters")
         return self
 
 
-def load_settings(**overrides) -> Settings:
-    """Settings from the environment, with overrides; SettingsError with one sentence if bad."""
+class ToolSettings(Settings):
+    """Settings for commands that sign no token (the database, the broker accounts): the
+    secrets the server needs are not asked for."""
+
+    @model_validator(mode="after")
+    def _secrets(self):
+        return self
+
+
+def load_settings(*, serving: bool = True, env_file: str | None = None,
+                  **overrides) -> Settings:
+    """Settings from the environment (and `env_file`, else ./.env), with overrides;
+    SettingsError with one sentence if bad. `serving=False` skips the server's secrets."""
     from pydantic import ValidationError
 
+    if env_file is not None:
+        overrides["_env_file"] = env_file
     try:
-        return Settings(**overrides)
+        return (Settings if serving else ToolSettings)(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = "NIGHTLINK_" + str(err["loc"][0]).upper() if err["loc"] else "the settings"

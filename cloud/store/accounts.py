@@ -100,6 +100,11 @@ class Accounts:
     def has_users(self) -> bool:
         return bool(self.db.scalar("SELECT count(*) AS n FROM users"))
 
+    def users(self) -> list[dict]:
+        """Every account not deleted, by email (the operator's list)."""
+        return self.db.query("SELECT id, email, name, is_admin, created_at FROM users "
+                             "WHERE deleted_at IS NULL ORDER BY email")
+
     def other_admins(self, user_id: int) -> int:
         """How many administrators other than this user remain."""
         return int(self.db.scalar(

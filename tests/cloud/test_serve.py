@@ -55,6 +55,9 @@ def test_cloud_serve__api_and_ingest_in_one_process(tmp_path, mosquitto):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    where = f"{mosquitto.host}:{mosquitto.port}"
+    assert f"Ingest connecting to {where}" in err
+    assert f"Ingest connected to {where}, subscribed to $share/ingest/nl/v1/+/+/+." in err
 
 
 def test_cloud_serve__default_secret_refused_in_production(tmp_path):
@@ -64,6 +67,72 @@ def test_cloud_serve__default_secret_refused_in_production(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: NIGHTLINK_JWT_SECRET must be set")
+
+
+def _bare_env(**settings) -> dict:
+    """The environment without any NIGHTLINK_ setting, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTLINK_")}
+    return {**env, **settings}
+
+
+def test_cloud_serve__no_settings_at_all_is_production_and_refuses(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nightlink", "cloud", "serve"],
+                          env=_bare_env(), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: NIGHTLINK_JWT_SECRET must be set")
+    assert "NIGHTLINK_ENV is production" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "nightlink-cloud.db").exists()
+
+
+def _wait_for_text(path, text, proc, timeout=30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = path.read_text(errors="replace")
+        if text in got:
+            return got
+        assert proc.poll() is None, got
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not printed within {timeout} s: {path.read_text()}")
+
+
+def test_cloud_serve__development_says_so_and_no_broker_is_not_claimed(tmp_path):
+    """NIGHTLINK_ENV=development takes the default secret and says so; with no broker the
+    ingest says where it connects and never that it subscribed."""
+    dead = free_port()  # nothing listens there
+    env = _bare_env(NIGHTLINK_ENV="development", NIGHTLINK_MQTT_PORT=str(dead),
+                    NIGHTLINK_DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}")
+    err = tmp_path / "stderr"
+    with open(err, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "serve",
+                                 "--ingest-only"], env=env, cwd=tmp_path, stderr=out, text=True)
+    try:
+        text = _wait_for_text(err, f"Ingest connecting to 127.0.0.1:{dead}", proc)
+        assert "Development mode (NIGHTLINK_ENV=development)" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = err.read_text()
+    assert proc.returncode == 0, text
+    assert "subscribed" not in text and "Ingest connected" not in text
+
+
+def test_cloud_serve__port_in_use_is_one_sentence(tmp_path):
+    import socket
+
+    env = _bare_env(NIGHTLINK_JWT_SECRET="s" * 40,
+                    NIGHTLINK_DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for extra in ([], ["--api-only", "--workers", "2"]):
+            proc = subprocess.run([sys.executable, "-m", "nightlink", "cloud", "serve",
+                                   "--port", str(port), *extra], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr == (f"error: Port {port} on 127.0.0.1 is in use; choose "
+                                   "another with --port.\n")
 
 
 def test_cloud_create_tenant__prints_secret_once(tmp_path):

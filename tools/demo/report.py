@@ -95,5 +95,5 @@ def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
     echo("Open in a browser:")
     for f in files:
         echo(f"  file://{f.resolve()}")
-    echo(f"Or serve the portal: nightlink cloud serve --database-url sqlite:///{Path(out).resolve()}/cloud.db, then open /portal (sign in as a doctor).")
+    echo(f"Or serve the portal in development mode (default secrets, this computer only): NIGHTLINK_ENV=development nightlink cloud serve --database-url sqlite:///{Path(out).resolve()}/cloud.db, then open /portal (sign in as a doctor).")
     return {"files": [str(f) for f in files], "report": rep}

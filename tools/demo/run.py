@@ -80,7 +80,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         echo(f"\nSync over the embedded MQTT broker ({broker.host}:{broker.port}): "
              f"{st.rows_sent} rows in {st.messages} messages, {st.bytes_sent} bytes, "
              f"{time.monotonic() - t0:.1f} s; outbox left: {edge.outbox_size()}")
-        echo(f"Cloud store {out / 'cloud.db'}: " + ", ".join(
+        echo(f"Cloud store {out / 'cloud.db'} (development settings): " + ", ".join(
             f"{k} {v}" for k, v in per_stream.items()) + f"; dead letters "
              f"{cloud.count_dead_letters()}")
         latest = data.entries(count=1, type_="sgv")

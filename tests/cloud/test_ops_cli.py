@@ -1,0 +1,135 @@
+"""`nightlink cloud accounts …` and `nightlink cloud grants …`: the operator's door to people
+and their access, checked through the running API (sign-in, a tenant's data)."""
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from nightlink.cli import main
+from nightlink.cloud.app import create_app
+from nightlink.cloud.config import Settings
+from nightlink.cloud.store import ROLES, Store
+from tests.cloud.conftest import JWT_SECRET
+
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def cloud_cli(tmp_path, monkeypatch):
+    """Run `nightlink cloud …` against a fresh SQLite file with no server secrets set."""
+    url = f"sqlite:///{tmp_path / 'cloud.db'}"
+    for name in ("NIGHTLINK_JWT_SECRET", "NIGHTLINK_ENV", "NIGHTLINK_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NIGHTLINK_DATABASE_URL", url)
+    monkeypatch.chdir(tmp_path)
+    store = Store.open(url)
+    store.create_tenant("fam-1", "One")
+    store.create_tenant("fam-2", "Two")
+    store.close()
+
+    def run(*args, password=None, stdin=None):
+        env = {"NIGHTLINK_PASSWORD": password} if password is not None else {}
+        return CliRunner().invoke(main, ["cloud", *args], env=env, input=stdin)
+
+    run.url = url
+    return run
+
+
+def _api(url):
+    return TestClient(create_app(Settings(env="test", database_url=url, jwt_secret=JWT_SECRET,
+                                          login_attempts_per_minute=1000)))
+
+
+def _login(client, email, password):
+    return client.post("/api/nl/v1/auth/login", json={"email": email, "password": password})
+
+
+def test_accounts__add_sign_in_grant_read_revoke_remove(cloud_cli):
+    assert cloud_cli("accounts", "add", "admin@example.org", "--admin",
+                     password=PASSWORD).exit_code == 0
+    added = cloud_cli("accounts", "add", "Carer@Example.org", "--name", "Carer",
+                      stdin=PASSWORD + "\n")
+    assert added.exit_code == 0, added.output
+    assert "Account carer@example.org created." in added.output
+    granted = cloud_cli("grants", "add", "carer@example.org", "fam-1", "--role", "caregiver")
+    assert granted.exit_code == 0 and "carer@example.org is now caregiver of fam-1." in \
+        granted.output
+    with _api(cloud_cli.url) as client:
+        r = _login(client, "carer@example.org", PASSWORD)
+        assert r.status_code == 200, r.text
+        auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        assert client.get("/api/nl/v1/tenants/fam-1/nights", headers=auth).status_code == 200
+        assert client.get("/api/nl/v1/tenants/fam-2/nights", headers=auth).status_code == 404
+        listing = cloud_cli("grants", "list").output.splitlines()
+        assert listing == ["fam-1\tcarer@example.org\tcaregiver"]
+        accounts = cloud_cli("accounts", "list").output.splitlines()
+        assert accounts == ["admin@example.org\tadmin\t-\t-",
+                            "carer@example.org\t-\tCarer\tfam-1 (caregiver)"]
+        assert cloud_cli("grants", "remove", "carer@example.org", "fam-1").exit_code == 0
+        assert client.get("/api/nl/v1/tenants/fam-1/nights", headers=auth).status_code == 404
+        changed = cloud_cli("accounts", "password", "carer@example.org",
+                            password="another long password")
+        assert changed.exit_code == 0, changed.output
+        assert _login(client, "carer@example.org", PASSWORD).status_code == 401
+        assert _login(client, "carer@example.org", "another long password").status_code == 200
+        assert cloud_cli("accounts", "remove", "carer@example.org").exit_code == 0
+        assert _login(client, "carer@example.org", "another long password").status_code == 401
+        client.app.state.store.close()
+    audit = Store.open(cloud_cli.url)
+    actions = [row["action"] for row in audit.audit_log() if row["detail"].get("via") == "cli"]
+    audit.close()
+    assert actions[::-1] == ["account.create", "account.create", "grant", "revoke",
+                             "password.reset", "account.delete"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["accounts", "add", "not-an-email"], "'not-an-email' is not an email address."),
+    (["accounts", "password", "nobody@example.org"], "No account for nobody@example.org."),
+    (["accounts", "remove", "nobody@example.org"], "No account for nobody@example.org."),
+    (["grants", "add", "admin@example.org", "fam-9", "--role", "doctor"], "No tenant 'fam-9'."),
+    (["grants", "remove", "admin@example.org", "fam-1"], "admin@example.org has no grant in "
+                                                          "fam-1."),
+    (["grants", "list", "fam-9"], "No tenant 'fam-9'."),
+    (["accounts", "add", "admin@example.org"], "An account for admin@example.org already "
+                                               "exists."),
+    (["accounts", "remove", "admin@example.org"], "admin@example.org is the last "
+                                                  "administrator; add another before "
+                                                  "removing this one."),
+])
+def test_accounts_and_grants__errors_are_one_sentence(cloud_cli, args, message):
+    assert cloud_cli("accounts", "add", "admin@example.org", "--admin",
+                     password=PASSWORD).exit_code == 0
+    r = cloud_cli(*args, password=PASSWORD)
+    assert r.exit_code == 2
+    assert r.output == f"error: {message}\n"
+
+
+def test_accounts__short_or_missing_password_refused(cloud_cli):
+    r = cloud_cli("accounts", "add", "a@example.org", stdin="\n")
+    assert r.exit_code == 2 and "at least 12 characters" in r.output
+    r = cloud_cli("accounts", "add", "a@example.org", password="short")
+    assert r.exit_code == 2 and "at least 12 characters" in r.output
+    assert "No account" in cloud_cli("accounts", "password", "a@example.org",
+                                     password=PASSWORD).output
+
+
+def test_accounts__no_password_option_and_roles_are_the_stores(cloud_cli):
+    for command in (["accounts", "add"], ["accounts", "password"]):
+        assert "--password" not in cloud_cli(*command, "--help").output
+    help_text = cloud_cli("grants", "add", "--help").output
+    assert all(role in help_text for role in ROLES)
+    bad = cloud_cli("grants", "add", "x@example.org", "fam-1", "--role", "clinician")
+    assert bad.exit_code == 2
+
+
+def test_cloud_env_file__read_instead_of_dot_env(cloud_cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("NIGHTLINK_DATABASE_URL")
+    other = tmp_path / "other.db"
+    conf = tmp_path / "cloud.env"
+    conf.write_text(f"NIGHTLINK_DATABASE_URL=sqlite:///{other}\n")
+    r = CliRunner().invoke(main, ["cloud", "--env-file", str(conf), "create-tenant", "fam-3"])
+    assert r.exit_code == 0, r.output
+    assert other.exists()
+    missing = CliRunner().invoke(main, ["cloud", "--env-file", str(tmp_path / "no.env"),
+                                        "accounts", "list"])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
