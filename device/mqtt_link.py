@@ -1,5 +1,7 @@
 # The clock's one network link: Wi-Fi, one broker session under one client id, keepalive
 # pings, reconnects with exponential back-off and jitter, re-subscription, per-topic handlers.
+# One connection attempt at a time: umqtt.simple's connect() returns after the CONNACK or
+# fails (a socket timeout bounds the wait, so a silent broker never blocks the main loop).
 
 import random
 
@@ -15,6 +17,10 @@ _BACKOFF_MIN_MS = const(1000)
 _BACKOFF_MAX_MS = const(120000)
 _WIFI_TRY_MS = const(10000)  # a network gets this long to join before the next is tried
 _MAX_MESSAGES = const(8)  # messages taken per step, so one pass is never held up for long
+_CONNECT_TIMEOUT_S = const(10)  # for the CONNACK: a few round trips on a slow link
+# MQTT 3.1.1 CONNACK return codes (umqtt.simple raises MQTTException(code)).
+_REFUSALS = ("", "protocol version not accepted", "client id not accepted", "broker unavailable",
+             "bad user name or password", "not authorised")
 
 
 class MqttLink:
@@ -25,10 +31,12 @@ class MqttLink:
     with the one client id. wlan: the board's network.WLAN station, or None where the
     host's network carries the traffic. networks: [{"ssid", "password"}] tried in turn.
     refused: the client's exception for a broker that answers CONNACK with a refusal.
+    log: fn(line) told why each attempt failed (the status screen shows `error` too).
     """
 
     def __init__(self, client_class, client_id, host, port=1883, user=None, password=None,
-                 tls=False, keepalive_s=60, wlan=None, networks=(), refused=()):
+                 tls=False, keepalive_s=60, wlan=None, networks=(), refused=(), log=None,
+                 connect_timeout_s=_CONNECT_TIMEOUT_S):
         self.client = client_class(client_id, host, port, user=user, password=password,
                                    keepalive=keepalive_s, ssl=tls)
         self.client.set_callback(self._dispatch)
@@ -36,7 +44,10 @@ class MqttLink:
         self.host = host
         self.port = port
         self.keepalive_ms = keepalive_s * 1000
+        self.connect_timeout_s = connect_timeout_s
         self.refused = refused
+        self.log = log
+        self.error = None  # why the last attempt failed or the session ended (None: up)
         self.wlan = wlan
         self.networks = networks
         self.ssid = None  # the network last joined (or being joined)
@@ -142,14 +153,24 @@ class MqttLink:
 
     def _connect(self, now_ms):
         try:
-            self.client.connect(False)  # a persistent session: the broker keeps acks meanwhile
-        except OSError:
-            self._failed(now_ms)
+            # A persistent session (the broker keeps acks meanwhile); the timeout bounds the
+            # wait for the CONNACK.
+            self.client.connect(False, self.connect_timeout_s)
+        except self.refused as exc:  # CONNACK with a refusal (credentials, client id)
+            code = exc.args[0] if exc.args else 0
+            why = _REFUSALS[code] if 0 < code < len(_REFUSALS) else "code %s" % code
+            self._failed(now_ms, "refused the login (%s)" % why)
             return
-        except self.refused:  # CONNACK with a refusal (credentials, client id): same back-off
-            self._failed(now_ms)
+        except OSError as exc:  # unreachable, reset, or no CONNACK within the timeout
+            name = _describe(exc)
+            self._failed(now_ms, "did not answer in %d s" % self.connect_timeout_s
+                         if name == "ETIMEDOUT" else "unreachable (%s)" % name)
+            return
+        except (IndexError, AssertionError):  # umqtt.simple on a socket closed before CONNACK
+            self._failed(now_ms, "closed the connection before answering")
             return
         self.up = True  # from here a failure closes the session before the next attempt
+        self.error = None
         self.connects += 1
         self.last_io = now_ms
         try:
@@ -162,13 +183,18 @@ class MqttLink:
         for hook in self._on_up:
             hook(now_ms)
 
-    def _failed(self, now_ms):
+    def _failed(self, now_ms, why="connection lost"):
         self.failures += 1
         self.close()
         # Exponential back-off with jitter: between half and all of the current delay.
         half = self.backoff // 2
-        self.next_attempt = now_ms + half + random.getrandbits(16) % (half + 1)
+        wait = half + random.getrandbits(16) % (half + 1)
+        self.next_attempt = now_ms + wait
         self.backoff = min(self.backoff * 2, _BACKOFF_MAX_MS)
+        self.error = why
+        if self.log is not None:
+            self.log("broker %s:%d %s; next try in %d.%d s" % (self.host, self.port, why,
+                                                               wait // 1000, wait % 1000 // 100))
 
     def _dispatch(self, topic, msg):
         if isinstance(topic, bytes):
@@ -178,6 +204,19 @@ class MqttLink:
         for sub in self._subs:
             if _matches(sub[3], parts):
                 sub[2](topic, msg)
+
+
+def _describe(exc):
+    """An OSError in words: its errno's name where MicroPython knows it."""
+    code = exc.args[0] if exc.args else None
+    if isinstance(code, int):
+        try:
+            import errno
+
+            return errno.errorcode[code]
+        except (ImportError, AttributeError, KeyError):
+            return "error %d" % code
+    return str(exc)
 
 
 def _matches(filt, parts):

@@ -99,7 +99,10 @@ class Runner:
         m = self.cfg["mqtt"]
         if self.link is not None and self.link.wlan is not None:
             link["Wi-Fi"] = self.link.ssid if self.link.wifi_connected() else "not connected"
-        link["Broker"] = "%s:%d %s" % (m["host"], m["port"], "up" if self.broker_up else "down")
+        state = "up" if self.broker_up else "down"
+        if not self.broker_up and self.link is not None and self.link.error:
+            state = "down: " + self.link.error  # e.g. refused the login (not authorised)
+        link["Broker"] = "%s:%d %s" % (m["host"], m["port"], state)
         if self.last_sync_ms is None:
             link["Last sync"] = "never"
         else:

@@ -1,7 +1,8 @@
 # The clock's MqttLink under real MicroPython, over the real umqtt.simple and the in-process
 # broker behind the socket double (tests/mpy/board): handlers per topic filter, keepalive
 # pings, a take-over and a dropped connection, a broker refusing for ten minutes, a CONNACK
-# refusal, and Wi-Fi tried network by network. Prints one JSON line.
+# refusal (said in words), a broker that closes or stays silent before its CONNACK, and Wi-Fi
+# tried network by network. Prints one JSON line.
 import json
 
 import network
@@ -29,7 +30,20 @@ def drive(link, start, end, every=100):
     return failed
 
 
-link = MqttLink(MQTTClient, CID, "edge.lan", keepalive_s=60, refused=MQTTException)
+timeouts = []
+log = []
+
+
+class TimedClient(MQTTClient):
+    """The real client, noting the CONNACK timeout each attempt is given."""
+
+    def connect(self, clean_session=True, timeout=None):
+        timeouts.append(timeout)
+        return super().connect(clean_session, timeout)
+
+
+link = MqttLink(TimedClient, CID, "edge.lan", keepalive_s=60, refused=MQTTException,
+                log=log.append)
 link.subscribe("nl/v1/smith/+/clock/+", 0, lambda t, m: feed.append([t, m.decode()]))
 link.subscribe("nl/v1/smith/c0ffee000001/+/ack", 1, lambda t, m: acks.append(t))
 link.on_connect(lambda now: sessions.append(now))
@@ -71,8 +85,25 @@ out["back"] = [link.up, link.connects, BROKER.subscriptions(CID)]
 BROKER.kick(CID)
 BROKER.refuse = 5
 failed = drive(link, 900000, 960000)
-out["refused"] = {"failed_at": failed, "up": link.up}
+out["refused"] = {"failed_at": failed, "up": link.up, "error": link.error,
+                  "log": log[-len(failed):] if failed else []}
 BROKER.refuse = 0
+
+# A broker (or a proxy in front of it) that closes the connection before its CONNACK, then
+# one that never answers: each attempt ends at once or at its timeout, then the back-off.
+drive(link, 960000, 1200000)  # back up first: the back-off starts from one second again
+real_connect = BROKER._connect
+BROKER.kick(CID)
+BROKER._connect = lambda sock, body: setattr(sock, "closed", True)
+failed = drive(link, 1200000, 1260000)
+out["closed"] = {"failed_at": failed, "up": link.up, "error": link.error}
+BROKER._connect = lambda sock, body: None
+failed = drive(link, 1260000, 1320000)
+out["silent"] = {"failed_at": failed, "up": link.up, "error": link.error}
+BROKER._connect = real_connect
+drive(link, 1320000, 1560000)
+out["recovered"] = [link.up, link.error]
+out["timeouts"] = sorted(set(timeouts))
 
 # Wi-Fi: the first network is not there; the second joins, then the broker.
 network.WLAN.available = {"attic": "another password"}

@@ -4,6 +4,7 @@ handlers, keepalive, take-over and loss of the session, back-off with jitter whi
 refuses (never a tight loop), re-subscription, and Wi-Fi network by network."""
 
 import json
+import re
 
 import pytest
 
@@ -73,6 +74,31 @@ def test_mqtt_link__connack_refusal_backs_off_too(link):
     r = link["refused"]
     assert r["up"] is False and len(r["failed_at"]) <= 8
     assert _backs_off(r["failed_at"])
+    # the reason, for the status screen and the log: once per attempt, never a flood
+    assert r["error"] == "refused the login (not authorised)"
+    assert len(r["log"]) == len(r["failed_at"])
+    first, *rest = r["log"]  # the kicked session first, then every refused attempt
+    assert re.fullmatch(r"broker edge\.lan:1883 connection lost; next try in \d+\.\d s", first)
+    assert rest and all(re.fullmatch(r"broker edge\.lan:1883 refused the login \(not "
+                                     r"authorised\); next try in \d+\.\d s", line)
+                        for line in rest), r["log"]
+
+
+@pytest.mark.micropython
+def test_mqtt_link__one_attempt_at_a_time_with_a_connack_timeout(link):
+    assert link["timeouts"] == [10]  # every attempt bounds its wait for the CONNACK
+
+
+@pytest.mark.micropython
+def test_mqtt_link__closed_or_silent_before_connack_backs_off(link):
+    """umqtt.simple fails with IndexError on a socket closed before the CONNACK and with
+    a timeout on a silent broker: both are a failed attempt, never a crash or a tight loop."""
+    c, s = link["closed"], link["silent"]
+    assert c["up"] is False and 3 <= len(c["failed_at"]) <= 8 and _backs_off(c["failed_at"])
+    assert c["error"] == "closed the connection before answering"
+    assert s["up"] is False and 1 <= len(s["failed_at"]) <= 3
+    assert s["error"] == "did not answer in 10 s"
+    assert link["recovered"] == [True, None]
 
 
 @pytest.mark.micropython

@@ -48,7 +48,7 @@ class Client:
     def set_callback(self, f):
         self.net.cb = f
 
-    def connect(self, clean_session=True):
+    def connect(self, clean_session=True, timeout=None):
         if self.net.down:
             raise OSError(113)
         return False

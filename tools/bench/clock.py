@@ -139,7 +139,7 @@ class Broker:
     def set_callback(self, f):
         self.cb = f
 
-    def connect(self, clean_session=True):
+    def connect(self, clean_session=True, timeout=None):
         self.connects += 1
         return False
 

@@ -88,10 +88,10 @@ class ReportingClient(MQTTClient):
     refuses the clock's login or cannot be reached: on the panel both look like missing
     data, so without this a wrong password would pass for quiet hours."""
 
-    def connect(self, clean_session=True):
+    def connect(self, clean_session=True, timeout=None):
         where = f"{self.server}:{self.port}"
         try:
-            return super().connect(clean_session)
+            return super().connect(clean_session, timeout)
         except MQTTException as exc:
             code = exc.args[0] if exc.args else 0
             broker_trouble["refused"] += 1

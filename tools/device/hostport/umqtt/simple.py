@@ -41,10 +41,15 @@ class MQTTClient:
     def set_callback(self, f):
         self.cb = f
 
-    def connect(self, clean_session=True):
+    def connect(self, clean_session=True, timeout=None):
+        """Like umqtt.simple's: one attempt, returning after the broker's CONNACK; OSError
+        when the broker cannot be reached, closes the connection or is silent for `timeout`
+        seconds (default 10), MQTTException(return code) when it refuses the login."""
         self.disconnect()  # like umqtt.simple, which closes the old socket first
+        wait_s = timeout or _TIMEOUT_S
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._client_id,
                         clean_session=clean_session)
+        c.connect_timeout = wait_s
         if self._user:
             c.username_pw_set(self._user, self._password)
         if self._ssl:
@@ -61,15 +66,21 @@ class MQTTClient:
         except (OSError, ValueError) as exc:
             raise OSError(f"connect failed: {exc}") from None
         c.loop_start()
-        # umqtt.simple's connect() returns only after the broker's CONNACK: wait for it too.
-        deadline = time.monotonic() + _TIMEOUT_S
+        # umqtt.simple's connect() returns only after the broker's CONNACK: wait for it too,
+        # and give up on the first failure (paho's thread would otherwise try again itself).
+        deadline = time.monotonic() + wait_s
         while not c.is_connected():
+            failure = None
             if refusal:  # umqtt.simple raises MQTTException(CONNACK return code)
+                failure = MQTTException(_RETURN_CODES.get(str(refusal[0]).lower(), 5))
+            elif self._lost:
+                failure = OSError("connection closed before CONNACK")
+            elif time.monotonic() > deadline:
+                failure = OSError("no CONNACK in time")
+            if failure is not None:
+                c.disconnect()
                 c.loop_stop()
-                raise MQTTException(_RETURN_CODES.get(str(refusal[0]).lower(), 5))
-            if time.monotonic() > deadline:
-                c.loop_stop()
-                raise OSError("no CONNACK in time")
+                raise failure
             time.sleep(0.002)
         self._c = c
         return False
