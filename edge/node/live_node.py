@@ -84,6 +84,7 @@ class LiveNode:
         self.sync_client = None
         self.pipeline: EdgePipeline | None = None
         self.live_audio: LiveAudio | None = None
+        self.first_epoch: int | None = None  # the first epoch this run closes
         self.server_port: int | None = None
         self._last_entry_ms = 0
 
@@ -291,6 +292,7 @@ class LiveNode:
         """Run until stop is set; returns after the last complete epoch is stored."""
         self.store.start_boot()
         first = epoch_index(self.clock.now()) + 1  # start on the next full epoch
+        self.first_epoch = first
         self.pipeline = EdgePipeline(self.store, first, audio=False, live=True)
         keep = None
         if self.cfg.audio.enabled and self.cfg.audio.keep_raw:
@@ -300,7 +302,7 @@ class LiveNode:
                                        "PCM_16")
             _LOGGER.warning("raw audio is being kept in %s, as configured", self.cfg.audio.keep_raw)
         offset = c_room.mic_spl_at_0_dbfs if (c_room := self.cfg.room).noise_from_audio else None
-        self.live_audio = LiveAudio(self.pipeline, keep, offset)
+        self.live_audio = LiveAudio(self.pipeline, keep, offset, speed=self.clock.speed)
         # Readings from the last hours give the first epochs their latest value and trend.
         self._last_entry_ms = int((epoch_start(first) - 60 * CGM_MAX_AGE_MIN) * 1000) - 1
         jobs = []

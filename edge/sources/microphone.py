@@ -16,7 +16,7 @@ from nightlink.edge.sources.samples import Room
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
-MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement that means samples were lost
+MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement (real seconds): samples were lost
 
 
 class LiveAudio:
@@ -27,8 +27,12 @@ class LiveAudio:
     an epoch is never assembled from samples that do not belong together.
     """
 
-    def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None):
+    def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None,
+                 *, speed: float = 1.0):
         self.pipeline = pipeline
+        # A callback late by some real time looks `speed` times later on a virtual clock
+        # running faster (tests, demos): the tolerance is scaled so it means the same.
+        self.max_drift_s = MAX_DRIFT_S * max(1.0, speed)
         self.noise_offset_db = noise_offset_db  # mic calibration: room noise = dBFS + this
         self.extractor: AudioFeatureExtractor | None = None
         self.expected_t: float | None = None
@@ -42,7 +46,7 @@ class LiveAudio:
         matters when it disagrees by more than MAX_DRIFT_S (samples were lost).
         """
         if self.expected_t is not None:
-            if overflow or abs(t_first - self.expected_t) > MAX_DRIFT_S:
+            if overflow or abs(t_first - self.expected_t) > self.max_drift_s:
                 _LOGGER.warning("audio stream lost samples (%.2f s off); realigning on the "
                                 "epoch grid", t_first - self.expected_t)
                 self.extractor = None

@@ -21,9 +21,10 @@ from nightlink.edge.node.config import load
 from nightlink.edge.node.live_node import LiveNode, TimeBase
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features
-from nightlink.shared.epoch import epoch_start
+from nightlink.shared.epoch import epoch_index, epoch_start
 from nightlink.shared.sensirion import crc8
 from nightlink.tools.sim.audio import audio_chunks
+from tests.support.services import free_port
 
 SECRET = "bedside-secret-42"
 SPEED = 30.0
@@ -32,14 +33,14 @@ SPEED = 30.0
 class FakeInputStream:
     """sounddevice.InputStream replaying simulated audio in 0.5 s blocks, paced by the clock."""
 
-    def __init__(self, clock, samplerate, channels, dtype, blocksize, device, callback):
+    def __init__(self, clock, audio, samplerate, channels, dtype, blocksize, device, callback):
         assert (samplerate, channels, dtype) == (16000, 1, "int16")
-        self.clock, self.block, self.callback = clock, blocksize, callback
+        self.clock, self.audio, self.block, self.callback = clock, audio, blocksize, callback
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        buf = np.concatenate(list(audio_chunks(5, hours=0.1)))
+        buf = self.audio
         pos, next_t = 0, time.monotonic()
         while not self.stop.is_set() and pos + self.block <= buf.size:
             next_t += self.block / 16000 / self.clock.speed
@@ -57,11 +58,15 @@ class FakeInputStream:
 
 
 class FakeSounddevice:
+    """The simulated night's audio is made before the node starts: made when the stream
+    opens, it took seconds on a loaded machine and the first epochs closed without it."""
+
     def __init__(self, clock):
         self.clock = clock
+        self.audio = np.concatenate(list(audio_chunks(5, hours=0.2)))
 
     def InputStream(self, **kw):  # noqa: N802 - the sounddevice name
-        return FakeInputStream(self.clock, **kw)
+        return FakeInputStream(self.clock, self.audio, **kw)
 
 
 def _words(*values):
@@ -132,6 +137,19 @@ def _config(tmp_path, text):
     return load(path, env={})
 
 
+def _live_run(node, store, last: int) -> int | None:
+    """The first of three closed epochs in a row, after `last`, with audio and CO2."""
+    if node.first_epoch is None:
+        return None
+    closed = node.pipeline.epoch  # the next epoch to close
+    audio = store.epoch_values(features.AUDIO, node.first_epoch, closed)
+    room = store.epoch_values(features.ROOM, node.first_epoch, closed)
+    co2 = features.names(features.ROOM).index("co2_ppm")
+    full = [e for e in range(node.first_epoch, closed)
+            if e in audio and audio[e][0] is not None and e in room and room[e][co2] is not None]
+    return next((e for e in full if e > last and e + 1 in full and e + 2 in full), None)
+
+
 def test_live__audio_room_and_uploaded_glucose_become_epochs(tmp_path):
     cfg = _config(tmp_path, f"""
 close_delay_s = 1.0
@@ -153,7 +171,7 @@ enabled = true
     runner = threading.Thread(target=loop.run_until_complete, args=(node.run(stop),))
     runner.start()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while node.server_port is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert node.server_port, "the Nightscout endpoint did not start"
@@ -162,23 +180,29 @@ enabled = true
         r = httpx.post(f"http://127.0.0.1:{node.server_port}/api/v1/entries", json=entries,
                        headers={"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()})
         assert r.status_code == 200, r.text
-        while node.epochs_closed < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # The node starts on the epoch after it is up, and its sources join over the next
+        # seconds (later on a loaded machine, and 30x virtual time magnifies that): wait for
+        # three epochs in a row with audio and the room sensors, past the last reading.
+        last = epoch_index(entries[-1]["date"] / 1000)
+        reader = EdgeStore(tmp_path / "edge.db")  # its own connection: the node writes on its
+        try:
+            while time.monotonic() < deadline and _live_run(node, reader, last) is None:
+                time.sleep(0.1)
+        finally:
+            reader.close()
     finally:
         loop.call_soon_threadsafe(stop.set)
         runner.join(15)
-    assert node.epochs_closed >= 4
-    first = 58950541  # the first full epoch after the start
-    audio = store.epoch_values(features.AUDIO, first, first + 4)
-    # The microphone may start just after the first boundary; from the next epoch on it is there.
-    assert all(audio[e][0] is not None for e in range(first + 1, first + 4)), audio
-    room = store.epoch_values(features.ROOM, first, first + 4)
+    run = _live_run(node, store, last)
+    assert run is not None, "no three epochs in a row with audio and room data within 30 s"
+    audio = store.epoch_values(features.AUDIO, run, run + 3)
+    assert all(audio[e][0] is not None for e in range(run, run + 3)), audio
     names = features.names(features.ROOM)
-    got = dict(zip(names, room[first + 1], strict=True))
+    got = dict(zip(names, store.epoch_values(features.ROOM, run, run + 1)[run], strict=True))
     assert got["co2_ppm"] == 812 and got["temp_c"] == pytest.approx(21.5, abs=0.01)
     assert got["light_lux"] == 100 and got["noise_dba"] is not None
-    cgm = store.epoch_values(features.CGM, first, first + 4)
-    assert cgm[first + 2][0] == 103
+    cgm = store.epoch_values(features.CGM, last + 1, last + 2)
+    assert cgm[last + 1][0] == 103  # the last reading, carried into the next epoch
     statuses = store.sources()
     assert statuses["audio"]["state"] == "stopped" and statuses["nightscout"]["state"] == "stopped"
     summary = store.night("2026-01-15")
@@ -237,14 +261,23 @@ def test_edge_run__default_secret_refused(tmp_path):
 
 
 def test_edge_run__sigterm_stops_cleanly(tmp_path):
+    port = free_port()
     path = tmp_path / "edge.toml"
-    path.write_text(f'[audio]\nenabled = false\n[nightscout]\nhost = "127.0.0.1"\nport = 0\n'
+    path.write_text(f'[audio]\nenabled = false\n[nightscout]\nhost = "127.0.0.1"\nport = {port}\n'
                     f'api_secret = "{SECRET}"\n')
     proc = subprocess.Popen([sys.executable, "-m", "nightlink", "edge", "run", "--config",
                              str(path), "--db", str(tmp_path / "e.db")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    time.sleep(3)
+    # SIGTERM once the node is up (its Nightscout endpoint answers), not after a guessed
+    # delay: on a loaded machine the start alone can take longer than any fixed sleep.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/v1/status.json", timeout=2).status_code:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
