@@ -123,8 +123,10 @@ def _edge_refused(message: str) -> HTTPException:
 
 @router.get("/tenants/{tenant}/devices/lan-accounts", response_model=LanAccounts)
 def lan_accounts(tenant: str, store: StoreDep, creds: BasicDep):
-    """The tenant's active devices' MQTT accounts (password hashes) and LAN ACL lines, for an
-    edge node's own broker. HTTP Basic with the edge node's MQTT username and password."""
+    """The tenant's device accounts and ACL lines for an edge node's LAN broker.
+
+    The accounts carry password hashes only. HTTP Basic with the edge node's own MQTT
+    username and password; a clock's account is refused."""
     if creds is None:
         raise _edge_refused("Sign in with the edge node's MQTT account (HTTP Basic).")
     device = store.device(creds.username.rpartition(".")[2])
