@@ -24,8 +24,9 @@ def healthz():
     "description": "Not ready: the database does not answer, or the process's ingest is "
     "down, stalled, cannot write, or is not connected to its broker; `detail` says which"}})
 def readyz(store: StoreDep):
-    """The process can reach its database and, when it runs an ingest worker, that worker is
-    consuming and connected to its broker."""
+    """Ready: the database answers and the ingest worker, if any, consumes and is connected.
+
+    503 with the reason otherwise (a load balancer stops sending this process requests)."""
     try:
         store.ping()
     except DatabaseError as exc:
