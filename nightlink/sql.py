@@ -108,21 +108,36 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def transaction(self):
+        """BEGIN … COMMIT; a failing BEGIN or COMMIT (a full disk, an I/O error) raises
+        DatabaseError like any statement, with the transaction rolled back."""
         with self._lock:
             outer = self._depth == 0
             if outer:
-                self.conn.execute("BEGIN IMMEDIATE")
+                self._run(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._depth += 1
             try:
                 yield
             except BaseException:
                 self._depth -= 1
                 if outer:
-                    self.conn.execute("ROLLBACK")
+                    self._rollback()
                 raise
             self._depth -= 1
             if outer:
-                self.conn.execute("COMMIT")
+                try:
+                    self._run(lambda: self.conn.execute("COMMIT"))
+                except DatabaseError:
+                    self._rollback()
+                    raise
+
+    def _rollback(self) -> None:
+        """Roll back what is still open: SQLite may have done it already (SQLITE_FULL), and
+        a second ROLLBACK would hide the error that caused it."""
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                pass
 
     def close(self):
         with self._lock:
@@ -192,7 +207,7 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def transaction(self):
-        conn = self._conn()
+        conn = self._run(lambda c: c)  # a lost server raises DatabaseError here
         if self._local.depth:
             self._local.depth += 1
             try:
@@ -206,6 +221,8 @@ class PostgresDatabase(Database):
                 yield
         except self._psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from None
+        except self._psycopg.Error as exc:  # BEGIN or COMMIT failed (the server went away)
+            raise DatabaseError(str(exc)) from None
         finally:
             self._local.depth = 0
 

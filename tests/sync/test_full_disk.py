@@ -2,8 +2,6 @@
 exit 2, no traceback; the database stays sound, no row leaves the outbox unacknowledged, and
 once there is room again the next run delivers every row exactly once."""
 
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +10,7 @@ import time
 import pytest
 
 from nightlink.edge.store import EdgeStore
+from tests.support import disk
 from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog
 
 # SQLite's shared-memory index (32 KiB) and a first WAL page fit in what is left; writing
@@ -22,30 +21,8 @@ LEFT_FREE = 40 * 1024
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MiB tmpfs, mounted for the test (root) and unmounted after it."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root (and mount(8)); the full-disk test "
-                    "is skipped")
-    where = tmp_path / "disk"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _fill(disk, leave):
-    """Take every free byte of the filesystem but `leave`; return the filler's path."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-        except OSError:
-            pass
-        f.truncate(max(0, f.tell() - leave))
-    return filler
+    with disk.small_disk(tmp_path / "disk") as where:
+        yield where
 
 
 def _sync(rig, tmp_path, db, timeout):
@@ -65,7 +42,7 @@ def test_full_disk__one_sentence_nothing_lost(rig, tmp_path, small_disk, record_
     produced = edge_digest(edge)
     rig.cloud.add_device(edge.device, TENANT, "edge", f"{TENANT}.{edge.device}", "-")
     edge.close()
-    filler = _fill(small_disk, LEFT_FREE)
+    filler = disk.fill(small_disk, LEFT_FREE)
 
     full = _sync(rig, tmp_path, db, timeout=6)
     assert full.returncode == 2, full.stderr
