@@ -41,6 +41,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     from nightlink.nightscout.app import mount as mount_nightscout
     from nightlink.nightscout.hub import Hub
+    from nightlink.nightscout.limits import Limits
 
     app = FastAPI(
         title="Nightlink cloud",
@@ -60,7 +61,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.store.notify = hub.changed
     # The Nightscout APIs (what clocks and apps poll) are matched first.
     state = mount_nightscout(app, directory, hub=hub,
-                             cors_origin=settings.nightscout_cors_origin or None)
+                             cors_origin=settings.nightscout_cors_origin or None,
+                             limits=Limits.from_settings(settings))  # body size, upload rate
     app.state.store.access_listeners.append(state.forget)
     for module in (sessions, accounts, tenants, credentials, devices, export, patients, data, ops,
                    live, portal):

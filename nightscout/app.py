@@ -4,10 +4,13 @@ Adds API v1 (at /api/v1 and /api/v2), v2, v3 and /pebble at the root and under /
 socket.io at /socket.io, Nightscout's CORS for browser apps (its `cors` option; Nightscout
 Reporter runs from another origin), errors in Nightscout's shape, request paths with doubled
 slashes (a base URL ending in /) folded, and the live hub and its watchers stopped with the app.
+It also bounds what a request may cost (`limits.py`): the body size for every route of the
+app, and the upload rate per site for Nightscout's writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from urllib.parse import quote
@@ -15,8 +18,9 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 
 from nightlink.nightscout import api_v1, api_v2, api_v3
-from nightlink.nightscout.http import NightscoutState, NSError
+from nightlink.nightscout.http import NightscoutState, NSError, resolve_sync
 from nightlink.nightscout.hub import Hub
+from nightlink.nightscout.limits import WRITE_METHODS, BodyLimit, Limits, UploadLimit, refuse
 from nightlink.nightscout.site import Directory
 from nightlink.nightscout.sockets import NightscoutSockets
 
@@ -31,12 +35,14 @@ _CORS_HEADERS = [
 
 
 def mount(app: FastAPI, directory: Directory, *, hub: Hub | None = None,
-          cors_origin: str | None = "*") -> NightscoutState:
+          cors_origin: str | None = "*", limits: Limits | None = None) -> NightscoutState:
     """Serve Nightscout on this app; returns the shared state (also app.state.nightscout)."""
     hub = hub or Hub(directory)
     if hub.directory is None:
         hub.directory = directory
-    state = NightscoutState(directory, hub, cors_origin=cors_origin)
+    limits = limits or Limits()
+    state = NightscoutState(directory, hub, cors_origin=cors_origin, limits=limits,
+                            uploads=UploadLimit.of(limits))
     app.state.nightscout = state
     api_v1.install(app)
     api_v2.install(app)
@@ -49,6 +55,7 @@ def mount(app: FastAPI, directory: Directory, *, hub: Hub | None = None,
     sockets = NightscoutSockets(state)
     app.state.nightscout_sockets = sockets
     app.add_middleware(_Edge, sockets=sockets, cors_origin=cors_origin)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)  # outside: every route
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -66,9 +73,9 @@ def mount(app: FastAPI, directory: Directory, *, hub: Hub | None = None,
 
 class _Edge:
     """Plain ASGI in front of the app: socket.io, CORS for Nightscout paths, folded slashes,
-    and two path rewrites that keep the route table small: `/t/{site}/<path>` is served by
-    the route of `<path>` with the site in the scope, and API v2's copy of v1 by the v1
-    routes."""
+    the upload rate of each site, and two path rewrites that keep the route table small:
+    `/t/{site}/<path>` is served by the route of `<path>` with the site in the scope, and API
+    v2's copy of v1 by the v1 routes."""
 
     def __init__(self, app, sockets: NightscoutSockets, cors_origin: str | None):
         self.app = app
@@ -93,27 +100,70 @@ class _Edge:
         cached = None
         if scope["type"] == "http" and scope["method"] == "GET":
             cached = self.state.replies.answer(scope)  # a poll whose answer is unchanged
-        if scope["type"] != "http" or self.origin is None:
-            if cached is not None:
-                return await cached(scope, receive, send)
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["method"] == "OPTIONS":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [*self._cors(), (b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"OK"})
+        if self.origin is not None:
+            if scope["method"] == "OPTIONS":
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [*self._cors(), (b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": b"OK"})
+                return None
+            send = self._with_cors(send)
+        if cached is not None:
+            return await cached(scope, receive, send)
+        if scope["method"] in WRITE_METHODS and not await self._upload_turn(scope, send):
             return None
+        return await self.app(scope, receive, send)
 
+    def _with_cors(self, send):
         async def send_cors(message):
             if message["type"] == "http.response.start":
                 message = dict(message, headers=[*message.get("headers", []), *self._cors()])
             await send(message)
 
-        if cached is not None:
-            return await cached(scope, receive, send_cors)
-        return await self.app(scope, receive, send_cors)
+        return send_cors
+
+    async def _upload_turn(self, scope: dict, send) -> bool:
+        """Wait for this write's turn in its site's upload bucket; False when refused (429
+        sent). Writes the route will refuse (no or a read-only credential) take no turn, so
+        that a clock's read token cannot use up a site's uploads."""
+        uploads = self.state.uploads
+        if uploads is None:
+            return True
+        key = _writer_site(scope)
+        if key is None:
+            return True
+        wait = uploads.reserve(key)
+        if wait is None:
+            seconds = uploads.retry_after(key)
+            await refuse(scope, send, 429, "Too Many Requests",
+                         f"This site uploads faster than {uploads.rate * 60:g} writes a "
+                         f"minute; try again in {seconds} s.", {"Retry-After": str(seconds)})
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
         return [(k, v if v is not None else self.origin) for k, v in _CORS_HEADERS]
+
+
+def _writer_site(scope: dict) -> str | None:
+    """The site a write's credential may write to; None when it may write nothing."""
+    try:
+        site, grant = resolve_sync(Request(scope), v3=scope["path"].startswith("/api/v3"),
+                                   count_failure=False)
+    except NSError:
+        return None  # the route answers the refusal
+    if not any(_writes(pattern) for pattern in grant.permissions.patterns):
+        return None
+    return site.key
+
+
+def _writes(pattern: str) -> bool:
+    """Whether a permission pattern grants anything but reading (`*`, `api:*:create`)."""
+    parts = pattern.split(":")
+    return len(parts) < 3 or any(action != "read" for action in parts[2].split(","))
 
 
 def _rewritten(scope: dict, found: re.Match) -> dict:

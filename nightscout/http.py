@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from nightlink.nightscout import auth, jsonsafe
+from nightlink.nightscout.limits import Limits, UploadLimit
 from nightlink.nightscout.site import Directory, Site
 
 CREDENTIAL_CACHE_S = 10.0  # a revoked token or secret stops working within this time
@@ -65,6 +66,8 @@ class NightscoutState:
     failures: auth.FailureLimit = field(default_factory=auth.FailureLimit)
     replies: ReplyCache = field(default_factory=lambda: ReplyCache())
     cors_origin: str | None = "*"
+    limits: Limits = field(default_factory=Limits)
+    uploads: UploadLimit | None = None  # the per-site write rate, when limited
     _grants: OrderedDict = field(default_factory=OrderedDict)
     _jwts: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -137,8 +140,11 @@ def _jwt_grant(state: NightscoutState, token: str, key: str | None) -> auth.Gran
                       token=claims["accessToken"], roles=grant.roles)
 
 
-def resolve_sync(request: Request, *, v3: bool = False) -> tuple[Site, auth.Grant]:
-    """The site and grant of a request; NSError 401/404/429 when there is none."""
+def resolve_sync(request: Request, *, v3: bool = False,
+                 count_failure: bool = True) -> tuple[Site, auth.Grant]:
+    """The site and grant of a request; NSError 401/404/429 when there is none.
+    `count_failure=False` looks without counting a bad credential against the address (the
+    upload limit looks before the route, which counts it)."""
     state = state_of(request)
     directory = state.directory
     key = site_key(request)
@@ -175,7 +181,8 @@ def resolve_sync(request: Request, *, v3: bool = False) -> tuple[Site, auth.Gran
                      else state.cached_credential(auth.normalise_presented(token), key,
                                                   "credential"))
     if presented and grant is None:
-        state.failures.failed(address)
+        if count_failure:
+            state.failures.failed(address)
         raise unauthorized("Missing or bad access token or JWT" if v3 else
                            "The api-secret, token or JWT is not valid for this site.")
     if grant is None:
@@ -206,27 +213,31 @@ def need(request: Request, permission: str, *, v3: bool = False) -> tuple[Site, 
 
 
 async def read_json(request: Request) -> Any:
-    """The body as cleaned JSON (gzip accepted); NSError 400/413/415 when unusable."""
+    """The body as cleaned JSON (gzip accepted); NSError 400/413/415 when unusable.
+    The app's BodyLimit has refused bodies over the cap already; this counts again so that
+    the route is safe on its own."""
+    cap = state_of(request).limits.max_body_bytes
+    too_large = NSError(413, "Payload Too Large", f"The body is larger than {cap} bytes.")
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > jsonsafe.MAX_BODY_BYTES:
-        raise NSError(413, "Payload Too Large",
-                      f"The body is larger than {jsonsafe.MAX_BODY_BYTES} bytes.")
+    if length and length.isdigit() and int(length) > cap:
+        raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > jsonsafe.MAX_BODY_BYTES:
-            raise NSError(413, "Payload Too Large",
-                          f"The body is larger than {jsonsafe.MAX_BODY_BYTES} bytes.")
+        if size > cap:
+            raise too_large
         chunks.append(chunk)
     body = b"".join(chunks)
     try:
-        body = jsonsafe.decompress(body, request.headers.get("content-encoding", ""))
+        body = jsonsafe.decompress(body, request.headers.get("content-encoding", ""), cap)
         if not body.strip():
             raise jsonsafe.BodyError("The body is empty; send a JSON object or array.")
         return await run_in_threadpool(jsonsafe.loads, body)
     except jsonsafe.BodyError as exc:
-        raise NSError(exc.status, "Bad Request" if exc.status == 400 else "Unusable body",
-                      str(exc)) from None
+        raise NSError(exc.status, _REASONS.get(exc.status, "Bad Request"), str(exc)) from None
+
+
+_REASONS = {400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type"}
 
 
 def as_items(payload: Any) -> list[Any]:

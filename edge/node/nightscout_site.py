@@ -24,6 +24,7 @@ from nightlink.edge.store import SITE, EdgeStore
 from nightlink.nightscout import auth
 from nightlink.nightscout.app import mount
 from nightlink.nightscout.hub import Hub
+from nightlink.nightscout.limits import Limits
 from nightlink.nightscout.site import Site
 from nightlink.nightscout.store import find_token
 from nightlink.shared.apisecret import api_secret_hash
@@ -85,8 +86,9 @@ class EdgeDirectory:
 
 
 def create_app(store: EdgeStore, api_secret: str, *, development: bool = False,
-               name: str = "Nightlink edge") -> FastAPI:
-    """The local Nightscout over `store`, guarded by `api_secret`."""
+               name: str = "Nightlink edge", limits: Limits | None = None) -> FastAPI:
+    """The local Nightscout over `store`, guarded by `api_secret`; `limits` bounds bodies and
+    the upload rate (nightscout/limits.py; the defaults suit a household's uploaders)."""
     if not api_secret:
         raise ValueError("The Nightscout API secret must not be empty, even in development.")
     if len(api_secret) < MIN_SECRET_LENGTH and not development:
@@ -97,5 +99,5 @@ def create_app(store: EdgeStore, api_secret: str, *, development: bool = False,
     app = FastAPI(title="Nightlink edge Nightscout API", docs_url=None, redoc_url=None)
     hub = Hub()
     store.notify = hub.changed  # before the directory takes the store's document handle
-    mount(app, EdgeDirectory(store, api_secret, name), hub=hub)
+    mount(app, EdgeDirectory(store, api_secret, name), hub=hub, limits=limits)
     return app

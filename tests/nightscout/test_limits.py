@@ -1,0 +1,281 @@
+"""What one request may cost, on the cloud and the edge served by uvicorn: bodies over the cap
+are refused while they arrive (a declared length before a byte is read, a chunked body the
+moment it crosses the cap, a gzip bomb without inflating it whole), JSON too deep, too long
+or with numbers of too many digits is a 400 with one sentence, and writes of one site are
+paced by a token bucket (a short queue, then 429 with Retry-After) while reads are not."""
+
+import gzip
+import json
+import socket
+import threading
+import time
+import tracemalloc
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from nightlink.edge.store import SITE
+from nightlink.nightscout import jsonsafe
+from nightlink.nightscout.limits import Limits, UploadLimit
+from tests.support.nightscout import SECRET_SHA1, now_ms
+
+AUTH = {"api-secret": SECRET_SHA1, "Content-Type": "application/json"}
+CAP = jsonsafe.MAX_BODY_BYTES
+
+
+def _raw(url: str, method: str, headers: dict, body_chunks=(), timeout: float = 10.0) -> bytes:
+    """Send a request's head (and body chunks) on a plain socket; the server's whole answer.
+    Chunks the server no longer reads (it answered and closed) are not an error."""
+    parts = urlsplit(url)
+    lines = [f"{method} {parts.path} HTTP/1.1", f"Host: {parts.hostname}:{parts.port}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    head = "\r\n".join(lines) + "\r\n\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(head.encode("latin-1"))
+        try:
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        while b"\r\n\r\n" not in answer or not _complete(answer):
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+def _complete(answer: bytes) -> bool:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":")[1])
+    return False
+
+
+def _status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+# -- body size --------------------------------------------------------------------------------
+
+
+def test_a_declared_length_over_the_cap__refused_before_the_body_is_sent(ns):
+    """No body follows the head: a server that waited for it would time out the test."""
+    answer = _raw(ns.site_url + "/api/v1/treatments", "POST",
+                  {"api-secret": SECRET_SHA1, "Content-Type": "application/json",
+                   "Content-Length": str(100 * 1024 * 1024)})
+    status, body = _status_and_json(answer)
+    assert status == 413
+    assert body["description"] == f"The body is larger than {CAP} bytes."
+
+
+def test_a_chunked_body__refused_once_it_crosses_the_cap(ns):
+    """The body never ends (no last chunk) and nothing is sent after the chunk that crosses
+    the cap: the answer must come then."""
+    piece = b"[" + b" " * (256 * 1024 - 1)
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    chunks = [chunk] * (CAP // len(piece) + 1)
+    answer = _raw(ns.site_url + "/api/v1/entries", "POST",
+                  {"api-secret": SECRET_SHA1, "Content-Type": "application/json",
+                   "Transfer-Encoding": "chunked"}, chunks)
+    status, body = _status_and_json(answer)
+    assert status == 413 and "larger than" in body["description"]
+    assert ns.get("/api/v1/entries.json", headers=AUTH).status_code == 200
+
+
+def test_the_nightlink_api__has_a_smaller_cap(cloud_ns):
+    answer = _raw(cloud_ns.root + "/api/nl/v1/auth/login", "POST",
+                  {"Content-Type": "application/json", "Content-Length": str(2 * 1024 * 1024)})
+    status, body = _status_and_json(answer)
+    assert status == 413 and body == {"detail": "The body is larger than 1048576 bytes."}
+
+
+def test_a_gzip_bomb__refused_without_being_inflated_whole(ns):
+    bomb = gzip.compress(b"0" * (10 * 1024 * 1024), 9)
+    assert len(bomb) < 20_000
+    r = ns.post("/api/v1/entries", content=bomb, headers={**AUTH, "Content-Encoding": "gzip"})
+    assert r.status_code == 413
+    assert r.json()["description"] == f"The body is larger than {CAP} bytes once decompressed."
+    batch = [{"type": "sgv", "sgv": 100 + i % 50, "date": now_ms() - i * 300_000}
+             for i in range(288)]
+    r = ns.post("/api/v1/entries", content=gzip.compress(json.dumps(batch).encode()),
+                headers={**AUTH, "Content-Encoding": "gzip"})
+    assert r.status_code == 200 and len(r.json()) == 288
+
+
+def test_decompress__holds_at_most_the_cap_in_memory():
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), 9)
+    tracemalloc.start()
+    try:
+        with pytest.raises(jsonsafe.BodyError) as refused:
+            jsonsafe.decompress(bomb, "gzip", 1024 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 413
+    assert peak < 3 * 1024 * 1024, peak
+    with pytest.raises(jsonsafe.BodyError, match="cut short"):
+        jsonsafe.decompress(gzip.compress(b"[1, 2, 3]")[:-12], "gzip")
+
+
+# -- JSON shape -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, sentence", [
+    ("9" * 5000, "more than 40 digits"),
+    ("9" * 400, "more than 40 digits"),
+    ("-" + "9" * 41, "more than 40 digits"),
+    ("0." + "1" * 400, "more than 40 digits"),
+    ("1" + "0" * 400 + "e-400", "more than 40 digits"),
+    ("[" * 50_000 + "]" * 50_000, "nested deeper than 32 levels"),
+    ("[" * 31 + "]" * 31, "nested deeper than 32 levels"),  # 33 with the array and object
+    ("[" + ",".join(["1"] * 20_001) + "]", "at most 20000 values, not 20001"),
+])
+def test_json_beyond_the_limits__400_with_one_sentence(ns, value, sentence):
+    t = now_ms()
+    for path, body in (("/api/v1/entries", f'[{{"type":"sgv","sgv":100,"date":{t},"x":{value}}}]'),
+                       ("/api/v1/treatments", f'[{{"eventType":"Note","x":{value}}}]'),
+                       ("/api/v2/treatments", f'[{{"eventType":"Note","x":{value}}}]'),
+                       ("/api/v1/devicestatus", f'[{{"device":"x","x":{value}}}]')):
+        r = ns.post(path, content=body, headers=AUTH)
+        assert r.status_code == 400, (path, r.text[:200])
+        description = r.json()["description"]
+        assert sentence in description and description.endswith("."), description
+        assert ". " not in description, description
+    jwt = ns.client.get(f"{ns.root}/api/v2/authorization/request/{ns.admin_token}").json()
+    r = ns.post("/api/v3/treatments",
+                content=f'{{"date":{t},"app":"AAPS","eventType":"Note","x":[{value}]}}',
+                headers={"Authorization": f"Bearer {jwt['token']}",
+                         "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert ns.count("treatments") == ns.count("entries") == 0
+
+
+def test_json_at_the_limits__accepted(ns):
+    t = now_ms()
+    nested = "[" * 30 + "1" + "]" * 30  # 32 levels with the array and the object around it
+    body = (f'[{{"eventType":"Note","created_at":{t},"insulin":{"1" * 40},'
+            f'"carbs":0.{"5" * 39},"x":{nested}}}]')
+    r = ns.post("/api/v1/treatments", content=body, headers=AUTH)
+    assert r.status_code == 200, r.text[:300]
+    stored = ns.get("/api/v1/treatments.json", headers=AUTH).json()[0]
+    assert stored["insulin"] == float("1" * 40) and stored["carbs"] == 0.5555555555555556
+    longest = "[" + ",".join(["7"] * jsonsafe.MAX_ARRAY_ITEMS) + "]"
+    assert jsonsafe.loads(f'{{"x":{longest}}}')["x"] == [7] * jsonsafe.MAX_ARRAY_ITEMS
+
+
+# -- upload rate -------------------------------------------------------------------------------
+
+
+def test_upload_limit__burst_then_a_short_queue_then_refusal():
+    limit = UploadLimit(rate_per_min=60, burst=3, queue_s=2)
+    assert [limit.reserve("a", now=100.0) for _ in range(3)] == [0, 0, 0]
+    assert limit.reserve("a", now=100.0) == pytest.approx(1.0)
+    assert limit.reserve("a", now=100.0) == pytest.approx(2.0)
+    assert limit.reserve("a", now=100.0) is None  # a third second in the queue: refused
+    assert limit.retry_after("a", now=100.0) == 3
+    assert limit.reserve("b", now=100.0) == 0  # sites have their own buckets
+    assert limit.reserve("a", now=103.0) == 0  # refilled one a second
+    assert limit.reserve("a", now=1000.0) == 0 and limit.retry_after("a", now=1000.0) == 1
+
+
+def test_default_limits__an_aaps_day_offline_is_paced_never_refused():
+    """AndroidAPS's NSClient v3 sends one document per request, the next when the previous
+    is answered, and counts a 4xx to a create as done: after a day offline (about 1,440
+    writes: sensor glucose, devicestatus, temp basals, SMBs) none may be refused."""
+    defaults = Limits()
+    limit = UploadLimit.of(defaults)
+    now, waited, refused = 0.0, 0.0, 0
+    for _ in range(1440):
+        wait = limit.reserve("aaps", now=now)
+        if wait is None:
+            refused += 1
+            continue
+        waited += wait
+        now += wait + 0.05  # 50 ms to store and answer
+    assert refused == 0
+    assert defaults.upload_burst <= 1440 and 12 * 60 < now < 16 * 60  # about 14 minutes
+
+
+@pytest.fixture
+def limited(ns):
+    """The site with 3 writes at once, one a second after that, and no queue."""
+    ns.app.state.nightscout.uploads = UploadLimit(rate_per_min=60, burst=3, queue_s=0)
+    return ns
+
+
+def _note(ns, i: int, headers: dict = AUTH) -> httpx.Response:
+    return ns.post("/api/v1/treatments", headers=headers,
+                   json=[{"eventType": "Note", "notes": str(i), "created_at": now_ms() - i}])
+
+
+def test_writes_past_the_burst__429_with_retry_after_and_reads_go_on(limited):
+    ns = limited
+    assert [_note(ns, i).status_code for i in range(3)] == [200, 200, 200]
+    r = _note(ns, 3)
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["retry-after"]) <= 2
+    assert r.json()["message"] == "Too Many Requests"
+    assert r.json()["description"] == (f"This site uploads faster than 60 writes a minute; "
+                                       f"try again in {r.headers['retry-after']} s.")
+    for _ in range(20):
+        assert ns.get("/api/v1/treatments.json", headers=AUTH).status_code == 200
+    assert ns.count("treatments") == 3
+
+
+def test_a_read_only_token__takes_no_turn(limited):
+    ns = limited
+    for i in range(10):
+        r = ns.post(f"/api/v1/treatments?token={ns.read_token}",
+                    json=[{"eventType": "Note", "notes": str(i)}])
+        assert r.status_code == 401
+    assert [_note(ns, i).status_code for i in range(3)] == [200, 200, 200]
+
+
+def test_a_tenant_past_its_limit__does_not_slow_another(cloud_ns):
+    ns = cloud_ns
+    ns.app.state.nightscout.uploads = UploadLimit(rate_per_min=60, burst=2, queue_s=0)
+    assert [_note(ns, i).status_code for i in range(3)] == [200, 200, 429]
+    other = {"api-secret": ns.other_sha1, "Content-Type": "application/json"}
+    r = ns.post(f"{ns.root}/t/fam-2/api/v1/treatments", headers=other,
+                json=[{"eventType": "Note", "notes": "other"}])
+    assert r.status_code == 200
+
+
+def test_a_sequential_uploader_past_the_burst__waits_its_turn(ns):
+    ns.app.state.nightscout.uploads = UploadLimit(rate_per_min=240, burst=1, queue_s=2)
+    started = time.monotonic()
+    assert [_note(ns, i).status_code for i in range(3)] == [200, 200, 200]
+    assert time.monotonic() - started >= 0.45  # two turns of 0.25 s
+
+
+def test_a_concurrent_flood__queued_up_to_the_limit_then_refused(ns):
+    """Default rate, a 3 s queue, the burst already used: of 30 writes at once about 3 wait
+    their turn (a second apart) and the rest are refused at once."""
+    uploads = ns.app.state.nightscout.uploads
+    uploads.queue_s = 3.0
+    key = "fam-1" if ns.kind == "cloud" else SITE
+    while uploads.reserve(key) == 0:
+        pass
+    statuses = []
+    lock = threading.Lock()
+
+    def write(i):
+        r = _note(ns, i)
+        with lock:
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(statuses) == 30 and set(statuses) <= {200, 429}, statuses
+    assert 1 <= statuses.count(200) <= 3 and statuses.count(429) >= 27
