@@ -47,6 +47,22 @@ class Settings(BaseSettings):
     # Nightscout's `cors` option: the origin browser apps (Nightscout Reporter) may read the
     # Nightscout APIs from; "" sends no CORS headers.
     nightscout_cors_origin: str = "*"
+    # MQTT ingest: a device over its token bucket is slowed down (held, unacknowledged), not
+    # refused; a consumer with no progress for ingest_stall_s is replaced; broker and
+    # database refusals back off with jitter up to their ceilings.
+    ingest_rate_per_s: float = Field(50.0, gt=0, le=100000)
+    ingest_burst: int = Field(500, ge=1, le=1000000)
+    ingest_stall_s: float = Field(60.0, ge=1, le=3600)
+    ingest_max_held: int = Field(2000, ge=1, le=1000000)
+    mqtt_connect_timeout_s: float = Field(15.0, gt=0, le=300)
+    mqtt_backoff_max_s: float = Field(30.0, ge=1, le=3600)
+    db_backoff_max_s: float = Field(30.0, ge=0.1, le=3600)
+    # HTTP: the largest request body (after decompression), and uploads per tenant (writes
+    # wait up to upload_queue_s for a token, then 429 with Retry-After; rate 0 = no limit).
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    upload_rate_per_min: float = Field(60.0, ge=0, le=100000)
+    upload_burst: int = Field(600, ge=1, le=1000000)
+    upload_queue_s: float = Field(10.0, ge=0, le=300)
 
     @field_validator("database_url")
     @classmethod

@@ -173,14 +173,12 @@ def test_process__disk_full_at_commit_is_waited_out(tmp_path):
     _open(url).close()
     script = textwrap.dedent(f"""
         import json, resource, signal, threading, time
-        from types import SimpleNamespace
         from nightlink.cloud.config import Settings
         from nightlink.cloud.ingest import IngestWorker, Message
         from nightlink.cloud.store import Store
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         store = Store.open({url!r})
-        settings = SimpleNamespace(**Settings(env="test", jwt_secret="x" * 40).model_dump(),
-                                   db_backoff_max_s=0.2)
+        settings = Settings(env="test", jwt_secret="x" * 40, db_backoff_max_s=0.2)
         worker = IngestWorker(store, settings)
         store.db.query("PRAGMA wal_checkpoint(TRUNCATE)")
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
