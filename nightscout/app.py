@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from nightlink.nightscout import api_v1, api_v2, api_v3
 from nightlink.nightscout.http import NightscoutState, NSError, resolve_sync
@@ -23,6 +25,10 @@ from nightlink.nightscout.hub import Hub
 from nightlink.nightscout.limits import WRITE_METHODS, BodyLimit, Limits, UploadLimit, refuse
 from nightlink.nightscout.site import Directory
 from nightlink.nightscout.sockets import NightscoutSockets
+from nightlink.sql import DatabaseError
+
+_LOGGER = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER_S = 10
 
 _NS_PATH = re.compile(r"^(/t/([^/]+))?(/(api/v[123]|api/versions|pebble)(/.*)?)$")
 _CORS_HEADERS = [
@@ -51,6 +57,15 @@ def mount(app: FastAPI, directory: Directory, *, hub: Hub | None = None,
     @app.exception_handler(NSError)
     async def _ns_error(request: Request, exc: NSError):
         return exc.response()
+
+    @app.exception_handler(DatabaseError)
+    async def _database_away(request: Request, exc: DatabaseError):
+        # A full disk or a lost database server is the server's trouble, not the request's:
+        # 503 and a time to come back, so apps keep what they sent and try again.
+        _LOGGER.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"status": 503, "message": "The database cannot be used right now; "
+                             "try again shortly."}, status_code=503,
+                            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
     sockets = NightscoutSockets(state)
     app.state.nightscout_sockets = sockets
