@@ -351,21 +351,22 @@ def test_link__failures_back_off_with_jitter_and_say_why(store, tmp_path, caplog
         assert ceiling / 2 - 0.05 <= d <= ceiling + 0.05, delays
 
 
-def test_link__connects_and_stores_through_a_slow_link(store, mosquitto):
+@pytest.mark.parametrize("rtt_s", [0.15, 0.3, 1.0])
+def test_link__connects_and_stores_through_a_slow_link(store, mosquitto, rtt_s):
     from tests.support.delayproxy import DelayProxy
 
-    with DelayProxy(mosquitto.host, mosquitto.port, rtt_s=0.3, seed=1) as proxy:
+    with DelayProxy(mosquitto.host, mosquitto.port, rtt_s=rtt_s, loss=0.02, seed=1) as proxy:
         worker = IngestWorker(store, _settings(proxy.port, mqtt_connect_timeout_s=10.0))
         started = time.monotonic()
         worker.start()
         device = _device(mosquitto)
         try:
-            assert worker.connected.wait(10)
+            assert worker.connected.wait(20)
             took = time.monotonic() - started
             _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(1))
             _until(lambda: _rows(store) == 12, what="the message stored")
             # One attempt, which waited out two round trips (CONNECT/CONNACK, SUBSCRIBE/SUBACK).
-            assert proxy.connections == 1 and took >= 2 * 0.3 * 0.95
+            assert proxy.connections == 1 and took >= 2 * rtt_s * 0.95
         finally:
             worker.stop()
             device.loop_stop()
