@@ -44,6 +44,8 @@ class DeviceProvisioned(DevicePublic):
     mqtt_password: str = Field(description="Shown once; the broker keeps only its hash.")
     mqtt_host: str
     mqtt_port: int
+    mqtt_tls: bool = Field(description="Whether the cloud's broker speaks TLS "
+                           "(NIGHTLINK_MQTT_TLS).")
 
 
 def device_public(row: dict, tenant_id: str) -> dict:
@@ -64,7 +66,8 @@ def provision_device(body: DeviceCreate, access: WriterAccess, store: StoreDep,
     store.audit("device.provision", actor=access.user["id"], tenant_id=access.tenant_id,
                 device_id=body.device_id, kind=body.kind)
     return DeviceProvisioned(**device_public(row, access.tenant_id), mqtt_password=password,
-                             mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port)
+                             mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port,
+                             mqtt_tls=settings.mqtt_tls)
 
 
 @router.get("/tenants/{tenant}/devices", response_model=list[DevicePublic])

@@ -103,7 +103,8 @@ def test_devices__provision_mints_credentials_once(people):
     created = body.pop("created_at")
     assert body == {"device_id": DEV, "kind": "clock", "label": "bedside",
                     "mqtt_username": f"fam-1.{DEV}", "topic_prefix": f"nl/v1/fam-1/{DEV}/",
-                    "revoked_at": None, "mqtt_host": "127.0.0.1", "mqtt_port": 1883}
+                    "revoked_at": None, "mqtt_host": "127.0.0.1", "mqtt_port": 1883,
+                    "mqtt_tls": False}
     assert len(password) == 32 and created > 0
     stored = people.store.device(DEV)["mqtt_password_hash"]
     assert stored.startswith("$7$101$") and mosquitto_verify(stored, password)

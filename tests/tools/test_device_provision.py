@@ -32,7 +32,7 @@ def cloud(tmp_path_factory):
     db = tmp_path_factory.mktemp("cloud") / "cloud.db"
     settings = Settings(env="test", database_url=f"sqlite:///{db}",
                         jwt_secret="test-secret-" + "x" * 40, mqtt_host="broker.example.org",
-                        mqtt_port=8883, login_attempts_per_minute=1000)
+                        mqtt_port=8883, mqtt_tls=True, login_attempts_per_minute=1000)
     app = create_app(settings)
     store = app.state.store
     store.create_tenant("fam-1", "Family one")

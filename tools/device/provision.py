@@ -213,11 +213,12 @@ def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: st
     finally:
         client.close()
     port = int(device["mqtt_port"])
+    tls = device.get("mqtt_tls", port == LAN_TLS_PORT)  # a cloud before mqtt_tls: by port
     text = (f"# The edge node {edge_id}'s cloud account (tenant {tenant}); copy this section\n"
             "# into the edge's configuration, then delete this file.\n"
             "[sync]\nenabled = true\n"
             f"host = {_toml(device['mqtt_host'])}\nport = {port}\n"
-            f"tls = {'true' if port == LAN_TLS_PORT else 'false'}\n"
+            f"tls = {'true' if tls else 'false'}\n"
             f"username = {_toml(device['mqtt_username'])}\n"
             f"password = {_toml(device['mqtt_password'])}\n")
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
