@@ -186,7 +186,8 @@ def test_no_tracker_wording_in_code_or_docs():
     assert not bad, "\n".join(bad)
 
 
-PATH_REF = re.compile(r"(?<![\w/.-])((?:[\w-]+/)+[\w-]+\.(?:py|md|mjs|toml|json))\b")
+# A path after a shell variable ($ETC/edge.toml) is the reader's, not the repository's.
+PATH_REF = re.compile(r"(?<![\w/.$-])((?:[\w-]+/)+[\w-]+\.(?:py|md|mjs|toml|json))\b")
 EXTERNAL_PATHS = {"ports/esp32/boards/manifest.py"}  # in MicroPython's repository, not ours
 
 
