@@ -6,10 +6,15 @@ codes and never count as glucose. Fusion and the reports build on these.
 - Mean, SD (sample), CV = SD/mean; GMI (%) = 3.31 + 0.02392 x mean (Bergenstal 2018).
 - Five consensus bands (Battelino et al., Diabetes Care 2019): <54, 54-69, 70-180, 181-250,
   >250 mg/dL, as shares of readings; data sufficiency: 14 days with >= 70 % of readings.
-- Hypoglycemia events: level 1 < 70, level 2 < 54; an event starts after >= 15 consecutive
-  minutes below and ends after >= 15 minutes above; extended when > 120 minutes below 70.
-- GRI = 3.0 VLow + 2.4 Low + 1.6 VHigh + 0.8 High (percent), capped at 100, zones A-E by
-  20s (Klonoff 2022). LBGI/HBGI with f = 1.509 (ln(G)^1.084 - 5.381) (Kovatchev).
+- Hypo-/hyperglycemia episodes (Battelino 2023), computed on a regular grid as iglu's
+  episode_calculation does: begin after >= 15 minutes beyond 70/54 (180/250), where a
+  duration is readings x sampling interval; end after >= 15 minutes back (a shorter return
+  stays inside); never across a gap over 45 minutes; extended hypoglycemia > 120 minutes
+  below 70; level 2 is a subset of level 1 (level1_only: never reached level 2).
+- GRI = 3.0 VLow + 2.4 Low + 1.6 VHigh + 0.8 High (percent), capped at 100, zones A (0-20)
+  to E (over 80) (Klonoff 2022). LBGI/HBGI with f = 1.509 (ln(G)^1.084 - 5.381) (Kovatchev);
+  ADRR, J-index, MODD, CONGA, median/IQR, time in tight range 70-140, and MAGE by moving
+  averages (Fernandes 2022) as iglu computes them; mage() keeps Service's 1970 algorithm.
 - Dawn phenomenon: pre-wake glucose minus the nocturnal nadir, flagged at >= 20 mg/dL, not
   on nights with a preceding hypoglycemia (rebound) (Monnier 2013).
 """
@@ -19,12 +24,11 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from datetime import UTC
 
 from nightlink.shared import units
 
 MINUTE_MS = 60_000
-EVENT_MIN = 15  # minutes below to start, and above to end, an event
-EXTENDED_MIN = 120  # minutes below 70 that make an event extended
 DAWN_FLAG_MGDL = 20
 SUFFICIENT_DAYS = 14
 SUFFICIENT_SHARE = 0.70
@@ -62,7 +66,13 @@ def gri(b: dict) -> tuple[float, str]:
     """Glycemia Risk Index from band shares (%), and its zone A (best) to E."""
     value = min(100.0, 3.0 * b["very_low"] + 2.4 * b["low"] + 1.6 * b["very_high"]
                 + 0.8 * b["high"])
-    return value, "ABCDE"[min(4, int(value // 20))]
+    return value, gri_zone(value)
+
+
+def gri_zone(value: float) -> str:
+    """GRI zone: A 0-20, B over 20 to 40, C to 60, D to 80, E over 80 (Klonoff 2022), so a GRI
+    of exactly 20 is still zone A."""
+    return "ABCDE"[max(0, min(4, math.ceil(value / 20) - 1))]
 
 
 def risk_indices(readings) -> tuple[float, float] | None:
@@ -91,58 +101,212 @@ def sufficiency(readings, start_ms: int, end_ms: int, interval_min: float = 5.0)
             "sufficient": days >= SUFFICIENT_DAYS and share >= SUFFICIENT_SHARE}
 
 
+# -- the regular grid that episodes, MODD, CONGA and MAGE are computed on ---------------------
+
+INTER_GAP_MIN = 45  # a gap longer than this is not interpolated: it ends a run of readings
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Glucose on a regular grid: values[k] is at origin_ms + (k + 1) x dt_min, or None where
+    no reading lies within INTER_GAP_MIN either side (iglu's CGMS2DayByDay)."""
+    origin_ms: int  # local midnight of the first reading's day
+    dt_min: int
+    values: list
+
+    def time_ms(self, k: int) -> int:
+        return self.origin_ms + (k + 1) * self.dt_min * MINUTE_MS
+
+
+def sampling_min(readings) -> int:
+    """The sampling interval in whole minutes: the most common step between readings (the
+    shortest among equally common ones), truncated as iglu does; None with under 2 readings."""
+    pts = glucose(readings)
+    counts: dict[int, int] = {}
+    for (t0, _), (t1, _) in zip(pts, pts[1:], strict=False):
+        counts[t1 - t0] = counts.get(t1 - t0, 0) + 1
+    if not counts:
+        return None
+    top = max(counts.values())
+    step = min(d for d, c in counts.items() if c == top)
+    return max(1, int(step / MINUTE_MS))
+
+
+def _local_midnight(t_ms: int, tz, ceil: bool = False) -> int:
+    from datetime import datetime, timedelta
+
+    local = datetime.fromtimestamp(t_ms / 1000, tz)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if ceil and day != local:
+        day += timedelta(days=1)
+    return int(day.timestamp() * 1000)
+
+
+def grid(readings, tz=UTC, dt_min: int | None = None, inter_gap_min: int = INTER_GAP_MIN):
+    """Readings linearly interpolated onto a grid of dt_min minutes (the sampling interval by
+    default) from local midnight of the first day to local midnight after the last, never
+    across a gap of more than inter_gap_min minutes. None with under 2 readings."""
+    pts = sorted(dict(glucose(readings)).items())
+    if len(pts) < 2:
+        return None
+    dt_min = dt_min or sampling_min(pts)
+    step = dt_min * MINUTE_MS
+    origin = _local_midnight(pts[0][0], tz)
+    end = _local_midnight(pts[-1][0], tz, ceil=True)
+    n = (end - origin) // step
+    values: list = [None] * n
+    i = 0
+    for k in range(n):
+        t = origin + (k + 1) * step
+        if t < pts[0][0] or t > pts[-1][0]:
+            continue
+        while pts[i + 1][0] < t:
+            i += 1
+        (t0, g0), (t1, g1) = pts[i], pts[i + 1]
+        if t1 - t0 > inter_gap_min * MINUTE_MS and t0 < t < t1 - 999:
+            continue
+        values[k] = g0 if t == t0 else g0 + (g1 - g0) * (t - t0) / (t1 - t0)
+    return Grid(origin, dt_min, values)
+
+
+def _segments(values: list) -> list[tuple[int, list]]:
+    """Runs of consecutive grid values without a gap: (index of the first, values)."""
+    out, run, first = [], [], 0
+    for k, g in enumerate(values):
+        if g is None:
+            if run:
+                out.append((first, run))
+            run = []
+        else:
+            if not run:
+                first = k
+            run.append(g)
+    if run:
+        out.append((first, run))
+    return out
+
+
+# -- hypo- and hyperglycemia episodes (Battelino et al., Lancet Diabetes Endocrinol 2023) -----
+
+EPISODE_MIN = 15  # minutes beyond the threshold to begin an episode, and back to end it
+EXTENDED_MIN = 120  # an extended hypoglycemia is more than this many minutes below 70
+THRESHOLDS = {("hypo", 1): units.LOW, ("hypo", 2): units.VERY_LOW, ("hyper", 1): 180.0,
+              ("hyper", 2): 250.0}
+
+
 @dataclass(frozen=True)
 class Event:
-    level: int  # 1: below 70, 2: below 54
+    """One episode on the grid. Its duration is its number of grid readings x dt_min, from
+    the first reading beyond the threshold to the last before 15 minutes back (short returns
+    inside it included); ongoing when the data (or a gap) ended it instead."""
+    level: int  # 1: below 70 (above 180), 2: below 54 (above 250)
     start_ms: int
-    end_ms: int  # the last reading below the threshold (or the last reading, if ongoing)
-    nadir: float
+    end_ms: int  # the last grid reading of the episode
+    nadir: float  # the lowest glucose in it (the highest, for hyperglycemia)
     ongoing: bool
+    kind: str = "hypo"
+    readings: int = 1
+    dt_min: int = 5
+    mean: float = 0.0
+    reached_level2: bool = False  # a level-1 episode in which a level-2 episode lies
+    extended: bool = False  # hypoglycemia: holds more than 120 consecutive minutes below 70
 
     @property
     def minutes(self) -> float:
-        return (self.end_ms - self.start_ms) / MINUTE_MS
-
-    @property
-    def extended(self) -> bool:
-        return self.level == 1 and self.minutes > EXTENDED_MIN
+        return float(self.readings * self.dt_min)
 
 
-def hypo_events(readings, level: int) -> list[Event]:
-    """Hypoglycemia events of a level: begin after 15 minutes below, end after 15 above.
+def _beyond(kind: str, threshold: float):
+    return (lambda g: g < threshold) if kind == "hypo" else (lambda g: g > threshold)
 
-    The event's start is its first reading below the threshold; its end is the last reading
-    below before the 15 minutes above that ended it.
-    """
-    threshold = units.LOW if level == 1 else units.VERY_LOW
-    pts = glucose(readings)
-    events: list[Event] = []
-    below_from = None  # first reading of the current run below
-    last_below = None
-    above_from = None  # first reading of the current run above, inside an event
-    nadir = math.inf
-    in_event = False
-    for t, g in pts:
-        if g < threshold:
-            if below_from is None:
-                below_from = t
-            last_below = t
-            above_from = None
-            nadir = min(nadir, g)
-            if not in_event and t - below_from >= EVENT_MIN * MINUTE_MS:
-                in_event = True
-        else:
-            if in_event:
-                if above_from is None:
-                    above_from = t
-                if t - above_from >= EVENT_MIN * MINUTE_MS:
-                    events.append(Event(level, below_from, last_below, nadir, False))
-                    in_event, below_from, above_from, nadir = False, None, None, math.inf
-            else:
-                below_from, nadir = None, math.inf
-    if in_event:
-        events.append(Event(level, below_from, last_below, nadir, True))
-    return events
+
+def _episode_spans(values: list, beyond, start_n: int, end_n: int) -> list[tuple[int, int, bool]]:
+    """(first, last, ongoing) index spans of episodes in one run without gaps: an episode
+    begins with start_n readings in a row beyond the threshold and ends before the first
+    end_n readings in a row back; readings back in between, fewer than end_n, stay inside."""
+    runs, k = [], 0  # (first index, length, beyond?)
+    while k < len(values):
+        j = k
+        while j < len(values) and beyond(values[j]) == beyond(values[k]):
+            j += 1
+        runs.append((k, j - k, beyond(values[k])))
+        k = j
+    spans, cur = [], None
+    for first, length, out in runs:
+        if cur is None and out and length >= start_n:
+            cur = first
+        elif cur is not None and not out and length >= end_n:
+            spans.append((cur, first - 1, False))
+            cur = None
+    if cur is not None:
+        spans.append((cur, len(values) - 1, True))
+    return spans
+
+
+def episodes(readings, kind: str = "hypo", tz=UTC) -> dict:
+    """Level-1, level-2 and (hypoglycemia) extended episodes of a kind, per Battelino 2023 as
+    iglu's episode_calculation computes them: on the grid, start and end after 15 minutes
+    (ceil(15 / dt) readings), extended after more than 120 minutes (120 / dt + 1 readings in a
+    row below 70). Level 2 is a subset of level 1: "level1_only" are the level-1 episodes that
+    never reached level 2. Also the grid's hours of data, for rates per day."""
+    g = grid(readings, tz)
+    out = {"level1": [], "level2": [], "extended": [], "level1_only": [], "hours": 0.0,
+           "dt_min": g.dt_min if g else None}
+    if g is None:
+        return out
+    start_n = end_n = math.ceil(EPISODE_MIN / g.dt_min)
+    out["hours"] = sum(1 for v in g.values if v is not None) * g.dt_min / 60
+    for first, run in _segments(g.values):
+        lv1_at = THRESHOLDS[(kind, 1)]
+        spans = {1: _episode_spans(run, _beyond(kind, lv1_at), start_n, end_n),
+                 2: _episode_spans(run, _beyond(kind, THRESHOLDS[(kind, 2)]), start_n, end_n)}
+        ext_ends = set()
+        if kind == "hypo":
+            ext = _episode_spans(run, _beyond(kind, lv1_at), int(EXTENDED_MIN / g.dt_min) + 1,
+                                 end_n)
+            ext_ends = {b for _, b, _ in ext}
+            out["extended"] += [_event(g, first, run, a, b, ongoing, kind, 1, extended=True)
+                                for a, b, ongoing in ext]
+        lv2_points = {k for a, b, _ in spans[2] for k in range(a, b + 1)}
+        for a, b, ongoing in spans[1]:
+            reached = any(k in lv2_points for k in range(a, b + 1))
+            e = _event(g, first, run, a, b, ongoing, kind, 1, reached, b in ext_ends)
+            out["level1"].append(e)
+            if not reached:
+                out["level1_only"].append(e)
+        out["level2"] += [_event(g, first, run, a, b, ongoing, kind, 2) for a, b, ongoing in spans[2]]
+    return out
+
+
+def _event(g: Grid, first: int, run: list, a: int, b: int, ongoing: bool, kind: str, level: int,
+           reached: bool = False, extended: bool = False) -> Event:
+    vals = run[a:b + 1]
+    ongoing = ongoing and first + b == len(g.values) - 1 - _trailing_gap(g.values)
+    return Event(level=level, start_ms=g.time_ms(first + a), end_ms=g.time_ms(first + b),
+                 nadir=min(vals) if kind == "hypo" else max(vals), ongoing=ongoing, kind=kind,
+                 readings=len(vals), dt_min=g.dt_min, mean=statistics.fmean(vals),
+                 reached_level2=reached or level == 2, extended=extended)
+
+
+def _trailing_gap(values: list) -> int:
+    n = 0
+    while n < len(values) and values[-1 - n] is None:
+        n += 1
+    return n
+
+
+def episode_summary(events: list[Event], hours: float) -> dict:
+    """iglu's summary of a list of episodes: count, per day, mean minutes, mean glucose."""
+    if not events:
+        return {"total": 0, "per_day": 0.0, "minutes": 0.0, "mean": None}
+    return {"total": len(events), "per_day": len(events) / (hours / 24),
+            "minutes": statistics.fmean(e.minutes for e in events),
+            "mean": statistics.fmean(e.mean for e in events)}
+
+
+def hypo_events(readings, level: int, tz=UTC) -> list[Event]:
+    """Hypoglycemia episodes of a level (1: below 70, 2: below 54); see episodes()."""
+    return episodes(readings, "hypo", tz)["level1" if level == 1 else "level2"]
 
 
 def dawn_phenomenon(night_readings, wake_ms: int, pre_wake_min: int = 30) -> dict | None:
@@ -285,3 +449,191 @@ def time_in(readings, lo: float, hi: float) -> float | None:
     if not values:
         return None
     return 100.0 * sum(1 for g in values if lo <= g <= hi) / len(values)
+
+
+# -- more consensus and variability metrics (as iglu computes them) ---------------------------
+
+TIGHT_RANGE = (70.0, 140.0)  # time in tight range, mg/dL, both ends included
+
+
+def median_iqr(readings) -> tuple[float, float] | None:
+    """(median, interquartile range) of the readings, percentiles interpolated linearly."""
+    values = sorted(g for _, g in glucose(readings))
+    if not values:
+        return None
+    return percentile(values, 50), percentile(values, 75) - percentile(values, 25)
+
+
+def j_index(readings) -> float | None:
+    """J-index = 0.001 x (mean + SD)^2, mg/dL (Wojcicki 1995)."""
+    s = summary(readings)
+    return None if s is None else 0.001 * (s["mean"] + s["sd"]) ** 2
+
+
+def adrr(readings, tz=UTC) -> float | None:
+    """Average daily risk range (Kovatchev 2006): per local day, the largest low risk plus the
+    largest high risk, 22.77 x f^2 with f = ln(G)^1.084 - 5.381; averaged over days."""
+    days = daily(readings, tz)
+    if not days:
+        return None
+    risks = []
+    for pts in days.values():
+        f = [math.log(g) ** 1.084 - 5.381 for _, g in pts]
+        risks.append(22.77 * min(min(f), 0.0) ** 2 + 22.77 * max(max(f), 0.0) ** 2)
+    return statistics.fmean(risks)
+
+
+def modd(readings, tz=UTC, lag_days: int = 1) -> float | None:
+    """Mean of daily differences (Molnar 1972): mean |G(t) - G(t - 24 h)| on the grid."""
+    g = grid(readings, tz)
+    if g is None:
+        return None
+    shift = int(lag_days * 1440 / g.dt_min)
+    diffs = [abs(b - a) for a, b in zip(g.values, g.values[shift:], strict=False)
+             if a is not None and b is not None]
+    return statistics.fmean(diffs) if diffs else None
+
+
+def conga(readings, tz=UTC, hours: int = 1) -> float | None:
+    """Continuous overall net glycemic action (McDonnell 2005): the SD of G(t) - G(t - n h) on
+    the grid (CONGA1 by default)."""
+    g = grid(readings, tz)
+    if g is None:
+        return None
+    lag = round(60 / g.dt_min) * hours
+    diffs = [b - a for a, b in zip(g.values, g.values[lag:], strict=False)
+             if a is not None and b is not None]
+    return statistics.stdev(diffs) if len(diffs) >= 2 else None
+
+
+# MAGE by moving averages (Fernandes et al., J Diabetes Sci Technol 2022), iglu's mage "ma"
+
+MAGE_SHORT_MA = 5
+MAGE_LONG_MA = 32
+MAGE_MAX_GAP_MIN = 180  # a longer gap splits the data into parts, weighted by their hours
+
+
+def mage_ma(readings, tz=UTC, short_ma: int = MAGE_SHORT_MA, long_ma: int = MAGE_LONG_MA):
+    """MAGE of Fernandes 2022: on a 5-minute grid, the crossings of a short and a long moving
+    average bound the peaks and nadirs; excursions larger than one SD are averaged (ups and
+    downs each, then both), per part of the data between gaps over 3 hours, weighted by the
+    parts' hours. None when no part has an excursion."""
+    g = grid(readings, tz, dt_min=5)
+    if g is None:
+        return None
+    short_ma, long_ma = sorted((short_ma, long_ma))
+    rows = []  # (hours, MAGE) of each direction of each part
+    for times, values in _mage_parts(g):
+        hours = (times[-1] - times[0]) / 3_600_000
+        for value in _mage_part(values, short_ma, long_ma):
+            if value is not None:
+                rows.append((hours, value))
+    total = sum(h for h, _ in rows)
+    if not rows or total == 0:
+        return None
+    return sum(h * v for h, v in rows) / total
+
+
+def _mage_parts(g: Grid):
+    """(times, values) of the parts of the grid between gaps over MAGE_MAX_GAP_MIN; values
+    inside a part may be None (shorter gaps)."""
+    idx = [k for k, v in enumerate(g.values) if v is not None]
+    if not idx:
+        return []
+    parts, cur, last = [], [], None
+    for k in range(idx[0], idx[-1] + 1):
+        v = g.values[k]
+        if v is not None and last is not None and (k - last) * 5 > MAGE_MAX_GAP_MIN:
+            parts.append(cur)
+            cur = []
+        cur.append(k)
+        if v is not None:
+            last = k
+    parts.append(cur)
+    out = []
+    for ks in parts:
+        while ks and g.values[ks[-1]] is None:
+            ks.pop()
+        out.append(([g.time_ms(k) for k in ks], [g.values[k] for k in ks]))
+    return out
+
+
+def _moving_average(values: list, width: int) -> list:
+    out = []
+    for i in range(len(values)):
+        window = [v for v in values[max(0, i - width + 1):i + 1] if v is not None]
+        out.append(statistics.fmean(window) if window else None)
+    fill = out[width - 1] if width <= len(out) else out[-1]
+    return [fill] * min(width, len(out)) + out[width:]
+
+
+def _mage_part(values: list, short_ma: int, long_ma: int) -> tuple:
+    """(MAGE up, MAGE down) of one part; None for a direction without an excursion."""
+    present = [v for v in values if v is not None]
+    if len(values) < max(7, short_ma) or len(present) < 2 or statistics.stdev(present) < 1:
+        return (None, None)
+    short, long_ = _moving_average(values, short_ma), _moving_average(values, long_ma)
+    delta = [None if a is None or b is None else a - b for a, b in zip(short, long_, strict=True)]
+    crosses = _mage_crossings(values, delta)
+    minmax, where = [], []
+    for i in range(len(crosses) - 1):
+        lo = crosses[0][0] if i == 0 else where[-1]
+        seg = [(v, k) for k, v in enumerate(values[lo:crosses[i + 1][0] + 1], lo) if v is not None]
+        best = min(seg) if crosses[i][1] == "min" else max(seg, key=lambda p: (p[0], -p[1]))
+        minmax.append(best[0])
+        where.append(best[1])
+    sd = statistics.stdev(present)
+    ups, up_pairs = _mage_excursions(minmax, sd, 1)
+    downs, down_pairs = _mage_excursions(minmax, sd, -1)
+    return (statistics.fmean(ups) if ups else None,
+            abs(statistics.fmean(downs)) if downs else None)
+
+
+def _mage_crossings(values: list, delta: list) -> list[tuple[int, str]]:
+    """Where the short moving average crosses the long one: (index, "min" or "max" for the
+    extreme that follows), the first and last index included."""
+    crosses = [(0, "max" if delta[0] is not None and delta[0] > 0 else "min")]
+    delta = [None if d == 0 else d for d in delta]
+    for i in range(1, len(delta)):
+        d, prev = delta[i], delta[i - 1]
+        if d is None:
+            continue
+        if values[i] is None or values[i - 1] is None or prev is None:
+            prev = delta[crosses[-1][0]]
+            if prev is None:
+                continue
+        if d * prev < 0:
+            crosses.append((i, "min" if d < prev else "max"))
+    last = delta[-1]
+    crosses.append((len(delta) - 1, "max" if last is not None and last > 0 else "min"))
+    return crosses
+
+
+def _mage_excursions(minmax: list, sd: float, sign: int) -> tuple[list, list]:
+    """The rises (sign 1) or falls (sign -1) between the extremes that exceed one SD, each
+    ridden to its highest peak (lowest nadir) before a return of more than one SD."""
+    n = len(minmax)
+    heights, pairs = [], []
+    j = prev_j = 0
+    while j < n:
+        deltas = [sign * (minmax[j] - minmax[i]) for i in range(prev_j, j + 1)]
+        if not deltas:
+            j += 1
+            continue
+        best = max(deltas)
+        i = prev_j + deltas.index(best)
+        if best <= sd:
+            j += 1
+            continue
+        k = j
+        while k < n:
+            if sign * minmax[k] >= sign * minmax[j]:
+                j = k
+            if sign * (minmax[k] - minmax[j]) < -sd or k == n - 1:
+                heights.append(minmax[j] - minmax[i])
+                pairs.append((i, j))
+                prev_j = k if sign > 0 else j
+                j = k
+                break
+            k += 1
+    return heights, pairs

@@ -131,11 +131,11 @@ def test_fuse__low_with_stage_heart_rate_and_arousal(data):
         wear[E0 + i] = {"hr_mean_bpm": 75.0 if 40 <= i <= 70 else 60.0, "movement": 0}
     put_epochs(data, features.INFER, rows)
     put_epochs(data, features.WEARABLE, wear)
-    # Readings every 5 min (10 epochs): 65 from epoch 40 to 70 (15 min), then 100 again.
+    # Readings every 5 min (10 epochs): 65 at epochs 40 to 70 (4 readings, 20 min), then 100.
     put_glucose(data, [(ms(E0 + i), 65 if 40 <= i <= 70 else 100) for i in range(0, n, 10)])
     doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
     (low,) = doc["glucose"]["lows"]
-    assert (low["level"], low["minutes"], low["nadir"]) == (1, 15.0, 65)
+    assert (low["level"], low["minutes"], low["nadir"]) == (1, 20.0, 65)
     (f,) = doc["findings"]["lows"]
     assert f["stage_at_start"] == "deep"
     assert f["hr_before"] == 60.0 and f["hr_during"] == 75.0 and f["hr_response"] == 15.0

@@ -1,5 +1,7 @@
 """Glucose metrics against values worked out by hand from the definitions in docs/clinical.md."""
 
+import math
+
 import pytest
 
 from nightlink.cloud import glycemia
@@ -48,28 +50,87 @@ def test_risk_indices__kovatchev():
     assert low == 0 and high == pytest.approx(57.0, abs=0.1)  # the scale tops out near 100
 
 
-def test_hypo_events__fifteen_minutes_in_and_out():
-    r = five_min([100, 65, 65, 65, 65, 80, 80, 80, 80, 100])
+def on_grid(values, step_min=5):
+    """Readings from the first grid point of the day (midnight + one interval) on."""
+    return [((i + 1) * step_min * M, v) for i, v in enumerate(values)]
+
+
+def test_hypo_events__three_readings_are_fifteen_minutes():
+    r = on_grid([100, 65, 65, 65, 80, 80, 80, 100])
     (e,) = glycemia.hypo_events(r, 1)
-    assert (e.start_ms, e.end_ms, e.nadir, e.ongoing) == (5 * M, 20 * M, 65, False)
-    assert e.minutes == 15 and not e.extended
+    assert (e.start_ms, e.end_ms, e.nadir, e.ongoing) == (10 * M, 20 * M, 65, False)
+    assert e.readings == 3 and e.minutes == 15 and not e.extended
     assert glycemia.hypo_events(r, 2) == []
+    assert glycemia.hypo_events(on_grid([100, 65, 65, 100, 100, 100]), 1) == []  # 10 minutes
 
 
-def test_hypo_events__short_dips_and_flapping():
-    assert glycemia.hypo_events(five_min([100, 60, 60, 100]), 1) == []  # 5 minutes below
-    # Back above for only 10 minutes does not end the event: one event, not two.
-    r = five_min([60, 60, 60, 60, 75, 75, 60, 60, 80, 80, 80, 80])
+def test_hypo_events__one_reading_is_fifteen_minutes_at_fifteen_minute_sampling():
+    (e,) = glycemia.hypo_events(on_grid([100, 65, 100, 100], step_min=15), 1)
+    assert e.dt_min == 15 and e.minutes == 15
+
+
+def test_hypo_events__short_rise_stays_inside_the_event():
+    # Back above for 10 minutes does not end the event: one event of 8 readings, not two.
+    r = on_grid([60, 60, 60, 75, 75, 60, 60, 60, 80, 80, 80, 80])
     (e,) = glycemia.hypo_events(r, 1)
-    assert (e.start_ms, e.end_ms) == (0, 35 * M)
+    assert (e.start_ms, e.end_ms, e.minutes) == (5 * M, 40 * M, 40)
 
 
-def test_hypo_events__level_2_ongoing_and_extended():
-    r = five_min([50] * 30)  # 145 minutes below 54, still below at the end
-    (e2,) = glycemia.hypo_events(r, 2)
-    assert e2.ongoing and e2.nadir == 50
-    (e1,) = glycemia.hypo_events(r, 1)
-    assert e1.extended
+def test_hypo_events__a_gap_ends_the_run():
+    # Two readings of 65 three hours apart are no event at all, let alone an extended one.
+    assert glycemia.hypo_events([(5 * M, 65), (185 * M, 65)], 1) == []
+    # Lows either side of a 2-hour gap are two events, each ended by the gap.
+    r = on_grid([65] * 4) + [(145 * M + i * 5 * M, 65) for i in range(4)]
+    assert [e.readings for e in glycemia.hypo_events(r, 1)] == [4, 4]
+
+
+def test_hypo_events__level_2_nested_in_level_1_counted_once():
+    r = on_grid([100, 65, 65, 50, 50, 50, 65, 80, 80, 80])
+    ep = glycemia.episodes(r, "hypo")
+    (e1,) = ep["level1"]
+    (e2,) = ep["level2"]
+    assert e1.readings == 6 and e1.reached_level2 and ep["level1_only"] == []
+    assert e2.readings == 3 and e2.nadir == 50
+
+
+def test_hypo_events__extended_is_more_than_120_minutes():
+    ep = glycemia.episodes(on_grid([65] * 24 + [100] * 3), "hypo")  # exactly 120 minutes
+    assert ep["extended"] == [] and not ep["level1"][0].extended
+    ep = glycemia.episodes(on_grid([65] * 25 + [100] * 3), "hypo")  # 125 minutes
+    assert len(ep["extended"]) == 1 and ep["level1"][0].extended
+
+
+def test_hypo_events__ongoing_at_the_end_of_the_data():
+    (e2,) = glycemia.hypo_events(on_grid([50] * 30), 2)
+    assert e2.ongoing and e2.nadir == 50 and e2.minutes == 150
+
+
+def test_hyper_events__above_180_and_250():
+    ep = glycemia.episodes(on_grid([150, 200, 260, 260, 260, 200, 150, 150, 150]), "hyper")
+    assert [e.readings for e in ep["level1"]] == [5] and ep["level1"][0].nadir == 260
+    assert [e.readings for e in ep["level2"]] == [3] and ep["level1_only"] == []
+    summary = glycemia.episode_summary(ep["level1"], ep["hours"])
+    assert summary["total"] == 1 and summary["minutes"] == 25
+    assert summary["mean"] == pytest.approx((200 + 3 * 260 + 200) / 5)
+
+
+def test_gri_zone__boundaries():
+    assert [glycemia.gri_zone(v) for v in (0, 20, 20.5, 40, 60.1, 80, 99)] == list("AABBDDE")
+
+
+def test_more_metrics__by_hand():
+    r = on_grid([100, 120, 140, 160])
+    assert glycemia.median_iqr(r) == (130, 30)
+    assert glycemia.j_index(r) == pytest.approx(0.001 * (130 + 25.819889) ** 2)
+    assert glycemia.time_in(r, *glycemia.TIGHT_RANGE) == 75
+    # ADRR of one day: the lowest reading's low risk plus the highest reading's high risk
+    risk = [22.77 * (math.log(g) ** 1.084 - 5.381) ** 2 for g in (100, 160)]
+    assert glycemia.adrr(r) == pytest.approx(sum(risk))
+    # MODD: the same readings a day apart differing by 10; CONGA1: steady rise of 24/hour
+    day = 1440 * M
+    assert glycemia.modd(on_grid([100] * 3) + [(t + day, g + 10) for t, g in on_grid([100] * 3)]) == 10
+    rising = on_grid([100 + 2 * i for i in range(30)])
+    assert glycemia.conga(rising) == 0
 
 
 def test_sufficiency__fourteen_days_seventy_percent():
