@@ -231,3 +231,88 @@ class GlucoseRisk:
             risk[idx] = permille / 1000.0
             forecast[idx] = np.clip(fc, 39, 600)
         return risk, forecast
+
+
+# -- the alarm policy ------------------------------------------------------------------------
+#
+# The risk alone sounds too often at night: real CGM dips toward 70 and comes back. The policy
+# asks for more than one risky prediction, a forecast that actually reaches low, and no rise
+# under way; after an alarm it waits before sounding again. The threshold itself follows the
+# person: each morning the edge picks the most sensitive threshold that would have kept their
+# recent nights within the false alarms a week they accept, never outside safe bounds.
+
+
+@dataclass
+class AlarmPolicy:
+    alarm_permille: int  # risk at or above which a prediction counts (the calibrated value)
+    persist: int = 1  # risky predictions in a row before it sounds
+    refractory_min: int = 60  # no second alarm this soon after one
+    forecast_floor_mgdl: float = 100.0  # the 30-minute forecast must be below this
+    rising_mgdl_per_min: float = 0.5  # suppressed while the last 15 minutes rise faster
+    budget_per_week: float = 1.0  # false alarms a week the person accepts
+    lowest_permille: int = 600  # calibration never goes more sensitive than this
+    highest_permille: int = 975  # nor less sensitive than this (safety)
+
+    def describe(self) -> str:
+        return (f"risk >= {self.alarm_permille} permille for {self.persist} readings, "
+                f"forecast < {self.forecast_floor_mgdl:g} mg/dL, not while rising, "
+                f"{self.refractory_min} min apart; budget {self.budget_per_week:g} false alarms a week")
+
+
+def policy_from_meta(meta: dict, **overrides) -> AlarmPolicy:
+    """The policy a model was committed with (its .json), or its bare threshold for older ones."""
+    fields = dict(meta.get("policy") or {})
+    fields["alarm_permille"] = int(fields.get("alarm_permille", meta["alarm_permille"]))
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    known = AlarmPolicy.__dataclass_fields__
+    return AlarmPolicy(**{k: v for k, v in fields.items() if k in known})
+
+
+def slope_mgdl_per_min(x: np.ndarray) -> np.ndarray:
+    """Least-squares slope of the last 4 grid readings (15 minutes) ending at each slot."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros(x.size)
+    if x.size < 4:
+        return out
+    w = np.array([-1.5, -0.5, 0.5, 1.5]) / (5.0 * 5.0)  # sum(w * x) over 4 slots, 5 min apart
+    win = np.lib.stride_tricks.sliding_window_view(x, 4)
+    ok = (win > 0).all(axis=1)
+    out[3:] = np.where(ok, win @ w, 0.0)
+    return out
+
+
+def policy_alarms(slots: np.ndarray, permille: np.ndarray, forecast: np.ndarray,
+                  slope: np.ndarray, policy: AlarmPolicy, slot_min: int = 5) -> list[int]:
+    """Slots where the predicted-low alarm sounds, from the predictions made at `slots`
+    (ascending; risk, forecast and glucose slope at each)."""
+    active = ((permille >= policy.alarm_permille) & (forecast < policy.forecast_floor_mgdl)
+              & (slope <= policy.rising_mgdl_per_min))
+    held = active.copy()
+    for k in range(1, policy.persist):
+        held[k:] &= active[:-k]
+        held[:k] = False
+    out, last = [], -10**12
+    gap = policy.refractory_min // slot_min
+    for i in np.flatnonzero(held):
+        s = int(slots[i])
+        if s - last >= gap:
+            out.append(s)
+            last = s
+    return out
+
+
+def calibrate_threshold(false_per_night: dict[int, np.ndarray], policy: AlarmPolicy,
+                        candidates: np.ndarray, min_nights: int = 5) -> int:
+    """The most sensitive candidate threshold whose false alarms on the person's recent nights
+    (`false_per_night`: night -> false alarms per candidate) fit the budget, within the
+    policy's bounds; the policy's own threshold with fewer than `min_nights` nights."""
+    if len(false_per_night) < min_nights:
+        return policy.alarm_permille
+    total = np.sum(list(false_per_night.values()), axis=0)
+    per_night = total / len(false_per_night)
+    budget = policy.budget_per_week / 7.0
+    inside = (candidates >= policy.lowest_permille) & (candidates <= policy.highest_permille)
+    fits = np.flatnonzero(inside & (per_night <= budget))
+    if fits.size:
+        return int(candidates[fits[0]])
+    return int(candidates[np.flatnonzero(inside)[-1]])

@@ -166,3 +166,37 @@ def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
     assert prob.shape == (5, 4) and np.allclose(prob.sum(axis=1), 1, atol=0.05)
     b = json.loads((models / "breathing.json").read_text())
     assert b["snore_output"] in (0, 1) and 0.2 <= b["count_offset"] <= 0.8
+
+
+def test_train_glucose_on_real_cgm__leave_people_out_and_a_committable_model(tmp_path):
+    pytest.importorskip("tensorflow")
+    from tests.support.cgm import write_folder
+
+    data = write_folder(tmp_path / "cgm", people=4, days=3, steps=(5, 5, 15, 1))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = CliRunner().invoke(main, ["train", "glucose", "--data", str(data), "--cv", "2",
+                                  "--epochs", "2", "--json", "--models", str(out),
+                                  "--device-out", str(out)])
+    assert r.exit_code == 0, r.output
+    cv = _last_json(r.output)
+    assert cv["cv_folds"] == 2 and cv["people"] == 4
+    assert cv["events"] == 4 * 2 and cv["nights"] == 4 * 3  # every person tested once
+    for key in ("recall", "precision", "false_alarms_per_night", "median_lead_min", "rmse_30",
+                "threshold_recall", "trend_recall"):
+        assert key in cv
+    meta = json.loads((out / "glucose_risk.json").read_text())
+    assert meta["train"]["real_cgm"] == ["G01", "G02", "G03", "G04"]
+    assert meta["policy"]["alarm_permille"] == meta["alarm_permille"]
+    assert "recall" in meta["leave_people_out"]
+    weights = (out / "lowrisk_weights.py").read_text()
+    assert f"ALARM_PERMILLE = {meta['alarm_permille']}" in weights
+    # the evaluation names the people the model has seen
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(data), "--models", str(out),
+                                  "--people", "G01,G03", "--json"])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.output)
+    assert got["seen_in_training"] == ["G01", "G03"] and got["people"] == 2
+    r = CliRunner().invoke(main, ["train", "glucose", "--data", str(data), "--cv", "9",
+                                  "--models", str(out), "--device-out", str(out)])
+    assert r.exit_code == 2 and "--cv needs between 2 and 4 folds" in r.output

@@ -97,16 +97,88 @@ def train_breathing(cache, models, nights, hours, seed):
     _train_night_model("breathing", "breathing", cache, models, nights, hours, seed)
 
 
+_glucose_data = click.option(
+    "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+    help="Folder of per-person CGM CSVs (timestamp,glucose_value_mg_dl; 1-, 5- or 15-minute); "
+         "training defaults to ../shared/data/cgm-bris-t1d-open when it is there.")
+
+
 @train.command("glucose")
 @_with_options
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--device-out", type=click.Path(file_okay=False, path_type=Path), default=DEVICE,
               show_default=True, help="Where the clock's lowrisk_weights.py is written.")
 @click.option("--ohio", type=click.Path(exists=True, path_type=Path), multiple=True,
-              help="OhioT1DM XML files to train on as well (real data, if you have access).")
-def train_glucose(cache, models, nights, hours, seed, device_out, ohio):
+              help="OhioT1DM XML files to train on as well (simulated training only).")
+@_glucose_data
+@click.option("--simulated", is_flag=True, help="Train on simulated patients even if real CGM is there.")
+@click.option("--cv", type=click.IntRange(0, 50), default=0, show_default=True,
+              help="Leave-people-out folds scored before the final model (0: none).")
+@click.option("--epochs", type=click.IntRange(1, 500), default=15, show_default=True)
+@click.option("--keep-every", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Keep 1 in N training rows far from any low (real CGM; shorter training).")
+@click.option("--json", "as_json", is_flag=True, help="Last line: the cross-validation figures.")
+def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, simulated, cv, epochs,
+                  keep_every, as_json):
     """Low risk within 30 min and a 30-minute forecast from the last hour of CGM."""
     _need_tf()
+    from nightlink.tools.train.cgm_real import DEFAULT_DATA
+
+    if data is None and not simulated and DEFAULT_DATA.is_dir():
+        data = DEFAULT_DATA
+    if data is not None and not simulated:
+        _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json)
+        return
+    _train_glucose_simulated(cache, models, nights, seed, device_out, ohio)
+
+
+def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json) -> None:
+    """Leave-people-out folds (each person tested by a model that never saw them), then the
+    committed model on everyone."""
+    from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
+    from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
+
+    echo = (lambda *_: None) if as_json else click.echo
+    people = cgm_real.load_folder(data)
+    policy = AlarmPolicy(glucose.REAL_ALARM_PERMILLE)
+    result: dict = {}
+    if cv:
+        if cv > len(people) or cv < 2:
+            raise NightlinkError(f"--cv needs between 2 and {len(people)} folds for {len(people)} people.")
+        totals, chosen = glucose_real.new_totals(), []
+        for k in range(cv):
+            test = people[k::cv]
+            train = [p for p in people if p not in test]
+            echo(f"  fold {k + 1}/{cv}: testing {', '.join(p.name for p in test)}")
+            q = _fit_real(train, seed, epochs, keep_every)
+            glucose_real.score(LiteRtGlucose(q.tflite), test, policy, totals, chosen)
+        result = glucose_real.figures(totals, policy, chosen, len(people))
+        result["cv_folds"] = cv
+    q = _fit_real(people, seed, epochs, keep_every)
+    meta = {"alarm_permille": policy.alarm_permille, "history": glucose.HISTORY_READINGS,
+            "horizon_min": 30, "seed": seed, "policy": glucose_real.policy_dict(policy),
+            "train": {"real_cgm": sorted(p.name for p in people), "data": data.name,
+                      "epochs": epochs, "keep_every": keep_every}}
+    if result:
+        meta["leave_people_out"] = {k: result[k] for k in glucose_real.HEADLINE if k in result}
+    nightmodels.write_model(models, "glucose_risk", q.tflite, meta)
+    (device_out / "lowrisk_weights.py").write_text(
+        glucose.micropython_module(q, policy.alarm_permille, "edge/models/glucose_risk.tflite"))
+    echo(f"wrote {models / 'glucose_risk.tflite'} ({len(q.tflite)} bytes), "
+         f"{device_out / 'lowrisk_weights.py'}; {policy.describe()}")
+    if result:
+        _report(result, as_json)
+
+
+def _fit_real(people, seed, epochs, keep_every):
+    from nightlink.tools.train import glucose, glucose_real
+
+    x, y, future = glucose_real.samples(people, keep_every=keep_every, seed=seed)
+    model, xn = glucose.fit(x, y, future, seed=seed, epochs=epochs, batch_size=512)
+    return glucose.export(model, xn[::max(1, xn.shape[0] // 1000)][:1000])
+
+
+def _train_glucose_simulated(cache, models, nights, seed, device_out, ohio) -> None:
     from nightlink.edge.features.glucose_risk import LiteRtGlucose
     from nightlink.tools.train import glucose, glucose_data, nightmodels
     from nightlink.tools.train.readers import ohio_series
@@ -176,18 +248,38 @@ def eval_breathing(cache, models, nights, hours, as_json):
 @evaluate.command("glucose")
 @_with_options
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
-def eval_glucose(cache, models, nights, hours, as_json):
-    """Forecast RMSE at 30 min and low alerts against a 70 mg/dL threshold alarm, on
-    adolescents and children the model never saw."""
-    from nightlink.edge.features.glucose_risk import LiteRtGlucose
+@_glucose_data
+@click.option("--people", default=None, help="Only these people of --data (comma-separated file stems).")
+@click.option("--budget", type=click.FloatRange(0, 50), default=None,
+              help="False alarms a week the person accepts (default: the model's policy).")
+@click.option("--persist", type=click.IntRange(1, 12), default=None,
+              help="Risky predictions in a row before the alarm (default: the model's policy).")
+def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, persist):
+    """Forecast RMSE at 30 min and low alarms against a 70 mg/dL threshold alarm (and, with
+    --data, a trend alarm) on people the committed model never saw: simulated adolescents and
+    children, or the real CGM in --data, nights and whole days apart."""
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose, policy_from_meta
     from nightlink.tools.train import glucose, glucose_data
 
     path = models / "glucose_risk.tflite"
     if not path.exists():
         raise NightlinkError(f"No trained model at {path}; run nightlink train glucose first.")
     meta = json.loads((models / "glucose_risk.json").read_text())
+    runtime = LiteRtGlucose(path.read_bytes())
+    if data is not None:
+        from nightlink.tools.train import cgm_real, glucose_real
+
+        names = [n.strip() for n in people.split(",")] if people else None
+        group = cgm_real.load_folder(data, names)
+        if not group:
+            raise NightlinkError(f"None of {people} has CGM readings in {data}.")
+        policy = policy_from_meta(meta, budget_per_week=budget, persist=persist)
+        figures = glucose_real.evaluate(runtime, group, policy)
+        trained_on = set(meta.get("train", {}).get("real_cgm", []))
+        figures["seen_in_training"] = sorted(p.name for p in group if p.name in trained_on)
+        _report(figures, as_json)
+        return
     te = glucose_data.load_set(glucose_data.YOUTH, _take(GLUCOSE_TEST, nights), 480, cache)
-    figures = glucose.evaluate(LiteRtGlucose(path.read_bytes()), te, int(meta["alarm_permille"]))
+    figures = glucose.evaluate(runtime, te, int(meta["alarm_permille"]))
     figures["alarm_permille"] = meta["alarm_permille"]
     _report(figures, as_json)
-

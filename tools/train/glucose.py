@@ -30,6 +30,8 @@ REFRACTORY_MIN = 60
 PERSIST = 1  # readings in a row above the threshold before the predicted-low alarm sounds
 EARLY_MIN, LATE_MIN = 30, 15
 HIDDEN = (24, 12)
+HISTORY_READINGS = glucose_data.HISTORY
+REAL_ALARM_PERMILLE = 850  # the starting threshold on real CGM; the edge calibrates per person
 SEED = 7
 
 
@@ -52,26 +54,33 @@ def build(seed: int = SEED):
 
 
 def train(series: list[glucose_data.CgmSeries], *, seed: int = SEED, epochs: int = 60):
-    """A trained Keras model; same data and seed give the same weights."""
+    """A trained Keras model from simulated nights; same data and seed give the same weights."""
+    s = glucose_data.samples(series)
+    return fit(s.x, s.low30, s.future, seed=seed, epochs=epochs)
+
+
+def fit(x_mgdl: np.ndarray, low30: np.ndarray, future: np.ndarray, *, seed: int = SEED,
+        epochs: int = 60, batch_size: int = 256):
+    """(Keras model, normalized inputs) from histories, the low-ahead target and the reading
+    30 minutes ahead (NaN where none); balanced classes, the forecast as a change from now."""
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    s = glucose_data.samples(series)
-    x = normalize(s.x)
-    ok = ~np.isnan(s.future)
-    delta = np.where(ok, (s.future - s.x[:, -1]) / DELTA_SCALE, 0.0).astype(np.float32)
+    x = normalize(x_mgdl)
+    ok = ~np.isnan(future)
+    delta = np.where(ok, (future - x_mgdl[:, -1]) / DELTA_SCALE, 0.0).astype(np.float32)
     model = build(seed)
-    pos = max(float(s.low30.mean()), 1e-3)
+    pos = min(max(float(low30.mean()), 1e-3), 1 - 1e-3)
     model.compile(
         optimizer=tf.keras.optimizers.Adam(3e-3),
         loss=[tf.keras.losses.BinaryCrossentropy(from_logits=True), tf.keras.losses.Huber(0.5)],
         loss_weights=[1.0, 2.0],
     )
-    weights = np.where(s.low30 == 1, 0.5 / pos, 0.5 / (1 - pos)).astype(np.float32)
-    model.fit(x, [s.low30.astype(np.float32)[:, None], delta[:, None]],
+    weights = np.where(low30 == 1, 0.5 / pos, 0.5 / (1 - pos)).astype(np.float32)
+    model.fit(x, [low30.astype(np.float32)[:, None], delta[:, None]],
               sample_weight=[weights, ok.astype(np.float32)],
-              epochs=epochs, batch_size=256, shuffle=True, verbose=0)
+              epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
     return model, x
 
 

@@ -1,0 +1,81 @@
+"""The edge's predicted-low alarm policy: persistence, refractory period, forecast floor,
+no alarm while rising, and the per-person threshold calibrated to a false-alarm budget."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nightlink.edge.features.glucose_risk import (
+    AlarmPolicy,
+    calibrate_threshold,
+    policy_alarms,
+    policy_from_meta,
+    slope_mgdl_per_min,
+)
+
+MODELS = Path(__file__).resolve().parents[2] / "edge" / "models"
+POLICY = AlarmPolicy(700, persist=1, refractory_min=60, forecast_floor_mgdl=100,
+                     rising_mgdl_per_min=0.5)
+
+
+def _alarms(permille, forecast=None, slope=None, policy=POLICY):
+    n = len(permille)
+    slots = np.arange(n)
+    fc = np.full(n, 80.0) if forecast is None else np.asarray(forecast, float)
+    sl = np.zeros(n) if slope is None else np.asarray(slope, float)
+    return policy_alarms(slots, np.asarray(permille), fc, sl, policy)
+
+
+def test_persistence_needs_k_risky_predictions_in_a_row():
+    risk = [900, 0, 900, 900, 0, 900, 900, 900]
+    assert _alarms(risk, policy=replace(POLICY, persist=1)) == [0]
+    assert _alarms(risk, policy=replace(POLICY, persist=2)) == [3]
+    assert _alarms(risk, policy=replace(POLICY, persist=3)) == [7]
+
+
+def test_refractory_period_between_alarms():
+    risk = [900] * 30
+    assert _alarms(risk) == [0, 12, 24]  # 60 minutes of 5-minute slots
+    assert _alarms(risk, policy=replace(POLICY, refractory_min=30)) == [0, 6, 12, 18, 24]
+
+
+def test_forecast_floor_and_rising_glucose_hold_the_alarm():
+    risk = [900] * 4
+    assert _alarms(risk, forecast=[120, 110, 99, 80]) == [2]
+    assert _alarms(risk, slope=[2.0, 1.0, 0.4, -1.0]) == [2]
+
+
+def test_slope_of_the_last_15_minutes():
+    x = np.array([100, 102, 104, 106, 108, 0, 110], dtype=float)
+    s = slope_mgdl_per_min(x)
+    assert s[3] == pytest.approx(0.4) and s[4] == pytest.approx(0.4)
+    assert s[6] == 0.0  # a missing reading in the window: no slope, nothing suppressed
+
+
+def test_calibration_keeps_the_budget_within_bounds():
+    cands = np.array([500, 600, 700, 800, 900, 975])
+    policy = replace(POLICY, budget_per_week=1.0, lowest_permille=600, highest_permille=975)
+    # false alarms per night at each candidate over 7 recent nights
+    nights = {n: np.array([3, 2, 1, 0, 0, 0]) if n < 2 else np.array([1, 1, 0, 0, 0, 0])
+              for n in range(7)}
+    # totals 11, 9, 2, 0: 1 a week allows at most 1 false alarm in 7 nights -> 800
+    assert calibrate_threshold(nights, policy, cands) == 800
+    # a looser budget may go more sensitive, but never below the lowest bound
+    assert calibrate_threshold(nights, replace(policy, budget_per_week=20), cands) == 600
+    # nothing fits: the least sensitive the bounds allow
+    noisy = {n: np.array([5, 5, 5, 5, 5, 5]) for n in range(7)}
+    assert calibrate_threshold(noisy, policy, cands) == 975
+    # too few nights to judge: the policy's own threshold
+    assert calibrate_threshold({0: nights[0]}, policy, cands) == POLICY.alarm_permille
+
+
+def test_the_committed_model_carries_its_policy():
+    meta = json.loads((MODELS / "glucose_risk.json").read_text())
+    policy = policy_from_meta(meta)
+    assert policy.alarm_permille == meta["alarm_permille"]
+    assert policy_from_meta(meta, budget_per_week=3.0).budget_per_week == 3.0
+    assert policy_from_meta({"alarm_permille": 475}).persist == AlarmPolicy(475).persist
+    assert "false alarms a week" in policy.describe()

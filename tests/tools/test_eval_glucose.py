@@ -1,0 +1,144 @@
+"""Real-CGM glucose evaluation: reading 1-, 5- and 15-minute CSVs onto the model's grid, the
+consensus low labels, the threshold and trend baselines, near misses, and
+`nightlink eval glucose --data DIR --json` on the committed model."""
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nightlink.cli import main
+from nightlink.tools.train import cgm_real, glucose_real
+from tests.support.cgm import START, person_trace, write_folder, write_person
+
+
+def _grid(tmp_path, minutes, values, name="X"):
+    times = [START + timedelta(minutes=m) for m in minutes]
+    return cgm_real.load_person(write_person(tmp_path, name, times, values))
+
+
+# -- reading and labels ----------------------------------------------------------------------
+
+
+def test_five_minute_readings__short_gaps_interpolated_long_ones_not(tmp_path):
+    # 0, 5, 15 (one missing), then a 30-minute gap to 45.
+    p = _grid(tmp_path, [0, 5, 15, 45], [100, 110, 130, 90])
+    assert p.interval_min == 5
+    assert p.observed.tolist()[:10] == [True, True, False, True, False, False, False, False,
+                                        False, True]
+    assert p.x[:4].tolist() == [100, 110, 120, 130]
+    assert (p.x[4:9] == 0).all()
+    # labels: each reading held until the next one, for 5 minutes before a gap
+    assert p.held[2] == 110 and np.isnan(p.held[4])
+
+
+def test_fifteen_minute_sensor__resampled_and_one_reading_is_a_15_minute_low(tmp_path):
+    minutes = list(range(0, 120, 15))
+    values = [150, 130, 110, 90, 65, 90, 110, 130]
+    p = _grid(tmp_path, minutes, values)
+    assert p.interval_min == 15
+    assert p.observed.sum() == 8 and p.x.size == 7 * 3 + 3
+    assert p.x[1:3].tolist() == pytest.approx([143.33, 136.67], abs=0.01)
+    # one Libre reading below 70 is 15 minutes below 70: a low
+    assert cgm_real.events(p.held) == [(12, 15)]
+
+
+def test_five_minute_lows__readings_times_interval(tmp_path):
+    # two readings below (10 minutes) is no low; three (15 minutes) is
+    short = _grid(tmp_path, range(0, 60, 5), [100, 90, 80, 65, 62, 80, 90, 100, 110, 120, 130, 140])
+    assert cgm_real.events(short.held) == []
+    low = _grid(tmp_path, range(0, 60, 5), [100, 90, 80, 65, 62, 66, 90, 100, 110, 120, 130, 140],
+                name="Y")
+    assert cgm_real.events(low.held) == [(3, 6)]
+
+
+def test_one_minute_sensor__averaged_per_slot(tmp_path):
+    p = _grid(tmp_path, range(0, 30), [100 + m for m in range(30)])
+    assert p.interval_min == 1
+    assert p.x.tolist() == [102, 107, 112, 117, 122, 127]
+    assert p.observed.all()
+
+
+def test_bad_csv__one_sentence(tmp_path):
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "Z.csv").write_text("timestamp,glucose_value_mg_dl\nyesterday,100\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: Z.csv needs columns timestamp,glucose_value_mg_dl")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(empty)])
+    assert r.exit_code == 2 and "No CGM CSV files" in r.output
+
+
+# -- baselines and scoring ---------------------------------------------------------------------
+
+
+def _fall(tmp_path):
+    """A steady fall of 2 mg/dL a minute from 160 to a 30-minute low at 50, at night."""
+    minutes = list(range(0, 240, 5))
+    g = [160.0] * 12 + [160 - 10 * k for k in range(1, 12)] + [50.0] * 6 + [160.0] * 19
+    times = [START + timedelta(hours=12, minutes=m) for m in minutes]  # from midnight
+    return cgm_real.load_person(write_person(tmp_path, "F", times, g))
+
+
+def test_trend_alarm_warns_before_the_threshold_alarm(tmp_path):
+    p = _fall(tmp_path)
+    (onset, _end), = cgm_real.events(p.held)
+    (thr,) = glucose_real.threshold_alarms(p)
+    trend = glucose_real.trend_alarms(p)
+    assert thr == onset
+    assert trend[0] < onset and (onset - trend[0]) * 5 >= 15
+
+
+def test_near_miss_is_told_from_a_false_alarm(tmp_path):
+    # a fall that bottoms out at 75 mg/dL, and an alarm on a steady 180
+    minutes = list(range(0, 24 * 60, 5))
+    g = np.full(len(minutes), 180.0)
+    g[60:70] = np.linspace(180, 75, 10)
+    g[70:76] = 75
+    times = [START + timedelta(hours=12, minutes=m) for m in minutes]  # a whole calendar day
+    p = cgm_real.load_person(write_person(tmp_path, "N", times, g))
+    days = glucose_real.Frame.of(p, nights=False)
+    tallies = days.tallies([66, 200])
+    total = glucose_real._sum(tallies.values())
+    assert total.alarms == 2 and total.true_alarms == 0
+    assert total.near_misses == 1
+
+
+def test_nights_and_days_are_counted_apart(tmp_path):
+    times, values = person_trace(days=3, seed=1)
+    p = cgm_real.load_person(write_person(tmp_path, "D", times, values))
+    nights = glucose_real.Frame.of(p, nights=True)
+    days = glucose_real.Frame.of(p, nights=False)
+    assert nights.ids.size == 3  # 22:00-07:00 three times from noon on day one
+    assert days.ids.size == 2  # the first and last calendar days are half days
+    # dips at about 02:00 on the first and third nights
+    night_events = [e for e in nights.events if nights.period[e[0]] >= 0]
+    assert len(night_events) == 2
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def test_eval_glucose_data__json_keys_for_model_and_baselines(tmp_path):
+    write_folder(tmp_path, people=3, days=4, steps=(5, 15, 1))
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1
+    got = json.loads(lines[-1])
+    for prefix in ("", "threshold_", "trend_", "day_", "day_threshold_", "day_trend_"):
+        per = "day" if prefix.startswith("day") else "night"
+        for key in ("recall", "precision", f"false_alarms_per_{per}", "median_lead_min",
+                    f"near_misses_per_{per}"):
+            assert prefix + key in got, prefix + key
+    assert 0 < got["rmse_30"] < 60 and got["day_rmse_30"] > 0
+    assert got["people"] == 3 and got["nights"] == 3 * 4
+    assert got["events"] == 3 * 2  # two dips per person, 15-minute and 1-minute sensors too
+    assert got["threshold_recall"] == 1.0
+    assert got["per_person"]["recall_median"] is not None
+    assert got["policy"]["budget_per_week"] > 0 and "text" in got["policy"]
+    assert got["seen_in_training"] == []

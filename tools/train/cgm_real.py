@@ -1,0 +1,147 @@
+"""Real CGM recordings as the glucose model sees them: one CSV per person
+(`timestamp,glucose_value_mg_dl`, local clock time, gaps as missing rows), put on the model's
+5-minute grid whatever the sensor's cadence.
+
+- 5-minute sensors (Dexcom, Guardian): each reading goes to its nearest slot.
+- 15-minute sensors (Libre 2): readings go to their slots; the model's inputs between two
+  readings at most 20 minutes apart are interpolated on a straight line, and predictions are
+  made only where a reading arrived (so nothing is taken from the future).
+- 1-minute sensors: the readings of each 5-minute slot are averaged.
+
+Labels follow the 2023 consensus: a low is an episode < 70 mg/dL lasting >= 15 minutes, its
+length being readings x sampling interval; readings are not joined across a gap of more than
+20 minutes. On the grid each reading holds until the next one (or for one sampling interval
+before a gap), so a single 15-minute reading below 70 is a 15-minute low and a 5-minute one is
+not.
+
+The shared BrisT1D-Open folder has this layout (see edge/models/glucose_risk.md for credit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nightlink.errors import NightlinkError
+
+SLOT_MIN = 5
+MAX_JOIN_MIN = 20  # readings further apart are not joined (interpolation, labels)
+LOW_MGDL = 70
+EVENT_SLOTS = 3  # 15 minutes
+NIGHT_START_MIN, NIGHT_END_MIN = 22 * 60, 7 * 60
+NIGHT_SLOTS = (24 * 60 - NIGHT_START_MIN + NIGHT_END_MIN) // SLOT_MIN
+MIN_COVERAGE = 0.7  # a night or day counts when this share of its slots has glucose
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cgm-bris-t1d-open"
+
+
+@dataclass
+class Person:
+    name: str
+    start_min: int  # minutes since 1970 (local clock) of slot 0
+    interval_min: int  # the sensor's sampling interval, 1, 5 or 15
+    x: np.ndarray  # float32 model input per slot: readings, interpolated over short gaps, 0 else
+    observed: np.ndarray  # bool: a reading arrived in this slot (predictions only here)
+    held: np.ndarray  # float32 glucose per slot for labels: each reading held, NaN in gaps
+
+    @property
+    def minute_of_day(self) -> np.ndarray:
+        return (self.start_min + SLOT_MIN * np.arange(self.x.size)) % 1440
+
+    def night_id(self) -> np.ndarray:
+        """Per slot: the number of the night (22:00-07:00) it lies in, or -1 by day."""
+        t = self.start_min + SLOT_MIN * np.arange(self.x.size)
+        mod = t % 1440
+        inside = (mod >= NIGHT_START_MIN) | (mod < NIGHT_END_MIN)
+        nid = (t + (1440 - NIGHT_START_MIN)) // 1440
+        return np.where(inside, nid, -1)
+
+
+def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(minutes since 1970, mg/dL) sorted, one reading per minute, unusable rows dropped."""
+    try:
+        raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2, usecols=(0, 1))
+    except (OSError, ValueError) as exc:
+        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    if raw.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    try:
+        t = np.char.strip(raw[:, 0]).astype("datetime64[m]").astype(np.int64)
+        g = np.array([float(v) if v.strip() else np.nan for v in raw[:, 1]], dtype=np.float64)
+    except ValueError as exc:
+        raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl: {exc}.") from None
+    keep = np.isfinite(g) & (g > 0)
+    t, g = t[keep], np.clip(g[keep], 39, 400)
+    order = np.argsort(t, kind="stable")
+    t, g = t[order], g[order]
+    last = np.r_[t[1:] != t[:-1], True]  # a repeated minute keeps its last reading
+    return t[last], g[last].astype(np.float32)
+
+
+def sampling_interval(t: np.ndarray) -> int:
+    """The sensor's cadence in minutes (1, 5 or 15) from the median step between readings."""
+    if t.size < 2:
+        return SLOT_MIN
+    step = float(np.median(np.diff(t)))
+    return min((1, 5, 15), key=lambda c: abs(c - step))
+
+
+def to_grid(name: str, t: np.ndarray, g: np.ndarray) -> Person | None:
+    """Put readings on the 5-minute grid; None without readings."""
+    if t.size == 0:
+        return None
+    interval = sampling_interval(t)
+    t0 = int(t[0])
+    if interval == 1:
+        slot = (t - t0) // SLOT_MIN
+        uniq, first, counts = np.unique(slot, return_index=True, return_counts=True)
+        sums = np.add.reduceat(g.astype(np.float64), first)
+        slot, g = uniq, (sums / counts).astype(np.float32)
+        hold_default = 1
+    else:
+        slot = np.rint((t - t0) / SLOT_MIN).astype(np.int64)
+        last = np.r_[slot[1:] != slot[:-1], True]
+        slot, g = slot[last], g[last]
+        hold_default = max(1, interval // SLOT_MIN)
+    n = int(slot[-1]) + hold_default
+    x = np.zeros(n, dtype=np.float32)
+    held = np.full(n, np.nan, dtype=np.float32)
+    observed = np.zeros(n, dtype=bool)
+    x[slot] = g
+    observed[slot] = True
+    gaps = np.diff(slot)
+    join = gaps * SLOT_MIN <= MAX_JOIN_MIN
+    hold = np.r_[np.where(join, gaps, hold_default), hold_default]
+    for k, (s, v, h) in enumerate(zip(slot, g, hold, strict=True)):
+        held[s:s + h] = v
+        if k < gaps.size and join[k] and gaps[k] > 1:
+            e = slot[k + 1]
+            x[s + 1:e] = np.linspace(v, g[k + 1], e - s + 1, dtype=np.float32)[1:-1]
+    return Person(name, t0, interval, x, observed, held)
+
+
+def load_person(path: Path) -> Person | None:
+    t, g = read_csv(path)
+    return to_grid(path.stem, t, g)
+
+
+def load_folder(root: Path, names: list[str] | None = None) -> list[Person]:
+    """Every person's CSV in root (or root/csv), in name order."""
+    root = Path(root)
+    folder = root / "csv" if (root / "csv").is_dir() else root
+    paths = sorted(folder.glob("*.csv"))
+    if names is not None:
+        paths = [p for p in paths if p.stem in names]
+    if not paths:
+        raise NightlinkError(f"No CGM CSV files (timestamp,glucose_value_mg_dl) in {folder}.")
+    people = [load_person(p) for p in paths]
+    return [p for p in people if p is not None]
+
+
+def events(held: np.ndarray) -> list[tuple[int, int]]:
+    """(onset, end) slots of episodes < 70 mg/dL lasting >= 15 minutes."""
+    below = np.nan_to_num(held, nan=1e9) < LOW_MGDL
+    edges = np.diff(np.r_[0, below.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True) if e - s >= EVENT_SLOTS]

@@ -1,0 +1,380 @@
+"""Scoring predicted-low alarms on real CGM (tools/train/cgm_real.py), nights and whole days
+apart, next to the CGM's own threshold alarm (glucose < 70 now) and a trend alarm (the straight
+line through the last 20 minutes below 70 in 30 minutes).
+
+The CGM is the reference. An event is a low < 70 mg/dL lasting >= 15 minutes; an alarm detects
+it when it sounds between 30 minutes before its onset and 15 minutes after; an alarm sounding
+inside a low already detected-or-missed (later than 15 minutes after onset, before its end) is
+neither true nor false. Every other alarm is false; a near miss is a false alarm whose glucose
+bottomed out at 70-80 mg/dL within 45 minutes, a dip one that went below 70 for less than
+15 minutes. Only nights (22:00-07:00) and days with glucose in >= 70 % of their slots count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from nightlink.edge.features.glucose_risk import (
+    HISTORY,
+    HORIZON,
+    AlarmPolicy,
+    calibrate_threshold,
+    fill_history,
+    history_rows,
+    policy_alarms,
+    slope_mgdl_per_min,
+)
+from nightlink.tools.train.cgm_real import (
+    LOW_MGDL,
+    MIN_COVERAGE,
+    NIGHT_SLOTS,
+    SLOT_MIN,
+    Person,
+    events,
+)
+
+EARLY, LATE = 30 // SLOT_MIN, 15 // SLOT_MIN
+NADIR_SLOTS = 45 // SLOT_MIN
+TREND_WINDOW = 20 // SLOT_MIN  # slots before now in the trend line
+CANDIDATES = np.arange(100, 1000, 25)
+RECENT_NIGHTS = 14
+
+
+def model_rows(p: Person) -> tuple[np.ndarray, np.ndarray]:
+    """(histories, slots) at every slot where a reading arrived and the hour before suffices."""
+    slots = np.flatnonzero(p.observed)
+    rows = history_rows(p.x)[slots]
+    full = (rows > 0).all(axis=1)
+    keep = full.copy()
+    rows = rows.copy()
+    for i in np.flatnonzero(~full):
+        f = fill_history(rows[i])
+        if f is not None:
+            rows[i] = f
+            keep[i] = True
+    return rows[keep].reshape(-1, HISTORY), slots[keep]
+
+
+@dataclass
+class Predictions:
+    slots: np.ndarray
+    permille: np.ndarray
+    forecast: np.ndarray
+    slope: np.ndarray
+
+
+def predict(runtime, p: Person, batch: int = 20000) -> Predictions:
+    rows, slots = model_rows(p)
+    perm, fc = [], []
+    for i in range(0, rows.shape[0], batch):
+        _lq, pm, f = runtime.predict(rows[i:i + batch])
+        perm.append(pm)
+        fc.append(f)
+    if not perm:
+        return Predictions(slots, np.zeros(0, int), np.zeros(0), np.zeros(0))
+    slope = slope_mgdl_per_min(p.x)[slots]
+    return Predictions(slots, np.concatenate(perm).astype(int),
+                       np.clip(np.concatenate(fc), 39, 400), slope)
+
+
+def threshold_alarms(p: Person, refractory_min: int = 60) -> list[int]:
+    slots = np.flatnonzero(p.observed & (p.x > 0) & (p.x < LOW_MGDL))
+    return _refractory(slots, refractory_min)
+
+
+def trend_alarms(p: Person, refractory_min: int = 60) -> list[int]:
+    """The least-squares line through the last 20 minutes (>= 4 of 5 readings present) is
+    below 70 mg/dL 30 minutes ahead."""
+    n = p.x.size
+    t = np.arange(-TREND_WINDOW, 1) * SLOT_MIN
+    padded = np.r_[np.zeros(TREND_WINDOW), p.x]
+    win = np.lib.stride_tricks.sliding_window_view(padded, TREND_WINDOW + 1)[:n]
+    have = win > 0
+    cnt = have.sum(axis=1)
+    tm = (have * t).sum(axis=1) / np.maximum(cnt, 1)
+    xm = (have * win).sum(axis=1) / np.maximum(cnt, 1)
+    dt = np.where(have, t - tm[:, None], 0.0)
+    rate = (dt * (win - xm[:, None])).sum(axis=1) / np.maximum((dt ** 2).sum(axis=1), 1e-9)
+    projected = xm + rate * (0 - tm) + rate * 30
+    ok = p.observed & (cnt >= TREND_WINDOW) & (projected < LOW_MGDL)
+    return _refractory(np.flatnonzero(ok), refractory_min)
+
+
+def _refractory(slots: np.ndarray, refractory_min: int) -> list[int]:
+    out, last = [], -10**12
+    for s in slots:
+        if s - last >= refractory_min // SLOT_MIN:
+            out.append(int(s))
+            last = s
+    return out
+
+
+# -- tallies per night or day ------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    periods: int = 0
+    hours: float = 0.0
+    events: int = 0
+    detected: int = 0
+    alarms: int = 0  # true + false
+    true_alarms: int = 0
+    near_misses: int = 0
+    dips: int = 0
+    leads: list = field(default_factory=list)
+    sq_err: float = 0.0
+    n_err: int = 0
+
+    def __iadd__(self, o: Tally) -> Tally:
+        for k in ("periods", "hours", "events", "detected", "alarms", "true_alarms",
+                  "near_misses", "dips", "sq_err", "n_err"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.leads = self.leads + o.leads
+        return self
+
+    @property
+    def false_alarms(self) -> int:
+        return self.alarms - self.true_alarms
+
+    def figures(self, per: str, prefix: str = "") -> dict:
+        def r(v, d=3):
+            return None if v is None else round(float(v), d)
+
+        return {
+            f"{prefix}recall": r(self.detected / self.events if self.events else None),
+            f"{prefix}precision": r(self.true_alarms / self.alarms if self.alarms else None),
+            f"{prefix}false_alarms_per_{per}": r(self.false_alarms / self.periods
+                                                 if self.periods else None),
+            f"{prefix}near_misses_per_{per}": r(self.near_misses / self.periods
+                                                if self.periods else None),
+            f"{prefix}median_lead_min": r(np.median(self.leads) if self.leads else None, 1),
+        }
+
+
+@dataclass
+class Frame:
+    """A person's periods (nights or days) and their events, once per person."""
+
+    period: np.ndarray  # per slot: period id, -1 outside any counted period
+    ids: np.ndarray  # counted period ids, ascending
+    events: list
+    held: np.ndarray
+
+    @classmethod
+    def of(cls, p: Person, nights: bool) -> Frame:
+        if nights:
+            pid = p.night_id()
+            size = NIGHT_SLOTS
+        else:
+            pid = (p.start_min + SLOT_MIN * np.arange(p.x.size)) // 1440
+            size = 1440 // SLOT_MIN
+        covered = ~np.isnan(p.held) & (pid >= 0)
+        ids, counts = np.unique(pid[covered], return_counts=True)
+        ids = ids[counts >= MIN_COVERAGE * size]
+        period = np.where(np.isin(pid, ids), pid, -1)
+        return cls(period, ids, events(p.held), p.held)
+
+    def tallies(self, alarms: list[int]) -> dict[int, Tally]:
+        out = {int(i): Tally(periods=1) for i in self.ids}
+        counted = self.period >= 0
+        for i, c in zip(*np.unique(self.period[counted], return_counts=True), strict=True):
+            out[int(i)].hours = c * SLOT_MIN / 60
+        alarms = np.asarray(alarms, dtype=np.int64)
+        for onset, _end in self.events:
+            pid = int(self.period[onset])
+            if pid < 0:
+                continue
+            t = out[pid]
+            t.events += 1
+            hits = alarms[(alarms >= onset - EARLY) & (alarms <= onset + LATE)]
+            if hits.size:
+                t.detected += 1
+                t.leads.append(int(onset - hits[0]) * SLOT_MIN)
+        for a in alarms:
+            pid = int(self.period[a])
+            if pid < 0:
+                continue
+            t = out[pid]
+            if any(on - EARLY <= a <= on + LATE for on, _ in self.events):
+                t.alarms += 1
+                t.true_alarms += 1
+            elif any(on + LATE < a < end for on, end in self.events):
+                continue  # inside a low already under way
+            else:
+                t.alarms += 1
+                ahead = self.held[a:a + NADIR_SLOTS + 1]
+                nadir = np.nanmin(ahead) if np.isfinite(ahead).any() else np.inf
+                if LOW_MGDL <= nadir < LOW_MGDL + 10:
+                    t.near_misses += 1
+                elif nadir < LOW_MGDL:
+                    t.dips += 1
+        return out
+
+    def add_errors(self, tallies: dict[int, Tally], p: Person, pred: Predictions) -> None:
+        """Squared 30-minute forecast errors against the reading that arrived then."""
+        j = pred.slots + HORIZON
+        ok = j < p.x.size
+        j, fc, s = j[ok], pred.forecast[ok], pred.slots[ok]
+        ok = p.observed[j] & (self.period[s] >= 0)
+        err = (fc[ok] - p.x[j[ok]]) ** 2
+        for pid, e in zip(self.period[s[ok]], err, strict=True):
+            t = tallies[int(pid)]
+            t.sq_err += float(e)
+            t.n_err += 1
+
+
+def _sum(tallies) -> Tally:
+    out = Tally()
+    for t in tallies:
+        out += t
+    return out
+
+
+def _per_person(people: list[Tally], per: str) -> dict:
+    """Median and worst decile across people (recall, precision: low end; false alarms: high)."""
+    out = {}
+    rec = [t.detected / t.events for t in people if t.events]
+    pre = [t.true_alarms / t.alarms for t in people if t.alarms]
+    fa = [t.false_alarms / t.periods for t in people if t.periods]
+    for name, vals, worst in (("recall", rec, 10), ("precision", pre, 10),
+                              (f"false_alarms_per_{per}", fa, 90)):
+        if vals:
+            out[f"{name}_median"] = round(float(np.median(vals)), 3)
+            out[f"{name}_worst_decile"] = round(float(np.percentile(vals, worst)), 3)
+    return out
+
+
+def calibrated_tallies(frame: Frame, by_threshold: dict[int, dict[int, Tally]],
+                       policy: AlarmPolicy) -> tuple[dict[int, Tally], list[int]]:
+    """Each night scored at the threshold the edge would have calibrated that morning from the
+    person's previous RECENT_NIGHTS counted nights."""
+    out, chosen = {}, []
+    for k, night in enumerate(frame.ids):
+        recent = frame.ids[max(0, k - RECENT_NIGHTS):k]
+        false = {int(n): np.array([by_threshold[int(c)][int(n)].false_alarms for c in CANDIDATES])
+                 for n in recent}
+        thr = calibrate_threshold(false, policy, CANDIDATES)
+        chosen.append(thr)
+        out[int(night)] = by_threshold[thr][int(night)]
+    return out, chosen
+
+
+def evaluate(runtime, people: list[Person], policy: AlarmPolicy, *, calibrate: bool = True) -> dict:
+    """Figures for nights (no prefix) and whole days (`day_`), the model under the policy and
+    both baselines (`threshold_`, `trend_`), per person, and what the policy was."""
+    totals, chosen = new_totals(), []
+    score(runtime, people, policy, totals, chosen, calibrate=calibrate)
+    return figures(totals, policy, chosen, len(people))
+
+
+def new_totals() -> dict:
+    return {k: {"model": [], "fixed": [], "threshold": [], "trend": []} for k in ("night", "day")}
+
+
+def score(runtime, people: list[Person], policy: AlarmPolicy, totals: dict, chosen_all: list,
+          *, calibrate: bool = True) -> None:
+    """Add each person's tallies to `totals` (several runs, e.g. folds, can pool them)."""
+    for p in people:
+        pred = predict(runtime, p)
+        nights, days = Frame.of(p, True), Frame.of(p, False)
+        fixed = policy_alarms(pred.slots, pred.permille, pred.forecast, pred.slope, policy)
+        base = {"threshold": threshold_alarms(p, policy.refractory_min),
+                "trend": trend_alarms(p, policy.refractory_min)}
+        for key, frame in (("night", nights), ("day", days)):
+            t_fixed = frame.tallies(fixed)
+            frame.add_errors(t_fixed, p, pred)
+            totals[key]["fixed"].append(t_fixed)
+            for name, alarms in base.items():
+                totals[key][name].append(frame.tallies(alarms))
+        if calibrate:
+            by_thr = {}
+            for c in CANDIDATES:
+                al = policy_alarms(pred.slots, pred.permille, pred.forecast, pred.slope,
+                                   replace(policy, alarm_permille=int(c)))
+                by_thr[int(c)] = nights.tallies(al)
+            t_cal, chosen = calibrated_tallies(nights, by_thr, policy)
+            night_fixed = totals["night"]["fixed"][-1]
+            for n, t in t_cal.items():  # the forecast errors do not depend on the threshold
+                t = replace(t, sq_err=night_fixed[n].sq_err, n_err=night_fixed[n].n_err)
+                t_cal[n] = t
+            totals["night"]["model"].append(t_cal)
+            chosen_all.extend(chosen)
+        else:
+            totals["night"]["model"].append(totals["night"]["fixed"][-1])
+        totals["day"]["model"].append(totals["day"]["fixed"][-1])
+
+
+def figures(totals, policy: AlarmPolicy, chosen: list[int], n_people: int) -> dict:
+    out: dict = {}
+    for key, per, pre in (("night", "night", ""), ("day", "day", "day_")):
+        for name, prefix in (("model", ""), ("threshold", "threshold_"), ("trend", "trend_"),
+                             ("fixed", "fixed_")):
+            per_person = [_sum(t.values()) for t in totals[key][name]]
+            total = _sum(per_person)
+            out.update(total.figures(per, pre + prefix))
+            if name == "model":
+                out[f"{pre}rmse_30"] = (round(float(np.sqrt(total.sq_err / total.n_err)), 2)
+                                        if total.n_err else None)
+                out[f"{pre}events"] = total.events
+                out[f"{pre}{per}s"] = total.periods
+                out[f"{pre}hours"] = round(total.hours, 1)
+            out[f"{pre}{prefix}per_person"] = _per_person(per_person, per)
+    out["people"] = n_people
+    out["policy"] = policy_dict(policy)
+    out["policy"]["calibrated_permille_median"] = int(np.median(chosen)) if chosen else None
+    out["policy"]["text"] = policy.describe()
+    return out
+
+
+HEADLINE = ("recall", "precision", "false_alarms_per_night", "near_misses_per_night",
+            "median_lead_min", "rmse_30", "events", "nights", "threshold_recall",
+            "threshold_precision", "threshold_false_alarms_per_night", "threshold_median_lead_min",
+            "trend_recall", "trend_precision", "trend_false_alarms_per_night",
+            "trend_median_lead_min", "day_recall", "day_precision", "day_false_alarms_per_day",
+            "day_median_lead_min", "day_rmse_30")
+
+
+def policy_dict(policy: AlarmPolicy) -> dict:
+    return {
+        "alarm_permille": policy.alarm_permille, "persist": policy.persist,
+        "refractory_min": policy.refractory_min, "forecast_floor_mgdl": policy.forecast_floor_mgdl,
+        "rising_mgdl_per_min": policy.rising_mgdl_per_min,
+        "budget_per_week": policy.budget_per_week,
+        "lowest_permille": policy.lowest_permille, "highest_permille": policy.highest_permille,
+    }
+
+
+# -- training rows -----------------------------------------------------------------------------
+
+
+def samples(people: list[Person], *, keep_every: int = 1, seed: int = 0):
+    """(histories mg/dL, low within 30 min, reading 30 min ahead or NaN) from real CGM.
+
+    The target is a low that counts (>= 15 minutes) under way at some point in the next 30
+    minutes, so brief dips are not taught as lows. `keep_every` thins the rows far from any
+    low (newest reading >= 120 mg/dL and no low ahead) to keep training short."""
+    rng = np.random.default_rng(seed)
+    xs, ys, fs = [], [], []
+    for p in people:
+        rows, slots = model_rows(p)
+        if not slots.size:
+            continue
+        in_event = np.zeros(p.x.size + HORIZON + 1, dtype=bool)
+        for on, end in events(p.held):
+            in_event[on:end] = True
+        ahead = np.lib.stride_tricks.sliding_window_view(in_event[1:], HORIZON)[slots]
+        y = ahead.any(axis=1)
+        j = slots + HORIZON
+        fut = np.full(slots.size, np.nan, dtype=np.float32)
+        ok = j < p.x.size
+        ok[ok] &= p.observed[j[ok]]
+        fut[ok] = p.x[j[ok]]
+        keep = y | (rows[:, -1] < 120) | (rng.random(slots.size) < 1.0 / keep_every)
+        xs.append(rows[keep])
+        ys.append(y[keep])
+        fs.append(fut[keep])
+    return (np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.uint8),
+            np.concatenate(fs))
