@@ -126,6 +126,35 @@ def associations(rows: list[dict]) -> list[dict]:
     return out
 
 
+def variability(readings, tz) -> dict:
+    """The further consensus and variability figures of docs/clinical.md."""
+    median, iqr = glycemia.median_iqr(readings)
+    return {"median": median, "iqr": iqr, "j_index": glycemia.j_index(readings),
+            "adrr": glycemia.adrr(readings, tz), "modd": glycemia.modd(readings, tz),
+            "conga1": glycemia.conga(readings, tz),
+            "tight_range_pct": glycemia.time_in(readings, *glycemia.TIGHT_RANGE)}
+
+
+def episode_counts(ep: dict, days: int) -> dict:
+    """Episode counts without double counting: level1 counts every episode beyond the level-1
+    threshold, of which reached_level2 went beyond the level-2 one too; level2 counts the
+    level-2 episodes themselves (one level-1 episode may hold more than one). The listed
+    events are the level-1 episodes, each once, with the deepest level it reached."""
+    level1 = ep["level1"]
+    return {
+        "level1": len(level1),
+        "reached_level2": sum(1 for e in level1 if e.reached_level2),
+        "level1_only": len(ep["level1_only"]),
+        "level2": len(ep["level2"]),
+        "extended": len(ep["extended"]),
+        "per_week": len(level1) / (days / 7.0),
+        "events": [{"level": 2 if e.reached_level2 else 1, "start_ms": e.start_ms,
+                    "end_ms": e.end_ms, "minutes": e.minutes, "nadir": e.nadir,
+                    "mean": e.mean, "extended": e.extended, "ongoing": e.ongoing}
+                   for e in level1],
+    }
+
+
 def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = None,
                  days: int | None = None) -> dict:
     days = days or ps.report_days
@@ -148,22 +177,14 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
         rep["targets"] = targets_check(b, ps.preset, readings)
         rep["gri"], rep["gri_zone"] = glycemia.gri(b)
         rep["lbgi"], rep["hbgi"] = glycemia.risk_indices(readings)
-        rep["mage"] = glycemia.mage(readings)
+        rep["mage"] = glycemia.mage_ma(readings, ps.tz)
+        rep["variability"] = variability(readings, ps.tz)
         rep["gmi_ok"] = True
     else:
         rep.update(bands=None, targets=[], gri=None, gri_zone=None, lbgi=None, hbgi=None,
-                   mage=None)
-    events = [*glycemia.hypo_events(readings, 1), *glycemia.hypo_events(readings, 2)]
-    weeks = days / 7.0
-    rep["hypo"] = {
-        "level1": sum(1 for e in events if e.level == 1),
-        "level2": sum(1 for e in events if e.level == 2),
-        "extended": sum(1 for e in events if e.extended),
-        "per_week": sum(1 for e in events if e.level == 1) / weeks,
-        "events": [{"level": e.level, "start_ms": e.start_ms, "end_ms": e.end_ms,
-                    "minutes": e.minutes, "nadir": e.nadir, "extended": e.extended,
-                    "ongoing": e.ongoing} for e in sorted(events, key=lambda e: e.start_ms)],
-    }
+                   mage=None, variability=None)
+    rep["hypo"] = episode_counts(glycemia.episodes(readings, "hypo", ps.tz), days)
+    rep["hyper"] = episode_counts(glycemia.episodes(readings, "hyper", ps.tz), days)
     rep["agp"] = glycemia.agp(readings, ps.tz)
     by_day = glycemia.daily(readings, ps.tz)
     rep["daily"] = [{"day": d, "readings": [[t, g] for t, g in by_day.get(d, [])]}
