@@ -42,6 +42,20 @@ def fill_history(h: np.ndarray) -> np.ndarray | None:
 
 
 
+def bridge_gaps(histories: np.ndarray, max_missing: int = 3) -> np.ndarray:
+    """Readings between two present ones at most 20 minutes apart (up to `max_missing` slots),
+    on a straight line: a 15-minute sensor (Libre) then gives the model the 5-minute hour it
+    was trained on. Slots before the first and after the last reading stay missing."""
+    out = np.asarray(histories, dtype=np.float32).copy()
+    for r in np.flatnonzero((out == 0).any(axis=1) & (out > 0).any(axis=1)):
+        row = out[r]
+        present = np.flatnonzero(row > 0)
+        for a, b in zip(present[:-1], present[1:], strict=True):
+            if 1 < b - a <= max_missing + 1:
+                row[a + 1:b] = np.linspace(row[a], row[b], b - a + 1)[1:-1]
+    return out
+
+
 def history_rows(readings: np.ndarray) -> np.ndarray:
     """[n, HISTORY]: the hour of readings ending at each reading, 0 before the first."""
     padded = np.concatenate([np.zeros(HISTORY - 1, dtype=np.float32),
@@ -222,7 +236,7 @@ class GlucoseRisk:
 
     def per_epoch(self, glucose: np.ndarray, minutes_since: np.ndarray):
         """(risk 0..1, forecast mg/dL), NaN where the last hour has too few readings."""
-        h = self.histories(glucose, minutes_since)
+        h = bridge_gaps(self.histories(glucose, minutes_since))
         rows, idx = filled_rows(h)
         risk = np.full(h.shape[0], np.nan)
         forecast = np.full(h.shape[0], np.nan)

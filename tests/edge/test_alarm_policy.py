@@ -10,6 +10,8 @@ import pytest
 
 from nightlink.edge.features.glucose_risk import (
     AlarmPolicy,
+    GlucoseRisk,
+    bridge_gaps,
     calibrate_threshold,
     policy_alarms,
     policy_from_meta,
@@ -79,3 +81,25 @@ def test_the_committed_model_carries_its_policy():
     assert policy_from_meta(meta, budget_per_week=3.0).budget_per_week == 3.0
     assert policy_from_meta({"alarm_permille": 475}).persist == AlarmPolicy(475).persist
     assert "false alarms a week" in policy.describe()
+
+
+def test_short_gaps_bridged_long_ones_not():
+    h = np.array([[0, 100, 0, 0, 130, 0, 0, 0, 0, 150, 0, 160]], dtype=np.float32)
+    assert bridge_gaps(h)[0].tolist() == [0, 100, 110, 120, 130, 0, 0, 0, 0, 150, 155, 160]
+
+
+def test_fifteen_minute_sensor_gets_predictions_at_the_edge():
+    """Libre readings every 15 minutes, as the edge's 30-s epochs carry them: a prediction
+    after every reading once an hour has passed."""
+    meta = json.loads((MODELS / "glucose_risk.json").read_text())
+    risk = GlucoseRisk((MODELS / "glucose_risk.tflite").read_bytes(), meta)
+    epochs = 2 * 60 * 3  # three hours
+    minute = np.arange(epochs) / 2
+    since = minute % 15
+    glucose = 220 - (minute - since) * 0.5  # the reading last taken, falling 0.5 mg/dL a minute
+    r, forecast = risk.per_epoch(glucose, since)
+    fresh = since <= 5
+    assert np.isnan(r[~fresh]).all()
+    later = fresh & (minute >= 75)
+    assert np.isfinite(r[later]).all() and np.isfinite(forecast[later]).all()
+    assert forecast[later][-1] < glucose[later][-1]  # a fall continues
