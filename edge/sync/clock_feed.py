@@ -24,6 +24,7 @@ _LOGGER = logging.getLogger(__name__)
 RECENT_S = 3600  # the hour of readings the clock's predicted-low model needs
 CURVE_STEP_S = 600
 EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs/clinical.md)
+GAP_S = 45 * 60  # a longer gap between readings ends a run: no event spans it
 
 
 def _sgv(g: Glucose) -> int:
@@ -64,18 +65,7 @@ def night_message(night: str, summary: dict, readings: list[Glucose], start_s: f
             i += 1
         curve.append(int(sum(vals) / len(vals)) if vals else 0)
         t += CURVE_STEP_S
-    lows = 0
-    run_start = None
-    counted = False
-    for g in good:
-        if g.sgv < units.LOW:
-            if run_start is None:
-                run_start, counted = g.t, False
-            if not counted and g.t - run_start >= EVENT_MIN * 60:
-                lows += 1
-                counted = True
-        else:
-            run_start = None
+    lows = level1_events(good)
     cgm = summary.get("cgm") or {}
     sleep = summary.get("sleep") or {}
     in_range = sum(1 for g in good if units.LOW <= g.sgv <= units.HIGH)
@@ -88,6 +78,36 @@ def night_message(night: str, summary: dict, readings: list[Glucose], start_s: f
         "tir_pct": round(100 * in_range / len(good)) if good else None,
         "curve": curve,
     }
+
+
+def level1_events(good: list[Glucose]) -> int:
+    """Level-1 hypoglycaemia events per the 2023 consensus (docs/clinical.md): a duration is
+    readings x the sampling interval, so an event begins with ceil(15 min / interval) readings
+    in a row below 70 and ends after as many at or above it (a shorter rise stays inside);
+    a gap over 45 minutes ends the run."""
+    counts: dict[int, int] = {}
+    for a, b in zip(good, good[1:], strict=False):
+        if b.t - a.t <= GAP_S:  # a gap is no sampling interval
+            counts[b.t - a.t] = counts.get(b.t - a.t, 0) + 1
+    if not counts:
+        return 0
+    step = max(60, min(counts, key=lambda s: (-counts[s], s)))
+    need = -(-EVENT_MIN * 60 // step)
+    events = below = above = 0
+    in_event, last_t = False, None
+    for g in good:
+        if last_t is not None and g.t - last_t > GAP_S:
+            in_event, below, above = False, 0, 0
+        last_t = g.t
+        if g.sgv < units.LOW:
+            below, above = below + 1, 0
+            if not in_event and below >= need:
+                events, in_event = events + 1, True
+        else:
+            below, above = 0, above + 1
+            if in_event and above >= need:
+                in_event = False
+    return events
 
 
 def latest_night(store: EdgeStore, readings: list[Glucose] | None = None
