@@ -124,6 +124,19 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
     store = _store(settings)
     from nightlink.cloud.retention import RetentionWorker
 
+    # SIGTERM and Ctrl-C stop cleanly from here on, during start-up too (systemd may stop a
+    # service that is still starting): our handlers, not uvicorn's, which re-raise the
+    # signal after shutting down and would skip stopping the ingest and closing the store.
+    stop = threading.Event()
+    server = None
+
+    def _stop(*_):
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
     retention = RetentionWorker(store, settings.purge_after_days).start()
     worker = None
     app = None
@@ -146,22 +159,16 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
 
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
                                                    log_level="warning", ws="websockets-sansio"))
-            # Our own handlers: uvicorn's re-raise the signal after shutting down, which
-            # would skip stopping the ingest worker and closing the store.
             server.capture_signals = contextlib.nullcontext
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: setattr(server, "should_exit", True))
+            server.should_exit = stop.is_set()
             try:
                 server.run()
             except SystemExit:  # uvicorn's way of saying it could not start
                 pass
-            if not server.started:
+            if not server.started and not stop.is_set():
                 raise NightlinkError(f"The API could not start on {host} port {port}; "
                                      "see the message above.")
         else:
-            stop = threading.Event()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: stop.set())
             stop.wait()
     finally:
         announced.set()

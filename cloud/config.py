@@ -8,6 +8,7 @@ accounts, broker files) load `ToolSettings`, which need no secret.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     mqtt_username: str = ""
     mqtt_password: str = ""
     mqtt_tls: bool = False
+    mqtt_ca_file: str = ""  # with TLS: a private CA that signed the broker's certificate
     mqtt_shared_group: str = "ingest"  # "" subscribes without a shared subscription
     # First administrator, created at start when no user exists yet.
     admin_email: str = ""
@@ -63,6 +65,13 @@ class Settings(BaseSettings):
     upload_rate_per_min: float = Field(60.0, ge=0, le=100000)
     upload_burst: int = Field(600, ge=1, le=1000000)
     upload_queue_s: float = Field(10.0, ge=0, le=300)
+
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def _ca_file(cls, v: str) -> str:
+        if v and not Path(v).is_file():
+            raise ValueError(f"{v} is not a readable file")
+        return v
 
     @field_validator("database_url")
     @classmethod

@@ -496,7 +496,7 @@ class IngestWorker:
         if settings.mqtt_username:
             self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         if settings.mqtt_tls:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=getattr(settings, "mqtt_ca_file", "") or None)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect

@@ -162,13 +162,13 @@ def test_readme_deploy__operator_and_flasher_steps_as_written(postgres_server, r
         "NIGHTLINK_DATABASE_URL": postgres_server.create_database("t" + uuid.uuid4().hex[:12]),
         "ADMIN": admin, "DOCTOR": doctor, "TENANT": tenant, "EDGE_HOST": "127.0.0.1",
         "LAN_PORT": str(lan_port), "NS_PORT": str(ns_port), "API_SECRET": api_secret,
+        # The test's broker certificate is its own CA, as a private CA's would be.
+        "CA_FILE": str(home / "fullchain.pem"),
     }
     assert variables(steps[0]) == set(settings), "the README's settings changed: update the test"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTLINK_")}
     env.update(settings, PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
-               HOME=str(home), XDG_DATA_HOME=str(work / "xdg"), NIGHTLINK_PASSWORD=PASSWORD,
-               # The test's broker certificate is its own CA; a real one chains to a public CA
-               SSL_CERT_FILE=str(home / "fullchain.pem"))
+               HOME=str(home), XDG_DATA_HOME=str(work / "xdg"), NIGHTLINK_PASSWORD=PASSWORD)
     _self_signed(home, settings["MQTT_HOST"])
     today = datetime.now(EXPORT_TZ).date()
     evening = datetime.combine(today - timedelta(days=1), datetime.min.time()).replace(
@@ -209,6 +209,10 @@ def test_readme_deploy__operator_and_flasher_steps_as_written(postgres_server, r
                     assert json.loads(out.strip().splitlines()[-1])[0]["sgv"] == 123, out
             timings[block.name] = round(time.monotonic() - started, 1)
         _broker_files_are_the_brokers_own(settings, op)
+        # The LAN broker's bridge trusts the cloud broker through CA_FILE, as the sync does.
+        cloud_log = _tail(op.log("cloud-broker-run"), 10**7)
+        assert "unknown ca" not in cloud_log and "certificate verify failed" not in cloud_log, \
+            cloud_log[-2000:]
         # The imported night reached the cloud through the edge's sync ...
         a, b = (int(t.timestamp() * 1000) for t in (evening, evening + timedelta(hours=8, minutes=1)))
         query = f"find[date][$gte]={a}&find[date][$lt]={b}&count=500"

@@ -75,6 +75,7 @@ class BrokerLink:
     username: str = ""
     password: str = ""
     tls: bool = False
+    ca_file: str = ""  # with tls: the CA that signed the broker's certificate ("" = the system's)
     keepalive_s: int = 30
 
 
@@ -234,6 +235,9 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
                                  "reconnect_max_s.")
     if not 0 < sy.connect_timeout_s <= 300:
         _fail(f"{file}: [sync]", "connect_timeout_s must be between 0 and 300 seconds.")
+    for name, link in (("clocks", cl), ("sync", sy)):
+        if link.ca_file and not Path(link.ca_file).is_file():
+            _fail(f"{file}: [{name}]", f"ca_file {link.ca_file} is not a readable file.")
     fo = cfg.follower
     if fo.enabled:
         if not fo.url.startswith(("http://", "https://")):

@@ -92,7 +92,8 @@ def bridge_config(cfg: EdgeConfig, device: str, *, passwd_file: str | Path = DEF
     if s.username:
         lines += [f"remote_username {s.username}", f"remote_password {s.password}"]
     if s.tls:
-        lines += ["bridge_capath /etc/ssl/certs", "bridge_insecure false"]
+        ca = (f"bridge_cafile {s.ca_file}" if s.ca_file else "bridge_capath /etc/ssl/certs")
+        lines += [ca, "bridge_insecure false"]
     return "\n".join(lines) + "\n" + extra
 
 

@@ -70,7 +70,7 @@ class ClockLink:
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=cfg.ca_file or None)
         self.client.reconnect_delay_set(1, 60)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -109,7 +109,7 @@ class SyncClient:
         if cfg.username:
             self.client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=cfg.ca_file or None)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = lambda _c, _u, m: self._acks.append((m.topic, bytes(m.payload)))

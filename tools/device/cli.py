@@ -251,16 +251,20 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("edge-account.toml"), show_default=True,
               help="Where the edge's [sync] section is written (mode 0600).")
-def register_edge_cmd(cloud_url, tenant, email, password, edge_id, label, out):
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True), default="",
+              help="The CA that signed the cloud broker's certificate, when it is not one the "
+              "system trusts (a private CA); the edge's sync and its bridge check against it.")
+def register_edge_cmd(cloud_url, tenant, email, password, edge_id, label, out, ca_file):
     """Register an edge node with the cloud; write its MQTT account as a [sync] section."""
     from nightlink.tools.device.provision import register_edge
 
     d = register_edge(out, cloud=cloud_url, tenant=tenant, edge_id=edge_id, email=email,
-                      password=password, label=label)
+                      password=password, label=label,
+                      ca_file=str(Path(ca_file).resolve()) if ca_file else "")
     click.echo(f"edge:       {edge_id} in {tenant}, MQTT user {d['mqtt_username']} (password "
                f"only in {out})")
     click.echo(f"next:       copy {out}'s [sync] section into the edge's configuration, then "
-               "on the edge: nightlink edge broker-config --config EDGE.toml")
+               "on the edge: nightlink edge broker-files --cloud URL --config EDGE.toml --conf …")
 
 
 from nightlink.tools.device.emulate import emulate  # noqa: E402  (the clock emulator)

@@ -195,7 +195,7 @@ def edge_next_step(cloud_url: str) -> str:
 
 
 def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: str,
-                  password: str, label: str = "Edge node") -> dict:
+                  password: str, label: str = "Edge node", ca_file: str = "") -> dict:
     """Register an edge node (its id from `nightlink edge id`) and write its cloud account as
     the [sync] section for its configuration to `out` (mode 0600: it holds the password)."""
     if not _SLUG.match(tenant):
@@ -219,7 +219,8 @@ def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: st
             "[sync]\nenabled = true\n"
             f"host = {_toml(device['mqtt_host'])}\nport = {port}\n"
             f"tls = {'true' if tls else 'false'}\n"
-            f"username = {_toml(device['mqtt_username'])}\n"
+            + (f"ca_file = {_toml(ca_file)}\n" if ca_file else "")
+            + f"username = {_toml(device['mqtt_username'])}\n"
             f"password = {_toml(device['mqtt_password'])}\n")
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
