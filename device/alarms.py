@@ -52,6 +52,14 @@ class Alarms:
         self.snooze_ms = cfg["alarms"]["snooze_min"] * _MINUTE_MS
         self.urgent_snooze_ms = cfg["alarms"]["urgent_snooze_min"] * _MINUTE_MS
         self.alarm_permille = alarm_permille
+        # the predicted-low policy; the edge may send its own (set_policy)
+        self.persist = 1  # risky predictions in a row
+        self.refractory_ms = 60 * _MINUTE_MS  # no second predicted-low alarm this soon
+        self.rising = 0.5  # mg/dL/min over 15 minutes: no predicted low while rising faster
+        self.policy_from = "model"  # "model" (the weights' threshold) or "edge"
+        self._risk_t = None  # reading time of the last prediction counted
+        self._risky = 0  # risky predictions in a row
+        self._predicted_at = None  # when the predicted-low alarm last began
         self.active = []
         self.values = {}  # kind -> value (mg/dL, minutes or permille)
         self.escalation = 0  # 0 none, 1 stale, 2 no data, 3 no data for twice as long
@@ -60,6 +68,52 @@ class Alarms:
         self.sounding = None
         self.pattern = SILENT
         self.in_quiet = False
+
+    def set_policy(self, d):
+        """The edge's calibrated policy: {"permille", "persist", "refractory_min", "rising"}.
+        Values outside safe bounds are refused whole; returns True when it was taken."""
+        try:
+            p = int(d["permille"])
+            k = int(d.get("persist", self.persist))
+            r = int(d.get("refractory_min", self.refractory_ms // _MINUTE_MS))
+            up = float(d.get("rising", self.rising))
+        except (KeyError, TypeError, ValueError):
+            return False
+        if self.alarm_permille is None or not (500 <= p <= 990 and 1 <= k <= 6
+                                               and 0 <= r <= 180 and 0 <= up <= 5):
+            return False
+        self.alarm_permille = p
+        self.persist = k
+        self.refractory_ms = r * _MINUTE_MS
+        self.rising = up
+        self.policy_from = "edge"
+        return True
+
+    def policy_text(self):
+        """One status line: which predicted-low policy is active."""
+        if self.alarm_permille is None:
+            return "trend line"
+        return "%s %d/1000 x%d %dm" % (self.policy_from, self.alarm_permille, self.persist,
+                                       self.refractory_ms // _MINUTE_MS)
+
+    def _predicted(self, good, now_ms, risk):
+        """The model's predicted low under the policy: `persist` risky predictions in a row
+        (counted once per reading, so a pass between readings keeps the count), not while
+        glucose rises, and not again within the refractory period once it has cleared."""
+        t = good[-1][0]
+        if t != self._risk_t:
+            self._risk_t = t
+            self._risky = self._risky + 1 if risk >= self.alarm_permille else 0
+        if self._risky < self.persist:
+            return False
+        rate = alerts.slope(good, now_ms, 15)
+        if rate is not None and rate > self.rising:
+            return False
+        if PREDICTED_LOW not in self.active:
+            if self._predicted_at is not None and now_ms - self._predicted_at < self.refractory_ms:
+                return False
+            self._predicted_at = now_ms
+        return True
 
     def in_quiet_hours(self, local_min):
         if self.quiet is None:
@@ -114,7 +168,7 @@ class Alarms:
                 values[LOW] = r[1]
             if not active:
                 if self.alarm_permille is not None:
-                    if risk >= self.alarm_permille:
+                    if self._predicted(good, now_ms, risk):
                         active.append(PREDICTED_LOW)
                         values[PREDICTED_LOW] = risk
                 else:  # no on-device model installed: the shared straight-line rule

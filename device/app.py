@@ -94,6 +94,9 @@ class Clock:
                              None if delta is None else int(delta))
         except (ValueError, KeyError, TypeError, IndexError):
             return False
+        policy = d.get("alarm")
+        if isinstance(policy, dict):
+            self.alarms.set_policy(policy)  # the edge's calibrated predicted-low policy
         self.source = source
         self.last_message_ms = now_ms
         return True
@@ -141,15 +144,29 @@ class Clock:
     # -- the predicted-low model -----------------------------------------------------------
 
     def _fill_history(self, now_ms):
-        """Last HISTORY readings on the 5-minute grid ending now, oldest first, 0 = missing."""
+        """Last HISTORY readings on the 5-minute grid ending at the newest reading (if it is
+        under 15 minutes old, else now), oldest first, 0 = missing. Gaps of up to 15 minutes
+        between readings are bridged on a straight line, so a 15-minute sensor (Libre) gives
+        the model the 5-minute hour it was trained on."""
         h = self.history
         n = len(h)
         for i in range(n):
             h[i] = 0
+        end = now_ms
         for t, sgv in self.readings:
-            k = (now_ms - t + _SLOT_MS // 2) // _SLOT_MS
+            if sgv >= units.SGV_MIN_VALID and 0 <= now_ms - t < 3 * _SLOT_MS:
+                end = t
+        for t, sgv in self.readings:
+            k = (end - t + _SLOT_MS // 2) // _SLOT_MS
             if 0 <= k < n and sgv >= units.SGV_MIN_VALID:
                 h[n - 1 - k] = sgv
+        a = -1
+        for i in range(n):
+            if h[i] > 0:
+                if 1 < i - a <= 4 and a >= 0:
+                    for j in range(a + 1, i):
+                        h[j] = h[a] + (h[i] - h[a]) * (j - a) // (i - a)
+                a = i
         return h
 
     # -- input -----------------------------------------------------------------------------
@@ -246,6 +263,7 @@ class Clock:
             for key in ("Wi-Fi", "Broker", "Cloud", "Last sync", "Outbox"):
                 if key in self.link:
                     lines.append((key, self.link[key]))
+            lines.append(("Low alarm", a.policy_text()))
             v.status = lines
 
     def render_now(self, now_ms):

@@ -103,3 +103,38 @@ def test_fifteen_minute_sensor_gets_predictions_at_the_edge():
     later = fresh & (minute >= 75)
     assert np.isfinite(r[later]).all() and np.isfinite(forecast[later]).all()
     assert forecast[later][-1] < glucose[later][-1]  # a fall continues
+
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK = ROOT / "tests" / "edge" / "alarm_policy_check.py"
+
+
+def _check_clock(got):
+    risks = got["libre_risks"]
+    # once an hour of 15-minute readings is in, a risk on every pass (no -1 between readings)
+    assert all(r >= 0 for r in risks[62:]), risks
+    assert all(v > 0 for v in got["history"][2:])  # bridged on the 5-minute grid after 45 min
+    assert got["policy_before"].startswith("model ")
+    assert got["policy_after"] == "edge 900/1000 x2 30m"
+    assert got["refused"] is False and got["policy_kept"] == "edge 900/1000 x2 30m"
+    # two risky readings in a row; after it clears, not again for 30 minutes
+    assert got["fired"] == [False, False, False, True, True, False, False, False,
+                            False, False, False, False, False, True]
+    assert got["while_rising"] is False
+
+
+def test_clock_policy__cpython():
+    import subprocess
+    import sys
+
+    from tests.support.mpy_board import host_env
+
+    proc = subprocess.run([sys.executable, str(CHECK)], capture_output=True, text=True,
+                          env=host_env(), check=True, cwd=ROOT)
+    _check_clock(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.micropython
+def test_clock_policy__micropython(mpy_json):
+    got = mpy_json(CHECK, libs=[ROOT / "shared", ROOT / "device"], heap=512 * 1024)
+    _check_clock(got)
