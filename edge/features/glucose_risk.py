@@ -18,6 +18,10 @@ HORIZON = 6  # readings ahead: 30 minutes
 CENTER, SPREAD = 120.0, 60.0  # input normalization, mg/dL
 DELTA_SCALE = 50.0  # forecast head predicts (future - now) / DELTA_SCALE
 EPOCHS_PER_READING = 10  # 5 minutes of 30-s epochs
+SLOT_MIN = 5  # the model's grid
+MAX_JOIN_MIN = 20  # readings further apart are not joined (interpolation, lows)
+LOW_MGDL = 70
+EVENT_SLOTS = 3  # a low lasts >= 15 minutes
 
 
 def normalize(x_mgdl: np.ndarray) -> np.ndarray:
@@ -261,15 +265,18 @@ class AlarmPolicy:
     alarm_permille: int  # risk at or above which a prediction counts (the calibrated value)
     persist: int = 1  # risky predictions in a row before it sounds
     refractory_min: int = 60  # no second alarm this soon after one
-    forecast_floor_mgdl: float = 100.0  # the 30-minute forecast must be below this
+    forecast_floor_mgdl: float = 400.0  # the 30-minute forecast must be below this (400: off,
+    #   as the clock runs the risk head only)
     rising_mgdl_per_min: float = 0.5  # suppressed while the last 15 minutes rise faster
-    budget_per_week: float = 1.0  # false alarms a week the person accepts
-    lowest_permille: int = 600  # calibration never goes more sensitive than this
-    highest_permille: int = 975  # nor less sensitive than this (safety)
+    budget_per_week: float = 1.4  # false alarms a week the person accepts (0.2 a night)
+    lowest_permille: int = 800  # calibration never goes more sensitive than this
+    highest_permille: int = 925  # nor less sensitive than this (safety)
 
     def describe(self) -> str:
-        return (f"risk >= {self.alarm_permille} permille for {self.persist} readings, "
-                f"forecast < {self.forecast_floor_mgdl:g} mg/dL, not while rising, "
+        floor = (f"forecast < {self.forecast_floor_mgdl:g} mg/dL, "
+                 if self.forecast_floor_mgdl < 400 else "")
+        return (f"risk >= {self.alarm_permille} permille for {self.persist} readings, {floor}"
+                f"not while rising > {self.rising_mgdl_per_min:g} mg/dL/min, "
                 f"{self.refractory_min} min apart; budget {self.budget_per_week:g} false alarms a week")
 
 
@@ -330,3 +337,118 @@ def calibrate_threshold(false_per_night: dict[int, np.ndarray], policy: AlarmPol
     if fits.size:
         return int(candidates[fits[0]])
     return int(candidates[np.flatnonzero(inside)[-1]])
+
+
+# -- any sensor on the model's grid ----------------------------------------------------------
+
+
+def sampling_interval(t_min: np.ndarray) -> int:
+    """The sensor's cadence in minutes (1, 5 or 15) from the median step between readings."""
+    if t_min.size < 2:
+        return SLOT_MIN
+    step = float(np.median(np.diff(t_min)))
+    return min((1, 5, 15), key=lambda c: abs(c - step))
+
+
+def cgm_grid(t_min: np.ndarray, g: np.ndarray):
+    """(interval, x, observed, held) on the 5-minute grid from slot 0 = the first reading.
+
+    x: model input, readings with gaps of up to 20 minutes bridged on a straight line, 0 else;
+    observed: a reading arrived in this slot (predictions only there: nothing from the future);
+    held: for labels, each reading held until the next (or one sampling interval before a gap),
+    NaN in gaps, so lows last readings x interval (a 15-minute reading < 70 is a 15-minute low).
+    1-minute readings are averaged per slot. t_min ascending, one reading per minute."""
+    interval = sampling_interval(t_min)
+    t0 = int(t_min[0])
+    if interval == 1:
+        slot = (t_min - t0) // SLOT_MIN
+        uniq, first, counts = np.unique(slot, return_index=True, return_counts=True)
+        sums = np.add.reduceat(np.asarray(g, dtype=np.float64), first)
+        slot, g = uniq, (sums / counts).astype(np.float32)
+        hold_default = 1
+    else:
+        slot = np.rint((t_min - t0) / SLOT_MIN).astype(np.int64)
+        last = np.r_[slot[1:] != slot[:-1], True]
+        slot, g = slot[last], np.asarray(g, dtype=np.float32)[last]
+        hold_default = max(1, interval // SLOT_MIN)
+    n = int(slot[-1]) + hold_default
+    x = np.zeros(n, dtype=np.float32)
+    held = np.full(n, np.nan, dtype=np.float32)
+    observed = np.zeros(n, dtype=bool)
+    x[slot] = g
+    observed[slot] = True
+    gaps = np.diff(slot)
+    join = gaps * SLOT_MIN <= MAX_JOIN_MIN
+    hold = np.r_[np.where(join, gaps, hold_default), hold_default]
+    for k, (s, v, h) in enumerate(zip(slot, g, hold, strict=True)):
+        held[s:s + h] = v
+        if k < gaps.size and join[k] and gaps[k] > 1:
+            e = slot[k + 1]
+            x[s + 1:e] = np.linspace(v, g[k + 1], e - s + 1, dtype=np.float32)[1:-1]
+    return interval, x, observed, held
+
+
+def low_events(held: np.ndarray) -> list[tuple[int, int]]:
+    """(onset, end) slots of episodes < 70 mg/dL lasting >= 15 minutes."""
+    below = np.nan_to_num(held, nan=1e9) < LOW_MGDL
+    edges = np.diff(np.r_[0, below.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True) if e - s >= EVENT_SLOTS]
+
+
+def is_false_alarm(a: int, events: list[tuple[int, int]]) -> bool | None:
+    """True for an alarm no low followed (none from 30 minutes before its onset to 15 after),
+    None for one sounding inside a low already under way, False for a true alarm."""
+    if any(on - 30 // SLOT_MIN <= a <= on + 15 // SLOT_MIN for on, _ in events):
+        return False
+    if any(on + 15 // SLOT_MIN < a < end for on, end in events):
+        return None
+    return True
+
+
+# -- the edge's calibration, each morning ------------------------------------------------------
+
+CANDIDATES = np.arange(100, 1000, 25)
+RECENT_NIGHTS = 14
+
+
+def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarray,
+                      sgv: np.ndarray, utc_offset_min: int = 0) -> AlarmPolicy:
+    """The policy with the threshold calibrated on the person's last RECENT_NIGHTS nights
+    (22:00-07:00 local, >= 70 % covered) of the readings given (Unix s, mg/dL)."""
+    t_min = np.asarray(t_s, dtype=np.int64) // 60 + utc_offset_min
+    order = np.argsort(t_min, kind="stable")
+    t_min, g = t_min[order], np.asarray(sgv, dtype=np.float32)[order]
+    keep = (g >= 39) & np.r_[t_min[1:] != t_min[:-1], True]
+    t_min, g = t_min[keep], np.clip(g[keep], 39, 400)
+    if t_min.size < HISTORY:
+        return policy
+    _interval, x, observed, held = cgm_grid(t_min, g)
+    tod = (t_min[0] + SLOT_MIN * np.arange(x.size)) % 1440
+    night = np.where((tod >= 22 * 60) | (tod < 7 * 60),
+                     (t_min[0] + SLOT_MIN * np.arange(x.size) + 120) // 1440, -1)
+    ids, counts = np.unique(night[(night >= 0) & ~np.isnan(held)], return_counts=True)
+    ids = ids[counts >= 0.7 * 108][-RECENT_NIGHTS:]
+    slots = np.flatnonzero(observed)
+    rows, ok = filled_rows(history_rows(x)[slots])
+    if not ok.size:
+        return policy
+    slots = slots[ok]
+    _lq, permille, forecast = runtime.predict(rows)
+    slope = slope_mgdl_per_min(x)[slots]
+    events = low_events(held)
+    false = {int(n): np.zeros(CANDIDATES.size) for n in ids}
+    for k, c in enumerate(CANDIDATES):
+        cand = AlarmPolicy(**{**policy.__dict__, "alarm_permille": int(c)})
+        for a in policy_alarms(slots, permille, forecast, slope, cand):
+            if int(night[a]) in false and is_false_alarm(a, events):
+                false[int(night[a])][k] += 1
+    thr = calibrate_threshold(false, policy, CANDIDATES)
+    return AlarmPolicy(**{**policy.__dict__, "alarm_permille": thr})
+
+
+def clock_policy(policy: AlarmPolicy) -> dict:
+    """What the clock takes in its glucose message (device/alarms.py set_policy)."""
+    return {"permille": int(policy.alarm_permille), "persist": int(policy.persist),
+            "refractory_min": int(policy.refractory_min),
+            "rising": float(policy.rising_mgdl_per_min)}

@@ -209,11 +209,19 @@ class LiveNode:
         link.start()
         self._status("clocks", "mqtt", "connecting", f"{self.cfg.clocks.host}:{self.cfg.clocks.port}")
         was = None
-        from nightlink.edge.sync.clock_feed import ClockFeed  # glucose and night summary to clocks
+        from nightlink.edge.sync.clock_feed import (  # glucose, night summary, alarm policy
+            ClockFeed,
+            predicted_low_policy,
+        )
 
         feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device)
+        recalibrate_at = 0.0  # the predicted-low threshold follows the person's recent nights
         try:
             while not stop.is_set():
+                if self.clock.now() >= recalibrate_at:
+                    recalibrate_at = self.clock.now() + 6 * 3600
+                    feed.alarm = await asyncio.to_thread(predicted_low_policy, self.store,
+                                                         self.clock.now())
                 if link.connected:
                     feed.update(self.store, self.clock.now())
                 if link.connected != was:

@@ -3,7 +3,8 @@ on the LAN broker as retained JSON (`nl/v1/{tenant}/{edge}/clock/glucose|night`)
 that wakes or reconnects gets both at once, with the internet down or not.
 
 glucose: {"t": Unix s, "sgv": mg/dL or error code < 39, "trend": Nightscout trend number,
-          "delta": mg/dL over 5 min or null, "recent": [[t, sgv], ...] the hour before}
+          "delta": mg/dL over 5 min or null, "recent": [[t, sgv], ...] the hour before,
+          "alarm": {"permille", "persist", "refractory_min", "rising"} when calibrated}
 night:   {"night": "YYYY-MM-DD", "sleep_min", "efficiency_pct" (null until sleep staging
           gives them), "lows": level-1 events, "low_min", "tir_pct",
           "curve": [mg/dL every 10 min over the night, 0 = missing]}
@@ -31,8 +32,9 @@ def _sgv(g: Glucose) -> int:
     return int(g.sgv) if g.sgv is not None else int(g.error_code or 0)
 
 
-def glucose_message(readings: list[Glucose]) -> dict | None:
-    """The clock's glucose message from readings oldest first (None when there are none)."""
+def glucose_message(readings: list[Glucose], alarm: dict | None = None) -> dict | None:
+    """The clock's glucose message from readings oldest first (None when there are none);
+    `alarm`, the person's calibrated predicted-low policy, rides along when known."""
     if not readings:
         return None
     last = readings[-1]
@@ -46,8 +48,11 @@ def glucose_message(readings: list[Glucose]) -> dict | None:
     if trend == 0 and last.sgv is not None:
         trend = units.trend(rate)
     recent = [[int(g.t), _sgv(g)] for g in readings[:-1] if last.t - g.t <= RECENT_S]
-    return {"t": int(last.t), "sgv": _sgv(last), "trend": trend, "delta": delta,
-            "recent": recent[-12:]}
+    msg = {"t": int(last.t), "sgv": _sgv(last), "trend": trend, "delta": delta,
+           "recent": recent[-12:]}
+    if alarm is not None:
+        msg["alarm"] = alarm
+    return msg
 
 
 def night_message(night: str, summary: dict, readings: list[Glucose], start_s: float,
@@ -137,12 +142,13 @@ class ClockFeed:
         self.last_t = None
         self.last_night = None
         self.sent = 0
+        self.alarm = None  # the predicted-low policy for the clocks (glucose_risk.clock_policy)
 
     def update(self, store: EdgeStore, now_s: float) -> int:
         """Publish a newer reading and a newer night summary, if any; returns messages sent."""
         n = 0
         readings = readings_from_store(store, int((now_s - RECENT_S - 600) * 1000))
-        msg = glucose_message(readings)
+        msg = glucose_message(readings, self.alarm)
         if msg is not None and msg["t"] != self.last_t:
             self.publish(self.glucose_topic, json.dumps(msg, separators=(",", ":")), retain=True,
                          qos=1)
@@ -156,3 +162,34 @@ class ClockFeed:
             n += 1
         self.sent += n
         return n
+
+
+def predicted_low_policy(store: EdgeStore, now_s: float, models=None) -> dict | None:
+    """The clocks' predicted-low policy with the threshold calibrated on the person's last 14
+    nights in the store (edge/features/glucose_risk.calibrated_policy); None without a model
+    or readings, so the clocks keep the threshold their weights carry."""
+    import time
+
+    from nightlink.edge.features.classify import MODELS
+    from nightlink.edge.features.glucose_risk import (
+        LiteRtGlucose,
+        calibrated_policy,
+        clock_policy,
+        policy_from_meta,
+    )
+
+    folder = MODELS if models is None else models
+    try:
+        blob = (folder / "glucose_risk.tflite").read_bytes()
+        meta = json.loads((folder / "glucose_risk.json").read_text())
+    except (OSError, ValueError) as exc:
+        _LOGGER.warning("no predicted-low policy for the clocks: %s", exc)
+        return None
+    readings = [g for g in readings_from_store(store, int((now_s - 16 * 86400) * 1000))
+                if g.sgv is not None]
+    if not readings:
+        return None
+    offset = time.localtime(now_s).tm_gmtoff // 60
+    policy = calibrated_policy(LiteRtGlucose(blob), policy_from_meta(meta),
+                               [g.t for g in readings], [g.sgv for g in readings], offset)
+    return clock_policy(policy)

@@ -138,3 +138,58 @@ def test_clock_policy__cpython():
 def test_clock_policy__micropython(mpy_json):
     got = mpy_json(CHECK, libs=[ROOT / "shared", ROOT / "device"], heap=512 * 1024)
     _check_clock(got)
+
+
+# -- the edge's calibration and what the clocks are sent ----------------------------------------
+
+
+def _sixteen_days():
+    """16 days of 5-minute CGM with, every night at 03:00, a fall that stops at 72 mg/dL (the
+    model warns; no low follows: a false alarm a night)."""
+    from tests.support.cgm import person_trace
+
+    times, values = person_trace(days=16, seed=4)
+    t_s = np.array([t.timestamp() for t in times])  # the trace's clock as UTC
+    minute = (t_s - t_s[0]) / 60
+    for d in range(16):
+        onset = d * 1440 + 15 * 60
+        near = np.interp(minute, [onset - 60, onset, onset + 30, onset + 90], [160, 72, 72, 160],
+                         left=np.nan, right=np.nan)
+        values = np.where(np.isnan(near), values, np.minimum(values, near))
+    return t_s, values
+
+
+def test_edge_calibration__threshold_within_bounds_and_follows_the_budget():
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose, calibrated_policy
+
+    meta = json.loads((MODELS / "glucose_risk.json").read_text())
+    rt = LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    t_s, sgv = _sixteen_days()
+    base = policy_from_meta(meta)
+    strict = calibrated_policy(rt, replace(base, budget_per_week=0.0), t_s, sgv)
+    loose = calibrated_policy(rt, replace(base, budget_per_week=50.0), t_s, sgv)
+    # a false alarm a night: no budget pushes it to the least sensitive bound, a loose one
+    # to the most sensitive
+    assert strict.alarm_permille == base.highest_permille
+    assert loose.alarm_permille == base.lowest_permille
+    # too few readings: the committed threshold stands
+    assert calibrated_policy(rt, base, t_s[:5], sgv[:5]).alarm_permille == base.alarm_permille
+
+
+def test_clock_feed_sends_the_calibrated_policy(store):
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import ClockFeed, predicted_low_policy
+
+    t_s, sgv = _sixteen_days()
+    store.add_entries(glucose_to_entry(Glucose(float(t), int(g)), "test")
+                      for t, g in zip(t_s, sgv, strict=True))
+    policy = predicted_low_policy(store, float(t_s[-1]) + 60)
+    assert set(policy) == {"permille", "persist", "refractory_min", "rising"}
+    assert policy["permille"] == 925  # 1.4 false alarms a week allowed, 7 a week happen
+    sent = []
+    feed = ClockFeed(lambda topic, payload, **kw: sent.append(json.loads(payload)), "t", "e")
+    feed.alarm = policy
+    feed.update(store, float(t_s[-1]) + 60)
+    assert sent[0]["alarm"] == policy and sent[0]["sgv"] == int(sgv[-1])
+    assert predicted_low_policy(store, float(t_s[-1]), models=Path("/nonexistent")) is None

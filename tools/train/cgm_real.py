@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from nightlink.edge.features.glucose_risk import LOW_MGDL, SLOT_MIN, cgm_grid, low_events
+
+__all__ = ["LOW_MGDL", "SLOT_MIN", "Person", "events", "load_folder", "load_person", "read_csv",
+           "to_grid"]
 from nightlink.errors import NightlinkError
 
-SLOT_MIN = 5
-MAX_JOIN_MIN = 20  # readings further apart are not joined (interpolation, labels)
-LOW_MGDL = 70
-EVENT_SLOTS = 3  # 15 minutes
 NIGHT_START_MIN, NIGHT_END_MIN = 22 * 60, 7 * 60
 NIGHT_SLOTS = (24 * 60 - NIGHT_START_MIN + NIGHT_END_MIN) // SLOT_MIN
 MIN_COVERAGE = 0.7  # a night or day counts when this share of its slots has glucose
@@ -79,46 +79,12 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t[last], g[last].astype(np.float32)
 
 
-def sampling_interval(t: np.ndarray) -> int:
-    """The sensor's cadence in minutes (1, 5 or 15) from the median step between readings."""
-    if t.size < 2:
-        return SLOT_MIN
-    step = float(np.median(np.diff(t)))
-    return min((1, 5, 15), key=lambda c: abs(c - step))
-
-
 def to_grid(name: str, t: np.ndarray, g: np.ndarray) -> Person | None:
-    """Put readings on the 5-minute grid; None without readings."""
+    """Put readings on the 5-minute grid (the edge's own rule, cgm_grid); None without any."""
     if t.size == 0:
         return None
-    interval = sampling_interval(t)
-    t0 = int(t[0])
-    if interval == 1:
-        slot = (t - t0) // SLOT_MIN
-        uniq, first, counts = np.unique(slot, return_index=True, return_counts=True)
-        sums = np.add.reduceat(g.astype(np.float64), first)
-        slot, g = uniq, (sums / counts).astype(np.float32)
-        hold_default = 1
-    else:
-        slot = np.rint((t - t0) / SLOT_MIN).astype(np.int64)
-        last = np.r_[slot[1:] != slot[:-1], True]
-        slot, g = slot[last], g[last]
-        hold_default = max(1, interval // SLOT_MIN)
-    n = int(slot[-1]) + hold_default
-    x = np.zeros(n, dtype=np.float32)
-    held = np.full(n, np.nan, dtype=np.float32)
-    observed = np.zeros(n, dtype=bool)
-    x[slot] = g
-    observed[slot] = True
-    gaps = np.diff(slot)
-    join = gaps * SLOT_MIN <= MAX_JOIN_MIN
-    hold = np.r_[np.where(join, gaps, hold_default), hold_default]
-    for k, (s, v, h) in enumerate(zip(slot, g, hold, strict=True)):
-        held[s:s + h] = v
-        if k < gaps.size and join[k] and gaps[k] > 1:
-            e = slot[k + 1]
-            x[s + 1:e] = np.linspace(v, g[k + 1], e - s + 1, dtype=np.float32)[1:-1]
-    return Person(name, t0, interval, x, observed, held)
+    interval, x, observed, held = cgm_grid(t, g)
+    return Person(name, int(t[0]), interval, x, observed, held)
 
 
 def load_person(path: Path) -> Person | None:
@@ -139,9 +105,4 @@ def load_folder(root: Path, names: list[str] | None = None) -> list[Person]:
     return [p for p in people if p is not None]
 
 
-def events(held: np.ndarray) -> list[tuple[int, int]]:
-    """(onset, end) slots of episodes < 70 mg/dL lasting >= 15 minutes."""
-    below = np.nan_to_num(held, nan=1e9) < LOW_MGDL
-    edges = np.diff(np.r_[0, below.astype(np.int8), 0])
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True) if e - s >= EVENT_SLOTS]
+events = low_events

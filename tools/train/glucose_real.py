@@ -23,6 +23,7 @@ from nightlink.edge.features.glucose_risk import (
     calibrate_threshold,
     fill_history,
     history_rows,
+    is_false_alarm,
     policy_alarms,
     slope_mgdl_per_min,
 )
@@ -198,10 +199,11 @@ class Frame:
             if pid < 0:
                 continue
             t = out[pid]
-            if any(on - EARLY <= a <= on + LATE for on, _ in self.events):
+            false = is_false_alarm(int(a), self.events)  # the edge's rule, calibration's too
+            if false is False:
                 t.alarms += 1
                 t.true_alarms += 1
-            elif any(on + LATE < a < end for on, end in self.events):
+            elif false is None:
                 continue  # inside a low already under way
             else:
                 t.alarms += 1
