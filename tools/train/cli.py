@@ -255,9 +255,10 @@ def eval_breathing(cache, models, nights, hours, as_json):
 @click.option("--persist", type=click.IntRange(1, 12), default=None,
               help="Risky predictions in a row before the alarm (default: the model's policy).")
 def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, persist):
-    """Forecast RMSE at 30 min and low alarms against a 70 mg/dL threshold alarm (and, with
-    --data, a trend alarm) on people the committed model never saw: simulated adolescents and
-    children, or the real CGM in --data, nights and whole days apart."""
+    """Forecast RMSE at 30 min and low alarms against a 70 mg/dL threshold alarm: on simulated
+    adolescents and children the committed model never saw, or with --data on real CGM, nights
+    and whole days apart, next to a trend alarm too (`seen_in_training` names anyone the
+    model was trained on)."""
     from nightlink.edge.features.glucose_risk import LiteRtGlucose, policy_from_meta
     from nightlink.tools.train import glucose, glucose_data
 
