@@ -26,7 +26,6 @@ import json
 import logging
 import random
 import socket
-import sqlite3
 import ssl
 import time
 from collections import defaultdict
@@ -43,9 +42,9 @@ _LOGGER = logging.getLogger(__name__)
 LIVE_PRIORITY = 1  # glucose (and alarms): sent first, one small message at a time
 MAX_RECORDS_PER_BATCH = 64
 WARN_EVERY_S = 10.0  # the same failure is logged at WARNING at most this often (else INFO)
-# What a store that cannot be written raises: statements through nightlink.sql, and the
-# transaction's own BEGIN/COMMIT on SQLite (a full disk, an I/O error).
-STORE_ERRORS = (DatabaseError, sqlite3.Error)
+# What a store that cannot be written raises (a full disk, an I/O error): nightlink.sql turns
+# every failure, a transaction's BEGIN and COMMIT included, into DatabaseError.
+STORE_ERRORS = (DatabaseError,)
 
 
 @dataclass

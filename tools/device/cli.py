@@ -251,7 +251,7 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("edge-account.toml"), show_default=True,
               help="Where the edge's [sync] section is written (mode 0600).")
-@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True), default="",
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="The CA that signed the cloud broker's certificate, when it is not one the "
               "system trusts (a private CA); the edge's sync and its bridge check against it.")
 def register_edge_cmd(cloud_url, tenant, email, password, edge_id, label, out, ca_file):
