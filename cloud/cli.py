@@ -47,25 +47,10 @@ def cloud(ctx: click.Context, env_file: str | None) -> None:
 def _check_port(host: str, port: int) -> None:
     """Fail with one sentence, before anything starts, when the API cannot listen there
     (uvicorn would log a traceback-like line and exit 3 later)."""
-    import errno
-    import socket
+    from nightlink.ports import check_listen
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-            sock.bind((host, port))
-    except socket.gaierror:
-        raise NightlinkError(f"The address {host!r} is unknown; check --host.") from None
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise NightlinkError(f"Port {port} on {host} is in use; choose another with "
-                                 "--port.") from None
-        if exc.errno == errno.EACCES:
-            raise NightlinkError(f"Port {port} on {host} needs privileges; choose one above "
-                                 "1023 with --port.") from None
-        raise NightlinkError(f"Cannot listen on {host} port {port} "
-                             f"({exc.strerror or exc}); check --host.") from None
+    check_listen(host, port, what=f"Port {port} on {host}", in_use="choose another with --port",
+                 privileged="choose one above 1023 with --port")
 
 
 def _announce_ingest(worker, settings, stop) -> None:

@@ -52,8 +52,10 @@ class Settings(BaseSettings):
     # MQTT ingest: a device over its token bucket is slowed down (held, unacknowledged), not
     # refused; a consumer with no progress for ingest_stall_s is replaced; broker and
     # database refusals back off with jitter up to their ceilings.
-    ingest_rate_per_s: float = Field(50.0, gt=0, le=100000)
-    ingest_burst: int = Field(500, ge=1, le=1000000)
+    # An edge catching up sends ~40-80 messages a second (its backfill bucket, resends after
+    # a reconnect); a rate below that delays acks, which brings more resends: keep a margin.
+    ingest_rate_per_s: float = Field(500.0, gt=0, le=100000)
+    ingest_burst: int = Field(5000, ge=1, le=1000000)
     ingest_stall_s: float = Field(60.0, ge=1, le=3600)
     ingest_max_held: int = Field(2000, ge=1, le=1000000)
     mqtt_connect_timeout_s: float = Field(15.0, gt=0, le=300)

@@ -440,8 +440,8 @@ class IngestWorker:
     """A paho client feeding `handle` from one consumer thread, publishing acks as it goes,
     with a supervisor for the consumer and a link thread that owns the broker connection.
 
-    Settings read beside the MQTT ones (defaults in brackets): ingest_rate_per_s [50] and
-    ingest_burst [500] (per device), ingest_stall_s [60], ingest_max_held [2000] (messages
+    Settings read beside the MQTT ones (defaults in brackets): ingest_rate_per_s [500] and
+    ingest_burst [5000] (per device), ingest_stall_s [60], ingest_max_held [2000] (messages
     held back for rate, over all devices), mqtt_connect_timeout_s [15],
     mqtt_backoff_max_s [30], db_backoff_max_s [30].
     """
@@ -455,8 +455,8 @@ class IngestWorker:
         self.restarts = 0
         self.db_retries = 0
         self.connected = threading.Event()  # connected and subscribed
-        self.rate = float(getattr(settings, "ingest_rate_per_s", 50.0))
-        self.burst = float(getattr(settings, "ingest_burst", 500))
+        self.rate = float(getattr(settings, "ingest_rate_per_s", 500.0))
+        self.burst = float(getattr(settings, "ingest_burst", 5000))
         self.stall_s = float(getattr(settings, "ingest_stall_s", 60.0))
         self.max_held = int(getattr(settings, "ingest_max_held", 2000))
         self.connect_timeout_s = float(getattr(settings, "mqtt_connect_timeout_s", 15.0))

@@ -39,26 +39,13 @@ def edge() -> None:
 def _check_can_run(cfg) -> None:
     """What would stop the node at once, as one sentence before it starts: a port another
     program holds, or live audio without PortAudio (neither goes away by retrying)."""
-    import errno
-    import socket
+    from nightlink.ports import check_listen
 
     ns = cfg.nightscout
     if ns.enabled and ns.port:
-        family = socket.AF_INET6 if ":" in ns.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            try:
-                probe.bind((ns.host, ns.port))
-            except OSError as exc:
-                where = f"Port {ns.port} on {ns.host}"
-                if exc.errno == errno.EADDRINUSE:
-                    raise NightlinkError(f"{where} is in use (the [nightscout] port); stop the "
-                                         "program listening there or set another port.") from None
-                if exc.errno == errno.EACCES:
-                    raise NightlinkError(f"{where} needs more privileges (the [nightscout] "
-                                         "port); use a port above 1023.") from None
-                raise NightlinkError(f"{where} cannot be used (the [nightscout] port: "
-                                     f"{exc.strerror or exc}).") from None
+        check_listen(ns.host, ns.port, what=f"Port {ns.port} on {ns.host} (the [nightscout] port)",
+                     in_use="stop the program listening there or set another port",
+                     privileged="use a port above 1023")
     if cfg.audio.enabled:
         try:
             import sounddevice  # noqa: F401

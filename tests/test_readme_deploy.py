@@ -32,7 +32,7 @@ import pytest
 from nightlink.tools.device import emulate
 from nightlink.tools.device.build import read_fs_image
 from tests.support.readme import blocks, variables
-from tests.support.services import free_port, mosquitto_binary
+from tests.support.services import free_port, needs_mosquitto_user
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
 PASSWORD = "correct horse battery staple"
@@ -40,15 +40,7 @@ EXPORT_TZ = ZoneInfo("Europe/Amsterdam")  # the README's import block says --tz 
 
 
 def _needs():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the brokers start as root and drop to the user mosquitto")
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    try:
-        pwd.getpwnam("mosquitto")
-        grp.getgrnam("mosquitto")
-    except KeyError:
-        pytest.skip("no user and group mosquitto (Debian's mosquitto package makes them)")
+    needs_mosquitto_user()
     for tool in ("openssl", "curl", "sha1sum", "install"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed; the README's commands use it")

@@ -21,22 +21,10 @@ import pytest
 
 from nightlink.cloud.broker_config import mosquitto_hash, new_device_password
 from nightlink.cloud.store import Store
-from tests.support.services import free_port, mosquitto_binary
+from tests.support.services import free_port, mosquitto_binary, needs_mosquitto_user
 
 INGEST_PASSWORD = "ingest-" + "p" * 30
 DEVICES = ["a4cf12b0c3d4", "a4cf12b0c3d5"]
-
-
-def _root_with_mosquitto_user():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the broker must start as root and drop to the user mosquitto")
-    if mosquitto_binary() is None:
-        pytest.skip("mosquitto is not installed")
-    try:
-        pwd.getpwnam("mosquitto")
-        grp.getgrnam("mosquitto")
-    except KeyError:
-        pytest.skip("no user and group mosquitto (Debian's mosquitto package makes them)")
 
 
 @pytest.fixture
@@ -148,7 +136,7 @@ def _login(port, username, password, ca) -> bool:
 
 def test_broker_files__broker_dropping_to_mosquitto_reads_them_after_every_rewrite(
         tmp_path, shared_dir):
-    _root_with_mosquitto_user()
+    needs_mosquitto_user()
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     store = Store.open(url)
     store.create_tenant("fam-1", "One")

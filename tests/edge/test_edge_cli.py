@@ -100,7 +100,7 @@ def test_edge_run__a_port_in_use_is_one_sentence(tmp_path):
         holder.listen()
         proc = nightlink("edge", "run", "--config", str(path), "--db", str(tmp_path / "e.db"))
     assert proc.returncode == 2
-    assert proc.stderr == (f"error: Port {port} on 127.0.0.1 is in use (the [nightscout] port); "
+    assert proc.stderr == (f"error: Port {port} on 127.0.0.1 (the [nightscout] port) is in use; "
                            "stop the program listening there or set another port.\n")
 
 

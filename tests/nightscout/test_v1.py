@@ -291,11 +291,12 @@ def test_entries__if_modified_since_304(ns, day):
     last = r.headers["Last-Modified"]
     assert ns.get("/api/v1/entries.json", headers={**AUTH, "If-Modified-Since": last}
                   ).status_code == 304
-    ns.post("/api/v1/entries", json={"type": "sgv", "date": now_ms(), "sgv": 150}, headers=AUTH)
     import time
 
     time.sleep(1.1)  # Last-Modified has whole seconds
-    ns.post("/api/v1/entries", json={"type": "sgv", "date": now_ms(), "sgv": 151}, headers=AUTH)
+    r = ns.post("/api/v1/entries", json={"type": "sgv", "date": now_ms(), "sgv": 151},
+                headers=AUTH)
+    assert r.status_code == 200, r.text
     assert ns.get("/api/v1/entries.json", headers={**AUTH, "If-Modified-Since": last}
                   ).status_code == 200
 

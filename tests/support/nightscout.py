@@ -98,8 +98,10 @@ def cloud_site(tmp_path: Path, database_url: str | None = None) -> Iterator[Site
     from nightlink.cloud.config import Settings
 
     url = database_url or f"sqlite:///{tmp_path / 'cloud.db'}"
+    # The apps' requests are replayed back to back: the upload pacing (tested on its own in
+    # tests/nightscout/test_limits.py) would make a long module wait or answer 429.
     app = create_app(Settings(env="test", database_url=url, jwt_secret=JWT_SECRET,
-                              login_attempts_per_minute=1000))
+                              login_attempts_per_minute=1000, upload_rate_per_min=0))
     store = app.state.store
     store.create_tenant("fam-1", "Family one")
     store.create_tenant("fam-2", "Family two")
@@ -121,9 +123,10 @@ def cloud_site(tmp_path: Path, database_url: str | None = None) -> Iterator[Site
 def edge_site(tmp_path: Path) -> Iterator[Site]:
     from nightlink.edge.node.nightscout_site import create_app
     from nightlink.edge.store import EdgeStore
+    from nightlink.nightscout.limits import Limits
 
     store = EdgeStore(tmp_path / "edge.db")
-    app = create_app(store, SECRET)
+    app = create_app(store, SECRET, limits=Limits(upload_rate_per_min=0))
 
     def dead_letters() -> list[dict]:
         return [{"reason": d["reason"], "payload": bytes(d["payload"] or b"")}

@@ -2,6 +2,7 @@
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -69,6 +70,16 @@ def rig(tmp_path, mosquitto):
     worker.stop()
     edge.close()
     cloud.close()
+
+
+def settle(rig, rows: int, timeout: float = 30) -> None:
+    """Wait until the cloud holds `rows` rows (or the timeout) and the ingest is idle."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if rig.cloud.tenant(TENANT).count_rows() >= rows:
+            break
+        time.sleep(0.05)
+    rig.worker.drain()
 
 
 def run_sync(client, stop_after_s: float, until_empty=True):

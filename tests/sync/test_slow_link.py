@@ -15,7 +15,7 @@ from nightlink.shared import features
 from tests.support.delayproxy import DelayProxy
 from tests.support.mpy_board import HOSTPORT, host_env
 from tests.support.services import Broker
-from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog, run_sync
+from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog, run_sync, settle
 
 CLOCK = "c0ffee000001"
 
@@ -34,16 +34,6 @@ def _connections(broker, client_id):
             if "New client connected" in ln and f" as {client_id} " in ln]
 
 
-def _settle(rig, device, rows, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rig.cloud.tenant(TENANT).count_rows() >= rows:
-            break
-        time.sleep(0.05)
-    rig.worker.drain()
-    return cloud_digest(rig.cloud, device)
-
-
 @pytest.mark.parametrize("rtt_s", [0.15, 0.3, 1.0])
 def test_slow_link__edge_sync_connects_once_and_delivers_once(rig, rtt_s, record_property):
     fill_backlog(rig.edge, nights=1)
@@ -56,7 +46,8 @@ def test_slow_link__edge_sync_connects_once_and_delivers_once(rig, rtt_s, record
         took = time.monotonic() - t0
         attempts = proxy.connections
     assert rig.edge.outbox_size() == 0, f"not drained in 25 s: {client.last_error}"
-    assert _settle(rig, rig.edge.device, produced[0]) == produced
+    settle(rig, produced[0])
+    assert cloud_digest(rig.cloud, rig.edge.device) == produced
     assert client.stats.attempts == attempts <= 3
     log = rig.broker.log_text()
     assert "already connected" not in log, log  # never its own session taken over

@@ -11,16 +11,14 @@ import time
 
 from nightlink.edge.sync.cloud_link import SyncClient
 from nightlink.shared import codec, features
-from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog, run_sync
-
-
-def _settle(rig, rows, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rig.cloud.tenant(TENANT).count_rows() >= rows:
-            break
-        time.sleep(0.05)
-    rig.worker.drain()
+from tests.sync.conftest import (
+    TENANT,
+    cloud_digest,
+    edge_digest,
+    fill_backlog,
+    run_sync,
+    settle,
+)
 
 
 def test_sync__backlog_lands_exactly_once(rig, record_property):
@@ -28,7 +26,7 @@ def test_sync__backlog_lands_exactly_once(rig, record_property):
     produced = edge_digest(rig.edge)
     client = SyncClient(rig.edge, rig.sync_config(), TENANT)
     run_sync(client, 60)
-    _settle(rig, produced[0])
+    settle(rig, produced[0])
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
     assert rig.edge.outbox_size() == 0
     # Backfill went packed and compressed: far fewer messages than rows.
@@ -78,7 +76,7 @@ def test_sync__broker_killed_20_times(rig, tmp_path, record_property):
     t.join(120)
     stop.set()
     assert not t.is_alive(), "the outbox did not drain after the broker came back"
-    _settle(rig, produced[0], timeout=60)
+    settle(rig, produced[0], timeout=60)
     got = cloud_digest(rig.cloud, rig.edge.device)
     record_property("fault_counts", f"broker kill -9 survived: {kills}; rows produced "
                     f"{produced[0]}, stored {got[0]}; reconnects {client.stats.connects}; "
@@ -108,7 +106,7 @@ def test_sync__half_open_link_is_detected(rig, record_property):
     assert detected < 2 * 1.5 * 2 + 1, f"dead link noticed after {detected:.1f} s"
     record_property("fault_counts", f"broker SIGSTOP: dead link noticed after {detected:.1f} s "
                     "(keepalive 2 s)")
-    _settle(rig, produced[0])
+    settle(rig, produced[0])
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
 
 
@@ -120,7 +118,7 @@ def test_sync__full_outbox_drops_low_priority_and_reports_it(rig, record_propert
     assert drops and features.CGM not in drops
     assert sum(drops.values()) == 4 * 960 - 2000
     produced = edge_digest(rig.edge)[0]
-    _settle(rig, 2000)
+    settle(rig, 2000)
     assert rig.cloud.tenant(TENANT).count_rows() == 2000 <= produced
     deadline = time.monotonic() + 10
     status = None
@@ -161,7 +159,7 @@ def test_sync__gaps_the_cloud_reports_are_sent_again(rig):
 
     client.client.publish = lossy
     run_sync(client, 60)
-    _settle(rig, produced[0])
+    settle(rig, produced[0])
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
     assert client.stats.resend_requests > 0
 
@@ -193,9 +191,21 @@ def test_sync__edge_process_killed_mid_batch(rig, tmp_path, record_property):
         proc.wait()
         kills += 1
     assert data.count_rows() < produced[0], "killed before it could finish"
-    final = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert final.returncode == 0, final.stderr
-    _settle(rig, produced[0])
+    with open(tmp_path / "final.log", "w") as log:
+        final = subprocess.Popen(cmd[:3] + ["-v"] + cmd[3:], stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            final.wait(120)
+        except subprocess.TimeoutExpired:
+            final.kill()
+            final.wait()
+    w = rig.worker
+    assert final.returncode == 0, ((tmp_path / "final.log").read_text()[-3000:] +
+                                   f"\ncloud rows {data.count_rows()} of {produced[0]}; outbox "
+                                   f"{rig.edge.outbox_size()}; worker handled {w.handled} "
+                                   f"rejected {w.rejected} held {w.held} retries {w.db_retries} "
+                                   f"trouble {w.consumer_trouble()} connected "
+                                   f"{w.connected.is_set()}")
+    settle(rig, produced[0])
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
     record_property("fault_counts", f"edge kill -9 survived: {kills}; rows {produced[0]}, "
                     f"stored {cloud_digest(rig.cloud, rig.edge.device)[0]}")
