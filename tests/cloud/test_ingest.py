@@ -9,8 +9,8 @@ import pytest
 
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker, glucose_entries, handle
-from nightlink.cloud.store import Store
 from nightlink.shared import codec, features, topics
+from tests.support.cloud import two_tenants
 
 DEV = "a4cf12b0c3d4"
 OTHER = "0123456789ab"
@@ -24,11 +24,7 @@ def _settings(broker, group="ingest"):
 
 @pytest.fixture
 def store(cloud_db_url):
-    s = Store.open(cloud_db_url)
-    s.create_tenant("fam-1", "One")
-    s.create_tenant("fam-2", "Two")
-    s.add_device(DEV, "fam-1", "edge", f"fam-1.{DEV}", "-")
-    s.add_device(OTHER, "fam-2", "clock", f"fam-2.{OTHER}", "-")
+    s = two_tenants(cloud_db_url, [(DEV, "fam-1", "edge"), (OTHER, "fam-2", "clock")])
     yield s
     s.close()
 

@@ -23,6 +23,7 @@ from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import Backoff, IngestWorker
 from nightlink.cloud.store import Store
 from nightlink.shared import codec, features, topics
+from tests.support.cloud import two_tenants
 from tests.support.services import Broker
 
 DEV = "a4cf12b0c3d4"
@@ -40,12 +41,7 @@ def _settings(port, host="127.0.0.1", group="", **extra):
 
 
 def _open(url):
-    s = Store.open(url)
-    s.create_tenant("fam-1", "One")
-    s.create_tenant("fam-2", "Two")
-    s.add_device(DEV, "fam-1", "edge", f"fam-1.{DEV}", "-")
-    s.add_device(OTHER, "fam-2", "clock", f"fam-2.{OTHER}", "-")
-    return s
+    return two_tenants(url, [(DEV, "fam-1", "edge"), (OTHER, "fam-2", "clock")])
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from nightlink.cloud import metrics
 from nightlink.cloud.broker_config import mosquitto_files
 from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker
-from nightlink.cloud.store import Store
 from nightlink.shared import codec, features, topics
+from tests.support.cloud import two_tenants
 
 EDGE = "a4cf12b0c3d4"  # fam-1's edge node, also its tenant's gateway
 CLOCK = "c10c00000001"  # fam-1's clock
@@ -24,12 +24,9 @@ ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 @pytest.fixture
 def store(cloud_db_url):
-    s = Store.open(cloud_db_url)
-    s.create_tenant("fam-1", "One")
-    s.create_tenant("fam-2", "Two")
-    s.add_device(EDGE, "fam-1", "edge", f"fam-1.{EDGE}", "$7$101$c2FsdA==$aGFzaA==")
-    s.add_device(CLOCK, "fam-1", "clock", f"fam-1.{CLOCK}", "$7$101$c2FsdA==$aGFzaA==")
-    s.add_device(OTHER, "fam-2", "clock", f"fam-2.{OTHER}", "$7$101$c2FsdA==$aGFzaA==")
+    s = two_tenants(cloud_db_url, [(EDGE, "fam-1", "edge"), (CLOCK, "fam-1", "clock"),
+                                   (OTHER, "fam-2", "clock")],
+                    password_hash="$7$101$c2FsdA==$aGFzaA==")
     yield s
     s.close()
 

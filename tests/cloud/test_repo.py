@@ -4,6 +4,7 @@ import pytest
 
 from nightlink.cloud.store import ConflictError, NotFoundError, Store, unpack_row
 from nightlink.shared import codec, features
+from tests.support.cloud import two_tenants
 
 DEV = "a4cf12b0c3d4"
 ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
@@ -11,9 +12,7 @@ ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 @pytest.fixture
 def store(cloud_db_url):
-    s = Store.open(cloud_db_url)
-    s.create_tenant("fam-1", "Family one")
-    s.create_tenant("fam-2", "Family two")
+    s = two_tenants(cloud_db_url, names=("Family one", "Family two"))
     yield s
     s.close()
 
