@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from nightlink.edge.node.config import EdgeConfig
-from nightlink.errors import NightlinkError
+from nightlink.errors import NightlinkError, http_detail
 from nightlink.shared import topics
 
 DEFAULT_PASSWD = "/etc/mosquitto/nightlink.passwd"
@@ -97,14 +97,6 @@ def bridge_config(cfg: EdgeConfig, device: str, *, passwd_file: str | Path = DEF
     return "\n".join(lines) + "\n" + extra
 
 
-def _detail(r: httpx.Response) -> str:
-    try:
-        detail = r.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    return str(detail or r.reason_phrase or "no reason given").rstrip(".")
-
-
 def fetch_lan_accounts(cloud_url: str, cfg: EdgeConfig, *, timeout: float = 10.0,
                        transport: httpx.BaseTransport | None = None) -> list[dict]:
     """The tenant's device accounts for the LAN broker, from the cloud; NightlinkError with
@@ -124,13 +116,13 @@ def fetch_lan_accounts(cloud_url: str, cfg: EdgeConfig, *, timeout: float = 10.0
                              f"({str(exc) or type(exc).__name__}).") from None
     if r.status_code == 401:
         raise NightlinkError(f"The cloud refused this edge's account ([sync] username and "
-                             f"password): {_detail(r)}.")
+                             f"password): {http_detail(r)}.")
     if r.status_code in (403, 404):
         raise NightlinkError(f"The cloud at {url} gives no LAN accounts for tenant "
-                             f"{cfg.tenant!r} to this edge ({_detail(r)}).")
+                             f"{cfg.tenant!r} to this edge ({http_detail(r)}).")
     if r.status_code != 200:
         raise NightlinkError(f"The cloud's LAN accounts request failed (HTTP {r.status_code}: "
-                             f"{_detail(r)}).")
+                             f"{http_detail(r)}).")
     try:
         accounts = r.json()["accounts"]
         for a in accounts:

@@ -25,6 +25,7 @@ from nightlink.cloud.store import Store
 from nightlink.shared import codec, features, topics
 from tests.support.cloud import two_tenants
 from tests.support.services import Broker
+from tests.support.waiting import until
 
 DEV = "a4cf12b0c3d4"
 OTHER = "0123456789ab"
@@ -67,15 +68,6 @@ def _publish(client, topic, payload):
     client.publish(topic, payload, qos=1).wait_for_publish(5)
 
 
-def _until(check, timeout=10.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
 def _rows(store, tenant="fam-1"):
     return store.tenant(tenant).count_rows()
 
@@ -114,7 +106,7 @@ def test_worker__poison_messages_leave_the_consumer_alive_and_ready(store, mosqu
     ]:
         _publish(device, topic, payload)
     _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(1))
-    _until(lambda: _rows(store) == 12 and worker.rejected == 5, what="the good message stored")
+    until(lambda: _rows(store) == 12 and worker.rejected == 5, what="the good message stored")
     assert worker.restarts == 0 and worker.consumer_trouble() is None
     r = app.get("/readyz")
     assert r.status_code == 200, r.text
@@ -139,7 +131,7 @@ def test_worker__full_disk_keeps_the_message_unacknowledged_until_it_clears(
     store.db.query(f"PRAGMA max_page_count = {int(pages)}")
     device = _device(mosquitto)
     _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(1, n=400))
-    _until(lambda: first.db_retries >= 2, what="a retried write")
+    until(lambda: first.db_retries >= 2, what="a retried write")
     r = app.get("/readyz")
     assert r.status_code == 503 and "database or disk is full" in r.json()["detail"], r.text
     assert app.get("/healthz").status_code == 200
@@ -150,9 +142,9 @@ def test_worker__full_disk_keeps_the_message_unacknowledged_until_it_clears(
     second = IngestWorker(store, _settings(mosquitto.port), client_id="ingest-disk")
     second.start()
     try:
-        _until(lambda: _rows(store) == 400, what="the redelivered message stored")
+        until(lambda: _rows(store) == 400, what="the redelivered message stored")
         assert second.drain()
-        _until(lambda: app.get("/readyz").status_code == 200, what="ready again")
+        until(lambda: app.get("/readyz").status_code == 200, what="ready again")
     finally:
         second.stop()
         device.loop_stop()
@@ -210,13 +202,13 @@ def test_worker__lost_postgresql_connection_is_waited_out(postgres_server, mosqu
     try:
         assert worker.connected.wait(10)
         _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(1))
-        _until(lambda: worker.handled == 1, what="the first message stored")
+        until(lambda: worker.handled == 1, what="the first message stored")
         dbname = url.rsplit("/", 1)[-1]
         with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
         _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(13))
-        _until(lambda: worker.handled == 2, what="the second message stored")
+        until(lambda: worker.handled == 2, what="the second message stored")
         check = Store.open(url)
         assert _rows(check) == 24 and worker.db_retries >= 1 and worker.restarts == 0
         check.close()
@@ -252,7 +244,7 @@ def test_supervisor__a_dead_consumer_is_restarted_and_its_message_dead_lettered(
     device = _device(mosquitto)
     _publish(device, topics.data_topic("fam-1", DEV, "room"), b"die")
     _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(1))
-    _until(lambda: _rows(store) == 12, what="the message behind it stored")
+    until(lambda: _rows(store) == 12, what="the message behind it stored")
     assert worker.restarts == 1
     assert [d["reason"] for d in store.dead_letters()] == [
         "The ingest consumer thread died handling this message (SystemExit: the consumer "
@@ -268,13 +260,13 @@ def test_supervisor__a_stalled_consumer_is_replaced(store, mosquitto, running, m
     worker = running()
     device = _device(mosquitto)
     _publish(device, topics.data_topic("fam-1", DEV, "room"), b"hang")
-    _until(lambda: worker.consumer_trouble() is not None or worker.restarts,
+    until(lambda: worker.consumer_trouble() is not None or worker.restarts,
            what="the stall noticed")
     _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(1))
-    _until(lambda: _rows(store) == 12, what="the message behind the hung one stored")
+    until(lambda: _rows(store) == 12, what="the message behind the hung one stored")
     assert worker.restarts == 1
     release.set()
-    _until(lambda: worker.drain(0.1) and worker.rejected == 1, what="the hung one finished")
+    until(lambda: worker.drain(0.1) and worker.rejected == 1, what="the hung one finished")
     assert [d["payload"] for d in store.dead_letters()] == [b"hang"]  # handled once
     assert worker.restarts == 1 and worker.consumer_trouble() is None
     device.loop_stop()
@@ -286,12 +278,12 @@ def test_readyz__503_while_the_broker_is_away(store, mosquitto, running):
     app = TestClient(create_app(Settings(env="test", jwt_secret=JWT), store))
     assert app.get("/readyz").status_code == 200
     mosquitto.stop()
-    _until(lambda: app.get("/readyz").status_code == 503, what="not ready")
+    until(lambda: app.get("/readyz").status_code == 503, what="not ready")
     detail = app.get("/readyz").json()["detail"]
     assert f"not connected to the MQTT broker at 127.0.0.1:{mosquitto.port}" in detail
     assert app.get("/healthz").status_code == 200
     mosquitto.start()
-    _until(lambda: app.get("/readyz").status_code == 200, what="ready again")
+    until(lambda: app.get("/readyz").status_code == 200, what="ready again")
     assert worker.connected.is_set()
 
 
@@ -331,7 +323,7 @@ def test_link__failures_back_off_with_jitter_and_say_why(store, tmp_path, caplog
     worker = IngestWorker(store, _settings(port, mqtt_backoff_max_s=2.0))
     worker.start()
     try:
-        _until(lambda: len(_attempts(caplog)) >= 4, timeout=15, what="four attempts")
+        until(lambda: len(_attempts(caplog)) >= 4, timeout=15, what="four attempts")
         assert not worker.connected.is_set()
         assert "not connected to the MQTT broker" in worker.problem()
     finally:
@@ -360,7 +352,7 @@ def test_link__connects_and_stores_through_a_slow_link(store, mosquitto, rtt_s):
             assert worker.connected.wait(20)
             took = time.monotonic() - started
             _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(1))
-            _until(lambda: _rows(store) == 12, what="the message stored")
+            until(lambda: _rows(store) == 12, what="the message stored")
             # One attempt, which waited out two round trips (CONNECT/CONNACK, SUBSCRIBE/SUBACK).
             assert proxy.connections == 1 and took >= 2 * rtt_s * 0.95
         finally:
@@ -383,7 +375,7 @@ def test_rate_limit__a_fast_device_is_slowed_down_and_loses_nothing(store, mosqu
     for i in range(3):
         device.publish(topics.data_topic("fam-2", OTHER, "room"), _msg(1 + 12 * i, dev=OTHER),
                        qos=1)
-    _until(lambda: _rows(store) == 480 and _rows(store, "fam-2") == 36, timeout=20,
+    until(lambda: _rows(store) == 480 and _rows(store, "fam-2") == 36, timeout=20,
            what="every message stored")
     took = time.monotonic() - started
     assert worker.drain()

@@ -21,19 +21,11 @@ from nightlink.edge.store import EdgeStore
 from nightlink.edge.sync.cloud_link import SyncClient
 from tests.support import disk
 from tests.support.services import Broker, free_port
+from tests.support.waiting import until
 from tests.sync.conftest import TENANT, cloud_digest, edge_digest, fill_backlog
 
 SECRET = "cloud-disk-secret-1234"
 LEFT_FREE = 40 * 1024
-
-
-def _until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout:.0f} s")
 
 
 def _ready(api: str) -> httpx.Response | None:
@@ -72,11 +64,11 @@ def test_cloud_full_disk__says_why_keeps_everything_and_catches_up(tmp_path, rec
         syncing = threading.Thread(target=client.run, args=(stop,))
         filler = None
         try:
-            _until(lambda: (r := _ready(api)) is not None and r.status_code == 200, 60,
+            until(lambda: (r := _ready(api)) is not None and r.status_code == 200, 60,
                    "the cloud ready")
             filler = disk.fill(where, LEFT_FREE)
             syncing.start()
-            _until(lambda: (r := _ready(api)) is not None and r.status_code == 503, 60,
+            until(lambda: (r := _ready(api)) is not None and r.status_code == 503, 60,
                    "/readyz saying the database cannot be written")
             reason = _ready(api).json()
             entry = [{"type": "sgv", "sgv": 120, "date": int(time.time() * 1000)}]
@@ -91,9 +83,9 @@ def test_cloud_full_disk__says_why_keeps_everything_and_catches_up(tmp_path, rec
 
             filler.unlink()
             filler = None
-            _until(lambda: data.count_rows() >= produced[0] and edge.outbox_size() == 0, 120,
+            until(lambda: data.count_rows() >= produced[0] and edge.outbox_size() == 0, 120,
                    "every row stored once there was room")
-            _until(lambda: (r := _ready(api)) is not None and r.status_code == 200, 30,
+            until(lambda: (r := _ready(api)) is not None and r.status_code == 200, 30,
                    "ready again")
             again = httpx.post(f"{api}/t/{TENANT}/api/v1/entries", json=entry, timeout=30,
                                headers={"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()})

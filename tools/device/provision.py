@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from nightlink.errors import NightlinkError
+from nightlink.errors import NightlinkError, http_detail
 from nightlink.tools.device.build import BuildResult, build, validate_config
 
 _LOGGER = logging.getLogger(__name__)
@@ -53,16 +53,6 @@ def parse_wifi(values: tuple[str, ...] | list[str]) -> list[dict]:
                                  "(SSID:PASSWORD).")
         nets.append({"ssid": ssid, "password": password})
     return nets
-
-
-def _detail(r: httpx.Response) -> str:
-    try:
-        detail = r.json().get("detail")
-    except ValueError:
-        detail = None
-    if isinstance(detail, list):  # FastAPI validation errors
-        detail = "; ".join(str(d.get("msg", d)) for d in detail)
-    return str(detail or r.reason_phrase or "no reason given").rstrip(".")
 
 
 class CloudClient:
@@ -99,7 +89,7 @@ class CloudClient:
             raise NightlinkError(f"{self.url} is not a Nightlink cloud (no sign-in endpoint).")
         if r.status_code != 200:
             raise NightlinkError(f"The cloud's sign-in failed (HTTP {r.status_code}: "
-                                 f"{_detail(r)}).")
+                                 f"{http_detail(r)}).")
         self.token = r.json()["access_token"]
 
     def add_device(self, tenant: str, device_id: str, label: str, kind: str = "clock") -> dict:
@@ -108,10 +98,10 @@ class CloudClient:
                        headers={"Authorization": f"Bearer {self.token}"})
         if r.status_code in (403, 404):
             raise NightlinkError(f"The cloud will not add a device to tenant {tenant!r} for "
-                                 f"this account ({_detail(r)}).")
+                                 f"this account ({http_detail(r)}).")
         if r.status_code != 201:
             raise NightlinkError(f"The cloud refused the device (HTTP {r.status_code}: "
-                                 f"{_detail(r)}).")
+                                 f"{http_detail(r)}).")
         return r.json()
 
 
