@@ -115,11 +115,16 @@ def alarms_from(active: np.ndarray, persist: int = 1) -> list[int]:
     for k in range(1, persist):
         held[k:] &= active[:-k]
         held[:k] = False
-    out, last = [], -10**9
-    for i in np.flatnonzero(held):
-        if i - last >= REFRACTORY_MIN // 5:
-            out.append(int(i))
-            last = i
+    return refractory(np.flatnonzero(held), REFRACTORY_MIN)
+
+
+def refractory(slots: np.ndarray, refractory_min: int) -> list[int]:
+    """The 5-minute slots, in order, that come at least `refractory_min` after the last kept."""
+    out, last = [], -10**12
+    for s in slots:
+        if s - last >= refractory_min // 5:
+            out.append(int(s))
+            last = s
     return out
 
 

@@ -35,6 +35,7 @@ from nightlink.tools.train.cgm_real import (
     Person,
     events,
 )
+from nightlink.tools.train.glucose import refractory
 
 EARLY, LATE = 30 // SLOT_MIN, 15 // SLOT_MIN
 NADIR_SLOTS = 45 // SLOT_MIN
@@ -82,7 +83,7 @@ def predict(runtime, p: Person, batch: int = 20000) -> Predictions:
 
 def threshold_alarms(p: Person, refractory_min: int = 60) -> list[int]:
     slots = np.flatnonzero(p.observed & (p.x > 0) & (p.x < LOW_MGDL))
-    return _refractory(slots, refractory_min)
+    return refractory(slots, refractory_min)
 
 
 def trend_alarms(p: Person, refractory_min: int = 60) -> list[int]:
@@ -100,16 +101,7 @@ def trend_alarms(p: Person, refractory_min: int = 60) -> list[int]:
     rate = (dt * (win - xm[:, None])).sum(axis=1) / np.maximum((dt ** 2).sum(axis=1), 1e-9)
     projected = xm + rate * (0 - tm) + rate * 30
     ok = p.observed & (cnt >= TREND_WINDOW) & (projected < LOW_MGDL)
-    return _refractory(np.flatnonzero(ok), refractory_min)
-
-
-def _refractory(slots: np.ndarray, refractory_min: int) -> list[int]:
-    out, last = [], -10**12
-    for s in slots:
-        if s - last >= refractory_min // SLOT_MIN:
-            out.append(int(s))
-            last = s
-    return out
+    return refractory(np.flatnonzero(ok), refractory_min)
 
 
 # -- tallies per night or day ------------------------------------------------------------------
