@@ -11,6 +11,8 @@ the broker bridge).
 from __future__ import annotations
 
 import logging
+import random
+import threading
 
 import paho.mqtt.client as mqtt
 
@@ -57,11 +59,27 @@ def accept(store: EdgeStore, topic: str, payload: bytes) -> int:
     return new
 
 
-class ClockLink:
-    """A paho client on the LAN broker; messages are handed to `deliver(topic, payload)`."""
+def jitter_s(failures: int, rng: random.Random, ceiling: float = 30.0) -> float:
+    """Extra random wait before the next attempt after `failures` failed ones in a row: up
+    to a doubling bound (1, 2, 4 … s, at most `ceiling`), so edges restarted together do
+    not retry in step; paho's own delay (doubling from 1 s to 60 s) comes on top."""
+    if failures <= 0:
+        return 0.0
+    return rng.uniform(0.0, min(ceiling, 2.0 ** (failures - 1)))
 
-    def __init__(self, cfg, tenant: str, deliver, *, client_id: str = ""):
+
+class ClockLink:
+    """A paho client on the LAN broker; messages are handed to `deliver(topic, payload)`.
+
+    Paho reconnects by itself with a doubling delay; `on_pre_connect` adds a random wait
+    that grows with the failures in a row (refused logins, TLS errors, no broker)."""
+
+    def __init__(self, cfg, tenant: str, deliver, *, client_id: str = "",
+                 rng: random.Random | None = None):
         self.cfg = cfg
+        self.failures = 0
+        self.rng = rng or random.Random()
+        self._halt = threading.Event()  # cuts a jitter wait short when the link stops
         self.filter = f"{topics.PREFIX}/{topics.check_name('tenant', tenant)}/+/+"
         self.deliver = deliver
         self.connected = False
@@ -74,16 +92,27 @@ class ClockLink:
         self.client.reconnect_delay_set(1, 60)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_pre_connect = self._before_attempt
+        self.client.on_connect_fail = lambda *_: self._failed()
         self.client.on_message = lambda _c, _u, msg: self.deliver(msg.topic, bytes(msg.payload))
 
+    def _before_attempt(self, _client, _userdata) -> None:
+        self._halt.wait(jitter_s(self.failures, self.rng))
+
+    def _failed(self) -> None:
+        self.failures += 1
+
     def _on_connect(self, client, _userdata, _flags, reason_code, _props):
-        if reason_code.is_failure:
+        if reason_code.is_failure:  # counted when the broker then closes the connection
             _LOGGER.warning("LAN broker refused the edge: %s", reason_code)
             return
+        self.failures = 0
         self.connected = True
         client.subscribe(self.filter, qos=1)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props):
+        if not self.connected:
+            self._failed()  # an attempt that never got in (a refused login, TLS)
         self.connected = False
         _LOGGER.warning("LAN broker connection lost (%s); reconnecting", reason_code)
 
@@ -92,5 +121,6 @@ class ClockLink:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self._halt.set()
         self.client.disconnect()
         self.client.loop_stop()
