@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import tracemalloc
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -204,6 +205,19 @@ def test_default_limits__an_aaps_day_offline_is_paced_never_refused():
     assert defaults.upload_burst <= 1440 and 12 * 60 < now < 16 * 60  # about 14 minutes
 
 
+@pytest.fixture(autouse=True)
+def _uploads_restored(request):
+    """A test that sets a site's upload limit gives the site back as it found it (the
+    conformance sites run without one: they replay apps' requests back to back)."""
+    if "ns" not in request.fixturenames and "cloud_ns" not in request.fixturenames:
+        yield
+        return
+    site = request.getfixturevalue("cloud_ns" if "cloud_ns" in request.fixturenames else "ns")
+    before = site.app.state.nightscout.uploads
+    yield
+    site.app.state.nightscout.uploads = before
+
+
 @pytest.fixture
 def limited(ns):
     """The site with 3 writes at once, one a second after that, and no queue."""
@@ -259,8 +273,8 @@ def test_a_sequential_uploader_past_the_burst__waits_its_turn(ns):
 def test_a_concurrent_flood__queued_up_to_the_limit_then_refused(ns):
     """Default rate, a 3 s queue, the burst already used: of 30 writes at once about 3 wait
     their turn (a second apart) and the rest are refused at once."""
-    uploads = ns.app.state.nightscout.uploads
-    uploads.queue_s = 3.0
+    uploads = UploadLimit.of(replace(Limits(), upload_queue_s=3.0))  # the default rate
+    ns.app.state.nightscout.uploads = uploads
     key = "fam-1" if ns.kind == "cloud" else SITE
     while uploads.reserve(key) == 0:
         pass
