@@ -27,7 +27,6 @@ import collections
 import json
 import logging
 import queue
-import random
 import sqlite3
 import threading
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
+from nightlink.backoff import Backoff
 from nightlink.cloud import metrics
 from nightlink.cloud.store import Store
 from nightlink.nightscout.documents import DocumentError
@@ -330,25 +330,6 @@ def _db_reason(exc: BaseException) -> str:
 
 
 # -- pacing ------------------------------------------------------------------------------------
-
-
-class Backoff:
-    """Delays doubling from `first` up to `ceiling`, each drawn from [d/2, d] (jitter), so
-    workers that failed together do not all try again at the same moment."""
-
-    def __init__(self, first: float = 0.5, ceiling: float = 30.0, rng: random.Random | None = None):
-        self.first = first
-        self.ceiling = max(first, ceiling)
-        self._delay = first
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        d = self._delay
-        self._delay = min(d * 2, self.ceiling)
-        return self._rng.uniform(d / 2, d)
-
-    def reset(self) -> None:
-        self._delay = self.first
 
 
 class TokenBucket:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
+from nightlink.backoff import Backoff
 from nightlink.edge.store import EdgeStore, OutboxItem
 from nightlink.shared import codec, features, topics
 from nightlink.shared.epoch import epoch_index
@@ -87,12 +88,12 @@ class SyncClient:
         self.last_error = ""  # why the last connection attempt failed ("" once connected)
         self.store_error = ""  # why the store could not be written ("" once it could)
         self._acks: list[tuple[str, bytes]] = []
-        self._backoff = cfg.reconnect_min_s
+        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, self.rng)
         self._next_attempt = 0.0
         self._deadline: float | None = None  # an attempt is open until its CONNACK or this
         self._refusal = ""
         self._up_since = 0.0
-        self._store_backoff = cfg.reconnect_min_s
+        self._store_backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, self.rng)
         self._store_resume = 0.0
         self._warned: dict[str, tuple[str, float]] = {}
         self._last_status = 0.0
@@ -154,7 +155,7 @@ class SyncClient:
         now = time.monotonic()
         self.stats.disconnects += 1
         if now - self._up_since >= self.cfg.reconnect_max_s:
-            self._backoff = self.cfg.reconnect_min_s  # a session that lasted: start afresh
+            self._backoff.reset()  # a session that lasted: start afresh
         # Never straight back: a broker that drops every new session (another client with
         # this id, a restart loop) would otherwise be reconnected to as fast as it drops.
         self._back_off(now, f"cloud broker link lost ({reason_code})")
@@ -164,9 +165,8 @@ class SyncClient:
         self._deadline = None
         self._refusal = ""
         self.last_error = reason
-        delay = self._backoff * (0.5 + self.rng.random() / 2)
+        delay = self._backoff.next()
         self._next_attempt = now + delay
-        self._backoff = min(self._backoff * 2, self.cfg.reconnect_max_s)
         self._warn("link", now, f"{reason}; next try in {delay:.1f} s")
 
     def _connect(self, now: float) -> None:
@@ -296,9 +296,8 @@ class SyncClient:
     def _store_failed(self, now: float, exc: Exception) -> None:
         """The store could not be written (or read): keep every row, retry after a back-off."""
         self.store_error = f"the edge store {self.store.path} cannot be written ({exc})"
-        delay = self._store_backoff * (0.5 + self.rng.random() / 2)
+        delay = self._store_backoff.next()
         self._store_resume = now + delay
-        self._store_backoff = min(self._store_backoff * 2, self.cfg.reconnect_max_s)
         self._warn("store", now, f"{self.store_error}; the rows stay in the outbox, next try "
                                  f"in {delay:.1f} s")
 
@@ -316,7 +315,7 @@ class SyncClient:
         if self.store_error:
             _LOGGER.warning("the edge store %s can be written again", self.store.path)
             self.store_error = ""
-            self._store_backoff = self.cfg.reconnect_min_s
+            self._store_backoff.reset()
 
     def step(self, timeout: float = 0.05) -> None:
         now = time.monotonic()

@@ -17,10 +17,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
 
+from nightlink.backoff import Backoff
 from nightlink.cloud import ingest
 from nightlink.cloud.app import create_app
 from nightlink.cloud.config import Settings
-from nightlink.cloud.ingest import Backoff, IngestWorker
+from nightlink.cloud.ingest import IngestWorker
 from nightlink.cloud.store import Store
 from nightlink.shared import codec, features, topics
 from tests.support.cloud import two_tenants
