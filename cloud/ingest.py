@@ -39,6 +39,7 @@ from nightlink.backoff import Backoff
 from nightlink.cloud import metrics
 from nightlink.cloud.store import Store
 from nightlink.nightscout.documents import DocumentError
+from nightlink.pacing import TokenBucket
 from nightlink.shared import codec, features, topics, units
 from nightlink.shared.epoch import EPOCH_S, epoch_start
 from nightlink.sql import DatabaseError, IntegrityError
@@ -330,36 +331,6 @@ def _db_reason(exc: BaseException) -> str:
 
 
 # -- pacing ------------------------------------------------------------------------------------
-
-
-class TokenBucket:
-    """`rate` tokens a second, at most `burst` saved up."""
-
-    def __init__(self, rate: float, burst: float, now: float):
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = now
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-
-    def take(self, now: float) -> bool:
-        self._refill(now)
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-    def wait_s(self, now: float) -> float:
-        """Seconds until a token is there."""
-        self._refill(now)
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-    def full(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= self.burst
 
 
 class _Throttle:

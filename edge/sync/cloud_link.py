@@ -35,6 +35,7 @@ import paho.mqtt.client as mqtt
 
 from nightlink.backoff import Backoff
 from nightlink.edge.store import EdgeStore, OutboxItem
+from nightlink.pacing import TokenBucket
 from nightlink.shared import codec, features, topics
 from nightlink.shared.epoch import epoch_index
 from nightlink.sql import DatabaseError
@@ -59,20 +60,6 @@ class SyncStats:
     acked_rows: int = 0
     resend_requests: int = 0
     dropped: dict = field(default_factory=dict)
-
-
-class TokenBucket:
-    """At most `rate` tokens a second, bursts up to `burst`."""
-
-    def __init__(self, rate: float, burst: float, now: float):
-        self.rate, self.burst, self.tokens, self.t = rate, burst, burst, now
-
-    def take(self, want: int, now: float) -> int:
-        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
-        self.t = now
-        got = int(min(want, self.tokens))
-        self.tokens -= got
-        return got
 
 
 class SyncClient:
@@ -266,14 +253,14 @@ class SyncClient:
                              max_priority=LIVE_PRIORITY)
         live = [it for it in due if codec.peek_header(it.blob)[codec.H_EPOCH] >= live_from]
         sent = self._send(live, compress=False) if live else 0
-        budget = self.bucket.take(self.cfg.backfill_batch_rows, time.monotonic())
+        budget = self.bucket.take(time.monotonic(), self.cfg.backfill_batch_rows)
         if budget:
             back = [it for it in self.store.due(resend_after_s=self.cfg.resend_after_s, now=now,
                                                 limit=budget + len(live))
                     if it.record_id not in {x.record_id for x in live}][:budget]
             if back:
                 sent += self._send(back, compress=True)
-            self.bucket.tokens += budget - len(back)  # give back what was not used
+            self.bucket.give_back(budget - len(back))  # what was not used
         return sent
 
     def _status(self, now: float) -> None:
