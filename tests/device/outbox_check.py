@@ -1,21 +1,14 @@
 # Runs under MicroPython (and CPython): the flash outbox through appends, a torn write, a
 # reboot, acks, and a full disk. Prints JSON.
 import json
-import os
+
+from flashfs import fresh
 
 from nightlink.device.outbox import Outbox
 from nightlink.shared import codec, features
 
-try:
-    os.mkdir("/flash")
-except OSError:
-    pass
 PATH = "/flash/outbox.bin"
-for p in (PATH, PATH + ".state", PATH + ".tmp"):
-    try:
-        os.remove(p)
-    except OSError:
-        pass
+fresh(PATH)
 
 DEV = b"\xa4\xcf\x12\xb0\xc3\xd4"
 ROW = codec.quantize_row(features.ROOM, (21.5, 45.0, 3.0, 812.0, 31.0))

@@ -5,14 +5,12 @@
 import json
 import os
 
+from flashfs import fresh
+
 from nightlink.device import outbox as outbox_mod
 from nightlink.device.outbox import Outbox
 from nightlink.shared import codec, features
 
-try:
-    os.mkdir("/flash")
-except OSError:
-    pass
 PATH = "/flash/head.bin"
 DEV = b"\xa4\xcf\x12\xb0\xc3\xd4"
 ROW = codec.quantize_row(features.ROOM, (21.5, 45.0, 3.0, 812.0, 31.0))
@@ -35,14 +33,6 @@ codec.decode = _counted_decode
 codec.crc32 = _counted_crc32
 
 
-def clean(path):
-    for p in (path, path + ".state", path + ".tmp", path + ".state.tmp"):
-        try:
-            os.remove(p)
-        except OSError:
-            pass
-
-
 def fill(box, n, stream=features.ROOM, epoch=1000, rows=1):
     for i in range(n):
         seq = box.next_seq(stream)
@@ -58,7 +48,7 @@ out = {}
 
 # A drain the way the sync drains: batches of 8 handed out after what is in flight, each
 # acknowledged on the next pass.
-clean(PATH)
+fresh(PATH)
 box = Outbox(PATH)
 N = 600
 fill(box, N)
@@ -79,7 +69,7 @@ out["drain"] = {"passes": passes, "order_ok": order == list(range(1, N + 1)),
                 "decodes": count["decode"], "crc_checks": count["crc"], "size": box.size}
 
 # The head is saved as it moves (every 8 KiB) and used after a reboot.
-clean(PATH)
+fresh(PATH)
 box = Outbox(PATH)
 fill(box, 300)  # 38 bytes a record: 11400 bytes
 box.ack(features.ROOM, 250)
@@ -95,7 +85,7 @@ out["head_after_reboot"] = {"head": box.head, "count": box.count, "unacked": box
 # trusted: the whole file is scanned.
 with open(PATH + ".state", "rb") as f:
     state = f.read()
-clean(PATH)
+fresh(PATH)
 box = Outbox(PATH)
 fill(box, 300, features.ROOM, 5000, 2)  # 46 bytes a record: no record starts at that offset
 with open(PATH + ".state", "wb") as f:
@@ -135,7 +125,7 @@ def cut_during(action):
 
 
 # A power cut in a rewrite after acks: the old file is still there, nothing unsent is lost.
-clean(PATH)
+fresh(PATH)
 box = Outbox(PATH, capacity=38 * 40)
 fill(box, 39)
 box.ack(features.ROOM, 20)
@@ -148,7 +138,7 @@ out["cut_in_ack_rewrite"] = {"cut": cut, "count": box.count, "unacked": box.unac
 
 # A power cut in a rewrite that drops records for room: the drops are already on record
 # (reported, so the cloud can step over them), and no record is lost without being counted.
-clean(PATH)
+fresh(PATH)
 box = Outbox(PATH, capacity=38 * 10)
 fill(box, 10)
 cut = cut_during(lambda: fill(box, 1, features.ROOM, 2000))

@@ -1,13 +1,14 @@
 # Room sensor drivers against register-level doubles of the chips (the I2C bus is the only
 # thing doubled), and 30-s room epochs into the flash outbox. MicroPython or CPython; JSON out.
 import json
-import os
 import time
 
 if not hasattr(time, "sleep_ms"):  # CPython: the host port's time
     import board
 
     board.install()
+
+from flashfs import fresh
 
 from nightlink.device import sensors
 from nightlink.device.outbox import Outbox
@@ -82,16 +83,8 @@ b.regs[0xF7] = bytes((0, 0, 0, 0x7E, 0xED, 0x00, 0x6A, 0x5E))  # adc_T=519888, a
 t3, rh3 = sensors.BME280(b).read()
 out["bme280"] = [round(t3, 2), round(rh3, 1)]
 
-try:
-    os.mkdir("/flash")
-except OSError:
-    pass
 PATH = "/flash/room.bin"
-for p in (PATH, PATH + ".state", PATH + ".tmp"):
-    try:
-        os.remove(p)
-    except OSError:
-        pass
+fresh(PATH)
 box = Outbox(PATH, capacity=8000)
 room = sensors.RoomEpochs(box, "a4cf12b0c3d4", 1)
 T0 = 1768516200  # an epoch boundary

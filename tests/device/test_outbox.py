@@ -1,12 +1,10 @@
 """The clock's flash outbox under real MicroPython and under CPython: same answers."""
 
-import json
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.mpy_board import BOARD_LIBS, MPY_FLASHFS, host_check
 
 SCRIPT = ROOT / "tests" / "device" / "outbox_check.py"
 HEAD_SCRIPT = ROOT / "tests" / "device" / "outbox_head_check.py"
@@ -29,17 +27,11 @@ def _check(got):
 
 @pytest.mark.micropython
 def test_outbox__micropython(mpy_json):
-    _check(mpy_json(SCRIPT, libs=[ROOT / "shared", ROOT / "device"], heap=192 * 1024))
+    _check(mpy_json(SCRIPT, libs=BOARD_LIBS, puts=MPY_FLASHFS, heap=192 * 1024))
 
 
 def test_outbox__cpython_host_port(tmp_path):
-    script = SCRIPT.read_text().replace('"/flash', f'"{tmp_path}/flash')
-    path = tmp_path / "check.py"
-    path.write_text(script)
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                          env={"PATH": ""},
-                          cwd=tmp_path, check=True)
-    _check(json.loads(proc.stdout.strip().splitlines()[-1]))
+    _check(host_check(SCRIPT, tmp_path))
 
 
 def _check_head(got):
@@ -67,14 +59,8 @@ def _check_head(got):
 
 @pytest.mark.micropython
 def test_outbox_head__micropython(mpy_json):
-    _check_head(mpy_json(HEAD_SCRIPT, libs=[ROOT / "shared", ROOT / "device"],
-                         heap=192 * 1024))
+    _check_head(mpy_json(HEAD_SCRIPT, libs=BOARD_LIBS, puts=MPY_FLASHFS, heap=192 * 1024))
 
 
 def test_outbox_head__cpython_host_port(tmp_path):
-    script = HEAD_SCRIPT.read_text().replace('"/flash', f'"{tmp_path}/flash')
-    path = tmp_path / "head_check.py"
-    path.write_text(script)
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                          env={"PATH": ""}, cwd=tmp_path, check=True)
-    _check_head(json.loads(proc.stdout.strip().splitlines()[-1]))
+    _check_head(host_check(HEAD_SCRIPT, tmp_path))

@@ -1,14 +1,11 @@
 """Room sensor drivers (device/sensors.py) against register-level doubles of the chips (only
 the I2C bus is doubled) and 30-s room epochs into the flash outbox, under real MicroPython."""
 
-import json
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.mpy_board import host_env
+from tests.support.mpy_board import BOARD_LIBS, MPY_FLASHFS, host_check, host_env
 
 SCRIPT = ROOT / "tests" / "device" / "sensors_check.py"
 
@@ -33,13 +30,8 @@ def _check(got):
 
 @pytest.mark.micropython
 def test_sensors__micropython(mpy_json):
-    _check(mpy_json(SCRIPT, libs=[ROOT / "shared", ROOT / "device"]))
+    _check(mpy_json(SCRIPT, libs=BOARD_LIBS, puts=MPY_FLASHFS))
 
 
 def test_sensors__cpython_host_port(tmp_path):
-    script = SCRIPT.read_text().replace('"/flash', f'"{tmp_path}/flash')
-    path = tmp_path / "check.py"
-    path.write_text(script)
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                          env=host_env(), cwd=tmp_path, check=True)
-    _check(json.loads(proc.stdout.strip().splitlines()[-1]))
+    _check(host_check(SCRIPT, tmp_path, env=host_env()))

@@ -3,6 +3,9 @@ stand-ins for machine, network, framebuf, umqtt.simple), the board's package tre
 by the image build, and long MicroPython runs in steps (tests/mpy/run.mjs --steps)."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 from tests.support.micropython import ROOT, run_micropython
 
@@ -10,6 +13,21 @@ HOSTPORT = ROOT / "tools" / "device" / "hostport"
 BOARD_LIBS = (ROOT / "shared", ROOT / "device")
 # Doubles of what only the board has (tests/mpy/board): the lowest layer, nothing above it.
 DOUBLES = ROOT / "tests" / "mpy" / "board"
+# The check scripts' clean-flash helper: /lib/flashfs.py on MicroPython, beside the script on
+# CPython.
+FLASHFS = ROOT / "tests" / "device" / "flashfs.py"
+MPY_FLASHFS = ((FLASHFS, "/lib/flashfs.py"),)
+
+
+def host_check(script, tmp_path, env=None) -> dict:
+    """Run a device check script under CPython with its /flash files under tmp_path; its last
+    printed line, parsed as JSON."""
+    path = tmp_path / script.name
+    path.write_text(script.read_text().replace('"/flash', f'"{tmp_path}/flash'))
+    shutil.copy(FLASHFS, tmp_path / FLASHFS.name)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          env=env or {"PATH": ""}, cwd=tmp_path, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def host_env(**extra):
