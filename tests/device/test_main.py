@@ -12,10 +12,8 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from nightlink.cloud.config import Settings
-from nightlink.cloud.ingest import IngestWorker
-from nightlink.cloud.store import Store
 from tests.conftest import ROOT
+from tests.support.cloud import ingesting_cloud
 from tests.support.mpy_board import BOARD_LIBS, double_puts, host_env
 
 SCRIPT = ROOT / "tests" / "device" / "main_check.py"
@@ -58,18 +56,8 @@ def logged_broker(mosquitto):
 
 @pytest.fixture
 def cloud(tmp_path, logged_broker):
-    store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
-    store.create_tenant("smith", "Smith")
-    store.add_device(CLOCK, "smith", "clock", f"smith.{CLOCK}", "-")
-    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
-                                          mqtt_host=logged_broker.host,
-                                          mqtt_port=logged_broker.port),
-                          client_id="ingest-main")
-    worker.start()
-    assert worker.connected.wait(10)
-    yield store, worker
-    worker.stop()
-    store.close()
+    with ingesting_cloud(tmp_path, logged_broker, "smith", CLOCK, "ingest-main") as pair:
+        yield pair
 
 
 def _rows(store):

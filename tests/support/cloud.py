@@ -1,5 +1,11 @@
-"""A cloud store with the two tenants the cloud tests use (fam-1, fam-2) and their devices."""
+"""A cloud store with the two tenants the cloud tests use (fam-1, fam-2) and their devices, and
+a cloud with one tenant, one clock and a running MQTT ingest for the clock's end-to-end tests."""
 
+from contextlib import contextmanager
+from pathlib import Path
+
+from nightlink.cloud.config import Settings
+from nightlink.cloud.ingest import IngestWorker
 from nightlink.cloud.store import Store
 
 
@@ -13,3 +19,22 @@ def two_tenants(url: str, devices=(), *, password_hash: str = "-",
     for device, tenant, kind in devices:
         store.add_device(device, tenant, kind, f"{tenant}.{device}", password_hash)
     return store
+
+
+@contextmanager
+def ingesting_cloud(folder: Path, broker, tenant: str, clock: str, client_id: str):
+    """A SQLite cloud store in `folder` holding `tenant` and its `clock`, with an ingest worker
+    connected to `broker`: yields (store, worker), stops both afterwards."""
+    store = Store.open(f"sqlite:///{folder / 'cloud.db'}")
+    store.create_tenant(tenant, tenant.title())
+    store.add_device(clock, tenant, "clock", f"{tenant}.{clock}", "-")
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
+                                          mqtt_host=broker.host, mqtt_port=broker.port),
+                          client_id=client_id)
+    worker.start()
+    try:
+        assert worker.connected.wait(10), "the ingest worker did not connect to the broker"
+        yield store, worker
+    finally:
+        worker.stop()
+        store.close()

@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-from nightlink.cloud.config import Settings
-from nightlink.cloud.ingest import IngestWorker
-from nightlink.cloud.store import Store, unpack_row
+from nightlink.cloud.store import unpack_row
 from nightlink.shared import codec, features
 from tests.conftest import ROOT
+from tests.support.cloud import ingesting_cloud
 from tests.support.mpy_board import HOSTPORT
 
 CLOCK = "c0ffee000001"
@@ -40,17 +39,8 @@ def test_clock_sync__logic_under_micropython(mpy_json):
 
 @pytest.fixture
 def cloud(tmp_path, mosquitto):
-    store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
-    store.create_tenant(TENANT, "One")
-    store.add_device(CLOCK, TENANT, "clock", f"{TENANT}.{CLOCK}", "-")
-    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
-                                          mqtt_host=mosquitto.host, mqtt_port=mosquitto.port),
-                          client_id="ingest-clock")
-    worker.start()
-    assert worker.connected.wait(10)
-    yield store, worker
-    worker.stop()
-    store.close()
+    with ingesting_cloud(tmp_path, mosquitto, TENANT, CLOCK, "ingest-clock") as pair:
+        yield pair
 
 
 def _expected(n):
