@@ -5,6 +5,7 @@
 import json
 import os
 
+import outbox_meter
 from flashfs import fresh
 
 from nightlink.device import outbox as outbox_mod
@@ -14,23 +15,8 @@ from nightlink.shared import codec, features
 PATH = "/flash/head.bin"
 DEV = b"\xa4\xcf\x12\xb0\xc3\xd4"
 ROW = codec.quantize_row(features.ROOM, (21.5, 45.0, 3.0, 812.0, 31.0))
-count = {"decode": 0, "crc": 0}
-_decode = codec.decode
-_crc32 = codec.crc32
-
-
-def _counted_decode(*a):
-    count["decode"] += 1
-    return _decode(*a)
-
-
-def _counted_crc32(data, crc=0):
-    count["crc"] += 1
-    return _crc32(data, crc)
-
-
-codec.decode = _counted_decode
-codec.crc32 = _counted_crc32
+outbox_meter.install()
+count = outbox_meter.count
 
 
 def fill(box, n, stream=features.ROOM, epoch=1000, rows=1):
@@ -52,7 +38,7 @@ fresh(PATH)
 box = Outbox(PATH)
 N = 600
 fill(box, N)
-count["decode"] = count["crc"] = 0
+outbox_meter.reset()
 sent = {}
 acked = 0
 passes = 0
@@ -66,7 +52,7 @@ while not box.all_acked():
         sent[features.ROOM] = codec.peek_header(batch[-1])[codec.H_SEQ]
     passes += 1
 out["drain"] = {"passes": passes, "order_ok": order == list(range(1, N + 1)),
-                "decodes": count["decode"], "crc_checks": count["crc"], "size": box.size}
+                "decodes": count["decodes"], "crc_checks": count["crc_checks"], "size": box.size}
 
 # The head is saved as it moves (every 8 KiB) and used after a reboot.
 fresh(PATH)
@@ -74,9 +60,9 @@ box = Outbox(PATH)
 fill(box, 300)  # 38 bytes a record: 11400 bytes
 box.ack(features.ROOM, 250)
 box.pending({}, 8)  # the head moves on as the sync asks for more
-count["crc"] = 0
+count["crc_checks"] = 0
 box = Outbox(PATH)  # reboot
-recovery_crc = count["crc"]
+recovery_crc = count["crc_checks"]
 out["head_after_reboot"] = {"head": box.head, "count": box.count, "unacked": box.unacked(),
                             "first": seqs(box.pending(limit=1)), "next": box.next_seq(1),
                             "recovery_crc": recovery_crc}

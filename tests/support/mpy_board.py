@@ -13,10 +13,11 @@ HOSTPORT = ROOT / "tools" / "device" / "hostport"
 BOARD_LIBS = (ROOT / "shared", ROOT / "device")
 # Doubles of what only the board has (tests/mpy/board): the lowest layer, nothing above it.
 DOUBLES = ROOT / "tests" / "mpy" / "board"
-# The check scripts' clean-flash helper: /lib/flashfs.py on MicroPython, beside the script on
-# CPython.
+# Modules the device check scripts import: a clean-flash helper and the outbox meter the clock
+# benchmark also uses. In /lib on MicroPython, beside the script on CPython.
 FLASHFS = ROOT / "tests" / "device" / "flashfs.py"
-MPY_FLASHFS = ((FLASHFS, "/lib/flashfs.py"),)
+METER = ROOT / "tools" / "bench" / "outbox_meter.py"
+MPY_FLASHFS = ((FLASHFS, "/lib/flashfs.py"), (METER, "/lib/outbox_meter.py"))
 
 
 def host_check(script, tmp_path, env=None) -> dict:
@@ -24,7 +25,8 @@ def host_check(script, tmp_path, env=None) -> dict:
     printed line, parsed as JSON."""
     path = tmp_path / script.name
     path.write_text(script.read_text().replace('"/flash', f'"{tmp_path}/flash'))
-    shutil.copy(FLASHFS, tmp_path / FLASHFS.name)
+    for helper in (FLASHFS, METER):
+        shutil.copy(helper, tmp_path / helper.name)
     proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                           env=env or {"PATH": ""}, cwd=tmp_path, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -16,6 +16,7 @@ from nightlink.errors import NightlinkError
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "mpy" / "run.mjs"
+METER = Path(__file__).with_name("outbox_meter.py")
 
 # Runs under MicroPython with tests/mpy/run.mjs --steps: tick() is called at the top level
 # until it returns False (so the garbage collector can run between steps), then finish().
@@ -24,6 +25,8 @@ import gc
 import json
 import os
 import time
+
+import outbox_meter
 
 from nightlink.device import outbox as outbox_mod
 from nightlink.device import sensors
@@ -39,87 +42,8 @@ PASSES_PER_TICK = 1
 T0 = 1768510800  # on the 30-s grid
 DEV = "a4cf12b0c3d4"
 TENANT = "fam-1"
-count = {"decodes": 0, "crc_checks": 0, "read_bytes": 0, "write_bytes": 0, "opens": 0,
-         "file_rewrites": 0, "state_writes": 0}
-
-_decode = codec.decode
-_crc32 = codec.crc32
-
-
-def _counted_decode(*a):
-    count["decodes"] += 1
-    return _decode(*a)
-
-
-def _counted_crc32(data, crc=0):
-    count["crc_checks"] += 1
-    return _crc32(data, crc)
-
-
-codec.decode = _counted_decode
-codec.crc32 = _counted_crc32
-
-
-class _File:
-    def __init__(self, f):
-        self.f = f
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.f.close()
-
-    def close(self):
-        self.f.close()
-
-    def read(self, n=-1):
-        d = self.f.read(n)
-        count["read_bytes"] += len(d)
-        return d
-
-    def readinto(self, b):
-        n = self.f.readinto(b)
-        count["read_bytes"] += n or 0
-        return n
-
-    def write(self, b):
-        n = self.f.write(b)
-        count["write_bytes"] += n
-        return n
-
-    def seek(self, off, whence=0):
-        return self.f.seek(off, whence)
-
-    def tell(self):
-        return self.f.tell()
-
-    def flush(self):
-        self.f.flush()
-
-
-def _open(path, mode="r"):
-    count["opens"] += 1
-    return _File(open(path, mode))
-
-
-class _Os:
-    def rename(self, a, b):
-        if b.endswith(".state"):
-            count["state_writes"] += 1
-        else:
-            count["file_rewrites"] += 1
-        os.rename(a, b)
-
-    def remove(self, p):
-        os.remove(p)
-
-    def stat(self, p):
-        return os.stat(p)
-
-
-outbox_mod.open = _open
-outbox_mod.os = _Os()
+outbox_meter.install()
+count = outbox_meter.count
 
 
 class Broker:
@@ -220,8 +144,7 @@ def tick():
             fill_ms = time.ticks_diff(time.ticks_ms(), t_fill)
             fill_counts = dict(count)
             full_bytes = box.size
-            for k in count:
-                count[k] = 0
+            outbox_meter.reset()
             phase = "drain"
             t_drain = time.ticks_ms()
         _heap(True)
@@ -273,7 +196,8 @@ def bench_clock_outbox(days: int = 7) -> dict:
         script = Path(tmp) / "bench_outbox.py"
         script.write_text(_SCRIPT % {"days": days})
         cmd = [node, str(RUNNER), "--heap", str(512 * 1024), "--lib", str(ROOT / "shared"),
-               "--lib", str(ROOT / "device"), "--steps", str(script)]
+               "--lib", str(ROOT / "device"), "--put", f"{METER}:/lib/outbox_meter.py",
+               "--steps", str(script)]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
