@@ -147,7 +147,7 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
     (compact: lower tracks, for the one-page PDF)."""
     if not tl:
         return '<p class="muted">No epochs in this night.</p>'
-    left, right = 84, 10
+    left, right = 40, 10  # the left margin holds the axis numbers; titles sit above panels
     w = width - left - right
     t0, t1 = tl[0]["t_ms"], tl[-1]["t_ms"] + 30_000
     span = max(1, t1 - t0)
@@ -160,25 +160,26 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
     if compact:
         tracks = [("Sleep stage", 44), ("Glucose", 84), ("SpO2 %", 34), ("Heart rate", 34),
                   ("Breathing", 44), ("Room", 34)]
-    height = sum(h for _, h in tracks) + 12 * len(tracks) + 30
+    gap = 16  # room above each panel for its title, clear of the axis numbers beside it
+    height = sum(h for _, h in tracks) + gap * len(tracks) + 16
     parts = [f'<svg id="night-timeline" class="chart" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
              '<title>Fused night timeline</title>']
-    y = 4
+    y = gap
     boxes = {}
     for name, h in tracks:
         boxes[name] = (y, h)
         parts.append(f'<rect x="{left}" y="{y}" width="{w}" height="{h}" fill="#fafafa" '
                      'stroke="#bbb"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end" class="ax lbl" font-size="10" font-weight="bold" fill="#333">'
-                     f'{escape(name)}</text>')
-        y += h + 12
+        parts.append(f'<text x="{left}" y="{y - 4}" class="ax lbl" font-size="10" '
+                     f'font-weight="bold" fill="#333">{escape(name)}</text>')
+        y += h + gap
     # lows shaded over every track
     for low in lows:
         xa, xb = x(low["start_ms"]), x(low["end_ms"] + 300_000)
-        parts.append(f'<rect class="low-shade" x="{xa:.1f}" y="4" width="{max(2, xb - xa):.1f}" '
-                     f'height="{y - 16}" fill="{BAND_COLOURS[1 if low["level"] == 1 else 0]}" '
-                     'fill-opacity="0.15"/>')
+        parts.append(f'<rect class="low-shade" x="{xa:.1f}" y="{gap}" '
+                     f'width="{max(2, xb - xa):.1f}" height="{y - 2 * gap}" '
+                     f'fill="{BAND_COLOURS[1 if low["level"] == 1 else 0]}" fill-opacity="0.15"/>')
     # hypnogram
     top, h = boxes["Sleep stage"]
     for i, name in enumerate(("Wake", "REM", "Light", "Deep")):
@@ -275,9 +276,9 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
     t = (t0 // hour_ms + 1) * hour_ms
     while t < t1:
         xx = x(t)
-        parts.append(f'<line x1="{xx:.1f}" y1="4" x2="{xx:.1f}" y2="{y - 8}" stroke="#ddd" '
-                     'stroke-width="0.5"/>')
-        parts.append(f'<text x="{xx:.1f}" y="{y + 4}" text-anchor="middle" class="ax" font-size="10" fill="#444">'
+        parts.append(f'<line x1="{xx:.1f}" y1="{gap}" x2="{xx:.1f}" y2="{y - gap}" '
+                     'stroke="#ddd" stroke-width="0.5"/>')
+        parts.append(f'<text x="{xx:.1f}" y="{y - gap + 13}" text-anchor="middle" class="ax" font-size="10" fill="#444">'
                      f'{datetime.fromtimestamp(t / 1000, tz).strftime("%H:%M")}</text>')
         t += hour_ms
     parts.append("</svg>")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from nightlink.cloud import fusion
-from nightlink.cloud.reports import charts
-from nightlink.cloud.reports.settings import PRESETS, UNITS
+from nightlink.cloud.reports import charts, summary
+from nightlink.cloud.reports.settings import MAX_REPORT_DAYS, PRESETS, UNITS
 from nightlink.shared import units
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -42,6 +43,16 @@ def _env(unit: str, tz_name: str) -> Environment:
             return "–"
         return f"{v / units.MGDL_PER_MMOLL:.1f}" if unit == units.MMOLL else f"{v:.0f}"
 
+    def gds(v):  # a signed glucose difference (slopes)
+        if v is None:
+            return "–"
+        return f"{v / units.MGDL_PER_MMOLL:+.1f}" if unit == units.MMOLL else f"{v:+.0f}"
+
+    def qv(v):  # a p- or q-value, two significant digits, small ones as "< 0.001"
+        if v is None:
+            return "–"
+        return "< 0.001" if v < 0.001 else f"{v:.2g}" if v < 0.1 else f"{v:.2f}"
+
     def hm(v):
         if v is None:
             return "–"
@@ -53,12 +64,64 @@ def _env(unit: str, tz_name: str) -> Environment:
         return f"{r['min']:g} – {r['median']:g} – {r['max']:g}"
 
     env.filters.update(
-        g=g, gd=gd, hm=hm, rng=rng, pct=_num("%.1f %%"), f0=_num("%.0f"), f1=_num("%.1f"),
+        g=g, gd=gd, gds=gds, qv=qv, hm=hm, rng=rng, pct=_num("%.1f %%"), f0=_num("%.0f"), f1=_num("%.1f"),
         cov=lambda v: "–" if v is None else f"{100 * v:.0f} %",
+        day_before=lambda d: (date.fromisoformat(d) - timedelta(days=1)).isoformat(),
+        day_after=lambda d: (date.fromisoformat(d) + timedelta(days=1)).isoformat(),
         dt=lambda ms: datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M"),
         tm=lambda ms: datetime.fromtimestamp(ms / 1000, tz).strftime("%H:%M"),
     )
     return env
+
+
+class Links:
+    """Where a page's links go: the portal's routes, or (static) the files of a folder written
+    next to each other (the demo's report/ folder), relative so they work from file://.
+    static_nights: the nights with a written page; the others get no link."""
+
+    def __init__(self, tenant: str, *, static: bool = False,
+                 static_nights: frozenset[str] | set[str] = frozenset()):
+        self.tenant, self.static, self.static_nights = tenant, static, frozenset(static_nights)
+
+    def report(self, **query) -> str:
+        if self.static:
+            return "report.html"
+        return f"/portal/p/{self.tenant}" + _query(query)
+
+    def night(self, night: str, fmt: str = "") -> str | None:
+        if self.static:
+            if night not in self.static_nights or fmt not in ("", "pdf"):
+                return None
+            return f"night-{night}.{fmt or 'html'}"
+        return f"/portal/p/{self.tenant}/nights/{night}" + (f".{fmt}" if fmt else "")
+
+    def night_picker(self) -> str:
+        """The portal route that takes ?night=YYYY-MM-DD from the night page's date field."""
+        return f"/portal/p/{self.tenant}/nights"
+
+    def export(self, fmt: str, **query) -> str | None:
+        if self.static:
+            return "report.pdf" if fmt == "pdf" else None
+        return f"/portal/p/{self.tenant}/report.{fmt}" + _query(query)
+
+
+def _query(query: dict) -> str:
+    pairs = [(k, v) for k, v in query.items() if v is not None]
+    return ("?" + urlencode(pairs)) if pairs else ""
+
+
+def banner_alerts(alerts: list[dict]) -> list[dict]:
+    """The urgent alerts a patient's page shows at its top: unacknowledged, urgent, newest
+    first; each with its value in mg/dL when it is a glucose value (the page converts it)."""
+    out = []
+    for a in alerts:
+        if a.get("level") != "urgent" or a.get("acked_at") is not None:
+            continue
+        detail = a.get("detail") or {}
+        glucose = detail.get("value") if a.get("rule") in ("urgent_low", "low", "high") else None
+        out.append({"rule": a["rule"], "at_ms": a["at_ms"], "message": a["message"],
+                    "glucose": glucose, "threshold": detail.get("threshold")})
+    return sorted(out, key=lambda a: -a["at_ms"])
 
 
 def _footer(text: str) -> str:
@@ -77,28 +140,34 @@ def _sources(rep: dict) -> list[str]:
 
 
 def report_html(rep: dict, *, tenant_name: str, unit: str, pdf: bool = False,
-                user: dict | None = None, can_edit: bool = False) -> str:
+                user: dict | None = None, can_edit: bool = False, links: Links | None = None,
+                alerts: list[dict] | None = None) -> str:
     tz = ZoneInfo(rep["tz"])
     env = _env(unit, rep["tz"])
     dailies = [{"day": d["day"], "svg": charts.daily(d["readings"], tz, d["day"], unit)}
                for d in rep["daily"]]
+    assoc = sorted((a for a in rep["associations"] if a["estimable"]), key=lambda a: a["q"])
     return env.get_template("report.html").render(
         rep=rep, name=tenant_name, unit=unit, pdf=pdf, user=user, tenant=rep["tenant"],
         agp_svg=charts.agp(rep["agp"], unit), tir_svg=charts.tir_bar(rep.get("bands")),
         dailies=dailies, sources=_sources(rep), can_edit=can_edit, presets=list(PRESETS),
-        assoc_enough=any(a["r"] is not None for a in rep["associations"]),
-        min_nights=fusion.MIN_NIGHTS,
+        assoc=assoc, assoc_tested=len(assoc), fdr_q=summary.FDR_Q,
+        min_nights=fusion.MIN_NIGHTS, links=links or Links(rep["tenant"]),
+        alerts=banner_alerts(alerts or []), max_days=MAX_REPORT_DAYS,
         footer=_footer(f"{tenant_name} · {rep['start_day']} to {rep['end_day']} · Nightlink"))
 
 
 def night_html(doc: dict, tl: list[dict], *, tenant: str, tenant_name: str, unit: str,
-               pdf: bool = False, user: dict | None = None) -> str:
+               pdf: bool = False, user: dict | None = None, links: Links | None = None,
+               alerts: list[dict] | None = None) -> str:
     tz = ZoneInfo(doc["tz"])
     env = _env(unit, doc["tz"])
     svg = charts.night_timeline(tl, doc["findings"]["lows"], tz, unit, compact=pdf)
     return env.get_template("night.html").render(
         doc=doc, name=tenant_name, unit=unit, pdf=pdf, user=user, tenant=tenant,
-        timeline_svg=svg, page_size="A4 landscape",
+        timeline_svg=svg, page_size="A4 landscape", links=links or Links(tenant),
+        lows=summary.nest_lows(doc["findings"]["lows"]),
+        rem_latency=summary.rem_latency(doc["sleep"]), alerts=banner_alerts(alerts or []),
         footer=_footer(f"{tenant_name} · night of {doc['night']} · Nightlink"))
 
 

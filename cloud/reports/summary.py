@@ -9,6 +9,7 @@ import statistics
 from datetime import date, datetime, time, timedelta
 
 from nightlink.cloud import fusion, glycemia
+from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.store import TenantStore
 from nightlink.shared import units
@@ -16,25 +17,31 @@ from nightlink.shared import units
 MS_DAY = 86_400_000
 MORNING_MIN = 60  # next-morning glucose: mean of the readings in the hour after final wake
 
-TARGET_LABELS = {"in_range": "Time in range", "low_total": "Time below range",
-                 "very_low": "Time < 54 mg/dL", "high_total": "Time above range",
-                 "very_high": "Time > 250 mg/dL"}
+# Target rows: a label without numbers and the limit it counts against (mg/dL; the page shows
+# it in the reader's units). "range" stands for the preset's range.
+TARGET_LABELS = {"in_range": ("Time in range", "range"),
+                 "low_total": ("Time below range", ("<", "lo")),
+                 "very_low": ("Time very low", ("<", units.VERY_LOW)),
+                 "high_total": ("Time above range", (">", "hi")),
+                 "very_high": ("Time very high", (">", units.VERY_HIGH))}
 
-# (key, label, unit, how to read it from a night row)
+# Night factors against glucose outcomes: (key, label, unit, step). The slope is shown per
+# step of the factor (per 10 events/h of AHI, per 30 min of WASO), a change a doctor can read.
 PREDICTORS = (
-    ("ahi", "AHI", "events/h"),
-    ("odi4", "ODI 4 %", "events/h"),
-    ("tst_h", "Total sleep time", "h"),
-    ("se_pct", "Sleep efficiency", "%"),
-    ("waso_min", "WASO", "min"),
-    ("temp_c", "Bedroom temperature (median)", "degC"),
-    ("co2_max", "Bedroom CO2 (max)", "ppm"),
+    ("ahi", "AHI", "events/h", 10),
+    ("odi4", "ODI 4 %", "events/h", 10),
+    ("tst_h", "Total sleep time", "h", 1),
+    ("se_pct", "Sleep efficiency", "%", 10),
+    ("waso_min", "WASO", "min", 30),
+    ("temp_c", "Bedroom temperature (median)", "°C", 1),
+    ("co2_max", "Bedroom CO2 (max)", "ppm", 100),
 )
-OUTCOMES = (
-    ("noct_mean", "Overnight mean glucose", "mg/dL"),
-    ("noct_sd", "Overnight glucose SD", "mg/dL"),
-    ("morning", "Next-morning glucose", "mg/dL"),
+OUTCOMES = (  # all in mg/dL; shown in the reader's units
+    ("noct_mean", "Overnight mean glucose"),
+    ("noct_sd", "Overnight glucose SD"),
+    ("morning", "Next-morning glucose"),
 )
+FDR_Q = 0.05  # rows with a Benjamini-Hochberg q below this are marked
 
 
 def latest_day(data: TenantStore, ps: PatientSettings) -> str:
@@ -54,7 +61,10 @@ def period(end_day: str, days: int, tz) -> tuple[int, int, list[str]]:
         (first + timedelta(days=i)).isoformat() for i in range(days)]
 
 
-def targets_check(bands: dict, preset: dict, readings) -> list[dict]:
+def targets_check(bands: dict, preset: dict, readings, judged: bool = True) -> list[dict]:
+    """Each target of the preset with its share of readings. "met" is True or False only when
+    judged (the period has sufficient data, docs/clinical.md), else None: a handful of
+    readings does not meet or miss a 14-day target."""
     lo, hi = preset["range"]
     values = [g for _, g in glycemia.glucose(readings)]
     n = len(values)
@@ -68,9 +78,46 @@ def targets_check(bands: dict, preset: dict, readings) -> list[dict]:
     out = []
     for key, (op, target) in preset["targets"].items():
         v = shares[key]
-        out.append({"key": key, "label": TARGET_LABELS[key], "value": v, "op": op,
-                    "target": target, "met": v > target if op == ">" else v < target})
+        label, limit = TARGET_LABELS[key]
+        if limit == "range":
+            limit = ("range", lo, hi)
+        else:
+            limit = (limit[0], {"lo": lo, "hi": hi}.get(limit[1], limit[1]))
+        met = (v > target if op == ">" else v < target) if judged else None
+        out.append({"key": key, "label": label, "limit": list(limit), "value": v, "op": op,
+                    "target": target, "met": met})
     return out
+
+
+def nest_lows(lows: list[dict]) -> list[dict]:
+    """A night's lows as episodes, each once: the level-1 lows with the level-2 lows inside
+    them (a level-2 low always lies within a level-1 one), marked with the deepest level
+    reached. A level-2 low outside every level-1 low (not expected) stands on its own."""
+    level1 = [dict(x, deepest=1, level2=[]) for x in lows if x["level"] == 1]
+    out = list(level1)
+    for x in lows:
+        if x["level"] != 2:
+            continue
+        host = next((e for e in level1 if e["start_ms"] <= x["start_ms"] <= e["end_ms"]),
+                    None)
+        if host is None:
+            out.append(dict(x, deepest=2, level2=[x]))
+        else:
+            host["deepest"] = 2
+            host["level2"].append(x)
+    return sorted(out, key=lambda e: e["start_ms"])
+
+
+def rem_latency(sleep: dict) -> float | None:
+    """The night's REM latency when it has a valid one: sleep staged into REM (not actigraphy),
+    REM scored, and REM after sleep onset. A REM epoch right at onset from a wearable or audio
+    classifier is a scoring artefact far more often than a sleep-onset REM period, so no
+    latency is shown rather than 0 min."""
+    lat = sleep.get("rem_latency_min")
+    rem_pct = (sleep.get("stage_pct") or {}).get("rem")
+    if lat is None or not rem_pct or lat <= 0:
+        return None
+    return lat
 
 
 def night_row(doc: dict) -> dict:
@@ -83,7 +130,7 @@ def night_row(doc: dict) -> dict:
         "tib_min": s["tib_min"], "tst_min": s["tst_min"],
         "tst_h": s["tst_min"] / 60 if s["tst_min"] is not None else None,
         "se_pct": s["se_pct"], "sol_min": s["sol_min"], "waso_min": s["waso_min"],
-        "rem_latency_min": s["rem_latency_min"],
+        "rem_latency_min": rem_latency(s),
         "light_pct": (s["stage_pct"] or {}).get("light"),
         "deep_pct": (s["stage_pct"] or {}).get("deep"),
         "rem_pct": (s["stage_pct"] or {}).get("rem"),
@@ -94,8 +141,9 @@ def night_row(doc: dict) -> dict:
         "noct_tir": (g.get("bands") or {}).get("in_range"),
         "noct_tbr": ((g.get("bands") or {}).get("low", 0) + (g.get("bands") or {}).get(
             "very_low", 0)) if g.get("bands") else None,
-        "lows_l1": sum(1 for x in g["lows"] if x["level"] == 1),
-        "lows_l2": sum(1 for x in g["lows"] if x["level"] == 2),
+        # lows: episodes, each once; lows_l2: of which reached level 2 (below 54 mg/dL)
+        "lows_l1": len(nest_lows(g["lows"])),
+        "lows_l2": sum(1 for e in nest_lows(g["lows"]) if e["deepest"] == 2),
         "dawn_rise": (g.get("dawn") or {}).get("rise"),
         "dawn_flag": (g.get("dawn") or {}).get("flag"),
         "temp_c": (r.get("temp_c") or {}).get("median"),
@@ -117,12 +165,28 @@ def _morning(readings, doc: dict) -> float | None:
 
 
 def associations(rows: list[dict]) -> list[dict]:
+    """Every night factor against every glucose outcome: Pearson r with its Fisher-z 95 %
+    interval, the least-squares slope per step of the factor with its 95 % interval, the
+    p-value, and the Benjamini-Hochberg q-value over the estimable rows tested together.
+    A row is estimable with at least fusion.MIN_NIGHTS nights holding both figures and
+    variation in each; the others keep r, p and q as None."""
     out = []
-    for pk, plabel, punit in PREDICTORS:
-        for ok, olabel, ounit in OUTCOMES:
+    for pk, plabel, punit, step in PREDICTORS:
+        for ok, olabel in OUTCOMES:
             res = fusion.pearson([r[pk] for r in rows], [r[ok] for r in rows])
-            out.append({"predictor": pk, "predictor_label": plabel, "predictor_unit": punit,
-                        "outcome": ok, "outcome_label": olabel, "outcome_unit": ounit, **res})
+            row = {"predictor": pk, "predictor_label": plabel, "predictor_unit": punit,
+                   "step": step, "outcome": ok, "outcome_label": olabel,
+                   "outcome_unit": units.MGDL, **res, "estimable": res["r"] is not None,
+                   "p": None, "q": None, "slope_per_step": None, "slope_ci_per_step": None}
+            if row["estimable"]:
+                row["p"] = stats.pearson_p(res["r"], res["n"])
+                row["slope_per_step"] = res["slope"] * step
+                row["slope_ci_per_step"] = [v * step for v in stats.slope_ci(
+                    res["r"], res["slope"], res["n"])]
+            out.append(row)
+    tested = [row for row in out if row["estimable"]]
+    for row, q in zip(tested, stats.bh_qvalues([row["p"] for row in tested]), strict=True):
+        row["q"] = q
     return out
 
 
@@ -169,12 +233,15 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
                  "sensor_errors": len(readings) - len(glucose)}
     rep["sufficiency"] = glycemia.sufficiency(readings, start_ms, end_ms)
     rep["sufficiency"]["days_with_data"] = len(glycemia.daily(readings, ps.tz))
+    # Targets, the CV rating and the GRI zone are judged only on sufficient data (>= 70 % of
+    # the possible readings over >= 14 days, docs/clinical.md); below it they say so.
+    rep["judged"] = rep["sufficiency"]["sufficient"]
     s = glycemia.summary(readings)
     rep["summary"] = s
     if s is not None:
         b = glycemia.bands(readings)
         rep["bands"] = b
-        rep["targets"] = targets_check(b, ps.preset, readings)
+        rep["targets"] = targets_check(b, ps.preset, readings, judged=rep["judged"])
         rep["gri"], rep["gri_zone"] = glycemia.gri(b)
         rep["lbgi"], rep["hbgi"] = glycemia.risk_indices(readings)
         rep["mage"] = glycemia.mage_ma(readings, ps.tz)
@@ -201,7 +268,7 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
         row["morning"] = _morning(night_readings, doc)
     rep["nights"] = [row for _, row in nights]
     rep["night_lows"] = [{"night": doc["night"], **low} for doc, _ in nights
-                         for low in doc["findings"]["lows"]]
+                         for low in nest_lows(doc["findings"]["lows"])]
     rep["associations"] = associations(rep["nights"])
     rep["flags"] = flags(rep)
     return rep
@@ -211,7 +278,7 @@ def flags(rep: dict) -> list[dict]:
     """What a doctor's patient list shows next to the patient."""
     out = []
     for t in rep.get("targets") or []:
-        if t["key"] in ("low_total", "very_low") and not t["met"]:
+        if t["key"] in ("low_total", "very_low") and t["met"] is False:
             out.append({"key": "tbr", "text": f"{t['label']} {t['value']:.1f} % "
                         f"(target {t['op']} {t['target']:g} %)"})
             break
@@ -219,7 +286,7 @@ def flags(rep: dict) -> list[dict]:
     if ahi and max(ahi) >= 15:
         out.append({"key": "ahi", "text": f"AHI >= 15 on {sum(1 for a in ahi if a >= 15)} of "
                     f"{len(ahi)} nights (max {max(ahi):.1f}/h)"})
-    low_nights = sum(1 for r in rep["nights"] if r["lows_l1"] or r["lows_l2"])
+    low_nights = sum(1 for r in rep["nights"] if r["lows_l1"])
     if low_nights:
         out.append({"key": "lows", "text": f"Nocturnal lows on {low_nights} night"
                     f"{'s' if low_nights != 1 else ''}"})

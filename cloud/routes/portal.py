@@ -30,6 +30,7 @@ COOKIE = "nl_portal"
 PORTAL_ROLES = ("patient", "caregiver", "doctor")
 EDIT_ROLES = ("patient", "doctor", "admin")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ALERTS_SHOWN = 20
 
 
 class SignIn(Exception):
@@ -183,7 +184,12 @@ def report_page(tenant: str, user: PortalUser, store: StoreDep, end: str | None 
                 end=rep["end_day"])
     return _html(render.report_html(rep, tenant_name=row["name"],
                                     unit=report_settings.user_units(store, user["id"]), user=user,
-                                    can_edit=role in EDIT_ROLES))
+                                    can_edit=role in EDIT_ROLES, alerts=_open_alerts(store, tenant)))
+
+
+def _open_alerts(store: Store, tenant: str) -> list[dict]:
+    """The tenant's unacknowledged alerts (the pages show the urgent ones at the top)."""
+    return store.tenant(tenant).alerts(limit=ALERTS_SHOWN, unacked=True)
 
 
 @router.post("/p/{tenant}/settings")
@@ -240,6 +246,16 @@ def report_export(tenant: str, fmt: str, user: PortalUser, store: StoreDep,
     return _download(body, media, name)
 
 
+@router.get("/p/{tenant}/nights")
+def night_picker(tenant: str, user: PortalUser, store: StoreDep, night: str | None = None):
+    """The night page's date field: on to that night's page."""
+    _access(store, user, tenant)
+    day = _day("night", night)
+    if day is None:
+        return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
+    return RedirectResponse(f"/portal/p/{tenant}/nights/{day}", status_code=303)
+
+
 @router.get("/p/{tenant}/nights/{name}")
 def night(tenant: str, name: str, user: PortalUser, store: StoreDep):
     """One night's fused view (nights/2026-01-15), or its export (.pdf, .csv, .json)."""
@@ -257,7 +273,7 @@ def night(tenant: str, name: str, user: PortalUser, store: StoreDep):
     if fmt == "":
         store.audit("night.view", actor=user["id"], tenant_id=tenant, night=night_id)
         return _html(render.night_html(doc, tl, tenant=tenant, tenant_name=row["name"],
-                                       unit=unit, user=user))
+                                       unit=unit, user=user, alerts=_open_alerts(store, tenant)))
     filename = f"{tenant}-night-{night_id}.{fmt}"
     if fmt == "pdf":
         body, pages = render.night_pdf(doc, tl, tenant=tenant, tenant_name=row["name"], unit=unit)
