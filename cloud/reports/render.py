@@ -43,10 +43,14 @@ def _env(unit: str, tz_name: str) -> Environment:
             return "–"
         return f"{v / units.MGDL_PER_MMOLL:.1f}" if unit == units.MMOLL else f"{v:.0f}"
 
-    def gds(v):  # a signed glucose difference (slopes)
+    def gds(v):  # a signed glucose difference (slopes): two significant digits, at most
         if v is None:
             return "–"
-        return f"{v / units.MGDL_PER_MMOLL:+.1f}" if unit == units.MMOLL else f"{v:+.0f}"
+        if unit == units.MMOLL:
+            v = v / units.MGDL_PER_MMOLL
+        digits = 0 if abs(v) >= 10 else 1 if abs(v) >= 1 else 2
+        text = f"{v:+.{digits}f}"
+        return text.replace("-", "+") if float(text) == 0 else text  # no "-0"
 
     def qv(v):  # a p- or q-value, two significant digits, small ones as "< 0.001"
         if v is None:

@@ -27,7 +27,7 @@ PRESETS = {
         "targets": {"in_range": (">", 50), "low_total": ("<", 1), "very_high": ("<", 10)},
     },
     "pregnancy": {
-        "label": "Pregnancy (type 1 diabetes), range 63-140 mg/dL",
+        "label": "Pregnancy (type 1 diabetes)",
         "range": (63, 140),
         "targets": {"in_range": (">", 70), "low_total": ("<", 4), "very_low": ("<", 1),
                     "high_total": ("<", 25)},

@@ -1,9 +1,11 @@
 """The multi-day report on hand-computed fixtures, and its PDF turned into PNG pages."""
 
 import random
+import re
 import shutil
 import subprocess
 from datetime import UTC, date, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -159,3 +161,147 @@ def test_night_pdf__two_pages_timeline_first(fortnight, tmp_path):
     assert pages == len(pngs) == 2
     assert "Night of 2026-01-04" in texts[0] and "Timeline" in texts[0]
     assert "mmol/L" in texts[0] and "Lows with sleep stage" in texts[1]
+
+
+def _cell(html: str, table_id: str) -> str:
+    """The text of a table (tags dropped, whitespace collapsed), to look for a phrase."""
+    start = html.index(f'id="{table_id}"')
+    body = html[start:html.index("</table>", start)]
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+def test_report__nested_low_counted_once(store):
+    """A level-2 low inside a level-1 low is one low that reached level 2, not two lows."""
+    data = store.tenant("p1")
+    # 03:00-04:00 below 70, of which 03:15-03:45 below 54: one low reaching level 2.
+    one_day(data, [(m, (50 if 195 <= m < 225 else 62 if 180 <= m < 240 else 110))
+                   for m in range(0, 1440, 5)])
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
+    night = rep["nights"][0]
+    assert (night["lows_l1"], night["lows_l2"]) == (1, 1)
+    assert len(rep["night_lows"]) == 1 and rep["night_lows"][0]["deepest"] == 2
+    html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+    assert "1 (1 reached < 54)" in _cell(html, "nights")
+    assert _cell(html, "night-lows").count("2026-01-13") == 1
+
+
+def test_report__one_reading_judges_no_target(store):
+    data = store.tenant("p1")
+    one_day(data, [(600, 120)])
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
+    html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+    targets = _cell(html, "targets")
+    assert "not enough data" in targets and "met" not in targets
+    stats = _cell(html, "stats")
+    assert "zone" not in stats and "CV, target ≤ 36 %) – (not enough data)" in stats
+    assert not any(f["key"] == "tbr" for f in rep["flags"])
+
+
+def test_report__mmol_everywhere(store, tmp_path):
+    """A reader in mmol/L sees no mg/dL on the report, the night page or either PDF."""
+    data = store.tenant("p1")
+    settings.set_patient_settings(data, tz="Europe/Berlin", targets="pregnancy")
+    tz, rng = ZoneInfo("Europe/Berlin"), random.Random(3)
+    for i in range(6):
+        day = date(2026, 1, 2) + timedelta(days=i)
+        synth_day_streams(data, day, tz, rng, low_at=(3, 10))
+        synth_night(data, day, tz, rng, hours=3.0, apnea_per_h=4 + 4 * i)
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-07", days=14)
+    html = render.report_html(rep, tenant_name="Ann", unit="mmol/L")
+    assert "mg/dL" not in html
+    targets = _cell(html, "targets")
+    assert "(< 3.0 mmol/L)" in targets and "3.5–7.8 mmol/L" in targets
+    assert "mmol/L per" in _cell(html, "associations")
+    from nightlink.cloud import fusion
+
+    doc = settings.fused_night(data, "2026-01-04", tz)
+    tl = fusion.timeline(fusion.load_night(data, "2026-01-04", tz), doc)
+    night = render.night_html(doc, tl, tenant="p1", tenant_name="Ann", unit="mmol/L")
+    assert "mg/dL" not in night
+    for name, (pdf, _pages) in (("units-report", render.report_pdf(rep, tenant_name="Ann",
+                                                                   unit="mmol/L")),
+                                ("units-night", render.night_pdf(doc, tl, tenant="p1",
+                                                                 tenant_name="Ann",
+                                                                 unit="mmol/L"))):
+        _pngs, texts = _pdf_pages(pdf, tmp_path, name)
+        assert "mmol/L" in texts[0] and not any("mg/dL" in t for t in texts), name
+
+
+def test_report__associations_fdr(fortnight):
+    """Each estimable pair has n, r with its interval, p as scipy's pearsonr, and the
+    Benjamini-Hochberg q over the pairs tested together; the others are not shown."""
+    from scipy import stats as scipy_stats
+
+    rep = build_report(fortnight, settings.patient_settings(fortnight), end_day="2026-01-15",
+                       days=14)
+    rows = rep["associations"]
+    tested = [a for a in rows if a["estimable"]]
+    assert 3 <= len(tested) < len(rows)  # the nights without sleep data leave some out
+    nights = {n["night"]: n for n in rep["nights"]}
+    for a in tested:
+        pairs = [(n[a["predictor"]], n[a["outcome"]]) for n in nights.values()
+                 if n[a["predictor"]] is not None and n[a["outcome"]] is not None]
+        r, p = scipy_stats.pearsonr(*zip(*pairs, strict=True))
+        assert a["n"] == len(pairs) and a["r"] == pytest.approx(r) and a["p"] == pytest.approx(p)
+        fit = scipy_stats.linregress(*zip(*pairs, strict=True))
+        t = scipy_stats.t.ppf(0.975, len(pairs) - 2)
+        assert a["slope_ci_per_step"][0] == pytest.approx((fit.slope - t * fit.stderr) * a["step"])
+    want = scipy_stats.false_discovery_control([a["p"] for a in tested])
+    assert [a["q"] for a in tested] == pytest.approx(list(want))
+    html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+    table = _cell(html, "associations")
+    assert html.count("data-pair=") == len(tested) and "q (FDR)" in table
+    note = _cell(html.replace('<p class="source" id="assoc-note">', '<table id="note">')
+                 .replace("Associations, not causes.</p>", "</table>"), "note")
+    assert f"{len(tested)} pairs tested together" in note and "Benjamini-Hochberg" in note
+    assert not re.search(r"[1-9]\.\d{3,}|\d{2,}\.\d", table)  # rounded: no -215.55
+
+
+def test_night__no_rem_latency_without_a_valid_one(fortnight):
+    """A night with REM latency 0 (REM scored at onset) or without REM shows "—"."""
+    from nightlink.cloud import fusion
+    from nightlink.cloud.reports.summary import night_row
+
+    tz = ZoneInfo("Europe/Berlin")
+    doc = settings.fused_night(fortnight, "2026-01-04", tz)
+    tl = fusion.timeline(fusion.load_night(fortnight, "2026-01-04", tz), doc)
+    assert doc["sleep"]["rem_latency_min"] > 0
+
+    def latency(d):
+        html = render.night_html(d, tl, tenant="p1", tenant_name="Ann", unit="mg/dL")
+        return re.search(r'id="rem-latency">([^<]*)<', html).group(1)
+
+    assert latency(doc) == f"{doc['sleep']['rem_latency_min']:.0f} min"
+    zero = {**doc, "sleep": {**doc["sleep"], "rem_latency_min": 0.0}}
+    assert latency(zero) == "—" and night_row(zero)["rem_latency_min"] is None
+    no_rem = {**doc, "sleep": {**doc["sleep"], "stage_pct": {"light": 80, "deep": 20, "rem": 0}}}
+    assert latency(no_rem) == "—"
+
+
+def test_night_pdf__panel_titles_clear_of_axis_numbers(fortnight):
+    """In the timeline no panel title's box overlaps an axis number's (estimated from the
+    SVG's coordinates: 0.62 em per character)."""
+    from nightlink.cloud import fusion
+    from nightlink.cloud.reports import charts
+
+    tz = ZoneInfo("Europe/Berlin")
+    doc = settings.fused_night(fortnight, "2026-01-04", tz)
+    tl = fusion.timeline(fusion.load_night(fortnight, "2026-01-04", tz), doc)
+    for unit in ("mg/dL", "mmol/L"):
+        for compact in (True, False):
+            svg = charts.night_timeline(tl, doc["findings"]["lows"], tz, unit, compact=compact)
+            boxes = []
+            for m in re.finditer(r'<text x="([\d.-]+)" y="([\d.-]+)"([^>]*)>(.*?)</text>', svg):
+                x, y, attrs = float(m[1]), float(m[2]), m[3]
+                text = re.sub(r"<[^>]+>", "", m[4])
+                w = 0.62 * 10 * len(text)
+                x0 = x - w if 'text-anchor="end"' in attrs else (
+                    x - w / 2 if 'text-anchor="middle"' in attrs else x)
+                boxes.append(("lbl" in attrs, text, (x0, y - 8, x0 + w, y + 1)))
+            titles = [b for b in boxes if b[0]]
+            numbers = [b for b in boxes if not b[0] and re.fullmatch(r"[\d.:]+", b[1])]
+            assert len(titles) == 6 and numbers
+            for _, title, (a0, b0, a1, b1) in titles:
+                for _, num, (c0, d0, c1, d1) in numbers:
+                    overlap = a0 < c1 and c0 < a1 and b0 < d1 and d0 < b1
+                    assert not overlap, (unit, compact, title, num)
