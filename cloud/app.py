@@ -37,6 +37,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         patients,
         portal,
         sessions,
+        sharing,
         tenants,
     )
     from nightlink.nightscout.app import mount as mount_nightscout
@@ -55,6 +56,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     from nightlink.cloud.auth import RateLimiter
 
     app.state.login_limiter = RateLimiter(settings.login_attempts_per_minute)
+    app.state.signup_limiter = RateLimiter(settings.signups_per_hour, window_s=3600.0)
     directory = CloudDirectory(app.state.store, settings)
     hub = Hub(directory)
     app.state.events = hub
@@ -64,12 +66,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                              cors_origin=settings.nightscout_cors_origin or None,
                              limits=Limits.from_settings(settings))  # body size, upload rate
     app.state.store.access_listeners.append(state.forget)
-    for module in (sessions, accounts, tenants, credentials, devices, export, patients, data, ops,
-                   live, portal):
+    for module in (sessions, accounts, sharing, tenants, credentials, devices, export, patients,
+                   data, ops, live, portal):
         _docstring_summaries(module.router)
         app.include_router(module.router)
     live.install(app)  # the alert worker runs with the app's lifespan
     portal.install(app)  # portal pages send browsers without a session to sign in
+    app.include_router(sharing.pages)  # the pages mailed links open
 
     app.add_middleware(RequestContext, domain=settings.tenant_domain.lower().strip("."))
 

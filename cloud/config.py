@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     tenant_domain: str = ""  # e.g. "nightlink.example" so fam-1.nightlink.example names fam-1
     purge_after_days: int = Field(30, ge=1, le=3650)
+    # Sign-up (a new account with its own tenant) and the mail it sends: verification links
+    # and invitations go out by SMTP when smtp_host is set, else into mail_dir as .eml files
+    # (an operator without a mail server hands the link over themselves).
+    signup_enabled: bool = True
+    signups_per_hour: int = Field(20, ge=1, le=100000)
+    smtp_host: str = ""
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    mail_from: str = "Nightlink <nightlink@localhost>"
+    mail_dir: str = "nightlink-mail"
+    invite_days: int = Field(7, ge=1, le=90)
     # Nightscout's `cors` option: the origin browser apps (Nightscout Reporter) may read the
     # Nightscout APIs from; "" sends no CORS headers.
     nightscout_cors_origin: str = "*"

@@ -293,6 +293,10 @@ def ack_alert(access: MemberAccess, alert_id: int, request: Request) -> AlertPub
     """Acknowledge an alert (patients and caregivers); acknowledging twice changes nothing."""
     if access.role not in ACK_ROLES:
         raise HTTPException(403, f"A {access.role} may see alerts but not acknowledge them.")
+    if access.role == "caregiver" and not request.app.state.store.member_alerts(
+            access.tenant_id, access.user["id"]):
+        raise HTTPException(403, "This caregiver was given read-only access: alerts are shown "
+                            "but not acknowledged.")
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
     if access.data.ack_alert(alert_id, access.user["id"]):

@@ -32,6 +32,7 @@ class MeOut(BaseModel):
     email: str
     name: str
     is_admin: bool
+    verified: bool  # the address was confirmed (or an administrator made the account)
     tenants: list[dict]
 
 
@@ -64,4 +65,5 @@ def refresh(body: RefreshIn, store: StoreDep, settings: SettingsDep):
 def me(user: CurrentUser, store: StoreDep):
     """The signed-in account and the tenants it belongs to."""
     return MeOut(id=user["id"], email=user["email"], name=user["name"],
-                 is_admin=bool(user["is_admin"]), tenants=store.memberships(user["id"]))
+                 is_admin=bool(user["is_admin"]), verified=bool(user.get("verified_at")),
+                 tenants=store.memberships(user["id"]))

@@ -68,6 +68,7 @@ class MemberPublic(BaseModel):
     name: str
     role: str
     granted_at: float
+    alerts: bool = True  # False: reads, but takes no part in alerts
 
 
 class AuditPublic(BaseModel):

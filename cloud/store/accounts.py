@@ -9,6 +9,7 @@ from nightlink.cloud.store.base import ConflictError, NotFoundError, from_json, 
 from nightlink.sql import Database, IntegrityError
 
 ROLES = ("patient", "caregiver", "doctor", "admin")
+INVITE_ROLES = ("caregiver", "doctor")
 # A member's own account actions, shown in the audit log of each tenant they belong to.
 MEMBER_ACTIONS = ("login", "password.change", "account.delete")
 
@@ -66,12 +67,16 @@ class Accounts:
     # -- users and roles ----------------------------------------------------------------
 
     def create_user(self, email: str, password_hash: str, *, name: str = "",
-                    is_admin: bool = False) -> dict:
+                    is_admin: bool = False, verified: bool = True) -> dict:
+        """A new account; `verified=False` for one made at sign-up, until its owner shows
+        the address is theirs (accounts an administrator makes are vouched for)."""
+        now = time.time()
         try:
             self.db.execute(
-                "INSERT INTO users (email, name, password_hash, is_admin, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (email.lower(), name, password_hash, int(is_admin), time.time()),
+                "INSERT INTO users (email, name, password_hash, is_admin, created_at, "
+                "verified_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (email.lower(), name, password_hash, int(is_admin), now,
+                 now if verified else None),
             )
         except IntegrityError:
             raise ConflictError(f"An account for {email} already exists.") from None
@@ -92,7 +97,7 @@ class Accounts:
 
     def set_user(self, user_id: int, **fields) -> None:
         for key, value in fields.items():
-            if key not in {"name", "password_hash", "deleted_at", "email"}:
+            if key not in {"name", "password_hash", "deleted_at", "email", "verified_at"}:
                 raise ValueError(f"{key} is not a user field.")
             self.db.execute(f"UPDATE users SET {key} = ? WHERE id = ?", (value, user_id))
         self.access_changed()
@@ -122,18 +127,27 @@ class Accounts:
             "ON CONFLICT (user_id) DO UPDATE SET units = excluded.units, "
             "updated_at = excluded.updated_at", (user_id, unit, time.time()))
 
-    def grant(self, tenant_id: str, user_id: int, role: str, *, by: int | None) -> None:
+    def grant(self, tenant_id: str, user_id: int, role: str, *, by: int | None,
+              alerts: bool = True) -> None:
+        """Give the user a role here; `alerts=False` lets them read but neither acknowledge
+        alerts nor count as someone who was told of them."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}.")
         self.get_tenant(tenant_id)
         self.db.execute(
-            "INSERT INTO memberships (tenant_id, user_id, role, granted_by, granted_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, user_id) DO UPDATE SET "
+            "INSERT INTO memberships (tenant_id, user_id, role, granted_by, granted_at, alerts) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, user_id) DO UPDATE SET "
             "role = excluded.role, granted_by = excluded.granted_by, "
-            "granted_at = excluded.granted_at, revoked_at = NULL",
-            (tenant_id, user_id, role, by, time.time()),
+            "granted_at = excluded.granted_at, alerts = excluded.alerts, revoked_at = NULL",
+            (tenant_id, user_id, role, by, time.time(), int(alerts)),
         )
         self.access_changed()
+
+    def member_alerts(self, tenant_id: str, user_id: int) -> bool:
+        """Whether a member takes part in the tenant's alerts (False: read only)."""
+        row = self.db.one("SELECT alerts FROM memberships WHERE tenant_id = ? AND user_id = ? "
+                          "AND revoked_at IS NULL", (tenant_id, user_id))
+        return bool(row and row["alerts"])
 
     def revoke(self, tenant_id: str, user_id: int) -> bool:
         done = bool(self.db.execute(
@@ -166,7 +180,8 @@ class Accounts:
 
     def members(self, tenant_id: str) -> list[dict]:
         return self.db.query(
-            "SELECT u.id AS user_id, u.email, u.name, m.role, m.granted_at FROM memberships m "
+            "SELECT u.id AS user_id, u.email, u.name, m.role, m.granted_at, m.alerts "
+            "FROM memberships m "
             "JOIN users u ON u.id = m.user_id WHERE m.tenant_id = ? AND m.revoked_at IS NULL "
             "AND u.deleted_at IS NULL ORDER BY u.email", (tenant_id,))
 
@@ -228,6 +243,66 @@ class Accounts:
                             (time.time(), jti))
             return row["user_id"]
 
+
+    # -- e-mail tokens and invitations -----------------------------------------------------
+
+    def add_email_token(self, token: str, user_id: int, purpose: str, ttl_s: float) -> None:
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO email_tokens (token_hash, user_id, purpose, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?)", (secret_hash(token), user_id, purpose, now, now + ttl_s))
+
+    def use_email_token(self, token: str, purpose: str) -> int | None:
+        """The user a live token of this purpose was sent to, spending it; None if unknown,
+        used or expired."""
+        key, now = secret_hash(token), time.time()
+        with self.db.transaction():
+            row = self.db.one("SELECT user_id FROM email_tokens WHERE token_hash = ? AND "
+                              "purpose = ? AND used_at IS NULL AND expires_at > ?",
+                              (key, purpose, now))
+            if row is None:
+                return None
+            self.db.execute("UPDATE email_tokens SET used_at = ? WHERE token_hash = ?",
+                            (now, key))
+        return int(row["user_id"])
+
+    def create_invite(self, tenant_id: str, code: str, role: str, *, alerts: bool, email: str,
+                      by: int | None, ttl_s: float) -> dict:
+        if role not in INVITE_ROLES:
+            raise ValueError(f"An invitation is for {' or '.join(INVITE_ROLES)}, not {role!r}.")
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO invites (tenant_id, code_hash, role, alerts, email, created_by, "
+            "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (tenant_id, secret_hash(code), role, int(alerts), email.lower(), by, now,
+             now + ttl_s))
+        return self.db.one("SELECT * FROM invites WHERE code_hash = ?", (secret_hash(code),))
+
+    def invites(self, tenant_id: str) -> list[dict]:
+        """The tenant's invitations not yet accepted, revoked or expired, newest first."""
+        return self.db.query(
+            "SELECT * FROM invites WHERE tenant_id = ? AND accepted_at IS NULL AND "
+            "revoked_at IS NULL AND expires_at > ? ORDER BY id DESC", (tenant_id, time.time()))
+
+    def revoke_invite(self, tenant_id: str, invite_id: int) -> bool:
+        return bool(self.db.execute(
+            "UPDATE invites SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND "
+            "accepted_at IS NULL AND revoked_at IS NULL", (time.time(), tenant_id, invite_id)))
+
+    def take_invite(self, code: str, user_id: int) -> dict | None:
+        """Spend a live invitation for this user: the invitation, or None if the code is
+        unknown, used, revoked or expired (or its tenant is deleted)."""
+        key, now = secret_hash(code), time.time()
+        with self.db.transaction():
+            row = self.db.one(
+                "SELECT i.* FROM invites i JOIN tenants t ON t.id = i.tenant_id "
+                "WHERE i.code_hash = ? AND i.accepted_at IS NULL AND i.revoked_at IS NULL "
+                "AND i.expires_at > ? AND t.deleted_at IS NULL", (key, now))
+            if row is None:
+                return None
+            self.db.execute("UPDATE invites SET accepted_by = ?, accepted_at = ? WHERE id = ?",
+                            (user_id, now, row["id"]))
+        return row
 
     # -- audit ------------------------------------------------------------------------------
 

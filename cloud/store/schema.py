@@ -303,6 +303,35 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "ALTER TABLE dead_letters ADD COLUMN payload_sha256 TEXT",
         "CREATE INDEX dead_letters_sender ON dead_letters (tenant_id, device, id)",
     ]),
+    (9, "sign-up with e-mail verification, invitations, members' alert scope", [
+        "ALTER TABLE users ADD COLUMN verified_at DOUBLE PRECISION",
+        # Accounts so far were made by an administrator, who vouches for the address.
+        "UPDATE users SET verified_at = created_at",
+        "ALTER TABLE memberships ADD COLUMN alerts INTEGER NOT NULL DEFAULT 1",
+        """CREATE TABLE email_tokens (
+            token_hash TEXT PRIMARY KEY,
+            user_id {BIGINT} NOT NULL REFERENCES users (id),
+            purpose TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            used_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE invites (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            code_hash TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL,
+            alerts INTEGER NOT NULL,
+            email TEXT NOT NULL DEFAULT '',
+            created_by {BIGINT},
+            created_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            accepted_by {BIGINT},
+            accepted_at DOUBLE PRECISION,
+            revoked_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX invites_tenant ON invites (tenant_id, id)",
+    ]),
 ]
 
 

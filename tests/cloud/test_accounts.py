@@ -152,7 +152,8 @@ def test_members__lists_roles_without_secrets(people):
     roles = {m["email"]: m["role"] for m in r.json()}
     assert roles == {"pat@example.org": "patient", "care@example.org": "caregiver",
                      "doc@example.org": "doctor"}
-    assert all(set(m) == {"user_id", "email", "name", "role", "granted_at"} for m in r.json())
+    assert all(set(m) == {"user_id", "email", "name", "role", "granted_at", "alerts"}
+               for m in r.json())
 
 
 def test_members__other_tenant_is_not_found(people):

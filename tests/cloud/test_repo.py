@@ -3,8 +3,11 @@
 import pytest
 
 from nightlink.cloud.store import ConflictError, NotFoundError, Store, unpack_row
+from nightlink.cloud.store.schema import MIGRATIONS
 from nightlink.shared import codec, features
 from tests.support.cloud import two_tenants
+
+LATEST = MIGRATIONS[-1][0]  # the schema version a fresh store reaches
 
 DEV = "a4cf12b0c3d4"
 ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
@@ -24,7 +27,7 @@ def _rec(seq, epoch, n=1, boot=1, dev=DEV):
 def test_repo__migrations_are_idempotent(cloud_db_url):
     a = Store.open(cloud_db_url)
     b = Store.open(cloud_db_url)  # a second process starting on the same database
-    assert a.version == b.version == 8
+    assert a.version == b.version == LATEST
     a.close()
     b.close()
 
@@ -59,7 +62,7 @@ def test_repo__migration_7_moves_nightscout_rows_into_the_core_store(cloud_db_ur
     old.close()
     monkeypatch.undo()
     new = Store(connect(cloud_db_url))
-    assert new.version == 8
+    assert new.version == LATEST
     t = new.tenant("fam-1")
     assert t.entries(count=5)[0]["_id"] == "abcdefabcdefabcdefabcdef"
     docs = {d["eventType"]: d for d in t.documents("treatments", count=5)}

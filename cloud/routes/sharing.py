@@ -1,0 +1,348 @@
+"""Sign-up and sharing: a person creates their own account and tenant, proves their address,
+and invites family or a doctor with a link or a code, choosing whether the invited person
+only reads or also takes part in alerts; invitations can be withdrawn before use and access
+revoked after (tenants.py). Every step is written to the audit log.
+
+An invitation code is 8 characters from an alphabet without look-alikes (about 40 bits),
+kept only as a hash, spent once, and valid for NIGHTLINK_INVITE_DAYS; wrong codes count
+against the person's sign-in rate limit, so codes cannot be guessed by trying.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Literal
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from nightlink.cloud import auth, mail
+from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
+from nightlink.cloud.routes.accounts import AccountPublic, account_public
+from nightlink.cloud.routes.fields import EMAIL
+from nightlink.cloud.store import ConflictError
+
+router = APIRouter(prefix="/api/nl/v1", tags=["sharing"], responses=ERRORS)
+
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L
+CODE_LENGTH = 8
+VERIFY_HOURS = 48
+_NOT_A_CODE = re.compile(r"[^A-Z0-9]")
+
+
+class SignUp(BaseModel):
+    email: str = Field(pattern=EMAIL, max_length=254)
+    password: str = Field(min_length=12, max_length=1024)
+    name: str = Field("", max_length=100)
+    tenant_name: str = Field("", max_length=100, description="Shown to those you share with; "
+                             "your name by default.")
+
+
+class SignedUp(BaseModel):
+    account: AccountPublic
+    tenant_id: str
+    verification_sent: bool
+    message: str
+
+
+class Verify(BaseModel):
+    token: str = Field(min_length=8, max_length=200)
+
+
+class InviteCreate(BaseModel):
+    role: Literal["caregiver", "doctor"]
+    alerts: bool = Field(True, description="False: the invited person reads the data but "
+                         "takes no part in alerts (cannot acknowledge them).")
+    email: str | None = Field(None, pattern=EMAIL, max_length=254,
+                              description="Also mail the link to this address.")
+    days: int | None = Field(None, ge=1, le=90, description="How long the invitation holds.")
+
+
+class InvitePublic(BaseModel):
+    id: int
+    role: str
+    alerts: bool
+    email: str
+    created_at: float
+    expires_at: float
+
+
+class InviteCreated(InvitePublic):
+    code: str = Field(description="Shown once; the invited person types it or opens the link.")
+    link: str
+    mailed: bool
+
+
+class InviteAccept(BaseModel):
+    code: str = Field(min_length=4, max_length=40)
+
+
+class Joined(BaseModel):
+    tenant_id: str
+    role: str
+    alerts: bool
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normalise_code(text: str) -> str:
+    """What a person types ("abcd-efgh", "ABCD EFGH") as the stored form ("ABCDEFGH")."""
+    return _NOT_A_CODE.sub("", text.upper())
+
+
+def show_code(code: str) -> str:
+    return f"{code[:4]}-{code[4:]}"
+
+
+def _tenant_slug(email: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", email.split("@")[0].lower()).strip("-_")[:20] or "me"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def _rate(request: Request, key: str) -> None:
+    wait = request.app.state.login_limiter.hit(key)
+    if wait:
+        raise HTTPException(429, "Too many attempts; wait a minute.",
+                            headers={"Retry-After": str(int(wait) + 1)})
+
+
+def _send_verification(settings, store, user: dict) -> bool:
+    token = secrets.token_urlsafe(32)
+    store.add_email_token(token, user["id"], "verify", VERIFY_HOURS * 3600)
+    link = f"{settings.public_base_url.rstrip('/')}/portal/verify?token={token}"
+    body = (f"Hello {user['name'] or user['email']},\n\n"
+            f"open this link within {VERIFY_HOURS} hours to confirm this address for your "
+            f"Nightlink account:\n\n{link}\n\nIf you did not sign up, ignore this message.\n")
+    try:
+        mail.send(settings, user["email"], "Confirm your Nightlink address", body)
+    except mail.MailError:
+        return False
+    return True
+
+
+@router.post("/signup", status_code=201, response_model=SignedUp)
+def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsDep):
+    """Create an account with its own tenant, where it is the patient.
+
+    The account works at once; a link sent to the address confirms it (needed before
+    sharing the tenant)."""
+    if not settings.signup_enabled:
+        raise HTTPException(403, "This server does not take sign-ups; ask its operator for an "
+                            "account.")
+    client = request.client.host if request.client else "?"
+    if request.app.state.signup_limiter.hit(client):
+        raise HTTPException(429, "Too many sign-ups from this address; try again later.",
+                            headers={"Retry-After": "3600"})
+    password_hash = auth.hash_password(body.password)
+    for _attempt in range(3):
+        tenant_id = _tenant_slug(body.email)
+        try:
+            with store.transaction():
+                user = store.create_user(body.email, password_hash, name=body.name,
+                                         verified=False)
+                store.create_tenant(tenant_id, body.tenant_name or body.name or body.email)
+                store.grant(tenant_id, user["id"], "patient", by=user["id"])
+                store.audit("account.signup", actor=user["id"], tenant_id=tenant_id,
+                            email=user["email"])
+            break
+        except ConflictError as exc:
+            if "account" in str(exc):
+                raise
+    else:
+        raise HTTPException(503, "No free tenant name was found; try again.")
+    sent = _send_verification(settings, store, user)
+    message = (f"Account created. A confirmation link was sent to {user['email']}." if sent
+               else "Account created, but the confirmation mail could not be sent; ask for "
+                    "it again from your account page.")
+    return SignedUp(account=account_public(user), tenant_id=tenant_id, verification_sent=sent,
+                    message=message)
+
+
+@router.post("/verify", status_code=204)
+def verify(body: Verify, request: Request, store: StoreDep):
+    """Confirm an address with the token from the mailed link."""
+    client = request.client.host if request.client else "?"
+    _rate(request, f"verify|{client}")
+    user_id = store.use_email_token(body.token, "verify")
+    if user_id is None:
+        raise HTTPException(400, "This confirmation link is not valid: it is unknown, used or "
+                            "older than 48 hours.")
+    store.set_user(user_id, verified_at=time.time())
+    store.audit("account.verify", actor=user_id)
+
+
+@router.post("/accounts/me/verification", status_code=202)
+def resend_verification(request: Request, user: CurrentUser, store: StoreDep,
+                        settings: SettingsDep) -> dict:
+    """Send the confirmation link again."""
+    if user.get("verified_at"):
+        raise HTTPException(409, "This address is already confirmed.")
+    _rate(request, f"verify-mail|{user['id']}")
+    if not _send_verification(settings, store, user):
+        raise HTTPException(503, "The confirmation mail could not be sent; try again later.")
+    return {"detail": f"A confirmation link was sent to {user['email']}."}
+
+
+def _invite_public(row: dict) -> dict:
+    return {"id": row["id"], "role": row["role"], "alerts": bool(row["alerts"]),
+            "email": row["email"], "created_at": row["created_at"],
+            "expires_at": row["expires_at"]}
+
+
+@router.post("/tenants/{tenant}/invites", status_code=201, response_model=InviteCreated)
+def create_invite(body: InviteCreate, access: WriterAccess, store: StoreDep,
+                  settings: SettingsDep):
+    """Invite a caregiver or a doctor: a code and a link, shown once.
+
+    The link is also mailed when an address is given. A patient must have confirmed their
+    own address first."""
+    user = access.user
+    if access.role != "admin" and not user.get("verified_at"):
+        raise HTTPException(403, "Confirm your address first (the link mailed at sign-up) "
+                            "before sharing your data.")
+    code = new_code()
+    days = body.days or settings.invite_days
+    row = store.create_invite(access.tenant_id, code, body.role, alerts=body.alerts,
+                              email=body.email or "", by=user["id"], ttl_s=days * 86400)
+    link = f"{settings.public_base_url.rstrip('/')}/portal/invite/{code}"
+    store.audit("invite.create", actor=user["id"], tenant_id=access.tenant_id,
+                invite_id=row["id"], role=body.role, alerts=body.alerts, email=body.email or "")
+    mailed = False
+    if body.email:
+        name = user["name"] or user["email"]
+        text = (f"{name} invites you to follow their Nightlink data as a {body.role}"
+                f"{' (with alerts)' if body.alerts else ' (read only)'}.\n\n"
+                f"Open {link}\nor enter the code {show_code(code)} after signing in.\n"
+                f"The invitation holds for {days} days.\n")
+        try:
+            mail.send(settings, body.email, f"{name} shares their Nightlink data with you", text)
+            mailed = True
+        except mail.MailError:
+            mailed = False
+    return InviteCreated(**_invite_public(row), code=show_code(code), link=link, mailed=mailed)
+
+
+@router.get("/tenants/{tenant}/invites", response_model=list[InvitePublic])
+def list_invites(access: WriterAccess, store: StoreDep):
+    """Invitations not yet used, withdrawn or expired (their codes are not kept)."""
+    return [_invite_public(r) for r in store.invites(access.tenant_id)]
+
+
+@router.delete("/tenants/{tenant}/invites/{invite_id}", status_code=204)
+def withdraw_invite(invite_id: int, access: WriterAccess, store: StoreDep):
+    """Withdraw an invitation before it is used."""
+    if not store.revoke_invite(access.tenant_id, invite_id):
+        raise HTTPException(404, f"No open invitation {invite_id}.")
+    store.audit("invite.revoke", actor=access.user["id"], tenant_id=access.tenant_id,
+                invite_id=invite_id)
+
+
+@router.post("/invites/accept", response_model=Joined)
+def accept_invite(body: InviteAccept, request: Request, user: CurrentUser, store: StoreDep):
+    """Join a tenant with an invitation code (or the code from the link)."""
+    return join(request, store, user, body.code)
+
+
+def join(request: Request, store, user: dict, typed: str) -> Joined:
+    """Spend an invitation for the user and grant what it names; HTTPException if it cannot."""
+    _rate(request, f"invite|{user['id']}")
+    code = normalise_code(typed)
+    with store.transaction():
+        row = store.take_invite(code, user["id"]) if len(code) == CODE_LENGTH else None
+        if row is None:
+            raise HTTPException(404, "This invitation code is not valid: it is unknown, used, "
+                                "withdrawn or expired.")
+        current = store.role(row["tenant_id"], user["id"])
+        if current in ("patient", "admin"):
+            raise HTTPException(409, f"You are already this tenant's {current}.")
+        store.grant(row["tenant_id"], user["id"], row["role"], by=row["created_by"],
+                    alerts=bool(row["alerts"]))
+        store.audit("invite.accept", actor=user["id"], tenant_id=row["tenant_id"],
+                    invite_id=row["id"], role=row["role"], alerts=bool(row["alerts"]))
+    return Joined(tenant_id=row["tenant_id"], role=row["role"], alerts=bool(row["alerts"]))
+
+
+# -- the pages the mailed links open ---------------------------------------------------------
+
+pages = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
+
+
+def _page(name: str, status: int = 200, **context) -> HTMLResponse:
+    from nightlink.cloud.reports import render
+
+    context.setdefault("user", None)
+    return HTMLResponse(render.page_html(name, pdf=False, **context),
+                        status_code=status,
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = (await request.body()).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(body).items()}
+
+
+@pages.get("/verify")
+def verify_page(token: str = ""):
+    """A button that confirms the address (a GET does not: mail scanners open links)."""
+    return _page("verify.html", token=token[:200], done=False, error=None)
+
+
+@pages.post("/verify")
+async def verify_form(request: Request, store: StoreDep):
+    form = await _form(request)
+    try:
+        verify(Verify(token=form.get("token", "")[:200] or "-" * 8), request, store)
+    except HTTPException as exc:
+        return _page("verify.html", exc.status_code, token="", done=False, error=exc.detail)
+    except ValueError:
+        return _page("verify.html", 400, token="", done=False,
+                     error="This confirmation link is not valid.")
+    return _page("verify.html", token="", done=True, error=None)
+
+
+@pages.get("/invite/{code}")
+def invite_page(code: str, request: Request, store: StoreDep, settings: SettingsDep):
+    """The invitation: accept as the signed-in person, or sign in here and accept."""
+    return _page("invite.html", code=show_code(normalise_code(code)[:CODE_LENGTH]),
+                 user=_session_user(request, store, settings), error=None, joined=None)
+
+
+@pages.post("/invite/{code}")
+async def invite_form(code: str, request: Request, store: StoreDep, settings: SettingsDep):
+    from nightlink.cloud.routes.portal import start_session
+
+    form = await _form(request)
+    shown = show_code(normalise_code(code)[:CODE_LENGTH])
+    user = _session_user(request, store, settings)
+    fresh = user is None
+    try:
+        if fresh:
+            client = request.client.host if request.client else "?"
+            email = form.get("email", "").strip()
+            if request.app.state.login_limiter.hit(f"{client}|{email.lower()}"):
+                raise HTTPException(429, "Too many sign-in attempts; wait a minute.")
+            try:
+                user = auth.check_login(store, email, form.get("password", ""))
+            except auth.AuthError as exc:
+                raise HTTPException(401, str(exc)) from None
+        joined = join(request, store, user, code)
+    except HTTPException as exc:
+        return _page("invite.html", exc.status_code, code=shown, user=None if fresh else user,
+                     error=exc.detail, joined=None)
+    resp = _page("invite.html", code=shown, user=user, error=None, joined=joined)
+    return start_session(resp, store, settings, user) if fresh else resp
+
+
+def _session_user(request: Request, store, settings) -> dict | None:
+    from nightlink.cloud.routes.portal import SignIn, portal_user
+
+    try:
+        return portal_user(request, store, settings)
+    except SignIn:
+        return None

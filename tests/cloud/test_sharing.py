@@ -1,0 +1,266 @@
+"""Sign-up, address confirmation and sharing by invitation, on a real app over SQLite and
+PostgreSQL: mail goes into a folder (no mail server) or to a real SMTP dialogue on a local
+port; every step is in the audit log."""
+
+import re
+from email import message_from_bytes, policy
+
+import pytest
+
+from tests.support.smtp import SmtpServer, closed_port
+
+from .conftest import PASSWORD, make_cloud
+
+API = "/api/nl/v1"
+
+
+@pytest.fixture
+def site(cloud_db_url, tmp_path):
+    c = make_cloud(cloud_db_url, mail_dir=str(tmp_path / "mail"))
+    c.mail = tmp_path / "mail"
+    yield c
+    c.client.close()
+    c.store.close()
+
+
+def _mails(folder):
+    return [message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted(folder.glob("*.eml"))]
+
+
+def _sign_up(c, email, name="Pat"):
+    r = c.client.post(f"{API}/signup", json={"email": email, "password": PASSWORD,
+                                             "name": name})
+    assert r.status_code == 201, r.text
+    login = c.client.post(f"{API}/auth/login", json={"email": email, "password": PASSWORD})
+    c.tokens[email] = login.json()["access_token"]
+    return r.json()
+
+
+def _link_token(msg) -> str:
+    return re.search(r"/portal/verify\?token=(\S+)", msg.get_content()).group(1)
+
+
+def _verify(c, email):
+    msg = next(m for m in reversed(_mails(c.mail)) if m["To"] == email)
+    assert c.client.post(f"{API}/verify", json={"token": _link_token(msg)}).status_code == 204
+
+
+def test_signup__account_and_tenant_at_once_confirmed_by_the_mailed_link(site):
+    got = _sign_up(site, "Pat@Example.org")
+    assert got["verification_sent"] is True
+    tenant = got["tenant_id"]
+    assert tenant.startswith("pat-")
+    me = site.client.get(f"{API}/auth/me", headers=site.auth("Pat@Example.org")).json()
+    assert me["verified"] is False
+    assert me["tenants"] == [{"tenant_id": tenant, "role": "patient", "name": "Pat"}]
+    # The account works at once: the patient reads their (empty) glucose.
+    r = site.client.get(f"{API}/tenants/{tenant}/glucose", headers=site.auth("Pat@Example.org"))
+    assert r.status_code == 200
+    [msg] = _mails(site.mail)
+    assert msg["To"] == "pat@example.org" and "Confirm" in msg["Subject"]
+    token = _link_token(msg)
+    assert site.client.post(f"{API}/verify", json={"token": token}).status_code == 204
+    assert site.client.get(f"{API}/auth/me",
+                           headers=site.auth("Pat@Example.org")).json()["verified"] is True
+    # A link works once.
+    r = site.client.post(f"{API}/verify", json={"token": token})
+    assert r.status_code == 400 and "used" in r.json()["detail"]
+    actions = [e["action"] for e in site.store.audit_log(tenant)]
+    assert "account.signup" in actions
+
+
+def test_signup__same_address_twice_refused_and_server_may_close_signups(site, tmp_path):
+    _sign_up(site, "pat@example.org")
+    r = site.client.post(f"{API}/signup", json={"email": "PAT@example.org",
+                                                "password": PASSWORD})
+    assert r.status_code == 409
+    closed = make_cloud(f"sqlite:///{tmp_path / 'closed.db'}", signup_enabled=False,
+                        mail_dir=str(tmp_path / "m2"))
+    r = closed.client.post(f"{API}/signup", json={"email": "a@example.org",
+                                                  "password": PASSWORD})
+    assert r.status_code == 403 and "operator" in r.json()["detail"]
+    closed.client.close()
+    closed.store.close()
+
+
+@pytest.mark.parametrize("body", [
+    {}, {"email": "not-an-address", "password": PASSWORD}, {"email": "a@b.org", "password": "short"},
+    {"email": "a@b.org", "password": PASSWORD, "name": "x" * 500}, [], "text",
+])
+def test_signup__bad_bodies_get_one_sentence_422(site, body):
+    r = site.client.post(f"{API}/signup", json=body)
+    assert r.status_code == 422
+    assert isinstance(r.json()["detail"], str)
+
+
+def test_invite__caregiver_with_alerts_and_doctor_read_only_then_revoked(site):
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    pat = site.auth("pat@example.org")
+    # Sharing waits for the patient's confirmed address.
+    r = site.client.post(f"{API}/tenants/{tenant}/invites", json={"role": "caregiver"},
+                         headers=pat)
+    assert r.status_code == 403 and "Confirm your address" in r.json()["detail"]
+    _verify(site, "pat@example.org")
+    r = site.client.post(f"{API}/tenants/{tenant}/invites",
+                         json={"role": "caregiver", "alerts": True, "email": "mum@example.org"},
+                         headers=pat)
+    assert r.status_code == 201, r.text
+    care = r.json()
+    assert re.fullmatch(r"[A-HJKMNP-Z2-9]{4}-[A-HJKMNP-Z2-9]{4}", care["code"])
+    assert care["link"].endswith("/portal/invite/" + care["code"].replace("-", ""))
+    assert care["mailed"] is True
+    mailed = next(m for m in _mails(site.mail) if m["To"] == "mum@example.org")
+    assert care["code"] in mailed.get_content()
+    doc = site.client.post(f"{API}/tenants/{tenant}/invites",
+                           json={"role": "doctor", "alerts": False}, headers=pat).json()
+    assert doc["mailed"] is False
+    listed = site.client.get(f"{API}/tenants/{tenant}/invites", headers=pat).json()
+    assert {i["role"] for i in listed} == {"caregiver", "doctor"}
+    assert all("code" not in i for i in listed)  # only hashes are kept
+
+    site.user("mum@example.org")
+    site.user("doc@example.org")
+    # The code as people type it: lower case, a space instead of the dash.
+    r = site.client.post(f"{API}/invites/accept",
+                         json={"code": care["code"].lower().replace("-", " ")},
+                         headers=site.auth("mum@example.org"))
+    assert r.json() == {"tenant_id": tenant, "role": "caregiver", "alerts": True}
+    r = site.client.post(f"{API}/invites/accept", json={"code": doc["code"]},
+                         headers=site.auth("doc@example.org"))
+    assert r.json() == {"tenant_id": tenant, "role": "doctor", "alerts": False}
+    # Spent: the same code again is refused, and no invitation is open any more.
+    r = site.client.post(f"{API}/invites/accept", json={"code": care["code"]},
+                         headers=site.auth("doc@example.org"))
+    assert r.status_code == 404
+    assert site.client.get(f"{API}/tenants/{tenant}/invites", headers=pat).json() == []
+    members = {m["email"]: m for m in
+               site.client.get(f"{API}/tenants/{tenant}/members", headers=pat).json()}
+    assert members["mum@example.org"]["role"] == "caregiver"
+    assert members["mum@example.org"]["alerts"] is True
+    assert members["doc@example.org"]["alerts"] is False
+    # The caregiver reads; revoked, the next request is refused.
+    assert site.client.get(f"{API}/tenants/{tenant}/glucose",
+                           headers=site.auth("mum@example.org")).status_code == 200
+    mum_id = members["mum@example.org"]["user_id"]
+    assert site.client.delete(f"{API}/tenants/{tenant}/grants/{mum_id}",
+                              headers=pat).status_code == 204
+    assert site.client.get(f"{API}/tenants/{tenant}/glucose",
+                           headers=site.auth("mum@example.org")).status_code == 404
+    actions = [e["action"] for e in site.store.audit_log(tenant)]
+    for step in ("invite.create", "invite.accept", "revoke"):
+        assert step in actions
+
+
+def test_invite__read_only_caregiver_cannot_acknowledge_alerts(site):
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    _verify(site, "pat@example.org")
+    pat = site.auth("pat@example.org")
+    code = site.client.post(f"{API}/tenants/{tenant}/invites",
+                            json={"role": "caregiver", "alerts": False}, headers=pat).json()["code"]
+    site.user("gran@example.org")
+    site.client.post(f"{API}/invites/accept", json={"code": code},
+                     headers=site.auth("gran@example.org"))
+    site.store.tenant(tenant).add_alert("low", "urgent", 1_768_500_000_000,
+                                        "Urgent low: 46 mg/dL", value=46)
+    [alert] = site.client.get(f"{API}/tenants/{tenant}/alerts", headers=pat).json()["alerts"]
+    r = site.client.post(f"{API}/tenants/{tenant}/alerts/{alert['id']}/ack",
+                         headers=site.auth("gran@example.org"))
+    assert r.status_code == 403 and "read-only" in r.json()["detail"]
+    assert site.client.post(f"{API}/tenants/{tenant}/alerts/{alert['id']}/ack",
+                            headers=pat).status_code == 200
+
+
+def test_invite__withdrawn_expired_and_wrong_codes(site):
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    _verify(site, "pat@example.org")
+    pat = site.auth("pat@example.org")
+    inv = site.client.post(f"{API}/tenants/{tenant}/invites", json={"role": "doctor"},
+                           headers=pat).json()
+    assert site.client.delete(f"{API}/tenants/{tenant}/invites/{inv['id']}",
+                              headers=pat).status_code == 204
+    assert site.client.delete(f"{API}/tenants/{tenant}/invites/{inv['id']}",
+                              headers=pat).status_code == 404
+    site.user("doc@example.org")
+    doc = site.auth("doc@example.org")
+    assert site.client.post(f"{API}/invites/accept", json={"code": inv["code"]},
+                            headers=doc).status_code == 404
+    # Expired: an invitation made to last no time at all.
+    site.store.create_invite(tenant, "ABCDEFGH", "doctor", alerts=False, email="", by=None,
+                             ttl_s=-1)
+    assert site.client.post(f"{API}/invites/accept", json={"code": "ABCD-EFGH"},
+                            headers=doc).status_code == 404
+    # Others may not invite to a tenant they do not own, nor see its invitations.
+    assert site.client.post(f"{API}/tenants/{tenant}/invites", json={"role": "doctor"},
+                            headers=doc).status_code == 404
+    for bad in ({"role": "patient"}, {"role": "admin"}, {"role": "doctor", "days": 0},
+                {"role": "doctor", "email": "x"}):
+        assert site.client.post(f"{API}/tenants/{tenant}/invites", json=bad,
+                                headers=pat).status_code == 422
+    actions = [e["action"] for e in site.store.audit_log(tenant)]
+    assert "invite.revoke" in actions
+
+
+def test_invite__guessing_codes_is_rate_limited(tmp_path):
+    c = make_cloud(f"sqlite:///{tmp_path / 'c.db'}", mail_dir=str(tmp_path / "mail"),
+                   login_attempts_per_minute=5)
+    c.store.create_tenant("fam-1", "One")
+    c.user("guess@example.org")
+    codes = [c.client.post(f"{API}/invites/accept", json={"code": f"AAAA-AAA{d}"},
+                           headers=c.auth("guess@example.org")).status_code
+             for d in "23456789"]
+    assert codes[:4] == [404] * 4 and codes[-1] == 429
+    c.client.close()
+    c.store.close()
+
+
+def test_mail__real_smtp_dialogue_and_a_server_that_is_down(tmp_path):
+    with SmtpServer() as smtp:
+        c = make_cloud(f"sqlite:///{tmp_path / 'a.db'}", smtp_host="127.0.0.1",
+                       smtp_port=smtp.port, smtp_starttls=False)
+        got = _sign_up(c, "pat@example.org")
+        assert got["verification_sent"] is True
+        [msg] = smtp.messages
+        assert msg["To"] == "pat@example.org" and "/portal/verify?token=" in msg.get_content()
+        c.client.close()
+        c.store.close()
+    # The mail server is down: the account still exists and the person is told.
+    down = make_cloud(f"sqlite:///{tmp_path / 'b.db'}", smtp_host="127.0.0.1",
+                      smtp_port=closed_port(), smtp_starttls=False)
+    got = _sign_up(down, "late@example.org")
+    assert got["verification_sent"] is False and "could not be sent" in got["message"]
+    r = down.client.post(f"{API}/accounts/me/verification",
+                         headers=down.auth("late@example.org"))
+    assert r.status_code == 503
+    down.client.close()
+    down.store.close()
+
+
+def test_pages__mailed_links_confirm_and_join_from_a_browser(site):
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    [msg] = _mails(site.mail)
+    link = re.search(r"http\S+/portal/verify\?token=\S+", msg.get_content()).group(0)
+    page = site.client.get(link.split("127.0.0.1:8000", 1)[1])
+    # Opening the link (as a mail scanner would) confirms nothing; the button does.
+    assert page.status_code == 200 and "Confirm this address" in page.text
+    assert site.client.get(f"{API}/auth/me",
+                           headers=site.auth("pat@example.org")).json()["verified"] is False
+    token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
+    done = site.client.post("/portal/verify", data={"token": token})
+    assert done.status_code == 200 and "is confirmed" in done.text
+    again = site.client.post("/portal/verify", data={"token": token})
+    assert again.status_code == 400 and "not valid" in again.text
+
+    inv = site.client.post(f"{API}/tenants/{tenant}/invites", json={"role": "caregiver"},
+                           headers=site.auth("pat@example.org")).json()
+    site.user("mum@example.org")
+    path = inv["link"].split("127.0.0.1:8000", 1)[1]
+    page = site.client.get(path)
+    assert page.status_code == 200 and inv["code"] in page.text and 'name="password"' in page.text
+    wrong = site.client.post(path, data={"email": "mum@example.org", "password": "wrong-password"})
+    assert wrong.status_code == 401 and "Accept the invitation" in wrong.text
+    ok = site.client.post(path, data={"email": "mum@example.org", "password": PASSWORD})
+    assert ok.status_code == 200 and "as a caregiver, with alerts" in ok.text
+    assert "nl_portal" in ok.cookies  # signed in by accepting
+    assert site.store.role(tenant, site.store.user_by_email("mum@example.org")["id"]) == "caregiver"
+    # The link is spent.
+    assert site.client.post(path, data={}).status_code == 404
