@@ -73,6 +73,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     live.install(app)  # the alert worker runs with the app's lifespan
     portal.install(app)  # portal pages send browsers without a session to sign in
     app.include_router(sharing.pages)  # the pages mailed links open
+    from nightlink.cloud.routes import app as patient_app
+
+    app.include_router(patient_app.router)  # the patient and family app at /app
 
     app.add_middleware(RequestContext, domain=settings.tenant_domain.lower().strip("."))
 

@@ -120,16 +120,20 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep):
         store.audit("login.failed", email=email.lower(), client=client, via="portal")
         return _html(render.page_html("login.html", pdf=False, user=None, error=str(exc)), 401)
     store.audit("login", actor=user["id"], client=client, via="portal")
-    return start_session(RedirectResponse("/portal", status_code=303), store, settings, user)
+    from nightlink.cloud.routes.app import landing  # the app imports this module
+
+    return start_session(RedirectResponse(landing(store, user), status_code=303), store,
+                         settings, user)
 
 
 def start_session(resp, store: Store, settings, user: dict):
     """Sign the browser in: the access token in the portal's cookie on `resp`."""
     tokens = auth.issue_tokens(store, user["id"], settings.jwt_secret,
                                settings.access_token_minutes, settings.refresh_token_days)
+    # Path "/": the patient app (/app) signs in with the same cookie.
     resp.set_cookie(COOKIE, tokens["access_token"], max_age=settings.access_token_minutes * 60,
                     httponly=True, samesite="strict", secure=settings.env == "production",
-                    path="/portal")
+                    path="/")
     return resp
 
 
@@ -137,7 +141,8 @@ def start_session(resp, store: Store, settings, user: dict):
 def logout():
     """Forget the session cookie."""
     resp = RedirectResponse("/portal/login", status_code=303)
-    resp.delete_cookie(COOKIE, path="/portal")
+    resp.delete_cookie(COOKIE, path="/")
+    resp.delete_cookie(COOKIE, path="/portal")  # sessions from before the app
     return resp
 
 

@@ -1,0 +1,486 @@
+/* The Nightlink app: the current reading, a chart, alerts and a careportal for one patient.
+   Data comes from /app/api (the portal's session cookie) and live over the tenant's WebSocket;
+   every glucose value is stored in mg/dL and converted here only for display, with the factor
+   the server sends from nightlink.shared.units. No library, no network beyond this site. */
+"use strict";
+
+const CONFIG = JSON.parse(document.body.dataset.config);
+const MGDL = "mg/dL";
+const MMOLL = "mmol/L";
+const ARROWS = {
+  DoubleUp: ["⇈", "rising quickly"], TripleUp: ["⇈", "rising very quickly"],
+  SingleUp: ["↑", "rising"], FortyFiveUp: ["↗", "rising slowly"], Flat: ["→", "steady"],
+  FortyFiveDown: ["↘", "falling slowly"], SingleDown: ["↓", "falling"],
+  DoubleDown: ["⇊", "falling quickly"], TripleDown: ["⇊", "falling very quickly"],
+};
+const RECONNECT_MAX_S = 60;
+const REFRESH_S = 60;
+
+const state = {
+  me: null, tenant: null, hours: 3, data: null, unit: MGDL, offlineSince: null,
+  socket: null, socketTries: 0, socketTimer: null, lastFetchOk: 0,
+};
+
+const $ = (id) => document.getElementById(id);
+
+// -- units and formatting ------------------------------------------------------------------
+
+function fmt(mgdl, unit = state.unit) {
+  if (mgdl === null || mgdl === undefined) return "–";
+  if (mgdl <= 39) return "LOW";
+  if (unit === MMOLL) return (mgdl / CONFIG.mgdl_per_mmoll).toFixed(1);
+  return String(Math.round(mgdl));
+}
+
+function fmtDelta(d) {
+  const sign = d > 0 ? "+" : d < 0 ? "−" : "±";
+  const v = Math.abs(d);
+  return sign + (state.unit === MMOLL ? (v / CONFIG.mgdl_per_mmoll).toFixed(1) : String(Math.round(v)));
+}
+
+function band(mgdl) {
+  if (mgdl < CONFIG.low) return "low";
+  if (mgdl > CONFIG.high) return "high";
+  return "in";
+}
+
+function clock(ms) {
+  const d = new Date(ms);
+  return String(d.getHours()).padStart(2, "0") + ":" + String(d.getMinutes()).padStart(2, "0");
+}
+
+function ago(ms, now) {
+  const min = Math.floor((now - ms) / 60000);
+  if (min < 1) return "just now";
+  if (min < 60) return `${min} min ago`;
+  const h = Math.floor(min / 60);
+  return `${h} h ${min % 60} min ago`;
+}
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// -- talking to the server -------------------------------------------------------------------
+
+class HttpError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+
+async function api(path, options = {}) {
+  const init = {credentials: "same-origin", headers: {Accept: "application/json"}, ...options};
+  if (options.body !== undefined) {
+    init.headers = {...init.headers, "Content-Type": "application/json"};
+    init.body = JSON.stringify(options.body);
+  }
+  const response = await fetch(path, init);
+  if (response.status === 401) {
+    location.assign("/portal/login");
+    throw new HttpError(401, "Sign in first.");
+  }
+  let body = null;
+  try { body = await response.json(); } catch (err) { body = null; }
+  if (!response.ok) {
+    throw new HttpError(response.status, (body && body.detail) || `The server answered ${response.status}.`);
+  }
+  return {body, offline: response.headers.get("X-Nightlink-Offline") === "1"};
+}
+
+function setStatus(text, offline = false) {
+  const s = $("status");
+  s.textContent = text;
+  s.classList.toggle("offline", offline);
+}
+
+async function loadState() {
+  if (!state.tenant) return;
+  try {
+    const {body, offline} = await api(`/app/api/${encodeURIComponent(state.tenant)}/state?hours=${state.hours}`);
+    state.data = body;
+    state.unit = body.unit;
+    if (offline) {
+      state.offlineSince = body.now_ms;
+      setStatus(`offline — last data from ${clock(body.now_ms)}`, true);
+    } else {
+      state.offlineSince = null;
+      state.lastFetchOk = Date.now();
+      if ($("status").classList.contains("offline")) setStatus("");
+    }
+    render();
+  } catch (err) {
+    if (err instanceof HttpError && err.status !== 401) {
+      setStatus(err.message);
+    } else if (!(err instanceof HttpError)) {
+      const since = state.data ? ` — last data from ${clock(state.data.now_ms)}` : "";
+      setStatus(`offline${since}; retrying.`, true);
+    }
+  }
+}
+
+// -- the live socket ---------------------------------------------------------------------------
+
+async function connectLive() {
+  clearTimeout(state.socketTimer);
+  if (!state.tenant || state.socket) return;
+  let ticket;
+  try {
+    ({body: ticket} = await api(`/app/api/${encodeURIComponent(state.tenant)}/live-token`, {method: "POST"}));
+  } catch (err) {
+    return scheduleReconnect();
+  }
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${scheme}//${location.host}${ticket.url}?access_token=${encodeURIComponent(ticket.access_token)}`);
+  state.socket = ws;
+  ws.onmessage = (event) => {
+    let msg;
+    try { msg = JSON.parse(event.data); } catch (err) { return; }
+    onLive(msg);
+  };
+  ws.onopen = () => { state.socketTries = 0; document.body.dataset.live = "open"; };
+  ws.onclose = (event) => {
+    state.socket = null;
+    document.body.dataset.live = "closed";
+    if (event.code === 4404) return setStatus("This patient is no longer shared with you.");
+    scheduleReconnect();
+  };
+}
+
+function scheduleReconnect() {
+  // Doubling with jitter up to a ceiling, so a restarting server is not flooded.
+  state.socketTries += 1;
+  const ceiling = Math.min(RECONNECT_MAX_S, 2 ** Math.min(state.socketTries, 6));
+  const wait = ceiling / 2 + Math.random() * ceiling / 2;
+  if (state.socketTries > 1) setStatus(`Live updates interrupted; reconnecting in ${Math.round(wait)} s.`, true);
+  state.socketTimer = setTimeout(() => { connectLive(); loadState(); }, wait * 1000);
+}
+
+function onLive(msg) {
+  if (!state.data) return;
+  if (msg.type === "hello") {
+    if ($("status").textContent.startsWith("Live updates")) setStatus("");
+    state.data.alerts = msg.data.alerts.slice();
+    if (msg.data.entry) addEntry(msg.data.entry);
+  } else if (msg.type === "entry") {
+    addEntry(msg.data);
+  } else if (msg.type === "alert") {
+    const a = msg.data;
+    state.data.alerts = state.data.alerts.filter((x) => x.id !== a.id);
+    if (a.acked_at === null || a.acked_at === undefined) state.data.alerts.push(a);
+  } else {
+    return;
+  }
+  render();
+}
+
+function addEntry(doc) {
+  if ((doc.type || "sgv") !== "sgv" || typeof doc.sgv !== "number" || doc.sgv < 39) return;
+  const entries = state.data.entries;
+  if (entries.some((e) => e.date === doc.date)) return;
+  entries.push({date: doc.date, sgv: doc.sgv, direction: doc.direction || "NONE"});
+  entries.sort((a, b) => a.date - b.date);
+}
+
+// -- rendering ---------------------------------------------------------------------------------
+
+function render() {
+  const d = state.data;
+  if (!d) return;
+  $("patient-name").textContent = d.name;
+  document.title = `Nightlink · ${d.name}`;
+  for (const r of document.querySelectorAll("input[name=unit]")) r.checked = r.value === state.unit;
+  renderNow();
+  renderChart();
+  renderAlerts();
+  renderTreatments();
+  $("care").hidden = !d.can_act;
+  $("care-readonly").hidden = d.can_act;
+  $("alerts-readonly").hidden = d.can_act;
+  document.body.dataset.role = d.role;
+}
+
+function renderNow() {
+  const now = Date.now();
+  const entries = state.data.entries;
+  const last = entries[entries.length - 1];
+  const card = $("now");
+  card.classList.remove("low", "in", "high", "stale");
+  $("unit-label").textContent = state.unit;
+  const stale = $("stale");
+  if (!last) {
+    $("value").textContent = "–";
+    $("arrow").textContent = "";
+    $("arrow").setAttribute("aria-label", "no trend");
+    $("delta").textContent = "";
+    $("age").textContent = "No reading yet.";
+    stale.hidden = true;
+    return;
+  }
+  const ageMin = (now - last.date) / 60000;
+  $("value").textContent = fmt(last.sgv);
+  const [arrow, words] = ARROWS[last.direction] || ["", "no trend"];
+  $("arrow").textContent = arrow;
+  $("arrow").setAttribute("aria-label", words);
+  const prev = entries[entries.length - 2];
+  $("delta").textContent = prev && last.date - prev.date <= CONFIG.stale_min * 60000
+    ? `${fmtDelta(last.sgv - prev.sgv)} ${state.unit} since the previous reading ·` : "";
+  $("age").textContent = ago(last.date, now);
+  if (ageMin > CONFIG.stale_min) {
+    card.classList.add("stale");
+    stale.hidden = false;
+    stale.classList.toggle("urgent", ageMin > CONFIG.urgent_stale_min);
+    stale.textContent = `No new reading for ${Math.floor(ageMin)} min: this value is old.`;
+  } else {
+    card.classList.add(band(last.sgv));
+    stale.hidden = true;
+  }
+}
+
+const SVGNS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function renderChart() {
+  const d = state.data;
+  const box = $("chart");
+  const width = Math.max(300, Math.round(box.clientWidth || 600));
+  const height = width < 600 ? 220 : 300;
+  const pad = {l: 40, r: 12, t: 10, b: 40};
+  const now = Math.max(d.now_ms, Date.now());
+  const t0 = now - d.hours * 3600000;
+  const t1 = now + 35 * 60000;  // room for the 30-minute forecast
+  const entries = d.entries.filter((e) => e.date >= t0);
+  const top = Math.max(300, ...entries.map((e) => e.sgv + 20));
+  const x = (t) => pad.l + (t - t0) / (t1 - t0) * (width - pad.l - pad.r);
+  const y = (g) => pad.t + (1 - (g - 40) / (top - 40)) * (height - pad.t - pad.b);
+  const chart = svg("svg", {viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
+                            id: "glucose-chart"});
+  const fc = d.forecast;
+  chart.setAttribute("aria-label", `Glucose over the last ${d.hours} hours: ${entries.length} readings, `
+    + `${d.treatments.length} treatments, target range ${fmt(CONFIG.low)} to ${fmt(CONFIG.high)} ${state.unit}`
+    + (fc && fc.forecast30_mgdl ? `, forecast in 30 minutes ${fmt(fc.forecast30_mgdl)}` : "") + ".");
+  chart.appendChild(svg("rect", {class: "band", x: pad.l, y: y(CONFIG.high), width: width - pad.l - pad.r,
+                                 height: y(CONFIG.low) - y(CONFIG.high)}));
+  for (const g of [CONFIG.very_low, CONFIG.low, CONFIG.high, CONFIG.very_high]) {
+    chart.appendChild(svg("line", {class: "grid", x1: pad.l, x2: width - pad.r, y1: y(g), y2: y(g)}));
+    chart.appendChild(svg("text", {class: "axis", x: pad.l - 4, y: y(g) + 4, "text-anchor": "end"}, fmt(g)));
+  }
+  const stepH = d.hours <= 3 ? 1 : d.hours <= 6 ? 2 : d.hours <= 12 ? 3 : 6;
+  const first = new Date(t0); first.setMinutes(0, 0, 0);
+  for (let t = first.getTime() + 3600000; t <= now; t += 3600000) {
+    if (new Date(t).getHours() % stepH) continue;
+    chart.appendChild(svg("text", {class: "axis", x: x(t), y: height - pad.b + 16, "text-anchor": "middle"}, clock(t)));
+  }
+  chart.appendChild(svg("line", {class: "now-line", x1: x(now), x2: x(now), y1: pad.t, y2: height - pad.b}));
+  const r = d.hours <= 6 ? 3 : 2;
+  for (const e of entries) {
+    const dot = svg("circle", {class: `pt-${band(e.sgv)}`, cx: x(e.date).toFixed(1), cy: y(e.sgv).toFixed(1), r});
+    dot.appendChild(svg("title", {}, `${clock(e.date)} ${fmt(e.sgv)} ${state.unit}`));
+    chart.appendChild(dot);
+  }
+  if (fc && fc.forecast30_mgdl && entries.length) {
+    const last = entries[entries.length - 1];
+    const at = fc.at_ms + 30 * 60000;
+    chart.appendChild(svg("line", {class: "fc", x1: x(last.date), y1: y(last.sgv), x2: x(at), y2: y(fc.forecast30_mgdl)}));
+    const p = svg("circle", {class: "fc-pt", cx: x(at), cy: y(fc.forecast30_mgdl), r: 4});
+    p.appendChild(svg("title", {}, `forecast for ${clock(at)}: ${fmt(fc.forecast30_mgdl)} ${state.unit}`));
+    chart.appendChild(p);
+  }
+  const base = height - pad.b + 30;
+  for (const t of d.treatments) {
+    if (t.at_ms < t0) continue;
+    const label = treatmentShort(t);
+    const g = svg("g", {class: "treatment"});
+    g.appendChild(svg("path", {class: "tr", d: `M${x(t.at_ms)} ${base - 8} l-5 -8 h10 z`}));
+    g.appendChild(svg("title", {}, `${clock(t.at_ms)} ${t.eventType}: ${treatmentText(t)}`));
+    if (label) g.appendChild(svg("text", {class: "tr-text", x: x(t.at_ms) + 6, y: base - 8}, label));
+    chart.appendChild(g);
+  }
+  box.replaceChildren(chart);
+  $("range-text").textContent = `${fmt(CONFIG.low)}–${fmt(CONFIG.high)} ${state.unit}`;
+  const note = $("forecast");
+  if (!fc) {
+    note.textContent = "No forecast: the bedside node has sent none in the last minutes.";
+  } else {
+    const parts = [];
+    if (fc.forecast30_mgdl) parts.push(`In 30 minutes about ${fmt(fc.forecast30_mgdl)} ${state.unit}`);
+    if (fc.low_risk !== null && fc.low_risk !== undefined) parts.push(`predicted-low risk ${Math.round(fc.low_risk * 100)} %`);
+    note.textContent = `${parts.join("; ")} (bedside node, ${clock(fc.at_ms)}).`;
+  }
+}
+
+function treatmentShort(t) {
+  const parts = [];
+  if (t.carbs) parts.push(`${t.carbs} g`);
+  if (t.insulin) parts.push(`${t.insulin} U`);
+  if (t.duration && t.eventType === "Exercise") parts.push(`${t.duration}′`);
+  return parts.join(" ");
+}
+
+function treatmentText(t) {
+  const short = treatmentShort(t);
+  return [short, t.notes].filter(Boolean).join(" · ") || "—";
+}
+
+function renderAlerts() {
+  const d = state.data;
+  const list = $("alerts");
+  const alerts = d.alerts.slice().sort((a, b) =>
+    (a.level === "urgent" ? 0 : 1) - (b.level === "urgent" ? 0 : 1) || b.at_ms - a.at_ms);
+  list.replaceChildren(...alerts.map((a) => {
+    const li = el("li", {class: a.level, "data-alert": a.id});
+    const text = el("div");
+    text.appendChild(el("span", {class: "lvl"}, a.level === "urgent" ? "Urgent" : "Warning"));
+    text.appendChild(document.createTextNode(" " + a.message));
+    text.appendChild(el("time", {datetime: new Date(a.at_ms).toISOString()}, `${clock(a.at_ms)} · ${ago(a.at_ms, Date.now())}`));
+    li.appendChild(text);
+    if (d.can_act) {
+      const b = el("button", {type: "button", "aria-label": `Acknowledge: ${a.message}`}, "Acknowledge");
+      b.addEventListener("click", () => acknowledge(a.id, b));
+      li.appendChild(b);
+    }
+    return li;
+  }));
+  $("alerts-empty").hidden = alerts.length > 0;
+  $("alerts-h").textContent = alerts.length ? `Alerts (${alerts.length})` : "Alerts";
+}
+
+function renderTreatments() {
+  const items = state.data.treatments.slice().reverse().slice(0, 8);
+  $("treatments").replaceChildren(...items.map((t) => {
+    const li = el("li");
+    li.appendChild(el("time", {datetime: new Date(t.at_ms).toISOString()}, clock(t.at_ms)));
+    li.appendChild(document.createTextNode(`${t.eventType}: ${treatmentText(t)}`));
+    return li;
+  }));
+  if (!items.length) $("treatments").replaceChildren(el("li", {class: "small"}, `None in the last ${state.data.hours} h.`));
+}
+
+// -- actions -----------------------------------------------------------------------------------
+
+async function acknowledge(id, button) {
+  button.disabled = true;
+  try {
+    await api(`/app/api/${encodeURIComponent(state.tenant)}/alerts/${id}/ack`, {method: "POST"});
+    state.data.alerts = state.data.alerts.filter((a) => a.id !== id);
+    render();
+    setStatus("Alert acknowledged.");
+  } catch (err) {
+    button.disabled = false;
+    setStatus(err instanceof HttpError ? err.message : "Offline: the alert could not be acknowledged.");
+  }
+}
+
+function careFields() {
+  const kind = $("care-type").value;
+  const shown = {"Meal Bolus": ["carbs", "insulin"], "Carb Correction": ["carbs"],
+                 "Correction Bolus": ["insulin"], Exercise: ["duration"], Note: []}[kind];
+  for (const label of document.querySelectorAll("#care .fields label")) {
+    label.hidden = !shown.includes(label.dataset.for);
+  }
+}
+
+async function saveTreatment(event) {
+  event.preventDefault();
+  const form = event.target;
+  const body = {eventType: form.eventType.value, notes: form.notes.value};
+  for (const name of ["carbs", "insulin", "duration"]) {
+    const input = form[name];
+    if (!input.closest("label").hidden && input.value.trim() !== "") body[name] = input.value.trim();
+  }
+  const minutes = Number(form.when.value);
+  if (minutes) body.at_ms = Date.now() - minutes * 60000;
+  $("care-error").textContent = "";
+  try {
+    await api(`/app/api/${encodeURIComponent(state.tenant)}/treatments`, {method: "POST", body});
+    form.reset();
+    careFields();
+    setStatus(`${body.eventType} saved.`);
+    await loadState();
+  } catch (err) {
+    $("care-error").textContent = err instanceof HttpError ? err.message
+      : "Offline: the treatment was not saved; try again when online.";
+  }
+}
+
+async function setUnit(unit) {
+  state.unit = unit;
+  render();
+  try {
+    await api("/app/api/units", {method: "PUT", body: {unit}});
+  } catch (err) {
+    setStatus(err instanceof HttpError ? err.message : "Offline: the unit is changed on this screen only.");
+  }
+}
+
+function setHours(hours) {
+  state.hours = hours;
+  for (const b of document.querySelectorAll(".hours button")) {
+    b.setAttribute("aria-pressed", String(Number(b.dataset.hours) === hours));
+  }
+  loadState();
+}
+
+// -- start -------------------------------------------------------------------------------------
+
+async function start() {
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/app/sw.js", {scope: "/app"}).catch(() => {});
+  }
+  $("care-type").addEventListener("change", careFields);
+  $("care").addEventListener("submit", saveTreatment);
+  careFields();
+  for (const b of document.querySelectorAll(".hours button")) {
+    b.addEventListener("click", () => setHours(Number(b.dataset.hours)));
+  }
+  for (const r of document.querySelectorAll("input[name=unit]")) {
+    r.addEventListener("change", () => setUnit(r.value));
+  }
+  $("sign-out").addEventListener("submit", () => {
+    if (navigator.serviceWorker && navigator.serviceWorker.controller) {
+      navigator.serviceWorker.controller.postMessage("forget-data");
+    }
+  });
+  window.addEventListener("resize", () => { if (state.data) renderChart(); });
+  window.addEventListener("online", () => { loadState(); connectLive(); });
+  let me;
+  try {
+    ({body: me} = await api("/app/api/me"));
+  } catch (err) {
+    if (!(err instanceof HttpError)) setStatus("offline — the app has no saved data yet.", true);
+    return;
+  }
+  state.me = me;
+  state.unit = me.unit;
+  $("who").textContent = me.email;
+  const wanted = decodeURIComponent(location.pathname.split("/")[2] || "");
+  const tenants = me.tenants;
+  if (!tenants.length) {
+    setStatus("No patient is shared with this account yet.");
+    return;
+  }
+  state.tenant = tenants.some((t) => t.tenant === wanted) ? wanted : tenants[0].tenant;
+  if (!wanted) history.replaceState(null, "", `/app/${encodeURIComponent(state.tenant)}`);
+  if (tenants.length > 1) {
+    const pick = $("patient");
+    pick.replaceChildren(...tenants.map((t) => el("option", {value: t.tenant}, t.name)));
+    pick.value = state.tenant;
+    pick.addEventListener("change", () => location.assign(`/app/${encodeURIComponent(pick.value)}`));
+    pick.closest("label").hidden = false;
+  }
+  $("to-portal").href = `/portal/p/${encodeURIComponent(state.tenant)}`;
+  await loadState();
+  connectLive();
+  setInterval(() => { if (state.data) { renderNow(); } }, 15000);
+  setInterval(loadState, REFRESH_S * 1000);
+  document.body.dataset.ready = "1";
+}
+
+start();

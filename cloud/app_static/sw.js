@@ -1,0 +1,58 @@
+/* Nightlink app service worker: keeps the shell and the last answers of the app's API, so the
+   app opens offline with the last data. Network first everywhere: online, the app is never
+   older than the server; offline, the cached copy carries X-Nightlink-Offline so the page can
+   say how old it is. Only GETs of this site are touched; writes always go to the server. */
+const SHELL_CACHE = "nightlink-shell-v1";
+const DATA_CACHE = "nightlink-data-v1";
+const SHELL = ["/app/shell", "/app/static/app.js", "/app/static/app.css",
+               "/app/static/icon.svg", "/app/static/icon-192.png", "/app/manifest.webmanifest"];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(caches.open(SHELL_CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(caches.keys().then((keys) => Promise.all(
+    keys.filter((k) => k !== SHELL_CACHE && k !== DATA_CACHE).map((k) => caches.delete(k))))
+    .then(() => self.clients.claim()));
+});
+
+self.addEventListener("message", (event) => {
+  if (event.data === "forget-data") {  // signing out: no one else's data stays on the phone
+    event.waitUntil(caches.delete(DATA_CACHE));
+  }
+});
+
+function offlineCopy(cached) {
+  const headers = new Headers(cached.headers);
+  headers.set("X-Nightlink-Offline", "1");
+  return cached.blob().then((body) => new Response(body, {status: cached.status, headers}));
+}
+
+async function networkFirst(request, cacheName, fallbackKey) {
+  try {
+    const response = await fetch(request);
+    if (response.ok && response.type === "basic" && !response.redirected) {
+      const cache = await caches.open(cacheName);
+      await cache.put(fallbackKey || request, response.clone());
+    }
+    return response;
+  } catch (err) {
+    const cached = await caches.match(fallbackKey || request);
+    if (cached) return offlineCopy(cached);
+    throw err;
+  }
+}
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (request.method !== "GET" || url.origin !== self.location.origin) return;
+  if (request.mode === "navigate" && (url.pathname === "/app" || url.pathname.startsWith("/app/"))) {
+    event.respondWith(networkFirst(request, SHELL_CACHE, "/app/shell"));
+  } else if (url.pathname.startsWith("/app/api/")) {
+    event.respondWith(networkFirst(request, DATA_CACHE));
+  } else if (url.pathname.startsWith("/app/")) {
+    event.respondWith(networkFirst(request, SHELL_CACHE));
+  }
+});
