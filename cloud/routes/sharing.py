@@ -346,3 +346,69 @@ def _session_user(request: Request, store, settings) -> dict | None:
         return portal_user(request, store, settings)
     except SignIn:
         return None
+
+
+@pages.get("/p/{tenant}/sharing")
+def sharing_page(tenant: str, request: Request, store: StoreDep, settings: SettingsDep):
+    """Who follows this patient, the open invitations, and a form for a new one."""
+    user, access = _owner(request, store, settings, tenant)
+    return _sharing(store, access, user, created=None, error=None)
+
+
+@pages.post("/p/{tenant}/sharing")
+async def sharing_form(tenant: str, request: Request, store: StoreDep, settings: SettingsDep):
+    """The page's three buttons: invite, withdraw an invitation, end someone's access."""
+    from nightlink.cloud.routes import tenants as tenant_routes
+
+    user, access = _owner(request, store, settings, tenant)
+    form = await _form(request)
+    created, status, error = None, 200, None
+    try:
+        if form.get("action") == "invite":
+            body = InviteCreate(role=form.get("role", ""), alerts=form.get("alerts") == "yes",
+                                email=form.get("email") or None)
+            created = create_invite(body, access, store, settings)
+        elif form.get("action") == "withdraw":
+            withdraw_invite(int(form.get("invite", "0")), access, store)
+        elif form.get("action") == "revoke":
+            tenant_routes.revoke(int(form.get("user", "0")), access, store)
+        else:
+            raise HTTPException(400, "The form did not say what to do.")
+    except HTTPException as exc:
+        status, error = exc.status_code, exc.detail
+    except ValueError as exc:  # pydantic's ValidationError is one
+        status, error = 422, _first_error(exc)
+    return _sharing(store, access, user, created=created, error=error, status=status)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and errors():
+        err = errors()[0]
+        field = ".".join(str(x) for x in err.get("loc", ()))
+        return f"{field}: {err.get('msg', 'is not valid')}."
+    return "A field of the form is not valid."
+
+
+def _owner(request: Request, store, settings, tenant: str):
+    """The signed-in patient (or an administrator) of the tenant; others are sent to sign in
+    or get 404, as for every tenant page."""
+    from nightlink.cloud.access import resolve_access
+    from nightlink.cloud.routes.portal import portal_user
+
+    user = portal_user(request, store, settings)  # SignIn redirects to the sign-in page
+    access = resolve_access(store, user, tenant)
+    if access is None:
+        raise HTTPException(404, f"No patient {tenant!r}.")
+    if not access.can_write:
+        raise HTTPException(403, f"Only the patient shares their data; a {access.role} cannot.")
+    return user, access
+
+
+def _sharing(store, access, user, *, created, error, status: int = 200) -> HTMLResponse:
+    return _page("sharing.html", status, user=user, tenant=store.get_tenant(access.tenant_id),
+                 members=[m for m in store.members(access.tenant_id) if m["user_id"] != user["id"]],
+                 invites=store.invites(access.tenant_id), created=created, error=error,
+                 until=(time.strftime("%Y-%m-%d", time.gmtime(created.expires_at))
+                        if created else None),
+                 verified=bool(user.get("verified_at")) or access.role == "admin")

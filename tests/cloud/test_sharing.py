@@ -264,3 +264,35 @@ def test_pages__mailed_links_confirm_and_join_from_a_browser(site):
     assert site.store.role(tenant, site.store.user_by_email("mum@example.org")["id"]) == "caregiver"
     # The link is spent.
     assert site.client.post(path, data={}).status_code == 404
+
+
+def test_pages__the_patient_shares_and_revokes_from_the_portal(site):
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    page = f"/portal/p/{tenant}/sharing"
+    assert site.client.get(page, follow_redirects=False).status_code == 303  # sign in first
+    signed = site.client.post("/portal/login", data={"email": "pat@example.org",
+                                                     "password": PASSWORD})
+    assert signed.status_code in (200, 303)
+    assert "Confirm your address first" in site.client.get(page).text
+    _verify(site, "pat@example.org")
+    made = site.client.post(page, data={"action": "invite", "role": "caregiver",
+                                        "email": "mum@example.org"})
+    assert made.status_code == 200
+    code = re.search(r"<b>([A-Z0-9]{4}-[A-Z0-9]{4})</b>", made.text).group(1)
+    assert "read only" in made.text  # the box was not ticked: no alerts
+    bad = site.client.post(page, data={"action": "invite", "role": "admin"})
+    assert bad.status_code == 422 and "role" in bad.text
+    site.user("mum@example.org")
+    site.client.post(f"{API}/invites/accept", json={"code": code},
+                     headers=site.auth("mum@example.org"))
+    shown = site.client.get(page).text
+    assert "mum@example.org" in shown and "End access" in shown
+    mum = site.store.user_by_email("mum@example.org")["id"]
+    site.client.post(page, data={"action": "revoke", "user": str(mum)})
+    assert site.store.role(tenant, mum) is None
+    assert site.client.post(page, data={"action": "nonsense"}).status_code == 400
+    assert site.client.post(page, data={"action": "revoke", "user": "x"}).status_code == 422
+    # A caregiver may not open the patient's sharing page.
+    other = site.client.__class__(site.client.app)
+    other.post("/portal/login", data={"email": "mum@example.org", "password": PASSWORD})
+    assert other.get(page).status_code == 404
