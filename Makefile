@@ -49,6 +49,8 @@ $(STAMPS)/dev: pyproject.toml $(STAMPS)/main
 	$(call pip_install,--editable '$(DEV_EXTRAS)')
 	@mkdir -p $(STAMPS) && touch $@
 
+# Node packages (package.json): MicroPython's WebAssembly port for the clock tests and axe-core,
+# which the portal's browser tests inject into Chromium.
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
