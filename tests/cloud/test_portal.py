@@ -179,3 +179,56 @@ def test_night_page_and_bad_input(portal):
     assert get(portal, "doc@example.org", "/portal/p/nobody").status_code == 404
     views = [a for a in portal.store.audit_log("fam-1") if a["action"] == "night.view"]
     assert views and json.dumps(views[0]["detail"]) == '{"night": "2026-01-14"}'
+
+
+def test_urgent_alert_on_top_of_the_patient_pages(portal):
+    """An unacknowledged urgent alert heads the report and the night page, in the reader's
+    units; acknowledged, it is gone."""
+    data = portal.store.tenant("fam-1")
+    alert = data.add_alert("urgent_low", "urgent", 1_768_442_400_000,
+                           "Urgent low: 46 mg/dL (below 54).", value=46, threshold=54,
+                           unit="mg/dL")
+    data.add_alert("high", "warning", 1_768_442_000_000, "High: 260 mg/dL (above 250).",
+                   value=260, threshold=250, unit="mg/dL")
+    for path in (f"/portal/p/fam-1?end={END}", "/portal/p/fam-1/nights/2026-01-14"):
+        t = get(portal, "doc@example.org", path).text
+        main = t[t.index("<main>"):]
+        assert main.split(">", 1)[1].lstrip().startswith('<div id="urgent-alerts"'), path
+        banner = main[:main.index("</div>")]
+        assert "Urgent low: 46 mg/dL (below 54)" in banner and "High" not in banner
+    portal.client.post("/portal/settings/units", data={"units": "mmol/L"},
+                       headers=portal.auth("doc@example.org"))
+    t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}").text
+    assert "Urgent low: 2.6 mmol/L (below 3.0)" in t
+    data.ack_alert(alert, portal.store.user_by_email("doc@example.org")["id"])
+    assert 'id="urgent-alerts"' not in get(portal, "doc@example.org", "/portal/p/fam-1").text
+
+
+def test_date_pickers(portal):
+    """The report's period and the night page's night come from date fields (no hand-typed
+    ?end= needed); a bad date is a 422 with one sentence."""
+    t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}&days=3").text
+    assert 'id="period-end" name="end" type="date" value="2026-01-15"' in t
+    assert 'name="days" type="number"' in t
+    assert 'href="/portal/p/fam-1?end=2026-01-12&amp;days=3"' in t  # the 3 days before
+    t = get(portal, "doc@example.org", "/portal/p/fam-1/nights/2026-01-14").text
+    assert 'id="night-date" name="night" type="date" value="2026-01-14"' in t
+    assert 'action="/portal/p/fam-1/nights"' in t
+    r = get(portal, "doc@example.org", "/portal/p/fam-1/nights?night=2026-01-13")
+    assert r.status_code == 303 and r.headers["location"] == "/portal/p/fam-1/nights/2026-01-13"
+    r = get(portal, "doc@example.org", "/portal/p/fam-1/nights?night=13.01.2026")
+    assert r.status_code == 422 and "YYYY-MM-DD" in r.json()["detail"]
+    assert get(portal, "pat2@example.org", "/portal/p/fam-1/nights?night=2026-01-13") \
+        .status_code == 404
+
+
+def test_static_pages_link_relatively():
+    """Pages written to files (the demo) link to each other by file name, not to /portal."""
+    from nightlink.cloud.reports.render import Links
+
+    links = Links("fam-1", static=True, static_nights={"2026-01-14"})
+    assert links.report() == "report.html" and links.night("2026-01-14") == "night-2026-01-14.html"
+    assert links.night("2026-01-13") is None and links.night("2026-01-14", "csv") is None
+    assert links.export("pdf") == "report.pdf" and links.export("csv") is None
+    portal_links = Links("fam-1")
+    assert portal_links.report(end="2026-01-15", days=3) == "/portal/p/fam-1?end=2026-01-15&days=3"
