@@ -90,6 +90,22 @@ _AUDIO = (
     ("breath_rate_bpm", "1/min", UINT8, 0.25, 0.0, 0.0, 60.0),
     ("silence_max_s", "s", UINT8, 0.5, 0.0, 0.0, 120.0),
     ("transient_count", "count", UINT8, 1.0, 0.0, 0.0, 254.0),
+    # Snore features: 60-3500 Hz, gain- and rate-invariant (docs/audio-features.md).
+    ("sn_level_over_floor_db", "dB", UINT8, 0.25, 0.0, 0.0, 60.0),
+    ("sn_active_frac", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("sn_low_ratio", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("sn_low_depth_db", "dB", UINT8, 0.25, 0.0, 0.0, 60.0),
+    ("sn_harmonicity", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("sn_pitch_hz", "Hz", UINT8, 2.0, 0.0, 0.0, 500.0),
+    ("sn_centroid_hz", "Hz", UINT8, 16.0, 0.0, 0.0, 4000.0),
+    ("sn_flatness", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("sn_cep1", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
+    ("sn_cep2", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
+    ("sn_cep3", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
+    ("sn_cep4", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
+    ("sn_cep5", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
+    ("sn_cep6", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
+    ("sn_env_periodicity", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
 )
 
 _CGM = (

@@ -7,6 +7,10 @@ is never written anywhere by this module.
 
 Definitions: docs/audio-features.md (tests/edge/test_replay.py recomputes them with librosa);
 frames are 512 samples (32 ms at 16 kHz), Hann-windowed, not overlapping, 937 per epoch.
+Any input rate is resampled to the 16 kHz analysis rate first (`Resampler`). The snore
+features (`sn_*`) look only at 60-3500 Hz, which every source down to 8 kHz carries, and are
+ratios, shapes and levels relative to the epoch's own noise floor: a microphone's gain or
+distance and the rest of the night do not change them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ N_MFCC_STD = 4
 EPOCH_SAMPLES = SAMPLE_RATE * EPOCH_S
 FRAMES = EPOCH_SAMPLES // HOP  # 937 frames; the last 256 samples of an epoch are not framed
 FRAME_S = HOP / SAMPLE_RATE
+MIN_RATE, MAX_RATE = 8_000, 192_000  # input rates the resampler takes
 SNORE_BAND = (60.0, 400.0)  # Hz: snore fundamental and first harmonics
 TOTAL_BAND = (60.0, 4000.0)
 ROLLOFF = 0.85
@@ -37,6 +42,21 @@ FLOOR_PERCENTILE = 5.0
 TRANSIENT_RISE_DB = 15.0  # an onset rises this much over the previous frame ...
 TRANSIENT_OVER_MEDIAN_DB = 20.0  # ... and stands this far above the epoch's median
 _EPS = 1e-12
+# Snore features: a band every source from 8 kHz up carries, measured on the epoch's loud frames.
+SN_BAND = (60.0, 3500.0)
+SN_LOW = (60.0, 400.0)
+SN_ACTIVE = 0.25  # the loudest quarter of the epoch's frames are its "active" frames
+SN_FLOOR_PCT = 10.0  # the epoch's own noise floor: a low percentile of its frame levels
+SN_ACTIVE_DB = 6.0  # a frame this far above that floor is active
+SN_MELS = 20
+SN_CEPS = 6  # cepstral coefficients 1..6 (c0, the level, left out)
+SN_PITCH_HZ = (40.0, 400.0)
+SN_REL_FLOOR = 1e-7  # spectra are floored relative to the epoch's peak, not in absolute units
+SNORE_FEATURES = (
+    "sn_level_over_floor_db", "sn_active_frac", "sn_low_ratio", "sn_low_depth_db",
+    "sn_harmonicity", "sn_pitch_hz", "sn_centroid_hz", "sn_flatness",
+    *[f"sn_cep{k}" for k in range(1, SN_CEPS + 1)], "sn_env_periodicity",
+)
 
 
 def hz_to_mel(hz):
@@ -86,18 +106,79 @@ def dct_matrix(n_in=N_MELS, n_out=N_MFCC):
     return m
 
 
+class Resampler:
+    """Streaming rational-ratio resampler (polyphase windowed sinc), numpy only.
+
+    A causal FIR at rate_in x up: after n input samples exactly ceil(n x up / down) outputs
+    exist, so an epoch of input is an epoch of output the moment it ends (delayed by half
+    the filter, under 5 ms). The pass band ends at 0.45 of the lower rate, so an 8 kHz
+    source is band-limited at 3.6 kHz and a 48 kHz one at 7.2 kHz.
+    """
+
+    BLOCK = 2_048  # outputs per vectorised gather (keeps it in cache)
+    FEW_PHASES = 4  # up to this many phases, one convolution per phase is faster
+
+    def __init__(self, rate_in: int, rate_out: int = SAMPLE_RATE, stop_db: float = 80.0):
+        g = math.gcd(int(rate_in), int(rate_out))
+        self.up, self.down = int(rate_out) // g, int(rate_in) // g
+        low = min(rate_in, rate_out)
+        cutoff, transition = 0.45 * low, 0.1 * low  # Hz
+        taps = int(math.ceil((stop_db - 8.0) / (2.285 * 2 * math.pi * transition / rate_in)))
+        self.k = max(taps, 8)  # taps per output, at the input rate
+        n = self.k * self.up
+        fast = float(rate_in) * self.up
+        t = (np.arange(n) - (n - 1) / 2.0) / fast
+        beta = 0.1102 * (stop_db - 8.7)
+        h = 2.0 * cutoff / fast * np.sinc(2.0 * cutoff * t) * np.kaiser(n, beta) * self.up
+        # phases[p, k] = h[p + k * up]: the taps that meet input j - k for output phase p.
+        self.phases = h.reshape(self.k, self.up).T.astype(np.float32).copy()
+        self.hist = np.zeros(self.k - 1, dtype=np.float32)
+        self.n_in = 0
+        self.n_out = 0
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        buf = np.concatenate((self.hist, x))
+        base = self.n_in - (self.k - 1)  # absolute input index of buf[0]
+        self.n_in += x.size
+        end = -(-self.n_in * self.up // self.down)  # ceil
+        n = np.arange(self.n_out, end, dtype=np.int64)
+        m = n * self.down
+        j = m // self.up - base  # the newest input each output uses, in buf
+        phase = m % self.up
+        out = np.empty(n.size, dtype=np.float32)
+        if self.up <= self.FEW_PHASES:
+            for p in range(self.up):
+                sel = phase == p
+                if sel.any():  # conv[i] sums buf[i .. i + k - 1] against the reversed taps
+                    conv = np.convolve(buf, self.phases[p], mode="valid")
+                    out[sel] = conv[j[sel] - (self.k - 1)]
+        else:
+            back = np.arange(self.k)
+            for a in range(0, n.size, self.BLOCK):
+                b = min(a + self.BLOCK, n.size)
+                taps = buf[j[a:b, None] - back[None, :]]
+                out[a:b] = np.einsum("ij,ij->i", taps, self.phases[phase[a:b]])
+        self.n_out = end
+        self.hist = buf[buf.size - (self.k - 1):] if self.k > 1 else buf[:0]
+        return out
+
+
 class AudioFeatureExtractor:
-    """Feed 16 kHz mono audio; collect one feature tuple per complete 30-s epoch.
+    """Feed mono audio at any rate; collect one feature tuple per complete 30-s epoch.
 
     `first_epoch` is the epoch index of the first sample fed (the source starts on an
     epoch boundary; a live source drops samples up to the next one before feeding).
+    A rate other than 16 kHz is resampled to it as the samples arrive.
     """
 
     def __init__(self, first_epoch: int, sample_rate: int = SAMPLE_RATE):
-        if sample_rate != SAMPLE_RATE:
+        if int(sample_rate) != sample_rate or not MIN_RATE <= sample_rate <= MAX_RATE:
             raise ValueError(
-                f"Audio must be {SAMPLE_RATE} Hz mono; this source gives {sample_rate} Hz."
+                f"Audio must be mono at {MIN_RATE}-{MAX_RATE} Hz; this source gives {sample_rate} Hz."
             )
+        self.sample_rate = int(sample_rate)
+        self._resampler = Resampler(self.sample_rate) if self.sample_rate != SAMPLE_RATE else None
         self.epoch = first_epoch
         self._buf = np.zeros(EPOCH_SAMPLES, dtype=np.float32)
         self._fill = 0
@@ -113,6 +194,19 @@ class AudioFeatureExtractor:
         self._lags = np.arange(lo, hi + 1)
         self._history: deque[np.ndarray] = deque(maxlen=FLOOR_WINDOW_EPOCHS)
         self._silence_run = 0  # silent frames carried over from the previous epoch
+        self._sn_band = (freqs >= SN_BAND[0]) & (freqs < SN_BAND[1])
+        self._sn_low = ((freqs >= SN_LOW[0]) & (freqs < SN_LOW[1]))[self._sn_band]
+        self._sn_freqs = freqs[self._sn_band].astype(np.float32)
+        sn_mel = mel_filterbank(n_mels=SN_MELS, fmin=SN_BAND[0], fmax=SN_BAND[1])
+        self._sn_mel = sn_mel[:, self._sn_band].T.astype(np.float32)  # (band bins, 20)
+        self._sn_dct = dct_matrix(SN_MELS, SN_CEPS + 1)[:, 1:].astype(np.float32)
+        # Pitch frames: two analysis frames (64 ms) so a 40 Hz period fits more than twice.
+        self._p_window = np.hanning(2 * N_FFT + 1)[:-1].astype(np.float32)
+        p_freqs = np.fft.rfftfreq(4 * N_FFT, 1.0 / SAMPLE_RATE)
+        self._p_band = ((p_freqs >= SN_BAND[0]) & (p_freqs < SN_BAND[1])).astype(np.float32)
+        w_ac = np.correlate(self._p_window, self._p_window, "full")[2 * N_FFT - 1:]
+        self._p_lags = np.arange(int(SAMPLE_RATE / SN_PITCH_HZ[1]), int(SAMPLE_RATE / SN_PITCH_HZ[0]) + 1)
+        self._p_norm = (w_ac[0] / w_ac[self._p_lags]).astype(np.float32)
 
     def feed(self, samples: np.ndarray) -> list[tuple[int, tuple]]:
         """Add samples (int16, or float in [-1, 1]); return (epoch, features) for each epoch done."""
@@ -123,6 +217,8 @@ class AudioFeatureExtractor:
             x = x.astype(np.float32) * (1.0 / 32768.0)
         else:
             x = x.astype(np.float32, copy=False)
+        if self._resampler is not None:
+            x = self._resampler.process(x)
         done = []
         pos = 0
         while pos < x.size:
@@ -141,6 +237,8 @@ class AudioFeatureExtractor:
         self._fill = 0
         self.epoch += 1
         self._silence_run = 0
+        if self._resampler is not None:  # what follows does not continue what came before
+            self._resampler = Resampler(self.sample_rate)
 
     def _epoch_features(self, x: np.ndarray) -> tuple:
         frames = x[: FRAMES * HOP].reshape(FRAMES, HOP)
@@ -188,6 +286,7 @@ class AudioFeatureExtractor:
             rate,
             silence,
             transients,
+            *self._snore_features(frames, power),
         )
 
     def _breathing(self, frame_ms: np.ndarray) -> tuple[float, float | None]:
@@ -241,3 +340,59 @@ class AudioFeatureExtractor:
         median = float(np.median(frame_db))
         onsets = (rise > TRANSIENT_RISE_DB) & (frame_db > median + TRANSIENT_OVER_MEDIAN_DB)
         return int(onsets.sum())
+
+    def _snore_features(self, frames: np.ndarray, power: np.ndarray) -> tuple:
+        """The `sn_*` features: 60-3500 Hz only, the loud frames against the epoch's own floor.
+
+        Every level is relative (to the epoch's floor or its peak), so a gain, a distance or a
+        louder night elsewhere changes none of them; nothing outside the epoch is used.
+        """
+        band = power[:, self._sn_band]  # (937, bins in 60-3500 Hz)
+        total = band.sum(axis=1)
+        peak = float(total.max())
+        if peak <= 0.0:  # digital silence
+            return (0.0, 0.0, None, 0.0, 0.0, None, None, None, *([None] * SN_CEPS), 0.0)
+        floor_abs = peak * SN_REL_FLOOR
+        level = 10.0 * np.log10(np.maximum(total, floor_abs))
+        floor = float(np.percentile(level, SN_FLOOR_PCT))
+        order = np.argsort(level)
+        active = order[-max(int(SN_ACTIVE * level.size), 1):]
+        over = float(level[active].mean()) - floor
+        active_frac = float((level > floor + SN_ACTIVE_DB).mean())
+
+        spec = band[active].mean(axis=0)
+        spec_sum = float(spec.sum()) + _EPS
+        low_ratio = float(spec[self._sn_low].sum()) / spec_sum
+        centroid = float((self._sn_freqs * spec).sum()) / spec_sum
+        spec_f = np.maximum(spec, spec.max() * SN_REL_FLOOR)
+        flatness = float(np.exp(np.log(spec_f).mean()) / spec_f.mean())
+        mel = band[active] @ self._sn_mel
+        mel_db = 10.0 * np.log10(np.maximum(mel, float(mel.max()) * SN_REL_FLOOR))
+        ceps = mel_db.mean(axis=0) @ self._sn_dct
+
+        low = band[:, self._sn_low].sum(axis=1)
+        low_db = 10.0 * np.log10(np.maximum(low, floor_abs))
+        depth = float(np.percentile(low_db, 90) - np.percentile(low_db, 10))
+        env_periodicity, _ = self._breathing(low)
+        harmonicity, pitch = self._pitch(frames)
+        return (min(over, 60.0), active_frac, low_ratio, min(depth, 60.0), harmonicity, pitch,
+                centroid, flatness, *[float(v) for v in ceps], env_periodicity)
+
+    def _pitch(self, frames: np.ndarray) -> tuple[float, float | None]:
+        """Median voicing (normalised autocorrelation peak at 40-400 Hz) of the loud 64-ms frames,
+        and the median pitch of those frames."""
+        pairs = frames[: frames.shape[0] // 2 * 2].reshape(-1, 2 * N_FFT)
+        energy = np.einsum("ij,ij->i", pairs, pairs)
+        active = np.argsort(energy)[-max(int(SN_ACTIVE * energy.size), 1):]
+        spec = np.fft.rfft(pairs[active] * self._p_window, n=4 * N_FFT, axis=1)
+        power = (spec.real * spec.real + spec.imag * spec.imag) * self._p_band
+        ac = np.fft.irfft(power, axis=1)
+        zero = ac[:, :1]
+        ok = zero[:, 0] > 0
+        if not ok.any():
+            return 0.0, None
+        norm = ac[ok][:, self._p_lags] / zero[ok] * self._p_norm
+        best = norm.argmax(axis=1)
+        voicing = np.clip(norm[np.arange(best.size), best], 0.0, 1.0)
+        pitch = SAMPLE_RATE / float(np.median(self._p_lags[best]))
+        return float(np.median(voicing)), pitch

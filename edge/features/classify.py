@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nightlink.edge.features.audio import SNORE_FEATURES
 from nightlink.edge.features.night_summary import night_columns
 from nightlink.edge.features.reducers import to_raw
 from nightlink.shared import features
@@ -119,6 +120,15 @@ def viterbi(prob: np.ndarray, log_trans: np.ndarray, log_prior: np.ndarray) -> n
     return path
 
 
+def snore_inputs(streams: dict[str, dict[str, np.ndarray]], meta: dict) -> np.ndarray:
+    """The snore model's inputs: the epoch's own gain- and rate-invariant audio features,
+    scaled by constants fixed at training (never by the night), missing -> 0. Nothing from
+    other epochs or other streams: an epoch's call is the same in any night."""
+    x = np.stack([streams["audio"][f] for f in SNORE_FEATURES], axis=1).astype(np.float64)
+    z = (x - np.asarray(meta["center"])) / np.asarray(meta["scale"])
+    return np.clip(np.nan_to_num(z, nan=0.0), -8, 8).astype(np.float32)
+
+
 def interpreter(blob: bytes):
     """A LiteRT interpreter on the builtin CPU kernels (no delegate)."""
     try:
@@ -185,6 +195,8 @@ class Classifiers:
         self.sleep = Int8Model(blob)
         blob, self.breath_meta = load_meta("breathing", models)
         self.breath = Int8Model(blob)
+        blob, self.snore_meta = load_meta("snore", models)
+        self.snore = Int8Model(blob)
         from nightlink.edge.features.glucose_risk import GlucoseRisk
 
         self.glucose = GlucoseRisk((models / "glucose_risk.tflite").read_bytes(),
@@ -201,14 +213,22 @@ class Classifiers:
     def breathing(self, streams, asleep: np.ndarray) -> dict[str, np.ndarray]:
         m = self.breath_meta
         outs = self.breath(breath_inputs(streams))
-        snore_p, count = outs[m["snore_output"]], outs[1 - m["snore_output"]]
-        snore = (snore_p[:, 0] >= m["snore_threshold"]).astype(np.uint8)
+        count = outs[1 - m["snore_output"]]  # its snore head is not used: see snoring()
+        snore = self.snoring(streams)
         events = np.clip(np.floor(count[:, 0] + m["count_offset"]), 0, 3).astype(np.uint8)
         events[~asleep] = 0  # AASM scores respiratory events during sleep only
         w = streams["wearable"]
         d3 = (np.nan_to_num(w["desat3_count"]) > 0).astype(np.uint8)
         d4 = (np.nan_to_num(w["desat4_count"]) > 0).astype(np.uint8)
         return {"snore": snore, "apnea_events": events, "desat3": d3, "desat4": d4}
+
+    def snoring(self, streams) -> np.ndarray:
+        """Snoring per epoch (uint8) from that epoch's audio alone (edge/models/snore.md)."""
+        m = self.snore_meta
+        if not streams["audio"][SNORE_FEATURES[0]].size:
+            return np.zeros(0, dtype=np.uint8)
+        p = self.snore(snore_inputs(streams, m))[0][:, 0]
+        return (p >= m["threshold"]).astype(np.uint8)
 
     def run(self, streams: dict[str, dict[str, np.ndarray]], glucose: np.ndarray) -> NightOutputs:
         stage, conf, _ = self.stages(streams)

@@ -2,6 +2,12 @@
 
 Rendered in fixed one-epoch chunks from short circular noise banks read at the global sample
 index, so the night never sits in memory and the stream equals the file sample for sample.
+
+`make_scene(plan, varied=True)` randomises the recording conditions per night (the snorer's
+voice, the room's reverberation, fans with tonal hum, traffic, a partner breathing and
+moving, the phone's placement as gain and frequency response, its noise, clipping), so a model
+trained on it cannot learn one simulated bedroom; `at_rate` delivers any sample rate. The
+default scene is the one the night simulator has always rendered.
 """
 
 import hashlib
@@ -38,6 +44,19 @@ class _Burst:
 
 
 @dataclass
+class Variation:
+    """One night's randomised recording conditions (see make_scene)."""
+
+    gain_db: float  # phone placement and distance: everything scales together
+    ir: np.ndarray  # room impulse response with the microphone's frequency response
+    self_noise: float  # microphone and converter noise, full scale = 1
+    clip_at: float  # the level where the input stage saturates, full scale = 1
+    partner_amp: float
+    partner_env: np.ndarray  # float32 at ENV_RATE: the partner's breathing, 0 without one
+    description: dict = field(default_factory=dict)  # the drawn values, for a manifest
+
+
+@dataclass
 class AudioScene:
     """Levels, noise banks and background bursts for one night."""
 
@@ -49,6 +68,7 @@ class AudioScene:
     banks: dict[str, tuple[np.ndarray, int]]  # name -> (circular bank, start offset)
     bursts: list[_Burst] = field(default_factory=list)
     n_samples: int = 0
+    varied: Variation | None = None  # randomised recording conditions, None: the plain scene
 
     def background_log(self) -> list[dict]:
         """Traffic and talk bursts as plain records, for the manifest."""
@@ -106,6 +126,98 @@ def _snore_bank(rng: np.random.Generator, length: int, f0: float) -> np.ndarray:
     return (x / np.sqrt(np.mean(x ** 2))).astype(np.float32)
 
 
+def _smooth_noise(rng: np.random.Generator, n: int, knots_per_s: float) -> np.ndarray:
+    """Unit-scale noise interpolated from knots: a slow random wander."""
+    k = int(n / SAMPLE_RATE * knots_per_s) + 2
+    return np.interp(np.arange(n) / SAMPLE_RATE * knots_per_s, np.arange(k), rng.standard_normal(k))
+
+
+def _voice_bank(rng: np.random.Generator, length: int, f0: float) -> tuple[np.ndarray, dict]:
+    """A randomised snorer: wandering fundamental, harmonic tilt, 1-3 resonances of the upper
+    airway, and turbulence from nearly none to mostly noise (tongue-base snores)."""
+    tilt = float(rng.uniform(0.3, 1.5))
+    jitter = float(rng.uniform(0.0, 0.08))
+    inst = f0 * (1.0 + jitter * _smooth_noise(rng, length, 4.0))
+    phase = 2 * np.pi * np.cumsum(inst) / SAMPLE_RATE
+    tone = np.zeros(length)
+    for h in range(1, min(int(4500.0 / (f0 * (1 + 3 * jitter))), 60) + 1):
+        tone += h ** -tilt * np.sin(h * phase + 2 * np.pi * rng.random())
+    formants = [(float(rng.uniform(150.0, 1500.0)), float(rng.uniform(60.0, 500.0)),
+                 float(rng.uniform(0.5, 4.0))) for _ in range(int(rng.integers(1, 4)))]
+
+    def shape(f):
+        g = np.ones_like(f)
+        for fc, bw, gain in formants:
+            g += gain / (1.0 + ((f - fc) / bw) ** 2)
+        return g
+
+    freqs = np.fft.rfftfreq(length, 1.0 / SAMPLE_RATE)
+    tone = np.fft.irfft(np.fft.rfft(tone) * shape(freqs), n=length)
+    tone /= np.sqrt(np.mean(tone ** 2))
+    roughness = float(rng.choice([rng.uniform(0.05, 0.5), rng.uniform(0.5, 2.0)], p=[0.7, 0.3]))
+    rough = _colored_bank(rng, length, lambda f: shape(f) * _band(60.0, 2500.0)(f))
+    x = tone + roughness * rough
+    info = {"snore_f0_hz": round(f0, 1), "snore_tilt": round(tilt, 2),
+            "snore_jitter": round(jitter, 3), "snore_roughness": round(roughness, 2),
+            "snore_formants_hz": [round(fc) for fc, _, _ in formants]}
+    return (x / np.sqrt(np.mean(x ** 2))).astype(np.float32), info
+
+
+def _fan_bank(rng: np.random.Generator, length: int) -> tuple[np.ndarray, dict]:
+    """Broadband fan or air conditioner, often with a tonal hum (motor, blade pass, mains)."""
+    lo, hi = float(rng.uniform(30.0, 300.0)), float(rng.uniform(800.0, 6000.0))
+    x = _colored_bank(rng, length, _band(lo, hi, float(rng.uniform(0.0, 1.2))))
+    info = {"fan_band_hz": [round(lo), round(hi)], "fan_hum_hz": None}
+    if rng.random() < 0.5:
+        f0 = float(rng.uniform(45.0, 180.0))
+        t = np.arange(length) / SAMPLE_RATE
+        hum = sum(h ** -float(rng.uniform(0.5, 2.0)) * np.sin(2 * np.pi * h * f0 * t + rng.random() * 6.3)
+                  for h in range(1, int(rng.integers(1, 9)) + 1))
+        hum /= np.sqrt(np.mean(hum ** 2))
+        x = x + 10 ** (rng.uniform(-15.0, 10.0) / 20) * hum
+        info["fan_hum_hz"] = round(f0, 1)
+    return (x / np.sqrt(np.mean(x ** 2))).astype(np.float32), info
+
+
+def _room_response(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Impulse response: direct sound, exponentially decaying diffuse tail (RT60 0.15-0.9 s,
+    more of it the farther the phone), through a phone microphone's high- and low-pass."""
+    rt60 = float(rng.uniform(0.15, 0.9))
+    n = int(rt60 * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * 10 ** (-3.0 * t / rt60)
+    tail *= 10 ** (rng.uniform(-12.0, 6.0) / 20) / np.sqrt(np.sum(tail ** 2))  # direct-to-reverberant
+    ir = tail
+    ir[0] = 1.0
+    hp, lp = float(rng.uniform(20.0, 300.0)), float(rng.uniform(3500.0, 8000.0))
+    size = 1 << int(np.ceil(np.log2(n + 4096)))
+    freqs = np.fft.rfftfreq(size, 1.0 / SAMPLE_RATE)
+    mic = 1.0 / np.sqrt(1.0 + (hp / np.maximum(freqs, 1.0)) ** 4) / np.sqrt(1.0 + (freqs / lp) ** 8)
+    ir = np.fft.irfft(np.fft.rfft(ir, size) * mic, size)
+    ir = np.roll(ir, 256)[: n + 256]  # the zero-phase filter's lead, made causal
+    info = {"rt60_s": round(rt60, 2), "mic_highpass_hz": round(hp), "mic_lowpass_hz": round(lp)}
+    return ir.astype(np.float32), info
+
+
+def _variation(rng: np.random.Generator, plan: NightPlan, airflow: Airflow) -> Variation:
+    """Draw one night's recording conditions."""
+    ir, info = _room_response(rng)
+    gain_db = float(rng.uniform(-25.0, 20.0))
+    clip_at = float(rng.uniform(0.1, 0.7)) if rng.random() < 0.15 else 1.0
+    n_env = airflow.breath.size
+    partner_amp, partner_env = 0.0, np.zeros(n_env, dtype=np.float32)
+    if rng.random() < 0.4:  # a partner breathing at their own rate (10-20 /min)
+        rate = float(rng.uniform(10.0, 20.0)) / 60.0
+        ph = rate * np.arange(n_env) / ENV_RATE * (1.0 + 0.03 * np.sin(np.arange(n_env) / 3000.0))
+        frac = ph % 1.0
+        partner_env = np.where(frac < 0.4, np.sin(np.pi * frac / 0.4) ** 2, 0.0).astype(np.float32)
+        partner_amp = 10 ** (rng.uniform(-55.0, -35.0) / 20)
+    info.update({"gain_db": round(gain_db, 1), "clip_at": round(clip_at, 2),
+                 "partner": partner_amp > 0})
+    return Variation(gain_db, ir, 10 ** (rng.uniform(-95.0, -70.0) / 20), clip_at, partner_amp,
+                     partner_env, info)
+
+
 # Vowel formants (F1, F2, F3 in Hz), adult averages after Peterson & Barney 1952.
 _VOWELS = ((730, 1090, 2440), (530, 1840, 2480), (270, 2290, 3010), (570, 840, 2410),
            (300, 870, 2240), (660, 1720, 2410))
@@ -143,22 +255,20 @@ def _talk(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
 
 
-def make_scene(plan: NightPlan) -> AudioScene:
-    """Decide levels and background sounds and precompute the noise banks for a night."""
+def make_scene(plan: NightPlan, varied: bool = False) -> AudioScene:
+    """Decide levels and background sounds and precompute the noise banks for a night.
+
+    varied: randomise the recording conditions (a separate random stream, so the plain
+    scene of a seed never changes).
+    """
+    if varied:
+        return _varied_scene(plan)
     rng = np.random.default_rng([plan.seed, _STREAM, patient_key(plan.patient)])
     airflow = make_airflow(plan)
     db = lambda lo, hi: 10 ** (rng.uniform(lo, hi) / 20)  # noqa: E731
     breath_amp, snore_amp, fan_amp = db(-40.0, -32.0), db(-22.0, -12.0), db(-62.0, -50.0)
 
-    n_env = airflow.breath.size
-    snoring = np.zeros(n_env)
-    for e in plan.of_type("snore"):
-        a, b = int(e.start_s * ENV_RATE), min(int(e.end_s * ENV_RATE), n_env)
-        ramp = np.clip(np.minimum(np.arange(b - a), np.arange(b - a)[::-1]) / (5 * ENV_RATE), 0, 1)
-        # Loudness wanders breath to breath within an episode.
-        snoring[a:b] = ramp * rng.uniform(0.6, 1.0)
-    wobble = 0.75 + 0.25 * np.sin(2 * np.pi * airflow.phase / 7.3)
-    snore_env = (snoring * wobble * airflow.inspiration).astype(np.float32)
+    snore_env = _snore_envelope(rng, plan, airflow)
 
     banks = {
         "breath": _colored_bank(rng, 1 << 20, _band(250.0, 3000.0, 0.3)),
@@ -192,6 +302,67 @@ def make_scene(plan: NightPlan) -> AudioScene:
                       {k: (banks[k], offsets[k]) for k in banks}, bursts, n_samples)
 
 
+def _snore_envelope(rng: np.random.Generator, plan: NightPlan, airflow: Airflow) -> np.ndarray:
+    """Snoring loudness at ENV_RATE: episodes with 5-s ramps, louder and softer breaths."""
+    n_env = airflow.breath.size
+    snoring = np.zeros(n_env)
+    for e in plan.of_type("snore"):
+        a, b = int(e.start_s * ENV_RATE), min(int(e.end_s * ENV_RATE), n_env)
+        ramp = np.clip(np.minimum(np.arange(b - a), np.arange(b - a)[::-1]) / (5 * ENV_RATE), 0, 1)
+        snoring[a:b] = ramp * rng.uniform(0.6, 1.0)  # loudness wanders within an episode
+    wobble = 0.75 + 0.25 * np.sin(2 * np.pi * airflow.phase / 7.3)
+    return (snoring * wobble * airflow.inspiration).astype(np.float32)
+
+
+_VARIED_STREAM = 41  # the random stream of the varied scene, apart from the plain one's
+
+
+def _varied_scene(plan: NightPlan) -> AudioScene:
+    """The scene with randomised snorer, room, noises, partner and phone (make_scene)."""
+    rng = np.random.default_rng([plan.seed, _VARIED_STREAM, patient_key(plan.patient)])
+    airflow = make_airflow(plan)
+    db = lambda lo, hi: 10 ** (rng.uniform(lo, hi) / 20)  # noqa: E731
+    breath_amp = db(-48.0, -30.0)
+    snore_amp = breath_amp * db(3.0, 30.0)  # from a soft snore to a loud one
+    fan_amp = db(-80.0, -40.0) if rng.random() < 0.7 else db(-95.0, -85.0)
+    snore_env = _snore_envelope(rng, plan, airflow)
+    f0 = float(rng.uniform(35.0, 220.0))
+    snore, voice = _voice_bank(rng, 1 << 19, f0)
+    fan, fan_info = _fan_bank(rng, 15 << 16)
+    lo, hi = float(rng.uniform(150.0, 400.0)), float(rng.uniform(1500.0, 5000.0))
+    banks = {"breath": _colored_bank(rng, 1 << 20, _band(lo, hi, float(rng.uniform(0.0, 0.6)))),
+             "fan": fan, "snore": snore}
+    offsets = {name: int(rng.integers(0, bank.size)) for name, bank in banks.items()}
+    variation = _variation(rng, plan, airflow)
+    variation.description.update(voice)
+    variation.description.update(fan_info)
+    n_samples = plan.duration_s * SAMPLE_RATE
+    hours = plan.duration_s / 3600
+    rumble = _colored_bank(rng, 1 << 19, _band(25.0, 160.0, 0.5))
+    rustle = _colored_bank(rng, 1 << 17, _band(200.0, 7000.0, 0.2))
+    bursts = []
+    kinds = (("traffic", rumble, rng.uniform(0.0, 8.0), (3.0, 20.0), (-60.0, -25.0)),
+             ("movement", rustle, rng.uniform(1.0, 10.0), (0.3, 3.0), (-60.0, -30.0)))
+    for kind, bank, per_hour, (s0, s1), (l0, l1) in kinds:
+        for _ in range(int(rng.poisson(per_hour * hours))):
+            m = int(rng.uniform(s0, s1) * SAMPLE_RATE)
+            if m >= n_samples:
+                continue
+            o = int(rng.integers(0, bank.size - m))
+            win = np.sin(np.pi * np.arange(m) / m) ** 2
+            bursts.append(_Burst(kind, int(rng.integers(0, n_samples - m)),
+                                 (db(l0, l1) * win * bank[o:o + m]).astype(np.float32)))
+    for _ in range(int(rng.poisson(rng.uniform(0.0, 2.0) * hours))):
+        secs = rng.uniform(1.5, 8.0)
+        m = int(secs * SAMPLE_RATE)
+        if m < n_samples:
+            bursts.append(_Burst("talk", int(rng.integers(0, n_samples - m)),
+                                 (db(-55.0, -25.0) * _talk(rng, secs)).astype(np.float32)))
+    bursts.sort(key=lambda b: b.start)
+    return AudioScene(airflow, breath_amp, snore_amp, fan_amp, snore_env,
+                      {k: (banks[k], offsets[k]) for k in banks}, bursts, n_samples, variation)
+
+
 def _circular(bank: np.ndarray, start: int, n: int) -> np.ndarray:
     a = start % bank.size
     if a + n <= bank.size:
@@ -206,14 +377,20 @@ def _upsample(env: np.ndarray, frame0: int, frames: int) -> np.ndarray:
     return (e[:-1, None] + (e[1:] - e[:-1])[:, None] * ramp[None, :]).reshape(-1)
 
 
-def render(scene: AudioScene) -> Iterator[np.ndarray]:
-    """Yield the night as int16 chunks of CHUNK samples (the last may be shorter)."""
+def render(scene: AudioScene, first_chunk: int = 0, n_chunks: int | None = None
+           ) -> Iterator[np.ndarray]:
+    """Yield the night as int16 chunks of CHUNK samples (the last may be shorter), from chunk
+    `first_chunk` on (`n_chunks` of them, or to the end)."""
     breath_env = scene.airflow.breath * np.float32(scene.breath_amp)
     snore_env = scene.snore_env * np.float32(scene.snore_amp)
     (breath, ob), (fan, of), (snore, osn) = (scene.banks[k] for k in ("breath", "fan", "snore"))
     fan_amp = np.float32(scene.fan_amp * 32767.0)
     bursts = scene.bursts
-    for n0 in range(0, scene.n_samples, CHUNK):
+    var = scene.varied
+    tail = np.zeros(0, dtype=np.float32)
+    stop = scene.n_samples if n_chunks is None else min(scene.n_samples,
+                                                        (first_chunk + n_chunks) * CHUNK)
+    for n0 in range(first_chunk * CHUNK, stop, CHUNK):
         n = min(CHUNK, scene.n_samples - n0)
         f0 = n0 // _UP
         out = _upsample(breath_env, f0, n // _UP)
@@ -221,6 +398,9 @@ def render(scene: AudioScene) -> Iterator[np.ndarray]:
         s = _upsample(snore_env, f0, n // _UP)
         s *= _circular(snore, n0 + osn, n)
         out += s
+        if var is not None and var.partner_amp > 0:
+            p = _upsample(var.partner_env * np.float32(var.partner_amp), f0, n // _UP)
+            out += p * _circular(breath, n0 + ob + 7919 * 97, n)
         out *= np.float32(32767.0)
         out += fan_amp * _circular(fan, n0 + of, n)
         for b in bursts:
@@ -229,8 +409,37 @@ def render(scene: AudioScene) -> Iterator[np.ndarray]:
             a = max(b.start, n0)
             z = min(b.start + b.samples.size, n0 + n)
             out[a - n0:z - n0] += np.float32(32767.0) * b.samples[a - b.start:z - b.start]
+        if var is not None:
+            out, tail = _through_phone(out, tail, var, n0)
         np.clip(out, -32768.0, 32767.0, out=out)
         yield out.astype(np.int16)
+
+
+def _through_phone(x: np.ndarray, tail: np.ndarray, var: Variation, n0: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Room and microphone (impulse response, carried across chunks), gain, noise, clipping."""
+    size = 1 << int(np.ceil(np.log2(x.size + var.ir.size)))
+    y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(var.ir, size), size)[: x.size + var.ir.size - 1]
+    y[: tail.size] += tail
+    out, tail = y[: x.size], y[x.size:].astype(np.float32)
+    out = out * 10 ** (var.gain_db / 20)
+    rng = np.random.default_rng([n0, var.ir.size])
+    out += rng.standard_normal(x.size) * (var.self_noise * 32767.0)
+    limit = var.clip_at * 32767.0
+    return np.clip(out, -limit, limit).astype(np.float32), tail
+
+
+def at_rate(chunks: Iterator[np.ndarray], rate: int) -> Iterator[np.ndarray]:
+    """The same sound at another sample rate (int16), resampled as the edge would."""
+    if rate == SAMPLE_RATE:
+        yield from chunks
+        return
+    from nightlink.edge.features.audio import Resampler
+
+    res = Resampler(SAMPLE_RATE, rate)
+    for c in chunks:
+        y = res.process(c.astype(np.float32))
+        yield np.clip(np.round(y), -32768, 32767).astype(np.int16)
 
 
 def audio_chunks(seed: int, patient: str = "adult#001", hours: float = 8.0) -> Iterator[np.ndarray]:

@@ -1,4 +1,4 @@
-"""`nightlink train sleep|breathing|glucose` and `nightlink eval sleep|breathing|glucose --json`."""
+"""`nightlink train sleep|breathing|snore|glucose` and `nightlink eval sleep|breathing|snoring|glucose --json`."""
 
 from __future__ import annotations
 
@@ -95,6 +95,24 @@ def train_sleep(cache, models, nights, hours, seed):
 def train_breathing(cache, models, nights, hours, seed):
     """Snoring and respiratory events (apnea/hypopnea starts) per epoch."""
     _train_night_model("breathing", "breathing", cache, models, nights, hours, seed)
+
+
+@train.command("snore")
+@_with_options
+@click.option("--seed", type=int, default=13, show_default=True)
+def train_snore(cache, models, nights, hours, seed):
+    """Snoring per epoch from that epoch's audio alone, on randomised simulated bedrooms
+    (--nights: how many; --hours is not used, those nights are 3 h)."""
+    _need_tf()
+    from nightlink.tools.train import nightmodels, snore
+
+    seeds = _take(snore.TRAIN_SEEDS, nights or snore.TRAIN_NIGHTS)
+    data = snore.load_epochs(seeds, snore.HOURS, snore.PER_NIGHT, cache,
+                             progress=lambda k, n: click.echo(f"  night {k}/{n}"))
+    blob, meta = snore.train_snore(data, seed=seed)
+    meta["train_seeds"] = [seeds[0], seeds[-1]]
+    nightmodels.write_model(models, "snore", blob, meta)
+    click.echo(f"wrote {models / 'snore.tflite'} ({len(blob)} bytes), threshold {meta['threshold']}")
 
 
 _glucose_data = click.option(
@@ -226,7 +244,19 @@ def _eval_night_model(kind: str, cache, models, nights, hours, as_json) -> None:
     echo = (lambda *_: None) if as_json else click.echo
     data = _nights(_take(TEST_SEEDS, nights), cache, echo, hours)
     scorer = nightmodels.eval_sleep if kind == "sleep" else nightmodels.eval_breathing
-    _report(scorer(clf, data), as_json)
+    figures = scorer(clf, data)
+    if kind == "breathing":
+        figures["snoring"] = _snoring_figures(clf, cache, nights, echo)
+    _report(figures, as_json)
+
+
+def _snoring_figures(clf, cache, nights, echo) -> dict:
+    """Snoring per epoch on held-out randomised bedrooms, with the invariance checks."""
+    from nightlink.tools.train import snore
+
+    seeds = _take(snore.TEST_SEEDS, nights or snore.EVAL_NIGHTS)
+    return snore.eval_snoring(clf, seeds, snore.HOURS, cache,
+                              progress=lambda k, n: echo(f"  snoring night {k}/{n}"))
 
 
 @evaluate.command("sleep")
@@ -243,6 +273,18 @@ def eval_sleep(cache, models, nights, hours, as_json):
 def eval_breathing(cache, models, nights, hours, as_json):
     """Per-event F1, AHI error, and sensitivity/specificity at AHI >= 15."""
     _eval_night_model("breathing", cache, models, nights, hours, as_json)
+
+
+@evaluate.command("snoring")
+@_with_options
+@click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
+def eval_snoring(cache, models, nights, hours, as_json):
+    """Snoring sensitivity/specificity per epoch on held-out randomised simulated bedrooms,
+    and whether a call survives gain x0.1/x10, 8-48 kHz and another night around the epoch
+    (also under `snoring` in eval breathing). --hours is not used: those nights are 3 h."""
+    clf = _classifiers(models)
+    echo = (lambda *_: None) if as_json else click.echo
+    _report(_snoring_figures(clf, cache, nights, echo), as_json)
 
 
 @evaluate.command("glucose")
@@ -283,4 +325,35 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
     te = glucose_data.load_set(glucose_data.YOUTH, _take(GLUCOSE_TEST, nights), 480, cache)
     figures = glucose.evaluate(runtime, te, int(meta["alarm_permille"]))
     figures["alarm_permille"] = meta["alarm_permille"]
+    _report(figures, as_json)
+
+
+# -- heart-rhythm apnea (real recordings) -------------------------------------------------------
+
+
+@train.command("breathing-rr")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of <rec>_beats.csv.gz and <rec>_apnea_minutes.csv "
+                   "(default: ../shared/data/apnea-ecg-learning).")
+@click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=MODELS,
+              show_default=True, help="Folder of the models and their metadata.")
+@click.option("--cv", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="Folds of whole recordings scored before the final model (0: none).")
+@click.option("--json", "as_json", is_flag=True, help="Last line: the cross-validation figures.")
+def train_breathing_rr(data, models, cv, as_json):
+    """Apnea minutes from RR intervals alone (cyclic variation of heart rate), on real
+    recordings: grouped cross-validation, then the committed model on every recording."""
+    from nightlink.tools.train import apnea_real
+
+    data = data or apnea_real.DEFAULT_DATA
+    if not data.is_dir():
+        raise NightlinkError(f"No recordings folder at {data}; pass --data.")
+    echo = (lambda *_: None) if as_json else click.echo
+    recs = apnea_real.load_folder(data)
+    if cv and not 2 <= cv <= len(recs):
+        raise NightlinkError(f"--cv needs between 2 and {len(recs)} folds for {len(recs)} recordings.")
+    meta, figures = apnea_real.train_and_validate(
+        recs, cv, progress=lambda kind, k, n: echo(f"  {kind}: fold {k}/{n}"))
+    path = apnea_real.write_model(models, meta)
+    echo(f"wrote {path} ({path.stat().st_size} bytes)")
     _report(figures, as_json)
