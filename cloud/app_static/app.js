@@ -15,10 +15,11 @@ const ARROWS = {
 };
 const RECONNECT_MAX_S = 60;
 const REFRESH_S = 60;
+const LIVE_LOG = 200;  // live messages kept to replay over a state answer that crossed them
 
 const state = {
   me: null, tenant: null, hours: 3, data: null, unit: MGDL, offlineSince: null,
-  socket: null, socketTries: 0, socketTimer: null, lastFetchOk: 0,
+  socket: null, socketTries: 0, socketTimer: null, lastFetchOk: 0, liveLog: [],
 };
 
 const $ = (id) => document.getElementById(id);
@@ -97,10 +98,13 @@ function setStatus(text, offline = false) {
 
 async function loadState() {
   if (!state.tenant) return;
+  const asked = performance.now();
   try {
     const {body, offline} = await api(`/app/api/${encodeURIComponent(state.tenant)}/state?hours=${state.hours}`);
     state.data = body;
     state.unit = body.unit;
+    // What the socket brought while the answer was on its way is newer than the answer.
+    for (const [at, msg] of state.liveLog) if (at >= asked) applyLive(msg);
     if (offline) {
       state.offlineSince = body.now_ms;
       setStatus(`offline — last data from ${clock(body.now_ms)}`, true);
@@ -158,7 +162,16 @@ function scheduleReconnect() {
 }
 
 function onLive(msg) {
-  if (!state.data) return;
+  if (msg.type === "resync") {  // the server dropped messages for this slow client
+    loadState();
+    return;
+  }
+  state.liveLog.push([performance.now(), msg]);
+  if (state.liveLog.length > LIVE_LOG) state.liveLog.shift();
+  if (state.data && applyLive(msg)) render();
+}
+
+function applyLive(msg) {
   if (msg.type === "hello") {
     if ($("status").textContent.startsWith("Live updates")) setStatus("");
     state.data.alerts = msg.data.alerts.slice();
@@ -170,9 +183,9 @@ function onLive(msg) {
     state.data.alerts = state.data.alerts.filter((x) => x.id !== a.id);
     if (a.acked_at === null || a.acked_at === undefined) state.data.alerts.push(a);
   } else {
-    return;
+    return false;
   }
-  render();
+  return true;
 }
 
 function addEntry(doc) {
@@ -196,6 +209,7 @@ function render() {
   renderAlerts();
   renderTreatments();
   $("care").hidden = !d.can_act;
+  $("care-h").textContent = d.can_act ? "Log a treatment" : "Treatments";
   $("care-readonly").hidden = d.can_act;
   $("alerts-readonly").hidden = d.can_act;
   document.body.dataset.role = d.role;
@@ -268,8 +282,11 @@ function renderChart() {
     + (fc && fc.forecast30_mgdl ? `, forecast in 30 minutes ${fmt(fc.forecast30_mgdl)}` : "") + ".");
   chart.appendChild(svg("rect", {class: "band", x: pad.l, y: y(CONFIG.high), width: width - pad.l - pad.r,
                                  height: y(CONFIG.low) - y(CONFIG.high)}));
+  let lastLabel = -Infinity;
   for (const g of [CONFIG.very_low, CONFIG.low, CONFIG.high, CONFIG.very_high]) {
     chart.appendChild(svg("line", {class: "grid", x1: pad.l, x2: width - pad.r, y1: y(g), y2: y(g)}));
+    if (Math.abs(y(g) - lastLabel) < 14) continue;  // labels would overlap: the line stays
+    lastLabel = y(g);
     chart.appendChild(svg("text", {class: "axis", x: pad.l - 4, y: y(g) + 4, "text-anchor": "end"}, fmt(g)));
   }
   const stepH = d.hours <= 3 ? 1 : d.hours <= 6 ? 2 : d.hours <= 12 ? 3 : 6;

@@ -28,7 +28,8 @@ def seed(store, tenant: str, *, minutes: int = 180, last_age_min: float = 4.0,
     data = store.tenant(tenant)
     now = int(time.time() * 1000)
     newest = now - int(last_age_min * 60_000)
-    readings = [(newest - k * 300_000, 150 - max(0, 6 - k) * 8 if k < 6 else 120 + (k % 7) * 9)
+    # Falling 6 mg/dL per 5 minutes at the end (to 114): no rule of the alert worker fires.
+    readings = [(newest - k * 300_000, 150 - (6 - k) * 6 if k < 6 else 120 + (k % 7) * 9)
                 for k in range(minutes // 5, -1, -1)]
     put_glucose(data, readings)
     data.add_alert("low", "warning", newest - 600_000, "Glucose 68 mg/dL is below 70 mg/dL.")

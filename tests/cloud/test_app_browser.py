@@ -1,0 +1,241 @@
+"""The patient app in real headless Chromium: a patient, a caregiver and a doctor sign in
+through the portal's form at 390 px (a phone) and 1280 px; the reading, chart, alerts and
+careportal work, a reading and an alert arrive over the live socket, axe-core finds no serious
+or critical violation, no console errors; then the server stops and the service worker opens
+the app with the last data. Screenshots go to out/test-artifacts/."""
+
+import json
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from nightlink.cloud.app import create_app
+from nightlink.cloud.auth import hash_password
+from nightlink.cloud.config import Settings
+from nightlink.tools.bench.report import put_glucose
+from tests.support.browser import ARTIFACTS, chromium, serious
+from tests.support.services import free_port
+from tests.support.waiting import until
+
+from .conftest import JWT_SECRET, PASSWORD
+from .test_app import seed
+
+PEOPLE = {"pat@example.org": "patient", "care@example.org": "caregiver",
+          "doc@example.org": "doctor"}
+
+
+class Server:
+    """The cloud under uvicorn in a thread, so it can be stopped mid-test (offline)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                log_level="warning",
+                                                timeout_graceful_shutdown=1))
+        self.thread = threading.Thread(target=self.uv.run, daemon=True)
+        self.thread.start()
+        until(lambda: self.uv.started, 20, "uvicorn starting")
+
+    def stop(self):
+        self.uv.should_exit = True
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def server(tmp_path):
+    settings = Settings(env="test", database_url=f"sqlite:///{tmp_path / 'app.db'}",
+                        jwt_secret=JWT_SECRET, login_attempts_per_minute=1000)
+    app = create_app(settings)
+    store = app.state.store
+    store.create_tenant("fam-1", "Ann Example")
+    for email, role in PEOPLE.items():
+        user = store.create_user(email, hash_password(PASSWORD))
+        store.grant("fam-1", user["id"], role, by=None)
+    newest = seed(store, "fam-1")
+    # The caregiver looks after a second patient whose sensor stopped 40 minutes ago.
+    store.create_tenant("fam-2", "Ben Example")
+    store.grant("fam-2", store.user_by_email("care@example.org")["id"], "caregiver", by=None)
+    seed(store, "fam-2", last_age_min=40, forecast=False)
+    srv = Server(app)
+    srv.newest = newest
+    yield srv
+    if srv.thread.is_alive():
+        srv.stop()
+    store.close()
+
+
+def ready(page) -> None:
+    until(lambda: page.eval("document.body.dataset.ready === '1'"), 20, "the app's first data")
+
+
+def sign_in(page, server, email) -> str:
+    page.load(f"{server.url}/app")
+    if page.eval("location.pathname") != "/portal/login":
+        page.eval("document.getElementById('sign-out').submit()")
+        page.wait("Page.loadEventFired")
+    assert page.eval("location.pathname") == "/portal/login"
+    page.eval(f"document.querySelector('input[name=email]').value = {email!r};"
+              f"document.querySelector('input[name=password]').value = {PASSWORD!r};"
+              "document.querySelector('form').submit()")
+    page.wait("Page.loadEventFired")
+    if page.eval("location.pathname").startswith("/app"):
+        ready(page)
+    return page.eval("location.pathname")
+
+
+def check_page(page, name: str, width: int) -> None:
+    """At this width: nothing wider than the screen, axe-core clean, a screenshot kept."""
+    page.viewport(width, 900)
+    page.eval("window.dispatchEvent(new Event('resize'))")
+    assert page.eval("document.documentElement.scrollWidth") <= width, name
+    chart = json.loads(page.eval("JSON.stringify(document.getElementById('glucose-chart')"
+                                 ".getBoundingClientRect())"))
+    assert 0 < chart["width"] <= width and chart["height"] > 150, (name, chart)
+    assert serious(page.axe()) == [], name
+    png = page.screenshot(ARTIFACTS / f"app-{name}-{width}.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def text(page, element_id: str) -> str:
+    return page.eval(f"document.getElementById({element_id!r}).textContent")
+
+
+def click(page, selector: str) -> None:
+    page.eval(f"document.querySelector({selector!r}).click()")
+
+
+def alert_count(page) -> int:
+    return page.eval("document.querySelectorAll('#alerts li').length")
+
+
+def network_errors_only(errors: list[str], *statuses) -> list[str]:
+    """The errors that are not the browser's own notes of expected answers or refusals."""
+    expected = tuple(f"status of {s}" for s in statuses) + ("ERR_CONNECTION_REFUSED",
+                                                           "WebSocket connection")
+    return [e for e in errors if not any(x in e for x in expected)]
+
+
+def test_app_in_chromium(server, tmp_path):
+    started = time.monotonic()
+    store = server.app.state.store
+    with chromium(tmp_path) as page:
+        page.viewport(390, 844)
+        # -- the patient, on a phone ------------------------------------------------------
+        assert sign_in(page, server, "pat@example.org") == "/app/fam-1"
+        ready(page)
+        assert text(page, "value") == "114" and text(page, "arrow") == "→"
+        assert text(page, "delta").startswith("−6 mg/dL") and "min ago" in text(page, "age")
+        assert page.eval("document.getElementById('stale').hidden")
+        assert page.eval("document.querySelectorAll('#glucose-chart circle').length") >= 36
+        assert page.eval("document.querySelectorAll('#glucose-chart .fc').length") == 1
+        assert "predicted-low risk 42 %" in text(page, "forecast")
+        assert page.eval("document.querySelectorAll('#glucose-chart .treatment').length") == 1
+        assert page.eval("[...document.querySelectorAll('#alerts li')]"
+                         ".map(li => li.className).join()") == "urgent,warning"
+        check_page(page, "patient", 390)
+
+        click(page, "#alerts li.urgent button")  # acknowledge
+        until(lambda: alert_count(page) == 1, 10, "the acknowledged alert leaving the list")
+        assert store.tenant("fam-1").alerts(unacked=True)[0]["level"] == "warning"
+
+        page.events.clear()
+        page.eval("document.getElementById('care-type').value = 'Carb Correction';"
+                  "document.getElementById('care-type').dispatchEvent(new Event('change'));"
+                  "document.getElementById('care-carbs').value = '0';"
+                  "document.getElementById('care').requestSubmit()")
+        until(lambda: text(page, "care-error"), 10, "the careportal's error")
+        assert text(page, "care-error") == "carbs must lie between 1 and 300 g, not 0."
+        assert network_errors_only(page.errors(), 422) == []  # the browser notes the 422
+        page.events.clear()
+        page.eval("document.getElementById('care-carbs').value = '15';"
+                  "document.getElementById('care-notes').value = 'juice';"
+                  "document.getElementById('care').requestSubmit()")
+        until(lambda: page.eval("document.querySelectorAll('#glucose-chart .treatment')"
+                                ".length") == 2, 10, "the new treatment on the chart")
+        assert "Carb Correction: 15 g · juice" in text(page, "treatments")
+        assert text(page, "care-error") == ""
+
+        click(page, "input[value='mmol/L']")
+        until(lambda: text(page, "value") == "6.3", 10, "the reading in mmol/L")
+        assert text(page, "unit-label") == "mmol/L"
+        click(page, ".hours button[data-hours='24']")
+        until(lambda: page.eval("document.querySelector('.hours button[data-hours=\"24\"]')"
+                                ".getAttribute('aria-pressed')") == "true", 5, "24 h chosen")
+
+        # Live: a new reading and a new alert arrive over the WebSocket.
+        until(lambda: page.eval("document.body.dataset.live === 'open'"), 20, "the socket")
+        put_glucose(store.tenant("fam-1"), [(int(time.time() * 1000), 108)])
+        until(lambda: text(page, "value") == "6.0", 15, "the live reading (108 mg/dL)")
+        data = store.tenant("fam-1")
+        alert_id = data.add_alert("urgent_low", "urgent", int(time.time() * 1000),
+                                  "Glucose 50 mg/dL is below 54 mg/dL.")
+        server.app.state.events.publish("fam-1", "alert", {**data.alert(alert_id),
+                                                           "at_ms": int(time.time() * 1000)})
+        until(lambda: alert_count(page) == 2, 15, "the live alert")
+        assert page.eval("document.querySelector('#alerts li').dataset.alert") == str(alert_id)
+        assert network_errors_only(page.errors()) == []
+        assert [e for e in page.errors() if "status of" in e] == []
+        page.screenshot(ARTIFACTS / "app-patient-live-390.png")
+
+        # -- the caregiver, on a desktop ------------------------------------------------
+        page.viewport(1280, 900)
+        page.events.clear()
+        assert sign_in(page, server, "care@example.org") == "/app/fam-1"
+        ready(page)
+        assert text(page, "value") == "108"  # the caregiver's own unit: mg/dL
+        left = json.loads(page.eval("JSON.stringify(document.getElementById('now')"
+                                    ".getBoundingClientRect())"))
+        right = json.loads(page.eval("JSON.stringify(document.getElementById('alerts-card')"
+                                     ".getBoundingClientRect())"))
+        assert right["left"] >= left["right"]  # two columns
+        assert page.eval("document.querySelectorAll('#alerts li button').length") == 2
+        assert not page.eval("document.getElementById('care').hidden")
+        check_page(page, "caregiver", 1280)
+        # Two patients: a picker; the second one's reading is stale and has no forecast.
+        assert not page.eval("document.querySelector('.patient-pick').hidden")
+        page.eval("const pick = document.getElementById('patient'); pick.value = 'fam-2';"
+                  "pick.dispatchEvent(new Event('change'))")
+        page.wait("Page.loadEventFired")
+        ready(page)
+        assert page.eval("location.pathname") == "/app/fam-2"
+        assert page.eval("document.getElementById('now').classList.contains('stale')")
+        assert text(page, "stale") == "No new reading for 40 min: this value is old."
+        assert page.eval("document.getElementById('stale').classList.contains('urgent')")
+        assert text(page, "forecast").startswith("No forecast")
+        assert page.eval("document.querySelectorAll('#glucose-chart .fc').length") == 0
+        check_page(page, "caregiver-stale", 1280)
+        assert page.errors() == []
+
+        # -- the doctor: lands on the portal, reads the app ------------------------------
+        page.events.clear()
+        assert sign_in(page, server, "doc@example.org") == "/portal"
+        page.load(f"{server.url}/app/fam-1")
+        ready(page)
+        assert page.eval("document.querySelectorAll('#alerts li button').length") == 0
+        assert page.eval("document.getElementById('care').hidden")
+        assert not page.eval("document.getElementById('care-readonly').hidden")
+        assert page.eval("document.getElementById('to-portal').getAttribute('href')") \
+            == "/portal/p/fam-1"
+        check_page(page, "doctor", 1280)
+        check_page(page, "doctor", 390)
+        assert page.errors() == []
+
+        # -- offline: the service worker opens the app with the last data ----------------
+        until(lambda: page.eval("!!navigator.serviceWorker.controller"), 20,
+              "the service worker taking control")
+        page.load(f"{server.url}/app/fam-1")  # this time every answer passes the worker
+        ready(page)
+        server.stop()
+        page.events.clear()
+        page.load(f"{server.url}/app/fam-1")
+        until(lambda: text(page, "status").startswith("offline — last data from "), 20,
+              "the offline note")
+        assert text(page, "value") == "108"
+        assert network_errors_only(page.errors()) == []
+        page.screenshot(ARTIFACTS / "app-offline-390.png")
+    assert time.monotonic() - started < 90
