@@ -40,6 +40,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         sharing,
         tenants,
     )
+    from nightlink.cloud.routes import morning as morning_pages
     from nightlink.nightscout.app import mount as mount_nightscout
     from nightlink.nightscout.hub import Hub
     from nightlink.nightscout.limits import Limits
@@ -73,6 +74,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     live.install(app)  # the alert worker runs with the app's lifespan
     portal.install(app)  # portal pages send browsers without a session to sign in
     app.include_router(sharing.pages)  # the pages mailed links open
+    app.include_router(morning_pages.router)  # last night's card
     from nightlink.cloud.routes import app as patient_app
 
     app.include_router(patient_app.router)  # the patient and family app at /app

@@ -176,7 +176,7 @@ def night_html(doc: dict, tl: list[dict], *, tenant: str, tenant_name: str, unit
 
 
 def page_html(name: str, **context) -> str:
-    return _env(context.get("unit", units.MGDL), "UTC").get_template(name).render(
+    return _env(context.get("unit", units.MGDL), context.get("tz", "UTC")).get_template(name).render(
         units_choices=UNITS, **context)
 
 

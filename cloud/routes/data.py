@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
@@ -206,21 +206,40 @@ def epochs_csv(access: MemberAccess, stream: str, start: str, end: str) -> Strea
 
 
 @router.get("/nights")
-def nights(access: MemberAccess, limit: Annotated[int, Query(ge=1, le=366)] = 60) -> dict:
-    """The tenant's night summaries, newest first."""
-    return {"nights": access.data.nights(limit=limit)}
+def nights(access: MemberAccess, limit: Annotated[int, Query(ge=1, le=366)] = 30) -> dict:
+    """The last `limit` nights that hold data, newest first: each night's headline figures
+    (sleep score, sleep time, efficiency, AHI, lows), as the morning card shows them; and
+    the summaries edge nodes sent, under `edge`."""
+    from nightlink.cloud import morning
+    from nightlink.cloud.reports.settings import patient_settings
+
+    ps = patient_settings(access.data)
+    return {"nights": morning.nights_summary(access.data, ps, limit),
+            "edge": access.data.nights(limit=limit)}
 
 
 @router.get("/nights/{night}")
 def night(access: MemberAccess, night: str) -> dict:
-    """One night's summary (night = the date of its evening, YYYY-MM-DD)."""
+    """One night's morning card (night = the date of its evening, YYYY-MM-DD): sleep with
+    its score and formula, breathing, lows with their context, the room, 7- and 30-night
+    trends and screening flags; `edge` holds the summary an edge node sent, if any."""
+    from nightlink.cloud import morning
+    from nightlink.cloud.reports.settings import patient_settings
+
     if not _NIGHT.match(night):
         raise _bad(f"{night!r} is not a night; use the date of its evening, as 2026-01-15.")
     try:
-        doc = access.data.night(night)
+        date.fromisoformat(night)
+    except ValueError:
+        raise _bad(f"{night!r} is not a date.") from None
+    try:
+        edge = access.data.night(night)
     except LookupError:
-        raise HTTPException(404, f"There is no summary of the night of {night} yet.") from None
-    return {"night": night, **doc}
+        edge = None
+    got = morning.card(access.data, patient_settings(access.data), night)
+    if not got["has_data"] and edge is None:
+        raise HTTPException(404, f"There is no data for the night of {night}.")
+    return {**got, "edge": edge}
 
 
 # -- glucose ---------------------------------------------------------------------------------

@@ -168,12 +168,14 @@ def test_nights__list_one_and_missing(cloud):
     data.put_night("2026-02-05", {"tst_min": 401, "ahi": 3.2})
     data.put_night("2026-02-06", {"tst_min": 420})
     h = cloud.auth("p@x.org")
-    listed = cloud.client.get(f"{BASE}/fam-1/nights", headers=h).json()["nights"]
+    listed = cloud.client.get(f"{BASE}/fam-1/nights", headers=h).json()["edge"]
     assert [n["night"] for n in listed] == ["2026-02-06", "2026-02-05"]
-    assert cloud.client.get(f"{BASE}/fam-1/nights/2026-02-05", headers=h).json() == {
-        "night": "2026-02-05", "tst_min": 401, "ahi": 3.2}
+    got = cloud.client.get(f"{BASE}/fam-1/nights/2026-02-05", headers=h).json()
+    assert got["night"] == "2026-02-05" and got["edge"] == {"tst_min": 401, "ahi": 3.2}
+    assert got["has_data"] is False  # the cloud holds no rows or readings for it
     r = cloud.client.get(f"{BASE}/fam-1/nights/2026-01-01", headers=h)
     assert r.status_code == 404 and "2026-01-01" in r.json()["detail"]
+    assert cloud.client.get(f"{BASE}/fam-1/nights/2026-02-30", headers=h).status_code == 422
     r = cloud.client.get(f"{BASE}/fam-1/nights/last-tuesday", headers=h)
     assert r.status_code == 422
 
