@@ -364,9 +364,9 @@ def ack(tenant: str, alert_id: int, request: Request, user: ApiUser, store: Stor
 @router.post("/app/api/{tenant}/treatments", dependencies=[SameOrigin])
 async def add_treatment(tenant: str, request: Request, user: ApiUser, store: StoreDep) -> dict:
     """Log carbs, insulin, exercise or a note as a Nightscout treatment of the patient."""
-    body = await _json_object(request)
-    access = _member(store, user, tenant)
+    access = _member(store, user, tenant)  # before the body: a stranger learns nothing
     _actor(access, "log treatments")
+    body = await _json_object(request)
     try:
         doc = treatment(body, user["email"], int(time.time() * 1000))
         created, _same = access.data.add_documents("treatments", [doc], mode="keep")

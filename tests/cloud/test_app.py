@@ -249,6 +249,9 @@ def test_careportal__doctor_reads_only_and_junk_never_5xx(app_cloud):
     r = c.post("/app/api/fam-1/treatments", json={"eventType": "Note", "notes": "x"},
                headers=WRITE)
     assert r.status_code == 403
+    sign_in(app_cloud, "pat2@example.org")  # not a member: 404 whatever the body
+    r = c.post("/app/api/fam-1/treatments", content=b"not json", headers=WRITE)
+    assert r.status_code == 404 and r.json()["detail"] == "No patient 'fam-1'."
     sign_in(app_cloud, "pat@example.org")
     rng = random.Random(7)
     atoms = [None, True, 0, -1, 1.5, 10**30, "", "x" * 2000, "\u0000", "Meal Bolus", [], {},
