@@ -9,16 +9,21 @@ Messages are JSON `{"type": ..., "data": {...}}`:
 
 - `hello` once on connect: the tenant, the role, the latest sgv entry (or null), the unacked
   alerts and the server time;
-- `entry`: a Nightscout entry, each (type, date) at most once per connection, whether it came
-  from the event bus or from the store poll (every 2 s, so entries stored by another process
-  arrive too);
+- `entry`: a Nightscout entry, each (type, date) at most once, whichever process stored it;
 - `alert`: a new alert, or an alert that was acknowledged (same id, `acked_at` set);
+- `resync` {dropped}: the client read too slowly and this many messages were dropped; it
+  should fetch what it missed over HTTP (entries since its newest, the alerts list);
 - `ping` every 20 s, so proxies keep the connection and clients notice a dead one.
 
-Membership is checked again every minute; a revoked member is closed with 4404. Clients
-reconnect with backoff (docs/live-updates.md).
+Nothing here polls per connection: the process's live hub (`cloud/livehub.py`) follows each
+watched tenant once (PostgreSQL LISTEN/NOTIFY, or one change-cursor read per process on
+SQLite), serialises a message once per tenant and hands the same text to every client's
+bounded queue. One keepalive task pings a twentieth of the clients each `PING_S / 20` and
+checks membership every `ROLE_S` once per (tenant, account), not per connection; a revoked
+member is closed with 4404. Clients reconnect with backoff (docs/live-updates.md).
 
-`install(app)` starts the `AlertWorker` with the app (its lifespan) and stops it after.
+`install(app)` starts the `AlertWorker` with the app (its lifespan) and stops it after, and
+gives the app its live fan-out and change feed.
 """
 
 from __future__ import annotations
@@ -27,43 +32,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 
-from nightlink.cloud import alerts, auth
+from nightlink.cloud import alerts, auth, livehub, metrics
 from nightlink.cloud.access import resolve_access
-from nightlink.cloud.store import NotFoundError, TenantStore
+from nightlink.cloud.store import NotFoundError
 from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 router = APIRouter()
 
-POLL_S = 2.0  # store poll for entries and alerts from other processes
 PING_S = 20.0  # keepalive
 ROLE_S = 60.0  # membership re-check
 CLOSE_AUTH = 4401
 CLOSE_NOT_FOUND = 4404
-_SEEN = 1024  # remembered (type, date) keys per connection
-
-
-class _Seen:
-    """A bounded set: remembers the last `size` keys."""
-
-    def __init__(self, size: int = _SEEN):
-        self._order: deque = deque()
-        self._keys: set = set()
-        self.size = size
-
-    def add(self, key) -> bool:
-        """Remember key; False when it was already there."""
-        if key in self._keys:
-            return False
-        self._keys.add(key)
-        self._order.append(key)
-        if len(self._order) > self.size:
-            self._keys.discard(self._order.popleft())
-        return True
 
 
 def _member_role(store, tenant_id: str, user: dict) -> str | None:
@@ -94,40 +77,6 @@ async def _authenticate(ws: WebSocket, tenant_id: str) -> tuple[dict, str] | Non
     return user, role
 
 
-class _Feed:
-    """What one connection has sent, so nothing is sent twice."""
-
-    def __init__(self, ws: WebSocket, data: TenantStore):
-        self.ws = ws
-        self.data = data
-        self.entries = _Seen()
-        self.alerts = _Seen()
-        self.last_date = 0  # newest entry date sent (ms)
-        self.last_alert_id = 0
-
-    async def entry(self, doc: dict) -> None:
-        if "date" not in doc or not self.entries.add((doc.get("type", "sgv"), int(doc["date"]))):
-            return
-        self.last_date = max(self.last_date, int(doc["date"]))
-        await self.ws.send_json({"type": "entry", "data": doc})
-
-    async def alert(self, doc: dict) -> None:
-        if not self.alerts.add((doc.get("id"), doc.get("acked_at"))):
-            return
-        self.last_alert_id = max(self.last_alert_id, int(doc.get("id") or 0))
-        await self.ws.send_json({"type": "alert", "data": doc})
-
-    async def poll(self) -> None:
-        new = await asyncio.to_thread(self.data.entries, count=100,
-                                      where=[("date", ">", self.last_date)])
-        for doc in reversed(new):  # oldest first
-            await self.entry(doc)
-        rows = await asyncio.to_thread(self.data.alerts, limit=20)
-        for row in reversed(rows):
-            if row["id"] > self.last_alert_id:
-                await self.alert(alerts.public(row))
-
-
 async def _receive_until_closed(ws: WebSocket) -> None:
     """Read (and ignore) what the client sends, until it goes away."""
     with contextlib.suppress(WebSocketDisconnect):
@@ -137,42 +86,28 @@ async def _receive_until_closed(ws: WebSocket) -> None:
                 return
 
 
-async def _push(ws: WebSocket, feed: _Feed, queue: asyncio.Queue, tenant_id: str,
-                user: dict) -> None:
-    loop = asyncio.get_running_loop()
-    store = ws.app.state.store
-    next_poll, next_ping = loop.time() + POLL_S, loop.time() + PING_S
-    next_role = loop.time() + ROLE_S
-    getter = asyncio.ensure_future(queue.get())
-    try:
-        while True:
-            timeout = max(0.0, min(next_poll, next_ping) - loop.time())
-            done, _ = await asyncio.wait({getter}, timeout=timeout)
-            if done:
-                msg = getter.result()
-                getter = asyncio.ensure_future(queue.get())
-                if msg["type"] == "entry":
-                    await feed.entry(msg["data"])
-                elif msg["type"] == "alert":
-                    await feed.alert(msg["data"])
-            now = loop.time()
-            if now >= next_poll:
-                try:
-                    await feed.poll()
-                except DatabaseError as exc:
-                    _LOGGER.warning("live poll of %s failed: %s", tenant_id, exc)
-                next_poll = loop.time() + POLL_S
-            if now >= next_ping:
-                await ws.send_json({"type": "ping",
-                                    "data": {"server_time_ms": int(time.time() * 1000)}})
-                next_ping = now + PING_S
-            if now >= next_role:
-                if await asyncio.to_thread(_member_role, store, tenant_id, user) is None:
-                    await ws.close(CLOSE_NOT_FOUND, f"No tenant {tenant_id!r}.")
-                    return
-                next_role = now + ROLE_S
-    finally:
-        getter.cancel()
+def _hello(store, tenant_id: str) -> tuple[dict | None, list[dict]]:
+    """The tenant's latest sgv entry and its unacked alerts (public form)."""
+    data = store.tenant(tenant_id)
+    latest = data.entries(count=1, type_="sgv")
+    unacked = data.alerts(limit=20, unacked=True)
+    return (latest[0] if latest else None), [alerts.public(a) for a in unacked]
+
+
+def _live_parts(app: FastAPI) -> livehub.Fanout:
+    """The app's fan-out, its hub's change feed installed (once)."""
+    fanout = getattr(app.state, "live", None)
+    if fanout is None:
+        hub = app.state.events
+        if hub.feed is None:
+            hub.feed = livehub.ChangeFeed(app.state.store, hub)
+            hub.on_drop = metrics.LIVE_DROPPED.labels("hub").inc
+        sockets = getattr(app.state, "nightscout_sockets", None)
+        if sockets is not None:
+            sockets.on_drop = metrics.LIVE_DROPPED.labels("socketio").inc
+        fanout = app.state.live = livehub.Fanout(hub)
+        app.state.live_keepalive = {}
+    return fanout
 
 
 @router.websocket("/api/nl/v1/tenants/{tenant}/live")
@@ -183,38 +118,90 @@ async def live(websocket: WebSocket, tenant: str) -> None:
     if who is None:
         return
     user, role = who
-    store, events = websocket.app.state.store, websocket.app.state.events
-    data = store.tenant(tenant)
-    queue = events.subscribe(tenant)  # before the hello, so nothing falls in between
-    tasks: set[asyncio.Task] = set()
+    app = websocket.app
+    fanout = _live_parts(app)
     try:
-        latest = await asyncio.to_thread(data.entries, count=1, type_="sgv")
-        unacked = await asyncio.to_thread(data.alerts, limit=20, unacked=True)
-        newest_alert = await asyncio.to_thread(data.alerts, limit=1)
-        feed = _Feed(websocket, data)
-        if latest:
-            feed.entries.add((latest[0].get("type", "sgv"), int(latest[0]["date"])))
-            feed.last_date = int(latest[0]["date"])
-        feed.last_alert_id = newest_alert[0]["id"] if newest_alert else 0
-        await websocket.send_json({"type": "hello", "data": {
-            "tenant": tenant, "role": role, "entry": latest[0] if latest else None,
-            "alerts": [alerts.public(a) for a in unacked],
+        # Follow other processes' changes from here on, then queue (held) before the hello
+        # is read, so nothing falls in between.
+        await asyncio.to_thread(app.state.events.watch, tenant)
+    except DatabaseError as exc:
+        _LOGGER.warning("live feed of %s could not start: %s", tenant, exc)
+    client = fanout.join(tenant, websocket, user)
+    _ensure_keepalive(app, fanout)
+    try:
+        latest, unacked = await asyncio.to_thread(_hello, app.state.store, tenant)
+        keys = {("alert", a["id"], False) for a in unacked}
+        if latest is not None:
+            keys.add(("entry", latest.get("type", "sgv"), int(latest["date"])))
+        client.skip = frozenset(keys)
+        await websocket.send_text(livehub.dumps({"type": "hello", "data": {
+            "tenant": tenant, "role": role, "entry": latest, "alerts": unacked,
             "server_time_ms": int(time.time() * 1000),
-        }})
-        tasks = {asyncio.create_task(_receive_until_closed(websocket)),
-                 asyncio.create_task(_push(websocket, feed, queue, tenant, user))}
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            exc = task.exception()
-            if exc is not None and not isinstance(exc, WebSocketDisconnect | RuntimeError
-                                                  | OSError):
-                raise exc
+        }}))
+        client.release()
+        await _receive_until_closed(websocket)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client went away mid-send
     finally:
-        for task in tasks:
-            task.cancel()
-        events.unsubscribe(tenant, queue)
+        fanout.leave(client)
+
+
+def _ensure_keepalive(app: FastAPI, fanout: livehub.Fanout) -> None:
+    loop = asyncio.get_running_loop()
+    tasks = app.state.live_keepalive
+    task = tasks.get(id(loop))
+    if task is None or task.done():
+        tasks[id(loop)] = loop.create_task(_keepalive(app, fanout), name="live-keepalive")
+
+
+async def _keepalive(app: FastAPI, fanout: livehub.Fanout) -> None:
+    """Ping a 1/buckets share of the clients each tick (one text for all), and re-check
+    memberships every ROLE_S, once per (tenant, account); ends when no client is left."""
+    loop = asyncio.get_running_loop()
+    tick = 0
+    next_role = loop.time() + ROLE_S
+    try:
+        while True:
+            await asyncio.sleep(PING_S / fanout.buckets)
+            clients = fanout.clients()
+            if not clients:
+                return
+            bucket = tick % fanout.buckets
+            text = livehub.dumps({"type": "ping",
+                                  "data": {"server_time_ms": int(time.time() * 1000)}})
+            for client in clients:
+                if client.bucket == bucket:
+                    client.push(text)
+            tick += 1
+            if loop.time() >= next_role:
+                await _recheck_roles(app, clients)
+                next_role = loop.time() + ROLE_S
+    finally:
+        app.state.live_keepalive.pop(id(loop), None)
+
+
+async def _recheck_roles(app: FastAPI, clients: list) -> None:
+    pairs = {(c.tenant, c.user["id"]): c.user for c in clients}
+
+    def revoked() -> set:
+        gone = set()
+        for (tenant, user_id), user in pairs.items():
+            try:
+                if _member_role(app.state.store, tenant, user) is None:
+                    gone.add((tenant, user_id))
+            except DatabaseError as exc:
+                _LOGGER.warning("live membership check of %s failed: %s", tenant, exc)
+        return gone
+
+    gone = await asyncio.to_thread(revoked)
+    for client in clients:
+        if (client.tenant, client.user["id"]) in gone:
+            asyncio.get_running_loop().create_task(_close(client.ws, client.tenant))
+
+
+async def _close(ws: WebSocket, tenant: str) -> None:
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        await ws.close(CLOSE_NOT_FOUND, f"No tenant {tenant!r}.")
 
 
 def install(app: FastAPI, *, interval_s: float = 30.0) -> None:
@@ -222,6 +209,7 @@ def install(app: FastAPI, *, interval_s: float = 30.0) -> None:
     if getattr(app.state, "alert_worker_installed", False):
         return
     app.state.alert_worker_installed = True
+    _live_parts(app)
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

@@ -28,6 +28,12 @@ INGEST_RESTARTS = Counter("nightlink_ingest_restarts_total",
                           "Ingest consumer threads restarted by the supervisor", ["why"])
 INGEST_BROKER_FAILURES = Counter("nightlink_ingest_broker_failures_total",
                                  "Failed or lost connections of the ingest to its broker")
+LIVE_CLIENTS = Gauge("nightlink_live_clients", "Live clients connected to this process",
+                     ["transport"])
+LIVE_DROPPED = Counter(
+    "nightlink_live_dropped_total", "Live messages dropped because a client (websocket, "
+    "socketio) or an in-process subscriber (hub) fell behind; the client is told to resync",
+    ["transport"])
 
 OTHER_STREAM = "other"
 _STREAM_NAMES = frozenset(s[features.S_NAME] for s in features.STREAMS)

@@ -2,10 +2,15 @@
 socket.io and WebSocket clients.
 
 Writers publish from any thread (the store's notify hook, the ingest, the alert worker);
-subscribers are asyncio queues, bounded, dropping their oldest message when a client is slow.
-For changes made by other processes (more API workers, a separate ingest), one watcher per
-watched site and process polls the site's newest srvModified and publishes what it has not
-seen; a change is published once whichever way it arrives.
+subscribers are asyncio queues, bounded, dropping their oldest message when one falls behind
+(counted in `dropped`, reported through `on_drop`). A subscriber is a consumer inside the
+process (the socket.io pump, one fan-out per tenant for the WebSocket, the alert worker), never
+one client: clients have their own bounded queues downstream.
+
+Changes made by other processes (more API workers, a separate ingest) come through the `feed`
+the tier installs (the cloud's `cloud/livehub.py`: PostgreSQL LISTEN/NOTIFY, or one change-cursor
+read per process on SQLite); `watch(site)` asks it to follow a site. A change is published once
+whichever way it arrives (`changed` remembers what it sent).
 """
 
 from __future__ import annotations
@@ -20,36 +25,51 @@ from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 QUEUE_SIZE = 256
-WATCH_S = 2.0
 ALL = "*"  # subscribe to every site
 
 
 class Hub:
-    def __init__(self, directory=None, *, watch_s: float = WATCH_S):
+    def __init__(self, directory=None):
         self.directory = directory
-        self.watch_s = watch_s
+        self.feed = None  # follows other processes' changes (installed by the tier)
+        self.on_drop = None  # called with the number of messages a slow subscriber lost
         self._subs: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = \
             defaultdict(set)
         self._lock = threading.Lock()
         self._published: OrderedDict = OrderedDict()  # (row id, srv_modified) already sent
-        self._watchers: dict[str, asyncio.Task] = {}
         self.dropped = 0
 
     # -- publishing (any thread) -------------------------------------------------------------
 
-    def publish(self, site: str, type_: str, data: Any) -> None:
-        """Send {type, data} to the site's subscribers and to those of every site."""
+    def publish(self, site: str, type_: str, data: Any) -> bool:
+        """Send {type, data} to the site's subscribers and to those of every site; False
+        (nothing sent) for an alert already sent in the same state, raised or acknowledged, as
+        the process that raised it and the feed that read it back may both publish it."""
         msg = {"type": type_, "site": site, "data": data}
         with self._lock:
+            if type_ == "alert" and isinstance(data, dict) and "id" in data:
+                key = ("alert", site, data["id"], data.get("acked_at") is not None)
+                if key in self._published:
+                    return False
+                self._remember(key)
             subs = list(self._subs.get(site, ())) + list(self._subs.get(ALL, ()))
         for loop, queue in subs:
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 loop.call_soon_threadsafe(self._put, queue, msg)
+        return True
+
+    def _remember(self, key) -> None:
+        """Note a key as sent (the caller holds the lock); the oldest are forgotten."""
+        self._published[key] = None
+        while len(self._published) > 20_000:
+            self._published.popitem(last=False)
 
     def _put(self, queue: asyncio.Queue, msg: dict) -> None:
         if queue.full():
             queue.get_nowait()
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop(1)
         queue.put_nowait(msg)
 
     def changed(self, site: str, coll: str, action: str, rows: list) -> None:
@@ -60,10 +80,8 @@ class Hub:
                 key = (row.id, row.srv_modified)
                 if key in self._published:
                     continue
-                self._published[key] = None
+                self._remember(key)
                 fresh.append(row)
-            while len(self._published) > 20_000:
-                self._published.popitem(last=False)
         if not fresh:
             return
         self.publish(site, "change", {"coll": coll, "action": action, "rows": fresh})
@@ -92,13 +110,11 @@ class Hub:
 
     # -- subscribing (event loop) ------------------------------------------------------------
 
-    def subscribe(self, site: str) -> asyncio.Queue:
+    def subscribe(self, site: str, *, size: int = QUEUE_SIZE) -> asyncio.Queue:
         """A queue of the site's messages (ALL: every site's) for the calling event loop."""
-        queue: asyncio.Queue = asyncio.Queue(QUEUE_SIZE)
+        queue: asyncio.Queue = asyncio.Queue(size)
         with self._lock:
             self._subs[site].add((asyncio.get_running_loop(), queue))
-        if site != ALL:
-            self._watch(site)
         return queue
 
     def unsubscribe(self, site: str, queue: asyncio.Queue) -> None:
@@ -108,58 +124,15 @@ class Hub:
                 del self._subs[site]
 
     def watch(self, site: str) -> None:
-        """Watch a site for other processes' changes (socket.io does so while it has clients)."""
-        self._watch(site)
-
-    def _watch(self, site: str) -> None:
-        if self.directory is None or self.watch_s <= 0:
-            return
-        task = self._watchers.get(site)
-        if task is None or task.done():
-            self._watchers[site] = asyncio.get_running_loop().create_task(
-                self._watcher(site), name=f"ns-watch-{site}")
+        """Follow a site's changes made by other processes (needs a feed; may read the store
+        once, the first time: call it off the event loop)."""
+        if self.feed is not None:
+            self.feed.watch(site)
 
     def watching(self, site: str) -> bool:
         with self._lock:
             return bool(self._subs.get(site)) or bool(self._subs.get(ALL))
 
-    async def _watcher(self, site_key: str) -> None:
-        site = await asyncio.to_thread(self.directory.site, site_key)
-        if site is None:
-            return
-        last = await asyncio.to_thread(site.docs.last_modified) or 0
-        idle = 0
-        while idle < 30:  # stop a minute after the last subscriber left
-            await asyncio.sleep(self.watch_s)
-            idle = 0 if self.watching(site_key) else idle + 1
-            try:
-                last = await asyncio.to_thread(self._catch_up, site, last)
-            except Exception as exc:  # noqa: BLE001 - a store error must not end the watcher
-                _LOGGER.warning("live watcher of %s: %s", site_key, exc)
-        self._watchers.pop(site_key, None)
-
-    def _catch_up(self, site, last: int) -> int:
-        newest = site.docs.last_modified()
-        if newest is None or newest <= last:
-            return last
-        for coll in ("entries", "treatments", "devicestatus", "profile", "food", "activity",
-                     "settings"):
-            rows = site.docs.history(coll, last, limit=1000)
-            for action in ("create", "update", "delete"):
-                picked = [r for r in rows if _action(r) == action]
-                if picked:
-                    self.changed(site.key, coll, action, picked)
-        return newest
-
     async def close(self) -> None:
-        for task in list(self._watchers.values()):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._watchers.clear()
-
-
-def _action(row) -> str:
-    if not row.valid:
-        return "delete"
-    return "create" if row.srv_created == row.srv_modified else "update"
+        if self.feed is not None:
+            await asyncio.to_thread(self.feed.stop)

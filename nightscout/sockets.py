@@ -10,8 +10,11 @@ library turns the URL's path into the namespace):
 - `/alarm`: `subscribe`, then `alarm`, `urgent_alarm`, `announcement`, `notification`,
   `clear_alarm`; `ack` (level, group, silence ms) silences a group.
 
-One hub subscription per process feeds every socket; a delta is built once per site and
-namespace and sent to a room, not per socket.
+One hub subscription per process feeds every socket (the hub brings other processes' changes
+too: nothing polls per socket); a delta is built once per site and namespace and sent to a
+room, encoded once for all its sockets. A socket with QUEUE_LIMIT packets still waiting is
+disconnected rather than sent more (counted in `dropped`): on reconnecting, the client
+authorizes again and gets a full dataUpdate.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from nightlink.nightscout.site import Site
 
 _LOGGER = logging.getLogger(__name__)
 DAY = 24 * 3600 * 1000
+QUEUE_LIMIT = 64  # packets a socket may have waiting before it is dropped and disconnected
 _COLL_ALIASES = {"foods": documents.FOOD}
 
 
@@ -58,6 +62,8 @@ class NightscoutSockets:
         self._namespaces: dict[str, set[str]] = {}  # site -> namespaces with sockets
         self._pump: asyncio.Task | None = None
         self._silenced: dict[tuple[str, str, int], float] = {}
+        self.dropped = 0  # packets not sent to sockets that fell behind (they were disconnected)
+        self.on_drop = None  # called with that number (the cloud counts it in its metrics)
         for event in ("connect", "disconnect", "authorize", "loadRetro", "dbAdd", "dbUpdate",
                       "dbUpdateUnset", "dbRemove", "subscribe", "ack", "nsping"):
             self.sio.on(event, getattr(self, "_on_" + event), namespace="*")
@@ -98,8 +104,8 @@ class NightscoutSockets:
             session["site"] = site.key
             session["grant"] = grant
         self._namespaces.setdefault(site.key, set()).add(namespace)
-        if self.state.hub:
-            self.state.hub.watch(site.key)
+        if self.state.hub:  # the first watch of a site reads its cursor: off the event loop
+            await asyncio.to_thread(self.state.hub.watch, site.key)
 
     async def _grant(self, namespace: str, sid: str, *, secret: Any = None, token: Any = None,
                      access_token: Any = None) -> tuple[Site, auth.Grant] | None:
@@ -382,15 +388,13 @@ class NightscoutSockets:
         for namespace in list(self._namespaces.get(site, ())):
             _, channel = _split(namespace)
             if channel == "/" and len(delta) > 2:
-                await self.sio.emit("dataUpdate", delta, room=f"data:{site}",
-                                    namespace=namespace)
+                await self._emit_room("dataUpdate", delta, f"data:{site}", namespace)
             elif channel == "/storage":
                 event = {"create": "create", "update": "update", "delete": "delete"}[action]
                 for r in rows:
                     body = ({"colName": coll, "identifier": r.identifier} if action == "delete"
                             else {"colName": coll, "doc": r.v3()})
-                    await self.sio.emit(event, body, room=f"storage:{site}:{coll}",
-                                        namespace=namespace)
+                    await self._emit_room(event, body, f"storage:{site}:{coll}", namespace)
 
     async def _emit_alarm(self, site: str, note: dict) -> None:
         if note.get("clear"):
@@ -404,7 +408,25 @@ class NightscoutSockets:
                      "announcement" if note.get("isAnnouncement") else "notification")
         for namespace in list(self._namespaces.get(site, ())):
             if _split(namespace)[1] == "/alarm":
-                await self.sio.emit(event, note, room=f"alarm:{site}", namespace=namespace)
+                await self._emit_room(event, note, f"alarm:{site}", namespace)
+
+    async def _emit_room(self, event: str, data: Any, room: str, namespace: str) -> None:
+        """Emit to a room (the packet is encoded once for all its sockets), leaving out each
+        socket with more than QUEUE_LIMIT packets waiting: it is disconnected instead, its
+        loss counted, and the client, reconnecting, gets a full dataUpdate (its resync)."""
+        behind = []
+        sockets = self.sio.eio.sockets
+        for sid, eio_sid in self.sio.manager.get_participants(namespace, room):
+            socket = sockets.get(eio_sid)
+            if socket is not None and socket.queue.qsize() >= QUEUE_LIMIT:
+                behind.append(sid)
+        if behind:
+            self.dropped += len(behind)
+            if self.on_drop is not None:
+                self.on_drop(len(behind))
+            for sid in behind:
+                await self.sio.disconnect(sid, namespace=namespace)
+        await self.sio.emit(event, data, room=room, namespace=namespace, skip_sid=behind or None)
 
     async def close(self) -> None:
         if self._pump is not None:

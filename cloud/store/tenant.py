@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 
+from nightlink.cloud.store import changes
 from nightlink.cloud.store import rows as row_codec
 from nightlink.cloud.store.base import NotFoundError, from_json, to_json
 from nightlink.nightscout import documents as ns_documents
@@ -156,6 +157,12 @@ class TenantStore:
             query.add(Cond(column, _OPS[op], operand))
         return [r.v1() for r in self.docs.find("entries", query, count=count)]
 
+    def treatments(self, lo_ms: int, hi_ms: int, *, count: int = 10_000) -> list[dict]:
+        """Treatments (carbs, insulin, exercise, notes) in [lo_ms, hi_ms], oldest first."""
+        return [r.v1() for r in self.docs.find(
+            "treatments", ns_store.between("treatments", lo_ms, hi_ms), count=count,
+            ascending=True)]
+
     def documents(self, coll: str, *, count: int = 10) -> list[dict]:
         """The newest documents of a Nightscout collection (exports, tests)."""
         return [r.v1() for r in self.docs.find(coll, None, count=count)]
@@ -196,6 +203,7 @@ class TenantStore:
             "INSERT INTO alerts (tenant_id, rule, level, at_ms, message, detail) "
             "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (self.tenant_id, rule, level, at_ms, message, to_json(detail)))
+        changes.announce(self.db, self.tenant_id)  # the live feeds of other processes
         return int(rows[0]["id"])
 
     def alerts(self, *, limit: int = 100, unacked: bool = False) -> list[dict]:
@@ -216,9 +224,12 @@ class TenantStore:
         return row
 
     def ack_alert(self, alert_id: int, user_id: int) -> bool:
-        return bool(self.db.execute(
+        acked = bool(self.db.execute(
             "UPDATE alerts SET acked_by = ?, acked_at = ? WHERE tenant_id = ? AND id = ? "
             "AND acked_at IS NULL", (user_id, time.time(), self.tenant_id, alert_id)))
+        if acked:
+            changes.announce(self.db, self.tenant_id)
+        return acked
 
     def alert_settings(self, user_id: int) -> dict[str, dict]:
         rows = self.db.query("SELECT rule, enabled, threshold FROM alert_settings "

@@ -28,6 +28,10 @@ TABLE = "ns_docs"
 MAX_SCAN = 1_000_000  # rows one find may read before it gives up (a filter matching nothing)
 _ORDERS = ("date_ms", "srv_modified", "srv_created", "identifier")
 _COLUMNS = "id, coll, oid, identifier, date_ms, kind, srv_created, srv_modified, valid, doc"
+COLUMNS = _COLUMNS  # what Row.of reads (the cloud's live change feed selects it too)
+# PostgreSQL: every write transaction NOTIFYs its site here, at commit, so the live hub of
+# every process (API workers, the ingest) hears of it.
+LIVE_CHANNEL = "nightlink_live"
 
 DDL = [
     f"""CREATE TABLE {TABLE} (
@@ -502,6 +506,7 @@ class _Writing:
         self._tx.__enter__()
         if store.db.kind == "postgres":
             store.db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"ns:{store.site}",))
+            store.db.execute("SELECT pg_notify(?, ?)", (LIVE_CHANNEL, store.site))
         rows = store.db.query(f"SELECT max(srv_modified) AS m FROM {TABLE} WHERE tenant_id = ?",
                               (store.site,))
         self._last = int(rows[0]["m"] or 0) if rows else 0

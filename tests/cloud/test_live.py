@@ -1,4 +1,5 @@
-"""The live WebSocket: token in the query, hello, bus and store-poll entries once, pings."""
+"""The live WebSocket: token in the query, hello, entries from the bus and from another
+connection to the store each once, alerts, pings, revocation."""
 
 import json
 import threading
@@ -33,12 +34,12 @@ def _entry_msg(msg: dict) -> dict:
 
 @pytest.fixture
 def lc(cloud, monkeypatch):
-    """The cloud fixture with the live router mounted (until create_app includes it), fast
-    polls and pings so a missing message fails the test instead of hanging it."""
+    """The cloud fixture with the live router mounted (until create_app includes it), a fast
+    change feed and pings so a missing message fails the test instead of hanging it."""
     app = cloud.client.app
     if not any(getattr(r, "path", "") == PATH.format("{tenant}") for r in app.routes):
         app.include_router(live.router)
-    monkeypatch.setattr(live, "POLL_S", 0.2)
+    app.state.events.feed.poll_s = 0.05
     monkeypatch.setattr(live, "PING_S", 0.5)
     return cloud
 
@@ -94,33 +95,38 @@ def test_live__hello_has_the_latest_entry_and_unacked_alerts(lc):
         assert _sent(hello["data"]["entry"]) == _entry(5, 104)
         assert hello["data"]["role"] == "caregiver" and hello["data"]["tenant"] == "fam-1"
         assert [a["id"] for a in hello["data"]["alerts"]] == [alert_id]
-        # Neither the hello's entry nor an older one is sent again by the poll.
+        # Neither the hello's entry nor an older one is sent again.
         assert ws.receive_json()["type"] == "ping"
 
 
-def test_live__bus_entry_and_polled_entry_each_exactly_once(lc):
+def test_live__bus_entry_and_other_connection_entry_each_exactly_once(lc, tmp_path):
+    from nightlink.cloud.store import Store
+
     lc.user("p@x.org", tenant="fam-1", role="patient")
     events = lc.client.app.state.events
     data = lc.store.tenant("fam-1")
     data.add_entries([_entry(0)])
-    with lc.client.websocket_connect(_url(lc, "p@x.org")) as ws:
-        assert _sent(ws.receive_json()["data"]["entry"]) == _entry(0)
-        # 1. Published on the bus (and stored, as ingest does): sent once, not again by the poll.
-        data.add_entries([_entry(5, 130)])
-        events.publish("fam-1", "entry", _entry(5, 130))
-        assert _entry_msg(_next(ws)) == {"type": "entry", "data": _entry(5, 130)}
-        # 2. Stored by "another process" (no bus message): found by the poll.
-        data.add_entries([_entry(10, 140)])
-        assert _entry_msg(_next(ws)) == {"type": "entry", "data": _entry(10, 140)}
-        # 3. The same two on the bus again (late duplicates): dropped. Then a new one.
-        events.publish("fam-1", "entry", _entry(5, 130))
-        events.publish("fam-1", "entry", _entry(10, 140))
-        events.publish("fam-1", "entry", _entry(15, 150))
-        assert _entry_msg(_next(ws)) == {"type": "entry", "data": _entry(15, 150)}
-        # Several poll intervals later, nothing else came.
-        time.sleep(4 * live.POLL_S)
-        msgs = [ws.receive_json() for _ in range(3)]
-        assert {m["type"] for m in msgs} == {"ping"}
+    other = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")  # as another process would
+    try:
+        with lc.client.websocket_connect(_url(lc, "p@x.org")) as ws:
+            assert _sent(ws.receive_json()["data"]["entry"]) == _entry(0)
+            # 1. Stored and published on the bus (as this process's writers do): sent once.
+            data.add_entries([_entry(5, 130)])
+            events.publish("fam-1", "entry", _entry(5, 130))
+            assert _entry_msg(_next(ws)) == {"type": "entry", "data": _entry(5, 130)}
+            # 2. Stored through another connection (no bus message): found by the feed.
+            other.tenant("fam-1").add_entries([_entry(10, 140)])
+            assert _entry_msg(_next(ws)) == {"type": "entry", "data": _entry(10, 140)}
+            # 3. The same two on the bus again (late duplicates): dropped. Then a new one.
+            events.publish("fam-1", "entry", _entry(5, 130))
+            events.publish("fam-1", "entry", _entry(10, 140))
+            events.publish("fam-1", "entry", _entry(15, 150))
+            assert _entry_msg(_next(ws)) == {"type": "entry", "data": _entry(15, 150)}
+            # Several feed intervals and pings later, nothing else came.
+            msgs = [ws.receive_json() for _ in range(3)]
+            assert {m["type"] for m in msgs} == {"ping"}
+    finally:
+        other.close()
 
 
 def test_live__alerts_from_the_bus_and_from_the_store(lc):

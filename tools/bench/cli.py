@@ -89,7 +89,7 @@ def _edge_night(hours: float) -> dict:
 
 
 BENCHES = ("api", "classify", "clock-outbox", "codec", "edge-audio", "edge-night", "ingest",
-           "report", "simulate", "sync")
+           "live", "report", "simulate", "sync")
 
 
 @click.command()
@@ -105,10 +105,14 @@ BENCHES = ("api", "classify", "clock-outbox", "codec", "edge-audio", "edge-night
               help="api: API server processes (default: one per CPU core).")
 @click.option("--days", type=click.IntRange(1, 14), default=7, show_default=True,
               help="clock-outbox: days of backlog in the clock's outbox.")
+@click.option("--connections", type=click.IntRange(1, 50_000), default=10_000,
+              show_default=True, help="live: WebSocket clients over --tenants.")
+@click.option("--tenants", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="live: tenants the clients watch.")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
-          nights: int, workers: int | None, days: int) -> None:
-    """Measure NAME (api, classify, clock-outbox, codec, edge-audio, edge-night, ingest, report,
-    simulate, sync)."""
+          nights: int, workers: int | None, days: int, connections: int, tenants: int) -> None:
+    """Measure NAME (api, classify, clock-outbox, codec, edge-audio, edge-night, ingest, live,
+    report, simulate, sync)."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -139,6 +143,14 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
         from nightlink.tools.bench.report import bench_report
 
         figures = bench_report()
+    elif name == "live":
+        from nightlink.tools.bench.api import BenchError
+        from nightlink.tools.bench.live import bench_live
+
+        try:
+            figures = bench_live(connections=connections, tenants=tenants)
+        except BenchError as exc:
+            raise NightlinkError(str(exc)) from None
     elif name == "clock-outbox":
         from nightlink.tools.bench.clock import bench_clock_outbox
 
