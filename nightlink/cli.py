@@ -82,13 +82,17 @@ def main(verbose: bool) -> None:
               help="Simulator seed; the default night has severe apnea and three nocturnal lows.")
 @click.option("--patient", default="adult#001", show_default=True)
 @click.option("--hours", type=float, default=8.0, show_default=True)
+@click.option("--nights", type=click.IntRange(1, 90), default=14, show_default=True,
+              help="Nights to simulate, ending with the --seed night; the earlier ones skip "
+                   "the audio to stay fast.")
 @click.option("--keep-audio-file", is_flag=True,
               help="Also write the night's audio as WAV (0.9 GB for 8 h); by default the edge "
                    "consumes it as a stream.")
-def demo(out: Path, seed: int, patient: str, hours: float, keep_audio_file: bool) -> None:
-    """Run the main job: simulate a night, run the edge node over it, sync it to the cloud."""
+def demo(out: Path, seed: int, patient: str, hours: float, nights: int,
+         keep_audio_file: bool) -> None:
+    """Run the main job: simulate nights, run the edge node over them, sync them to the cloud."""
     from nightlink.tools.demo.run import run_demo
 
     run_demo(out, seed=seed, patient=patient, hours=hours, keep_audio_file=keep_audio_file,
-             echo=click.echo)
+             echo=click.echo, nights=nights)
 

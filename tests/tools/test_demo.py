@@ -1,16 +1,54 @@
-"""The main job end to end: simulate, edge replay, sync over the embedded broker, cloud."""
+"""The main job end to end: simulate, edge replay, sync over the embedded broker, cloud, the
+static report pages and the doctor's sign-in."""
 
-from nightlink.tools.demo.run import run_demo
+import re
+from pathlib import Path
+
+from nightlink.cloud import auth
+from nightlink.cloud.store import Store
+from nightlink.tools.demo.run import DOCTOR, _doctor, run_demo
 
 
-def test_demo__a_short_night_reaches_the_cloud(tmp_path):
+def test_demo__short_nights_reach_the_cloud_and_the_doctor_can_sign_in(tmp_path):
     said = []
-    out = run_demo(tmp_path / "demo", seed=2, hours=0.5, echo=said.append)
+    out = run_demo(tmp_path / "demo", seed=2, hours=0.5, nights=2, echo=said.append)
     epochs = out["edge"].epochs
-    assert out["cloud_rows"] == {"room": epochs, "wearable": epochs, "audio": epochs,
-                                 "cgm": epochs, "inference": epochs}
-    assert out["sync"].rows_sent >= 5 * epochs
+    rows = out["cloud_rows"]
+    assert set(rows) == {"room", "wearable", "audio", "cgm", "inference"}
+    assert rows["audio"] == epochs  # the last night with audio, the one before without
+    assert all(rows[k] == 2 * epochs for k in ("room", "wearable", "cgm", "inference"))
+    assert out["sync"].rows_sent >= 9 * epochs
     text = "\n".join(said)
     assert "outbox left: 0" in text and "dead letters 0" in text
     assert "Nightscout API (tenant demo): latest sgv" in text
     assert "classifiers (LiteRT, int8): sleep" in text
+    assert len(out["report"]["report"]["nights"]) == 2
+
+    # The printed sign-in works against the demo's store, and no secret is a fixed one.
+    password = re.search(rf"sign in as {re.escape(DOCTOR)} with password (\S+)", text)[1]
+    jwt = re.search(r"NIGHTLINK_JWT_SECRET=(\S+)", text)[1]
+    assert len(password) >= 16 and len(jwt) >= 32 and "NIGHTLINK_ENV=development" in text
+    store = Store.open(f"sqlite:///{tmp_path / 'demo' / 'cloud.db'}")
+    try:
+        user = auth.check_login(store, DOCTOR, password)
+        assert [m["role"] for m in store.visible_tenants(user)] == ["doctor"]
+    finally:
+        store.close()
+    other = Store.open(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        other.create_tenant("demo", "Demo patient")
+        assert _doctor(other) != password  # generated for each demo run
+    finally:
+        other.close()
+
+    # The written pages link to each other by relative names that exist (file:// works).
+    folder = tmp_path / "demo" / "report"
+    pages = sorted(folder.glob("*.html"))
+    assert [p.name for p in pages][-1] == "report.html" and len(pages) >= 2
+    for page in pages:
+        for href in re.findall(r'href="([^"]*)"', page.read_text()):
+            if href.startswith("data:"):
+                continue
+            assert not href.startswith(("/", "http")), (page.name, href)
+            assert (folder / Path(href)).exists(), (page.name, href)
+    assert 'href="night-' in (folder / "report.html").read_text()

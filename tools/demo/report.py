@@ -61,39 +61,48 @@ def describe(doc: dict) -> list[str]:
 
 def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
     """Write report/night-<night>.{html,pdf} per night and report/report.{html,pdf} (the
-    multi-day report ending with the last night) under out; say where they are."""
+    multi-day report ending with the last night) under out; say where they are. The pages
+    link to each other by relative file names, so they work opened from the folder."""
     data = store.tenant(tenant)
     ps = settings.patient_settings(data)
     name = store.get_tenant(tenant)["name"]
     folder = Path(out) / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    echo("\nDoctor's report (fused night):")
+    for old in folder.glob("night-*"):  # pages of an earlier, longer run would not be linked
+        old.unlink()
+    docs = {}
     for night in _nights(store, tenant, ps.tz):
         doc = settings.fused_night(data, night, ps.tz)
-        if not doc["has_data"] or doc["recording"] is None:
-            continue
+        if doc["has_data"] and doc["recording"] is not None:
+            docs[night] = doc
+    links = render.Links(tenant, static=True, static_nights=set(docs))
+    files = []
+    echo("\nDoctor's report (fused nights):")
+    for night, doc in docs.items():
         tl = fusion.timeline(fusion.load_night(data, night, ps.tz), doc)
         html = folder / f"night-{night}.html"
-        html.write_text(render.night_html(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT))
+        html.write_text(render.night_html(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT,
+                                          links=links))
         pdf, pages = render.night_pdf(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT)
         (folder / f"night-{night}.pdf").write_bytes(pdf)
         files += [html, folder / f"night-{night}.pdf"]
+    for night in list(docs)[-1:]:  # the last night in words
         echo(f"Night of {night}:")
-        for line in describe(doc):
+        for line in describe(docs[night]):
             echo(line)
     rep = build_report(data, ps)
     html = folder / "report.html"
-    html.write_text(render.report_html(rep, tenant_name=name, unit=UNIT))
+    html.write_text(render.report_html(rep, tenant_name=name, unit=UNIT, links=links))
     pdf, pages = render.report_pdf(rep, tenant_name=name, unit=UNIT)
     (folder / "report.pdf").write_bytes(pdf)
-    files += [html, folder / "report.pdf"]
+    files = [html, folder / "report.pdf", *files]
     store.audit("export", tenant_id=tenant, kind="demo", format="html+pdf",
                 files=[str(f) for f in files])
     echo(f"{rep['days']}-day report ({rep['start_day']} to {rep['end_day']}, {pages} PDF "
-         f"pages); data sufficiency {100 * rep['sufficiency']['share']:.0f} % of readings.")
-    echo("Open in a browser:")
-    for f in files:
-        echo(f"  file://{f.resolve()}")
-    echo(f"Or serve the portal in development mode (default secrets, this computer only): NIGHTLINK_ENV=development nightlink cloud serve --database-url sqlite:///{Path(out).resolve()}/cloud.db, then open /portal (sign in as a doctor).")
+         f"pages, {len(rep['nights'])} nights); data sufficiency "
+         f"{100 * rep['sufficiency']['share']:.0f} % of readings (the demo simulates nights: "
+         "no daytime CGM).")
+    echo("Open in a browser (the pages link to each other):")
+    echo(f"  file://{html.resolve()}")
+    echo(f"  {len(docs)} night pages and the PDFs next to it in {folder.resolve()}/")
     return {"files": [str(f) for f in files], "report": rep}

@@ -1,17 +1,29 @@
-"""The main job on one machine: a simulated night through the edge node, synced over an
-embedded MQTT broker into the cloud store, and what each tier ended up holding."""
+"""The main job on one machine: simulated nights through the edge node, synced over an
+embedded MQTT broker into the cloud store, and what each tier ended up holding.
+
+The last night is the full pipeline (audio features regenerated from the night's seed, the
+desk clock through the night); the nights before it (--nights, 14 by default, so the 14-day
+report, the trends and the associations have something to show) skip the audio, which is
+most of a night's replay time: their breathing figures come from the wearable's SpO2."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+from nightlink.errors import NightlinkError
 from nightlink.shared import features
 
 TENANT = "demo"
+DOCTOR = "doctor@demo.invalid"  # the demo's doctor account (development mode only)
+HISTORY_SEED = 1000  # the nights before the last one: seeds HISTORY_SEED + i
 
 
 @dataclass
@@ -23,7 +35,7 @@ class DemoResult:
 
 
 def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float = 8.0,
-             keep_audio_file: bool = False, echo=print) -> dict:
+             keep_audio_file: bool = False, echo=print, nights: int = 14) -> dict:
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
     from nightlink.cloud.store import Store
@@ -31,15 +43,31 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
     from nightlink.edge.store import EdgeStore
     from nightlink.edge.sync.cloud_link import SyncClient
     from nightlink.tools.demo.broker import EmbeddedBroker
-    from nightlink.tools.sim.night import simulate_night
+    from nightlink.tools.sim.night import DEFAULT_START, simulate_night
     from nightlink.tools.sim.replay import replay
     from nightlink.tools.sim.summary import summarize
 
+    if nights < 1:
+        raise NightlinkError(f"The demo needs at least one night, not {nights}.")
     started = time.monotonic()
-    manifest = simulate_night(out, seed=seed, patient=patient, hours=hours,
-                              audio_format="wav" if keep_audio_file else None)
+    history = [(out / "nights" / (DEFAULT_START - timedelta(days=nights - 1 - i)).date()
+                .isoformat(), HISTORY_SEED + i, DEFAULT_START - timedelta(days=nights - 1 - i))
+               for i in range(nights - 1)]
+    # The nights are independent: simulated side by side, one process per core (two at most:
+    # each holds a night's arrays).
+    with ProcessPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1, nights))) as pool:
+        last = pool.submit(simulate_night, out, seed=seed, patient=patient, hours=hours,
+                           audio_format="wav" if keep_audio_file else None)
+        done = [pool.submit(simulate_night, folder, seed=night_seed, patient=patient,
+                            hours=hours, audio_format=None, start=start)
+                for folder, night_seed, start in history]
+        manifest = last.result()
+        for job in done:
+            job.result()
+    history = [folder for folder, _, _ in history]
     echo(summarize(out, manifest))
-    echo(f"\nSimulated in {time.monotonic() - started:.1f} s into {out}/")
+    echo(f"\nSimulated {nights} night{'s' if nights != 1 else ''} in "
+         f"{time.monotonic() - started:.1f} s into {out}/")
 
     for name in ("edge.db", "cloud.db"):  # fresh stores for each demo run
         for suffix in ("", "-wal", "-shm"):
@@ -49,6 +77,12 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
     broker = EmbeddedBroker().start()
     worker = None
     try:
+        t0 = time.monotonic()
+        for folder in history:  # the earlier nights first, without audio
+            replay(folder, edge, audio="none")
+        if history:
+            echo(f"\nEdge node: {len(history)} earlier nights (no audio) in "
+                 f"{time.monotonic() - t0:.1f} s")
         result = replay(out, edge, audio="auto")
         echo(f"\nEdge node: {result.records} epoch records from {result.epochs} epochs in "
              f"{result.seconds:.1f} s into {out / 'edge.db'}")
@@ -58,6 +92,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         echo("  night summary: " + json.dumps(result.summary, separators=(",", ":")))
 
         cloud.create_tenant(TENANT, "Demo patient")
+        password = _doctor(cloud)
         cloud.add_device(edge.device, TENANT, "edge", f"{TENANT}.{edge.device}", "-")
         settings = Settings(env="development", database_url=f"sqlite:///{out / 'cloud.db'}",
                             mqtt_host=broker.host, mqtt_port=broker.port, mqtt_shared_group="")
@@ -69,7 +104,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         client = SyncClient(edge, SyncConfig(enabled=True, host=broker.host, port=broker.port,
                                              backfill_rows_per_s=1e6), TENANT)
         stop = threading.Event()
-        timer = threading.Timer(120, stop.set)
+        timer = threading.Timer(120 + 30 * nights, stop.set)
         timer.start()
         client.run(stop, until_empty=True)
         timer.cancel()
@@ -93,7 +128,8 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
 
         clock = clock_night(out, echo=echo)
         echo("")
-        report = demo_report.write(cloud, TENANT, out, echo=echo)  # last: where to open it
+        report = demo_report.write(cloud, TENANT, out, echo=echo)
+        _echo_sign_in(out, password, echo)  # last: how to open the portal
         return {"edge": result, "cloud_rows": per_stream, "sync": st, "report": report,
                 "clock": clock}
     finally:
@@ -102,6 +138,27 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         broker.stop()
         edge.close()
         cloud.close()
+
+
+def _doctor(cloud) -> str:
+    """A doctor account for the demo patient with a freshly generated password (the demo's
+    own development database; nothing is a default)."""
+    from nightlink.cloud.auth import hash_password
+
+    password = secrets.token_urlsafe(12)
+    user = cloud.create_user(DOCTOR, hash_password(password), name="Demo doctor")
+    cloud.grant(TENANT, user["id"], "doctor", by=None)
+    return password
+
+
+def _echo_sign_in(out: Path, password: str, echo) -> None:
+    """How to serve the demo's cloud and sign in to the portal as the demo's doctor."""
+    jwt = secrets.token_urlsafe(32)
+    echo("\nDoctor portal (development mode, this computer only):")
+    echo(f"  NIGHTLINK_ENV=development NIGHTLINK_JWT_SECRET={jwt} nightlink cloud serve --api-only "
+         f"--database-url sqlite:///{Path(out).resolve()}/cloud.db")
+    echo(f"  then open http://127.0.0.1:8000/portal and sign in as {DOCTOR} with password "
+         f"{password}")
 
 
 def _echo_classifiers(summary: dict, echo) -> None:
