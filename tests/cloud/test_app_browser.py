@@ -76,8 +76,11 @@ def ready(page) -> None:
 def sign_in(page, server, email) -> str:
     page.load(f"{server.url}/app")
     if page.eval("location.pathname") != "/portal/login":
-        page.eval("document.getElementById('sign-out').submit()")
+        ready(page)
+        page.eval("document.getElementById('sign-out').requestSubmit()")  # as a click does
         page.wait("Page.loadEventFired")
+        # Signing out leaves nothing of the last person's data on the phone.
+        until(lambda: cached_answers(page) == 0, 10, "the worker forgetting the answers")
     assert page.eval("location.pathname") == "/portal/login"
     page.eval(f"document.querySelector('input[name=email]').value = {email!r};"
               f"document.querySelector('input[name=password]').value = {PASSWORD!r};"
@@ -86,6 +89,12 @@ def sign_in(page, server, email) -> str:
     if page.eval("location.pathname").startswith("/app"):
         ready(page)
     return page.eval("location.pathname")
+
+
+def cached_answers(page) -> int:
+    """How many API answers the service worker keeps for offline use."""
+    return page.eval("caches.open('nightlink-data-v1').then(c => c.keys()).then(k => k.length)",
+                     await_promise=True)
 
 
 def check_page(page, name: str, width: int) -> None:
@@ -185,6 +194,9 @@ def test_app_in_chromium(server, tmp_path):
         # -- the caregiver, on a desktop ------------------------------------------------
         page.viewport(1280, 900)
         page.events.clear()
+        page.load(f"{server.url}/app/fam-1")  # under the worker: the answers are kept
+        ready(page)
+        until(lambda: cached_answers(page) > 0, 20, "the worker keeping the app's answers")
         assert sign_in(page, server, "care@example.org") == "/app/fam-1"
         ready(page)
         assert text(page, "value") == "108"  # the caregiver's own unit: mg/dL
