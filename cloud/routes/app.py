@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import jwt
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from nightlink.cloud import alerts as alert_rules
@@ -48,6 +48,7 @@ HOURS = (3, 6, 12, 24)
 SOCKET_TOKEN_S = 120  # the live socket's token only has to open the socket
 FORECAST_FRESH_MIN = units.STALE_MIN  # an older forecast is not shown
 TREATMENTS_MAX = 500
+READINGS_MAX = 2000  # 24.5 h of 1-minute readings
 NOTES_MAX = 500
 PAST_LIMIT_H = 48  # a treatment may be logged up to this long after it happened
 FUTURE_SLACK_MIN = 15  # clocks differ a little
@@ -284,17 +285,14 @@ async def put_units(request: Request, user: ApiUser, store: StoreDep) -> dict:
 # -- JSON: one patient ----------------------------------------------------------------------------
 
 
-HoursQ = Annotated[int, Query()]
-
-
 @router.get("/app/api/{tenant}/state")
-def state(tenant: str, user: ApiUser, store: StoreDep, hours: HoursQ = 3) -> dict:
+def state(tenant: str, user: ApiUser, store: StoreDep, hours: int = 3) -> dict:
     """Everything the app shows for a patient: readings, unacknowledged alerts (urgent
     first), treatments, and the edge's latest forecast when it is fresh."""
+    access = _member(store, user, tenant)
     if hours not in HOURS:
         raise HTTPException(422, f"hours must be one of {', '.join(map(str, HOURS))}, "
                                  f"not {hours}.")
-    access = _member(store, user, tenant)
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - hours * 3_600_000
     return {"tenant": tenant, "name": store.get_tenant(tenant)["name"], "role": access.role,
@@ -306,9 +304,11 @@ def state(tenant: str, user: ApiUser, store: StoreDep, hours: HoursQ = 3) -> dic
 
 
 def _readings(access: TenantAccess, start_ms: int, end_ms: int) -> list[dict]:
-    """sgv readings in the window, oldest first, plus the one before it (for the delta)."""
-    docs = access.data.entries(count=2000, type_="sgv", where=[("date", ">=", start_ms - 1_800_000),
-                                                                ("date", "<=", end_ms)])
+    """sgv readings in the window, oldest first, and those of the half hour before it (the
+    first reading's delta)."""
+    docs = access.data.entries(count=READINGS_MAX, type_="sgv",
+                               where=[("date", ">=", start_ms - 1_800_000),
+                                      ("date", "<=", end_ms)])
     return [{"date": d["date"], "sgv": d["sgv"], "direction": d.get("direction", "NONE")}
             for d in reversed(docs)
             if isinstance(d.get("sgv"), int | float) and not units.is_sensor_error(d["sgv"])]

@@ -122,6 +122,8 @@ def test_state__by_role(app_cloud):
     assert app_cloud.client.get("/app/api/fam-2/state").json()["forecast"] is None
     r = app_cloud.client.get("/app/api/fam-2/state?hours=5")
     assert r.status_code == 422 and r.json()["detail"] == "hours must be one of 3, 6, 12, 24, not 5."
+    assert app_cloud.client.get("/app/api/fam-2/state?hours=abc").status_code == 422
+    assert app_cloud.client.get("/app/api/fam-1/state?hours=5").status_code == 404  # not theirs
     app_cloud.client.cookies.clear()
     assert app_cloud.client.get("/app/api/fam-1/state").status_code == 401
 
