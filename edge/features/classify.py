@@ -201,6 +201,9 @@ class Classifiers:
 
         self.glucose = GlucoseRisk((models / "glucose_risk.tflite").read_bytes(),
                                    json.loads((models / "glucose_risk.json").read_text()))
+        from nightlink.edge.features.cvhr import RrApneaModel
+
+        self.rr_apnea = RrApneaModel.load(models)  # heart-rhythm apnea (numpy, JSON weights)
 
     def stages(self, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         prob = self.sleep(sleep_inputs(streams))[0]
@@ -238,8 +241,9 @@ class Classifiers:
                             risk, forecast)
 
 
-def night_figures(out: NightOutputs, streams) -> dict:
-    """Sleep, breathing and glucose-risk figures of a night from the classifier outputs."""
+def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
+    """Sleep, breathing and glucose-risk figures of a night from the classifier outputs.
+    `rr_model`: the heart-rhythm apnea model (default: the committed one)."""
     stage = out.stage
     asleep = stage != 0
     tst_h = float(asleep.sum()) / EPOCHS_PER_HOUR
@@ -280,6 +284,10 @@ def night_figures(out: NightOutputs, streams) -> dict:
             if np.isfinite(out.forecast30).any() else None,
         },
     }
+    from nightlink.edge.features.apnea_screen import breathing_screen
+
+    # The apnea screen from whichever of heart rhythm, oximetry and audio the night has.
+    fig["breathing"].update(breathing_screen(streams, ahi, rr_model))
     return fig
 
 
@@ -317,6 +325,6 @@ def classify_night(store, first: int, count: int, clf: Classifiers | None = None
     with store.transaction():
         for k in range(0, count, EPOCHS_PER_HOUR):
             store.append(features.INFER, first + k, rows[k:k + EPOCHS_PER_HOUR])
-    fig = night_figures(out, streams)
+    fig = night_figures(out, streams, clf.rr_apnea)
     fig["glucose_risk"]["alarm_at"] = clf.glucose.alarm_permille / 1000
     return fig

@@ -12,7 +12,7 @@ import numpy as np
 
 from nightlink.edge.features import classify
 from nightlink.shared import features
-from nightlink.tools.train import int8
+from nightlink.tools.train import apnea_real, int8
 from nightlink.tools.train.nights import INPUT_STREAMS, Night
 
 SEED = 11
@@ -201,6 +201,8 @@ def eval_breathing(clf: classify.Classifiers, nights: list[Night]) -> dict:
         "nights_ahi15": int(truth15.sum()),
         "snore_epoch_accuracy": round(float((sy == sp).mean()), 3),
         "ahi_pairs": [[round(t, 1), round(p, 1)] for t, p in rows],
+        # The apnea screen per input (heart rhythm, oximetry, audio, all), real and simulated.
+        "by_inputs": apnea_real.by_inputs(clf, nights, streams_of),
     }
 
 

@@ -1,0 +1,288 @@
+"""Apnea minutes from the heart rhythm alone: cyclic variation of heart rate (CVHR).
+
+Each apnea or hypopnea ends in an arousal: heart rate slows during the event and surges when
+breathing resumes, so a run of events makes the heart rate swing with the event cycle, one
+swing every 20-100 s (0.01-0.05 Hz). This module turns beat-to-beat RR intervals into
+per-minute features of that swing, and a tiny logistic model (weights in
+edge/models/breathing_rr.json, trained by tools/train/apnea_real.py on the PhysioNet
+Apnea-ECG recordings) into a per-minute apnea probability, a smoothed apnea-minute mask and
+a per-night apnea index (apnea minutes per hour). The method and its limits are in
+docs/apnea-from-rr.md.
+
+Two inputs, one model file:
+- `beats`: RR intervals themselves (replay, imports, a live night still in memory); features
+  from a 2 Hz heart-rate series (`minute_features`).
+- `epochs`: the per-30-s wearable summaries the edge stores (mean/min/max heart rate, RMSSD,
+  SDNN; `epoch_minute_features`). A 30-s grid cannot resolve the 20-60 s cycles, so this path
+  relies on the within-epoch heart-rate range and is markedly weaker (see the model card).
+
+Every window is bounded (a few minutes either side of a minute) and every scaling is relative
+to the person's own local heart rate, so a night of someone never seen is treated the same way;
+nothing is standardized over the whole night. A minute without enough clean beats has no
+probability (NaN): it is missing, never "no apnea".
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from nightlink.edge.features.reducers import RR_MAX_MS, RR_MIN_MS
+
+MODELS = Path(__file__).parent.parent / "models"
+MODEL_FILE = "breathing_rr.json"
+FS = 2.0  # Hz: the regular heart-rate grid
+WINDOW_S = 300.0  # spectral window centred on each minute
+LOCAL_BEATS = 11  # the running median an interval is checked against
+MAX_DEVIATION = 0.2  # an interval off its local median by more than 20 % is an artefact
+MAX_GAP_S = 5.0  # grid points further than this from a clean beat are invalid
+MIN_VALID = 0.5  # a minute needs half its own minute and half its window covered
+CYCLE_RISE_PCT = 3.0  # a heart-rate rise of at least 3 % of the local rate counts as a cycle
+CYCLE_MIN_S = 20.0  # the shortest cycle
+CYCLE_SMOOTH_S = 10.0  # smoothing that removes the breath-by-breath (sinus arrhythmia) swing
+CYCLE_LAGS_S = (20.0, 100.0)  # the lags whose autocorrelation measures cycle regularity
+CONTEXT = (-4, -2, 0, 2, 4)  # minutes whose features join each minute's input
+CONTEXT_MEAN = 11  # and the mean of the features over +-5 minutes
+SMOOTH = 3  # minutes: running mean of the probability before the threshold
+SCREEN_INDEX = 15.0  # events or apnea minutes per hour
+SCREEN_MESSAGE = "possible sleep apnea: suggest seeing a doctor"
+
+BANDS = {"vlf": (0.003, 0.01), "cvhr": (0.01, 0.05), "lf": (0.05, 0.15), "hf": (0.15, 0.4)}
+BEAT_FEATURES = ("cvhr_log_power", "cvhr_fraction", "vlf_fraction", "lf_fraction", "hf_fraction",
+                 "swing_3min_pct", "swing_1min_pct", "sd_5min_pct", "cycles_5min", "log_hr",
+                 "cycle_regularity")
+EPOCH_FEATURES = ("range_pct", "range_5min_pct", "range_9min_pct", "sd_5min_pct", "sd_9min_pct",
+                  "step_5min_pct", "log_sdnn_5min", "rmssd_over_sdnn_5min", "log_hr")
+
+
+def clean_beats(t_s: np.ndarray, rr_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The beats whose interval is physiological (300-2000 ms) and within 20 % of the median
+    of the surrounding 11 intervals: an ectopic beat, a missed beat (a doubled interval) or
+    a spurious one (a split interval) is dropped, never carried into the heart rate."""
+    t_s, rr_ms = np.asarray(t_s, dtype=np.float64), np.asarray(rr_ms, dtype=np.float64)
+    ok = np.isfinite(t_s) & np.isfinite(rr_ms) & (rr_ms >= RR_MIN_MS) & (rr_ms <= RR_MAX_MS)
+    t_s, rr_ms = t_s[ok], rr_ms[ok]
+    if rr_ms.size < LOCAL_BEATS:
+        return t_s[:0], rr_ms[:0]
+    k = LOCAL_BEATS // 2
+    padded = np.pad(rr_ms, k, mode="edge")
+    median = np.median(np.lib.stride_tricks.sliding_window_view(padded, LOCAL_BEATS), axis=1)
+    good = np.abs(rr_ms - median) <= MAX_DEVIATION * median
+    return t_s[good], rr_ms[good]
+
+
+def hr_grid(t_s: np.ndarray, rr_ms: np.ndarray, n_minutes: int,
+            start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Heart rate (bpm) on a 2 Hz grid from `start_s` for `n_minutes`, and where it is valid
+    (a clean beat within 5 s). Input beats must already be cleaned."""
+    grid = start_s + np.arange(int(n_minutes * 60 * FS)) / FS
+    if t_s.size < 2:
+        return np.full(grid.size, np.nan), np.zeros(grid.size, dtype=bool)
+    hr = np.interp(grid, t_s, 60000.0 / rr_ms)
+    at = np.searchsorted(t_s, grid)
+    before = np.abs(grid - t_s[np.clip(at - 1, 0, t_s.size - 1)])
+    after = np.abs(t_s[np.clip(at, 0, t_s.size - 1)] - grid)
+    valid = np.minimum(before, after) <= MAX_GAP_S
+    return hr, valid
+
+
+def _band_masks(n: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    freqs = np.fft.rfftfreq(n, 1.0 / FS)
+    masks = {name: (freqs >= lo) & (freqs < hi) for name, (lo, hi) in BANDS.items()}
+    total = (freqs >= BANDS["vlf"][0]) & (freqs < BANDS["hf"][1])
+    return freqs, masks, total
+
+
+def _smoothed(pct: np.ndarray) -> np.ndarray:
+    """Each row's 10-s running mean: the cycles without the breath-by-breath swing."""
+    width = int(CYCLE_SMOOTH_S * FS)
+    csum = np.cumsum(np.pad(pct, ((0, 0), (width // 2, width - width // 2)), mode="edge"), axis=1)
+    return (csum[:, width:] - csum[:, :-width]) / width
+
+
+def _cycles(smooth: np.ndarray) -> np.ndarray:
+    """Per row of smoothed heart rate (% of its mean): rises by >= 3 % over the preceding
+    30 s, a rise counting unless another came within the 20 s before it."""
+    back = int(30 * FS)
+    padded = np.concatenate([np.repeat(smooth[:, :1], back, axis=1), smooth], axis=1)
+    low = np.lib.stride_tricks.sliding_window_view(padded, back + 1, axis=1).min(axis=2)
+    peak = np.zeros_like(smooth, dtype=bool)
+    peak[:, 1:-1] = (smooth[:, 1:-1] > smooth[:, :-2]) & (smooth[:, 1:-1] >= smooth[:, 2:])
+    rise = peak & (smooth - low >= CYCLE_RISE_PCT)
+    gap = int(CYCLE_MIN_S * FS)
+    seen = np.cumsum(rise, axis=1)
+    before = np.concatenate([np.zeros((rise.shape[0], gap + 1)), seen[:, :-gap - 1]], axis=1)
+    recent = seen - rise - before  # rises in the 20 s before each sample
+    return (rise & (recent == 0)).sum(axis=1).astype(np.float64)
+
+
+def _regularity(pct: np.ndarray) -> np.ndarray:
+    """Per row of smoothed heart rate: the highest autocorrelation at a lag of 20-100 s, near 1
+    when the heart rate repeats one cycle whatever its amplitude (a small swing in a stiff
+    heart counts too)."""
+    x = pct - pct.mean(axis=1, keepdims=True)
+    spec = np.fft.rfft(x, 2 * x.shape[1], axis=1)
+    acf = np.fft.irfft(spec * np.conj(spec), axis=1)[:, :x.shape[1]]
+    lo, hi = int(CYCLE_LAGS_S[0] * FS), int(CYCLE_LAGS_S[1] * FS)
+    zero = np.maximum(acf[:, 0], 1e-12)
+    return np.where(acf[:, 0] > 0, acf[:, lo:hi].max(axis=1) / zero, 0.0)
+
+
+def minute_features(t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> np.ndarray:
+    """[n_minutes, len(BEAT_FEATURES)] CVHR features per minute (NaN rows: too few clean beats).
+
+    Minute m covers [start_s + 60 m, start_s + 60 (m + 1)); its spectral window is the 5 minutes
+    centred on it (shifted inside the recording at the ends), its swing windows the minute
+    itself and the 3 minutes centred on it."""
+    t_s, rr_ms = clean_beats(t_s, rr_ms)
+    hr, valid = hr_grid(t_s, rr_ms, n_minutes, start_s)
+    out = np.full((n_minutes, len(BEAT_FEATURES)), np.nan)
+    width = int(WINDOW_S * FS)
+    per_min = int(60 * FS)
+    if hr.size < width:
+        return out
+    minutes = np.arange(n_minutes)
+    starts = np.clip((minutes * 60 + 30) * int(FS) - width // 2, 0, hr.size - width)
+    span = starts[:, None] + np.arange(width)
+    own = minutes[:, None] * per_min + np.arange(per_min)
+    three = np.clip((minutes[:, None] - 1) * per_min + np.arange(3 * per_min), 0, hr.size - 1)
+    ok = (valid[span].mean(axis=1) >= MIN_VALID) & (valid[own].mean(axis=1) >= MIN_VALID)
+    if not ok.any():
+        return out
+    x = hr[span[ok]]
+    mean = x.mean(axis=1, keepdims=True)
+    pct = (x - mean) / mean * 100.0
+    ramp = np.arange(width) - (width - 1) / 2.0
+    pct -= np.outer(pct @ ramp / (ramp @ ramp), ramp)  # remove each window's linear trend
+    _freqs, masks, total = _band_masks(width)
+    power = np.abs(np.fft.rfft(pct * np.hanning(width), axis=1)) ** 2
+    smooth = _smoothed(pct)
+    all_power = power[:, total].sum(axis=1) + 1e-9
+    frac = {name: power[:, mask].sum(axis=1) / all_power for name, mask in masks.items()}
+    p3 = np.percentile(hr[three[ok]], (10, 90), axis=1)
+    p1 = np.percentile(hr[own[ok]], (10, 90), axis=1)
+    m = mean[:, 0]
+    out[ok] = np.stack([np.log(power[:, masks["cvhr"]].sum(axis=1) + 1e-6), frac["cvhr"],
+                        np.log(frac["vlf"] + 1e-6), np.log(frac["lf"] + 1e-6),
+                        np.log(frac["hf"] + 1e-6), (p3[1] - p3[0]) / m * 100.0,
+                        (p1[1] - p1[0]) / m * 100.0, pct.std(axis=1), _cycles(smooth), np.log(m),
+                        _regularity(smooth)], axis=1)
+    return out
+
+
+def _rolling(x: np.ndarray, width: int, fn) -> np.ndarray:
+    """Centred, NaN-aware rolling statistic over `width` (odd) samples."""
+    k = width // 2
+    padded = np.concatenate([np.full(k, np.nan), x, np.full(k, np.nan)])
+    view = np.lib.stride_tricks.sliding_window_view(padded, width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
+        return fn(view, axis=1)
+
+
+def epoch_minute_features(wearable: dict[str, np.ndarray]) -> np.ndarray:
+    """[n_epochs // 2, len(EPOCH_FEATURES)] features per minute from the stored per-30-s
+    wearable summaries (epoch pairs 2m, 2m + 1). NaN rows where the epochs have no beats."""
+    hr = np.asarray(wearable["hr_mean_bpm"], dtype=np.float64)
+    span = np.asarray(wearable["hr_max_bpm"], dtype=np.float64) - np.asarray(wearable["hr_min_bpm"])
+    sdnn = np.asarray(wearable["sdnn_ms"], dtype=np.float64)
+    rmssd = np.asarray(wearable["rmssd_ms"], dtype=np.float64)
+    base = _rolling(hr, 21, np.nanmedian)  # +-5 minutes
+    span_pct = span / base * 100.0
+    dev = (hr - base) / base * 100.0
+    step = np.abs(np.diff(hr, prepend=np.nan)) / base * 100.0
+    log_sdnn = np.log1p(sdnn)
+    cols = [span_pct, _rolling(span_pct, 11, np.nanmean), _rolling(span_pct, 19, np.nanmean),
+            _rolling(dev, 11, np.nanstd), _rolling(dev, 19, np.nanstd), _rolling(step, 11, np.nanmean),
+            _rolling(log_sdnn, 11, np.nanmean),
+            _rolling(np.log1p(rmssd), 11, np.nanmean) - _rolling(log_sdnn, 11, np.nanmean),
+            np.log(base)]
+    f = np.stack(cols, axis=1)
+    n = f.shape[0] // 2
+    own = ~np.isnan(sdnn[:2 * n].reshape(n, 2)).all(axis=1)  # the minute itself had beats
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = np.nanmean(f[:2 * n].reshape(n, 2, -1), axis=1)
+    out[~own] = np.nan
+    return out
+
+
+def context_inputs(feats: np.ndarray) -> np.ndarray:
+    """Each minute's features next to its neighbours' (CONTEXT) and their +-5-minute mean.
+    Missing neighbours stay NaN here; the model puts them at its training mean."""
+    n, width = feats.shape
+    k = max(abs(o) for o in CONTEXT)
+    padded = np.concatenate([np.full((k, width), np.nan), feats, np.full((k, width), np.nan)])
+    shifted = [padded[k + o:k + o + n] for o in CONTEXT]
+    mean = np.stack([_rolling(feats[:, j], CONTEXT_MEAN, np.nanmean) for j in range(width)], axis=1)
+    return np.concatenate(shifted + [mean], axis=1)
+
+
+class LogisticHead:
+    """Standardize with the training mean and spread, then a logistic unit."""
+
+    def __init__(self, meta: dict):
+        self.mean = np.asarray(meta["mean"], dtype=np.float64)
+        self.scale = np.asarray(meta["scale"], dtype=np.float64)
+        self.weights = np.asarray(meta["weights"], dtype=np.float64)
+        self.bias = float(meta["bias"])
+        self.threshold = float(meta.get("threshold", 0.5))
+
+    def probability(self, feats: np.ndarray) -> np.ndarray:
+        """Per-minute apnea probability; NaN for minutes whose own features are missing."""
+        x = (context_inputs(feats) - self.mean) / self.scale
+        own = ~np.isnan(feats).any(axis=1)
+        z = np.clip(np.nan_to_num(x) @ self.weights + self.bias, -30, 30)
+        p = 1.0 / (1.0 + np.exp(-z))
+        p[~own] = np.nan
+        return p
+
+
+def smooth_minutes(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Apnea minutes: the running mean of the probability over 3 minutes at or above the
+    threshold (isolated single-minute flips are mostly noise). NaN stays missing (False)."""
+    mean = _rolling(prob, SMOOTH, np.nanmean)
+    return np.nan_to_num(mean, nan=-1.0) >= threshold
+
+
+def apnea_index(flags: np.ndarray, prob: np.ndarray) -> float | None:
+    """Apnea minutes per hour of minutes that had a probability (None under an hour)."""
+    valid = ~np.isnan(prob)
+    if valid.sum() < 60:
+        return None
+    return float(flags[valid].sum()) * 60.0 / float(valid.sum())
+
+
+def screen(index: float | None) -> str | None:
+    """The screening message at an index of 15 or more: a suggestion, never a diagnosis."""
+    return SCREEN_MESSAGE if index is not None and index >= SCREEN_INDEX else None
+
+
+class RrApneaModel:
+    """The two heads of edge/models/breathing_rr.json (beats and stored epochs)."""
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+        self.heads = {kind: LogisticHead(meta[kind]) for kind in ("beats", "epochs") if kind in meta}
+
+    @classmethod
+    def load(cls, models: Path = MODELS) -> RrApneaModel | None:
+        path = Path(models) / MODEL_FILE
+        return cls(json.loads(path.read_text())) if path.exists() else None
+
+    def night(self, kind: str, feats: np.ndarray) -> dict:
+        """Per-minute probability, apnea minutes and the night's index from features of `kind`."""
+        head = self.heads[kind]
+        prob = head.probability(feats)
+        flags = smooth_minutes(prob, head.threshold)
+        return {"probability": prob, "apnea_minutes": flags, "index": apnea_index(flags, prob),
+                "valid_minutes": int((~np.isnan(prob)).sum())}
+
+    def from_beats(self, t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> dict:
+        return self.night("beats", minute_features(t_s, rr_ms, n_minutes, start_s))
+
+    def from_epochs(self, wearable: dict[str, np.ndarray]) -> dict:
+        return self.night("epochs", epoch_minute_features(wearable))

@@ -1,0 +1,187 @@
+"""Apnea from the heart rhythm (edge/features/cvhr.py) and the night's apnea screen from
+whichever of heart rhythm, oximetry and audio is there (edge/features/apnea_screen.py)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nightlink.edge.features import apnea_screen, cvhr
+from nightlink.edge.features.reducers import WearableReducer
+from nightlink.edge.sources.samples import Beat
+from nightlink.shared import features
+from tests.conftest import ROOT
+
+MODELS = ROOT / "edge" / "models"
+SHARED = Path(os.environ.get("NIGHTLINK_SHARED_DATA") or ROOT.parent / "shared" / "data")
+APNEA_ECG = SHARED / "apnea-ecg-learning"
+
+
+def synthetic_beats(minutes: float, cycle_s: float | None, swing_bpm: float = 12.0,
+                    base_bpm: float = 62.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Beat times (s) and RR (ms): sinus arrhythmia at 15 breaths/min and beat noise, plus,
+    with `cycle_s`, the apnea pattern: a slow fall in heart rate, then a surge at each arousal
+    (`swing_bpm` high: CVHR surges are typically 10-25 bpm)."""
+    rng = np.random.default_rng(seed)
+    t, beats, rrs = 0.0, [], []
+    while t < minutes * 60:
+        hr = base_bpm + 3.0 * np.sin(2 * np.pi * 0.25 * t)
+        if cycle_s:
+            phase = (t % cycle_s) / cycle_s
+            hr += swing_bpm * (np.exp(-((phase - 0.85) / 0.07) ** 2) - 0.3 * phase)
+        rr = 60000.0 / hr + rng.normal(0, 15)
+        t += rr / 1000.0
+        beats.append(t)
+        rrs.append(rr)
+    return np.array(beats), np.array(rrs)
+
+
+def with_artefacts(t: np.ndarray, rr: np.ndarray, every: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Every `every`-th beat an ectopic (a short interval then a compensatory long one), and
+    every 3 x `every`-th a missed beat (two intervals read as one)."""
+    t, rr = t.copy(), rr.copy()
+    for i in range(every, rr.size - 2, every):
+        rr[i], rr[i + 1] = rr[i] * 0.6, rr[i + 1] * 1.4
+    drop = np.arange(3 * every + 5, rr.size - 1, 3 * every)
+    rr[drop + 1] += rr[drop]
+    keep = np.ones(rr.size, dtype=bool)
+    keep[drop] = False
+    return t[keep], rr[keep]
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = cvhr.RrApneaModel.load(MODELS)
+    assert m is not None, "edge/models/breathing_rr.json is missing"
+    return m
+
+
+def _median(feats: np.ndarray, name: str) -> float:
+    return float(np.nanmedian(feats[:, cvhr.BEAT_FEATURES.index(name)]))
+
+
+def test_cyclic_heart_rate_shows_in_the_cvhr_band_and_flat_does_not():
+    cyclic = cvhr.minute_features(*synthetic_beats(30, 50.0), 30)
+    flat = cvhr.minute_features(*synthetic_beats(30, None), 30)
+    assert not np.isnan(cyclic).any() and not np.isnan(flat).any()
+    assert _median(cyclic, "cvhr_fraction") > 0.25 > 0.1 > _median(flat, "cvhr_fraction")
+    assert _median(cyclic, "cvhr_log_power") > _median(flat, "cvhr_log_power") + 2
+    assert _median(cyclic, "swing_3min_pct") > 1.5 * _median(flat, "swing_3min_pct")
+    assert _median(cyclic, "cycle_regularity") > 0.7 > 0.5 > _median(flat, "cycle_regularity")
+    assert _median(cyclic, "cycles_5min") >= 4 > 1 >= _median(flat, "cycles_5min")
+
+
+def test_ectopic_and_missed_beats_are_dropped_not_read_as_swings():
+    t, rr = synthetic_beats(30, None, seed=3)
+    bad_t, bad_rr = with_artefacts(t, rr)
+    kept_t, kept_rr = cvhr.clean_beats(bad_t, bad_rr)
+    assert kept_rr.max() < 1.2 * 60000 / 62 and kept_rr.min() > 0.8 * 60000 / 65
+    assert kept_t.size > 0.9 * t.size
+    clean, dirty = cvhr.minute_features(t, rr, 30), cvhr.minute_features(bad_t, bad_rr, 30)
+    for name in ("swing_3min_pct", "swing_1min_pct", "sd_5min_pct"):
+        assert _median(dirty, name) == pytest.approx(_median(clean, name), rel=0.25), name
+    # Calm stays calm (the bridged gaps leave little in the cycle band) and cycles survive.
+    ct, crr = with_artefacts(*synthetic_beats(30, 50.0, seed=3))
+    cyclic = cvhr.minute_features(ct, crr, 30)
+    assert _median(dirty, "cvhr_fraction") < 0.1 < 0.25 < _median(cyclic, "cvhr_fraction")
+    assert _median(dirty, "cycles_5min") < _median(cyclic, "cycles_5min")
+
+
+def test_minutes_without_beats_are_missing_and_left_out_of_the_index(model):
+    t, rr = synthetic_beats(120, None, seed=4)
+    gap = (t > 40 * 60) & (t < 60 * 60)
+    res = model.from_beats(t[~gap], rr[~gap], 120)
+    prob = res["probability"]
+    assert np.isnan(prob[42:58]).all() and not np.isnan(prob[:35]).any()
+    assert res["valid_minutes"] < 110 and not res["apnea_minutes"][42:58].any()
+    assert model.from_beats(t[:10], rr[:10], 120)["index"] is None
+
+
+def test_committed_model_flags_a_cycling_night_and_not_a_calm_one(model):
+    cyc = model.from_beats(*synthetic_beats(90, 55.0, seed=1), 90)
+    calm = model.from_beats(*synthetic_beats(90, None, seed=1), 90)
+    assert cyc["index"] >= 30 and cvhr.screen(cyc["index"]) == cvhr.SCREEN_MESSAGE
+    assert calm["index"] < 10 and cvhr.screen(calm["index"]) is None
+    assert "diagnos" not in cvhr.SCREEN_MESSAGE
+
+
+def _epochs(t: np.ndarray, rr: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """The wearable columns the edge stores for these beats (WearableReducer per 30 s)."""
+    reducer, names = WearableReducer(), features.names(features.WEARABLE)
+    rows = np.full((n, len(names)), np.nan)
+    epoch = (t // 30).astype(int)
+    for e in range(n):
+        for ti, ri in zip(t[epoch == e], rr[epoch == e], strict=True):
+            reducer.add(Beat(float(ti), float(ri)))
+        rows[e] = [np.nan if v is None else v for v in reducer.close(e)]
+    return {name: rows[:, i] for i, name in enumerate(names)}
+
+
+def _night(wearable: dict[str, np.ndarray], n: int) -> dict:
+    audio = {f: np.full(n, np.nan) for f in features.names(features.AUDIO)}
+    return {"wearable": wearable, "audio": audio}
+
+
+def test_screen_with_heart_rhythm_only(model):
+    n = 240  # two hours of epochs
+    streams = _night(_epochs(*synthetic_beats(120, 50.0, swing_bpm=20.0, seed=2), n), n)
+    res = apnea_screen.breathing_screen(streams, audio_ahi=3.0, model=model)
+    assert res["breathing_inputs"] == ["rr"] and res["ahi_estimate_from"] == ["rr"]
+    assert res["rr"]["source"] == "epochs" and res["rr"]["apnea_index"] >= 15
+    assert res["screen"] == cvhr.SCREEN_MESSAGE
+    # No oximetry and no audio: no ODI and no audio AHI, rather than zeros.
+    assert res["spo2"] is None and res["odi3"] is None and res["ahi"] is None
+    # With the beats themselves the beats head is used.
+    t, rr = synthetic_beats(120, 50.0, swing_bpm=20.0, seed=2)
+    streams["beats"] = {"t_s": t, "rr_ms": rr, "start_s": 0.0}
+    assert apnea_screen.breathing_screen(streams, None, model)["rr"]["source"] == "beats"
+
+
+def test_screen_with_oximetry_only(model):
+    n = 240
+    wearable = {f: np.full(n, np.nan) for f in features.names(features.WEARABLE)}
+    wearable["spo2_mean_pct"][:] = 95.0
+    wearable["desat3_count"][:] = 0.0
+    wearable["desat4_count"][:] = 0.0
+    wearable["desat3_count"][::6] = 1.0  # 20 drops an hour
+    res = apnea_screen.breathing_screen(_night(wearable, n), audio_ahi=None, model=model)
+    assert res["breathing_inputs"] == ["spo2"] and res["rr"] is None
+    assert res["spo2"]["odi3"] == pytest.approx(20.0) and res["ahi_estimate"] == pytest.approx(20.0)
+    assert res["screen"] == cvhr.SCREEN_MESSAGE and res["screen_severity"] == "moderate"
+
+
+def test_screen_with_nothing_says_so(model):
+    n = 240
+    wearable = {f: np.full(n, np.nan) for f in features.names(features.WEARABLE)}
+    res = apnea_screen.breathing_screen(_night(wearable, n), audio_ahi=25.0, model=model)
+    assert res["breathing_inputs"] == [] and res["ahi_estimate"] is None
+    assert res["screen"] is None and res["odi3"] is None and res["ahi"] is None
+
+
+def test_a_night_takes_well_under_two_seconds(model):
+    import time
+
+    t, rr = synthetic_beats(480, 50.0, seed=6)
+    start = time.perf_counter()
+    model.from_beats(t, rr, 480)
+    assert time.perf_counter() - start < 2.0
+    assert (MODELS / cvhr.MODEL_FILE).stat().st_size < 200_000
+
+
+@pytest.mark.skipif(not APNEA_ECG.is_dir(), reason="needs the Apnea-ECG recordings "
+                    "(set NIGHTLINK_SHARED_DATA to the folder holding apnea-ecg-learning)")
+def test_committed_model_on_real_recordings(model):
+    """A floor against regressions (these recordings were in the committed model's training
+    set; the held-out figures come from `nightlink train breathing-rr --cv`)."""
+    from nightlink.tools.train import apnea_real
+
+    recs = apnea_real.load_folder(APNEA_ECG, ["a01", "a12", "b01", "c01"])
+    hits = total = 0
+    for rec in recs:
+        res = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes)
+        valid = ~np.isnan(res["probability"])
+        hits += int((res["apnea_minutes"][valid] == rec.apnea[valid].astype(bool)).sum())
+        total += int(valid.sum())
+        assert (cvhr.screen(res["index"]) is not None) == (rec.index >= 15), rec.name
+    assert hits / total >= 0.8

@@ -1,0 +1,84 @@
+"""`nightlink train breathing-rr` (leave-recordings-out figures, then the committed heart-rhythm
+apnea model) and the per-input figures of `nightlink eval breathing`."""
+
+import gzip
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from nightlink.cli import main
+from nightlink.edge.features import cvhr
+from nightlink.tools.train import apnea_real
+from tests.edge.test_cvhr import synthetic_beats
+
+
+def _last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _recordings(folder, names_cycles):
+    """Apnea-ECG-shaped recordings: 70 minutes each, apnea labelled where the heart rate cycles
+    (minutes 20-49 of the apnea recordings)."""
+    folder.mkdir()
+    for i, (name, apnea) in enumerate(names_cycles):
+        calm_t, calm_rr = synthetic_beats(70, None, seed=i)
+        cyc_t, cyc_rr = synthetic_beats(70, 50.0, seed=i)
+        inside = (cyc_t >= 20 * 60) & (cyc_t < 50 * 60)
+        if apnea:
+            t = np.concatenate([calm_t[calm_t < 20 * 60], cyc_t[inside], calm_t[calm_t >= 50 * 60]])
+            rr = np.concatenate([calm_rr[calm_t < 20 * 60], cyc_rr[inside], calm_rr[calm_t >= 50 * 60]])
+        else:
+            t, rr = calm_t, calm_rr
+        with gzip.open(folder / f"{name}_beats.csv.gz", "wt") as fh:
+            fh.write("t_min,rr_s\n" + "".join(f"{a / 60:.5f},{b / 1000:.4f}\n"
+                                               for a, b in zip(t, rr, strict=True)))
+        labels = [(m, int(apnea and 20 <= m < 50)) for m in range(70)]
+        (folder / f"{name}_apnea_minutes.csv").write_text(
+            "minute,apnea\n" + "".join(f"{m},{a}\n" for m, a in labels))
+
+
+def test_train_breathing_rr__held_out_figures_and_a_loadable_model(tmp_path):
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("a02", True), ("c01", False), ("c02", False)])
+    out = tmp_path / "models"
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(data), "--models", str(out),
+                                  "--cv", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.output)
+    assert got["data"] == "real" and got["validation"] == "2-fold leave-recordings-out"
+    for head in ("beats", "epochs"):
+        assert got[head]["recordings"] == 4 and got[head]["cv_folds"] == 2
+        assert {"accuracy", "sensitivity", "specificity", "index15_sensitivity",
+                "index15_specificity", "index_pairs"} <= set(got[head])
+    # The cycling minutes are plain to see: held-out recordings are scored well.
+    assert got["beats"]["accuracy"] >= 0.85
+    meta = json.loads((out / cvhr.MODEL_FILE).read_text())
+    assert meta["train"]["recordings"] == ["a01", "a02", "c01", "c02"]
+    assert meta["cross_validation"]["beats"]["accuracy"] == got["beats"]["accuracy"]
+    model = cvhr.RrApneaModel.load(out)
+    rec = apnea_real.load_folder(data, ["a01"])[0]
+    res = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes)
+    assert res["apnea_minutes"][25:45].mean() > 0.8 and res["apnea_minutes"][:15].mean() < 0.2
+
+
+def test_train_breathing_rr__bad_folder_or_folds_is_one_sentence(tmp_path):
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "No recordings folder" in r.output
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("c01", False)])
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(data), "--cv", "5",
+                                  "--models", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "--cv needs between 2 and 2 folds" in r.output
+
+
+def test_eval_breathing__by_inputs_real_and_simulated(tmp_path):
+    r = CliRunner().invoke(main, ["eval", "breathing", "--json", "--nights", "1", "--hours", "1",
+                                  "--cache", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    by = _last_json(r.output)["by_inputs"]
+    assert set(by) == {"rr", "spo2", "audio", "all"}
+    for name in by:
+        assert by[name]["simulated"]["data"] == "simulated" and by[name]["simulated"]["nights"] == 1
+    real = by["rr"]["real_beats"]
+    assert real["data"] == "real" and real["recordings"] == 35 and "Apnea-ECG" in real["source"]

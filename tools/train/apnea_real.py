@@ -1,0 +1,281 @@
+"""The heart-rhythm apnea model (edge/features/cvhr.py) on real recordings: leave-record-out
+cross-validation and the committed model, trained on every recording of the folder.
+
+Data: the PhysioNet Apnea-ECG learning set as kept in ../shared/data/apnea-ecg-learning
+(`<rec>_beats.csv.gz`: t_min,rr_s; `<rec>_apnea_minutes.csv`: minute,apnea). Source: Penzel,
+Moody, Mark, Goldberger, Peter, "The Apnea-ECG Database", Computers in Cardiology
+2000;27:255-258; PhysioNet apnea-ecg 1.0.0, Open Data Commons Attribution License 1.0.
+
+Both heads of the model file are scored: `beats` (features from the RR intervals) and
+`epochs` (features from the per-30-s summaries the edge stores, computed by running the
+recording's beats through the edge's own WearableReducer and its quantization). Folds are
+grouped by recording, so every figure comes from recordings the scoring model never saw.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nightlink.edge.features import cvhr
+from nightlink.edge.features.reducers import WearableReducer, to_raw
+from nightlink.edge.sources.samples import Beat
+from nightlink.shared import features
+from nightlink.shared.epoch import EPOCH_S
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("NIGHTLINK_SHARED_DATA") or ROOT.parent / "shared" / "data")
+DEFAULT_DATA = SHARED / "apnea-ecg-learning"
+KINDS = ("beats", "epochs")
+L2 = 1.0  # ridge penalty on the standardized weights (the intercept is free)
+CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology 2000;27:255-258), "
+          "learning set, Open Data Commons Attribution License 1.0")
+
+
+@dataclass
+class Recording:
+    name: str
+    beat_t_s: np.ndarray
+    rr_ms: np.ndarray
+    apnea: np.ndarray  # uint8 per minute (expert label: apnea or hypopnea in that minute)
+
+    @property
+    def minutes(self) -> int:
+        return int(self.apnea.size)
+
+    @property
+    def index(self) -> float:
+        """Reference apnea index: labelled apnea minutes per hour of recording."""
+        return float(self.apnea.mean()) * 60.0
+
+
+def load_folder(data: Path, names: list[str] | None = None) -> list[Recording]:
+    """Every recording with both files in `data`, sorted by name (or only `names`)."""
+    out = []
+    for labels in sorted(Path(data).glob("*_apnea_minutes.csv")):
+        name = labels.name.removesuffix("_apnea_minutes.csv")
+        beats = labels.with_name(f"{name}_beats.csv.gz")
+        if beats.exists() and (names is None or name in names):
+            out.append(load_recording(beats, labels, name))
+    return out
+
+
+def load_recording(beats: Path, labels: Path, name: str) -> Recording:
+    with gzip.open(beats, "rt") as fh:
+        rows = np.array([(float(r["t_min"]), float(r["rr_s"])) for r in csv.DictReader(fh)])
+    with open(labels) as fh:
+        lab = sorted((int(r["minute"]), int(r["apnea"])) for r in csv.DictReader(fh))
+    apnea = np.zeros(lab[-1][0] + 1, dtype=np.uint8)
+    for minute, flag in lab:
+        apnea[minute] = flag
+    return Recording(name, rows[:, 0] * 60.0, rows[:, 1] * 1000.0, apnea)
+
+
+def stored_epochs(rec: Recording) -> dict[str, np.ndarray]:
+    """The recording's wearable epoch columns as the edge would store them: each beat through
+    WearableReducer, each epoch row quantized to the wire's resolution and back."""
+    n = rec.minutes * 2
+    reducer = WearableReducer()
+    names = features.names(features.WEARABLE)
+    feats = features.features(features.WEARABLE)
+    cols = np.full((n, len(names)), np.nan)
+    epoch_of = (rec.beat_t_s // EPOCH_S).astype(int)
+    bounds = np.searchsorted(epoch_of, np.arange(n + 1))
+    for e in range(n):
+        for t, rr in zip(rec.beat_t_s[bounds[e]:bounds[e + 1]], rec.rr_ms[bounds[e]:bounds[e + 1]],
+                         strict=True):
+            reducer.add(Beat(float(t), float(rr)))
+        raw = to_raw(features.WEARABLE, reducer.close(e))
+        for i, (f, r) in enumerate(zip(feats, raw, strict=True)):
+            if r is not None and r != features.MISSING[f[features.F_TYPE]]:
+                cols[e, i] = features.dequantize(f, r)
+    return {name: cols[:, i] for i, name in enumerate(names)}
+
+
+def minute_features(rec: Recording, kind: str) -> np.ndarray:
+    if kind == "beats":
+        return cvhr.minute_features(rec.beat_t_s, rec.rr_ms, rec.minutes)
+    return cvhr.epoch_minute_features(stored_epochs(rec))[:rec.minutes]
+
+
+def fit_head(feats: list[np.ndarray], labels: list[np.ndarray]) -> dict:
+    """A ridge logistic regression (Newton steps, deterministic) on the minutes whose own
+    features are present; the meta a cvhr.LogisticHead reads."""
+    x = np.concatenate([cvhr.context_inputs(f) for f in feats])
+    y = np.concatenate(labels).astype(np.float64)
+    own = ~np.isnan(np.concatenate(feats)).any(axis=1)
+    x, y = x[own], y[own]
+    mean = np.nanmean(x, axis=0)
+    scale = np.nanstd(x, axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.nan_to_num((x - mean) / scale)
+    design = np.hstack([z, np.ones((z.shape[0], 1))])
+    w = np.zeros(design.shape[1])
+    penalty = np.full(design.shape[1], L2)
+    penalty[-1] = 0.0
+    for _ in range(30):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -30, 30)))
+        grad = design.T @ (p - y) + penalty * w
+        hess = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return {"mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
+            "weights": w[:-1].round(6).tolist(), "bias": round(float(w[-1]), 6), "threshold": 0.5,
+            "features": list(cvhr.BEAT_FEATURES if z.shape[1] == _width("beats") else cvhr.EPOCH_FEATURES),
+            "context_minutes": list(cvhr.CONTEXT), "context_mean_minutes": cvhr.CONTEXT_MEAN}
+
+
+def _width(kind: str) -> int:
+    n = len(cvhr.BEAT_FEATURES if kind == "beats" else cvhr.EPOCH_FEATURES)
+    return n * (len(cvhr.CONTEXT) + 1)
+
+
+def folds(recs: list[Recording], k: int) -> list[list[Recording]]:
+    """k groups of whole recordings, dealt in name order so each holds a, b and c nights."""
+    return [recs[i::k] for i in range(k)]
+
+
+def score(per_record: list[tuple[Recording, dict]]) -> dict:
+    """Per-minute and per-recording figures from (recording, night result) pairs."""
+    y = np.concatenate([r.apnea for r, _ in per_record]).astype(bool)
+    flags = np.concatenate([res["apnea_minutes"] for _, res in per_record])
+    valid = np.concatenate([~np.isnan(res["probability"]) for _, res in per_record])
+    yv, fv = y[valid], flags[valid]
+    ref = np.array([r.index for r, _ in per_record])
+    est = np.array([res["index"] if res["index"] is not None else np.nan for _, res in per_record])
+    pos, flagged = ref >= cvhr.SCREEN_INDEX, est >= cvhr.SCREEN_INDEX
+    ok = ~np.isnan(est)
+    return {
+        "minutes": int(y.size), "minutes_scored": int(valid.sum()),
+        "accuracy": round(float((yv == fv).mean()), 3),
+        "sensitivity": round(float(fv[yv].mean()), 3),
+        "specificity": round(float((~fv[~yv]).mean()), 3),
+        "recordings": len(per_record), "recordings_index15": int(pos.sum()),
+        "index15_sensitivity": round(float(flagged[pos & ok].mean()), 3) if (pos & ok).any() else None,
+        "index15_specificity": round(float((~flagged[~pos & ok]).mean()), 3) if (~pos & ok).any() else None,
+        "index_mae": round(float(np.nanmean(np.abs(est - ref))), 1),
+        "index_r": round(float(np.corrcoef(ref[ok], est[ok])[0, 1]), 3) if ok.sum() > 2 else None,
+        "index_pairs": {r.name: [round(r.index, 1), None if np.isnan(e) else round(float(e), 1)]
+                        for (r, _), e in zip(per_record, est, strict=True)},
+    }
+
+
+def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) -> dict:
+    """Grouped k-fold by recording: each recording scored by a model trained without it."""
+    feats = {kind: {r.name: minute_features(r, kind) for r in recs} for kind in kinds}
+    out = {}
+    for kind in kinds:
+        scored = []
+        for i, test in enumerate(folds(recs, k)):
+            if progress:
+                progress(kind, i + 1, k)
+            names = {r.name for r in test}
+            train = [r for r in recs if r.name not in names]
+            head = cvhr.LogisticHead(fit_head([feats[kind][r.name] for r in train],
+                                              [r.apnea for r in train]))
+            model = cvhr.RrApneaModel({})
+            model.heads[kind] = head
+            scored += [(r, model.night(kind, feats[kind][r.name])) for r in test]
+        scored.sort(key=lambda pair: pair[0].name)
+        out[kind] = score(scored)
+        out[kind]["cv_folds"] = k
+    return out
+
+
+def train_all(recs: list[Recording], kinds=KINDS) -> dict:
+    """The committed model's meta: both heads trained on every recording."""
+    meta = {}
+    for kind in kinds:
+        meta[kind] = fit_head([minute_features(r, kind) for r in recs], [r.apnea for r in recs])
+    meta["train"] = {"recordings": [r.name for r in recs], "data": CREDIT,
+                     "screen_index": cvhr.SCREEN_INDEX}
+    return meta
+
+
+def train_and_validate(recs: list[Recording], cv: int, progress=None) -> tuple[dict, dict]:
+    """(the committed model's meta, the cross-validation figures labelled real data)."""
+    figures = {}
+    if cv:
+        figures = {"data": "real", "source": CREDIT, "validation": f"{cv}-fold leave-recordings-out",
+                   **cross_validate(recs, cv, progress=progress)}
+    meta = train_all(recs)
+    if figures:
+        meta["cross_validation"] = {k: ({m: v[m] for m in HEADLINE} if isinstance(v, dict) else v)
+                                    for k, v in figures.items()}
+    return meta, figures
+
+
+HEADLINE = ("accuracy", "sensitivity", "specificity", "recordings", "recordings_index15",
+            "index15_sensitivity", "index15_specificity", "index_mae", "index_r", "cv_folds")
+
+
+def write_model(models: Path, meta: dict) -> Path:
+    models.mkdir(parents=True, exist_ok=True)
+    path = models / cvhr.MODEL_FILE
+    path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+# -- the edge's screen per input, on simulated nights next to the real-data figures ------------
+
+_WEARABLE_RR = ("hr_mean_bpm", "hr_min_bpm", "hr_max_bpm", "rmssd_ms", "sdnn_ms")
+_WEARABLE_SPO2 = ("spo2_mean_pct", "spo2_min_pct", "desat3_count", "desat4_count")
+SUBSETS = {"rr": ("rr",), "spo2": ("spo2",), "audio": ("audio",), "all": ("rr", "spo2", "audio")}
+
+
+def only(streams: dict, keep: tuple[str, ...]) -> dict:
+    """The night's columns with every input not in `keep` missing (motion and room stay)."""
+    out = {name: dict(cols) for name, cols in streams.items()}
+    gone = [f for key, names in (("rr", _WEARABLE_RR), ("spo2", _WEARABLE_SPO2)) if key not in keep
+            for f in names]
+    for f in gone:
+        out["wearable"][f] = np.full_like(streams["wearable"][f], np.nan)
+    if "audio" not in keep:
+        out["audio"] = {f: np.full_like(v, np.nan) for f, v in streams["audio"].items()}
+    return out
+
+
+def _screen_figures(pairs: list[tuple[float, float | None]]) -> dict:
+    truth = np.array([t for t, _ in pairs])
+    est = np.array([np.nan if e is None else e for _, e in pairs])
+    ok = ~np.isnan(est)
+    pos, flagged = truth >= cvhr.SCREEN_INDEX, est >= cvhr.SCREEN_INDEX
+    return {"data": "simulated", "nights": len(pairs), "nights_with_estimate": int(ok.sum()),
+            "nights_ahi15": int(pos.sum()),
+            "ahi15_sensitivity": round(float(flagged[pos & ok].mean()), 3) if (pos & ok).any() else None,
+            "ahi15_specificity": round(float((~flagged[~pos & ok]).mean()), 3) if (~pos & ok).any() else None,
+            "estimate_mae": round(float(np.abs(est[ok] - truth[ok]).mean()), 1) if ok.any() else None}
+
+
+def by_inputs(clf, nights, streams_of) -> dict:
+    """The night screen (edge/features/apnea_screen.py) fed each input alone and all together:
+    on simulated nights (against the simulator's AHI), and the heart-rhythm model's
+    real-data cross-validation figures stored with it (labelled real)."""
+    from nightlink.edge.features.apnea_screen import breathing_screen
+
+    pairs: dict[str, list] = {name: [] for name in SUBSETS}
+    for n in nights:
+        full = streams_of(n)
+        for name, keep in SUBSETS.items():
+            st = only(full, keep)
+            stage, _conf, _ = clf.stages(st)
+            tst_h = float((stage != 0).sum()) / 120.0
+            events = clf.breathing(st, stage != 0)["apnea_events"]
+            audio_ahi = float(events.sum()) / tst_h if tst_h > 0 else None
+            res = breathing_screen(st, audio_ahi, clf.rr_apnea)
+            pairs[name].append((n.ahi_truth, res["ahi_estimate"]))
+    out = {name: {"simulated": _screen_figures(p)} for name, p in pairs.items()}
+    real = (clf.rr_apnea.meta.get("cross_validation") if clf.rr_apnea is not None else None) or {}
+    for head in KINDS:
+        if head in real:
+            out["rr"][f"real_{head}"] = {"data": "real", "source": real.get("source"),
+                                         "validation": real.get("validation"), **real[head]}
+    return out
