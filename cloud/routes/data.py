@@ -207,9 +207,10 @@ def epochs_csv(access: MemberAccess, stream: str, start: str, end: str) -> Strea
 
 @router.get("/nights")
 def nights(access: MemberAccess, limit: Annotated[int, Query(ge=1, le=366)] = 30) -> dict:
-    """The last `limit` nights that hold data, newest first: each night's headline figures
-    (sleep score, sleep time, efficiency, AHI, lows), as the morning card shows them; and
-    the summaries edge nodes sent, under `edge`."""
+    """The last `limit` nights that hold data, newest first, with their headline figures.
+
+    Sleep score, sleep time, efficiency, AHI and lows, as the morning card shows them; the
+    summaries edge nodes sent are under `edge`."""
     from nightlink.cloud import morning
     from nightlink.cloud.reports.settings import patient_settings
 
@@ -220,9 +221,10 @@ def nights(access: MemberAccess, limit: Annotated[int, Query(ge=1, le=366)] = 30
 
 @router.get("/nights/{night}")
 def night(access: MemberAccess, night: str) -> dict:
-    """One night's morning card (night = the date of its evening, YYYY-MM-DD): sleep with
-    its score and formula, breathing, lows with their context, the room, 7- and 30-night
-    trends and screening flags; `edge` holds the summary an edge node sent, if any."""
+    """One night's morning card (night = the date of its evening, YYYY-MM-DD).
+
+    Sleep with its score and formula, breathing, lows with their context, the room, 7- and
+    30-night trends and screening flags; `edge` holds the summary an edge node sent, if any."""
     from nightlink.cloud import morning
     from nightlink.cloud.reports.settings import patient_settings
 
@@ -240,6 +242,27 @@ def night(access: MemberAccess, night: str) -> dict:
     if not got["has_data"] and edge is None:
         raise HTTPException(404, f"There is no data for the night of {night}.")
     return {**got, "edge": edge}
+
+
+@router.get("/insights")
+def insights(access: MemberAccess, end: str | None = None,
+             nights: Annotated[int, Query(ge=7, le=120)] = 30) -> dict:
+    """Insights over `nights` nights ending with the night of `end` (default: last night).
+
+    Associations between sleep, breathing, the room, evening carbs and exercise and that
+    night's, the next day's and the next night's glucose (effect size, n, 95 % interval,
+    Benjamini-Hochberg q), unusual nights, and recurring glucose patterns."""
+    from nightlink.cloud import insights as across_nights
+    from nightlink.cloud.reports.settings import patient_settings
+
+    if end is not None:
+        if not _NIGHT.match(end):
+            raise _bad(f"end={end!r} is not a night; use the date of its evening, as 2026-01-15.")
+        try:
+            date.fromisoformat(end)
+        except ValueError:
+            raise _bad(f"end={end!r} is not a date.") from None
+    return across_nights.insights(access.data, patient_settings(access.data), end, nights)
 
 
 # -- glucose ---------------------------------------------------------------------------------
