@@ -119,8 +119,11 @@ def _epochs(t: np.ndarray, rr: np.ndarray, n: int) -> dict[str, np.ndarray]:
 
 
 def _night(wearable: dict[str, np.ndarray], n: int) -> dict:
-    audio = {f: np.full(n, np.nan) for f in features.names(features.AUDIO)}
-    return {"wearable": wearable, "audio": audio}
+    """A night's columns: these wearable ones, every other stream missing."""
+    out = {features.stream(s)[features.S_NAME]: {f: np.full(n, np.nan) for f in features.names(s)}
+           for s in (features.ROOM, features.AUDIO, features.CGM)}
+    out["wearable"] = wearable
+    return out
 
 
 def test_screen_with_heart_rhythm_only(model):
@@ -185,3 +188,40 @@ def test_committed_model_on_real_recordings(model):
         total += int(valid.sum())
         assert (cvhr.screen(res["index"]) is not None) == (rec.index >= 15), rec.name
     assert hits / total >= 0.8
+
+
+def _outputs(n: int):
+    """Classifier outputs of an n-epoch night asleep throughout, with 3 audio-model events."""
+    from dataclasses import fields
+
+    from nightlink.edge.features import classify
+
+    values = {f.name: np.zeros(n) for f in fields(classify.NightOutputs)}
+    values.update(stage=np.ones(n, dtype=np.int8), stage_conf=np.ones(n),
+                  snore=np.zeros(n, dtype=np.uint8), apnea_events=np.zeros(n, dtype=np.uint8),
+                  low_risk=np.full(n, np.nan), forecast30=np.full(n, np.nan))
+    values["apnea_events"][:3] = 1
+    return classify.NightOutputs(**values)
+
+
+@pytest.mark.parametrize("inputs", [["rr"], ["spo2"], []])
+def test_night_figures_say_which_inputs_the_screen_used(model, inputs):
+    from nightlink.edge.features import classify
+
+    n = 240
+    if "rr" in inputs:
+        wearable = _epochs(*synthetic_beats(120, 50.0, swing_bpm=20.0, seed=2), n)
+    else:
+        wearable = {f: np.full(n, np.nan) for f in features.names(features.WEARABLE)}
+    if "spo2" in inputs:
+        wearable.update(spo2_mean_pct=np.full(n, 95.0), desat3_count=np.zeros(n),
+                        desat4_count=np.zeros(n))
+    b = classify.night_figures(_outputs(n), _night(wearable, n), model)["breathing"]
+    assert b["breathing_inputs"] == inputs
+    assert b["apnea_events"] is None and b["ahi"] is None  # no audio: no audio-model events
+    if inputs == ["rr"]:
+        assert b["screen"] == cvhr.SCREEN_MESSAGE and b["odi3"] is None
+    elif inputs == ["spo2"]:
+        assert b["odi3"] == 0.0 and b["ahi_estimate"] == 0.0 and b["screen"] is None
+    else:
+        assert b["ahi_estimate"] is None and b["screen"] is None and b["odi3"] is None
