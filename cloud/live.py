@@ -163,18 +163,15 @@ async def _keepalive(app: FastAPI, fanout: livehub.Fanout) -> None:
     try:
         while True:
             await asyncio.sleep(PING_S / fanout.buckets)
-            clients = fanout.clients()
-            if not clients:
+            if tick % fanout.buckets == 0 and not fanout.clients():
                 return
-            bucket = tick % fanout.buckets
             text = livehub.dumps({"type": "ping",
                                   "data": {"server_time_ms": int(time.time() * 1000)}})
-            for client in clients:
-                if client.bucket == bucket:
-                    client.push(text)
+            for client in fanout.bucket(tick % fanout.buckets):
+                client.push(text)
             tick += 1
             if loop.time() >= next_role:
-                await _recheck_roles(app, clients)
+                await _recheck_roles(app, fanout.clients())
                 next_role = loop.time() + ROLE_S
     finally:
         app.state.live_keepalive.pop(id(loop), None)

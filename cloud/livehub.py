@@ -268,25 +268,56 @@ class Client:
             self.dropped += lost
             self._fanout.count_drop(lost)
             text = self._resync = dumps({"type": "resync", "data": {"dropped": self.dropped}})
-        self.queue.append(text)
-        if self._writer is None and not self._held:
-            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        if self._writer is None and not self._held and not self.queue:
+            self._send_now(text)
+        else:
+            self.queue.append(text)
 
     def release(self) -> None:
         """The hello is out: send what queued up meanwhile, and from now on as it comes."""
         self._held = False
         if self.queue and self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._drain())
+            self._writer = asyncio.get_running_loop().create_task(self._drain(None, None))
 
-    async def _drain(self) -> None:
+    def _send_now(self, text: str) -> None:
+        """Send at once, in the caller's step, when the socket takes it without waiting (the
+        usual case: a send only waits while the connection's write buffer is full); else
+        finish it, and send what queues up meanwhile, in a writer task. This saves a task per
+        client and message, as Python 3.12's eager tasks would."""
+        send = self.ws.send_text(text)
         try:
+            waiting = send.send(None)
+        except StopIteration:
+            return
+        except Exception:  # noqa: BLE001 - the client went away; its handler cleans up
+            self._gone()
+            return
+        self._writer = asyncio.get_running_loop().create_task(self._drain(send, waiting))
+
+    async def _drain(self, send, waiting) -> None:
+        try:
+            while send is not None:  # the send in flight: resume it each time it can go on
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:  # a future the send yielded: wait for it as a task would
+                    waiting._asyncio_future_blocking = False
+                    await waiting
+                try:
+                    waiting = send.send(None)
+                except StopIteration:
+                    send = None
             while self.queue:
                 await self.ws.send_text(self.queue.popleft())
         except Exception:  # noqa: BLE001 - the client went away; its handler cleans up
-            self.queue.clear()
-            self._held = True  # nothing more for it
+            self._gone()
         finally:
+            if send is not None:
+                send.close()
             self._writer = None
+
+    def _gone(self) -> None:
+        self.queue.clear()
+        self._held = True  # nothing more for it
 
 
 class _Channel:
@@ -353,6 +384,7 @@ class Fanout:
         self.serialised = 0  # message texts built (once per tenant and message)
         self.dropped = 0
         self._channels: dict[tuple[int, str], _Channel] = {}
+        self._buckets: dict[tuple[int, int], set[Client]] = {}  # (loop, bucket) -> clients
         self._joined = 0
 
     def join(self, tenant: str, ws, user: dict) -> Client:
@@ -364,6 +396,7 @@ class Fanout:
         self._joined += 1
         client = Client(self, ws, tenant, user, self._joined % self.buckets)
         channel.clients.add(client)
+        self._buckets.setdefault((key[0], client.bucket), set()).add(client)
         metrics.LIVE_CLIENTS.labels("websocket").inc()
         return client
 
@@ -373,6 +406,7 @@ class Fanout:
         if channel is None or client not in channel.clients:
             return
         channel.clients.discard(client)
+        self._buckets.get((key[0], client.bucket), set()).discard(client)
         metrics.LIVE_CLIENTS.labels("websocket").dec()
         if not channel.clients:
             del self._channels[key]
@@ -383,6 +417,10 @@ class Fanout:
         loop = id(asyncio.get_running_loop())
         return [c for (lp, _), ch in list(self._channels.items()) if lp == loop
                 for c in ch.clients]
+
+    def bucket(self, number: int) -> list[Client]:
+        """The clients on the running event loop that one keepalive tick pings."""
+        return list(self._buckets.get((id(asyncio.get_running_loop()), number), ()))
 
     def count_drop(self, n: int) -> None:
         self.dropped += n

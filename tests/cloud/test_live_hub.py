@@ -236,3 +236,37 @@ async def _frame(reader) -> bytes:
 def _dropped() -> float:
     return REGISTRY.get_sample_value("nightlink_live_dropped_total",
                                      {"transport": "websocket"}) or 0.0
+
+
+def test_hub__socketio_gets_other_connections_entries_as_data_updates(live_app):
+    """The same hub feeds socket.io: a dataUpdate delta for an entry another connection
+    stored, sent once to the tenant's room."""
+    import hashlib
+
+    from tests.support.sockets import Recorder
+
+    secret = "live-hub-socket-secret-01"
+    live_app.state.store.set_api_secret("fam-1", secret)
+    other = Store.open(live_app.state.url)
+    namespace = "/t/fam-1"
+
+    async def run(base):
+        rec = Recorder()
+        await rec.connect(base, [namespace], transports=["websocket"])
+        try:
+            reply = await rec.call("authorize",
+                                   {"secret": hashlib.sha1(secret.encode()).hexdigest()},
+                                   namespace)
+            assert reply["read"] is True
+            await rec.next(namespace, "dataUpdate")  # the full one
+            await asyncio.to_thread(other.tenant("fam-1").add_entries, [_entry(3, 77)])
+            delta = await rec.next(namespace, "dataUpdate", 5)
+            assert delta["delta"] is True and [s["mgdl"] for s in delta["sgvs"]] == [77]
+        finally:
+            await rec.close()
+
+    try:
+        with serve(live_app) as base:
+            asyncio.run(run(base))
+    finally:
+        other.close()
