@@ -255,22 +255,27 @@ def _screen_figures(pairs: list[tuple[float, float | None]]) -> dict:
             "estimate_mae": round(float(np.abs(est[ok] - truth[ok]).mean()), 1) if ok.any() else None}
 
 
-def by_inputs(clf, nights, streams_of) -> dict:
+def _audio_ahi(clf, streams: dict) -> float | None:
+    """The audio breathing model's events per hour of classifier-scored sleep."""
+    stage, _conf, _ = clf.stages(streams)
+    tst_h = float((stage != 0).sum()) / 120.0
+    events = clf.breathing(streams, stage != 0)["apnea_events"]
+    return float(events.sum()) / tst_h if tst_h > 0 else None
+
+
+def by_inputs(clf, nights, streams_of, subsets=SUBSETS) -> dict:
     """The night screen (edge/features/apnea_screen.py) fed each input alone and all together:
     on simulated nights (against the simulator's AHI), and the heart-rhythm model's
     real-data cross-validation figures stored with it (labelled real)."""
     from nightlink.edge.features.apnea_screen import breathing_screen
 
-    pairs: dict[str, list] = {name: [] for name in SUBSETS}
+    pairs: dict[str, list] = {name: [] for name in subsets}
     for n in nights:
         full = streams_of(n)
-        for name, keep in SUBSETS.items():
+        for name, keep in subsets.items():
             st = only(full, keep)
-            stage, _conf, _ = clf.stages(st)
-            tst_h = float((stage != 0).sum()) / 120.0
-            events = clf.breathing(st, stage != 0)["apnea_events"]
-            audio_ahi = float(events.sum()) / tst_h if tst_h > 0 else None
-            res = breathing_screen(st, audio_ahi, clf.rr_apnea)
+            res = breathing_screen(st, _audio_ahi(clf, st) if "audio" in keep else None,
+                                   clf.rr_apnea)
             pairs[name].append((n.ahi_truth, res["ahi_estimate"]))
     out = {name: {"simulated": _screen_figures(p)} for name, p in pairs.items()}
     real = (clf.rr_apnea.meta.get("cross_validation") if clf.rr_apnea is not None else None) or {}
