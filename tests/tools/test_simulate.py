@@ -122,9 +122,15 @@ def test_hypnogram__plausible_full_night(full_night):
 def test_hypnogram__cycle_structure(seed):
     stages = make_hypnogram(seed, 960)
     onset = int(np.argmax(stages != 0))
-    assert 10 <= onset <= 50  # sleep onset latency 5-25 minutes
+    assert 2 <= onset <= 160  # the real nights' onset latencies (0-76 min), jittered, capped
     assert set(np.unique(stages)) == {0, 1, 2, 3, 4}
-    assert np.mean(stages[:320] == 3) > 2 * np.mean(stages[-320:] == 3)
+    assert np.mean(stages[:320] == 3) > np.mean(stages[-320:] == 3)
+
+
+def test_hypnogram__deep_sleep_early_rem_late_over_many_nights():
+    nights = np.array([make_hypnogram(seed, 960) for seed in range(1, 41)])
+    assert np.mean(nights[:, :320] == 3) > 3 * np.mean(nights[:, -320:] == 3)
+    assert np.mean(nights[:, -320:] == 4) > 2 * np.mean(nights[:, :320] == 4)
 
 
 @pytest.mark.parametrize("seed", range(1, 13))
@@ -154,11 +160,13 @@ def test_events__ahi_varies_across_seeds():
 def test_events__truth_file_matches_signals(full_night):
     events = _rows(full_night / "truth" / "events.csv")
     spo2 = np.array([float(r["spo2_pct"]) for r in _rows(full_night / "spo2.csv")])
-    baseline = np.median(spo2)
     for e in events:
         if e["type"] == "desaturation":
             drop = float(e["detail"].split(";")[0].split("=")[1])
-            window = spo2[int(float(e["start_s"])):int(float(e["end_s"])) + 1]
+            start = int(float(e["start_s"]))
+            # The drop is from the level around the event, which wanders over the night.
+            baseline = np.median(spo2[max(0, start - 300):start + 1])
+            window = spo2[start:int(float(e["end_s"])) + 1]
             assert baseline - window.min() >= drop - 1.0
     types = {e["type"] for e in events}
     assert types <= {"apnea", "hypopnea", "snore", "desaturation", "hypoglycemia_l1",

@@ -3,6 +3,12 @@
 Heart rate is lowest and most variable beat to beat in N3 (vagal dominance), highest in Wake,
 unsteady in REM; apneas bring a brief bradycardia then a surge at the arousal. SpO2 nadirs lag
 the event end by the circulation delay (20-30 s) and recover within 10-20 s.
+
+Every night draws its own sleeper (`Sleeper`): heart-rate baseline and how strongly it follows
+the stages, beat-to-beat variability, sensor noise and artefact beats, how much they move in
+sleep, and how often they lie awake without moving (quiet wake, the reason wrist actigraphy
+over-calls sleep on real nights). A model trained on one fixed sleeper would look far better
+in silico than it is.
 """
 
 from dataclasses import dataclass
@@ -18,6 +24,35 @@ _HR_OFFSET = {W: 10.0, N1: 3.0, N2: 0.0, N3: -5.0, REM: 4.0}
 # Respiratory sinus arrhythmia amplitude (ms) and white beat-to-beat noise SD (ms) per stage.
 _RSA_MS = {W: 12.0, N1: 20.0, N2: 28.0, N3: 40.0, REM: 15.0}
 _NOISE_MS = {W: 8.0, N1: 10.0, N2: 12.0, N3: 16.0, REM: 14.0}
+
+
+@dataclass
+class Sleeper:
+    """One night's physiology and sensor quirks."""
+
+    base_hr: float  # bpm in N2
+    hr_gain: float  # how strongly HR follows the stage (x _HR_OFFSET)
+    hr_drift: float  # bpm SD of the slow wander
+    rsa_gain: float
+    noise_gain: float
+    artefact_rate: float  # share of beats mis-timed by the sensor
+    surge_p: float  # chance an awakening brings a heart-rate surge
+    sleep_move: float  # movement in sleep (x the stage's baseline)
+    twitch_rate: float  # position changes per second of sleep
+    quiet_wake_p: float  # chance a wake bout is spent lying still
+    wake_move: float  # movement when awake and not still
+    accel_noise: float  # counts of sensor noise per second
+    arousal_move_p: float  # chance an arousal moves the wrist
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "Sleeper":
+        return cls(base_hr=rng.uniform(48.0, 78.0), hr_gain=rng.uniform(0.2, 1.2),
+                   hr_drift=rng.uniform(1.0, 4.0), rsa_gain=rng.uniform(0.4, 1.5),
+                   noise_gain=rng.uniform(0.7, 2.0), artefact_rate=rng.uniform(0.001, 0.01),
+                   surge_p=rng.uniform(0.3, 0.9), sleep_move=float(np.exp(rng.normal(0, 0.6))),
+                   twitch_rate=rng.uniform(0.001, 0.008), quiet_wake_p=rng.uniform(0.2, 0.7),
+                   wake_move=rng.uniform(1.5, 8.0), accel_noise=rng.uniform(0.0, 0.3),
+                   arousal_move_p=rng.uniform(0.1, 0.6))
 
 
 @dataclass
@@ -43,9 +78,11 @@ def _bump(n: int, start: float, rise: float, hold: float, fall: float) -> tuple[
 def make_wearable(plan: NightPlan, airflow: Airflow) -> Wearable:
     rng = np.random.default_rng([plan.seed, _STREAM, patient_key(plan.patient)])
     n = plan.duration_s
-    base_hr = rng.uniform(52.0, 68.0)
-    hr = base_hr + _per_second(plan, _HR_OFFSET)
+    who = Sleeper.draw(rng)
+    hr = who.base_hr + who.hr_gain * _per_second(plan, _HR_OFFSET)
     hr += np.interp(np.arange(n) / 60.0, np.arange(n // 60 + 2), rng.normal(0, 1.5, n // 60 + 2))
+    hr += np.interp(np.arange(n) / 1800.0, np.arange(n // 1800 + 2),
+                    rng.normal(0, who.hr_drift, n // 1800 + 2))
     rem = np.repeat(plan.stages == REM, EPOCH_S)
     hr += rem * np.interp(np.arange(n) / 8.0, np.arange(n // 8 + 2), rng.normal(0, 3.0, n // 8 + 2))
     for e in plan.of_type("apnea", "hypopnea"):
@@ -57,11 +94,12 @@ def make_wearable(plan: NightPlan, airflow: Airflow) -> Wearable:
     # Awakenings: a surge at each transition to Wake after sleep onset.
     trans = np.flatnonzero((plan.stages[1:] == W) & (plan.stages[:-1] != W)) + 1
     for ep in trans:
-        sl, y = _bump(n, ep * EPOCH_S, 4, 20, 30)
-        hr[sl] += rng.uniform(10.0, 20.0) * y
+        if rng.random() < who.surge_p:
+            sl, y = _bump(n, ep * EPOCH_S, 4, 20, 30)
+            hr[sl] += rng.uniform(3.0, 20.0) * y
 
-    rsa = _per_second(plan, _RSA_MS)
-    noise = _per_second(plan, _NOISE_MS)
+    rsa = who.rsa_gain * _per_second(plan, _RSA_MS)
+    noise = who.noise_gain * _per_second(plan, _NOISE_MS)
     phase = airflow.phase
     beats, rrs = [], []
     t = float(rng.uniform(0.3, 1.0))
@@ -71,6 +109,8 @@ def make_wearable(plan: NightPlan, airflow: Airflow) -> Wearable:
         s = min(int(t), n - 1)
         ph = phase[min(int(t * ENV_RATE), phase.size - 1)]
         rr = 60000.0 / hr[s] - rsa[s] * np.cos(2 * np.pi * ph) + noise[s] * eps[k]
+        if rng.random() < who.artefact_rate:  # a missed or doubled beat
+            rr *= rng.choice((0.5, 1.9))
         k += 1
         t += rr / 1000.0
         if t >= n:
@@ -81,7 +121,7 @@ def make_wearable(plan: NightPlan, airflow: Airflow) -> Wearable:
     rr_ms = np.rint(np.diff(np.concatenate(([beat_t[0] - rrs[0] / 1000.0], beat_t))) * 1000)
 
     spo2 = _spo2(rng, plan)
-    accel = _accel(rng, plan)
+    accel = _accel(rng, plan, who)
     return Wearable(beat_t, rr_ms.astype(int), spo2, accel)
 
 
@@ -100,20 +140,35 @@ def _spo2(rng: np.random.Generator, plan: NightPlan) -> np.ndarray:
     return np.round(spo2, 1)
 
 
-def _accel(rng: np.random.Generator, plan: NightPlan) -> np.ndarray:
+def _wake_scale(rng: np.random.Generator, stages: np.ndarray, who: Sleeper) -> np.ndarray:
+    """Per-epoch movement scale while awake: each wake bout is either still or restless."""
+    out = np.zeros(stages.size)
+    starts = np.flatnonzero((stages == W) & (np.concatenate(([W + 1], stages[:-1])) != W))
+    for a in starts:
+        b = a + int(np.argmax(stages[a:] != W)) if np.any(stages[a:] != W) else stages.size
+        still = rng.random() < who.quiet_wake_p
+        out[a:b] = rng.uniform(0.2, 0.8) if still else who.wake_move * rng.uniform(0.5, 1.5)
+    return out
+
+
+def _accel(rng: np.random.Generator, plan: NightPlan, who: Sleeper) -> np.ndarray:
     n = plan.duration_s
     stage = np.repeat(plan.stages, EPOCH_S)
-    scale = np.where(stage == W, 6.0, 0.0) + np.where(stage == N1, 0.6, 0.0)
-    scale += np.where(stage == REM, 0.3, 0.0) + np.where((stage == N2) | (stage == N3), 0.15, 0.0)
-    act = rng.exponential(1.0, n) * scale
-    twitch = (stage != W) & (rng.random(n) < 0.004)  # occasional position change
+    scale = np.repeat(_wake_scale(rng, plan.stages, who), EPOCH_S)
+    asleep = np.where(stage == N1, 0.6, 0.0) + np.where(stage == REM, 0.3, 0.0)
+    asleep += np.where((stage == N2) | (stage == N3), 0.15, 0.0)
+    scale += who.sleep_move * asleep
+    act = rng.exponential(1.0, n) * scale + who.accel_noise * rng.random(n)
+    twitch = (stage != W) & (rng.random(n) < who.twitch_rate)  # occasional position change
     act[twitch] += rng.uniform(5, 40, int(twitch.sum()))
-    for e in plan.of_type("arousal"):
-        sl, y = _bump(n, e.start_s, 1, min(e.end_s - e.start_s, 5), 2)
-        act[sl] += rng.uniform(10, 60) * y
+    for e in plan.of_type("arousal"):  # a few arousals stir the wrist, most do not
+        if rng.random() < who.arousal_move_p:
+            sl, y = _bump(n, e.start_s, 1, min(e.end_s - e.start_s, 5), 2)
+            act[sl] += rng.uniform(3, 30) * y
     trans = np.flatnonzero((plan.stages[1:] == W) & (plan.stages[:-1] != W)) + 1
     for ep in trans:
-        sl, y = _bump(n, ep * EPOCH_S + rng.uniform(0, 10), 2, 20, 5)
-        act[sl] += rng.uniform(60, 200) * y
+        if rng.random() < 1.0 - 0.6 * who.quiet_wake_p:  # some wake up without stirring
+            sl, y = _bump(n, ep * EPOCH_S + rng.uniform(0, 10), 2, 20, 5)
+            act[sl] += rng.uniform(30, 200) * y
     axes = rng.dirichlet((2.0, 2.0, 2.0), size=n)
     return np.rint(act[:, None] * axes * 3).astype(int)
