@@ -27,6 +27,7 @@ from nightlink.cloud.store import TenantStore
 from nightlink.shared import features
 from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity
 from nightlink.shared.epoch import EPOCH_S
+from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
 FUSION_VERSION = 1  # bump when a definition changes: cached nights are then recomputed
 EPOCH_MIN = EPOCH_S / 60.0
@@ -191,7 +192,9 @@ def sleep_metrics(st: dict[int, int], span, source) -> dict:
     if not sleep_epochs:
         out.update(tst_min=0.0, se_pct=0.0)
         return out
-    onset, last = sleep_epochs[0], sleep_epochs[-1]
+    # Onset and REM by the shared minimum bouts, so one stray epoch cannot move them.
+    scored = _scored_run(st, a, b)
+    onset, last = a + sleep_onset(scored, WAKE), sleep_epochs[-1]
     tst = len(sleep_epochs) * EPOCH_MIN
     waso = sum(1 for e, s in st.items() if onset <= e <= last and s == WAKE) * EPOCH_MIN
     out.update(tst_min=tst, se_pct=100.0 * tst / tib, sol_min=(onset - a) * EPOCH_MIN,
@@ -203,9 +206,15 @@ def sleep_metrics(st: dict[int, int], span, source) -> dict:
             counts[st[e]] += 1
         out["stage_pct"] = {STAGE_NAMES[i]: 100.0 * counts[i] / len(sleep_epochs)
                             for i in (LIGHT, DEEP, REM)}
-        rem = [e for e in sleep_epochs if st[e] == REM]
-        out["rem_latency_min"] = (rem[0] - onset) * EPOCH_MIN if rem else None
+        rem = first_rem(scored, onset - a, REM)
+        out["rem_latency_min"] = (rem + a - onset) * EPOCH_MIN if rem is not None else None
     return out
+
+
+def _scored_run(st: dict[int, int], a: int, b: int) -> list[int | None]:
+    """The stages of epochs a..b-1 in order, None where an epoch has no stage (it breaks a
+    bout and is not sleep)."""
+    return [st.get(e) for e in range(a, b)]
 
 
 def _sleep_span(sleep: dict, nd: NightData) -> tuple[int, int, str]:
