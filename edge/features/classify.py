@@ -231,7 +231,8 @@ class Classifiers:
         if not streams["audio"][SNORE_FEATURES[0]].size:
             return np.zeros(0, dtype=np.uint8)
         p = self.snore(snore_inputs(streams, m))[0][:, 0]
-        return (p >= m["threshold"]).astype(np.uint8)
+        heard = ~np.all([np.isnan(streams["audio"][f]) for f in SNORE_FEATURES], axis=0)
+        return ((p >= m["threshold"]) & heard).astype(np.uint8)  # no audio: no snoring call
 
     def run(self, streams: dict[str, dict[str, np.ndarray]], glucose: np.ndarray) -> NightOutputs:
         stage, conf, _ = self.stages(streams)

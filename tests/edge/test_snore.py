@@ -150,3 +150,8 @@ def test_extractor__epochs_stay_on_the_grid_at_44_1_khz():
     done = ex.feed(np.zeros(10 + 44_100 * 30, dtype=np.int16))
     assert [e for e, _ in done] == [100, 101]
     assert EPOCH_SAMPLES == SAMPLE_RATE * 30
+
+
+def test_snore__no_audio_or_digital_silence_is_no_snoring(clf):
+    assert clf.snoring(streams_of(np.full((3, len(SNORE_FEATURES)), np.nan))).tolist() == [0, 0, 0]
+    assert calls(clf, rows(np.zeros(EPOCH_SAMPLES, dtype=np.int16))) == [0]

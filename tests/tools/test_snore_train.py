@@ -32,7 +32,7 @@ def test_snore_model__committed_int8_small_with_a_card():
 
 
 def test_varied_scene__deterministic_and_not_the_plain_one():
-    plan = plan_night(3, "adult#002", 8)
+    plan = plan_night(3, "adult#002", 16)  # (the airflow model needs a few minutes)
     a = np.concatenate(list(render(make_scene(plan, varied=True), 2, 2)))
     b = np.concatenate(list(render(make_scene(plan, varied=True), 2, 2)))
     plain = np.concatenate(list(render(make_scene(plan), 2, 2)))
