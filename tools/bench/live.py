@@ -8,7 +8,7 @@ installed: the figures say which). Each tenant gets one caregiver account and an
    one small protocol object each: a client lean enough to leave the CPU to the server);
 2. idle: the server's CPU (% of one core, pings included) and RSS per 1,000 connections (the
    growth from before the clients connected);
-3. entries uploaded over HTTP (API v1, paced, a few tenants at a time); each client's latency is
+3. entries uploaded over HTTP (API v1, paced: `UPLOAD_RATE` a second); each client's latency is
    from the upload's HTTP reply to its receipt of the entry (0 when it came first);
 4. `one_tenant` connections on one tenant: the same, and how many deliveries never came;
 5. a second API process on the same database: entries uploaded there reach clients of the
@@ -37,6 +37,8 @@ SECRET = "bench-live-secret-0123456789"
 JWT_SECRET = "b" * 48  # what tools/bench/api.py's _serve gives the server
 PATH = "/api/nl/v1/tenants/{tenant}/live?access_token={token}"
 T_START = 1_700_000_000_000  # entries' dates: long past, so the alert worker stays idle
+UPLOAD_RATE = 50.0  # uploads per second over all tenants (each reaches its tenant's clients)
+ONE_TENANT_RATE = 2.0  # uploads per second to the crowded tenant (a CGM sends one per 5 min)
 
 
 # -- the server side -------------------------------------------------------------------------
@@ -309,7 +311,8 @@ async def _run(port: int, second_port: int, tokens: dict[str, str], server_pid: 
     # Every tenant gets `rounds` entries, paced; each goes to its tenant's clients.
     rounds = 3
     plan = _plan(tenant_ids, rounds, 0)
-    replies = await _uploads(bench, port, plan, rate=50.0)
+    out["uploads_per_s"] = UPLOAD_RATE
+    replies = await _uploads(bench, port, plan, rate=UPLOAD_RATE)
     per_tenant = {t: spread.count(t) for t in tenant_ids}
     expected = sum(per_tenant[t] for t, _ in plan)
     await _settle(bench, expected, 30)
@@ -325,7 +328,8 @@ async def _run(port: int, second_port: int, tokens: dict[str, str], server_pid: 
     crowd = await bench.connect([hot] * one_tenant)
     bench.receipts.clear()
     plan = _plan([hot], 20, rounds)
-    replies = await _uploads(bench, port, plan, rate=4.0, lanes=1)
+    out["one_tenant_uploads_per_s"] = ONE_TENANT_RATE
+    replies = await _uploads(bench, port, plan, rate=ONE_TENANT_RATE, lanes=1)
     expected = one_tenant * len(plan)
     await _settle(bench, expected, 30)
     lat = _latencies(bench, replies)
@@ -369,7 +373,7 @@ def bench_live(connections: int = 10_000, tenants: int = 100, one_tenant: int = 
             ports = [free_port(), free_port()]
             procs = [_serve(url, port) for port in ports]
             for port, proc in zip(ports, procs, strict=True):
-                _wait_ready(f"http://127.0.0.1:{port}", proc)
+                _wait_ready(f"http://127.0.0.1:{port}", proc, timeout=120)
             try:
                 import uvloop
                 runner = uvloop.run
