@@ -39,7 +39,7 @@ class Alarms:
     """Call `evaluate(readings, now_ms, local_min, risk)` once per pass; then read `active`
     (kinds in priority order), `shown` (the kind on screen), `sounding` and `pattern`."""
 
-    def __init__(self, cfg, alarm_permille=None):
+    def __init__(self, cfg, alarm_permille=None, floor=400, carb_hold_min=0, urgent=54):
         self.urgent_low = config.mgdl(cfg, "urgent_low")
         self.low = config.mgdl(cfg, "low")
         self.high = config.mgdl(cfg, "high")
@@ -52,10 +52,14 @@ class Alarms:
         self.snooze_ms = cfg["alarms"]["snooze_min"] * _MINUTE_MS
         self.urgent_snooze_ms = cfg["alarms"]["urgent_snooze_min"] * _MINUTE_MS
         self.alarm_permille = alarm_permille
-        # the predicted-low policy; the edge may send its own (set_policy)
+        # the predicted-low policy (the weights' own); the edge may send the person's (set_policy)
         self.persist = 1  # risky predictions in a row
         self.refractory_ms = 60 * _MINUTE_MS  # no second predicted-low alarm this soon
-        self.rising = 0.5  # mg/dL/min over 15 minutes: no predicted low while rising faster
+        self.rise_hold = 0.5  # mg/dL/min over 15 minutes: no predicted low while rising faster
+        self.floor = floor  # the model's 30-minute forecast must be below this (400: off)
+        self.carb_hold_ms = carb_hold_min * _MINUTE_MS  # none this long after carbs ...
+        self.urgent = urgent  # ... unless the forecast is below this
+        self.carbs_ms = None  # when carbs were last entered (the edge's glucose message)
         self.policy_from = "model"  # "model" (the weights' threshold) or "edge"
         self._risk_t = None  # reading time of the last prediction counted
         self._risky = 0  # risky predictions in a row
@@ -70,44 +74,79 @@ class Alarms:
         self.in_quiet = False
 
     def set_policy(self, d):
-        """The edge's calibrated policy: {"permille", "persist", "refractory_min", "rising"}.
-        Values outside safe bounds are refused whole; returns True when it was taken."""
+        """The edge's calibrated policy: {"permille", "persist", "refractory_min", "rising",
+        "floor", "carb_hold_min", "urgent"} (all but "permille" optional). Values outside safe
+        bounds are refused whole; returns True when it was taken."""
         try:
             p = int(d["permille"])
             k = int(d.get("persist", self.persist))
             r = int(d.get("refractory_min", self.refractory_ms // _MINUTE_MS))
-            up = float(d.get("rising", self.rising))
+            up = float(d.get("rising", self.rise_hold))
+            fl = int(d.get("floor", self.floor))
+            hold = int(d.get("carb_hold_min", self.carb_hold_ms // _MINUTE_MS))
+            urg = int(d.get("urgent", self.urgent))
         except (KeyError, TypeError, ValueError):
             return False
         if self.alarm_permille is None or not (500 <= p <= 990 and 1 <= k <= 6
-                                               and 0 <= r <= 180 and 0 <= up <= 5):
+                                               and 0 <= r <= 180 and 0 <= up <= 5
+                                               and 70 <= fl <= 400 and 0 <= hold <= 120
+                                               and 40 <= urg <= 70):
             return False
         self.alarm_permille = p
         self.persist = k
         self.refractory_ms = r * _MINUTE_MS
-        self.rising = up
+        self.rise_hold = up
+        self.floor = fl
+        self.carb_hold_ms = hold * _MINUTE_MS
+        self.urgent = urg
         self.policy_from = "edge"
         return True
 
+    def set_carbs(self, t_ms):
+        """When carbs were last entered (Unix ms), or None."""
+        self.carbs_ms = t_ms
+
     def policy_text(self):
-        """One status line: which predicted-low policy is active."""
+        """One status line: which predicted-low policy is active, e.g. "edge 900/1000 x2 30m
+        <80 c45" (threshold, readings in a row, minutes apart, forecast floor, carb hold)."""
         if self.alarm_permille is None:
             return "trend line"
-        return "%s %d/1000 x%d %dm" % (self.policy_from, self.alarm_permille, self.persist,
-                                       self.refractory_ms // _MINUTE_MS)
+        out = "%s %d/1000 x%d %dm" % (self.policy_from, self.alarm_permille, self.persist,
+                                      self.refractory_ms // _MINUTE_MS)
+        if self.floor < 400:
+            out += " <%d" % self.floor
+        if self.carb_hold_ms:
+            out += " c%d" % (self.carb_hold_ms // _MINUTE_MS)
+        return out
 
-    def _predicted(self, good, now_ms, risk):
+    def carb_held(self, now_ms, forecast):
+        """Carbs entered within the hold (or up to 10 minutes ahead of the clock) hold the
+        predicted low off, unless the forecast is already below the urgent level."""
+        c = self.carbs_ms
+        if c is None or not self.carb_hold_ms:
+            return False
+        if not (-10 * _MINUTE_MS <= now_ms - c < self.carb_hold_ms):
+            return False
+        return forecast is None or forecast < 0 or forecast >= self.urgent
+
+    def _predicted(self, good, now_ms, risk, forecast):
         """The model's predicted low under the policy: `persist` risky predictions in a row
-        (counted once per reading, so a pass between readings keeps the count), not while
-        glucose rises, and not again within the refractory period once it has cleared."""
+        (counted once per reading, so a pass between readings keeps the count) whose forecast
+        is below the floor, not while glucose rises nor just after carbs, and not again within
+        the refractory period once it has cleared."""
         t = good[-1][0]
         if t != self._risk_t:
             self._risk_t = t
-            self._risky = self._risky + 1 if risk >= self.alarm_permille else 0
+            risky = risk >= self.alarm_permille
+            if self.floor < 400 and forecast is not None and forecast >= 0:
+                risky = risky and forecast < self.floor
+            self._risky = self._risky + 1 if risky else 0
         if self._risky < self.persist:
             return False
         rate = alerts.slope(good, now_ms, 15)
-        if rate is not None and rate > self.rising:
+        if rate is not None and rate > self.rise_hold:
+            return False
+        if self.carb_held(now_ms, forecast):
             return False
         if PREDICTED_LOW not in self.active:
             if self._predicted_at is not None and now_ms - self._predicted_at < self.refractory_ms:
@@ -134,8 +173,9 @@ class Alarms:
             return CHIRP
         return WARN
 
-    def evaluate(self, readings, now_ms, local_min, risk=-1):
-        """readings: (t_ms, sgv) oldest first, sensor error codes included."""
+    def evaluate(self, readings, now_ms, local_min, risk=-1, forecast=None):
+        """readings: (t_ms, sgv) oldest first, sensor error codes included; risk (permille)
+        and forecast (mg/dL, -1 or None: none) from the clock's model."""
         active = []
         values = self.values
         for k in list(values):
@@ -168,12 +208,12 @@ class Alarms:
                 values[LOW] = r[1]
             if not active:
                 if self.alarm_permille is not None:
-                    if self._predicted(good, now_ms, risk):
+                    if self._predicted(good, now_ms, risk, forecast):
                         active.append(PREDICTED_LOW)
                         values[PREDICTED_LOW] = risk
                 else:  # no on-device model installed: the shared straight-line rule
                     r = alerts.predicted_low(good, now_ms, self.low)
-                    if r is not None:
+                    if r is not None and not self.carb_held(now_ms, r[1]):
                         active.append(PREDICTED_LOW)
                         values[PREDICTED_LOW] = r[1]
             r = alerts.high(good, now_ms, self.high)

@@ -38,7 +38,8 @@ class Clock:
         self.tz = tzrule.Tz(cfg["tz"])
         self.model = lowrisk.LowRisk()  # the on-device predicted-low model
         self.history = [0] * lowrisk.HISTORY
-        self.alarms = alarms.Alarms(cfg, lowrisk.ALARM_PERMILLE)
+        self.alarms = alarms.Alarms(cfg, lowrisk.ALARM_PERMILLE, lowrisk.FORECAST_FLOOR_MGDL,
+                                    lowrisk.CARB_HOLD_MIN, lowrisk.URGENT_MGDL)
         self.readings = []  # (t_ms, sgv) oldest first, sensor error codes included
         self.trend = 0
         self.delta = None
@@ -97,6 +98,9 @@ class Clock:
         policy = d.get("alarm")
         if isinstance(policy, dict):
             self.alarms.set_policy(policy)  # the edge's calibrated predicted-low policy
+        carbs = d.get("carbs_t")  # when carbs were last entered: holds the predicted low
+        if carbs is None or isinstance(carbs, (int, float)):
+            self.alarms.set_carbs(None if carbs is None else int(carbs) * 1000)
         self.source = source
         self.last_message_ms = now_ms
         return True
@@ -192,7 +196,8 @@ class Clock:
         if self.model is not None:
             self.risk = self.model.predict(self._fill_history(now_ms))
         lm = self.local_min(now_ms)
-        self.alarms.evaluate(self.readings, now_ms, lm, self.risk)
+        self.alarms.evaluate(self.readings, now_ms, lm, self.risk,
+                             self.model.forecast if self.model is not None else None)
         self._sound(now_ms)
         self._update_view(now_ms, lm)
         self.render_now(now_ms)

@@ -16,6 +16,10 @@ from nightlink.device import lowrisk_weights
 
 HISTORY = const(12)  # readings, 5 minutes apart, oldest first; 0 = missing
 ALARM_PERMILLE = lowrisk_weights.ALARM_PERMILLE
+# The policy the weights were committed with; older weights have no forecast head (floor off).
+FORECAST_FLOOR_MGDL = getattr(lowrisk_weights, "FORECAST_FLOOR_MGDL", 400)
+CARB_HOLD_MIN = getattr(lowrisk_weights, "CARB_HOLD_MIN", 0)
+URGENT_MGDL = getattr(lowrisk_weights, "URGENT_MGDL", 54)
 _MASK = const(0x7FFF)
 _MAX_MGDL = const(400)
 
@@ -53,28 +57,64 @@ def _requant(acc, m0, m1, m2, shift):
     return x
 
 
+def _layer(n_in, n_out, in_zp, out_zp, relu, w, b, m, sh):
+    if len(w) != n_in * n_out:
+        raise ValueError("lowrisk_weights: layer shapes do not chain")
+    mult = struct.unpack("<%dI" % n_out, m)
+    return (
+        n_in, n_out, in_zp, out_zp, relu,
+        array("b", [v - 256 if v > 127 else v for v in w]),
+        array("i", struct.unpack("<%di" % n_out, b)),
+        array("H", [v & _MASK for v in mult]),
+        array("H", [(v >> 15) & _MASK for v in mult]),
+        array("H", [v >> 30 for v in mult]),
+        array("b", [v - 256 if v > 127 else v for v in sh]),
+        bytearray(n_out),
+    )
+
+
+def _run(layer, x):
+    n_in, n_out, in_zp, out_zp, relu, w, b, m0, m1, m2, sh, out = layer
+    lo = out_zp if relu else -128
+    k = 0
+    for o in range(n_out):
+        acc = b[o]
+        for i in range(n_in):
+            v = x[i]
+            if v > 127:
+                v -= 256
+            acc += (v - in_zp) * w[k]
+            k += 1
+        v = _requant(acc, m0[o], m1[o], m2[o], sh[o]) + out_zp
+        if v < lo:
+            v = lo
+        elif v > 127:
+            v = 127
+        out[o] = v & 0xFF
+    return out
+
+
 class LowRisk:
-    """Allocate once with `LowRisk()`; `predict(history)` then allocates nothing."""
+    """Allocate once with `LowRisk()`; `predict(history)` then allocates nothing. After a
+    prediction, `forecast` is the 30-minute forecast in whole mg/dL (-1 without the head)."""
 
     def __init__(self):
         self.layers = []
         width = HISTORY
-        for n_in, n_out, in_zp, out_zp, relu, w, b, m, sh in lowrisk_weights.LAYERS:
-            if n_in != width or len(w) != n_in * n_out:
+        for spec in lowrisk_weights.LAYERS:
+            if spec[0] != width:
                 raise ValueError("lowrisk_weights: layer shapes do not chain")
-            fmt = "<%di" % n_out
-            mult = struct.unpack("<%dI" % n_out, m)
-            self.layers.append((
-                n_in, n_out, in_zp, out_zp, relu,
-                array("b", [v - 256 if v > 127 else v for v in w]),
-                array("i", struct.unpack(fmt, b)),
-                array("H", [v & _MASK for v in mult]),
-                array("H", [(v >> 15) & _MASK for v in mult]),
-                array("H", [v >> 30 for v in mult]),
-                array("b", [v - 256 if v > 127 else v for v in sh]),
-                bytearray(n_out),
-            ))
-            width = n_out
+            self.layers.append(_layer(*spec))
+            width = spec[1]
+        self.delta = None  # the forecast head, on the last hidden layer's output
+        delta = getattr(lowrisk_weights, "DELTA", None)
+        if delta and len(self.layers) > 1:
+            if delta[0][0] != self.layers[-2][1]:
+                raise ValueError("lowrisk_weights: the forecast head does not fit the trunk")
+            self.delta = _layer(*delta[0])
+            self.delta_zp = lowrisk_weights.DELTA_ZP
+            self.delta_q16 = lowrisk_weights.DELTA_Q16
+        self.forecast = -1
         self.x = bytearray(HISTORY)  # int8 input, stored as bytes (two's complement)
         self.filled = array("h", [0] * HISTORY)
         self.lut = lowrisk_weights.INPUT_LUT
@@ -84,6 +124,7 @@ class LowRisk:
     def predict(self, history):
         """Risk in permille (0..1000), or -1 without enough recent readings."""
         f = self.filled
+        self.forecast = -1
         present = 0
         for i in range(HISTORY - 4, HISTORY):
             if history[i] > 0:
@@ -107,24 +148,15 @@ class LowRisk:
         lut = self.lut
         for i in range(HISTORY):
             x[i] = lut[f[i]]
-        for n_in, n_out, in_zp, out_zp, relu, w, b, m0, m1, m2, sh, out in self.layers:
-            lo = out_zp if relu else -128
-            k = 0
-            for o in range(n_out):
-                acc = b[o]
-                for i in range(n_in):
-                    v = x[i]
-                    if v > 127:
-                        v -= 256
-                    acc += (v - in_zp) * w[k]
-                    k += 1
-                v = _requant(acc, m0[o], m1[o], m2[o], sh[o]) + out_zp
-                if v < lo:
-                    v = lo
-                elif v > 127:
-                    v = 127
-                out[o] = v & 0xFF
-            x = out
+        trunk = x
+        for layer in self.layers:
+            trunk = x
+            x = _run(layer, x)
         v = x[0]
         self.logit = v - 256 if v > 127 else v
+        if self.delta is not None:
+            d = _run(self.delta, trunk)[0]
+            if d > 127:
+                d -= 256
+            self.forecast = f[HISTORY - 1] + (((d - self.delta_zp) * self.delta_q16) >> 16)
         return self.permille[self.logit + 128]

@@ -119,6 +119,12 @@ class QuantModel:
     delta_scale: float
     delta_zp: int
     logit_index: int
+    delta_layer: Dense | None = None  # the forecast head on the trunk's last hidden layer
+
+    @property
+    def delta_q16(self) -> int:
+        """mg/dL per int8 step of the forecast head, x 65536: the clock's integer forecast."""
+        return int(round(self.delta_scale * DELTA_SCALE * 65536))
 
     def quantize_input(self, x_mgdl: np.ndarray) -> np.ndarray:
         """int8 model input from mg/dL (the lookup table the clock carries gives the same)."""
@@ -148,35 +154,43 @@ def describe(blob: bytes) -> QuantModel:
         chain.append(op)
         idx = int(op["inputs"][0])
     chain.reverse()
-    layers = []
-    for k, op in enumerate(chain):
-        src, w_i, b_i = (int(v) for v in op["inputs"][:3])
-        out_i = int(op["outputs"][0])
-        s_in = details[src]["quantization_parameters"]
-        s_w = details[w_i]["quantization_parameters"]
-        s_out = details[out_i]["quantization_parameters"]
-        in_scale = float(s_in["scales"][0])
-        out_scale = float(s_out["scales"][0])
-        wscales = [float(v) for v in s_w["scales"]]
-        w = it.get_tensor(w_i).astype(np.int8)
-        b = it.get_tensor(b_i).astype(np.int64)
-        if len(wscales) == 1:
-            wscales = wscales * w.shape[0]
-        mult, shift = [], []
-        for c in range(w.shape[0]):
-            real = float(np.float32(in_scale) * np.float32(wscales[c])) / out_scale
-            m, s = quantize_multiplier(real)
-            mult.append(m)
-            shift.append(s)
-        layers.append(Dense(w, b, mult, shift, int(s_in["zero_points"][0]),
-                                 int(s_out["zero_points"][0]), out_scale,
-                                 relu=k < len(chain) - 1))
+    layers = [_dense(it, details, op, relu=k < len(chain) - 1) for k, op in enumerate(chain)]
     iq = inp["quantization_parameters"]
     lq = logit_o["quantization_parameters"]
     dq = delta_o["quantization_parameters"]
+    delta_op = produced.get(int(delta_o["index"]))
+    trunk_out = int(chain[-2]["outputs"][0]) if len(chain) > 1 else -1
+    delta_layer = None
+    if delta_op is not None and int(delta_op["inputs"][0]) == trunk_out:
+        delta_layer = _dense(it, details, delta_op, relu=False)
     return QuantModel(blob, float(iq["scales"][0]), int(iq["zero_points"][0]), layers,
                       float(lq["scales"][0]), int(lq["zero_points"][0]),
-                      float(dq["scales"][0]), int(dq["zero_points"][0]), int(logit_o["index"]))
+                      float(dq["scales"][0]), int(dq["zero_points"][0]), int(logit_o["index"]),
+                      delta_layer)
+
+
+def _dense(it, details: dict, op: dict, relu: bool) -> Dense:
+    """One FULLY_CONNECTED op of the .tflite file as integer weights and requantization."""
+    src, w_i, b_i = (int(v) for v in op["inputs"][:3])
+    out_i = int(op["outputs"][0])
+    s_in = details[src]["quantization_parameters"]
+    s_w = details[w_i]["quantization_parameters"]
+    s_out = details[out_i]["quantization_parameters"]
+    in_scale = float(s_in["scales"][0])
+    out_scale = float(s_out["scales"][0])
+    wscales = [float(v) for v in s_w["scales"]]
+    w = it.get_tensor(w_i).astype(np.int8)
+    b = it.get_tensor(b_i).astype(np.int64)
+    if len(wscales) == 1:
+        wscales = wscales * w.shape[0]
+    mult, shift = [], []
+    for c in range(w.shape[0]):
+        real = float(np.float32(in_scale) * np.float32(wscales[c])) / out_scale
+        m, s = quantize_multiplier(real)
+        mult.append(m)
+        shift.append(s)
+    return Dense(w, b, mult, shift, int(s_in["zero_points"][0]), int(s_out["zero_points"][0]),
+                 out_scale, relu)
 
 
 class LiteRtGlucose:
@@ -254,10 +268,19 @@ class GlucoseRisk:
 # -- the alarm policy ------------------------------------------------------------------------
 #
 # The risk alone sounds too often at night: real CGM dips toward 70 and comes back. The policy
-# asks for more than one risky prediction, a forecast that actually reaches low, and no rise
-# under way; after an alarm it waits before sounding again. The threshold itself follows the
+# asks for a risky prediction whose forecast actually heads low, no rise under way and no carbs
+# just eaten; after an alarm it waits before sounding again. The threshold itself follows the
 # person: each morning the edge picks the most sensitive threshold that would have kept their
 # recent nights within the false alarms a week they accept, never outside safe bounds.
+#
+# Carbs: glucose falling toward 70 right after a snack or a treated low is about to turn (fast
+# carbohydrate raises glucose within about 15 minutes and most of its effect is in by 45), so a
+# predicted low is held off for CARB_HOLD_MIN after a treatment with carbs, unless the forecast
+# is already below the level-2 line (54 mg/dL). A glucose already < 70 is the clock's low
+# alarm, not a prediction, and is never held.
+
+CARB_HOLD_MIN = 45
+URGENT_MGDL = 54.0
 
 
 @dataclass
@@ -265,18 +288,21 @@ class AlarmPolicy:
     alarm_permille: int  # risk at or above which a prediction counts (the calibrated value)
     persist: int = 1  # risky predictions in a row before it sounds
     refractory_min: int = 60  # no second alarm this soon after one
-    forecast_floor_mgdl: float = 400.0  # the 30-minute forecast must be below this (400: off,
-    #   as the clock runs the risk head only)
+    forecast_floor_mgdl: float = 400.0  # the 30-minute forecast must be below this (400: off)
     rising_mgdl_per_min: float = 0.5  # suppressed while the last 15 minutes rise faster
     budget_per_week: float = 1.4  # false alarms a week the person accepts (0.2 a night)
     lowest_permille: int = 800  # calibration never goes more sensitive than this
     highest_permille: int = 925  # nor less sensitive than this (safety)
+    carb_hold_min: int = CARB_HOLD_MIN  # no predicted low this long after carbs were entered
+    urgent_mgdl: float = URGENT_MGDL  # ... unless the forecast is below this
 
     def describe(self) -> str:
         floor = (f"forecast < {self.forecast_floor_mgdl:g} mg/dL, "
                  if self.forecast_floor_mgdl < 400 else "")
+        carbs = (f"held {self.carb_hold_min} min after carbs unless forecast < "
+                 f"{self.urgent_mgdl:g}, " if self.carb_hold_min > 0 else "")
         return (f"risk >= {self.alarm_permille} permille for {self.persist} readings, {floor}"
-                f"not while rising > {self.rising_mgdl_per_min:g} mg/dL/min, "
+                f"not while rising > {self.rising_mgdl_per_min:g} mg/dL/min, {carbs}"
                 f"{self.refractory_min} min apart; budget {self.budget_per_week:g} false alarms a week")
 
 
@@ -302,12 +328,37 @@ def slope_mgdl_per_min(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def carb_hold(slots: np.ndarray, carb_slots, glucose: np.ndarray, forecast: np.ndarray,
+              policy: AlarmPolicy, slot_min: int = SLOT_MIN) -> np.ndarray:
+    """Per prediction: held off by carbs entered up to `carb_hold_min` before it (a treatment
+    at most one slot after the reading counts too: it was entered while the reading was
+    newest), unless glucose is already < 70 or the forecast is below the urgent level."""
+    slots = np.asarray(slots, dtype=np.int64)
+    held = np.zeros(slots.size, dtype=bool)
+    carb_slots = np.asarray(carb_slots if carb_slots is not None else [], dtype=np.int64)
+    if policy.carb_hold_min <= 0 or not carb_slots.size or not slots.size:
+        return held
+    carb_slots = np.sort(carb_slots)
+    hold = -(-policy.carb_hold_min // slot_min)
+    # the newest carbs at or before the slot after each prediction
+    k = np.searchsorted(carb_slots, slots + 1, side="right") - 1
+    since = np.where(k >= 0, slots - carb_slots[np.maximum(k, 0)], 10**9)
+    held = (k >= 0) & (since >= -1) & (since < hold)
+    urgent = (np.asarray(glucose) < LOW_MGDL) | (np.asarray(forecast) < policy.urgent_mgdl)
+    return held & ~urgent
+
+
 def policy_alarms(slots: np.ndarray, permille: np.ndarray, forecast: np.ndarray,
-                  slope: np.ndarray, policy: AlarmPolicy, slot_min: int = 5) -> list[int]:
+                  slope: np.ndarray, policy: AlarmPolicy, slot_min: int = 5, *,
+                  carbs=None, glucose: np.ndarray | None = None) -> list[int]:
     """Slots where the predicted-low alarm sounds, from the predictions made at `slots`
-    (ascending; risk, forecast and glucose slope at each)."""
+    (ascending; risk, forecast and glucose slope at each); `carbs`, the slots of treatments
+    with carbs, and `glucose` now at each prediction hold it off after carbs (carb_hold)."""
     active = ((permille >= policy.alarm_permille) & (forecast < policy.forecast_floor_mgdl)
               & (slope <= policy.rising_mgdl_per_min))
+    if carbs is not None and len(carbs):
+        now = np.full(len(slots), 1e9) if glucose is None else glucose
+        active &= ~carb_hold(slots, carbs, now, forecast, policy, slot_min)
     held = active.copy()
     for k in range(1, policy.persist):
         held[k:] &= active[:-k]
@@ -413,9 +464,11 @@ RECENT_NIGHTS = 14
 
 
 def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarray,
-                      sgv: np.ndarray, utc_offset_min: int = 0) -> AlarmPolicy:
+                      sgv: np.ndarray, utc_offset_min: int = 0,
+                      carbs_s: np.ndarray | None = None) -> AlarmPolicy:
     """The policy with the threshold calibrated on the person's last RECENT_NIGHTS nights
-    (22:00-07:00 local, >= 70 % covered) of the readings given (Unix s, mg/dL)."""
+    (22:00-07:00 local, >= 70 % covered) of the readings given (Unix s, mg/dL); alarms that
+    carbs (`carbs_s`, Unix s of treatments with carbs) held off are not counted."""
     t_min = np.asarray(t_s, dtype=np.int64) // 60 + utc_offset_min
     order = np.argsort(t_min, kind="stable")
     t_min, g = t_min[order], np.asarray(sgv, dtype=np.float32)[order]
@@ -436,11 +489,16 @@ def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarr
     slots = slots[ok]
     _lq, permille, forecast = runtime.predict(rows)
     slope = slope_mgdl_per_min(x)[slots]
+    carbs = None
+    if carbs_s is not None and len(carbs_s):
+        carb_min = np.asarray(carbs_s, dtype=np.int64) // 60 + utc_offset_min - t_min[0]
+        carbs = np.floor_divide(carb_min, SLOT_MIN)
     events = low_events(held)
     false = {int(n): np.zeros(CANDIDATES.size) for n in ids}
     for k, c in enumerate(CANDIDATES):
         cand = AlarmPolicy(**{**policy.__dict__, "alarm_permille": int(c)})
-        for a in policy_alarms(slots, permille, forecast, slope, cand):
+        for a in policy_alarms(slots, permille, forecast, slope, cand, carbs=carbs,
+                               glucose=x[slots]):
             if int(night[a]) in false and is_false_alarm(a, events):
                 false[int(night[a])][k] += 1
     thr = calibrate_threshold(false, policy, CANDIDATES)
@@ -451,4 +509,6 @@ def clock_policy(policy: AlarmPolicy) -> dict:
     """What the clock takes in its glucose message (device/alarms.py set_policy)."""
     return {"permille": int(policy.alarm_permille), "persist": int(policy.persist),
             "refractory_min": int(policy.refractory_min),
-            "rising": float(policy.rising_mgdl_per_min)}
+            "rising": float(policy.rising_mgdl_per_min),
+            "floor": int(round(min(policy.forecast_floor_mgdl, 400))),
+            "carb_hold_min": int(policy.carb_hold_min), "urgent": int(round(policy.urgent_mgdl))}

@@ -4,7 +4,9 @@ that wakes or reconnects gets both at once, with the internet down or not.
 
 glucose: {"t": Unix s, "sgv": mg/dL or error code < 39, "trend": Nightscout trend number,
           "delta": mg/dL over 5 min or null, "recent": [[t, sgv], ...] the hour before,
-          "alarm": {"permille", "persist", "refractory_min", "rising"} when calibrated}
+          "alarm": {"permille", "persist", "refractory_min", "rising", "floor",
+                    "carb_hold_min", "urgent"} when calibrated,
+          "carbs_t": Unix s of the newest treatment with carbs in the last 2 hours, if any}
 night:   {"night": "YYYY-MM-DD", "sleep_min", "efficiency_pct" (null until sleep staging
           gives them), "lows": level-1 events, "low_min", "tir_pct",
           "curve": [mg/dL every 10 min over the night, 0 = missing]}
@@ -23,6 +25,7 @@ from nightlink.shared import topics, units
 _LOGGER = logging.getLogger(__name__)
 
 RECENT_S = 3600  # the hour of readings the clock's predicted-low model needs
+CARBS_S = 2 * 3600  # carbs this recent reach the clocks (they hold the predicted low off)
 CURVE_STEP_S = 600
 EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs/clinical.md)
 GAP_S = 45 * 60  # a longer gap between readings ends a run: no event spans it
@@ -32,9 +35,27 @@ def _sgv(g: Glucose) -> int:
     return int(g.sgv) if g.sgv is not None else int(g.error_code or 0)
 
 
-def glucose_message(readings: list[Glucose], alarm: dict | None = None) -> dict | None:
+def latest_carbs(store: EdgeStore, now_s: float, within_s: float = CARBS_S) -> int | None:
+    """Unix s of the newest Nightscout treatment with carbs > 0 in the `within_s` before now
+    (or up to 10 minutes after: a treatment entered ahead of the reading), None without one."""
+    rows = store.docs.latest("treatments", count=50, lo=int((now_s - within_s) * 1000),
+                             hi=int((now_s + 600) * 1000))
+    times = [r.date_ms for r in rows if _carbs(r.doc) > 0]
+    return max(times) // 1000 if times else None
+
+
+def _carbs(doc: dict) -> float:
+    try:
+        return float(doc.get("carbs") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def glucose_message(readings: list[Glucose], alarm: dict | None = None,
+                    carbs_t: int | None = None) -> dict | None:
     """The clock's glucose message from readings oldest first (None when there are none);
-    `alarm`, the person's calibrated predicted-low policy, rides along when known."""
+    `alarm`, the person's calibrated predicted-low policy, and `carbs_t`, when carbs were last
+    entered, ride along when known."""
     if not readings:
         return None
     last = readings[-1]
@@ -52,6 +73,8 @@ def glucose_message(readings: list[Glucose], alarm: dict | None = None) -> dict 
            "recent": recent[-12:]}
     if alarm is not None:
         msg["alarm"] = alarm
+    if carbs_t is not None:
+        msg["carbs_t"] = int(carbs_t)
     return msg
 
 
@@ -140,6 +163,7 @@ class ClockFeed:
         self.glucose_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_GLUCOSE)
         self.night_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_NIGHT)
         self.last_t = None
+        self.last_carbs = None
         self.last_night = None
         self.sent = 0
         self.alarm = None  # the predicted-low policy for the clocks (glucose_risk.clock_policy)
@@ -148,11 +172,12 @@ class ClockFeed:
         """Publish a newer reading and a newer night summary, if any; returns messages sent."""
         n = 0
         readings = readings_from_store(store, int((now_s - RECENT_S - 600) * 1000))
-        msg = glucose_message(readings, self.alarm)
-        if msg is not None and msg["t"] != self.last_t:
+        carbs = latest_carbs(store, now_s)
+        msg = glucose_message(readings, self.alarm, carbs)
+        if msg is not None and (msg["t"], carbs) != (self.last_t, self.last_carbs):
             self.publish(self.glucose_topic, json.dumps(msg, separators=(",", ":")), retain=True,
                          qos=1)
-            self.last_t = msg["t"]
+            self.last_t, self.last_carbs = msg["t"], carbs
             n += 1
         latest = latest_night(store)
         if latest is not None and latest[0] != self.last_night:
@@ -190,6 +215,10 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None) -> dict | 
     if not readings:
         return None
     offset = time.localtime(now_s).tm_gmtoff // 60
+    carbs = [r.date_ms / 1000 for r in store.docs.latest(
+        "treatments", count=10000, lo=int((now_s - 16 * 86400) * 1000), hi=int(now_s * 1000))
+        if _carbs(r.doc) > 0]
     policy = calibrated_policy(LiteRtGlucose(blob), policy_from_meta(meta),
-                               [g.t for g in readings], [g.sgv for g in readings], offset)
+                               [g.t for g in readings], [g.sgv for g in readings], offset,
+                               carbs_s=carbs)
     return clock_policy(policy)

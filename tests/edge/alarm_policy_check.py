@@ -26,11 +26,13 @@ out["history"] = list(clock.history)
 # The edge's calibrated policy arrives with the glucose; unsafe values are refused whole.
 out["policy_before"] = clock.alarms.policy_text()
 good = {"t": T0 + 6000, "sgv": 150, "alarm": {"permille": 900, "persist": 2,
-                                              "refractory_min": 30, "rising": 0.5}}
+                                              "refractory_min": 30, "rising": 0.5,
+                                              "floor": 85, "carb_hold_min": 30, "urgent": 54}}
 clock.on_message(b"nl/v1/t/e/clock/glucose", json.dumps(good).encode(), T0 * 1000 + 6000000)
 out["policy_after"] = clock.alarms.policy_text()
 out["refused"] = clock.alarms.set_policy({"permille": 100})
 out["policy_kept"] = clock.alarms.policy_text()
+out["bad_floor_refused"] = clock.alarms.set_policy({"permille": 900, "floor": 20})
 
 # Persistence and refractory on the alarm logic itself: readings every 5 minutes at 120
 # mg/dL (steady), the risk given per reading.
@@ -54,4 +56,49 @@ for k in range(6):
     rising.append((t, 100 + 10 * k))
     b.evaluate(rising, t + MIN, 0, 950)
 out["while_rising"] = alarms.PREDICTED_LOW in b.active
+
+
+def steady(a, risk_forecast, start_min=0):
+    """Readings at 120 mg/dL every 5 minutes; whether the predicted low is on after each."""
+    readings = []
+    fired = []
+    for k, (risk, fc) in enumerate(risk_forecast):
+        t = (T0 + start_min * 60 + k * 300) * 1000
+        readings.append((t, 120))
+        a.evaluate(readings, t + MIN, 0, risk, fc)
+        fired.append(alarms.PREDICTED_LOW in a.active)
+    return fired
+
+
+# The forecast floor (85): risky predictions count only when the forecast is below it.
+out["floor"] = [steady(alarms.Alarms(cfg, 800, 85, 0, 54), [(900, fc)])[-1]
+                for fc in (90, 84, -1)]  # -1: no forecast head, the floor cannot apply
+
+# Carbs entered at T0 hold the predicted low for 30 minutes (readings from T0 + 15 min, each
+# looked at a minute later: the fourth 31 minutes after the carbs), unless the forecast is
+# below 54.
+d = alarms.Alarms(cfg, 800, 400, 30, 54)
+d.set_carbs(T0 * 1000)
+out["carbs"] = steady(d, [(900, 80)] * 4, 15)
+e = alarms.Alarms(cfg, 800, 400, 30, 54)
+e.set_carbs(T0 * 1000)
+out["carbs_urgent"] = steady(e, [(900, 50)], 15)[-1]
+
+# No model on the clock: the straight-line rule, held after carbs too. Falling 1.6 mg/dL a
+# minute from 104 (the line reaches 56 in 20 minutes: low, not urgent); carbs entered 60
+# minutes before the second run (the hold is over by then).
+trend = []
+for carbs_min in (0, -60):
+    f = alarms.Alarms(cfg, None, 400, 30, 54)
+    f.set_carbs((T0 + carbs_min * 60) * 1000)
+    readings = [((T0 + k * 300) * 1000, 104 - 8 * k) for k in range(3)]
+    f.evaluate(readings, readings[-1][0] + MIN, 0)
+    trend.append(alarms.PREDICTED_LOW in f.active)
+out["trend_after_carbs"] = trend
+
+# Glucose rising 1 mg/dL a minute: under the rising-fast alarm's own 3 mg/dL/min threshold.
+g = alarms.Alarms(cfg, 800)
+up = [((T0 + k * 300) * 1000, 100 + 5 * k) for k in range(5)]
+g.evaluate(up, up[-1][0] + MIN, 0, 0)
+out["rising_fast_at_1"] = alarms.RISING_FAST in g.active
 print(json.dumps(out))

@@ -1,5 +1,7 @@
 """The edge's predicted-low alarm policy: persistence, refractory period, forecast floor,
-no alarm while rising, and the per-person threshold calibrated to a false-alarm budget."""
+no alarm while rising nor just after carbs, and the per-person threshold calibrated to a
+false-alarm budget; the clock's copy of it, and the carbs that reach the clock from the edge
+store's Nightscout treatments."""
 
 import json
 from dataclasses import replace
@@ -13,6 +15,8 @@ from nightlink.edge.features.glucose_risk import (
     GlucoseRisk,
     bridge_gaps,
     calibrate_threshold,
+    carb_hold,
+    clock_policy,
     policy_alarms,
     policy_from_meta,
     slope_mgdl_per_min,
@@ -48,6 +52,25 @@ def test_forecast_floor_and_rising_glucose_hold_the_alarm():
     risk = [900] * 4
     assert _alarms(risk, forecast=[120, 110, 99, 80]) == [2]
     assert _alarms(risk, slope=[2.0, 1.0, 0.4, -1.0]) == [2]
+
+
+def test_carbs_hold_the_alarm_unless_glucose_is_low_or_the_forecast_urgent():
+    risk = [900] * 20
+    hold = replace(POLICY, carb_hold_min=45, refractory_min=5)
+    # carbs at slot 2: slots 1 (entered while slot 1 was newest) to 10 held, 11 sounds
+    assert _alarms(risk, policy=hold)[:3] == [0, 1, 2]
+    got = policy_alarms(np.arange(20), np.array(risk), np.full(20, 80.0), np.zeros(20), hold,
+                        carbs=[2], glucose=np.full(20, 100.0))
+    assert got[:2] == [0, 11]
+    # glucose already < 70, or a forecast below the urgent level: never held
+    low_now = np.where(np.arange(20) == 5, 65.0, 100.0)
+    urgent = np.where(np.arange(20) == 7, 50.0, 80.0)
+    mask = carb_hold(np.arange(20), [2], low_now, urgent, hold)
+    assert mask.tolist() == ([False] + [True] * 4 + [False] + [True] + [False] + [True] * 3
+                             + [False] * 9)
+    # a zero hold switches it off
+    assert not carb_hold(np.arange(20), [2], np.full(20, 100.0), np.full(20, 80.0),
+                         replace(hold, carb_hold_min=0)).any()
 
 
 def test_slope_of_the_last_15_minutes():
@@ -115,12 +138,23 @@ def _check_clock(got):
     assert all(r >= 0 for r in risks[62:]), risks
     assert all(v > 0 for v in got["history"][2:])  # bridged on the 5-minute grid after 45 min
     assert got["policy_before"].startswith("model ")
-    assert got["policy_after"] == "edge 900/1000 x2 30m"
-    assert got["refused"] is False and got["policy_kept"] == "edge 900/1000 x2 30m"
+    assert got["policy_after"] == "edge 900/1000 x2 30m <85 c30"
+    assert got["refused"] is False and got["policy_kept"] == "edge 900/1000 x2 30m <85 c30"
+    assert got["bad_floor_refused"] is False
     # two risky readings in a row; after it clears, not again for 30 minutes
     assert got["fired"] == [False, False, False, True, True, False, False, False,
                             False, False, False, False, False, True]
     assert got["while_rising"] is False
+    # the forecast floor: a risky prediction whose forecast stays at or above it does not
+    # count; without a forecast (weights with no forecast head) the risk alone decides
+    assert got["floor"] == [False, True, True]
+    # carbs entered at minute 0 hold it for 30 minutes, unless the forecast is urgent
+    assert got["carbs"] == [False, False, False, True]
+    assert got["carbs_urgent"] is True
+    # the trend-line rule (no model on the clock) is held after carbs too
+    assert got["trend_after_carbs"] == [False, True]
+    # the rising-fast alarm keeps its own threshold (3 mg/dL/min), not the policy's 0.5
+    assert got["rising_fast_at_1"] is False
 
 
 def test_clock_policy__cpython():
@@ -185,7 +219,8 @@ def test_clock_feed_sends_the_calibrated_policy(store):
     store.add_entries(glucose_to_entry(Glucose(float(t), int(g)), "test")
                       for t, g in zip(t_s, sgv, strict=True))
     policy = predicted_low_policy(store, float(t_s[-1]) + 60)
-    assert set(policy) == {"permille", "persist", "refractory_min", "rising"}
+    assert set(policy) == {"permille", "persist", "refractory_min", "rising", "floor",
+                           "carb_hold_min", "urgent"}
     assert policy["permille"] == 925  # 1.4 false alarms a week allowed, 7 a week happen
     sent = []
     feed = ClockFeed(lambda topic, payload, **kw: sent.append(json.loads(payload)), "t", "e")
@@ -193,3 +228,56 @@ def test_clock_feed_sends_the_calibrated_policy(store):
     feed.update(store, float(t_s[-1]) + 60)
     assert sent[0]["alarm"] == policy and sent[0]["sgv"] == int(sgv[-1])
     assert predicted_low_policy(store, float(t_s[-1]), models=Path("/nonexistent")) is None
+
+
+def _add_carbs(store, t_s: float, grams: float, event: str = "Carb Correction") -> None:
+    """A treatment as the local Nightscout site stores one (the core's rules)."""
+    from nightlink.nightscout import documents
+
+    doc = {"eventType": event, "created_at": int(t_s * 1000), "carbs": grams,
+           "enteredBy": "test"}
+    store.docs.put([documents.normalize("treatments", doc, int(t_s * 1000))], mode="replace")
+
+
+def test_clock_feed_sends_when_carbs_were_entered(store):
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import ClockFeed, latest_carbs
+
+    t0 = 1_768_510_800.0
+    store.add_entries(glucose_to_entry(Glucose(t0 + 300 * k, 120 - k), "test") for k in range(13))
+    now = t0 + 3600 + 60
+    sent = []
+    feed = ClockFeed(lambda topic, payload, **kw: sent.append(json.loads(payload)), "t", "e")
+    feed.update(store, now)
+    assert "carbs_t" not in sent[-1]
+    _add_carbs(store, now - 3 * 3600, 30)  # too long ago to hold anything
+    _add_carbs(store, now - 600, 0, "Note")  # no carbs
+    assert latest_carbs(store, now) is None
+    assert feed.update(store, now) == 0  # nothing new for the clock
+    _add_carbs(store, now - 120, 15)
+    assert feed.update(store, now) == 1  # the same reading again, now with the carbs
+    assert sent[-1]["carbs_t"] == int(now - 120) and sent[-1]["t"] == int(t0 + 3600)
+    assert feed.update(store, now) == 0
+
+
+def test_edge_calibration__carbs_that_hold_the_alarms_are_not_false_alarms(store):
+    """The nightly fall of _sixteen_days with carbs entered 30 minutes before its bottom: the
+    clock holds those alarms, so the calibration does not count them and may go sensitive."""
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import predicted_low_policy
+
+    t_s, sgv = _sixteen_days()
+    store.add_entries(glucose_to_entry(Glucose(float(t), int(g)), "test")
+                      for t, g in zip(t_s, sgv, strict=True))
+    now = float(t_s[-1]) + 60
+    meta = json.loads((MODELS / "glucose_risk.json").read_text())
+    bounds = policy_from_meta(meta)
+    assert predicted_low_policy(store, now)["permille"] == bounds.highest_permille
+    for d in range(16):
+        _add_carbs(store, t_s[0] + d * 86400 + 15 * 3600 - 30 * 60, 20)
+    policy = predicted_low_policy(store, now)
+    assert policy["permille"] < bounds.highest_permille
+    assert policy["carb_hold_min"] == bounds.carb_hold_min
+    assert clock_policy(bounds)["floor"] == round(min(bounds.forecast_floor_mgdl, 400))

@@ -3,7 +3,9 @@ consensus low labels, the threshold and trend baselines, near misses, and
 `nightlink eval glucose --data DIR --json` on the committed model."""
 
 import json
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +120,38 @@ def test_nights_and_days_are_counted_apart(tmp_path):
     # dips at about 02:00 on the first and third nights
     night_events = [e for e in nights.events if nights.period[e[0]] >= 0]
     assert len(night_events) == 2
+
+
+def test_carbs_column__read_and_holds_the_model_alarms(tmp_path):
+    """A CSV with a carbs column: treatments > 0 land on the grid, and the evaluation holds the
+    model's alarms after them as the clock does (BrisT1D-Open has no such column)."""
+    from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
+
+    times, values = person_trace(days=3, seed=2)
+    lines = ["timestamp,glucose_value_mg_dl,carbs_g"]
+    carbs_at = set()
+    for d in (0, 2):  # carbs an hour into each dip's fall (about 01:00 + jitter)
+        carbs_at.add(d * 288 + 13 * 12)
+    for k, (t, v) in enumerate(zip(times, values, strict=True)):
+        lines.append(f"{t:%Y-%m-%d %H:%M:%S},{v:.1f},{20 if k in carbs_at else ''}")
+    lines.append(f"{times[5]:%Y-%m-%d %H:%M:%S},,0")  # a row without glucose nor carbs
+    path = tmp_path / "C.csv"
+    path.write_text("\n".join(lines) + "\n")
+    p = cgm_real.load_person(path)
+    assert sorted(p.carbs.tolist()) == sorted(carbs_at)
+    assert cgm_real.load_person(write_person(tmp_path, "N", times, values)).carbs.size == 0
+    rt = LiteRtGlucose((Path(__file__).resolve().parents[2] / "edge" / "models"
+                        / "glucose_risk.tflite").read_bytes())
+    pred = glucose_real.predict(rt, p)
+    sensitive = AlarmPolicy(300, refractory_min=5, carb_hold_min=0)
+    free = glucose_real._alarms(p, pred, sensitive)
+    held = glucose_real._alarms(p, pred, replace(sensitive, carb_hold_min=45))
+    after = [a for a in free if any(0 <= a - c < 9 for c in carbs_at)]
+    assert after, "the model should warn on the falls"
+    assert set(held) < set(free)
+    # none sounds within the 45 minutes after carbs unless glucose is low or the forecast urgent
+    assert not [a for a in held if any(0 <= a - c < 9 for c in carbs_at) and p.x[a] >= 70
+                and pred.forecast[np.searchsorted(pred.slots, a)] >= 54]
 
 
 # -- the command -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ The shared BrisT1D-Open folder has this layout (see edge/models/glucose_risk.md 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class Person:
     x: np.ndarray  # float32 model input per slot: readings, interpolated over short gaps, 0 else
     observed: np.ndarray  # bool: a reading arrived in this slot (predictions only here)
     held: np.ndarray  # float32 glucose per slot for labels: each reading held, NaN in gaps
+    carbs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # slots of carb treatments (a `carbs` column > 0), empty when the CSV has none
 
     @property
     def minute_of_day(self) -> np.ndarray:
@@ -79,17 +81,41 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t[last], g[last].astype(np.float32)
 
 
-def to_grid(name: str, t: np.ndarray, g: np.ndarray) -> Person | None:
-    """Put readings on the 5-minute grid (the edge's own rule, cgm_grid); None without any."""
+def read_carbs(path: Path) -> np.ndarray:
+    """Minutes since 1970 of the rows whose carbs column (a header starting with "carb", e.g.
+    `carbs_g`) is > 0; empty when the CSV has no such column (BrisT1D-Open has none)."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            header = [h.strip().lower() for h in fh.readline().split(",")]
+    except OSError as exc:
+        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
+    if col is None:
+        return np.zeros(0, dtype=np.int64)
+    raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2, usecols=(0, col))
+    if raw.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    amount = np.array([float(v) if v.strip() else 0.0 for v in raw[:, 1]])
+    t = np.char.strip(raw[amount > 0, 0]).astype("datetime64[m]").astype(np.int64)
+    return np.sort(t)
+
+
+def to_grid(name: str, t: np.ndarray, g: np.ndarray,
+            carbs_min: np.ndarray | None = None) -> Person | None:
+    """Put readings (and carb times, minutes) on the 5-minute grid (the edge's own rule,
+    cgm_grid); None without any reading."""
     if t.size == 0:
         return None
     interval, x, observed, held = cgm_grid(t, g)
-    return Person(name, int(t[0]), interval, x, observed, held)
+    carbs = np.zeros(0, dtype=np.int64)
+    if carbs_min is not None and len(carbs_min):
+        carbs = np.rint((np.asarray(carbs_min) - int(t[0])) / SLOT_MIN).astype(np.int64)
+    return Person(name, int(t[0]), interval, x, observed, held, carbs)
 
 
 def load_person(path: Path) -> Person | None:
     t, g = read_csv(path)
-    return to_grid(path.stem, t, g)
+    return to_grid(path.stem, t, g, read_carbs(path))
 
 
 def load_folder(root: Path, names: list[str] | None = None) -> list[Person]:

@@ -151,8 +151,11 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, si
 
 
 def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json) -> None:
-    """Leave-people-out folds (each person tested by a model that never saw them), then the
-    committed model on everyone."""
+    """Leave-people-out folds (each person tested by a model that never saw them, under a
+    forecast floor chosen on that fold's training people), then the committed model on
+    everyone with the floor chosen on everyone."""
+    from dataclasses import replace
+
     from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
     from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
 
@@ -163,16 +166,24 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     if cv:
         if cv > len(people) or cv < 2:
             raise NightlinkError(f"--cv needs between 2 and {len(people)} folds for {len(people)} people.")
-        totals, chosen = glucose_real.new_totals(), []
+        totals, chosen, floors = glucose_real.new_totals(), [], []
         for k in range(cv):
             test = people[k::cv]
             train = [p for p in people if p not in test]
             echo(f"  fold {k + 1}/{cv}: testing {', '.join(p.name for p in test)}")
             q = _fit_real(train, seed, epochs, keep_every)
-            glucose_real.score(LiteRtGlucose(q.tflite), test, policy, totals, chosen)
+            runtime = LiteRtGlucose(q.tflite)
+            floor, _ = glucose_real.choose_floor(runtime, train, policy)  # training people only
+            floors.append(floor)
+            glucose_real.score(runtime, test, replace(policy, forecast_floor_mgdl=floor), totals,
+                               chosen)
         result = glucose_real.figures(totals, policy, chosen, len(people))
+        result["policy"]["forecast_floor_mgdl"] = None
+        result["policy"]["forecast_floor_by_fold"] = floors
         result["cv_folds"] = cv
     q = _fit_real(people, seed, epochs, keep_every)
+    floor, _ = glucose_real.choose_floor(LiteRtGlucose(q.tflite), people, policy)
+    policy = replace(policy, forecast_floor_mgdl=floor)
     meta = {"alarm_permille": policy.alarm_permille, "history": glucose.HISTORY_READINGS,
             "horizon_min": 30, "seed": seed, "policy": glucose_real.policy_dict(policy),
             "train": {"real_cgm": sorted(p.name for p in people), "data": data.name,
@@ -181,7 +192,8 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
         meta["leave_people_out"] = {k: result[k] for k in glucose_real.HEADLINE if k in result}
     nightmodels.write_model(models, "glucose_risk", q.tflite, meta)
     (device_out / "lowrisk_weights.py").write_text(
-        glucose.micropython_module(q, policy.alarm_permille, "edge/models/glucose_risk.tflite"))
+        glucose.micropython_module(q, policy.alarm_permille, "edge/models/glucose_risk.tflite",
+                                   policy))
     echo(f"wrote {models / 'glucose_risk.tflite'} ({len(q.tflite)} bytes), "
          f"{device_out / 'lowrisk_weights.py'}; {policy.describe()}")
     if result:

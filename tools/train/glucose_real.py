@@ -81,6 +81,43 @@ def predict(runtime, p: Person, batch: int = 20000) -> Predictions:
                        np.clip(np.concatenate(fc), 39, 400), slope)
 
 
+def _alarms(p: Person, pred: Predictions, policy: AlarmPolicy) -> list[int]:
+    """The model's alarms under the policy, held off after the person's carbs if known."""
+    return policy_alarms(pred.slots, pred.permille, pred.forecast, pred.slope, policy,
+                         carbs=p.carbs, glucose=p.x[pred.slots])
+
+
+FLOORS = (400.0, 110.0, 100.0, 95.0, 90.0, 85.0, 80.0)
+
+
+def choose_floor(runtime, people: list[Person], policy: AlarmPolicy,
+                 floors=FLOORS) -> tuple[float, list[dict]]:
+    """The forecast floor for `policy`, chosen on `people` (the training people of a fold,
+    never its test people): the floor with the fewest false alarms a night whose recall stays
+    within 0.01 of no floor at all and whose median warning is no shorter, at the policy's own
+    threshold. Returns the floor and what each candidate gave."""
+    preds = {p.name: predict(runtime, p) for p in people}
+    rows = []
+    for floor in floors:
+        cand = replace(policy, forecast_floor_mgdl=float(floor))
+        totals, chosen = new_totals(), []
+        score(runtime, people, cand, totals, chosen, calibrate=False, preds=preds)
+        f = figures(totals, cand, chosen, len(people))
+        rows.append({"floor": float(floor), "recall": f["recall"],
+                     "false_alarms_per_night": f["false_alarms_per_night"],
+                     "median_lead_min": f["median_lead_min"]})
+    off = rows[0]
+    best = off
+    for r in rows[1:]:
+        if r["recall"] is None or off["recall"] is None:
+            continue
+        ok = (r["recall"] >= off["recall"] - 0.01
+              and (r["median_lead_min"] or 0) >= (off["median_lead_min"] or 0))
+        if ok and (r["false_alarms_per_night"] or 0) < (best["false_alarms_per_night"] or 0):
+            best = r
+    return best["floor"], rows
+
+
 def threshold_alarms(p: Person, refractory_min: int = 60) -> list[int]:
     slots = np.flatnonzero(p.observed & (p.x > 0) & (p.x < LOW_MGDL))
     return refractory(slots, refractory_min)
@@ -269,12 +306,13 @@ def new_totals() -> dict:
 
 
 def score(runtime, people: list[Person], policy: AlarmPolicy, totals: dict, chosen_all: list,
-          *, calibrate: bool = True) -> None:
-    """Add each person's tallies to `totals` (several runs, e.g. folds, can pool them)."""
+          *, calibrate: bool = True, preds: dict | None = None) -> None:
+    """Add each person's tallies to `totals` (several runs, e.g. folds, can pool them);
+    `preds`, the predictions by person's name when already made."""
     for p in people:
-        pred = predict(runtime, p)
+        pred = preds[p.name] if preds is not None else predict(runtime, p)
         nights, days = Frame.of(p, True), Frame.of(p, False)
-        fixed = policy_alarms(pred.slots, pred.permille, pred.forecast, pred.slope, policy)
+        fixed = _alarms(p, pred, policy)
         base = {"threshold": threshold_alarms(p, policy.refractory_min),
                 "trend": trend_alarms(p, policy.refractory_min)}
         for key, frame in (("night", nights), ("day", days)):
@@ -286,8 +324,7 @@ def score(runtime, people: list[Person], policy: AlarmPolicy, totals: dict, chos
         if calibrate:
             by_thr = {}
             for c in CANDIDATES:
-                al = policy_alarms(pred.slots, pred.permille, pred.forecast, pred.slope,
-                                   replace(policy, alarm_permille=int(c)))
+                al = _alarms(p, pred, replace(policy, alarm_permille=int(c)))
                 by_thr[int(c)] = nights.tallies(al)
             t_cal, chosen = calibrated_tallies(nights, by_thr, policy)
             night_fixed = totals["night"]["fixed"][-1]
@@ -338,6 +375,7 @@ def policy_dict(policy: AlarmPolicy) -> dict:
         "rising_mgdl_per_min": policy.rising_mgdl_per_min,
         "budget_per_week": policy.budget_per_week,
         "lowest_permille": policy.lowest_permille, "highest_permille": policy.highest_permille,
+        "carb_hold_min": policy.carb_hold_min, "urgent_mgdl": policy.urgent_mgdl,
     }
 
 
