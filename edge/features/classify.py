@@ -19,7 +19,7 @@ import numpy as np
 from nightlink.edge.features.audio import SNORE_FEATURES
 from nightlink.edge.features.night_summary import night_columns
 from nightlink.edge.features.reducers import to_raw
-from nightlink.shared import features
+from nightlink.shared import features, sleep_epochs
 from nightlink.shared.clinical import ahi_severity
 
 _LOGGER = logging.getLogger(__name__)
@@ -27,14 +27,7 @@ MODELS = Path(__file__).parent.parent / "models"
 STAGES = ("Wake", "Light", "Deep", "REM")
 EPOCHS_PER_HOUR = 120
 
-# Inputs of the sleep and breathing models, by stream and feature name.
-SLEEP_FEATURES = (
-    ("wearable", "hr_mean_bpm"), ("wearable", "rmssd_ms"), ("wearable", "sdnn_ms"),
-    ("wearable", "activity_count"), ("wearable", "movement"), ("wearable", "hr_max_bpm"),
-    ("audio", "loud_mean_dbfs"), ("audio", "loud_max_dbfs"), ("audio", "snore_ratio"),
-    ("audio", "breath_periodicity"), ("audio", "breath_rate_bpm"), ("audio", "transient_count"),
-    ("audio", "flatness"), ("audio", "mfcc0_std"), ("room", "light_lux"), ("room", "noise_dba"),
-)
+# Inputs of the breathing model, by stream and feature name.
 BREATH_FEATURES = (
     ("audio", "silence_max_s"), ("audio", "breath_periodicity"), ("audio", "snore_ratio"),
     ("audio", "loud_mean_dbfs"), ("audio", "loud_max_dbfs"), ("audio", "breath_rate_bpm"),
@@ -43,10 +36,7 @@ BREATH_FEATURES = (
     ("wearable", "desat3_count"), ("wearable", "desat4_count"), ("wearable", "hr_max_bpm"),
     ("wearable", "hr_mean_bpm"), ("wearable", "movement"),
 )
-SLEEP_CONTEXT = 6  # epochs either side (3 minutes)
 BREATH_CONTEXT = 2
-ROLL = (10, 30)  # rolling-mean windows (epochs) for the slow sleep context
-ROLL_FEATURES = ("activity_count", "movement", "hr_mean_bpm", "rmssd_ms")
 
 
 def columns(streams: dict[str, dict[str, np.ndarray]], wanted) -> np.ndarray:
@@ -75,21 +65,183 @@ def _window(z: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate([pad[i:i + n] for i in range(2 * k + 1)], axis=1)
 
 
-def _rolling(z: np.ndarray, w: int) -> np.ndarray:
-    c = np.cumsum(np.vstack([np.zeros((1, z.shape[1])), z]), axis=0)
-    n = z.shape[0]
-    lo = np.clip(np.arange(n) - w // 2, 0, n)
-    hi = np.clip(np.arange(n) + w // 2 + 1, 0, n)
-    return (c[hi] - c[lo]) / (hi - lo)[:, None]
+# Inputs of the sleep model, by modality. Any subset may be missing (a watch that only
+# exports motion counts, a night without the microphone, a dropout): a missing modality is
+# fed as zeros with its presence flag off, never as a typical value, and the model is trained
+# on every subset (modality dropout, tools/train/nightmodels.py).
+SLEEP_MODALITIES = (
+    ("motion", (("wearable", "activity_count"), ("wearable", "movement"))),
+    ("hr", (("wearable", "hr_mean_bpm"), ("wearable", "hr_max_bpm"))),
+    ("hrv", (("wearable", "rmssd_ms"), ("wearable", "sdnn_ms"))),
+    ("audio", (("audio", "loud_mean_dbfs"), ("audio", "loud_max_dbfs"), ("audio", "snore_ratio"),
+               ("audio", "breath_periodicity"), ("audio", "breath_rate_bpm"),
+               ("audio", "transient_count"), ("audio", "flatness"), ("audio", "mfcc0_std"))),
+    ("room", (("room", "light_lux"), ("room", "noise_dba"))),
+)
+SLEEP_FEATURES = tuple(f for _, group in SLEEP_MODALITIES for f in group)
+# The subsets the model is trained and evaluated on, by name.
+SLEEP_SUBSETS = {"motion": ("motion",), "motion_hr": ("motion", "hr"),
+                 "motion_hr_hrv": ("motion", "hr", "hrv"),
+                 "full": ("motion", "hr", "hrv", "audio", "room")}
+# Fixed transforms (no per-night statistics): ("log", s): log1p(x) / s; ("lin", s): x / s;
+# ("local", s): (x - median of the epochs within LOCAL_EPOCHS) / s, which removes a person's
+# baseline (resting heart rate, room loudness) from a bounded stretch of the night only.
+_TRANSFORM = {
+    "activity_count": ("log", 5.0), "movement": ("lin", 1.0),
+    "hr_mean_bpm": ("local", 8.0), "hr_max_bpm": ("local", 15.0),
+    "rmssd_ms": ("loglocal", 0.5), "sdnn_ms": ("loglocal", 0.5),
+    "loud_mean_dbfs": ("local", 6.0), "loud_max_dbfs": ("local", 10.0),
+    "snore_ratio": ("lin", 1.0), "breath_periodicity": ("lin", 1.0),
+    "breath_rate_bpm": ("local", 4.0), "transient_count": ("log", 2.0),
+    "flatness": ("lin", 1.0), "mfcc0_std": ("lin", 10.0),
+    "light_lux": ("log", 3.0), "noise_dba": ("local", 5.0),
+}
+LOCAL_EPOCHS = 60  # +-30 minutes: the widest context any sleep input sees
+SLEEP_CONTEXT = 6  # epochs either side (3 minutes)
+SLEEP_SMOOTH = 2  # stage probabilities averaged over +-1 minute before the call
+ROLL = (10, 30)  # rolling-mean windows (epochs) for the slow sleep context
+ROLL_FEATURES = ("activity_count", "movement", "hr_mean_bpm", "rmssd_ms")
+MIN_PRESENT = 0.1  # a modality counts as used for a night when it covers 10 % of its epochs
+# Actigraphy (Cole et al., Sleep 1992, with Webster's rescoring rules): the floor of the
+# sleep/wake call wherever motion is the only input. Weights for the minutes -4..+2 around an
+# epoch; an epoch is wake when the weighted sum of per-minute activity reaches 1. The scale
+# puts that threshold at a steady ACTIGRAPHY_WAKE_COUNTS counts per 30 s (the edge's counts:
+# summed acceleration magnitude, 0.01 g units), and each epoch's count is capped at twice
+# that, as Cole-Kripke scorers cap counts, so one twitch cannot wake a whole window. Scale
+# and cap were chosen on simulated training nights (sleep/wake kappa 0.38 there, against
+# 0.36 for the cloud's 3-of-5-moving-epochs rule); a new watch needs its own scale.
+CK_WEIGHTS = (404.0, 598.0, 326.0, 441.0, 1408.0, 508.0, 350.0)
+ACTIGRAPHY_WAKE_COUNTS = 60.0
+ACTIGRAPHY_CAP = 2 * ACTIGRAPHY_WAKE_COUNTS
+CK_SCALE = 1.0 / (sum(CK_WEIGHTS) * 2 * ACTIGRAPHY_WAKE_COUNTS)
+
+
+def _local_median(x: np.ndarray, k: int = LOCAL_EPOCHS) -> np.ndarray:
+    """Median of the present values within +-k epochs of each epoch (NaN if none)."""
+    pad = np.concatenate([np.full(k, np.nan), x, np.full(k, np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * k + 1)
+    out = np.full(x.size, np.nan)
+    ok = (~np.isnan(win)).any(axis=1)
+    if ok.any():
+        out[ok] = np.nanmedian(win[ok], axis=1)
+    return out
+
+
+def _transformed(raw: np.ndarray) -> np.ndarray:
+    out = np.empty_like(raw)
+    for j, (_, name) in enumerate(SLEEP_FEATURES):
+        kind, scale = _TRANSFORM[name]
+        col = raw[:, j]
+        if kind == "loglocal":
+            col = np.log1p(np.maximum(col, 0))
+            col = col - _local_median(col)
+        elif kind == "local":
+            col = col - _local_median(col)
+        elif kind == "log":
+            col = np.log1p(np.maximum(col, 0))
+        out[:, j] = np.clip(col / scale, -8, 8)
+    return out
+
+
+def modality_masks(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """[n, modalities] 1.0 where the modality has its first feature in the epoch."""
+    return np.stack([~np.isnan(streams[s][f]) for _, ((s, f), *_rest) in SLEEP_MODALITIES],
+                    axis=1).astype(np.float64)
+
+
+def sleep_modalities(streams: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """The modalities a night's sleep call used (each present on >= MIN_PRESENT of epochs)."""
+    masks = modality_masks(streams)
+    if not masks.shape[0]:
+        return []
+    return [name for (name, _), share in zip(SLEEP_MODALITIES, masks.mean(axis=0), strict=True)
+            if share >= MIN_PRESENT]
+
+
+def motion_only(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """Epochs whose only sleep input is motion: their sleep/wake is the actigraphy rule's."""
+    masks = modality_masks(streams)
+    return (masks[:, 0] > 0) & (masks[:, 1:].sum(axis=1) == 0)
+
+
+def _local_sum(z: np.ndarray, w: int) -> np.ndarray:
+    """Sum over the w epochs centred on each epoch (fewer at the ends), column by column.
+    Summed window by window, not as a running total, so float rounding from the far end
+    of the night cannot tip a close call."""
+    k = w // 2
+    pad = np.concatenate([np.zeros((k, z.shape[1])), z, np.zeros((k, z.shape[1]))])
+    return np.lib.stride_tricks.sliding_window_view(pad, 2 * k + 1, axis=0).sum(axis=-1)
+
+
+def _masked_rolling(z: np.ndarray, present: np.ndarray, w: int) -> np.ndarray:
+    total = _local_sum(z * present, w)
+    count = _local_sum(present, w)
+    return np.where(count > 0, total / np.maximum(count, 1e-9), 0.0)
 
 
 def sleep_inputs(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
-    z = _robust(columns(streams, SLEEP_FEATURES))
+    """Model rows: each epoch's transformed features in a +-SLEEP_CONTEXT window, the modality
+    flags, slow rolling means and the time into the recording. An epoch's row depends only
+    on epochs within LOCAL_EPOCHS + SLEEP_CONTEXT of it."""
+    raw = columns(streams, SLEEP_FEATURES)
+    masks = modality_masks(streams)
+    feature_mask = np.concatenate([np.repeat(masks[:, [k]], len(group), axis=1)
+                                   for k, (_, group) in enumerate(SLEEP_MODALITIES)], axis=1)
+    z = _transformed(raw)
+    ok = ~np.isnan(z) & (feature_mask > 0)
+    z = np.where(ok, z, 0.0)
     n = z.shape[0]
     idx = [i for i, (_, f) in enumerate(SLEEP_FEATURES) if f in ROLL_FEATURES]
-    slow = [_rolling(z[:, idx], w) for w in ROLL]
-    t = (np.arange(n) / 960.0)[:, None]  # hours into the recording / 8
-    return np.concatenate([_window(z, SLEEP_CONTEXT)] + slow + [t, t * t], axis=1).astype(np.float32)
+    slow = [_masked_rolling(z[:, idx], ok[:, idx].astype(np.float64), w) for w in ROLL]
+    t = np.minimum(np.arange(n) / 960.0, 1.5)[:, None]  # hours into the recording / 8
+    return np.concatenate([_window(z, SLEEP_CONTEXT), masks] + slow + [t, t * t],
+                          axis=1).astype(np.float32)
+
+
+def actigraphy_wake(activity: np.ndarray) -> np.ndarray:
+    """Cole-Kripke wake calls (True = wake) from per-epoch activity counts, NaN = no motion
+    data (scored as sleep, then left to the rescoring)."""
+    act = np.minimum(np.nan_to_num(np.asarray(activity, dtype=np.float64)), ACTIGRAPHY_CAP)
+    minute = act + np.concatenate(([0.0], act[:-1]))  # the minute ending at each epoch
+    n = act.size
+    pad = np.concatenate([np.zeros(8), minute, np.zeros(4)])
+    score = sum(w * pad[8 + 2 * lag:8 + 2 * lag + n] for w, lag in zip(CK_WEIGHTS, range(-4, 3),
+                                                                       strict=True))
+    return _webster(score * CK_SCALE >= 1.0)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[bool, int, int]]:
+    """(value, start, end) of each run of equal values."""
+    edges = np.flatnonzero(np.diff(flags.astype(np.int8))) + 1
+    starts = np.concatenate(([0], edges)).astype(int)
+    ends = np.concatenate((edges, [flags.size])).astype(int)
+    return [(bool(flags[a]), int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+
+
+def _webster(wake: np.ndarray) -> np.ndarray:
+    """Webster's rescoring (in 30-s epochs): after 4/10/15 min of wake the next 1/3/4 min of
+    sleep are wake; sleep of <= 6 (10) min between >= 10 (20) min of wake is wake."""
+    out = wake.copy()
+    if not out.size:
+        return out
+    runs = _runs(wake)
+    for k, (is_wake, a, b) in enumerate(runs):
+        if is_wake:
+            length = b - a
+            extra = 8 if length >= 30 else 6 if length >= 20 else 2 if length >= 8 else 0
+            out[b:b + extra] = True
+        elif 0 < k < len(runs) - 1:
+            before, after = runs[k - 1][2] - runs[k - 1][1], runs[k + 1][2] - runs[k + 1][1]
+            if (b - a <= 12 and min(before, after) >= 20) or (b - a <= 20 and min(before, after) >= 40):
+                out[a:b] = True
+    return out
+
+
+def smooth_probabilities(prob: np.ndarray, k: int = SLEEP_SMOOTH) -> np.ndarray:
+    """Stage probabilities averaged over +-k epochs: a bounded stand-in for an HMM decode,
+    so no epoch's call depends on the far end of the night."""
+    count = _local_sum(np.ones((prob.shape[0], 1)), 2 * k + 1)
+    return _local_sum(prob, 2 * k + 1) / count
 
 
 def breath_inputs(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
@@ -101,23 +253,6 @@ def breath_inputs(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
                                      names.index("desat4_count")]]) / np.array([10.0, 1.0, 1.0])
     return np.concatenate([_window(z, BREATH_CONTEXT), _window(absolute, BREATH_CONTEXT)],
                           axis=1).astype(np.float32)
-
-
-def viterbi(prob: np.ndarray, log_trans: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
-    """Most likely stage sequence given per-epoch probabilities and stage transitions."""
-    n, k = prob.shape
-    logp = np.log(np.clip(prob, 1e-6, 1.0))
-    score = log_prior + logp[0]
-    back = np.zeros((n, k), dtype=np.int8)
-    for i in range(1, n):
-        cand = score[:, None] + log_trans
-        back[i] = np.argmax(cand, axis=0)
-        score = cand[back[i], np.arange(k)] + logp[i]
-    path = np.zeros(n, dtype=np.int8)
-    path[-1] = int(np.argmax(score))
-    for i in range(n - 1, 0, -1):
-        path[i - 1] = back[i, path[i]]
-    return path
 
 
 def snore_inputs(streams: dict[str, dict[str, np.ndarray]], meta: dict) -> np.ndarray:
@@ -206,12 +341,20 @@ class Classifiers:
         self.rr_apnea = RrApneaModel.load(models)  # heart-rhythm apnea (numpy, JSON weights)
 
     def stages(self, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        prob = self.sleep(sleep_inputs(streams))[0]
-        prob = np.clip(prob, 0, None)
+        """Per-epoch stage, its confidence and the stage probabilities. Where motion is the
+        only input, sleep/wake is the actigraphy rule's call (the floor: on real wrist nights
+        the model fed motion alone called nearly every epoch sleep) and the model only picks
+        the stage of the sleep epochs."""
+        prob = np.clip(self.sleep(sleep_inputs(streams))[0], 0, None)
         prob /= np.clip(prob.sum(axis=1, keepdims=True), 1e-6, None)
-        m = self.sleep_meta
-        path = viterbi(prob, np.array(m["log_transitions"]), np.array(m["log_prior"]))
-        return path, prob[np.arange(path.size), path], prob
+        prob = smooth_probabilities(prob)
+        path = np.argmax(prob, axis=1).astype(np.int8)
+        only = motion_only(streams)
+        if only.any():
+            wake = actigraphy_wake(streams["wearable"]["activity_count"])
+            asleep = (1 + np.argmax(prob[:, 1:], axis=1)).astype(np.int8)
+            path[only] = np.where(wake, 0, asleep)[only]
+        return path, np.clip(prob[np.arange(path.size), path], 0.0, 1.0), prob
 
     def breathing(self, streams, asleep: np.ndarray) -> dict[str, np.ndarray]:
         m = self.breath_meta
@@ -248,9 +391,9 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     stage = out.stage
     asleep = stage != 0
     tst_h = float(asleep.sum()) / EPOCHS_PER_HOUR
-    onset = int(np.argmax(asleep)) if asleep.any() else None
+    onset = sleep_epochs.sleep_onset(stage.tolist())
     last = int(stage.size - 1 - np.argmax(asleep[::-1])) if asleep.any() else None
-    rem = np.flatnonzero(stage == 3)
+    rem = sleep_epochs.first_rem(stage.tolist(), onset, 3)
     events = int(out.apnea_events.sum())
     w = streams["wearable"]
     d3 = float(np.nansum(np.where(asleep, w["desat3_count"], 0)))
@@ -266,10 +409,12 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
             "sol_min": round(onset / 2.0, 1) if onset is not None else None,
             "waso_min": round(float((~asleep[onset:last + 1]).sum()) / 2.0, 1)
             if onset is not None else None,
-            "rem_latency_min": round((int(rem[0]) - onset) / 2.0, 1)
-            if onset is not None and rem.size else None,
+            "rem_latency_min": round((rem - onset) / 2.0, 1) if rem is not None else None,
             "stage_pct": {STAGES[k]: round(float((stage[asleep] == k).mean()) * 100, 1)
                           if asleep.any() else None for k in (1, 2, 3)},
+            "sleep_inputs": sleep_modalities(streams),
+            "actigraphy_pct": round(float(motion_only(streams).mean()) * 100, 1)
+            if stage.size else None,
         },
         "breathing": {
             "apnea_events": events,

@@ -121,6 +121,13 @@ def test_eval_sleep_and_breathing__json_keys(tmp_path):
     got = _last_json(r.output)
     assert {"accuracy", "kappa", "wake_specificity", "f1", "confusion"} <= set(got)
     assert got["epochs"] == 120 and 0 <= got["accuracy"] <= 1
+    assert set(got["by_inputs"]) == {"motion", "motion_hr", "motion_hr_hrv", "full"}
+    for figures in got["by_inputs"].values():
+        assert {"accuracy", "kappa", "wake_specificity", "f1", "confusion"} <= set(figures)
+    assert {"actigraphy_rule", "motion_model_alone"} <= set(got["by_inputs"]["motion"])
+    assert got["data"] == "in silico" and "no real motion" in got["real"]["signals"]
+    assert 0.7 < got["real"]["inter_scorer_ceiling"]["kappa4_mean"] < 0.85
+    assert set(got["targets_real_motion"]) == {"note", "motion", "motion_hr"}
     r = CliRunner().invoke(main, ["eval", "breathing", "--json", "--nights", "1", "--hours", "1",
                                   "--cache", str(tmp_path)])
     assert r.exit_code == 0, r.output
@@ -159,7 +166,7 @@ def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
                                       "--models", str(models)])
         assert r.exit_code == 0, r.output
     meta = json.loads((models / "sleep_stage.json").read_text())
-    assert np.allclose(np.exp(meta["log_transitions"]).sum(axis=1), 1, atol=1e-3)
+    assert meta["trained_subsets"] == ["motion", "motion_hr", "motion_hr_hrv", "full"]
     assert meta["train_seeds"] == [1000]
     x = np.zeros((5, meta["inputs"]), dtype=np.float32)
     prob = classify.Int8Model((models / "sleep_stage.tflite").read_bytes())(x)[0]

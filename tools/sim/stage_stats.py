@@ -114,9 +114,15 @@ def night_stats(hyp: np.ndarray) -> dict:
     last = int(hyp.size - 1 - np.argmax(asleep[::-1]))
     rem = first_rem(codes, onset, 4)
     rem = rem - onset if rem is not None else None
+    # Strict AASM, one epoch is enough: what a scorer's own hypnogram says.
+    strict = int(np.argmax(asleep))
+    strict_rem = first_rem(codes, strict, 4, min_len=1)
     period = hyp[onset:last + 1]
     wakes = int(((period[1:] == 0) & (period[:-1] != 0)).sum())
     return {"sol_min": onset / 2.0, "rem_latency_min": rem / 2.0 if rem is not None else None,
+            "sol_min_single_epoch": strict / 2.0,
+            "rem_latency_min_single_epoch": (strict_rem - strict) / 2.0
+            if strict_rem is not None else None,
             "tst_min": float(asleep.sum()) / 2.0, "waso_min": float((period == 0).sum()) / 2.0,
             "final_wake_epochs": int(hyp.size - 1 - last),
             "awakenings_per_h": wakes / (period.size / 120.0),
@@ -188,8 +194,13 @@ def build(root: Path) -> dict:
         "bout_transition_counts": trans.tolist(),
         "bout_length_counts": bout_lengths,
         "epoch_transition_counts": epoch_trans.tolist(),
-        "night": {k: summary(k) for k in ("sol_min", "rem_latency_min", "tst_min", "waso_min",
+        "night": {k: summary(k) for k in ("sol_min", "rem_latency_min", "sol_min_single_epoch",
+                                          "rem_latency_min_single_epoch", "tst_min", "waso_min",
                                           "awakenings_per_h")},
+        "night_definitions": "sol_min, rem_latency_min: onset at the first run of 2 sleep "
+                             "epochs, REM at the first run of 3 (nightlink.shared.sleep_epochs, "
+                             "as the edge and cloud report them); *_single_epoch: one epoch is "
+                             "enough (AASM read literally)",
         "stage_pct_of_sleep_period": {STAGE5[s]: round(float(np.mean(
             [x["pct"][STAGE5[s]] for x in per_night])), 2) for s in range(1, 5)},
         "inter_scorer": inter_scorer(records, order),
