@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +114,11 @@ def simulate_table(seed: int, patient: str, hours: float) -> Night:
 
 
 def _cache_path(cache: Path, seed: int, patient: str, hours: float) -> Path:
+    """The cached table's file; named after the feature columns too, so a table stored
+    before a feature was added is never split into the wrong columns."""
     tag = patient.replace("#", "")
-    return cache / f"night-v{CACHE_VERSION}-{seed}-{tag}-{hours:g}h.npz"
+    columns = zlib.crc32(",".join(input_names()).encode())
+    return cache / f"night-v{CACHE_VERSION}-{columns:08x}-{seed}-{tag}-{hours:g}h.npz"
 
 
 def load_night(seed: int, patient: str, hours: float, cache: Path | None) -> Night:
