@@ -81,11 +81,14 @@ def _env(unit: str, tz_name: str) -> Environment:
 class Links:
     """Where a page's links go: the portal's routes, or (static) the files of a folder written
     next to each other (the demo's report/ folder), relative so they work from file://.
-    static_nights: the nights with a written page; the others get no link."""
+    static_nights: the nights with a written page, static_pdfs those with a written PDF (all
+    of them unless given); the others get no link."""
 
     def __init__(self, tenant: str, *, static: bool = False,
-                 static_nights: frozenset[str] | set[str] = frozenset()):
+                 static_nights: frozenset[str] | set[str] = frozenset(),
+                 static_pdfs: frozenset[str] | set[str] | None = None):
         self.tenant, self.static, self.static_nights = tenant, static, frozenset(static_nights)
+        self.static_pdfs = self.static_nights if static_pdfs is None else frozenset(static_pdfs)
 
     def report(self, **query) -> str:
         if self.static:
@@ -94,7 +97,8 @@ class Links:
 
     def night(self, night: str, fmt: str = "") -> str | None:
         if self.static:
-            if night not in self.static_nights or fmt not in ("", "pdf"):
+            if night not in self.static_nights or fmt not in ("", "pdf") or (
+                    fmt == "pdf" and night not in self.static_pdfs):
                 return None
             return f"night-{night}.{fmt or 'html'}"
         return f"/portal/p/{self.tenant}/nights/{night}" + (f".{fmt}" if fmt else "")

@@ -305,3 +305,54 @@ def test_night_pdf__panel_titles_clear_of_axis_numbers(fortnight):
                 for _, num, (c0, d0, c1, d1) in numbers:
                     overlap = a0 < c1 and c0 < a1 and b0 < d1 and d0 < b1
                     assert not overlap, (unit, compact, title, num)
+
+
+def _truth_rem_latency(sim_dir: Path) -> float:
+    """Minutes from the first sleep epoch to the first REM epoch of the simulator's truth."""
+    import csv
+
+    with (sim_dir / "truth" / "hypnogram.csv").open() as f:
+        stages = [row["stage"] for row in csv.DictReader(f)]
+    onset = next(i for i, s in enumerate(stages) if s != "W")
+    return (next(i for i, s in enumerate(stages) if s == "REM") - onset) / 2
+
+
+@pytest.mark.xfail(strict=True, reason="the REM latency of the edge's staging and the cloud's "
+                   "fusion is being corrected in cloud/fusion.py and edge/features/classify.py; "
+                   "remove this mark when it is (strict: the test passing fails the run)")
+def test_report__rem_latency_near_the_simulated_truth(tmp_path):
+    """A simulated night through the edge's classifiers and the cloud's fusion: the night row
+    and the night page show a REM latency within 20 minutes of the truth (not 0 min for a
+    night whose first REM came over an hour after sleep onset)."""
+    from nightlink.cloud import fusion
+    from nightlink.cloud.ingest import glucose_entries
+    from nightlink.cloud.reports.summary import night_row
+    from nightlink.edge.store import EdgeStore
+    from nightlink.shared import codec, features
+    from nightlink.tools.sim.night import simulate_night
+    from nightlink.tools.sim.replay import replay
+
+    sim = tmp_path / "sim"
+    simulate_night(sim, seed=3, hours=4.0, audio_format=None)
+    truth = _truth_rem_latency(sim)
+    edge = EdgeStore(tmp_path / "edge.db")
+    store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
+    try:
+        result = replay(sim, edge, audio="none")
+        store.create_tenant("sim", "Simulated")
+        data = store.tenant("sim")
+        records = list(edge.records())
+        data.put_rows(records)
+        data.add_entries([e for r in records if r.stream == features.CGM
+                          for e in glucose_entries(r, codec.device_name(r.device))])
+        doc = settings.fused_night(data, result.night, ZoneInfo("UTC"))
+        shown = night_row(doc)["rem_latency_min"]
+        tl = fusion.timeline(fusion.load_night(data, result.night, ZoneInfo("UTC")), doc)
+        html = render.night_html(doc, tl, tenant="sim", tenant_name="Sim", unit="mg/dL")
+        cell = re.search(r'id="rem-latency">([^<]*)<', html).group(1)
+    finally:
+        edge.close()
+        store.close()
+    assert truth > 30 and doc["sleep"]["source"] == "classifier"
+    assert shown is not None and abs(shown - truth) <= 20, (shown, truth)
+    assert cell == f"{shown:.0f} min"

@@ -60,9 +60,10 @@ def describe(doc: dict) -> list[str]:
 
 
 def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
-    """Write report/night-<night>.{html,pdf} per night and report/report.{html,pdf} (the
-    multi-day report ending with the last night) under out; say where they are. The pages
-    link to each other by relative file names, so they work opened from the folder."""
+    """Write report/night-<night>.html per night (.pdf too for the last) and
+    report/report.{html,pdf} (the multi-day report ending with the last night) under out; say
+    where they are. The pages link to each other by relative file names, so they work opened
+    from the folder."""
     data = store.tenant(tenant)
     ps = settings.patient_settings(data)
     name = store.get_tenant(tenant)["name"]
@@ -75,7 +76,10 @@ def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
         doc = settings.fused_night(data, night, ps.tz)
         if doc["has_data"] and doc["recording"] is not None:
             docs[night] = doc
-    links = render.Links(tenant, static=True, static_nights=set(docs))
+    # Every night as a page, the last one also as a PDF (WeasyPrint takes a second or two a
+    # night; the portal makes any night's PDF on demand).
+    last = list(docs)[-1:]
+    links = render.Links(tenant, static=True, static_nights=set(docs), static_pdfs=set(last))
     files = []
     echo("\nDoctor's report (fused nights):")
     for night, doc in docs.items():
@@ -83,10 +87,12 @@ def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
         html = folder / f"night-{night}.html"
         html.write_text(render.night_html(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT,
                                           links=links))
-        pdf, pages = render.night_pdf(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT)
-        (folder / f"night-{night}.pdf").write_bytes(pdf)
-        files += [html, folder / f"night-{night}.pdf"]
-    for night in list(docs)[-1:]:  # the last night in words
+        files.append(html)
+        if night in last:
+            pdf, _pages = render.night_pdf(doc, tl, tenant=tenant, tenant_name=name, unit=UNIT)
+            (folder / f"night-{night}.pdf").write_bytes(pdf)
+            files.append(folder / f"night-{night}.pdf")
+    for night in last:  # the last night in words
         echo(f"Night of {night}:")
         for line in describe(docs[night]):
             echo(line)
@@ -104,5 +110,6 @@ def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
          "no daytime CGM).")
     echo("Open in a browser (the pages link to each other):")
     echo(f"  file://{html.resolve()}")
-    echo(f"  {len(docs)} night pages and the PDFs next to it in {folder.resolve()}/")
+    echo(f"  {len(docs)} night pages, the report PDF and the last night's PDF next to it in "
+         f"{folder.resolve()}/")
     return {"files": [str(f) for f in files], "report": rep}
