@@ -37,7 +37,8 @@ def default_model() -> cvhr.RrApneaModel | None:
 
 def rr_estimate(streams: dict, model: cvhr.RrApneaModel | None) -> dict | None:
     """The heart-rhythm apnea index of a night, or None without an hour of beat data.
-    `streams["beats"]` (optional): {"t_s", "rr_ms", "start_s"}, beat times in seconds."""
+    `streams["beats"]` (optional): {"t_s", "rr_ms", "start_s"}: beat times and the start of
+    the night's first epoch, in seconds on one clock (Unix time on the edge)."""
     if model is None:
         return None
     beats = streams.get("beats")

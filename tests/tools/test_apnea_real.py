@@ -1,5 +1,5 @@
 """`nightlink train breathing-rr` (leave-recordings-out figures, then the committed heart-rhythm
-apnea model) and the per-input figures of `nightlink eval breathing`."""
+apnea model) and the per-input figures `nightlink eval breathing` reports."""
 
 import gzip
 import json
@@ -72,13 +72,32 @@ def test_train_breathing_rr__bad_folder_or_folds_is_one_sentence(tmp_path):
     assert r.exit_code == 2 and "--cv needs between 2 and 2 folds" in r.output
 
 
-def test_eval_breathing__by_inputs_real_and_simulated(tmp_path):
-    r = CliRunner().invoke(main, ["eval", "breathing", "--json", "--nights", "1", "--hours", "1",
-                                  "--cache", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    by = _last_json(r.output)["by_inputs"]
+def test_by_inputs__each_input_alone_and_all_labelled_real_or_simulated():
+    """What `nightlink eval breathing` reports under by_inputs, on two stand-in nights (one
+    with cycling heart rate and drops in SpO2, one calm) that have no audio."""
+    from types import SimpleNamespace
+
+    from nightlink.edge.features.classify import Classifiers
+    from tests.edge.test_cvhr import _epochs, _night
+
+    n = 240
+    nights = []
+    for truth, cycle in ((40.0, 50.0), (2.0, None)):
+        streams = _night(_epochs(*synthetic_beats(120, cycle, swing_bpm=20.0, seed=9), n), n)
+        w = streams["wearable"]
+        w.update(spo2_mean_pct=np.full(n, 95.0), desat3_count=np.zeros(n), desat4_count=np.zeros(n))
+        if cycle:
+            w["desat3_count"][::4] = 1.0  # 30 an hour
+        nights.append(SimpleNamespace(ahi_truth=truth, streams=streams))
+    by = apnea_real.by_inputs(Classifiers(), nights, lambda night: night.streams)
     assert set(by) == {"rr", "spo2", "audio", "all"}
     for name in by:
-        assert by[name]["simulated"]["data"] == "simulated" and by[name]["simulated"]["nights"] == 1
+        assert by[name]["simulated"]["data"] == "simulated" and by[name]["simulated"]["nights"] == 2
+    for name in ("rr", "spo2", "all"):
+        sim = by[name]["simulated"]
+        assert sim["nights_with_estimate"] == 2, name
+        assert sim["ahi15_sensitivity"] == 1.0 and sim["ahi15_specificity"] == 1.0, name
+    assert by["audio"]["simulated"]["nights_with_estimate"] == 0  # no audio, no estimate
     real = by["rr"]["real_beats"]
     assert real["data"] == "real" and real["recordings"] == 35 and "Apnea-ECG" in real["source"]
+    assert by["rr"]["real_epochs"]["data"] == "real"
