@@ -123,7 +123,7 @@ async def live(websocket: WebSocket, tenant: str) -> None:
     try:
         # Follow other processes' changes from here on, then queue (held) before the hello
         # is read, so nothing falls in between.
-        await asyncio.to_thread(app.state.events.watch, tenant)
+        await app.state.events.follow(tenant)
     except DatabaseError as exc:
         _LOGGER.warning("live feed of %s could not start: %s", tenant, exc)
     # Only what the membership re-check reads: 10,000 clients hold 10,000 of these.

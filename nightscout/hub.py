@@ -9,8 +9,9 @@ one client: clients have their own bounded queues downstream.
 
 Changes made by other processes (more API workers, a separate ingest) come through the `feed`
 the tier installs (the cloud's `cloud/livehub.py`: PostgreSQL LISTEN/NOTIFY, or one change-cursor
-read per process on SQLite); `watch(site)` asks it to follow a site. A change is published once
-whichever way it arrives (`changed` remembers what it sent).
+read per process on SQLite); `follow(site)` asks it to follow a site. Without a feed (the edge)
+the hub polls each followed site itself. A change is published once whichever way it arrives
+(`changed` remembers what it sent).
 """
 
 from __future__ import annotations
@@ -25,18 +26,21 @@ from typing import Any
 
 _LOGGER = logging.getLogger(__name__)
 QUEUE_SIZE = 256
+WATCH_S = 2.0  # without a feed: the poll of a watched site
 ALL = "*"  # subscribe to every site
 
 
 class Hub:
-    def __init__(self, directory=None):
+    def __init__(self, directory=None, *, watch_s: float = WATCH_S):
         self.directory = directory
+        self.watch_s = watch_s
         self.feed = None  # follows other processes' changes (installed by the tier)
         self.on_drop = None  # called with the number of messages a slow subscriber lost
         self._subs: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = \
             defaultdict(set)
         self._lock = threading.Lock()
         self._published: OrderedDict = OrderedDict()  # (row id, srv_modified) already sent
+        self._watchers: dict[str, asyncio.Task] = {}
         self.dropped = 0
 
     # -- publishing (any thread) -------------------------------------------------------------
@@ -115,6 +119,8 @@ class Hub:
         queue: asyncio.Queue = asyncio.Queue(size)
         with self._lock:
             self._subs[site].add((asyncio.get_running_loop(), queue))
+        if site != ALL and self.feed is None:
+            self._watch(site)
         return queue
 
     def unsubscribe(self, site: str, queue: asyncio.Queue) -> None:
@@ -123,16 +129,67 @@ class Hub:
             if not self._subs[site]:
                 del self._subs[site]
 
-    def watch(self, site: str) -> None:
-        """Follow a site's changes made by other processes (needs a feed; may read the store
-        once, the first time: call it off the event loop)."""
+    async def follow(self, site: str) -> None:
+        """Follow a site's changes made by other processes (socket.io and the live WebSocket
+        do so while they have clients): through the tier's feed when it installed one (its
+        first read of a site runs off the event loop), else by this hub's own poll of the
+        site every `watch_s` (the edge, where one process writes)."""
         if self.feed is not None:
-            self.feed.watch(site)
+            await asyncio.to_thread(self.feed.watch, site)
+        else:
+            self._watch(site)
+
+    def _watch(self, site: str) -> None:
+        if self.directory is None or self.watch_s <= 0:
+            return
+        task = self._watchers.get(site)
+        if task is None or task.done():
+            self._watchers[site] = asyncio.get_running_loop().create_task(
+                self._watcher(site), name=f"ns-watch-{site}")
 
     def watching(self, site: str) -> bool:
         with self._lock:
             return bool(self._subs.get(site)) or bool(self._subs.get(ALL))
 
+    async def _watcher(self, site_key: str) -> None:
+        site = await asyncio.to_thread(self.directory.site, site_key)
+        if site is None:
+            return
+        last = await asyncio.to_thread(site.docs.last_modified) or 0
+        idle = 0
+        while idle < 30:  # stop a minute after the last subscriber left
+            await asyncio.sleep(self.watch_s)
+            idle = 0 if self.watching(site_key) else idle + 1
+            try:
+                last = await asyncio.to_thread(self._catch_up, site, last)
+            except Exception as exc:  # noqa: BLE001 - a store error must not end the watcher
+                _LOGGER.warning("live watcher of %s: %s", site_key, exc)
+        self._watchers.pop(site_key, None)
+
+    def _catch_up(self, site, last: int) -> int:
+        newest = site.docs.last_modified()
+        if newest is None or newest <= last:
+            return last
+        for coll in ("entries", "treatments", "devicestatus", "profile", "food", "activity",
+                     "settings"):
+            rows = site.docs.history(coll, last, limit=1000)
+            for action in ("create", "update", "delete"):
+                picked = [r for r in rows if _action(r) == action]
+                if picked:
+                    self.changed(site.key, coll, action, picked)
+        return newest
+
     async def close(self) -> None:
+        for task in list(self._watchers.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watchers.clear()
         if self.feed is not None:
             await asyncio.to_thread(self.feed.stop)
+
+
+def _action(row) -> str:
+    if not row.valid:
+        return "delete"
+    return "create" if row.srv_created == row.srv_modified else "update"

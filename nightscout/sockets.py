@@ -104,8 +104,8 @@ class NightscoutSockets:
             session["site"] = site.key
             session["grant"] = grant
         self._namespaces.setdefault(site.key, set()).add(namespace)
-        if self.state.hub:  # the first watch of a site reads its cursor: off the event loop
-            await asyncio.to_thread(self.state.hub.watch, site.key)
+        if self.state.hub:
+            await self.state.hub.follow(site.key)
 
     async def _grant(self, namespace: str, sid: str, *, secret: Any = None, token: Any = None,
                      access_token: Any = None) -> tuple[Site, auth.Grant] | None:
