@@ -492,7 +492,13 @@ async function start() {
     pick.addEventListener("change", () => location.assign(`/app/${encodeURIComponent(pick.value)}`));
     pick.closest("label").hidden = false;
   }
-  $("to-portal").href = `/portal/p/${encodeURIComponent(state.tenant)}`;
+  const pages = `/portal/p/${encodeURIComponent(state.tenant)}`;
+  $("to-portal").href = pages;
+  $("to-morning").href = `${pages}/morning`;  // last night's card, one tap from the app
+  $("to-insights").href = `${pages}/insights`;
+  const mine = tenants.find((t) => t.tenant === state.tenant);
+  $("to-sharing").href = `${pages}/sharing`;
+  $("to-sharing").hidden = !(mine && (mine.role === "patient" || mine.role === "admin"));
   await loadState();
   connectLive();
   setInterval(() => { if (state.data) { renderNow(); } }, 15000);
