@@ -147,6 +147,10 @@ def test_app_in_chromium(server, tmp_path):
         assert page.eval("[...document.querySelectorAll('#alerts li')]"
                          ".map(li => li.className).join()") == "urgent,warning"
         check_page(page, "patient", 390)
+        # Last night's card one tap away; sharing for the patient only.
+        assert page.eval("document.getElementById('to-morning').getAttribute('href')") \
+            == "/portal/p/fam-1/morning"
+        assert not page.eval("document.getElementById('to-sharing').hidden")
 
         click(page, "#alerts li.urgent button")  # acknowledge
         until(lambda: alert_count(page) == 1, 10, "the acknowledged alert leaving the list")
@@ -207,6 +211,7 @@ def test_app_in_chromium(server, tmp_path):
         assert right["left"] >= left["right"]  # two columns
         assert page.eval("document.querySelectorAll('#alerts li button').length") == 2
         assert not page.eval("document.getElementById('care').hidden")
+        assert page.eval("document.getElementById('to-sharing').hidden")
         check_page(page, "caregiver", 1280)
         # Two patients: a picker; the second one's reading is stale and has no forecast.
         assert not page.eval("document.querySelector('.patient-pick').hidden")
