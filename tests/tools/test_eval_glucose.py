@@ -176,3 +176,27 @@ def test_eval_glucose_data__json_keys_for_model_and_baselines(tmp_path):
     assert got["per_person"]["recall_median"] is not None
     assert got["policy"]["budget_per_week"] > 0 and "text" in got["policy"]
     assert got["seen_in_training"] == []
+
+
+def test_choose_floor__on_the_people_given_and_never_worse_than_none(tmp_path):
+    """The forecast floor is picked from the candidates on the people given (a fold's training
+    people): the fewest false alarms that keeps recall and warning time; off when none does."""
+    from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
+
+    write_folder(tmp_path, people=2, days=4, steps=(5,))
+    people = cgm_real.load_folder(tmp_path)
+    rt = LiteRtGlucose((Path(__file__).resolve().parents[2] / "edge" / "models"
+                        / "glucose_risk.tflite").read_bytes())
+    floor, rows = glucose_real.choose_floor(rt, people, AlarmPolicy(600))
+    assert [r["floor"] for r in rows] == list(glucose_real.FLOORS)
+    off = rows[0]
+    # at 600 permille the model warns once on a steady night; a floor of 100 mg/dL removes it
+    # and keeps every low and the warning time; the first such floor (the least strict) wins
+    assert off["false_alarms_per_night"] > 0 and floor == 100.0
+    chosen = next(r for r in rows if r["floor"] == floor)
+    assert chosen["recall"] >= off["recall"] - 0.01
+    assert chosen["false_alarms_per_night"] <= off["false_alarms_per_night"]
+    assert (chosen["median_lead_min"] or 0) >= (off["median_lead_min"] or 0)
+    # a floor nothing passes (only 39 mg/dL forecasts would): recall falls, so it stays off
+    floor, _ = glucose_real.choose_floor(rt, people, AlarmPolicy(850), floors=(400.0, 39.0))
+    assert floor == 400.0
