@@ -26,6 +26,7 @@ _LOGGER = logging.getLogger(__name__)
 
 RECENT_S = 3600  # the hour of readings the clock's predicted-low model needs
 CARBS_S = 2 * 3600  # carbs this recent reach the clocks (they hold the predicted low off)
+POLICY_META = "alarm_policy"  # the active predicted-low policy in words, in the store's meta
 CURVE_STEP_S = 600
 EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs/clinical.md)
 GAP_S = 45 * 60  # a longer gap between readings ends a run: no event spans it
@@ -221,4 +222,5 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None) -> dict | 
     policy = calibrated_policy(LiteRtGlucose(blob), policy_from_meta(meta),
                                [g.t for g in readings], [g.sgv for g in readings], offset,
                                carbs_s=carbs)
+    store.set_meta(POLICY_META, policy.describe())  # the status report tells the cloud
     return clock_policy(policy)

@@ -275,6 +275,9 @@ class SyncClient:
                   for s, r in self.store.dropped_ranges(self.device).items()}
         body = {"outbox": self.store.outbox_size(), "drops": drops, "dropped": ranges,
                 "boot": self.store.boot}
+        policy = self.store.meta("alarm_policy")  # the clocks' predicted-low policy, if any
+        if policy:
+            body["alarm_policy"] = policy
         self.client.publish(topics.status_topic(self.tenant, self.device),
                             json.dumps(body, separators=(",", ":")), qos=1, retain=True)
 
