@@ -270,6 +270,7 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     rep["night_lows"] = [{"night": doc["night"], **low} for doc, _ in nights
                          for low in nest_lows(doc["findings"]["lows"])]
     rep["associations"] = associations(rep["nights"])
+    rep["alarm_policy"] = data.alarm_policy()  # the clocks' predicted-low policy, if reported
     rep["flags"] = flags(rep)
     return rep
 

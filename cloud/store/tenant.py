@@ -174,6 +174,19 @@ class TenantStore:
             "SELECT id, kind, label, mqtt_username, created_at, revoked_at FROM devices "
             "WHERE tenant_id = ? ORDER BY id", (self.tenant_id,))
 
+    def alarm_policy(self) -> dict | None:
+        """The clocks' predicted-low policy as the tenant's bedside node last reported it
+        (its status report's `alarm_policy`): {"text", "device", "updated_ms"}, or None."""
+        for row in self.db.query("SELECT device, doc, updated_at FROM device_status "
+                                 "WHERE tenant_id = ? ORDER BY updated_at DESC",
+                                 (self.tenant_id,)):
+            doc = from_json(row["doc"])
+            text = doc.get("alarm_policy") if isinstance(doc, dict) else None
+            if isinstance(text, str) and text:
+                return {"text": text[:400], "device": row["device"],
+                        "updated_ms": int(float(row["updated_at"]) * 1000)}
+        return None
+
     def revoke_device(self, device_id: str) -> bool:
         return bool(self.db.execute(
             "UPDATE devices SET revoked_at = ? WHERE tenant_id = ? AND id = ? "

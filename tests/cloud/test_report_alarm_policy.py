@@ -1,0 +1,33 @@
+"""The doctor's report says which predicted-low policy the bedside clocks run, as the edge's
+status report last gave it (edge/sync/cloud_link.py), and nothing when none was reported."""
+
+from nightlink.cloud.reports import render, settings
+from nightlink.cloud.reports.summary import build_report
+from nightlink.cloud.store import Store
+
+POLICY = ("risk >= 875 permille for 1 readings, forecast < 90 mg/dL, not while rising > 0.5 "
+          "mg/dL/min, held 45 min after carbs unless forecast < 54, 60 min apart; budget 1.4 "
+          "false alarms a week")
+
+
+def test_report_names_the_reported_alarm_policy(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        store.create_tenant("p1", "Ann Example")
+        store.create_tenant("p2", "Bo Example")
+        data = store.tenant("p1")
+        rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
+        assert rep["alarm_policy"] is None
+        html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+        assert 'id="alarm-policy"' not in html
+        store.put_device_status("edge-a", "p1", {"outbox": 0, "boot": 1})
+        store.put_device_status("edge-b", "p1", {"outbox": 0, "alarm_policy": POLICY})
+        store.put_device_status("edge-c", "p2", {"alarm_policy": "another tenant's"})
+        rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
+        assert rep["alarm_policy"]["text"] == POLICY
+        assert rep["alarm_policy"]["device"] == "edge-b"
+        html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+        assert "Predicted-low alarm on the bedside clocks: risk &gt;= 875 permille" in html
+        assert "another tenant" not in html
+    finally:
+        store.close()
