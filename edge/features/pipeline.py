@@ -11,7 +11,7 @@ import logging
 
 import numpy as np
 
-from nightlink.edge.features.audio import AudioFeatureExtractor
+from nightlink.edge.features.audio import SAMPLE_RATE, AudioFeatureExtractor
 from nightlink.edge.features.reducers import CgmReducer, RoomReducer, WearableReducer, to_raw
 from nightlink.edge.sources.samples import Glucose, Room
 from nightlink.edge.store import EdgeStore
@@ -24,7 +24,8 @@ STREAM_ORDER = (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)
 
 class EdgePipeline:
     def __init__(self, store: EdgeStore, first_epoch: int, *, audio: bool = True,
-                 live: bool = False, streams: tuple[int, ...] = STREAM_ORDER):
+                 live: bool = False, streams: tuple[int, ...] = STREAM_ORDER,
+                 audio_rate: int = SAMPLE_RATE):
         self.store = store
         self.streams = streams
         self.epoch = first_epoch
@@ -32,7 +33,7 @@ class EdgePipeline:
         self.wearable = WearableReducer()
         self.cgm = CgmReducer()
         self.room = RoomReducer()
-        self.audio = AudioFeatureExtractor(first_epoch) if audio else None
+        self.audio = AudioFeatureExtractor(first_epoch, audio_rate) if audio else None
         self._audio_rows: dict[int, tuple] = {}
         self.present = {s: 0 for s in STREAM_ORDER}  # epochs with at least one feature
         self.late = 0  # samples that arrived after their epoch was closed

@@ -1,7 +1,7 @@
 """The edge node's configuration: one TOML file, checked against a schema before anything starts.
 
 A bad file gives one sentence naming the key, e.g.
-"edge.toml: [audio] sample_rate must be 16000, not 44100."
+"edge.toml: [audio] sample_rate must be between 8000 and 192000 Hz (…), not 4000."
 Secrets come from the file or the environment (NIGHTLINK_EDGE_API_SECRET) and are refused
 when they are short or a known default, unless `development = true`.
 """
@@ -214,8 +214,12 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
         _fail(file, "retention_days must be at least 1.")
     if not 0 <= cfg.close_delay_s <= 25:
         _fail(file, "close_delay_s must be between 0 and 25 seconds.")
-    if cfg.audio.sample_rate != 16000:
-        _fail(f"{file}: [audio]", f"sample_rate must be 16000, not {cfg.audio.sample_rate}.")
+    from nightlink.edge.features.audio import MAX_RATE, MIN_RATE
+
+    if not MIN_RATE <= cfg.audio.sample_rate <= MAX_RATE:
+        _fail(f"{file}: [audio]", f"sample_rate must be between {MIN_RATE} and {MAX_RATE} Hz "
+              f"(the features are computed at 16000 after resampling), not "
+              f"{cfg.audio.sample_rate}.")
     if cfg.wearable.enabled and not cfg.wearable.address:
         _fail(f"{file}: [wearable]", "address is needed when the wearable is enabled.")
     ns = cfg.nightscout

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nightlink.edge.features.audio import SAMPLE_RATE
 from nightlink.edge.features.night_summary import summarize_night
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
@@ -121,17 +120,18 @@ class LiveNode:
                     f"Live audio needs PortAudio (apt-get install libportaudio2): {exc}."
                 ) from None
         clock = self.clock
+        rate = self.cfg.audio.sample_rate
 
         def callback(indata, frames, time_info, status):
             del time_info
             overflow = bool(status and getattr(status, "input_overflow", False))
             if status:
                 _LOGGER.warning("audio input status: %s", status)
-            t_first = clock.now() - frames / SAMPLE_RATE
+            t_first = clock.now() - frames / rate
             self.samples.put(("audio", (indata[:, 0].copy(), t_first, overflow)))
 
         stream = backend.InputStream(
-            samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=SAMPLE_RATE // 2,
+            samplerate=rate, channels=1, dtype="int16", blocksize=rate // 2,
             device=self.cfg.audio.device, callback=callback,
         )
         with stream:
@@ -306,11 +306,13 @@ class LiveNode:
         if self.cfg.audio.enabled and self.cfg.audio.keep_raw:
             import soundfile
 
-            keep = soundfile.SoundFile(str(self.cfg.audio.keep_raw), "w", SAMPLE_RATE, 1,
+            keep = soundfile.SoundFile(str(self.cfg.audio.keep_raw), "w",
+                                       self.cfg.audio.sample_rate, 1,
                                        "PCM_16")
             _LOGGER.warning("raw audio is being kept in %s, as configured", self.cfg.audio.keep_raw)
         offset = c_room.mic_spl_at_0_dbfs if (c_room := self.cfg.room).noise_from_audio else None
-        self.live_audio = LiveAudio(self.pipeline, keep, offset, speed=self.clock.speed)
+        self.live_audio = LiveAudio(self.pipeline, keep, offset, speed=self.clock.speed,
+                                    rate=self.cfg.audio.sample_rate)
         # Readings from the last hours give the first epochs their latest value and trend.
         self._last_entry_ms = int((epoch_start(first) - 60 * CGM_MAX_AGE_MIN) * 1000) - 1
         jobs = []

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from nightlink.edge.features.audio import EPOCH_SAMPLES, SAMPLE_RATE
+from nightlink.edge.features.audio import EPOCH_SAMPLES, MAX_RATE, MIN_RATE, SAMPLE_RATE
 from nightlink.edge.features.classify import classify_night
 from nightlink.edge.features.night_summary import night_columns, summarize_night
 from nightlink.edge.features.pipeline import STREAM_ORDER, EdgePipeline
@@ -123,26 +123,31 @@ class _AudioFile:
             problems.append(f"{path.name} cannot be read as audio ({exc}); the night has no "
                             "audio features.")
             return
-        if self.f.samplerate != SAMPLE_RATE or self.f.channels != 1:
+        self.rate = self.f.samplerate
+        if not MIN_RATE <= self.rate <= MAX_RATE:
             problems.append(
-                f"{path.name} is {self.f.samplerate} Hz with {self.f.channels} channel(s); "
-                f"Nightlink needs {SAMPLE_RATE} Hz mono, so the night has no audio features."
+                f"{path.name} is sampled at {self.rate} Hz; Nightlink takes {MIN_RATE}-"
+                f"{MAX_RATE} Hz, so the night has no audio features."
             )
             self.f.close()
             self.f = None
+            self.rate = SAMPLE_RATE  # no samples will come; the extractor stays at its own
+        self.epoch_samples = self.rate * EPOCH_S  # the extractor resamples to its own rate
 
     def next_epoch(self) -> np.ndarray | None:
         if self.f is None:
             return None
         try:
-            block = self.f.read(EPOCH_SAMPLES, dtype="int16")
+            block = self.f.read(self.epoch_samples, dtype="int16", always_2d=True)
+            block = (block[:, 0] if block.shape[1] == 1  # several channels: their mean
+                     else block.mean(axis=1).round().astype(np.int16))
         except (RuntimeError, soundfile.LibsndfileError) as exc:
             self.problems.append(f"{self.path.name} became unreadable ({exc}); audio stops there.")
             self.close()
             return None
-        if block.shape[0] < EPOCH_SAMPLES:
+        if block.shape[0] < self.epoch_samples:
             self.problems.append(
-                f"{self.path.name} ends {self.f.frames / SAMPLE_RATE:.0f} s into the night, "
+                f"{self.path.name} ends {self.f.frames / self.rate:.0f} s into the night, "
                 "before the night does; the remaining epochs have no audio features."
             )
             self.close()
@@ -230,7 +235,8 @@ def replay(
             source = _AudioStream(chunks)
 
     store.start_boot()
-    pipe = EdgePipeline(store, first, audio=source is not None)
+    pipe = EdgePipeline(store, first, audio=source is not None,
+                        audio_rate=getattr(source, "rate", SAMPLE_RATE))
     samples = sample_streams(sim_dir, start, bad, problems)
     pending = next(samples, None)
     audio_gap_from = None

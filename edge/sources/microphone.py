@@ -28,7 +28,7 @@ class LiveAudio:
     """
 
     def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None,
-                 *, speed: float = 1.0):
+                 *, speed: float = 1.0, rate: int = SAMPLE_RATE):
         self.pipeline = pipeline
         # A callback late by some real time looks `speed` times later on a virtual clock
         # running faster (tests, demos): the tolerance is scaled so it means the same.
@@ -38,6 +38,7 @@ class LiveAudio:
         self.expected_t: float | None = None
         self.keep_raw = keep_raw  # an open soundfile.SoundFile, only if the user asked
         self.realigned = 0
+        self.rate = rate  # the microphone's sample rate; the extractor resamples it
 
     def push(self, chunk: np.ndarray, t_first: float, overflow: bool = False) -> None:
         """Add a chunk; t_first is the clock's estimate of its first sample's time.
@@ -53,7 +54,7 @@ class LiveAudio:
                 self.realigned += 1
             else:
                 t_first = self.expected_t
-        self.expected_t = t_first + chunk.size / SAMPLE_RATE
+        self.expected_t = t_first + chunk.size / self.rate
         if self.keep_raw is not None:
             self.keep_raw.write(chunk)
         if self.extractor is None:
@@ -61,11 +62,11 @@ class LiveAudio:
             if epoch_start(e) < t_first - 1e-6:
                 e += 1  # start on the next boundary
             boundary = epoch_start(e)
-            skip = int(round((boundary - t_first) * SAMPLE_RATE))
+            skip = int(round((boundary - t_first) * self.rate))
             if skip >= chunk.size:
                 return
             chunk = chunk[skip:]
-            self.extractor = AudioFeatureExtractor(epoch_index(boundary))
+            self.extractor = AudioFeatureExtractor(epoch_index(boundary), self.rate)
         for epoch, values in self.extractor.feed(chunk):
             self.pipeline.put_audio_row(epoch, values)
             if self.noise_offset_db is not None:

@@ -21,7 +21,8 @@ def test_config__defaults_with_secret_from_environment():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[audio]\nsample_rate = 44100\n", "[audio] sample_rate must be 16000, not 44100."),
+        ("[audio]\nsample_rate = 4000\n", "[audio] sample_rate must be between 8000 and 192000 Hz "
+         "(the features are computed at 16000 after resampling), not 4000."),
         ("[audio]\nenabeld = true\n", "[audio] unknown key 'enabeld'"),
         ("[nightscout]\nport = 'x'\n", "[nightscout] port must be a whole number, not 'x'."),
         ("[nightscout]\nport = 70000\n", "[nightscout] port must be 0..65535, not 70000."),

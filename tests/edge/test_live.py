@@ -245,11 +245,13 @@ enabled = true
 
 def test_edge_run__bad_config_names_the_key(tmp_path):
     path = tmp_path / "edge.toml"
-    path.write_text("[audio]\nsample_rate = 44100\n")
+    path.write_text("[audio]\nsample_rate = 4000\n")
     proc = subprocess.run([sys.executable, "-m", "nightlink", "edge", "run", "--config",
                            str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: {path}: [audio] sample_rate must be 16000, not 44100."
+    assert proc.stderr.strip() == (f"error: {path}: [audio] sample_rate must be between 8000 and "
+                                   "192000 Hz (the features are computed at 16000 after "
+                                   "resampling), not 4000.")
 
 
 def test_edge_run__default_secret_refused(tmp_path):

@@ -229,12 +229,32 @@ def test_replay__truncated_audio_keeps_the_rest(night, damaged, tmp_path, replay
     store.close()
 
 
-def test_replay__wrong_sample_rate_is_refused_clearly(damaged, tmp_path):
-    soundfile.write(damaged / "audio.wav", np.zeros(8000 * 60, dtype=np.int16), 8000)
+def test_replay__a_rate_below_8_khz_is_refused_clearly(damaged, tmp_path):
+    soundfile.write(damaged / "audio.wav", np.zeros(4000 * 60, dtype=np.int16), 4000)
     store = EdgeStore(tmp_path / "e.db")
     result = replay(damaged, store)
-    assert any("8000 Hz" in p and "16000 Hz mono" in p for p in result.problems)
+    assert any("4000 Hz" in p and "8000-192000 Hz" in p for p in result.problems)
     assert result.present["audio"] == 0 and result.present["cgm"] == result.epochs
+    store.close()
+
+
+def test_replay__a_48_khz_stereo_recording_is_resampled_not_refused(night, damaged, tmp_path,
+                                                                     replayed):
+    audio, rate = soundfile.read(night / "audio.wav", dtype="int16", frames=16000 * 30 * 12)
+    assert rate == 16000
+    up = np.interp(np.arange(audio.size * 3) / 3.0, np.arange(audio.size), audio)
+    stereo = np.stack([up, up], axis=1).round().astype(np.int16)
+    soundfile.write(damaged / "audio.wav", stereo, 48000)
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert result.present["audio"] == 12  # the 12 epochs written, the rest reported missing
+    assert any("ends" in p for p in result.problems)
+    ref_store = replayed[0]
+    first = result.first_epoch
+    got = store.epoch_values(features.AUDIO, first + 2, first + 10)
+    ref = ref_store.epoch_values(features.AUDIO, first + 2, first + 10)
+    # The level (dBFS, feature 0) of each epoch agrees within a decibel after resampling.
+    assert all(abs(got[e][0] - ref[e][0]) < 1.0 for e in got)
     store.close()
 
 
