@@ -6,6 +6,11 @@ import click
 
 from nightlink.errors import NightlinkError
 
+# WebSocket protocol pings: the live feed's own ping every 20 s (cloud/live.py) keeps
+# connections alive through NAT and lets browsers notice a dead one, so the server's
+# protocol-level ping only needs to find dead peers; uvicorn's 20 s default costs 2-3 % of a
+# core at 10,000 idle connections (docs/live.md).
+WS_PING_S = 60.0
 
 def _settings(*, serving: bool = False, **overrides):
     """The settings; only the server (`serving`) needs its secrets, the other commands sign
@@ -104,7 +109,8 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
             os.environ["NIGHTLINK_DATABASE_URL"] = database_url
         _store(settings).close()  # migrate once, before the processes start
         uvicorn.run("nightlink.cloud.app:app_from_environment", factory=True, host=host,
-                    port=port, workers=workers, log_level="warning", ws="websockets-sansio")
+                    port=port, workers=workers, log_level="warning", ws="websockets-sansio",
+                    ws_ping_interval=WS_PING_S)
         return
     store = _store(settings)
     from nightlink.cloud.retention import RetentionWorker
@@ -143,7 +149,8 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
             import uvicorn
 
             server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
-                                                   log_level="warning", ws="websockets-sansio"))
+                                                   log_level="warning", ws="websockets-sansio",
+                                                   ws_ping_interval=WS_PING_S))
             server.capture_signals = contextlib.nullcontext
             server.should_exit = stop.is_set()
             try:
