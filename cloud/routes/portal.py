@@ -100,9 +100,10 @@ def install(app) -> None:
 
 
 @router.get("/login")
-def login_page():
-    """The sign-in form."""
-    return _html(render.page_html("login.html", pdf=False, user=None, error=None))
+def login_page(settings: SettingsDep):
+    """The sign-in form (with a link to sign up where the server takes sign-ups)."""
+    return _html(render.page_html("login.html", pdf=False, user=None, error=None,
+                                  signup=settings.signup_enabled))
 
 
 @router.post("/login")

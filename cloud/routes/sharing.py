@@ -287,6 +287,31 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(body).items()}
 
 
+@pages.get("/signup")
+def signup_page(settings: SettingsDep):
+    """The sign-up form (404 where the server takes no sign-ups)."""
+    if not settings.signup_enabled:
+        raise HTTPException(404, "This server does not take sign-ups.")
+    return _page("signup.html", form={}, error=None, done=None)
+
+
+@pages.post("/signup")
+async def signup_form(request: Request, store: StoreDep, settings: SettingsDep):
+    form = await _form(request)
+    shown = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254]}
+    try:
+        body = SignUp(email=form.get("email", ""), password=form.get("password", ""),
+                      name=form.get("name", ""))
+        got = sign_up(body, request, store, settings)
+    except HTTPException as exc:
+        return _page("signup.html", exc.status_code, form=shown, error=exc.detail, done=None)
+    except ConflictError as exc:
+        return _page("signup.html", 409, form=shown, error=str(exc), done=None)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        return _page("signup.html", 422, form=shown, error=_first_error(exc), done=None)
+    return _page("signup.html", 201, form=shown, error=None, done=got.message)
+
+
 @pages.get("/verify")
 def verify_page(token: str = ""):
     """A button that confirms the address (a GET does not: mail scanners open links)."""

@@ -296,3 +296,30 @@ def test_pages__the_patient_shares_and_revokes_from_the_portal(site):
     other = site.client.__class__(site.client.app)
     other.post("/portal/login", data={"email": "mum@example.org", "password": PASSWORD})
     assert other.get(page).status_code == 404
+
+
+def test_pages__sign_up_from_the_browser_form(site):
+    login = site.client.get("/portal/login")
+    assert 'href="/portal/signup"' in login.text
+    assert "Create the account" in site.client.get("/portal/signup").text
+    short = site.client.post("/portal/signup", data={"email": "new@example.org",
+                                                      "password": "short", "name": "New"})
+    assert short.status_code == 422 and "password" in short.text
+    assert 'value="new@example.org"' in short.text  # what was typed stays
+    made = site.client.post("/portal/signup", data={"email": "new@example.org",
+                                                     "password": PASSWORD, "name": "New"})
+    assert made.status_code == 201 and "confirmation link was sent" in made.text
+    new = site.store.user_by_email("new@example.org")
+    assert [m["role"] for m in site.store.memberships(new["id"])] == ["patient"]
+    again = site.client.post("/portal/signup", data={"email": "NEW@example.org",
+                                                      "password": PASSWORD})
+    assert again.status_code == 409 and "already exists" in again.text
+
+
+def test_pages__no_sign_up_form_where_sign_ups_are_off(tmp_path):
+    c = make_cloud(f"sqlite:///{tmp_path / 'c.db'}", signup_enabled=False,
+                   mail_dir=str(tmp_path / "mail"))
+    assert "/portal/signup" not in c.client.get("/portal/login").text
+    assert c.client.get("/portal/signup").status_code == 404
+    c.client.close()
+    c.store.close()
