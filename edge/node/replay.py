@@ -240,12 +240,17 @@ def replay(
     samples = sample_streams(sim_dir, start, bad, problems)
     pending = next(samples, None)
     audio_gap_from = None
+    beat_t: list[float] = []  # the night's beats, for the heart-rhythm apnea screen
+    beat_rr: list[float] = []
     for i in range(count):
         epoch = first + i
         end = epoch_start(epoch) + EPOCH_S
         while pending is not None and pending.t < end:
             if pending.t >= start:
                 pipe.add(pending)
+                if isinstance(pending, Beat):
+                    beat_t.append(pending.t)
+                    beat_rr.append(pending.rr_ms)
             pending = next(samples, None)
         if source is not None:
             block = source.next_epoch()
@@ -271,7 +276,10 @@ def replay(
 
     night = night_of(start)
     cols = night_columns(store, first, count)  # read once for the classifiers and the summary
-    classified = classify_night(store, first, count, streams=cols) if classify else None
+    beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr), "start_s": start}}
+             if beat_t else {})
+    classified = (classify_night(store, first, count, streams={**cols, **beats})
+                  if classify else None)
     summary = summarize_night(store, first, count, cols)
     if classified:
         summary.update(classified)

@@ -320,3 +320,12 @@ def test_replay__audio_stream_is_injected(damaged, tmp_path):
     assert result.present["audio"] == 10
     assert store.gaps("audio")[0]["start_epoch"] == result.first_epoch + 10
     store.close()
+
+
+def test_replay__the_apnea_screen_reads_the_nights_beats(replayed):
+    store, result = replayed
+    breathing = result.summary["breathing"]
+    assert "rr" in breathing["breathing_inputs"]
+    # From the beats themselves (the cyclic-variation features need beat timing), not from
+    # the stored 30-s summaries.
+    assert breathing["rr"]["source"] == "beats"
