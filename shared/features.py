@@ -60,6 +60,13 @@ _WEARABLE = (
     ("desat4_count", "count", UINT8, 1.0, 0.0, 0.0, 30.0),
     ("activity_count", "count", INT16, 1.0, 0.0, 0.0, 32000.0),
     ("movement", "flag", UINT8, 1.0, 0.0, 0.0, 1.0),
+    # Cyclic variation of heart rate over the 5 minutes of beats before the epoch's end
+    # (docs/apnea-from-rr.md): 0.01-0.05 Hz share of heart-rate power, 10th-90th percentile
+    # swing over the last 3 minutes, rises of >= 3 % counted, and cycle regularity.
+    ("cv_fraction", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("cv_swing_pct", "%", UINT8, 0.4, 0.0, 0.0, 100.0),
+    ("cv_cycles", "count", UINT8, 1.0, 0.0, 0.0, 15.0),
+    ("cv_regularity", "ratio", INT8, 0.01, 0.0, -1.0, 1.0),
 )
 
 _AUDIO = (

@@ -4,7 +4,9 @@ Three estimates of events (or apnea minutes) per hour, each only from a modality
 actually recorded for at least an hour of the night:
 - `rr`: the heart-rhythm apnea index (edge/features/cvhr.py): apnea minutes per hour of
   minutes with clean beats, from the beats when the night has them, else from the stored
-  per-30-s wearable summaries (RMSSD/SDNN present: beat intervals, not a plain pulse rate);
+  per-30-s wearable columns (RMSSD/SDNN present: beat intervals, not a plain pulse rate), with
+  the cyclic-variation features the reducer keeps per epoch when the night has them
+  (`epochs`), the summaries alone for nights stored before (`epochs_summary`);
 - `spo2`: the oxygen desaturation index, drops of >= 3 % below the preceding 2-minute
   baseline lasting >= 10 s (counted by edge/features/reducers.py) per hour of oximetry;
 - `audio`: the AHI of the audio breathing model (events per hour of sleep).
@@ -46,9 +48,9 @@ def rr_estimate(streams: dict, model: cvhr.RrApneaModel | None) -> dict | None:
         n_min = len(streams["wearable"]["sdnn_ms"]) // 2
         res = model.from_beats(beats["t_s"], beats["rr_ms"], n_min, beats.get("start_s", 0.0))
         source = "beats"
-    elif "epochs" in model.heads:
-        res = model.from_epochs(streams["wearable"])
-        source = "epochs"
+    elif model.epoch_head(streams["wearable"]) is not None:
+        source = model.epoch_head(streams["wearable"])
+        res = model.from_epochs(streams["wearable"], source)
     else:
         return None
     if res["index"] is None:

@@ -12,9 +12,12 @@ docs/apnea-from-rr.md.
 Two inputs, one model file:
 - `beats`: RR intervals themselves (replay, imports, a live night still in memory); features
   from a 2 Hz heart-rate series (`minute_features`).
-- `epochs`: the per-30-s wearable summaries the edge stores (mean/min/max heart rate, RMSSD,
-  SDNN; `epoch_minute_features`). A 30-s grid cannot resolve the 20-60 s cycles, so this path
-  relies on the within-epoch heart-rate range and is markedly weaker (see the model card).
+- `epochs`: the per-30-s wearable columns the edge stores (mean/min/max heart rate, RMSSD,
+  SDNN, and the cyclic-variation features the wearable reducer computes at each epoch close
+  from the last 5 minutes of beats, `trailing_features`; `epoch_minute_features`). A 30-s grid
+  cannot resolve the 20-60 s cycles; the stored CVHR columns carry them. Nights stored before
+  those columns existed get the `epochs_summary` head (the summaries alone, markedly weaker;
+  see the model card).
 
 Every window is bounded (a few minutes either side of a minute) and every scaling is relative
 to the person's own local heart rate, so a night of someone never seen is treated the same way;
@@ -30,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nightlink.edge.features.reducers import RR_MAX_MS, RR_MIN_MS
-
 MODELS = Path(__file__).parent.parent / "models"
 MODEL_FILE = "breathing_rr.json"
+RR_MIN_MS = 300.0  # 200 bpm
+RR_MAX_MS = 2000.0  # 30 bpm
 FS = 2.0  # Hz: the regular heart-rate grid
 WINDOW_S = 300.0  # spectral window centred on each minute
 LOCAL_BEATS = 11  # the running median an interval is checked against
@@ -54,6 +57,7 @@ BANDS = {"vlf": (0.003, 0.01), "cvhr": (0.01, 0.05), "lf": (0.05, 0.15), "hf": (
 BEAT_FEATURES = ("cvhr_log_power", "cvhr_fraction", "vlf_fraction", "lf_fraction", "hf_fraction",
                  "swing_3min_pct", "swing_1min_pct", "sd_5min_pct", "cycles_5min", "log_hr",
                  "cycle_regularity")
+TRAILING_FEATURES = ("cv_fraction", "cv_swing_pct", "cv_cycles", "cv_regularity")
 EPOCH_FEATURES = ("range_pct", "range_5min_pct", "range_9min_pct", "sd_5min_pct", "sd_9min_pct",
                   "step_5min_pct", "log_sdnn_5min", "rmssd_over_sdnn_5min", "log_hr")
 
@@ -152,7 +156,24 @@ def minute_features(t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> np.ndar
     ok = (valid[span].mean(axis=1) >= MIN_VALID) & (valid[own].mean(axis=1) >= MIN_VALID)
     if not ok.any():
         return out
-    x = hr[span[ok]]
+    w = _window_rows(hr[span[ok]])
+    m = w["mean"]
+    p3 = np.percentile(hr[three[ok]], (10, 90), axis=1)
+    p1 = np.percentile(hr[own[ok]], (10, 90), axis=1)
+    out[ok] = np.stack([np.log(w["cvhr_power"] + 1e-6), w["cvhr"],
+                        np.log(w["vlf"] + 1e-6), np.log(w["lf"] + 1e-6),
+                        np.log(w["hf"] + 1e-6), (p3[1] - p3[0]) / m * 100.0,
+                        (p1[1] - p1[0]) / m * 100.0, w["sd_pct"], w["cycles"], np.log(m),
+                        w["regularity"]], axis=1)
+    return out
+
+
+def _window_rows(x: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row of 2 Hz heart rate (one 5-minute window each): its mean, band power in and
+    shares of the CVHR and other bands, spread, cycle count and regularity, all relative to
+    the window's own mean with its linear trend removed. Shared by the per-minute features
+    and the trailing window the wearable reducer keeps (`trailing_features`)."""
+    width = x.shape[1]
     mean = x.mean(axis=1, keepdims=True)
     pct = (x - mean) / mean * 100.0
     ramp = np.arange(width) - (width - 1) / 2.0
@@ -161,16 +182,28 @@ def minute_features(t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> np.ndar
     power = np.abs(np.fft.rfft(pct * np.hanning(width), axis=1)) ** 2
     smooth = _smoothed(pct)
     all_power = power[:, total].sum(axis=1) + 1e-9
-    frac = {name: power[:, mask].sum(axis=1) / all_power for name, mask in masks.items()}
-    p3 = np.percentile(hr[three[ok]], (10, 90), axis=1)
-    p1 = np.percentile(hr[own[ok]], (10, 90), axis=1)
-    m = mean[:, 0]
-    out[ok] = np.stack([np.log(power[:, masks["cvhr"]].sum(axis=1) + 1e-6), frac["cvhr"],
-                        np.log(frac["vlf"] + 1e-6), np.log(frac["lf"] + 1e-6),
-                        np.log(frac["hf"] + 1e-6), (p3[1] - p3[0]) / m * 100.0,
-                        (p1[1] - p1[0]) / m * 100.0, pct.std(axis=1), _cycles(smooth), np.log(m),
-                        _regularity(smooth)], axis=1)
+    out = {name: power[:, mask].sum(axis=1) / all_power for name, mask in masks.items()}
+    out.update(mean=mean[:, 0], cvhr_power=power[:, masks["cvhr"]].sum(axis=1),
+               sd_pct=pct.std(axis=1), cycles=_cycles(smooth), regularity=_regularity(smooth))
     return out
+
+
+def trailing_features(t_s, rr_ms, end_s: float) -> tuple | None:
+    """CVHR features of the 5 minutes of beats before `end_s`, as the wearable stream stores
+    them at each epoch close (names in TRAILING_FEATURES): the 0.01-0.05 Hz share of heart-rate
+    power, the 10th-90th percentile heart-rate swing over the last 3 minutes (% of the local
+    rate), the cycle count and the cycle regularity. Same artefact filter and grid as
+    `minute_features`; None when the window is not half covered by clean beats (or its last
+    minute is not)."""
+    t_s, rr_ms = clean_beats(t_s, rr_ms)
+    width, per_min = int(WINDOW_S * FS), int(60 * FS)
+    hr, valid = hr_grid(t_s, rr_ms, int(WINDOW_S // 60), end_s - WINDOW_S)
+    if valid.mean() < MIN_VALID or valid[-per_min:].mean() < MIN_VALID:
+        return None
+    w = _window_rows(hr[None, :width])
+    lo, hi = np.percentile(hr[-3 * per_min:], (10, 90))
+    return (float(w["cvhr"][0]), float((hi - lo) / w["mean"][0] * 100.0), float(w["cycles"][0]),
+            float(w["regularity"][0]))
 
 
 def _rolling(x: np.ndarray, width: int, fn) -> np.ndarray:
@@ -183,9 +216,18 @@ def _rolling(x: np.ndarray, width: int, fn) -> np.ndarray:
         return fn(view, axis=1)
 
 
-def epoch_minute_features(wearable: dict[str, np.ndarray]) -> np.ndarray:
-    """[n_epochs // 2, len(EPOCH_FEATURES)] features per minute from the stored per-30-s
-    wearable summaries (epoch pairs 2m, 2m + 1). NaN rows where the epochs have no beats."""
+def has_cyclic(wearable: dict[str, np.ndarray]) -> bool:
+    """Whether the stored night carries the trailing-window CVHR columns (records from before
+    they were added decode with them missing)."""
+    cols = [wearable.get(name) for name in TRAILING_FEATURES]
+    return all(c is not None for c in cols) and bool(np.isfinite(np.asarray(cols[0], dtype=float)).any())
+
+
+def epoch_minute_features(wearable: dict[str, np.ndarray], cyclic: bool = True) -> np.ndarray:
+    """[n_epochs // 2, n] features per minute from the stored per-30-s wearable columns
+    (epoch pairs 2m, 2m + 1): EPOCH_FEATURES from the summaries, then with `cyclic` the
+    TRAILING_FEATURES the reducer stored (the mean of the pair). NaN rows where the epochs
+    have no beats (or, with `cyclic`, no trailing-window features)."""
     hr = np.asarray(wearable["hr_mean_bpm"], dtype=np.float64)
     span = np.asarray(wearable["hr_max_bpm"], dtype=np.float64) - np.asarray(wearable["hr_min_bpm"])
     sdnn = np.asarray(wearable["sdnn_ms"], dtype=np.float64)
@@ -200,6 +242,8 @@ def epoch_minute_features(wearable: dict[str, np.ndarray]) -> np.ndarray:
             _rolling(log_sdnn, 11, np.nanmean),
             _rolling(np.log1p(rmssd), 11, np.nanmean) - _rolling(log_sdnn, 11, np.nanmean),
             np.log(base)]
+    if cyclic:
+        cols += [np.asarray(wearable[name], dtype=np.float64) for name in TRAILING_FEATURES]
     f = np.stack(cols, axis=1)
     n = f.shape[0] // 2
     own = ~np.isnan(sdnn[:2 * n].reshape(n, 2)).all(axis=1)  # the minute itself had beats
@@ -207,6 +251,8 @@ def epoch_minute_features(wearable: dict[str, np.ndarray]) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)
         out = np.nanmean(f[:2 * n].reshape(n, 2, -1), axis=1)
     out[~own] = np.nan
+    if cyclic:
+        out[np.isnan(out[:, len(EPOCH_FEATURES):]).any(axis=1)] = np.nan
     return out
 
 
@@ -261,12 +307,17 @@ def screen(index: float | None) -> str | None:
     return SCREEN_MESSAGE if index is not None and index >= SCREEN_INDEX else None
 
 
+HEADS = ("beats", "epochs", "epochs_summary")
+
+
 class RrApneaModel:
-    """The two heads of edge/models/breathing_rr.json (beats and stored epochs)."""
+    """The heads of edge/models/breathing_rr.json: `beats`, `epochs` (stored summaries and
+    the stored trailing-window CVHR features) and `epochs_summary` (the summaries alone, for
+    nights stored before the CVHR features were on the wire)."""
 
     def __init__(self, meta: dict):
         self.meta = meta
-        self.heads = {kind: LogisticHead(meta[kind]) for kind in ("beats", "epochs") if kind in meta}
+        self.heads = {kind: LogisticHead(meta[kind]) for kind in HEADS if kind in meta}
 
     @classmethod
     def load(cls, models: Path = MODELS) -> RrApneaModel | None:
@@ -284,5 +335,13 @@ class RrApneaModel:
     def from_beats(self, t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> dict:
         return self.night("beats", minute_features(t_s, rr_ms, n_minutes, start_s))
 
-    def from_epochs(self, wearable: dict[str, np.ndarray]) -> dict:
-        return self.night("epochs", epoch_minute_features(wearable))
+    def epoch_head(self, wearable: dict[str, np.ndarray]) -> str | None:
+        """The head for a stored night: `epochs` when it carries the CVHR columns, else
+        `epochs_summary` (None when the model file has neither fitting head)."""
+        if has_cyclic(wearable) and "epochs" in self.heads:
+            return "epochs"
+        return "epochs_summary" if "epochs_summary" in self.heads else None
+
+    def from_epochs(self, wearable: dict[str, np.ndarray], kind: str | None = None) -> dict:
+        kind = kind or self.epoch_head(wearable)
+        return self.night(kind, epoch_minute_features(wearable, cyclic=kind == "epochs"))

@@ -12,12 +12,12 @@ from collections import deque
 
 import numpy as np
 
+from nightlink.edge.features import cvhr
+from nightlink.edge.features.cvhr import RR_MAX_MS, RR_MIN_MS
 from nightlink.edge.sources.samples import Beat, Glucose, HeartRate, Motion, Room, SpO2
 from nightlink.shared import codec, features, units
 from nightlink.shared.epoch import EPOCH_S, epoch_start
 
-RR_MIN_MS = 300.0  # 200 bpm
-RR_MAX_MS = 2000.0  # 30 bpm
 RR_MAX_STEP = 0.2  # successive intervals differing by more than 20 % are artefacts (ectopy)
 MIN_BEATS_HRV = 5
 DESAT_BASELINE_S = 120.0  # baseline SpO2: mean of the preceding two minutes
@@ -38,10 +38,18 @@ def to_raw(stream: int, values) -> tuple[int, ...]:
     return codec.quantize_row(stream, clipped)
 
 
+# Beats kept for the cyclic-variation features: their 5-minute window plus the few beats
+# before it that the artefact filter's running median looks at.
+BEAT_BUFFER_S = cvhr.WINDOW_S + 15.0
+
+
 class WearableReducer:
-    """Heart rate, HRV, SpO2 with desaturation events, and activity per epoch."""
+    """Heart rate, HRV, SpO2 with desaturation events, and activity per epoch, and the
+    cyclic variation of heart rate over the 5 minutes of beats before each epoch's end
+    (edge/features/cvhr.py `trailing_features`; docs/apnea-from-rr.md)."""
 
     def __init__(self):
+        self._beats: deque[tuple[float, float]] = deque()
         self._rr: list[float] = []
         self._hr: list[float] = []
         self._spo2: list[float] = []
@@ -54,6 +62,7 @@ class WearableReducer:
         if isinstance(s, Beat):
             if RR_MIN_MS <= s.rr_ms <= RR_MAX_MS:
                 self._rr.append(s.rr_ms)
+                self._beats.append((s.t, s.rr_ms))
         elif isinstance(s, HeartRate):
             if 60000.0 / RR_MAX_MS <= s.bpm <= 60000.0 / RR_MIN_MS:
                 self._hr.append(s.bpm)
@@ -66,7 +75,7 @@ class WearableReducer:
             self._motion.append(math.sqrt(s.ax * s.ax + s.ay * s.ay + s.az * s.az))
 
     def close(self, epoch: int) -> tuple:
-        del epoch
+        cyclic = self._cyclic(epoch_start(epoch) + EPOCH_S)
         hr_mean = hr_min = hr_max = rmssd = sdnn = None
         if self._rr:
             rr = np.asarray(self._rr)
@@ -95,7 +104,19 @@ class WearableReducer:
         self._rr, self._hr, self._spo2, self._motion = [], [], [], []
         self._desat_counts = {3: 0, 4: 0}
         return (hr_mean, hr_min, hr_max, rmssd, sdnn, spo2_mean, spo2_min, d3, d4, activity,
-                movement)
+                movement, *cyclic)
+
+    def _cyclic(self, end: float) -> tuple:
+        """The trailing-window CVHR features at `end` (None each without enough clean beats);
+        beats older than the window are dropped, so the buffer stays a few hundred beats."""
+        while self._beats and self._beats[0][0] < end - BEAT_BUFFER_S:
+            self._beats.popleft()
+        got = None
+        if len(self._beats) >= cvhr.LOCAL_BEATS:
+            beats = np.asarray(self._beats)
+            beats = beats[np.argsort(beats[:, 0], kind="stable")]  # a source may send late
+            got = cvhr.trailing_features(beats[:, 0], beats[:, 1], end)
+        return got if got is not None else (None,) * len(cvhr.TRAILING_FEATURES)
 
 
 class _Desaturations:

@@ -141,6 +141,59 @@ def test_screen_with_heart_rhythm_only(model):
     assert apnea_screen.breathing_screen(streams, None, model)["rr"]["source"] == "beats"
 
 
+def _column(wearable: dict[str, np.ndarray], name: str) -> float:
+    return float(np.nanmedian(wearable[name][20:]))
+
+
+def test_reducer_stores_the_cycles_of_the_last_five_minutes_of_beats():
+    """The wearable stream's trailing-window CVHR columns tell a cycling heart from a calm
+    one, drop artefacts like the per-minute features do, and start once the window holds
+    enough beats."""
+    n = 60
+    cyc = _epochs(*with_artefacts(*synthetic_beats(30, 50.0, seed=7)), n)
+    calm = _epochs(*with_artefacts(*synthetic_beats(30, None, seed=7)), n)
+    assert _column(cyc, "cv_fraction") > 0.25 > 0.1 > _column(calm, "cv_fraction")
+    assert _column(cyc, "cv_swing_pct") > 1.5 * _column(calm, "cv_swing_pct")
+    assert _column(cyc, "cv_regularity") > 0.7 > 0.5 > _column(calm, "cv_regularity")
+    assert _column(cyc, "cv_cycles") >= 4 and _column(cyc, "cv_cycles") > _column(calm, "cv_cycles")
+    for name in cvhr.TRAILING_FEATURES:
+        assert np.isnan(cyc[name][:4]).all() and not np.isnan(cyc[name][10:]).any(), name
+    # They match the per-minute features' window ending at the same time.
+    t, rr = synthetic_beats(30, 50.0, seed=7)
+    own = cvhr.trailing_features(t[t < 600.0], rr[t < 600.0], 600.0)
+    assert own[0] == pytest.approx(_median(cvhr.minute_features(t, rr, 30)[7:8], "cvhr_fraction"),
+                                   rel=0.25)
+
+
+def test_reducer_keeps_a_bounded_beat_buffer_and_resumes_after_a_gap():
+    reducer = WearableReducer()
+    t, rr = synthetic_beats(60, 50.0, seed=8)
+    t[t > 30 * 60] += 20 * 60  # the strap off for 20 minutes
+    rows = []
+    for e in range(int(t[-1] // 30) + 1):
+        for ti, ri in zip(t[(t // 30).astype(int) == e], rr[(t // 30).astype(int) == e], strict=True):
+            reducer.add(Beat(float(ti), float(ri)))
+        rows.append(reducer.close(e)[-len(cvhr.TRAILING_FEATURES):])
+        assert len(reducer._beats) < 1.2 * 330 * 72 / 60  # the window's beats, no more
+    frac = np.array([np.nan if r[0] is None else r[0] for r in rows])
+    assert np.isnan(frac[62:100]).all()  # no beats for the last 5 minutes: missing
+    assert not np.isnan(frac[110:]).any() and np.nanmedian(frac[110:]) > 0.25
+
+
+def test_nights_stored_before_the_cycle_columns_use_the_summary_head(model):
+    """Records from before the CVHR columns decode with them missing; the screen then reads
+    the summaries alone rather than calling every minute missing."""
+    n = 240
+    wearable = _epochs(*synthetic_beats(120, 50.0, swing_bpm=20.0, seed=2), n)
+    assert model.epoch_head(wearable) == "epochs"
+    for name in cvhr.TRAILING_FEATURES:
+        wearable[name] = np.full(n, np.nan)
+    res = apnea_screen.breathing_screen(_night(wearable, n), audio_ahi=None, model=model)
+    assert res["rr"]["source"] == "epochs_summary" and res["rr"]["minutes"] >= 110
+    del wearable["cv_fraction"]
+    assert model.epoch_head(wearable) == "epochs_summary"
+
+
 def test_screen_with_oximetry_only(model):
     n = 240
     wearable = {f: np.full(n, np.nan) for f in features.names(features.WEARABLE)}

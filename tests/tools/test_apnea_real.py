@@ -47,19 +47,39 @@ def test_train_breathing_rr__held_out_figures_and_a_loadable_model(tmp_path):
     assert r.exit_code == 0, r.output
     got = _last_json(r.output)
     assert got["data"] == "real" and got["validation"] == "2-fold leave-recordings-out"
-    for head in ("beats", "epochs"):
+    for head in cvhr.HEADS:
         assert got[head]["recordings"] == 4 and got[head]["cv_folds"] == 2
         assert {"accuracy", "sensitivity", "specificity", "index15_sensitivity",
                 "index15_specificity", "index_pairs"} <= set(got[head])
     # The cycling minutes are plain to see: held-out recordings are scored well.
-    assert got["beats"]["accuracy"] >= 0.85
+    assert got["beats"]["accuracy"] >= 0.85 and got["epochs"]["accuracy"] >= 0.85
     meta = json.loads((out / cvhr.MODEL_FILE).read_text())
+    assert meta["epochs"]["features"] == [*cvhr.EPOCH_FEATURES, *cvhr.TRAILING_FEATURES]
+    assert meta["epochs_summary"]["features"] == list(cvhr.EPOCH_FEATURES)
     assert meta["train"]["recordings"] == ["a01", "a02", "c01", "c02"]
     assert meta["cross_validation"]["beats"]["accuracy"] == got["beats"]["accuracy"]
     model = cvhr.RrApneaModel.load(out)
     rec = apnea_real.load_folder(data, ["a01"])[0]
     res = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes)
     assert res["apnea_minutes"][25:45].mean() > 0.8 and res["apnea_minutes"][:15].mean() < 0.2
+
+
+def test_stored_epochs__cycle_columns_at_wire_resolution(tmp_path):
+    """The epochs head trains on what a live edge stores: the reducer's trailing-window
+    columns, quantized to the wire's steps and back."""
+    from nightlink.shared import features
+
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True)])
+    rec = apnea_real.load_folder(data)[0]
+    cols = apnea_real.stored_epochs(rec)
+    for name in cvhr.TRAILING_FEATURES:
+        f = features.features(features.WEARABLE)[features.names(features.WEARABLE).index(name)]
+        v = cols[name][~np.isnan(cols[name])]
+        assert v.size > 120, name
+        assert np.allclose(v / f[features.F_SCALE], np.round(v / f[features.F_SCALE]), atol=1e-6), name
+    cyc, calm = cols["cv_fraction"][60:90], cols["cv_fraction"][120:]
+    assert np.nanmedian(cyc) > 0.25 > 0.1 > np.nanmedian(calm)
 
 
 def test_train_breathing_rr__bad_folder_or_folds_is_one_sentence(tmp_path):

@@ -6,10 +6,12 @@ Data: the PhysioNet Apnea-ECG learning set as kept in ../shared/data/apnea-ecg-l
 Moody, Mark, Goldberger, Peter, "The Apnea-ECG Database", Computers in Cardiology
 2000;27:255-258; PhysioNet apnea-ecg 1.0.0, Open Data Commons Attribution License 1.0.
 
-Both heads of the model file are scored: `beats` (features from the RR intervals) and
-`epochs` (features from the per-30-s summaries the edge stores, computed by running the
-recording's beats through the edge's own WearableReducer and its quantization). Folds are
-grouped by recording, so every figure comes from recordings the scoring model never saw.
+Every head of the model file is scored: `beats` (features from the RR intervals), `epochs`
+(the per-30-s wearable columns the edge stores: heart-rate summaries and the trailing-window
+cyclic-variation features, computed by running the recording's beats through the edge's own
+WearableReducer and the wire's quantization) and `epochs_summary` (the summaries alone, for
+nights stored before the cyclic-variation columns). Folds are grouped by recording, so every
+figure comes from recordings the scoring model never saw.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from nightlink.shared.epoch import EPOCH_S
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("NIGHTLINK_SHARED_DATA") or ROOT.parent / "shared" / "data")
 DEFAULT_DATA = SHARED / "apnea-ecg-learning"
-KINDS = ("beats", "epochs")
+KINDS = cvhr.HEADS
 L2 = 1.0  # ridge penalty on the standardized weights (the intercept is free)
 CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology 2000;27:255-258), "
           "learning set, Open Data Commons Attribution License 1.0")
@@ -98,13 +100,20 @@ def stored_epochs(rec: Recording) -> dict[str, np.ndarray]:
     return {name: cols[:, i] for i, name in enumerate(names)}
 
 
-def minute_features(rec: Recording, kind: str) -> np.ndarray:
-    if kind == "beats":
-        return cvhr.minute_features(rec.beat_t_s, rec.rr_ms, rec.minutes)
-    return cvhr.epoch_minute_features(stored_epochs(rec))[:rec.minutes]
+def minute_features(rec: Recording, kinds=KINDS) -> dict[str, np.ndarray]:
+    """Per-minute features of the recording for each head (the stored epochs computed once)."""
+    out = {}
+    if "beats" in kinds:
+        out["beats"] = cvhr.minute_features(rec.beat_t_s, rec.rr_ms, rec.minutes)
+    if any(kind != "beats" for kind in kinds):
+        epochs = stored_epochs(rec)
+        for kind in kinds:
+            if kind != "beats":
+                out[kind] = cvhr.epoch_minute_features(epochs, cyclic=kind == "epochs")[:rec.minutes]
+    return out
 
 
-def fit_head(feats: list[np.ndarray], labels: list[np.ndarray]) -> dict:
+def fit_head(feats: list[np.ndarray], labels: list[np.ndarray], kind: str) -> dict:
     """A ridge logistic regression (Newton steps, deterministic) on the minutes whose own
     features are present; the meta a cvhr.LogisticHead reads."""
     x = np.concatenate([cvhr.context_inputs(f) for f in feats])
@@ -129,13 +138,14 @@ def fit_head(feats: list[np.ndarray], labels: list[np.ndarray]) -> dict:
             break
     return {"mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
             "weights": w[:-1].round(6).tolist(), "bias": round(float(w[-1]), 6), "threshold": 0.5,
-            "features": list(cvhr.BEAT_FEATURES if z.shape[1] == _width("beats") else cvhr.EPOCH_FEATURES),
+            "features": list(head_features(kind)),
             "context_minutes": list(cvhr.CONTEXT), "context_mean_minutes": cvhr.CONTEXT_MEAN}
 
 
-def _width(kind: str) -> int:
-    n = len(cvhr.BEAT_FEATURES if kind == "beats" else cvhr.EPOCH_FEATURES)
-    return n * (len(cvhr.CONTEXT) + 1)
+def head_features(kind: str) -> tuple[str, ...]:
+    if kind == "beats":
+        return cvhr.BEAT_FEATURES
+    return cvhr.EPOCH_FEATURES + (cvhr.TRAILING_FEATURES if kind == "epochs" else ())
 
 
 def folds(recs: list[Recording], k: int) -> list[list[Recording]]:
@@ -170,7 +180,8 @@ def score(per_record: list[tuple[Recording, dict]]) -> dict:
 
 def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) -> dict:
     """Grouped k-fold by recording: each recording scored by a model trained without it."""
-    feats = {kind: {r.name: minute_features(r, kind) for r in recs} for kind in kinds}
+    per_rec = {r.name: minute_features(r, kinds) for r in recs}
+    feats = {kind: {name: f[kind] for name, f in per_rec.items()} for kind in kinds}
     out = {}
     for kind in kinds:
         scored = []
@@ -180,7 +191,7 @@ def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) ->
             names = {r.name for r in test}
             train = [r for r in recs if r.name not in names]
             head = cvhr.LogisticHead(fit_head([feats[kind][r.name] for r in train],
-                                              [r.apnea for r in train]))
+                                              [r.apnea for r in train], kind))
             model = cvhr.RrApneaModel({})
             model.heads[kind] = head
             scored += [(r, model.night(kind, feats[kind][r.name])) for r in test]
@@ -191,10 +202,11 @@ def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) ->
 
 
 def train_all(recs: list[Recording], kinds=KINDS) -> dict:
-    """The committed model's meta: both heads trained on every recording."""
+    """The committed model's meta: every head trained on every recording."""
+    per_rec = [minute_features(r, kinds) for r in recs]
     meta = {}
     for kind in kinds:
-        meta[kind] = fit_head([minute_features(r, kind) for r in recs], [r.apnea for r in recs])
+        meta[kind] = fit_head([f[kind] for f in per_rec], [r.apnea for r in recs], kind)
     meta["train"] = {"recordings": [r.name for r in recs], "data": CREDIT,
                      "screen_index": cvhr.SCREEN_INDEX}
     return meta
@@ -226,7 +238,7 @@ def write_model(models: Path, meta: dict) -> Path:
 
 # -- the edge's screen per input, on simulated nights next to the real-data figures ------------
 
-_WEARABLE_RR = ("hr_mean_bpm", "hr_min_bpm", "hr_max_bpm", "rmssd_ms", "sdnn_ms")
+_WEARABLE_RR = ("hr_mean_bpm", "hr_min_bpm", "hr_max_bpm", "rmssd_ms", "sdnn_ms", *cvhr.TRAILING_FEATURES)
 _WEARABLE_SPO2 = ("spo2_mean_pct", "spo2_min_pct", "desat3_count", "desat4_count")
 SUBSETS = {"rr": ("rr",), "spo2": ("spo2",), "audio": ("audio",), "all": ("rr", "spo2", "audio")}
 
