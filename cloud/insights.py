@@ -24,7 +24,7 @@ import numpy as np
 from nightlink.cloud import fusion, glycemia
 from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
-from nightlink.cloud.reports.summary import latest_day, night_row
+from nightlink.cloud.reports.summary import PREDICTORS, latest_day, night_row
 from nightlink.cloud.store import TenantStore
 from nightlink.shared import units
 
@@ -39,15 +39,11 @@ UNUSUAL_Z = 3.5  # modified z-score above which a figure is unusual (Iglewicz an
 EVENING = (dtime(17, 0), dtime(23, 59, 59))  # evening carbs: from 17:00 to midnight
 DAY = (7, 22)  # the next day's glucose: 07:00-22:00 local
 
-FACTORS = (  # (key, label, unit, step the slope is given per)
-    ("tst_h", "Sleep time", "h", 1),
-    ("se_pct", "Sleep efficiency", "%", 10),
-    ("waso_min", "Wake after sleep onset", "min", 30),
-    ("ahi", "AHI", "events/h", 10),
+# (key, label, unit, step the slope is given per): the report's night factors, labelled as
+# the report labels them, and what only the insights look at.
+FACTORS = PREDICTORS + (
     ("odi3", "ODI 3 %", "events/h", 10),
     ("snore_pct", "Snoring", "%", 10),
-    ("temp_c", "Bedroom temperature (median)", "°C", 1),
-    ("co2_max", "Bedroom CO2 (max)", "ppm", 100),
     ("noise_max", "Bedroom noise (max)", "dBA", 10),
     ("evening_carbs_g", "Evening carbs (17-24 h)", "g", 10),
     ("exercise_min", "Exercise that day", "min", 30),

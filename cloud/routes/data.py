@@ -205,6 +205,17 @@ def epochs_csv(access: MemberAccess, stream: str, start: str, end: str) -> Strea
 # -- nights ----------------------------------------------------------------------------------
 
 
+def _check_night(name: str, value: str) -> None:
+    """422 unless value names a night by the date of its evening (YYYY-MM-DD, a real date)."""
+    try:
+        if not _NIGHT.match(value):
+            raise ValueError
+        date.fromisoformat(value)
+    except ValueError:
+        raise _bad(f"{name}={value!r} is not a night; use the date of its evening, as "
+                   "2026-01-15.") from None
+
+
 @router.get("/nights")
 def nights(access: MemberAccess, limit: Annotated[int, Query(ge=1, le=366)] = 30) -> dict:
     """The last `limit` nights that hold data, newest first, with their headline figures.
@@ -228,12 +239,7 @@ def night(access: MemberAccess, night: str) -> dict:
     from nightlink.cloud import morning
     from nightlink.cloud.reports.settings import patient_settings
 
-    if not _NIGHT.match(night):
-        raise _bad(f"{night!r} is not a night; use the date of its evening, as 2026-01-15.")
-    try:
-        date.fromisoformat(night)
-    except ValueError:
-        raise _bad(f"{night!r} is not a date.") from None
+    _check_night("night", night)
     try:
         edge = access.data.night(night)
     except LookupError:
@@ -256,12 +262,7 @@ def insights(access: MemberAccess, end: str | None = None,
     from nightlink.cloud.reports.settings import patient_settings
 
     if end is not None:
-        if not _NIGHT.match(end):
-            raise _bad(f"end={end!r} is not a night; use the date of its evening, as 2026-01-15.")
-        try:
-            date.fromisoformat(end)
-        except ValueError:
-            raise _bad(f"end={end!r} is not a date.") from None
+        _check_night("end", end)
     return across_nights.insights(access.data, patient_settings(access.data), end, nights)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from nightlink.cloud import insights
 from nightlink.cloud.reports import settings
-from nightlink.tools.bench.report import synth_day_streams, synth_night
+from nightlink.tools.bench.report import synth_days
 
 GOLDEN = Path(__file__).with_name("golden") / "matrix_profile.json"
 API = "/api/nl/v1/tenants"
@@ -133,13 +133,11 @@ def month(cloud):
     """fam-1: 14 days of CGM and room rows in UTC, sleep every night, evening carbs entered
     as Nightscout treatments; a patient signed in."""
     data = cloud.store.tenant("fam-1")
-    settings.set_patient_settings(data, tz="UTC")
-    tz, rng = ZoneInfo("UTC"), random.Random(9)
+    synth_days(data, date(2026, 1, 1), 14, tz="UTC", seed=9, low=lambda i: i % 3 == 0,
+               night=lambda i: True, hours=3.0, apnea_per_h=lambda i: 5 + (30 if i == 9 else 0))
     for i in range(14):
         day = date(2026, 1, 1) + timedelta(days=i)
-        synth_day_streams(data, day, tz, rng, low_at=(3, 10) if i % 3 == 0 else None)
-        synth_night(data, day, tz, rng, hours=3.0, apnea_per_h=5 + (30 if i == 9 else 0))
-        at = int(datetime.combine(day, dtime(19, 30), tz).timestamp() * 1000)
+        at = int(datetime.combine(day, dtime(19, 30), ZoneInfo("UTC")).timestamp() * 1000)
         data.add_documents("treatments", [{"eventType": "Meal Bolus", "carbs": 40 + 5 * (i % 4),
                                            "insulin": 4, "created_at": at, "date": at}])
     cloud.user("pat@example.org", tenant="fam-1", role="patient")

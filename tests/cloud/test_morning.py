@@ -2,16 +2,14 @@
 where the nights carry them (with their evidence, worded as suggestions), and the API
 returning the same figures as the doctor's report for a stored fortnight."""
 
-import random
 from datetime import date, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from nightlink.cloud import morning
 from nightlink.cloud.reports import settings
 from nightlink.cloud.reports.summary import build_report
-from nightlink.tools.bench.report import synth_day_streams, synth_night
+from nightlink.tools.bench.report import synth_days
 
 API = "/api/nl/v1/tenants"
 
@@ -72,14 +70,8 @@ def test_screening__insomnia_and_timing_wait_for_seven_nights():
 def fortnight(cloud):
     """fam-1: 14 days of CGM and room rows, 7 nights of sleep (every other with 20 apneas an
     hour), lows on every other day, Europe/Berlin; a caregiver signed in."""
-    data = cloud.store.tenant("fam-1")
-    settings.set_patient_settings(data, tz="Europe/Berlin")
-    tz, rng = ZoneInfo("Europe/Berlin"), random.Random(5)
-    for i in range(14):
-        day = date(2026, 1, 2) + timedelta(days=i)
-        synth_day_streams(data, day, tz, rng, low_at=(3, 10) if i % 2 else None)
-        if i % 2 == 0:
-            synth_night(data, day, tz, rng, hours=5.0, apnea_per_h=20 if i % 4 == 0 else 3)
+    synth_days(cloud.store.tenant("fam-1"), date(2026, 1, 2), 14,
+               apnea_per_h=lambda i: 20 if i % 4 == 0 else 3)
     cloud.user("care@example.org", tenant="fam-1", role="caregiver")
     return cloud
 

@@ -14,7 +14,7 @@ import pytest
 from nightlink.cloud.reports import render, settings
 from nightlink.cloud.reports.summary import build_report, period
 from nightlink.cloud.store import Store
-from nightlink.tools.bench.report import put_glucose, synth_day_streams, synth_night
+from nightlink.tools.bench.report import put_glucose, synth_day_streams, synth_days, synth_night
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
 M = 60_000
@@ -96,13 +96,7 @@ def test_report__empty_period(store):
 def fortnight(store):
     """14 days, 7 nights with sleep data (every other with a low), Europe/Berlin."""
     data = store.tenant("p1")
-    settings.set_patient_settings(data, tz="Europe/Berlin")
-    tz, rng = ZoneInfo("Europe/Berlin"), random.Random(5)
-    for i in range(14):
-        day = date(2026, 1, 2) + timedelta(days=i)
-        synth_day_streams(data, day, tz, rng, low_at=(3, 10) if i % 2 else None)
-        if i % 2 == 0:
-            synth_night(data, day, tz, rng, hours=5.0, apnea_per_h=2 + 3 * i)
+    synth_days(data, date(2026, 1, 2), 14, apnea_per_h=lambda i: 2 + 3 * i)
     return data
 
 

@@ -134,22 +134,32 @@ def synth_day_streams(data: TenantStore, day: date, tz: ZoneInfo, rng: random.Ra
     return readings
 
 
+def synth_days(data: TenantStore, first: date, days: int, *, tz: str = "Europe/Berlin",
+               seed: int = 5, low=lambda i: i % 2 == 1, night=lambda i: i % 2 == 0,
+               hours: float = 5.0, apnea_per_h=lambda i: 8.0) -> None:
+    """`days` local days from `first` in the patient's time zone `tz` (set on the tenant):
+    CGM and room rows every day, with a dip after 03:10 on the days `low(i)` says; a night of
+    sleep rows from 23:00 on the days `night(i)` says, `apnea_per_h(i)` apneas an hour."""
+    from nightlink.cloud.reports.settings import set_patient_settings
+
+    set_patient_settings(data, tz=tz)
+    zone, rng = ZoneInfo(tz), random.Random(seed)
+    for i in range(days):
+        day = first + timedelta(days=i)
+        synth_day_streams(data, day, zone, rng, low_at=(3, 10) if low(i) else None)
+        if night(i):
+            synth_night(data, day, zone, rng, hours=hours, apnea_per_h=apnea_per_h(i))
+
+
 def build_store(url: str, tenant: str, days: int, *, end: date = date(2026, 1, 31),
                 tz: str = "Europe/Berlin", seed: int = 7) -> Store:
     """A store with `days` days of one patient's data ending with `end` (every third night
     with a nocturnal low)."""
-    from nightlink.cloud.reports.settings import set_patient_settings
-
     store = Store.open(url)
     store.create_tenant(tenant, "Bench patient")
-    data = store.tenant(tenant)
-    set_patient_settings(data, tz=tz)
-    zone = ZoneInfo(tz)
-    rng = random.Random(seed)
-    for i in range(days):
-        day = end - timedelta(days=days - 1 - i)
-        synth_day_streams(data, day, zone, rng, low_at=(3, 10) if i % 3 == 0 else None)
-        synth_night(data, day, zone, rng, apnea_per_h=4 + 12 * (i % 4 == 0))
+    synth_days(store.tenant(tenant), end - timedelta(days=days - 1), days, tz=tz, seed=seed,
+               low=lambda i: i % 3 == 0, night=lambda i: True, hours=8.0,
+               apnea_per_h=lambda i: 4 + 12 * (i % 4 == 0))
     return store
 
 
