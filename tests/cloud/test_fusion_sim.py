@@ -8,12 +8,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nightlink.cloud import fusion
-from nightlink.cloud.ingest import glucose_entries
 from nightlink.cloud.store import Store
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import codec, features
 from nightlink.tools.sim.night import simulate_night
 from nightlink.tools.sim.replay import replay
+from tests.support.cloud import cloud_of_edge
 
 HOURS = 1.0
 
@@ -23,13 +22,7 @@ def _fused(tmp_path_factory, classify):
     manifest = simulate_night(out, seed=4, hours=HOURS, audio_format=None)
     edge = EdgeStore(out / "edge.db")
     result = replay(out, edge, audio="stream", classify=classify)
-    store = Store.open(f"sqlite:///{out / 'cloud.db'}")
-    store.create_tenant("sim", "Simulated")
-    data = store.tenant("sim")
-    records = list(edge.records())
-    data.put_rows(records)
-    data.add_entries([e for r in records if r.stream == features.CGM
-                      for e in glucose_entries(r, codec.device_name(r.device))])
+    store, data = cloud_of_edge(edge, f"sqlite:///{out / 'cloud.db'}")
     doc = fusion.fuse(fusion.load_night(data, result.night, ZoneInfo("UTC")))
     return out, manifest, result, doc, edge, store
 

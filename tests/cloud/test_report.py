@@ -316,26 +316,19 @@ def test_report__rem_latency_near_the_simulated_truth(tmp_path):
     minutes after sleep onset) through the edge's classifiers and the cloud's fusion: the
     night row and the night page show a REM latency within 20 minutes of the truth, not 0."""
     from nightlink.cloud import fusion
-    from nightlink.cloud.ingest import glucose_entries
     from nightlink.cloud.reports.summary import night_row
     from nightlink.edge.store import EdgeStore
-    from nightlink.shared import codec, features
     from nightlink.tools.sim.night import simulate_night
     from nightlink.tools.sim.replay import replay
+    from tests.support.cloud import cloud_of_edge
 
     sim = tmp_path / "sim"
     simulate_night(sim, seed=1007, hours=8.0, audio_format=None)
     truth = _truth_rem_latency(sim)
     edge = EdgeStore(tmp_path / "edge.db")
-    store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
+    result = replay(sim, edge, audio="none")
+    store, data = cloud_of_edge(edge, f"sqlite:///{tmp_path / 'cloud.db'}")
     try:
-        result = replay(sim, edge, audio="none")
-        store.create_tenant("sim", "Simulated")
-        data = store.tenant("sim")
-        records = list(edge.records())
-        data.put_rows(records)
-        data.add_entries([e for r in records if r.stream == features.CGM
-                          for e in glucose_entries(r, codec.device_name(r.device))])
         doc = settings.fused_night(data, result.night, ZoneInfo("UTC"))
         shown = night_row(doc)["rem_latency_min"]
         tl = fusion.timeline(fusion.load_night(data, result.night, ZoneInfo("UTC")), doc)

@@ -38,3 +38,20 @@ def ingesting_cloud(folder: Path, broker, tenant: str, clock: str, client_id: st
     finally:
         worker.stop()
         store.close()
+
+
+def cloud_of_edge(edge, url: str, tenant: str = "sim"):
+    """A cloud store at `url` with a tenant holding everything the edge store recorded, as the
+    ingest stores it: the epoch rows, and the CGM readings as Nightscout entries. Returns
+    (store, the tenant's data)."""
+    from nightlink.cloud.ingest import glucose_entries
+    from nightlink.shared import codec, features
+
+    store = Store.open(url)
+    store.create_tenant(tenant, tenant.title())
+    data = store.tenant(tenant)
+    records = list(edge.records())
+    data.put_rows(records)
+    data.add_entries([e for r in records if r.stream == features.CGM
+                      for e in glucose_entries(r, codec.device_name(r.device))])
+    return store, data
