@@ -48,11 +48,15 @@ class Cloud:
         return {"Authorization": f"Bearer {self.tokens[email]}"}
 
 
+def make_app(url: str, **settings):
+    """The cloud app over the database at url, with the test secret and a lenient sign-in
+    limit unless `settings` say otherwise."""
+    settings.setdefault("login_attempts_per_minute", 1000)
+    return create_app(Settings(env="test", database_url=url, jwt_secret=JWT_SECRET, **settings))
+
+
 def make_cloud(url: str, **settings) -> Cloud:
-    s = Settings(env="test", database_url=url, jwt_secret=JWT_SECRET,
-                 login_attempts_per_minute=settings.pop("login_attempts_per_minute", 1000),
-                 **settings)
-    app = create_app(s)
+    app = make_app(url, **settings)
     return Cloud(TestClient(app), app.state.store)
 
 

@@ -12,28 +12,23 @@ import email.policy
 import json
 import random
 import re
-import threading
-import urllib.request
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import uvicorn
 from websockets.sync.client import connect
 
-from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password
-from nightlink.cloud.config import Settings
 from nightlink.cloud.reports import settings as report_settings
 from nightlink.shared import units
 from nightlink.tools.bench.report import synth_day_streams, synth_night
-from tests.support.browser import ARTIFACTS, DevTools, chromium, serious
+from tests.support.browser import ARTIFACTS, DevTools, chromium, open_page, serious
+from tests.support.servers import serve
 from tests.support.services import free_port
 from tests.support.waiting import until
 
-from .conftest import JWT_SECRET, PASSWORD
+from .conftest import PASSWORD, make_app
 
 PEOPLE = {"pat@example.org": "patient", "care@example.org": "caregiver",
           "doc@example.org": "doctor"}
@@ -67,10 +62,8 @@ def site(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pages")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = Settings(env="test", database_url=f"sqlite:///{folder / 'app.db'}",
-                        jwt_secret=JWT_SECRET, login_attempts_per_minute=1000,
-                        public_base_url=url, mail_dir=str(folder / "mail"), smtp_host="")
-    app = create_app(settings)
+    app = make_app(f"sqlite:///{folder / 'app.db'}", public_base_url=url,
+                   mail_dir=str(folder / "mail"), smtp_host="")
     store = app.state.store
     store.create_tenant("fam-1", "Ann Example")
     with pytest.MonkeyPatch.context() as patch:  # the test-sized cost, as in conftest.py
@@ -82,15 +75,9 @@ def site(tmp_path_factory):
     store.create_user("friend@example.org", password_hash)
     store.set_units(store.user_by_email("pat@example.org")["id"], units.MMOLL)
     fortnight(store.tenant("fam-1"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    until(lambda: server.started, 20, "uvicorn starting")
-    app.url, app.mail_dir = url, Path(settings.mail_dir)
-    yield app
-    server.should_exit = True
-    thread.join(15)
+    with serve(app, port=port):
+        app.url, app.mail_dir = url, folder / "mail"
+        yield app
     store.close()
 
 
@@ -119,11 +106,7 @@ def second_context(first: DevTools):
         context = call("Target.createBrowserContext")["browserContextId"]
         target = call("Target.createTarget", url="about:blank",
                       browserContextId=context)["targetId"]
-        listed = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
-                                                  timeout=10))
-        page = DevTools(next(t["webSocketDebuggerUrl"] for t in listed if t["id"] == target))
-        for domain in ("Page", "Runtime", "Log"):
-            page.send(f"{domain}.enable")
+        page = open_page(port, lambda t: t["id"] == target)
         try:
             yield page
         finally:

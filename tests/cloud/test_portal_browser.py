@@ -5,19 +5,14 @@ no serious or critical axe-core violations, the AGP chart drawn, an urgent alert
 the date pickers working, screenshots kept under out/test-artifacts/."""
 
 import json
-import threading
-import time
 
 import pytest
-import uvicorn
 
-from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password
-from nightlink.cloud.config import Settings
 from tests.support.browser import ARTIFACTS, chromium, serious
-from tests.support.services import free_port
+from tests.support.servers import serve
 
-from .conftest import JWT_SECRET, PASSWORD
+from .conftest import PASSWORD, make_app
 from .test_portal import END, fill
 
 WIDTHS = (390, 1280)
@@ -25,9 +20,7 @@ WIDTHS = (390, 1280)
 
 @pytest.fixture
 def server(tmp_path):
-    settings = Settings(env="test", database_url=f"sqlite:///{tmp_path / 'portal.db'}",
-                        jwt_secret=JWT_SECRET, login_attempts_per_minute=1000)
-    app = create_app(settings)
+    app = make_app(f"sqlite:///{tmp_path / 'portal.db'}")
     store = app.state.store
     store.create_tenant("fam-1", "Ann Example")
     store.create_tenant("fam-2", "Bob Example")
@@ -38,17 +31,8 @@ def server(tmp_path):
     store.tenant("fam-1").add_alert("urgent_low", "urgent", 1_768_442_400_000,
                                     "Urgent low: 46 mg/dL (below 54).", value=46, threshold=54,
                                     unit="mg/dL")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    th.join(10)
+    with serve(app) as url:
+        yield url
     store.close()
 
 

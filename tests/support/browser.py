@@ -123,6 +123,17 @@ def serious(violations: list[dict]) -> list[str]:
             for v in violations if v.get("impact") in ("serious", "critical")]
 
 
+def open_page(port: int, which) -> DevTools:
+    """A DevTools client for the first target `which(target)` accepts, among those Chromium
+    lists on its debugging port, with the domains the tests read enabled."""
+    targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
+                                               timeout=10))
+    page = DevTools(next(t["webSocketDebuggerUrl"] for t in targets if which(t)))
+    for domain in ("Page", "Runtime", "Log"):
+        page.send(f"{domain}.enable")
+    return page
+
+
 @contextlib.contextmanager
 def chromium(workdir: Path, width: int = 1280, height: int = 1000) -> Iterator[DevTools]:
     """A headless Chromium with its own profile under workdir; yields its first page."""
@@ -147,12 +158,7 @@ def chromium(workdir: Path, width: int = 1280, height: int = 1000) -> Iterator[D
                 raise TimeoutError("chromium did not open its DevTools port")
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list",
-                                                   timeout=10))
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        page = DevTools(ws_url)
-        for domain in ("Page", "Runtime", "Log"):
-            page.send(f"{domain}.enable")
+        page = open_page(port, lambda t: t["type"] == "page")
         try:
             yield page
         finally:

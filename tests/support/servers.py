@@ -8,11 +8,13 @@ import uvicorn
 
 
 @contextlib.contextmanager
-def serve(app, *, lifespan: str = "on"):
-    """Run the app under uvicorn on 127.0.0.1 (port 0: no collision with other workers);
-    yield its base URL; stop it after."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan=lifespan, ws="websockets-sansio"))
+def serve(app, *, lifespan: str = "on", port: int = 0):
+    """Run the app under uvicorn on 127.0.0.1 (port 0: one the OS picks, no collision with
+    other workers; a port from free_port() when the URL must be known before); yield its
+    base URL; stop it after."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan=lifespan, ws="websockets-sansio",
+                                           timeout_graceful_shutdown=1))
     server.install_signal_handlers = lambda: None
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
