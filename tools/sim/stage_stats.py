@@ -52,6 +52,7 @@ def _majority(votes: np.ndarray, order: list[int], k: int) -> np.ndarray:
 
 
 def kappa(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    """Cohen's kappa of two labelings over k classes."""
     cm = np.zeros((k, k))
     np.add.at(cm, (y, p), 1)
     n = cm.sum()

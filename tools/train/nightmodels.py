@@ -12,6 +12,7 @@ import numpy as np
 
 from nightlink.edge.features import classify
 from nightlink.shared import features
+from nightlink.tools.sim import stage_stats
 from nightlink.tools.train import apnea_real, int8
 from nightlink.tools.train.nights import INPUT_STREAMS, Night
 
@@ -119,12 +120,8 @@ def _starts(n: Night) -> np.ndarray:
 
 
 def cohen_kappa(y: np.ndarray, p: np.ndarray, k: int = 4) -> float:
-    cm = np.zeros((k, k))
-    np.add.at(cm, (y, p), 1)
-    n = cm.sum()
-    po = np.trace(cm) / n
-    pe = (cm.sum(0) * cm.sum(1)).sum() / n / n
-    return float((po - pe) / (1 - pe)) if pe < 1 else 0.0
+    """Cohen's kappa over k classes (the same statistic as the scorers' ceiling)."""
+    return stage_stats.kappa(y, p, k)
 
 
 def stage_scores(y: np.ndarray, p: np.ndarray) -> dict:
