@@ -13,6 +13,15 @@ BAND_COLOURS = ("#a3202b", "#e0454f", "#3fa34d", "#f2b233", "#e08a1e")  # very l
 G_MAX = 400.0
 
 
+def _polylines(parts: list[str], segments: list[list[str]], colour: str, cls: str = "") -> None:
+    """One thin polyline per non-empty run of "x,y" points (a gap in the data breaks a line)."""
+    klass = f' class="{cls}"' if cls else ""
+    for seg in segments:
+        if seg:
+            parts.append(f'<polyline{klass} points="{" ".join(seg)}" fill="none" '
+                         f'stroke="{colour}" stroke-width="1"/>')
+
+
 def _gy(g: float, top: float, h: float, gmax: float = G_MAX) -> float:
     return top + h * (1 - min(max(g, 0.0), gmax) / gmax)
 
@@ -123,11 +132,7 @@ def daily(readings: list, tz, day: str, unit: str, width: int = 96, height: int 
             seg = []
         seg.append(f"{xx:.1f},{_gy(g, top, h, gmax):.1f}")
         prev = t
-    if seg:
-        lines.append(seg)
-    for s in lines:
-        parts.append(f'<polyline points="{" ".join(s)}" fill="none" stroke="#0b2f57" '
-                     'stroke-width="1"/>')
+    _polylines(parts, lines + [seg], "#0b2f57")
     for t, g in readings:
         if g < 70:
             local = datetime.fromtimestamp(t / 1000, tz)
@@ -234,11 +239,7 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
             yy = top + h * (1 - (min(max(v, lo), hi) - lo) / (hi - lo))
             seg.append(f"{x(p['t_ms']):.1f},{yy:.1f}")
             last = v
-        if seg:
-            out.append(seg)
-        for s in out:
-            parts.append(f'<polyline class="{cls}" points="{" ".join(s)}" fill="none" '
-                         f'stroke="{colour}" stroke-width="1"/>')
+        _polylines(parts, out + [seg], colour, cls)
         return last
 
     series("spo2", "SpO2 %", 80, 100, "#1f7a8c", "spo2")
