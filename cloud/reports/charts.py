@@ -226,8 +226,13 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
         parts.append(f'<circle cx="{x(t):.1f}" cy="{_gy(g, top, h, 300):.1f}" r="2" '
                      f'fill="{colour}"/>')
 
-    def series(key, box, lo, hi, colour, cls):
+    def series(key, box, lo, hi, colour, cls, ticks=()):
+        """One panel's line (broken where the value is missing) and its axis numbers."""
         top, h = boxes[box]
+        for v in ticks:
+            yy = top + h * (1 - (v - lo) / (hi - lo))
+            parts.append(f'<text x="{left - 4}" y="{yy + 3:.1f}" text-anchor="end" class="ax" '
+                         f'font-size="10" fill="#444">{v}</text>')
         seg, out, last = [], [], None
         for p in tl:
             v = p[key]
@@ -242,18 +247,8 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
         _polylines(parts, out + [seg], colour, cls)
         return last
 
-    series("spo2", "SpO2 %", 80, 100, "#1f7a8c", "spo2")
-    top, h = boxes["SpO2 %"]
-    for v in (90, 100):
-        yy = top + h * (1 - (v - 80) / 20)
-        parts.append(f'<text x="{left - 4}" y="{yy + 3:.1f}" text-anchor="end" class="ax" font-size="10" fill="#444">{v}'
-                     '</text>')
-    series("hr", "Heart rate", 40, 110, "#c0392b", "hr")
-    top, h = boxes["Heart rate"]
-    for v in (50, 100):
-        yy = top + h * (1 - (v - 40) / 70)
-        parts.append(f'<text x="{left - 4}" y="{yy + 3:.1f}" text-anchor="end" class="ax" font-size="10" fill="#444">{v}'
-                     '</text>')
+    series("spo2", "SpO2 %", 80, 100, "#1f7a8c", "spo2", (90, 100))
+    series("hr", "Heart rate", 40, 110, "#c0392b", "hr", (50, 100))
     # breathing events as ticks on three rows
     top, h = boxes["Breathing"]
     for row, (key, colour, label) in enumerate((("apnea", "#a3202b", "apnea"),
