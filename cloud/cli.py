@@ -6,11 +6,13 @@ import click
 
 from nightlink.errors import NightlinkError
 
-# WebSocket protocol pings: the live feed's own ping every 20 s (cloud/live.py) keeps
-# connections alive through NAT and lets browsers notice a dead one, so the server's
-# protocol-level ping only needs to find dead peers; uvicorn's 20 s default costs 2-3 % of a
-# core at 10,000 idle connections (docs/live.md).
-WS_PING_S = 60.0
+# No WebSocket protocol pings from uvicorn: the live feed sends its own ping every 20 s
+# (cloud/live.py), which keeps connections alive through NAT, lets browsers close a silent
+# socket after 45 s, and makes the server notice a dead peer when the write fails; socket.io
+# has Engine.IO's ping. uvicorn's per-connection ping timers cost 5 % of a core at 10,000 idle
+# connections even at a 60-s interval (`nightlink bench live`: idle CPU 7.6 % with them,
+# 2.1 % without; docs/live.md).
+WS_PING_S = None
 
 def _settings(*, serving: bool = False, **overrides):
     """The settings; only the server (`serving`) needs its secrets, the other commands sign
