@@ -5,7 +5,6 @@ generated CGM traces always. Agreement within 1e-3 relative."""
 
 import csv
 import math
-import os
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from nightlink.cloud import glycemia
+from tests.support.shared_data import SHARED
 
 pd = pytest.importorskip("pandas", reason="iglu-python's comparisons need pandas")
 iglu = pytest.importorskip("iglu_python", reason="iglu-python is in the dev extra")
 
 REL = 1e-3
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("NIGHTLINK_SHARED_DATA") or ROOT.parent / "shared" / "data")
 BRIS = SHARED / "cgm-bris-t1d-open" / "csv"
 PEOPLE = ("P02", "P04", "P10")  # Dexcom G6, 5-minute readings
 DAYS = 14

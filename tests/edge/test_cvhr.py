@@ -1,8 +1,6 @@
 """Apnea from the heart rhythm (edge/features/cvhr.py) and the night's apnea screen from
 whichever of heart rhythm, oximetry and audio is there (edge/features/apnea_screen.py)."""
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,9 @@ from nightlink.edge.features.reducers import WearableReducer
 from nightlink.edge.sources.samples import Beat
 from nightlink.shared import features
 from tests.conftest import ROOT
+from tests.support.shared_data import SHARED
 
 MODELS = ROOT / "edge" / "models"
-SHARED = Path(os.environ.get("NIGHTLINK_SHARED_DATA") or ROOT.parent / "shared" / "data")
 APNEA_ECG = SHARED / "apnea-ecg-learning"
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from nightlink.tools.sim import stage_stats
 from nightlink.tools.sim.hypnogram import make_hypnogram
-from tests.conftest import ROOT
+from tests.support.shared_data import SHARED
 
-DREEM = ROOT.parent / "shared" / "data" / "dreem-dodh" / "scorers"
+DREEM = SHARED / "dreem-dodh" / "scorers"
 TABLE = stage_stats.load_table()
 
 
