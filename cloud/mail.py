@@ -11,6 +11,7 @@ the link can be sent again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import smtplib
 import ssl
@@ -41,7 +42,10 @@ def compose(settings: Settings, to: str, subject: str, body: str) -> EmailMessag
 
 def send(settings: Settings, to: str, subject: str, body: str) -> str:
     """Send (or file) one message; returns where it went: "smtp" or the .eml path."""
-    msg = compose(settings, to, subject, body)
+    try:
+        msg = compose(settings, to, subject, body)
+    except (ValueError, TypeError) as exc:
+        raise MailError(f"A message cannot be addressed to {to!r} ({exc}).") from None
     if settings.smtp_host:
         _smtp(settings, msg)
         return "smtp"
@@ -69,7 +73,9 @@ def _file(settings: Settings, msg: EmailMessage) -> Path:
     folder = Path(settings.mail_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{time.time_ns()}-{msg['To'].replace('/', '_')}.eml"
+        # Named by time and a hash of the address: any address makes a valid file name.
+        tag = hashlib.sha256(str(msg["To"]).encode()).hexdigest()[:12]
+        path = folder / f"{time.time_ns()}-{tag}.eml"
         path.write_bytes(msg.as_bytes())
     except OSError as exc:
         _LOGGER.warning("Could not write a message for %s into %s: %s", msg["To"], folder, exc)

@@ -1,6 +1,8 @@
 """Shared fixtures: the real MicroPython interpreter, free ports and paths."""
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,10 @@ from tests.support.micropython import run_micropython
 from tests.support.services import Broker, PostgresServer, free_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
+# Mail the cloud sends while tested (sign-ups, invitations, also from fuzzed requests) goes
+# into a folder of this session, never into the working directory; tests that read mail give
+# their own NIGHTLINK_MAIL_DIR.
+os.environ.setdefault("NIGHTLINK_MAIL_DIR", tempfile.mkdtemp(prefix="nightlink-test-mail-"))
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ port; every step is in the audit log."""
 
 import re
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 
@@ -323,3 +324,21 @@ def test_pages__no_sign_up_form_where_sign_ups_are_off(tmp_path):
     assert c.client.get("/portal/signup").status_code == 404
     c.client.close()
     c.store.close()
+
+
+@pytest.mark.parametrize("email", ["a\x00b@example.org", "pat\x7f@example.org",
+                                   "line\nbreak@example.org"])
+def test_signup__control_characters_in_the_address_are_refused(site, email):
+    r = site.client.post(f"{API}/signup", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 422 and "email" in r.json()["detail"]
+
+
+def test_mail__any_valid_address_makes_a_file_name(tmp_path):
+    from nightlink.cloud import mail
+    from nightlink.cloud.config import Settings
+
+    settings = Settings(env="test", jwt_secret="x" * 40, mail_dir=str(tmp_path))
+    for to in ("x" * 240 + "@a.io", "ä/'..@b`.0", "=?utf-8?q?x?=@a.b"):
+        path = Path(mail.send(settings, to, "subject", "body"))
+        assert path.parent == tmp_path and path.suffix == ".eml"
+    assert len(list(tmp_path.glob("*.eml"))) == 3
