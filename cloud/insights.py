@@ -35,6 +35,7 @@ MOTIF_HOURS = 2.0  # the length of a glucose pattern
 MAX_GAP_MIN = 15  # gaps up to this long are interpolated; longer ones break a pattern
 MOTIFS = 3
 MIN_DAYS_PATTERNS = 7
+MAX_DAYS_PATTERNS = 30  # the search is quadratic in its length: the last 30 days at most
 UNUSUAL_Z = 3.5  # modified z-score above which a figure is unusual (Iglewicz and Hoaglin)
 EVENING = (dtime(17, 0), dtime(23, 59, 59))  # evening carbs: from 17:00 to midnight
 DAY = (7, 22)  # the next day's glucose: 07:00-22:00 local
@@ -328,8 +329,8 @@ def insights(data: TenantStore, ps: PatientSettings, end_night: str | None = Non
                               - timedelta(days=1)).isoformat()
     rows = night_rows(data, ps, end_night, nights)
     first = date.fromisoformat(rows[0]["night"])
-    lo = _local_ms(first, dtime(12), ps)
     hi = _local_ms(date.fromisoformat(end_night) + timedelta(days=1), dtime(12), ps)
+    lo = max(_local_ms(first, dtime(12), ps), hi - MAX_DAYS_PATTERNS * 86_400_000)
     return {"start_night": rows[0]["night"], "end_night": end_night, "tz": ps.tz.key,
             "nights_with_data": sum(1 for r in rows if r.get("has_data")),
             "associations": associations(rows), "unusual_nights": unusual_nights(rows),
