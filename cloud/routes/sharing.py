@@ -158,8 +158,8 @@ def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsD
         raise HTTPException(503, "No free tenant name was found; try again.")
     sent = _send_verification(settings, store, user)
     message = (f"Account created. A confirmation link was sent to {user['email']}." if sent
-               else "Account created, but the confirmation mail could not be sent; ask for "
-                    "it again from your account page.")
+               else "Account created, but the confirmation mail could not be sent; sign in and "
+                    "ask for a new link on your sharing page.")
     return SignedUp(account=account_public(user), tenant_id=tenant_id, verification_sent=sent,
                     message=message)
 
@@ -387,7 +387,7 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
 
     user, access = _owner(request, store, settings, tenant)
     form = await _form(request)
-    created, status, error = None, 200, None
+    created, status, error, notice = None, 200, None, None
     try:
         if form.get("action") == "invite":
             body = InviteCreate(role=form.get("role", ""), alerts=form.get("alerts") == "yes",
@@ -397,13 +397,20 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
             withdraw_invite(int(form.get("invite", "0")), access, store)
         elif form.get("action") == "revoke":
             tenant_routes.revoke(int(form.get("user", "0")), access, store)
+        elif form.get("action") == "resend" and not user.get("verified_at"):
+            _rate(request, f"verify-mail|{user['id']}")
+            if not _send_verification(settings, store, user):
+                raise HTTPException(503, "The confirmation mail could not be sent; try again "
+                                    "later.")
+            notice = f"A new confirmation link was sent to {user['email']}."
         else:
             raise HTTPException(400, "The form did not say what to do.")
     except HTTPException as exc:
         status, error = exc.status_code, exc.detail
     except ValueError as exc:  # pydantic's ValidationError is one
         status, error = 422, _first_error(exc)
-    return _sharing(store, access, user, created=created, error=error, status=status)
+    return _sharing(store, access, user, created=created, error=error, status=status,
+                    notice=notice)
 
 
 def _first_error(exc: ValueError) -> str:
@@ -430,10 +437,12 @@ def _owner(request: Request, store, settings, tenant: str):
     return user, access
 
 
-def _sharing(store, access, user, *, created, error, status: int = 200) -> HTMLResponse:
+def _sharing(store, access, user, *, created, error, status: int = 200,
+             notice: str | None = None) -> HTMLResponse:
     return _page("sharing.html", status, user=user, tenant=store.get_tenant(access.tenant_id),
                  members=[m for m in store.members(access.tenant_id) if m["user_id"] != user["id"]],
                  invites=store.invites(access.tenant_id), created=created, error=error,
+                 notice=notice,
                  until=(time.strftime("%Y-%m-%d", time.gmtime(created.expires_at))
                         if created else None),
                  verified=bool(user.get("verified_at")) or access.role == "admin")

@@ -275,6 +275,9 @@ def test_pages__the_patient_shares_and_revokes_from_the_portal(site):
                                                      "password": PASSWORD})
     assert signed.status_code in (200, 303)
     assert "Confirm your address first" in site.client.get(page).text
+    again = site.client.post(page, data={"action": "resend"})
+    assert again.status_code == 200 and "new confirmation link was sent" in again.text
+    assert len([m for m in _mails(site.mail) if m["To"] == "pat@example.org"]) == 2
     _verify(site, "pat@example.org")
     made = site.client.post(page, data={"action": "invite", "role": "caregiver",
                                         "email": "mum@example.org"})
