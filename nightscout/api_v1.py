@@ -142,7 +142,7 @@ async def _list(request: Request, coll: str, *, name: str, window: bool,
     changed, not_modified = _not_modified(request, site, coll)
     if not_modified is not None:
         return not_modified
-    headers = {"Last-Modified": times.http_date(changed)} if changed else {}
+    headers = {"Last-Modified": times.last_modified_header(changed)} if changed else {}
     state = state_of(request)
     query = _query(request, coll)
     if extra is not None:
@@ -381,7 +381,7 @@ async def _current(request: Request, ext: str | None) -> Response:
         rows = await run_in_threadpool(site.docs.latest, documents.ENTRIES, kind="sgv")
         reply = _render_entries(ext or "json")(request, [r.v1() for r in rows])
         state.replies.put(key, changed, reply)
-    headers = {"Last-Modified": times.http_date(changed)} if changed else {}
+    headers = {"Last-Modified": times.last_modified_header(changed)} if changed else {}
     body, media = reply
     state.replies.remember(request, Served(site.key, documents.ENTRIES, "api:entries:read", False,
                                            changed, None, body, media, tuple(headers.items())))

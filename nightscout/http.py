@@ -337,9 +337,12 @@ class ReplyCache:
         headers = dict(hit.headers)
         last = headers.get("Last-Modified")
         ims = request.headers.get("if-modified-since")
-        if last and ims and not hit.v3 and hit.stamp is not None:
+        if last and not hit.v3 and hit.stamp is not None:
             from nightlink.nightscout import times
 
+            # As the route would send it now (the second of the change, once it is over).
+            headers["Last-Modified"] = times.last_modified_header(hit.stamp)
+        if last and ims and not hit.v3 and hit.stamp is not None:
             since = times.parse_http_date(ims)
             if since is not None and hit.stamp // 1000 * 1000 <= since:
                 return Response(status_code=304)

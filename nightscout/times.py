@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -33,6 +34,19 @@ def iso(ms: int) -> str:
 def http_date(ms: float) -> str:
     """RFC 1123 date of a time in ms (whole seconds), for Last-Modified."""
     return format_datetime(datetime.fromtimestamp(int(ms // 1000), tz=UTC), usegmt=True)
+
+
+def last_modified_header(changed_ms: int) -> str:
+    """Last-Modified for a collection whose newest change is changed_ms.
+
+    The header has whole seconds, so a client holding it cannot tell a change later in that
+    same second from none: while that second is not over (or lies ahead: stamps run ahead of
+    the clock in a burst of writes), the second before is sent, and the client's next
+    If-Modified-Since gets the whole reply again instead of a 304 that would hide the change."""
+    second = int(changed_ms // 1000) * 1000
+    if time.time() * 1000 < second + 1000:
+        second -= 1000
+    return http_date(second)
 
 
 def parse_http_date(value: str | None) -> int | None:
