@@ -11,7 +11,6 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from nightlink.cloud import morning
@@ -19,6 +18,7 @@ from nightlink.cloud.access import resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as report_settings
+from nightlink.cloud.routes.portal import html_page
 from nightlink.shared import units
 
 router = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
@@ -56,10 +56,6 @@ def _night(name: str, value: str | None) -> None:
         raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD.") from None
 
 
-def _page(html: str) -> HTMLResponse:
-    return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
-
-
 @router.get("/p/{tenant}/morning")
 def morning_page(tenant: str, request: Request, store: StoreDep, settings: SettingsDep,
                  night: str | None = None):
@@ -69,7 +65,7 @@ def morning_page(tenant: str, request: Request, store: StoreDep, settings: Setti
     ps = report_settings.patient_settings(access.data)
     card = morning.card(access.data, ps, night)
     unit = report_settings.user_units(store, user["id"])
-    return _page(render.page_html("morning.html", pdf=False, user=user, card=card, unit=unit,
+    return html_page(render.page_html("morning.html", pdf=False, user=user, card=card, unit=unit,
                                   tz=ps.tz.key, tenant=store.get_tenant(tenant),
                                   can_share=access.can_write,
                                   score_parts=morning.SCORE_PARTS))
@@ -92,7 +88,7 @@ def insights_page(tenant: str, request: Request, store: StoreDep, settings: Sett
               for i, m in enumerate(pat["motifs"])]
     discord = shape_svg(pat["discord"]["shape_mgdl"], unit, "The unusual stretch") \
         if pat.get("discord") else None
-    return _page(render.page_html(
+    return html_page(render.page_html(
         "insights.html", pdf=False, user=user, ins=got, unit=unit, tz=ps.tz.key,
         tenant=store.get_tenant(tenant), can_share=access.can_write, nights=nights,
         shapes=shapes, discord_svg=discord, unusual_labels=UNUSUAL_LABELS,

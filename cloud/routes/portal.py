@@ -78,12 +78,14 @@ def _day(name: str, value: str | None) -> str | None:
     return value
 
 
-def _html(text: str, status: int = 200) -> HTMLResponse:
+def html_page(text: str, status: int = 200) -> HTMLResponse:
+    """A portal page: never cached, never framed (every portal, sharing and card page)."""
     return HTMLResponse(text, status_code=status,
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
+    """A posted HTML form's fields (the first value of each)."""
     body = (await request.body()).decode("utf-8", "replace")
     return {k: v[0] for k, v in parse_qs(body).items()}
 
@@ -102,24 +104,24 @@ def install(app) -> None:
 @router.get("/login")
 def login_page(settings: SettingsDep):
     """The sign-in form (with a link to sign up where the server takes sign-ups)."""
-    return _html(render.page_html("login.html", pdf=False, user=None, error=None,
+    return html_page(render.page_html("login.html", pdf=False, user=None, error=None,
                                   signup=settings.signup_enabled))
 
 
 @router.post("/login")
 async def login(request: Request, store: StoreDep, settings: SettingsDep):
     """Check email and password; keep the access token in a cookie."""
-    form = await _form(request)
+    form = await read_form(request)
     email, password = form.get("email", "").strip(), form.get("password", "")
     client = request.client.host if request.client else "?"
     if request.app.state.login_limiter.hit(f"{client}|{email.lower()}"):
-        return _html(render.page_html("login.html", pdf=False, user=None,
+        return html_page(render.page_html("login.html", pdf=False, user=None,
                                       error="Too many sign-in attempts; wait a minute."), 429)
     try:
         user = auth.check_login(store, email, password)
     except auth.AuthError as exc:
         store.audit("login.failed", email=email.lower(), client=client, via="portal")
-        return _html(render.page_html("login.html", pdf=False, user=None, error=str(exc)), 401)
+        return html_page(render.page_html("login.html", pdf=False, user=None, error=str(exc)), 401)
     store.audit("login", actor=user["id"], client=client, via="portal")
     from nightlink.cloud.routes.app import landing  # the app imports this module
 
@@ -150,7 +152,7 @@ def logout():
 @router.post("/settings/units")
 async def set_units(request: Request, user: PortalUser, store: StoreDep):
     """The signed-in person's glucose units (mg/dL or mmol/L)."""
-    form = await _form(request)
+    form = await read_form(request)
     try:
         report_settings.set_user_units(store, user["id"], form.get("units", ""))
     except report_settings.SettingsError as exc:
@@ -172,7 +174,7 @@ def patients(user: PortalUser, store: StoreDep):
         ps = report_settings.patient_settings(data)
         rows.append({**m, "rep": build_report(data, ps)})
     unit = report_settings.user_units(store, user["id"])
-    return _html(render.page_html("patients.html", pdf=False, user=user, rows=rows, unit=unit,
+    return html_page(render.page_html("patients.html", pdf=False, user=user, rows=rows, unit=unit,
                                   days=14))
 
 
@@ -192,7 +194,7 @@ def report_page(tenant: str, user: PortalUser, store: StoreDep, end: str | None 
     rep = _report(store, tenant, _day("end", end), days)
     store.audit("report.view", actor=user["id"], tenant_id=tenant, start=rep["start_day"],
                 end=rep["end_day"])
-    return _html(render.report_html(rep, tenant_name=row["name"],
+    return html_page(render.report_html(rep, tenant_name=row["name"],
                                     unit=report_settings.user_units(store, user["id"]), user=user,
                                     can_edit=role in EDIT_ROLES, alerts=_open_alerts(store, tenant)))
 
@@ -209,7 +211,7 @@ async def patient_settings(tenant: str, request: Request, user: PortalUser, stor
     if role not in EDIT_ROLES:
         raise HTTPException(403, f"A {role} may read this patient's reports but not change "
                                  "their settings.")
-    form = await _form(request)
+    form = await read_form(request)
     try:
         days = int(form["report_days"]) if form.get("report_days") else None
     except ValueError:
@@ -282,7 +284,7 @@ def night(tenant: str, name: str, user: PortalUser, store: StoreDep):
     unit = report_settings.user_units(store, user["id"])
     if fmt == "":
         store.audit("night.view", actor=user["id"], tenant_id=tenant, night=night_id)
-        return _html(render.night_html(doc, tl, tenant=tenant, tenant_name=row["name"],
+        return html_page(render.night_html(doc, tl, tenant=tenant, tenant_name=row["name"],
                                        unit=unit, user=user, alerts=_open_alerts(store, tenant)))
     filename = f"{tenant}-night-{night_id}.{fmt}"
     if fmt == "pdf":

@@ -14,7 +14,6 @@ import re
 import secrets
 import time
 from typing import Literal
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse
@@ -22,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from nightlink.cloud import auth, mail
 from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
+from nightlink.cloud.routes import portal
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
 from nightlink.cloud.routes.fields import EMAIL
 from nightlink.cloud.store import ConflictError
@@ -277,14 +277,7 @@ def _page(name: str, status: int = 200, **context) -> HTMLResponse:
     from nightlink.cloud.reports import render
 
     context.setdefault("user", None)
-    return HTMLResponse(render.page_html(name, pdf=False, **context),
-                        status_code=status,
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body).items()}
+    return portal.html_page(render.page_html(name, pdf=False, **context), status)
 
 
 @pages.get("/signup")
@@ -297,7 +290,7 @@ def signup_page(settings: SettingsDep):
 
 @pages.post("/signup")
 async def signup_form(request: Request, store: StoreDep, settings: SettingsDep):
-    form = await _form(request)
+    form = await portal.read_form(request)
     shown = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254]}
     try:
         body = SignUp(email=form.get("email", ""), password=form.get("password", ""),
@@ -320,7 +313,7 @@ def verify_page(token: str = ""):
 
 @pages.post("/verify")
 async def verify_form(request: Request, store: StoreDep):
-    form = await _form(request)
+    form = await portal.read_form(request)
     try:
         verify(Verify(token=form.get("token", "")[:200] or "-" * 8), request, store)
     except HTTPException as exc:
@@ -342,7 +335,7 @@ def invite_page(code: str, request: Request, store: StoreDep, settings: Settings
 async def invite_form(code: str, request: Request, store: StoreDep, settings: SettingsDep):
     from nightlink.cloud.routes.portal import start_session
 
-    form = await _form(request)
+    form = await portal.read_form(request)
     shown = show_code(normalise_code(code)[:CODE_LENGTH])
     user = _session_user(request, store, settings)
     fresh = user is None
@@ -386,7 +379,7 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
     from nightlink.cloud.routes import tenants as tenant_routes
 
     user, access = _owner(request, store, settings, tenant)
-    form = await _form(request)
+    form = await portal.read_form(request)
     created, status, error, notice = None, 200, None, None
     try:
         if form.get("action") == "invite":
