@@ -11,6 +11,9 @@ Messages are JSON `{"type": ..., "data": {...}}`:
   alerts and the server time;
 - `entry`: a Nightscout entry, each (type, date) at most once, whichever process stored it;
 - `alert`: a new alert, or an alert that was acknowledged (same id, `acked_at` set);
+- `treatment`: a treatment stored, changed or deleted, whichever client or process wrote it,
+  in the app's form (`nightlink/webapp/__init__.py`, `treatment_view`: id, at_ms, eventType,
+  carbs, insulin, duration, notes, enteredBy; a deleted one is `{id, deleted: true}`);
 - `resync` {dropped}: the client read too slowly and this many messages were dropped; it
   should fetch what it missed over HTTP (entries since its newest, the alerts list);
 - `ping` every 20 s, so proxies keep the connection and clients notice a dead one.
@@ -112,7 +115,7 @@ def _live_parts(app: FastAPI) -> livehub.Fanout:
 
 @router.websocket("/api/nl/v1/tenants/{tenant}/live")
 async def live(websocket: WebSocket, tenant: str) -> None:
-    """Entries and alerts of one tenant as they arrive (see the module docstring)."""
+    """Entries, treatments and alerts of one tenant as they arrive (see the module docstring)."""
     await websocket.accept()
     who = await _authenticate(websocket, tenant)
     if who is None:

@@ -37,6 +37,7 @@ from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud import metrics
 from nightlink.cloud.store import changes
 from nightlink.sql import DatabaseError
+from nightlink.webapp import treatment_view
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -353,6 +354,11 @@ class _Channel:
                 if row.kind != "sgv" and row.valid:
                     out += self._entry(row.v1())
             return out
+        if kind == "change" and data["coll"] == "treatments":
+            # Whoever stored it (a Nightscout uploader, the app on another phone, the MQTT
+            # ingest): the app's view of each treatment, serialised once for all clients.
+            return [(dumps({"type": "treatment", "data": treatment_view(row)}), None)
+                    for row in data["rows"]]
         if kind == "alert":
             return [(dumps({"type": "alert", "data": data}),
                      ("alert", data.get("id"), data.get("acked_at") is not None))]

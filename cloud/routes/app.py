@@ -1,7 +1,8 @@
 """The patient and family app: an installable web app at /app over the portal's sign-in.
 
-The page is one static shell (`app.html`, the same for everyone, so the service worker can
-keep it for offline use); everything personal comes from the JSON routes under `/app/api`,
+The page is one static shell (`nightlink/webapp/app.html`, the same for everyone, so the
+service worker can keep it for offline use; the edge serves the same app on the LAN, see
+`nightlink/webapp/__init__.py`); everything personal comes from the JSON routes under `/app/api`,
 which take the portal's session cookie (HttpOnly, SameSite=Strict) or a Bearer token. Writes
 also need an `Origin` naming this site, so another site cannot make a signed-in browser post
 (docs/app.md). Patients and caregivers acknowledge alerts and log treatments; a doctor reads.
@@ -13,67 +14,39 @@ careportal uses.
 
 from __future__ import annotations
 
-import json
-import math
-import struct
 import time
-import zlib
-from functools import cache
-from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Annotated
 
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud import auth
 from nightlink.cloud.access import TenantAccess, resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
-from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.routes.portal import PortalUser, SignIn, portal_user
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout.store.collections import between
 from nightlink.shared import features, units
 from nightlink.shared.epoch import EPOCH_S
+from nightlink.webapp import (
+    HOURS,
+    TREATMENTS_MAX,
+    BadInput,
+    shell_html,
+    treatment,
+    treatment_view,
+)
+from nightlink.webapp import config as app_config
+from nightlink.webapp.routes import json_object, page, same_origin, static_router
 
 router = APIRouter(tags=["app"], include_in_schema=False)
-STATIC = Path(__file__).resolve().parent.parent / "app_static"
-
 APP_ROLES = ("patient", "caregiver")  # who lands on the app after signing in
 ACT_ROLES = ("patient", "caregiver", "admin")  # who acknowledges alerts and logs treatments
-HOURS = (3, 6, 12, 24)
 SOCKET_TOKEN_S = 120  # the live socket's token only has to open the socket
 FORECAST_FRESH_MIN = units.STALE_MIN  # an older forecast is not shown
-TREATMENTS_MAX = 500
 READINGS_MAX = 2000  # 24.5 h of 1-minute readings
-NOTES_MAX = 500
-PAST_LIMIT_H = 48  # a treatment may be logged up to this long after it happened
-FUTURE_SLACK_MIN = 15  # clocks differ a little
-# Everything from this site only: no inline script or style, no CDN (there is no internet at
-# the bedside either); 'self' covers the same-origin WebSocket.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; manifest-src 'self'; worker-src 'self'; frame-ancestors 'none'")
-_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                 ".svg": "image/svg+xml", ".webmanifest": "application/manifest+json"}
-
-# The careportal's kinds: Nightscout eventType, which amounts it needs (grams of carbs, units
-# of insulin, minutes) and which it may carry.
-EVENT_TYPES = {
-    "Meal Bolus": {"needs_one_of": ("carbs", "insulin"), "fields": ("carbs", "insulin")},
-    "Carb Correction": {"needs_one_of": ("carbs",), "fields": ("carbs",)},
-    "Correction Bolus": {"needs_one_of": ("insulin",), "fields": ("insulin",)},
-    "Exercise": {"needs_one_of": ("duration",), "fields": ("duration",)},
-    "Note": {"needs_one_of": ("notes",), "fields": ()},
-}
-# field: (lowest, highest, unit in sentences)
-AMOUNTS = {"carbs": (1, 300, "g"), "insulin": (0.05, 50, "U"), "duration": (1, 600, "min")}
-
-
-class BadInput(ValueError):
-    """A careportal or settings field that cannot be used; the message is one sentence."""
 
 
 # -- who is asking ------------------------------------------------------------------------------
@@ -99,25 +72,6 @@ def api_user(request: Request, store: StoreDep, settings: SettingsDep) -> dict:
 ApiUser = Annotated[dict, Depends(api_user)]
 
 
-def same_origin(request: Request) -> None:
-    """Refuse a cookie-authenticated write that another site's page may have sent.
-
-    SameSite=Strict already keeps the cookie off cross-site requests; the Origin check is the
-    second lock (older browsers, a sibling subdomain). A Bearer token is not sent by browsers
-    on their own, so it needs no check.
-    """
-    if request.headers.get("authorization", "").lower().startswith("bearer "):
-        return
-    origin = request.headers.get("origin")
-    host = request.headers.get("host", "")
-    if origin is None:
-        if request.headers.get("sec-fetch-site") == "same-origin":
-            return
-        raise HTTPException(403, "Writes from the app need an Origin header naming this site.")
-    if urlsplit(origin).netloc.lower() != host.lower():
-        raise HTTPException(403, "Requests from another site are refused.")
-
-
 SameOrigin = Depends(same_origin)
 
 
@@ -136,19 +90,16 @@ def _actor(access: TenantAccess, what: str) -> None:
 # -- pages and static files ---------------------------------------------------------------------
 
 
-def _shell() -> HTMLResponse:
-    html = render.page_html("app.html", hours=HOURS, config=json.dumps(_config()))
-    return HTMLResponse(html, headers={"Cache-Control": "no-cache", "X-Frame-Options": "DENY",
-                                       "Content-Security-Policy": CSP})
+def _shell_html() -> str:
+    return shell_html(app_config(sign_in="/portal/login", tier="cloud"),
+                      sign_out="/portal/logout", portal=True)
 
 
-def _config() -> dict:
-    """What the app's script needs to know, from the one place each rule lives."""
-    return {"mgdl_per_mmoll": units.MGDL_PER_MMOLL, "low": units.LOW, "high": units.HIGH,
-            "very_low": units.VERY_LOW, "very_high": units.VERY_HIGH,
-            "stale_min": units.STALE_MIN, "urgent_stale_min": units.URGENT_STALE_MIN,
-            "hours": list(HOURS), "directions": list(units.DIRECTIONS),
-            "event_types": list(EVENT_TYPES), "amounts": AMOUNTS, "notes_max": NOTES_MAX}
+def _shell():
+    return page(_shell_html())
+
+
+router.include_router(static_router(_shell_html))  # before /app/{tenant}
 
 
 @router.get("/app")
@@ -157,106 +108,11 @@ def app_home(user: PortalUser):
     return _shell()
 
 
-@router.get("/app/shell")
-def app_shell():
-    """The same page without a session check: what the service worker keeps for offline."""
-    return _shell()
-
-
-@router.get("/app/sw.js")
-def service_worker():
-    """The service worker, served from /app so that it controls every app page."""
-    return FileResponse(STATIC / "sw.js", media_type=_STATIC_TYPES[".js"],
-                        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/app"})
-
-
-@router.get("/app/manifest.webmanifest")
-def manifest():
-    """The web app manifest (install to the home screen)."""
-    return FileResponse(STATIC / "manifest.webmanifest",
-                        media_type=_STATIC_TYPES[".webmanifest"],
-                        headers={"Cache-Control": "no-cache"})
-
-
-@router.get("/app/static/{name}")
-def static_file(name: str):
-    """The app's script, style sheet and icons."""
-    if name.startswith("icon-") and name.endswith(".png"):
-        try:
-            size = int(name[5:-4])
-        except ValueError:
-            size = 0
-        if size not in (192, 512):
-            raise HTTPException(404, f"No file {name!r}.")
-        return Response(icon_png(size), media_type="image/png",
-                        headers={"Cache-Control": "public, max-age=86400"})
-    path = STATIC / name
-    if "/" in name or name.startswith(".") or path.suffix not in _STATIC_TYPES \
-            or not path.is_file():
-        raise HTTPException(404, f"No file {name!r}.")
-    return FileResponse(path, media_type=_STATIC_TYPES[path.suffix],
-                        headers={"Cache-Control": "no-cache"})
-
-
 @router.get("/app/{tenant}")
 def app_tenant(tenant: str, user: PortalUser, store: StoreDep):
     """The app for one patient; 404 for a patient the person may not see, as in the portal."""
     _member(store, user, tenant)
     return _shell()
-
-
-@cache
-def icon_png(size: int) -> bytes:
-    """The app icon as PNG, drawn here (no image files or libraries): a night-blue rounded
-    square with a white crescent and a green in-range dot, as in icon.svg. Each shape is
-    painted row by row as the span of pixels it covers."""
-    night, white, green = b"\x0b\x2f\x57\xff", b"\xff\xff\xff\xff", b"\x3d\xbd\x5d\xff"
-    rows = []
-    for y in range(size):
-        row = bytearray(4 * size)
-        for shape, colour in ((_rounded_square, night), (_moon, white), (_bite, night),
-                              (_dot, green)):
-            span = shape(size, y + 0.5)
-            if span is not None:
-                lo, hi = max(0, round(span[0])), min(size, round(span[1]))
-                if hi > lo:
-                    row[4 * lo:4 * hi] = colour * (hi - lo)
-        rows.append(b"\x00" + bytes(row))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b""))
-
-
-def _disc(cx: float, cy: float, radius: float, y: float) -> tuple[float, float] | None:
-    """The x span of a disc on the row at height y, or None."""
-    if abs(y - cy) >= radius:
-        return None
-    half = math.sqrt(radius * radius - (y - cy) ** 2)
-    return cx - half, cx + half
-
-
-def _rounded_square(size: int, y: float) -> tuple[float, float] | None:
-    corner = size * 0.18
-    inset = max(corner - y, y - (size - corner), 0.0)
-    half = math.sqrt(max(corner * corner - inset * inset, 0.0))
-    return corner - half, size - corner + half
-
-
-def _moon(size: int, y: float):
-    return _disc(size * 0.44, size * 0.5, size * 0.3, y)
-
-
-def _bite(size: int, y: float):
-    return _disc(size * 0.56, size * 0.42, size * 0.26, y)
-
-
-def _dot(size: int, y: float):
-    return _disc(size * 0.7, size * 0.7, size * 0.07, y)
 
 
 # -- JSON: the person -----------------------------------------------------------------------------
@@ -274,7 +130,7 @@ def me(user: ApiUser, store: StoreDep) -> dict:
 @router.put("/app/api/units", dependencies=[SameOrigin])
 async def put_units(request: Request, user: ApiUser, store: StoreDep) -> dict:
     """Change the signed-in person's glucose unit (the portal's setting, shared)."""
-    body = await _json_object(request)
+    body = await json_object(request)
     try:
         report_settings.set_user_units(store, user["id"], str(body.get("unit", "")))
     except report_settings.SettingsError as exc:
@@ -296,7 +152,8 @@ def state(tenant: str, user: ApiUser, store: StoreDep, hours: int = 3) -> dict:
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - hours * 3_600_000
     return {"tenant": tenant, "name": store.get_tenant(tenant)["name"], "role": access.role,
-            "can_act": access.role in ACT_ROLES, "now_ms": now_ms, "hours": hours,
+            "can_act": access.role in ACT_ROLES, "can_ack": access.role in ACT_ROLES,
+            "now_ms": now_ms, "hours": hours,
             "unit": report_settings.user_units(store, user["id"]),
             "entries": _readings(access, start_ms, now_ms),
             "alerts": _alerts(access), "treatments": _treatments(access, start_ms, now_ms),
@@ -323,14 +180,7 @@ def _alerts(access: TenantAccess) -> list[dict]:
 def _treatments(access: TenantAccess, start_ms: int, end_ms: int) -> list[dict]:
     rows = access.data.docs.find("treatments", between("treatments", start_ms, end_ms),
                                  count=TREATMENTS_MAX)
-    out = []
-    for row in reversed(rows):
-        doc = row.doc
-        out.append({"id": row.oid, "at_ms": row.date_ms, "eventType": doc.get("eventType"),
-                    "carbs": doc.get("carbs"), "insulin": doc.get("insulin"),
-                    "duration": doc.get("duration"), "notes": doc.get("notes"),
-                    "enteredBy": doc.get("enteredBy")})
-    return out
+    return [treatment_view(row) for row in reversed(rows)]
 
 
 def _forecast(access: TenantAccess, now_ms: int) -> dict | None:
@@ -366,7 +216,7 @@ async def add_treatment(tenant: str, request: Request, user: ApiUser, store: Sto
     """Log carbs, insulin, exercise or a note as a Nightscout treatment of the patient."""
     access = _member(store, user, tenant)  # before the body: a stranger learns nothing
     _actor(access, "log treatments")
-    body = await _json_object(request)
+    body = await json_object(request)
     try:
         doc = treatment(body, user["email"], int(time.time() * 1000))
         created, _same = access.data.add_documents("treatments", [doc], mode="keep")
@@ -375,92 +225,6 @@ async def add_treatment(tenant: str, request: Request, user: ApiUser, store: Sto
     store.audit("treatment.add", actor=user["id"], tenant_id=tenant, event=doc["eventType"],
                 via="app")
     return {"stored": bool(created), "treatment": created[0] if created else doc}
-
-
-async def _json_object(request: Request) -> dict:
-    try:
-        body = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(422, "The body is not JSON.") from None
-    if not isinstance(body, dict):
-        raise HTTPException(422, "The body must be a JSON object.")
-    return body
-
-
-def treatment(body: dict, entered_by: str, now_ms: int) -> dict:
-    """The Nightscout treatment for a careportal form; BadInput with one sentence if any
-    field cannot be used."""
-    kind = body.get("eventType")
-    if not isinstance(kind, str) or kind not in EVENT_TYPES:
-        raise BadInput(f"eventType must be one of {', '.join(EVENT_TYPES)}.")
-    rule = EVENT_TYPES[kind]
-    doc: dict[str, Any] = {"eventType": kind, "enteredBy": f"Nightlink app ({entered_by})"}
-    for name in ("carbs", "insulin", "duration"):
-        value = _amount(name, body.get(name))
-        if value is not None and name not in rule["fields"]:
-            raise BadInput(f"{_a(kind)} has no {name}.")
-        if value is not None:
-            doc[name] = value
-    notes = body.get("notes")
-    if notes is not None and not isinstance(notes, str):
-        raise BadInput("notes must be text.")
-    notes = (notes or "").strip()
-    if len(notes) > NOTES_MAX:
-        raise BadInput(f"notes may be at most {NOTES_MAX} characters, not {len(notes)}.")
-    if notes:
-        doc["notes"] = notes
-    if not any(doc.get(name) for name in rule["needs_one_of"]):
-        what = " or ".join(_field_words(n) for n in rule["needs_one_of"])
-        raise BadInput(f"{_a(kind)} needs {what}.")
-    doc["created_at"] = _when(body.get("at_ms"), now_ms)
-    return doc
-
-
-def _a(kind: str) -> str:
-    return ("An " if kind[0] in "AEIOU" else "A ") + kind
-
-
-def _field_words(name: str) -> str:
-    if name == "notes":
-        return "a note"
-    lo, hi, unit = AMOUNTS[name]
-    return f"{name} ({lo:g}-{hi:g} {unit})"
-
-
-def _amount(name: str, value) -> float | None:
-    if value is None or value == "":
-        return None
-    lo, hi, unit = AMOUNTS[name]
-    if isinstance(value, bool):
-        raise BadInput(f"{name} must be a number of {unit}.")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip().replace(",", "."))
-        except ValueError:
-            raise BadInput(f"{name} must be a number of {unit}, not {value[:20]!r}.") from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadInput(f"{name} must be a number of {unit}.")
-    if not lo <= value <= hi:
-        raise BadInput(f"{name} must lie between {lo:g} and {hi:g} {unit}, not {value:g}.")
-    return round(float(value), 2) if name == "insulin" else round(float(value), 1)
-
-
-def _when(value, now_ms: int) -> str:
-    """The treatment's time as ISO 8601 UTC: now, or a time (ms) in the last hours."""
-    if value is None or value == "":
-        at = now_ms
-    elif isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value):
-        raise BadInput("at_ms must be a time in milliseconds since 1970.")
-    else:
-        at = int(value)
-    if at > now_ms + FUTURE_SLACK_MIN * 60_000:
-        raise BadInput("The time of a treatment cannot be in the future.")
-    if at < now_ms - PAST_LIMIT_H * 3_600_000:
-        raise BadInput(f"A treatment can be logged up to {PAST_LIMIT_H} hours after it "
-                       "happened.")
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at / 1000)) \
-        + f".{at % 1000:03d}Z"
 
 
 @router.post("/app/api/{tenant}/live-token", dependencies=[SameOrigin])

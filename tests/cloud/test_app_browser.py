@@ -2,48 +2,33 @@
 through the portal's form at 390 px (a phone) and 1280 px; the reading, chart, alerts and
 careportal work, a reading and an alert arrive over the live socket, axe-core finds no serious
 or critical violation, no console errors; then the server stops and the service worker opens
-the app with the last data. Screenshots go to out/test-artifacts/."""
+the app with the last data. A treatment an uploader posts through the Nightscout API appears
+live; acknowledgements and treatments made offline wait on the phone and are stored once when
+the connection is back. Screenshots go to out/test-artifacts/."""
 
+import contextlib
+import hashlib
 import json
-import threading
 import time
+from types import SimpleNamespace
 
+import httpx
 import pytest
-import uvicorn
 
 from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password
 from nightlink.cloud.config import Settings
 from nightlink.tools.bench.report import put_glucose
 from tests.support.browser import ARTIFACTS, chromium, serious
-from tests.support.services import free_port
+from tests.support.servers import serve
 from tests.support.waiting import until
 
 from .conftest import JWT_SECRET, PASSWORD
 from .test_app import seed
 
+UPLOAD_SECRET = "an-uploader-secret-1"
 PEOPLE = {"pat@example.org": "patient", "care@example.org": "caregiver",
           "doc@example.org": "doctor"}
-
-
-class Server:
-    """The cloud under uvicorn in a thread, so it can be stopped mid-test (offline)."""
-
-    def __init__(self, app):
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                log_level="warning",
-                                                timeout_graceful_shutdown=1))
-        self.thread = threading.Thread(target=self.uv.run, daemon=True)
-        self.thread.start()
-        until(lambda: self.uv.started, 20, "uvicorn starting")
-
-    def stop(self):
-        self.uv.should_exit = True
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
 
 
 @pytest.fixture
@@ -61,11 +46,10 @@ def server(tmp_path):
     store.create_tenant("fam-2", "Ben Example")
     store.grant("fam-2", store.user_by_email("care@example.org")["id"], "caregiver", by=None)
     seed(store, "fam-2", last_age_min=40, forecast=False)
-    srv = Server(app)
-    srv.newest = newest
-    yield srv
-    if srv.thread.is_alive():
-        srv.stop()
+    store.set_api_secret("fam-1", UPLOAD_SECRET)
+    with contextlib.ExitStack() as running:  # stop() ends the server mid-test (offline)
+        url = running.enter_context(serve(app))
+        yield SimpleNamespace(app=app, url=url, newest=newest, stop=running.close)
     store.close()
 
 
@@ -162,7 +146,9 @@ def test_app_in_chromium(server, tmp_path):
                   "document.getElementById('care-carbs').value = '0';"
                   "document.getElementById('care').requestSubmit()")
         until(lambda: text(page, "care-error"), 10, "the careportal's error")
-        assert text(page, "care-error") == "carbs must lie between 1 and 300 g, not 0."
+        assert text(page, "care-error").startswith("Carb Correction at ")
+        assert text(page, "care-error").endswith(
+            " · 0 g was not saved: carbs must lie between 1 and 300 g, not 0.")
         assert network_errors_only(page.errors(), 422) == []  # the browser notes the 422
         page.events.clear()
         page.eval("document.getElementById('care-carbs').value = '15';"
@@ -256,3 +242,96 @@ def test_app_in_chromium(server, tmp_path):
         assert network_errors_only(page.errors()) == []
         page.screenshot(ARTIFACTS / "app-offline-390.png")
     assert time.monotonic() - started < 90
+
+
+# -- live treatments and the outbox -------------------------------------------------------------
+
+
+def offline(page, on: bool) -> None:
+    """Cut the page off the network or give it back (what Playwright's set_offline does)."""
+    page.send("Network.enable")
+    page.send("Network.emulateNetworkConditions", offline=on, latency=0,
+              downloadThroughput=-1, uploadThroughput=-1)
+
+
+def pending(page) -> list[str]:
+    return page.eval("document.getElementById('pending-card').hidden ? [] : "
+                     "[...document.querySelectorAll('#pending li')].map(li => li.textContent)")
+
+
+def fill_treatment(page, kind: str, field: str, value: str) -> None:
+    page.eval(f"document.getElementById('care-type').value = {kind!r};"
+              "document.getElementById('care-type').dispatchEvent(new Event('change'));"
+              f"document.getElementById('care-{field}').value = {value!r};"
+              "document.getElementById('care').requestSubmit()")
+
+
+def test_app_live_treatments_and_offline_outbox(server, tmp_path):
+    started = time.monotonic()
+    data = server.app.state.store.tenant("fam-1")
+    with chromium(tmp_path) as page:
+        page.viewport(390, 844)
+        assert sign_in(page, server, "care@example.org") == "/app/fam-1"
+        until(lambda: page.eval("document.body.dataset.live === 'open'"), 20, "the socket")
+
+        # An uploader (AndroidAPS, xDrip+) posts a treatment through the Nightscout API.
+        now_iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        posted = time.monotonic()
+        r = httpx.post(f"{server.url}/t/fam-1/api/v1/treatments",
+                       headers={"api-secret": hashlib.sha1(UPLOAD_SECRET.encode()).hexdigest()},
+                       json=[{"eventType": "Carb Correction", "carbs": 22,
+                              "created_at": now_iso, "enteredBy": "AndroidAPS"}])
+        assert r.status_code == 200, r.text
+        until(lambda: "Carb Correction: 22 g" in text(page, "treatments"), 5,
+              "the uploaded treatment in the open app")
+        live_s = time.monotonic() - posted
+        assert page.eval("document.querySelectorAll('#glucose-chart .treatment').length") == 2
+
+        # Offline: an acknowledgement, a correction and a bad entry wait on the phone.
+        offline(page, True)
+        until(lambda: not page.eval("navigator.onLine"), 5, "the page seeing it is offline")
+        page.events.clear()
+        click(page, "#alerts li.warning button")
+        until(lambda: len(pending(page)) == 1, 10, "the acknowledgement waiting")
+        fill_treatment(page, "Correction Bolus", "insulin", "1.5")
+        until(lambda: len(pending(page)) == 2, 10, "the correction waiting")
+        fill_treatment(page, "Carb Correction", "carbs", "0")  # refused once sent
+        until(lambda: len(pending(page)) == 3, 10, "the bad entry waiting")
+        assert page.eval("document.querySelector('#alerts li.warning button').textContent") \
+            == "Waiting to send"
+        assert text(page, "status").startswith("Offline: ")
+        assert [t for t in data.documents("treatments", count=10)
+                if t["eventType"] == "Correction Bolus"] == []
+        assert len(data.alerts(unacked=True)) == 2
+        assert serious(page.axe()) == []
+        page.screenshot(ARTIFACTS / "app-outbox-390.png")
+
+        # Back online: each is sent once; the refusal is shown and leaves the outbox.
+        offline(page, False)
+        until(lambda: pending(page) == [], 20, "the outbox emptying")
+        corrections = [t for t in data.documents("treatments", count=20)
+                       if t["eventType"] == "Correction Bolus"]
+        assert len(corrections) == 1 and corrections[0]["insulin"] == 1.5, corrections
+        assert corrections[0]["identifier"].startswith("nlapp-")
+        assert [a["level"] for a in data.alerts(unacked=True)] == ["urgent"]
+        until(lambda: "was not saved: carbs must lie between 1 and 300 g, not 0." in
+              text(page, "care-error"), 10, "the refusal shown")
+        until(lambda: "Correction Bolus: 1.5 U" in text(page, "treatments"), 10,
+              "the sent correction in the list")
+        assert page.eval("localStorage.getItem('nightlink-outbox-v1')") == "[]"
+        # A retry whose answer was lost sends the same identifier: still stored once.
+        again = {"eventType": "Correction Bolus", "insulin": 1.5,
+                 "identifier": corrections[0]["identifier"],
+                 "at_ms": int(time.time() * 1000) - 60_000}
+        answer = page.eval(f"fetch('/app/api/fam-1/treatments', {{method: 'POST', "
+                           f"headers: {{'Content-Type': 'application/json'}}, "
+                           f"body: JSON.stringify({json.dumps(again)})}}).then(r => r.json())"
+                           ".then(b => b.stored)", await_promise=True)
+        assert answer is False
+        assert len([t for t in data.documents("treatments", count=20)
+                    if t["eventType"] == "Correction Bolus"]) == 1
+        assert [e for e in page.errors() if "ERR_INTERNET_DISCONNECTED" not in e
+                and "status of 422" not in e and "WebSocket connection" not in e] == []
+        page.screenshot(ARTIFACTS / "app-outbox-sent-390.png")
+    assert live_s < 3, live_s
+    assert time.monotonic() - started < 60

@@ -1,7 +1,11 @@
 /* The Nightlink app: the current reading, a chart, alerts and a careportal for one patient.
    Data comes from /app/api (the portal's session cookie) and live over the tenant's WebSocket;
    every glucose value is stored in mg/dL and converted here only for display, with the factor
-   the server sends from nightlink.shared.units. No library, no network beyond this site. */
+   the server sends from nightlink.shared.units. No library, no network beyond this site.
+   Acknowledgements and treatments go through an outbox kept in localStorage: offline or with
+   the server unreachable they wait on the phone, shown as waiting, and are sent when the
+   connection is back (doubling back-off with jitter; a refusal (4xx) is shown and dropped).
+   The same app runs on the cloud and on the bedside node (CONFIG.tier). */
 "use strict";
 
 const CONFIG = JSON.parse(document.body.dataset.config);
@@ -16,10 +20,15 @@ const ARROWS = {
 const RECONNECT_MAX_S = 60;
 const REFRESH_S = 60;
 const LIVE_LOG = 200;  // live messages kept to replay over a state answer that crossed them
+const OUTBOX_KEY = "nightlink-outbox-v1";
+const OUTBOX_FIRST_S = 2;  // the first retry after a failed send; doubling up to the ceiling
+const OUTBOX_MAX_S = 60;
 
 const state = {
   me: null, tenant: null, hours: 3, data: null, unit: MGDL, offlineSince: null,
   socket: null, socketTries: 0, socketTimer: null, lastFetchOk: 0, liveLog: [],
+  outboxTimer: null, flushing: null, flushAgain: false, refused: new Set(),
+  unitSetAt: -1, unitsSending: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -79,7 +88,7 @@ async function api(path, options = {}) {
   }
   const response = await fetch(path, init);
   if (response.status === 401) {
-    location.assign("/portal/login");
+    location.assign(CONFIG.sign_in);
     throw new HttpError(401, "Sign in first.");
   }
   let body = null;
@@ -102,7 +111,8 @@ async function loadState() {
   try {
     const {body, offline} = await api(`/app/api/${encodeURIComponent(state.tenant)}/state?hours=${state.hours}`);
     state.data = body;
-    state.unit = body.unit;
+    // A unit chosen while this answer was on its way, or not yet stored, is the newer one.
+    if (!state.unitsSending && !(state.unitSetAt >= asked)) state.unit = body.unit;
     // What the socket brought while the answer was on its way is newer than the answer.
     for (const [at, msg] of state.liveLog) if (at >= asked) applyLive(msg);
     if (offline) {
@@ -178,6 +188,8 @@ function applyLive(msg) {
     if (msg.data.entry) addEntry(msg.data.entry);
   } else if (msg.type === "entry") {
     addEntry(msg.data);
+  } else if (msg.type === "treatment") {
+    addTreatment(msg.data);
   } else if (msg.type === "alert") {
     const a = msg.data;
     state.data.alerts = state.data.alerts.filter((x) => x.id !== a.id);
@@ -194,6 +206,15 @@ function addEntry(doc) {
   if (entries.some((e) => e.date === doc.date)) return;
   entries.push({date: doc.date, sgv: doc.sgv, direction: doc.direction || "NONE"});
   entries.sort((a, b) => a.date - b.date);
+}
+
+function addTreatment(t) {
+  // Entered here, on another phone, by an uploader (AndroidAPS, xDrip+) or over MQTT: the
+  // same treatment replaces its older copy; a deleted one leaves.
+  const rest = state.data.treatments.filter((x) => x.id !== t.id);
+  if (!t.deleted) rest.push(t);
+  rest.sort((a, b) => a.at_ms - b.at_ms);
+  state.data.treatments = rest;
 }
 
 // -- rendering ---------------------------------------------------------------------------------
@@ -358,14 +379,16 @@ function renderAlerts() {
     text.appendChild(document.createTextNode(" " + a.message));
     text.appendChild(el("time", {datetime: new Date(a.at_ms).toISOString()}, `${clock(a.at_ms)} · ${ago(a.at_ms, Date.now())}`));
     li.appendChild(text);
-    if (d.can_act) {
-      const b = el("button", {type: "button", "aria-label": `Acknowledge: ${a.message}`}, "Acknowledge");
-      b.addEventListener("click", () => acknowledge(a.id, b));
+    if (d.can_ack === undefined ? d.can_act : d.can_ack) {
+      const b = el("button", {type: "button", "aria-label": `Acknowledge: ${a.message}`,
+                              "data-message": a.message}, "Acknowledge");
+      b.addEventListener("click", () => acknowledge(a));
       li.appendChild(b);
     }
     return li;
   }));
   $("alerts-empty").hidden = alerts.length > 0;
+  renderPending();
   $("alerts-h").textContent = alerts.length ? `Alerts (${alerts.length})` : "Alerts";
 }
 
@@ -382,17 +405,132 @@ function renderTreatments() {
 
 // -- actions -----------------------------------------------------------------------------------
 
-async function acknowledge(id, button) {
-  button.disabled = true;
-  try {
-    await api(`/app/api/${encodeURIComponent(state.tenant)}/alerts/${id}/ack`, {method: "POST"});
-    state.data.alerts = state.data.alerts.filter((a) => a.id !== id);
-    render();
-    setStatus("Alert acknowledged.");
-  } catch (err) {
-    button.disabled = false;
-    setStatus(err instanceof HttpError ? err.message : "Offline: the alert could not be acknowledged.");
+// The outbox: what the person did, kept until the server has it. Each item names the person
+// (only their own items are sent or shown), the patient, the route and the body; a treatment
+// carries its own identifier and time, so sending it twice stores it once.
+
+function outboxAll() {
+  try { return JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"); } catch (err) { return []; }
+}
+
+function outboxSave(items) {
+  localStorage.setItem(OUTBOX_KEY, JSON.stringify(items));
+}
+
+function outboxMine() {
+  return outboxAll().filter((i) => state.me && i.who === state.me.email);
+}
+
+function newIdentifier() {
+  // crypto.randomUUID needs a secure context; the bedside node is plain http on the LAN.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return "nlapp-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function enqueue(kind, path, body, label, extra = {}) {
+  // Resolves once a first try is over: sent, refused (its id in state.refused) or waiting.
+  const id = newIdentifier();
+  const items = outboxAll();
+  items.push({id, who: state.me.email, tenant: state.tenant, kind, path, body, label,
+              tries: 0, next_at: 0, ...extra});
+  outboxSave(items);
+  renderPending();
+  await flushOutbox();
+  return id;
+}
+
+function outboxUpdate(id, change) {
+  const items = outboxAll();
+  const at = items.findIndex((i) => i.id === id);
+  if (at < 0) return;
+  if (change === null) items.splice(at, 1); else Object.assign(items[at], change);
+  outboxSave(items);
+}
+
+async function flushOutbox() {
+  // One flush at a time; a call during one makes it go round once more (the new item).
+  if (state.flushing) { state.flushAgain = true; return state.flushing; }
+  state.flushing = (async () => {
+    do { state.flushAgain = false; await flushOnce(); } while (state.flushAgain);
+  })();
+  try { await state.flushing; } finally { state.flushing = null; }
+}
+
+async function flushOnce() {
+  // In order; a failure leaves the rest waiting for the next try.
+  clearTimeout(state.outboxTimer);
+  if (!state.me) return;
+  let sent = 0;
+  for (const item of outboxMine()) {
+    if (item.next_at > Date.now()) break;
+    try {
+      await api(item.path, {method: "POST", body: item.body});
+    } catch (err) {
+      if (err instanceof HttpError && err.status === 401) break;  // signing in again first
+      if (err instanceof HttpError && err.status >= 400 && err.status < 500
+          && err.status !== 408 && err.status !== 429) {
+        outboxUpdate(item.id, null);  // refused: retrying would be refused again
+        refused(item, err.message);
+        continue;
+      }
+      const tries = item.tries + 1;  // 5xx or no connection: later, with back-off
+      const ceiling = Math.min(OUTBOX_MAX_S, OUTBOX_FIRST_S * 2 ** (tries - 1));
+      const wait = ceiling / 2 + Math.random() * ceiling / 2;
+      outboxUpdate(item.id, {tries, next_at: Date.now() + wait * 1000});
+      setStatus(`Offline: ${outboxMine().length} waiting to be sent; next try in ${Math.round(wait)} s.`, true);
+      break;
+    }
+    outboxUpdate(item.id, null);
+    sent += 1;
+    if (item.kind === "ack" && state.data && item.tenant === state.tenant) {
+      state.data.alerts = state.data.alerts.filter((a) => String(a.id) !== item.alert);
+    }
+    if (item.kind === "treatment") $("care-error").textContent = "";
+    setStatus(item.kind === "ack" ? "Alert acknowledged." : `${item.body.eventType} saved.`);
   }
+  const waiting = outboxMine();
+  if (waiting.length) {
+    const next = Math.min(...waiting.map((i) => i.next_at));
+    state.outboxTimer = setTimeout(flushOutbox, Math.max(0, next - Date.now()));
+  }
+  renderPending();
+  if (sent && state.data) {
+    render();
+    // Live, the server's own message brings what was stored; without the socket, ask.
+    if (document.body.dataset.live !== "open") await loadState();
+  }
+}
+
+function refused(item, message) {
+  state.refused.add(item.id);
+  if (item.kind === "treatment") {  // it may have waited: say which one
+    $("care-error").textContent = `${item.label} was not saved: ${message}`;
+  } else {
+    setStatus(`${item.label} was not sent: ${message}`);
+  }
+}
+
+function renderPending() {
+  const items = outboxMine().filter((i) => i.tenant === state.tenant);
+  $("pending").replaceChildren(...items.map((i) => el("li", {"data-pending": i.kind}, i.label)));
+  $("pending-card").hidden = items.length === 0;
+  const acks = new Set(items.filter((i) => i.kind === "ack").map((i) => i.alert));
+  for (const li of document.querySelectorAll("#alerts li")) {
+    const waiting = acks.has(li.dataset.alert);
+    li.classList.toggle("pending", waiting);
+    const b = li.querySelector("button");
+    if (!b) continue;
+    const word = waiting ? "Waiting to send" : "Acknowledge";
+    b.disabled = waiting;
+    b.textContent = word;
+    b.setAttribute("aria-label", `${word}: ${b.dataset.message}`);
+  }
+}
+
+function acknowledge(alert) {
+  // `alert`: which one to take off the list once sent.
+  return enqueue("ack", `/app/api/${encodeURIComponent(state.tenant)}/alerts/${alert.id}/ack`,
+                 {}, `Acknowledge: ${alert.message}`, {alert: String(alert.id)});
 }
 
 function careFields() {
@@ -407,33 +545,37 @@ function careFields() {
 async function saveTreatment(event) {
   event.preventDefault();
   const form = event.target;
-  const body = {eventType: form.eventType.value, notes: form.notes.value};
+  const body = {eventType: form.eventType.value, notes: form.notes.value,
+                identifier: newIdentifier()};
   for (const name of ["carbs", "insulin", "duration"]) {
     const input = form[name];
     if (!input.closest("label").hidden && input.value.trim() !== "") body[name] = input.value.trim();
   }
-  const minutes = Number(form.when.value);
-  if (minutes) body.at_ms = Date.now() - minutes * 60000;
+  // The time is fixed now: sent later, the treatment still happened when it was entered.
+  body.at_ms = Date.now() - Number(form.when.value || 0) * 60000;
   $("care-error").textContent = "";
-  try {
-    await api(`/app/api/${encodeURIComponent(state.tenant)}/treatments`, {method: "POST", body});
+  const label = `${body.eventType} at ${clock(body.at_ms)}`
+    + (body.carbs ? ` · ${body.carbs} g` : "") + (body.insulin ? ` · ${body.insulin} U` : "")
+    + (body.duration ? ` · ${body.duration} min` : "");
+  const id = await enqueue("treatment", `/app/api/${encodeURIComponent(state.tenant)}/treatments`,
+                          body, label);
+  if (!state.refused.has(id)) {  // sent or waiting: the form is free for the next one
     form.reset();
     careFields();
-    setStatus(`${body.eventType} saved.`);
-    await loadState();
-  } catch (err) {
-    $("care-error").textContent = err instanceof HttpError ? err.message
-      : "Offline: the treatment was not saved; try again when online.";
   }
 }
 
 async function setUnit(unit) {
   state.unit = unit;
+  state.unitSetAt = performance.now();
   render();
+  state.unitsSending += 1;
   try {
     await api("/app/api/units", {method: "PUT", body: {unit}});
   } catch (err) {
     setStatus(err instanceof HttpError ? err.message : "Offline: the unit is changed on this screen only.");
+  } finally {
+    state.unitsSending -= 1;
   }
 }
 
@@ -466,7 +608,11 @@ async function start() {
     }
   });
   window.addEventListener("resize", () => { if (state.data) renderChart(); });
-  window.addEventListener("online", () => { loadState(); connectLive(); });
+  window.addEventListener("online", () => {
+    // Back online: what waits goes now, without the back-off's remaining wait.
+    outboxSave(outboxAll().map((i) => ({...i, next_at: 0})));
+    flushOutbox(); loadState(); connectLive();
+  });
   let me;
   try {
     ({body: me} = await api("/app/api/me"));
@@ -500,6 +646,7 @@ async function start() {
   $("to-sharing").href = `${pages}/sharing`;
   $("to-sharing").hidden = !(mine && (mine.role === "patient" || mine.role === "admin"));
   await loadState();
+  flushOutbox();  // what waited on this phone since the last time
   connectLive();
   setInterval(() => { if (state.data) { renderNow(); } }, 15000);
   setInterval(loadState, REFRESH_S * 1000);

@@ -1,0 +1,95 @@
+"""The app's routes that are the same on the cloud and the edge: the shell the service worker
+keeps, the service worker, the manifest, the script, style sheet and icons; and the two
+checks every write route of the app makes (a JSON object body, a same-origin request)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from nightlink.webapp import CSP, STATIC, STATIC_TYPES, icon_png, static_path
+
+PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Frame-Options": "DENY",
+                "Content-Security-Policy": CSP}
+
+
+def page(html: str) -> HTMLResponse:
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+def static_router(shell: Callable[[], str]) -> APIRouter:
+    """The static part of the app; `shell()` gives the tier's page."""
+    router = APIRouter(tags=["app"], include_in_schema=False)
+
+    @router.get("/app/shell")
+    def app_shell():
+        """The page without a sign-in check: what the service worker keeps for offline."""
+        return page(shell())
+
+    @router.get("/app/sw.js")
+    def service_worker():
+        """The service worker, served from /app so that it controls every app page."""
+        return FileResponse(STATIC / "sw.js", media_type=STATIC_TYPES[".js"],
+                            headers={"Cache-Control": "no-cache",
+                                     "Service-Worker-Allowed": "/app"})
+
+    @router.get("/app/manifest.webmanifest")
+    def manifest():
+        """The web app manifest (install to the home screen)."""
+        return FileResponse(STATIC / "manifest.webmanifest",
+                            media_type=STATIC_TYPES[".webmanifest"],
+                            headers={"Cache-Control": "no-cache"})
+
+    @router.get("/app/static/{name}")
+    def static_file(name: str):
+        """The app's script, style sheet and icons."""
+        if name.startswith("icon-") and name.endswith(".png"):
+            try:
+                size = int(name[5:-4])
+            except ValueError:
+                size = 0
+            if size not in (192, 512):
+                raise HTTPException(404, f"No file {name!r}.")
+            return Response(icon_png(size), media_type="image/png",
+                            headers={"Cache-Control": "public, max-age=86400"})
+        path = static_path(name)
+        if path is None:
+            raise HTTPException(404, f"No file {name!r}.")
+        return FileResponse(path, media_type=STATIC_TYPES[path.suffix],
+                            headers={"Cache-Control": "no-cache"})
+
+    return router
+
+
+def same_origin(request: Request) -> None:
+    """Refuse a cookie-authenticated write that another site's page may have sent.
+
+    SameSite=Strict already keeps the cookie off cross-site requests; the Origin check is the
+    second lock (older browsers, a sibling subdomain). A Bearer token is not sent by browsers
+    on their own, so it needs no check.
+    """
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return
+    origin = request.headers.get("origin")
+    host = request.headers.get("host", "")
+    if origin is None:
+        if request.headers.get("sec-fetch-site") == "same-origin":
+            return
+        raise HTTPException(403, "Writes from the app need an Origin header naming this site.")
+    if urlsplit(origin).netloc.lower() != host.lower():
+        raise HTTPException(403, "Requests from another site are refused.")
+
+
+async def json_object(request: Request) -> dict:
+    """The request's body as a JSON object, else 422 with one sentence."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(422, "The body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise HTTPException(422, "The body must be a JSON object.")
+    return body
