@@ -83,8 +83,8 @@ def main(verbose: bool) -> None:
 @click.option("--patient", default="adult#001", show_default=True)
 @click.option("--hours", type=float, default=8.0, show_default=True)
 @click.option("--nights", type=click.IntRange(1, 90), default=14, show_default=True,
-              help="Nights to simulate, ending with the --seed night; the earlier ones skip "
-                   "the audio to stay fast.")
+              help="Nights to simulate, ending with the --seed night, with simulated daytime "
+                   "CGM between them; the earlier ones skip the audio to stay fast.")
 @click.option("--keep-audio-file", is_flag=True,
               help="Also write the night's audio as WAV (0.9 GB for 8 h); by default the edge "
                    "consumes it as a stream.")

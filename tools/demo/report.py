@@ -59,6 +59,22 @@ def describe(doc: dict) -> list[str]:
     return lines
 
 
+def glucose_lines(rep: dict) -> list[str]:
+    """The report's targets and GRI in words, as the report judges them."""
+    lines = []
+    for t in rep.get("targets") or []:
+        limit = t["limit"]
+        where = (f"{limit[1]:g}-{limit[2]:g}" if limit[0] == "range"
+                 else f"{limit[0]} {limit[1]:g}")
+        verdict = "not enough data" if t["met"] is None else "met" if t["met"] else "not met"
+        lines.append(f"  {t['label']} ({where} {UNIT}): {t['value']:.1f} % (target "
+                     f"{t['op']} {t['target']:g} %: {verdict})")
+    if rep.get("gri") is not None:
+        zone = f"zone {rep['gri_zone']}" if rep["judged"] else "zone not judged: not enough data"
+        lines.append(f"  Glycemia risk index (GRI): {rep['gri']:.1f} ({zone})")
+    return lines
+
+
 def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
     """Write report/night-<night>.html per night (.pdf too for the last) and
     report/report.{html,pdf} (the multi-day report ending with the last night) under out; say
@@ -104,10 +120,14 @@ def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
     files = [html, folder / "report.pdf", *files]
     store.audit("export", tenant_id=tenant, kind="demo", format="html+pdf",
                 files=[str(f) for f in files])
+    suf = rep["sufficiency"]
     echo(f"{rep['days']}-day report ({rep['start_day']} to {rep['end_day']}, {pages} PDF "
          f"pages, {len(rep['nights'])} nights); data sufficiency "
-         f"{100 * rep['sufficiency']['share']:.0f} % of readings (the demo simulates nights: "
-         "no daytime CGM).")
+         f"{100 * suf['share']:.0f} % of readings over {suf['days_with_data']} days with "
+         f"readings ({'sufficient' if suf['sufficient'] else 'below'} the consensus's 14 days "
+         f"with >= 70 %; the daytime CGM is simulated too).")
+    for line in glucose_lines(rep):
+        echo(line)
     echo("Open in a browser (the pages link to each other):")
     echo(f"  file://{html.resolve()}")
     echo(f"  {len(docs)} night pages, the report PDF and the last night's PDF next to it in "

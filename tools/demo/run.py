@@ -4,7 +4,9 @@ embedded MQTT broker into the cloud store, and what each tier ended up holding.
 The last night is the full pipeline (audio features regenerated from the night's seed, the
 desk clock through the night); the nights before it (--nights, 14 by default, so the 14-day
 report, the trends and the associations have something to show) skip the audio, which is
-most of a night's replay time: their breathing figures come from the wearable's SpO2."""
+most of a night's replay time: their breathing figures come from the wearable's SpO2. The
+days between the nights have simulated CGM too (tools/demo/days.py), imported into the edge
+node as a Nightscout export, so the 14-day report has whole days of CGM to judge."""
 
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
     from nightlink.cloud.store import Store
+    from nightlink.edge.importers.importer import import_file
     from nightlink.edge.node.config import SyncConfig
     from nightlink.edge.store import EdgeStore
     from nightlink.edge.sync.cloud_link import SyncClient
@@ -61,9 +64,8 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         done = [pool.submit(simulate_night, folder, seed=night_seed, patient=patient,
                             hours=hours, audio_format=None, start=start)
                 for folder, night_seed, start in history]
+        days = _simulate_days(pool, history, out, done, last, patient)
         manifest = last.result()
-        for job in done:
-            job.result()
     history = [folder for folder, _, _ in history]
     echo(summarize(out, manifest))
     echo(f"\nSimulated {nights} night{'s' if nights != 1 else ''} in "
@@ -83,6 +85,12 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         if history:
             echo(f"\nEdge node: {len(history)} earlier nights (no audio) in "
                  f"{time.monotonic() - t0:.1f} s")
+        if days:
+            t0 = time.monotonic()
+            readings = sum(import_file(edge, path, fmt="nightscout").entries_stored
+                           for path in days)
+            echo(f"Edge node: {len(days)} days of simulated daytime CGM ({readings} readings, "
+                 f"imported as Nightscout JSON) in {time.monotonic() - t0:.1f} s")
         result = replay(out, edge, audio="auto")
         echo(f"\nEdge node: {result.records} epoch records from {result.epochs} epochs in "
              f"{result.seconds:.1f} s into {out / 'edge.db'}")
@@ -138,6 +146,26 @@ def run_demo(out: Path, seed: int = 3, patient: str = "adult#001", hours: float 
         broker.stop()
         edge.close()
         cloud.close()
+
+
+def _simulate_days(pool, history, out: Path, done, last, patient: str) -> list[Path]:
+    """The days between consecutive nights (out/days/<date>.json), each submitted once both
+    its nights are written; the nights' jobs are waited for on the way."""
+    from nightlink.tools.demo.days import write_day
+
+    folders = [folder for folder, _, _ in history] + [out]
+    jobs, days = [*done, last], []
+    for old in (out / "days").glob("*.json"):  # days of an earlier, longer run
+        old.unlink()
+    for i, (_, seed, start) in enumerate(history):
+        jobs[i].result()
+        jobs[i + 1].result()
+        path = out / "days" / f"{(start + timedelta(days=1)).date().isoformat()}.json"
+        days.append((path, pool.submit(write_day, folders[i], folders[i + 1], path, seed,
+                                       patient)))
+    for _, job in days:
+        job.result()
+    return [path for path, _ in days]
 
 
 def _doctor(cloud) -> str:
