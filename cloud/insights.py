@@ -57,6 +57,15 @@ OUTCOMES = (  # (key, label, what the lag is)
 )
 UNUSUAL_FIGURES = ("tst_min", "se_pct", "waso_min", "ahi", "odi3", "snore_pct", "noct_mean",
                    "noct_sd", "temp_c", "co2_max", "noise_max")
+UNUSUAL_LABELS = {  # figure: (words, unit; "glucose" and "glucose spread" in the reader's unit)
+    "tst_min": ("sleep time", "min"), "se_pct": ("sleep efficiency", "%"),
+    "waso_min": ("awake after falling asleep", "min"), "ahi": ("AHI", "events/h"),
+    "odi3": ("ODI 3 %", "events/h"), "snore_pct": ("snoring", "% of the night"),
+    "noct_mean": ("mean glucose asleep", "glucose"),
+    "noct_sd": ("glucose spread asleep (SD)", "glucose spread"),
+    "temp_c": ("bedroom temperature", "°C"), "co2_max": ("bedroom CO₂ (max)", "ppm"),
+    "noise_max": ("bedroom noise (max)", "dBA"),
+}
 
 
 # -- the nights -----------------------------------------------------------------------------
@@ -242,7 +251,8 @@ def matrix_profile(x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
             qt[0] = qt_first[i]
         if not valid[i]:
             continue
-        corr = (qt - m * mu * mu[i]) / (m * sig * sig[i])
+        with np.errstate(divide="ignore", invalid="ignore"):  # flat ones are masked below
+            corr = (qt - m * mu * mu[i]) / (m * sig * sig[i])
         d = np.sqrt(np.maximum(2.0 * m * (1.0 - corr), 0.0))
         d[~valid] = np.inf
         d[max(0, i - excl):min(n, i + excl + 1)] = np.inf

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from html import escape
 
+from markupsafe import Markup
+
 from nightlink.shared import units
 
 BAND_COLOURS = ("#a3202b", "#e0454f", "#3fa34d", "#f2b233", "#e08a1e")  # very low .. very high
@@ -279,3 +281,42 @@ def night_timeline(tl: list[dict], lows: list[dict], tz, unit: str, width: int =
         t += hour_ms
     parts.append("</svg>")
     return "".join(parts)
+
+
+# -- glucose shapes (the insights' recurring patterns and unusual stretch) ------------------
+
+SHAPE_W, SHAPE_H, SHAPE_PAD = 240, 72, 4  # the inline pattern shapes, in CSS pixels
+SHAPE_MIN_SPAN = 54.0  # mg/dL (3 mmol/L): the least height a shape is drawn over
+
+
+def _in_unit(mgdl: float, unit: str) -> str:
+    return f"{units.to_mmoll(mgdl):.1f}" if unit == units.MMOLL else f"{mgdl:.0f}"
+
+
+def shape(values: list[float], unit: str, title: str) -> Markup:
+    """A small line of a glucose shape (one value per grid step, mg/dL), its highest and
+    lowest value written beside it in the reader's unit; drawn over its own range, or over
+    SHAPE_MIN_SPAN when that is smaller, so a flat stretch does not look like a swing."""
+    pts = [v for v in values if v is not None]
+    lo, hi = min(pts), max(pts)
+    top = max(hi, (lo + hi + SHAPE_MIN_SPAN) / 2)  # a flat stretch is drawn flat
+    span = max(hi - lo, SHAPE_MIN_SPAN)
+    plot_w = SHAPE_W - 56
+    step = plot_w / max(len(values) - 1, 1)
+    coords = " ".join(
+        f"{SHAPE_PAD + i * step:.1f},"
+        f"{SHAPE_PAD + (SHAPE_H - 2 * SHAPE_PAD) * (top - v) / span:.1f}"
+        for i, v in enumerate(values) if v is not None)
+    words = (f"{title}: from {_in_unit(values[0], unit)} to {_in_unit(values[-1], unit)} {unit}"
+             f" over the window, lowest {_in_unit(lo, unit)}, highest {_in_unit(hi, unit)}")
+    return Markup(
+        f'<svg class="shape" viewBox="0 0 {SHAPE_W} {SHAPE_H}" width="{SHAPE_W}" '
+        f'height="{SHAPE_H}" role="img" aria-label="{Markup.escape(words)}">'
+        f'<rect x="0" y="0" width="{plot_w + 2 * SHAPE_PAD}" height="{SHAPE_H}" '
+        f'fill="#f4f6f9"/>'
+        f'<polyline points="{coords}" fill="none" stroke="#0b2f57" stroke-width="2"/>'
+        f'<text x="{plot_w + 12}" y="14" font-size="11" fill="#222">{_in_unit(hi, unit)}</text>'
+        f'<text x="{plot_w + 12}" y="{SHAPE_H - 6}" font-size="11" fill="#222">'
+        f'{_in_unit(lo, unit)}</text>'
+        f'<text x="{plot_w + 12}" y="{SHAPE_H / 2 + 4:.0f}" font-size="10" fill="#444">'
+        f'{Markup.escape(unit)}</text></svg>')

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from nightlink.cloud import fusion
+from nightlink.cloud import fusion, insights
 from nightlink.cloud.reports import charts, summary
 from nightlink.cloud.reports.settings import MAX_REPORT_DAYS, PRESETS, UNITS
 from nightlink.shared import units
@@ -156,6 +156,8 @@ def report_html(rep: dict, *, tenant_name: str, unit: str, pdf: bool = False,
                for d in rep["daily"]]
     assoc = sorted((a for a in rep["associations"] if a["estimable"]), key=lambda a: a["q"])
     return env.get_template("report.html").render(
+        ins=rep.get("insights"), ins_shapes=insight_shapes(rep.get("insights"), unit),
+        unusual_labels=insights.UNUSUAL_LABELS,
         rep=rep, name=tenant_name, unit=unit, pdf=pdf, user=user, tenant=rep["tenant"],
         agp_svg=charts.agp(rep["agp"], unit), tir_svg=charts.tir_bar(rep.get("bands")),
         dailies=dailies, sources=_sources(rep), can_edit=can_edit, presets=list(PRESETS),
@@ -163,6 +165,16 @@ def report_html(rep: dict, *, tenant_name: str, unit: str, pdf: bool = False,
         min_nights=fusion.MIN_NIGHTS, links=links or Links(rep["tenant"]),
         alerts=banner_alerts(alerts or []), max_days=MAX_REPORT_DAYS,
         footer=_footer(f"{tenant_name} · {rep['start_day']} to {rep['end_day']} · Nightlink"))
+
+
+def insight_shapes(ins: dict | None, unit: str) -> dict:
+    """The small chart of each recurring pattern and of the unusual stretch."""
+    pat = (ins or {}).get("patterns") or {}
+    discord = pat.get("discord")
+    return {"motifs": [charts.shape(m["shape_mgdl"], unit, f"Pattern {i + 1}")
+                       for i, m in enumerate(pat.get("motifs") or [])],
+            "discord": charts.shape(discord["shape_mgdl"], unit, "The unusual stretch")
+            if discord else None}
 
 
 def night_html(doc: dict, tl: list[dict], *, tenant: str, tenant_name: str, unit: str,

@@ -220,7 +220,10 @@ def episode_counts(ep: dict, days: int) -> dict:
 
 
 def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = None,
-                 days: int | None = None) -> dict:
+                 days: int | None = None, with_insights: bool = True) -> dict:
+    """The report of `days` local days ending with end_day. with_insights adds the insights
+    of the period's nights (cloud/insights.py, as the insights page and API compute them);
+    the patient list, which shows only the flags, leaves them out."""
     days = days or ps.report_days
     end_day = end_day or latest_day(data, ps)
     start_ms, end_ms, day_list = period(end_day, days, ps.tz)
@@ -270,6 +273,11 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     rep["night_lows"] = [{"night": doc["night"], **low} for doc, _ in nights
                          for low in nest_lows(doc["findings"]["lows"])]
     rep["associations"] = associations(rep["nights"])
+    if with_insights:  # the nights whose morning falls in the period, as listed above
+        from nightlink.cloud import insights  # it builds on this module
+
+        last_night = (date.fromisoformat(end_day) - timedelta(days=1)).isoformat()
+        rep["insights"] = insights.insights(data, ps, last_night, days)
     rep["alarm_policy"] = data.alarm_policy()  # the clocks' predicted-low policy, if reported
     rep["flags"] = flags(rep)
     return rep

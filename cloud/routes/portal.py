@@ -172,7 +172,7 @@ def patients(user: PortalUser, store: StoreDep):
     for m in members:
         data = store.tenant(m["tenant_id"])
         ps = report_settings.patient_settings(data)
-        rows.append({**m, "rep": build_report(data, ps)})
+        rows.append({**m, "rep": build_report(data, ps, with_insights=False)})
     unit = report_settings.user_units(store, user["id"])
     return html_page(render.page_html("patients.html", pdf=False, user=user, rows=rows, unit=unit,
                                   days=14))

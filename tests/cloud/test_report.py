@@ -131,16 +131,18 @@ def test_report_pdf__agp_summary_on_one_page(fortnight, tmp_path):
     rep = build_report(fortnight, settings.patient_settings(fortnight), end_day="2026-01-15", days=14)
     pdf, pages = render.report_pdf(rep, tenant_name="Ann Example", unit="mg/dL")
     pngs, texts = _pdf_pages(pdf, tmp_path, "report-14d")
-    # page 1 the AGP summary, page 2 events, lows and the nights, page 3 the associations
-    assert pages == len(pngs) == 3
+    # page 1 the AGP summary, page 2 events, lows and the nights, page 3 the associations,
+    # page 4 the unusual nights and the recurring glucose patterns
+    assert pages == len(pngs) == 4
     assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[0].stat().st_size > 5000
     first = texts[0]
     for needed in ("Ambulatory Glucose Profile", "Time in ranges", "Daily glucose profiles",
-                   "GMI", "2026-01-15", "Page 1 of 3"):
+                   "GMI", "2026-01-15", "Page 1 of 4"):
         assert needed in first, needed
     assert "Sleep and breathing trend" not in first
     assert "Sleep and breathing trend" in texts[1] and "Nocturnal lows" in texts[1]
     assert "against glucose" in texts[2] and "95 % CI" in texts[2]
+    assert "Unusual nights and recurring glucose patterns" in texts[3]
 
 
 def test_night_pdf__two_pages_timeline_first(fortnight, tmp_path):
