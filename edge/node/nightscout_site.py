@@ -8,7 +8,8 @@ One site, at the root URL. Credentials:
   clocks and followers so that a token kept in a clock's flash cannot write;
 - access tokens of subjects made with the API secret at /api/v2/authorization/subjects
   (AndroidAPS needs one with the admin role, exchanged for a JWT).
-The edge has no public read.
+The edge has no public read. The patient and family app is served at /app on the same site
+(`edge/node/app_site.py`, signing in with the same credentials).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
+from nightlink.edge.node import app_site
 from nightlink.edge.store import SITE, EdgeStore
 from nightlink.nightscout import auth
 from nightlink.nightscout.app import mount
@@ -99,5 +101,7 @@ def create_app(store: EdgeStore, api_secret: str, *, development: bool = False,
     app = FastAPI(title="Nightlink edge Nightscout API", docs_url=None, redoc_url=None)
     hub = Hub()
     store.notify = hub.changed  # before the directory takes the store's document handle
-    mount(app, EdgeDirectory(store, api_secret, name), hub=hub, limits=limits)
+    directory = EdgeDirectory(store, api_secret, name)
+    mount(app, directory, hub=hub, limits=limits)
+    app_site.install(app, store, directory, hub, api_secret)  # the patient app at /app
     return app

@@ -2,7 +2,8 @@
 
 One app (`app.js`, `sw.js`, `app.css`, the manifest, the icons and the `app.html` shell) talks
 to the same JSON routes under `/app/api` on either server: the cloud's (`cloud/routes/app.py`,
-accounts and the portal's sign-in) and the edge's (the API secret or a read token on the LAN).
+accounts and the portal's sign-in) and the edge's (`edge/node/app_site.py`, the API secret or
+a read token on the LAN).
 What both must agree on lives here: the shell, the careportal's
 event types and their limits, how a careportal form becomes a Nightscout treatment, and the
 shape in which the app receives a treatment (over HTTP and live). Framework glue for the

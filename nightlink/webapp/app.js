@@ -188,6 +188,8 @@ function applyLive(msg) {
     if (msg.data.entry) addEntry(msg.data.entry);
   } else if (msg.type === "entry") {
     addEntry(msg.data);
+  } else if (msg.type === "alerts") {  // the bedside node: the alerts holding now
+    state.data.alerts = msg.data.slice();
   } else if (msg.type === "treatment") {
     addTreatment(msg.data);
   } else if (msg.type === "alert") {

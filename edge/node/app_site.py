@@ -1,0 +1,440 @@
+"""The patient and family app on the bedside node, for phones on the home Wi-Fi when the cloud
+or the internet is down: the same page and script as the cloud's (`nightlink/webapp/`), over
+the same JSON routes and shapes, from the edge store.
+
+The edge has no accounts. One signs in with what Nightscout clients use: the API secret (it
+may log treatments), the node's read token or a read-only access token (they may read). The
+sign-in page takes it once and sets an HttpOnly, SameSite=Strict cookie holding a session
+signed with a key derived from the API secret; the credential inside is checked again on
+every request, so a revoked access token or a changed secret ends the session. Writes also
+need an Origin naming this site, as on the cloud.
+
+What differs from the cloud: one patient (the node's site); the alerts are the rules of
+`shared/alerts.py` holding for the current readings, computed on each request, and end on
+their own (nothing to acknowledge on the node); the unit is the node's, for everyone; the live
+socket is fed by the node's hub in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import time
+from urllib.parse import parse_qs
+
+import jwt
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.websockets import WebSocketDisconnect
+
+from nightlink.edge.store import SITE, EdgeStore
+from nightlink.nightscout import auth
+from nightlink.nightscout import documents as ns_documents
+from nightlink.nightscout.hub import Hub
+from nightlink.nightscout.store.collections import between
+from nightlink.shared import alerts as alert_rules
+from nightlink.shared import features, units
+from nightlink.shared.apisecret import api_secret_hash
+from nightlink.shared.epoch import EPOCH_S
+from nightlink.webapp import (
+    HOURS,
+    TREATMENTS_MAX,
+    BadInput,
+    config,
+    shell_html,
+    treatment,
+    treatment_view,
+)
+from nightlink.webapp.routes import PAGE_HEADERS, json_object, page, same_origin, static_router
+
+COOKIE = "nl_edge"
+SESSION_S = 30 * 86400  # a phone on the home Wi-Fi stays signed in for a month
+LIVE_TOKEN_S = 120
+PING_S = 20.0
+READINGS_MAX = 2000
+ALERT_HISTORY_MIN = 60  # the rules look back at most 20 minutes; an hour is plenty
+UNIT_KEY = "app_unit"
+WRITE = "api:treatments:create"
+_MESSAGES = {
+    "urgent_low": "Urgent low: {value:g} mg/dL.",
+    "low": "Low: {value:g} mg/dL.",
+    "high": "High: {value:g} mg/dL.",
+    "rising_fast": "Rising fast: {value:g} mg/dL/min over 15 minutes.",
+    "predicted_low": "Low predicted: about {value:g} mg/dL in 20 minutes.",
+    "stale_data": "No glucose data for {value:.0f} minutes.",
+}
+
+
+class EdgeApp:
+    """The app's state on one edge site: the store, the directory that checks credentials,
+    the hub and the session key."""
+
+    def __init__(self, store: EdgeStore, directory, hub: Hub, api_secret: str):
+        self.store = store
+        self.directory = directory
+        self.hub = hub
+        self.key = auth.derived_secret(api_secret, "nightlink-edge-app")
+
+    # -- credentials ----------------------------------------------------------------------
+
+    def grant(self, presented: str) -> auth.Grant | None:
+        """The grant for a credential as a person types it: the API secret in clear (or
+        its hash), the read token or an access token."""
+        value = auth.normalise_presented(presented)
+        if not value:
+            return None
+        return (self.directory.credential(value, None)
+                or self.directory.credential(api_secret_hash(value), None))
+
+    def session(self, presented: str, seconds: int, typ: str) -> str:
+        """A signed session naming the credential in the form the directory accepts."""
+        value = auth.normalise_presented(presented)
+        if self.directory.credential(value, None) is None:
+            value = api_secret_hash(value)
+        now = int(time.time())
+        return jwt.encode({"typ": typ, "cred": value, "iat": now, "exp": now + seconds},
+                          self.key, algorithm="HS256")
+
+    def from_session(self, token: str | None, typ: str) -> auth.Grant | None:
+        if not token:
+            return None
+        try:
+            claims = jwt.decode(token, self.key, algorithms=["HS256"])
+        except jwt.PyJWTError:
+            return None
+        if claims.get("typ") != typ or not isinstance(claims.get("cred"), str):
+            return None
+        return self.directory.credential(claims["cred"], None)
+
+
+def _edge(request: Request) -> EdgeApp:
+    return request.app.state.edge_app
+
+
+def signed_in(request: Request) -> auth.Grant:
+    """The session's grant for the JSON routes: 401 (not a redirect) without one."""
+    grant = _edge(request).from_session(request.cookies.get(COOKIE), "session")
+    if grant is None or not grant.allows("api:entries:read"):
+        raise HTTPException(401, "Sign in first.")
+    return grant
+
+
+Signed = Depends(signed_in)
+SameOrigin = Depends(same_origin)
+
+
+def _site(tenant: str) -> None:
+    if tenant != SITE:
+        raise HTTPException(404, f"No patient {tenant!r}.")
+
+
+def _who(grant: auth.Grant) -> str:
+    if grant.kind == "secret":
+        return "API secret"
+    return "read token" if grant.subject == "reader" else f"access token ({grant.subject})"
+
+
+def _unit(store: EdgeStore) -> str:
+    unit = store.meta(UNIT_KEY)
+    return unit if unit in (units.MGDL, units.MMOLL) else units.MGDL
+
+
+# -- the data -------------------------------------------------------------------------------------
+
+
+def readings(store: EdgeStore, start_ms: int, end_ms: int) -> list[dict]:
+    """sgv readings from half an hour before the window (the first one's delta), oldest first."""
+    docs = store.entries(count=READINGS_MAX, type_="sgv", date_gte=start_ms - 1_800_000,
+                         date_lte=end_ms, ascending=True)
+    return [{"date": d["date"], "sgv": d["sgv"], "direction": d.get("direction", "NONE")}
+            for d in docs
+            if isinstance(d.get("sgv"), int | float) and not units.is_sensor_error(d["sgv"])]
+
+
+def current_alerts(store: EdgeStore, now_ms: int) -> list[dict]:
+    """The rules of shared/alerts.py that hold for the readings now, urgent first; each in
+    the cloud's public form, with the rule as its id."""
+    history = readings(store, now_ms - ALERT_HISTORY_MIN * 60_000, now_ms)
+    pairs = alert_rules.valid([(r["date"], r["sgv"]) for r in history])
+    if not pairs:  # nothing is stale without a reading (as on the clock)
+        return []
+    out = []
+    for rule, check in alert_rules.RULE_FUNCTIONS.items():
+        found = check(pairs, now_ms)
+        if found is None:
+            continue
+        level, value = found
+        at_ms = now_ms if rule == "stale_data" else pairs[-1][0]
+        out.append({"id": rule, "rule": rule, "level": level, "at_ms": at_ms,
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_ms / 1000)),
+                    "message": _MESSAGES[rule].format(value=value), "detail": {"value": value},
+                    "acked_by": None, "acked_at": None})
+    if any(a["rule"] == "urgent_low" for a in out):  # the severer one says it
+        out = [a for a in out if a["rule"] not in ("low", "predicted_low")]
+    out.sort(key=lambda a: (a["level"] != alert_rules.URGENT, -a["at_ms"]))
+    return out
+
+
+def treatments(store: EdgeStore, start_ms: int, end_ms: int) -> list[dict]:
+    rows = store.docs.find("treatments", between("treatments", start_ms, end_ms),
+                           count=TREATMENTS_MAX)
+    return [treatment_view(row) for row in reversed(rows)]
+
+
+def forecast(store: EdgeStore, now_ms: int) -> dict | None:
+    """The classifier's newest 30-minute forecast and predicted-low risk, if fresh."""
+    now_epoch = now_ms // 1000 // EPOCH_S
+    first = now_epoch - units.STALE_MIN * 60 // EPOCH_S
+    names = features.names(features.INFER)
+    rows = store.epoch_values(features.INFER, first, now_epoch + 2)
+    for epoch in sorted(rows, reverse=True):
+        vals = dict(zip(names, rows[epoch], strict=False))
+        if vals.get("forecast30_mgdl") is not None or vals.get("low_risk") is not None:
+            return {"at_ms": epoch * EPOCH_S * 1000, "forecast30_mgdl": vals.get("forecast30_mgdl"),
+                    "low_risk": vals.get("low_risk")}
+    return None
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+def _shell_html() -> str:
+    return shell_html(config(sign_in="/app/login", tier="edge"), sign_out="/app/logout",
+                      portal=False)
+
+
+def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
+    note = (f'<p class="error" role="alert">{html.escape(message)}</p>' if message else "")
+    body = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Nightlink on the bedside node: sign in</title>
+<link rel="icon" href="/app/static/icon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/app/static/app.css">
+</head>
+<body>
+<header class="top"><span class="brand"><img src="/app/static/icon.svg" alt="" width="28"
+height="28"> Nightlink</span></header>
+<main id="main">
+<section class="card" aria-labelledby="login-h">
+<h1 id="login-h">Sign in to the bedside node</h1>
+<p class="small">Enter the node's API secret (to see the readings and log treatments) or a
+read token (to see them).</p>
+<form method="post" action="/app/login" id="login">
+<label for="secret">API secret or token</label>
+<input id="secret" name="secret" type="password" autocomplete="current-password" required>
+{note}
+<button type="submit" class="primary">Sign in</button>
+</form>
+</section>
+</main>
+</body>
+</html>
+"""
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+
+
+def router() -> APIRouter:
+    routes = APIRouter(tags=["app"], include_in_schema=False)
+
+    @routes.get("/app/login")
+    def login_form():
+        return _login_page()
+
+    @routes.post("/app/login", dependencies=[SameOrigin])
+    async def login(request: Request):
+        secret = await _form_secret(request)
+        edge = _edge(request)
+        failures = request.app.state.nightscout.failures
+        address = request.client.host if request.client else "unknown"
+        wait = failures.blocked(address)
+        if wait:
+            return _login_page(f"Too many wrong attempts; try again in {wait:.0f} s.", 429)
+        grant = await asyncio.to_thread(edge.grant, secret)
+        if grant is None or not grant.allows("api:entries:read"):
+            failures.failed(address)
+            return _login_page("That is not this node's API secret or a token of it.", 401)
+        response = RedirectResponse("/app", status_code=303)
+        response.set_cookie(COOKIE, edge.session(secret, SESSION_S, "session"),
+                            max_age=SESSION_S, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
+        return response
+
+    @routes.post("/app/logout")
+    def logout():
+        response = RedirectResponse("/app/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    routes.include_router(static_router(_shell_html))  # before /app/{tenant}
+
+    @routes.get("/app")
+    def app_home(request: Request):
+        return _app_page(request, SITE)
+
+    @routes.get("/app/{tenant}")
+    def app_tenant(request: Request, tenant: str):
+        return _app_page(request, tenant)
+
+    @routes.get("/app/api/me")
+    def me(request: Request, grant: auth.Grant = Signed) -> dict:
+        edge = _edge(request)
+        role = "caregiver" if grant.allows(WRITE) else "reader"
+        return {"email": _who(grant), "unit": _unit(edge.store), "landing": "/app",
+                "tenants": [{"tenant": SITE, "name": edge.directory.name, "role": role}]}
+
+    @routes.put("/app/api/units", dependencies=[SameOrigin])
+    async def put_units(request: Request, grant: auth.Grant = Signed) -> dict:
+        body = await json_object(request)
+        unit = body.get("unit")
+        if unit not in (units.MGDL, units.MMOLL):
+            raise HTTPException(422, f"unit must be {units.MGDL} or {units.MMOLL}.")
+        store = _edge(request).store
+        await asyncio.to_thread(store.set_meta, UNIT_KEY, unit)
+        return {"unit": unit}
+
+    @routes.get("/app/api/{tenant}/state")
+    def state(tenant: str, request: Request, hours: int = 3, grant: auth.Grant = Signed):
+        _site(tenant)
+        if hours not in HOURS:
+            raise HTTPException(422, f"hours must be one of {', '.join(map(str, HOURS))}, "
+                                     f"not {hours}.")
+        edge = _edge(request)
+        store = edge.store
+        now_ms = int(time.time() * 1000)
+        start_ms = now_ms - hours * 3_600_000
+        can_act = grant.allows(WRITE)
+        return {"tenant": SITE, "name": edge.directory.name,
+                "role": "caregiver" if can_act else "reader", "can_act": can_act,
+                "can_ack": False, "now_ms": now_ms, "hours": hours, "unit": _unit(store),
+                "entries": readings(store, start_ms, now_ms),
+                "alerts": current_alerts(store, now_ms),
+                "treatments": treatments(store, start_ms, now_ms),
+                "forecast": forecast(store, now_ms)}
+
+    @routes.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])
+    def ack(tenant: str, alert_id: str, grant: auth.Grant = Signed):
+        _site(tenant)
+        raise HTTPException(409, "The bedside node's alerts end on their own when the "
+                                 "readings do; there is nothing to acknowledge here.")
+
+    @routes.post("/app/api/{tenant}/treatments", dependencies=[SameOrigin])
+    async def add_treatment(tenant: str, request: Request, grant: auth.Grant = Signed) -> dict:
+        _site(tenant)
+        if not grant.allows(WRITE):
+            raise HTTPException(403, "A read token may see the data but not log treatments.")
+        body = await json_object(request)
+        store = _edge(request).store
+        try:
+            doc = treatment(body, _who(grant), int(time.time() * 1000))
+            normalized = ns_documents.normalize("treatments", doc, int(time.time() * 1000))
+        except (BadInput, ns_documents.DocumentError) as exc:
+            raise HTTPException(422, str(exc)) from None
+        outcomes = await asyncio.to_thread(store.docs.put, [normalized], mode="keep")
+        created = [o.row.v1() for o in outcomes if o.action == "created"]
+        return {"stored": bool(created), "treatment": created[0] if created else doc}
+
+    @routes.post("/app/api/{tenant}/live-token", dependencies=[SameOrigin])
+    def live_token(tenant: str, request: Request, grant: auth.Grant = Signed) -> dict:
+        _site(tenant)
+        token = _edge(request).session(_credential(request), LIVE_TOKEN_S, "live")
+        return {"access_token": token, "expires_in": LIVE_TOKEN_S,
+                "url": f"/app/api/{SITE}/live"}
+
+    @routes.websocket("/app/api/{tenant}/live")
+    async def live(websocket: WebSocket, tenant: str) -> None:
+        await websocket.accept()
+        edge = websocket.app.state.edge_app
+        grant = edge.from_session(websocket.query_params.get("access_token"), "live")
+        if grant is None:
+            await websocket.close(4401, "Pass a live token as ?access_token=.")
+            return
+        if tenant != SITE:
+            await websocket.close(4404, f"No tenant {tenant!r}.")
+            return
+        await _feed(websocket, edge)
+
+    return routes
+
+
+async def _form_secret(request: Request) -> str:
+    """The sign-in form's one field (URL-encoded; no multipart parser on the node); text
+    that cannot be a credential comes back empty and is refused like a wrong one."""
+    body = await request.body()
+    if len(body) > 4096:
+        return ""
+    try:
+        values = parse_qs(body.decode("ascii"), max_num_fields=4).get("secret", [""])
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    return values[0][:200]
+
+
+def _app_page(request: Request, tenant: str):
+    """The shell after a session check: the sign-in page without one."""
+    if _edge(request).from_session(request.cookies.get(COOKIE), "session") is None:
+        return RedirectResponse("/app/login", status_code=303)
+    _site(tenant)
+    return page(_shell_html())
+
+
+def _credential(request: Request) -> str:
+    """The credential inside the request's session (already checked by `signed_in`)."""
+    claims = jwt.decode(request.cookies[COOKIE], _edge(request).key, algorithms=["HS256"])
+    return claims["cred"]
+
+
+async def _feed(ws: WebSocket, edge: EdgeApp) -> None:
+    """The hello, then entries, treatments and the alerts after each reading, as the node's
+    hub publishes them; a ping every PING_S. One hub subscription per socket: a household
+    has a few phones, not thousands."""
+    queue = edge.hub.subscribe(SITE)
+    await edge.hub.follow(SITE)  # writes by another process (an import) too
+    now_ms = int(time.time() * 1000)
+    latest = await asyncio.to_thread(edge.store.entries, 1, "sgv")
+    alerts = await asyncio.to_thread(current_alerts, edge.store, now_ms)
+    reader = asyncio.get_running_loop().create_task(_until_closed(ws))
+    try:
+        await ws.send_json({"type": "hello", "data": {
+            "tenant": SITE, "role": "reader", "entry": latest[0] if latest else None,
+            "alerts": alerts, "server_time_ms": now_ms}})
+        while not reader.done():
+            try:
+                msg = await asyncio.wait_for(queue.get(), PING_S)
+            except TimeoutError:
+                await ws.send_json({"type": "ping",
+                                    "data": {"server_time_ms": int(time.time() * 1000)}})
+                continue
+            for out in await _messages(edge, msg):
+                await ws.send_json(out)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the phone went away
+    finally:
+        reader.cancel()
+        edge.hub.unsubscribe(SITE, queue)
+
+
+async def _messages(edge: EdgeApp, msg: dict) -> list[dict]:
+    kind, data = msg.get("type"), msg.get("data")
+    if kind == "entry":
+        alerts = await asyncio.to_thread(current_alerts, edge.store, int(time.time() * 1000))
+        return [{"type": "entry", "data": data}, {"type": "alerts", "data": alerts}]
+    if kind == "change" and data["coll"] == "treatments":
+        return [{"type": "treatment", "data": treatment_view(row)} for row in data["rows"]]
+    return []
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            if (await ws.receive())["type"] == "websocket.disconnect":
+                return
+
+
+def install(app: FastAPI, store: EdgeStore, directory, hub: Hub, api_secret: str) -> None:
+    """Serve the app at /app on the edge's site."""
+    app.state.edge_app = EdgeApp(store, directory, hub, api_secret)
+    app.include_router(router())

@@ -1,0 +1,197 @@
+"""The patient app served by the bedside node on the LAN, over a real SQLite edge store and the
+node's real Nightscout site under uvicorn: signing in with the API secret or the read token,
+the JSON routes' answers and refusals (never a 5xx), and the same app.js in headless Chromium
+at 390 and 1280 px (reading, chart, forecast, the alerts the readings raise, a careportal entry
+stored in SQLite, a treatment uploaded through the node's Nightscout API arriving live,
+axe-core clean, no console errors). Screenshots go to out/test-artifacts/."""
+
+import hashlib
+import json
+import time
+
+import httpx
+import pytest
+
+from nightlink.edge.node.nightscout_site import access_token, create_app
+from nightlink.shared import codec, features
+from nightlink.shared.epoch import EPOCH_S
+from tests.support.browser import ARTIFACTS, chromium, serious
+from tests.support.servers import serve
+from tests.support.waiting import until
+
+SECRET = "bedside-secret-42"
+SHA1 = hashlib.sha1(SECRET.encode()).hexdigest()
+
+
+def seed(store) -> int:
+    """Readings every 5 minutes for 3 hours, the last 4 minutes ago falling to 66 mg/dL (a low),
+    a meal, and the classifier's forecast; the newest reading's ms."""
+    now = int(time.time() * 1000)
+    newest = now - 240_000
+    values = [130 - max(0, k - 28) * 8 for k in range(37)]  # flat, then falling to 66
+    store.add_entries({"type": "sgv", "date": newest - (36 - k) * 300_000, "sgv": v,
+                       "direction": "SingleDown" if k > 28 else "Flat"}
+                      for k, v in enumerate(values))
+    store.docs.put([_treatment({"eventType": "Meal Bolus", "carbs": 30, "insulin": 3,
+                                "created_at": _iso(newest - 5_400_000)})], mode="keep")
+    infer = [None] * len(features.names(features.INFER))
+    names = features.names(features.INFER)
+    infer[names.index("forecast30_mgdl")] = 58
+    infer[names.index("low_risk")] = 0.8
+    store.append(features.INFER, newest // 1000 // EPOCH_S, [codec.quantize_row(features.INFER,
+                                                                               infer)])
+    return newest
+
+
+def _treatment(doc):
+    from nightlink.nightscout import documents
+
+    return documents.normalize("treatments", doc, int(time.time() * 1000))
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+@pytest.fixture
+def node(store):
+    seed(store)
+    with serve(create_app(store, SECRET, name="Ann at home")) as url:
+        yield url
+
+
+def session(url: str, secret: str) -> httpx.Client:
+    client = httpx.Client(base_url=url, headers={"Origin": url})
+    r = client.post("/app/login", data={"secret": secret}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert "httponly" in r.headers["set-cookie"].lower()
+    assert "samesite=strict" in r.headers["set-cookie"].lower()
+    return client
+
+
+def test_app_api_on_the_edge(node, store):
+    anon = httpx.Client(base_url=node, headers={"Origin": node})
+    r = anon.get("/app", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/app/login"
+    assert anon.get("/app/api/me").status_code == 401
+    assert anon.get("/app/shell").status_code == 200  # the worker's copy: nothing personal
+    for wrong in ("", "not-the-secret", "x" * 5000, "token=", "\u00e9\u0000"):
+        r = anon.post("/app/login", data={"secret": wrong}, follow_redirects=False)
+        assert r.status_code in (401, 422), (wrong, r.status_code)
+    r = httpx.post(f"{node}/app/login", data={"secret": SECRET},
+                   headers={"Origin": "http://evil.example"}, follow_redirects=False)
+    assert r.status_code == 403
+
+    admin = session(node, SECRET)
+    me = admin.get("/app/api/me").json()
+    assert me["tenants"] == [{"tenant": "local", "name": "Ann at home", "role": "caregiver"}]
+    st = admin.get("/app/api/local/state").json()
+    assert st["can_act"] and not st["can_ack"]
+    assert len(st["entries"]) >= 36 and st["entries"][-1]["sgv"] == 66
+    assert st["forecast"]["forecast30_mgdl"] == 58 and st["forecast"]["low_risk"] == 0.8
+    assert [a["rule"] for a in st["alerts"]] == ["low"]
+    assert [t["eventType"] for t in st["treatments"]] == ["Meal Bolus"]
+
+    # Refusals, one sentence each, never a 5xx.
+    assert admin.get("/app/api/local/state?hours=5").status_code == 422
+    assert admin.get("/app/api/local/state?hours=x").status_code == 422
+    assert admin.get("/app/api/other/state").status_code == 404
+    assert admin.post("/app/api/local/treatments", content=b"{").status_code == 422
+    assert admin.post("/app/api/local/treatments", json=[1]).status_code == 422
+    assert admin.post("/app/api/local/treatments",
+                      json={"eventType": "Carb Correction", "carbs": 0}).json()["detail"] \
+        == "carbs must lie between 1 and 300 g, not 0."
+    assert admin.post("/app/api/local/alerts/low/ack").status_code == 409
+    assert admin.put("/app/api/units", json={"unit": "furlongs"}).status_code == 422
+    r = admin.post("/app/api/local/treatments", json={"eventType": "Note", "notes": "x"},
+                   headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+
+    # A careportal entry is stored once, whatever the retries.
+    body = {"eventType": "Correction Bolus", "insulin": 1.5, "identifier": "nlapp-0123456789ab",
+            "at_ms": int(time.time() * 1000)}
+    assert admin.post("/app/api/local/treatments", json=body).json()["stored"] is True
+    assert admin.post("/app/api/local/treatments", json=body).json()["stored"] is False
+    stored = store.docs.find("treatments", count=10)
+    assert sum(r.doc["eventType"] == "Correction Bolus" for r in stored) == 1
+
+    reader = session(node, access_token(SECRET))
+    assert reader.get("/app/api/me").json()["tenants"][0]["role"] == "reader"
+    assert reader.get("/app/api/local/state").json()["can_act"] is False
+    assert reader.post("/app/api/local/treatments", json=body).status_code == 403
+
+    # The unit is the node's, shared by everyone signed in to it.
+    assert admin.put("/app/api/units", json={"unit": "mmol/L"}).json() == {"unit": "mmol/L"}
+    assert reader.get("/app/api/me").json()["unit"] == "mmol/L"
+    admin.post("/app/logout")
+    assert admin.get("/app/api/me").status_code == 401
+
+
+def text(page, element_id: str) -> str:
+    return page.eval(f"document.getElementById({element_id!r}).textContent")
+
+
+def check_page(page, name: str, width: int) -> None:
+    page.viewport(width, 900)
+    page.eval("window.dispatchEvent(new Event('resize'))")
+    assert page.eval("document.documentElement.scrollWidth") <= width, name
+    assert serious(page.axe()) == [], name
+    png = page.screenshot(ARTIFACTS / f"edge-app-{name}-{width}.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_edge_app_in_chromium(node, store, tmp_path):
+    started = time.monotonic()
+    with chromium(tmp_path) as page:
+        page.viewport(390, 844)
+        page.load(f"{node}/app")
+        assert page.eval("location.pathname") == "/app/login"
+        check_page(page, "login", 390)
+        page.eval(f"document.getElementById('secret').value = {SECRET!r};"
+                  "document.getElementById('login').submit()")
+        page.wait("Page.loadEventFired")
+        until(lambda: page.eval("document.body.dataset.ready === '1'"), 20, "the app's data")
+        assert page.eval("location.pathname") == "/app/local"
+        assert text(page, "value") == "66" and text(page, "arrow") == "↓"
+        assert text(page, "patient-name") == "Ann at home"
+        assert "predicted-low risk 80 %" in text(page, "forecast")
+        assert page.eval("document.querySelectorAll('#glucose-chart circle').length") >= 36
+        assert page.eval("[...document.querySelectorAll('#alerts li')].map(li => li.textContent)"
+                         ".join()").startswith("Warning Low: 66 mg/dL.")
+        assert page.eval("document.querySelectorAll('#alerts li button').length") == 0
+        assert page.eval("document.getElementById('more').hidden")
+        check_page(page, "caregiver", 390)
+        until(lambda: page.eval("document.body.dataset.live === 'open'"), 20, "the socket")
+
+        # A treatment uploaded through the node's Nightscout API arrives live.
+        posted = time.monotonic()
+        r = httpx.post(f"{node}/api/v1/treatments", headers={"api-secret": SHA1},
+                       json=[{"eventType": "Carb Correction", "carbs": 16,
+                              "created_at": _iso(int(time.time() * 1000)),
+                              "enteredBy": "xDrip+"}])
+        assert r.status_code == 200, r.text
+        until(lambda: "Carb Correction: 16 g" in text(page, "treatments"), 5,
+              "the uploaded treatment in the open app")
+        live_s = time.monotonic() - posted
+        # A new reading arrives live, and the low alert goes with it.
+        store.add_entries([{"type": "sgv", "date": int(time.time() * 1000), "sgv": 92,
+                            "direction": "Flat"}])
+        until(lambda: text(page, "value") == "92", 10, "the live reading")
+        until(lambda: page.eval("document.querySelectorAll('#alerts li').length") == 0, 10,
+              "the low alert ending")
+
+        # The careportal stores in the node's SQLite file.
+        page.eval("document.getElementById('care-type').value = 'Exercise';"
+                  "document.getElementById('care-type').dispatchEvent(new Event('change'));"
+                  "document.getElementById('care-duration').value = '25';"
+                  "document.getElementById('care').requestSubmit()")
+        until(lambda: "Exercise: 25′" in text(page, "treatments"), 10, "the saved exercise")
+        rows = [r.doc for r in store.docs.find("treatments", count=10)
+                if r.doc["eventType"] == "Exercise"]
+        assert len(rows) == 1 and rows[0]["duration"] == 25
+        assert rows[0]["enteredBy"] == "Nightlink app (API secret)"
+        check_page(page, "caregiver", 1280)
+        assert page.errors() == []
+    assert live_s < 3, live_s
+    assert time.monotonic() - started < 60
+    json.dumps(rows)  # what was stored is plain JSON
