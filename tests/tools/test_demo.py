@@ -77,7 +77,7 @@ def test_demo__whole_days_of_cgm_give_the_report_sufficient_data(tmp_path):
     assert all(t["met"] in (True, False) for t in rep["targets"])
     assert rep["gri_zone"] in "ABCDE" and rep["agp"]
     text = "\n".join(said)
-    assert "sufficient the consensus's 14 days" in text and "not enough data" not in text
+    assert "meets the consensus's 14 days" in text and "not enough data" not in text
     assert re.search(r"Time in range \(70-180 mg/dL\): [\d.]+ % \(target > 70 %: (not )?met\)",
                      text)
     assert re.search(r"Glycemia risk index \(GRI\): [\d.]+ \(zone [A-E]\)", text)

@@ -124,7 +124,7 @@ def write(store: Store, tenant: str, out: Path, echo=print) -> dict:
     echo(f"{rep['days']}-day report ({rep['start_day']} to {rep['end_day']}, {pages} PDF "
          f"pages, {len(rep['nights'])} nights); data sufficiency "
          f"{100 * suf['share']:.0f} % of readings over {suf['days_with_data']} days with "
-         f"readings ({'sufficient' if suf['sufficient'] else 'below'} the consensus's 14 days "
+         f"readings ({'meets' if suf['sufficient'] else 'below'} the consensus's 14 days "
          f"with >= 70 %; the daytime CGM is simulated too).")
     for line in glucose_lines(rep):
         echo(line)
