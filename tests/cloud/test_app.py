@@ -2,6 +2,7 @@
 portal's cookie, acknowledgements by role, the careportal's validation (never a 5xx), units,
 the forecast only when the edge sent one, and the installable parts (manifest, icons, worker)."""
 
+import asyncio
 import json
 import random
 import struct
@@ -9,13 +10,19 @@ import time
 import zlib
 
 import pytest
+from websockets.asyncio.client import connect
 
 from nightlink.cloud import live
+from nightlink.cloud.app import create_app
+from nightlink.cloud.auth import hash_password, issue_tokens
+from nightlink.cloud.config import Settings
 from nightlink.cloud.routes import app as patient_app
+from nightlink.cloud.store import Store
 from nightlink.shared import features, units
 from nightlink.tools.bench.report import put_epochs, put_glucose
+from tests.support.servers import serve
 
-from .conftest import PASSWORD
+from .conftest import JWT_SECRET, PASSWORD
 
 ORIGIN = "http://testserver"
 WRITE = {"Origin": ORIGIN}
@@ -213,6 +220,10 @@ BAD = [
     ({"eventType": "Carb Correction", "carbs": 1e308 * 10}, None),
     ({"eventType": "Carb Correction", "carbs": "lots"}, "carbs must be a number of g, not 'lots'."),
     ({"eventType": "Carb Correction", "carbs": True}, "carbs must be a number of g."),
+    ({"eventType": "Note", "notes": "x", "identifier": "short"},
+     "identifier must be 8 to 64 letters, digits, - or _."),
+    ({"eventType": "Note", "notes": "x", "identifier": 12345678}, None),
+    ({"eventType": "Note", "notes": "x", "identifier": "../../etc/passwd"}, None),
     ({"eventType": "Carb Correction", "carbs": [20]}, "carbs must be a number of g."),
     ({"eventType": "Carb Correction", "carbs": "NaN"}, "carbs must be a number of g."),
     ({"eventType": "Correction Bolus", "insulin": 80}, None),
@@ -345,3 +356,54 @@ def test_installable__manifest_icons_and_worker(app_cloud):
     for path in ("/app/static/..%2Fapp.py", "/app/static/icon-7.png", "/app/static/nope.js",
                  "/app/static/.hidden.js", "/app/static/icon-x.png"):
         assert c.get(path, follow_redirects=False).status_code == 404, path
+
+
+def test_live__treatments_from_another_process_reach_the_app_once_serialised(cloud_db_url):
+    """A treatment stored through another connection (another API process, the MQTT ingest)
+    and its deletion reach every client of the tenant as `treatment` messages in the app's
+    form, built once per tenant: on PostgreSQL by NOTIFY, on SQLite by the data_version poll."""
+    app = create_app(Settings(env="test", database_url=cloud_db_url, jwt_secret=JWT_SECRET))
+    store = app.state.store
+    app.state.events.feed.poll_s = 0.05
+    store.create_tenant("fam-1", "Family one")
+    user = store.create_user("care@example.org", hash_password(PASSWORD))
+    store.grant("fam-1", user["id"], "caregiver", by=None)
+    token = issue_tokens(store, user["id"], JWT_SECRET, 15, 1)["access_token"]
+    other = Store.open(cloud_db_url)
+    at = int(time.time() * 1000)
+
+    async def next_treatment(ws) -> dict:
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if msg["type"] == "treatment":
+                return msg["data"]
+
+    async def run(base):
+        url = base.replace("http", "ws", 1) + f"/api/nl/v1/tenants/fam-1/live?access_token={token}"
+        clients = [await connect(url) for _ in range(2)]
+        for ws in clients:
+            assert json.loads(await ws.recv())["type"] == "hello"
+        before = app.state.live.serialised
+        data = other.tenant("fam-1")
+        await asyncio.to_thread(data.add_documents, "treatments", [
+            {"eventType": "Carb Correction", "carbs": 12, "enteredBy": "AndroidAPS",
+             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))}])
+        got = [await next_treatment(ws) for ws in clients]
+        assert got[0] == got[1]
+        assert {k: got[0][k] for k in ("eventType", "carbs", "enteredBy")} == \
+            {"eventType": "Carb Correction", "carbs": 12, "enteredBy": "AndroidAPS"}
+        assert abs(got[0]["at_ms"] - at) < 1000
+        assert app.state.live.serialised - before == 1  # once for both clients
+        rows = data.docs.find("treatments", count=1)
+        await asyncio.to_thread(data.docs.delete, rows)
+        assert [await next_treatment(ws) for ws in clients] == \
+            [{"id": got[0]["id"], "deleted": True}] * 2
+        for ws in clients:
+            await ws.close()
+
+    try:
+        with serve(app) as base:
+            asyncio.run(run(base))
+    finally:
+        other.close()
+        store.close()
