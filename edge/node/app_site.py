@@ -257,6 +257,7 @@ def router() -> APIRouter:
         if grant is None or not grant.allows("api:entries:read"):
             failures.failed(address)
             return _login_page("That is not this node's API secret or a token of it.", 401)
+        failures.succeeded(address)
         response = RedirectResponse("/app", status_code=303)
         response.set_cookie(COOKIE, edge.session(secret, SESSION_S, "session"),
                             max_age=SESSION_S, httponly=True, samesite="strict", path="/",
