@@ -110,10 +110,8 @@ def test_hypnogram__plausible_full_night(full_night):
     stages = np.array([r["stage"] for r in _rows(full_night / "truth" / "hypnogram.csv")])
     stage4 = {r["stage4"] for r in _rows(full_night / "truth" / "hypnogram.csv")}
     assert stages.size == 960 and stage4 == {"Wake", "Light", "Deep", "REM"}
-    third = stages.size // 3
-    first, last = stages[:third], stages[-third:]
-    assert np.mean(first == "N3") > np.mean(last == "N3")
-    assert np.mean(last == "REM") > np.mean(first == "REM")
+    # Deep sleep early and REM late: a property of most nights, not each one (a long final
+    # awakening leaves a last third without REM), so it is checked over many nights below.
     assert 0.75 <= np.mean(stages != "W") <= 0.98
     assert stages[0] == "W" and stages[-1] == "W"
 
@@ -124,13 +122,17 @@ def test_hypnogram__cycle_structure(seed):
     onset = int(np.argmax(stages != 0))
     assert 2 <= onset <= 160  # the real nights' onset latencies (0-76 min), jittered, capped
     assert set(np.unique(stages)) == {0, 1, 2, 3, 4}
-    assert np.mean(stages[:320] == 3) > np.mean(stages[-320:] == 3)
 
 
 def test_hypnogram__deep_sleep_early_rem_late_over_many_nights():
-    nights = np.array([make_hypnogram(seed, 960) for seed in range(1, 41)])
+    nights = np.array([make_hypnogram(seed, 960) for seed in range(1, 201)])
     assert np.mean(nights[:, :320] == 3) > 3 * np.mean(nights[:, -320:] == 3)
     assert np.mean(nights[:, -320:] == 4) > 2 * np.mean(nights[:, :320] == 4)
+    # Night by night: most have more deep sleep in the first third than in the last, and
+    # more REM in the last third than in the first (a fragmented night may not).
+    early_deep = (nights[:, :320] == 3).mean(axis=1) > (nights[:, -320:] == 3).mean(axis=1)
+    late_rem = (nights[:, -320:] == 4).mean(axis=1) > (nights[:, :320] == 4).mean(axis=1)
+    assert early_deep.mean() >= 0.85 and late_rem.mean() >= 0.85
 
 
 @pytest.mark.parametrize("seed", range(1, 13))

@@ -66,6 +66,21 @@ def _draw(rng: np.random.Generator, values: list, limit: int) -> int:
     return int(min(round(float(rng.choice(values)) * rng.uniform(0.8, 1.2)), limit))
 
 
+def _next_stage(rng: np.random.Generator, block: int, stage: int, rem_due: int | None,
+                pos: int) -> int:
+    """The stage after a bout. Until the night's first REM period (rem_due, an epoch; None
+    once it has come) a draw of REM stays in light sleep, and once it is due, light sleep
+    goes into REM and deep sleep or wake into light sleep first: a chain by 2-hour blocks
+    alone put REM within an hour of onset on a third of nights, where none of the 25 real
+    nights had any."""
+    if rem_due is not None and pos >= rem_due:
+        return REM if stage in (N1, N2) else N1 if stage == W else N2
+    nxt = int(rng.choice(5, p=_TRANS[block, stage]))
+    if rem_due is not None and nxt == REM:
+        return N1 if stage == W else N2
+    return nxt
+
+
 def make_hypnogram(seed: int, n_epochs: int) -> np.ndarray:
     """Return the stage code (W, N1, N2, N3, REM) of every epoch of a night."""
     rng = np.random.default_rng([seed, _STREAM])
@@ -76,13 +91,18 @@ def make_hypnogram(seed: int, n_epochs: int) -> np.ndarray:
     if end - sol < 4:
         return stages
     scale = float(np.exp(rng.normal(0.0, 0.2)))  # this night's bouts: shorter or longer
+    rem_due = sol + _draw(rng, _TABLE["rem_latency_epochs"], n_epochs)
     pos, stage = sol, N1
     while pos < end:
         block = min(int((pos - sol) * EPOCH_S / 3600.0 / BIN_H), N_BINS - 1)
         length = _bout_length(rng, stage, block, scale)
+        if rem_due is not None and stage == N2:
+            length = min(length, max(rem_due - pos, 1))  # N2 gives way to REM on time
+        if stage == REM:
+            rem_due = None
         stages[pos:min(pos + length, end)] = stage
         pos += length
-        stage = int(rng.choice(5, p=_TRANS[block, stage]))
+        stage = _next_stage(rng, block, stage, rem_due, pos)
     if stages[end - 1] == W:  # the sleep period ends asleep; the final awakening follows
         stages[end - 1] = N1
     return stages

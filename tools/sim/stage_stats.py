@@ -95,6 +95,33 @@ def inter_scorer(records: list[np.ndarray], order: list[int]) -> dict:
             "method": "each scorer vs the majority of the other four, per record, mean"}
 
 
+def _rem_latency(hyp: np.ndarray) -> float | None:
+    """REM latency (minutes) of a 5-stage hypnogram by the edge's and the cloud's rule."""
+    codes = [int(s) for s in hyp]
+    onset = sleep_onset(codes)
+    rem = first_rem(codes, onset, 4)
+    return (rem - onset) / 2.0 if rem is not None else None
+
+
+def rem_latency_inter_scorer(records: list[np.ndarray], order: list[int]) -> dict:
+    """The human ceiling for REM latency: each scorer's REM latency against that of the
+    majority of the other four, by the same rule as the edge and the cloud (minutes)."""
+    errors = []
+    for rec in records:
+        for a in range(5):
+            others = [s for s in order if s != a]
+            sub = {s: i for i, s in enumerate(others)}
+            own = _rem_latency(rec[a])
+            rest = _rem_latency(_majority(rec[others], [sub[s] for s in others], 5))
+            if own is not None and rest is not None:
+                errors.append(abs(own - rest))
+    return {"median": round(float(np.median(errors)), 1),
+            "p90": round(float(np.percentile(errors, 90)), 1),
+            "max": round(float(np.max(errors)), 1), "pairs": len(errors),
+            "method": "|REM latency of a scorer - that of the majority of the other four|, "
+                      "minutes, every scorer of every record"}
+
+
 def consensus(rec: np.ndarray, order: list[int]) -> np.ndarray:
     """The night's majority hypnogram, unscored epochs at either end trimmed."""
     hyp = _majority(rec, order, 5)
@@ -191,6 +218,8 @@ def build(root: Path) -> dict:
         "bin_hours": BIN_H,
         "sol_epochs": sorted(int(x["sol_min"] * 2) for x in per_night),
         "final_wake_epochs": sorted(x["final_wake_epochs"] for x in per_night),
+        "rem_latency_epochs": sorted(int(x["rem_latency_min"] * 2) for x in per_night
+                                     if x["rem_latency_min"] is not None),
         "first_stage_counts": first.tolist(),
         "bout_transition_counts": trans.tolist(),
         "bout_length_counts": bout_lengths,
@@ -205,6 +234,7 @@ def build(root: Path) -> dict:
         "stage_pct_of_sleep_period": {STAGE5[s]: round(float(np.mean(
             [x["pct"][STAGE5[s]] for x in per_night])), 2) for s in range(1, 5)},
         "inter_scorer": inter_scorer(records, order),
+        "rem_latency_inter_scorer": rem_latency_inter_scorer(records, order),
     }
 
 
