@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nightlink.edge.features import sleep_decode
 from nightlink.edge.features.audio import SNORE_FEATURES
 from nightlink.edge.features.night_summary import night_columns
 from nightlink.edge.features.reducers import to_raw
@@ -341,19 +342,24 @@ class Classifiers:
         self.rr_apnea = RrApneaModel.load(models)  # heart-rhythm apnea (numpy, JSON weights)
 
     def stages(self, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-epoch stage, its confidence and the stage probabilities. Where motion is the
-        only input, sleep/wake is the actigraphy rule's call (the floor: on real wrist nights
-        the model fed motion alone called nearly every epoch sleep) and the model only picks
-        the stage of the sleep epochs."""
-        prob = np.clip(self.sleep(sleep_inputs(streams))[0], 0, None)
-        prob /= np.clip(prob.sum(axis=1, keepdims=True), 1e-6, None)
-        prob = smooth_probabilities(prob)
-        path = np.argmax(prob, axis=1).astype(np.int8)
+        """Per-epoch stage, its confidence and the (smoothed) stage probabilities. The stages
+        are the sequence decoder's (edge/features/sleep_decode.py) over the model's
+        probabilities. Where motion is the only input, sleep/wake is the actigraphy rule's
+        call (the floor: on real wrist nights the model fed motion alone called nearly every
+        epoch sleep) and the model only picks the stage of the sleep epochs."""
+        raw = np.clip(self.sleep(sleep_inputs(streams))[0], 0, None)
+        raw /= np.clip(raw.sum(axis=1, keepdims=True), 1e-6, None)
+        prob = smooth_probabilities(raw)
         only = motion_only(streams)
-        if only.any():
-            wake = actigraphy_wake(streams["wearable"]["activity_count"])
-            asleep = (1 + np.argmax(prob[:, 1:], axis=1)).astype(np.int8)
-            path[only] = np.where(wake, 0, asleep)[only]
+        wake = actigraphy_wake(streams["wearable"]["activity_count"]) if only.any() else None
+        decoder = self.sleep_meta.get("decoder")
+        if decoder is not None:
+            path = sleep_decode.decode(raw, decoder, wake, only)
+        else:  # a model from before the decoder: each epoch's most likely stage
+            path = np.argmax(prob, axis=1).astype(np.int8)
+            if wake is not None:
+                asleep = (1 + np.argmax(prob[:, 1:], axis=1)).astype(np.int8)
+                path[only] = np.where(wake, 0, asleep)[only]
         return path, np.clip(prob[np.arange(path.size), path], 0.0, 1.0), prob
 
     def breathing(self, streams, asleep: np.ndarray) -> dict[str, np.ndarray]:

@@ -141,3 +141,20 @@ def test_figures__a_stray_sleep_epoch_in_the_wake_does_not_set_onset():
     fig = classify.night_figures(_outputs(stage), _streams(n=len(stage)))
     assert fig["sleep"]["sol_min"] == 15.0 and fig["sleep"]["rem_latency_min"] == 50.0
     assert fig["sleep"]["actigraphy_pct"] == 0.0
+
+
+def test_eval__rem_latency_and_onset_errors_per_input_subset(clf, night):
+    from nightlink.tools.train.nightmodels import eval_sleep
+
+    figures = eval_sleep(clf, [night])
+    for name in classify.SLEEP_SUBSETS:
+        row = figures["by_inputs"][name]
+        rem = row["rem_latency_abs_error_min"]
+        assert set(rem) == {"median", "p90", "nights", "nights_rem_missed", "nights_rem_spurious"}
+        assert rem["nights"] + rem["nights_rem_missed"] + rem["nights_rem_spurious"] <= 1
+        assert set(row["sleep_onset_abs_error_min"]) == {"median", "p90", "nights"}
+        assert {"kappa", "accuracy", "wake_specificity"} <= set(row)
+    assert figures["rem_latency_abs_error_min"] == figures["by_inputs"]["full"]["rem_latency_abs_error_min"]
+    ceiling = figures["real"]["rem_latency_inter_scorer_ceiling"]
+    assert ceiling["pairs"] == 125 and ceiling["median"] <= ceiling["p90"]
+    assert 0 < figures["stage_seconds_per_night_max"] < 2.0

@@ -6,6 +6,7 @@ through the edge's own runtime (edge/features/classify.py).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,43 @@ def train_sleep(nights: list[Night], seed: int = SEED, epochs: int = 30):
             "modalities": [name for name, _ in classify.SLEEP_MODALITIES],
             "trained_subsets": list(classify.SLEEP_SUBSETS),
             "train_epochs": int(y.size // len(classify.SLEEP_SUBSETS)),
-            "fit_epochs": epochs}
+            "fit_epochs": epochs, "decoder": decoder_meta(counts / len(classify.SLEEP_SUBSETS))}
     return int8.to_tflite(model, x[::23][:2000], int8_io=False), meta
+
+
+# The sequence decoder's settings (edge/features/sleep_decode.py). REM prior: a likelihood
+# factor by minutes since sleep onset. None of the 25 Dreem DOD-H consensus nights had REM
+# within 65 minutes of onset (shortest 65, median 106.5); the factor stays at its floor to
+# 45 minutes, rises to 1 at 75, and the floor keeps a sustained, confident early REM period
+# (a sleep-onset REM period) possible. Emission weight: the stager's log-probabilities
+# as they are (1.0); no setting here was tuned on the held-out nights.
+REM_PRIOR = ((0.0, 0.05), (45.0, 0.05), (75.0, 1.0))
+EMISSION_WEIGHT = 1.0
+
+
+def decoder_meta(label_counts, table: dict | None = None) -> dict:
+    """The decoder's settings: the transition matrix (Wake, Light, Deep, REM, epoch to next
+    epoch) from the real nights' epoch transitions (N1 and N2 pooled as Light, a
+    pseudo-count of 1), start probabilities, the REM prior, and the stage shares the stager
+    was trained towards (label_counts: training epochs per stage; the square-root class
+    weights of train_sleep make those shares proportional to the counts' square roots)."""
+    table = table or stage_stats.load_table()
+    counts5 = np.array(table["epoch_transition_counts"], dtype=np.float64)
+    to4 = stage_stats.TO4
+    counts = np.zeros((4, 4))
+    np.add.at(counts, (to4[:, None], to4[None, :]), counts5)
+    counts += 1.0
+    trans = counts / counts.sum(axis=1, keepdims=True)
+    prior = np.sqrt(np.maximum(np.asarray(label_counts, dtype=np.float64), 1.0))
+    return {"transitions": [[round(float(v), 6) for v in row] for row in trans],
+            "start": [0.7, 0.1, 0.1, 0.1],
+            "class_prior": [round(float(v), 4) for v in prior / prior.sum()],
+            "rem_prior": [list(point) for point in REM_PRIOR],
+            "emission_weight": EMISSION_WEIGHT,
+            "source": "transitions: epoch-to-epoch stage changes of the 25 consensus "
+                      "hypnograms of the Dreem Open Dataset DOD-H (Guillot et al. 2020, MIT); "
+                      "rem_prior: no REM within 65 min of sleep onset on those nights; "
+                      "class_prior: the training labels' shares under the class weights"}
 
 
 def train_breathing(nights: list[Night], seed: int = SEED, epochs: int = 30):
@@ -161,20 +197,21 @@ def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
     For motion alone the runtime's sleep/wake is the actigraphy rule; the model's own
     sleep/wake call from motion is reported next to it (`motion_model_alone`)."""
     by: dict[str, tuple[list, list]] = {k: ([], []) for k in classify.SLEEP_SUBSETS}
-    alone, rule, latency = [], [], []
+    alone, rule, seconds = [], [], []
     for n in nights:
         for name, subset in classify.SLEEP_SUBSETS.items():
             st = with_only(streams_of(n), subset)
+            start = time.perf_counter()
             path, _conf, prob = clf.stages(st)
+            seconds.append(time.perf_counter() - start)
             by[name][0].append(n.stage.astype(int))
             by[name][1].append(path.astype(int))
             if name == "motion":
                 alone.append(np.argmax(prob, axis=1) == 0)
                 rule.append(classify.actigraphy_wake(st["wearable"]["activity_count"]))
-            if name == "full":
-                latency.append(_rem_latency_error(n.stage, path))
     y = np.concatenate(by["motion"][0])
-    result = {name: stage_scores(np.concatenate(ys), np.concatenate(ps))
+    result = {name: {**stage_scores(np.concatenate(ys), np.concatenate(ps)),
+                     **night_timing_errors(ys, ps)}
               for name, (ys, ps) in by.items()}
     figures = {"nights": len(nights), "epochs": int(y.size), "data": "in silico",
                **{k: result["full"][k] for k in ("accuracy", "kappa", "wake_specificity",
@@ -182,24 +219,46 @@ def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
                "by_inputs": result}
     figures["by_inputs"]["motion"]["actigraphy_rule"] = _sleep_wake(y, np.concatenate(rule))
     figures["by_inputs"]["motion"]["motion_model_alone"] = _sleep_wake(y, np.concatenate(alone))
-    errors = [e for e in latency if e is not None]
-    figures["rem_latency_abs_error_min"] = {
-        "median": round(float(np.median(errors)), 1) if errors else None, "nights": len(errors)}
+    figures["rem_latency_abs_error_min"] = result["full"]["rem_latency_abs_error_min"]
+    figures["stage_seconds_per_night_max"] = round(max(seconds), 3) if seconds else None
     figures["targets_real_motion"] = _targets(result)
     figures["real"] = real_block()
     return figures
 
 
-def _rem_latency_error(truth: np.ndarray, path: np.ndarray) -> float | None:
-    """|predicted - true| REM latency (minutes), both by the shared minimum-bout rule."""
+def _onset_and_rem_latency(stages: list) -> tuple[int | None, float | None]:
+    """(sleep onset epoch, REM latency in minutes) by the shared rule of the edge and cloud."""
     from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
-    got = []
-    for stages in (truth.tolist(), path.tolist()):
-        onset = sleep_onset(stages)
-        rem = first_rem(stages, onset, 3)
-        got.append(None if rem is None else (rem - onset) / 2.0)
-    return abs(got[0] - got[1]) if None not in got else None
+    onset = sleep_onset(stages)
+    rem = first_rem(stages, onset, 3)
+    return onset, (None if rem is None else (rem - onset) / 2.0)
+
+
+def _abs_error_summary(errors: list[float]) -> dict:
+    return {"median": round(float(np.median(errors)), 1) if errors else None,
+            "p90": round(float(np.percentile(errors, 90)), 1) if errors else None,
+            "nights": len(errors)}
+
+
+def night_timing_errors(truths: list[np.ndarray], paths: list[np.ndarray]) -> dict:
+    """|predicted - true| sleep onset and REM latency per night (minutes): median, 90th
+    percentile, and the nights where only one of the two hypnograms has a REM period
+    (those have no latency error and are counted apart, not dropped silently)."""
+    rem, onset, only_truth, only_pred = [], [], 0, 0
+    for truth, path in zip(truths, paths, strict=True):
+        t_onset, t_rem = _onset_and_rem_latency(truth.tolist())
+        p_onset, p_rem = _onset_and_rem_latency(path.tolist())
+        if t_onset is not None and p_onset is not None:
+            onset.append(abs(t_onset - p_onset) / 2.0)
+        if t_rem is not None and p_rem is not None:
+            rem.append(abs(t_rem - p_rem))
+        only_truth += t_rem is not None and p_rem is None
+        only_pred += t_rem is None and p_rem is not None
+    return {"rem_latency_abs_error_min": {**_abs_error_summary(rem),
+                                          "nights_rem_missed": int(only_truth),
+                                          "nights_rem_spurious": int(only_pred)},
+            "sleep_onset_abs_error_min": _abs_error_summary(onset)}
 
 
 # What the sleep/wake call must reach on real wrist nights; only measurable with real signals.
@@ -229,6 +288,7 @@ def real_block() -> dict:
         "signals": "none: no real motion, heart-rate or audio recordings are in the shared "
                    "data, so the model itself is not scored on real nights here",
         "inter_scorer_ceiling": table["inter_scorer"],
+        "rem_latency_inter_scorer_ceiling": table["rem_latency_inter_scorer"],
         "sleep_statistics_consensus": table["night"],
         "stage_pct_of_sleep_period": table["stage_pct_of_sleep_period"],
     }
