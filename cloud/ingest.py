@@ -4,7 +4,12 @@ One worker subscribes to `nl/v1/+/+/+` (or, to share the load between several wo
 `$share/ingest/nl/v1/+/+/+`). For each message it checks the topic, that the device is
 provisioned for that tenant (not revoked, its tenant not deleted), and every byte and field;
 stores the rows (upsert on device, stream, boot, seq); and publishes the stream's
-high-water mark, with any gaps it sees above it, on `…/{stream}/ack`.
+high-water mark, with any gaps it sees above it, on `…/{stream}/ack`. An edge node's
+treatments arrive as JSON on `…/treatments`: each document is checked with the Nightscout
+core's `normalize`, stored by its dedupe rules (a re-sent one changes nothing), a deleted one
+soft-deleted, a bad one dead-lettered on its own; the ack names the sequence numbers handled.
+A `{"since": ms}` there asks for the tenant's treatments changed after that srvModified,
+answered on the node's `…/cmd` topic (how carbs entered in the cloud reach the bedside).
 
 Nothing a message holds stops the worker: a message that fails a check, or whose handling
 raises anything unexpected, goes to the dead-letter table with the reason, and the worker
@@ -38,6 +43,7 @@ import paho.mqtt.client as mqtt
 from nightlink.backoff import Backoff
 from nightlink.cloud import metrics
 from nightlink.cloud.store import Store
+from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout.documents import DocumentError
 from nightlink.pacing import TokenBucket
 from nightlink.shared import codec, features, topics, units
@@ -58,6 +64,11 @@ MAX_STATUS_BYTES = 65536
 MAX_RANGES = 1000  # dropped ranges per stream in one report (devices send their newest 100)
 MAX_SEQ = 0xFFFFFFFF  # sequence numbers are u32 on the wire
 MAX_DROP_COUNT = 2**53  # a count of dropped rows (a float keeps it exactly)
+MAX_DOCS_BYTES = 2 * 1024 * 1024  # a treatments batch (edges cut theirs at 256 KiB)
+MAX_DOCS = 500  # documents in one treatments batch
+MAX_DOC_SEQ = 2**63 - 1
+MAX_PULL_DOCS = 200  # documents in one answer to an edge's pull
+MAX_PULL_BYTES = 256 * 1024
 
 
 class Rejected(ValueError):
@@ -74,6 +85,8 @@ class Outcome:
     rows: int = 0  # rows new to the store
     acks: list[tuple[str, dict]] = field(default_factory=list)  # (topic, payload)
     entries: list[dict] = field(default_factory=list)  # Nightscout entries derived from CGM rows
+    dead: list[tuple[str, bytes]] = field(default_factory=list)  # (reason, part) refused alone
+    retain_acks: bool = True  # a mark is retained; a list of one batch's numbers is not
 
 
 def glucose_entries(rec: codec.Record, device: str) -> list[dict]:
@@ -106,6 +119,8 @@ def handle(store: Store, topic: str, payload: bytes) -> Outcome:
     _check_publisher(store, tenant, device)
     if kind == "status":
         return _status(store, tenant, device, payload)
+    if stream in topics.DOC_STREAMS:
+        return _documents(store, tenant, device, stream, payload)
     return _data(store, tenant, device, stream, payload)
 
 
@@ -116,7 +131,8 @@ def _parse(topic: str) -> tuple[str, str, str, str | None]:
         raise Rejected(str(exc)) from None
     if kind not in ("data", "status"):
         raise Rejected(f"{topic} is not a data or status topic.")
-    if kind == "data" and features.stream_by_name(stream) is None:
+    if kind == "data" and features.stream_by_name(stream) is None \
+            and stream not in topics.DOC_STREAMS:
         raise Rejected(f"The stream {stream!r} is not one this cloud knows ({_STREAM_NAMES}).")
     return kind, tenant, device, stream
 
@@ -257,6 +273,105 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
         raise Rejected(f"record {i + 1} of the batch: {type(exc).__name__}: {exc} "
                        f"({len(records)} good records stored)", out)
     return out
+
+
+def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes) -> Outcome:
+    """An edge node's batch of Nightscout documents, `{"docs": [{"seq": n, "doc": {…}}, …]}`:
+    each checked by the core's normalize and applied by its dedupe rules; a deletion carries
+    `isValid: false`. A bad item is dead-lettered alone and the rest are stored; the ack names
+    every sequence number handled (stored, already stored, or refused for good)."""
+    if len(payload) > MAX_DOCS_BYTES:
+        raise Rejected(f"The {coll} batch is {len(payload)} bytes; at most {MAX_DOCS_BYTES} "
+                       "are read.")
+    try:
+        body = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(f"The {coll} batch is not JSON ({_short(exc)}).") from None
+    if isinstance(body, dict) and "since" in body and "docs" not in body:
+        return _pull(store, tenant, device, coll, body["since"])
+    items = body.get("docs") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_DOCS:
+        raise Rejected(f"The {coll} batch is not an object whose docs is a list of 1 to "
+                       f"{MAX_DOCS} {{seq, doc}} items.")
+    now = int(time.time() * 1000)
+    out, done, refused = Outcome(retain_acks=False), [], []
+    upserts, deletions = [], []
+    for i, item in enumerate(items):
+        seq = item.get("seq") if isinstance(item, dict) else None
+        if not _whole(seq) or not 1 <= seq <= MAX_DOC_SEQ:
+            out.dead.append((f"item {i + 1} of the {coll} batch has no sequence number "
+                             f"(seq {_show(seq)}).", _part(item)))
+            continue
+        done.append(seq)
+        try:
+            n, deleted = _change(coll, item.get("doc"), now)
+        except DocumentError as exc:
+            reason = f"{coll} change {seq}: {exc}"
+            out.dead.append((reason, _part(item)))
+            refused.append([seq, _short(exc, 200)])
+            continue
+        (deletions if deleted else upserts).append(n)
+    out.rows, _deleted = store.tenant(tenant).apply_changes(coll, upserts, deletions)
+    if done:
+        out.acks.append((topics.ack_topic(tenant, device, coll),
+                         {"stream": coll, "seqs": _seq_ranges(done), "refused": refused}))
+    return out
+
+
+def _pull(store: Store, tenant: str, device: str, coll: str, since) -> Outcome:
+    """The tenant's documents changed after `since` (srvModified, ms), oldest change first,
+    for the node to apply: `{"cmd": coll, "since", "until", "more", "docs"}` on its cmd topic.
+    Deleted ones carry `isValid: false`; `until` is the srvModified to ask from next."""
+    if not _whole(since) or not 0 <= since <= MAX_DOC_SEQ:
+        raise Rejected(f"The {coll} pull's since is {_show(since)}, not a srvModified in ms.")
+    rows = store.tenant(tenant).docs.history(coll, since, limit=MAX_PULL_DOCS)
+    docs, size, until = [], 0, since
+    for row in rows:
+        doc = row.v1()
+        doc.pop("mills", None)
+        if row.identifier != row.oid:
+            doc.setdefault("identifier", row.identifier)
+        if not row.valid:
+            doc["isValid"] = False
+        size += len(json.dumps(doc, separators=(",", ":"), default=str))
+        if docs and size > MAX_PULL_BYTES:
+            break
+        docs.append(doc)
+        until = row.srv_modified
+    more = len(docs) < len(rows) or len(rows) == MAX_PULL_DOCS
+    body = {"cmd": coll, "since": since, "until": until, "more": more, "docs": docs}
+    return Outcome(acks=[(topics.cmd_topic(tenant, device), body)], retain_acks=False)
+
+
+def _change(coll: str, doc, now: int) -> tuple[ns_documents.Normalized, bool]:
+    """A document checked as the Nightscout API checks an upload, and whether it is a
+    deletion (Nightscout's marker `isValid: false`)."""
+    if not isinstance(doc, dict):
+        raise DocumentError(f"A change must carry a document object, not {_show(doc)}.")
+    doc = dict(doc)
+    deleted = doc.pop("isValid", True) is False
+    n = ns_documents.normalize(coll, doc, now)
+    if n.oid is None and n.identifier is None and deleted:
+        raise DocumentError("A deletion must name the document by _id or identifier.")
+    return n, deleted
+
+
+def _seq_ranges(seqs: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if out and seq == out[-1][1] + 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return out
+
+
+def _part(item) -> bytes:
+    """One item of a batch, as the dead letter's payload."""
+    try:
+        return json.dumps(item, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        return repr(item).encode()
 
 
 def _ack(store: Store, tenant: str, device: str, sid: int) -> tuple[str, dict]:
@@ -521,12 +636,14 @@ class IngestWorker:
                     _LOGGER.error("ingest: handling a message on %s raised %s (dead-lettered; "
                                   "%d more like it not logged)", topic[:200], reason, held,
                                   exc_info=exc)
+        for part_reason, part in (out.dead if out is not None else []):
+            self._dead_letter(topic, part_reason, part)
         if out is not None and self.connected.is_set():
             # (Not connected: no ack piles up to go out stale later; the device hears the
             # stream's mark with its next message.)
             for ack_topic, body in out.acks:
                 self.client.publish(ack_topic, json.dumps(body, separators=(",", ":")), qos=1,
-                                    retain=True)
+                                    retain=out.retain_acks)
         if reason is None:
             self.handled += 1
             metrics.INGEST_MESSAGES.labels("stored").inc()

@@ -9,6 +9,10 @@ STATUS = "status"
 RESERVED = (ACK, CMD, STATUS)
 MAX_NAME = 32
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+# The Nightscout documents an edge node syncs with the cloud travel as JSON on a data topic of
+# this name (not a feature stream; its ack lists the sequence numbers stored, see WIRE.md).
+TREATMENTS = "treatments"
+DOC_STREAMS = (TREATMENTS,)
 # Filters the cloud ingest subscribes to; the shared form spreads messages over workers.
 INGEST_FILTER = PREFIX + "/+/+/+"
 SHARED_INGEST_FILTER = "$share/ingest/" + INGEST_FILTER
@@ -50,6 +54,11 @@ def data_topic(tenant, device, stream):
         check_name("device", device),
         _stream(stream),
     )
+
+
+def treatments_topic(tenant, device):
+    """Topic an edge node publishes its Nightscout treatments (a JSON batch) on."""
+    return data_topic(tenant, device, TREATMENTS)
 
 
 def ack_topic(tenant, device, stream):

@@ -141,6 +141,35 @@ class TenantStore:
         stored = [o.row.v1() for o in outcomes if o.action == "created"]
         return stored, len(outcomes) - len(stored)
 
+    def apply_changes(self, coll: str, upserts: Sequence[ns_documents.Normalized],
+                      deletions: Sequence[ns_documents.Normalized]) -> tuple[int, int]:
+        """Another site's changes (an edge node's treatments), in one transaction: an upsert
+        replaces the document it matches by the core's rules (identifier, `_id`, else
+        created_at and eventType) or is stored new; a deletion soft-deletes the document it
+        matches, if any. Returns (documents stored or changed, documents deleted); a change
+        already applied changes nothing."""
+        with self.db.transaction():
+            outcomes = self.docs.put(upserts, mode="replace") if upserts else []
+            rows = {r.id: r for n in deletions if (r := self._matching(coll, n)) is not None}
+            deleted = self.docs.delete(list(rows.values())) if rows else 0
+        return sum(o.action in ("created", "updated") for o in outcomes), deleted
+
+    def _matching(self, coll: str, n: ns_documents.Normalized) -> ns_store.Row | None:
+        """The valid stored document a change names: by identifier, by `_id`, else (for a
+        document without a client identity) by its time, kind and Trio id."""
+        for key in (n.identifier, n.oid):
+            row = self.docs.get(coll, key) if key else None
+            if row is not None:
+                return row if row.valid else None
+        if n.client_identity or n.pair is None:
+            return None
+        for row in self.docs.latest(coll, kind=n.kind or None, lo=n.date_ms, hi=n.date_ms,
+                                    count=20):
+            trio = row.doc.get("id") if isinstance(row.doc.get("id"), str) else ""
+            if f"{row.date_ms}|{row.kind}|{trio}" == n.pair:
+                return row
+        return None
+
     def add_entries(self, docs: Iterable[dict]) -> tuple[list[dict], int]:
         """Store entries (an sgv equal to one stored less than a minute away is the same
         reading); return (new entries, duplicates)."""

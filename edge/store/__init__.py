@@ -5,8 +5,9 @@ One SQLite file through `nightlink.sql.SQLiteDatabase`: WAL, one writer at a tim
 numbered migrations (`schema.py`). `EdgeStore` keeps every epoch record with its sequence
 number and an outbox row written in the same transaction (`records.py`, `outbox.py`: what the
 sync sends), the Nightscout documents of the local site (the entries the local Nightscout
-endpoint, the follower and the importers store), source states, gaps, night summaries and
-dead letters (`status.py`). Retention is bounded.
+endpoint, the follower and the importers store) with every change of a treatment queued for
+the cloud by a trigger (`doc_outbox.py`), source states, gaps, night summaries and dead
+letters (`status.py`). Retention is bounded.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from nightlink.edge.store.doc_outbox import CloudDocs, DocChange, DocOutbox
 from nightlink.edge.store.outbox import Outbox, OutboxItem
 from nightlink.edge.store.records import Records
 from nightlink.edge.store.schema import SITE, migrate, schema_version
@@ -27,14 +29,14 @@ from nightlink.nightscout.store import Subjects
 from nightlink.shared import codec
 from nightlink.sql import DatabaseError, SQLiteDatabase
 
-__all__ = ["SITE", "EdgeStore", "OutboxItem", "StoreError"]
+__all__ = ["SITE", "DocChange", "EdgeStore", "OutboxItem", "StoreError"]
 
 
 class StoreError(Exception):
     """The store cannot be opened or used as asked."""
 
 
-class EdgeStore(Records, Outbox, Status):
+class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
     """The local store. Writes go through one lock (one writer); reads may come from any
     thread and wait while another thread's transaction is open."""
 

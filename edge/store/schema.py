@@ -35,6 +35,34 @@ def _move_entries(db: Database) -> None:
             (SITE, oid, oid, f"{type_}|{date}", date, type_, row["sgv"], last, last, doc))
 
 
+# The Nightscout collections whose every change goes to the cloud (`doc_outbox.py`).
+SYNCED = ("treatments",)
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # unix seconds, inside a trigger
+
+
+def _doc_outbox_triggers() -> list[str]:
+    """Triggers that queue every change of a synced collection's document in the same
+    transaction as the change, whoever writes it (the Nightscout APIs, the app's careportal,
+    an importer): a new or changed document (a soft deletion too) by its oid, read when it is
+    sent; one removed for good with its last content. A document's older queued change is
+    replaced, so each document is queued once with its newest state under a new sequence
+    number. Changes made while doc_sync_quiet names the collection (the cloud's own documents
+    being applied) are not queued, so they are not sent back."""
+    synced = ", ".join(f"'{c}'" for c in SYNCED)
+    out = []
+    for event, row, gone, extra in (("INSERT", "NEW", "NULL", ""),
+                                    ("UPDATE", "NEW", "NULL", ""),
+                                    ("DELETE", "OLD", "OLD.doc", " AND OLD.valid = 1")):
+        out.append(
+            f"CREATE TRIGGER doc_outbox_{event.lower()} AFTER {event} ON ns_docs "
+            f"WHEN {row}.tenant_id = '{SITE}' AND {row}.coll IN ({synced}){extra} "
+            f"AND NOT EXISTS (SELECT 1 FROM doc_sync_quiet WHERE coll = {row}.coll) "
+            f"BEGIN DELETE FROM doc_outbox WHERE coll = {row}.coll AND oid = {row}.oid; "
+            f"INSERT INTO doc_outbox (coll, oid, identifier, gone, enqueued_at) VALUES "
+            f"({row}.coll, {row}.oid, {row}.identifier, {gone}, {_NOW}); END")
+    return out
+
+
 MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (1, "initial schema", sql.statements("""
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -124,6 +152,23 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         *SUBJECTS_DDL,
         _move_entries,
         "DROP TABLE entries",
+    ]),
+    (4, "the outbox of treatments for the cloud", [
+        """CREATE TABLE doc_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            coll TEXT NOT NULL,
+            oid TEXT NOT NULL,
+            identifier TEXT NOT NULL,
+            gone TEXT,
+            enqueued_at REAL NOT NULL,
+            sent_at REAL,
+            UNIQUE (coll, oid)
+        )""",
+        "CREATE TABLE doc_sync_quiet (coll TEXT PRIMARY KEY)",
+        *_doc_outbox_triggers(),
+        "INSERT INTO doc_outbox (coll, oid, identifier, enqueued_at) "
+        f"SELECT coll, oid, identifier, {_NOW} FROM ns_docs WHERE tenant_id = '{SITE}' "
+        "AND coll IN (" + ", ".join(f"'{c}'" for c in SYNCED) + ") AND valid = 1 ORDER BY id",
     ]),
 ]
 

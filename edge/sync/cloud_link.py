@@ -17,6 +17,12 @@
   the rows stay in the outbox, nothing is lost, and the sync carries on once space returns.
 - The outbox has a quota; over it, the oldest lowest-priority rows are dropped (never
   glucose), counted per stream, and reported on `…/status`.
+- Treatments (carbs, insulin, notes, their edits and deletions) go from their own outbox
+  (`edge/store/doc_outbox.py`) as JSON batches on `…/treatments`, after live rows and before
+  backfill; the cloud's ack names the sequence numbers it stored, and only those leave.
+  The other way, the node asks for the cloud's treatments changed since its cursor
+  (`{"since": ms}` on `…/treatments`, on connecting and every PULL_EVERY_S) and applies the
+  answer from `…/cmd` without queueing it back, so carbs entered anywhere reach the node.
 Everything runs on one thread so the store has one writer.
 """
 
@@ -35,6 +41,7 @@ import paho.mqtt.client as mqtt
 
 from nightlink.backoff import Backoff
 from nightlink.edge.store import EdgeStore, OutboxItem
+from nightlink.nightscout import documents as ns_documents
 from nightlink.pacing import TokenBucket
 from nightlink.shared import codec, features, topics
 from nightlink.shared.epoch import epoch_index
@@ -43,6 +50,10 @@ from nightlink.sql import DatabaseError
 _LOGGER = logging.getLogger(__name__)
 LIVE_PRIORITY = 1  # glucose (and alarms): sent first, one small message at a time
 MAX_RECORDS_PER_BATCH = 64
+MAX_DOCS_PER_BATCH = 50  # treatments in one message
+MAX_DOC_BATCH_BYTES = 256 * 1024  # a batch is cut before this (one larger document goes alone)
+PULL_EVERY_S = 30.0  # how often the node asks the cloud for its treatments
+PULL_BACK_MS = 7 * 86_400_000  # a node new to the cloud starts with a week of changes
 WARN_EVERY_S = 10.0  # the same failure is logged at WARNING at most this often (else INFO)
 # What a store that cannot be written raises (a full disk, an I/O error): nightlink.sql turns
 # every failure, a transaction's BEGIN and COMMIT included, into DatabaseError.
@@ -59,6 +70,10 @@ class SyncStats:
     bytes_sent: int = 0
     acked_rows: int = 0
     resend_requests: int = 0
+    docs_sent: int = 0  # treatment changes published (resends included)
+    docs_acked: int = 0
+    docs_refused: int = 0  # changes the cloud dead-lettered (kept here as dead letters)
+    docs_pulled: int = 0  # the cloud's changes applied here
     dropped: dict = field(default_factory=dict)
 
 
@@ -84,6 +99,8 @@ class SyncClient:
         self._store_resume = 0.0
         self._warned: dict[str, tuple[str, float]] = {}
         self._last_status = 0.0
+        self.pull_every_s = PULL_EVERY_S
+        self._next_pull = 0.0  # monotonic; 0: on the next pass
         self._closing = False
         now = time.monotonic()
         self.bucket = TokenBucket(cfg.backfill_rows_per_s, cfg.backfill_rows_per_s, now)
@@ -125,10 +142,13 @@ class SyncClient:
         self.last_error = ""
         self._up_since = time.monotonic()
         self.stats.connects += 1
-        client.subscribe(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", qos=1)
+        client.subscribe([(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", 1),
+                          (topics.cmd_topic(self.tenant, self.device), 1)])
+        self._next_pull = 0.0
         # Whatever was in flight may be lost: send every unacknowledged row again now.
         try:
             self.store.mark_all_unsent()
+            self.store.mark_docs_unsent()
         except STORE_ERRORS as exc:  # the resend timer sends them instead
             self._store_failed(time.monotonic(), exc)
         _LOGGER.info("connected to %s", self.where)
@@ -202,9 +222,18 @@ class SyncClient:
             try:
                 kind, _tenant, device, stream = topics.parse(topic)
                 body = json.loads(payload)
+                if kind == "ack" and device == self.device and stream == topics.TREATMENTS:
+                    self._doc_ack(body)
+                    self._acks.pop(0)
+                    continue
+                if kind == "cmd" and device == self.device:
+                    if isinstance(body, dict) and body.get("cmd") == topics.TREATMENTS:
+                        self._apply_cloud_docs(body)
+                    self._acks.pop(0)
+                    continue
                 hwm = int(body["hwm"])
                 gaps = [(int(a), int(b)) for a, b in body.get("gaps", [])]
-            except (topics.TopicError, ValueError, KeyError, TypeError) as exc:
+            except (topics.TopicError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 _LOGGER.warning("ignoring a malformed ack on %s: %s", topic, exc)
                 self._acks.pop(0)
                 continue
@@ -216,7 +245,71 @@ class SyncClient:
                                                                           last)
             self._acks.pop(0)
 
+    def _doc_ack(self, body: dict) -> None:
+        """The cloud stored (or refused for good) the treatment changes it names; a malformed
+        ack raises ValueError, TypeError or AttributeError."""
+        ranges = [(int(a), int(b)) for a, b in body.get("seqs", [])]
+        refused = [(int(seq), str(why)) for seq, why in body.get("refused", [])]
+        for seq, why in refused:
+            self.stats.docs_refused += 1
+            self.store.dead_letter("cloud", f"the cloud refused treatment change {seq}: {why}")
+        self.stats.docs_acked += self.store.ack_docs(ranges)
+
+    def _apply_cloud_docs(self, body: dict) -> None:
+        """The cloud's answer to a pull: apply it (each document checked by the Nightscout
+        core's rules; a bad one kept as a dead letter) and ask again at once if it had more."""
+        until = int(body["until"])
+        changes = []
+        now_ms = int(time.time() * 1000)
+        for doc in body["docs"]:
+            try:
+                if not isinstance(doc, dict):
+                    raise ns_documents.DocumentError("A document must be a JSON object.")
+                doc = dict(doc)
+                deleted = doc.pop("isValid", True) is False
+                changes.append((ns_documents.normalize(topics.TREATMENTS, doc, now_ms),
+                                deleted))
+            except ns_documents.DocumentError as exc:
+                self.store.dead_letter("cloud", f"a treatment from the cloud: {exc}",
+                                       json.dumps(doc, default=str).encode())
+        applied, _skipped = self.store.apply_cloud_changes(topics.TREATMENTS, changes, until)
+        self.stats.docs_pulled += applied
+        if body.get("more"):
+            self._next_pull = 0.0
+
+    def _pull(self) -> None:
+        """Ask the cloud for its treatments changed since the cursor (its answer comes on
+        …/cmd); again after pull_every_s, or at once when an answer says there is more."""
+        now = time.monotonic()
+        if now < self._next_pull:
+            return
+        self._next_pull = now + self.pull_every_s
+        since = self.store.cloud_cursor(topics.TREATMENTS)
+        if since is None:
+            since = max(0, int(time.time() * 1000) - PULL_BACK_MS)
+        self.client.publish(topics.treatments_topic(self.tenant, self.device),
+                            json.dumps({"since": since}, separators=(",", ":")), qos=1)
+
     # -- sending --------------------------------------------------------------------------
+
+    def _send_docs(self, now: float) -> int:
+        """Publish the treatment changes that are due, in batches; mark them sent."""
+        changes = self.store.doc_changes_due(resend_after_s=self.cfg.resend_after_s, now=now,
+                                             limit=4 * MAX_DOCS_PER_BATCH)
+        topic = topics.treatments_topic(self.tenant, self.device)
+        sent = 0
+        for batch in _doc_batches(changes):
+            payload = json.dumps({"docs": [{"seq": c.seq, "doc": c.doc} for c in batch]},
+                                 separators=(",", ":"), default=str).encode()
+            info = self.client.publish(topic, payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break  # link gone: the rest stay unsent
+            self.store.mark_docs_sent([c.seq for c in batch], time.time())
+            self.stats.messages += 1
+            self.stats.bytes_sent += len(payload)
+            self.stats.docs_sent += len(batch)
+            sent += len(batch)
+        return sent
 
     def _send(self, items: list[OutboxItem], *, compress: bool) -> int:
         """Publish rows grouped by device and stream; mark them sent. Returns rows sent."""
@@ -253,6 +346,7 @@ class SyncClient:
                              max_priority=LIVE_PRIORITY)
         live = [it for it in due if codec.peek_header(it.blob)[codec.H_EPOCH] >= live_from]
         sent = self._send(live, compress=False) if live else 0
+        self._send_docs(now)
         budget = self.bucket.take(time.monotonic(), self.cfg.backfill_batch_rows)
         if budget:
             back = [it for it in self.store.due(resend_after_s=self.cfg.resend_after_s, now=now,
@@ -299,6 +393,7 @@ class SyncClient:
             if self.connected:
                 self._status(now)  # the quota first: what is over it is dropped, not sent
                 self.pump()
+                self._pull()
         except STORE_ERRORS as exc:
             self._store_failed(now, exc)
             return
@@ -324,9 +419,10 @@ class SyncClient:
         self._store_work(now)
 
     def outbox_rows(self) -> int | None:
-        """Rows waiting for the cloud; None when the store cannot be read."""
+        """Rows waiting for the cloud (records and treatment changes); None when the store
+        cannot be read."""
         try:
-            return self.store.outbox_size()
+            return self.store.outbox_size() + self.store.doc_outbox_size()
         except STORE_ERRORS as exc:
             if not self.store_error:
                 self.store_error = f"the edge store {self.store.path} cannot be read ({exc})"
@@ -344,3 +440,18 @@ class SyncClient:
             self.client.disconnect()
         except OSError:
             pass
+
+
+def _doc_batches(changes: list) -> list[list]:
+    """Changes cut into batches of at most MAX_DOCS_PER_BATCH and about MAX_DOC_BATCH_BYTES."""
+    batches: list[list] = []
+    size = 0
+    for change in changes:
+        n = len(json.dumps(change.doc, separators=(",", ":"), default=str))
+        if not batches or len(batches[-1]) >= MAX_DOCS_PER_BATCH \
+                or size + n > MAX_DOC_BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(change)
+        size += n
+    return batches

@@ -1,0 +1,340 @@
+"""Treatments from the bedside node to the cloud through a real Mosquitto: the edge's Nightscout
+API and its app's careportal on one side, the cloud's Nightscout API on the other, real SQLite
+edge store, the cloud store on SQLite and PostgreSQL, the real ingest worker.
+
+What must hold: a treatment stored while the broker is down is kept (across a restart of the
+node) and arrives once the broker is back; a batch delivered again stores nothing twice; an
+edit and a deletion follow; a malformed payload or document is dead-lettered with its reason
+and the good ones around it are stored; the cloud's own documents applied on the edge are not
+queued back. The other way, a treatment entered in the cloud reaches the node, and so does
+its deletion, without coming back.
+"""
+
+import contextlib
+import hashlib
+import json
+import threading
+import time
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.publish import single
+
+from nightlink.cloud.app import create_app as create_cloud
+from nightlink.cloud.config import Settings
+from nightlink.cloud.ingest import IngestWorker
+from nightlink.edge.node.config import SyncConfig
+from nightlink.edge.node.nightscout_site import create_app as create_edge
+from nightlink.edge.store import EdgeStore
+from nightlink.edge.sync.cloud_link import SyncClient
+from nightlink.nightscout import documents
+from nightlink.shared import topics
+from tests.support.servers import serve
+from tests.support.waiting import until
+
+TENANT = "fam-1"
+SECRET = "bedside-upload-secret-2026"
+SHA1 = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
+
+
+@contextlib.contextmanager
+def cloud(url: str, broker, edge_device: str):
+    """The cloud app (its Nightscout API) with the edge provisioned, and an ingest worker."""
+    app = create_cloud(Settings(env="test", database_url=url, jwt_secret="x" * 40,
+                                upload_rate_per_min=0))
+    store = app.state.store
+    store.create_tenant(TENANT, "One")
+    store.set_api_secret(TENANT, SECRET)
+    store.add_device(edge_device, TENANT, "edge", f"{TENANT}.{edge_device}", "-")
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
+                                          mqtt_host=broker.host, mqtt_port=broker.port),
+                          client_id="ingest-treatments")
+    worker.start()
+    try:
+        with serve(app) as root:
+            yield store, worker, httpx.Client(base_url=f"{root}/t/{TENANT}", headers=SHA1)
+    finally:
+        worker.stop()
+        store.close()
+
+
+@contextlib.contextmanager
+def edge_site(store: EdgeStore):
+    with serve(create_edge(store, SECRET)) as root:
+        yield httpx.Client(base_url=root, headers={**SHA1, "Origin": root})
+
+
+@contextlib.contextmanager
+def syncing(store: EdgeStore, broker, *, pull_every_s: float = 30.0, **kw):
+    cfg = SyncConfig(enabled=True, host=broker.host, port=broker.port, keepalive_s=5,
+                     reconnect_min_s=0.1, reconnect_max_s=0.5,
+                     resend_after_s=kw.pop("resend_after_s", 30.0), **kw)
+    client = SyncClient(store, cfg, TENANT)
+    client.pull_every_s = pull_every_s
+    stop = threading.Event()
+    thread = threading.Thread(target=client.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield client
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def cloud_treatments(http: httpx.Client) -> list[dict]:
+    r = http.get("/api/v1/treatments", params={"count": 100, "find[created_at][$gte]": "2000"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def cloud_stamps(store) -> dict[str, int]:
+    """Each cloud treatment's srvModified, deleted ones too."""
+    return {r.oid: r.srv_modified for r in store.tenant(TENANT).docs.history("treatments", 0)}
+
+
+def iso(minutes_ago: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - minutes_ago * 60))
+
+
+def listener(broker, topic: str) -> tuple[mqtt.Client, list[bytes]]:
+    got: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    client.connect(broker.host, broker.port)
+    client.subscribe(topic, qos=1)
+    client.loop_start()
+    return client, got
+
+
+def publish(broker, topic: str, payload: bytes) -> None:
+    """One QoS 1 message from a client of its own, returning once the broker has it."""
+    single(topic, payload, qos=1, hostname=broker.host, port=broker.port)
+
+
+def test_treatments__stored_offline_reach_the_cloud_once(tmp_path, mosquitto, cloud_db_url):
+    mosquitto.stop()  # the internet is down
+    edge = EdgeStore(tmp_path / "edge.db")
+    device = edge.device
+    meal = {"eventType": "Meal Bolus", "carbs": 42, "insulin": 4.5, "created_at": iso(20),
+            "enteredBy": "xDrip+"}
+    with edge_site(edge) as lan:
+        assert lan.post("/api/v1/treatments", json=meal).status_code == 200
+        # The app's careportal on the LAN: signed in with the secret, as a phone is.
+        assert lan.post("/app/login", data={"secret": SECRET},
+                        follow_redirects=False).status_code == 303
+        r = lan.post("/app/api/local/treatments", json={"eventType": "Exercise",
+                                                         "duration": 30, "notes": "walk"})
+        assert r.status_code == 200 and r.json()["stored"] is True
+    assert edge.doc_outbox_size() == 2
+    edge.close()  # the node restarts: the queue is in its SQLite file
+    edge = EdgeStore(tmp_path / "edge.db")
+    assert edge.doc_outbox_size() == 2
+    with cloud(cloud_db_url, mosquitto, device) as (store, worker, http), \
+            edge_site(edge) as lan:
+        lan_ids = {t["eventType"]: t["_id"] for t in lan.get("/api/v1/treatments").json()}
+        with syncing(edge, mosquitto) as client:
+            until(lambda: "cannot reach" in client.last_error, 10, "the sync backing off")
+        assert edge.doc_outbox_size() == 2
+        mosquitto.start()  # the internet is back
+        assert worker.connected.wait(20)
+        spy, batches = listener(mosquitto, topics.treatments_topic(TENANT, device))
+        with syncing(edge, mosquitto):
+            until(lambda: len(cloud_treatments(http)) == 2, 30, "both treatments in the cloud")
+            until(lambda: edge.doc_outbox_size() == 0, 10, "the acks emptying the outbox")
+        stored = {t["eventType"]: t for t in cloud_treatments(http)}
+        assert {k: v["_id"] for k, v in stored.items()} == lan_ids  # the edge's _id
+        assert stored["Meal Bolus"]["carbs"] == 42 and stored["Meal Bolus"]["insulin"] == 4.5
+        assert stored["Exercise"]["duration"] == 30
+        assert stored["Exercise"]["notes"] == "walk"
+
+        # The same batch delivered again (a lost ack, a broker's redelivery): nothing new,
+        # nothing even touched.
+        until(lambda: any(b'"docs"' in b for b in batches), 10, "the spy seeing the batch")
+        sent = [b for b in batches if b'"docs"' in b]  # the edge's batches, not its pulls
+        stamps = cloud_stamps(store)
+        handled = worker.handled
+        for payload in sent:
+            publish(mosquitto, topics.treatments_topic(TENANT, device), payload)
+        until(lambda: worker.handled >= handled + len(sent), 10, "the re-sends handled")
+        assert len(cloud_treatments(http)) == 2
+        assert cloud_stamps(store) == stamps
+        spy.loop_stop()
+    edge.close()
+
+
+def test_treatments__edit_and_deletion_follow(tmp_path, mosquitto):
+    edge = EdgeStore(tmp_path / "edge.db")
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+            _store, _worker, http), edge_site(edge) as lan, syncing(edge, mosquitto):
+        note = {"eventType": "Note", "notes": "sensor changed", "created_at": iso(5)}
+        carbs = {"eventType": "Carb Correction", "carbs": 12, "created_at": iso(3)}
+        assert lan.post("/api/v1/treatments", json=[note, carbs]).status_code == 200
+        until(lambda: len(cloud_treatments(http)) == 2, 20, "both treatments in the cloud")
+        ids = {t["eventType"]: t["_id"] for t in lan.get("/api/v1/treatments").json()}
+
+        edited = {**carbs, "_id": ids["Carb Correction"], "carbs": 15}
+        assert lan.put("/api/v1/treatments", json=edited).status_code == 200
+        until(lambda: [t.get("carbs") for t in cloud_treatments(http)
+                       if t["eventType"] == "Carb Correction"] == [15], 20, "the edit")
+
+        assert lan.delete(f"/api/v1/treatments/{ids['Note']}").status_code == 200
+        until(lambda: [t["eventType"] for t in cloud_treatments(http)] == ["Carb Correction"],
+              20, "the deletion")
+        until(lambda: edge.doc_outbox_size() == 0, 10, "the outbox emptying")
+    edge.close()
+
+
+def test_treatments__entered_in_the_cloud_reach_the_node_and_do_not_come_back(tmp_path,
+                                                                              mosquitto):
+    edge = EdgeStore(tmp_path / "edge.db")
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+            store, worker, http), edge_site(edge) as lan, \
+            syncing(edge, mosquitto, pull_every_s=0.2) as client:
+        # One from the node first: it goes up, and the pull that brings it down changes nothing.
+        mine = {"eventType": "Note", "notes": "from the node", "created_at": iso(4)}
+        assert lan.post("/api/v1/treatments", json=mine).status_code == 200
+        until(lambda: len(cloud_treatments(http)) == 1, 20, "the node's note in the cloud")
+        snack = {"eventType": "Carb Correction", "carbs": 18, "created_at": iso(1),
+                 "enteredBy": "family app"}
+        assert http.post("/api/v1/treatments", json=snack).status_code == 200
+        cloud_id = next(t["_id"] for t in cloud_treatments(http) if t.get("carbs"))
+
+        def on_node():
+            return {t["_id"]: t for t in lan.get("/api/v1/treatments").json()}
+
+        until(lambda: cloud_id in on_node(), 20, "the cloud's carbs on the node")
+        assert on_node()[cloud_id]["carbs"] == 18 and len(on_node()) == 2
+        # What the carb hold reads: the newest treatment with carbs in the node's store.
+        newest = edge.docs.latest("treatments", count=5)
+        assert [r.doc.get("carbs") for r in newest if r.doc.get("carbs")] == [18]
+        assert edge.doc_outbox_size() == 0  # not queued back to the cloud
+
+        r = http.delete(f"/api/v1/treatments/{cloud_id}")
+        assert r.status_code == 200
+        until(lambda: cloud_id not in on_node(), 20, "the cloud's deletion on the node")
+        after = cloud_stamps(store)
+        handled = worker.handled
+        until(lambda: worker.handled >= handled + 3, 10, "three more pulls answered")
+        # Nothing the node received went back up: it sent its own note once, and the cloud's
+        # documents did not change after the deletion.
+        assert client.stats.docs_sent == 1
+        assert edge.doc_outbox_size() == 0
+        assert cloud_stamps(store) == after
+        assert [t["notes"] for t in cloud_treatments(http)] == ["from the node"]
+    edge.close()
+
+
+def test_treatments__malformed_goes_to_dead_letters_and_the_next_is_stored(tmp_path,
+                                                                         mosquitto):
+    edge = EdgeStore(tmp_path / "edge.db")
+    device = edge.device
+    topic = topics.treatments_topic(TENANT, device)
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, device) as (store, worker, http):
+        acks, got = listener(mosquitto, topics.ack_topic(TENANT, device, topics.TREATMENTS))
+        publish(mosquitto, topic, b"{not json")
+        publish(mosquitto, topic, json.dumps({"docs": "nope"}).encode())
+        good = {"eventType": "Carb Correction", "carbs": 20, "created_at": iso(1),
+                "_id": documents.new_oid()}
+        bad = {"eventType": "Meal Bolus", "carbs": 30, "created_at": "not a time"}
+        publish(mosquitto, topic, json.dumps({"docs": [{"seq": 7, "doc": bad},
+                                                       {"seq": 8, "doc": good},
+                                                       {"doc": good}]}).encode())
+        until(lambda: len(cloud_treatments(http)) == 1, 20, "the good treatment stored")
+        assert cloud_treatments(http)[0]["_id"] == good["_id"]
+        until(lambda: len(store.dead_letters()) == 4, 10, "four dead letters")
+        reasons = [d["reason"] for d in reversed(store.dead_letters())]
+        assert "not JSON" in reasons[0]
+        assert "docs is a list" in reasons[1]
+        assert reasons[2].startswith("treatments change 7: created_at")
+        assert "no sequence number" in reasons[3]
+        assert json.loads(bytes(store.dead_letters()[1]["payload"]))["doc"] == bad
+        # The sender is told which numbers were handled and which were refused, and why.
+        until(lambda: got, 10, "the ack")
+        ack = json.loads(got[-1])
+        assert ack["seqs"] == [[7, 8]]
+        assert ack["refused"][0][0] == 7 and "created_at" in ack["refused"][0][1]
+        # The worker goes on: the next good message is stored.
+        nxt = {"eventType": "Note", "notes": "after", "created_at": iso(0.5)}
+        publish(mosquitto, topic, json.dumps({"docs": [{"seq": 9, "doc": nxt}]}).encode())
+        until(lambda: len(cloud_treatments(http)) == 2, 20, "the next treatment")
+        assert worker.problem() is None
+        acks.loop_stop()
+    edge.close()
+
+
+def test_treatments__refused_change_leaves_the_outbox_and_is_kept_on_the_edge(tmp_path,
+                                                                            mosquitto):
+    """A change the cloud refuses for good is not sent forever: it is dead-lettered on both
+    sides, and the ones after it are delivered."""
+    edge = EdgeStore(tmp_path / "edge.db")
+    now = int(time.time() * 1000)
+    # Stored through the core, then made invalid for the cloud (an eventType too long for it
+    # would be refused by the edge too; a document over the size limit is what can differ).
+    big = documents.normalize("treatments", {"eventType": "Note", "created_at": iso(2),
+                                             "notes": "x" * 100}, now)
+    big.doc["notes"] = "x" * (documents.MAX_DOC_BYTES + 10)
+    ok = documents.normalize("treatments", {"eventType": "Note", "created_at": iso(1),
+                                            "notes": "fine"}, now)
+    edge.docs.put([big, ok], mode="replace")
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+            store, _worker, http), syncing(edge, mosquitto) as client:
+        until(lambda: edge.doc_outbox_size() == 0, 20, "the outbox emptying")
+        assert [t["notes"] for t in cloud_treatments(http)] == ["fine"]
+        assert client.stats.docs_refused == 1
+        assert any("the cloud refused treatment change" in d["reason"]
+                   for d in edge.dead_letters())
+        assert any("bytes of JSON" in d["reason"] for d in store.dead_letters())
+    edge.close()
+
+
+def test_treatments__the_clouds_own_documents_are_not_queued_back(tmp_path):
+    edge = EdgeStore(tmp_path / "edge.db")
+    now = int(time.time() * 1000)
+    with edge.quiet_docs():
+        edge.docs.put([documents.normalize("treatments", {"eventType": "Note", "notes": "cloud",
+                                                          "created_at": iso(1)}, now)])
+    assert edge.doc_outbox_size() == 0
+    edge.docs.put([documents.normalize("treatments", {"eventType": "Note", "notes": "here",
+                                                      "created_at": iso(2)}, now)])
+    due = edge.doc_changes_due(resend_after_s=30, now=time.time())
+    assert [c.doc["notes"] for c in due] == ["here"]
+    # Entries are not treatments: they reach the cloud as CGM records, not from this queue.
+    edge.add_entries([{"type": "sgv", "sgv": 120, "date": now}])
+    assert edge.doc_outbox_size() == 1
+    edge.close()
+
+
+@pytest.mark.parametrize("permanent", [False, True])
+def test_treatments__a_deletion_is_queued_with_what_names_the_document(tmp_path, permanent):
+    edge = EdgeStore(tmp_path / "edge.db")
+    now = int(time.time() * 1000)
+    row = edge.docs.put([documents.normalize("treatments", {
+        "eventType": "Temp Basal", "identifier": "aaps-123", "created_at": iso(1),
+        "absolute": 0.5, "duration": 30}, now)])[0].row
+    edge.docs.delete([row], permanent=permanent)
+    [change] = edge.doc_changes_due(resend_after_s=30, now=time.time())
+    assert change.deleted
+    assert change.doc["_id"] == row.oid and change.doc["identifier"] == "aaps-123"
+    assert change.doc["eventType"] == "Temp Basal"
+    edge.close()
+
+
+def test_treatments__a_node_upgraded_queues_the_treatments_it_already_had(tmp_path,
+                                                                         monkeypatch):
+    from nightlink.edge.store import schema
+
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+    old = EdgeStore(tmp_path / "edge.db")
+    now = int(time.time() * 1000)
+    kept, gone = old.docs.put([
+        documents.normalize("treatments", {"eventType": "Note", "notes": n, "created_at": iso(m)},
+                            now) for n, m in (("kept", 2), ("gone", 1))])
+    old.docs.delete([gone.row])
+    assert old.schema_version() == 3
+    old.close()
+    monkeypatch.undo()
+    new = EdgeStore(tmp_path / "edge.db")
+    assert [c.doc["_id"] for c in new.doc_changes_due(resend_after_s=30, now=time.time())] == [
+        kept.row.oid]
+    new.close()
