@@ -39,7 +39,7 @@ SHA1 = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
 
 
 @contextlib.contextmanager
-def cloud(url: str, broker, edge_device: str):
+def cloud(url: str, broker, edge_device: str, **ingest):
     """The cloud app (its Nightscout API) with the edge provisioned, and an ingest worker."""
     app = create_cloud(Settings(env="test", database_url=url, jwt_secret="x" * 40,
                                 upload_rate_per_min=0))
@@ -48,7 +48,8 @@ def cloud(url: str, broker, edge_device: str):
     store.set_api_secret(TENANT, SECRET)
     store.add_device(edge_device, TENANT, "edge", f"{TENANT}.{edge_device}", "-")
     worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
-                                          mqtt_host=broker.host, mqtt_port=broker.port),
+                                          mqtt_host=broker.host, mqtt_port=broker.port,
+                                          **ingest),
                           client_id="ingest-treatments")
     worker.start()
     try:
@@ -163,9 +164,9 @@ def test_treatments__stored_offline_reach_the_cloud_once(tmp_path, mosquitto, cl
     edge.close()
 
 
-def test_treatments__edit_and_deletion_follow(tmp_path, mosquitto):
+def test_treatments__edit_and_deletion_follow(tmp_path, mosquitto, cloud_db_url):
     edge = EdgeStore(tmp_path / "edge.db")
-    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+    with cloud(cloud_db_url, mosquitto, edge.device) as (
             _store, _worker, http), edge_site(edge) as lan, syncing(edge, mosquitto):
         note = {"eventType": "Note", "notes": "sensor changed", "created_at": iso(5)}
         carbs = {"eventType": "Carb Correction", "carbs": 12, "created_at": iso(3)}
@@ -185,10 +186,10 @@ def test_treatments__edit_and_deletion_follow(tmp_path, mosquitto):
     edge.close()
 
 
-def test_treatments__entered_in_the_cloud_reach_the_node_and_do_not_come_back(tmp_path,
-                                                                              mosquitto):
+def test_treatments__entered_in_the_cloud_reach_the_node_and_do_not_come_back(
+        tmp_path, mosquitto, cloud_db_url):
     edge = EdgeStore(tmp_path / "edge.db")
-    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+    with cloud(cloud_db_url, mosquitto, edge.device) as (
             store, worker, http), edge_site(edge) as lan, \
             syncing(edge, mosquitto, pull_every_s=0.2) as client:
         # One from the node first: it goes up, and the pull that brings it down changes nothing.
@@ -338,3 +339,16 @@ def test_treatments__a_node_upgraded_queues_the_treatments_it_already_had(tmp_pa
     assert [c.doc["_id"] for c in new.doc_changes_due(resend_after_s=30, now=time.time())] == [
         kept.row.oid]
     new.close()
+
+
+def test_treatments__a_fast_sender_is_held_to_its_rate_and_loses_nothing(tmp_path, mosquitto):
+    edge = EdgeStore(tmp_path / "edge.db")
+    topic = topics.treatments_topic(TENANT, edge.device)
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device,
+               ingest_rate_per_s=4, ingest_burst=1) as (_store, worker, http):
+        for i in range(8):
+            doc = {"eventType": "Note", "notes": f"n{i}", "created_at": iso(10 - i)}
+            publish(mosquitto, topic, json.dumps({"docs": [{"seq": i + 1, "doc": doc}]}).encode())
+        until(lambda: len(cloud_treatments(http)) == 8, 20, "all eight stored")
+        assert worker.held > 0 and worker.rejected == 0
+    edge.close()
