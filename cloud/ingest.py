@@ -69,6 +69,7 @@ MAX_DOCS = 500  # documents in one treatments batch
 MAX_DOC_SEQ = 2**63 - 1
 MAX_PULL_DOCS = 200  # documents in one answer to an edge's pull
 MAX_PULL_BYTES = 256 * 1024
+OWN_COMMAND = b'{"cmd":'  # how every command the ingest publishes begins (compact JSON)
 
 
 class Rejected(ValueError):
@@ -484,6 +485,12 @@ class Message:
     key: str = ""  # its sender (tenant/device from the topic), for the rate limit
 
 
+def is_own_command(topic: str, payload: bytes) -> bool:
+    """A command the cloud published to a device (an answer to a node's pull): the ingest's
+    filter matches `…/cmd` too, and there is nothing in it to store or to dead-letter."""
+    return topic.endswith("/" + topics.CMD) and payload.startswith(OWN_COMMAND)
+
+
 def topic_of(msg: Message) -> str:
     """A message's topic, short enough for a log line."""
     return msg.topic[:200]
@@ -616,8 +623,11 @@ class IngestWorker:
 
     def process(self, topic: str, payload: bytes) -> str:
         """Handle one message completely: store it and publish its acks, or dead-letter it
-        with the reason; return "stored" or "rejected". Raises only a database error that
-        may pass (see db_failure): the caller keeps the message and tries it again."""
+        with the reason; return "stored" or "rejected" ("own" for a command this cloud sent,
+        which the ingest's filter hears too). Raises only a database error that may pass (see
+        db_failure): the caller keeps the message and tries it again."""
+        if is_own_command(topic, payload):
+            return "own"
         try:
             out, reason = handle(self.store, topic, payload), None
         except Rejected as exc:

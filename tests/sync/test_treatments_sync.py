@@ -223,6 +223,8 @@ def test_treatments__entered_in_the_cloud_reach_the_node_and_do_not_come_back(
         assert edge.doc_outbox_size() == 0
         assert cloud_stamps(store) == after
         assert [t["notes"] for t in cloud_treatments(http)] == ["from the node"]
+        # The answers on the node's cmd topic reach the ingest's filter too: not dead letters.
+        assert worker.rejected == 0 and store.dead_letters() == []
     edge.close()
 
 
