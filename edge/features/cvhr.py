@@ -10,8 +10,9 @@ a per-night apnea index (apnea minutes per hour). The method and its limits are 
 docs/apnea-from-rr.md.
 
 Two inputs, one model file:
-- `beats`: RR intervals themselves (replay, imports, a live night still in memory); features
-  from a 2 Hz heart-rate series (`minute_features`).
+- `beats`: RR intervals themselves (replay, imports, a live night still in memory); CVHR
+  features from a 2 Hz heart-rate series and standard heart-rate-variability features from
+  the RR series at 4 Hz (`minute_features`), each also relative to the night's own median.
 - `epochs`: the per-30-s wearable columns the edge stores (mean/min/max heart rate, RMSSD,
   SDNN, and the cyclic-variation features the wearable reducer computes at each epoch close
   from the last 5 minutes of beats, `trailing_features`; `epoch_minute_features`). A 30-s grid
@@ -20,8 +21,9 @@ Two inputs, one model file:
   see the model card).
 
 Every window is bounded (a few minutes either side of a minute) and every scaling is relative
-to the person's own local heart rate, so a night of someone never seen is treated the same way;
-nothing is standardized over the whole night. A minute without enough clean beats has no
+to the person's own heart: the local heart rate, and for the beats head also the same
+feature's median over the person's own night (the edge has the whole night when it
+summarises it), so a night of someone never seen is treated the same way. A minute without enough clean beats has no
 probability (NaN): it is missing, never "no apnea".
 """
 
@@ -47,8 +49,10 @@ CYCLE_RISE_PCT = 3.0  # a heart-rate rise of at least 3 % of the local rate coun
 CYCLE_MIN_S = 20.0  # the shortest cycle
 CYCLE_SMOOTH_S = 10.0  # smoothing that removes the breath-by-breath (sinus arrhythmia) swing
 CYCLE_LAGS_S = (20.0, 100.0)  # the lags whose autocorrelation measures cycle regularity
-CONTEXT = (-4, -2, 0, 2, 4)  # minutes whose features join each minute's input
+CONTEXT = (-4, -2, 0, 2, 4)  # minutes whose features join each minute's input (epoch heads)
 CONTEXT_MEAN = 11  # and the mean of the features over +-5 minutes
+RR_FS = 4.0  # Hz: the regular RR-interval grid of the spectral HRV features
+NN50_MS = 50.0  # successive intervals differing by more than this count towards pNN50
 SMOOTH = 3  # minutes: running mean of the probability before the threshold
 SCREEN_INDEX = 15.0  # events or apnea minutes per hour
 SCREEN_MESSAGE = "possible sleep apnea: suggest seeing a doctor"
@@ -57,6 +61,10 @@ BANDS = {"vlf": (0.003, 0.01), "cvhr": (0.01, 0.05), "lf": (0.05, 0.15), "hf": (
 BEAT_FEATURES = ("cvhr_log_power", "cvhr_fraction", "vlf_fraction", "lf_fraction", "hf_fraction",
                  "swing_3min_pct", "swing_1min_pct", "sd_5min_pct", "cycles_5min", "log_hr",
                  "cycle_regularity")
+RR_FEATURES = ("log_rr", "log_sdnn", "log_rmssd", "pnn50", "log_vlf_power", "log_lf_power",
+               "log_hf_power", "log_lf_hf", "log_vlf_over_lf_hf", "hf_peak_hz", "log_sd_1min")
+BEATS_HEAD_FEATURES = BEAT_FEATURES + RR_FEATURES
+RR_BANDS = {"vlf": (0.01, 0.04), "lf": (0.04, 0.15), "hf": (0.15, 0.4)}
 TRAILING_FEATURES = ("cv_fraction", "cv_swing_pct", "cv_cycles", "cv_regularity")
 EPOCH_FEATURES = ("range_pct", "range_5min_pct", "range_9min_pct", "sd_5min_pct", "sd_9min_pct",
                   "step_5min_pct", "log_sdnn_5min", "rmssd_over_sdnn_5min", "log_hr")
@@ -136,12 +144,28 @@ def _regularity(pct: np.ndarray) -> np.ndarray:
 
 
 def minute_features(t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> np.ndarray:
-    """[n_minutes, len(BEAT_FEATURES)] CVHR features per minute (NaN rows: too few clean beats).
+    """[n_minutes, len(BEATS_HEAD_FEATURES)] features per minute (NaN rows: too few clean
+    beats): the CVHR features (BEAT_FEATURES), then the HRV features (RR_FEATURES)."""
+    t_s, rr_ms = clean_beats(t_s, rr_ms)
+    out = np.concatenate([cvhr_features(t_s, rr_ms, n_minutes, start_s),
+                          rr_features(t_s, rr_ms, n_minutes, start_s)], axis=1)
+    out[np.isnan(out).any(axis=1)] = np.nan
+    return out
+
+
+def _centred_windows(n_minutes: int, fs: float, size: int) -> np.ndarray:
+    """Start sample of each minute's window of `size` samples centred on the minute (shifted
+    inside the recording at its ends)."""
+    centres = (np.arange(n_minutes) * 60 + 30) * fs
+    return np.clip(centres.astype(int) - size // 2, 0, max(int(n_minutes * 60 * fs) - size, 0))
+
+
+def cvhr_features(t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> np.ndarray:
+    """[n_minutes, len(BEAT_FEATURES)] CVHR features per minute from cleaned beats.
 
     Minute m covers [start_s + 60 m, start_s + 60 (m + 1)); its spectral window is the 5 minutes
     centred on it (shifted inside the recording at the ends), its swing windows the minute
     itself and the 3 minutes centred on it."""
-    t_s, rr_ms = clean_beats(t_s, rr_ms)
     hr, valid = hr_grid(t_s, rr_ms, n_minutes, start_s)
     out = np.full((n_minutes, len(BEAT_FEATURES)), np.nan)
     width = int(WINDOW_S * FS)
@@ -166,6 +190,68 @@ def minute_features(t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> np.ndar
                         (p1[1] - p1[0]) / m * 100.0, w["sd_pct"], w["cycles"], np.log(m),
                         w["regularity"]], axis=1)
     return out
+
+
+def rr_features(t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> np.ndarray:
+    """[n_minutes, len(RR_FEATURES)] standard HRV features per minute from cleaned beats, over
+    the 5 minutes centred on the minute: mean RR, SDNN, RMSSD and pNN50 of the beats, the power
+    of the RR series (4 Hz, trend removed) in 0.01-0.04 Hz (where the 25-100 s apnea cycle
+    lies), 0.04-0.15 Hz and 0.15-0.4 Hz (the breathing swing, weaker while breathing stops),
+    their ratios, the breathing-band peak frequency, and the spread of the minute's own
+    intervals. NaN rows where the window is not half covered by clean beats."""
+    out = np.full((n_minutes, len(RR_FEATURES)), np.nan)
+    size = int(WINDOW_S * RR_FS)
+    if t_s.size < 2 or n_minutes * 60 * RR_FS < size:
+        return out
+    grid = start_s + np.arange(int(n_minutes * 60 * RR_FS)) / RR_FS
+    series = np.interp(grid, t_s, rr_ms)
+    at = np.searchsorted(t_s, grid)
+    gap = np.minimum(np.abs(grid - t_s[np.clip(at - 1, 0, t_s.size - 1)]),
+                     np.abs(t_s[np.clip(at, 0, t_s.size - 1)] - grid))
+    starts = _centred_windows(n_minutes, RR_FS, size)
+    span = starts[:, None] + np.arange(size)
+    first = np.searchsorted(t_s, start_s + starts / RR_FS)
+    last = np.searchsorted(t_s, start_s + (starts + size) / RR_FS)
+    own_first = np.searchsorted(t_s, start_s + np.arange(n_minutes) * 60.0)
+    own_last = np.searchsorted(t_s, start_s + (np.arange(n_minutes) + 1) * 60.0)
+    ok = ((gap[span] <= MAX_GAP_S).mean(axis=1) >= MIN_VALID) & (last - first > 20) & \
+        (own_last - own_first > 10)
+    if not ok.any():
+        return out
+    x = series[span[ok]]
+    mean = x.mean(axis=1)
+    dev = x - mean[:, None]
+    ramp = np.arange(size) - (size - 1) / 2.0
+    dev -= np.outer(dev @ ramp / (ramp @ ramp), ramp)
+    power = np.abs(np.fft.rfft(dev * np.hanning(size), axis=1)) ** 2 / size
+    freqs = np.fft.rfftfreq(size, 1.0 / RR_FS)
+    band = {name: power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) + 1e-3
+            for name, (lo, hi) in RR_BANDS.items()}
+    in_hf = (freqs >= RR_BANDS["hf"][0]) & (freqs < RR_BANDS["hf"][1])
+    sdnn, rmssd, pnn50 = _beat_spreads(rr_ms, first[ok], last[ok])
+    own_sd, _, _ = _beat_spreads(rr_ms, own_first[ok], own_last[ok])
+    out[ok] = np.stack([np.log(mean), np.log(sdnn + 1e-3), np.log(rmssd + 1e-3), pnn50,
+                        np.log(band["vlf"]), np.log(band["lf"]), np.log(band["hf"]),
+                        np.log(band["lf"] / band["hf"]), np.log(band["vlf"] / (band["lf"] + band["hf"])),
+                        freqs[in_hf][np.argmax(power[:, in_hf], axis=1)], np.log(own_sd + 1.0)], axis=1)
+    return out
+
+
+def _beat_spreads(rr_ms: np.ndarray, first: np.ndarray, last: np.ndarray):
+    """SDNN, RMSSD and pNN50 of the intervals rr_ms[first:last] per row (running sums, no loop;
+    each row needs at least 2 intervals)."""
+    csum = np.concatenate([[0.0], np.cumsum(rr_ms)])
+    csq = np.concatenate([[0.0], np.cumsum(rr_ms ** 2)])
+    diff = np.diff(rr_ms)
+    dsq = np.concatenate([[0.0], np.cumsum(diff ** 2)])
+    big = np.concatenate([[0], np.cumsum(np.abs(diff) > NN50_MS)])
+    n = np.maximum(last - first, 2).astype(np.float64)
+    mean = (csum[last] - csum[first]) / n
+    sdnn = np.sqrt(np.maximum((csq[last] - csq[first]) / n - mean ** 2, 0.0))
+    pairs = np.maximum(last - 1 - first, 1).astype(np.float64)  # differences inside the rows
+    rmssd = np.sqrt((dsq[last - 1] - dsq[first]) / pairs)
+    pnn50 = (big[last - 1] - big[first]) / pairs
+    return sdnn, rmssd, pnn50
 
 
 def _window_rows(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -256,15 +342,36 @@ def epoch_minute_features(wearable: dict[str, np.ndarray], cyclic: bool = True) 
     return out
 
 
-def context_inputs(feats: np.ndarray) -> np.ndarray:
-    """Each minute's features next to its neighbours' (CONTEXT) and their +-5-minute mean.
-    Missing neighbours stay NaN here; the model puts them at its training mean."""
+def night_relative(feats: np.ndarray) -> np.ndarray:
+    """The features next to their difference from the night's median of the same feature: how
+    a minute stands against the same person's night, which a stiff heart (small swings all
+    night) and a lively one (large swings all night) share."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a night without a valid minute
+        median = np.nanmedian(feats, axis=0)
+    return np.concatenate([feats, feats - median], axis=1)
+
+
+def context_inputs(feats: np.ndarray, offsets=CONTEXT, mean_width: int = CONTEXT_MEAN) -> np.ndarray:
+    """Each minute's features next to its neighbours' (`offsets`) and their running mean over
+    `mean_width` minutes. Missing neighbours stay NaN here; the model puts them at its training
+    mean."""
     n, width = feats.shape
-    k = max(abs(o) for o in CONTEXT)
+    k = max(abs(o) for o in offsets)
     padded = np.concatenate([np.full((k, width), np.nan), feats, np.full((k, width), np.nan)])
-    shifted = [padded[k + o:k + o + n] for o in CONTEXT]
-    mean = np.stack([_rolling(feats[:, j], CONTEXT_MEAN, np.nanmean) for j in range(width)], axis=1)
+    shifted = [padded[k + o:k + o + n] for o in offsets]
+    mean = np.stack([_rolling(feats[:, j], mean_width, np.nanmean) for j in range(width)], axis=1)
     return np.concatenate(shifted + [mean], axis=1)
+
+
+def head_inputs(feats: np.ndarray, meta: dict) -> np.ndarray:
+    """A head's model inputs from its per-minute features, as its meta describes them
+    (`night_relative`, `context_minutes`, `context_mean_minutes`; absent: the epoch heads'
+    defaults)."""
+    if meta.get("night_relative"):
+        feats = night_relative(feats)
+    return context_inputs(feats, tuple(meta.get("context_minutes", CONTEXT)),
+                          int(meta.get("context_mean_minutes", CONTEXT_MEAN)))
 
 
 class LogisticHead:
@@ -276,10 +383,11 @@ class LogisticHead:
         self.weights = np.asarray(meta["weights"], dtype=np.float64)
         self.bias = float(meta["bias"])
         self.threshold = float(meta.get("threshold", 0.5))
+        self.meta = meta
 
     def probability(self, feats: np.ndarray) -> np.ndarray:
         """Per-minute apnea probability; NaN for minutes whose own features are missing."""
-        x = (context_inputs(feats) - self.mean) / self.scale
+        x = (head_inputs(feats, self.meta) - self.mean) / self.scale
         own = ~np.isnan(feats).any(axis=1)
         z = np.clip(np.nan_to_num(x) @ self.weights + self.bias, -30, 30)
         p = 1.0 / (1.0 + np.exp(-z))

