@@ -106,12 +106,17 @@ class LowRisk:
                 raise ValueError("lowrisk_weights: layer shapes do not chain")
             self.layers.append(_layer(*spec))
             width = spec[1]
-        self.delta = None  # the forecast head, on the last hidden layer's output
+        # The forecast: its own layers from the input, or (older weights) one on the trunk.
+        self.delta = []
+        self.delta_on_trunk = getattr(lowrisk_weights, "DELTA_ON_TRUNK", True)
         delta = getattr(lowrisk_weights, "DELTA", None)
-        if delta and len(self.layers) > 1:
-            if delta[0][0] != self.layers[-2][1]:
-                raise ValueError("lowrisk_weights: the forecast head does not fit the trunk")
-            self.delta = _layer(*delta[0])
+        if delta and (len(self.layers) > 1 or not self.delta_on_trunk):
+            width = self.layers[-2][1] if self.delta_on_trunk else HISTORY
+            for spec in delta:
+                if spec[0] != width:
+                    raise ValueError("lowrisk_weights: the forecast layers do not chain")
+                self.delta.append(_layer(*spec))
+                width = spec[1]
             self.delta_zp = lowrisk_weights.DELTA_ZP
             self.delta_q16 = lowrisk_weights.DELTA_Q16
         self.forecast = -1
@@ -154,8 +159,11 @@ class LowRisk:
             x = _run(layer, x)
         v = x[0]
         self.logit = v - 256 if v > 127 else v
-        if self.delta is not None:
-            d = _run(self.delta, trunk)[0]
+        if self.delta:
+            d = trunk if self.delta_on_trunk else self.x
+            for layer in self.delta:
+                d = _run(layer, d)
+            d = d[0]
             if d > 127:
                 d -= 256
             self.forecast = f[HISTORY - 1] + (((d - self.delta_zp) * self.delta_q16) >> 16)

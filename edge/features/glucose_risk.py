@@ -1,13 +1,13 @@
 """Glucose risk at the edge: P(glucose < 70 mg/dL within 30 min) and a 30-minute forecast from
-the last hour of CGM, on LiteRT. The clock runs the same network's risk head in MicroPython
+the last hour of CGM, on LiteRT. The clock runs the same network, both chains, in MicroPython
 (device/lowrisk.py); both take their inputs through the same lookup and give the same int8
-logit (tests/edge/test_classifiers.py). Trained by `nightlink train glucose` (tools/train).
+outputs (tests/edge/test_classifiers.py). Trained by `nightlink train glucose` (tools/train).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -119,7 +119,8 @@ class QuantModel:
     delta_scale: float
     delta_zp: int
     logit_index: int
-    delta_layer: Dense | None = None  # the forecast head on the trunk's last hidden layer
+    delta_layers: list = field(default_factory=list)  # the forecast chain the clock runs
+    delta_on_trunk: bool = False  # it starts from the risk trunk's last hidden layer, not the input
 
     @property
     def delta_q16(self) -> int:
@@ -147,26 +148,34 @@ def describe(blob: bytes) -> QuantModel:
                 heads[head] = details[int(op["outputs"][0])]
     logit_o, delta_o = heads["low_logit"], heads["delta30"]
     # Walk back from the risk output to the input: that chain is what the clock runs.
+    chain = _chain(produced, logit_o["index"], stop=-1)
+    layers = [_dense(it, details, op, relu=k < len(chain) - 1) for k, op in enumerate(chain)]
+    # The forecast: its own chain from the input, or (older models) one layer on the trunk.
+    trunk_out = int(chain[-2]["outputs"][0]) if len(chain) > 1 else -1
+    fchain = _chain(produced, delta_o["index"], stop=trunk_out)
+    on_trunk = bool(fchain) and int(fchain[0]["inputs"][0]) == trunk_out
+    if fchain and not on_trunk and int(fchain[0]["inputs"][0]) != int(inp["index"]):
+        fchain = []  # neither: the clock cannot run it
+    delta_layers = [_dense(it, details, op, relu=k < len(fchain) - 1)
+                    for k, op in enumerate(fchain)]
+    iq = inp["quantization_parameters"]
+    lq = logit_o["quantization_parameters"]
+    dq = delta_o["quantization_parameters"]
+    return QuantModel(blob, float(iq["scales"][0]), int(iq["zero_points"][0]), layers,
+                      float(lq["scales"][0]), int(lq["zero_points"][0]),
+                      float(dq["scales"][0]), int(dq["zero_points"][0]), int(logit_o["index"]),
+                      delta_layers, on_trunk)
+
+
+def _chain(produced: dict, idx: int, stop: int) -> list:
+    """The FULLY_CONNECTED ops from the model's input (or the tensor `stop`) to tensor `idx`."""
     chain = []
-    idx = logit_o["index"]
-    while idx in produced:
+    while idx in produced and idx != stop:
         op = produced[idx]
         chain.append(op)
         idx = int(op["inputs"][0])
     chain.reverse()
-    layers = [_dense(it, details, op, relu=k < len(chain) - 1) for k, op in enumerate(chain)]
-    iq = inp["quantization_parameters"]
-    lq = logit_o["quantization_parameters"]
-    dq = delta_o["quantization_parameters"]
-    delta_op = produced.get(int(delta_o["index"]))
-    trunk_out = int(chain[-2]["outputs"][0]) if len(chain) > 1 else -1
-    delta_layer = None
-    if delta_op is not None and int(delta_op["inputs"][0]) == trunk_out:
-        delta_layer = _dense(it, details, delta_op, relu=False)
-    return QuantModel(blob, float(iq["scales"][0]), int(iq["zero_points"][0]), layers,
-                      float(lq["scales"][0]), int(lq["zero_points"][0]),
-                      float(dq["scales"][0]), int(dq["zero_points"][0]), int(logit_o["index"]),
-                      delta_layer)
+    return chain
 
 
 def _dense(it, details: dict, op: dict, relu: bool) -> Dense:

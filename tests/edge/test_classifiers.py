@@ -53,15 +53,22 @@ def test_models__committed_int8_and_small():
 def test_glucose__python_integer_math_is_bit_exact_with_litert(held_out_histories):
     rt = glucose_risk.LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
     _keep, x = _filled(held_out_histories)
-    lq, _permille, _fc = rt.predict(x)
+    lq, dq = rt.raw(x)
     xq = rt.q.quantize_input(x)
-    ours = []
+    ours, forecast = [], []
     for row in xq[:1500]:
         h = [int(v) for v in row]
+        trunk = h
         for layer in rt.q.layers:
+            trunk = h
             h = int8.run_dense(layer, h)
         ours.append(h[0])
+        d = trunk if rt.q.delta_on_trunk else [int(v) for v in row]
+        for layer in rt.q.delta_layers:
+            d = int8.run_dense(layer, d)
+        forecast.append(d[0])
     assert ours == [int(v) for v in lq[:1500]]
+    assert rt.q.delta_layers and forecast == [int(v) for v in dq[:1500]]
 
 
 @pytest.mark.micropython
@@ -74,7 +81,7 @@ def test_glucose__clock_model_under_micropython_agrees_with_litert(
     got = mpy_json(ROOT / "tests" / "edge" / "lowrisk_check.py", libs=[ROOT / "device"],
                    puts=[(path, "/histories.json")], heap=512 * 1024)
     keep, x = _filled(rows)
-    lq, permille, _ = rt.predict(x)
+    lq, permille, forecast = rt.predict(x)
     mine = [got["logits"][k] for k in keep]
     same = sum(int(a) == int(b) for a, b in zip(mine, lq, strict=True))
     assert len(keep) > 900
@@ -83,6 +90,11 @@ def test_glucose__clock_model_under_micropython_agrees_with_litert(
     assert [got["permille"][k] for k in keep] == [int(p) for p in permille]
     assert all(got["permille"][k] == -1 for k in set(range(len(rows))) - set(keep.tolist()))
     assert got["too_short"] == -1
+    # The forecast: the edge's in whole mg/dL, give or take the integer step's rounding (the
+    # clock counts readings above 400 mg/dL as 400, its newest reading included).
+    clock = np.array([got["forecast"][k] for k in keep])
+    in_range = x[:, -1] <= 400
+    assert np.abs(clock - np.floor(forecast))[in_range].max() <= 1
     # No allocation per prediction: once warm, 200 predictions allocate what 10 do.
     assert got["alloc"][1] == got["alloc"][2]
 
@@ -91,7 +103,7 @@ def test_glucose__clock_weights_fit_in_8_kb():
     from nightlink.device import lowrisk_weights
 
     weights = sum(len(layer[5]) + len(layer[6]) + len(layer[7]) + len(layer[8])
-                  for layer in lowrisk_weights.LAYERS)
+                  for layer in lowrisk_weights.LAYERS + lowrisk_weights.DELTA)
     assert weights + len(lowrisk_weights.INPUT_LUT) + len(lowrisk_weights.PERMILLE) <= 8 * 1024
     assert 0 < lowrisk_weights.ALARM_PERMILLE < 1000
 

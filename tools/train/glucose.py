@@ -1,6 +1,7 @@
 """Glucose risk model: P(sensor glucose < 70 mg/dL within 30 minutes) and a 30-minute forecast,
-from the last hour of CGM. One small int8 network; the clock runs its risk head in pure
-MicroPython (device/lowrisk.py), the edge runs both heads on LiteRT.
+from the last hour of CGM. One small int8 network of two chains from the same input (the risk,
+and the forecast with its own layers); the clock runs both in pure MicroPython
+(device/lowrisk.py), the edge on LiteRT.
 
 Alarms (on the clock and in the evaluation) fire when the risk crosses the threshold chosen on
 held-out adult nights, at most once per `REFRACTORY_MIN`; evaluation follows Prendin 2022:
@@ -10,7 +11,7 @@ is detected when an alarm falls between 30 minutes before its onset and 15 minut
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,7 +31,8 @@ from nightlink.tools.train import glucose_data, int8
 REFRACTORY_MIN = 60
 PERSIST = 1  # readings in a row above the threshold before the predicted-low alarm sounds
 EARLY_MIN, LATE_MIN = 30, 15
-HIDDEN = (24, 12)
+HIDDEN = (32, 16)  # the risk chain, which the clock runs too
+FORECAST_HIDDEN = (16, 8)  # the forecast's own chain from the input ((): one layer on the trunk)
 HISTORY_READINGS = glucose_data.HISTORY
 REAL_ALARM_PERMILLE = 850  # the starting threshold on real CGM; the edge calibrates per person
 SEED = 7
@@ -50,7 +52,10 @@ def build(seed: int = SEED):
     for k, width in enumerate(HIDDEN):
         h = tf.keras.layers.Dense(width, activation="relu", name=f"hidden{k}")(h)
     logit = tf.keras.layers.Dense(1, name="low_logit")(h)
-    delta = tf.keras.layers.Dense(1, name="delta30")(h)
+    f = inp if FORECAST_HIDDEN else h
+    for k, width in enumerate(FORECAST_HIDDEN):
+        f = tf.keras.layers.Dense(width, activation="relu", name=f"fc{k}")(f)
+    delta = tf.keras.layers.Dense(1, name="delta30")(f)
     return tf.keras.Model(inp, [logit, delta])
 
 
@@ -130,41 +135,65 @@ def refractory(slots: np.ndarray, refractory_min: int) -> list[int]:
 
 
 @dataclass
-class AlarmScore:
+class Tally:
+    """Alarm and forecast figures summed over periods (nights or days): the real-CGM
+    evaluation (tools/train/glucose_real.py) adds one per period, `add` one simulated series."""
+
+    periods: float = 0
+    hours: float = 0.0
     events: int = 0
     detected: int = 0
-    alarms: int = 0
+    alarms: int = 0  # true + false
     true_alarms: int = 0
-    ignored: int = 0
-    hours: float = 0.0
-    leads: list = None
+    near_misses: int = 0
+    dips: int = 0
+    leads: list = field(default_factory=list)
+    sq_err: float = 0.0
+    n_err: int = 0
 
-    def add(self, events, alarms, hours, low_now):
-        self.leads = self.leads if self.leads is not None else []
+    def __iadd__(self, o: Tally) -> Tally:
+        for k in ("periods", "hours", "events", "detected", "alarms", "true_alarms",
+                  "near_misses", "dips", "sq_err", "n_err"):
+            setattr(self, k, getattr(self, k) + getattr(o, k))
+        self.leads = self.leads + o.leads
+        return self
+
+    def add(self, events, alarms, hours, low_now) -> None:
+        """One simulated series: `events` of reference glucose, `alarms` (reading indexes),
+        its length in hours; an alarm while reference glucose is low (`low_now`) and outside
+        any detection window counts neither way. Days are the periods (hours / 24)."""
         self.hours += hours
+        self.periods += hours / 24
         self.events += len(events)
-        for onset, _end in events:
-            hits = [a for a in alarms if onset - EARLY_MIN // 5 <= a <= onset + LATE_MIN // 5]
+        window = [(onset - EARLY_MIN // 5, onset, onset + LATE_MIN // 5) for onset, _ in events]
+        for lo, onset, hi in window:
+            hits = [a for a in alarms if lo <= a <= hi]
             if hits:
                 self.detected += 1
                 self.leads.append((onset - hits[0]) * 5)
         for a in alarms:
-            if any(onset - EARLY_MIN // 5 <= a <= onset + LATE_MIN // 5 for onset, _ in events):
+            if any(lo <= a <= hi for lo, _onset, hi in window):
                 self.true_alarms += 1
                 self.alarms += 1
-            elif low_now[a]:
-                self.ignored += 1  # sounding during a low already under way: not a prediction
-            else:
+            elif not low_now[a]:
                 self.alarms += 1
 
-    def figures(self, prefix=""):
-        leads = self.leads or []
+    @property
+    def false_alarms(self) -> int:
+        return self.alarms - self.true_alarms
+
+    def figures(self, per: str, prefix: str = "") -> dict:
+        def r(v, d=3):
+            return None if v is None else round(float(v), d)
+
         return {
-            f"{prefix}recall": round(self.detected / self.events, 3) if self.events else None,
-            f"{prefix}precision": round(self.true_alarms / self.alarms, 3) if self.alarms else None,
-            f"{prefix}false_alarms_per_day": round((self.alarms - self.true_alarms)
-                                                 / (self.hours / 24), 3) if self.hours else None,
-            f"{prefix}median_lead_min": float(np.median(leads)) if leads else None,
+            f"{prefix}recall": r(self.detected / self.events if self.events else None),
+            f"{prefix}precision": r(self.true_alarms / self.alarms if self.alarms else None),
+            f"{prefix}false_alarms_per_{per}": r(self.false_alarms / self.periods
+                                                 if self.periods else None),
+            f"{prefix}near_misses_per_{per}": r(self.near_misses / self.periods
+                                                if self.periods else None),
+            f"{prefix}median_lead_min": r(np.median(self.leads) if self.leads else None, 1),
         }
 
 
@@ -174,7 +203,7 @@ def series_inputs(s: glucose_data.CgmSeries) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(runtime: LiteRtGlucose, series: list[glucose_data.CgmSeries], alarm_permille: int) -> dict:
-    model, base = AlarmScore(), AlarmScore()
+    model, base = Tally(), Tally()
     sq_err = []
     for s in series:
         rows, idx = series_inputs(s)
@@ -193,8 +222,10 @@ def evaluate(runtime: LiteRtGlucose, series: list[glucose_data.CgmSeries], alarm
             if j < s.sgv.size and s.sgv[j] > 0:
                 sq_err.append((forecast[k] - s.sgv[j]) ** 2)
     out = {"rmse_30": round(float(np.sqrt(np.mean(sq_err))), 2)}
-    out.update(model.figures())
-    out.update(base.figures("baseline_"))
+    for tally, prefix in ((model, ""), (base, "baseline_")):
+        figures = tally.figures("day", prefix)
+        figures.pop(f"{prefix}near_misses_per_day")  # no near misses told apart here
+        out.update(figures)
     out["events"] = model.events
     out["days"] = round(model.hours / 24, 2)
     return out
@@ -266,11 +297,14 @@ def micropython_module(q: QuantModel, alarm_permille: int, source: str,
         out.extend(_layer_lines(L))
     out.append(")")
     out.append("")
-    if q.delta_layer is not None:
-        out.append("# the 30-minute forecast head, on the output of the last hidden layer above;")
+    if q.delta_layers:
+        src = "the last hidden layer above" if q.delta_on_trunk else "the same int8 input"
+        out.append(f"# the 30-minute forecast, its own layers from {src};")
         out.append("# forecast mg/dL = newest reading + ((output - DELTA_ZP) * DELTA_Q16 >> 16)")
+        out.append(f"DELTA_ON_TRUNK = {bool(q.delta_on_trunk)}")
         out.append("DELTA = (")
-        out.extend(_layer_lines(q.delta_layer))
+        for L in q.delta_layers:
+            out.extend(_layer_lines(L))
         out.append(")")
         out.append(f"DELTA_ZP = {int(q.delta_zp)}")
         out.append(f"DELTA_Q16 = {q.delta_q16}")

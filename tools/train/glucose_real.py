@@ -12,7 +12,7 @@ bottomed out at 70-80 mg/dL within 45 minutes, a dip one that went below 70 for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from nightlink.tools.train.cgm_real import (
     Person,
     events,
 )
-from nightlink.tools.train.glucose import refractory
+from nightlink.tools.train.glucose import Tally, refractory
 
 EARLY, LATE = 30 // SLOT_MIN, 15 // SLOT_MIN
 NADIR_SLOTS = 45 // SLOT_MIN
@@ -142,46 +142,6 @@ def trend_alarms(p: Person, refractory_min: int = 60) -> list[int]:
 
 
 # -- tallies per night or day ------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    periods: int = 0
-    hours: float = 0.0
-    events: int = 0
-    detected: int = 0
-    alarms: int = 0  # true + false
-    true_alarms: int = 0
-    near_misses: int = 0
-    dips: int = 0
-    leads: list = field(default_factory=list)
-    sq_err: float = 0.0
-    n_err: int = 0
-
-    def __iadd__(self, o: Tally) -> Tally:
-        for k in ("periods", "hours", "events", "detected", "alarms", "true_alarms",
-                  "near_misses", "dips", "sq_err", "n_err"):
-            setattr(self, k, getattr(self, k) + getattr(o, k))
-        self.leads = self.leads + o.leads
-        return self
-
-    @property
-    def false_alarms(self) -> int:
-        return self.alarms - self.true_alarms
-
-    def figures(self, per: str, prefix: str = "") -> dict:
-        def r(v, d=3):
-            return None if v is None else round(float(v), d)
-
-        return {
-            f"{prefix}recall": r(self.detected / self.events if self.events else None),
-            f"{prefix}precision": r(self.true_alarms / self.alarms if self.alarms else None),
-            f"{prefix}false_alarms_per_{per}": r(self.false_alarms / self.periods
-                                                 if self.periods else None),
-            f"{prefix}near_misses_per_{per}": r(self.near_misses / self.periods
-                                                if self.periods else None),
-            f"{prefix}median_lead_min": r(np.median(self.leads) if self.leads else None, 1),
-        }
 
 
 @dataclass
