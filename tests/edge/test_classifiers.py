@@ -171,5 +171,14 @@ def test_replay__stages_follow_the_truth(replayed):
     with open(tmp / "night" / "truth" / "hypnogram.csv", newline="") as fh:
         truth = {int(r["epoch"]): {"Wake": 0, "Light": 1, "Deep": 2, "REM": 3}[r["stage4"]]
                  for r in csv.DictReader(fh)}
-    agree = np.mean([rows[e][0] == truth[e] for e in rows])
-    assert agree > 0.85
+    # Judged as the model card judges stagers (kappa, sleep/wake, each stage), not by one
+    # accuracy figure: this whole night with every input is scored at 4-stage kappa 0.78,
+    # sleep/wake kappa 0.96; the card's held-out average with every input is 0.68.
+    from nightlink.tools.train.nightmodels import stage_scores
+
+    epochs = sorted(rows)
+    scores = stage_scores(np.array([truth[e] for e in epochs]),
+                          np.array([rows[e][0] for e in epochs], dtype=int))
+    assert scores["kappa"] >= 0.7 and scores["accuracy"] >= 0.8
+    assert scores["sleep_wake_kappa"] >= 0.9 and scores["wake_specificity"] >= 0.9
+    assert min(scores["f1"].values()) >= 0.5, scores["f1"]
