@@ -265,6 +265,28 @@ def test_insights__associations_unusual_nights_and_patterns(site, browser, who):
     assert page.errors() == []
 
 
+def test_report__shows_the_unusual_nights_and_patterns_of_the_insights(site, browser):
+    """The doctor's report over the fortnight carries the insights' unusual nights (the apnea
+    night among them, linked to its night page) and the recurring patterns with their charts,
+    readable on a phone and a desktop."""
+    page = browser
+    page.events.clear()
+    sign_in(page, site, "doc@example.org")
+    page.load(f"{site.url}/portal/p/fam-1?end={(FIRST + timedelta(days=DAYS - 1)).isoformat()}")
+    assert "Unusual nights and recurring glucose patterns" in text(page, "#insights-head")
+    nights = json.loads(page.eval(
+        "JSON.stringify([...document.querySelectorAll('#unusual tr[data-night]')]"
+        ".map(tr => tr.dataset.night))"))
+    assert APNEA_NIGHT.isoformat() in nights
+    link = page.eval(f"(document.querySelector('#unusual tr[data-night=\"{APNEA_NIGHT}\"] a')"
+                     " || {}).getAttribute?.('href') || ''")
+    assert APNEA_NIGHT.isoformat() in link
+    motifs = page.eval("document.querySelectorAll('#patterns > li').length")
+    assert motifs >= 1 and page.eval("document.querySelectorAll('#patterns svg').length") >= motifs
+    assert "Starting" in text(page, "#patterns") and "starting" in text(page, "#discord")
+    check(page, "report-insights")
+
+
 def test_insights__not_enough_nights_shown_as_such(site, browser):
     page = browser
     page.events.clear()
