@@ -163,19 +163,27 @@ def _amount(name: str, value) -> float | None:
             value = float(value.strip().replace(",", "."))
         except ValueError:
             raise BadInput(f"{name} must be a number of {unit}, not {value[:20]!r}.") from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    if not isinstance(value, int | float) or not _finite(value):
         raise BadInput(f"{name} must be a number of {unit}.")
     if not lo <= value <= hi:
         raise BadInput(f"{name} must lie between {lo:g} and {hi:g} {unit}, not {value:g}.")
     return round(float(value), 2) if name == "insulin" else round(float(value), 1)
 
 
+def _finite(value: int | float) -> bool:
+    """Whether a JSON number is a finite float: an integer too long for one (JSON allows a
+    1 followed by 400 zeros) is not, rather than an OverflowError."""
+    try:
+        return math.isfinite(value)
+    except (OverflowError, ValueError):
+        return False
+
+
 def _when(value, now_ms: int) -> str:
     """The treatment's time as ISO 8601 UTC: now, or a time (ms) in the last hours."""
     if value is None or value == "":
         at = now_ms
-    elif isinstance(value, bool) or not isinstance(value, int | float) \
-            or not math.isfinite(value):
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         raise BadInput("at_ms must be a time in milliseconds since 1970.")
     else:
         at = int(value)

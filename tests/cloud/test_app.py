@@ -218,6 +218,10 @@ BAD = [
     ({"eventType": "Carb Correction", "carbs": 0}, "carbs must lie between 1 and 300 g, not 0."),
     ({"eventType": "Carb Correction", "carbs": -5}, None),
     ({"eventType": "Carb Correction", "carbs": 1e308 * 10}, None),
+    # An integer too long for a float (JSON has no limit): refused, not an OverflowError.
+    ({"eventType": "Meal Bolus", "carbs": 10**400}, "carbs must be a number of g."),
+    ({"eventType": "Note", "notes": "x", "at_ms": 10**400},
+     "at_ms must be a time in milliseconds since 1970."),
     ({"eventType": "Carb Correction", "carbs": "lots"}, "carbs must be a number of g, not 'lots'."),
     ({"eventType": "Carb Correction", "carbs": True}, "carbs must be a number of g."),
     ({"eventType": "Note", "notes": "x", "identifier": "short"},
