@@ -5,14 +5,19 @@ the same JSON routes and shapes, from the edge store.
 The edge has no accounts. One signs in with what Nightscout clients use: the API secret (it
 may log treatments), the node's read token or a read-only access token (they may read). The
 sign-in page takes it once and sets an HttpOnly, SameSite=Strict cookie holding a session
-signed with a key derived from the API secret; the credential inside is checked again on
-every request, so a revoked access token or a changed secret ends the session. Writes also
-need an Origin naming this site, as on the cloud.
+signed with a key derived from the API secret. The session names the kind of credential (the
+secret, the read token, or an access token's subject by id), never the credential or a hash
+of it: a cookie or live token that leaks (a log, a proxy) gives nothing to sign in to the
+Nightscout API with. Each request checks the session against the directory as it is now, so a
+revoked access token ends the session (and an open live socket); a changed secret changes the
+key, which ends every session. Writes also need an Origin naming this site, as on the cloud,
+Bearer header or not: the app's routes here authenticate by the cookie alone.
 
 What differs from the cloud: one patient (the node's site); the alerts are the rules of
 `shared/alerts.py` holding for the current readings, computed on each request, and end on
-their own (nothing to acknowledge on the node); the unit is the node's, for everyone; the live
-socket is fed by the node's hub in this process.
+their own (nothing to acknowledge on the node); the unit is each browser's own (app.js keeps it
+in localStorage), the node's stored one only the default that the API secret may set; the live
+socket is fed by the node's hub in this process and rechecks its session as it goes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -32,6 +38,7 @@ from nightlink.edge.store import SITE, EdgeStore
 from nightlink.nightscout import auth
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout.hub import Hub
+from nightlink.nightscout.store import find_token
 from nightlink.nightscout.store.collections import between
 from nightlink.shared import alerts as alert_rules
 from nightlink.shared import features, units
@@ -46,12 +53,14 @@ from nightlink.webapp import (
     treatment,
     treatment_view,
 )
-from nightlink.webapp.routes import PAGE_HEADERS, json_object, page, same_origin, static_router
+from nightlink.webapp.routes import PAGE_HEADERS, json_object, origin_only, page, static_router
 
 COOKIE = "nl_edge"
 SESSION_S = 30 * 86400  # a phone on the home Wi-Fi stays signed in for a month
 LIVE_TOKEN_S = 120
 PING_S = 20.0
+SESSION_CHECK_S = 5.0  # an open socket rechecks its session at least this often
+REVOKED = 1008  # WebSocket close code: policy violation
 READINGS_MAX = 2000
 ALERT_HISTORY_MIN = 60  # the rules look back at most 20 minutes; an hour is plenty
 UNIT_KEY = "app_unit"
@@ -75,6 +84,7 @@ class EdgeApp:
         self.directory = directory
         self.hub = hub
         self.key = auth.derived_secret(api_secret, "nightlink-edge-app")
+        self.attempts = Attempts()
 
     # -- credentials ----------------------------------------------------------------------
 
@@ -87,41 +97,124 @@ class EdgeApp:
         return (self.directory.credential(value, None)
                 or self.directory.credential(api_secret_hash(value), None))
 
-    def session(self, presented: str, seconds: int, typ: str) -> str:
-        """A signed session naming the credential in the form the directory accepts."""
+    def holder(self, presented: str, grant: auth.Grant) -> dict:
+        """Who signed in, as a session keeps it: the credential's kind and, for an access
+        token, its subject's id; never the credential or a hash of it."""
+        if grant.kind == "secret":
+            return {"kind": "secret"}
         value = auth.normalise_presented(presented)
-        if self.directory.credential(value, None) is None:
-            value = api_secret_hash(value)
+        subject = (find_token(self.store.subjects.db, value)
+                   or find_token(self.store.subjects.db, api_secret_hash(value)))
+        if subject is None:
+            return {"kind": "reader"}  # the node's read token, derived from the secret
+        return {"kind": "subject", "sid": subject.id}
+
+    def session(self, holder: dict, seconds: int, typ: str) -> str:
+        """A session for `holder` (from holder()), signed with the key derived from the API
+        secret."""
         now = int(time.time())
-        return jwt.encode({"typ": typ, "cred": value, "iat": now, "exp": now + seconds},
+        return jwt.encode({"typ": typ, **holder, "iat": now, "exp": now + seconds},
                           self.key, algorithm="HS256")
 
-    def from_session(self, token: str | None, typ: str) -> auth.Grant | None:
+    def from_session(self, token: str | None, typ: str) -> tuple[dict, auth.Grant] | None:
+        """The session's holder and the grant it has now, None when it has none: a bad or
+        expired token, or an access token revoked since."""
         if not token:
             return None
         try:
-            claims = jwt.decode(token, self.key, algorithms=["HS256"])
+            claims = jwt.decode(token, self.key, algorithms=["HS256"],
+                                options={"require": ["exp", "iat"]})
         except jwt.PyJWTError:
             return None
-        if claims.get("typ") != typ or not isinstance(claims.get("cred"), str):
+        if claims.get("typ") != typ:
             return None
-        return self.directory.credential(claims["cred"], None)
+        holder = {k: claims[k] for k in ("kind", "sid") if k in claims}
+        grant = self.current(holder)
+        return (holder, grant) if grant is not None else None
+
+    def current(self, holder: dict) -> auth.Grant | None:
+        """The grant of a session's holder as the directory stands now. The secret and the
+        read token are those of the key that signed the session (a new secret, a new key);
+        an access token's subject must not have been revoked."""
+        kind = holder.get("kind")
+        if kind == "secret":
+            return auth.Grant(SITE, "api-secret", auth.Permissions(["*"]), "secret",
+                              roles=("admin",))
+        if kind == "reader":
+            return auth.Grant(SITE, "reader", auth.Permissions.of_roles(["readable"]), "token",
+                              roles=("readable",))
+        sid = holder.get("sid")
+        if kind != "subject" or not isinstance(sid, int) or isinstance(sid, bool):
+            return None
+        subject = next((s for s in self.store.subjects.list() if s.id == sid), None)
+        if subject is None:
+            return None
+        return auth.Grant(SITE, subject.name, auth.Permissions.of_roles(subject.roles), "token",
+                          roles=subject.roles)
+
+
+class Attempts:
+    """Sign-in attempts per address on the app's form: past LIMIT in WINDOW_S, refuse.
+
+    Each attempt counts before its credential is looked at, in one locked step, so parallel
+    guesses cannot all pass the check before any is counted. A right API secret clears the
+    address's count; a right read or access token only takes back its own attempt, so that
+    whoever holds the read token cannot reset the count between guesses at the secret.
+    """
+
+    LIMIT = 30
+    WINDOW_S = 60.0
+
+    def __init__(self):
+        self._seen: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def attempt(self, address: str) -> tuple[float, float]:
+        """(seconds to wait, 0.0) when the address is over the limit, else (0.0, the
+        attempt's stamp, for forgive())."""
+        now = time.monotonic()
+        with self._lock:
+            seen = [t for t in self._seen.get(address, ()) if t > now - self.WINDOW_S]
+            if len(seen) >= self.LIMIT:
+                self._seen[address] = seen
+                return max(1.0, seen[0] + self.WINDOW_S - now), 0.0
+            seen.append(now)
+            self._seen[address] = seen
+            if len(self._seen) > 10_000:  # bounded: forget the oldest addresses
+                for key in list(self._seen)[:1000]:
+                    del self._seen[key]
+            return 0.0, now
+
+    def forgive(self, address: str, stamp: float) -> None:
+        """Take back one attempt that turned out right."""
+        with self._lock:
+            seen = self._seen.get(address, [])
+            if stamp in seen:
+                seen.remove(stamp)
+
+    def clear(self, address: str) -> None:
+        with self._lock:
+            self._seen.pop(address, None)
 
 
 def _edge(request: Request) -> EdgeApp:
     return request.app.state.edge_app
 
 
+def _signed_in(request: Request) -> tuple[dict, auth.Grant]:
+    found = _edge(request).from_session(request.cookies.get(COOKIE), "session")
+    if found is None or not found[1].allows("api:entries:read"):
+        raise HTTPException(401, "Sign in first.")
+    return found
+
+
 def signed_in(request: Request) -> auth.Grant:
     """The session's grant for the JSON routes: 401 (not a redirect) without one."""
-    grant = _edge(request).from_session(request.cookies.get(COOKIE), "session")
-    if grant is None or not grant.allows("api:entries:read"):
-        raise HTTPException(401, "Sign in first.")
-    return grant
+    return _signed_in(request)[1]
 
 
 Signed = Depends(signed_in)
-SameOrigin = Depends(same_origin)
+SameOrigin = Depends(origin_only)
 
 
 def _site(tenant: str) -> None:
@@ -248,18 +341,23 @@ def router() -> APIRouter:
     async def login(request: Request):
         secret = await _form_secret(request)
         edge = _edge(request)
-        failures = request.app.state.nightscout.failures
+        failures = request.app.state.nightscout.failures  # the Nightscout API's count
         address = request.client.host if request.client else "unknown"
-        wait = failures.blocked(address)
+        wait, stamp = edge.attempts.attempt(address)
+        wait = wait or failures.blocked(address)
         if wait:
             return _login_page(f"Too many wrong attempts; try again in {wait:.0f} s.", 429)
         grant = await asyncio.to_thread(edge.grant, secret)
         if grant is None or not grant.allows("api:entries:read"):
             failures.failed(address)
             return _login_page("That is not this node's API secret or a token of it.", 401)
-        failures.succeeded(address)
+        if grant.kind == "secret":
+            edge.attempts.clear(address)
+        else:
+            edge.attempts.forgive(address, stamp)
+        holder = await asyncio.to_thread(edge.holder, secret, grant)
         response = RedirectResponse("/app", status_code=303)
-        response.set_cookie(COOKIE, edge.session(secret, SESSION_S, "session"),
+        response.set_cookie(COOKIE, edge.session(holder, SESSION_S, "session"),
                             max_age=SESSION_S, httponly=True, samesite="strict", path="/",
                             secure=request.url.scheme == "https")
         return response
@@ -289,6 +387,11 @@ def router() -> APIRouter:
 
     @routes.put("/app/api/units", dependencies=[SameOrigin])
     async def put_units(request: Request, grant: auth.Grant = Signed) -> dict:
+        """The node's default unit, for browsers that have not chosen their own (app.js
+        keeps each browser's choice in localStorage on the edge): the API secret's to set."""
+        if not grant.allows(WRITE):
+            raise HTTPException(403, "Only the API secret may change the node's unit; the app "
+                                     "keeps your choice on this device.")
         body = await json_object(request)
         unit = body.get("unit")
         if unit not in (units.MGDL, units.MMOLL):
@@ -339,9 +442,10 @@ def router() -> APIRouter:
         return {"stored": bool(created), "treatment": created[0] if created else doc}
 
     @routes.post("/app/api/{tenant}/live-token", dependencies=[SameOrigin])
-    def live_token(tenant: str, request: Request, grant: auth.Grant = Signed) -> dict:
+    def live_token(tenant: str, request: Request) -> dict:
+        holder, _grant = _signed_in(request)
         _site(tenant)
-        token = _edge(request).session(_credential(request), LIVE_TOKEN_S, "live")
+        token = _edge(request).session(holder, LIVE_TOKEN_S, "live")
         return {"access_token": token, "expires_in": LIVE_TOKEN_S,
                 "url": f"/app/api/{SITE}/live"}
 
@@ -349,14 +453,14 @@ def router() -> APIRouter:
     async def live(websocket: WebSocket, tenant: str) -> None:
         await websocket.accept()
         edge = websocket.app.state.edge_app
-        grant = edge.from_session(websocket.query_params.get("access_token"), "live")
-        if grant is None:
+        found = edge.from_session(websocket.query_params.get("access_token"), "live")
+        if found is None:
             await websocket.close(4401, "Pass a live token as ?access_token=.")
             return
         if tenant != SITE:
             await websocket.close(4404, f"No tenant {tenant!r}.")
             return
-        await _feed(websocket, edge)
+        await _feed(websocket, edge, found[0])
 
     return routes
 
@@ -382,16 +486,11 @@ def _app_page(request: Request, tenant: str):
     return page(_shell_html())
 
 
-def _credential(request: Request) -> str:
-    """The credential inside the request's session (already checked by `signed_in`)."""
-    claims = jwt.decode(request.cookies[COOKIE], _edge(request).key, algorithms=["HS256"])
-    return claims["cred"]
-
-
-async def _feed(ws: WebSocket, edge: EdgeApp) -> None:
+async def _feed(ws: WebSocket, edge: EdgeApp, holder: dict) -> None:
     """The hello, then entries, treatments and the alerts after each reading, as the node's
-    hub publishes them; a ping every PING_S. One hub subscription per socket: a household
-    has a few phones, not thousands."""
+    hub publishes them; a ping every PING_S. Before each message, and at least every
+    SESSION_CHECK_S, the session is checked again: a revoked access token closes the socket
+    (1008). One hub subscription per socket: a household has a few phones, not thousands."""
     queue = edge.hub.subscribe(SITE)
     await edge.hub.follow(SITE)  # writes by another process (an import) too
     now_ms = int(time.time() * 1000)
@@ -402,12 +501,20 @@ async def _feed(ws: WebSocket, edge: EdgeApp) -> None:
         await ws.send_json({"type": "hello", "data": {
             "tenant": SITE, "role": "reader", "entry": latest[0] if latest else None,
             "alerts": alerts, "server_time_ms": now_ms}})
+        quiet_since = time.monotonic()
         while not reader.done():
             try:
-                msg = await asyncio.wait_for(queue.get(), PING_S)
+                msg = await asyncio.wait_for(queue.get(), min(PING_S, SESSION_CHECK_S))
             except TimeoutError:
-                await ws.send_json({"type": "ping",
-                                    "data": {"server_time_ms": int(time.time() * 1000)}})
+                msg = None
+            if await asyncio.to_thread(edge.current, holder) is None:
+                await ws.close(REVOKED, "The credential of this session was revoked.")
+                return
+            if msg is None:
+                if time.monotonic() - quiet_since >= PING_S:
+                    quiet_since = time.monotonic()
+                    await ws.send_json({"type": "ping",
+                                        "data": {"server_time_ms": int(time.time() * 1000)}})
                 continue
             for out in await _messages(edge, msg):
                 await ws.send_json(out)

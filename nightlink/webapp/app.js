@@ -23,6 +23,10 @@ const LIVE_LOG = 200;  // live messages kept to replay over a state answer that 
 const OUTBOX_KEY = "nightlink-outbox-v1";
 const OUTBOX_FIRST_S = 2;  // the first retry after a failed send; doubling up to the ceiling
 const OUTBOX_MAX_S = 60;
+// On the bedside node, which has no accounts, the unit is this browser's own choice, kept
+// here; the node's stored unit is only the default (the cloud keeps it per person).
+const UNIT_KEY = "nightlink-unit-v1";
+const UNIT_HERE = CONFIG.tier === "edge";
 
 const state = {
   me: null, tenant: null, hours: 3, data: null, unit: MGDL, offlineSince: null,
@@ -112,7 +116,7 @@ async function loadState() {
     const {body, offline} = await api(`/app/api/${encodeURIComponent(state.tenant)}/state?hours=${state.hours}`);
     state.data = body;
     // A unit chosen while this answer was on its way, or not yet stored, is the newer one.
-    if (!state.unitsSending && !(state.unitSetAt >= asked)) state.unit = body.unit;
+    if (!state.unitsSending && !(state.unitSetAt >= asked)) state.unit = unitHere() || body.unit;
     // What the socket brought while the answer was on its way is newer than the answer.
     for (const [at, msg] of state.liveLog) if (at >= asked) applyLive(msg);
     if (offline) {
@@ -567,10 +571,22 @@ async function saveTreatment(event) {
   }
 }
 
+function unitHere() {
+  if (!UNIT_HERE) return null;
+  try {
+    const unit = localStorage.getItem(UNIT_KEY);
+    return unit === MGDL || unit === MMOLL ? unit : null;
+  } catch (err) { return null; }
+}
+
 async function setUnit(unit) {
   state.unit = unit;
   state.unitSetAt = performance.now();
   render();
+  if (UNIT_HERE) {
+    try { localStorage.setItem(UNIT_KEY, unit); } catch (err) { /* this screen only */ }
+    return;
+  }
   state.unitsSending += 1;
   try {
     await api("/app/api/units", {method: "PUT", body: {unit}});
@@ -623,7 +639,7 @@ async function start() {
     return;
   }
   state.me = me;
-  state.unit = me.unit;
+  state.unit = unitHere() || me.unit;
   $("who").textContent = me.email;
   const wanted = decodeURIComponent(location.pathname.split("/")[2] || "");
   const tenants = me.tenants;

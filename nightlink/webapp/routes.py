@@ -66,14 +66,23 @@ def static_router(shell: Callable[[], str]) -> APIRouter:
 
 
 def same_origin(request: Request) -> None:
-    """Refuse a cookie-authenticated write that another site's page may have sent.
-
-    SameSite=Strict already keeps the cookie off cross-site requests; the Origin check is the
-    second lock (older browsers, a sibling subdomain). A Bearer token is not sent by browsers
-    on their own, so it needs no check.
+    """Refuse a cookie-authenticated write that another site's page may have sent, where a
+    Bearer token authenticates too (the cloud): a request with one needs no check, since
+    browsers never attach one on their own and the route then goes by the token.
     """
     if request.headers.get("authorization", "").lower().startswith("bearer "):
         return
+    origin_only(request)
+
+
+def origin_only(request: Request) -> None:
+    """Refuse a write that another site's page may have sent, Bearer header or not: for
+    routes that authenticate by the cookie alone (the edge), where a page could add a dummy
+    Bearer header to a cookie-carrying request to skip the check.
+
+    SameSite=Strict already keeps the cookie off cross-site requests; the Origin check is the
+    second lock (older browsers, a sibling subdomain).
+    """
     origin = request.headers.get("origin")
     host = request.headers.get("host", "")
     if origin is None:

@@ -2,15 +2,20 @@
 node's real Nightscout site under uvicorn: signing in with the API secret or the read token,
 the JSON routes' answers and refusals (never a 5xx), and the same app.js in headless Chromium
 at 390 and 1280 px (reading, chart, forecast, the alerts the readings raise, a careportal entry
-stored in SQLite, a treatment uploaded through the node's Nightscout API arriving live,
-axe-core clean, no console errors). Screenshots go to out/test-artifacts/."""
+stored in SQLite, a treatment uploaded through the node's Nightscout API arriving live, the
+unit kept per browser, axe-core clean, no console errors). Sessions hold no credential and end
+when it is revoked (an open live socket too); wrong sign-in attempts stay limited. Screenshots go to out/test-artifacts/."""
 
+import base64
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from nightlink.edge.node.nightscout_site import access_token, create_app
 from nightlink.shared import codec, features
@@ -120,11 +125,110 @@ def test_app_api_on_the_edge(node, store):
     assert reader.get("/app/api/local/state").json()["can_act"] is False
     assert reader.post("/app/api/local/treatments", json=body).status_code == 403
 
-    # The unit is the node's, shared by everyone signed in to it.
+    # The node's unit is only the default (each browser keeps its own); the secret sets it.
+    r = reader.put("/app/api/units", json={"unit": "mmol/L"})
+    assert r.status_code == 403 and r.json()["detail"].startswith("Only the API secret")
+    assert admin.get("/app/api/me").json()["unit"] == "mg/dL"
     assert admin.put("/app/api/units", json={"unit": "mmol/L"}).json() == {"unit": "mmol/L"}
     assert reader.get("/app/api/me").json()["unit"] == "mmol/L"
     admin.post("/app/logout")
     assert admin.get("/app/api/me").status_code == 401
+
+
+def payload(token: str) -> str:
+    """A JWT's claims as the text anyone holding it can read (signed, not encrypted)."""
+    part = token.split(".")[1]
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
+
+
+def test_sessions_hold_no_credential_and_end_when_it_does(node, store):
+    subject, token = store.subjects.create("grandma", ["readable"])
+    read_token = access_token(SECRET)
+    forms = {SECRET, SHA1, hashlib.sha512(SECRET.encode()).hexdigest(), read_token,
+             hashlib.sha1(read_token.encode()).hexdigest(), token,
+             hashlib.sha1(token.encode()).hexdigest()}
+    clients = {name: session(node, cred) for name, cred in
+               (("secret", SECRET), ("sha1", SHA1), ("reader", read_token), ("token", token))}
+    for name, client in clients.items():
+        live = client.post("/app/api/local/live-token").json()["access_token"]
+        for jwt_text in (client.cookies["nl_edge"], live):
+            claims = payload(jwt_text)
+            assert not [f for f in forms if f.lower() in claims.lower()], (name, claims)
+        assert client.get("/app/api/me").status_code == 200, name
+
+    # A revoked access token ends its session at the next request; the others go on.
+    assert store.subjects.revoke(subject.id)
+    assert clients["token"].get("/app/api/me").status_code == 401
+    assert clients["token"].post("/app/api/local/live-token").status_code == 401
+    assert clients["reader"].get("/app/api/me").status_code == 200
+
+    # A node restarted with another secret: every session signed under the old one ends.
+    with serve(create_app(store, "another-secret-99", name="Ann at home")) as url:
+        for name in ("secret", "reader"):
+            r = httpx.get(f"{url}/app/api/me", cookies={"nl_edge": clients[name].cookies["nl_edge"]})
+            assert r.status_code == 401, name
+
+
+def test_open_socket_closes_when_its_token_is_revoked(node, store):
+    subject, token = store.subjects.create("grandma", ["readable"])
+    client = session(node, token)
+    ticket = client.post("/app/api/local/live-token").json()
+    url = node.replace("http://", "ws://") + f"{ticket['url']}?access_token={ticket['access_token']}"
+    with connect(url, open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+        store.subjects.revoke(subject.id)
+        store.add_entries([{"type": "sgv", "date": int(time.time() * 1000), "sgv": 101,
+                            "direction": "Flat"}])
+        deadline = time.monotonic() + 10
+        with pytest.raises(ConnectionClosed) as closed:
+            while time.monotonic() < deadline:  # no entry may reach the revoked token
+                msg = json.loads(ws.recv(timeout=deadline - time.monotonic()))
+                assert msg["type"] == "ping", msg
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+def test_wrong_attempts_are_not_reset_by_the_read_token(node):
+    anon = httpx.Client(base_url=node, headers={"Origin": node})
+
+    def attempt(secret: str) -> int:
+        return anon.post("/app/login", data={"secret": secret},
+                         follow_redirects=False).status_code
+
+    assert [attempt(f"guess-{k}") for k in range(29)] == [401] * 29
+    assert attempt(access_token(SECRET)) == 303  # right, but the guesses still count
+    assert attempt("guess-29") == 401
+    assert attempt("guess-30") == 429
+    assert attempt(access_token(SECRET)) == 429
+
+
+def test_parallel_wrong_attempts_stay_within_the_limit(node):
+    def attempt(k: int) -> int:
+        return httpx.post(f"{node}/app/login", data={"secret": f"guess-{k}"},
+                          headers={"Origin": node}, follow_redirects=False).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(attempt, range(48)))
+    assert codes.count(401) == 30 and codes.count(429) == 18, codes
+
+
+def test_cookie_writes_need_the_origin_even_with_a_bearer_header(node):
+    admin = session(node, SECRET)
+    r = admin.post("/app/api/local/treatments", json={"eventType": "Note", "notes": "x"},
+                   headers={"Origin": "http://evil.example", "Authorization": "Bearer x"})
+    assert r.status_code == 403
+    r = admin.put("/app/api/units", json={"unit": "mmol/L"},
+                  headers={"Origin": "http://evil.example", "Authorization": "Bearer x"})
+    assert r.status_code == 403
+
+
+def test_huge_numbers_are_refused_not_a_5xx(node):
+    admin = session(node, SECRET)
+    for body in (b'{"eventType":"Meal Bolus","carbs":1' + b"0" * 400 + b"}",
+                 b'{"eventType":"Note","notes":"x","at_ms":1' + b"0" * 400 + b"}"):
+        r = admin.post("/app/api/local/treatments", content=body,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].endswith(".")
 
 
 def text(page, element_id: str) -> str:
@@ -191,6 +295,15 @@ def test_edge_app_in_chromium(node, store, tmp_path):
         assert len(rows) == 1 and rows[0]["duration"] == 25
         assert rows[0]["enteredBy"] == "Nightlink app (API secret)"
         check_page(page, "caregiver", 1280)
+
+        # The unit is this browser's: kept in localStorage, the node's default untouched.
+        page.eval("document.querySelector('input[name=unit][value=\"mmol/L\"]').click()")
+        until(lambda: text(page, "unit-label") == "mmol/L", 5, "the unit on this screen")
+        assert page.eval("localStorage.getItem('nightlink-unit-v1')") == "mmol/L"
+        page.load(f"{node}/app/local")
+        until(lambda: page.eval("document.body.dataset.ready === '1'"), 20, "the app again")
+        assert text(page, "unit-label") == "mmol/L" and text(page, "value") == "5.1"
+        assert store.meta("app_unit") is None
         assert page.errors() == []
     assert live_s < 3, live_s
     assert time.monotonic() - started < 60
