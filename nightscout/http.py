@@ -191,7 +191,10 @@ def resolve_sync(request: Request, *, v3: bool = False,
             raise unauthorized("Name the site in the URL (/t/{site}/… or its subdomain) or "
                                "send its api-secret or token.")
         return site, site.default_grant()
-    state.failures.succeeded(address)
+    if grant.kind == "secret":
+        # Only the API secret clears the count: a read token (which every clock and follower
+        # holds) must not buy another round of guesses at the secret.
+        state.failures.succeeded(address)
     site = directory.site(grant.site_key)
     if site is None:
         raise unauthorized("The site of this credential no longer exists.")

@@ -293,3 +293,16 @@ def test_a_concurrent_flood__queued_up_to_the_limit_then_refused(ns):
         t.join(30)
     assert len(statuses) == 30 and set(statuses) <= {200, 429}, statuses
     assert 1 <= statuses.count(200) <= 3 and statuses.count(429) >= 27
+
+
+def test_failed_credentials__a_read_token_does_not_reset_the_count(ns):
+    """Past 30 wrong credentials a minute an address gets 429; signing in right with a read
+    token between guesses does not clear the count (only the API secret does)."""
+    wrong = {"api-secret": "0" * 40}
+    assert {ns.get("/api/v1/entries.json", headers=wrong).status_code for _ in range(29)} == {401}
+    assert ns.get(f"/api/v1/entries.json?token={ns.read_token}").status_code == 200
+    assert ns.get("/api/v1/entries.json", headers=wrong).status_code == 401
+    r = ns.get("/api/v1/entries.json", headers=wrong)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    ns.app.state.nightscout.failures.succeeded("127.0.0.1")  # as the secret would
+    assert ns.get("/api/v1/entries.json", headers=AUTH).status_code == 200
