@@ -5,9 +5,11 @@ One worker subscribes to `nl/v1/+/+/+` (or, to share the load between several wo
 provisioned for that tenant (not revoked, its tenant not deleted), and every byte and field;
 stores the rows (upsert on device, stream, boot, seq); and publishes the stream's
 high-water mark, with any gaps it sees above it, on `…/{stream}/ack`. An edge node's
-treatments arrive as JSON on `…/treatments`: each document is checked with the Nightscout
-core's `normalize`, stored by its dedupe rules (a re-sent one changes nothing), a deleted one
-soft-deleted, a bad one dead-lettered on its own; the ack names the sequence numbers handled.
+treatments arrive as JSON on `…/treatments` (from a device of any other kind they are
+refused): each document is checked with the Nightscout core's `normalize`, stored by its
+dedupe rules (a re-sent one changes nothing), a deleted one soft-deleted, a bad one (anything
+it raises but a database error that may pass) dead-lettered on its own; the ack names the
+sequence numbers handled.
 A `{"since": ms}` there asks for the tenant's treatments changed after that srvModified,
 answered on the node's `…/cmd` topic (how carbs entered in the cloud reach the bedside).
 
@@ -117,10 +119,15 @@ def glucose_entries(rec: codec.Record, device: str) -> list[dict]:
 def handle(store: Store, topic: str, payload: bytes) -> Outcome:
     """Check, decode and store one message. Raises Rejected with the dead-letter reason."""
     kind, tenant, device, stream = _parse(topic)
-    _check_publisher(store, tenant, device)
+    publisher = _check_publisher(store, tenant, device)
     if kind == "status":
         return _status(store, tenant, device, payload)
     if stream in topics.DOC_STREAMS:
+        if publisher["kind"] != "edge":
+            # A clock's login may publish on its own topics: without this it could read the
+            # tenant's treatments on its cmd topic, or write carbs that silence low alarms.
+            raise Rejected(f"The device {device} is a {publisher['kind']}; only an edge node "
+                           f"syncs {stream}.")
         return _documents(store, tenant, device, stream, payload)
     return _data(store, tenant, device, stream, payload)
 
@@ -138,9 +145,10 @@ def _parse(topic: str) -> tuple[str, str, str, str | None]:
     return kind, tenant, device, stream
 
 
-def _check_publisher(store: Store, tenant: str, device: str) -> None:
-    """Refuse a device that is not provisioned for the topic's tenant, is revoked, or whose
-    tenant was deleted (its devices are revoked with it)."""
+def _check_publisher(store: Store, tenant: str, device: str) -> dict:
+    """The publishing device (its id, tenant and kind); refuse one that is not provisioned
+    for the topic's tenant, is revoked, or whose tenant was deleted (its devices are revoked
+    with it)."""
     dev = store.publisher(device)
     if dev is None or dev["tenant_id"] != tenant:
         raise Rejected(f"The device {device} is not provisioned for tenant {tenant}.")
@@ -149,6 +157,7 @@ def _check_publisher(store: Store, tenant: str, device: str) -> None:
                        "are not stored.")
     if dev["revoked_at"] is not None:
         raise Rejected(f"The device {device} was revoked; its messages are not stored.")
+    return dev
 
 
 def _status(store: Store, tenant: str, device: str, payload: bytes) -> Outcome:
@@ -280,7 +289,8 @@ def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes
     """An edge node's batch of Nightscout documents, `{"docs": [{"seq": n, "doc": {…}}, …]}`:
     each checked by the core's normalize and applied by its dedupe rules; a deletion carries
     `isValid: false`. A bad item is dead-lettered alone and the rest are stored; the ack names
-    every sequence number handled (stored, already stored, or refused for good)."""
+    every sequence number handled (stored, already stored, or refused for good). The batch
+    is applied in one transaction, or one document at a time when the database refuses it."""
     if len(payload) > MAX_DOCS_BYTES:
         raise Rejected(f"The {coll} batch is {len(payload)} bytes; at most {MAX_DOCS_BYTES} "
                        "are read.")
@@ -296,7 +306,7 @@ def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes
                        f"{MAX_DOCS} {{seq, doc}} items.")
     now = int(time.time() * 1000)
     out, done, refused = Outcome(retain_acks=False), [], []
-    upserts, deletions = [], []
+    changes = []  # (seq, item, document, deleted)
     for i, item in enumerate(items):
         seq = item.get("seq") if isinstance(item, dict) else None
         if not _whole(seq) or not 1 <= seq <= MAX_DOC_SEQ:
@@ -305,18 +315,51 @@ def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes
             continue
         done.append(seq)
         try:
-            n, deleted = _change(coll, item.get("doc"), now)
-        except DocumentError as exc:
-            reason = f"{coll} change {seq}: {exc}"
-            out.dead.append((reason, _part(item)))
-            refused.append([seq, _short(exc, 200)])
-            continue
-        (deletions if deleted else upserts).append(n)
-    out.rows, _deleted = store.tenant(tenant).apply_changes(coll, upserts, deletions)
+            changes.append((seq, item, *_change(coll, item.get("doc"), now)))
+        except Exception as exc:  # noqa: BLE001 - a transient one is raised by _refuse
+            _refuse(out, refused, coll, seq, item, exc)
+    data = store.tenant(tenant)
+    try:
+        out.rows = _apply(data, coll, changes)
+    except Exception as exc:
+        if db_failure(exc) == "transient":
+            raise
+        # One document the database refuses must not hold back the others (the edge would
+        # send the batch forever): apply them one at a time, refusing only the bad one.
+        out.rows = 0
+        for change in changes:
+            try:
+                out.rows += _apply(data, coll, [change])
+            except Exception as exc:  # noqa: BLE001 - a transient one is raised by _refuse
+                _refuse(out, refused, coll, change[0], change[1], exc)
     if done:
         out.acks.append((topics.ack_topic(tenant, device, coll),
                          {"stream": coll, "seqs": _seq_ranges(done), "refused": refused}))
     return out
+
+
+def _apply(data, coll: str, changes: list) -> int:
+    """Apply (seq, item, document, deleted) changes in one transaction; documents changed."""
+    upserts = [n for _seq, _item, n, deleted in changes if not deleted]
+    deletions = [n for _seq, _item, n, deleted in changes if deleted]
+    rows, _deleted = data.apply_changes(coll, upserts, deletions)
+    return rows
+
+
+def _refuse(out: Outcome, refused: list, coll: str, seq: int, item, exc: Exception) -> None:
+    """One document of a batch refused for good: dead-lettered alone, its number acked as
+    refused. A database error that may pass is raised instead (the batch is tried again)."""
+    failure = db_failure(exc)
+    if failure == "transient":
+        raise exc
+    if isinstance(exc, DocumentError):
+        why = str(exc)
+    elif failure == "permanent":
+        why = f"the database refused it ({_db_reason(exc)})"
+    else:
+        why = f"{type(exc).__name__}: {_short(exc)}"
+    out.dead.append((f"{coll} change {seq}: {why}", _part(item)))
+    refused.append([seq, _short(why, 200)])
 
 
 def _pull(store: Store, tenant: str, device: str, coll: str, since) -> Outcome:

@@ -16,6 +16,7 @@ Identity, per collection:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import time
@@ -128,10 +129,31 @@ def _is_number(value: Any) -> bool:
 def _object(item: Any, what: str) -> dict:
     if not isinstance(item, dict):
         raise DocumentError(f"A {what} must be a JSON object, not {type(item).__name__}.")
+    _check_values(item, what)
     size = len(jsonsafe.dumps(item))
     if size > MAX_DOC_BYTES:
         raise DocumentError(f"A {what} is at most {MAX_DOC_BYTES} bytes of JSON, not {size}.")
     return {k: v for k, v in item.items() if k not in _SERVER_FIELDS}
+
+
+def _check_values(item: dict, what: str) -> None:
+    """Refuse what a backend cannot keep: a NUL character in any text (PostgreSQL refuses
+    it, SQLite would keep it) and a number that is not finite (JSON cannot hold it). Walked
+    without recursion, so a deeply nested document cannot exhaust the stack."""
+    pending: list = [item]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    raise DocumentError(f"A {what} may not hold a NUL character in a field name.")
+                pending.append(sub)
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+        elif isinstance(value, str) and "\x00" in value:
+            raise DocumentError(f"A {what} may not hold a NUL character in its text.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise DocumentError(f"A {what} may not hold a number that is not finite ({value}).")
 
 
 def _short_text(doc: dict, key: str, limit: int = 200) -> str | None:
@@ -306,8 +328,12 @@ def _treatment(doc: dict, now_ms: int, v3: bool) -> Normalized:
             n.identifier = v3_identifier({**doc, "eventType": event_type}, ms)
     pre = doc.get("preBolus")
     if _is_number(pre) and pre and doc.get("carbs"):
+        later_ms = ms + pre * 60_000
+        if not times.MIN_MS <= later_ms <= times.MAX_MS:
+            raise DocumentError(f"preBolus {pre} minutes puts the carbs outside the years "
+                                "1970 to 9999.")
         carbs = doc.pop("carbs")
-        later = {"created_at": times.iso(ms + int(pre * 60_000)), "eventType": event_type,
+        later = {"created_at": times.iso(int(later_ms)), "eventType": event_type,
                  "carbs": carbs}
         if doc.get("notes"):
             later["notes"] = doc["notes"]
