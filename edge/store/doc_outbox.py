@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from nightlink.edge.store.schema import SITE, SYNCED
 from nightlink.nightscout import jsonsafe
-from nightlink.nightscout.documents import Normalized
+from nightlink.nightscout.documents import Normalized, is_hex_id
 from nightlink.sql import Database
 
 _DUE = ("SELECT q.id, q.coll, q.oid, q.identifier, q.gone, d.doc, d.valid "
@@ -105,7 +105,8 @@ class CloudDocs:
             waiting = {r["oid"] for r in pending} | {r["identifier"] for r in pending}
             upserts, gone, skipped = [], [], 0
             for n, deleted in changes:
-                if n.oid in waiting or n.identifier in waiting:
+                if n.oid in waiting or n.identifier in waiting \
+                        or any(self._local_oid(x) in waiting for x in (n, *n.extra)):
                     skipped += 1
                 elif deleted:
                     row = next((r for k in (n.identifier, n.oid) if k
@@ -119,6 +120,25 @@ class CloudDocs:
             self.set_meta(f"cloud_cursor:{coll}", str(int(cursor)))
         changed = sum(o.action in ("created", "updated") for o in outcomes)
         return changed + deleted_n, skipped
+
+
+    def _local_oid(self, n: Normalized) -> str | None:
+        """The oid of the local document a change would replace, by the core's rules in
+        their order (identifier, `_id`, else created_at + eventType for a document without
+        a client identity): a match by time and kind must not overwrite a local edit that
+        is still waiting to go up."""
+        hex_id = n.identifier.lower() if is_hex_id(n.identifier) else None
+        where = [("identifier = ?", n.identifier), ("oid = ?", hex_id), ("oid = ?", n.oid)]
+        if n.pair is not None and not n.client_identity:
+            where.append(("pair = ?", n.pair))
+        for clause, key in where:
+            if key is None:
+                continue
+            row = self.db.one(f"SELECT oid FROM ns_docs WHERE tenant_id = ? AND coll = ? AND "
+                              f"{clause} LIMIT 1", (SITE, n.coll, key))
+            if row is not None:
+                return row["oid"]
+        return None
 
 
 def _change(row: dict) -> DocChange:

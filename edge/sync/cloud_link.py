@@ -54,6 +54,7 @@ MAX_DOCS_PER_BATCH = 50  # treatments in one message
 MAX_DOC_BATCH_BYTES = 256 * 1024  # a batch is cut before this (one larger document goes alone)
 PULL_EVERY_S = 30.0  # how often the node asks the cloud for its treatments
 PULL_BACK_MS = 7 * 86_400_000  # a node new to the cloud starts with a week of changes
+MAX_CURSOR = 2**63 - 1  # a srvModified the cloud accepts back in a pull
 WARN_EVERY_S = 10.0  # the same failure is logged at WARNING at most this often (else INFO)
 # What a store that cannot be written raises (a full disk, an I/O error): nightlink.sql turns
 # every failure, a transaction's BEGIN and COMMIT included, into DatabaseError.
@@ -216,34 +217,38 @@ class SyncClient:
     # -- acknowledgements ---------------------------------------------------------------
 
     def _handle_acks(self) -> None:
-        """Apply the acks received; one that cannot be stored stays for the next pass."""
+        """Apply the acks and commands received; one that cannot be stored stays for the next
+        pass. Anything else a message raises drops that message alone, with a rate-limited
+        WARNING: nothing the broker delivers may end this thread (glucose goes on it too)."""
         while self._acks:
             topic, payload = self._acks[0]
             try:
-                kind, _tenant, device, stream = topics.parse(topic)
-                body = json.loads(payload)
-                if kind == "ack" and device == self.device and stream == topics.TREATMENTS:
-                    self._doc_ack(body)
-                    self._acks.pop(0)
-                    continue
-                if kind == "cmd" and device == self.device:
-                    if isinstance(body, dict) and body.get("cmd") == topics.TREATMENTS:
-                        self._apply_cloud_docs(body)
-                    self._acks.pop(0)
-                    continue
-                hwm = int(body["hwm"])
-                gaps = [(int(a), int(b)) for a, b in body.get("gaps", [])]
-            except (topics.TopicError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                _LOGGER.warning("ignoring a malformed ack on %s: %s", topic, exc)
-                self._acks.pop(0)
-                continue
-            if kind == "ack" and device == self.device and features.stream_by_name(stream):
-                sid = features.stream_by_name(stream)[features.S_ID]
-                self.stats.acked_rows += self.store.ack(device, sid, hwm)
-                for first, last in gaps:
-                    self.stats.resend_requests += self.store.resend_range(device, sid, first,
-                                                                          last)
+                self._handle_one(topic, payload)
+            except STORE_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any bad message is dropped, not fatal
+                self._warn("message", time.monotonic(),
+                           f"ignoring a malformed message on {topic[:200]}; "
+                           f"{type(exc).__name__}: {str(exc)[:200]}")
             self._acks.pop(0)
+
+    def _handle_one(self, topic: str, payload: bytes) -> None:
+        kind, _tenant, device, stream = topics.parse(topic)
+        if device != self.device:
+            return
+        body = json.loads(payload)
+        if kind == "ack" and stream == topics.TREATMENTS:
+            self._doc_ack(body)
+        elif kind == "cmd":
+            if isinstance(body, dict) and body.get("cmd") == topics.TREATMENTS:
+                self._apply_cloud_docs(body)
+        elif kind == "ack" and features.stream_by_name(stream):
+            hwm = int(body["hwm"])
+            gaps = [(int(a), int(b)) for a, b in body.get("gaps", [])]
+            sid = features.stream_by_name(stream)[features.S_ID]
+            self.stats.acked_rows += self.store.ack(device, sid, hwm)
+            for first, last in gaps:
+                self.stats.resend_requests += self.store.resend_range(device, sid, first, last)
 
     def _doc_ack(self, body: dict) -> None:
         """The cloud stored (or refused for good) the treatment changes it names; a malformed
@@ -258,10 +263,15 @@ class SyncClient:
     def _apply_cloud_docs(self, body: dict) -> None:
         """The cloud's answer to a pull: apply it (each document checked by the Nightscout
         core's rules; a bad one kept as a dead letter) and ask again at once if it had more."""
-        until = int(body["until"])
+        until, docs = body.get("until"), body.get("docs")
+        if not _whole(until) or not 0 <= until <= MAX_CURSOR:
+            raise ValueError(f"the cloud's treatments answer has until {until!r}, not a "
+                             "srvModified in ms")
+        if not isinstance(docs, list):
+            raise ValueError("the cloud's treatments answer has no list of docs")
         changes = []
         now_ms = int(time.time() * 1000)
-        for doc in body["docs"]:
+        for doc in docs:
             try:
                 if not isinstance(doc, dict):
                     raise ns_documents.DocumentError("A document must be a JSON object.")
@@ -269,12 +279,16 @@ class SyncClient:
                 deleted = doc.pop("isValid", True) is False
                 changes.append((ns_documents.normalize(topics.TREATMENTS, doc, now_ms),
                                 deleted))
-            except ns_documents.DocumentError as exc:
-                self.store.dead_letter("cloud", f"a treatment from the cloud: {exc}",
-                                       json.dumps(doc, default=str).encode())
+            except STORE_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad document must not stop the pull
+                why = exc if isinstance(exc, ns_documents.DocumentError) else \
+                    f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.store.dead_letter("cloud", f"a treatment from the cloud: {why}",
+                                       _as_bytes(doc))
         applied, _skipped = self.store.apply_cloud_changes(topics.TREATMENTS, changes, until)
         self.stats.docs_pulled += applied
-        if body.get("more"):
+        if body.get("more") is True:
             self._next_pull = 0.0
 
     def _pull(self) -> None:
@@ -440,6 +454,18 @@ class SyncClient:
             self.client.disconnect()
         except OSError:
             pass
+
+
+def _as_bytes(doc) -> bytes:
+    """A document as a dead letter's payload (a note of its type when it is not JSON)."""
+    try:
+        return json.dumps(doc, default=str).encode()
+    except (TypeError, ValueError, RecursionError):
+        return f"<a {type(doc).__name__} that is not JSON>".encode()
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _doc_batches(changes: list) -> list[list]:
