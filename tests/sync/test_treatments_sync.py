@@ -354,3 +354,126 @@ def test_treatments__a_fast_sender_is_held_to_its_rate_and_loses_nothing(tmp_pat
         until(lambda: len(cloud_treatments(http)) == 8, 20, "all eight stored")
         assert worker.held > 0 and worker.rejected == 0
     edge.close()
+
+
+CLOCK = "c10c0000beef"
+
+
+def test_treatments__a_clock_may_neither_push_nor_pull(tmp_path, mosquitto):
+    """A clock's broker login may publish on its own topics and read its own cmd topic; the
+    treatments streams are an edge node's alone, or a clock could read the family's history
+    or write carbs that hold the bedside low alarm."""
+    edge = EdgeStore(tmp_path / "edge.db")
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+            store, _worker, http):
+        store.add_device(CLOCK, TENANT, "clock", f"{TENANT}.{CLOCK}", "-")
+        assert http.post("/api/v1/treatments", json={"eventType": "Note", "notes": "private",
+                                                     "created_at": iso(3)}).status_code == 200
+        answers, got = listener(mosquitto, f"{topics.PREFIX}/{TENANT}/+/#")
+        fake = {"eventType": "Carb Correction", "carbs": 80, "created_at": iso(1)}
+        clock_topic = topics.treatments_topic(TENANT, CLOCK)
+        publish(mosquitto, clock_topic, json.dumps({"docs": [{"seq": 1, "doc": fake}]}).encode())
+        publish(mosquitto, clock_topic, json.dumps({"since": 0}).encode())
+        until(lambda: len(store.dead_letters()) == 2, 10, "both refused")
+        for letter in store.dead_letters():
+            assert letter["reason"] == (f"The device {CLOCK} is a clock; only an edge node "
+                                        "syncs treatments.")
+        assert [t["notes"] for t in cloud_treatments(http)] == ["private"]
+        # The edge's pull is answered; nothing was answered to the clock before it (the
+        # ingest publishes in order).
+        publish(mosquitto, topics.treatments_topic(TENANT, edge.device),
+                json.dumps({"since": 0}).encode())
+        until(lambda: any(b"private" in m for m in got), 10, "the edge's answer")
+        assert [m for m in got if b'"cmd"' in m or b'"seqs"' in m] == [
+            m for m in got if b"private" in m]
+        answers.loop_stop()
+    edge.close()
+
+
+@pytest.mark.parametrize("bad", [
+    b'{"eventType":"No\\u0000te","created_at":"%s"}',
+    b'{"eventType":"Meal Bolus","carbs":30,"preBolus":1e308,"created_at":"%s"}',
+    b'{"eventType":"Note","absorbed":1e400,"created_at":"%s"}',
+], ids=["nul", "overflow", "infinite"])
+def test_treatments__one_bad_document_is_refused_alone(tmp_path, mosquitto, cloud_db_url, bad):
+    """A document the core's rules or the database cannot take (a NUL that PostgreSQL
+    refuses, a time past the year 9999, a number JSON cannot hold) is refused alone: the
+    others are stored and every number is acknowledged, so the node does not resend forever."""
+    device = "ed9e00000001"
+    topic = topics.treatments_topic(TENANT, device)
+    with cloud(cloud_db_url, mosquitto, device) as (store, _worker, http):
+        acks, got = listener(mosquitto, topics.ack_topic(TENANT, device, topics.TREATMENTS))
+        first = {"eventType": "Note", "notes": "first", "created_at": iso(3)}
+        last = {"eventType": "Note", "notes": "last", "created_at": iso(1)}
+        payload = b'{"docs":[{"seq":1,"doc":%s},{"seq":2,"doc":%s},{"seq":3,"doc":%s}]}' % (
+            json.dumps(first).encode(), bad % iso(2).encode(), json.dumps(last).encode())
+        publish(mosquitto, topic, payload)
+        until(lambda: got, 10, "the ack")
+        ack = json.loads(got[-1])
+        assert ack["seqs"] == [[1, 3]] and [seq for seq, _why in ack["refused"]] == [2]
+        assert sorted(t["notes"] for t in cloud_treatments(http)) == ["first", "last"]
+        [letter] = store.dead_letters()
+        assert letter["reason"].startswith("treatments change 2: ")
+        acks.loop_stop()
+
+
+def test_treatments__bad_answers_from_the_cloud_do_not_stop_the_sync(tmp_path, mosquitto,
+                                                                     caplog):
+    """What arrives on the node's cmd topic cannot end its sync thread (glucose goes on it
+    too), nor move its cursor past what the cloud can be asked from."""
+    from nightlink.shared import codec, features
+
+    caplog.set_level("INFO", logger="nightlink.edge.sync.cloud_link")
+    edge = EdgeStore(tmp_path / "edge.db")
+    cmd = topics.cmd_topic(TENANT, edge.device)
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+            store, _worker, http), edge_site(edge) as lan, \
+            syncing(edge, mosquitto, pull_every_s=0.2) as client:
+        until(lambda: client.connected, 10, "the node connected")
+        nested = b'{"cmd":"treatments","until":1,"docs":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        for payload in (b'{"cmd":"treatments","until":1e400,"docs":[]}', nested,
+                        b'{"cmd":"treatments","until":1000000000000000000000000000000,'
+                        b'"docs":[]}'):
+            publish(mosquitto, cmd, payload)
+
+        def ignored():
+            return [r for r in caplog.records if "ignoring a malformed message" in r.message]
+
+        until(lambda: len(ignored()) == 3, 10, "the three answers ignored")
+        assert ignored()[0].levelname == "WARNING"
+        # Glucose still goes up, and the pull still works.
+        now_epoch = int(time.time()) // 30
+        cgm = codec.quantize_row(features.CGM, (101.0, 1.0, 0.0, 0.0, 5.0, None))
+        edge.append(features.CGM, now_epoch, [cgm])
+        data = store.tenant(TENANT)
+        until(lambda: data.rows(features.CGM, now_epoch, now_epoch + 1), 10, "the glucose row")
+        assert http.post("/api/v1/treatments", json={"eventType": "Note", "notes": "later",
+                                                     "created_at": iso(1)}).status_code == 200
+        until(lambda: [t["notes"] for t in lan.get("/api/v1/treatments").json()] == ["later"],
+              10, "the cloud's note on the node")
+        assert edge.cloud_cursor(topics.TREATMENTS) < 2**63
+    edge.close()
+
+
+def test_treatments__a_pull_does_not_overwrite_a_local_edit_matched_by_time_and_kind(
+        tmp_path):
+    """A cloud document without a client identity matches a local one by created_at and
+    eventType; when that local one has a change waiting to go up, the local change wins."""
+    edge = EdgeStore(tmp_path / "edge.db")
+    now = int(time.time() * 1000)
+    when = iso(5)
+    [local] = edge.docs.put([documents.normalize("treatments", {
+        "eventType": "Carb Correction", "carbs": 10, "created_at": when}, now)])
+    assert edge.doc_outbox_size() == 1
+    theirs = documents.normalize("treatments", {
+        "_id": documents.new_oid(), "eventType": "Carb Correction", "carbs": 99,
+        "created_at": when}, now)
+    applied, skipped = edge.apply_cloud_changes("treatments", [(theirs, False)], now)
+    assert (applied, skipped) == (0, 1)
+    assert edge.docs.get("treatments", local.row.oid).doc["carbs"] == 10
+    # Once the local change is acknowledged, the cloud's version is applied.
+    edge.ack_docs([(1, 10**6)])
+    applied, skipped = edge.apply_cloud_changes("treatments", [(theirs, False)], now)
+    assert (applied, skipped) == (1, 0)
+    assert edge.docs.get("treatments", local.row.oid).doc["carbs"] == 99
+    edge.close()
