@@ -20,7 +20,7 @@ from nightlink.cloud.routes import app as patient_app
 from nightlink.cloud.store import Store
 from nightlink.shared import features, units
 from nightlink.tools.bench.report import put_epochs, put_glucose
-from tests.support.servers import serve
+from tests.support.servers import run_served
 
 from .conftest import JWT_SECRET, PASSWORD
 
@@ -405,9 +405,4 @@ def test_live__treatments_from_another_process_reach_the_app_once_serialised(clo
         for ws in clients:
             await ws.close()
 
-    try:
-        with serve(app) as base:
-            asyncio.run(run(base))
-    finally:
-        other.close()
-        store.close()
+    run_served(app, run, closing=(other, store))

@@ -17,7 +17,7 @@ from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password, issue_tokens
 from nightlink.cloud.config import Settings
 from nightlink.cloud.store import Store
-from tests.support.servers import serve
+from tests.support.servers import run_served, serve
 
 from .conftest import JWT_SECRET
 
@@ -265,8 +265,4 @@ def test_hub__socketio_gets_other_connections_entries_as_data_updates(live_app):
         finally:
             await rec.close()
 
-    try:
-        with serve(live_app) as base:
-            asyncio.run(run(base))
-    finally:
-        other.close()
+    run_served(live_app, run, closing=(other,))

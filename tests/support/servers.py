@@ -1,5 +1,6 @@
 """A real uvicorn server for an ASGI app, on a free loopback port the OS picks."""
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -29,3 +30,14 @@ def serve(app, *, lifespan: str = "on", port: int = 0):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def run_served(app, run, closing=()):
+    """Serve the app, run the coroutine function `run(base_url)` against it and return its
+    result; close each of `closing` (stores the test opened) afterwards, whatever happened."""
+    try:
+        with serve(app) as base:
+            return asyncio.run(run(base))
+    finally:
+        for thing in closing:
+            thing.close()
