@@ -102,6 +102,11 @@ class SyncClient:
         self._last_status = 0.0
         self.pull_every_s = PULL_EVERY_S
         self._next_pull = 0.0  # monotonic; 0: on the next pass
+        # Treatment changes go one batch at a time: the next waits for this one's ack (or its
+        # resend time), so two ingest workers sharing the subscription can never apply an
+        # older edit of a document after a newer one.
+        self._docs_waiting: set[int] = set()
+        self._docs_wait_until = 0.0  # wall-clock, as the outbox's sent_at
         self._closing = False
         now = time.monotonic()
         self.bucket = TokenBucket(cfg.backfill_rows_per_s, cfg.backfill_rows_per_s, now)
@@ -150,6 +155,7 @@ class SyncClient:
         try:
             self.store.mark_all_unsent()
             self.store.mark_docs_unsent()
+            self._docs_waiting = set()
         except STORE_ERRORS as exc:  # the resend timer sends them instead
             self._store_failed(time.monotonic(), exc)
         _LOGGER.info("connected to %s", self.where)
@@ -255,6 +261,8 @@ class SyncClient:
         ack raises ValueError, TypeError or AttributeError."""
         ranges = [(int(a), int(b)) for a, b in body.get("seqs", [])]
         refused = [(int(seq), str(why)) for seq, why in body.get("refused", [])]
+        self._docs_waiting = {seq for seq in self._docs_waiting
+                              if not any(a <= seq <= b for a, b in ranges)}
         for seq, why in refused:
             self.stats.docs_refused += 1
             self.store.dead_letter("cloud", f"the cloud refused treatment change {seq}: {why}")
@@ -307,23 +315,29 @@ class SyncClient:
     # -- sending --------------------------------------------------------------------------
 
     def _send_docs(self, now: float) -> int:
-        """Publish the treatment changes that are due, in batches; mark them sent."""
+        """Publish the next batch of treatment changes that are due and mark it sent, unless
+        the batch before is still waiting for its ack (and its resend time has not come)."""
+        if self._docs_waiting and now < self._docs_wait_until:
+            return 0
+        self._docs_waiting = set()
         changes = self.store.doc_changes_due(resend_after_s=self.cfg.resend_after_s, now=now,
-                                             limit=4 * MAX_DOCS_PER_BATCH)
-        topic = topics.treatments_topic(self.tenant, self.device)
-        sent = 0
-        for batch in _doc_batches(changes):
-            payload = json.dumps({"docs": [{"seq": c.seq, "doc": c.doc} for c in batch]},
-                                 separators=(",", ":"), default=str).encode()
-            info = self.client.publish(topic, payload, qos=1)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                break  # link gone: the rest stay unsent
-            self.store.mark_docs_sent([c.seq for c in batch], time.time())
-            self.stats.messages += 1
-            self.stats.bytes_sent += len(payload)
-            self.stats.docs_sent += len(batch)
-            sent += len(batch)
-        return sent
+                                             limit=MAX_DOCS_PER_BATCH)
+        batch = next(iter(_doc_batches(changes)), None)
+        if not batch:
+            return 0
+        payload = json.dumps({"docs": [{"seq": c.seq, "doc": c.doc} for c in batch]},
+                             separators=(",", ":"), default=str).encode()
+        info = self.client.publish(topics.treatments_topic(self.tenant, self.device), payload,
+                                   qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return 0  # link gone: it stays unsent
+        self.store.mark_docs_sent([c.seq for c in batch], time.time())
+        self._docs_waiting = {c.seq for c in batch}
+        self._docs_wait_until = now + self.cfg.resend_after_s
+        self.stats.messages += 1
+        self.stats.bytes_sent += len(payload)
+        self.stats.docs_sent += len(batch)
+        return len(batch)
 
     def _send(self, items: list[OutboxItem], *, compress: bool) -> int:
         """Publish rows grouped by device and stream; mark them sent. Returns rows sent."""

@@ -477,3 +477,36 @@ def test_treatments__a_pull_does_not_overwrite_a_local_edit_matched_by_time_and_
     assert (applied, skipped) == (1, 0)
     assert edge.docs.get("treatments", local.row.oid).doc["carbs"] == 99
     edge.close()
+
+
+def test_treatments__one_batch_at_a_time_so_no_older_edit_lands_last(tmp_path, mosquitto):
+    """The next batch of treatment changes waits for the ack of the one before: with two
+    ingest workers sharing the subscription, an edit made while its first version is in flight
+    could otherwise be stored first and then overwritten by the older version."""
+    edge = EdgeStore(tmp_path / "edge.db")
+    topic = topics.treatments_topic(TENANT, edge.device)
+    watcher, got = listener(mosquitto, topic)
+    now = int(time.time() * 1000)
+    first = documents.normalize("treatments", {"eventType": "Note", "notes": "v1",
+                                               "created_at": iso(5)}, now)
+    edge.docs.put([first], mode="replace")
+    try:
+        with syncing(edge, mosquitto, pull_every_s=0.2):
+            batches = lambda: [json.loads(p) for p in got if b'"docs"' in p]  # noqa: E731
+            pulls = lambda: sum(b'"since"' in p for p in got)  # noqa: E731
+            until(lambda: batches(), 20, "the first batch")
+            [sent] = batches()[0]["docs"]
+            assert sent["doc"]["notes"] == "v1"
+            edited = dict(first.doc, notes="v2")
+            edge.docs.put([documents.normalize("treatments", edited, now)], mode="replace")
+            seen = pulls()
+            until(lambda: pulls() >= seen + 3, 20, "three more passes of the sync loop")
+            assert len(batches()) == 1  # v2 waits: v1 is not acked yet
+            publish(mosquitto, topics.ack_topic(TENANT, edge.device, topics.TREATMENTS),
+                    json.dumps({"seqs": [[sent["seq"], sent["seq"]]], "refused": []}).encode())
+            until(lambda: len(batches()) == 2, 20, "the edit once the first was acked")
+            assert [d["doc"]["notes"] for d in batches()[1]["docs"]] == ["v2"]
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+        edge.close()
