@@ -32,8 +32,13 @@ from nightlink.shared import features, units
 from nightlink.shared.epoch import EPOCH_S
 from nightlink.webapp import (
     HOURS,
+    READINGS_BEFORE_MS,
+    READINGS_MAX,
     TREATMENTS_MAX,
     BadInput,
+    alert_order,
+    newest_forecast,
+    reading_views,
     shell_html,
     treatment,
     treatment_view,
@@ -46,7 +51,6 @@ APP_ROLES = ("patient", "caregiver")  # who lands on the app after signing in
 ACT_ROLES = ("patient", "caregiver", "admin")  # who acknowledges alerts and logs treatments
 SOCKET_TOKEN_S = 120  # the live socket's token only has to open the socket
 FORECAST_FRESH_MIN = units.STALE_MIN  # an older forecast is not shown
-READINGS_MAX = 2000  # 24.5 h of 1-minute readings
 
 
 # -- who is asking ------------------------------------------------------------------------------
@@ -164,16 +168,14 @@ def _readings(access: TenantAccess, start_ms: int, end_ms: int) -> list[dict]:
     """sgv readings in the window, oldest first, and those of the half hour before it (the
     first reading's delta)."""
     docs = access.data.entries(count=READINGS_MAX, type_="sgv",
-                               where=[("date", ">=", start_ms - 1_800_000),
+                               where=[("date", ">=", start_ms - READINGS_BEFORE_MS),
                                       ("date", "<=", end_ms)])
-    return [{"date": d["date"], "sgv": d["sgv"], "direction": d.get("direction", "NONE")}
-            for d in reversed(docs)
-            if isinstance(d.get("sgv"), int | float) and not units.is_sensor_error(d["sgv"])]
+    return reading_views(reversed(docs))
 
 
 def _alerts(access: TenantAccess) -> list[dict]:
     rows = [alert_rules.public(r) for r in access.data.alerts(limit=50, unacked=True)]
-    rows.sort(key=lambda a: (a["level"] != alert_rules.URGENT, -a["at_ms"]))
+    rows.sort(key=alert_order)
     return rows
 
 
@@ -188,13 +190,7 @@ def _forecast(access: TenantAccess, now_ms: int) -> dict | None:
     outputs, the inference stream), or None when there is none from the last minutes."""
     now_epoch = now_ms // 1000 // EPOCH_S
     first = now_epoch - FORECAST_FRESH_MIN * 60 // EPOCH_S
-    rows = access.data.stream_values(features.INFER, first, now_epoch + 2)
-    for epoch in sorted(rows, reverse=True):
-        vals = rows[epoch]
-        if vals.get("forecast30_mgdl") is not None or vals.get("low_risk") is not None:
-            return {"at_ms": epoch * EPOCH_S * 1000, "forecast30_mgdl": vals.get("forecast30_mgdl"),
-                    "low_risk": vals.get("low_risk")}
-    return None
+    return newest_forecast(access.data.stream_values(features.INFER, first, now_epoch + 2))
 
 
 @router.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])

@@ -46,9 +46,14 @@ from nightlink.shared.apisecret import api_secret_hash
 from nightlink.shared.epoch import EPOCH_S
 from nightlink.webapp import (
     HOURS,
+    READINGS_BEFORE_MS,
+    READINGS_MAX,
     TREATMENTS_MAX,
     BadInput,
+    alert_order,
     config,
+    newest_forecast,
+    reading_views,
     shell_html,
     treatment,
     treatment_view,
@@ -61,7 +66,6 @@ LIVE_TOKEN_S = 120
 PING_S = 20.0
 SESSION_CHECK_S = 5.0  # an open socket rechecks its session at least this often
 REVOKED = 1008  # WebSocket close code: policy violation
-READINGS_MAX = 2000
 ALERT_HISTORY_MIN = 60  # the rules look back at most 20 minutes; an hour is plenty
 UNIT_KEY = "app_unit"
 WRITE = "api:treatments:create"
@@ -238,11 +242,9 @@ def _unit(store: EdgeStore) -> str:
 
 def readings(store: EdgeStore, start_ms: int, end_ms: int) -> list[dict]:
     """sgv readings from half an hour before the window (the first one's delta), oldest first."""
-    docs = store.entries(count=READINGS_MAX, type_="sgv", date_gte=start_ms - 1_800_000,
-                         date_lte=end_ms, ascending=True)
-    return [{"date": d["date"], "sgv": d["sgv"], "direction": d.get("direction", "NONE")}
-            for d in docs
-            if isinstance(d.get("sgv"), int | float) and not units.is_sensor_error(d["sgv"])]
+    return reading_views(store.entries(count=READINGS_MAX, type_="sgv",
+                                       date_gte=start_ms - READINGS_BEFORE_MS, date_lte=end_ms,
+                                       ascending=True))
 
 
 def current_alerts(store: EdgeStore, now_ms: int) -> list[dict]:
@@ -265,7 +267,7 @@ def current_alerts(store: EdgeStore, now_ms: int) -> list[dict]:
                     "acked_by": None, "acked_at": None})
     if any(a["rule"] == "urgent_low" for a in out):  # the severer one says it
         out = [a for a in out if a["rule"] not in ("low", "predicted_low")]
-    out.sort(key=lambda a: (a["level"] != alert_rules.URGENT, -a["at_ms"]))
+    out.sort(key=alert_order)
     return out
 
 
@@ -281,12 +283,8 @@ def forecast(store: EdgeStore, now_ms: int) -> dict | None:
     first = now_epoch - units.STALE_MIN * 60 // EPOCH_S
     names = features.names(features.INFER)
     rows = store.epoch_values(features.INFER, first, now_epoch + 2)
-    for epoch in sorted(rows, reverse=True):
-        vals = dict(zip(names, rows[epoch], strict=False))
-        if vals.get("forecast30_mgdl") is not None or vals.get("low_risk") is not None:
-            return {"at_ms": epoch * EPOCH_S * 1000, "forecast30_mgdl": vals.get("forecast30_mgdl"),
-                    "low_risk": vals.get("low_risk")}
-    return None
+    return newest_forecast({epoch: dict(zip(names, vals, strict=False))
+                            for epoch, vals in rows.items()})
 
 
 # -- pages -----------------------------------------------------------------------------------------

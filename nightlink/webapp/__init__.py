@@ -23,11 +23,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from nightlink.shared import alerts as alert_rules
 from nightlink.shared import units
+from nightlink.shared.epoch import EPOCH_S
 
 STATIC = Path(__file__).resolve().parent
 HOURS = (3, 6, 12, 24)
 TREATMENTS_MAX = 500
+READINGS_MAX = 2000  # 24.5 h of 1-minute readings
+READINGS_BEFORE_MS = 1_800_000  # the half hour before a chart's window: its first delta
 NOTES_MAX = 500
 PAST_LIMIT_H = 48  # a treatment may be logged up to this long after it happened
 FUTURE_SLACK_MIN = 15  # clocks differ a little
@@ -127,6 +131,30 @@ def treatment(body: dict, entered_by: str, now_ms: int) -> dict:
         doc["identifier"] = ident
     doc["created_at"] = _when(body.get("at_ms"), now_ms)
     return doc
+
+
+def reading_views(entries) -> list[dict]:
+    """Nightscout sgv entries as the app's readings, in the order given; a value that is no
+    number or a sensor's error code is left out."""
+    return [{"date": d["date"], "sgv": d["sgv"], "direction": d.get("direction", "NONE")}
+            for d in entries
+            if isinstance(d.get("sgv"), int | float) and not units.is_sensor_error(d["sgv"])]
+
+
+def newest_forecast(values_by_epoch: dict) -> dict | None:
+    """The newest epoch's 30-minute forecast and predicted-low risk from the edge's
+    classifier outputs ({epoch: {name: value}}), or None when no epoch has either."""
+    for epoch in sorted(values_by_epoch, reverse=True):
+        vals = values_by_epoch[epoch]
+        if vals.get("forecast30_mgdl") is not None or vals.get("low_risk") is not None:
+            return {"at_ms": epoch * EPOCH_S * 1000, "forecast30_mgdl": vals.get("forecast30_mgdl"),
+                    "low_risk": vals.get("low_risk")}
+    return None
+
+
+def alert_order(alert: dict) -> tuple:
+    """How the app lists alerts: urgent first, then newest first."""
+    return (alert["level"] != alert_rules.URGENT, -alert["at_ms"])
 
 
 def treatment_view(row) -> dict:
