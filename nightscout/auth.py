@@ -198,10 +198,36 @@ class FailureLimit:
     def failed(self, address: str) -> None:
         with self._lock:
             self._seen[address].append(time.monotonic())
-            if len(self._seen) > 10_000:  # bounded: forget the oldest addresses
-                for key in list(self._seen)[:1000]:
-                    del self._seen[key]
+            self._forget_oldest()
 
     def succeeded(self, address: str) -> None:
         with self._lock:
             self._seen.pop(address, None)
+
+    def attempt(self, address: str) -> tuple[float, float]:
+        """Count an attempt before its credential is looked at, in one locked step, so that
+        parallel guesses cannot all pass the check before any is counted: (seconds to wait,
+        0.0) when the address is over the limit, else (0.0, the attempt's stamp for
+        forgive())."""
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen[address]
+            while seen and seen[0] < now - self.window_s:
+                seen.popleft()
+            if len(seen) >= self.limit:
+                return max(1.0, seen[0] + self.window_s - now), 0.0
+            seen.append(now)
+            self._forget_oldest()
+            return 0.0, now
+
+    def forgive(self, address: str, stamp: float) -> None:
+        """Take back one counted attempt that turned out right."""
+        with self._lock:
+            seen = self._seen.get(address)
+            if seen and stamp in seen:
+                seen.remove(stamp)
+
+    def _forget_oldest(self) -> None:
+        if len(self._seen) > 10_000:  # bounded: forget the oldest addresses
+            for key in list(self._seen)[:1000]:
+                del self._seen[key]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import threading
 import time
 from urllib.parse import parse_qs
 
@@ -88,7 +87,11 @@ class EdgeApp:
         self.directory = directory
         self.hub = hub
         self.key = auth.derived_secret(api_secret, "nightlink-edge-app")
-        self.attempts = Attempts()
+        # Sign-in attempts on the app's form, counted before the credential is looked at. A
+        # right API secret clears the address's count; a right read or access token only
+        # takes back its own attempt, so whoever holds the read token cannot reset the count
+        # between guesses at the secret.
+        self.attempts = auth.FailureLimit()
 
     # -- credentials ----------------------------------------------------------------------
 
@@ -155,50 +158,6 @@ class EdgeApp:
             return None
         return auth.Grant(SITE, subject.name, auth.Permissions.of_roles(subject.roles), "token",
                           roles=subject.roles)
-
-
-class Attempts:
-    """Sign-in attempts per address on the app's form: past LIMIT in WINDOW_S, refuse.
-
-    Each attempt counts before its credential is looked at, in one locked step, so parallel
-    guesses cannot all pass the check before any is counted. A right API secret clears the
-    address's count; a right read or access token only takes back its own attempt, so that
-    whoever holds the read token cannot reset the count between guesses at the secret.
-    """
-
-    LIMIT = 30
-    WINDOW_S = 60.0
-
-    def __init__(self):
-        self._seen: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def attempt(self, address: str) -> tuple[float, float]:
-        """(seconds to wait, 0.0) when the address is over the limit, else (0.0, the
-        attempt's stamp, for forgive())."""
-        now = time.monotonic()
-        with self._lock:
-            seen = [t for t in self._seen.get(address, ()) if t > now - self.WINDOW_S]
-            if len(seen) >= self.LIMIT:
-                self._seen[address] = seen
-                return max(1.0, seen[0] + self.WINDOW_S - now), 0.0
-            seen.append(now)
-            self._seen[address] = seen
-            if len(self._seen) > 10_000:  # bounded: forget the oldest addresses
-                for key in list(self._seen)[:1000]:
-                    del self._seen[key]
-            return 0.0, now
-
-    def forgive(self, address: str, stamp: float) -> None:
-        """Take back one attempt that turned out right."""
-        with self._lock:
-            seen = self._seen.get(address, [])
-            if stamp in seen:
-                seen.remove(stamp)
-
-    def clear(self, address: str) -> None:
-        with self._lock:
-            self._seen.pop(address, None)
 
 
 def _edge(request: Request) -> EdgeApp:
@@ -350,7 +309,7 @@ def router() -> APIRouter:
             failures.failed(address)
             return _login_page("That is not this node's API secret or a token of it.", 401)
         if grant.kind == "secret":
-            edge.attempts.clear(address)
+            edge.attempts.succeeded(address)
         else:
             edge.attempts.forgive(address, stamp)
         holder = await asyncio.to_thread(edge.holder, secret, grant)
