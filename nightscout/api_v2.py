@@ -17,18 +17,21 @@ from nightlink.nightscout import auth, documents, properties
 from nightlink.nightscout.http import (
     NSError,
     bad_request,
+    client_address,
     json_response,
     need,
     read_json,
     site_key,
     state_of,
+    too_many_failures,
     unauthorized,
 )
 
 router = APIRouter(tags=["nightscout v2"])
 _JSON = {"content": {"application/json": {}}}
 _ERRORS = {401: {"description": "No credential allows this", **_JSON},
-           404: {"description": "No such site or subject", **_JSON}}
+           404: {"description": "No such site or subject", **_JSON},
+           429: {"description": "Too many failed credentials from this address", **_JSON}}
 LOOP_EVENTS = ("Temporary Override", "Temporary Override Cancel", "Remote Carbs Entry",
                "Remote Bolus Entry")
 
@@ -70,6 +73,10 @@ async def authorization_request(token: str, request: Request) -> Response:
     (or a JWT this site issued)."""
     state = state_of(request)
     key = site_key(request)
+    address = client_address(request)
+    wait, stamp = state.failures.attempt(address)  # counted first: see resolve_sync
+    if wait:
+        raise too_many_failures(wait)
     presented = auth.normalise_presented(token)
     if auth.looks_like_jwt(presented):
         claims = auth.read_jwt(state.directory.jwt_secret, presented)
@@ -77,8 +84,8 @@ async def authorization_request(token: str, request: Request) -> Response:
     grant = await run_in_threadpool(state.directory.credential, presented, key) \
         if presented else None
     if grant is None or grant.kind != "token":
-        state.failures.failed(request.client.host if request.client else "unknown")
         raise unauthorized("The access token is not valid here.")
+    state.failures.forgive(address, stamp)
     issued = auth.issue_jwt(state.directory.jwt_secret, grant.site_key, presented)
     return json_response({"token": issued["token"], "sub": grant.subject,
                           "permissionGroups": [list(grant.permissions.patterns)],

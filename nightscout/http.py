@@ -125,6 +125,12 @@ def site_key(request: Request) -> str | None:
     return request.scope.get("nightscout_site")
 
 
+def too_many_failures(wait: float) -> NSError:
+    """The 429 for an address past its failed-credential limit, with when to try again."""
+    return NSError(429, "Too Many Requests", f"Too many failed credentials from this "
+                   f"address; try again in {int(wait)} s.", {"Retry-After": str(int(wait))})
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -140,6 +146,25 @@ def _jwt_grant(state: NightscoutState, token: str, key: str | None) -> auth.Gran
                       token=claims["accessToken"], roles=grant.roles)
 
 
+def _presented_grant(state: NightscoutState, key: str | None, bearer: str, offered: list[str],
+                     token: str) -> auth.Grant | None:
+    """The grant of the first credential that is right: a Bearer token or JWT, then an
+    api-secret (query or header), then a token or JWT in the query."""
+    if bearer:
+        grant = _jwt_grant(state, bearer, key) or state.cached_credential(bearer, key, "bearer")
+        if grant is not None:
+            return grant
+    for value in offered:
+        grant = state.cached_credential(auth.normalise_presented(value), key, "credential")
+        if grant is not None:
+            return grant
+    if not token:
+        return None
+    if auth.looks_like_jwt(token):
+        return _jwt_grant(state, token, key)
+    return state.cached_credential(auth.normalise_presented(token), key, "credential")
+
+
 def resolve_sync(request: Request, *, v3: bool = False,
                  count_failure: bool = True) -> tuple[Site, auth.Grant]:
     """The site and grant of a request; NSError 401/404/429 when there is none.
@@ -149,40 +174,29 @@ def resolve_sync(request: Request, *, v3: bool = False,
     directory = state.directory
     key = site_key(request)
     address = client_address(request)
-    wait = state.failures.blocked(address)
-    if wait:
-        raise NSError(429, "Too Many Requests", f"Too many failed credentials from this "
-                      f"address; try again in {int(wait)} s.", {"Retry-After": str(int(wait))})
-    if key is not None and directory.site(key) is None:
-        raise not_found(f"There is no site {key!r}.")
-    presented = False
-    grant = None
     header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer " and header[7:].strip():
-        presented = True
-        token = header[7:].strip()
-        grant = _jwt_grant(state, token, key) or state.cached_credential(token, key, "bearer")
-    elif v3:
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    params = request.query_params
+    offered = [value for value in (params.get("secret"), request.headers.get("api-secret"))
+               if value and value.strip()]
+    token = (params.get("token") or "").strip()
+    presented = bool(bearer) or (not v3 and bool(offered or token))
+    # A request with a credential is counted before the credential is looked at, in one
+    # locked step, so parallel guesses cannot all pass the limit before any is counted; a
+    # right credential takes its count back.
+    wait, stamp = (state.failures.attempt(address) if presented
+                   else (state.failures.blocked(address), 0.0))
+    if wait:
+        raise too_many_failures(wait)
+    if v3 and not bearer:
         raise unauthorized("Missing or bad access token or JWT")
-    if grant is None and not v3:
-        params = request.query_params
-        for value in (params.get("secret"), request.headers.get("api-secret")):
-            if value and value.strip():
-                presented = True
-                grant = state.cached_credential(auth.normalise_presented(value), key,
-                                                "credential")
-                if grant is not None:
-                    break
-        token = params.get("token")
-        if grant is None and token and token.strip():
-            presented = True
-            token = token.strip()
-            grant = (_jwt_grant(state, token, key) if auth.looks_like_jwt(token)
-                     else state.cached_credential(auth.normalise_presented(token), key,
-                                                  "credential"))
+    if key is not None and directory.site(key) is None:
+        state.failures.forgive(address, stamp)
+        raise not_found(f"There is no site {key!r}.")
+    grant = _presented_grant(state, key, bearer, [] if v3 else offered, "" if v3 else token)
     if presented and grant is None:
-        if count_failure:
-            state.failures.failed(address)
+        if not count_failure:
+            state.failures.forgive(address, stamp)
         raise unauthorized("Missing or bad access token or JWT" if v3 else
                            "The api-secret, token or JWT is not valid for this site.")
     if grant is None:
@@ -195,6 +209,8 @@ def resolve_sync(request: Request, *, v3: bool = False,
         # Only the API secret clears the count: a read token (which every clock and follower
         # holds) must not buy another round of guesses at the secret.
         state.failures.succeeded(address)
+    else:
+        state.failures.forgive(address, stamp)
     site = directory.site(grant.site_key)
     if site is None:
         raise unauthorized("The site of this credential no longer exists.")

@@ -113,14 +113,17 @@ class NightscoutSockets:
         session = await self.sio.get_session(sid, namespace=namespace)
         key = session["key"]
         state, directory = self.state, self.state.directory
-        if state.failures.blocked(session["address"]):
+        address = session["address"]
+        offered = [value for value in (secret, access_token, token)
+                   if isinstance(value, str) and value.strip()]
+        # Counted before they are looked at, in one locked step (as the HTTP API does), so
+        # parallel guesses cannot all pass the limit before any is counted.
+        wait, stamp = (state.failures.attempt(address) if offered
+                       else (state.failures.blocked(address), 0.0))
+        if wait:
             return None
         grant = None
-        presented = False
-        for value in (secret, access_token, token):
-            if not isinstance(value, str) or not value.strip():
-                continue
-            presented = True
+        for value in offered:
             value = auth.normalise_presented(value)
             if auth.looks_like_jwt(value):
                 claims = auth.read_jwt(directory.jwt_secret, value)
@@ -131,9 +134,12 @@ class NightscoutSockets:
                 grant = await asyncio.to_thread(directory.credential, value, key)
             if grant is not None:
                 break
-        if presented and grant is None:
-            state.failures.failed(session["address"])
+        if offered and grant is None:
             return None
+        if grant is not None and grant.kind == "secret":
+            state.failures.succeeded(address)
+        else:
+            state.failures.forgive(address, stamp)
         if grant is not None:
             site = await asyncio.to_thread(directory.site, grant.site_key)
         elif key is not None:

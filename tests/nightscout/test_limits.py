@@ -4,6 +4,7 @@ moment it crosses the cap, a gzip bomb without inflating it whole), JSON too dee
 or with numbers of too many digits is a 400 with one sentence, and writes of one site are
 paced by a token bucket (a short queue, then 429 with Retry-After) while reads are not."""
 
+import asyncio
 import gzip
 import json
 import socket
@@ -15,11 +16,13 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import socketio
 
 from nightlink.edge.store import SITE
 from nightlink.nightscout import jsonsafe
 from nightlink.nightscout.limits import Limits, UploadLimit
 from tests.support.nightscout import SECRET_SHA1, now_ms
+from tests.support.sockets import Recorder, namespace
 
 AUTH = {"api-secret": SECRET_SHA1, "Content-Type": "application/json"}
 CAP = jsonsafe.MAX_BODY_BYTES
@@ -306,3 +309,51 @@ def test_failed_credentials__a_read_token_does_not_reset_the_count(ns):
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     ns.app.state.nightscout.failures.succeeded("127.0.0.1")  # as the secret would
     assert ns.get("/api/v1/entries.json", headers=AUTH).status_code == 200
+
+
+def test_failed_credentials__the_jwt_exchange_is_limited_too(ns):
+    """Exchanging access tokens for JWTs is guessing too: past 30 wrong tokens a minute the
+    exchange answers 429, even for a right token, until the API secret clears the count."""
+    exchange = f"{ns.root}/api/v2/authorization/request/"
+    assert {ns.client.get(f"{exchange}nightlink-{i:012d}").status_code
+            for i in range(30)} == {401}
+    r = ns.client.get(exchange + ns.admin_token)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    ns.app.state.nightscout.failures.succeeded("127.0.0.1")
+    assert ns.client.get(exchange + ns.admin_token).status_code == 200
+
+
+def test_failed_credentials__parallel_socket_guesses_are_counted_before_they_are_looked_at(
+        ns, monkeypatch):
+    """40 sockets send a wrong secret at once, each lookup taking a while: only the 30 the
+    limit allows are looked up; the rest are refused before any lookup (counting after the
+    lookup let every one of them through the check)."""
+    directory = ns.app.state.nightscout.directory
+    looked = []
+    lookup = directory.credential
+
+    def slow_lookup(presented, key=None):
+        looked.append(presented)
+        time.sleep(0.2)  # a slow database: every guess is in flight at once
+        return lookup(presented, key)
+
+    monkeypatch.setattr(directory, "credential", slow_lookup)
+
+    async def guess(rec, i):
+        try:  # a refused socket is disconnected without an answer
+            return await rec.call("authorize", {"secret": f"{i:040x}"}, main, timeout=3)
+        except socketio.exceptions.SocketIOError:
+            return None
+
+    async def run():
+        recs = [Recorder() for _ in range(40)]
+        await asyncio.gather(*(rec.connect(ns.root, [main], transports=["websocket"])
+                               for rec in recs))
+        acks = await asyncio.gather(*(guess(rec, i) for i, rec in enumerate(recs)))
+        await asyncio.gather(*(rec.close() for rec in recs))
+        return acks
+
+    main = namespace(ns, "")
+    acks = asyncio.run(run())
+    assert not any(ack and ack.get("read") for ack in acks), acks
+    assert len(looked) == 30
