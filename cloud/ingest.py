@@ -7,9 +7,10 @@ stores the rows (upsert on device, stream, boot, seq); and publishes the stream'
 high-water mark, with any gaps it sees above it, on `…/{stream}/ack`. An edge node's
 treatments arrive as JSON on `…/treatments` (from a device of any other kind they are
 refused): each document is checked with the Nightscout core's `normalize`, stored by its
-dedupe rules (a re-sent one changes nothing), a deleted one soft-deleted, a bad one (anything
-it raises but a database error that may pass) dead-lettered on its own; the ack names the
-sequence numbers handled.
+dedupe rules (a re-sent one changes nothing), a deleted one soft-deleted, one older than the
+node's change the document already holds ignored, a bad one (anything it raises but a
+database error that may pass) dead-lettered on its own; the ack names the sequence numbers
+handled.
 A `{"since": ms}` there asks for the tenant's treatments changed after that srvModified,
 answered on the node's `…/cmd` topic (how carbs entered in the cloud reach the bedside).
 
@@ -289,8 +290,9 @@ def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes
     """An edge node's batch of Nightscout documents, `{"docs": [{"seq": n, "doc": {…}}, …]}`:
     each checked by the core's normalize and applied by its dedupe rules; a deletion carries
     `isValid: false`. A bad item is dead-lettered alone and the rest are stored; the ack names
-    every sequence number handled (stored, already stored, or refused for good). The batch
-    is applied in one transaction, or one document at a time when the database refuses it."""
+    every sequence number handled (stored, already stored, older than the change the
+    document holds, or refused for good). The batch is applied in one transaction, or one
+    document at a time when the database refuses it."""
     if len(payload) > MAX_DOCS_BYTES:
         raise Rejected(f"The {coll} batch is {len(payload)} bytes; at most {MAX_DOCS_BYTES} "
                        "are read.")
@@ -320,7 +322,7 @@ def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes
             _refuse(out, refused, coll, seq, item, exc)
     data = store.tenant(tenant)
     try:
-        out.rows = _apply(data, coll, changes)
+        out.rows = _apply(data, coll, device, changes)
     except Exception as exc:
         if db_failure(exc) == "transient":
             raise
@@ -329,7 +331,7 @@ def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes
         out.rows = 0
         for change in changes:
             try:
-                out.rows += _apply(data, coll, [change])
+                out.rows += _apply(data, coll, device, [change])
             except Exception as exc:  # noqa: BLE001 - a transient one is raised by _refuse
                 _refuse(out, refused, coll, change[0], change[1], exc)
     if done:
@@ -338,11 +340,15 @@ def _documents(store: Store, tenant: str, device: str, coll: str, payload: bytes
     return out
 
 
-def _apply(data, coll: str, changes: list) -> int:
-    """Apply (seq, item, document, deleted) changes in one transaction; documents changed."""
-    upserts = [n for _seq, _item, n, deleted in changes if not deleted]
-    deletions = [n for _seq, _item, n, deleted in changes if deleted]
-    rows, _deleted = data.apply_changes(coll, upserts, deletions)
+def _apply(data, coll: str, device: str, changes: list) -> int:
+    """Apply (seq, item, document, deleted) changes in one transaction; documents changed.
+    A change older than the one of the same node a document holds (a resent batch whose
+    newer copy another worker stored first) is ignored, and acknowledged like the others."""
+    rows, _deleted, stale = data.apply_changes(
+        coll, [(seq, n, deleted) for seq, _item, n, deleted in changes], device=device)
+    if stale:
+        _LOGGER.info("%d %s change(s) from %s ignored: the stored documents hold newer ones",
+                     stale, coll, device)
     return rows
 
 

@@ -332,6 +332,14 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         )""",
         "CREATE INDEX invites_tenant ON invites (tenant_id, id)",
     ]),
+    (10, "a document synced from an edge node keeps the node's change number", [
+        # The edge node that last changed the document and the sequence number of that
+        # change (TenantStore.apply_changes): an older change of the same node that arrives
+        # later (a resent batch on another ingest worker) is ignored. NULL for documents no
+        # node has changed; a deleted row keeps them.
+        "ALTER TABLE ns_docs ADD COLUMN src_device TEXT",
+        "ALTER TABLE ns_docs ADD COLUMN src_seq {BIGINT}",
+    ]),
 ]
 
 

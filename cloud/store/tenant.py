@@ -16,6 +16,9 @@ from nightlink.shared import codec
 from nightlink.sql import Database
 
 _ENTRY_COLUMNS = {"date", "sgv"}
+# An edge node's change of one of its documents: (the node's sequence number, the document,
+# whether it is a deletion).
+NodeChange = tuple[int, ns_documents.Normalized, bool]
 _OPS = {">=": "$gte", ">": "$gt", "<=": "$lte", "<": "$lt", "=": "$eq", "!=": "$ne"}
 
 
@@ -141,18 +144,75 @@ class TenantStore:
         stored = [o.row.v1() for o in outcomes if o.action == "created"]
         return stored, len(outcomes) - len(stored)
 
-    def apply_changes(self, coll: str, upserts: Sequence[ns_documents.Normalized],
-                      deletions: Sequence[ns_documents.Normalized]) -> tuple[int, int]:
-        """Another site's changes (an edge node's treatments), in one transaction: an upsert
-        replaces the document it matches by the core's rules (identifier, `_id`, else
-        created_at and eventType) or is stored new; a deletion soft-deletes the document it
-        matches, if any. Returns (documents stored or changed, documents deleted); a change
-        already applied changes nothing."""
-        with self.db.transaction():
-            outcomes = self.docs.put(upserts, mode="replace") if upserts else []
-            rows = {r.id: r for n in deletions if (r := self._matching(coll, n)) is not None}
-            deleted = self.docs.delete(list(rows.values())) if rows else 0
-        return sum(o.action in ("created", "updated") for o in outcomes), deleted
+    def apply_changes(self, coll: str, batch: Sequence[NodeChange], *,
+                      device: str) -> tuple[int, int, int]:
+        """An edge node's changes of its documents (treatments), each `(seq, document,
+        deleted)` with the node's sequence number, in one transaction: an upsert replaces the
+        document it matches by the core's rules (identifier, `_id`, else created_at and
+        eventType) or is stored new; a deletion soft-deletes the document it matches.
+
+        A document keeps the node and the number of the last change of that node applied to
+        it (`src_device`, `src_seq`), and a change is applied only if its number is greater
+        (`_claim`). The whole batch runs under the site's write lock, which every writer of
+        the site takes, so two ingest workers handling a batch and its resend cannot both
+        find the document unclaimed: the older change is ignored whichever comes last. A
+        deletion of a document the cloud does not hold leaves a deleted row with its number
+        (`_tombstone`), so an older creation arriving after it stays deleted.
+
+        Returns (documents stored or changed, documents deleted, changes ignored as older
+        than the stored state); a change already applied changes nothing."""
+        docs = self.docs
+        changed = deleted = stale = 0
+        # The core's write transaction: the site's lock is taken before anything is read.
+        with docs._writing():
+            for seq, n, gone in sorted(batch, key=lambda change: change[0]):
+                found = self._target(docs, coll, n, gone)
+                if found is not None and not self._claim(found.id, device, seq):
+                    stale += 1
+                elif gone and found is None:
+                    self._tombstone(docs, n, device, seq)
+                elif gone:
+                    deleted += docs.delete([found]) if found.valid else 0
+                else:
+                    outcomes = docs.put([n], mode="replace")
+                    if found is None:
+                        self._claim(outcomes[0].row.id, device, seq)
+                    changed += sum(o.action in ("created", "updated") for o in outcomes)
+        return changed, deleted, stale
+
+    def _target(self, docs: DocumentStore, coll: str, n: ns_documents.Normalized,
+                gone: bool) -> ns_store.Row | None:
+        """The stored document (deleted ones too) a node's change would write: the one the
+        core's put would replace; for a deletion, else the valid one `_matching` finds."""
+        found, _how = docs._match(n)
+        if found is None and gone:
+            found = self._matching(coll, n)
+        return found
+
+    def _claim(self, row_id: int, device: str, seq: int) -> bool:
+        """Mark the document as holding this node's change `seq`, if that is newer than the
+        change of the same node it holds: one conditional UPDATE, False when the change is
+        older (or the same). A change of another node, or of a document no node has
+        changed (stored in the cloud, or before the column existed), always goes through:
+        between two nodes the last writer wins, as with the cloud's own edits, which keep
+        the number so that an older resend still loses to them."""
+        return self.db.execute(
+            f"UPDATE {ns_store.TABLE} SET src_device = ?, src_seq = ? WHERE id = ? "
+            "AND tenant_id = ? AND (src_seq IS NULL OR src_device <> ? OR src_seq < ?)",
+            (device, seq, row_id, self.tenant_id, device, seq)) == 1
+
+    def _tombstone(self, docs: DocumentStore, n: ns_documents.Normalized, device: str,
+                   seq: int) -> None:
+        """A node's deletion of a document the cloud does not hold (its creation may still
+        be on the way, on another ingest worker): stored as a soft-deleted document with the
+        deletion's number. Nightscout clients see what they see of any deleted document
+        (nothing in API v1, `isValid: false` in API v3 history), and the retention of
+        deleted documents removes it."""
+        with docs._writing() as stamp:
+            row = docs._insert(n, None, stamp())
+            self.db.execute(f"UPDATE {ns_store.TABLE} SET valid = 0, src_device = ?, "
+                            "src_seq = ? WHERE id = ? AND tenant_id = ?",
+                            (device, seq, row.id, self.tenant_id))
 
     def _matching(self, coll: str, n: ns_documents.Normalized) -> ns_store.Row | None:
         """The valid stored document a change names: by identifier, by `_id`, else (for a
