@@ -480,9 +480,9 @@ def test_treatments__a_pull_does_not_overwrite_a_local_edit_matched_by_time_and_
 
 
 def test_treatments__one_batch_at_a_time_so_no_older_edit_lands_last(tmp_path, mosquitto):
-    """The next batch of treatment changes waits for the ack of the one before: with two
-    ingest workers sharing the subscription, an edit made while its first version is in flight
-    could otherwise be stored first and then overwritten by the older version."""
+    """The next batch of treatment changes waits for the ack of the one before, so ingest
+    workers sharing the subscription are rarely handed two changes of one document at once
+    (when a resend does it, the cloud keeps the newer: test_treatments_order.py)."""
     edge = EdgeStore(tmp_path / "edge.db")
     topic = topics.treatments_topic(TENANT, edge.device)
     watcher, got = listener(mosquitto, topic)
@@ -510,3 +510,43 @@ def test_treatments__one_batch_at_a_time_so_no_older_edit_lands_last(tmp_path, m
         watcher.loop_stop()
         watcher.disconnect()
         edge.close()
+
+
+def test_treatments__a_late_copy_of_an_older_batch_changes_nothing(tmp_path, mosquitto,
+                                                                  cloud_db_url):
+    """The node's first batch delivered again after its edit was stored (a broker's late
+    redelivery, a resend on another worker): the cloud acknowledges it and keeps the edit,
+    and the node, pulling the cloud's treatments, keeps it too."""
+    edge = EdgeStore(tmp_path / "edge.db")
+    topic = topics.treatments_topic(TENANT, edge.device)
+    with cloud(cloud_db_url, mosquitto, edge.device) as (_store, worker, http), \
+            edge_site(edge) as lan:
+        spy, got = listener(mosquitto, topic)
+        acks, acked = listener(mosquitto, topics.ack_topic(TENANT, edge.device,
+                                                           topics.TREATMENTS))
+        with syncing(edge, mosquitto, pull_every_s=0.2):
+            carbs = {"eventType": "Carb Correction", "carbs": 12, "created_at": iso(3)}
+            assert lan.post("/api/v1/treatments", json=carbs).status_code == 200
+            until(lambda: [t.get("carbs") for t in cloud_treatments(http)] == [12], 20,
+                  "the treatment in the cloud")
+            first = next(p for p in got if b'"docs"' in p)
+            [oid] = [t["_id"] for t in lan.get("/api/v1/treatments").json()]
+            assert lan.put("/api/v1/treatments", json={**carbs, "_id": oid,
+                                                       "carbs": 15}).status_code == 200
+            until(lambda: [t.get("carbs") for t in cloud_treatments(http)] == [15], 20,
+                  "the edit in the cloud")
+            until(lambda: edge.doc_outbox_size() == 0, 10, "the outbox emptying")
+            handled, seen = worker.handled, len(acked)
+            publish(mosquitto, topic, first)
+            until(lambda: worker.handled > handled and len(acked) > seen, 10,
+                  "the late copy handled and acknowledged")
+            [sent] = json.loads(first)["docs"]
+            assert json.loads(acked[-1])["seqs"] == [[sent["seq"], sent["seq"]]]
+            assert [t.get("carbs") for t in cloud_treatments(http)] == [15]
+            pulls = sum(b'"since"' in p for p in got)
+            until(lambda: sum(b'"since"' in p for p in got) >= pulls + 2, 10, "two more pulls")
+            assert [t.get("carbs") for t in lan.get("/api/v1/treatments").json()] == [15]
+        for client in (spy, acks):
+            client.loop_stop()
+            client.disconnect()
+    edge.close()
