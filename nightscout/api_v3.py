@@ -216,7 +216,7 @@ async def create(col: str, request: Request) -> Response:
         raise fail(400, str(exc)) from None
 
     def work():
-        found, _ = site.docs._match(n)
+        found, _ = site.docs.match(n)
         if found is not None and not grant.allows(_perm(col, "update")):
             raise fail(403, f"Missing permission {_perm(col, 'update')}")
         return site.docs.put([n], mode="replace", subject=grant.subject)[0]

@@ -164,7 +164,7 @@ class TenantStore:
         docs = self.docs
         changed = deleted = stale = 0
         # The core's write transaction: the site's lock is taken before anything is read.
-        with docs._writing():
+        with docs.writing():
             for seq, n, gone in sorted(batch, key=lambda change: change[0]):
                 found = self._target(docs, coll, n, gone)
                 if found is not None and not self._claim(found.id, device, seq):
@@ -184,7 +184,7 @@ class TenantStore:
                 gone: bool) -> ns_store.Row | None:
         """The stored document (deleted ones too) a node's change would write: the one the
         core's put would replace; for a deletion, else the valid one `_matching` finds."""
-        found, _how = docs._match(n)
+        found, _how = docs.match(n)
         if found is None and gone:
             found = self._matching(coll, n)
         return found
@@ -208,8 +208,8 @@ class TenantStore:
         deletion's number. Nightscout clients see what they see of any deleted document
         (nothing in API v1, `isValid: false` in API v3 history), and the retention of
         deleted documents removes it."""
-        with docs._writing() as stamp:
-            row = docs._insert(n, None, stamp())
+        with docs.writing() as stamp:
+            row = docs.insert(n, None, stamp())
             self.db.execute(f"UPDATE {ns_store.TABLE} SET valid = 0, src_device = ?, "
                             "src_seq = ? WHERE id = ? AND tenant_id = ?",
                             (device, seq, row.id, self.tenant_id))

@@ -144,7 +144,7 @@ class DocumentStore:
         # outcomes come back in the order of the items (each followed by its extras).
         order = sorted(range(len(items)), key=lambda i: items[i].date_ms)
         done: dict[int, list[Outcome]] = {}
-        with self._writing() as stamp:
+        with self.writing() as stamp:
             for i in order:
                 n = items[i]
                 done[i] = [self._put_one(n, mode, near_duplicates, subject, stamp)]
@@ -156,7 +156,7 @@ class DocumentStore:
 
     def _put_one(self, n: documents.Normalized, mode: str, near: bool, subject: str | None,
                  stamp: Callable[[], int]) -> Outcome:
-        found, how = self._match(n)
+        found, how = self.match(n)
         if found is None and near and n.coll == documents.ENTRIES and n.kind == "sgv" \
                 and n.value is not None:
             twin = self._near_duplicate(n)
@@ -165,7 +165,7 @@ class DocumentStore:
         if found is None:
             if n.coll == documents.ENTRIES and n.kind == "sgv" and "delta" not in n.doc:
                 self._fill_delta(n)
-            return Outcome("created", self._insert(n, subject, stamp()))
+            return Outcome("created", self.insert(n, subject, stamp()))
         if mode == "keep" and found.valid:
             return Outcome("duplicate", found)
         if not found.valid or mode == "replace":
@@ -183,7 +183,9 @@ class DocumentStore:
         row = self._update(found, doc, identifier, n, stamp())
         return Outcome("updated", row, previous)
 
-    def _match(self, n: documents.Normalized) -> tuple[Row | None, str]:
+    def match(self, n: documents.Normalized) -> tuple[Row | None, str]:
+        """The stored document (deleted ones too) a write of `n` would replace, and how it
+        was found ("dedup", "identifier", ...); (None, "") for a new document."""
         if n.dedup is not None:
             row = self._one(n.coll, "dedup = ?", [n.dedup])
             if row is not None:
@@ -229,7 +231,8 @@ class DocumentStore:
             minutes = (n.date_ms - int(rows[0]["date_ms"])) / 60_000
             n.doc["delta"] = round((n.value - rows[0]["value"]) * 5 / minutes, 1)
 
-    def _insert(self, n: documents.Normalized, subject: str | None, stamp: int) -> Row:
+    def insert(self, n: documents.Normalized, subject: str | None, stamp: int) -> Row:
+        """Store `n` as a new document (inside writing())."""
         taken = n.oid is None or self._one(n.coll, "oid = ?", [n.oid]) is not None
         oid = documents.new_oid(stamp) if taken else n.oid
         identifier = n.identifier or oid
@@ -261,7 +264,7 @@ class DocumentStore:
                 subject: str | None = None) -> Outcome:
         """Replace the document whose oid or identifier is `key`, or create it under that key
         (a PUT); the caller decides what a deleted document means."""
-        with self._writing() as stamp:
+        with self.writing() as stamp:
             found = self.get(coll, key)
             if found is None:
                 if documents.is_hex_id(key):
@@ -283,7 +286,7 @@ class DocumentStore:
         doc = dict(n.doc)
         if modified_by is not None:
             doc["modifiedBy"] = modified_by
-        with self._writing() as stamp:
+        with self.writing() as stamp:
             out = self._update(row, doc, row.identifier, n, stamp())
         self._announce([Outcome("updated", out)])
         return out
@@ -294,7 +297,7 @@ class DocumentStore:
         if not rows:
             return 0
         gone: list[Row] = []
-        with self._writing() as stamp:
+        with self.writing() as stamp:
             for row in rows:
                 if permanent:
                     self.db.execute(f"DELETE FROM {TABLE} WHERE id = ?", (row.id,))
@@ -321,7 +324,9 @@ class DocumentStore:
             return self.db.execute(f"DELETE FROM {TABLE} WHERE tenant_id = ? AND valid = 0 "
                                    "AND srv_modified < ?", (self.site, older_than_ms))
 
-    def _writing(self):
+    def writing(self):
+        """The site's write transaction, its lock taken before anything is read, for a
+        writer that reads and writes several documents as one step."""
         return _Writing(self)
 
     def _announce(self, outcomes: list[Outcome]) -> None:
