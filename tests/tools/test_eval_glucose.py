@@ -170,12 +170,42 @@ def test_eval_glucose_data__json_keys_for_model_and_baselines(tmp_path):
                     f"near_misses_per_{per}"):
             assert prefix + key in got, prefix + key
     assert 0 < got["rmse_30"] < 60 and got["day_rmse_30"] > 0
+    # the forecast error split by the sensors' sampling interval and across people, the
+    # trend line's next to it
+    assert set(got["rmse_30_by_interval"]) == {"1", "5", "15"}
+    assert all(0 < v < 60 for v in got["rmse_30_by_interval"].values())
+    spread = got["rmse_30_per_person"]
+    assert spread["median"] <= spread["worst"] and spread["worst_person"] in {"G01", "G02", "G03"}
+    assert got["trend_rmse_30"] > 0 and set(got["trend_rmse_30_by_interval"]) == {"1", "5", "15"}
     assert got["people"] == 3 and got["nights"] == 3 * 4
     assert got["events"] == 3 * 2  # two dips per person, 15-minute and 1-minute sensors too
     assert got["threshold_recall"] == 1.0
     assert got["per_person"]["recall_median"] is not None
     assert got["policy"]["budget_per_week"] > 0 and "text" in got["policy"]
     assert got["seen_in_training"] == []
+
+
+def test_rmse_split__pooled_by_interval_and_spread_across_people():
+    """Squared errors pool within each sampling interval (not a mean of people's RMSEs); the
+    worst person is named."""
+    from nightlink.tools.train.glucose import Tally
+
+    tallies = [Tally(sq_err=100.0 * 4, n_err=4), Tally(sq_err=400.0 * 1, n_err=1),
+               Tally(sq_err=900.0 * 5, n_err=5), Tally()]
+    people = [("A", 5), ("B", 5), ("C", 15), ("D", 5)]
+    got = glucose_real.rmse_split(tallies, people, "trend_")
+    assert got["trend_rmse_30"] == pytest.approx(np.sqrt((400 + 400 + 4500) / 10), abs=0.01)
+    assert got["trend_rmse_30_by_interval"] == {"5": pytest.approx(np.sqrt(800 / 5), abs=0.01),
+                                                "15": 30.0}
+    assert got["trend_rmse_30_per_person"] == {"median": 20.0, "worst": 30.0,
+                                               "worst_person": "C"}
+
+
+def test_trend_forecast__the_line_through_the_last_20_minutes_30_minutes_on():
+    rows = np.array([[100.0] * 7 + [100, 95, 90, 85, 80],  # -1 mg/dL/min
+                     [200.0] * 12,
+                     [60.0] * 7 + [60, 50, 40, 30, 20]], dtype=np.float32)
+    assert glucose_real.trend_forecast(rows).tolist() == pytest.approx([50.0, 200.0, 39.0])
 
 
 def test_choose_floor__on_the_people_given_and_never_worse_than_none(tmp_path):

@@ -65,6 +65,17 @@ class Predictions:
     permille: np.ndarray
     forecast: np.ndarray
     slope: np.ndarray
+    trend: np.ndarray  # the trend baseline's 30-minute forecast from the same rows
+
+
+def trend_forecast(rows: np.ndarray) -> np.ndarray:
+    """The least-squares line through the last 20 minutes of each model input row, 30 minutes
+    ahead (mg/dL, 39..400): the trend alarm's forecast, scored on the model's own rows."""
+    recent = np.asarray(rows, dtype=np.float64)[:, -(TREND_WINDOW + 1):]
+    t = np.arange(-TREND_WINDOW, 1) * SLOT_MIN
+    dt = t - t.mean()
+    rate = (recent - recent.mean(axis=1, keepdims=True)) @ dt / (dt ** 2).sum()
+    return np.clip(recent.mean(axis=1) + rate * (30 - t.mean()), 39, 400)
 
 
 def predict(runtime, p: Person, batch: int = 20000) -> Predictions:
@@ -75,10 +86,10 @@ def predict(runtime, p: Person, batch: int = 20000) -> Predictions:
         perm.append(pm)
         fc.append(f)
     if not perm:
-        return Predictions(slots, np.zeros(0, int), np.zeros(0), np.zeros(0))
+        return Predictions(slots, np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0))
     slope = slope_mgdl_per_min(p.x)[slots]
     return Predictions(slots, np.concatenate(perm).astype(int),
-                       np.clip(np.concatenate(fc), 39, 400), slope)
+                       np.clip(np.concatenate(fc), 39, 400), slope, trend_forecast(rows))
 
 
 def _alarms(p: Person, pred: Predictions, policy: AlarmPolicy) -> list[int]:
@@ -204,11 +215,14 @@ class Frame:
                     t.dips += 1
         return out
 
-    def add_errors(self, tallies: dict[int, Tally], p: Person, pred: Predictions) -> None:
-        """Squared 30-minute forecast errors against the reading that arrived then."""
+    def add_errors(self, tallies: dict[int, Tally], p: Person, pred: Predictions,
+                   forecast: np.ndarray | None = None) -> None:
+        """Squared 30-minute forecast errors (the model's, or `forecast` at the same slots)
+        against the reading that arrived then."""
         j = pred.slots + HORIZON
         ok = j < p.x.size
-        j, fc, s = j[ok], pred.forecast[ok], pred.slots[ok]
+        fc = pred.forecast if forecast is None else forecast
+        j, fc, s = j[ok], fc[ok], pred.slots[ok]
         ok = p.observed[j] & (self.period[s] >= 0)
         err = (fc[ok] - p.x[j[ok]]) ** 2
         for pid, e in zip(self.period[s[ok]], err, strict=True):
@@ -262,7 +276,10 @@ def evaluate(runtime, people: list[Person], policy: AlarmPolicy, *, calibrate: b
 
 
 def new_totals() -> dict:
-    return {k: {"model": [], "fixed": [], "threshold": [], "trend": []} for k in ("night", "day")}
+    out: dict = {k: {"model": [], "fixed": [], "threshold": [], "trend": []}
+                 for k in ("night", "day")}
+    out["people"] = []  # (name, sampling interval in minutes), in the order scored
+    return out
 
 
 def score(runtime, people: list[Person], policy: AlarmPolicy, totals: dict, chosen_all: list,
@@ -275,12 +292,14 @@ def score(runtime, people: list[Person], policy: AlarmPolicy, totals: dict, chos
         fixed = _alarms(p, pred, policy)
         base = {"threshold": threshold_alarms(p, policy.refractory_min),
                 "trend": trend_alarms(p, policy.refractory_min)}
+        totals["people"].append((p.name, p.interval_min))
         for key, frame in (("night", nights), ("day", days)):
             t_fixed = frame.tallies(fixed)
             frame.add_errors(t_fixed, p, pred)
             totals[key]["fixed"].append(t_fixed)
             for name, alarms in base.items():
                 totals[key][name].append(frame.tallies(alarms))
+            frame.add_errors(totals[key]["trend"][-1], p, pred, pred.trend)
         if calibrate:
             by_thr = {}
             for c in CANDIDATES:
@@ -306,9 +325,9 @@ def figures(totals, policy: AlarmPolicy, chosen: list[int], n_people: int) -> di
             per_person = [_sum(t.values()) for t in totals[key][name]]
             total = _sum(per_person)
             out.update(total.figures(per, pre + prefix))
+            if name in ("model", "trend"):
+                out.update(rmse_split(per_person, totals["people"], pre + prefix))
             if name == "model":
-                out[f"{pre}rmse_30"] = (round(float(np.sqrt(total.sq_err / total.n_err)), 2)
-                                        if total.n_err else None)
                 out[f"{pre}events"] = total.events
                 out[f"{pre}{per}s"] = total.periods
                 out[f"{pre}hours"] = round(total.hours, 1)
@@ -320,12 +339,38 @@ def figures(totals, policy: AlarmPolicy, chosen: list[int], n_people: int) -> di
     return out
 
 
+def _rmse(tallies) -> float | None:
+    t = _sum(tallies)
+    return round(float(np.sqrt(t.sq_err / t.n_err)), 2) if t.n_err else None
+
+
+def rmse_split(per_person: list[Tally], people: list[tuple[str, int]], prefix: str) -> dict:
+    """The 30-minute forecast RMSE overall, by the sensor's sampling interval (minutes) and
+    across people (median, worst and whose): whether one kind of sensor or a few people carry
+    the error."""
+    by_interval: dict[str, list[Tally]] = {}
+    for (_name, interval), t in zip(people, per_person, strict=True):
+        by_interval.setdefault(str(interval), []).append(t)
+    each = {name: _rmse([t]) for (name, _i), t in zip(people, per_person, strict=True)}
+    each = {k: v for k, v in each.items() if v is not None}
+    split: dict = {}
+    if each:
+        worst = max(each, key=each.get)
+        split = {"median": round(float(np.median(list(each.values()))), 2),
+                 "worst": each[worst], "worst_person": worst}
+    return {f"{prefix}rmse_30": _rmse(per_person),
+            f"{prefix}rmse_30_by_interval": {k: _rmse(v) for k, v in sorted(
+                by_interval.items(), key=lambda kv: int(kv[0]))},
+            f"{prefix}rmse_30_per_person": split}
+
+
 HEADLINE = ("recall", "precision", "false_alarms_per_night", "near_misses_per_night",
             "median_lead_min", "rmse_30", "events", "nights", "threshold_recall",
             "threshold_precision", "threshold_false_alarms_per_night", "threshold_median_lead_min",
             "trend_recall", "trend_precision", "trend_false_alarms_per_night",
-            "trend_median_lead_min", "day_recall", "day_precision", "day_false_alarms_per_day",
-            "day_median_lead_min", "day_rmse_30")
+            "trend_median_lead_min", "trend_rmse_30", "rmse_30_by_interval",
+            "trend_rmse_30_by_interval", "rmse_30_per_person", "day_recall", "day_precision",
+            "day_false_alarms_per_day", "day_median_lead_min", "day_rmse_30")
 
 
 def policy_dict(policy: AlarmPolicy) -> dict:
