@@ -5,12 +5,14 @@ import gzip
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from nightlink.cli import main
 from nightlink.edge.features import cvhr
 from nightlink.tools.train import apnea_real
 from tests.edge.test_cvhr import synthetic_beats
+from tests.support.shared_data import SHARED
 
 
 def _last_json(output: str) -> dict:
@@ -121,3 +123,48 @@ def test_by_inputs__each_input_alone_and_all_labelled_real_or_simulated():
     real = by["rr"]["real_beats"]
     assert real["data"] == "real" and real["recordings"] == 35 and "Apnea-ECG" in real["source"]
     assert by["rr"]["real_epochs"]["data"] == "real"
+
+
+def test_night_study__each_map_held_out_and_the_nested_pick(tmp_path):
+    """The night-level study scores every candidate map of the per-minute probabilities on
+    recordings whose fold fitted nothing, and the map each fold picks on its own training
+    recordings."""
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("a02", True), ("a03", True), ("c01", False), ("c02", False),
+                       ("c03", False)])
+    study = apnea_real.night_study(apnea_real.load_folder(data), 3, inner=2)
+    assert set(study) == {*apnea_real.NIGHT_MAPS, "nested"}
+    assert sum(study["nested"]["picked"].values()) == 3
+    # Half an hour of cycling in 70 minutes: 26 apnea minutes an hour, plain to count.
+    count = study["count"]
+    assert count["index15_found"] == "3/3" and count["index15_cleared"] == "3/3", count
+    assert count["missed"] == [] and count["false_positive"] == []
+    for name, figures in study.items():
+        assert {"index15_found", "index15_cleared", "index_mae", "index_r"} <= set(figures), name
+
+
+APNEA_ECG = SHARED / "apnea-ecg-learning"
+# The committed model on recordings it was trained on (in-sample: a regression check of the
+# file and the code, not a measure of performance; the model card gives both). Reference
+# index, the committed model's index.
+TRAINING_SET_INDEX = {"a06": (24.3, 7.4), "a11": (28.6, 19.9), "a19": (24.5, 19.9),
+                      "b02": (10.8, 10.5), "b03": (10.0, 19.5), "c02": (0.1, 3.2)}
+
+
+@pytest.mark.skipif(not APNEA_ECG.is_dir(), reason="needs the Apnea-ECG recordings "
+                    "(set NIGHTLINK_SHARED_DATA to the folder holding apnea-ecg-learning)")
+def test_committed_model_gives_the_model_cards_figures():
+    """The decisive recordings (near or across 15 an hour) score as the model card says, and
+    the held-out figures stored in the model file are the card's."""
+    model = cvhr.RrApneaModel.load()
+    for rec in apnea_real.load_folder(APNEA_ECG, list(TRAINING_SET_INDEX)):
+        ref, claimed = TRAINING_SET_INDEX[rec.name]
+        assert round(rec.index, 1) == ref, rec.name
+        got = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes)["index"]
+        assert abs(got - claimed) < 0.05, (rec.name, got)
+    held_out = model.meta["cross_validation"]["beats"]
+    assert held_out["cv_folds"] == 35
+    assert (held_out["accuracy"], held_out["sensitivity"], held_out["specificity"]) == (0.861, 0.795, 0.902)
+    assert (held_out["index15_sensitivity"], held_out["index15_specificity"]) == (0.842, 0.875)
+    card = (cvhr.MODELS / "breathing_rr.md").read_text()
+    assert "| per-minute accuracy | **0.861** |" in card and "0.842 (16/19)" in card

@@ -304,3 +304,133 @@ def by_inputs(clf, nights, streams_of, subsets=SUBSETS) -> dict:
             out["rr"][f"real_{head}"] = {"data": "real", "source": real.get("source"),
                                          "validation": real.get("validation"), **real[head]}
     return out
+
+
+# -- night-level index: does anything beyond counting apnea minutes find more nights? ---------
+#
+# A study, not part of the committed model: each candidate maps a night's per-minute
+# probabilities (and the night's own feature distribution) to its apnea index with a small
+# ridge regression on (night statistics, reference index) pairs of training recordings. The
+# pairs come from inner folds (the training recordings scored by models that did not see
+# them), so a held-out recording is never used to fit or to choose anything.
+
+NIGHT_MAPS = {
+    "count": None,  # apnea minutes per hour, as the edge reports it
+    "mean_probability": None,  # expected apnea minutes per hour (sum of probabilities)
+    "count_linear": ("count_index",),
+    "count_swing": ("count_index", "swing_peak"),
+    "count_vlf": ("count_index", "vlf_peak"),
+    "count_regular_swing": ("count_index", "regular_share", "swing_peak"),
+    "count_cvhr_p90": ("count_index", "cvhr_p90"),
+    "count_prob_p90": ("count_index", "prob_p90"),
+}
+NIGHT_L2 = 1.0
+
+
+def night_stats(feats: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    """A night's statistics from its beats-head features and per-minute probabilities: the
+    count index, the mean-probability index, the 90th percentile probability, the 90th
+    percentile CVHR share, the share of minutes whose heart rate cycles regularly
+    (autocorrelation > 0.3 at 20-100 s), and how peaked the night's swings are (log of the
+    90th over the 50th percentile of the 3-minute swing; of the VLF power: difference of logs),
+    low when the cycling lasts all night, high when a calm night has a few surges."""
+    valid = ~np.isnan(prob)
+    f = feats[~np.isnan(feats).any(axis=1)]
+    col = {name: f[:, i] for i, name in enumerate(cvhr.BEATS_HEAD_FEATURES)}
+    swing = np.percentile(col["swing_3min_pct"], (50, 90))
+    vlf = np.percentile(col["log_vlf_power"], (50, 90))
+    return {"count_index": cvhr.apnea_index(cvhr.smooth_minutes(prob, 0.5), prob) or 0.0,
+            "mean_index": float(prob[valid].mean()) * 60.0,
+            "prob_p90": float(np.percentile(prob[valid], 90)),
+            "cvhr_p90": float(np.percentile(col["cvhr_fraction"], 90)),
+            "regular_share": float((col["cycle_regularity"] > 0.3).mean()),
+            "swing_peak": float(np.log(swing[1] / swing[0])), "vlf_peak": float(vlf[1] - vlf[0])}
+
+
+def fit_night_map(rows: list[dict], refs: list[float], keys: tuple[str, ...]) -> dict:
+    """Ridge regression (standardized inputs, free intercept) of the reference index."""
+    x = np.array([[r[k] for k in keys] for r in rows])
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+    design = np.hstack([(x - mean) / scale, np.ones((len(rows), 1))])
+    penalty = np.diag([NIGHT_L2] * len(keys) + [0.0])
+    w = np.linalg.solve(design.T @ design + penalty, design.T @ np.asarray(refs))
+    return {"keys": keys, "mean": mean, "scale": scale, "weights": w[:-1], "bias": float(w[-1])}
+
+
+def night_index(name: str, row: dict, fitted: dict | None) -> float:
+    if name == "count":
+        return row["count_index"]
+    if name == "mean_probability":
+        return row["mean_index"]
+    x = (np.array([row[k] for k in fitted["keys"]]) - fitted["mean"]) / fitted["scale"]
+    return max(float(x @ fitted["weights"]) + fitted["bias"], 0.0)
+
+
+def _screen_errors(name: str, rows: dict, refs: dict) -> tuple[int, float]:
+    """Leave-one-out over the training recordings: screen errors at 15, then index error."""
+    est = {}
+    for held in rows:
+        others = [n for n in rows if n != held]
+        fitted = None if NIGHT_MAPS[name] is None else fit_night_map(
+            [rows[n] for n in others], [refs[n] for n in others], NIGHT_MAPS[name])
+        est[held] = night_index(name, rows[held], fitted)
+    errors = sum((est[n] >= cvhr.SCREEN_INDEX) != (refs[n] >= cvhr.SCREEN_INDEX) for n in rows)
+    return errors, float(np.mean([abs(est[n] - refs[n]) for n in rows]))
+
+
+def _beats_probabilities(train: list[Recording], test: list[Recording], feats: dict) -> dict:
+    head = cvhr.LogisticHead(fit_head([feats[r.name] for r in train], [r.apnea for r in train], "beats"))
+    return {r.name: head.probability(feats[r.name]) for r in test}
+
+
+def night_study(recs: list[Recording], k: int, inner: int = 5, progress=None) -> dict:
+    """Per night-level map: held-out per-recording figures (outer folds of whole recordings,
+    maps fitted on inner-fold predictions of the training recordings), and `nested`: the map
+    each outer fold picks by leave-one-out screen errors on its own training recordings."""
+    feats = {r.name: cvhr.minute_features(r.beat_t_s, r.rr_ms, r.minutes) for r in recs}
+    refs = {r.name: r.index for r in recs}
+    est: dict[str, dict[str, float]] = {name: {} for name in [*NIGHT_MAPS, "nested"]}
+    picked = []
+    for i, test in enumerate(folds(recs, k)):
+        if progress:
+            progress("night", i + 1, k)
+        held_names = {r.name for r in test}
+        train = [r for r in recs if r.name not in held_names]
+        inner_prob = {}
+        for inner_test in folds(train, inner):
+            inner_names = {r.name for r in inner_test}
+            inner_prob.update(_beats_probabilities([r for r in train if r.name not in inner_names],
+                                                   inner_test, feats))
+        rows = {n: night_stats(feats[n], p) for n, p in inner_prob.items()}
+        held = {n: night_stats(feats[n], p) for n, p in _beats_probabilities(train, test, feats).items()}
+        fitted = {name: None if keys is None else fit_night_map(
+            list(rows.values()), [refs[n] for n in rows], keys) for name, keys in NIGHT_MAPS.items()}
+        best = min(NIGHT_MAPS, key=lambda name: _screen_errors(name, rows, refs))
+        picked.append(best)
+        for n, row in held.items():
+            for name in NIGHT_MAPS:
+                est[name][n] = night_index(name, row, fitted[name])
+            est["nested"][n] = est[best][n]
+    out = {name: _index_figures(refs, e) for name, e in est.items()}
+    out["nested"]["picked"] = {name: picked.count(name) for name in sorted(set(picked))}
+    return out
+
+
+def _index_figures(refs: dict[str, float], est: dict[str, float]) -> dict:
+    names = sorted(refs)
+    ref, e = np.array([refs[n] for n in names]), np.array([est[n] for n in names])
+    pos, flagged = ref >= cvhr.SCREEN_INDEX, e >= cvhr.SCREEN_INDEX
+    return {"index15_found": f"{int((pos & flagged).sum())}/{int(pos.sum())}",
+            "index15_cleared": f"{int((~pos & ~flagged).sum())}/{int((~pos).sum())}",
+            "missed": [n for n, p, f in zip(names, pos, flagged, strict=True) if p and not f],
+            "false_positive": [n for n, p, f in zip(names, pos, flagged, strict=True) if f and not p],
+            "index_mae": round(float(np.abs(e - ref).mean()), 1),
+            "index_r": round(float(np.corrcoef(ref, e)[0, 1]), 3)}
+
+
+if __name__ == "__main__":  # python -m nightlink.tools.train.apnea_real [folds]
+    import sys
+
+    study = night_study(load_folder(DEFAULT_DATA), int(sys.argv[1]) if len(sys.argv) > 1 else 35,
+                        progress=lambda *a: sys.stderr.write(f"{a}\n"))
+    sys.stdout.write(json.dumps(study) + "\n")
