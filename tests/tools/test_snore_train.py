@@ -56,7 +56,12 @@ def test_eval_snoring__json_is_in_silico_and_says_the_real_target_is_not_measure
     got = _last_json(r.output)
     assert got["in_silico"] is True and got["inputs"] == "audio only"
     assert "not measurable" in got["real_audio_target"]
-    assert {"sensitivity", "specificity", "by_rate", "invariance"} <= set(got)
+    assert {"sensitivity", "specificity", "by_rate", "invariance", "auc",
+            "rule_sn_low_ratio_auc", "household_nights", "assembled_clips"} <= set(got)
+    clips = got["assembled_clips"]
+    assert clips["epochs"] == 6 and clips["snore_epochs"] + clips["other_epochs"] == 6
+    assert {"auc", "rule_sn_low_ratio_auc", "by_make_up"} <= set(clips)
+    assert got["household_nights"]["nights"] == 1
     inv = got["invariance"]
     assert inv["other_nights"] == 1.0
     assert {"gain_x0.1", "gain_x10", "rate_8000", "rate_44100", "rate_48000"} <= set(inv)

@@ -6,8 +6,10 @@ index, so the night never sits in memory and the stream equals the file sample f
 `make_scene(plan, varied=True)` randomises the recording conditions per night (the snorer's
 voice, the room's reverberation, fans with tonal hum, traffic, a partner breathing and
 moving, the phone's placement as gain and frequency response, its noise, clipping), so a model
-trained on it cannot learn one simulated bedroom; `at_rate` delivers any sample rate. The
-default scene is the one the night simulator has always rendered.
+trained on it cannot learn one simulated bedroom; `household=True` adds household sounds and
+snoring off the breathing rhythm; `at_rate` delivers any sample rate. `snore_clip` and
+`household_sound` give the short clips an outside tester would put end to end. The default
+scene is the one the night simulator has always rendered.
 """
 
 import hashlib
@@ -44,6 +46,26 @@ class _Burst:
 
 
 @dataclass
+class _Loop:
+    """A longer household sound (music, television, rain...) from `start` for `n` samples:
+    a short bank (already scaled) read circularly, faded in and out over a second."""
+
+    kind: str
+    start: int
+    n: int
+    bank: np.ndarray  # float32
+
+    def add_to(self, out: np.ndarray, n0: int) -> None:
+        """Add the part of the sound that falls in out = samples [n0, n0 + out.size)."""
+        a, z = max(self.start, n0), min(self.start + self.n, n0 + out.size)
+        if z <= a:
+            return
+        idx = np.arange(a - self.start, z - self.start)
+        fade = np.minimum(np.minimum(idx, self.n - idx) / SAMPLE_RATE, 1.0).astype(np.float32)
+        out[a - n0:z - n0] += np.float32(32767.0) * fade * self.bank[idx % self.bank.size]
+
+
+@dataclass
 class Variation:
     """One night's randomised recording conditions (see make_scene)."""
 
@@ -69,6 +91,7 @@ class AudioScene:
     bursts: list[_Burst] = field(default_factory=list)
     n_samples: int = 0
     varied: Variation | None = None  # randomised recording conditions, None: the plain scene
+    loops: list[_Loop] = field(default_factory=list)  # household sounds (make_scene household=True)
 
     def background_log(self) -> list[dict]:
         """Traffic and talk bursts as plain records, for the manifest."""
@@ -77,6 +100,11 @@ class AudioScene:
              "end_s": round((b.start + b.samples.size) / SAMPLE_RATE, 3),
              "level_dbfs": round(20 * np.log10(float(np.sqrt(np.mean(b.samples ** 2))) + 1e-12), 1)}
             for b in self.bursts
+        ] + [
+            {"type": lp.kind, "start_s": round(lp.start / SAMPLE_RATE, 3),
+             "end_s": round((lp.start + lp.n) / SAMPLE_RATE, 3),
+             "level_dbfs": round(20 * np.log10(float(np.sqrt(np.mean(lp.bank ** 2))) + 1e-12), 1)}
+            for lp in self.loops
         ]
 
     def epoch_level_dbfs(self) -> np.ndarray:
@@ -223,11 +251,12 @@ _VOWELS = ((730, 1090, 2440), (530, 1840, 2480), (270, 2290, 3010), (570, 840, 2
            (300, 870, 2240), (660, 1720, 2410))
 
 
-def _talk(rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """Voiced speech-like burst: pitch contour, syllables, formant-weighted harmonics."""
+def _talk(rng: np.random.Generator, seconds: float, base: float | None = None) -> np.ndarray:
+    """Voiced speech-like burst: pitch contour, syllables, formant-weighted harmonics.
+    base: the speaker's pitch in Hz (default: drawn at 100-220 Hz)."""
     n = int(seconds * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
-    base = rng.uniform(100.0, 220.0)
+    base = rng.uniform(100.0, 220.0) if base is None else base
     f0 = base * (1.0 - 0.12 * t / seconds) * (1.0 + 0.06 * np.sin(2 * np.pi * rng.uniform(1.5, 3.0) * t))
     phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
     # Syllables of 120-260 ms, each with a vowel and a raised-cosine envelope.
@@ -255,12 +284,18 @@ def _talk(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
 
 
-def make_scene(plan: NightPlan, varied: bool = False) -> AudioScene:
+def make_scene(plan: NightPlan, varied: bool = False, household: bool = False) -> AudioScene:
     """Decide levels and background sounds and precompute the noise banks for a night.
 
     varied: randomise the recording conditions (a separate random stream, so the plain
     scene of a seed never changes).
+    household: on top of the varied scene, household sounds (music, television, speech, a
+    baby, a dog, rain, a siren, a clock, water, doors, a vacuum cleaner; each optional per
+    night, at its own level) and snoring that may not follow the breathing rhythm (from a
+    third random stream: the varied scene's own sounds stay the same).
     """
+    if household:
+        return _household(_varied_scene(plan), plan)
     if varied:
         return _varied_scene(plan)
     rng = np.random.default_rng([plan.seed, _STREAM, patient_key(plan.patient)])
@@ -409,6 +444,8 @@ def render(scene: AudioScene, first_chunk: int = 0, n_chunks: int | None = None
             a = max(b.start, n0)
             z = min(b.start + b.samples.size, n0 + n)
             out[a - n0:z - n0] += np.float32(32767.0) * b.samples[a - b.start:z - b.start]
+        for loop in scene.loops:
+            loop.add_to(out, n0)
         if var is not None:
             out, tail = _through_phone(out, tail, var, n0)
         np.clip(out, -32768.0, 32767.0, out=out)
@@ -477,3 +514,332 @@ def write_audio(path: Path, scene: AudioScene, audio_format: str = "wav") -> str
         for block in iter(lambda: fh.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -- household sounds and irregular snoring (make_scene(plan, varied=True, household=True)) ----
+#
+# Sounds a snore detector can confuse with snoring: harmonic or low-frequency ones (music with
+# a bass line, speech and television, a crying baby, a barking dog, a siren, a vacuum cleaner's
+# motor, a door's thump) and broadband or impulsive ones (rain, running water, a clock). Each is
+# a small generator of `n` samples at 16 kHz, of unit RMS, deterministic for its random stream.
+
+HOUSEHOLD = ("speech", "tv", "music", "baby", "dog", "rain", "siren", "clock", "flush", "door",
+             "vacuum")
+SNORE_PATTERNS = ("breathing", "irregular", "back_to_back", "bursts", "sparse")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12)).astype(np.float32)
+
+
+def _harmonics(phase: np.ndarray, count: int, tilt: float, rng: np.random.Generator) -> np.ndarray:
+    """Sum of `count` harmonics of an instantaneous phase with a 1/h^tilt roll-off."""
+    return sum(h ** -tilt * np.sin(h * phase + 2 * np.pi * rng.random()) for h in range(1, count + 1))
+
+
+def _decay(n: int, tau_s: float, attack_s: float = 0.005) -> np.ndarray:
+    t = np.arange(n) / SAMPLE_RATE
+    return np.minimum(t / attack_s, 1.0) * np.exp(-t / tau_s)
+
+
+def _music(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Chords over a bass line (40-130 Hz), a melody, sometimes a kick drum on the beat."""
+    beat = 60.0 / rng.uniform(60.0, 140.0)
+    root = rng.uniform(40.0, 75.0)
+    scale = np.array([0, 2, 4, 5, 7, 9, 11])
+    pluck = rng.random() < 0.5  # piano or guitar-like notes decay; pads and strings hold
+    kick = rng.random() < 0.5
+    out = np.zeros(n)
+    a = -int(rng.uniform(0.0, 2.0) * beat * SAMPLE_RATE)  # the clip starts mid-bar
+    while a < n:
+        m = int(beat * SAMPLE_RATE * rng.choice([1, 2, 4]))
+        lo, hi = max(a, 0), min(a + m, n)
+        if hi > lo:
+            t = np.arange(hi - lo) / SAMPLE_RATE
+            env = _decay(m, rng.uniform(0.3, 1.2))[lo - a:hi - a] if pluck else np.ones(hi - lo)
+            degree = int(rng.choice([0, 3, 4, 5]))
+            bass = root * 2 ** (scale[degree] / 12)
+            seg = 1.2 * env * _harmonics(2 * np.pi * bass * t, 5, 1.0, rng)
+            for step in (0, 2, 4):  # a triad two octaves up
+                note = root * 4 * 2 ** (scale[(degree + step) % 7] / 12 + (degree + step) // 7)
+                seg += 0.5 * env * _harmonics(2 * np.pi * note * t, 3, 1.5, rng)
+            for k in range(0, hi - lo, int(beat * SAMPLE_RATE / 2)):  # melody in eighth notes
+                note = root * 8 * 2 ** (scale[int(rng.integers(7))] / 12 + int(rng.integers(2)))
+                mm = min(int(beat * SAMPLE_RATE / 2), hi - lo - k)
+                tt = np.arange(mm) / SAMPLE_RATE
+                seg[k:k + mm] += 0.4 * _decay(mm, 0.25) * _harmonics(2 * np.pi * note * tt, 4, 1.2, rng)
+            if kick:
+                for k in range(0, hi - lo, int(beat * SAMPLE_RATE)):
+                    mm = min(int(0.25 * SAMPLE_RATE), hi - lo - k)
+                    tt = np.arange(mm) / SAMPLE_RATE
+                    seg[k:k + mm] += 2.0 * _decay(mm, 0.06) * np.sin(2 * np.pi * (55.0 * tt + 40.0 * (1 - np.exp(-tt / 0.03)) * 0.03))
+            out[lo:hi] = seg
+        a += m
+    return _unit(out)
+
+
+def _speech(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Speakers taking turns (men at 80-140 Hz, women 160-260, children 250-400), with pauses."""
+    out = np.zeros(n)
+    a = int(rng.uniform(-0.5, 0.3) * SAMPLE_RATE)
+    bases = [float(rng.choice([rng.uniform(80.0, 140.0), rng.uniform(160.0, 260.0),
+                               rng.uniform(250.0, 400.0)], p=[0.45, 0.45, 0.1]))
+             for _ in range(int(rng.integers(1, 4)))]
+    while a < n:
+        secs = rng.uniform(0.8, 5.0)
+        x = _talk(rng, secs, bases[int(rng.integers(len(bases)))])
+        lo, hi = max(a, 0), min(a + x.size, n)
+        if hi > lo:
+            out[lo:hi] += x[lo - a:hi - a] * rng.uniform(0.5, 1.0)
+        a += x.size + int(rng.uniform(0.05, 1.2) * SAMPLE_RATE)
+    return _unit(out)
+
+
+def _tv(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Television: speech over a music bed, through a small speaker (no deep bass)."""
+    x = _speech(rng, n) + rng.uniform(0.0, 0.7) * _music(rng, n)
+    hp = rng.uniform(80.0, 250.0)
+    f = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+    return _unit(np.fft.irfft(np.fft.rfft(x) / np.sqrt(1.0 + (hp / np.maximum(f, 1.0)) ** 4), n))
+
+
+def _baby(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Crying: cry units of 0.4-1.5 s at 300-600 Hz with a rise-fall melody, vibrato and
+    hoarseness, separated by gasps."""
+    out = np.zeros(n)
+    a = int(rng.uniform(-0.5, 0.2) * SAMPLE_RATE)
+    f_mid = rng.uniform(300.0, 600.0)
+    freqs = np.fft.rfftfreq(1 << 15, 1.0 / SAMPLE_RATE)
+    while a < n:
+        m = int(rng.uniform(0.4, 1.5) * SAMPLE_RATE)
+        t = np.arange(m) / SAMPLE_RATE
+        x = t / t[-1]
+        f0 = f_mid * (0.85 + 0.3 * np.sin(np.pi * x)) * (1 + 0.03 * np.sin(2 * np.pi * rng.uniform(5, 9) * t))
+        tone = _harmonics(2 * np.pi * np.cumsum(f0) / SAMPLE_RATE, int(3800 // f_mid), 0.8, rng)
+        tone = tone + rng.uniform(0.0, 0.8) * np.interp(np.arange(m) % freqs.size, np.arange(freqs.size),
+                                                         _colored_bank(rng, freqs.size, _band(500.0, 4000.0)))
+        seg = np.sin(np.pi * x) ** 0.5 * tone
+        lo, hi = max(a, 0), min(a + m, n)
+        if hi > lo:
+            out[lo:hi] += seg[lo - a:hi - a]
+        a += m + int(rng.uniform(0.15, 0.7) * SAMPLE_RATE)
+    return _unit(out)
+
+
+def _bark(rng: np.random.Generator) -> np.ndarray:
+    """One to five barks: 0.08-0.3 s, a falling harmonic cry at 150-900 Hz (the dog's size)
+    with noise."""
+    f_start = rng.uniform(150.0, 900.0)
+    parts = []
+    for _ in range(int(rng.integers(1, 6))):
+        m = int(rng.uniform(0.08, 0.3) * SAMPLE_RATE)
+        t = np.arange(m) / SAMPLE_RATE
+        f0 = f_start * (1.0 - 0.35 * t / t[-1]) * rng.uniform(0.9, 1.1)
+        tone = _harmonics(2 * np.pi * np.cumsum(f0) / SAMPLE_RATE, int(4000 // f_start), 0.7, rng)
+        noise = _colored_bank(rng, m, _band(300.0, 3500.0))
+        parts.append(_decay(m, rng.uniform(0.04, 0.15), 0.01) * (tone / np.sqrt(np.mean(tone ** 2))
+                                                                  + rng.uniform(0.2, 1.5) * noise))
+        parts.append(np.zeros(int(rng.uniform(0.1, 0.6) * SAMPLE_RATE)))
+    return _unit(np.concatenate(parts))
+
+
+def _rain(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Broadband hiss (rain on a roof or window) with single drops."""
+    lo, hi = rng.uniform(80.0, 800.0), rng.uniform(2500.0, 8000.0)
+    x = _colored_bank(rng, n, _band(lo, hi, rng.uniform(-0.3, 0.8))).astype(np.float64)
+    drops = np.zeros(n)
+    k = int(rng.uniform(20, 300) * n / SAMPLE_RATE)
+    drops[rng.integers(0, n, size=k)] = rng.uniform(-1.0, 1.0, size=k)
+    ring = _decay(int(0.01 * SAMPLE_RATE), 0.002, 0.0005) * np.sin(2 * np.pi * rng.uniform(1000.0, 5000.0)
+                                                                  * np.arange(int(0.01 * SAMPLE_RATE)) / SAMPLE_RATE)
+    drops = np.convolve(drops, ring)[:n]
+    return _unit(x + rng.uniform(0.0, 3.0) * _unit(drops))
+
+
+def _siren(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A wail (slow sweep), yelp (fast sweep) or two-tone siren at 400-1500 Hz, harmonics."""
+    t = np.arange(n) / SAMPLE_RATE
+    kind = int(rng.integers(3))
+    lo, hi = rng.uniform(400.0, 700.0), rng.uniform(900.0, 1500.0)
+    if kind == 2:
+        f = np.where((t / rng.uniform(0.4, 0.8)) % 2 < 1, lo, hi * 0.75)
+    else:
+        period = rng.uniform(2.0, 6.0) if kind == 0 else rng.uniform(0.15, 0.4)
+        f = lo + (hi - lo) * np.abs(2 * ((t / period + rng.random()) % 1.0) - 1)
+    return _unit(_harmonics(2 * np.pi * np.cumsum(f) / SAMPLE_RATE, 4, 1.0, rng))
+
+
+def _clock(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A ticking clock: a click of 3-15 ms ringing at 1.5-6 kHz once or twice a second,
+    tick and tock a little apart in pitch and level."""
+    period = int(SAMPLE_RATE * (1.0 if rng.random() < 0.7 else 0.5))
+    ticks = []
+    for level in (1.0, rng.uniform(0.5, 1.0)):
+        m = int(rng.uniform(0.003, 0.015) * SAMPLE_RATE) * 4
+        ring = np.sin(2 * np.pi * rng.uniform(1500.0, 6000.0) * np.arange(m) / SAMPLE_RATE)
+        ticks.append(level * _decay(m, m / 4 / SAMPLE_RATE, 0.0003) * ring)
+    out = 1e-4 * rng.standard_normal(n)
+    for j, start in enumerate(range(int(rng.integers(period)), n, period)):
+        tick = ticks[j % 2][: n - start]
+        out[start:start + tick.size] += tick
+    return _unit(out)
+
+
+def _flush(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A toilet flush or running water: band-limited noise swelling and gurgling, a pipe's
+    low rumble, then the quieter refill hiss."""
+    x = _colored_bank(rng, n, _band(rng.uniform(100.0, 400.0), rng.uniform(2500.0, 6000.0), 0.3))
+    gurgle = np.clip(1.0 + 0.5 * _smooth_noise(rng, n, 8.0), 0.1, None)
+    rumble = _colored_bank(rng, n, _band(50.0, 200.0, 0.5))
+    t = np.arange(n) / n
+    env = np.minimum(t / 0.05, 1.0) * np.where(t < 0.6, 1.0, 0.35)
+    return _unit(env * (gurgle * x + rng.uniform(0.0, 1.0) * rumble))
+
+
+def _door(rng: np.random.Generator) -> np.ndarray:
+    """A door shutting: a low thump ringing at 40-120 Hz, a click, a short rattle."""
+    m = int(rng.uniform(0.4, 0.9) * SAMPLE_RATE)
+    t = np.arange(m) / SAMPLE_RATE
+    thump = _decay(m, rng.uniform(0.04, 0.2), 0.002) * np.sin(2 * np.pi * rng.uniform(40.0, 120.0) * t)
+    click = _decay(m, rng.uniform(0.01, 0.04), 0.0005) * _colored_bank(rng, m, _band(200.0, 6000.0))
+    return _unit(thump + rng.uniform(0.3, 1.5) * click)
+
+
+def _vacuum(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A vacuum cleaner or hair dryer: a motor hum at 100-400 Hz with harmonics in strong
+    broadband airflow noise."""
+    f0 = rng.uniform(100.0, 400.0) * (1 + 0.01 * _smooth_noise(rng, n, 1.0))
+    hum = _unit(_harmonics(2 * np.pi * np.cumsum(f0) / SAMPLE_RATE, int(rng.integers(2, 10)),
+                           rng.uniform(0.5, 1.5), rng))
+    air = _colored_bank(rng, n, _band(rng.uniform(100.0, 400.0), rng.uniform(3000.0, 8000.0), 0.2))
+    return _unit(rng.uniform(0.2, 1.5) * hum + air)
+
+
+_LONG = {"speech": _speech, "tv": _tv, "music": _music, "baby": _baby, "rain": _rain,
+         "siren": _siren, "clock": _clock, "flush": _flush, "vacuum": _vacuum}
+_SHORT = {"dog": _bark, "door": _door}
+
+
+def household_sound(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+    """`n` samples (16 kHz, unit RMS over the sound) of one household sound; a bark or a door
+    lands at a random place in them."""
+    if kind in _LONG:
+        return _LONG[kind](rng, n)
+    x = _SHORT[kind](rng)[:n]
+    out = np.zeros(n, dtype=np.float32)
+    a = int(rng.integers(0, n - x.size + 1))
+    out[a:a + x.size] = x
+    return out
+
+
+def snore_clip(rng: np.random.Generator, n: int = SAMPLE_RATE) -> np.ndarray:
+    """A 1-s snore clip as snoring datasets cut them: one snore of 0.3-1 s from a new snorer
+    (fundamental 35-220 Hz, resonances, turbulence), some breath and room noise around it."""
+    voice, _ = _voice_bank(rng, 1 << 14, float(rng.uniform(35.0, 220.0)))
+    d = int(rng.uniform(0.3, 1.0) * n)
+    a = int(rng.integers(0, n - d + 1))
+    env = np.zeros(n)
+    x = np.arange(d) / d
+    env[a:a + d] = np.clip(np.minimum(x / 0.15, (1 - x) / 0.25), 0.0, 1.0)
+    noise = _colored_bank(rng, n, _band(rng.uniform(100.0, 400.0), rng.uniform(1500.0, 6000.0)))
+    return (env * voice[:n] + 10 ** (-rng.uniform(10.0, 35.0) / 20) * noise).astype(np.float32)
+
+
+def _montage(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Household sounds cut together: pieces of 0.3-3 s of any kind, each at its own level
+    (15 dB either way), some with silence between (a television zapping, a radio, someone
+    busy in the next room)."""
+    out = np.zeros(n, dtype=np.float32)
+    a = 0
+    while a < n:
+        m = min(int(rng.uniform(0.3, 3.0) * SAMPLE_RATE), n - a)
+        if rng.random() < 0.8:
+            x = household_sound(rng, str(rng.choice(HOUSEHOLD)), m)
+            out[a:a + m] = x * np.float32(10 ** (rng.uniform(-15.0, 15.0) / 20))
+        a += m
+    return _unit(out)
+
+
+def _loop(kind: str, rng: np.random.Generator, start: int, n: int, level: float) -> _Loop:
+    size = int(min(n, 32 * SAMPLE_RATE)) if kind != "clock" else 16 * SAMPLE_RATE
+    make = _montage if kind == "montage" else lambda r, m: household_sound(r, kind, m)
+    bank = make(rng, size) * np.float32(level)
+    return _Loop(kind, start, n, bank)
+
+
+# kind: (share of nights with it, occurrences an hour, seconds each, level dBFS)
+_HOUSEHOLD_PLAN = {
+    "music": (0.35, (0.2, 1.0), (30.0, 600.0), (-60.0, -20.0)),
+    "tv": (0.3, (0.2, 1.0), (60.0, 900.0), (-60.0, -20.0)),
+    "speech": (0.25, (0.5, 3.0), (3.0, 40.0), (-60.0, -20.0)),
+    "baby": (0.25, (0.3, 2.0), (10.0, 180.0), (-55.0, -15.0)),
+    "rain": (0.2, (0.1, 0.5), (300.0, 3600.0), (-70.0, -30.0)),
+    "siren": (0.25, (0.2, 2.0), (8.0, 60.0), (-65.0, -25.0)),
+    "clock": (0.25, (0.0, 0.0), (0.0, 0.0), (-75.0, -40.0)),
+    "flush": (0.25, (0.2, 2.0), (4.0, 15.0), (-60.0, -25.0)),
+    "vacuum": (0.2, (0.2, 1.0), (20.0, 300.0), (-50.0, -15.0)),
+    "dog": (0.25, (0.5, 10.0), (0.0, 0.0), (-55.0, -15.0)),
+    "door": (0.3, (0.5, 4.0), (0.0, 0.0), (-45.0, -10.0)),
+    "montage": (0.3, (0.5, 3.0), (10.0, 120.0), (-55.0, -15.0)),
+}
+_HOUSEHOLD_STREAM = 43  # apart from the varied scene's stream: its sounds stay as they were
+
+
+def _household(scene: AudioScene, plan: NightPlan) -> AudioScene:
+    """Add household sounds and redraw the snoring's timing, each optional per night."""
+    rng = np.random.default_rng([plan.seed, _HOUSEHOLD_STREAM, patient_key(plan.patient)])
+    n_samples, hours = scene.n_samples, scene.n_samples / SAMPLE_RATE / 3600
+    db = lambda lo, hi: 10 ** (rng.uniform(lo, hi) / 20)  # noqa: E731
+    pattern = str(rng.choice(SNORE_PATTERNS, p=[0.3, 0.2, 0.15, 0.2, 0.15]))
+    if pattern != "breathing":
+        scene.snore_env = _snore_timing(rng, plan, scene.airflow, pattern)
+    kinds = []
+    for kind, (share, (r0, r1), (s0, s1), (l0, l1)) in _HOUSEHOLD_PLAN.items():
+        if rng.random() >= share:
+            continue
+        kinds.append(kind)
+        if kind == "clock":  # all night
+            scene.loops.append(_loop(kind, rng, 0, n_samples, db(l0, l1)))
+            continue
+        for _ in range(max(1, int(rng.poisson(rng.uniform(r0, r1) * hours)))):
+            if kind in _SHORT:
+                x = _SHORT[kind](rng) * np.float32(db(l0, l1))
+                if x.size < n_samples:
+                    scene.bursts.append(_Burst(kind, int(rng.integers(0, n_samples - x.size)), x))
+                continue
+            m = min(int(rng.uniform(s0, s1) * SAMPLE_RATE), n_samples)
+            scene.loops.append(_loop(kind, rng, int(rng.integers(0, n_samples - m + 1)), m, db(l0, l1)))
+    scene.bursts.sort(key=lambda b: b.start)
+    scene.varied.description.update({"snore_pattern": pattern, "household": kinds})
+    return scene
+
+
+def _snore_timing(rng: np.random.Generator, plan: NightPlan, airflow: Airflow, pattern: str
+                  ) -> np.ndarray:
+    """Snoring loudness at ENV_RATE inside the plan's episodes, not at the breathing rhythm:
+    irregular intervals, back to back (as 1-s clips put end to end), bursts with silence
+    between, or sparse single snores every 3-8 s."""
+    n_env = airflow.breath.size
+    episodes = np.zeros(n_env)
+    for e in plan.of_type("snore"):
+        a, b = int(e.start_s * ENV_RATE), min(int(e.end_s * ENV_RATE), n_env)
+        episodes[a:b] = 1.0
+    timing = np.zeros(n_env)
+    t, end, left = rng.uniform(0.0, 2.0), n_env / ENV_RATE, 0
+    while t < end:
+        if pattern == "irregular":
+            d, gap = rng.uniform(0.4, 1.6), rng.uniform(0.5, 8.0)
+        elif pattern == "back_to_back":
+            d, gap = rng.uniform(0.6, 1.2), rng.uniform(0.0, 0.12)
+        elif pattern == "sparse":
+            d, gap = rng.uniform(0.5, 1.5), rng.uniform(3.0, 8.0)
+        else:  # bursts of 2-6 snores, then 2-10 s of quiet
+            left = int(rng.integers(2, 7)) if left <= 0 else left
+            left -= 1
+            d, gap = rng.uniform(0.4, 1.0), rng.uniform(0.05, 0.5) if left else rng.uniform(2.0, 10.0)
+        a, m = int(t * ENV_RATE), max(int(d * ENV_RATE), 2)
+        x = np.arange(m) / m
+        shape = np.clip(np.minimum(x / 0.15, (1 - x) / 0.25), 0.0, 1.0) * rng.uniform(0.15, 1.0)
+        timing[a:a + m] = shape[: max(0, min(m, n_env - a))]
+        t += d + gap
+    return (episodes * timing).astype(np.float32)
