@@ -260,7 +260,8 @@ def snore_inputs(streams: dict[str, dict[str, np.ndarray]], meta: dict) -> np.nd
     """The snore model's inputs: the epoch's own gain- and rate-invariant audio features,
     scaled by constants fixed at training (never by the night), missing -> 0. Nothing from
     other epochs or other streams: an epoch's call is the same in any night."""
-    x = np.stack([streams["audio"][f] for f in SNORE_FEATURES], axis=1).astype(np.float64)
+    names = meta.get("features", SNORE_FEATURES)  # the features the model was trained on
+    x = np.stack([streams["audio"][f] for f in names], axis=1).astype(np.float64)
     z = (x - np.asarray(meta["center"])) / np.asarray(meta["scale"])
     return np.clip(np.nan_to_num(z, nan=0.0), -8, 8).astype(np.float32)
 

@@ -11,6 +11,7 @@ from nightlink.cli import main
 from nightlink.edge.features import classify
 from nightlink.tools.sim.audio import CHUNK, at_rate, make_scene, render
 from nightlink.tools.sim.events import plan_night
+from nightlink.tools.train import snore
 
 MODELS = classify.MODELS
 
@@ -28,6 +29,9 @@ def test_snore_model__committed_int8_small_with_a_card():
     assert kinds == {np.int8}
     meta = json.loads((MODELS / "snore.json").read_text())
     assert meta["inputs"] == "audio only" and meta["context_epochs"] == 0
+    # the spectral shape only: not the epoch's level or rhythm (edge/models/snore.md)
+    assert meta["features"] == list(snore.MODEL_FEATURES) and len(meta["center"]) == 11
+    assert "sn_env_periodicity" not in meta["features"]
     assert "in silico" in (MODELS / "snore.md").read_text()
 
 

@@ -106,7 +106,7 @@ def train_snore(cache, models, nights, hours, seed):
     _need_tf()
     from nightlink.tools.train import nightmodels, snore
 
-    seeds = _take(snore.TRAIN_SEEDS, nights or snore.TRAIN_NIGHTS)
+    seeds = _take(snore.HOUSEHOLD_TRAIN_SEEDS, nights or snore.TRAIN_NIGHTS)
     data = snore.load_epochs(seeds, snore.HOURS, snore.PER_NIGHT, cache,
                              progress=lambda k, n: click.echo(f"  night {k}/{n}"))
     blob, meta = snore.train_snore(data, seed=seed)
