@@ -81,8 +81,12 @@ async def authorization_request(token: str, request: Request) -> Response:
     if auth.looks_like_jwt(presented):
         claims = auth.read_jwt(state.directory.jwt_secret, presented)
         presented = claims["accessToken"] if claims else ""
-    grant = await run_in_threadpool(state.directory.credential, presented, key) \
-        if presented else None
+    try:
+        grant = await run_in_threadpool(state.directory.credential, presented, key) \
+            if presented else None
+    except BaseException:  # the lookup failed (a database away): not a wrong token
+        state.failures.forgive(address, stamp)
+        raise
     if grant is None or grant.kind != "token":
         raise unauthorized("The access token is not valid here.")
     state.failures.forgive(address, stamp)

@@ -226,8 +226,22 @@ class FailureLimit:
             seen = self._seen.get(address)
             if seen and stamp in seen:
                 seen.remove(stamp)
+            if seen is not None and not seen:
+                del self._seen[address]  # only addresses with failures are kept
 
     def _forget_oldest(self) -> None:
-        if len(self._seen) > 10_000:  # bounded: forget the oldest addresses
+        """Bounded: past 10,000 addresses, forget those whose failures have all expired,
+        then the oldest of those still under the limit; an address over it is kept (else
+        enough other addresses would lift its block) up to a hard cap of 20,000."""
+        if len(self._seen) <= 10_000:
+            return
+        now = time.monotonic()
+        for key in [k for k, seen in self._seen.items()
+                    if not seen or seen[-1] < now - self.window_s]:
+            del self._seen[key]
+        if len(self._seen) > 10_000:
+            for key in [k for k, seen in self._seen.items() if len(seen) < self.limit][:1000]:
+                del self._seen[key]
+        if len(self._seen) > 20_000:  # a flood from that many blocked addresses: a hard cap
             for key in list(self._seen)[:1000]:
                 del self._seen[key]

@@ -147,22 +147,26 @@ def _jwt_grant(state: NightscoutState, token: str, key: str | None) -> auth.Gran
 
 
 def _presented_grant(state: NightscoutState, key: str | None, bearer: str, offered: list[str],
-                     token: str) -> auth.Grant | None:
-    """The grant of the first credential that is right: a Bearer token or JWT, then an
-    api-secret (query or header), then a token or JWT in the query."""
+                     token: str) -> tuple[auth.Grant | None, bool]:
+    """(the grant of the first credential that is right, whether one presented before it was
+    wrong): a Bearer token or JWT, then an api-secret (query or header), then a token or JWT
+    in the query. A wrong secret next to a right read token is still a guess at the secret."""
+    missed = False
     if bearer:
         grant = _jwt_grant(state, bearer, key) or state.cached_credential(bearer, key, "bearer")
         if grant is not None:
-            return grant
+            return grant, missed
+        missed = True
     for value in offered:
         grant = state.cached_credential(auth.normalise_presented(value), key, "credential")
         if grant is not None:
-            return grant
+            return grant, missed
+        missed = True
     if not token:
-        return None
+        return None, missed
     if auth.looks_like_jwt(token):
-        return _jwt_grant(state, token, key)
-    return state.cached_credential(auth.normalise_presented(token), key, "credential")
+        return _jwt_grant(state, token, key), missed
+    return state.cached_credential(auth.normalise_presented(token), key, "credential"), missed
 
 
 def resolve_sync(request: Request, *, v3: bool = False,
@@ -188,12 +192,17 @@ def resolve_sync(request: Request, *, v3: bool = False,
                    else (state.failures.blocked(address), 0.0))
     if wait:
         raise too_many_failures(wait)
-    if v3 and not bearer:
-        raise unauthorized("Missing or bad access token or JWT")
-    if key is not None and directory.site(key) is None:
+    try:
+        if key is not None and directory.site(key) is None:
+            raise not_found(f"There is no site {key!r}.")
+        if v3 and not bearer:
+            raise unauthorized("Missing or bad access token or JWT")
+        grant, missed = _presented_grant(state, key, bearer, [] if v3 else offered,
+                                         "" if v3 else token)
+    except BaseException:
+        # No site, or the lookup failed (a database away): not a wrong credential.
         state.failures.forgive(address, stamp)
-        raise not_found(f"There is no site {key!r}.")
-    grant = _presented_grant(state, key, bearer, [] if v3 else offered, "" if v3 else token)
+        raise
     if presented and grant is None:
         if not count_failure:
             state.failures.forgive(address, stamp)
@@ -209,7 +218,7 @@ def resolve_sync(request: Request, *, v3: bool = False,
         # Only the API secret clears the count: a read token (which every clock and follower
         # holds) must not buy another round of guesses at the secret.
         state.failures.succeeded(address)
-    else:
+    elif not missed or not count_failure:
         state.failures.forgive(address, stamp)
     site = directory.site(grant.site_key)
     if site is None:

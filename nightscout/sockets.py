@@ -107,6 +107,17 @@ class NightscoutSockets:
         if self.state.hub:
             await self.state.hub.follow(site.key)
 
+    async def _credential(self, value: str, key: str | None) -> auth.Grant | None:
+        """The grant of one presented secret, token or JWT of this site (None: not valid)."""
+        directory = self.state.directory
+        if not auth.looks_like_jwt(value):
+            return await asyncio.to_thread(directory.credential, value, key)
+        claims = auth.read_jwt(directory.jwt_secret, value)
+        if not claims or key is not None and claims["site"] != key:
+            return None
+        return await asyncio.to_thread(directory.credential, claims["accessToken"],
+                                       claims["site"])
+
     async def _grant(self, namespace: str, sid: str, *, secret: Any = None, token: Any = None,
                      access_token: Any = None) -> tuple[Site, auth.Grant] | None:
         """The site and grant of the credentials a socket presents (None: refused)."""
@@ -122,23 +133,21 @@ class NightscoutSockets:
                        else (state.failures.blocked(address), 0.0))
         if wait:
             return None
-        grant = None
-        for value in offered:
-            value = auth.normalise_presented(value)
-            if auth.looks_like_jwt(value):
-                claims = auth.read_jwt(directory.jwt_secret, value)
-                if claims and (key is None or claims["site"] == key):
-                    grant = await asyncio.to_thread(directory.credential, claims["accessToken"],
-                                                    claims["site"])
-            else:
-                grant = await asyncio.to_thread(directory.credential, value, key)
-            if grant is not None:
-                break
+        grant, missed = None, False
+        try:
+            for value in offered:
+                grant = await self._credential(auth.normalise_presented(value), key)
+                if grant is not None:
+                    break
+                missed = True  # a wrong one before a right one is still a guess
+        except BaseException:  # the lookup failed (a database away): not a wrong credential
+            state.failures.forgive(address, stamp)
+            raise
         if offered and grant is None:
             return None
         if grant is not None and grant.kind == "secret":
             state.failures.succeeded(address)
-        else:
+        elif not missed:
             state.failures.forgive(address, stamp)
         if grant is not None:
             site = await asyncio.to_thread(directory.site, grant.site_key)

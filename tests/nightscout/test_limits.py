@@ -5,6 +5,7 @@ or with numbers of too many digits is a 400 with one sentence, and writes of one
 paced by a token bucket (a short queue, then 429 with Retry-After) while reads are not."""
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -357,3 +358,47 @@ def test_failed_credentials__parallel_socket_guesses_are_counted_before_they_are
     acks = asyncio.run(run())
     assert not any(ack and ack.get("read") for ack in acks), acks
     assert len(looked) == 30
+
+
+def test_failure_limit__right_credentials_leave_nothing_behind_and_blocks_outlive_crowds():
+    """A right credential takes its count back and leaves no entry; 10,001 addresses signing
+    in right do not lift the block of an address past the limit."""
+    from nightlink.nightscout.auth import FailureLimit
+
+    limit = FailureLimit()
+    for _ in range(30):
+        limit.attempt("attacker")
+    assert limit.blocked("attacker") > 0
+    for i in range(10_001):
+        _wait, stamp = limit.attempt(f"phone-{i}")
+        limit.forgive(f"phone-{i}", stamp)
+    assert limit.blocked("attacker") > 0 and len(limit._seen) == 1
+
+
+def test_failed_credentials__a_lookup_that_fails_is_not_counted(ns, monkeypatch):
+    """The database away while the household's apps poll: those requests fail, but none
+    counts as a wrong credential, so the apps are not locked out once it is back."""
+    state = ns.app.state.nightscout
+
+    def away(*_args, **_kwargs):
+        raise ConnectionError("database away")
+
+    monkeypatch.setattr(state, "cached_credential", away)
+    for _ in range(35):
+        with contextlib.suppress(httpx.TransportError):  # an answer or a dropped connection
+            assert ns.get("/api/v1/entries.json", headers=AUTH).status_code >= 500
+    monkeypatch.undo()
+    # a new connection: the server may have closed the kept-alive one after its error
+    with httpx.Client(timeout=10) as fresh:
+        assert fresh.get(ns._url("/api/v1/entries.json"), headers=AUTH).status_code == 200
+    assert "127.0.0.1" not in state.failures._seen
+
+
+def test_failed_credentials__a_wrong_secret_beside_a_right_token_counts(ns):
+    """A read token (every clock holds one) must not carry guesses at the API secret: a
+    request with a wrong secret and the right token is answered, and still counted."""
+    for i in range(30):
+        r = ns.get(f"/api/v1/entries.json?token={ns.read_token}",
+                   headers={"api-secret": f"{i:040x}"})
+        assert r.status_code == 200
+    assert ns.get("/api/v1/entries.json", headers={"api-secret": "f" * 40}).status_code == 429
