@@ -84,7 +84,7 @@ async def authorization_request(token: str, request: Request) -> Response:
     try:
         grant = await run_in_threadpool(state.directory.credential, presented, key) \
             if presented else None
-    except BaseException:  # the lookup failed (a database away): not a wrong token
+    except Exception:  # the lookup failed (a database away): not a wrong token
         state.failures.forgive(address, stamp)
         raise
     if grant is None or grant.kind != "token":

@@ -199,7 +199,7 @@ def resolve_sync(request: Request, *, v3: bool = False,
             raise unauthorized("Missing or bad access token or JWT")
         grant, missed = _presented_grant(state, key, bearer, [] if v3 else offered,
                                          "" if v3 else token)
-    except BaseException:
+    except Exception:
         # No site, or the lookup failed (a database away): not a wrong credential.
         state.failures.forgive(address, stamp)
         raise

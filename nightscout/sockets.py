@@ -140,7 +140,8 @@ class NightscoutSockets:
                 if grant is not None:
                     break
                 missed = True  # a wrong one before a right one is still a guess
-        except BaseException:  # the lookup failed (a database away): not a wrong credential
+        except Exception:  # the lookup failed (a database away): not a wrong credential;
+            # a cancelled lookup (the socket gone) stays counted
             state.failures.forgive(address, stamp)
             raise
         if offered and grant is None:
