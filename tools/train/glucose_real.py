@@ -68,14 +68,23 @@ class Predictions:
     trend: np.ndarray  # the trend baseline's 30-minute forecast from the same rows
 
 
-def trend_forecast(rows: np.ndarray) -> np.ndarray:
-    """The least-squares line through the last 20 minutes of each model input row, 30 minutes
-    ahead (mg/dL, 39..400): the trend alarm's forecast, scored on the model's own rows."""
-    recent = np.asarray(rows, dtype=np.float64)[:, -(TREND_WINDOW + 1):]
+def trend_line(win: np.ndarray, have: np.ndarray) -> np.ndarray:
+    """The least-squares line through the readings present (`have`) of each window of the
+    last 20 minutes, 30 minutes after the window's last slot (mg/dL)."""
     t = np.arange(-TREND_WINDOW, 1) * SLOT_MIN
-    dt = t - t.mean()
-    rate = (recent - recent.mean(axis=1, keepdims=True)) @ dt / (dt ** 2).sum()
-    return np.clip(recent.mean(axis=1) + rate * (30 - t.mean()), 39, 400)
+    cnt = np.maximum(have.sum(axis=1), 1)
+    tm = (have * t).sum(axis=1) / cnt
+    xm = (have * win).sum(axis=1) / cnt
+    dt = np.where(have, t - tm[:, None], 0.0)
+    rate = (dt * (win - xm[:, None])).sum(axis=1) / np.maximum((dt ** 2).sum(axis=1), 1e-9)
+    return xm + rate * (30 - tm)
+
+
+def trend_forecast(rows: np.ndarray) -> np.ndarray:
+    """The trend alarm's line through the last 20 minutes of each model input row, 30 minutes
+    ahead (mg/dL, 39..400): its forecast, scored on the model's own rows."""
+    recent = np.asarray(rows, dtype=np.float64)[:, -(TREND_WINDOW + 1):]
+    return np.clip(trend_line(recent, np.ones(recent.shape, dtype=bool)), 39, 400)
 
 
 def predict(runtime, p: Person, batch: int = 20000) -> Predictions:
@@ -137,18 +146,11 @@ def threshold_alarms(p: Person, refractory_min: int = 60) -> list[int]:
 def trend_alarms(p: Person, refractory_min: int = 60) -> list[int]:
     """The least-squares line through the last 20 minutes (>= 4 of 5 readings present) is
     below 70 mg/dL 30 minutes ahead."""
-    n = p.x.size
-    t = np.arange(-TREND_WINDOW, 1) * SLOT_MIN
     padded = np.r_[np.zeros(TREND_WINDOW), p.x]
-    win = np.lib.stride_tricks.sliding_window_view(padded, TREND_WINDOW + 1)[:n]
+    win = np.lib.stride_tricks.sliding_window_view(padded, TREND_WINDOW + 1)[:p.x.size]
     have = win > 0
-    cnt = have.sum(axis=1)
-    tm = (have * t).sum(axis=1) / np.maximum(cnt, 1)
-    xm = (have * win).sum(axis=1) / np.maximum(cnt, 1)
-    dt = np.where(have, t - tm[:, None], 0.0)
-    rate = (dt * (win - xm[:, None])).sum(axis=1) / np.maximum((dt ** 2).sum(axis=1), 1e-9)
-    projected = xm + rate * (0 - tm) + rate * 30
-    ok = p.observed & (cnt >= TREND_WINDOW) & (projected < LOW_MGDL)
+    ok = (p.observed & (have.sum(axis=1) >= TREND_WINDOW)
+          & (trend_line(win, have) < LOW_MGDL))
     return refractory(np.flatnonzero(ok), refractory_min)
 
 
