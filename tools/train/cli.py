@@ -289,13 +289,22 @@ def eval_breathing(cache, models, nights, hours, as_json):
 
 @evaluate.command("snoring")
 @_with_options
+@click.option("--clips", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Score recorded clips instead: a folder with snoring/ and other/ sound files "
+                   "(WAV, FLAC or OGG, any rate), put end to end into 30-s epochs.")
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
-def eval_snoring(cache, models, nights, hours, as_json):
+def eval_snoring(cache, models, nights, hours, clips, as_json):
     """Snoring sensitivity/specificity per epoch on held-out randomised simulated bedrooms,
     and whether a call survives gain x0.1/x10, 8-48 kHz and another night around the epoch
-    (also under `snoring` in eval breathing). --hours is not used: those nights are 3 h."""
+    (also under `snoring` in eval breathing). --hours is not used: those nights are 3 h.
+    With --clips, the same model on epochs of recorded clips (real audio) instead."""
     clf = _classifiers(models)
     echo = (lambda *_: None) if as_json else click.echo
+    if clips is not None:
+        from nightlink.tools.train import snore
+
+        _report(snore.real_clip_figures(clf, clips), as_json)
+        return
     _report(_snoring_figures(clf, cache, nights, echo), as_json)
 
 

@@ -1,0 +1,105 @@
+"""`nightlink eval snoring --clips DIR`: the committed snore model on recorded clips put end to
+end into 30-s epochs, as outside testers score it. Real clips are not in this repository; these
+tests write clips of the simulator's snores and household sounds as sound files at several rates
+and check what the command reads, builds and scores."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from nightlink.cli import main
+from nightlink.edge.features import classify
+from nightlink.tools.sim.audio import HOUSEHOLD, SAMPLE_RATE, household_sound, snore_clip
+from nightlink.tools.train import snore
+
+
+def _write(path, x, rate, stereo=False):
+    """Write 16-kHz float audio `x` as a PCM file at `rate` (nearest-sample decimation is
+    enough for a test clip), in stereo if asked."""
+    idx = np.minimum((np.arange(int(x.size * rate / SAMPLE_RATE)) * SAMPLE_RATE / rate).astype(int),
+                     x.size - 1)
+    y = x[idx] / (np.abs(x).max() + 1e-9) * 0.5
+    soundfile.write(str(path), np.stack([y, y], axis=1) if stereo else y, rate, subtype="PCM_16")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(4)
+    (root / "snoring").mkdir()
+    (root / "other").mkdir()
+    for i in range(45):  # 1-s clips at mixed rates and channel counts, as clip sets hold them
+        _write(root / "snoring" / f"1_{i}.wav", snore_clip(rng), (16_000, 44_100, 48_000)[i % 3], i % 2 == 0)
+        _write(root / "other" / f"0_{i}.wav",
+               household_sound(rng, HOUSEHOLD[i % len(HOUSEHOLD)], SAMPLE_RATE), (44_100, 16_000)[i % 2])
+    (root / "other" / "notes.txt").write_text("not a clip")  # ignored: not a sound file
+    return root
+
+
+@pytest.fixture
+def few(monkeypatch):
+    monkeypatch.setattr(snore, "REAL_RANDOM_EPOCHS", 6)
+    monkeypatch.setattr(snore, "REAL_MIXED_EPOCHS", 4)
+
+
+def test_read_clip__any_rate_mono_at_the_analysis_rate(tmp_path):
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 200 * t)
+    _write(tmp_path / "a.wav", tone, 48_000, stereo=True)
+    x = snore.read_clip(tmp_path / "a.wav")
+    assert x.dtype == np.float32 and abs(x.size - SAMPLE_RATE) <= 1
+    spectrum = np.abs(np.fft.rfft(x))
+    assert abs(np.argmax(spectrum) - 200) <= 1  # the same tone after resampling 48 -> 16 kHz
+
+
+def test_real_clip_epochs__assemblies_and_labels(clips, few):
+    sets = snore.real_clip_epochs(clips)
+    epochs, y = sets["in_file_order"]
+    assert y.tolist() == [1] * 1 + [0] * 1  # 45 one-second clips: one full 30-s run per class
+    assert all(e.dtype == np.int16 and e.size == 30 * SAMPLE_RATE for e in epochs)
+    assert sets["random_draws"][1].tolist() == [1] * 6 + [0] * 6
+    assert sets["snoring_among_other"][1].tolist() == [1] * 4
+    again = snore.real_clip_epochs(clips)
+    assert np.array_equal(again["random_draws"][0][3], sets["random_draws"][0][3])  # seeded
+
+
+def test_eval_snoring_clips__scores_what_it_builds(clips, few):
+    r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(clips), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["real"] is True and out["threshold"] == classify.Classifiers().snore_meta["threshold"]
+    # The figures are the model's on exactly these epochs.
+    clf = classify.Classifiers()
+    epochs, y = snore.real_clip_epochs(clips)["random_draws"]
+    x = np.array([snore.stored(snore.features_of([e], SAMPLE_RATE)[0]) for e in epochs])
+    calls = clf.snoring(snore.streams_of(snore.snore_columns(x)))
+    assert out["random_draws"]["sensitivity"] == round(float(calls[y == 1].mean()), 3)
+    assert out["random_draws"]["specificity"] == round(float(1 - calls[y == 0].mean()), 3)
+    assert out["random_draws"]["snore_epochs"] == 6 and out["random_draws"]["other_epochs"] == 6
+    assert 0.0 <= out["random_draws"]["auc"] <= 1.0
+    assert out["snoring_among_other"]["specificity"] is None  # no such epochs: not made up
+    assert out["same_call_after_other_epochs"] == 1.0  # the call is the epoch's own
+
+
+def test_eval_snoring_clips__only_snoring_clips(clips, tmp_path, few):
+    (tmp_path / "snoring").mkdir()
+    for p in sorted((clips / "snoring").glob("*.wav"))[:31]:
+        (tmp_path / "snoring" / p.name).write_bytes(p.read_bytes())
+    r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["random_draws"]["other_epochs"] == 0 and out["random_draws"]["specificity"] is None
+    assert "snoring_among_other" not in out
+
+
+def test_eval_snoring_clips__bad_input_is_one_sentence(tmp_path):
+    r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(tmp_path)])
+    assert r.exit_code == 2 and "no sound files" in r.output
+    (tmp_path / "snoring").mkdir()
+    (tmp_path / "snoring" / "broken.wav").write_bytes(b"RIFF....not audio")
+    r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(tmp_path)])
+    assert r.exit_code == 2 and "Cannot read the sound file" in r.output
+    assert "Traceback" not in r.output
