@@ -246,6 +246,13 @@ def coverage(nd: NightData, span) -> dict:
     return out
 
 
+# Said wherever a night's snoring figure is shown: neither way of computing it holds on real
+# audio yet (edge/models/snore.md: on real recorded clips the classifier did not tell snores
+# from other sounds; the bare snore-ratio rule calls most real nights snoring).
+SNORE_CAVEAT = ("Snoring is a rough estimate: it is not yet validated on real bedroom audio "
+                "(checked on simulated nights only).")
+
+
 def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
     out = {"source": None, "snore_pct": None, "snore_source": None, "apnea_events": None,
            "ahi": None, "ahi_severity": None, "ahi_source": None, "odi3": None, "odi4": None,

@@ -67,6 +67,7 @@ def _env(unit: str, tz_name: str) -> Environment:
             return "–"
         return f"{r['min']:g} – {r['median']:g} – {r['max']:g}"
 
+    env.globals["snore_caveat"] = fusion.SNORE_CAVEAT
     env.filters.update(
         g=g, gd=gd, gds=gds, qv=qv, hm=hm, rng=rng, pct=_num("%.1f %%"), f0=_num("%.0f"), f1=_num("%.1f"),
         cov=lambda v: "–" if v is None else f"{100 * v:.0f} %",
