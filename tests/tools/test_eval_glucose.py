@@ -69,10 +69,30 @@ def test_bad_csv__one_sentence(tmp_path):
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
     assert r.exit_code == 2, r.output
     assert r.output.startswith("error: Z.csv needs columns timestamp,glucose_value_mg_dl")
+    assert "\n" not in r.output.strip()  # one sentence, no traceback
     empty = tmp_path / "empty"
     empty.mkdir()
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(empty)])
     assert r.exit_code == 2 and "No CGM CSV files" in r.output
+
+
+def test_mmol_per_litre__read_from_its_own_column_refused_under_a_mg_dl_header(tmp_path):
+    """UK and European exports are in mmol/L: a column that says so is converted; mmol/L values
+    under the mg/dL header are refused (read as mg/dL they would be a month of lows)."""
+    minutes = range(0, 60, 5)
+    mgdl = [100, 90, 80, 65, 62, 66, 90, 100, 110, 120, 130, 140]
+    ref = _grid(tmp_path, minutes, mgdl, name="A")
+    folder = tmp_path / "mmol"
+    folder.mkdir()
+    rows = [f"{(START + timedelta(minutes=m)):%Y-%m-%d %H:%M:%S},{v / 18.016:.2f}"
+            for m, v in zip(minutes, mgdl, strict=True)]
+    (folder / "B.csv").write_text("timestamp,glucose_value_mmol_l\n" + "\n".join(rows) + "\n")
+    p = cgm_real.load_person(folder / "B.csv")
+    assert np.allclose(p.x, ref.x, atol=0.2) and cgm_real.events(p.held) == cgm_real.events(ref.held)
+    (folder / "B.csv").write_text("timestamp,glucose_value_mg_dl\n" + "\n".join(rows) + "\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(folder), "--json"])
+    assert r.exit_code == 2, r.output
+    assert "B.csv has glucose values that look like mmol/L" in r.output and "Traceback" not in r.output
 
 
 # -- baselines and scoring ---------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Real CGM recordings as the glucose model sees them: one CSV per person
-(`timestamp,glucose_value_mg_dl`, local clock time, gaps as missing rows), put on the model's
+(`timestamp,glucose_value_mg_dl`, or `timestamp,glucose_value_mmol_l`; local clock time, gaps
+as missing rows), put on the model's
 5-minute grid whatever the sensor's cadence.
 
 - 5-minute sensors (Dexcom, Guardian): each reading goes to its nearest slot.
@@ -29,6 +30,7 @@ from nightlink.edge.features.glucose_risk import LOW_MGDL, SLOT_MIN, cgm_grid, l
 __all__ = ["LOW_MGDL", "SLOT_MIN", "Person", "events", "load_folder", "load_person", "read_csv",
            "to_grid"]
 from nightlink.errors import NightlinkError
+from nightlink.shared.units import MGDL_PER_MMOLL
 
 NIGHT_START_MIN, NIGHT_END_MIN = 22 * 60, 7 * 60
 NIGHT_SLOTS = (24 * 60 - NIGHT_START_MIN + NIGHT_END_MIN) // SLOT_MIN
@@ -60,8 +62,26 @@ class Person:
         return np.where(inside, nid, -1)
 
 
+# mg/dL values this low are not possible as a day's CGM: the column holds mmol/L (3.9-10 is
+# the target range there), so the file is refused rather than read as a month of lows.
+MMOLL_LOOKALIKE_MEDIAN = 30.0
+
+
+def _glucose_unit(path: Path) -> float:
+    """mg/dL per unit of the second column: 1, or MGDL_PER_MMOLL when its header names mmol/L
+    (`glucose_value_mmol_l`, as UK and European exports give it)."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            header = [h.strip().lower() for h in fh.readline().split(",")]
+    except OSError as exc:
+        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    return MGDL_PER_MMOLL if len(header) > 1 and "mmol" in header[1] else 1.0
+
+
 def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(minutes since 1970, mg/dL) sorted, one reading per minute, unusable rows dropped."""
+    """(minutes since 1970, mg/dL) sorted, one reading per minute, unusable rows dropped. The
+    second column is mg/dL, or mmol/L when its header says so."""
+    factor = _glucose_unit(path)
     try:
         raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2, usecols=(0, 1))
     except (OSError, ValueError) as exc:
@@ -72,7 +92,14 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         t = np.char.strip(raw[:, 0]).astype("datetime64[m]").astype(np.int64)
         g = np.array([float(v) if v.strip() else np.nan for v in raw[:, 1]], dtype=np.float64)
     except ValueError as exc:
-        raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl: {exc}.") from None
+        raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl "
+                             f"(or glucose_value_mmol_l): {exc}.") from None
+    valid = np.isfinite(g) & (g > 0)
+    if factor == 1.0 and valid.any() and np.median(g[valid]) < MMOLL_LOOKALIKE_MEDIAN:
+        raise NightlinkError(f"{path.name} has glucose values that look like mmol/L (median "
+                             f"{np.median(g[valid]):.1f}); name the column glucose_value_mmol_l "
+                             "or give mg/dL.")
+    g = g * factor
     keep = np.isfinite(g) & (g > 0)
     t, g = t[keep], np.clip(g[keep], 39, 400)
     order = np.argsort(t, kind="stable")

@@ -117,7 +117,8 @@ def train_snore(cache, models, nights, hours, seed):
 
 _glucose_data = click.option(
     "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-    help="Folder of per-person CGM CSVs (timestamp,glucose_value_mg_dl; 1-, 5- or 15-minute); "
+    help="Folder of per-person CGM CSVs (timestamp,glucose_value_mg_dl or glucose_value_mmol_l; "
+         "1-, 5- or 15-minute); "
          "training defaults to ../shared/data/cgm-bris-t1d-open when it is there.")
 
 
