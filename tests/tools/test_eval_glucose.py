@@ -93,6 +93,17 @@ def test_mmol_per_litre__read_from_its_own_column_refused_under_a_mg_dl_header(t
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(folder), "--json"])
     assert r.exit_code == 2, r.output
     assert "B.csv has glucose values that look like mmol/L" in r.output and "Traceback" not in r.output
+    mgdl_rows = [f"{(START + timedelta(minutes=m)):%Y-%m-%d %H:%M:%S},{v}" for m, v in zip(minutes, mgdl, strict=True)]
+    (folder / "B.csv").write_text("timestamp,glucose_value_mmol_l\n" + "\n".join(mgdl_rows) + "\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(folder), "--json"])
+    assert r.exit_code == 2 and "look like mg/dL" in r.output, r.output
+
+
+def test_csv_not_in_utf8__one_sentence(tmp_path):
+    (tmp_path / "L.csv").write_bytes(b"timestamp,glucose_value_mg_dl\xb5\n2025-01-01 00:00:00,120\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 2 and r.output.startswith("error: Cannot read"), r.output
+    assert "Traceback" not in r.output
 
 
 # -- baselines and scoring ---------------------------------------------------------------------

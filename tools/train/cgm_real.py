@@ -70,12 +70,17 @@ MMOLL_LOOKALIKE_MEDIAN = 30.0
 def _glucose_unit(path: Path) -> float:
     """mg/dL per unit of the second column: 1, or MGDL_PER_MMOLL when its header names mmol/L
     (`glucose_value_mmol_l`, as UK and European exports give it)."""
+    header = _header(path)
+    return MGDL_PER_MMOLL if len(header) > 1 and "mmol" in header[1] else 1.0
+
+
+def _header(path: Path) -> list[str]:
+    """The CSV's column names, lower case (a UTF-8 file, with or without a byte-order mark)."""
     try:
         with open(path, encoding="utf-8-sig") as fh:
-            header = [h.strip().lower() for h in fh.readline().split(",")]
-    except OSError as exc:
+            return [h.strip().lower() for h in fh.readline().split(",")]
+    except (OSError, UnicodeDecodeError) as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
-    return MGDL_PER_MMOLL if len(header) > 1 and "mmol" in header[1] else 1.0
 
 
 def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -95,10 +100,14 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl "
                              f"(or glucose_value_mmol_l): {exc}.") from None
     valid = np.isfinite(g) & (g > 0)
-    if factor == 1.0 and valid.any() and np.median(g[valid]) < MMOLL_LOOKALIKE_MEDIAN:
+    median = float(np.median(g[valid])) if valid.any() else None
+    if factor == 1.0 and median is not None and median < MMOLL_LOOKALIKE_MEDIAN:
         raise NightlinkError(f"{path.name} has glucose values that look like mmol/L (median "
-                             f"{np.median(g[valid]):.1f}); name the column glucose_value_mmol_l "
-                             "or give mg/dL.")
+                             f"{median:.1f}); name the column glucose_value_mmol_l or give mg/dL.")
+    if factor != 1.0 and median is not None and median >= MMOLL_LOOKALIKE_MEDIAN:
+        raise NightlinkError(f"{path.name} has glucose values that look like mg/dL (median "
+                             f"{median:.0f}) under a mmol/L header; name the column "
+                             "glucose_value_mg_dl or give mmol/L.")
     g = g * factor
     keep = np.isfinite(g) & (g > 0)
     t, g = t[keep], np.clip(g[keep], 39, 400)
@@ -111,11 +120,7 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def read_carbs(path: Path) -> np.ndarray:
     """Minutes since 1970 of the rows whose carbs column (a header starting with "carb", e.g.
     `carbs_g`) is > 0; empty when the CSV has no such column (BrisT1D-Open has none)."""
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            header = [h.strip().lower() for h in fh.readline().split(",")]
-    except OSError as exc:
-        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    header = _header(path)
     col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
     if col is None:
         return np.zeros(0, dtype=np.int64)
