@@ -249,8 +249,8 @@ def coverage(nd: NightData, span) -> dict:
 # Said wherever a night's snoring figure is shown: neither way of computing it holds on real
 # audio yet (edge/models/snore.md: on real recorded clips the classifier did not tell snores
 # from other sounds; the bare snore-ratio rule calls most real nights snoring).
-SNORE_CAVEAT = ("Snoring is a rough estimate: it is not yet validated on real bedroom audio "
-                "(checked on simulated nights only).")
+SNORE_CAVEAT = ("Snoring is a rough estimate: it does not yet hold up on real recorded "
+                "audio, where it mistakes other sounds for snoring and snoring for other sounds.")
 
 
 def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:

@@ -128,7 +128,7 @@ def test_page__the_card_in_the_readers_units(fortnight):
     assert "mmol/L" in text and "mg/dL" not in text
     assert "Possible sleep apnea" in text and "not a diagnosis" in text
     assert "Night before" in text
-    assert 'id="snore-caveat"' in text and "not yet validated on real bedroom audio" in text
+    assert 'id="snore-caveat"' in text and "does not yet hold up on real recorded audio" in text
     empty = c.client.get("/portal/p/fam-1/morning", params={"night": "2025-06-01"})
     assert empty.status_code == 200 and "No data for this night." in empty.text
     assert c.client.get("/portal/p/fam-1/morning", params={"night": "x"}).status_code == 422

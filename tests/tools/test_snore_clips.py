@@ -55,14 +55,43 @@ def test_read_clip__any_rate_mono_at_the_analysis_rate(tmp_path):
     assert abs(np.argmax(spectrum) - 200) <= 1  # the same tone after resampling 48 -> 16 kHz
 
 
-def test_real_clip_epochs__assemblies_and_labels(clips, few):
+def test_read_clip__no_shift_in_time_at_any_rate(tmp_path):
+    """A click 0.25 s into the file is 0.25 s into the clip after resampling (the resampler's
+    delay is taken off), at every rate the edge takes."""
+    for rate in (8_000, 22_050, 44_100, 96_000):
+        x = np.zeros(rate)
+        x[rate // 4] = 0.9
+        soundfile.write(str(tmp_path / "click.wav"), x, rate, subtype="PCM_16")
+        y = snore.read_clip(tmp_path / "click.wav")
+        assert abs(int(np.argmax(np.abs(y))) - SAMPLE_RATE // 4) <= 1, rate
+
+
+def test_clip_folder__long_files_cut_short_classes_and_hidden_files_left_out(tmp_path):
+    (tmp_path / "snoring").mkdir()
+    (tmp_path / "other").mkdir()
+    rng = np.random.default_rng(2)
+    long = np.concatenate([snore_clip(rng) for _ in range(75)])  # one 75-s recording
+    soundfile.write(str(tmp_path / "snoring" / "night.WAV"), long * 0.5, SAMPLE_RATE, subtype="PCM_16")
+    soundfile.write(str(tmp_path / "other" / "door.flac"), household_sound(rng, "door", 20 * SAMPLE_RATE),
+                    SAMPLE_RATE)  # 20 s: too little for an epoch of its own
+    (tmp_path / "snoring" / "._night.WAV").write_bytes(b"\x00\x05\x16\x07")  # a macOS fork
+    (tmp_path / "snoring" / "dir.wav").mkdir()
+    clips = snore.clip_folder(tmp_path)
+    assert [c.size for c in clips["snoring"]] == [30 * SAMPLE_RATE, 30 * SAMPLE_RATE, 15 * SAMPLE_RATE]
+    assert clips["other"] == []
     sets = snore.real_clip_epochs(clips)
+    assert sets["in_file_order"][1].tolist() == [1, 1]  # 75 s: two whole epochs
+    assert "snoring_among_other" not in sets
+
+
+def test_real_clip_epochs__assemblies_and_labels(clips, few):
+    sets = snore.real_clip_epochs(snore.clip_folder(clips))
     epochs, y = sets["in_file_order"]
     assert y.tolist() == [1] * 1 + [0] * 1  # 45 one-second clips: one full 30-s run per class
     assert all(e.dtype == np.int16 and e.size == 30 * SAMPLE_RATE for e in epochs)
     assert sets["random_draws"][1].tolist() == [1] * 6 + [0] * 6
     assert sets["snoring_among_other"][1].tolist() == [1] * 4
-    again = snore.real_clip_epochs(clips)
+    again = snore.real_clip_epochs(snore.clip_folder(clips))
     assert np.array_equal(again["random_draws"][0][3], sets["random_draws"][0][3])  # seeded
 
 
@@ -73,7 +102,7 @@ def test_eval_snoring_clips__scores_what_it_builds(clips, few):
     assert out["real"] is True and out["threshold"] == classify.Classifiers().snore_meta["threshold"]
     # The figures are the model's on exactly these epochs.
     clf = classify.Classifiers()
-    epochs, y = snore.real_clip_epochs(clips)["random_draws"]
+    epochs, y = snore.real_clip_epochs(snore.clip_folder(clips))["random_draws"]
     x = np.array([snore.stored(snore.features_of([e], SAMPLE_RATE)[0]) for e in epochs])
     calls = clf.snoring(snore.streams_of(snore.snore_columns(x)))
     assert out["random_draws"]["sensitivity"] == round(float(calls[y == 1].mean()), 3)
@@ -82,6 +111,8 @@ def test_eval_snoring_clips__scores_what_it_builds(clips, few):
     assert 0.0 <= out["random_draws"]["auc"] <= 1.0
     assert out["snoring_among_other"]["specificity"] is None  # no such epochs: not made up
     assert out["same_call_after_other_epochs"] == 1.0  # the call is the epoch's own
+    assert out["clips_read"] == {"snoring": 45, "other": 45}
+    assert out["clip_seconds"] == {"snoring": 45.0, "other": 45.0}
 
 
 def test_eval_snoring_clips__only_snoring_clips(clips, tmp_path, few):
@@ -97,7 +128,7 @@ def test_eval_snoring_clips__only_snoring_clips(clips, tmp_path, few):
 
 def test_eval_snoring_clips__bad_input_is_one_sentence(tmp_path):
     r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(tmp_path)])
-    assert r.exit_code == 2 and "no sound files" in r.output
+    assert r.exit_code == 2 and "no 30 s of sound" in r.output
     (tmp_path / "snoring").mkdir()
     (tmp_path / "snoring" / "broken.wav").write_bytes(b"RIFF....not audio")
     r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(tmp_path)])

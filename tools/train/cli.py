@@ -292,7 +292,8 @@ def eval_breathing(cache, models, nights, hours, as_json):
 @_with_options
 @click.option("--clips", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Score recorded clips instead: a folder with snoring/ and other/ sound files "
-                   "(WAV, FLAC or OGG, any rate), put end to end into 30-s epochs.")
+                   "(WAV, FLAC or OGG, 8-192 kHz), put end to end into 30-s epochs "
+                   "(--nights, --cache and --hours are not used then).")
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
 def eval_snoring(cache, models, nights, hours, clips, as_json):
     """Snoring sensitivity/specificity per epoch on held-out randomised simulated bedrooms,
@@ -304,7 +305,7 @@ def eval_snoring(cache, models, nights, hours, clips, as_json):
     if clips is not None:
         from nightlink.tools.train import snore
 
-        _report(snore.real_clip_figures(clf, clips), as_json)
+        _report(snore.real_clip_figures(clf, clips, models=models), as_json)
         return
     _report(_snoring_figures(clf, cache, nights, echo), as_json)
 

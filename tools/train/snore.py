@@ -444,8 +444,10 @@ def clip_figures(clf: classify.Classifiers, count: int, cache: Path | None = Non
 # -- real clips -------------------------------------------------------------------------------
 #
 # Anyone with recorded clips can score the committed model on them: a folder with `snoring/`
-# and `other/` (either may be missing) of sound files at any rate, mono or stereo, any length.
-# Clips are put end to end into 30-s epochs as outside testers do with clip datasets, at the
+# and `other/` (either may be missing) of sound files at 8-192 kHz, mono or stereo. A file
+# longer than 30 s is cut into 30-s clips; only its first MAX_CLIP_S are read (this is for clip
+# sets: whole nights go through `nightlink edge replay`). A class needs at least 30 s of audio
+# to be scored. Clips are put end to end into 30-s epochs as outside testers do with clip datasets, at the
 # level each file holds: in file order (neighbouring files are often cuts of one recording),
 # drawn at random, and snoring clips among other sounds (>= 10 s of snoring: a snoring epoch,
 # as LABEL_MIN_S labels a simulated one). Nothing is trained or tuned on them here.
@@ -453,6 +455,7 @@ def clip_figures(clf: classify.Classifiers, count: int, cache: Path | None = Non
 CLIP_SUFFIXES = (".wav", ".flac", ".ogg")
 REAL_RANDOM_EPOCHS = 120  # per class, drawn at random
 REAL_MIXED_EPOCHS = 60
+MAX_CLIP_S = 600  # seconds read from any one file
 
 
 def _natural(path: Path) -> list:
@@ -470,9 +473,12 @@ def read_clip(path: Path) -> np.ndarray:
     from nightlink.errors import NightlinkError
 
     try:
-        x, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            x = f.read(frames=min(f.frames, MAX_CLIP_S * rate), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as exc:
-        raise NightlinkError(f"Cannot read the sound file {path}: {exc}.") from None
+        raise NightlinkError(f"Cannot read the sound file {path}: "
+                             f"{str(exc).rstrip('.')}.") from None
     if not MIN_RATE <= rate <= MAX_RATE:
         raise NightlinkError(f"{path} is at {rate} Hz; clips from {MIN_RATE} to {MAX_RATE} Hz "
                              "are read.")
@@ -485,18 +491,26 @@ def read_clip(path: Path) -> np.ndarray:
     return y[lag:lag + int(x.size * SAMPLE_RATE / rate)]
 
 
+def _pieces(x: np.ndarray) -> list[np.ndarray]:
+    """A clip as clips of at most 30 s (a long recording gives several epochs, not one)."""
+    return [x[i:i + EPOCH_SAMPLES] for i in range(0, x.size, EPOCH_SAMPLES)] if x.size else []
+
+
 def clip_folder(root: Path) -> dict[str, list[np.ndarray]]:
-    """{"snoring": [...], "other": [...]}: the clips of each class, in natural file order."""
+    """{"snoring": [...], "other": [...]}: the clips of each class in natural file order (a
+    class with less than 30 s of audio in all is left empty); hidden files are skipped."""
     from nightlink.errors import NightlinkError
 
     out = {}
     for kind in ("snoring", "other"):
         files = sorted((p for p in (Path(root) / kind).glob("*")
-                        if p.suffix.lower() in CLIP_SUFFIXES), key=_natural)
-        out[kind] = [c for c in (read_clip(p) for p in files) if c.size]
+                        if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() in CLIP_SUFFIXES), key=_natural)
+        clips = [piece for path in files for piece in _pieces(read_clip(path))]
+        out[kind] = clips if sum(c.size for c in clips) >= EPOCH_SAMPLES else []
     if not out["snoring"] and not out["other"]:
-        raise NightlinkError(f"{root} has no sound files in snoring/ or other/ "
-                             f"({', '.join(CLIP_SUFFIXES)}).")
+        raise NightlinkError(f"{root} has no 30 s of sound in snoring/ or other/ "
+                             f"({', '.join(CLIP_SUFFIXES)} files).")
     return out
 
 
@@ -538,9 +552,9 @@ def _mixed(snores: list[np.ndarray], others: list[np.ndarray], rng) -> np.ndarra
     return _fill(seconds, range(30))
 
 
-def real_clip_epochs(root: Path, seed: int = SEED) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
-    """{assembly: (int16 16-kHz epochs, labels)} for the clips under `root`."""
-    clips = clip_folder(root)
+def real_clip_epochs(clips: dict[str, list[np.ndarray]],
+                     seed: int = SEED) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """{assembly: (int16 16-kHz epochs, labels)} for the clips of clip_folder()."""
     rng = np.random.default_rng([seed, 80])
     sets: dict[str, tuple[list, list]] = {"in_file_order": ([], []), "random_draws": ([], [])}
     for label, kind in ((1, "snoring"), (0, "other")):
@@ -563,19 +577,26 @@ def _epoch_rows(epochs: list[np.ndarray]) -> np.ndarray:
     return snore_columns(np.array([stored(features_of([e], SAMPLE_RATE)[0]) for e in epochs]))
 
 
-def real_clip_figures(clf: classify.Classifiers, root: Path, seed: int = SEED) -> dict:
+def real_clip_figures(clf: classify.Classifiers, root: Path, seed: int = SEED,
+                      models: Path | None = None) -> dict:
     """The committed model on epochs of the recorded clips under `root`: per assembly,
     sensitivity, specificity and AUC next to the 60-400 Hz share alone, and whether each
     epoch is called the same after two epochs of other clips (its night around it)."""
-    sets = real_clip_epochs(root, seed)
-    out: dict = {"clips": str(root), "real": True, "model": "edge/models/snore.tflite",
-                 "threshold": clf.snore_meta["threshold"]}
+    clips = clip_folder(root)
+    sets = real_clip_epochs(clips, seed)
+    out: dict = {"clips": str(root), "real": True,
+                 "model": str((models or classify.MODELS) / "snore.tflite"),
+                 "threshold": clf.snore_meta["threshold"],
+                 "clip_seconds": {k: round(sum(c.size for c in v) / SAMPLE_RATE, 1)
+                                  for k, v in clips.items()},
+                 "clips_read": {k: len(v) for k, v in clips.items()}}
     for name, (epochs, y) in sets.items():
         x = _epoch_rows(epochs)
         out[name] = scored(clf, Epochs(x, y, np.zeros(y.size), np.full(y.size, SAMPLE_RATE)))
-    epochs, y = sets["random_draws"]
-    sample = epochs[:: max(1, len(epochs) // 20)]
-    before = [epochs[-1], epochs[len(epochs) // 2]]  # two other epochs of the same folder
+    epochs = sets["random_draws"][0]
+    step = max(3, len(epochs) // 20)
+    sample = epochs[::step]
+    before = (epochs[1:3] + epochs[-1:] * 2)[:2]  # two other epochs, not among the sample
     alone = _calls(clf, [features_of([e], SAMPLE_RATE)[0] for e in sample])
     inside = _calls(clf, [features_of([before[0], before[1], e], SAMPLE_RATE)[-1] for e in sample])
     out["same_call_after_other_epochs"] = round(float(np.mean(alone == inside)), 3)
