@@ -73,7 +73,7 @@ def test_bad_csv__one_sentence(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(empty)])
-    assert r.exit_code == 2 and "No CGM CSV files" in r.output
+    assert r.exit_code == 2 and "No CGM files" in r.output
 
 
 def test_mmol_per_litre__read_from_its_own_column_refused_under_a_mg_dl_header(tmp_path):
@@ -102,7 +102,8 @@ def test_mmol_per_litre__read_from_its_own_column_refused_under_a_mg_dl_header(t
 def test_csv_not_in_utf8__one_sentence(tmp_path):
     (tmp_path / "L.csv").write_bytes(b"timestamp,glucose_value_mg_dl\xb5\n2025-01-01 00:00:00,120\n")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
-    assert r.exit_code == 2 and r.output.startswith("error: Cannot read"), r.output
+    assert r.exit_code == 2 and r.output.startswith("error: L.csv is neither a"), r.output
+    assert "(UTF-8)" in r.output
     assert "Traceback" not in r.output
 
 
@@ -267,3 +268,86 @@ def test_choose_floor__on_the_people_given_and_never_worse_than_none(tmp_path):
     # a floor nothing passes (only 39 mg/dL forecasts would): recall falls, so it stays off
     floor, _ = glucose_real.choose_floor(rt, people, AlarmPolicy(850), floors=(400.0, 39.0))
     assert floor == 400.0
+
+
+# -- CGM exports as they come from the apps ------------------------------------------------------
+
+EXPORT_FIXTURES = Path(__file__).parents[1] / "edge" / "fixtures"
+
+
+def _libreview(path, times, values):
+    """A LibreView export (US layout: MM-DD-YYYY HH:MM local times, historic readings)."""
+    head = (EXPORT_FIXTURES / "libreview_mgdl.csv").read_text().splitlines()[:2]
+    rows = [f"FreeStyle LibreLink,ABCD1234-0000-4000-8000-000000000001,{t:%m-%d-%Y %H:%M},0,{v:.0f}"
+            + "," * 14 for t, v in zip(times, values, strict=True)]
+    path.write_text("\n".join(head + rows) + "\n")
+
+
+def _clarity(path, times, values):
+    """A Dexcom Clarity export (ISO local times, EGV rows after the header's preamble rows)."""
+    lines = (EXPORT_FIXTURES / "clarity_mgdl.csv").read_text().splitlines()[:11]
+    rows = [f"{11 + i},{t:%Y-%m-%dT%H:%M:%S},EGV,,,,Android G6,{v:.0f},,,,,4012345,8XXXXX"
+            for i, (t, v) in enumerate(zip(times, values, strict=True))]
+    path.write_text("\r\n".join(lines + rows) + "\r\n")
+
+
+def _same_person(a, b):
+    assert a.interval_min == b.interval_min and a.start_min == b.start_min
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.observed, b.observed)
+
+
+def test_exports__read_as_the_same_person_as_the_plain_layout(tmp_path):
+    """Whole-number readings written as plain CSV, as a LibreView export (15-minute) and as a
+    Clarity export (5-minute) give the same grid, so eval glucose scores a person's own
+    downloads directly."""
+    libre_t, libre_v = person_trace(3, seed=5, step_min=15)
+    dex_t, dex_v = person_trace(3, seed=6, step_min=5)
+    libre_v, dex_v = np.round(libre_v), np.round(dex_v)
+    plain = tmp_path / "plain"
+    write_person(plain, "L", libre_t, libre_v)
+    write_person(plain, "D", dex_t, dex_v)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    _libreview(exports / "L.csv", libre_t, libre_v)
+    _clarity(exports / "D.csv", dex_t, dex_v)
+    (exports / "README.txt").write_text("Downloaded from LibreView and Clarity.\n")  # left out
+    a, b = cgm_real.load_folder(plain), cgm_real.load_folder(exports)
+    assert [p.name for p in b] == ["D", "L"] and b[1].interval_min == 15
+    for x, y in zip(a, b, strict=True):
+        _same_person(x, y)
+    runs = [CliRunner().invoke(main, ["eval", "glucose", "--data", str(d), "--json"])
+            for d in (plain, exports)]
+    assert all(r.exit_code == 0 for r in runs), runs[1].output
+    assert json.loads(runs[0].output.splitlines()[-1]) == json.loads(runs[1].output.splitlines()[-1])
+
+
+def test_nightscout_json__nights_on_the_clock_of_tz(tmp_path):
+    """Nightscout JSON carries UTC: with --tz the nights fall where they did on that clock."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    times, values = person_trace(3, seed=7)
+    plain = tmp_path / "plain"
+    write_person(plain, "N", times, np.round(values))
+    ns = tmp_path / "ns"
+    ns.mkdir()
+    zone = ZoneInfo("America/New_York")
+    entries = [{"type": "sgv", "sgv": int(round(v)),
+                "date": int(t.replace(tzinfo=zone).astimezone(UTC).timestamp() * 1000)}
+               for t, v in zip(times, values, strict=True)]
+    (ns / "N.json").write_text(json.dumps(entries))
+    _same_person(cgm_real.load_folder(plain)[0], cgm_real.load_folder(ns, tz="America/New_York")[0])
+    assert cgm_real.load_folder(ns)[0].start_min != cgm_real.load_folder(plain)[0].start_min
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(ns), "--tz", "Mars/Olympus"])
+    assert r.exit_code == 2 and "Unknown time zone" in r.output
+
+
+def test_unknown_file__one_sentence(tmp_path):
+    (tmp_path / "X.json").write_text('{"hello": 1}')
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 2 and "X.json is not a Nightscout JSON export" in r.output
+    assert "Traceback" not in r.output
+    (tmp_path / "X.json").unlink()
+    (tmp_path / "Y.csv").write_text("date;value\n2025-01-01;5.5\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 2 and "Y.csv is neither a timestamp,glucose_value_mg_dl CSV" in r.output

@@ -145,21 +145,86 @@ def to_grid(name: str, t: np.ndarray, g: np.ndarray,
     return Person(name, int(t[0]), interval, x, observed, held, carbs)
 
 
-def load_person(path: Path) -> Person | None:
-    t, g = read_csv(path)
-    return to_grid(path.stem, t, g, read_carbs(path))
+def load_person(path: Path, tz: str = "UTC") -> Person | None:
+    """One person's file: the plain layout (timestamp,glucose_value_mg_dl) or a CGM export the
+    edge imports (Dexcom Clarity, LibreView, Medtronic CareLink, Nightscout JSON)."""
+    if _is_plain(path):
+        t, g = read_csv(path)
+        return to_grid(path.stem, t, g, read_carbs(path))
+    t, g = read_export(path, tz)
+    return to_grid(path.stem, t, g)
 
 
-def load_folder(root: Path, names: list[str] | None = None) -> list[Person]:
-    """Every person's CSV in root (or root/csv), in name order."""
+def _is_plain(path: Path) -> bool:
+    try:
+        header = _header(path)
+    except NightlinkError:  # not UTF-8: perhaps a UTF-16 export
+        return False
+    return len(header) >= 2 and header[0] == "timestamp" and header[1].startswith("glucose_value")
+
+
+CGM_EXPORTS = ("clarity", "libreview", "carelink", "nightscout")
+
+
+def read_export(path: Path, tz: str = "UTC") -> tuple[np.ndarray, np.ndarray]:
+    """(minutes since 1970 on the local clock, mg/dL) of a CGM export, read by the edge's own
+    importers. Exports that write local clock times are read as written whatever `tz` is;
+    Nightscout JSON carries UTC, and `tz` says whose clock its nights are on."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from nightlink.edge.importers import sniff
+    from nightlink.edge.importers.importer import read_samples
+    from nightlink.edge.sources.samples import Glucose, SourceError
+
+    try:
+        fmt = sniff.sniff(path)
+        if fmt not in CGM_EXPORTS:
+            raise NightlinkError(f"{path.name} is neither a timestamp,glucose_value_mg_dl CSV (UTF-8) "
+                                 "nor a CGM export Nightlink reads (Dexcom Clarity, LibreView, Medtronic "
+                                 "CareLink, Nightscout JSON).")
+        _, samples = read_samples(path, fmt, tz)
+    except SourceError as exc:
+        raise NightlinkError(str(exc)) from None
+    zone, origin = ZoneInfo(tz), datetime(1970, 1, 1)
+    pts = sorted((int((datetime.fromtimestamp(s.t, zone).replace(tzinfo=None) - origin)
+                      .total_seconds() // 60), float(s.sgv))
+                 for s in samples if isinstance(s, Glucose) and s.sgv is not None)
+    if not pts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    t = np.array([m for m, _ in pts], dtype=np.int64)
+    g = np.clip(np.array([v for _, v in pts]), 39, 400)
+    last = np.r_[t[1:] != t[:-1], True]  # a repeated minute keeps its last reading
+    return t[last], g[last].astype(np.float32)
+
+
+DATA_SUFFIXES = (".csv", ".txt", ".json")
+
+
+def _is_export(path: Path) -> bool:
+    from nightlink.edge.importers import sniff
+    from nightlink.edge.sources.samples import SourceError
+
+    try:
+        return sniff.sniff(path) in CGM_EXPORTS
+    except SourceError:
+        return False
+
+
+def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC") -> list[Person]:
+    """Every person's file in root (or root/csv), in name order: one file per person, in the
+    plain layout or as a CGM export (load_person)."""
     root = Path(root)
     folder = root / "csv" if (root / "csv").is_dir() else root
-    paths = sorted(folder.glob("*.csv"))
+    paths = sorted(p for p in folder.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_SUFFIXES)
+    paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_export(p)]  # notes stay out
     if names is not None:
         paths = [p for p in paths if p.stem in names]
     if not paths:
-        raise NightlinkError(f"No CGM CSV files (timestamp,glucose_value_mg_dl) in {folder}.")
-    people = [load_person(p) for p in paths]
+        raise NightlinkError(f"No CGM files (timestamp,glucose_value_mg_dl CSVs or CGM exports) "
+                             f"in {folder}.")
+    people = [load_person(p, tz) for p in paths]
     return [p for p in people if p is not None]
 
 

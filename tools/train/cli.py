@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
@@ -117,8 +118,9 @@ def train_snore(cache, models, nights, hours, seed):
 
 _glucose_data = click.option(
     "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-    help="Folder of per-person CGM CSVs (timestamp,glucose_value_mg_dl or glucose_value_mmol_l; "
-         "1-, 5- or 15-minute); "
+    help="Folder of per-person CGM files (1-, 5- or 15-minute): CSVs with timestamp,"
+         "glucose_value_mg_dl (or glucose_value_mmol_l), or CGM exports (Dexcom Clarity, "
+         "LibreView, Medtronic CareLink, Nightscout JSON), one per person; "
          "training defaults to ../shared/data/cgm-bris-t1d-open when it is there.")
 
 
@@ -319,7 +321,10 @@ def eval_snoring(cache, models, nights, hours, clips, as_json):
               help="False alarms a week the person accepts (default: the model's policy).")
 @click.option("--persist", type=click.IntRange(1, 12), default=None,
               help="Risky predictions in a row before the alarm (default: the model's policy).")
-def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, persist):
+@click.option("--tz", default="UTC", show_default=True,
+              help="Whose clock the nights of Nightscout JSON files (UTC times) are on; files "
+                   "with local clock times are read as written.")
+def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, persist, tz):
     """Forecast RMSE at 30 min and low alarms against a 70 mg/dL threshold alarm: on simulated
     adolescents and children the committed model never saw, or with --data on real CGM, nights
     and whole days apart, next to a trend alarm too (`seen_in_training` names anyone the
@@ -336,7 +341,12 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         from nightlink.tools.train import cgm_real, glucose_real
 
         names = [n.strip() for n in people.split(",")] if people else None
-        group = cgm_real.load_folder(data, names)
+        try:
+            ZoneInfo(tz)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise NightlinkError(f"Unknown time zone {tz!r} for --tz; use a name such as "
+                                 "Europe/London.") from None
+        group = cgm_real.load_folder(data, names, tz)
         if not group:
             raise NightlinkError(f"None of {people} has CGM readings in {data}.")
         policy = policy_from_meta(meta, budget_per_week=budget, persist=persist)
