@@ -184,8 +184,9 @@ def libre_columns(header: list[str]) -> LibreColumns | None:
 
 
 def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | None = None,
-                       date_order: str | None = None) -> ImportedReadings:
-    """Historic (record type 0) and scan (1) readings of a LibreView CSV export, oldest first.
+                       date_order: str | None = None, scans: bool = True) -> ImportedReadings:
+    """Historic (record type 0) and scan (1) readings of a LibreView CSV export, oldest first
+    (`scans=False`: the 15-minute history only, as a model on a sensor's own cadence wants).
 
     The file starts with a title line ("Glucose Data,Generated on,...") and then the column
     header. `Device Timestamp` is local time in `tz`, written day-month-year, month-day-year
@@ -210,7 +211,7 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
         if len(row) <= max(col.timestamp, col.record_type):
             continue
         kind = row[col.record_type]
-        value_col = col.historic if kind == HISTORIC else col.scan if kind == SCAN else None
+        value_col = col.historic if kind == HISTORIC else col.scan if kind == SCAN and scans else None
         if value_col is None:
             continue  # strips, notes, insulin, food, sensor starts
         if extra_cells(row, header):

@@ -351,3 +351,47 @@ def test_unknown_file__one_sentence(tmp_path):
     (tmp_path / "Y.csv").write_text("date;value\n2025-01-01;5.5\n")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
     assert r.exit_code == 2 and "Y.csv is neither a timestamp,glucose_value_mg_dl CSV" in r.output
+
+
+def test_exports_with_local_times__read_as_written_whatever_tz(tmp_path):
+    """A Clarity export's clock times across the spring change (01:00-01:55 do not exist in
+    London on 31 March 2024) are kept as written even with --tz Europe/London: only Nightscout
+    JSON, which carries UTC, is moved to the zone's clock."""
+    from datetime import datetime, timedelta
+
+    start = datetime(2024, 3, 30, 22, 0)
+    times = [start + timedelta(minutes=5 * i) for i in range(12 * 8)]
+    values = [120.0 + (i % 7) for i in range(len(times))]
+    folder = tmp_path / "x"
+    folder.mkdir()
+    _clarity(folder / "D.csv", times, values)
+    for tz in ("UTC", "Europe/London"):
+        t, g = cgm_real.read_export(folder / "D.csv", tz)
+        assert t.size == len(times) and np.all(np.diff(t) == 5), tz
+        assert g.tolist() == values
+
+
+def test_libreview_scans_left_out__a_15_minute_sensor_stays_15_minutes(tmp_path):
+    times, values = person_trace(3, seed=8, step_min=15)
+    head = (EXPORT_FIXTURES / "libreview_mgdl.csv").read_text().splitlines()[:2]
+    rows = []
+    for k, (t, v) in enumerate(zip(times, values, strict=True)):
+        rows.append(f"FreeStyle LibreLink,S1,{t:%m-%d-%Y %H:%M},0,{v:.0f}" + "," * 14)
+        if k % 3:  # a scan in two of every three quarter-hours
+            rows.append(f"FreeStyle LibreLink,S1,{t + timedelta(minutes=7):%m-%d-%Y %H:%M},1,,{v:.0f}"
+                        + "," * 13)
+    (tmp_path / "L.csv").write_text("\n".join(head + rows) + "\n")
+    person = cgm_real.load_folder(tmp_path)[0]
+    assert person.interval_min == 15 and person.observed.sum() == len(times)
+
+
+def test_folder__one_file_per_person_and_notes_left_out(tmp_path):
+    times, values = person_trace(2, seed=9)
+    write_person(tmp_path, "P05", times, values)
+    (tmp_path / "notes.txt").write_text("[draft] which sensor when\n")  # looks like JSON: still a note
+    assert [p.name for p in cgm_real.load_folder(tmp_path)] == ["P05"]
+    (tmp_path / "P05.json").write_text("[]")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 2 and "would be the same person" in r.output, r.output
+    r = CliRunner().invoke(main, ["train", "glucose", "--data", str(tmp_path), "--tz", "Nowhere/City"])
+    assert r.exit_code == 2 and "Unknown time zone" in r.output, r.output

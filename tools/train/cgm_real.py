@@ -1,7 +1,7 @@
-"""Real CGM recordings as the glucose model sees them: one CSV per person
+"""Real CGM recordings as the glucose model sees them: one file per person, a CSV
 (`timestamp,glucose_value_mg_dl`, or `timestamp,glucose_value_mmol_l`; local clock time, gaps
-as missing rows), put on the model's
-5-minute grid whatever the sensor's cadence.
+as missing rows) or a CGM export the edge imports (Dexcom Clarity, LibreView, Medtronic
+CareLink, Nightscout JSON), put on the model's 5-minute grid whatever the sensor's cadence.
 
 - 5-minute sensors (Dexcom, Guardian): each reading goes to its nearest slot.
 - 15-minute sensors (Libre 2): readings go to their slots; the model's inputs between two
@@ -168,47 +168,61 @@ CGM_EXPORTS = ("clarity", "libreview", "carelink", "nightscout")
 
 def read_export(path: Path, tz: str = "UTC") -> tuple[np.ndarray, np.ndarray]:
     """(minutes since 1970 on the local clock, mg/dL) of a CGM export, read by the edge's own
-    importers. Exports that write local clock times are read as written whatever `tz` is;
-    Nightscout JSON carries UTC, and `tz` says whose clock its nights are on."""
+    importers. Exports that write local clock times (Clarity, LibreView, CareLink) are read as
+    written; Nightscout JSON carries UTC, and `tz` says whose clock its nights are on. Of a
+    LibreView export only the 15-minute history is read: scans in between would make the
+    sensor look like a 5-minute one."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from nightlink.edge.importers import sniff
+    from nightlink.edge.importers.cgm_csv import read_libreview_csv
     from nightlink.edge.importers.importer import read_samples
     from nightlink.edge.sources.samples import Glucose, SourceError
 
+    fmt = _export_format(path)
+    if fmt not in CGM_EXPORTS:
+        raise NightlinkError(f"{path.name} is neither a timestamp,glucose_value_mg_dl CSV (UTF-8) "
+                             "nor a CGM export Nightlink reads (Dexcom Clarity, LibreView, Medtronic "
+                             "CareLink, Nightscout JSON).")
+    zone_name = tz if fmt == "nightscout" else "UTC"  # UTC: a local clock read as written
     try:
-        fmt = sniff.sniff(path)
-        if fmt not in CGM_EXPORTS:
-            raise NightlinkError(f"{path.name} is neither a timestamp,glucose_value_mg_dl CSV (UTF-8) "
-                                 "nor a CGM export Nightlink reads (Dexcom Clarity, LibreView, Medtronic "
-                                 "CareLink, Nightscout JSON).")
-        _, samples = read_samples(path, fmt, tz)
+        if fmt == "libreview":
+            samples = read_libreview_csv(path, zone_name, scans=False)
+        else:
+            _, samples = read_samples(path, fmt, zone_name)
     except SourceError as exc:
         raise NightlinkError(str(exc)) from None
-    zone, origin = ZoneInfo(tz), datetime(1970, 1, 1)
-    pts = sorted((int((datetime.fromtimestamp(s.t, zone).replace(tzinfo=None) - origin)
-                      .total_seconds() // 60), float(s.sgv))
-                 for s in samples if isinstance(s, Glucose) and s.sgv is not None)
-    if not pts:
+    zone, origin = ZoneInfo(zone_name), datetime(1970, 1, 1)
+    readings = sorted((s for s in samples if isinstance(s, Glucose) and s.sgv is not None),
+                      key=lambda s: s.t)
+    if not readings:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    t = np.array([m for m, _ in pts], dtype=np.int64)
-    g = np.clip(np.array([v for _, v in pts]), 39, 400)
-    last = np.r_[t[1:] != t[:-1], True]  # a repeated minute keeps its last reading
+    t = np.array([int((datetime.fromtimestamp(s.t, zone).replace(tzinfo=None) - origin)
+                      .total_seconds() // 60) for s in readings], dtype=np.int64)
+    g = np.clip(np.array([float(s.sgv) for s in readings]), 39, 400)
+    order = np.argsort(t, kind="stable")  # the clock's order; a repeated minute keeps its last
+    t, g = t[order], g[order]
+    last = np.r_[t[1:] != t[:-1], True]
     return t[last], g[last].astype(np.float32)
+
+
+def _export_format(path: Path) -> str | None:
+    from nightlink.edge.importers import sniff
+    from nightlink.edge.sources.samples import SourceError
+
+    try:
+        return sniff.sniff(path)
+    except SourceError:
+        return None
 
 
 DATA_SUFFIXES = (".csv", ".txt", ".json")
 
 
-def _is_export(path: Path) -> bool:
-    from nightlink.edge.importers import sniff
-    from nightlink.edge.sources.samples import SourceError
-
-    try:
-        return sniff.sniff(path) in CGM_EXPORTS
-    except SourceError:
-        return False
+def _is_csv_export(path: Path) -> bool:
+    """A .txt file that is a CSV export (Clarity, LibreView, CareLink); any other text file in
+    the folder is a note and is left out."""
+    return _export_format(path) in ("clarity", "libreview", "carelink")
 
 
 def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC") -> list[Person]:
@@ -218,9 +232,15 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC") -> 
     folder = root / "csv" if (root / "csv").is_dir() else root
     paths = sorted(p for p in folder.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_SUFFIXES)
-    paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_export(p)]  # notes stay out
+    paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_csv_export(p)]  # notes stay out
     if names is not None:
         paths = [p for p in paths if p.stem in names]
+    stems: dict[str, Path] = {}
+    for p in paths:
+        other = stems.setdefault(p.stem.lower(), p)
+        if other is not p:
+            raise NightlinkError(f"{other.name} and {p.name} would be the same person; keep one "
+                                 f"file per person in {folder}.")
     if not paths:
         raise NightlinkError(f"No CGM files (timestamp,glucose_value_mg_dl CSVs or CGM exports) "
                              f"in {folder}.")

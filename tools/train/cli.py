@@ -124,6 +124,21 @@ _glucose_data = click.option(
          "training defaults to ../shared/data/cgm-bris-t1d-open when it is there.")
 
 
+_glucose_tz = click.option(
+    "--tz", default="UTC", show_default=True,
+    help="Whose clock the nights of Nightscout JSON files (UTC times) are on; files with local "
+         "clock times are read as written.")
+
+
+def _zone(tz: str) -> str:
+    try:
+        ZoneInfo(tz)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise NightlinkError(f"Unknown time zone {tz!r} for --tz; use a name such as "
+                             "Europe/London.") from None
+    return tz
+
+
 @train.command("glucose")
 @_with_options
 @click.option("--seed", type=int, default=7, show_default=True)
@@ -139,8 +154,9 @@ _glucose_data = click.option(
 @click.option("--keep-every", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Keep 1 in N training rows far from any low (real CGM; shorter training).")
 @click.option("--json", "as_json", is_flag=True, help="Last line: the cross-validation figures.")
+@_glucose_tz
 def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, simulated, cv, epochs,
-                  keep_every, as_json):
+                  keep_every, as_json, tz):
     """Low risk within 30 min and a 30-minute forecast from the last hour of CGM."""
     _need_tf()
     from nightlink.tools.train.cgm_real import DEFAULT_DATA
@@ -148,12 +164,14 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, si
     if data is None and not simulated and DEFAULT_DATA.is_dir():
         data = DEFAULT_DATA
     if data is not None and not simulated:
-        _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json)
+        _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json,
+                            _zone(tz))
         return
     _train_glucose_simulated(cache, models, nights, seed, device_out, ohio)
 
 
-def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json) -> None:
+def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json,
+                        tz="UTC") -> None:
     """Leave-people-out folds (each person tested by a model that never saw them, under a
     forecast floor chosen on that fold's training people), then the committed model on
     everyone with the floor chosen on everyone."""
@@ -163,7 +181,7 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
 
     echo = (lambda *_: None) if as_json else click.echo
-    people = cgm_real.load_folder(data)
+    people = cgm_real.load_folder(data, tz=tz)
     policy = AlarmPolicy(glucose.REAL_ALARM_PERMILLE)
     result: dict = {}
     if cv:
@@ -321,9 +339,7 @@ def eval_snoring(cache, models, nights, hours, clips, as_json):
               help="False alarms a week the person accepts (default: the model's policy).")
 @click.option("--persist", type=click.IntRange(1, 12), default=None,
               help="Risky predictions in a row before the alarm (default: the model's policy).")
-@click.option("--tz", default="UTC", show_default=True,
-              help="Whose clock the nights of Nightscout JSON files (UTC times) are on; files "
-                   "with local clock times are read as written.")
+@_glucose_tz
 def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, persist, tz):
     """Forecast RMSE at 30 min and low alarms against a 70 mg/dL threshold alarm: on simulated
     adolescents and children the committed model never saw, or with --data on real CGM, nights
@@ -341,14 +357,10 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         from nightlink.tools.train import cgm_real, glucose_real
 
         names = [n.strip() for n in people.split(",")] if people else None
-        try:
-            ZoneInfo(tz)
-        except (ValueError, ZoneInfoNotFoundError):
-            raise NightlinkError(f"Unknown time zone {tz!r} for --tz; use a name such as "
-                                 "Europe/London.") from None
-        group = cgm_real.load_folder(data, names, tz)
+        group = cgm_real.load_folder(data, names, _zone(tz))
         if not group:
-            raise NightlinkError(f"None of {people} has CGM readings in {data}.")
+            who = f"None of {people}" if people else "No one"
+            raise NightlinkError(f"{who} has CGM readings in {data}.")
         policy = policy_from_meta(meta, budget_per_week=budget, persist=persist)
         figures = glucose_real.evaluate(runtime, group, policy)
         trained_on = set(meta.get("train", {}).get("real_cgm", []))
