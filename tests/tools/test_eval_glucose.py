@@ -395,3 +395,21 @@ def test_folder__one_file_per_person_and_notes_left_out(tmp_path):
     assert r.exit_code == 2 and "would be the same person" in r.output, r.output
     r = CliRunner().invoke(main, ["train", "glucose", "--data", str(tmp_path), "--tz", "Nowhere/City"])
     assert r.exit_code == 2 and "Unknown time zone" in r.output, r.output
+
+
+def test_export_notes_and_date_order__said_and_settled(tmp_path):
+    """An export whose dates fit both orders is read as its language says, and the evaluation
+    says so (file_notes) and takes --date-order to settle it."""
+    import shutil
+
+    shutil.copy(EXPORT_FIXTURES / "libreview_ambiguous.csv", tmp_path / "A.csv")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    notes = json.loads(r.output.splitlines()[-1])["file_notes"]
+    assert "month-day" in notes["A"][0] and "--date-order dmy" in notes["A"][0]
+    mdy = cgm_real.load_folder(tmp_path)[0]
+    dmy = cgm_real.load_folder(tmp_path, date_order="dmy")[0]
+    assert dmy.start_min != mdy.start_min and not dmy.notes
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json",
+                                  "--date-order", "dmy"])
+    assert r.exit_code == 0 and json.loads(r.output.splitlines()[-1])["file_notes"] == {}

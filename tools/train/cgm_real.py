@@ -48,6 +48,7 @@ class Person:
     held: np.ndarray  # float32 glucose per slot for labels: each reading held, NaN in gaps
     carbs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # slots of carb treatments (a `carbs` column > 0), empty when the CSV has none
+    notes: list[str] = field(default_factory=list)  # what reading the file assumed or skipped
 
     @property
     def minute_of_day(self) -> np.ndarray:
@@ -145,14 +146,18 @@ def to_grid(name: str, t: np.ndarray, g: np.ndarray,
     return Person(name, int(t[0]), interval, x, observed, held, carbs)
 
 
-def load_person(path: Path, tz: str = "UTC") -> Person | None:
+def load_person(path: Path, tz: str = "UTC", date_order: str | None = None) -> Person | None:
     """One person's file: the plain layout (timestamp,glucose_value_mg_dl) or a CGM export the
     edge imports (Dexcom Clarity, LibreView, Medtronic CareLink, Nightscout JSON)."""
     if _is_plain(path):
         t, g = read_csv(path)
         return to_grid(path.stem, t, g, read_carbs(path))
-    t, g = read_export(path, tz)
-    return to_grid(path.stem, t, g)
+    notes: list[str] = []
+    t, g = read_export(path, tz, date_order, notes)
+    person = to_grid(path.stem, t, g)
+    if person is not None:
+        person.notes = notes
+    return person
 
 
 def _is_plain(path: Path) -> bool:
@@ -166,12 +171,14 @@ def _is_plain(path: Path) -> bool:
 CGM_EXPORTS = ("clarity", "libreview", "carelink", "nightscout")
 
 
-def read_export(path: Path, tz: str = "UTC") -> tuple[np.ndarray, np.ndarray]:
+def read_export(path: Path, tz: str = "UTC", date_order: str | None = None,
+                notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(minutes since 1970 on the local clock, mg/dL) of a CGM export, read by the edge's own
     importers. Exports that write local clock times (Clarity, LibreView, CareLink) are read as
     written; Nightscout JSON carries UTC, and `tz` says whose clock its nights are on. Of a
     LibreView export only the 15-minute history is read: scans in between would make the
-    sensor look like a 5-minute one."""
+    sensor look like a 5-minute one. `date_order` ("dmy"/"mdy") settles dates that fit both;
+    what the importer assumed, and the rows it skipped, are added to `notes`."""
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
@@ -187,11 +194,17 @@ def read_export(path: Path, tz: str = "UTC") -> tuple[np.ndarray, np.ndarray]:
     zone_name = tz if fmt == "nightscout" else "UTC"  # UTC: a local clock read as written
     try:
         if fmt == "libreview":
-            samples = read_libreview_csv(path, zone_name, scans=False)
+            samples = read_libreview_csv(path, zone_name, date_order=date_order, scans=False)
         else:
-            _, samples = read_samples(path, fmt, zone_name)
+            _, samples = read_samples(path, fmt, zone_name, date_order)
     except SourceError as exc:
         raise NightlinkError(str(exc)) from None
+    if notes is not None:
+        notes.extend(getattr(samples, "notes", []))  # its --date-order is ours too
+        if samples.skipped:
+            first = getattr(samples, "first_bad", None)
+            notes.append(f"{path.name}: {samples.skipped} rows skipped"
+                         + (f" (first: {first})" if first else "") + ".")
     zone, origin = ZoneInfo(zone_name), datetime(1970, 1, 1)
     readings = sorted((s for s in samples if isinstance(s, Glucose) and s.sgv is not None),
                       key=lambda s: s.t)
@@ -225,7 +238,8 @@ def _is_csv_export(path: Path) -> bool:
     return _export_format(path) in ("clarity", "libreview", "carelink")
 
 
-def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC") -> list[Person]:
+def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC",
+                date_order: str | None = None) -> list[Person]:
     """Every person's file in root (or root/csv), in name order: one file per person, in the
     plain layout or as a CGM export (load_person)."""
     root = Path(root)
@@ -244,7 +258,7 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC") -> 
     if not paths:
         raise NightlinkError(f"No CGM files (timestamp,glucose_value_mg_dl CSVs or CGM exports) "
                              f"in {folder}.")
-    people = [load_person(p, tz) for p in paths]
+    people = [load_person(p, tz, date_order) for p in paths]
     return [p for p in people if p is not None]
 
 

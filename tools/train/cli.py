@@ -128,6 +128,10 @@ _glucose_tz = click.option(
     "--tz", default="UTC", show_default=True,
     help="Whose clock the nights of Nightscout JSON files (UTC times) are on; files with local "
          "clock times are read as written.")
+_glucose_date_order = click.option(
+    "--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto", show_default=True,
+    help="Day-month or month-day for exports whose dates fit both (auto: as the importer decides "
+         "and says in file_notes).")
 
 
 def _zone(tz: str) -> str:
@@ -155,8 +159,9 @@ def _zone(tz: str) -> str:
               help="Keep 1 in N training rows far from any low (real CGM; shorter training).")
 @click.option("--json", "as_json", is_flag=True, help="Last line: the cross-validation figures.")
 @_glucose_tz
+@_glucose_date_order
 def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, simulated, cv, epochs,
-                  keep_every, as_json, tz):
+                  keep_every, as_json, tz, date_order):
     """Low risk within 30 min and a 30-minute forecast from the last hour of CGM."""
     _need_tf()
     from nightlink.tools.train.cgm_real import DEFAULT_DATA
@@ -165,13 +170,13 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, si
         data = DEFAULT_DATA
     if data is not None and not simulated:
         _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json,
-                            _zone(tz))
+                            _zone(tz), None if date_order == "auto" else date_order)
         return
     _train_glucose_simulated(cache, models, nights, seed, device_out, ohio)
 
 
 def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json,
-                        tz="UTC") -> None:
+                        tz="UTC", date_order=None) -> None:
     """Leave-people-out folds (each person tested by a model that never saw them, under a
     forecast floor chosen on that fold's training people), then the committed model on
     everyone with the floor chosen on everyone."""
@@ -181,7 +186,9 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
 
     echo = (lambda *_: None) if as_json else click.echo
-    people = cgm_real.load_folder(data, tz=tz)
+    people = cgm_real.load_folder(data, tz=tz, date_order=date_order)
+    for note in (n for p in people for n in p.notes):
+        click.echo(f"note: {note}", err=True)
     policy = AlarmPolicy(glucose.REAL_ALARM_PERMILLE)
     result: dict = {}
     if cv:
@@ -340,7 +347,9 @@ def eval_snoring(cache, models, nights, hours, clips, as_json):
 @click.option("--persist", type=click.IntRange(1, 12), default=None,
               help="Risky predictions in a row before the alarm (default: the model's policy).")
 @_glucose_tz
-def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, persist, tz):
+@_glucose_date_order
+def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, persist, tz,
+                 date_order):
     """Forecast RMSE at 30 min and low alarms against a 70 mg/dL threshold alarm: on simulated
     adolescents and children the committed model never saw, or with --data on real CGM, nights
     and whole days apart, next to a trend alarm too (`seen_in_training` names anyone the
@@ -357,7 +366,8 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         from nightlink.tools.train import cgm_real, glucose_real
 
         names = [n.strip() for n in people.split(",")] if people else None
-        group = cgm_real.load_folder(data, names, _zone(tz))
+        group = cgm_real.load_folder(data, names, _zone(tz),
+                                     None if date_order == "auto" else date_order)
         if not group:
             who = f"None of {people}" if people else "No one"
             raise NightlinkError(f"{who} has CGM readings in {data}.")
@@ -365,6 +375,7 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         figures = glucose_real.evaluate(runtime, group, policy)
         trained_on = set(meta.get("train", {}).get("real_cgm", []))
         figures["seen_in_training"] = sorted(p.name for p in group if p.name in trained_on)
+        figures["file_notes"] = {p.name: p.notes for p in group if p.notes}
         _report(figures, as_json)
         return
     te = glucose_data.load_set(glucose_data.YOUTH, _take(GLUCOSE_TEST, nights), 480, cache)
