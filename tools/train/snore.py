@@ -102,6 +102,11 @@ def snore_columns(rows: np.ndarray) -> np.ndarray:
     return rows[:, [_AUDIO_NAMES.index(f) for f in SNORE_FEATURES]]
 
 
+def snore_rows(values: list[tuple]) -> np.ndarray:
+    """The snore model's columns of audio feature tuples, as the edge store gives them back."""
+    return snore_columns(np.array([stored(v) for v in values]))
+
+
 def streams_of(x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
     """The classifier's view of snore-feature rows (only the audio stream is needed)."""
     return {"audio": {f: x[:, j] for j, f in enumerate(SNORE_FEATURES)}}
@@ -164,7 +169,7 @@ def night_epochs(seed: int, hours: float, per_night: int) -> Epochs:
     for first in _windows(plan, rng, per_night, sounds if household else ()):
         rate = int(rng.choice(RATES, p=RATE_SHARE))
         rows = features_of(at_rate(render(scene, first, WINDOW), rate), rate)
-        xs.extend(snore_columns(np.array([stored(v) for v in rows])))
+        xs.extend(snore_rows(rows))
         ys.extend(labels(plan, first, len(rows)))
         rates.extend([rate] * len(rows))
     n = len(ys)
@@ -231,7 +236,7 @@ def clip_epochs(seeds, cache: Path | None = None) -> tuple[Epochs, np.ndarray]:
             x, y, kind = z["x"], int(z["y"]), str(z["kind"])
         else:
             audio, y, kind = clip_epoch(seed)
-            x = snore_columns(np.array([stored(v) for v in features_of([audio], SAMPLE_RATE)]))[0]
+            x = snore_rows(features_of([audio], SAMPLE_RATE))[0]
             if path is not None:
                 cache.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
@@ -345,8 +350,7 @@ def scored(clf: classify.Classifiers, data: Epochs) -> dict:
 
 
 def _calls(clf: classify.Classifiers, rows: list[tuple]) -> np.ndarray:
-    x = snore_columns(np.array([stored(v) for v in rows]))
-    return clf.snoring(streams_of(x))
+    return clf.snoring(streams_of(snore_rows(rows)))
 
 
 def invariance(clf: classify.Classifiers, seeds, hours: float, per_night: int = 2) -> dict:
@@ -548,7 +552,8 @@ def _mixed(snores: list[np.ndarray], others: list[np.ndarray], rng) -> np.ndarra
         pool = snores if snoring else others
         c = pool[int(rng.integers(len(pool)))]
         a = int(rng.integers(max(1, c.size - SAMPLE_RATE + 1)))
-        seconds.append(np.pad(c[a:a + SAMPLE_RATE], (0, max(0, SAMPLE_RATE - c[a:a + SAMPLE_RATE].size))))
+        second = c[a:a + SAMPLE_RATE]
+        seconds.append(np.pad(second, (0, SAMPLE_RATE - second.size)))
     return _fill(seconds, range(30))
 
 
@@ -574,7 +579,7 @@ def real_clip_epochs(clips: dict[str, list[np.ndarray]],
 
 
 def _epoch_rows(epochs: list[np.ndarray]) -> np.ndarray:
-    return snore_columns(np.array([stored(features_of([e], SAMPLE_RATE)[0]) for e in epochs]))
+    return snore_rows([features_of([e], SAMPLE_RATE)[0] for e in epochs])
 
 
 def real_clip_figures(clf: classify.Classifiers, root: Path, seed: int = SEED,
@@ -590,14 +595,15 @@ def real_clip_figures(clf: classify.Classifiers, root: Path, seed: int = SEED,
                  "clip_seconds": {k: round(sum(c.size for c in v) / SAMPLE_RATE, 1)
                                   for k, v in clips.items()},
                  "clips_read": {k: len(v) for k, v in clips.items()}}
+    rows = {}
     for name, (epochs, y) in sets.items():
-        x = _epoch_rows(epochs)
-        out[name] = scored(clf, Epochs(x, y, np.zeros(y.size), np.full(y.size, SAMPLE_RATE)))
+        rows[name] = _epoch_rows(epochs)
+        out[name] = scored(clf, Epochs(rows[name], y, np.zeros(y.size), np.full(y.size, SAMPLE_RATE)))
     epochs = sets["random_draws"][0]
     step = max(3, len(epochs) // 20)
-    sample = epochs[::step]
     before = (epochs[1:3] + epochs[-1:] * 2)[:2]  # two other epochs, not among the sample
-    alone = _calls(clf, [features_of([e], SAMPLE_RATE)[0] for e in sample])
-    inside = _calls(clf, [features_of([before[0], before[1], e], SAMPLE_RATE)[-1] for e in sample])
+    alone = clf.snoring(streams_of(rows["random_draws"][::step]))  # each epoch on its own
+    inside = _calls(clf, [features_of([before[0], before[1], e], SAMPLE_RATE)[-1]
+                          for e in epochs[::step]])
     out["same_call_after_other_epochs"] = round(float(np.mean(alone == inside)), 3)
     return out
