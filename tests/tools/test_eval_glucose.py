@@ -413,3 +413,9 @@ def test_export_notes_and_date_order__said_and_settled(tmp_path):
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json",
                                   "--date-order", "dmy"])
     assert r.exit_code == 0 and json.loads(r.output.splitlines()[-1])["file_notes"] == {}
+
+
+def test_csv_without_a_reading__no_person(tmp_path):
+    """A CSV whose glucose cells are all empty adds no one (it used to fail on indexing)."""
+    (tmp_path / "E.csv").write_text("timestamp,glucose_value_mg_dl\n2025-01-01 00:00:00,\n")
+    assert cgm_real.load_person(tmp_path / "E.csv") is None

@@ -109,12 +109,16 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise NightlinkError(f"{path.name} has glucose values that look like mg/dL (median "
                              f"{median:.0f}) under a mmol/L header; name the column "
                              "glucose_value_mg_dl or give mmol/L.")
-    g = g * factor
     keep = np.isfinite(g) & (g > 0)
-    t, g = t[keep], np.clip(g[keep], 39, 400)
+    return _by_minute(t[keep], g[keep] * factor)
+
+
+def _by_minute(t: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Readings (minutes, mg/dL, in the order written) sorted by minute, one per minute (a
+    repeated minute keeps its last reading), clipped to the CGM's 39-400 mg/dL."""
     order = np.argsort(t, kind="stable")
-    t, g = t[order], g[order]
-    last = np.r_[t[1:] != t[:-1], True]  # a repeated minute keeps its last reading
+    t, g = t[order], np.clip(g[order], 39, 400)
+    last = np.r_[t[1:] != t[:-1], True] if t.size else np.zeros(0, dtype=bool)
     return t[last], g[last].astype(np.float32)
 
 
@@ -200,23 +204,15 @@ def read_export(path: Path, tz: str = "UTC", date_order: str | None = None,
     except SourceError as exc:
         raise NightlinkError(str(exc)) from None
     if notes is not None:
-        notes.extend(getattr(samples, "notes", []))  # its --date-order is ours too
+        notes.extend(samples.notes)  # its --date-order is ours too
         if samples.skipped:
-            first = getattr(samples, "first_bad", None)
-            notes.append(f"{path.name}: {samples.skipped} rows skipped"
-                         + (f" (first: {first})" if first else "") + ".")
+            first = f" (first: {samples.first_bad})" if samples.first_bad else ""
+            notes.append(f"{path.name}: {samples.skipped} rows skipped{first}.")
     zone, origin = ZoneInfo(zone_name), datetime(1970, 1, 1)
-    readings = sorted((s for s in samples if isinstance(s, Glucose) and s.sgv is not None),
-                      key=lambda s: s.t)
-    if not readings:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    readings = [s for s in samples if isinstance(s, Glucose) and s.sgv is not None]  # oldest first
     t = np.array([int((datetime.fromtimestamp(s.t, zone).replace(tzinfo=None) - origin)
                       .total_seconds() // 60) for s in readings], dtype=np.int64)
-    g = np.clip(np.array([float(s.sgv) for s in readings]), 39, 400)
-    order = np.argsort(t, kind="stable")  # the clock's order; a repeated minute keeps its last
-    t, g = t[order], g[order]
-    last = np.r_[t[1:] != t[:-1], True]
-    return t[last], g[last].astype(np.float32)
+    return _by_minute(t, np.array([float(s.sgv) for s in readings]))
 
 
 def _export_format(path: Path) -> str | None:

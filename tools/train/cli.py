@@ -131,7 +131,8 @@ _glucose_tz = click.option(
 _glucose_date_order = click.option(
     "--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto", show_default=True,
     help="Day-month or month-day for exports whose dates fit both (auto: as the importer decides "
-         "and says in file_notes).")
+         "and says in file_notes).",
+    callback=lambda _ctx, _param, value: None if value == "auto" else value)
 
 
 def _zone(tz: str) -> str:
@@ -170,7 +171,7 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, si
         data = DEFAULT_DATA
     if data is not None and not simulated:
         _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json,
-                            _zone(tz), None if date_order == "auto" else date_order)
+                            _zone(tz), date_order)
         return
     _train_glucose_simulated(cache, models, nights, seed, device_out, ohio)
 
@@ -366,8 +367,7 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         from nightlink.tools.train import cgm_real, glucose_real
 
         names = [n.strip() for n in people.split(",")] if people else None
-        group = cgm_real.load_folder(data, names, _zone(tz),
-                                     None if date_order == "auto" else date_order)
+        group = cgm_real.load_folder(data, names, _zone(tz), date_order)
         if not group:
             who = f"None of {people}" if people else "No one"
             raise NightlinkError(f"{who} has CGM readings in {data}.")
