@@ -113,6 +113,10 @@ _AUDIO = (
     ("sn_cep5", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
     ("sn_cep6", "dB", INT8, 0.5, 0.0, -63.0, 63.0),
     ("sn_env_periodicity", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("sn_pitched_frac", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
+    ("sn_flux_db", "dB", UINT8, 0.05, 0.0, 0.0, 12.0),
+    ("sn_burst_s", "s", UINT8, 0.125, 0.0, 0.0, 30.0),
+    ("sn_syllable_mod", "ratio", UINT8, 0.004, 0.0, 0.0, 1.0),
 )
 
 _CGM = (

@@ -51,11 +51,20 @@ SN_ACTIVE_DB = 6.0  # a frame this far above that floor is active
 SN_MELS = 20
 SN_CEPS = 6  # cepstral coefficients 1..6 (c0, the level, left out)
 SN_PITCH_HZ = (40.0, 400.0)
+SN_PITCHED = 0.45  # a 64-ms frame with a normalised autocorrelation peak this high has a pitch
+SN_WHITEN_BINS = 41  # envelope of a 64-ms frame's spectrum: a moving mean over 320 Hz
+SN_WHITEN_FLOOR = 1e-3  # bins more than 30 dB under the envelope's peak are not lifted
+SN_BURST_GAP = 2  # frames: a dip this short (64 ms) inside a burst does not end it
+SN_MIN_LOUD = 10  # fewer loud frames than this over the floor: the loudest quarter stands in
+SN_SYLLABLE_HZ = (2.5, 8.0)  # syllable rate: speech and song come and go this fast, snores slower
+SN_MOD_HZ = (0.15, 10.0)  # the envelope modulation that share is taken of
+SN_MOD_MIN_DB = 1.0  # a level steadier than this (standard deviation) has no modulation to share
 SN_REL_FLOOR = 1e-7  # spectra are floored relative to the epoch's peak, not in absolute units
 SNORE_FEATURES = (
     "sn_level_over_floor_db", "sn_active_frac", "sn_low_ratio", "sn_low_depth_db",
     "sn_harmonicity", "sn_pitch_hz", "sn_centroid_hz", "sn_flatness",
     *[f"sn_cep{k}" for k in range(1, SN_CEPS + 1)], "sn_env_periodicity",
+    "sn_pitched_frac", "sn_flux_db", "sn_burst_s", "sn_syllable_mod",
 )
 
 
@@ -104,6 +113,22 @@ def dct_matrix(n_in=N_MELS, n_out=N_MFCC):
     m = np.cos(np.pi * k * (2 * n + 1) / (2 * n_in)) * math.sqrt(2.0 / n_in)
     m[:, 0] /= math.sqrt(2.0)
     return m
+
+
+def _burst_s(over: np.ndarray) -> float:
+    """Typical length of the bursts over the floor, in seconds: runs of frames over it, gaps of
+    up to SN_BURST_GAP frames closed, and of those runs the one holding the median frame over
+    the floor (a length-weighted median: flicker at the floor's edge adds short runs, not weight)."""
+    padded = np.concatenate(([False], over, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    starts, ends = edges[0::2], edges[1::2]
+    if not starts.size:
+        return 0.0
+    keep = np.concatenate(([True], starts[1:] - ends[:-1] > SN_BURST_GAP))
+    starts, ends = starts[keep], np.concatenate((ends[np.flatnonzero(keep)[1:] - 1], ends[-1:]))
+    runs = np.sort(ends - starts)
+    weight = np.cumsum(runs)
+    return float(runs[int(np.searchsorted(weight, weight[-1] / 2.0))]) * FRAME_S
 
 
 class Resampler:
@@ -351,7 +376,8 @@ class AudioFeatureExtractor:
         total = band.sum(axis=1)
         peak = float(total.max())
         if peak <= 0.0:  # digital silence
-            return (0.0, 0.0, None, 0.0, 0.0, None, None, None, *([None] * SN_CEPS), 0.0)
+            return (0.0, 0.0, None, 0.0, 0.0, None, None, None, *([None] * SN_CEPS), 0.0,
+                    0.0, None, 0.0, 0.0)
         floor_abs = peak * SN_REL_FLOOR
         level = 10.0 * np.log10(np.maximum(total, floor_abs))
         floor = float(np.percentile(level, SN_FLOOR_PCT))
@@ -374,25 +400,73 @@ class AudioFeatureExtractor:
         low_db = 10.0 * np.log10(np.maximum(low, floor_abs))
         depth = float(np.percentile(low_db, 90) - np.percentile(low_db, 10))
         env_periodicity, _ = self._breathing(low)
-        harmonicity, pitch = self._pitch(frames)
+        harmonicity, pitch, pitched = self._pitch(frames)
         return (min(over, 60.0), active_frac, low_ratio, min(depth, 60.0), harmonicity, pitch,
-                centroid, flatness, *[float(v) for v in ceps], env_periodicity)
+                centroid, flatness, *[float(v) for v in ceps], env_periodicity,
+                pitched, *self._time_shape(band, level, floor, active))
 
-    def _pitch(self, frames: np.ndarray) -> tuple[float, float | None]:
+    def _time_shape(self, band: np.ndarray, level: np.ndarray, floor: float,
+                    active: np.ndarray) -> tuple[float | None, float, float]:
+        """How the sound comes and goes within the epoch, whatever its spectral balance:
+        the spectral flux between neighbouring loud frames (dB, rises only: a snore's
+        spectrum holds still, speech and music change from frame to frame), the median length
+        of the bursts over the floor (s), and the share of the level's modulation at syllable
+        rate (2.5-8 Hz of 0.15-10 Hz). All are differences of levels, so a microphone's gain
+        or frequency response changes none of them."""
+        over = level > floor + SN_ACTIVE_DB
+        loud = np.zeros(level.size, dtype=bool)
+        loud[active] = True
+        if int((loud & over).sum()) >= SN_MIN_LOUD:
+            loud &= over
+        bins_db = 10.0 * np.log10(np.maximum(band, float(band.max()) * SN_REL_FLOOR))
+        rise = np.maximum(np.diff(bins_db, axis=0), 0.0).mean(axis=1)
+        pairs = loud[1:] & loud[:-1]
+        flux = float(np.median(rise[pairs])) if pairs.any() else None
+        burst = _burst_s(over)
+        env = np.maximum(level, floor)
+        if float(env.std()) < SN_MOD_MIN_DB:  # a steady sound: nothing comes and goes
+            return flux, burst, 0.0
+        env = (env - env.mean()) * np.hanning(env.size)
+        mod = np.abs(np.fft.rfft(env)) ** 2
+        freqs = np.fft.rfftfreq(env.size, FRAME_S)
+        total = float(mod[(freqs >= SN_MOD_HZ[0]) & (freqs <= SN_MOD_HZ[1])].sum())
+        syllable = float(mod[(freqs >= SN_SYLLABLE_HZ[0]) & (freqs <= SN_SYLLABLE_HZ[1])].sum())
+        return flux, burst, (syllable / total if total > _EPS else 0.0)
+
+    def _pitch(self, frames: np.ndarray) -> tuple[float, float | None, float]:
         """Median voicing (normalised autocorrelation peak at 40-400 Hz) of the loud 64-ms frames,
-        and the median pitch of those frames."""
+        the median pitch of those frames, and the share of them with a pitch (voicing >= 0.45)."""
         pairs = frames[: frames.shape[0] // 2 * 2].reshape(-1, 2 * N_FFT)
         energy = np.einsum("ij,ij->i", pairs, pairs)
         active = np.argsort(energy)[-max(int(SN_ACTIVE * energy.size), 1):]
         spec = np.fft.rfft(pairs[active] * self._p_window, n=4 * N_FFT, axis=1)
         power = (spec.real * spec.real + spec.imag * spec.imag) * self._p_band
-        ac = np.fft.irfft(power, axis=1)
-        zero = ac[:, :1]
-        ok = zero[:, 0] > 0
+        ok = power.sum(axis=1) > 0
         if not ok.any():
-            return 0.0, None
-        norm = ac[ok][:, self._p_lags] / zero[ok] * self._p_norm
-        best = norm.argmax(axis=1)
-        voicing = np.clip(norm[np.arange(best.size), best], 0.0, 1.0)
+            return 0.0, None, 0.0
+        voicing, best = self._voicing(power[ok])
         pitch = SAMPLE_RATE / float(np.median(self._p_lags[best]))
-        return float(np.median(voicing)), pitch
+        # Whether a frame has a pitch is read from its whitened spectrum (divided by its own
+        # envelope, up to 30 dB below the envelope's peak): a harmonic sound keeps its comb, while
+        # noise in a narrow low band, which a dark microphone makes of a fan, no longer looks
+        # periodic; a microphone's frequency response thus does not decide it.
+        env = self._smooth(power[ok])
+        white = power[ok] / np.maximum(env, env.max(axis=1, keepdims=True) * SN_WHITEN_FLOOR)
+        white_voicing, _ = self._voicing(white * self._p_band)
+        pitched = float(np.count_nonzero(white_voicing >= SN_PITCHED)) / active.size
+        return float(np.median(voicing)), pitch, pitched
+
+    def _voicing(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame of `power` (2048-point spectra, none all zero): the highest normalised
+        autocorrelation at 40-400 Hz (window-corrected, 0-1) and its index in the pitch lags."""
+        ac = np.fft.irfft(power, axis=1)
+        norm = ac[:, self._p_lags] / ac[:, :1] * self._p_norm
+        best = norm.argmax(axis=1)
+        return np.clip(norm[np.arange(best.size), best], 0.0, 1.0), best
+
+    @staticmethod
+    def _smooth(power: np.ndarray) -> np.ndarray:
+        """Each spectrum's envelope: its moving mean over SN_WHITEN_BINS bins."""
+        k = SN_WHITEN_BINS
+        c = np.cumsum(np.pad(power, ((0, 0), (k // 2 + 1, k // 2)), mode="edge"), axis=1)
+        return (c[:, k:] - c[:, :-k]) / k
