@@ -99,11 +99,11 @@ def test_auc__ranks_with_ties():
 
 def test_committed_model__epochs_of_clips_cut_end_to_end_are_not_all_snoring():
     """Held-out epochs of 1-s clips end to end, as an outside tester builds them from clip
-    datasets: the committed model finds the snoring ones and clears at least 40 % of the
+    datasets: the committed model finds the snoring ones and clears at least 70 % of the
     others, ranking them better than the 60-400 Hz share rule does. (The first model, which
-    read the epoch's level and rhythm, cleared 12 % and ranked them barely above chance.)"""
+    read the epoch's level and rhythm, cleared 12 %; the spectral-shape model after it 52 %.)"""
     from nightlink.edge.features import classify
 
     got = snore.clip_figures(classify.Classifiers(), 60)
-    assert got["sensitivity"] >= 0.95 and got["specificity"] >= 0.4, got
+    assert got["sensitivity"] >= 0.9 and got["specificity"] >= 0.7, got
     assert got["auc"] > got["rule_sn_low_ratio_auc"], got

@@ -29,9 +29,9 @@ def test_snore_model__committed_int8_small_with_a_card():
     assert kinds == {np.int8}
     meta = json.loads((MODELS / "snore.json").read_text())
     assert meta["inputs"] == "audio only" and meta["context_epochs"] == 0
-    # the spectral shape only: not the epoch's level or rhythm (edge/models/snore.md)
-    assert meta["features"] == list(snore.MODEL_FEATURES) and len(meta["center"]) == 11
-    assert "sn_env_periodicity" not in meta["features"]
+    # how the sound comes and goes, not its spectral shape, level or rhythm (edge/models/snore.md)
+    assert meta["features"] == list(snore.MODEL_FEATURES) and len(meta["center"]) == 4
+    assert not {"sn_env_periodicity", "sn_low_ratio", "sn_centroid_hz"} & set(meta["features"])
     assert "in silico" in (MODELS / "snore.md").read_text()
 
 
