@@ -162,9 +162,13 @@ def test_readme_deploy__operator_and_flasher_steps_as_written(postgres_server, r
     env.update(settings, PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
                HOME=str(home), XDG_DATA_HOME=str(work / "xdg"), NIGHTLINK_PASSWORD=PASSWORD)
     _self_signed(home, settings["MQTT_HOST"])
-    today = datetime.now(EXPORT_TZ).date()
-    evening = datetime.combine(today - timedelta(days=1), datetime.min.time()).replace(
+    # The latest night (22:00-06:00 local) that has wholly passed an hour ago: run between
+    # 22:00 and 07:00, "yesterday evening" would still lie partly in the future, and readings
+    # from the future are not data.
+    ended_by = (datetime.now(EXPORT_TZ) - timedelta(hours=9)).date()
+    evening = datetime.combine(ended_by - timedelta(days=1), datetime.min.time()).replace(
         hour=22, tzinfo=EXPORT_TZ)
+    assert evening + timedelta(hours=8, minutes=5) < datetime.now(EXPORT_TZ) - timedelta(hours=1)
     night = evening.date().isoformat()
     imported = _clarity_export(home / "clarity.csv", evening.replace(tzinfo=None))
     op = Operator(home, logs, env)
