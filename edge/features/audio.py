@@ -411,8 +411,9 @@ class AudioFeatureExtractor:
         the spectral flux between neighbouring loud frames (dB, rises only: a snore's
         spectrum holds still, speech and music change from frame to frame), the median length
         of the bursts over the floor (s), and the share of the level's modulation at syllable
-        rate (2.5-8 Hz of 0.15-10 Hz). All are differences of levels, so a microphone's gain
-        or frequency response changes none of them."""
+        rate (2.5-8 Hz of 0.15-10 Hz). All are differences of levels within the epoch: a gain
+        changes none of them, a microphone's frequency response far less than the spectral
+        shape (docs/audio-features.md says where it still does)."""
         over = level > floor + SN_ACTIVE_DB
         loud = np.zeros(level.size, dtype=bool)
         loud[active] = True
@@ -449,7 +450,7 @@ class AudioFeatureExtractor:
         # Whether a frame has a pitch is read from its whitened spectrum (divided by its own
         # envelope, up to 30 dB below the envelope's peak): a harmonic sound keeps its comb, while
         # noise in a narrow low band, which a dark microphone makes of a fan, no longer looks
-        # periodic; a microphone's frequency response thus does not decide it.
+        # periodic.
         env = self._smooth(power[ok])
         white = power[ok] / np.maximum(env, env.max(axis=1, keepdims=True) * SN_WHITEN_FLOOR)
         white_voicing, _ = self._voicing(white * self._p_band)

@@ -385,8 +385,15 @@ class Classifiers:
         if not streams["audio"][SNORE_FEATURES[0]].size:
             return np.zeros(0, dtype=np.uint8)
         p = self.snore(snore_inputs(streams, m))[0][:, 0]
-        heard = ~np.all([np.isnan(streams["audio"][f]) for f in SNORE_FEATURES], axis=0)
-        return ((p >= m["threshold"]) & heard).astype(np.uint8)  # no audio: no snoring call
+        names = m.get("features", SNORE_FEATURES)
+        # No call without the model's own inputs (no audio, or a record from before they were
+        # on the wire: all-missing inputs would sit at the training centre, a coin toss).
+        heard = ~np.all([np.isnan(streams["audio"][f]) for f in names], axis=0)
+        if "sn_burst_s" in names:
+            # Snoring comes with breaths: an epoch where nothing rises over its own floor (a
+            # steady hum, a fan, silence) is not snoring, whatever its pitch says.
+            heard &= np.nan_to_num(streams["audio"]["sn_burst_s"], nan=0.0) > 0
+        return ((p >= m["threshold"]) & heard).astype(np.uint8)
 
     def run(self, streams: dict[str, dict[str, np.ndarray]], glucose: np.ndarray) -> NightOutputs:
         stage, conf, _ = self.stages(streams)

@@ -85,6 +85,11 @@ def test_snore__gain_changes_no_call_and_no_snore_feature(clf, reference, gain):
         r = rows(epoch(SAMPLE_RATE, snoring) * gain)
         assert calls(clf, r)[0] == reference[snoring][1]
         np.testing.assert_allclose(r[0, SN], reference[snoring][0][0, SN], atol=0.51)
+        for name in TIME_SHAPE:  # the model's inputs: at most one stored step apart
+            step = features.features(features.AUDIO)[features.names(features.AUDIO).index(name)][
+                features.F_SCALE]
+            got, want = _named(r[0])[name], _named(reference[snoring][0][0])[name]
+            assert abs(got - want) <= step * 1.01, (name, gain, snoring, got, want)
 
 
 @pytest.mark.parametrize("rate", RATES)
@@ -178,10 +183,10 @@ def test_time_shape__a_microphone_s_tilt_moves_the_spectrum_not_the_time_feature
         x = epoch(SAMPLE_RATE, snoring)
         flat, dark = _named(rows(x)[0]), _named(rows(_tilted(x, -9.0))[0])
         assert flat["sn_centroid_hz"] - dark["sn_centroid_hz"] > 150, (flat, dark)
-        assert abs(flat["sn_pitched_frac"] - dark["sn_pitched_frac"]) <= 0.1
-        assert abs(flat["sn_flux_db"] - dark["sn_flux_db"]) <= 0.3
+        assert abs(flat["sn_pitched_frac"] - dark["sn_pitched_frac"]) <= 0.05
+        assert abs(flat["sn_flux_db"] - dark["sn_flux_db"]) <= 0.2
         assert abs(flat["sn_burst_s"] - dark["sn_burst_s"]) <= 0.25
-        assert abs(flat["sn_syllable_mod"] - dark["sn_syllable_mod"]) <= 0.05
+        assert abs(flat["sn_syllable_mod"] - dark["sn_syllable_mod"]) <= 0.03
 
 
 def _talk(seed: int = 2) -> np.ndarray:
@@ -229,3 +234,27 @@ def test_snore__a_microphone_s_tilt_changes_no_call(clf, reference, db_per_octav
     for snoring in (True, False):
         r = rows(_tilted(epoch(SAMPLE_RATE, snoring), db_per_octave))
         assert calls(clf, r)[0] == reference[snoring][1], (db_per_octave, snoring)
+
+
+def test_snore__a_steady_hum_is_not_snoring(clf):
+    """A fridge's or a pump's hum the whole epoch, alone or over a fan: pitched and unchanging
+    like a snore, but nothing rises over its floor, so no breath and no snore."""
+    rng = np.random.default_rng(4)
+    t = np.arange(EPOCH_SAMPLES) / SAMPLE_RATE
+    for f0 in (100.0, 170.0):
+        hum = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 8))
+        hum = 0.1 * hum / np.abs(hum).max()
+        for x in (hum, hum + 0.03 * _band_noise(rng, EPOCH_SAMPLES, SAMPLE_RATE, 60, 3400)):
+            r = rows(x)
+            assert _named(r[0])["sn_burst_s"] == 0.0
+            assert calls(clf, r)[0] == 0, f0
+
+
+def test_snore__a_record_without_the_model_s_inputs_gets_no_call(clf, reference):
+    """An epoch stored before the model's inputs were on the wire (the 42-feature audio layout
+    still decodes, the newer features missing) is not called snoring: missing inputs would sit
+    at the training centre and score a coin toss."""
+    old = reference[True][0].copy()
+    old[:, N_AUDIO - 4:] = np.nan
+    assert calls(clf, old) == [0]
+    assert calls(clf, reference[True][0]) == [1]

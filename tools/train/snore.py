@@ -59,9 +59,9 @@ HOURS = 3.0  # length of each randomised night
 TRAIN_NIGHTS = 200
 # The model reads how the sound comes and goes within the epoch: the share of loud frames
 # with a pitch, the spectral flux between them, the bursts' length and the level's modulation at
-# syllable rate. Those are differences of levels within the epoch, so a microphone's gain and
-# frequency response and the room's spectral balance change none of them. The spectral shape
-# (the 60-400 Hz share, centroid, flatness, cepstra) is left out: real recordings are far darker
+# syllable rate. Those are differences of levels within the epoch: a gain changes none of them,
+# a microphone's frequency response or a room's balance far less than the spectral shape. The
+# shape (the 60-400 Hz share, centroid, flatness, cepstra) is left out: real recordings are far darker
 # than the simulator's, snores and household sounds alike, and on real clips a model of the shape
 # scored the classes the wrong way round (edge/models/snore.md). The epoch's level over its floor,
 # active share, low-band depth and breathing periodicity stay out too: they describe how an epoch
@@ -182,13 +182,14 @@ def night_epochs(seed: int, hours: float, per_night: int) -> Epochs:
                   np.full(n, seed), np.array(rates))
 
 
-def _cached(path: Path | None):
-    """A cached .npz, unless missing or written for another set of snore features (its rows
-    of another width): then None, and the epochs are computed again."""
+def _cached(path: Path | None) -> dict | None:
+    """A cached .npz's arrays, unless missing or written for another set of snore features
+    (its rows of another width): then None, and the epochs are computed again."""
     if path is None or not path.exists():
         return None
-    z = np.load(path, allow_pickle=False)
-    return z if z["x"].shape[-1] == len(SNORE_FEATURES) else None
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays if arrays["x"].shape[-1] == len(SNORE_FEATURES) else None
 
 
 def load_epochs(seeds, hours: float, per_night: int = PER_NIGHT, cache: Path | None = None,
