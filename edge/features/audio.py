@@ -115,13 +115,18 @@ def dct_matrix(n_in=N_MELS, n_out=N_MFCC):
     return m
 
 
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in `mask`, ends exclusive."""
+    padded = np.concatenate(([False], mask, [False]))
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return edges[0::2], edges[1::2]
+
+
 def _burst_s(over: np.ndarray) -> float:
     """Typical length of the bursts over the floor, in seconds: runs of frames over it, gaps of
-    up to SN_BURST_GAP frames closed, and of those runs the one holding the median frame over
-    the floor (a length-weighted median: flicker at the floor's edge adds short runs, not weight)."""
-    padded = np.concatenate(([False], over, [False]))
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    starts, ends = edges[0::2], edges[1::2]
+    up to SN_BURST_GAP frames closed, and of those runs the one holding their median frame (a
+    length-weighted median: flicker at the floor's edge adds short runs, little weight)."""
+    starts, ends = _runs(over)
     if not starts.size:
         return 0.0
     keep = np.concatenate(([True], starts[1:] - ends[:-1] > SN_BURST_GAP))
@@ -344,10 +349,7 @@ class AudioFeatureExtractor:
         silent = frame_db < floor + SILENCE_MARGIN_DB
         best = 0
         run = self._silence_run
-        # Run lengths from the boundaries of the silent stretches.
-        padded = np.concatenate(([False], silent, [False]))
-        edges = np.flatnonzero(padded[1:] != padded[:-1])
-        starts, ends = edges[0::2], edges[1::2]
+        starts, ends = _runs(silent)
         lengths = ends - starts
         if lengths.size:
             if starts[0] == 0:
@@ -384,7 +386,8 @@ class AudioFeatureExtractor:
         order = np.argsort(level)
         active = order[-max(int(SN_ACTIVE * level.size), 1):]
         over = float(level[active].mean()) - floor
-        active_frac = float((level > floor + SN_ACTIVE_DB).mean())
+        risen = level > floor + SN_ACTIVE_DB  # frames standing out of the epoch's floor
+        active_frac = float(risen.mean())
 
         spec = band[active].mean(axis=0)
         spec_sum = float(spec.sum()) + _EPS
@@ -403,27 +406,26 @@ class AudioFeatureExtractor:
         harmonicity, pitch, pitched = self._pitch(frames)
         return (min(over, 60.0), active_frac, low_ratio, min(depth, 60.0), harmonicity, pitch,
                 centroid, flatness, *[float(v) for v in ceps], env_periodicity,
-                pitched, *self._time_shape(band, level, floor, active))
+                pitched, *self._time_shape(band, level, floor, active, risen))
 
     def _time_shape(self, band: np.ndarray, level: np.ndarray, floor: float,
-                    active: np.ndarray) -> tuple[float | None, float, float]:
+                    active: np.ndarray, risen: np.ndarray) -> tuple[float | None, float, float]:
         """How the sound comes and goes within the epoch, whatever its spectral balance:
         the spectral flux between neighbouring loud frames (dB, rises only: a snore's
-        spectrum holds still, speech and music change from frame to frame), the median length
-        of the bursts over the floor (s), and the share of the level's modulation at syllable
+        spectrum holds still, speech and music change from frame to frame), the typical length
+        of the bursts over the floor (s, `_burst_s`), and the share of the level's modulation at syllable
         rate (2.5-8 Hz of 0.15-10 Hz). All are differences of levels within the epoch: a gain
         changes none of them, a microphone's frequency response far less than the spectral
         shape (docs/audio-features.md says where it still does)."""
-        over = level > floor + SN_ACTIVE_DB
         loud = np.zeros(level.size, dtype=bool)
         loud[active] = True
-        if int((loud & over).sum()) >= SN_MIN_LOUD:
-            loud &= over
+        if int((loud & risen).sum()) >= SN_MIN_LOUD:
+            loud &= risen
         bins_db = 10.0 * np.log10(np.maximum(band, float(band.max()) * SN_REL_FLOOR))
         rise = np.maximum(np.diff(bins_db, axis=0), 0.0).mean(axis=1)
         pairs = loud[1:] & loud[:-1]
         flux = float(np.median(rise[pairs])) if pairs.any() else None
-        burst = _burst_s(over)
+        burst = _burst_s(risen)
         env = np.maximum(level, floor)
         if float(env.std()) < SN_MOD_MIN_DB:  # a steady sound: nothing comes and goes
             return flux, burst, 0.0
@@ -442,17 +444,17 @@ class AudioFeatureExtractor:
         active = np.argsort(energy)[-max(int(SN_ACTIVE * energy.size), 1):]
         spec = np.fft.rfft(pairs[active] * self._p_window, n=4 * N_FFT, axis=1)
         power = (spec.real * spec.real + spec.imag * spec.imag) * self._p_band
-        ok = power.sum(axis=1) > 0
-        if not ok.any():
+        power = power[power.sum(axis=1) > 0]
+        if not power.shape[0]:
             return 0.0, None, 0.0
-        voicing, best = self._voicing(power[ok])
+        voicing, best = self._voicing(power)
         pitch = SAMPLE_RATE / float(np.median(self._p_lags[best]))
         # Whether a frame has a pitch is read from its whitened spectrum (divided by its own
         # envelope, up to 30 dB below the envelope's peak): a harmonic sound keeps its comb, while
         # noise in a narrow low band, which a dark microphone makes of a fan, no longer looks
         # periodic.
-        env = self._smooth(power[ok])
-        white = power[ok] / np.maximum(env, env.max(axis=1, keepdims=True) * SN_WHITEN_FLOOR)
+        env = self._smooth(power)
+        white = power / np.maximum(env, env.max(axis=1, keepdims=True) * SN_WHITEN_FLOOR)
         white_voicing, _ = self._voicing(white * self._p_band)
         pitched = float(np.count_nonzero(white_voicing >= SN_PITCHED)) / active.size
         return float(np.median(voicing)), pitch, pitched

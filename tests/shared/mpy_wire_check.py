@@ -7,6 +7,13 @@ from nightlink.shared import codec
 with open("/golden/cases.json") as f:
     cases = json.load(f)
 
+
+
+def content(recs):
+    """What a decode yields, for comparing two decodes."""
+    return [(r.stream, r.device, r.boot, r.seq, r.epoch, r.flags, r.rows) for r in recs]
+
+
 out = {}
 for name in sorted(cases):
     case = cases[name]
@@ -40,9 +47,6 @@ for name in sorted(cases):
     if "error" not in res:
         # A flipped bit must be caught, or change nothing that is decoded: the spare bits that
         # end a deflate stream (batch_zlib) carry no data, so flipping one is no corruption.
-        def content(recs):
-            return [(r.stream, r.device, r.boot, r.seq, r.epoch, r.flags, r.rows) for r in recs]
-
         if case["kind"] == "batch":
             clean = content(codec.decode_batch(data)[0])
         else:
