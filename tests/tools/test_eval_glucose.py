@@ -419,3 +419,96 @@ def test_csv_without_a_reading__no_person(tmp_path):
     """A CSV whose glucose cells are all empty adds no one (it used to fail on indexing)."""
     (tmp_path / "E.csv").write_text("timestamp,glucose_value_mg_dl\n2025-01-01 00:00:00,\n")
     assert cgm_real.load_person(tmp_path / "E.csv") is None
+
+
+# -- files as people write them ------------------------------------------------------------------
+
+
+def _lines(path, rows, header="timestamp,glucose_value_mg_dl"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_csv_times_with_an_offset__written_clock_unless_tz_says(tmp_path):
+    """`2024-03-01T03:00:00-05:00` is 03:00 on that person's clock: read as written, the nights
+    stay where they are; with --tz the instant is put on that zone's clock instead, and the
+    notes say which was done."""
+    times, values = person_trace(2, seed=3)
+    plain = cgm_real.load_person(write_person(tmp_path, "A", times, values))
+    _lines(tmp_path / "B.csv", [f"{t:%Y-%m-%dT%H:%M:%S}-05:00,{v:.1f}" for t, v in zip(times, values, strict=True)])
+    written = cgm_real.load_person(tmp_path / "B.csv")
+    assert written.start_min == plain.start_min and np.array_equal(written.x, plain.x)
+    assert "UTC offset" in written.notes[0] and "as written" in written.notes[0]
+    utc = cgm_real.load_person(tmp_path / "B.csv", tz="UTC")
+    assert utc.start_min == plain.start_min + 5 * 60 and "put on the UTC clock" in utc.notes[0]
+
+
+def test_sensor_codes_low_high_and_stray_rows__read_or_skipped_and_counted(tmp_path):
+    """Error codes under 39 mg/dL are not lows; `Low`/`High` are the sensor's range ends; a row
+    without a time, with a date in year 1 or 9999, a footer or a row without a comma is skipped
+    and counted: none of them stops the file or invents a month-long grid."""
+    rows = [f"2024-03-01 0{h}:{m:02d}:00,{150 - m}" for h in range(1, 3) for m in range(0, 60, 5)]
+    rows[3] = "2024-03-01 01:15:00,5"  # an error code
+    rows[4] = "2024-03-01 01:20:00,Low"
+    rows[5] = "2024-03-01 01:25:00,HIGH"
+    rows[6] = "2024-03-01 01:30:00,NA"  # no reading: missing, not skipped
+    rows += [",120", "NaT,100", "0001-01-01 00:00:00,100", "9999-01-01 00:00:00,100",
+             "just a note", "Total readings,4032"]
+    p = cgm_real.load_person(_lines(tmp_path / "S.csv", rows))
+    assert p.x.size == 24  # 01:00-02:55, nothing stretched to year 1 or 9999
+    assert p.x[4] == 39 and p.x[5] == 400 and p.x[3] != 5
+    notes = " ".join(p.notes)
+    assert "6 rows skipped" in notes and "1 values under 39 mg/dL" in notes
+    assert "2 Low/High cells" in notes
+
+
+def test_numeric_timestamps__one_sentence(tmp_path):
+    _lines(tmp_path / "N.csv", ["1709251200,120", "1709251500,118"])
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 2 and "numbers, not dates" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_quoted_csv_and_carbs_cells_left_empty(tmp_path):
+    times, values = person_trace(2, seed=4)
+    rows = [f'"{t:%Y-%m-%d %H:%M:%S}","{v:.1f}","NA"' for t, v in zip(times, values, strict=True)]
+    rows[10] = rows[10].rsplit(",", 1)[0]  # a row without the carbs cell
+    rows[20] = rows[20].rsplit(",", 1)[0] + ',"30"'
+    p = cgm_real.load_person(_lines(tmp_path / "Q.csv", rows,
+                                    '"timestamp","glucose_value_mg_dl","carbs_g"'))
+    assert p.x.size == len(times) and p.carbs.tolist() == [20]
+
+
+def test_folder__a_file_that_is_not_cgm_is_left_out_and_named(tmp_path):
+    write_folder(tmp_path, people=2, days=2)
+    (tmp_path / "csv" / "demographics.csv").write_text("person_id,age\nG01,24\n")
+    (tmp_path / "csv" / "empty.csv").write_text("")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output.splitlines()[-1])
+    assert got["people"] == 2
+    assert [n.split(" left out")[0] for n in got["files_left_out"]] == ["demographics.csv", "empty.csv"]
+    assert "note: demographics.csv left out" in r.output  # said without -v
+
+
+def test_people__any_case_or_file_name_and_unknown_ones_refused(tmp_path):
+    write_folder(tmp_path, people=2, days=2)
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json",
+                                  "--people", "g01.csv"])
+    assert r.exit_code == 0 and json.loads(r.output.splitlines()[-1])["people"] == 1, r.output
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--people", "G01,ghost"])
+    assert r.exit_code == 2 and "No CGM file for ghost" in r.output, r.output
+
+
+def test_seen_in_training__by_the_readings_not_the_file_name(tmp_path):
+    from nightlink.tools.train.cli import _seen_in_training
+
+    write_folder(tmp_path, people=2, days=2)
+    g01, g02 = cgm_real.load_folder(tmp_path)
+    renamed = replace(g01, name="P01")
+    train = {"real_cgm": ["P01"], "real_cgm_fingerprints": [cgm_real.fingerprint(g02)]}
+    assert _seen_in_training(train, [renamed, g02]) == ["G02"]
+    assert _seen_in_training({"real_cgm": ["P01"]}, [renamed, g02]) == ["P01"]  # older models
+    committed = json.loads(Path("edge/models/glucose_risk.json").read_text())["train"]
+    assert len(committed["real_cgm_fingerprints"]) == len(committed["real_cgm"])

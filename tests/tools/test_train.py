@@ -207,3 +207,31 @@ def test_train_glucose_on_real_cgm__leave_people_out_and_a_committable_model(tmp
     r = CliRunner().invoke(main, ["train", "glucose", "--data", str(data), "--cv", "9",
                                   "--models", str(out), "--device-out", str(out)])
     assert r.exit_code == 2 and "--cv needs between 2 and 4 folds" in r.output
+
+
+def test_train_glucose_on_real_cgm__json_alone_on_stdout_and_too_little_data_refused(tmp_path):
+    """With --json stdout holds the one JSON line even without folds (the converter's own
+    printing goes to stderr); a fold whose training people have too little CGM is refused in
+    one sentence, not a traceback from inside the fitting."""
+    pytest.importorskip("tensorflow")
+    from tests.support.cgm import person_trace, write_person
+
+    data = tmp_path / "cgm"
+    times, values = person_trace(3, seed=1)
+    write_person(data, "A", times, values)
+    write_person(data, "B", times[:3], values[:3])
+    out = tmp_path / "out"
+    out.mkdir()
+    r = CliRunner().invoke(main, ["train", "glucose", "--data", str(data), "--cv", "2",
+                                  "--models", str(out), "--device-out", str(out)])
+    assert r.exit_code == 2 and "Too little CGM to train on from B" in r.stderr, r.stderr
+    assert not (out / "glucose_risk.tflite").exists()
+    r = CliRunner().invoke(main, ["train", "glucose", "--data", str(data), "--epochs", "1",
+                                  "--json", "--models", str(out), "--device-out", str(out)])
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, lines[:3]
+    got = json.loads(lines[0])
+    assert got["people"] == 2 and got["bytes"] == (out / "glucose_risk.tflite").stat().st_size
+    meta = json.loads((out / "glucose_risk.json").read_text())
+    assert len(meta["train"]["real_cgm_fingerprints"]) == 2

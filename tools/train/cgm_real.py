@@ -20,6 +20,8 @@ The shared BrisT1D-Open folder has this layout (see edge/models/glucose_risk.md 
 
 from __future__ import annotations
 
+import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,8 @@ import numpy as np
 
 from nightlink.edge.features.glucose_risk import LOW_MGDL, SLOT_MIN, cgm_grid, low_events
 
-__all__ = ["LOW_MGDL", "SLOT_MIN", "Person", "events", "load_folder", "load_person", "read_csv",
+__all__ = ["LOW_MGDL", "SLOT_MIN", "Person", "events", "fingerprint", "load_folder", "load_person",
+           "read_csv",
            "to_grid"]
 from nightlink.errors import NightlinkError
 from nightlink.shared.units import MGDL_PER_MMOLL
@@ -68,39 +71,173 @@ class Person:
 MMOLL_LOOKALIKE_MEDIAN = 30.0
 
 
-def _glucose_unit(path: Path) -> float:
+def _glucose_unit(header: list[str]) -> float:
     """mg/dL per unit of the second column: 1, or MGDL_PER_MMOLL when its header names mmol/L
     (`glucose_value_mmol_l`, as UK and European exports give it)."""
-    header = _header(path)
     return MGDL_PER_MMOLL if len(header) > 1 and "mmol" in header[1] else 1.0
 
 
 def _header(path: Path) -> list[str]:
-    """The CSV's column names, lower case (a UTF-8 file, with or without a byte-order mark)."""
+    """The CSV's column names, lower case, quotes removed (a UTF-8 file, with or without a
+    byte-order mark)."""
     try:
-        with open(path, encoding="utf-8-sig") as fh:
-            return [h.strip().lower() for h in fh.readline().split(",")]
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            first = next(csv.reader([fh.readline()]), [])
     except (OSError, UnicodeDecodeError) as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    return [h.strip().lower() for h in first]
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(minutes since 1970, mg/dL) sorted, one reading per minute, unusable rows dropped. The
-    second column is mg/dL, or mmol/L when its header says so."""
-    factor = _glucose_unit(path)
+# Cells that stand for a reading outside the sensor's range, as exports write them.
+LOW_CELLS = ("low", "lo")  # below the sensor's range: read as 39 mg/dL
+HIGH_CELLS = ("high", "hi")  # above it: read as 400 mg/dL
+MISSING_CELLS = ("", "na", "n/a", "nan", "null", "none", "-")
+SENSOR_MIN_MGDL = 39.0  # values under this are a sensor's error codes, not glucose
+PLAUSIBLE_YEARS = (1990, 2100)  # a row dated outside is a stray, not a reading
+_LOW_MARK, _HIGH_MARK = 1e12, 2e12  # a Low or High cell until the file's unit is known
+
+
+@dataclass
+class _Rows:
+    """What reading a plain CSV kept and skipped, for the notes."""
+    minutes: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    carbs: list[int] = field(default_factory=list)
+    skipped: int = 0
+    first_bad: str = ""
+    low_high: int = 0
+    error_codes: int = 0
+    offsets: int = 0
+
+    def skip(self, row: list[str]) -> None:
+        self.skipped += 1
+        self.first_bad = self.first_bad or ",".join(row)[:60]
+
+
+def _minute(cell: str, zone, rows: _Rows) -> int | None:
+    """Minutes since 1970 on the person's clock of an ISO timestamp (`2024-03-01 14:05`,
+    `T`, seconds and fractions allowed), None when the cell is no such date. A time with an
+    offset (`Z`, `+01:00`) is put on the clock of `zone` when one is given, else read as written."""
+    from datetime import datetime
+
+    text = cell.strip()
+    if text.isdigit():
+        raise ValueError("numbers, not dates, in the timestamp column (write dates such as "
+                         "2024-03-01 14:05 on the person's clock)")
     try:
-        raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2, usecols=(0, 1))
-    except (OSError, ValueError) as exc:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        return None
+    if when.tzinfo is not None:
+        rows.offsets += 1
+        when = (when.astimezone(zone) if zone is not None else when).replace(tzinfo=None)
+    if not PLAUSIBLE_YEARS[0] <= when.year < PLAUSIBLE_YEARS[1]:
+        return None
+    return int((when - datetime(1970, 1, 1)).total_seconds() // 60)
+
+
+def _reading(cell: str, rows: _Rows) -> float | None:
+    """A glucose cell in the file's unit; None for an empty or unreadable one."""
+    text = cell.strip().lower()
+    if text in LOW_CELLS or text in HIGH_CELLS:
+        rows.low_high += 1
+        return _LOW_MARK if text in LOW_CELLS else _HIGH_MARK  # mg/dL once the unit is known
+    if text in MISSING_CELLS:
+        return np.nan
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else np.nan
+
+
+def _read_rows(path: Path, header: list[str], zone) -> _Rows:
+    carb_col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            table = [row for row in reader if any(c.strip() for c in row)]
+    except OSError as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
-    if raw.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    fast = _plain_rows(table, carb_col)
+    if fast is not None:
+        return fast
+    rows = _Rows()
     try:
-        t = np.char.strip(raw[:, 0]).astype("datetime64[m]").astype(np.int64)
-        g = np.array([float(v) if v.strip() else np.nan for v in raw[:, 1]], dtype=np.float64)
+        for row in table:
+            t = _minute(row[0], zone, rows)
+            g = _reading(row[1], rows) if len(row) > 1 and t is not None else None
+            if t is None or g is None:
+                rows.skip(row)
+                continue
+            carbs = carb_col is not None and len(row) > carb_col and _reading(row[carb_col], _Rows())
+            if carbs and carbs > 0:
+                rows.carbs.append(t)
+            if not np.isnan(g):
+                rows.minutes.append(t)
+                rows.values.append(g)
     except ValueError as exc:
-        raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl "
-                             f"(or glucose_value_mmol_l): {exc}.") from None
-    valid = np.isfinite(g) & (g > 0)
+        raise NightlinkError(f"{path.name} has {exc}.") from None
+    return rows
+
+
+_OFFSET = re.compile(r"([Zz]|[+-]\d\d:?\d\d)$")
+
+
+def _plain_rows(table: list[list[str]], carb_col: int | None) -> _Rows | None:
+    """The rows read at once when every one is a plain local time and a number (or empty);
+    None when any is not, for the row-by-row reading that says what it skipped."""
+    if not table or any(len(row) < 2 for row in table):
+        return None
+    stamps = [row[0].strip() for row in table]
+    if any(s.isdigit() or _OFFSET.search(s) for s in stamps):
+        return None
+    try:
+        t = np.array(stamps, dtype="datetime64[m]")
+        g = _numbers([row[1] for row in table])
+        carbs = (_numbers([row[carb_col] if len(row) > carb_col else "" for row in table])
+                 if carb_col is not None else np.zeros(len(table)))
+    except ValueError:
+        return None
+    years = t.astype("datetime64[Y]").astype(np.int64) + 1970
+    if np.isnat(t).any() or (years < PLAUSIBLE_YEARS[0]).any() or (years >= PLAUSIBLE_YEARS[1]).any():
+        return None
+    minutes = t.astype(np.int64)
+    keep = np.isfinite(g)
+    return _Rows(minutes[keep].tolist(), g[keep].tolist(),
+                 minutes[np.nan_to_num(carbs) > 0].tolist())
+
+
+def _numbers(cells: list[str]) -> np.ndarray:
+    """Cells as floats, empty ones NaN; ValueError on any other text."""
+    text = np.char.strip(np.array(cells, dtype=str))
+    text[text == ""] = "nan"
+    values = text.astype(np.float64)
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def read_csv(path: Path, tz: str | None = None,
+             notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(minutes since 1970, mg/dL) sorted, one reading per minute, and the minutes of carb
+    treatments (rows whose `carbs...` column is > 0). The second column is mg/dL, or mmol/L
+    when its header says so. Rows that are not a reading are skipped and counted in `notes`:
+    a missing or unreadable time or value, a date outside 1990-2099, a sensor's error code
+    (under 39 mg/dL); `Low` and `High` cells are read as 39 and 400 mg/dL."""
+    from zoneinfo import ZoneInfo
+
+    header = _header(path)
+    factor = _glucose_unit(header)
+    rows = _read_rows(path, header, ZoneInfo(tz) if tz else None)
+    if not rows.minutes and rows.skipped:
+        raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl (or "
+                             f"glucose_value_mmol_l) with dates such as 2024-03-01 14:05; no row "
+                             f"could be read (first: {rows.first_bad!r}).")
+    t = np.array(rows.minutes, dtype=np.int64)
+    g = np.array(rows.values, dtype=np.float64)
+    marked = (g == _LOW_MARK) | (g == _HIGH_MARK)
+    valid = (g > 0) & ~marked
     median = float(np.median(g[valid])) if valid.any() else None
     if factor == 1.0 and median is not None and median < MMOLL_LOOKALIKE_MEDIAN:
         raise NightlinkError(f"{path.name} has glucose values that look like mmol/L (median "
@@ -109,8 +246,30 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise NightlinkError(f"{path.name} has glucose values that look like mg/dL (median "
                              f"{median:.0f}) under a mmol/L header; name the column "
                              "glucose_value_mg_dl or give mmol/L.")
-    keep = np.isfinite(g) & (g > 0)
-    return _by_minute(t[keep], g[keep] * factor)
+    mgdl = np.where(g == _LOW_MARK, SENSOR_MIN_MGDL, np.where(g == _HIGH_MARK, 400.0, g * factor))
+    codes = mgdl < SENSOR_MIN_MGDL
+    rows.error_codes = int(codes.sum())
+    if notes is not None:
+        notes.extend(_csv_notes(path, rows, tz))
+    keep = ~codes
+    return (*_by_minute(t[keep], mgdl[keep]), np.sort(np.array(rows.carbs, dtype=np.int64)))
+
+
+def _csv_notes(path: Path, rows: _Rows, tz: str | None) -> list[str]:
+    out = []
+    if rows.skipped:
+        out.append(f"{path.name}: {rows.skipped} rows skipped, not a time and a reading "
+                   f"(first: {rows.first_bad!r}).")
+    if rows.error_codes:
+        out.append(f"{path.name}: {rows.error_codes} values under {SENSOR_MIN_MGDL:.0f} mg/dL "
+                   "left out (sensor error codes, or no reading).")
+    if rows.low_high:
+        out.append(f"{path.name}: {rows.low_high} Low/High cells read as 39/400 mg/dL.")
+    if rows.offsets:
+        how = f"put on the {tz} clock" if tz else "read on the clock as written (give --tz to " \
+                                                  "convert them)"
+        out.append(f"{path.name}: {rows.offsets} times carry a UTC offset; {how}.")
+    return out
 
 
 def _by_minute(t: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,21 +279,6 @@ def _by_minute(t: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t, g = t[order], np.clip(g[order], 39, 400)
     last = np.r_[t[1:] != t[:-1], True] if t.size else np.zeros(0, dtype=bool)
     return t[last], g[last].astype(np.float32)
-
-
-def read_carbs(path: Path) -> np.ndarray:
-    """Minutes since 1970 of the rows whose carbs column (a header starting with "carb", e.g.
-    `carbs_g`) is > 0; empty when the CSV has no such column (BrisT1D-Open has none)."""
-    header = _header(path)
-    col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
-    if col is None:
-        return np.zeros(0, dtype=np.int64)
-    raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=str, ndmin=2, usecols=(0, col))
-    if raw.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64)
-    amount = np.array([float(v) if v.strip() else 0.0 for v in raw[:, 1]])
-    t = np.char.strip(raw[amount > 0, 0]).astype("datetime64[m]").astype(np.int64)
-    return np.sort(t)
 
 
 def to_grid(name: str, t: np.ndarray, g: np.ndarray,
@@ -150,15 +294,28 @@ def to_grid(name: str, t: np.ndarray, g: np.ndarray,
     return Person(name, int(t[0]), interval, x, observed, held, carbs)
 
 
-def load_person(path: Path, tz: str = "UTC", date_order: str | None = None) -> Person | None:
+def fingerprint(person: Person) -> str:
+    """A short digest of a person's first two weeks of readings: tells whether a model was
+    trained on these very readings, whatever the file is called."""
+    import hashlib
+
+    held = np.nan_to_num(person.held[:14 * 288], nan=0.0)
+    digest = hashlib.sha256(np.int64(person.start_min).tobytes() + np.rint(held).astype(np.int16).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_person(path: Path, tz: str | None = None, date_order: str | None = None) -> Person | None:
     """One person's file: the plain layout (timestamp,glucose_value_mg_dl) or a CGM export the
-    edge imports (Dexcom Clarity, LibreView, Medtronic CareLink, Nightscout JSON)."""
-    if _is_plain(path):
-        t, g = read_csv(path)
-        return to_grid(path.stem, t, g, read_carbs(path))
+    edge imports (Dexcom Clarity, LibreView, Medtronic CareLink, Nightscout JSON). `tz` is the
+    person's clock for times given in UTC (Nightscout JSON; CSV times with an offset): None
+    reads Nightscout's as UTC and CSV times as written."""
     notes: list[str] = []
-    t, g = read_export(path, tz, date_order, notes)
-    person = to_grid(path.stem, t, g)
+    if _is_plain(path):
+        t, g, carbs = read_csv(path, tz, notes)
+    else:
+        t, g = read_export(path, tz or "UTC", date_order, notes)
+        carbs = None
+    person = to_grid(path.stem, t, g, carbs)
     if person is not None:
         person.notes = notes
     return person
@@ -234,17 +391,24 @@ def _is_csv_export(path: Path) -> bool:
     return _export_format(path) in ("clarity", "libreview", "carelink")
 
 
-def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC",
-                date_order: str | None = None) -> list[Person]:
+def load_folder(root: Path, names: list[str] | None = None, tz: str | None = None,
+                date_order: str | None = None, skipped: list[str] | None = None) -> list[Person]:
     """Every person's file in root (or root/csv), in name order: one file per person, in the
-    plain layout or as a CGM export (load_person)."""
+    plain layout or as a CGM export (load_person). `names` picks people by file stem (any
+    case); one that has no file is refused. A file that cannot be read as CGM (a
+    demographics table, an empty file) is left out, and why is added to `skipped`; only when
+    no file can be read is the folder refused."""
     root = Path(root)
     folder = root / "csv" if (root / "csv").is_dir() else root
     paths = sorted(p for p in folder.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_SUFFIXES)
     paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_csv_export(p)]  # notes stay out
     if names is not None:
-        paths = [p for p in paths if p.stem in names]
+        wanted = {Path(n).stem.lower() for n in names}
+        missing = sorted(wanted - {p.stem.lower() for p in paths})
+        if missing:
+            raise NightlinkError(f"No CGM file for {', '.join(missing)} in {folder}.")
+        paths = [p for p in paths if p.stem.lower() in wanted]
     stems: dict[str, Path] = {}
     for p in paths:
         other = stems.setdefault(p.stem.lower(), p)
@@ -254,8 +418,20 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str = "UTC",
     if not paths:
         raise NightlinkError(f"No CGM files (timestamp,glucose_value_mg_dl CSVs or CGM exports) "
                              f"in {folder}.")
-    people = [load_person(p, tz, date_order) for p in paths]
-    return [p for p in people if p is not None]
+    people, refused = [], []
+    for path in paths:
+        try:
+            person = load_person(path, tz, date_order)
+        except NightlinkError as exc:
+            refused.append((path.name, exc))
+            continue
+        if person is not None:
+            people.append(person)
+    if not people and refused:
+        raise refused[0][1]
+    if skipped is not None:
+        skipped.extend(f"{name} left out: {exc}" for name, exc in refused)
+    return people
 
 
 events = low_events

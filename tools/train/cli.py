@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -125,9 +126,10 @@ _glucose_data = click.option(
 
 
 _glucose_tz = click.option(
-    "--tz", default="UTC", show_default=True,
-    help="Whose clock the nights of Nightscout JSON files (UTC times) are on; files with local "
-         "clock times are read as written.")
+    "--tz", default=None,
+    help="Whose clock the nights are on for times given in UTC: Nightscout JSON files, and CSV "
+         "times with an offset such as Z or +01:00 (default: Nightscout's as UTC, CSV times as "
+         "written); files with local clock times are read as written.")
 _glucose_date_order = click.option(
     "--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto", show_default=True,
     help="Day-month or month-day for exports whose dates fit both (auto: as the importer decides "
@@ -135,7 +137,9 @@ _glucose_date_order = click.option(
     callback=lambda _ctx, _param, value: None if value == "auto" else value)
 
 
-def _zone(tz: str) -> str:
+def _zone(tz: str | None) -> str | None:
+    if tz is None:
+        return None
     try:
         ZoneInfo(tz)
     except (ValueError, ZoneInfoNotFoundError):
@@ -177,7 +181,7 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, si
 
 
 def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json,
-                        tz="UTC", date_order=None) -> None:
+                        tz=None, date_order=None) -> None:
     """Leave-people-out folds (each person tested by a model that never saw them, under a
     forecast floor chosen on that fold's training people), then the committed model on
     everyone with the floor chosen on everyone."""
@@ -187,8 +191,9 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
 
     echo = (lambda *_: None) if as_json else click.echo
-    people = cgm_real.load_folder(data, tz=tz, date_order=date_order)
-    for note in (n for p in people for n in p.notes):
+    left_out: list[str] = []
+    people = cgm_real.load_folder(data, tz=tz, date_order=date_order, skipped=left_out)
+    for note in left_out + [n for p in people for n in p.notes]:
         click.echo(f"note: {note}", err=True)
     policy = AlarmPolicy(glucose.REAL_ALARM_PERMILLE)
     result: dict = {}
@@ -200,7 +205,7 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
             test = people[k::cv]
             train = [p for p in people if p not in test]
             echo(f"  fold {k + 1}/{cv}: testing {', '.join(p.name for p in test)}")
-            q = _fit_real(train, seed, epochs, keep_every)
+            q = _fit_real(train, seed, epochs, keep_every, as_json)
             runtime = LiteRtGlucose(q.tflite)
             floor, _ = glucose_real.choose_floor(runtime, train, policy)  # training people only
             floors.append(floor)
@@ -210,12 +215,14 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
         result["policy"]["forecast_floor_mgdl"] = None
         result["policy"]["forecast_floor_by_fold"] = floors
         result["cv_folds"] = cv
-    q = _fit_real(people, seed, epochs, keep_every)
+    q = _fit_real(people, seed, epochs, keep_every, as_json)
     floor, _ = glucose_real.choose_floor(LiteRtGlucose(q.tflite), people, policy)
     policy = replace(policy, forecast_floor_mgdl=floor)
     meta = {"alarm_permille": policy.alarm_permille, "history": glucose.HISTORY_READINGS,
             "horizon_min": 30, "seed": seed, "policy": glucose_real.policy_dict(policy),
-            "train": {"real_cgm": sorted(p.name for p in people), "data": data.name,
+            "train": {"real_cgm": sorted(p.name for p in people),
+                      "real_cgm_fingerprints": sorted(cgm_real.fingerprint(p) for p in people),
+                      "data": data.name,
                       "epochs": epochs, "keep_every": keep_every}}
     if result:
         meta["leave_people_out"] = {k: result[k] for k in glucose_real.HEADLINE if k in result}
@@ -227,14 +234,29 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
          f"{device_out / 'lowrisk_weights.py'}; {policy.describe()}")
     if result:
         _report(result, as_json)
+    elif as_json:
+        _report({"model": str(models / "glucose_risk.tflite"), "bytes": len(q.tflite),
+                 "people": len(people), "policy": glucose_real.policy_dict(policy)}, True)
 
 
-def _fit_real(people, seed, epochs, keep_every):
+MIN_TRAINING_ROWS = 288  # a day of training rows (5-minute readings with an hour before them)
+
+
+def _fit_real(people, seed, epochs, keep_every, quiet: bool = False):
+    """The model fitted on `people`; with `quiet` the converter's own printing goes to stderr,
+    so stdout keeps only what the command reports."""
+    import contextlib
+
     from nightlink.tools.train import glucose, glucose_real
 
     x, y, future = glucose_real.samples(people, keep_every=keep_every, seed=seed)
-    model, xn = glucose.fit(x, y, future, seed=seed, epochs=epochs, batch_size=512)
-    return glucose.export(model, xn[::max(1, xn.shape[0] // 1000)][:1000])
+    if x.shape[0] < MIN_TRAINING_ROWS:
+        raise NightlinkError(f"Too little CGM to train on from {', '.join(p.name for p in people)}: "
+                             f"{x.shape[0]} readings with an hour before them, at least "
+                             f"{MIN_TRAINING_ROWS} (a day) needed.")
+    with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+        model, xn = glucose.fit(x, y, future, seed=seed, epochs=epochs, batch_size=512)
+        return glucose.export(model, xn[::max(1, xn.shape[0] // 1000)][:1000])
 
 
 def _train_glucose_simulated(cache, models, nights, seed, device_out, ohio) -> None:
@@ -367,21 +389,37 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         from nightlink.tools.train import cgm_real, glucose_real
 
         names = [n.strip() for n in people.split(",")] if people else None
-        group = cgm_real.load_folder(data, names, _zone(tz), date_order)
+        left_out: list[str] = []
+        group = cgm_real.load_folder(data, names, _zone(tz), date_order, left_out)
+        for note in left_out:
+            click.echo(f"note: {note}", err=True)
         if not group:
             who = f"None of {people}" if people else "No one"
             raise NightlinkError(f"{who} has CGM readings in {data}.")
         policy = policy_from_meta(meta, budget_per_week=budget, persist=persist)
         figures = glucose_real.evaluate(runtime, group, policy)
-        trained_on = set(meta.get("train", {}).get("real_cgm", []))
-        figures["seen_in_training"] = sorted(p.name for p in group if p.name in trained_on)
+        figures["seen_in_training"] = _seen_in_training(meta.get("train", {}), group)
         figures["file_notes"] = {p.name: p.notes for p in group if p.notes}
+        figures["files_left_out"] = left_out
         _report(figures, as_json)
         return
     te = glucose_data.load_set(glucose_data.YOUTH, _take(GLUCOSE_TEST, nights), 480, cache)
     figures = glucose.evaluate(runtime, te, int(meta["alarm_permille"]))
     figures["alarm_permille"] = meta["alarm_permille"]
     _report(figures, as_json)
+
+
+def _seen_in_training(train: dict, group) -> list[str]:
+    """Who of `group` the model was trained on: by their readings (a digest of their first two
+    weeks), so another data set's P01 is not taken for the training set's; by file name for
+    a model trained before the digests were kept."""
+    from nightlink.tools.train import cgm_real
+
+    if "real_cgm_fingerprints" in train:
+        seen = set(train["real_cgm_fingerprints"])
+        return sorted(p.name for p in group if cgm_real.fingerprint(p) in seen)
+    names = set(train.get("real_cgm", []))
+    return sorted(p.name for p in group if p.name in names)
 
 
 # -- heart-rhythm apnea (real recordings) -------------------------------------------------------

@@ -415,5 +415,8 @@ def samples(people: list[Person], *, keep_every: int = 1, seed: int = 0):
         xs.append(rows[keep])
         ys.append(y[keep])
         fs.append(fut[keep])
+    if not xs:
+        return (np.zeros((0, HISTORY), dtype=np.float32), np.zeros(0, dtype=np.uint8),
+                np.zeros(0, dtype=np.float32))
     return (np.concatenate(xs).astype(np.float32), np.concatenate(ys).astype(np.uint8),
             np.concatenate(fs))
