@@ -512,3 +512,13 @@ def test_seen_in_training__by_the_readings_not_the_file_name(tmp_path):
     assert _seen_in_training({"real_cgm": ["P01"]}, [renamed, g02]) == ["P01"]  # older models
     committed = json.loads(Path("edge/models/glucose_risk.json").read_text())["train"]
     assert len(committed["real_cgm_fingerprints"]) == len(committed["real_cgm"])
+
+
+def test_daytime_only__the_empty_night_figures_are_explained(tmp_path):
+    times, values = person_trace(1, seed=5)
+    day = [(t, v) for t, v in zip(times, values, strict=True) if 8 <= t.hour < 20]
+    write_person(tmp_path, "D", [t for t, _ in day], [v for _, v in day])
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.splitlines()[-1])["nights"] == 0
+    assert "no night (22:00-07:00) has glucose" in r.stderr
