@@ -198,6 +198,9 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     policy = AlarmPolicy(glucose.REAL_ALARM_PERMILLE)
     result: dict = {}
     if cv:
+        if len(people) < 2:
+            raise NightlinkError(f"--cv needs at least 2 people with CGM in {data}; it has "
+                                 f"{len(people)}.")
         if cv > len(people) or cv < 2:
             raise NightlinkError(f"--cv needs between 2 and {len(people)} folds for {len(people)} people.")
         totals, chosen, floors = glucose_real.new_totals(), [], []
