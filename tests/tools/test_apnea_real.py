@@ -168,3 +168,89 @@ def test_committed_model_gives_the_model_cards_figures():
     assert (held_out["index15_sensitivity"], held_out["index15_specificity"]) == (0.842, 0.875)
     card = (cvhr.MODELS / "breathing_rr.md").read_text()
     assert "| per-minute accuracy | **0.861** |" in card and "0.842 (16/19)" in card
+
+
+def _variant(folder, name, beats_text=None, labels_text=None, beats_file=None):
+    """A copy of a generated recording with its beats or labels file written another way."""
+    if beats_text is not None:
+        (folder / f"{name}_beats.csv.gz").unlink()
+        (folder / (beats_file or f"{name}_beats.csv")).write_text(beats_text)
+    if labels_text is not None:
+        (folder / f"{name}_apnea_minutes.csv").write_text(labels_text)
+
+
+def _beats_rows(folder, name):
+    with gzip.open(folder / f"{name}_beats.csv.gz", "rt") as fh:
+        return fh.read().splitlines()[1:]
+
+
+def test_load_folder__files_as_other_tools_write_them_read_the_same(tmp_path):
+    """A byte-order mark and semicolons (a spreadsheet), plain .csv beats, upper-case names,
+    PhysioNet's N/A letters and minutes written 0.0, beats out of order or repeated: the same
+    recording as the reference files."""
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("c01", False)])
+    ref = {r.name: r for r in apnea_real.load_folder(data)}
+    rows = _beats_rows(data, "a01")
+    shuffled = rows[::2] + rows[1::2] + rows[:50]  # out of order, 50 beats twice
+    _variant(data, "a01", "\ufeffT_MIN;RR_S\n" + "\n".join(r.replace(",", ";") for r in shuffled) + "\n",
+             "minute,apnea\n" + "".join(f"{m}.0,{'A' if 20 <= m < 50 else 'N'}\n" for m in range(70)),
+             beats_file="A01_BEATS.CSV")
+    got = {r.name: r for r in apnea_real.load_folder(data)}
+    assert sorted(got) == ["a01", "c01"]  # named as its labels file spells it
+    a01 = got["a01"]
+    assert np.array_equal(a01.apnea, ref["a01"].apnea)
+    assert np.allclose(a01.beat_t_s, ref["a01"].beat_t_s) and np.allclose(a01.rr_ms, ref["a01"].rr_ms)
+
+
+@pytest.mark.parametrize(("beats", "labels", "says"), [
+    (None, "minute,apnea\n", "has no labelled minute"),
+    (None, "minute,apnea\n0,0\n1,2\n", "line 3 needs a minute from 0 and an apnea label"),
+    (None, "minute,apnea\n-1,0\n0,0\n", "line 2 needs a minute from 0"),
+    (None, "minute,apnea\n0,0\n2,0\n", "has no label for minute 1"),
+    ("t_min,rr_s\n", None, "fewer than 2 beats"),
+    ("time,rr\n0.1,0.8\n", None, "needs the columns t_min,rr_s"),
+    ("t_min,rr_s\n0.1,830\n0.2,840\n0.3,820\n", None, "median RR interval of 830"),
+    ("t_min,rr_s\n0.1,0.8\nabc,0.8\n", None, "line 3 is not two numbers"),
+    ("t_min,rr_s\n" + "".join(f"{60 * m},0.8\n" for m in range(1, 70)), None,
+     "has beats from minute 60 to 4140"),
+])
+def test_train_breathing_rr__a_bad_recording_left_out_and_named(tmp_path, beats, labels, says):
+    """A recording whose files cannot be right is left out with one sentence naming the file
+    and line (on stderr, without -v), the others are trained on; no traceback, no NaN."""
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("a02", True), ("c01", False), ("c02", False), ("c03", False)])
+    _variant(data, "c03", beats, labels)
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(data), "--models",
+                                  str(tmp_path / "m"), "--cv", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "note: c03 left out: c03_" in r.stderr and says in r.stderr, r.stderr
+    assert _last_json(r.stdout)["beats"]["recordings"] == 4
+
+
+def test_train_breathing_rr__no_apnea_anywhere_gives_null_not_nan(tmp_path):
+    """Controls only: no apnea minute, so no sensitivity: null in valid JSON."""
+    data = tmp_path / "recs"
+    _recordings(data, [("c01", False), ("c02", False), ("c03", False)])
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(data), "--models",
+                                  str(tmp_path / "m"), "--cv", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    line = r.stdout.strip().splitlines()[-1]
+    assert "NaN" not in line
+    got = json.loads(line)
+    assert got["beats"]["sensitivity"] is None and got["beats"]["specificity"] is not None
+    assert "NaN" not in (tmp_path / "m" / cvhr.MODEL_FILE).read_text()
+
+
+def test_train_breathing_rr__missing_halves_named_and_an_empty_folder_refused(tmp_path):
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("a02", True), ("c01", False)])
+    (data / "c01_apnea_minutes.csv").unlink()
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(data), "--models",
+                                  str(tmp_path / "m"), "--cv", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "c01 left out: no c01_apnea_minutes.csv next to c01_beats.csv.gz" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(empty), "--cv", "0"])
+    assert r.exit_code == 2 and "No recordings" in r.output, r.output

@@ -16,10 +16,10 @@ figure comes from recordings the scoring model never saw.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,26 +64,140 @@ class Recording:
         return float(self.apnea.mean()) * 60.0
 
 
-def load_folder(data: Path, names: list[str] | None = None) -> list[Recording]:
-    """Every recording with both files in `data`, sorted by name (or only `names`)."""
-    out = []
-    for labels in sorted(Path(data).glob("*_apnea_minutes.csv")):
-        name = labels.name.removesuffix("_apnea_minutes.csv")
-        beats = labels.with_name(f"{name}_beats.csv.gz")
-        if beats.exists() and (names is None or name in names):
-            out.append(load_recording(beats, labels, name))
+BEATS_SUFFIXES = ("_beats.csv.gz", "_beats.csv")
+LABELS_SUFFIX = "_apnea_minutes.csv"
+RR_RANGE_S = (0.2, 3.0)  # a heart's beat-to-beat interval in seconds; a median outside: wrong unit
+LABEL_CELLS = {"0": 0, "1": 1, "n": 0, "a": 1}  # PhysioNet writes N (normal) and A (apnea)
+
+
+def _record_name(path: Path) -> tuple[str, str] | None:
+    """(recording, "beats" or "labels") of a file in the folder's layout, any case; None else."""
+    low = path.name.lower()
+    for suffix in BEATS_SUFFIXES:
+        if low.endswith(suffix):
+            return path.name[:-len(suffix)], "beats"
+    if low.endswith(LABELS_SUFFIX):
+        return path.name[:-len(LABELS_SUFFIX)], "labels"
+    return None
+
+
+def load_folder(data: Path, names: list[str] | None = None,
+                skipped: list[str] | None = None) -> list[Recording]:
+    """Every recording with both files in `data` (`<rec>_beats.csv.gz` or `.csv`, and
+    `<rec>_apnea_minutes.csv`), sorted by name (or only `names`). A recording missing one of
+    them, or whose files cannot be read, is left out and why is added to `skipped`; a folder
+    without any readable recording is refused."""
+    from nightlink.errors import NightlinkError
+
+    parts: dict[str, dict[str, Path]] = {}
+    spelled: dict[str, str] = {}  # a recording's name as its labels file spells it
+    for path in sorted(Path(data).iterdir()):
+        found = _record_name(path) if path.is_file() else None
+        if found and (names is None or found[0] in names):
+            key = found[0].lower()
+            parts.setdefault(key, {}).setdefault(found[1], path)
+            if found[1] == "labels" or key not in spelled:
+                spelled[key] = found[0]
+    out, reasons = [], []
+    for key in sorted(parts):
+        have, name = parts[key], spelled[key]
+        if len(have) < 2:
+            missing = "apnea_minutes.csv" if "labels" not in have else "beats.csv.gz"
+            reasons.append(f"{name} left out: no {name}_{missing} next to {have.popitem()[1].name}.")
+            continue
+        try:
+            out.append(load_recording(have["beats"], have["labels"], name))
+        except NightlinkError as exc:
+            reasons.append(f"{name} left out: {exc}")
+    if not out:
+        why = f" ({reasons[0]})" if reasons else ""
+        raise NightlinkError(f"No recordings (<rec>_beats.csv.gz with t_min,rr_s and "
+                             f"<rec>_apnea_minutes.csv with minute,apnea) in {data}{why}.")
+    if skipped is not None:
+        skipped.extend(reasons)
     return out
 
 
+def _table(path: Path, columns: tuple[str, str]) -> list[tuple[int, str, str]]:
+    """(line number, first cell, second cell) of a small CSV with these two columns (comma,
+    semicolon or tab; gzip or plain; UTF-8 with or without a byte-order mark)."""
+    from nightlink.errors import NightlinkError
+
+    try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rt", encoding="utf-8-sig", errors="replace") if gz
+              else open(path, encoding="utf-8-sig", errors="replace")) as fh:
+            lines = fh.read().splitlines()
+    except (OSError, EOFError) as exc:
+        raise NightlinkError(f"Cannot read {path.name}: {exc}.") from None
+    first = lines[0] if lines else ""
+    delimiter = max((";", "\t", ","), key=first.count)
+    header = [h.strip().lower() for h in first.split(delimiter)]
+    if header[:2] != list(columns):
+        raise NightlinkError(f"{path.name} needs the columns {','.join(columns)}; its first line "
+                             f"is {first[:60]!r}.")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = [c.strip() for c in line.split(delimiter)]
+        if any(cells):
+            rows.append((number, cells[0], cells[1] if len(cells) > 1 else ""))
+    return rows
+
+
 def load_recording(beats: Path, labels: Path, name: str) -> Recording:
-    with gzip.open(beats, "rt") as fh:
-        rows = np.array([(float(r["t_min"]), float(r["rr_s"])) for r in csv.DictReader(fh)])
-    with open(labels) as fh:
-        lab = sorted((int(r["minute"]), int(r["apnea"])) for r in csv.DictReader(fh))
-    apnea = np.zeros(lab[-1][0] + 1, dtype=np.uint8)
-    for minute, flag in lab:
-        apnea[minute] = flag
-    return Recording(name, rows[:, 0] * 60.0, rows[:, 1] * 1000.0, apnea)
+    """One recording: its beats (time in minutes, RR interval in seconds) sorted, repeated
+    beats dropped, and its expert label for every minute from 0 (0/1 or N/A). Anything else
+    is refused in one sentence naming the file and line: a wrong unit, a label other than
+    apnea or not, a minute missing or negative, beats that do not cover the labelled minutes."""
+    from nightlink.errors import NightlinkError
+
+    times, rrs = [], []
+    for number, t, rr in _table(beats, ("t_min", "rr_s")):
+        if not rr:
+            continue  # a beat without its interval
+        try:
+            times.append(float(t))
+            rrs.append(float(rr))
+        except ValueError:
+            raise NightlinkError(f"{beats.name} line {number} is not two numbers: {t!r}, {rr!r}.") from None
+    minute_flags: dict[int, int] = {}
+    for number, minute, flag in _table(labels, ("minute", "apnea")):
+        try:
+            m = float(minute)
+        except ValueError:
+            m = -1.0
+        if m < 0 or m != int(m) or flag.lower() not in LABEL_CELLS:
+            raise NightlinkError(f"{labels.name} line {number} needs a minute from 0 and an apnea "
+                                 f"label of 0/1 (or N/A): {minute!r}, {flag!r}.")
+        minute_flags[int(m)] = LABEL_CELLS[flag.lower()]
+    if not minute_flags:
+        raise NightlinkError(f"{labels.name} has no labelled minute.")
+    n = max(minute_flags) + 1
+    if len(minute_flags) < n:
+        gap = min(set(range(n)) - set(minute_flags))
+        raise NightlinkError(f"{labels.name} has no label for minute {gap}; every minute from 0 "
+                             "to the last needs one.")
+    t = np.array(times, dtype=np.float64)
+    rr = np.array(rrs, dtype=np.float64)
+    ok = np.isfinite(t) & np.isfinite(rr)
+    t, rr = t[ok], rr[ok]
+    if t.size < 2:
+        raise NightlinkError(f"{beats.name} has fewer than 2 beats.")
+    median = float(np.median(rr))
+    if not RR_RANGE_S[0] <= median <= RR_RANGE_S[1]:
+        raise NightlinkError(f"{beats.name} has a median RR interval of {median:g}: rr_s is in "
+                             f"seconds ({RR_RANGE_S[0]}-{RR_RANGE_S[1]} for a heart).")
+    order = np.argsort(t, kind="stable")
+    t, rr = t[order], rr[order]
+    keep = np.r_[True, np.diff(t) > 0]
+    t, rr = t[keep], rr[keep]
+    if t[0] > n or t[-1] > 2 * n + 60:
+        raise NightlinkError(f"{beats.name} has beats from minute {t[0]:.0f} to {t[-1]:.0f} but "
+                             f"{labels.name} labels minutes 0 to {n - 1}: t_min is minutes from "
+                             "the first labelled minute.")
+    apnea = np.array([minute_flags[m] for m in range(n)], dtype=np.uint8)
+    return Recording(name, t * 60.0, rr * 1000.0, apnea)
 
 
 def stored_epochs(rec: Recording) -> dict[str, np.ndarray]:
@@ -129,8 +243,14 @@ def fit_head(feats: list[np.ndarray], labels: list[np.ndarray], kind: str) -> di
     y = np.concatenate(labels).astype(np.float64)
     own = ~np.isnan(np.concatenate(feats)).any(axis=1)
     x, y = x[own], y[own]
-    mean = np.nanmean(x, axis=0)
-    scale = np.nanstd(x, axis=0)
+    if not y.size:
+        from nightlink.errors import NightlinkError
+
+        raise NightlinkError(f"No minute with clean beats to fit the {kind} head on.")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value: mean 0, scale 1
+        mean = np.nan_to_num(np.nanmean(x, axis=0))
+        scale = np.nan_to_num(np.nanstd(x, axis=0))
     scale[scale < 1e-9] = 1.0
     z = np.nan_to_num((x - mean) / scale)
     design = np.hstack([z, np.ones((z.shape[0], 1))])
@@ -173,17 +293,24 @@ def score(per_record: list[tuple[Recording, dict]]) -> dict:
     ok = ~np.isnan(est)
     return {
         "minutes": int(y.size), "minutes_scored": int(valid.sum()),
-        "accuracy": round(float((yv == fv).mean()), 3),
-        "sensitivity": round(float(fv[yv].mean()), 3),
-        "specificity": round(float((~fv[~yv]).mean()), 3),
+        "accuracy": _share(yv == fv),
+        "sensitivity": _share(fv[yv]),
+        "specificity": _share(~fv[~yv]),
         "recordings": len(per_record), "recordings_index15": int(pos.sum()),
         "index15_sensitivity": round(float(flagged[pos & ok].mean()), 3) if (pos & ok).any() else None,
         "index15_specificity": round(float((~flagged[~pos & ok]).mean()), 3) if (~pos & ok).any() else None,
-        "index_mae": round(float(np.nanmean(np.abs(est - ref))), 1),
-        "index_r": round(float(np.corrcoef(ref[ok], est[ok])[0, 1]), 3) if ok.sum() > 2 else None,
+        "index_mae": round(float(np.abs(est - ref)[ok].mean()), 1) if ok.any() else None,
+        "index_r": (round(float(np.corrcoef(ref[ok], est[ok])[0, 1]), 3)
+                    if ok.sum() > 2 and ref[ok].std() > 0 and est[ok].std() > 0 else None),
         "index_pairs": {r.name: [round(r.index, 1), None if np.isnan(e) else round(float(e), 1)]
                         for (r, _), e in zip(per_record, est, strict=True)},
     }
+
+
+def _share(hits: np.ndarray) -> float | None:
+    """The share of True in `hits`, None when there is nothing to share (no apnea minute among
+    the recordings gives no sensitivity)."""
+    return round(float(hits.mean()), 3) if hits.size else None
 
 
 def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) -> dict:
@@ -240,7 +367,14 @@ HEADLINE = ("accuracy", "sensitivity", "specificity", "recordings", "recordings_
 def write_model(models: Path, meta: dict) -> Path:
     models.mkdir(parents=True, exist_ok=True)
     path = models / cvhr.MODEL_FILE
-    path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    try:
+        text = json.dumps(meta, indent=1, sort_keys=True, allow_nan=False)
+    except ValueError:
+        from nightlink.errors import NightlinkError
+
+        raise NightlinkError("The fitted heart-rhythm model has weights that are not numbers; "
+                             "nothing was written.") from None
+    path.write_text(text + "\n")
     return path
 
 
