@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from nightlink.cli import main
 from nightlink.edge.features import classify
+from nightlink.errors import NightlinkError
 from nightlink.tools.sim.audio import HOUSEHOLD, SAMPLE_RATE, household_sound, snore_clip
 from nightlink.tools.train import snore
 
@@ -76,9 +77,11 @@ def test_clip_folder__long_files_cut_short_classes_and_hidden_files_left_out(tmp
                     SAMPLE_RATE)  # 20 s: too little for an epoch of its own
     (tmp_path / "snoring" / "._night.WAV").write_bytes(b"\x00\x05\x16\x07")  # a macOS fork
     (tmp_path / "snoring" / "dir.wav").mkdir()
-    clips = snore.clip_folder(tmp_path)
+    notes = []
+    clips = snore.clip_folder(tmp_path, notes)
     assert [c.size for c in clips["snoring"]] == [30 * SAMPLE_RATE, 30 * SAMPLE_RATE, 15 * SAMPLE_RATE]
-    assert clips["other"] == []
+    assert [c.size for c in clips["other"]] == [20 * SAMPLE_RATE]  # counted, not scored
+    assert notes == ["other/ holds 20.0 s of sound, under one 30-s epoch: not scored."]
     sets = snore.real_clip_epochs(clips)
     assert sets["in_file_order"][1].tolist() == [1, 1]  # 75 s: two whole epochs
     assert "snoring_among_other" not in sets
@@ -113,6 +116,7 @@ def test_eval_snoring_clips__scores_what_it_builds(clips, few):
     assert out["same_call_after_other_epochs"] == 1.0  # the call is the epoch's own
     assert out["clips_read"] == {"snoring": 45, "other": 45}
     assert out["clip_seconds"] == {"snoring": 45.0, "other": 45.0}
+    assert out["independent_epochs"] == {"snoring": 1, "other": 1} and out["notes"] == []
 
 
 def test_eval_snoring_clips__only_snoring_clips(clips, tmp_path, few):
@@ -134,3 +138,42 @@ def test_eval_snoring_clips__bad_input_is_one_sentence(tmp_path):
     r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(tmp_path)])
     assert r.exit_code == 2 and "Cannot read the sound file" in r.output
     assert "Traceback" not in r.output
+
+
+def test_clip_folder__class_folders_any_case_files_in_subfolders_long_files_noted(tmp_path, monkeypatch):
+    """Snoring/ and OTHER/ are the classes; clips filed per person in subfolders are read; a
+    file longer than the cut says so in the notes."""
+    rng = np.random.default_rng(4)
+    for sub in ("Snoring/p1", "Snoring/p2", "OTHER"):
+        (tmp_path / sub).mkdir(parents=True)
+    for k in range(2):
+        soundfile.write(str(tmp_path / f"Snoring/p{k + 1}/a.wav"),
+                        np.concatenate([snore_clip(rng) for _ in range(20)]) * 0.5, SAMPLE_RATE)
+    soundfile.write(str(tmp_path / "OTHER" / "door.wav"),
+                    household_sound(rng, "door", 40 * SAMPLE_RATE), SAMPLE_RATE)
+    monkeypatch.setattr(snore, "MAX_CLIP_S", 35)
+    notes = []
+    clips = snore.clip_folder(tmp_path, notes)
+    assert [c.size for c in clips["snoring"]] == [20 * SAMPLE_RATE] * 2
+    assert [c.size for c in clips["other"]] == [30 * SAMPLE_RATE, 5 * SAMPLE_RATE]
+    assert notes == ["door.wav: only its first 35 s of 40 s are read."]
+
+
+def test_read_clip__samples_that_are_not_numbers_refused_in_one_sentence(tmp_path):
+    x = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    x[100] = np.nan
+    soundfile.write(str(tmp_path / "bad.wav"), x, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(NightlinkError, match="bad.wav holds samples that are not numbers"):
+        snore.read_clip(tmp_path / "bad.wav")
+
+
+def test_eval__a_model_file_cut_short_is_one_sentence(clips, tmp_path):
+    """A clone without Git LFS, or a copy cut short: the command says so, no traceback."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(classify.MODELS, models)
+    (models / "snore.tflite").write_bytes((models / "snore.tflite").read_bytes()[:500])
+    r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(clips), "--models", str(models)])
+    assert r.exit_code == 2 and "cannot be read" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -287,10 +288,23 @@ def _train_glucose_simulated(cache, models, nights, seed, device_out, ohio) -> N
 
 
 def _report(figures: dict, as_json: bool) -> None:
+    figures = _finite(figures)
     if not as_json:
         for k, v in figures.items():
             click.echo(f"{k}: {v}")
-    click.echo(json.dumps(figures, separators=(",", ":")))
+    click.echo(json.dumps(figures, separators=(",", ":"), allow_nan=False))
+
+
+def _finite(value):
+    """The figures with every NaN or infinity as None: a rate with nothing to count (no
+    apnea minute among the recordings, say) is null in JSON, never the invalid NaN."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _classifiers(models):
@@ -300,6 +314,15 @@ def _classifiers(models):
         return Classifiers(models)
     except FileNotFoundError as exc:
         raise NightlinkError(f"No trained model at {exc.filename}; run nightlink train first.") from None
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise _unreadable_models(models, exc) from None
+
+
+def _unreadable_models(models: Path, exc: Exception) -> NightlinkError:
+    """A model file that is there but cannot be read (cut short, or a Git LFS pointer)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return NightlinkError(f"A model in {models} cannot be read ({first.rstrip('.')}); restore the "
+                          "committed files or retrain.")
 
 
 def _eval_night_model(kind: str, cache, models, nights, hours, as_json) -> None:
@@ -386,8 +409,11 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
     path = models / "glucose_risk.tflite"
     if not path.exists():
         raise NightlinkError(f"No trained model at {path}; run nightlink train glucose first.")
-    meta = json.loads((models / "glucose_risk.json").read_text())
-    runtime = LiteRtGlucose(path.read_bytes())
+    try:
+        meta = json.loads((models / "glucose_risk.json").read_text())
+        runtime = LiteRtGlucose(path.read_bytes())
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise _unreadable_models(models, exc) from None
     if data is not None:
         from nightlink.tools.train import cgm_real, glucose_real
 
@@ -449,7 +475,10 @@ def train_breathing_rr(data, models, cv, as_json):
     if not data.is_dir():
         raise NightlinkError(f"No recordings folder at {data}; pass --data.")
     echo = (lambda *_: None) if as_json else click.echo
-    recs = apnea_real.load_folder(data)
+    left_out: list[str] = []
+    recs = apnea_real.load_folder(data, skipped=left_out)
+    for note in left_out:
+        click.echo(f"note: {note}", err=True)
     if cv and not 2 <= cv <= len(recs):
         raise NightlinkError(f"--cv needs between 2 and {len(recs)} folds for {len(recs)} recordings.")
     meta, figures = apnea_real.train_and_validate(

@@ -475,21 +475,23 @@ def clip_figures(clf: classify.Classifiers, count: int, cache: Path | None = Non
 # drawn at random, and snoring clips among other sounds (>= 10 s of snoring: a snoring epoch,
 # as LABEL_MIN_S labels a simulated one). Nothing is trained or tuned on them here.
 
-CLIP_SUFFIXES = (".wav", ".flac", ".ogg")
+CLIP_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 REAL_RANDOM_EPOCHS = 120  # per class, drawn at random
 REAL_MIXED_EPOCHS = 60
 MAX_CLIP_S = 600  # seconds read from any one file
+READ_BLOCK_S = 30  # seconds read at a time (channels averaged per block: less memory)
 
 
 def _natural(path: Path) -> list:
-    """Sort key that puts clip_2 before clip_10."""
+    """Sort key that puts clip_2 before clip_10 (folders first in the path)."""
     import re
 
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path.name)]
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(path))]
 
 
-def read_clip(path: Path) -> np.ndarray:
-    """A sound file as float32 mono at the analysis rate (resampled as the edge does)."""
+def read_clip(path: Path, notes: list[str] | None = None) -> np.ndarray:
+    """A sound file as float32 mono at the analysis rate (resampled as the edge does); at most
+    MAX_CLIP_S seconds of it (said in `notes` when a file is longer)."""
     import soundfile
 
     from nightlink.edge.features.audio import MAX_RATE, MIN_RATE, Resampler
@@ -498,14 +500,26 @@ def read_clip(path: Path) -> np.ndarray:
     try:
         with soundfile.SoundFile(str(path)) as f:
             rate = f.samplerate
-            x = f.read(frames=min(f.frames, MAX_CLIP_S * rate), dtype="float32", always_2d=True)
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise NightlinkError(f"{path} is at {rate} Hz; clips from {MIN_RATE} to "
+                                     f"{MAX_RATE} Hz are read.")
+            want = min(f.frames, MAX_CLIP_S * rate)
+            blocks = []
+            while sum(b.size for b in blocks) < want:
+                block = f.read(frames=min(READ_BLOCK_S * rate, want - sum(b.size for b in blocks)),
+                               dtype="float32", always_2d=True)
+                if not block.shape[0]:
+                    break
+                blocks.append(block.mean(axis=1))
+            if notes is not None and f.frames > want:
+                notes.append(f"{path.name}: only its first {MAX_CLIP_S} s of "
+                             f"{f.frames / rate:.0f} s are read.")
     except (RuntimeError, soundfile.LibsndfileError) as exc:
         raise NightlinkError(f"Cannot read the sound file {path}: "
                              f"{str(exc).rstrip('.')}.") from None
-    if not MIN_RATE <= rate <= MAX_RATE:
-        raise NightlinkError(f"{path} is at {rate} Hz; clips from {MIN_RATE} to {MAX_RATE} Hz "
-                             "are read.")
-    x = x.mean(axis=1)
+    x = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise NightlinkError(f"{path} holds samples that are not numbers (NaN or infinity).")
     if rate == SAMPLE_RATE or not x.size:
         return x
     res = Resampler(rate)
@@ -519,19 +533,37 @@ def _pieces(x: np.ndarray) -> list[np.ndarray]:
     return [x[i:i + EPOCH_SAMPLES] for i in range(0, x.size, EPOCH_SAMPLES)] if x.size else []
 
 
-def clip_folder(root: Path) -> dict[str, list[np.ndarray]]:
-    """{"snoring": [...], "other": [...]}: the clips of each class in natural file order (a
-    class with less than 30 s of audio in all is left empty); hidden files are skipped."""
+def _enough(clips: list[np.ndarray]) -> bool:
+    """At least one 30-s epoch of sound in the clips."""
+    return sum(c.size for c in clips) >= EPOCH_SAMPLES
+
+
+def _class_folder(root: Path, kind: str) -> Path | None:
+    """root/<kind>, whatever its case (Snoring/, OTHER/)."""
+    if not Path(root).is_dir():
+        return None
+    return next((p for p in sorted(Path(root).iterdir()) if p.is_dir() and p.name.lower() == kind),
+                None)
+
+
+def clip_folder(root: Path, notes: list[str] | None = None) -> dict[str, list[np.ndarray]]:
+    """{"snoring": [...], "other": [...]}: the clips of each class folder (any case; files in
+    its subfolders too) in natural path order; hidden files are skipped. A class with less than
+    30 s of sound in all is kept for its count but not scored."""
     from nightlink.errors import NightlinkError
 
     out = {}
     for kind in ("snoring", "other"):
-        files = sorted((p for p in (Path(root) / kind).glob("*")
-                        if p.is_file() and not p.name.startswith(".")
-                        and p.suffix.lower() in CLIP_SUFFIXES), key=_natural)
-        clips = [piece for path in files for piece in _pieces(read_clip(path))]
-        out[kind] = clips if sum(c.size for c in clips) >= EPOCH_SAMPLES else []
-    if not out["snoring"] and not out["other"]:
+        folder = _class_folder(root, kind)
+        files = [] if folder is None else sorted(
+            (p for p in folder.rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+             and p.suffix.lower() in CLIP_SUFFIXES), key=lambda p: _natural(p.relative_to(folder)))
+        out[kind] = [piece for path in files for piece in _pieces(read_clip(path, notes))]
+        if out[kind] and not _enough(out[kind]) and notes is not None:
+            notes.append(f"{kind}/ holds {sum(c.size for c in out[kind]) / SAMPLE_RATE:.1f} s of "
+                         "sound, under one 30-s epoch: not scored.")
+    if not _enough(out["snoring"]) and not _enough(out["other"]):
         raise NightlinkError(f"{root} has no 30 s of sound in snoring/ or other/ "
                              f"({', '.join(CLIP_SUFFIXES)} files).")
     return out
@@ -583,7 +615,7 @@ def real_clip_epochs(clips: dict[str, list[np.ndarray]],
     sets: dict[str, tuple[list, list]] = {"in_file_order": ([], []), "random_draws": ([], [])}
     for label, kind in ((1, "snoring"), (0, "other")):
         pool = clips[kind]
-        if not pool:
+        if not _enough(pool):
             continue
         ordered = _in_order(pool)
         sets["in_file_order"][0].extend(ordered)
@@ -591,7 +623,7 @@ def real_clip_epochs(clips: dict[str, list[np.ndarray]],
         for _ in range(REAL_RANDOM_EPOCHS):
             sets["random_draws"][0].append(_fill(pool, rng.permutation(len(pool))))
             sets["random_draws"][1].append(label)
-    if clips["snoring"] and clips["other"]:
+    if _enough(clips["snoring"]) and _enough(clips["other"]):
         sets["snoring_among_other"] = ([_mixed(clips["snoring"], clips["other"], rng)
                                         for _ in range(REAL_MIXED_EPOCHS)], [1] * REAL_MIXED_EPOCHS)
     return {k: (ep, np.array(y)) for k, (ep, y) in sets.items() if ep}
@@ -606,14 +638,21 @@ def real_clip_figures(clf: classify.Classifiers, root: Path, seed: int = SEED,
     """The committed model on epochs of the recorded clips under `root`: per assembly,
     sensitivity, specificity and AUC next to the 60-400 Hz share alone, and whether each
     epoch is called the same after two epochs of other clips (its night around it)."""
-    clips = clip_folder(root)
+    notes: list[str] = []
+    clips = clip_folder(root, notes)
     sets = real_clip_epochs(clips, seed)
     out: dict = {"clips": str(root), "real": True,
                  "model": str((models or classify.MODELS) / "snore.tflite"),
                  "threshold": clf.snore_meta["threshold"],
                  "clip_seconds": {k: round(sum(c.size for c in v) / SAMPLE_RATE, 1)
                                   for k, v in clips.items()},
-                 "clips_read": {k: len(v) for k, v in clips.items()}}
+                 "clips_read": {k: len(v) for k, v in clips.items()},
+                 # random_draws deals REAL_RANDOM_EPOCHS a class from the clips: with less sound
+                 # than that, epochs share seconds and the figures are less independent than
+                 # their count looks
+                 "independent_epochs": {k: sum(c.size for c in v) // EPOCH_SAMPLES
+                                        for k, v in clips.items()},
+                 "notes": notes}
     rows = {}
     for name, (epochs, y) in sets.items():
         rows[name] = _epoch_rows(epochs)
