@@ -235,3 +235,11 @@ def test_train_glucose_on_real_cgm__json_alone_on_stdout_and_too_little_data_ref
     assert got["people"] == 2 and got["bytes"] == (out / "glucose_risk.tflite").stat().st_size
     meta = json.loads((out / "glucose_risk.json").read_text())
     assert len(meta["train"]["real_cgm_fingerprints"]) == 2
+
+
+def test_stage_scores__a_stage_neither_scored_nor_called_has_no_f1():
+    from nightlink.tools.train.nightmodels import stage_scores
+
+    got = stage_scores(np.array([0, 1, 2, 1, 0]), np.array([0, 1, 2, 2, 0]))
+    assert got["f1"]["REM"] is None  # no REM in the truth nor called: not a score of 0
+    assert got["f1"]["Wake"] == 1.0 and got["f1"]["Deep"] == pytest.approx(0.667, abs=1e-3)

@@ -485,4 +485,5 @@ def train_breathing_rr(data, models, cv, as_json):
         recs, cv, progress=lambda kind, k, n: echo(f"  {kind}: fold {k}/{n}"))
     path = apnea_real.write_model(models, meta)
     echo(f"wrote {path} ({path.stat().st_size} bytes)")
-    _report(figures, as_json)
+    _report(figures or {"model": str(path), "bytes": path.stat().st_size,
+                        "recordings": len(recs)}, as_json)

@@ -167,6 +167,9 @@ def stage_scores(y: np.ndarray, p: np.ndarray) -> dict:
     f1 = {}
     for k, name in enumerate(classify.STAGES):
         tp = cm[k, k]
+        if not cm[k].sum() and not cm[:, k].sum():
+            f1[name] = None  # the stage neither in the truth nor called: nothing to score
+            continue
         prec = tp / cm[:, k].sum() if cm[:, k].sum() else 0.0
         rec = tp / cm[k].sum() if cm[k].sum() else 0.0
         f1[name] = round(2 * prec * rec / (prec + rec), 3) if prec + rec else 0.0
