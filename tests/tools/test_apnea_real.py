@@ -254,3 +254,32 @@ def test_train_breathing_rr__missing_halves_named_and_an_empty_folder_refused(tm
     empty.mkdir()
     r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(empty), "--cv", "0"])
     assert r.exit_code == 2 and "No recordings" in r.output, r.output
+
+
+def test_eval_breathing_data__the_committed_model_scored_as_it_is(tmp_path):
+    """`eval breathing --data` scores the model in --models without retraining it (the file is
+    unchanged) and names the recordings it was trained on by their beats, not their names."""
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("a02", True), ("c01", False), ("c02", False)])
+    models = tmp_path / "m"
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(data), "--models",
+                                  str(models), "--cv", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    before = (models / cvhr.MODEL_FILE).read_bytes()
+    other = tmp_path / "other"
+    other.mkdir()
+    for src in sorted(data.iterdir()):  # the same recordings under other names, and a new one
+        (other / src.name.replace("a01", "x01").replace("c02", "x02")).write_bytes(src.read_bytes())
+    _recordings(tmp_path / "new", [("n01", False)])  # seed 0 as a01, but no apnea: not a01
+    for src in (tmp_path / "new").iterdir():
+        (other / src.name).write_bytes(src.read_bytes())
+    r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(other), "--models",
+                                  str(models), "--json"])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.stdout)
+    assert (models / cvhr.MODEL_FILE).read_bytes() == before
+    assert got["data"] == "real" and got["beats"]["recordings"] == 5
+    assert got["seen_in_training"] == ["a02", "c01", "x01", "x02"]
+    assert got["beats"]["accuracy"] >= 0.85 and set(got["beats"]["index_pairs"]) >= {"n01"}
+    committed = json.loads((apnea_real.ROOT / "edge" / "models" / cvhr.MODEL_FILE).read_text())
+    assert len(committed["train"]["fingerprints"]) == len(committed["train"]["recordings"])

@@ -336,6 +336,28 @@ def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) ->
     return out
 
 
+def fingerprint(rec: Recording) -> str:
+    """A short digest of a recording's first 2,000 beats and its labels: tells whether a model
+    was trained on this very recording, whatever its files are called."""
+    import hashlib
+
+    body = np.rint(rec.rr_ms[:2000]).astype(np.int16).tobytes() + rec.apnea.tobytes()
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS) -> dict:
+    """The committed model, as it is, on recordings: per head, the figures `score` gives, and
+    who of them it was trained on (by their beats, not their names)."""
+    per_rec = {r.name: minute_features(r, kinds) for r in recs}
+    out: dict = {"data": "real", "validation": "committed model, not retrained"}
+    for kind in kinds:
+        if kind in model.heads:
+            out[kind] = score([(r, model.night(kind, per_rec[r.name][kind])) for r in recs])
+    trained = set(model.meta.get("train", {}).get("fingerprints", []))
+    out["seen_in_training"] = sorted(r.name for r in recs if fingerprint(r) in trained)
+    return out
+
+
 def train_all(recs: list[Recording], kinds=KINDS) -> dict:
     """The committed model's meta: every head trained on every recording."""
     per_rec = [minute_features(r, kinds) for r in recs]
@@ -343,6 +365,7 @@ def train_all(recs: list[Recording], kinds=KINDS) -> dict:
     for kind in kinds:
         meta[kind] = fit_head([f[kind] for f in per_rec], [r.apnea for r in recs], kind)
     meta["train"] = {"recordings": [r.name for r in recs], "data": CREDIT,
+                     "fingerprints": sorted(fingerprint(r) for r in recs),
                      "screen_index": cvhr.SCREEN_INDEX}
     return meta
 

@@ -359,16 +359,43 @@ def eval_sleep(cache, models, nights, hours, as_json):
 @evaluate.command("breathing")
 @_with_options
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
-def eval_breathing(cache, models, nights, hours, as_json):
-    """Per-event F1, AHI error, and sensitivity/specificity at AHI >= 15."""
-    _eval_night_model("breathing", cache, models, nights, hours, as_json)
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Score the committed heart-rhythm apnea model, without retraining, on recordings "
+                   "of your own instead: <rec>_beats.csv.gz (t_min,rr_s) and "
+                   "<rec>_apnea_minutes.csv (minute,apnea) per recording, as in "
+                   "../shared/data/apnea-ecg-learning.")
+def eval_breathing(cache, models, nights, hours, as_json, data):
+    """Per-event F1, AHI error, and sensitivity/specificity at AHI >= 15 on simulated nights;
+    with --data, per-minute and per-recording apnea figures of the heart-rhythm model on real
+    recordings."""
+    if data is None:
+        _eval_night_model("breathing", cache, models, nights, hours, as_json)
+        return
+    from nightlink.edge.features import cvhr
+    from nightlink.tools.train import apnea_real
+
+    try:
+        model = cvhr.RrApneaModel.load(models)
+    except (ValueError, KeyError) as exc:
+        raise _unreadable_models(models, exc) from None
+    if model is None:
+        raise NightlinkError(f"No heart-rhythm apnea model at {models / cvhr.MODEL_FILE}; run "
+                             "nightlink train breathing-rr first.")
+    left_out: list[str] = []
+    recs = apnea_real.load_folder(data, skipped=left_out)
+    for note in left_out:
+        click.echo(f"note: {note}", err=True)
+    figures = apnea_real.score_committed(model, recs)
+    figures["files_left_out"] = left_out
+    _report(figures, as_json)
 
 
 @evaluate.command("snoring")
 @_with_options
 @click.option("--clips", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Score recorded clips instead: a folder with snoring/ and other/ sound files "
-                   "(WAV, FLAC or OGG, 8-192 kHz), put end to end into 30-s epochs "
+                   "(any case, subfolders too; WAV, FLAC, OGG, AIFF or MP3, 8-192 kHz), put end "
+                   "to end into 30-s epochs "
                    "(--nights, --cache and --hours are not used then).")
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
 def eval_snoring(cache, models, nights, hours, clips, as_json):
