@@ -406,6 +406,9 @@ class Classifiers:
 def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     """Sleep, breathing and glucose-risk figures of a night from the classifier outputs.
     `rr_model`: the heart-rhythm apnea model (default: the committed one)."""
+    inputs = sleep_modalities(streams)
+    if not inputs:  # nothing recorded that tells sleep: no sleep figures, not a perfect night
+        return _no_sleep_figures(out, streams, rr_model)
     stage = out.stage
     asleep = stage != 0
     tst_h = float(asleep.sum()) / EPOCHS_PER_HOUR
@@ -417,7 +420,6 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     d3 = float(np.nansum(np.where(asleep, w["desat3_count"], 0)))
     d4 = float(np.nansum(np.where(asleep, w["desat4_count"], 0)))
     ahi = events / tst_h if tst_h > 0 else None
-    risk = out.low_risk
     fig = {
         "sleep": {
             "tib_min": round(stage.size / 2.0, 1),
@@ -430,7 +432,7 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
             "rem_latency_min": round((rem - onset) / 2.0, 1) if rem is not None else None,
             "stage_pct": {STAGES[k]: round(float((stage[asleep] == k).mean()) * 100, 1)
                           if asleep.any() else None for k in (1, 2, 3)},
-            "sleep_inputs": sleep_modalities(streams),
+            "sleep_inputs": inputs,
             "actigraphy_pct": round(float(motion_only(streams).mean()) * 100, 1)
             if stage.size else None,
         },
@@ -440,19 +442,43 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
             "severity": ahi_severity(ahi),
             "odi3": round(d3 / tst_h, 1) if tst_h > 0 else None,
             "odi4": round(d4 / tst_h, 1) if tst_h > 0 else None,
-            "snore_pct_tst": round(float(out.snore[asleep].mean()) * 100, 1) if asleep.any() else None,
+            "snore_pct_tst": (round(float(out.snore[asleep].mean()) * 100, 1)
+                              if asleep.any() and "audio" in inputs else None),
         },
-        "glucose_risk": {
-            "max_low_risk": round(float(np.nanmax(risk)), 3) if np.isfinite(risk).any() else None,
-            "min_forecast30_mgdl": round(float(np.nanmin(out.forecast30)))
-            if np.isfinite(out.forecast30).any() else None,
-        },
+        "glucose_risk": _glucose_risk_figures(out),
     }
     from nightlink.edge.features.apnea_screen import breathing_screen
 
     # The apnea screen from whichever of heart rhythm, oximetry and audio the night has.
     fig["breathing"].update(breathing_screen(streams, ahi, rr_model))
     return fig
+
+
+def _no_sleep_figures(out: NightOutputs, streams, rr_model) -> dict:
+    """The figures of a night with no input that tells sleep (no motion, heart, audio or
+    room): every sleep figure and the audio model's per-hour-of-sleep ones None, the oximetry
+    index per hour of oximetry, the glucose figures as they are."""
+    from nightlink.edge.features.apnea_screen import breathing_screen
+
+    sleep = {"tib_min": round(out.stage.size / 2.0, 1), "tst_min": None, "efficiency": None,
+             "efficiency_pct": None, "sol_min": None, "waso_min": None, "rem_latency_min": None,
+             "stage_pct": {STAGES[k]: None for k in (1, 2, 3)}, "sleep_inputs": [],
+             "actigraphy_pct": None}
+    breathing = {"apnea_events": None, "ahi": None, "severity": ahi_severity(None), "odi3": None,
+                 "odi4": None, "snore_pct_tst": None}
+    breathing.update(breathing_screen(streams, None, rr_model))
+    if breathing["spo2"] is not None:  # no sleep time: desaturations per hour of oximetry
+        breathing["odi3"], breathing["odi4"] = breathing["spo2"]["odi3"], breathing["spo2"]["odi4"]
+    return {"sleep": sleep, "breathing": breathing, "glucose_risk": _glucose_risk_figures(out)}
+
+
+def _glucose_risk_figures(out: NightOutputs) -> dict:
+    risk = out.low_risk
+    return {
+        "max_low_risk": round(float(np.nanmax(risk)), 3) if np.isfinite(risk).any() else None,
+        "min_forecast30_mgdl": round(float(np.nanmin(out.forecast30)))
+        if np.isfinite(out.forecast30).any() else None,
+    }
 
 
 _LOADED: dict[str, Classifiers] = {}

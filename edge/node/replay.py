@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,21 +54,40 @@ class ReplayResult:
 
 def _rows(path: Path, name: str, parse: Callable[[dict], object], bad: dict[str, int],
           problems: list[str]) -> Iterator:
-    """Samples from a CSV file; a row that does not parse is counted and skipped."""
+    """Samples from a CSV file in time order; a row that does not parse, or whose time or
+    value is not a finite number in range, is counted and skipped. Rows written out of order
+    (newest first, say) are sorted, and the problems say so."""
     try:
-        fh = path.open(newline="")
+        fh = path.open(newline="", encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         problems.append(f"{name} cannot be read ({exc.strerror}); the night has no {name} data.")
-        return
+        return iter(())
+    samples = []
     with fh:
         reader = csv.DictReader(fh)
         for row in reader:
             try:
-                yield parse(row)
-            except (KeyError, ValueError, TypeError):
+                sample = parse(row)
+                if not math.isfinite(sample.t):
+                    raise ValueError("time")
+            except (KeyError, ValueError, TypeError, AttributeError):
                 bad[name] = bad.get(name, 0) + 1
                 if bad[name] == 1:
                     _LOGGER.warning("%s line %d is not valid; skipping it", name, reader.line_num)
+                continue
+            samples.append(sample)
+    times = [s.t for s in samples]
+    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+        samples.sort(key=lambda s: s.t)
+        problems.append(f"{name} has rows out of time order; they were put in order.")
+    return iter(samples)
+
+
+def _finite(value: float, low: float, high: float) -> float:
+    """`value` when it is a number in [low, high], else ValueError (the row is counted bad)."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(value)
+    return value
 
 
 def _glucose(row: dict) -> Glucose:
@@ -96,9 +116,11 @@ def sample_streams(sim_dir: Path, start: float, bad: dict[str, int], problems: l
     """Time-ordered samples of every non-audio source of a simulated night."""
     return _merged([
         _rows(sim_dir / "rr.csv", "rr.csv",
-              lambda r: Beat(start + float(r["t_s"]), float(r["rr_ms"])), bad, problems),
-        _rows(sim_dir / "spo2.csv", "spo2.csv",
-              lambda r: SpO2(start + float(r["t_s"]), float(r["spo2_pct"])), bad, problems),
+              lambda r: Beat(start + float(r["t_s"]), _finite(float(r["rr_ms"]), 1.0, 10_000.0)),
+              bad, problems),
+        _rows(sim_dir / "spo2.csv", "spo2.csv",  # a fraction (0.95) is not a percentage
+              lambda r: SpO2(start + float(r["t_s"]), _finite(float(r["spo2_pct"]), 1.5, 100.0)),
+              bad, problems),
         _rows(sim_dir / "accel.csv", "accel.csv",
               lambda r: Motion(start + float(r["t_s"]), float(r["ax"]), float(r["ay"]),
                                  float(r["az"])), bad, problems),
@@ -117,13 +139,15 @@ class _AudioFile:
         self.path = path
         self.problems = problems
         self.f = None
+        self.floats, self.said_nan = False, False
         try:
             self.f = soundfile.SoundFile(str(path))
-        except (RuntimeError, soundfile.LibsndfileError) as exc:
+        except (RuntimeError, TypeError, soundfile.LibsndfileError) as exc:
             problems.append(f"{path.name} cannot be read as audio ({exc}); the night has no "
                             "audio features.")
             return
         self.rate = self.f.samplerate
+        self.floats = self.f.subtype in ("FLOAT", "DOUBLE")
         if not MIN_RATE <= self.rate <= MAX_RATE:
             problems.append(
                 f"{path.name} is sampled at {self.rate} Hz; Nightlink takes {MIN_RATE}-"
@@ -138,9 +162,19 @@ class _AudioFile:
         if self.f is None:
             return None
         try:
-            block = self.f.read(self.epoch_samples, dtype="int16", always_2d=True)
-            block = (block[:, 0] if block.shape[1] == 1  # several channels: their mean
-                     else block.mean(axis=1).round().astype(np.int16))
+            if self.floats:  # float samples: read as floats, never truncated to 0 as integers
+                block = self.f.read(self.epoch_samples, dtype="float32", always_2d=True)
+                if not np.isfinite(block).all():
+                    if not self.said_nan:
+                        self.problems.append(f"{self.path.name} holds samples that are not "
+                                             "numbers (NaN or infinity); they are read as 0.")
+                        self.said_nan = True
+                    block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+                block = np.clip(block.mean(axis=1) * 32768.0, -32768, 32767).round().astype(np.int16)
+            else:
+                block = self.f.read(self.epoch_samples, dtype="int16", always_2d=True)
+                block = (block[:, 0] if block.shape[1] == 1  # several channels: their mean
+                         else block.mean(axis=1).round().astype(np.int16))
         except (RuntimeError, soundfile.LibsndfileError) as exc:
             self.problems.append(f"{self.path.name} became unreadable ({exc}); audio stops there.")
             self.close()
@@ -180,15 +214,33 @@ class _AudioStream:
         pass
 
 
+MAX_EPOCHS = 2 * 24 * 60  # a day and a night: more is a wrong unit, not a night
+PLAUSIBLE_START_S = (631_152_000, 4_102_444_800)  # 1990 to 2100
+
+
 def load_manifest(sim_dir: Path) -> dict:
+    """The night's manifest, checked: an epoch grid of whole numbers (a plausible first epoch,
+    1 to MAX_EPOCHS epochs) and a list of files, each with a path."""
     path = sim_dir / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
-        manifest["epoch_grid"]["first_epoch"], manifest["epoch_grid"]["epoch_count"]
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        grid = manifest["epoch_grid"]
+        first, count = grid["first_epoch"], grid["epoch_count"]
+        files = manifest.get("files", [])
     except FileNotFoundError:
         raise SourceError(f"{sim_dir} holds no manifest.json; is it a simulated night?") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise SourceError(f"{path} is not a valid night manifest ({exc}).") from None
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (first, count))
+    if not whole or not 1 <= count <= MAX_EPOCHS:
+        raise SourceError(f"{path}: epoch_grid needs first_epoch and epoch_count as whole numbers, "
+                          f"1 to {MAX_EPOCHS} epochs of {EPOCH_S} s (got {first!r}, {count!r}).")
+    if not PLAUSIBLE_START_S[0] <= epoch_start(first) < PLAUSIBLE_START_S[1]:
+        raise SourceError(f"{path}: first_epoch {first} is not a night between 1990 and 2100; "
+                          f"it counts {EPOCH_S}-s epochs since 1970.")
+    if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str)
+                                              for f in files):
+        raise SourceError(f"{path}: files needs to be a list of objects with a path.")
     return manifest
 
 

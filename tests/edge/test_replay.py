@@ -329,3 +329,92 @@ def test_replay__the_apnea_screen_reads_the_nights_beats(replayed):
     # From the beats themselves (the cyclic-variation features need beat timing), not from
     # the stored 30-s summaries.
     assert breathing["rr"]["source"] == "beats"
+
+
+def test_replay__a_float_wav_is_read_as_sound_not_silence(night, damaged, tmp_path, replayed):
+    """32-bit float recordings (what many recorders and editors write) keep their level."""
+    audio, rate = soundfile.read(night / "audio.wav", dtype="float32", frames=16000 * 30 * 6)
+    audio[1000] = np.nan
+    soundfile.write(damaged / "audio.wav", audio, rate, subtype="FLOAT")
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert result.present["audio"] == 6
+    assert any("not numbers" in p for p in result.problems)
+    first = result.first_epoch
+    got = store.epoch_values(features.AUDIO, first + 1, first + 5)
+    ref = replayed[0].epoch_values(features.AUDIO, first + 1, first + 5)
+    assert all(abs(got[e][0] - ref[e][0]) < 0.5 for e in got)  # the level, not -120 dBFS
+    store.close()
+
+
+def test_replay__rows_out_of_order_sorted_and_bad_times_or_values_counted(damaged, tmp_path,
+                                                                          replayed):
+    """Newest-first rows are put in order (said in the problems); a row whose time is not a
+    number, an RR of 0 or an SpO2 written as a fraction is a bad row, and nothing after it
+    is lost."""
+    header, *rows = (damaged / "rr.csv").read_text().splitlines()
+    rows = rows[::-1]
+    rows[5] = "nan,800"
+    rows[6] = "12.0,0"
+    (damaged / "rr.csv").write_text("\n".join([header, *rows]) + "\n")
+    header, *rows = (damaged / "spo2.csv").read_text().splitlines()
+    rows[3] = rows[3].split(",")[0] + ",0.95"
+    (damaged / "spo2.csv").write_text("\n".join([header, *rows]) + "\n")
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store, audio="none")
+    assert result.bad_rows == {"rr.csv": 2, "spo2.csv": 1}
+    assert any("rr.csv has rows out of time order" in p for p in result.problems)
+    assert result.present["wearable"] == replayed[1].present["wearable"]
+    assert result.present["room"] == replayed[1].present["room"]
+    store.close()
+
+
+@pytest.mark.parametrize(("grid", "says"), [
+    ({"first_epoch": "abc", "epoch_count": 10}, "whole numbers"),
+    ({"first_epoch": 58950590, "epoch_count": None}, "whole numbers"),
+    ({"first_epoch": 58950590, "epoch_count": -5}, "1 to 2880 epochs"),
+    ({"first_epoch": 58950590, "epoch_count": 28800}, "1 to 2880 epochs"),
+    ({"first_epoch": 1768516200, "epoch_count": 10}, "not a night between 1990 and 2100"),
+    ({"first_epoch": True, "epoch_count": 10}, "whole numbers"),
+])
+def test_edge_replay_cli__a_manifest_with_a_wrong_grid_is_one_sentence(tmp_path, grid, says):
+    night = tmp_path / "n"
+    night.mkdir()
+    (night / "manifest.json").write_text(json.dumps({"epoch_grid": {"epoch_s": 30, **grid}}))
+    res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", str(tmp_path / "e.db")])
+    assert res.exit_code == 2 and says in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("files", [{"a": 1}, "audio.wav", [{"path": None}], ["audio.wav"]])
+def test_edge_replay_cli__files_of_the_wrong_shape_is_one_sentence(tmp_path, files):
+    night = tmp_path / "n"
+    night.mkdir()
+    (night / "manifest.json").write_text(json.dumps(
+        {"epoch_grid": {"epoch_s": 30, "first_epoch": 58950590, "epoch_count": 10}, "files": files}))
+    res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", str(tmp_path / "e.db")])
+    assert res.exit_code == 2 and "files needs to be a list" in res.output, res.output
+
+
+def test_replay__a_night_with_nothing_recorded_has_no_sleep_figures(tmp_path):
+    """A manifest alone: no input tells sleep, so no sleep time, efficiency or snoring share
+    (not a perfect night of 100 % efficiency)."""
+    night = tmp_path / "n"
+    night.mkdir()
+    (night / "manifest.json").write_text(json.dumps(
+        {"epoch_grid": {"epoch_s": 30, "first_epoch": 58950590, "epoch_count": 120}}))
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(night, store)
+    sleep, breathing = result.summary["sleep"], result.summary["breathing"]
+    assert sleep["sleep_inputs"] == [] and sleep["tst_min"] is None
+    assert sleep["efficiency_pct"] is None and sleep["tib_min"] == 60.0
+    assert breathing["snore_pct_tst"] is None and breathing["ahi"] is None
+    store.close()
+
+
+def test_replay__no_microphone_no_snoring_share(damaged, tmp_path):
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store, audio="none")
+    assert result.summary["sleep"]["tst_min"] > 0
+    assert result.summary["breathing"]["snore_pct_tst"] is None
+    store.close()
