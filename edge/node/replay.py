@@ -277,7 +277,9 @@ def replay(
     if audio in ("auto", "file") and audio_path is not None and audio_path.exists():
         source = _AudioFile(audio_path, problems)
     elif audio == "file" or (audio == "auto" and audio_stream is None):
-        problems.append("The night has no audio file; the night has no audio features.")
+        problems.append(f"{audio_path.name}, named in the manifest, is not in {sim_dir}; the night "
+                        "has no audio features." if audio_path is not None else
+                        "The night has no audio file; the night has no audio features.")
     elif audio in ("auto", "stream"):
         chunks = audio_stream(manifest)
         if chunks is None:

@@ -418,3 +418,10 @@ def test_replay__no_microphone_no_snoring_share(damaged, tmp_path):
     assert result.summary["sleep"]["tst_min"] > 0
     assert result.summary["breathing"]["snore_pct_tst"] is None
     store.close()
+
+
+def test_replay__an_audio_file_named_but_missing_is_named(damaged, tmp_path):
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)  # the copy left audio.wav out; the manifest names it
+    assert any(p.startswith("audio.wav, named in the manifest, is not in") for p in result.problems)
+    store.close()
