@@ -101,8 +101,10 @@ def _glucose(row: dict) -> Glucose:
 
 
 def _opt(row, key):
+    """A room reading, None when the cell is empty or not a finite number (a missing value)."""
     v = row.get(key, "")
-    return float(v) if v not in ("", None) else None
+    value = float(v) if v not in ("", None) else None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _merged(iters: list[Iterator]) -> Iterator:
@@ -122,8 +124,9 @@ def sample_streams(sim_dir: Path, start: float, bad: dict[str, int], problems: l
               lambda r: SpO2(start + float(r["t_s"]), _finite(float(r["spo2_pct"]), 1.5, 100.0)),
               bad, problems),
         _rows(sim_dir / "accel.csv", "accel.csv",
-              lambda r: Motion(start + float(r["t_s"]), float(r["ax"]), float(r["ay"]),
-                                 float(r["az"])), bad, problems),
+              lambda r: Motion(start + float(r["t_s"]), *(_finite(float(r[k]), -1e6, 1e6)
+                                                          for k in ("ax", "ay", "az"))),
+              bad, problems),
         _rows(sim_dir / "cgm.csv", "cgm.csv", _glucose, bad, problems),
         _rows(sim_dir / "room.csv", "room.csv",
               lambda r: Room(epoch_start(int(r["epoch"])), _opt(r, "temp_c"),

@@ -425,3 +425,21 @@ def test_replay__an_audio_file_named_but_missing_is_named(damaged, tmp_path):
     result = replay(damaged, store)  # the copy left audio.wav out; the manifest names it
     assert any(p.startswith("audio.wav, named in the manifest, is not in") for p in result.problems)
     store.close()
+
+
+def test_replay__accelerometer_nan_is_a_bad_row_and_a_nan_room_cell_is_missing(damaged, tmp_path):
+    header, *rows = (damaged / "accel.csv").read_text().splitlines()
+    rows[10] = rows[10].split(",")[0] + ",nan,0,0"
+    (damaged / "accel.csv").write_text("\n".join([header, *rows]) + "\n")
+    header, *rows = (damaged / "room.csv").read_text().splitlines()
+    cols = header.split(",")
+    cells = rows[4].split(",")
+    cells[cols.index("temp_c")] = "nan"
+    rows[4] = ",".join(cells)
+    (damaged / "room.csv").write_text("\n".join([header, *rows]) + "\n")
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store, audio="none")
+    assert result.bad_rows == {"accel.csv": 1}
+    room = _values(store, features.ROOM, result.first_epoch, result.epochs)
+    assert all(v["temp_c"] is None or np.isfinite(v["temp_c"]) for v in room.values())
+    store.close()

@@ -283,3 +283,19 @@ def test_eval_breathing_data__the_committed_model_scored_as_it_is(tmp_path):
     assert got["beats"]["accuracy"] >= 0.85 and set(got["beats"]["index_pairs"]) >= {"n01"}
     committed = json.loads((apnea_real.ROOT / "edge" / "models" / cvhr.MODEL_FILE).read_text())
     assert len(committed["train"]["fingerprints"]) == len(committed["train"]["recordings"])
+
+
+def test_corrupt_gzip_and_a_model_file_without_heads__one_sentence(tmp_path):
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("c01", False)])
+    raw = bytearray((data / "c01_beats.csv.gz").read_bytes())
+    raw[200:400] = bytes(b ^ 0x5A for b in raw[200:400])
+    (data / "c01_beats.csv.gz").write_bytes(bytes(raw))
+    skipped = []
+    assert [r.name for r in apnea_real.load_folder(data, skipped=skipped)] == ["a01"]
+    assert skipped[0].startswith("c01 left out: Cannot read c01_beats.csv.gz")
+    models = tmp_path / "m"
+    models.mkdir()
+    (models / cvhr.MODEL_FILE).write_text("[]")
+    r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(data), "--models", str(models)])
+    assert r.exit_code == 2 and "has no model head" in r.output, r.output

@@ -522,3 +522,20 @@ def test_daytime_only__the_empty_night_figures_are_explained(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.splitlines()[-1])["nights"] == 0
     assert "no night (22:00-07:00) has glucose" in r.stderr
+
+
+def test_offsets_in_hours_only_and_mmol_lows_and_a_file_without_readings(tmp_path):
+    """`+01` is an offset like `+01:00`; 2.1 mmol/L is a reading below the range (39 mg/dL),
+    not an error code; a CSV with no reading is named in files_left_out."""
+    _lines(tmp_path / "H.csv", ["2024-03-01 14:05+01,100", "2024-03-01 14:10+01,101"])
+    notes = []
+    t, _g, _c = cgm_real.read_csv(tmp_path / "H.csv", "UTC", notes)
+    assert t[0] % 1440 == 13 * 60 + 5 and "UTC offset" in notes[0]
+    _lines(tmp_path / "M.csv", ["2024-03-01 01:00:00,2.1", "2024-03-01 01:05:00,4.0"],
+           "timestamp,glucose_value_mmol_l")
+    assert cgm_real.read_csv(tmp_path / "M.csv")[1].tolist() == [39.0, pytest.approx(72.07, abs=0.01)]
+    (tmp_path / "H.csv").unlink()
+    _lines(tmp_path / "E.csv", [])
+    skipped = []
+    assert [p.name for p in cgm_real.load_folder(tmp_path, skipped=skipped)] == ["M"]
+    assert skipped == ["E.csv left out: E.csv has no glucose reading."]

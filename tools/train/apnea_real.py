@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def load_folder(data: Path, names: list[str] | None = None,
     spelled: dict[str, str] = {}  # a recording's name as its labels file spells it
     for path in sorted(Path(data).iterdir()):
         found = _record_name(path) if path.is_file() else None
-        if found and (names is None or found[0] in names):
+        if found and (names is None or found[0].lower() in {n.lower() for n in names}):
             key = found[0].lower()
             parts.setdefault(key, {}).setdefault(found[1], path)
             if found[1] == "labels" or key not in spelled:
@@ -110,7 +111,7 @@ def load_folder(data: Path, names: list[str] | None = None,
         except NightlinkError as exc:
             reasons.append(f"{name} left out: {exc}")
     if not out:
-        why = f" ({reasons[0]})" if reasons else ""
+        why = f" ({reasons[0].rstrip('.')})" if reasons else ""
         raise NightlinkError(f"No recordings (<rec>_beats.csv.gz with t_min,rr_s and "
                              f"<rec>_apnea_minutes.csv with minute,apnea) in {data}{why}.")
     if skipped is not None:
@@ -129,8 +130,8 @@ def _table(path: Path, columns: tuple[str, str]) -> list[tuple[int, str, str]]:
         with (gzip.open(path, "rt", encoding="utf-8-sig", errors="replace") if gz
               else open(path, encoding="utf-8-sig", errors="replace")) as fh:
             lines = fh.read().splitlines()
-    except (OSError, EOFError) as exc:
-        raise NightlinkError(f"Cannot read {path.name}: {exc}.") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise NightlinkError(f"Cannot read {path.name}: {str(exc).rstrip('.')}.") from None
     first = lines[0] if lines else ""
     delimiter = max((";", "\t", ","), key=first.count)
     header = [h.strip().lower() for h in first.split(delimiter)]

@@ -182,7 +182,7 @@ def _read_rows(path: Path, header: list[str], zone) -> _Rows:
     return rows
 
 
-_OFFSET = re.compile(r"([Zz]|[+-]\d\d:?\d\d)$")
+_OFFSET = re.compile(r"([Zz]|[+-]\d\d(:?\d\d)?)$")  # Z, +01, +0100, +01:00
 
 
 def _plain_rows(table: list[list[str]], carb_col: int | None) -> _Rows | None:
@@ -191,7 +191,7 @@ def _plain_rows(table: list[list[str]], carb_col: int | None) -> _Rows | None:
     if not table or any(len(row) < 2 for row in table):
         return None
     stamps = [row[0].strip() for row in table]
-    if any(s.isdigit() or _OFFSET.search(s) for s in stamps):
+    if any(s.isdigit() or _OFFSET.search(s[10:]) for s in stamps):  # past the date's dashes
         return None
     try:
         t = np.array(stamps, dtype="datetime64[m]")
@@ -247,7 +247,9 @@ def read_csv(path: Path, tz: str | None = None,
                              f"{median:.0f}) under a mmol/L header; name the column "
                              "glucose_value_mg_dl or give mmol/L.")
     mgdl = np.where(g == _LOW_MARK, SENSOR_MIN_MGDL, np.where(g == _HIGH_MARK, 400.0, g * factor))
-    codes = mgdl < SENSOR_MIN_MGDL
+    # Error codes are small whole numbers in mg/dL files; in a mmol/L file a value under
+    # 2.2 mmol/L is a reading below the range and is kept at 39 mg/dL.
+    codes = (mgdl <= 0) | ((mgdl < SENSOR_MIN_MGDL) & (factor == 1.0))
     rows.error_codes = int(codes.sum())
     if notes is not None:
         notes.extend(_csv_notes(path, rows, tz))
@@ -427,6 +429,8 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
             continue
         if person is not None:
             people.append(person)
+        else:
+            refused.append((path.name, NightlinkError(f"{path.name} has no glucose reading.")))
     if not people and refused:
         raise refused[0][1]
     if skipped is not None:

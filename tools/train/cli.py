@@ -376,7 +376,9 @@ def eval_breathing(cache, models, nights, hours, as_json, data):
 
     try:
         model = cvhr.RrApneaModel.load(models)
-    except (ValueError, KeyError) as exc:
+        if model is not None and not model.heads:
+            raise ValueError(f"{cvhr.MODEL_FILE} has no model head")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _unreadable_models(models, exc) from None
     if model is None:
         raise NightlinkError(f"No heart-rhythm apnea model at {models / cvhr.MODEL_FILE}; run "
