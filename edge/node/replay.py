@@ -217,6 +217,7 @@ class _AudioStream:
         pass
 
 
+DEAD_AUDIO_SHARE = 0.9  # this share of a night's audio epochs all zero: the input was dead
 MAX_EPOCHS = 2 * 24 * 60  # a day and a night: more is a wrong unit, not a night
 PLAUSIBLE_START_S = (631_152_000, 4_102_444_800)  # 1990 to 2100
 
@@ -297,6 +298,7 @@ def replay(
     samples = sample_streams(sim_dir, start, bad, problems)
     pending = next(samples, None)
     audio_gap_from = None
+    audio_read = audio_silent = 0  # epochs of audio read, and those all zero (a dead input)
     beat_t: list[float] = []  # the night's beats, for the heart-rhythm apnea screen
     beat_rr: list[float] = []
     for i in range(count):
@@ -316,6 +318,8 @@ def replay(
                     audio_gap_from = epoch
                 pipe.skip_audio_epoch()
             else:
+                audio_read += 1
+                audio_silent += not block.any()
                 pipe.feed_audio(block)
         pipe.close(epoch)
         if on_epoch:
@@ -333,6 +337,14 @@ def replay(
 
     night = night_of(start)
     cols = night_columns(store, first, count)  # read once for the classifiers and the summary
+    if audio_read and audio_silent >= DEAD_AUDIO_SHARE * audio_read:
+        # A microphone that gave nothing but zeros heard nothing: no sleep or breathing call
+        # from it (a silent night would read as calm sleep without apneas).
+        problems.append(f"The audio is digital silence in {audio_silent} of {audio_read} epochs: "
+                        "the microphone recorded nothing, so the night's figures leave audio out.")
+        _LOGGER.warning("%s", problems[-1])
+        store.add_gap("audio", first, first + count, "digital silence: no sound recorded")
+        cols["audio"] = {k: np.full(count, np.nan) for k in cols["audio"]}
     beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr), "start_s": start}}
              if beat_t else {})
     classified = (classify_night(store, first, count, streams={**cols, **beats})

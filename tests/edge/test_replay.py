@@ -443,3 +443,17 @@ def test_replay__accelerometer_nan_is_a_bad_row_and_a_nan_room_cell_is_missing(d
     room = _values(store, features.ROOM, result.first_epoch, result.epochs)
     assert all(v["temp_c"] is None or np.isfinite(v["temp_c"]) for v in room.values())
     store.close()
+
+
+def test_replay__a_dead_microphone_is_left_out_of_the_figures(damaged, tmp_path):
+    """A night of digital silence (a muted or unplugged input) is said, and the night's sleep
+    and breathing figures leave the audio out instead of reading calm sleep with no apneas."""
+    soundfile.write(damaged / "audio.wav", np.zeros(16000 * 30 * 200, dtype=np.int16), 16000)
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert any("digital silence" in p for p in result.problems)
+    assert "audio" not in result.summary["sleep"]["sleep_inputs"]
+    assert "audio" not in result.summary["breathing"]["breathing_inputs"]
+    assert result.summary["breathing"]["snore_pct_tst"] is None
+    assert store.gaps("audio")[0]["start_epoch"] == result.first_epoch
+    store.close()
