@@ -310,12 +310,14 @@ def test_replay__audio_stream_is_injected(damaged, tmp_path):
     """A night without an audio file takes its audio from the stream it is given."""
     calls = []
 
-    def silence(manifest):
+    hiss = np.random.default_rng(1).integers(-50, 50, EPOCH_SAMPLES // 3).astype(np.int16)
+
+    def quiet_room(manifest):
         calls.append(manifest["seed"])
-        return iter([np.zeros(EPOCH_SAMPLES // 3, dtype=np.int16)] * 30)  # 10 epochs
+        return iter([hiss] * 30)  # 10 epochs
 
     store = EdgeStore(tmp_path / "e.db")
-    result = replay(damaged, store, audio_stream=silence, classify=False)
+    result = replay(damaged, store, audio_stream=quiet_room, classify=False)
     assert calls == [SEED]
     assert result.present["audio"] == 10
     assert store.gaps("audio")[0]["start_epoch"] == result.first_epoch + 10
