@@ -30,9 +30,9 @@ import numpy as np
 from nightlink.edge.features.glucose_risk import LOW_MGDL, SLOT_MIN, cgm_grid, low_events
 
 __all__ = ["LOW_MGDL", "SLOT_MIN", "Person", "events", "fingerprint", "load_folder", "load_person",
-           "read_csv",
-           "to_grid"]
+           "read_csv", "to_grid"]
 from nightlink.errors import NightlinkError
+from nightlink.shared import units
 from nightlink.shared.units import MGDL_PER_MMOLL
 
 NIGHT_START_MIN, NIGHT_END_MIN = 22 * 60, 7 * 60
@@ -92,7 +92,7 @@ def _header(path: Path) -> list[str]:
 LOW_CELLS = ("low", "lo")  # below the sensor's range: read as 39 mg/dL
 HIGH_CELLS = ("high", "hi")  # above it: read as 400 mg/dL
 MISSING_CELLS = ("", "na", "n/a", "nan", "null", "none", "-")
-SENSOR_MIN_MGDL = 39.0  # values under this are a sensor's error codes, not glucose
+SENSOR_MIN_MGDL = float(units.SGV_MIN_VALID)  # under this: a sensor's error code, not glucose
 PLAUSIBLE_YEARS = (1990, 2100)  # a row dated outside is a stray, not a reading
 _LOW_MARK, _HIGH_MARK = 1e12, 2e12  # a Low or High cell until the file's unit is known
 

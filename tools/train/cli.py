@@ -194,8 +194,7 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     echo = (lambda *_: None) if as_json else click.echo
     left_out: list[str] = []
     people = cgm_real.load_folder(data, tz=tz, date_order=date_order, skipped=left_out)
-    for note in left_out + [n for p in people for n in p.notes]:
-        click.echo(f"note: {note}", err=True)
+    _say_notes(left_out + [n for p in people for n in p.notes])
     policy = AlarmPolicy(glucose.REAL_ALARM_PERMILLE)
     result: dict = {}
     if cv:
@@ -295,6 +294,12 @@ def _report(figures: dict, as_json: bool) -> None:
     click.echo(json.dumps(figures, separators=(",", ":"), allow_nan=False))
 
 
+def _say_notes(notes: list[str]) -> None:
+    """What a reader assumed or left out, on stderr: seen without -v, stdout kept to figures."""
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
 def _finite(value):
     """The figures with every NaN or infinity as None: a rate with nothing to count (no
     apnea minute among the recordings, say) is null in JSON, never the invalid NaN."""
@@ -385,8 +390,7 @@ def eval_breathing(cache, models, nights, hours, as_json, data):
                              "nightlink train breathing-rr first.")
     left_out: list[str] = []
     recs = apnea_real.load_folder(data, skipped=left_out)
-    for note in left_out:
-        click.echo(f"note: {note}", err=True)
+    _say_notes(left_out)
     figures = apnea_real.score_committed(model, recs)
     figures["files_left_out"] = left_out
     _report(figures, as_json)
@@ -449,8 +453,7 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         names = [n.strip() for n in people.split(",")] if people else None
         left_out: list[str] = []
         group = cgm_real.load_folder(data, names, _zone(tz), date_order, left_out)
-        for note in left_out:
-            click.echo(f"note: {note}", err=True)
+        _say_notes(left_out)
         if not group:
             who = f"None of {people}" if people else "No one"
             raise NightlinkError(f"{who} has CGM readings in {data}.")
@@ -506,8 +509,7 @@ def train_breathing_rr(data, models, cv, as_json):
     echo = (lambda *_: None) if as_json else click.echo
     left_out: list[str] = []
     recs = apnea_real.load_folder(data, skipped=left_out)
-    for note in left_out:
-        click.echo(f"note: {note}", err=True)
+    _say_notes(left_out)
     if cv and not 2 <= cv <= len(recs):
         raise NightlinkError(f"--cv needs between 2 and {len(recs)} folds for {len(recs)} recordings.")
     meta, figures = apnea_real.train_and_validate(
