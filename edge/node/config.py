@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nightlink.edge.node.zone import check_zone
 from nightlink.shared import topics
 
 DEFAULT_SECRETS = {"changeme", "change-me", "password", "nightscout", "secret", "token"}
@@ -110,6 +111,7 @@ class EdgeConfig:
     retention_days: int = 30
     development: bool = False
     close_delay_s: float = 5.0  # an epoch is closed this long after it ends (late samples)
+    timezone: str = ""  # IANA zone the person sleeps in ("" = the machine's); names the nights
     audio: AudioConfig = field(default_factory=AudioConfig)
     wearable: WearableConfig = field(default_factory=WearableConfig)
     nightscout: NightscoutConfig = field(default_factory=NightscoutConfig)
@@ -214,6 +216,10 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
         _fail(file, "retention_days must be at least 1.")
     if not 0 <= cfg.close_delay_s <= 25:
         _fail(file, "close_delay_s must be between 0 and 25 seconds.")
+    try:
+        check_zone(cfg.timezone)
+    except ValueError as exc:
+        _fail(file, f"timezone: {exc}.")
     from nightlink.edge.features.audio import MAX_RATE, MIN_RATE
 
     if not MIN_RATE <= cfg.audio.sample_rate <= MAX_RATE:

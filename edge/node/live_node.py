@@ -23,11 +23,12 @@ from nightlink.edge.features.night_summary import summarize_night
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
+from nightlink.edge.node.zone import night_label
 from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_from_store
 from nightlink.edge.sources.microphone import LiveAudio
 from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
-from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, night_of
+from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
 RETRY_MIN_S = 2.0
@@ -345,7 +346,7 @@ class LiveNode:
             if keep is not None:
                 keep.close()
             if self.epochs_closed:
-                self.store.put_night(night_of(epoch_start(first)),
+                self.store.put_night(night_label(epoch_start(first), self.cfg.timezone),
                                      summarize_night(self.store, first, self.epochs_closed))
             for name, kind, _ in jobs:
                 self._status(name, kind, "stopped")

@@ -33,6 +33,8 @@ def test_config__defaults_with_secret_from_environment():
         ("[audio]\nenabled = 'yes'\n", "[audio] enabled must be true or false, not 'yes'."),
         ("audio = 3\n", "[audio] must be a table."),
         ("[nightscout\n", "not valid TOML"),
+        ("timezone = 'Mars/Olympus'\n", "timezone: 'Mars/Olympus' is not a time zone name"),
+        ("timezone = 3\n", "timezone must be text, not 3."),
     ],
 )
 def test_config__errors_name_the_key(tmp_path, text, message):
