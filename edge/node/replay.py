@@ -12,9 +12,11 @@ A night that kept no audio file can still have audio features when the caller pa
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
+import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,10 +29,11 @@ from nightlink.edge.features.audio import EPOCH_SAMPLES, MAX_RATE, MIN_RATE, SAM
 from nightlink.edge.features.classify import classify_night
 from nightlink.edge.features.night_summary import night_columns, summarize_night
 from nightlink.edge.features.pipeline import STREAM_ORDER, EdgePipeline
+from nightlink.edge.node.zone import check_zone, night_label
 from nightlink.edge.sources.samples import Beat, Glucose, Motion, Room, SourceError, SpO2
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features
-from nightlink.shared.epoch import EPOCH_S, epoch_start, iso_epoch, night_of
+from nightlink.shared.epoch import EPOCH_S, epoch_start, iso_epoch
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -135,6 +138,69 @@ def sample_streams(sim_dir: Path, start: float, bad: dict[str, int], problems: l
     ])
 
 
+class _Shifted(io.RawIOBase):
+    """A file seen from `base` on: the samples of a WAV whose header gives no length."""
+
+    def __init__(self, f, base: int):
+        self.f, self.base = f, base
+        f.seek(base)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self.f.seek(pos + self.base if whence == 0 else pos, whence) - self.base
+
+    def tell(self) -> int:
+        return self.f.tell() - self.base
+
+    def readinto(self, b) -> int:
+        return self.f.readinto(b)
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+# WAV format codes (and WAVE_FORMAT_EXTENSIBLE's sub-format) and bits -> libsndfile subtype
+_WAV_SUBTYPES = {(1, 8): "PCM_U8", (1, 16): "PCM_16", (1, 24): "PCM_24", (1, 32): "PCM_32",
+                 (3, 32): "FLOAT", (3, 64): "DOUBLE"}
+
+
+def _unsized_wav(path: Path, f, problems: list[str]):
+    """A WAV whose header says it holds no samples but whose file goes on (a recorder stopped
+    before it wrote the length): its samples read to the end of the file, and said so.
+    Returns the original file when there is nothing more to read."""
+    with open(path, "rb") as raw:
+        head = raw.read(1 << 16)
+    pos, fmt, data = 12, None, None
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], struct.unpack("<I", head[pos + 4:pos + 8])[0]
+        if cid == b"fmt " and size >= 16:
+            code, channels, _rate, _bps, _align, bits = struct.unpack(
+                "<HHIIHH", head[pos + 8:pos + 24])
+            if code == 0xFFFE and size >= 26:  # extensible: the sub-format's first 2 bytes
+                code = struct.unpack("<H", head[pos + 32:pos + 34])[0]
+            fmt = (code, channels, bits)
+        elif cid == b"data":
+            data = pos + 8
+            break
+        pos += 8 + size + (size & 1)
+    subtype = _WAV_SUBTYPES.get(fmt[::2]) if fmt else None
+    if data is None or subtype is None or path.stat().st_size - data < fmt[1] * fmt[2] // 8:
+        return f
+    rate = f.samplerate
+    f.close()
+    problems.append(f"{path.name}'s header gives no length (a recording that was not closed "
+                    "properly); its samples are read to the end of the file.")
+    return soundfile.SoundFile(_Shifted(open(path, "rb"), data), mode="r", format="RAW",
+                               samplerate=rate, channels=fmt[1], subtype=subtype,
+                               endian="LITTLE")
+
+
 class _AudioFile:
     """One epoch of samples at a time from a WAV/FLAC file; None once it ends or fails."""
 
@@ -145,6 +211,8 @@ class _AudioFile:
         self.floats, self.said_nan = False, False
         try:
             self.f = soundfile.SoundFile(str(path))
+            if self.f.frames == 0 and self.f.format == "WAV":
+                self.f = _unsized_wav(path, self.f, problems)
         except (RuntimeError, TypeError, soundfile.LibsndfileError) as exc:
             problems.append(f"{path.name} cannot be read as audio ({exc}); the night has no "
                             "audio features.")
@@ -217,7 +285,20 @@ class _AudioStream:
         pass
 
 
-DEAD_AUDIO_SHARE = 0.9  # this share of a night's audio epochs all zero: the input was dead
+DEAD_AUDIO_SHARE = 0.9  # this share of a night's audio epochs unusable: the input was dead
+RAIL = 32700  # int16 samples this far out sit on the converter's limits (clipped)
+SATURATED_SHARE = 0.5  # an epoch with this share of its samples clipped holds no usable sound
+
+
+def _unusable(block: np.ndarray) -> str | None:
+    """Why an epoch of int16 audio holds no sound: "silent" (one value throughout: digital
+    silence or a stuck converter), "saturated" (half its samples on the limits: gain far too
+    high or a shorted input), else None."""
+    if block.size == 0 or (block == block[0]).all():
+        return "silent"
+    if np.count_nonzero(np.abs(block.astype(np.int32)) >= RAIL) >= SATURATED_SHARE * block.size:
+        return "saturated"
+    return None
 MAX_EPOCHS = 2 * 24 * 60  # a day and a night: more is a wrong unit, not a night
 PLAUSIBLE_START_S = (631_152_000, 4_102_444_800)  # 1990 to 2100
 
@@ -245,6 +326,11 @@ def load_manifest(sim_dir: Path) -> dict:
     if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("path"), str)
                                               for f in files):
         raise SourceError(f"{path}: files needs to be a list of objects with a path.")
+    zone = manifest.get("timezone", "")
+    try:
+        check_zone(zone if isinstance(zone, str) else repr(zone))
+    except ValueError as exc:
+        raise SourceError(f"{path}: timezone {exc}.") from None
     return manifest
 
 
@@ -298,7 +384,8 @@ def replay(
     samples = sample_streams(sim_dir, start, bad, problems)
     pending = next(samples, None)
     audio_gap_from = None
-    audio_read = audio_silent = 0  # epochs of audio read, and those all zero (a dead input)
+    audio_read = 0  # epochs of audio read
+    unusable = {"silent": 0, "saturated": 0}  # ... and those without sound (a dead input)
     beat_t: list[float] = []  # the night's beats, for the heart-rhythm apnea screen
     beat_rr: list[float] = []
     for i in range(count):
@@ -319,7 +406,9 @@ def replay(
                 pipe.skip_audio_epoch()
             else:
                 audio_read += 1
-                audio_silent += not block.any()
+                why = _unusable(block)
+                if why:
+                    unusable[why] += 1
                 pipe.feed_audio(block)
         pipe.close(epoch)
         if on_epoch:
@@ -335,15 +424,21 @@ def replay(
     for p in problems:
         _LOGGER.warning("%s", p)
 
-    night = night_of(start)
+    night = night_label(start, manifest.get("timezone", ""))
     cols = night_columns(store, first, count)  # read once for the classifiers and the summary
-    if audio_read and audio_silent >= DEAD_AUDIO_SHARE * audio_read:
-        # A microphone that gave nothing but zeros heard nothing: no sleep or breathing call
-        # from it (a silent night would read as calm sleep without apneas).
-        problems.append(f"The audio is digital silence in {audio_silent} of {audio_read} epochs: "
-                        "the microphone recorded nothing, so the night's figures leave audio out.")
+    if audio_read and sum(unusable.values()) >= DEAD_AUDIO_SHARE * audio_read:
+        # A microphone that gave only zeros or only its limits heard nothing: no sleep or
+        # breathing call from it (a silent night would read as calm sleep without apneas, a
+        # saturated one as a night of loud snoring).
+        said = " and ".join(f"{label} in {unusable[key]}" for key, label in (
+            ("silent", "digital silence"), ("saturated", "clipped at full scale"))
+            if unusable[key])
+        problems.append(f"The audio is {said} of {audio_read} epochs: the microphone recorded "
+                        "no usable sound, so the night's figures leave audio out.")
         _LOGGER.warning("%s", problems[-1])
-        store.add_gap("audio", first, first + count, "digital silence: no sound recorded")
+        store.add_gap("audio", first, first + count, "no usable sound: "
+                      + ("digital silence" if unusable["silent"] >= unusable["saturated"]
+                         else "clipped at full scale"))
         cols["audio"] = {k: np.full(count, np.nan) for k in cols["audio"]}
     beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr), "start_s": start}}
              if beat_t else {})

@@ -447,15 +447,115 @@ def test_replay__accelerometer_nan_is_a_bad_row_and_a_nan_room_cell_is_missing(d
     store.close()
 
 
-def test_replay__a_dead_microphone_is_left_out_of_the_figures(damaged, tmp_path):
-    """A night of digital silence (a muted or unplugged input) is said, and the night's sleep
-    and breathing figures leave the audio out instead of reading calm sleep with no apneas."""
-    soundfile.write(damaged / "audio.wav", np.zeros(16000 * 30 * 200, dtype=np.int16), 16000)
+def _night_audio(kind: str) -> np.ndarray:
+    n = 16000 * 30 * 200
+    rng = np.random.default_rng(3)
+    if kind == "zeros":
+        return np.zeros(n, dtype=np.int16)
+    if kind == "stuck":  # a converter stuck on one value
+        return np.full(n, -1200, dtype=np.int16)
+    if kind == "saturated":  # gain far too high: noise driven onto the limits
+        return np.clip(rng.normal(0, 3e5, n), -32768, 32767).astype(np.int16)
+    # loud but usable: a room at a sensible level, one sample in ten clipped
+    return np.clip(rng.normal(0, 20000, n), -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize(("kind", "says"), [("zeros", "digital silence in 180 of 180"),
+                                            ("stuck", "digital silence in 180 of 180"),
+                                            ("saturated", "clipped at full scale in 180 of 180")])
+def test_replay__a_dead_microphone_is_left_out_of_the_figures(damaged, tmp_path, kind, says):
+    """A night of digital silence (a muted or unplugged input, a stuck converter) or of noise
+    on the converter's limits is said, and the night's sleep and breathing figures leave the
+    audio out instead of reading calm sleep with no apneas (or a night of snoring)."""
+    soundfile.write(damaged / "audio.wav", _night_audio(kind), 16000)
     store = EdgeStore(tmp_path / "e.db")
     result = replay(damaged, store)
-    assert any("digital silence" in p for p in result.problems)
+    assert any(says in p and "no usable sound" in p for p in result.problems), result.problems
     assert "audio" not in result.summary["sleep"]["sleep_inputs"]
     assert "audio" not in result.summary["breathing"]["breathing_inputs"]
     assert result.summary["breathing"]["snore_pct_tst"] is None
     assert store.gaps("audio")[0]["start_epoch"] == result.first_epoch
+    store.close()
+
+
+@pytest.mark.parametrize(("first", "zone", "label"), [
+    (58948920, None, "2026-01-14"),                 # 09:00 UTC: still the evening before, in UTC
+    (58948920, "Pacific/Auckland", "2026-01-15"),   # ... but 22:00 on the 15th in Auckland
+    (58951440, "America/Los_Angeles", "2026-01-15"),  # 06:00 UTC on the 16th: 22:00 on the 15th
+    (58951440, "Asia/Tokyo", "2026-01-16"),         # 15:00 on the 16th in Tokyo: that evening
+])
+def test_replay__the_night_is_named_in_the_persons_zone(tmp_path, first, zone, label):
+    """A night is named by its evening's local date where the person slept (the manifest's
+    `timezone`; without one, the machine's zone, UTC here)."""
+    night = tmp_path / "n"
+    night.mkdir()
+    manifest = {"epoch_grid": {"epoch_s": 30, "first_epoch": first, "epoch_count": 10}}
+    if zone:
+        manifest["timezone"] = zone
+    (night / "manifest.json").write_text(json.dumps(manifest))
+    store = EdgeStore(tmp_path / "e.db")
+    assert replay(night, store, classify=False).night == label
+    assert store.night(label) is not None
+    store.close()
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", 3, "../etc/passwd"])
+def test_edge_replay_cli__a_wrong_timezone_is_one_sentence(tmp_path, zone):
+    night = tmp_path / "n"
+    night.mkdir()
+    (night / "manifest.json").write_text(json.dumps(
+        {"epoch_grid": {"epoch_s": 30, "first_epoch": 58948920, "epoch_count": 10},
+         "timezone": zone}))
+    res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", str(tmp_path / "e.db")])
+    assert res.exit_code == 2 and "is not a time zone name" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_replay__loud_audio_with_some_clipping_is_kept(damaged, tmp_path):
+    """Loud audio with a tenth of its samples clipped is still sound: kept in the figures."""
+    soundfile.write(damaged / "audio.wav", _night_audio("loud"), 16000)
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert not any("no usable sound" in p for p in result.problems), result.problems
+    assert "audio" in result.summary["breathing"]["breathing_inputs"]
+    assert store.gaps("audio") == []
+    store.close()
+
+
+def _unsize(path, riff=0, data=0):
+    """Zero a WAV header's lengths, as a recorder cut off before closing its file leaves them."""
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"data")
+    raw[4:8], raw[at + 4:at + 8] = riff.to_bytes(4, "little"), data.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(("subtype", "channels"), [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 1)])
+def test_replay__a_wav_whose_header_gives_no_length_is_read_to_its_end(
+        night, damaged, tmp_path, replayed, subtype, channels):
+    """A recording whose header still says 0 bytes (the recorder lost power or was killed) is
+    read to the end of the file, said, and gives the same features as the intact file."""
+    audio, rate = soundfile.read(night / "audio.wav", dtype="float32", frames=16000 * 30 * 6)
+    soundfile.write(damaged / "audio.wav", np.repeat(audio[:, None], channels, axis=1), rate,
+                    subtype=subtype)
+    _unsize(damaged / "audio.wav")
+    assert soundfile.info(str(damaged / "audio.wav")).frames == 0  # what libsndfile sees
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert result.present["audio"] == 6
+    assert any("header gives no length" in p for p in result.problems), result.problems
+    assert any("ends 180 s into the night" in p for p in result.problems), result.problems
+    first = result.first_epoch
+    got = store.epoch_values(features.AUDIO, first, first + 6)
+    ref = replayed[0].epoch_values(features.AUDIO, first, first + 6)
+    assert all(abs(got[e][0] - ref[e][0]) < 0.5 for e in got)
+    store.close()
+
+
+def test_replay__a_wav_with_a_header_and_nothing_after_it_has_no_audio(damaged, tmp_path):
+    soundfile.write(damaged / "audio.wav", np.zeros(0, dtype=np.int16), 16000)
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store)
+    assert result.present["audio"] == 0
+    assert not any("header gives no length" in p for p in result.problems)
     store.close()
