@@ -56,6 +56,13 @@ def test_five_minute_lows__readings_times_interval(tmp_path):
     assert cgm_real.events(low.held) == [(3, 6)]
 
 
+def test_three_minute_sensor__averaged_per_slot_and_said_as_three_minutes(tmp_path):
+    p = _grid(tmp_path, range(0, 30, 3), [100 + m for m in range(0, 30, 3)])
+    assert p.interval_min == 3  # what figures are grouped by (rmse_30_by_interval)
+    assert p.x.tolist() == [101.5, 107.5, 112.0, 116.5, 122.5, 127.0]
+    assert p.observed.all()
+
+
 def test_one_minute_sensor__averaged_per_slot(tmp_path):
     p = _grid(tmp_path, range(0, 30), [100 + m for m in range(30)])
     assert p.interval_min == 1
@@ -172,6 +179,14 @@ def test_carbs_column__read_and_holds_the_model_alarms(tmp_path):
     p = cgm_real.load_person(path)
     assert sorted(p.carbs.tolist()) == sorted(carbs_at)
     assert cgm_real.load_person(write_person(tmp_path, "N", times, values)).carbs.size == 0
+    # text in the carbs column ("Low" copied from a glucose column, a note) is no treatment,
+    # whether the file takes the fast path or the row-by-row one (an offset in a time)
+    for extra, name in (("", "T"), ("+00:00", "U")):
+        noisy = [line + ("Low" if line.endswith(",") else "") for line in lines]
+        noisy[1] = noisy[1].split(",")[0] + extra + "," + ",".join(noisy[1].split(",")[1:])
+        (tmp_path / f"{name}.csv").write_text("\n".join(noisy[:-1] + ["x,y,z"]) + "\n")
+        got = cgm_real.load_person(tmp_path / f"{name}.csv")
+        assert sorted(got.carbs.tolist()) == sorted(carbs_at), name
     rt = LiteRtGlucose((Path(__file__).resolve().parents[2] / "edge" / "models"
                         / "glucose_risk.tflite").read_bytes())
     pred = glucose_real.predict(rt, p)

@@ -21,6 +21,7 @@ The shared BrisT1D-Open folder has this layout (see edge/models/glucose_risk.md 
 from __future__ import annotations
 
 import csv
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cgm-br
 class Person:
     name: str
     start_min: int  # minutes since 1970 (local clock) of slot 0
-    interval_min: int  # the sensor's sampling interval, 1, 5 or 15
+    interval_min: int  # the sensor's sampling interval: the median step, whole minutes
     x: np.ndarray  # float32 model input per slot: readings, interpolated over short gaps, 0 else
     observed: np.ndarray  # bool: a reading arrived in this slot (predictions only here)
     held: np.ndarray  # float32 glucose per slot for labels: each reading held, NaN in gaps
@@ -171,8 +172,7 @@ def _read_rows(path: Path, header: list[str], zone) -> _Rows:
             if t is None or g is None:
                 rows.skip(row)
                 continue
-            carbs = carb_col is not None and len(row) > carb_col and _reading(row[carb_col], _Rows())
-            if carbs and carbs > 0:
+            if carb_col is not None and len(row) > carb_col and _grams(row[carb_col]) > 0:
                 rows.carbs.append(t)
             if not np.isnan(g):
                 rows.minutes.append(t)
@@ -180,6 +180,15 @@ def _read_rows(path: Path, header: list[str], zone) -> _Rows:
     except ValueError as exc:
         raise NightlinkError(f"{path.name} has {exc}.") from None
     return rows
+
+
+def _grams(cell: str) -> float:
+    """A carbs cell in grams; 0 for an empty cell or one that is not a number."""
+    try:
+        value = float(cell.strip())
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 _OFFSET = re.compile(r"([Zz]|[+-]\d\d(:?\d\d)?)$")  # Z, +01, +0100, +01:00
@@ -289,11 +298,14 @@ def to_grid(name: str, t: np.ndarray, g: np.ndarray,
     cgm_grid); None without any reading."""
     if t.size == 0:
         return None
-    interval, x, observed, held = cgm_grid(t, g)
+    _interval, x, observed, held = cgm_grid(t, g)
+    steps = np.diff(t).astype(np.int64)
+    steps = steps[(steps > 0) & (steps <= 60)]  # the commonest step between readings, not gaps
+    step = int(np.argmax(np.bincount(steps))) if steps.size else SLOT_MIN
     carbs = np.zeros(0, dtype=np.int64)
     if carbs_min is not None and len(carbs_min):
         carbs = np.rint((np.asarray(carbs_min) - int(t[0])) / SLOT_MIN).astype(np.int64)
-    return Person(name, int(t[0]), interval, x, observed, held, carbs)
+    return Person(name, int(t[0]), step, x, observed, held, carbs)
 
 
 def fingerprint(person: Person) -> str:
