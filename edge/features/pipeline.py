@@ -75,9 +75,11 @@ class EdgePipeline:
         if self.audio is not None:
             self.audio.skip_epoch()
 
-    def close(self, epoch: int, *, write: bool = True) -> dict[int, tuple]:
+    def close(self, epoch: int, *, write: bool = True, blank: tuple[int, ...] = ()
+              ) -> dict[int, tuple]:
         """Reduce epoch `epoch` for every stream and store it (unless write is False, when
-        the epoch is already stored); return the raw rows."""
+        the epoch is already stored); return the raw rows. Streams in `blank` are reduced
+        but stored as missing (the live node outside the person's sleep schedule)."""
         for e in sorted(k for k in self._pending if k <= epoch):
             for sample in sorted(self._pending.pop(e), key=lambda x: x.t):
                 self._route(sample)
@@ -88,7 +90,8 @@ class EdgePipeline:
         }
         audio = self._audio_rows.pop(epoch, None)
         rows[features.AUDIO] = to_raw(features.AUDIO, audio if audio else (None,) * len(features.features(features.AUDIO)))
-        rows = {s: r for s, r in rows.items() if s in self.streams}
+        rows = {s: (to_raw(s, (None,) * len(features.features(s))) if s in blank else r)
+                for s, r in rows.items() if s in self.streams}
         if not write:
             self.epoch = epoch + 1
             return rows

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nightlink.edge.node.zone import check_zone
+from nightlink.edge.node.zone import check_clock_time, check_zone
 from nightlink.shared import topics
 
 DEFAULT_SECRETS = {"changeme", "change-me", "password", "nightscout", "secret", "token"}
@@ -67,6 +67,15 @@ class RoomConfig:
 
 
 @dataclass
+class NightConfig:
+    """The person's sleep schedule, local time: the microphone and wearable make the night's
+    recording between these times, and the night is classified once the wake time passes."""
+
+    bedtime: str = "22:00"  # 12:00-23:59, or after midnight (00:00 up to the wake time)
+    wake: str = "07:30"  # at most 12:00 (nights run noon to noon)
+
+
+@dataclass
 class BrokerLink:
     """An MQTT broker to connect to."""
 
@@ -117,6 +126,7 @@ class EdgeConfig:
     nightscout: NightscoutConfig = field(default_factory=NightscoutConfig)
     follower: FollowerConfig = field(default_factory=FollowerConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
+    night: NightConfig = field(default_factory=NightConfig)
     clocks: ClocksConfig = field(default_factory=ClocksConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
 
@@ -127,6 +137,7 @@ _SECTIONS = {
     "nightscout": NightscoutConfig,
     "follower": FollowerConfig,
     "room": RoomConfig,
+    "night": NightConfig,
     "clocks": ClocksConfig,
     "sync": SyncConfig,
 }
@@ -207,6 +218,22 @@ def load(path: Path | None, env: dict | None = None, *,
     return cfg
 
 
+def _check_schedule(night: NightConfig, where: str) -> None:
+    times = {}
+    for key in ("bedtime", "wake"):
+        try:
+            times[key] = check_clock_time(getattr(night, key))
+        except ValueError as exc:
+            _fail(where, f"{key}: {exc}.")
+    bed, wake = times["bedtime"], times["wake"]
+    if wake > (12, 0):
+        _fail(where, f"wake must be at 12:00 or earlier (nights run from noon to noon), not "
+                     f"{night.wake}.")
+    if bed < (12, 0) and bed >= wake:
+        _fail(where, f"bedtime {night.bedtime} is after the wake time {night.wake}; a bedtime "
+                     "before noon means after midnight, so it must come before waking.")
+
+
 def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -> None:
     try:
         topics.check_name("tenant", cfg.tenant)
@@ -220,6 +247,7 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
         check_zone(cfg.timezone)
     except ValueError as exc:
         _fail(file, f"timezone: {exc}.")
+    _check_schedule(cfg.night, f"{file}: [night]")
     from nightlink.edge.features.audio import MAX_RATE, MIN_RATE
 
     if not MIN_RATE <= cfg.audio.sample_rate <= MAX_RATE:

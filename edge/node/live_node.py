@@ -19,21 +19,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nightlink.edge.features.night_summary import summarize_night
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
-from nightlink.edge.node.zone import night_label
+from nightlink.edge.node.nights import NightCloser, partial_summary
 from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_from_store
 from nightlink.edge.sources.microphone import LiveAudio
 from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
+from nightlink.shared import features
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
 RETRY_MIN_S = 2.0
 RETRY_MAX_S = 60.0
 PRUNE_EVERY_EPOCHS = 120  # apply the retention window once an hour
+CHECK_NIGHTS_EVERY_EPOCHS = 2  # whether a night's wake time has passed, once a minute
+# Outside the sleep schedule the microphone and wearable make no recording (the room sensors
+# and the CGM run all day).
+OFF_SCHEDULE = (features.WEARABLE, features.AUDIO)
 
 
 @dataclass
@@ -87,6 +91,7 @@ class LiveNode:
         self.first_epoch: int | None = None  # the first epoch this run closes
         self.server_port: int | None = None
         self._last_entry_ms = 0
+        self.nights: NightCloser | None = None
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -285,8 +290,10 @@ class LiveNode:
             if stop.is_set():
                 break
             self._drain()
-            self.pipeline.close(e)
+            self.pipeline.close(e, blank=() if self.nights.recording(e) else OFF_SCHEDULE)
             self.epochs_closed += 1
+            if self.epochs_closed % CHECK_NIGHTS_EVERY_EPOCHS == 0:
+                self.nights.close_due(self.clock.now())
             if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
                 pruned = self.store.prune(e)
                 if pruned:
@@ -300,6 +307,10 @@ class LiveNode:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until stop is set; returns after the last complete epoch is stored."""
         self.store.start_boot()
+        night = self.cfg.night
+        self.nights = NightCloser(self.store, night.bedtime, night.wake, self.cfg.timezone,
+                                  self.cfg.close_delay_s)
+        self.nights.close_due(self.clock.now())  # nights that ended while the node was down
         first = epoch_index(self.clock.now()) + 1  # start on the next full epoch
         self.first_epoch = first
         self.pipeline = EdgePipeline(self.store, first, audio=False, live=True)
@@ -345,9 +356,8 @@ class LiveNode:
             await closer
             if keep is not None:
                 keep.close()
-            if self.epochs_closed:
-                self.store.put_night(night_label(epoch_start(first), self.cfg.timezone),
-                                     summarize_night(self.store, first, self.epochs_closed))
+            if self.epochs_closed:  # what there is of tonight so far, if inside the schedule
+                partial_summary(self.store, self.nights, first + self.epochs_closed - 1)
             for name, kind, _ in jobs:
                 self._status(name, kind, "stopped")
             _LOGGER.info("stopped after %d epochs", self.epochs_closed)

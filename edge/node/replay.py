@@ -26,9 +26,9 @@ import numpy as np
 import soundfile
 
 from nightlink.edge.features.audio import EPOCH_SAMPLES, MAX_RATE, MIN_RATE, SAMPLE_RATE
-from nightlink.edge.features.classify import classify_night
-from nightlink.edge.features.night_summary import night_columns, summarize_night
+from nightlink.edge.features.night_summary import night_columns
 from nightlink.edge.features.pipeline import STREAM_ORDER, EdgePipeline
+from nightlink.edge.node.nights import finish_night
 from nightlink.edge.node.zone import check_zone, night_label
 from nightlink.edge.sources.samples import Beat, Glucose, Motion, Room, SourceError, SpO2
 from nightlink.edge.store import EdgeStore
@@ -442,12 +442,7 @@ def replay(
         cols["audio"] = {k: np.full(count, np.nan) for k in cols["audio"]}
     beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr), "start_s": start}}
              if beat_t else {})
-    classified = (classify_night(store, first, count, streams={**cols, **beats})
-                  if classify else None)
-    summary = summarize_night(store, first, count, cols)
-    if classified:
-        summary.update(classified)
-    store.put_night(night, summary)
+    summary = finish_night(store, first, count, night, cols=cols, beats=beats, classify=classify)
     for stream in STREAM_ORDER:
         name = features.stream(stream)[features.S_NAME]
         state = "replayed" if pipe.present[stream] else "no data"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nightlink.shared.epoch import night_of
+from nightlink.shared.epoch import EPOCH_S, night_of
 
 
 def check_zone(name: str) -> str:
@@ -27,12 +27,39 @@ def check_zone(name: str) -> str:
 
 def utc_offset_s(unix_s: float, name: str = "") -> int:
     """The zone's offset from UTC at that moment, in seconds (summer time included)."""
-    moment = datetime.fromtimestamp(unix_s, tz=UTC)
-    local = moment.astimezone(ZoneInfo(name)) if name else moment.astimezone()
-    offset = local.utcoffset()
+    offset = datetime.fromtimestamp(unix_s, tz=UTC).astimezone(
+        ZoneInfo(name) if name else None).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
 
 
 def night_label(unix_s: float, name: str = "") -> str:
     """The night `unix_s` belongs to in that zone, as the date of its evening."""
     return night_of(unix_s, utc_offset_s(unix_s, name))
+
+
+def _zone(name: str):
+    return ZoneInfo(name) if name else datetime.now().astimezone().tzinfo
+
+
+def check_clock_time(text: str) -> tuple[int, int]:
+    """(hour, minute) of an "HH:MM" time of day, or ValueError saying what is wrong."""
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts) \
+            or int(parts[0]) > 23 or int(parts[1]) > 59:
+        raise ValueError(f"{text!r} is not a time of day written HH:MM, such as \"22:30\"")
+    return int(parts[0]), int(parts[1])
+
+
+def schedule_window(label: str, bedtime: str, wake: str, name: str = "") -> tuple[int, int]:
+    """[first, end) epochs of night `label`'s sleep schedule: from bedtime on its evening (or
+    after midnight, for a bedtime before noon) to the wake time the next morning, local time
+    in the zone (summer time included)."""
+    from datetime import date, time, timedelta
+
+    tz = _zone(name)
+    day = date.fromisoformat(label)
+    (bh, bm), (wh, wm) = check_clock_time(bedtime), check_clock_time(wake)
+    start_day = day if bh >= 12 else day + timedelta(days=1)
+    start = datetime.combine(start_day, time(bh, bm), tz).timestamp()
+    end = datetime.combine(day + timedelta(days=1), time(wh, wm), tz).timestamp()
+    return int(start // EPOCH_S), int(end // EPOCH_S)

@@ -431,3 +431,64 @@ port = {mosquitto.port}
     assert node.sync_client.stats.acked_rows >= 3
     cloud.close()
     store.close()
+
+
+def test_live__the_night_is_classified_once_when_its_wake_time_passes(tmp_path):
+    """A night recorded inside the schedule is staged by the classifiers (stream 5, which the
+    cloud's report reads) once its wake time has passed, exactly as a replay would stage it;
+    a node started again later does not classify it a second time."""
+    from nightlink.edge.node.nights import is_classified
+    from nightlink.edge.node.replay import replay
+    from nightlink.tools.sim.night import simulate_night
+
+    night = tmp_path / "night"
+    simulate_night(night, seed=5, hours=1.5)  # 2026-01-15 22:30 to 24:00 UTC
+    store = EdgeStore(tmp_path / "edge.db")
+    result = replay(night, store, classify=False)  # recorded, not yet classified
+    replay_ref = EdgeStore(tmp_path / "with-audio.db")
+    expected = replay(night, replay_ref).summary
+    assert not is_classified(store.night("2026-01-15"))
+    cfg = _config(tmp_path, 'timezone = "UTC"\nclose_delay_s = 1.0\n[audio]\nenabled = false\n'
+                            '[nightscout]\nenabled = false\n'
+                            '[night]\nbedtime = "22:00"\nwake = "07:30"\n')
+    node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=_utc_s("2026-01-16T07:29:40")))
+    run_until(node, lambda: is_classified(store.night("2026-01-15")), timeout_s=60)
+    summary = store.night("2026-01-15")
+    first, count = result.first_epoch, result.epochs
+    stage = features.names(features.INFER).index("sleep_stage")
+    got = store.epoch_values(features.INFER, first, first + count)
+    want = replay_ref.epoch_values(features.INFER, first, first + count)
+    assert len(got) == count and [got[e][stage] for e in sorted(got)] == [
+        want[e][stage] for e in sorted(want)]
+    assert summary["sleep"]["tst_min"] == expected["sleep"]["tst_min"] > 0
+    assert summary["sleep"]["sleep_inputs"] == expected["sleep"]["sleep_inputs"]
+    rows = store.count_records(features.INFER)
+    # started again in the afternoon: the night is already closed
+    again = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=_utc_s("2026-01-16T13:00:00")))
+    run_until(again, lambda: again.epochs_closed >= 3)
+    assert store.count_records(features.INFER) == rows
+    replay_ref.close()
+    store.close()
+
+
+def test_live__a_night_missed_while_down_is_classified_when_the_node_starts(tmp_path):
+    from nightlink.edge.node.nights import is_classified
+    from nightlink.edge.node.replay import replay
+    from nightlink.tools.sim.night import simulate_night
+
+    night = tmp_path / "night"
+    simulate_night(night, seed=5, hours=1.5, audio_format=None)
+    store = EdgeStore(tmp_path / "edge.db")
+    replay(night, store, classify=False)
+    cfg = _config(tmp_path, 'timezone = "UTC"\n[audio]\nenabled = false\n'
+                            '[nightscout]\nenabled = false\n')
+    node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=_utc_s("2026-01-17T09:00:00")))
+    run_until(node, lambda: node.epochs_closed >= 1)
+    assert is_classified(store.night("2026-01-15"))
+    store.close()
+
+
+def _utc_s(text: str) -> float:
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()

@@ -1,0 +1,118 @@
+"""Closing a night at the edge: its summary, and the classifiers' outputs (stream 5).
+
+A replayed night is closed when its files end. The live node records the night between the
+person's bedtime and wake time ([night] in its configuration) and closes it once the wake
+time has passed (or, after being down, when it starts again), once per night: the classifier
+rows it stores are what the cloud's fused report stages the night from, so writing them twice
+would leave the first copy in charge.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nightlink.edge.features.classify import classify_night
+from nightlink.edge.features.night_summary import night_columns, summarize_night
+from nightlink.edge.node.zone import night_label, schedule_window
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import features
+from nightlink.shared.epoch import EPOCH_S
+
+_LOGGER = logging.getLogger(__name__)
+CATCH_UP_NIGHTS = 3  # after being down, the node closes at most this many past nights
+MIN_RECORDING_EPOCHS = 120  # less than an hour recorded in the schedule is no night
+RECORDING_STREAMS = (features.WEARABLE, features.AUDIO)  # what makes a night's recording
+
+
+def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
+                 cols: dict | None = None, beats: dict | None = None,
+                 classify: bool = True) -> dict:
+    """Summarise epochs [first, first + count) as night `label`, with the classifiers'
+    figures and stream 5 rows unless classify is False; store and return the summary."""
+    cols = cols if cols is not None else night_columns(store, first, count)
+    classified = (classify_night(store, first, count, streams={**cols, **(beats or {})})
+                  if classify else None)
+    summary = summarize_night(store, first, count, cols)
+    if classified:
+        summary.update(classified)
+    store.put_night(label, summary)
+    return summary
+
+
+def is_classified(summary: dict | None) -> bool:
+    return summary is not None and "sleep" in summary
+
+
+def recorded_span(store: EdgeStore, first: int, end: int) -> tuple[int, int] | None:
+    """[a, b) from the first to the last epoch in [first, end) where the wearable or the
+    microphone measured anything; None without any."""
+    held = [e for s in RECORDING_STREAMS for e, vals in store.epoch_values(s, first, end).items()
+            if any(v is not None for v in vals)]
+    return (min(held), max(held) + 1) if held else None
+
+
+class NightCloser:
+    """Closes each night of a live node once its wake time has passed."""
+
+    def __init__(self, store: EdgeStore, bedtime: str, wake: str, zone: str = "",
+                 delay_s: float = 0.0):
+        self.store, self.bedtime, self.wake, self.zone = store, bedtime, wake, zone
+        self.delay_s = delay_s
+        self.settled: set[str] = set()  # nights closed, or found without a recording
+
+    def window(self, label: str) -> tuple[int, int]:
+        return schedule_window(label, self.bedtime, self.wake, self.zone)
+
+    def recording(self, epoch: int) -> bool:
+        """Whether an epoch lies inside its night's sleep schedule."""
+        a, b = self.window(night_label(epoch * EPOCH_S, self.zone))
+        return a <= epoch < b
+
+    def due(self, now_s: float) -> list[str]:
+        """Nights whose wake time (plus the closing delay) has passed, newest first, among
+        the last few; those already settled left out."""
+        from datetime import date, timedelta
+
+        today = date.fromisoformat(night_label(now_s, self.zone))
+        out = []
+        for back in range(CATCH_UP_NIGHTS + 1):
+            label = (today - timedelta(days=back)).isoformat()
+            if label not in self.settled and self.window(label)[1] * EPOCH_S + self.delay_s <= now_s:
+                out.append(label)
+        return out
+
+    def close_due(self, now_s: float) -> list[str]:
+        """Close every night that is due and not yet classified; the nights closed."""
+        closed = []
+        for label in self.due(now_s):
+            self.settled.add(label)
+            if is_classified(self.store.night(label)):
+                continue
+            a, b = self.window(label)
+            span = recorded_span(self.store, a, b)
+            if span is None or span[1] - span[0] < MIN_RECORDING_EPOCHS:
+                _LOGGER.info("night %s: under an hour recorded in the schedule; not classified",
+                             label)
+                continue
+            summary = finish_night(self.store, span[0], span[1] - span[0], label)
+            closed.append(label)
+            sleep = summary.get("sleep") or {}
+            _LOGGER.info("night %s closed: %d epochs, sleep from %s, %s min asleep", label,
+                         span[1] - span[0], ", ".join(sleep.get("sleep_inputs") or []) or
+                         "nothing", sleep.get("tst_min"))
+        return closed
+
+
+def partial_summary(store: EdgeStore, closer: NightCloser, last_epoch: int) -> str | None:
+    """On stopping inside a night's schedule: summarise what is recorded of it so far (not
+    classified: the night closes at its wake time), unless it is already closed."""
+    label = night_label(last_epoch * EPOCH_S, closer.zone)
+    a, b = closer.window(label)
+    if not a <= last_epoch < b or is_classified(store.night(label)):
+        return None
+    span = recorded_span(store, a, last_epoch + 1)
+    if span is None:
+        return None
+    finish_night(store, span[0], span[1] - span[0], label, classify=False)
+    return label
+

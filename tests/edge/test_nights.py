@@ -1,0 +1,107 @@
+"""Nights at the edge: named in the person's zone, recorded inside their sleep schedule, and
+closed (classified) once, when the wake time has passed."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from nightlink.edge.features.pipeline import EdgePipeline
+from nightlink.edge.node.config import ConfigError, load
+from nightlink.edge.node.nights import NightCloser
+from nightlink.edge.node.zone import night_label, schedule_window
+from nightlink.edge.sources.samples import HeartRate
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import features
+from nightlink.shared.epoch import EPOCH_S
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def _at(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch * EPOCH_S, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@pytest.mark.parametrize(("label", "bed", "wake", "zone", "window", "hours"), [
+    ("2026-01-15", "22:00", "07:30", "UTC", ("2026-01-15 22:00", "2026-01-16 07:30"), 9.5),
+    ("2026-01-15", "00:30", "08:00", "UTC", ("2026-01-16 00:30", "2026-01-16 08:00"), 7.5),
+    # New York in winter is UTC-5
+    ("2026-01-15", "22:00", "07:30", "America/New_York",
+     ("2026-01-16 03:00", "2026-01-16 12:30"), 9.5),
+    # Berlin's clocks go forward that night: 22:00 to 07:00 is 8 hours, not 9
+    ("2026-03-28", "22:00", "07:00", "Europe/Berlin", ("2026-03-28 21:00", "2026-03-29 05:00"), 8),
+    # ... and back in October: 9 hours become 10
+    ("2026-10-24", "22:00", "07:00", "Europe/Berlin", ("2026-10-24 20:00", "2026-10-25 06:00"), 10),
+])
+def test_schedule_window__local_bedtime_to_wake_in_the_zone(label, bed, wake, zone, window, hours):
+    a, b = schedule_window(label, bed, wake, zone)
+    assert (_at(a), _at(b)) == window
+    assert (b - a) / 120 == hours
+    assert night_label(a * EPOCH_S, zone) == night_label((b - 1) * EPOCH_S, zone) == label
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('[night]\nbedtime = "25:00"\n', "[night] bedtime: '25:00' is not a time of day written HH:MM"),
+    ('[night]\nwake = "7:30"\n', "[night] wake: '7:30' is not a time of day written HH:MM"),
+    ('[night]\nwake = "13:00"\n', "[night] wake must be at 12:00 or earlier"),
+    ('[night]\nbedtime = "08:00"\nwake = "07:00"\n', "[night] bedtime 08:00 is after the wake"),
+    ('[night]\nbedtime = 2200\n', "[night] bedtime must be text, not 2200."),
+    ('[night]\nbed = "22:00"\n', "[night] unknown key 'bed'"),
+])
+def test_config__a_wrong_schedule_names_the_key(tmp_path, text, says):
+    path = tmp_path / "edge.toml"
+    path.write_text(text + "[nightscout]\nenabled = false\n")
+    with pytest.raises(ConfigError) as exc:
+        load(path, env={})
+    assert says in str(exc.value)
+
+
+def test_config__a_schedule_after_midnight_is_accepted(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('timezone = "Europe/Berlin"\n[night]\nbedtime = "01:00"\nwake = "09:00"\n'
+                    "[nightscout]\nenabled = false\n")
+    cfg = load(path, env={})
+    assert (cfg.night.bedtime, cfg.night.wake, cfg.timezone) == ("01:00", "09:00", "Europe/Berlin")
+
+
+def test_night_closer__recording_inside_the_schedule_and_nights_due_after_wake(tmp_path):
+    store = EdgeStore(tmp_path / "e.db")
+    closer = NightCloser(store, "22:00", "07:30", "UTC", delay_s=5)
+    e = int(_utc("2026-01-15 21:59:30") // EPOCH_S)
+    assert [closer.recording(e + k) for k in range(3)] == [False, True, True]
+    wake = int(_utc("2026-01-16 07:30") // EPOCH_S)
+    assert [closer.recording(wake - 1), closer.recording(wake)] == [True, False]
+    assert "2026-01-15" not in closer.due(_utc("2026-01-16 07:30:04"))
+    assert closer.due(_utc("2026-01-16 07:30:05"))[0] == "2026-01-15"
+    # nothing recorded: settled without a summary, and not looked at again
+    assert closer.close_due(_utc("2026-01-16 08:00")) == []
+    assert store.night("2026-01-15") is None and "2026-01-15" in closer.settled
+    assert "2026-01-15" not in closer.due(_utc("2026-01-16 08:01"))
+    store.close()
+
+
+def test_pipeline__streams_blanked_outside_the_schedule_are_stored_as_missing(tmp_path):
+    store = EdgeStore(tmp_path / "e.db")
+    first = int(_utc("2026-01-16 07:29") // EPOCH_S)
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    audio_row = tuple(1.0 for _ in features.features(features.AUDIO))
+    for k in range(2):
+        pipe.put_audio_row(first + k, audio_row)
+        pipe.add(HeartRate((first + k) * EPOCH_S + 10, 58.0))
+        pipe.close(first + k, blank=() if k == 0 else (features.WEARABLE, features.AUDIO))
+    audio = store.epoch_values(features.AUDIO, first, first + 2)
+    wear = store.epoch_values(features.WEARABLE, first, first + 2)
+    assert audio[first][0] is not None and wear[first][0] == pytest.approx(58.0)
+    assert all(v is None for v in audio[first + 1] + wear[first + 1])
+    store.close()
+
+
+def test_the_example_configuration_loads_with_the_documented_schedule():
+    from pathlib import Path
+
+    from nightlink.edge.node.config import EdgeConfig
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "edge.example.toml"
+    cfg = load(example, env={"NIGHTLINK_EDGE_API_SECRET": "a-long-enough-secret"})
+    assert cfg.night == EdgeConfig().night and cfg.timezone == ""
