@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from nightlink.edge.features.classify import classify_night
 from nightlink.edge.features.night_summary import night_columns, summarize_night
 from nightlink.edge.node.zone import night_label, schedule_window
@@ -24,17 +26,54 @@ MIN_RECORDING_EPOCHS = 120  # less than an hour recorded in the schedule is no n
 RECORDING_STREAMS = (features.WEARABLE, features.AUDIO)  # what makes a night's recording
 
 
+DEAD_AUDIO_SHARE = 0.9  # this share of a night's audio epochs without sound: a dead input
+SILENT_DBFS = -119.5  # the extractor's floor: not one sample off zero
+CLIPPED_DBFS = -1.0  # a 30-s mean this loud is noise driven onto the converter's limits
+
+
+def unusable_audio(audio: dict[str, np.ndarray]) -> tuple[str, str] | None:
+    """(sentence, gap reason) when the microphone recorded no usable sound in 90 % of the
+    night's audio epochs: digital silence (a muted or unplugged input), one value throughout
+    (a stuck converter: a level that never moves, with no spread of frequencies), or noise
+    clipped at full scale (gain far too high, a shorted input). Else None."""
+    mean, peak, flat = audio["loud_mean_dbfs"], audio["loud_max_dbfs"], audio["flatness"]
+    have = ~np.isnan(mean)
+    n = int(have.sum())
+    if not n:
+        return None
+    silent = have & ((peak <= SILENT_DBFS) | ((peak - mean < 0.6) & (flat < 0.01)))
+    clipped = have & ~silent & (mean >= CLIPPED_DBFS)
+    counts = {"silent (digital silence or one stuck value)": int(silent.sum()),
+              "clipped at full scale": int(clipped.sum())}
+    if sum(counts.values()) < DEAD_AUDIO_SHARE * n:
+        return None
+    said = " and ".join(f"{what} in {k}" for what, k in counts.items() if k)
+    return (f"The audio is {said} of {n} epochs: the microphone recorded no usable sound, so "
+            "the night's figures leave audio out.",
+            "no usable sound: " + max(counts, key=counts.get).split(" (")[0])
+
+
 def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
                  cols: dict | None = None, beats: dict | None = None,
                  classify: bool = True) -> dict:
     """Summarise epochs [first, first + count) as night `label`, with the classifiers'
-    figures and stream 5 rows unless classify is False; store and return the summary."""
+    figures and stream 5 rows unless classify is False; store and return the summary. A
+    microphone that recorded no usable sound is said (`audio_unusable`), marked as a gap and
+    left out of the figures (a silent night would read as calm sleep without apneas, a
+    clipped one as a night of loud snoring)."""
     cols = cols if cols is not None else night_columns(store, first, count)
+    dead = unusable_audio(cols["audio"])
+    if dead:
+        _LOGGER.warning("night %s: %s", label, dead[0])
+        store.add_gap("audio", first, first + count, dead[1])
+        cols = {**cols, "audio": {k: np.full(count, np.nan) for k in cols["audio"]}}
     classified = (classify_night(store, first, count, streams={**cols, **(beats or {})})
                   if classify else None)
     summary = summarize_night(store, first, count, cols)
     if classified:
         summary.update(classified)
+    if dead:
+        summary["audio_unusable"] = dead[0]
     store.put_night(label, summary)
     return summary
 

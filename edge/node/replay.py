@@ -285,20 +285,6 @@ class _AudioStream:
         pass
 
 
-DEAD_AUDIO_SHARE = 0.9  # this share of a night's audio epochs unusable: the input was dead
-RAIL = 32700  # int16 samples this far out sit on the converter's limits (clipped)
-SATURATED_SHARE = 0.5  # an epoch with this share of its samples clipped holds no usable sound
-
-
-def _unusable(block: np.ndarray) -> str | None:
-    """Why an epoch of int16 audio holds no sound: "silent" (one value throughout: digital
-    silence or a stuck converter), "saturated" (half its samples on the limits: gain far too
-    high or a shorted input), else None."""
-    if block.size == 0 or (block == block[0]).all():
-        return "silent"
-    if np.count_nonzero(np.abs(block.astype(np.int32)) >= RAIL) >= SATURATED_SHARE * block.size:
-        return "saturated"
-    return None
 MAX_EPOCHS = 2 * 24 * 60  # a day and a night: more is a wrong unit, not a night
 PLAUSIBLE_START_S = (631_152_000, 4_102_444_800)  # 1990 to 2100
 
@@ -384,8 +370,6 @@ def replay(
     samples = sample_streams(sim_dir, start, bad, problems)
     pending = next(samples, None)
     audio_gap_from = None
-    audio_read = 0  # epochs of audio read
-    unusable = {"silent": 0, "saturated": 0}  # ... and those without sound (a dead input)
     beat_t: list[float] = []  # the night's beats, for the heart-rhythm apnea screen
     beat_rr: list[float] = []
     for i in range(count):
@@ -405,10 +389,6 @@ def replay(
                     audio_gap_from = epoch
                 pipe.skip_audio_epoch()
             else:
-                audio_read += 1
-                why = _unusable(block)
-                if why:
-                    unusable[why] += 1
                 pipe.feed_audio(block)
         pipe.close(epoch)
         if on_epoch:
@@ -426,23 +406,11 @@ def replay(
 
     night = night_label(start, manifest.get("timezone", ""))
     cols = night_columns(store, first, count)  # read once for the classifiers and the summary
-    if audio_read and sum(unusable.values()) >= DEAD_AUDIO_SHARE * audio_read:
-        # A microphone that gave only zeros or only its limits heard nothing: no sleep or
-        # breathing call from it (a silent night would read as calm sleep without apneas, a
-        # saturated one as a night of loud snoring).
-        said = " and ".join(f"{label} in {unusable[key]}" for key, label in (
-            ("silent", "digital silence"), ("saturated", "clipped at full scale"))
-            if unusable[key])
-        problems.append(f"The audio is {said} of {audio_read} epochs: the microphone recorded "
-                        "no usable sound, so the night's figures leave audio out.")
-        _LOGGER.warning("%s", problems[-1])
-        store.add_gap("audio", first, first + count, "no usable sound: "
-                      + ("digital silence" if unusable["silent"] >= unusable["saturated"]
-                         else "clipped at full scale"))
-        cols["audio"] = {k: np.full(count, np.nan) for k in cols["audio"]}
     beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr), "start_s": start}}
              if beat_t else {})
     summary = finish_night(store, first, count, night, cols=cols, beats=beats, classify=classify)
+    if summary.get("audio_unusable"):
+        problems.append(summary["audio_unusable"])
     for stream in STREAM_ORDER:
         name = features.stream(stream)[features.S_NAME]
         state = "replayed" if pipe.present[stream] else "no data"

@@ -105,3 +105,32 @@ def test_the_example_configuration_loads_with_the_documented_schedule():
     example = Path(__file__).resolve().parents[2] / "docs" / "edge.example.toml"
     cfg = load(example, env={"NIGHTLINK_EDGE_API_SECRET": "a-long-enough-secret"})
     assert cfg.night == EdgeConfig().night and cfg.timezone == ""
+
+
+@pytest.mark.parametrize(("kind", "dead"), [("zeros", True), ("stuck", True),
+                                            ("clipped", True), ("quiet room", False)])
+def test_finish_night__a_dead_microphone_is_said_and_left_out(tmp_path, kind, dead):
+    """The live node's nights get the same check as a replay's, from the stored features."""
+    import numpy as np
+
+    from nightlink.edge.features.audio import EPOCH_SAMPLES, AudioFeatureExtractor
+    from nightlink.edge.node.nights import finish_night
+
+    rng = np.random.default_rng(1)
+    block = {"zeros": np.zeros(EPOCH_SAMPLES, np.int16),
+             "stuck": np.full(EPOCH_SAMPLES, 900, np.int16),
+             "clipped": np.clip(rng.normal(0, 3e5, EPOCH_SAMPLES), -32768, 32767),
+             "quiet room": rng.normal(0, 40, EPOCH_SAMPLES)}[kind].astype(np.int16)
+    _e, row = AudioFeatureExtractor(0, 16000).feed(block)[0]
+    store = EdgeStore(tmp_path / "e.db")
+    first = int(_utc("2026-01-15 23:00") // EPOCH_S)
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    for k in range(130):
+        pipe.put_audio_row(first + k, row)
+        pipe.close(first + k)
+    summary = finish_night(store, first, 130, "2026-01-15", classify=False)
+    assert ("audio_unusable" in summary) == dead
+    assert bool(store.gaps("audio")) == dead
+    if dead:
+        assert "of 130 epochs: the microphone recorded no usable sound" in summary["audio_unusable"]
+    store.close()

@@ -460,8 +460,8 @@ def _night_audio(kind: str) -> np.ndarray:
     return np.clip(rng.normal(0, 20000, n), -32768, 32767).astype(np.int16)
 
 
-@pytest.mark.parametrize(("kind", "says"), [("zeros", "digital silence in 180 of 180"),
-                                            ("stuck", "digital silence in 180 of 180"),
+@pytest.mark.parametrize(("kind", "says"), [("zeros", "digital silence or one stuck value) in 180 of 180"),
+                                            ("stuck", "digital silence or one stuck value) in 180 of 180"),
                                             ("saturated", "clipped at full scale in 180 of 180")])
 def test_replay__a_dead_microphone_is_left_out_of_the_figures(damaged, tmp_path, kind, says):
     """A night of digital silence (a muted or unplugged input, a stuck converter) or of noise
