@@ -133,7 +133,11 @@ class NightCloser:
                 _LOGGER.info("night %s: under an hour recorded in the schedule; not classified",
                              label)
                 continue
-            summary = finish_night(self.store, span[0], span[1] - span[0], label)
+            try:
+                summary = finish_night(self.store, span[0], span[1] - span[0], label)
+            except Exception:  # a failing classifier must not stop the node recording
+                _LOGGER.exception("night %s could not be closed; it keeps its raw records", label)
+                continue
             closed.append(label)
             sleep = summary.get("sleep") or {}
             _LOGGER.info("night %s closed: %d epochs, sleep from %s, %s min asleep", label,

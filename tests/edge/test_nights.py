@@ -134,3 +134,25 @@ def test_finish_night__a_dead_microphone_is_said_and_left_out(tmp_path, kind, de
     if dead:
         assert "of 130 epochs: the microphone recorded no usable sound" in summary["audio_unusable"]
     store.close()
+
+
+def test_night_closer__a_failing_close_is_logged_and_recording_goes_on(tmp_path, monkeypatch,
+                                                                       caplog):
+    from nightlink.edge.node import nights
+
+    store = EdgeStore(tmp_path / "e.db")
+    first = int(_utc("2026-01-15 23:00") // EPOCH_S)
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    for k in range(130):
+        pipe.add(HeartRate((first + k) * EPOCH_S + 5, 60.0))
+        pipe.close(first + k)
+
+    def broken(*_a, **_k):
+        raise RuntimeError("the interpreter could not be built")
+
+    monkeypatch.setattr(nights, "finish_night", broken)
+    closer = NightCloser(store, "22:00", "07:30", "UTC")
+    assert closer.close_due(_utc("2026-01-16 08:00")) == []
+    assert "night 2026-01-15 could not be closed" in caplog.text
+    assert "2026-01-15" in closer.settled  # not retried every minute
+    store.close()
