@@ -7,7 +7,6 @@ import math
 import os
 import sys
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
@@ -139,11 +138,13 @@ _glucose_date_order = click.option(
 
 
 def _zone(tz: str | None) -> str | None:
+    from nightlink.edge.node.zone import check_zone
+
     if tz is None:
         return None
     try:
-        ZoneInfo(tz)
-    except (ValueError, ZoneInfoNotFoundError):
+        check_zone(tz or "?")  # here "" is no zone, not the machine's
+    except ValueError:
         raise NightlinkError(f"Unknown time zone {tz!r} for --tz; use a name such as "
                              "Europe/London.") from None
     return tz
