@@ -6,7 +6,8 @@ and its own header row starting `Index;Date;Time`. Rows with a value in `Sensor 
 (mg/dL)` (or mmol/L) are CGM readings; the rest (boluses, basal, alarms, meter readings)
 are passed over. Cells are separated by `;` or `,` and mmol/L values may have a decimal
 comma. Date and Time are the device's local time; dates are year/month/day, day/month/year
-or month/day/year, decided from the whole file as for LibreView (localtime.py). The same
+(also day.month.year) or month/day/year, decided from the whole file and the preamble's
+Start and End Date as for LibreView (localtime.py). The same
 reading listed in two sections is imported once. Facts and sources: docs/importers.md.
 """
 
@@ -22,10 +23,11 @@ from nightlink.edge.importers.common import (
     Values,
     cells,
     delimiter_of,
-    extra_cells,
     finish,
     name,
     read_text,
+    shifted,
+    usual_width,
 )
 from nightlink.edge.importers.localtime import DMY, MDY
 from nightlink.edge.sources.samples import SourceError
@@ -62,7 +64,9 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
     """Sensor glucose readings of a Medtronic CareLink CSV export, oldest first.
 
     `date_order` ("dmy"/"mdy") decides a file whose day/month dates fit both orders; without
-    it such a file is read month/day in mg/dL and day/month in mmol/L, and the user is told.
+    it such a file is read day/month if its dates are dotted (01.11.2026) or in mmol/L,
+    else month/day, and the user is told. The preamble's Start and End Date count as dates
+    of the file.
     """
     path = Path(path)
     lines = read_text(path, "Medtronic CareLink").splitlines()
@@ -74,7 +78,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
     col: CareLinkColumns | None = None
     delimiter = ";"
     mmol = None
-    section = 0
+    section = usual = 0
     for k, line in enumerate(lines):
         if not line.strip():
             continue
@@ -82,6 +86,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         found = carelink_columns(cells(line, own))
         if found is not None:
             delimiter, header, col, section = own, cells(line, own), found, section + 1
+            usual = usual_width(_section_rows(lines, k + 1, delimiter), header)
             if found.sensor is not None:
                 if mmol is not None and mmol != found.mmol:
                     raise SourceError(f"{path} has sections in mg/dL and in mmol/L; export "
@@ -93,9 +98,8 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
             continue  # the preamble, a section without sensor glucose, a divider
         if len(row) <= col.sensor or not row[col.sensor]:
             continue  # a pump or meter event, not a sensor reading
-        if extra_cells(row, header):
-            bad.add(k + 1, f"{len(row)} cells where the header has {len(header)} (a decimal "
-                    "comma in a comma-separated file?)")
+        if why := shifted(row, header, col.sensor, usual):
+            bad.add(k + 1, why)
             continue
         candidates.append(Candidate(k + 1, f"{row[col.date]} {row[col.time]}", row[col.sensor],
                                     stream=str(section)))
@@ -106,4 +110,27 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         (MDY, "mg/dL exports are mostly from the US")
     return finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
                   source="carelink", bad=bad, date_order=date_order, default_order=order,
-                  order_reason=reason)
+                  order_reason=reason, extra_stamps=_preamble_dates(lines))
+
+
+def _section_rows(lines: list[str], start: int, delimiter: str):
+    """The cells of a section's rows, up to the next divider line."""
+    for line in lines[start:]:
+        row = cells(line, delimiter)
+        if row and row[0].startswith("-"):
+            return
+        yield row
+
+
+def _preamble_dates(lines: list[str]) -> tuple[tuple[int, str], ...]:
+    """(line, date) of the Start Date and End Date under the patient line, if it has them:
+    they tell the date order like the readings do."""
+    for k, line in enumerate(lines[:PREAMBLE_SEARCH_LINES]):
+        delimiter = delimiter_of(line)
+        names = [name(c) for c in cells(line, delimiter)]
+        if "start date" in names and "end date" in names:
+            values = cells(lines[k + 1], delimiter) if k + 1 < len(lines) else []
+            return tuple((k + 2, values[i]) for i in (names.index("start date"),
+                                                       names.index("end date"))
+                         if i < len(values) and values[i])
+    return ()

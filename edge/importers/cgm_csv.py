@@ -20,10 +20,11 @@ from nightlink.edge.importers.common import (
     Values,
     cells,
     delimiter_of,
-    extra_cells,
     finish,
     name,
     read_text,
+    shifted,
+    usual_width,
 )
 from nightlink.edge.importers.localtime import DMY, MDY, split
 from nightlink.edge.sources.samples import SourceError
@@ -35,6 +36,10 @@ from nightlink.shared import units
 CLARITY_LOW_SGV = units.SGV_MIN_VALID
 CLARITY_HIGH_SGV = 401
 LIBRE_MAX_SGV = 600
+# LibreView writes "LO" below the Libre's 40 mg/dL range and "HI" above 500: stored like
+# Clarity's Low and High, 39 and one above the range.
+LIBRE_LOW_SGV = units.SGV_MIN_VALID
+LIBRE_HIGH_SGV = 501
 HEADER_SEARCH_LINES = 12  # a header row further down than this is not one of these exports
 
 
@@ -101,13 +106,14 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
                           "(mg/dL)' columns.")
     at, delimiter, header, col = found
     bad, candidates = BadRows(), []
-    for k in range(at + 1, len(lines)):
-        row = cells(lines[k], delimiter)
+    rows = [cells(line, delimiter) for line in lines[at + 1:]]
+    usual = usual_width(rows, header)
+    for k, row in enumerate(rows, at + 1):
         if len(row) <= max(col.event_type, col.glucose, col.timestamp) or \
                 row[col.event_type].upper() != "EGV":
             continue  # metadata (patient, device, alerts), calibrations, events
-        if extra_cells(row, header):
-            bad.add(k + 1, f"{len(row)} cells where the header has {len(header)}")
+        if why := shifted(row, header, col.glucose, usual):
+            bad.add(k + 1, why)
             continue
         candidates.append(Candidate(
             k + 1, row[col.timestamp], row[col.glucose],
@@ -193,7 +199,8 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
     (US, often with a 12-hour clock) or year-month-day: the order is read from the whole file
     (see localtime.py); `date_order` ("dmy"/"mdy", or `day_first`) decides a file whose
     dates fit both, otherwise its language does (US order for English). Strip (fingerstick)
-    glucose, notes, insulin and food rows are not CGM readings and are passed over.
+    glucose, notes, insulin and food rows are not CGM readings and are passed over. "LO"
+    becomes 39 and "HI" 501 (see LIBRE_LOW_SGV).
     """
     path = Path(path)
     if day_first is not None and date_order is None:
@@ -206,16 +213,17 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
                           "Type' and 'Historic Glucose' columns.")
     at, delimiter, header, col = found
     bad, candidates = BadRows(), []
-    for k in range(at + 1, len(lines)):
-        row = cells(lines[k], delimiter)
+    rows = [cells(line, delimiter) for line in lines[at + 1:]]
+    usual = usual_width(rows, header)
+    for k, row in enumerate(rows, at + 1):
         if len(row) <= max(col.timestamp, col.record_type):
             continue
         kind = row[col.record_type]
         value_col = col.historic if kind == HISTORIC else col.scan if kind == SCAN and scans else None
         if value_col is None:
             continue  # strips, notes, insulin, food, sensor starts
-        if extra_cells(row, header):
-            bad.add(k + 1, f"{len(row)} cells where the header has {len(header)}")
+        if why := shifted(row, header, value_col, usual):
+            bad.add(k + 1, why)
             continue
         candidates.append(Candidate(k + 1, row[col.timestamp],
                                     row[value_col] if value_col < len(row) else "",
@@ -224,7 +232,8 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
     generated = tuple((at, c.removesuffix("UTC").strip()) for c in title
                       if split(c.removesuffix("UTC").strip()))
     order, reason = _libre_default_order(col, candidates)
-    return finish(path, "LibreView", candidates, Values(col.mmol, LIBRE_MAX_SGV), tz,
+    values = Values(col.mmol, LIBRE_MAX_SGV, {"lo": LIBRE_LOW_SGV, "hi": LIBRE_HIGH_SGV})
+    return finish(path, "LibreView", candidates, values, tz,
                   source="libreview", bad=bad, date_order=date_order, default_order=order,
                   order_reason=reason, extra_stamps=generated)
 

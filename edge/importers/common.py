@@ -25,6 +25,7 @@ _LOGGER = logging.getLogger(__name__)
 _MAX_SKIPPED_LINES = 20
 _DELIMITERS = (",", ";", "\t")
 UNIT = re.compile(r"(mg/dl|mmol/l)\)?$", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
 
 
 class ImportedReadings(Readings):
@@ -123,10 +124,27 @@ def cells(line: str, delimiter: str) -> list[str]:
     return [c.strip() for c in row]
 
 
-def extra_cells(row: list[str], header: list[str]) -> bool:
-    """A row with more filled cells than its header: cells shifted by a decimal comma in a
-    comma-separated file, or a broken line; its columns cannot be trusted."""
-    return len(row) > len(header) and any(row[len(header):])
+def usual_width(rows, header: list[str]) -> int:
+    """The cells every row of a section has, at least the header's: a file whose rows all end
+    with an extra empty cell has one more than its header."""
+    return min((len(r) for r in rows if len(r) >= len(header)), default=len(header))
+
+
+def shifted(row: list[str], header: list[str], glucose: int, usual: int) -> str | None:
+    """Why a row's cells cannot be trusted, or None. A decimal comma in a comma-separated file
+    splits a number in two cells and moves every cell after it: the row is wider than the
+    header and than the file's other rows, has cells past the header filled, or its glucose
+    cell and the one after it are both bare digits ("5", "5" for 5,5)."""
+    if len(row) <= len(header):
+        return None
+    if any(row[len(header):]) or len(row) > usual:
+        return (f"{len(row)} cells where the header has {len(header)} (a decimal comma in a "
+                "comma-separated file?)")
+    after = row[glucose + 1] if glucose + 1 < len(row) else ""
+    if _DIGITS.fullmatch(row[glucose]) and _DIGITS.fullmatch(after):
+        return (f"glucose {row[glucose]},{after} is split in two cells by a decimal comma in a "
+                "comma-separated file")
+    return None
 
 
 def name(cell: str) -> str:
@@ -173,7 +191,7 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
     clock = LocalClock(zone(tz))
     style = DateStyle(path)
     for line, text in extra_stamps:
-        style.see(text, line)
+        style.see(text, line, date_only=True)
     parsed = []
     for c in candidates:
         parts = style.see(c.stamp, c.line)
@@ -189,12 +207,15 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
     out: dict[tuple[float, int], Glucose] = {}
+    words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
     for c, t in clock.place(timed):
         try:
             sgv = glucose(c.raw, values)
         except ValueError as exc:
             bad.add(c.line, str(exc))
             continue
+        if values.words and c.raw.strip().casefold() in values.words:
+            words[c.raw.strip()] = words.get(c.raw.strip(), 0) + 1
         direction = None
         if c.rate:
             try:
@@ -203,7 +224,17 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
             except ValueError:
                 pass  # the rate is optional; a bad one leaves the direction unknown
         out.setdefault((t, sgv), Glucose(t=t, sgv=sgv, direction=direction, source=source))
-    return result(path, kind, list(out.values()), bad, [note] if note else [])
+    notes = [note] if note else []
+    if words:
+        notes.append(_off_scale(words, values))
+    return result(path, kind, list(out.values()), bad, notes)
+
+
+def _off_scale(words: dict[str, int], values: Values) -> str:
+    """The note counting readings written as words, e.g. "2 'LO' stored as 39"."""
+    told = ", ".join(f"{n} {w!r} stored as {values.words[w.casefold()]}"
+                     for w, n in words.items())
+    return f"{sum(words.values())} readings were off the sensor's scale: {told}."
 
 
 def result(path: Path, kind: str, samples: list[Glucose], bad: BadRows,

@@ -7,8 +7,9 @@ the world) or month-day (the US), with `-`, `/` or `.` between the numbers, a 24
 12-hour clock (`11:00 PM`, `11:00 p.m.`) and two- or four-digit years. Which of day-month or
 month-day a file uses is decided from the whole file: a first number above 12 can only be a
 day, a second number above 12 can only be a day. A file where both happen is refused; a file
-where neither does fits both, and is read in the order the reader's locale hint gives (or
-the user's --date-order), and the user is told so.
+where neither does fits both: dotted dates (`01.11.2026`, the European style) are read
+day-month, others in the order the reader's locale hint gives, and the user is told so; the
+user's --date-order decides either.
 
 Clocks going back (daylight saving time ends) repeat an hour of wall-clock times. Within one
 stream of readings (one device and record type), taken in the file's time order (a file
@@ -33,7 +34,7 @@ from nightlink.edge.sources.samples import SourceError
 DMY, MDY = "dmy", "mdy"
 ORDER_NAMES = {DMY: "day-month-year", MDY: "month-day-year"}
 _STAMP = re.compile(
-    r"^(\d{1,4})[-/.](\d{1,2})[-/.](\d{1,4})(?:[ T]+|,\s*)(\d{1,2})[:.](\d{2})"
+    r"^(\d{1,4})([-/.])(\d{1,2})[-/.](\d{1,4})(?:[ T]+|,\s*)(\d{1,2})[:.](\d{2})"
     r"(?:[:.](\d{2})(?:[.,]\d+)?)?(?:\s*([AaPp])\.?\s*[Mm]\.?)?$")
 YEARS = range(2000, 2100)  # a date outside these is a corrupt row, not a reading
 
@@ -46,6 +47,7 @@ class Stamp(NamedTuple):
     minute: int
     second_of_minute: int
     half: str  # "a", "p" or "" (24-hour clock)
+    separator: str = "-"  # between the date's numbers: "-", "/" or "."
 
     @property
     def year_first(self) -> bool:
@@ -57,7 +59,8 @@ def split(text: str) -> Stamp | None:
     m = _STAMP.match(text.strip())
     if m is None:
         return None
-    return Stamp(m[1], m[2], m[3], int(m[4]), int(m[5]), int(m[6] or 0), (m[7] or "").lower())
+    return Stamp(m[1], m[3], m[4], int(m[5]), int(m[6]), int(m[7] or 0), (m[8] or "").lower(),
+                 m[2])
 
 
 class DateStyle:
@@ -68,12 +71,17 @@ class DateStyle:
         self.day_first: tuple[int, str] | None = None  # the first (line, text) proving it
         self.month_first: tuple[int, str] | None = None
         self.two_number_dates = 0
+        self.dotted = False  # a day.month.year date: the dotted style is day-first
 
-    def see(self, text: str, line: int) -> Stamp | None:
+    def see(self, text: str, line: int, *, date_only: bool = False) -> Stamp | None:
+        """Read one timestamp (a date without time if `date_only`) and note its evidence."""
         stamp = split(text)
+        if stamp is None and date_only:
+            stamp = split(f"{text} 00:00")
         if stamp is None or stamp.year_first:
             return stamp
         self.two_number_dates += 1
+        self.dotted = self.dotted or stamp.separator == "."
         a, b = int(stamp.first), int(stamp.second)
         if 12 < a <= 31 and 1 <= b <= 12 and self.day_first is None:
             self.day_first = (line, text.strip())
@@ -97,6 +105,8 @@ class DateStyle:
             return hint, None
         if found:
             return found, None
+        if self.dotted:
+            return DMY, None
         other = MDY if default == DMY else DMY
         because = f" ({reason})" if reason else ""
         return default, (f"Every date in {self.path.name} reads as both day-month and "

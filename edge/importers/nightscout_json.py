@@ -1,5 +1,6 @@
 """Nightscout JSON exports: the array of entries `/api/v1/entries.json` returns (or the
-`result` array of API v3), as `Glucose` samples oldest first.
+`result` array of API v3, or one entry per line as mongoexport writes them, its numbers
+as `{"$numberLong": "…"}` too), as `Glucose` samples oldest first.
 
 Each sgv entry has `sgv` (mg/dL) and `date` (Unix milliseconds, UTC), usually `dateString`
 (ISO 8601 with its offset), `direction` and `device`; mbg and cal entries are not CGM
@@ -21,17 +22,15 @@ from nightlink.shared import units
 
 _MS_RANGE = (946_684_800_000, 4_102_444_800_000)  # 2000-01-01 .. 2100-01-01 UTC
 MAX_SGV = 1000
+_BROKEN = object()  # a line of a one-document-per-line file that is not JSON
+_MONGO_NUMBERS = {"$numberLong", "$numberInt", "$numberDouble", "$numberDecimal"}
 
 
 def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
     """The sgv entries of a Nightscout JSON export, oldest first; bad entries counted."""
     path = Path(path)
     local = zone(tz)
-    try:
-        data = json.loads(read_text(path, "Nightscout JSON"))
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{path} is not a Nightscout JSON export: the JSON is broken at "
-                          f"line {exc.lineno} ({exc.msg}).") from None
+    data = _documents(path, read_text(path, "Nightscout JSON"))
     if isinstance(data, dict) and isinstance(data.get("result"), list):
         data = data["result"]
     if not isinstance(data, list):
@@ -39,6 +38,9 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
                           f"{type(data).__name__}, not a list of entries.")
     bad, out = BadRows(), {}
     for i, entry in enumerate(data, 1):
+        if entry is _BROKEN:
+            bad.add(i, "broken JSON", "entry")
+            continue
         if not isinstance(entry, dict):
             bad.add(i, "not a JSON object", "entry")
             continue
@@ -54,7 +56,27 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
     return result(path, "Nightscout JSON", list(out.values()), bad, [])
 
 
+def _documents(path: Path, text: str):
+    """The file's JSON; a file of one document per line (NDJSON, mongoexport's default) as
+    the list of its documents, `_BROKEN` for a line that is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg != "Extra data":
+            raise SourceError(f"{path} is not a Nightscout JSON export: the JSON is broken at "
+                              f"line {exc.lineno} ({exc.msg}).") from None
+    docs = []
+    for line in filter(None, map(str.strip, text.splitlines())):
+        try:
+            docs.append(json.loads(line))
+        except json.JSONDecodeError:
+            docs.append(_BROKEN)
+    return docs
+
+
 def _number(value, what: str) -> float:
+    if isinstance(value, dict) and len(value) == 1:  # mongoexport: {"$numberLong": "…"}
+        value = next(iter(value.values())) if set(value) <= _MONGO_NUMBERS else value
     if isinstance(value, str):
         try:
             value = float(value)

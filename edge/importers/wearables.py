@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import struct
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from pathlib import Path
@@ -50,7 +51,7 @@ def read_apple_health(path, start: float | None = None, end: float | None = None
             fh.seek(0)
             root = None
             depth = 0
-            for event, elem in ElementTree.iterparse(fh, events=("start", "end")):
+            for event, elem in _xml_events(fh):
                 if event == "start":
                     if root is None:
                         root = elem
@@ -77,6 +78,39 @@ def read_apple_health(path, start: float | None = None, end: float | None = None
         _LOGGER.warning("Skipped %d unusable records in %s.", skipped, path)
     out.sort(key=attrgetter("t"))
     return Readings(out, skipped=skipped)
+
+
+_XML_CONTROL = bytes(c for c in range(32) if c not in b"\t\n\r")  # not allowed in XML 1.0
+_HEAD_LIMIT = 4 << 20  # the root element comes within this
+
+
+def _xml_events(fh, chunk: int = 1 << 16):
+    """(event, element) of an export streamed through `_clean`."""
+    parser = ElementTree.XMLPullParser(events=("start", "end"))
+    for data in _clean(fh, chunk):
+        parser.feed(data)
+        yield from parser.read_events()
+    parser.close()
+    yield from parser.read_events()
+
+
+def _clean(fh, chunk: int):
+    """The export's bytes without the internal DTD before <HealthData> (iOS 16 and later
+    write one that is not well-formed) and without the control characters XML does not
+    allow (some exports hold \\x0b in a source name). UTF-8 never has these bytes inside a
+    multi-byte character, so they are dropped byte by byte."""
+    head = b""
+    while len(head) < _HEAD_LIMIT and b"<HealthData" not in head:
+        data = fh.read(chunk)
+        if not data:
+            break
+        head += data
+    start, root = head.find(b"<!DOCTYPE"), head.find(b"<HealthData")
+    if 0 <= start < root:
+        head = head[:start] + head[root:]
+    yield head.translate(None, _XML_CONTROL)
+    while data := fh.read(chunk):
+        yield data.translate(None, _XML_CONTROL)
 
 
 def apple_time(text: str) -> float:
@@ -164,6 +198,8 @@ def _beat_time(begin: datetime, text: str | None) -> float:
 FIT_EPOCH = 631_065_600  # 1989-12-31 00:00:00 UTC as Unix seconds
 _FIT_SPO2_DATA = 269  # spo2_data in newer FIT profiles; fitparse 1.2 calls it unknown_269
 _FIT_SPO2_FIELDS = ("saturated_hemoglobin_percent", "spo2", "SpO2")
+_FIT_DECODE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError,
+                      ArithmeticError, struct.error)
 _HRV_RESYNC_S = 5.0  # beat clock this far behind the record clock: a gap, restart from records
 
 
@@ -182,6 +218,9 @@ def read_fit(path) -> Readings:
     except fitparse.FitParseError as exc:
         raise SourceError(f"{path} is not a readable FIT file: "
                           f"{str(exc).rstrip('.')}.") from exc
+    except _FIT_DECODE_ERRORS as exc:  # fitparse fails this way on fields it cannot decode
+        raise SourceError(f"{path} is not a readable FIT file: fitparse cannot decode it "
+                          f"({type(exc).__name__}).") from exc
     except OSError as exc:
         raise SourceError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
 

@@ -138,6 +138,17 @@ def test_libreview__bad_rows_counted_and_the_first_named(tmp_path):
     assert got.skipped_lines[:2] == [6, 13]
 
 
+def test_libreview__lo_and_hi_are_the_sensor_limits_and_counted(tmp_path):
+    path = libre_file(tmp_path, [libre_row("15-01-2026 23:00", 0, "48"),
+                                 libre_row("15-01-2026 23:15", 0, "LO"),
+                                 libre_row("15-01-2026 23:30", 1, "HI"),
+                                 libre_row("15-01-2026 23:45", 0, "LO")])
+    got = read_libreview_csv(path, date_order="dmy")
+    assert [g.sgv for g in got] == [48, 39, 501, 39] and got.skipped == 0
+    assert got.notes == ["3 readings were off the sensor's scale: 2 'LO' stored as 39, 1 'HI' "
+                         "stored as 501."]
+
+
 # -- local time: daylight saving ------------------------------------------------------------------
 
 def test_dst_fall_back__repeated_hour_in_file_order():
@@ -221,6 +232,60 @@ def test_carelink__comma_file_with_unquoted_decimal_comma_rows_are_counted(tmp_p
     assert got.first_bad.startswith("line 2: 8 cells where the header has 6 (a decimal comma")
 
 
+def test_libreview__unquoted_decimal_comma_with_empty_trailing_cells_is_refused(tmp_path):
+    """`0,5,5,,` in a German mmol/L file: 5,5 would read as 5; the split is seen although the
+    cells after the header's last one are empty."""
+    de = (FIXTURES / "libreview_de.csv").read_text().splitlines()[1].replace("mg/dL", "mmol/L")
+    row = "FreeStyle Libre 2,S1,15-01-2026 {},0,{},,,,,,,,,,,,,,"
+    path = libre_file(tmp_path, [row.format("23:00", "5,5"), row.format("23:15", "3,9")],
+                      header=de)
+    with pytest.raises(SourceError) as err:
+        read_libreview_csv(path)
+    assert str(err.value) == (f"{path} has 2 glucose rows but none could be read (first: line 3:"
+                              " glucose 5,5 is split in two cells by a decimal comma in a "
+                              "comma-separated file).")
+
+
+def test_libreview__rows_that_all_end_with_an_extra_empty_cell_are_read(tmp_path):
+    rows = [libre_row("15-01-2026 23:00", 0, "99") + ",", libre_row("15-01-2026 23:07", 1, "104")
+            + ",", "FreeStyle Libre 3,S1,15-01-2026 23:10,6" + "," * 16]
+    got = read_libreview_csv(libre_file(tmp_path, rows, header=EN_HEADER + ","), tz="UTC")
+    assert [g.sgv for g in got] == [99, 104] and got.skipped == 0
+
+
+def test_carelink__unquoted_decimal_comma_rows_refused_and_counted(tmp_path):
+    path = tmp_path / "cl.csv"
+    path.write_text("Index,Date,Time,BG Reading (mmol/L),Sensor Glucose (mmol/L),ISIG Value,"
+                    "Event Marker\n"
+                    "1,2026/01/15,23:00:00,,6,9,,\n"  # 6,9: as wide as the rest, split
+                    "2,2026/01/15,23:05:00,5,5,6.9,20.1,,\n"  # wider than the rest
+                    '3,2026/01/15,23:10:00,,"6,8",20.2,,\n')  # rows end with an empty cell
+    got = read_carelink_csv(path)
+    assert [g.sgv for g in got] == [123] and got.skipped == 2
+    assert got.first_bad == ("line 2: glucose 6,9 is split in two cells by a decimal comma in a "
+                             "comma-separated file")
+    assert got.skipped_lines == [2, 3]
+
+
+def test_carelink__dotted_dates_are_day_first(tmp_path):
+    path = tmp_path / "cl.csv"
+    rows = [f"{i};0{d}.11.2026;12:00:00;{100 + d}" for i, d in enumerate((3, 2, 1))]
+    path.write_text("\n".join(["Index;Date;Time;Sensor Glucose (mg/dL)", *rows]) + "\n")
+    got = read_carelink_csv(path)
+    assert got[0].t == utc("2026-11-01T12:00") and got.notes == []
+    assert read_carelink_csv(path, date_order="mdy")[0].t == utc("2026-01-11T12:00")
+
+
+def test_carelink__preamble_start_and_end_date_tell_the_order(tmp_path):
+    path = tmp_path / "cl.csv"
+    path.write_text("\n".join([
+        "Last Name;First Name;Patient ID;Start Date;End Date;Device",
+        "Test;Person;;28/10/2026;01/11/2026;MiniMed", "-------;Sensor;-------",
+        "Index;Date;Time;Sensor Glucose (mg/dL)", "1;01/11/2026;12:00:00;100"]) + "\n")
+    got = read_carelink_csv(path)
+    assert got[0].t == utc("2026-11-01T12:00") and got.notes == []
+
+
 def test_carelink__same_reading_in_two_sections_imported_once(tmp_path):
     header = "Index;Date;Time;Sensor Glucose (mg/dL)"
     path = tmp_path / "cl.csv"
@@ -264,6 +329,21 @@ def test_nightscout_json__api_v3_result_and_broken_files(tmp_path):
     path.write_text('[{"type": "mbg", "mbg": 100, "date": 1768518000000}]')
     with pytest.raises(SourceError, match=r"is a Nightscout JSON export with no glucose"):
         read_nightscout_json(path)
+
+
+def test_nightscout_json__one_document_per_line(tmp_path):
+    """mongoexport's default output: one entry per line, numbers as {"$numberLong": ...};
+    a broken line is counted as a bad entry."""
+    path = tmp_path / "entries.json"
+    path.write_text("\n".join([
+        json.dumps({"_id": {"$oid": "a1"}, "sgv": 120, "type": "sgv",
+                    "date": {"$numberLong": "1768518000000"}}),
+        json.dumps({"sgv": 118, "type": "sgv", "date": 1768518300000}),
+        '{"sgv": 11', ""]))
+    assert sniff(path) == "nightscout"
+    got = read_nightscout_json(path)
+    assert [(g.t, g.sgv) for g in got] == [(1768518000.0, 120), (1768518300.0, 118)]
+    assert got.skipped == 1 and got.first_bad == "entry 3: broken JSON"
 
 
 # -- telling formats apart ------------------------------------------------------------------------

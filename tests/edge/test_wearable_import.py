@@ -121,6 +121,31 @@ def test_read_apple_health__not_an_export(tmp_path, content, message):
         wearables.read_apple_health(path)
 
 
+IOS16_HEAD = b"""<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE HealthData [
+<!ELEMENT HealthData (ExportDate,Me,(Record|Correlation|Workout)*)>
+<!ATTLIST VisionPrescription
+  type             CDATA #REQUIRED
+<!ELEMENT RightEye EMPTY>
+]>
+"""
+HR_RECORD = ('<Record type="HKQuantityTypeIdentifierHeartRate" sourceName="{}" '
+             'unit="count/min" startDate="2026-01-15 23:0{}:00 +0100" '
+             'endDate="2026-01-15 23:00:00 +0100" value="6{}"/>\n')
+
+
+def test_read_apple_health__ios16_broken_dtd_and_control_characters(tmp_path):
+    """iOS 16 and later write an internal DTD that is not well-formed; some exports hold a
+    vertical tab in a source name. Both are dropped while streaming, the records read."""
+    path = tmp_path / "export.xml"
+    body = "".join(HR_RECORD.format("Apple\x0bWatch" if i == 1 else "W", i, i) for i in range(3))
+    path.write_bytes(IOS16_HEAD + b'<HealthData locale="en_US">\n' + body.encode()
+                     + b"</HealthData>\n")
+    got = wearables.read_apple_health(path)
+    assert [(s.t, s.bpm) for s in got] == [(cet(f"2026-01-15T23:0{i}:00"), 60 + i)
+                                           for i in range(3)]
+
+
 def test_read_apple_health__missing_file(tmp_path):
     with pytest.raises(SourceError, match="nothing.xml cannot be read: No such file"):
         wearables.read_apple_health(tmp_path / "nothing.xml")
@@ -255,6 +280,23 @@ def test_read_fit__corrupt(tmp_path, damage, message):
     path.write_bytes(damage(night_bytes()))
     with pytest.raises(SourceError, match=f"broken.fit is not a readable FIT file: .*{message}"):
         wearables.read_fit(path)
+
+
+def test_read_fit__fields_fitparse_cannot_decode_one_sentence(tmp_path):
+    """A record whose timestamp is defined as two uint32 values (CRC valid): fitparse raises
+    TypeError, which is told as one sentence, not a traceback."""
+    w = FitWriter()
+    w.file_id(NIGHT)
+    w.raw(struct.pack("<BBBHB", 0x41, 0, 0, 20, 2) + struct.pack("<BBB", 253, 8, 0x86)
+          + struct.pack("<BBB", 3, 1, 0x02))
+    t = int(NIGHT) - FIT_EPOCH
+    w.raw(bytes([1]) + struct.pack("<II", t, t) + bytes([70]))
+    path = tmp_path / "odd.fit"
+    path.write_bytes(w.to_bytes())
+    with pytest.raises(SourceError) as err:
+        wearables.read_fit(path)
+    assert str(err.value) == (f"{path} is not a readable FIT file: fitparse cannot decode it "
+                              "(TypeError).")
 
 
 def test_read_fit__missing_file(tmp_path):
