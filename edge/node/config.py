@@ -121,6 +121,7 @@ class EdgeConfig:
     development: bool = False
     close_delay_s: float = 5.0  # an epoch is closed this long after it ends (late samples)
     timezone: str = ""  # IANA zone the person sleeps in ("" = the machine's); names the nights
+    night_given: bool = False  # set by load(): whether the file has a [night] section
     audio: AudioConfig = field(default_factory=AudioConfig)
     wearable: WearableConfig = field(default_factory=WearableConfig)
     nightscout: NightscoutConfig = field(default_factory=NightscoutConfig)
@@ -141,6 +142,9 @@ _SECTIONS = {
     "clocks": ClocksConfig,
     "sync": SyncConfig,
 }
+
+
+_NOT_KEYS = {"path", "night_given"}  # fields load() fills in, not keys of the file
 
 
 def _fail(where: str, msg: str):
@@ -176,8 +180,8 @@ def _section(name: str, cls, data: dict, file: str):
     where = f"{file}: [{name}]" if name else file
     known = set(cls.__dataclass_fields__)
     for key, value in data.items():
-        if key not in known or key in _SECTIONS or key == "path":
-            _fail(where, f"unknown key {key!r} (known: {', '.join(sorted(known - {'path'}))}).")
+        if key not in known or key in _SECTIONS or key in _NOT_KEYS:
+            _fail(where, f"unknown key {key!r} (known: {', '.join(sorted(known - _NOT_KEYS))}).")
         default = getattr(obj, key)
         if key in ("db", "keep_raw"):
             if not isinstance(value, str) or not value:
@@ -209,6 +213,7 @@ def load(path: Path | None, env: dict | None = None, *,
     top = {k: v for k, v in data.items() if k not in _SECTIONS}
     cfg = _section("", EdgeConfig, top, file)
     cfg.path = Path(path) if path else None
+    cfg.night_given = "night" in data
     for name, cls in _SECTIONS.items():
         sub = data.get(name, {})
         if not isinstance(sub, dict):

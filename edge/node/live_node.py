@@ -311,6 +311,12 @@ class LiveNode:
         self.nights = NightCloser(self.store, night.bedtime, night.wake, self.cfg.timezone,
                                   self.cfg.close_delay_s)
         self.nights.close_due(self.clock.now())  # nights that ended while the node was down
+        where = self.cfg.timezone or "the machine's time zone"
+        self._status("night", "schedule", "running", f"{night.bedtime}-{night.wake} {where}")
+        if not self.cfg.night_given:
+            _LOGGER.warning("recording nights from %s to %s (%s), the defaults: set [night] "
+                            "bedtime and wake to the person's own times", night.bedtime,
+                            night.wake, where)
         first = epoch_index(self.clock.now()) + 1  # start on the next full epoch
         self.first_epoch = first
         self.pipeline = EdgePipeline(self.store, first, audio=False, live=True)
@@ -324,7 +330,8 @@ class LiveNode:
             _LOGGER.warning("raw audio is being kept in %s, as configured", self.cfg.audio.keep_raw)
         offset = c_room.mic_spl_at_0_dbfs if (c_room := self.cfg.room).noise_from_audio else None
         self.live_audio = LiveAudio(self.pipeline, keep, offset, speed=self.clock.speed,
-                                    rate=self.cfg.audio.sample_rate)
+                                    rate=self.cfg.audio.sample_rate,
+                                    keep_when=lambda t: self.nights.recording(epoch_index(t)))
         # Readings from the last hours give the first epochs their latest value and trend.
         self._last_entry_ms = int((epoch_start(first) - 60 * CGM_MAX_AGE_MIN) * 1000) - 1
         jobs = []
@@ -360,6 +367,7 @@ class LiveNode:
                 partial_summary(self.store, self.nights, first + self.epochs_closed - 1)
             for name, kind, _ in jobs:
                 self._status(name, kind, "stopped")
+            self._status("night", "schedule", "stopped")
             _LOGGER.info("stopped after %d epochs", self.epochs_closed)
 
 

@@ -65,21 +65,27 @@ def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
     dead = unusable_audio(cols["audio"])
     if dead:
         _LOGGER.warning("night %s: %s", label, dead[0])
-        store.add_gap("audio", first, first + count, dead[1])
         cols = {**cols, "audio": {k: np.full(count, np.nan) for k in cols["audio"]}}
-    classified = (classify_night(store, first, count, streams={**cols, **(beats or {})})
-                  if classify else None)
-    summary = summarize_night(store, first, count, cols)
-    if classified:
-        summary.update(classified)
-    if dead:
-        summary["audio_unusable"] = dead[0]
-    store.put_night(label, summary)
+    with store.transaction():  # all or nothing: a failed close leaves no stream 5 rows behind
+        if dead:
+            store.add_gap("audio", first, first + count, dead[1])
+        classified = (classify_night(store, first, count, streams={**cols, **(beats or {})})
+                      if classify else None)
+        summary = summarize_night(store, first, count, cols)
+        if classified:
+            summary.update(classified)
+        if dead:
+            summary["audio_unusable"] = dead[0]
+        if classify:  # closed, with figures or (no models) without: never closed again
+            summary["classified"] = classified is not None
+        store.put_night(label, summary)
     return summary
 
 
-def is_classified(summary: dict | None) -> bool:
-    return summary is not None and "sleep" in summary
+def is_closed(summary: dict | None) -> bool:
+    """Whether a night went through finish_night's classifier pass (a partial summary written
+    when the node stopped mid-night did not)."""
+    return summary is not None and ("classified" in summary or "sleep" in summary)
 
 
 def recorded_span(store: EdgeStore, first: int, end: int) -> tuple[int, int] | None:
@@ -120,28 +126,34 @@ class NightCloser:
                 out.append(label)
         return out
 
+    def _close(self, label: str) -> dict | None:
+        """Close one night; None when it is closed already or has under an hour recorded."""
+        if is_closed(self.store.night(label)):
+            return None
+        a, b = self.window(label)
+        span = recorded_span(self.store, a, b)
+        if span is None or span[1] - span[0] < MIN_RECORDING_EPOCHS:
+            _LOGGER.info("night %s: under an hour recorded in the schedule; not classified",
+                         label)
+            return None
+        return finish_night(self.store, span[0], span[1] - span[0], label)
+
     def close_due(self, now_s: float) -> list[str]:
         """Close every night that is due and not yet classified; the nights closed."""
         closed = []
         for label in self.due(now_s):
             self.settled.add(label)
-            if is_classified(self.store.night(label)):
-                continue
-            a, b = self.window(label)
-            span = recorded_span(self.store, a, b)
-            if span is None or span[1] - span[0] < MIN_RECORDING_EPOCHS:
-                _LOGGER.info("night %s: under an hour recorded in the schedule; not classified",
-                             label)
-                continue
             try:
-                summary = finish_night(self.store, span[0], span[1] - span[0], label)
-            except Exception:  # a failing classifier must not stop the node recording
+                summary = self._close(label)
+            except Exception:  # a failing classifier or store must not stop the node recording
                 _LOGGER.exception("night %s could not be closed; it keeps its raw records", label)
+                continue
+            if summary is None:
                 continue
             closed.append(label)
             sleep = summary.get("sleep") or {}
             _LOGGER.info("night %s closed: %d epochs, sleep from %s, %s min asleep", label,
-                         span[1] - span[0], ", ".join(sleep.get("sleep_inputs") or []) or
+                         summary["epochs"], ", ".join(sleep.get("sleep_inputs") or []) or
                          "nothing", sleep.get("tst_min"))
         return closed
 
@@ -151,7 +163,7 @@ def partial_summary(store: EdgeStore, closer: NightCloser, last_epoch: int) -> s
     classified: the night closes at its wake time), unless it is already closed."""
     label = night_label(last_epoch * EPOCH_S, closer.zone)
     a, b = closer.window(label)
-    if not a <= last_epoch < b or is_classified(store.night(label)):
+    if not a <= last_epoch < b or is_closed(store.night(label)):
         return None
     span = recorded_span(store, a, last_epoch + 1)
     if span is None:

@@ -152,7 +152,10 @@ class _Shifted(io.RawIOBase):
         return True
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        return self.f.seek(pos + self.base if whence == 0 else pos, whence) - self.base
+        at = self.f.seek(pos + self.base if whence == 0 else pos, whence)
+        if at < self.base:
+            at = self.f.seek(self.base)
+        return at - self.base
 
     def tell(self) -> int:
         return self.f.tell() - self.base
@@ -182,7 +185,7 @@ def _unsized_wav(path: Path, f, problems: list[str]):
         if cid == b"fmt " and size >= 16:
             code, channels, _rate, _bps, _align, bits = struct.unpack(
                 "<HHIIHH", head[pos + 8:pos + 24])
-            if code == 0xFFFE and size >= 26:  # extensible: the sub-format's first 2 bytes
+            if code == 0xFFFE and size >= 40:  # extensible: the sub-format's first 2 bytes
                 code = struct.unpack("<H", head[pos + 32:pos + 34])[0]
             fmt = (code, channels, bits)
         elif cid == b"data":
@@ -192,6 +195,10 @@ def _unsized_wav(path: Path, f, problems: list[str]):
     subtype = _WAV_SUBTYPES.get(fmt[::2]) if fmt else None
     if data is None or subtype is None or path.stat().st_size - data < fmt[1] * fmt[2] // 8:
         return f
+    after = head[data:data + 8]
+    if len(after) == 8 and after[:4].isalpha() and data + 8 + struct.unpack(
+            "<I", after[4:])[0] <= path.stat().st_size:
+        return f  # an empty data chunk followed by another chunk (LIST...): really empty
     rate = f.samplerate
     f.close()
     problems.append(f"{path.name}'s header gives no length (a recording that was not closed "
@@ -211,7 +218,7 @@ class _AudioFile:
         self.floats, self.said_nan = False, False
         try:
             self.f = soundfile.SoundFile(str(path))
-            if self.f.frames == 0 and self.f.format == "WAV":
+            if self.f.frames == 0 and self.f.format in ("WAV", "WAVEX"):
                 self.f = _unsized_wav(path, self.f, problems)
         except (RuntimeError, TypeError, soundfile.LibsndfileError) as exc:
             problems.append(f"{path.name} cannot be read as audio ({exc}); the night has no "

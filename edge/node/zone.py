@@ -37,10 +37,6 @@ def night_label(unix_s: float, name: str = "") -> str:
     return night_of(unix_s, utc_offset_s(unix_s, name))
 
 
-def _zone(name: str):
-    return ZoneInfo(name) if name else datetime.now().astimezone().tzinfo
-
-
 def check_clock_time(text: str) -> tuple[int, int]:
     """(hour, minute) of an "HH:MM" time of day, or ValueError saying what is wrong."""
     parts = text.split(":") if isinstance(text, str) else []
@@ -56,7 +52,9 @@ def schedule_window(label: str, bedtime: str, wake: str, name: str = "") -> tupl
     in the zone (summer time included)."""
     from datetime import date, time, timedelta
 
-    tz = _zone(name)
+    # Without a zone name, naive local times: timestamp() then asks the machine's own zone
+    # for the offset at that date (a fixed offset taken now would be wrong across a change).
+    tz = ZoneInfo(name) if name else None
     day = date.fromisoformat(label)
     (bh, bm), (wh, wm) = check_clock_time(bedtime), check_clock_time(wake)
     start_day = day if bh >= 12 else day + timedelta(days=1)

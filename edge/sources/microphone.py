@@ -7,6 +7,7 @@ decides which samples belong to which epoch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,7 +29,8 @@ class LiveAudio:
     """
 
     def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None,
-                 *, speed: float = 1.0, rate: int = SAMPLE_RATE):
+                 *, speed: float = 1.0, rate: int = SAMPLE_RATE,
+                 keep_when: Callable[[float], bool] | None = None):
         self.pipeline = pipeline
         # A callback late by some real time looks `speed` times later on a virtual clock
         # running faster (tests, demos): the tolerance is scaled so it means the same.
@@ -37,6 +39,7 @@ class LiveAudio:
         self.extractor: AudioFeatureExtractor | None = None
         self.expected_t: float | None = None
         self.keep_raw = keep_raw  # an open soundfile.SoundFile, only if the user asked
+        self.keep_when = keep_when  # and only while this holds for a chunk's time (the schedule)
         self.realigned = 0
         self.rate = rate  # the microphone's sample rate; the extractor resamples it
 
@@ -55,7 +58,7 @@ class LiveAudio:
             else:
                 t_first = self.expected_t
         self.expected_t = t_first + chunk.size / self.rate
-        if self.keep_raw is not None:
+        if self.keep_raw is not None and (self.keep_when is None or self.keep_when(t_first)):
             self.keep_raw.write(chunk)
         if self.extractor is None:
             e = epoch_index(t_first)

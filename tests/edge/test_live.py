@@ -153,6 +153,7 @@ def _live_run(node, store, last: int) -> int | None:
 def test_live__audio_room_and_uploaded_glucose_become_epochs(tmp_path):
     cfg = _config(tmp_path, f"""
 close_delay_s = 1.0
+timezone = "UTC"  # 22:30 here is inside the default schedule (22:00-07:30)
 [audio]
 enabled = true
 [nightscout]
@@ -321,6 +322,7 @@ def test_live__ble_heart_rate_becomes_wearable_epochs(tmp_path):
 
     cfg = _config(tmp_path, f"""
 close_delay_s = 0.5
+timezone = "UTC"
 [audio]
 enabled = false
 [nightscout]
@@ -433,11 +435,11 @@ port = {mosquitto.port}
     store.close()
 
 
-def test_live__the_night_is_classified_once_when_its_wake_time_passes(tmp_path):
+def test_live__the_night_is_closed_once_when_its_wake_time_passes(tmp_path):
     """A night recorded inside the schedule is staged by the classifiers (stream 5, which the
     cloud's report reads) once its wake time has passed, exactly as a replay would stage it;
     a node started again later does not classify it a second time."""
-    from nightlink.edge.node.nights import is_classified
+    from nightlink.edge.node.nights import is_closed
     from nightlink.edge.node.replay import replay
     from nightlink.tools.sim.night import simulate_night
 
@@ -447,12 +449,12 @@ def test_live__the_night_is_classified_once_when_its_wake_time_passes(tmp_path):
     result = replay(night, store, classify=False)  # recorded, not yet classified
     replay_ref = EdgeStore(tmp_path / "with-audio.db")
     expected = replay(night, replay_ref).summary
-    assert not is_classified(store.night("2026-01-15"))
+    assert not is_closed(store.night("2026-01-15"))
     cfg = _config(tmp_path, 'timezone = "UTC"\nclose_delay_s = 1.0\n[audio]\nenabled = false\n'
                             '[nightscout]\nenabled = false\n'
                             '[night]\nbedtime = "22:00"\nwake = "07:30"\n')
     node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=_utc_s("2026-01-16T07:29:40")))
-    run_until(node, lambda: is_classified(store.night("2026-01-15")), timeout_s=60)
+    run_until(node, lambda: is_closed(store.night("2026-01-15")), timeout_s=60)
     summary = store.night("2026-01-15")
     first, count = result.first_epoch, result.epochs
     stage = features.names(features.INFER).index("sleep_stage")
@@ -471,8 +473,8 @@ def test_live__the_night_is_classified_once_when_its_wake_time_passes(tmp_path):
     store.close()
 
 
-def test_live__a_night_missed_while_down_is_classified_when_the_node_starts(tmp_path):
-    from nightlink.edge.node.nights import is_classified
+def test_live__a_night_missed_while_down_is_closed_when_the_node_starts(tmp_path):
+    from nightlink.edge.node.nights import is_closed
     from nightlink.edge.node.replay import replay
     from nightlink.tools.sim.night import simulate_night
 
@@ -484,7 +486,7 @@ def test_live__a_night_missed_while_down_is_classified_when_the_node_starts(tmp_
                             '[nightscout]\nenabled = false\n')
     node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=_utc_s("2026-01-17T09:00:00")))
     run_until(node, lambda: node.epochs_closed >= 1)
-    assert is_classified(store.night("2026-01-15"))
+    assert is_closed(store.night("2026-01-15"))
     store.close()
 
 

@@ -156,3 +156,71 @@ def test_night_closer__a_failing_close_is_logged_and_recording_goes_on(tmp_path,
     assert "night 2026-01-15 could not be closed" in caplog.text
     assert "2026-01-15" in closer.settled  # not retried every minute
     store.close()
+
+
+def test_finish_night__a_close_that_fails_half_way_leaves_no_classifier_rows(tmp_path,
+                                                                            monkeypatch):
+    """The classifier's rows and the summary are stored together or not at all, so the next
+    attempt cannot store a second copy of them."""
+    from nightlink.edge.node import nights
+
+    store = EdgeStore(tmp_path / "e.db")
+    first = int(_utc("2026-01-15 23:00") // EPOCH_S)
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    for k in range(130):
+        pipe.add(HeartRate((first + k) * EPOCH_S + 5, 60.0 + (k % 7)))
+        pipe.close(first + k)
+
+    def broken(*_a, **_k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nights, "summarize_night", broken)
+    with pytest.raises(OSError):
+        nights.finish_night(store, first, 130, "2026-01-15")
+    assert store.count_records(features.INFER) == 0 and store.night("2026-01-15") is None
+    monkeypatch.undo()
+    summary = nights.finish_night(store, first, 130, "2026-01-15")
+    assert summary["classified"] is True and nights.is_closed(store.night("2026-01-15"))
+    assert store.count_records(features.INFER) == 2  # one record per hour of the night
+    store.close()
+
+
+@pytest.mark.parametrize("label", ["2026-03-28", "2026-10-24", "2026-07-01"])
+def test_schedule_window__the_machines_zone_follows_its_summer_time(machine_zone, label):
+    """Without a `timezone`, the machine's zone at that date (not today's offset) places the
+    schedule, and a night's label agrees with it."""
+    machine_zone("Europe/Berlin")
+    assert schedule_window(label, "22:00", "07:30") == schedule_window(label, "22:00", "07:30",
+                                                                       "Europe/Berlin")
+    a, b = schedule_window(label, "22:00", "07:30")
+    assert night_label(a * EPOCH_S) == night_label((b - 1) * EPOCH_S) == label
+
+
+def test_live_audio__raw_audio_asked_for_is_kept_only_inside_the_schedule(tmp_path):
+    import numpy as np
+    import soundfile
+
+    from nightlink.edge.sources.microphone import LiveAudio
+
+    store = EdgeStore(tmp_path / "e.db")
+    closer = NightCloser(store, "22:00", "07:30", "UTC")
+    t0 = _utc("2026-01-15 21:59:50")  # 10 s before bedtime
+    pipe = EdgePipeline(store, int(t0 // EPOCH_S), audio=False, live=True)
+    keep = soundfile.SoundFile(str(tmp_path / "raw.wav"), "w", 16000, 1, "PCM_16")
+    mic = LiveAudio(pipe, keep, keep_when=lambda t: closer.recording(int(t // EPOCH_S)))
+    for k in range(40):  # 20 s in half-second chunks
+        mic.push(np.full(8000, 100, np.int16), t0 + 0.5 * k)
+    keep.close()
+    assert soundfile.info(str(tmp_path / "raw.wav")).frames == 20 * 8000  # the last 10 s
+    store.close()
+
+
+def test_config__whether_the_schedule_was_set_is_known_and_not_a_key(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[nightscout]\nenabled = false\n")
+    assert load(path, env={}).night_given is False
+    path.write_text('[night]\nbedtime = "23:00"\n[nightscout]\nenabled = false\n')
+    assert load(path, env={}).night_given is True
+    path.write_text("night_given = true\n[nightscout]\nenabled = false\n")
+    with pytest.raises(ConfigError, match="unknown key 'night_given'"):
+        load(path, env={})

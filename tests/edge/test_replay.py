@@ -484,9 +484,11 @@ def test_replay__a_dead_microphone_is_left_out_of_the_figures(damaged, tmp_path,
     (58951440, "America/Los_Angeles", "2026-01-15"),  # 06:00 UTC on the 16th: 22:00 on the 15th
     (58951440, "Asia/Tokyo", "2026-01-16"),         # 15:00 on the 16th in Tokyo: that evening
 ])
-def test_replay__the_night_is_named_in_the_persons_zone(tmp_path, first, zone, label):
+def test_replay__the_night_is_named_in_the_persons_zone(tmp_path, machine_zone, first, zone,
+                                                       label):
     """A night is named by its evening's local date where the person slept (the manifest's
     `timezone`; without one, the machine's zone, UTC here)."""
+    machine_zone("UTC")
     night = tmp_path / "n"
     night.mkdir()
     manifest = {"epoch_grid": {"epoch_s": 30, "first_epoch": first, "epoch_count": 10}}
@@ -530,14 +532,17 @@ def _unsize(path, riff=0, data=0):
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize(("subtype", "channels"), [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 1)])
+@pytest.mark.parametrize(("subtype", "channels", "kind"), [
+    ("PCM_16", 1, "WAV"), ("PCM_24", 2, "WAV"), ("FLOAT", 1, "WAV"),
+    ("PCM_24", 2, "WAVEX"), ("FLOAT", 1, "WAVEX"),  # the extensible header (ffmpeg, > 16 bits)
+])
 def test_replay__a_wav_whose_header_gives_no_length_is_read_to_its_end(
-        night, damaged, tmp_path, replayed, subtype, channels):
+        night, damaged, tmp_path, replayed, subtype, channels, kind):
     """A recording whose header still says 0 bytes (the recorder lost power or was killed) is
     read to the end of the file, said, and gives the same features as the intact file."""
     audio, rate = soundfile.read(night / "audio.wav", dtype="float32", frames=16000 * 30 * 6)
     soundfile.write(damaged / "audio.wav", np.repeat(audio[:, None], channels, axis=1), rate,
-                    subtype=subtype)
+                    subtype=subtype, format=kind)
     _unsize(damaged / "audio.wav")
     assert soundfile.info(str(damaged / "audio.wav")).frames == 0  # what libsndfile sees
     store = EdgeStore(tmp_path / "e.db")
@@ -552,8 +557,13 @@ def test_replay__a_wav_whose_header_gives_no_length_is_read_to_its_end(
     store.close()
 
 
-def test_replay__a_wav_with_a_header_and_nothing_after_it_has_no_audio(damaged, tmp_path):
+@pytest.mark.parametrize("trailer", [b"", b"LIST\x04\x00\x00\x00INFO"])
+def test_replay__a_wav_with_a_header_and_nothing_after_it_has_no_audio(damaged, tmp_path,
+                                                                      trailer):
+    """An empty recording (with or without a chunk after its empty data chunk) is empty."""
     soundfile.write(damaged / "audio.wav", np.zeros(0, dtype=np.int16), 16000)
+    with open(damaged / "audio.wav", "ab") as fh:
+        fh.write(trailer)
     store = EdgeStore(tmp_path / "e.db")
     result = replay(damaged, store)
     assert result.present["audio"] == 0
