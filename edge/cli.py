@@ -278,6 +278,16 @@ def import_(path: Path, fmt: str, tz: str, date_order: str, db: Path | None) -> 
     click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
                f"{result.epochs_written} epochs written, {result.epochs_kept} already "
                f"stored{entries}.")
+    if result.span:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        a, b = (datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+                for t in result.span)
+        local = result.format in ("clarity", "libreview", "carelink")  # times without a zone
+        click.echo(f"From {a} to {b} ({tz} time)" + (
+            "; if that is not when it was recorded, give the export's own --tz." if local
+            else "."))
     for note in result.notes:
         click.echo(f"note: {note}")
 

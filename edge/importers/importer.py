@@ -51,6 +51,7 @@ class ImportResult:
     entries_duplicate: int = 0
     first_bad: str | None = None  # "line 17: bad timestamp '...'", the first skipped row
     notes: list[str] = field(default_factory=list)  # assumptions the user should know of
+    span: tuple[float, float] | None = None  # Unix seconds of the first and last sample stored
 
     @property
     def label(self) -> str:
@@ -97,6 +98,7 @@ def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC"
     if stream == features.CGM:
         samples, entries = _storable(path, fmt, samples, result)
     _check_span(path, samples)
+    result.span = (samples[0].t, samples[-1].t)
     if entries:
         result.entries_stored, result.entries_duplicate = store.add_entries(entries)
     _write_epochs(store, stream, samples, result)

@@ -459,8 +459,9 @@ def test_cli__bad_rows_one_summary_line_and_the_ambiguity_note(tmp_path):
                       + [libre_row("02-03-2026 07:00", 0, "x")] * 30)
     res = CliRunner().invoke(main, ["edge", "import", str(path), "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 0, res.output
-    summary, note = res.output.splitlines()
+    summary, span, note = res.output.splitlines()
     assert "5 readings, 30 bad rows skipped (first: line 8: bad glucose value 'x')" in summary
+    assert span.startswith("From 2026-02-03 00:00 to 2026-02-03 04:00 (UTC time)")  # month-day
     assert note.startswith("note: Every date in libre.csv reads as both day-month and month-day")
     res = CliRunner().invoke(main, ["edge", "import", str(path), "--date-order", "dmy",
                                     "--db", str(tmp_path / "f.db")])

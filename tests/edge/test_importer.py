@@ -55,6 +55,8 @@ def test_edge_import_cli(tmp_path):
     assert res.output == ("clarity_mgdl.csv (Dexcom Clarity): 38 readings, 2 bad rows skipped "
                           "(first: line 52: bad glucose value '1x7'); 371 epochs written, 0 "
                           "already stored; 38 entries stored, 0 already there.\n"
+                          "From 2026-11-19 22:00 to 2026-11-20 01:05 (UTC time); if that is "
+                          "not when it was recorded, give the export's own --tz.\n"
                           "note: 4 readings were off the sensor's scale: 2 'Low' stored as 39, "
                           "2 'High' stored as 401.\n")
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "not_an_export.csv"),
