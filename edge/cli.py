@@ -308,9 +308,12 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
                   help="With --realtime: how many times faster than real time.")
     @click.option("--audio", type=click.Choice(["auto", "file", "stream", "none"]),
                   default="auto", show_default=True, help=audio_help)
+    @click.option("--tz", "tz", default=None, metavar="ZONE",
+                  help="Zone the person slept in, which names the night (default: the "
+                       "manifest's timezone, else this machine's).")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
     def replay(night_dir: Path, db: Path | None, realtime: bool, speed: float, audio: str,
-               as_json: bool) -> None:
+               tz: str | None, as_json: bool) -> None:
         from nightlink.edge.node.replay import load_manifest
         from nightlink.edge.node.replay import replay as run_replay
 
@@ -322,6 +325,13 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
                                  "simulated night's audio.")
         if not night_dir.exists():
             raise NightlinkError(f"No such folder: {night_dir}.")
+        if tz is not None:
+            from nightlink.edge.node.zone import check_zone
+
+            try:
+                check_zone(tz or "?")
+            except ValueError as exc:
+                raise NightlinkError(f"--tz: {exc}.") from None
         try:
             manifest = load_manifest(night_dir)
         except SourceError as exc:
@@ -338,7 +348,8 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
                     last[0] = done
 
                 result = run_replay(night_dir, store, realtime=realtime, speed=speed,
-                                    audio=audio, audio_stream=audio_stream, on_epoch=tick)
+                                    audio=audio, audio_stream=audio_stream, on_epoch=tick,
+                                    timezone=tz)
         finally:
             store.close()
         if as_json:

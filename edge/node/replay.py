@@ -337,12 +337,15 @@ def replay(
     audio_stream: AudioStream | None = None,
     on_epoch: Callable[[int], None] | None = None,
     classify: bool = True,
+    timezone: str | None = None,
 ) -> ReplayResult:
     """Replay a night into the store.
 
     audio: "auto" (the night's audio file, else `audio_stream`'s, else none), "file", "stream"
     (`audio_stream`'s, which must be given) or "none". With classify, the edge's models
     (edge/features/classify.py) add stream 5 records and their figures to the night summary.
+    timezone: the zone that names the night (None: the manifest's `timezone`, else the
+    machine's).
     """
     if audio == "stream" and audio_stream is None:
         raise ValueError('audio="stream" needs the audio_stream that regenerates the night\'s audio.')
@@ -411,7 +414,7 @@ def replay(
     for p in problems:
         _LOGGER.warning("%s", p)
 
-    night = night_label(start, manifest.get("timezone", ""))
+    night = night_label(start, manifest.get("timezone", "") if timezone is None else timezone)
     cols = night_columns(store, first, count)  # read once for the classifiers and the summary
     beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr), "start_s": start}}
              if beat_t else {})

@@ -569,3 +569,18 @@ def test_replay__a_wav_with_a_header_and_nothing_after_it_has_no_audio(damaged, 
     assert result.present["audio"] == 0
     assert not any("header gives no length" in p for p in result.problems)
     store.close()
+
+
+def test_edge_replay_cli__tz_names_the_night_and_a_wrong_one_is_one_sentence(tmp_path):
+    night = tmp_path / "n"
+    night.mkdir()
+    (night / "manifest.json").write_text(json.dumps(
+        {"epoch_grid": {"epoch_s": 30, "first_epoch": 58948920, "epoch_count": 10},
+         "timezone": "UTC"}))
+    db = str(tmp_path / "e.db")
+    res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", db, "--json",
+                                    "--tz", "Pacific/Auckland"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["night"] == "2026-01-15"
+    res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", db, "--tz", "Moon/Base"])
+    assert res.exit_code == 2 and "--tz: 'Moon/Base' is not a time zone name" in res.output
