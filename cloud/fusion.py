@@ -188,6 +188,8 @@ def sleep_metrics(st: dict[int, int], span, source) -> dict:
     tib = (b - a) * EPOCH_MIN
     out["tib_min"] = tib
     out["unscored_min"] = (b - a - len(st)) * EPOCH_MIN
+    if not st:  # nothing staged the night (no classifier stage, no movement): no figures
+        return out
     sleep_epochs = sorted(e for e, s in st.items() if s != WAKE)
     if not sleep_epochs:
         out.update(tst_min=0.0, se_pct=0.0)
@@ -197,7 +199,10 @@ def sleep_metrics(st: dict[int, int], span, source) -> dict:
     onset, last = a + sleep_onset(scored, WAKE), sleep_epochs[-1]
     tst = len(sleep_epochs) * EPOCH_MIN
     waso = sum(1 for e, s in st.items() if onset <= e <= last and s == WAKE) * EPOCH_MIN
-    out.update(tst_min=tst, se_pct=100.0 * tst / tib, sol_min=(onset - a) * EPOCH_MIN,
+    # Efficiency over the staged time and latency from the first staged epoch: a stretch
+    # with no stage (no input, rows from before a classifier) is neither sleep nor wake.
+    out.update(tst_min=tst, se_pct=100.0 * tst / (len(st) * EPOCH_MIN),
+               sol_min=(onset - min(st)) * EPOCH_MIN,
                waso_min=waso, onset_ms=onset * EPOCH_S * 1000,
                final_wake_ms=(last + 1) * EPOCH_S * 1000)
     if source == "classifier":

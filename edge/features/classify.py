@@ -150,6 +150,17 @@ def modality_masks(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
                     axis=1).astype(np.float64)
 
 
+# The person's own signals. Room light and noise alone cannot stage sleep (the model never
+# learned from them alone): an epoch with only the room's readings is unscored.
+SCORING_MODALITIES = ("motion", "hr", "hrv", "audio")
+
+
+def scored_epochs(streams: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """[n] True where an epoch has one of the person's own signals."""
+    cols = [i for i, (name, _) in enumerate(SLEEP_MODALITIES) if name in SCORING_MODALITIES]
+    return modality_masks(streams)[:, cols].any(axis=1)
+
+
 def sleep_modalities(streams: dict[str, dict[str, np.ndarray]]) -> list[str]:
     """The modalities a night's sleep call used (each present on >= MIN_PRESENT of epochs)."""
     masks = modality_masks(streams)
@@ -397,7 +408,10 @@ class Classifiers:
 
     def run(self, streams: dict[str, dict[str, np.ndarray]], glucose: np.ndarray) -> NightOutputs:
         stage, conf, _ = self.stages(streams)
-        b = self.breathing(streams, stage != 0)
+        scored = scored_epochs(streams)  # an epoch without the person's signals is unscored
+        stage = np.where(scored, stage, -1).astype(np.int8)
+        conf = np.where(scored, conf, np.nan)
+        b = self.breathing(streams, stage > 0)
         risk, forecast = self.glucose.per_epoch(glucose, streams["cgm"]["minutes_since"])
         return NightOutputs(stage, conf, b["snore"], b["apnea_events"], b["desat3"], b["desat4"],
                             risk, forecast)
@@ -407,12 +421,14 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     """Sleep, breathing and glucose-risk figures of a night from the classifier outputs.
     `rr_model`: the heart-rhythm apnea model (default: the committed one)."""
     inputs = sleep_modalities(streams)
-    if not inputs:  # nothing recorded that tells sleep: no sleep figures, not a perfect night
+    if not set(inputs) & set(SCORING_MODALITIES):  # nothing recorded that tells sleep: no
+        # sleep figures, not a perfect night
         return _no_sleep_figures(out, streams, rr_model)
     stage = out.stage
-    asleep = stage != 0
+    asleep, scored = stage > 0, stage >= 0  # -1: no input in that epoch (unscored)
     tst_h = float(asleep.sum()) / EPOCHS_PER_HOUR
     onset = sleep_epochs.sleep_onset(stage.tolist())
+    first_scored = int(np.argmax(scored)) if scored.any() else 0
     last = int(stage.size - 1 - np.argmax(asleep[::-1])) if asleep.any() else None
     rem = sleep_epochs.first_rem(stage.tolist(), onset, 3)
     events = int(out.apnea_events.sum())
@@ -424,10 +440,13 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
         "sleep": {
             "tib_min": round(stage.size / 2.0, 1),
             "tst_min": round(float(asleep.sum()) / 2.0, 1),
-            "efficiency": round(float(asleep.mean()), 3) if stage.size else None,
-            "efficiency_pct": round(float(asleep.mean()) * 100, 1) if stage.size else None,
-            "sol_min": round(onset / 2.0, 1) if onset is not None else None,
-            "waso_min": round(float((~asleep[onset:last + 1]).sum()) / 2.0, 1)
+            "unscored_min": round(float((~scored).sum()) / 2.0, 1),
+            # efficiency over the time with an input: an epoch without one is neither
+            "efficiency": round(float(asleep.sum() / scored.sum()), 3) if scored.any() else None,
+            "efficiency_pct": round(float(asleep.sum() / scored.sum()) * 100, 1)
+            if scored.any() else None,
+            "sol_min": round((onset - first_scored) / 2.0, 1) if onset is not None else None,
+            "waso_min": round(float((stage[onset:last + 1] == 0).sum()) / 2.0, 1)
             if onset is not None else None,
             "rem_latency_min": round((rem - onset) / 2.0, 1) if rem is not None else None,
             "stage_pct": {STAGES[k]: round(float((stage[asleep] == k).mean()) * 100, 1)
@@ -460,7 +479,8 @@ def _no_sleep_figures(out: NightOutputs, streams, rr_model) -> dict:
     index per hour of oximetry, the glucose figures as they are."""
     from nightlink.edge.features.apnea_screen import breathing_screen
 
-    sleep = {"tib_min": round(out.stage.size / 2.0, 1), "tst_min": None, "efficiency": None,
+    sleep = {"tib_min": round(out.stage.size / 2.0, 1), "tst_min": None,
+             "unscored_min": round(out.stage.size / 2.0, 1), "efficiency": None,
              "efficiency_pct": None, "sol_min": None, "waso_min": None, "rem_latency_min": None,
              "stage_pct": {STAGES[k]: None for k in (1, 2, 3)}, "sleep_inputs": [],
              "actigraphy_pct": None}
@@ -509,7 +529,8 @@ def classify_night(store, first: int, count: int, clf: Classifiers | None = None
     for i in range(count):
         risk, fc = out.low_risk[i], out.forecast30[i]
         rows.append(to_raw(features.INFER, (
-            int(out.stage[i]), float(out.stage_conf[i]), int(out.snore[i]),
+            None if out.stage[i] < 0 else int(out.stage[i]),
+            None if out.stage[i] < 0 else float(out.stage_conf[i]), int(out.snore[i]),
             int(out.apnea_events[i]), int(out.desat3[i]), int(out.desat4[i]),
             None if np.isnan(risk) else float(risk), None if np.isnan(fc) else float(fc))))
     with store.transaction():

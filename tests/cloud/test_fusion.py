@@ -217,3 +217,24 @@ def test_fused_night__both_backends(cloud_db_url):
         assert settings.cache_info(data, NIGHT) is None
     finally:
         store.close()
+
+
+def test_fuse__unstaged_epochs_are_neither_latency_nor_sleep(data):
+    """Wearable rows for an hour before the classifier's first stage (another edge, a failed
+    close) and a hole inside the night: sleep-onset latency counts from the first staged
+    epoch and efficiency over the staged time, not over the unstaged stretch."""
+    wear = {E0 - 120 + i: {"hr_mean_bpm": 60.0} for i in range(120 + len(STAGES))}
+    put_epochs(data, features.WEARABLE, wear)
+    classifier_night(data)
+    s = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["sleep"]
+    assert (s["tib_min"], s["unscored_min"]) == (68.0, 60.0)
+    assert (s["tst_min"], s["se_pct"], s["sol_min"], s["waso_min"]) == (4.0, 50.0, 2.0, 1.0)
+
+
+def test_fuse__a_recording_that_nothing_staged_has_no_sleep_figures(data):
+    """Audio rows but no stage and no movement: no sleep figures (not a night of 0 min sleep
+    at 0 % efficiency, which would read as a sleepless night)."""
+    put_epochs(data, features.AUDIO, {E0 + i: {"loud_mean_dbfs": -50.0} for i in range(960)})
+    s = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["sleep"]
+    assert s["tib_min"] == 480.0 and s["source"] is None
+    assert (s["tst_min"], s["se_pct"], s["sol_min"]) == (None, None, None)

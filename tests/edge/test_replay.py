@@ -584,3 +584,28 @@ def test_edge_replay_cli__tz_names_the_night_and_a_wrong_one_is_one_sentence(tmp
     assert json.loads(res.output.strip().splitlines()[-1])["night"] == "2026-01-15"
     res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", db, "--tz", "Moon/Base"])
     assert res.exit_code == 2 and "--tz: 'Moon/Base' is not a time zone name" in res.output
+
+
+def test_classifiers__epochs_without_any_input_are_unscored_not_staged(replayed):
+    """A hole in the recording (the strap off and the microphone down; the room sensors,
+    which cannot stage sleep alone, still on) gets no stage: it is neither sleep nor wake in
+    the night's figures, and its stream 5 rows carry no stage."""
+    from nightlink.edge.features import classify
+    from nightlink.edge.features.night_summary import night_columns
+
+    store, result = replayed
+    first, count = result.first_epoch, result.epochs
+    cols = night_columns(store, first, count)
+    a, b = 60, 100
+    for name in ("wearable", "audio"):
+        for values in cols[name].values():
+            values[a:b] = np.nan
+    assert not np.isnan(cols["room"]["light_lux"][a:b]).all()
+    clf = classify.load()
+    out = clf.run(cols, cols["cgm"]["glucose_mgdl"])
+    assert (out.stage[a:b] == -1).all() and (out.stage[:a] >= 0).all()
+    fig = classify.night_figures(out, cols)["sleep"]
+    assert fig["unscored_min"] == (b - a) / 2
+    scored = np.r_[out.stage[:a], out.stage[b:]]
+    assert fig["tst_min"] == (scored > 0).sum() / 2
+    assert fig["efficiency"] == round((scored > 0).mean(), 3)
