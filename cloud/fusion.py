@@ -56,6 +56,20 @@ def load_glucose(data: TenantStore, start_ms: int, end_ms: int) -> list[tuple[in
 # -- the night window -------------------------------------------------------------------------
 
 
+NIGHT_YEARS = (1990, 2100)  # nights outside these years are a typo, not a recording
+
+
+def check_night_date(value: str) -> date:
+    """The date of a night's evening from YYYY-MM-DD; ValueError for anything else, or for a
+    year outside 1990-2100 (whose windows and 30-night spans run off the calendar)."""
+    if not isinstance(value, str) or len(value) != 10:
+        raise ValueError(value)
+    d = date.fromisoformat(value)
+    if not NIGHT_YEARS[0] <= d.year < NIGHT_YEARS[1]:
+        raise ValueError(value)
+    return d
+
+
 def night_window(night: str, tz: ZoneInfo) -> tuple[int, int]:
     """[first, end) epoch indexes of a night: local noon of its evening to the next local
     noon (23, 24 or 25 hours across a daylight-saving change)."""

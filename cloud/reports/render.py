@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
 from nightlink.cloud import fusion, insights
 from nightlink.cloud.reports import charts, summary
@@ -21,9 +21,14 @@ from nightlink.shared import units
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
+def _missing(v) -> bool:
+    """No value: None, or a name the page's data does not have (an absent key)."""
+    return v is None or isinstance(v, Undefined)
+
+
 def _num(fmt):
     def f(v):
-        return "–" if v is None else fmt % v
+        return "–" if _missing(v) else fmt % v
     return f
 
 
@@ -34,17 +39,17 @@ def _env(unit: str, tz_name: str) -> Environment:
     tz = ZoneInfo(tz_name)
 
     def g(v):  # a glucose value in the reader's unit
-        if v is None:
+        if _missing(v):
             return "–"
         return f"{units.to_mmoll(v):.1f}" if unit == units.MMOLL else f"{v:.0f}"
 
     def gd(v):  # a glucose difference or spread (no sensor-code handling)
-        if v is None:
+        if _missing(v):
             return "–"
         return f"{v / units.MGDL_PER_MMOLL:.1f}" if unit == units.MMOLL else f"{v:.0f}"
 
     def gds(v):  # a signed glucose difference (slopes): two significant digits, at most
-        if v is None:
+        if _missing(v):
             return "–"
         if unit == units.MMOLL:
             v = v / units.MGDL_PER_MMOLL
@@ -53,12 +58,12 @@ def _env(unit: str, tz_name: str) -> Environment:
         return text.replace("-", "+") if float(text) == 0 else text  # no "-0"
 
     def qv(v):  # a p- or q-value, two significant digits, small ones as "< 0.001"
-        if v is None:
+        if _missing(v):
             return "–"
         return "< 0.001" if v < 0.001 else f"{v:.2g}" if v < 0.1 else f"{v:.2f}"
 
     def hm(v):
-        if v is None:
+        if _missing(v):
             return "–"
         return f"{int(v // 60)} h {int(round(v % 60)):02d} min"
 
@@ -70,7 +75,7 @@ def _env(unit: str, tz_name: str) -> Environment:
     env.globals["snore_caveat"] = fusion.SNORE_CAVEAT
     env.filters.update(
         g=g, gd=gd, gds=gds, qv=qv, hm=hm, rng=rng, pct=_num("%.1f %%"), f0=_num("%.0f"), f1=_num("%.1f"),
-        cov=lambda v: "–" if v is None else f"{100 * v:.0f} %",
+        cov=lambda v: "–" if _missing(v) else f"{100 * v:.0f} %",
         day_before=lambda d: (date.fromisoformat(d) - timedelta(days=1)).isoformat(),
         day_after=lambda d: (date.fromisoformat(d) + timedelta(days=1)).isoformat(),
         dt=lambda ms: datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M"),

@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
@@ -207,13 +207,15 @@ def epochs_csv(access: MemberAccess, stream: str, start: str, end: str) -> Strea
 
 def _check_night(name: str, value: str) -> None:
     """422 unless value names a night by the date of its evening (YYYY-MM-DD, a real date)."""
+    from nightlink.cloud.fusion import check_night_date
+
     try:
         if not _NIGHT.match(value):
             raise ValueError
-        date.fromisoformat(value)
+        check_night_date(value)
     except ValueError:
         raise _bad(f"{name}={value!r} is not a night; use the date of its evening, as "
-                   "2026-01-15.") from None
+                   "2026-01-15, between 1990 and 2099.") from None
 
 
 @router.get("/nights")

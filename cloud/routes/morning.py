@@ -7,12 +7,11 @@ and recurring glucose patterns with the small shape of each."""
 from __future__ import annotations
 
 import math
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from nightlink.cloud import insights, morning
+from nightlink.cloud import fusion, insights, morning
 from nightlink.cloud.access import resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import render
@@ -41,9 +40,10 @@ def _night(name: str, value: str | None) -> None:
     if value is None:
         return
     try:
-        date.fromisoformat(value)
+        fusion.check_night_date(value)
     except ValueError:
-        raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD.") from None
+        raise HTTPException(422, f"{name}={value!r} is not a night's date; use YYYY-MM-DD, "
+                                 "1990 to 2099.") from None
 
 
 @router.get("/p/{tenant}/morning")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import date
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -72,9 +71,10 @@ def _day(name: str, value: str | None) -> str | None:
     if not _DAY.match(value):
         raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD.")
     try:
-        date.fromisoformat(value)
+        fusion.check_night_date(value)
     except ValueError:
-        raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD.") from None
+        raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD, 1990 to "
+                                 "2099.") from None
     return value
 
 

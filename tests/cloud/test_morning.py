@@ -133,3 +133,33 @@ def test_page__the_card_in_the_readers_units(fortnight):
     assert empty.status_code == 200 and "No data for this night." in empty.text
     assert c.client.get("/portal/p/fam-1/morning", params={"night": "x"}).status_code == 422
     assert c.client.get("/portal/p/fam-2/morning").status_code == 404
+
+
+def test_page__a_night_without_glucose_and_dates_off_the_calendar(fortnight):
+    """A staged night without CGM renders (it gave a 500); dates far outside any recording
+    are refused with a sentence (they gave 500s), on the page and in the API."""
+    from datetime import UTC, datetime
+
+    from nightlink.shared import features
+    from nightlink.tools.bench.report import put_epochs
+
+    from .conftest import PASSWORD
+
+    c = fortnight
+    e0 = int(datetime(2026, 2, 10, 22, 0, tzinfo=UTC).timestamp()) // 30
+    put_epochs(c.store.tenant("fam-1"), features.INFER,
+               {e0 + i: {"sleep_stage": 0 if i < 20 else 1 + (i // 90) % 3, "stage_conf": 0.9}
+                for i in range(900)})
+    c.client.post("/portal/login", data={"email": "care@example.org", "password": PASSWORD})
+    page = c.client.get("/portal/p/fam-1/morning", params={"night": "2026-02-10"})
+    assert page.status_code == 200 and "Sleep score" in page.text
+    h = c.auth("care@example.org")
+    for url, params in ((f"{API}/fam-1/nights/9999-12-31", {}),
+                        (f"{API}/fam-1/nights/0001-01-20", {}),
+                        (f"{API}/fam-1/insights", {"end": "0001-01-05"}),
+                        (f"{API}/fam-1/insights", {"end": "9999-12-31"})):
+        r = c.client.get(url, params=params, headers=h)
+        assert r.status_code == 422 and "1990 and 2099" in r.json()["detail"], (url, r.text)
+    for night in ("9999-12-31", "0001-01-20"):
+        r = c.client.get("/portal/p/fam-1/morning", params={"night": night})
+        assert r.status_code == 422, r.text
