@@ -98,9 +98,10 @@ def _midpoint(doc: dict, ps: PatientSettings) -> float | None:
     s = doc["sleep"]
     if s.get("onset_ms") is None or s.get("final_wake_ms") is None:
         return None
-    mid = (s["onset_ms"] + s["final_wake_ms"]) / 2000.0
-    evening = datetime.combine(date.fromisoformat(doc["night"]), datetime.min.time(), ps.tz)
-    return (mid - evening.timestamp()) / 60.0 - 18 * 60
+    mid = datetime.fromtimestamp((s["onset_ms"] + s["final_wake_ms"]) / 2000.0, ps.tz)
+    # on the local clock (a night when the clocks change keeps its midpoint's clock time)
+    days = (mid.date() - date.fromisoformat(doc["night"])).days
+    return days * 1440 + mid.hour * 60 + mid.minute + mid.second / 60.0 - 18 * 60
 
 
 TREND_KEYS = ("score", "tst_min", "se_pct", "waso_min", "ahi", "odi3", "snore_pct", "noct_mean",

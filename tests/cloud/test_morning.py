@@ -163,3 +163,22 @@ def test_page__a_night_without_glucose_and_dates_off_the_calendar(fortnight):
     for night in ("9999-12-31", "0001-01-20"):
         r = c.client.get("/portal/p/fam-1/morning", params={"night": night})
         assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize(("night", "onset", "wake", "minutes"), [
+    ("2026-01-15", "2026-01-16T04:00", "2026-01-16T12:00", 540.0),  # 23:00-07:00 EST: 03:00
+    # New York falls back on 2026-11-01: 23:00 EDT to 07:00 EST is 9 hours; the midpoint is
+    # at 02:30 local, 510 minutes after 18:00 on the clock (not 570 of elapsed time)
+    ("2026-10-31", "2026-11-01T03:00", "2026-11-01T12:00", 510.0),
+])
+def test_midpoint__local_clock_time_even_when_the_clocks_change(night, onset, wake, minutes):
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    def ms(text):
+        return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+    ps = settings.PatientSettings(tz=ZoneInfo("America/New_York"), targets="standard",
+                                  report_days=14)
+    doc = {"night": night, "sleep": {"onset_ms": ms(onset), "final_wake_ms": ms(wake)}}
+    assert morning._midpoint(doc, ps) == pytest.approx(minutes)
