@@ -17,6 +17,7 @@ consensus glucose metrics via cloud.glycemia).
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -60,9 +61,10 @@ NIGHT_YEARS = (1990, 2100)  # nights outside these years are a typo, not a recor
 
 
 def check_night_date(value: str) -> date:
-    """The date of a night's evening from YYYY-MM-DD; ValueError for anything else, or for a
-    year outside 1990-2100 (whose windows and 30-night spans run off the calendar)."""
-    if not isinstance(value, str) or len(value) != 10:
+    """The date of a night's evening from YYYY-MM-DD; ValueError for anything else (an ISO
+    week date too), or for a year outside 1990-2099 (whose windows and 30-night spans run off
+    the calendar)."""
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         raise ValueError(value)
     d = date.fromisoformat(value)
     if not NIGHT_YEARS[0] <= d.year < NIGHT_YEARS[1]:
@@ -153,9 +155,10 @@ def stages(nd: NightData, span: tuple[int, int] | None) -> tuple[dict[int, int],
         return {}, None
     a, b = span
     infer = nd.streams[features.INFER]
-    if any(a <= e < b for e in infer):
-        return {e: int(v["sleep_stage"]) for e, v in infer.items()
-                if a <= e < b and "sleep_stage" in v}, "classifier"
+    staged = {e: int(v["sleep_stage"]) for e, v in infer.items()
+              if a <= e < b and "sleep_stage" in v}
+    if staged:  # classifier rows that staged nothing (no signal of the person) do not count
+        return staged, "classifier"
     wear = nd.streams[features.WEARABLE]
     out = {}
     for e, v in wear.items():
@@ -288,19 +291,25 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
         return out
     infer, audio, wear = nd.streams[features.INFER], nd.streams[features.AUDIO], nd.streams[features.WEARABLE]
     if stage_source == "classifier":
-        rows = [infer[e] for e in epochs if e in infer]
-        scored_h = len(rows) * EPOCH_S / 3600.0
+        # Each figure over the epochs whose rows carry it: the edge leaves snoring out where
+        # it had no audio, events without audio or oximetry, desaturations without oximetry.
         out["source"] = "classifier"
-        if rows and scored_h > 0:
-            out["snore_pct"] = 100.0 * sum(1 for r in rows if r.get("snore", 0) >= 1) / len(rows)
+        rows = [infer[e] for e in epochs if e in infer]
+        snore = [r["snore"] for r in rows if "snore" in r]
+        if snore:
+            out["snore_pct"] = 100.0 * sum(1 for v in snore if v >= 1) / len(snore)
             out["snore_source"] = "classifier"
-            events = sum(int(r.get("apnea_events", 0)) for r in rows)
-            out["apnea_events"] = events
-            out["ahi"] = events / scored_h
+        events = [int(r["apnea_events"]) for r in rows if "apnea_events" in r]
+        if events:
+            out["apnea_events"] = sum(events)
+            out["ahi"] = sum(events) / (len(events) * EPOCH_S / 3600.0)
             out["ahi_source"] = "classifier"
+        oxi = [e for e in epochs if "desat3" in infer.get(e, {})]
+        if oxi:
+            oxi_h = len(oxi) * EPOCH_S / 3600.0
             d3 = [infer.get(e, {}).get("desat3", 0) >= 1 for e in epochs]
             d4 = [infer.get(e, {}).get("desat4", 0) >= 1 for e in epochs]
-            out["odi3"], out["odi4"] = _runs(d3) / scored_h, _runs(d4) / scored_h
+            out["odi3"], out["odi4"] = _runs(d3) / oxi_h, _runs(d4) / oxi_h
             out["odi_source"] = "classifier"
         out["ahi_severity"] = severity(out["ahi"])
         return out

@@ -325,11 +325,11 @@ def load_meta(name: str, models: Path = MODELS) -> tuple[bytes, dict]:
 
 @dataclass
 class NightOutputs:
-    stage: np.ndarray  # int8 [n] 0..3, or -1 where there was no input at all
+    stage: np.ndarray  # int8 [n] 0..3, or -1 where none of the person's signals was recorded
     stage_conf: np.ndarray
-    snore: np.ndarray
-    apnea_events: np.ndarray
-    desat3: np.ndarray
+    snore: np.ndarray  # 0/1, NaN where the epoch had no audio
+    apnea_events: np.ndarray  # 0-3, NaN without audio or oximetry
+    desat3: np.ndarray  # 0/1, NaN without oximetry
     desat4: np.ndarray
     low_risk: np.ndarray  # 0..1, NaN without CGM history
     forecast30: np.ndarray  # mg/dL, NaN without CGM history
@@ -413,16 +413,27 @@ class Classifiers:
         conf = np.where(scored, conf, np.nan)
         b = self.breathing(streams, stage > 0)
         risk, forecast = self.glucose.per_epoch(glucose, streams["cgm"]["minutes_since"])
-        return NightOutputs(stage, conf, b["snore"], b["apnea_events"], b["desat3"], b["desat4"],
-                            risk, forecast)
+        # A call only where its inputs were recorded (NaN elsewhere, never a normal 0):
+        # snoring from audio, respiratory events from audio or oximetry, desaturations from
+        # oximetry, all only in scored epochs.
+        audio = ~np.isnan(streams["audio"]["loud_mean_dbfs"]) & scored
+        spo2 = ~np.isnan(streams["wearable"]["spo2_mean_pct"]) & scored
+        return NightOutputs(stage, conf, _where(b["snore"], audio),
+                            _where(b["apnea_events"], audio | spo2), _where(b["desat3"], spo2),
+                            _where(b["desat4"], spo2), risk, forecast)
+
+
+def _where(values: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """values as floats where measured, NaN elsewhere."""
+    return np.where(measured, np.asarray(values, dtype=np.float64), np.nan)
 
 
 def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     """Sleep, breathing and glucose-risk figures of a night from the classifier outputs.
     `rr_model`: the heart-rhythm apnea model (default: the committed one)."""
     inputs = sleep_modalities(streams)
-    if not set(inputs) & set(SCORING_MODALITIES):  # nothing recorded that tells sleep: no
-        # sleep figures, not a perfect night
+    if not (out.stage >= 0).any():  # nothing recorded that tells sleep: no sleep figures,
+        # not a perfect night
         return _no_sleep_figures(out, streams, rr_model)
     stage = out.stage
     asleep, scored = stage > 0, stage >= 0  # -1: no input in that epoch (unscored)
@@ -431,11 +442,13 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     first_scored = int(np.argmax(scored)) if scored.any() else 0
     last = int(stage.size - 1 - np.argmax(asleep[::-1])) if asleep.any() else None
     rem = sleep_epochs.first_rem(stage.tolist(), onset, 3)
-    events = int(out.apnea_events.sum())
+    breath_seen = not np.isnan(np.asarray(out.apnea_events, dtype=np.float64)).all()
+    events = int(np.nansum(out.apnea_events))
     w = streams["wearable"]
     d3 = float(np.nansum(np.where(asleep, w["desat3_count"], 0)))
     d4 = float(np.nansum(np.where(asleep, w["desat4_count"], 0)))
-    ahi = events / tst_h if tst_h > 0 else None
+    ahi = events / tst_h if tst_h > 0 and breath_seen else None
+    oximetry = tst_h > 0 and not np.isnan(w["spo2_mean_pct"]).all()
     fig = {
         "sleep": {
             "tib_min": round(stage.size / 2.0, 1),
@@ -456,12 +469,12 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
             if stage.size else None,
         },
         "breathing": {
-            "apnea_events": events,
+            "apnea_events": events if breath_seen else None,
             "ahi": round(ahi, 1) if ahi is not None else None,
             "severity": ahi_severity(ahi),
-            "odi3": round(d3 / tst_h, 1) if tst_h > 0 else None,
-            "odi4": round(d4 / tst_h, 1) if tst_h > 0 else None,
-            "snore_pct_tst": (round(float(out.snore[asleep].mean()) * 100, 1)
+            "odi3": round(d3 / tst_h, 1) if oximetry else None,
+            "odi4": round(d4 / tst_h, 1) if oximetry else None,
+            "snore_pct_tst": (round(float(np.nanmean(out.snore[asleep])) * 100, 1)
                               if asleep.any() and "audio" in inputs else None),
         },
         "glucose_risk": _glucose_risk_figures(out),
@@ -515,6 +528,10 @@ def load(models: Path = MODELS) -> Classifiers | None:
     return _LOADED[key]
 
 
+def _int(v) -> int | None:
+    return None if np.isnan(v) else int(v)
+
+
 def classify_night(store, first: int, count: int, clf: Classifiers | None = None,
                    streams: dict | None = None) -> dict | None:
     """Run the classifiers over a stored night, store their outputs as stream 5 records (one
@@ -530,8 +547,8 @@ def classify_night(store, first: int, count: int, clf: Classifiers | None = None
         risk, fc = out.low_risk[i], out.forecast30[i]
         rows.append(to_raw(features.INFER, (
             None if out.stage[i] < 0 else int(out.stage[i]),
-            None if out.stage[i] < 0 else float(out.stage_conf[i]), int(out.snore[i]),
-            int(out.apnea_events[i]), int(out.desat3[i]), int(out.desat4[i]),
+            None if out.stage[i] < 0 else float(out.stage_conf[i]), _int(out.snore[i]),
+            _int(out.apnea_events[i]), _int(out.desat3[i]), _int(out.desat4[i]),
             None if np.isnan(risk) else float(risk), None if np.isnan(fc) else float(fc))))
     with store.transaction():
         for k in range(0, count, EPOCHS_PER_HOUR):

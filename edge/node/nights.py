@@ -154,7 +154,8 @@ class NightCloser:
             sleep = summary.get("sleep") or {}
             _LOGGER.info("night %s closed: %d epochs, sleep from %s, %s min asleep", label,
                          summary["epochs"], ", ".join(sleep.get("sleep_inputs") or []) or
-                         "nothing", sleep.get("tst_min"))
+                         "nothing", "unknown" if sleep.get("tst_min") is None
+                         else sleep["tst_min"])
         return closed
 
 

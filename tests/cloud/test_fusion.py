@@ -238,3 +238,23 @@ def test_fuse__a_recording_that_nothing_staged_has_no_sleep_figures(data):
     s = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["sleep"]
     assert s["tib_min"] == 480.0 and s["source"] is None
     assert (s["tst_min"], s["se_pct"], s["sol_min"]) == (None, None, None)
+
+
+def test_fuse__classifier_rows_that_stage_nothing_leave_the_actigraphy_fallback(data):
+    """Stream 5 rows without a stage (epochs with no signal of the person) do not make the
+    night "classifier": the wearable's movement still stages it."""
+    put_epochs(data, features.INFER, {E0 + i: {"low_risk": 0.1} for i in range(len(STAGES))})
+    put_epochs(data, features.WEARABLE,
+               {E0 + i: {"movement": 1.0 if i < 4 else 0.0} for i in range(len(STAGES))})
+    s = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["sleep"]
+    assert s["source"] == "actigraphy" and s["tst_min"] > 0
+
+
+def test_fuse__breathing_only_from_rows_that_carry_it(data):
+    """A night staged without audio or oximetry: no snoring share, AHI or ODI (not 0 %,
+    "normal"), where the edge left them out of its rows."""
+    put_epochs(data, features.INFER,
+               {E0 + i: {"sleep_stage": s, "stage_conf": 0.9} for i, s in enumerate(STAGES)})
+    b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
+    assert b["source"] == "classifier"
+    assert (b["snore_pct"], b["ahi"], b["ahi_severity"], b["odi3"]) == (None, None, None, None)

@@ -150,9 +150,12 @@ def test_page__a_night_without_glucose_and_dates_off_the_calendar(fortnight):
     put_epochs(c.store.tenant("fam-1"), features.INFER,
                {e0 + i: {"sleep_stage": 0 if i < 20 else 1 + (i // 90) % 3, "stage_conf": 0.9}
                 for i in range(900)})
+    put_epochs(c.store.tenant("fam-1"), features.WEARABLE,
+               {e0 - 120 + i: {"hr_mean_bpm": 62.0} for i in range(120)})  # an hour unstaged
     c.client.post("/portal/login", data={"email": "care@example.org", "password": PASSWORD})
     page = c.client.get("/portal/p/fam-1/morning", params={"night": "2026-02-10"})
     assert page.status_code == 200 and "Sleep score" in page.text
+    assert "1 h 00 min not measured" in page.text
     h = c.auth("care@example.org")
     for url, params in ((f"{API}/fam-1/nights/9999-12-31", {}),
                         (f"{API}/fam-1/nights/0001-01-20", {}),
@@ -160,7 +163,7 @@ def test_page__a_night_without_glucose_and_dates_off_the_calendar(fortnight):
                         (f"{API}/fam-1/insights", {"end": "9999-12-31"})):
         r = c.client.get(url, params=params, headers=h)
         assert r.status_code == 422 and "1990 and 2099" in r.json()["detail"], (url, r.text)
-    for night in ("9999-12-31", "0001-01-20"):
+    for night in ("9999-12-31", "0001-01-20", "2026-W02-6"):
         r = c.client.get("/portal/p/fam-1/morning", params={"night": night})
         assert r.status_code == 422, r.text
 

@@ -419,6 +419,27 @@ def test_replay__no_microphone_no_snoring_share(damaged, tmp_path):
     result = replay(damaged, store, audio="none")
     assert result.summary["sleep"]["tst_min"] > 0
     assert result.summary["breathing"]["snore_pct_tst"] is None
+    # the classifier rows the cloud reads leave snoring out (not "no snoring"), and keep the
+    # oximetry's events and desaturations
+    rows = _values(store, features.INFER, result.first_epoch, result.epochs)
+    assert all(r["snore"] is None for r in rows.values())
+    assert any(r["desat3"] is not None for r in rows.values())
+    assert any(r["apnea_events"] is not None for r in rows.values())
+    store.close()
+
+
+def test_replay__without_audio_or_oximetry_no_breathing_figures(damaged, tmp_path):
+    """Heart rhythm and motion only: no respiratory events, AHI or ODI from the audio model
+    (they read 0, "normal"); the heart-rhythm screen still says its part."""
+    (damaged / "spo2.csv").unlink()
+    store = EdgeStore(tmp_path / "e.db")
+    result = replay(damaged, store, audio="none")
+    b = result.summary["breathing"]
+    assert result.summary["sleep"]["tst_min"] > 0
+    assert (b["apnea_events"], b["ahi"], b["odi3"], b["odi4"]) == (None, None, None, None)
+    assert b["rr"] is not None and "rr" in b["breathing_inputs"]
+    rows = _values(store, features.INFER, result.first_epoch, result.epochs)
+    assert all(r["apnea_events"] is None and r["desat3"] is None for r in rows.values())
     store.close()
 
 

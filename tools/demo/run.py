@@ -196,9 +196,13 @@ def _echo_classifiers(summary: dict, echo) -> None:
         echo("  classifiers: no models found, the night has no stream 5 records")
         return
     pct = sleep["stage_pct"]
-    echo(f"  classifiers (LiteRT, int8): sleep {sleep['tst_min'] / 60:.1f} h of "
-         f"{sleep['tib_min'] / 60:.1f} h, efficiency {sleep['efficiency_pct']} %, light "
-         f"{pct['Light']} % / deep {pct['Deep']} % / REM {pct['REM']} %")
+    if sleep["tst_min"] is None:
+        echo(f"  classifiers (LiteRT, int8): nothing recorded that tells sleep in "
+             f"{sleep['tib_min'] / 60:.1f} h")
+    else:
+        echo(f"  classifiers (LiteRT, int8): sleep {sleep['tst_min'] / 60:.1f} h of "
+             f"{sleep['tib_min'] / 60:.1f} h, efficiency {sleep['efficiency_pct']} %, light "
+             f"{pct['Light']} % / deep {pct['Deep']} % / REM {pct['REM']} %")
     echo(f"    breathing: {br['apnea_events']} apnea/hypopnea events, AHI {br['ahi']}/h "
          f"({br['severity']}), ODI 3 % {br['odi3']}/h, snoring {br['snore_pct_tst']} % of sleep")
     if risk and risk.get("max_low_risk") is not None:
