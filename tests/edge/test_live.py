@@ -444,7 +444,7 @@ def test_live__the_night_is_closed_once_when_its_wake_time_passes(tmp_path):
     from nightlink.tools.sim.night import simulate_night
 
     night = tmp_path / "night"
-    simulate_night(night, seed=5, hours=1.5)  # 2026-01-15 22:30 to 24:00 UTC
+    simulate_night(night, seed=5, hours=1.5, audio_format=None)  # 22:30 to 24:00 UTC
     store = EdgeStore(tmp_path / "edge.db")
     result = replay(night, store, classify=False)  # recorded, not yet classified
     replay_ref = EdgeStore(tmp_path / "with-audio.db")

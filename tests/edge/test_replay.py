@@ -469,7 +469,7 @@ def test_replay__accelerometer_nan_is_a_bad_row_and_a_nan_room_cell_is_missing(d
 
 
 def _night_audio(kind: str) -> np.ndarray:
-    n = 16000 * 30 * 200
+    n = 16000 * 30 * 40  # the first 20 minutes: the rule is over the epochs with audio
     rng = np.random.default_rng(3)
     if kind == "zeros":
         return np.zeros(n, dtype=np.int16)
@@ -481,9 +481,9 @@ def _night_audio(kind: str) -> np.ndarray:
     return np.clip(rng.normal(0, 20000, n), -32768, 32767).astype(np.int16)
 
 
-@pytest.mark.parametrize(("kind", "says"), [("zeros", "digital silence or one stuck value) in 180 of 180"),
-                                            ("stuck", "digital silence or one stuck value) in 180 of 180"),
-                                            ("saturated", "clipped at full scale in 180 of 180")])
+@pytest.mark.parametrize(("kind", "says"), [("zeros", "digital silence or one stuck value) in 40 of 40"),
+                                            ("stuck", "digital silence or one stuck value) in 40 of 40"),
+                                            ("saturated", "clipped at full scale in 40 of 40")])
 def test_replay__a_dead_microphone_is_left_out_of_the_figures(damaged, tmp_path, kind, says):
     """A night of digital silence (a muted or unplugged input, a stuck converter) or of noise
     on the converter's limits is said, and the night's sleep and breathing figures leave the
@@ -540,8 +540,8 @@ def test_replay__loud_audio_with_some_clipping_is_kept(damaged, tmp_path):
     store = EdgeStore(tmp_path / "e.db")
     result = replay(damaged, store)
     assert not any("no usable sound" in p for p in result.problems), result.problems
-    assert "audio" in result.summary["breathing"]["breathing_inputs"]
-    assert store.gaps("audio") == []
+    assert result.summary["breathing"]["snore_pct_tst"] is not None  # audio kept in the figures
+    assert not [g for g in store.gaps("audio") if "usable" in g["reason"]]
     store.close()
 
 
