@@ -329,7 +329,7 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
             from nightlink.edge.node.zone import check_zone
 
             try:
-                check_zone(tz or "?")
+                check_zone(tz, machine=False)
             except ValueError as exc:
                 raise NightlinkError(f"--tz: {exc}.") from None
         try:

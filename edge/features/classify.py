@@ -439,7 +439,7 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     asleep, scored = stage > 0, stage >= 0  # -1: no input in that epoch (unscored)
     tst_h = float(asleep.sum()) / EPOCHS_PER_HOUR
     onset = sleep_epochs.sleep_onset(stage.tolist())
-    first_scored = int(np.argmax(scored)) if scored.any() else 0
+    first_scored = int(np.argmax(scored))
     last = int(stage.size - 1 - np.argmax(asleep[::-1])) if asleep.any() else None
     rem = sleep_epochs.first_rem(stage.tolist(), onset, 3)
     breath_seen = not np.isnan(np.asarray(out.apnea_events, dtype=np.float64)).all()
@@ -449,15 +449,14 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     d4 = float(np.nansum(np.where(asleep, w["desat4_count"], 0)))
     ahi = events / tst_h if tst_h > 0 and breath_seen else None
     oximetry = tst_h > 0 and not np.isnan(w["spo2_mean_pct"]).all()
+    efficiency = float(asleep.sum() / scored.sum())  # over the epochs with an input
     fig = {
         "sleep": {
             "tib_min": round(stage.size / 2.0, 1),
             "tst_min": round(float(asleep.sum()) / 2.0, 1),
             "unscored_min": round(float((~scored).sum()) / 2.0, 1),
-            # efficiency over the time with an input: an epoch without one is neither
-            "efficiency": round(float(asleep.sum() / scored.sum()), 3) if scored.any() else None,
-            "efficiency_pct": round(float(asleep.sum() / scored.sum()) * 100, 1)
-            if scored.any() else None,
+            "efficiency": round(efficiency, 3),
+            "efficiency_pct": round(efficiency * 100, 1),
             "sol_min": round((onset - first_scored) / 2.0, 1) if onset is not None else None,
             "waso_min": round(float((stage[onset:last + 1] == 0).sum()) / 2.0, 1)
             if onset is not None else None,

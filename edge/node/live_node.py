@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
-from nightlink.edge.node.nights import NightCloser, partial_summary
+from nightlink.edge.node.nights import RECORDING_STREAMS, NightCloser, partial_summary
 from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_from_store
 from nightlink.edge.sources.microphone import LiveAudio
 from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,9 +34,6 @@ RETRY_MIN_S = 2.0
 RETRY_MAX_S = 60.0
 PRUNE_EVERY_EPOCHS = 120  # apply the retention window once an hour
 CHECK_NIGHTS_EVERY_EPOCHS = 2  # whether a night's wake time has passed, once a minute
-# Outside the sleep schedule the microphone and wearable make no recording (the room sensors
-# and the CGM run all day).
-OFF_SCHEDULE = (features.WEARABLE, features.AUDIO)
 
 
 @dataclass
@@ -290,7 +286,9 @@ class LiveNode:
             if stop.is_set():
                 break
             self._drain()
-            self.pipeline.close(e, blank=() if self.nights.recording(e) else OFF_SCHEDULE)
+            # Outside the sleep schedule the microphone and wearable make no recording (the
+            # room sensors and the CGM run all day).
+            self.pipeline.close(e, blank=() if self.nights.recording(e) else RECORDING_STREAMS)
             self.epochs_closed += 1
             if self.epochs_closed % CHECK_NIGHTS_EVERY_EPOCHS == 0:
                 self.nights.close_due(self.clock.now())

@@ -193,11 +193,12 @@ def _unsized_wav(path: Path, f, problems: list[str]):
             break
         pos += 8 + size + (size & 1)
     subtype = _WAV_SUBTYPES.get(fmt[::2]) if fmt else None
-    if data is None or subtype is None or path.stat().st_size - data < fmt[1] * fmt[2] // 8:
+    size = path.stat().st_size
+    if data is None or subtype is None or size - data < fmt[1] * fmt[2] // 8:
         return f
     after = head[data:data + 8]
     if len(after) == 8 and after[:4].isalpha() and data + 8 + struct.unpack(
-            "<I", after[4:])[0] <= path.stat().st_size:
+            "<I", after[4:])[0] <= size:
         return f  # an empty data chunk followed by another chunk (LIST...): really empty
     rate = f.samplerate
     f.close()

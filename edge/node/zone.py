@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from nightlink.shared.epoch import EPOCH_S, night_of
 
 
-def check_zone(name: str) -> str:
-    """The IANA zone name unchanged, or ValueError saying what is wrong ("" = the machine's)."""
-    if name == "":
+def check_zone(name: str, *, machine: bool = True) -> str:
+    """The IANA zone name unchanged, or ValueError saying what is wrong. "" is the machine's
+    own zone where `machine` allows it (a configuration), else no zone (a --tz option)."""
+    if name == "" and machine:
         return name
     try:
         ZoneInfo(name)

@@ -143,7 +143,7 @@ def _zone(tz: str | None) -> str | None:
     if tz is None:
         return None
     try:
-        check_zone(tz or "?")  # here "" is no zone, not the machine's
+        check_zone(tz, machine=False)
     except ValueError:
         raise NightlinkError(f"Unknown time zone {tz!r} for --tz; use a name such as "
                              "Europe/London.") from None
