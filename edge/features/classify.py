@@ -406,11 +406,17 @@ class Classifiers:
             heard &= np.nan_to_num(streams["audio"]["sn_burst_s"], nan=0.0) > 0
         return ((p >= m["threshold"]) & heard).astype(np.uint8)
 
-    def run(self, streams: dict[str, dict[str, np.ndarray]], glucose: np.ndarray) -> NightOutputs:
+    def scored_stages(self, streams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`stages`, with -1 (and confidence NaN) where an epoch has none of the person's
+        signals: such an epoch is unscored, neither sleep nor wake. Also the mask of scored
+        epochs."""
         stage, conf, _ = self.stages(streams)
-        scored = scored_epochs(streams)  # an epoch without the person's signals is unscored
-        stage = np.where(scored, stage, -1).astype(np.int8)
-        conf = np.where(scored, conf, np.nan)
+        scored = scored_epochs(streams)
+        return (np.where(scored, stage, -1).astype(np.int8), np.where(scored, conf, np.nan),
+                scored)
+
+    def run(self, streams: dict[str, dict[str, np.ndarray]], glucose: np.ndarray) -> NightOutputs:
+        stage, conf, scored = self.scored_stages(streams)
         b = self.breathing(streams, stage > 0)
         risk, forecast = self.glucose.per_epoch(glucose, streams["cgm"]["minutes_since"])
         # A call only where its inputs were recorded (NaN elsewhere, never a normal 0):

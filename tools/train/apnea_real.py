@@ -435,9 +435,9 @@ def _screen_figures(pairs: list[tuple[float, float | None]]) -> dict:
 
 def _audio_ahi(clf, streams: dict) -> float | None:
     """The audio breathing model's events per hour of classifier-scored sleep."""
-    stage, _conf, _ = clf.stages(streams)
-    tst_h = float((stage != 0).sum()) / 120.0
-    events = clf.breathing(streams, stage != 0)["apnea_events"]
+    stage, _conf, _ = clf.scored_stages(streams)  # -1 (unscored) is not sleep
+    tst_h = float((stage > 0).sum()) / 120.0
+    events = clf.breathing(streams, stage > 0)["apnea_events"]
     return float(events.sum()) / tst_h if tst_h > 0 else None
 
 

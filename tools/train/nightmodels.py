@@ -325,13 +325,13 @@ def eval_breathing(clf: classify.Classifiers, nights: list[Night]) -> dict:
     snore_y, snore_p = [], []
     for n in nights:
         st = streams_of(n)
-        stage, _conf, _ = clf.stages(st)
-        b = clf.breathing(st, stage != 0)
+        stage, _conf, _ = clf.scored_stages(st)  # -1 (unscored) is not sleep
+        b = clf.breathing(st, stage > 0)
         pred = _pred_events(b["apnea_events"])
         tp += _match(n.events, pred)
         n_true += len(n.events)
         n_pred += len(pred)
-        tst_h = float((stage != 0).sum()) / classify.EPOCHS_PER_HOUR
+        tst_h = float((stage > 0).sum()) / classify.EPOCHS_PER_HOUR
         ahi = len(pred) / tst_h if tst_h else 0.0
         ahi_err.append(abs(ahi - n.ahi_truth))
         rows.append((n.ahi_truth, ahi))
