@@ -26,11 +26,11 @@ from zoneinfo import ZoneInfo
 from nightlink.cloud import glycemia
 from nightlink.cloud.store import TenantStore
 from nightlink.shared import features
-from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity
+from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity, unusable_audio
 from nightlink.shared.epoch import EPOCH_S
 from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
-FUSION_VERSION = 1  # bump when a definition changes: cached nights are then recomputed
+FUSION_VERSION = 2  # bump when a definition changes: cached nights are then recomputed
 EPOCH_MIN = EPOCH_S / 60.0
 WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
 STAGE_NAMES = ("wake", "light", "deep", "rem")
@@ -278,7 +278,7 @@ SNORE_CAVEAT = ("Snoring is a rough estimate: it does not yet hold up on real re
 def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
     out = {"source": None, "snore_pct": None, "snore_source": None, "apnea_events": None,
            "ahi": None, "ahi_severity": None, "ahi_source": None, "odi3": None, "odi4": None,
-           "odi_source": None, "hours": None}
+           "odi_source": None, "hours": None, "audio_unusable": None}
     if span is None:
         return out
     a, b = span
@@ -320,6 +320,11 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
     epochs = list(range(a, b))
     out["basis"], out["hours"] = "recording", (b - a) * EPOCH_S / 3600.0
     arows = [audio[e] for e in epochs if audio.get(e)]
+    dead = unusable_audio((r.get("loud_mean_dbfs"), r.get("loud_max_dbfs"), r.get("flatness"))
+                          for r in arows)
+    if dead:  # a silent microphone would read as hours of breathing pauses, a clipped one
+        out["audio_unusable"] = dead[0]  # as a night of snoring
+        arows = []
     if arows:
         ah = len(arows) * EPOCH_S / 3600.0
         out["snore_pct"] = 100.0 * sum(1 for r in arows if r.get("snore_ratio", 0) > SNORE_RATIO

@@ -20,3 +20,39 @@ def ahi_severity(ahi):
 # pause of APNEA_SILENCE_S seconds or more is an apnea candidate (AASM: >= 10 s).
 SNORE_RATIO = 0.4
 APNEA_SILENCE_S = 10.0
+
+
+# A microphone that recorded no usable sound, judged on a night's audio epoch features the
+# same way on the edge (closing a night) and in the cloud (a night without classifier rows):
+# DEAD_AUDIO_SHARE of the epochs with audio are digital silence (a muted or unplugged input:
+# the peak at the extractor's -120 dBFS floor), one stuck value (a level that never moves,
+# with no spread of frequencies), or noise clipped at full scale (gain far too high, a
+# shorted input: a 30-s mean at CLIPPED_DBFS or louder).
+DEAD_AUDIO_SHARE = 0.9
+SILENT_DBFS = -119.5
+CLIPPED_DBFS = -1.0
+
+
+def unusable_audio(epochs):
+    """(sentence, gap reason) when 90 % of the epochs in `epochs`, an iterable of
+    (loud_mean_dbfs, loud_max_dbfs, flatness) with None or NaN where there was no audio,
+    carry no usable sound; else None."""
+    n = silent = clipped = 0
+    for mean, peak, flat in epochs:
+        if mean is None or mean != mean or peak is None or peak != peak:
+            continue
+        n += 1
+        if peak <= SILENT_DBFS or (peak - mean < 0.6 and flat is not None and flat < 0.01):
+            silent += 1
+        elif mean >= CLIPPED_DBFS:
+            clipped += 1
+    if not n or silent + clipped < DEAD_AUDIO_SHARE * n:
+        return None
+    parts = []
+    if silent:
+        parts.append("silent (digital silence or one stuck value) in %d" % silent)
+    if clipped:
+        parts.append("clipped at full scale in %d" % clipped)
+    return ("The audio is %s of %d epochs: the microphone recorded no usable sound, so the "
+            "night's figures leave audio out." % (" and ".join(parts), n),
+            "no usable sound: " + ("silent" if silent >= clipped else "clipped at full scale"))

@@ -17,7 +17,7 @@ from nightlink.edge.features.classify import classify_night
 from nightlink.edge.features.night_summary import night_columns, summarize_night
 from nightlink.edge.node.zone import night_label, schedule_window
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features
+from nightlink.shared import clinical, features
 from nightlink.shared.epoch import EPOCH_S
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,31 +26,11 @@ MIN_RECORDING_EPOCHS = 120  # less than an hour recorded in the schedule is no n
 RECORDING_STREAMS = (features.WEARABLE, features.AUDIO)  # what makes a night's recording
 
 
-DEAD_AUDIO_SHARE = 0.9  # this share of a night's audio epochs without sound: a dead input
-SILENT_DBFS = -119.5  # the extractor's floor: not one sample off zero
-CLIPPED_DBFS = -1.0  # a 30-s mean this loud is noise driven onto the converter's limits
-
-
 def unusable_audio(audio: dict[str, np.ndarray]) -> tuple[str, str] | None:
-    """(sentence, gap reason) when the microphone recorded no usable sound in 90 % of the
-    night's audio epochs: digital silence (a muted or unplugged input), one value throughout
-    (a stuck converter: a level that never moves, with no spread of frequencies), or noise
-    clipped at full scale (gain far too high, a shorted input). Else None."""
-    mean, peak, flat = audio["loud_mean_dbfs"], audio["loud_max_dbfs"], audio["flatness"]
-    have = ~np.isnan(mean)
-    n = int(have.sum())
-    if not n:
-        return None
-    silent = have & ((peak <= SILENT_DBFS) | ((peak - mean < 0.6) & (flat < 0.01)))
-    clipped = have & ~silent & (mean >= CLIPPED_DBFS)
-    counts = {"silent (digital silence or one stuck value)": int(silent.sum()),
-              "clipped at full scale": int(clipped.sum())}
-    if sum(counts.values()) < DEAD_AUDIO_SHARE * n:
-        return None
-    said = " and ".join(f"{what} in {k}" for what, k in counts.items() if k)
-    return (f"The audio is {said} of {n} epochs: the microphone recorded no usable sound, so "
-            "the night's figures leave audio out.",
-            "no usable sound: " + max(counts, key=counts.get).split(" (")[0])
+    """shared.clinical.unusable_audio on a night's audio feature columns."""
+    return clinical.unusable_audio(zip(audio["loud_mean_dbfs"].tolist(),
+                                       audio["loud_max_dbfs"].tolist(),
+                                       audio["flatness"].tolist(), strict=True))
 
 
 def finish_night(store: EdgeStore, first: int, count: int, label: str, *,

@@ -258,3 +258,32 @@ def test_fuse__breathing_only_from_rows_that_carry_it(data):
     b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
     assert b["source"] == "classifier"
     assert (b["snore_pct"], b["ahi"], b["ahi_severity"], b["odi3"]) == (None, None, None, None)
+
+
+@pytest.mark.parametrize("mic, says", [
+    ({"loud_mean_dbfs": -120.0, "loud_max_dbfs": -120.0, "flatness": 0.0, "silence_max_s": 30.0,
+      "snore_ratio": 0.0}, "silent"),
+    ({"loud_mean_dbfs": -0.5, "loud_max_dbfs": 0.0, "flatness": 0.9, "silence_max_s": 0.0,
+      "snore_ratio": 0.9}, "clipped at full scale")])
+def test_fuse__a_dead_microphone_gives_no_breathing_figures_and_says_so(data, mic, says):
+    """Without classifier rows a silent microphone read as one long breathing pause, a
+    clipped one as a night of snoring; the edge's check leaves such audio out here too."""
+    wear = {E0 + i: {"hr_mean_bpm": 60.0, "movement": int(i < 3)} for i in range(240)}
+    aud = {E0 + i: dict(mic) for i in range(240)}
+    aud[E0 + 5] = {"loud_mean_dbfs": -50.0, "loud_max_dbfs": -30.0, "flatness": 0.3,
+                   "silence_max_s": 12.0, "snore_ratio": 0.9}  # one usable epoch in 240
+    put_epochs(data, features.WEARABLE, wear)
+    put_epochs(data, features.AUDIO, aud)
+    b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
+    assert b["source"] == "raw features"
+    assert (b["ahi"], b["apnea_events"], b["snore_pct"], b["ahi_source"]) == (None, None, None, None)
+    assert says in b["audio_unusable"] and "in 239 of 240 epochs" in b["audio_unusable"]
+
+
+def test_fuse__a_quiet_but_working_microphone_is_kept(data):
+    aud = {E0 + i: {"loud_mean_dbfs": -70.0, "loud_max_dbfs": -55.0, "flatness": 0.4,
+                    "silence_max_s": 12.0 if i in (8, 9, 14) else 2.0, "snore_ratio": 0.1}
+           for i in range(20)}
+    put_epochs(data, features.AUDIO, aud)
+    b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
+    assert b["audio_unusable"] is None and b["apnea_events"] == 2

@@ -38,6 +38,11 @@ CALLS = [
                                            ("", "a secret of 12+", "caf\u00e9-token-\u00fc")], ()),
     ("clinical.ahi_severity", lambda: [clinical.ahi_severity(a)
                                        for a in (None, 0, 4.9, 5, 14.99, 15, 29.9, 30, 80)], ()),
+    ("clinical.unusable_audio", lambda: [clinical.unusable_audio(e) for e in (
+        [(-120.0, -120.0, 0.0)] * 9 + [(-50.0, -30.0, 0.3), (None, None, None)],
+        [(-0.5, 0.0, 0.9)] * 8 + [(-60.0, -60.0, 0.0), (-50.0, -30.0, 0.3)],
+        [(-120.0, -120.0, 0.0)] * 8 + [(-50.0, -30.0, 0.3)] * 2,
+        [(float("nan"), float("nan"), float("nan"))], [])], ()),
     ("topics.data_topic", topics.data_topic, ("fam-1", "a4cf12b0c3d4", "room")),
     ("topics.ack_topic", topics.ack_topic, ("fam-1", "a4cf12b0c3d4", "cgm")),
     ("topics.cmd_topic", topics.cmd_topic, ("fam-1", "a4cf12b0c3d4")),

@@ -61,6 +61,12 @@ def test_contract__expected_answers(cpython):
     assert cpython["units.from_mmoll"] == {"ok": 70}
     assert cpython["clinical.ahi_severity"] == {"ok": [
         None, "normal", "normal", "mild", "mild", "moderate", "moderate", "severe", "severe"]}
+    dead = cpython["clinical.unusable_audio"]["ok"]
+    assert dead[0][1] == "no usable sound: silent" and "silent" in dead[0][0]
+    assert "in 9 of 10 epochs" in dead[0][0]  # the epoch without audio is not counted
+    assert dead[1][1] == "no usable sound: clipped at full scale"
+    assert "clipped at full scale in 8" in dead[1][0] and "silent" in dead[1][0]
+    assert dead[2:] == [None, None, None]  # 8 of 10 silent is a quiet input, not a dead one
     assert cpython["apisecret.api_secret_hash"] == {"ok": [
         "da39a3ee5e6b4b0d3255bfef95601890afd80709",  # SHA-1 of nothing (FIPS 180 example)
         hashlib.sha1(b"a secret of 12+").hexdigest(),
