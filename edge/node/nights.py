@@ -48,7 +48,7 @@ def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
         cols = {**cols, "audio": {k: np.full(count, np.nan) for k in cols["audio"]}}
     with store.transaction():  # all or nothing: a failed close leaves no stream 5 rows behind
         if dead:
-            store.add_gap("audio", first, first + count, dead[1])
+            store.put_night_gap("audio", first, first + count, dead[1])
         classified = (classify_night(store, first, count, streams={**cols, **(beats or {})})
                       if classify else None)
         summary = summarize_night(store, first, count, cols)
