@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud.deps import ERRORS, MemberAccess
+from nightlink.cloud.routes.fields import night_param
 from nightlink.cloud.store import Row, TenantStore, row_values
 from nightlink.shared import features, units
 from nightlink.shared.epoch import EPOCH_S
@@ -204,17 +205,6 @@ def epochs_csv(access: MemberAccess, stream: str, start: str, end: str) -> Strea
 # -- nights ----------------------------------------------------------------------------------
 
 
-def _check_night(name: str, value: str) -> None:
-    """422 unless value names a night by the date of its evening (YYYY-MM-DD, a real date)."""
-    from nightlink.cloud.fusion import check_night_date
-
-    try:
-        check_night_date(value)
-    except ValueError:
-        raise _bad(f"{name}={value!r} is not a night; use the date of its evening, as "
-                   "2026-01-15, between 1990 and 2099.") from None
-
-
 @router.get("/nights")
 def nights(access: MemberAccess, limit: Annotated[int, Query(ge=1, le=366)] = 30) -> dict:
     """The last `limit` nights that hold data, newest first, with their headline figures.
@@ -238,7 +228,7 @@ def night(access: MemberAccess, night: str) -> dict:
     from nightlink.cloud import morning
     from nightlink.cloud.reports.settings import patient_settings
 
-    _check_night("night", night)
+    night_param("night", night, optional=False)
     try:
         edge = access.data.night(night)
     except LookupError:
@@ -261,7 +251,7 @@ def insights(access: MemberAccess, end: str | None = None,
     from nightlink.cloud.reports.settings import patient_settings
 
     if end is not None:
-        _check_night("end", end)
+        night_param("end", end)
     return across_nights.insights(access.data, patient_settings(access.data), end, nights)
 
 

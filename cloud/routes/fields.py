@@ -1,6 +1,23 @@
-"""Patterns the API's request bodies share."""
+"""Patterns the API's request bodies share, and the check of a night's date in a query."""
+
+from fastapi import HTTPException
 
 # No spaces, no control characters (a NUL or a line break has no place in a mail header).
 EMAIL = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DEVICE_ID = r"^[0-9a-f]{12}$"
+
+
+def night_param(name: str, value: str | None, *, optional: bool = True) -> str | None:
+    """value unchanged when it names a night by the date of its evening (None or "" as None
+    when the night is optional); else a 422 saying how to write one."""
+    from nightlink.cloud.fusion import check_night_date
+
+    if optional and (value is None or value == ""):
+        return None
+    try:
+        check_night_date(value)
+    except ValueError:
+        raise HTTPException(422, f"{name}={value!r} is not a night; use the date of its "
+                                 "evening as YYYY-MM-DD (2026-01-15), 1990 to 2099.") from None
+    return value

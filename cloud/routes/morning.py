@@ -11,12 +11,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from nightlink.cloud import fusion, insights, morning
+from nightlink.cloud import insights, morning
 from nightlink.cloud.access import resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.reports.charts import shape as shape_svg
+from nightlink.cloud.routes.fields import night_param
 from nightlink.cloud.routes.portal import html_page
 from nightlink.shared import units
 
@@ -36,22 +37,12 @@ def _reader(request: Request, store, settings, tenant: str):
     return user, access
 
 
-def _night(name: str, value: str | None) -> None:
-    if value is None:
-        return
-    try:
-        fusion.check_night_date(value)
-    except ValueError:
-        raise HTTPException(422, f"{name}={value!r} is not a night's date; use YYYY-MM-DD, "
-                                 "1990 to 2099.") from None
-
-
 @router.get("/p/{tenant}/morning")
 def morning_page(tenant: str, request: Request, store: StoreDep, settings: SettingsDep,
                  night: str | None = None):
     """Last night's card (or `night`'s, the date of its evening)."""
     user, access = _reader(request, store, settings, tenant)
-    _night("night", night)
+    night = night_param("night", night)
     ps = report_settings.patient_settings(access.data)
     card = morning.card(access.data, ps, night)
     unit = report_settings.user_units(store, user["id"])
@@ -67,7 +58,7 @@ def insights_page(tenant: str, request: Request, store: StoreDep, settings: Sett
                   nights: Annotated[int, Query(ge=7, le=120)] = 30):
     """Insights over `nights` nights ending with the night of `end` (default: last night)."""
     user, access = _reader(request, store, settings, tenant)
-    _night("end", end)
+    end = night_param("end", end)
     ps = report_settings.patient_settings(access.data)
     got = insights.insights(access.data, ps, end, nights)
     unit = report_settings.user_units(store, user["id"])

@@ -21,6 +21,7 @@ from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import render
 from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.reports.summary import build_report
+from nightlink.cloud.routes.fields import night_param
 from nightlink.cloud.store import NotFoundError, Store
 
 router = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
@@ -61,17 +62,6 @@ def _access(store: Store, user: dict, tenant: str) -> tuple[str, dict]:
     if access is None or access.role not in (*PORTAL_ROLES, "admin"):
         raise HTTPException(404, f"No patient {tenant!r}.")
     return access.role, store.get_tenant(tenant)
-
-
-def _day(name: str, value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    try:
-        fusion.check_night_date(value)
-    except ValueError:
-        raise HTTPException(422, f"{name}={value!r} is not a date; use YYYY-MM-DD, 1990 to "
-                                 "2099.") from None
-    return value
 
 
 def html_page(text: str, status: int = 200) -> HTMLResponse:
@@ -187,7 +177,7 @@ def report_page(tenant: str, user: PortalUser, store: StoreDep, end: str | None 
                 days: DaysQ = None):
     """A patient's multi-day report (14 days unless the patient's settings say otherwise)."""
     role, row = _access(store, user, tenant)
-    rep = _report(store, tenant, _day("end", end), days)
+    rep = _report(store, tenant, night_param("end", end), days)
     store.audit("report.view", actor=user["id"], tenant_id=tenant, start=rep["start_day"],
                 end=rep["end_day"])
     return html_page(render.report_html(rep, tenant_name=row["name"],
@@ -238,7 +228,7 @@ def report_export(tenant: str, fmt: str, user: PortalUser, store: StoreDep,
     if fmt not in ("pdf", "csv", "json"):
         raise HTTPException(404, f"No {fmt!r} export; use pdf, csv or json.")
     _role, row = _access(store, user, tenant)
-    rep = _report(store, tenant, _day("end", end), days)
+    rep = _report(store, tenant, night_param("end", end), days)
     name = f"{tenant}-report-{rep['start_day']}-{rep['end_day']}.{fmt}"
     started = time.perf_counter()
     if fmt == "pdf":
@@ -258,7 +248,7 @@ def report_export(tenant: str, fmt: str, user: PortalUser, store: StoreDep,
 def night_picker(tenant: str, user: PortalUser, store: StoreDep, night: str | None = None):
     """The night page's date field: on to that night's page."""
     _access(store, user, tenant)
-    day = _day("night", night)
+    day = night_param("night", night)
     if day is None:
         return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
     return RedirectResponse(f"/portal/p/{tenant}/nights/{day}", status_code=303)
@@ -268,7 +258,7 @@ def night_picker(tenant: str, user: PortalUser, store: StoreDep, night: str | No
 def night(tenant: str, name: str, user: PortalUser, store: StoreDep):
     """One night's fused view (nights/2026-01-15), or its export (.pdf, .csv, .json)."""
     night_id, _, fmt = name.partition(".")
-    _day("night", night_id)
+    night_param("night", night_id, optional=False)
     if fmt not in ("", "pdf", "csv", "json"):
         raise HTTPException(404, f"No {fmt!r} export; use pdf, csv or json.")
     _role, row = _access(store, user, tenant)

@@ -306,8 +306,8 @@ def test_insights__bad_input_is_refused_in_a_sentence(site, browser):
         "Promise.all(['/portal/p/fam-1/insights?end=2026-02-30', '/portal/p/fam-1/insights?"
         "nights=500', '/portal/p/fam-2/insights'].map(u => fetch(u).then(r => r.json()"
         ".then(b => [r.status, b.detail])))).then(JSON.stringify)", await_promise=True))
-    assert answers[0] == [422, "end='2026-02-30' is not a night's date; use YYYY-MM-DD, 1990 to "
-                          "2099."]
+    assert answers[0] == [422, "end='2026-02-30' is not a night; use the date of its evening "
+                          "as YYYY-MM-DD (2026-01-15), 1990 to 2099."]
     assert answers[1][0] == 422 and "120" in answers[1][1]
     assert answers[2] == [404, "No patient 'fam-2'."]
 

@@ -232,3 +232,8 @@ def test_static_pages_link_relatively():
     assert links.export("pdf") == "report.pdf" and links.export("csv") is None
     portal_links = Links("fam-1")
     assert portal_links.report(end="2026-01-15", days=3) == "/portal/p/fam-1?end=2026-01-15&days=3"
+
+
+def test_night_page__an_export_without_a_date_is_refused_not_a_500(portal):
+    r = get(portal, "doc@example.org", "/portal/p/fam-1/nights/.pdf")
+    assert r.status_code == 422 and "YYYY-MM-DD" in r.json()["detail"]
