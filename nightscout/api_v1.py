@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from nightlink.nightscout import documents, times
+from nightlink.nightscout import documents, properties, times
 from nightlink.nightscout.http import (
     JSON_TYPE,
     NSError,
@@ -369,7 +369,8 @@ async def get_entries_spec(spec: str, request: Request) -> Response:
 
 
 async def _current(request: Request, ext: str | None) -> Response:
-    """The newest sgv entry as a one-element array (what clocks poll)."""
+    """The newest sgv entry as a one-element array (what clocks poll), in the format the
+    extension or Accept asks for, as `/entries`: tab-separated text for `*/*`."""
     site, _ = need(request, "api:entries:read")
     changed, not_modified = _not_modified(request, site, documents.ENTRIES)
     if not_modified is not None:
@@ -379,7 +380,7 @@ async def _current(request: Request, ext: str | None) -> Response:
     reply = state.replies.get(key, changed)
     if reply is None:
         rows = await run_in_threadpool(site.docs.latest, documents.ENTRIES, kind="sgv")
-        reply = _render_entries(ext or "json")(request, [r.v1() for r in rows])
+        reply = _render_entries(ext)(request, [r.v1() for r in rows])
         state.replies.put(key, changed, reply)
     headers = {"Last-Modified": times.last_modified_header(changed)} if changed else {}
     body, media = reply
@@ -705,7 +706,8 @@ async def versions() -> JSONResponse:
 @_root.get("/pebble", responses={200: {"description": "Readings for watch faces",
            "content": {"application/json": {}}}, **_ERRORS}, summary="Pebble watch data.")
 async def pebble(request: Request) -> Response:
-    """Nightscout's /pebble: the newest `count` readings (sgv as text), trend, delta, battery."""
+    """Nightscout's /pebble: the newest `count` readings (sgv as text), trend, delta, battery,
+    insulin and carbs on board."""
     site, _ = need(request, "api:pebble,entries:read")
     params = request.query_params
     count = parse_count(params.get("count"), 1, 1000)
@@ -714,7 +716,14 @@ async def pebble(request: Request) -> Response:
     def work() -> dict:
         sgvs = [r.doc for r in site.docs.latest(documents.ENTRIES, kind="sgv", count=max(count, 12))]
         statuses = [r.doc for r in site.docs.latest(documents.DEVICESTATUS, count=10)]
-        return pebble_document(sgvs, statuses, count=count, mmol=mmol, now_ms=_now())
+        now = _now()
+        doc = pebble_document(sgvs, statuses, count=count, mmol=mmol, now_ms=now)
+        if doc["bgs"]:  # Nightscout adds both, as their plugins' display, when they are enabled
+            # (status.json always lists them here): GlucoDataHandler and watch faces read them
+            props = properties.compute(site.docs, now, mmol=mmol, names=["iob", "cob"])
+            for name in ("iob", "cob"):
+                doc["bgs"][0][name] = (props.get(name) or {}).get("display") or 0
+        return doc
 
     return json_response(await run_in_threadpool(work))
 

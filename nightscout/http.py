@@ -282,15 +282,52 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
 
 
 def wants(request: Request, ext: str | None, options: tuple[str, ...]) -> str:
-    """The reply format: the path's extension, else the first option the Accept header takes
-    (Nightscout's order: for `*/*` and no Accept the first option)."""
+    """The reply format: the path's extension, else the option the Accept header prefers, as
+    Express's res.format (which cgm-remote-monitor uses) ranks them: highest q, then the most
+    specific match (`application/json` over `application/*` over `*/*`), then the type the
+    client lists first, then the server's order. So `*/*` or no Accept gives the first option
+    and axios's `application/json, text/plain, */*` gives JSON. Nothing acceptable: the first
+    option (Express would answer 406)."""
     if ext:
         return ext
-    accept = request.headers.get("accept", "*/*").lower()
-    for option in options:
-        if _MIME[option] in accept:
-            return option
-    return options[0]
+    accepted = _accept_ranges(request.headers.get("accept") or "*/*")
+    best: tuple | None = None
+    for rank, option in enumerate(options):
+        kind, _, sub = _MIME[option].partition("/")
+        match = None  # (q, specificity, client position) of the range that fits best
+        for pos, (a_kind, a_sub, q) in enumerate(accepted):
+            if a_kind not in ("*", kind) or a_sub not in ("*", sub):
+                continue
+            spec = (4 if a_kind == kind else 0) + (2 if a_sub == sub else 0)
+            if match is None or (spec, q, -pos) > (match[1], match[0], -match[2]):
+                match = (q, spec, pos)
+        if match is None or match[0] <= 0:
+            continue
+        key = (-match[0], -match[1], match[2], rank)
+        if best is None or key < best[0]:
+            best = (key, option)
+    return best[1] if best else options[0]
+
+
+def _accept_ranges(header: str) -> list[tuple[str, str, float]]:
+    """(type, subtype, q) of each media range of an Accept header, in the client's order;
+    ranges that are not type/subtype are left out, a q that is no number counts as 1."""
+    out = []
+    for part in header.lower().split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        kind, slash, sub = media.partition("/")
+        if not (slash and kind and sub):
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = min(1.0, max(0.0, float(value)))
+                except ValueError:
+                    q = 1.0
+        out.append((kind, sub, q))
+    return out
 
 
 _MIME = {"json": "application/json", "txt": "text/plain", "tsv": "text/tab-separated-values",

@@ -17,6 +17,8 @@
 - nightscout-connect (nightscout/nightscout-connect, lib/outputs/nightscout.js): `API-SECRET`
   header (capitals), `GET /api/v1/entries.json?count=1` for its bookmark, POST arrays and reads
   `[0].dateString` from the reply; Glooko treatments carry `eventTime`.
+- nightscout-librelink-up (src/nightscout/apiv1.ts): axios, so `Accept: application/json,
+  text/plain, */*`, on `GET /api/v1/entries?count=1` without `.json`; JSON must come back.
 - share2nightscout-bridge (index.js): POSTs the newest reading every 2.5 minutes whether or
   not it is stored; a base URL ending in / makes `//api/v1/entries.json`.
 """
@@ -149,6 +151,23 @@ def test_nightscout_connect__bookmark_then_batches(ns):
     got = ns.get(f"/api/v1/entries.json?find%5BdateString%5D%5B$gt%5D={iso(t)}&count=6",
                  headers={"Authorization": f"Bearer {_jwt(ns)}"}).json()
     assert [e["date"] for e in got] == [t + 5 * MIN]
+
+
+def test_librelink_up__axios_uploader_reads_its_last_entry_as_json(ns):
+    """nightscout-librelink-up (timoschlueter/nightscout-librelink-up, src/nightscout/
+    apiv1.ts lastEntry) and other axios uploaders: `GET /api/v1/entries?count=1` without
+    `.json`, axios's default Accept, the SHA-1 api-secret; `.pop().date` of the reply must be
+    there (text would throw before anything is uploaded)."""
+    h = {"api-secret": SECRET_SHA1, "Accept": "application/json, text/plain, */*",
+         "User-Agent": "axios/1.13.2"}
+    assert ns.get("/api/v1/entries?count=1", headers=h).json() == []
+    t = seed(ns, n=3, device="nightscout-librelink-up")
+    last = ns.get("/api/v1/entries?count=1", headers=h).json()
+    assert [e["date"] for e in last] == [t + 10 * MIN]
+    r = ns.post("/api/v1/entries", headers={**h, "Content-Type": "application/json"}, json=[
+        {"type": "sgv", "sgv": 120, "direction": "Flat", "device": "nightscout-librelink-up",
+         "date": t + 15 * MIN, "dateString": iso(t + 15 * MIN)}])
+    assert r.status_code == 200 and ns.count("entries") == 4
 
 
 def _jwt(ns) -> str:

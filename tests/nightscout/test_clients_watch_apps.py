@@ -1,4 +1,4 @@
-"""nightguard and Spike against the cloud and the edge. Both append to the URL the user
+"""nightguard, Spike and GlucoDataHandler against the cloud and the edge. Both append to the URL the user
 entered (so the cloud tenant's /t/{tenant} URL works).
 
 nightguard (nightscout/nightguard, nightguard/external/NightscoutService.swift): only
@@ -17,7 +17,7 @@ uploads must echo the device name; dates end in `+0000`; the follower asks
 import json
 from urllib.parse import quote
 
-from tests.support.nightscout import MIN, SECRET_SHA1, now_ms
+from tests.support.nightscout import MIN, SECRET_SHA1, iso, now_ms
 
 
 def spike_time(ms: int) -> str:
@@ -147,3 +147,32 @@ def test_spike__treatments_query_and_profile(ns):
     assert "defaultProfile" in profiles.text and profiles.json()[0]["store"]["Default"]["dia"] == 4
     props = ns.get("/api/v2/properties", headers=h)
     assert "bgnow" in props.text and "basal" in props.json()
+
+
+# -- GlucoDataHandler ---------------------------------------------------------------------------
+
+
+def test_glucodatahandler__pebble_with_insulin_and_carbs_on_board(ns):
+    """GlucoDataHandler (pachi81/GlucoDataHandler, NightscoutSourceTask.kt) polls `/pebble`
+    with the SHA-1 api-secret header and reads bgs[0] sgv, datetime, trend, direction, and iob
+    and cob (parsePebbleIobCob; on by default): Nightscout's iob and cob plugins' display."""
+    t = now_ms() - 11 * MIN
+    h = {"api-secret": SECRET_SHA1}
+    ns.post("/api/v1/entries", headers=h, json=[
+        {"type": "sgv", "sgv": 150 - 4 * i, "date": t + i * 5 * MIN, "direction": "FortyFiveDown"}
+        for i in range(3)])
+    ns.post("/api/v1/treatments", headers=h, json={
+        "eventType": "Meal Bolus", "insulin": 3, "carbs": 40,
+        "created_at": iso(now_ms() - 30 * MIN)})
+    ns.post("/api/v1/profile", headers=h, json={  # carbs on board need the absorption rate
+        "defaultProfile": "Default", "startDate": iso(now_ms() - 24 * 60 * MIN), "store": {
+            "Default": {"dia": 4, "carbs_hr": 30, "sens": [{"time": "00:00", "value": 40}],
+                        "carbratio": [{"time": "00:00", "value": 10}], "timezone": "UTC",
+                        "basal": [{"time": "00:00", "value": 0.8}]}}})
+    first = ns.get("/pebble", headers=h).json()["bgs"][0]
+    props = ns.get("/api/v2/properties/iob,cob", headers=h).json()
+    assert first["sgv"] == "142" and first["direction"] == "FortyFiveDown"
+    assert first["iob"] == props["iob"]["display"] and 0 < float(first["iob"]) < 3
+    assert first["cob"] == props["cob"]["display"] and 0 < first["cob"] <= 40
+    assert ns.get("/pebble", params={"token": ns.read_token}).json()["bgs"][0]["iob"] == \
+        first["iob"]

@@ -286,6 +286,35 @@ def test_entries__formats_as_nightscout_negotiates_them(ns, day):
     assert csv.headers["content-type"].startswith("text/csv") and "," in csv.text
 
 
+@pytest.mark.parametrize(("accept", "fmt"), [
+    (None, "txt"), ("*/*", "txt"), ("text/plain", "txt"),
+    ("application/json, text/plain, */*", "json"),  # axios's default (nightscout-librelink-up)
+    ("text/plain;q=0.5, application/json", "json"), ("application/*", "json"),
+    ("text/csv, application/json", "csv"), ("application/json;q=0, */*", "txt"),
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "txt")])
+def test_entries__accept_ranked_by_q_specificity_then_the_clients_order(ns, day, accept, fmt):
+    """Express's res.format, as cgm-remote-monitor answers: the client's first listed type
+    wins a tie; `*/*` alone gives Nightscout's first format, tab-separated text. The newest
+    reading (`/entries/current`) is negotiated the same way."""
+    headers = dict(AUTH) if accept is None else {**AUTH, "Accept": accept}
+    media = {"txt": "text/plain", "json": "application/json", "csv": "text/csv"}[fmt]
+    for url in ("/api/v1/entries?count=2", "/api/v1/entries/current",
+                "/api/v1/entries/sgv?count=2"):
+        r = ns.get(url, headers=headers)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(media), (url, accept)
+        if fmt == "json":
+            assert r.json()[0]["date"] == day
+        else:
+            assert r.text.split("\r\n")[0].split("\t" if fmt == "txt" else ",")[1] == str(day)
+
+
+def test_status__axios_and_curl_get_what_nightscout_gives_them(ns):
+    axios = {**AUTH, "Accept": "application/json, text/plain, */*"}
+    assert ns.get("/api/v1/status", headers=axios).json()["status"] == "ok"
+    assert ns.get("/api/v1/status", headers={**AUTH, "Accept": "*/*"}).text == \
+        "<h1>STATUS OK</h1>"
+
+
 def _ims(ns, last):
     return ns.get("/api/v1/entries.json", headers={**AUTH, "If-Modified-Since": last}).status_code
 
@@ -404,7 +433,8 @@ def test_pebble__fields(ns):
     p = ns.get("/pebble", headers=AUTH).json()
     assert p["status"][0]["now"] > t
     assert p["bgs"] == [{"sgv": "108", "trend": 3, "direction": "FortyFiveUp",
-                         "datetime": t + 5 * MIN, "bgdelta": 8, "battery": "77"}]
+                         "datetime": t + 5 * MIN, "bgdelta": 8, "battery": "77",
+                         "iob": 0, "cob": 0}]  # Nightscout: 0 with nothing on board
     mmol = ns.get("/pebble?units=mmol&count=2", headers=AUTH).json()["bgs"]
     assert [b["sgv"] for b in mmol] == ["6.0", "5.6"] and mmol[0]["bgdelta"] == "0.4"
 
