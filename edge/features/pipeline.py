@@ -75,6 +75,13 @@ class EdgePipeline:
         if self.audio is not None:
             self.audio.skip_epoch()
 
+    def skip_to(self, epoch: int) -> None:
+        """Go on from `epoch`, leaving the epochs before it unrecorded (the live node after
+        its clock stepped forward): samples and audio rows queued for them are dropped."""
+        self._pending = {e: v for e, v in self._pending.items() if e >= epoch}
+        self._audio_rows = {e: v for e, v in self._audio_rows.items() if e >= epoch}
+        self.epoch = max(self.epoch, epoch)
+
     def close(self, epoch: int, *, write: bool = True, blank: tuple[int, ...] = ()
               ) -> dict[int, tuple]:
         """Reduce epoch `epoch` for every stream and store it (unless write is False, when

@@ -24,37 +24,41 @@ from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
 from nightlink.edge.node.nights import RECORDING_STREAMS, NightCloser, partial_summary
 from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_from_store
-from nightlink.edge.sources.microphone import LiveAudio
+from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
-from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
+from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, iso_epoch
 
 _LOGGER = logging.getLogger(__name__)
 RETRY_MIN_S = 2.0
 RETRY_MAX_S = 60.0
 PRUNE_EVERY_EPOCHS = 120  # apply the retention window once an hour
 CHECK_NIGHTS_EVERY_EPOCHS = 2  # whether a night's wake time has passed, once a minute
+ROOM_EVERY_S = 5.0  # room sensors read this often
+CLOCK_STEP_S = 300.0  # the clock moving by more than this at once is a step, not a delay
+FUTURE_STORE_S = 86400.0  # stored epochs further ahead of the clock than this were misdated
 
 
 @dataclass
 class TimeBase:
-    """Wall time for the node; `speed` > 1 runs a virtual clock faster (tests, demos)."""
+    """Time for the node. By default the system clock itself, so a correction (NTP setting a
+    Raspberry Pi's clock after a boot without a real-time clock, a resume from suspend) is
+    followed; with `t0` or `speed` > 1 a virtual clock starting at t0 and running `speed`
+    times faster (tests, demos)."""
 
     speed: float = 1.0
     t0: float = 0.0
     m0: float = 0.0
 
     def __post_init__(self):
+        self.wall = self.speed == 1.0 and not self.t0
         self.t0 = self.t0 or time.time()
         self.m0 = time.monotonic()
 
     def now(self) -> float:
+        if self.wall:
+            return time.time()
         return self.t0 + (time.monotonic() - self.m0) * self.speed
-
-    async def sleep_until(self, t: float) -> None:
-        delay = (t - self.now()) / self.speed
-        if delay > 0:
-            await asyncio.sleep(delay)
 
 
 class LiveNode:
@@ -80,6 +84,7 @@ class LiveNode:
         self.follower_client = follower_client
         self.samples: queue.SimpleQueue = queue.SimpleQueue()  # (kind, payload) from any thread
         self.epochs_closed = 0
+        self.last_closed: int | None = None  # the last epoch this run stored
         self.clock_rows = 0  # rows received from desk clocks
         self.sync_client = None
         self.pipeline: EdgePipeline | None = None
@@ -162,7 +167,7 @@ class LiveNode:
         while not stop.is_set():
             t = self.clock.now()
             self.samples.put(("sample", await asyncio.to_thread(sensors.read, t)))
-            await self.clock.sleep_until(t + 5.0)
+            await asyncio.sleep(ROOM_EVERY_S / self.clock.speed)
 
     async def _nightscout(self, stop: asyncio.Event) -> None:
         import uvicorn
@@ -290,6 +295,8 @@ class LiveNode:
             # room sensors and the CGM run all day).
             self.pipeline.close(e, blank=() if self.nights.recording(e) else RECORDING_STREAMS)
             self.epochs_closed += 1
+            self.last_closed = e
+            self._follow_a_step_forward()
             if self.epochs_closed % CHECK_NIGHTS_EVERY_EPOCHS == 0:
                 self.nights.close_due(self.clock.now())
             if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
@@ -297,10 +304,51 @@ class LiveNode:
                 if pruned:
                     _LOGGER.info("retention: removed %d synced records", pruned)
 
+    def _follow_a_step_forward(self) -> None:
+        """When the clock has jumped ahead (set by NTP, or the machine slept), go on from the
+        epoch it is in now rather than closing every epoch in between one by one; the skipped
+        span is recorded as a gap and said."""
+        now = self.clock.now()
+        due = epoch_start(self.pipeline.epoch) + EPOCH_S + self.cfg.close_delay_s
+        if now - due <= CLOCK_STEP_S:
+            return
+        resume = epoch_index(now)
+        _LOGGER.warning("the clock moved forward by %.0f min at once (set by the network, or "
+                        "the machine slept): nothing is recorded from %s to %s",
+                        (now - due) / 60, iso_epoch(self.pipeline.epoch), iso_epoch(resume))
+        self.store.add_gap("node", self.pipeline.epoch, resume, "clock stepped forward")
+        self.pipeline.skip_to(resume)
+
     async def _wait(self, stop: asyncio.Event, t: float) -> None:
+        said = False
         while not stop.is_set() and self.clock.now() < t:
             self._drain()
-            await asyncio.sleep(min(0.2, max(0.0, (t - self.clock.now()) / self.clock.speed)))
+            behind = t - self.clock.now()
+            if behind > CLOCK_STEP_S + EPOCH_S + self.cfg.close_delay_s and not said:
+                # The clock went back: epochs already stored are never written twice, so
+                # recording resumes once it reaches the next epoch not yet stored.
+                _LOGGER.warning("the clock went back by %.0f min: nothing is recorded until "
+                                "it reaches %s again", behind / 60, iso_epoch(epoch_index(t)))
+                said = True
+            await asyncio.sleep(min(0.2, max(0.0, behind / self.clock.speed)))
+
+    def _first_epoch(self, next_epoch: int) -> int:
+        """The first epoch to record: the next one, or after the last this node stored when
+        the clock is now earlier than that (set back since), so no epoch is stored twice.
+        Stored epochs more than a day ahead were dated by a wrong clock: said, not waited for."""
+        last = self.store.last_own_epoch()
+        if last is None or last < next_epoch:
+            return next_epoch
+        ahead_s = (last + 1 - next_epoch) * EPOCH_S
+        if ahead_s > FUTURE_STORE_S:
+            _LOGGER.warning("the store holds epochs up to %s, %.1f days ahead of this clock: "
+                            "they were dated by a wrong clock; recording starts now",
+                            iso_epoch(last), ahead_s / 86400)
+            return next_epoch
+        _LOGGER.warning("the clock is %.0f min behind the last epoch stored (%s): recording "
+                        "starts after it, so no epoch is stored twice", ahead_s / 60,
+                        iso_epoch(last))
+        return last + 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until stop is set; returns after the last complete epoch is stored."""
@@ -315,21 +363,16 @@ class LiveNode:
             _LOGGER.warning("recording nights from %s to %s (%s), the defaults: set [night] "
                             "bedtime and wake to the person's own times", night.bedtime,
                             night.wake, where)
-        first = epoch_index(self.clock.now()) + 1  # start on the next full epoch
+        first = self._first_epoch(epoch_index(self.clock.now()) + 1)  # the next full epoch
         self.first_epoch = first
         self.pipeline = EdgePipeline(self.store, first, audio=False, live=True)
         keep = None
         if self.cfg.audio.enabled and self.cfg.audio.keep_raw:
-            import soundfile
-
-            keep = soundfile.SoundFile(str(self.cfg.audio.keep_raw), "w",
-                                       self.cfg.audio.sample_rate, 1,
-                                       "PCM_16")
-            _LOGGER.warning("raw audio is being kept in %s, as configured", self.cfg.audio.keep_raw)
+            keep = KeptAudio(self.cfg.audio.keep_raw, self.cfg.audio.sample_rate,
+                             self.nights.recording_night)
         offset = c_room.mic_spl_at_0_dbfs if (c_room := self.cfg.room).noise_from_audio else None
         self.live_audio = LiveAudio(self.pipeline, keep, offset, speed=self.clock.speed,
-                                    rate=self.cfg.audio.sample_rate,
-                                    keep_when=lambda t: self.nights.recording(epoch_index(t)))
+                                    rate=self.cfg.audio.sample_rate)
         # Readings from the last hours give the first epochs their latest value and trend.
         self._last_entry_ms = int((epoch_start(first) - 60 * CGM_MAX_AGE_MIN) * 1000) - 1
         jobs = []
@@ -361,8 +404,8 @@ class LiveNode:
             await closer
             if keep is not None:
                 keep.close()
-            if self.epochs_closed:  # what there is of tonight so far, if inside the schedule
-                partial_summary(self.store, self.nights, first + self.epochs_closed - 1)
+            if self.last_closed is not None:  # what there is of tonight so far, if inside
+                partial_summary(self.store, self.nights, self.last_closed)  # the schedule
             for name, kind, _ in jobs:
                 self._status(name, kind, "stopped")
             self._status("night", "schedule", "stopped")

@@ -90,8 +90,13 @@ class NightCloser:
 
     def recording(self, epoch: int) -> bool:
         """Whether an epoch lies inside its night's sleep schedule."""
-        a, b = self.window(night_label(epoch * EPOCH_S, self.zone))
-        return a <= epoch < b
+        return self.recording_night(epoch * EPOCH_S) is not None
+
+    def recording_night(self, t: float) -> str | None:
+        """The night whose sleep schedule holds the moment t (Unix seconds), else None."""
+        label = night_label(t, self.zone)
+        a, b = self.window(label)
+        return label if a <= t // EPOCH_S < b else None
 
     def due(self, now_s: float) -> list[str]:
         """Nights whose wake time (plus the closing delay) has passed, newest first, among

@@ -20,6 +20,57 @@ _LOGGER = logging.getLogger(__name__)
 MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement (real seconds): samples were lost
 
 
+class KeptAudio:
+    """Raw audio the user asked to keep (`[audio] keep_raw`): only inside the sleep schedule,
+    one WAV per night beside the configured path (`night.wav` gives `night-2026-01-15.wav`),
+    so a file never grows past what a WAV header can count; a node started again within the
+    same night appends to that night's file, never overwriting what was kept."""
+
+    def __init__(self, path, rate: int, night_of: Callable[[float], str | None]):
+        from pathlib import Path
+
+        self.path, self.rate, self.night_of = Path(path), rate, night_of
+        self.file = None
+        self.label: str | None = None
+
+    def write(self, chunk: np.ndarray, t: float) -> None:
+        """Keep a chunk whose first sample is at t, if t lies inside a night's schedule."""
+        label = self.night_of(t)
+        if label is None:
+            return
+        if label != self.label:
+            self.close()
+            self.file, self.label = self._open(label), label
+        self.file.write(chunk)
+
+    def _open(self, label: str):
+        import soundfile
+
+        stem, suffix = self.path.stem, self.path.suffix or ".wav"
+        for n in range(1, 100):
+            target = self.path.with_name(f"{stem}-{label}{'' if n == 1 else f'-{n}'}{suffix}")
+            if not target.exists():
+                _LOGGER.warning("raw audio of night %s is being kept in %s, as configured",
+                                label, target)
+                return soundfile.SoundFile(str(target), "w", self.rate, 1, "PCM_16")
+            try:
+                f = soundfile.SoundFile(str(target), "r+")
+            except (RuntimeError, OSError):  # unreadable: leave it, write the next name
+                continue
+            if (f.samplerate, f.channels, f.subtype) == (self.rate, 1, "PCM_16"):
+                f.seek(0, soundfile.SEEK_END)
+                _LOGGER.warning("raw audio of night %s is being added to %s, as configured",
+                                label, target)
+                return f
+            f.close()  # another rate: a file of its own
+        raise OSError(f"no free name for the raw audio of night {label} beside {self.path}")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.file, self.label = None, None
+
+
 class LiveAudio:
     """Microphone chunks to audio features on the epoch grid.
 
@@ -28,9 +79,9 @@ class LiveAudio:
     an epoch is never assembled from samples that do not belong together.
     """
 
-    def __init__(self, pipeline: EdgePipeline, keep_raw=None, noise_offset_db: float | None = None,
-                 *, speed: float = 1.0, rate: int = SAMPLE_RATE,
-                 keep_when: Callable[[float], bool] | None = None):
+    def __init__(self, pipeline: EdgePipeline, keep_raw: KeptAudio | None = None,
+                 noise_offset_db: float | None = None, *, speed: float = 1.0,
+                 rate: int = SAMPLE_RATE):
         self.pipeline = pipeline
         # A callback late by some real time looks `speed` times later on a virtual clock
         # running faster (tests, demos): the tolerance is scaled so it means the same.
@@ -38,8 +89,7 @@ class LiveAudio:
         self.noise_offset_db = noise_offset_db  # mic calibration: room noise = dBFS + this
         self.extractor: AudioFeatureExtractor | None = None
         self.expected_t: float | None = None
-        self.keep_raw = keep_raw  # an open soundfile.SoundFile, only if the user asked
-        self.keep_when = keep_when  # and only while this holds for a chunk's time (the schedule)
+        self.keep_raw = keep_raw  # only if the user asked
         self.realigned = 0
         self.rate = rate  # the microphone's sample rate; the extractor resamples it
 
@@ -58,8 +108,8 @@ class LiveAudio:
             else:
                 t_first = self.expected_t
         self.expected_t = t_first + chunk.size / self.rate
-        if self.keep_raw is not None and (self.keep_when is None or self.keep_when(t_first)):
-            self.keep_raw.write(chunk)
+        if self.keep_raw is not None:
+            self.keep_raw.write(chunk, t_first)
         if self.extractor is None:
             e = epoch_index(t_first)
             if epoch_start(e) < t_first - 1e-6:

@@ -98,6 +98,12 @@ class Records:
                     out[rec.epoch + i] = vals
         return out
 
+    def last_own_epoch(self) -> int | None:
+        """The latest epoch this node has stored a record for (any stream, any boot)."""
+        last = self.db.scalar("SELECT MAX(epoch + count) AS e FROM records WHERE device = ?",
+                              (self.device,))
+        return None if last is None else int(last) - 1
+
     def count_records(self, stream: int | None = None) -> int:
         if stream is None:
             return self.db.scalar("SELECT count(*) AS n FROM records")

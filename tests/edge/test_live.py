@@ -494,3 +494,66 @@ def _utc_s(text: str) -> float:
     from datetime import UTC, datetime
 
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+# -- the system clock moving under a running node ------------------------------------------------
+
+
+def test_timebase__the_default_clock_is_the_system_clock_and_follows_its_corrections(monkeypatch):
+    from nightlink.edge.node import live_node
+
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(live_node.time, "time", lambda: now[0])
+    clock = TimeBase()
+    assert clock.wall and clock.now() == now[0]
+    now[0] += 3600.0  # NTP sets the clock an hour on
+    assert clock.now() == now[0]
+    assert not TimeBase(t0=now[0]).wall and not TimeBase(speed=SPEED).wall
+
+
+def _quiet(tmp_path):
+    return _config(tmp_path, 'timezone = "UTC"\nclose_delay_s = 0.5\n[audio]\nenabled = false\n'
+                             '[nightscout]\nenabled = false\n')
+
+
+def test_live__a_clock_set_forward_is_followed_and_the_skipped_span_left_as_a_gap(tmp_path):
+    store = EdgeStore(tmp_path / "edge.db")
+    clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
+    node = LiveNode(_quiet(tmp_path), store, clock=clock, i2c_bus=FakeI2CBus())
+    stepped = []
+
+    def done():
+        if node.epochs_closed >= 2 and not stepped:
+            stepped.append(node.pipeline.epoch)
+            clock.t0 += 3600.0  # the system clock is set an hour on
+        return bool(stepped) and node.epochs_closed >= 4
+
+    run_until(node, done)
+    (gap,) = store.gaps("node")
+    assert gap["reason"] == "clock stepped forward"
+    assert gap["start_epoch"] in (stepped[0], stepped[0] + 1)
+    assert gap["end_epoch"] >= gap["start_epoch"] + 118  # the hour, not closed epoch by epoch
+    assert node.epochs_closed < 10
+    stored = store.epoch_values(features.ROOM, node.first_epoch, node.pipeline.epoch)
+    assert not any(gap["start_epoch"] <= e < gap["end_epoch"] for e in stored)
+    assert max(stored) >= gap["end_epoch"]  # recording went on at the new time
+    store.close()
+
+
+def test_live__a_restart_on_a_clock_set_back_never_stores_an_epoch_twice(tmp_path):
+    store = EdgeStore(tmp_path / "edge.db")
+    t0 = epoch_start(58950540) + 25.0
+    node = LiveNode(_quiet(tmp_path), store, clock=TimeBase(speed=SPEED, t0=t0),
+                    i2c_bus=FakeI2CBus())
+    run_until(node, lambda: node.epochs_closed >= 4)
+    last = store.last_own_epoch()
+    assert last == node.last_closed
+    # started again with the clock 90 s earlier than where the first run stopped
+    again = LiveNode(_quiet(tmp_path), store, clock=TimeBase(speed=SPEED, t0=t0 + 30.0),
+                     i2c_bus=FakeI2CBus())
+    run_until(again, lambda: again.epochs_closed >= 2)
+    assert again.first_epoch == last + 1
+    epochs = [e for rec in store.records(features.ROOM) for e in range(rec.epoch,
+                                                                       rec.epoch + rec.count)]
+    assert len(epochs) == len(set(epochs)) == node.epochs_closed + again.epochs_closed
+    store.close()

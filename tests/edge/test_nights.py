@@ -203,18 +203,29 @@ def test_live_audio__raw_audio_asked_for_is_kept_only_inside_the_schedule(tmp_pa
     import numpy as np
     import soundfile
 
-    from nightlink.edge.sources.microphone import LiveAudio
+    from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 
     store = EdgeStore(tmp_path / "e.db")
     closer = NightCloser(store, "22:00", "07:30", "UTC")
     t0 = _utc("2026-01-15 21:59:50")  # 10 s before bedtime
     pipe = EdgePipeline(store, int(t0 // EPOCH_S), audio=False, live=True)
-    keep = soundfile.SoundFile(str(tmp_path / "raw.wav"), "w", 16000, 1, "PCM_16")
-    mic = LiveAudio(pipe, keep, keep_when=lambda t: closer.recording(int(t // EPOCH_S)))
-    for k in range(40):  # 20 s in half-second chunks
-        mic.push(np.full(8000, 100, np.int16), t0 + 0.5 * k)
-    keep.close()
-    assert soundfile.info(str(tmp_path / "raw.wav")).frames == 20 * 8000  # the last 10 s
+
+    def run(start, seconds, value):
+        keep = KeptAudio(tmp_path / "raw.wav", 16000, closer.recording_night)
+        mic = LiveAudio(pipe, keep)
+        for k in range(2 * seconds):  # half-second chunks
+            mic.push(np.full(8000, value, np.int16), start + 0.5 * k)
+        keep.close()
+
+    run(t0, 20, 100)  # the last 10 s are inside the schedule
+    night = tmp_path / "raw-2026-01-15.wav"
+    assert soundfile.info(str(night)).frames == 20 * 8000
+    assert not (tmp_path / "raw.wav").exists()
+    run(t0 + 60, 5, 200)  # the node started again that night: added, not overwritten
+    kept = soundfile.read(str(night), dtype="int16")[0]
+    assert kept.size == 30 * 8000 and kept[0] == 100 and kept[-1] == 200
+    run(_utc("2026-01-16 23:00:00"), 2, 300)  # the next night: a file of its own
+    assert soundfile.info(str(tmp_path / "raw-2026-01-16.wav")).frames == 4 * 8000
     store.close()
 
 
