@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import time as dt_time
 from pathlib import Path
 
-from nightlink.edge.node.zone import check_clock_time, check_zone
+from nightlink.edge.node.zone import MIN_NIGHT_MIN, check_clock_time, check_zone
 from nightlink.shared import topics
 
 DEFAULT_SECRETS = {"changeme", "change-me", "password", "nightscout", "secret", "token"}
@@ -187,6 +188,12 @@ def _section(name: str, cls, data: dict, file: str):
             if not isinstance(value, str) or not value:
                 _fail(where, f"{key} must be a file path.")
             value = Path(value).expanduser()
+        elif key in ("bedtime", "wake") and isinstance(value, dt_time):
+            # a TOML local time (bedtime = 22:30:00) is as good as the text "22:30"
+            if value.second or value.microsecond or value.tzinfo is not None:
+                _fail(where, f"{key} must be a time of day in whole minutes, such as "
+                             f"\"22:30\", not {value.isoformat()}.")
+            value = value.strftime("%H:%M")
         elif key == "device":
             if not isinstance(value, str | int) or isinstance(value, bool):
                 _fail(where, "device must be a device name or number.")
@@ -237,6 +244,11 @@ def _check_schedule(night: NightConfig, where: str) -> None:
     if bed < (12, 0) and bed >= wake:
         _fail(where, f"bedtime {night.bedtime} is after the wake time {night.wake}; a bedtime "
                      "before noon means after midnight, so it must come before waking.")
+    minutes = (wake[0] - bed[0]) * 60 + wake[1] - bed[1] + (24 * 60 if bed >= (12, 0) else 0)
+    if minutes < MIN_NIGHT_MIN:
+        _fail(where, f"bedtime {night.bedtime} to wake {night.wake} is {minutes} min; a "
+                     f"night needs at least {MIN_NIGHT_MIN} minutes in bed to be closed and "
+                     "staged.")
 
 
 def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -> None:

@@ -15,14 +15,14 @@ import numpy as np
 
 from nightlink.edge.features.classify import classify_night
 from nightlink.edge.features.night_summary import night_columns, summarize_night
-from nightlink.edge.node.zone import night_label, schedule_window
+from nightlink.edge.node.zone import MIN_NIGHT_MIN, night_label, schedule_window
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import clinical, features
 from nightlink.shared.epoch import EPOCH_S
 
 _LOGGER = logging.getLogger(__name__)
 CATCH_UP_NIGHTS = 3  # after being down, the node closes at most this many past nights
-MIN_RECORDING_EPOCHS = 120  # less than an hour recorded in the schedule is no night
+MIN_RECORDING_EPOCHS = MIN_NIGHT_MIN * 60 // EPOCH_S  # less recorded in the schedule: no night
 RECORDING_STREAMS = (features.WEARABLE, features.AUDIO)  # what makes a night's recording
 
 
@@ -99,17 +99,19 @@ class NightCloser:
         return label if a <= t // EPOCH_S < b else None
 
     def due(self, now_s: float) -> list[str]:
-        """Nights whose wake time (plus the closing delay) has passed, newest first, among
-        the last few; those already settled left out."""
+        """Nights whose wake time (plus the closing delay) has passed, newest first: the last
+        few, and any older one the node stopped in the middle of (its partial summary) within
+        the store's retention; those already settled left out."""
         from datetime import date, timedelta
 
         today = date.fromisoformat(night_label(now_s, self.zone))
-        out = []
-        for back in range(CATCH_UP_NIGHTS + 1):
-            label = (today - timedelta(days=back)).isoformat()
-            if label not in self.settled and self.window(label)[1] * EPOCH_S + self.delay_s <= now_s:
-                out.append(label)
-        return out
+        labels = [(today - timedelta(days=back)).isoformat()
+                  for back in range(CATCH_UP_NIGHTS + 1)]
+        oldest = (today - timedelta(days=self.store.retention_days)).isoformat()
+        labels += [n for n in reversed(self.store.night_labels(oldest))
+                   if n < labels[-1] and not is_closed(self.store.night(n))]
+        return [label for label in labels if label not in self.settled
+                and self.window(label)[1] * EPOCH_S + self.delay_s <= now_s]
 
     def _close(self, label: str) -> dict | None:
         """Close one night; None when it is closed already or has under an hour recorded."""
@@ -117,9 +119,12 @@ class NightCloser:
             return None
         a, b = self.window(label)
         span = recorded_span(self.store, a, b)
-        if span is None or span[1] - span[0] < MIN_RECORDING_EPOCHS:
-            _LOGGER.info("night %s: under an hour recorded in the schedule; not classified",
-                         label)
+        if span is None:
+            _LOGGER.debug("night %s: nothing recorded in the schedule", label)
+            return None
+        if span[1] - span[0] < MIN_RECORDING_EPOCHS:
+            _LOGGER.info("night %s: under %d minutes recorded in the schedule; not classified",
+                         label, MIN_NIGHT_MIN)
             return None
         return finish_night(self.store, span[0], span[1] - span[0], label)
 

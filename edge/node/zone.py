@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nightlink.shared.epoch import EPOCH_S, night_of
 
+MIN_NIGHT_MIN = 60  # a sleep schedule, or a night's recording, shorter than this is no night
+
 
 def check_zone(name: str, *, machine: bool = True) -> str:
     """The IANA zone name unchanged, or ValueError saying what is wrong. "" is the machine's
@@ -20,7 +22,7 @@ def check_zone(name: str, *, machine: bool = True) -> str:
         return name
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe")
         raise ValueError(f"{name!r} is not a time zone name such as \"Europe/Berlin\" or "
                          "\"America/New_York\"") from None
     return name

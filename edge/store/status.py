@@ -58,6 +58,11 @@ class Status:
         summary = self.db.scalar("SELECT summary FROM nights WHERE night = ?", (night,))
         return json.loads(summary) if summary is not None else None
 
+    def night_labels(self, since: str) -> list[str]:
+        """The nights with a summary, from the night `since` on, oldest first."""
+        return [r["night"] for r in self.db.query(
+            "SELECT night FROM nights WHERE night >= ? ORDER BY night", (since,))]
+
     def newest_night(self) -> tuple[str, dict, float] | None:
         """(night, summary, updated_at) of the newest night summarized, or None."""
         row = self.db.one(

@@ -48,6 +48,12 @@ def test_schedule_window__local_bedtime_to_wake_in_the_zone(label, bed, wake, zo
     ('[night]\nbedtime = "08:00"\nwake = "07:00"\n', "[night] bedtime 08:00 is after the wake"),
     ('[night]\nbedtime = 2200\n', "[night] bedtime must be text, not 2200."),
     ('[night]\nbed = "22:00"\n', "[night] unknown key 'bed'"),
+    ('[night]\nbedtime = "23:30"\nwake = "00:15"\n', "23:30 to wake 00:15 is 45 min; a "
+     "night needs at least 60 minutes"),
+    ('[night]\nbedtime = "11:59"\nwake = "12:00"\n', "is 1 min;"),
+    ("[night]\nbedtime = 22:30:30\n", "bedtime must be a time of day in whole minutes, such "
+     'as "22:30", not 22:30:30.'),
+    ('timezone = "Europe"\n', "timezone: 'Europe' is not a time zone name"),  # a tz folder
 ])
 def test_config__a_wrong_schedule_names_the_key(tmp_path, text, says):
     path = tmp_path / "edge.toml"
@@ -55,6 +61,34 @@ def test_config__a_wrong_schedule_names_the_key(tmp_path, text, says):
     with pytest.raises(ConfigError) as exc:
         load(path, env={})
     assert says in str(exc.value)
+
+
+def test_config__a_toml_time_of_day_is_as_good_as_text(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text("[night]\nbedtime = 22:30:00\nwake = 06:45:00\n[nightscout]\nenabled = false\n")
+    cfg = load(path, env={})
+    assert (cfg.night.bedtime, cfg.night.wake) == ("22:30", "06:45")
+
+
+def test_night_closer__a_night_stopped_midway_is_closed_however_long_the_node_was_down(
+        tmp_path):
+    """The last 3 nights are always looked at; an older one only when the node stopped in
+    its middle (its partial summary says it holds a recording), within the retention."""
+    from nightlink.edge.node.nights import is_closed, partial_summary
+
+    store = EdgeStore(tmp_path / "e.db")
+    closer = NightCloser(store, "22:00", "07:30", "UTC")
+    first = int(_utc("2026-01-10 23:00") // EPOCH_S)
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    for k in range(150):
+        pipe.add(HeartRate((first + k) * EPOCH_S + 5, 60.0 + k % 7))
+        pipe.close(first + k)
+    assert partial_summary(store, closer, first + 149) == "2026-01-10"
+    now = _utc("2026-01-16 20:00")  # five nights later
+    assert "2026-01-10" in closer.due(now)
+    assert "2026-01-10" in closer.close_due(now) and is_closed(store.night("2026-01-10"))
+    assert "2026-01-10" not in NightCloser(store, "22:00", "07:30", "UTC").due(now)
+    store.close()
 
 
 def test_config__a_schedule_after_midnight_is_accepted(tmp_path):
