@@ -36,7 +36,6 @@ WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
 STAGE_NAMES = ("wake", "light", "deep", "rem")
 SLEEP_STREAMS = (features.INFER, features.WEARABLE, features.AUDIO)  # rows of these make a recording
 ALL_STREAMS = (features.ROOM, features.WEARABLE, features.AUDIO, features.CGM, features.INFER)
-CGM_INTERVAL_MIN = 5.0
 ACTIGRAPHY_WAKE = 3  # moving epochs among 5 that make an epoch awake (without a classifier)
 HR_BEFORE_MIN = 30  # baseline for a low's heart-rate response
 AROUSAL_MARGIN_MIN = 10  # an arousal this close to a low counts as around it
@@ -252,7 +251,8 @@ def _sleep_span(sleep: dict, nd: NightData) -> tuple[int, int, str]:
 
 def coverage(nd: NightData, span) -> dict:
     """Per modality, the share of the recording's epochs (or of the whole window without a
-    recording) that hold a row, and the CGM readings against one per 5 minutes."""
+    recording) that hold a row, and the CGM readings against one per sensor interval (the
+    night's commonest step: 5 minutes for a Dexcom, 15 for a Libre 2)."""
     a, b = span if span else (nd.first, nd.end)
     n = max(1, b - a)
     out = {}
@@ -262,7 +262,7 @@ def coverage(nd: NightData, span) -> dict:
         out[name] = sum(1 for e, v in nd.streams[s].items() if v and a <= e < b) / n
     lo, hi = a * EPOCH_S * 1000, b * EPOCH_S * 1000
     got = [g for t, g in nd.readings if lo <= t < hi]
-    expected = max(1, int(n * EPOCH_MIN / CGM_INTERVAL_MIN))
+    expected = max(1, int(n * EPOCH_MIN / glycemia.sensor_interval_min(nd.readings)))
     out["glucose_readings"] = min(1.0, len(glycemia.glucose([(0, g) for g in got])) / expected)
     out["sensor_errors"] = sum(1 for g in got if g < 39)
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -91,8 +92,12 @@ def risk_indices(readings) -> tuple[float, float] | None:
     return low / len(values), high / len(values)
 
 
-def sufficiency(readings, start_ms: int, end_ms: int, interval_min: float = 5.0) -> dict:
-    """Share of the possible readings present, and whether it meets 14 days with >= 70 %."""
+def sufficiency(readings, start_ms: int, end_ms: int, interval_min: float | None = None
+                ) -> dict:
+    """Share of the possible readings present, and whether it meets 14 days with >= 70 %.
+    Possible readings are counted at the sensor's own interval (by default the readings'
+    commonest step: a 15-minute Libre 2 with every reading there is 100 %, not 33 %)."""
+    interval_min = interval_min or sensor_interval_min(readings)
     possible = max(1, int((end_ms - start_ms) / (interval_min * MINUTE_MS)))
     n = len(glucose(readings))
     days = (end_ms - start_ms) / (1440 * MINUTE_MS)
@@ -130,6 +135,20 @@ def sampling_min(readings) -> int:
     top = max(counts.values())
     step = min(d for d, c in counts.items() if c == top)
     return max(1, int(step / MINUTE_MS))
+
+
+SENSOR_INTERVALS_MIN = (1, 5, 15)  # Libre 3 or a backfilled G7; Dexcom, Guardian; Libre 2
+
+
+def sensor_interval_min(readings, default: int = 5) -> int:
+    """The sensor's interval for counting possible readings: the longest sensor interval not
+    above the readings' commonest step (a 5-minute sensor that lost every other reading,
+    a 10-minute step, is still a 5-minute sensor at half its readings), else `default` (too
+    few readings to tell)."""
+    step = sampling_min(readings)
+    if step is None:
+        return default
+    return max([m for m in SENSOR_INTERVALS_MIN if m <= step] or [1])
 
 
 def _local_midnight(t_ms: int, tz, ceil: bool = False) -> int:
@@ -275,6 +294,30 @@ def episodes(readings, kind: str = "hypo", tz=UTC) -> dict:
             if not reached:
                 out["level1_only"].append(e)
         out["level2"] += [_event(g, first, run, a, b, ongoing, kind, 2) for a, b, ongoing in spans[2]]
+    return _with_real_extremes(out, readings, kind)
+
+
+def _with_real_extremes(out: dict, readings, kind: str) -> dict:
+    """Each episode's nadir (peak) as the lowest (highest) reading the sensor gave in it, not
+    only the grid's: a 15-minute sensor's 59 mg/dL between two grid points of 67 and 68 is
+    the event's nadir. Readings count from one grid step before the episode's first point to
+    one after its last."""
+    from dataclasses import replace
+
+    pts = sorted(glucose(readings))
+    times = [t for t, _ in pts]
+    lowest = kind == "hypo"
+    done: dict[int, Event] = {}
+    for key in ("level1", "level2", "extended", "level1_only"):
+        fixed = []
+        for e in out[key]:
+            if id(e) not in done:
+                pad = e.dt_min * MINUTE_MS
+                lo, hi = bisect_right(times, e.start_ms - pad), bisect_left(times, e.end_ms + pad)
+                vals = [v for _, v in pts[lo:hi]] + [e.nadir]
+                done[id(e)] = replace(e, nadir=min(vals) if lowest else max(vals))
+            fixed.append(done[id(e)])
+        out[key] = fixed
     return out
 
 

@@ -466,7 +466,7 @@ class _Profile:
             next((p for p in store.values() if isinstance(p, dict)), {}) if store else doc)
         try:
             self.zone = ZoneInfo(str(self.active.get("timezone") or "UTC"))
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe")
             self.zone = UTC
 
     def value(self, key: str, at_ms: int) -> float | None:

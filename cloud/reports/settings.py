@@ -55,7 +55,7 @@ class PatientSettings:
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
         raise SettingsError(f"{name!r} is not a time zone; use an IANA name such as "
                             "Europe/Berlin.") from None
 

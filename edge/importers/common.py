@@ -89,7 +89,7 @@ class BadRows:
 def zone(tz: str) -> ZoneInfo:
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "Europe", a folder
         raise SourceError(f"{tz!r} is not a known time zone name.") from exc
 
 

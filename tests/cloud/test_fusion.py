@@ -287,3 +287,10 @@ def test_fuse__a_quiet_but_working_microphone_is_kept(data):
     put_epochs(data, features.AUDIO, aud)
     b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
     assert b["audio_unusable"] is None and b["apnea_events"] == 2
+
+
+def test_fuse__a_15_minute_sensor_with_every_reading_is_fully_covered(data):
+    a, b = fusion.night_window(NIGHT, UTC_Z)
+    put_glucose(data, [(ms(e), 110) for e in range(a, b, 30)])  # every 15 minutes, all there
+    cov = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["coverage"]
+    assert cov["glucose_readings"] == pytest.approx(1.0)

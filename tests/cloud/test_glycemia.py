@@ -141,6 +141,24 @@ def test_sufficiency__fourteen_days_seventy_percent():
     got = glycemia.sufficiency(sparse, 0, 14 * day)
     assert not got["sufficient"] and got["share"] == pytest.approx(0.5)
     assert not glycemia.sufficiency(full[: 7 * 288], 0, 7 * day)["sufficient"]  # too few days
+    libre2 = full[::3]  # a 15-minute sensor with every reading: complete, not a third
+    assert glycemia.sufficiency(libre2, 0, 14 * day) == {"days": 14.0, "share": 1.0,
+                                                        "sufficient": True}
+    libre3 = [(t, 100) for t in range(0, 14 * day, M)][: 14 * 1440 * 3 // 4]
+    got = glycemia.sufficiency(libre3, 0, 14 * day)  # a 1-minute sensor, 75 % there
+    assert got["share"] == pytest.approx(0.75, abs=0.001) and got["sufficient"]
+
+
+def test_episodes__the_nadir_is_the_sensors_lowest_reading_not_the_grids():
+    """A 15-minute sensor's 59 mg/dL read at :52 lies between grid points: it is the event's
+    nadir (the grid alone would say 67)."""
+    t0 = 0
+    readings = [(t0 + k * 15 * M, g) for k, g in enumerate([100, 90, 80, 68, 67, 69, 68, 90, 110])]
+    readings.append((t0 + 4 * 15 * M + 7 * M, 59.0))
+    (event,) = glycemia.hypo_events(sorted(readings), 1)
+    assert event.nadir == 59.0
+    (hyper,) = glycemia.episodes([(t, 300 - g) for t, g in sorted(readings)], "hyper")["level1"]
+    assert hyper.nadir == 241.0  # the peak, likewise
 
 
 def test_dawn_phenomenon__flag_and_rebound():

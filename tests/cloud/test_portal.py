@@ -124,8 +124,9 @@ def test_patient_settings__who_may_change_them(portal):
     r = portal.client.post(url, data={"tz": "America/New_York", "targets": "older"},
                            headers=portal.auth("care@example.org"))
     assert r.status_code == 403
-    r = portal.client.post(url, data={"tz": "Mars/Base"}, headers=portal.auth("doc@example.org"))
-    assert r.status_code == 422 and "not a time zone" in r.text
+    for bad in ("Mars/Base", "Europe", "../etc"):  # "Europe" is a folder of zones, not one
+        r = portal.client.post(url, data={"tz": bad}, headers=portal.auth("doc@example.org"))
+        assert r.status_code == 422 and "not a time zone" in r.text, bad
     r = portal.client.post(url, data={"targets": "pregnancy", "report_days": "7"},
                            headers=portal.auth("doc@example.org"), follow_redirects=False)
     assert r.status_code == 303

@@ -43,7 +43,8 @@ BAD = {
                    '{"eventType":"Note","notes":"' + "x" * 600_000 + '"}'],
     "profile": ['{"created_at":1714564800000,"startDate":"2024-05-01T12:00:00Z","store":{}}',
                 '{"startDate":"99999-01-01","store":{"Default":{"dia":"x","basal":"y"}}}',
-                '{"store":"not an object"}', '{"store":{"D":{"timezone":"Mars/Base"}}}'],
+                '{"store":"not an object"}', '{"store":{"D":{"timezone":"Mars/Base"}}}',
+                '{"store":{"D":{"timezone":"Europe"}}}'],  # a folder of zones: not a zone
     "devicestatus": ['{"device":42,"created_at":"yesterday"}',
                      '{"device":"x","openaps":{"suggested":{"predBGs":{"IOB":[1e400,null]}}}}',
                      '{"device":"x","uploader":{"battery":"full"},"pump":{"clock":7}}'],
