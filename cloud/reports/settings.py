@@ -46,6 +46,9 @@ class PatientSettings:
     tz: ZoneInfo
     targets: str
     report_days: int
+    # where the zone comes from: "set" (the patient's settings), "edge" (what the bedside
+    # node reported, until someone sets it), "default" (UTC: neither)
+    tz_source: str = "set"
 
     @property
     def preset(self) -> dict:
@@ -63,7 +66,12 @@ def zone(name: str) -> ZoneInfo:
 def patient_settings(data: TenantStore) -> PatientSettings:
     row = data.report_settings()
     if row is None:
-        return PatientSettings(ZoneInfo("UTC"), "standard", 14)
+        try:
+            reported = data.reported_timezone()
+            return PatientSettings(zone(reported), "standard", 14, "edge") if reported else \
+                PatientSettings(ZoneInfo("UTC"), "standard", 14, "default")
+        except SettingsError:  # a zone this server does not know: as if none was reported
+            return PatientSettings(ZoneInfo("UTC"), "standard", 14, "default")
     return PatientSettings(zone(row["tz"]), row["targets"], int(row["report_days"]))
 
 

@@ -229,7 +229,8 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     start_ms, end_ms, day_list = period(end_day, days, ps.tz)
     readings = fusion.load_glucose(data, start_ms, end_ms)
     glucose = glycemia.glucose(readings)
-    rep: dict = {"tenant": data.tenant_id, "tz": ps.tz.key, "targets_preset": ps.targets,
+    rep: dict = {"tenant": data.tenant_id, "tz": ps.tz.key, "tz_source": ps.tz_source,
+                 "targets_preset": ps.targets,
                  "targets_label": ps.preset["label"], "range": list(ps.preset["range"]),
                  "start_day": day_list[0], "end_day": day_list[-1], "days": days,
                  "start_ms": start_ms, "end_ms": end_ms, "n_readings": len(glucose),

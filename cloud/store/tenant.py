@@ -276,6 +276,17 @@ class TenantStore:
                         "updated_ms": int(float(row["updated_at"]) * 1000)}
         return None
 
+    def reported_timezone(self) -> str | None:
+        """The time zone the tenant's bedside node last reported (its status report's
+        `timezone`, an IANA name as its configuration or machine gives it), or None."""
+        for row in self.db.query("SELECT doc FROM device_status WHERE tenant_id = ? "
+                                 "ORDER BY updated_at DESC", (self.tenant_id,)):
+            doc = from_json(row["doc"])
+            name = doc.get("timezone") if isinstance(doc, dict) else None
+            if isinstance(name, str) and 0 < len(name) <= 64:
+                return name
+        return None
+
     def revoke_device(self, device_id: str) -> bool:
         return bool(self.db.execute(
             "UPDATE devices SET revoked_at = ? WHERE tenant_id = ? AND id = ? "

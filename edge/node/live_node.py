@@ -23,6 +23,7 @@ from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
 from nightlink.edge.node.nights import RECORDING_STREAMS, NightCloser, partial_summary
+from nightlink.edge.node.zone import ZONE_META, zone_name
 from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_from_store
 from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 from nightlink.edge.sources.samples import SourceError
@@ -357,6 +358,11 @@ class LiveNode:
         self.nights = NightCloser(self.store, night.bedtime, night.wake, self.cfg.timezone,
                                   self.cfg.close_delay_s)
         self.nights.close_due(self.clock.now())  # nights that ended while the node was down
+        # The zone goes to the cloud with the node's status report: the patient's reports use
+        # it until someone sets the patient's own.
+        named = zone_name(self.cfg.timezone)
+        if named and self.store.meta(ZONE_META) != named:
+            self.store.set_meta(ZONE_META, named)
         where = self.cfg.timezone or "the machine's time zone"
         self._status("night", "schedule", "running", f"{night.bedtime}-{night.wake} {where}")
         if not self.cfg.night_given:

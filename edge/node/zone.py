@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from nightlink.shared.epoch import EPOCH_S, night_of
 
 MIN_NIGHT_MIN = 60  # a sleep schedule, or a night's recording, shorter than this is no night
+ZONE_META = "timezone"  # the store's record of the node's zone, sent in its status report
 
 
 def check_zone(name: str, *, machine: bool = True) -> str:
@@ -26,6 +27,28 @@ def check_zone(name: str, *, machine: bool = True) -> str:
         raise ValueError(f"{name!r} is not a time zone name such as \"Europe/Berlin\" or "
                          "\"America/New_York\"") from None
     return name
+
+
+def zone_name(name: str = "") -> str | None:
+    """The IANA name of a zone: `name` itself, or for the machine's own zone ("") the name
+    its /etc/localtime link or TZ gives (None when the machine does not say)."""
+    import os
+    from pathlib import Path
+
+    if name:
+        return name
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        candidates.append(str(Path("/etc/localtime").resolve()).partition("zoneinfo/")[2])
+    except OSError:
+        pass
+    for found in candidates:
+        if found and found != "localtime":
+            try:
+                return check_zone(found, machine=False)
+            except ValueError:
+                continue
+    return None
 
 
 def utc_offset_s(unix_s: float, name: str = "") -> int:

@@ -400,6 +400,9 @@ class SyncClient:
         policy = self.store.meta("alarm_policy")  # the clocks' predicted-low policy, if any
         if policy:
             body["alarm_policy"] = policy
+        zone = self.store.meta("timezone")  # the node's zone (edge/node/zone.py ZONE_META)
+        if zone:
+            body["timezone"] = zone
         self.client.publish(topics.status_topic(self.tenant, self.device),
                             json.dumps(body, separators=(",", ":")), qos=1, retain=True)
 

@@ -31,3 +31,29 @@ def test_report_names_the_reported_alarm_policy(tmp_path):
         assert "another tenant" not in html
     finally:
         store.close()
+
+
+def test_report_says_where_its_time_zone_comes_from(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        store.create_tenant("p1", "Ann Example")
+        data = store.tenant("p1")
+
+        def said():
+            rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14",
+                               days=14)
+            return rep["tz"], render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+
+        tz, html = said()
+        assert tz == "UTC" and "not set: days and nights are counted in UTC" in html
+        store.put_device_status("edge-a", "p1", {"timezone": "Mars/Olympus_Mons"})
+        assert said()[0] == "UTC"  # a zone this server does not know is no zone
+        store.put_device_status("edge-b", "p1", {"timezone": "Europe/London"})
+        tz, html = said()
+        assert tz == "Europe/London" and "as the bedside node reports it" in html
+        settings.set_patient_settings(data, tz="Europe/Berlin")
+        tz, html = said()
+        assert tz == "Europe/Berlin" and "bedside node reports" not in html
+        assert "not set" not in html
+    finally:
+        store.close()

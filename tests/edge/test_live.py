@@ -537,6 +537,7 @@ def test_live__a_clock_set_forward_is_followed_and_the_skipped_span_left_as_a_ga
     stored = store.epoch_values(features.ROOM, node.first_epoch, node.pipeline.epoch)
     assert not any(gap["start_epoch"] <= e < gap["end_epoch"] for e in stored)
     assert max(stored) >= gap["end_epoch"]  # recording went on at the new time
+    assert store.meta("timezone") == "UTC"  # the configured zone, for the status report
     store.close()
 
 

@@ -272,3 +272,13 @@ def test_config__whether_the_schedule_was_set_is_known_and_not_a_key(tmp_path):
     path.write_text("night_given = true\n[nightscout]\nenabled = false\n")
     with pytest.raises(ConfigError, match="unknown key 'night_given'"):
         load(path, env={})
+
+
+def test_zone_name__the_machines_zone_by_its_iana_name(monkeypatch):
+    from nightlink.edge.node.zone import zone_name
+
+    assert zone_name("Asia/Tokyo") == "Asia/Tokyo"
+    monkeypatch.setenv("TZ", ":America/Chicago")
+    assert zone_name() == "America/Chicago"
+    monkeypatch.setenv("TZ", "Europe")  # a folder: not a zone; the machine's link decides
+    assert zone_name() != "Europe"
