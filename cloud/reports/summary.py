@@ -199,11 +199,13 @@ def variability(readings, tz) -> dict:
             "tight_range_pct": glycemia.time_in(readings, *glycemia.TIGHT_RANGE)}
 
 
-def episode_counts(ep: dict, days: int) -> dict:
+def episode_counts(ep: dict) -> dict:
     """Episode counts without double counting: level1 counts every episode beyond the level-1
     threshold, of which reached_level2 went beyond the level-2 one too; level2 counts the
     level-2 episodes themselves (one level-1 episode may hold more than one). The listed
-    events are the level-1 episodes, each once, with the deepest level it reached."""
+    events are the level-1 episodes, each once, with the deepest level it reached. The rate
+    per week is per week of CGM data (iglu's per-day rate x 7), not of the calendar: days
+    without the sensor do not dilute it; None without data."""
     level1 = ep["level1"]
     return {
         "level1": len(level1),
@@ -211,7 +213,7 @@ def episode_counts(ep: dict, days: int) -> dict:
         "level1_only": len(ep["level1_only"]),
         "level2": len(ep["level2"]),
         "extended": len(ep["extended"]),
-        "per_week": len(level1) / (days / 7.0),
+        "per_week": len(level1) / (ep["hours"] / 168.0) if ep["hours"] else None,
         "events": [{"level": 2 if e.reached_level2 else 1, "start_ms": e.start_ms,
                     "end_ms": e.end_ms, "minutes": e.minutes, "nadir": e.nadir,
                     "mean": e.mean, "extended": e.extended, "ongoing": e.ongoing}
@@ -254,8 +256,8 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     else:
         rep.update(bands=None, targets=[], gri=None, gri_zone=None, lbgi=None, hbgi=None,
                    mage=None, variability=None)
-    rep["hypo"] = episode_counts(glycemia.episodes(readings, "hypo", ps.tz), days)
-    rep["hyper"] = episode_counts(glycemia.episodes(readings, "hyper", ps.tz), days)
+    rep["hypo"] = episode_counts(glycemia.episodes(readings, "hypo", ps.tz))
+    rep["hyper"] = episode_counts(glycemia.episodes(readings, "hyper", ps.tz))
     rep["agp"] = glycemia.agp(readings, ps.tz)
     by_day = glycemia.daily(readings, ps.tz)
     rep["daily"] = [{"day": d, "readings": [[t, g] for t, g in by_day.get(d, [])]}

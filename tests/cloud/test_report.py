@@ -363,3 +363,16 @@ def test_snoring__said_to_be_unvalidated_wherever_it_is_shown(fortnight):
     no_snoring = {**rep, "nights": [{**n, "snore_pct": None} for n in rep["nights"]]}
     assert no_snoring["nights"]  # nights there, none with a snoring figure: no caveat
     assert "snore-caveat" not in render.report_html(no_snoring, tenant_name="Ann", unit="mg/dL")
+
+
+def test_report__event_rate_per_week_of_sensor_data_not_of_the_calendar(store):
+    """Two lows in the one day that has readings, in a 14-day report: 14 a week of wear
+    (iglu's per-day rate x 7), not 1 a week of calendar."""
+    data = store.tenant("p1")
+    dip = [(m, 100) for m in range(0, 1440, 5)]
+    dip = [(m, 60 if 300 <= m < 330 or 900 <= m < 930 else g) for m, g in dip]
+    one_day(data, dip)
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-20", days=14)
+    assert rep["hypo"]["level1"] == 2
+    assert rep["hypo"]["per_week"] == pytest.approx(14.0, rel=0.01)
+    assert rep["hyper"]["per_week"] == 0
