@@ -15,7 +15,10 @@ Clocks going back (daylight saving time ends) repeat an hour of wall-clock times
 stream of readings (one device and record type), taken in the file's time order (a file
 listing newest first is read from its end): a repeated-hour time is the first (summer-time)
 instant until the times step back, at or below the latest one already read in that hour;
-from there on they are the second (standard-time) instant. A time in the hour skipped when
+from there on they are the second (standard-time) instant. A file sorted by wall-clock time
+instead never steps back but lists each time of the hour twice (a sensor reading every 1, 5
+or 15 minutes reads at the same wall times in both passes): there the first row at a time is
+the summer-time instant and the second the standard-time one. A time in the hour skipped when
 clocks go forward (which no device writes) is read with the offset from before the change
 (02:30 becomes 03:30 summer time), the rule of Python's `zoneinfo` for fold=0.
 """
@@ -155,19 +158,44 @@ class LocalClock:
         for rows in streams.values():
             rising = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y > x)
             falling = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y < x)
+            ordered = list(reversed(rows) if falling > rising else rows)
+            paired = self._sorted_by_wall_clock(ordered)
             latest: dict[object, datetime] = {}  # per repeated hour: latest first-pass time
             stepped_back: set[object] = set()
-            for row, when in (reversed(rows) if falling > rising else rows):
+            seen: set[datetime] = set()
+            for row, when in ordered:
                 fold = 0
                 if self._repeated(when):
                     key = when.date()
-                    if key in stepped_back or (key in latest and when <= latest[key]):
+                    if key in paired:  # the second of two rows at one wall time is the later
+                        fold = 1 if when in seen else 0
+                        seen.add(when)
+                    elif key in stepped_back or (key in latest and when <= latest[key]):
                         stepped_back.add(key)
                         fold = 1
                     else:
                         latest[key] = when
                 out.append((row, when.replace(tzinfo=self.zone, fold=fold).timestamp()))
         return out
+
+    def _sorted_by_wall_clock(self, rows: list[tuple[Any, datetime]]) -> set[object]:
+        """The repeated hours (by date) that a file lists sorted by wall-clock time: times
+        that never step back within the hour, but repeat. A sensor whose interval divides
+        the hour reads at the same wall times in both passes, so such a file holds each
+        time twice, the first pass's reading first (a stable sort keeps the file's order)."""
+        last: dict[object, datetime] = {}
+        back: set[object] = set()
+        repeats: set[object] = set()
+        for _, when in rows:
+            if not self._repeated(when):
+                continue
+            key = when.date()
+            if key in last and when < last[key]:
+                back.add(key)
+            elif key in last and when == last[key]:
+                repeats.add(key)
+            last[key] = max(when, last.get(key, when))
+        return repeats - back
 
     def _repeated(self, when: datetime) -> bool:
         """Whether a wall-clock time happens twice (the hour repeated when clocks go back)."""

@@ -475,3 +475,19 @@ def test_cli__wrong_format_exit_2_one_sentence(tmp_path):
     assert res.exit_code == 2
     assert "looks like a Medtronic CareLink export, not LibreView; use --format carelink." in \
         res.output
+
+
+def test_dst_fall_back__a_file_sorted_by_wall_clock_time_lists_each_time_twice(tmp_path):
+    """LibreView (and data sets harmonised from it) may sort the repeated hour by clock time:
+    02:00 summer, 02:00 winter, 02:15 summer, ... Each pair is one reading of each pass."""
+    rows = [libre_row("26-10-2025 01:45", 0, "100")]
+    for k, minute in enumerate((0, 15, 30, 45)):
+        rows += [libre_row(f"26-10-2025 02:{minute:02d}", 0, str(101 + k)),
+                 libre_row(f"26-10-2025 02:{minute:02d}", 0, str(105 + k))]
+    rows.append(libre_row("26-10-2025 03:00", 0, "109"))
+    got = read_libreview_csv(libre_file(tmp_path, rows), tz="Europe/Amsterdam")
+    assert len(got) == 10 and got.skipped == 0
+    by_value = {g.sgv: g.t for g in got}
+    assert by_value[101] == utc("2025-10-26T00:00")  # 02:00 CEST
+    assert by_value[105] == utc("2025-10-26T01:00")  # 02:00 CET
+    assert sorted(by_value.values()) == [utc("2025-10-25T23:45") + i * 900 for i in range(10)]
