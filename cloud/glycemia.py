@@ -141,13 +141,21 @@ SENSOR_INTERVALS_MIN = (1, 5, 15)  # Libre 3 or a backfilled G7; Dexcom, Guardia
 
 
 def sensor_interval_min(readings, default: int = 5) -> int:
-    """The sensor's interval for counting possible readings: the longest sensor interval not
-    above the readings' commonest step (a 5-minute sensor that lost every other reading,
-    a 10-minute step, is still a 5-minute sensor at half its readings), else `default` (too
-    few readings to tell)."""
-    step = sampling_min(readings)
-    if step is None:
+    """The sensor's interval for counting possible readings: the commonest step between
+    readings in whole minutes (rounded: uploads stamp 4:59.7 or 15:00.4 apart), then the
+    longest sensor interval not above it (a 5-minute sensor that lost every other reading,
+    a 10-minute step, is still a 5-minute sensor at half its readings); `default` with too
+    few readings to tell."""
+    pts = sorted(glucose(readings))
+    counts: dict[int, int] = {}
+    for (t0, _), (t1, _) in zip(pts, pts[1:], strict=False):
+        step = round((t1 - t0) / MINUTE_MS)
+        if step > 0:
+            counts[step] = counts.get(step, 0) + 1
+    if not counts:
         return default
+    top = max(counts.values())
+    step = min(d for d, c in counts.items() if c == top)
     return max([m for m in SENSOR_INTERVALS_MIN if m <= step] or [1])
 
 

@@ -64,21 +64,28 @@ def zone(name: str) -> ZoneInfo:
 
 
 def patient_settings(data: TenantStore) -> PatientSettings:
+    """The patient's settings; the zone is the patient's own when set, else the one the
+    bedside node reports, else UTC (`tz_source` says which)."""
     row = data.report_settings()
-    if row is None:
-        try:
-            reported = data.reported_timezone()
-            return PatientSettings(zone(reported), "standard", 14, "edge") if reported else \
-                PatientSettings(ZoneInfo("UTC"), "standard", 14, "default")
-        except SettingsError:  # a zone this server does not know: as if none was reported
-            return PatientSettings(ZoneInfo("UTC"), "standard", 14, "default")
-    return PatientSettings(zone(row["tz"]), row["targets"], int(row["report_days"]))
+    targets, days = (row["targets"], int(row["report_days"])) if row else ("standard", 14)
+    if row and row["tz"]:
+        return PatientSettings(zone(row["tz"]), targets, days)
+    try:
+        reported = data.reported_timezone()
+        if reported:
+            return PatientSettings(zone(reported), targets, days, "edge")
+    except SettingsError:  # a zone this server does not know: as if none was reported
+        pass
+    return PatientSettings(ZoneInfo("UTC"), targets, days, "default")
 
 
 def set_patient_settings(data: TenantStore, *, tz: str | None = None,
                          targets: str | None = None, report_days: int | None = None) -> None:
+    """Change what is given; a zone not given stays as it was (unset: "" in the store, so
+    the reported or default zone keeps following the bedside node)."""
     cur = patient_settings(data)
-    new_tz = zone(tz).key if tz else cur.tz.key
+    row = data.report_settings()
+    new_tz = zone(tz).key if tz else (row["tz"] if row else "")
     new_targets = targets or cur.targets
     if new_targets not in PRESETS:
         raise SettingsError(f"targets must be one of {', '.join(PRESETS)}, not {new_targets!r}.")

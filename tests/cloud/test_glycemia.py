@@ -1,6 +1,7 @@
 """Glucose metrics against values worked out by hand from the definitions in docs/clinical.md."""
 
 import math
+import random
 
 import pytest
 
@@ -144,6 +145,11 @@ def test_sufficiency__fourteen_days_seventy_percent():
     libre2 = full[::3]  # a 15-minute sensor with every reading: complete, not a third
     assert glycemia.sufficiency(libre2, 0, 14 * day) == {"days": 14.0, "share": 1.0,
                                                         "sufficient": True}
+    rng = random.Random(4)  # uploads stamp readings a little off the sensor's beat
+    jittered = [(i * 5 * M + rng.randint(-300, 300), 100) for i in range(14 * 288)]
+    assert glycemia.sufficiency(jittered, 0, 14 * day)["share"] == pytest.approx(1.0, abs=0.01)
+    libre_2 = [(i * (15 * M - 1000), 100) for i in range(14 * 96)]  # 14:59 apart
+    assert glycemia.sufficiency(libre_2, 0, 14 * day)["share"] == pytest.approx(1.0, abs=0.01)
     libre3 = [(t, 100) for t in range(0, 14 * day, M)][: 14 * 1440 * 3 // 4]
     got = glycemia.sufficiency(libre3, 0, 14 * day)  # a 1-minute sensor, 75 % there
     assert got["share"] == pytest.approx(0.75, abs=0.001) and got["sufficient"]

@@ -134,7 +134,21 @@ def test_patient_settings__who_may_change_them(portal):
     assert (ps.tz.key, ps.targets, ps.report_days) == ("Europe/Berlin", "pregnancy", 7)
     t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}").text
     assert "(7 days)" in t and "range 63–140" in t
+    assert 'name="tz" value="Europe/Berlin"' in t  # the patient's own zone, as set
     assert any(a["action"] == "patient.settings" for a in portal.store.audit_log("fam-1"))
+
+
+def test_patient_settings__a_zone_never_set_is_not_frozen_by_other_changes(portal):
+    ps = settings.patient_settings(portal.store.tenant("fam-1"))
+    if ps.tz_source == "set":  # the fixture sets a zone: clear it as a new patient has none
+        portal.store.tenant("fam-1").set_report_settings("", ps.targets, ps.report_days)
+    t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}").text
+    assert 'name="tz" value="" placeholder="UTC"' in t and "not set: days and nights" in t
+    r = portal.client.post("/portal/p/fam-1/settings", data={"tz": "", "report_days": "7"},
+                           headers=portal.auth("doc@example.org"), follow_redirects=False)
+    assert r.status_code == 303
+    ps = settings.patient_settings(portal.store.tenant("fam-1"))
+    assert (ps.tz.key, ps.tz_source, ps.report_days) == ("UTC", "default", 7)
 
 
 def test_exports__content_and_audit(portal):

@@ -51,6 +51,8 @@ def test_report_says_where_its_time_zone_comes_from(tmp_path):
         store.put_device_status("edge-b", "p1", {"timezone": "Europe/London"})
         tz, html = said()
         assert tz == "Europe/London" and "as the bedside node reports it" in html
+        settings.set_patient_settings(data, report_days=7)  # the zone is not frozen by it
+        assert settings.patient_settings(data).tz_source == "edge"
         settings.set_patient_settings(data, tz="Europe/Berlin")
         tz, html = said()
         assert tz == "Europe/Berlin" and "bedside node reports" not in html
