@@ -61,6 +61,12 @@ class TimeBase:
             return time.time()
         return self.t0 + (time.monotonic() - self.m0) * self.speed
 
+    def offset(self) -> float:
+        """now() less the monotonic clock's elapsed time: constant while the clock runs, it
+        jumps when the clock is set (or the machine resumes: the monotonic clock stops in
+        suspend), and not when the node is merely slow."""
+        return self.now() - time.monotonic() * self.speed
+
 
 class LiveNode:
     """All sources of one bedside node, feeding one pipeline and one store."""
@@ -86,6 +92,7 @@ class LiveNode:
         self.samples: queue.SimpleQueue = queue.SimpleQueue()  # (kind, payload) from any thread
         self.epochs_closed = 0
         self.last_closed: int | None = None  # the last epoch this run stored
+        self._offset = self.clock.offset()  # to tell a clock step from a slow loop
         self.clock_rows = 0  # rows received from desk clocks
         self.sync_client = None
         self.pipeline: EdgePipeline | None = None
@@ -308,10 +315,13 @@ class LiveNode:
     def _follow_a_step_forward(self) -> None:
         """When the clock has jumped ahead (set by NTP, or the machine slept), go on from the
         epoch it is in now rather than closing every epoch in between one by one; the skipped
-        span is recorded as a gap and said."""
+        span is recorded as a gap and said. A node that was only slow (a long close, a busy
+        disk) catches up epoch by epoch instead, keeping what it queued."""
+        offset = self.clock.offset()
+        stepped, self._offset = offset - self._offset, offset
         now = self.clock.now()
         due = epoch_start(self.pipeline.epoch) + EPOCH_S + self.cfg.close_delay_s
-        if now - due <= CLOCK_STEP_S:
+        if stepped <= CLOCK_STEP_S or now - due <= CLOCK_STEP_S:
             return
         resume = epoch_index(now)
         _LOGGER.warning("the clock moved forward by %.0f min at once (set by the network, or "

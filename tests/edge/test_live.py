@@ -558,3 +558,24 @@ def test_live__a_restart_on_a_clock_set_back_never_stores_an_epoch_twice(tmp_pat
                                                                        rec.epoch + rec.count)]
     assert len(epochs) == len(set(epochs)) == node.epochs_closed + again.epochs_closed
     store.close()
+
+
+def test_live__a_slow_node_catches_up_epoch_by_epoch_and_loses_nothing(tmp_path):
+    """A close that holds the loop up (a slow classifier run on a Pi) is not a clock step:
+    the epochs behind are closed one by one and no gap is made up."""
+    store = EdgeStore(tmp_path / "edge.db")
+    clock = TimeBase(speed=100.0, t0=epoch_start(58950540) + 25.0)
+    node = LiveNode(_quiet(tmp_path), store, clock=clock, i2c_bus=FakeI2CBus())
+    stalled = []
+
+    def done():
+        if node.epochs_closed >= 2 and not stalled:
+            stalled.append(node.pipeline.epoch)
+            time.sleep(4.0)  # 400 s of this clock with the loop held up
+        return bool(stalled) and node.epochs_closed >= 18
+
+    run_until(node, done)
+    assert store.gaps("node") == []
+    stored = store.epoch_values(features.ROOM, node.first_epoch, node.pipeline.epoch)
+    assert sorted(stored) == list(range(node.first_epoch, node.pipeline.epoch))
+    store.close()
