@@ -295,8 +295,15 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
             _fail(f"{file}: [{name}]", f"ca_file {link.ca_file} is not a readable file.")
     fo = cfg.follower
     if fo.enabled:
+        from nightlink.edge.sources.cgm import safe_url, site_url
+
         if not fo.url.startswith(("http://", "https://")):
-            _fail(f"{file}: [follower]", f"url must start with http:// or https://, not {fo.url!r}.")
+            _fail(f"{file}: [follower]",
+                  f"url must start with http:// or https://, not {safe_url(fo.url)!r}.")
+        try:
+            site_url(fo.url)
+        except ValueError as exc:
+            _fail(f"{file}: [follower]", f"url: {exc}.")
         if fo.interval_s < 10:
             _fail(f"{file}: [follower]", "interval_s must be at least 10 seconds.")
 

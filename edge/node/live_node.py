@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nightlink.backoff import Backoff
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
@@ -108,20 +109,25 @@ class LiveNode:
         self.store.set_source(source, kind, state, detail)
 
     async def _retrying(self, name: str, kind: str, body, stop: asyncio.Event) -> None:
-        """Run body() until stop; on failure mark the source and retry with backoff."""
-        delay = RETRY_MIN_S
+        """Run body() until stop; on any failure mark the source and retry after a back-off
+        with jitter (a source never dies silently: an unexpected error is logged with its
+        trace and retried like the others)."""
+        backoff = Backoff(RETRY_MIN_S, RETRY_MAX_S)
         while not stop.is_set():
             try:
                 await body(stop)
                 return
-            except (SourceError, OSError, ValueError, RuntimeError) as exc:
-                _LOGGER.warning("%s failed: %s; retrying in %.0f s", name, exc, delay)
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, never fatal
+                delay = backoff.next()
+                expected = isinstance(exc, SourceError | OSError | ValueError | RuntimeError)
+                _LOGGER.warning("%s failed: %s; retrying in %.0f s", name,
+                                exc if expected else f"{type(exc).__name__}: {exc}", delay,
+                                exc_info=not expected)
                 self._status(name, kind, "retrying", str(exc))
             try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+                await asyncio.wait_for(stop.wait(), timeout=delay / self.clock.speed)
             except TimeoutError:
                 pass
-            delay = min(delay * 2, RETRY_MAX_S)
 
     # -- sources -----------------------------------------------------------------------
 
@@ -202,17 +208,42 @@ class LiveNode:
         await task
 
     async def _follower(self, stop: asyncio.Event) -> None:
+        """Poll the followed site every interval_s. One follower for the whole run, starting
+        after the newest reading already stored (a restart does not fetch weeks again); a
+        site that fails is retried after a back-off with jitter (at least what its
+        Retry-After asks), said in the log and the source's status, and polling goes on."""
         fo = self.cfg.follower
+        newest = self.store.entries(count=1, type_="sgv")
         follower = NightscoutFollower(fo.url, api_secret=fo.api_secret or None,
                                       token=fo.token or None, interval_s=fo.interval_s,
-                                      client=self.follower_client)
-        self._status("follower", "nightscout", "following", fo.url)
+                                      client=self.follower_client, clock=self.clock.now,
+                                      since_ms=int(newest[0]["date"]) if newest else None)
+        self._status("follower", "nightscout", "following", follower.url)
+        backoff = Backoff(RETRY_MIN_S * 5, max(RETRY_MAX_S * 5, fo.interval_s))
+        failing = None
         while not stop.is_set():
-            readings = await asyncio.to_thread(follower.poll)
-            if readings:
-                self.store.add_entries(glucose_to_entry(g, "follower") for g in readings)
+            wait = fo.interval_s
             try:
-                await asyncio.wait_for(stop.wait(), timeout=fo.interval_s / self.clock.speed)
+                readings = await asyncio.to_thread(follower.poll)
+            except Exception as exc:  # noqa: BLE001 - the follower must outlive any reply
+                wait = max(backoff.next(), getattr(exc, "retry_after_s", None) or 0.0)
+                said = str(exc) if isinstance(exc, SourceError) else \
+                    f"{follower.url}: {type(exc).__name__}: {exc}"
+                if said != failing:  # once per kind of failure, not every poll
+                    _LOGGER.warning("follower: %s; trying again in %.0f s", said, wait,
+                                    exc_info=not isinstance(exc, SourceError))
+                failing = said
+                self._status("follower", "nightscout", "retrying", said)
+            else:
+                if failing is not None:
+                    _LOGGER.warning("follower: %s answers again", follower.url)
+                    self._status("follower", "nightscout", "following", follower.url)
+                failing = None
+                backoff.reset()
+                if readings:
+                    self.store.add_entries(glucose_to_entry(g, "follower") for g in readings)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait / self.clock.speed)
             except TimeoutError:
                 pass
 

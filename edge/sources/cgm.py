@@ -6,8 +6,10 @@ Every source yields `Glucose` samples oldest first; sgv < 39 becomes an error co
 
 from __future__ import annotations
 
+import json
 import logging
-import threading
+import math
+import time
 from collections.abc import Callable
 
 import httpx
@@ -24,17 +26,41 @@ _LOGGER = logging.getLogger(__name__)
 # -- Nightscout entries -----------------------------------------------------------------------
 
 
+MAX_SGV = 1000  # mg/dL: no sensor reads higher (they stop at 400-500); above is not glucose
+
+
 def entry_to_glucose(entry: dict) -> Glucose:
-    """A Nightscout sgv entry as a Glucose sample; raise ValueError if it is not one."""
+    """A Nightscout sgv entry as a Glucose sample; raise ValueError if it is not one.
+
+    As Nightscout reads uploads: `sgv` a number or numeric text, the time from `date` (epoch
+    ms, as a number or text) or else `dateString` or `sysTime`. A value below 39 is a
+    sensor's error code, so it must be a whole number: 3.1 is an mmol/L reading sent as mg/dL,
+    refused rather than shown as error 3 (no antenna) in place of a low.
+    """
+    from nightlink.nightscout.documents import to_number
+    from nightlink.nightscout.times import Y2000_MS, parse_ms
+
     if entry.get("type", "sgv") != "sgv":
         raise ValueError(f"Entry of type {entry.get('type')!r} is not an sgv entry.")
-    date, sgv = entry.get("date"), entry.get("sgv")
-    for name, value in (("date", date), ("sgv", sgv)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"The entry's {name} must be a number, not {value!r}.")
-    sgv = int(sgv)
+    sgv = to_number(entry.get("sgv"))
+    if isinstance(sgv, bool) or not isinstance(sgv, int | float) or not math.isfinite(sgv):
+        raise ValueError(f"The entry's sgv must be a number, not {entry.get('sgv')!r}.")
+    if not 0 <= sgv <= MAX_SGV:
+        raise ValueError(f"The entry's sgv {sgv!r} is not a glucose value in mg/dL.")
+    if units.is_sensor_error(round(sgv)) and sgv != int(sgv):
+        raise ValueError(f"The entry's sgv {sgv!r} looks like mmol/L; Nightscout entries "
+                         "carry mg/dL.")
+    stamp = next((entry[k] for k in ("date", "dateString", "sysTime") if entry.get(k) is not None
+                  and not isinstance(entry.get(k), bool)), None)
+    if stamp is None:
+        raise ValueError("The entry has no date.")
+    date = parse_ms(stamp)  # ValueError (TimeError) when it is no time
+    if date < Y2000_MS:
+        raise ValueError(f"The entry's date {stamp!r} is before 2000 (seconds, not ms?).")
+    sgv = int(round(sgv))
     source = str(entry.get("device") or "nightscout")
     direction = entry.get("direction") or None
+    direction = direction if isinstance(direction, str) else None
     if units.is_sensor_error(sgv):
         return Glucose(t=date / 1000, sgv=None, error_code=sgv, direction=direction,
                        source=source)
@@ -69,14 +95,21 @@ def readings_from_store(store: EdgeStore, since_ms: int) -> list[Glucose]:
 
 
 class NightscoutFollower:
-    """Polls a Nightscout site (or another edge) for new sgv entries.
+    """Polls a Nightscout site (or another edge, or xDrip+'s local web service) for new sgv
+    entries.
 
     `poll()` returns the entries newer than the last one seen, oldest first, paging back
     when more than one page (288 entries, a day at 5 minutes) arrived since the last poll.
+    The URL may be written as people copy it: with `/api/v1/` at its end, with the API secret
+    before the host (`https://SECRET@host`, xDrip+'s form) or a `?token=` (a shared read
+    link); these become the secret and token, and messages name the site without them. A
+    plain-http site that redirects to https on the same host is followed there.
     """
 
     PAGE = 288
     MAX_PAGES = 50  # about 50 days of 5-minute readings in one catch-up
+    MAX_BYTES = 8 * 1024 * 1024  # a page of 288 entries is about 60 KB
+    FUTURE_S = 300.0  # an entry dated further ahead than this is a wrong clock, not a reading
 
     def __init__(
         self,
@@ -88,17 +121,23 @@ class NightscoutFollower:
         *,
         since_ms: int | None = None,
         timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ):
-        self.url = url.rstrip("/")
+        self.url, secret_in_url, token_in_url = site_url(url)
+        api_secret = api_secret or secret_in_url
+        self._token = token or token_in_url
         self.interval_s = interval_s
+        self.timeout_s = timeout_s
         self.last_ms = since_ms
         self.skipped = 0
+        self.future = 0  # entries refused for being dated ahead of the clock
+        self.clock = clock
         self._own_client = client is None
         self._client = client or httpx.Client(timeout=timeout_s)
         self._headers = {"Accept": "application/json"}
         if api_secret:
             self._headers["api-secret"] = api_secret_hash(api_secret)
-        self._token = token
+        self._warned: set[str] = set()
 
     def close(self) -> None:
         if self._own_client:
@@ -111,31 +150,55 @@ class NightscoutFollower:
         self.close()
 
     def poll(self) -> list[Glucose]:
-        """New readings since the last poll, oldest first; raise SourceError if unreachable."""
+        """New readings since the last poll, oldest first; raise SourceError if the site
+        cannot be read. Entries that are not readings are skipped and counted, never fatal;
+        one dated ahead of the clock is refused (a phone with a wrong clock would otherwise
+        hold the follower until that time), and entries at or before the last one seen are
+        dropped (xDrip+'s web service ignores `find`)."""
         found: dict[int, Glucose] = {}
         before: int | None = None
+        horizon_ms = (self.clock() + self.FUTURE_S) * 1000
         for _ in range(self.MAX_PAGES):
             page = self._fetch(self.last_ms, before)
-            dates = []
+            dates, new = [], 0
             for entry in page:
                 try:
                     g = entry_to_glucose(entry)
-                except (ValueError, TypeError) as exc:
-                    self.skipped += 1
-                    _LOGGER.warning("entry from %s skipped: %s", self.url, exc)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    self._skip(str(exc))
                     continue
-                date_ms = int(entry["date"])
+                date_ms = round(g.t * 1000)
                 dates.append(date_ms)
-                found.setdefault(date_ms, g)
-            if len(page) < self.PAGE or not dates:
+                if date_ms > horizon_ms:
+                    self.future += 1
+                    self._skip(f"an entry dated {date_string(date_ms)}, ahead of this clock "
+                               "(a phone or uploader with a wrong clock?), is not a reading")
+                    continue
+                if self.last_ms is not None and date_ms <= self.last_ms:
+                    continue
+                if date_ms not in found:
+                    new += 1
+                    found[date_ms] = g
+            if len(page) < self.PAGE or not dates or not new:
                 break
             before = min(dates)
         else:
-            _LOGGER.warning("%s: stopped catching up after %d pages", self.url, self.MAX_PAGES)
+            self._once("pages", "%s: stopped catching up after %d pages", self.url,
+                       self.MAX_PAGES)
         if found:
             newest = max(found)
             self.last_ms = newest if self.last_ms is None else max(self.last_ms, newest)
         return [found[d] for d in sorted(found)]
+
+    def _skip(self, why: str) -> None:
+        self.skipped += 1
+        self._once(why, "entry from %s skipped: %s", self.url, why)
+
+    def _once(self, key: str, msg: str, *args) -> None:
+        """Log a warning the first time only: a site repeats the same bad entry every poll."""
+        if key not in self._warned:
+            self._warned.add(key)
+            _LOGGER.warning(msg, *args)
 
     def _fetch(self, after_ms: int | None, before_ms: int | None) -> list[dict]:
         path = "/api/v1/entries/sgv.json"
@@ -147,34 +210,97 @@ class NightscoutFollower:
         if self._token:
             params["token"] = self._token
         try:
-            resp = self._client.get(self.url + path, params=params, headers=self._headers)
+            with self._client.stream("GET", self.url + path, params=params,
+                                     headers=self._headers) as resp:
+                moved = resp.headers.get("location", "")
+                if resp.status_code in (301, 302, 307, 308) and self._to_https(moved):
+                    return self._fetch(after_ms, before_ms)
+                body = self._read(resp, path) if resp.status_code == 200 else b""
+        except httpx.TimeoutException as exc:
+            raise SourceError(f"Nightscout at {self.url} did not answer within "
+                              f"{self.timeout_s:g} s ({type(exc).__name__}).") from exc
         except httpx.HTTPError as exc:
             raise SourceError(
                 f"Nightscout at {self.url} could not be reached ({type(exc).__name__}: {exc})."
             ) from exc
-        if resp.status_code == 401:
-            raise SourceError(
-                f"Nightscout at {self.url} refused the API secret or token (HTTP 401)."
-            )
+        if resp.status_code in (401, 403):
+            raise SourceError(f"Nightscout at {self.url} refused the API secret or token "
+                              f"(HTTP {resp.status_code}).")
+        if resp.status_code in (301, 302, 307, 308):
+            raise SourceError(f"Nightscout at {self.url} moved to {safe_url(moved) or '?'} "
+                              f"(HTTP {resp.status_code}); set the follower's url to it.")
         if resp.status_code != 200:
             raise SourceError(f"Nightscout at {self.url} answered HTTP {resp.status_code} "
-                              f"to {path}.")
+                              f"to {path}.", retry_after_s=_retry_after(resp))
         try:
-            body = resp.json()
+            body = json.loads(body)
         except ValueError as exc:
             raise SourceError(f"Nightscout at {self.url} sent {path} that is not JSON.") from exc
         if not isinstance(body, list):
             raise SourceError(f"Nightscout at {self.url} sent {path} that is not a list.")
         return [e for e in body if isinstance(e, dict)]
 
-    def run(self, on_readings: Callable[[list[Glucose]], None], stop: threading.Event) -> None:
-        """Poll every interval_s until `stop` is set; an unreachable site is logged, not fatal."""
-        while not stop.is_set():
-            try:
-                readings = self.poll()
-            except SourceError as exc:
-                _LOGGER.warning("%s", exc)
-            else:
-                if readings:
-                    on_readings(readings)
-            stop.wait(self.interval_s)
+    def _read(self, resp: httpx.Response, path: str) -> bytes:
+        chunks, size = [], 0
+        for chunk in resp.iter_bytes():
+            size += len(chunk)
+            if size > self.MAX_BYTES:
+                raise SourceError(f"Nightscout at {self.url} sent more than "
+                                  f"{self.MAX_BYTES // 2**20} MB for {path} (count ignored?).")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _to_https(self, location: str) -> bool:
+        """Follow a plain-http site's redirect to https on the same host (Nightscout sends
+        one unless INSECURE_USE_HTTP is set); any other redirect is said, not followed, so
+        the API secret never goes to another host."""
+        here, there = httpx.URL(self.url), httpx.URL(location) if location else None
+        if there is None or here.scheme != "http" or there.scheme != "https" or \
+                there.host != here.host:
+            return False
+        self.url = str(here.copy_with(scheme="https", port=there.port)).rstrip("/")
+        _LOGGER.warning("Nightscout at %s redirects to https; following it there (set the "
+                        "follower's url to %s)", safe_url(str(here)), self.url)
+        return True
+
+
+def site_url(url: str) -> tuple[str, str | None, str | None]:
+    """(the site's base URL, an API secret and a token written into it): `/api/v1` at the
+    end, `SECRET@` before the host and a `?token=` are taken out. ValueError if it is no URL."""
+    try:
+        u = httpx.URL(url.strip())
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{safe_url(url)!r} is not a URL ({exc})") from None
+    if u.scheme not in ("http", "https") or not u.host:
+        raise ValueError(f"{safe_url(url)!r} is not an http:// or https:// URL")
+    secret = u.username or u.password or None
+    if u.username and u.password:
+        secret = u.password  # user:secret@host
+    token = u.params.get("token") or None
+    path = u.path.rstrip("/")
+    for tail in ("/api/v1/entries", "/api/v1"):
+        if path.endswith(tail):
+            path = path[: -len(tail)]
+            break
+    base = u.copy_with(username=None, password=None, query=None, fragment=None, path=path or "/")
+    return str(base).rstrip("/"), secret, token
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for logs: without a secret before the host or a query (a token)."""
+    try:
+        u = httpx.URL(url)
+        return str(u.copy_with(username=None, password=None, query=None)).rstrip("/")
+    except (httpx.InvalidURL, ValueError, TypeError):  # no URL: cut the same parts as text
+        import re
+
+        return re.sub(r"//[^/@?#]*@", "//", str(url)).partition("?")[0].rstrip("/")
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds a 429 or 503 asks to wait (Retry-After in seconds), or None."""
+    try:
+        wait = float(resp.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return min(max(wait, 0.0), 3600.0) if math.isfinite(wait) else None

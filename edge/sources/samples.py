@@ -67,7 +67,12 @@ class Room:
 
 
 class SourceError(Exception):
-    """A source cannot be read: the message is one sentence naming the file or device."""
+    """A source cannot be read: the message is one sentence naming the file or device;
+    `retry_after_s` when the peer said how long to wait (HTTP Retry-After)."""
+
+    def __init__(self, *args, retry_after_s: float | None = None):
+        super().__init__(*args)
+        self.retry_after_s = retry_after_s
 
 
 class Readings(list):

@@ -1,6 +1,7 @@
 """CGM: Nightscout entries, a follower of a real local server (sources/cgm.py), Clarity and
 LibreView CSVs (importers/cgm_csv.py)."""
 
+import re
 import socket
 import time
 from datetime import UTC, datetime
@@ -49,12 +50,30 @@ def test_entry_to_glucose__39_is_low_glucose():
     assert g.sgv == 39 and g.error_code is None
 
 
-@pytest.mark.parametrize("entry", [{"type": "mbg", "date": 1, "mbg": 90},
-                                   {"type": "sgv", "sgv": 90},
-                                   {"type": "sgv", "date": 1_763_600_000_000, "sgv": "90"}])
-def test_entry_to_glucose__not_sgv_raises(entry):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("entry", "says"), [
+    ({"type": "mbg", "date": 1, "mbg": 90}, "not an sgv entry"),
+    ({"type": "sgv", "sgv": 90}, "no date"),
+    ({"type": "sgv", "date": 1_763_600_000_000, "sgv": "ninety"}, "must be a number"),
+    ({"type": "sgv", "date": 1_763_600_000_000, "sgv": 3.1}, "looks like mmol/L"),
+    ({"type": "sgv", "date": 1_763_600_000_000, "sgv": 4000}, "not a glucose value"),
+    ({"type": "sgv", "date": 1_763_600_000_000, "sgv": -5}, "not a glucose value"),
+    ({"type": "sgv", "date": 1_763_600_000_000, "sgv": float("inf")}, "must be a number"),
+    ({"type": "sgv", "date": 1_763_600_000, "sgv": 90}, "before 2000 (seconds, not ms?)"),
+    ({"type": "sgv", "date": "yesterday", "sgv": 90}, "not an ISO 8601 time"),
+])
+def test_entry_to_glucose__not_a_reading_raises(entry, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
         cgm.entry_to_glucose(entry)
+
+
+@pytest.mark.parametrize("entry", [
+    {"sgv": "90", "date": "1763600000000"},  # text, as some uploaders send (Nightscout reads it)
+    {"type": "sgv", "sgv": 90, "dateString": "2025-11-20T00:53:20.000Z"},
+    {"type": "sgv", "sgv": 89.6, "sysTime": "2025-11-20T01:53:20+01:00"},
+])
+def test_entry_to_glucose__the_forms_nightscout_accepts(entry):
+    g = cgm.entry_to_glucose(entry)
+    assert (g.t, g.sgv) == (1_763_600_000.0, 90)
 
 
 def test_glucose_to_entry__fields():
@@ -185,6 +204,112 @@ def test_follower__uses_given_client_and_query(store):
     assert req.url.params["find[date][$gt]"] == "1763600000000"
     assert req.url.params["count"] == "288"
     assert req.headers["api-secret"] == api_secret_hash(SECRET)
+
+
+def _site(pages, seen=None, **response):
+    """A client whose site answers every GET with the next of `pages` (the last repeats)."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request)
+        body = pages[min(len(seen or [None]) - 1, len(pages) - 1)] if seen is not None \
+            else pages[-1]
+        if isinstance(body, httpx.Response):
+            return body
+        return httpx.Response(200, json=body, **response)
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def _entries(t0_ms, n, step=5 * MIN, sgv=100):
+    return [{"type": "sgv", "date": t0_ms + i * step, "sgv": sgv + i} for i in range(n)]
+
+
+def test_follower__an_entry_dated_ahead_of_the_clock_does_not_hold_the_follower():
+    """A phone with a wrong clock uploads a reading dated 2 hours ahead: it is refused, and
+    the lows that come next are still fetched (the follower used to ask only for entries
+    after that time, and the clock's alarm went quiet)."""
+    now = 1_763_600_000.0
+    t = int(now * 1000)
+    seen = []
+    client = _site([[{"type": "sgv", "date": t + 2 * 3600_000, "sgv": 130}],
+                    _entries(t + 5 * MIN, 2, sgv=52)], seen)
+    f = cgm.NightscoutFollower("https://ns.example", client=client, since_ms=t - MIN,
+                               clock=lambda: now)
+    assert f.poll() == [] and f.future == 1 and f.last_ms == t - MIN
+    now += 600
+    got = f.poll()
+    assert [g.sgv for g in got] == [52, 53]
+    assert seen[1].url.params["find[date][$gt]"] == str(t - MIN)
+
+
+def test_follower__a_site_that_ignores_find_is_asked_once_per_poll():
+    """xDrip+'s web service answers the newest `count` entries whatever `find` says: the
+    follower keeps the new ones and stops paging when a page brings nothing new."""
+    t = int(time.time() * 1000) - 300 * 5 * MIN
+    day = _entries(t, 288)[::-1]  # newest first, as the site sends them
+    seen = []
+    f = cgm.NightscoutFollower("http://127.0.0.1:17580", client=_site([day], seen))
+    assert len(f.poll()) == 288 and len(seen) == 2  # a full page: one more to check
+    seen.clear()
+    assert f.poll() == [] and len(seen) == 1
+
+
+@pytest.mark.parametrize(("url", "base", "secret", "token"), [
+    ("https://my-secret-1234@ns.example/api/v1/", "https://ns.example", "my-secret-1234", None),
+    ("https://ns.example/?token=reader-abc123", "https://ns.example", None, "reader-abc123"),
+    ("https://host.example/t/fam-1/api/v1/entries", "https://host.example/t/fam-1", None, None),
+    ("http://192.168.1.20:1337/", "http://192.168.1.20:1337", None, None),
+])
+def test_follower__urls_as_people_copy_them(url, base, secret, token):
+    seen = []
+    f = cgm.NightscoutFollower(url, client=_site([[]], seen))
+    assert f.url == base and "secret" not in f.url and "token" not in f.url
+    f.poll()
+    assert str(seen[0].url).startswith(base + "/api/v1/entries/sgv.json?")
+    assert seen[0].headers.get("api-secret") == (api_secret_hash(secret) if secret else None)
+    assert seen[0].url.params.get("token") == token
+    assert "authorization" not in seen[0].headers
+
+
+def test_follower__http_redirected_to_https_on_the_same_host_is_followed():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            return httpx.Response(307, headers={"Location": "https://ns.example/api/v1/x"})
+        return httpx.Response(200, json=_entries(int(time.time() * 1000) - 10 * MIN, 2))
+
+    f = cgm.NightscoutFollower("http://ns.example", api_secret=SECRET,
+                               client=httpx.Client(transport=httpx.MockTransport(handler)))
+    assert len(f.poll()) == 2 and f.url == "https://ns.example"
+
+
+def test_follower__a_redirect_elsewhere_is_said_not_followed():
+    client = _site([httpx.Response(302, headers={"Location": "https://evil.example/x?t=1"})])
+    f = cgm.NightscoutFollower("https://ns.example", api_secret=SECRET, client=client)
+    with pytest.raises(SourceError, match=r"moved to https://evil.example/x \(HTTP 302\); set"):
+        f.poll()
+
+
+@pytest.mark.parametrize(("reply", "says", "after"), [
+    (httpx.Response(403, text="Authentication failed - check api-secret"),
+     "refused the API secret or token (HTTP 403)", None),
+    (httpx.Response(429, headers={"Retry-After": "120"}), "answered HTTP 429", 120.0),
+    (httpx.Response(200, content=b"[" + b"{}," * 3_000_000 + b"{}]"), "sent more than 8 MB",
+     None),
+])
+def test_follower__refusals_are_one_sentence_with_the_wait_asked_for(reply, says, after):
+    f = cgm.NightscoutFollower("https://ns.example", client=_site([reply]))
+    with pytest.raises(SourceError, match=re.escape(says)) as err:
+        f.poll()
+    assert err.value.retry_after_s == after
+
+
+def test_follower__a_slow_site_is_said_to_be_slow():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    f = cgm.NightscoutFollower("https://ns.example", timeout_s=4,
+                               client=httpx.Client(transport=httpx.MockTransport(handler)))
+    with pytest.raises(SourceError, match=r"did not answer within 4 s \(ReadTimeout\)"):
+        f.poll()
 
 
 # -- Dexcom Clarity -------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ def test_config__defaults_with_secret_from_environment():
         ("tenant = 'Home Sweet'\n", "tenant: The tenant name 'Home Sweet' may only hold"),
         ("[wearable]\nenabled = true\n", "[wearable] address is needed"),
         ("[follower]\nenabled = true\nurl = 'ftp://x'\n", "[follower] url must start with http"),
+        ("[follower]\nenabled = true\nurl = 'https://ns.example:80a'\n",
+         "[follower] url: 'https://ns.example:80a' is not a URL"),
+        ("[follower]\nenabled = true\nurl = 'ftp://sec-ret-1234@x'\n", "not 'ftp://x'"),  # no secret
         ("[audio]\nenabled = 'yes'\n", "[audio] enabled must be true or false, not 'yes'."),
         ("audio = 3\n", "[audio] must be a table."),
         ("[nightscout\n", "not valid TOML"),

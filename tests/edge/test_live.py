@@ -579,3 +579,37 @@ def test_live__a_slow_node_catches_up_epoch_by_epoch_and_loses_nothing(tmp_path)
     stored = store.epoch_values(features.ROOM, node.first_epoch, node.pipeline.epoch)
     assert sorted(stored) == list(range(node.first_epoch, node.pipeline.epoch))
     store.close()
+
+
+def test_live__the_follower_outlives_any_failure_and_a_restart_does_not_fetch_again(tmp_path,
+                                                                                  caplog):
+    """An unexpected error in a poll (a reply the code did not foresee) is logged and retried
+    after a back-off; polling goes on and the readings arrive. Started again, the follower
+    asks only for what came after the newest reading stored."""
+    t0 = epoch_start(58950540) + 25.0
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        if len(seen) == 1:
+            raise KeyError("a reply nobody foresaw")
+        t = int(t0 * 1000) - 10 * 60_000
+        return httpx.Response(200, json=[{"type": "sgv", "date": t + k * 300_000, "sgv": 90 + k}
+                                         for k in range(2)])
+
+    cfg = _config(tmp_path, 'timezone = "UTC"\nclose_delay_s = 0.5\n[audio]\nenabled = false\n'
+                            '[nightscout]\nenabled = false\n[follower]\nenabled = true\n'
+                            'url = "https://ns.example/api/v1/"\ninterval_s = 10\n')
+    store = EdgeStore(tmp_path / "edge.db")
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=t0), follower_client=client)
+    with caplog.at_level("WARNING"):
+        run_until(node, lambda: len(store.entries(count=5, type_="sgv")) == 2)
+    assert "follower: https://ns.example: KeyError" in caplog.text
+    assert "answers again" in caplog.text
+    newest = store.entries(count=1, type_="sgv")[0]["date"]
+    seen.clear()
+    again = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=t0 + 60), follower_client=client)
+    run_until(again, lambda: len(seen) >= 1)
+    assert seen[0].url.params["find[date][$gt]"] == str(newest)
+    store.close()
