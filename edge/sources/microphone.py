@@ -17,6 +17,7 @@ from nightlink.edge.sources.samples import Room
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
+WAV_HEADER_MAX = 4096  # bytes before the samples in a WAV this node wrote (44 in practice)
 MAX_DRIFT_S = 2.0  # audio clock vs wall clock disagreement (real seconds): samples were lost
 
 
@@ -37,6 +38,7 @@ class KeptAudio:
         """Keep a chunk whose first sample is at t, if t lies inside a night's schedule."""
         label = self.night_of(t)
         if label is None:
+            self.close()  # outside the schedule: the night's file is complete on disk
             return
         if label != self.label:
             self.close()
@@ -53,16 +55,22 @@ class KeptAudio:
                 _LOGGER.warning("raw audio of night %s is being kept in %s, as configured",
                                 label, target)
                 return soundfile.SoundFile(str(target), "w", self.rate, 1, "PCM_16")
-            try:
-                f = soundfile.SoundFile(str(target), "r+")
+            try:  # read-only first: opening for writing and closing rewrites the file
+                info = soundfile.info(str(target))
             except (RuntimeError, OSError):  # unreadable: leave it, write the next name
                 continue
-            if (f.samplerate, f.channels, f.subtype) == (self.rate, 1, "PCM_16"):
+            # A run that was killed leaves samples past the length its header gives (the
+            # header is written on close): appending would write over them, so such a file
+            # is left as it is (its audio all there for any tool that reads to the end).
+            whole = target.stat().st_size <= WAV_HEADER_MAX + info.frames * 2
+            if whole and (info.samplerate, info.channels, info.subtype) == \
+                    (self.rate, 1, "PCM_16"):
+                f = soundfile.SoundFile(str(target), "r+")
                 f.seek(0, soundfile.SEEK_END)
                 _LOGGER.warning("raw audio of night %s is being added to %s, as configured",
                                 label, target)
                 return f
-            f.close()  # another rate: a file of its own
+            # another rate, or cut off: a file of its own
         raise OSError(f"no free name for the raw audio of night {label} beside {self.path}")
 
     def close(self) -> None:

@@ -260,6 +260,13 @@ def test_live_audio__raw_audio_asked_for_is_kept_only_inside_the_schedule(tmp_pa
     assert kept.size == 30 * 8000 and kept[0] == 100 and kept[-1] == 200
     run(_utc("2026-01-16 23:00:00"), 2, 300)  # the next night: a file of its own
     assert soundfile.info(str(tmp_path / "raw-2026-01-16.wav")).frames == 4 * 8000
+    # a run killed mid-night leaves samples past its header's length: not written over
+    with (tmp_path / "raw-2026-01-16.wav").open("ab") as raw:  # as a killed run leaves it
+        raw.write(np.full(8000, 400, np.int16).tobytes())
+    size = (tmp_path / "raw-2026-01-16.wav").stat().st_size
+    run(_utc("2026-01-16 23:20:00"), 1, 500)
+    assert (tmp_path / "raw-2026-01-16.wav").stat().st_size == size
+    assert soundfile.info(str(tmp_path / "raw-2026-01-16-2.wav")).frames == 2 * 8000
     store.close()
 
 
