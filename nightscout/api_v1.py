@@ -143,6 +143,8 @@ async def _list(request: Request, coll: str, *, name: str, window: bool,
     if not_modified is not None:
         return not_modified
     headers = {"Last-Modified": times.last_modified_header(changed)} if changed else {}
+    if render is not _json:
+        headers["Vary"] = "Accept"  # the format follows Accept: caches must keep them apart
     state = state_of(request)
     query = _query(request, coll)
     if extra is not None:
@@ -303,7 +305,7 @@ async def _get_one(request: Request, coll: str, key: str) -> Response:
 
 def _render_entries(ext: str | None) -> Render:
     def render(request: Request, docs: list[dict]) -> tuple[bytes, str]:
-        fmt = wants(request, ext, _ENTRY_FORMATS)
+        fmt = wants(request, ext, _ENTRY_FORMATS, fallback="json")
         if fmt == "json":
             return _json(request, docs)
         sep = "," if fmt == "csv" else "\t"
@@ -383,6 +385,7 @@ async def _current(request: Request, ext: str | None) -> Response:
         reply = _render_entries(ext)(request, [r.v1() for r in rows])
         state.replies.put(key, changed, reply)
     headers = {"Last-Modified": times.last_modified_header(changed)} if changed else {}
+    headers["Vary"] = "Accept"
     body, media = reply
     state.replies.remember(request, Served(site.key, documents.ENTRIES, "api:entries:read", False,
                                            changed, None, body, media, tuple(headers.items())))
@@ -644,17 +647,16 @@ async def status(request: Request) -> Response:
     last = request.url.path.rsplit("/", 1)[1]
     ext = last.rpartition(".")[2] if "." in last else None
     fmt = wants(request, ext, ("html", "txt", "js", "json"))
+    vary = {} if ext else {"Vary": "Accept"}
     if fmt == "html":
-        return Response("<h1>STATUS OK</h1>", media_type="text/html")
+        return Response("<h1>STATUS OK</h1>", media_type="text/html", headers=vary)
     if fmt == "txt":
-        return Response("STATUS OK", media_type="text/plain")
+        return Response("STATUS OK", media_type="text/plain", headers=vary)
     doc = status_document(request, site, grant)
     if fmt == "js":
-        import json
-
         return Response(f"this.serverSettings = {json.dumps(doc)} ;",
-                        media_type="application/javascript")
-    return json_response(doc)
+                        media_type="application/javascript", headers=vary)
+    return json_response(doc, headers=vary)
 
 
 @router.get("/verifyauth", responses={200: {"description": "What the credential may do",

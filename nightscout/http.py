@@ -281,13 +281,14 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
                     media_type=JSON_TYPE)
 
 
-def wants(request: Request, ext: str | None, options: tuple[str, ...]) -> str:
+def wants(request: Request, ext: str | None, options: tuple[str, ...],
+          fallback: str | None = None) -> str:
     """The reply format: the path's extension, else the option the Accept header prefers, as
     Express's res.format (which cgm-remote-monitor uses) ranks them: highest q, then the most
     specific match (`application/json` over `application/*` over `*/*`), then the type the
     client lists first, then the server's order. So `*/*` or no Accept gives the first option
-    and axios's `application/json, text/plain, */*` gives JSON. Nothing acceptable: the first
-    option (Express would answer 406)."""
+    and axios's `application/json, text/plain, */*` gives JSON. Nothing acceptable:
+    `fallback` (Nightscout's entries answer JSON there), else the first option."""
     if ext:
         return ext
     accepted = _accept_ranges(request.headers.get("accept") or "*/*")
@@ -306,7 +307,7 @@ def wants(request: Request, ext: str | None, options: tuple[str, ...]) -> str:
         key = (-match[0], -match[1], match[2], rank)
         if best is None or key < best[0]:
             best = (key, option)
-    return best[1] if best else options[0]
+    return best[1] if best else (fallback or options[0])
 
 
 def _accept_ranges(header: str) -> list[tuple[str, str, float]]:

@@ -291,7 +291,9 @@ def test_entries__formats_as_nightscout_negotiates_them(ns, day):
     ("application/json, text/plain, */*", "json"),  # axios's default (nightscout-librelink-up)
     ("text/plain;q=0.5, application/json", "json"), ("application/*", "json"),
     ("text/csv, application/json", "csv"), ("application/json;q=0, */*", "txt"),
-    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "txt")])
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "txt"),
+    ("application/xml", "json"), ("*/*;q=0", "json"), ("json", "json")])  # none: Nightscout's
+    # entries fall back to JSON
 def test_entries__accept_ranked_by_q_specificity_then_the_clients_order(ns, day, accept, fmt):
     """Express's res.format, as cgm-remote-monitor answers: the client's first listed type
     wins a tie; `*/*` alone gives Nightscout's first format, tab-separated text. The newest
@@ -302,6 +304,7 @@ def test_entries__accept_ranked_by_q_specificity_then_the_clients_order(ns, day,
                 "/api/v1/entries/sgv?count=2"):
         r = ns.get(url, headers=headers)
         assert r.status_code == 200 and r.headers["content-type"].startswith(media), (url, accept)
+        assert "Accept" in r.headers["vary"]  # what a cache must keep apart
         if fmt == "json":
             assert r.json()[0]["date"] == day
         else:
