@@ -31,6 +31,7 @@ APNEA_SILENCE_S = 10.0
 DEAD_AUDIO_SHARE = 0.9
 SILENT_DBFS = -119.5
 CLIPPED_DBFS = -1.0
+NO_SOUND = "no usable sound"  # how the gap's reason begins
 
 
 def unusable_audio(epochs):
@@ -55,4 +56,4 @@ def unusable_audio(epochs):
         parts.append("clipped at full scale in %d" % clipped)
     return ("The audio is %s of %d epochs: the microphone recorded no usable sound, so the "
             "night's figures leave audio out." % (" and ".join(parts), n),
-            "no usable sound: " + ("silent" if silent >= clipped else "clipped at full scale"))
+            NO_SOUND + ": " + ("silent" if silent >= clipped else "clipped at full scale"))

@@ -70,12 +70,11 @@ def patient_settings(data: TenantStore) -> PatientSettings:
     targets, days = (row["targets"], int(row["report_days"])) if row else ("standard", 14)
     if row and row["tz"]:
         return PatientSettings(zone(row["tz"]), targets, days)
-    try:
-        reported = data.reported_timezone()
-        if reported:
+    for reported in data.reported_timezones():
+        try:
             return PatientSettings(zone(reported), targets, days, "edge")
-    except SettingsError:  # a zone this server does not know: as if none was reported
-        pass
+        except SettingsError:  # a zone this server does not know: as if not reported
+            continue
     return PatientSettings(ZoneInfo("UTC"), targets, days, "default")
 
 

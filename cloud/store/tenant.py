@@ -276,16 +276,20 @@ class TenantStore:
                         "updated_ms": int(float(row["updated_at"]) * 1000)}
         return None
 
-    def reported_timezone(self) -> str | None:
-        """The time zone the tenant's bedside node last reported (its status report's
-        `timezone`, an IANA name as its configuration or machine gives it), or None."""
-        for row in self.db.query("SELECT doc FROM device_status WHERE tenant_id = ? "
-                                 "ORDER BY updated_at DESC", (self.tenant_id,)):
+    def reported_timezones(self) -> list[str]:
+        """The time zones the tenant's bedside nodes reported (their status reports'
+        `timezone`, IANA names as their configuration or machine gives them), newest first;
+        revoked devices left out."""
+        out = []
+        for row in self.db.query(
+                "SELECT s.doc FROM device_status s LEFT JOIN devices d ON d.id = s.device "
+                "AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? AND d.revoked_at IS NULL "
+                "ORDER BY s.updated_at DESC", (self.tenant_id,)):
             doc = from_json(row["doc"])
             name = doc.get("timezone") if isinstance(doc, dict) else None
-            if isinstance(name, str) and 0 < len(name) <= 64:
-                return name
-        return None
+            if isinstance(name, str) and 0 < len(name) <= 64 and name not in out:
+                out.append(name)
+        return out
 
     def revoke_device(self, device_id: str) -> bool:
         return bool(self.db.execute(

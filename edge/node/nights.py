@@ -47,8 +47,9 @@ def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
         _LOGGER.warning("night %s: %s", label, dead[0])
         cols = {**cols, "audio": {k: np.full(count, np.nan) for k in cols["audio"]}}
     with store.transaction():  # all or nothing: a failed close leaves no stream 5 rows behind
-        if dead:
-            store.put_night_gap("audio", first, first + count, dead[1])
+        # the microphone's verdict for the night, replacing an earlier summary's
+        store.put_night_gap("audio", first, first + count, dead[1] if dead else None,
+                            clinical.NO_SOUND)
         classified = (classify_night(store, first, count, streams={**cols, **(beats or {})})
                       if classify else None)
         summary = summarize_night(store, first, count, cols)

@@ -43,6 +43,8 @@ def zone_name(name: str = "") -> str | None:
     except OSError:
         pass
     for found in candidates:
+        for prefix in ("posix/", "right/"):  # the same zones under other folders of tzdata
+            found = found[len(prefix):] if found.startswith(prefix) else found
         if found and found != "localtime":
             try:
                 return check_zone(found, machine=False)

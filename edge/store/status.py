@@ -33,12 +33,15 @@ class Status:
             (source, start_epoch, end_epoch, reason),
         )
 
-    def put_night_gap(self, source: str, start_epoch: int, end_epoch: int, reason: str) -> None:
-        """A gap found when a night is summarised: replaces the one an earlier summary of the
-        same night (a stop mid-night, then the close) recorded from the same start."""
-        self.db.execute("DELETE FROM gaps WHERE source = ? AND start_epoch = ? AND reason = ?",
-                        (source, start_epoch, reason))
-        self.add_gap(source, start_epoch, end_epoch, reason)
+    def put_night_gap(self, source: str, start_epoch: int, end_epoch: int,
+                      reason: str | None, kind: str) -> None:
+        """The gap of kind `kind` (its reason's start) a night's summary found, replacing the
+        one an earlier summary of the same night (a stop mid-night, then the close) recorded
+        from the same start; reason None: the night has no such gap (any earlier one goes)."""
+        self.db.execute("DELETE FROM gaps WHERE source = ? AND start_epoch = ? AND "
+                        "substr(reason, 1, ?) = ?", (source, start_epoch, len(kind), kind))
+        if reason is not None:
+            self.add_gap(source, start_epoch, end_epoch, reason)
 
     def gaps(self, source: str | None = None) -> list[dict]:
         sql, args = "SELECT source, start_epoch, end_epoch, reason FROM gaps", []

@@ -51,6 +51,13 @@ def test_report_says_where_its_time_zone_comes_from(tmp_path):
         store.put_device_status("edge-b", "p1", {"timezone": "Europe/London"})
         tz, html = said()
         assert tz == "Europe/London" and "as the bedside node reports it" in html
+        store.put_device_status("edge-c", "p1", {"timezone": "Atlantis/Capital"})
+        assert said()[0] == "Europe/London"  # the newest zone this server knows
+        store.add_device("a4cf12b0c3d4", "p1", "edge", "p1.a4cf12b0c3d4", "-")
+        store.put_device_status("a4cf12b0c3d4", "p1", {"timezone": "Asia/Tokyo"})
+        assert said()[0] == "Asia/Tokyo"
+        data.revoke_device("a4cf12b0c3d4")  # a node taken out of service no longer speaks for her
+        assert said()[0] == "Europe/London"
         settings.set_patient_settings(data, report_days=7)  # the zone is not frozen by it
         assert settings.patient_settings(data).tz_source == "edge"
         settings.set_patient_settings(data, tz="Europe/Berlin")

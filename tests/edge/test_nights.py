@@ -289,3 +289,29 @@ def test_zone_name__the_machines_zone_by_its_iana_name(monkeypatch):
     assert zone_name() == "America/Chicago"
     monkeypatch.setenv("TZ", "Europe")  # a folder: not a zone; the machine's link decides
     assert zone_name() != "Europe"
+
+
+def test_finish_night__a_microphone_that_came_back_leaves_no_gap_from_an_earlier_summary(
+        tmp_path):
+    """Muted for the first hour (a stop then summarises it as dead), then working: the
+    night's close finds the audio usable and the partial summary's gap goes."""
+    import numpy as np
+
+    from nightlink.edge.features.audio import EPOCH_SAMPLES, AudioFeatureExtractor
+    from nightlink.edge.node.nights import finish_night
+
+    rng = np.random.default_rng(2)
+    silent = AudioFeatureExtractor(0, 16000).feed(np.zeros(EPOCH_SAMPLES, np.int16))[0][1]
+    room = AudioFeatureExtractor(0, 16000).feed(
+        rng.normal(0, 40, EPOCH_SAMPLES).astype(np.int16))[0][1]
+    store = EdgeStore(tmp_path / "e.db")
+    first = int(_utc("2026-01-15 23:00") // EPOCH_S)
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    for k in range(600):
+        pipe.put_audio_row(first + k, silent if k < 120 else room)
+        pipe.close(first + k)
+    finish_night(store, first, 120, "2026-01-15", classify=False)
+    assert len(store.gaps("audio")) == 1
+    summary = finish_night(store, first, 600, "2026-01-15", classify=False)
+    assert "audio_unusable" not in summary and store.gaps("audio") == []
+    store.close()
