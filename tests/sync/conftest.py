@@ -90,3 +90,21 @@ def run_sync(client, stop_after_s: float, until_empty=True):
         client.run(stop, until_empty=until_empty)
     finally:
         timer.cancel()
+
+
+def status_reported(rig, key: str, what: str):
+    """Run the edge's sync until the cloud holds its status report with `key`; its value."""
+    from nightlink.edge.sync.cloud_link import SyncClient
+    from tests.support.waiting import until
+
+    client = SyncClient(rig.edge, rig.sync_config(), TENANT)
+    stop = threading.Event()
+    worker = threading.Thread(target=client.run, args=(stop,), kwargs={"until_empty": False})
+    worker.start()
+    try:
+        until(lambda: (rig.cloud.device_status(rig.edge.device) or {}).get(key),
+              timeout=20, what=what)
+    finally:
+        stop.set()
+        worker.join(30)
+    return rig.cloud.device_status(rig.edge.device)[key]

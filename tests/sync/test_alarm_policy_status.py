@@ -1,16 +1,12 @@
 """The clocks' predicted-low policy reaches the cloud: the edge keeps the policy it calibrated
 in its store and its status report carries it, so the cloud knows which policy is active."""
 
-import threading
-
 from nightlink.edge.sources.cgm import glucose_to_entry
 from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.sync.clock_feed import POLICY_META, predicted_low_policy
-from nightlink.edge.sync.cloud_link import SyncClient
 from tests.support.cgm import person_trace
-from tests.support.waiting import until
 
-from .conftest import TENANT
+from .conftest import status_reported
 
 
 def test_status_report_carries_the_calibrated_policy(rig):
@@ -21,14 +17,5 @@ def test_status_report_carries_the_calibrated_policy(rig):
     text = rig.edge.meta(POLICY_META)
     assert text and f"risk >= {policy['permille']} permille" in text
     assert f"forecast < {policy['floor']} mg/dL" in text
-    client = SyncClient(rig.edge, rig.sync_config(), TENANT)
-    stop = threading.Event()
-    worker = threading.Thread(target=client.run, args=(stop,), kwargs={"until_empty": False})
-    worker.start()
-    try:
-        until(lambda: (rig.cloud.device_status(rig.edge.device) or {}).get("alarm_policy"),
-              timeout=20, what="the edge's status report with its alarm policy")
-    finally:
-        stop.set()
-        worker.join(30)
-    assert rig.cloud.device_status(rig.edge.device)["alarm_policy"] == text
+    assert status_reported(rig, "alarm_policy", "the edge's status report with its alarm "
+                           "policy") == text
