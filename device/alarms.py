@@ -10,7 +10,7 @@ except ImportError:  # CPython (host port, tests)
 
 
 from nightlink.device import config
-from nightlink.shared import alerts
+from nightlink.shared import alerts, units
 
 # Kinds in priority order (the first active one is shown and decides the sound).
 URGENT_LOW = "urgent_low"
@@ -72,6 +72,9 @@ class Alarms:
         self.sounding = None
         self.pattern = SILENT
         self.in_quiet = False
+        self.started_ms = None  # the first pass: with no reading since, data is missing from it
+        self._urgent_open = False  # an urgent low not yet followed by a reading above it
+        self.mmol = cfg.get("units") == units.MMOLL
 
     def set_policy(self, d):
         """The edge's calibrated policy: {"permille", "persist", "refractory_min", "rising",
@@ -182,21 +185,25 @@ class Alarms:
             del values[k]
         self.escalation = 0
         good = alerts.valid(readings)
-        if readings:
-            # sensor error codes are not data: age counts from the last real glucose value
-            age = (now_ms - (good[-1][0] if good else readings[0][0])) // _MINUTE_MS
-            if age >= 2 * self.nodata_min:
-                self.escalation = 3
-            elif age >= self.nodata_min:
-                self.escalation = 2
-            elif age >= self.stale_min:
-                self.escalation = 1
-            if self.escalation >= 2:
-                active.append(NO_DATA)
-                values[NO_DATA] = age
-            elif self.escalation == 1:
-                active.append(STALE)
-                values[STALE] = age
+        if self.started_ms is None:
+            self.started_ms = now_ms
+        # sensor error codes are not data: age counts from the last real glucose value
+        # (with none since the clock started, from its start: a clock that never hears
+        # from the edge after a power cut must say so, not stay silent)
+        since = good[-1][0] if good else readings[0][0] if readings else self.started_ms
+        age = (now_ms - since) // _MINUTE_MS
+        if age >= 2 * self.nodata_min:
+            self.escalation = 3
+        elif age >= self.nodata_min:
+            self.escalation = 2
+        elif age >= self.stale_min:
+            self.escalation = 1
+        if self.escalation >= 2:
+            active.append(NO_DATA)
+            values[NO_DATA] = age
+        elif self.escalation == 1:
+            active.append(STALE)
+            values[STALE] = age
         if self.escalation == 0 and good and readings[-1][1] >= 39:
             r = alerts.urgent_low(good, now_ms, self.urgent_low)
             if r is not None:
@@ -224,6 +231,13 @@ class Alarms:
             if r is not None:
                 active.append(RISING_FAST)
                 values[RISING_FAST] = r[1]
+        # An urgent low stays until a real reading at or above its threshold: a sensor error,
+        # a stale sensor or a silent edge after it must not stop the siren.
+        last = good[-1][1] if good else None
+        self._urgent_open = URGENT_LOW in values or (
+            self._urgent_open and last is not None and last < self.urgent_low)
+        if self._urgent_open and URGENT_LOW not in values:
+            values[URGENT_LOW] = last
         # priority order
         self.active = [k for k in KINDS if k in values]
         # a snooze ends when its alarm clears, expires, or the alarm gets louder
@@ -271,5 +285,5 @@ class Alarms:
         if kind == PREDICTED_LOW:
             return s
         if kind == RISING_FAST:
-            return "%s %+.1f/min" % (s, v)
+            return "%s %+.1f/min" % (s, v / units.MGDL_PER_MMOLL if self.mmol else v)
         return s

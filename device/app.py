@@ -20,6 +20,35 @@ _MINUTE_MS = const(60000)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
 _OVERRIDE_MS = const(120000)  # a screen picked with the button stays this long
 _MORNING_END_MIN = const(11 * 60)
+_FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
+_TIME_KNOWN_MS = 1704067200000  # 2024-01-01: before it, the clock's own time is not set yet
+_SUMMARY_INTS = ("sleep_min", "efficiency_pct", "lows", "low_min", "tir_pct")
+
+
+def _int_or_none(v):
+    """A whole number from a JSON value (a finite number), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return None
+    if v > 1e9 or v < -1e9:
+        return None
+    return int(v)
+
+
+def _clean_summary(d):
+    """The night summary with only the fields the morning screen draws, each of its type (a
+    field of the wrong type is left out, as if the edge had not sent it)."""
+    out = {}
+    night = d.get("night")
+    if isinstance(night, str):
+        out["night"] = night[:10]
+    for k in _SUMMARY_INTS:
+        v = _int_or_none(d.get(k))
+        if v is not None:
+            out[k] = v
+    curve = d.get("curve")
+    if isinstance(curve, list):
+        out["curve"] = [max(0, min(600, _int_or_none(x) or 0)) for x in curve[:96]]
+    return out
 
 
 class Hardware:
@@ -58,6 +87,8 @@ class Clock:
         self.frames = 0  # screens drawn (changed images)
         self.refreshes = 0
         self.last_message_ms = None
+        self.bad_messages = 0  # messages dropped as unusable
+        self.refused_ahead = 0  # readings dated ahead of the clock
 
     # -- glucose in ------------------------------------------------------------------------
 
@@ -82,25 +113,41 @@ class Clock:
             r.pop(0)
         return True
 
+    def ahead(self, t_ms, now_ms):
+        """Whether a reading is dated ahead of the clock (an uploader with a wrong clock):
+        taken, it would stand as the newest and hide the real ones until its time came. Only
+        once the clock's own time is set (before, every reading looks ahead)."""
+        return now_ms >= _TIME_KNOWN_MS and t_ms > now_ms + _FUTURE_MS
+
     def on_glucose(self, body, source, now_ms):
         """The edge's retained JSON (see edge/sync/clock_feed.py): {"t": Unix s, "sgv", "trend",
-        "delta", "recent": [[t, sgv], ...]}. Returns False for a message it cannot use."""
+        "delta", "recent": [[t, sgv], ...]}. Returns False for a message it cannot use: not
+        JSON, not an object, a field of the wrong type or out of range (1e999), a reading
+        dated ahead of the clock. Nothing in a message can stop the clock."""
         try:
             d = json.loads(body)
+            if not isinstance(d, dict):
+                return False
             for pair in d.get("recent") or ():
-                self.add_reading(int(pair[0]) * 1000, int(pair[1]))
+                t = int(pair[0]) * 1000
+                if not self.ahead(t, now_ms):
+                    self.add_reading(t, int(pair[1]))
             t = int(d["t"]) * 1000
+            if self.ahead(t, now_ms):
+                self.refused_ahead += 1
+                return False
             delta = d.get("delta")
             self.add_reading(t, int(d["sgv"]), int(d.get("trend", 0)),
                              None if delta is None else int(delta))
-        except (ValueError, KeyError, TypeError, IndexError):
+            policy = d.get("alarm")
+            if isinstance(policy, dict):
+                self.alarms.set_policy(policy)  # the edge's calibrated predicted-low policy
+            carbs = d.get("carbs_t")  # when carbs were last entered: holds the predicted low
+            if carbs is None or isinstance(carbs, (int, float)):
+                self.alarms.set_carbs(None if carbs is None else int(carbs) * 1000)
+        except Exception:  # noqa: BLE001 - any malformed message is dropped, never fatal
+            self.bad_messages += 1
             return False
-        policy = d.get("alarm")
-        if isinstance(policy, dict):
-            self.alarms.set_policy(policy)  # the edge's calibrated predicted-low policy
-        carbs = d.get("carbs_t")  # when carbs were last entered: holds the predicted low
-        if carbs is None or isinstance(carbs, (int, float)):
-            self.alarms.set_carbs(None if carbs is None else int(carbs) * 1000)
         self.source = source
         self.last_message_ms = now_ms
         return True
@@ -108,11 +155,13 @@ class Clock:
     def on_summary(self, body):
         try:
             d = json.loads(body)
-        except ValueError:
+        except Exception:  # noqa: BLE001 - not JSON (or too deep): dropped
+            self.bad_messages += 1
             return False
         if not isinstance(d, dict):
+            self.bad_messages += 1
             return False
-        self.summary = d
+        self.summary = _clean_summary(d)
         return True
 
     def on_entries(self, entries, now_ms):
@@ -121,14 +170,14 @@ class Clock:
         for i in range(len(entries) - 1, -1, -1):
             e = entries[i]
             try:
-                if e.get("type", "sgv") != "sgv":
+                if e.get("type", "sgv") != "sgv" or self.ahead(int(e["date"]), now_ms):
                     continue
                 delta = e.get("delta")
                 if self.add_reading(int(e["date"]), int(e["sgv"]),
                                     units.trend_of(e.get("direction", "")),
                                     None if delta is None else int(round(delta))):
                     n += 1
-            except (KeyError, TypeError, ValueError, AttributeError):
+            except Exception:  # noqa: BLE001 - a bad entry is skipped (1e999, null, ...)
                 continue
         if n:
             self.source = "cloud"
@@ -138,7 +187,10 @@ class Clock:
     def on_message(self, topic, msg, now_ms):
         """MQTT callback glue: the edge's clock feed topics (shared/topics.py)."""
         if isinstance(topic, bytes):
-            topic = topic.decode()
+            try:
+                topic = topic.decode()
+            except Exception:  # noqa: BLE001 - not UTF-8: not one of ours
+                return False
         if topic.endswith("/glucose"):
             return self.on_glucose(msg, "LAN", now_ms)
         if topic.endswith("/night"):

@@ -21,6 +21,9 @@ _WDT_MS = const(30000)
 _KEEPALIVE_S = const(60)
 _WIFI_BOOT_MS = const(10000)  # per network: how long the start waits for Wi-Fi before NTP
 _SAMPLE_EVERY = const(5)  # passes (about a second each) between room samples
+_HTTP_TIMEOUT_S = const(10)  # the cloud fallback's request: never longer (the watchdog: 30)
+_NTP_EVERY = const(60)  # passes between tries to set the time while it is not set
+_TIME_SET_S = 1704067200  # 2024-01-01: an RTC before it was never set (a power cut)
 
 
 def _hardware(cfg):
@@ -73,7 +76,7 @@ def _start_wifi(link, networks, wdt):
 def _http_get(url, headers):
     import requests  # mpremote mip install requests
 
-    r = requests.get(url, headers=headers)
+    r = requests.get(url, headers=headers, timeout=_HTTP_TIMEOUT_S)
     try:
         return r.status_code, r.content
     finally:
@@ -152,13 +155,7 @@ def main(root="/", passes=-1):
     vbus = machine.Pin(cfg["pins"]["vbus"], machine.Pin.IN)
     clock = app.Clock(cfg, errors, hw, usb=vbus() == 1)
     link = _link(cfg)
-    if _start_wifi(link, cfg["wifi"], wdt):
-        try:
-            import ntptime
-
-            ntptime.settime()
-        except (ImportError, OSError):
-            pass  # keep the RTC's time; readings carry their own timestamps
+    timed = _start_wifi(link, cfg["wifi"], wdt) and _set_time()
     sync, room, probes = _room(cfg, link, root)
     runner = runtime.Runner(clock, link, _http_get if cfg.get("cloud") else None, sync=sync,
                             wdt=wdt)
@@ -179,9 +176,24 @@ def main(root="/", passes=-1):
                 time.sleep_ms(50)
         if n % _SAMPLE_EVERY == 0:
             room.add(now // 1000, _sample(probes))
+        if not timed and n % _NTP_EVERY == 0 and link.wifi_connected():
+            timed = _set_time()  # Wi-Fi came late after a power cut: the time still needs it
         n += 1
         guard.healthy(n)
     return runner, room
+
+
+def _set_time():
+    """Set the RTC from NTP; True once the time is known (NTP answered, or the RTC kept a
+    time set earlier). Until then readings' ages, quiet hours and the shown time are wrong,
+    so the loop tries again every minute while Wi-Fi is up."""
+    try:
+        import ntptime
+
+        ntptime.settime()
+        return True
+    except Exception:  # noqa: BLE001 - no NTP module, no answer, a bad reply
+        return epoch.unix_now() >= _TIME_SET_S
 
 
 if __name__ == "__main__":

@@ -54,7 +54,17 @@ class Runner:
         return self.link is not None and self.link.up
 
     def _on_message(self, topic, msg):
-        if self.clock.on_message(topic, msg, self.now):
+        """The edge speaks when a message brings a newer reading (a retained message the
+        broker delivers again at each reconnect does not, so it cannot hold off the cloud
+        fallback); any message is taken or dropped, never fatal to the loop."""
+        r = self.clock.readings
+        newest = r[-1][0] if r else None
+        try:
+            taken = self.clock.on_message(topic, msg, self.now)
+        except Exception:  # noqa: BLE001 - a message no rule foresaw: dropped
+            self.clock.bad_messages += 1
+            return
+        if taken and r and r[-1][0] != newest:
             self.last_sync_ms = self.now
             self.last_lan_ms = self.now
 
@@ -76,7 +86,7 @@ class Runner:
             entries = json.loads(body)
             if not isinstance(entries, list):
                 raise ValueError("not a list")
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - unreachable, refused, garbage: try again later
             self.poll_errors += 1
             return
         if self.clock.on_entries(entries, now):

@@ -46,8 +46,8 @@ def _name(s, i):
     return s[i:j], j
 
 
-def _offset(s, i):
-    """[+-]hh[:mm[:ss]] at i -> (seconds, next index)."""
+def _offset(s, i, max_h=24):
+    """[+-]hh[:mm[:ss]] at i -> (seconds, next index); hours up to max_h."""
     sign = 1
     if i < len(s) and s[i] in "+-":
         sign = -1 if s[i] == "-" else 1
@@ -68,7 +68,7 @@ def _offset(s, i):
             i += 1
         else:
             break
-    if i == start or parts[0] > 24 or parts[1] > 59 or parts[2] > 59:
+    if i == start or parts[0] > max_h or parts[1] > 59 or parts[2] > 59:
         raise TzError("bad offset")
     return sign * (parts[0] * 3600 + parts[1] * 60 + parts[2]), i
 
@@ -78,7 +78,7 @@ def _rule(s):
     at = 7200
     if "/" in s:
         s, t = s.split("/", 1)
-        at, end = _offset(t, 0)
+        at, end = _offset(t, 0, 167)  # POSIX allows -167..167 (Israel: M3.4.4/26)
         if end != len(t):
             raise TzError("bad rule time")
     if not s or s[0] != "M":

@@ -52,6 +52,9 @@ def _carbs(doc: dict) -> float:
         return 0.0
 
 
+FUTURE_S = 300  # readings dated further ahead than this are left out of the clocks' feed
+
+
 def glucose_message(readings: list[Glucose], alarm: dict | None = None,
                     carbs_t: int | None = None) -> dict | None:
     """The clock's glucose message from readings oldest first (None when there are none);
@@ -172,7 +175,10 @@ class ClockFeed:
     def update(self, store: EdgeStore, now_s: float) -> int:
         """Publish a newer reading and a newer night summary, if any; returns messages sent."""
         n = 0
-        readings = readings_from_store(store, int((now_s - RECENT_S - 600) * 1000))
+        # A reading dated ahead of this clock (an uploader's phone with a wrong clock) is no
+        # reading: taken as the newest, it would hide every real one until that time comes.
+        readings = [g for g in readings_from_store(store, int((now_s - RECENT_S - 600) * 1000))
+                    if g.t <= now_s + FUTURE_S]
         carbs = latest_carbs(store, now_s)
         msg = glucose_message(readings, self.alarm, carbs)
         if msg is not None and (msg["t"], carbs) != (self.last_t, self.last_carbs):

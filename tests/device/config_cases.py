@@ -75,7 +75,9 @@ tz = tzrule.Tz("CET-1CEST,M3.5.0,M10.5.0/3")
 us = tzrule.Tz("EST5EDT,M3.2.0,M11.1.0")
 syd = tzrule.Tz("AEST-10AEDT,M10.1.0,M4.1.0/3")
 ind = tzrule.Tz("<+0530>-5:30")
+jer = tzrule.Tz("IST-2IDT,M3.4.4/26,M10.5.0")  # tzdata's Asia/Jerusalem: a 26:00 rule time
 out["tz"] = [
+    jer.offset(1774569600 - 1), jer.offset(1774569600),  # 2026-03-27 00:00 UTC switch
     tz.hm(1768521600),  # 2026-01-16 00:00 UTC -> 01:00 CET
     tz.hm(1784160000),  # 2026-07-16 00:00 UTC -> 02:00 CEST
     tz.offset(1774746000 - 1), tz.offset(1774746000),  # 2026-03-29 01:00 UTC switch

@@ -93,3 +93,19 @@ def test_main__one_link_through_a_night__host_port(tmp_path, logged_broker, clou
         time.sleep(0.05)
     worker.drain()
     assert [r["seq"] for r in _rows(store)] == list(range(1, got["published"] + 1))
+
+
+def test_main__the_time_is_tried_again_until_ntp_answers():
+    """After a power cut the RTC starts at 2000-01-01; with Wi-Fi late or NTP silent at start
+    the clock must not go on with that time (readings' ages, quiet hours and the shown time
+    would all be wrong): _set_time says the time is still unknown, so the loop retries."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.support.mpy_board import host_env
+
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "device" / "ntp_check.py")],
+                          capture_output=True, text=True, env=host_env(), check=True, cwd=ROOT)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"results": [False, True], "calls": ["no answer", "set"]}

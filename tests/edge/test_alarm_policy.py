@@ -281,3 +281,20 @@ def test_edge_calibration__carbs_that_hold_the_alarms_are_not_false_alarms(store
     assert policy["permille"] < bounds.highest_permille
     assert policy["carb_hold_min"] == bounds.carb_hold_min
     assert clock_policy(bounds)["floor"] == round(min(bounds.forecast_floor_mgdl, 400))
+
+
+def test_clock_feed__a_reading_dated_ahead_of_the_clock_is_not_the_newest(store):
+    """An uploader's phone with its clock 2 hours ahead sends one reading: the clocks still
+    get the real readings as they come (the wrong one held the feed until its time)."""
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import ClockFeed
+
+    t0 = 1_768_510_800.0
+    store.add_entries([glucose_to_entry(Glucose(t0 + 7200, 100), "phone")])
+    sent = []
+    feed = ClockFeed(lambda topic, payload, **kw: sent.append(json.loads(payload)), "t", "e")
+    for k, g in enumerate((70, 60, 52)):
+        store.add_entries([glucose_to_entry(Glucose(t0 + 300 * k, g), "g6")])
+        feed.update(store, t0 + 300 * k + 30)
+        assert (sent[-1]["t"], sent[-1]["sgv"]) == (int(t0 + 300 * k), g)

@@ -1,0 +1,99 @@
+# The clock app against what a real feed can send: malformed and hostile messages, a reading
+# dated ahead of the clock, no reading at all since a power cut, a sensor error right after
+# an urgent low, mmol/L. Runs under real MicroPython and CPython; prints one JSON object.
+import json
+
+from nightlink.device import app, config
+
+CFG = {"version": 1, "device": {"id": "a4cf12b0c3d4", "tenant": "smith"},
+       "wifi": [{"ssid": "home", "password": "correct horse"}], "mqtt": {"host": "10.0.0.2"},
+       "tz": "UTC0", "thresholds": {"urgent_low": 54, "low": 70, "high": 250,
+                                    "rising_fast": 3.0, "stale_min": 15, "nodata_min": 30}}
+T0 = 1768510800  # 2026-01-15 21:00 UTC
+TOPIC = b"nl/v1/smith/edge-1/clock/glucose"
+NIGHT = b"nl/v1/smith/edge-1/clock/night"
+out = {}
+
+
+def clock(**over):
+    raw = json.loads(json.dumps(CFG))
+    for k in over:
+        raw[k] = over[k]
+    errs = config.validate(raw)
+    return app.Clock(config.with_defaults(raw, errs), errs)
+
+
+def reading(c, minute, sgv, trend=4, delta=0):
+    body = json.dumps({"t": T0 + minute * 60, "sgv": sgv, "trend": trend, "delta": delta})
+    return c.on_message(TOPIC, body.encode(), (T0 + minute * 60) * 1000)
+
+
+def state(c, minute):
+    c.step((T0 + minute * 60) * 1000)
+    a = c.alarms
+    return [a.shown, a.sounding, a.pattern, a.label(a.shown) if a.shown else None]
+
+
+# 1. hostile messages: each dropped, none raises, the clock goes on
+c = clock()
+reading(c, 0, 120)
+bad = [b"null", b"[1, 2]", b"3", b"{", b'{"t": 1768510800, "sgv": 1e999}',
+       b'{"t": 1e999, "sgv": 100}', b'{"t": 1768510860, "sgv": 100, "trend": 1e999}',
+       b'{"t": 1768510920, "sgv": 100, "delta": 1e999}', b'{"t": "x", "sgv": 100}',
+       b'{"t": 1768510980, "sgv": 100, "recent": [[1e999, 5]]}', b"\xff\xfe\x00"]
+took = []
+for body in bad:
+    try:
+        took.append(c.on_message(TOPIC, body, (T0 + 60) * 1000))
+    except Exception as e:  # noqa: BLE001
+        took.append("raised " + type(e).__name__)
+try:
+    took.append(c.on_message(b"\xff\xfe/glucose", b"{}", (T0 + 60) * 1000))
+except Exception as e:  # noqa: BLE001
+    took.append("raised " + type(e).__name__)
+out["hostile"] = took
+c.on_message(NIGHT, b'{"night": "2026-01-15", "sleep_min": "451", "lows": null, '
+             b'"efficiency_pct": 1e999, "tir_pct": 84, "curve": [null, "x", 1e999, 120, -5]}',
+             (T0 + 60) * 1000)
+out["summary"] = c.summary
+try:
+    c.override = ("morning", (T0 + 3600) * 1000)
+    c.step((T0 + 120) * 1000)
+    out["morning_drawn"] = c.view.screen
+except Exception as e:  # noqa: BLE001
+    out["morning_drawn"] = "raised " + type(e).__name__
+out["bad_messages"] = c.bad_messages
+
+# 2. one reading dated two hours ahead (a phone with a wrong clock), then a real fall
+c = clock()
+reading(c, 0, 100)
+out["ahead_taken"] = c.on_message(TOPIC, json.dumps({"t": T0 + 7200, "sgv": 100}).encode(),
+                                  T0 * 1000)
+for k in range(1, 13):
+    reading(c, 5 * k, 100 - 5 * k)
+out["after_fall"] = state(c, 60) + [c.readings[-1][1], c.refused_ahead]
+
+# 3. a clock that hears nothing after a power cut
+c = clock()
+out["no_reading"] = [state(c, 0), state(c, 16), state(c, 31), state(c, 61)]
+
+# 4. an urgent low, then sensor errors, then nothing: the siren goes on until a real reading
+c = clock()
+reading(c, 0, 50)
+seq = [state(c, 0)]
+for m in (5, 10, 15, 20, 25):
+    reading(c, m, 10)  # a sensor error code
+seq.append(state(c, 6))
+seq.append(state(c, 21))
+seq.append(state(c, 40))
+reading(c, 45, 80)
+seq.append(state(c, 45))
+out["urgent_then_errors"] = seq
+
+# 5. mmol/L: the rising rate in the person's unit
+c = clock(units="mmol/L", thresholds={"urgent_low": 3.0, "low": 3.9, "high": 13.9,
+                                      "rising_fast": 0.17, "stale_min": 15, "nodata_min": 30})
+for k in range(4):
+    reading(c, 5 * k, 100 + 20 * k, 2, 20)
+out["mmol_rising"] = state(c, 15)[3]
+print(json.dumps(out))

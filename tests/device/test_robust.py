@@ -1,0 +1,58 @@
+"""The clock app against what a real feed can send, under real MicroPython and CPython
+(tests/device/robust_check.py): nothing in a message stops it, a reading dated ahead of its
+clock is refused, silence after a power cut escalates to NO DATA, an urgent low keeps
+sounding through sensor errors until a real reading above it, mmol/L users read mmol/L."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.support.micropython import run_micropython
+from tests.support.mpy_board import host_env
+
+SCRIPT = ROOT / "tests" / "device" / "robust_check.py"
+LIBS = [ROOT / "shared", ROOT / "device"]
+
+
+@pytest.fixture(scope="module")
+def cpy():
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
+                          env=host_env(), check=True, cwd=ROOT)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.micropython
+def test_robust__micropython_answers_as_cpython(cpy):
+    mpy = json.loads(run_micropython(SCRIPT, libs=LIBS).strip().splitlines()[-1])
+    assert mpy == cpy
+
+
+def test_robust__hostile_messages_are_dropped_and_counted(cpy):
+    assert cpy["hostile"] == [False] * 12  # null, a list, 1e999 anywhere, not UTF-8 ...
+    assert cpy["bad_messages"] >= 8
+    assert cpy["summary"] == {"night": "2026-01-15", "tir_pct": 84, "curve": [0, 0, 0, 120, 0]}
+    assert cpy["morning_drawn"] == "morning"  # fields of the wrong type are left out, not drawn
+
+
+def test_robust__a_reading_dated_ahead_does_not_hide_the_real_fall(cpy):
+    assert cpy["ahead_taken"] is False
+    shown, sounding, pattern, _label, newest, refused = cpy["after_fall"]
+    assert (shown, sounding, pattern, newest, refused) == ("urgent_low", "urgent_low", 4, 40, 1)
+
+
+def test_robust__no_reading_since_the_start_escalates_like_silence(cpy):
+    assert [s[0] for s in cpy["no_reading"]] == [None, "stale", "no_data", "no_data"]
+    assert cpy["no_reading"][2][3] == "NO DATA 31 min" and cpy["no_reading"][3][2] == 4
+
+
+def test_robust__an_urgent_low_sounds_through_sensor_errors_until_a_real_reading(cpy):
+    seq = cpy["urgent_then_errors"]
+    assert all(s[:3] == ["urgent_low", "urgent_low", 4] for s in seq[:4])
+    assert seq[4] == [None, None, 0, None]  # 80 mg/dL: over
+
+
+def test_robust__the_rising_rate_in_mmol(cpy):
+    assert cpy["mmol_rising"] == "RISING FAST +0.2/min"
