@@ -29,6 +29,7 @@ from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, rea
 from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
+from nightlink.edge.sync.clock_feed import FUTURE_S
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, iso_epoch
 
 _LOGGER = logging.getLogger(__name__)
@@ -213,7 +214,8 @@ class LiveNode:
         site that fails is retried after a back-off with jitter (at least what its
         Retry-After asks), said in the log and the source's status, and polling goes on."""
         fo = self.cfg.follower
-        newest = self.store.entries(count=1, type_="sgv")
+        newest = self.store.entries(count=1, type_="sgv",  # not one dated ahead of the clock
+                                    date_lte=int((self.clock.now() + FUTURE_S) * 1000))
         follower = NightscoutFollower(fo.url, api_secret=fo.api_secret or None,
                                       token=fo.token or None, interval_s=fo.interval_s,
                                       client=self.follower_client, clock=self.clock.now,
@@ -318,10 +320,16 @@ class LiveNode:
                 self._clock_message(*payload)
             else:
                 self.pipeline.add(payload)
-        # Glucose uploaded to the local endpoint (or fetched by the follower) since last time.
+        # Glucose uploaded to the local endpoint (or fetched by the follower) since last time;
+        # one dated ahead of this clock (an uploader's wrong clock) is no reading yet: taken,
+        # it would move the mark past every real reading to come.
+        ahead_ms = (self.clock.now() + FUTURE_S) * 1000
         for g in readings_from_store(self.store, self._last_entry_ms + 1):
+            t_ms = int(round(g.t * 1000))
+            if t_ms > ahead_ms:
+                continue
             self.pipeline.add(g)
-            self._last_entry_ms = max(self._last_entry_ms, int(round(g.t * 1000)))
+            self._last_entry_ms = max(self._last_entry_ms, t_ms)
 
     async def _closer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

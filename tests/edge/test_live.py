@@ -613,3 +613,30 @@ def test_live__the_follower_outlives_any_failure_and_a_restart_does_not_fetch_ag
     run_until(again, lambda: len(seen) >= 1)
     assert seen[0].url.params["find[date][$gt]"] == str(newest)
     store.close()
+
+
+def test_live__an_uploaded_reading_dated_ahead_does_not_hide_the_real_ones(tmp_path):
+    """A phone with its clock two hours ahead uploads one reading: the epochs still carry the
+    real readings that come after it (the mark used to jump past them all)."""
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+
+    t0 = epoch_start(58950540) + 25.0
+    store = EdgeStore(tmp_path / "edge.db")
+    store.add_entries([glucose_to_entry(Glucose(t0 + 7200, 300), "phone"),
+                       glucose_to_entry(Glucose(t0 - 300, 90), "g6")])
+    node = LiveNode(_quiet(tmp_path), store, clock=TimeBase(speed=SPEED, t0=t0),
+                    i2c_bus=FakeI2CBus())
+    added = []
+
+    def done():
+        if node.epochs_closed >= 1 and not added:
+            store.add_entries([glucose_to_entry(Glucose(node.clock.now() - 5, 77), "g6")])
+            added.append(node.pipeline.epoch)
+        return bool(added) and node.epochs_closed >= 4
+
+    run_until(node, done)
+    cgm = store.epoch_values(features.CGM, node.first_epoch, node.pipeline.epoch)
+    values = [cgm[e][0] for e in sorted(cgm)]
+    assert values[0] == 90 and values[-1] == 77 and 300 not in values
+    store.close()
