@@ -80,7 +80,7 @@ def _announce_ingest(worker, settings, stop) -> None:
 
 @cloud.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--database-url", default=None, help="Overrides NIGHTLINK_DATABASE_URL.")
 @click.option("--api-only", is_flag=True, help="Serve the API without an ingest worker.")
 @click.option("--ingest-only", is_flag=True, help="Run an ingest worker without the API.")

@@ -126,8 +126,13 @@ def load_settings(*, serving: bool = True, env_file: str | None = None,
 
     if env_file is not None:
         overrides["_env_file"] = env_file
+    env_path = env_file if env_file is not None else ".env"
+    if Path(env_path).exists() and not Path(env_path).is_file():  # a folder, a FIFO: no wait
+        raise SettingsError(f"{env_path}: not a settings file (a folder or a device).")
     try:
         return (Settings if serving else ToolSettings)(**overrides)
+    except UnicodeDecodeError:
+        raise SettingsError(f"{env_path}: not a UTF-8 text file of NIGHTLINK_*= lines.") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = "NIGHTLINK_" + str(err["loc"][0]).upper() if err["loc"] else "the settings"

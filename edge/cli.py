@@ -86,8 +86,8 @@ def run(config_path: Path | None, db: Path | None) -> None:
               default=None, help="Edge configuration (TOML) with a [sync] section.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--until-empty", is_flag=True, help="Exit once the outbox is empty.")
-@click.option("--timeout", type=float, default=0.0,
-              help="Give up after this many seconds (0: never).")
+@click.option("--timeout", type=click.FloatRange(0, 30 * 86400), default=0.0,
+              help="Give up after this many seconds (0: never; at most 30 days).")
 def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: float) -> None:
     """Send the outbox to the cloud broker (what `edge run` does in the background)."""
     import signal
@@ -96,8 +96,10 @@ def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: 
     from nightlink.edge.node.config import ConfigError, load
     from nightlink.edge.sync.cloud_link import SyncClient
 
+    if timeout != timeout:  # NaN passes a range check
+        raise NightlinkError("--timeout must be a number of seconds, not nan.")
     try:
-        cfg = load(config_path)
+        cfg = load(config_path, nightscout_secret=False)  # sync serves no Nightscout site
     except ConfigError as exc:
         raise NightlinkError(str(exc)) from None
     if not cfg.sync.enabled:

@@ -78,7 +78,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"),
               show_default=True, help="Folder for the simulated night and its outputs.")
-@click.option("--seed", type=int, default=3, show_default=True,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=3, show_default=True,
               help="Simulator seed; the default night has severe apnea and three nocturnal lows.")
 @click.option("--patient", default="adult#001", show_default=True)
 @click.option("--hours", type=float, default=8.0, show_default=True)

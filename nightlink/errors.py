@@ -16,3 +16,23 @@ def http_detail(response) -> str:
         detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d)
                            for d in detail)
     return str(detail or response.reason_phrase or "no reason given").rstrip(".")
+
+
+def cloud_url(url: str) -> str:
+    """The cloud's base URL as given (no trailing slash), or NightlinkError in one sentence
+    when it is not an http(s) URL; a password written into it is never echoed."""
+    import httpx
+
+    shown = url.split("@", 1)[-1] if "@" in url else url
+    if not url.startswith(("http://", "https://")):
+        raise NightlinkError(f"The cloud address {shown!r} must start with http:// or https://.")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise NightlinkError(f"The cloud address {shown!r} is not a URL ({exc}).") from None
+    if not parsed.host:
+        raise NightlinkError(f"The cloud address {shown!r} names no host.")
+    if parsed.userinfo:
+        raise NightlinkError("Give the cloud address without a user or password in it; the "
+                             "commands ask for those.")
+    return url.rstrip("/")

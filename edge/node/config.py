@@ -211,12 +211,18 @@ def load(path: Path | None, env: dict | None = None, *,
     data: dict = {}
     file = str(path) if path else "defaults"
     if path is not None:
+        if Path(path).exists() and not Path(path).is_file():  # a folder, a FIFO: no waiting
+            raise ConfigError(f"{path}: not a configuration file (a folder or a device).")
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such configuration file.") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc}).") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a UTF-8 text file (TOML is text).") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     top = {k: v for k, v in data.items() if k not in _SECTIONS}
     cfg = _section("", EdgeConfig, top, file)
     cfg.path = Path(path) if path else None
@@ -256,8 +262,8 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
         topics.check_name("tenant", cfg.tenant)
     except topics.TopicError as exc:
         _fail(file, f"tenant: {exc}")
-    if cfg.retention_days < 1:
-        _fail(file, "retention_days must be at least 1.")
+    if not 1 <= cfg.retention_days <= 3650:
+        _fail(file, f"retention_days must be between 1 and 3650 days, not {cfg.retention_days}.")
     if not 0 <= cfg.close_delay_s <= 25:
         _fail(file, "close_delay_s must be between 0 and 25 seconds.")
     try:
@@ -282,8 +288,6 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
     cl = cfg.clocks
     if not cl.username:  # the edge signs in on its LAN broker with its own device account
         cl.username, cl.password = cfg.sync.username, cfg.sync.password
-    if cl.enabled and not 0 < cl.port < 65536:
-        _fail(f"{file}: [clocks]", f"port must be 1..65535, not {cl.port}.")
     sy = cfg.sync
     if not 0 < sy.reconnect_min_s <= sy.reconnect_max_s:
         _fail(f"{file}: [sync]", "reconnect_min_s must be more than 0 and at most "
@@ -291,8 +295,28 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
     if not 0 < sy.connect_timeout_s <= 300:
         _fail(f"{file}: [sync]", "connect_timeout_s must be between 0 and 300 seconds.")
     for name, link in (("clocks", cl), ("sync", sy)):
+        where = f"{file}: [{name}]"
         if link.ca_file and not Path(link.ca_file).is_file():
-            _fail(f"{file}: [{name}]", f"ca_file {link.ca_file} is not a readable file.")
+            _fail(where, f"ca_file {link.ca_file} is not a readable file.")
+        if not 0 < link.port < 65536:
+            _fail(where, f"port must be 1..65535, not {link.port}.")
+        if not 5 <= link.keepalive_s <= 3600:
+            _fail(where, f"keepalive_s must be between 5 and 3600 seconds, not "
+                         f"{link.keepalive_s}.")
+        for key in ("host", "username", "password"):  # written into mosquitto.conf lines too
+            value = getattr(link, key)
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                _fail(where, f"{key} holds a line break or another control character.")
+        if link.enabled and not link.host.strip():
+            _fail(where, "host is needed when the link is enabled.")
+    for key, low in (("rows_per_record", 1), ("max_inflight", 1), ("max_outbox_rows", 1),
+                     ("backfill_batch_rows", 1), ("live_window_epochs", 1),
+                     ("backfill_rows_per_s", 1), ("resend_after_s", 1),
+                     ("status_interval_s", 1)):
+        if not getattr(sy, key) >= low:
+            _fail(f"{file}: [sync]", f"{key} must be at least {low}, not {getattr(sy, key)}.")
+    if not 0 <= cfg.room.i2c_bus <= 16:
+        _fail(f"{file}: [room]", f"i2c_bus must be between 0 and 16, not {cfg.room.i2c_bus}.")
     fo = cfg.follower
     if fo.enabled:
         from nightlink.edge.sources.cgm import safe_url, site_url

@@ -25,6 +25,7 @@ import httpx
 
 from nightlink.edge.node.config import EdgeConfig
 from nightlink.errors import NightlinkError, http_detail
+from nightlink.errors import cloud_url as checked_cloud_url
 from nightlink.shared import topics
 
 DEFAULT_PASSWD = "/etc/mosquitto/nightlink.passwd"
@@ -101,10 +102,7 @@ def fetch_lan_accounts(cloud_url: str, cfg: EdgeConfig, *, timeout: float = 10.0
                        transport: httpx.BaseTransport | None = None) -> list[dict]:
     """The tenant's device accounts for the LAN broker, from the cloud; NightlinkError with
     one sentence when the cloud cannot be asked or refuses."""
-    if not cloud_url.startswith(("http://", "https://")):
-        raise NightlinkError(f"The cloud address {cloud_url!r} must start with http:// or "
-                             "https://.")
-    url = cloud_url.rstrip("/")
+    url = checked_cloud_url(cloud_url)
     path = LAN_ACCOUNTS.format(tenant=topics.check_name("tenant", cfg.tenant))
     try:
         with httpx.Client(base_url=url, timeout=timeout, transport=transport) as http:

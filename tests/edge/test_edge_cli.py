@@ -122,3 +122,30 @@ def test_edge_replay__a_missing_folder_is_named(tmp_path):
     assert r.exit_code == 2
     assert r.output == f"error: No such folder: {missing}.\n"
     assert not os.path.exists(tmp_path / "e.db")
+
+
+@pytest.mark.parametrize(("args", "files", "says"), [
+    (["simulate", "night", "--out", "s", "--seed", "-1", "--hours", "0.1", "--no-audio"], {},
+     "Invalid value for '--seed'"),
+    (["edge", "run", "--config", "bin.toml"], {"bin.toml": b"\xff\xfe\x00garbage"},
+     "bin.toml: not a UTF-8 text file"),
+    (["edge", "sync", "--config", "folder"], {"folder/x": b""}, "'folder' is a directory"),
+    (["edge", "sync", "--timeout", "nan"], {}, "--timeout must be a number of seconds"),
+    (["cloud", "--env-file", "bin.env", "accounts", "list"], {"bin.env": b"\xff\xfe\x00"},
+     "bin.env: not a UTF-8 text file"),
+    (["cloud", "serve", "--port", "99999", "--api-only"], {}, "Invalid value for '--port'"),
+    (["device", "register-edge", "--cloud", "http://127.0.0.1:abc", "--tenant", "t",
+      "--email", "a@b.example", "--edge-id", "0123456789ab"], {},
+     "The cloud address 'http://127.0.0.1:abc' is not a URL"),
+    (["device", "build", "--out", "d", "--flash-size", "2MB"], {}, "leaves no room for files"),
+])
+def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
+    """Inputs that ended in a traceback (exit 1): each is one sentence naming what is wrong."""
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    env = {**os.environ, "NIGHTLINK_PASSWORD": "x" * 12, "NIGHTLINK_ENV": "development"}
+    got = subprocess.run([sys.executable, "-m", "nightlink", *args], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path, env=env)
+    assert got.returncode == 2, got.stderr
+    assert says in got.stderr and "Traceback" not in got.stderr, got.stderr

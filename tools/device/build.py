@@ -205,6 +205,10 @@ def build(out: Path, target: str, flash_size: int | None = None, firmware: Path 
         offset, size, where = part.offset, part.size, str(firmware)
     else:
         offset, size, where = t.vfs_offset, flash - t.vfs_offset, "MicroPython 1.26+ default"
+        if size < 64 * BLOCK:
+            raise NightlinkError(f"A {flash_size_name(flash)} flash leaves no room for files "
+                                 f"after MicroPython's {human(t.vfs_offset)} on {target}; use "
+                                 "a larger --flash-size, or --firmware to read its partitions.")
     if config is not None:
         validate_config(config)
     out = Path(out)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from nightlink.errors import NightlinkError, http_detail
+from nightlink.errors import NightlinkError, cloud_url, http_detail
 from nightlink.tools.device.build import BuildResult, build, validate_config
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,9 +59,7 @@ class CloudClient:
     """The two calls provisioning needs, with one-sentence errors."""
 
     def __init__(self, url: str, timeout: float = 10.0):
-        if not url.startswith(("http://", "https://")):
-            raise NightlinkError(f"The cloud address {url!r} must start with http:// or https://.")
-        self.url = url.rstrip("/")
+        self.url = cloud_url(url)
         self.http = httpx.Client(base_url=self.url, timeout=timeout)
         self.token: str | None = None
 

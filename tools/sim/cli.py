@@ -17,7 +17,7 @@ def simulate() -> None:
 @simulate.command()
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Folder to write the night into (created if missing).")
-@click.option("--seed", type=int, required=True, help="Same seed, byte-identical files.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), required=True, help="Same seed, byte-identical files.")
 @click.option("--patient", default="adult#001", show_default=True,
               help="UVA/Padova virtual patient, e.g. adult#001, adolescent#003, child#010.")
 @click.option("--hours", type=float, default=8.0, show_default=True, help="Time in bed.")

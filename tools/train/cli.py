@@ -85,7 +85,7 @@ def _train_night_model(kind: str, file: str, cache, models, nights, hours, seed)
 
 @train.command("sleep")
 @_with_options
-@click.option("--seed", type=int, default=11, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=11, show_default=True)
 def train_sleep(cache, models, nights, hours, seed):
     """Sleep stages (Wake/Light/Deep/REM) from wearable, audio and room epochs."""
     _train_night_model("sleep", "sleep_stage", cache, models, nights, hours, seed)
@@ -93,7 +93,7 @@ def train_sleep(cache, models, nights, hours, seed):
 
 @train.command("breathing")
 @_with_options
-@click.option("--seed", type=int, default=11, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=11, show_default=True)
 def train_breathing(cache, models, nights, hours, seed):
     """Snoring and respiratory events (apnea/hypopnea starts) per epoch."""
     _train_night_model("breathing", "breathing", cache, models, nights, hours, seed)
@@ -101,7 +101,7 @@ def train_breathing(cache, models, nights, hours, seed):
 
 @train.command("snore")
 @_with_options
-@click.option("--seed", type=int, default=13, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=13, show_default=True)
 def train_snore(cache, models, nights, hours, seed):
     """Snoring per epoch from that epoch's audio alone, on randomised simulated bedrooms
     (--nights: how many; --hours is not used, those nights are 3 h)."""
@@ -152,7 +152,7 @@ def _zone(tz: str | None) -> str | None:
 
 @train.command("glucose")
 @_with_options
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=7, show_default=True)
 @click.option("--device-out", type=click.Path(file_okay=False, path_type=Path), default=DEVICE,
               show_default=True, help="Where the clock's lowrisk_weights.py is written.")
 @click.option("--ohio", type=click.Path(exists=True, path_type=Path), multiple=True,
