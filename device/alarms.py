@@ -33,6 +33,7 @@ URGENT = const(3)  # beeps every 10 seconds
 SIREN = const(4)  # beeping without pause
 
 _MINUTE_MS = const(60000)
+_JUMP_MS = const(21600000)  # passes over 6 h apart (or backwards): the time was set
 
 
 class Alarms:
@@ -73,6 +74,7 @@ class Alarms:
         self.pattern = SILENT
         self.in_quiet = False
         self.started_ms = None  # the first pass: with no reading since, data is missing from it
+        self._last_now = None  # the previous pass's time, to tell when the clock was set
         self._urgent_open = False  # an urgent low not yet followed by a reading above it
         self.mmol = cfg.get("units") == units.MMOLL
 
@@ -185,8 +187,14 @@ class Alarms:
             del values[k]
         self.escalation = 0
         good = alerts.valid(readings)
-        if self.started_ms is None:
-            self.started_ms = now_ms
+        last = self._last_now
+        if self.started_ms is None or last is None:
+            self.started_ms = self.started_ms if self.started_ms is not None else now_ms
+        elif now_ms < last or now_ms - last > _JUMP_MS:
+            # the time was set (NTP after a power cut, from 2000): the time without data
+            # counts from the same moment as before the jump, not from 2000
+            self.started_ms += now_ms - last
+        self._last_now = now_ms
         # sensor error codes are not data: age counts from the last real glucose value
         # (with none since the clock started, from its start: a clock that never hears
         # from the edge after a power cut must say so, not stay silent)

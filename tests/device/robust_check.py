@@ -77,6 +77,13 @@ out["after_fall"] = state(c, 60) + [c.readings[-1][1], c.refused_ahead]
 c = clock()
 out["no_reading"] = [state(c, 0), state(c, 16), state(c, 31), state(c, 61)]
 
+# 3b. the same after a power cut: the first passes at 2000-01-01, then NTP sets the time
+c = clock()
+Y2K = 946684800 - T0  # minutes are counted from T0: this is 2000-01-01 in seconds from it
+for sec in (0, 60, 120):
+    c.step((T0 + Y2K + sec) * 1000)
+out["after_ntp"] = [state(c, 3), state(c, 19)]
+
 # 4. an urgent low, then sensor errors, then nothing: the siren goes on until a real reading
 c = clock()
 reading(c, 0, 50)
@@ -89,6 +96,37 @@ seq.append(state(c, 40))
 reading(c, 45, 80)
 seq.append(state(c, 45))
 out["urgent_then_errors"] = seq
+
+# 4b. the same across deep sleep (battery): the state kept in RTC memory holds the urgent
+# low and the time since data stopped
+from nightlink.device import power  # noqa: E402
+
+
+class Rtc:
+    def __init__(self):
+        self.data = b""
+
+    def memory(self, data=None):
+        if data is None:
+            return self.data
+        self.data = data
+        return None
+
+
+rtc = Rtc()
+c = clock()
+reading(c, 0, 50)
+state(c, 0)
+reading(c, 5, 10)
+power.save_state(c, rtc)
+woke = clock()
+out["deep_sleep"] = [power.restore_state(woke, rtc), state(woke, 10)[:3]]
+fresh = clock()
+state(fresh, 0)
+power.save_state(fresh, rtc)
+woke = clock()
+power.restore_state(woke, rtc)
+out["deep_sleep"].append(state(woke, 31)[:3])
 
 # 5. mmol/L: the rising rate in the person's unit
 c = clock(units="mmol/L", thresholds={"urgent_low": 3.0, "low": 3.9, "high": 13.9,

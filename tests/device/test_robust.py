@@ -48,10 +48,23 @@ def test_robust__no_reading_since_the_start_escalates_like_silence(cpy):
     assert cpy["no_reading"][2][3] == "NO DATA 31 min" and cpy["no_reading"][3][2] == 4
 
 
+def test_robust__setting_the_time_after_a_power_cut_is_not_hours_of_silence(cpy):
+    """Passes at 2000-01-01, then NTP sets the time: 3 minutes without data, not 26 years."""
+    assert cpy["after_ntp"][0] == [None, None, 0, None]
+    assert cpy["after_ntp"][1][:2] == ["stale", "stale"]
+
+
 def test_robust__an_urgent_low_sounds_through_sensor_errors_until_a_real_reading(cpy):
     seq = cpy["urgent_then_errors"]
     assert all(s[:3] == ["urgent_low", "urgent_low", 4] for s in seq[:4])
     assert seq[4] == [None, None, 0, None]  # 80 mg/dL: over
+
+
+def test_robust__deep_sleep_keeps_the_urgent_low_and_the_silence(cpy):
+    restored, urgent, silent = cpy["deep_sleep"]
+    assert restored is True
+    assert urgent == ["urgent_low", "urgent_low", 4]  # through the sensor error, after a wake
+    assert silent == ["no_data", "no_data", 3]  # nothing since the start, across wakes
 
 
 def test_robust__the_rising_rate_in_mmol(cpy):
