@@ -25,7 +25,7 @@ from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
 from nightlink.edge.node.nights import RECORDING_STREAMS, NightCloser, partial_summary
 from nightlink.edge.node.zone import ZONE_META, zone_name
-from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_from_store
+from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_between
 from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
@@ -221,7 +221,8 @@ class LiveNode:
                                       client=self.follower_client, clock=self.clock.now,
                                       since_ms=int(newest[0]["date"]) if newest else None)
         self._status("follower", "nightscout", "following", follower.url)
-        backoff = Backoff(RETRY_MIN_S * 5, max(RETRY_MAX_S * 5, fo.interval_s))
+        backoff = Backoff(fo.interval_s, max(fo.interval_s * 8, 600.0))  # never faster than
+        # a healthy site is polled
         failing = None
         while not stop.is_set():
             wait = fo.interval_s
@@ -320,16 +321,15 @@ class LiveNode:
                 self._clock_message(*payload)
             else:
                 self.pipeline.add(payload)
-        # Glucose uploaded to the local endpoint (or fetched by the follower) since last time;
-        # one dated ahead of this clock (an uploader's wrong clock) is no reading yet: taken,
-        # it would move the mark past every real reading to come.
-        ahead_ms = (self.clock.now() + FUTURE_S) * 1000
-        for g in readings_from_store(self.store, self._last_entry_ms + 1):
-            t_ms = int(round(g.t * 1000))
-            if t_ms > ahead_ms:
-                continue
+        # Glucose uploaded to the local endpoint (or fetched by the follower) since last time,
+        # up to now: one dated ahead of this clock (an uploader's wrong clock) is no reading
+        # yet; taken, it would move the mark past every real reading to come.
+        readings, newest = readings_between(self.store, self._last_entry_ms + 1,
+                                            int(self.clock.now() * 1000))
+        for g in readings:
             self.pipeline.add(g)
-            self._last_entry_ms = max(self._last_entry_ms, t_ms)
+        if newest is not None:  # past entries that are no reading too: read once
+            self._last_entry_ms = max(self._last_entry_ms, newest)
 
     async def _closer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

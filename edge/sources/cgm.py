@@ -81,14 +81,27 @@ def glucose_to_entry(g: Glucose, device: str) -> dict:
 
 
 def readings_from_store(store: EdgeStore, since_ms: int) -> list[Glucose]:
-    """The store's sgv entries dated at or after since_ms, oldest first."""
-    out = []
-    for doc in store.entries(count=100_000, type_="sgv", date_gte=since_ms, ascending=True):
+    """The store's sgv entries dated at or after since_ms, oldest first (entries that are no
+    reading, such as an mmol/L value an uploader sent as mg/dL, left out)."""
+    return readings_between(store, since_ms)[0]
+
+
+def readings_between(store: EdgeStore, since_ms: int, until_ms: int | None = None
+                     ) -> tuple[list[Glucose], int | None]:
+    """(readings, the newest entry date looked at) for sgv entries dated since_ms to
+    until_ms, oldest first. The date counts entries left out too, so a caller that goes on
+    from it does not read them again (and say so again) on every pass."""
+    out, newest = [], None
+    for doc in store.entries(count=100_000, type_="sgv", date_gte=since_ms, date_lte=until_ms,
+                             ascending=True):
+        date = doc.get("date")
+        if isinstance(date, int | float) and not isinstance(date, bool):
+            newest = int(date) if newest is None else max(newest, int(date))
         try:
             out.append(entry_to_glucose(doc))
         except ValueError as exc:
-            _LOGGER.warning("stored entry skipped: %s", exc)
-    return out
+            _LOGGER.debug("stored entry skipped: %s", exc)
+    return out, newest
 
 
 # -- following a Nightscout site -----------------------------------------------------------------
@@ -156,11 +169,11 @@ class NightscoutFollower:
         hold the follower until that time), and entries at or before the last one seen are
         dropped (xDrip+'s web service ignores `find`)."""
         found: dict[int, Glucose] = {}
-        before: int | None = None
-        horizon_ms = (self.clock() + self.FUTURE_S) * 1000
+        horizon_ms = int((self.clock() + self.FUTURE_S) * 1000)
+        before: int | None = horizon_ms + 1  # a site that honours find sends none ahead
         for _ in range(self.MAX_PAGES):
             page = self._fetch(self.last_ms, before)
-            dates, new = [], 0
+            dates, new, ahead = [], 0, 0
             for entry in page:
                 try:
                     g = entry_to_glucose(entry)
@@ -171,6 +184,7 @@ class NightscoutFollower:
                 dates.append(date_ms)
                 if date_ms > horizon_ms:
                     self.future += 1
+                    ahead += 1
                     self._skip(f"an entry dated {date_string(date_ms)}, ahead of this clock "
                                "(a phone or uploader with a wrong clock?), is not a reading")
                     continue
@@ -179,7 +193,9 @@ class NightscoutFollower:
                 if date_ms not in found:
                     new += 1
                     found[date_ms] = g
-            if len(page) < self.PAGE or not dates or not new:
+            # a page that brought nothing new ends the catch-up (a site ignoring find sends
+            # the same newest entries again), unless it was all entries dated ahead
+            if len(page) < self.PAGE or not dates or not (new or ahead == len(dates)):
                 break
             before = min(dates)
         else:
@@ -192,11 +208,12 @@ class NightscoutFollower:
 
     def _skip(self, why: str) -> None:
         self.skipped += 1
-        self._once(why, "entry from %s skipped: %s", self.url, why)
+        self._once(_kind(why), "entry from %s skipped: %s (said once for entries like it)",
+                   self.url, why)
 
     def _once(self, key: str, msg: str, *args) -> None:
         """Log a warning the first time only: a site repeats the same bad entry every poll."""
-        if key not in self._warned:
+        if key not in self._warned and len(self._warned) < 100:
             self._warned.add(key)
             _LOGGER.warning(msg, *args)
 
@@ -264,37 +281,65 @@ class NightscoutFollower:
         return True
 
 
+_API_TAILS = ("/api/v1/entries/sgv.json", "/api/v1/entries.json", "/api/v1/entries/sgv",
+              "/api/v1/entries", "/api/v1")
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None]:
+    """(the URL without what is written before its host, that text or None). The host is
+    after the last `@` of the authority, even when a secret in front holds `/`, `?` or `#`
+    (a pasted `https://SECRET@host`): a secret must never be read as the host."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or "@" not in rest:
+        return url.strip(), None
+    # the last "@" followed by a plausible host[:port] and then the end, "/", "?" or "#"
+    for at in range(len(rest) - 1, -1, -1):
+        if rest[at] != "@":
+            continue
+        after = rest[at + 1:]
+        host = after.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if host and all(c.isalnum() or c in ".-:[]_" for c in host):
+            return f"{scheme}://{after}", rest[:at]
+    return url.strip(), None
+
+
 def site_url(url: str) -> tuple[str, str | None, str | None]:
-    """(the site's base URL, an API secret and a token written into it): `/api/v1` at the
-    end, `SECRET@` before the host and a `?token=` are taken out. ValueError if it is no URL."""
+    """(the site's base URL, an API secret and a token written into it): `/api/v1/…` at the
+    end, `SECRET@` (or `user:SECRET@`) before the host and a `?token=` are taken out.
+    ValueError if it is no URL."""
+    bare, userinfo = _split_userinfo(url)
     try:
-        u = httpx.URL(url.strip())
+        u = httpx.URL(bare)
     except httpx.InvalidURL as exc:
         raise ValueError(f"{safe_url(url)!r} is not a URL ({exc})") from None
     if u.scheme not in ("http", "https") or not u.host:
         raise ValueError(f"{safe_url(url)!r} is not an http:// or https:// URL")
-    secret = u.username or u.password or None
-    if u.username and u.password:
-        secret = u.password  # user:secret@host
+    secret = None
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        secret = (password if colon and user and password else userinfo) or None
     token = u.params.get("token") or None
     path = u.path.rstrip("/")
-    for tail in ("/api/v1/entries", "/api/v1"):
-        if path.endswith(tail):
+    for tail in _API_TAILS:
+        if path.lower().endswith(tail):
             path = path[: -len(tail)]
             break
-    base = u.copy_with(username=None, password=None, query=None, fragment=None, path=path or "/")
+    base = u.copy_with(query=None, fragment=None, path=path or "/")
     return str(base).rstrip("/"), secret, token
 
 
 def safe_url(url: str) -> str:
-    """A URL fit for logs: without a secret before the host or a query (a token)."""
-    try:
-        u = httpx.URL(url)
-        return str(u.copy_with(username=None, password=None, query=None)).rstrip("/")
-    except (httpx.InvalidURL, ValueError, TypeError):  # no URL: cut the same parts as text
-        import re
+    """A URL fit for logs: without a secret before the host, a query (a token) or a
+    fragment."""
+    bare, _ = _split_userinfo(str(url))
+    return bare.split("#", 1)[0].split("?", 1)[0].rstrip("/")
 
-        return re.sub(r"//[^/@?#]*@", "//", str(url)).partition("?")[0].rstrip("/")
+
+def _kind(why: str) -> str:
+    """A refusal's kind: its sentence with values and dates taken out."""
+    import re
+
+    return re.sub(r"'[^']*'|[-+\d.:TZ]+\d", "#", why)[:80]
 
 
 def _retry_after(resp: httpx.Response) -> float | None:

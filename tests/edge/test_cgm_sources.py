@@ -241,6 +241,33 @@ def test_follower__an_entry_dated_ahead_of_the_clock_does_not_hold_the_follower(
     assert seen[1].url.params["find[date][$gt]"] == str(t - MIN)
 
 
+def _honest_site(entries, seen):
+    """A site that answers as cgm-remote-monitor does: find[date][$gt]/[$lt] and count
+    honoured, newest first."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        p = request.url.params
+        gt, lt = int(p.get("find[date][$gt]", -1)), int(p.get("find[date][$lt]", 10**15))
+        got = sorted((e for e in entries if gt < e["date"] < lt), key=lambda e: -e["date"])
+        return httpx.Response(200, json=got[: int(p["count"])])
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def test_follower__a_day_of_entries_dated_ahead_does_not_hide_the_real_ones():
+    """A phone a day ahead uploaded 300 readings: a site that honours find is asked for none
+    of them, and the real fall below is fetched."""
+    now = 1_763_600_000.0
+    t = int(now * 1000)
+    wrong = _entries(t + 86_400_000, 300)
+    real = _entries(t - 12 * 5 * MIN, 12, sgv=49)
+    seen = []
+    f = cgm.NightscoutFollower("https://ns.example", client=_honest_site(wrong + real, seen),
+                               since_ms=t - 13 * 5 * MIN, clock=lambda: now)
+    got = f.poll()
+    assert [g.sgv for g in got] == list(range(49, 61)) and f.future == 0
+    assert int(seen[0].url.params["find[date][$lt]"]) == t + 300_001
+
+
 def test_follower__a_site_that_ignores_find_is_asked_once_per_poll():
     """xDrip+'s web service answers the newest `count` entries whatever `find` says: the
     follower keeps the new ones and stops paging when a page brings nothing new."""
@@ -258,6 +285,9 @@ def test_follower__a_site_that_ignores_find_is_asked_once_per_poll():
     ("https://ns.example/?token=reader-abc123", "https://ns.example", None, "reader-abc123"),
     ("https://host.example/t/fam-1/api/v1/entries", "https://host.example/t/fam-1", None, None),
     ("http://192.168.1.20:1337/", "http://192.168.1.20:1337", None, None),
+    ("https://ab/cd#ef?gh1234@ns.example/", "https://ns.example", "ab/cd#ef?gh1234", None),
+    ("https://me:s3cret-value@ns.example", "https://ns.example", "s3cret-value", None),
+    ("https://ns.example/API/V1/entries.json?token=t-1", "https://ns.example", None, "t-1"),
 ])
 def test_follower__urls_as_people_copy_them(url, base, secret, token):
     seen = []
@@ -411,3 +441,14 @@ def test_imports__feed_the_nightscout_store(store):
     back = cgm.readings_from_store(store, 0)
     assert [g.sgv for g in back] == [g.sgv for g in got]
     assert datetime.fromtimestamp(back[0].t, tz=UTC).isoformat() == "2026-11-19T22:00:13+00:00"
+
+
+def test_readings_between__entries_that_are_no_reading_are_passed_once(store):
+    """An uploader sending mmol/L as sgv (5.5): stored (as Nightscout stores it), not a
+    reading; the mark goes past it so the live node does not read it again every pass."""
+    t = 1_763_600_000_000
+    store.add_entries([{"type": "sgv", "date": t, "sgv": 120},
+                       {"type": "sgv", "date": t + 5 * MIN, "sgv": 5.5},
+                       {"type": "sgv", "date": t + 10 * MIN + 86_400_000, "sgv": 99}])
+    got, newest = cgm.readings_between(store, t, t + 3_600_000)
+    assert [g.sgv for g in got] == [120] and newest == t + 5 * MIN  # the one ahead waits
