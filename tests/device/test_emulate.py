@@ -134,9 +134,17 @@ def test_emulate__bad_input(tmp_path):
     r = CliRunner().invoke(main, ["device", "emulate", "--config", str(tmp_path / "no.json")])
     assert r.exit_code == 2 and "does not exist" in r.output
     cfg = tmp_path / "config.json"
-    cfg.write_text("{}")
-    r = CliRunner().invoke(main, ["device", "emulate", "--config", str(cfg), "--broker", "x"])
-    assert r.exit_code == 2 and "HOST:PORT" in r.output
+    for text, says in (("{}", "The clock configuration is not valid: "), ("[]", "not a JSON "
+                       "object"), ("\xff{", "is not JSON")):
+        cfg.write_text(text, encoding="latin-1")  # as `device build` refuses them
+        r = CliRunner().invoke(main, ["device", "emulate", "--config", str(cfg)])
+        assert r.exit_code == 2 and says in r.output, r.output
+    cfg.write_text(json.dumps(CONFIG))
+    for args, says in ((["--broker", "x"], "HOST:PORT"), (["--broker", "h:abc"], "HOST:PORT"),
+                       (["--speed", "nan"], "--speed must be"),
+                       (["--minutes", "-5"], "--minutes must be")):
+        r = CliRunner().invoke(main, ["device", "emulate", "--config", str(cfg), *args])
+        assert r.exit_code == 2 and says in r.output, (args, r.output)
 
 
 @pytest.mark.parametrize("kind", ["glucose", "night"])

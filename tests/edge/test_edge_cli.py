@@ -149,3 +149,13 @@ def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
                          text=True, timeout=120, cwd=tmp_path, env=env)
     assert got.returncode == 2, got.stderr
     assert says in got.stderr and "Traceback" not in got.stderr, got.stderr
+
+
+def test_cli__no_terminal_to_ask_the_password_on_is_one_sentence(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NIGHTLINK_PASSWORD"}
+    got = subprocess.run([sys.executable, "-m", "nightlink", "device", "register-edge",
+                          "--cloud", "http://127.0.0.1:9", "--tenant", "t", "--email",
+                          "a@b.example", "--edge-id", "0123456789ab"], capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
+    assert got.returncode == 2 and "Give the cloud password with --password" in got.stderr
+    assert "Traceback" not in got.stderr and "Aborted" not in got.stderr

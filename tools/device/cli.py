@@ -12,6 +12,19 @@ import click
 
 from nightlink.errors import NightlinkError
 
+
+def _password(ctx, param, value):
+    """The cloud password: given, else asked at a terminal; with no terminal to ask on (a
+    script, a pipe) one sentence instead of a prompt that cannot be answered."""
+    import sys
+
+    if value:
+        return value
+    if sys.stdin.isatty():
+        return click.prompt("Password", hide_input=True)
+    raise click.UsageError("Give the cloud password with --password or NIGHTLINK_PASSWORD; "
+                           "there is no terminal to ask it on.")
+
 DEFAULT_DIR = Path("out/clock")
 _TARGETS = click.Choice(["esp32", "esp32s3", "esp32c3"])
 _SIZES = click.Choice(["2MB", "4MB", "8MB", "16MB", "32MB"])
@@ -81,7 +94,7 @@ def _provision_options(f):
         click.option("--tenant", required=True, help="The tenant (patient) the clock is for."),
         click.option("--email", envvar="NIGHTLINK_EMAIL", required=True,
                      help="Your cloud account (or NIGHTLINK_EMAIL)."),
-        click.option("--password", envvar="NIGHTLINK_PASSWORD", prompt=True, hide_input=True,
+        click.option("--password", envvar="NIGHTLINK_PASSWORD", callback=_password,
                      help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not given)."),
         click.option("--wifi", multiple=True, required=True, metavar="SSID:PASS",
                      help="A Wi-Fi network the clock may join (at least one; repeat for "
@@ -243,7 +256,7 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
 @click.option("--tenant", required=True, help="The tenant (patient) the edge node serves.")
 @click.option("--email", envvar="NIGHTLINK_EMAIL", required=True,
               help="Your cloud account (or NIGHTLINK_EMAIL).")
-@click.option("--password", envvar="NIGHTLINK_PASSWORD", prompt=True, hide_input=True,
+@click.option("--password", envvar="NIGHTLINK_PASSWORD", callback=_password,
               help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not given).")
 @click.option("--edge-id", required=True, help="The edge's device id: `nightlink edge id` on "
               "the edge prints it.")

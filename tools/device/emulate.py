@@ -111,12 +111,27 @@ def run(args: list[str], timeout: float | None = None, echo=None) -> dict:
 @click.option("--quiet", is_flag=True, help="print only the final JSON line")
 def emulate(config_path, out, broker, speed, minutes, replay, summary, battery, quiet):
     """Run the desk clock's firmware on this PC against a real broker."""
+    import math
+
     if not config_path.is_file():
         raise NightlinkError(f"the clock config {config_path} does not exist.")
-    if speed <= 0:
-        raise NightlinkError("--speed must be more than 0.")
-    if broker is not None and ":" not in broker:
-        raise NightlinkError("--broker must be HOST:PORT.")
+    try:
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise NightlinkError(f"the clock config {config_path} is not JSON.") from None
+    if not isinstance(cfg, dict):
+        raise NightlinkError(f"the clock config {config_path} is not a JSON object.")
+    from nightlink.tools.device.build import validate_config
+
+    validate_config(cfg)  # the firmware's own checks, as `device build` makes them
+    if not (math.isfinite(speed) and speed > 0):
+        raise NightlinkError("--speed must be a number more than 0.")
+    if not (math.isfinite(minutes) and minutes >= 0):
+        raise NightlinkError("--minutes must be a number of minutes, 0 or more (0: no end).")
+    if broker is not None:
+        host, _, port = broker.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise NightlinkError("--broker must be HOST:PORT with a port 1..65535.")
     args = ["--config", str(config_path), "--out", str(out), "--speed", str(speed)]
     if minutes:
         args += ["--minutes", str(minutes)]
