@@ -300,8 +300,8 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
             _fail(where, f"ca_file {link.ca_file} is not a readable file.")
         if not 0 < link.port < 65536:
             _fail(where, f"port must be 1..65535, not {link.port}.")
-        if not 5 <= link.keepalive_s <= 3600:
-            _fail(where, f"keepalive_s must be between 5 and 3600 seconds, not "
+        if not 1 <= link.keepalive_s <= 3600:
+            _fail(where, f"keepalive_s must be between 1 and 3600 seconds, not "
                          f"{link.keepalive_s}.")
         for key in ("host", "username", "password"):  # written into mosquitto.conf lines too
             value = getattr(link, key)

@@ -30,7 +30,7 @@ def test_config__defaults_with_secret_from_environment():
         ("retention_days = 99999999999\n", "retention_days must be between 1 and 3650"),
         ("[sync]\nport = 0\n", "[sync] port must be 1..65535, not 0."),
         ("[sync]\nhost = \"a\\nlistener 1\"\n", "[sync] host holds a line break"),
-        ("[clocks]\nkeepalive_s = -3\n", "[clocks] keepalive_s must be between 5 and 3600"),
+        ("[clocks]\nkeepalive_s = -3\n", "[clocks] keepalive_s must be between 1 and 3600"),
         ("[sync]\nmax_inflight = 0\n", "[sync] max_inflight must be at least 1, not 0."),
         ("tenant = 'Home Sweet'\n", "tenant: The tenant name 'Home Sweet' may only hold"),
         ("[wearable]\nenabled = true\n", "[wearable] address is needed"),
