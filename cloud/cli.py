@@ -20,11 +20,16 @@ def _settings(*, serving: bool = False, **overrides):
     from nightlink.cloud.config import SettingsError, load_settings
 
     env_file = click.get_current_context().meta.get(_ENV_FILE)
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return load_settings(serving=serving, env_file=env_file,
-                             **{k: v for k, v in overrides.items() if v is not None})
+        return load_settings(serving=serving, env_file=env_file, **given)
     except SettingsError as exc:
-        raise NightlinkError(str(exc)) from None
+        msg = str(exc)
+        for key in given:  # a value from an option: name the option the user typed
+            env = "NIGHTLINK_" + key.upper()
+            if msg.startswith(env + ":"):
+                msg = "--" + key.replace("_", "-") + msg[len(env):]
+        raise NightlinkError(msg) from None
 
 
 def _store(settings):
@@ -312,6 +317,10 @@ def broker_files(acl_path: str, passwd_path: str, conf_path: str | None, port: i
     from nightlink.cloud.broker_config import mosquitto_conf, mosquitto_files, write_private
 
     uid_gid, mode = _owner(owner), _mode(mode_text)
+    paths = [Path(p).resolve() for p in (acl_path, passwd_path, conf_path) if p]
+    if len(set(paths)) < len(paths):
+        raise NightlinkError("--acl, --passwd and --conf must be three different files (one "
+                             "would overwrite another).")
     settings = _settings(database_url=database_url)
     store = _store(settings)
     try:

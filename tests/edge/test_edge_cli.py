@@ -138,6 +138,10 @@ def test_edge_replay__a_missing_folder_is_named(tmp_path):
       "--email", "a@b.example", "--edge-id", "0123456789ab"], {},
      "The cloud address 'http://127.0.0.1:abc' is not a URL"),
     (["device", "build", "--out", "d", "--flash-size", "2MB"], {}, "leaves no room for files"),
+    (["cloud", "create-tenant", "--database-url", "foo://", "t"], {},
+     "--database-url: must start with sqlite:/// or postgresql://."),
+    (["cloud", "broker-files", "--acl", "x", "--passwd", "x"], {},
+     "must be three different files"),
 ])
 def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
     """Inputs that ended in a traceback (exit 1): each is one sentence naming what is wrong."""
