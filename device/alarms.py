@@ -75,6 +75,8 @@ class Alarms:
         self.in_quiet = False
         self.started_ms = None  # the first pass: with no reading since, data is missing from it
         self._last_now = None  # the previous pass's time, to tell when the clock was set
+        self.watch_from_start = True  # no reading since the start is missing data (not: a
+        # clock whose config has errors, which cannot get any yet)
         self._urgent_open = False  # an urgent low not yet followed by a reading above it
         self.mmol = cfg.get("units") == units.MMOLL
 
@@ -199,6 +201,8 @@ class Alarms:
         # (with none since the clock started, from its start: a clock that never hears
         # from the edge after a power cut must say so, not stay silent)
         since = good[-1][0] if good else readings[0][0] if readings else self.started_ms
+        if not readings and not self.watch_from_start:
+            since = now_ms  # a clock not set up yet (its config has errors) expects nothing
         age = (now_ms - since) // _MINUTE_MS
         if age >= 2 * self.nodata_min:
             self.escalation = 3

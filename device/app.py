@@ -69,6 +69,7 @@ class Clock:
         self.history = [0] * lowrisk.HISTORY
         self.alarms = alarms.Alarms(cfg, lowrisk.ALARM_PERMILLE, lowrisk.FORECAST_FLOOR_MGDL,
                                     lowrisk.CARB_HOLD_MIN, lowrisk.URGENT_MGDL)
+        self.alarms.watch_from_start = not self.errors
         self.readings = []  # (t_ms, sgv) oldest first, sensor error codes included
         self.trend = 0
         self.delta = None

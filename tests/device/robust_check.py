@@ -77,6 +77,13 @@ out["after_fall"] = state(c, 60) + [c.readings[-1][1], c.refused_ahead]
 c = clock()
 out["no_reading"] = [state(c, 0), state(c, 16), state(c, 31), state(c, 61)]
 
+# 3a. a clock not set up yet (its config has errors) expects no data
+raw = json.loads(json.dumps(CFG))
+raw["wifi"] = []
+errs = config.validate(raw)
+c = app.Clock(config.with_defaults(raw, errs), errs)
+out["unconfigured"] = [len(errs) > 0, state(c, 0), state(c, 61)]
+
 # 3b. the same after a power cut: the first passes at 2000-01-01, then NTP sets the time
 c = clock()
 Y2K = 946684800 - T0  # minutes are counted from T0: this is 2000-01-01 in seconds from it

@@ -48,6 +48,11 @@ def test_robust__no_reading_since_the_start_escalates_like_silence(cpy):
     assert cpy["no_reading"][2][3] == "NO DATA 31 min" and cpy["no_reading"][3][2] == 4
 
 
+def test_robust__a_clock_not_set_up_yet_does_not_cry_no_data(cpy):
+    has_errors, first, later = cpy["unconfigured"]
+    assert has_errors and first == later == [None, None, 0, None]
+
+
 def test_robust__setting_the_time_after_a_power_cut_is_not_hours_of_silence(cpy):
     """Passes at 2000-01-01, then NTP sets the time: 3 minutes without data, not 26 years."""
     assert cpy["after_ntp"][0] == [None, None, 0, None]
