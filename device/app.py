@@ -69,7 +69,10 @@ class Clock:
         self.history = [0] * lowrisk.HISTORY
         self.alarms = alarms.Alarms(cfg, lowrisk.ALARM_PERMILLE, lowrisk.FORECAST_FLOOR_MGDL,
                                     lowrisk.CARB_HOLD_MIN, lowrisk.URGENT_MGDL)
-        self.alarms.watch_from_start = not self.errors
+        # A clock with no network to get data from (not set up yet: no Wi-Fi or broker in its
+        # config) does not sound NO DATA for it; any other config error still lets it run.
+        self.alarms.watch_from_start = bool(cfg.get("wifi")) and bool(
+            (cfg.get("mqtt") or {}).get("host") or cfg.get("cloud"))
         self.readings = []  # (t_ms, sgv) oldest first, sensor error codes included
         self.trend = 0
         self.delta = None

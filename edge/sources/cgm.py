@@ -197,6 +197,8 @@ class NightscoutFollower:
             # the same newest entries again), unless it was all entries dated ahead
             if len(page) < self.PAGE or not dates or not (new or ahead == len(dates)):
                 break
+            if before is not None and min(dates) >= before:  # the site ignores find: no
+                break  # earlier page will come
             before = min(dates)
         else:
             self._once("pages", "%s: stopped catching up after %d pages", self.url,
@@ -286,21 +288,25 @@ _API_TAILS = ("/api/v1/entries/sgv.json", "/api/v1/entries.json", "/api/v1/entri
 
 
 def _split_userinfo(url: str) -> tuple[str, str | None]:
-    """(the URL without what is written before its host, that text or None). The host is
-    after the last `@` of the authority, even when a secret in front holds `/`, `?` or `#`
-    (a pasted `https://SECRET@host`): a secret must never be read as the host."""
-    scheme, sep, rest = url.strip().partition("://")
-    if not sep or "@" not in rest:
-        return url.strip(), None
-    # the last "@" followed by a plausible host[:port] and then the end, "/", "?" or "#"
-    for at in range(len(rest) - 1, -1, -1):
-        if rest[at] != "@":
-            continue
-        after = rest[at + 1:]
-        host = after.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
-        if host and all(c.isalnum() or c in ".-:[]_" for c in host):
-            return f"{scheme}://{after}", rest[:at]
-    return url.strip(), None
+    """(the URL without what is written before its host, that text percent-decoded, or
+    None). As a URL parser reads it, and also when a secret in front holds a `/` (a pasted
+    `https://SECRET@host` whose secret the parser would take for the host): then the host is
+    after the last `@` that comes before any `?` or `#`. A `@` in a query (`?token=a@b`) is
+    the query's. Secrets holding `?` or `#` must be percent-encoded."""
+    from urllib.parse import unquote
+
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url, None
+    end = min([i for i in (rest.find("?"), rest.find("#")) if i >= 0] or [len(rest)])
+    at = rest.rfind("@", 0, end)
+    if at < 0:
+        return url, None
+    host = rest[at + 1:end].split("/", 1)[0]
+    if not host or not all(c.isalnum() or c in ".-:[]_%" for c in host):
+        return url, None
+    return f"{scheme}://{rest[at + 1:]}", unquote(rest[:at])
 
 
 def site_url(url: str) -> tuple[str, str | None, str | None]:
@@ -315,6 +321,10 @@ def site_url(url: str) -> tuple[str, str | None, str | None]:
     if u.scheme not in ("http", "https") or not u.host:
         raise ValueError(f"{safe_url(url)!r} is not an http:// or https:// URL")
     secret = None
+    if userinfo is None and u.userinfo:  # what the parser found, if the rule above did not
+        from urllib.parse import unquote
+
+        userinfo = unquote(u.userinfo.decode())
     if userinfo:
         user, colon, password = userinfo.partition(":")
         secret = (password if colon and user and password else userinfo) or None
@@ -324,7 +334,8 @@ def site_url(url: str) -> tuple[str, str | None, str | None]:
         if path.lower().endswith(tail):
             path = path[: -len(tail)]
             break
-    base = u.copy_with(query=None, fragment=None, path=path or "/")
+    base = u.copy_with(username=None, password=None, query=None, fragment=None,
+                       path=path or "/")
     return str(base).rstrip("/"), secret, token
 
 

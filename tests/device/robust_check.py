@@ -83,6 +83,12 @@ raw["wifi"] = []
 errs = config.validate(raw)
 c = app.Clock(config.with_defaults(raw, errs), errs)
 out["unconfigured"] = [len(errs) > 0, state(c, 0), state(c, 61)]
+raw = json.loads(json.dumps(CFG))
+raw["note"] = "x"  # another error: the clock still runs and gets data
+errs = config.validate(raw)
+c = app.Clock(config.with_defaults(raw, errs), errs)
+state(c, 0)
+out["minor_error"] = [len(errs) > 0, state(c, 31)[:3]]
 
 # 3b. the same after a power cut: the first passes at 2000-01-01, then NTP sets the time
 c = clock()

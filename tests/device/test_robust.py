@@ -51,6 +51,8 @@ def test_robust__no_reading_since_the_start_escalates_like_silence(cpy):
 def test_robust__a_clock_not_set_up_yet_does_not_cry_no_data(cpy):
     has_errors, first, later = cpy["unconfigured"]
     assert has_errors and first == later == [None, None, 0, None]
+    has_errors, state = cpy["minor_error"]  # an unknown key: it still watches for data
+    assert has_errors and state == ["no_data", "no_data", 3]
 
 
 def test_robust__setting_the_time_after_a_power_cut_is_not_hours_of_silence(cpy):

@@ -278,6 +278,10 @@ def test_follower__a_site_that_ignores_find_is_asked_once_per_poll():
     assert len(f.poll()) == 288 and len(seen) == 2  # a full page: one more to check
     seen.clear()
     assert f.poll() == [] and len(seen) == 1
+    seen.clear()  # the phone's clock now a day fast: its newest are all ahead, still one ask
+    ahead = cgm.NightscoutFollower("http://127.0.0.1:17580", client=_site(
+        [_entries(int(time.time() * 1000) + 86_400_000, 288)[::-1]], seen))
+    assert ahead.poll() == [] and len(seen) <= 2
 
 
 @pytest.mark.parametrize(("url", "base", "secret", "token"), [
@@ -285,8 +289,12 @@ def test_follower__a_site_that_ignores_find_is_asked_once_per_poll():
     ("https://ns.example/?token=reader-abc123", "https://ns.example", None, "reader-abc123"),
     ("https://host.example/t/fam-1/api/v1/entries", "https://host.example/t/fam-1", None, None),
     ("http://192.168.1.20:1337/", "http://192.168.1.20:1337", None, None),
-    ("https://ab/cd#ef?gh1234@ns.example/", "https://ns.example", "ab/cd#ef?gh1234", None),
+    ("https://ab/cd+ef1234@ns.example/", "https://ns.example", "ab/cd+ef1234", None),
     ("https://me:s3cret-value@ns.example", "https://ns.example", "s3cret-value", None),
+    ("https://me:p%40ss%2Fw0rd@ns.example", "https://ns.example", "p@ss/w0rd", None),
+    ("https://ns.example/api/v1?token=ab@cd", "https://ns.example", None, "ab@cd"),
+    ("http://S3CRET-1234@[fe80::1%25wlan0]:1337/", "http://[fe80::1%25wlan0]:1337",
+     "S3CRET-1234", None),
     ("https://ns.example/API/V1/entries.json?token=t-1", "https://ns.example", None, "t-1"),
 ])
 def test_follower__urls_as_people_copy_them(url, base, secret, token):

@@ -163,3 +163,10 @@ def test_cli__no_terminal_to_ask_the_password_on_is_one_sentence(tmp_path):
                          text=True, timeout=60, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL)
     assert got.returncode == 2 and "Give the cloud password with --password" in got.stderr
     assert "Traceback" not in got.stderr and "Aborted" not in got.stderr
+    piped = subprocess.run([sys.executable, "-m", "nightlink", "device", "register-edge",
+                            "--cloud", "http://127.0.0.1:9", "--tenant", "t", "--email",
+                            "a@b.example", "--edge-id", "0123456789ab"], capture_output=True,
+                           text=True, timeout=60, cwd=tmp_path, env=env,
+                           input="a-piped-password\n")
+    # the password taken from the pipe: the command goes on to the (absent) cloud
+    assert piped.returncode == 2 and "Cannot reach the cloud" in piped.stderr, piped.stderr

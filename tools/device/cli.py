@@ -14,16 +14,19 @@ from nightlink.errors import NightlinkError
 
 
 def _password(ctx, param, value):
-    """The cloud password: given, else asked at a terminal; with no terminal to ask on (a
-    script, a pipe) one sentence instead of a prompt that cannot be answered."""
+    """The cloud password: given, else asked at a terminal, else the first line piped in;
+    with none of these one sentence, not a prompt nobody can answer."""
     import sys
 
     if value:
         return value
     if sys.stdin.isatty():
         return click.prompt("Password", hide_input=True)
-    raise click.UsageError("Give the cloud password with --password or NIGHTLINK_PASSWORD; "
-                           "there is no terminal to ask it on.")
+    line = sys.stdin.readline().rstrip("\r\n")
+    if line:
+        return line
+    raise click.UsageError("Give the cloud password with --password, NIGHTLINK_PASSWORD or "
+                           "one line on stdin; there is no terminal to ask it on.")
 
 DEFAULT_DIR = Path("out/clock")
 _TARGETS = click.Choice(["esp32", "esp32s3", "esp32c3"])
