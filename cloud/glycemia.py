@@ -123,18 +123,23 @@ class Grid:
         return self.origin_ms + (k + 1) * self.dt_min * MINUTE_MS
 
 
+def _commonest(steps) -> int | None:
+    """The most common of `steps` (the shortest among equally common ones); None if none."""
+    counts: dict[int, int] = {}
+    for step in steps:
+        counts[step] = counts.get(step, 0) + 1
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min(d for d, c in counts.items() if c == top)
+
+
 def sampling_min(readings) -> int:
     """The sampling interval in whole minutes: the most common step between readings (the
     shortest among equally common ones), truncated as iglu does; None with under 2 readings."""
     pts = glucose(readings)
-    counts: dict[int, int] = {}
-    for (t0, _), (t1, _) in zip(pts, pts[1:], strict=False):
-        counts[t1 - t0] = counts.get(t1 - t0, 0) + 1
-    if not counts:
-        return None
-    top = max(counts.values())
-    step = min(d for d, c in counts.items() if c == top)
-    return max(1, int(step / MINUTE_MS))
+    step = _commonest(t1 - t0 for (t0, _), (t1, _) in zip(pts, pts[1:], strict=False))
+    return None if step is None else max(1, int(step / MINUTE_MS))
 
 
 SENSOR_INTERVALS_MIN = (1, 5, 15)  # Libre 3 or a backfilled G7; Dexcom, Guardian; Libre 2
@@ -147,15 +152,11 @@ def sensor_interval_min(readings, default: int = 5) -> int:
     a 10-minute step, is still a 5-minute sensor at half its readings); `default` with too
     few readings to tell."""
     pts = sorted(glucose(readings))
-    counts: dict[int, int] = {}
-    for (t0, _), (t1, _) in zip(pts, pts[1:], strict=False):
-        step = round((t1 - t0) / MINUTE_MS)
-        if step > 0:
-            counts[step] = counts.get(step, 0) + 1
-    if not counts:
+    minutes = (round((t1 - t0) / MINUTE_MS) for (t0, _), (t1, _) in zip(pts, pts[1:],
+                                                                        strict=False))
+    step = _commonest(m for m in minutes if m > 0)
+    if step is None:
         return default
-    top = max(counts.values())
-    step = min(d for d, c in counts.items() if c == top)
     return max([m for m in SENSOR_INTERVALS_MIN if m <= step] or [1])
 
 

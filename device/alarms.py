@@ -77,7 +77,7 @@ class Alarms:
         self._last_now = None  # the previous pass's time, to tell when the clock was set
         self.watch_from_start = True  # no reading since the start is missing data (not: a
         # clock whose config has errors, which cannot get any yet)
-        self._urgent_open = False  # an urgent low not yet followed by a reading above it
+        self.urgent_open = False  # an urgent low not yet followed by a reading above it
         self.mmol = cfg.get("units") == units.MMOLL
 
     def set_policy(self, d):
@@ -190,9 +190,9 @@ class Alarms:
         self.escalation = 0
         good = alerts.valid(readings)
         last = self._last_now
-        if self.started_ms is None or last is None:
-            self.started_ms = self.started_ms if self.started_ms is not None else now_ms
-        elif now_ms < last or now_ms - last > _JUMP_MS:
+        if self.started_ms is None:
+            self.started_ms = now_ms
+        elif last is not None and (now_ms < last or now_ms - last > _JUMP_MS):
             # the time was set (NTP after a power cut, from 2000): the time without data
             # counts from the same moment as before the jump, not from 2000
             self.started_ms += now_ms - last
@@ -246,9 +246,9 @@ class Alarms:
         # An urgent low stays until a real reading at or above its threshold: a sensor error,
         # a stale sensor or a silent edge after it must not stop the siren.
         last = good[-1][1] if good else None
-        self._urgent_open = URGENT_LOW in values or (
-            self._urgent_open and last is not None and last < self.urgent_low)
-        if self._urgent_open and URGENT_LOW not in values:
+        self.urgent_open = URGENT_LOW in values or (
+            self.urgent_open and last is not None and last < self.urgent_low)
+        if self.urgent_open and URGENT_LOW not in values:
             values[URGENT_LOW] = last
         # priority order
         self.active = [k for k in KINDS if k in values]

@@ -13,7 +13,7 @@ except ImportError:  # CPython (host port, tests)
 
 
 from nightlink.device import alarms, lowrisk, render, ssd1680, tzrule
-from nightlink.shared import alerts, codec, units
+from nightlink.shared import alerts, codec, epoch, units
 
 _MAX_READINGS = const(36)  # 3 hours at 5-minute spacing
 _MINUTE_MS = const(60000)
@@ -21,7 +21,6 @@ _SLOT_MS = const(300000)  # CGM readings every 5 minutes
 _OVERRIDE_MS = const(120000)  # a screen picked with the button stays this long
 _MORNING_END_MIN = const(11 * 60)
 _FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
-_TIME_KNOWN_MS = 1704067200000  # 2024-01-01: before it, the clock's own time is not set yet
 _SUMMARY_INTS = ("sleep_min", "efficiency_pct", "lows", "low_min", "tir_pct")
 
 
@@ -121,7 +120,7 @@ class Clock:
         """Whether a reading is dated ahead of the clock (an uploader with a wrong clock):
         taken, it would stand as the newest and hide the real ones until its time came. Only
         once the clock's own time is set (before, every reading looks ahead)."""
-        return now_ms >= _TIME_KNOWN_MS and t_ms > now_ms + _FUTURE_MS
+        return now_ms >= epoch.TIME_SET_S * 1000 and t_ms > now_ms + _FUTURE_MS
 
     def on_glucose(self, body, source, now_ms):
         """The edge's retained JSON (see edge/sync/clock_feed.py): {"t": Unix s, "sgv", "trend",

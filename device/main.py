@@ -23,7 +23,6 @@ _WIFI_BOOT_MS = const(10000)  # per network: how long the start waits for Wi-Fi 
 _SAMPLE_EVERY = const(5)  # passes (about a second each) between room samples
 _HTTP_TIMEOUT_S = const(10)  # the cloud fallback's request: never longer (the watchdog: 30)
 _NTP_EVERY = const(60)  # passes between tries to set the time while it is not set
-_TIME_SET_S = 1704067200  # 2024-01-01: an RTC before it was never set (a power cut)
 
 
 def _hardware(cfg):
@@ -193,7 +192,7 @@ def _set_time():
         ntptime.settime()
         return True
     except Exception:  # noqa: BLE001 - no NTP module, no answer, a bad reply
-        return epoch.unix_now() >= _TIME_SET_S
+        return epoch.unix_now() >= epoch.TIME_SET_S
 
 
 if __name__ == "__main__":

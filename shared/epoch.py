@@ -14,6 +14,7 @@ except ImportError:  # CPython
 EPOCH_S = const(30)
 EPOCHS_PER_HOUR = const(120)
 EPOCHS_PER_DAY = const(2880)
+TIME_SET_S = 1704067200  # 2024-01-01: a clock earlier than this was never set (a power cut)
 # Seconds from 1970-01-01 to the interpreter's own time origin (2000-01-01 on some boards).
 _ORIGIN = 946684800 if time.gmtime(0)[0] == 2000 else 0
 

@@ -25,11 +25,15 @@ from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
 from nightlink.edge.node.nights import RECORDING_STREAMS, NightCloser, partial_summary
 from nightlink.edge.node.zone import ZONE_META, zone_name
-from nightlink.edge.sources.cgm import NightscoutFollower, glucose_to_entry, readings_between
+from nightlink.edge.sources.cgm import (
+    FUTURE_S,
+    NightscoutFollower,
+    glucose_to_entry,
+    readings_between,
+)
 from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 from nightlink.edge.sources.samples import SourceError
 from nightlink.edge.store import EdgeStore
-from nightlink.edge.sync.clock_feed import FUTURE_S
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, iso_epoch
 
 _LOGGER = logging.getLogger(__name__)

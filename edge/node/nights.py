@@ -109,8 +109,12 @@ class NightCloser:
         labels = [(today - timedelta(days=back)).isoformat()
                   for back in range(CATCH_UP_NIGHTS + 1)]
         oldest = (today - timedelta(days=self.store.retention_days)).isoformat()
-        labels += [n for n in reversed(self.store.night_labels(oldest))
-                   if n < labels[-1] and not is_closed(self.store.night(n))]
+        for n in reversed(self.store.night_labels(oldest)):
+            if n < labels[-1] and n not in self.settled:  # each closed one read once a run
+                if is_closed(self.store.night(n)):
+                    self.settled.add(n)
+                else:
+                    labels.append(n)
         return [label for label in labels if label not in self.settled
                 and self.window(label)[1] * EPOCH_S + self.delay_s <= now_s]
 

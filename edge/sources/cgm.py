@@ -27,6 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 
 
 MAX_SGV = 1000  # mg/dL: no sensor reads higher (they stop at 400-500); above is not glucose
+FUTURE_S = 300  # an entry dated further ahead of the clock is a wrong clock, not a reading
 
 
 def entry_to_glucose(entry: dict) -> Glucose:
@@ -122,7 +123,6 @@ class NightscoutFollower:
     PAGE = 288
     MAX_PAGES = 50  # about 50 days of 5-minute readings in one catch-up
     MAX_BYTES = 8 * 1024 * 1024  # a page of 288 entries is about 60 KB
-    FUTURE_S = 300.0  # an entry dated further ahead than this is a wrong clock, not a reading
 
     def __init__(
         self,
@@ -169,7 +169,7 @@ class NightscoutFollower:
         hold the follower until that time), and entries at or before the last one seen are
         dropped (xDrip+'s web service ignores `find`)."""
         found: dict[int, Glucose] = {}
-        horizon_ms = int((self.clock() + self.FUTURE_S) * 1000)
+        horizon_ms = int((self.clock() + FUTURE_S) * 1000)
         before: int | None = horizon_ms + 1  # a site that honours find sends none ahead
         for _ in range(self.MAX_PAGES):
             page = self._fetch(self.last_ms, before)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 
-from nightlink.edge.sources.cgm import readings_from_store
+from nightlink.edge.sources.cgm import FUTURE_S, readings_between, readings_from_store
 from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import topics, units
@@ -50,9 +50,6 @@ def _carbs(doc: dict) -> float:
         return float(doc.get("carbs") or 0)
     except (TypeError, ValueError):
         return 0.0
-
-
-FUTURE_S = 300  # readings dated further ahead than this are left out of the clocks' feed
 
 
 def glucose_message(readings: list[Glucose], alarm: dict | None = None,
@@ -177,8 +174,8 @@ class ClockFeed:
         n = 0
         # A reading dated ahead of this clock (an uploader's phone with a wrong clock) is no
         # reading: taken as the newest, it would hide every real one until that time comes.
-        readings = [g for g in readings_from_store(store, int((now_s - RECENT_S - 600) * 1000))
-                    if g.t <= now_s + FUTURE_S]
+        readings = readings_between(store, int((now_s - RECENT_S - 600) * 1000),
+                                    int((now_s + FUTURE_S) * 1000))[0]
         carbs = latest_carbs(store, now_s)
         msg = glucose_message(readings, self.alarm, carbs)
         if msg is not None and (msg["t"], carbs) != (self.last_t, self.last_carbs):
