@@ -23,6 +23,8 @@ _WIFI_BOOT_MS = const(10000)  # per network: how long the start waits for Wi-Fi 
 _SAMPLE_EVERY = const(5)  # passes (about a second each) between room samples
 _HTTP_TIMEOUT_S = const(10)  # the cloud fallback's request: never longer (the watchdog: 30)
 _NTP_EVERY = const(60)  # passes between tries to set the time while it is not set
+_NTP_KNOWN_EVERY = const(3600)  # ... while the RTC or the edge gave it but NTP never answered
+_EDGE_TIME_SLACK_S = const(2)  # the edge's time is taken when the RTC is further off
 
 
 def _hardware(cfg):
@@ -154,10 +156,16 @@ def main(root="/", passes=-1):
     vbus = machine.Pin(cfg["pins"]["vbus"], machine.Pin.IN)
     clock = app.Clock(cfg, errors, hw, usb=vbus() == 1)
     link = _link(cfg)
-    timed = _start_wifi(link, cfg["wifi"], wdt) and _set_time()
+    ntp = [_start_wifi(link, cfg["wifi"], wdt) and _set_time()]
+
+    def edge_time(unix_s):
+        # A LAN with no NTP server: the edge's time, until NTP answers (it is then preferred).
+        if not ntp[0] and abs(unix_s - epoch.unix_now()) > _EDGE_TIME_SLACK_S:
+            _set_rtc(unix_s)
+
     sync, room, probes = _room(cfg, link, root)
     runner = runtime.Runner(clock, link, _http_get if cfg.get("cloud") else None, sync=sync,
-                            wdt=wdt)
+                            wdt=wdt, set_time=edge_time)
     btn = machine.Pin(cfg["pins"]["button"], machine.Pin.IN, machine.Pin.PULL_UP)
     pressed = False
     n = 0
@@ -175,24 +183,32 @@ def main(root="/", passes=-1):
                 time.sleep_ms(50)
         if n % _SAMPLE_EVERY == 0:
             room.add(now // 1000, _sample(probes))
-        if not timed and n % _NTP_EVERY == 0 and link.wifi_connected():
-            timed = _set_time()  # Wi-Fi came late after a power cut: the time still needs it
+        every = _NTP_EVERY if epoch.unix_now() < epoch.TIME_SET_S else _NTP_KNOWN_EVERY
+        if not ntp[0] and n % every == 0 and link.wifi_connected():
+            ntp[0] = _set_time()  # Wi-Fi came late after a power cut, or no NTP on this LAN
         n += 1
         guard.healthy(n)
     return runner, room
 
 
 def _set_time():
-    """Set the RTC from NTP; True once the time is known (NTP answered, or the RTC kept a
-    time set earlier). Until then readings' ages, quiet hours and the shown time are wrong,
-    so the loop tries again every minute while Wi-Fi is up."""
+    """Set the RTC from NTP; True when NTP answered. Until the time is known (from NTP, the
+    edge, or an RTC set before a soft reset) readings' ages, quiet hours and the shown time
+    are wrong, so the loop tries again every minute while Wi-Fi is up, and every hour while
+    only the RTC or the edge gave the time."""
     try:
         import ntptime
 
         ntptime.settime()
         return True
     except Exception:  # noqa: BLE001 - no NTP module, no answer, a bad reply
-        return epoch.unix_now() >= epoch.TIME_SET_S
+        return False
+
+
+def _set_rtc(unix_s):
+    """Set the board's RTC to Unix seconds (as ntptime does: UTC, weekday 1 = Monday)."""
+    y, mo, d, h, mi, s = epoch.gmtime(unix_s)
+    machine.RTC().datetime((y, mo, d, (unix_s // 86400 + 3) % 7 + 1, h, mi, s, 0))
 
 
 if __name__ == "__main__":

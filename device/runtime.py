@@ -12,20 +12,24 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-from nightlink.shared import topics
+from nightlink.shared import epoch, topics
 from nightlink.shared.apisecret import api_secret_hash
 
 _FALLBACK_AFTER_MS = const(360000)  # no word from the edge for 6 minutes: ask the cloud
 _POLL_MS = const(60000)
+_TIME_MAX_S = 4102444800  # 2100-01-01: a later "time" is garbage
+_TIME_SUFFIX = "/" + topics.CLOCK_TIME
 
 
 class Runner:
     """step(now_ms) once a second or so. link: the clock's MqttLink (None: no broker), which
     this loop steps and takes the edge's feed from; http_get(url, headers) -> (status, body
-    bytes) raising OSError when unreachable; sync: the outbox's ClockSync on the same link."""
+    bytes) raising OSError when unreachable; sync: the outbox's ClockSync on the same link;
+    set_time(unix_s): called with the time the edge tells (main.py decides whether to take it)."""
 
-    def __init__(self, clock, link=None, http_get=None, sync=None, wdt=None):
+    def __init__(self, clock, link=None, http_get=None, sync=None, wdt=None, set_time=None):
         self.clock = clock
+        self.set_time = set_time
         self.cfg = clock.cfg
         self.link = link
         self.http_get = http_get
@@ -57,6 +61,9 @@ class Runner:
         """The edge speaks when a message brings a newer reading (a retained message the
         broker delivers again at each reconnect does not, so it cannot hold off the cloud
         fallback); any message is taken or dropped, never fatal to the loop."""
+        if topic.endswith(_TIME_SUFFIX if isinstance(topic, str) else _TIME_SUFFIX.encode()):
+            self._on_time(msg)
+            return
         r = self.clock.readings
         newest = r[-1][0] if r else None
         try:
@@ -67,6 +74,18 @@ class Runner:
         if taken and r and r[-1][0] != newest:
             self.last_sync_ms = self.now
             self.last_lan_ms = self.now
+
+    def _on_time(self, msg):
+        """The edge's time ({"t": Unix s}); anything else is dropped and counted."""
+        try:
+            t = json.loads(msg)["t"]
+        except Exception:  # noqa: BLE001 - not JSON, not an object, no "t"
+            t = None
+        if type(t) is not int or not epoch.TIME_SET_S <= t < _TIME_MAX_S:
+            self.clock.bad_messages += 1
+            return
+        if self.set_time is not None:
+            self.set_time(t)
 
     def _poll_cloud(self, now):
         """Nightscout fallback: only when the edge has been silent for a while."""

@@ -78,16 +78,19 @@ def status_topic(tenant, device):
 
 
 # Glucose and last night's summary from the edge node to the desk clocks: LAN only (one level
-# deeper than data topics, so neither the bridge nor the ingest filters match), retained JSON.
+# deeper than data topics, so neither the bridge nor the ingest filters match), retained JSON;
+# and the time, not retained, for clocks whose LAN has no NTP server.
 CLOCK_FEED = "clock"
 CLOCK_GLUCOSE = "glucose"
 CLOCK_NIGHT = "night"
+CLOCK_TIME = "time"
 
 
 def clock_feed_topic(tenant, edge_device, kind):
-    """Topic an edge node publishes the clocks' glucose or night summary on."""
-    if kind not in (CLOCK_GLUCOSE, CLOCK_NIGHT):
-        raise TopicError("The clock feed kind must be %r or %r." % (CLOCK_GLUCOSE, CLOCK_NIGHT))
+    """Topic an edge node publishes the clocks' glucose, night summary or time on."""
+    if kind not in (CLOCK_GLUCOSE, CLOCK_NIGHT, CLOCK_TIME):
+        raise TopicError("The clock feed kind must be %r, %r or %r."
+                         % (CLOCK_GLUCOSE, CLOCK_NIGHT, CLOCK_TIME))
     return "%s/%s/%s/%s/%s" % (PREFIX, check_name("tenant", tenant),
                                check_name("device", edge_device), CLOCK_FEED, kind)
 

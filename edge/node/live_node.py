@@ -265,9 +265,12 @@ class LiveNode:
         from nightlink.edge.sync.clock_feed import (  # glucose, night summary, alarm policy
             ClockFeed,
             predicted_low_policy,
+            system_clock_synchronized,
         )
 
-        feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device)
+        # The time goes to the clocks only from the system clock, not a replay's virtual one.
+        feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device,
+                         system_clock_synchronized if self.clock.wall else None)
         recalibrate_at = 0.0  # the predicted-low threshold follows the person's recent nights
         try:
             while not stop.is_set():

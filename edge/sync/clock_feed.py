@@ -10,10 +10,15 @@ glucose: {"t": Unix s, "sgv": mg/dL or error code < 39, "trend": Nightscout tren
 night:   {"night": "YYYY-MM-DD", "sleep_min", "efficiency_pct" (null until sleep staging
           gives them), "lows": level-1 events, "low_min", "tir_pct",
           "curve": [mg/dL every 10 min over the night, 0 = missing]}
+time:    {"t": Unix s}, every minute, NOT retained (a stored time would be old when read), and
+         only while the system says its clock is synchronized: a clock whose LAN has no NTP
+         server sets its time from it until NTP answers (device/main.py).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 
@@ -30,6 +35,23 @@ POLICY_META = "alarm_policy"  # the active predicted-low policy in words, in the
 CURVE_STEP_S = 600
 EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs/clinical.md)
 GAP_S = 45 * 60  # a longer gap between readings ends a run: no event spans it
+TIME_EVERY_S = 60  # how often the clocks are told the time
+_TIME_ERROR = 5  # adjtimex(2): the kernel's clock is not synchronized (STA_UNSYNC)
+
+
+def system_clock_synchronized() -> bool | None:
+    """Whether the kernel says an NTP daemon (systemd-timesyncd, chrony) keeps the system
+    clock synchronized, as `timedatectl` reads it; None where it cannot be asked (not Linux,
+    a sandbox refusing the call)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        timex = ctypes.create_string_buffer(512)  # struct timex, modes 0: read only
+        state = libc.adjtimex(timex)
+    except (OSError, AttributeError, TypeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR
 
 
 def _sgv(g: Glucose) -> int:
@@ -157,12 +179,17 @@ def latest_night(store: EdgeStore, readings: list[Glucose] | None = None
 
 class ClockFeed:
     """Publishes what changed since the last call. publish(topic, payload, retain) is the LAN
-    broker client's publish (paho's signature)."""
+    broker client's publish (paho's signature). `synchronized()` says whether this machine's
+    clock may be given to the clocks (None: tell them the time; the node's own clock is
+    virtual in replays and tests, and then gives none)."""
 
-    def __init__(self, publish, tenant: str, edge_device: str):
+    def __init__(self, publish, tenant: str, edge_device: str, synchronized=None):
         self.publish = publish
         self.glucose_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_GLUCOSE)
         self.night_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_NIGHT)
+        self.time_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_TIME)
+        self.synchronized = synchronized
+        self.next_time_s = 0.0
         self.last_t = None
         self.last_carbs = None
         self.last_night = None
@@ -170,8 +197,9 @@ class ClockFeed:
         self.alarm = None  # the predicted-low policy for the clocks (glucose_risk.clock_policy)
 
     def update(self, store: EdgeStore, now_s: float) -> int:
-        """Publish a newer reading and a newer night summary, if any; returns messages sent."""
-        n = 0
+        """Publish a newer reading and a newer night summary, if any, and the time once a
+        minute; returns messages sent."""
+        n = self._time(now_s)
         # A reading dated ahead of this clock (an uploader's phone with a wrong clock) is no
         # reading: taken as the newest, it would hide every real one until that time comes.
         readings = readings_between(store, int((now_s - RECENT_S - 600) * 1000),
@@ -191,6 +219,15 @@ class ClockFeed:
             n += 1
         self.sent += n
         return n
+
+    def _time(self, now_s: float) -> int:
+        if self.synchronized is None or now_s < self.next_time_s:
+            return 0
+        self.next_time_s = now_s + TIME_EVERY_S
+        if self.synchronized() is False:
+            return 0  # a Raspberry Pi before NTP: its time is the one it was shut down at
+        self.publish(self.time_topic, json.dumps({"t": int(now_s)}), retain=False, qos=0)
+        return 1
 
 
 def predicted_low_policy(store: EdgeStore, now_s: float, models=None) -> dict | None:

@@ -109,3 +109,20 @@ def test_main__the_time_is_tried_again_until_ntp_answers():
                           capture_output=True, text=True, env=host_env(), check=True, cwd=ROOT)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"results": [False, True], "calls": ["no answer", "set"]}
+
+
+@pytest.mark.micropython
+def test_main__a_lan_without_ntp_takes_the_edges_time(mpy_json):
+    """After a power cut on a LAN with no NTP server the RTC reads 2000: the edge's time
+    message (not retained) sets it, malformed ones are dropped and counted, and a reading
+    then has its real age. Once NTP answers, the edge's time is not taken."""
+    got = mpy_json(ROOT / "tests" / "device" / "edge_time_check.py", libs=BOARD_LIBS,
+                   puts=double_puts(), heap=512 * 1024, timeout=300)
+    lan = got["no_ntp"]
+    assert lan["bad"] == 2 and lan["rtc_set"] == [T0]  # set once, then within 2 s of it
+    assert T0 < lan["now"] <= T0 + 6 * 60  # the passes after the message, a minute each
+    assert lan["readings"] == [T0 - 120] and 2 <= lan["age_min"] <= 8
+    assert lan["now_hm"][0] in (21, 20) and not lan["retained_time"]
+    ntp = got["ntp"]
+    assert ntp["rtc_set"] == [] and ntp["bad"] == 0
+    assert T0 <= ntp["now"] < T0 + 600 and 2 <= ntp["age_min"] <= 12

@@ -64,9 +64,9 @@ class Broker:
             if _matches(filt, topic):
                 self._deliver(sock, topic, payload, min(qos, sub_qos))
 
-    def schedule(self, unix_s, topic, payload):
-        """Publish (retained) once the board's clock reaches unix_s."""
-        self.scheduled.append([unix_s, topic, payload])
+    def schedule(self, unix_s, topic, payload, retain=True):
+        """Publish (retained unless told) once the board's clock reaches unix_s."""
+        self.scheduled.append([unix_s, topic, payload, retain])
 
     def kick(self, client_id):
         """Drop a client's connection, as a broker restart or a dead link would."""
@@ -215,8 +215,8 @@ class Broker:
     def _due(self):
         now = time.time()
         while self.scheduled and self.scheduled[0][0] <= now:
-            _at, topic, payload = self.scheduled.pop(0)
-            self.publish(topic, payload)
+            _at, topic, payload, retain = self.scheduled.pop(0)
+            self.publish(topic, payload, retain)
 
 
 BROKER = Broker()

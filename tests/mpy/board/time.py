@@ -11,6 +11,11 @@ def set_clock(unix_s, speed=1):
     _clock[1] = speed
 
 
+def set_unix(unix_s):
+    """The RTC set (machine.RTC().datetime in the board double): the speed stays."""
+    _clock[0] = int(unix_s * 1000)
+
+
 def time():
     return _clock[0] // 1000
 

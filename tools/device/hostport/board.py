@@ -40,4 +40,5 @@ def fast_clock(unix_s, speed=1):
     time.ticks_us = lambda: (c.ms * 1000) & 0x3FFFFFFF
     time.sleep_ms = c.sleep_ms
     time.sleep_us = lambda us: c.sleep_ms(us / 1000)
+    time.set_unix = lambda unix_s: setattr(c, "ms", int(unix_s * 1000))  # machine.RTC sets it
     return c

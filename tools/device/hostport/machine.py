@@ -16,7 +16,18 @@ PWRON_RESET = 1
 WDT_RESET = 3
 SOFT_RESET = 5
 
-_state = {"reset_cause": PWRON_RESET, "rtc_memory": b"", "slept_ms": [], "resets": 0}
+_state = {"reset_cause": PWRON_RESET, "rtc_memory": b"", "slept_ms": [], "resets": 0,
+          "rtc_set": []}
+
+
+def _unix(y, mo, d, h, mi, s):
+    """Unix seconds of a UTC calendar time (days from the civil date, proleptic Gregorian)."""
+    y -= 1 if mo <= 2 else 0
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + h * 3600 + mi * 60 + s
 
 
 class Pin:
@@ -160,6 +171,18 @@ class ADC:
 
 
 class RTC:
+    def datetime(self, dt=None):
+        """Read or set the time as (year, month, day, weekday, hour, minute, second, subsec);
+        setting it moves the board's virtual clock (time.set_unix) where there is one."""
+        if dt is None:
+            t = time.gmtime(int(time.time()))
+            return (t[0], t[1], t[2], t[6] + 1, t[3], t[4], t[5], 0)
+        unix_s = _unix(dt[0], dt[1], dt[2], dt[4], dt[5], dt[6])
+        _state["rtc_set"].append(unix_s)
+        if hasattr(time, "set_unix"):
+            time.set_unix(unix_s)
+        return None
+
     def memory(self, data=None):
         if data is None:
             return _state["rtc_memory"]

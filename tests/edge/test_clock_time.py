@@ -1,0 +1,65 @@
+"""The edge tells the clocks the time (edge/sync/clock_feed.py), for a LAN with no NTP server:
+once a minute, never retained, and only while this machine's own clock is synchronized; a
+replay's virtual clock gives none. Through a real Mosquitto, as a clock subscribes."""
+
+import json
+import threading
+
+import paho.mqtt.client as mqtt
+
+from nightlink.edge.store import EdgeStore
+from nightlink.edge.sync.clock_feed import ClockFeed
+from nightlink.shared import topics
+
+T0 = 1_768_510_800.0
+
+
+def _subscriber(broker, got, seen):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="clock-test")
+
+    def on_message(_c, _u, msg):
+        got.append((msg.topic, json.loads(msg.payload), msg.retain))
+        seen.set()
+
+    c.on_message = on_message
+    c.on_connect = lambda cl, *_a: cl.subscribe(topics.clock_feed_filter("smith"), 1)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+def test_clock_feed__time_once_a_minute_only_when_synchronized(tmp_path, mosquitto):
+    store = EdgeStore(tmp_path / "edge.db")
+    synced = [False]
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="edge-test")
+    pub.connect(mosquitto.host, mosquitto.port)
+    pub.loop_start()
+    got, seen = [], threading.Event()
+    sub = _subscriber(mosquitto, got, seen)
+    try:
+        feed = ClockFeed(pub.publish, "smith", "ed9e00000001", lambda: synced[0])
+        assert feed.update(store, T0) == 0  # a Pi before NTP: its time is not given
+        synced[0] = True
+        assert feed.update(store, T0 + 30) == 0  # asked again only a minute later
+        assert feed.update(store, T0 + 61) == 1
+        assert feed.update(store, T0 + 90) == 0
+        assert seen.wait(10)
+        topic, body, retained = got[0]
+        assert topic == "nl/v1/smith/ed9e00000001/clock/time" and body == {"t": int(T0 + 61)}
+        assert retained is False
+        assert feed.update(store, T0 + 121) == 1
+        # A clock connecting later finds no stored time (it would be old when read).
+        late, late_seen = [], threading.Event()
+        other = _subscriber(mosquitto, late, late_seen)
+        assert not late_seen.wait(1.0)
+        other.loop_stop()
+        other.disconnect()
+    finally:
+        for c in (pub, sub):
+            c.loop_stop()
+            c.disconnect()
+    # A replay or test clock (no `synchronized`) never gives the time.
+    sent = []
+    feed = ClockFeed(lambda *a, **kw: sent.append(a), "smith", "ed9e00000001")
+    assert feed.update(store, T0) == 0 and sent == []
+
