@@ -18,6 +18,7 @@ from nightlink.nightscout.http import (
     NSError,
     bad_request,
     client_address,
+    granting_secret_sha1,
     json_response,
     need,
     read_json,
@@ -99,10 +100,16 @@ async def authorization_request(token: str, request: Request) -> Response:
 @router.get("/authorization/subjects", responses={200: {"description": "The subjects", **_JSON},
             **_ERRORS}, summary="Subjects (access tokens).")
 async def list_subjects(request: Request) -> Response:
-    """The site's subjects: names and roles (tokens are shown only when created)."""
+    """The site's subjects: names and roles. A random token is shown only when created; one
+    made from the API secret (as Nightscout makes every token) is shown to that secret."""
     site, _ = need(request, "admin:api:subjects:read")
     subjects = await run_in_threadpool(site.subjects.list)
-    return json_response([s.public() for s in subjects])
+    sha1 = granting_secret_sha1(request)
+    out = []
+    for s in subjects:
+        token = s.derived_token(sha1)
+        out.append(s.public() | ({"accessToken": token} if token else {}))
+    return json_response(out)
 
 
 @router.post("/authorization/subjects", responses={200: {"description": "The new subject with "
@@ -123,7 +130,8 @@ async def create_subject(request: Request) -> Response:
         raise bad_request("roles must be a list of role names.")
     try:
         subject, token = await run_in_threadpool(site.subjects.create, body["name"], roles,
-                                                 str(body.get("notes") or ""))
+                                                 str(body.get("notes") or ""),
+                                                 granting_secret_sha1(request))
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     return json_response({**subject.public(), "accessToken": token})

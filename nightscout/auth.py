@@ -67,10 +67,31 @@ def normalise_presented(value: str) -> str:
     return value
 
 
+def secret_sha1(presented: str) -> str | None:
+    """The SHA-1 hex of an API secret as presented (already a SHA-1, or the plain secret);
+    None for a SHA-512, from which it cannot be had."""
+    value = normalise_presented(presented)
+    if len(value) in (40, 128) and _HEX.match(value):
+        return value if len(value) == 40 else None
+    return hashlib.sha1(value.encode("utf-8")).hexdigest()
+
+
+def _abbrev(name: str) -> str:
+    return re.sub(r"\W", "", name.lower())[:10] or "token"
+
+
 def new_access_token(name: str) -> str:
-    """A new access token shaped as Nightscout's: the name's first letters, a dash, 24 hex."""
-    abbrev = re.sub(r"\W", "", name.lower())[:10] or "token"
-    return f"{abbrev}-{secrets.token_hex(12)}"
+    """A new access token shaped as Nightscout's: the name's first letters, a dash, 16 hex
+    (apps check that shape: LoopFollow takes `?token=` from a pasted URL only if it has it)."""
+    return f"{_abbrev(name)}-{secrets.token_hex(8)}"
+
+
+def derived_access_token(name: str, secret_sha1: str, subject_id: int | str) -> str:
+    """The token Nightscout gives a subject: its abbreviation, a dash and the first 16 hex of
+    SHA-1(the API secret's SHA-1 hex + the subject's _id). LoopFollow makes its read token
+    this way itself after creating a subject with the API secret, and uses that."""
+    digest = hashlib.sha1((secret_sha1.lower() + str(subject_id)).encode()).hexdigest()
+    return f"{_abbrev(name)}-{digest[:16]}"
 
 
 class Permissions:

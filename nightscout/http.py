@@ -226,6 +226,19 @@ def resolve_sync(request: Request, *, v3: bool = False,
     return site, grant
 
 
+def granting_secret_sha1(request: Request) -> str | None:
+    """The SHA-1 hex of the API secret that granted this request (query `secret` or header
+    `api-secret`), None when another credential did."""
+    state = state_of(request)
+    key = site_key(request)
+    for value in (request.query_params.get("secret"), request.headers.get("api-secret")):
+        if value and value.strip():
+            grant = state.cached_credential(auth.normalise_presented(value), key, "credential")
+            if grant is not None and grant.kind == "secret":
+                return auth.secret_sha1(value)
+    return None
+
+
 def need(request: Request, permission: str, *, v3: bool = False) -> tuple[Site, auth.Grant]:
     """resolve_sync, then 401 (v1) or 403 (v3) unless the grant has the permission."""
     site, grant = resolve_sync(request, v3=v3)

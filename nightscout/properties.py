@@ -61,8 +61,8 @@ class _Data:
 
     def __init__(self, docs: DocumentStore, now_ms: int):
         self.now = now_ms
-        self.sgvs = [_sgv(r.doc) for r in docs.latest(documents.ENTRIES, kind="sgv", count=48,
-                                                       lo=now_ms - 4 * HOUR, hi=now_ms)]
+        self.sgvs = [_sgv(r.doc, r.oid) for r in docs.latest(
+            documents.ENTRIES, kind="sgv", count=48, lo=now_ms - 4 * HOUR, hi=now_ms)]
         self.sgvs = [s for s in self.sgvs if s is not None]
         self.statuses = [r.doc | {"mills": r.date_ms} for r in
                          docs.latest(documents.DEVICESTATUS, count=300, lo=now_ms - 6 * HOUR,
@@ -80,11 +80,11 @@ class _Data:
         self.profile = _Profile(profiles[0].doc if profiles else None, self.treatments, now_ms)
 
 
-def _sgv(doc: dict) -> dict | None:
+def _sgv(doc: dict, oid: str | None) -> dict | None:
     value, date = doc.get("sgv"), doc.get("date")
     if not isinstance(value, int | float) or not isinstance(date, int | float):
         return None
-    return {"_id": doc.get("_id"), "mgdl": value, "mills": int(date),
+    return {"_id": oid, "mgdl": value, "mills": int(date),
             "device": doc.get("device"), "direction": doc.get("direction"),
             "type": "sgv"}
 

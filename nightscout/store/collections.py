@@ -202,7 +202,10 @@ class DocumentStore:
             row = self._one(n.coll, "oid = ?", [n.oid])
             if row is not None:
                 return row, "oid"
-        if n.pair is not None and not n.client_identity:
+        # A client that names its document (identifier or _id) is never merged by time and
+        # type: Juggluco sends insulin and carbs of one meal as two treatments in the same
+        # second, each with its own _id (Nightscout's upsert: identifier, else _id, else pair).
+        if n.pair is not None and not n.client_identity and n.oid is None:
             row = self._one(n.coll, "pair = ?", [n.pair])
             if row is not None:
                 return row, "pair"

@@ -41,6 +41,15 @@ class Subject:
     roles: tuple[str, ...]
     notes: str = ""
     created_at: int = 0
+    token_hash: str = ""
+
+    def derived_token(self, secret_sha1: str | None) -> str | None:
+        """The subject's token when it was made the Nightscout way from this API secret (see
+        auth.derived_access_token), which the holder of the secret may read again."""
+        if not secret_sha1:
+            return None
+        token = auth.derived_access_token(self.name, secret_sha1, self.id)
+        return token if auth.kept_hash(token) == self.token_hash else None
 
     def public(self) -> dict:
         return {"_id": str(self.id), "name": self.name, "roles": list(self.roles),
@@ -54,8 +63,10 @@ class Subjects:
         self.db = db
         self.site_key = site_key
 
-    def create(self, name: str, roles: list[str], notes: str = "") -> tuple[Subject, str]:
-        """A new subject and its access token (the only time the token is seen)."""
+    def create(self, name: str, roles: list[str], notes: str = "",
+               secret_sha1: str | None = None) -> tuple[Subject, str]:
+        """A new subject and its access token: random, shown only now; or, when it is made
+        with the API secret (its SHA-1 hex given), derived from it as Nightscout does."""
         unknown = [r for r in roles if r not in auth.ROLES]
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a role; use one of "
@@ -69,8 +80,14 @@ class Subjects:
             "token_sha1_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (self.site_key, name.strip(), json.dumps(roles), notes[:500],
              auth.kept_hash(token), auth.kept_hash(api_secret_hash(token)), now))
-        return Subject(int(rows[0]["id"]), self.site_key, name.strip(), tuple(roles), notes,
-                       now), token
+        subject_id = int(rows[0]["id"])
+        if secret_sha1:
+            token = auth.derived_access_token(name.strip(), secret_sha1, subject_id)
+            self.db.execute(
+                f"UPDATE {SUBJECTS_TABLE} SET token_hash = ?, token_sha1_hash = ? WHERE id = ?",
+                (auth.kept_hash(token), auth.kept_hash(api_secret_hash(token)), subject_id))
+        return Subject(subject_id, self.site_key, name.strip(), tuple(roles), notes, now,
+                       auth.kept_hash(token)), token
 
     def list(self) -> list[Subject]:
         rows = self.db.query(
@@ -95,7 +112,7 @@ def _subject(r: dict) -> Subject:
     except (TypeError, ValueError):
         roles = ()
     return Subject(int(r["id"]), r["tenant_id"], r["name"], roles, r["notes"] or "",
-                   int(r["created_at"]))
+                   int(r["created_at"]), r["token_hash"])
 
 
 def find_token(db: Database, presented: str) -> Subject | None:
