@@ -176,3 +176,18 @@ def test_glucodatahandler__pebble_with_insulin_and_carbs_on_board(ns):
     assert first["cob"] == props["cob"]["display"] and 0 < first["cob"] <= 40
     assert ns.get("/pebble", params={"token": ns.read_token}).json()["bgs"][0]["iob"] == \
         first["iob"]
+
+
+def test_menu_bar__properties_readings_carry_their_id(ns):
+    """gabe565/nightscout-menu-bar decodes `bgnow.sgvs[]._id` and `buckets[].sgvs[]._id` as
+    the entry's id (as Nightscout gives it), not null; so do `delta.previous.sgvs[]`."""
+    t = now_ms() - 7 * MIN
+    ns.post("/api/v1/entries", headers={"api-secret": SECRET_SHA1}, json=[
+        {"type": "sgv", "sgv": 110 + i, "date": t + i * 5 * MIN, "direction": "Flat"}
+        for i in range(2)])
+    ids = {e["date"]: e["_id"] for e in ns.get("/api/v1/entries.json?count=2",
+                                                  headers={"api-secret": SECRET_SHA1}).json()}
+    p = ns.get("/api/v2/properties/bgnow,buckets,delta", params={"token": ns.read_token}).json()
+    assert p["bgnow"]["sgvs"][0]["_id"] == ids[t + 5 * MIN]
+    assert p["delta"]["previous"]["sgvs"][0]["_id"] == ids[t]
+    assert p["buckets"][1]["sgvs"][0]["_id"] == ids[t]
