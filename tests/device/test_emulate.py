@@ -145,9 +145,23 @@ def test_emulate__bad_input(tmp_path):
                        (["--minutes", "-5"], "--minutes must be")):
         r = CliRunner().invoke(main, ["device", "emulate", "--config", str(cfg), *args])
         assert r.exit_code == 2 and says in r.output, (args, r.output)
+    # A replay or summary that is not what the emulator reads is one sentence, before it runs.
+    bad = tmp_path / "bad.csv"
+    for text, says in (("hello\nworld\n", "needs the columns epoch_ms and sgv_mgdl"),
+                       ("epoch_ms,sgv_mgdl,error_code\n", "holds no readings"),
+                       ("epoch_ms,sgv_mgdl,error_code\n1768510800000,abc,\n", "row 2"),
+                       ("\xff\xfe", "cannot be read")):
+        bad.write_text(text, encoding="latin-1")
+        r = CliRunner().invoke(main, ["device", "emulate", "--config", str(cfg), "--replay",
+                                      str(bad)])
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
+    bad.write_text("[1, 2]")
+    r = CliRunner().invoke(main, ["device", "emulate", "--config", str(cfg), "--summary",
+                                  str(bad)])
+    assert r.exit_code == 2 and "not a JSON object" in r.output, r.output
 
 
-@pytest.mark.parametrize("kind", ["glucose", "night"])
+@pytest.mark.parametrize("kind", ["glucose", "night", "time"])
 def test_clock_feed_topic__not_bridged_nor_ingested(kind):
     t = topics.clock_feed_topic("smith", "edge-1", kind)
     assert t == f"nl/v1/smith/edge-1/clock/{kind}"

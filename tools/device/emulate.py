@@ -132,6 +132,10 @@ def emulate(config_path, out, broker, speed, minutes, replay, summary, battery, 
         host, _, port = broker.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise NightlinkError("--broker must be HOST:PORT with a port 1..65535.")
+    if replay:
+        _check_replay(replay)
+    if summary:
+        _check_summary(summary)
     args = ["--config", str(config_path), "--out", str(out), "--speed", str(speed)]
     if minutes:
         args += ["--minutes", str(minutes)]
@@ -159,6 +163,38 @@ def emulate(config_path, out, broker, speed, minutes, replay, summary, battery, 
         click.echo(f"battery: {b['average_ua'] / 1000:.2f} mA average, {b['mah_per_day']} mAh a "
                    f"day, about {b['days']} days on {b['battery_mah']} mAh "
                    f"(wake every {b['wake_s']} s)", err=True)
+
+
+def _check_replay(path: Path) -> None:
+    """The replay is a simulated night's cgm.csv (`nightlink simulate night`): epoch_ms and
+    sgv_mgdl (or error_code) on every row, as the emulator reads it; one sentence if not."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not {"epoch_ms", "sgv_mgdl"} <= set(reader.fieldnames or ()):
+                raise NightlinkError(f"--replay {path} is not a simulated night's cgm.csv: it "
+                                     "needs the columns epoch_ms and sgv_mgdl.")
+            rows = 0
+            for rows, row in enumerate(reader, 1):  # noqa: B007 - the count is wanted
+                try:
+                    int(row["epoch_ms"])
+                    int(row.get("error_code") or 0) or int(float(row["sgv_mgdl"]))
+                except (TypeError, ValueError, OverflowError):
+                    raise NightlinkError(f"--replay {path}: row {rows + 1} does not hold a "
+                                         "time in ms and a glucose value.") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise NightlinkError(f"--replay {path} cannot be read as CSV: {exc}.") from None
+    if not rows:
+        raise NightlinkError(f"--replay {path} holds no readings.")
+
+
+def _check_summary(path: Path) -> None:
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise NightlinkError(f"--summary {path} is not a JSON file.") from None
+    if not isinstance(body, dict):
+        raise NightlinkError(f"--summary {path} is not a JSON object (a night summary).")
 
 
 DEMO_CONFIG = {
