@@ -34,6 +34,7 @@ SIREN = const(4)  # beeping without pause
 
 _MINUTE_MS = const(60000)
 _JUMP_MS = const(21600000)  # passes over 6 h apart (or backwards): the time was set
+_PREDICT_GAP_MS = const(270000)  # readings this far apart are separate predictions (5-min slots)
 
 
 class Alarms:
@@ -138,11 +139,14 @@ class Alarms:
 
     def _predicted(self, good, now_ms, risk, forecast):
         """The model's predicted low under the policy: `persist` risky predictions in a row
-        (counted once per reading, so a pass between readings keeps the count) whose forecast
+        (counted once per reading, at most one per 5-minute slot as the edge calibrates them,
+        so a 1-minute sensor does not sound 5 times as often; a pass between readings keeps
+        the count) whose forecast
         is below the floor, not while glucose rises nor just after carbs, and not again within
         the refractory period once it has cleared."""
         t = good[-1][0]
-        if t != self._risk_t:
+        r = self._risk_t
+        if r is None or t < r or t - r >= _PREDICT_GAP_MS:
             self._risk_t = t
             risky = risk >= self.alarm_permille
             if self.floor < 400 and forecast is not None and forecast >= 0:

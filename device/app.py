@@ -15,9 +15,11 @@ except ImportError:  # CPython (host port, tests)
 from nightlink.device import alarms, lowrisk, render, ssd1680, tzrule
 from nightlink.shared import alerts, codec, epoch, units
 
-_MAX_READINGS = const(36)  # 3 hours at 5-minute spacing
+_MAX_READINGS = const(75)  # 75 minutes of 1-minute readings (the model's hour), 6 h of 5-minute
 _MINUTE_MS = const(60000)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
+_FAST_SPAN_MS = const(900000)  # 1-minute sensors: more than _FAST_COUNT readings in 15 minutes
+_FAST_COUNT = const(5)
 _OVERRIDE_MS = const(120000)  # a screen picked with the button stays this long
 _MORNING_END_MIN = const(11 * 60)
 _FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
@@ -66,6 +68,7 @@ class Clock:
         self.tz = tzrule.Tz(cfg["tz"])
         self.model = lowrisk.LowRisk()  # the on-device predicted-low model
         self.history = [0] * lowrisk.HISTORY
+        self._counts = [0] * lowrisk.HISTORY  # readings per slot (1-minute sensors' means)
         self.alarms = alarms.Alarms(cfg, lowrisk.ALARM_PERMILLE, lowrisk.FORECAST_FLOOR_MGDL,
                                     lowrisk.CARB_HOLD_MIN, lowrisk.URGENT_MGDL)
         # A clock with no network to get data from (not set up yet: no Wi-Fi or broker in its
@@ -206,19 +209,41 @@ class Clock:
         """Last HISTORY readings on the 5-minute grid ending at the newest reading (if it is
         under 15 minutes old, else now), oldest first, 0 = missing. Gaps of up to 15 minutes
         between readings are bridged on a straight line, so a 15-minute sensor (Libre) gives
-        the model the 5-minute hour it was trained on."""
+        the model the 5-minute hour it was trained on; a 1-minute sensor (Libre 3, Dexcom G7)
+        gives the mean of each 5 minutes ending at the newest reading, as the edge averages
+        them (edge/features/glucose_risk.cgm_grid). No allocation."""
         h = self.history
+        c = self._counts
         n = len(h)
         for i in range(n):
             h[i] = 0
+            c[i] = 0
         end = now_ms
         for t, sgv in self.readings:
             if sgv >= units.SGV_MIN_VALID and 0 <= now_ms - t < 3 * _SLOT_MS:
                 end = t
+        fast = 0
         for t, sgv in self.readings:
-            k = (end - t + _SLOT_MS // 2) // _SLOT_MS
-            if 0 <= k < n and sgv >= units.SGV_MIN_VALID:
-                h[n - 1 - k] = sgv
+            if sgv >= units.SGV_MIN_VALID and 0 <= end - t < _FAST_SPAN_MS:
+                fast += 1
+        fast = fast > _FAST_COUNT
+        for t, sgv in self.readings:
+            if sgv < units.SGV_MIN_VALID:
+                continue
+            if fast:
+                k = (end - t) // _SLOT_MS  # the 5 minutes ending at the newest, and before
+            else:
+                k = (end - t + _SLOT_MS // 2) // _SLOT_MS
+            if 0 <= k < n:
+                if fast:
+                    h[n - 1 - k] += sgv
+                    c[n - 1 - k] += 1
+                else:
+                    h[n - 1 - k] = sgv
+        if fast:
+            for i in range(n):
+                if c[i] > 1:
+                    h[i] = (h[i] + c[i] // 2) // c[i]
         a = -1
         for i in range(n):
             if h[i] > 0:

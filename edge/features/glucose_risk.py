@@ -417,14 +417,16 @@ def cgm_grid(t_min: np.ndarray, g: np.ndarray):
     observed: a reading arrived in this slot (predictions only there: nothing from the future);
     held: for labels, each reading held until the next (or one sampling interval before a gap),
     NaN in gaps, so lows last readings x interval (a 15-minute reading < 70 is a 15-minute low).
-    1-minute readings are averaged per slot. t_min ascending, one reading per minute."""
+    1-minute readings are averaged per slot, in whole mg/dL as the clock does. t_min
+    ascending, one reading per minute."""
     interval = sampling_interval(t_min)
     t0 = int(t_min[0])
     if interval == 1:
         slot = (t_min - t0) // SLOT_MIN
         uniq, first, counts = np.unique(slot, return_index=True, return_counts=True)
-        sums = np.add.reduceat(np.asarray(g, dtype=np.float64), first)
-        slot, g = uniq, (sums / counts).astype(np.float32)
+        # whole mg/dL, rounded half up, as the clock averages them (device/app._fill_history)
+        sums = np.add.reduceat(np.rint(np.asarray(g, dtype=np.float64)).astype(np.int64), first)
+        slot, g = uniq, ((sums + counts // 2) // counts).astype(np.float32)
         hold_default = 1
     else:
         slot = np.rint((t_min - t0) / SLOT_MIN).astype(np.int64)

@@ -3,7 +3,8 @@ on the LAN broker as retained JSON (`nl/v1/{tenant}/{edge}/clock/glucose|night`)
 that wakes or reconnects gets both at once, with the internet down or not.
 
 glucose: {"t": Unix s, "sgv": mg/dL or error code < 39, "trend": Nightscout trend number,
-          "delta": mg/dL over 5 min or null, "recent": [[t, sgv], ...] the hour before,
+          "delta": mg/dL over 5 min or null, "recent": [[t, sgv], ...] the hour before (every
+          reading, up to 70: a 1-minute sensor's hour),
           "alarm": {"permille", "persist", "refractory_min", "rising", "floor",
                     "carb_hold_min", "urgent"} when calibrated,
           "carbs_t": Unix s of the newest treatment with carbs in the last 2 hours, if any}
@@ -30,6 +31,7 @@ from nightlink.shared import topics, units
 _LOGGER = logging.getLogger(__name__)
 
 RECENT_S = 3600  # the hour of readings the clock's predicted-low model needs
+RECENT_MAX = 70  # ... every one of them, from a 1-minute sensor too (the clock keeps 75)
 CARBS_S = 2 * 3600  # carbs this recent reach the clocks (they hold the predicted low off)
 POLICY_META = "alarm_policy"  # the active predicted-low policy in words, in the store's meta
 CURVE_STEP_S = 600
@@ -93,7 +95,7 @@ def glucose_message(readings: list[Glucose], alarm: dict | None = None,
         trend = units.trend(rate)
     recent = [[int(g.t), _sgv(g)] for g in readings[:-1] if last.t - g.t <= RECENT_S]
     msg = {"t": int(last.t), "sgv": _sgv(last), "trend": trend, "delta": delta,
-           "recent": recent[-12:]}
+           "recent": recent[-RECENT_MAX:]}
     if alarm is not None:
         msg["alarm"] = alarm
     if carbs_t is not None:

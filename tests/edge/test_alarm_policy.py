@@ -13,10 +13,14 @@ import pytest
 from nightlink.edge.features.glucose_risk import (
     AlarmPolicy,
     GlucoseRisk,
+    LiteRtGlucose,
     bridge_gaps,
     calibrate_threshold,
     carb_hold,
+    cgm_grid,
     clock_policy,
+    filled_rows,
+    history_rows,
     policy_alarms,
     policy_from_meta,
     slope_mgdl_per_min,
@@ -298,3 +302,47 @@ def test_clock_feed__a_reading_dated_ahead_of_the_clock_is_not_the_newest(store)
         store.add_entries([glucose_to_entry(Glucose(t0 + 300 * k, g), "g6")])
         feed.update(store, t0 + 300 * k + 30)
         assert (sent[-1]["t"], sent[-1]["sgv"]) == (int(t0 + 300 * k), g)
+
+
+def _one_minute_series(n: int = 420) -> tuple[np.ndarray, np.ndarray]:
+    """A 1-minute sensor's readings (Unix s, whole mg/dL): slow swings, drift and noise, with
+    two falls toward a low."""
+    rng = np.random.default_rng(7)
+    m = np.arange(n)
+    g = 130 + 60 * np.sin(2 * np.pi * m / 200) + np.cumsum(rng.normal(0, 0.6, n))
+    g = np.clip(np.rint(g + rng.normal(0, 2, n)), 40, 400).astype(int)
+    return 1_768_510_800 + 60 * m, g
+
+
+@pytest.mark.micropython
+def test_one_minute_sensor__clock_agrees_with_the_edge_bit_exact(mpy_json, tmp_path):
+    """Libre 3 / Dexcom G7 readings every minute: the edge averages each 5-minute slot in whole
+    mg/dL (cgm_grid) and predicts once a slot; the clock, fed every reading by the edge's own
+    feed message, gets the same risk at each slot's last minute, under real MicroPython. A
+    clock that starts on one message has the whole hour (the feed sends every reading of
+    it), and a risky prediction on every reading sounds after 2 slots, not 2 minutes."""
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import glucose_message
+
+    t_s, g = _one_minute_series()
+    readings = [Glucose(float(t), int(v)) for t, v in zip(t_s, g, strict=True)]
+    feed = [json.dumps(glucose_message([r for r in readings[max(0, i - 70):i + 1]
+                                        if readings[i].t - r.t <= 3600]))
+            for i in range(len(readings))]
+    path = tmp_path / "feed.json"
+    path.write_text(json.dumps(feed))
+    got = mpy_json(ROOT / "tests" / "edge" / "onemin_check.py", libs=[ROOT / "device",
+                   ROOT / "shared"], puts=[(path, "/feed.json")], heap=1024 * 1024)
+    rt = LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    t_min = t_s // 60
+    _interval, x, observed, _held = cgm_grid(t_min, g.astype(np.float32))
+    slots = np.flatnonzero(observed)
+    rows, ok = filled_rows(history_rows(x)[slots])
+    _lq, permille, _f = rt.predict(rows)
+    edge = dict(zip(slots[ok].tolist(), permille.tolist(), strict=True))
+    pairs = [(got["risks"][5 * k + 4], p) for k, p in edge.items() if 5 * k + 4 < len(g)]
+    assert len(pairs) > 60
+    assert all(c == e for c, e in pairs), [(c, e) for c, e in pairs if c != e][:5]
+    assert all(v > 0 for v in got["fresh_history"])  # the whole hour after a reboot
+    assert got["fresh_risk"] == got["risks"][-1]
+    assert got["first_alarm_min"] == 5
