@@ -232,10 +232,13 @@ class ClockFeed:
         return 1
 
 
-def predicted_low_policy(store: EdgeStore, now_s: float, models=None) -> dict | None:
+def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
+                         utc_offset_s: int | None = None) -> dict | None:
     """The clocks' predicted-low policy with the threshold calibrated on the person's last 14
-    nights in the store (edge/features/glucose_risk.calibrated_policy); None without a model
-    or readings, so the clocks keep the threshold their weights carry."""
+    nights in the store (edge/features/glucose_risk.calibrated_policy), the nights in the
+    person's zone (`utc_offset_s`, the configured zone's offset now; the machine's zone when
+    None); None without a model or readings, so the clocks keep the threshold their weights
+    carry."""
     import time
 
     from nightlink.edge.features.classify import MODELS
@@ -257,7 +260,9 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None) -> dict | 
                 if g.sgv is not None]
     if not readings:
         return None
-    offset = time.localtime(now_s).tm_gmtoff // 60
+    if utc_offset_s is None:
+        utc_offset_s = time.localtime(now_s).tm_gmtoff
+    offset = utc_offset_s // 60
     carbs = [r.date_ms / 1000 for r in store.docs.latest(
         "treatments", count=10000, lo=int((now_s - 16 * 86400) * 1000), hi=int(now_s * 1000))
         if _carbs(r.doc) > 0]

@@ -346,3 +346,31 @@ def test_one_minute_sensor__clock_agrees_with_the_edge_bit_exact(mpy_json, tmp_p
     assert all(v > 0 for v in got["fresh_history"])  # the whole hour after a reboot
     assert got["fresh_risk"] == got["risks"][-1]
     assert got["first_alarm_min"] == 5
+
+
+def test_calibration_counts_nights_in_the_persons_zone_not_the_machines(store, monkeypatch):
+    """The false alarm at 03:00 UTC each night is a night-time alarm for someone in UTC and
+    an evening one (19:00) in Los Angeles: the threshold follows the zone the node is
+    configured with, whatever zone the machine itself is set to."""
+    import time
+
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import predicted_low_policy
+
+    t_s, sgv = _sixteen_days()
+    store.add_entries(glucose_to_entry(Glucose(float(t), int(g)), "test")
+                      for t, g in zip(t_s, sgv, strict=True))
+    now = float(t_s[-1]) + 60
+    try:
+        monkeypatch.setenv("TZ", "America/Los_Angeles")
+        time.tzset()
+        in_utc = predicted_low_policy(store, now, utc_offset_s=0)
+        in_la = predicted_low_policy(store, now, utc_offset_s=-8 * 3600)
+        machine = predicted_low_policy(store, now)  # no zone given: the machine's
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert in_utc["permille"] == 925  # a false alarm every night: the least sensitive bound
+    assert in_la["permille"] < in_utc["permille"]  # its nights hold no false alarm
+    assert machine == in_la
