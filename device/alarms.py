@@ -107,7 +107,8 @@ class Alarms:
         self.floor = fl
         self.carb_hold_ms = hold * _MINUTE_MS
         self.urgent = urg
-        self.policy_from = "edge"
+        # "model" when the edge had too few of the person's nights to calibrate the threshold
+        self.policy_from = "model" if d.get("calibrated") is False else "edge"
         return True
 
     def set_carbs(self, t_ms):
@@ -115,14 +116,16 @@ class Alarms:
         self.carbs_ms = t_ms
 
     def policy_text(self):
-        """One status line: which predicted-low policy is active, e.g. "edge 900/1000 x2 30m
-        <80 c45" (threshold, readings in a row, minutes apart, forecast floor, carb hold)."""
+        """One status line: which predicted-low policy is active, e.g. "edge 900 x2 30m <80
+        c45" (whose threshold in permille: the edge's calibration or the model's own; readings
+        in a row, minutes apart, forecast floor in the clock's units, carb hold)."""
         if self.alarm_permille is None:
             return "trend line"
-        out = "%s %d/1000 x%d %dm" % (self.policy_from, self.alarm_permille, self.persist,
-                                      self.refractory_ms // _MINUTE_MS)
+        out = "%s %d x%d %dm" % (self.policy_from, self.alarm_permille, self.persist,
+                                 self.refractory_ms // _MINUTE_MS)
         if self.floor < 400:
-            out += " <%d" % self.floor
+            out += " <" + units.format_glucose(self.floor,
+                                               units.MMOLL if self.mmol else units.MGDL)
         if self.carb_hold_ms:
             out += " c%d" % (self.carb_hold_ms // _MINUTE_MS)
         return out

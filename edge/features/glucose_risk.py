@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nightlink.edge.features.classify import interpreter
-
 HISTORY = 12  # readings, 5 minutes apart: the last hour
 HORIZON = 6  # readings ahead: 30 minutes
 CENTER, SPREAD = 120.0, 60.0  # input normalization, mg/dL
@@ -135,6 +133,8 @@ class QuantModel:
 
 def describe(blob: bytes) -> QuantModel:
     """Read the quantization and integer weights back out of a .tflite model."""
+    from nightlink.edge.features.classify import interpreter
+
     it = interpreter(blob)
     details = {d["index"]: d for d in it.get_tensor_details()}
     inp = it.get_input_details()[0]
@@ -206,6 +206,8 @@ class LiteRtGlucose:
     """Edge runtime: both heads on LiteRT for many histories at once."""
 
     def __init__(self, blob: bytes):
+        from nightlink.edge.features.classify import interpreter  # LiteRT only when used
+
         self.q = describe(blob)
         self.it = interpreter(blob)
         self._in = self.it.get_input_details()[0]["index"]
@@ -290,6 +292,9 @@ class GlucoseRisk:
 
 CARB_HOLD_MIN = 45
 URGENT_MGDL = 54.0
+MIN_CAL_NIGHTS = 5  # fewer recent nights with CGM: the model's own threshold, said as such
+BUDGET_PER_WEEK = 1.4  # false alarms a week, by default (0.2 a night, the issue's target)
+MAX_BUDGET_PER_WEEK = 14.0  # two a night: a larger budget is no alarm worth having
 
 
 @dataclass
@@ -299,20 +304,38 @@ class AlarmPolicy:
     refractory_min: int = 60  # no second alarm this soon after one
     forecast_floor_mgdl: float = 400.0  # the 30-minute forecast must be below this (400: off)
     rising_mgdl_per_min: float = 0.5  # suppressed while the last 15 minutes rise faster
-    budget_per_week: float = 1.4  # false alarms a week the person accepts (0.2 a night)
+    budget_per_week: float = BUDGET_PER_WEEK  # false alarms a week the person accepts
     lowest_permille: int = 800  # calibration never goes more sensitive than this
     highest_permille: int = 925  # nor less sensitive than this (safety)
     carb_hold_min: int = CARB_HOLD_MIN  # no predicted low this long after carbs were entered
     urgent_mgdl: float = URGENT_MGDL  # ... unless the forecast is below this
+    # what the last calibration found (calibrated_policy): the person's recent nights it had,
+    # and how often this threshold would have sounded falsely on them (None: not measured)
+    nights: int = 0
+    false_per_week: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.nights >= MIN_CAL_NIGHTS
 
     def describe(self) -> str:
         floor = (f"forecast < {self.forecast_floor_mgdl:g} mg/dL, "
                  if self.forecast_floor_mgdl < 400 else "")
         carbs = (f"held {self.carb_hold_min} min after carbs unless forecast < "
                  f"{self.urgent_mgdl:g}, " if self.carb_hold_min > 0 else "")
-        return (f"risk >= {self.alarm_permille} permille for {self.persist} readings, {floor}"
+        text = (f"risk >= {self.alarm_permille} permille for {self.persist} readings, {floor}"
                 f"not while rising > {self.rising_mgdl_per_min:g} mg/dL/min, {carbs}"
-                f"{self.refractory_min} min apart; budget {self.budget_per_week:g} false alarms a week")
+                f"{self.refractory_min} min apart; budget {self.budget_per_week:g} false alarms "
+                "a week")
+        if not self.calibrated:
+            return (text + f"; not calibrated yet ({self.nights} of {MIN_CAL_NIGHTS} nights "
+                    "with CGM needed): the model's own threshold")
+        text += (f"; on the last {self.nights} nights it would have sounded falsely "
+                 f"{self.false_per_week:.1f} a week")
+        if self.false_per_week > self.budget_per_week:
+            text += (", more than the budget even at the least sensitive threshold allowed "
+                     f"({self.highest_permille})")
+        return text
 
 
 def policy_from_meta(meta: dict, **overrides) -> AlarmPolicy:
@@ -383,7 +406,7 @@ def policy_alarms(slots: np.ndarray, permille: np.ndarray, forecast: np.ndarray,
 
 
 def calibrate_threshold(false_per_night: dict[int, np.ndarray], policy: AlarmPolicy,
-                        candidates: np.ndarray, min_nights: int = 5) -> int:
+                        candidates: np.ndarray, min_nights: int = MIN_CAL_NIGHTS) -> int:
     """The most sensitive candidate threshold whose false alarms on the person's recent nights
     (`false_per_night`: night -> false alarms per candidate) fit the budget, within the
     policy's bounds; the policy's own threshold with fewer than `min_nights` nights."""
@@ -513,7 +536,13 @@ def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarr
             if int(night[a]) in false and is_false_alarm(a, events):
                 false[int(night[a])][k] += 1
     thr = calibrate_threshold(false, policy, CANDIDATES)
-    return AlarmPolicy(**{**policy.__dict__, "alarm_permille": thr})
+    measured = None
+    if false:
+        k = int(np.flatnonzero(CANDIDATES == thr)[0]) if thr in CANDIDATES else -1
+        if k >= 0:
+            measured = round(float(sum(f[k] for f in false.values())) / len(false) * 7, 2)
+    return AlarmPolicy(**{**policy.__dict__, "alarm_permille": thr, "nights": len(false),
+                          "false_per_week": measured})
 
 
 def clock_policy(policy: AlarmPolicy) -> dict:
@@ -522,4 +551,5 @@ def clock_policy(policy: AlarmPolicy) -> dict:
             "refractory_min": int(policy.refractory_min),
             "rising": float(policy.rising_mgdl_per_min),
             "floor": int(round(min(policy.forecast_floor_mgdl, 400))),
-            "carb_hold_min": int(policy.carb_hold_min), "urgent": int(round(policy.urgent_mgdl))}
+            "carb_hold_min": int(policy.carb_hold_min), "urgent": int(round(policy.urgent_mgdl)),
+            "calibrated": policy.calibrated}

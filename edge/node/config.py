@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import time as dt_time
 from pathlib import Path
 
+from nightlink.edge.features.glucose_risk import BUDGET_PER_WEEK, MAX_BUDGET_PER_WEEK
 from nightlink.edge.node.zone import MIN_NIGHT_MIN, check_clock_time, check_zone
 from nightlink.shared import topics
 
@@ -77,6 +78,15 @@ class NightConfig:
 
 
 @dataclass
+class AlarmConfig:
+    """The predicted-low alarm the clocks sound: how many false alarms a week the person (or
+    their clinician) accepts; the edge calibrates the threshold on their recent nights to
+    that, within safe bounds (edge/features/glucose_risk.py)."""
+
+    false_alarms_per_week: float = BUDGET_PER_WEEK  # 0 .. MAX_BUDGET_PER_WEEK
+
+
+@dataclass
 class BrokerLink:
     """An MQTT broker to connect to."""
 
@@ -129,6 +139,7 @@ class EdgeConfig:
     follower: FollowerConfig = field(default_factory=FollowerConfig)
     room: RoomConfig = field(default_factory=RoomConfig)
     night: NightConfig = field(default_factory=NightConfig)
+    alarm: AlarmConfig = field(default_factory=AlarmConfig)
     clocks: ClocksConfig = field(default_factory=ClocksConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
 
@@ -140,6 +151,7 @@ _SECTIONS = {
     "follower": FollowerConfig,
     "room": RoomConfig,
     "night": NightConfig,
+    "alarm": AlarmConfig,
     "clocks": ClocksConfig,
     "sync": SyncConfig,
 }
@@ -271,6 +283,10 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
     except ValueError as exc:
         _fail(file, f"timezone: {exc}.")
     _check_schedule(cfg.night, f"{file}: [night]")
+    if not 0 <= cfg.alarm.false_alarms_per_week <= MAX_BUDGET_PER_WEEK:
+        _fail(f"{file}: [alarm]", f"false_alarms_per_week must be between 0 and "
+                                  f"{MAX_BUDGET_PER_WEEK:g} (two a night), not "
+                                  f"{cfg.alarm.false_alarms_per_week}.")
     from nightlink.edge.features.audio import MAX_RATE, MIN_RATE
 
     if not MIN_RATE <= cfg.audio.sample_rate <= MAX_RATE:

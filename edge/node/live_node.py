@@ -279,7 +279,8 @@ class LiveNode:
                     now = self.clock.now()  # nights in the person's zone, not the machine's
                     feed.alarm = await asyncio.to_thread(
                         predicted_low_policy, self.store, now, None,
-                        utc_offset_s(now, self.cfg.timezone))
+                        utc_offset_s(now, self.cfg.timezone),
+                        self.cfg.alarm.false_alarms_per_week)
                 if link.connected:
                     feed.update(self.store, self.clock.now())
                 if link.connected != was:

@@ -233,12 +233,13 @@ class ClockFeed:
 
 
 def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
-                         utc_offset_s: int | None = None) -> dict | None:
+                         utc_offset_s: int | None = None,
+                         budget_per_week: float | None = None) -> dict | None:
     """The clocks' predicted-low policy with the threshold calibrated on the person's last 14
-    nights in the store (edge/features/glucose_risk.calibrated_policy), the nights in the
-    person's zone (`utc_offset_s`, the configured zone's offset now; the machine's zone when
-    None); None without a model or readings, so the clocks keep the threshold their weights
-    carry."""
+    nights in the store (edge/features/glucose_risk.calibrated_policy) to their false-alarm
+    budget (the model's default when None), the nights in the person's zone (`utc_offset_s`,
+    the configured zone's offset now; the machine's zone when None); None without a model or
+    readings, so the clocks keep the threshold their weights carry."""
     import time
 
     from nightlink.edge.features.classify import MODELS
@@ -266,7 +267,8 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
     carbs = [r.date_ms / 1000 for r in store.docs.latest(
         "treatments", count=10000, lo=int((now_s - 16 * 86400) * 1000), hi=int(now_s * 1000))
         if _carbs(r.doc) > 0]
-    policy = calibrated_policy(LiteRtGlucose(blob), policy_from_meta(meta),
+    policy = calibrated_policy(LiteRtGlucose(blob),
+                               policy_from_meta(meta, budget_per_week=budget_per_week),
                                [g.t for g in readings], [g.sgv for g in readings], offset,
                                carbs_s=carbs)
     store.set_meta(POLICY_META, policy.describe())  # the status report tells the cloud

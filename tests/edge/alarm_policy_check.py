@@ -2,7 +2,7 @@
 # sensor handling, through the clock app as the edge drives it. Prints one JSON line.
 import json
 
-from nightlink.device import alarms, app, config
+from nightlink.device import alarms, app, config, render
 
 T0 = 1768510800  # 2026-01-15 21:00 UTC
 MIN = 60000
@@ -33,6 +33,14 @@ out["policy_after"] = clock.alarms.policy_text()
 out["refused"] = clock.alarms.set_policy({"permille": 100})
 out["policy_kept"] = clock.alarms.policy_text()
 out["bad_floor_refused"] = clock.alarms.set_policy({"permille": 900, "floor": 20})
+mmol = app.Clock(config.with_defaults({"version": 1, "units": "mmol/L"}, []), [])
+mmol.alarms.set_policy({"permille": 850, "persist": 1, "refractory_min": 60, "floor": 90,
+                        "carb_hold_min": 45, "calibrated": False})
+out["policy_mmol_uncalibrated"] = mmol.alarms.policy_text()
+widest = app.Clock(cfg, [])
+widest.alarms.set_policy({"permille": 925, "persist": 6, "refractory_min": 180, "floor": 400 - 1,
+                          "carb_hold_min": 120})
+out["policy_line_px"] = render.text_width(render.font_small, widest.alarms.policy_text())
 
 # Persistence and refractory on the alarm logic itself: readings every 5 minutes at 120
 # mg/dL (steady), the risk given per reading.

@@ -142,8 +142,12 @@ def _check_clock(got):
     assert all(r >= 0 for r in risks[62:]), risks
     assert all(v > 0 for v in got["history"][2:])  # bridged on the 5-minute grid after 45 min
     assert got["policy_before"].startswith("model ")
-    assert got["policy_after"] == "edge 900/1000 x2 30m <85 c30"
-    assert got["refused"] is False and got["policy_kept"] == "edge 900/1000 x2 30m <85 c30"
+    assert got["policy_after"] == "edge 900 x2 30m <85 c30"
+    assert got["refused"] is False and got["policy_kept"] == "edge 900 x2 30m <85 c30"
+    # mmol/L users read the floor in mmol/L; a threshold the edge could not yet calibrate
+    # on the person's nights is shown as the model's own
+    assert got["policy_mmol_uncalibrated"] == "model 850 x1 60m <5.0 c45"
+    assert got["policy_line_px"] <= 296 - 96 - 4  # fits its place on the status screen
     assert got["bad_floor_refused"] is False
     # two risky readings in a row; after it clears, not again for 30 minutes
     assert got["fired"] == [False, False, False, True, True, False, False, False,
@@ -214,6 +218,32 @@ def test_edge_calibration__threshold_within_bounds_and_follows_the_budget():
     assert calibrated_policy(rt, base, t_s[:5], sgv[:5]).alarm_permille == base.alarm_permille
 
 
+def test_edge_calibration__says_what_it_found():
+    """What the cloud's report and the status show: the nights calibrated on and how often the
+    chosen threshold would have sounded falsely on them, against the budget; a budget no
+    allowed threshold meets is said; too few nights is "not calibrated yet"."""
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose, calibrated_policy
+
+    meta = json.loads((MODELS / "glucose_risk.json").read_text())
+    rt = LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    t_s, sgv = _sixteen_days()
+    base = policy_from_meta(meta)
+    strict = calibrated_policy(rt, replace(base, budget_per_week=1.4), t_s, sgv)
+    assert strict.calibrated and strict.nights == 14
+    assert strict.false_per_week > 1.4  # the nightly 03:00 fall sounds often, even at 925
+    text = strict.describe()
+    assert "budget 1.4 false alarms a week; on the last 14 nights it would have sounded " \
+           f"falsely {strict.false_per_week:.1f} a week, more than the budget" in text
+    loose = calibrated_policy(rt, replace(base, budget_per_week=14.0), t_s, sgv)
+    assert loose.false_per_week <= 14 and "more than the budget" not in loose.describe()
+    three_days = t_s < t_s[0] + 3 * 86400
+    young = calibrated_policy(rt, base, t_s[three_days], sgv[three_days])
+    assert not young.calibrated and young.alarm_permille == base.alarm_permille
+    assert f"not calibrated yet ({young.nights} of 5 nights with CGM needed)" in \
+        young.describe()
+    assert clock_policy(young)["calibrated"] is False and clock_policy(strict)["calibrated"]
+
+
 def test_clock_feed_sends_the_calibrated_policy(store):
     from nightlink.edge.sources.cgm import glucose_to_entry
     from nightlink.edge.sources.samples import Glucose
@@ -224,7 +254,8 @@ def test_clock_feed_sends_the_calibrated_policy(store):
                       for t, g in zip(t_s, sgv, strict=True))
     policy = predicted_low_policy(store, float(t_s[-1]) + 60)
     assert set(policy) == {"permille", "persist", "refractory_min", "rising", "floor",
-                           "carb_hold_min", "urgent"}
+                           "carb_hold_min", "urgent", "calibrated"}
+    assert policy["calibrated"] is True
     assert policy["permille"] == 925  # 1.4 false alarms a week allowed, 7 a week happen
     sent = []
     feed = ClockFeed(lambda topic, payload, **kw: sent.append(json.loads(payload)), "t", "e")
@@ -368,9 +399,11 @@ def test_calibration_counts_nights_in_the_persons_zone_not_the_machines(store, m
         in_utc = predicted_low_policy(store, now, utc_offset_s=0)
         in_la = predicted_low_policy(store, now, utc_offset_s=-8 * 3600)
         machine = predicted_low_policy(store, now)  # no zone given: the machine's
+        loose = predicted_low_policy(store, now, utc_offset_s=0, budget_per_week=14.0)
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
     assert in_utc["permille"] == 925  # a false alarm every night: the least sensitive bound
     assert in_la["permille"] < in_utc["permille"]  # its nights hold no false alarm
     assert machine == in_la
+    assert loose["permille"] < in_utc["permille"]  # the person's budget ([alarm]) is used

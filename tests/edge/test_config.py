@@ -43,6 +43,12 @@ def test_config__defaults_with_secret_from_environment():
         ("[nightscout\n", "not valid TOML"),
         ("timezone = 'Mars/Olympus'\n", "timezone: 'Mars/Olympus' is not a time zone name"),
         ("timezone = 3\n", "timezone must be text, not 3."),
+        ("[alarm]\nfalse_alarms_per_week = -1\n",
+         "[alarm] false_alarms_per_week must be between 0 and 14 (two a night), not -1.0."),
+        ("[alarm]\nfalse_alarms_per_week = nan\n", "false_alarms_per_week must be between 0"),
+        ("[alarm]\nfalse_alarms_per_week = '2'\n",
+         "[alarm] false_alarms_per_week must be a number, not '2'."),
+        ("[alarm]\nbudget = 2\n", "[alarm] unknown key 'budget' (known: false_alarms_per_week)"),
     ],
 )
 def test_config__errors_name_the_key(tmp_path, text, message):
@@ -66,3 +72,10 @@ def test_config__short_secret_allowed_in_development_only(tmp_path):
 def test_config__missing_file(tmp_path):
     with pytest.raises(ConfigError, match="no such configuration file"):
         load(tmp_path / "nope.toml", env={})
+
+
+def test_config__false_alarm_budget(tmp_path):
+    assert load(None, env={"NIGHTLINK_EDGE_API_SECRET": GOOD}).alarm.false_alarms_per_week == 1.4
+    cfg = _load(tmp_path, "[alarm]\nfalse_alarms_per_week = 3\n",
+                env={"NIGHTLINK_EDGE_API_SECRET": GOOD})
+    assert cfg.alarm.false_alarms_per_week == 3.0
