@@ -242,6 +242,11 @@ class Alarms:
                     if r is not None and not self.carb_held(now_ms, r[1]):
                         active.append(PREDICTED_LOW)
                         values[PREDICTED_LOW] = r[1]
+            elif self.alarm_permille is not None:
+                # A low under way shows LOW, not a prediction; the policy still counts it as
+                # the edge calibrates it (its refractory period starts), so the clock sounds
+                # the predicted lows the edge's calibration counted, no others.
+                self._predicted(good, now_ms, risk, forecast)
             r = alerts.high(good, now_ms, self.high)
             if r is not None:
                 active.append(HIGH)

@@ -407,3 +407,28 @@ def test_calibration_counts_nights_in_the_persons_zone_not_the_machines(store, m
     assert in_la["permille"] < in_utc["permille"]  # its nights hold no false alarm
     assert machine == in_la
     assert loose["permille"] < in_utc["permille"]  # the person's budget ([alarm]) is used
+
+
+def test_clock_counts_a_prediction_made_during_a_low_as_the_edge_does():
+    """A risky prediction while glucose is already < 70 shows LOW on the clock, not a
+    predicted low; the edge's calibration counts it as an alarm and starts the refractory
+    hour from it, so the clock does too: no predicted low right after the low recovers."""
+    from nightlink.device import alarms, config
+
+    cfg = config.with_defaults({"version": 1}, [])
+    a = alarms.Alarms(cfg, 800)
+    assert a.set_policy({"permille": 800, "persist": 1, "refractory_min": 60, "rising": 5,
+                         "floor": 400})
+    t0 = 1_768_510_800_000
+    sgv = [90, 85, 68, 66, 65, 72, 72, 73, 74, 74]
+    risk = [0, 0, 900, 900, 900, 900, 900, 900, 900, 900]
+    shown, readings = [], []
+    for k, (g, r) in enumerate(zip(sgv, risk, strict=True)):
+        readings.append((t0 + k * 300_000, g))
+        a.evaluate(readings, t0 + k * 300_000 + 1000, 120, r, 60)
+        shown.append([kind for kind in (alarms.LOW, alarms.PREDICTED_LOW) if kind in a.active])
+    assert shown[2:5] == [[alarms.LOW]] * 3 and not any(alarms.PREDICTED_LOW in s for s in shown)
+    edge = policy_alarms(np.arange(len(sgv)), np.array(risk), np.full(len(sgv), 60.0),
+                         np.zeros(len(sgv)), AlarmPolicy(800, persist=1, refractory_min=60,
+                                                         rising_mgdl_per_min=5))
+    assert edge == [2]  # the one alarm the edge counts: in the low, which the clock showed
