@@ -30,7 +30,7 @@ from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity
 from nightlink.shared.epoch import EPOCH_S
 from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
-FUSION_VERSION = 2  # bump when a definition changes: cached nights are then recomputed
+FUSION_VERSION = 3  # bump when a definition changes: cached nights are then recomputed
 EPOCH_MIN = EPOCH_S / 60.0
 WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
 STAGE_NAMES = ("wake", "light", "deep", "rem")
@@ -96,6 +96,7 @@ def stamp(data: TenantStore, night: str, tz: ZoneInfo) -> str:
         parts.append(f"{n}@{last:.6f}")
     n, changed = data.docs.activity("entries", "sgv", a * EPOCH_S * 1000, b * EPOCH_S * 1000)
     parts.append(f"{n}@{changed}")
+    parts.append(f"edge@{data.night_updated(night)}")
     return "|".join(parts)
 
 
@@ -110,6 +111,7 @@ class NightData:
     end: int
     streams: dict[int, dict] = field(default_factory=dict)
     readings: list[tuple[int, int]] = field(default_factory=list)
+    edge: dict | None = None  # the summary an edge node reported for the night, if any
 
 
 def load_night(data: TenantStore, night: str, tz: ZoneInfo) -> NightData:
@@ -118,6 +120,10 @@ def load_night(data: TenantStore, night: str, tz: ZoneInfo) -> NightData:
     for s in ALL_STREAMS:
         nd.streams[s] = data.stream_values(s, a, b)
     nd.readings = load_glucose(data, a * EPOCH_S * 1000, b * EPOCH_S * 1000)
+    try:
+        nd.edge = data.night(night)
+    except LookupError:
+        nd.edge = None
     return nd
 
 
@@ -186,7 +192,7 @@ def fuse(nd: NightData) -> dict:
     doc["sleep"] = sleep_metrics(st, span, stage_source)
     doc["coverage"] = coverage(nd, span)
     sleep_span = _sleep_span(doc["sleep"], nd)
-    doc["breathing"] = breathing(nd, st, span, stage_source)
+    doc["breathing"] = with_edge_screen(breathing(nd, st, span, stage_source), nd.edge)
     doc["glucose"] = nocturnal_glucose(nd, sleep_span)
     doc["room"] = room(nd, span)
     doc["findings"] = findings(nd, st, doc, sleep_span)
@@ -343,6 +349,36 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
         out["odi4"] = sum(r.get("desat4_count", 0) for r in wrows) / wh
         out["odi_source"] = "wearable desaturation counts"
     out["ahi_severity"] = severity(out["ahi"])
+    return out
+
+
+SCREEN_INPUTS = {"rr": "heart rhythm", "spo2": "oximetry", "audio": "bedroom audio"}
+
+
+def with_edge_screen(out: dict, edge: dict | None) -> dict:
+    """The night's breathing with the apnea screen its edge node reported (its status
+    report: heart rhythm from the beats, which the wire does not carry, oximetry and audio,
+    fused in edge/features/apnea_screen.py), under `screen`. Where the rows gave no AHI (a
+    ring or watch with heart rhythm but no audio), the screen's estimate is the night's
+    figure, named as such. Anything malformed in it is left out."""
+    b = edge.get("breathing") if isinstance(edge, dict) else None
+    if not isinstance(b, dict):
+        return out
+    est, inputs = b.get("ahi_estimate"), b.get("breathing_inputs")
+    if (isinstance(est, bool) or not isinstance(est, int | float) or not 0 <= est <= 200
+            or not isinstance(inputs, list) or not inputs
+            or not all(i in SCREEN_INPUTS for i in inputs)):
+        return out
+    names = ", ".join(SCREEN_INPUTS[i] for i in inputs)
+    text = b.get("screen")
+    out["screen"] = {"ahi_estimate": round(float(est), 1), "inputs": list(inputs),
+                     "severity": severity(float(est)),
+                     "message": text if isinstance(text, str) and len(text) <= 300 else None}
+    if out["ahi"] is None:
+        out["ahi"] = round(float(est), 1)
+        out["ahi_severity"] = severity(float(est))
+        out["ahi_source"] = f"the edge's apnea screen from {names} (events per hour, estimated)"
+        out["source"] = out["source"] or "edge"
     return out
 
 

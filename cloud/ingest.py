@@ -176,7 +176,17 @@ def _status(store: Store, tenant: str, device: str, payload: bytes) -> Outcome:
                        f"{type(doc).__name__}).")
     dropped = _dropped_ranges(doc.get("dropped"))
     drops = _drop_counts(doc.get("drops"))
+    screens = _night_screens(doc.pop("nights", None))
     store.put_device_status(device, tenant, doc)
+    data = store.tenant(tenant)
+    for night, block in screens.items():  # an edge's apnea screens (edge/sync/cloud_link.py)
+        got = {"breathing": block, "device": device}
+        try:
+            same = data.night(night) == got
+        except LookupError:
+            same = False
+        if not same:  # stored once, not at every report (the fusion cache watches it)
+            data.put_night(night, got)
     out = Outcome()
     for sid, ranges in dropped.items():
         store.add_dropped(device, sid, ranges)
@@ -187,6 +197,40 @@ def _status(store: Store, tenant: str, device: str, payload: bytes) -> Outcome:
         per_label[label] = per_label.get(label, 0) + n
     for label, n in per_label.items():
         metrics.DEVICE_DROPS.labels(device, label).set(n)
+    return out
+
+
+MAX_STATUS_NIGHTS = 14
+MAX_SCREEN_BYTES = 8192
+
+
+def _night_screens(value) -> dict[str, dict]:
+    """A report's `nights` ({"YYYY-MM-DD": breathing block}) checked: at most 14 nights,
+    each a real date and an object of at most 8 KiB; the fields are read with care later."""
+    from datetime import date
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_STATUS_NIGHTS:
+        raise Rejected(f"The status report's nights is not an object of at most "
+                       f"{MAX_STATUS_NIGHTS} nights.")
+    out = {}
+    for night, block in value.items():
+        try:
+            ok = len(night) == 10 and date.fromisoformat(night).isoformat() == night
+        except ValueError:
+            ok = False
+        if not ok:
+            raise Rejected(f"The status report's nights names {_show(night)}, not a night "
+                           "such as 2026-01-15.")
+        try:  # no NaN or infinity: they would break a later read (and PostgreSQL's JSON)
+            size = len(json.dumps(block, allow_nan=False)) if isinstance(block, dict) else -1
+        except ValueError:
+            size = -1
+        if not 0 <= size <= MAX_SCREEN_BYTES:
+            raise Rejected(f"The status report's night {night} is not an object of finite "
+                           f"numbers of at most {MAX_SCREEN_BYTES} bytes.")
+        out[night] = block
     return out
 
 

@@ -78,6 +78,9 @@ class Normalized:
     oid: str | None = None  # the client's 24-hex `_id`
     identifier: str | None = None  # the client's identity, or the API v3 computed one
     client_identity: bool = False  # identifier came from the client (not computed)
+    # an app named it by its own `_id` through the API (not a tier's sync, whose documents
+    # carry the other tier's oid): never merged with another by time and type (match)
+    named: bool = False
     dedup: str | None = None  # unique within the collection (entries: type|date)
     pair: str | None = None  # fallback key for documents without a client identity
     extra: list[Normalized] = field(default_factory=list)  # a preBolus treatment's carbs

@@ -302,6 +302,11 @@ class TenantStore:
             "ON CONFLICT (tenant_id, night) DO UPDATE SET doc = excluded.doc, "
             "updated_at = excluded.updated_at", (self.tenant_id, night, to_json(doc), time.time()))
 
+    def night_updated(self, night: str) -> float | None:
+        """When the night's edge summary was last stored (None: never)."""
+        return self.db.scalar("SELECT updated_at FROM nights WHERE tenant_id = ? AND night = ?",
+                              (self.tenant_id, night))
+
     def nights(self, *, limit: int = 60) -> list[dict]:
         rows = self.db.query("SELECT night, doc, updated_at FROM nights WHERE tenant_id = ? "
                              "ORDER BY night DESC LIMIT ?", (self.tenant_id, limit))

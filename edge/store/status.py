@@ -66,6 +66,11 @@ class Status:
         return [r["night"] for r in self.db.query(
             "SELECT night FROM nights WHERE night >= ? ORDER BY night", (since,))]
 
+    def recent_nights(self, n: int) -> list[tuple[str, dict]]:
+        """(night, summary) of the n newest nights summarized, newest first."""
+        return [(r["night"], json.loads(r["summary"])) for r in self.db.query(
+            "SELECT night, summary FROM nights ORDER BY night DESC LIMIT ?", (n,))]
+
     def newest_night(self) -> tuple[str, dict, float] | None:
         """(night, summary, updated_at) of the newest night summarized, or None."""
         row = self.db.one(

@@ -403,6 +403,9 @@ class SyncClient:
         zone = self.store.meta("timezone")  # the node's zone (edge/node/zone.py ZONE_META)
         if zone:
             body["timezone"] = zone
+        nights = _night_screens(self.store)
+        if nights:
+            body["nights"] = nights
         self.client.publish(topics.status_topic(self.tenant, self.device),
                             json.dumps(body, separators=(",", ":")), qos=1, retain=True)
 
@@ -498,3 +501,19 @@ def _doc_batches(changes: list) -> list[list]:
         batches[-1].append(change)
         size += n
     return batches
+
+
+STATUS_NIGHTS = 7  # nights whose breathing screen rides in the status report
+_SCREEN_BYTES = 6000  # at most this much JSON a night (the cloud reads 8 KiB)
+
+
+def _night_screens(store) -> dict:
+    """{night: its summary's breathing block} of the newest nights: the apnea screen the edge
+    fused from heart rhythm (from the beats, which the wire does not carry), oximetry and
+    audio, which the cloud cannot rebuild from the epoch rows (cloud/fusion.py reads it)."""
+    out = {}
+    for night, summary in store.recent_nights(STATUS_NIGHTS):
+        block = summary.get("breathing") if isinstance(summary, dict) else None
+        if isinstance(block, dict) and len(json.dumps(block, default=str)) <= _SCREEN_BYTES:
+            out[night] = block
+    return out

@@ -202,10 +202,11 @@ class DocumentStore:
             row = self._one(n.coll, "oid = ?", [n.oid])
             if row is not None:
                 return row, "oid"
-        # A client that names its document (identifier or _id) is never merged by time and
-        # type: Juggluco sends insulin and carbs of one meal as two treatments in the same
-        # second, each with its own _id (Nightscout's upsert: identifier, else _id, else pair).
-        if n.pair is not None and not n.client_identity and n.oid is None:
+        # An app that names its document (identifier, or `_id` through the API) is never
+        # merged by time and type: Juggluco sends insulin and carbs of one meal as two
+        # treatments in the same second, each with its own _id (Nightscout's upsert:
+        # identifier, else _id, else the pair). A tier's sync still matches by the pair.
+        if n.pair is not None and not n.client_identity and not n.named:
             row = self._one(n.coll, "pair = ?", [n.pair])
             if row is not None:
                 return row, "pair"

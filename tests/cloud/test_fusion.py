@@ -294,3 +294,38 @@ def test_fuse__a_15_minute_sensor_with_every_reading_is_fully_covered(data):
     put_glucose(data, [(ms(e), 110) for e in range(a, b, 30)])  # every 15 minutes, all there
     cov = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["coverage"]
     assert cov["glucose_readings"] == pytest.approx(1.0)
+
+
+RR_SCREEN = {"ahi_estimate": 57.2, "breathing_inputs": ["rr"], "screen": "possible sleep apnea: "
+             "suggest seeing a doctor", "rr": {"apnea_index": 57.2}, "spo2": None,
+             "ahi": None, "apnea_events": None}
+
+
+def test_fuse__the_edges_apnea_screen_from_heart_rhythm_is_the_nights_figure(data):
+    """A ring or watch with beat-to-beat intervals and no audio: the rows carry stages but no
+    events; the edge's screen from heart rhythm (reported with its status) is the night's
+    AHI, said to be that estimate. Where the rows have their own AHI it stays, the screen
+    beside it. A malformed screen is left out; a late one is picked up (cache)."""
+    put_epochs(data, features.INFER,
+               {E0 + i: {"sleep_stage": s, "stage_conf": 0.9} for i, s in enumerate(STAGES)})
+    assert settings.fused_night(data, NIGHT, UTC_Z)["breathing"]["ahi"] is None
+    data.put_night(NIGHT, {"breathing": RR_SCREEN, "device": "ed9e00000001"})
+    b = settings.fused_night(data, NIGHT, UTC_Z)["breathing"]  # the cache saw the report
+    assert b["ahi"] == 57.2 and b["ahi_severity"] == "severe"
+    assert b["ahi_source"].startswith("the edge's apnea screen from heart rhythm")
+    assert b["screen"] == {"ahi_estimate": 57.2, "inputs": ["rr"], "severity": "severe",
+                           "message": "possible sleep apnea: suggest seeing a doctor"}
+    for bad in ({"ahi_estimate": "57", "breathing_inputs": ["rr"]},
+                {"ahi_estimate": 1e9, "breathing_inputs": ["rr"]},
+                {"ahi_estimate": 20.0, "breathing_inputs": ["ecg"]}, "screen", None):
+        data.put_night(NIGHT, {"breathing": bad})
+        b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
+        assert b["ahi"] is None and "screen" not in b
+
+
+def test_fuse__rows_with_their_own_ahi_keep_it_beside_the_edges_screen(data):
+    classifier_night(data)
+    data.put_night(NIGHT, {"breathing": {**RR_SCREEN, "ahi_estimate": 12.0}})
+    b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
+    assert b["ahi"] == pytest.approx(30) and b["ahi_source"] == "classifier"
+    assert b["screen"]["ahi_estimate"] == 12.0 and b["screen"]["severity"] == "mild"

@@ -158,3 +158,36 @@ def test_handle__status_report_is_kept(store):
     handle(store, topics.status_topic("fam-1", DEV), b'{"outbox": 12, "drops": {"audio": 3}}')
     got = store.device_status(DEV)
     assert got["outbox"] == 12 and got["drops"] == {"audio": 3}
+
+
+@pytest.mark.parametrize("nights, reason", [
+    ([1, 2], "nights is not an object of at most 14"),
+    ({f"2026-01-{d:02d}": {} for d in range(1, 16)}, "at most 14"),
+    ({"2026-02-30": {"ahi_estimate": 3}}, "names \"2026-02-30\", not a night"),
+    ({"yesterday": {}}, "not a night such as"),
+    ({"2026-01-15": [1]}, "not an object of finite numbers"),
+    ({"2026-01-15": {"x": "a" * 9000}}, "of at most 8192 bytes"),
+])
+def test_handle__status_report_nights_checked(store, nights, reason):
+    from nightlink.cloud.ingest import Rejected
+
+    body = json.dumps({"outbox": 0, "nights": nights}).encode()
+    with pytest.raises(Rejected, match=reason):
+        handle(store, topics.status_topic("fam-1", DEV), body)
+    assert store.tenant("fam-1").nights() == []
+
+
+def test_handle__status_report_nights_with_nan_refused_and_good_ones_kept_once(store):
+    from nightlink.cloud.ingest import Rejected
+
+    with pytest.raises(Rejected, match="finite numbers"):
+        handle(store, topics.status_topic("fam-1", DEV),
+               b'{"nights": {"2026-01-15": {"ahi_estimate": NaN}}}')
+    good = b'{"outbox": 1, "nights": {"2026-01-15": {"ahi_estimate": 20.5}}}'
+    handle(store, topics.status_topic("fam-1", DEV), good)
+    data = store.tenant("fam-1")
+    first = data.night_updated("2026-01-15")
+    handle(store, topics.status_topic("fam-1", DEV), good)  # the next report: unchanged
+    assert data.night_updated("2026-01-15") == first
+    assert data.night("2026-01-15") == {"breathing": {"ahi_estimate": 20.5}, "device": DEV}
+    assert "nights" not in store.device_status(DEV)

@@ -19,3 +19,34 @@ def test_status_report_carries_the_calibrated_policy(rig):
     assert f"forecast < {policy['floor']} mg/dL" in text
     assert status_reported(rig, "alarm_policy", "the edge's status report with its alarm "
                            "policy") == text
+
+
+def test_status_report_carries_the_nights_apnea_screens(rig):
+    """The edge's apnea screen (heart rhythm from the beats, which the wire does not carry)
+    reaches the cloud with the status report, for its newest nights; the cloud keeps it as
+    the night's edge summary, which the morning card and reports read (cloud/fusion.py)."""
+    import threading
+
+    from nightlink.edge.sync.cloud_link import SyncClient
+    from tests.support.waiting import until
+
+    from .conftest import TENANT
+
+    screen = {"ahi_estimate": 57.2, "breathing_inputs": ["rr"], "rr": {"apnea_index": 57.2},
+              "screen": "possible sleep apnea: suggest seeing a doctor"}
+    for k in range(9):  # the 7 newest go
+        rig.edge.put_night(f"2026-01-{10 + k:02d}", {"breathing": {**screen, "ahi_estimate": k}})
+    rig.edge.put_night("2026-01-20", {"breathing": screen, "sleep": {"tst_min": 400}})
+    data = rig.cloud.tenant(TENANT)
+    client = SyncClient(rig.edge, rig.sync_config(), TENANT)
+    stop = threading.Event()
+    worker = threading.Thread(target=client.run, args=(stop,), kwargs={"until_empty": False})
+    worker.start()
+    try:
+        until(lambda: len(data.nights()) == 7, timeout=20, what="seven nights' screens stored")
+    finally:
+        stop.set()
+        worker.join(30)
+    assert data.night("2026-01-20") == {"breathing": screen, "device": rig.edge.device}
+    assert [n["night"] for n in data.nights()][-1] == "2026-01-13"  # 20, 18 .. 13
+    assert "nights" not in rig.cloud.device_status(rig.edge.device)  # kept once, per night
