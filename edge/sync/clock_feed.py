@@ -12,16 +12,17 @@ night:   {"night": "YYYY-MM-DD", "sleep_min", "efficiency_pct" (null until sleep
           gives them), "lows": level-1 events, "low_min", "tir_pct",
           "curve": [mg/dL every 10 min over the night, 0 = missing]}
 time:    {"t": Unix s}, every minute, NOT retained (a stored time would be old when read), and
-         only while the system says its clock is synchronized: a clock whose LAN has no NTP
-         server sets its time from it until NTP answers (device/main.py).
+         only while NTP has said within the last week that this machine's clock is
+         synchronized: a clock whose LAN has no NTP server sets its time from it until NTP
+         answers (device/main.py).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
+import subprocess
+import time
 
 from nightlink.edge.sources.cgm import FUTURE_S, readings_between, readings_from_store
 from nightlink.edge.sources.samples import Glucose
@@ -38,22 +39,23 @@ CURVE_STEP_S = 600
 EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs/clinical.md)
 GAP_S = 45 * 60  # a longer gap between readings ends a run: no event spans it
 TIME_EVERY_S = 60  # how often the clocks are told the time
-_TIME_ERROR = 5  # adjtimex(2): the kernel's clock is not synchronized (STA_UNSYNC)
+TRUSTED_S = 7 * 86400  # after NTP last said "synchronized": a Pi's crystal drifts < 1 min a week
 
 
 def system_clock_synchronized() -> bool | None:
-    """Whether the kernel says an NTP daemon (systemd-timesyncd, chrony) keeps the system
-    clock synchronized, as `timedatectl` reads it; None where it cannot be asked (not Linux,
-    a sandbox refusing the call)."""
+    """Whether NTP keeps this machine's clock synchronized, as `timedatectl` shows it
+    ("System clock synchronized"), asked of systemd-timedated, which knows it for
+    systemd-timesyncd and chrony alike (the edge's unit may not call adjtimex itself: its
+    system-call filter and ProtectClock refuse it). None where there is no timedatectl."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        timex = ctypes.create_string_buffer(512)  # struct timex, modes 0: read only
-        state = libc.adjtimex(timex)
-    except (OSError, AttributeError, TypeError):
+        got = subprocess.run(["timedatectl", "show", "--property=NTPSynchronized", "--value"],
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
         return None
-    if state < 0:
+    answer = got.stdout.strip()
+    if got.returncode != 0 or answer not in ("yes", "no"):
         return None
-    return state != _TIME_ERROR
+    return answer == "yes"
 
 
 def _sgv(g: Glucose) -> int:
@@ -192,6 +194,7 @@ class ClockFeed:
         self.time_topic = topics.clock_feed_topic(tenant, edge_device, topics.CLOCK_TIME)
         self.synchronized = synchronized
         self.next_time_s = 0.0
+        self.synced_mono: float | None = None  # when NTP last said synchronized (monotonic)
         self.last_t = None
         self.last_carbs = None
         self.last_night = None
@@ -223,11 +226,18 @@ class ClockFeed:
         return n
 
     def _time(self, now_s: float) -> int:
+        """The time for the clocks, once a minute, while this machine's clock is trusted: NTP
+        said it is synchronized within the last week (the kernel stops saying so some hours
+        into an internet outage, while the clock is still right to a second). A Raspberry
+        Pi before NTP has the time it was shut down at: none is sent."""
         if self.synchronized is None or now_s < self.next_time_s:
             return 0
         self.next_time_s = now_s + TIME_EVERY_S
-        if self.synchronized() is False:
-            return 0  # a Raspberry Pi before NTP: its time is the one it was shut down at
+        mono = time.monotonic()
+        if self.synchronized():
+            self.synced_mono = mono
+        if self.synced_mono is None or mono - self.synced_mono > TRUSTED_S:
+            return 0
         self.publish(self.time_topic, json.dumps({"t": int(now_s)}), retain=False, qos=0)
         return 1
 

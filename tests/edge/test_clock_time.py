@@ -1,6 +1,7 @@
 """The edge tells the clocks the time (edge/sync/clock_feed.py), for a LAN with no NTP server:
-once a minute, never retained, and only while this machine's own clock is synchronized; a
-replay's virtual clock gives none. Through a real Mosquitto, as a clock subscribes."""
+once a minute, never retained, and only while NTP has said within a week that this machine's
+own clock is synchronized (never before: a Raspberry Pi boots with a stale time); a replay's
+virtual clock gives none. Through a real Mosquitto, as a clock subscribes."""
 
 import json
 import threading
@@ -48,6 +49,14 @@ def test_clock_feed__time_once_a_minute_only_when_synchronized(tmp_path, mosquit
         assert topic == "nl/v1/smith/ed9e00000001/clock/time" and body == {"t": int(T0 + 61)}
         assert retained is False
         assert feed.update(store, T0 + 121) == 1
+        # Hours into an internet outage the kernel stops saying "synchronized" while the
+        # clock is still right: the time still goes for a week after NTP last said so...
+        synced[0] = None
+        assert feed.update(store, T0 + 181) == 1
+        synced[0] = False
+        assert feed.update(store, T0 + 241) == 1
+        feed.synced_mono -= 7 * 86400 + 1  # ... and then no more
+        assert feed.update(store, T0 + 301) == 0
         # A clock connecting later finds no stored time (it would be old when read).
         late, late_seen = [], threading.Event()
         other = _subscriber(mosquitto, late, late_seen)
@@ -63,3 +72,19 @@ def test_clock_feed__time_once_a_minute_only_when_synchronized(tmp_path, mosquit
     feed = ClockFeed(lambda *a, **kw: sent.append(a), "smith", "ed9e00000001")
     assert feed.update(store, T0) == 0 and sent == []
 
+
+
+def test_system_clock_synchronized__asks_timedatectl(tmp_path, monkeypatch):
+    """The answer comes from `timedatectl show --property=NTPSynchronized --value` (the edge's
+    unit refuses adjtimex); without timedatectl, or with an answer it cannot read, None."""
+    from nightlink.edge.sync.clock_feed import system_clock_synchronized
+
+    fake = tmp_path / "timedatectl"
+    for answer, want in (("yes", True), ("no", False), ("maybe", None)):
+        fake.write_text(f"#!/bin/sh\n[ \"$*\" = \"show --property=NTPSynchronized --value\" ] "
+                        f"|| exit 1\necho {answer}\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert system_clock_synchronized() is want
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert system_clock_synchronized() is None
