@@ -144,9 +144,8 @@ class Alarms:
         """The model's predicted low under the policy: `persist` risky predictions in a row
         (counted once per reading, at most one per 5-minute slot as the edge calibrates them,
         so a 1-minute sensor does not sound 5 times as often; a pass between readings keeps
-        the count) whose forecast
-        is below the floor, not while glucose rises nor just after carbs, and not again within
-        the refractory period once it has cleared."""
+        the count) whose forecast is below the floor, not while glucose rises nor just after
+        carbs, and not again within the refractory period once it has cleared."""
         t = good[-1][0]
         r = self._risk_t
         if r is None or t < r or t - r >= _PREDICT_GAP_MS:
@@ -160,8 +159,8 @@ class Alarms:
         rate = alerts.slope(good, now_ms, 15)
         if rate is not None and rate > self.rise_hold:
             return False
-        if self.carb_held(now_ms, forecast):
-            return False
+        if good[-1][1] >= units.LOW and self.carb_held(now_ms, forecast):
+            return False  # carbs never hold a prediction made in a low (the edge's carb_hold)
         if PREDICTED_LOW not in self.active:
             if self._predicted_at is not None and now_ms - self._predicted_at < self.refractory_ms:
                 return False

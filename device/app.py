@@ -81,6 +81,8 @@ class Clock:
         self.source = ""
         self.summary = None
         self.risk = -1
+        self._rev = 0  # bumped whenever the readings change
+        self._hkey = None  # what the last prediction was made from (step)
         self.link = {}  # status lines the main loop keeps current (wifi, broker, outbox ...)
         self.battery_pct = -1
         self.usb = usb
@@ -117,6 +119,7 @@ class Clock:
             self.delta = delta
         while len(r) > _MAX_READINGS:
             r.pop(0)
+        self._rev += 1
         return True
 
     def ahead(self, t_ms, now_ms):
@@ -205,13 +208,24 @@ class Clock:
 
     # -- the predicted-low model -----------------------------------------------------------
 
+    def _history_key(self, now_ms):
+        """What _fill_history's result depends on: the readings, and whether the newest valid
+        one is fresh (then the grid ends at it), else the minute (the grid ends now)."""
+        r = self.readings
+        for i in range(len(r) - 1, -1, -1):
+            if r[i][1] >= units.SGV_MIN_VALID:
+                if 0 <= now_ms - r[i][0] < 3 * _SLOT_MS:
+                    return self._rev
+                break
+        return (self._rev, now_ms // _MINUTE_MS)
+
     def _fill_history(self, now_ms):
         """Last HISTORY readings on the 5-minute grid ending at the newest reading (if it is
         under 15 minutes old, else now), oldest first, 0 = missing. Gaps of up to 15 minutes
         between readings are bridged on a straight line, so a 15-minute sensor (Libre) gives
-        the model the 5-minute hour it was trained on; a 1-minute sensor (Libre 3, Dexcom G7)
+        the model the 5-minute hour it was trained on; a 1-minute sensor (Libre 3)
         gives the mean of each 5 minutes ending at the newest reading, as the edge averages
-        them (edge/features/glucose_risk.cgm_grid). No allocation."""
+        them (edge/features/glucose_risk.cgm_grid). Run only when that changes (step)."""
         h = self.history
         c = self._counts
         n = len(h)
@@ -274,7 +288,10 @@ class Clock:
     def step(self, now_ms):
         """One pass: alarms, sound, view, and a panel refresh if the image changed."""
         if self.model is not None:
-            self.risk = self.model.predict(self._fill_history(now_ms))
+            key = self._history_key(now_ms)
+            if key != self._hkey:  # a new reading, or a minute on while none is fresh
+                self._hkey = key
+                self.risk = self.model.predict(self._fill_history(now_ms))
         lm = self.local_min(now_ms)
         self.alarms.evaluate(self.readings, now_ms, lm, self.risk,
                              self.model.forecast if self.model is not None else None)

@@ -1,4 +1,4 @@
-# Runs under MicroPython: a 1-minute sensor (Libre 3, Dexcom G7) through the clock app as the
+# Runs under MicroPython: a 1-minute sensor (Libre 3) through the clock app as the
 # edge's feed brings it (/feed.json: one glucose message a minute, built by the edge's own
 # clock_feed.glucose_message). Prints one JSON line: the clock's risk at every minute; the
 # history and risk of a clock that starts (a reboot) on the last message alone; and when the

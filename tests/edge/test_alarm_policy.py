@@ -347,7 +347,7 @@ def _one_minute_series(n: int = 420) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.micropython
 def test_one_minute_sensor__clock_agrees_with_the_edge_bit_exact(mpy_json, tmp_path):
-    """Libre 3 / Dexcom G7 readings every minute: the edge averages each 5-minute slot in whole
+    """Libre 3 readings every minute: the edge averages each 5-minute slot in whole
     mg/dL (cgm_grid) and predicts once a slot; the clock, fed every reading by the edge's own
     feed message, gets the same risk at each slot's last minute, under real MicroPython. A
     clock that starts on one message has the whole hour (the feed sends every reading of
@@ -409,19 +409,24 @@ def test_calibration_counts_nights_in_the_persons_zone_not_the_machines(store, m
     assert loose["permille"] < in_utc["permille"]  # the person's budget ([alarm]) is used
 
 
-def test_clock_counts_a_prediction_made_during_a_low_as_the_edge_does():
+@pytest.mark.parametrize("treated", [False, True])
+def test_clock_counts_a_prediction_made_during_a_low_as_the_edge_does(treated):
     """A risky prediction while glucose is already < 70 shows LOW on the clock, not a
     predicted low; the edge's calibration counts it as an alarm and starts the refractory
-    hour from it, so the clock does too: no predicted low right after the low recovers."""
+    hour from it, so the clock does too: no predicted low right after the low recovers.
+    Carbs taken for the low do not hold that prediction off (on the edge neither)."""
     from nightlink.device import alarms, config
 
     cfg = config.with_defaults({"version": 1}, [])
     a = alarms.Alarms(cfg, 800)
     assert a.set_policy({"permille": 800, "persist": 1, "refractory_min": 60, "rising": 5,
-                         "floor": 400})
+                         "floor": 400, "carb_hold_min": 45})
     t0 = 1_768_510_800_000
-    sgv = [90, 85, 68, 66, 65, 72, 72, 73, 74, 74]
-    risk = [0, 0, 900, 900, 900, 900, 900, 900, 900, 900]
+    if treated:
+        a.set_carbs(t0 + 2 * 300_000)
+    # past the carb hold (45 min after slot 2) and within the refractory hour from slot 2
+    sgv = [90, 85, 68, 66, 65, 72, 72, 73, 74, 74, 74, 74, 74, 74]
+    risk = [0, 0] + [900] * 12
     shown, readings = [], []
     for k, (g, r) in enumerate(zip(sgv, risk, strict=True)):
         readings.append((t0 + k * 300_000, g))
@@ -430,5 +435,6 @@ def test_clock_counts_a_prediction_made_during_a_low_as_the_edge_does():
     assert shown[2:5] == [[alarms.LOW]] * 3 and not any(alarms.PREDICTED_LOW in s for s in shown)
     edge = policy_alarms(np.arange(len(sgv)), np.array(risk), np.full(len(sgv), 60.0),
                          np.zeros(len(sgv)), AlarmPolicy(800, persist=1, refractory_min=60,
-                                                         rising_mgdl_per_min=5))
+                                                         rising_mgdl_per_min=5),
+                         carbs=[2] if treated else None, glucose=np.array(sgv, float))
     assert edge == [2]  # the one alarm the edge counts: in the low, which the clock showed
