@@ -255,7 +255,8 @@ def morning(fb, buf, v):
         "Asleep  %s" % ("%dh%02d" % (sleep // 60, sleep % 60) if sleep is not None else "-"),
         "Efficiency  %s" % ("%d%%" % s["efficiency_pct"]
                             if s.get("efficiency_pct") is not None else "-"),
-        "Lows  %d (%d min)" % (s.get("lows", 0), s.get("low_min", 0)),
+        "Lows  %s" % ("%d (%d min)" % (s["lows"], s.get("low_min") or 0)
+                      if s.get("lows") is not None else "-"),
         "In range  %s" % ("%d%%" % s["tir_pct"] if s.get("tir_pct") is not None else "-"),
     )
     y = 32

@@ -37,6 +37,13 @@ def _stat(a: np.ndarray, fn, nd=1):
     return _r(fn(a), nd) if a.size else None
 
 
+def _per_hour(counts: np.ndarray, hours: float) -> float | None:
+    """Events per hour of the night, None when no epoch carried the count."""
+    if not (~np.isnan(counts)).any():
+        return None
+    return _r(np.nansum(counts) / hours)
+
+
 def summarize_night(store: EdgeStore, first: int, count: int,
                     cols: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
     """The summary; `cols` from night_columns() when the caller has already read the night."""
@@ -75,18 +82,24 @@ def summarize_night(store: EdgeStore, first: int, count: int,
             "rmssd_median": _stat(w["rmssd_ms"], np.median),
             "spo2_mean": _stat(w["spo2_mean_pct"], np.mean),
             "spo2_min": _stat(w["spo2_min_pct"], np.min),
-            "odi3": _r(np.nansum(w["desat3_count"]) / hours),
-            "odi4": _r(np.nansum(w["desat4_count"]) / hours),
-            "movement_epochs": int(np.nansum(w["movement"])),
+            # None, not 0, without the input (no oximeter, no accelerometer)
+            "odi3": _per_hour(w["desat3_count"], hours),
+            "odi4": _per_hour(w["desat4_count"], hours),
+            "movement_epochs": (int(np.nansum(w["movement"]))
+                                if (~np.isnan(w["movement"])).any() else None),
         },
         "cgm": {
             "epochs_with_glucose": int(valid.sum()),
             "mean": _stat(glucose, np.mean),
             "min": _stat(glucose, np.min, 0),
             "max": _stat(glucose, np.max, 0),
-            "below_70_min": _r(np.sum(glucose[valid] < units.LOW) * minutes),
-            "below_54_min": _r(np.sum(glucose[valid] < units.VERY_LOW) * minutes),
-            "above_180_min": _r(np.sum(glucose[valid] > units.HIGH) * minutes),
+            # None without glucose: no CGM is no "0 minutes low"
+            "below_70_min": _r(np.sum(glucose[valid] < units.LOW) * minutes)
+            if valid.any() else None,
+            "below_54_min": _r(np.sum(glucose[valid] < units.VERY_LOW) * minutes)
+            if valid.any() else None,
+            "above_180_min": _r(np.sum(glucose[valid] > units.HIGH) * minutes)
+            if valid.any() else None,
             "sensor_error_epochs": int(np.sum(~np.isnan(g["sensor_error"]))),
         },
         "room": {

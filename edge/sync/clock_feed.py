@@ -128,8 +128,9 @@ def night_message(night: str, summary: dict, readings: list[Glucose], start_s: f
         "night": night,
         "sleep_min": sleep.get("tst_min"),
         "efficiency_pct": sleep.get("efficiency_pct"),
-        "lows": lows,
-        "low_min": int(cgm.get("below_70_min") or 0),
+        "lows": lows if good else None,  # no readings: no figure, not "0 lows"
+        "low_min": int(cgm["below_70_min"]) if good and cgm.get("below_70_min") is not None
+        else None,
         "tir_pct": round(100 * in_range / len(good)) if good else None,
         "curve": curve,
     }

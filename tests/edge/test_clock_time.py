@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 from nightlink.edge.store import EdgeStore
 from nightlink.edge.sync.clock_feed import ClockFeed
 from nightlink.shared import topics
+from tests.support.waiting import until
 
 T0 = 1_768_510_800.0
 
@@ -57,6 +58,7 @@ def test_clock_feed__time_once_a_minute_only_when_synchronized(tmp_path, mosquit
         assert feed.update(store, T0 + 241) == 1
         feed.synced_mono -= 7 * 86400 + 1  # ... and then no more
         assert feed.update(store, T0 + 301) == 0
+        until(lambda: len(got) == 4, timeout=10, what="the four times delivered")
         # A clock connecting later finds no stored time (it would be old when read).
         late, late_seen = [], threading.Event()
         other = _subscriber(mosquitto, late, late_seen)

@@ -315,3 +315,27 @@ def test_finish_night__a_microphone_that_came_back_leaves_no_gap_from_an_earlier
     summary = finish_night(store, first, 600, "2026-01-15", classify=False)
     assert "audio_unusable" not in summary and store.gaps("audio") == []
     store.close()
+
+
+def test_summary__an_input_the_night_did_not_have_is_no_figure_not_zero(tmp_path):
+    """Heart rate alone: no oximeter, no accelerometer, no CGM. The summary leaves their
+    figures out (None), and the clocks' night message has no lows, instead of "0 lows",
+    "ODI 0" and "0 minutes low" that read as a good night."""
+    from nightlink.edge.features.night_summary import summarize_night
+    from nightlink.edge.sync.clock_feed import night_message
+
+    store = EdgeStore(tmp_path / "e.db")
+    first = int(_utc("2026-01-15 23:00") // EPOCH_S)
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    for k in range(130):
+        pipe.add(HeartRate((first + k) * EPOCH_S + 5, 60.0 + (k % 7)))
+        pipe.close(first + k)
+    s = summarize_night(store, first, 130)
+    assert s["wearable"]["hr_mean"] is not None
+    assert (s["wearable"]["odi3"], s["wearable"]["odi4"], s["wearable"]["movement_epochs"]) \
+        == (None, None, None)
+    assert (s["cgm"]["below_70_min"], s["cgm"]["below_54_min"], s["cgm"]["above_180_min"]) \
+        == (None, None, None)
+    msg = night_message("2026-01-15", s, [], first * EPOCH_S, (first + 130) * EPOCH_S)
+    assert (msg["lows"], msg["low_min"], msg["tir_pct"]) == (None, None, None)
+    store.close()
