@@ -261,7 +261,7 @@ class LiveNode:
                          lambda topic, payload: self.samples.put(("clock", (topic, payload))))
         link.start()
         self._status("clocks", "mqtt", "connecting", f"{self.cfg.clocks.host}:{self.cfg.clocks.port}")
-        was = None
+        was: tuple | None = None
         from nightlink.edge.sync.clock_feed import (  # glucose, night summary, alarm policy
             ClockFeed,
             predicted_low_policy,
@@ -281,12 +281,16 @@ class LiveNode:
                         predicted_low_policy, self.store, now, None,
                         utc_offset_s(now, self.cfg.timezone),
                         self.cfg.alarm.false_alarms_per_week)
+                if link.connected and not (was and was[0]):
+                    feed.forget()  # a broker restarted may have lost the retained messages
                 if link.connected:
                     feed.update(self.store, self.clock.now())
-                if link.connected != was:
-                    was = link.connected
-                    self._status("clocks", "mqtt", "subscribed" if was else "connecting",
-                                 link.filter)
+                state = (link.connected, link.last_error)
+                if state != was:
+                    was = state
+                    self._status("clocks", "mqtt", "subscribed" if link.connected else
+                                 f"connecting: {link.last_error}" if link.last_error else
+                                 "connecting", link.filter)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
                 except TimeoutError:

@@ -202,6 +202,11 @@ class ClockFeed:
         self.sent = 0
         self.alarm = None  # the predicted-low policy for the clocks (glucose_risk.clock_policy)
 
+    def forget(self) -> None:
+        """Send the current reading and night again at the next update (a reconnect: the
+        broker may have restarted without its retained messages)."""
+        self.last_t = self.last_carbs = self.last_night = None
+
     def update(self, store: EdgeStore, now_s: float) -> int:
         """Publish a newer reading and a newer night summary, if any, and the time once a
         minute; returns messages sent."""

@@ -90,3 +90,22 @@ def test_system_clock_synchronized__asks_timedatectl(tmp_path, monkeypatch):
         assert system_clock_synchronized() is want
     monkeypatch.setenv("PATH", str(tmp_path / "none"))
     assert system_clock_synchronized() is None
+
+
+def test_clock_feed__sends_again_after_a_reconnect(tmp_path):
+    """A LAN broker that restarted has lost its retained messages: after forget() (the node
+    calls it when the link comes back) the current reading and night go out again."""
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+
+    store = EdgeStore(tmp_path / "edge.db")
+    store.add_entries(glucose_to_entry(Glucose(T0 - 300 * k, 120), "test") for k in range(3))
+    store.put_night("2026-01-14", {"first_epoch": int(T0 // 30) - 1000, "epochs": 900})
+    sent = []
+    feed = ClockFeed(lambda topic, payload, **kw: sent.append(topic), "smith", "ed9e00000001")
+    assert feed.update(store, T0 + 60) == 2 and feed.update(store, T0 + 90) == 0
+    feed.forget()
+    assert feed.update(store, T0 + 120) == 2
+    assert sorted(sent[-2:]) == ["nl/v1/smith/ed9e00000001/clock/glucose",
+                                 "nl/v1/smith/ed9e00000001/clock/night"]
+    store.close()
