@@ -183,13 +183,36 @@ class PostgresDatabase(Database):
         return sql.replace("?", "%s")
 
     def _run(self, fn):
+        """fn on this thread's connection. A connection the server dropped while it sat idle
+        (PostgreSQL restarted: "terminating connection due to administrator command") fails
+        its next statement; outside a transaction that statement is run once more on a new
+        connection, so a restart costs no request an error."""
         psycopg = self._psycopg
+        for attempt in (1, 2):
+            conn = None
+            try:
+                conn = self._conn()
+                return fn(conn)
+            except psycopg.errors.IntegrityError as exc:
+                raise IntegrityError(str(exc)) from None
+            except psycopg.Error as exc:
+                lost = conn is not None and (conn.broken or conn.closed)
+                if lost:
+                    self._forget(conn)
+                if not (lost and attempt == 1 and not getattr(self._local, "depth", 0)):
+                    raise DatabaseError(str(exc)) from None
+        raise AssertionError("unreachable")
+
+    def _forget(self, conn) -> None:
+        """Drop a connection the server closed; the next statement opens a new one."""
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
         try:
-            return fn(self._conn())
-        except psycopg.errors.IntegrityError as exc:
-            raise IntegrityError(str(exc)) from None
-        except psycopg.Error as exc:
-            raise DatabaseError(str(exc)) from None
+            conn.close()
+        except self._psycopg.Error:
+            pass
 
     def execute(self, sql, params=()):
         return self._run(lambda c: c.execute(self._sql(sql), tuple(params)).rowcount)
@@ -216,9 +239,23 @@ class PostgresDatabase(Database):
                 self._local.depth -= 1
             return
         self._local.depth = 1
+        entered = False
         try:
-            with conn.transaction():
-                yield
+            for attempt in (1, 2):
+                try:
+                    with conn.transaction():
+                        entered = True
+                        yield
+                    break
+                except self._psycopg.errors.IntegrityError:
+                    raise
+                except self._psycopg.Error:
+                    # BEGIN on a connection the server dropped while idle: once more on a
+                    # new one (nothing of the body ran); anything later is the caller's
+                    if entered or attempt == 2 or not (conn.broken or conn.closed):
+                        raise
+                    self._forget(conn)
+                    conn = self._conn()
         except self._psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from None
         except self._psycopg.Error as exc:  # BEGIN or COMMIT failed (the server went away)

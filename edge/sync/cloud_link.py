@@ -56,6 +56,8 @@ PULL_EVERY_S = 30.0  # how often the node asks the cloud for its treatments
 PULL_BACK_MS = 7 * 86_400_000  # a node new to the cloud starts with a week of changes
 MAX_CURSOR = 2**63 - 1  # a srvModified the cloud accepts back in a pull
 WARN_EVERY_S = 10.0  # the same failure is logged at WARNING at most this often (else INFO)
+SILENT_CLOUD_S = 180.0  # rows sent this long with no ack at all: the cloud is not storing them
+MAX_RESEND_S = 1800.0  # resends slow down while the cloud stays silent, to this at most
 # What a store that cannot be written raises (a full disk, an I/O error): nightlink.sql turns
 # every failure, a transaction's BEGIN and COMMIT included, into DatabaseError.
 STORE_ERRORS = (DatabaseError,)
@@ -108,6 +110,8 @@ class SyncClient:
         self._docs_waiting: set[int] = set()
         self._docs_wait_until = 0.0  # wall-clock, as the outbox's sent_at
         self._closing = False
+        self._unacked_since: float | None = None  # rows sent, no ack since (monotonic)
+        self._silence_warned = 0.0
         now = time.monotonic()
         self.bucket = TokenBucket(cfg.backfill_rows_per_s, cfg.backfill_rows_per_s, now)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -243,6 +247,8 @@ class SyncClient:
         if device != self.device:
             return
         body = json.loads(payload)
+        if kind == "ack":
+            self._unacked_since = None  # the cloud answers: it stores what it is sent
         if kind == "ack" and stream == topics.TREATMENTS:
             self._doc_ack(body)
         elif kind == "cmd":
@@ -361,23 +367,51 @@ class SyncClient:
                 self.stats.messages += 1
                 self.stats.bytes_sent += len(payload)
             self.store.mark_sent(ids[(device, stream)], time.time())
+            if self._unacked_since is None:
+                self._unacked_since = time.monotonic()
             n = sum(r.count for r in packed)
             sent += n
             self.stats.rows_sent += n
         return sent
 
+    def _resend_after(self) -> float:
+        """How long a sent row waits for its ack before it goes again: the configured time,
+        stretched to half the cloud's silence (at most MAX_RESEND_S) while no ack comes at
+        all, so a cloud that takes nothing is not sent the whole outbox every half minute."""
+        if self._unacked_since is None:
+            return self.cfg.resend_after_s
+        silence = time.monotonic() - self._unacked_since
+        return max(self.cfg.resend_after_s, min(silence / 2, MAX_RESEND_S))
+
+    def _check_silence(self, now: float) -> None:
+        """Say it when the broker takes the rows but the cloud acknowledges none: the edge is
+        not provisioned in the cloud for this tenant, or edge.toml names another tenant."""
+        if self._unacked_since is None or now - self._unacked_since < SILENT_CLOUD_S:
+            return
+        minutes = (now - self._unacked_since) / 60
+        self.last_error = (f"the cloud has acknowledged nothing for {minutes:.0f} min though "
+                           f"{self.where} takes the rows")
+        if now - self._silence_warned >= 10 * 60:
+            self._silence_warned = now
+            _LOGGER.warning(
+                "%s: is this edge (device %s) provisioned in the cloud for tenant %r "
+                "(`nightlink cloud devices`), and is `tenant` in edge.toml right? The cloud's "
+                "log says why it refuses; rows are kept and sent again every %.0f s",
+                self.last_error, self.device, self.tenant, self._resend_after())
+
     def pump(self) -> int:
         """One pass: live rows first, then as much backfill as the bucket allows."""
         now = time.time()
+        resend = self._resend_after()
         live_from = epoch_index(now) - self.cfg.live_window_epochs
-        due = self.store.due(resend_after_s=self.cfg.resend_after_s, now=now, limit=200,
+        due = self.store.due(resend_after_s=resend, now=now, limit=200,
                              max_priority=LIVE_PRIORITY)
         live = [it for it in due if codec.peek_header(it.blob)[codec.H_EPOCH] >= live_from]
         sent = self._send(live, compress=False) if live else 0
         self._send_docs(now)
         budget = self.bucket.take(time.monotonic(), self.cfg.backfill_batch_rows)
         if budget:
-            back = [it for it in self.store.due(resend_after_s=self.cfg.resend_after_s, now=now,
+            back = [it for it in self.store.due(resend_after_s=resend, now=now,
                                                 limit=budget + len(live))
                     if it.record_id not in {x.record_id for x in live}][:budget]
             if back:
@@ -428,6 +462,7 @@ class SyncClient:
                 self._status(now)  # the quota first: what is over it is dropped, not sent
                 self.pump()
                 self._pull()
+                self._check_silence(now)
         except STORE_ERRORS as exc:
             self._store_failed(now, exc)
             return

@@ -211,7 +211,9 @@ def test_worker__lost_postgresql_connection_is_waited_out(postgres_server, mosqu
         _publish(device, topics.data_topic("fam-1", DEV, "room"), _msg(13))
         until(lambda: worker.handled == 2, what="the second message stored")
         check = Store.open(url)
-        assert _rows(check) == 24 and worker.db_retries >= 1 and worker.restarts == 0
+        # the database layer opens a new connection for the dropped one (nightlink/sql.py):
+        # the message is stored, the consumer never restarted
+        assert _rows(check) == 24 and worker.restarts == 0
         check.close()
     finally:
         worker.stop()
@@ -388,3 +390,31 @@ def test_rate_limit__a_fast_device_is_slowed_down_and_loses_nothing(store, mosqu
                     f"times, all stored in {took:.1f} s, none refused")
     device.loop_stop()
     device.disconnect()
+
+
+def test_postgres__a_dropped_idle_connection_costs_no_statement(postgres_server):
+    """PostgreSQL restarted (or an admin ended the sessions): each thread's idle connection
+    is dead and its next statement fails. Outside a transaction it runs again on a new
+    connection (nightlink/sql.py), so the API's next request gets no 500 for it."""
+    import psycopg
+
+    from nightlink.sql import connect
+
+    url = postgres_server.create_database("t" + random.randbytes(6).hex())
+    db = connect(url)
+    try:
+        db.execute("CREATE TABLE t (x INTEGER)")
+        db.execute("INSERT INTO t (x) VALUES (?)", (1,))
+        dbname = url.rsplit("/", 1)[-1]
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        assert db.scalar("SELECT COUNT(*) FROM t") == 1
+        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        with db.transaction():  # the transaction's first statement reconnects too
+            db.execute("INSERT INTO t (x) VALUES (?)", (2,))
+        assert db.scalar("SELECT SUM(x) FROM t") == 3
+    finally:
+        db.close()

@@ -143,3 +143,26 @@ def test_tls_error__is_named_and_backed_off(mosquitto, edge):
     assert client.last_error.startswith(f"TLS with the cloud broker {mosquitto.host}:"
                                         f"{mosquitto.port} failed ("), client.last_error
     assert 2 <= client.stats.attempts <= 6
+
+
+def test_silent_cloud__said_and_resends_slow_down(mosquitto, edge, caplog, monkeypatch):
+    """The broker takes the rows but no cloud acknowledges them (the edge is not
+    provisioned for its tenant, or edge.toml names another): said, with what to check, and
+    the outbox is not sent again every resend_after_s for ever. Nothing is lost."""
+    from nightlink.edge.sync import cloud_link
+
+    monkeypatch.setattr(cloud_link, "SILENT_CLOUD_S", 1.5)
+    _rows(edge, 40)
+    caplog.set_level(logging.WARNING)
+    client = SyncClient(edge, _config(mosquitto.host, mosquitto.port, resend_after_s=0.5),
+                        TENANT)
+    assert client._resend_after() == 0.5
+    run_sync(client, 4.0, until_empty=False)
+    said = [r.getMessage() for r in caplog.records if "acknowledged nothing" in r.getMessage()]
+    assert len(said) == 1, said  # once (then every 10 minutes)
+    assert f"device {edge.device}" in said[0] and "provisioned in the cloud for tenant" in \
+        said[0] and "`tenant` in edge.toml" in said[0]
+    assert "acknowledged nothing" in client.last_error
+    assert client._resend_after() > 1.5  # half the silence: slower and slower, to 30 min
+    assert client.stats.rows_sent < 40 * 5  # not every 0.5 s for 4 s (8 rounds)
+    assert edge.outbox_size() == 40  # kept for when the cloud answers
