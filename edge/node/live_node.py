@@ -32,7 +32,7 @@ from nightlink.edge.sources.cgm import (
     readings_between,
 )
 from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
-from nightlink.edge.sources.samples import SourceError
+from nightlink.edge.sources.samples import Beat, SourceError
 from nightlink.edge.store import EdgeStore
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, iso_epoch
 
@@ -102,6 +102,7 @@ class LiveNode:
         self.clock_rows = 0  # rows received from desk clocks
         self.sync_client = None
         self.pipeline: EdgePipeline | None = None
+        self._beats: list[tuple[float, float]] = []  # drained, not yet in the store
         self.live_audio: LiveAudio | None = None
         self.first_epoch: int | None = None  # the first epoch this run closes
         self.server_port: int | None = None
@@ -335,6 +336,11 @@ class LiveNode:
                 self._clock_message(*payload)
             else:
                 self.pipeline.add(payload)
+                if isinstance(payload, Beat):  # kept for the night's apnea screen
+                    self._beats.append((payload.t, payload.rr_ms))
+        if self._beats:
+            self.store.add_beats(self._beats)
+            self._beats = []
         # Glucose uploaded to the local endpoint (or fetched by the follower) since last time,
         # up to now: one dated ahead of this clock (an uploader's wrong clock) is no reading
         # yet; taken, it would move the mark past every real reading to come.

@@ -18,7 +18,7 @@ from nightlink.edge.features.night_summary import night_columns, summarize_night
 from nightlink.edge.node.zone import MIN_NIGHT_MIN, night_label, schedule_window
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import clinical, features
-from nightlink.shared.epoch import EPOCH_S
+from nightlink.shared.epoch import EPOCH_S, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
 CATCH_UP_NIGHTS = 3  # after being down, the node closes at most this many past nights
@@ -131,7 +131,10 @@ class NightCloser:
             _LOGGER.info("night %s: under %d minutes recorded in the schedule; not classified",
                          label, MIN_NIGHT_MIN)
             return None
-        return finish_night(self.store, span[0], span[1] - span[0], label)
+        t, rr = self.store.beats_between(epoch_start(span[0]), epoch_start(span[1]))
+        beats = {"beats": {"t_s": t, "rr_ms": rr, "start_s": float(epoch_start(span[0]))}} \
+            if t.size else None
+        return finish_night(self.store, span[0], span[1] - span[0], label, beats=beats)
 
     def close_due(self, now_s: float) -> list[str]:
         """Close every night that is due and not yet classified; the nights closed."""

@@ -109,6 +109,25 @@ class Records:
             return self.db.scalar("SELECT count(*) AS n FROM records")
         return self.db.scalar("SELECT count(*) AS n FROM records WHERE stream = ?", (stream,))
 
+    BEATS_KEPT_DAYS = 3  # the beats wait this long for their night's close, then go
+
+    def add_beats(self, beats: list[tuple[float, float]]) -> None:
+        """Keep the wearable's beats ((t s, rr ms), a beat's time once) for the night's close:
+        the heart-rhythm apnea screen reads them (the wire carries only per-epoch features)."""
+        if beats:
+            with self.db.transaction():
+                self.db.executemany("INSERT OR IGNORE INTO beats (t_ms, rr_ms) VALUES (?, ?)",
+                                    [(int(round(t * 1000)), float(rr)) for t, rr in beats])
+
+    def beats_between(self, start_s: float, end_s: float):
+        """(t s, rr ms) arrays of the beats in [start_s, end_s), in time order."""
+        import numpy as np
+
+        rows = self.db.query("SELECT t_ms, rr_ms FROM beats WHERE t_ms >= ? AND t_ms < ? "
+                             "ORDER BY t_ms", (int(start_s * 1000), int(end_s * 1000)))
+        return (np.array([r["t_ms"] / 1000.0 for r in rows]),
+                np.array([r["rr_ms"] for r in rows], dtype=np.float64))
+
     def prune(self, now_epoch: int) -> int:
         """Delete records older than the retention window that are no longer in the outbox,
         and gaps that ended before it.
@@ -124,4 +143,6 @@ class Records:
                 (cutoff,),
             )
             self.db.execute("DELETE FROM gaps WHERE end_epoch <= ?", (cutoff,))
+            self.db.execute("DELETE FROM beats WHERE t_ms < ?",
+                            ((now_epoch - self.BEATS_KEPT_DAYS * EPOCHS_PER_DAY) * 30_000,))
         return pruned

@@ -170,6 +170,9 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         f"SELECT coll, oid, identifier, {_NOW} FROM ns_docs WHERE tenant_id = '{SITE}' "
         "AND coll IN (" + ", ".join(f"'{c}'" for c in SYNCED) + ") AND valid = 1 ORDER BY id",
     ]),
+    (5, "the wearable's beats of the last nights, for the heart-rhythm apnea screen", [
+        "CREATE TABLE beats (t_ms INTEGER PRIMARY KEY, rr_ms REAL NOT NULL)",
+    ]),
 ]
 
 

@@ -343,6 +343,9 @@ address = "C0:FF:EE:00:00:01"
     hr = dict(zip(features.names(features.WEARABLE), wear[first + 1], strict=True))
     assert hr["hr_mean_bpm"] == pytest.approx(60000 / 1000, abs=0.5)
     assert hr["spo2_mean_pct"] is None  # a strap without an oximeter: missing, not zero
+    # its beats are kept for the night's heart-rhythm apnea screen (the beats head)
+    t, rr = store.beats_between(epoch_start(first), epoch_start(first + 2))
+    assert t.size >= 40 and set(rr.tolist()) == {1000.0}
     store.close()
 
 

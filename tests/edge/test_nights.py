@@ -339,3 +339,38 @@ def test_summary__an_input_the_night_did_not_have_is_no_figure_not_zero(tmp_path
     msg = night_message("2026-01-15", s, [], first * EPOCH_S, (first + 130) * EPOCH_S)
     assert (msg["lows"], msg["low_min"], msg["tir_pct"]) == (None, None, None)
     store.close()
+
+
+def test_live_close__the_nights_beats_give_the_beats_head(tmp_path):
+    """A live node keeps the wearable's beats in its store (the wire carries only per-epoch
+    features), so the night's close scores heart rhythm with the beats head, as a replay
+    does, not the weaker stored-epoch head; beats older than 3 days are pruned."""
+    import numpy as np
+
+    from nightlink.edge.sources.samples import Beat
+    from tests.edge.test_cvhr import synthetic_beats
+
+    store = EdgeStore(tmp_path / "e.db")
+    start = _utc("2026-01-15 23:00")
+    first = int(start // EPOCH_S)
+    t, rr = synthetic_beats(100, 80.0, swing_bpm=20.0, seed=1)
+    t = t + start
+    n = 200  # 100 minutes
+    pipe = EdgePipeline(store, first, audio=False, live=True)
+    for e in range(n):
+        inside = (t >= (first + e) * EPOCH_S) & (t < (first + e + 1) * EPOCH_S)
+        for ti, ri in zip(t[inside], rr[inside], strict=True):
+            pipe.add(Beat(float(ti), float(ri)))
+        pipe.close(first + e)
+    store.add_beats(list(zip(t.tolist(), rr.tolist(), strict=True)))
+    store.add_beats([(float(t[0]), float(rr[0]))])  # a beat drained twice is kept once
+    got_t, got_rr = store.beats_between(start, start + n * EPOCH_S)
+    inside = t < start + n * EPOCH_S
+    assert got_t.size == inside.sum() and np.allclose(got_rr, rr[inside])
+    closer = NightCloser(store, "22:00", "07:30", "UTC")
+    assert closer.close_due(_utc("2026-01-16 08:00")) == ["2026-01-15"]
+    rr_screen = store.night("2026-01-15")["breathing"]["rr"]
+    assert rr_screen["source"] == "beats" and rr_screen["apnea_index"] >= 15
+    store.prune(first + n + 4 * 2880)
+    assert store.beats_between(start, start + n * EPOCH_S)[0].size == 0
+    store.close()
