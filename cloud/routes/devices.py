@@ -113,7 +113,12 @@ def lan_acl(tenant_id: str, device_id: str, kind: str) -> list[str]:
     edge's feed (glucose, night summary). An edge node: its clocks' data and status in, its
     own feed out; the bridge to the cloud is inside the broker and needs no ACL."""
     if kind == "clock":
-        return [*device_acl(tenant_id, device_id), f"topic read {topics.clock_feed_filter(tenant_id)}"]
+        # A clock may publish below its own prefix, but never a feed there: every clock
+        # takes the feed from any device of its tenant, so a clock's "glucose" or "time"
+        # would reach all the others (deny comes before the grants in Mosquitto).
+        return [*device_acl(tenant_id, device_id),
+                f"topic deny {topics.device_prefix(tenant_id, device_id)}{topics.CLOCK_FEED}/#",
+                f"topic read {topics.clock_feed_filter(tenant_id)}"]
     tenant_prefix = f"{topics.PREFIX}/{tenant_id}/"
     return [f"user {device_username(tenant_id, device_id)}",
             f"topic read {tenant_prefix}+/+",

@@ -37,7 +37,7 @@ FILE_MODE = 0o640  # the broker's group reads them; nobody else (they hold passw
 # What may reach the files: an account `tenant.device`, a Mosquitto `$7$` hash, ACL lines.
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\.[0-9a-f]{12}$")
 _HASH = re.compile(r"^\$7\$[0-9]+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
-_ACL_LINE = re.compile(r"^(user [a-z0-9_.-]+|topic (read|write|readwrite) [A-Za-z0-9_/+#.-]+)$")
+_ACL_LINE = re.compile(r"^(user [a-z0-9_.-]+|topic (read|write|readwrite|deny) [A-Za-z0-9_/+#.-]+)$")
 
 
 def config_problem(cfg: EdgeConfig) -> str | None:

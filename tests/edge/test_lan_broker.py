@@ -30,7 +30,7 @@ from nightlink.edge.node.live_node import LiveNode
 from nightlink.edge.sources.cgm import glucose_to_entry
 from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features
+from nightlink.shared import features, topics
 from nightlink.tools.device import emulate
 from nightlink.tools.device.build import read_fs_image
 from tests.support.mpy_board import HOSTPORT
@@ -95,6 +95,37 @@ def rig(tmp_path_factory):
     store.close()
 
 
+def _clock_feed_spoof_heard(lan, clock: dict) -> list[str]:
+    """What a clock hears on the feed after another clock (the same account here) publishes
+    a glucose and a time below its own prefix: only the edge's retained reading."""
+    import paho.mqtt.client as mqtt
+
+    m = clock["mqtt"]
+    heard, got = [], threading.Event()
+
+    def on_message(_c, _u, msg):
+        body = json.loads(msg.payload)
+        heard.append(f"{msg.topic.rsplit('/', 1)[-1]} {body.get('sgv', body.get('t'))}")
+        got.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spoof-" + clock["device"]["id"])
+    c.username_pw_set(m["user"], m["password"])
+    c.on_message = on_message
+    c.connect(lan.host, lan.port)
+    c.loop_start()
+    try:
+        c.subscribe(topics.clock_feed_filter(TENANT), 1)
+        assert got.wait(10), "the edge's retained reading"
+        prefix = topics.device_prefix(TENANT, clock["device"]["id"])
+        c.publish(prefix + "clock/glucose", json.dumps({"t": int(time.time()), "sgv": 40}), 1)
+        c.publish(prefix + "clock/time", json.dumps({"t": 1_900_000_000}), 1)
+        time.sleep(1.5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return heard
+
+
 def test_lan_accounts__only_the_tenants_edge_gets_them(rig):
     url, store = rig["url"], rig["store"]
     sync = load(rig["edge_toml"], env={}).sync
@@ -116,7 +147,8 @@ def test_lan_accounts__only_the_tenants_edge_gets_them(rig):
     prefix = f"nl/v1/{TENANT}/{rig['clock']['device']['id']}/"
     assert accounts[clock["user"]]["acl"] == [
         f"user {clock['user']}", f"topic write {prefix}#", f"topic read {prefix}+/ack",
-        f"topic read {prefix}cmd", f"topic read nl/v1/{TENANT}/+/clock/+"]
+        f"topic read {prefix}cmd", f"topic deny {prefix}clock/#",
+        f"topic read nl/v1/{TENANT}/+/clock/+"]
     assert accounts[sync.username]["acl"] == [
         f"user {sync.username}", f"topic read nl/v1/{TENANT}/+/+",
         f"topic write nl/v1/{TENANT}/{rig['edge_id']}/clock/+"]
@@ -195,6 +227,8 @@ def test_clock_signs_in_at_the_edge_and_shows_its_feed(rig, record_property):
         shown = [e["sgv"] for e in events if e["event"] == "screen" and e["sgv"] is not None]
         assert shown and shown[-1] == 123, events
         assert end["broker_refused"] == 0 and end["broker_unreachable"] == 0
+        # A clock cannot feed the others: its own "glucose" or "time" is refused.
+        assert _clock_feed_spoof_heard(lan, rig["clock"]) == ["glucose 123"]
         # Its room records go through the bridge to the cloud's ingest, acks come back.
         clock_id = rig["clock"]["device"]["id"]
         done = subprocess.run(
