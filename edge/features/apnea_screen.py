@@ -76,10 +76,14 @@ def audio_present(streams: dict) -> bool:
 
 
 def fuse(estimates: dict[str, float]) -> dict:
-    """The night's estimate (mean of the per-input estimates) and its screening message."""
+    """The night's estimate and its screening message: the highest of the per-input
+    estimates. Each input sees only some events (heart rhythm the ones with an arousal surge,
+    oximetry the ones with a desaturation, audio the audible ones), so each tends to read
+    low, and a mean lets one that missed the events pull a severe night under 15; for a
+    suggestion to see a doctor a missed night costs more than a check."""
     if not estimates:
         return {"ahi_estimate": None, "ahi_estimate_from": [], "screen": None}
-    value = float(np.mean(list(estimates.values())))
+    value = float(max(estimates.values()))
     return {"ahi_estimate": round(value, 1), "ahi_estimate_from": sorted(estimates),
             "screen": cvhr.screen(value)}
 

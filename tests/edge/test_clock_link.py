@@ -46,17 +46,25 @@ def test_refused_login__few_attempts_then_a_prompt_stop(tmp_path):
     assert stopped_in < 3, f"stop took {stopped_in:.1f} s"
 
 
+def _failing(cfg, attempts: int) -> ClockLink:
+    """A link run until `attempts` attempts have failed, then stopped."""
+    link = ClockLink(cfg, "fam-1", lambda *_: None, rng=random.Random(7))
+    try:
+        link.start()
+        until(lambda: link.failures >= attempts, timeout=15, what=f"{attempts} failed attempts")
+    finally:
+        link.stop()
+    return link
+
+
 def test_refused_login__said_with_the_broker_and_the_user(tmp_path, caplog):
     (tmp_path / "b").mkdir()
     broker = Broker(tmp_path / "b", anonymous=False).start()
     cfg = ClocksConfig(enabled=True, host=broker.host, port=broker.port, username="edge",
                        password="wrong", keepalive_s=10)
-    link = ClockLink(cfg, "fam-1", lambda *_: None, rng=random.Random(7))
     try:
-        link.start()
-        until(lambda: link.failures >= 1, timeout=10, what="a refused attempt")
+        link = _failing(cfg, 1)
     finally:
-        link.stop()
         broker.stop()
     assert "refused the edge's login as 'edge'" in link.last_error
     assert f"the clocks' LAN broker {broker.host}:{broker.port}: refused" in caplog.text
@@ -70,12 +78,7 @@ def test_unreachable_broker__the_reason_is_said(host, says, caplog):
     warns, at most once a minute, that the clocks get no glucose meanwhile."""
     port = closed_port()  # from this worker's own block: no other test takes it
     cfg = ClocksConfig(enabled=True, host=host, port=port, keepalive_s=10)
-    link = ClockLink(cfg, "fam-1", lambda *_: None, rng=random.Random(7))
-    try:
-        link.start()
-        until(lambda: link.failures >= 2, timeout=15, what="two failed attempts")
-    finally:
-        link.stop()
+    link = _failing(cfg, 2)
     assert says in link.last_error
     warned = [r.getMessage() for r in caplog.records if "LAN broker" in r.getMessage()]
     assert len(warned) == 1 and says in warned[0] and "no glucose" in warned[0]

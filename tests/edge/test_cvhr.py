@@ -320,3 +320,13 @@ def test_committed_beats_head_reads_its_inputs_from_its_meta(model):
     assert head.meta["features"] == list(cvhr.BEATS_HEAD_FEATURES) and head.meta["night_relative"]
     width = 2 * len(cvhr.BEATS_HEAD_FEATURES) * (len(head.meta["context_minutes"]) + 1)
     assert head.weights.size == head.mean.size == width
+
+
+def test_fuse__a_severe_night_seen_by_one_input_is_not_averaged_away():
+    """Heart rhythm and oximetry each see only some events; the audio model's 32.6 an hour
+    must not be pulled under 15 by their 6 (the mean gave 14.9: no screen)."""
+    got = apnea_screen.fuse({"rr": 6.1, "spo2": 6.0, "audio": 32.6})
+    assert got["ahi_estimate"] == 32.6 and got["screen"] == cvhr.SCREEN_MESSAGE
+    assert got["ahi_estimate_from"] == ["audio", "rr", "spo2"]
+    assert apnea_screen.fuse({"rr": 4.0, "spo2": 9.0})["screen"] is None
+    assert apnea_screen.fuse({}) == {"ahi_estimate": None, "ahi_estimate_from": [], "screen": None}

@@ -195,18 +195,24 @@ def test_night_closer__a_failing_close_is_logged_and_recording_goes_on(tmp_path,
     store.close()
 
 
-def test_finish_night__a_close_that_fails_half_way_leaves_no_classifier_rows(tmp_path,
-                                                                            monkeypatch):
-    """The classifier's rows and the summary are stored together or not at all, so the next
-    attempt cannot store a second copy of them."""
-    from nightlink.edge.node import nights
 
+def _heart_rate_night(tmp_path):
+    """A store with 130 epochs (65 min) of heart rate alone from 23:00 UTC; (store, first)."""
     store = EdgeStore(tmp_path / "e.db")
     first = int(_utc("2026-01-15 23:00") // EPOCH_S)
     pipe = EdgePipeline(store, first, audio=False, live=True)
     for k in range(130):
         pipe.add(HeartRate((first + k) * EPOCH_S + 5, 60.0 + (k % 7)))
         pipe.close(first + k)
+    return store, first
+
+def test_finish_night__a_close_that_fails_half_way_leaves_no_classifier_rows(tmp_path,
+                                                                            monkeypatch):
+    """The classifier's rows and the summary are stored together or not at all, so the next
+    attempt cannot store a second copy of them."""
+    from nightlink.edge.node import nights
+
+    store, first = _heart_rate_night(tmp_path)
 
     def broken(*_a, **_k):
         raise OSError("disk full")
@@ -324,12 +330,7 @@ def test_summary__an_input_the_night_did_not_have_is_no_figure_not_zero(tmp_path
     from nightlink.edge.features.night_summary import summarize_night
     from nightlink.edge.sync.clock_feed import night_message
 
-    store = EdgeStore(tmp_path / "e.db")
-    first = int(_utc("2026-01-15 23:00") // EPOCH_S)
-    pipe = EdgePipeline(store, first, audio=False, live=True)
-    for k in range(130):
-        pipe.add(HeartRate((first + k) * EPOCH_S + 5, 60.0 + (k % 7)))
-        pipe.close(first + k)
+    store, first = _heart_rate_night(tmp_path)
     s = summarize_night(store, first, 130)
     assert s["wearable"]["hr_mean"] is not None
     assert (s["wearable"]["odi3"], s["wearable"]["odi4"], s["wearable"]["movement_epochs"]) \
