@@ -126,9 +126,20 @@ def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: 
     if client.store_error:  # kept in the outbox: a later run sends them once space returns
         kept = "The rows" if left is None else f"{left} rows"
         raise NightlinkError(f"{kept} stay in the outbox: {client.store_error}.")
+    why = client.last_error
+    if not why and st.rows_sent and not st.acked_rows:
+        why = (f"the broker took them but the cloud acknowledged none; is this edge (device "
+               f"{client.device}) provisioned in the cloud for tenant {cfg.tenant!r}, and is "
+               "`tenant` in the config right?")
     if until_empty and left:
-        why = client.last_error or "the cloud had not acknowledged them when it stopped"
-        raise NightlinkError(f"{left} rows could not be delivered: {why}.")
+        why = why or "the cloud had not acknowledged them when it stopped"
+        raise NightlinkError(f"{left} rows could not be delivered: {_sentence(why)}")
+    if left and why:  # a timed run ends as asked; it still says why rows are left
+        click.echo(f"Not delivered yet: {_sentence(why)}", err=True)
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith(("?", ".")) else text + "."
 
 
 _lan_file_options = [

@@ -238,7 +238,8 @@ class LiveNode:
                 said = str(exc) if isinstance(exc, SourceError) else \
                     f"{follower.url}: {type(exc).__name__}: {exc}"
                 if said != failing:  # once per kind of failure, not every poll
-                    _LOGGER.warning("follower: %s; trying again in %.0f s", said, wait,
+                    _LOGGER.warning("follower: %s; trying again in %.0f s", said.rstrip("."),
+                                    wait,
                                     exc_info=not isinstance(exc, SourceError))
                 failing = said
                 self._status("follower", "nightscout", "retrying", said)

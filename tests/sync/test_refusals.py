@@ -166,3 +166,13 @@ def test_silent_cloud__said_and_resends_slow_down(mosquitto, edge, caplog, monke
     assert client._resend_after() > 1.5  # half the silence: slower and slower, to 30 min
     assert client.stats.rows_sent < 40 * 5  # not every 0.5 s for 4 s (8 rounds)
     assert edge.outbox_size() == 40  # kept for when the cloud answers
+
+
+def test_silent_cloud__the_one_shot_sync_says_what_to_check(mosquitto, edge, tmp_path):
+    _rows(edge, 7)
+    done, _ = _cli(tmp_path, edge.path, mosquitto.host, mosquitto.port, timeout=3)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: 7 rows could not be delivered: the broker took them but the cloud "
+        f"acknowledged none; is this edge (device {edge.device}) provisioned in the cloud "
+        f"for tenant '{TENANT}', and is `tenant` in the config right?")
