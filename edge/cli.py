@@ -258,6 +258,50 @@ def id_(db: Path | None) -> None:
         store.close()
 
 
+@edge.command("status")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The node's edge.toml (its `db`).")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (default: the config's db, else "
+                   "$XDG_DATA_HOME/nightlink/edge.db).")
+def status(config_path: Path | None, db: Path | None) -> None:
+    """Say how a running (or stopped) node's links and sources stand, from its store: each
+    source's state and why, the outbox, the last night, the dead letters."""
+    import time as _time
+
+    from nightlink.edge.node.config import ConfigError, load
+
+    cfg = None
+    if config_path is not None:
+        try:
+            cfg = load(config_path, nightscout_secret=False)
+        except ConfigError as exc:
+            raise NightlinkError(str(exc)) from None
+    path = db or (cfg.db if cfg is not None else None) or default_db()
+    if not Path(path).is_file():
+        raise NightlinkError(f"There is no edge store at {path}: pass --db or --config.")
+    store = open_store(path)
+    try:
+        click.echo(f"Edge {store.device}, store {path}")
+        for name, row in sorted(store.sources().items()):
+            click.echo(f"  {name:<10} {row['kind']:<11} {row['state']}"
+                       + (f"  ({row['detail']})" if row["detail"] else ""))
+        click.echo(f"Outbox: {store.outbox_size()} rows and {store.doc_outbox_size()} treatment "
+                   "changes waiting for the cloud")
+        newest = store.newest_night()
+        if newest is None:
+            click.echo("Nights: none closed yet")
+        else:
+            ago = (_time.time() - newest[2]) / 3600
+            click.echo(f"Last night summarized: {newest[0]} ({ago:.0f} h ago)")
+        dead = store.dead_letters()
+        if dead:
+            click.echo(f"Dead letters: {len(dead)}; the newest: {dead[-1]['source']}: "
+                       f"{dead[-1]['reason'][:200]}")
+    finally:
+        store.close()
+
+
 @edge.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["auto", "clarity", "libreview", "carelink",

@@ -316,9 +316,20 @@ class LiveNode:
         client = SyncClient(self.store, self.cfg.sync, self.cfg.tenant)
         self.sync_client = client
         halt = threading.Event()
-        self._status("sync", "mqtt", "running", f"{self.cfg.sync.host}:{self.cfg.sync.port}")
+        where = f"{self.cfg.sync.host}:{self.cfg.sync.port}"
+        self._status("sync", "mqtt", "connecting", where)
         worker = asyncio.create_task(asyncio.to_thread(client.run, halt))
-        await stop.wait()
+        said = None
+        while not stop.is_set():  # the link's state and why, for `nightlink edge status`
+            state = ("connected" if client.connected else "connecting") + (
+                f": {client.last_error}" if client.last_error else "")
+            if state != said:
+                said = state
+                self._status("sync", "mqtt", state, where)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            except TimeoutError:
+                pass
         halt.set()
         await worker
 

@@ -170,3 +170,27 @@ def test_cli__no_terminal_to_ask_the_password_on_is_one_sentence(tmp_path):
                            input="a-piped-password\n")
     # the password taken from the pipe: the command goes on to the (absent) cloud
     assert piped.returncode == 2 and "Cannot reach the cloud" in piped.stderr, piped.stderr
+
+
+def test_edge_status__says_how_the_links_stand(tmp_path):
+    """`nightlink edge status` reads a node's store (running or not): each source's state
+    and why, the outbox, the last night and the newest dead letter."""
+    db = tmp_path / "edge.db"
+    store = EdgeStore(db)
+    store.set_source("sync", "mqtt", "connecting: cannot reach cloud.example:8883 (Connection "
+                     "refused)", "cloud.example:8883")
+    store.set_source("clocks", "mqtt", "subscribed", "nl/v1/home/+/+")
+    store.put_night("2026-01-15", {"breathing": {}})
+    store.dead_letter("mqtt:nl/v1/home/x/room", "not a record")
+    store.close()
+    r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0].startswith("Edge ") and str(db) in lines[0]
+    assert "  sync       mqtt        connecting: cannot reach cloud.example:8883 (Connection " \
+           "refused)  (cloud.example:8883)" in lines
+    assert "Outbox: 0 rows and 0 treatment changes waiting for the cloud" in lines
+    assert any(x.startswith("Last night summarized: 2026-01-15") for x in lines)
+    assert lines[-1] == "Dead letters: 1; the newest: mqtt:nl/v1/home/x/room: not a record"
+    r = CliRunner().invoke(main, ["edge", "status", "--db", str(tmp_path / "none.db")])
+    assert r.exit_code == 2 and "There is no edge store at" in r.output

@@ -429,8 +429,11 @@ port = {mosquitto.port}
     assert worker.connected.wait(10)
     clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
     node = LiveNode(cfg, store, clock=clock, i2c_bus=FakeI2CBus())
+    states = []  # what `edge status` shows while the node runs
     run_until(node, lambda: node.epochs_closed >= 3
-              and cloud.tenant("fam-1").count_rows(features.ROOM) >= 3)
+              and cloud.tenant("fam-1").count_rows(features.ROOM) >= 3
+              and states.append(store.sources().get("sync", {}).get("state")) is None
+              and states[-1] == "connected")
     worker.stop()
     assert cloud.tenant("fam-1").count_rows(features.ROOM) >= 3
     assert node.sync_client.stats.acked_rows >= 3
