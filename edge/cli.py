@@ -409,17 +409,23 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
                                     timezone=tz)
         finally:
             store.close()
+        used = _inputs_used(result.summary)
         if as_json:
             click.echo(json.dumps({
                 "night": result.night, "epochs": result.epochs, "records": result.records,
                 "present": result.present, "bad_rows": result.bad_rows,
-                "problems": result.problems, "seconds": round(result.seconds, 2),
-            }, sort_keys=True))
+                "problems": result.problems, "seconds": round(result.seconds, 2), **used,
+            }, sort_keys=True, default=str))
             return
         click.echo(f"Night {result.night}: {result.epochs} epochs, {result.records} records "
                    f"stored in {result.seconds:.1f} s into {db or default_db()}")
         for name, n in result.present.items():
             click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
+        if used:
+            click.echo(f"  sleep from {', '.join(used['sleep_inputs']) or 'nothing'}; apnea "
+                       f"screen from {', '.join(used['breathing_inputs']) or 'nothing'}"
+                       + (f": {used['ahi_estimate']} an hour" if used["ahi_estimate"] is not None
+                          else ""))
         for name, n in result.bad_rows.items():
             click.echo(f"  {name}: {n} bad rows skipped")
         for p in result.problems:
@@ -429,6 +435,17 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
             click.echo("  note: `nightlink simulate replay` regenerates a simulated night's audio.")
 
     return replay
+
+
+def _inputs_used(summary: dict) -> dict:
+    """Which inputs a night's classifiers used and the headline figures they gave, from its
+    summary ({} when the night was not classified)."""
+    sleep, breathing = summary.get("sleep"), summary.get("breathing")
+    if not isinstance(sleep, dict) or not isinstance(breathing, dict):
+        return {}
+    return {"sleep_inputs": sleep.get("sleep_inputs") or [], "tst_min": sleep.get("tst_min"),
+            "breathing_inputs": breathing.get("breathing_inputs") or [],
+            "ahi_estimate": breathing.get("ahi_estimate"), "screen": breathing.get("screen")}
 
 
 edge.add_command(replay_command(help="Run the edge pipeline over the night in NIGHT_DIR (its "

@@ -630,3 +630,20 @@ def test_classifiers__epochs_without_any_input_are_unscored_not_staged(replayed)
     scored = np.r_[out.stage[:a], out.stage[b:]]
     assert fig["tst_min"] == (scored > 0).sum() / 2
     assert fig["efficiency"] == round((scored > 0).mean(), 3)
+
+
+def test_edge_replay_cli__says_which_inputs_the_night_used(night, tmp_path):
+    """What the classifiers used and gave, where the person running a replay looks: sleep and
+    apnea-screen inputs with the headline figures, in the JSON line and in the text."""
+    db = str(tmp_path / "e.db")
+    res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", db, "--json",
+                                    "--audio", "none"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output.strip().splitlines()[-1])
+    assert "motion" in got["sleep_inputs"] and "audio" not in got["sleep_inputs"]
+    assert "audio" not in got["breathing_inputs"] and got["tst_min"] > 0
+    assert set(got) >= {"ahi_estimate", "screen"}
+    res = CliRunner().invoke(main, ["edge", "replay", str(night), "--db",
+                                    str(tmp_path / "f.db"), "--audio", "none"])
+    assert res.exit_code == 0 and "  sleep from " in res.output and "apnea screen from" in \
+        res.output
