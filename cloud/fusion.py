@@ -367,7 +367,7 @@ def with_edge_screen(out: dict, edge: dict | None) -> dict:
     est, inputs = b.get("ahi_estimate"), b.get("breathing_inputs")
     if (isinstance(est, bool) or not isinstance(est, int | float) or not 0 <= est <= 200
             or not isinstance(inputs, list) or not inputs
-            or not all(i in SCREEN_INPUTS for i in inputs)):
+            or not all(isinstance(i, str) and i in SCREEN_INPUTS for i in inputs)):
         return out
     names = ", ".join(SCREEN_INPUTS[i] for i in inputs)
     text = b.get("screen")

@@ -182,10 +182,12 @@ def _status(store: Store, tenant: str, device: str, payload: bytes) -> Outcome:
     for night, block in screens.items():  # an edge's apnea screens (edge/sync/cloud_link.py)
         got = {"breathing": block, "device": device}
         try:
-            same = data.night(night) == got
+            had = data.night(night)
         except LookupError:
-            same = False
-        if not same:  # stored once, not at every report (the fusion cache watches it)
+            had = None
+        # stored once, not at every report (the fusion cache watches it); a night another
+        # edge of the tenant reported first keeps that edge's screen
+        if had != got and (had is None or had.get("device") in (device, None)):
             data.put_night(night, got)
     out = Outcome()
     for sid, ranges in dropped.items():

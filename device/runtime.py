@@ -47,8 +47,10 @@ class Runner:
         cl = self.cfg.get("cloud")
         self.cloud_url = None
         if isinstance(cl, dict) and cl.get("url") and cl.get("api_secret"):
-            # 75: the hour the predicted-low model needs from a 1-minute sensor too (app.py)
-            self.cloud_url = cl["url"].rstrip("/") + "/api/v1/entries.json?count=75"
+            # 12: an hour of a 5-minute sensor; more would not fit the heap (Nightscout's
+            # entries are verbose: 75 of them parse into about 65 KB), so a 1-minute sensor
+            # gives the model 12 minutes while the edge is silent
+            self.cloud_url = cl["url"].rstrip("/") + "/api/v1/entries.json?count=12"
             self.cloud_headers = {"api-secret": api_secret_hash(cl["api_secret"]),
                                   "Accept": "application/json"}
         if link is not None:

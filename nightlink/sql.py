@@ -183,10 +183,10 @@ class PostgresDatabase(Database):
         return sql.replace("?", "%s")
 
     def _run(self, fn):
-        """fn on this thread's connection. A connection the server dropped while it sat idle
+        """fn on this thread's connection. A connection the server ended while it sat idle
         (PostgreSQL restarted: "terminating connection due to administrator command") fails
-        its next statement; outside a transaction that statement is run once more on a new
-        connection, so a restart costs no request an error."""
+        its next statement, which did not run; outside a transaction that statement is run
+        once more on a new connection, so a restart costs no request an error."""
         psycopg = self._psycopg
         for attempt in (1, 2):
             conn = None
@@ -199,7 +199,11 @@ class PostgresDatabase(Database):
                 lost = conn is not None and (conn.broken or conn.closed)
                 if lost:
                     self._forget(conn)
-                if not (lost and attempt == 1 and not getattr(self._local, "depth", 0)):
+                # Only a session the server ended while it sat idle (SQLSTATE 57P01, admin
+                # shutdown) ran nothing of the statement: anything else may have, and a write
+                # run twice is worse than an error.
+                if not (lost and attempt == 1 and exc.sqlstate == "57P01"
+                        and not getattr(self._local, "depth", 0)):
                     raise DatabaseError(str(exc)) from None
         raise AssertionError("unreachable")
 
@@ -256,6 +260,7 @@ class PostgresDatabase(Database):
                         raise
                     self._forget(conn)
                     conn = self._conn()
+                    self._local.depth = 1  # _conn() starts a new connection at depth 0
         except self._psycopg.errors.IntegrityError as exc:
             raise IntegrityError(str(exc)) from None
         except self._psycopg.Error as exc:  # BEGIN or COMMIT failed (the server went away)

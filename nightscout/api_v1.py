@@ -194,7 +194,7 @@ async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode:
         for index, item in enumerate(items):
             try:
                 n = documents.normalize(coll, item, now, v3=v3)
-                n.named = n.oid is not None  # the app's own _id (documents.Normalized)
+                documents.name_by_app_id(n)
             except documents.DocumentError as exc:
                 rejected += 1
                 reason = f"{coll} item {index}: {exc}"
@@ -250,7 +250,7 @@ async def _put(request: Request, coll: str) -> Response:
             except documents.DocumentError as exc:
                 _dead_letter(request, site, coll, f"{coll} item {index}: {exc}", item)
                 raise bad_request(f"{coll} item {index}: {exc}") from None
-            n.named = n.oid is not None
+            documents.name_by_app_id(n)
             if isinstance(key, str) and key.strip():
                 outcome = site.docs.replace(coll, key.strip(), n)
             else:

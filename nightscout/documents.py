@@ -78,15 +78,24 @@ class Normalized:
     oid: str | None = None  # the client's 24-hex `_id`
     identifier: str | None = None  # the client's identity, or the API v3 computed one
     client_identity: bool = False  # identifier came from the client (not computed)
-    # an app named it by its own `_id` through the API (not a tier's sync, whose documents
-    # carry the other tier's oid): never merged with another by time and type (match)
-    named: bool = False
     dedup: str | None = None  # unique within the collection (entries: type|date)
     pair: str | None = None  # fallback key for documents without a client identity
     extra: list[Normalized] = field(default_factory=list)  # a preBolus treatment's carbs
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
+
+def name_by_app_id(n: Normalized) -> None:
+    """A treatment an app wrote through the API with its own 24-hex `_id` (Juggluco, xDrip+):
+    that id is its identity, as Nightscout's upsert keys it (identifier, else _id, else
+    created_at + eventType). It is kept as the document's `identifier` too, so that every
+    tier's sync carries it: a meal's insulin and carbs sent in the same second as two
+    treatments stay two everywhere, while documents synced without one still pair up."""
+    if n.coll == TREATMENTS and n.oid is not None and not n.client_identity:
+        n.identifier = n.doc["identifier"] = n.oid
+        n.client_identity = True
+        n.pair = None
 
 
 def new_oid(now_ms: int | None = None) -> str:

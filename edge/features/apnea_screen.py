@@ -11,8 +11,8 @@ actually recorded for at least an hour of the night:
   baseline lasting >= 10 s (counted by edge/features/reducers.py) per hour of oximetry;
 - `audio`: the AHI of the audio breathing model (events per hour of sleep).
 
-The night's estimate is the mean of the estimates present; at 15 or more per hour the screen
-suggests seeing a doctor. A modality that is missing is left out, never read as "normal", and
+The night's estimate is the highest of the estimates present (each input sees only some
+events); at 15 or more per hour the screen suggests seeing a doctor. A modality that is missing is left out, never read as "normal", and
 the figures name the inputs used. Details: docs/apnea-from-rr.md.
 """
 

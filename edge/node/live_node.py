@@ -270,12 +270,18 @@ class LiveNode:
             system_clock_synchronized,
         )
 
-        # The time goes to the clocks only from the system clock, not a replay's virtual one.
+        # The time goes to the clocks only from the system clock, not a replay's virtual one;
+        # whether NTP keeps it right is asked (timedatectl) off the event loop, once a minute.
+        synced: list[bool | None] = [None]
         feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device,
-                         system_clock_synchronized if self.clock.wall else None)
+                         (lambda: synced[0]) if self.clock.wall else None)
         recalibrate_at = 0.0  # the predicted-low threshold follows the person's recent nights
+        ask_at = 0.0
         try:
             while not stop.is_set():
+                if self.clock.wall and time.monotonic() >= ask_at:
+                    ask_at = time.monotonic() + 60
+                    synced[0] = await asyncio.to_thread(system_clock_synchronized)
                 if self.clock.now() >= recalibrate_at:
                     recalibrate_at = self.clock.now() + 6 * 3600
                     now = self.clock.now()  # nights in the person's zone, not the machine's

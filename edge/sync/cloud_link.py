@@ -58,6 +58,7 @@ MAX_CURSOR = 2**63 - 1  # a srvModified the cloud accepts back in a pull
 WARN_EVERY_S = 10.0  # the same failure is logged at WARNING at most this often (else INFO)
 SILENT_CLOUD_S = 180.0  # rows sent this long with no ack at all: the cloud is not storing them
 MAX_RESEND_S = 1800.0  # resends slow down while the cloud stays silent, to this at most
+_SILENT = "the cloud has acknowledged nothing"
 # What a store that cannot be written raises (a full disk, an I/O error): nightlink.sql turns
 # every failure, a transaction's BEGIN and COMMIT included, into DatabaseError.
 STORE_ERRORS = (DatabaseError,)
@@ -150,6 +151,7 @@ class SyncClient:
         self.connected = True
         self._deadline = None
         self.last_error = ""
+        self._unacked_since = None  # a new session: the silence is timed from its first send
         self._up_since = time.monotonic()
         self.stats.connects += 1
         client.subscribe([(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", 1),
@@ -249,6 +251,8 @@ class SyncClient:
         body = json.loads(payload)
         if kind == "ack":
             self._unacked_since = None  # the cloud answers: it stores what it is sent
+            if self.last_error.startswith(_SILENT):
+                self.last_error = ""
         if kind == "ack" and stream == topics.TREATMENTS:
             self._doc_ack(body)
         elif kind == "cmd":
@@ -389,8 +393,8 @@ class SyncClient:
         if self._unacked_since is None or now - self._unacked_since < SILENT_CLOUD_S:
             return
         minutes = (now - self._unacked_since) / 60
-        self.last_error = (f"the cloud has acknowledged nothing for {minutes:.0f} min though "
-                           f"{self.where} takes the rows")
+        self.last_error = (f"{_SILENT} for {minutes:.0f} min though {self.where} takes the "
+                           "rows")
         if now - self._silence_warned >= 10 * 60:
             self._silence_warned = now
             _LOGGER.warning(
@@ -549,6 +553,11 @@ def _night_screens(store) -> dict:
     out = {}
     for night, summary in store.recent_nights(STATUS_NIGHTS):
         block = summary.get("breathing") if isinstance(summary, dict) else None
-        if isinstance(block, dict) and len(json.dumps(block, default=str)) <= _SCREEN_BYTES:
+        try:  # as the cloud reads it: finite numbers only (one bad night must not cost the
+            # report its drops and policy), and small
+            size = len(json.dumps(block, allow_nan=False)) if isinstance(block, dict) else -1
+        except (TypeError, ValueError):
+            size = -1
+        if 0 <= size <= _SCREEN_BYTES:
             out[night] = block
     return out

@@ -202,11 +202,9 @@ class DocumentStore:
             row = self._one(n.coll, "oid = ?", [n.oid])
             if row is not None:
                 return row, "oid"
-        # An app that names its document (identifier, or `_id` through the API) is never
-        # merged by time and type: Juggluco sends insulin and carbs of one meal as two
-        # treatments in the same second, each with its own _id (Nightscout's upsert:
-        # identifier, else _id, else the pair). A tier's sync still matches by the pair.
-        if n.pair is not None and not n.client_identity and not n.named:
+        # A document its app names (identifier; a treatment's own _id through the API
+        # becomes one, documents.name_by_app_id) is never merged by time and type.
+        if n.pair is not None and not n.client_identity:
             row = self._one(n.coll, "pair = ?", [n.pair])
             if row is not None:
                 return row, "pair"

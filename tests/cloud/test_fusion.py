@@ -317,7 +317,9 @@ def test_fuse__the_edges_apnea_screen_from_heart_rhythm_is_the_nights_figure(dat
                            "message": "possible sleep apnea: suggest seeing a doctor"}
     for bad in ({"ahi_estimate": "57", "breathing_inputs": ["rr"]},
                 {"ahi_estimate": 1e9, "breathing_inputs": ["rr"]},
-                {"ahi_estimate": 20.0, "breathing_inputs": ["ecg"]}, "screen", None):
+                {"ahi_estimate": 20.0, "breathing_inputs": ["ecg"]},
+                {"ahi_estimate": 20.0, "breathing_inputs": [["rr"]]},
+                {"ahi_estimate": 20.0, "breathing_inputs": [{"a": 1}]}, "screen", None):
         data.put_night(NIGHT, {"breathing": bad})
         b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
         assert b["ahi"] is None and "screen" not in b

@@ -191,3 +191,9 @@ def test_handle__status_report_nights_with_nan_refused_and_good_ones_kept_once(s
     assert data.night_updated("2026-01-15") == first
     assert data.night("2026-01-15") == {"breathing": {"ahi_estimate": 20.5}, "device": DEV}
     assert "nights" not in store.device_status(DEV)
+    # A second edge of the tenant reporting the same night does not take it over (the card
+    # would switch between them at every report).
+    store.add_device("0000000000e2", "fam-1", "edge", "fam-1.0000000000e2", "-")
+    handle(store, topics.status_topic("fam-1", "0000000000e2"),
+           b'{"nights": {"2026-01-15": {"ahi_estimate": 3.0}}}')
+    assert data.night("2026-01-15")["device"] == DEV and data.night_updated("2026-01-15") == first

@@ -398,7 +398,7 @@ def test_postgres__a_dropped_idle_connection_costs_no_statement(postgres_server)
     connection (nightlink/sql.py), so the API's next request gets no 500 for it."""
     import psycopg
 
-    from nightlink.sql import connect
+    from nightlink.sql import DatabaseError, connect
 
     url = postgres_server.create_database("t" + random.randbytes(6).hex())
     db = connect(url)
@@ -406,15 +406,24 @@ def test_postgres__a_dropped_idle_connection_costs_no_statement(postgres_server)
         db.execute("CREATE TABLE t (x INTEGER)")
         db.execute("INSERT INTO t (x) VALUES (?)", (1,))
         dbname = url.rsplit("/", 1)[-1]
-        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+
+        def kill():
+            with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+
+        kill()
         assert db.scalar("SELECT COUNT(*) FROM t") == 1
-        with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))
+        kill()
         with db.transaction():  # the transaction's first statement reconnects too
             db.execute("INSERT INTO t (x) VALUES (?)", (2,))
+        assert db.scalar("SELECT SUM(x) FROM t") == 3
+        # A session ended inside a transaction: nothing of it is run again outside it.
+        kill()
+        with pytest.raises(DatabaseError), db.transaction():
+            db.execute("INSERT INTO t (x) VALUES (?)", (4,))
+            kill()
+            db.execute("INSERT INTO t (x) VALUES (?)", (8,))
         assert db.scalar("SELECT SUM(x) FROM t") == 3
     finally:
         db.close()

@@ -88,19 +88,25 @@ def rig(tmp_path_factory):
         assert r.exit_code == 0, r.output
         image = (root / "clock" / "fs-esp32.img").read_bytes()
         clock_cfg = json.loads(read_fs_image(image)["config.json"])
+        output = r.output
+        r = cli("device", "provision", "--cloud", url, "--tenant", TENANT, "--name",
+                "Kitchen", "--wifi", "home:correct horse", "--edge", lan.host,
+                "--mqtt-port", str(lan.port), "--out", str(root / "clock2"))
+        assert r.exit_code == 0, r.output
+        other = json.loads(read_fs_image((root / "clock2" / "fs-esp32.img").read_bytes())[
+            "config.json"])
         yield {"url": url, "store": store, "settings": settings, "root": root,
                "edge_id": edge_id, "edge_toml": edge_toml, "edge_db": edge_db,
-               "clock": clock_cfg, "provision_output": r.output,
+               "clock": clock_cfg, "other_clock": other, "provision_output": output,
                "cloud_broker": cloud_broker, "lan": lan}
     store.close()
 
 
-def _clock_feed_spoof_heard(lan, clock: dict) -> list[str]:
-    """What a clock hears on the feed after another clock (the same account here) publishes
-    a glucose and a time below its own prefix: only the edge's retained reading."""
+def _clock_feed_spoof_heard(lan, listener: dict, spoofer: dict) -> list[str]:
+    """What one clock hears on the feed after another clock publishes a glucose and a time
+    below its own prefix: only the edge's retained reading."""
     import paho.mqtt.client as mqtt
 
-    m = clock["mqtt"]
     heard, got = [], threading.Event()
 
     def on_message(_c, _u, msg):
@@ -108,21 +114,29 @@ def _clock_feed_spoof_heard(lan, clock: dict) -> list[str]:
         heard.append(f"{msg.topic.rsplit('/', 1)[-1]} {body.get('sgv', body.get('t'))}")
         got.set()
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spoof-" + clock["device"]["id"])
-    c.username_pw_set(m["user"], m["password"])
-    c.on_message = on_message
-    c.connect(lan.host, lan.port)
-    c.loop_start()
+    def client(cfg, role):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=role + cfg["device"]["id"])
+        c.username_pw_set(cfg["mqtt"]["user"], cfg["mqtt"]["password"])
+        c.connect(lan.host, lan.port)
+        c.loop_start()
+        return c
+
+    ear = client(listener, "ear-")
+    ear.on_message = on_message
+    mouth = client(spoofer, "mouth-")
     try:
-        c.subscribe(topics.clock_feed_filter(TENANT), 1)
+        ear.subscribe(topics.clock_feed_filter(TENANT), 1)
         assert got.wait(10), "the edge's retained reading"
-        prefix = topics.device_prefix(TENANT, clock["device"]["id"])
-        c.publish(prefix + "clock/glucose", json.dumps({"t": int(time.time()), "sgv": 40}), 1)
-        c.publish(prefix + "clock/time", json.dumps({"t": 1_900_000_000}), 1)
-        time.sleep(1.5)
+        prefix = topics.device_prefix(TENANT, spoofer["device"]["id"])
+        mouth.publish(prefix + "clock/glucose", json.dumps({"t": int(time.time()), "sgv": 40}),
+                      1).wait_for_publish(5)
+        mouth.publish(prefix + "clock/time", json.dumps({"t": 1_900_000_000}),
+                      1).wait_for_publish(5)
+        time.sleep(1.0)
     finally:
-        c.loop_stop()
-        c.disconnect()
+        for c in (ear, mouth):
+            c.loop_stop()
+            c.disconnect()
     return heard
 
 
@@ -141,7 +155,7 @@ def test_lan_accounts__only_the_tenants_edge_gets_them(rig):
         r = http.get(path, auth=(sync.username, sync.password))
     assert r.status_code == 200
     accounts = {a["mqtt_username"]: a for a in r.json()["accounts"]}
-    assert set(accounts) == {sync.username, clock["user"]}
+    assert set(accounts) == {sync.username, clock["user"], rig["other_clock"]["mqtt"]["user"]}
     row = store.device(rig["clock"]["device"]["id"])
     assert accounts[clock["user"]]["mqtt_password_hash"] == row["mqtt_password_hash"]
     prefix = f"nl/v1/{TENANT}/{rig['clock']['device']['id']}/"
@@ -192,7 +206,7 @@ def test_clock_signs_in_at_the_edge_and_shows_its_feed(rig, record_property):
             str(lan_dir / "acl"), "--conf", str(lan.conf), "--listen", lan.host,
             "--persistence", "")
     assert r.exit_code == 0, r.output
-    assert r.output.startswith(f"Wrote {lan_dir / 'passwd'} and {lan_dir / 'acl'}: 1 clocks "
+    assert r.output.startswith(f"Wrote {lan_dir / 'passwd'} and {lan_dir / 'acl'}: 2 clocks "
                                f"and 1 edge accounts of tenant {TENANT}")
     for path in (lan_dir / "passwd", lan_dir / "acl", lan.conf):  # the conf: bridge password
         assert oct(path.stat().st_mode & 0o777) == "0o640"
@@ -228,7 +242,8 @@ def test_clock_signs_in_at_the_edge_and_shows_its_feed(rig, record_property):
         assert shown and shown[-1] == 123, events
         assert end["broker_refused"] == 0 and end["broker_unreachable"] == 0
         # A clock cannot feed the others: its own "glucose" or "time" is refused.
-        assert _clock_feed_spoof_heard(lan, rig["clock"]) == ["glucose 123"]
+        assert _clock_feed_spoof_heard(lan, rig["clock"], rig["other_clock"]) == \
+            ["glucose 123"]
         # Its room records go through the bridge to the cloud's ingest, acks come back.
         clock_id = rig["clock"]["device"]["id"]
         done = subprocess.run(

@@ -166,6 +166,9 @@ def test_silent_cloud__said_and_resends_slow_down(mosquitto, edge, caplog, monke
     assert client._resend_after() > 1.5  # half the silence: slower and slower, to 30 min
     assert client.stats.rows_sent < 40 * 5  # not every 0.5 s for 4 s (8 rounds)
     assert edge.outbox_size() == 40  # kept for when the cloud answers
+    # The cloud answers at last: the reason goes, the resends are timed as configured again.
+    client._handle_one(f"nl/v1/{TENANT}/{edge.device}/cgm/ack", b'{"stream": "cgm", "hwm": 0}')
+    assert client.last_error == "" and client._resend_after() == 0.5
 
 
 def test_silent_cloud__the_one_shot_sync_says_what_to_check(mosquitto, edge, tmp_path):

@@ -550,3 +550,34 @@ def test_treatments__a_late_copy_of_an_older_batch_changes_nothing(tmp_path, mos
             client.loop_stop()
             client.disconnect()
     edge.close()
+
+
+def test_treatments__an_apps_own_ids_keep_same_second_treatments_apart_across_tiers(
+        tmp_path, mosquitto, cloud_db_url):
+    """Juggluco PUTs a meal's insulin and carbs as two treatments in the same second, each with
+    its own 24-hex _id and eventType "<none>". On the edge, in the cloud after the sync, and
+    on a second edge pulling from the cloud they stay two (the id travels as the identifier),
+    while documents synced without one still pair up by time and type (test above)."""
+    edge = EdgeStore(tmp_path / "edge.db")
+    created = iso(10)
+    insulin, carbs = "ba0e12" + "b" * 18, "ba0e13" + "b" * 18
+    with edge_site(edge) as lan:
+        for _id, values in ((insulin, {"insulin": 4.5}), (carbs, {"carbs": 30})):
+            r = lan.put("/api/v1/treatments", json={"_id": _id, "eventType": "<none>",
+                                                    "created_at": created,
+                                                    "enteredBy": "Juggluco", **values})
+            assert r.status_code == 200, r.text
+        assert {t["_id"] for t in lan.get("/api/v1/treatments").json()} == {insulin, carbs}
+    with cloud(cloud_db_url, mosquitto, edge.device) as (store, worker, http):
+        assert worker.connected.wait(20)
+        with syncing(edge, mosquitto):
+            until(lambda: len(cloud_treatments(http)) == 2, 30, "both treatments in the cloud")
+        got = {t["_id"]: t for t in cloud_treatments(http)}
+        assert got[insulin]["insulin"] == 4.5 and got[carbs]["carbs"] == 30
+        other = EdgeStore(tmp_path / "other.db")  # a second node pulls them
+        store.add_device(other.device, TENANT, "edge", f"{TENANT}.{other.device}", "-")
+        with syncing(other, mosquitto, pull_every_s=0.2):
+            until(lambda: len(other.docs.latest("treatments", count=10)) == 2, 30,
+                  "both treatments on the second node")
+        other.close()
+    edge.close()
