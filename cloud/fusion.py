@@ -298,7 +298,7 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
     infer, audio, wear = nd.streams[features.INFER], nd.streams[features.AUDIO], nd.streams[features.WEARABLE]
     if stage_source == "classifier":
         # Each figure over the epochs whose rows carry it: the edge leaves snoring out where
-        # it had no audio, events without audio or oximetry, desaturations without oximetry.
+        # it had no audio, the audio model's events without audio, desaturations without oximetry.
         out["source"] = "classifier"
         rows = [infer[e] for e in epochs if e in infer]
         snore = [r["snore"] for r in rows if "snore" in r]

@@ -328,7 +328,7 @@ class NightOutputs:
     stage: np.ndarray  # int8 [n] 0..3, or -1 where none of the person's signals was recorded
     stage_conf: np.ndarray
     snore: np.ndarray  # 0/1, NaN where the epoch had no audio
-    apnea_events: np.ndarray  # 0-3, NaN without audio or oximetry
+    apnea_events: np.ndarray  # 0-3, NaN without audio
     desat3: np.ndarray  # 0/1, NaN without oximetry
     desat4: np.ndarray
     low_risk: np.ndarray  # 0..1, NaN without CGM history
@@ -420,12 +420,14 @@ class Classifiers:
         b = self.breathing(streams, stage > 0)
         risk, forecast = self.glucose.per_epoch(glucose, streams["cgm"]["minutes_since"])
         # A call only where its inputs were recorded (NaN elsewhere, never a normal 0):
-        # snoring from audio, respiratory events from audio or oximetry, desaturations from
-        # oximetry, all only in scored epochs.
+        # snoring and the audio model's respiratory events from audio (without it the model
+        # would read the missing sound as a quiet, normal one: oximetry alone is screened by
+        # its desaturation index instead, apnea_screen.py), desaturations from oximetry, all
+        # only in scored epochs.
         audio = ~np.isnan(streams["audio"]["loud_mean_dbfs"]) & scored
         spo2 = ~np.isnan(streams["wearable"]["spo2_mean_pct"]) & scored
         return NightOutputs(stage, conf, _where(b["snore"], audio),
-                            _where(b["apnea_events"], audio | spo2), _where(b["desat3"], spo2),
+                            _where(b["apnea_events"], audio), _where(b["desat3"], spo2),
                             _where(b["desat4"], spo2), risk, forecast)
 
 

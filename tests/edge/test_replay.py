@@ -419,12 +419,13 @@ def test_replay__no_microphone_no_snoring_share(damaged, tmp_path):
     result = replay(damaged, store, audio="none")
     assert result.summary["sleep"]["tst_min"] > 0
     assert result.summary["breathing"]["snore_pct_tst"] is None
-    # the classifier rows the cloud reads leave snoring out (not "no snoring"), and keep the
-    # oximetry's events and desaturations
+    # the classifier rows the cloud reads leave snoring and the audio model's events out
+    # (not "none": without sound the model reads a quiet, normal night, and the edge's own
+    # summary leaves its AHI out too), and keep the oximetry's desaturations
     rows = _values(store, features.INFER, result.first_epoch, result.epochs)
-    assert all(r["snore"] is None for r in rows.values())
+    assert all(r["snore"] is None and r["apnea_events"] is None for r in rows.values())
     assert any(r["desat3"] is not None for r in rows.values())
-    assert any(r["apnea_events"] is not None for r in rows.values())
+    assert result.summary["breathing"]["ahi"] is None
     store.close()
 
 
