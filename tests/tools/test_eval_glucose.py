@@ -59,7 +59,8 @@ def test_five_minute_lows__readings_times_interval(tmp_path):
 def test_three_minute_sensor__averaged_per_slot_and_said_as_three_minutes(tmp_path):
     p = _grid(tmp_path, range(0, 30, 3), [100 + m for m in range(0, 30, 3)])
     assert p.interval_min == 3  # what figures are grouped by (rmse_30_by_interval)
-    assert p.x.tolist() == [101.5, 107.5, 112.0, 116.5, 122.5, 127.0]
+    # each slot's mean in whole mg/dL, rounded half up, as the clock averages them
+    assert p.x.tolist() == [102.0, 108.0, 112.0, 117.0, 123.0, 127.0]
     assert p.observed.all()
 
 
