@@ -91,11 +91,11 @@ def name_by_app_id(n: Normalized) -> None:
     that id is its identity, as Nightscout's upsert keys it (identifier, else _id, else
     created_at + eventType). It is kept as the document's `identifier` too, so that every
     tier's sync carries it: a meal's insulin and carbs sent in the same second as two
-    treatments stay two everywhere, while documents synced without one still pair up."""
+    treatments stay two everywhere. Its created_at + eventType pair is still stored, so a
+    later copy that names nothing merges into it, as Nightscout's upsert would."""
     if n.coll == TREATMENTS and n.oid is not None and not n.client_identity:
         n.identifier = n.doc["identifier"] = n.oid
-        n.client_identity = True
-        n.pair = None
+        n.client_identity = True  # matched by its id only; its pair stays (collections.py)
 
 
 def new_oid(now_ms: int | None = None) -> str:

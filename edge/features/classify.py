@@ -455,7 +455,10 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     w = streams["wearable"]
     d3 = float(np.nansum(np.where(asleep, w["desat3_count"], 0)))
     d4 = float(np.nansum(np.where(asleep, w["desat4_count"], 0)))
-    ahi = events / tst_h if tst_h > 0 and breath_seen else None
+    # per hour of the sleep the audio model heard (its events are counted there only)
+    heard_h = float((asleep & ~np.isnan(np.asarray(out.apnea_events, dtype=np.float64))).sum()
+                    ) / EPOCHS_PER_HOUR
+    ahi = events / heard_h if heard_h > 0 and breath_seen else None
     oximetry = tst_h > 0 and not np.isnan(w["spo2_mean_pct"]).all()
     efficiency = float(asleep.sum() / scored.sum())  # over the epochs with an input
     fig = {

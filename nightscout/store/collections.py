@@ -248,8 +248,8 @@ class DocumentStore:
             f"INSERT INTO {TABLE} (tenant_id, coll, oid, identifier, dedup, pair, date_ms, kind, "
             "value, srv_created, srv_modified, valid, doc) "
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?) RETURNING {_COLUMNS}",
-            (self.site, n.coll, oid, identifier, n.dedup, n.pair if not n.client_identity
-             else None, n.date_ms, n.kind[:200], n.value, stamp, stamp, jsonsafe.dumps(doc)))
+            (self.site, n.coll, oid, identifier, n.dedup, n.pair, n.date_ms, n.kind[:200],
+             n.value, stamp, stamp, jsonsafe.dumps(doc)))
         return Row.of(rows[0])
 
     def _update(self, found: Row, doc: dict, identifier: str, n: documents.Normalized,
@@ -259,7 +259,7 @@ class DocumentStore:
             "pair = ?, srv_modified = ?, valid = 1 WHERE id = ? "
             f"RETURNING {_COLUMNS}",
             (jsonsafe.dumps(doc), identifier, n.date_ms, n.kind[:200], n.value,
-             n.pair if not n.client_identity else None, stamp, found.id))
+             n.pair, stamp, found.id))
         return Row.of(rows[0])
 
     def replace(self, coll: str, key: str, n: documents.Normalized, *,

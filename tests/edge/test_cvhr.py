@@ -330,3 +330,21 @@ def test_fuse__a_severe_night_seen_by_one_input_is_not_averaged_away():
     assert got["ahi_estimate_from"] == ["audio", "rr", "spo2"]
     assert apnea_screen.fuse({"rr": 4.0, "spo2": 9.0})["screen"] is None
     assert apnea_screen.fuse({}) == {"ahi_estimate": None, "ahi_estimate_from": [], "screen": None}
+
+
+def test_night_figures__audio_ahi_per_hour_of_sleep_the_audio_heard(model):
+    """A 2-hour night whose microphone ran for its first hour: the audio model's 6 events are
+    6 an hour (per hour of sleep with audio, as the cloud counts them), not 3."""
+    from dataclasses import replace
+
+    from nightlink.edge.features import classify
+
+    n = 240
+    events = np.full(n, np.nan)
+    events[:120] = 0
+    events[:6] = 1
+    outputs = replace(_outputs(n), apnea_events=events)
+    night = _night({f: np.full(n, np.nan) for f in features.names(features.WEARABLE)}, n)
+    night["audio"]["loud_mean_dbfs"][:120] = -50.0
+    b = classify.night_figures(outputs, night, model)["breathing"]
+    assert b["apnea_events"] == 6 and b["ahi"] == 6.0

@@ -110,3 +110,18 @@ def test_treatments_without_an_id_in_the_same_second_still_merge_as_nightscout_d
     meals = [d for d in ns.get("/api/v1/treatments.json?count=10", headers=h).json()
              if d["eventType"] == "Meal Bolus"]
     assert [d["carbs"] for d in meals] == [25]
+
+
+def test_a_copy_that_names_nothing_still_merges_into_a_named_treatment(ns):
+    """The app's _id is the treatment's identity, and its created_at + eventType still pairs
+    up: the same meal sent again without an id (another uploader, a socket dbAdd) updates it
+    rather than counting the carbs twice, as Nightscout's upsert does."""
+    sec = now_ms() // 1000 - 30 * MIN // 1000
+    h = {"api-secret": SECRET_SHA1}
+    named = _juggluco("ba0e15" + "b" * 18, sec, eventType="Carb Correction", carbs=20)
+    assert ns.put("/api/v1/treatments", headers=h, json=named).status_code == 200
+    copy = {k: v for k, v in named.items() if k != "_id"} | {"carbs": 25}
+    assert ns.post("/api/v1/treatments", headers=h, json=copy).status_code == 200
+    meals = [d for d in ns.get("/api/v1/treatments.json?count=10", headers=h).json()
+             if d["eventType"] == "Carb Correction"]
+    assert [(d["_id"], d["carbs"]) for d in meals] == [(named["_id"], 25)]
