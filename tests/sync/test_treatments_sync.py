@@ -429,7 +429,11 @@ def test_treatments__bad_answers_from_the_cloud_do_not_stop_the_sync(tmp_path, m
     with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
             store, _worker, http), edge_site(edge) as lan, \
             syncing(edge, mosquitto, pull_every_s=0.2) as client:
-        until(lambda: client.connected, 10, "the node connected")
+        # Connected is not yet subscribed: a message published before the broker has the
+        # node's subscription reaches no one. The cloud's first answer to a pull has come
+        # through that subscription, so it is in place.
+        until(lambda: client.connected and edge.cloud_cursor(topics.TREATMENTS) is not None,
+              10, "the node connected and its first pull answered")
         nested = b'{"cmd":"treatments","until":1,"docs":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         for payload in (b'{"cmd":"treatments","until":1e400,"docs":[]}', nested,
                         b'{"cmd":"treatments","until":1000000000000000000000000000000,'
