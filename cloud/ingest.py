@@ -47,6 +47,7 @@ from nightlink.backoff import Backoff
 from nightlink.cloud import metrics
 from nightlink.cloud.store import Store
 from nightlink.nightscout import documents as ns_documents
+from nightlink.nightscout import jsonsafe
 from nightlink.nightscout.documents import DocumentError
 from nightlink.pacing import TokenBucket
 from nightlink.shared import codec, features, topics, units
@@ -225,11 +226,8 @@ def _night_screens(value) -> dict[str, dict]:
         if not ok:
             raise Rejected(f"The status report's nights names {_show(night)}, not a night "
                            "such as 2026-01-15.")
-        try:  # no NaN or infinity: they would break a later read (and PostgreSQL's JSON)
-            size = len(json.dumps(block, allow_nan=False)) if isinstance(block, dict) else -1
-        except ValueError:
-            size = -1
-        if not 0 <= size <= MAX_SCREEN_BYTES:
+        size = jsonsafe.finite_size(block) if isinstance(block, dict) else None
+        if size is None or size > MAX_SCREEN_BYTES:
             raise Rejected(f"The status report's night {night} is not an object of finite "
                            f"numbers of at most {MAX_SCREEN_BYTES} bytes.")
         out[night] = block

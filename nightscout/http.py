@@ -181,8 +181,7 @@ def resolve_sync(request: Request, *, v3: bool = False,
     header = request.headers.get("authorization", "")
     bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
     params = request.query_params
-    offered = [value for value in (params.get("secret"), request.headers.get("api-secret"))
-               if value and value.strip()]
+    offered = _offered_secrets(request)
     token = (params.get("token") or "").strip()
     presented = bool(bearer) or (not v3 and bool(offered or token))
     # A request with a credential is counted before the credential is looked at, in one
@@ -226,16 +225,22 @@ def resolve_sync(request: Request, *, v3: bool = False,
     return site, grant
 
 
+def _offered_secrets(request: Request) -> list[str]:
+    """What a request offers as an API secret: the query's `secret`, then the `api-secret`
+    header (either may also hold an access token)."""
+    return [value for value in (request.query_params.get("secret"),
+                                request.headers.get("api-secret")) if value and value.strip()]
+
+
 def granting_secret_sha1(request: Request) -> str | None:
     """The SHA-1 hex of the API secret that granted this request (query `secret` or header
     `api-secret`), None when another credential did."""
     state = state_of(request)
     key = site_key(request)
-    for value in (request.query_params.get("secret"), request.headers.get("api-secret")):
-        if value and value.strip():
-            grant = state.cached_credential(auth.normalise_presented(value), key, "credential")
-            if grant is not None and grant.kind == "secret":
-                return auth.secret_sha1(value)
+    for value in _offered_secrets(request):
+        grant = state.cached_credential(auth.normalise_presented(value), key, "credential")
+        if grant is not None and grant.kind == "secret":
+            return auth.secret_sha1(value)
     return None
 
 

@@ -151,6 +151,15 @@ def text(value: str) -> str:
         return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def finite_size(value: Any) -> int | None:
+    """Characters of `value` as JSON (json.dumps' default separators), None when it is not
+    JSON or holds NaN or infinity (a later read, and PostgreSQL's JSON, would refuse it)."""
+    try:
+        return len(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        return None
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text of a cleaned value (for storage)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

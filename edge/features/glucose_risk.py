@@ -536,11 +536,9 @@ def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarr
             if int(night[a]) in false and is_false_alarm(a, events):
                 false[int(night[a])][k] += 1
     thr = calibrate_threshold(false, policy, CANDIDATES)
-    measured = None
-    if false:
-        k = int(np.flatnonzero(CANDIDATES == thr)[0]) if thr in CANDIDATES else -1
-        if k >= 0:
-            measured = round(float(sum(f[k] for f in false.values())) / len(false) * 7, 2)
+    hit = np.flatnonzero(CANDIDATES == thr)  # the chosen threshold's column, if a candidate
+    measured = (round(float(sum(f[hit[0]] for f in false.values())) / len(false) * 7, 2)
+                if false and hit.size else None)
     return AlarmPolicy(**{**policy.__dict__, "alarm_permille": thr, "nights": len(false),
                           "false_per_week": measured})
 

@@ -7,6 +7,7 @@ import numpy as np
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features, units
 from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO
+from nightlink.shared.epoch import EPOCH_S
 
 NIGHT_STREAMS = (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)
 
@@ -44,6 +45,14 @@ def _per_hour(counts: np.ndarray, hours: float) -> float | None:
     return _r(np.nansum(counts) / hours)
 
 
+EPOCH_MIN = EPOCH_S / 60
+
+
+def _minutes(selected: np.ndarray) -> float | None:
+    """Minutes of the night's glucose epochs that `selected` marks, None without any."""
+    return _r(np.sum(selected) * EPOCH_MIN) if selected.size else None
+
+
 def summarize_night(store: EdgeStore, first: int, count: int,
                     cols: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
     """The summary; `cols` from night_columns() when the caller has already read the night."""
@@ -63,7 +72,6 @@ def summarize_night(store: EdgeStore, first: int, count: int,
     audio_n = int(np.sum(~np.isnan(a["snore_ratio"])))
     glucose = g["glucose_mgdl"]
     valid = ~np.isnan(glucose)
-    minutes = 0.5  # one epoch
     return {
         "first_epoch": first,
         "epochs": count,
@@ -94,12 +102,9 @@ def summarize_night(store: EdgeStore, first: int, count: int,
             "min": _stat(glucose, np.min, 0),
             "max": _stat(glucose, np.max, 0),
             # None without glucose: no CGM is no "0 minutes low"
-            "below_70_min": _r(np.sum(glucose[valid] < units.LOW) * minutes)
-            if valid.any() else None,
-            "below_54_min": _r(np.sum(glucose[valid] < units.VERY_LOW) * minutes)
-            if valid.any() else None,
-            "above_180_min": _r(np.sum(glucose[valid] > units.HIGH) * minutes)
-            if valid.any() else None,
+            "below_70_min": _minutes(glucose[valid] < units.LOW),
+            "below_54_min": _minutes(glucose[valid] < units.VERY_LOW),
+            "above_180_min": _minutes(glucose[valid] > units.HIGH),
             "sensor_error_epochs": int(np.sum(~np.isnan(g["sensor_error"]))),
         },
         "room": {

@@ -276,11 +276,10 @@ class LiveNode:
         feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device,
                          (lambda: synced[0]) if self.clock.wall else None)
         recalibrate_at = 0.0  # the predicted-low threshold follows the person's recent nights
-        ask_at = 0.0
         try:
             while not stop.is_set():
-                if self.clock.wall and time.monotonic() >= ask_at:
-                    ask_at = time.monotonic() + 60
+                if self.clock.wall and link.connected and self.clock.now() >= feed.next_time_s:
+                    # the clocks' time is due at this pass's update: ask right before it
                     synced[0] = await asyncio.to_thread(system_clock_synchronized)
                 if self.clock.now() >= recalibrate_at:
                     recalibrate_at = self.clock.now() + 6 * 3600

@@ -256,8 +256,6 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
     budget (the model's default when None), the nights in the person's zone (`utc_offset_s`,
     the configured zone's offset now; the machine's zone when None); None without a model or
     readings, so the clocks keep the threshold their weights carry."""
-    import time
-
     from nightlink.edge.features.classify import MODELS
     from nightlink.edge.features.glucose_risk import (
         LiteRtGlucose,

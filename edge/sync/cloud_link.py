@@ -42,6 +42,7 @@ import paho.mqtt.client as mqtt
 from nightlink.backoff import Backoff
 from nightlink.edge.store import EdgeStore, OutboxItem
 from nightlink.nightscout import documents as ns_documents
+from nightlink.nightscout import jsonsafe
 from nightlink.pacing import TokenBucket
 from nightlink.shared import codec, features, topics
 from nightlink.shared.epoch import epoch_index
@@ -553,11 +554,9 @@ def _night_screens(store) -> dict:
     out = {}
     for night, summary in store.recent_nights(STATUS_NIGHTS):
         block = summary.get("breathing") if isinstance(summary, dict) else None
-        try:  # as the cloud reads it: finite numbers only (one bad night must not cost the
-            # report its drops and policy), and small
-            size = len(json.dumps(block, allow_nan=False)) if isinstance(block, dict) else -1
-        except (TypeError, ValueError):
-            size = -1
-        if 0 <= size <= _SCREEN_BYTES:
+        # as the cloud reads it: finite numbers only (one bad night must not cost the report
+        # its drops and policy), and small
+        size = jsonsafe.finite_size(block) if isinstance(block, dict) else None
+        if size is not None and size <= _SCREEN_BYTES:
             out[night] = block
     return out
