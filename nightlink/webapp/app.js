@@ -594,6 +594,9 @@ async function setUnit(unit) {
     setStatus(err instanceof HttpError ? err.message : "Offline: the unit is changed on this screen only.");
   } finally {
     state.unitsSending -= 1;
+    // A state answer asked before the server stored the unit may carry the old one: only
+    // answers asked from now on are newer than this choice.
+    state.unitSetAt = performance.now();
   }
 }
 

@@ -335,3 +335,58 @@ def test_app_live_treatments_and_offline_outbox(server, tmp_path):
         page.screenshot(ARTIFACTS / "app-outbox-sent-390.png")
     assert live_s < 3, live_s
     assert time.monotonic() - started < 60
+
+
+CROSS_UNIT_AND_STATE = """(() => {
+  // The 24-hour state answer is read by the server before the unit is stored, and reaches the
+  // app only after the unit's PUT has been answered: the order a loaded server can produce.
+  const real = window.fetch.bind(window);
+  let answered, stored;
+  const stateRead = new Promise((r) => { answered = r; });
+  const unitStored = new Promise((r) => { stored = r; });
+  window.crossed = false;
+  window.fetch = async (input, init) => {
+    const url = typeof input === "string" ? input : input.url;
+    if (url.includes("/app/api/units") && init && init.method === "PUT") {
+      await stateRead;
+      const r = await real(input, init);
+      const body = await r.text();
+      stored();
+      return new Response(body, {status: r.status, headers: r.headers});
+    }
+    if (url.includes("/state?hours=24")) {
+      const r = await real(input, init);
+      const body = await r.text();
+      answered();
+      await unitStored;
+      await new Promise((ok) => setTimeout(ok, 100));  // the PUT's answer read by the app
+      const copy = new Response(body, {status: r.status, headers: r.headers});
+      const json = copy.json.bind(copy);
+      // Set once the app has taken the answer (its handling runs before this task).
+      copy.json = async () => {
+        const v = await json();
+        setTimeout(() => { window.crossed = true; }, 0);
+        return v;
+      };
+      return copy;
+    }
+    return real(input, init);
+  };
+})()"""
+
+
+def test_unit_kept_when_a_state_answer_crosses_its_storing(server, tmp_path):
+    """A unit chosen just before another state request must not be undone by that answer
+    when the server read the state before it stored the unit (it happened under load)."""
+    with chromium(tmp_path) as page:
+        page.viewport(390, 844)
+        assert sign_in(page, server, "pat@example.org") == "/app/fam-1"
+        ready(page)
+        assert text(page, "value") == "114"
+        page.eval(CROSS_UNIT_AND_STATE)
+        click(page, "input[value='mmol/L']")
+        click(page, ".hours button[data-hours='24']")
+        until(lambda: page.eval("window.crossed"), 10, "the crossed answers")
+        assert text(page, "value") == "6.3" and text(page, "unit-label") == "mmol/L"
+        store = server.app.state.store
+        assert store.units(store.user_by_email("pat@example.org")["id"]) == "mmol/L"
