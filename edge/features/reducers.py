@@ -22,6 +22,8 @@ RR_MAX_STEP = 0.2  # successive intervals differing by more than 20 % are artefa
 MIN_BEATS_HRV = 5
 DESAT_BASELINE_S = 120.0  # baseline SpO2: mean of the preceding two minutes
 DESAT_MIN_S = 10.0  # a desaturation lasts at least 10 s (ODI convention)
+DESAT_SMOOTH_S = 5.0  # saturation is read as the median of the last 5 s
+DESAT_MAX_S = 180.0  # a fall lasting longer is a new baseline level, not an event
 MOVEMENT_COUNTS = 100.0  # activity counts per epoch above which the epoch is "movement"
 CGM_MAX_AGE_MIN = 120.0  # older readings are not carried into an epoch
 CGM_ROC_WINDOW_MIN = 15.0
@@ -120,37 +122,60 @@ class WearableReducer:
 
 
 class _Desaturations:
-    """Counts drops of at least `drop` % below the preceding 2-minute mean lasting >= 10 s.
+    """Counts desaturations: a fall of at least `drop` % below the baseline, lasting >= 10 s
+    from where saturation left the baseline.
 
-    An event is counted in the epoch where it is confirmed (10 s after it began) and
-    ends when saturation comes back within 1 % of the baseline it dropped from.
+    The baseline is the mean of the preceding two minutes of saturation outside any fall. A
+    fall starts when saturation goes 1 % under it; it is counted in the epoch where it is
+    confirmed (deep enough and 10 s old), and it ends when saturation is back within 1 % of
+    the baseline or has recovered at least two thirds of the fall (2 % at least) from its
+    lowest value: in cyclic desaturations, the pattern of obstructive apnea, saturation
+    rarely regains the baseline between events, and a rule waiting for it read a run of them
+    as one. A fall lasting over `DESAT_MAX_S` is a new level, not an event: the baseline
+    starts again from there.
     """
 
     def __init__(self, drop: float):
         self.drop = drop
         self._window: deque[tuple[float, float]] = deque()
+        self._recent: deque[tuple[float, float]] = deque()
         self._sum = 0.0
-        self._below_since: float | None = None
-        self._baseline: float | None = None
-        self._in_event = False
+        self._since: float | None = None  # when the current fall left the baseline
+        self._baseline = 0.0  # the baseline it fell from
+        self._nadir = 0.0
+        self._counted = False
 
     def add(self, t: float, pct: float) -> int:
+        # The median of the last few seconds: a single reading off by a point or two (a
+        # probe's noise, a movement) neither starts nor deepens a fall.
+        recent = self._recent
+        recent.append((t, pct))
+        while recent[0][0] <= t - DESAT_SMOOTH_S:
+            recent.popleft()
+        if len(recent) > 1:
+            values = sorted(p for _, p in recent)
+            pct = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2.0
         counted = 0
-        baseline = self._sum / len(self._window) if self._window else None
-        if self._in_event:
-            if pct >= self._baseline - 1.0:
-                self._in_event = False
-                self._below_since = None
-        elif baseline is not None and pct <= baseline - self.drop:
-            if self._below_since is None:
-                self._below_since, self._baseline = t, baseline
-            elif t - self._below_since >= DESAT_MIN_S:
-                self._in_event = True
+        if self._since is not None:
+            self._nadir = min(self._nadir, pct)
+            fall = self._baseline - self._nadir
+            if pct >= self._baseline - 1.0 or pct >= self._nadir + max(2.0, fall * 2.0 / 3.0):
+                self._since = None
+            elif t - self._since > DESAT_MAX_S:
+                self._since = None
+                self._window.clear()
+                self._sum = 0.0
+            elif (not self._counted and fall >= self.drop
+                  and t - self._since >= DESAT_MIN_S):
+                self._counted = True
                 counted = 1
-        else:
-            self._below_since = None
-        if not self._in_event and self._below_since is None:
-            # Only saturation outside events forms the baseline.
+        if self._since is None and self._window:
+            baseline = self._sum / len(self._window)
+            if pct <= baseline - 1.0:
+                self._since, self._baseline, self._nadir = t, baseline, pct
+                self._counted = False
+        if self._since is None:
+            # Only saturation outside falls forms the baseline.
             self._window.append((t, pct))
             self._sum += pct
         while self._window and self._window[0][0] < t - DESAT_BASELINE_S:

@@ -21,7 +21,8 @@ from nightlink.edge.features.night_summary import night_columns
 from nightlink.shared import features
 
 _LOGGER = logging.getLogger(__name__)
-CACHE_VERSION = 3  # 2: simulator with real stage statistics and per-night sleepers; 3: first REM on time
+CACHE_VERSION = 4  # 2: simulator with real stage statistics and per-night sleepers; 3: first REM on
+# time; 4: desaturations counted one by one through cyclic runs (edge reducer)
 STAGE4 = {"Wake": 0, "Light": 1, "Deep": 2, "REM": 3}
 STAGE_NAMES = ("Wake", "Light", "Deep", "REM")
 # Model input streams, in column order.

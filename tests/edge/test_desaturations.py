@@ -1,0 +1,71 @@
+"""The edge's desaturation counter (ODI 3 % and 4 %) on traces with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nightlink.edge.features.reducers import _Desaturations
+
+
+def count(trace, drop: float, *, step_s: float = 1.0) -> int:
+    d = _Desaturations(drop)
+    return sum(d.add(i * step_s, float(p)) for i, p in enumerate(trace))
+
+
+def fall(depth: float, down_s: int, hold_s: int, up_s: int, to: float) -> list[float]:
+    """From 0 down to -depth over down_s, held, then up to `to` (relative to the baseline)."""
+    return ([-depth * (k + 1) / down_s for k in range(down_s)] + [-depth] * hold_s
+            + [-depth + (to + depth) * (k + 1) / up_s for k in range(up_s)])
+
+
+def test_cyclic_desaturations_that_never_regain_the_baseline_are_each_counted():
+    # Obstructive apnea's pattern: 96 % awake, then 20 cycles of 60 s falling to 88-89 %
+    # and recovering only to 94 % before the next apnea.
+    trace = [96.0] * 300
+    for k in range(20):
+        depth = 7.0 + (k % 2)
+        cycle = fall(depth, 20, 10, 10, -2.0)
+        trace += [96.0 + v for v in cycle] + [94.0] * (60 - len(cycle))
+    trace += [96.0] * 300
+    assert count(trace, 3) == 20
+    assert count(trace, 4) == 20
+
+
+def test_depth_and_length_decide():
+    base = [95.0] * 180
+    shallow = fall(3.5, 12, 8, 12, 0.0)  # 3.5 % below: a 3 % desaturation, not a 4 % one
+    assert count(base + [95 + v for v in shallow] + base, 3) == 1
+    assert count(base + [95 + v for v in shallow] + base, 4) == 0
+    assert count(base + [95 + v for v in fall(2.5, 10, 10, 10, 0.0)] + base, 3) == 0
+    brief = fall(5.0, 2, 2, 2, 0.0)  # 6 s from leaving the baseline to regaining it
+    assert count(base + [95 + v for v in brief] + base, 3) == 0
+
+
+def test_single_readings_off_and_probe_noise_are_not_desaturations():
+    base = [96.0] * 600
+    spikes = list(base)
+    for k in range(30, 600, 40):
+        spikes[k] = 84.0  # a movement: one reading far off
+        spikes[k + 1] = 86.0
+    assert count(spikes, 3) == 0
+    rng = np.random.default_rng(7)
+    n = 2 * 3600  # two hours at 1 Hz, whole percent, drifting a little, noise 1 point
+    drift = np.interp(np.arange(n) / 300, np.arange(n // 300 + 2), rng.normal(0, 0.6, n // 300 + 2))
+    noisy = np.round(96 + drift + rng.normal(0, 1.0, n))
+    assert count(noisy, 4) == 0
+    assert count(noisy, 3) <= 2  # under 1 an hour
+
+
+def test_a_new_lower_level_is_not_one_endless_event():
+    # Saturation settles 3.5 % lower for half an hour (a baseline shift, e.g. lying on the back
+    # or REM); the desaturations on that lower level are still counted.
+    trace = [96.0] * 300 + [92.5] * 1800
+    trace += [92.5 + v for v in fall(5.0, 15, 10, 15, 0.0)] + [92.5] * 120
+    trace += [92.5 + v for v in fall(5.0, 15, 10, 15, 0.0)] + [92.5] * 120
+    assert count(trace, 3) == 3  # the shift once, then both falls from the new level
+
+
+def test_sparse_readings_still_count_a_long_fall():
+    # A ring sending one reading every 4 s.
+    trace = [96.0] * 60 + [96 + v for v in fall(6.0, 4, 3, 4, 0.0)] + [96.0] * 60
+    assert count(trace, 3, step_s=4.0) == 1
