@@ -15,7 +15,7 @@ except ImportError:  # CPython (host port, tests)
 from nightlink.device import alarms, lowrisk, render, ssd1680, tzrule
 from nightlink.shared import alerts, codec, epoch, units
 
-_MAX_READINGS = const(75)  # 75 minutes of 1-minute readings (the model's hour), 6 h of 5-minute
+MAX_READINGS = const(75)  # 75 minutes of 1-minute readings (the model's hour), 6 h of 5-minute
 _MINUTE_MS = const(60000)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
 _FAST_SPAN_MS = const(900000)  # 1-minute sensors: more than _FAST_COUNT readings in 15 minutes
@@ -51,6 +51,42 @@ def _clean_summary(d):
         out["curve"] = [max(0, min(600, _int_or_none(x) or 0)) for x in curve[:96]]
     return out
 
+
+
+def entries_text(body):
+    """(date ms, sgv, trend 0-7) of Nightscout's tab-separated entries (`entries/sgv.txt`:
+    "dateString" date sgv "direction" "device" a line, newest first). A line that does not
+    read so is skipped: a bad one loses only itself. Read in place, without splitting the
+    answer into lines and cells (the heap is the clock's scarcest resource)."""
+    out = []
+    if isinstance(body, str):
+        body = body.encode()
+    start, n = 0, len(body)
+    while start < n:
+        end = body.find(b"\n", start)
+        if end < 0:
+            end = n
+        a = body.find(b"\t", start, end)
+        b = body.find(b"\t", a + 1, end) if a >= 0 else -1
+        c = body.find(b"\t", b + 1, end) if b >= 0 else -1
+        if c >= 0:
+            d = body.find(b"\t", c + 1, end)
+            try:
+                t_ms = int(body[a + 1:b])
+                sgv = body[b + 1:c]
+                sgv = int(sgv) if sgv.isdigit() else int(float(sgv))
+                lo, hi = c + 1, end if d < 0 else d
+                while lo < hi and body[lo] in b' "':
+                    lo += 1
+                while hi > lo and body[hi - 1] in b' "\r':
+                    hi -= 1
+                trend = units.trend_of(body[lo:hi].decode())
+                if t_ms > 0 and 0 <= sgv <= 1000:
+                    out.append((t_ms, sgv, trend))
+            except Exception:  # noqa: BLE001 - not a number, not UTF-8: not a reading
+                pass
+        start = end + 1
+    return out
 
 class Hardware:
     """What the app drives; every part may be None (tests, the emulator's headless mode)."""
@@ -117,7 +153,7 @@ class Clock:
             if trend is not None:
                 self.trend = trend
             self.delta = delta
-        while len(r) > _MAX_READINGS:
+        while len(r) > MAX_READINGS:
             r.pop(0)
         self._rev += 1
         return True
@@ -174,24 +210,33 @@ class Clock:
         return True
 
     def on_entries(self, entries, now_ms):
-        """Nightscout /api/v1/entries(.json) items, newest first (the cloud fallback)."""
+        """(date ms, sgv, trend) readings, newest first (the cloud fallback's
+        entries_text); the delta is the newest reading's change from one 4.5-6 minutes
+        before it, per 5 minutes, when there is one."""
         n = 0
         for i in range(len(entries) - 1, -1, -1):
-            e = entries[i]
-            try:
-                if e.get("type", "sgv") != "sgv" or self.ahead(int(e["date"]), now_ms):
-                    continue
-                delta = e.get("delta")
-                if self.add_reading(int(e["date"]), int(e["sgv"]),
-                                    units.trend_of(e.get("direction", "")),
-                                    None if delta is None else int(round(delta))):
-                    n += 1
-            except Exception:  # noqa: BLE001 - a bad entry is skipped (1e999, null, ...)
+            t_ms, sgv, trend = entries[i]
+            if self.ahead(t_ms, now_ms):
                 continue
+            if self.add_reading(t_ms, sgv, trend, None):
+                n += 1
         if n:
+            self.delta = self._delta5()
             self.source = "cloud"
             self.last_message_ms = now_ms
         return n
+
+    def _delta5(self):
+        r = self.readings
+        if not r or r[-1][1] < units.SGV_MIN_VALID:
+            return None
+        for i in range(len(r) - 2, -1, -1):
+            gap = r[-1][0] - r[i][0]
+            if gap > 360000:
+                return None
+            if gap >= 270000 and r[i][1] >= units.SGV_MIN_VALID:
+                return int(round((r[-1][1] - r[i][1]) * 300000 / gap))  # per 5 minutes
+        return None
 
     def on_message(self, topic, msg, now_ms):
         """MQTT callback glue: the edge's clock feed topics (shared/topics.py)."""

@@ -1,0 +1,108 @@
+"""The clock's cloud fallback: when the edge is silent the clock asks the cloud's Nightscout
+API for the last hour of readings. On the host port against a real Nightlink cloud, and under
+real MicroPython on the answer that cloud gave."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from nightlink.cloud.app import create_app
+from nightlink.cloud.config import Settings
+from nightlink.device import app
+from nightlink.shared import units
+from nightlink.tools.bench.report import put_glucose
+from tests.conftest import ROOT
+from tests.support.mpy_board import BOARD_LIBS, host_check, host_env
+from tests.support.servers import serve
+
+SECRET = "a-cloud-secret-1"
+JWT = "a-test-jwt-secret-that-is-long-enough-0123"
+SCRIPT = ROOT / "tests" / "device" / "cloud_fallback_check.py"
+
+
+def _glucose(k: int) -> int:
+    """A 1-minute sensor (Libre 3) over two hours, falling 1 mg/dL a minute in the last hour."""
+    return 150 if k < 60 else 150 - (k - 60)
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    application = create_app(Settings(env="test", database_url=f"sqlite:///{tmp_path / 'c.db'}",
+                                      jwt_secret=JWT))
+    store = application.state.store
+    store.create_tenant("fam", "Ann Example")
+    store.set_api_secret("fam", SECRET)
+    now_ms = int(time.time() * 1000) // 60_000 * 60_000
+    newest = now_ms - 60_000
+    put_glucose(store.tenant("fam"), [(newest - (119 - k) * 60_000, _glucose(k))
+                                      for k in range(120)])
+    with serve(application) as url:
+        yield SimpleNamespace(url=url, now_ms=now_ms, newest=newest)
+    store.close()
+
+
+def _check(cloud, tmp_path, mpy_json=None) -> dict:
+    """The check script's result on the real cloud's answer to the clock's URL: under
+    MicroPython with mpy_json, else on the host port (CPython)."""
+    url = f"{cloud.url}/t/fam/api/v1/entries/sgv.txt?count=75"
+    headers = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest(), "Accept": "text/plain"}
+    r = httpx.get(url, headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    flash = tmp_path / "flash"
+    flash.mkdir(parents=True, exist_ok=True)
+    (flash / "cloud.txt").write_bytes(r.content)
+    (flash / "now.json").write_text(json.dumps({"now_ms": cloud.now_ms}))
+    as_json = httpx.get(url.replace("sgv.txt", "sgv.json"), headers=headers)
+    assert as_json.status_code == 200 and len(as_json.json()) == 75
+    (flash / "cloud.json").write_bytes(as_json.content)
+    if mpy_json is None:
+        got = host_check(SCRIPT, tmp_path, env=host_env())
+    else:
+        got = mpy_json(SCRIPT, libs=BOARD_LIBS, heap=256 * 1024,
+                       puts=[(flash / n, "/flash/" + n) for n in ("cloud.txt", "cloud.json",
+                                                                  "now.json")])
+    # The clock asked what the real cloud answered above.
+    assert got["asked"][0] == ["http://cloud.test/t/fam/api/v1/entries/sgv.txt?count=75", headers]
+    assert got["errs"] == []
+    first = got["first"]
+    assert first["readings"] == 75 and first["source"] == "cloud"
+    assert first["newest"] == [cloud.newest, _glucose(119)]
+    assert first["oldest"] == [cloud.newest - 74 * 60_000, _glucose(45)]
+    assert first["delta"] == -5  # 5 minutes at -1 mg/dL a minute
+    assert all(v > 0 for v in first["history"])  # every 5-minute slot of the model's hour
+    assert 0 <= first["risk"] <= 1000
+    # A captive portal's page is an error to retry, and loses nothing.
+    assert got["portal"] == {"errors": 1, "readings": 75}
+    # A line that is not a reading is skipped; the rest of the answer is taken.
+    assert got["broken"] == {"errors": 1, "readings": 75}
+    assert got["polls"] == 3
+    return got
+
+
+def test_fallback__a_1_minute_sensor_gives_the_model_its_hour__host_port(cloud, tmp_path):
+    _check(cloud, tmp_path)
+
+
+@pytest.mark.micropython
+def test_fallback__the_same_under_micropython(cloud, tmp_path, mpy_json):
+    got = _check(cloud, tmp_path, mpy_json)
+    # The hour of readings takes under half the heap the same readings take as JSON (whose
+    # entries from other uploaders carry many more fields than these).
+    assert got["text_bytes"] * 2 < got["json_bytes"], got
+    host = _check(cloud, tmp_path / "host")
+    assert got["first"] == host["first"]  # the model's history and risk, bit-exact
+
+
+def test_fallback__entries_text_reads_nightscout_lines():
+    body = (b'"2026-01-15T21:05:00.000Z"\t1768511100000\t84\t"FortyFiveDown"\t"xDrip-LibreReceiver"'
+            b'\r\n"2026-01-15T21:00:00.000Z"\t1768510800000\t90\t"Flat"\t"xDrip"\r\n'
+            b'\t\t\t\t\r\n"x"\t1768510500000\t\t"Flat"\t""\r\n')
+    assert app.entries_text(body) == [(1768511100000, 84, units.trend_of("FortyFiveDown")),
+                                      (1768510800000, 90, units.trend_of("Flat"))]
+    assert app.entries_text(b"") == [] and app.entries_text("not\ta\treading\tat all") == []
