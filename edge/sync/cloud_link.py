@@ -472,7 +472,7 @@ class SyncClient:
             self._store_failed(now, exc)
             return
         if self.store_error:
-            _LOGGER.warning("the edge store %s can be written again", self.store.path)
+            _LOGGER.warning("the edge store %s answers again", self.store.path)
             self.store_error = ""
             self._store_backoff.reset()
 
