@@ -22,8 +22,13 @@ RR_MAX_STEP = 0.2  # successive intervals differing by more than 20 % are artefa
 MIN_BEATS_HRV = 5
 DESAT_BASELINE_S = 120.0  # baseline SpO2: mean of the preceding two minutes
 DESAT_MIN_S = 10.0  # a desaturation lasts at least 10 s (ODI convention)
-DESAT_SMOOTH_S = 5.0  # saturation is read as the median of the last 5 s
-DESAT_MAX_S = 180.0  # a fall lasting longer is a new baseline level, not an event
+DESAT_SMOOTH_S = 5.0  # saturation is read as the median of the last 5 s...
+DESAT_SMOOTH_MAX_S = 15.0  # ...or of the last 3 readings when they lie within 15 s
+DESAT_BASELINE_MIN_S = 30.0  # a fall starts only from at least 30 s of baseline
+DESAT_RESAT = 2.0  # % of recovery that ends a fall, and that a new fall must go under a peak
+DESAT_MAX_S = 180.0  # a fall (or recovery) lasting longer is a new level, not an event
+DESAT_GAP_S = 90.0  # readings further apart: the probe was off, the baseline starts again
+_BASELINE, _FALLING, _RECOVERING = 0, 1, 2
 MOVEMENT_COUNTS = 100.0  # activity counts per epoch above which the epoch is "movement"
 CGM_MAX_AGE_MIN = 120.0  # older readings are not carried into an epoch
 CGM_ROC_WINDOW_MIN = 15.0
@@ -123,63 +128,99 @@ class WearableReducer:
 
 class _Desaturations:
     """Counts desaturations: a fall of at least `drop` % below the baseline, lasting >= 10 s
-    from where saturation left the baseline.
+    from where saturation left the baseline (docs/apnea-from-rr.md).
 
-    The baseline is the mean of the preceding two minutes of saturation outside any fall. A
-    fall starts when saturation goes 1 % under it; it is counted in the epoch where it is
-    confirmed (deep enough and 10 s old), and it ends when saturation is back within 1 % of
-    the baseline or has recovered at least two thirds of the fall (2 % at least) from its
-    lowest value: in cyclic desaturations, the pattern of obstructive apnea, saturation
-    rarely regains the baseline between events, and a rule waiting for it read a run of them
-    as one. A fall lasting over `DESAT_MAX_S` is a new level, not an event: the baseline
-    starts again from there.
+    - Saturation is read as the median of the last 5 s (at least the last 3 readings within
+      15 s), so a single reading off by a point or two starts nothing.
+    - The baseline is the mean of the last 2 minutes spent outside any fall (through a run of
+      cyclic falls it stays what it was before the run); a fall can start only from at least
+      30 s of it: not from the first readings, nor after a gap of over 90 s between readings,
+      which starts the baseline again.
+    - A fall starts 1 % under the baseline and is counted once it is 10 s old with two
+      readings at depth. It ends back within 1 % of the baseline, or when saturation has
+      recovered a third of the fall (2 % at least) from its lowest point. In the cyclic
+      desaturations of obstructive apnea saturation rarely regains the baseline between
+      events: each new fall from a recovery is counted when it also goes 2 % under the
+      recovery's peak, so a slow, wavering recovery is not a second event.
+    - A fall or a recovery lasting over `DESAT_MAX_S` is a new level, not an event: the
+      baseline starts again there and, for its first 2 minutes, follows a rise at once.
     """
 
     def __init__(self, drop: float):
         self.drop = drop
-        self._window: deque[tuple[float, float]] = deque()
-        self._recent: deque[tuple[float, float]] = deque()
+        self._window: deque[tuple[float, float]] = deque()  # (t, level) outside falls
         self._sum = 0.0
-        self._since: float | None = None  # when the current fall left the baseline
-        self._baseline = 0.0  # the baseline it fell from
+        self._recent: deque[tuple[float, float]] = deque()  # raw readings for the median
+        self._state = _BASELINE
+        self._since = 0.0  # when the current fall or recovery began
+        self._base = 0.0  # the baseline it fell from
+        self._ref = 0.0  # the level this fall started from: the baseline or a recovery's peak
         self._nadir = 0.0
+        self._deep = 0  # readings of this fall at depth
         self._counted = False
+        self._fresh_until = -1.0  # a new level's baseline follows a rise until then
 
-    def add(self, t: float, pct: float) -> int:
-        # The median of the last few seconds: a single reading off by a point or two (a
-        # probe's noise, a movement) neither starts nor deepens a fall.
+    def _level(self, t: float, pct: float) -> float:
         recent = self._recent
         recent.append((t, pct))
-        while recent[0][0] <= t - DESAT_SMOOTH_S:
+        while len(recent) > 3 and recent[0][0] <= t - DESAT_SMOOTH_S:
             recent.popleft()
-        if len(recent) > 1:
-            values = sorted(p for _, p in recent)
-            pct = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2.0
+        while recent[0][0] < t - DESAT_SMOOTH_MAX_S:
+            recent.popleft()
+        values = sorted(p for _, p in recent)
+        return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2.0
+
+    def _fall(self, t: float, level: float, base: float, ref: float) -> None:
+        self._state, self._since, self._base, self._ref = _FALLING, t, base, ref
+        self._nadir, self._deep, self._counted = level, 0, False
+
+    def _restart_baseline(self, t: float) -> None:
+        self._state = _BASELINE
+        self._window.clear()
+        self._sum = 0.0
+        self._fresh_until = t + DESAT_BASELINE_S
+
+    def add(self, t: float, pct: float) -> int:
+        if self._recent and t - self._recent[-1][0] > DESAT_GAP_S:
+            self._recent.clear()  # the probe was off: what it reads now starts afresh
+            self._restart_baseline(-1.0)
+        level = self._level(t, pct)
+        window = self._window
         counted = 0
-        if self._since is not None:
-            self._nadir = min(self._nadir, pct)
-            fall = self._baseline - self._nadir
-            if pct >= self._baseline - 1.0 or pct >= self._nadir + max(2.0, fall * 2.0 / 3.0):
-                self._since = None
-            elif t - self._since > DESAT_MAX_S:
-                self._since = None
-                self._window.clear()
-                self._sum = 0.0
-            elif (not self._counted and fall >= self.drop
-                  and t - self._since >= DESAT_MIN_S):
+        if self._state == _FALLING:
+            self._nadir = min(self._nadir, level)
+            if level <= min(self._base - self.drop, self._ref - DESAT_RESAT):
+                self._deep += 1
+            if not self._counted and self._deep >= 2 and t - self._since >= DESAT_MIN_S:
                 self._counted = True
                 counted = 1
-        if self._since is None and self._window:
-            baseline = self._sum / len(self._window)
-            if pct <= baseline - 1.0:
-                self._since, self._baseline, self._nadir = t, baseline, pct
-                self._counted = False
-        if self._since is None:
-            # Only saturation outside falls forms the baseline.
-            self._window.append((t, pct))
-            self._sum += pct
-        while self._window and self._window[0][0] < t - DESAT_BASELINE_S:
-            self._sum -= self._window.popleft()[1]
+            if level >= self._base - 1.0:
+                self._state = _BASELINE
+            elif level >= self._nadir + max(DESAT_RESAT, (self._base - self._nadir) / 3.0):
+                self._state, self._since, self._ref = _RECOVERING, t, level
+            elif t - self._since > DESAT_MAX_S:
+                self._restart_baseline(t)
+        elif self._state == _RECOVERING:
+            if level >= self._base - 1.0:
+                self._state = _BASELINE
+            elif level <= self._ref - 1.0:
+                self._fall(t, level, self._base, self._ref)
+            elif t - self._since > DESAT_MAX_S:
+                self._restart_baseline(t)
+            else:
+                self._ref = max(self._ref, level)
+        if self._state == _BASELINE:
+            mean = self._sum / len(window) if window else level
+            if window and t - window[0][0] >= DESAT_BASELINE_MIN_S and level <= mean - 1.0:
+                self._fall(t, level, mean, mean)
+            else:
+                if t < self._fresh_until and level > mean + 1.0:
+                    window.clear()  # a new level's baseline: saturation rising back
+                    self._sum = 0.0
+                window.append((t, level))
+                self._sum += level
+                while window[0][0] < t - DESAT_BASELINE_S:
+                    self._sum -= window.popleft()[1]
         return counted
 
 

@@ -69,3 +69,50 @@ def test_sparse_readings_still_count_a_long_fall():
     # A ring sending one reading every 4 s.
     trace = [96.0] * 60 + [96 + v for v in fall(6.0, 4, 3, 4, 0.0)] + [96.0] * 60
     assert count(trace, 3, step_s=4.0) == 1
+
+
+def test_a_slow_recovery_is_one_desaturation():
+    base = [96.0] * 180
+    one = fall(12.0, 15, 10, 60, 0.0)  # 96 -> 84, then a steady climb back over a minute
+    assert count(base + [96 + v for v in one] + base, 3) == 1
+    assert count(base + [96 + v for v in one] + base, 4) == 1
+
+
+def test_cycles_that_recover_less_than_two_thirds_are_each_counted():
+    # From 96 down to 88, then 10 cycles between 93 and 88 (each recovers 5 of 8 points),
+    # longer together than a new level takes.
+    trace = [96.0] * 300 + [96 + v for v in fall(8.0, 20, 8, 10, -3.0)]
+    for _ in range(9):
+        trace += [93.0] * 22 + [93 + v for v in fall(5.0, 20, 8, 10, 0.0)]
+    trace += [93.0] * 22 + [96.0] * 300
+    assert count(trace, 3) == 10
+    assert count(trace, 4) == 10
+
+
+def test_a_gap_and_the_first_readings_start_no_desaturation():
+    # The ring is off for 10 minutes and comes back reading 4 points lower.
+    d = _Desaturations(3.0)
+    before = sum(d.add(float(t), 96.0) for t in range(300))
+    after = sum(d.add(float(t), 92.0) for t in range(900, 1500))
+    assert before == after == 0
+    # A probe settling: 3 s at 99, then a steady 95.
+    assert count([99.0] * 3 + [95.0] * 600, 3) == 0
+
+
+def test_a_long_desaturation_does_not_hide_the_next():
+    # Four minutes down at 88 (longer than a fall), back to 96, and a minute later a 5-point
+    # desaturation: two events.
+    trace = [96.0] * 180 + [96 + v for v in fall(8.0, 30, 200, 20, 0.0)] + [96.0] * 60
+    trace += [96 + v for v in fall(5.0, 10, 8, 10, 0.0)] + [96.0] * 200
+    assert count(trace, 3) == 2
+    assert count(trace, 4) == 2
+
+
+def test_noise_with_readings_seconds_apart_is_not_desaturation():
+    # Whole-percent readings every 5 and 6 s (rings, some oximeters), noise 1 point, 4 hours.
+    rng = np.random.default_rng(11)
+    for step in (5.0, 6.0):
+        n = int(4 * 3600 / step)
+        noisy = np.minimum(np.round(96 + rng.normal(0, 1.0, n)), 100)
+        assert count(noisy, 3, step_s=step) <= 2  # under 0.5 an hour
+        assert count(noisy, 4, step_s=step) == 0
