@@ -32,7 +32,7 @@ const state = {
   me: null, tenant: null, hours: 3, data: null, unit: MGDL, offlineSince: null,
   socket: null, socketTries: 0, socketTimer: null, lastFetchOk: 0, liveLog: [],
   outboxTimer: null, flushing: null, flushAgain: false, refused: new Set(),
-  unitSetAt: -1, unitsSending: 0,
+  unitSetAt: -1, unitsSending: 0, unitUnsent: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -116,7 +116,8 @@ async function loadState() {
     const {body, offline} = await api(`/app/api/${encodeURIComponent(state.tenant)}/state?hours=${state.hours}`);
     state.data = body;
     // A unit chosen while this answer was on its way, or not yet stored, is the newer one.
-    if (!state.unitsSending && !(state.unitSetAt >= asked)) state.unit = unitHere() || body.unit;
+    if (state.unitUnsent) state.unit = state.unitUnsent;
+    else if (!state.unitsSending && !(state.unitSetAt >= asked)) state.unit = unitHere() || body.unit;
     // What the socket brought while the answer was on its way is newer than the answer.
     for (const [at, msg] of state.liveLog) if (at >= asked) applyLive(msg);
     if (offline) {
@@ -126,6 +127,8 @@ async function loadState() {
       state.offlineSince = null;
       state.lastFetchOk = Date.now();
       if ($("status").classList.contains("offline")) setStatus("");
+      // The server answers again: the unit chosen while it did not is stored now.
+      if (state.unitUnsent && !state.unitsSending) setUnit(state.unitUnsent);
     }
     render();
   } catch (err) {
@@ -590,8 +593,14 @@ async function setUnit(unit) {
   state.unitsSending += 1;
   try {
     await api("/app/api/units", {method: "PUT", body: {unit}});
+    if (state.unitUnsent === unit || state.unit === unit) state.unitUnsent = null;
   } catch (err) {
-    setStatus(err instanceof HttpError ? err.message : "Offline: the unit is changed on this screen only.");
+    if (err instanceof HttpError) {
+      setStatus(err.message);
+    } else {  // offline: kept on this screen, and stored once the server answers
+      state.unitUnsent = unit;
+      setStatus("Offline: the unit is changed on this screen and saved when the server answers.", true);
+    }
   } finally {
     state.unitsSending -= 1;
     // A state answer asked before the server stored the unit may carry the old one: only

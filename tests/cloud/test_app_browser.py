@@ -390,3 +390,53 @@ def test_unit_kept_when_a_state_answer_crosses_its_storing(server, tmp_path):
         assert text(page, "value") == "6.3" and text(page, "unit-label") == "mmol/L"
         store = server.app.state.store
         assert store.units(store.user_by_email("pat@example.org")["id"]) == "mmol/L"
+
+
+COUNT_STATE_ANSWERS = """(() => {
+  // Counts the state answers the app has taken (its handling runs before the count).
+  const real = window.fetch.bind(window);
+  window.stateAnswers = 0;
+  window.fetch = async (input, init) => {
+    const r = await real(input, init);
+    const url = typeof input === "string" ? input : input.url;
+    if (url.includes("/state?")) {
+      const json = r.json.bind(r);
+      r.json = async () => {
+        const v = await json();
+        setTimeout(() => { window.stateAnswers += 1; }, 0);
+        return v;
+      };
+    }
+    return r;
+  };
+})()"""
+
+
+def test_unit_chosen_offline_is_kept_and_stored_when_back(server, tmp_path):
+    """A unit chosen while the phone is offline stays on the screen through the next state
+    answer (which carries the stored, old unit), and is stored once the phone is back.
+    (The page is cut off; its worker still reaches the server, so the answer is the
+    server's own.)"""
+    store = server.app.state.store
+    patient = store.user_by_email("pat@example.org")["id"]
+    with chromium(tmp_path) as page:
+        page.viewport(390, 844)
+        assert sign_in(page, server, "pat@example.org") == "/app/fam-1"
+        until(lambda: page.eval("!!navigator.serviceWorker.controller"), 20, "the worker")
+        page.load(f"{server.url}/app/fam-1")  # under the worker: the answers are kept
+        ready(page)
+        until(lambda: cached_answers(page) > 0, 20, "the worker keeping the app's answers")
+        offline(page, True)
+        until(lambda: not page.eval("navigator.onLine"), 5, "the page seeing it is offline")
+        click(page, "input[value='mmol/L']")
+        until(lambda: text(page, "status").startswith("Offline: the unit"), 10,
+              "the note that the unit waits")
+        assert text(page, "value") == "6.3"
+        page.eval(COUNT_STATE_ANSWERS)
+        click(page, ".hours button[data-hours='3']")  # a state load: the old unit in it
+        until(lambda: page.eval("window.stateAnswers") > 0, 10, "the state answer taken")
+        assert text(page, "value") == "6.3" and text(page, "unit-label") == "mmol/L"
+        assert store.units(patient) is None
+        offline(page, False)
+        until(lambda: store.units(patient) == "mmol/L", 15, "the unit stored once back")
+        assert text(page, "value") == "6.3"
