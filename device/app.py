@@ -53,6 +53,21 @@ def _clean_summary(d):
 
 
 
+def _cell(body, lo, hi):
+    """The text of the cell body[lo:hi] without its quotes, spaces and line end."""
+    while lo < hi and body[lo] in b' "':
+        lo += 1
+    while hi > lo and body[hi - 1] in b' "\r':
+        hi -= 1
+    return body[lo:hi]
+
+
+def _whole(cell):
+    """A whole number from a cell: digits at once, else the nearest to a decimal
+    (Nightscout keeps what the uploader sent: 106.00000762939453)."""
+    return int(cell) if cell.isdigit() else int(round(float(cell)))
+
+
 def entries_text(body):
     """(date ms, sgv, trend 0-7) of Nightscout's tab-separated entries (`entries/sgv.txt`:
     "dateString" date sgv "direction" "device" a line, newest first). A line that does not
@@ -72,21 +87,16 @@ def entries_text(body):
         if c >= 0:
             d = body.find(b"\t", c + 1, end)
             try:
-                t_ms = int(body[a + 1:b])
-                sgv = body[b + 1:c]
-                sgv = int(sgv) if sgv.isdigit() else int(float(sgv))
-                lo, hi = c + 1, end if d < 0 else d
-                while lo < hi and body[lo] in b' "':
-                    lo += 1
-                while hi > lo and body[hi - 1] in b' "\r':
-                    hi -= 1
-                trend = units.trend_of(body[lo:hi].decode())
+                t_ms = _whole(_cell(body, a + 1, b))
+                sgv = _whole(_cell(body, b + 1, c))
+                trend = units.trend_of(_cell(body, c + 1, end if d < 0 else d).decode())
                 if t_ms > 0 and 0 <= sgv <= 1000:
                     out.append((t_ms, sgv, trend))
             except Exception:  # noqa: BLE001 - not a number, not UTF-8: not a reading
                 pass
         start = end + 1
     return out
+
 
 class Hardware:
     """What the app drives; every part may be None (tests, the emulator's headless mode)."""

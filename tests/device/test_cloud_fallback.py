@@ -106,3 +106,8 @@ def test_fallback__entries_text_reads_nightscout_lines():
     assert app.entries_text(body) == [(1768511100000, 84, units.trend_of("FortyFiveDown")),
                                       (1768510800000, 90, units.trend_of("Flat"))]
     assert app.entries_text(b"") == [] and app.entries_text("not\ta\treading\tat all") == []
+    # What uploaders send is kept as sent: a decimal sgv, a date uploaded as text.
+    odd = (b'""\t1768511100000.0\t106.00000762939453\t"Flat"\t""\r\n'
+           b'"x"\t"1768510800000"\t121.6\t\t')
+    assert app.entries_text(odd) == [(1768511100000, 106, units.trend_of("Flat")),
+                                     (1768510800000, 122, 0)]
