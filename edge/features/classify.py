@@ -83,7 +83,11 @@ SLEEP_FEATURES = tuple(f for _, group in SLEEP_MODALITIES for f in group)
 # The subsets the model is trained and evaluated on, by name.
 SLEEP_SUBSETS = {"motion": ("motion",), "motion_hr": ("motion", "hr"),
                  "motion_hr_hrv": ("motion", "hr", "hrv"),
-                 "full": ("motion", "hr", "hrv", "audio", "room")}
+                 "full": ("motion", "hr", "hrv", "audio", "room"),
+                 # Without motion: a chest strap or ring that sends beats but no movement, the
+                 # same with the phone's microphone and room sensors, and the phone alone.
+                 "hr_hrv": ("hr", "hrv"), "hr_hrv_audio_room": ("hr", "hrv", "audio", "room"),
+                 "audio_room": ("audio", "room")}
 # Fixed transforms (no per-night statistics): ("log", s): log1p(x) / s; ("lin", s): x / s;
 # ("local", s): (x - median of the epochs within LOCAL_EPOCHS) / s, which removes a person's
 # baseline (resting heart rate, room loudness) from a bounded stretch of the night only.

@@ -121,7 +121,8 @@ def test_eval_sleep_and_breathing__json_keys(tmp_path):
     got = _last_json(r.output)
     assert {"accuracy", "kappa", "wake_specificity", "f1", "confusion"} <= set(got)
     assert got["epochs"] == 120 and 0 <= got["accuracy"] <= 1
-    assert set(got["by_inputs"]) == {"motion", "motion_hr", "motion_hr_hrv", "full"}
+    assert set(got["by_inputs"]) == {"motion", "motion_hr", "motion_hr_hrv", "full", "hr_hrv",
+                                     "hr_hrv_audio_room", "audio_room"}
     for figures in got["by_inputs"].values():
         assert {"accuracy", "kappa", "wake_specificity", "f1", "confusion"} <= set(figures)
     assert {"actigraphy_rule", "motion_model_alone"} <= set(got["by_inputs"]["motion"])
@@ -166,7 +167,8 @@ def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
                                       "--models", str(models)])
         assert r.exit_code == 0, r.output
     meta = json.loads((models / "sleep_stage.json").read_text())
-    assert meta["trained_subsets"] == ["motion", "motion_hr", "motion_hr_hrv", "full"]
+    assert meta["trained_subsets"] == ["motion", "motion_hr", "motion_hr_hrv", "full", "hr_hrv",
+                                       "hr_hrv_audio_room", "audio_room"]
     assert meta["train_seeds"] == [1000]
     x = np.zeros((5, meta["inputs"]), dtype=np.float32)
     prob = classify.Int8Model((models / "sleep_stage.tflite").read_bytes())(x)[0]
