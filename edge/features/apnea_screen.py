@@ -60,8 +60,9 @@ def rr_estimate(streams: dict, model: cvhr.RrApneaModel | None) -> dict | None:
 
 
 def spo2_estimate(wearable: dict[str, np.ndarray]) -> dict | None:
-    """ODI (3 % and 4 %) per hour of epochs with oximetry, or None under an hour of it."""
-    present = ~np.isnan(wearable["spo2_mean_pct"])
+    """ODI (3 % and 4 %) per hour of epochs with oximetry read often enough to see
+    desaturations (edge/features/reducers.py), or None under an hour of it."""
+    present = ~np.isnan(wearable["desat3_count"])
     if present.sum() < MIN_EPOCHS:
         return None
     hours = float(present.sum()) / EPOCHS_PER_HOUR

@@ -429,7 +429,8 @@ class Classifiers:
         # its desaturation index instead, apnea_screen.py), desaturations from oximetry, all
         # only in scored epochs.
         audio = ~np.isnan(streams["audio"]["loud_mean_dbfs"]) & scored
-        spo2 = ~np.isnan(streams["wearable"]["spo2_mean_pct"]) & scored
+        # oximetry read often enough to see desaturations (a watch's reading a minute is not)
+        spo2 = ~np.isnan(streams["wearable"]["desat3_count"]) & scored
         return NightOutputs(stage, conf, _where(b["snore"], audio),
                             _where(b["apnea_events"], audio), _where(b["desat3"], spo2),
                             _where(b["desat4"], spo2), risk, forecast)
@@ -457,13 +458,15 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
     breath_seen = not np.isnan(np.asarray(out.apnea_events, dtype=np.float64)).all()
     events = int(np.nansum(out.apnea_events))
     w = streams["wearable"]
-    d3 = float(np.nansum(np.where(asleep, w["desat3_count"], 0)))
-    d4 = float(np.nansum(np.where(asleep, w["desat4_count"], 0)))
+    # ODI per hour of the sleep whose oximetry was read often enough to see desaturations
+    oxi = asleep & ~np.isnan(w["desat3_count"])
+    oxi_h = float(oxi.sum()) / EPOCHS_PER_HOUR
+    d3 = float(np.nansum(np.where(oxi, w["desat3_count"], 0)))
+    d4 = float(np.nansum(np.where(oxi, w["desat4_count"], 0)))
     # per hour of the sleep the audio model heard (its events are counted there only)
     heard_h = float((asleep & ~np.isnan(np.asarray(out.apnea_events, dtype=np.float64))).sum()
                     ) / EPOCHS_PER_HOUR
     ahi = events / heard_h if heard_h > 0 and breath_seen else None
-    oximetry = tst_h > 0 and not np.isnan(w["spo2_mean_pct"]).all()
     efficiency = float(asleep.sum() / scored.sum())  # over the epochs with an input
     fig = {
         "sleep": {
@@ -486,8 +489,8 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
             "apnea_events": events if breath_seen else None,
             "ahi": round(ahi, 1) if ahi is not None else None,
             "severity": ahi_severity(ahi),
-            "odi3": round(d3 / tst_h, 1) if oximetry else None,
-            "odi4": round(d4 / tst_h, 1) if oximetry else None,
+            "odi3": round(d3 / oxi_h, 1) if oxi_h > 0 else None,
+            "odi4": round(d4 / oxi_h, 1) if oxi_h > 0 else None,
             "snore_pct_tst": (round(float(np.nanmean(out.snore[asleep])) * 100, 1)
                               if asleep.any() and "audio" in inputs else None),
         },

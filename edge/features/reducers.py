@@ -27,6 +27,7 @@ DESAT_SMOOTH_MAX_S = 15.0  # ...or of the last 3 readings when they lie within 1
 DESAT_BASELINE_MIN_S = 30.0  # a fall starts only from at least 30 s of baseline
 DESAT_RESAT = 2.0  # % of recovery that ends a fall, and that a new fall must go under a peak
 DESAT_MAX_S = 180.0  # a fall (or recovery) lasting longer is a new level, not an event
+DESAT_MIN_READINGS = 6  # an epoch's desaturations are counted from one reading per 5 s up
 DESAT_GAP_S = 90.0  # readings further apart: the probe was off, the baseline starts again
 _BASELINE, _FALLING, _RECOVERING = 0, 1, 2
 MOVEMENT_COUNTS = 100.0  # activity counts per epoch above which the epoch is "movement"
@@ -103,7 +104,8 @@ class WearableReducer:
         spo2_mean = spo2_min = d3 = d4 = None
         if self._spo2:
             spo2_mean, spo2_min = float(np.mean(self._spo2)), float(np.min(self._spo2))
-            d3, d4 = self._desat_counts[3], self._desat_counts[4]
+            if len(self._spo2) >= DESAT_MIN_READINGS:  # sparser, desaturations go unseen
+                d3, d4 = self._desat_counts[3], self._desat_counts[4]
         activity = movement = None
         if self._motion:
             activity = float(np.sum(self._motion))

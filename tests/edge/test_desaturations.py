@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from nightlink.edge.features.reducers import _Desaturations
+from nightlink.edge.features.apnea_screen import spo2_estimate
+from nightlink.edge.features.reducers import WearableReducer, _Desaturations
+from nightlink.edge.sources.samples import SpO2
+from nightlink.shared.epoch import EPOCH_S, epoch_start
+
+_D3 = 7  # desat3_count in WearableReducer.close's row (hr x3, rmssd, sdnn, spo2 mean, min)
 
 
 def count(trace, drop: float, *, step_s: float = 1.0) -> int:
@@ -116,3 +121,38 @@ def test_noise_with_readings_seconds_apart_is_not_desaturation():
         noisy = np.minimum(np.round(96 + rng.normal(0, 1.0, n)), 100)
         assert count(noisy, 3, step_s=step) <= 2  # under 0.5 an hour
         assert count(noisy, 4, step_s=step) == 0
+
+
+def _epoch_rows(step_s: float, epochs: int = 240) -> list[tuple]:
+    """A wearable's rows for 2 hours of 96 % read every step_s, with a 6-point desaturation
+    every 2 minutes."""
+    red = WearableReducer()
+    first = 1_768_510_800 // EPOCH_S
+    rows = []
+    t = float(epoch_start(first))
+    for epoch in range(first, first + epochs):
+        end = epoch_start(epoch) + EPOCH_S
+        while t < end:
+            phase = (t - epoch_start(first)) % 120
+            red.add(SpO2(t=t, pct=90.0 if 40 <= phase < 70 else 96.0))
+            t += step_s
+        rows.append(red.close(epoch))
+    return rows
+
+
+def test_oximetry_too_sparse_for_desaturations_gives_no_count_rather_than_zero():
+    dense = _epoch_rows(1.0)
+    assert dense[100][5] is not None and dense[100][_D3] is not None
+    assert 55 <= sum(r[_D3] for r in dense) <= 60  # one every 2 minutes, after the baseline
+    sparse = _epoch_rows(60.0)  # a watch's reading a minute: it sees the level, not the falls
+    assert all(r[5] is not None for r in sparse[::2])  # the saturation is there...
+    assert all(r[_D3] is None for r in sparse)  # ...the desaturation count is not measured
+    # and the night's ODI is not measured either, rather than a normal 0
+    wearable = {"spo2_mean_pct": np.array([np.nan if r[5] is None else r[5] for r in sparse]),
+                "desat3_count": np.array([np.nan if r[_D3] is None else r[_D3] for r in sparse]),
+                "desat4_count": np.full(len(sparse), np.nan)}
+    assert spo2_estimate(wearable) is None
+    wearable = {"spo2_mean_pct": np.array([r[5] for r in dense], dtype=float),
+                "desat3_count": np.array([r[_D3] for r in dense], dtype=float),
+                "desat4_count": np.array([r[_D3 + 1] for r in dense], dtype=float)}
+    assert 27 <= spo2_estimate(wearable)["odi3"] <= 30
