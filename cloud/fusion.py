@@ -30,7 +30,7 @@ from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity
 from nightlink.shared.epoch import EPOCH_S
 from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
-FUSION_VERSION = 3  # bump when a definition changes: cached nights are then recomputed
+FUSION_VERSION = 4  # bump when a definition changes: cached nights are then recomputed
 EPOCH_MIN = EPOCH_S / 60.0
 WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
 STAGE_NAMES = ("wake", "light", "deep", "rem")
@@ -141,6 +141,19 @@ def _range(xs, nd=1):
     if not xs:
         return None
     return {"min": _r(xs[0], nd), "median": _r(glycemia.percentile(xs, 50), nd), "max": _r(xs[-1], nd)}
+
+
+def _desaturations(infer: dict, wear: dict, epochs: list[int], drop: int) -> int:
+    """Desaturations of `drop` % over the epochs: the wearable row's count where it has one,
+    else 1 for an epoch the classifier flagged."""
+    n = 0
+    for e in epochs:
+        count = wear.get(e, {}).get(f"desat{drop}_count")
+        if count is not None:
+            n += int(count)
+        elif infer.get(e, {}).get(f"desat{drop}", 0) >= 1:
+            n += 1
+    return n
 
 
 def _runs(flags: list[bool]) -> int:
@@ -312,10 +325,12 @@ def breathing(nd: NightData, st: dict[int, int], span, stage_source) -> dict:
             out["ahi_source"] = "classifier"
         oxi = [e for e in epochs if "desat3" in infer.get(e, {})]
         if oxi:
+            # The edge counts each desaturation once, in the epoch where it is confirmed:
+            # its counts where the wearable rows came too, else one per flagged epoch
+            # (cyclic desaturations, one a minute, flag neighbouring epochs: no merging).
             oxi_h = len(oxi) * EPOCH_S / 3600.0
-            d3 = [infer.get(e, {}).get("desat3", 0) >= 1 for e in epochs]
-            d4 = [infer.get(e, {}).get("desat4", 0) >= 1 for e in epochs]
-            out["odi3"], out["odi4"] = _runs(d3) / oxi_h, _runs(d4) / oxi_h
+            out["odi3"] = _desaturations(infer, wear, oxi, 3) / oxi_h
+            out["odi4"] = _desaturations(infer, wear, oxi, 4) / oxi_h
             out["odi_source"] = "classifier"
         out["ahi_severity"] = severity(out["ahi"])
         return out

@@ -38,14 +38,17 @@ def _stat(a: np.ndarray, fn, nd=1):
     return _r(fn(a), nd) if a.size else None
 
 
-def _per_hour(counts: np.ndarray, hours: float) -> float | None:
-    """Events per hour of the night, None when no epoch carried the count."""
-    if not (~np.isnan(counts)).any():
+def _per_hour(counts: np.ndarray) -> float | None:
+    """Events per hour of the epochs that carried the count (oximetry read too sparsely for
+    desaturations has none), None when none did."""
+    n = int((~np.isnan(counts)).sum())
+    if not n:
         return None
-    return _r(np.nansum(counts) / hours)
+    return _r(np.nansum(counts) / (n / EPOCHS_PER_H))
 
 
 EPOCH_MIN = EPOCH_S / 60
+EPOCHS_PER_H = 3600 / EPOCH_S
 
 
 def _minutes(selected: np.ndarray) -> float | None:
@@ -91,8 +94,8 @@ def summarize_night(store: EdgeStore, first: int, count: int,
             "spo2_mean": _stat(w["spo2_mean_pct"], np.mean),
             "spo2_min": _stat(w["spo2_min_pct"], np.min),
             # None, not 0, without the input (no oximeter, no accelerometer)
-            "odi3": _per_hour(w["desat3_count"], hours),
-            "odi4": _per_hour(w["desat4_count"], hours),
+            "odi3": _per_hour(w["desat3_count"]),
+            "odi4": _per_hour(w["desat4_count"]),
             "movement_epochs": (int(np.nansum(w["movement"]))
                                 if (~np.isnan(w["movement"])).any() else None),
         },

@@ -28,6 +28,7 @@ DESAT_BASELINE_MIN_S = 30.0  # a fall starts only from at least 30 s of baseline
 DESAT_RESAT = 2.0  # % of recovery that ends a fall, and that a new fall must go under a peak
 DESAT_MAX_S = 180.0  # a fall (or recovery) lasting longer is a new level, not an event
 DESAT_MIN_READINGS = 6  # an epoch's desaturations are counted from one reading per 5 s up
+DESAT_UP_READINGS = 2  # readings in a row that have risen enough end a fall
 DESAT_GAP_S = 90.0  # readings further apart: the probe was off, the baseline starts again
 _BASELINE, _FALLING, _RECOVERING = 0, 1, 2
 MOVEMENT_COUNTS = 100.0  # activity counts per epoch above which the epoch is "movement"
@@ -160,6 +161,10 @@ class _Desaturations:
         self._nadir = 0.0
         self._deep = 0  # readings of this fall at depth
         self._counted = False
+        self._up = 0  # readings in a row risen enough from the lowest to end the fall
+        self._held: list[tuple[float, float]] = []  # readings since the baseline was left
+        self._chain_counted = False  # whether they held a desaturation
+        self._last_t = float("-inf")
         self._fresh_until = -1.0  # a new level's baseline follows a rise until then
 
     def _level(self, t: float, pct: float) -> float:
@@ -174,37 +179,55 @@ class _Desaturations:
 
     def _fall(self, t: float, level: float, base: float, ref: float) -> None:
         self._state, self._since, self._base, self._ref = _FALLING, t, base, ref
-        self._nadir, self._deep, self._counted = level, 0, False
+        self._nadir, self._deep, self._counted, self._up = level, 0, False, 0
 
     def _restart_baseline(self, t: float) -> None:
         self._state = _BASELINE
         self._window.clear()
         self._sum = 0.0
+        self._held.clear()
         self._fresh_until = t + DESAT_BASELINE_S
+
+    def _back(self) -> None:
+        """Back at the baseline: the readings since it was left join it unless they were a
+        desaturation (else the low side of the noise would never count, and the baseline
+        would creep up until noise made desaturations)."""
+        self._state = _BASELINE
+        if not self._chain_counted:
+            for t, level in self._held:
+                self._window.append((t, level))
+                self._sum += level
+        self._held.clear()
 
     def add(self, t: float, pct: float) -> int:
         if self._recent and t - self._recent[-1][0] > DESAT_GAP_S:
             self._recent.clear()  # the probe was off: what it reads now starts afresh
             self._restart_baseline(-1.0)
         level = self._level(t, pct)
+        new_time = t > self._last_t  # readings stamped alike (a burst) count once below
+        self._last_t = max(self._last_t, t)
         window = self._window
         counted = 0
+        if self._state != _BASELINE:
+            self._held.append((t, level))
         if self._state == _FALLING:
             self._nadir = min(self._nadir, level)
-            if level <= min(self._base - self.drop, self._ref - DESAT_RESAT):
+            if new_time and level <= min(self._base - self.drop, self._ref - DESAT_RESAT):
                 self._deep += 1
             if not self._counted and self._deep >= 2 and t - self._since >= DESAT_MIN_S:
-                self._counted = True
+                self._counted = self._chain_counted = True
                 counted = 1
+            risen = level >= self._nadir + max(DESAT_RESAT, (self._base - self._nadir) / 3.0)
+            self._up = (self._up + (1 if new_time else 0)) if risen else 0
             if level >= self._base - 1.0:
-                self._state = _BASELINE
-            elif level >= self._nadir + max(DESAT_RESAT, (self._base - self._nadir) / 3.0):
+                self._back()
+            elif self._up >= DESAT_UP_READINGS:  # up from the lowest: a recovery, not noise
                 self._state, self._since, self._ref = _RECOVERING, t, level
             elif t - self._since > DESAT_MAX_S:
                 self._restart_baseline(t)
         elif self._state == _RECOVERING:
             if level >= self._base - 1.0:
-                self._state = _BASELINE
+                self._back()
             elif level <= self._ref - 1.0:
                 self._fall(t, level, self._base, self._ref)
             elif t - self._since > DESAT_MAX_S:
@@ -215,14 +238,19 @@ class _Desaturations:
             mean = self._sum / len(window) if window else level
             if window and t - window[0][0] >= DESAT_BASELINE_MIN_S and level <= mean - 1.0:
                 self._fall(t, level, mean, mean)
+                self._chain_counted = False
+                self._held.append((t, level))
             else:
                 if t < self._fresh_until and level > mean + 1.0:
                     window.clear()  # a new level's baseline: saturation rising back
                     self._sum = 0.0
                 window.append((t, level))
                 self._sum += level
-                while window[0][0] < t - DESAT_BASELINE_S:
-                    self._sum -= window.popleft()[1]
+            # The last 2 minutes, but never less than 30 s of it: after a long fall the
+            # baseline is still the one before it.
+            while (len(window) > 1 and window[0][0] < t - DESAT_BASELINE_S
+                   and window[1][0] <= t - DESAT_BASELINE_MIN_S):
+                self._sum -= window.popleft()[1]
         return counted
 
 

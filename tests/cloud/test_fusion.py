@@ -57,11 +57,25 @@ def test_fuse__sleep_metrics_by_hand(data):
 def test_fuse__breathing_from_classifier(data):
     classifier_night(data)
     b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
-    # 8 sleep epochs = 1/15 h: 2 apneas -> AHI 30; desat3 runs {6,7} and {12} -> ODI3 30.
+    # 8 sleep epochs = 1/15 h: 2 apneas -> AHI 30; desat3 flagged in 6, 7 and 12: the edge
+    # counts each desaturation in the epoch where it is confirmed, so 3 -> ODI3 45 (cyclic
+    # desaturations a minute apart flag neighbouring epochs: they are not one).
     assert b["apnea_events"] == 2 and b["ahi"] == pytest.approx(30)
     assert b["ahi_severity"] == "severe" and b["ahi_source"] == "classifier"
-    assert b["odi3"] == pytest.approx(30) and b["odi4"] == pytest.approx(15)
+    assert b["odi3"] == pytest.approx(45) and b["odi4"] == pytest.approx(15)
     assert b["snore_pct"] == 25.0
+
+
+def test_fuse__odi_from_the_edges_counts_where_the_wearable_rows_came(data):
+    classifier_night(data)
+    # Epoch 7 held two desaturations (40-s cycles), 12 one; the others none.
+    put_epochs(data, features.WEARABLE, {E0 + i: {"spo2_mean_pct": 93.0, "desat3_count":
+                                                  {6: 1, 7: 2, 12: 1}.get(i, 0),
+                                                  "desat4_count": int(i == 12)}
+                                         for i in range(len(STAGES))})
+    b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
+    assert b["odi_source"] == "classifier"
+    assert b["odi3"] == pytest.approx(60) and b["odi4"] == pytest.approx(15)
 
 
 def test_fuse__nocturnal_glucose_and_by_stage(data):

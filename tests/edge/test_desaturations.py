@@ -156,3 +156,35 @@ def test_oximetry_too_sparse_for_desaturations_gives_no_count_rather_than_zero()
                 "desat3_count": np.array([r[_D3] for r in dense], dtype=float),
                 "desat4_count": np.array([r[_D3 + 1] for r in dense], dtype=float)}
     assert 27 <= spo2_estimate(wearable)["odi3"] <= 30
+
+
+def test_the_night_summary_odi_is_per_hour_of_epochs_with_counts(tmp_path):
+    """A ring that loses readings: half the night's epochs have no count; the summary's ODI
+    is over the other half, not diluted by the whole night."""
+    from nightlink.edge.features.night_summary import night_columns, summarize_night
+    from nightlink.edge.store import EdgeStore
+
+    store = EdgeStore(tmp_path / "edge.db")
+    first = 1_768_510_800 // EPOCH_S
+    cols = night_columns(store, first, 240)  # 2 hours, nothing recorded
+    w = cols["wearable"]
+    w["spo2_mean_pct"][:] = 95.0
+    w["desat3_count"][::2] = 0.0  # every other epoch counted: 1 hour
+    w["desat3_count"][::20] = 1.0  # 12 desaturations in it
+    w["desat4_count"][::2] = 0.0
+    s = summarize_night(store, first, 240, cols)
+    assert s["wearable"]["odi3"] == 12.0 and s["wearable"]["odi4"] == 0.0
+    store.close()
+
+
+def test_a_noisy_oximeter_s_baseline_does_not_creep_up():
+    # Dips that were not desaturations stay in the baseline: leaving them out made it creep
+    # up to 97-97.5 on a flat 96 %, and 2-point noise dips then counted (23 an hour at sd 2).
+    rng = np.random.default_rng(3)
+    n = 4 * 3600
+    noisy = np.minimum(np.round(96 + rng.normal(0, 2.0, n)), 100)
+    d = _Desaturations(3.0)
+    counted = sum(d.add(float(t), float(p)) for t, p in enumerate(noisy))
+    assert counted <= 4 * 2  # under 2 an hour
+    assert 95.5 <= d._sum / len(d._window) <= 96.5
+

@@ -21,9 +21,10 @@ from nightlink.edge.features.night_summary import night_columns
 from nightlink.shared import features
 
 _LOGGER = logging.getLogger(__name__)
-CACHE_VERSION = 5  # 2: simulator with real stage statistics and per-night sleepers; 3: first REM on
+CACHE_VERSION = 6  # 2: simulator with real stage statistics and per-night sleepers; 3: first REM on
 # time; 4: desaturations counted one by one through cyclic runs (edge reducer); 5: that
-# counter with a median level, a baseline of 30 s or more, and recoveries that are not events
+# counter with a median level, a baseline of 30 s or more, and recoveries that are not events;
+# 6: its baseline keeps the dips that were not desaturations
 STAGE4 = {"Wake": 0, "Light": 1, "Deep": 2, "REM": 3}
 STAGE_NAMES = ("Wake", "Light", "Deep", "REM")
 # Model input streams, in column order.
