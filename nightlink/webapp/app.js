@@ -26,6 +26,7 @@ const OUTBOX_MAX_S = 60;
 // On the bedside node, which has no accounts, the unit is this browser's own choice, kept
 // here; the node's stored unit is only the default (the cloud keeps it per person).
 const UNIT_KEY = "nightlink-unit-v1";
+const UNIT_WAITING_KEY = "nightlink-unit-waiting-v1";  // a unit chosen offline, not yet stored
 const UNIT_HERE = CONFIG.tier === "edge";
 
 const state = {
@@ -582,6 +583,23 @@ function unitHere() {
   } catch (err) { return null; }
 }
 
+function waitingUnit() {
+  // The unit this account chose while offline, kept across reloads until it is stored.
+  try {
+    const w = JSON.parse(localStorage.getItem(UNIT_WAITING_KEY) || "null");
+    return w && state.me && w.user === state.me.id && (w.unit === MGDL || w.unit === MMOLL)
+      ? w.unit : null;
+  } catch (err) { return null; }
+}
+
+function setWaitingUnit(unit) {
+  state.unitUnsent = unit;
+  try {
+    if (unit) localStorage.setItem(UNIT_WAITING_KEY, JSON.stringify({user: state.me.id, unit}));
+    else localStorage.removeItem(UNIT_WAITING_KEY);
+  } catch (err) { /* this page only */ }
+}
+
 async function setUnit(unit) {
   state.unit = unit;
   state.unitSetAt = performance.now();
@@ -590,15 +608,16 @@ async function setUnit(unit) {
     try { localStorage.setItem(UNIT_KEY, unit); } catch (err) { /* this screen only */ }
     return;
   }
+  if (state.unitUnsent) setWaitingUnit(null);  // this choice supersedes one that waited
   state.unitsSending += 1;
   try {
     await api("/app/api/units", {method: "PUT", body: {unit}});
-    if (state.unitUnsent === unit || state.unit === unit) state.unitUnsent = null;
   } catch (err) {
-    if (err instanceof HttpError) {
+    if (err instanceof HttpError) {  // refused: said, and not sent again
       setStatus(err.message);
-    } else {  // offline: kept on this screen, and stored once the server answers
-      state.unitUnsent = unit;
+    } else if (state.unit === unit && !state.unitUnsent) {
+      // offline: kept on this screen (and across reloads), stored once the server answers
+      setWaitingUnit(unit);
       setStatus("Offline: the unit is changed on this screen and saved when the server answers.", true);
     }
   } finally {
@@ -633,6 +652,7 @@ async function start() {
     r.addEventListener("change", () => setUnit(r.value));
   }
   $("sign-out").addEventListener("submit", () => {
+    try { localStorage.removeItem(UNIT_WAITING_KEY); } catch (err) { /* nothing kept */ }
     if (navigator.serviceWorker && navigator.serviceWorker.controller) {
       navigator.serviceWorker.controller.postMessage("forget-data");
     }
@@ -651,7 +671,8 @@ async function start() {
     return;
   }
   state.me = me;
-  state.unit = unitHere() || me.unit;
+  state.unitUnsent = waitingUnit();
+  state.unit = state.unitUnsent || unitHere() || me.unit;
   $("who").textContent = me.email;
   const wanted = decodeURIComponent(location.pathname.split("/")[2] || "");
   const tenants = me.tenants;

@@ -437,6 +437,10 @@ def test_unit_chosen_offline_is_kept_and_stored_when_back(server, tmp_path):
         until(lambda: page.eval("window.stateAnswers") > 0, 10, "the state answer taken")
         assert text(page, "value") == "6.3" and text(page, "unit-label") == "mmol/L"
         assert store.units(patient) is None
+        page.load(f"{server.url}/app/fam-1")  # the app opened again, still offline
+        ready(page)
+        assert text(page, "value") == "6.3" and text(page, "unit-label") == "mmol/L"
+        assert store.units(patient) is None
         offline(page, False)
         until(lambda: store.units(patient) == "mmol/L", 15, "the unit stored once back")
         assert text(page, "value") == "6.3"
