@@ -450,7 +450,6 @@ def night_figures(out: NightOutputs, streams, rr_model=None) -> dict:
         return _no_sleep_figures(out, streams, rr_model)
     stage = out.stage
     asleep, scored = stage > 0, stage >= 0  # -1: no input in that epoch (unscored)
-    tst_h = float(asleep.sum()) / EPOCHS_PER_HOUR
     onset = sleep_epochs.sleep_onset(stage.tolist())
     first_scored = int(np.argmax(scored))
     last = int(stage.size - 1 - np.argmax(asleep[::-1])) if asleep.any() else None
