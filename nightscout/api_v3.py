@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -46,6 +47,12 @@ _ERRORS = {400: {"description": "A bad parameter or body", **_JSON},
            401: {"description": "Missing or bad access token or JWT", **_JSON},
            403: {"description": "The token lacks the permission", **_JSON},
            404: {"description": "No such collection or document", **_JSON}}
+
+
+def _location(path: str) -> str:
+    """A Location header's path: identifiers are the client's text (any Unicode), and a
+    header carries ASCII only."""
+    return quote(path, safe="/")
 
 
 def install(app: FastAPI) -> None:
@@ -224,7 +231,7 @@ async def create(col: str, request: Request) -> Response:
     outcome = await run_in_threadpool(work)
     row = outcome.row
     headers = {"Last-Modified": times.http_date(row.srv_modified),
-               "Location": f"{request.url.path.rstrip('/')}/{row.identifier}"}
+               "Location": _location(request.url.path.rstrip("/") + "/" + row.identifier)}
     if outcome.action == "created":
         return json_response({"status": 201, "identifier": row.identifier,
                               "lastModified": row.srv_modified}, 201, headers)
@@ -376,7 +383,7 @@ async def update(col: str, identifier: str, request: Request) -> Response:
                                           subject=grant.subject)
         return json_response({"status": 201, "identifier": outcome.row.identifier,
                               "lastModified": outcome.row.srv_modified}, 201,
-                             {"Location": f"{request.url.path}"})
+                             {"Location": _location(request.url.path)})
     new = await run_in_threadpool(site.docs.update, row, n)
     return json_response({"status": 200, "lastModified": new.srv_modified},
                          headers={"Last-Modified": times.http_date(new.srv_modified)})

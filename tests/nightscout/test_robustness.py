@@ -124,3 +124,19 @@ def test_an_identifier_reused_for_another_entry_is_not_a_conflict(ns):
         {"type": "sgv", "sgv": 100, "date": t, "identifier": "same"},
         {"type": "sgv", "sgv": 110, "date": t + 300_000, "identifier": "same"}])
     assert r.status_code == 200 and ns.count("entries") == 2
+
+
+def test_a_v3_identifier_outside_ascii_gets_a_location_header_that_is(ns):
+    """A client's identifier is any text; the Location header naming it is percent-encoded
+    (the raw byte 0x80 in a header was a 500)."""
+    jwt = ns.client.get(f"{ns.root}/api/v2/authorization/request/{ns.admin_token}").json()
+    h = {"Authorization": f"Bearer {jwt['token']}", "Content-Type": "application/json"}
+    r = ns.client.post(f"{ns.root}/api/v3/settings", content=b'{"_id": "\\u0080"}',
+                       headers=h)
+    assert r.status_code == 201, r.text
+    assert r.headers["location"].endswith("/api/v3/settings/%C2%80")
+    r = ns.client.put(f"{ns.root}/api/v3/settings/caf%C3%A9", json={"key": "v"}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.headers["location"].endswith("/api/v3/settings/caf%C3%A9")
+    assert ns.client.get(f"{ns.root}/api/v3/settings/caf%C3%A9", headers=h).status_code == 200
+    every_read_works(ns)
