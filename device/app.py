@@ -52,7 +52,6 @@ def _clean_summary(d):
     return out
 
 
-
 def _cell(body, lo, hi):
     """The text of the cell body[lo:hi] without its quotes, spaces and line end."""
     while lo < hi and body[lo] in b' "':

@@ -22,9 +22,9 @@ import numpy as np
 
 from nightlink.edge.features import cvhr
 from nightlink.shared.clinical import ahi_severity
+from nightlink.shared.epoch import EPOCHS_PER_HOUR
 
 MIN_EPOCHS = 120  # a modality counts when it covers at least an hour of 30-s epochs
-EPOCHS_PER_HOUR = 120
 INPUTS = ("rr", "spo2", "audio")
 
 _DEFAULT: dict[str, cvhr.RrApneaModel | None] = {}

@@ -22,11 +22,11 @@ from nightlink.edge.features.night_summary import night_columns
 from nightlink.edge.features.reducers import to_raw
 from nightlink.shared import features, sleep_epochs
 from nightlink.shared.clinical import ahi_severity
+from nightlink.shared.epoch import EPOCHS_PER_HOUR
 
 _LOGGER = logging.getLogger(__name__)
 MODELS = Path(__file__).parent.parent / "models"
 STAGES = ("Wake", "Light", "Deep", "REM")
-EPOCHS_PER_HOUR = 120
 
 # Inputs of the breathing model, by stream and feature name.
 BREATH_FEATURES = (

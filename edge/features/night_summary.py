@@ -7,7 +7,7 @@ import numpy as np
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features, units
 from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO
-from nightlink.shared.epoch import EPOCH_S
+from nightlink.shared.epoch import EPOCH_S, EPOCHS_PER_HOUR
 
 NIGHT_STREAMS = (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)
 
@@ -44,11 +44,10 @@ def _per_hour(counts: np.ndarray) -> float | None:
     n = int((~np.isnan(counts)).sum())
     if not n:
         return None
-    return _r(np.nansum(counts) / (n / EPOCHS_PER_H))
+    return _r(np.nansum(counts) / (n / EPOCHS_PER_HOUR))
 
 
 EPOCH_MIN = EPOCH_S / 60
-EPOCHS_PER_H = 3600 / EPOCH_S
 
 
 def _minutes(selected: np.ndarray) -> float | None:

@@ -135,13 +135,14 @@ class _Desaturations:
 
     - Saturation is read as the median of the last 5 s (at least the last 3 readings within
       15 s), so a single reading off by a point or two starts nothing.
-    - The baseline is the mean of the last 2 minutes spent outside any fall (through a run of
-      cyclic falls it stays what it was before the run); a fall can start only from at least
-      30 s of it: not from the first readings, nor after a gap of over 90 s between readings,
-      which starts the baseline again.
+    - The baseline is the mean of the last 2 minutes spent outside any desaturation, never
+      less than 30 s of it (through a run of cyclic falls, or after a long one, it stays what
+      it was before); dips that were not desaturations join it again. A fall can start only
+      from at least 30 s of it: not from the first readings, nor after a gap of over 90 s
+      between readings, which starts the baseline again.
     - A fall starts 1 % under the baseline and is counted once it is 10 s old with two
-      readings at depth. It ends back within 1 % of the baseline, or when saturation has
-      recovered a third of the fall (2 % at least) from its lowest point. In the cyclic
+      readings at depth. It ends back within 1 % of the baseline, or when two readings in a
+      row have recovered a third of the fall (2 % at least) from its lowest point. In the cyclic
       desaturations of obstructive apnea saturation rarely regains the baseline between
       events: each new fall from a recovery is counted when it also goes 2 % under the
       recovery's peak, so a slow, wavering recovery is not a second event.
