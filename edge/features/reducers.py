@@ -25,7 +25,7 @@ DESAT_MIN_S = 10.0  # a desaturation lasts at least 10 s (ODI convention)
 DESAT_SMOOTH_S = 5.0  # saturation is read as the median of the last 5 s...
 DESAT_SMOOTH_MAX_S = 15.0  # ...or of the last 3 readings when they lie within 15 s
 DESAT_BASELINE_MIN_S = 30.0  # a fall starts only from at least 30 s of baseline
-DESAT_RESAT = 2.0  # % of recovery that ends a fall, and that a new fall must go under a peak
+DESAT_RESAT = 2.0  # % risen from the lowest point (at least) that ends a fall
 DESAT_MAX_S = 180.0  # a fall (or recovery) lasting longer is a new level, not an event
 DESAT_MIN_READINGS = 6  # an epoch's desaturations are counted from one reading per 5 s up
 DESAT_UP_READINGS = 2  # readings in a row that have risen enough end a fall
@@ -144,8 +144,9 @@ class _Desaturations:
       readings at depth. It ends back within 1 % of the baseline, or when two readings in a
       row have recovered a third of the fall (2 % at least) from its lowest point. In the cyclic
       desaturations of obstructive apnea saturation rarely regains the baseline between
-      events: each new fall from a recovery is counted when it also goes 2 % under the
-      recovery's peak, so a slow, wavering recovery is not a second event.
+      events: each new fall from a recovery is counted when it also goes `drop` % under the
+      recovery's peak (the pre-event peak of the usual ODI rule), so neither a slow,
+      wavering recovery nor noise on a long, level desaturation is a second event.
     - A fall or a recovery lasting over `DESAT_MAX_S` is a new level, not an event: the
       baseline starts again there and, for its first 2 minutes, follows a rise at once.
     """
@@ -213,7 +214,7 @@ class _Desaturations:
             self._held.append((t, level))
         if self._state == _FALLING:
             self._nadir = min(self._nadir, level)
-            if new_time and level <= min(self._base - self.drop, self._ref - DESAT_RESAT):
+            if new_time and level <= min(self._base, self._ref) - self.drop:
                 self._deep += 1
             if not self._counted and self._deep >= 2 and t - self._since >= DESAT_MIN_S:
                 self._counted = self._chain_counted = True

@@ -188,3 +188,19 @@ def test_a_noisy_oximeter_s_baseline_does_not_creep_up():
     assert counted <= 4 * 2  # under 2 an hour
     assert 95.5 <= d._sum / len(d._window) <= 96.5
 
+
+
+def test_noise_on_a_long_level_desaturation_is_not_a_second_one():
+    # A fall held level for 1-2 minutes under whole-percent noise: the noise's highs looked
+    # like a recovery and its lows like a new fall when a new fall had only to go 2 % under
+    # the recovery's peak (4 points held 60 s counted 1.67 times on average, 5 held 120 s
+    # 1.96 times). A new fall must go the full `drop` under that peak.
+    rng = np.random.default_rng(5)
+    for depth, hold_s in ((4.0, 60), (5.0, 120)):
+        counts = []
+        for _ in range(40):
+            trace = [0.0] * 180 + fall(depth, 15, hold_s, 15, 0.0) + [0.0] * 120
+            noisy = np.round(96 + np.array(trace) + rng.normal(0, 1.0, len(trace)))
+            counts.append(count(noisy, 3))
+        assert min(counts) >= 1
+        assert np.mean(counts) <= 1.15, (depth, hold_s, np.mean(counts))
