@@ -92,15 +92,19 @@ def risk_indices(readings) -> tuple[float, float] | None:
     return low / len(values), high / len(values)
 
 
-def sufficiency(readings, start_ms: int, end_ms: int, interval_min: float | None = None
-                ) -> dict:
+def sufficiency(readings, start_ms: int, end_ms: int, interval_min: float | None = None,
+                days: int | None = None) -> dict:
     """Share of the possible readings present, and whether it meets 14 days with >= 70 %.
     Possible readings are counted at the sensor's own interval (by default the readings'
-    commonest step: a 15-minute Libre 2 with every reading there is 100 %, not 33 %)."""
+    commonest step: a 15-minute Libre 2 with every reading there is 100 %, not 33 %) over the
+    period's real length. `days` is the period's count of local calendar days: 14 of them are
+    14 days even when one is 23 hours long (the day clocks go forward); without it, the
+    length in 24-hour days."""
     interval_min = interval_min or sensor_interval_min(readings)
     possible = max(1, int((end_ms - start_ms) / (interval_min * MINUTE_MS)))
     n = len(glucose(readings))
-    days = (end_ms - start_ms) / (1440 * MINUTE_MS)
+    if days is None:
+        days = (end_ms - start_ms) / (1440 * MINUTE_MS)
     share = min(1.0, n / possible)
     return {"days": days, "share": share,
             "sufficient": days >= SUFFICIENT_DAYS and share >= SUFFICIENT_SHARE}

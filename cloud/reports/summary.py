@@ -237,7 +237,7 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
                  "start_day": day_list[0], "end_day": day_list[-1], "days": days,
                  "start_ms": start_ms, "end_ms": end_ms, "n_readings": len(glucose),
                  "sensor_errors": len(readings) - len(glucose)}
-    rep["sufficiency"] = glycemia.sufficiency(readings, start_ms, end_ms)
+    rep["sufficiency"] = glycemia.sufficiency(readings, start_ms, end_ms, days=len(day_list))
     rep["sufficiency"]["days_with_data"] = len(glycemia.daily(readings, ps.tz))
     # Targets, the CV rating and the GRI zone are judged only on sufficient data (>= 70 % of
     # the possible readings over >= 14 days, docs/clinical.md); below it they say so.

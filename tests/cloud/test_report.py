@@ -83,6 +83,17 @@ def test_period__dst_days_are_local_days():
     assert b - a == (14 * 24 - 1) * 3600 * 1000 and days[0] == "2026-03-23"
 
 
+def test_report__fourteen_local_days_are_fourteen_days_across_a_clock_change(store):
+    # The fortnight ending 2026-04-05 in Berlin holds the 23-hour day clocks go forward: it
+    # was 13.96 days of 24 hours, so a full fortnight of readings judged no target at all.
+    data = store.tenant("p1")
+    synth_days(data, date(2026, 3, 21), 16, tz="Europe/Berlin", low=lambda i: False,
+               night=lambda i: False)
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-04-05", days=14)
+    assert rep["sufficiency"]["days"] == 14 and rep["sufficiency"]["share"] > 0.95
+    assert rep["judged"] and all(t["met"] is not None for t in rep["targets"])
+
+
 def test_report__empty_period(store):
     data = store.tenant("p1")
     rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
