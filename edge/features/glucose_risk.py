@@ -498,12 +498,17 @@ RECENT_NIGHTS = 14
 
 
 def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarray,
-                      sgv: np.ndarray, utc_offset_min: int = 0,
+                      sgv: np.ndarray, utc_offset_min=0,
                       carbs_s: np.ndarray | None = None) -> AlarmPolicy:
     """The policy with the threshold calibrated on the person's last RECENT_NIGHTS nights
     (22:00-07:00 local, >= 70 % covered) of the readings given (Unix s, mg/dL); alarms that
-    carbs (`carbs_s`, Unix s of treatments with carbs) held off are not counted."""
-    t_min = np.asarray(t_s, dtype=np.int64) // 60 + utc_offset_min
+    carbs (`carbs_s`, Unix s of treatments with carbs) held off are not counted.
+
+    `utc_offset_min` is the local offset from UTC in minutes: a number, or a function giving
+    it for an array of Unix minutes, so that nights on either side of a change of clocks are
+    each 22:00-07:00 by the clock of their own date. The readings stay on their own (UTC)
+    time line; only which slots are night depends on the offset."""
+    t_min = np.asarray(t_s, dtype=np.int64) // 60
     order = np.argsort(t_min, kind="stable")
     t_min, g = t_min[order], np.asarray(sgv, dtype=np.float32)[order]
     keep = (g >= 39) & np.r_[t_min[1:] != t_min[:-1], True]
@@ -511,9 +516,11 @@ def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarr
     if t_min.size < HISTORY:
         return policy
     _interval, x, observed, held = cgm_grid(t_min, g)
-    tod = (t_min[0] + SLOT_MIN * np.arange(x.size)) % 1440
-    night = np.where((tod >= 22 * 60) | (tod < 7 * 60),
-                     (t_min[0] + SLOT_MIN * np.arange(x.size) + 120) // 1440, -1)
+    slot_min = t_min[0] + SLOT_MIN * np.arange(x.size)
+    local = slot_min + (np.asarray(utc_offset_min(slot_min), dtype=np.int64)
+                        if callable(utc_offset_min) else int(utc_offset_min))
+    tod = local % 1440
+    night = np.where((tod >= 22 * 60) | (tod < 7 * 60), (local + 120) // 1440, -1)
     ids, counts = np.unique(night[(night >= 0) & ~np.isnan(held)], return_counts=True)
     ids = ids[counts >= 0.7 * 108][-RECENT_NIGHTS:]
     slots = np.flatnonzero(observed)
@@ -525,7 +532,7 @@ def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarr
     slope = slope_mgdl_per_min(x)[slots]
     carbs = None
     if carbs_s is not None and len(carbs_s):
-        carb_min = np.asarray(carbs_s, dtype=np.int64) // 60 + utc_offset_min - t_min[0]
+        carb_min = np.asarray(carbs_s, dtype=np.int64) // 60 - t_min[0]
         carbs = np.floor_divide(carb_min, SLOT_MIN)
     events = low_events(held)
     false = {int(n): np.zeros(CANDIDATES.size) for n in ids}

@@ -24,7 +24,7 @@ from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
 from nightlink.edge.node.nights import RECORDING_STREAMS, NightCloser, partial_summary
-from nightlink.edge.node.zone import ZONE_META, utc_offset_s, zone_name
+from nightlink.edge.node.zone import ZONE_META, zone_name
 from nightlink.edge.sources.cgm import (
     FUTURE_S,
     NightscoutFollower,
@@ -283,11 +283,11 @@ class LiveNode:
                     synced[0] = await asyncio.to_thread(system_clock_synchronized)
                 if self.clock.now() >= recalibrate_at:
                     recalibrate_at = self.clock.now() + 6 * 3600
-                    now = self.clock.now()  # nights in the person's zone, not the machine's
+                    # nights in the person's zone, not the machine's
                     feed.alarm = await asyncio.to_thread(
-                        predicted_low_policy, self.store, now, None,
-                        utc_offset_s(now, self.cfg.timezone),
-                        self.cfg.alarm.false_alarms_per_week)
+                        predicted_low_policy, self.store, self.clock.now(),
+                        budget_per_week=self.cfg.alarm.false_alarms_per_week,
+                        zone=self.cfg.timezone)
                 if link.connected and not (was and was[0]):
                     feed.forget()  # a broker restarted may have lost the retained messages
                 if link.connected:

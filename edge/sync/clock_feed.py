@@ -248,14 +248,31 @@ class ClockFeed:
         return 1
 
 
+def zone_offsets_min(unix_min, zone: str = ""):
+    """The zone's offset from UTC in minutes at each of these Unix minutes ("" the machine's
+    zone), looked up once per quarter hour they fall in (clocks change on a quarter hour at
+    the finest: Chatham's 02:45)."""
+    import numpy as np
+
+    from nightlink.edge.node.zone import utc_offset_s
+
+    quarters, where = np.unique(np.asarray(unix_min, dtype=np.int64) // 15,
+                                return_inverse=True)
+    return np.array([utc_offset_s(float(q) * 900, zone) // 60 for q in quarters],
+                    dtype=np.int64)[where]
+
+
 def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
                          utc_offset_s: int | None = None,
-                         budget_per_week: float | None = None) -> dict | None:
+                         budget_per_week: float | None = None,
+                         zone: str = "") -> dict | None:
     """The clocks' predicted-low policy with the threshold calibrated on the person's last 14
     nights in the store (edge/features/glucose_risk.calibrated_policy) to their false-alarm
-    budget (the model's default when None), the nights in the person's zone (`utc_offset_s`,
-    the configured zone's offset now; the machine's zone when None); None without a model or
-    readings, so the clocks keep the threshold their weights carry."""
+    budget (the model's default when None), the nights in the person's `zone` (the configured
+    `timezone`; "" the machine's), each night by the offset of its own date, so nights before
+    a change of clocks are 22:00-07:00 too; `utc_offset_s`, when given, is one fixed offset
+    instead. None without a model or readings, so the clocks keep the threshold their
+    weights carry."""
     from nightlink.edge.features.classify import MODELS
     from nightlink.edge.features.glucose_risk import (
         LiteRtGlucose,
@@ -275,9 +292,8 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
                 if g.sgv is not None]
     if not readings:
         return None
-    if utc_offset_s is None:
-        utc_offset_s = time.localtime(now_s).tm_gmtoff
-    offset = utc_offset_s // 60
+    offset = (utc_offset_s // 60 if utc_offset_s is not None
+              else lambda unix_min: zone_offsets_min(unix_min, zone))
     carbs = [r.date_ms / 1000 for r in store.docs.latest(
         "treatments", count=10000, lo=int((now_s - 16 * 86400) * 1000), hi=int(now_s * 1000))
         if _carbs(r.doc) > 0]

@@ -409,6 +409,30 @@ def test_calibration_counts_nights_in_the_persons_zone_not_the_machines(store, m
     assert loose["permille"] < in_utc["permille"]  # the person's budget ([alarm]) is used
 
 
+def test_calibration_nights_follow_the_clock_of_their_own_date_across_a_change_of_clocks():
+    """Nights before a change of clocks are 22:00-07:00 by that date's offset, not today's:
+    the nightly falls moved to about 06:30 UTC are night-time false alarms in London's winter
+    (06:30 GMT) and morning ones in its summer (07:30 BST). Sixteen days around 31 March 2024,
+    when London's clocks went forward: one offset for every night, whichever, counts either
+    every night's alarm or none of the winter ones."""
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose, calibrated_policy
+    from nightlink.edge.sync.clock_feed import zone_offsets_min
+
+    meta = json.loads((MODELS / "glucose_risk.json").read_text())
+    rt = LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    t_s, sgv = _sixteen_days()
+    t_s = t_s + 23 * 86400 + int(3.5 * 3600)  # from 24 March 2024, 15:30 UTC
+    base = replace(policy_from_meta(meta), budget_per_week=14.0)
+    winter = calibrated_policy(rt, base, t_s, sgv, 0)
+    summer = calibrated_policy(rt, base, t_s, sgv, 60)
+    london = calibrated_policy(rt, base, t_s, sgv,
+                               lambda m: zone_offsets_min(m, "Europe/London"))
+    assert winter.alarm_permille == summer.alarm_permille == london.alarm_permille
+    assert summer.false_per_week < london.false_per_week < winter.false_per_week
+    offsets = zone_offsets_min(np.array([t_s[0], t_s[-1]]) // 60, "Europe/London")
+    assert offsets.tolist() == [0, 60]
+
+
 @pytest.mark.parametrize("treated", [False, True])
 def test_clock_counts_a_prediction_made_during_a_low_as_the_edge_does(treated):
     """A risky prediction while glucose is already < 70 shows LOW on the clock, not a
