@@ -99,7 +99,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         if len(row) <= col.sensor or not row[col.sensor]:
             continue  # a pump or meter event, not a sensor reading
         if why := shifted(row, header, col.sensor, usual):
-            bad.add(k + 1, why)
+            bad.add(k + 1, why, split=True)
             continue
         candidates.append(Candidate(k + 1, f"{row[col.date]} {row[col.time]}", row[col.sensor],
                                     stream=str(section)))

@@ -113,7 +113,7 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
                 row[col.event_type].upper() != "EGV":
             continue  # metadata (patient, device, alerts), calibrations, events
         if why := shifted(row, header, col.glucose, usual):
-            bad.add(k + 1, why)
+            bad.add(k + 1, why, split=True)
             continue
         candidates.append(Candidate(
             k + 1, row[col.timestamp], row[col.glucose],
@@ -223,7 +223,7 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
         if value_col is None:
             continue  # strips, notes, insulin, food, sensor starts
         if why := shifted(row, header, value_col, usual):
-            bad.add(k + 1, why)
+            bad.add(k + 1, why, split=True)
             continue
         candidates.append(Candidate(k + 1, row[col.timestamp],
                                     row[value_col] if value_col < len(row) else "",

@@ -64,12 +64,15 @@ class BadRows:
 
     def __init__(self) -> None:
         self.count = 0
+        self.split = 0  # of which a decimal comma split the glucose number (`shifted`)
         self._lines: list[int] = []
         self._first: tuple[int, str] | None = None
 
-    def add(self, number: int, why: str, unit: str = "line") -> None:
-        """Row `number` (a 1-based line, or an entry of a JSON array) is skipped for `why`."""
+    def add(self, number: int, why: str, unit: str = "line", *, split: bool = False) -> None:
+        """Row `number` (a 1-based line, or an entry of a JSON array) is skipped for `why`;
+        `split`: because a decimal comma split its cells."""
         self.count += 1
+        self.split += split
         if self._first is None or number < self._first[0]:
             self._first = (number, f"{unit} {number}: {why}")
         if unit == "line":
@@ -227,6 +230,14 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
     notes = [note] if note else []
     if words:
         notes.append(_off_scale(words, values))
+    numeric = len(out) - sum(words.values())
+    if out and (bad.split > numeric or (bad.count and not numeric)):
+        # Most glucose numbers split by unquoted decimal commas, or only off-scale words
+        # readable: what is left is no sample of the file but a skewed part of it (its "LO"
+        # rows alone read as a night of lows).
+        raise SourceError(f"{path}: {bad.count} of its {len(out) + bad.count} glucose rows "
+                          f"could not be read (first: {bad.first}), and the rest would not "
+                          "show the file's readings fairly; nothing was stored.")
     return result(path, kind, list(out.values()), bad, notes)
 
 

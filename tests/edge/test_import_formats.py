@@ -255,16 +255,33 @@ def test_libreview__rows_that_all_end_with_an_extra_empty_cell_are_read(tmp_path
 
 def test_carelink__unquoted_decimal_comma_rows_refused_and_counted(tmp_path):
     path = tmp_path / "cl.csv"
-    path.write_text("Index,Date,Time,BG Reading (mmol/L),Sensor Glucose (mmol/L),ISIG Value,"
-                    "Event Marker\n"
-                    "1,2026/01/15,23:00:00,,6,9,,\n"  # 6,9: as wide as the rest, split
-                    "2,2026/01/15,23:05:00,5,5,6.9,20.1,,\n"  # wider than the rest
-                    '3,2026/01/15,23:10:00,,"6,8",20.2,,\n')  # rows end with an empty cell
+    head = ("Index,Date,Time,BG Reading (mmol/L),Sensor Glucose (mmol/L),ISIG Value,"
+            "Event Marker\n")
+    rows = ["1,2026/01/15,23:00:00,,6,9,,\n",  # 6,9: as wide as the rest, split
+            "2,2026/01/15,23:05:00,5,5,6.9,20.1,,\n",  # wider than the rest
+            '3,2026/01/15,23:10:00,,"6,8",20.2,,\n']  # rows end with an empty cell
+    rows += [f'{4 + k},2026/01/15,23:{15 + 5 * k}:00,,"7,{k}",20.2,,\n' for k in range(2)]
+    path.write_text(head + "".join(rows))
     got = read_carelink_csv(path)
-    assert [g.sgv for g in got] == [123] and got.skipped == 2
+    assert [g.sgv for g in got] == [123, 126, 128] and got.skipped == 2
     assert got.first_bad == ("line 2: glucose 6,9 is split in two cells by a decimal comma in a "
                              "comma-separated file")
     assert got.skipped_lines == [2, 3]
+    # Most of a file split: what is left is no fair sample of it, so it is refused.
+    path.write_text(head + "".join(rows[:3]))
+    with pytest.raises(SourceError, match="2 of its 3 glucose rows could not be read"):
+        read_carelink_csv(path)
+
+
+def test_libreview__only_off_scale_words_readable_is_refused(tmp_path):
+    """A German mmol/L file with unquoted decimal commas: every number splits, only its "LO"
+    rows read; storing them alone would make the night a night of lows."""
+    de = (FIXTURES / "libreview_de.csv").read_text().splitlines()[1].replace("mg/dL", "mmol/L")
+    row = "FreeStyle Libre 2,S1,15-01-2026 {},0,{},,,,,,,,,,,,,,"
+    rows = [row.format(f"23:{m:02d}", f"6,{m // 5}") for m in range(0, 60, 5)]
+    path = libre_file(tmp_path, rows + [row.format("22:55", "LO")], header=de)
+    with pytest.raises(SourceError, match="12 of its 13 glucose rows could not be read"):
+        read_libreview_csv(path)
 
 
 def test_carelink__dotted_dates_are_day_first(tmp_path):
