@@ -310,19 +310,44 @@ def status(config_path: Path | None, db: Path | None) -> None:
               help="Dexcom Clarity CSV, LibreView CSV, Medtronic CareLink CSV, Nightscout JSON "
               "(entries.json), Apple Health export.xml or a Garmin/Fitbit FIT file; auto tells "
               "them apart.")
-@click.option("--tz", default="UTC", show_default=True,
-              help="Time zone of the export's local times (CSV exports), e.g. Europe/Amsterdam.")
+@click.option("--tz", default=None, metavar="ZONE",
+              help="Time zone of the export's local times (CSV exports), e.g. "
+                   "Europe/Amsterdam (default: this machine's zone).")
+@click.option("--since", default=None, metavar="YYYY-MM-DD",
+              help="Import what was recorded from this day on (in --tz); by default the "
+                   "newest 120 days of a file spanning more.")
 @click.option("--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto",
               show_default=True, help="Day-month or month-day, for a CSV export whose dates "
               "fit both (auto: from the file, else its language).")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def import_(path: Path, fmt: str, tz: str, date_order: str, db: Path | None) -> None:
+def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order: str,
+            db: Path | None) -> None:
     """Import a CGM or wearable export into the edge store."""
-    from nightlink.edge.importers.importer import import_file
+    from datetime import date, datetime, time
+    from zoneinfo import ZoneInfo
 
+    from nightlink.edge.importers.importer import import_file
+    from nightlink.edge.node.zone import check_zone, zone_name
+
+    if tz is None:
+        tz, whose = zone_name("") or "UTC", "this machine's zone"
+    else:
+        whose = ""
+        try:
+            check_zone(tz, machine=False)
+        except ValueError as exc:
+            raise NightlinkError(f"--tz: {exc}.") from None
+    since_s = None
+    if since is not None:
+        try:
+            since_s = datetime.combine(date.fromisoformat(since), time(0),
+                                       ZoneInfo(tz)).timestamp()
+        except ValueError:
+            raise NightlinkError(f"--since {since!r} is not a date such as 2026-11-01.") from None
     store = open_store(db or default_db())
     try:
-        result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order)
+        result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order,
+                             since=since_s)
     except SourceError as exc:
         raise NightlinkError(str(exc)) from None
     finally:
@@ -336,15 +361,13 @@ def import_(path: Path, fmt: str, tz: str, date_order: str, db: Path | None) -> 
                f"{result.epochs_written} epochs written, {result.epochs_kept} already "
                f"stored{entries}.")
     if result.span:
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
+        from nightlink.edge.importers.importer import LOCAL_TIME_FORMATS
 
         a, b = (datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
                 for t in result.span)
-        local = result.format in ("clarity", "libreview", "carelink")  # times without a zone
-        click.echo(f"From {a} to {b} ({tz} time)" + (
-            "; if that is not when it was recorded, give the export's own --tz." if local
-            else "."))
+        click.echo(f"From {a} to {b} ({tz} time{', ' + whose if whose else ''})" + (
+            "; if that is not when it was recorded, give the export's own --tz."
+            if result.format in LOCAL_TIME_FORMATS else "."))
     for note in result.notes:
         click.echo(f"note: {note}")
 

@@ -9,6 +9,7 @@ import click
 
 from nightlink import __version__
 from nightlink.errors import NightlinkError
+from nightlink.sql import DatabaseError
 
 # Each tier's commands, imported only when used (so `nightlink cloud serve` loads no
 # simulator and `nightlink --help` loads nothing): name -> (module:attribute, one-line help).
@@ -25,8 +26,8 @@ _LAZY = {
 
 
 class _Group(click.Group):
-    """A click group that loads tier commands lazily and turns Nightlink and OS errors into
-    one sentence and exit code 2."""
+    """A click group that loads tier commands lazily and turns Nightlink, OS and database
+    errors into one sentence and exit code 2."""
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *_LAZY})
@@ -61,6 +62,9 @@ class _Group(click.Group):
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             click.echo(f"error: {exc.strerror or exc}{where}.", err=True)
+            sys.exit(2)
+        except DatabaseError as exc:  # a store locked past its wait, a full disk
+            click.echo(f"error: the database refused: {str(exc).rstrip('.')}.", err=True)
             sys.exit(2)
 
 

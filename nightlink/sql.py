@@ -310,7 +310,12 @@ def migrate(db: Database, migrations: Sequence[tuple[int, str, Sequence[Step]]],
     """
     db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+    # Read first: a database already up to date opens without waiting for the write lock (a
+    # long import or a busy node holding it would otherwise stop `edge status`).
+    done = {r["id"] for r in db.query(f"SELECT id FROM {table}")}
     for number, name, steps in migrations:
+        if number in done:
+            continue
         with db.transaction():
             if db.kind == "postgres":
                 db.execute("SELECT pg_advisory_xact_lock(?)", (lock_key,))

@@ -7,8 +7,15 @@ CGM readings become Nightscout entries (so the local endpoint serves them) and C
 epoch records; wearable samples become wearable epoch records. Epochs are written only
 where a sample can give them a value (none across a long gap). Epochs that already hold a record of
 that stream from this node are left as they are, so importing the same file twice, or a
-file that overlaps a live night, adds nothing twice. Readings the store would refuse and
-a file spanning too long are found before anything is stored.
+file that overlaps a live night, adds nothing twice. Readings the store would refuse are
+found before anything is stored; a file whose newest reading lies ahead of now (local times
+read in the wrong zone, a device clock set ahead) is refused whole. Of a file spanning more
+than MAX_SPAN_DAYS the newest are taken (or those from `since`).
+
+Epochs are written a day at a time, each day in one transaction that first reads which of
+its epochs are there: a store refusing a write mid-way leaves whole days, a second import of
+the same file running at once writes none of them twice, and a live node sharing the store
+waits for one day's write, never for the whole import.
 """
 
 from __future__ import annotations
@@ -31,10 +38,14 @@ from nightlink.edge.store import EdgeStore
 from nightlink.nightscout import documents as ns_documents
 from nightlink.shared import features
 from nightlink.shared.epoch import EPOCH_S, epoch_index
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 FORMATS = sniff.FORMATS
-MAX_SPAN_EPOCHS = 2880 * 120  # refuse a file spanning more than ~4 months
+LOCAL_TIME_FORMATS = ("clarity", "libreview", "carelink")  # wall-clock times, no zone
+MAX_SPAN_DAYS = 120  # one import takes this many days of a file (its newest, or from since)
+AHEAD_S = 15 * 60  # a device clock this far ahead of ours is drift; more, a wrong zone
+DAY_EPOCHS = 86400 // EPOCH_S  # epochs written per transaction
 # How long after a sample its epochs can still hold a value from it: a glucose reading is
 # the latest value for CGM_MAX_AGE_MIN, beats feed the trailing 5-minute CVHR window.
 REACH_S = {features.CGM: 60 * CGM_MAX_AGE_MIN - EPOCH_S, features.WEARABLE: BEAT_BUFFER_S}
@@ -52,6 +63,7 @@ class ImportResult:
     first_bad: str | None = None  # "line 17: bad timestamp '...'", the first skipped row
     notes: list[str] = field(default_factory=list)  # assumptions the user should know of
     span: tuple[float, float] | None = None  # Unix seconds of the first and last sample stored
+    file_span: tuple[float, float] | None = None  # ... of the whole file's
 
     @property
     def label(self) -> str:
@@ -85,35 +97,106 @@ def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
 
 
 def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC",
-                date_order: str | None = None) -> ImportResult:
+                date_order: str | None = None, since: float | None = None,
+                now: float | None = None) -> ImportResult:
     """Read an export and store it; every check that can refuse it runs before anything is
-    stored, so a refused import leaves the store as it was."""
+    stored, so a refused import leaves the store as it was. `since` (Unix s): import only
+    what is recorded from then on."""
     fmt, samples = read_samples(path, fmt, tz, date_order)
     if not samples:
         raise SourceError(f"{path} holds no readings Nightlink can use.")
+    now = time.time() if now is None else now
     stream = features.CGM if isinstance(samples[0], Glucose) else features.WEARABLE
     result = ImportResult(fmt, len(samples), samples.skipped, 0, 0,
                           first_bad=samples.first_bad, notes=list(samples.notes))
+    samples = _dated(path, samples, result, now)
+    _check_not_ahead(path, fmt, tz, samples, now)
+    result.file_span = (samples[0].t, samples[-1].t)
+    samples = _window(path, samples, result, since)
     entries: list[dict] = []
     if stream == features.CGM:
-        samples, entries = _storable(path, fmt, samples, result)
-    _check_span(path, samples)
+        samples, entries = _storable(path, fmt, samples, result, now)
     result.span = (samples[0].t, samples[-1].t)
-    if entries:
-        result.entries_stored, result.entries_duplicate = store.add_entries(entries)
+    try:
+        if entries:
+            result.entries_stored, result.entries_duplicate = store.add_entries(entries)
+    except DatabaseError as exc:
+        raise SourceError(f"The edge store {store.path} refused the import ({exc}); nothing "
+                          "was stored.") from None
     _write_epochs(store, stream, samples, result)
     _LOGGER.info("imported %s: %d samples, %d epochs written", path, len(samples),
                  result.epochs_written)
     return result
 
 
-def _storable(path: Path, fmt: str, samples: list[Glucose],
-              result: ImportResult) -> tuple[list[Glucose], list[dict]]:
-    """The readings the store takes and their entries; those it refuses (a date more than a
-    day ahead) are counted as skipped rows, the first named."""
+def _dated(path: Path, samples, result: ImportResult, now: float) -> list:
+    """The samples dated from 2000 to a day ahead; the others (a device clock never set, a
+    bogus record) are counted as skipped rows, the first named, as the store refuses such
+    Nightscout entries."""
+    lo, hi = ns_documents.DATE_MIN_MS / 1000, now + 86400
+    kept = [s for s in samples if lo <= s.t <= hi]
+    if len(kept) == len(samples):
+        return samples
+    odd = next(s for s in samples if not lo <= s.t <= hi)
+    first = (f"reading at {_iso(odd.t)}: "
+             + ("dated before 2000" if odd.t < lo else "is more than a day in the future"))
+    if not kept:
+        raise SourceError(f"{path} has {len(samples)} readings but none can be stored "
+                          f"(first: {first}).")
+    result.skipped_rows += len(samples) - len(kept)
+    result.first_bad = result.first_bad or first
+    result.samples = len(kept)
+    return kept
+
+
+def _check_not_ahead(path: Path, fmt: str, tz: str, samples, now: float) -> None:
+    """Refuse a file whose newest reading is later than now: stored, it would be the current
+    reading on the local Nightscout site and hide the live one for hours."""
+    ahead = samples[-1].t - now
+    if ahead <= AHEAD_S:
+        return
+    why = (f"its local times are not {tz} times: give the export's own zone with --tz"
+           if fmt in LOCAL_TIME_FORMATS else
+           "the clock of the device that recorded it was set ahead")
+    raise SourceError(f"{path}'s newest reading is at {_iso(samples[-1].t)}, "
+                      f"{ahead / 3600:.1f} h from now: {why}; nothing was stored.")
+
+
+def _window(path: Path, samples, result: ImportResult, since: float | None) -> list:
+    """The samples from `since` on, at most MAX_SPAN_DAYS of them: the first days after
+    `since`, else the newest days of the file (Apple Health exports hold years)."""
+    first, last = samples[0].t, samples[-1].t
+    if since is not None:
+        samples = [s for s in samples if s.t >= since]
+        if not samples:
+            raise SourceError(f"{path} has no readings from {_iso(since)} on (it spans "
+                              f"{_iso(first)} to {_iso(last)}).")
+    span = MAX_SPAN_DAYS * 86400
+    if samples[-1].t - samples[0].t < span:
+        return samples
+    if since is not None:
+        end = samples[0].t + span
+        kept = [s for s in samples if s.t < end]
+        result.notes.append(f"{path.name} holds readings up to {_iso(last)}; one import takes "
+                            f"{MAX_SPAN_DAYS} days, so these end at {_iso(kept[-1].t)}: import "
+                            "it again with a later --since for the rest.")
+    else:
+        start = last - span
+        kept = [s for s in samples if s.t > start]
+        result.notes.append(f"{path.name} spans {_iso(first)} to {_iso(last)}; one import "
+                            f"takes {MAX_SPAN_DAYS} days, so its newest were taken, from "
+                            f"{_iso(kept[0].t)} (--since chooses where to start).")
+    result.samples = len(kept)
+    return kept
+
+
+def _storable(path: Path, fmt: str, samples: list[Glucose], result: ImportResult,
+              now_s: float) -> tuple[list[Glucose], list[dict]]:
+    """The readings the store takes and their entries; those it refuses are counted as
+    skipped rows, the first named."""
     from nightlink.edge.sources.cgm import glucose_to_entry
 
-    now = int(time.time() * 1000)
+    now = int(now_s * 1000)
     kept, entries, refused = [], [], []
     for g in samples:
         entry = glucose_to_entry(g, f"import-{fmt}")
@@ -139,13 +222,6 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _check_span(path: Path, samples) -> None:
-    first, last = samples[0].t, samples[-1].t
-    if epoch_index(last) - epoch_index(first) > MAX_SPAN_EPOCHS:
-        raise SourceError(f"{path} spans {_iso(first)} to {_iso(last)}, more than the "
-                          f"{MAX_SPAN_EPOCHS // 2880} days one import takes; nothing was stored.")
-
-
 def epochs_to_write(samples, reach_s: float) -> list[int]:
     """The epochs from the first sample's to the last's that a sample can give a value: its
     own, and those up to `reach_s` after it (time-ordered samples)."""
@@ -158,23 +234,35 @@ def epochs_to_write(samples, reach_s: float) -> list[int]:
 
 
 def _write_epochs(store: EdgeStore, stream: int, samples, result: ImportResult) -> None:
-    """Epoch records of `stream`, left alone where this node already holds one."""
+    """Epoch records of `stream`, left alone where this node already holds one; a day of
+    epochs per transaction (module docstring)."""
     epochs = epochs_to_write(samples, REACH_S[stream])
-    have = {
-        r.epoch
-        for r in store.records(stream, epochs[0], epochs[-1] + 1, device=store.device)
-        if r.count == 1
-    }
-    store.start_boot()
-    pipe = EdgePipeline(store, epochs[0], audio=False, streams=(stream,))
-    pending = iter(samples)
-    nxt = next(pending, None)
-    for epoch in epochs:
-        while nxt is not None and epoch_index(nxt.t) <= epoch:
-            pipe.add(nxt)
-            nxt = next(pending, None)
-        pipe.close(epoch, write=epoch not in have)
-        if epoch in have:
-            result.epochs_kept += 1
-        else:
-            result.epochs_written += 1
+    try:
+        store.start_boot()
+        pipe = EdgePipeline(store, epochs[0], audio=False, streams=(stream,))
+        pending = iter(samples)
+        nxt = next(pending, None)
+        for lo in range(0, len(epochs), DAY_EPOCHS):
+            day = epochs[lo:lo + DAY_EPOCHS]
+            written = kept = 0
+            with store.transaction():
+                have = {
+                    r.epoch
+                    for r in store.records(stream, day[0], day[-1] + 1, device=store.device)
+                    if r.count == 1
+                }
+                for epoch in day:
+                    while nxt is not None and epoch_index(nxt.t) <= epoch:
+                        pipe.add(nxt)
+                        nxt = next(pending, None)
+                    pipe.close(epoch, write=epoch not in have)
+                    kept += epoch in have
+                    written += epoch not in have
+            result.epochs_written += written
+            result.epochs_kept += kept
+    except DatabaseError as exc:
+        done = result.epochs_written + result.epochs_kept
+        raise SourceError(
+            f"The edge store {store.path} refused a write ({exc}) after {done} of the "
+            f"{len(epochs)} epochs; the readings and the epochs written stay, and importing "
+            "the same file again finishes it without storing anything twice.") from None

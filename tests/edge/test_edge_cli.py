@@ -194,3 +194,25 @@ def test_edge_status__says_how_the_links_stand(tmp_path):
     assert lines[-1] == "Dead letters: 1; the newest: mqtt:nl/v1/home/x/room: not a record"
     r = CliRunner().invoke(main, ["edge", "status", "--db", str(tmp_path / "none.db")])
     assert r.exit_code == 2 and "There is no edge store at" in r.output
+
+
+def test_edge_status__answers_while_another_process_holds_the_write_lock(tmp_path):
+    """An up-to-date store opens without the write lock (a long import or a busy node holds
+    it); a store that fails a read is one sentence, exit code 2, not a traceback."""
+    import sqlite3
+
+    db = tmp_path / "edge.db"
+    EdgeStore(db).close()
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        r = subprocess.run([sys.executable, "-m", "nightlink", "edge", "status", "--db", str(db)],
+                           capture_output=True, text=True, timeout=8)
+    finally:
+        other.execute("ROLLBACK")
+    assert r.returncode == 0 and r.stdout.startswith("Edge "), r.stderr
+    other.execute("DROP TABLE sources")
+    other.close()
+    r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
+    assert r.exit_code == 2
+    assert r.output.splitlines()[-1] == "error: the database refused: no such table: sources."

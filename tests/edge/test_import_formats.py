@@ -474,7 +474,8 @@ def test_cli__import_auto_lands_in_the_edge_store(tmp_path, name, tz, label, fir
 def test_cli__bad_rows_one_summary_line_and_the_ambiguity_note(tmp_path):
     path = libre_file(tmp_path, [libre_row(f"02-03-2026 0{h}:00", 0, "100") for h in range(5)]
                       + [libre_row("02-03-2026 07:00", 0, "x")] * 30)
-    res = CliRunner().invoke(main, ["edge", "import", str(path), "--db", str(tmp_path / "e.db")])
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",
+                                    "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 0, res.output
     summary, span, note = res.output.splitlines()
     assert "5 readings, 30 bad rows skipped (first: line 8: bad glucose value 'x')" in summary

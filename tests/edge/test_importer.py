@@ -2,6 +2,7 @@
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from nightlink.edge.importers.importer import import_file
 from nightlink.edge.sources.samples import SourceError
 from nightlink.shared import features
 from nightlink.shared.epoch import epoch_index
+from tests.edge.test_import_formats import libre_file, libre_row
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -50,7 +52,8 @@ def test_import__not_an_export(store):
 
 def test_edge_import_cli(tmp_path):
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "clarity_mgdl.csv"),
-                                    "--format", "clarity", "--db", str(tmp_path / "e.db")])
+                                    "--format", "clarity", "--tz", "UTC",
+                                    "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 0, res.output
     assert res.output == ("clarity_mgdl.csv (Dexcom Clarity): 38 readings, 2 bad rows skipped "
                           "(first: line 52: bad glucose value '1x7'); 371 epochs written, 0 "
@@ -106,12 +109,50 @@ DAY = 86_400.0
 PAST = (time.time() // DAY - 200) * DAY  # a midnight 200 days ago
 
 
-def test_import__a_refused_span_stores_nothing(store, tmp_path):
+def test_import__a_file_spanning_more_than_120_days_gives_its_newest_or_those_since(
+        store, tmp_path):
+    # Apple Health exports hold years: the newest 120 days are taken and the note says so;
+    # --since chooses where to start instead.
     path = ns_file(tmp_path, PAST, PAST + 300, PAST + 130 * DAY)
-    with pytest.raises(SourceError, match=r"more than the 120 days one import takes; nothing "
-                                          r"was stored\.$"):
-        import_file(store, path, "nightscout")
+    result = import_file(store, path, "nightscout")
+    assert result.samples == 1 and result.entries_stored == 1
+    assert result.span == (PAST + 130 * DAY, PAST + 130 * DAY)
+    assert "one import takes 120 days, so its newest were taken" in result.notes[0]
+    assert [e["sgv"] for e in store.entries(count=10)] == [102]
+    other = tmp_path / "other.db"
+    from nightlink.edge.store import EdgeStore
+
+    second = EdgeStore(other)
+    try:
+        result = import_file(second, path, "nightscout", since=PAST)
+        assert result.samples == 2 and "import it again with a later --since" in result.notes[0]
+        assert sorted(e["sgv"] for e in second.entries(count=10)) == [100, 101]
+        with pytest.raises(SourceError, match="has no readings from"):
+            import_file(second, path, "nightscout", since=PAST + 200 * DAY)
+    finally:
+        second.close()
+
+
+def test_import__a_file_ahead_of_now_is_refused_naming_tz(store, tmp_path):
+    """A LibreView export taken now in Tokyo read as UTC lies 9 hours ahead: stored, its
+    readings would be the local site's current glucose and hide the live one."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    now = time.time()
+    tokyo = datetime.fromtimestamp(now, ZoneInfo("Asia/Tokyo"))
+    rows = [libre_row((tokyo.replace(tzinfo=None) - timedelta(minutes=15 * k))
+                      .strftime("%d-%m-%Y %H:%M"), 0, str(120 + k)) for k in range(8)]
+    path = libre_file(tmp_path, rows)
+    with pytest.raises(SourceError, match=r"h from now: its local times are not UTC times: "
+                                          r"give the export's own zone with --tz; nothing"):
+        import_file(store, path, "libreview", tz="UTC", date_order="dmy", now=now)
     assert store.entries(count=10) == [] and store.count_records() == 0
+    result = import_file(store, path, "libreview", tz="Asia/Tokyo", date_order="dmy", now=now)
+    assert result.samples == 8 and result.span[1] <= now
+    with pytest.raises(SourceError, match="was set ahead; nothing was stored"):
+        import_file(store, ns_file(tmp_path, now + 3600, name="ahead.json"), "nightscout",
+                    now=now)
 
 
 def test_import__readings_the_store_refuses_are_counted_and_named(store, tmp_path):
@@ -142,3 +183,88 @@ def test_import__epochs_only_where_a_reading_gives_a_value(store, tmp_path):
     assert result.epochs_written == 241 == store.count_records(features.CGM)
     values = store.epoch_values(features.CGM, epoch_index(PAST), epoch_index(PAST) + 240)
     assert all(v[0] == 100 for v in values.values()) and len(values) == 240
+
+
+def _days_of_readings(tmp_path: Path, days: int, name: str = "days.json") -> Path:
+    start = (time.time() // DAY - days - 2) * DAY
+    return ns_file(tmp_path, *(start + 300 * k for k in range(days * 288)), name=name)
+
+
+def test_import__a_store_refusing_a_write_stops_in_one_sentence_keeping_whole_days(
+        store, tmp_path):
+    """A store that refuses a write mid-way (here a real SQLite trigger, standing for a full
+    disk): one sentence saying how far it got, whole days kept, and the same import again
+    finishes it without storing anything twice."""
+    from nightlink.edge.importers.importer import DAY_EPOCHS, epochs_to_write
+    from nightlink.edge.importers.nightscout_json import read_nightscout_json
+
+    path = _days_of_readings(tmp_path, 3)
+    samples = read_nightscout_json(path)
+    epochs = epochs_to_write(samples, 60 * 120 - 30)
+    stop_at = epochs[DAY_EPOCHS + 100]  # inside the second day
+    store.db.execute(f"CREATE TRIGGER full BEFORE INSERT ON records WHEN NEW.epoch >= {stop_at} "
+                     "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+    with pytest.raises(SourceError) as err:
+        import_file(store, path, "nightscout")
+    assert str(err.value) == (
+        f"The edge store {store.path} refused a write (database or disk is full) after "
+        f"{DAY_EPOCHS} of the {len(epochs)} epochs; the readings and the epochs written stay, "
+        "and importing the same file again finishes it without storing anything twice.")
+    assert store.count_records(features.CGM) == DAY_EPOCHS  # the first day, whole
+    store.db.execute("DROP TRIGGER full")
+    again = import_file(store, path, "nightscout")
+    assert (again.epochs_kept, again.epochs_written) == (DAY_EPOCHS, len(epochs) - DAY_EPOCHS)
+    assert store.count_records(features.CGM) == len(epochs)
+
+
+def test_cli__two_imports_of_one_file_at_once_store_each_epoch_once(tmp_path):
+    import subprocess
+    import sys
+
+    path = _days_of_readings(tmp_path, 3)
+    db = tmp_path / "e.db"
+    CliRunner().invoke(main, ["edge", "id", "--db", str(db)])
+    cmd = [sys.executable, "-m", "nightlink", "edge", "import", str(path), "--tz", "UTC",
+           "--db", str(db)]
+    runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    outs = [r.communicate(timeout=120)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outs
+    from nightlink.edge.store import EdgeStore
+
+    s = EdgeStore(db)
+    try:
+        epochs = [r.epoch for r in s.records(features.CGM)]
+    finally:
+        s.close()
+    assert len(epochs) == len(set(epochs)) > 3 * 2880 - 10
+
+
+def test_cli__import_zone_defaults_to_the_machines_and_a_bad_one_is_refused_first(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    db = tmp_path / "e.db"
+    res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "clarity_mgdl.csv"),
+                                    "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "From 2026-11-19 22:00 to 2026-11-20 01:05 (Asia/Tokyo time, this machine's zone)" \
+        in res.output
+    from nightlink.edge.store import EdgeStore
+
+    s = EdgeStore(db)
+    try:
+        oldest = s.entries(count=1000)[-1]
+    finally:
+        s.close()
+    from datetime import UTC, datetime
+
+    assert oldest["date"] // 60_000 == datetime(2026, 11, 19, 13, 0, tzinfo=UTC).timestamp() // 60
+    for tz in ("Not/AZone", "Europe", "UTC+1"):
+        res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "apple_health_export.xml"),
+                                        "--tz", tz, "--db", str(tmp_path / "n.db")])
+        assert res.exit_code == 2 and res.output.startswith(f"error: --tz: {tz!r} is not a time "
+                                                            "zone name"), res.output
+        assert not (tmp_path / "n.db").exists()
+    res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "clarity_mgdl.csv"),
+                                    "--since", "19.11.2026", "--db", str(db)])
+    assert res.exit_code == 2 and "--since '19.11.2026' is not a date" in res.output
