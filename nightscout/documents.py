@@ -304,6 +304,9 @@ def _treatment(doc: dict, now_ms: int, v3: bool) -> Normalized:
                              seconds_ok=v3)
     if ms < 0:
         ms, offset = now_ms, None
+    elif ms < DATE_MIN_MS:  # stored, it would sit in 1970: in no date range, app or report
+        hint = " (it looks like seconds, not ms)" if ms > DATE_MIN_MS // 1000 else ""
+        raise DocumentError(f"The treatment's time {ms} is before the year 2000{hint}.")
     if "created_at" in doc and isinstance(doc["created_at"], str) and "eventTime" in doc:
         try:
             offset = times.parse(doc["created_at"])[1]

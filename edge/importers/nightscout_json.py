@@ -5,7 +5,8 @@ as `{"$numberLong": "…"}` too), as `Glucose` samples oldest first.
 Each sgv entry has `sgv` (mg/dL) and `date` (Unix milliseconds, UTC), usually `dateString`
 (ISO 8601 with its offset), `direction` and `device`; mbg and cal entries are not CGM
 readings and are passed over. An entry with no `date` is timed by `mills`, else by
-`dateString` (read in `tz` only when it has no offset). sgv < 39 is a sensor error code,
+`dateString` (read in `tz` only when it has no offset, the hour repeated when clocks go back
+placed by the CSV exports' rule, `localtime.py`). sgv < 39 is a sensor error code,
 kept as one, never as glucose, the rule of the live follower (sources/cgm.py).
 """
 
@@ -17,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from nightlink.edge.importers.common import BadRows, ImportedReadings, read_text, result, zone
+from nightlink.edge.importers.localtime import LocalClock
 from nightlink.edge.sources.samples import Glucose, SourceError
 from nightlink.shared import units
 
@@ -37,6 +39,7 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
         raise SourceError(f"{path} is not a Nightscout JSON export: it holds a JSON "
                           f"{type(data).__name__}, not a list of entries.")
     bad, out = BadRows(), {}
+    wall: list[tuple[tuple[int, dict], datetime]] = []  # entries timed by local time alone
     for i, entry in enumerate(data, 1):
         if entry is _BROKEN:
             bad.add(i, "broken JSON", "entry")
@@ -48,7 +51,20 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
         if kind != "sgv":
             continue  # mbg, cal and other entries are not CGM readings
         try:
-            g = _glucose(entry, local)
+            ms = _time_ms(entry)
+            if isinstance(ms, datetime):
+                wall.append(((i, entry), ms))
+                continue
+            g = _glucose(entry, ms)
+        except ValueError as exc:
+            bad.add(i, str(exc), "entry")
+            continue
+        out.setdefault((g.t, g.sgv, g.error_code), g)
+    # Local times alone are placed in the file's order, so the hour repeated when clocks go
+    # back is read as both its passes (the CSV exports' rule, localtime.py).
+    for (i, entry), t in LocalClock(local).place(wall):
+        try:
+            g = _glucose(entry, t * 1000)
         except ValueError as exc:
             bad.add(i, str(exc), "entry")
             continue
@@ -61,6 +77,9 @@ def _documents(path: Path, text: str):
     the list of its documents, `_BROKEN` for a line that is not JSON."""
     try:
         return json.loads(text)
+    except RecursionError:
+        raise SourceError(f"{path} is not a Nightscout JSON export: its JSON is nested too "
+                          "deeply to be one.") from None
     except json.JSONDecodeError as exc:
         if exc.msg != "Extra data":
             raise SourceError(f"{path} is not a Nightscout JSON export: the JSON is broken at "
@@ -69,7 +88,7 @@ def _documents(path: Path, text: str):
     for line in filter(None, map(str.strip, text.splitlines())):
         try:
             docs.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             docs.append(_BROKEN)
     return docs
 
@@ -87,29 +106,26 @@ def _number(value, what: str) -> float:
     return float(value)
 
 
-def _time_ms(entry: dict, local) -> float:
+def _time_ms(entry: dict) -> float | datetime:
+    """The entry's time in Unix ms, or the wall-clock time of a dateString without an offset
+    (placed in the file's zone by the caller)."""
     for key in ("date", "mills"):
         if entry.get(key) is not None:
-            ms = _number(entry[key], key)
-            break
-    else:
-        text = entry.get("dateString")
-        if not isinstance(text, str):
-            raise ValueError("no date, mills or dateString")
-        try:
-            when = datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise ValueError(f"dateString {text[:40]!r} is not an ISO 8601 time") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=local)
-        ms = when.timestamp() * 1000
+            return _number(entry[key], key)
+    text = entry.get("dateString")
+    if not isinstance(text, str):
+        raise ValueError("no date, mills or dateString")
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"dateString {text[:40]!r} is not an ISO 8601 time") from None
+    return when if when.tzinfo is None else when.timestamp() * 1000
+
+
+def _glucose(entry: dict, ms: float) -> Glucose:
     if not _MS_RANGE[0] <= ms < _MS_RANGE[1]:
         raise ValueError(f"date {ms:.0f} is not milliseconds since 1970 in this century")
-    return ms
-
-
-def _glucose(entry: dict, local) -> Glucose:
-    t = _time_ms(entry, local) / 1000
+    t = ms / 1000
     if entry.get("sgv") is None:
         raise ValueError("no sgv value")
     value = _number(entry["sgv"], "sgv")

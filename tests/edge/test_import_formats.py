@@ -509,3 +509,29 @@ def test_dst_fall_back__a_file_sorted_by_wall_clock_time_lists_each_time_twice(t
     assert by_value[101] == utc("2025-10-26T00:00")  # 02:00 CEST
     assert by_value[105] == utc("2025-10-26T01:00")  # 02:00 CET
     assert sorted(by_value.values()) == [utc("2025-10-25T23:45") + i * 900 for i in range(10)]
+
+
+def test_nightscout_json__nested_too_deeply_is_one_sentence(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(SourceError, match="its JSON is nested too deeply to be one"):
+        read_nightscout_json(path)
+    path.write_text('{"type": "sgv", "sgv": 100, "date": 1768518000000}\n' + "[" * 100_000 + "\n")
+    got = read_nightscout_json(path)  # one document per line: that line is a bad entry
+    assert [g.sgv for g in got] == [100] and got.skipped == 1
+
+
+def test_nightscout_json__local_date_strings_through_the_repeated_hour(tmp_path):
+    """Entries timed only by a dateString without an offset, through the night clocks go back
+    in Amsterdam, newest first as Nightscout lists them: both passes of 02:00-02:45 are kept,
+    15 minutes apart in UTC (the first pass was read as summer time both times, and the
+    second pass's 4 readings were dropped as duplicates)."""
+    walls = [f"2026-10-25T0{h}:{m:02d}:00" for h in (1, 2) for m in (0, 15, 30, 45)]
+    walls += [f"2026-10-25T0{h}:{m:02d}:00" for h in (2, 3) for m in (0, 15, 30, 45)]
+    docs = [{"type": "sgv", "sgv": 100 + k, "dateString": w} for k, w in enumerate(walls)]
+    path = tmp_path / "ns.json"
+    path.write_text(json.dumps(docs[::-1]))
+    got = read_nightscout_json(path, tz="Europe/Amsterdam")
+    assert [g.sgv for g in got] == list(range(100, 116))
+    assert got[0].t == utc("2026-10-24T23:00")
+    assert [g.t - got[0].t for g in got] == [k * 900 for k in range(16)]

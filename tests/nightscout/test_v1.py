@@ -142,6 +142,22 @@ def test_upload__invalid_item_dead_lettered_the_others_stored(ns, item, reason):
     assert ns.get("/api/v1/entries.json", headers=AUTH).status_code == 200
 
 
+@pytest.mark.parametrize("when", [{"created_at": 1_795_906_800}, {"date": 1_796_025_600},
+                                  {"created_at": "1796025600"}, {"date": 86_400_000}])
+def test_upload__a_treatment_timed_in_seconds_or_before_2000_is_refused(ns, when):
+    """Stored, it sat in 1970: in no date range, app, report or carb hold, and two of them
+    shared one time and replaced each other. Entries are refused the same way."""
+    good = {"eventType": "Carb Correction", "carbs": 12, "created_at": iso(now_ms() - MIN)}
+    r = ns.post("/api/v1/treatments", json=[good, {"eventType": "Carb Correction",
+                                                   "carbs": 14, **when}], headers=AUTH)
+    assert r.status_code == 200 and r.headers["X-Nightlink-Rejected"] == "1"
+    assert "before the year 2000" in r.json()[1]["error"]
+    if when != {"date": 86_400_000}:
+        assert "(it looks like seconds, not ms)" in r.json()[1]["error"]
+    got = ns.get("/api/v1/treatments.json", headers=AUTH).json()
+    assert [t["carbs"] for t in got] == [12]
+
+
 @pytest.mark.parametrize("body, status", [
     (b"{not json", 400), (b"[" * 100 + b"]" * 100, 400), (b'{"date": ' + b"9" * 5000 + b"}", 400),
     (b"", 400), (b"\xff\xfe", 400),
