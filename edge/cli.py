@@ -394,7 +394,7 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
     def replay(night_dir: Path, db: Path | None, realtime: bool, speed: float, audio: str,
                tz: str | None, as_json: bool) -> None:
-        from nightlink.edge.node.replay import load_manifest
+        from nightlink.edge.node.replay import AlreadyStored, load_manifest
         from nightlink.edge.node.replay import replay as run_replay
 
         if speed <= 0:

@@ -328,6 +328,10 @@ def load_manifest(sim_dir: Path) -> dict:
     return manifest
 
 
+class AlreadyStored(ValueError):
+    """The store already holds epochs of the night from this node."""
+
+
 def replay(
     sim_dir: Path,
     store: EdgeStore,
@@ -354,6 +358,13 @@ def replay(
     first = int(manifest["epoch_grid"]["first_epoch"])
     count = int(manifest["epoch_grid"]["epoch_count"])
     start = float(epoch_start(first))
+    held = [features.stream(s)[features.S_NAME] for s in STREAM_ORDER
+            if next(store.records(s, first, first + count, device=store.device), None)]
+    if held:
+        raise AlreadyStored(
+            f"{store.path} already holds epochs of this night ({iso_epoch(first)} on: "
+            f"{', '.join(held)}) from this node; replaying it again would store and sync them "
+            "twice: replay into another store (--db).")
     bad: dict[str, int] = {}
     problems: list[str] = []
     started = time.monotonic()

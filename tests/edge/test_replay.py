@@ -648,3 +648,24 @@ def test_edge_replay_cli__says_which_inputs_the_night_used(night, tmp_path):
                                     str(tmp_path / "f.db"), "--audio", "none"])
     assert res.exit_code == 0 and "  sleep from " in res.output and "apnea screen from" in \
         res.output
+
+
+def test_replay__the_same_night_again_is_refused_in_one_sentence(replayed, night, tmp_path):
+    """Replayed twice into one store, a night was stored and synced twice (new sequence
+    numbers each time, 240 cloud rows for 120 epochs); a second replay is refused and leaves
+    the store as it was."""
+    from nightlink.edge.node.replay import AlreadyStored
+
+    store, _result = replayed
+    before = store.count_records()
+    with pytest.raises(AlreadyStored, match=r"already holds epochs of this night \(.* on: cgm, "):
+        replay(night, store)
+    assert store.count_records() == before
+    db = tmp_path / "e.db"
+    first = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", str(db),
+                                      "--audio", "none"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", str(db),
+                                      "--audio", "none"])
+    assert again.exit_code == 2
+    assert again.output.splitlines()[-1].endswith("replay into another store (--db).")
