@@ -225,6 +225,7 @@ def mosquitto_conf(acl_path: Path | str, passwd_path: Path | str, *, port: int =
         "persistence true",
         f"persistence_location {persistence_dir}",
         "max_queued_messages 100000",
+        f"max_packet_size {topics.MAX_PACKET_BYTES}",
         "",
         f"listener {port}{' ' + host if host else ''}",
     ]

@@ -65,6 +65,7 @@ _STREAM_NAMES = ", ".join(s[features.S_NAME] for s in features.STREAMS)
 # a status report is a small JSON object.
 MAX_DATA_BYTES = codec.BATCH_HEADER_SIZE + codec.MAX_BATCH_BYTES
 MAX_STATUS_BYTES = 65536
+ENTRY_AHEAD_MS = 10 * 60_000  # a CGM reading later than this ahead of our clock is not served
 MAX_RANGES = 1000  # dropped ranges per stream in one report (devices send their newest 100)
 MAX_SEQ = 0xFFFFFFFF  # sequence numbers are u32 on the wire
 MAX_DROP_COUNT = 2**53  # a count of dropped rows (a float keeps it exactly)
@@ -118,12 +119,33 @@ def glucose_entries(rec: codec.Record, device: str) -> list[dict]:
     return list(out.values())
 
 
-def handle(store: Store, topic: str, payload: bytes) -> Outcome:
-    """Check, decode and store one message. Raises Rejected with the dead-letter reason."""
+def _served(entries: list[dict], out: Outcome) -> list[dict]:
+    """The readings to serve as Nightscout entries: not those dated before 2000 or more than
+    ENTRY_AHEAD_MS ahead of this clock (a device whose clock is wrong). Such a reading would
+    be every follower's "current" glucose for hours, hiding the real ones; its epoch rows are
+    kept, and one dead letter per message says why its readings are not served."""
+    hi = time.time() * 1000 + ENTRY_AHEAD_MS
+    odd = [e for e in entries if not ns_documents.DATE_MIN_MS <= e["date"] <= hi]
+    if not odd:
+        return entries
+    first = odd[0]
+    ahead = (first["date"] - time.time() * 1000) / 3_600_000
+    when = (f"{ahead:.1f} h ahead of the cloud's clock" if first["date"] > hi
+            else "before the year 2000")
+    out.dead.append((f"{len(odd)} glucose reading(s) of the message are dated {when} (first: "
+                     f"{first['dateString']}): the device's clock is wrong; the epoch rows are "
+                     "stored, but the readings are not served as Nightscout entries.",
+                     _part(first)))
+    return [e for e in entries if ns_documents.DATE_MIN_MS <= e["date"] <= hi]
+
+
+def handle(store: Store, topic: str, payload: bytes, *, retained: bool = False) -> Outcome:
+    """Check, decode and store one message. Raises Rejected with the dead-letter reason.
+    `retained`: a status report's stored copy (IngestWorker.process)."""
     kind, tenant, device, stream = _parse(topic)
     publisher = _check_publisher(store, tenant, device)
     if kind == "status":
-        return _status(store, tenant, device, payload)
+        return _status(store, tenant, device, payload, retained=retained)
     if stream in topics.DOC_STREAMS:
         if publisher["kind"] != "edge":
             # A clock's login may publish on its own topics: without this it could read the
@@ -162,7 +184,8 @@ def _check_publisher(store: Store, tenant: str, device: str) -> dict:
     return dev
 
 
-def _status(store: Store, tenant: str, device: str, payload: bytes) -> Outcome:
+def _status(store: Store, tenant: str, device: str, payload: bytes, *,
+            retained: bool = False) -> Outcome:
     """A device's health report: kept as it is once every field the cloud reads is valid;
     its dropped ranges let the marks step over rows the device gave up (see advance_hwm)."""
     if len(payload) > MAX_STATUS_BYTES:
@@ -178,7 +201,7 @@ def _status(store: Store, tenant: str, device: str, payload: bytes) -> Outcome:
     dropped = _dropped_ranges(doc.get("dropped"))
     drops = _drop_counts(doc.get("drops"))
     screens = _night_screens(doc.pop("nights", None))
-    store.put_device_status(device, tenant, doc)
+    store.put_device_status(device, tenant, doc, heard=not retained)
     data = store.tenant(tenant)
     for night, block in screens.items():  # an edge's apnea screens (edge/sync/cloud_link.py)
         got = {"breathing": block, "device": device}
@@ -304,12 +327,17 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
         if features.stream(rec.stream)[features.S_NAME] != stream:
             raise Rejected(f"A {features.stream(rec.stream)[features.S_NAME]} record was sent on the "
                            f"{stream} topic.")
+    rows = sum(len(rec.rows) for rec in records)
+    if rows > codec.MAX_MESSAGE_ROWS:
+        raise Rejected(f"The message holds {rows} epoch rows; one message carries at most "
+                       f"{codec.MAX_MESSAGE_ROWS} (shared/WIRE.md), so that one device's "
+                       "message does not hold up every other one.")
     out = Outcome()
     data = store.tenant(tenant)
     out.rows = data.put_rows(records)
     sid = features.stream_by_name(stream)[features.S_ID]
     if sid == features.CGM:
-        entries = [e for rec in records for e in glucose_entries(rec, device)]
+        entries = _served([e for rec in records for e in glucose_entries(rec, device)], out)
         if entries:
             # The Nightscout core's rules: a reading an app already uploaded (the same value
             # less than a minute away) is not stored again, and an app's document is kept.
@@ -576,6 +604,7 @@ class Message:
     mid: int = 0
     link: int = 0  # the broker connection it came on: its PUBACK may only go on that one
     key: str = ""  # its sender (tenant/device from the topic), for the rate limit
+    retained: bool = False  # a stored copy the broker hands out at each subscription
 
 
 def is_own_command(topic: str, payload: bytes) -> bool:
@@ -708,21 +737,29 @@ class IngestWorker:
             except UnicodeDecodeError:
                 topic = bytes(getattr(msg, "_topic", b"")).decode("utf-8", "replace")
             self._queue.put(Message(topic, bytes(msg.payload), msg.qos, msg.mid,
-                                    self._link_gen, _sender(topic)))
+                                    self._link_gen, _sender(topic), bool(msg.retain)))
         except Exception:  # never let a message end the network thread
             _LOGGER.exception("ingest: a received message could not be queued")
 
     # -- handling one message ----------------------------------------------------------------
 
-    def process(self, topic: str, payload: bytes) -> str:
+    def process(self, topic: str, payload: bytes, retained: bool = False) -> str:
         """Handle one message completely: store it and publish its acks, or dead-letter it
         with the reason; return "stored" or "rejected" ("own" for a command this cloud sent,
-        which the ingest's filter hears too). Raises only a database error that may pass (see
-        db_failure): the caller keeps the message and tries it again."""
+        which the ingest's filter hears too; "retained" for a stored copy of a data message,
+        handled already when it was sent). Raises only a database error that may pass (see
+        db_failure): the caller keeps the message and tries it again.
+
+        A retained copy comes again at every subscription: a device's status report is
+        kept without counting as news of the device (its time stays the report's arrival),
+        and a data message, which devices never send retained, was handled (or
+        dead-lettered) when it came live, so it is not handled again."""
         if is_own_command(topic, payload):
             return "own"
+        if retained and not topic.endswith("/" + topics.STATUS):
+            return "retained"
         try:
-            out, reason = handle(self.store, topic, payload), None
+            out, reason = handle(self.store, topic, payload, retained=retained), None
         except Rejected as exc:
             out, reason = exc.outcome, str(exc)
         except Exception as exc:
@@ -781,7 +818,7 @@ class IngestWorker:
         backoff = Backoff(0.5, self.db_backoff_max_s)
         while True:
             try:
-                self.process(msg.topic, msg.payload)
+                self.process(msg.topic, msg.payload, msg.retained)
                 break
             except Exception as exc:
                 if db_failure(exc) != "transient":

@@ -48,6 +48,9 @@ BATCH_HEADER_SIZE = const(6)
 MAX_BATCH_RECORDS = const(1024)
 MAX_BATCH_BYTES = const(4194304)  # 4 MiB of records, compressed or not
 BATCH_ZLIB = const(0x01)  # batch flag: the records part is a zlib stream
+# Epoch rows one message may carry, over all its records: the cloud stores a message in one
+# go, so this bounds how long one device's message keeps every other one waiting (WIRE.md).
+MAX_MESSAGE_ROWS = const(8192)
 
 # version u8, stream u8, flags u8, nfeat u8, device 6s, boot u32, seq u32, epoch u32, count u16
 _HEADER = "<BBBB6sIIIH"

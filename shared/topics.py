@@ -15,6 +15,10 @@ TREATMENTS = "treatments"
 DOC_STREAMS = (TREATMENTS,)
 # Filters the cloud ingest subscribes to; the shared form spreads messages over workers.
 INGEST_FILTER = PREFIX + "/+/+/+"
+# The largest MQTT packet the project's brokers take (Mosquitto's max_packet_size): a batch of
+# 4 MiB of records with its header, topic and MQTT framing; anything larger is refused at the
+# broker instead of being held in its memory and the ingest's (WIRE.md).
+MAX_PACKET_BYTES = 4 * 1024 * 1024 + 8 * 1024
 SHARED_INGEST_FILTER = "$share/ingest/" + INGEST_FILTER
 
 

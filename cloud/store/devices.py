@@ -75,11 +75,18 @@ class Devices:
             "SELECT max(seq) AS n FROM epoch_rows WHERE device = ? AND stream = ?",
             (device_id, stream)) or 0)
 
-    def put_device_status(self, device_id: str, tenant_id: str, doc: dict) -> None:
+    def put_device_status(self, device_id: str, tenant_id: str, doc: dict, *,
+                          heard: bool = True) -> None:
+        """Keep a device's status report; `updated_at` is when the device was last heard
+        from. heard=False (the broker's retained copy, handed out again at every
+        subscription): a report already kept leaves that time as it was."""
+        update_time = ("updated_at = excluded.updated_at" if heard else
+                       "updated_at = CASE WHEN device_status.doc = excluded.doc "
+                       "THEN device_status.updated_at ELSE excluded.updated_at END")
         self.db.execute(
             "INSERT INTO device_status (device, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (device) DO UPDATE SET tenant_id = excluded.tenant_id, "
-            "doc = excluded.doc, updated_at = excluded.updated_at",
+            f"doc = excluded.doc, {update_time}",
             (device_id, tenant_id, to_json(doc), time.time()))
 
     def add_dropped(self, device_id: str, stream: int, ranges: list[tuple[int, int]]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nightlink.edge.features.glucose_risk import BUDGET_PER_WEEK, MAX_BUDGET_PER_WEEK
 from nightlink.edge.node.zone import MIN_NIGHT_MIN, check_clock_time, check_zone
-from nightlink.shared import topics
+from nightlink.shared import codec, topics
 
 DEFAULT_SECRETS = {"changeme", "change-me", "password", "nightscout", "secret", "token"}
 MIN_SECRET = 12
@@ -331,6 +331,9 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
                      ("status_interval_s", 1)):
         if not getattr(sy, key) >= low:
             _fail(f"{file}: [sync]", f"{key} must be at least {low}, not {getattr(sy, key)}.")
+    if sy.rows_per_record > codec.MAX_COUNT:
+        _fail(f"{file}: [sync]", f"rows_per_record must be at most {codec.MAX_COUNT} (a day of "
+                                 f"epochs, the wire's limit), not {sy.rows_per_record}.")
     if not 0 <= cfg.room.i2c_bus <= 16:
         _fail(f"{file}: [room]", f"i2c_bus must be between 0 and 16, not {cfg.room.i2c_bus}.")
     fo = cfg.follower

@@ -74,6 +74,7 @@ def bridge_config(cfg: EdgeConfig, device: str, *, passwd_file: str | Path = DEF
         "allow_anonymous false",
         f"password_file {passwd_file}",
         f"acl_file {acl_file}",
+        f"max_packet_size {topics.MAX_PACKET_BYTES}",
         f"listener {cfg.clocks.port} {listen_host}",
         *(["persistence true", f"persistence_location {persistence}"] if persistence else []),
         "",

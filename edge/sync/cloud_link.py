@@ -362,8 +362,7 @@ class SyncClient:
             recs.sort(key=lambda r: (r.boot, r.seq))
             packed = codec.pack_runs(recs, self.cfg.rows_per_record)
             topic = topics.data_topic(self.tenant, device, features.stream(stream)[features.S_NAME])
-            for i in range(0, len(packed), MAX_RECORDS_PER_BATCH):
-                part = packed[i : i + MAX_RECORDS_PER_BATCH]
+            for part in _messages(packed):
                 payload = (codec.encode_batch(part, compress=compress)
                            if compress or len(part) > 1 else codec.encode(part[0]))
                 info = self.client.publish(topic, payload, qos=1)
@@ -526,6 +525,22 @@ def _as_bytes(doc) -> bytes:
 
 def _whole(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _messages(records: list[codec.Record]) -> list[list[codec.Record]]:
+    """Records cut into messages of at most MAX_RECORDS_PER_BATCH records and
+    codec.MAX_MESSAGE_ROWS epoch rows (a record is never split: pack_runs keeps records far
+    smaller)."""
+    out: list[list[codec.Record]] = []
+    rows = 0
+    for rec in records:
+        if (not out or len(out[-1]) >= MAX_RECORDS_PER_BATCH
+                or rows + len(rec.rows) > codec.MAX_MESSAGE_ROWS):
+            out.append([])
+            rows = 0
+        out[-1].append(rec)
+        rows += len(rec.rows)
+    return out
 
 
 def _doc_batches(changes: list) -> list[list]:

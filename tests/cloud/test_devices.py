@@ -392,6 +392,15 @@ def test_broker_conf__tls_with_minted_credentials(people, tmp_path):
         c.connect("127.0.0.1", port)
         c.loop_start()
         assert ok.wait(5), "the minted account could not connect over TLS"
+        # A packet over the largest batch is refused at the broker, which hangs up, rather
+        # than held in its memory and the ingest's (200 MB messages were delivered).
+        from nightlink.shared import topics as _topics
+
+        assert f"max_packet_size {_topics.MAX_PACKET_BYTES}" in text
+        gone = threading.Event()
+        c.on_disconnect = lambda *_a: gone.set()
+        c.publish(f"nl/v1/fam-1/{DEV}/room", b"x" * (_topics.MAX_PACKET_BYTES + 1), qos=1)
+        assert gone.wait(10), "the broker took a packet over max_packet_size"
         c.loop_stop()
         c.disconnect()
         plain = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="plain")

@@ -64,6 +64,42 @@ def test_handle__cgm_rows_become_nightscout_entries(store):
     assert entries[0]["date"] == (58950540 * 30 + 30 - 30) * 1000
 
 
+def test_handle__readings_from_a_clock_set_wrong_are_not_served_as_entries(store):
+    """An edge whose clock runs 20 h ahead: stored as Nightscout entries its readings were
+    every follower's "current" glucose until then, hiding the real readings (a low among
+    them). Its epoch rows are kept and acknowledged; its readings are not served, and one
+    dead letter says why."""
+    cgm = features.CGM
+    now_epoch = int(time.time() // 30)
+    ahead = codec.Record(cgm, codec.device_id(DEV), 1, 1, now_epoch + 20 * 120,
+                         [codec.quantize_row(cgm, (250.0, 0.0, 0.0, 0.0, 4.0, None))])
+    right = codec.Record(cgm, codec.device_id(DEV), 1, 2, now_epoch - 2,
+                         [codec.quantize_row(cgm, (50.0, 0.0, -9.0, -1.8, 1.0, None))])
+    old = codec.Record(cgm, codec.device_id(DEV), 1, 3, 100,
+                       [codec.quantize_row(cgm, (120.0, 0.0, 0.0, 0.0, 4.0, None))])
+    out = handle(store, topics.data_topic("fam-1", DEV, "cgm"),
+                 codec.encode_batch([ahead, right, old]))
+    data = store.tenant("fam-1")
+    assert data.count_rows() == 3 and out.acks[0][1]["hwm"] == 3
+    assert [e["sgv"] for e in data.entries()] == [50]
+    [(reason, part)] = out.dead
+    assert reason.startswith("2 glucose reading(s) of the message are dated 20.0 h ahead of "
+                             "the cloud's clock (first: ")
+    assert "the device's clock is wrong" in reason and b'"sgv":250' in part
+
+
+def test_handle__a_message_over_the_row_limit_is_refused(store):
+    from nightlink.cloud.ingest import Rejected
+
+    topic = topics.data_topic("fam-1", DEV, "room")
+    big = [_rec(1 + 2880 * k, 100 + 2880 * k, n=2880) for k in range(3)]  # 8,640 rows
+    with pytest.raises(Rejected, match="holds 8640 epoch rows; one message carries at most 8192"):
+        handle(store, topic, codec.encode_batch(big, compress=True))
+    assert store.tenant("fam-1").count_rows() == 0
+    out = handle(store, topic, codec.encode_batch(big[:2], compress=True))
+    assert out.rows == 5760
+
+
 @pytest.mark.parametrize(
     ("topic", "payload", "reason"),
     [
@@ -123,6 +159,49 @@ def test_worker__real_broker_acks_and_dead_letters(store, mosquitto):
     dev.loop_stop()
     dev.disconnect()
     worker.stop()
+
+
+@pytest.mark.parametrize("group", ["ingest", ""])
+def test_worker__retained_copies_at_each_subscription_are_not_news(store, mosquitto, group):
+    """The broker hands a topic's retained message to every new subscription: a restarted
+    ingest re-dead-lettered a retained garbage data message each time, and re-applied the
+    retained status report as if the device had just been heard from."""
+    dev = _client(mosquitto)
+    status, room = topics.status_topic("fam-1", DEV), topics.data_topic("fam-1", DEV, "room")
+
+    def run_worker(until, send=lambda: None) -> None:
+        worker = IngestWorker(store, _settings(mosquitto, group=group))
+        worker.start()
+        assert worker.connected.wait(10)
+        send()
+        deadline = time.monotonic() + 10
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the retained copies arrive right after the subscription
+        assert worker.drain()
+        worker.stop()
+
+    def send() -> None:  # live, while the ingest is subscribed, and retained
+        dev.publish(status, json.dumps({"uptime_s": 5}), qos=1, retain=True).wait_for_publish(5)
+        dev.publish(room, b"garbage", qos=1, retain=True).wait_for_publish(5)
+
+    try:
+        heard = []
+        for restart in range(3):
+            run_worker(lambda: store.device_status(DEV) is not None and store.dead_letters(),
+                       send if restart == 0 else lambda: None)
+            heard.append(store.device_status(DEV)["updated_at"])
+        assert store.device_status(DEV)["uptime_s"] == 5
+        assert heard[0] == heard[1] == heard[2]
+        assert [d["payload"] for d in store.dead_letters()] == [b"garbage"]
+        dev.publish(status, json.dumps({"uptime_s": 65}), qos=1, retain=True).wait_for_publish(5)
+        run_worker(lambda: store.device_status(DEV)["uptime_s"] == 65)
+        assert store.device_status(DEV)["updated_at"] > heard[0]  # a new report is news
+    finally:
+        for topic in (status, room):  # the broker is shared: clear what this test retained
+            dev.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+        dev.loop_stop()
+        dev.disconnect()
 
 
 def test_worker__two_workers_share_the_load_without_doubles(store, mosquitto, record_property):

@@ -229,10 +229,10 @@ def _trap(monkeypatch, payload, action):
     """Make handle() run `action` for one payload (a bug, a hang) and behave otherwise."""
     real = ingest.handle
 
-    def handle(store, topic, body):
+    def handle(store, topic, body, **options):
         if body == payload:
             action()
-        return real(store, topic, body)
+        return real(store, topic, body, **options)
 
     monkeypatch.setattr(ingest, "handle", handle)
 

@@ -95,7 +95,7 @@ def test_process__device_of_a_soft_deleted_tenant_is_refused_with_the_reason(sto
 
 
 def test_process__an_unexpected_error_dead_letters_with_its_type(store, worker, monkeypatch):
-    def broken(*_args):
+    def broken(*_args, **_options):
         raise KeyError("a bug in a handler")
 
     monkeypatch.setattr(store, "put_device_status", broken)

@@ -32,6 +32,7 @@ def test_config__defaults_with_secret_from_environment():
         ("[sync]\nhost = \"a\\nlistener 1\"\n", "[sync] host holds a line break"),
         ("[clocks]\nkeepalive_s = -3\n", "[clocks] keepalive_s must be between 1 and 3600"),
         ("[sync]\nmax_inflight = 0\n", "[sync] max_inflight must be at least 1, not 0."),
+        ("[sync]\nrows_per_record = 5000\n", "[sync] rows_per_record must be at most 2880"),
         ("tenant = 'Home Sweet'\n", "tenant: The tenant name 'Home Sweet' may only hold"),
         ("[wearable]\nenabled = true\n", "[wearable] address is needed"),
         ("[follower]\nenabled = true\nurl = 'ftp://x'\n", "[follower] url must start with http"),

@@ -67,10 +67,11 @@ def test_broker_config__logins_from_the_files_and_the_bridge(tmp_path):
     assert r.exit_code == 0, r.output
     store = EdgeStore(db)
     lines = r.output.splitlines()
-    assert lines[1:8] == ["per_listener_settings false", "allow_anonymous false",
+    assert lines[1:9] == ["per_listener_settings false", "allow_anonymous false",
                           "password_file /etc/mosquitto/nightlink.passwd",
-                          "acl_file /etc/mosquitto/nightlink.acl", "listener 1883 0.0.0.0",
-                          "persistence true", "persistence_location /var/lib/mosquitto/"]
+                          "acl_file /etc/mosquitto/nightlink.acl", "max_packet_size 4202496",
+                          "listener 1883 0.0.0.0", "persistence true",
+                          "persistence_location /var/lib/mosquitto/"]
     assert f"remote_clientid nl-bridge-{store.device}" in lines
     assert "remote_username home.0123456789ab" in lines
     assert "bridge_capath /etc/ssl/certs" in lines

@@ -209,3 +209,21 @@ def test_sync__edge_process_killed_mid_batch(rig, tmp_path, record_property):
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
     record_property("fault_counts", f"edge kill -9 survived: {kills}; rows {produced[0]}, "
                     f"stored {cloud_digest(rig.cloud, rig.edge.device)[0]}")
+
+
+def test_messages_stay_under_the_wires_row_and_record_limits():
+    """However the sync is configured, a message holds at most 64 records and
+    codec.MAX_MESSAGE_ROWS epoch rows (the cloud refuses more), records whole and in order."""
+    from nightlink.edge.sync.cloud_link import MAX_RECORDS_PER_BATCH, _messages
+
+    row = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+    dev = codec.device_id("a4cf12b0c3d4")
+    for n_rows, n_recs in ((2880, 10), (120, 200), (1, 300), (2000, 9)):
+        recs = [codec.Record(features.ROOM, dev, 1, 1 + k * n_rows, 100 + k * n_rows,
+                             [row] * n_rows) for k in range(n_recs)]
+        parts = _messages(recs)
+        assert [r for p in parts for r in p] == recs
+        assert all(0 < len(p) <= MAX_RECORDS_PER_BATCH for p in parts)
+        assert all(sum(len(r.rows) for r in p) <= codec.MAX_MESSAGE_ROWS for p in parts)
+        assert len(parts) >= -(-n_rows * n_recs // codec.MAX_MESSAGE_ROWS)
+    assert len(_messages(recs)) == 3  # 2,000-row records: 4 + 4 + 1
