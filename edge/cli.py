@@ -430,6 +430,8 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
                 result = run_replay(night_dir, store, realtime=realtime, speed=speed,
                                     audio=audio, audio_stream=audio_stream, on_epoch=tick,
                                     timezone=tz)
+        except AlreadyStored as exc:
+            raise NightlinkError(str(exc)) from None
         finally:
             store.close()
         used = _inputs_used(result.summary)
