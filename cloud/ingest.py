@@ -124,18 +124,18 @@ def _served(entries: list[dict], out: Outcome) -> list[dict]:
     ENTRY_AHEAD_MS ahead of this clock (a device whose clock is wrong). Such a reading would
     be every follower's "current" glucose for hours, hiding the real ones; its epoch rows are
     kept, and one dead letter per message says why its readings are not served."""
-    hi = time.time() * 1000 + ENTRY_AHEAD_MS
-    odd = [e for e in entries if not ns_documents.DATE_MIN_MS <= e["date"] <= hi]
-    if not odd:
+    now = time.time() * 1000
+    hi = now + ENTRY_AHEAD_MS
+    ahead = [e for e in entries if e["date"] > hi]
+    old = [e for e in entries if e["date"] < ns_documents.DATE_MIN_MS]
+    if not ahead and not old:
         return entries
-    first = odd[0]
-    ahead = (first["date"] - time.time() * 1000) / 3_600_000
-    when = (f"{ahead:.1f} h ahead of the cloud's clock" if first["date"] > hi
-            else "before the year 2000")
-    out.dead.append((f"{len(odd)} glucose reading(s) of the message are dated {when} (first: "
-                     f"{first['dateString']}): the device's clock is wrong; the epoch rows are "
-                     "stored, but the readings are not served as Nightscout entries.",
-                     _part(first)))
+    said = ([f"{len(ahead)} dated up to {(max(e['date'] for e in ahead) - now) / 3_600_000:.1f}"
+             f" h ahead of the cloud's clock (first: {ahead[0]['dateString']})"] if ahead
+            else []) + ([f"{len(old)} dated before the year 2000"] if old else [])
+    out.dead.append((f"Glucose readings of the message: {'; '.join(said)}. The device's clock "
+                     "is wrong; the epoch rows are stored, but these readings are not served "
+                     "as Nightscout entries.", _part((ahead or old)[0])))
     return [e for e in entries if ns_documents.DATE_MIN_MS <= e["date"] <= hi]
 
 
@@ -203,6 +203,9 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
     screens = _night_screens(doc.pop("nights", None))
     store.put_device_status(device, tenant, doc, heard=not retained)
     data = store.tenant(tenant)
+    zone = doc.get("timezone")
+    if isinstance(zone, str) and 0 < len(zone) <= 64 and not retained:
+        data.note_zone(zone, time.time())  # past nights keep the zone they were recorded in
     for night, block in screens.items():  # an edge's apnea screens (edge/sync/cloud_link.py)
         got = {"breathing": block, "device": device}
         try:

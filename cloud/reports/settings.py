@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nightlink.cloud import fusion
 from nightlink.cloud.store import Store, TenantStore
+from nightlink.cloud.zone_history import ZoneHistory
 from nightlink.shared import units
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
@@ -43,7 +44,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class PatientSettings:
-    tz: ZoneInfo
+    tz: ZoneInfo  # or a ZoneHistory (the node moved): a tzinfo with the zone's `key`
     targets: str
     report_days: int
     # where the zone comes from: "set" (the patient's settings), "edge" (what the bedside
@@ -57,6 +58,8 @@ class PatientSettings:
 
 def zone(name: str) -> ZoneInfo:
     try:
+        if name in ("localtime", "posixrules", "Factory"):  # database files, not zones:
+            raise ValueError(name)  # "localtime" would be this server's zone
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
         raise SettingsError(f"{name!r} is not a time zone; use an IANA name such as "
@@ -70,6 +73,14 @@ def patient_settings(data: TenantStore) -> PatientSettings:
     targets, days = (row["targets"], int(row["report_days"])) if row else ("standard", 14)
     if row and row["tz"]:
         return PatientSettings(zone(row["tz"]), targets, days)
+    history = []
+    for since, name in data.zone_history():
+        try:
+            history.append((since, zone(name)))
+        except SettingsError:  # a zone this server does not know: as if not reported
+            continue
+    if len(history) > 1:  # the node moved: past nights keep the zone they were recorded in
+        return PatientSettings(ZoneHistory(history), targets, days, "edge")
     for reported in data.reported_timezones():
         try:
             return PatientSettings(zone(reported), targets, days, "edge")

@@ -14,6 +14,9 @@ from nightlink.shared.epoch import EPOCH_S, night_of
 
 MIN_NIGHT_MIN = 60  # a sleep schedule, or a night's recording, shorter than this is no night
 ZONE_META = "timezone"  # the store's record of the node's zone, sent in its status report
+# Files of the zone database that ZoneInfo opens but that name no zone: "localtime" is this
+# machine's (sent to the cloud it would mean the server's), "posixrules" a default rule.
+_NOT_ZONES = ("localtime", "posixrules", "Factory")
 
 
 def check_zone(name: str, *, machine: bool = True) -> str:
@@ -21,6 +24,10 @@ def check_zone(name: str, *, machine: bool = True) -> str:
     own zone where `machine` allows it (a configuration), else no zone (a --tz option)."""
     if name == "" and machine:
         return name
+    if name in _NOT_ZONES:
+        raise ValueError(f"{name!r} is a file of the time zone database, not a zone: name "
+                         "the zone, such as \"Europe/Berlin\"" + (
+                             ", or leave it empty for the machine's own" if machine else ""))
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe")
