@@ -330,7 +330,9 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
     from nightlink.edge.node.zone import check_zone, zone_name
 
     if tz is None:
-        tz, whose = zone_name("") or "UTC", "this machine's zone"
+        machine = zone_name("")
+        tz, whose = ((machine, "this machine's zone") if machine else
+                     ("UTC", "this machine's zone could not be read"))
     else:
         whose = ""
         try:
@@ -394,7 +396,7 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
     def replay(night_dir: Path, db: Path | None, realtime: bool, speed: float, audio: str,
                tz: str | None, as_json: bool) -> None:
-        from nightlink.edge.node.replay import AlreadyStored, load_manifest
+        from nightlink.edge.node.replay import load_manifest
         from nightlink.edge.node.replay import replay as run_replay
 
         if speed <= 0:
@@ -430,8 +432,6 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
                 result = run_replay(night_dir, store, realtime=realtime, speed=speed,
                                     audio=audio, audio_stream=audio_stream, on_epoch=tick,
                                     timezone=tz)
-        except AlreadyStored as exc:
-            raise NightlinkError(str(exc)) from None
         finally:
             store.close()
         used = _inputs_used(result.summary)

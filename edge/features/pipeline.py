@@ -82,11 +82,12 @@ class EdgePipeline:
         self._audio_rows = {e: v for e, v in self._audio_rows.items() if e >= epoch}
         self.epoch = max(self.epoch, epoch)
 
-    def close(self, epoch: int, *, write: bool = True, blank: tuple[int, ...] = ()
-              ) -> dict[int, tuple]:
+    def close(self, epoch: int, *, write: bool = True, blank: tuple[int, ...] = (),
+              skip: tuple[int, ...] = ()) -> dict[int, tuple]:
         """Reduce epoch `epoch` for every stream and store it (unless write is False, when
         the epoch is already stored); return the raw rows. Streams in `blank` are reduced
-        but stored as missing (the live node outside the person's sleep schedule)."""
+        but stored as missing (the live node outside the person's sleep schedule); streams
+        in `skip` are reduced but not stored (this epoch of theirs is stored already)."""
         for e in sorted(k for k in self._pending if k <= epoch):
             for sample in sorted(self._pending.pop(e), key=lambda x: x.t):
                 self._route(sample)
@@ -104,9 +105,11 @@ class EdgePipeline:
             return rows
         with self.store.transaction():
             for stream in STREAM_ORDER:
-                if stream in rows:
+                if stream in rows and stream not in skip:
                     self.store.append(stream, epoch, [rows[stream]], flags=self.flags)
         for stream, row in rows.items():
+            if stream in skip:
+                continue
             if any(raw != b[0] for raw, b in zip(row, features.bounds(stream), strict=True)):
                 self.present[stream] += 1
         self.epoch = epoch + 1

@@ -155,8 +155,9 @@ def _check_not_ahead(path: Path, fmt: str, tz: str, samples, now: float) -> None
     ahead = samples[-1].t - now
     if ahead <= AHEAD_S:
         return
-    why = (f"its local times are not {tz} times: give the export's own zone with --tz"
-           if fmt in LOCAL_TIME_FORMATS else
+    why = (f"its local times are not {tz} times (give the export's own zone with --tz), or "
+           "the clock of the device that recorded it is set ahead (correct it, or import the "
+           "export once its times have passed)" if fmt in LOCAL_TIME_FORMATS else
            "the clock of the device that recorded it was set ahead")
     raise SourceError(f"{path}'s newest reading is at {_iso(samples[-1].t)}, "
                       f"{ahead / 3600:.1f} h from now: {why}; nothing was stored.")
@@ -173,6 +174,7 @@ def _window(path: Path, samples, result: ImportResult, since: float | None) -> l
                               f"{_iso(first)} to {_iso(last)}).")
     span = MAX_SPAN_DAYS * 86400
     if samples[-1].t - samples[0].t < span:
+        result.samples = len(samples)
         return samples
     if since is not None:
         end = samples[0].t + span

@@ -328,10 +328,6 @@ def load_manifest(sim_dir: Path) -> dict:
     return manifest
 
 
-class AlreadyStored(ValueError):
-    """The store already holds epochs of the night from this node."""
-
-
 def replay(
     sim_dir: Path,
     store: EdgeStore,
@@ -358,16 +354,17 @@ def replay(
     first = int(manifest["epoch_grid"]["first_epoch"])
     count = int(manifest["epoch_grid"]["epoch_count"])
     start = float(epoch_start(first))
-    held = [features.stream(s)[features.S_NAME] for s in STREAM_ORDER
-            if next(store.records(s, first, first + count, device=store.device), None)]
-    if held:
-        raise AlreadyStored(
-            f"{store.path} already holds epochs of this night ({iso_epoch(first)} on: "
-            f"{', '.join(held)}) from this node; replaying it again would store and sync them "
-            "twice: replay into another store (--db).")
     bad: dict[str, int] = {}
     problems: list[str] = []
     started = time.monotonic()
+    # Epochs this node already holds (an earlier replay, an import, the live node) are kept
+    # as they are: stored again they would be synced twice under new sequence numbers.
+    held = {s: {r.epoch for r in store.records(s, first, first + count, device=store.device)}
+            for s in STREAM_ORDER}
+    if any(held.values()):
+        problems.append("Already in the store from this node, kept as they were: " + ", ".join(
+            f"{len(e)} epochs of {features.stream(s)[features.S_NAME]}"
+            for s, e in held.items() if e) + ".")
 
     audio_path = next((sim_dir / f["path"] for f in manifest.get("files", [])
                        if f["path"].startswith("audio.")), None)
@@ -412,7 +409,7 @@ def replay(
                 pipe.skip_audio_epoch()
             else:
                 pipe.feed_audio(block)
-        pipe.close(epoch)
+        pipe.close(epoch, skip=tuple(s for s, e in held.items() if epoch in e))
         if on_epoch:
             on_epoch(i + 1)
         if realtime:
@@ -442,7 +439,7 @@ def replay(
         night=night,
         first_epoch=first,
         epochs=count,
-        records=count * len(STREAM_ORDER),
+        records=count * len(STREAM_ORDER) - sum(len(e) for e in held.values()),
         present={features.stream(s)[features.S_NAME]: pipe.present[s] for s in STREAM_ORDER},
         bad_rows=bad,
         problems=problems,

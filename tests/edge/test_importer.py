@@ -127,6 +127,16 @@ def test_import__a_file_spanning_more_than_120_days_gives_its_newest_or_those_si
         result = import_file(second, path, "nightscout", since=PAST)
         assert result.samples == 2 and "import it again with a later --since" in result.notes[0]
         assert sorted(e["sgv"] for e in second.entries(count=10)) == [100, 101]
+        from tests.edge.fitwriter import FitWriter
+
+        w = FitWriter()  # a wearable file: heart rate at three moments a day apart
+        w.file_id(int(PAST))
+        for k in range(3):
+            w.record(int(PAST + k * DAY), heart_rate=60 + k)
+        fit = tmp_path / "few.fit"
+        fit.write_bytes(w.to_bytes())
+        few = import_file(second, fit, "fit", since=PAST + DAY)
+        assert few.samples == 2 and few.span == (PAST + DAY, PAST + 2 * DAY)
         with pytest.raises(SourceError, match="has no readings from"):
             import_file(second, path, "nightscout", since=PAST + 200 * DAY)
     finally:
@@ -144,8 +154,9 @@ def test_import__a_file_ahead_of_now_is_refused_naming_tz(store, tmp_path):
     rows = [libre_row((tokyo.replace(tzinfo=None) - timedelta(minutes=15 * k))
                       .strftime("%d-%m-%Y %H:%M"), 0, str(120 + k)) for k in range(8)]
     path = libre_file(tmp_path, rows)
-    with pytest.raises(SourceError, match=r"h from now: its local times are not UTC times: "
-                                          r"give the export's own zone with --tz; nothing"):
+    with pytest.raises(SourceError, match=r"h from now: its local times are not UTC times "
+                                          r"\(give the export's own zone with --tz\), or the "
+                                          r"clock .* is set ahead .*; nothing was stored"):
         import_file(store, path, "libreview", tz="UTC", date_order="dmy", now=now)
     assert store.entries(count=10) == [] and store.count_records() == 0
     result = import_file(store, path, "libreview", tz="Asia/Tokyo", date_order="dmy", now=now)

@@ -13,7 +13,7 @@ from nightlink.cli import main
 from nightlink.edge.features.audio import EPOCH_SAMPLES
 from nightlink.edge.node.replay import replay
 from nightlink.edge.store import EdgeStore
-from nightlink.shared import features
+from nightlink.shared import codec, features
 from nightlink.shared.epoch import epoch_start
 from nightlink.tools.sim.night import simulate_night
 
@@ -650,22 +650,37 @@ def test_edge_replay_cli__says_which_inputs_the_night_used(night, tmp_path):
         res.output
 
 
-def test_replay__the_same_night_again_is_refused_in_one_sentence(replayed, night, tmp_path):
+def test_replay__epochs_already_stored_are_kept_not_stored_again(night, tmp_path):
     """Replayed twice into one store, a night was stored and synced twice (new sequence
-    numbers each time, 240 cloud rows for 120 epochs); a second replay is refused and leaves
-    the store as it was."""
-    from nightlink.edge.node.replay import AlreadyStored
-
-    store, _result = replayed
-    before = store.count_records()
-    with pytest.raises(AlreadyStored, match=r"already holds epochs of this night \(.* on: cgm, "):
-        replay(night, store)
-    assert store.count_records() == before
-    db = tmp_path / "e.db"
-    first = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", str(db),
-                                      "--audio", "none"])
-    assert first.exit_code == 0, first.output
-    again = CliRunner().invoke(main, ["edge", "replay", str(night), "--db", str(db),
-                                      "--audio", "none"])
-    assert again.exit_code == 2
-    assert again.output.splitlines()[-1].endswith("replay into another store (--db).")
+    numbers each time, 240 cloud rows for 120 epochs). Epochs the store holds from this node
+    are kept as they were and said; a store holding only some streams (CGM imported, say)
+    gets the others."""
+    store = EdgeStore(tmp_path / "twice.db")
+    try:
+        result = replay(night, store, audio="none")
+        inputs = (features.CGM, features.WEARABLE, features.AUDIO, features.ROOM)
+        before = [store.count_records(s) for s in inputs]
+        again = replay(night, store, audio="none")
+        # (the classifiers run again on the night and their hourly stream 5 rows are written
+        # anew: the newest outputs are the night's, as after any re-classification)
+        assert [store.count_records(s) for s in inputs] == before and again.records == 0
+        assert any(p.startswith("Already in the store from this node, kept as they were: ")
+                   for p in again.problems)
+        assert again.summary["sleep"] == result.summary["sleep"]
+    finally:
+        store.close()
+    other = EdgeStore(tmp_path / "e.db")
+    try:
+        first = _manifest(night)["epoch_grid"]["first_epoch"]
+        count = _manifest(night)["epoch_grid"]["epoch_count"]
+        for k in range(0, count, 2):  # half the night's CGM epochs, stored before the replay
+            other.append(features.CGM, first + k,
+                         [codec.quantize_row(features.CGM, (120.0, 1.0, 0.0, 0.0, 4.0, None))])
+        got = replay(night, other, audio="none")
+        cgm = [r.epoch for r in other.records(features.CGM)]
+        assert sorted(cgm) == list(range(first, first + count))  # each epoch once
+        assert got.records == count * 4 - (count + 1) // 2
+        assert f"{(count + 1) // 2} epochs of cgm" in " ".join(got.problems)
+        assert other.count_records(features.WEARABLE) == count
+    finally:
+        other.close()
