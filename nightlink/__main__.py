@@ -1,3 +1,3 @@
 from nightlink.cli import main
 
-main()
+main(prog_name="nightlink")

@@ -56,6 +56,11 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option or argument: one sentence, not usage
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message().rstrip('.')} (see '{where} --help').",
+                       err=True)
+            sys.exit(2)
         except NightlinkError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)

@@ -156,6 +156,21 @@ def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
     assert says in got.stderr and "Traceback" not in got.stderr, got.stderr
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["edge", "import", "."], "error: Invalid value for 'PATH': File '.' is a directory (see "
+                              "'nightlink edge import --help')."),
+    (["edge", "import"], "error: Missing argument 'PATH' (see 'nightlink edge import --help')."),
+    (["edge", "status", "--bogus"], "error: No such option '--bogus' (see 'nightlink edge status "
+                                    "--help')."),
+])
+def test_cli__a_usage_error_is_one_line_and_exit_2(tmp_path, args, says):
+    """Click's usage errors were three lines (usage, hint, error); a bad argument is one
+    sentence like every other CLI error."""
+    got = subprocess.run([sys.executable, "-m", "nightlink", *args], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert got.returncode == 2 and got.stderr == says + "\n", got.stderr
+
+
 def test_cli__no_terminal_to_ask_the_password_on_is_one_sentence(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NIGHTLINK_PASSWORD"}
     got = subprocess.run([sys.executable, "-m", "nightlink", "device", "register-edge",
