@@ -25,7 +25,6 @@ from zoneinfo import ZoneInfo
 
 from nightlink.cloud import glycemia
 from nightlink.cloud.store import TenantStore
-from nightlink.cloud.zone_history import zone_for_night
 from nightlink.shared import features
 from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity, unusable_audio
 from nightlink.shared.epoch import EPOCH_S
@@ -74,16 +73,10 @@ def check_night_date(value: str) -> date:
 
 def night_window(night: str, tz: ZoneInfo) -> tuple[int, int]:
     """[first, end) epoch indexes of a night: local noon of its evening to the next local
-    noon (23, 24 or 25 hours across a daylight-saving change), in the zone of its evening
-    (zone_history.zone_for_night)."""
+    noon (23, 24 or 25 hours across a daylight-saving change)."""
     d = date.fromisoformat(night)
-    zone = zone_for_night(tz, night)
-    start = datetime.combine(d, time(12), zone).timestamp()
-    end = datetime.combine(d + timedelta(days=1), time(12), zone).timestamp()
-    if zone is not tz:  # a zone history: the first night after a move eastwards would
-        # begin before the last one in the old zone ends; it begins where that one ends
-        before = zone_for_night(tz, (d - timedelta(days=1)).isoformat())
-        start = min(end, max(start, datetime.combine(d, time(12), before).timestamp()))
+    start = datetime.combine(d, time(12), tz).timestamp()
+    end = datetime.combine(d + timedelta(days=1), time(12), tz).timestamp()
     return int(start // EPOCH_S), int(end // EPOCH_S)
 
 
@@ -97,7 +90,7 @@ def stamp(data: TenantStore, night: str, tz: ZoneInfo) -> str:
     """What the night's fusion depends on: rows and readings in its window (how many, when
     the last arrived), the time zone and the fusion version. Late data changes it."""
     a, b = night_window(night, tz)
-    parts = [f"v{FUSION_VERSION}", zone_for_night(tz, night).key]
+    parts = [f"v{FUSION_VERSION}", tz.key]
     for s in ALL_STREAMS:
         n, last = data.row_activity(s, a, b)
         parts.append(f"{n}@{last:.6f}")
@@ -123,7 +116,7 @@ class NightData:
 
 def load_night(data: TenantStore, night: str, tz: ZoneInfo) -> NightData:
     a, b = night_window(night, tz)
-    nd = NightData(night, zone_for_night(tz, night), a, b)  # fused and shown in its own zone
+    nd = NightData(night, tz, a, b)
     for s in ALL_STREAMS:
         nd.streams[s] = data.stream_values(s, a, b)
     nd.readings = load_glucose(data, a * EPOCH_S * 1000, b * EPOCH_S * 1000)

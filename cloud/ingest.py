@@ -203,9 +203,6 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
     screens = _night_screens(doc.pop("nights", None))
     store.put_device_status(device, tenant, doc, heard=not retained)
     data = store.tenant(tenant)
-    zone = doc.get("timezone")
-    if isinstance(zone, str) and 0 < len(zone) <= 64 and not retained:
-        data.note_zone(zone, time.time())  # past nights keep the zone they were recorded in
     for night, block in screens.items():  # an edge's apnea screens (edge/sync/cloud_link.py)
         got = {"breathing": block, "device": device}
         try:

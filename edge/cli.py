@@ -445,7 +445,9 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
         click.echo(f"Night {result.night}: {result.epochs} epochs, {result.records} records "
                    f"stored in {result.seconds:.1f} s into {db or default_db()}")
         for name, n in result.present.items():
-            click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data")
+            kept = result.kept.get(name, 0)
+            click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data"
+                       + (f" ({kept} already stored, kept as they were)" if kept else ""))
         if used:
             click.echo(f"  sleep from {', '.join(used['sleep_inputs']) or 'nothing'}; apnea "
                        f"screen from {', '.join(used['breathing_inputs']) or 'nothing'}"
@@ -456,7 +458,7 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
         for p in result.problems:
             click.echo(f"  note: {p}")
         if audio != "none" and audio_stream is None and "seed" in manifest \
-                and result.present["audio"] == 0:
+                and result.present["audio"] == 0 and not result.kept.get("audio"):
             click.echo("  note: `nightlink simulate replay` regenerates a simulated night's audio.")
 
     return replay

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nightlink.cloud import fusion
 from nightlink.cloud.store import Store, TenantStore
-from nightlink.cloud.zone_history import ZoneHistory
 from nightlink.shared import units
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
@@ -44,7 +43,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class PatientSettings:
-    tz: ZoneInfo  # or a ZoneHistory (the node moved): a tzinfo with the zone's `key`
+    tz: ZoneInfo
     targets: str
     report_days: int
     # where the zone comes from: "set" (the patient's settings), "edge" (what the bedside
@@ -73,14 +72,6 @@ def patient_settings(data: TenantStore) -> PatientSettings:
     targets, days = (row["targets"], int(row["report_days"])) if row else ("standard", 14)
     if row and row["tz"]:
         return PatientSettings(zone(row["tz"]), targets, days)
-    history = []
-    for since, name in data.zone_history():
-        try:
-            history.append((since, zone(name)))
-        except SettingsError:  # a zone this server does not know: as if not reported
-            continue
-    if len(history) > 1:  # the node moved: past nights keep the zone they were recorded in
-        return PatientSettings(ZoneHistory(history), targets, days, "edge")
     for reported in data.reported_timezones():
         try:
             return PatientSettings(zone(reported), targets, days, "edge")

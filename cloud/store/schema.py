@@ -340,16 +340,6 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "ALTER TABLE ns_docs ADD COLUMN src_device TEXT",
         "ALTER TABLE ns_docs ADD COLUMN src_seq {BIGINT}",
     ]),
-    (11, "the zones a tenant's bedside node reported, and since when", [
-        # TenantStore.note_zone: a row each time the reported zone changes (travel, a move);
-        # the first one holds from the beginning (since 0). Past nights keep their zone.
-        """CREATE TABLE zone_history (
-            tenant_id TEXT NOT NULL REFERENCES tenants (id),
-            since DOUBLE PRECISION NOT NULL,
-            zone TEXT NOT NULL,
-            PRIMARY KEY (tenant_id, since)
-        )""",
-    ]),
 ]
 
 

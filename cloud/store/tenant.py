@@ -291,24 +291,6 @@ class TenantStore:
                 out.append(name)
         return out
 
-    def note_zone(self, name: str, at_s: float) -> None:
-        """The zone a bedside node reports now: kept as from `at_s` when it differs from the
-        newest one kept (the first one kept holds from the beginning)."""
-        with self.db.transaction():
-            newest = self.db.one("SELECT zone FROM zone_history WHERE tenant_id = ? "
-                                 "ORDER BY since DESC LIMIT 1", (self.tenant_id,))
-            if newest is not None and newest["zone"] == name:
-                return
-            self.db.execute("INSERT INTO zone_history (tenant_id, since, zone) VALUES (?, ?, ?) "
-                            "ON CONFLICT (tenant_id, since) DO UPDATE SET zone = excluded.zone",
-                            (self.tenant_id, 0.0 if newest is None else float(at_s), name))
-
-    def zone_history(self) -> list[tuple[float, str]]:
-        """(since Unix s, zone name) as note_zone kept them, oldest first."""
-        return [(float(r["since"]), r["zone"]) for r in self.db.query(
-            "SELECT since, zone FROM zone_history WHERE tenant_id = ? ORDER BY since",
-            (self.tenant_id,))]
-
     def revoke_device(self, device_id: str) -> bool:
         return bool(self.db.execute(
             "UPDATE devices SET revoked_at = ? WHERE tenant_id = ? AND id = ? "
@@ -440,7 +422,7 @@ class TenantStore:
         with self.db.transaction():
             for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
                           "alert_settings", "memberships", "api_secrets", "devices",
-                          "fused_nights", "patient_settings", "zone_history"):
+                          "fused_nights", "patient_settings"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n

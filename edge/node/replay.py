@@ -48,8 +48,9 @@ class ReplayResult:
     first_epoch: int
     epochs: int
     records: int
-    present: dict[str, int]
+    present: dict[str, int]  # epochs with data this replay stored, per stream
     bad_rows: dict[str, int] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # epochs the store held already
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
     summary: dict = field(default_factory=dict)
@@ -424,23 +425,31 @@ def replay(
         _LOGGER.warning("%s", p)
 
     night = night_label(start, manifest.get("timezone", "") if timezone is None else timezone)
-    cols = night_columns(store, first, count)  # read once for the classifiers and the summary
-    beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr), "start_s": start}}
-             if beat_t else {})
-    summary = finish_night(store, first, count, night, cols=cols, beats=beats, classify=classify)
+    written = count * len(STREAM_ORDER) - sum(len(e) for e in held.values())
+    summary = store.night(night) if not written else None
+    if summary is None:  # (nothing new: the night's summary and classifier rows stand)
+        cols = night_columns(store, first, count)  # read once for classifiers and summary
+        beats = ({"beats": {"t_s": np.array(beat_t), "rr_ms": np.array(beat_rr),
+                            "start_s": start}} if beat_t else {})
+        summary = finish_night(store, first, count, night, cols=cols, beats=beats,
+                               classify=classify)
     if summary.get("audio_unusable"):
         problems.append(summary["audio_unusable"])
     for stream in STREAM_ORDER:
+        if len(held[stream]) == count:
+            continue  # all kept as they were: its source's state stands
         name = features.stream(stream)[features.S_NAME]
         state = "replayed" if pipe.present[stream] else "no data"
-        store.set_source(name, "replay", state,
-                         f"{pipe.present[stream]}/{count} epochs with data from {iso_epoch(first)}")
+        kept = f", {len(held[stream])} kept as they were" if held[stream] else ""
+        store.set_source(name, "replay", state, f"{pipe.present[stream]}/{count} epochs with "
+                                                f"data from {iso_epoch(first)}{kept}")
     return ReplayResult(
         night=night,
         first_epoch=first,
         epochs=count,
-        records=count * len(STREAM_ORDER) - sum(len(e) for e in held.values()),
+        records=written,
         present={features.stream(s)[features.S_NAME]: pipe.present[s] for s in STREAM_ORDER},
+        kept={features.stream(s)[features.S_NAME]: len(held[s]) for s in STREAM_ORDER},
         bad_rows=bad,
         problems=problems,
         seconds=time.monotonic() - started,

@@ -660,10 +660,14 @@ def test_replay__epochs_already_stored_are_kept_not_stored_again(night, tmp_path
         result = replay(night, store, audio="none")
         inputs = (features.CGM, features.WEARABLE, features.AUDIO, features.ROOM)
         before = [store.count_records(s) for s in inputs]
+        sources = store.sources()
+        infer = store.count_records(features.INFER)
         again = replay(night, store, audio="none")
-        # (the classifiers run again on the night and their hourly stream 5 rows are written
-        # anew: the newest outputs are the night's, as after any re-classification)
+        # nothing new: no record at all (not even the classifiers' again), the night's
+        # summary and the sources' states stand
         assert [store.count_records(s) for s in inputs] == before and again.records == 0
+        assert store.count_records(features.INFER) == infer
+        assert store.sources() == sources and again.kept["cgm"] == again.epochs
         assert any(p.startswith("Already in the store from this node, kept as they were: ")
                    for p in again.problems)
         assert again.summary["sleep"] == result.summary["sleep"]
@@ -682,5 +686,6 @@ def test_replay__epochs_already_stored_are_kept_not_stored_again(night, tmp_path
         assert got.records == count * 4 - (count + 1) // 2
         assert f"{(count + 1) // 2} epochs of cgm" in " ".join(got.problems)
         assert other.count_records(features.WEARABLE) == count
+        assert other.sources()["cgm"]["detail"].endswith(f", {(count + 1) // 2} kept as they were")
     finally:
         other.close()
