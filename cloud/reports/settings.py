@@ -57,8 +57,8 @@ class PatientSettings:
 
 def zone(name: str) -> ZoneInfo:
     try:
-        if name in ("localtime", "posixrules", "Factory"):  # database files, not zones:
-            raise ValueError(name)  # "localtime" would be this server's zone
+        if name in ("localtime", "posixrules", "Factory") or name.startswith("right/"):
+            raise ValueError(name)  # database files, not zones ("localtime": the server's)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
         raise SettingsError(f"{name!r} is not a time zone; use an IANA name such as "

@@ -15,7 +15,9 @@ from nightlink.shared.epoch import EPOCH_S, night_of
 MIN_NIGHT_MIN = 60  # a sleep schedule, or a night's recording, shorter than this is no night
 ZONE_META = "timezone"  # the store's record of the node's zone, sent in its status report
 # Files of the zone database that ZoneInfo opens but that name no zone: "localtime" is this
-# machine's (sent to the cloud it would mean the server's), "posixrules" a default rule.
+# machine's (sent to the cloud it would mean the server's), "posixrules" a default rule; the
+# "right/" copies count leap seconds, which zoneinfo reads wrongly (right/Europe/Berlin gave
+# +02:00 in November 2026 on the machine this was written on).
 _NOT_ZONES = ("localtime", "posixrules", "Factory")
 
 
@@ -24,7 +26,7 @@ def check_zone(name: str, *, machine: bool = True) -> str:
     own zone where `machine` allows it (a configuration), else no zone (a --tz option)."""
     if name == "" and machine:
         return name
-    if name in _NOT_ZONES:
+    if name in _NOT_ZONES or name.startswith("right/"):
         raise ValueError(f"{name!r} is a file of the time zone database, not a zone: name "
                          "the zone, such as \"Europe/Berlin\"" + (
                              ", or leave it empty for the machine's own" if machine else ""))

@@ -25,6 +25,7 @@ def _report_zone(store, name: str) -> None:
 def test_a_zone_database_file_reported_as_a_zone_is_not_used(store):
     """"localtime" opens as a zone on any machine: it would be the server's own zone, not the
     patient's. As if no zone were reported: UTC, and said."""
-    _report_zone(store, "localtime")
-    ps = patient_settings(store.tenant("fam-1"))
-    assert (ps.tz.key, ps.tz_source) == ("UTC", "default")
+    for name in ("localtime", "right/Europe/Berlin"):
+        _report_zone(store, name)
+        ps = patient_settings(store.tenant("fam-1"))
+        assert (ps.tz.key, ps.tz_source) == ("UTC", "default")

@@ -45,6 +45,8 @@ def test_config__defaults_with_secret_from_environment():
         ("timezone = 'Mars/Olympus'\n", "timezone: 'Mars/Olympus' is not a time zone name"),
         ("timezone = 'localtime'\n", "timezone: 'localtime' is a file of the time zone database, "
          "not a zone"),
+        ("timezone = 'right/Europe/Berlin'\n", "timezone: 'right/Europe/Berlin' is a file of the "
+         "time zone database"),
         ("timezone = 3\n", "timezone must be text, not 3."),
         ("[alarm]\nfalse_alarms_per_week = -1\n",
          "[alarm] false_alarms_per_week must be between 0 and 14 (two a night), not -1.0."),
