@@ -63,7 +63,6 @@ class ImportResult:
     first_bad: str | None = None  # "line 17: bad timestamp '...'", the first skipped row
     notes: list[str] = field(default_factory=list)  # assumptions the user should know of
     span: tuple[float, float] | None = None  # Unix seconds of the first and last sample stored
-    file_span: tuple[float, float] | None = None  # ... of the whole file's
 
     @property
     def label(self) -> str:
@@ -111,7 +110,6 @@ def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC"
                           first_bad=samples.first_bad, notes=list(samples.notes))
     samples = _dated(path, samples, result, now)
     _check_not_ahead(path, fmt, tz, samples, now)
-    result.file_span = (samples[0].t, samples[-1].t)
     samples = _window(path, samples, result, since)
     entries: list[dict] = []
     if stream == features.CGM:
