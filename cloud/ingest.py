@@ -126,17 +126,18 @@ def _served(entries: list[dict], out: Outcome) -> list[dict]:
     kept, and one dead letter per message says why its readings are not served."""
     now = time.time() * 1000
     hi = now + ENTRY_AHEAD_MS
+    served = [e for e in entries if ns_documents.DATE_MIN_MS <= e["date"] <= hi]
+    if len(served) == len(entries):
+        return entries
     ahead = [e for e in entries if e["date"] > hi]
     old = [e for e in entries if e["date"] < ns_documents.DATE_MIN_MS]
-    if not ahead and not old:
-        return entries
     said = ([f"{len(ahead)} dated up to {(max(e['date'] for e in ahead) - now) / 3_600_000:.1f}"
              f" h ahead of the cloud's clock (first: {ahead[0]['dateString']})"] if ahead
             else []) + ([f"{len(old)} dated before the year 2000"] if old else [])
     out.dead.append((f"Glucose readings of the message: {'; '.join(said)}. The device's clock "
                      "is wrong; the epoch rows are stored, but these readings are not served "
                      "as Nightscout entries.", _part((ahead or old)[0])))
-    return [e for e in entries if ns_documents.DATE_MIN_MS <= e["date"] <= hi]
+    return served
 
 
 def handle(store: Store, topic: str, payload: bytes, *, retained: bool = False) -> Outcome:

@@ -62,3 +62,12 @@ def night_of(unix_s, utc_offset_s=0):
     """
     t = gmtime(int(unix_s) + utc_offset_s - 12 * 3600)
     return "%04d-%02d-%02d" % (t[0], t[1], t[2])
+
+
+def zone_file(name):
+    """Whether a name the time zone database opens is a file there rather than a zone:
+    "localtime" is the machine's own (sent to the cloud it would be the server's),
+    "posixrules" a default rule, "Factory" a placeholder, and the "right/" copies count leap
+    seconds, which zoneinfo reads wrongly (right/Europe/Berlin gave +02:00 in November 2026
+    on the machine this was written on)."""
+    return name in ("localtime", "posixrules", "Factory") or name.startswith("right/")

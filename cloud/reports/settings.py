@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from nightlink.cloud import fusion
 from nightlink.cloud.store import Store, TenantStore
 from nightlink.shared import units
+from nightlink.shared.epoch import zone_file
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
 # 2019): share of readings (%) per band, "<" a ceiling and ">" a floor. in_range, low_total
@@ -57,8 +58,8 @@ class PatientSettings:
 
 def zone(name: str) -> ZoneInfo:
     try:
-        if name in ("localtime", "posixrules", "Factory") or name.startswith("right/"):
-            raise ValueError(name)  # database files, not zones ("localtime": the server's)
+        if zone_file(name):  # not a zone ("localtime" would be this server's)
+            raise ValueError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
         raise SettingsError(f"{name!r} is not a time zone; use an IANA name such as "

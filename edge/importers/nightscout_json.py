@@ -40,6 +40,15 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
                           f"{type(data).__name__}, not a list of entries.")
     bad, out = BadRows(), {}
     wall: list[tuple[tuple[int, dict], datetime]] = []  # entries timed by local time alone
+
+    def take(i: int, entry: dict, ms: float) -> None:
+        try:
+            g = _glucose(entry, ms)
+        except ValueError as exc:
+            bad.add(i, str(exc), "entry")
+            return
+        out.setdefault((g.t, g.sgv, g.error_code), g)
+
     for i, entry in enumerate(data, 1):
         if entry is _BROKEN:
             bad.add(i, "broken JSON", "entry")
@@ -52,23 +61,17 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
             continue  # mbg, cal and other entries are not CGM readings
         try:
             ms = _time_ms(entry)
-            if isinstance(ms, datetime):
-                wall.append(((i, entry), ms))
-                continue
-            g = _glucose(entry, ms)
         except ValueError as exc:
             bad.add(i, str(exc), "entry")
             continue
-        out.setdefault((g.t, g.sgv, g.error_code), g)
+        if isinstance(ms, datetime):
+            wall.append(((i, entry), ms))
+        else:
+            take(i, entry, ms)
     # Local times alone are placed in the file's order, so the hour repeated when clocks go
     # back is read as both its passes (the CSV exports' rule, localtime.py).
     for (i, entry), t in LocalClock(local).place(wall):
-        try:
-            g = _glucose(entry, t * 1000)
-        except ValueError as exc:
-            bad.add(i, str(exc), "entry")
-            continue
-        out.setdefault((g.t, g.sgv, g.error_code), g)
+        take(i, entry, t * 1000)
     return result(path, "Nightscout JSON", list(out.values()), bad, [])
 
 

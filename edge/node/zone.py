@@ -10,15 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nightlink.shared.epoch import EPOCH_S, night_of
+from nightlink.shared.epoch import EPOCH_S, night_of, zone_file
 
 MIN_NIGHT_MIN = 60  # a sleep schedule, or a night's recording, shorter than this is no night
 ZONE_META = "timezone"  # the store's record of the node's zone, sent in its status report
-# Files of the zone database that ZoneInfo opens but that name no zone: "localtime" is this
-# machine's (sent to the cloud it would mean the server's), "posixrules" a default rule; the
-# "right/" copies count leap seconds, which zoneinfo reads wrongly (right/Europe/Berlin gave
-# +02:00 in November 2026 on the machine this was written on).
-_NOT_ZONES = ("localtime", "posixrules", "Factory")
 
 
 def check_zone(name: str, *, machine: bool = True) -> str:
@@ -26,7 +21,7 @@ def check_zone(name: str, *, machine: bool = True) -> str:
     own zone where `machine` allows it (a configuration), else no zone (a --tz option)."""
     if name == "" and machine:
         return name
-    if name in _NOT_ZONES or name.startswith("right/"):
+    if zone_file(name):
         raise ValueError(f"{name!r} is a file of the time zone database, not a zone: name "
                          "the zone, such as \"Europe/Berlin\"" + (
                              ", or leave it empty for the machine's own" if machine else ""))
@@ -67,6 +62,18 @@ def utc_offset_s(unix_s: float, name: str = "") -> int:
     offset = datetime.fromtimestamp(unix_s, tz=UTC).astimezone(
         ZoneInfo(name) if name else None).utcoffset()
     return int(offset.total_seconds()) if offset is not None else 0
+
+
+def zone_offsets_min(unix_min, name: str = ""):
+    """The zone's offset from UTC in minutes at each of these Unix minutes (an array; "" the
+    machine's zone), looked up once per quarter hour they fall in (clocks change on a
+    quarter hour at the finest: Chatham's 02:45)."""
+    import numpy as np
+
+    quarters, where = np.unique(np.asarray(unix_min, dtype=np.int64) // 15,
+                                return_inverse=True)
+    return np.array([utc_offset_s(float(q) * 900, name) // 60 for q in quarters],
+                    dtype=np.int64)[where]
 
 
 def night_label(unix_s: float, name: str = "") -> str:

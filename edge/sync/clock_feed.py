@@ -248,20 +248,6 @@ class ClockFeed:
         return 1
 
 
-def zone_offsets_min(unix_min, zone: str = ""):
-    """The zone's offset from UTC in minutes at each of these Unix minutes ("" the machine's
-    zone), looked up once per quarter hour they fall in (clocks change on a quarter hour at
-    the finest: Chatham's 02:45)."""
-    import numpy as np
-
-    from nightlink.edge.node.zone import utc_offset_s
-
-    quarters, where = np.unique(np.asarray(unix_min, dtype=np.int64) // 15,
-                                return_inverse=True)
-    return np.array([utc_offset_s(float(q) * 900, zone) // 60 for q in quarters],
-                    dtype=np.int64)[where]
-
-
 def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
                          utc_offset_s: int | None = None,
                          budget_per_week: float | None = None,
@@ -292,6 +278,8 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
                 if g.sgv is not None]
     if not readings:
         return None
+    from nightlink.edge.node.zone import zone_offsets_min
+
     offset = (utc_offset_s // 60 if utc_offset_s is not None
               else lambda unix_min: zone_offsets_min(unix_min, zone))
     carbs = [r.date_ms / 1000 for r in store.docs.latest(

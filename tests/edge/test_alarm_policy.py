@@ -416,7 +416,7 @@ def test_calibration_nights_follow_the_clock_of_their_own_date_across_a_change_o
     when London's clocks went forward: one offset for every night, whichever, counts either
     every night's alarm or none of the winter ones."""
     from nightlink.edge.features.glucose_risk import LiteRtGlucose, calibrated_policy
-    from nightlink.edge.sync.clock_feed import zone_offsets_min
+    from nightlink.edge.node.zone import zone_offsets_min
 
     meta = json.loads((MODELS / "glucose_risk.json").read_text())
     rt = LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
