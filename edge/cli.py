@@ -319,15 +319,30 @@ def status(config_path: Path | None, db: Path | None) -> None:
 @click.option("--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto",
               show_default=True, help="Day-month or month-day, for a CSV export whose dates "
               "fit both (auto: from the file, else its language).")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The node's edge.toml: its store, and the sleep schedule and "
+              "zone that name and bound the nights (default: 22:00-07:30 in --tz).")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (default: the config's db, else "
+                   "$XDG_DATA_HOME/nightlink/edge.db).")
 def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order: str,
-            db: Path | None) -> None:
-    """Import a CGM or wearable export into the edge store."""
+            config_path: Path | None, db: Path | None) -> None:
+    """Import a CGM or wearable export into the edge store, and summarise the nights it
+    completes (sleep, the apnea screen, glucose) as the live node does at wake time."""
+    import time as _time
     from datetime import date, datetime, time
     from zoneinfo import ZoneInfo
 
     from nightlink.edge.importers.importer import import_file
+    from nightlink.edge.node.config import ConfigError, load
+    from nightlink.edge.node.nights import NightCloser
     from nightlink.edge.node.zone import check_zone, zone_name
+    from nightlink.sql import DatabaseError
+
+    try:  # read before the file, so a bad configuration stores nothing
+        cfg = load(config_path, nightscout_secret=False)
+    except ConfigError as exc:
+        raise NightlinkError(str(exc)) from None
 
     if tz is None:
         machine = zone_name("")
@@ -346,12 +361,20 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
                                        ZoneInfo(tz)).timestamp()
         except ValueError:
             raise NightlinkError(f"--since {since!r} is not a date such as 2026-11-01.") from None
-    store = open_store(db or default_db())
+    store = open_store(db or cfg.db or default_db())
     try:
         result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order,
                              since=since_s)
+        closer = NightCloser(store, cfg.night.bedtime, cfg.night.wake,
+                             cfg.timezone if config_path is not None else tz, cfg.close_delay_s)
+        closed, kept = closer.close_span(*result.span, _time.time())
+        summaries = {label: store.night(label) for label in closed}
     except SourceError as exc:
         raise NightlinkError(str(exc)) from None
+    except DatabaseError as exc:
+        raise NightlinkError(f"The edge store refused a night's summary ({exc}); what was "
+                             "imported stays, and importing the file again closes the "
+                             "night.") from None
     finally:
         store.close()
     skipped = f"{result.skipped_rows} bad rows skipped" + (
@@ -370,6 +393,12 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
         click.echo(f"From {a} to {b} ({tz} time{', ' + whose if whose else ''})" + (
             "; if that is not when it was recorded, give the export's own --tz."
             if result.format in LOCAL_TIME_FORMATS else "."))
+    for label, summary in summaries.items():
+        used = _inputs_used(summary)
+        click.echo(f"Night {label} summarised" + (f": {_inputs_line(used)}." if used else
+                                                  " (no classifiers here)."))
+    if kept:
+        click.echo(f"Already summarised, kept as they were: {', '.join(kept)}.")
     for note in result.notes:
         click.echo(f"note: {note}")
 
@@ -449,10 +478,7 @@ def replay_command(audio_stream=None, *, help: str) -> click.Command:
             click.echo(f"  {name:9s} {n}/{result.epochs} epochs with data"
                        + (f" ({kept} already stored, kept as they were)" if kept else ""))
         if used:
-            click.echo(f"  sleep from {', '.join(used['sleep_inputs']) or 'nothing'}; apnea "
-                       f"screen from {', '.join(used['breathing_inputs']) or 'nothing'}"
-                       + (f": {used['ahi_estimate']} an hour" if used["ahi_estimate"] is not None
-                          else ""))
+            click.echo(f"  {_inputs_line(used)}")
         for name, n in result.bad_rows.items():
             click.echo(f"  {name}: {n} bad rows skipped")
         for p in result.problems:
@@ -473,6 +499,13 @@ def _inputs_used(summary: dict) -> dict:
     return {"sleep_inputs": sleep.get("sleep_inputs") or [], "tst_min": sleep.get("tst_min"),
             "breathing_inputs": breathing.get("breathing_inputs") or [],
             "ahi_estimate": breathing.get("ahi_estimate"), "screen": breathing.get("screen")}
+
+
+def _inputs_line(used: dict) -> str:
+    """"sleep from …; apnea screen from …: N an hour" from _inputs_used's figures."""
+    return (f"sleep from {', '.join(used['sleep_inputs']) or 'nothing'}; apnea screen from "
+            f"{', '.join(used['breathing_inputs']) or 'nothing'}"
+            + (f": {used['ahi_estimate']} an hour" if used["ahi_estimate"] is not None else ""))
 
 
 edge.add_command(replay_command(help="Run the edge pipeline over the night in NIGHT_DIR (its "

@@ -15,7 +15,8 @@ than MAX_SPAN_DAYS the newest are taken (or those from `since`).
 Epochs are written a day at a time, each day in one transaction that first reads which of
 its epochs are there: a store refusing a write mid-way leaves whole days, a second import of
 the same file running at once writes none of them twice, and a live node sharing the store
-waits for one day's write, never for the whole import.
+waits for one day's write, never for the whole import. A wearable's beats are kept as the
+live node keeps them, for the heart-rhythm apnea screen of the night they belong to.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from nightlink.edge.importers.carelink import read_carelink_csv
 from nightlink.edge.importers.cgm_csv import read_dexcom_clarity_csv, read_libreview_csv
 from nightlink.edge.importers.common import ImportedReadings
 from nightlink.edge.importers.nightscout_json import read_nightscout_json
-from nightlink.edge.sources.samples import Glucose, SourceError
+from nightlink.edge.sources.samples import Beat, Glucose, SourceError
 from nightlink.edge.store import EdgeStore
 from nightlink.nightscout import documents as ns_documents
 from nightlink.shared import features
@@ -122,6 +123,13 @@ def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC"
         raise SourceError(f"The edge store {store.path} refused the import ({exc}); nothing "
                           "was stored.") from None
     _write_epochs(store, stream, samples, result)
+    beats = [(s.t, s.rr_ms) for s in samples if isinstance(s, Beat)]
+    try:  # for the heart-rhythm apnea screen when the night closes (the wire has epochs only)
+        store.add_beats(beats)
+    except DatabaseError as exc:
+        raise SourceError(f"The edge store {store.path} refused the beats ({exc}); the "
+                          "epochs are stored, and importing the same file again adds the "
+                          "beats.") from None
     _LOGGER.info("imported %s: %d samples, %d epochs written", path, len(samples),
                  result.epochs_written)
     return result

@@ -35,18 +35,22 @@ def unusable_audio(audio: dict[str, np.ndarray]) -> tuple[str, str] | None:
 
 def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
                  cols: dict | None = None, beats: dict | None = None,
-                 classify: bool = True) -> dict:
+                 classify: bool = True, if_open: bool = False) -> dict | None:
     """Summarise epochs [first, first + count) as night `label`, with the classifiers'
     figures and stream 5 rows unless classify is False; store and return the summary. A
     microphone that recorded no usable sound is said (`audio_unusable`), marked as a gap and
     left out of the figures (a silent night would read as calm sleep without apneas, a
-    clipped one as a night of loud snoring)."""
+    clipped one as a night of loud snoring). With if_open, a night found closed inside the
+    transaction (by another process sharing the store: the live node and an import) is left
+    as it is and None returned."""
     cols = cols if cols is not None else night_columns(store, first, count)
     dead = unusable_audio(cols["audio"])
     if dead:
         _LOGGER.warning("night %s: %s", label, dead[0])
         cols = {**cols, "audio": {k: np.full(count, np.nan) for k in cols["audio"]}}
     with store.transaction():  # all or nothing: a failed close leaves no stream 5 rows behind
+        if if_open and is_closed(store.night(label)):
+            return None
         # the microphone's verdict for the night, replacing an earlier summary's
         store.put_night_gap("audio", first, first + count, dead[1] if dead else None,
                             clinical.NO_SOUND)
@@ -134,7 +138,33 @@ class NightCloser:
         t, rr = self.store.beats_between(epoch_start(span[0]), epoch_start(span[1]))
         beats = {"beats": {"t_s": t, "rr_ms": rr, "start_s": float(epoch_start(span[0]))}} \
             if t.size else None
-        return finish_night(self.store, span[0], span[1] - span[0], label, beats=beats)
+        return finish_night(self.store, span[0], span[1] - span[0], label, beats=beats,
+                            if_open=True)
+
+    def close_span(self, first_s: float, last_s: float, now_s: float
+                   ) -> tuple[list[str], list[str]]:
+        """Close the nights whose schedule meets [first_s, last_s] (what an import stored)
+        and whose wake time (plus the closing delay) has passed: (nights closed, nights found
+        closed already, which keep their summary and classifier rows). A night still to come
+        is left to the live node's close at its wake time; one with under an hour recorded
+        is neither."""
+        from datetime import date, timedelta
+
+        closed, kept = [], []
+        day = date.fromisoformat(night_label(first_s - 86400, self.zone))
+        last = date.fromisoformat(night_label(last_s, self.zone))
+        while day <= last:
+            label = day.isoformat()
+            day += timedelta(days=1)
+            a, b = self.window(label)
+            if b * EPOCH_S <= first_s or a * EPOCH_S > last_s \
+                    or b * EPOCH_S + self.delay_s > now_s:
+                continue
+            if is_closed(self.store.night(label)):
+                kept.append(label)
+            elif self._close(label) is not None:
+                closed.append(label)
+        return closed, kept
 
     def close_due(self, now_s: float) -> list[str]:
         """Close every night that is due and not yet classified; the nights closed."""

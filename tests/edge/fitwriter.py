@@ -94,3 +94,27 @@ class FitWriter:
 
 def utc(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def beats_fit(beat_t_s, rr_ms, start_unix: float, record_every_s: float = 10.0) -> bytes:
+    """A FIT file of a night from beats (times in s from the start, RR in ms), as a watch
+    logging HRV writes it: a `record` with the heart rate every `record_every_s`, the beats
+    in `hrv` messages of up to five intervals after the record they follow."""
+    w = FitWriter()
+    w.file_id(start_unix)
+    pending: list[int] = []
+    next_record = 0.0
+    for t, rr in zip(beat_t_s, rr_ms, strict=True):
+        while t >= next_record:
+            if pending:
+                w.hrv(pending)
+                pending = []
+            w.record(start_unix + next_record, heart_rate=max(30, min(220, round(60_000 / rr))))
+            next_record += record_every_s
+        pending.append(int(round(rr)))
+        if len(pending) == 5:
+            w.hrv(pending)
+            pending = []
+    if pending:
+        w.hrv(pending)
+    return w.to_bytes()

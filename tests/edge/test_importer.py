@@ -279,3 +279,93 @@ def test_cli__import_zone_defaults_to_the_machines_and_a_bad_one_is_refused_firs
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "clarity_mgdl.csv"),
                                     "--since", "19.11.2026", "--db", str(db)])
     assert res.exit_code == 2 and "--since '19.11.2026' is not a date" in res.output
+
+
+def _watch_night(tmp_path: Path, start: float, minutes: float, cycle_s: float | None,
+                 name: str = "watch.fit") -> Path:
+    """A FIT file of a watch logging beats from `start`: with `cycle_s`, the heart rate
+    cycles as in obstructive apnea, with 20-bpm surges (tests/edge/test_cvhr.py)."""
+    from tests.edge.fitwriter import beats_fit
+    from tests.edge.test_cvhr import synthetic_beats
+
+    t, rr = synthetic_beats(minutes, cycle_s, swing_bpm=20.0, seed=1)
+    path = tmp_path / name
+    path.write_bytes(beats_fit(t, rr, start))
+    return path
+
+
+def _night(db: Path, label: str) -> tuple[dict | None, int]:
+    """A night's summary in a store, and its count of classifier (stream 5) records."""
+    from nightlink.edge.store import EdgeStore
+
+    s = EdgeStore(db)
+    try:
+        return s.night(label), s.count_records(features.INFER)
+    finally:
+        s.close()
+
+
+def test_cli__an_imported_watch_night_is_summarised_with_its_beats_once(tmp_path):
+    start = (time.time() // DAY - 3) * DAY + 23 * 3600  # 23:00 UTC three nights ago
+    label = time.strftime("%Y-%m-%d", time.gmtime(start))
+    path = _watch_night(tmp_path, start, 150, cycle_s=80)  # an arousal surge every 80 s
+    db = tmp_path / "e.db"
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert f"Night {label} summarised: sleep from hr, hrv; apnea screen from rr: " in res.output
+    summary, outputs = _night(db, label)
+    rr = summary["breathing"]["rr"]
+    assert rr["source"] == "beats" and rr["apnea_index"] >= 30, rr  # the beats, not epochs
+    assert summary["breathing"]["screen"].startswith("possible sleep apnea")
+    assert abs(summary["epochs"] - 300) <= 1 and outputs > 0  # the 150 minutes
+    again = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",
+                                      "--db", str(db)])
+    assert again.exit_code == 0 and "summarised:" not in again.output, again.output
+    assert f"Already summarised, kept as they were: {label}." in again.output
+    assert _night(db, label) == (summary, outputs)  # no second set of classifier rows
+
+
+def test_cli__import_takes_the_schedule_zone_and_store_from_the_config(tmp_path):
+    start = (time.time() // DAY - 3) * DAY + 23 * 3600
+    path = _watch_night(tmp_path, start, 150, cycle_s=None)  # a calm heart
+    db = tmp_path / "node.db"
+    config = tmp_path / "edge.toml"
+    config.write_text(f'db = "{db}"\ntimezone = "Asia/Tokyo"\n'
+                      '[night]\nbedtime = "08:00"\nwake = "09:30"\n')
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",
+                                    "--config", str(config)])
+    assert res.exit_code == 0, res.output
+    # 23:00 UTC is 08:00 in Tokyo the next morning: the night of that day's evening before
+    label = time.strftime("%Y-%m-%d", time.gmtime(start))
+    assert f"Night {label} summarised: sleep from hr, hrv; apnea screen from rr: " in res.output
+    summary, _ = _night(db, label)
+    assert summary["epochs"] == 180  # 08:00-09:30 Tokyo time, not all 150 minutes
+    assert summary["breathing"]["screen"] is None or "possible" not in summary["breathing"]["screen"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[night]\nbedtime = "25:00"\n')
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--config", str(bad),
+                                    "--db", str(tmp_path / "other.db")])
+    assert res.exit_code == 2 and "bedtime" in res.output
+    assert not (tmp_path / "other.db").exists()
+
+
+def test_close_span__only_nights_over_with_an_hour_recorded(tmp_path, store):
+    from nightlink.edge.importers.importer import import_file
+    from nightlink.edge.node.nights import NightCloser, finish_night
+    from nightlink.edge.node.zone import schedule_window
+
+    start = PAST + 23 * 3600
+    label = time.strftime("%Y-%m-%d", time.gmtime(start))
+    result = import_file(store, _watch_night(tmp_path, start, 75, cycle_s=None), "fit")
+    closer = NightCloser(store, "22:00", "07:30", "UTC", delay_s=5)
+    end_s = schedule_window(label, "22:00", "07:30", "UTC")[1] * 30
+    assert closer.close_span(*result.span, now_s=end_s) == ([], [])  # still closing
+    assert store.night(label) is None
+    assert closer.close_span(*result.span, now_s=end_s + 5) == ([label], [])
+    assert closer.close_span(*result.span, now_s=end_s + 5) == ([], [label])
+    before = store.count_records(features.INFER)
+    assert finish_night(store, 0, 10, label, if_open=True) is None  # closed meanwhile
+    assert store.count_records(features.INFER) == before
+    short = import_file(store, _watch_night(tmp_path, start + 2 * DAY, 50, None, "short.fit"),
+                        "fit")
+    assert closer.close_span(*short.span, now_s=end_s + 3 * DAY) == ([], [])  # under an hour

@@ -299,3 +299,36 @@ def test_corrupt_gzip_and_a_model_file_without_heads__one_sentence(tmp_path):
     (models / cvhr.MODEL_FILE).write_text("[]")
     r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(data), "--models", str(models)])
     assert r.exit_code == 2 and "has no model head" in r.output, r.output
+
+
+@pytest.mark.skipif(not APNEA_ECG.is_dir(), reason="needs the Apnea-ECG recordings "
+                    "(set NIGHTLINK_SHARED_DATA to the folder holding apnea-ecg-learning)")
+def test_a_real_night_imported_from_a_watch_is_screened_from_its_beats(tmp_path):
+    """Real recordings' beats written as a watch's FIT file, imported the way a user does:
+    the night is summarised at once and screened from the beats as the model reads the
+    recording itself (the file's 1-ms steps and summed beat times aside)."""
+    import time
+
+    from nightlink.edge.store import EdgeStore
+    from tests.edge.fitwriter import beats_fit
+
+    start = (time.time() // 86400 - 3) * 86400 + 22 * 3600 + 5 * 60  # 22:05 UTC
+    label = time.strftime("%Y-%m-%d", time.gmtime(start))
+    model = cvhr.RrApneaModel.load()
+    for rec in apnea_real.load_folder(APNEA_ECG, ["a01", "c01"]):
+        fit = tmp_path / f"{rec.name}.fit"
+        fit.write_bytes(beats_fit(rec.beat_t_s, rec.rr_ms, start))
+        db = tmp_path / f"{rec.name}.db"
+        res = CliRunner().invoke(main, ["edge", "import", str(fit), "--tz", "UTC",
+                                        "--db", str(db)])
+        assert res.exit_code == 0 and f"Night {label} summarised" in res.output, res.output
+        store = EdgeStore(db)
+        try:
+            breathing = store.night(label)["breathing"]
+        finally:
+            store.close()
+        direct = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes)["index"]
+        assert breathing["rr"]["source"] == "beats"
+        assert abs(breathing["rr"]["apnea_index"] - direct) < 3, (rec.name, breathing, direct)
+        flagged = breathing["screen"] == cvhr.SCREEN_MESSAGE
+        assert flagged == (rec.name == "a01"), (rec.name, breathing)
