@@ -393,12 +393,18 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
         click.echo(f"From {a} to {b} ({tz} time{', ' + whose if whose else ''})" + (
             "; if that is not when it was recorded, give the export's own --tz."
             if result.format in LOCAL_TIME_FORMATS else "."))
+    if len(summaries) > 7:  # a long export: the count, and the newest nights in full
+        click.echo(f"{len(summaries)} nights summarised, {closed[0]} to {closed[-1]}; the "
+                   "newest:")
+        summaries = dict(list(summaries.items())[-3:])
     for label, summary in summaries.items():
         used = _inputs_used(summary)
         click.echo(f"Night {label} summarised" + (f": {_inputs_line(used)}." if used else
                                                   " (no classifiers here)."))
     if kept:
-        click.echo(f"Already summarised, kept as they were: {', '.join(kept)}.")
+        click.echo("Already summarised, kept as they were: " + (
+            ", ".join(kept) if len(kept) <= 7 else f"{len(kept)} nights, {kept[0]} to "
+                                                   f"{kept[-1]}") + ".")
     for note in result.notes:
         click.echo(f"note: {note}")
 

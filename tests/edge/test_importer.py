@@ -369,3 +369,28 @@ def test_close_span__only_nights_over_with_an_hour_recorded(tmp_path, store):
     short = import_file(store, _watch_night(tmp_path, start + 2 * DAY, 50, None, "short.fit"),
                         "fit")
     assert closer.close_span(*short.span, now_s=end_s + 3 * DAY) == ([], [])  # under an hour
+
+
+def test_cli__an_export_of_many_nights_says_them_in_short(tmp_path):
+    from tests.edge.fitwriter import FitWriter
+
+    first = (time.time() // DAY - 10) * DAY + 22 * 3600
+    w = FitWriter()
+    w.file_id(first)
+    for night in range(9):  # a watch's heart rate every 5 minutes, 22:00-00:00
+        for k in range(0, 2 * 3600, 300):
+            w.record(first + night * DAY + k, heart_rate=55 + k % 7)
+    path = tmp_path / "nine.fit"
+    path.write_bytes(w.to_bytes())
+    db = tmp_path / "e.db"
+    labels = [time.strftime("%Y-%m-%d", time.gmtime(first + n * DAY)) for n in range(9)]
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert f"9 nights summarised, {labels[0]} to {labels[-1]}; the newest:" in lines
+    assert [ln.split()[1] for ln in lines if ln.startswith("Night ")] == labels[-3:]
+    assert all(_night(db, label)[0]["sleep"]["sleep_inputs"] == ["hr"] for label in labels)
+    again = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",
+                                      "--db", str(db)])
+    assert (f"Already summarised, kept as they were: 9 nights, {labels[0]} to {labels[-1]}."
+            in again.output.splitlines()), again.output
