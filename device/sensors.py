@@ -202,9 +202,16 @@ class RoomEpochs:
         self.sums = [0.0] * 5
         self.ns = [0] * 5
         self.written = 0
+        self.skipped = 0  # samples taken before the clock was set
 
     def add(self, unix_s, values):
-        """values: (temp_c, humidity_pct, light_lux, co2_ppm, noise_dba), None = missing."""
+        """values: (temp_c, humidity_pct, light_lux, co2_ppm, noise_dba), None = missing.
+        A sample while the clock was never set (after a power cut, before NTP or the edge
+        answers: the board counts from 2000) is dropped: it has no real time to be filed at,
+        and rows dated 2000 would be synced and stored as a night long past."""
+        if unix_s < epoch.TIME_SET_S:
+            self.skipped += 1
+            return
         e = epoch.epoch_index(unix_s)
         if self.epoch is not None and e != self.epoch:
             self.flush()

@@ -88,6 +88,9 @@ fresh(PATH)
 box = Outbox(PATH, capacity=8000)
 room = sensors.RoomEpochs(box, "a4cf12b0c3d4", 1)
 T0 = 1768516200  # an epoch boundary
+for s in range(0, 60, 5):  # the clock after a power cut, before NTP: counting from 2000
+    room.add(946684800 + 40 + s, (19.0, 40.0, 3.0, 600.0, 30.0))
+out["skipped_unset_clock"] = room.skipped
 for s in range(0, 90, 5):  # three epochs of 5-s samples; CO2 only every 30 s, light missing
     room.add(T0 + s, (20.0 + s / 100, 45.0, None, 800.0 if s % 30 == 0 else None, 31.0))
 room.flush()

@@ -23,6 +23,7 @@ def _check(got):
     assert t == pytest.approx(25.08, abs=0.01)  # Bosch's worked example: 25.08 degC
     assert 0 <= rh <= 100
     recs = got["records"]
+    assert got["skipped_unset_clock"] == 12  # none filed in 2000: the records are the 3 below
     assert [r[:2] for r in recs] == [[1, 0], [2, 1], [3, 2]]  # one record per epoch
     assert recs[0][2] == [20.13, 45.0, None, 800.0, 31.0]  # mean 20.125 of 6 samples, 0.01 steps
     assert recs[1][2][3] == 800.0
