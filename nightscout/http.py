@@ -68,6 +68,7 @@ class NightscoutState:
     cors_origin: str | None = "*"
     limits: Limits = field(default_factory=Limits)
     uploads: UploadLimit | None = None  # the per-site write rate, when limited
+    listeners: list = field(default_factory=list)  # called (no arguments) by forget()
     _grants: OrderedDict = field(default_factory=OrderedDict)
     _jwts: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -95,6 +96,8 @@ class NightscoutState:
         forget_sites = getattr(self.directory, "forget", None)
         if forget_sites is not None:
             forget_sites()
+        for listener in self.listeners:  # the sockets look at their credentials again
+            listener()
 
     def cached_credential(self, presented: str, key: str | None, kind: str):
         """directory.credential/bearer with a short cache (polling clocks ask every minute)."""
@@ -193,13 +196,21 @@ def resolve_sync(request: Request, *, v3: bool = False,
         raise too_many_failures(wait)
     try:
         if key is not None and directory.site(key) is None:
-            raise not_found(f"There is no site {key!r}.")
+            raise _NoSite
         if v3 and not bearer:
             raise unauthorized("Missing or bad access token or JWT")
         grant, missed = _presented_grant(state, key, bearer, [] if v3 else offered,
                                          "" if v3 else token)
+    except _NoSite:
+        # Answered as a site that exists but does not let this request in would answer it:
+        # a site's name (a family's) is not found out by probing. A credential offered is a
+        # wrong one, and counted.
+        grant, missed = None, True
+        if not presented:
+            raise unauthorized("Missing or bad access token or JWT" if v3 else
+                               "Invalid/Missing") from None
     except Exception:
-        # No site, or the lookup failed (a database away): not a wrong credential.
+        # The lookup failed (a database away): not a wrong credential.
         state.failures.forgive(address, stamp)
         raise
     if presented and grant is None:
@@ -223,6 +234,10 @@ def resolve_sync(request: Request, *, v3: bool = False,
     if site is None:
         raise unauthorized("The site of this credential no longer exists.")
     return site, grant
+
+
+class _NoSite(Exception):
+    """The URL names no site (resolve_sync answers as for a site that refuses the request)."""
 
 
 def _offered_secrets(request: Request) -> list[str]:

@@ -15,6 +15,12 @@ too: nothing polls per socket); a delta is built once per site and namespace and
 room, encoded once for all its sockets. A socket with QUEUE_LIMIT packets still waiting is
 disconnected rather than sent more (counted in `dropped`): on reconnecting, the client
 authorizes again and gets a full dataUpdate.
+
+A socket's credential is looked at again for every write it makes and for every open socket
+every RECHECK_S, and at once when a secret, token or membership changes in this process: a
+socket whose grant changed (revoked, rotated, its site deleted or made private) is
+disconnected, so it must authorize again and gets only what it may still have. Alarms go only
+to sockets whose grant reads the site, as data does.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from nightlink.nightscout.site import Site
 _LOGGER = logging.getLogger(__name__)
 DAY = 24 * 3600 * 1000
 QUEUE_LIMIT = 64  # packets a socket may have waiting before it is dropped and disconnected
+RECHECK_S = 60.0  # open sockets' credentials are looked at again this often
 _COLL_ALIASES = {"foods": documents.FOOD}
 
 
@@ -64,6 +71,11 @@ class NightscoutSockets:
         self._silenced: dict[tuple[str, str, int], float] = {}
         self.dropped = 0  # packets not sent to sockets that fell behind (they were disconnected)
         self.on_drop = None  # called with that number (the cloud counts it in its metrics)
+        self.revoked = 0  # sockets disconnected because their grant changed
+        self._recheck: asyncio.Task | None = None
+        self._recheck_now: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        state.listeners.append(self._access_changed)
         for event in ("connect", "disconnect", "authorize", "loadRetro", "dbAdd", "dbUpdate",
                       "dbUpdateUnset", "dbRemove", "subscribe", "ack", "nsping"):
             self.sio.on(event, getattr(self, "_on_" + event), namespace="*")
@@ -78,8 +90,6 @@ class NightscoutSockets:
         by_host = getattr(directory, "site_key_for_host", None)
         if key is None and by_host is not None:
             key = by_host(environ.get("HTTP_HOST", ""))
-        if key is not None and await asyncio.to_thread(directory.site, key) is None:
-            return False
         address = environ.get("REMOTE_ADDR") or (environ.get("asgi.scope", {}).get("client")
                                                  or ["?"])[0]
         await self.sio.save_session(sid, {"key": key, "address": address, "site": None},
@@ -98,11 +108,13 @@ class NightscoutSockets:
     def _sids(self, namespace: str) -> list:
         return list(self.sio.manager.get_participants(namespace, None))
 
-    async def _attach(self, sid: str, namespace: str, site, grant) -> None:
-        """Remember the socket's site and grant, and have the hub watch that site."""
+    async def _attach(self, sid: str, namespace: str, site, grant, credential) -> None:
+        """Remember the socket's site, grant and the credential that gave it (None: the site's
+        default grant), and have the hub watch that site."""
         async with self.sio.session(sid, namespace=namespace) as session:
             session["site"] = site.key
             session["grant"] = grant
+            session["credential"] = credential
         self._namespaces.setdefault(site.key, set()).add(namespace)
         if self.state.hub:
             await self.state.hub.follow(site.key)
@@ -119,8 +131,10 @@ class NightscoutSockets:
                                        claims["site"])
 
     async def _grant(self, namespace: str, sid: str, *, secret: Any = None, token: Any = None,
-                     access_token: Any = None) -> tuple[Site, auth.Grant] | None:
-        """The site and grant of the credentials a socket presents (None: refused)."""
+                     access_token: Any = None) -> tuple[Site | None, auth.Grant, str | None] | None:
+        """The site and grant of the credentials a socket presents, and the credential that
+        gave the grant (None: the site's default grant); None: refused. A URL naming no site
+        gives no site and a grant of nothing."""
         session = await self.sio.get_session(sid, namespace=namespace)
         key = session["key"]
         state, directory = self.state, self.state.directory
@@ -133,10 +147,11 @@ class NightscoutSockets:
                        else (state.failures.blocked(address), 0.0))
         if wait:
             return None
-        grant, missed = None, False
+        grant, missed, used = None, False, None
         try:
             for value in offered:
-                grant = await self._credential(auth.normalise_presented(value), key)
+                used = auth.normalise_presented(value)
+                grant = await self._credential(used, key)
                 if grant is not None:
                     break
                 missed = True  # a wrong one before a right one is still a guess
@@ -154,11 +169,26 @@ class NightscoutSockets:
             site = await asyncio.to_thread(directory.site, grant.site_key)
         elif key is not None:
             site = await asyncio.to_thread(directory.site, key)
+            if site is None:  # answered as a site that lets strangers read nothing, so a
+                # site's name (a family's) is not found out by probing
+                return None, auth.Grant(key, "anonymous", auth.Permissions(), "anonymous"), None
         else:
             site = await asyncio.to_thread(directory.default_site)
         if site is None:
             return None
-        return site, grant or site.default_grant()
+        return (site, grant, used) if grant is not None else (site, site.default_grant(), None)
+
+    async def _regrant(self, session: dict) -> auth.Grant | None:
+        """What the credential a socket authorized with allows now (None: nothing, or its
+        site is gone). Not counted as a failed attempt: the socket offers nothing new."""
+        site = await asyncio.to_thread(self.state.directory.site, session["site"])
+        if site is None:
+            return None
+        value = session.get("credential")
+        if value is None:
+            return site.default_grant()
+        grant = await self._credential(value, session["key"])
+        return grant if grant is not None and grant.site_key == site.key else None
 
     # -- main namespace --------------------------------------------------------------------------
 
@@ -169,8 +199,9 @@ class NightscoutSockets:
         if found is None:
             await self.sio.disconnect(sid, namespace=namespace)
             return None
-        site, grant = found
-        await self._attach(sid, namespace, site, grant)
+        site, grant, credential = found
+        if site is not None:
+            await self._attach(sid, namespace, site, grant, credential)
         reply = {"read": grant.allows("api:*:read"),
                  "write": grant.allows("api:*:create,update,delete"),
                  "write_treatment": grant.allows("api:treatments:create,update,delete")}
@@ -211,10 +242,14 @@ class NightscoutSockets:
 
     async def _on_loadRetro(self, namespace: str, sid: str, data: Any = None):
         session = await self.sio.get_session(sid, namespace=namespace)
-        site_key = session.get("site")
-        if site_key is None:
+        if session.get("site") is None:
             return {"result": "Not authorized"}
-        site = await asyncio.to_thread(self.state.directory.site, site_key)
+        grant = await self._regrant(session)
+        if grant is None or not grant.allows("api:devicestatus:read"):
+            return {"result": "Not authorized"}
+        site = await asyncio.to_thread(self.state.directory.site, session["site"])
+        if site is None:
+            return {"result": "Not authorized"}
         now = int(time.time() * 1000)
         rows = await asyncio.to_thread(site.docs.latest, documents.DEVICESTATUS, count=2000,
                                        lo=now - DAY, ascending=True)
@@ -232,9 +267,12 @@ class NightscoutSockets:
             return None, None, None, {"result": "Not authorized"}
         if coll not in documents.V1_COLLECTIONS:
             return None, None, None, {"result": "Wrong collection"}
-        if not session["grant"].allows(f"api:{coll}:{op}"):
-            return None, None, None, {"result": "Not permitted"}
+        grant = await self._regrant(session)  # revoked or rotated since it authorized?
         site = await asyncio.to_thread(self.state.directory.site, session["site"])
+        if grant is None or site is None:
+            return None, None, None, {"result": "Not authorized"}
+        if not grant.allows(f"api:{coll}:{op}"):
+            return None, None, None, {"result": "Not permitted"}
         return site, coll, data, None
 
     async def _on_dbAdd(self, namespace: str, sid: str, data: Any = None):
@@ -312,12 +350,15 @@ class NightscoutSockets:
                                   secret=data.get("secret"), token=data.get("jwtToken"))
         if found is None or (channel == "/storage" and not found[1].authenticated):
             return {"success": False, "message": "Missing or bad accessToken"}
-        site, grant = found
-        await self._attach(sid, namespace, site, grant)
+        site, grant, credential = found
+        if site is not None:
+            await self._attach(sid, namespace, site, grant, credential)
         if channel == "/alarm":
-            await self.sio.enter_room(sid, f"alarm:{site.key}", namespace=namespace)
+            read = grant.allows("api:*:read")
+            if read:  # an alarm tells the glucose: only for those who may read it
+                await self.sio.enter_room(sid, f"alarm:{site.key}", namespace=namespace)
             return {"success": True, "message": "Subscribed for alarms",
-                    "read": grant.allows("api:*:read"), "ack": grant.authenticated}
+                    "read": read, "ack": grant.authenticated}
         wanted = data.get("collections")
         if not isinstance(wanted, list) or not wanted:
             wanted = list(documents.V3_COLLECTIONS)
@@ -337,8 +378,10 @@ class NightscoutSockets:
                       silence: Any = None):
         session = await self.sio.get_session(sid, namespace=namespace)
         site = session.get("site")
-        grant = session.get("grant")
-        if site is None or grant is None or not grant.authenticated:
+        if site is None:
+            return None
+        grant = await self._regrant(session)
+        if grant is None or not grant.authenticated:
             return None
         level = int(level) if isinstance(level, int | float) else 1
         group = str(group or "default")
@@ -355,12 +398,56 @@ class NightscoutSockets:
                                       "group": group})
         return None
 
+    # -- credentials looked at again -------------------------------------------------------------
+
+    def _access_changed(self) -> None:
+        """A secret, token or membership changed (any thread): look at open sockets now."""
+        loop, event = self._loop, self._recheck_now
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    async def _run_recheck(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck_now.wait(), RECHECK_S)
+            self._recheck_now.clear()
+            try:
+                await self.recheck()
+            except (OSError, RuntimeError, ValueError) as exc:  # a database away: next time
+                _LOGGER.warning("socket.io credential re-check failed: %s", exc)
+
+    async def recheck(self) -> int:
+        """Disconnect every socket whose credential no longer gives the grant it was given;
+        how many were."""
+        gone = 0
+        for namespaces in list(self._namespaces.values()):
+            for namespace in list(namespaces):
+                for sid, _ in list(self.sio.manager.get_participants(namespace, None)):
+                    try:
+                        session = await self.sio.get_session(sid, namespace=namespace)
+                    except KeyError:  # disconnected meanwhile
+                        continue
+                    if session.get("site") is None:
+                        continue
+                    fresh = await self._regrant(session)
+                    if not _same(fresh, session["grant"]):
+                        await self.sio.disconnect(sid, namespace=namespace)
+                        gone += 1
+        if gone:
+            self.revoked += gone
+            _LOGGER.info("socket.io: %d sockets disconnected: their access changed", gone)
+        return gone
+
     # -- the pump: hub messages to rooms ---------------------------------------------------------
 
     def _ensure_pump(self) -> None:
         if self.state.hub is not None and (self._pump is None or self._pump.done()):
             self._pump = asyncio.get_running_loop().create_task(self._run_pump(),
                                                                 name="ns-socketio")
+        if self._recheck is None or self._recheck.done():
+            self._loop = asyncio.get_running_loop()
+            self._recheck_now = asyncio.Event()
+            self._recheck = self._loop.create_task(self._run_recheck(), name="ns-recheck")
 
     async def _run_pump(self) -> None:
         queue = self.state.hub.subscribe(ALL)
@@ -445,10 +532,18 @@ class NightscoutSockets:
         await self.sio.emit(event, data, room=room, namespace=namespace, skip_sid=behind or None)
 
     async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+        for task in (self._pump, self._recheck):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def _same(fresh: auth.Grant | None, old: auth.Grant) -> bool:
+    """Whether a credential looked at again still gives what it gave."""
+    return (fresh is not None and fresh.site_key == old.site_key
+            and fresh.subject == old.subject and fresh.kind == old.kind
+            and fresh.permissions.patterns == old.permissions.patterns)
 
 
 def _sgv(row) -> dict:

@@ -1,0 +1,146 @@
+"""Who hears what on socket.io, and for how long: alarms only for sockets that may read the
+site; a credential revoked, rotated or whose site is deleted stops working on the sockets it
+opened (at its next write, at once on a change made in this process, else within RECHECK_S);
+a URL naming no site is answered as a private site answers, so names cannot be probed.
+
+Real python-socketio clients against the served app (tests/support/sockets.py)."""
+
+import asyncio
+import time
+
+import httpx
+
+from nightlink.nightscout import sockets as ns_sockets
+from tests.support.nightscout import SECRET_SHA1, now_ms
+from tests.support.sockets import Recorder, namespace
+
+
+async def _gone(rec: Recorder, ns: str, timeout: float = 5.0) -> bool:
+    """Whether the server disconnected the recorder's namespace within the timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ns not in rec.sio.namespaces:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def _site_key(ns) -> str:
+    return "fam-1" if ns.kind == "cloud" else "local"
+
+
+def test_alarm__only_sockets_that_may_read_the_site_hear_its_alarms(ns):
+    async def run():
+        stranger, reader = Recorder(), Recorder()
+        alarm = namespace(ns, "/alarm")
+        await stranger.connect(ns.root, [alarm])
+        await reader.connect(ns.root, [alarm])
+        said = await stranger.call("subscribe", {}, alarm)
+        assert said == {"success": True, "message": "Subscribed for alarms", "read": False,
+                        "ack": False}
+        said = await reader.call("subscribe", {"accessToken": ns.read_token}, alarm)
+        assert said["success"] is True and said["read"] is True
+        ns.app.state.nightscout.hub.alarm(_site_key(ns), 2, "Urgent low", "BG Now: 46 mg/dl",
+                                          event="low")
+        assert (await reader.next(alarm, "urgent_alarm"))["title"] == "Urgent low"
+        await asyncio.sleep(0.3)  # sent to one room at once: the stranger would have it now
+        assert stranger.pending(alarm, "urgent_alarm") == 0
+        await stranger.close()
+        await reader.close()
+
+    asyncio.run(run())
+
+
+def test_revoked_token__a_write_on_its_open_socket_is_refused(ns):
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        said = await rec.call("authorize", {"token": ns.admin_token}, main)
+        assert said["write"] is True
+        ns.subjects.revoke_all()  # by another process: nothing here is told
+        before = ns.count("treatments")
+        added = await rec.call("dbAdd", {"collection": "treatments", "data": {
+            "eventType": "Note", "notes": "after revocation", "date": now_ms()}}, main)
+        assert added == {"result": "Not authorized"}
+        assert ns.count("treatments") == before
+        await rec.close()
+
+    asyncio.run(run())
+
+
+def test_revoked_token__its_open_sockets_are_disconnected_within_the_recheck(ns, monkeypatch):
+    monkeypatch.setattr(ns_sockets, "RECHECK_S", 0.2)
+
+    async def run():
+        rec, secret = Recorder(), Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        await secret.connect(ns.root, [main])
+        assert (await rec.call("authorize", {"token": ns.read_token}, main))["read"] is True
+        assert (await secret.call("authorize", {"secret": SECRET_SHA1}, main))["read"] is True
+        ns.subjects.revoke_all()  # by another process: found by the periodic re-check
+        assert await _gone(rec, main), "a revoked token kept its socket"
+        await asyncio.sleep(0.5)
+        assert main in secret.sio.namespaces  # the secret was not revoked: left connected
+        again = Recorder()
+        await again.connect(ns.root, [main])
+        await again.sio.emit("authorize", {"token": ns.read_token}, namespace=main)
+        assert await _gone(again, main)  # refused: disconnected, as for any bad credential
+        for r in (rec, secret, again):
+            await r.close()
+
+    asyncio.run(run())
+
+
+def test_deleted_tenant__its_sockets_are_disconnected_at_once(cloud_ns):
+    async def run():
+        rec = Recorder()
+        main = namespace(cloud_ns, "")
+        await rec.connect(cloud_ns.root, [main])
+        assert (await rec.call("authorize", {"secret": SECRET_SHA1}, main))["read"] is True
+        # In this process: the store tells the sockets (RECHECK_S is a minute here).
+        await asyncio.to_thread(cloud_ns.app.state.store.set_tenant, "fam-1",
+                                deleted_at=time.time())
+        assert await _gone(rec, main, timeout=3.0)
+        await rec.close()
+
+    asyncio.run(run())
+
+
+def test_no_such_site__answered_as_a_private_site_answers(cloud_ns):
+    def ask(site: str, **kw) -> tuple[int, dict]:
+        r = httpx.get(f"{cloud_ns.root}/t/{site}/api/v1/entries.json", timeout=10, **kw)
+        return r.status_code, r.json()
+
+    assert ask("no-such-family") == ask("fam-2")
+    wrong = {"headers": {"api-secret": SECRET_SHA1}}  # fam-1's: wrong for both
+    assert ask("no-such-family", **wrong) == ask("fam-2", **wrong)
+    assert ask("no-such-family", **wrong)[0] == 401
+    v3 = httpx.get(f"{cloud_ns.root}/t/no-such-family/api/v3/entries", timeout=10)
+    assert v3.status_code == 401
+
+    async def run():
+        answers = []
+        for site in ("no-such-family", "fam-2"):
+            rec = Recorder()
+            main, alarm = f"/t/{site}", f"/t/{site}/alarm"
+            await rec.connect(cloud_ns.root, [main, alarm])
+            answers.append((await rec.call("authorize", {}, main),
+                            await rec.call("subscribe", {}, alarm)))
+            await rec.close()
+        return answers
+
+    missing, private = asyncio.run(run())
+    assert missing == private
+    assert missing[0] == {"read": False, "write": False, "write_treatment": False}
+
+
+def test_careportal_token_alone_adds_treatments_as_in_nightscout(ns):
+    token = ns.token("careportal-only", ["careportal"])
+    r = ns.post("/api/v1/treatments", params={"token": token},
+                json={"eventType": "Carb Correction", "carbs": 15, "created_at":
+                      "2026-01-01T00:00:00.000Z", "enteredBy": "careportal"})
+    assert r.status_code == 200, r.text
+    assert ns.get("/api/v1/treatments.json", params={"token": token}).status_code == 401
+    assert ns.count("treatments") == 1
