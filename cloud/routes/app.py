@@ -86,9 +86,18 @@ def _member(store, user: dict, tenant: str) -> TenantAccess:
     return access
 
 
-def _actor(access: TenantAccess, what: str) -> None:
+def _acts(store, access: TenantAccess) -> bool:
+    """Whether a member may acknowledge alerts and log treatments: not a doctor, nor a
+    caregiver invited read-only (`alerts: false`, docs/sharing.md)."""
+    return access.role in ACT_ROLES and (access.role != "caregiver" or store.member_alerts(
+        access.tenant_id, access.user["id"]))
+
+
+def _actor(store, access: TenantAccess, what: str) -> None:
     if access.role not in ACT_ROLES:
         raise HTTPException(403, f"A {access.role} may see this patient's data but not {what}.")
+    if not _acts(store, access):
+        raise HTTPException(403, f"This caregiver was given read-only access: not {what}.")
 
 
 # -- pages and static files ---------------------------------------------------------------------
@@ -156,7 +165,7 @@ def state(tenant: str, user: ApiUser, store: StoreDep, hours: int = 3) -> dict:
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - hours * 3_600_000
     return {"tenant": tenant, "name": store.get_tenant(tenant)["name"], "role": access.role,
-            "can_act": access.role in ACT_ROLES, "can_ack": access.role in ACT_ROLES,
+            "can_act": (acts := _acts(store, access)), "can_ack": acts,
             "now_ms": now_ms, "hours": hours,
             "unit": report_settings.user_units(store, user["id"]),
             "entries": _readings(access, start_ms, now_ms),
@@ -197,7 +206,7 @@ def _forecast(access: TenantAccess, now_ms: int) -> dict | None:
 def ack(tenant: str, alert_id: int, request: Request, user: ApiUser, store: StoreDep) -> dict:
     """Acknowledge an alert (patients and caregivers); twice changes nothing."""
     access = _member(store, user, tenant)
-    _actor(access, "acknowledge its alerts")
+    _actor(store, access, "acknowledge its alerts")
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
     if access.data.ack_alert(alert_id, user["id"]):
@@ -211,7 +220,7 @@ def ack(tenant: str, alert_id: int, request: Request, user: ApiUser, store: Stor
 async def add_treatment(tenant: str, request: Request, user: ApiUser, store: StoreDep) -> dict:
     """Log carbs, insulin, exercise or a note as a Nightscout treatment of the patient."""
     access = _member(store, user, tenant)  # before the body: a stranger learns nothing
-    _actor(access, "log treatments")
+    _actor(store, access, "log treatments")
     body = await json_object(request)
     try:
         doc = treatment(body, user["email"], int(time.time() * 1000))

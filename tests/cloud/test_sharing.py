@@ -167,6 +167,15 @@ def test_invite__read_only_caregiver_cannot_acknowledge_alerts(site):
     r = site.client.post(f"{API}/tenants/{tenant}/alerts/{alert['id']}/ack",
                          headers=site.auth("gran@example.org"))
     assert r.status_code == 403 and "read-only" in r.json()["detail"]
+    gran = site.auth("gran@example.org")  # nor through the patient app's own routes
+    r = site.client.post(f"/app/api/{tenant}/alerts/{alert['id']}/ack", headers=gran)
+    assert r.status_code == 403 and "read-only" in r.json()["detail"]
+    r = site.client.post(f"/app/api/{tenant}/treatments", headers=gran,
+                         json={"eventType": "Carb Correction", "carbs": 40})
+    assert r.status_code == 403 and "read-only" in r.json()["detail"]
+    shown = site.client.get(f"/app/api/{tenant}/state", headers=gran).json()
+    assert (shown["can_act"], shown["can_ack"]) == (False, False)
+    assert site.store.tenant(tenant).alert(alert["id"])["acked_at"] is None
     assert site.client.post(f"{API}/tenants/{tenant}/alerts/{alert['id']}/ack",
                             headers=pat).status_code == 200
 
@@ -340,7 +349,7 @@ def test_mail__any_valid_address_makes_a_file_name(tmp_path):
     from nightlink.cloud import mail
     from nightlink.cloud.config import Settings
 
-    settings = Settings(env="test", jwt_secret="x" * 40, mail_dir=str(tmp_path))
+    settings = Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3, mail_dir=str(tmp_path))
     for to in ("x" * 240 + "@a.io", "ä/'..@b`.0", "=?utf-8?q?x?=@a.b"):
         path = Path(mail.send(settings, to, "subject", "body"))
         assert path.parent == tmp_path and path.suffix == ".eml"
