@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRETS = {"", "changeme", "change-me", "secret", "nightlink", "development"}
 MIN_SECRET = 32
+MIN_SECRET_SYMBOLS = 10  # different characters: random hex of 32 or more has 14-16
 
 
 class SettingsError(ValueError):
@@ -104,9 +105,22 @@ class Settings(BaseSettings):
                     f"characters (e.g. `openssl rand -hex 32`) because NIGHTLINK_ENV is "
                     f"{self.env}; only NIGHTLINK_ENV=development accepts the default"
                 )
+            if _patterned(self.jwt_secret):  # "a" * 32, "changeme" * 4
+                raise ValueError(
+                    "NIGHTLINK_JWT_SECRET repeats a few characters or a short pattern; it must "
+                    "be a random value (e.g. `openssl rand -hex 32`)"
+                )
             if self.admin_password and len(self.admin_password) < 12:
                 raise ValueError("NIGHTLINK_ADMIN_PASSWORD must be at least 12 characters")
         return self
+
+
+def _patterned(secret: str) -> bool:
+    """Whether a secret is no random value: under MIN_SECRET_SYMBOLS different characters,
+    or a short unit repeated (random hex of 32 or more has 14-16 different characters, and
+    equals itself shifted with a chance of 16**-len)."""
+    return len(set(secret)) < MIN_SECRET_SYMBOLS or any(
+        secret[k:] == secret[:-k] for k in range(1, min(17, len(secret))))
 
 
 class ToolSettings(Settings):

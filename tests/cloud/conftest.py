@@ -10,7 +10,7 @@ from nightlink.cloud.auth import hash_password
 from nightlink.cloud.config import Settings
 from nightlink.cloud.store import Store
 
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = "test-secret-" + "x" + "0123456789abcdef" * 3
 
 
 @pytest.fixture(autouse=True)

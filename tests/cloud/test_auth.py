@@ -47,6 +47,14 @@ def test_settings__default_secret_refused_outside_development():
     with pytest.raises(SettingsError, match="NIGHTLINK_JWT_SECRET"):
         load_settings(env="production", jwt_secret="changeme")
     assert load_settings(env="development", jwt_secret="changeme").env == "development"
+    for weak in ("a" * 32, "changeme" * 4, "0123456789" * 4):  # long, but a pattern
+        with pytest.raises(SettingsError, match="NIGHTLINK_JWT_SECRET repeats a few characters"):
+            load_settings(env="production", jwt_secret=weak)
+    import secrets
+
+    for _ in range(200):  # what the README's `openssl rand -hex 32` and token_urlsafe give
+        load_settings(env="production", jwt_secret=secrets.token_hex(32))
+        load_settings(env="production", jwt_secret=secrets.token_urlsafe(24))
 
 
 def test_settings__bad_database_url_names_the_variable():

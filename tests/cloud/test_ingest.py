@@ -18,7 +18,7 @@ ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 
 def _settings(broker, group="ingest"):
-    return Settings(env="test", jwt_secret="x" * 40, mqtt_host=broker.host,
+    return Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3, mqtt_host=broker.host,
                     mqtt_port=broker.port, mqtt_shared_group=group)
 
 

@@ -31,7 +31,7 @@ from tests.support.waiting import until
 DEV = "a4cf12b0c3d4"
 OTHER = "0123456789ab"
 ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
-JWT = "x" * 40
+JWT = "x" + "0123456789abcdef" * 3
 
 
 def _settings(port, host="127.0.0.1", group="", **extra):
@@ -167,7 +167,7 @@ def test_process__disk_full_at_commit_is_waited_out(tmp_path):
         from nightlink.cloud.store import Store
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         store = Store.open({url!r})
-        settings = Settings(env="test", jwt_secret="x" * 40, db_backoff_max_s=0.2)
+        settings = Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3, db_backoff_max_s=0.2)
         worker = IngestWorker(store, settings)
         store.db.query("PRAGMA wal_checkpoint(TRUNCATE)")
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)

@@ -126,7 +126,7 @@ def _check_marks(store):
 @given(message=messages())
 def test_fuzz__process_never_raises_and_accounts_for_every_message(store, message):
     topic, payload = message
-    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40))
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3))
     dead = store.count_dead_letters()
     rows = {t: store.tenant(t).count_rows() for t in ("fam-1", "fam-2")}
     got = worker.process(topic, payload)
@@ -149,7 +149,7 @@ def test_fuzz__a_seeded_mix_through_mosquitto(tmp_path, mosquitto, record_proper
     store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
     store.create_tenant("fam-1", "One")
     store.add_device("a4cf12b0c3d4", "fam-1", "edge", "fam-1.a4cf12b0c3d4", "-")
-    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3,
                                           mqtt_host=mosquitto.host, mqtt_port=mosquitto.port,
                                           mqtt_shared_group=""))
     worker.start()

@@ -34,7 +34,7 @@ def store(cloud_db_url):
 @pytest.fixture
 def worker(store):
     """A worker that is not connected: process() is the whole of handling one message."""
-    return IngestWorker(store, Settings(env="test", jwt_secret="x" * 40))
+    return IngestWorker(store, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3))
 
 
 def _rec(seq, n=1, dev=CLOCK, stream=features.ROOM, row=ROW):
@@ -118,7 +118,7 @@ def test_delete_tenant__revokes_its_devices_restore_brings_them_back(people, tmp
     assert [d["id"] for d in store.active_devices()] == [OTHER]
     assert mosquitto_files(store, tmp_path / "acl", tmp_path / "passwd") == 1
     assert CLOCK not in (tmp_path / "passwd").read_text()
-    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40))
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3))
     assert worker.process(topics.data_topic("fam-1", CLOCK, "room"),
                           codec.encode(_rec(1))) == "rejected"
     assert worker.process(topics.data_topic("fam-2", OTHER, "room"),

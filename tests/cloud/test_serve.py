@@ -22,7 +22,7 @@ def test_cloud_serve__api_and_ingest_in_one_process(tmp_path, mosquitto):
     store.add_device("a4cf12b0c3d4", "fam-1", "edge", "fam-1.a4cf12b0c3d4", "-")
     store.close()
     port = free_port()
-    env = {**os.environ, "NIGHTLINK_ENV": "production", "NIGHTLINK_JWT_SECRET": "s" * 40,
+    env = {**os.environ, "NIGHTLINK_ENV": "production", "NIGHTLINK_JWT_SECRET": "s" + "0123456789abcdef" * 3,
            "NIGHTLINK_DATABASE_URL": url, "NIGHTLINK_MQTT_HOST": mosquitto.host,
            "NIGHTLINK_MQTT_PORT": str(mosquitto.port)}
     proc = subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "serve", "--port",
@@ -120,7 +120,7 @@ def test_cloud_serve__development_says_so_and_no_broker_is_not_claimed(tmp_path)
 def test_cloud_serve__port_in_use_is_one_sentence(tmp_path):
     import socket
 
-    env = _bare_env(NIGHTLINK_JWT_SECRET="s" * 40,
+    env = _bare_env(NIGHTLINK_JWT_SECRET="s" + "0123456789abcdef" * 3,
                     NIGHTLINK_DATABASE_URL=f"sqlite:///{tmp_path / 'c.db'}")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))

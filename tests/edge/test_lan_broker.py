@@ -60,7 +60,7 @@ def rig(tmp_path_factory):
     cloud_broker = Broker(root / "cloud-broker", anonymous=False)
     lan = Broker(root / "lan")
     settings = Settings(env="test", database_url=f"sqlite:///{root / 'cloud.db'}",
-                        jwt_secret="test-secret-" + "x" * 40, mqtt_host=cloud_broker.host,
+                        jwt_secret="test-secret-" + "x" + "0123456789abcdef" * 3, mqtt_host=cloud_broker.host,
                         mqtt_port=cloud_broker.port, mqtt_username=INGEST[0],
                         mqtt_password=INGEST[1], login_attempts_per_minute=1000)
     app = create_app(settings)

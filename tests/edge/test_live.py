@@ -423,7 +423,7 @@ port = {mosquitto.port}
     cloud = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
     cloud.create_tenant("fam-1", "One")
     cloud.add_device(store.device, "fam-1", "edge", "fam-1.edge", "-")
-    worker = IngestWorker(cloud, Settings(env="test", jwt_secret="x" * 40,
+    worker = IngestWorker(cloud, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3,
                                           mqtt_host=mosquitto.host, mqtt_port=mosquitto.port))
     worker.start()
     assert worker.connected.wait(10)

@@ -40,7 +40,7 @@ def app_client(request, tmp_path_factory):
         from nightlink.cloud.config import Settings
 
         app = create_app(Settings(env="test", database_url=f"sqlite:///{tmp / 'c.db'}",
-                                  jwt_secret="x" * 40))
+                                  jwt_secret="x" + "0123456789abcdef" * 3))
         app.state.store.create_tenant("fam-1", "One")
         app.state.store.set_api_secret("fam-1", SECRET)
         close = app.state.store.close

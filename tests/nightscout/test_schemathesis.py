@@ -36,7 +36,7 @@ def _app(tmp, kind="cloud"):
         app.state.nightscout.failures.limit = 10**9
         return app
     app = create_app(Settings(env="test", database_url=f"sqlite:///{tmp / 'c.db'}",
-                              jwt_secret="x" * 40, login_attempts_per_minute=1000))
+                              jwt_secret="x" + "0123456789abcdef" * 3, login_attempts_per_minute=1000))
     store = app.state.store
     store.create_tenant("fam-1", "One")
     store.set_api_secret("fam-1", SECRET)

@@ -41,7 +41,7 @@ def test_cloud_token__for_a_tenant_and_refused_for_none(tmp_path, monkeypatch):
     from nightlink.cloud.config import Settings
 
     app = create_app(Settings(env="test", database_url=f"sqlite:///{tmp_path / 'c.db'}",
-                              jwt_secret="x" * 40))
+                              jwt_secret="x" + "0123456789abcdef" * 3))
     with TestClient(app) as c:
         assert c.get("/api/v1/entries.json", params={"token": token}).status_code == 200
         assert c.post("/api/v1/treatments", params={"token": token}, json={}).status_code == 401

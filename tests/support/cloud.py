@@ -28,7 +28,7 @@ def ingesting_cloud(folder: Path, broker, tenant: str, clock: str, client_id: st
     store = Store.open(f"sqlite:///{folder / 'cloud.db'}")
     store.create_tenant(tenant, tenant.title())
     store.add_device(clock, tenant, "clock", f"{tenant}.{clock}", "-")
-    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3,
                                           mqtt_host=broker.host, mqtt_port=broker.port),
                           client_id=client_id)
     worker.start()

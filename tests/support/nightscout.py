@@ -27,7 +27,7 @@ SECRET = "bedside-upload-secret-2026"
 SECRET_SHA1 = hashlib.sha1(SECRET.encode()).hexdigest()
 SECRET_SHA512 = hashlib.sha512(SECRET.encode()).hexdigest()
 OTHER_SECRET = "the-other-family-secret-1"
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = "test-secret-" + "x" + "0123456789abcdef" * 3
 MIN = 60_000
 
 

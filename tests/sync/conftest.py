@@ -61,7 +61,7 @@ def rig(tmp_path, mosquitto):
     cloud = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
     cloud.create_tenant(TENANT, "One")
     cloud.add_device(edge.device, TENANT, "edge", f"{TENANT}.{edge.device}", "-")
-    settings = Settings(env="test", jwt_secret="x" * 40, mqtt_host=mosquitto.host,
+    settings = Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3, mqtt_host=mosquitto.host,
                         mqtt_port=mosquitto.port)
     worker = IngestWorker(cloud, settings, client_id="ingest-test")
     worker.start()

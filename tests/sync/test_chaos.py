@@ -100,7 +100,7 @@ def test_chaos__seeded_kills_freezes_and_a_slow_link_lose_nothing(backend, tmp_p
     (tmp_path / "broker").mkdir()
     broker = Broker(tmp_path / "broker").start()
     link = DelayProxy(broker.host, broker.port, rtt_s=0.15, loss=0.02, seed=SEED).start()
-    env = {**os.environ, "NIGHTLINK_ENV": "test", "NIGHTLINK_JWT_SECRET": "c" * 40,
+    env = {**os.environ, "NIGHTLINK_ENV": "test", "NIGHTLINK_JWT_SECRET": "c" + "0123456789abcdef" * 3,
            "NIGHTLINK_MQTT_HOST": broker.host, "NIGHTLINK_MQTT_PORT": str(broker.port),
            "NIGHTLINK_DATABASE_URL": url}
     conf = tmp_path / "edge.toml"

@@ -51,7 +51,7 @@ def test_cloud_full_disk__says_why_keeps_everything_and_catches_up(tmp_path, rec
         broker = Broker(tmp_path / "broker").start()
         port = free_port()
         api = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "NIGHTLINK_ENV": "test", "NIGHTLINK_JWT_SECRET": "d" * 40,
+        env = {**os.environ, "NIGHTLINK_ENV": "test", "NIGHTLINK_JWT_SECRET": "d" + "0123456789abcdef" * 3,
                "NIGHTLINK_MQTT_HOST": broker.host, "NIGHTLINK_MQTT_PORT": str(broker.port),
                "NIGHTLINK_DATABASE_URL": url, "NIGHTLINK_DB_BACKOFF_MAX_S": "1"}
         log = tmp_path / "cloud.log"

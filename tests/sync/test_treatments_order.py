@@ -150,7 +150,7 @@ def test_order__the_clouds_own_edits_keep_working(cloud_db_url):
     """A phone app's PUT and DELETE on the cloud's Nightscout API: a resend older than the
     node's change the document holds does not undo them; a newer change of the node wins
     (last writer wins, as before)."""
-    app = create_cloud(Settings(env="test", database_url=cloud_db_url, jwt_secret="x" * 40,
+    app = create_cloud(Settings(env="test", database_url=cloud_db_url, jwt_secret="x" + "0123456789abcdef" * 3,
                                 upload_rate_per_min=0))
     store = app.state.store
     store.create_tenant(TENANT, "One")

@@ -41,13 +41,13 @@ SHA1 = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
 @contextlib.contextmanager
 def cloud(url: str, broker, edge_device: str, **ingest):
     """The cloud app (its Nightscout API) with the edge provisioned, and an ingest worker."""
-    app = create_cloud(Settings(env="test", database_url=url, jwt_secret="x" * 40,
+    app = create_cloud(Settings(env="test", database_url=url, jwt_secret="x" + "0123456789abcdef" * 3,
                                 upload_rate_per_min=0))
     store = app.state.store
     store.create_tenant(TENANT, "One")
     store.set_api_secret(TENANT, SECRET)
     store.add_device(edge_device, TENANT, "edge", f"{TENANT}.{edge_device}", "-")
-    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" * 40,
+    worker = IngestWorker(store, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3,
                                           mqtt_host=broker.host, mqtt_port=broker.port,
                                           **ingest),
                           client_id="ingest-treatments")

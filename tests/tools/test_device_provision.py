@@ -31,7 +31,7 @@ def cloud(tmp_path_factory):
     """The real cloud app on a real SQLite file, served over HTTP on a free port."""
     db = tmp_path_factory.mktemp("cloud") / "cloud.db"
     settings = Settings(env="test", database_url=f"sqlite:///{db}",
-                        jwt_secret="test-secret-" + "x" * 40, mqtt_host="broker.example.org",
+                        jwt_secret="test-secret-" + "x" + "0123456789abcdef" * 3, mqtt_host="broker.example.org",
                         mqtt_port=8883, mqtt_tls=True, login_attempts_per_minute=1000)
     app = create_app(settings)
     store = app.state.store

@@ -73,7 +73,7 @@ def _seed(url: str, days: int) -> tuple[int, str]:
 
 
 def _serve(url: str, port: int, workers: int = 1) -> subprocess.Popen:
-    env = {**os.environ, "NIGHTLINK_ENV": "production", "NIGHTLINK_JWT_SECRET": "b" * 48,
+    env = {**os.environ, "NIGHTLINK_ENV": "production", "NIGHTLINK_JWT_SECRET": "b" + "0123456789abcdef" * 3,
            "NIGHTLINK_DATABASE_URL": url}
     log = tempfile.TemporaryFile("w+")  # a pipe nobody reads could fill and stall the server
     proc = subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "serve", "--api-only",

@@ -24,7 +24,7 @@ def _publish_and_measure(url: str, broker, rows: int, per_record: int = 120,
     store = Store.open(url)
     store.create_tenant("bench", "Bench")
     store.add_device(DEV, "bench", "edge", f"bench.{DEV}", "-")
-    settings = Settings(env="test", jwt_secret="x" * 40, mqtt_host=broker.host,
+    settings = Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3, mqtt_host=broker.host,
                         mqtt_port=broker.port, mqtt_shared_group="")
     worker = IngestWorker(store, settings, client_id=f"bench-{uuid.uuid4().hex[:6]}")
     worker.start()
@@ -113,7 +113,7 @@ def bench_sync(nights: int = 7) -> dict:
             rows = fill_backlog(edge, nights)
             cloud.create_tenant("home", "Home")
             cloud.add_device(edge.device, "home", "edge", f"home.{edge.device}", "-")
-            worker = IngestWorker(cloud, Settings(env="test", jwt_secret="x" * 40,
+            worker = IngestWorker(cloud, Settings(env="test", jwt_secret="x" + "0123456789abcdef" * 3,
                                                   mqtt_host=broker.host, mqtt_port=broker.port,
                                                   mqtt_shared_group=""), client_id="bench")
             worker.start()

@@ -34,7 +34,7 @@ from pathlib import Path
 from nightlink.tools.bench.api import BenchError, _percentile, _serve, _wait_ready
 
 SECRET = "bench-live-secret-0123456789"
-JWT_SECRET = "b" * 48  # what tools/bench/api.py's _serve gives the server
+JWT_SECRET = "b" + "0123456789abcdef" * 3  # what tools/bench/api.py's _serve gives the server
 PATH = "/api/nl/v1/tenants/{tenant}/live?access_token={token}"
 T_START = 1_700_000_000_000  # entries' dates: long past, so the alert worker stays idle
 UPLOAD_RATE = 50.0  # uploads per second over all tenants (each reaches its tenant's clients)
