@@ -22,7 +22,8 @@ Nothing here polls per connection: the process's live hub (`cloud/livehub.py`) f
 watched tenant once (PostgreSQL LISTEN/NOTIFY, or one change-cursor read per process on
 SQLite), serialises a message once per tenant and hands the same text to every client's
 bounded queue. One keepalive task pings a twentieth of the clients each `PING_S / 20` and
-checks membership every `ROLE_S` once per (tenant, account), not per connection; a revoked
+checks membership every `ROLE_S` once per (tenant, account), not per connection, and at its
+next tick when access changes in this process (the store's access listeners); a revoked
 member is closed with 4404. Clients reconnect with backoff (docs/live-updates.md).
 
 `install(app)` starts the `AlertWorker` with the app (its lifespan) and stops it after, and
@@ -160,10 +161,18 @@ def _ensure_keepalive(app: FastAPI, fanout: livehub.Fanout) -> None:
 
 async def _keepalive(app: FastAPI, fanout: livehub.Fanout) -> None:
     """Ping a 1/buckets share of the clients each tick (one text for all), and re-check
-    memberships every ROLE_S, once per (tenant, account); ends when no client is left."""
+    memberships every ROLE_S, once per (tenant, account), and at the next tick after access
+    changed in this process; ends when no client is left."""
     loop = asyncio.get_running_loop()
     tick = 0
     next_role = loop.time() + ROLE_S
+    changed = [False]  # access changed in this process (a member revoked): check at once
+
+    def access_changed() -> None:
+        changed[0] = True
+
+    listeners = app.state.store.access_listeners
+    listeners.append(access_changed)
     try:
         while True:
             await asyncio.sleep(PING_S / fanout.buckets)
@@ -174,10 +183,12 @@ async def _keepalive(app: FastAPI, fanout: livehub.Fanout) -> None:
             for client in fanout.bucket(tick % fanout.buckets):
                 client.push(text)
             tick += 1
-            if loop.time() >= next_role:
+            if changed[0] or loop.time() >= next_role:
+                changed[0] = False
                 await _recheck_roles(app, fanout.clients())
                 next_role = loop.time() + ROLE_S
     finally:
+        listeners.remove(access_changed)
         app.state.live_keepalive.pop(id(loop), None)
 
 

@@ -164,6 +164,20 @@ def test_live__revoked_member_is_closed(lc, monkeypatch):
     assert info.value.code == 4404
 
 
+def test_live__a_member_revoked_in_this_process_is_closed_at_the_next_tick(lc):
+    import time
+
+    assert live.ROLE_S == 60.0  # not waited for: the store says access changed
+    user = lc.user("care@x.org", tenant="fam-1", role="caregiver")
+    with lc.client.websocket_connect(_url(lc, "care@x.org")) as ws:
+        ws.receive_json()
+        started = time.monotonic()
+        lc.store.revoke("fam-1", user["id"])
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+    assert info.value.code == 4404 and time.monotonic() - started < 5
+
+
 def test_live__real_server_with_the_alert_worker(tmp_path):
     """uvicorn on a free port, a real WebSocket client, and the worker from install(app)."""
     import uvicorn
