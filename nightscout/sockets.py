@@ -42,6 +42,7 @@ _LOGGER = logging.getLogger(__name__)
 DAY = 24 * 3600 * 1000
 QUEUE_LIMIT = 64  # packets a socket may have waiting before it is dropped and disconnected
 RECHECK_S = 60.0  # open sockets' credentials are looked at again this often
+MAX_SILENCE_MS = 2 * 3600 * 1000  # an alarm ack silences its group for at most this long
 _COLL_ALIASES = {"foods": documents.FOOD}
 
 
@@ -95,22 +96,31 @@ class NightscoutSockets:
         await self.sio.save_session(sid, {"key": key, "address": address, "site": None},
                                     namespace=namespace)
         self._ensure_pump()
-        if channel == "/":
-            await self.sio.emit("clients", len(self._sids(namespace)) + 1, namespace=namespace)
         return True
 
     async def _on_disconnect(self, namespace: str, sid: str, *_):
         with contextlib.suppress(KeyError, ValueError):
-            if _split(namespace)[1] == "/":
-                await self.sio.emit("clients", max(0, len(self._sids(namespace)) - 1),
-                                    namespace=namespace)
+            session = await self.sio.get_session(sid, namespace=namespace)
+            if _split(namespace)[1] == "/" and session.get("site") is not None:
+                await self._count_readers(session["site"], namespace, leaving=sid)
 
-    def _sids(self, namespace: str) -> list:
-        return list(self.sio.manager.get_participants(namespace, None))
+    async def _count_readers(self, site_key: str, namespace: str, leaving: str = "") -> None:
+        """`clients`: how many sockets read the site here, told to those sockets only (a
+        stranger learns neither that the site exists nor who follows it)."""
+        room = f"data:{site_key}"
+        readers = [sid for sid, _ in self.sio.manager.get_participants(namespace, room)
+                   if sid != leaving]
+        if readers:
+            await self.sio.emit("clients", len(readers), room=room, namespace=namespace,
+                                skip_sid=leaving or None)
 
     async def _attach(self, sid: str, namespace: str, site, grant, credential) -> None:
         """Remember the socket's site, grant and the credential that gave it (None: the site's
-        default grant), and have the hub watch that site."""
+        default grant), and have the hub watch that site. A socket authorizing again first
+        leaves the rooms its earlier grant put it in: it hears only what this one allows."""
+        for room in self.sio.rooms(sid, namespace=namespace):
+            if room != sid:
+                await self.sio.leave_room(sid, room, namespace=namespace)
         async with self.sio.session(sid, namespace=namespace) as session:
             session["site"] = site.key
             session["grant"] = grant
@@ -202,6 +212,8 @@ class NightscoutSockets:
         site, grant, credential = found
         if site is not None:
             await self._attach(sid, namespace, site, grant, credential)
+        else:  # a site nobody has: whatever this socket heard before, it hears nothing now
+            await self._detach(sid, namespace)
         reply = {"read": grant.allows("api:*:read"),
                  "write": grant.allows("api:*:create,update,delete"),
                  "write_treatment": grant.allows("api:treatments:create,update,delete")}
@@ -210,7 +222,15 @@ class NightscoutSockets:
             await self.sio.enter_room(sid, f"data:{site.key}", namespace=namespace)
             full = await asyncio.to_thread(self._full_data, site, bool(data.get("status")))
             await self.sio.emit("dataUpdate", full, to=sid, namespace=namespace)
+            await self._count_readers(site.key, namespace)
         return reply
+
+    async def _detach(self, sid: str, namespace: str) -> None:
+        for room in self.sio.rooms(sid, namespace=namespace):
+            if room != sid:
+                await self.sio.leave_room(sid, room, namespace=namespace)
+        async with self.sio.session(sid, namespace=namespace) as session:
+            session["site"] = session["grant"] = session["credential"] = None
 
     def _full_data(self, site: Site, with_status: bool) -> dict:
         now = int(time.time() * 1000)
@@ -353,6 +373,8 @@ class NightscoutSockets:
         site, grant, credential = found
         if site is not None:
             await self._attach(sid, namespace, site, grant, credential)
+        else:
+            await self._detach(sid, namespace)
         if channel == "/alarm":
             read = grant.allows("api:*:read")
             if read:  # an alarm tells the glucose: only for those who may read it
@@ -381,12 +403,12 @@ class NightscoutSockets:
         if site is None:
             return None
         grant = await self._regrant(session)
-        if grant is None or not grant.authenticated:
-            return None
+        if grant is None or not grant.authenticated or not grant.allows("api:*:read"):
+            return None  # silencing the family's alarms takes a credential that hears them
         level = int(level) if isinstance(level, int | float) else 1
         group = str(group or "default")
-        silence_ms = int(silence) if isinstance(silence, int | float) and silence > 0 \
-            else 30 * 60_000
+        silence_ms = min(int(silence), MAX_SILENCE_MS) \
+            if isinstance(silence, int | float) and silence > 0 else 30 * 60_000
         for lvl in range(1, level + 1):
             self._silenced[(site, group, lvl)] = time.time() + silence_ms / 1000
         hook = getattr(self.state.directory, "alarm_acked", None)
@@ -413,26 +435,27 @@ class NightscoutSockets:
             self._recheck_now.clear()
             try:
                 await self.recheck()
-            except (OSError, RuntimeError, ValueError) as exc:  # a database away: next time
+            except Exception as exc:  # noqa: BLE001 - a database away: the next pass tries again
                 _LOGGER.warning("socket.io credential re-check failed: %s", exc)
 
     async def recheck(self) -> int:
         """Disconnect every socket whose credential no longer gives the grant it was given;
-        how many were."""
+        how many were. Each namespace is walked once (sockets at the root URL or a tenant's
+        subdomain share `/` whatever their site)."""
         gone = 0
-        for namespaces in list(self._namespaces.values()):
-            for namespace in list(namespaces):
-                for sid, _ in list(self.sio.manager.get_participants(namespace, None)):
-                    try:
-                        session = await self.sio.get_session(sid, namespace=namespace)
-                    except KeyError:  # disconnected meanwhile
-                        continue
-                    if session.get("site") is None:
-                        continue
-                    fresh = await self._regrant(session)
-                    if not _same(fresh, session["grant"]):
-                        await self.sio.disconnect(sid, namespace=namespace)
-                        gone += 1
+        for namespace in {ns for namespaces in list(self._namespaces.values())
+                          for ns in namespaces}:
+            for sid, _ in list(self.sio.manager.get_participants(namespace, None)):
+                try:
+                    session = await self.sio.get_session(sid, namespace=namespace)
+                except KeyError:  # disconnected meanwhile
+                    continue
+                if session.get("site") is None:
+                    continue
+                fresh = await self._regrant(session)
+                if not _same(fresh, session["grant"]):
+                    await self.sio.disconnect(sid, namespace=namespace)
+                    gone += 1
         if gone:
             self.revoked += gone
             _LOGGER.info("socket.io: %d sockets disconnected: their access changed", gone)
@@ -535,8 +558,8 @@ class NightscoutSockets:
         for task in (self._pump, self._recheck):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task  # a task that failed must not fail the app's shutdown
 
 
 def _same(fresh: auth.Grant | None, old: auth.Grant) -> bool:

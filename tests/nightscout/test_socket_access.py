@@ -144,3 +144,131 @@ def test_careportal_token_alone_adds_treatments_as_in_nightscout(ns):
     assert r.status_code == 200, r.text
     assert ns.get("/api/v1/treatments.json", params={"token": token}).status_code == 401
     assert ns.count("treatments") == 1
+
+
+def test_reauthorizing__a_socket_hears_only_what_its_new_grant_allows(ns):
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        assert (await rec.call("authorize", {"token": ns.read_token}, main))["read"] is True
+        await rec.next(main, "dataUpdate")
+        assert (await rec.call("authorize", {}, main))["read"] is False
+        await asyncio.to_thread(ns.post, "/api/v1/entries", headers={"api-secret": SECRET_SHA1},
+                                json={"type": "sgv", "sgv": 77, "date": now_ms()})
+        await asyncio.sleep(0.5)  # a delta to the data room would be here by now
+        assert rec.pending(main, "dataUpdate") == 0
+        await rec.close()
+
+    asyncio.run(run())
+
+
+def test_alarm_ack__needs_a_credential_that_reads_and_silences_two_hours_at_most(ns):
+    async def run():
+        blind, reader = Recorder(), Recorder()
+        alarm = namespace(ns, "/alarm")
+        await blind.connect(ns.root, [alarm])
+        await reader.connect(ns.root, [alarm])
+        denied = ns.token("no-read", ["denied"])
+        assert (await blind.call("subscribe", {"accessToken": denied}, alarm))["read"] is False
+        assert (await reader.call("subscribe", {"accessToken": ns.admin_token}, alarm))["read"]
+        ten_years = 10 * 365 * 86_400_000
+        await blind.sio.emit("ack", (2, "default", ten_years), namespace=alarm)
+        await asyncio.sleep(0.3)
+        hub = ns.app.state.nightscout.hub
+        hub.alarm(_site_key(ns), 2, "Urgent low", "BG Now: 46 mg/dl", event="low")
+        assert (await reader.next(alarm, "urgent_alarm"))["level"] == 2  # not silenced
+        await reader.sio.emit("ack", (2, "default", ten_years), namespace=alarm)
+        await reader.next(alarm, "clear_alarm")
+        until = max(ns.app.state.nightscout_sockets._silenced.values())
+        assert until - time.time() <= ns_sockets.MAX_SILENCE_MS / 1000
+        for r in (blind, reader):
+            await r.close()
+
+    asyncio.run(run())
+
+
+def test_clients_count__told_to_the_sites_readers_only(cloud_ns):
+    async def run():
+        stranger, first, second = Recorder(), Recorder(), Recorder()
+        main = namespace(cloud_ns, "")
+        for r in (stranger, first, second):
+            await r.connect(cloud_ns.root, [main])
+        assert (await first.call("authorize", {"token": cloud_ns.read_token}, main))["read"]
+        assert await first.next(main, "clients") == 1
+        assert (await second.call("authorize", {"token": cloud_ns.read_token}, main))["read"]
+        assert await first.next(main, "clients") == 2
+        assert await second.next(main, "clients") == 2
+        await second.close()
+        assert await first.next(main, "clients") == 1
+        await asyncio.sleep(0.3)
+        assert stranger.pending(main, "clients") == 0  # nothing tells a stranger who follows
+        for r in (stranger, first):
+            await r.close()
+
+    asyncio.run(run())
+
+
+def test_recheck__each_socket_is_looked_at_once_per_pass(cloud_ns):
+    """Sockets at the root URL share the namespace `/` whatever their site: walked once."""
+    import hashlib
+
+    from tests.support.nightscout import OTHER_SECRET
+
+    sockets = cloud_ns.app.state.nightscout_sockets
+    looked = []
+    regrant = sockets._regrant
+
+    async def counting(session):
+        looked.append(session["site"])
+        return await regrant(session)
+
+    async def run():
+        recs = [Recorder() for _ in range(4)]
+        secrets = [SECRET_SHA1, SECRET_SHA1, hashlib.sha1(OTHER_SECRET.encode()).hexdigest(),
+                   hashlib.sha1(OTHER_SECRET.encode()).hexdigest()]
+        for rec, secret in zip(recs, secrets, strict=True):
+            await rec.connect(cloud_ns.root, ["/"])
+            assert (await rec.call("authorize", {"secret": secret}, "/"))["read"] is True
+        sockets._regrant = counting
+        cloud_ns.app.state.nightscout.forget()  # a pass now
+        end = time.monotonic() + 5
+        while len(looked) < 4 and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        assert sorted(looked) == ["fam-1", "fam-1", "fam-2", "fam-2"]
+        assert all("/" in rec.sio.namespaces for rec in recs)  # nothing changed: kept
+        for rec in recs:
+            await rec.close()
+
+    asyncio.run(run())
+
+
+def test_recheck__a_database_error_is_waited_out_not_fatal(ns, monkeypatch):
+    from nightlink.sql import DatabaseError
+
+    monkeypatch.setattr(ns_sockets, "RECHECK_S", 0.2)
+    sockets = ns.app.state.nightscout_sockets
+    regrant = sockets._regrant
+    failures = []
+
+    async def away(session):
+        failures.append(1)
+        raise DatabaseError("database is locked")
+
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        assert (await rec.call("authorize", {"token": ns.read_token}, main))["read"] is True
+        sockets._regrant = away
+        end = time.monotonic() + 5
+        while len(failures) < 2 and time.monotonic() < end:  # two passes failed, and went on
+            await asyncio.sleep(0.05)
+        assert len(failures) >= 2 and main in rec.sio.namespaces
+        sockets._regrant = regrant
+        ns.subjects.revoke_all()
+        assert await _gone(rec, main)  # the re-check still runs
+        await rec.close()
+
+    asyncio.run(run())
