@@ -227,9 +227,12 @@ async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode:
 
 
 async def _post(request: Request, coll: str) -> Response:
-    site, _ = need(request, f"api:{coll}:create")  # as Nightscout: a careportal token adds
+    site, grant = need(request, f"api:{coll}:create")  # as Nightscout: a careportal token adds
     payload = await read_json(request)
-    reply, headers = await upload(request, site, coll, payload, mode=_RULES[coll][3])
+    # What cannot read the collection cannot change what is in it either: a document it
+    # matches (by _id, or the dedupe rules) stays as it is.
+    mode = _RULES[coll][3] if grant.allows(f"api:{coll}:read") else "keep"
+    reply, headers = await upload(request, site, coll, payload, mode=mode)
     # 200 even when items were rejected: they are dead letters now, and an error status would
     # make uploaders such as xDrip+ retry the same bad item forever.
     return json_response(reply, headers=headers)

@@ -11,7 +11,7 @@ import time
 import httpx
 
 from nightlink.nightscout import sockets as ns_sockets
-from tests.support.nightscout import SECRET_SHA1, now_ms
+from tests.support.nightscout import SECRET_SHA1, iso, now_ms
 from tests.support.sockets import Recorder, namespace
 
 
@@ -140,10 +140,17 @@ def test_careportal_token_alone_adds_treatments_as_in_nightscout(ns):
     token = ns.token("careportal-only", ["careportal"])
     r = ns.post("/api/v1/treatments", params={"token": token},
                 json={"eventType": "Carb Correction", "carbs": 15, "created_at":
-                      "2026-01-01T00:00:00.000Z", "enteredBy": "careportal"})
+                      iso(now_ms() - 600_000), "enteredBy": "careportal"})
     assert r.status_code == 200, r.text
     assert ns.get("/api/v1/treatments.json", params={"token": token}).status_code == 401
     assert ns.count("treatments") == 1
+    stored = ns.get("/api/v1/treatments.json", params={"token": ns.read_token}).json()[0]
+    again = ns.post("/api/v1/treatments", params={"token": token}, json={
+        "_id": stored["_id"], "eventType": "Note", "notes": "overwritten", "created_at":
+        iso(now_ms() - 300_000)})  # a careportal token cannot change what it cannot read
+    assert again.status_code == 200
+    kept = ns.get("/api/v1/treatments.json", params={"token": ns.read_token}).json()
+    assert [(t["eventType"], t.get("carbs")) for t in kept] == [("Carb Correction", 15)]
 
 
 def test_reauthorizing__a_socket_hears_only_what_its_new_grant_allows(ns):
