@@ -97,7 +97,8 @@ def _actor(store, access: TenantAccess, what: str) -> None:
     if access.role not in ACT_ROLES:
         raise HTTPException(403, f"A {access.role} may see this patient's data but not {what}.")
     if not _acts(store, access):
-        raise HTTPException(403, f"This caregiver was given read-only access: not {what}.")
+        raise HTTPException(403, f"Your access to this patient is read-only: you may see the "
+                                 f"data but not {what}.")
 
 
 # -- pages and static files ---------------------------------------------------------------------
