@@ -335,7 +335,6 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
 
     from nightlink.edge.importers.importer import import_file
     from nightlink.edge.node.config import ConfigError, load
-    from nightlink.edge.node.nights import NightCloser
     from nightlink.edge.node.zone import check_zone, zone_name
     from nightlink.sql import DatabaseError
 
@@ -365,18 +364,55 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
     try:
         result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order,
                              since=since_s)
-        closer = NightCloser(store, cfg.night.bedtime, cfg.night.wake,
-                             cfg.timezone if config_path is not None else tz, cfg.close_delay_s)
-        closed, kept = closer.close_span(*result.span, _time.time())
-        summaries = {label: store.night(label) for label in closed}
     except SourceError as exc:
+        store.close()
         raise NightlinkError(str(exc)) from None
+    except BaseException:
+        store.close()
+        raise
+    _say_imported(path, result, tz, whose)
+    try:  # the import is stored and said: now the nights it completes
+        closer, schedule = _import_closer(store, cfg, config_path, tz)
+        done = closer.close_span(*result.span, _time.time())
+        summaries = {label: store.night(label) for label in done.closed}
     except DatabaseError as exc:
         raise NightlinkError(f"The edge store refused a night's summary ({exc}); what was "
                              "imported stays, and importing the file again closes the "
                              "night.") from None
     finally:
         store.close()
+    _say_nights(done, summaries, schedule)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+
+
+def _import_closer(store, cfg, config_path: Path | None, tz: str):
+    """The NightCloser an import closes nights with, and how its schedule was chosen: the
+    configuration's, else the schedule and zone the live node using this store recorded,
+    else 22:00-07:30 in --tz."""
+    from nightlink.edge.node.nights import SCHEDULE_META, NightCloser
+    from nightlink.edge.node.zone import ZONE_META
+
+    night = cfg.night
+    if config_path is not None:
+        return (NightCloser(store, night.bedtime, night.wake, cfg.timezone, cfg.close_delay_s),
+                "the configuration's schedule")
+    recorded = (store.meta(SCHEDULE_META) or "").split("-")
+    if len(recorded) == 2:
+        zone = store.meta(ZONE_META) or ""
+        return (NightCloser(store, recorded[0], recorded[1], zone, cfg.close_delay_s),
+                f"the node's schedule, {recorded[0]}-{recorded[1]} "
+                f"{zone or 'local time'}")
+    return (NightCloser(store, night.bedtime, night.wake, tz, cfg.close_delay_s),
+            f"{night.bedtime}-{night.wake} {tz}")
+
+
+def _say_imported(path: Path, result, tz: str, whose: str) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from nightlink.edge.importers.importer import LOCAL_TIME_FORMATS
+
     skipped = f"{result.skipped_rows} bad rows skipped" + (
         f" (first: {result.first_bad})" if result.first_bad else "")
     entries = (f"; {result.entries_stored} entries stored, {result.entries_duplicate} "
@@ -385,28 +421,36 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
     click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
                f"{result.epochs_written} epochs written, {result.epochs_kept} already "
                f"stored{entries}.")
-    if result.span:
-        from nightlink.edge.importers.importer import LOCAL_TIME_FORMATS
+    a, b = (datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+            for t in result.span)
+    click.echo(f"From {a} to {b} ({tz} time{', ' + whose if whose else ''})" + (
+        "; if that is not when it was recorded, give the export's own --tz."
+        if result.format in LOCAL_TIME_FORMATS else "."))
 
-        a, b = (datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
-                for t in result.span)
-        click.echo(f"From {a} to {b} ({tz} time{', ' + whose if whose else ''})" + (
-            "; if that is not when it was recorded, give the export's own --tz."
-            if result.format in LOCAL_TIME_FORMATS else "."))
+
+def _say_nights(done, summaries: dict, schedule: str) -> None:
+    """One line per night summarised (a count and the newest three past 7), the nights kept
+    and the nights that failed."""
+    closed = done.closed
     if len(summaries) > 7:  # a long export: the count, and the newest nights in full
-        click.echo(f"{len(summaries)} nights summarised, {closed[0]} to {closed[-1]}; the "
-                   "newest:")
+        click.echo(f"{len(summaries)} nights summarised ({schedule}), {closed[0]} to "
+                   f"{closed[-1]}; the newest:")
         summaries = dict(list(summaries.items())[-3:])
+    elif summaries:
+        click.echo(f"Nights in {schedule}:")
     for label, summary in summaries.items():
         used = _inputs_used(summary)
         click.echo(f"Night {label} summarised" + (f": {_inputs_line(used)}." if used else
                                                   " (no classifiers here)."))
+    kept = done.kept
     if kept:
-        click.echo("Already summarised, kept as they were: " + (
-            ", ".join(kept) if len(kept) <= 7 else f"{len(kept)} nights, {kept[0]} to "
-                                                   f"{kept[-1]}") + ".")
-    for note in result.notes:
-        click.echo(f"note: {note}")
+        click.echo("Already summarised, kept as they were (this file's readings are stored "
+                   "but not in their summaries): " + (
+                       ", ".join(kept) if len(kept) <= 7 else
+                       f"{len(kept)} nights, {kept[0]} to {kept[-1]}") + ".")
+    for label, why in done.failed:
+        click.echo(f"Night {label} could not be summarised ({why}); importing the file again "
+                   "tries again.")
 
 
 def replay_command(audio_stream=None, *, help: str) -> click.Command:

@@ -23,7 +23,12 @@ from nightlink.backoff import Backoff
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
-from nightlink.edge.node.nights import RECORDING_STREAMS, NightCloser, partial_summary
+from nightlink.edge.node.nights import (
+    RECORDING_STREAMS,
+    SCHEDULE_META,
+    NightCloser,
+    partial_summary,
+)
 from nightlink.edge.node.zone import ZONE_META, zone_name
 from nightlink.edge.sources.cgm import (
     FUTURE_S,
@@ -449,6 +454,9 @@ class LiveNode:
         named = zone_name(self.cfg.timezone)
         if named and self.store.meta(ZONE_META) != named:
             self.store.set_meta(ZONE_META, named)
+        schedule = f"{night.bedtime}-{night.wake}"  # an import into this store closes nights so
+        if self.store.meta(SCHEDULE_META) != schedule:
+            self.store.set_meta(SCHEDULE_META, schedule)
         where = self.cfg.timezone or "the machine's time zone"
         self._status("night", "schedule", "running", f"{night.bedtime}-{night.wake} {where}")
         if not self.cfg.night_given:

@@ -10,6 +10,7 @@ would leave the first copy in charge.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from nightlink.shared.epoch import EPOCH_S, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
 CATCH_UP_NIGHTS = 3  # after being down, the node closes at most this many past nights
+SCHEDULE_META = "night_schedule"  # the live node's "bedtime-wake", for imports into its store
 MIN_RECORDING_EPOCHS = MIN_NIGHT_MIN * 60 // EPOCH_S  # less recorded in the schedule: no night
 RECORDING_STREAMS = (features.WEARABLE, features.AUDIO)  # what makes a night's recording
 
@@ -79,6 +81,15 @@ def recorded_span(store: EdgeStore, first: int, end: int) -> tuple[int, int] | N
     held = [e for s in RECORDING_STREAMS for e, vals in store.epoch_values(s, first, end).items()
             if any(v is not None for v in vals)]
     return (min(held), max(held) + 1) if held else None
+
+
+@dataclass
+class SpanClosed:
+    """What NightCloser.close_span did: nights closed, found closed, failed (with why)."""
+
+    closed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 class NightCloser:
@@ -141,16 +152,16 @@ class NightCloser:
         return finish_night(self.store, span[0], span[1] - span[0], label, beats=beats,
                             if_open=True)
 
-    def close_span(self, first_s: float, last_s: float, now_s: float
-                   ) -> tuple[list[str], list[str]]:
+    def close_span(self, first_s: float, last_s: float, now_s: float) -> SpanClosed:
         """Close the nights whose schedule meets [first_s, last_s] (what an import stored)
-        and whose wake time (plus the closing delay) has passed: (nights closed, nights found
-        closed already, which keep their summary and classifier rows). A night still to come
-        is left to the live node's close at its wake time; one with under an hour recorded
-        is neither."""
+        and whose wake time (plus the closing delay) has passed. Nights found closed (by the
+        live node, or an earlier import) keep their summary and classifier rows; a night
+        still to come is left to the live node's close at its wake time; one with under an
+        hour recorded is none of these. A night whose close fails is named with the reason
+        and left open (as the live node does), and the others go on."""
         from datetime import date, timedelta
 
-        closed, kept = [], []
+        out = SpanClosed()
         day = date.fromisoformat(night_label(first_s - 86400, self.zone))
         last = date.fromisoformat(night_label(last_s, self.zone))
         while day <= last:
@@ -161,10 +172,20 @@ class NightCloser:
                     or b * EPOCH_S + self.delay_s > now_s:
                 continue
             if is_closed(self.store.night(label)):
-                kept.append(label)
-            elif self._close(label) is not None:
-                closed.append(label)
-        return closed, kept
+                out.kept.append(label)
+                continue
+            try:
+                summary = self._close(label)
+            except Exception as exc:  # noqa: BLE001 - a store or classifier failing on one night
+                _LOGGER.exception("night %s could not be closed", label)
+                out.failed.append((label, f"{type(exc).__name__}: {exc}"[:200]))
+                continue
+            if summary is not None:
+                out.closed.append(label)
+            elif is_closed(self.store.night(label)):  # the live node closed it meanwhile
+                out.kept.append(label)
+        return out
+
 
     def close_due(self, now_s: float) -> list[str]:
         """Close every night that is due and not yet classified; the nights closed."""

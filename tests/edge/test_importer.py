@@ -321,7 +321,8 @@ def test_cli__an_imported_watch_night_is_summarised_with_its_beats_once(tmp_path
     again = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",
                                       "--db", str(db)])
     assert again.exit_code == 0 and "summarised:" not in again.output, again.output
-    assert f"Already summarised, kept as they were: {label}." in again.output
+    assert ("Already summarised, kept as they were (this file's readings are stored but not in "
+            f"their summaries): {label}.") in again.output
     assert _night(db, label) == (summary, outputs)  # no second set of classifier rows
 
 
@@ -359,16 +360,21 @@ def test_close_span__only_nights_over_with_an_hour_recorded(tmp_path, store):
     result = import_file(store, _watch_night(tmp_path, start, 75, cycle_s=None), "fit")
     closer = NightCloser(store, "22:00", "07:30", "UTC", delay_s=5)
     end_s = schedule_window(label, "22:00", "07:30", "UTC")[1] * 30
-    assert closer.close_span(*result.span, now_s=end_s) == ([], [])  # still closing
+    def span(now_s: float) -> tuple[list, list, list]:
+        done = closer.close_span(*result.span, now_s=now_s)
+        return done.closed, done.kept, done.failed
+
+    assert span(end_s) == ([], [], [])  # still closing
     assert store.night(label) is None
-    assert closer.close_span(*result.span, now_s=end_s + 5) == ([label], [])
-    assert closer.close_span(*result.span, now_s=end_s + 5) == ([], [label])
+    assert span(end_s + 5) == ([label], [], [])
+    assert span(end_s + 5) == ([], [label], [])
     before = store.count_records(features.INFER)
     assert finish_night(store, 0, 10, label, if_open=True) is None  # closed meanwhile
     assert store.count_records(features.INFER) == before
     short = import_file(store, _watch_night(tmp_path, start + 2 * DAY, 50, None, "short.fit"),
                         "fit")
-    assert closer.close_span(*short.span, now_s=end_s + 3 * DAY) == ([], [])  # under an hour
+    done = closer.close_span(*short.span, now_s=end_s + 3 * DAY)
+    assert (done.closed, done.kept, done.failed) == ([], [], [])  # under an hour
 
 
 def test_cli__an_export_of_many_nights_says_them_in_short(tmp_path):
@@ -387,10 +393,44 @@ def test_cli__an_export_of_many_nights_says_them_in_short(tmp_path):
     res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC", "--db", str(db)])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert f"9 nights summarised, {labels[0]} to {labels[-1]}; the newest:" in lines
+    assert (f"9 nights summarised (22:00-07:30 UTC), {labels[0]} to {labels[-1]}; the newest:"
+            in lines)
     assert [ln.split()[1] for ln in lines if ln.startswith("Night ")] == labels[-3:]
     assert all(_night(db, label)[0]["sleep"]["sleep_inputs"] == ["hr"] for label in labels)
     again = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",
                                       "--db", str(db)])
-    assert (f"Already summarised, kept as they were: 9 nights, {labels[0]} to {labels[-1]}."
+    assert ("Already summarised, kept as they were (this file's readings are stored but not in "
+            f"their summaries): 9 nights, {labels[0]} to {labels[-1]}."
             in again.output.splitlines()), again.output
+
+
+def test_cli__import_closes_nights_in_the_schedule_the_node_recorded(tmp_path, monkeypatch):
+    from nightlink.edge.node import nights
+    from nightlink.edge.store import EdgeStore
+
+    start = (time.time() // DAY - 3) * DAY + 23 * 3600
+    label = time.strftime("%Y-%m-%d", time.gmtime(start))
+    db = tmp_path / "node.db"
+    s = EdgeStore(db)  # what the live node using this store recorded of its [night]
+    s.set_meta(nights.SCHEDULE_META, "23:30-01:00")
+    s.set_meta("timezone", "UTC")
+    s.close()
+    path = _watch_night(tmp_path, start, 150, cycle_s=None)
+
+    def broken(*args, **kw):
+        raise RuntimeError("classifier file unreadable")
+
+    monkeypatch.setattr(nights, "finish_night", broken)
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "Asia/Tokyo",
+                                    "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0].startswith("watch.fit (FIT): ")  # said before the nights
+    assert (f"Night {label} could not be summarised (RuntimeError: classifier file "
+            "unreadable); importing the file again tries again.") in res.output
+    monkeypatch.undo()
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "Asia/Tokyo",
+                                    "--db", str(db)])
+    assert "Nights in the node's schedule, 23:30-01:00 UTC:" in res.output, res.output
+    assert f"Night {label} summarised: sleep from hr, hrv" in res.output
+    summary, _ = _night(db, label)
+    assert summary["epochs"] == 180  # 23:30-01:00, not 22:00-07:30 in --tz

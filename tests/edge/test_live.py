@@ -544,6 +544,7 @@ def test_live__a_clock_set_forward_is_followed_and_the_skipped_span_left_as_a_ga
     assert not any(gap["start_epoch"] <= e < gap["end_epoch"] for e in stored)
     assert max(stored) >= gap["end_epoch"]  # recording went on at the new time
     assert store.meta("timezone") == "UTC"  # the configured zone, for the status report
+    assert store.meta("night_schedule") == "22:00-07:30"  # and [night], for imports here
     store.close()
 
 
