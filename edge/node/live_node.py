@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nightlink.backoff import Backoff
+from nightlink.edge.features.audio import SAMPLE_RATE
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
@@ -153,6 +154,10 @@ class LiveNode:
                 ) from None
         clock = self.clock
         rate = self.cfg.audio.sample_rate
+        if rate < SAMPLE_RATE:
+            _LOGGER.warning("[audio] sample_rate %d Hz: below %d Hz the sleep stages and the "
+                            "audio apnea estimate are not to be trusted (only snoring is); "
+                            "use 16000 or more if the microphone allows", rate, SAMPLE_RATE)
 
         def callback(indata, frames, time_info, status):
             del time_info

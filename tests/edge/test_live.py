@@ -647,3 +647,33 @@ def test_live__an_uploaded_reading_dated_ahead_does_not_hide_the_real_ones(tmp_p
     values = [cgm[e][0] for e in sorted(cgm)]
     assert values[0] == 90 and values[-1] == 77 and 300 not in values
     store.close()
+
+
+def test_live__a_microphone_below_16_khz_is_said_to_serve_snoring_only(tmp_path, caplog):
+    class Opened:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class Backend:
+        def __init__(self):
+            self.opened = []
+
+        def InputStream(self, **kw):  # noqa: N802 - the sounddevice name
+            self.opened.append(kw)
+            return Opened()
+
+    cfg = _config(tmp_path, '[audio]\nenabled = true\nsample_rate = 8000\n'
+                            '[nightscout]\nenabled = false\n')
+    backend = Backend()
+    store = EdgeStore(tmp_path / "edge.db")
+    node = LiveNode(cfg, store, audio_backend=backend)
+    stop = asyncio.Event()
+    stop.set()
+    with caplog.at_level("WARNING"):
+        asyncio.run(node._audio(stop))
+    assert backend.opened[0]["samplerate"] == 8000
+    assert "[audio] sample_rate 8000 Hz: below 16000 Hz the sleep stages" in caplog.text
+    store.close()
