@@ -64,6 +64,7 @@ class ImportResult:
     first_bad: str | None = None  # "line 17: bad timestamp '...'", the first skipped row
     notes: list[str] = field(default_factory=list)  # assumptions the user should know of
     span: tuple[float, float] | None = None  # Unix seconds of the first and last sample stored
+    activity: str | None = None  # a workout recording (FIT activity file): its sport
 
     @property
     def label(self) -> str:
@@ -93,7 +94,9 @@ def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
         from nightlink.edge.importers.wearables import read_fit
 
         got = read_fit(path)
-    return fmt, ImportedReadings(sorted(got, key=lambda s: s.t), skipped=got.skipped)
+    out = ImportedReadings(sorted(got, key=lambda s: s.t), skipped=got.skipped)
+    out.activity = got.activity
+    return fmt, out
 
 
 def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC",
@@ -108,7 +111,8 @@ def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC"
     now = time.time() if now is None else now
     stream = features.CGM if isinstance(samples[0], Glucose) else features.WEARABLE
     result = ImportResult(fmt, len(samples), samples.skipped, 0, 0,
-                          first_bad=samples.first_bad, notes=list(samples.notes))
+                          first_bad=samples.first_bad, notes=list(samples.notes),
+                          activity=samples.activity)
     samples = _dated(path, samples, result, now)
     _check_not_ahead(path, fmt, tz, samples, now)
     samples = _window(path, samples, result, since)

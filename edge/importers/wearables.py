@@ -238,7 +238,13 @@ def _fit_samples(fit: fitparse.FitFile, path: Path) -> Readings:
     skipped = 0
     clock: float | None = None  # latest message timestamp
     beat_t: float | None = None
+    kind, sport = None, None  # file_id's type ("activity": a workout), the session's sport
     for msg in fit.get_messages():
+        if msg.name == "file_id":
+            kind = kind or msg.get_value("type")
+            continue
+        if msg.name == "session":
+            sport = sport or msg.get_value("sport")
         if msg.name == "hrv":
             times = msg.get_value("time")
             for rr_s in times if isinstance(times, tuple | list) else (times,):
@@ -274,4 +280,9 @@ def _fit_samples(fit: fitparse.FitFile, path: Path) -> Readings:
     if skipped:
         _LOGGER.warning("Skipped %d unusable values in %s.", skipped, path)
     out.sort(key=attrgetter("t"))
-    return Readings(out, skipped=skipped)
+    got = Readings(out, skipped=skipped)
+    if kind == "activity" and sport not in (None, "generic"):
+        # a workout (a ride at 166 bpm): its heart would stage as a night of deep sleep.
+        # Overnight HRV logged as a generic activity is a night, and stays one.
+        got.activity = str(sport)
+    return got

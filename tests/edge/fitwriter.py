@@ -73,6 +73,10 @@ class FitWriter:
             fields.append((57, UINT16, spo2_tenths))
         self.message(1, 20, fields)
 
+    def session(self, unix_s: float, sport: int):
+        """A session message (mesg 18): timestamp, sport (field 5; 2 = cycling)."""
+        self.message(4, 18, [(253, UINT32, fit_time(unix_s)), (5, ENUM, sport)])
+
     def hrv(self, rr_ms: list[int]):
         """One hrv message: field 0 `time`, uint16 array in 1/1000 s (0xFFFF pads)."""
         self.message(2, 78, [(0, UINT16, rr_ms)])

@@ -434,3 +434,26 @@ def test_cli__import_closes_nights_in_the_schedule_the_node_recorded(tmp_path, m
     assert f"Night {label} summarised: sleep from hr, hrv" in res.output
     summary, _ = _night(db, label)
     assert summary["epochs"] == 180  # 23:30-01:00, not 22:00-07:30 in --tz
+
+
+def test_cli__a_workout_file_is_stored_but_makes_no_night(tmp_path):
+    """A ride recorded in the evening (a FIT activity file with a sport, 166 bpm) would stage
+    as a night of deep sleep (python-fitparse's sample-activity.fit did)."""
+    from tests.edge.fitwriter import FitWriter
+
+    start = (time.time() // DAY - 3) * DAY + 22 * 3600
+    w = FitWriter()
+    w.file_id(start)  # type 4: activity
+    for k in range(0, 3 * 3600, 5):
+        w.record(start + k, heart_rate=160 + k % 12)
+    w.session(start + 3 * 3600, sport=2)  # cycling
+    path = tmp_path / "ride.fit"
+    path.write_bytes(w.to_bytes())
+    db = tmp_path / "e.db"
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert ("An activity recording (cycling): stored, but no night is summarised from it."
+            in res.output.splitlines()), res.output
+    label = time.strftime("%Y-%m-%d", time.gmtime(start))
+    summary, _ = _night(db, label)
+    assert summary is None
