@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import struct
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
 from xml.etree import ElementTree
@@ -164,17 +164,27 @@ def _apple_record(elem, start: float | None, end: float | None) -> list[Sample]:
     # starts more than a day from the window cannot hold a beat inside it.
     if (start is not None and t < start - 86_400) or (end is not None and t >= end + 86_400):
         return []
-    beats = []
-    for item in elem.iter("InstantaneousBeatsPerMinute"):
-        bpm = _number(item, "bpm")
-        beat_t = _beat_time(begin, item.get("time"))
-        if _in(beat_t, start, end):
-            beats.append(Beat(t=beat_t, rr_ms=60_000 / bpm))
-    return beats
+    listed = [(_beat_time(begin, item.get("time")), _number(item, "bpm"))
+              for item in elem.iter("InstantaneousBeatsPerMinute")]
+    if not listed:
+        return []
+    times = [t for t, _ in listed]
+    for i in range(1, len(times)):  # a list that runs past midnight goes on into the next day
+        while times[i] < times[i - 1] - 43_200:
+            times[i] += 86_400
+    # The list starts with the record. Apple writes the record's dates in the UTC offset of
+    # the export, but the beats' clock times as read when they were recorded: a record from
+    # before a clock change (or another zone) lists its beats an hour (or a day, past
+    # midnight) off its start. Moved by whole quarter hours to the start they belong to.
+    shift = round((begin.timestamp() - times[0]) / 900) * 900
+    return [Beat(t=t + shift, rr_ms=60_000 / bpm) for t, (_, bpm) in zip(times, listed,
+                                                                         strict=True)
+            if _in(t + shift, start, end)]
 
 
 def _beat_time(begin: datetime, text: str | None) -> float:
-    """A beat's clock time on the day of the record's start, in the record's UTC offset."""
+    """A beat's clock time on the day of the record's start, in the record's UTC offset
+    (placed next to the record's start by the caller)."""
     m = _BEAT_TIME.match(text or "")
     if m is None:
         raise ValueError(f"Beat time {text!r} is not a clock time like 11:01:02.43 PM.")
@@ -188,8 +198,6 @@ def _beat_time(begin: datetime, text: str | None) -> float:
         when = begin.replace(hour=hour, minute=minute, second=second, microsecond=micro)
     except ValueError:
         raise ValueError(f"Beat time {text!r} is not a valid time.") from None
-    if when < begin - timedelta(hours=12):  # the record crossed midnight
-        when += timedelta(days=1)
     return when.timestamp()
 
 

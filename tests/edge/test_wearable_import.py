@@ -3,7 +3,7 @@
 import io
 import struct
 import tracemalloc
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fitparse
@@ -74,21 +74,47 @@ def test_read_apple_health__nested_correlation_records_not_read_twice(tmp_path):
     assert wearables.read_apple_health(path) == [HeartRate(t=utc("2026-01-15T23:00:00"), bpm=60.0)]
 
 
-@pytest.mark.parametrize(("time", "expected"), [
-    ("11:20:11.52 PM", "2026-01-15 23:20:11.52"),
-    ("23:20:11,52", "2026-01-15 23:20:11.52"),  # 24-hour locales, decimal comma
-    ("12:00:01.5 AM", "2026-01-16 00:00:01.5"),
-    ("12:20:11 PM", "2026-01-15 12:20:11"),  # 11 h before the start: still the start day
-])
-def test_read_apple_health__beat_time_formats(tmp_path, time, expected):
-    path = tmp_path / "export.xml"
+def _hrv_record(path: Path, start: str, times: list[str]) -> Path:
+    """An export with one HRV record starting at `start` ("2026-01-15 23:20:11 +0100") whose
+    beat list holds beats at these clock times, 60 bpm."""
+    beats = "".join(f'<InstantaneousBeatsPerMinute bpm="60" time="{t}"/>' for t in times)
     path.write_text(
         '<HealthData locale="de_DE"><Record type="HKQuantityTypeIdentifierHeartRateVariabilitySDNN"'
-        ' sourceName="W" unit="ms" startDate="2026-01-15 23:20:11 +0100" '
-        'endDate="2026-01-15 23:21:11 +0100" value="40"><HeartRateVariabilityMetadataList>'
-        f'<InstantaneousBeatsPerMinute bpm="60" time="{time}"/>'
-        '</HeartRateVariabilityMetadataList></Record></HealthData>')
+        f' sourceName="W" unit="ms" startDate="{start}" endDate="{start}" value="40">'
+        f'<HeartRateVariabilityMetadataList>{beats}</HeartRateVariabilityMetadataList></Record>'
+        '</HealthData>')
+    return path
+
+
+@pytest.mark.parametrize(("time", "start", "expected"), [
+    ("11:20:11.52 PM", "2026-01-15 23:20:11", "2026-01-15 23:20:11.52"),
+    ("23:20:11,52", "2026-01-15 23:20:11", "2026-01-15 23:20:11.52"),  # 24-hour, decimal comma
+    ("12:00:01.5 AM", "2026-01-16 00:00:01", "2026-01-16 00:00:01.5"),
+    ("12:00:01.5 AM", "2026-01-15 23:59:58", "2026-01-16 00:00:01.5"),  # past midnight
+    ("12:20:11 PM", "2026-01-15 12:20:10", "2026-01-15 12:20:11"),
+])
+def test_read_apple_health__beat_time_formats(tmp_path, time, start, expected):
+    path = _hrv_record(tmp_path / "export.xml", f"{start} +0100", [time])
     assert wearables.read_apple_health(path) == [Beat(t=cet(expected), rr_ms=1000.0)]
+
+
+def test_read_apple_health__beats_placed_at_their_record_across_a_clock_change(tmp_path):
+    """Apple writes a record's dates in the offset of the export, its beats' clock times as
+    read when recorded. A real record (an Apple Watch export quoted publicly):
+    startDate="2017-11-22 19:14:47 -0400" with beats at "6:14:48.94 PM" (recorded in summer
+    time, exported in winter time): the beats belong a second after the start, not an hour
+    before it; past midnight, not 23 hours after it."""
+    utc = datetime(2017, 11, 22, 23, 14, 47, tzinfo=UTC).timestamp()
+    got = wearables.read_apple_health(_hrv_record(
+        tmp_path / "a.xml", "2017-11-22 19:14:47 -0400", ["6:14:48.94 PM", "6:14:49.94 PM"]))
+    assert [round(b.t - utc, 2) for b in got] == [1.94, 2.94]
+    midnight = datetime(2017, 11, 23, 4, 14, 47, tzinfo=UTC).timestamp()
+    got = wearables.read_apple_health(_hrv_record(
+        tmp_path / "b.xml", "2017-11-23 00:14:47 -0400", ["11:14:48.94 PM", "11:14:49.94 PM"]))
+    assert [round(b.t - midnight, 2) for b in got] == [1.94, 2.94]
+    got = wearables.read_apple_health(_hrv_record(  # a list running past midnight
+        tmp_path / "c.xml", "2026-01-15 23:59:59 +0100", ["11:59:59.5 PM", "12:00:00.5 AM"]))
+    assert [b.t for b in got] == [cet("2026-01-15 23:59:59.5"), cet("2026-01-16 00:00:00.5")]
 
 
 def test_read_apple_health__bad_beat_is_skipped(tmp_path):
