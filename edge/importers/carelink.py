@@ -79,6 +79,8 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
     delimiter = ";"
     mmol = None
     section = usual = 0
+    set_at: list[str] = []  # "date time -> new time" of each time the pump's clock was set
+    new_time = None  # the column "New Device Time", in the pump's section
     for k, line in enumerate(lines):
         if not line.strip():
             continue
@@ -86,6 +88,8 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         found = carelink_columns(cells(line, own))
         if found is not None:
             delimiter, header, col, section = own, cells(line, own), found, section + 1
+            names = [name(c) for c in header]
+            new_time = names.index("new device time") if "new device time" in names else None
             usual = usual_width(_section_rows(lines, k + 1, delimiter), header)
             if found.sensor is not None:
                 if mmol is not None and mmol != found.mmol:
@@ -94,6 +98,9 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
                 mmol = found.mmol
             continue
         row = cells(line, delimiter)
+        if new_time is not None and col is not None and len(row) > new_time and \
+                row[new_time].strip() and not row[0].startswith("-"):
+            set_at.append(f"{row[col.date]} {row[col.time][:5]} to {row[new_time].strip()[:16]}")
         if col is None or col.sensor is None or not row or row[0].startswith("-"):
             continue  # the preamble, a section without sensor glucose, a divider
         if len(row) <= col.sensor or not row[col.sensor]:
@@ -108,9 +115,17 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
                           "column: it holds no CGM readings.")
     order, reason = (DMY, "mmol/L exports come from outside the US") if mmol else \
         (MDY, "mg/dL exports are mostly from the US")
-    return finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
-                  source="carelink", bad=bad, date_order=date_order, default_order=order,
-                  order_reason=reason, extra_stamps=_preamble_dates(lines))
+    out = finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
+                 source="carelink", bad=bad, date_order=date_order, default_order=order,
+                 order_reason=reason, extra_stamps=_preamble_dates(lines))
+    if set_at:  # a pump keeps its clock through summer time until someone sets it
+        more = f", and {len(set_at) - 1} more" if len(set_at) > 1 else ""
+        out.notes.append(
+            f"The pump's clock was set in this file ({set_at[0]}{more}). Readings are placed "
+            f"as the pump's clock read them, in {tz}: those between a change of summer time "
+            "and the pump being set may be an hour off, and a reading the pump's clock gives "
+            "the time of another is kept once.")
+    return out
 
 
 def _section_rows(lines: list[str], start: int, delimiter: str):

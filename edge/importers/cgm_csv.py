@@ -120,8 +120,51 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
             stream=row[col.device] if col.device is not None and col.device < len(row) else "",
             rate=row[col.rate] if col.rate is not None and col.rate < len(row) else ""))
     values = Values(col.mmol, CLARITY_HIGH_SGV, {"low": CLARITY_LOW_SGV, "high": CLARITY_HIGH_SGV})
-    return finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
-                  bad=bad)
+    out = finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
+                 bad=bad)
+    moved = _display_clock_moves(header, rows, col)
+    if moved:
+        out.notes.append(
+            f"The display's clock moved {len(moved)} time(s) against the transmitter's (first: "
+            f"by {moved[0][1]:+d} min at {moved[0][0]}; the 'Transmitter Time' column shows it: "
+            "travel, or a phone's clock set by hand). Readings are placed by the display's "
+            "clock, so those between such moves may be that far off, and a reading the moved "
+            "clock gives the time of another is kept once.")
+    return out
+
+
+def _display_clock_moves(header: list[str], rows: list[list[str]], col) -> list[tuple[str, int]]:
+    """(timestamp, minutes) where the EGVs' display time moved 30 minutes or more against
+    their transmitter's own clock (seconds it has run, per transmitter) and stayed moved for
+    the next reading, in time order."""
+    from datetime import datetime
+
+    names = [name(c) for c in header]
+    if "transmitter time (long integer)" not in names:
+        return []
+    tx_time = names.index("transmitter time (long integer)")
+    tx_id = names.index("transmitter id") if "transmitter id" in names else None
+    readings = []
+    for row in rows:
+        if len(row) <= max(col.event_type, col.timestamp, tx_time) or \
+                row[col.event_type].upper() != "EGV":
+            continue
+        try:
+            shown = datetime.fromisoformat(row[col.timestamp]).timestamp()  # naive: both alike
+            ticks = float(row[tx_time])
+        except ValueError:
+            continue
+        key = row[tx_id] if tx_id is not None and tx_id < len(row) else ""
+        readings.append((key, ticks, shown - ticks, row[col.timestamp]))
+    readings.sort()  # per transmitter, in the order it measured them
+    moves = []
+    for before, (key, _, gap, stamp), after in zip(readings, readings[1:], readings[2:],
+                                                   strict=False):
+        # a move, kept by the next reading too (one odd row is a bad row, not a clock)
+        if before[0] == key == after[0] and abs(gap - before[2]) >= 1800 \
+                and abs(after[2] - gap) < 300:
+            moves.append((stamp.replace("T", " ")[:16], round((gap - before[2]) / 60)))
+    return sorted(moves)
 
 
 # -- LibreView ------------------------------------------------------------------------------------

@@ -535,3 +535,46 @@ def test_nightscout_json__local_date_strings_through_the_repeated_hour(tmp_path)
     assert [g.sgv for g in got] == list(range(100, 116))
     assert got[0].t == utc("2026-10-24T23:00")
     assert [g.t - got[0].t for g in got] == [k * 900 for k in range(16)]
+
+
+def test_carelink__a_pump_clock_set_in_the_file_is_said(tmp_path):
+    """A real 780G export (agp-plus-v2) lists the pump's clock set on 2025/03/30 at 11:42 to
+    12:39: it had kept winter time since 02:00, so readings in between are an hour off."""
+    path = tmp_path / "cl.csv"
+    header = "Index;Date;Time;New Device Time;Sensor Glucose (mg/dL)"
+    path.write_text("\n".join([
+        "Last Name;First Name", "-------;MiniMed 780G;Pump;-------", header,
+        "1;2025/03/30;11:42:35;2025/03/30 12:39:37;", "-------;Sensor;-------", header,
+        "2;2025/03/30;12:45:00;;120", "3;2025/03/30;11:40:00;;118"]) + "\n")
+    got = read_carelink_csv(path, tz="Europe/Brussels")
+    assert [g.sgv for g in got] == [118, 120]
+    assert got.notes == [
+        "The pump's clock was set in this file (2025/03/30 11:42 to 2025/03/30 12:39). "
+        "Readings are placed as the pump's clock read them, in Europe/Brussels: those between "
+        "a change of summer time and the pump being set may be an hour off, and a reading the "
+        "pump's clock gives the time of another is kept once."]
+
+
+def test_clarity__a_display_clock_moved_against_the_transmitter_is_said(tmp_path):
+    """A real Dexcom ONE+ export (ptek/dv-rs) whose display time stepped back an hour on
+    2024-07-11 and forward again on 07-23, as its Transmitter Time column shows."""
+    head = ("Index,Timestamp (YYYY-MM-DDThh:mm:ss),Event Type,Event Subtype,Patient Info,"
+            "Device Info,Source Device ID,Glucose Value (mg/dL),Insulin Value (u),"
+            "Carb Value (grams),Duration (hh:mm:ss),Glucose Rate of Change (mg/dL/min),"
+            "Transmitter Time (Long Integer),Transmitter ID")
+    rows = []
+    for i, (shown, ticks) in enumerate([("2024-07-11T12:03:25", 1000), ("2024-07-11T12:08:25", 1300),
+                                        ("2024-07-11T11:13:25", 1600),  # set back an hour
+                                        ("2024-07-11T11:18:25", 1900),
+                                        ("2024-07-11T11:23:25", 2200)]):
+        rows.append(f"{i + 1},{shown},EGV,,,,iOS D1G7,{120 + i},,,,,{ticks},ABC123")
+    path = tmp_path / "clarity.csv"
+    path.write_text("\n".join([head, *rows]) + "\n")
+    got = read_dexcom_clarity_csv(path, tz="Europe/Berlin")
+    assert len(got) == 5
+    assert len(got.notes) == 1 and got.notes[0].startswith(
+        "The display's clock moved 1 time(s) against the transmitter's (first: by -60 min at "
+        "2024-07-11 11:13;")
+    plain = tmp_path / "plain.csv"  # the clock never moved: nothing said
+    plain.write_text("\n".join([head, *rows[:2]]) + "\n")
+    assert read_dexcom_clarity_csv(plain, tz="Europe/Berlin").notes == []
