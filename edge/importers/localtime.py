@@ -74,6 +74,7 @@ class DateStyle:
         self.day_first: tuple[int, str] | None = None  # the first (line, text) proving it
         self.month_first: tuple[int, str] | None = None
         self.two_number_dates = 0
+        self.readings_in_doubt = 0  # readings (not the preamble's dates) the order decides
         self.dotted = False  # a day.month.year date: the dotted style is day-first
 
     def see(self, text: str, line: int, *, date_only: bool = False) -> Stamp | None:
@@ -84,6 +85,7 @@ class DateStyle:
         if stamp is None or stamp.year_first:
             return stamp
         self.two_number_dates += 1
+        self.readings_in_doubt += not date_only
         self.dotted = self.dotted or stamp.separator == "."
         a, b = int(stamp.first), int(stamp.second)
         if 12 < a <= 31 and 1 <= b <= 12 and self.day_first is None:
@@ -110,6 +112,8 @@ class DateStyle:
             return found, None
         if self.dotted:
             return DMY, None
+        if not self.readings_in_doubt:  # only the preamble's dates: no reading depends on it
+            return default, None
         other = MDY if default == DMY else DMY
         because = f" ({reason})" if reason else ""
         return default, (f"Every date in {self.path.name} reads as both day-month and "

@@ -578,3 +578,15 @@ def test_clarity__a_display_clock_moved_against_the_transmitter_is_said(tmp_path
     plain = tmp_path / "plain.csv"  # the clock never moved: nothing said
     plain.write_text("\n".join([head, *rows[:2]]) + "\n")
     assert read_dexcom_clarity_csv(plain, tz="Europe/Berlin").notes == []
+
+
+def test_carelink__no_order_note_when_only_the_preamble_is_in_doubt(tmp_path):
+    """A real 780G export (agp-plus-v2): every reading year-first, only the preamble's Start
+    and End Date (01/11/2025, 07/11/2025) fit both orders: nothing to warn about."""
+    path = tmp_path / "cl.csv"
+    path.write_text("\n".join([
+        "Last Name;First Name;Patient ID;Start Date;End Date;Device",
+        "Test;Person;;01/11/2025;07/11/2025;MiniMed", "-------;Sensor;-------",
+        "Index;Date;Time;Sensor Glucose (mg/dL)", "1;2025/11/07;12:00:00;100"]) + "\n")
+    got = read_carelink_csv(path)
+    assert got[0].t == utc("2025-11-07T12:00") and got.notes == []
