@@ -423,8 +423,8 @@ def _say_imported(path: Path, result, tz: str, whose: str) -> None:
     skipped = f"{result.skipped_rows} bad rows skipped" + (
         f" (first: {result.first_bad})" if result.first_bad else "")
     entries = (f"; {result.entries_stored} entries stored, {result.entries_duplicate} "
-               "already there" if result.format in ("clarity", "libreview", "carelink",
-                                                    "nightscout") else "")
+               "duplicates (already stored, or listed twice)"
+               if result.format in ("clarity", "libreview", "carelink", "nightscout") else "")
     click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
                f"{result.epochs_written} epochs written, {result.epochs_kept} already "
                f"stored{entries}.")

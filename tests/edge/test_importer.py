@@ -57,7 +57,7 @@ def test_edge_import_cli(tmp_path):
     assert res.exit_code == 0, res.output
     assert res.output == ("clarity_mgdl.csv (Dexcom Clarity): 38 readings, 2 bad rows skipped "
                           "(first: line 52: bad glucose value '1x7'); 371 epochs written, 0 "
-                          "already stored; 38 entries stored, 0 already there.\n"
+                          "already stored; 38 entries stored, 0 duplicates (already stored, or listed twice).\n"
                           "From 2026-11-19 22:00 to 2026-11-20 01:05 (UTC time); if that is "
                           "not when it was recorded, give the export's own --tz.\n"
                           "note: 4 readings were off the sensor's scale: 2 'Low' stored as 39, "
@@ -184,7 +184,7 @@ def test_cli__refused_readings_in_the_summary(tmp_path):
     res = CliRunner().invoke(main, ["edge", "import", str(path), "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 0, res.output
     assert "1 readings, 1 bad rows skipped (first: reading at " in res.output
-    assert "1 entries stored, 0 already there." in res.output
+    assert "1 entries stored, 0 duplicates (already stored, or listed twice)." in res.output
 
 
 def test_import__epochs_only_where_a_reading_gives_a_value(store, tmp_path):
