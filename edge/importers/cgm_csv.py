@@ -289,4 +289,6 @@ def _libre_default_order(col: LibreColumns, rows: list[Candidate]) -> tuple[str,
         return DMY, f"the column names are {col.language}"
     if any(_TWELVE_HOUR.search(c.stamp) for c in rows[:50]):
         return MDY, "English column names with a 12-hour clock, the US style"
+    if col.mmol:  # LibreView in the US shows mg/dL: English in mmol/L is the UK, Sweden, ...
+        return DMY, "English column names in mmol/L, which the US does not use"
     return MDY, "English column names, the US style"

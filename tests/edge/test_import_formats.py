@@ -590,3 +590,17 @@ def test_carelink__no_order_note_when_only_the_preamble_is_in_doubt(tmp_path):
         "Index;Date;Time;Sensor Glucose (mg/dL)", "1;2025/11/07;12:00:00;100"]) + "\n")
     got = read_carelink_csv(path)
     assert got[0].t == utc("2025-11-07T12:00") and got.notes == []
+
+
+def test_libreview__ambiguous_english_mmol_file_is_day_first(tmp_path):
+    """An English LibreView export in mmol/L is not from the US (its LibreView shows mg/dL):
+    a real Swedish user's rows (nidhog/glyco) `05-12-2019` are 5 December."""
+    amb = (FIXTURES / "libreview_ambiguous.csv").read_text().splitlines()
+    path = tmp_path / "uk.csv"
+    path.write_text("\n".join([amb[0], amb[1].replace("Historic Glucose mg/dL",
+                                                      "Historic Glucose mmol/L"),
+                               "FreeStyle Libre 2,AAAA0000,02-03-2026 23:00,0,6.1,,,,,,,,,,,,,,"])
+                    + "\n")
+    got = read_libreview_csv(path)
+    assert got[0].t == utc("2026-03-02T23:00") and got[0].sgv == 110
+    assert "day-month-year (English column names in mmol/L" in got.notes[0]
