@@ -179,9 +179,16 @@ def _dead_letter(request: Request, site: Site, coll: str, reason: str, item: Any
     state_of(request).directory.dead_letter(site.key, f"nightscout:{coll}", reason, payload)
 
 
+def _own(item: documents.Normalized, outcome) -> dict:
+    """What a writer without read is answered for one item: the document it sent (as
+    normalised), with the identifier it is stored under, never the stored one's fields."""
+    return {**item.doc, "_id": outcome.row.oid}
+
+
 async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode: str,
-                 v3: bool = False) -> tuple[list[dict], dict]:
-    """Normalise and store every item; (one reply document per item in order, headers)."""
+                 v3: bool = False, blind: bool = False) -> tuple[list[dict], dict]:
+    """Normalise and store every item; (one reply document per item in order, headers).
+    `blind`: the writer may not read the collection, so it is answered with what it sent."""
     items = as_items(payload)
     if len(items) > MAX_ITEMS:
         raise bad_request(f"An upload holds at most {MAX_ITEMS} documents, not {len(items)}.")
@@ -213,8 +220,14 @@ async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode:
             for _ in n.extra:
                 extra.append(outcomes[i])
                 i += 1
-        reply = [by_item[s].row.v1() if isinstance(s, int) else s for s in slots]
-        reply += [o.row.v1() for o in extra]
+        if blind:  # a writer that cannot read: a document it matched is not shown to it;
+            # each item answers with its own content and the _id it is stored under
+            reply = [_own(good[s], by_item[s]) if isinstance(s, int) else s for s in slots]
+            reply += [_own(n, o) for n, o in zip((x for g in good for x in g.extra), extra,
+                                                 strict=True)]
+        else:
+            reply = [by_item[s].row.v1() if isinstance(s, int) else s for s in slots]
+            reply += [o.row.v1() for o in extra]
         counts = {a: sum(1 for o in outcomes if o.action == a) for a in
                   ("created", "updated", "unchanged", "duplicate", "near_duplicate")}
         headers = {HEADER_STORED: str(counts["created"] + counts["updated"]),
@@ -231,8 +244,9 @@ async def _post(request: Request, coll: str) -> Response:
     payload = await read_json(request)
     # What cannot read the collection cannot change what is in it either: a document it
     # matches (by _id, or the dedupe rules) stays as it is.
-    mode = _RULES[coll][3] if grant.allows(f"api:{coll}:read") else "keep"
-    reply, headers = await upload(request, site, coll, payload, mode=mode)
+    reads = grant.allows(f"api:{coll}:read")
+    reply, headers = await upload(request, site, coll, payload,
+                                  mode=_RULES[coll][3] if reads else "keep", blind=not reads)
     # 200 even when items were rejected: they are dead letters now, and an error status would
     # make uploaders such as xDrip+ retry the same bad item forever.
     return json_response(reply, headers=headers)

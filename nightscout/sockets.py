@@ -73,6 +73,7 @@ class NightscoutSockets:
         self.dropped = 0  # packets not sent to sockets that fell behind (they were disconnected)
         self.on_drop = None  # called with that number (the cloud counts it in its metrics)
         self.revoked = 0  # sockets disconnected because their grant changed
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}  # (namespace, sid): _granting
         self._recheck: asyncio.Task | None = None
         self._recheck_now: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,6 +100,7 @@ class NightscoutSockets:
         return True
 
     async def _on_disconnect(self, namespace: str, sid: str, *_):
+        self._locks.pop((namespace, sid), None)
         with contextlib.suppress(KeyError, ValueError):
             session = await self.sio.get_session(sid, namespace=namespace)
             if _split(namespace)[1] == "/" and session.get("site") is not None:
@@ -202,7 +204,17 @@ class NightscoutSockets:
 
     # -- main namespace --------------------------------------------------------------------------
 
+    def _granting(self, sid: str, namespace: str) -> asyncio.Lock:
+        """One socket's authorize/subscribe handled one at a time: the handlers run
+        concurrently, and two overlapping ones could leave the socket in the first one's
+        rooms with the second one's credential in its session (which the re-check reads)."""
+        return self._locks.setdefault((namespace, sid), asyncio.Lock())
+
     async def _on_authorize(self, namespace: str, sid: str, data: Any = None):
+        async with self._granting(sid, namespace):
+            return await self._authorize(namespace, sid, data)
+
+    async def _authorize(self, namespace: str, sid: str, data: Any = None):
         data = data if isinstance(data, dict) else {}
         found = await self._grant(namespace, sid, secret=data.get("secret"),
                                   token=data.get("token"))
@@ -299,6 +311,9 @@ class NightscoutSockets:
         site, coll, data, refused = await self._db_call(namespace, sid, data, "create")
         if refused is not None:
             return refused
+        session = await self.sio.get_session(sid, namespace=namespace)
+        grant = await self._regrant(session)
+        reads = grant is not None and grant.allows(f"api:{coll}:read")
         items = data.get("data")
         items = items if isinstance(items, list) else [items]
 
@@ -311,8 +326,12 @@ class NightscoutSockets:
                 except documents.DocumentError as exc:
                     self.state.directory.dead_letter(site.key, f"socket:{coll}", str(exc),
                                                      repr(item).encode()[:65536])
-            outcomes = site.docs.put(good, mode="replace") if good else []
-            return [o.row.v1() for o in outcomes]
+            # what cannot read the collection neither changes nor sees a document it matches
+            outcomes = site.docs.put(good, mode="replace" if reads else "keep") if good else []
+            if reads:
+                return [o.row.v1() for o in outcomes]
+            sent = [x for n in good for x in (n, *n.extra)]
+            return [{**n.doc, "_id": o.row.oid} for n, o in zip(sent, outcomes, strict=True)]
 
         return await asyncio.to_thread(work)
 
@@ -364,6 +383,10 @@ class NightscoutSockets:
     # -- /storage and /alarm ---------------------------------------------------------------------
 
     async def _on_subscribe(self, namespace: str, sid: str, data: Any = None):
+        async with self._granting(sid, namespace):
+            return await self._subscribe(namespace, sid, data)
+
+    async def _subscribe(self, namespace: str, sid: str, data: Any = None):
         _, channel = _split(namespace)
         data = data if isinstance(data, dict) else {}
         found = await self._grant(namespace, sid, access_token=data.get("accessToken"),
@@ -380,7 +403,7 @@ class NightscoutSockets:
             if read:  # an alarm tells the glucose: only for those who may read it
                 await self.sio.enter_room(sid, f"alarm:{site.key}", namespace=namespace)
             return {"success": True, "message": "Subscribed for alarms",
-                    "read": read, "ack": grant.authenticated}
+                    "read": read, "ack": read and grant.authenticated}
         wanted = data.get("collections")
         if not isinstance(wanted, list) or not wanted:
             wanted = list(documents.V3_COLLECTIONS)
@@ -405,8 +428,10 @@ class NightscoutSockets:
         grant = await self._regrant(session)
         if grant is None or not grant.authenticated or not grant.allows("api:*:read"):
             return None  # silencing the family's alarms takes a credential that hears them
-        level = int(level) if isinstance(level, int | float) else 1
-        group = str(group or "default")
+        level = min(max(int(level), 1), 2) if isinstance(level, int | float) else 1
+        group = str(group or "default")[:100]
+        now = time.time()
+        self._silenced = {k: v for k, v in self._silenced.items() if v > now}  # bounded
         silence_ms = min(int(silence), MAX_SILENCE_MS) \
             if isinstance(silence, int | float) and silence > 0 else 30 * 60_000
         for lvl in range(1, level + 1):

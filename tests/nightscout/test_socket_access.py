@@ -279,3 +279,90 @@ def test_recheck__a_database_error_is_waited_out_not_fatal(ns, monkeypatch):
         await rec.close()
 
     asyncio.run(run())
+
+
+def test_reauthorizing__overlapping_authorizes_cannot_keep_a_revoked_tokens_rooms(ns):
+    sockets = ns.app.state.nightscout_sockets
+    attach = sockets._attach
+    token_attached = []
+
+    async def racing(sid, namespace_, site, grant, credential):
+        # The worst order, made certain: the token's authorize takes its grant, the empty
+        # one takes its own, then the token's joins its rooms. Handled one at a time (the
+        # fix) the empty one waits in vain for the token's and goes second or first whole.
+        if credential is None:
+            for _ in range(100):
+                if token_attached:
+                    break
+                await asyncio.sleep(0.02)
+            await attach(sid, namespace_, site, grant, credential)
+        else:
+            await attach(sid, namespace_, site, grant, credential)
+            token_attached.append(1)
+            await asyncio.sleep(0.3)
+
+    sockets._attach = racing
+
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        # sent back to back: handled one after the other, the last one's grant in charge
+        await rec.sio.emit("authorize", {"token": ns.read_token}, namespace=main)
+        assert (await rec.call("authorize", {}, main))["read"] is False
+        ns.subjects.revoke_all()
+        ns.app.state.nightscout.forget()
+        await asyncio.to_thread(ns.post, "/api/v1/entries", headers={"api-secret": SECRET_SHA1},
+                                json={"type": "sgv", "sgv": 66, "date": now_ms()})
+        await asyncio.sleep(0.5)
+        deltas = []
+        while rec.pending(main, "dataUpdate"):
+            deltas.append(await rec.next(main, "dataUpdate"))
+        assert not any(s.get("mgdl") == 66 for d in deltas for s in d.get("sgvs", []))
+        await rec.close()
+
+    asyncio.run(run())
+
+
+def test_writer_without_read__neither_sees_nor_changes_a_stored_treatment(ns):
+    """A careportal token posting (v1) or adding (socket dbAdd) a treatment that matches a
+    stored one by created_at and eventType, or by _id: the stored one stays as it was, and
+    the reply holds what the token sent, not the stored document."""
+    stored = ns.post("/api/v1/treatments", headers={"api-secret": SECRET_SHA1}, json={
+        "eventType": "Meal Bolus", "carbs": 60, "insulin": 6.5, "notes": "private",
+        "created_at": iso(now_ms() - 600_000)}).json()[0]
+    token = ns.token("careportal-only", ["careportal"])
+    r = ns.post("/api/v1/treatments", params={"token": token}, json={
+        "eventType": "Meal Bolus", "created_at": stored["created_at"], "carbs": 1})
+    assert r.status_code == 200 and "private" not in r.text and r.json()[0]["carbs"] == 1
+
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        said = await rec.call("authorize", {"token": token}, main)
+        assert said["read"] is False
+        added = await rec.call("dbAdd", {"collection": "treatments", "data": {
+            "_id": stored["_id"], "eventType": "Note", "notes": "overwritten",
+            "created_at": stored["created_at"]}}, main)
+        await rec.close()
+        return added
+
+    added = asyncio.run(run())
+    assert "private" not in str(added) and added[0]["notes"] == "overwritten"
+    kept = ns.get("/api/v1/treatments.json", params={"token": ns.read_token}).json()
+    assert [(t["carbs"], t["notes"]) for t in kept] == [(60, "private")]
+
+
+def test_alarm_ack__a_huge_level_is_one_silence_not_millions(ns):
+    async def run():
+        rec = Recorder()
+        alarm = namespace(ns, "/alarm")
+        await rec.connect(ns.root, [alarm])
+        await rec.call("subscribe", {"accessToken": ns.admin_token}, alarm)
+        await rec.sio.emit("ack", (3_000_000, "default", 60_000), namespace=alarm)
+        await rec.next(alarm, "clear_alarm")
+        await rec.close()
+
+    asyncio.run(run())
+    assert len(ns.app.state.nightscout_sockets._silenced) == 2  # levels 1 and 2
