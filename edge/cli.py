@@ -371,13 +371,6 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
         store.close()
         raise
     _say_imported(path, result, tz, whose)
-    if result.activity is not None:  # a workout: its heart rate would stage as a night of sleep
-        store.close()
-        click.echo(f"An activity recording ({result.activity.replace('_', ' ')}): stored, but "
-                   "no night is summarised from it.")
-        for note in result.notes:
-            click.echo(f"note: {note}")
-        return
     try:  # the import is stored and said: now the nights it completes
         closer, schedule = _import_closer(store, cfg, config_path, tz)
         done = closer.close_span(*result.span, _time.time())

@@ -122,9 +122,9 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         more = f", and {len(set_at) - 1} more" if len(set_at) > 1 else ""
         out.notes.append(
             f"The pump's clock was set in this file ({set_at[0]}{more}). Readings are placed "
-            f"as the pump's clock read them, in {tz}: those between a change of summer time "
-            "and the pump being set may be an hour off, and a reading the pump's clock gives "
-            "the time of another is kept once.")
+            f"as the pump's clock read them, in {tz}: those before each setting may be off by "
+            "as much as it moved the clock (an hour, after a change of summer time the pump "
+            "kept), and a reading the pump's clock gives the time of another is kept once.")
     return out
 
 

@@ -135,8 +135,9 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
 
 def _display_clock_moves(header: list[str], rows: list[list[str]], col) -> list[tuple[str, int]]:
     """(timestamp, minutes) where the EGVs' display time moved 30 minutes or more against
-    their transmitter's own clock (seconds it has run, per transmitter) and stayed moved for
-    the next reading, in time order."""
+    their transmitter's own clock (seconds it has run) and stayed moved for the next reading,
+    per transmitter and the device that showed them (a phone and a receiver keep their own
+    clocks), in time order."""
     from datetime import datetime
 
     names = [name(c) for c in header]
@@ -144,6 +145,8 @@ def _display_clock_moves(header: list[str], rows: list[list[str]], col) -> list[
         return []
     tx_time = names.index("transmitter time (long integer)")
     tx_id = names.index("transmitter id") if "transmitter id" in names else None
+    if tx_id is None:  # sensors' own clocks cannot be told apart: nothing to compare
+        return []
     readings = []
     for row in rows:
         if len(row) <= max(col.event_type, col.timestamp, tx_time) or \
@@ -154,7 +157,10 @@ def _display_clock_moves(header: list[str], rows: list[list[str]], col) -> list[
             ticks = float(row[tx_time])
         except ValueError:
             continue
-        key = row[tx_id] if tx_id is not None and tx_id < len(row) else ""
+        key = (row[tx_id] if tx_id < len(row) else "",  # and the phone or receiver showing
+               row[col.device] if col.device is not None and col.device < len(row) else "")
+        if not key[0]:  # no transmitter named (a G7's rows): whose clock is unknown
+            continue
         readings.append((key, ticks, shown - ticks, row[col.timestamp]))
     readings.sort()  # per transmitter, in the order it measured them
     moves = []

@@ -64,7 +64,6 @@ class ImportResult:
     first_bad: str | None = None  # "line 17: bad timestamp '...'", the first skipped row
     notes: list[str] = field(default_factory=list)  # assumptions the user should know of
     span: tuple[float, float] | None = None  # Unix seconds of the first and last sample stored
-    activity: str | None = None  # a workout recording (FIT activity file): its sport
 
     @property
     def label(self) -> str:
@@ -108,11 +107,14 @@ def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC"
     fmt, samples = read_samples(path, fmt, tz, date_order)
     if not samples:
         raise SourceError(f"{path} holds no readings Nightlink can use.")
+    if samples.activity is not None:  # its heart would be read as a night's: nothing stored
+        raise SourceError(f"{path} is a workout ({samples.activity.replace('_', ' ')}), not a "
+                          "night: its heart rate would be read as sleep, so nothing was "
+                          "stored.")
     now = time.time() if now is None else now
     stream = features.CGM if isinstance(samples[0], Glucose) else features.WEARABLE
     result = ImportResult(fmt, len(samples), samples.skipped, 0, 0,
-                          first_bad=samples.first_bad, notes=list(samples.notes),
-                          activity=samples.activity)
+                          first_bad=samples.first_bad, notes=list(samples.notes))
     samples = _dated(path, samples, result, now)
     _check_not_ahead(path, fmt, tz, samples, now)
     samples = _window(path, samples, result, since)

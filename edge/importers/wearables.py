@@ -289,7 +289,7 @@ def _fit_samples(fit: fitparse.FitFile, path: Path) -> Readings:
         _LOGGER.warning("Skipped %d unusable values in %s.", skipped, path)
     out.sort(key=attrgetter("t"))
     got = Readings(out, skipped=skipped)
-    if kind == "activity" and sport not in (None, "generic"):
+    if sport not in (None, "generic") and kind in (None, "activity"):
         # a workout (a ride at 166 bpm): its heart would stage as a night of deep sleep.
         # Overnight HRV logged as a generic activity is a night, and stays one.
         got.activity = str(sport)

@@ -82,4 +82,4 @@ class Readings(list):
         super().__init__(items)
         self.skipped = skipped
         self.skipped_lines = skipped_lines or []  # the first few, 1-based file line numbers
-        self.activity: str | None = None  # a workout recording (its sport), not a night
+        self.activity: str | None = None  # a workout recording (its sport): not a night's

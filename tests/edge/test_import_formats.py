@@ -550,9 +550,10 @@ def test_carelink__a_pump_clock_set_in_the_file_is_said(tmp_path):
     assert [g.sgv for g in got] == [118, 120]
     assert got.notes == [
         "The pump's clock was set in this file (2025/03/30 11:42 to 2025/03/30 12:39). "
-        "Readings are placed as the pump's clock read them, in Europe/Brussels: those between "
-        "a change of summer time and the pump being set may be an hour off, and a reading the "
-        "pump's clock gives the time of another is kept once."]
+        "Readings are placed as the pump's clock read them, in Europe/Brussels: those before "
+        "each setting may be off by as much as it moved the clock (an hour, after a change of "
+        "summer time the pump kept), and a reading the pump's clock gives the time of another "
+        "is kept once."]
 
 
 def test_clarity__a_display_clock_moved_against_the_transmitter_is_said(tmp_path):
@@ -575,6 +576,11 @@ def test_clarity__a_display_clock_moved_against_the_transmitter_is_said(tmp_path
     assert len(got.notes) == 1 and got.notes[0].startswith(
         "The display's clock moved 1 time(s) against the transmitter's (first: by -60 min at "
         "2024-07-11 11:13;")
+    two = tmp_path / "two.csv"  # a phone and a receiver an hour apart: no clock moved
+    two.write_text("\n".join([head, *rows[:2], *[
+        r.replace("iOS D1G7", "Receiver").replace(",2024-07-11T12:", ",2024-07-11T11:")
+        for r in rows[:2]]]) + "\n")
+    assert read_dexcom_clarity_csv(two, tz="Europe/Berlin").notes == []
     plain = tmp_path / "plain.csv"  # the clock never moved: nothing said
     plain.write_text("\n".join([head, *rows[:2]]) + "\n")
     assert read_dexcom_clarity_csv(plain, tz="Europe/Berlin").notes == []

@@ -436,9 +436,10 @@ def test_cli__import_closes_nights_in_the_schedule_the_node_recorded(tmp_path, m
     assert summary["epochs"] == 180  # 23:30-01:00, not 22:00-07:30 in --tz
 
 
-def test_cli__a_workout_file_is_stored_but_makes_no_night(tmp_path):
+def test_cli__a_workout_file_is_refused_whole(tmp_path):
     """A ride recorded in the evening (a FIT activity file with a sport, 166 bpm) would stage
-    as a night of deep sleep (python-fitparse's sample-activity.fit did)."""
+    as a night of deep sleep (python-fitparse's sample-activity.fit did), alone or joined to
+    the night a later file records."""
     from tests.edge.fitwriter import FitWriter
 
     start = (time.time() // DAY - 3) * DAY + 22 * 3600
@@ -450,10 +451,15 @@ def test_cli__a_workout_file_is_stored_but_makes_no_night(tmp_path):
     path = tmp_path / "ride.fit"
     path.write_bytes(w.to_bytes())
     db = tmp_path / "e.db"
+    CliRunner().invoke(main, ["edge", "id", "--db", str(db)])
     res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC", "--db", str(db)])
-    assert res.exit_code == 0, res.output
-    assert ("An activity recording (cycling): stored, but no night is summarised from it."
-            in res.output.splitlines()), res.output
-    label = time.strftime("%Y-%m-%d", time.gmtime(start))
-    summary, _ = _night(db, label)
-    assert summary is None
+    assert res.exit_code == 2, res.output
+    assert res.output == (f"error: {path} is a workout (cycling), not a night: its heart rate "
+                          "would be read as sleep, so nothing was stored.\n")
+    from nightlink.edge.store import EdgeStore
+
+    s = EdgeStore(db)
+    try:
+        assert s.count_records(features.WEARABLE) == 0
+    finally:
+        s.close()
