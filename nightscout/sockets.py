@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -428,12 +429,12 @@ class NightscoutSockets:
         grant = await self._regrant(session)
         if grant is None or not grant.authenticated or not grant.allows("api:*:read"):
             return None  # silencing the family's alarms takes a credential that hears them
-        level = min(max(int(level), 1), 2) if isinstance(level, int | float) else 1
+        level = min(max(int(level), 1), 2) if _finite(level) else 1
         group = str(group or "default")[:100]
         now = time.time()
         self._silenced = {k: v for k, v in self._silenced.items() if v > now}  # bounded
         silence_ms = min(int(silence), MAX_SILENCE_MS) \
-            if isinstance(silence, int | float) and silence > 0 else 30 * 60_000
+            if _finite(silence) and silence > 0 else 30 * 60_000
         for lvl in range(1, level + 1):
             self._silenced[(site, group, lvl)] = time.time() + silence_ms / 1000
         hook = getattr(self.state.directory, "alarm_acked", None)
@@ -585,6 +586,12 @@ class NightscoutSockets:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task  # a task that failed must not fail the app's shutdown
+
+
+def _finite(value: Any) -> bool:
+    """A number an ack may use (JSON as Python reads it also carries NaN and Infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _same(fresh: auth.Grant | None, old: auth.Grant) -> bool:

@@ -362,6 +362,9 @@ def test_alarm_ack__a_huge_level_is_one_silence_not_millions(ns):
         await rec.call("subscribe", {"accessToken": ns.admin_token}, alarm)
         await rec.sio.emit("ack", (3_000_000, "default", 60_000), namespace=alarm)
         await rec.next(alarm, "clear_alarm")
+        for level, silence in ((float("nan"), 60_000), (2, float("inf")), (True, None)):
+            await rec.sio.emit("ack", (level, "default", silence), namespace=alarm)
+            await rec.next(alarm, "clear_alarm")  # answered, not an error in the handler
         await rec.close()
 
     asyncio.run(run())
