@@ -179,12 +179,6 @@ def _dead_letter(request: Request, site: Site, coll: str, reason: str, item: Any
     state_of(request).directory.dead_letter(site.key, f"nightscout:{coll}", reason, payload)
 
 
-def _own(item: documents.Normalized, outcome) -> dict:
-    """What a writer without read is answered for one item: the document it sent (as
-    normalised), with the identifier it is stored under, never the stored one's fields."""
-    return {**item.doc, "_id": outcome.row.oid}
-
-
 async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode: str,
                  v3: bool = False, blind: bool = False) -> tuple[list[dict], dict]:
     """Normalise and store every item; (one reply document per item in order, headers).
@@ -212,22 +206,16 @@ async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode:
             slots.append(len(good))
             good.append(n)
         outcomes = site.docs.put(good, mode=mode) if good else []
+        shown = documents.shown(good, outcomes, reads=not blind)
         # put() returns the preBolus carbs after their treatment: map outcomes to items
         by_item, extra, i = [], [], 0
         for n in good:
-            by_item.append(outcomes[i])
+            by_item.append(shown[i])
             i += 1
             for _ in n.extra:
-                extra.append(outcomes[i])
+                extra.append(shown[i])
                 i += 1
-        if blind:  # a writer that cannot read: a document it matched is not shown to it;
-            # each item answers with its own content and the _id it is stored under
-            reply = [_own(good[s], by_item[s]) if isinstance(s, int) else s for s in slots]
-            reply += [_own(n, o) for n, o in zip((x for g in good for x in g.extra), extra,
-                                                 strict=True)]
-        else:
-            reply = [by_item[s].row.v1() if isinstance(s, int) else s for s in slots]
-            reply += [o.row.v1() for o in extra]
+        reply = [by_item[s] if isinstance(s, int) else s for s in slots] + extra
         counts = {a: sum(1 for o in outcomes if o.action == a) for a in
                   ("created", "updated", "unchanged", "duplicate", "near_duplicate")}
         headers = {HEADER_STORED: str(counts["created"] + counts["updated"]),

@@ -86,6 +86,16 @@ class Normalized:
 # -- small helpers ----------------------------------------------------------------------------
 
 
+def shown(items: list[Normalized], outcomes: list, reads: bool) -> list[dict]:
+    """What a writer is answered for each document put() stored, in put()'s order (each item,
+    then its extras): the stored document when it may read the collection; else what it sent,
+    with the _id it is stored under, so a stored document it matched is not shown to it."""
+    if reads:
+        return [o.row.v1() for o in outcomes]
+    sent = [x for n in items for x in (n, *n.extra)]
+    return [{**n.doc, "_id": o.row.oid} for n, o in zip(sent, outcomes, strict=True)]
+
+
 def name_by_app_id(n: Normalized) -> None:
     """A treatment an app wrote through the API with its own 24-hex `_id` (Juggluco, xDrip+):
     that id is its identity, as Nightscout's upsert keys it (identifier, else _id, else

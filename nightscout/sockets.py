@@ -121,9 +121,7 @@ class NightscoutSockets:
         """Remember the socket's site, grant and the credential that gave it (None: the site's
         default grant), and have the hub watch that site. A socket authorizing again first
         leaves the rooms its earlier grant put it in: it hears only what this one allows."""
-        for room in self.sio.rooms(sid, namespace=namespace):
-            if room != sid:
-                await self.sio.leave_room(sid, room, namespace=namespace)
+        await self._leave_rooms(sid, namespace)
         async with self.sio.session(sid, namespace=namespace) as session:
             session["site"] = site.key
             session["grant"] = grant
@@ -191,17 +189,18 @@ class NightscoutSockets:
             return None
         return (site, grant, used) if grant is not None else (site, site.default_grant(), None)
 
-    async def _regrant(self, session: dict) -> auth.Grant | None:
-        """What the credential a socket authorized with allows now (None: nothing, or its
-        site is gone). Not counted as a failed attempt: the socket offers nothing new."""
+    async def _regrant(self, session: dict) -> tuple[Site, auth.Grant] | None:
+        """The socket's site and what the credential it authorized with allows there now
+        (None: nothing, or its site is gone). Not counted as a failed attempt: the socket
+        offers nothing new."""
         site = await asyncio.to_thread(self.state.directory.site, session["site"])
         if site is None:
             return None
         value = session.get("credential")
         if value is None:
-            return site.default_grant()
+            return site, site.default_grant()
         grant = await self._credential(value, session["key"])
-        return grant if grant is not None and grant.site_key == site.key else None
+        return (site, grant) if grant is not None and grant.site_key == site.key else None
 
     # -- main namespace --------------------------------------------------------------------------
 
@@ -239,11 +238,15 @@ class NightscoutSockets:
         return reply
 
     async def _detach(self, sid: str, namespace: str) -> None:
+        """Forget the socket's site, grant and credential; it leaves every room."""
+        await self._leave_rooms(sid, namespace)
+        async with self.sio.session(sid, namespace=namespace) as session:
+            session["site"] = session["grant"] = session["credential"] = None
+
+    async def _leave_rooms(self, sid: str, namespace: str) -> None:
         for room in self.sio.rooms(sid, namespace=namespace):
             if room != sid:
                 await self.sio.leave_room(sid, room, namespace=namespace)
-        async with self.sio.session(sid, namespace=namespace) as session:
-            session["site"] = session["grant"] = session["credential"] = None
 
     def _full_data(self, site: Site, with_status: bool) -> dict:
         now = int(time.time() * 1000)
@@ -275,14 +278,10 @@ class NightscoutSockets:
 
     async def _on_loadRetro(self, namespace: str, sid: str, data: Any = None):
         session = await self.sio.get_session(sid, namespace=namespace)
-        if session.get("site") is None:
+        found = await self._regrant(session) if session.get("site") is not None else None
+        if found is None or not found[1].allows("api:devicestatus:read"):
             return {"result": "Not authorized"}
-        grant = await self._regrant(session)
-        if grant is None or not grant.allows("api:devicestatus:read"):
-            return {"result": "Not authorized"}
-        site = await asyncio.to_thread(self.state.directory.site, session["site"])
-        if site is None:
-            return {"result": "Not authorized"}
+        site = found[0]
         now = int(time.time() * 1000)
         rows = await asyncio.to_thread(site.docs.latest, documents.DEVICESTATUS, count=2000,
                                        lo=now - DAY, ascending=True)
@@ -291,30 +290,28 @@ class NightscoutSockets:
         return {"result": "success"}
 
     async def _db_call(self, namespace: str, sid: str, data: Any, op: str):
-        """(site, collection, message, None) for a dbAdd/dbUpdate/dbRemove the socket may make,
-        else (None, None, None, the refusal Nightscout answers)."""
+        """(site, collection, message, grant, None) for a dbAdd/dbUpdate/dbRemove the socket
+        may make, else (None, None, None, None, the refusal Nightscout answers)."""
         data = data if isinstance(data, dict) else {}
         coll = str(data.get("collection", ""))
         session = await self.sio.get_session(sid, namespace=namespace)
         if session.get("site") is None:
-            return None, None, None, {"result": "Not authorized"}
+            return None, None, None, None, {"result": "Not authorized"}
         if coll not in documents.V1_COLLECTIONS:
-            return None, None, None, {"result": "Wrong collection"}
-        grant = await self._regrant(session)  # revoked or rotated since it authorized?
-        site = await asyncio.to_thread(self.state.directory.site, session["site"])
-        if grant is None or site is None:
-            return None, None, None, {"result": "Not authorized"}
+            return None, None, None, None, {"result": "Wrong collection"}
+        found = await self._regrant(session)  # revoked or rotated since it authorized?
+        if found is None:
+            return None, None, None, None, {"result": "Not authorized"}
+        site, grant = found
         if not grant.allows(f"api:{coll}:{op}"):
-            return None, None, None, {"result": "Not permitted"}
-        return site, coll, data, None
+            return None, None, None, None, {"result": "Not permitted"}
+        return site, coll, data, grant, None
 
     async def _on_dbAdd(self, namespace: str, sid: str, data: Any = None):
-        site, coll, data, refused = await self._db_call(namespace, sid, data, "create")
+        site, coll, data, grant, refused = await self._db_call(namespace, sid, data, "create")
         if refused is not None:
             return refused
-        session = await self.sio.get_session(sid, namespace=namespace)
-        grant = await self._regrant(session)
-        reads = grant is not None and grant.allows(f"api:{coll}:read")
+        reads = grant.allows(f"api:{coll}:read")
         items = data.get("data")
         items = items if isinstance(items, list) else [items]
 
@@ -329,15 +326,12 @@ class NightscoutSockets:
                                                      repr(item).encode()[:65536])
             # what cannot read the collection neither changes nor sees a document it matches
             outcomes = site.docs.put(good, mode="replace" if reads else "keep") if good else []
-            if reads:
-                return [o.row.v1() for o in outcomes]
-            sent = [x for n in good for x in (n, *n.extra)]
-            return [{**n.doc, "_id": o.row.oid} for n, o in zip(sent, outcomes, strict=True)]
+            return documents.shown(good, outcomes, reads)
 
         return await asyncio.to_thread(work)
 
     async def _on_dbUpdate(self, namespace: str, sid: str, data: Any = None, unset=False):
-        site, coll, data, refused = await self._db_call(namespace, sid, data, "update")
+        site, coll, data, _, refused = await self._db_call(namespace, sid, data, "update")
         if refused is not None:
             return refused
         key = data.get("_id")
@@ -368,7 +362,7 @@ class NightscoutSockets:
         return await self._on_dbUpdate(namespace, sid, data, unset=True)
 
     async def _on_dbRemove(self, namespace: str, sid: str, data: Any = None):
-        site, coll, data, refused = await self._db_call(namespace, sid, data, "delete")
+        site, coll, data, _, refused = await self._db_call(namespace, sid, data, "delete")
         if refused is not None:
             return refused
         key = data.get("_id")
@@ -426,7 +420,8 @@ class NightscoutSockets:
         site = session.get("site")
         if site is None:
             return None
-        grant = await self._regrant(session)
+        found = await self._regrant(session)
+        grant = found[1] if found is not None else None
         if grant is None or not grant.authenticated or not grant.allows("api:*:read"):
             return None  # silencing the family's alarms takes a credential that hears them
         level = min(max(int(level), 1), 2) if _finite(level) else 1
@@ -478,8 +473,8 @@ class NightscoutSockets:
                     continue
                 if session.get("site") is None:
                     continue
-                fresh = await self._regrant(session)
-                if not _same(fresh, session["grant"]):
+                found = await self._regrant(session)
+                if not _same(found[1] if found is not None else None, session["grant"]):
                     await self.sio.disconnect(sid, namespace=namespace)
                     gone += 1
         if gone:
