@@ -374,14 +374,13 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
     try:  # the import is stored and said: now the nights it completes
         closer, schedule = _import_closer(store, cfg, config_path, tz)
         done = closer.close_span(*result.span, _time.time())
-        summaries = {label: store.night(label) for label in done.closed}
     except DatabaseError as exc:
         raise NightlinkError(f"The edge store refused a night's summary ({exc}); what was "
                              "imported stays, and importing the file again closes the "
                              "night.") from None
     finally:
         store.close()
-    _say_nights(done, summaries, schedule)
+    _say_nights(done, schedule)
     for note in result.notes:
         click.echo(f"note: {note}")
 
@@ -428,10 +427,10 @@ def _say_imported(path: Path, result, tz: str, whose: str) -> None:
         if result.format in LOCAL_TIME_FORMATS else "."))
 
 
-def _say_nights(done, summaries: dict, schedule: str) -> None:
+def _say_nights(done, schedule: str) -> None:
     """One line per night summarised (a count and the newest three past 7), the nights kept
     and the nights that failed."""
-    closed = done.closed
+    closed, summaries = done.closed, done.summaries
     if len(summaries) > 7:  # a long export: the count, and the newest nights in full
         click.echo(f"{len(summaries)} nights summarised ({schedule}), {closed[0]} to "
                    f"{closed[-1]}; the newest:")

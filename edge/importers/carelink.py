@@ -41,6 +41,7 @@ class CareLinkColumns(NamedTuple):
     time: int
     sensor: int | None  # None: a section without sensor glucose (a meter, the pump's events)
     mmol: bool
+    new_time: int | None = None  # "New Device Time": set where the pump's clock was set
 
 
 def carelink_columns(header: list[str]) -> CareLinkColumns | None:
@@ -50,7 +51,9 @@ def carelink_columns(header: list[str]) -> CareLinkColumns | None:
         return None
     sensor = next((i for i, n in enumerate(names)
                    if n in ("sensor glucose (mg/dl)", "sensor glucose (mmol/l)")), None)
-    return CareLinkColumns(1, 2, sensor, sensor is not None and names[sensor].endswith("(mmol/l)"))
+    new_time = names.index("new device time") if "new device time" in names else None
+    return CareLinkColumns(1, 2, sensor, sensor is not None and names[sensor].endswith("(mmol/l)"),
+                           new_time)
 
 
 def is_carelink(lines: list[str]) -> bool:
@@ -79,8 +82,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
     delimiter = ";"
     mmol = None
     section = usual = 0
-    set_at: list[str] = []  # "date time -> new time" of each time the pump's clock was set
-    new_time = None  # the column "New Device Time", in the pump's section
+    set_at: list[str] = []  # "date time to new time" of each time the pump's clock was set
     for k, line in enumerate(lines):
         if not line.strip():
             continue
@@ -88,8 +90,6 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         found = carelink_columns(cells(line, own))
         if found is not None:
             delimiter, header, col, section = own, cells(line, own), found, section + 1
-            names = [name(c) for c in header]
-            new_time = names.index("new device time") if "new device time" in names else None
             usual = usual_width(_section_rows(lines, k + 1, delimiter), header)
             if found.sensor is not None:
                 if mmol is not None and mmol != found.mmol:
@@ -98,9 +98,10 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
                 mmol = found.mmol
             continue
         row = cells(line, delimiter)
-        if new_time is not None and col is not None and len(row) > new_time and \
-                row[new_time].strip() and not row[0].startswith("-"):
-            set_at.append(f"{row[col.date]} {row[col.time][:5]} to {row[new_time].strip()[:16]}")
+        if col is not None and col.new_time is not None and len(row) > col.new_time and \
+                row[col.new_time].strip() and not row[0].startswith("-"):
+            set_at.append(f"{row[col.date]} {row[col.time][:5]} to "
+                          f"{row[col.new_time].strip()[:16]}")
         if col is None or col.sensor is None or not row or row[0].startswith("-"):
             continue  # the preamble, a section without sensor glucose, a divider
         if len(row) <= col.sensor or not row[col.sensor]:

@@ -67,6 +67,8 @@ class ClarityColumns(NamedTuple):
     rate: int | None
     device: int | None
     mmol: bool
+    transmitter_time: int | None = None  # the transmitter's own seconds, and its id
+    transmitter_id: int | None = None
 
 
 def clarity_columns(header: list[str]) -> ClarityColumns | None:
@@ -86,7 +88,10 @@ def clarity_columns(header: list[str]) -> ClarityColumns | None:
         return None
     rate = next((i for i, n in enumerate(names) if n.endswith("/min)")), None)
     device = names.index("source device id") if "source device id" in names else None
-    return ClarityColumns(ts, event, glucose, rate, device, names[glucose].endswith("(mmol/l)"))
+    tx_time, tx_id = (names.index(n) if n in names else None
+                      for n in ("transmitter time (long integer)", "transmitter id"))
+    return ClarityColumns(ts, event, glucose, rate, device, names[glucose].endswith("(mmol/l)"),
+                          tx_time, tx_id)
 
 
 def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadings:
@@ -122,7 +127,7 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
     values = Values(col.mmol, CLARITY_HIGH_SGV, {"low": CLARITY_LOW_SGV, "high": CLARITY_HIGH_SGV})
     out = finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
                  bad=bad)
-    moved = _display_clock_moves(header, rows, col)
+    moved = _display_clock_moves(rows, col)
     if moved:
         out.notes.append(
             f"The display's clock moved {len(moved)} time(s) against the transmitter's (first: "
@@ -133,19 +138,15 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
     return out
 
 
-def _display_clock_moves(header: list[str], rows: list[list[str]], col) -> list[tuple[str, int]]:
+def _display_clock_moves(rows: list[list[str]], col: ClarityColumns) -> list[tuple[str, int]]:
     """(timestamp, minutes) where the EGVs' display time moved 30 minutes or more against
     their transmitter's own clock (seconds it has run) and stayed moved for the next reading,
     per transmitter and the device that showed them (a phone and a receiver keep their own
     clocks), in time order."""
     from datetime import datetime
 
-    names = [name(c) for c in header]
-    if "transmitter time (long integer)" not in names:
-        return []
-    tx_time = names.index("transmitter time (long integer)")
-    tx_id = names.index("transmitter id") if "transmitter id" in names else None
-    if tx_id is None:  # sensors' own clocks cannot be told apart: nothing to compare
+    tx_time, tx_id = col.transmitter_time, col.transmitter_id
+    if tx_time is None or tx_id is None:  # no transmitter clock, or whose cannot be told
         return []
     readings = []
     for row in rows:

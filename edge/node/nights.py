@@ -85,11 +85,16 @@ def recorded_span(store: EdgeStore, first: int, end: int) -> tuple[int, int] | N
 
 @dataclass
 class SpanClosed:
-    """What NightCloser.close_span did: nights closed, found closed, failed (with why)."""
+    """What NightCloser.close_span did: nights closed (with their summaries), found closed,
+    failed (with why)."""
 
-    closed: list[str] = field(default_factory=list)
+    summaries: dict[str, dict] = field(default_factory=dict)
     kept: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def closed(self) -> list[str]:
+        return list(self.summaries)
 
 
 class NightCloser:
@@ -171,9 +176,6 @@ class NightCloser:
             if b * EPOCH_S <= first_s or a * EPOCH_S > last_s \
                     or b * EPOCH_S + self.delay_s > now_s:
                 continue
-            if is_closed(self.store.night(label)):
-                out.kept.append(label)
-                continue
             try:
                 summary = self._close(label)
             except Exception as exc:  # noqa: BLE001 - a store or classifier failing on one night
@@ -181,11 +183,10 @@ class NightCloser:
                 out.failed.append((label, f"{type(exc).__name__}: {exc}"[:200]))
                 continue
             if summary is not None:
-                out.closed.append(label)
-            elif is_closed(self.store.night(label)):  # the live node closed it meanwhile
+                out.summaries[label] = summary
+            elif is_closed(self.store.night(label)):  # before, or by the live node meanwhile
                 out.kept.append(label)
         return out
-
 
     def close_due(self, now_s: float) -> list[str]:
         """Close every night that is due and not yet classified; the nights closed."""
