@@ -82,7 +82,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
     delimiter = ";"
     mmol = None
     section = usual = 0
-    set_at: list[str] = []  # "date time to new time" of each time the pump's clock was set
+    sets: list[tuple[int, str, str]] = []  # (line, time before, time after) of each setting
     for k, line in enumerate(lines):
         if not line.strip():
             continue
@@ -100,8 +100,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         row = cells(line, delimiter)
         if col is not None and col.new_time is not None and len(row) > col.new_time and \
                 row[col.new_time].strip() and not row[0].startswith("-"):
-            set_at.append(f"{row[col.date]} {row[col.time][:5]} to "
-                          f"{row[col.new_time].strip()[:16]}")
+            sets.append((k + 1, f"{row[col.date]} {row[col.time]}", row[col.new_time].strip()))
         if col is None or col.sensor is None or not row or row[0].startswith("-"):
             continue  # the preamble, a section without sensor glucose, a divider
         if len(row) <= col.sensor or not row[col.sensor]:
@@ -118,14 +117,16 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
         (MDY, "mg/dL exports are mostly from the US")
     out = finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
                  source="carelink", bad=bad, date_order=date_order, default_order=order,
-                 order_reason=reason, extra_stamps=_preamble_dates(lines))
-    if set_at:  # a pump keeps its clock through summer time until someone sets it
-        more = f", and {len(set_at) - 1} more" if len(set_at) > 1 else ""
+                 order_reason=reason, extra_stamps=_preamble_dates(lines),
+                 clock_sets=tuple(sets))
+    if sets:  # a pump keeps its clock through summer time until someone sets it
+        _, before, after = sets[0]
+        more = f", and {len(sets) - 1} more" if len(sets) > 1 else ""
         out.notes.append(
-            f"The pump's clock was set in this file ({set_at[0]}{more}). Readings are placed "
-            f"as the pump's clock read them, in {tz}: those before each setting may be off by "
-            "as much as it moved the clock (an hour, after a change of summer time the pump "
-            "kept), and a reading the pump's clock gives the time of another is kept once.")
+            f"The pump's clock was set in this file (at {before[:16]} to {after[:16]}{more}). "
+            "A pump keeps its clock through a change of summer time until someone sets it, so "
+            f"readings are placed by the pump's own clock: as right in {tz} after the latest "
+            "setting, and off before each setting by as much as it moved the clock.")
     return out
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nightlink.edge.importers.localtime import DateStyle, LocalClock
+from nightlink.edge.importers.localtime import DateStyle, LocalClock, PumpClock
 from nightlink.edge.sources.samples import Glucose, Readings, SourceError
 from nightlink.shared import units
 
@@ -183,18 +183,22 @@ def glucose(raw: str, values: Values) -> int:
 def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, tz: str, *,
            source: str, bad: BadRows, date_order: str | None = None,
            default_order: str = "mdy", order_reason: str = "",
-           extra_stamps: tuple[tuple[int, str], ...] = ()) -> ImportedReadings:
+           extra_stamps: tuple[tuple[int, str], ...] = (),
+           clock_sets: tuple[tuple[int, str, str], ...] = ()) -> ImportedReadings:
     """The candidates as Glucose samples, oldest first; the rows that failed are in `bad`.
 
     `date_order` is the user's --date-order (dmy or mdy; None to detect from the file),
     `default_order` what an export whose dates all fit both orders is read in, and
     `order_reason` why (said in the note). `extra_stamps` are further (line, date) of the
-    same style (LibreView's "generated on") that help tell the order.
+    same style (LibreView's "generated on") that help tell the order. `clock_sets` are
+    (line, time before, time after) of each time a device without a time zone (an insulin
+    pump) had its clock set: its times are then placed by that clock (`PumpClock`).
     """
-    clock = LocalClock(zone(tz))
     style = DateStyle(path)
     for line, text in extra_stamps:
         style.see(text, line, date_only=True)
+    seen_sets = [(style.see(before, line), style.see(after, line))
+                 for line, before, after in clock_sets]
     parsed = []
     for c in candidates:
         parts = style.see(c.stamp, c.line)
@@ -209,6 +213,7 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
             timed.append((c, style.naive(parts, order)))
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
+    clock = _device_clock(zone(tz), seen_sets, order)
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
     for c, t in clock.place(timed):
@@ -239,6 +244,19 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
                           f"could not be read (first: {bad.first}), and the rest would not "
                           "show the file's readings fairly; nothing was stored.")
     return result(path, kind, list(out.values()), bad, notes)
+
+
+def _device_clock(local, sets, order: str) -> LocalClock | PumpClock:
+    """The clock a file's times are read on: the zone's wall clock, or a pump's own clock if
+    the file says when it was set (a setting whose times do not read is passed over)."""
+    naive = []
+    for before, after in sets:
+        if before is not None and after is not None:
+            try:
+                naive.append((DateStyle.naive(before, order), DateStyle.naive(after, order)))
+            except ValueError:
+                continue
+    return PumpClock(local, naive) if naive else LocalClock(local)
 
 
 def _off_scale(words: dict[str, int], values: Values) -> str:

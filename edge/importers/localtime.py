@@ -142,6 +142,18 @@ class DateStyle:
         return datetime(year, month, day, hour, stamp.minute, stamp.second_of_minute)
 
 
+def streams_in_time_order(timed: Iterable[tuple[Any, datetime]]):
+    """The (row, wall-clock time) of each stream (rows carry a `stream`), oldest first: a
+    stream whose times mostly fall from row to row is listed newest first and is reversed."""
+    streams: dict[str, list[tuple[Any, datetime]]] = {}
+    for row, when in timed:
+        streams.setdefault(getattr(row, "stream", ""), []).append((row, when))
+    for rows in streams.values():
+        rising = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y > x)
+        falling = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y < x)
+        yield list(reversed(rows) if falling > rising else rows)
+
+
 def _where(proof: tuple[int, str]) -> str:
     line, text = proof
     return f"line {line} has {text[:40]!r}"
@@ -155,14 +167,8 @@ class LocalClock:
 
     def place(self, timed: Iterable[tuple[Any, datetime]]) -> list[tuple[Any, float]]:
         """(row, Unix seconds) for each (row, wall-clock time); rows carry a `stream`."""
-        streams: dict[str, list[tuple[Any, datetime]]] = {}
-        for row, when in timed:
-            streams.setdefault(getattr(row, "stream", ""), []).append((row, when))
         out = []
-        for rows in streams.values():
-            rising = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y > x)
-            falling = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y < x)
-            ordered = list(reversed(rows) if falling > rising else rows)
+        for ordered in streams_in_time_order(timed):
             paired = self._sorted_by_wall_clock(ordered)
             latest: dict[object, datetime] = {}  # per repeated hour: latest first-pass time
             stepped_back: set[object] = set()
@@ -207,3 +213,46 @@ class LocalClock:
         if first.utcoffset() == when.replace(tzinfo=self.zone, fold=1).utcoffset():
             return False
         return first.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) == when
+
+
+class PumpClock:
+    """Places times read from a device clock that has no time zone and no summer time (an
+    insulin pump): it keeps one UTC offset until someone sets it.
+
+    `sets` holds each setting as (the clock's time just before, the time it was set to). The
+    clock is taken as right after the latest setting, in `zone` (a time set into an hour the
+    clocks repeat is its second pass: one sets the pump back after the change); each earlier
+    span as off from that by what the settings after it moved the clock. Within a stream, in
+    time order, a row is past a setting once its time is past the clock's time before the
+    setting, or, for a setting that moved the clock back, once the times step back to at least
+    the time it was set to (the span it moved back over is read twice).
+    """
+
+    def __init__(self, zone: ZoneInfo, sets: Iterable[tuple[datetime, datetime]]):
+        self.sets = sorted(sets, key=lambda s: s[1])
+        last = self.sets[-1][1].replace(tzinfo=zone, fold=1).utcoffset()
+        offsets = [last]
+        for before, after in reversed(self.sets):
+            offsets.append(offsets[-1] - (after - before))
+        self.offsets = offsets[::-1]  # offsets[k]: the clock's offset after k settings
+
+    def place(self, timed: Iterable[tuple[Any, datetime]]) -> list[tuple[Any, float]]:
+        """(row, Unix seconds) for each (row, time on the device's clock)."""
+        out = []
+        for ordered in streams_in_time_order(timed):
+            passed, previous = 0, None
+            for row, when in ordered:
+                while passed < len(self.sets) and self._past(self.sets[passed], when, previous):
+                    passed += 1
+                previous = when
+                utc = when.replace(tzinfo=UTC) - self.offsets[passed]
+                out.append((row, utc.timestamp()))
+        return out
+
+    @staticmethod
+    def _past(setting: tuple[datetime, datetime], when: datetime,
+              previous: datetime | None) -> bool:
+        before, after = setting
+        if when > before:
+            return True
+        return after < before and previous is not None and after <= when < previous

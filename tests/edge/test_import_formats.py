@@ -537,23 +537,73 @@ def test_nightscout_json__local_date_strings_through_the_repeated_hour(tmp_path)
     assert [g.t - got[0].t for g in got] == [k * 900 for k in range(16)]
 
 
-def test_carelink__a_pump_clock_set_in_the_file_is_said(tmp_path):
-    """A real 780G export (agp-plus-v2) lists the pump's clock set on 2025/03/30 at 11:42 to
-    12:39: it had kept winter time since 02:00, so readings in between are an hour off."""
-    path = tmp_path / "cl.csv"
-    header = "Index;Date;Time;New Device Time;Sensor Glucose (mg/dL)"
-    path.write_text("\n".join([
-        "Last Name;First Name", "-------;MiniMed 780G;Pump;-------", header,
-        "1;2025/03/30;11:42:35;2025/03/30 12:39:37;", "-------;Sensor;-------", header,
-        "2;2025/03/30;12:45:00;;120", "3;2025/03/30;11:40:00;;118"]) + "\n")
-    got = read_carelink_csv(path, tz="Europe/Brussels")
-    assert [g.sgv for g in got] == [118, 120]
-    assert got.notes == [
-        "The pump's clock was set in this file (2025/03/30 11:42 to 2025/03/30 12:39). "
-        "Readings are placed as the pump's clock read them, in Europe/Brussels: those before "
-        "each setting may be off by as much as it moved the clock (an hour, after a change of "
-        "summer time the pump kept), and a reading the pump's clock gives the time of another "
-        "is kept once."]
+_PUMP_HEADER = "Index;Date;Time;New Device Time;Sensor Glucose (mg/dL)"
+
+
+def _pump_export(path: Path, sets: list[str], readings: list[tuple[str, int]]) -> Path:
+    """A CareLink export listing, newest first as CareLink does, the pump's clock settings
+    ("date;time;new time") in its pump section and sensor readings ("date;time", sgv)."""
+    lines = ["Last Name;First Name", "-------;MiniMed 780G;Pump;-------", _PUMP_HEADER]
+    lines += [f"{k};{row};" for k, row in enumerate(sets)]
+    lines += ["-------;MiniMed 780G;Sensor;-------", _PUMP_HEADER]
+    lines += [f"{k};{when};;{sgv}" for k, (when, sgv) in enumerate(readings[::-1])]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_carelink__readings_placed_by_the_pump_clock_set_forward(tmp_path):
+    """A real 780G export (agp-plus-v2) sets the pump's clock on 2025/03/30 at 11:42:35 to
+    12:39:37: it had kept winter time since summer time began at 02:00 (and run 3 min late),
+    and its readings go 11:39:28, 12:41:30, 5 minutes apart in fact. They are placed by the
+    pump's clock: right (summer time) after the setting, 57 min 02 s behind before it, so
+    readings of the morning and of the day before keep their 5-minute spacing in UTC."""
+    got = read_carelink_csv(_pump_export(
+        tmp_path / "cl.csv", ["2025/03/30;11:42:35;2025/03/30 12:39:37"],
+        [("2025/03/29;23:59:28", 100), ("2025/03/30;11:34:28", 110),
+         ("2025/03/30;11:39:28", 111), ("2025/03/30;12:41:30", 112),
+         ("2025/03/30;12:46:30", 113)]), tz="Europe/Brussels")
+    assert [g.sgv for g in got] == [100, 110, 111, 112, 113]
+    behind = 3600 + 3 * 60 - 2  # the clock ran at UTC+1:02:58 before the setting
+    assert got[0].t == utc("2025-03-29T23:59:28") - behind
+    assert got[2].t == utc("2025-03-30T11:39:28") - behind
+    assert got[3].t == utc("2025-03-30T10:41:30")  # 12:41:30 summer time
+    assert got[3].t - got[2].t == 300 and got[2].t - got[1].t == 300
+    assert len(got.notes) == 1 and got.notes[0].startswith(
+        "The pump's clock was set in this file (at 2025/03/30 11:42 to 2025/03/30 12:39). ")
+    assert "placed by the pump's own clock" in got.notes[0]
+
+
+def test_carelink__readings_placed_by_the_pump_clock_set_back(tmp_path):
+    """A real 780G export (agp-plus-v2) sets the clock on 2024/10/27 at 09:30:52 back to
+    08:30:52, a pump that kept summer time since 03:00 became 02:00. Its times from 08:30:52
+    to 09:30:52 come twice: the first pass before the setting, the second after. Every reading
+    is kept, in UTC in the order the pump made them."""
+    walls = [f"2024/10/27;{h:02d}:{m:02d}:00" for h, m in ((9, 20), (9, 25), (9, 30))]
+    walls += [f"2024/10/27;{h:02d}:{m:02d}:00" for h, m in ((8, 35), (8, 40), (9, 20), (9, 25))]
+    got = read_carelink_csv(_pump_export(
+        tmp_path / "cl.csv", ["2024/10/27;09:30:52;2024/10/27 08:30:52"],
+        [(w, 100 + k) for k, w in enumerate(walls)]), tz="Europe/Amsterdam")
+    assert [g.sgv for g in got] == list(range(100, 107))
+    assert got[0].t == utc("2024-10-27T07:20")  # 09:20 summer time, the pump still on it
+    steps = [round(b.t - a.t) for a, b in zip(got, got[1:], strict=False)]
+    assert steps == [300, 300, 300, 300, 2400, 300]
+
+
+def test_carelink__each_span_between_settings_gets_its_own_offset(tmp_path):
+    """Set forward in spring and back in autumn: spring's readings before the first setting
+    are on winter time, those between the settings on summer time, and after the second on
+    winter time again. Without a setting in the file, times are read on the zone's clock."""
+    got = read_carelink_csv(_pump_export(
+        tmp_path / "cl.csv", ["2025/10/26;10:00:00;2025/10/26 09:00:00",
+                              "2025/03/30;10:00:00;2025/03/30 11:00:00"],
+        [("2025/03/30;09:00:00", 100), ("2025/03/30;12:00:00", 101),
+         ("2025/10/26;08:00:00", 102), ("2025/10/26;10:30:00", 103)]), tz="Europe/Paris")
+    assert [g.t for g in got] == [utc("2025-03-30T08:00"), utc("2025-03-30T10:00"),
+                                  utc("2025-10-26T06:00"), utc("2025-10-26T09:30")]
+    assert "and 1 more" in got.notes[0]
+    plain = read_carelink_csv(_pump_export(tmp_path / "plain.csv", [],
+                                           [("2025/03/30;09:00:00", 100)]), tz="Europe/Paris")
+    assert plain[0].t == utc("2025-03-30T07:00") and plain.notes == []
 
 
 def test_clarity__a_display_clock_moved_against_the_transmitter_is_said(tmp_path):
