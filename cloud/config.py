@@ -8,6 +8,7 @@ accounts, broker files) load `ToolSettings`, which need no secret.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -16,8 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRETS = {"", "changeme", "change-me", "secret", "nightlink", "development"}
 MIN_SECRET = 32
-MIN_SECRET_SYMBOLS = 8  # different characters: 32 random hex have 14 on average, under 8
-# none in 200,000 draws; "changeme" has 7
+MIN_SECRET_BITS = 80  # length x log2(different characters): 32 random digits fall under it
+# (5 different digits or fewer) about once in 17 million draws, 32 random hex far more rarely;
+# 32 characters drawn from "ab" give 32
 
 
 class SettingsError(ValueError):
@@ -117,10 +119,12 @@ class Settings(BaseSettings):
 
 
 def _patterned(secret: str) -> bool:
-    """Whether a secret is no random value: under MIN_SECRET_SYMBOLS different characters,
-    or a unit of up to 16 characters repeated (random hex equals itself shifted by k with a
-    chance of 16**-(len - k))."""
-    return len(set(secret)) < MIN_SECRET_SYMBOLS or any(
+    """Whether a secret is no random value: too few different characters for its length
+    (under MIN_SECRET_BITS as if each were drawn from them at random), or a unit of up to 16
+    characters repeated (random hex equals itself shifted by k with a chance of
+    16**-(len - k))."""
+    symbols = len(set(secret))
+    return len(secret) * math.log2(max(symbols, 1)) < MIN_SECRET_BITS or any(
         secret[k:] == secret[:-k] for k in range(1, min(17, len(secret))))
 
 
