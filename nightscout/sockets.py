@@ -244,9 +244,12 @@ class NightscoutSockets:
             session["site"] = session["grant"] = session["credential"] = None
 
     async def _leave_rooms(self, sid: str, namespace: str) -> None:
+        """Leave every room; the readers of a site the socket stops reading hear the count."""
         for room in self.sio.rooms(sid, namespace=namespace):
             if room != sid:
                 await self.sio.leave_room(sid, room, namespace=namespace)
+                if room.startswith("data:") and _split(namespace)[1] == "/":
+                    await self._count_readers(room.removeprefix("data:"), namespace)
 
     def _full_data(self, site: Site, with_status: bool) -> dict:
         now = int(time.time() * 1000)

@@ -206,6 +206,10 @@ def test_clients_count__told_to_the_sites_readers_only(cloud_ns):
         assert (await second.call("authorize", {"token": cloud_ns.read_token}, main))["read"]
         assert await first.next(main, "clients") == 2
         assert await second.next(main, "clients") == 2
+        assert not (await second.call("authorize", {}, main))["read"]
+        assert await first.next(main, "clients") == 1  # left by authorizing again
+        assert (await second.call("authorize", {"token": cloud_ns.read_token}, main))["read"]
+        assert await first.next(main, "clients") == 2
         await second.close()
         assert await first.next(main, "clients") == 1
         await asyncio.sleep(0.3)
