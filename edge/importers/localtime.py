@@ -219,8 +219,10 @@ class PumpClock:
     """Places times read from a device clock that has no time zone and no summer time (an
     insulin pump): it keeps one UTC offset until someone sets it.
 
-    `sets` holds each setting as (the clock's time just before, the time it was set to). The
-    clock is taken as right after the latest setting, in `zone` (a time set into an hour the
+    `sets` holds each setting as (the clock's time just before, the time it was set to), in
+    the file's order, oldest or newest first (the order in which each setting's time before
+    comes at or after the time the previous one set, as a clock running on does). The clock
+    is taken as right after the latest setting, in `zone` (a time set into an hour the
     clocks repeat is its second pass: one sets the pump back after the change); each earlier
     span as off from that by what the settings after it moved the clock. Within a stream, in
     time order, a row is past a setting once its time is past the clock's time before the
@@ -229,7 +231,10 @@ class PumpClock:
     """
 
     def __init__(self, zone: ZoneInfo, sets: Iterable[tuple[datetime, datetime]]):
-        self.sets = sorted(sets, key=lambda s: s[1])
+        sets = list(sets)
+        onward = sum(1 for a, b in zip(sets, sets[1:], strict=False) if b[0] >= a[1])
+        back = sum(1 for a, b in zip(sets, sets[1:], strict=False) if a[0] >= b[1])
+        self.sets = sets if onward >= back else sets[::-1]
         last = self.sets[-1][1].replace(tzinfo=zone, fold=1).utcoffset()
         offsets = [last]
         for before, after in reversed(self.sets):

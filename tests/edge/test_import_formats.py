@@ -601,6 +601,14 @@ def test_carelink__each_span_between_settings_gets_its_own_offset(tmp_path):
     assert [g.t for g in got] == [utc("2025-03-30T08:00"), utc("2025-03-30T10:00"),
                                   utc("2025-10-26T06:00"), utc("2025-10-26T09:30")]
     assert "and 1 more" in got.notes[0]
+    wrong = read_carelink_csv(_pump_export(  # set 5 years ahead by mistake, then put right
+        tmp_path / "wrong.csv", ["2030/03/01;10:10:00;2025/03/01 10:10:00",
+                                 "2025/03/01;10:00:00;2030/03/01 10:00:00"],
+        [("2025/03/01;09:50:00", 99), ("2025/03/01;09:55:00", 100),
+         ("2030/03/01;10:02:00", 101), ("2030/03/01;10:07:00", 102),
+         ("2025/03/01;10:12:00", 103), ("2025/03/01;10:17:00", 104)]), tz="Europe/Paris")
+    assert [g.t for g in wrong] == [utc(f"2025-03-01T{hm}") for hm in (
+        "08:50", "08:55", "09:02", "09:07", "09:12", "09:17")]
     plain = read_carelink_csv(_pump_export(tmp_path / "plain.csv", [],
                                            [("2025/03/30;09:00:00", 100)]), tz="Europe/Paris")
     assert plain[0].t == utc("2025-03-30T07:00") and plain.notes == []
