@@ -8,6 +8,7 @@ found, in docs/importers.md. sgv < 39 is never glucose; corrupt rows are skipped
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -120,58 +121,28 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
         if why := shifted(row, header, col.glucose, usual):
             bad.add(k + 1, why, split=True)
             continue
+        device = row[col.device] if col.device is not None and col.device < len(row) else ""
         candidates.append(Candidate(
-            k + 1, row[col.timestamp], row[col.glucose],
-            stream=row[col.device] if col.device is not None and col.device < len(row) else "",
-            rate=row[col.rate] if col.rate is not None and col.rate < len(row) else ""))
+            k + 1, row[col.timestamp], row[col.glucose], stream=device,
+            rate=row[col.rate] if col.rate is not None and col.rate < len(row) else "",
+            ticks=_transmitter_ticks(row, col, device)))
     values = Values(col.mmol, CLARITY_HIGH_SGV, {"low": CLARITY_LOW_SGV, "high": CLARITY_HIGH_SGV})
-    out = finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
-                 bad=bad)
-    moved = _display_clock_moves(rows, col)
-    if moved:
-        out.notes.append(
-            f"The display's clock moved {len(moved)} time(s) against the transmitter's (first: "
-            f"by {moved[0][1]:+d} min at {moved[0][0]}; the 'Transmitter Time' column shows it: "
-            "travel, or a phone's clock set by hand). Readings are placed by the display's "
-            "clock, so those between such moves may be that far off, and a reading the moved "
-            "clock gives the time of another is kept once.")
-    return out
+    return finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
+                  bad=bad)
 
 
-def _display_clock_moves(rows: list[list[str]], col: ClarityColumns) -> list[tuple[str, int]]:
-    """(timestamp, minutes) where the EGVs' display time moved 30 minutes or more against
-    their transmitter's own clock (seconds it has run) and stayed moved for the next reading,
-    per transmitter and the device that showed them (a phone and a receiver keep their own
-    clocks), in time order."""
-    from datetime import datetime
-
+def _transmitter_ticks(row: list[str], col: ClarityColumns, device: str):
+    """(whose, seconds) of a reading on its transmitter's own clock, per transmitter and the
+    device that showed it (a phone and a receiver keep their own clocks), or None where the
+    row names no transmitter (a G7's rows) or its seconds do not read."""
     tx_time, tx_id = col.transmitter_time, col.transmitter_id
-    if tx_time is None or tx_id is None:  # no transmitter clock, or whose cannot be told
-        return []
-    readings = []
-    for row in rows:
-        if len(row) <= max(col.event_type, col.timestamp, tx_time) or \
-                row[col.event_type].upper() != "EGV":
-            continue
-        try:
-            shown = datetime.fromisoformat(row[col.timestamp]).timestamp()  # naive: both alike
-            ticks = float(row[tx_time])
-        except ValueError:
-            continue
-        key = (row[tx_id] if tx_id < len(row) else "",  # and the phone or receiver showing
-               row[col.device] if col.device is not None and col.device < len(row) else "")
-        if not key[0]:  # no transmitter named (a G7's rows): whose clock is unknown
-            continue
-        readings.append((key, ticks, shown - ticks, row[col.timestamp]))
-    readings.sort()  # per transmitter, in the order it measured them
-    moves = []
-    for before, (key, _, gap, stamp), after in zip(readings, readings[1:], readings[2:],
-                                                   strict=False):
-        # a move, kept by the next reading too (one odd row is a bad row, not a clock)
-        if before[0] == key == after[0] and abs(gap - before[2]) >= 1800 \
-                and abs(after[2] - gap) < 300:
-            moves.append((stamp.replace("T", " ")[:16], round((gap - before[2]) / 60)))
-    return sorted(moves)
+    if tx_time is None or tx_id is None or len(row) <= max(tx_time, tx_id) or not row[tx_id]:
+        return None
+    try:
+        ticks = float(row[tx_time])
+    except ValueError:
+        return None
+    return (f"{row[tx_id]}|{device}", ticks) if math.isfinite(ticks) else None
 
 
 # -- LibreView ------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class Candidate:
     raw: str  # the glucose cell as written
     stream: str = ""  # rows of one stream are in time order (device, record type)
     rate: str = ""  # Clarity's rate of change, mg/dL/min (or mmol/L/min), if any
+    ticks: tuple[str, float] | None = None  # (whose, seconds) on a sensor's own steady clock
 
 
 @dataclass
@@ -214,9 +215,10 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
     clock = _device_clock(zone(tz), seen_sets, order)
+    placed, moved = by_sensor_clock(clock.place(timed))
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
-    for c, t in clock.place(timed):
+    for c, t in placed:
         try:
             sgv = glucose(c.raw, values)
         except ValueError as exc:
@@ -233,6 +235,8 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
                 pass  # the rate is optional; a bad one leaves the direction unknown
         out.setdefault((t, sgv), Glucose(t=t, sgv=sgv, direction=direction, source=source))
     notes = [note] if note else []
+    if moved:
+        notes.append(_moved_note(moved))
     if words:
         notes.append(_off_scale(words, values))
     numeric = len(out) - sum(words.values())
@@ -244,6 +248,73 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
                           f"could not be read (first: {bad.first}), and the rest would not "
                           "show the file's readings fairly; nothing was stored.")
     return result(path, kind, list(out.values()), bad, notes)
+
+
+MOVED_S = 1800  # a display clock this far from the sensor's: moved (travel, set by hand)
+MOVED_MAX_S = 26 * 3600  # the farthest two time zones are apart: beyond, no clock move
+ZONE_STEP_S = 900  # zones differ by whole quarter hours: a move is counted in them
+
+
+def by_sensor_clock(placed: list[tuple[Candidate, float]]):
+    """(placed, moved): readings whose sensor counts its own steady seconds (`ticks`) re-placed
+    where the display's clock had moved (travel, a phone's clock set by hand).
+
+    In the order of a sensor's seconds, the gap between the display's instant and the
+    sensor's seconds is constant while the display's clock stays put; a step of MOVED_S or
+    more that the next reading keeps is a move (one odd row is a bad row, not a clock). A
+    change of summer time is no move: the display's instant is read in the zone already. A
+    new sensor (a Dexcom ONE+ or G7 starts one every 10 days) starts on the clock the last
+    one ended on. The clock the most readings were shown on is taken as right in the zone;
+    readings shown on another are placed by how far it had moved from that one. A sensor
+    whose seconds start again (a transmitter reset) shows, in the order of its seconds, the
+    display's instant going back by more than any clock move: it counts as a new sensor.
+    Moves are counted in whole quarter hours (a real export's trip read -60 and +61 minutes:
+    a phone's clock is seldom to the second), so a hand-set clock is placed within 7.5 min.
+    `moved` lists (stamp, minutes off) of the re-placed readings."""
+    runs: list[list[tuple[int, float]]] = []  # (index in placed, display gap), seconds' order
+    whose = None
+    for key, ticks, t, i in sorted((c.ticks[0], c.ticks[1], t, i)
+                                   for i, (c, t) in enumerate(placed) if c.ticks is not None):
+        if key != whose or t - ticks - runs[-1][-1][1] < -MOVED_MAX_S:
+            runs.append([])
+            whose = key
+        runs[-1].append((i, t - ticks))
+    if not runs:
+        return placed, []
+    runs.sort(key=lambda run: placed[run[0][0]][1])  # sensors in the order they started
+    offset: dict[int, float] = {}  # index in placed -> how far its display clock had moved
+    moved_by, ended = 0.0, -math.inf  # the clock the latest sensor ended on, and when
+    for run in runs:
+        first = placed[run[0][0]][1]
+        state = moved_by if first >= ended - MOVED_MAX_S else 0.0
+        base = run[0][1]
+        for k, (i, gap) in enumerate(run):
+            step = gap - base
+            if abs(step) >= MOVED_S and k + 1 < len(run) and abs(run[k + 1][1] - gap) < 300:
+                state, base = state + round(step / ZONE_STEP_S) * ZONE_STEP_S, gap
+            offset[i] = state
+        if placed[run[-1][0]][1] >= ended:
+            moved_by, ended = state, placed[run[-1][0]][1]
+    counts: dict[float, int] = {}
+    for state in offset.values():
+        counts[state] = counts.get(state, 0) + 1
+    home = max(counts, key=lambda state: (counts[state], -abs(state)))
+    out, moved = [], []
+    for i, (c, t) in enumerate(placed):
+        off = offset.get(i, home) - home
+        if off:
+            moved.append((c.stamp, round(off / 60)))
+            t -= off
+        out.append((c, t))
+    return out, moved
+
+
+def _moved_note(moved: list[tuple[str, int]]) -> str:
+    stamp, minutes = min(moved)
+    return (f"{len(moved)} readings were shown on a clock moved against the sensor's own (the "
+            f"first at {stamp.replace('T', ' ')[:16]}, {minutes:+d} min: travel, or a phone's "
+            "clock set by hand); they are placed by the sensor's clock, in the zone of the "
+            "file's other readings.")
 
 
 def _device_clock(local, sets, order: str) -> LocalClock | PumpClock:

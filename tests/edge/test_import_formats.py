@@ -614,34 +614,70 @@ def test_carelink__each_span_between_settings_gets_its_own_offset(tmp_path):
     assert plain[0].t == utc("2025-03-30T07:00") and plain.notes == []
 
 
-def test_clarity__a_display_clock_moved_against_the_transmitter_is_said(tmp_path):
-    """A real Dexcom ONE+ export (ptek/dv-rs) whose display time stepped back an hour on
-    2024-07-11 and forward again on 07-23, as its Transmitter Time column shows."""
-    head = ("Index,Timestamp (YYYY-MM-DDThh:mm:ss),Event Type,Event Subtype,Patient Info,"
-            "Device Info,Source Device ID,Glucose Value (mg/dL),Insulin Value (u),"
-            "Carb Value (grams),Duration (hh:mm:ss),Glucose Rate of Change (mg/dL/min),"
-            "Transmitter Time (Long Integer),Transmitter ID")
-    rows = []
-    for i, (shown, ticks) in enumerate([("2024-07-11T12:03:25", 1000), ("2024-07-11T12:08:25", 1300),
-                                        ("2024-07-11T11:13:25", 1600),  # set back an hour
-                                        ("2024-07-11T11:18:25", 1900),
-                                        ("2024-07-11T11:23:25", 2200)]):
-        rows.append(f"{i + 1},{shown},EGV,,,,iOS D1G7,{120 + i},,,,,{ticks},ABC123")
-    path = tmp_path / "clarity.csv"
-    path.write_text("\n".join([head, *rows]) + "\n")
+_CLARITY_TX_HEAD = (
+    "Index,Timestamp (YYYY-MM-DDThh:mm:ss),Event Type,Event Subtype,Patient Info,Device Info,"
+    "Source Device ID,Glucose Value (mg/dL),Insulin Value (u),Carb Value (grams),"
+    "Duration (hh:mm:ss),Glucose Rate of Change (mg/dL/min),Transmitter Time (Long Integer),"
+    "Transmitter ID")
+
+
+def _clarity_tx(path: Path, readings: list[tuple[float, int, str]], *, tz: str = "Europe/Berlin",
+                device: str = "iOS D1G7", moves: dict[float, int] | None = None) -> Path:
+    """A Clarity export of readings (true UTC instant, transmitter seconds, transmitter id)
+    shown on a phone in `tz` whose clock was moved by moves[instant] minutes from then on,
+    listed by display time as Clarity sorts them."""
+    rows, moved = [], 0
+    zone = ZoneInfo(tz)
+    for t, ticks, tx in readings:
+        moved = next((m for at, m in sorted((moves or {}).items(), reverse=True) if t >= at), 0)
+        shown = datetime.fromtimestamp(t + moved * 60, zone).strftime("%Y-%m-%dT%H:%M:%S")
+        rows.append((shown, f"{len(rows) + 1},{shown},EGV,,,,{device},{100 + len(rows) % 50},"
+                            f",,,,{ticks},{tx}"))
+    path.write_text("\n".join([_CLARITY_TX_HEAD, *[r for _, r in sorted(rows)]]) + "\n")
+    return path
+
+
+def test_clarity__readings_shown_on_a_moved_clock_are_placed_by_the_transmitter(tmp_path):
+    """A real Dexcom ONE+ export (ptek/dv-rs) whose phone clock went back an hour on 2024-07-11
+    (travel) and forward on 07-23, a new sensor and transmitter starting every 10 days; its
+    Transmitter Time column counts each transmitter's seconds. Readings are placed at their
+    real instants: every 5 minutes in UTC across both moves and the sensor change, none
+    merged where the hour was shown twice."""
+    t0 = utc("2024-07-11T06:00")
+    first = [(t0 + k * 300, 1000 + k * 300, "AAA111") for k in range(60)]
+    second = [(t0 + (60 + k) * 300, 1700 + k * 300, "BBB222") for k in range(60)]
+    path = _clarity_tx(tmp_path / "trip.csv", first + second,
+                       moves={t0 + 40 * 300: -60, t0 + 80 * 300: 0})
     got = read_dexcom_clarity_csv(path, tz="Europe/Berlin")
-    assert len(got) == 5
-    assert len(got.notes) == 1 and got.notes[0].startswith(
-        "The display's clock moved 1 time(s) against the transmitter's (first: by -60 min at "
-        "2024-07-11 11:13;")
-    two = tmp_path / "two.csv"  # a phone and a receiver an hour apart: no clock moved
-    two.write_text("\n".join([head, *rows[:2], *[
-        r.replace("iOS D1G7", "Receiver").replace(",2024-07-11T12:", ",2024-07-11T11:")
-        for r in rows[:2]]]) + "\n")
-    assert read_dexcom_clarity_csv(two, tz="Europe/Berlin").notes == []
-    plain = tmp_path / "plain.csv"  # the clock never moved: nothing said
-    plain.write_text("\n".join([head, *rows[:2]]) + "\n")
-    assert read_dexcom_clarity_csv(plain, tz="Europe/Berlin").notes == []
+    assert [g.t for g in got] == [t0 + k * 300 for k in range(120)]
+    assert got.notes == [
+        "40 readings were shown on a clock moved against the sensor's own (the first at "
+        "2024-07-11 10:20, -60 min: travel, or a phone's clock set by hand); they are placed "
+        "by the sensor's clock, in the zone of the file's other readings."]
+
+
+def test_clarity__no_move_without_one(tmp_path):
+    """Summer time ending (the phone follows it), a phone and a receiver an hour apart, one
+    odd row and a transmitter whose seconds start again (reset after 100 days, as people do
+    to keep a G6 transmitter going): nothing is moved."""
+    t0 = utc("2024-10-26T22:00")  # Berlin's clocks go back at 01:00 UTC on the 27th
+    night = [(t0 + k * 300, 5000 + k * 300, "AAA111") for k in range(72)]
+    got = read_dexcom_clarity_csv(_clarity_tx(tmp_path / "dst.csv", night), tz="Europe/Berlin")
+    assert [g.t for g in got] == [t for t, _, _ in night] and got.notes == []
+    phone = _clarity_tx(tmp_path / "phone.csv", night[:12])
+    receiver = _clarity_tx(tmp_path / "receiver.csv", night[:12], device="Receiver",
+                           moves={0: 60})
+    both = tmp_path / "both.csv"
+    both.write_text(phone.read_text() + "\n".join(receiver.read_text().splitlines()[1:]) + "\n")
+    assert read_dexcom_clarity_csv(both, tz="Europe/Berlin").notes == []
+    odd = _clarity_tx(tmp_path / "odd.csv", night[:12], moves={t0 + 5 * 300: 60,
+                                                                 t0 + 6 * 300: 0})
+    assert read_dexcom_clarity_csv(odd, tz="Europe/Berlin").notes == []
+    reset = [(t, ticks + 100 * 86_400 if k < 36 else ticks - 5000 - 36 * 300, tx)
+             for k, (t, ticks, tx) in enumerate(night)]
+    got = read_dexcom_clarity_csv(_clarity_tx(tmp_path / "reset.csv", reset),
+                                  tz="Europe/Berlin")
+    assert [g.t for g in got] == [t for t, _, _ in night] and got.notes == []
 
 
 def test_carelink__no_order_note_when_only_the_preamble_is_in_doubt(tmp_path):
