@@ -306,13 +306,24 @@ def migrate(db: Database, migrations: Sequence[tuple[int, str, Sequence[Step]]],
 
     Migrations are append-only. Several processes may start at once (API and ingest workers):
     PostgreSQL serialises them with an advisory lock, SQLite with its write lock, and each
-    re-reads what is done inside its transaction.
+    re-reads what is done inside its transaction. A database holding a migration this code
+    does not have under that number and name (a newer Nightlink's, or one withdrawn) is
+    refused with DatabaseError before anything is written: older code would misread it.
     """
     db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
     # Read first: a database already up to date opens without waiting for the write lock (a
     # long import or a busy node holding it would otherwise stop `edge status`).
-    done = {r["id"] for r in db.query(f"SELECT id FROM {table}")}
+    done = {r["id"]: r["name"] for r in db.query(f"SELECT id, name FROM {table}")}
+    known = {number: name for number, name, _ in migrations}
+    strange = sorted((n, name) for n, name in done.items() if known.get(n) != name)
+    if strange:
+        number, name = strange[0]
+        raise DatabaseError(
+            f"the {label + ' ' if label else ''}database holds migration {number} ({name}), "
+            f"which this version of Nightlink does not have (it knows up to "
+            f"{max(known, default=0)}): it was written by a newer version; run that version, "
+            "or restore a backup made before it")
     for number, name, steps in migrations:
         if number in done:
             continue

@@ -79,6 +79,10 @@ def _old_treatment_identifier(created_at_ms: int, event_type: str) -> str:
     return hashlib.sha1(f"treatment:{created_at_ms}:{event_type}".encode()).hexdigest()[:24]
 
 
+# Append-only, and a number and name never change once a database may hold them: `migrate`
+# refuses a database holding a number this list lacks, or has under another name. Number 11
+# was once "the zones a tenant's bedside node reported, and since when", withdrawn the same
+# day: give the next migration 12, so a database that ran it is not refused.
 MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (1, "tenants, users, roles, audit", [
         """CREATE TABLE tenants (

@@ -32,6 +32,37 @@ def test_repo__migrations_are_idempotent(cloud_db_url):
     b.close()
 
 
+def test_repo__a_database_from_a_newer_version_is_refused_before_anything_is_written(
+        cloud_db_url, tmp_path):
+    """Older code on a newer database would misread it (a table it does not know moved): it
+    stops with one sentence, on both backends, and the edge store the same way."""
+    from click.testing import CliRunner
+
+    from nightlink.cli import main
+    from nightlink.edge.store import EdgeStore, StoreError
+    from nightlink.sql import DatabaseError
+
+    s = Store.open(cloud_db_url)
+    s.db.execute("INSERT INTO schema_migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                 (LATEST + 1, "a table of the future", 0.0))
+    s.close()
+    with pytest.raises(DatabaseError, match=f"holds migration {LATEST + 1} "):
+        Store.open(cloud_db_url)
+    result = CliRunner().invoke(main, ["cloud", "create-tenant", "later",
+                                       "--database-url", cloud_db_url])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: the cloud database holds migration")
+    assert "newer version" in result.output and "Traceback" not in result.output
+    path = tmp_path / "edge.db"
+    EdgeStore(path).close()
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE _migrations SET name = 'renamed' WHERE id = 1")
+    with pytest.raises(StoreError, match="holds migration 1 \\(renamed\\)"):
+        EdgeStore(path)
+
+
 def test_repo__migration_7_moves_nightscout_rows_into_the_core_store(cloud_db_url,
                                                                      monkeypatch):
     """A cloud from before the Nightscout core keeps its entries, treatments, statuses,
