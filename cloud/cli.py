@@ -32,6 +32,25 @@ def _settings(*, serving: bool = False, **overrides):
         raise NightlinkError(msg) from None
 
 
+def startup_notes(settings, *, api: bool) -> list[str]:
+    """What the operator must know when the server starts, said without -v: development
+    mode, and public sign-up (on by default, so an upgrade from a version without it would
+    otherwise open it unannounced)."""
+    notes = []
+    if settings.env == "development":
+        notes.append("Development mode (NIGHTLINK_ENV=development): default secrets are "
+                     "accepted; never expose this server.")
+    if api and settings.signup_enabled:
+        mail = (f"confirmation links are mailed through {settings.smtp_host}"
+                if settings.smtp_host else
+                f"with no NIGHTLINK_SMTP_HOST the confirmation links are written to "
+                f"{settings.mail_dir}/ for you to forward")
+        notes.append("Public sign-up is on: anyone who reaches this server can create an "
+                     f"account and a tenant ({mail}); NIGHTLINK_SIGNUP_ENABLED=false turns it "
+                     "off.")
+    return notes
+
+
 def _store(settings):
     from nightlink.cloud.store import Store
     from nightlink.sql import DatabaseError
@@ -106,9 +125,8 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
     settings = _settings(serving=True, database_url=database_url)
     if not ingest_only:
         _check_port(host, port)
-    if settings.env == "development":
-        click.echo("Development mode (NIGHTLINK_ENV=development): default secrets are "
-                   "accepted; never expose this server.", err=True)
+    for note in startup_notes(settings, api=not ingest_only):
+        click.echo(note, err=True)
     if workers > 1:
         import uvicorn
 

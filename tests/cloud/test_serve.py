@@ -117,6 +117,27 @@ def test_cloud_serve__development_says_so_and_no_broker_is_not_claimed(tmp_path)
     assert "subscribed" not in text and "Ingest connected" not in text
 
 
+def test_cloud_serve__public_sign_up_is_announced_at_start():
+    """Sign-up is on by default: a deployment upgraded from a version without it is told at
+    start, with where the confirmation links go; turned off, or for an ingest worker alone,
+    nothing is said."""
+    from nightlink.cloud.cli import startup_notes
+    from nightlink.cloud.config import load_settings
+
+    secret = "s" + "0123456789abcdef" * 3
+    notes = startup_notes(load_settings(env="production", jwt_secret=secret,
+                                        mail_dir="/srv/mail"), api=True)
+    assert notes == ["Public sign-up is on: anyone who reaches this server can create an "
+                     "account and a tenant (with no NIGHTLINK_SMTP_HOST the confirmation links "
+                     "are written to /srv/mail/ for you to forward); "
+                     "NIGHTLINK_SIGNUP_ENABLED=false turns it off."]
+    mailed = load_settings(env="production", jwt_secret=secret, smtp_host="mail.example.org")
+    assert "mailed through mail.example.org" in startup_notes(mailed, api=True)[0]
+    assert startup_notes(mailed, api=False) == []
+    off = load_settings(env="production", jwt_secret=secret, signup_enabled=False)
+    assert startup_notes(off, api=True) == []
+
+
 def test_cloud_serve__port_in_use_is_one_sentence(tmp_path):
     import socket
 
