@@ -36,3 +36,20 @@ def cloud_url(url: str) -> str:
         raise NightlinkError("Give the cloud address without a user or password in it; the "
                              "commands ask for those.")
     return url.rstrip("/")
+
+
+def finite_range(low: float, high: float):
+    """A click float option within [low, high] that also refuses nan and inf (click's
+    FloatRange lets nan through: every comparison with it is false)."""
+    import math
+
+    import click
+
+    class _Finite(click.FloatRange):
+        def convert(self, value, param, ctx):
+            number = super().convert(value, param, ctx)
+            if not math.isfinite(number):
+                self.fail(f"{value!r} is not a number.", param, ctx)
+            return number
+
+    return _Finite(low, high)

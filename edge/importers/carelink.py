@@ -62,8 +62,8 @@ def is_carelink(lines: list[str]) -> bool:
                for line in lines[:PREAMBLE_SEARCH_LINES])
 
 
-def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
-                      date_order: str | None = None) -> ImportedReadings:
+def read_carelink_csv(path: Path | str, tz: str = "UTC", *, date_order: str | None = None,
+                      device_clocks: bool = True) -> ImportedReadings:
     """Sensor glucose readings of a Medtronic CareLink CSV export, oldest first.
 
     `date_order` ("dmy"/"mdy") decides a file whose day/month dates fit both orders; without
@@ -118,8 +118,8 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *,
     out = finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
                  source="carelink", bad=bad, date_order=date_order, default_order=order,
                  order_reason=reason, extra_stamps=_preamble_dates(lines),
-                 clock_sets=tuple(sets))
-    if sets:  # a pump keeps its clock through summer time until someone sets it
+                 clock_sets=tuple(sets), device_clocks=device_clocks)
+    if sets and device_clocks:  # a pump keeps its clock through summer time until it is set
         _, before, after = sets[0]
         more = f", and {len(sets) - 1} more" if len(sets) > 1 else ""
         out.notes.append(

@@ -95,13 +95,15 @@ def clarity_columns(header: list[str]) -> ClarityColumns | None:
                           tx_time, tx_id)
 
 
-def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadings:
+def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC", *,
+                            device_clocks: bool = True) -> ImportedReadings:
     """EGV readings of a Dexcom Clarity CSV export, oldest first.
 
     Clarity timestamps are local time without a zone: `tz` names the zone they were taken in.
     "Low" becomes 39 and "High" 401 (see CLARITY_LOW_SGV). mmol/L exports are converted.
     The patient, device and alert rows before the readings, calibrations and events are not
-    readings and are passed over.
+    readings and are passed over. Readings shown on a moved clock are placed by their
+    transmitter's (common.by_sensor_clock) unless `device_clocks` is False.
     """
     path = Path(path)
     lines = read_text(path, "Dexcom Clarity").splitlines()
@@ -128,7 +130,7 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC") -> ImportedReadin
             ticks=_transmitter_ticks(row, col, device)))
     values = Values(col.mmol, CLARITY_HIGH_SGV, {"low": CLARITY_LOW_SGV, "high": CLARITY_HIGH_SGV})
     return finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
-                  bad=bad)
+                  bad=bad, device_clocks=device_clocks)
 
 
 def _transmitter_ticks(row: list[str], col: ClarityColumns, device: str):

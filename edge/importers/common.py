@@ -185,7 +185,8 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
            source: str, bad: BadRows, date_order: str | None = None,
            default_order: str = "mdy", order_reason: str = "",
            extra_stamps: tuple[tuple[int, str], ...] = (),
-           clock_sets: tuple[tuple[int, str, str], ...] = ()) -> ImportedReadings:
+           clock_sets: tuple[tuple[int, str, str], ...] = (),
+           device_clocks: bool = True) -> ImportedReadings:
     """The candidates as Glucose samples, oldest first; the rows that failed are in `bad`.
 
     `date_order` is the user's --date-order (dmy or mdy; None to detect from the file),
@@ -193,7 +194,9 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
     `order_reason` why (said in the note). `extra_stamps` are further (line, date) of the
     same style (LibreView's "generated on") that help tell the order. `clock_sets` are
     (line, time before, time after) of each time a device without a time zone (an insulin
-    pump) had its clock set: its times are then placed by that clock (`PumpClock`).
+    pump) had its clock set: its times are then placed by that clock (`PumpClock`), and
+    candidates with `ticks` where a display's clock moved by their sensor's
+    (`by_sensor_clock`); `device_clocks` False places every time on the wall clock of `tz`.
     """
     style = DateStyle(path)
     for line, text in extra_stamps:
@@ -214,8 +217,11 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
             timed.append((c, style.naive(parts, order)))
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
-    clock = _device_clock(zone(tz), seen_sets, order)
-    placed, moved = by_sensor_clock(clock.place(timed))
+    if device_clocks:
+        clock = _device_clock(zone(tz), seen_sets, order)
+        placed, moved = by_sensor_clock(clock.place(timed))
+    else:
+        placed, moved = LocalClock(zone(tz)).place(timed), []
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
     for c, t in placed:

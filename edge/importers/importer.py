@@ -71,18 +71,22 @@ class ImportResult:
 
 
 def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
-                 date_order: str | None = None) -> tuple[str, ImportedReadings]:
+                 date_order: str | None = None, *,
+                 device_clocks: bool = True) -> tuple[str, ImportedReadings]:
     """(format, time-ordered samples) of an export file; `fmt` "auto" tells it by its content.
-    `date_order` ("dmy"/"mdy") settles CSV dates that fit both orders."""
+    `date_order` ("dmy"/"mdy") settles CSV dates that fit both orders. `device_clocks`
+    False reads CGM times as the device showed them, even where a pump's or a phone's clock
+    was set (for a caller that keeps the local clock and does not know its zone)."""
     if fmt not in FORMATS:
         raise SourceError(f"Unknown import format {fmt!r}; use one of {', '.join(FORMATS)}.")
     fmt = sniff.check(Path(path), fmt)
     if fmt == "clarity":
-        return fmt, read_dexcom_clarity_csv(path, tz=tz)
+        return fmt, read_dexcom_clarity_csv(path, tz=tz, device_clocks=device_clocks)
     if fmt == "libreview":
         return fmt, read_libreview_csv(path, tz=tz, date_order=date_order)
     if fmt == "carelink":
-        return fmt, read_carelink_csv(path, tz=tz, date_order=date_order)
+        return fmt, read_carelink_csv(path, tz=tz, date_order=date_order,
+                                      device_clocks=device_clocks)
     if fmt == "nightscout":
         return fmt, read_nightscout_json(path, tz=tz)
     if fmt == "apple-health":

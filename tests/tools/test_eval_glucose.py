@@ -353,7 +353,11 @@ def test_nightscout_json__nights_on_the_clock_of_tz(tmp_path):
                for t, v in zip(times, values, strict=True)]
     (ns / "N.json").write_text(json.dumps(entries))
     _same_person(cgm_real.load_folder(plain)[0], cgm_real.load_folder(ns, tz="America/New_York")[0])
-    assert cgm_real.load_folder(ns)[0].start_min != cgm_real.load_folder(plain)[0].start_min
+    utc_read = cgm_real.load_folder(ns)[0]  # without --tz: UTC's clock, and said so
+    assert utc_read.start_min != cgm_real.load_folder(plain)[0].start_min
+    assert utc_read.notes == ["N.json: Nightscout times are UTC and were read on the UTC clock; "
+                              "give --tz to put the nights on the person's clock."]
+    assert cgm_real.load_folder(ns, tz="America/New_York")[0].notes == []
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(ns), "--tz", "Mars/Olympus"])
     assert r.exit_code == 2 and "Unknown time zone" in r.output
 
@@ -555,3 +559,30 @@ def test_offsets_in_hours_only_and_mmol_lows_and_a_file_without_readings(tmp_pat
     skipped = []
     assert [p.name for p in cgm_real.load_folder(tmp_path, skipped=skipped)] == ["M"]
     assert skipped == ["E.csv left out: E.csv has no glucose reading."]
+
+
+def test_budget__nan_is_refused_like_any_other_bad_number(tmp_path):
+    """click's FloatRange lets nan through (every comparison with it is false): the policy
+    then read "budget nan" and calibrated to the least sensitive threshold."""
+    for bad in ("nan", "inf", "-1"):
+        r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--budget", bad])
+        assert r.exit_code == 2 and "Invalid value for '--budget'" in r.output, bad
+
+
+def test_load_folder__files_not_read_are_named(tmp_path):
+    """A person compressed, in a subfolder or in another format is not silently missing from
+    `people`: each is named with why (a README or notes stay quiet)."""
+    import gzip
+
+    times, values = person_trace(2, seed=3)
+    write_person(tmp_path, "P01", times, values)
+    write_person(tmp_path / "sub", "P02", times, values)
+    (tmp_path / "P03.csv.gz").write_bytes(gzip.compress((tmp_path / "P01.csv").read_bytes()))
+    (tmp_path / "P04.xlsx").write_bytes(b"PK")
+    (tmp_path / "README.md").write_text("notes")
+    left: list[str] = []
+    people = cgm_real.load_folder(tmp_path, skipped=left)
+    assert [p.name for p in people] == ["P01"]
+    assert left == ["P03.csv.gz left out: compressed; unpack it into the folder.",
+                    "P04.xlsx left out: not a .csv or .json file (a .xlsx file is not read).",
+                    "sub left out: a folder (one file per person, in the folder itself, is read)."]

@@ -327,7 +327,7 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
     if _is_plain(path):
         t, g, carbs = read_csv(path, tz, notes)
     else:
-        t, g = read_export(path, tz or "UTC", date_order, notes)
+        t, g = read_export(path, tz, date_order, notes)
         carbs = None
     person = to_grid(path.stem, t, g, carbs)
     if person is not None:
@@ -346,11 +346,14 @@ def _is_plain(path: Path) -> bool:
 CGM_EXPORTS = ("clarity", "libreview", "carelink", "nightscout")
 
 
-def read_export(path: Path, tz: str = "UTC", date_order: str | None = None,
+def read_export(path: Path, tz: str | None = None, date_order: str | None = None,
                 notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(minutes since 1970 on the local clock, mg/dL) of a CGM export, read by the edge's own
     importers. Exports that write local clock times (Clarity, LibreView, CareLink) are read as
-    written; Nightscout JSON carries UTC, and `tz` says whose clock its nights are on. Of a
+    written, on the clock the device showed (a pump's clock set after a change of summer time,
+    or a phone's moved by travel, is not undone as `edge import` does: its zone is not known
+    here); Nightscout JSON carries UTC, and `tz` says whose clock its nights are on (without
+    it, UTC's: said in `notes`). Of a
     LibreView export only the 15-minute history is read: scans in between would make the
     sensor look like a 5-minute one. `date_order` ("dmy"/"mdy") settles dates that fit both;
     what the importer assumed, and the rows it skipped, are added to `notes`."""
@@ -366,15 +369,22 @@ def read_export(path: Path, tz: str = "UTC", date_order: str | None = None,
         raise NightlinkError(f"{path.name} is neither a timestamp,glucose_value_mg_dl CSV (UTF-8) "
                              "nor a CGM export Nightlink reads (Dexcom Clarity, LibreView, Medtronic "
                              "CareLink, Nightscout JSON).")
-    zone_name = tz if fmt == "nightscout" else "UTC"  # UTC: a local clock read as written
+    # Local clock times are read as written, on the clock the device showed (UTC stands for
+    # it), even where a pump's or a phone's clock was set: whose zone it was is not known.
+    as_written = fmt != "nightscout"
+    zone_name = "UTC" if as_written else tz or "UTC"
     try:
         if fmt == "libreview":
             samples = read_libreview_csv(path, zone_name, date_order=date_order, scans=False)
         else:
-            _, samples = read_samples(path, fmt, zone_name, date_order)
+            _, samples = read_samples(path, fmt, zone_name, date_order,
+                                      device_clocks=not as_written)
     except SourceError as exc:
         raise NightlinkError(str(exc)) from None
     if notes is not None:
+        if fmt == "nightscout" and tz is None:
+            notes.append(f"{path.name}: Nightscout times are UTC and were read on the UTC "
+                         "clock; give --tz to put the nights on the person's clock.")
         notes.extend(samples.notes)  # its --date-order is ours too
         if samples.skipped:
             first = f" (first: {samples.first_bad})" if samples.first_bad else ""
@@ -405,6 +415,15 @@ def _is_csv_export(path: Path) -> bool:
     return _export_format(path) in ("clarity", "libreview", "carelink")
 
 
+def _not_read(path: Path) -> str:
+    """Why a folder entry is not read as a person's CGM, in a few words."""
+    if path.is_dir():
+        return "a folder (one file per person, in the folder itself, is read)."
+    if path.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".7z"):
+        return "compressed; unpack it into the folder."
+    return f"not a .csv or .json file (a {path.suffix or 'suffix-less'} file is not read)."
+
+
 def load_folder(root: Path, names: list[str] | None = None, tz: str | None = None,
                 date_order: str | None = None, skipped: list[str] | None = None) -> list[Person]:
     """Every person's file in root (or root/csv), in name order: one file per person, in the
@@ -414,9 +433,13 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
     no file can be read is the folder refused."""
     root = Path(root)
     folder = root / "csv" if (root / "csv").is_dir() else root
-    paths = sorted(p for p in folder.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in DATA_SUFFIXES)
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    paths = [p for p in entries if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
     paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_csv_export(p)]  # notes stay out
+    if skipped is not None and names is None:  # a person whose file is not read is named
+        skipped.extend(f"{p.name} left out: {_not_read(p)}" for p in entries
+                       if p not in paths and p.suffix.lower() not in (".md", ".txt", ".pdf")
+                       and not (p.is_dir() and p.name == "csv"))
     if names is not None:
         wanted = {Path(n).stem.lower() for n in names}
         missing = sorted(wanted - {p.stem.lower() for p in paths})

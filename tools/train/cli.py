@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from nightlink.errors import NightlinkError
+from nightlink.errors import NightlinkError, finite_range
 
 MODELS = Path(__file__).resolve().parents[2] / "edge" / "models"
 DEVICE = Path(__file__).resolve().parents[2] / "device"
@@ -30,7 +30,7 @@ _options = [
                  show_default=True, help="Folder of the .tflite models and their metadata."),
     click.option("--nights", type=click.IntRange(1, None), default=None,
                  help="Use only the first N nights of each split (quick runs)."),
-    click.option("--hours", type=click.FloatRange(0.5, 12), default=8.0, show_default=True,
+    click.option("--hours", type=finite_range(0.5, 12), default=8.0, show_default=True,
                  help="Length of each simulated night (sleep and breathing)."),
 ]
 
@@ -425,7 +425,7 @@ def eval_snoring(cache, models, nights, hours, clips, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
 @_glucose_data
 @click.option("--people", default=None, help="Only these people of --data (comma-separated file stems).")
-@click.option("--budget", type=click.FloatRange(0, 50), default=None,
+@click.option("--budget", type=finite_range(0, 50), default=None,
               help="False alarms a week the person accepts (default: the model's policy).")
 @click.option("--persist", type=click.IntRange(1, 12), default=None,
               help="Risky predictions in a row before the alarm (default: the model's policy).")
