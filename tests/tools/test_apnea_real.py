@@ -49,6 +49,7 @@ def test_train_breathing_rr__held_out_figures_and_a_loadable_model(tmp_path):
     assert r.exit_code == 0, r.output
     got = _last_json(r.output)
     assert got["data"] == "real" and got["validation"] == "2-fold leave-recordings-out"
+    assert got["source"] == f"recordings in {data.resolve()}"  # not Apnea-ECG's credit
     for head in cvhr.HEADS:
         assert got[head]["recordings"] == 4 and got[head]["cv_folds"] == 2
         assert {"accuracy", "sensitivity", "specificity", "index15_sensitivity",
@@ -59,6 +60,7 @@ def test_train_breathing_rr__held_out_figures_and_a_loadable_model(tmp_path):
     assert meta["epochs"]["features"] == [*cvhr.EPOCH_FEATURES, *cvhr.TRAILING_FEATURES]
     assert meta["epochs_summary"]["features"] == list(cvhr.EPOCH_FEATURES)
     assert meta["train"]["recordings"] == ["a01", "a02", "c01", "c02"]
+    assert meta["train"]["data"] == got["source"]
     assert meta["cross_validation"]["beats"]["accuracy"] == got["beats"]["accuracy"]
     model = cvhr.RrApneaModel.load(out)
     rec = apnea_real.load_folder(data, ["a01"])[0]
@@ -250,6 +252,10 @@ def test_train_breathing_rr__missing_halves_named_and_an_empty_folder_refused(tm
                                   str(tmp_path / "m"), "--cv", "2", "--json"])
     assert r.exit_code == 0, r.output
     assert "c01 left out: no c01_apnea_minutes.csv next to c01_beats.csv.gz" in r.stderr
+    (data / "a02_beats.csv").write_bytes(gzip.decompress((data / "a02_beats.csv.gz").read_bytes()))
+    left: list[str] = []
+    assert [r.name for r in apnea_real.load_folder(data, skipped=left)] == ["a01"]
+    assert "a02 left out: a02_beats.csv and a02_beats.csv.gz are both its files; keep one." in left
     empty = tmp_path / "empty"
     empty.mkdir()
     r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(empty), "--cv", "0"])
@@ -283,6 +289,15 @@ def test_eval_breathing_data__the_committed_model_scored_as_it_is(tmp_path):
     assert got["beats"]["accuracy"] >= 0.85 and set(got["beats"]["index_pairs"]) >= {"n01"}
     committed = json.loads((apnea_real.ROOT / "edge" / "models" / cvhr.MODEL_FILE).read_text())
     assert len(committed["train"]["fingerprints"]) == len(committed["train"]["recordings"])
+    assert got["file_notes"] == {}
+    labels = other / "n01_apnea_minutes.csv"  # labels 30 minutes past the beats: said
+    labels.write_text(labels.read_text() + "".join(f"{m},0\n" for m in range(70, 100)))
+    r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(other), "--models",
+                                  str(models), "--json"])
+    assert r.exit_code == 0, r.output
+    note = "n01: 29 of its 100 labelled minutes have no beats (beats from minute 0 to 70)"
+    assert _last_json(r.stdout)["file_notes"]["n01"][0].startswith(note)
+    assert note in r.stderr
 
 
 def test_corrupt_gzip_and_a_model_file_without_heads__one_sentence(tmp_path):

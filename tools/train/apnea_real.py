@@ -21,7 +21,7 @@ import json
 import os
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ class Recording:
     beat_t_s: np.ndarray
     rr_ms: np.ndarray
     apnea: np.ndarray  # uint8 per minute (expert label: apnea or hypopnea in that minute)
+    notes: list[str] = field(default_factory=list)  # what the figures should be read with
 
     @property
     def minutes(self) -> int:
@@ -69,6 +70,7 @@ BEATS_SUFFIXES = ("_beats.csv.gz", "_beats.csv")
 LABELS_SUFFIX = "_apnea_minutes.csv"
 RR_RANGE_S = (0.2, 3.0)  # a heart's beat-to-beat interval in seconds; a median outside: wrong unit
 LABEL_CELLS = {"0": 0, "1": 1, "n": 0, "a": 1}  # PhysioNet writes N (normal) and A (apnea)
+UNBEATEN_NOTE_MIN = 5  # labelled minutes outside the beats past which the figures say so
 
 
 def _record_name(path: Path) -> tuple[str, str] | None:
@@ -92,16 +94,24 @@ def load_folder(data: Path, names: list[str] | None = None,
 
     parts: dict[str, dict[str, Path]] = {}
     spelled: dict[str, str] = {}  # a recording's name as its labels file spells it
+    twice: dict[str, list[str]] = {}
     for path in sorted(Path(data).iterdir()):
         found = _record_name(path) if path.is_file() else None
         if found and (names is None or found[0].lower() in {n.lower() for n in names}):
             key = found[0].lower()
-            parts.setdefault(key, {}).setdefault(found[1], path)
+            have = parts.setdefault(key, {})
+            if found[1] in have:  # a01_beats.csv next to a01_beats.csv.gz: which is meant?
+                twice.setdefault(key, [have[found[1]].name]).append(path.name)
+            have.setdefault(found[1], path)
             if found[1] == "labels" or key not in spelled:
                 spelled[key] = found[0]
     out, reasons = [], []
     for key in sorted(parts):
         have, name = parts[key], spelled[key]
+        if key in twice:
+            reasons.append(f"{name} left out: {' and '.join(twice[key])} are both its files; "
+                           "keep one.")
+            continue
         if len(have) < 2:
             missing = "apnea_minutes.csv" if "labels" not in have else "beats.csv.gz"
             reasons.append(f"{name} left out: no {name}_{missing} next to {have.popitem()[1].name}.")
@@ -198,7 +208,14 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
                              f"{labels.name} labels minutes 0 to {n - 1}: t_min is minutes from "
                              "the first labelled minute.")
     apnea = np.array([minute_flags[m] for m in range(n)], dtype=np.uint8)
-    return Recording(name, t * 60.0, rr * 1000.0, apnea)
+    notes = []
+    beaten = np.unique(np.floor(t).astype(np.int64))
+    unbeaten = n - int(np.count_nonzero((beaten >= 0) & (beaten < n)))
+    if unbeaten > UNBEATEN_NOTE_MIN:
+        notes.append(f"{name}: {unbeaten} of its {n} labelled minutes have no beats (beats "
+                     f"from minute {t[0]:.0f} to {t[-1]:.0f}); its reference index counts "
+                     "them, the estimate cannot.")
+    return Recording(name, t * 60.0, rr * 1000.0, apnea, notes)
 
 
 def stored_epochs(rec: Recording) -> dict[str, np.ndarray]:
@@ -359,25 +376,34 @@ def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS
     return out
 
 
-def train_all(recs: list[Recording], kinds=KINDS) -> dict:
+def source_of(data: Path) -> str:
+    """What the recordings are, for the model's meta and the figures: the Apnea-ECG credit
+    for the shared folder, else the folder itself (another set is credited by its user)."""
+    same = Path(data).resolve() == Path(DEFAULT_DATA).resolve()
+    return CREDIT if same else f"recordings in {Path(data).resolve()}"
+
+
+def train_all(recs: list[Recording], kinds=KINDS, source: str = CREDIT) -> dict:
     """The committed model's meta: every head trained on every recording."""
     per_rec = [minute_features(r, kinds) for r in recs]
     meta = {}
     for kind in kinds:
         meta[kind] = fit_head([f[kind] for f in per_rec], [r.apnea for r in recs], kind)
-    meta["train"] = {"recordings": [r.name for r in recs], "data": CREDIT,
+    meta["train"] = {"recordings": [r.name for r in recs], "data": source,
                      "fingerprints": sorted(fingerprint(r) for r in recs),
                      "screen_index": cvhr.SCREEN_INDEX}
     return meta
 
 
-def train_and_validate(recs: list[Recording], cv: int, progress=None) -> tuple[dict, dict]:
-    """(the committed model's meta, the cross-validation figures labelled real data)."""
+def train_and_validate(recs: list[Recording], cv: int, progress=None,
+                       source: str = CREDIT) -> tuple[dict, dict]:
+    """(the committed model's meta, the cross-validation figures labelled real data);
+    `source` names the recordings (source_of)."""
     figures = {}
     if cv:
-        figures = {"data": "real", "source": CREDIT, "validation": f"{cv}-fold leave-recordings-out",
+        figures = {"data": "real", "source": source, "validation": f"{cv}-fold leave-recordings-out",
                    **cross_validate(recs, cv, progress=progress)}
-    meta = train_all(recs)
+    meta = train_all(recs, source=source)
     if figures:
         meta["cross_validation"] = {k: ({m: v[m] for m in HEADLINE} if isinstance(v, dict) else v)
                                     for k, v in figures.items()}

@@ -391,9 +391,10 @@ def eval_breathing(cache, models, nights, hours, as_json, data):
                              "nightlink train breathing-rr first.")
     left_out: list[str] = []
     recs = apnea_real.load_folder(data, skipped=left_out)
-    _say_notes(left_out)
+    _say_notes(left_out + [n for r in recs for n in r.notes])
     figures = apnea_real.score_committed(model, recs)
     figures["files_left_out"] = left_out
+    figures["file_notes"] = {r.name: r.notes for r in recs if r.notes}
     _report(figures, as_json)
 
 
@@ -514,7 +515,8 @@ def train_breathing_rr(data, models, cv, as_json):
     if cv and not 2 <= cv <= len(recs):
         raise NightlinkError(f"--cv needs between 2 and {len(recs)} folds for {len(recs)} recordings.")
     meta, figures = apnea_real.train_and_validate(
-        recs, cv, progress=lambda kind, k, n: echo(f"  {kind}: fold {k}/{n}"))
+        recs, cv, progress=lambda kind, k, n: echo(f"  {kind}: fold {k}/{n}"),
+        source=apnea_real.source_of(data))
     path = apnea_real.write_model(models, meta)
     echo(f"wrote {path} ({path.stat().st_size} bytes)")
     _report(figures or {"model": str(path), "bytes": path.stat().st_size,
