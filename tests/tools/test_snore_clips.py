@@ -136,8 +136,26 @@ def test_eval_snoring_clips__bad_input_is_one_sentence(tmp_path):
     (tmp_path / "snoring").mkdir()
     (tmp_path / "snoring" / "broken.wav").write_bytes(b"RIFF....not audio")
     r = CliRunner().invoke(main, ["eval", "snoring", "--clips", str(tmp_path)])
-    assert r.exit_code == 2 and "Cannot read the sound file" in r.output
+    assert r.exit_code == 2 and "snoring/broken.wav left out: Cannot read the sound file" in r.output
     assert "Traceback" not in r.output
+
+
+def test_clip_folder__one_unreadable_file_costs_that_file_only(tmp_path):
+    """A broken or empty file among good clips is left out and named; sound files in a format
+    not read (.m4a) and a missing class folder are said, not passed over in silence."""
+    rng = np.random.default_rng(5)
+    (tmp_path / "snoring").mkdir()
+    for k in range(35):
+        _write(tmp_path / "snoring" / f"s{k}.wav", snore_clip(rng), SAMPLE_RATE)
+    (tmp_path / "snoring" / "s7.wav").write_bytes(b"")  # cut off while copying
+    (tmp_path / "snoring" / "phone.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A ")
+    notes: list[str] = []
+    clips = snore.clip_folder(tmp_path, notes)
+    assert len(clips["snoring"]) == 34 and clips["other"] == []
+    assert notes[0] == "1 sound files in snoring/ are not read (.m4a): convert them to one of " \
+                       ".wav, .flac, .ogg, .aiff, .aif, .mp3."
+    assert notes[1].startswith("snoring/s7.wav left out: Cannot read the sound file")
+    assert notes[2] == "no other/ folder in " + str(tmp_path) + ": specificity is not scored."
 
 
 def test_clip_folder__class_folders_any_case_files_in_subfolders_long_files_noted(tmp_path, monkeypatch):

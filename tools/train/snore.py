@@ -476,6 +476,7 @@ def clip_figures(clf: classify.Classifiers, count: int, cache: Path | None = Non
 # as LABEL_MIN_S labels a simulated one). Nothing is trained or tuned on them here.
 
 CLIP_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
+OTHER_SOUND_SUFFIXES = (".m4a", ".aac", ".wma", ".opus", ".mp4", ".webm", ".amr", ".3gp", ".caf")
 REAL_RANDOM_EPOCHS = 120  # per class, drawn at random
 REAL_MIXED_EPOCHS = 60
 MAX_CLIP_S = 600  # seconds read from any one file
@@ -555,17 +556,38 @@ def clip_folder(root: Path, notes: list[str] | None = None) -> dict[str, list[np
     out = {}
     for kind in ("snoring", "other"):
         folder = _class_folder(root, kind)
-        files = [] if folder is None else sorted(
-            (p for p in folder.rglob("*")
-             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-             and p.suffix.lower() in CLIP_SUFFIXES), key=lambda p: _natural(p.relative_to(folder)))
-        out[kind] = [piece for path in files for piece in _pieces(read_clip(path, notes))]
+        if folder is None:
+            if notes is not None:
+                notes.append(f"no {kind}/ folder in {root}: "
+                             f"{'sensitivity' if kind == 'snoring' else 'specificity'} is not "
+                             "scored.")
+            out[kind] = []
+            continue
+        found = sorted((p for p in folder.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(folder).parts)),
+            key=lambda p: _natural(p.relative_to(folder)))
+        files = [p for p in found if p.suffix.lower() in CLIP_SUFFIXES]
+        unread = [p for p in found if p.suffix.lower() in OTHER_SOUND_SUFFIXES]
+        if unread and notes is not None:
+            kinds = ", ".join(sorted({p.suffix.lower() for p in unread}))
+            notes.append(f"{len(unread)} sound files in {kind}/ are not read ({kinds}): "
+                         f"convert them to one of {', '.join(CLIP_SUFFIXES)}.")
+        out[kind] = []
+        for path in files:
+            try:  # one broken file costs that file, not the evaluation
+                out[kind].extend(_pieces(read_clip(path, notes)))
+            except NightlinkError as exc:
+                if notes is None:
+                    raise
+                notes.append(f"{path.relative_to(root)} left out: {str(exc).rstrip('.')}.")
         if out[kind] and not _enough(out[kind]) and notes is not None:
             notes.append(f"{kind}/ holds {sum(c.size for c in out[kind]) / SAMPLE_RATE:.1f} s of "
                          "sound, under one 30-s epoch: not scored.")
     if not _enough(out["snoring"]) and not _enough(out["other"]):
+        left = next((n for n in notes or [] if " left out: " in n), None)
         raise NightlinkError(f"{root} has no 30 s of sound in snoring/ or other/ "
-                             f"({', '.join(CLIP_SUFFIXES)} files).")
+                             f"({', '.join(CLIP_SUFFIXES)} files)"
+                             + (f"; {left.rstrip('.')}." if left else "."))
     return out
 
 
