@@ -586,3 +586,22 @@ def test_load_folder__files_not_read_are_named(tmp_path):
     assert left == ["P03.csv.gz left out: compressed; unpack it into the folder.",
                     "P04.xlsx left out: not a .csv or .json file (a .xlsx file is not read).",
                     "sub left out: a folder (one file per person, in the folder itself, is read)."]
+
+
+def test_stray_dates__left_out_and_said_not_a_grid_over_decades(tmp_path):
+    """A row dated 1995 and one dated 2099 among two weeks of readings: without them the
+    5-minute grid spans two weeks, not a century (1.7 GB for one person), and the figures are
+    the clean file's; two periods of wear months apart are both kept."""
+    times, values = person_trace(3, seed=11)
+    write_person(tmp_path / "clean", "P01", times, values)
+    stray = tmp_path / "stray"
+    write_person(stray, "P01", times, values)
+    with open(stray / "P01.csv", "a") as fh:
+        fh.write("1995-06-01 10:00,120\n2099-01-01 00:00,130\n")
+    person = cgm_real.load_folder(stray)[0]
+    _same_person(person, cgm_real.load_folder(tmp_path / "clean")[0])
+    assert person.notes == ["P01.csv: 2 readings dated a month or more away from all the others "
+                            "left out (1995-06-01, 2099-01-01)."]
+    later = [t + timedelta(days=90) for t in times]
+    write_person(tmp_path / "two", "P02", times + later, np.concatenate([values, values]))
+    assert cgm_real.load_folder(tmp_path / "two")[0].notes == []

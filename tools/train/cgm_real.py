@@ -329,10 +329,40 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
     else:
         t, g = read_export(path, tz, date_order, notes)
         carbs = None
+    t, g = _without_strays(path.name, t, g, notes)
     person = to_grid(path.stem, t, g, carbs)
     if person is not None:
         person.notes = notes
     return person
+
+
+STRAY_GAP_MIN = 30 * 1440  # readings this far from all others ...
+STRAY_MAX_READINGS = 288  # ... and fewer than a day's worth of them: a wrong date, not data
+
+
+def _without_strays(name: str, t: np.ndarray, g: np.ndarray,
+                    notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The readings without stray ones: a few rows dated a month or more away from all the
+    others (a device's clock at 1995 after a reset, a typo's 2099) are left out and said,
+    instead of stretching the 5-minute grid over decades (gigabytes for one person) and
+    moving its phase. Periods of real wear apart in time, each with a day of readings or
+    more, are all kept."""
+    if t.size < 2:
+        return t, g
+    cuts = np.flatnonzero(np.diff(t) > STRAY_GAP_MIN) + 1
+    runs = np.split(np.arange(t.size), cuts)
+    if len(runs) == 1:
+        return t, g
+    stray = [run for run in runs if run.size < STRAY_MAX_READINGS]
+    if not stray or len(stray) == len(runs):
+        return t, g
+    drop = np.concatenate(stray)
+    keep = np.ones(t.size, dtype=bool)
+    keep[drop] = False
+    days = sorted({str(np.datetime64(int(m), "m").astype("datetime64[D]")) for m in t[drop]})
+    notes.append(f"{name}: {drop.size} readings dated a month or more away from all the others "
+                 f"left out ({', '.join(days[:3])}{' …' if len(days) > 3 else ''}).")
+    return t[keep], g[keep]
 
 
 def _is_plain(path: Path) -> bool:
