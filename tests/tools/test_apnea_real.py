@@ -347,3 +347,26 @@ def test_a_real_night_imported_from_a_watch_is_screened_from_its_beats(tmp_path)
         assert abs(breathing["rr"]["apnea_index"] - direct) < 3, (rec.name, breathing, direct)
         flagged = breathing["screen"] == cvhr.SCREEN_MESSAGE
         assert flagged == (rec.name == "a01"), (rec.name, breathing)
+
+
+def test_seen_by_labels__a_copy_with_other_beats_or_trimmed_is_recognised():
+    """The beats' digest misses a copy whose beats another detector found (or with a few
+    artefacts); the expert's minute labels are the same whoever detects beats, so their runs
+    recognise it, trimmed too. Another recording's labels are not taken for it."""
+    rng = np.random.default_rng(3)
+    runs = [int(n) for n in rng.integers(3, 25, size=24)]
+    labels = np.concatenate([np.full(n, k % 2, dtype=np.uint8) for k, n in enumerate(runs)])
+    beats_t = np.arange(labels.size * 60, dtype=np.float64)
+    trained = apnea_real.Recording("a01", beats_t, np.full(beats_t.size, 1000.0), labels)
+    marks = {"a01": apnea_real.label_marks(trained)}
+    assert len(marks["a01"]) >= 10
+    copy = apnea_real.Recording("x", beats_t[:-600], np.full(beats_t.size - 600, 990.0),
+                                labels[sum(runs[:2]) + 2:])  # another detector's beats, trimmed
+    assert apnea_real.fingerprint(copy) != apnea_real.fingerprint(trained)
+    assert apnea_real.seen_by_labels(copy, marks)
+    other_runs = [int(n) for n in np.random.default_rng(4).integers(3, 25, size=24)]
+    other = np.concatenate([np.full(n, k % 2, dtype=np.uint8) for k, n in enumerate(other_runs)])
+    assert not apnea_real.seen_by_labels(
+        apnea_real.Recording("y", beats_t, np.full(beats_t.size, 1000.0), other), marks)
+    committed = json.loads((apnea_real.ROOT / "edge" / "models" / cvhr.MODEL_FILE).read_text())
+    assert set(committed["train"]["label_marks"]) <= set(committed["train"]["recordings"])

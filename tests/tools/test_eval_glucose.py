@@ -532,6 +532,33 @@ def test_seen_in_training__by_the_readings_not_the_file_name(tmp_path):
     assert _seen_in_training({"real_cgm": ["P01"]}, [renamed, g02]) == ["P01"]  # older models
     committed = json.loads(Path("edge/models/glucose_risk.json").read_text())["train"]
     assert len(committed["real_cgm_fingerprints"]) == len(committed["real_cgm"])
+    assert sorted(committed["real_cgm_days"]) == sorted(committed["real_cgm"])
+
+
+def test_seen_in_training__a_reformatted_copy_of_a_trained_person_is_recognised(tmp_path):
+    """The exact digest misses a copy of the training data that was rounded to 0.1 mmol/L,
+    put on UTC an hour off and trimmed of its first day (the eval probe's re-exports of
+    BrisT1D): its days are matched instead. Another person on the same dates is not (this
+    trace generator gives everyone the same daily swing, so the other runs 25 mg/dL higher, as
+    real people differ: among BrisT1D's 20, another's days match at most 2 of 50)."""
+    from nightlink.tools.train.cli import _seen_in_training
+
+    times, values = person_trace(16, seed=21)
+    write_person(tmp_path / "train", "P01", times, values)
+    trained = cgm_real.load_folder(tmp_path / "train")[0]
+    train = {"real_cgm": ["P01"], "real_cgm_fingerprints": [cgm_real.fingerprint(trained)],
+             "real_cgm_days": {"P01": cgm_real.day_marks(trained)}}
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    rows = [f"{t - timedelta(hours=1):%Y-%m-%dT%H:%M:%S}Z,{v / 18.0182:.1f}"
+            for t, v in zip(times, values, strict=True) if t >= times[0] + timedelta(days=1)]
+    (copy / "X.csv").write_text("timestamp,glucose_value_mmol_l\n" + "\n".join(rows) + "\n")
+    other_times, other_values = person_trace(16, seed=22)
+    write_person(copy, "Y", other_times, other_values + 25)
+    group = cgm_real.load_folder(copy, tz="UTC")
+    assert cgm_real.fingerprint(group[0]) != train["real_cgm_fingerprints"][0]
+    assert _seen_in_training(train, group) == ["X"]
+    assert _seen_in_training({**train, "real_cgm_days": {}}, group) == []  # the digest alone
 
 
 def test_daytime_only__the_empty_night_figures_are_explained(tmp_path):

@@ -363,6 +363,38 @@ def fingerprint(rec: Recording) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
+LABEL_MARK_RUNS = 3  # consecutive runs of apnea and not (whole runs: not the first or last)
+LABEL_MARK_MIN_MINUTES = 20  # ... lasting this long together make a mark
+LABEL_MARK_MATCHES = 2  # marks shared with one trained recording: the same recording
+
+
+def label_marks(rec: Recording) -> list[str]:
+    """Marks of a recording's labels: the lengths of each LABEL_MARK_RUNS consecutive runs of
+    apnea and normal minutes (lasting LABEL_MARK_MIN_MINUTES together), hashed. The labels
+    are the expert's, the same whoever detects the beats and however the files are written
+    or trimmed (the first and last runs, which trimming cuts, are left out), so a copy of a
+    recording a model was trained on is recognised by them where the beats' digest
+    (`fingerprint`) is not. Controls without apnea runs have none. Among Apnea-ECG's 35
+    recordings 27 have marks and no two share one."""
+    import hashlib
+
+    a = rec.apnea.astype(np.int8)
+    cuts = np.flatnonzero(np.diff(a)) + 1
+    runs = [(int(part[0]), part.size) for part in np.split(a, cuts)][1:-1]
+    out = set()
+    for i in range(len(runs) - LABEL_MARK_RUNS + 1):
+        group = runs[i:i + LABEL_MARK_RUNS]
+        if sum(n for _, n in group) >= LABEL_MARK_MIN_MINUTES:
+            out.add(hashlib.sha256(repr(group).encode()).hexdigest()[:10])
+    return sorted(out)
+
+
+def seen_by_labels(rec: Recording, marks_by_recording: dict[str, list[str]]) -> bool:
+    """Whether LABEL_MARK_MATCHES of the recording's label marks are one trained recording's."""
+    own = set(label_marks(rec))
+    return any(len(own.intersection(m)) >= LABEL_MARK_MATCHES for m in marks_by_recording.values())
+
+
 def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS) -> dict:
     """The committed model, as it is, on recordings: per head, the figures `score` gives, and
     who of them it was trained on (by their beats, not their names)."""
@@ -371,8 +403,10 @@ def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS
     for kind in kinds:
         if kind in model.heads:
             out[kind] = score([(r, model.night(kind, per_rec[r.name][kind])) for r in recs])
-    trained = set(model.meta.get("train", {}).get("fingerprints", []))
-    out["seen_in_training"] = sorted(r.name for r in recs if fingerprint(r) in trained)
+    train = model.meta.get("train", {})
+    trained, marks = set(train.get("fingerprints", [])), train.get("label_marks", {})
+    out["seen_in_training"] = sorted(r.name for r in recs if fingerprint(r) in trained
+                                     or seen_by_labels(r, marks))
     return out
 
 
@@ -391,6 +425,7 @@ def train_all(recs: list[Recording], kinds=KINDS, source: str = CREDIT) -> dict:
         meta[kind] = fit_head([f[kind] for f in per_rec], [r.apnea for r in recs], kind)
     meta["train"] = {"recordings": [r.name for r in recs], "data": source,
                      "fingerprints": sorted(fingerprint(r) for r in recs),
+                     "label_marks": {r.name: label_marks(r) for r in recs if label_marks(r)},
                      "screen_index": cvhr.SCREEN_INDEX}
     return meta
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from nightlink.edge.features.glucose_risk import LOW_MGDL, SLOT_MIN, cgm_grid, low_events
 
-__all__ = ["LOW_MGDL", "SLOT_MIN", "Person", "events", "fingerprint", "load_folder", "load_person",
+__all__ = ["LOW_MGDL", "SLOT_MIN", "Person", "day_marks", "events", "fingerprint", "load_folder",
+           "load_person", "trained_on",
            "read_csv", "to_grid"]
 from nightlink.errors import NightlinkError
 from nightlink.shared import units
@@ -316,6 +317,71 @@ def fingerprint(person: Person) -> str:
     held = np.nan_to_num(person.held[:14 * 288], nan=0.0)
     digest = hashlib.sha256(np.int64(person.start_min).tobytes() + np.rint(held).astype(np.int16).tobytes())
     return digest.hexdigest()[:16]
+
+
+DAY_MARK_EVERY = 2  # a mark for every other calendar day: two weeks of a copy show 7
+DAY_MARK_BIN = 8.0  # mg/dL: each quarter day's mean is marked in such a bin, matched in it
+# or either side
+DAY_MARK_COVER = 0.7  # of a quarter day's 5-minute slots with glucose, for the day's mark
+DAY_MARK_MIN = 3  # marked days that must match one trained person, and ...
+DAY_MARK_SHARE = 0.3  # ... this share of the person's marked days
+DAY_MARK_SHIFTS = (0, -60, 60, -120, 120)  # minutes: a copy put on UTC, or another zone
+
+
+def _day_quarters(person: Person, shift: int = 0) -> dict[int, tuple[float, ...]]:
+    """Mean glucose of each quarter (6 hours) of every DAY_MARK_EVERY-th calendar day (the
+    person's clock moved by `shift` minutes; days since 1970) whose quarters all have glucose
+    in DAY_MARK_COVER of their slots."""
+    t = person.start_min + shift + SLOT_MIN * np.arange(person.held.size)
+    day, quarter = t // 1440, (t % 1440) // 360
+    have = np.isfinite(person.held)
+    out = {}
+    for d in np.unique(day[have]):
+        if d % DAY_MARK_EVERY:
+            continue
+        means = []
+        for q in range(4):
+            inside = (day == d) & (quarter == q)
+            if have[inside].sum() < DAY_MARK_COVER * 360 / SLOT_MIN:
+                break
+            means.append(float(person.held[inside & have].mean()))
+        if len(means) == 4:
+            out[int(d)] = tuple(means)
+    return out
+
+
+def _day_mark(day: int, steps) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{day}:{','.join(map(str, steps))}".encode()).hexdigest()[:10]
+
+
+def day_marks(person: Person) -> list[str]:
+    """Marks of a person's days (the date and the mean glucose of each quarter of the day in
+    8-mg/dL bins, hashed): tell readings a model was trained on when they come back
+    reformatted, rounded, trimmed, shifted by minutes or put on UTC, which the exact
+    `fingerprint` cannot."""
+    return sorted(_day_mark(d, [int(m // DAY_MARK_BIN) for m in q])
+                  for d, q in _day_quarters(person).items())
+
+
+def trained_on(person: Person, marks_by_person: dict[str, list[str]]) -> bool:
+    """Whether the person's days match one trained person's marks: DAY_MARK_MIN of them and
+    DAY_MARK_SHARE of the person's marked days, each quarter in its bin or either side (a
+    mean moved by rounding still matches), on the person's clock or one moved by whole hours
+    (a copy put on UTC). One trained person at a time: data sets share dates, and most days'
+    means are alike (among the 20 BrisT1D people, another's days match at most 2 of 50)."""
+    import itertools
+
+    sets = [set(marks) for marks in marks_by_person.values()]
+    for shift in DAY_MARK_SHIFTS:
+        days = [{_day_mark(d, [int(m // DAY_MARK_BIN) + k for m, k in zip(q, moved, strict=True)])
+                 for moved in itertools.product((-1, 0, 1), repeat=4)}
+                for d, q in _day_quarters(person, shift).items()]
+        need = max(DAY_MARK_MIN, DAY_MARK_SHARE * len(days))
+        if any(sum(1 for day in days if day & marks) >= need for marks in sets):
+            return True
+    return False
 
 
 def load_person(path: Path, tz: str | None = None, date_order: str | None = None) -> Person | None:

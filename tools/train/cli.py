@@ -226,6 +226,7 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
             "horizon_min": 30, "seed": seed, "policy": glucose_real.policy_dict(policy),
             "train": {"real_cgm": sorted(p.name for p in people),
                       "real_cgm_fingerprints": sorted(cgm_real.fingerprint(p) for p in people),
+                      "real_cgm_days": {p.name: cgm_real.day_marks(p) for p in people},
                       "data": data.name,
                       "epochs": epochs, "keep_every": keep_every}}
     if result:
@@ -476,14 +477,17 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
 
 
 def _seen_in_training(train: dict, group) -> list[str]:
-    """Who of `group` the model was trained on: by their readings (a digest of their first two
-    weeks), so another data set's P01 is not taken for the training set's; by file name for
-    a model trained before the digests were kept."""
+    """Who of `group` the model was trained on: by their readings, so another data set's P01
+    is not taken for the training set's: a digest of their first two weeks, or their days
+    (dates and daily means) for a copy reformatted, rounded, trimmed or put on UTC; by file
+    name for a model trained before the digests were kept."""
     from nightlink.tools.train import cgm_real
 
     if "real_cgm_fingerprints" in train:
         seen = set(train["real_cgm_fingerprints"])
-        return sorted(p.name for p in group if cgm_real.fingerprint(p) in seen)
+        days = train.get("real_cgm_days", {})
+        return sorted(p.name for p in group if cgm_real.fingerprint(p) in seen
+                      or cgm_real.trained_on(p, days))
     names = set(train.get("real_cgm", []))
     return sorted(p.name for p in group if p.name in names)
 
