@@ -212,6 +212,10 @@ def bench_classify(hours: float = 8.0) -> dict:
         with_store = time.perf_counter() - t
         store.close()
     sizes = {p.stem: p.stat().st_size for p in sorted(classify.MODELS.glob("*.tflite"))}
+    from nightlink.edge.features import cvhr
+
+    rr = classify.MODELS / cvhr.MODEL_FILE  # the heart-rhythm apnea model is its JSON weights
+    sizes[rr.stem] = rr.stat().st_size
     return {"hours": hours, "epochs": result.epochs, "load_s": round(load_s, 3),
             "night_s": round(min(runs), 3), "night_with_store_s": round(with_store, 3),
             "model_bytes": sizes}
