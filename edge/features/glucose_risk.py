@@ -318,7 +318,9 @@ class AlarmPolicy:
     def calibrated(self) -> bool:
         return self.nights >= MIN_CAL_NIGHTS
 
-    def describe(self) -> str:
+    def describe(self, *, state: bool = True) -> str:
+        """The policy in words; with `state`, also what its last calibration found (False:
+        the rules alone, for figures scored at a threshold calibrated night by night)."""
         floor = (f"forecast < {self.forecast_floor_mgdl:g} mg/dL, "
                  if self.forecast_floor_mgdl < 400 else "")
         carbs = (f"held {self.carb_hold_min} min after carbs unless forecast < "
@@ -327,6 +329,8 @@ class AlarmPolicy:
                 f"not while rising > {self.rising_mgdl_per_min:g} mg/dL/min, {carbs}"
                 f"{self.refractory_min} min apart; budget {self.budget_per_week:g} false alarms "
                 "a week")
+        if not state:
+            return text
         if not self.calibrated:
             return (text + f"; not calibrated yet ({self.nights} of {MIN_CAL_NIGHTS} nights "
                     "with CGM needed): the model's own threshold")

@@ -230,6 +230,13 @@ def test_eval_glucose_data__json_keys_for_model_and_baselines(tmp_path):
     assert got["threshold_recall"] == 1.0
     assert got["per_person"]["recall_median"] is not None
     assert got["policy"]["budget_per_week"] > 0 and "text" in got["policy"]
+    # each night is scored at the person's calibrated threshold: the text says so, not "not
+    # calibrated yet" (which the policy's own state, nights=0, would say)
+    median = got["policy"]["calibrated_permille_median"]
+    assert got["policy"]["text"].endswith(
+        f"; each night at the threshold calibrated on the person's previous 14 nights (median "
+        f"{median} permille; the model's own while fewer than 5)")
+    assert "not calibrated yet" not in got["policy"]["text"]
     assert got["seen_in_training"] == []
 
 
@@ -632,3 +639,12 @@ def test_stray_dates__left_out_and_said_not_a_grid_over_decades(tmp_path):
     later = [t + timedelta(days=90) for t in times]
     write_person(tmp_path / "two", "P02", times + later, np.concatenate([values, values]))
     assert cgm_real.load_folder(tmp_path / "two")[0].notes == []
+
+
+def test_people__empty_names_are_no_one(tmp_path):
+    write_folder(tmp_path, people=2, days=2)
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json",
+                                  "--people", ",G02,"])
+    assert r.exit_code == 0 and json.loads(r.output.splitlines()[-1])["people"] == 1, r.output
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--people", " , "])
+    assert r.exit_code == 2 and "names no one" in r.output, r.output

@@ -453,7 +453,7 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
     if data is not None:
         from nightlink.tools.train import cgm_real, glucose_real
 
-        names = [n.strip() for n in people.split(",")] if people else None
+        names = _people(people)
         left_out: list[str] = []
         group = cgm_real.load_folder(data, names, _zone(tz), date_order, left_out)
         _say_notes(left_out)
@@ -474,6 +474,16 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
     figures = glucose.evaluate(runtime, te, int(meta["alarm_permille"]))
     figures["alarm_permille"] = meta["alarm_permille"]
     _report(figures, as_json)
+
+
+def _people(people: str | None) -> list[str] | None:
+    """--people as file stems; None when not given. Empty names (",P02") are no one's."""
+    if people is None:
+        return None
+    names = [n.strip() for n in people.split(",") if n.strip()]
+    if not names:
+        raise NightlinkError(f"--people {people!r} names no one; give file stems such as P01,P02.")
+    return names
 
 
 def _seen_in_training(train: dict, group) -> list[str]:

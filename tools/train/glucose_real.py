@@ -19,6 +19,7 @@ import numpy as np
 from nightlink.edge.features.glucose_risk import (
     HISTORY,
     HORIZON,
+    MIN_CAL_NIGHTS,
     AlarmPolicy,
     calibrate_threshold,
     fill_history,
@@ -337,7 +338,13 @@ def figures(totals, policy: AlarmPolicy, chosen: list[int], n_people: int) -> di
     out["people"] = n_people
     out["policy"] = policy_dict(policy)
     out["policy"]["calibrated_permille_median"] = int(np.median(chosen)) if chosen else None
-    out["policy"]["text"] = policy.describe()
+    if chosen:  # each night at the threshold calibrated from the person's previous nights
+        out["policy"]["text"] = (
+            policy.describe(state=False) + f"; each night at the threshold calibrated on the "
+            f"person's previous {RECENT_NIGHTS} nights (median {int(np.median(chosen))} permille; "
+            f"the model's own while fewer than {MIN_CAL_NIGHTS})")
+    else:
+        out["policy"]["text"] = policy.describe()
     return out
 
 
