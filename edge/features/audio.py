@@ -20,6 +20,7 @@ from collections import deque
 
 import numpy as np
 
+from nightlink.shared import features
 from nightlink.shared.epoch import EPOCH_S
 
 SAMPLE_RATE = 16_000
@@ -66,6 +67,12 @@ SNORE_FEATURES = (
     *[f"sn_cep{k}" for k in range(1, SN_CEPS + 1)], "sn_env_periodicity",
     "sn_pitched_frac", "sn_flux_db", "sn_burst_s", "sn_syllable_mod",
 )
+
+# Features read over the whole 0-8 kHz band (by position in the audio row, shared/features.py):
+# missing for a source under 16 kHz, whose top of that band is empty.
+_FULL_BAND = frozenset(
+    k for k, name in enumerate(features.names(features.AUDIO))
+    if name in ("centroid_hz", "rolloff_hz", "flatness") or name.startswith("mfcc"))
 
 
 def hz_to_mel(hz):
@@ -262,10 +269,18 @@ class AudioFeatureExtractor:
             self._fill += take
             pos += take
             if self._fill == EPOCH_SAMPLES:
-                done.append((self.epoch, self._epoch_features(self._buf)))
+                done.append((self.epoch, self._band_limited(self._epoch_features(self._buf))))
                 self.epoch += 1
                 self._fill = 0
         return done
+
+    def _band_limited(self, row: tuple) -> tuple:
+        """The epoch's features, with those that read the whole 0-8 kHz band missing when the
+        source cannot fill it (under 16 kHz: an 8 kHz source is empty above 3.84 kHz), so no
+        model takes an empty top octave for a quiet, tonal room."""
+        if self.sample_rate >= SAMPLE_RATE:
+            return row
+        return tuple(None if k in _FULL_BAND else v for k, v in enumerate(row))
 
     def skip_epoch(self) -> None:
         """The source had no audio for the current epoch: drop what was buffered, move on."""

@@ -155,9 +155,10 @@ class LiveNode:
         clock = self.clock
         rate = self.cfg.audio.sample_rate
         if rate < SAMPLE_RATE:
-            _LOGGER.warning("[audio] sample_rate %d Hz: below %d Hz the sleep stages and the "
-                            "audio apnea estimate are not to be trusted (only snoring is); "
-                            "use 16000 or more if the microphone allows", rate, SAMPLE_RATE)
+            _LOGGER.warning("[audio] sample_rate %d Hz: below %d Hz the features that need the "
+                            "whole 0-8 kHz band are not measured, so sleep stages and the audio "
+                            "apnea estimate read less of the room; use 16000 or more if the "
+                            "microphone allows", rate, SAMPLE_RATE)
 
         def callback(indata, frames, time_info, status):
             del time_info

@@ -22,7 +22,8 @@ def _room(rate: int, seed: int = 3) -> np.ndarray:
     coef = rng.standard_normal(f.size) + 1j * rng.standard_normal(f.size)
     coef *= (np.minimum(1.0, 500.0 / np.maximum(f, 1.0)) + 10 ** (-30 / 20)) * (f >= 60)
     spec = np.zeros(n // 2 + 1, dtype=complex)
-    spec[: f.size] = coef
+    keep = min(f.size, spec.size)  # under 16 kHz: the band the rate can carry
+    spec[:keep] = coef[:keep]
     x = np.fft.irfft(spec, n) * n
     t = np.arange(n) / rate
     x *= 1.0 + 0.8 * np.sin(np.pi * t / 4.0) ** 2
@@ -50,3 +51,17 @@ def test_full_band_features_do_not_depend_on_the_input_rate(at_16k, rate):
     for k in range(13):  # the cepstrum's shape, the top mel bands included
         assert got[f"mfcc{k}_mean"] == pytest.approx(at_16k[f"mfcc{k}_mean"], abs=1.0), (rate, k)
     assert got["mfcc0_std"] == pytest.approx(at_16k["mfcc0_std"], abs=0.2), rate
+
+
+@pytest.mark.parametrize("rate", [8_000, 11_025])
+def test_a_source_under_16k_has_no_full_band_features(at_16k, rate):
+    """An 8 kHz source (a Bluetooth headset's voice channel) is empty above 3.84 kHz: its
+    flatness, centroid, roll-off and MFCCs would read a tonal, quiet room (a simulated night
+    staged from audio and room came out 83 % Deep with no REM, against 75/19/5 % Light/Deep/REM
+    at 16 kHz), so they are missing; the level, silence and 60-3500 Hz snore features stay."""
+    got = _features(rate)
+    for name in ("flatness", "centroid_hz", "rolloff_hz", "mfcc0_mean", "mfcc0_std"):
+        assert got[name] is None, (rate, name)
+    assert got["loud_mean_dbfs"] == pytest.approx(at_16k["loud_mean_dbfs"], abs=0.5), rate
+    assert got["sn_low_ratio"] is not None and got["snore_ratio"] is not None
+    assert at_16k["flatness"] is not None  # 16 kHz and up keep them (the test above)
