@@ -675,5 +675,5 @@ def test_live__a_microphone_below_16_khz_is_said_to_serve_snoring_only(tmp_path,
     with caplog.at_level("WARNING"):
         asyncio.run(node._audio(stop))
     assert backend.opened[0]["samplerate"] == 8000
-    assert "[audio] sample_rate 8000 Hz: below 16000 Hz the sleep stages" in caplog.text
+    assert "[audio] sample_rate 8000 Hz: below 16000 Hz the features that need the whole" in caplog.text
     store.close()
