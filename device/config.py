@@ -88,6 +88,17 @@ def _to_mgdl(value, unit):
     return value * units.MGDL_PER_MMOLL if unit == units.MMOLL else value
 
 
+def _threshold_defaults(unit):
+    """DEFAULTS["thresholds"] in `unit`: a clock in mmol/L that names only some thresholds (or
+    none, as `device provision --units mmol/L` writes it) gets the others in mmol/L too, not
+    the mg/dL numbers read as mmol/L (54 mmol/L: an urgent low alarm for every reading)."""
+    out = dict(DEFAULTS["thresholds"])
+    if unit == units.MMOLL:
+        for k in _GLUCOSE_KEYS:
+            out[k] = out[k] / units.MGDL_PER_MMOLL
+    return out
+
+
 def validate(cfg):
     """Every problem in cfg as one sentence naming its key; [] when the config is usable."""
     errs = []
@@ -185,7 +196,7 @@ def validate(cfg):
                     errs.append("thresholds.%s must be a whole number of minutes between "
                                 "%d and %d." % (k, lo, hi))
         if len(errs) == n0:
-            t = merged(DEFAULTS["thresholds"], th)
+            t = merged(_threshold_defaults(unit), th)
             if _num(t["urgent_low"]) and _num(t["low"]) and _num(t["high"]):
                 ul, lw, hg = (_to_mgdl(t["urgent_low"], unit), _to_mgdl(t["low"], unit),
                               _to_mgdl(t["high"], unit))
@@ -264,9 +275,12 @@ def with_defaults(cfg, errs):
     bad = {}
     for e in errs:
         bad[e.split(" ")[0].split(".")[0].split("[")[0]] = True
+    unit = cfg.get("units", DEFAULTS["units"])
+    if "units" in bad or unit not in (units.MGDL, units.MMOLL):
+        unit = DEFAULTS["units"]
     out = {}
-    for k in DEFAULTS:
-        d = DEFAULTS[k]
+    for k in DEFAULTS:  # in no set order under MicroPython
+        d = _threshold_defaults(unit) if k == "thresholds" else DEFAULTS[k]
         v = cfg.get(k, d)
         if k in bad:
             v = d

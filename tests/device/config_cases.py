@@ -65,6 +65,23 @@ for name in CASES:
 
 cfg = config.with_defaults(mm, [])
 out["mmol_low_mgdl"] = round(config.mgdl(cfg, "low"))
+# mmol/L with thresholds left to the defaults (as `device provision --units mmol/L` writes
+# it), with only one given, and with a bad one (the section falls back to the defaults): the
+# alarms stay at 54/70/250 mg/dL, not the mg/dL numbers read as mmol/L (973/1261/4504)
+bare = json.loads(json.dumps(GOOD))
+bare["units"] = "mmol/L"
+del bare["thresholds"]
+only_low = json.loads(json.dumps(bare))
+only_low["thresholds"] = {"low": 4.4}
+bad_one = json.loads(json.dumps(bare))
+bad_one["thresholds"] = {"low": 2.0}
+out["mmol_defaults_mgdl"] = []
+for case in (bare, only_low, bad_one):
+    errs = config.validate(case)
+    got = config.with_defaults(case, errs)
+    out["mmol_defaults_mgdl"].append(
+        [len(errs)] + [round(config.mgdl(got, k)) for k in ("urgent_low", "low", "high")]
+        + [round(config.mgdl(got, "rising_fast") * 10)])
 out["quiet"] = config.quiet_minutes(config.with_defaults(GOOD, []))
 bad = variant("thresholds.low", 200)
 d = config.with_defaults(bad, config.validate(bad))

@@ -43,6 +43,8 @@ def _check(got):
     assert e["user_without_pw"] == ["mqtt.user and mqtt.password must be given together."]
     assert e["not_object"] == ["The config must be a JSON object."]
     assert got["mmol_low_mgdl"] == 70
+    assert got["mmol_defaults_mgdl"] == [[0, 54, 70, 250, 30], [0, 54, 79, 250, 30],
+                                         [1, 54, 70, 250, 30]]
     assert got["quiet"] == [22 * 60 + 30, 6 * 60 + 30]
     assert got["bad_section_defaults"] == 70  # the broken section falls back to defaults
     assert got["bad_section_keeps_wifi"] == "home"  # nothing else is lost
