@@ -79,6 +79,7 @@ class Alarms:
         self.watch_from_start = True  # no reading since the start is missing data (not: a
         # clock whose config has errors, which cannot get any yet)
         self.urgent_open = False  # an urgent low not yet followed by a reading above it
+        self.low_open = False  # a low not yet followed by a reading at or above the threshold
         self.mmol = cfg.get("units") == units.MMOLL
 
     def set_policy(self, d):
@@ -191,6 +192,7 @@ class Alarms:
         and forecast (mg/dL, -1 or None: none) from the clock's model."""
         active = []
         values = self.values
+        held = values.get(PREDICTED_LOW) if PREDICTED_LOW in self.active else None
         for k in list(values):
             del values[k]
         self.escalation = 0
@@ -222,7 +224,10 @@ class Alarms:
         elif self.escalation == 1:
             active.append(STALE)
             values[STALE] = age
-        if self.escalation == 0 and good and readings[-1][1] >= 39:
+        # the newest row a sensor error code: lows go on from the last real value (below);
+        # a prediction sounding stays, none starts, and high or rising wait for real values
+        sensor_ok = bool(readings) and readings[-1][1] >= 39
+        if self.escalation == 0 and good:
             r = alerts.urgent_low(good, now_ms, self.urgent_low)
             if r is not None:
                 active.append(URGENT_LOW)
@@ -231,7 +236,11 @@ class Alarms:
             if r is not None and URGENT_LOW not in values:
                 active.append(LOW)
                 values[LOW] = r[1]
-            if not active:
+            if not active and not sensor_ok:
+                if held is not None:
+                    active.append(PREDICTED_LOW)
+                    values[PREDICTED_LOW] = held
+            elif not active:
                 if self.alarm_permille is not None:
                     if self._predicted(good, now_ms, risk, forecast):
                         active.append(PREDICTED_LOW)
@@ -241,16 +250,16 @@ class Alarms:
                     if r is not None and not self.carb_held(now_ms, r[1]):
                         active.append(PREDICTED_LOW)
                         values[PREDICTED_LOW] = r[1]
-            elif self.alarm_permille is not None:
+            elif self.alarm_permille is not None and sensor_ok:
                 # A low under way shows LOW, not a prediction; the policy still counts it as
                 # the edge calibrates it (its refractory period starts), so the clock sounds
                 # the predicted lows the edge's calibration counted, no others.
                 self._predicted(good, now_ms, risk, forecast)
-            r = alerts.high(good, now_ms, self.high)
+            r = alerts.high(good, now_ms, self.high) if sensor_ok else None
             if r is not None:
                 active.append(HIGH)
                 values[HIGH] = r[1]
-            r = alerts.rising_fast(good, now_ms, self.rising)
+            r = alerts.rising_fast(good, now_ms, self.rising) if sensor_ok else None
             if r is not None:
                 active.append(RISING_FAST)
                 values[RISING_FAST] = r[1]
@@ -261,6 +270,12 @@ class Alarms:
             self.urgent_open and last is not None and last < self.urgent_low)
         if self.urgent_open and URGENT_LOW not in values:
             values[URGENT_LOW] = last
+        # So does a low (a sensor error or a silent edge after 62 mg/dL fell quiet until no data
+        # at 30 minutes, muted as stale in quiet hours): it stays, shown as LOW, until then.
+        self.low_open = not self.urgent_open and (LOW in values or (
+            self.low_open and last is not None and last < self.low))
+        if self.low_open and LOW not in values:
+            values[LOW] = last
         # priority order
         self.active = [k for k in KINDS if k in values]
         # a snooze ends when its alarm clears, expires, or the alarm gets louder

@@ -110,6 +110,20 @@ reading(c, 45, 80)
 seq.append(state(c, 45))
 out["urgent_then_errors"] = seq
 
+# 4a. a low (not urgent), then sensor errors: LOW goes on (it used to clear at the first error
+# code, and stay silent until no data at 30 minutes), and a real reading above it ends it
+c = clock()
+reading(c, 0, 62)
+seq = [state(c, 0)]
+for m in (5, 10, 15, 20, 25):
+    reading(c, m, 9)
+seq.append(state(c, 6))
+seq.append(state(c, 16))
+seq.append(state(c, 29))
+reading(c, 30, 90)
+seq.append(state(c, 30))
+out["low_then_errors"] = seq
+
 # 4b. the same across deep sleep (battery): the state kept in RTC memory holds the urgent
 # low and the time since data stopped
 from nightlink.device import power  # noqa: E402

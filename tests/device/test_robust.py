@@ -67,6 +67,12 @@ def test_robust__an_urgent_low_sounds_through_sensor_errors_until_a_real_reading
     assert seq[4] == [None, None, 0, None]  # 80 mg/dL: over
 
 
+def test_robust__a_low_sounds_through_sensor_errors_until_a_real_reading(cpy):
+    seq = cpy["low_then_errors"]
+    assert [s[:3] for s in seq[:4]] == [["low", "low", 2]] * 4  # stale at 16 min: LOW first
+    assert seq[4] == [None, None, 0, None]  # 90 mg/dL: over
+
+
 def test_robust__deep_sleep_keeps_the_urgent_low_and_the_silence(cpy):
     restored, urgent, silent = cpy["deep_sleep"]
     assert restored is True
