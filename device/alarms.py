@@ -35,6 +35,7 @@ SIREN = const(4)  # beeping without pause
 _MINUTE_MS = const(60000)
 _JUMP_MS = const(21600000)  # passes over 6 h apart (or backwards): the time was set
 _PREDICT_GAP_MS = const(270000)  # readings this far apart are separate predictions (5-min slots)
+_LATE_MIN = const(5)  # a reading may come this late after its sensor's interval before stale
 
 
 class Alarms:
@@ -168,6 +169,18 @@ class Alarms:
             self._predicted_at = now_ms
         return True
 
+    def _stale_after(self, good):
+        """Minutes without a reading before STALE: the configured stale_min, or for a sensor
+        that reads less often (a 15-minute Libre 2 in some regions) its interval and
+        _LATE_MIN of delivery, so each reading's normal wait is not a stale blip (which also
+        ended a snoozed low), and always under nodata_min."""
+        n = len(good)
+        if n < 2:  # one reading: its sensor's interval is not known yet
+            return self.stale_min
+        steps = sorted(good[k][0] - good[k - 1][0] for k in range(max(1, n - 4), n))
+        interval = steps[len(steps) // 2] // _MINUTE_MS
+        return min(max(self.stale_min, interval + _LATE_MIN), self.nodata_min - 1)
+
     def in_quiet_hours(self, local_min):
         if self.quiet is None:
             return False
@@ -212,11 +225,12 @@ class Alarms:
         if not readings and not self.watch_from_start:
             since = now_ms  # a clock not set up yet (its config has errors) expects nothing
         age = (now_ms - since) // _MINUTE_MS
+        stale_min = self._stale_after(good)
         if age >= 2 * self.nodata_min:
             self.escalation = 3
         elif age >= self.nodata_min:
             self.escalation = 2
-        elif age >= self.stale_min:
+        elif age >= stale_min:
             self.escalation = 1
         if self.escalation >= 2:
             active.append(NO_DATA)
@@ -228,11 +242,14 @@ class Alarms:
         # a prediction sounding stays, none starts, and high or rising wait for real values
         sensor_ok = bool(readings) and readings[-1][1] >= 39
         if self.escalation == 0 and good:
-            r = alerts.urgent_low(good, now_ms, self.urgent_low)
+            # not stale yet: the newest value is current (a 15-minute sensor's reading is
+            # the current one for its 15 minutes and a little delivery time)
+            at = min(now_ms, good[-1][0] + alerts.CURRENT_MIN * _MINUTE_MS)
+            r = alerts.urgent_low(good, at, self.urgent_low)
             if r is not None:
                 active.append(URGENT_LOW)
                 values[URGENT_LOW] = r[1]
-            r = alerts.low(good, now_ms, self.low)
+            r = alerts.low(good, at, self.low)
             if r is not None and URGENT_LOW not in values:
                 active.append(LOW)
                 values[LOW] = r[1]
@@ -246,7 +263,7 @@ class Alarms:
                         active.append(PREDICTED_LOW)
                         values[PREDICTED_LOW] = risk
                 else:  # no on-device model installed: the shared straight-line rule
-                    r = alerts.predicted_low(good, now_ms, self.low)
+                    r = alerts.predicted_low(good, at, self.low)
                     if r is not None and not self.carb_held(now_ms, r[1]):
                         active.append(PREDICTED_LOW)
                         values[PREDICTED_LOW] = r[1]
@@ -255,11 +272,11 @@ class Alarms:
                 # the edge calibrates it (its refractory period starts), so the clock sounds
                 # the predicted lows the edge's calibration counted, no others.
                 self._predicted(good, now_ms, risk, forecast)
-            r = alerts.high(good, now_ms, self.high) if sensor_ok else None
+            r = alerts.high(good, at, self.high) if sensor_ok else None
             if r is not None:
                 active.append(HIGH)
                 values[HIGH] = r[1]
-            r = alerts.rising_fast(good, now_ms, self.rising) if sensor_ok else None
+            r = alerts.rising_fast(good, at, self.rising) if sensor_ok else None
             if r is not None:
                 active.append(RISING_FAST)
                 values[RISING_FAST] = r[1]

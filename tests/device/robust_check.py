@@ -124,6 +124,21 @@ reading(c, 30, 90)
 seq.append(state(c, 30))
 out["low_then_errors"] = seq
 
+# 4b'. a 15-minute sensor at 62 mg/dL, each reading delivered a minute late, the LOW snoozed
+# at minute 2: no STALE every 15 minutes, and the 30-minute snooze lasts its 30 minutes
+c = clock()
+shown = []
+for m in range(0, 61):
+    if m % 15 == 1:
+        body = json.dumps({"t": T0 + (m - 1) * 60, "sgv": 62, "trend": 4, "delta": 0})
+        c.on_message(TOPIC, body.encode(), (T0 + m * 60) * 1000)
+    st = state(c, m)
+    if m == 2:
+        c.alarms.snooze((T0 + m * 60) * 1000)
+        st = state(c, m)
+    shown.append(st[:3])
+out["fifteen_minute_sensor"] = shown
+
 # 4b. the same across deep sleep (battery): the state kept in RTC memory holds the urgent
 # low and the time since data stopped
 from nightlink.device import power  # noqa: E402

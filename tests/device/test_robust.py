@@ -73,6 +73,16 @@ def test_robust__a_low_sounds_through_sensor_errors_until_a_real_reading(cpy):
     assert seq[4] == [None, None, 0, None]  # 90 mg/dL: over
 
 
+def test_robust__a_15_minute_sensor_is_not_stale_between_its_readings(cpy):
+    """Each reading waits 15 minutes and comes a minute late: STALE used to blip every 15
+    minutes, which also ended a snoozed LOW after 14 minutes instead of 30."""
+    shown = cpy["fifteen_minute_sensor"]
+    assert all(s[0] == "low" for s in shown[1:]), shown
+    assert shown[15][1] == "stale"  # after the first reading alone its interval is not known
+    assert all(s[1] is None for s in shown[16:32]) and shown[32][1] == "low"  # 30-min snooze
+    assert "stale" not in [s[1] for s in shown[16:]]
+
+
 def test_robust__deep_sleep_keeps_the_urgent_low_and_the_silence(cpy):
     restored, urgent, silent = cpy["deep_sleep"]
     assert restored is True
