@@ -200,9 +200,10 @@ class Alarms:
             return CHIRP
         return WARN
 
-    def evaluate(self, readings, now_ms, local_min, risk=-1, forecast=None):
+    def evaluate(self, readings, now_ms, local_min, risk=-1, forecast=None, heard_ms=None):
         """readings: (t_ms, sgv) oldest first, sensor error codes included; risk (permille)
-        and forecast (mg/dL, -1 or None: none) from the clock's model."""
+        and forecast (mg/dL, -1 or None: none) from the clock's model; heard_ms, while the
+        clock's time is not set, when the newest reading arrived (its age counts from then)."""
         active = []
         values = self.values
         held = values.get(PREDICTED_LOW) if PREDICTED_LOW in self.active else None
@@ -224,6 +225,8 @@ class Alarms:
         since = good[-1][0] if good else readings[0][0] if readings else self.started_ms
         if not readings and not self.watch_from_start:
             since = now_ms  # a clock not set up yet (its config has errors) expects nothing
+        elif readings and heard_ms is not None:
+            since = heard_ms  # the time is not set: dates cannot be compared with it
         age = (now_ms - since) // _MINUTE_MS
         stale_min = self._stale_after(good)
         if age >= 2 * self.nodata_min:

@@ -348,7 +348,8 @@ class Clock:
                 self.risk = self.model.predict(self._fill_history(now_ms))
         lm = self.local_min(now_ms)
         self.alarms.evaluate(self.readings, now_ms, lm, self.risk,
-                             self.model.forecast if self.model is not None else None)
+                             self.model.forecast if self.model is not None else None,
+                             heard_ms=self._heard(now_ms))
         self._sound(now_ms)
         self._update_view(now_ms, lm)
         self.render_now(now_ms)
@@ -374,6 +375,15 @@ class Clock:
             return "morning"
         return "night"
 
+    def _heard(self, now_ms):
+        """While the clock's own time is not set (a power cut, no network time yet), when the
+        newest reading arrived, on the clock's running time: the readings' dates cannot be
+        compared with that time, so their age counts from their arrival (a reading kept from
+        before the cut is stale 15 minutes later, not current for ever). None once set."""
+        if now_ms >= epoch.TIME_SET_S * 1000:
+            return None
+        return self.last_message_ms
+
     def _update_view(self, now_ms, lm):
         v = self.view
         a = self.alarms
@@ -390,8 +400,9 @@ class Clock:
         else:
             v.sgv = None
             v.last_hm = None
+        heard = self._heard(now_ms)
         if good:
-            v.age_min = (now_ms - good[-1][0]) // _MINUTE_MS
+            v.age_min = (now_ms - (good[-1][0] if heard is None else heard)) // _MINUTE_MS
         else:
             v.age_min = 0
         if a.escalation >= 2:

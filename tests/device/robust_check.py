@@ -97,6 +97,18 @@ for sec in (0, 60, 120):
     c.step((T0 + Y2K + sec) * 1000)
 out["after_ntp"] = [state(c, 3), state(c, 19)]
 
+# 3c. a power cut and no network time: the clock runs from 2000 and the broker hands over the
+# reading kept from before the cut; its age counts from its arrival, so it goes stale and then
+# NO DATA sounds (it used to show as current for ever, "-13696910 min ago", never alarming)
+c = clock()
+body = json.dumps({"t": T0, "sgv": 95, "trend": 4, "delta": 0})
+c.on_message(TOPIC, body.encode(), (T0 + Y2K) * 1000)
+unset = []
+for minute in (1, 16, 31):
+    st = state(c, Y2K // 60 + minute)
+    unset.append(st[:3] + [c.view.age_min])
+out["time_unset"] = unset
+
 # 4. an urgent low, then sensor errors, then nothing: the siren goes on until a real reading
 c = clock()
 reading(c, 0, 50)

@@ -61,6 +61,11 @@ def test_robust__setting_the_time_after_a_power_cut_is_not_hours_of_silence(cpy)
     assert cpy["after_ntp"][1][:2] == ["stale", "stale"]
 
 
+def test_robust__with_the_time_unset_a_reading_ages_from_its_arrival(cpy):
+    assert cpy["time_unset"] == [[None, None, 0, 1], ["stale", "stale", 1, 16],
+                                 ["no_data", "no_data", 3, 31]]
+
+
 def test_robust__an_urgent_low_sounds_through_sensor_errors_until_a_real_reading(cpy):
     seq = cpy["urgent_then_errors"]
     assert all(s[:3] == ["urgent_low", "urgent_low", 4] for s in seq[:4])
