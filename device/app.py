@@ -191,14 +191,16 @@ class Clock:
                 self.refused_ahead += 1
                 return False
             delta = d.get("delta")
+            newest = self.readings[-1][0] if self.readings else None
             self.add_reading(t, int(d["sgv"]), int(d.get("trend", 0)),
                              None if delta is None else int(delta))
-            policy = d.get("alarm")
-            if isinstance(policy, dict):
-                self.alarms.set_policy(policy)  # the edge's calibrated predicted-low policy
-            carbs = d.get("carbs_t")  # when carbs were last entered: holds the predicted low
-            if carbs is None or isinstance(carbs, (int, float)):
-                self.alarms.set_carbs(None if carbs is None else int(carbs) * 1000)
+            if newest is None or t >= newest:  # an older message (redelivered) changes nothing
+                policy = d.get("alarm")
+                if isinstance(policy, dict):
+                    self.alarms.set_policy(policy)  # the edge's calibrated predicted-low policy
+                carbs = d.get("carbs_t")  # when carbs were last entered: holds predicted lows
+                if carbs is None or isinstance(carbs, (int, float)):
+                    self.alarms.set_carbs(None if carbs is None else int(carbs) * 1000)
         except Exception:  # noqa: BLE001 - any malformed message is dropped, never fatal
             self.bad_messages += 1
             return False

@@ -109,6 +109,17 @@ for minute in (1, 16, 31):
     unset.append(st[:3] + [c.view.age_min])
 out["time_unset"] = unset
 
+# 3d. carbs with the newest reading, then an older message redelivered without them: the carb
+# hold stays (the older message used to lift it just after a meal)
+c = clock()
+for minute, extra in ((10, {"carbs_t": T0 + 9 * 60}), (5, {}), (10, {})):
+    d = {"t": T0 + minute * 60, "sgv": 110, "trend": 4, "delta": 0}
+    d.update(extra)
+    c.on_message(TOPIC, json.dumps(d).encode(), (T0 + 11 * 60) * 1000)
+    if minute == 5:
+        out["carbs_after_older"] = c.alarms.carbs_ms
+out["carbs_after_newest_again"] = c.alarms.carbs_ms
+
 # 4. an urgent low, then sensor errors, then nothing: the siren goes on until a real reading
 c = clock()
 reading(c, 0, 50)

@@ -61,6 +61,11 @@ def test_robust__setting_the_time_after_a_power_cut_is_not_hours_of_silence(cpy)
     assert cpy["after_ntp"][1][:2] == ["stale", "stale"]
 
 
+def test_robust__an_older_message_does_not_lift_the_carb_hold(cpy):
+    assert cpy["carbs_after_older"] is not None  # the redelivered older reading changed nothing
+    assert cpy["carbs_after_newest_again"] is None  # the newest reading without carbs: lifted
+
+
 def test_robust__with_the_time_unset_a_reading_ages_from_its_arrival(cpy):
     assert cpy["time_unset"] == [[None, None, 0, 1], ["stale", "stale", 1, 16],
                                  ["no_data", "no_data", 3, 31]]
