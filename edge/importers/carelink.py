@@ -119,7 +119,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *, date_order: str | No
                  source="carelink", bad=bad, date_order=date_order, default_order=order,
                  order_reason=reason, extra_stamps=_preamble_dates(lines),
                  clock_sets=tuple(sets), device_clocks=device_clocks)
-    if sets and device_clocks:  # a pump keeps its clock through summer time until it is set
+    if out.pump_clock:  # a pump keeps its clock through summer time until someone sets it
         _, before, after = sets[0]
         more = f", and {len(sets) - 1} more" if len(sets) > 1 else ""
         out.notes.append(

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nightlink.edge.importers.localtime import DateStyle, LocalClock, PumpClock
+from nightlink.edge.importers.localtime import (
+    DateStyle,
+    LocalClock,
+    PumpClock,
+    listed_newest_first,
+)
 from nightlink.edge.sources.samples import Glucose, Readings, SourceError
 from nightlink.shared import units
 
@@ -37,6 +42,7 @@ class ImportedReadings(Readings):
         super().__init__(items, skipped=skipped, skipped_lines=skipped_lines)
         self.first_bad = first_bad
         self.notes = notes or []
+        self.pump_clock = False  # placed by a pump's own clock (localtime.PumpClock)
 
 
 @dataclass
@@ -201,7 +207,7 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
     style = DateStyle(path)
     for line, text in extra_stamps:
         style.see(text, line, date_only=True)
-    seen_sets = [(style.see(before, line), style.see(after, line))
+    seen_sets = [(line, (style.see(before, line), style.see(after, line)))
                  for line, before, after in clock_sets]
     parsed = []
     for c in candidates:
@@ -218,10 +224,11 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
     if device_clocks:
-        clock = _device_clock(zone(tz), seen_sets, order)
-        placed, moved = by_sensor_clock(clock.place(timed))
+        clock = _device_clock(zone(tz), seen_sets, order, listed_newest_first(timed), bad)
+        placed, moved = by_sensor_clock(clock.place(timed), zone(tz))
     else:
-        placed, moved = LocalClock(zone(tz)).place(timed), []
+        clock, moved = None, []
+        placed = LocalClock(zone(tz)).place(timed)
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
     for c, t in placed:
@@ -253,7 +260,9 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         raise SourceError(f"{path}: {bad.count} of its {len(out) + bad.count} glucose rows "
                           f"could not be read (first: {bad.first}), and the rest would not "
                           "show the file's readings fairly; nothing was stored.")
-    return result(path, kind, list(out.values()), bad, notes)
+    got = result(path, kind, list(out.values()), bad, notes)
+    got.pump_clock = device_clocks and isinstance(clock, PumpClock)
+    return got
 
 
 MOVED_S = 1800  # a display clock this far from the sensor's: moved (travel, set by hand)
@@ -261,7 +270,7 @@ MOVED_MAX_S = 26 * 3600  # the farthest two time zones are apart: beyond, no clo
 ZONE_STEP_S = 900  # zones differ by whole quarter hours: a move is counted in them
 
 
-def by_sensor_clock(placed: list[tuple[Candidate, float]]):
+def by_sensor_clock(placed: list[tuple[Candidate, float]], local=None):
     """(placed, moved): readings whose sensor counts its own steady seconds (`ticks`) re-placed
     where the display's clock had moved (travel, a phone's clock set by hand).
 
@@ -269,14 +278,17 @@ def by_sensor_clock(placed: list[tuple[Candidate, float]]):
     sensor's seconds is constant while the display's clock stays put; a step of MOVED_S or
     more that the next reading keeps is a move (one odd row is a bad row, not a clock). A
     change of summer time is no move: the display's instant is read in the zone already. A
-    new sensor (a Dexcom ONE+ or G7 starts one every 10 days) starts on the clock the last
-    one ended on. The clock the most readings were shown on is taken as right in the zone;
-    readings shown on another are placed by how far it had moved from that one. A sensor
-    whose seconds start again (a transmitter reset) shows, in the order of its seconds, the
-    display's instant going back by more than any clock move: it counts as a new sensor.
-    Moves are counted in whole quarter hours (a real export's trip read -60 and +61 minutes:
-    a phone's clock is seldom to the second), so a hand-set clock is placed within 7.5 min.
-    `moved` lists (stamp, minutes off) of the re-placed readings."""
+    new sensor (a Dexcom ONE+ or G7 starts one every 10 days) starts on the clock its display
+    (phone or receiver: each keeps its own) last showed. The clock each display showed its
+    newest readings on is taken as right in the zone, as a pump's clock is after its latest
+    setting (people export and import at home); readings shown on another are placed by how
+    far it had moved from that one. A sensor whose seconds start again (a transmitter reset)
+    shows, in the order of its seconds, the display's instant going back by more than any
+    clock move: it counts as a new sensor. Moves are counted in whole quarter hours (a real
+    export's trip read -60 and +61 minutes: a phone's clock is seldom to the second), so a
+    hand-set clock is placed within 7.5 min. `moved` lists (stamp, minutes off) of the
+    re-placed readings, but for those whose move is the zone's own change of clocks (`local`):
+    an hour read twice that the display's times alone placed on the wrong pass."""
     runs: list[list[tuple[int, float]]] = []  # (index in placed, display gap), seconds' order
     whose = None
     for key, ticks, t, i in sorted((c.ticks[0], c.ticks[1], t, i)
@@ -289,51 +301,66 @@ def by_sensor_clock(placed: list[tuple[Candidate, float]]):
         return placed, []
     runs.sort(key=lambda run: placed[run[0][0]][1])  # sensors in the order they started
     offset: dict[int, float] = {}  # index in placed -> how far its display clock had moved
-    moved_by, ended = 0.0, -math.inf  # the clock the latest sensor ended on, and when
+    shown: dict[str, tuple[float, float]] = {}  # display -> (its clock's move, when it ended)
     for run in runs:
-        first = placed[run[0][0]][1]
-        state = moved_by if first >= ended - MOVED_MAX_S else 0.0
+        display = placed[run[0][0]][0].ticks[0].partition("|")[2]
+        state, ended = shown.get(display, (0.0, -math.inf))
         base = run[0][1]
         for k, (i, gap) in enumerate(run):
             step = gap - base
             if abs(step) >= MOVED_S and k + 1 < len(run) and abs(run[k + 1][1] - gap) < 300:
                 state, base = state + round(step / ZONE_STEP_S) * ZONE_STEP_S, gap
             offset[i] = state
-        if placed[run[-1][0]][1] >= ended:
-            moved_by, ended = state, placed[run[-1][0]][1]
-    counts: dict[float, int] = {}
-    for state in offset.values():
-        counts[state] = counts.get(state, 0) + 1
-    home = max(counts, key=lambda state: (counts[state], -abs(state)))
+        end = placed[run[-1][0]][1]
+        if end >= ended:
+            shown[display] = (state, end)
     out, moved = [], []
     for i, (c, t) in enumerate(placed):
-        off = offset.get(i, home) - home
+        off = offset[i] - shown[c.ticks[0].partition("|")[2]][0] if i in offset else 0.0
         if off:
-            moved.append((c.stamp, round(off / 60)))
+            if not _zone_change(local, t, off):
+                moved.append((c.stamp, round(off / 60)))
             t -= off
         out.append((c, t))
     return out, moved
+
+
+def _zone_change(local, t: float, off: float) -> bool:
+    """Whether moving an instant by `off` seconds only undoes the zone's own change of clocks
+    (its offset differs by exactly that much on either side)."""
+    if local is None:
+        return False
+    from datetime import UTC, datetime
+
+    a = datetime.fromtimestamp(t, UTC).astimezone(local).utcoffset()
+    b = datetime.fromtimestamp(t - off, UTC).astimezone(local).utcoffset()
+    return a is not None and b is not None and abs((a - b).total_seconds()) == abs(off)
 
 
 def _moved_note(moved: list[tuple[str, int]]) -> str:
     stamp, minutes = min(moved)
     return (f"{len(moved)} readings were shown on a clock moved against the sensor's own (the "
             f"first at {stamp.replace('T', ' ')[:16]}, {minutes:+d} min: travel, or a phone's "
-            "clock set by hand); they are placed by the sensor's clock, in the zone of the "
-            "file's other readings.")
+            "clock set by hand); they are placed by the sensor's clock, as if the display's "
+            "clock at the end of the file was right in the zone given.")
 
 
-def _device_clock(local, sets, order: str) -> LocalClock | PumpClock:
+def _device_clock(local, sets, order: str, newest_first: bool,
+                  bad: BadRows) -> LocalClock | PumpClock:
     """The clock a file's times are read on: the zone's wall clock, or a pump's own clock if
-    the file says when it was set (a setting whose times do not read is passed over)."""
+    the file says when it was set. A setting whose times do not read cannot be undone: the
+    file is then read on the wall clock, and that setting is counted as a bad row."""
     naive = []
-    for before, after in sets:
-        if before is not None and after is not None:
-            try:
-                naive.append((DateStyle.naive(before, order), DateStyle.naive(after, order)))
-            except ValueError:
-                continue
-    return PumpClock(local, naive) if naive else LocalClock(local)
+    for line, (before, after) in sets:
+        try:
+            if before is None or after is None:
+                raise ValueError
+            naive.append((DateStyle.naive(before, order), DateStyle.naive(after, order)))
+        except ValueError:
+            bad.add(line, "a clock setting whose times do not read (the readings are placed "
+                    "on the wall clock)")
+            return LocalClock(local)
+    return PumpClock(local, naive, newest_first) if naive else LocalClock(local)
 
 
 def _off_scale(words: dict[str, int], values: Values) -> str:

@@ -220,21 +220,20 @@ class PumpClock:
     insulin pump): it keeps one UTC offset until someone sets it.
 
     `sets` holds each setting as (the clock's time just before, the time it was set to), in
-    the file's order, oldest or newest first (the order in which each setting's time before
-    comes at or after the time the previous one set, as a clock running on does). The clock
-    is taken as right after the latest setting, in `zone` (a time set into an hour the
+    the file's order, which lists them newest first when `newest_first` (as its readings are:
+    CareLink does). The clock is taken as right after the latest setting, in `zone` (a time set into an hour the
     clocks repeat is its second pass: one sets the pump back after the change); each earlier
     span as off from that by what the settings after it moved the clock. Within a stream, in
     time order, a row is past a setting once its time is past the clock's time before the
     setting, or, for a setting that moved the clock back, once the times step back to at least
-    the time it was set to (the span it moved back over is read twice).
+    the time it was set to (the span it moved back over is read twice); one step back passes
+    one such setting.
     """
 
-    def __init__(self, zone: ZoneInfo, sets: Iterable[tuple[datetime, datetime]]):
+    def __init__(self, zone: ZoneInfo, sets: Iterable[tuple[datetime, datetime]],
+                 newest_first: bool = False):
         sets = list(sets)
-        onward = sum(1 for a, b in zip(sets, sets[1:], strict=False) if b[0] >= a[1])
-        back = sum(1 for a, b in zip(sets, sets[1:], strict=False) if a[0] >= b[1])
-        self.sets = sets if onward >= back else sets[::-1]
+        self.sets = sets[::-1] if newest_first else sets
         last = self.sets[-1][1].replace(tzinfo=zone, fold=1).utcoffset()
         offsets = [last]
         for before, after in reversed(self.sets):
@@ -247,8 +246,13 @@ class PumpClock:
         for ordered in streams_in_time_order(timed):
             passed, previous = 0, None
             for row, when in ordered:
-                while passed < len(self.sets) and self._past(self.sets[passed], when, previous):
+                while passed < len(self.sets):
+                    how = self._past(self.sets[passed], when, previous)
+                    if how is None:
+                        break
                     passed += 1
+                    if how == "back":
+                        break  # the next setting back needs a step back of its own
                 previous = when
                 utc = when.replace(tzinfo=UTC) - self.offsets[passed]
                 out.append((row, utc.timestamp()))
@@ -256,8 +260,26 @@ class PumpClock:
 
     @staticmethod
     def _past(setting: tuple[datetime, datetime], when: datetime,
-              previous: datetime | None) -> bool:
+              previous: datetime | None) -> str | None:
+        """"ahead" when `when` is past the clock's time before the setting, "back" when the
+        times stepped back into what a setting back moved over, None when not past it."""
         before, after = setting
         if when > before:
-            return True
-        return after < before and previous is not None and after <= when < previous
+            return "ahead"
+        if after < before and previous is not None and after <= when < previous:
+            return "back"
+        return None
+
+
+def listed_newest_first(timed: Iterable[tuple[Any, datetime]]) -> bool:
+    """Whether a file's rows (row, wall-clock time; rows carry a `stream`) are mostly listed
+    newest first within their streams."""
+    rising = falling = 0
+    last: dict[str, datetime] = {}
+    for row, when in timed:
+        key = getattr(row, "stream", "")
+        if key in last:
+            rising += when > last[key]
+            falling += when < last[key]
+        last[key] = when
+    return falling > rising

@@ -589,6 +589,25 @@ def test_carelink__readings_placed_by_the_pump_clock_set_back(tmp_path):
     assert steps == [300, 300, 300, 300, 2400, 300]
 
 
+def test_carelink__two_settings_back_one_step_back_each(tmp_path):
+    """(Review of the change.) Flying west the pump is set back 6 h on the plane (14:00 to
+    08:00) and one more hour on arrival (09:00 to 08:00): the first step back used to pass
+    both settings, putting the hour between them an hour off. Listed newest first (as
+    CareLink writes) or oldest first, every reading lands at its instant."""
+    from datetime import timedelta
+
+    truth, rows = [], []
+    t = datetime(2025, 1, 15, 11, 30)
+    for k in range(48):
+        hours = 2 if t < datetime(2025, 1, 15, 12) else -4 if t < datetime(2025, 1, 15, 13) else -5
+        rows.append(((t + timedelta(hours=hours)).strftime("%Y/%m/%d;%H:%M:%S"), 100 + k))
+        truth.append(t.replace(tzinfo=UTC).timestamp())
+        t += timedelta(minutes=5)
+    sets = ["2025/01/15;09:00:00;2025/01/15 08:00:00", "2025/01/15;14:00:00;2025/01/15 08:00:00"]
+    got = read_carelink_csv(_pump_export(tmp_path / "west.csv", sets, rows), tz="Etc/GMT+5")
+    assert [g.t for g in sorted(got, key=lambda g: g.sgv)] == truth
+
+
 def test_carelink__each_span_between_settings_gets_its_own_offset(tmp_path):
     """Set forward in spring and back in autumn: spring's readings before the first setting
     are on winter time, those between the settings on summer time, and after the second on
@@ -609,6 +628,10 @@ def test_carelink__each_span_between_settings_gets_its_own_offset(tmp_path):
          ("2025/03/01;10:12:00", 103), ("2025/03/01;10:17:00", 104)]), tz="Europe/Paris")
     assert [g.t for g in wrong] == [utc(f"2025-03-01T{hm}") for hm in (
         "08:50", "08:55", "09:02", "09:07", "09:12", "09:17")]
+    bad = read_carelink_csv(_pump_export(tmp_path / "bad.csv", ["2025/03/30;10:00:00;soon"],
+                                         [("2025/03/30;09:00:00", 100)]), tz="Europe/Paris")
+    assert bad[0].t == utc("2025-03-30T07:00") and bad.notes == []  # the wall clock, not said
+    assert bad.first_bad.startswith("line 4: a clock setting whose times do not read")
     plain = read_carelink_csv(_pump_export(tmp_path / "plain.csv", [],
                                            [("2025/03/30;09:00:00", 100)]), tz="Europe/Paris")
     assert plain[0].t == utc("2025-03-30T07:00") and plain.notes == []
@@ -653,7 +676,35 @@ def test_clarity__readings_shown_on_a_moved_clock_are_placed_by_the_transmitter(
     assert got.notes == [
         "40 readings were shown on a clock moved against the sensor's own (the first at "
         "2024-07-11 10:20, -60 min: travel, or a phone's clock set by hand); they are placed "
-        "by the sensor's clock, in the zone of the file's other readings."]
+        "by the sensor's clock, as if the display's clock at the end of the file was right in "
+        "the zone given."]
+
+
+def test_clarity__the_clock_at_the_end_is_home_and_each_display_keeps_its_own(tmp_path):
+    """(Review of the change.) A file recorded mostly abroad (8 of 11 days in Tokyo) keeps its
+    home readings at the end where they are: the clock of the newest readings is taken as
+    right, not the commonest (which moved the home readings and made the import refuse the
+    file as dated in the future). A receiver showing the same sensors with its clock left
+    alone does not pass its clock to the phone's next sensor."""
+    t0 = utc("2024-07-08T00:00")
+    days = [(t0 + k * 300, 1000 + k * 300, "AAA111" if k < 5 * 288 else "BBB222")
+            for k in range(11 * 288)]
+    path = _clarity_tx(tmp_path / "abroad.csv", days,
+                       moves={t0 + 2 * 86400: 420, t0 + 10 * 86400: 0})
+    got = read_dexcom_clarity_csv(path, tz="Europe/Berlin")
+    assert [g.t for g in got] == [t for t, _, _ in days]
+    assert got.notes[0].startswith(f"{8 * 288} readings were shown on a clock moved")
+    a = [(t0 + k * 300, 5000 + k * 300, "AAA111") for k in range(3 * 288)]
+    b = [(t0 + (3 * 288 + 24 + k) * 300, 7000 + k * 300, "BBB222") for k in range(3 * 288)]
+    phone = _clarity_tx(tmp_path / "phone.csv", a + b,
+                        moves={t0 + 2 * 86400: -60, t0 + 4 * 86400: 0})
+    receiver = _clarity_tx(tmp_path / "receiver.csv", [(t + 60, n, x) for t, n, x in a + b],
+                           device="Receiver")
+    both = tmp_path / "both.csv"
+    both.write_text(phone.read_text() + "\n".join(receiver.read_text().splitlines()[1:]) + "\n")
+    got = read_dexcom_clarity_csv(both, tz="Europe/Berlin")
+    truth = {t for t, _, _ in a + b} | {t + 60 for t, _, _ in a + b}
+    assert {g.t for g in got} == truth
 
 
 def test_clarity__no_move_without_one(tmp_path):
@@ -673,6 +724,10 @@ def test_clarity__no_move_without_one(tmp_path):
     odd = _clarity_tx(tmp_path / "odd.csv", night[:12], moves={t0 + 5 * 300: 60,
                                                                  t0 + 6 * 300: 0})
     assert read_dexcom_clarity_csv(odd, tz="Europe/Berlin").notes == []
+    drifting = [(t + k, n + k, tx) for k, (t, n, tx) in enumerate(night)]  # a second a reading
+    got = read_dexcom_clarity_csv(_clarity_tx(tmp_path / "drift.csv", drifting),
+                                  tz="Europe/Berlin")
+    assert [g.t for g in got] == [t for t, _, _ in drifting] and got.notes == []
     reset = [(t, ticks + 100 * 86_400 if k < 36 else ticks - 5000 - 36 * 300, tx)
              for k, (t, ticks, tx) in enumerate(night)]
     got = read_dexcom_clarity_csv(_clarity_tx(tmp_path / "reset.csv", reset),
