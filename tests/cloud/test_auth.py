@@ -51,7 +51,8 @@ def test_settings__default_secret_refused_outside_development():
     import secrets
 
     two = "".join(random.Random(5).choice("ab") for _ in range(40))  # 40 bits, no period
-    for weak in ("a" * 32, "changeme" * 4, "0123456789" * 4, two):  # long, but a pattern
+    lopsided = ("a" * 26 + "bcdef1", "a" * 79 + "b")  # varied enough by count, not by use
+    for weak in ("a" * 32, "changeme" * 4, "0123456789" * 4, two, *lopsided):
         with pytest.raises(SettingsError, match="NIGHTLINK_JWT_SECRET repeats a few characters"):
             load_settings(env="production", jwt_secret=weak)
     for _ in range(500):  # `openssl rand -hex 32` (the README's), -hex 16, token_urlsafe,
