@@ -648,3 +648,15 @@ def test_people__empty_names_are_no_one(tmp_path):
     assert r.exit_code == 0 and json.loads(r.output.splitlines()[-1])["people"] == 1, r.output
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--people", " , "])
     assert r.exit_code == 2 and "names no one" in r.output, r.output
+
+
+def test_stray_dates__a_short_wear_of_a_15_minute_sensor_is_not_a_stray(tmp_path):
+    """(Review.) Two and a half days of a 15-minute sensor a month before the rest are 240
+    readings, fewer than a 5-minute sensor's day but more than a 15-minute one's: kept."""
+    early, early_values = person_trace(2, seed=12, step_min=15)
+    later, later_values = person_trace(6, seed=13, step_min=15)
+    later = [t + timedelta(days=40) for t in later]
+    write_person(tmp_path, "P15", early + later, np.concatenate([early_values, later_values]))
+    person = cgm_real.load_folder(tmp_path)[0]
+    assert person.notes == []
+    assert np.isfinite(person.held[:len(early) * 3]).sum() >= len(early) * 3 - 5  # kept

@@ -403,7 +403,7 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
 
 
 STRAY_GAP_MIN = 30 * 1440  # readings this far from all others ...
-STRAY_MAX_READINGS = 288  # ... and fewer than a day's worth of them: a wrong date, not data
+STRAY_MAX_DAY = 1.0  # ... and fewer than a day's worth of them: a wrong date, not data
 
 
 def _without_strays(name: str, t: np.ndarray, g: np.ndarray,
@@ -415,11 +415,14 @@ def _without_strays(name: str, t: np.ndarray, g: np.ndarray,
     more, are all kept."""
     if t.size < 2:
         return t, g
-    cuts = np.flatnonzero(np.diff(t) > STRAY_GAP_MIN) + 1
+    steps = np.diff(t)
+    cuts = np.flatnonzero(steps > STRAY_GAP_MIN) + 1
     runs = np.split(np.arange(t.size), cuts)
     if len(runs) == 1:
         return t, g
-    stray = [run for run in runs if run.size < STRAY_MAX_READINGS]
+    usual = steps[(steps > 0) & (steps <= 60)]  # the sensor's interval: a day of a 15-minute
+    interval = int(np.argmax(np.bincount(usual))) if usual.size else SLOT_MIN  # sensor is 96
+    stray = [run for run in runs if run.size < STRAY_MAX_DAY * 1440 / interval]
     if not stray or len(stray) == len(runs):
         return t, g
     drop = np.concatenate(stray)
