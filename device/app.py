@@ -373,9 +373,18 @@ class Clock:
             return "status"
         q = self.alarms.quiet
         morning_start = q[1] if q is not None else 6 * 60 + 30
-        if self.summary and morning_start <= lm < _MORNING_END_MIN:
+        if self.summary and morning_start <= lm < _MORNING_END_MIN and self._last_night(now_ms):
             return "morning"
         return "night"
+
+    def _last_night(self, now_ms):
+        """Whether the summary is of the night just gone (one kept from days ago, the edge
+        down since, is no "last night"), once the clock's time is set."""
+        night = self.summary.get("night")
+        if now_ms < epoch.TIME_SET_S * 1000 or night is None:
+            return False
+        s = now_ms // 1000
+        return night == epoch.night_of(s, self.tz.offset(s))
 
     def _heard(self, now_ms):
         """While the clock's own time is not set (a power cut, no network time yet), when the
@@ -404,7 +413,7 @@ class Clock:
             v.last_hm = None
         heard = self._heard(now_ms)
         if good:
-            v.age_min = (now_ms - (good[-1][0] if heard is None else heard)) // _MINUTE_MS
+            v.age_min = max(0, (now_ms - (good[-1][0] if heard is None else heard)) // _MINUTE_MS)
         else:
             v.age_min = 0
         if a.escalation >= 2:

@@ -64,6 +64,17 @@ except Exception as e:  # noqa: BLE001
     out["morning_drawn"] = "raised " + type(e).__name__
 out["bad_messages"] = c.bad_messages
 
+# 1b. the morning screen (07:30 the next day, no alarm): last night's summary is drawn; one
+# from five nights ago (the edge down since) is not shown as "Last night"
+morning = []
+for night in ("2026-01-15", "2026-01-10"):
+    c = clock()
+    reading(c, 10 * 60 + 25, 120)
+    c.on_message(NIGHT, json.dumps({"night": night, "sleep_min": 420}).encode(), (T0 + 36000) * 1000)
+    state(c, 10 * 60 + 30)
+    morning.append(c.view.screen)
+out["morning_screen"] = morning
+
 # 2. one reading dated two hours ahead (a phone with a wrong clock), then a real fall
 c = clock()
 reading(c, 0, 100)

@@ -61,6 +61,10 @@ def test_robust__setting_the_time_after_a_power_cut_is_not_hours_of_silence(cpy)
     assert cpy["after_ntp"][1][:2] == ["stale", "stale"]
 
 
+def test_robust__the_morning_screen_shows_only_last_nights_summary(cpy):
+    assert cpy["morning_screen"] == ["morning", "night"]
+
+
 def test_robust__an_older_message_does_not_lift_the_carb_hold(cpy):
     assert cpy["carbs_after_older"] is not None  # the redelivered older reading changed nothing
     assert cpy["carbs_after_newest_again"] is None  # the newest reading without carbs: lifted
