@@ -22,6 +22,7 @@ BAND_NAMES = ("very low", "low", "in range", "high", "very high")
 
 # Nightscout: sgv values below 39 are sensor error codes, never glucose; 39 means "LOW" (<40).
 SGV_MIN_VALID = const(39)
+SGV_MAX_SHOWN = const(400)  # a sensor reads up to 400 mg/dL; above it shows HIGH
 # Dexcom special values as Nightscout names them.
 SENSOR_ERRORS = {
     0: "sensor error",
@@ -80,6 +81,8 @@ def format_glucose(mgdl, unit=MGDL):
         return SENSOR_ERRORS.get(int(mgdl), "sensor error %d" % mgdl)
     if mgdl == SGV_MIN_VALID:
         return "LOW"
+    if mgdl > SGV_MAX_SHOWN:
+        return "HIGH"  # past the sensor's range (401, or a corrupt 999): as a CGM shows it
     if unit == MMOLL:
         return "%.1f" % to_mmoll(mgdl)
     if unit != MGDL:

@@ -77,6 +77,7 @@ CALLS = [
     ("units.format mgdl", units.format_glucose, (98.4,)),
     ("units.format mmol", units.format_glucose, (98, units.MMOLL)),
     ("units.format low", units.format_glucose, (39,)),
+    ("units.format high", lambda: [units.format_glucose(g) for g in (400, 401, 999)], ()),
     ("units.format error", units.format_glucose, (5,)),
     ("units.format unknown error", units.format_glucose, (7,)),
     ("units.format none", units.format_glucose, (None,)),

@@ -54,6 +54,7 @@ def test_contract__expected_answers(cpython):
     assert cpython["epoch.night_of offset"] == {"ok": "2026-01-15"}
     assert cpython["units.format mmol"] == {"ok": "5.4"}
     assert cpython["units.format low"] == {"ok": "LOW"}
+    assert cpython["units.format high"] == {"ok": ["400", "HIGH", "HIGH"]}
     assert cpython["units.format error"] == {"ok": "sensor not calibrated"}
     assert cpython["units.format bad unit"] == {"error": "ValueError"}
     assert cpython["units.band"] == {"ok": [0, 0, 1, 1, 2, 2, 3, 3, 4]}
