@@ -131,32 +131,25 @@ for minute, extra in ((10, {"carbs_t": T0 + 9 * 60}), (5, {}), (10, {})):
         out["carbs_after_older"] = c.alarms.carbs_ms
 out["carbs_after_newest_again"] = c.alarms.carbs_ms
 
-# 4. an urgent low, then sensor errors, then nothing: the siren goes on until a real reading
-c = clock()
-reading(c, 0, 50)
-seq = [state(c, 0)]
-for m in (5, 10, 15, 20, 25):
-    reading(c, m, 10)  # a sensor error code
-seq.append(state(c, 6))
-seq.append(state(c, 21))
-seq.append(state(c, 40))
-reading(c, 45, 80)
-seq.append(state(c, 45))
-out["urgent_then_errors"] = seq
+def then_errors(low, code, checks, back):
+    """A reading of `low`, sensor error `code` every 5 minutes, the states at `checks`, then a
+    real 80-90 mg/dL reading at minute `back`."""
+    c = clock()
+    reading(c, 0, low)
+    seq = [state(c, 0)]
+    for m in (5, 10, 15, 20, 25):
+        reading(c, m, code)
+    seq.extend(state(c, m) for m in checks)
+    reading(c, back, 80 if low < 54 else 90)
+    seq.append(state(c, back))
+    return seq
 
+
+# 4. an urgent low, then sensor errors, then nothing: the siren goes on until a real reading
+out["urgent_then_errors"] = then_errors(50, 10, (6, 21, 40), 45)
 # 4a. a low (not urgent), then sensor errors: LOW goes on (it used to clear at the first error
 # code, and stay silent until no data at 30 minutes), and a real reading above it ends it
-c = clock()
-reading(c, 0, 62)
-seq = [state(c, 0)]
-for m in (5, 10, 15, 20, 25):
-    reading(c, m, 9)
-seq.append(state(c, 6))
-seq.append(state(c, 16))
-seq.append(state(c, 29))
-reading(c, 30, 90)
-seq.append(state(c, 30))
-out["low_then_errors"] = seq
+out["low_then_errors"] = then_errors(62, 9, (6, 16, 29), 30)
 
 # 4b'. a 15-minute sensor at 62 mg/dL, each reading delivered a minute late, the LOW snoozed
 # at minute 2: no STALE every 15 minutes, and the 30-minute snooze lasts its 30 minutes
