@@ -43,7 +43,11 @@ def unusable_audio(epochs):
         if mean is None or mean != mean or peak is None or peak != peak:
             continue
         n += 1
-        if peak <= SILENT_DBFS or (peak - mean < 0.6 and flat is not None and flat < 0.01):
+        if flat is None or flat != flat:  # a source under 16 kHz has no full-band flatness:
+            stuck = peak - mean < 0.25  # one stuck value is the same in every frame
+        else:
+            stuck = peak - mean < 0.6 and flat < 0.01
+        if peak <= SILENT_DBFS or stuck:
             silent += 1
         elif mean >= CLIPPED_DBFS:
             clipped += 1

@@ -42,7 +42,9 @@ CALLS = [
         [(-120.0, -120.0, 0.0)] * 9 + [(-50.0, -30.0, 0.3), (None, None, None)],
         [(-0.5, 0.0, 0.9)] * 8 + [(-60.0, -60.0, 0.0), (-50.0, -30.0, 0.3)],
         [(-120.0, -120.0, 0.0)] * 8 + [(-50.0, -30.0, 0.3)] * 2,
-        [(float("nan"), float("nan"), float("nan"))], [])], ()),
+        [(float("nan"), float("nan"), float("nan"))], [],
+        [(-28.5, -28.5, None)] * 10,  # a stuck value from an 8 kHz source: no flatness
+        [(-45.0, -44.0, float("nan"))] * 10)], ()),  # an 8 kHz quiet room's steady hiss
     ("topics.data_topic", topics.data_topic, ("fam-1", "a4cf12b0c3d4", "room")),
     ("topics.ack_topic", topics.ack_topic, ("fam-1", "a4cf12b0c3d4", "cgm")),
     ("topics.cmd_topic", topics.cmd_topic, ("fam-1", "a4cf12b0c3d4")),

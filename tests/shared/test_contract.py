@@ -67,7 +67,9 @@ def test_contract__expected_answers(cpython):
     assert "in 9 of 10 epochs" in dead[0][0]  # the epoch without audio is not counted
     assert dead[1][1] == "no usable sound: clipped at full scale"
     assert "clipped at full scale in 8" in dead[1][0] and "silent" in dead[1][0]
-    assert dead[2:] == [None, None, None]  # 8 of 10 silent is a quiet input, not a dead one
+    assert dead[2:5] == [None, None, None]  # 8 of 10 silent is a quiet input, not a dead one
+    assert dead[5][1] == "no usable sound: silent"  # stuck, without the full-band flatness
+    assert dead[6] is None
     assert cpython["apisecret.api_secret_hash"] == {"ok": [
         "da39a3ee5e6b4b0d3255bfef95601890afd80709",  # SHA-1 of nothing (FIPS 180 example)
         hashlib.sha1(b"a secret of 12+").hexdigest(),
