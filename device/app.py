@@ -140,6 +140,7 @@ class Clock:
         self.frames = 0  # screens drawn (changed images)
         self.refreshes = 0
         self.last_message_ms = None
+        self.heard_ms = None  # when the newest real reading arrived (the clock's running time)
         self.bad_messages = 0  # messages dropped as unusable
         self.refused_ahead = 0  # readings dated ahead of the clock
 
@@ -167,6 +168,19 @@ class Clock:
         self._rev += 1
         return True
 
+    def _newest_real(self):
+        """Time of the newest reading that is glucose (not a sensor error code), or None."""
+        for t, sgv in reversed(self.readings):
+            if sgv >= units.SGV_MIN_VALID:
+                return t
+        return None
+
+    def _heard_if_new(self, before, now_ms):
+        """Note the arrival of a new newest real reading (not a retained one delivered again
+        at a reconnect, nor an error code: neither is new data)."""
+        if self._newest_real() != before:
+            self.heard_ms = now_ms
+
     def ahead(self, t_ms, now_ms):
         """Whether a reading is dated ahead of the clock (an uploader with a wrong clock):
         taken, it would stand as the newest and hide the real ones until its time came. Only
@@ -182,6 +196,7 @@ class Clock:
             d = json.loads(body)
             if not isinstance(d, dict):
                 return False
+            before = self._newest_real()
             for pair in d.get("recent") or ():
                 t = int(pair[0]) * 1000
                 if not self.ahead(t, now_ms):
@@ -206,6 +221,7 @@ class Clock:
             return False
         self.source = source
         self.last_message_ms = now_ms
+        self._heard_if_new(before, now_ms)
         return True
 
     def on_summary(self, body):
@@ -225,6 +241,7 @@ class Clock:
         entries_text); the delta is the newest reading's change from one 4.5-6 minutes
         before it, per 5 minutes, when there is one."""
         n = 0
+        before = self._newest_real()
         for i in range(len(entries) - 1, -1, -1):
             t_ms, sgv, trend = entries[i]
             if self.ahead(t_ms, now_ms):
@@ -235,6 +252,7 @@ class Clock:
             self.delta = self._delta5()
             self.source = "cloud"
             self.last_message_ms = now_ms
+            self._heard_if_new(before, now_ms)
         return n
 
     def _delta5(self):
@@ -388,12 +406,13 @@ class Clock:
 
     def _heard(self, now_ms):
         """While the clock's own time is not set (a power cut, no network time yet), when the
-        newest reading arrived, on the clock's running time: the readings' dates cannot be
-        compared with that time, so their age counts from their arrival (a reading kept from
-        before the cut is stale 15 minutes later, not current for ever). None once set."""
+        newest real reading first arrived, on the clock's running time: the readings' dates
+        cannot be compared with that time, so their age counts from their arrival (a reading
+        kept from before the cut is stale 15 minutes later, not current for ever, however
+        often the broker delivers it again). None once set."""
         if now_ms >= epoch.TIME_SET_S * 1000:
             return None
-        return self.last_message_ms
+        return self.heard_ms if self.heard_ms is not None else self.alarms.started_ms
 
     def _update_view(self, now_ms, lm):
         v = self.view

@@ -69,7 +69,7 @@ def save_state(clock, rtc):
         snoozed.append([k, a.snoozed[k][0], a.snoozed[k][1]])
     st = {"m": _MAGIC, "r": clock.readings[-12:], "tr": clock.trend, "d": clock.delta,
           "s": snoozed, "p": clock.policy.partials, "c": clock.policy.last_crc,
-          "src": clock.source, "st": a.started_ms, "u": a.urgent_open}
+          "src": clock.source, "st": a.started_ms, "u": a.urgent_open, "l": a.low_open}
     data = json.dumps(st)
     if len(data) > 2000:
         st["r"] = clock.readings[-6:]
@@ -96,10 +96,11 @@ def restore_state(clock, rtc):
         clock.policy.partials = st["p"]
         clock.policy.last_crc = st["c"]
         clock.source = st["src"]
-        # when the clock started hearing nothing, and an urgent low not yet over (a state
-        # written by an older firmware has neither)
+        # when the clock started hearing nothing, and an urgent low or a low not yet over (a
+        # state written by an older firmware has none of them)
         clock.alarms.started_ms = st.get("st")
         clock.alarms.urgent_open = st.get("u") is True
+        clock.alarms.low_open = st.get("l") is True
     except (ValueError, KeyError, TypeError):
         return False
     return True

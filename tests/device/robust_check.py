@@ -111,11 +111,17 @@ out["after_ntp"] = [state(c, 3), state(c, 19)]
 # 3c. a power cut and no network time: the clock runs from 2000 and the broker hands over the
 # reading kept from before the cut; its age counts from its arrival, so it goes stale and then
 # NO DATA sounds (it used to show as current for ever, "-13696910 min ago", never alarming)
+# (review) the same retained message delivered again at each reconnect, or a sensor error
+# code, is no new data: the age keeps counting from the reading's first arrival
 c = clock()
 body = json.dumps({"t": T0, "sgv": 95, "trend": 4, "delta": 0})
+error = json.dumps({"t": T0 + 300, "sgv": 9, "trend": 4, "delta": 0})
 c.on_message(TOPIC, body.encode(), (T0 + Y2K) * 1000)
 unset = []
-for minute in (1, 16, 31):
+for minute in (1, 12, 16, 24, 31):
+    if minute in (12, 24):
+        c.on_message(TOPIC, (body if minute == 12 else error).encode(),
+                     (T0 + Y2K + minute * 60) * 1000)
     st = state(c, Y2K // 60 + minute)
     unset.append(st[:3] + [c.view.age_min])
 out["time_unset"] = unset
@@ -196,6 +202,15 @@ power.save_state(fresh, rtc)
 woke = clock()
 power.restore_state(woke, rtc)
 out["deep_sleep"].append(state(woke, 31)[:3])
+c = clock()  # a low, then a sensor error, then a deep sleep: the low goes on after the wake
+reading(c, 0, 62)
+state(c, 0)
+reading(c, 5, 9)
+state(c, 6)
+power.save_state(c, rtc)
+woke = clock()
+power.restore_state(woke, rtc)
+out["deep_sleep"].append(state(woke, 16)[:3])
 
 # 5. mmol/L: the rising rate in the person's unit
 c = clock(units="mmol/L", thresholds={"urgent_low": 3.0, "low": 3.9, "high": 13.9,

@@ -71,7 +71,8 @@ def test_robust__an_older_message_does_not_lift_the_carb_hold(cpy):
 
 
 def test_robust__with_the_time_unset_a_reading_ages_from_its_arrival(cpy):
-    assert cpy["time_unset"] == [[None, None, 0, 1], ["stale", "stale", 1, 16],
+    assert cpy["time_unset"] == [[None, None, 0, 1], [None, None, 0, 12],
+                                 ["stale", "stale", 1, 16], ["stale", "stale", 1, 24],
                                  ["no_data", "no_data", 3, 31]]
 
 
@@ -98,7 +99,8 @@ def test_robust__a_15_minute_sensor_is_not_stale_between_its_readings(cpy):
 
 
 def test_robust__deep_sleep_keeps_the_urgent_low_and_the_silence(cpy):
-    restored, urgent, silent = cpy["deep_sleep"]
+    restored, urgent, silent, low = cpy["deep_sleep"]
+    assert low == ["low", "low", 2]  # held through the error code and the sleep
     assert restored is True
     assert urgent == ["urgent_low", "urgent_low", 4]  # through the sensor error, after a wake
     assert silent == ["no_data", "no_data", 3]  # nothing since the start, across wakes
