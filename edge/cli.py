@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nightlink.edge.sources.samples import SourceError
-from nightlink.errors import NightlinkError, finite_range
+from nightlink.errors import NightlinkError
 
 if TYPE_CHECKING:
     from nightlink.edge.store import EdgeStore
@@ -86,7 +86,7 @@ def run(config_path: Path | None, db: Path | None) -> None:
               default=None, help="Edge configuration (TOML) with a [sync] section.")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--until-empty", is_flag=True, help="Exit once the outbox is empty.")
-@click.option("--timeout", type=finite_range(0, 30 * 86400), default=0.0,
+@click.option("--timeout", type=click.FloatRange(0, 30 * 86400), default=0.0,
               help="Give up after this many seconds (0: never; at most 30 days).")
 def sync(config_path: Path | None, db: Path | None, until_empty: bool, timeout: float) -> None:
     """Send the outbox to the cloud broker (what `edge run` does in the background)."""
