@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMPS := $(VENV)/.stamps
-PYTEST_WORKERS ?= auto
+# One worker more than the CPUs: many tests wait on brokers, databases, Chromium or Node, so a
+# third worker on two cores took the suite from 17.4 to 12.6 minutes here.
+PYTEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1)' 2>/dev/null || echo auto)
 
 .PHONY: demo test lint test-python setup setup-dev node mosquitto report-packages clean
 
