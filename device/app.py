@@ -35,6 +35,11 @@ def _int_or_none(v):
     return int(v)
 
 
+def _time_set(now_ms):
+    """Whether the clock's own time has been set (before, it runs from 2000)."""
+    return now_ms >= epoch.TIME_SET_S * 1000
+
+
 def _clean_summary(d):
     """The night summary with only the fields the morning screen draws, each of its type (a
     field of the wrong type is left out, as if the edge had not sent it)."""
@@ -185,7 +190,7 @@ class Clock:
         """Whether a reading is dated ahead of the clock (an uploader with a wrong clock):
         taken, it would stand as the newest and hide the real ones until its time came. Only
         once the clock's own time is set (before, every reading looks ahead)."""
-        return now_ms >= epoch.TIME_SET_S * 1000 and t_ms > now_ms + _FUTURE_MS
+        return _time_set(now_ms) and t_ms > now_ms + _FUTURE_MS
 
     def on_glucose(self, body, source, now_ms):
         """The edge's retained JSON (see edge/sync/clock_feed.py): {"t": Unix s, "sgv", "trend",
@@ -399,7 +404,7 @@ class Clock:
         """Whether the summary is of the night just gone (one kept from days ago, the edge
         down since, is no "last night"), once the clock's time is set."""
         night = self.summary.get("night")
-        if now_ms < epoch.TIME_SET_S * 1000 or night is None:
+        if not _time_set(now_ms) or night is None:
             return False
         s = now_ms // 1000
         return night == epoch.night_of(s, self.tz.offset(s))
@@ -410,7 +415,7 @@ class Clock:
         cannot be compared with that time, so their age counts from their arrival (a reading
         kept from before the cut is stale 15 minutes later, not current for ever, however
         often the broker delivers it again). None once set."""
-        if now_ms >= epoch.TIME_SET_S * 1000:
+        if _time_set(now_ms):
             return None
         return self.heard_ms if self.heard_ms is not None else self.alarms.started_ms
 

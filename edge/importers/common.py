@@ -223,12 +223,13 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
             timed.append((c, style.naive(parts, order)))
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
+    local = zone(tz)
     if device_clocks:
-        clock = _device_clock(zone(tz), seen_sets, order, listed_newest_first(timed), bad)
-        placed, moved = by_sensor_clock(clock.place(timed), zone(tz))
+        clock = _device_clock(local, seen_sets, order, listed_newest_first(timed), bad)
+        placed, moved = by_sensor_clock(clock.place(timed), local)
     else:
         clock, moved = None, []
-        placed = LocalClock(zone(tz)).place(timed)
+        placed = LocalClock(local).place(timed)
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
     for c, t in placed:
@@ -261,7 +262,7 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
                           f"could not be read (first: {bad.first}), and the rest would not "
                           "show the file's readings fairly; nothing was stored.")
     got = result(path, kind, list(out.values()), bad, notes)
-    got.pump_clock = device_clocks and isinstance(clock, PumpClock)
+    got.pump_clock = isinstance(clock, PumpClock)
     return got
 
 
@@ -303,7 +304,7 @@ def by_sensor_clock(placed: list[tuple[Candidate, float]], local=None):
     offset: dict[int, float] = {}  # index in placed -> how far its display clock had moved
     shown: dict[str, tuple[float, float]] = {}  # display -> (its clock's move, when it ended)
     for run in runs:
-        display = placed[run[0][0]][0].ticks[0].partition("|")[2]
+        display = placed[run[0][0]][0].stream  # the phone or receiver that showed them
         state, ended = shown.get(display, (0.0, -math.inf))
         base = run[0][1]
         for k, (i, gap) in enumerate(run):
@@ -316,7 +317,7 @@ def by_sensor_clock(placed: list[tuple[Candidate, float]], local=None):
             shown[display] = (state, end)
     out, moved = [], []
     for i, (c, t) in enumerate(placed):
-        off = offset[i] - shown[c.ticks[0].partition("|")[2]][0] if i in offset else 0.0
+        off = offset[i] - shown[c.stream][0] if i in offset else 0.0
         if off:
             if not _zone_change(local, t, off):
                 moved.append((c.stamp, round(off / 60)))

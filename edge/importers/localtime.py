@@ -142,16 +142,24 @@ class DateStyle:
         return datetime(year, month, day, hour, stamp.minute, stamp.second_of_minute)
 
 
-def streams_in_time_order(timed: Iterable[tuple[Any, datetime]]):
-    """The (row, wall-clock time) of each stream (rows carry a `stream`), oldest first: a
-    stream whose times mostly fall from row to row is listed newest first and is reversed."""
+def _streams(timed: Iterable[tuple[Any, datetime]]) -> list[list[tuple[Any, datetime]]]:
+    """The (row, wall-clock time) of each stream (rows carry a `stream`), as listed."""
     streams: dict[str, list[tuple[Any, datetime]]] = {}
     for row, when in timed:
         streams.setdefault(getattr(row, "stream", ""), []).append((row, when))
-    for rows in streams.values():
-        rising = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y > x)
-        falling = sum(1 for (_, x), (_, y) in zip(rows, rows[1:], strict=False) if y < x)
-        yield list(reversed(rows) if falling > rising else rows)
+    return list(streams.values())
+
+
+def _steps(rows: list[tuple[Any, datetime]]) -> int:
+    """Rows whose time rises from the row before, less those whose time falls."""
+    return sum((y > x) - (y < x) for (_, x), (_, y) in zip(rows, rows[1:], strict=False))
+
+
+def streams_in_time_order(timed: Iterable[tuple[Any, datetime]]):
+    """The (row, wall-clock time) of each stream (rows carry a `stream`), oldest first: a
+    stream whose times mostly fall from row to row is listed newest first and is reversed."""
+    for rows in _streams(timed):
+        yield list(reversed(rows) if _steps(rows) < 0 else rows)
 
 
 def _where(proof: tuple[int, str]) -> str:
@@ -221,9 +229,9 @@ class PumpClock:
 
     `sets` holds each setting as (the clock's time just before, the time it was set to), in
     the file's order, which lists them newest first when `newest_first` (as its readings are:
-    CareLink does). The clock is taken as right after the latest setting, in `zone` (a time set into an hour the
-    clocks repeat is its second pass: one sets the pump back after the change); each earlier
-    span as off from that by what the settings after it moved the clock. Within a stream, in
+    CareLink does). The clock is taken as right after the latest setting, in `zone` (a time
+    set into an hour the clocks repeat is its second pass: one sets the pump back after the
+    change); each earlier span as off from that by what the settings after it moved the clock. Within a stream, in
     time order, a row is past a setting once its time is past the clock's time before the
     setting, or, for a setting that moved the clock back, once the times step back to at least
     the time it was set to (the span it moved back over is read twice); one step back passes
@@ -274,12 +282,4 @@ class PumpClock:
 def listed_newest_first(timed: Iterable[tuple[Any, datetime]]) -> bool:
     """Whether a file's rows (row, wall-clock time; rows carry a `stream`) are mostly listed
     newest first within their streams."""
-    rising = falling = 0
-    last: dict[str, datetime] = {}
-    for row, when in timed:
-        key = getattr(row, "stream", "")
-        if key in last:
-            rising += when > last[key]
-            falling += when < last[key]
-        last[key] = when
-    return falling > rising
+    return sum(_steps(rows) for rows in _streams(timed)) < 0

@@ -428,7 +428,7 @@ def train_all(recs: list[Recording], kinds=KINDS, source: str = CREDIT) -> dict:
         meta[kind] = fit_head([f[kind] for f in per_rec], [r.apnea for r in recs], kind)
     meta["train"] = {"recordings": [r.name for r in recs], "data": source,
                      "fingerprints": sorted(fingerprint(r) for r in recs),
-                     "label_marks": {r.name: label_marks(r) for r in recs if label_marks(r)},
+                     "label_marks": {r.name: m for r in recs if (m := label_marks(r))},
                      "screen_index": cvhr.SCREEN_INDEX}
     return meta
 

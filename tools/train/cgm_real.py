@@ -293,6 +293,13 @@ def _by_minute(t: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t[last], g[last].astype(np.float32)
 
 
+def _usual_step(t: np.ndarray) -> int:
+    """The sensor's interval in minutes: the commonest step between readings, not gaps."""
+    steps = np.diff(t).astype(np.int64)
+    steps = steps[(steps > 0) & (steps <= 60)]
+    return int(np.argmax(np.bincount(steps))) if steps.size else SLOT_MIN
+
+
 def to_grid(name: str, t: np.ndarray, g: np.ndarray,
             carbs_min: np.ndarray | None = None) -> Person | None:
     """Put readings (and carb times, minutes) on the 5-minute grid (the edge's own rule,
@@ -300,9 +307,7 @@ def to_grid(name: str, t: np.ndarray, g: np.ndarray,
     if t.size == 0:
         return None
     _interval, x, observed, held = cgm_grid(t, g)
-    steps = np.diff(t).astype(np.int64)
-    steps = steps[(steps > 0) & (steps <= 60)]  # the commonest step between readings, not gaps
-    step = int(np.argmax(np.bincount(steps))) if steps.size else SLOT_MIN
+    step = _usual_step(t)
     carbs = np.zeros(0, dtype=np.int64)
     if carbs_min is not None and len(carbs_min):
         carbs = np.rint((np.asarray(carbs_min) - int(t[0])) / SLOT_MIN).astype(np.int64)
@@ -415,14 +420,12 @@ def _without_strays(name: str, t: np.ndarray, g: np.ndarray,
     more, are all kept."""
     if t.size < 2:
         return t, g
-    steps = np.diff(t)
-    cuts = np.flatnonzero(steps > STRAY_GAP_MIN) + 1
+    cuts = np.flatnonzero(np.diff(t) > STRAY_GAP_MIN) + 1
     runs = np.split(np.arange(t.size), cuts)
     if len(runs) == 1:
         return t, g
-    usual = steps[(steps > 0) & (steps <= 60)]  # the sensor's interval: a day of a 15-minute
-    interval = int(np.argmax(np.bincount(usual))) if usual.size else SLOT_MIN  # sensor is 96
-    stray = [run for run in runs if run.size < STRAY_MAX_DAY * 1440 / interval]
+    day = STRAY_MAX_DAY * 1440 / _usual_step(t)  # a day of readings: 96 of a 15-minute sensor
+    stray = [run for run in runs if run.size < day]
     if not stray or len(stray) == len(runs):
         return t, g
     drop = np.concatenate(stray)
