@@ -16,8 +16,11 @@ from tests.support.waiting import until
 T0 = 1_768_510_800.0
 
 
-def _subscriber(broker, got, seen):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="clock-test")
+def _subscriber(broker, got, seen, client_id="clock-test"):
+    """A clock's subscription, returned once the broker has acknowledged it: the time is not
+    retained, so a message published before would never reach it."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    subscribed = threading.Event()
 
     def on_message(_c, _u, msg):
         got.append((msg.topic, json.loads(msg.payload), msg.retain))
@@ -25,8 +28,10 @@ def _subscriber(broker, got, seen):
 
     c.on_message = on_message
     c.on_connect = lambda cl, *_a: cl.subscribe(topics.clock_feed_filter("smith"), 1)
+    c.on_subscribe = lambda *_a: subscribed.set()
     c.connect(broker.host, broker.port)
     c.loop_start()
+    assert subscribed.wait(10), "the broker did not acknowledge the subscription"
     return c
 
 
@@ -61,7 +66,7 @@ def test_clock_feed__time_once_a_minute_only_when_synchronized(tmp_path, mosquit
         until(lambda: len(got) == 4, timeout=10, what="the four times delivered")
         # A clock connecting later finds no stored time (it would be old when read).
         late, late_seen = [], threading.Event()
-        other = _subscriber(mosquitto, late, late_seen)
+        other = _subscriber(mosquitto, late, late_seen, client_id="clock-late")
         assert not late_seen.wait(1.0)
         other.loop_stop()
         other.disconnect()
