@@ -11,6 +11,7 @@ from nightlink.cloud.config import Settings
 from nightlink.cloud.ingest import IngestWorker, glucose_entries, handle
 from nightlink.shared import codec, features, topics
 from tests.support.cloud import two_tenants
+from tests.support.waiting import subscribed
 
 DEV = "a4cf12b0c3d4"
 OTHER = "0123456789ab"
@@ -132,8 +133,7 @@ def test_worker__real_broker_acks_and_dead_letters(store, mosquitto):
     acks = queue.Queue()
     dev = _client(mosquitto)
     dev.on_message = lambda _c, _u, m: acks.put((m.topic, json.loads(m.payload)))
-    dev.subscribe(f"nl/v1/fam-1/{DEV}/+/ack", qos=1)
-    time.sleep(0.3)
+    subscribed(dev, f"nl/v1/fam-1/{DEV}/+/ack")
     topic = topics.data_topic("fam-1", DEV, "room")
     dev.publish(topic, b"garbage", qos=1).wait_for_publish(5)
     for i in range(10):
@@ -210,8 +210,7 @@ def test_worker__two_workers_share_the_load_without_doubles(store, mosquitto, re
                for i in range(2)]
     for w in workers:
         w.start()
-        assert w.connected.wait(10)
-    time.sleep(0.3)
+        assert w.connected.wait(10)  # connected and subscribed
     dev = _client(mosquitto)
     topic = topics.data_topic("fam-1", DEV, "room")
     n_msgs = 200

@@ -31,7 +31,7 @@ from nightlink.edge.sync.cloud_link import SyncClient
 from nightlink.nightscout import documents
 from nightlink.shared import topics
 from tests.support.servers import serve
-from tests.support.waiting import until
+from tests.support.waiting import subscribed, until
 
 TENANT = "fam-1"
 SECRET = "bedside-upload-secret-2026"
@@ -103,8 +103,8 @@ def listener(broker, topic: str) -> tuple[mqtt.Client, list[bytes]]:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
     client.connect(broker.host, broker.port)
-    client.subscribe(topic, qos=1)
     client.loop_start()
+    subscribed(client, topic)
     return client, got
 
 
