@@ -267,6 +267,22 @@ def morning(fb, buf, v):
     _footer(fb, buf, v)
 
 
+def clip(font, s, width):
+    """s, or as much of it as fits in width pixels followed by "..": a value never runs off
+    the panel."""
+    if text_width(font, s) <= width:
+        return s
+    room = width - text_width(font, "..")
+    w = 0
+    n = 0
+    for ch in s:
+        w += font.get_ch(ch)[2]
+        if w > room:
+            break
+        n += 1
+    return s[:n].rstrip() + ".."
+
+
 def wrap(font, s, width):
     """Lines of s no wider than width pixels (words kept whole where they fit)."""
     out = []
@@ -300,10 +316,14 @@ def status(fb, buf, v):
         if len(lines) > 6:
             text_right(fb, font_small, "+%d more" % (len(lines) - 6), W - 4, 2 + 24)
         return
-    for label, value in v.status or ():
+    rows = v.status or ()
+    step = 16
+    if rows and 30 + len(rows) * step > H:
+        step = max(font_small.height(), (H - 30) // len(rows))  # seven rows: 14 px apart
+    for label, value in rows:
         text(fb, font_small, label, 4, y)
-        text(fb, font_small, value, 96, y)
-        y += 16
+        text(fb, font_small, clip(font_small, value, W - 4 - 96), 96, y)
+        y += step
 
 
 def draw(fb, buf, v):

@@ -136,7 +136,8 @@ class Runner:
         state = "up" if self.broker_up else "down"
         if not self.broker_up and self.link is not None and self.link.error:
             state = "down: " + self.link.error  # e.g. refused the login (not authorised)
-        link["Broker"] = "%s:%d %s" % (m["host"], m["port"], state)
+        # The state first: a long host name clipped at the panel's edge keeps the reason.
+        link["Broker"] = "%s, %s:%d" % (state, m["host"], m["port"])
         if self.last_sync_ms is None:
             link["Last sync"] = "never"
         else:

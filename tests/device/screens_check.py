@@ -48,12 +48,24 @@ SCREENS = (
     ("double_up", view(sgv=203, trend=1, delta=17, age_min=4)),
     ("morning", view(screen="morning", now_hm=(7, 5), summary=SUMMARY, source="")),
     ("status", view(screen="status", now_hm=(22, 1), status=[
-        ("Config", "ok"), ("Wi-Fi", "home (-61 dBm)"), ("Broker", "192.168.1.20:1883 up"),
+        ("Config", "ok"), ("Wi-Fi", "home (-61 dBm)"), ("Broker", "up, 192.168.1.20:1883"),
         ("Last sync", "2 min ago"), ("Outbox", "12 records, 0 dropped")])),
+    # Every row the clock can show, with values wider than the panel: seven rows fit, each
+    # value is clipped at the edge.
+    ("status_full", view(screen="status", now_hm=(22, 1), status=[
+        ("Config", "ok"), ("Wi-Fi", "not connected"),
+        ("Broker", "down: not authorised, mqtt.nightlink.example.org:8883"),
+        ("Cloud", "fallback, 12 polls"), ("Last sync", "182 min ago (cloud)"),
+        ("Outbox", "1204 records"), ("Low alarm", "edge 900 x2 30m <80 c45")])),
     ("config_errors", view(screen="status", now_hm=(22, 1), errors=config.validate(BAD))),
 )
 
 for name, v in SCREENS:
     render.draw(fb, buf, v)
     out[name] = binascii.hexlify(buf).decode()
+# The seventh status row's label drawn alone where that row belongs (not a screen: what
+# test_status__seven_rows_all_on_the_panel compares the bottom of status_full with).
+fb.fill(render.PAPER)
+render.text(fb, render.font_small, "Low alarm", 4, 30 + 6 * 14)
+out["_low_alarm_label"] = binascii.hexlify(buf).decode()
 print(json.dumps(out))

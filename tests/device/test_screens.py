@@ -21,7 +21,7 @@ LIBS = [ROOT / "shared", ROOT / "device"]
 W, H = 296, 128
 NAMES = ["night", "night_mmol", "falling", "predicted_low", "low", "urgent_low_snoozed",
          "high_quiet", "stale", "no_data", "sensor_error", "double_up", "morning", "status",
-         "config_errors"]
+         "status_full", "config_errors"]
 
 sys.path.insert(0, str(HOSTPORT))
 import png  # noqa: E402  (tools/device/hostport/png.py)
@@ -72,6 +72,16 @@ def test_screens__differ_from_each_other(cpy_screens):
     images = {cpy_screens[n] for n in NAMES}
     assert len(images) == len(NAMES)
     assert all(sum(map(sum, _rows(cpy_screens[n]))) > 300 for n in NAMES)
+
+
+def test_status__seven_rows_all_on_the_panel(cpy_screens):
+    """The seventh row (the low alarm's policy) used to be drawn at y 126, off the panel."""
+    rows = _rows(cpy_screens["status_full"])
+    label = _rows(cpy_screens["_low_alarm_label"])
+    bottom = 30 + 6 * 14  # the seventh row, 14 px apart: its label whole, nothing else there
+    assert [r[:96] for r in rows[bottom:]] == [r[:96] for r in label[bottom:]]
+    assert sum(map(sum, label)) > 50
+    assert not any(r[W - 1] for r in rows)  # and the long broker line stops short of the edge
 
 
 def test_png__round_trip():
