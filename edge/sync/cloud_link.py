@@ -60,6 +60,7 @@ WARN_EVERY_S = 10.0  # the same failure is logged at WARNING at most this often 
 SILENT_CLOUD_S = 180.0  # rows sent this long with no ack at all: the cloud is not storing them
 MAX_RESEND_S = 1800.0  # resends slow down while the cloud stays silent, to this at most
 _SILENT = "the cloud has acknowledged nothing"
+_DOCS_SILENT = "the cloud has acknowledged no treatment"
 # What a store that cannot be written raises (a full disk, an I/O error): nightlink.sql turns
 # every failure, a transaction's BEGIN and COMMIT included, into DatabaseError.
 STORE_ERRORS = (DatabaseError,)
@@ -113,6 +114,8 @@ class SyncClient:
         self._docs_wait_until = 0.0  # wall-clock, as the outbox's sent_at
         self._closing = False
         self._unacked_since: float | None = None  # rows sent, no ack since (monotonic)
+        self._docs_unacked_since: float | None = None  # the same for treatment changes
+        self._rows_acked = False  # an ack for readings has come in this session
         self._silence_warned = 0.0
         now = time.monotonic()
         self.bucket = TokenBucket(cfg.backfill_rows_per_s, cfg.backfill_rows_per_s, now)
@@ -153,6 +156,8 @@ class SyncClient:
         self._deadline = None
         self.last_error = ""
         self._unacked_since = None  # a new session: the silence is timed from its first send
+        self._docs_unacked_since = None
+        self._rows_acked = False
         self._up_since = time.monotonic()
         self.stats.connects += 1
         client.subscribe([(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", 1),
@@ -255,12 +260,16 @@ class SyncClient:
             if self.last_error.startswith(_SILENT):
                 self.last_error = ""
         if kind == "ack" and stream == topics.TREATMENTS:
+            self._docs_unacked_since = None
+            if self.last_error.startswith(_DOCS_SILENT):
+                self.last_error = ""
             self._doc_ack(body)
         elif kind == "cmd":
             if isinstance(body, dict) and body.get("cmd") == topics.TREATMENTS:
                 self._apply_cloud_docs(body)
         elif kind == "ack" and features.stream_by_name(stream):
             hwm = int(body["hwm"])
+            self._rows_acked = True
             gaps = [(int(a), int(b)) for a, b in body.get("gaps", [])]
             sid = features.stream_by_name(stream)[features.S_ID]
             self.stats.acked_rows += self.store.ack(device, sid, hwm)
@@ -343,6 +352,8 @@ class SyncClient:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return 0  # link gone: it stays unsent
         self.store.mark_docs_sent([c.seq for c in batch], time.time())
+        if self._docs_unacked_since is None:
+            self._docs_unacked_since = time.monotonic()
         self._docs_waiting = {c.seq for c in batch}
         self._docs_wait_until = now + self.cfg.resend_after_s
         self.stats.messages += 1
@@ -391,6 +402,7 @@ class SyncClient:
         """Say it when the broker takes the rows but the cloud acknowledges none: the edge is
         not provisioned in the cloud for this tenant, or edge.toml names another tenant."""
         if self._unacked_since is None or now - self._unacked_since < SILENT_CLOUD_S:
+            self._check_docs_silence(now)
             return
         minutes = (now - self._unacked_since) / 60
         self.last_error = (f"{_SILENT} for {minutes:.0f} min though {self.where} takes the "
@@ -402,6 +414,23 @@ class SyncClient:
                 "(`nightlink cloud devices`), and is `tenant` in edge.toml right? The cloud's "
                 "log says why it refuses; rows are kept and sent again every %.0f s",
                 self.last_error, self.device, self.tenant, self._resend_after())
+
+    def _check_docs_silence(self, now: float) -> None:
+        """Say it when the cloud acknowledges the readings but none of the treatment changes:
+        a cloud older than this edge drops them as an unknown kind of message (its dead
+        letters say so), and the edge would otherwise only show them waiting."""
+        since = self._docs_unacked_since
+        if since is None or now - since < SILENT_CLOUD_S or self.last_error.startswith(_SILENT):
+            return
+        self.last_error = (f"{_DOCS_SILENT} change for {(now - since) / 60:.0f} min"
+                           + (", though it acknowledges the readings" if self._rows_acked
+                              else ""))
+        if now - self._silence_warned >= 10 * 60:
+            self._silence_warned = now
+            _LOGGER.warning(
+                "%s: does the cloud run an older Nightlink, from before treatments were "
+                "synced (its dead letters would name these messages)? Update the cloud; the "
+                "changes are kept and sent again", self.last_error)
 
     def pump(self) -> int:
         """One pass: live rows first, then as much backfill as the bucket allows."""

@@ -291,6 +291,53 @@ def test_treatments__refused_change_leaves_the_outbox_and_is_kept_on_the_edge(tm
     edge.close()
 
 
+def test_treatments__an_older_cloud_that_drops_them_is_named(tmp_path, mosquitto, monkeypatch,
+                                                             caplog):
+    """A cloud from before treatments were synced stores the readings and dead-letters the
+    treatment batches as an unknown stream: the edge said only that they were waiting. It
+    now says the cloud acknowledges no treatment change though it acknowledges readings, and
+    once the cloud is updated the change goes through and the reason goes."""
+    from nightlink.cloud import ingest
+    from nightlink.edge.sync import cloud_link
+    from nightlink.shared import codec, features
+
+    monkeypatch.setattr(cloud_link, "SILENT_CLOUD_S", 1.5)
+    caplog.set_level("WARNING", logger="nightlink.edge.sync.cloud_link")
+    newer_parse = ingest._parse
+
+    def older_parse(topic):  # what a cloud without treatments sync answers
+        kind, tenant, device, stream = newer_parse(topic)
+        if stream in topics.DOC_STREAMS:
+            raise ingest.Rejected(f"The stream {stream!r} is not one this cloud knows.")
+        return kind, tenant, device, stream
+
+    monkeypatch.setattr(ingest, "_parse", older_parse)
+    edge = EdgeStore(tmp_path / "edge.db")
+    cgm = codec.quantize_row(features.CGM, (120.0, 1.0, 0.0, 0.0, 6.0, None))
+    start = int(time.time()) // 30 - 4
+    for i in range(4):
+        edge.append(features.CGM, start + i, [cgm])
+    now = int(time.time() * 1000)
+    edge.docs.put([documents.normalize("treatments", {"eventType": "Carb Correction",
+                                                      "carbs": 15, "created_at": iso(1)}, now)],
+                  mode="replace")
+    with cloud(f"sqlite:///{tmp_path / 'cloud.db'}", mosquitto, edge.device) as (
+            store, _worker, http), syncing(edge, mosquitto, resend_after_s=0.5) as client:
+        until(lambda: edge.outbox_size() == 0, 20, "the readings acknowledged")
+        until(lambda: client.last_error.startswith("the cloud has acknowledged no treatment"),
+              20, "the edge naming the treatments' silence")
+        assert client.last_error.endswith(", though it acknowledges the readings")
+        said = [r.getMessage() for r in caplog.records if "no treatment" in r.getMessage()]
+        assert len(said) == 1 and "older Nightlink" in said[0], said
+        assert edge.doc_outbox_size() == 1  # kept
+        assert any("not one this cloud knows" in d["reason"] for d in store.dead_letters())
+        monkeypatch.setattr(ingest, "_parse", newer_parse)  # the cloud is updated
+        until(lambda: edge.doc_outbox_size() == 0, 20, "the change delivered")
+        until(lambda: client.last_error == "", 10, "the reason gone")
+        assert [t["carbs"] for t in cloud_treatments(http)] == [15]
+    edge.close()
+
+
 def test_treatments__the_clouds_own_documents_are_not_queued_back(tmp_path):
     edge = EdgeStore(tmp_path / "edge.db")
     now = int(time.time() * 1000)
