@@ -325,8 +325,10 @@ def status(config_path: Path | None, db: Path | None) -> None:
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Edge store (default: the config's db, else "
                    "$XDG_DATA_HOME/nightlink/edge.db).")
+@click.option("--dry-run", is_flag=True, help="Read and check the file, say what it holds and "
+              "when (in --tz), and store nothing: an import cannot be undone.")
 def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order: str,
-            config_path: Path | None, db: Path | None) -> None:
+            config_path: Path | None, db: Path | None, dry_run: bool) -> None:
     """Import a CGM or wearable export into the edge store, and summarise the nights it
     completes (sleep, the apnea screen, glucose) as the live node does at wake time."""
     import time as _time
@@ -363,14 +365,19 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
     store = open_store(db or cfg.db or default_db())
     try:
         result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order,
-                             since=since_s)
+                             since=since_s, dry_run=dry_run)
     except SourceError as exc:
         store.close()
         raise NightlinkError(str(exc)) from None
     except BaseException:
         store.close()
         raise
-    _say_imported(path, result, tz, whose)
+    _say_imported(path, result, tz, whose, dry_run=dry_run)
+    if dry_run:
+        store.close()
+        for note in result.notes:
+            click.echo(f"note: {note}")
+        return
     try:  # the import is stored and said: now the nights it completes
         closer, schedule = _import_closer(store, cfg, config_path, tz)
         done = closer.close_span(*result.span, _time.time())
@@ -406,7 +413,7 @@ def _import_closer(store, cfg, config_path: Path | None, tz: str):
             f"{night.bedtime}-{night.wake} {tz}")
 
 
-def _say_imported(path: Path, result, tz: str, whose: str) -> None:
+def _say_imported(path: Path, result, tz: str, whose: str, *, dry_run: bool = False) -> None:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
@@ -417,9 +424,13 @@ def _say_imported(path: Path, result, tz: str, whose: str) -> None:
     entries = (f"; {result.entries_stored} entries stored, {result.entries_duplicate} "
                "duplicates (already stored, or listed twice)"
                if result.format in ("clarity", "libreview", "carelink", "nightscout") else "")
-    click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
-               f"{result.epochs_written} epochs written, {result.epochs_kept} already "
-               f"stored{entries}.")
+    if dry_run:
+        click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
+                   "nothing stored (--dry-run).")
+    else:
+        click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
+                   f"{result.epochs_written} epochs written, {result.epochs_kept} already "
+                   f"stored{entries}.")
     a, b = (datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
             for t in result.span)
     click.echo(f"From {a} to {b} ({tz} time{', ' + whose if whose else ''})" + (

@@ -50,6 +50,11 @@ DAY_EPOCHS = 86400 // EPOCH_S  # epochs written per transaction
 # How long after a sample its epochs can still hold a value from it: a glucose reading is
 # the latest value for CGM_MAX_AGE_MIN, beats feed the trailing 5-minute CVHR window.
 REACH_S = {features.CGM: 60 * CGM_MAX_AGE_MIN - EPOCH_S, features.WEARABLE: BEAT_BUFFER_S}
+# A file's readings already stored this far apart at most (two zones' offsets differ by up to
+# 26 h), in quarter hours, are the same readings read in another zone.
+SHIFT_MAX_S = 26 * 3600
+SHIFT_STEP_S = 15 * 60
+SHIFT_PROBE = 500  # readings of the file tried at every shift (all of them at the best one)
 
 
 @dataclass
@@ -104,10 +109,11 @@ def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
 
 def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC",
                 date_order: str | None = None, since: float | None = None,
-                now: float | None = None) -> ImportResult:
+                now: float | None = None, *, dry_run: bool = False) -> ImportResult:
     """Read an export and store it; every check that can refuse it runs before anything is
     stored, so a refused import leaves the store as it was. `since` (Unix s): import only
-    what is recorded from then on."""
+    what is recorded from then on. `dry_run`: every check, and the result's counts and span,
+    but nothing stored (no epochs or entries counted as written)."""
     fmt, samples = read_samples(path, fmt, tz, date_order)
     if not samples:
         raise SourceError(f"{path} holds no readings Nightlink can use.")
@@ -125,7 +131,10 @@ def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC"
     entries: list[dict] = []
     if stream == features.CGM:
         samples, entries = _storable(path, fmt, samples, result, now)
+        _check_not_shifted(store, path, fmt, tz, entries)
     result.span = (samples[0].t, samples[-1].t)
+    if dry_run:
+        return result
     try:
         if entries:
             result.entries_stored, result.entries_duplicate = store.add_entries(entries)
@@ -234,6 +243,55 @@ def _storable(path: Path, fmt: str, samples: list[Glucose], result: ImportResult
         result.first_bad = result.first_bad or first
     result.samples = len(kept)
     return kept, entries
+
+
+def _check_not_shifted(store: EdgeStore, path: Path, fmt: str, tz: str,
+                       entries: list[dict]) -> None:
+    """Refuse readings most of which are already stored a whole number of quarter hours
+    away (to the minute) with the same values: the same export imported before in another
+    zone (a wrong --tz, now or then), or readings the live uploader stored, read in a wrong
+    zone. Stored again, every reading would count twice, an hour apart, in
+    every figure; an import cannot be undone."""
+    if not entries:
+        return
+    lo, hi = entries[0]["date"], entries[-1]["date"]
+    reach = SHIFT_MAX_S * 1000
+    # By minute, give or take one: the live uploader's copy of a reading carries its own
+    # seconds, an export's the minute alone.
+    stored = {(e["date"] // 60_000, e.get("sgv")) for e in store.entries(
+        count=10_000_000, type_="sgv", date_gte=lo - reach, date_lte=hi + reach,
+        ascending=True)}
+    if len(stored) < 12:
+        return
+    probe = entries[:: max(1, len(entries) // SHIFT_PROBE)]
+    step = SHIFT_STEP_S * 1000
+
+    def matches(rows, shift_ms):
+        n = 0
+        for e in rows:
+            m, v = (e["date"] + shift_ms) // 60_000, e["sgv"]
+            n += (m, v) in stored or (m - 1, v) in stored or (m + 1, v) in stored
+        return n
+
+    best, best_n = 0, 0
+    for k in range(-reach // step, reach // step + 1):
+        if k:
+            n = matches(probe, k * step)
+            if n > best_n:
+                best, best_n = k * step, n
+    if best_n < max(12, len(probe) // 2) or best_n <= matches(probe, 0):
+        return
+    n = matches(entries, best)
+    h = abs(best) / 3_600_000
+    where = f"{h:g} h {'later' if best > 0 else 'earlier'}"
+    why = (f"the same readings, imported or uploaded before, read now or then in a zone other "
+           f"than {tz}: check --tz" if fmt in LOCAL_TIME_FORMATS else
+           "the same readings, stored before in another zone")
+    raise SourceError(
+        f"{n} of the {len(entries)} readings in {path.name} are already stored {where}, with "
+        f"the same values ({why}); stored again they would count twice in every figure, so "
+        "nothing was stored. If the zone is right now, the earlier copy is not: an import "
+        "cannot be undone yet (docs/importers.md).")
 
 
 def _iso(t: float) -> str:

@@ -463,3 +463,103 @@ def test_cli__a_workout_file_is_refused_whole(tmp_path):
         assert s.count_records(features.WEARABLE) == 0
     finally:
         s.close()
+
+
+def _libre_days(tmp_path, name: str, times, values) -> Path:
+    rows = [libre_row(t.strftime("%d-%m-%Y %H:%M"), 0, str(round(v)))
+            for t, v in zip(times, values, strict=True)]
+    path = libre_file(tmp_path, rows)
+    return path.rename(tmp_path / name)
+
+
+def test_import__the_same_export_in_another_zone_is_refused(store, tmp_path):
+    """Imported first with the machine's zone and again with its own --tz, an export's
+    readings were stored twice, hours apart: every night then held two copies of each low.
+    The second import is refused, naming the shift; nothing of it is stored."""
+    from tests.support.cgm import person_trace
+
+    times, values = person_trace(days=3, seed=4)
+    path = _libre_days(tmp_path, "libre.csv", times, values)
+    first = import_file(store, path, "libreview", tz="Europe/Amsterdam", date_order="dmy")
+    n_entries, n_records = len(store.entries(count=10_000)), store.count_records()
+    assert first.entries_stored == n_entries == len(times)
+    with pytest.raises(SourceError) as err:
+        import_file(store, path, "libreview", tz="America/New_York", date_order="dmy")
+    assert str(err.value).startswith(f"{len(times)} of the {len(times)} readings in libre.csv "
+                                     "are already stored 6 h earlier, with the same values "
+                                     "(the same readings, imported or uploaded before, read "
+                                     "now or then in a zone other than America/New_York: "
+                                     "check --tz)")
+    assert "nothing was stored" in str(err.value)
+    assert len(store.entries(count=10_000)) == n_entries and store.count_records() == n_records
+    # The same zone again adds nothing, as before; other readings on the same days are no
+    # copy and are not refused (where one falls on a stored reading's instant, the first
+    # stays, by Nightscout's rule).
+    again = import_file(store, path, "libreview", tz="Europe/Amsterdam", date_order="dmy")
+    assert again.entries_stored == 0
+    other_times, other_values = person_trace(days=3, seed=5)
+    other = _libre_days(tmp_path, "other.csv", other_times, other_values)
+    result = import_file(store, other, "libreview", tz="America/New_York", date_order="dmy")
+    assert result.samples == len(other_times) and result.epochs_written > 0
+
+
+def test_import__readings_the_uploader_stored_read_in_a_wrong_zone_are_refused(store,
+                                                                             tmp_path):
+    """The live uploader's readings carry their own seconds; an export of the same sensor
+    the minute alone. Read an hour off (a summer export read in winter's offset), they are
+    the same readings and are refused."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from tests.support.cgm import person_trace
+
+    times, values = person_trace(days=2, seed=6)
+    amsterdam = ZoneInfo("Europe/Amsterdam")
+    live = [{"type": "sgv", "sgv": round(v), "device": "xDrip-DexcomG6",
+             "date": round((t.replace(tzinfo=amsterdam) + timedelta(seconds=41)).timestamp()
+                           * 1000)} for t, v in zip(times, values, strict=True)]
+    assert store.add_entries(live) == (len(live), 0)
+    path = _libre_days(tmp_path, "libre.csv", times, values)
+    with pytest.raises(SourceError, match=r"^576 of the 576 readings in libre.csv are already "
+                                          r"stored 1 h earlier, with the same values"):
+        import_file(store, path, "libreview", tz="Europe/London", date_order="dmy")
+    assert len(store.entries(count=10_000)) == len(live)
+    right = import_file(store, path, "libreview", tz="Europe/Amsterdam", date_order="dmy")
+    assert right.samples == len(times)
+    assert datetime.fromtimestamp(right.span[0], amsterdam).replace(tzinfo=None) == times[0]
+
+
+def test_import__real_cgm_of_two_people_on_the_same_days_is_no_copy(store, tmp_path):
+    """Real readings (BrisT1D-Open) of one person and then another, put on the same days at
+    the same times of day: nothing in them matches at a shift, so neither is refused."""
+    from datetime import datetime
+
+    from tests.support.shared_data import SHARED
+
+    folder = SHARED / "cgm-bris-t1d-open" / "csv"
+    people = sorted(folder.glob("*.csv"))[:2] if folder.is_dir() else []
+    if len(people) < 2:
+        pytest.skip(f"the BrisT1D-Open data is not at {folder}")
+    start = datetime(2025, 3, 3)
+    for k, person in enumerate(people):
+        lines = person.read_text().splitlines()[1:2000]  # about a week of 5-minute readings
+        stamps = [datetime.fromisoformat(ln.split(",")[0]) for ln in lines]
+        times = [start + (t - stamps[0]) for t in stamps]
+        values = [float(ln.split(",")[1]) for ln in lines]
+        path = _libre_days(tmp_path, f"p{k}.csv", times, values)
+        result = import_file(store, path, "libreview", tz="UTC", date_order="dmy")
+        assert result.samples > 1000 and result.epochs_written > 0  # not refused
+
+
+def test_edge_import_cli__dry_run_stores_nothing(tmp_path):
+    db = tmp_path / "e.db"
+    args = ["edge", "import", str(FIXTURES / "clarity_mgdl.csv"), "--format", "clarity",
+            "--tz", "UTC", "--db", str(db)]
+    res = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[0] == (
+        "clarity_mgdl.csv (Dexcom Clarity): 38 readings, 2 bad rows skipped (first: line 52: "
+        "bad glucose value '1x7'); nothing stored (--dry-run).")
+    assert res.output.splitlines()[1].startswith("From ")
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "38 entries stored, 0 duplicates" in res.output, res.output
