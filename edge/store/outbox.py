@@ -4,8 +4,10 @@ sends and resends, and the quota that drops the least important rows first (coun
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
+from nightlink.shared import features
 from nightlink.sql import Database
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,11 +64,50 @@ class Outbox:
             "WHERE device = ? AND stream = ? AND seq <= ?)", (device, stream, hwm))
 
     def resend_range(self, device: str, stream: int, first: int, last: int) -> int:
-        """The cloud asks again for seqs first..last: send them on the next pass."""
-        return self.db.execute(
-            "UPDATE outbox SET sent_at = NULL WHERE record_id IN (SELECT id FROM records "
-            "WHERE device = ? AND stream = ? AND seq BETWEEN ? AND ?)",
-            (device, stream, first, last))
+        """The cloud asks again for seqs first..last: send them on the next pass. Records it
+        had acknowledged go back in the outbox (the cloud lost them: its database restored
+        from a backup); seqs this store no longer holds (pruned after retention_days) are
+        given up as dropped ranges, so the cloud's mark can step over them instead of asking
+        for ever. Returns the records queued to go again."""
+        overlap = ("device = ? AND stream = ? AND seq <= ? AND seq + count - 1 >= ?",
+                   (device, stream, last, first))
+        now = time.time()
+        with self.db.transaction():
+            held = self.db.query(
+                f"SELECT id, seq, count, id IN (SELECT record_id FROM outbox) AS queued "
+                f"FROM records WHERE {overlap[0]} ORDER BY seq", overlap[1])
+            again = [r["id"] for r in held if not r["queued"]]
+            if again:
+                _LOGGER.warning("the cloud asks again for %d records of stream %d it had "
+                                "acknowledged (restored from a backup?): they are sent again",
+                                len(again), stream)
+            self.db.executemany(
+                "INSERT INTO outbox (record_id, priority, enqueued_at) VALUES (?, ?, ?)",
+                [(rid, features.stream(stream)[features.S_PRIORITY], now) for rid in again])
+            n = self.db.execute(
+                f"UPDATE outbox SET sent_at = NULL WHERE record_id IN (SELECT id FROM records "
+                f"WHERE {overlap[0]})", overlap[1])
+            issued = (self.db.scalar("SELECT next_seq FROM seqs WHERE device = ? AND stream = ?",
+                                     (device, stream)) or 1) - 1
+            gone, at = [], first
+            for r in held:
+                if r["seq"] > at:
+                    gone.append((at, min(r["seq"] - 1, last, issued)))
+                at = max(at, r["seq"] + r["count"])
+            if at <= min(last, issued):
+                gone.append((at, min(last, issued)))
+            gone = [(a, b) for a, b in gone if a <= b and not self.db.scalar(
+                "SELECT count(*) FROM dropped_ranges WHERE device = ? AND stream = ? AND "
+                "first_seq <= ? AND last_seq >= ?", (device, stream, a, b))]
+            for a, b in gone:
+                self.db.execute(
+                    "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
+                    "VALUES (?, ?, ?, ?)", (device, stream, a, b))
+            if gone:
+                _LOGGER.warning("the cloud asks for %d rows of stream %d this store no longer "
+                                "holds (past retention): given up, so its mark can pass them",
+                                sum(b - a + 1 for a, b in gone), stream)
+        return n
 
     def enforce_quota(self, max_rows: int, protected_priority: int = 1) -> dict[int, int]:
         """Keep the outbox at most max_rows long by dropping the oldest rows of the lowest

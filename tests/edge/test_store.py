@@ -145,6 +145,25 @@ def test_store__due_and_resend(store):
     assert [o.seq for o in store.due(resend_after_s=60, now=2001.0)] == [2]
 
 
+def test_store__rows_acknowledged_then_asked_for_again_go_again_or_are_given_up(store):
+    """A cloud restored from a backup asks again for rows it had acknowledged: those the
+    store still holds go back in the outbox; those pruned since are given up as dropped
+    ranges (the cloud's mark steps over them), once, however often it asks."""
+    for i in range(6):
+        store.append(features.ROOM, 100 + i, [ROW])
+    assert store.ack(store.device, features.ROOM, 6) == 6 and store.outbox_size() == 0
+    store.prune(100 + 30 * 2880 + 2)  # past retention: the first two are pruned
+    assert store.resend_range(store.device, features.ROOM, 1, 5) == 3
+    assert [o.seq for o in store.outbox()] == [3, 4, 5]
+    assert store.dropped_ranges(store.device) == {features.ROOM: [[1, 2]]}
+    assert store.resend_range(store.device, features.ROOM, 1, 5) == 3  # asked again
+    assert [o.seq for o in store.outbox()] == [3, 4, 5]
+    assert store.db.scalar("SELECT count(*) FROM dropped_ranges") == 1
+    # Seqs never issued are not given up: the cloud cannot be missing them.
+    store.resend_range(store.device, features.ROOM, 7, 9)
+    assert store.dropped_ranges(store.device) == {features.ROOM: [[1, 2]]}
+
+
 def test_store__quota_drops_low_priority_first_never_glucose(store):
     audio = tuple(b[0] for b in features.bounds(features.AUDIO))
     cgm = tuple(b[0] for b in features.bounds(features.CGM))
