@@ -51,15 +51,36 @@ def check_login(store: Store, email: str, password: str) -> dict:
     return user
 
 
+def account_mark(user: dict) -> int:
+    """When the account was made, in ms: with its id, it names one account for good. An id
+    alone can name another account later (a database restored from a backup hands out the
+    ids made after it again)."""
+    return round(float(user["created_at"]) * 1000)
+
+
+def token_user(store: Store, claims: dict) -> dict:
+    """The account a decoded token names; NotFoundError when it is gone, or when its id now
+    belongs to an account made after the token's (tokens without the mark, issued before it
+    was added, name the id alone)."""
+    from nightlink.cloud.store import NotFoundError
+
+    user = store.user(int(claims["sub"]))
+    mark = claims.get("acc")
+    if mark is not None and mark != account_mark(user):
+        raise NotFoundError(f"No user {claims['sub']} made at {mark}.")
+    return user
+
+
 def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
                  refresh_days: int) -> dict:
     now = int(time.time())
-    access = jwt.encode({"sub": str(user_id), "typ": "access", "iat": now,
+    mark = account_mark(store.user(user_id))
+    access = jwt.encode({"sub": str(user_id), "acc": mark, "typ": "access", "iat": now,
                          "exp": now + access_minutes * 60}, secret, algorithm=ALGORITHM)
     jti = uuid.uuid4().hex
     expires = now + refresh_days * 86400
-    refresh = jwt.encode({"sub": str(user_id), "typ": "refresh", "jti": jti, "iat": now,
-                          "exp": expires}, secret, algorithm=ALGORITHM)
+    refresh = jwt.encode({"sub": str(user_id), "acc": mark, "typ": "refresh", "jti": jti,
+                          "iat": now, "exp": expires}, secret, algorithm=ALGORITHM)
     store.add_refresh_token(jti, user_id, expires)
     return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
             "expires_in": access_minutes * 60}
@@ -85,9 +106,11 @@ def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_
     claims = decode(token, secret, "refresh")
     user_id = store.use_refresh_token(claims.get("jti", ""))
     if user_id is None or str(user_id) != claims["sub"]:
-        raise AuthError("The refresh token was already used or revoked.")
+        # (or unknown: made after the backup the database was restored from)
+        raise AuthError("The refresh token is not valid any more (already used, revoked or "
+                        "unknown here); sign in again.")
     try:
-        store.user(user_id)
+        token_user(store, claims)
     except NotFoundError:
         raise AuthError("The account no longer exists.") from None
     return issue_tokens(store, user_id, secret, access_minutes, refresh_days)
@@ -113,3 +136,9 @@ class RateLimiter:
                 return max(0.1, q[0] + self.window - now)
             q.append(now)
             return 0.0
+
+    def forget(self, key: str) -> None:
+        """Clear a key's events: a sign-in that succeeded ends the count of attempts, so
+        setting up several devices with one account in a minute is not refused."""
+        with self._lock:
+            self._events.pop(key, None)

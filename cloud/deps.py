@@ -64,7 +64,7 @@ def optional_user(store: StoreDep, settings: SettingsDep, creds: BearerDep) -> d
         return None
     try:
         claims = auth.decode(creds.credentials, settings.jwt_secret, "access")
-        return store.user(int(claims["sub"]))
+        return auth.token_user(store, claims)
     except (auth.AuthError, NotFoundError, ValueError) as exc:
         raise unauthorized(str(exc) if isinstance(exc, auth.AuthError)
                            else "The account no longer exists.") from None

@@ -67,7 +67,7 @@ async def _authenticate(ws: WebSocket, tenant_id: str) -> tuple[dict, str] | Non
         return None
     try:
         claims = auth.decode(token, settings.jwt_secret, "access")
-        user = await asyncio.to_thread(store.user, int(claims["sub"]))
+        user = await asyncio.to_thread(auth.token_user, store, claims)
     except auth.AuthError as exc:
         await ws.close(CLOSE_AUTH, str(exc))
         return None

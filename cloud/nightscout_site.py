@@ -96,7 +96,7 @@ class CloudDirectory:
         """A member's sign-in token: their role in the tenant of the URL (or their only one)."""
         try:
             claims = cloud_auth.decode(token, self.settings.jwt_secret, "access")
-            user = self.store.user(int(claims["sub"]))
+            user = cloud_auth.token_user(self.store, claims)
         except (cloud_auth.AuthError, NotFoundError, ValueError, KeyError):
             return None
         if key is None:

@@ -239,8 +239,8 @@ def live_token(tenant: str, user: ApiUser, store: StoreDep, settings: SettingsDe
     query (browsers cannot set headers on a WebSocket, and the session cookie is HttpOnly)."""
     _member(store, user, tenant)
     now = int(time.time())
-    token = jwt.encode({"sub": str(user["id"]), "typ": "access", "iat": now,
-                        "exp": now + SOCKET_TOKEN_S}, settings.jwt_secret,
+    token = jwt.encode({"sub": str(user["id"]), "acc": auth.account_mark(user), "typ": "access",
+                        "iat": now, "exp": now + SOCKET_TOKEN_S}, settings.jwt_secret,
                        algorithm=auth.ALGORITHM)
     return {"access_token": token, "expires_in": SOCKET_TOKEN_S,
             "url": f"/api/nl/v1/tenants/{tenant}/live"}

@@ -48,7 +48,7 @@ def portal_user(request: Request, store: StoreDep, settings: SettingsDep) -> dic
         raise SignIn()
     try:
         claims = auth.decode(token, settings.jwt_secret, "access")
-        return store.user(int(claims["sub"]))
+        return auth.token_user(store, claims)
     except (auth.AuthError, NotFoundError, ValueError):
         raise SignIn() from None
 
@@ -100,7 +100,8 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep):
     form = await read_form(request)
     email, password = form.get("email", "").strip(), form.get("password", "")
     client = request.client.host if request.client else "?"
-    if request.app.state.login_limiter.hit(f"{client}|{email.lower()}"):
+    key = f"{client}|{email.lower()}"
+    if request.app.state.login_limiter.hit(key):
         return html_page(render.page_html("login.html", pdf=False, user=None,
                                       error="Too many sign-in attempts; wait a minute."), 429)
     try:
@@ -109,6 +110,7 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep):
         store.audit("login.failed", email=email.lower(), client=client, via="portal")
         return html_page(render.page_html("login.html", pdf=False, user=None, error=str(exc)), 401)
     store.audit("login", actor=user["id"], client=client, via="portal")
+    request.app.state.login_limiter.forget(key)
     from nightlink.cloud.routes.app import landing  # the app imports this module
 
     return start_session(RedirectResponse(landing(store, user), status_code=303), store,

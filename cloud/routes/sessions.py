@@ -40,7 +40,8 @@ class MeOut(BaseModel):
 def login(body: LoginIn, request: Request, store: StoreDep, settings: SettingsDep):
     """Exchange email and password for an access and a refresh token."""
     client = request.client.host if request.client else "?"
-    wait = request.app.state.login_limiter.hit(f"{client}|{body.email.lower()}")
+    key = f"{client}|{body.email.lower()}"
+    wait = request.app.state.login_limiter.hit(key)
     if wait:
         raise HTTPException(429, "Too many sign-in attempts; wait a minute.",
                             headers={"Retry-After": str(int(wait) + 1)})
@@ -50,6 +51,7 @@ def login(body: LoginIn, request: Request, store: StoreDep, settings: SettingsDe
         store.audit("login.failed", email=body.email.lower(), client=client)
         raise
     store.audit("login", actor=user["id"], client=client)
+    request.app.state.login_limiter.forget(key)
     return auth.issue_tokens(store, user["id"], settings.jwt_secret,
                              settings.access_token_minutes, settings.refresh_token_days)
 

@@ -349,6 +349,7 @@ async def invite_form(code: str, request: Request, store: StoreDep, settings: Se
                 user = auth.check_login(store, email, form.get("password", ""))
             except auth.AuthError as exc:
                 raise HTTPException(401, str(exc)) from None
+            request.app.state.login_limiter.forget(f"{client}|{email.lower()}")
         joined = join(request, store, user, code)
     except HTTPException as exc:
         return _page("invite.html", exc.status_code, code=shown, user=None if fresh else user,

@@ -19,6 +19,38 @@ def test_auth__login_me_refresh(cloud):
     assert reused.status_code == 401  # rotation: a refresh token works once
 
 
+def test_auth__a_token_names_one_account_even_after_a_restore(tmp_path):
+    """The database is restored from a backup taken before an account was made; the next
+    account made gets that account's id again. The old account's sign-in token named only
+    the id, so it signed in as the new one (an administrator here). It is refused now, and
+    so is its refresh token, with words that say to sign in again."""
+    import sqlite3
+
+    db, backup = tmp_path / "cloud.db", tmp_path / "backup.db"
+    first = make_cloud(f"sqlite:///{db}")
+    first.user("admin@example.org", admin=True)
+    with sqlite3.connect(db) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+    first.user("carer@example.org")
+    carer = first.auth("carer@example.org")
+    refresh = first.client.post("/api/nl/v1/auth/login", json={
+        "email": "carer@example.org", "password": PASSWORD}).json()["refresh_token"]
+    carer_id = first.client.get("/api/nl/v1/auth/me", headers=carer).json()["id"]
+    first.client.close()
+    first.store.close()
+
+    restored = make_cloud(f"sqlite:///{backup}")
+    restored.user("ops2@example.org", admin=True)
+    me = restored.client.get("/api/nl/v1/auth/me", headers=restored.auth("ops2@example.org"))
+    assert me.json()["id"] == carer_id  # the id is handed out again
+    r = restored.client.get("/api/nl/v1/auth/me", headers=carer)
+    assert r.status_code == 401 and r.json()["detail"] == "The account no longer exists."
+    r = restored.client.post("/api/nl/v1/auth/refresh", json={"refresh_token": refresh})
+    assert r.status_code == 401 and "sign in again" in r.json()["detail"]
+    restored.client.close()
+    restored.store.close()
+
+
 @pytest.mark.parametrize("header", [None, "Bearer nonsense", "Bearer "])
 def test_auth__me_needs_a_valid_token(cloud, header):
     headers = {"Authorization": header} if header else {}
@@ -41,6 +73,21 @@ def test_auth__login_rate_limited(tmp_path):
     assert codes == [401, 401, 401, 429, 429]
     r = c.client.post("/api/nl/v1/auth/login", json={"email": "x@example.org", "password": "b"})
     assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_auth__successful_sign_ins_are_not_counted_against_the_limit(tmp_path):
+    """Setting up three edges and three clocks signs the same administrator in six times
+    in a few minutes; a success used to count as an attempt, so the fourth was refused.
+    Failures still count, and a success clears them."""
+    c = make_cloud(f"sqlite:///{tmp_path / 'c.db'}", login_attempts_per_minute=3)
+    c.user("admin@example.org", admin=True)
+    good = {"email": "admin@example.org", "password": PASSWORD}
+    bad = {"email": "admin@example.org", "password": "wrong"}
+    codes = [c.client.post("/api/nl/v1/auth/login", json=good).status_code for _ in range(6)]
+    assert codes == [200] * 6
+    codes = [c.client.post("/api/nl/v1/auth/login", json=body).status_code
+             for body in (bad, bad, good, bad, bad, bad, good)]
+    assert codes == [401, 401, 200, 401, 401, 401, 429]
 
 
 def test_settings__default_secret_refused_outside_development():
