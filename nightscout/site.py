@@ -14,9 +14,14 @@ from typing import Protocol
 
 from nightlink.nightscout import auth
 from nightlink.nightscout.store import DocumentStore, Subjects
+from nightlink.shared import units
 
-# Nightscout's default alarm thresholds (mg/dL), as status.json reports them.
-THRESHOLDS = {"bgHigh": 260, "bgTargetTop": 180, "bgTargetBottom": 70, "bgLow": 55}
+# The alarm thresholds (mg/dL) status.json reports, which follower apps colour and alarm by:
+# the consensus levels the desk clock and the cloud's alerts use (urgent low below 54, high
+# above 250, in range 70-180), not Nightscout's own defaults (55, 260), so that a 54 is urgent
+# and a 255 alarms everywhere alike.
+THRESHOLDS = {"bgHigh": units.VERY_HIGH, "bgTargetTop": units.HIGH,
+              "bgTargetBottom": units.LOW, "bgLow": units.VERY_LOW}
 
 
 @dataclass

@@ -435,7 +435,7 @@ def test_status__fields_clients_read(ns):
     assert st["version"].startswith("15.") and st["versionNum"] >= 150000
     s = st["settings"]
     assert s["units"] == "mg/dl" and s["thresholds"] == {
-        "bgHigh": 260, "bgTargetTop": 180, "bgTargetBottom": 70, "bgLow": 55}
+        "bgHigh": 250, "bgTargetTop": 180, "bgTargetBottom": 70, "bgLow": 54}
     assert s["authDefaultRoles"] == "denied" and "careportal" in s["enable"]
     assert ns.get("/api/v1/status", headers=AUTH).text == "<h1>STATUS OK</h1>"
     assert ns.get("/api/v1/status.txt", headers=AUTH).text == "STATUS OK"
