@@ -47,6 +47,7 @@ class NightscoutConfig:
     host: str = "0.0.0.0"  # the LAN: phones upload to the nightstand
     port: int = 1337  # 0: any free port (tests)
     api_secret: str = ""
+    title: str = ""  # the site's name in apps (customTitle): the person's, e.g. "Alex"
 
 
 @dataclass
@@ -298,6 +299,9 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
     ns = cfg.nightscout
     if not 0 <= ns.port < 65536:
         _fail(f"{file}: [nightscout]", f"port must be 0..65535, not {ns.port}.")
+    if len(ns.title) > 60 or any(ord(ch) < 32 or ord(ch) == 127 for ch in ns.title):
+        _fail(f"{file}: [nightscout]", "title must be one line of at most 60 characters, "
+                                       "such as the person's name.")
     if ns.enabled and nightscout_secret:
         ns.api_secret = ns.api_secret or env.get(SECRET_ENV, "")
         check_secret(ns.api_secret, f"{file}: [nightscout] api_secret", cfg.development)

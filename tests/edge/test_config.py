@@ -54,6 +54,8 @@ def test_config__defaults_with_secret_from_environment():
         ("[alarm]\nfalse_alarms_per_week = '2'\n",
          "[alarm] false_alarms_per_week must be a number, not '2'."),
         ("[alarm]\nbudget = 2\n", "[alarm] unknown key 'budget' (known: false_alarms_per_week)"),
+        ("[nightscout]\ntitle = \"Alex\\nBea\"\n", "[nightscout] title must be one line of at most 60"),
+        ("[nightscout]\ntitle = 3\n", "[nightscout] title must be text"),
     ],
 )
 def test_config__errors_name_the_key(tmp_path, text, message):
