@@ -96,16 +96,22 @@ class TenantStore:
     def stream_values(self, stream: int, start_epoch: int, end_epoch: int) -> dict[int, dict]:
         """Epoch index -> {feature: value} for one stream in [start, end); features a device
         did not measure are absent. Where several devices sent the same epoch, the first (by
-        device id) wins per feature and the others only add what it lacked."""
+        device id) wins per feature and the others only add what it lacked. A device's own
+        later row of an epoch wins over its earlier one (an edge gives a CGM reading that
+        arrived after its epoch closed a row of its own)."""
         out: dict[int, dict] = {}
+        first: dict[int, str] = {}  # the device whose values an epoch holds first
         for r in self.db.query(
-                "SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
+                "SELECT epoch, device, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
                 "stream = ? AND epoch >= ? AND epoch < ? ORDER BY epoch, device, boot, seq",
                 (self.tenant_id, stream, start_epoch, end_epoch)):
             vals = row_codec.measured(stream, r["nfeat"], bytes(r["row_data"]))
             have = out.get(r["epoch"])
             if have is None:
                 out[r["epoch"]] = vals
+                first[r["epoch"]] = r["device"]
+            elif r["device"] == first[r["epoch"]]:
+                have.update(vals)
             else:
                 for k, v in vals.items():
                     have.setdefault(k, v)

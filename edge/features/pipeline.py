@@ -54,6 +54,33 @@ class EdgePipeline:
             return
         self._pending.setdefault(e, []).append(sample)
 
+    def add_late(self, readings: list[Glucose]) -> int:
+        """Glucose readings that arrived after newer ones (an uploader catching up after the
+        Wi-Fi or the node was away). Each goes to the reducer like any reading; one dated in
+        an epoch already closed gets a CGM record of its own for that epoch, unless the
+        stored record already shows a reading at least as recent: the cloud's entries come
+        from the records, so without it the cloud never had the reading. Returns the records
+        written."""
+        latest: dict[int, Glucose] = {}
+        for g in readings:
+            self.cgm.add(g)
+            e = epoch_index(g.t)
+            if e < self.epoch and (e not in latest or g.t > latest[e].t):
+                latest[e] = g
+        if not latest or features.CGM not in self.streams:
+            return 0
+        stored = self.store.epoch_values(features.CGM, min(latest), max(latest) + 1)
+        written = 0
+        for e in sorted(latest):
+            row = self.cgm.row(e)
+            have = stored.get(e)
+            if row[1] is None or (have is not None and have[1] is not None
+                                  and have[1] <= row[1] + 1e-6):
+                continue  # nothing to show, or the epoch shows as recent a reading already
+            self.store.append(features.CGM, e, [to_raw(features.CGM, row)], flags=self.flags)
+            written += 1
+        return written
+
     def _route(self, sample) -> None:
         if isinstance(sample, Room):
             self.room.add(sample)

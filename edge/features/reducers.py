@@ -276,6 +276,12 @@ class CgmReducer:
         end = epoch_start(epoch) + EPOCH_S
         while self._readings and self._readings[0].t < end - 60 * CGM_MAX_AGE_MIN - 900:
             self._readings.popleft()
+        return self.row(epoch)
+
+    def row(self, epoch: int) -> tuple:
+        """The values of `epoch` from the readings held, without letting any go: also for an
+        epoch already closed, when a reading for it arrives late."""
+        end = epoch_start(epoch) + EPOCH_S
         now = [r for r in self._readings if r.t < end]
         if not now:
             return (None,) * 6

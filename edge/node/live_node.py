@@ -34,6 +34,7 @@ from nightlink.edge.node.zone import ZONE_META, zone_name
 from nightlink.edge.sources.cgm import (
     FUTURE_S,
     NightscoutFollower,
+    entry_to_glucose,
     glucose_to_entry,
     readings_between,
 )
@@ -50,6 +51,7 @@ CHECK_NIGHTS_EVERY_EPOCHS = 2  # whether a night's wake time has passed, once a 
 ROOM_EVERY_S = 5.0  # room sensors read this often
 CLOCK_STEP_S = 300.0  # the clock moving by more than this at once is a step, not a delay
 FUTURE_STORE_S = 86400.0  # stored epochs further ahead of the clock than this were misdated
+LATE_MAX_S = 86400.0  # a reading arriving after newer ones gets its epoch up to a day back
 
 
 @dataclass
@@ -113,6 +115,8 @@ class LiveNode:
         self.first_epoch: int | None = None  # the first epoch this run closes
         self.server_port: int | None = None
         self._last_entry_ms = 0
+        self._late_cursor = 0  # srvModified of the last entry change looked at for late ones
+        self.late_readings = 0  # readings that arrived after newer ones, given epoch records
         self.nights: NightCloser | None = None
 
     # -- helpers -----------------------------------------------------------------------
@@ -206,7 +210,8 @@ class LiveNode:
         from nightlink.edge.node.nightscout_site import create_app
 
         ns = self.cfg.nightscout
-        app = create_app(self.store, ns.api_secret, development=self.cfg.development)
+        app = create_app(self.store, ns.api_secret, development=self.cfg.development,
+                         name=ns.title or "Nightlink edge")
         config = uvicorn.Config(app, host=ns.host, port=ns.port, log_level="warning",
                                 ws="websockets-sansio",
                                 lifespan="off")
@@ -369,15 +374,46 @@ class LiveNode:
         if self._beats:
             self.store.add_beats(self._beats)
             self._beats = []
+        late = self._late_entries()
         # Glucose uploaded to the local endpoint (or fetched by the follower) since last time,
         # up to now: one dated ahead of this clock (an uploader's wrong clock) is no reading
         # yet; taken, it would move the mark past every real reading to come.
         readings, newest = readings_between(self.store, self._last_entry_ms + 1,
                                             int(self.clock.now() * 1000))
+        # Of several readings at once (a phone catching up after a gap), those dated in
+        # epochs already closed and older than the newest are carried by no epoch to come.
+        last_t = max((g.t for g in readings), default=None)
         for g in readings:
-            self.pipeline.add(g)
+            if epoch_index(g.t) < self.pipeline.epoch and g.t < last_t:
+                late.append(g)
+            else:
+                self.pipeline.add(g)
+        if late:
+            written = self.pipeline.add_late(late)
+            self.late_readings += written
+            if written:
+                _LOGGER.info("%d glucose readings that came after their epochs closed were "
+                             "given records of their own", written)
         if newest is not None:  # past entries that are no reading too: read once
             self._last_entry_ms = max(self._last_entry_ms, newest)
+
+    def _late_entries(self) -> list:
+        """Readings stored since the last pass but dated before the newest one already read
+        (an uploader catching up after a gap: xDrip+'s backfill, a G7's), up to a day old:
+        the pass by date never returns them."""
+        rows = self.store.docs.history("entries", self._late_cursor, limit=5000)
+        if not rows:
+            return []
+        self._late_cursor = max(r.srv_modified for r in rows)
+        oldest = (self.clock.now() - LATE_MAX_S) * 1000
+        late = []
+        for r in rows:
+            if r.valid and r.kind == "sgv" and oldest <= r.date_ms <= self._last_entry_ms:
+                try:
+                    late.append(entry_to_glucose(r.view()))
+                except ValueError:
+                    continue
+        return late
 
     async def _closer(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -481,6 +517,7 @@ class LiveNode:
                                     rate=self.cfg.audio.sample_rate)
         # Readings from the last hours give the first epochs their latest value and trend.
         self._last_entry_ms = int((epoch_start(first) - 60 * CGM_MAX_AGE_MIN) * 1000) - 1
+        self._late_cursor = self.store.docs.last_modified("entries") or 0
         jobs = []
         c = self.cfg
         if c.audio.enabled:

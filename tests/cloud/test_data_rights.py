@@ -276,3 +276,21 @@ def test_one_row_decoder__api_export_and_fusion_agree_on_values_and_types(fam):
             assert {k: type(v) for k, v in seen.items() if v is not None} == \
                    {k: type(v) for k, v in measured.items() if k in seen}
         assert fused[name] == measured
+
+
+def test_fusion__a_devices_later_row_of_an_epoch_wins_over_its_earlier_one(fam):
+    """An edge gives a reading that arrived after its epoch closed a row of its own for that
+    epoch (the first showed the reading before, older): fusion takes the later one; another
+    device's row still only adds what the first device lacked."""
+    t = fam.store.tenant("fam-1")
+    epoch = 57_000_000
+    stale = codec.quantize_row(features.CGM, (190.0, 12.0, None, None, 4.0, None))
+    late = codec.quantize_row(features.CGM, (181.0, 0.5, -1.0, -0.2, 4.0, None))
+    other = codec.quantize_row(features.CGM, (99.0, 1.0, None, None, 4.0, None))
+    t.put_rows([codec.Record(features.CGM, codec.device_id(DEV), 7, 1, epoch, [stale])])
+    t.put_rows([codec.Record(features.CGM, codec.device_id(DEV), 7, 2, epoch, [late])])
+    t.put_rows([codec.Record(features.CGM, codec.device_id("ffffffffffff"), 1, 1, epoch,
+                             [other])])
+    got = t.stream_values(features.CGM, epoch, epoch + 1)[epoch]
+    assert got["glucose_mgdl"] == 181 and got["minutes_since"] == 0.5
+    assert got["delta5_mgdl"] == -1

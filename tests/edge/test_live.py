@@ -267,7 +267,7 @@ def test_edge_run__sigterm_stops_cleanly(tmp_path):
     port = free_port()
     path = tmp_path / "edge.toml"
     path.write_text(f'[audio]\nenabled = false\n[nightscout]\nhost = "127.0.0.1"\nport = {port}\n'
-                    f'api_secret = "{SECRET}"\n')
+                    f'api_secret = "{SECRET}"\ntitle = "Alex"\n')
     proc = subprocess.Popen([sys.executable, "-m", "nightlink", "edge", "run", "--config",
                              str(path), "--db", str(tmp_path / "e.db")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -275,13 +275,17 @@ def test_edge_run__sigterm_stops_cleanly(tmp_path):
     # SIGTERM once the node is up (its Nightscout endpoint answers), not after a guessed
     # delay: on a loaded machine the start alone can take longer than any fixed sleep.
     deadline = time.monotonic() + 60
+    status = None
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/status.json", timeout=2).status_code:
-                break
+            status = httpx.get(f"http://127.0.0.1:{port}/api/v1/status.json", timeout=2,
+                               headers={"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()})
+            break
         except httpx.TransportError:
             time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
+    # Two children's edges in one home are told apart in the apps by [nightscout] title.
+    assert status is not None and status.json()["settings"]["customTitle"] == "Alex"
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Stopped" in err
@@ -646,6 +650,47 @@ def test_live__an_uploaded_reading_dated_ahead_does_not_hide_the_real_ones(tmp_p
     cgm = store.epoch_values(features.CGM, node.first_epoch, node.pipeline.epoch)
     values = [cgm[e][0] for e in sorted(cgm)]
     assert values[0] == 90 and values[-1] == 77 and 300 not in values
+    store.close()
+
+
+def test_live__readings_that_come_after_their_epochs_closed_reach_the_records(tmp_path):
+    """A phone back on the Wi-Fi uploads the readings it kept, oldest first, all at once;
+    later an older one alone (xDrip+'s backfill). Only the newest was carried by an epoch
+    record, and the cloud's entries come from the records: the others never reached the
+    cloud. Each now gets a record of its own epoch, dated to the half minute."""
+    from nightlink.cloud.ingest import glucose_entries
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+
+    t0 = epoch_start(58950540) + 25.0
+    store = EdgeStore(tmp_path / "edge.db")
+    store.add_entries([glucose_to_entry(Glucose(t0 - 900, 190), "xdrip")])
+    node = LiveNode(_quiet(tmp_path), store, clock=TimeBase(speed=SPEED, t0=t0),
+                    i2c_bus=FakeI2CBus())
+    sent: dict[str, list] = {}
+
+    def done():
+        if node.epochs_closed >= 12 and "batch" not in sent:
+            now = node.clock.now()
+            sent["batch"] = [Glucose(now - 300 + k, v) for k, v in ((0, 182), (100, 181),
+                                                                    (200, 180))]
+            sent["batch"].append(Glucose(now - 2, 179))
+            store.add_entries([glucose_to_entry(g, "xdrip") for g in sent["batch"]])
+        elif "batch" in sent and "old" not in sent and node.epochs_closed >= 16:
+            sent["old"] = [Glucose(sent["batch"][0].t - 150, 185)]
+            store.add_entries([glucose_to_entry(g, "xdrip") for g in sent["old"]])
+        return "old" in sent and node.epochs_closed >= 20
+
+    run_until(node, done)
+    late = [*sent["batch"][:3], *sent["old"]]
+    cgm = store.epoch_values(features.CGM, node.first_epoch - 40, node.pipeline.epoch)
+    assert [cgm[epoch_index(g.t)][0] for g in late] == [182, 181, 180, 185]
+    assert node.late_readings == 4
+    dates = {e["date"] // 1000: e["sgv"] for rec in store.records(features.CGM)
+             for e in glucose_entries(rec, store.device)}
+    for g in [*late, sent["batch"][3]]:  # what the cloud serves, each reading once
+        near = [v for d, v in dates.items() if abs(d - g.t) <= 15]
+        assert near == [g.sgv], (g, near)
     store.close()
 
 
