@@ -411,9 +411,11 @@ class SyncClient:
             self._silence_warned = now
             _LOGGER.warning(
                 "%s: is this edge (device %s) provisioned in the cloud for tenant %r "
-                "(`nightlink cloud devices`), and is `tenant` in edge.toml right? The cloud's "
+                "(`nightlink device register-edge --edge-id %s`; GET /api/nl/v1/tenants/"
+                "%s/devices lists them), and is `tenant` in edge.toml right? The cloud's "
                 "log says why it refuses; rows are kept and sent again every %.0f s",
-                self.last_error, self.device, self.tenant, self._resend_after())
+                self.last_error, self.device, self.tenant, self.device, self.tenant,
+                self._resend_after())
 
     def _check_docs_silence(self, now: float) -> None:
         """Say it when the cloud acknowledges the readings but none of the treatment changes:

@@ -162,6 +162,8 @@ def test_silent_cloud__said_and_resends_slow_down(mosquitto, edge, caplog, monke
     assert len(said) == 1, said  # once (then every 10 minutes)
     assert f"device {edge.device}" in said[0] and "provisioned in the cloud for tenant" in \
         said[0] and "`tenant` in edge.toml" in said[0]
+    # a command that exists (`nightlink cloud devices` did not)
+    assert f"`nightlink device register-edge --edge-id {edge.device}`" in said[0]
     assert "acknowledged nothing" in client.last_error
     assert client._resend_after() > 1.5  # half the silence: slower and slower, to 30 min
     assert client.stats.rows_sent < 40 * 5  # not every 0.5 s for 4 s (8 rounds)
