@@ -34,6 +34,7 @@ from nightlink.edge.node.zone import ZONE_META, zone_name
 from nightlink.edge.sources.cgm import (
     FUTURE_S,
     NightscoutFollower,
+    UploaderCheck,
     entry_to_glucose,
     glucose_to_entry,
     readings_between,
@@ -117,6 +118,8 @@ class LiveNode:
         self._last_entry_ms = 0
         self._late_cursor = 0  # srvModified of the last entry change looked at for late ones
         self.late_readings = 0  # readings that arrived after newer ones, given epoch records
+        self.uploaders = UploaderCheck()
+        self._uploaders_warned = False
         self.nights: NightCloser | None = None
 
     # -- helpers -----------------------------------------------------------------------
@@ -383,6 +386,7 @@ class LiveNode:
         # Of several readings at once (a phone catching up after a gap), those dated in
         # epochs already closed and older than the newest are carried by no epoch to come.
         last_t = max((g.t for g in readings), default=None)
+        self._check_uploaders(readings)
         for g in readings:
             if epoch_index(g.t) < self.pipeline.epoch and g.t < last_t:
                 late.append(g)
@@ -396,6 +400,21 @@ class LiveNode:
                              "given records of their own", written)
         if newest is not None:  # past entries that are no reading too: read once
             self._last_entry_ms = max(self._last_entry_ms, newest)
+
+    def _check_uploaders(self, readings) -> None:
+        """Say it (log and `edge status`) when two uploaders' recent readings disagree."""
+        now = self.clock.now()
+        for g in readings:
+            if now - g.t > 15 * 60:
+                continue  # a backlog or an import: only live readings are compared
+            said = self.uploaders.add(g, now)
+            if said:
+                _LOGGER.warning("%s", said)
+                self._status("glucose", "uploaders", "disagree", said)
+                self._uploaders_warned = True
+        if self._uploaders_warned and self.uploaders.quiet(now):
+            self._uploaders_warned = False
+            self._status("glucose", "uploaders", "agree", "no disagreement for an hour")
 
     def _late_entries(self) -> list:
         """Readings stored since the last pass but dated before the newest one already read

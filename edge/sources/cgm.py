@@ -105,6 +105,54 @@ def readings_between(store: EdgeStore, since_ms: int, until_ms: int | None = Non
     return out, newest
 
 
+# -- two uploaders that disagree -----------------------------------------------------------------
+
+DISAGREE_MGDL = 40  # and DISAGREE_SHARE of the lower: two apps reading one sensor stay closer
+DISAGREE_SHARE = 0.25
+DISAGREE_WITHIN_S = 300  # readings of two uploaders this close in time are compared
+DISAGREE_TIMES = 3  # this many disagreements within DISAGREE_HOUR_S make a warning
+DISAGREE_HOUR_S = 3600
+
+
+class UploaderCheck:
+    """Readings of one person sent by two uploaders (xDrip+ and Juggluco on one sensor, a
+    phone and a follower) agree within a few mg/dL. Two children's phones set up with the same
+    site do not, and the desk clock would then alarm on the other child's lows: each reading is
+    compared with the other uploaders' latest within 5 minutes, and three readings far apart
+    within an hour make `add` return a warning (then at most once an hour)."""
+
+    def __init__(self):
+        self.latest: dict[str, Glucose] = {}
+        self.times: list[float] = []  # when readings disagreed, within the last hour
+        self.warned_at: float | None = None
+
+    def add(self, g: Glucose, now: float) -> str | None:
+        if g.sgv is None:
+            return None
+        said = None
+        for source, other in self.latest.items():
+            if source == g.source or other.sgv is None or abs(other.t - g.t) > DISAGREE_WITHIN_S:
+                continue
+            gap = abs(other.sgv - g.sgv)
+            if gap > DISAGREE_MGDL and gap > DISAGREE_SHARE * min(other.sgv, g.sgv):
+                self.times = [t for t in self.times if now - t < DISAGREE_HOUR_S] + [now]
+                if len(self.times) >= DISAGREE_TIMES and (
+                        self.warned_at is None or now - self.warned_at >= DISAGREE_HOUR_S):
+                    self.warned_at = now
+                    said = (f"two uploaders send different glucose: {source!r} {other.sgv} "
+                            f"and {g.source!r} {g.sgv} mg/dL {abs(other.t - g.t) / 60:.0f} min "
+                            f"apart, {len(self.times)} times within an hour. Are two people's "
+                            "phones set up with this site (each person needs an edge and a "
+                            "tenant of their own), or two sensors on one person?")
+        if self.latest.get(g.source) is None or g.t >= self.latest[g.source].t:
+            self.latest[g.source] = g
+        return said
+
+    def quiet(self, now: float) -> bool:
+        """No disagreement within the last hour."""
+        return not any(now - t < DISAGREE_HOUR_S for t in self.times)
+
+
 # -- following a Nightscout site -----------------------------------------------------------------
 
 

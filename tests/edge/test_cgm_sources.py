@@ -460,3 +460,35 @@ def test_readings_between__entries_that_are_no_reading_are_passed_once(store):
                        {"type": "sgv", "date": t + 10 * MIN + 86_400_000, "sgv": 99}])
     got, newest = cgm.readings_between(store, t, t + 3_600_000)
     assert [g.sgv for g in got] == [120] and newest == t + 5 * MIN  # the one ahead waits
+
+
+def test_uploader_check__two_peoples_phones_on_one_site_are_said_once_an_hour():
+    from nightlink.edge.sources.cgm import UploaderCheck
+
+    check, said = UploaderCheck(), []
+    t = 1_768_510_800.0
+    for k in range(6):  # Alex's xDrip+ and Bea's Juggluco, every 5 minutes, far apart
+        for g in (Glucose(t + 300 * k, 141 + k, source="xdrip-alex"),
+                  Glucose(t + 300 * k + 12, 62, source="juggluco-bea")):
+            said.append(check.add(g, g.t))
+    warnings = [s for s in said if s]
+    assert len(warnings) == 1 and said.index(warnings[0]) == 3  # the third disagreement
+    assert "'xdrip-alex' 142 and 'juggluco-bea' 62 mg/dL 0 min apart" in warnings[0]
+    assert "each person needs an edge and a tenant of their own" in warnings[0]
+    assert not check.quiet(t + 1800) and check.quiet(t + 1500 + 12 + 3600)
+
+
+def test_uploader_check__two_apps_on_one_sensor_and_one_phone_are_not_said():
+    from nightlink.edge.sources.cgm import UploaderCheck
+
+    check = UploaderCheck()
+    t = 1_768_510_800.0
+    said = []
+    for k in range(24):  # xDrip+ calibrated 30 mg/dL above Juggluco, and a fast fall
+        v = 250 - 8 * k
+        said.append(check.add(Glucose(t + 300 * k, v + 30, source="xdrip"), t + 300 * k))
+        said.append(check.add(Glucose(t + 300 * k + 40, v, source="juggluco"), t + 300 * k))
+    one = UploaderCheck()
+    said += [one.add(Glucose(t + 300 * k, 60 + 60 * (k % 2), source="xdrip"), t + 300 * k)
+             for k in range(24)]
+    assert not any(said)

@@ -694,6 +694,35 @@ def test_live__readings_that_come_after_their_epochs_closed_reach_the_records(tm
     store.close()
 
 
+def test_live__two_uploaders_far_apart_are_said_in_the_status(tmp_path, caplog):
+    """Two children's phones set up with one edge: each reading is stored and the clock
+    would alarm on the sibling's lows. The node says so in its log and `edge status`."""
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+
+    t0 = epoch_start(58950540) + 25.0
+    store = EdgeStore(tmp_path / "edge.db")
+    node = LiveNode(_quiet(tmp_path), store, clock=TimeBase(speed=SPEED, t0=t0),
+                    i2c_bus=FakeI2CBus())
+    sent = []
+
+    def done():
+        if node.epochs_closed >= len(sent) * 2 + 1 and len(sent) < 4:
+            now = node.clock.now()
+            store.add_entries([glucose_to_entry(Glucose(now - 20, 140 + len(sent)), "xdrip-alex"),
+                               glucose_to_entry(Glucose(now - 8, 62), "juggluco-bea")])
+            sent.append(now)
+        return len(sent) == 4 and "glucose" in store.sources()
+
+    caplog.set_level("WARNING", logger="nightlink.edge.node.live_node")
+    run_until(node, done)
+    status = store.sources()["glucose"]
+    assert status["state"] == "disagree" and "two uploaders send different glucose" in \
+        status["detail"]
+    assert sum("two uploaders" in r.getMessage() for r in caplog.records) == 1
+    store.close()
+
+
 def test_live__a_microphone_below_16_khz_is_said_to_serve_snoring_only(tmp_path, caplog):
     class Opened:
         def __enter__(self):
