@@ -336,6 +336,9 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
     out = Outcome()
     data = store.tenant(tenant)
     out.rows = data.put_rows(records)
+    # Rows not new: resends, or new rows under seqs the device gave again (its store put
+    # back from an older copy), which the ack names so that it numbers them anew.
+    reused = data.reused_seqs(records) if out.rows < rows else []
     sid = features.stream_by_name(stream)[features.S_ID]
     if sid == features.CGM:
         entries = _served([e for rec in records for e in glucose_entries(rec, device)], out)
@@ -347,7 +350,14 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
             except DocumentError as exc:
                 raise Rejected(f"A glucose reading of the record is not valid: {exc}",
                                _with_ack(out, store, tenant, device, sid)) from None
-    out.acks.append(_ack(store, tenant, device, sid))
+    topic, ack = _ack(store, tenant, device, sid)
+    if reused:
+        ack["reused"] = [list(r) for r in reused[:50]]
+        out.dead.append((f"{sum(b - a + 1 for a, b in reused)} rows came under seqs the device "
+                         f"{device} had used for other epochs (its store put back from an "
+                         "older copy?): not stored; the ack asks it to number them anew",
+                         payload[:4096]))
+    out.acks.append((topic, ack))
     for rec in records:
         metrics.DEVICE_LAG.labels(device).set(
             max(0.0, time.time() - epoch_start(rec.epoch + rec.count)))

@@ -49,6 +49,26 @@ class TenantStore:
                 "nfeat, row_data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device, stream, boot, seq) DO NOTHING", rows)
 
+    def reused_seqs(self, records: Iterable[codec.Record]) -> list[tuple[int, int]]:
+        """Seq ranges of these records that the store holds for other epochs: a device that
+        numbered new rows again (its store put back from an older copy). A resend of the same
+        rows is not one."""
+        seqs = []
+        for rec in records:
+            held = {r["seq"]: r["epoch"] for r in self.db.query(
+                "SELECT seq, epoch FROM epoch_rows WHERE device = ? AND stream = ? AND boot = ? "
+                "AND seq >= ? AND seq < ?", (codec.device_name(rec.device), rec.stream,
+                                             rec.boot, rec.seq, rec.seq + len(rec.rows)))}
+            seqs += [rec.seq + i for i in range(len(rec.rows))
+                     if held.get(rec.seq + i, rec.epoch + i) != rec.epoch + i]
+        out: list[tuple[int, int]] = []
+        for s in sorted(seqs):
+            if out and s == out[-1][1] + 1:
+                out[-1] = (out[-1][0], s)
+            else:
+                out.append((s, s))
+        return out
+
     def count_rows(self, stream: int | None = None) -> int:
         if stream is None:
             return int(self.db.scalar("SELECT count(*) AS n FROM epoch_rows WHERE tenant_id = ?",
@@ -97,8 +117,9 @@ class TenantStore:
         """Epoch index -> {feature: value} for one stream in [start, end); features a device
         did not measure are absent. Where several devices sent the same epoch, the first (by
         device id) wins per feature and the others only add what it lacked. A device's own
-        later row of an epoch wins over its earlier one (an edge gives a CGM reading that
-        arrived after its epoch closed a row of its own)."""
+        later row of an epoch replaces its earlier one (an edge gives a CGM reading that
+        arrived after its epoch closed a row of its own), whole: a field the later row lacks
+        is not taken from the earlier one."""
         out: dict[int, dict] = {}
         first: dict[int, str] = {}  # the device whose values an epoch holds first
         for r in self.db.query(
@@ -111,7 +132,7 @@ class TenantStore:
                 out[r["epoch"]] = vals
                 first[r["epoch"]] = r["device"]
             elif r["device"] == first[r["epoch"]]:
-                have.update(vals)
+                out[r["epoch"]] = vals  # the device's later row replaces its earlier one
             else:
                 for k, v in vals.items():
                     have.setdefault(k, v)

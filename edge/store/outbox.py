@@ -39,7 +39,7 @@ class Outbox:
 
     def mark_sent(self, record_ids: list[int], at: float) -> None:
         with self.db.transaction():
-            self.db.executemany("UPDATE outbox SET sent_at = ? WHERE record_id = ?",
+            self.db.executemany("UPDATE outbox SET sent_at = ?, sent_once = 1 WHERE record_id = ?",
                                 [(at, r) for r in record_ids])
 
     def mark_all_unsent(self) -> None:
@@ -57,11 +57,67 @@ class Outbox:
         rows = self.db.query(sql + " ORDER BY o.priority, o.record_id LIMIT ?", [*args, limit])
         return [OutboxItem(**row) for row in rows]
 
-    def ack(self, device: str, stream: int, hwm: int) -> int:
-        """The cloud holds every row of device/stream up to seq hwm: leave the outbox."""
+    def ack(self, device: str, stream: int, hwm: int, *,
+            sent_before: float | None = None) -> int:
+        """The cloud holds every row of device/stream up to seq hwm: the rows sent leave the
+        outbox. One never sent stays to be sent: the cloud cannot hold it, only another row
+        under its seq (this store put back from an older copy), and sending it lets the cloud
+        say so (`catch_up`). `sent_before`: a mark kept from before the session that began
+        then releases only the rows sent before it."""
+        if sent_before is None:
+            return self.db.execute(
+                "DELETE FROM outbox WHERE sent_once = 1 AND record_id IN (SELECT id FROM "
+                "records WHERE device = ? AND stream = ? AND seq <= ?)", (device, stream, hwm))
         return self.db.execute(
-            "DELETE FROM outbox WHERE record_id IN (SELECT id FROM records "
-            "WHERE device = ? AND stream = ? AND seq <= ?)", (device, stream, hwm))
+            "DELETE FROM outbox WHERE sent_once = 1 AND (sent_at IS NULL OR sent_at < ?) AND "
+            "record_id IN (SELECT id FROM records WHERE device = ? AND stream = ? AND "
+            "seq <= ?)", (sent_before, device, stream, hwm))
+
+    def catch_up(self, device: str, stream: int, hwm: int,
+                 reused: list[tuple[int, int]] = ()) -> int:
+        """The store was put back from an older copy (or lost its counters): its new records
+        carry seqs the cloud already holds for other rows, which it takes as resends and
+        drops. Seen when the cloud's mark hwm is at or past the next seq this store would
+        give (every queued record numbered up to hwm), or when the cloud names `reused` seq
+        ranges it holds with other epochs (the records overlapping them). Those records get
+        new seqs after both, and numbering goes on from there. Returns the records
+        renumbered."""
+        from nightlink.shared import codec
+
+        with self.db.transaction():
+            nxt = self.db.scalar("SELECT next_seq FROM seqs WHERE device = ? AND stream = ?",
+                                 (device, stream)) or 1
+            behind = hwm >= nxt
+            if not behind and not reused:
+                return 0
+            where = " OR ".join(["r.seq <= ?"] * behind
+                                + ["(r.seq <= ? AND r.seq + r.count - 1 >= ?)"] * len(reused))
+            args = [hwm] * behind + [x for a, b in reused for x in (b, a)]
+            queued = self.db.query(
+                "SELECT r.id, r.blob FROM records r JOIN outbox o ON o.record_id = r.id "
+                f"WHERE r.device = ? AND r.stream = ? AND ({where}) ORDER BY r.seq",
+                (device, stream, *args))
+            seq = max(nxt, hwm + 1)
+            for row in queued:
+                rec = codec.decode(row["blob"])
+                moved = codec.Record(rec.stream, rec.device, rec.boot, seq, rec.epoch, rec.rows,
+                                     rec.flags)
+                self.db.execute("UPDATE records SET seq = ?, blob = ? WHERE id = ?",
+                                (seq, codec.encode(moved), row["id"]))
+                self.db.execute("UPDATE outbox SET sent_at = NULL WHERE record_id = ?",
+                                (row["id"],))
+                seq += rec.count
+            if queued or behind:
+                self.db.execute(
+                    "INSERT INTO seqs (device, stream, next_seq) VALUES (?, ?, ?) "
+                    "ON CONFLICT (device, stream) DO UPDATE SET next_seq = excluded.next_seq",
+                    (device, stream, max(seq, nxt)))
+        if queued:
+            _LOGGER.warning("the cloud holds other rows under seqs of stream %d this store "
+                            "gave again (was the store put back from an older copy?): %d "
+                            "queued records renumbered from %d", stream, len(queued),
+                            max(nxt, hwm + 1))
+        return len(queued)
 
     def resend_range(self, device: str, stream: int, first: int, last: int) -> int:
         """The cloud asks again for seqs first..last: send them on the next pass. Records it
@@ -76,11 +132,17 @@ class Outbox:
             held = self.db.query(
                 f"SELECT id, seq, count, id IN (SELECT record_id FROM outbox) AS queued "
                 f"FROM records WHERE {overlap[0]} ORDER BY seq", overlap[1])
-            again = [r["id"] for r in held if not r["queued"]]
+            dropped = self.db.query(
+                "SELECT first_seq, last_seq FROM dropped_ranges WHERE device = ? AND "
+                "stream = ? AND first_seq <= ? AND last_seq >= ?", (device, stream, last, first))
+            # Not queued and not dropped by the quota: acknowledged before, lost since.
+            again = [r["id"] for r in held if not r["queued"] and not any(
+                d["first_seq"] <= r["seq"] and r["seq"] + r["count"] - 1 <= d["last_seq"]
+                for d in dropped)]
             if again:
-                _LOGGER.warning("the cloud asks again for %d records of stream %d it had "
-                                "acknowledged (restored from a backup?): they are sent again",
-                                len(again), stream)
+                _LOGGER.warning("the cloud asks again for %d records of stream %d that had "
+                                "left the outbox (its database put back from a backup?): they "
+                                "are sent again", len(again), stream)
             self.db.executemany(
                 "INSERT INTO outbox (record_id, priority, enqueued_at) VALUES (?, ?, ?)",
                 [(rid, features.stream(stream)[features.S_PRIORITY], now) for rid in again])
@@ -102,7 +164,8 @@ class Outbox:
             for a, b in gone:
                 self.db.execute(
                     "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
-                    "VALUES (?, ?, ?, ?)", (device, stream, a, b))
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (device, stream, first_seq) DO UPDATE "
+                    "SET last_seq = max(last_seq, excluded.last_seq)", (device, stream, a, b))
             if gone:
                 _LOGGER.warning("the cloud asks for %d rows of stream %d this store no longer "
                                 "holds (past retention): given up, so its mark can pass them",

@@ -173,6 +173,12 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (5, "the wearable's beats of the last nights, for the heart-rhythm apnea screen", [
         "CREATE TABLE beats (t_ms INTEGER PRIMARY KEY, rr_ms REAL NOT NULL)",
     ]),
+    # An ack removes only rows sent at least once: a mark covering a row never sent names
+    # another row under its seq (a store put back from an older copy), so the row goes.
+    (6, "outbox rows sent at least once", [
+        "ALTER TABLE outbox ADD COLUMN sent_once INTEGER NOT NULL DEFAULT 0",
+        "UPDATE outbox SET sent_once = 1 WHERE sent_at IS NOT NULL",
+    ]),
 ]
 
 

@@ -95,7 +95,8 @@ class SyncClient:
         self.connected = False
         self.last_error = ""  # why the last connection attempt failed ("" once connected)
         self.store_error = ""  # why the store could not be written ("" once it could)
-        self._acks: list[tuple[str, bytes]] = []
+        self._acks: list[tuple[str, bytes, bool]] = []  # (topic, payload, retained)
+        self._session_wall = 0.0  # when this session connected (wall clock, as sent_at)
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, self.rng)
         self._next_attempt = 0.0
         self._deadline: float | None = None  # an attempt is open until its CONNACK or this
@@ -131,7 +132,8 @@ class SyncClient:
             self.client.tls_set(ca_certs=cfg.ca_file or None)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = lambda _c, _u, m: self._acks.append((m.topic, bytes(m.payload)))
+        self.client.on_message = lambda _c, _u, m: self._acks.append(
+            (m.topic, bytes(m.payload), bool(m.retain)))
 
     @property
     def where(self) -> str:
@@ -159,6 +161,7 @@ class SyncClient:
         self._docs_unacked_since = None
         self._rows_acked = False
         self._up_since = time.monotonic()
+        self._session_wall = time.time()
         self.stats.connects += 1
         client.subscribe([(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", 1),
                           (topics.cmd_topic(self.tenant, self.device), 1)])
@@ -239,9 +242,9 @@ class SyncClient:
         pass. Anything else a message raises drops that message alone, with a rate-limited
         WARNING: nothing the broker delivers may end this thread (glucose goes on it too)."""
         while self._acks:
-            topic, payload = self._acks[0]
+            topic, payload, retained = self._acks[0]
             try:
-                self._handle_one(topic, payload)
+                self._handle_one(topic, payload, retained=retained)
             except STORE_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - any bad message is dropped, not fatal
@@ -250,7 +253,7 @@ class SyncClient:
                            f"{type(exc).__name__}: {str(exc)[:200]}")
             self._acks.pop(0)
 
-    def _handle_one(self, topic: str, payload: bytes) -> None:
+    def _handle_one(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         kind, _tenant, device, stream = topics.parse(topic)
         if device != self.device:
             return
@@ -272,7 +275,13 @@ class SyncClient:
             self._rows_acked = True
             gaps = [(int(a), int(b)) for a, b in body.get("gaps", [])]
             sid = features.stream_by_name(stream)[features.S_ID]
-            self.stats.acked_rows += self.store.ack(device, sid, hwm)
+            reused = [(int(a), int(b)) for a, b in body.get("reused", [])]
+            self.store.catch_up(device, sid, hwm, reused)  # first: the ack may cover them
+            # A mark the broker kept from before this session was computed before anything
+            # sent in it: it releases only rows sent before (a store put back from an older
+            # copy sends rows under seqs that mark covers; the cloud's answer says so).
+            self.stats.acked_rows += self.store.ack(
+                device, sid, hwm, sent_before=self._session_wall if retained else None)
             for first, last in gaps:
                 self.stats.resend_requests += self.store.resend_range(device, sid, first, last)
 
@@ -431,8 +440,10 @@ class SyncClient:
             self._silence_warned = now
             _LOGGER.warning(
                 "%s: does the cloud run an older Nightlink, from before treatments were "
-                "synced (its dead letters would name these messages)? Update the cloud; the "
-                "changes are kept and sent again", self.last_error)
+                "synced (update it), or is this edge (device %s) provisioned there as a "
+                "clock rather than with `nightlink device register-edge`? The cloud's dead "
+                "letters say which; the changes are kept and sent again", self.last_error,
+                self.device)
 
     def pump(self) -> int:
         """One pass: live rows first, then as much backfill as the bucket allows."""

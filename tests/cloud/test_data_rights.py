@@ -284,8 +284,8 @@ def test_fusion__a_devices_later_row_of_an_epoch_wins_over_its_earlier_one(fam):
     device's row still only adds what the first device lacked."""
     t = fam.store.tenant("fam-1")
     epoch = 57_000_000
-    stale = codec.quantize_row(features.CGM, (190.0, 12.0, None, None, 4.0, None))
-    late = codec.quantize_row(features.CGM, (181.0, 0.5, -1.0, -0.2, 4.0, None))
+    stale = codec.quantize_row(features.CGM, (190.0, 12.0, 12.0, 2.5, 4.0, None))
+    late = codec.quantize_row(features.CGM, (181.0, 0.5, None, None, 4.0, None))
     other = codec.quantize_row(features.CGM, (99.0, 1.0, None, None, 4.0, None))
     t.put_rows([codec.Record(features.CGM, codec.device_id(DEV), 7, 1, epoch, [stale])])
     t.put_rows([codec.Record(features.CGM, codec.device_id(DEV), 7, 2, epoch, [late])])
@@ -293,4 +293,4 @@ def test_fusion__a_devices_later_row_of_an_epoch_wins_over_its_earlier_one(fam):
                              [other])])
     got = t.stream_values(features.CGM, epoch, epoch + 1)[epoch]
     assert got["glucose_mgdl"] == 181 and got["minutes_since"] == 0.5
-    assert got["delta5_mgdl"] == -1
+    assert "delta5_mgdl" not in got  # not the stale row's, nor the other device's

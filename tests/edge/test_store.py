@@ -12,7 +12,7 @@ ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 def test_store__wal_and_migrations(store):
     assert store.db.scalar("PRAGMA journal_mode") == "wal"
-    assert store.schema_version() == 5
+    assert store.schema_version() == 6
 
 
 def test_store__migration_3_moves_entries_into_the_nightscout_store(tmp_path, monkeypatch):
@@ -32,7 +32,7 @@ def test_store__migration_3_moves_entries_into_the_nightscout_store(tmp_path, mo
     old.close()
     monkeypatch.undo()
     new = EdgeStore(path)
-    assert new.schema_version() == 5
+    assert new.schema_version() == 6
     [doc] = new.entries(count=5)
     assert doc == {"_id": entry_oid("sgv", 1700000000000), "type": "sgv",
                    "date": 1700000000000, "sgv": 120, "direction": "Flat"}
@@ -107,6 +107,7 @@ def test_store__prune_keeps_unsent(store):
     old = store.outbox()[0]
     now = 40 * 2880
     assert store.prune(now) == 0  # still in the outbox
+    store.mark_sent([old.record_id], 1000.0)
     store.ack(store.device, features.ROOM, old.seq)  # the cloud has it
     assert store.prune(now) == 1
 
@@ -128,7 +129,12 @@ def test_store__concurrent_reader_sees_committed_only(store, tmp_path):
 def test_store__ack_removes_up_to_the_mark(store):
     for i in range(5):
         store.append(features.ROOM, 100 + i, [ROW])
-    assert store.ack(store.device, features.ROOM, 3) == 3
+    store.mark_sent([o.record_id for o in store.outbox()][:2], 1000.0)
+    # A mark over a row never sent names another row under its seq: that one stays.
+    assert store.ack(store.device, features.ROOM, 3) == 2
+    assert [o.seq for o in store.outbox()] == [3, 4, 5]
+    store.mark_sent([o.record_id for o in store.outbox()], 1000.0)
+    assert store.ack(store.device, features.ROOM, 3) == 1
     assert [o.seq for o in store.outbox()] == [4, 5]
     assert store.ack(store.device, features.ROOM, 3) == 0
 
@@ -151,6 +157,7 @@ def test_store__rows_acknowledged_then_asked_for_again_go_again_or_are_given_up(
     ranges (the cloud's mark steps over them), once, however often it asks."""
     for i in range(6):
         store.append(features.ROOM, 100 + i, [ROW])
+    store.mark_sent([o.record_id for o in store.outbox()], 1000.0)
     assert store.ack(store.device, features.ROOM, 6) == 6 and store.outbox_size() == 0
     store.prune(100 + 30 * 2880 + 2)  # past retention: the first two are pruned
     assert store.resend_range(store.device, features.ROOM, 1, 5) == 3
@@ -162,6 +169,29 @@ def test_store__rows_acknowledged_then_asked_for_again_go_again_or_are_given_up(
     # Seqs never issued are not given up: the cloud cannot be missing them.
     store.resend_range(store.device, features.ROOM, 7, 9)
     assert store.dropped_ranges(store.device) == {features.ROOM: [[1, 2]]}
+
+
+def test_store__a_wider_gap_after_more_pruning_and_rows_the_quota_dropped(store):
+    """Asked again for a gap after more rows were pruned, the range given up grows (a second
+    row with the same first seq stopped the sync: UNIQUE failed); rows the quota dropped are
+    not queued again (the cloud learns of them from the status report)."""
+    for i in range(6):
+        store.append(features.ROOM, 100 + i, [ROW])
+    store.mark_sent([o.record_id for o in store.outbox()], 1000.0)
+    store.ack(store.device, features.ROOM, 6)
+    store.prune(100 + 30 * 2880 + 2)
+    store.resend_range(store.device, features.ROOM, 1, 5)
+    store.mark_sent([o.record_id for o in store.outbox()], 1000.0)
+    store.ack(store.device, features.ROOM, 6)
+    store.prune(100 + 30 * 2880 + 5)
+    assert store.resend_range(store.device, features.ROOM, 1, 5) == 0
+    assert store.dropped_ranges(store.device) == {features.ROOM: [[1, 5]]}
+    audio = tuple(b[0] for b in features.bounds(features.AUDIO))
+    for i in range(10):
+        store.append(features.AUDIO, 100 + i, [audio])
+    store.enforce_quota(5)
+    assert store.resend_range(store.device, features.AUDIO, 1, 5) == 0
+    assert store.outbox_size() == 5
 
 
 def test_store__quota_drops_low_priority_first_never_glucose(store):

@@ -280,3 +280,45 @@ def test_sync__a_cloud_restored_from_a_backup_gets_back_what_it_lost(rig, tmp_pa
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
     assert rig.edge.outbox_size() == 0
     assert client.stats.resend_requests > 0
+
+
+def test_sync__an_edge_store_put_back_from_an_older_copy_loses_nothing_new(rig, tmp_path):
+    """edge.db is put back from a copy taken before a night was recorded and synced: the
+    store numbers its new records from where the copy was, seqs the cloud already holds for
+    that night, and the cloud took them as resends and dropped them (acknowledged). The
+    cloud's acknowledgement now shows the store is behind: the new records are numbered
+    after what the cloud holds and land."""
+    import sqlite3
+
+    from nightlink.edge.store import EdgeStore
+    from nightlink.tools.bench.backlog import FIRST_EPOCH
+
+    def sync_all():
+        client = SyncClient(rig.edge, rig.sync_config(resend_after_s=1.0), TENANT)
+        run_sync(client, 60)
+
+    def cloud_rows(first, last):
+        return rig.cloud.db.scalar("SELECT count(*) FROM epoch_rows WHERE device = ? AND "
+                                   "epoch >= ? AND epoch < ?", (rig.edge.device, first, last))
+
+    nights = [FIRST_EPOCH + k * 2880 for k in range(3)]
+    fill_backlog(rig.edge, nights=1, first_epoch=nights[0])
+    sync_all()
+    copy = tmp_path / "edge-copy.db"
+    with sqlite3.connect(tmp_path / "edge.db") as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    fill_backlog(rig.edge, nights=1, seed=2, first_epoch=nights[1])
+    sync_all()
+    settle(rig, 2 * 960 * 4)
+    rig.edge.close()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"edge.db{suffix}").unlink(missing_ok=True)
+    copy.rename(tmp_path / "edge.db")
+    rig.edge = EdgeStore(tmp_path / "edge.db")
+    fill_backlog(rig.edge, nights=1, seed=3, first_epoch=nights[2])  # recorded after
+    sync_all()
+    settle(rig, 3 * 960 * 4)
+    assert [cloud_rows(n, n + 2880) for n in nights] == [960 * 4] * 3
+    assert rig.edge.outbox_size() == 0
+    reasons = [d["reason"] for d in rig.cloud.dead_letters()]
+    assert len(reasons) >= 4 and all("had used for other epochs" in r for r in reasons)

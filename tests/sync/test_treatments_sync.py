@@ -329,6 +329,7 @@ def test_treatments__an_older_cloud_that_drops_them_is_named(tmp_path, mosquitto
         assert client.last_error.endswith(", though it acknowledges the readings")
         said = [r.getMessage() for r in caplog.records if "no treatment" in r.getMessage()]
         assert len(said) == 1 and "older Nightlink" in said[0], said
+        assert "provisioned there as a clock" in said[0]
         assert edge.doc_outbox_size() == 1  # kept
         assert any("not one this cloud knows" in d["reason"] for d in store.dead_letters())
         monkeypatch.setattr(ingest, "_parse", newer_parse)  # the cloud is updated
