@@ -16,10 +16,14 @@ from nightlink.edge.features.reducers import CgmReducer, RoomReducer, WearableRe
 from nightlink.edge.sources.samples import Glucose, Room
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec, features
-from nightlink.shared.epoch import epoch_index
+from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
 
 _LOGGER = logging.getLogger(__name__)
 STREAM_ORDER = (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)
+# Two readings this close are one reading: its time in a record is to the half minute, and two
+# uploaders of one sensor date it within about that of each other. A 1-minute sensor's
+# readings are 60 s apart.
+SAME_READING_S = 45
 
 
 class EdgePipeline:
@@ -55,12 +59,14 @@ class EdgePipeline:
         self._pending.setdefault(e, []).append(sample)
 
     def add_late(self, readings: list[Glucose]) -> int:
-        """Glucose readings that arrived after newer ones (an uploader catching up after the
-        Wi-Fi or the node was away). Each goes to the reducer like any reading; one dated in
-        an epoch already closed gets a CGM record of its own for that epoch, unless the
-        stored record already shows a reading at least as recent: the cloud's entries come
-        from the records, so without it the cloud never had the reading. Returns the records
-        written."""
+        """Glucose readings that arrived after their epochs closed, carried by no epoch to
+        come (an uploader catching up after the Wi-Fi or the node was away). Each goes to the
+        reducer like any reading; one of an epoch already closed gets a CGM record of its own
+        for that epoch, unless a reading within SAME_READING_S of it is recorded already: the
+        reading itself (read again after a restart), or another uploader's copy of it (xDrip+
+        and Juggluco on one sensor), which would be a second entry in the cloud. The cloud's
+        entries come from the records: without this it never had these readings. Returns the
+        records written."""
         latest: dict[int, Glucose] = {}
         for g in readings:
             self.cgm.add(g)
@@ -69,15 +75,18 @@ class EdgePipeline:
                 latest[e] = g
         if not latest or features.CGM not in self.streams:
             return 0
-        stored = self.store.epoch_values(features.CGM, min(latest), max(latest) + 1)
+        reach = SAME_READING_S // EPOCH_S + 1
+        stored = self.store.epoch_values(features.CGM, min(latest) - reach, max(latest) + reach + 1)
+        recorded = [epoch_start(e) + EPOCH_S - v[1] * 60 for e, v in stored.items()
+                    if v[1] is not None]  # when each recorded reading was taken
         written = 0
         for e in sorted(latest):
+            g = latest[e]
             row = self.cgm.row(e)
-            have = stored.get(e)
-            if row[1] is None or (have is not None and have[1] is not None
-                                  and have[1] <= row[1] + 1e-6):
-                continue  # nothing to show, or the epoch shows as recent a reading already
+            if row[1] is None or any(abs(t - g.t) <= SAME_READING_S for t in recorded):
+                continue
             self.store.append(features.CGM, e, [to_raw(features.CGM, row)], flags=self.flags)
+            recorded.append(g.t)
             written += 1
         return written
 
