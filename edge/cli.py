@@ -226,6 +226,7 @@ def broker_files(cloud_url: str, config_path: Path | None, db: Path | None,
     from nightlink.edge.sync.bridge import (
         DEFAULT_ACL,
         DEFAULT_PASSWD,
+        check_files_tenant,
         fetch_lan_accounts,
         write_broker_files,
         write_private,
@@ -234,6 +235,7 @@ def broker_files(cloud_url: str, config_path: Path | None, db: Path | None,
     cfg = _lan_config(config_path)
     passwd_path = passwd_path or Path(DEFAULT_PASSWD)
     acl_path = acl_path or Path(DEFAULT_ACL)
+    check_files_tenant(passwd_path, cfg.tenant)
     accounts = fetch_lan_accounts(cloud_url, cfg)
     write_broker_files(accounts, passwd_path, acl_path)
     if conf_path is not None:
@@ -362,7 +364,14 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
                                        ZoneInfo(tz)).timestamp()
         except ValueError:
             raise NightlinkError(f"--since {since!r} is not a date such as 2026-11-01.") from None
-    store = open_store(db or cfg.db or default_db())
+    where = Path(db or cfg.db or default_db())
+    scratch = None
+    if dry_run and not where.exists():  # a dry run makes no store: one of its own, gone after
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="nightlink-dry-run-")
+        where = Path(scratch.name) / "edge.db"
+    store = open_store(where)
     try:
         result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order,
                              since=since_s, dry_run=dry_run)
@@ -375,6 +384,8 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
     _say_imported(path, result, tz, whose, dry_run=dry_run)
     if dry_run:
         store.close()
+        if scratch is not None:
+            scratch.cleanup()
         for note in result.notes:
             click.echo(f"note: {note}")
         return

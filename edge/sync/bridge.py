@@ -142,6 +142,27 @@ def check_account(account: dict) -> None:
             raise ValueError(f"{line!r} is not an ACL line")
 
 
+def check_files_tenant(passwd_path: Path, tenant: str) -> None:
+    """Refuse to write over a LAN broker's password file that holds another tenant's
+    accounts: one LAN broker serves one person's clocks, and rewriting it for a second
+    person's edge locked the first one's clock and edge out without a word."""
+    try:
+        names = [ln.split(":", 1)[0] for ln in passwd_path.read_text(encoding="utf-8",
+                                                                  errors="replace").splitlines()
+                 if ":" in ln]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise NightlinkError(f"Cannot read {passwd_path} ({exc.strerror or exc}).") from None
+    others = sorted({n.split(".", 1)[0] for n in names if "." in n} - {tenant})
+    if others:
+        raise NightlinkError(
+            f"{passwd_path} holds the LAN broker accounts of tenant {others[0]!r}, not "
+            f"{tenant!r}: one LAN broker serves one person's clocks, so give this edge a "
+            "broker of its own (--passwd, --acl and --conf in a folder of their own, and "
+            "another listener port), or remove the file if that edge is gone.")
+
+
 def write_broker_files(accounts: list[dict], passwd_path: Path | str,
                        acl_path: Path | str) -> None:
     """Write the LAN broker's password_file and acl_file (each whole or not at all)."""

@@ -90,6 +90,24 @@ def test_broker_files__cloud_down_is_one_sentence(tmp_path):
     assert not (tmp_path / "passwd").exists()
 
 
+def test_broker_files__another_persons_broker_files_are_not_written_over(tmp_path):
+    """Two children on one Pi: the second child's edge wrote its LAN broker files over the
+    first's, and the first child's clock and edge were refused from then on, unsaid."""
+    path = tmp_path / "edge.toml"
+    path.write_text('tenant = "bea"\n' + SYNC + ACCOUNT)
+    passwd = tmp_path / "passwd"
+    passwd.write_text("alex.0123456789ab:$7$101$abc$def\nalex.a4cf12b0c3d4:$7$101$abc$def\n")
+    r = edge("broker-files", "--cloud", f"http://127.0.0.1:{free_port()}", "--config", str(path),
+             "--passwd", str(passwd), "--acl", str(tmp_path / "acl"))
+    assert r.exit_code == 2
+    assert r.output == (f"error: {passwd} holds the LAN broker accounts of tenant 'alex', not "
+                        "'bea': one LAN broker serves one person's clocks, so give this edge a "
+                        "broker of its own (--passwd, --acl and --conf in a folder of their "
+                        "own, and another listener port), or remove the file if that edge is "
+                        "gone.\n")
+    assert passwd.read_text().startswith("alex.")
+
+
 def test_edge_run__a_port_in_use_is_one_sentence(tmp_path):
     port = free_port()
     path = tmp_path / "edge.toml"

@@ -561,5 +561,6 @@ def test_edge_import_cli__dry_run_stores_nothing(tmp_path):
         "clarity_mgdl.csv (Dexcom Clarity): 38 readings, 2 bad rows skipped (first: line 52: "
         "bad glucose value '1x7'); nothing stored (--dry-run).")
     assert res.output.splitlines()[1].startswith("From ")
+    assert not db.exists()  # no store made either
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0 and "38 entries stored, 0 duplicates" in res.output, res.output
