@@ -249,3 +249,34 @@ def test_register_edge__writes_its_sync_section_privately(cloud, tmp_path):
     again = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id",
                 "ed9e00000043", "--out", str(out))
     assert again.exit_code == 2 and "exists already" in again.output
+
+
+def test_provision__cloud_fallback_gets_a_read_only_token(cloud, tmp_path):
+    """A clock in a second home (the child sleeps at the other parent's tonight) heard
+    nothing from its edge and sounded NO DATA all night: with --cloud-fallback it reads the
+    cloud's Nightscout, with a token that may read and not write."""
+    import hashlib
+
+    import httpx
+
+    url, store = cloud
+    out = tmp_path / "clock"
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Dad's", "--wifi",
+            WIFI, "--mqtt-host", "192.168.1.20", "--cloud-fallback", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    cfg = image_config(out)
+    assert device_config.validate(cfg) == []
+    assert cfg["cloud"]["url"] == f"{url}/t/fam-1"
+    token = cfg["cloud"]["api_secret"]
+    assert token not in r.output
+    # What the clock sends: the token's SHA-1 in the api-secret header.
+    headers = {"api-secret": hashlib.sha1(token.encode()).hexdigest()}
+    read = httpx.get(f"{url}/t/fam-1/api/v1/entries/sgv.txt?count=75", headers=headers)
+    assert read.status_code == 200
+    write = httpx.post(f"{url}/t/fam-1/api/v1/entries", headers=headers,
+                       json=[{"type": "sgv", "sgv": 40, "date": 1_768_510_800_000}])
+    assert write.status_code in (401, 403)
+    plain = tmp_path / "plain"
+    assert run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Mum's", "--wifi",
+               WIFI, "--mqtt-host", "192.168.1.20", "--out", str(plain)).exit_code == 0
+    assert "cloud" not in image_config(plain)

@@ -111,6 +111,10 @@ def _provision_options(f):
         click.option("--mqtt-tls/--no-mqtt-tls", default=None,
                      help="TLS to the broker (default: off on the edge, on for port 8883)."),
         click.option("--units", type=click.Choice(["mg/dL", "mmol/L"]), default=None),
+        click.option("--cloud-fallback", is_flag=True,
+                     help="Also give the clock a read-only token of the tenant's Nightscout "
+                          "in the cloud, read while its edge is silent (a second home, the "
+                          "edge down); without it such a clock sounds NO DATA."),
         click.option("--tz", default=None, help="POSIX TZ, e.g. CET-1CEST,M3.5.0,M10.5.0/3"),
         _target_opt, _flash_opt, _firmware_opt,
     ]
@@ -125,14 +129,15 @@ def _provision_options(f):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
               show_default=True)
 def provision_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mqtt_tls,
-                  units, tz, target, flash_size, firmware, name, out):
+                  units, cloud_fallback, tz, target, flash_size, firmware, name, out):
     """Register a clock with the cloud and build its image with its credentials inside."""
     from nightlink.tools.device.provision import parse_wifi, provision
 
     p = provision(out, cloud=cloud_url, tenant=tenant, name=name, email=email,
                   password=password, wifi=parse_wifi(wifi), target=target,
                   flash_size=_size(flash_size), firmware=firmware, mqtt_host=mqtt_host,
-                  mqtt_port=mqtt_port, mqtt_tls=mqtt_tls, units=units, tz=tz)
+                  mqtt_port=mqtt_port, mqtt_tls=mqtt_tls, units=units, tz=tz,
+                  cloud_fallback=cloud_fallback)
     from nightlink.tools.device.provision import edge_next_step
 
     click.echo(f"device:     {p.device_id} '{p.name}' in {tenant}, MQTT user {p.mqtt_username} "
@@ -202,7 +207,8 @@ def deploy_cmd(port, build_dir, no_mip):
               "(without it, only images are made).")
 @click.option("--yes", is_flag=True, help="Do not wait for Enter before flashing each clock.")
 def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mqtt_tls, units,
-              tz, target, flash_size, firmware, count, name_prefix, out, port, yes):
+              cloud_fallback, tz, target, flash_size, firmware, count, name_prefix, out, port,
+              yes):
     """Provision (and flash) several clocks in a row, each with a new identity."""
     from nightlink.tools.device.flash import flash, make_plan
     from nightlink.tools.device.provision import CloudClient, parse_wifi, provision
@@ -220,7 +226,7 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
                           password="", wifi=nets, target=target,
                           flash_size=_size(flash_size), firmware=firmware,
                           mqtt_host=mqtt_host, mqtt_port=mqtt_port, mqtt_tls=mqtt_tls,
-                          units=units, tz=tz)
+                          units=units, tz=tz, cloud_fallback=cloud_fallback)
             status = "image ready"
             if port:
                 if not yes:

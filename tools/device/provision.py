@@ -90,6 +90,16 @@ class CloudClient:
                                  f"{http_detail(r)}).")
         self.token = r.json()["access_token"]
 
+    def read_token(self, tenant: str, label: str) -> str:
+        """A read-only access token of the tenant's Nightscout (for a clock's cloud fallback:
+        it may read the readings, never write)."""
+        r = self._post(f"{API}/tenants/{tenant}/read-tokens", json={"label": label},
+                       headers={"Authorization": f"Bearer {self.token}"})
+        if r.status_code != 201:
+            raise NightlinkError(f"The cloud refused a read token for tenant {tenant!r} "
+                                 f"(HTTP {r.status_code}: {http_detail(r)}).")
+        return r.json()["token"]
+
     def add_device(self, tenant: str, device_id: str, label: str, kind: str = "clock") -> dict:
         r = self._post(f"{API}/tenants/{tenant}/devices",
                        json={"device_id": device_id, "kind": kind, "label": label},
@@ -137,8 +147,12 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
               password: str, wifi: list[dict], target: str, flash_size: int | None = None,
               firmware: Path | None = None, mqtt_host: str | None = None,
               mqtt_port: int | None = None, mqtt_tls: bool | None = None,
-              units: str | None = None, tz: str | None = None) -> Provisioned:
-    """Register one clock and write its image to `out`; nothing secret leaves the image."""
+              units: str | None = None, tz: str | None = None,
+              cloud_fallback: bool = False) -> Provisioned:
+    """Register one clock and write its image to `out`; nothing secret leaves the image.
+    `cloud_fallback`: the clock also gets a read-only token of the tenant's Nightscout in the
+    cloud, which it reads once a minute while its edge is silent (a home the person is not in
+    tonight, the edge down)."""
     if not _SLUG.match(tenant):
         raise NightlinkError(f"The tenant {tenant!r} is not a tenant name (a-z, 0-9, _ and -).")
     if not 1 <= len(name) <= 32:
@@ -161,10 +175,13 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
             client.login(email, password)
         device_id = secrets.token_hex(6)
         device = client.add_device(tenant, device_id, name)
+        token = client.read_token(tenant, f"clock-{device_id}") if cloud_fallback else None
     finally:
         if client is not cloud:
             client.close()
     cfg = clock_config(device, tenant, name, wifi, mqtt_host, mqtt_port, mqtt_tls, units, tz)
+    if token is not None:  # sent as its SHA-1 in the api-secret header, as a secret is
+        cfg["cloud"] = {"url": f"{client.url.rstrip('/')}/t/{tenant}", "api_secret": token}
     _LOGGER.info("registered clock %s (%s) in tenant %s", device_id, name, tenant)
     try:
         result = build(out, target, flash_size=flash_size, firmware=firmware, config=cfg,
