@@ -117,13 +117,21 @@ class NightData:
 def load_night(data: TenantStore, night: str, tz: ZoneInfo) -> NightData:
     a, b = night_window(night, tz)
     nd = NightData(night, tz, a, b)
+    # Two homes (an edge at each parent's): the devices that recorded the person tonight go
+    # first, so the empty home's room does not become the person's sleep and breathing.
+    prefer = data.night_devices(a, b)
     for s in ALL_STREAMS:
-        nd.streams[s] = data.stream_values(s, a, b)
+        nd.streams[s] = data.stream_values(s, a, b, prefer)
     nd.readings = load_glucose(data, a * EPOCH_S * 1000, b * EPOCH_S * 1000)
     try:
         nd.edge = data.night(night)
     except LookupError:
         nd.edge = None
+    screens = (nd.edge or {}).get("by_device")
+    if isinstance(screens, dict):  # the apnea screen of the edge that recorded the person
+        dev = next((d for d in prefer if isinstance(screens.get(d), dict)), None)
+        if dev is not None:
+            nd.edge = {**nd.edge, "breathing": screens[dev], "device": dev}
     return nd
 
 

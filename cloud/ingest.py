@@ -205,15 +205,23 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
     store.put_device_status(device, tenant, doc, heard=not retained)
     data = store.tenant(tenant)
     for night, block in screens.items():  # an edge's apnea screens (edge/sync/cloud_link.py)
-        got = {"breathing": block, "device": device}
         try:
             had = data.night(night)
         except LookupError:
             had = None
-        # stored once, not at every report (the fusion cache watches it); a night another
-        # edge of the tenant reported first keeps that edge's screen
-        if had != got and (had is None or had.get("device") in (device, None)):
-            data.put_night(night, got)
+        # Each edge's screen is kept (two homes: fusion takes the one of the edge that
+        # recorded the person, `night_devices`); `breathing` stays the first edge's, as
+        # before. Stored once, not at every report: the fusion cache watches it.
+        by_device = dict(had.get("by_device") or {}) if isinstance(had, dict) else {}
+        if isinstance(had, dict) and had.get("device") and had.get("device") not in by_device:
+            by_device[had["device"]] = had.get("breathing")  # stored before by_device was
+        if by_device.get(device) == block and had.get("device") is not None:
+            continue
+        by_device[device] = block
+        first = had if isinstance(had, dict) and had.get("device") not in (device, None) \
+            else {"breathing": block, "device": device}
+        data.put_night(night, {"breathing": first["breathing"], "device": first["device"],
+                               "by_device": by_device})
     out = Outcome()
     for sid, ranges in dropped.items():
         store.add_dropped(device, sid, ranges)

@@ -12,7 +12,7 @@ from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.query import Cond, Instant
 from nightlink.nightscout.store import DocumentStore, Subjects
-from nightlink.shared import codec
+from nightlink.shared import codec, features
 from nightlink.sql import Database
 
 _ENTRY_COLUMNS = {"date", "sgv"}
@@ -113,19 +113,25 @@ class TenantStore:
             "SELECT DISTINCT stream FROM epoch_rows WHERE tenant_id = ? ORDER BY stream",
             (self.tenant_id,))]
 
-    def stream_values(self, stream: int, start_epoch: int, end_epoch: int) -> dict[int, dict]:
+    def stream_values(self, stream: int, start_epoch: int, end_epoch: int,
+                      prefer: Sequence[str] = ()) -> dict[int, dict]:
         """Epoch index -> {feature: value} for one stream in [start, end); features a device
-        did not measure are absent. Where several devices sent the same epoch, the first (by
-        device id) wins per feature and the others only add what it lacked. A device's own
-        later row of an epoch replaces its earlier one (an edge gives a CGM reading that
-        arrived after its epoch closed a row of its own), whole: a field the later row lacks
-        is not taken from the earlier one."""
+        did not measure are absent. Where several devices sent the same epoch, the first wins
+        per feature and the others only add what it lacked: the first in `prefer` (the
+        devices that recorded the person that night, `night_devices`), then by device id. A
+        device's own later row of an epoch replaces its earlier one (an edge gives a CGM
+        reading that arrived after its epoch closed a row of its own), whole: a field the
+        later row lacks is not taken from the earlier one."""
+        rank = {d: i for i, d in enumerate(prefer)}
+        rows = self.db.query(
+            "SELECT epoch, device, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
+            "stream = ? AND epoch >= ? AND epoch < ? ORDER BY epoch, device, boot, seq",
+            (self.tenant_id, stream, start_epoch, end_epoch))
+        if rank:  # stable: within a device, boot and seq order stays
+            rows.sort(key=lambda r: (r["epoch"], rank.get(r["device"], len(rank)), r["device"]))
         out: dict[int, dict] = {}
         first: dict[int, str] = {}  # the device whose values an epoch holds first
-        for r in self.db.query(
-                "SELECT epoch, device, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
-                "stream = ? AND epoch >= ? AND epoch < ? ORDER BY epoch, device, boot, seq",
-                (self.tenant_id, stream, start_epoch, end_epoch)):
+        for r in rows:
             vals = row_codec.measured(stream, r["nfeat"], bytes(r["row_data"]))
             have = out.get(r["epoch"])
             if have is None:
@@ -137,6 +143,26 @@ class TenantStore:
                 for k, v in vals.items():
                     have.setdefault(k, v)
         return out
+
+    def night_devices(self, start_epoch: int, end_epoch: int) -> list[str]:
+        """The devices with rows in [start, end), those that recorded the person first: by
+        the epochs in which their glucose or wearable rows measured anything (a phone
+        uploads at the home the person sleeps in, a wearable is worn there), then by device
+        id. With two homes, the edge of the home nobody slept in records its room every
+        night; its sleep and breathing figures must not be taken for the person's."""
+        window = (self.tenant_id, start_epoch, end_epoch)
+        person: dict[str, set[int]] = {r["device"]: set() for r in self.db.query(
+            "SELECT DISTINCT device FROM epoch_rows WHERE tenant_id = ? AND epoch >= ? AND "
+            "epoch < ?", window)}
+        if len(person) < 2:
+            return list(person)
+        for r in self.db.query(
+                "SELECT epoch, device, stream, nfeat, row_data FROM epoch_rows WHERE "
+                "tenant_id = ? AND epoch >= ? AND epoch < ? AND stream IN (?, ?)",
+                (*window, features.CGM, features.WEARABLE)):
+            if row_codec.measured(r["stream"], r["nfeat"], bytes(r["row_data"])):
+                person[r["device"]].add(r["epoch"])
+        return sorted(person, key=lambda d: (-len(person[d]), d))
 
     def row_activity(self, stream: int, start_epoch: int, end_epoch: int) -> tuple[int, float]:
         """How many rows a stream has in [start, end) and when the last arrived (unix s)."""

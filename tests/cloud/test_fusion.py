@@ -345,3 +345,31 @@ def test_fuse__rows_with_their_own_ahi_keep_it_beside_the_edges_screen(data):
     b = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))["breathing"]
     assert b["ahi"] == pytest.approx(30) and b["ahi_source"] == "classifier"
     assert b["screen"]["ahi_estimate"] == 12.0 and b["screen"]["severity"] == "mild"
+
+
+def test_fuse__two_homes_the_edge_that_recorded_the_person_decides(data):
+    """A child with an edge at each parent's home sleeps at one of them. The empty home's
+    edge (here the lower device id, which used to win every epoch) records and stages its
+    room all night; the night's sleep and breathing come from the edge whose glucose and
+    wearable rows say it recorded the child, and so does the apnea screen."""
+    empty, home = "000000000001", "ffffffffffff"
+    put_epochs(data, features.INFER, {E0 + i: {"sleep_stage": 2, "stage_conf": 0.9,
+                                               "apnea_events": 1} for i in range(16)},
+               device=empty)
+    put_epochs(data, features.INFER, {E0 + i: {"sleep_stage": s, "stage_conf": 0.9,
+                                               "apnea_events": 0}
+                                      for i, s in enumerate(STAGES)}, device=home)
+    put_epochs(data, features.CGM, {E0 + i: {"glucose_mgdl": 120, "minutes_since": 1.0}
+                                    for i in range(16)}, device=home)
+    put_epochs(data, features.WEARABLE, {E0 + i: {"hr_mean_bpm": 58} for i in range(16)},
+               device=home)
+    put_epochs(data, features.CGM, {E0 + i: {} for i in range(16)}, device=empty)
+    data.put_night(NIGHT, {"breathing": {"ahi_estimate": 8.3}, "device": empty,
+                           "by_device": {empty: {"ahi_estimate": 8.3},
+                                         home: {"ahi_estimate": 2.8}}})
+    assert data.night_devices(E0, E0 + 16) == [home, empty]
+    nd = fusion.load_night(data, NIGHT, UTC_Z)
+    assert nd.edge["device"] == home and nd.edge["breathing"] == {"ahi_estimate": 2.8}
+    s = fusion.fuse(nd)["sleep"]
+    assert s["stage_pct"] == {"light": 50.0, "deep": 25.0, "rem": 25.0}
+    assert s["tst_min"] == 4.0  # the child's night, not 8 minutes of the empty room's deep

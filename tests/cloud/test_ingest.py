@@ -268,11 +268,20 @@ def test_handle__status_report_nights_with_nan_refused_and_good_ones_kept_once(s
     first = data.night_updated("2026-01-15")
     handle(store, topics.status_topic("fam-1", DEV), good)  # the next report: unchanged
     assert data.night_updated("2026-01-15") == first
-    assert data.night("2026-01-15") == {"breathing": {"ahi_estimate": 20.5}, "device": DEV}
+    assert data.night("2026-01-15") == {"breathing": {"ahi_estimate": 20.5}, "device": DEV,
+                                        "by_device": {DEV: {"ahi_estimate": 20.5}}}
     assert "nights" not in store.device_status(DEV)
-    # A second edge of the tenant reporting the same night does not take it over (the card
-    # would switch between them at every report).
+    # A second edge of the tenant (a second home) reporting the same night: its screen is
+    # kept beside the first's (fusion takes the one of the edge that recorded the person),
+    # once, not at every report.
     store.add_device("0000000000e2", "fam-1", "edge", "fam-1.0000000000e2", "-")
-    handle(store, topics.status_topic("fam-1", "0000000000e2"),
-           b'{"nights": {"2026-01-15": {"ahi_estimate": 3.0}}}')
-    assert data.night("2026-01-15")["device"] == DEV and data.night_updated("2026-01-15") == first
+    second = b'{"nights": {"2026-01-15": {"ahi_estimate": 3.0}}}'
+    handle(store, topics.status_topic("fam-1", "0000000000e2"), second)
+    night = data.night("2026-01-15")
+    assert night["device"] == DEV and night["breathing"] == {"ahi_estimate": 20.5}
+    assert night["by_device"] == {DEV: {"ahi_estimate": 20.5},
+                                  "0000000000e2": {"ahi_estimate": 3.0}}
+    updated = data.night_updated("2026-01-15")
+    handle(store, topics.status_topic("fam-1", "0000000000e2"), second)
+    handle(store, topics.status_topic("fam-1", DEV), good)
+    assert data.night_updated("2026-01-15") == updated
