@@ -225,7 +225,9 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
     out = Outcome()
     for sid, ranges in dropped.items():
         store.add_dropped(device, sid, ranges)
-        out.acks.append(_ack(store, tenant, device, sid))
+        topic, ack = _ack(store, tenant, device, sid)
+        ack["of"] = []  # answers a status report, no rows
+        out.acks.append((topic, ack))
     per_label: dict[str, int] = {}
     for name, n in drops.items():
         label = metrics.stream_label(name)
@@ -359,6 +361,10 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
                 raise Rejected(f"A glucose reading of the record is not valid: {exc}",
                                _with_ack(out, store, tenant, device, sid)) from None
     topic, ack = _ack(store, tenant, device, sid)
+    # The seqs of the message answered: an edge tells an answer to what it sent in this
+    # session from a mark queued while it was away (edge/sync/cloud_link.py).
+    ack["of"] = [min(rec.seq for rec in records),
+                 max(rec.seq + len(rec.rows) - 1 for rec in records)]
     if reused:
         ack["reused"] = [list(r) for r in reused[:50]]
         out.dead.append((f"{sum(b - a + 1 for a, b in reused)} rows came under seqs the device "

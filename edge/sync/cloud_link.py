@@ -97,6 +97,7 @@ class SyncClient:
         self.store_error = ""  # why the store could not be written ("" once it could)
         self._acks: list[tuple[str, bytes, bool]] = []  # (topic, payload, retained)
         self._session_wall = 0.0  # when this session connected (wall clock, as sent_at)
+        self._sent_ranges: set[tuple[int, int, int]] = set()  # (stream, first, last) sent
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, self.rng)
         self._next_attempt = 0.0
         self._deadline: float | None = None  # an attempt is open until its CONNACK or this
@@ -162,6 +163,7 @@ class SyncClient:
         self._rows_acked = False
         self._up_since = time.monotonic()
         self._session_wall = time.time()
+        self._sent_ranges = set()
         self.stats.connects += 1
         client.subscribe([(f"{topics.PREFIX}/{self.tenant}/{self.device}/+/{topics.ACK}", 1),
                           (topics.cmd_topic(self.tenant, self.device), 1)])
@@ -277,11 +279,18 @@ class SyncClient:
             sid = features.stream_by_name(stream)[features.S_ID]
             reused = [(int(a), int(b)) for a, b in body.get("reused", [])]
             self.store.catch_up(device, sid, hwm, reused)  # first: the ack may cover them
-            # A mark the broker kept from before this session was computed before anything
-            # sent in it: it releases only rows sent before (a store put back from an older
-            # copy sends rows under seqs that mark covers; the cloud's answer says so).
+            # A mark from before this session (retained by the broker, or queued in this
+            # client's session while it was away) was computed before anything sent in it:
+            # it releases only rows sent before (a store put back from an older copy sends
+            # rows under seqs such a mark covers; the cloud's answer says so). The cloud
+            # names in `of` the seqs of the message it answers; one without (an older cloud)
+            # is taken as an answer.
+            of = body.get("of")
+            stale = retained or (of is not None and (
+                not isinstance(of, list) or len(of) != 2
+                or (sid, int(of[0]), int(of[1])) not in self._sent_ranges))
             self.stats.acked_rows += self.store.ack(
-                device, sid, hwm, sent_before=self._session_wall if retained else None)
+                device, sid, hwm, sent_before=self._session_wall if stale else None)
             for first, last in gaps:
                 self.stats.resend_requests += self.store.resend_range(device, sid, first, last)
 
@@ -388,6 +397,8 @@ class SyncClient:
                 info = self.client.publish(topic, payload, qos=1)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     return sent  # link gone: the rest stay unsent
+                self._sent_ranges.add((stream, min(r.seq for r in part),
+                                       max(r.seq + r.count - 1 for r in part)))
                 self.stats.messages += 1
                 self.stats.bytes_sent += len(payload)
             self.store.mark_sent(ids[(device, stream)], time.time())

@@ -46,7 +46,7 @@ def test_handle__stores_rows_once_and_acks_high_water_mark(store):
     out = handle(store, topic, codec.encode_batch([_rec(1, 100, n=3), _rec(6, 105)]))
     assert out.rows == 4
     assert out.acks == [(topics.ack_topic("fam-1", DEV, "room"),
-                         {"stream": "room", "hwm": 3, "gaps": [[4, 5]]})]
+                         {"stream": "room", "hwm": 3, "gaps": [[4, 5]], "of": [1, 6]})]
     again = handle(store, topic, codec.encode_batch([_rec(1, 100, n=3)]))
     assert again.rows == 0
     assert store.tenant("fam-1").count_rows() == 4
@@ -153,7 +153,7 @@ def test_worker__real_broker_acks_and_dead_letters(store, mosquitto):
         if last[1]["hwm"] == 120:
             break
     assert last == (topics.ack_topic("fam-1", DEV, "room"),
-                    {"stream": "room", "hwm": 120, "gaps": []})
+                    {"stream": "room", "hwm": 120, "gaps": [], "of": [109, 120]})
     dead = store.dead_letters()
     assert len(dead) == 1 and dead[0]["payload"] == b"garbage"
     assert dead[0]["reason"].startswith("WireError") or "Error" in dead[0]["reason"]

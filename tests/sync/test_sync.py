@@ -290,8 +290,12 @@ def test_sync__an_edge_store_put_back_from_an_older_copy_loses_nothing_new(rig, 
     after what the cloud holds and land."""
     import sqlite3
 
+    import paho.mqtt.client as mqtt
+
     from nightlink.edge.store import EdgeStore
+    from nightlink.shared import topics
     from nightlink.tools.bench.backlog import FIRST_EPOCH
+    from tests.support.waiting import until
 
     def sync_all():
         client = SyncClient(rig.edge, rig.sync_config(resend_after_s=1.0), TENANT)
@@ -310,6 +314,21 @@ def test_sync__an_edge_store_put_back_from_an_older_copy_loses_nothing_new(rig, 
     fill_backlog(rig.edge, nights=1, seed=2, first_epoch=nights[1])
     sync_all()
     settle(rig, 2 * 960 * 4)
+    # While the edge is away, a resend of its last records reaches the cloud (one in
+    # flight when it stopped): the answers wait in the edge's session at the broker, and
+    # come as ordinary (not retained) messages when it is back; their marks are stale.
+    last = {rec.stream: rec for rec in rig.edge.records(device=rig.edge.device)}
+    handled = rig.worker.handled
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="in-flight-resend")
+    pub.connect(rig.broker.host, rig.broker.port)
+    pub.loop_start()
+    for sid, rec in last.items():
+        pub.publish(topics.data_topic(TENANT, rig.edge.device, features.stream(sid)[
+            features.S_NAME]), codec.encode(rec), qos=1).wait_for_publish(5)
+    until(lambda: rig.worker.handled >= handled + len(last), 10, "the resends handled")
+    assert rig.worker.drain()
+    pub.loop_stop()
+    pub.disconnect()
     rig.edge.close()
     for suffix in ("", "-wal", "-shm"):
         (tmp_path / f"edge.db{suffix}").unlink(missing_ok=True)
