@@ -345,9 +345,15 @@ class TenantStore:
         return out
 
     def revoke_device(self, device_id: str) -> bool:
-        return bool(self.db.execute(
-            "UPDATE devices SET revoked_at = ? WHERE tenant_id = ? AND id = ? "
-            "AND revoked_at IS NULL", (time.time(), self.tenant_id, device_id)))
+        """Revoke a device's broker account, and the read token a clock was given for its
+        cloud fallback (`nightlink device provision --cloud-fallback`, named clock-<id>)."""
+        with self.db.transaction():
+            done = bool(self.db.execute(
+                "UPDATE devices SET revoked_at = ? WHERE tenant_id = ? AND id = ? "
+                "AND revoked_at IS NULL", (time.time(), self.tenant_id, device_id)))
+            if done:
+                self.subjects.revoke_named(f"clock-{device_id}")
+        return done
 
     def put_night(self, night: str, doc: dict) -> None:
         self.db.execute(

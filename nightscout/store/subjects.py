@@ -100,6 +100,12 @@ class Subjects:
             f"UPDATE {SUBJECTS_TABLE} SET revoked_at = ? WHERE tenant_id = ? AND id = ? "
             "AND revoked_at IS NULL", (int(time.time() * 1000), self.site_key, subject_id)))
 
+    def revoke_named(self, name: str) -> int:
+        """Revoke the subjects of one name (a clock's own read token, `clock-<id>`)."""
+        return self.db.execute(
+            f"UPDATE {SUBJECTS_TABLE} SET revoked_at = ? WHERE tenant_id = ? AND name = ? "
+            "AND revoked_at IS NULL", (int(time.time() * 1000), self.site_key, name))
+
     def revoke_all(self) -> int:
         return self.db.execute(
             f"UPDATE {SUBJECTS_TABLE} SET revoked_at = ? WHERE tenant_id = ? "

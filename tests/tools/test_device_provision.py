@@ -276,6 +276,15 @@ def test_provision__cloud_fallback_gets_a_read_only_token(cloud, tmp_path):
     write = httpx.post(f"{url}/t/fam-1/api/v1/entries", headers=headers,
                        json=[{"type": "sgv", "sgv": 40, "date": 1_768_510_800_000}])
     assert write.status_code in (401, 403)
+    # Revoked (a lost or retired clock), its token reads nothing any more.
+    login = httpx.post(f"{url}/api/nl/v1/auth/login", json={"email": "pat@example.org",
+                                                           "password": PASSWORD})
+    bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    gone = httpx.delete(f"{url}/api/nl/v1/tenants/fam-1/devices/{cfg['device']['id']}",
+                        headers=bearer)
+    assert gone.status_code == 204, gone.text
+    read = httpx.get(f"{url}/t/fam-1/api/v1/entries/sgv.txt?count=75", headers=headers)
+    assert read.status_code in (401, 403)
     plain = tmp_path / "plain"
     assert run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Mum's", "--wifi",
                WIFI, "--mqtt-host", "192.168.1.20", "--out", str(plain)).exit_code == 0
