@@ -7,6 +7,7 @@ outbox row. Modalities with nothing in an epoch are stored with every feature mi
 
 from __future__ import annotations
 
+import bisect
 import logging
 
 import numpy as np
@@ -77,8 +78,18 @@ class EdgePipeline:
             return 0
         reach = SAME_READING_S // EPOCH_S + 1
         stored = self.store.epoch_values(features.CGM, min(latest) - reach, max(latest) + reach + 1)
-        recorded = [epoch_start(e) + EPOCH_S - v[1] * 60 for e, v in stored.items()
-                    if v[1] is not None]  # when each recorded reading was taken
+        # When each recorded reading was taken: a record gives it to the half minute, so it
+        # is the reducer's reading within 15 s of that, where there is one (a 1-minute
+        # sensor's neighbour 55 s away is then not taken for it).
+        held = sorted(r.t for r in self.cgm._readings)
+        recorded = []
+        for e, v in stored.items():
+            if v[1] is None:
+                continue
+            t = epoch_start(e) + EPOCH_S - v[1] * 60
+            i = bisect.bisect_left(held, t)
+            near = min(held[max(0, i - 1):i + 1], key=lambda x: abs(x - t), default=None)
+            recorded.append(near if near is not None and abs(near - t) <= 15.5 else t)
         written = 0
         for e in sorted(latest):
             g = latest[e]

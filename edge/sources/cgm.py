@@ -116,35 +116,52 @@ DISAGREE_HOUR_S = 3600
 
 class UploaderCheck:
     """Readings of one person sent by two uploaders (xDrip+ and Juggluco on one sensor, a
-    phone and a follower) agree within a few mg/dL. Two children's phones set up with the same
-    site do not, and the desk clock would then alarm on the other child's lows: each reading is
-    compared with the other uploaders' latest within 5 minutes, and three readings far apart
-    within an hour make `add` return a warning (then at most once an hour)."""
+    phone and a follower) agree within a few mg/dL, and one person's glucose does not jump
+    back and forth. Two children's phones set up with the same site do: as two uploaders,
+    or as one (the same app on both phones sends the same device name, or none). The desk
+    clock would then alarm on the other child's lows. A reading is compared with the other
+    uploaders' latest within 5 minutes, and with its own uploader's two before it (far from
+    the last, back near the one before: interleaved); three such readings within an hour
+    make `add` return a warning (then at most once an hour)."""
 
     def __init__(self):
         self.latest: dict[str, Glucose] = {}
+        self.before: dict[str, Glucose] = {}  # each uploader's reading before its latest
         self.times: list[float] = []  # when readings disagreed, within the last hour
         self.warned_at: float | None = None
+
+    @staticmethod
+    def _far(a: float, b: float) -> bool:
+        gap = abs(a - b)
+        return gap > DISAGREE_MGDL and gap > DISAGREE_SHARE * min(a, b)
 
     def add(self, g: Glucose, now: float) -> str | None:
         if g.sgv is None:
             return None
-        said = None
+        pairs = []
         for source, other in self.latest.items():
-            if source == g.source or other.sgv is None or abs(other.t - g.t) > DISAGREE_WITHIN_S:
-                continue
-            gap = abs(other.sgv - g.sgv)
-            if gap > DISAGREE_MGDL and gap > DISAGREE_SHARE * min(other.sgv, g.sgv):
-                self.times = [t for t in self.times if now - t < DISAGREE_HOUR_S] + [now]
-                if len(self.times) >= DISAGREE_TIMES and (
-                        self.warned_at is None or now - self.warned_at >= DISAGREE_HOUR_S):
-                    self.warned_at = now
-                    said = (f"two uploaders send different glucose: {source!r} {other.sgv} "
-                            f"and {g.source!r} {g.sgv} mg/dL {abs(other.t - g.t) / 60:.0f} min "
-                            f"apart, {len(self.times)} times within an hour. Are two people's "
-                            "phones set up with this site (each person needs an edge and a "
-                            "tenant of their own), or two sensors on one person?")
-        if self.latest.get(g.source) is None or g.t >= self.latest[g.source].t:
+            if source != g.source and other.sgv is not None \
+                    and abs(other.t - g.t) <= DISAGREE_WITHIN_S and self._far(other.sgv, g.sgv):
+                pairs.append((repr(source), other, repr(g.source)))
+        p, pp = self.latest.get(g.source), self.before.get(g.source)
+        if p is not None and pp is not None and p.sgv is not None and pp.sgv is not None \
+                and g.t - pp.t <= 2 * DISAGREE_WITHIN_S and self._far(g.sgv, p.sgv) \
+                and self._far(p.sgv, pp.sgv) and not self._far(g.sgv, pp.sgv):
+            pairs.append((f"{g.source!r} (twice)", p, f"{g.source!r}"))
+        said = None
+        for first, other, second in pairs:
+            self.times = [t for t in self.times if now - t < DISAGREE_HOUR_S] + [now]
+            if len(self.times) >= DISAGREE_TIMES and (
+                    self.warned_at is None or now - self.warned_at >= DISAGREE_HOUR_S):
+                self.warned_at = now
+                said = (f"two uploaders send different glucose: {first} {other.sgv} and "
+                        f"{second} {g.sgv} mg/dL {abs(other.t - g.t) / 60:.0f} min apart, "
+                        f"{len(self.times)} times within an hour. Are two people's phones "
+                        "set up with this site (each person needs an edge and a tenant of "
+                        "their own), or two sensors on one person?")
+        if p is None or g.t >= p.t:
+            if p is not None:
+                self.before[g.source] = p
             self.latest[g.source] = g
         return said
 

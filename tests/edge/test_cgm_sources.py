@@ -1,6 +1,7 @@
 """CGM: Nightscout entries, a follower of a real local server (sources/cgm.py), Clarity and
 LibreView CSVs (importers/cgm_csv.py)."""
 
+import math
 import re
 import socket
 import time
@@ -489,6 +490,63 @@ def test_uploader_check__two_apps_on_one_sensor_and_one_phone_are_not_said():
         said.append(check.add(Glucose(t + 300 * k, v + 30, source="xdrip"), t + 300 * k))
         said.append(check.add(Glucose(t + 300 * k + 40, v, source="juggluco"), t + 300 * k))
     one = UploaderCheck()
-    said += [one.add(Glucose(t + 300 * k, 60 + 60 * (k % 2), source="xdrip"), t + 300 * k)
-             for k in range(24)]
+    said += [one.add(Glucose(t + 300 * k, 120 + 60 * math.sin(k / 3), source="xdrip"),
+                     t + 300 * k) for k in range(24)]
+    assert not any(said)
+
+
+@pytest.mark.parametrize("jitter", [0.0, 5.0])
+def test_late_readings__a_one_minute_sensors_neighbours_are_not_taken_for_copies(tmp_path,
+                                                                                  jitter):
+    """Two readings of a 1-minute sensor (Libre 3) arrive after their epochs closed, their
+    times a few seconds off the minute (dated when the phone got them): both get records. A
+    record dates its reading to the half minute, which made a neighbour 55 s away look like
+    the same reading."""
+    import random
+
+    from nightlink.edge.features.pipeline import EdgePipeline
+    from nightlink.edge.store import EdgeStore
+    from nightlink.shared import features
+    from nightlink.shared.epoch import epoch_index
+
+    missed = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        store = EdgeStore(tmp_path / f"edge-{seed}.db")
+        t0 = 1_767_000_000 + rng.uniform(0, 30)
+        ts = [t0 + 60 * i + (rng.uniform(-jitter, jitter) if i else 0) for i in range(20)]
+        p = EdgePipeline(store, epoch_index(t0), audio=False, streams=(features.CGM,))
+        for i in (i for i in range(20) if i not in (10, 11)):
+            while p.epoch < epoch_index(ts[i]):
+                p.close(p.epoch)
+            p.add(Glucose(t=ts[i], sgv=100 + i))
+        while p.epoch <= epoch_index(ts[-1]) + 1:
+            p.close(p.epoch)
+        missed += 2 - p.add_late([Glucose(t=ts[i], sgv=100 + i) for i in (10, 11)])
+        store.close()
+    assert missed == 0
+
+
+@pytest.mark.parametrize("device", ["xDrip-DexcomG5", "nightscout"])
+def test_uploader_check__two_phones_with_one_app_name_are_said_too(device):
+    """The same app on both children's phones sends the same device name (or none): their
+    readings interleave under one uploader, 60 and 180 mg/dL two minutes apart."""
+    from nightlink.edge.sources.cgm import UploaderCheck
+
+    check = UploaderCheck()
+    t = 1_768_510_800.0
+    said = [check.add(Glucose(t + 120 * k, 60 if k % 2 else 180, source=device), t + 120 * k)
+            for k in range(30)]
+    warnings = [s for s in said if s]
+    assert len(warnings) == 1 and f"{device!r} (twice)" in warnings[0]
+
+
+def test_uploader_check__one_persons_fast_fall_and_a_calibration_are_not_said():
+    from nightlink.edge.sources.cgm import UploaderCheck
+
+    check = UploaderCheck()
+    t = 1_768_510_800.0
+    values = [250 - 9 * k for k in range(20)] + [70, 120, 121, 122]  # a calibration's step
+    said = [check.add(Glucose(t + 300 * k, v, source="xdrip"), t + 300 * k)
+            for k, v in enumerate(values)]
     assert not any(said)
