@@ -367,10 +367,10 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
                  max(rec.seq + len(rec.rows) - 1 for rec in records)]
     if reused:
         ack["reused"] = [list(r) for r in reused[:50]]
-        out.dead.append((f"{sum(b - a + 1 for a, b in reused)} rows came under seqs the device "
-                         f"{device} had used for other epochs (its store put back from an "
-                         "older copy?): not stored; the ack asks it to number them anew",
-                         payload[:4096]))
+        _LOGGER.warning("ingest: %d %s rows of device %s came under seqs it had used for other "
+                        "epochs (its store put back from an older copy?): not stored; the ack "
+                        "asks it to number them anew", sum(b - a + 1 for a, b in reused),
+                        stream, device)
     out.acks.append((topic, ack))
     for rec in records:
         metrics.DEVICE_LAG.labels(device).set(

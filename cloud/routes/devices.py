@@ -78,8 +78,9 @@ def list_devices(access: MemberAccess):
 
 @router.delete("/tenants/{tenant}/devices/{device_id}", status_code=204)
 def revoke_device(device_id: str, access: WriterAccess, store: StoreDep):
-    """Revoke a device's MQTT account (effective when the broker files are rewritten) and a
-    clock's cloud-fallback read token (at once)."""
+    """Revoke a device: its MQTT account and a clock's cloud-fallback read token.
+
+    The token goes at once; the MQTT account when the broker files are rewritten."""
     if not access.data.revoke_device(device_id):
         raise HTTPException(404, f"No active device {device_id} in this tenant.")
     store.access_changed()  # its cloud-fallback read token goes with it

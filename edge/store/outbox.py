@@ -79,9 +79,9 @@ class Outbox:
         carry seqs the cloud already holds for other rows, which it takes as resends and
         drops. Seen when the cloud's mark hwm is at or past the next seq this store would
         give (every queued record numbered up to hwm), or when the cloud names `reused` seq
-        ranges it holds with other epochs (the records overlapping them). Those records get
-        new seqs after both, and numbering goes on from there. Returns the records
-        renumbered."""
+        ranges it holds with other epochs (every queued record from the first seq it names
+        up to the mark: all were numbered after the copy). Those records get new seqs after
+        both, and numbering goes on from there. Returns the records renumbered."""
         from nightlink.shared import codec
 
         with self.db.transaction():
@@ -90,9 +90,13 @@ class Outbox:
             behind = hwm >= nxt
             if not behind and not reused:
                 return 0
+            # Every record numbered since the first seq named reused came after the copy:
+            # all of them at once, before a later ack's mark (moved on by the first ones
+            # renumbered) takes the others for rows the cloud holds.
             where = " OR ".join(["r.seq <= ?"] * behind
-                                + ["(r.seq <= ? AND r.seq + r.count - 1 >= ?)"] * len(reused))
-            args = [hwm] * behind + [x for a, b in reused for x in (b, a)]
+                                + ["(r.seq <= ? AND r.seq + r.count - 1 >= ?)"] * bool(reused))
+            args = [hwm] * behind + ([max(hwm, *(b for _a, b in reused)),
+                                      min(a for a, _b in reused)] if reused else [])
             queued = self.db.query(
                 "SELECT r.id, r.blob FROM records r JOIN outbox o ON o.record_id = r.id "
                 f"WHERE r.device = ? AND r.stream = ? AND ({where}) ORDER BY r.seq",

@@ -542,13 +542,13 @@ def test_import__real_cgm_of_two_people_on_the_same_days_is_no_copy(store, tmp_p
         pytest.skip(f"the BrisT1D-Open data is not at {folder}")
     start = datetime(2025, 3, 3)
     for k, person in enumerate(people):
-        lines = person.read_text().splitlines()[1:2000]  # about a week of 5-minute readings
+        lines = person.read_text().splitlines()[1:700]  # about 2.5 days of 5-minute readings
         stamps = [datetime.fromisoformat(ln.split(",")[0]) for ln in lines]
         times = [start + (t - stamps[0]) for t in stamps]
         values = [float(ln.split(",")[1]) for ln in lines]
         path = _libre_days(tmp_path, f"p{k}.csv", times, values)
         result = import_file(store, path, "libreview", tz="UTC", date_order="dmy")
-        assert result.samples > 1000 and result.epochs_written > 0  # not refused
+        assert result.samples > 500 and result.epochs_written > 0  # not refused
 
 
 def test_edge_import_cli__dry_run_stores_nothing(tmp_path):

@@ -47,6 +47,7 @@ def test_status_report_carries_the_nights_apnea_screens(rig):
     finally:
         stop.set()
         worker.join(30)
-    assert data.night("2026-01-20") == {"breathing": screen, "device": rig.edge.device}
+    assert data.night("2026-01-20") == {"breathing": screen, "device": rig.edge.device,
+                                        "by_device": {rig.edge.device: screen}}
     assert [n["night"] for n in data.nights()][-1] == "2026-01-13"  # 20, 18 .. 13
     assert "nights" not in rig.cloud.device_status(rig.edge.device)  # kept once, per night
