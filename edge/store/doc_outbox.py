@@ -14,6 +14,7 @@ cloud next). The cursor of what the cloud has sent is kept in the same transacti
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +65,19 @@ class DocOutbox:
     def mark_docs_unsent(self) -> None:
         """A new connection: whatever was in flight may be lost."""
         self.db.execute("UPDATE doc_outbox SET sent_at = NULL")
+
+    def requeue_docs_since(self, since_ms: int) -> int:
+        """Queue again every synced document changed here since since_ms (the edge's own
+        changes and the cloud's applied here), deletions included: the cloud lost them (its
+        database put back from a backup taken before). The cloud's Nightscout rules keep a
+        copy it still holds as it is. Returns the documents queued."""
+        synced = ", ".join("?" for _ in SYNCED)
+        return self.db.execute(
+            "INSERT INTO doc_outbox (coll, oid, identifier, enqueued_at) "
+            f"SELECT d.coll, d.oid, d.identifier, ? FROM ns_docs d WHERE d.tenant_id = ? "
+            f"AND d.coll IN ({synced}) AND d.srv_modified >= ? AND NOT EXISTS (SELECT 1 FROM "
+            "doc_outbox q WHERE q.coll = d.coll AND q.oid = d.oid) ORDER BY d.srv_modified",
+            (time.time(), SITE, *SYNCED, since_ms))
 
     def ack_docs(self, ranges: Iterable[tuple[int, int]]) -> int:
         """The cloud holds the changes with these sequence numbers: they leave the outbox.

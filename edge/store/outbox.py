@@ -134,8 +134,8 @@ class Outbox:
         now = time.time()
         with self.db.transaction():
             held = self.db.query(
-                f"SELECT id, seq, count, id IN (SELECT record_id FROM outbox) AS queued "
-                f"FROM records WHERE {overlap[0]} ORDER BY seq", overlap[1])
+                f"SELECT id, seq, count, created_at, id IN (SELECT record_id FROM outbox) "
+                f"AS queued FROM records WHERE {overlap[0]} ORDER BY seq", overlap[1])
             dropped = self.db.query(
                 "SELECT first_seq, last_seq FROM dropped_ranges WHERE device = ? AND "
                 "stream = ? AND first_seq <= ? AND last_seq >= ?", (device, stream, last, first))
@@ -144,9 +144,13 @@ class Outbox:
                 d["first_seq"] <= r["seq"] and r["seq"] + r["count"] - 1 <= d["last_seq"]
                 for d in dropped)]
             if again:
+                # The treatments changed since went up then too: they are sent again.
+                since = min(r["created_at"] for r in held if r["id"] in set(again))
+                docs = self.requeue_docs_since(int(since * 1000))
                 _LOGGER.warning("the cloud asks again for %d records of stream %d that had "
                                 "left the outbox (its database put back from a backup?): they "
-                                "are sent again", len(again), stream)
+                                "are sent again, and %d treatments changed since", len(again),
+                                stream, docs)
             self.db.executemany(
                 "INSERT INTO outbox (record_id, priority, enqueued_at) VALUES (?, ?, ?)",
                 [(rid, features.stream(stream)[features.S_PRIORITY], now) for rid in again])

@@ -240,14 +240,28 @@ def test_sync__a_cloud_restored_from_a_backup_gets_back_what_it_lost(rig, tmp_pa
     from nightlink.cloud.config import Settings
     from nightlink.cloud.ingest import IngestWorker
     from nightlink.cloud.store import Store
+    from nightlink.nightscout import documents
     from nightlink.tools.bench.backlog import FIRST_EPOCH
+    from tests.support.waiting import until
 
     def sync_all():
         client = SyncClient(rig.edge, rig.sync_config(resend_after_s=1.0), TENANT)
-        run_sync(client, 60)
+        stop = threading.Event()
+        worker = threading.Thread(target=client.run, args=(stop,))
+        worker.start()
+        try:  # the rows and the treatments acknowledged
+            until(lambda: rig.edge.outbox_size() == 0 and rig.edge.doc_outbox_size() == 0,
+                  60, "the outboxes empty")
+        finally:
+            stop.set()
+            worker.join(30)
         produced = edge_digest(rig.edge)
         settle(rig, produced[0])
         return client, produced
+
+    def cloud_carbs():
+        return [r.doc.get("carbs") for r in rig.cloud.tenant(TENANT).docs.history(
+            "treatments", 0) if r.valid]
 
     fill_backlog(rig.edge, nights=1)
     _client, before = sync_all()
@@ -256,8 +270,13 @@ def test_sync__a_cloud_restored_from_a_backup_gets_back_what_it_lost(rig, tmp_pa
     with sqlite3.connect(tmp_path / "cloud.db") as src, sqlite3.connect(backup) as dst:
         src.backup(dst)
     fill_backlog(rig.edge, nights=1, seed=2, first_epoch=FIRST_EPOCH + 2 * 2880)
+    rig.edge.docs.put([documents.normalize("treatments", {
+        "eventType": "Carb Correction", "carbs": 15,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        int(time.time() * 1000))], mode="replace")
     _client, after = sync_all()
     assert cloud_digest(rig.cloud, rig.edge.device) == after and rig.edge.outbox_size() == 0
+    assert cloud_carbs() == [15]
 
     # The operator restores the backup: the second night is gone from the cloud.
     rig.worker.stop()
@@ -276,10 +295,12 @@ def test_sync__a_cloud_restored_from_a_backup_gets_back_what_it_lost(rig, tmp_pa
     # The edge records on (a third night) and syncs: the cloud's acks name the lost night
     # as a gap, and it comes back.
     fill_backlog(rig.edge, nights=1, seed=3, first_epoch=FIRST_EPOCH + 4 * 2880)
+    assert cloud_carbs() == []  # lost with the night
     client, produced = sync_all()
     assert cloud_digest(rig.cloud, rig.edge.device) == produced
     assert rig.edge.outbox_size() == 0
     assert client.stats.resend_requests > 0
+    until(lambda: cloud_carbs() == [15], 10, "the treatment entered after the backup back")
 
 
 def test_sync__an_edge_store_put_back_from_an_older_copy_loses_nothing_new(rig, tmp_path):
