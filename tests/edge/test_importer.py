@@ -564,3 +564,26 @@ def test_edge_import_cli__dry_run_stores_nothing(tmp_path):
     assert not db.exists()  # no store made either
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0 and "38 entries stored, 0 duplicates" in res.output, res.output
+
+
+def test_import__a_flat_night_stored_every_minute_is_not_taken_for_a_copy(store, tmp_path):
+    """A steady trace (95 mg/dL, a few mg/dL of drift) stored every minute matches a
+    15-minute export of other readings at many shifts alike; only a match at one shift is a
+    copy, so this file goes in (it was refused as stored 15 minutes away)."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    start, n = datetime(2025, 3, 3), 3 * 1440
+    true = 95 + 3 * np.sin(np.arange(n) / 700) + np.cumsum(rng.normal(0, 0.15, n)).clip(-4, 4)
+    base = start.replace(tzinfo=UTC).timestamp()
+    store.add_entries([{"type": "sgv", "sgv": int(round(true[m] + rng.normal(0, 0.7))),
+                        "device": "xDrip", "date": int((base + 60 * m + 17) * 1000)}
+                       for m in range(n)])
+    times = [start + timedelta(minutes=m + 7) for m in range(0, n, 15)]
+    values = [true[m] + rng.normal(0, 0.7) for m in range(0, n, 15)]
+    path = _libre_days(tmp_path, "libre.csv", times, values)
+    result = import_file(store, path, "libreview", tz="UTC", date_order="dmy",
+                         now=(start + timedelta(days=4)).replace(tzinfo=UTC).timestamp())
+    assert result.samples == len(times)
