@@ -348,7 +348,7 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
     out.rows = data.put_rows(records)
     # Rows not new: resends, or new rows under seqs the device gave again (its store put
     # back from an older copy), which the ack names so that it numbers them anew.
-    reused = data.reused_seqs(records) if out.rows < rows else []
+    reused = _seq_ranges(data.reused_seqs(records)) if out.rows < rows else []
     sid = features.stream_by_name(stream)[features.S_ID]
     if sid == features.CGM:
         entries = _served([e for rec in records for e in glucose_entries(rec, device)], out)
@@ -366,7 +366,7 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
     ack["of"] = [min(rec.seq for rec in records),
                  max(rec.seq + len(rec.rows) - 1 for rec in records)]
     if reused:
-        ack["reused"] = [list(r) for r in reused[:50]]
+        ack["reused"] = reused[:50]
         _LOGGER.warning("ingest: %d %s rows of device %s came under seqs it had used for other "
                         "epochs (its store put back from an older copy?): not stored; the ack "
                         "asks it to number them anew", sum(b - a + 1 for a, b in reused),

@@ -435,13 +435,10 @@ def _say_imported(path: Path, result, tz: str, whose: str, *, dry_run: bool = Fa
     entries = (f"; {result.entries_stored} entries stored, {result.entries_duplicate} "
                "duplicates (already stored, or listed twice)"
                if result.format in ("clarity", "libreview", "carelink", "nightscout") else "")
-    if dry_run:
-        click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
-                   "nothing stored (--dry-run).")
-    else:
-        click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; "
-                   f"{result.epochs_written} epochs written, {result.epochs_kept} already "
-                   f"stored{entries}.")
+    done = ("nothing stored (--dry-run)" if dry_run else
+            f"{result.epochs_written} epochs written, {result.epochs_kept} already "
+            f"stored{entries}")
+    click.echo(f"{path.name} ({result.label}): {result.samples} readings, {skipped}; {done}.")
     a, b = (datetime.fromtimestamp(t, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
             for t in result.span)
     click.echo(f"From {a} to {b} ({tz} time{', ' + whose if whose else ''})" + (

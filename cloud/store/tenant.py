@@ -49,8 +49,8 @@ class TenantStore:
                 "nfeat, row_data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device, stream, boot, seq) DO NOTHING", rows)
 
-    def reused_seqs(self, records: Iterable[codec.Record]) -> list[tuple[int, int]]:
-        """Seq ranges of these records that the store holds for other epochs: a device that
+    def reused_seqs(self, records: Iterable[codec.Record]) -> list[int]:
+        """Seqs of these records that the store holds for other epochs: a device that
         numbered new rows again (its store put back from an older copy). A resend of the same
         rows is not one."""
         seqs = []
@@ -61,13 +61,7 @@ class TenantStore:
                                              rec.boot, rec.seq, rec.seq + len(rec.rows)))}
             seqs += [rec.seq + i for i in range(len(rec.rows))
                      if held.get(rec.seq + i, rec.epoch + i) != rec.epoch + i]
-        out: list[tuple[int, int]] = []
-        for s in sorted(seqs):
-            if out and s == out[-1][1] + 1:
-                out[-1] = (out[-1][0], s)
-            else:
-                out.append((s, s))
-        return out
+        return seqs
 
     def count_rows(self, stream: int | None = None) -> int:
         if stream is None:

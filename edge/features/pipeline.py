@@ -81,7 +81,7 @@ class EdgePipeline:
         # When each recorded reading was taken: a record gives it to the half minute, so it
         # is the reducer's reading within 15 s of that, where there is one (a 1-minute
         # sensor's neighbour 55 s away is then not taken for it).
-        held = sorted(r.t for r in self.cgm._readings)
+        held = self.cgm.times()
         recorded = []
         for e, v in stored.items():
             if v[1] is None:

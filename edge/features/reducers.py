@@ -278,6 +278,10 @@ class CgmReducer:
             self._readings.popleft()
         return self.row(epoch)
 
+    def times(self) -> list[float]:
+        """When each reading held was taken, oldest first."""
+        return [r.t for r in self._readings]
+
     def row(self, epoch: int) -> tuple:
         """The values of `epoch` from the readings held, without letting any go: also for an
         epoch already closed, when a reading for it arrives late."""

@@ -64,14 +64,11 @@ class Outbox:
         under its seq (this store put back from an older copy), and sending it lets the cloud
         say so (`catch_up`). `sent_before`: a mark kept from before the session that began
         then releases only the rows sent before it."""
-        if sent_before is None:
-            return self.db.execute(
-                "DELETE FROM outbox WHERE sent_once = 1 AND record_id IN (SELECT id FROM "
-                "records WHERE device = ? AND stream = ? AND seq <= ?)", (device, stream, hwm))
+        before, args = ("", ()) if sent_before is None else \
+            (" AND (sent_at IS NULL OR sent_at < ?)", (sent_before,))
         return self.db.execute(
-            "DELETE FROM outbox WHERE sent_once = 1 AND (sent_at IS NULL OR sent_at < ?) AND "
-            "record_id IN (SELECT id FROM records WHERE device = ? AND stream = ? AND "
-            "seq <= ?)", (sent_before, device, stream, hwm))
+            f"DELETE FROM outbox WHERE sent_once = 1{before} AND record_id IN (SELECT id FROM "
+            "records WHERE device = ? AND stream = ? AND seq <= ?)", (*args, device, stream, hwm))
 
     def catch_up(self, device: str, stream: int, hwm: int,
                  reused: list[tuple[int, int]] = ()) -> int:
@@ -85,8 +82,7 @@ class Outbox:
         from nightlink.shared import codec
 
         with self.db.transaction():
-            nxt = self.db.scalar("SELECT next_seq FROM seqs WHERE device = ? AND stream = ?",
-                                 (device, stream)) or 1
+            nxt = self._seq_to_give(device, stream)
             behind = hwm >= nxt
             if not behind and not reused:
                 return 0
@@ -112,10 +108,7 @@ class Outbox:
                                 (row["id"],))
                 seq += rec.count
             if queued or behind:
-                self.db.execute(
-                    "INSERT INTO seqs (device, stream, next_seq) VALUES (?, ?, ?) "
-                    "ON CONFLICT (device, stream) DO UPDATE SET next_seq = excluded.next_seq",
-                    (device, stream, max(seq, nxt)))
+                self._set_seq_to_give(device, stream, max(seq, nxt))
         if queued:
             _LOGGER.warning("the cloud holds other rows under seqs of stream %d this store "
                             "gave again (was the store put back from an older copy?): %d "
@@ -140,12 +133,12 @@ class Outbox:
                 "SELECT first_seq, last_seq FROM dropped_ranges WHERE device = ? AND "
                 "stream = ? AND first_seq <= ? AND last_seq >= ?", (device, stream, last, first))
             # Not queued and not dropped by the quota: acknowledged before, lost since.
-            again = [r["id"] for r in held if not r["queued"] and not any(
+            again = {r["id"] for r in held if not r["queued"] and not any(
                 d["first_seq"] <= r["seq"] and r["seq"] + r["count"] - 1 <= d["last_seq"]
-                for d in dropped)]
+                for d in dropped)}
             if again:
                 # The treatments changed since went up then too: they are sent again.
-                since = min(r["created_at"] for r in held if r["id"] in set(again))
+                since = min(r["created_at"] for r in held if r["id"] in again)
                 docs = self.requeue_docs_since(int(since * 1000))
                 _LOGGER.warning("the cloud asks again for %d records of stream %d that had "
                                 "left the outbox (its database put back from a backup?): they "
@@ -153,12 +146,12 @@ class Outbox:
                                 stream, docs)
             self.db.executemany(
                 "INSERT INTO outbox (record_id, priority, enqueued_at) VALUES (?, ?, ?)",
-                [(rid, features.stream(stream)[features.S_PRIORITY], now) for rid in again])
+                [(rid, features.stream(stream)[features.S_PRIORITY], now)
+                 for rid in sorted(again)])
             n = self.db.execute(
                 f"UPDATE outbox SET sent_at = NULL WHERE record_id IN (SELECT id FROM records "
                 f"WHERE {overlap[0]})", overlap[1])
-            issued = (self.db.scalar("SELECT next_seq FROM seqs WHERE device = ? AND stream = ?",
-                                     (device, stream)) or 1) - 1
+            issued = self._seq_to_give(device, stream) - 1
             gone, at = [], first
             for r in held:
                 if r["seq"] > at:

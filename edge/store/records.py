@@ -41,14 +41,21 @@ class Records:
 
     def _next_seq(self, device: str, stream: int, rows: int = 1) -> int:
         """The seq of the next record's first row, reserving `rows` of them (seq counts rows)."""
-        seq = self.db.scalar(
+        seq = self._seq_to_give(device, stream)
+        self._set_seq_to_give(device, stream, seq + rows)
+        return seq
+
+    def _seq_to_give(self, device: str, stream: int) -> int:
+        """The seq the next row of device/stream will get (every one below it is given)."""
+        return self.db.scalar(
             "SELECT next_seq FROM seqs WHERE device = ? AND stream = ?", (device, stream)) or 1
+
+    def _set_seq_to_give(self, device: str, stream: int, seq: int) -> None:
         self.db.execute(
             "INSERT INTO seqs (device, stream, next_seq) VALUES (?, ?, ?) "
             "ON CONFLICT (device, stream) DO UPDATE SET next_seq = excluded.next_seq",
-            (device, stream, seq + rows),
+            (device, stream, seq),
         )
-        return seq
 
     def _insert(self, rec: codec.Record, blob: bytes, queue: bool = True) -> int | None:
         """The new row's id, or None if the record was already stored."""

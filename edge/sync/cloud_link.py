@@ -425,17 +425,21 @@ class SyncClient:
             self._check_docs_silence(now)
             return
         minutes = (now - self._unacked_since) / 60
-        self.last_error = (f"{_SILENT} for {minutes:.0f} min though {self.where} takes the "
-                           "rows")
+        self._say_silence(
+            now, f"{_SILENT} for {minutes:.0f} min though {self.where} takes the rows",
+            "is this edge (device %s) provisioned in the cloud for tenant %r (`nightlink "
+            "device register-edge --edge-id %s`; GET /api/nl/v1/tenants/%s/devices lists "
+            "them), and is `tenant` in edge.toml right? The cloud's log says why it refuses; "
+            "rows are kept and sent again every %.0f s",
+            self.device, self.tenant, self.device, self.tenant, self._resend_after())
+
+    def _say_silence(self, now: float, why: str, question: str, *args) -> None:
+        """Keep `why` as the link's state, and say it with `question` (what to check) at
+        WARNING, at most every 10 minutes."""
+        self.last_error = why
         if now - self._silence_warned >= 10 * 60:
             self._silence_warned = now
-            _LOGGER.warning(
-                "%s: is this edge (device %s) provisioned in the cloud for tenant %r "
-                "(`nightlink device register-edge --edge-id %s`; GET /api/nl/v1/tenants/"
-                "%s/devices lists them), and is `tenant` in edge.toml right? The cloud's "
-                "log says why it refuses; rows are kept and sent again every %.0f s",
-                self.last_error, self.device, self.tenant, self.device, self.tenant,
-                self._resend_after())
+            _LOGGER.warning("%s: " + question, why, *args)
 
     def _check_docs_silence(self, now: float) -> None:
         """Say it when the cloud acknowledges the readings but none of the treatment changes:
@@ -444,17 +448,13 @@ class SyncClient:
         since = self._docs_unacked_since
         if since is None or now - since < SILENT_CLOUD_S or self.last_error.startswith(_SILENT):
             return
-        self.last_error = (f"{_DOCS_SILENT} change for {(now - since) / 60:.0f} min"
-                           + (", though it acknowledges the readings" if self._rows_acked
-                              else ""))
-        if now - self._silence_warned >= 10 * 60:
-            self._silence_warned = now
-            _LOGGER.warning(
-                "%s: does the cloud run an older Nightlink, from before treatments were "
-                "synced (update it), or is this edge (device %s) provisioned there as a "
-                "clock rather than with `nightlink device register-edge`? The cloud's dead "
-                "letters say which; the changes are kept and sent again", self.last_error,
-                self.device)
+        self._say_silence(
+            now, f"{_DOCS_SILENT} change for {(now - since) / 60:.0f} min"
+            + (", though it acknowledges the readings" if self._rows_acked else ""),
+            "does the cloud run an older Nightlink, from before treatments were synced "
+            "(update it), or is this edge (device %s) provisioned there as a clock rather "
+            "than with `nightlink device register-edge`? The cloud's dead letters say which; "
+            "the changes are kept and sent again", self.device)
 
     def pump(self) -> int:
         """One pass: live rows first, then as much backfill as the bucket allows."""
