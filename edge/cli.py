@@ -304,8 +304,19 @@ def status(config_path: Path | None, db: Path | None) -> None:
         store.close()
 
 
+class _FileOrSite(click.Path):
+    """An export file that must exist, or a Nightscout site's URL, kept as text."""
+
+    def convert(self, value, param, ctx):
+        from nightlink.edge.importers.nightscout_site import is_site
+
+        if isinstance(value, str) and is_site(value):
+            return value.strip()
+        return super().convert(value, param, ctx)
+
+
 @edge.command(name="import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=_FileOrSite(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["auto", "clarity", "libreview", "carelink",
                                                     "nightscout", "apple-health", "fit"]),
               default="auto", show_default=True,
@@ -317,7 +328,8 @@ def status(config_path: Path | None, db: Path | None) -> None:
                    "Europe/Amsterdam (default: this machine's zone).")
 @click.option("--since", default=None, metavar="YYYY-MM-DD",
               help="Import what was recorded from this day on (in --tz); by default the "
-                   "newest 120 days of a file spanning more.")
+                   "newest 120 days of a file spanning more, and the last retention_days "
+                   "(30) of a site.")
 @click.option("--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto",
               show_default=True, help="Day-month or month-day, for a CSV export whose dates "
               "fit both (auto: from the file, else its language).")
@@ -329,17 +341,23 @@ def status(config_path: Path | None, db: Path | None) -> None:
                    "$XDG_DATA_HOME/nightlink/edge.db).")
 @click.option("--dry-run", is_flag=True, help="Read and check the file, say what it holds and "
               "when (in --tz), and store nothing: an import cannot be undone.")
-def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order: str,
+def import_(path: Path | str, fmt: str, tz: str | None, since: str | None, date_order: str,
             config_path: Path | None, db: Path | None, dry_run: bool) -> None:
     """Import a CGM or wearable export into the edge store, and summarise the nights it
-    completes (sleep, the apnea screen, glucose) as the live node does at wake time."""
+    completes (sleep, the apnea screen, glucose) as the live node does at wake time.
+
+    PATH may also be a Nightscout site's URL (https://SITE/?token=READ-TOKEN, or with
+    the API secret before the host, https://SECRET@SITE, or in NIGHTSCOUT_API_SECRET):
+    its CGM readings are imported, by default the last retention_days (30)."""
     import time as _time
     from datetime import date, datetime, time
     from zoneinfo import ZoneInfo
 
     from nightlink.edge.importers.importer import import_file
+    from nightlink.edge.importers.nightscout_site import SiteName
     from nightlink.edge.node.config import ConfigError, load
     from nightlink.edge.node.zone import check_zone, zone_name
+    from nightlink.edge.sources.cgm import site_url
     from nightlink.sql import DatabaseError
 
     try:  # read before the file, so a bad configuration stores nothing
@@ -364,6 +382,14 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
                                        ZoneInfo(tz)).timestamp()
         except ValueError:
             raise NightlinkError(f"--since {since!r} is not a date such as 2026-11-01.") from None
+    site = isinstance(path, str)
+    if site:
+        try:  # the site's address as messages name it: no secret, token or /api/v1/
+            shown = SiteName(site_url(path)[0])
+        except ValueError as exc:
+            raise NightlinkError(f"{exc}.") from None
+        if since_s is None:
+            since_s = _time.time() - cfg.retention_days * 86400
     where = Path(db or cfg.db or default_db())
     scratch = None
     if dry_run and not where.exists():  # a dry run makes no store: one of its own, gone after
@@ -373,15 +399,20 @@ def import_(path: Path, fmt: str, tz: str | None, since: str | None, date_order:
         where = Path(scratch.name) / "edge.db"
     store = open_store(where)
     try:
+        if site:
+            start = datetime.fromtimestamp(since_s, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+            click.echo(f"Reading {shown} from {start} ({tz} time)...")
         result = import_file(store, path, fmt, tz, None if date_order == "auto" else date_order,
-                             since=since_s, dry_run=dry_run)
+                             since=since_s, dry_run=dry_run,
+                             site_secret=os.environ.get("NIGHTSCOUT_API_SECRET") or None,
+                             say=lambda text: click.echo(text, err=True))
     except SourceError as exc:
         store.close()
         raise NightlinkError(str(exc)) from None
     except BaseException:
         store.close()
         raise
-    _say_imported(path, result, tz, whose, dry_run=dry_run)
+    _say_imported(shown if site else path, result, tz, whose, dry_run=dry_run)
     if dry_run:
         store.close()
         if scratch is not None:
@@ -434,7 +465,8 @@ def _say_imported(path: Path, result, tz: str, whose: str, *, dry_run: bool = Fa
         f" (first: {result.first_bad})" if result.first_bad else "")
     entries = (f"; {result.entries_stored} entries stored, {result.entries_duplicate} "
                "duplicates (already stored, or listed twice)"
-               if result.format in ("clarity", "libreview", "carelink", "nightscout") else "")
+               if result.format in ("clarity", "libreview", "carelink", "nightscout",
+                                     "nightscout-site") else "")
     done = ("nothing stored (--dry-run)" if dry_run else
             f"{result.epochs_written} epochs written, {result.epochs_kept} already "
             f"stored{entries}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from nightlink.sql import DatabaseError
 _LOGGER = logging.getLogger(__name__)
 FORMATS = sniff.FORMATS
 LOCAL_TIME_FORMATS = ("clarity", "libreview", "carelink")  # wall-clock times, no zone
+SITE = "nightscout-site"  # read from a Nightscout site's API rather than a file
 MAX_SPAN_DAYS = 120  # one import takes this many days of a file (its newest, or from since)
 AHEAD_S = 15 * 60  # a device clock this far ahead of ours is drift; more, a wrong zone
 DAY_EPOCHS = 86400 // EPOCH_S  # epochs written per transaction
@@ -72,7 +74,8 @@ class ImportResult:
 
     @property
     def label(self) -> str:
-        return sniff.LABELS.get(self.format, self.format)
+        return "Nightscout site" if self.format == SITE else sniff.LABELS.get(self.format,
+                                                                               self.format)
 
 
 def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
@@ -107,21 +110,33 @@ def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
     return fmt, out
 
 
-def import_file(store: EdgeStore, path: Path, fmt: str = "auto", tz: str = "UTC",
+def import_file(store: EdgeStore, path: Path | str, fmt: str = "auto", tz: str = "UTC",
                 date_order: str | None = None, since: float | None = None,
-                now: float | None = None, *, dry_run: bool = False) -> ImportResult:
-    """Read an export and store it; every check that can refuse it runs before anything is
-    stored, so a refused import leaves the store as it was. `since` (Unix s): import only
-    what is recorded from then on. `dry_run`: every check, and the result's counts and span,
-    but nothing stored (no epochs or entries counted as written)."""
-    fmt, samples = read_samples(path, fmt, tz, date_order)
+                now: float | None = None, *, dry_run: bool = False,
+                site_secret: str | None = None,
+                say: Callable[[str], None] = _LOGGER.warning) -> ImportResult:
+    """Read an export, or a Nightscout site's readings when `path` is a site's URL (a str,
+    see nightscout_site.py; `site_secret` its API secret unless the URL carries one), and
+    store it; every check that can refuse it runs before anything is stored, so a refused
+    import leaves the store as it was. `since` (Unix s): import only what is recorded from
+    then on (from a site: by default the newest MAX_SPAN_DAYS). `dry_run`: every check, and
+    the result's counts and span, but nothing stored (no epochs or entries counted as
+    written). `say`: what the user should hear while a site is read (a wait, a retry)."""
+    now = time.time() if now is None else now
+    if isinstance(path, str):
+        from nightlink.edge.importers.nightscout_site import read_nightscout_site
+
+        fmt = SITE
+        start = now - MAX_SPAN_DAYS * 86400 if since is None else since
+        path, samples = read_nightscout_site(path, start, now, api_secret=site_secret, say=say)
+    else:
+        fmt, samples = read_samples(path, fmt, tz, date_order)
     if not samples:
         raise SourceError(f"{path} holds no readings Nightlink can use.")
     if samples.activity is not None:  # its heart would be read as a night's: nothing stored
         raise SourceError(f"{path} is a workout ({samples.activity.replace('_', ' ')}), not a "
                           "night: its heart rate would be read as sleep, so nothing was "
                           "stored.")
-    now = time.time() if now is None else now
     stream = features.CGM if isinstance(samples[0], Glucose) else features.WEARABLE
     result = ImportResult(fmt, len(samples), samples.skipped, 0, 0,
                           first_bad=samples.first_bad, notes=list(samples.notes))

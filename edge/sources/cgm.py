@@ -302,11 +302,12 @@ class NightscoutFollower:
                 body = self._read(resp, path) if resp.status_code == 200 else b""
         except httpx.TimeoutException as exc:
             raise SourceError(f"Nightscout at {self.url} did not answer within "
-                              f"{self.timeout_s:g} s ({type(exc).__name__}).") from exc
+                              f"{self.timeout_s:g} s ({type(exc).__name__}).",
+                              transient=True) from exc
         except httpx.HTTPError as exc:
             raise SourceError(
-                f"Nightscout at {self.url} could not be reached ({type(exc).__name__}: {exc})."
-            ) from exc
+                f"Nightscout at {self.url} could not be reached ({type(exc).__name__}: {exc}).",
+                transient=True) from exc
         if resp.status_code in (401, 403):
             raise SourceError(f"Nightscout at {self.url} refused the API secret or token "
                               f"(HTTP {resp.status_code}).")
@@ -315,7 +316,8 @@ class NightscoutFollower:
                               f"(HTTP {resp.status_code}); set the follower's url to it.")
         if resp.status_code != 200:
             raise SourceError(f"Nightscout at {self.url} answered HTTP {resp.status_code} "
-                              f"to {path}.", retry_after_s=_retry_after(resp))
+                              f"to {path}.", retry_after_s=_retry_after(resp),
+                              transient=resp.status_code == 429 or resp.status_code >= 500)
         try:
             body = json.loads(body)
         except ValueError as exc:

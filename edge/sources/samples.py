@@ -68,11 +68,14 @@ class Room:
 
 class SourceError(Exception):
     """A source cannot be read: the message is one sentence naming the file or device;
-    `retry_after_s` when the peer said how long to wait (HTTP Retry-After)."""
+    `retry_after_s` when the peer said how long to wait (HTTP Retry-After); `transient`
+    when asking again later may succeed (a timeout, a peer unreachable or overloaded), not
+    when it refused or is not what it should be."""
 
-    def __init__(self, *args, retry_after_s: float | None = None):
+    def __init__(self, *args, retry_after_s: float | None = None, transient: bool = False):
         super().__init__(*args)
         self.retry_after_s = retry_after_s
+        self.transient = transient or retry_after_s is not None
 
 
 class Readings(list):
