@@ -4,6 +4,7 @@ edge takes its history back) and from a real edge's Nightscout (the API secret b
 host, as xDrip+ writes it); a site that cannot answer for a while is asked again after a
 back-off, one that refuses is not."""
 
+import math
 import time
 
 import httpx
@@ -62,6 +63,29 @@ def test_import__a_cloud_tenants_readings_by_read_token(cloud_site, store):
     again = import_file(store, f"{url}/t/fam-1?token={reader}", now=NOW)
     assert again.entries_stored == 0 and again.entries_duplicate == 3 * 288
     assert again.epochs_written == 0
+
+
+def test_import__a_replaced_edge_calibrates_its_alarm_on_the_nights_taken_back(tmp_path,
+                                                                             store):
+    """Eight nights in the cloud: the new edge's clocks get a threshold calibrated on them,
+    not the model's own, which an edge without history keeps for 5 nights."""
+    from nightlink.edge.sync.clock_feed import predicted_low_policy
+
+    app = make_app(f"sqlite:///{tmp_path / 'cloud.db'}")
+    app.state.store.create_tenant("fam-1", "Family one")
+    _, writer = app.state.store.tenant("fam-1").subjects.create("phone", ["admin"])
+    _, reader = app.state.store.tenant("fam-1").subjects.create("new-edge", ["readable"])
+    start = T0 - 6 * 86_400_000
+    week = [{"type": "sgv", "date": start + i * 5 * MIN, "device": "xDrip-DexcomG6",
+             "sgv": round(130 + 60 * math.sin(i / 20) - (45 if i % 288 in range(60, 75) else 0))}
+            for i in range(9 * 288 - 24)]
+    with serve(app) as url:
+        r = httpx.post(f"{url}/t/fam-1/api/v1/entries", params={"token": writer}, json=week)
+        assert r.status_code == 200, r.text
+        assert predicted_low_policy(store, NOW, utc_offset_s=0) is None  # nothing yet
+        import_file(store, f"{url}/t/fam-1?token={reader}", since=start / 1000, now=NOW)
+    app.state.store.close()
+    assert predicted_low_policy(store, NOW, utc_offset_s=0)["calibrated"] is True
 
 
 def test_import__since_bounds_what_is_asked_for(cloud_site, store):
