@@ -365,8 +365,8 @@ def _device_clock(local, sets, order: str, newest_first: bool,
 
 
 def _off_scale(words: dict[str, int], values: Values) -> str:
-    """The note counting readings written as words, e.g. "2 'LO' stored as 39"."""
-    told = ", ".join(f"{n} {w!r} stored as {values.words[w.casefold()]}"
+    """The note counting readings written as words, e.g. "2 'LO' read as 39"."""
+    told = ", ".join(f"{n} {w!r} read as {values.words[w.casefold()]}"
                      for w, n in words.items())
     return f"{sum(words.values())} readings were off the sensor's scale: {told}."
 

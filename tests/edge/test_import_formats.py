@@ -145,8 +145,8 @@ def test_libreview__lo_and_hi_are_the_sensor_limits_and_counted(tmp_path):
                                  libre_row("15-01-2026 23:45", 0, "LO")])
     got = read_libreview_csv(path, date_order="dmy")
     assert [g.sgv for g in got] == [48, 39, 501, 39] and got.skipped == 0
-    assert got.notes == ["3 readings were off the sensor's scale: 2 'LO' stored as 39, 1 'HI' "
-                         "stored as 501."]
+    assert got.notes == ["3 readings were off the sensor's scale: 2 'LO' read as 39, 1 'HI' "
+                         "read as 501."]
 
 
 # -- local time: daylight saving ------------------------------------------------------------------

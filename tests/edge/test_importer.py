@@ -60,8 +60,8 @@ def test_edge_import_cli(tmp_path):
                           "already stored; 38 entries stored, 0 duplicates (already stored, or listed twice).\n"
                           "From 2026-11-19 22:00 to 2026-11-20 01:05 (UTC time); if that is "
                           "not when it was recorded, give the export's own --tz.\n"
-                          "note: 4 readings were off the sensor's scale: 2 'Low' stored as 39, "
-                          "2 'High' stored as 401.\n")
+                          "note: 4 readings were off the sensor's scale: 2 'Low' read as 39, "
+                          "2 'High' read as 401.\n")
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "not_an_export.csv"),
                                     "--format", "libreview", "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 2 and "error:" in res.output
