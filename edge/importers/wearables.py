@@ -209,13 +209,20 @@ _FIT_SPO2_FIELDS = ("saturated_hemoglobin_percent", "spo2", "SpO2")
 _FIT_DECODE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError,
                       ArithmeticError, struct.error)
 _HRV_RESYNC_S = 5.0  # beat clock this far behind the record clock: a gap, restart from records
+# Garmin's all-day monitoring files (GARMIN/Monitor/*.FIT, file type monitoring_b): heart rate
+# every minute or two in `monitoring` messages, most timed by timestamp_16 alone.
+_FIT_MONITORING = 55
+_FIT_TIMESTAMP_16 = 26
+_FIT_MONITORING_HR = 27
 
 
 def read_fit(path) -> Readings:
     """Heart rate, beats and SpO2 from a Garmin/Fitbit FIT file, oldest first.
 
     `record` messages give HeartRate (and SpO2 from saturated_hemoglobin_percent or a
-    spo2/SpO2 developer field), `spo2_data` messages SpO2, and `hrv` messages Beats: their
+    spo2/SpO2 developer field), `monitoring` messages (a Garmin watch's all-day files)
+    HeartRate, timed by timestamp_16 after the latest full timestamp where they have no
+    timestamp of their own, `spo2_data` messages SpO2, and `hrv` messages Beats: their
     RR intervals are summed from the timestamp before the first of them, restarting from
     the latest timestamp after a gap in the beat stream.
     """
@@ -231,6 +238,15 @@ def read_fit(path) -> Readings:
                           f"({type(exc).__name__}).") from exc
     except OSError as exc:
         raise SourceError(f"{path} cannot be read: {exc.strerror or exc}.") from exc
+
+
+def _fit_time16(value, clock: float) -> float | None:
+    """A monitoring message's timestamp_16 (the low 16 bits of FIT seconds) as Unix seconds:
+    the first time at or after the latest full timestamp with those low bits (FIT SDK)."""
+    if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+        return None
+    last = int(clock) - FIT_EPOCH
+    return float(FIT_EPOCH + last + ((value - last) & 0xFFFF))
 
 
 def _fit_time(value) -> float | None:
@@ -267,10 +283,16 @@ def _fit_samples(fit: fitparse.FitFile, path: Path) -> Readings:
                 out.append(Beat(t=beat_t, rr_ms=round(rr_s * 1000, 3)))  # FIT: 1 ms steps
             continue
         t = _fit_time(msg.get_value(253))  # timestamp, by number: unknown messages have it too
+        if t is None and msg.def_mesg.mesg_num == _FIT_MONITORING and clock is not None:
+            t = _fit_time16(msg.get_value(_FIT_TIMESTAMP_16), clock)
         if t is None:
             continue
         clock = t
-        if msg.name == "record":
+        if msg.def_mesg.mesg_num == _FIT_MONITORING:
+            hr = msg.get_value(_FIT_MONITORING_HR)
+            if isinstance(hr, int | float) and 0 < hr < 255:  # 255: invalid
+                out.append(HeartRate(t=t, bpm=float(hr)))
+        elif msg.name == "record":
             hr = msg.get_value("heart_rate")
             if isinstance(hr, int | float) and hr > 0:
                 out.append(HeartRate(t=t, bpm=float(hr)))

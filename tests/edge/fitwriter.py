@@ -86,6 +86,23 @@ class FitWriter:
         self.message(3, 269, [(253, UINT32, fit_time(unix_s)), (0, UINT8, pct),
                               (1, UINT8, confidence)])
 
+    def monitoring(self, unix_s: float, heart_rate: int | None = None, *,
+                   short: bool = True, activity_type: int | None = None):
+        """A Garmin all-day monitoring message (mesg 55): timed by timestamp_16 (field 26, the
+        low 16 bits of FIT seconds) when `short`, else by a full timestamp (253); heart_rate
+        field 27, activity_type field 5."""
+        fields = ([(26, UINT16, fit_time(unix_s) & 0xFFFF)] if short else
+                  [(253, UINT32, fit_time(unix_s))])
+        if heart_rate is not None:
+            fields.append((27, UINT8, heart_rate))
+        if activity_type is not None:
+            fields.append((5, ENUM, activity_type))
+        self.message(5 if short else 6, 55, fields)
+
+    def monitoring_info(self, unix_s: float):
+        """monitoring_info (mesg 103): the full timestamp a monitoring file starts from."""
+        self.message(7, 103, [(253, UINT32, fit_time(unix_s))])
+
     def raw(self, data: bytes):
         self._records += data
 

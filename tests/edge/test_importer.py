@@ -305,6 +305,29 @@ def _night(db: Path, label: str) -> tuple[dict | None, int]:
         s.close()
 
 
+def test_cli__a_garmin_all_day_file_gives_a_night_staged_from_its_heart_rate(tmp_path):
+    from tests.edge.fitwriter import FitWriter
+
+    start = (time.time() // DAY - 3) * DAY + 20 * 3600  # 20:00 UTC three nights ago
+    label = time.strftime("%Y-%m-%d", time.gmtime(start))
+    w = FitWriter()
+    w.file_id(start, kind=32)  # monitoring_b
+    w.monitoring_info(start)
+    for i in range(13 * 60):  # a reading a minute, lower from 22:30 to 07:30
+        if i % 90 == 0:
+            w.monitoring(start + 60 * i, short=False, activity_type=8)
+        w.monitoring(start + 60 * i, 72 - 16 * (150 <= i < 690) + i % 5)
+    path = tmp_path / "MONITOR.FIT"
+    path.write_bytes(w.to_bytes())
+    db = tmp_path / "e.db"
+    res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "MONITOR.FIT (FIT): 780 readings, 0 bad rows skipped" in res.output
+    assert f"Night {label} summarised: sleep from hr; " in res.output
+    summary, outputs = _night(db, label)
+    assert summary["epochs"] >= 1000 and outputs > 0  # 22:00-07:30 has 1,140 epochs
+
+
 def test_cli__an_imported_watch_night_is_summarised_with_its_beats_once(tmp_path):
     start = (time.time() // DAY - 3) * DAY + 23 * 3600  # 23:00 UTC three nights ago
     label = time.strftime("%Y-%m-%d", time.gmtime(start))

@@ -11,7 +11,7 @@ import pytest
 
 from nightlink.edge.importers import wearables
 from nightlink.edge.sources.samples import Beat, HeartRate, SourceError, SpO2
-from tests.edge.fitwriter import FIT_EPOCH, FitWriter, crc16, utc
+from tests.edge.fitwriter import FIT_EPOCH, FitWriter, crc16, fit_time, utc
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPORT = FIXTURES / "apple_health_export.xml"
@@ -254,6 +254,33 @@ def test_read_fit__records_beats_and_spo2(tmp_path):
         Beat(t=pytest.approx(NIGHT + 5.025), rr_ms=1005.0),
     ]
     assert got.skipped == 0
+
+
+def test_read_fit__a_garmin_monitoring_file_across_the_16_bit_wrap(tmp_path):
+    """A watch's all-day file: heart rate every minute timed by timestamp_16 after a full
+    timestamp, across the point where the 16-bit count wraps (every 18.2 hours)."""
+    start = FIT_EPOCH + (fit_time(NIGHT) | 0xFFFF) - 30 * 60 + 1  # wraps 30 min in
+    w = FitWriter()
+    w.file_id(start, kind=32)  # monitoring_b
+    w.monitoring_info(start)
+    hr = {start + 60 * i: 50 + i % 20 for i in range(120)}
+    for t, bpm in hr.items():
+        if t == start + 3600:
+            w.monitoring(t, short=False, activity_type=8)  # a full timestamp, no heart rate
+        w.monitoring(t, bpm)
+    w.monitoring(start + 121 * 60, 0xFF)  # invalid: no reading
+    got = wearables.read_fit(write(tmp_path, w))
+    assert got == [HeartRate(t=float(t), bpm=float(bpm)) for t, bpm in hr.items()]
+    assert got.activity is None  # all-day monitoring is no workout
+
+
+def test_read_fit__monitoring_before_any_full_timestamp_is_not_placed(tmp_path):
+    w = FitWriter()
+    w.monitoring(NIGHT, 60)  # no full timestamp yet: its time cannot be known
+    w.monitoring(NIGHT + 60, 61, short=False)
+    w.monitoring(NIGHT + 120, 62)
+    assert wearables.read_fit(write(tmp_path, w)) == [HeartRate(t=NIGHT + 60, bpm=61.0),
+                                                      HeartRate(t=NIGHT + 120, bpm=62.0)]
 
 
 def test_read_fit__beat_clock_restarts_after_a_gap(tmp_path):
