@@ -101,6 +101,12 @@ def read_nightscout_site(url: str, since_s: float, now: float, *,
                              if reader.skipped else "."))
     _LOGGER.info("read %d readings from %s in %d pages", len(got), name, reader.pages)
     notes = []
+    if reader.pages >= 2 and len(got) == reader.PAGE and got[0].t - since_s > 3600:
+        # a second page asked for older entries and brought the same ones back
+        notes.append(f"{name} sent only its newest {len(got)} readings, back to "
+                     f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(got[0].t))} UTC: it does "
+                     "not seem to take date queries (xDrip+'s web service does not), so the "
+                     "older part of the span was not imported.")
     if reader.future:
         notes.append(f"{reader.future} entries dated ahead of this clock were left out (a phone "
                      "or uploader with a wrong clock?).")

@@ -55,7 +55,7 @@ def test_import__a_cloud_tenants_readings_by_read_token(cloud_site, store):
     result = import_file(store, f"{url}/t/fam-1?token={reader}", now=NOW)
     assert result.label == "Nightscout site"
     assert result.samples == result.entries_stored == 3 * 288  # more than one page of 288
-    assert result.skipped_rows == 0
+    assert result.skipped_rows == 0 and result.notes == []
     stored = store.entries(count=10_000, type_="sgv", ascending=True)
     assert [e["sgv"] for e in stored] == [e["sgv"] for e in readings(3 * 288)]
     assert [e["date"] for e in stored] == [e["date"] for e in readings(3 * 288)]
@@ -167,6 +167,20 @@ def test_site__a_site_down_for_good_ends_in_one_sentence():
     assert str(err.value) == ("Nightscout at https://ns.example.org answered HTTP 503 to "
                               "/api/v1/entries/sgv.json.")
     assert site.asked == TRIES and len(slept) == TRIES - 1
+
+
+def test_site__a_site_that_ignores_date_queries_is_said():
+    """xDrip+'s web service answers every query with its newest entries."""
+    newest = readings(288, start=500)
+    with httpx.Client(transport=httpx.MockTransport(
+            lambda r: httpx.Response(200, json=newest[::-1]))) as client:
+        _, got = read_nightscout_site("http://127.0.0.1:17580", T0 / 1000, NOW, client=client)
+    assert len(got) == 288
+    assert got.notes == [
+        "http://127.0.0.1:17580 sent only its newest 288 readings, back to "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(newest[0]['date'] / 1000))} UTC: it "
+        "does not seem to take date queries (xDrip+'s web service does not), so the older "
+        "part of the span was not imported."]
 
 
 def test_site__no_readings_in_the_span_is_said():
