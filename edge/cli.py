@@ -285,9 +285,11 @@ def status(config_path: Path | None, db: Path | None) -> None:
     store = open_store(path)
     try:
         click.echo(f"Edge {store.device}, store {path}")
-        for name, row in sorted(store.sources().items()):
+        sources = store.sources()
+        for name, row in sorted(sources.items()):
             click.echo(f"  {name:<10} {row['kind']:<11} {row['state']}"
                        + (f"  ({row['detail']})" if row["detail"] else ""))
+        _say_stale(store, sources, _time.time())
         click.echo(f"Outbox: {store.outbox_size()} rows and {store.doc_outbox_size()} treatment "
                    "changes waiting for the cloud")
         newest = store.newest_night()
@@ -313,6 +315,27 @@ class _FileOrSite(click.Path):
         if isinstance(value, str) and is_site(value):
             return value.strip()
         return super().convert(value, param, ctx)
+
+
+def _say_stale(store, sources: dict, now: float) -> None:
+    """Say when the states above may be old: the running node stores an epoch every 30 s,
+    and its states stay as they were when it was killed or its store refused writes."""
+    from nightlink.shared.epoch import epoch_start
+    from nightlink.sql import storage_problem
+
+    why = storage_problem(str(store.path))
+    if why:
+        click.echo(f"Storage: {why}.")
+    running = any(r["state"] != "stopped" for r in sources.values())
+    last = store.last_own_epoch()
+    if not running or last is None:
+        return
+    ago = now - epoch_start(last + 1)
+    if ago > 180:
+        click.echo(f"The node has stored nothing for {ago / 60:.0f} min: it is not running "
+                   "(the states above are from when it stopped) or its store refuses writes "
+                   "(see its log).")
+    return
 
 
 @edge.command(name="import")

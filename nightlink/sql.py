@@ -8,6 +8,7 @@ subset (ON CONFLICT, RETURNING); the few DDL words that differ are filled in per
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -70,7 +71,10 @@ class SQLiteDatabase(Database):
     BLOB = "BLOB"
     BIGINT = "INTEGER"
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, *, durable: bool = False):
+        """`durable`: every commit reaches the disk before it returns (synchronous=FULL), so
+        a power cut loses nothing already answered for (a Pi's SD card); otherwise a power
+        cut may lose the last commits, never the file's soundness (synchronous=NORMAL)."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -78,11 +82,14 @@ class SQLiteDatabase(Database):
             self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=10000")
         except sqlite3.DatabaseError as exc:
-            raise DatabaseError(f"{self.path} is not a usable SQLite database ({exc}).") from None
+            why = storage_problem(self.path)
+            raise DatabaseError(
+                f"{self.path} cannot be opened: {why}." if why else
+                f"{self.path} is not a usable SQLite database ({exc}).") from None
         self._lock = threading.RLock()
         self._depth = 0
 
@@ -93,7 +100,20 @@ class SQLiteDatabase(Database):
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError(str(exc)) from None
             except sqlite3.DatabaseError as exc:
-                raise DatabaseError(str(exc)) from None
+                raise DatabaseError(self._explained(exc)) from None
+
+    def _explained(self, exc: sqlite3.DatabaseError) -> str:
+        """SQLite's words, and what they mean for this file: a full or read-only filesystem
+        (SQLite says "disk I/O error" when the kernel turned it read-only), a damaged file."""
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) or "malformed" in text:
+            why = storage_problem(self.path)
+            if why:
+                return f"{text}: {why}"
+        if "malformed" in text or "not a database" in text:
+            return (f"{text}: {self.path} is damaged; put back a copy (docs/deploy.md) or "
+                    f"recover what it holds with `sqlite3 {self.path} .recover`")
+        return text
 
     def execute(self, sql, params=()):
         return self._run(lambda: self.conn.execute(sql, tuple(params)).rowcount)
@@ -142,6 +162,44 @@ class SQLiteDatabase(Database):
     def close(self):
         with self._lock:
             self.conn.close()
+
+
+def storage_problem(path: str, *, low_bytes: int = 1 << 20) -> str | None:
+    """Why a database file may not be written, in words, or None: the filesystem holding it
+    is read-only or (nearly) full, or this user may not write the file or its folder."""
+    if path == ":memory:":
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return f"the filesystem holding {folder} is read-only (an SD card the kernel " \
+               "remounted read-only after errors? check `dmesg`)"
+    free = fs.f_bavail * fs.f_frsize
+    if free < low_bytes:
+        return f"the filesystem holding {folder} is full ({free // 1024} KB free)"
+    for target in (path, folder):
+        if os.path.exists(target) and not os.access(target, os.W_OK):
+            return f"{target} may not be written by this user"
+    return None
+
+
+def quick_check(path: str) -> str | None:
+    """What SQLite's quick_check finds wrong with a database file, or None when it is sound.
+    On a connection of its own, read-only: the file's writers are not held up."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+    return None if rows == ["ok"] else "; ".join(rows)
 
 
 class PostgresDatabase(Database):

@@ -18,6 +18,7 @@ from nightlink.edge.sources.samples import Glucose, Room
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import codec, features
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 STREAM_ORDER = (features.CGM, features.WEARABLE, features.ROOM, features.AUDIO)
@@ -43,6 +44,21 @@ class EdgePipeline:
         self.present = {s: 0 for s in STREAM_ORDER}  # epochs with at least one feature
         self.late = 0  # samples that arrived after their epoch was closed
         self._pending: dict[int, list] = {}
+        self._unwritten: tuple[int, dict] | None = None  # (epoch, rows) the store refused
+
+    def _reduce(self, epoch: int, blank: tuple[int, ...]) -> dict[int, tuple]:
+        for e in sorted(k for k in self._pending if k <= epoch):
+            for sample in sorted(self._pending.pop(e), key=lambda x: x.t):
+                self._route(sample)
+        rows = {
+            features.CGM: to_raw(features.CGM, self.cgm.close(epoch)),
+            features.WEARABLE: to_raw(features.WEARABLE, self.wearable.close(epoch)),
+            features.ROOM: to_raw(features.ROOM, self.room.close(epoch)),
+        }
+        audio = self._audio_rows.pop(epoch, None)
+        rows[features.AUDIO] = to_raw(features.AUDIO, audio if audio else (None,) * len(features.features(features.AUDIO)))
+        return {s: (to_raw(s, (None,) * len(features.features(s))) if s in blank else r)
+                for s, r in rows.items() if s in self.streams}
 
     def add(self, sample) -> None:
         """Queue a sample for its epoch; samples for epochs already closed are counted late.
@@ -134,26 +150,25 @@ class EdgePipeline:
         """Reduce epoch `epoch` for every stream and store it (unless write is False, when
         the epoch is already stored); return the raw rows. Streams in `blank` are reduced
         but stored as missing (the live node outside the person's sleep schedule); streams
-        in `skip` are reduced but not stored (this epoch of theirs is stored already)."""
-        for e in sorted(k for k in self._pending if k <= epoch):
-            for sample in sorted(self._pending.pop(e), key=lambda x: x.t):
-                self._route(sample)
-        rows = {
-            features.CGM: to_raw(features.CGM, self.cgm.close(epoch)),
-            features.WEARABLE: to_raw(features.WEARABLE, self.wearable.close(epoch)),
-            features.ROOM: to_raw(features.ROOM, self.room.close(epoch)),
-        }
-        audio = self._audio_rows.pop(epoch, None)
-        rows[features.AUDIO] = to_raw(features.AUDIO, audio if audio else (None,) * len(features.features(features.AUDIO)))
-        rows = {s: (to_raw(s, (None,) * len(features.features(s))) if s in blank else r)
-                for s, r in rows.items() if s in self.streams}
+        in `skip` are reduced but not stored (this epoch of theirs is stored already).
+        When the store refuses the write (DatabaseError: a full disk), the epoch stays the
+        next to close and its rows are kept: closing it again writes those same rows."""
+        if self._unwritten is not None and self._unwritten[0] == epoch:
+            rows = self._unwritten[1]
+        else:
+            rows = self._reduce(epoch, blank)
+        self._unwritten = None
         if not write:
             self.epoch = epoch + 1
             return rows
-        with self.store.transaction():
-            for stream in STREAM_ORDER:
-                if stream in rows and stream not in skip:
-                    self.store.append(stream, epoch, [rows[stream]], flags=self.flags)
+        try:
+            with self.store.transaction():
+                for stream in STREAM_ORDER:
+                    if stream in rows and stream not in skip:
+                        self.store.append(stream, epoch, [rows[stream]], flags=self.flags)
+        except DatabaseError:
+            self._unwritten = (epoch, rows)
+            raise
         for stream, row in rows.items():
             if stream in skip:
                 continue

@@ -43,6 +43,7 @@ from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 from nightlink.edge.sources.samples import Beat, SourceError
 from nightlink.edge.store import EdgeStore
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, iso_epoch
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 RETRY_MIN_S = 2.0
@@ -53,6 +54,8 @@ ROOM_EVERY_S = 5.0  # room sensors read this often
 CLOCK_STEP_S = 300.0  # the clock moving by more than this at once is a step, not a delay
 FUTURE_STORE_S = 86400.0  # stored epochs further ahead of the clock than this were misdated
 LATE_MAX_S = 86400.0  # a reading arriving after newer ones gets its epoch up to a day back
+RECALIBRATE_S = 6 * 3600.0  # the predicted-low threshold follows the person's recent nights
+RECALIBRATE_RETRY_S = 600.0  # ... and is tried again this soon when the store cannot be read
 
 
 @dataclass
@@ -117,6 +120,7 @@ class LiveNode:
         self.server_port: int | None = None
         self._last_entry_ms = 0
         self._late_cursor = 0  # srvModified of the last entry change looked at for late ones
+        self._late_held: list = []  # late readings the store refused to record, tried again
         self.late_readings = 0  # readings that arrived after newer ones, given epoch records
         self.uploaders = UploaderCheck()
         self._uploaders_warned = False
@@ -125,7 +129,13 @@ class LiveNode:
     # -- helpers -----------------------------------------------------------------------
 
     def _status(self, source: str, kind: str, state: str, detail: str = "") -> None:
-        self.store.set_source(source, kind, state, detail)
+        """Record a source's state for `nightlink edge status`; a store that refuses the write
+        (a full disk) leaves the old state there, and must not stop the caller, which is
+        often reporting that very failure."""
+        try:
+            self.store.set_source(source, kind, state, detail)
+        except DatabaseError as exc:
+            _LOGGER.debug("the state of %s was not recorded: %s", source, exc)
 
     async def _retrying(self, name: str, kind: str, body, stop: asyncio.Event) -> None:
         """Run body() until stop; on any failure mark the source and retry after a back-off
@@ -138,7 +148,8 @@ class LiveNode:
                 return
             except Exception as exc:  # noqa: BLE001 - any failure is retried, never fatal
                 delay = backoff.next()
-                expected = isinstance(exc, SourceError | OSError | ValueError | RuntimeError)
+                expected = isinstance(exc, SourceError | OSError | ValueError | RuntimeError
+                                      | DatabaseError)
                 _LOGGER.warning("%s failed: %s; retrying in %.0f s", name,
                                 exc if expected else f"{type(exc).__name__}: {exc}", delay,
                                 exc_info=not expected)
@@ -227,10 +238,12 @@ class LiveNode:
             task.result()
             raise SourceError(f"The Nightscout endpoint could not listen on port {ns.port}.")
         self.server_port = server.servers[0].sockets[0].getsockname()[1]
-        self._status("nightscout", "upload", "listening", f"port {self.server_port}")
-        await stop.wait()
-        server.should_exit = True
-        await task
+        try:
+            self._status("nightscout", "upload", "listening", f"port {self.server_port}")
+            await stop.wait()
+        finally:  # whatever ends this, the server goes with it
+            server.should_exit = True
+            await task
 
     async def _follower(self, stop: asyncio.Event) -> None:
         """Poll the followed site every interval_s. One follower for the whole run, starting
@@ -295,22 +308,35 @@ class LiveNode:
         feed = ClockFeed(link.client.publish, self.cfg.tenant, self.store.device,
                          (lambda: synced[0]) if self.clock.wall else None)
         recalibrate_at = 0.0  # the predicted-low threshold follows the person's recent nights
+        unread = None  # why the store could not be read for the clocks, said once
         try:
             while not stop.is_set():
                 if self.clock.wall and link.connected and self.clock.now() >= feed.next_time_s:
                     # the clocks' time is due at this pass's update: ask right before it
                     synced[0] = await asyncio.to_thread(system_clock_synchronized)
-                if self.clock.now() >= recalibrate_at:
-                    recalibrate_at = self.clock.now() + 6 * 3600
-                    # nights in the person's zone, not the machine's
-                    feed.alarm = await asyncio.to_thread(
-                        predicted_low_policy, self.store, self.clock.now(),
-                        budget_per_week=self.cfg.alarm.false_alarms_per_week,
-                        zone=self.cfg.timezone)
-                if link.connected and not (was and was[0]):
-                    feed.forget()  # a broker restarted may have lost the retained messages
-                if link.connected:
-                    feed.update(self.store, self.clock.now())
+                try:
+                    if self.clock.now() >= recalibrate_at:
+                        recalibrate_at = self.clock.now() + RECALIBRATE_RETRY_S
+                        # nights in the person's zone, not the machine's; the policy before
+                        # stays while the store cannot give them
+                        feed.alarm = await asyncio.to_thread(
+                            predicted_low_policy, self.store, self.clock.now(),
+                            budget_per_week=self.cfg.alarm.false_alarms_per_week,
+                            zone=self.cfg.timezone)
+                        recalibrate_at = self.clock.now() + RECALIBRATE_S
+                    if link.connected and not (was and was[0]):
+                        feed.forget()  # a broker restarted may have lost the retained ones
+                    if link.connected:
+                        feed.update(self.store, self.clock.now())
+                except DatabaseError as exc:  # the link stays up: the next pass tries again
+                    if unread is None:
+                        _LOGGER.warning("clocks: the store cannot be read (%s); the clocks "
+                                        "keep what they were sent", exc)
+                    unread = str(exc)
+                else:
+                    if unread is not None:
+                        _LOGGER.warning("clocks: the store can be read again")
+                    unread = None
                 state = (link.connected, link.last_error)
                 if state != was:
                     was = state
@@ -344,18 +370,20 @@ class LiveNode:
         self._status("sync", "mqtt", "connecting", where)
         worker = asyncio.create_task(asyncio.to_thread(client.run, halt))
         said = None
-        while not stop.is_set():  # the link's state and why, for `nightlink edge status`
-            state = ("connected" if client.connected else "connecting") + (
-                f": {client.last_error}" if client.last_error else "")
-            if state != said:
-                said = state
-                self._status("sync", "mqtt", state, where)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-            except TimeoutError:
-                pass
-        halt.set()
-        await worker
+        try:
+            while not stop.is_set():  # the link's state and why, for `nightlink edge status`
+                state = ("connected" if client.connected else "connecting") + (
+                    f": {client.last_error}" if client.last_error else "")
+                if state != said:
+                    said = state
+                    self._status("sync", "mqtt", state, where)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+        finally:  # whatever ends this, the link's thread goes with it
+            halt.set()
+            await worker
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -369,15 +397,15 @@ class LiveNode:
             if kind == "audio":
                 self.live_audio.push(*payload)
             elif kind == "clock":
-                self._clock_message(*payload)
+                try:
+                    self._clock_message(*payload)
+                except DatabaseError as exc:  # the rows reach the cloud from the clock itself;
+                    _LOGGER.debug("a clock's rows were not kept here: %s", exc)  # not here
             else:
                 self.pipeline.add(payload)
                 if isinstance(payload, Beat):  # kept for the night's apnea screen
                     self._beats.append((payload.t, payload.rr_ms))
-        if self._beats:
-            self.store.add_beats(self._beats)
-            self._beats = []
-        late = self._late_entries()
+        late, self._late_held = self._late_held + self._late_entries(), []
         # Glucose uploaded to the local endpoint (or fetched by the follower) since last time,
         # up to now: one dated ahead of this clock (an uploader's wrong clock) is no reading
         # yet; taken, it would move the mark past every real reading to come.
@@ -392,14 +420,23 @@ class LiveNode:
                 late.append(g)
             else:
                 self.pipeline.add(g)
+        if newest is not None:  # past entries that are no reading too: read once
+            self._last_entry_ms = max(self._last_entry_ms, newest)
+        # The writes last: a store refusing them (a full disk) keeps them for the next pass
+        # and leaves every reading above in the pipeline.
         if late:
-            written = self.pipeline.add_late(late)
+            try:
+                written = self.pipeline.add_late(late)
+            except DatabaseError:
+                self._late_held = late
+                raise
             self.late_readings += written
             if written:
                 _LOGGER.info("%d glucose readings that came after their epochs closed were "
                              "given records of their own", written)
-        if newest is not None:  # past entries that are no reading too: read once
-            self._last_entry_ms = max(self._last_entry_ms, newest)
+        if self._beats:
+            self.store.add_beats(self._beats)
+            self._beats = []
 
     def _check_uploaders(self, readings) -> None:
         """Say it (log and `edge status`) when two uploaders' recent readings disagree."""
@@ -435,24 +472,72 @@ class LiveNode:
         return late
 
     async def _closer(self, stop: asyncio.Event) -> None:
+        """Close each epoch when it is over. A store that refuses a write (a full disk, a
+        filesystem gone read-only) holds the epoch, kept in memory with what comes after it,
+        and it is tried again after a back-off with jitter, said once in the log and in
+        `edge status`; once the store takes writes again the epochs held are written one by
+        one, and the node goes on as before."""
+        backoff = Backoff(RETRY_MIN_S, RETRY_MAX_S)
+        refused: str | None = None
         while not stop.is_set():
             e = self.pipeline.epoch
             await self._wait(stop, epoch_start(e) + EPOCH_S + self.cfg.close_delay_s)
             if stop.is_set():
                 break
-            self._drain()
-            # Outside the sleep schedule the microphone and wearable make no recording (the
-            # room sensors and the CGM run all day).
-            self.pipeline.close(e, blank=() if self.nights.recording(e) else RECORDING_STREAMS)
-            self.epochs_closed += 1
-            self.last_closed = e
-            self._follow_a_step_forward()
-            if self.epochs_closed % CHECK_NIGHTS_EVERY_EPOCHS == 0:
-                self.nights.close_due(self.clock.now())
-            if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
-                pruned = self.store.prune(e)
-                if pruned:
-                    _LOGGER.info("retention: removed %d synced records", pruned)
+            try:
+                self._close(e)
+            except DatabaseError as exc:
+                delay = backoff.next()
+                if refused is None:  # once an outage (its words change: the bytes free)
+                    _LOGGER.warning("the store refused the epoch of %s (%s); the epochs from "
+                                    "then on are kept in memory and tried again every %.0f s "
+                                    "or less", iso_epoch(e), exc, RETRY_MAX_S)
+                    self._status("store", "sqlite", "refusing writes", str(exc))
+                refused = str(exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay / self.clock.speed)
+                except TimeoutError:
+                    pass
+                continue
+            if refused is not None:
+                _LOGGER.warning("the store takes writes again: the epochs from %s on are "
+                                "being written", iso_epoch(e))
+                self._status("store", "sqlite", "writing", str(self.store.path))
+                refused = None
+                backoff.reset()
+
+    async def _check_store(self) -> None:
+        """Read the whole store once at start (SQLite's quick_check, on a connection of its
+        own): a damaged page (an SD card's, a power cut's) fails only the reads that reach
+        it, so without this the node would run on, its glucose missing for the clocks, with
+        errors that do not say what to do."""
+        from nightlink.sql import quick_check
+
+        damage = await asyncio.to_thread(quick_check, str(self.store.path))
+        if damage is None:
+            self._status("store", "sqlite", "sound", str(self.store.path))
+            return
+        _LOGGER.error("the store %s is damaged (%s): what reads the damaged part fails. Stop "
+                      "the node and put back a copy (docs/deploy.md), or recover what it holds "
+                      "with `sqlite3 %s .recover`", self.store.path, damage, self.store.path)
+        self._status("store", "sqlite", "damaged", damage)
+
+    def _close(self, e: int) -> None:
+        """Close epoch e and do what is due after it; DatabaseError leaves e the next to
+        close."""
+        self._drain()
+        # Outside the sleep schedule the microphone and wearable make no recording (the
+        # room sensors and the CGM run all day).
+        self.pipeline.close(e, blank=() if self.nights.recording(e) else RECORDING_STREAMS)
+        self.epochs_closed += 1
+        self.last_closed = e
+        self._follow_a_step_forward()
+        if self.epochs_closed % CHECK_NIGHTS_EVERY_EPOCHS == 0:
+            self.nights.close_due(self.clock.now())
+        if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
+            pruned = self.store.prune(e)
+            if pruned:
+                _LOGGER.info("retention: removed %d synced records", pruned)
 
     def _follow_a_step_forward(self) -> None:
         """When the clock has jumped ahead (set by NTP, or the machine slept), go on from the
@@ -475,7 +560,10 @@ class LiveNode:
     async def _wait(self, stop: asyncio.Event, t: float) -> None:
         said = False
         while not stop.is_set() and self.clock.now() < t:
-            self._drain()
+            try:
+                self._drain()
+            except DatabaseError:
+                pass  # the closer's own pass says it, and tries again
             behind = t - self.clock.now()
             if behind > CLOCK_STEP_S + EPOCH_S + self.cfg.close_delay_s and not said:
                 # The clock went back: epochs already stored are never written twice, so
@@ -554,6 +642,7 @@ class LiveNode:
         if c.sync.enabled:
             jobs.append(("sync", "mqtt", self._sync))
         tasks = [asyncio.create_task(self._retrying(n, k, body, stop)) for n, k, body in jobs]
+        tasks.append(asyncio.create_task(self._check_store()))
         closer = asyncio.create_task(self._closer(stop))
         try:
             await stop.wait()

@@ -13,6 +13,7 @@ letters (`status.py`). Retention is bounded.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from nightlink.nightscout.store import Subjects
 from nightlink.shared import codec
 from nightlink.sql import DatabaseError, SQLiteDatabase
 
+_LOGGER = logging.getLogger(__name__)
 __all__ = ["SITE", "DocChange", "EdgeStore", "OutboxItem", "StoreError"]
 
 
@@ -45,8 +47,12 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
             raise StoreError("retention_days must be at least 1.")
         self.path = Path(path)
         self.retention_days = retention_days
-        try:
-            self.db = SQLiteDatabase(self.path)
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            _LOGGER.warning("%s is empty: a new store is made, with a new device id; if this "
+                            "node was registered with the cloud, its copy was lost (put back "
+                            "a backup, see docs/deploy.md)", self.path)
+        try:  # durable: an upload answered is on the SD card before the answer goes
+            self.db = SQLiteDatabase(self.path, durable=True)
         except DatabaseError as exc:
             raise StoreError(str(exc)) from None
         try:
@@ -55,8 +61,12 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
             self.db.close()
             raise StoreError(f"{self.path} could not be brought up to date ({exc}).") from None
         self.notify = None  # the live hub's hook for Nightscout document changes
-        self.device = self._device_name()
-        self.boot = int(self.meta("boot", "0"))
+        try:
+            self.device = self._device_name()
+            self.boot = int(self.meta("boot", "0"))
+        except DatabaseError as exc:
+            self.db.close()
+            raise StoreError(f"{self.path} cannot be used ({exc}).") from None
 
     # -- set-up -------------------------------------------------------------------------
 

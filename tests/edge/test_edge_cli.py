@@ -230,6 +230,31 @@ def test_edge_status__says_how_the_links_stand(tmp_path):
     assert r.exit_code == 2 and "There is no edge store at" in r.output
 
 
+def test_edge_status__says_when_the_states_are_old(tmp_path):
+    """A node killed (or whose store refuses writes) leaves its states as they were: the
+    newest epoch it stored tells."""
+    import time
+
+    from nightlink.shared import features
+    from nightlink.shared.epoch import epoch_index
+
+    db = tmp_path / "edge.db"
+    store = EdgeStore(db)
+    store.set_source("clocks", "mqtt", "subscribed", "nl/v1/home/+/+")
+    row = tuple(b[0] for b in features.bounds(features.ROOM))
+    store.append(features.ROOM, epoch_index(time.time()) - 21, [row])  # 10 min ago
+    store.close()
+    r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "The node has stored nothing for 10 min: it is not running (the states above are " \
+        "from when it stopped) or its store refuses writes (see its log)." in r.output
+    store = EdgeStore(db)
+    store.append(features.ROOM, epoch_index(time.time()) - 1, [row])  # running: just now
+    store.close()
+    r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
+    assert "stored nothing" not in r.output and "Storage:" not in r.output
+
+
 def test_edge_status__answers_while_another_process_holds_the_write_lock(tmp_path):
     """An up-to-date store opens without the write lock (a long import or a busy node holds
     it); a store that fails a read is one sentence, exit code 2, not a traceback."""

@@ -1,5 +1,6 @@
 """The edge store on a real SQLite file."""
 
+import os
 import sqlite3
 
 import pytest
@@ -117,6 +118,56 @@ def test_store__not_a_database(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="not a usable SQLite database"):
         EdgeStore(bad)
+
+
+def test_store__a_read_only_filesystem_is_named_as_the_cause(tmp_path):
+    """An SD card the kernel remounted read-only after errors: SQLite says "attempt to write
+    a readonly database"; the error says which filesystem and what to look at."""
+    import subprocess
+
+    from tests.support import disk
+
+    with disk.small_disk(tmp_path / "card", "2m") as card:
+        EdgeStore(card / "edge.db").close()
+        # (a filesystem with files open cannot be remounted here; the kernel can)
+        subprocess.run(["mount", "-o", "remount,ro", str(card)], check=True)
+        with pytest.raises(StoreError) as at_start:
+            EdgeStore(card / "edge.db")
+    assert str(at_start.value).startswith(f"{card / 'edge.db'} cannot be opened: the "
+                                          f"filesystem holding {card} is read-only")
+    assert "check `dmesg`" in str(at_start.value)
+
+
+def test_store__a_full_disk_is_named_as_the_cause_at_start(tmp_path):
+    from tests.support import disk
+
+    with disk.small_disk(tmp_path / "card", "2m") as card:
+        EdgeStore(card / "edge.db").close()
+        disk.fill(card, 0)
+        with pytest.raises(StoreError) as err:
+            EdgeStore(card / "edge.db")
+    assert str(err.value).startswith(f"{card / 'edge.db'} cannot be opened: the filesystem "
+                                     f"holding {card} is full (0 KB free)"), err.value
+
+
+def test_store__a_damaged_file_says_how_to_recover(tmp_path):
+    path = tmp_path / "edge.db"
+    EdgeStore(path).close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[page * 2:page * 3] = os.urandom(page)  # a page of the schema's tables gone
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as err:
+        EdgeStore(path)
+    assert "is damaged; put back a copy (docs/deploy.md) or recover what it holds with " \
+        f"`sqlite3 {path} .recover`" in str(err.value), err.value
+
+
+def test_store__an_empty_file_is_said_to_make_a_new_device(tmp_path, caplog):
+    path = tmp_path / "edge.db"
+    path.touch()
+    EdgeStore(path).close()
+    assert f"{path} is empty: a new store is made, with a new device id" in caplog.text
 
 
 def test_store__concurrent_reader_sees_committed_only(store, tmp_path):

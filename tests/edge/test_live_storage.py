@@ -1,0 +1,165 @@
+"""The live node with its store on a disk that fills up (a small real tmpfs), the way an SD
+card does: nothing stops. The epochs that cannot be written are held in memory and written
+once there is room, the clocks' link survives a broker restart while the store refuses
+writes, the upload endpoint answers 503 (so the uploader keeps the reading and sends it
+again), and once there is room the next reading reaches the clocks.
+
+Real: the pipeline, the SQLite store on a tmpfs, the Nightscout endpoint on a real port,
+Mosquitto for the clocks' LAN; the I2C bus is the only double (tests/edge/test_live.py)."""
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from nightlink.edge.node.live_node import LiveNode, TimeBase
+from nightlink.edge.store import EdgeStore
+from nightlink.shared import features, topics
+from nightlink.shared.epoch import epoch_index, epoch_start
+from tests.edge.test_live import SECRET, SPEED, FakeI2CBus, _config, run_until
+from tests.support import disk
+from tests.support.services import free_port
+
+HEADERS = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
+
+
+def test_live__a_full_disk_holds_the_epochs_and_stops_nothing(tmp_path, mosquitto, caplog):
+    port = free_port()
+    cfg = _config(tmp_path, f"""
+close_delay_s = 0.5
+tenant = "fam-1"
+[audio]
+enabled = false
+[room]
+enabled = true
+[nightscout]
+host = "127.0.0.1"
+port = {port}
+api_secret = "{SECRET}"
+[clocks]
+enabled = true
+host = "{mosquitto.host}"
+port = {mosquitto.port}
+""")
+    glucose: list[int] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    sub.on_message = lambda c, u, m: glucose.append(json.loads(m.payload)["sgv"]) \
+        if m.topic.endswith("/" + topics.CLOCK_GLUCOSE) else None
+    # subscribed again on every connection: the broker is restarted below
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe(topics.clock_feed_filter("fam-1"), qos=1)
+    with disk.small_disk(tmp_path / "disk", "8m") as where:
+        store = EdgeStore(where / "edge.db")
+        clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
+        node = LiveNode(cfg, store, clock=clock, i2c_bus=FakeI2CBus())
+        url = f"http://127.0.0.1:{port}/api/v1/entries"
+        seen: dict = {}
+
+        def upload(sgv: int) -> int:
+            entry = {"type": "sgv", "sgv": sgv, "date": int(clock.now() * 1000),
+                     "device": "xDrip-DexcomG6", "direction": "Flat"}
+            return httpx.post(url, json=[entry], headers=HEADERS, timeout=10).status_code
+
+        async def until(done, what: str, timeout: float = 30.0) -> None:
+            async with asyncio.timeout(timeout):
+                while not done():
+                    await asyncio.sleep(0.05)
+            seen[what] = True
+
+        async def scenario(stop: asyncio.Event) -> None:
+            try:
+                await until(lambda: node.server_port is not None and
+                            store.sources().get("clocks", {}).get("state") == "subscribed",
+                            "up")
+                sub.connect(mosquitto.host, mosquitto.port)
+                sub.loop_start()
+                assert await asyncio.to_thread(upload, 101) == 200
+                await until(lambda: 101 in glucose, "first reading")
+
+                filler = disk.fill(where, 16 * 1024)
+                held = node.pipeline.epoch
+                await asyncio.sleep(4 * 30 / SPEED)  # four epochs' time
+                seen["held"] = node.pipeline.epoch - held <= 1  # one may fit in what is left
+                mosquitto.stop()  # the clocks' link fails while the store refuses writes
+                mosquitto.start()
+                seen["refused upload"] = await asyncio.to_thread(upload, 102)
+                await asyncio.sleep(2 * 30 / SPEED)
+
+                filler.unlink()  # room again: the node goes on by itself
+                await until(lambda: node.pipeline.epoch >= epoch_index(clock.now()) - 1,
+                            "caught up")
+                await until(lambda: store.sources().get("clocks", {}).get("state") ==
+                            "subscribed", "clocks back")
+                assert await asyncio.to_thread(upload, 103) == 200
+                await until(lambda: 103 in glucose, "reading after")
+            finally:
+                stop.set()
+
+        async def main():
+            stop = asyncio.Event()
+            await asyncio.gather(node.run(stop), scenario(stop))
+
+        try:
+            asyncio.run(asyncio.wait_for(main(), 120))
+        finally:
+            sub.loop_stop()
+            sub.disconnect()
+        first, last = node.first_epoch, node.last_closed
+        room = store.epoch_values(features.ROOM, first, last + 1)
+        states = store.sources()
+        store.close()
+        with sqlite3.connect(where / "edge.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert seen["held"] and seen["refused upload"] == 503
+    refused = [r.getMessage() for r in caplog.records if "the store refused" in r.getMessage()]
+    assert len(refused) == 1, refused  # said once, with the cause, not at every try
+    assert f"the filesystem holding {where} is full (" in refused[0]
+    assert any("the store takes writes again" in r.getMessage() for r in caplog.records)
+    # Every epoch from the first to the last is stored, those held in memory included.
+    assert sorted(room) == list(range(first, last + 1))
+    assert all(room[e][3] == 812 for e in room), "CO2 in every epoch"
+    assert states["store"]["state"] in ("writing", "sound")
+    assert states["clocks"]["state"] == "stopped" and states["nightscout"]["state"] == "stopped"
+
+
+def test_live__a_damaged_store_is_said_at_start_with_what_to_do(tmp_path, caplog):
+    """A page of the Nightscout documents' table overwritten (an SD card's bad block): the
+    node starts (its other tables are sound), and says at once that the store is damaged
+    and how to recover, in the log and in `edge status`."""
+    import os
+
+    path = tmp_path / "edge.db"
+    store = EdgeStore(path)
+    store.add_entries([{"type": "sgv", "sgv": 100 + i % 50, "date": 1_700_000_000_000 + i * 300_000,
+                        "device": "xDrip-DexcomG6"} for i in range(3000)])
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        leaf = conn.execute("SELECT max(pageno) FROM dbstat WHERE name = 'ns_docs' "
+                            "AND pagetype = 'leaf'").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    data[(leaf - 1) * page:leaf * page] = os.urandom(page)
+    path.write_bytes(bytes(data))
+
+    cfg = _config(tmp_path, f"""
+close_delay_s = 0.5
+[audio]
+enabled = false
+[nightscout]
+enabled = false
+api_secret = "{SECRET}"
+[room]
+enabled = true
+""")
+    store = EdgeStore(path)
+    node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0),
+                    i2c_bus=FakeI2CBus())
+    run_until(node, lambda: store.sources().get("store", {}).get("state") == "damaged", 30)
+    detail = store.sources()["store"]["detail"]
+    store.close()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and said[0].startswith(f"the store {path} is damaged (")
+    assert f"`sqlite3 {path} .recover`" in said[0] and detail in said[0]
