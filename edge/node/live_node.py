@@ -16,6 +16,7 @@ import asyncio
 import logging
 import queue
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ ROOM_EVERY_S = 5.0  # room sensors read this often
 CLOCK_STEP_S = 300.0  # the clock moving by more than this at once is a step, not a delay
 FUTURE_STORE_S = 86400.0  # stored epochs further ahead of the clock than this were misdated
 LATE_MAX_S = 86400.0  # a reading arriving after newer ones gets its epoch up to a day back
+UNSTORED_MAX = 120  # readings refused by the store kept for the clocks: hours of uploads
 RECALIBRATE_S = 6 * 3600.0  # the predicted-low threshold follows the person's recent nights
 RECALIBRATE_RETRY_S = 600.0  # ... and is tried again this soon when the store cannot be read
 
@@ -121,6 +123,8 @@ class LiveNode:
         self._last_entry_ms = 0
         self._late_cursor = 0  # srvModified of the last entry change looked at for late ones
         self._late_held: list = []  # late readings the store refused to record, tried again
+        # readings of uploads the store refused (a full disk): the clocks get them from here
+        self.unstored: deque = deque(maxlen=UNSTORED_MAX)
         self.late_readings = 0  # readings that arrived after newer ones, given epoch records
         self.uploaders = UploaderCheck()
         self._uploaders_warned = False
@@ -225,7 +229,7 @@ class LiveNode:
 
         ns = self.cfg.nightscout
         app = create_app(self.store, ns.api_secret, development=self.cfg.development,
-                         name=ns.title or "Nightlink edge")
+                         name=ns.title or "Nightlink edge", keep=self.unstored.extend)
         config = uvicorn.Config(app, host=ns.host, port=ns.port, log_level="warning",
                                 ws="websockets-sansio",
                                 lifespan="off")
@@ -327,7 +331,7 @@ class LiveNode:
                     if link.connected and not (was and was[0]):
                         feed.forget()  # a broker restarted may have lost the retained ones
                     if link.connected:
-                        feed.update(self.store, self.clock.now())
+                        feed.update(self.store, self.clock.now(), extra=tuple(self.unstored))
                 except DatabaseError as exc:  # the link stays up: the next pass tries again
                     if unread is None:
                         _LOGGER.warning("clocks: the store cannot be read (%s); the clocks "

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 
 from nightlink.edge.node import app_site
+from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import SITE, EdgeStore
 from nightlink.nightscout import auth
 from nightlink.nightscout.app import mount
@@ -88,9 +91,11 @@ class EdgeDirectory:
 
 
 def create_app(store: EdgeStore, api_secret: str, *, development: bool = False,
-               name: str = "Nightlink edge", limits: Limits | None = None) -> FastAPI:
+               name: str = "Nightlink edge", limits: Limits | None = None,
+               keep: Callable[[list[Glucose]], None] | None = None) -> FastAPI:
     """The local Nightscout over `store`, guarded by `api_secret`; `limits` bounds bodies and
-    the upload rate (nightscout/limits.py; the defaults suit a household's uploaders)."""
+    the upload rate (nightscout/limits.py; the defaults suit a household's uploaders).
+    `keep` is handed the readings of an upload the store refused (_KeepRefused)."""
     if not api_secret:
         raise ValueError("The Nightscout API secret must not be empty, even in development.")
     if len(api_secret) < MIN_SECRET_LENGTH and not development:
@@ -104,4 +109,70 @@ def create_app(store: EdgeStore, api_secret: str, *, development: bool = False,
     directory = EdgeDirectory(store, api_secret, name)
     mount(app, directory, hub=hub, limits=limits)
     app_site.install(app, store, directory, hub, api_secret)  # the patient app at /app
+    if keep is not None:
+        app.add_middleware(_KeepRefused, keep=keep, secret_forms=auth.secret_forms(api_secret))
     return app
+
+
+_ENTRY_PATHS = ("/api/v1/entries", "/api/v1/entries.json", "/api/v3/entries")
+KEEP_MAX_BYTES = 1 << 20  # an uploader's batch is a few KB; bigger bodies are not looked at
+
+
+class _KeepRefused:
+    """ASGI middleware: when the store refuses an upload of readings (answered 503, a full or
+    read-only SD card), the uploader keeps them and sends them again later, but the clocks
+    would meanwhile see no new reading and the predicted-low alarm would go quiet. The
+    readings of such an upload, sent with the API secret (as xDrip+, Juggluco and AndroidAPS
+    send it), are handed to `keep` so the clocks get them from memory."""
+
+    def __init__(self, app, keep: Callable[[list[Glucose]], None], secret_forms):
+        self.app, self.keep = app, keep
+        self.forms = [f.encode() for f in secret_forms]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or \
+                scope["path"].rstrip("/") not in _ENTRY_PATHS:
+            await self.app(scope, receive, send)
+            return
+        body, status = bytearray(), []
+
+        async def reading():
+            msg = await receive()
+            if msg["type"] == "http.request" and len(body) <= KEEP_MAX_BYTES:
+                body.extend(msg.get("body", b""))
+            return msg
+
+        async def answering(msg):
+            if msg["type"] == "http.response.start":
+                status.append(msg["status"])
+            await send(msg)
+
+        await self.app(scope, reading, answering)
+        if status[:1] == [503] and len(body) <= KEEP_MAX_BYTES and self._secret(scope):
+            readings = _readings(bytes(body))
+            if readings:
+                self.keep(readings)
+                _LOGGER.warning("%d readings the store refused are passed to the clocks from "
+                                "memory (the uploader sends them again)", len(readings))
+
+    def _secret(self, scope) -> bool:
+        given = dict(scope.get("headers") or ()).get(b"api-secret", b"")
+        return any(hmac.compare_digest(given, form) for form in self.forms)
+
+
+def _readings(body: bytes) -> list[Glucose]:
+    """The sgv readings of an upload's body (a list of entries, or one)."""
+    from nightlink.edge.sources.cgm import entry_to_glucose
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    out = []
+    for entry in doc if isinstance(doc, list) else [doc]:
+        if isinstance(entry, dict):
+            try:
+                out.append(entry_to_glucose(entry))
+            except ValueError:
+                continue
+    return out

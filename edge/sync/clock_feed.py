@@ -23,6 +23,7 @@ import json
 import logging
 import subprocess
 import time
+from collections.abc import Iterable
 
 from nightlink.edge.sources.cgm import FUTURE_S, readings_between, readings_from_store
 from nightlink.edge.sources.samples import Glucose
@@ -207,14 +208,19 @@ class ClockFeed:
         broker may have restarted without its retained messages)."""
         self.last_t = self.last_carbs = self.last_night = None
 
-    def update(self, store: EdgeStore, now_s: float) -> int:
+    def update(self, store: EdgeStore, now_s: float, extra: Iterable[Glucose] = ()) -> int:
         """Publish a newer reading and a newer night summary, if any, and the time once a
-        minute; returns messages sent."""
+        minute; returns messages sent. `extra`: readings the store could not take (an upload
+        refused on a full disk), used beside the stored ones."""
         n = self._time(now_s)
         # A reading dated ahead of this clock (an uploader's phone with a wrong clock) is no
         # reading: taken as the newest, it would hide every real one until that time comes.
-        readings = readings_between(store, int((now_s - RECENT_S - 600) * 1000),
-                                    int((now_s + FUTURE_S) * 1000))[0]
+        lo, hi = now_s - RECENT_S - 600, now_s + FUTURE_S
+        readings = readings_between(store, int(lo * 1000), int(hi * 1000))[0]
+        stored = {round(g.t) for g in readings}
+        more = {round(g.t): g for g in extra if lo <= g.t <= hi and round(g.t) not in stored}
+        if more:
+            readings = sorted(readings + list(more.values()), key=lambda g: g.t)
         carbs = latest_carbs(store, now_s)
         msg = glucose_message(readings, self.alarm, carbs)
         if msg is not None and (msg["t"], carbs) != (self.last_t, self.last_carbs):
