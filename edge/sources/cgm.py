@@ -313,7 +313,7 @@ class NightscoutFollower:
                               f"(HTTP {resp.status_code}).")
         if resp.status_code in (301, 302, 307, 308):
             raise SourceError(f"Nightscout at {self.url} moved to {safe_url(moved) or '?'} "
-                              f"(HTTP {resp.status_code}); set the follower's url to it.")
+                              f"(HTTP {resp.status_code}); use that address.")
         if resp.status_code != 200:
             raise SourceError(f"Nightscout at {self.url} answered HTTP {resp.status_code} "
                               f"to {path}.", retry_after_s=_retry_after(resp),

@@ -323,7 +323,7 @@ def test_follower__http_redirected_to_https_on_the_same_host_is_followed():
 def test_follower__a_redirect_elsewhere_is_said_not_followed():
     client = _site([httpx.Response(302, headers={"Location": "https://evil.example/x?t=1"})])
     f = cgm.NightscoutFollower("https://ns.example", api_secret=SECRET, client=client)
-    with pytest.raises(SourceError, match=r"moved to https://evil.example/x \(HTTP 302\); set"):
+    with pytest.raises(SourceError, match=r"moved to https://evil.example/x \(HTTP 302\); use"):
         f.poll()
 
 
