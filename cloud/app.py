@@ -19,6 +19,7 @@ from nightlink import __version__
 from nightlink.cloud import metrics
 from nightlink.cloud.auth import AuthError
 from nightlink.cloud.config import Settings
+from nightlink.cloud.session import SessionRenewal
 from nightlink.cloud.store import ConflictError, NotFoundError, Store
 
 _LOGGER = logging.getLogger("nightlink.cloud.access")
@@ -80,6 +81,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(patient_app.router)  # the patient and family app at /app
 
     app.add_middleware(RequestContext, domain=settings.tenant_domain.lower().strip("."))
+    app.add_middleware(SessionRenewal, store=app.state.store, settings=settings)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

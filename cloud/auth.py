@@ -75,8 +75,7 @@ def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
                  refresh_days: int) -> dict:
     now = int(time.time())
     mark = account_mark(store.user(user_id))
-    access = jwt.encode({"sub": str(user_id), "acc": mark, "typ": "access", "iat": now,
-                         "exp": now + access_minutes * 60}, secret, algorithm=ALGORITHM)
+    access = access_token(store, user_id, secret, access_minutes)
     jti = uuid.uuid4().hex
     expires = now + refresh_days * 86400
     refresh = jwt.encode({"sub": str(user_id), "acc": mark, "typ": "refresh", "jti": jti,
@@ -84,6 +83,14 @@ def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
     store.add_refresh_token(jti, user_id, expires)
     return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
             "expires_in": access_minutes * 60}
+
+
+def access_token(store: Store, user_id: int, secret: str, access_minutes: int) -> str:
+    """A new access token for a user (a browser session renewing it)."""
+    now = int(time.time())
+    return jwt.encode({"sub": str(user_id), "acc": account_mark(store.user(user_id)),
+                       "typ": "access", "iat": now, "exp": now + access_minutes * 60}, secret,
+                      algorithm=ALGORITHM)
 
 
 def decode(token: str, secret: str, typ: str) -> dict:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nightlink.cloud import auth, fusion
+from nightlink.cloud import auth, fusion, session
 from nightlink.cloud.access import resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import render
@@ -25,7 +25,7 @@ from nightlink.cloud.routes.fields import night_param
 from nightlink.cloud.store import NotFoundError, Store
 
 router = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
-COOKIE = "nl_portal"
+COOKIE = session.ACCESS_COOKIE
 PORTAL_ROLES = ("patient", "caregiver", "doctor")
 EDIT_ROLES = ("patient", "doctor", "admin")
 ALERTS_SHOWN = 20
@@ -118,23 +118,19 @@ async def login(request: Request, store: StoreDep, settings: SettingsDep):
 
 
 def start_session(resp, store: Store, settings, user: dict):
-    """Sign the browser in: the access token in the portal's cookie on `resp`."""
+    """Sign the browser in on `resp`: the access token in the portal's cookie, renewed from
+    the session's refresh token while the browser keeps the page open (cloud/session.py).
+    Path "/": the patient app (/app) signs in with the same cookies."""
     tokens = auth.issue_tokens(store, user["id"], settings.jwt_secret,
                                settings.access_token_minutes, settings.refresh_token_days)
-    # Path "/": the patient app (/app) signs in with the same cookie.
-    resp.set_cookie(COOKIE, tokens["access_token"], max_age=settings.access_token_minutes * 60,
-                    httponly=True, samesite="strict", secure=settings.env == "production",
-                    path="/")
-    return resp
+    return session.start(resp, tokens, settings)
 
 
 @router.post("/logout")
-def logout():
-    """Forget the session cookie."""
-    resp = RedirectResponse("/portal/login", status_code=303)
-    resp.delete_cookie(COOKIE, path="/")
-    resp.delete_cookie(COOKIE, path="/portal")  # sessions from before the app
-    return resp
+def logout(request: Request, store: StoreDep, settings: SettingsDep):
+    """End the browser's session: revoked, its cookies gone."""
+    return session.end(RedirectResponse("/portal/login", status_code=303), store, request,
+                       settings)
 
 
 @router.post("/settings/units")

@@ -232,6 +232,18 @@ class Accounts:
         return self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? "
                                "AND revoked_at IS NULL", (time.time(), user_id))
 
+    def live_refresh_token(self, jti: str) -> int | None:
+        """A refresh token's user id while it is neither revoked nor expired (not spent: a
+        browser's session renews its access token from it, see cloud/session.py)."""
+        row = self.db.one("SELECT user_id FROM refresh_tokens WHERE jti = ? AND revoked_at IS "
+                          "NULL AND expires_at >= ?", (jti, time.time()))
+        return None if row is None else row["user_id"]
+
+    def revoke_refresh_token(self, jti: str) -> None:
+        """End one session (signing out)."""
+        self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ? AND "
+                        "revoked_at IS NULL", (time.time(), jti))
+
     def use_refresh_token(self, jti: str) -> int | None:
         """Spend a refresh token once: its user id, or None if unknown, used or expired."""
         with self.db.transaction():

@@ -94,6 +94,34 @@ def test_no_session_goes_to_sign_in_and_the_form_signs_in(portal):
     assert c.get("/portal", follow_redirects=False).status_code == 303
 
 
+def test_a_browser_session_outlives_its_15_minute_access_token(portal):
+    """A parent leaves the app open for days: the access cookie is renewed from the session
+    cookie (its refresh token, read and not spent), until the session is signed out."""
+    import jwt
+
+    c = portal.client
+    r = c.post("/portal/login", data={"email": "care@example.org", "password": PASSWORD},
+               follow_redirects=False)
+    cookies = r.headers.get_list("set-cookie")
+    assert any(x.startswith("nl_session=") and "max-age=2592000" in x.lower() for x in cookies)
+    session = c.cookies.get("nl_session")
+    secret = c.app.state.settings.jwt_secret
+    expired = jwt.encode({"sub": str(portal.store.user_by_email("care@example.org")["id"]),
+                          "typ": "access", "exp": 1}, secret, algorithm="HS256")
+    for access in (None, expired):  # gone from the browser, or out of date
+        c.cookies.delete("nl_portal")
+        if access:
+            c.cookies.set("nl_portal", access, domain="testserver.local", path="/")
+        r = c.get("/app/api/me", follow_redirects=False)
+        assert r.status_code == 200, r.text
+        assert r.headers["set-cookie"].startswith("nl_portal=")
+        r = c.get("/portal", follow_redirects=False)  # the renewed cookie, no renewal again
+        assert r.status_code == 200 and "set-cookie" not in r.headers
+    c.post("/portal/logout", follow_redirects=False)
+    c.cookies.set("nl_session", session)  # a copy kept: signing out revoked it
+    assert c.get("/portal", follow_redirects=False).status_code == 303
+
+
 def test_report_page__shows_the_report(portal):
     r = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}&days=3")
     t = r.text
