@@ -255,6 +255,7 @@ function renderNow() {
   $("unit-label").textContent = state.unit;
   const stale = $("stale");
   if (!last) {
+    $("level").hidden = true;
     $("value").textContent = "–";
     $("arrow").textContent = "";
     $("arrow").setAttribute("aria-label", "no trend");
@@ -272,6 +273,15 @@ function renderNow() {
   $("delta").textContent = prev && last.date - prev.date <= CONFIG.stale_min * 60000
     ? `${fmtDelta(last.sgv - prev.sgv)} ${state.unit} since the previous reading ·` : "";
   $("age").textContent = ago(last.date, now);
+  // The level in words as well as colour: a red number alone is missed, and an urgent low
+  // must not look like a mild one.
+  const level = $("level");
+  const word = ageMin > CONFIG.stale_min ? "" : last.sgv < CONFIG.very_low ? "Urgent low"
+    : last.sgv < CONFIG.low ? "Low" : last.sgv > CONFIG.very_high ? "Very high"
+    : last.sgv > CONFIG.high ? "High" : "";
+  level.textContent = word;
+  level.hidden = !word;
+  level.classList.toggle("urgent", word === "Urgent low" || word === "Very high");
   if (ageMin > CONFIG.stale_min) {
     card.classList.add("stale");
     stale.hidden = false;
@@ -377,6 +387,18 @@ function treatmentText(t) {
   return [short, t.notes].filter(Boolean).join(" · ") || "—";
 }
 
+// An alert's words in the person's unit: the cloud writes them in mg/dL ("Urgent low: 52
+// mg/dL (below 54).", "Rising fast: 3.1 mg/dL/min …").
+function alertText(a) {
+  if (state.unit !== MMOLL) return a.message;
+  const num = "(\\d+(?:\\.\\d+)?)";
+  return a.message
+    .replace(new RegExp(num + " mg/dL/min", "g"),
+             (_, v) => `${(+v / CONFIG.mgdl_per_mmoll).toFixed(2)} mmol/L/min`)
+    .replace(new RegExp(num + " mg/dL", "g"), (_, v) => `${fmt(+v)} mmol/L`)
+    .replace(new RegExp("\\((below|above) " + num + "\\)", "g"), (_, w, v) => `(${w} ${fmt(+v)})`);
+}
+
 function renderAlerts() {
   const d = state.data;
   const list = $("alerts");
@@ -386,12 +408,12 @@ function renderAlerts() {
     const li = el("li", {class: a.level, "data-alert": a.id});
     const text = el("div");
     text.appendChild(el("span", {class: "lvl"}, a.level === "urgent" ? "Urgent" : "Warning"));
-    text.appendChild(document.createTextNode(" " + a.message));
+    text.appendChild(document.createTextNode(" " + alertText(a)));
     text.appendChild(el("time", {datetime: new Date(a.at_ms).toISOString()}, `${clock(a.at_ms)} · ${ago(a.at_ms, Date.now())}`));
     li.appendChild(text);
     if (d.can_ack === undefined ? d.can_act : d.can_ack) {
-      const b = el("button", {type: "button", "aria-label": `Acknowledge: ${a.message}`,
-                              "data-message": a.message}, "Acknowledge");
+      const b = el("button", {type: "button", "aria-label": `Acknowledge: ${alertText(a)}`,
+                              "data-message": alertText(a)}, "Acknowledge");
       b.addEventListener("click", () => acknowledge(a));
       li.appendChild(b);
     }
