@@ -74,11 +74,14 @@ def run(config_path: Path | None, db: Path | None) -> None:
         raise NightlinkError(str(exc)) from None
     _check_can_run(cfg)
     store = open_store(db or cfg.db or default_db(), cfg.retention_days)
+    node = LiveNode(cfg, store)
     try:
-        run_forever(LiveNode(cfg, store))
+        run_forever(node)
     finally:
         store.close()
-    click.echo("Stopped; every completed epoch is stored.", err=True)
+    click.echo("Stopped; every completed epoch is stored." if not node.held_at_stop else
+               f"Stopped; {node.held_at_stop} epochs the store refused were not stored.",
+               err=True)
 
 
 @edge.command()
@@ -330,7 +333,9 @@ def _say_stale(store, sources: dict, now: float) -> None:
     last = store.last_own_epoch()
     if not running or last is None:
         return
-    ago = now - epoch_start(last + 1)
+    # (a node just started has stored no epoch yet, but has said how its sources stand)
+    newest = max([epoch_start(last + 1), *(r["updated_at"] or 0 for r in sources.values())])
+    ago = now - newest
     if ago > 180:
         click.echo(f"The node has stored nothing for {ago / 60:.0f} min: it is not running "
                    "(the states above are from when it stopped) or its store refuses writes "

@@ -89,8 +89,9 @@ def read_nightscout_site(url: str, since_s: float, now: float, *,
                              clock=lambda: now, client=client, say=say, sleep=sleep)
     except ValueError as exc:
         raise SourceError(f"{exc}.") from None
-    # Enough pages for the span at one reading a minute (Libre 3, Dexcom G7 backfill).
-    reader.MAX_PAGES = max(2, int((now - since_s) / 60 / reader.PAGE) + 2)
+    # Enough pages for the span at six readings a minute: 1-minute sensors (Libre 3, Dexcom G7
+    # backfill) sent by several uploaders at once.
+    reader.MAX_PAGES = max(2, int((now - since_s) / 10 / reader.PAGE) + 2)
     name = SiteName(safe_url(reader.url))
     with reader:
         got = reader.poll()
@@ -101,7 +102,12 @@ def read_nightscout_site(url: str, since_s: float, now: float, *,
                              if reader.skipped else "."))
     _LOGGER.info("read %d readings from %s in %d pages", len(got), name, reader.pages)
     notes = []
-    if reader.pages >= 2 and len(got) == reader.PAGE and got[0].t - since_s > 3600:
+    if reader.pages >= reader.MAX_PAGES:
+        notes.append(f"{name} holds more than {reader.MAX_PAGES * reader.PAGE} entries in the "
+                     "span; the newest were read, back to "
+                     f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(got[0].t))} UTC: import "
+                     "again with --since for the older part.")
+    elif reader.pages >= 2 and len(got) == reader.PAGE and got[0].t - since_s > 3600:
         # a second page asked for older entries and brought the same ones back
         notes.append(f"{name} sent only its newest {len(got)} readings, back to "
                      f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(got[0].t))} UTC: it does "

@@ -125,6 +125,8 @@ class LiveNode:
         self._late_held: list = []  # late readings the store refused to record, tried again
         # readings of uploads the store refused (a full disk): the clocks get them from here
         self.unstored: deque = deque(maxlen=UNSTORED_MAX)
+        self.held_at_stop = 0  # complete epochs not stored when the node stopped
+        self.refusing = False  # the store refuses the epochs' writes now
         self.late_readings = 0  # readings that arrived after newer ones, given epoch records
         self.uploaders = UploaderCheck()
         self._uploaders_warned = False
@@ -267,6 +269,7 @@ class LiveNode:
         failing = None
         while not stop.is_set():
             wait = fo.interval_s
+            mark = follower.last_ms
             try:
                 readings = await asyncio.to_thread(follower.poll)
             except Exception as exc:  # noqa: BLE001 - the follower must outlive any reply
@@ -286,7 +289,13 @@ class LiveNode:
                 failing = None
                 backoff.reset()
                 if readings:
-                    self.store.add_entries(glucose_to_entry(g, "follower") for g in readings)
+                    try:
+                        self.store.add_entries(glucose_to_entry(g, "follower")
+                                               for g in readings)
+                    except DatabaseError as exc:  # the clocks get them from memory, and
+                        self.unstored.extend(readings)  # they are fetched again to be stored
+                        follower.last_ms = mark
+                        _LOGGER.debug("followed readings not stored: %s", exc)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=wait / self.clock.speed)
             except TimeoutError:
@@ -488,6 +497,8 @@ class LiveNode:
             await self._wait(stop, epoch_start(e) + EPOCH_S + self.cfg.close_delay_s)
             if stop.is_set():
                 break
+            await asyncio.sleep(0)  # epochs held in an outage are written one per pass: the
+            # endpoint and the clocks' feed go on between them
             try:
                 self._close(e)
             except DatabaseError as exc:
@@ -498,6 +509,7 @@ class LiveNode:
                                     "or less", iso_epoch(e), exc, RETRY_MAX_S)
                     self._status("store", "sqlite", "refusing writes", str(exc))
                 refused = str(exc)
+                self.refusing = True
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay / self.clock.speed)
                 except TimeoutError:
@@ -507,7 +519,7 @@ class LiveNode:
                 _LOGGER.warning("the store takes writes again: the epochs from %s on are "
                                 "being written", iso_epoch(e))
                 self._status("store", "sqlite", "writing", str(self.store.path))
-                refused = None
+                refused, self.refusing = None, False
                 backoff.reset()
 
     async def _check_store(self) -> None:
@@ -535,13 +547,20 @@ class LiveNode:
         self.pipeline.close(e, blank=() if self.nights.recording(e) else RECORDING_STREAMS)
         self.epochs_closed += 1
         self.last_closed = e
-        self._follow_a_step_forward()
-        if self.epochs_closed % CHECK_NIGHTS_EVERY_EPOCHS == 0:
-            self.nights.close_due(self.clock.now())
-        if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
-            pruned = self.store.prune(e)
-            if pruned:
-                _LOGGER.info("retention: removed %d synced records", pruned)
+        try:  # what follows the epoch: its failure is not the epoch's, which is stored
+            self._follow_a_step_forward()
+            # A night closes once every epoch up to now is stored: not while epochs held in
+            # a storage outage are still being written.
+            if self.epochs_closed % CHECK_NIGHTS_EVERY_EPOCHS == 0 and \
+                    self.pipeline.epoch >= epoch_index(self.clock.now()) - 1:
+                self.nights.close_due(self.clock.now())
+            if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
+                pruned = self.store.prune(e)
+                if pruned:
+                    _LOGGER.info("retention: removed %d synced records", pruned)
+        except DatabaseError as exc:
+            _LOGGER.warning("after the epoch of %s the store refused a night's close, a gap "
+                            "or the retention (%s); tried again later", iso_epoch(e), exc)
 
     def _follow_a_step_forward(self) -> None:
         """When the clock has jumped ahead (set by NTP, or the machine slept), go on from the
@@ -661,9 +680,16 @@ class LiveNode:
                 keep.close()
             if self.last_closed is not None:  # what there is of tonight so far, if inside
                 partial_summary(self.store, self.nights, self.last_closed)  # the schedule
+            held = epoch_index(self.clock.now()) - self.pipeline.epoch
+            # (the epoch under way is not complete; one within close_delay_s is not closed)
+            self.held_at_stop = max(0, held - 1) if self.refusing else 0
+            if self.held_at_stop:
+                _LOGGER.warning("stopped with %d epochs the store refused not stored (from %s)",
+                                self.held_at_stop, iso_epoch(self.pipeline.epoch))
             for name, kind, _ in jobs:
                 self._status(name, kind, "stopped")
             self._status("night", "schedule", "stopped")
+            self._status("store", "sqlite", "stopped", str(self.store.path))
             _LOGGER.info("stopped after %d epochs", self.epochs_closed)
 
 

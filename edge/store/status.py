@@ -24,7 +24,7 @@ class Status:
         )
 
     def sources(self) -> dict[str, dict]:
-        rows = self.db.query("SELECT source, kind, state, detail FROM sources")
+        rows = self.db.query("SELECT source, kind, state, detail, updated_at FROM sources")
         return {r.pop("source"): r for r in rows}
 
     def add_gap(self, source: str, start_epoch: int, end_epoch: int, reason: str) -> None:

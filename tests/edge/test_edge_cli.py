@@ -243,6 +243,7 @@ def test_edge_status__says_when_the_states_are_old(tmp_path):
     store.set_source("clocks", "mqtt", "subscribed", "nl/v1/home/+/+")
     row = tuple(b[0] for b in features.bounds(features.ROOM))
     store.append(features.ROOM, epoch_index(time.time()) - 21, [row])  # 10 min ago
+    store.db.execute("UPDATE sources SET updated_at = ?", (time.time() - 700,))
     store.close()
     r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
     assert r.exit_code == 0, r.output
@@ -253,6 +254,13 @@ def test_edge_status__says_when_the_states_are_old(tmp_path):
     store.close()
     r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
     assert "stored nothing" not in r.output and "Storage:" not in r.output
+    store = EdgeStore(db)  # started a minute ago after hours down: no epoch yet, not stale
+    store.db.execute("DELETE FROM records")
+    store.append(features.ROOM, epoch_index(time.time()) - 600, [row])
+    store.set_source("night", "schedule", "running", "22:00-07:30")
+    store.close()
+    r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
+    assert "stored nothing" not in r.output
 
 
 def test_edge_status__answers_while_another_process_holds_the_write_lock(tmp_path):
