@@ -137,6 +137,11 @@ def me(user: ApiUser, store: StoreDep) -> dict:
     """The signed-in person, their glucose unit and the patients they may open."""
     tenants = [{"tenant": m["tenant_id"], "name": m["name"], "role": m["role"]}
                for m in store.visible_tenants(user)]
+    # Patients with readings first: a caregiver who also made a space of their own (signing
+    # up before accepting an invitation) opens the child's, not their own empty one.
+    readings = {t["tenant"]: bool(store.tenant(t["tenant"]).entries(count=1, type_="sgv"))
+                for t in tenants} if len(tenants) > 1 else {}
+    tenants.sort(key=lambda t: not readings.get(t["tenant"], True))
     return {"email": user["email"], "unit": report_settings.user_units(store, user["id"]),
             "tenants": tenants, "landing": landing(store, user)}
 

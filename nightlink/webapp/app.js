@@ -26,6 +26,7 @@ const OUTBOX_MAX_S = 60;
 // On the bedside node, which has no accounts, the unit is this browser's own choice, kept
 // here; the node's stored unit is only the default (the cloud keeps it per person).
 const UNIT_KEY = "nightlink-unit-v1";
+const PATIENT_KEY = "nightlink-patient-v1";  // the patient opened last on this device
 const UNIT_WAITING_KEY = "nightlink-unit-waiting-v1";  // a unit chosen offline, not yet stored
 const UNIT_HERE = CONFIG.tier === "edge";
 
@@ -702,7 +703,13 @@ async function start() {
     setStatus("No patient is shared with this account yet.");
     return;
   }
-  state.tenant = tenants.some((t) => t.tenant === wanted) ? wanted : tenants[0].tenant;
+  // The patient in the address, else the one opened last on this device, else the first
+  // (the server lists patients with readings first).
+  let last = null;
+  try { last = localStorage.getItem(PATIENT_KEY); } catch (err) { last = null; }
+  const has = (id) => tenants.some((t) => t.tenant === id);
+  state.tenant = has(wanted) ? wanted : has(last) ? last : tenants[0].tenant;
+  try { localStorage.setItem(PATIENT_KEY, state.tenant); } catch (err) { /* private mode */ }
   if (!wanted) history.replaceState(null, "", `/app/${encodeURIComponent(state.tenant)}`);
   if (tenants.length > 1) {
     const pick = $("patient");

@@ -311,6 +311,18 @@ def test_me__lists_the_patients_a_person_may_open(app_cloud):
     assert me["landing"] == "/portal"
 
 
+def test_me__a_caregiver_with_an_empty_space_of_their_own_opens_the_child_first(app_cloud):
+    """Signed up before accepting the invitation: their own space (made first, so listed
+    first) holds no reading, the child's does."""
+    store = app_cloud.store
+    store.create_tenant("aaa-own", "Tom's space")  # sorts before fam-1
+    care = store.user_by_email("care@example.org")
+    store.grant("aaa-own", care["id"], "patient", by=None)
+    sign_in(app_cloud, "care@example.org")
+    me = app_cloud.client.get("/app/api/me").json()
+    assert [t["tenant"] for t in me["tenants"]] == ["fam-1", "aaa-own"]
+
+
 def test_live_token__opens_the_socket_briefly(app_cloud, monkeypatch):
     app = app_cloud.client.app
     if not any(getattr(r, "path", "") == "/api/nl/v1/tenants/{tenant}/live" for r in app.routes):
