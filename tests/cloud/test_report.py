@@ -192,6 +192,24 @@ def test_report__nested_low_counted_once(store):
     assert _cell(html, "night-lows").count("2026-01-13") == 1
 
 
+def test_report__the_newest_hypoglycemia_events_are_shown_first(store):
+    """Of more events than the table holds, the newest (last night's, this morning's) are
+    shown, newest first; the older ones are left to the export."""
+    data = store.tenant("p1")
+    rows = []
+    for d in range(14):  # a 30-minute low at 03:00 every day, deeper each day
+        rows += [(d * 1440 + m, (60 - d if 180 <= m < 210 else 110)) for m in range(0, 1440, 5)]
+    one_day(data, rows, day=date(2026, 1, 1))
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
+    assert len(rep["hypo"]["events"]) == 14
+    html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+    start = html.index('id="hypo-events"')
+    table = html[start:html.index("</table>", start)]
+    nadirs = [int(x) for x in re.findall(r'<td class="num">(\d+)</td><td>', table)]
+    assert nadirs == [47 + i for i in range(12)]  # 47 (the newest) down to 58
+    assert "2 older in the CSV/JSON export." in html
+
+
 def test_report__one_reading_judges_no_target(store):
     data = store.tenant("p1")
     one_day(data, [(600, 120)])
@@ -216,6 +234,7 @@ def test_report__mmol_everywhere(store, tmp_path):
     rep = build_report(data, settings.patient_settings(data), end_day="2026-01-07", days=14)
     html = render.report_html(rep, tenant_name="Ann", unit="mmol/L")
     assert "mg/dL" not in html
+    assert "High 10.1–13.9" in _cell(html, "bands")  # not 10.0, the top of the range
     targets = _cell(html, "targets")
     assert "(< 3.0 mmol/L)" in targets and "3.5–7.8 mmol/L" in targets
     assert "mmol/L per" in _cell(html, "associations")
