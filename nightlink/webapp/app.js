@@ -366,7 +366,8 @@ function renderChart() {
   $("range-text").textContent = `${fmt(CONFIG.low)}–${fmt(CONFIG.high)} ${state.unit}`;
   const note = $("forecast");
   if (!fc) {
-    note.textContent = "No forecast: the bedside node has sent none in the last minutes.";
+    note.textContent = "No forecast in the last minutes: the bedside node works it out for " +
+      "the clock's low alarm and sends it only with a night's summary.";
   } else {
     const parts = [];
     if (fc.forecast30_mgdl) parts.push(`In 30 minutes about ${fmt(fc.forecast30_mgdl)} ${state.unit}`);
