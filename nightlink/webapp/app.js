@@ -27,6 +27,7 @@ const OUTBOX_MAX_S = 60;
 // here; the node's stored unit is only the default (the cloud keeps it per person).
 const UNIT_KEY = "nightlink-unit-v1";
 const PATIENT_KEY = "nightlink-patient-v1";  // the patient opened last on this device
+const LIVE_SILENT_MS = 45000;  // two missed pings of the live socket: it is dead
 const UNIT_WAITING_KEY = "nightlink-unit-waiting-v1";  // a unit chosen offline, not yet stored
 const UNIT_HERE = CONFIG.tier === "edge";
 
@@ -157,13 +158,29 @@ async function connectLive() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}${ticket.url}?access_token=${encodeURIComponent(ticket.access_token)}`);
   state.socket = ws;
+  // Both servers ping every 20 s: a socket silent for 45 s is dead (a network that went away
+  // without closing it, a proxy holding it open) and is given up for a new one, said.
+  let watchdog;
+  const alive = () => {
+    clearTimeout(watchdog);
+    watchdog = setTimeout(() => {
+      ws.onclose = null;
+      if (state.socket === ws) state.socket = null;
+      document.body.dataset.live = "closed";
+      setStatus("Live updates lost (no word from the server for 45 s); reconnecting.", true);
+      ws.close();
+      scheduleReconnect();
+    }, LIVE_SILENT_MS);
+  };
   ws.onmessage = (event) => {
+    alive();
     let msg;
     try { msg = JSON.parse(event.data); } catch (err) { return; }
     onLive(msg);
   };
-  ws.onopen = () => { state.socketTries = 0; document.body.dataset.live = "open"; };
+  ws.onopen = () => { alive(); state.socketTries = 0; document.body.dataset.live = "open"; };
   ws.onclose = (event) => {
+    clearTimeout(watchdog);
     state.socket = null;
     document.body.dataset.live = "closed";
     if (event.code === 4404) return setStatus("This patient is no longer shared with you.");
@@ -244,6 +261,12 @@ function render() {
   $("care-h").textContent = d.can_act ? "Log a treatment" : "Treatments";
   $("care-readonly").hidden = d.can_act;
   $("alerts-readonly").hidden = d.can_act;
+  if (!d.can_act && d.role !== "doctor") {  // a caregiver invited to follow, read-only
+    $("alerts-readonly").textContent = "Your access is read-only: the patient and the " +
+      "caregivers who may act acknowledge the alerts.";
+    $("care-readonly").textContent = "Your access is read-only: the patient and the " +
+      "caregivers who may act log treatments.";
+  }
   document.body.dataset.role = d.role;
 }
 
