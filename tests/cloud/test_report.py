@@ -58,6 +58,8 @@ def test_report__hand_computed_day(store):
     assert rep["mage"] == pytest.approx(50)  # the one excursion 100 -> 50 (down first)
     assert rep["nights"][0]["noct_period"] == "00:00-06:00"  # no sleep data: consensus night
     assert rep["nights"][0]["lows_l2"] == 1
+    html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+    assert "(not enough data: GMI needs 14 days)" in html  # a day's mean is no HbA1c
 
 
 def test_report__pregnancy_targets_use_their_own_range(store):
