@@ -103,6 +103,9 @@ def stamp(data: TenantStore, night: str, tz: ZoneInfo) -> str:
 # -- fusion -----------------------------------------------------------------------------------
 
 
+LOW_TAIL_MS = 4 * 3600 * 1000  # a night's low is followed this far past the night's end
+
+
 @dataclass
 class NightData:
     night: str
@@ -417,8 +420,13 @@ def nocturnal_glucose(nd: NightData, sleep_span) -> dict:
     out["summary"] = {k: s[k] for k in ("mean", "sd", "cv_pct")}
     out["bands"] = glycemia.bands(rd)
     lows = []
+    # A low belongs to the night when it starts in it, and is followed to its end: one from
+    # 05:44 to 06:29 is 45 minutes, not the 15 before 06:00 (the readings reach noon).
+    tail = [(t, g) for t, g in nd.readings if lo <= t < hi + LOW_TAIL_MS]
     for level in (1, 2):
-        for e in glycemia.hypo_events(rd, level):
+        for e in glycemia.hypo_events(tail, level):
+            if e.start_ms >= hi:
+                continue
             lows.append({"level": level, "start_ms": e.start_ms, "end_ms": e.end_ms,
                          "minutes": e.minutes, "nadir": e.nadir, "ongoing": e.ongoing,
                          "extended": e.extended})

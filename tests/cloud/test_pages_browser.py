@@ -188,7 +188,7 @@ def test_morning_card__one_tap_from_the_app_and_the_portal(site, browser, who):
     body = text(page, "main")
     assert "Sleep score" in body and "How the score is made" in body
     unit = units.MMOLL if role == "patient" else units.MGDL
-    assert f"Mean glucose asleep ({unit})" in body
+    assert f"Mean glucose at night ({unit})" in body
     links = header_links(page)
     assert links["Insights"] == "/portal/p/fam-1/insights"
     assert links["App"] == "/app/fam-1" and links["Report"] == "/portal/p/fam-1"

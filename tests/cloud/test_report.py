@@ -212,6 +212,18 @@ def test_report__the_newest_hypoglycemia_events_are_shown_first(store):
     assert "2 older in the CSV/JSON export." in html
 
 
+def test_report__a_night_low_running_past_the_night_is_followed_to_its_end(store):
+    """The consensus night (no sleep data) ends at 06:00; a low from 05:45 to 06:30 starts in
+    it and is 45 minutes long, not the 15 before 06:00 (app probe, a real low)."""
+    data = store.tenant("p1")
+    one_day(data, [(m, 61 if 345 <= m < 390 else 110) for m in range(0, 1440, 5)])
+    rep = build_report(data, settings.patient_settings(data), end_day="2026-01-14", days=14)
+    assert rep["nights"][0]["noct_period"] == "00:00-06:00"
+    assert len(rep["night_lows"]) == 1
+    low = rep["night_lows"][0]
+    assert low["minutes"] == pytest.approx(45) and not low["ongoing"], low
+
+
 def test_report__one_reading_judges_no_target(store):
     data = store.tenant("p1")
     one_day(data, [(600, 120)])
