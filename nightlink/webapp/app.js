@@ -347,12 +347,15 @@ function renderChart() {
     + (fc && fc.forecast30_mgdl ? `, forecast in 30 minutes ${fmt(fc.forecast30_mgdl)}` : "") + ".");
   chart.appendChild(svg("rect", {class: "band", x: pad.l, y: y(CONFIG.high), width: width - pad.l - pad.r,
                                  height: y(CONFIG.low) - y(CONFIG.high)}));
-  let lastLabel = -Infinity;
-  for (const g of [CONFIG.very_low, CONFIG.low, CONFIG.high, CONFIG.very_high]) {
+  // The target range's ends are labelled first: where labels would overlap (a phone's short
+  // chart), the 54 and 250 lines stay without theirs, never the 70 and 180.
+  const labelled = [];
+  for (const g of [CONFIG.low, CONFIG.high, CONFIG.very_low, CONFIG.very_high]) {
     chart.appendChild(svg("line", {class: "grid", x1: pad.l, x2: width - pad.r, y1: y(g), y2: y(g)}));
-    if (Math.abs(y(g) - lastLabel) < 14) continue;  // labels would overlap: the line stays
-    lastLabel = y(g);
-    chart.appendChild(svg("text", {class: "axis", x: pad.l - 4, y: y(g) + 4, "text-anchor": "end"}, fmt(g)));
+    if (labelled.some((at) => Math.abs(y(g) - at) < 14)) continue;
+    labelled.push(y(g));
+    chart.appendChild(svg("text", {class: "axis", x: pad.l - 4, y: y(g) + 4, "text-anchor": "end",
+                                   "data-mgdl": g}, fmt(g)));
   }
   const stepH = d.hours <= 3 ? 1 : d.hours <= 6 ? 2 : d.hours <= 12 ? 3 : 6;
   const first = new Date(t0); first.setMinutes(0, 0, 0);

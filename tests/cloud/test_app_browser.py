@@ -125,6 +125,9 @@ def test_app_in_chromium(server, tmp_path):
         assert text(page, "delta").startswith("−6 mg/dL") and "min ago" in text(page, "age")
         assert page.eval("document.getElementById('stale').hidden")
         assert page.eval("document.querySelectorAll('#glucose-chart circle').length") >= 36
+        labels = page.eval("[...document.querySelectorAll('#glucose-chart text[data-mgdl]')]"
+                           ".map(t => t.dataset.mgdl).join()")
+        assert {"70", "180"} <= set(labels.split(",")), labels  # the range, on a phone too
         assert page.eval("document.querySelectorAll('#glucose-chart .fc').length") == 1
         assert "predicted-low risk 42 %" in text(page, "forecast")
         assert page.eval("document.querySelectorAll('#glucose-chart .treatment').length") == 1
