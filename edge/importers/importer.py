@@ -128,7 +128,8 @@ def import_file(store: EdgeStore, path: Path | str, fmt: str = "auto", tz: str =
 
         fmt = SITE
         start = now - MAX_SPAN_DAYS * 86400 if since is None else since
-        path, samples = read_nightscout_site(path, start, now, api_secret=site_secret, say=say)
+        path, samples = read_nightscout_site(path, start, now, api_secret=site_secret, say=say,
+                                             until_s=start + MAX_SPAN_DAYS * 86400)
     else:
         fmt, samples = read_samples(path, fmt, tz, date_order)
     if not samples:

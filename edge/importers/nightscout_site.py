@@ -77,21 +77,27 @@ class _SiteReader(NightscoutFollower):
 
 
 def read_nightscout_site(url: str, since_s: float, now: float, *,
+                         until_s: float | None = None,
                          api_secret: str | None = None,
                          say: Callable[[str], None] = _LOGGER.warning,
                          client: httpx.Client | None = None,
                          sleep: Callable[[float], None] = time.sleep,
                          ) -> tuple[SiteName, ImportedReadings]:
-    """(the site's name for messages, its sgv readings from `since_s` to `now`, oldest
-    first). SourceError, one sentence, when the site refuses or cannot be read."""
+    """(the site's name for messages, its sgv readings from `since_s` to `now` (or to
+    `until_s`), oldest first). SourceError, one sentence, when the site refuses or cannot be
+    read."""
     try:
         reader = _SiteReader(url, api_secret=api_secret, since_ms=int(since_s * 1000) - 1,
                              clock=lambda: now, client=client, say=say, sleep=sleep)
     except ValueError as exc:
         raise SourceError(f"{exc}.") from None
+    # Entries after until_s (one import's span from since) are not even asked for.
+    until_s = now if until_s is None else min(now, until_s)
+    if until_s < now:
+        reader.until_ms = int(until_s * 1000)
     # Enough pages for the span at six readings a minute: 1-minute sensors (Libre 3, Dexcom G7
     # backfill) sent by several uploaders at once.
-    reader.MAX_PAGES = max(2, int((now - since_s) / 10 / reader.PAGE) + 2)
+    reader.MAX_PAGES = max(2, int((until_s - since_s) / 10 / reader.PAGE) + 2)
     name = SiteName(safe_url(reader.url))
     with reader:
         got = reader.poll()

@@ -207,6 +207,7 @@ class NightscoutFollower:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.last_ms = since_ms
+        self.until_ms: int | None = None  # entries after this are not asked for (an import)
         self.skipped = 0
         self.future = 0  # entries refused for being dated ahead of the clock
         self.clock = clock
@@ -235,7 +236,8 @@ class NightscoutFollower:
         dropped (xDrip+'s web service ignores `find`)."""
         found: dict[int, Glucose] = {}
         horizon_ms = int((self.clock() + FUTURE_S) * 1000)
-        before: int | None = horizon_ms + 1  # a site that honours find sends none ahead
+        # a site that honours find sends none ahead (nor after until_ms, an import's end)
+        before: int | None = min(horizon_ms, self.until_ms or horizon_ms) + 1
         for _ in range(self.MAX_PAGES):
             page = self._fetch(self.last_ms, before)
             dates, new, ahead = [], 0, 0

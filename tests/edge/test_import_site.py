@@ -96,6 +96,23 @@ def test_import__since_bounds_what_is_asked_for(cloud_site, store):
     assert min(e["date"] for e in store.entries(count=1000, type_="sgv")) == since * 1000
 
 
+def test_site__an_old_since_asks_only_for_one_imports_span():
+    """--since two years back: entries after since + 120 days are not asked for (they used
+    to be read, page by page, and dropped)."""
+    asked = []
+
+    def site(request):
+        asked.append(dict(request.url.params))
+        return httpx.Response(200, json=[])
+
+    since = NOW - 730 * 86400
+    with httpx.Client(transport=httpx.MockTransport(site)) as client, \
+            pytest.raises(SourceError):
+        read_nightscout_site("https://ns.example.org", since, NOW, until_s=since + 120 * 86400,
+                             client=client)
+    assert int(asked[0]["find[date][$lt]"]) == int((since + 120 * 86400) * 1000) + 1
+
+
 def test_import__refused_token_stores_nothing_and_is_not_asked_again(cloud_site, store):
     url, _ = cloud_site
     said = []
