@@ -371,7 +371,8 @@ def _session_user(request: Request, store, settings) -> dict | None:
 def sharing_page(tenant: str, request: Request, store: StoreDep, settings: SettingsDep):
     """Who follows this patient, the open invitations, and a form for a new one."""
     user, access = _owner(request, store, settings, tenant)
-    return _sharing(store, access, user, created=None, error=None)
+    return _sharing(store, access, user, created=None, error=None,
+                    site=_site_url(request, tenant))
 
 
 @pages.post("/p/{tenant}/sharing")
@@ -381,7 +382,7 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
 
     user, access = _owner(request, store, settings, tenant)
     form = await portal.read_form(request)
-    created, status, error, notice = None, 200, None, None
+    created, status, error, notice, uploader = None, 200, None, None, None
     try:
         if form.get("action") == "invite":
             body = InviteCreate(role=form.get("role", ""), alerts=form.get("alerts") == "yes",
@@ -391,6 +392,8 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
             withdraw_invite(int(form.get("invite", "0")), access, store)
         elif form.get("action") == "revoke":
             tenant_routes.revoke(int(form.get("user", "0")), access, store)
+        elif form.get("action") == "uploader":
+            uploader = _new_uploader_secret(request, store, access, user)
         elif form.get("action") == "resend" and not user.get("verified_at"):
             _rate(request, f"verify-mail|{user['id']}")
             if not _send_verification(settings, store, user):
@@ -404,7 +407,30 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
     except ValueError as exc:  # pydantic's ValidationError is one
         status, error = 422, _first_error(exc)
     return _sharing(store, access, user, created=created, error=error, status=status,
-                    notice=notice)
+                    notice=notice, uploader=uploader, site=_site_url(request, tenant))
+
+
+def _site_url(request: Request, tenant: str) -> str:
+    """The tenant's Nightscout site as uploaders are given it."""
+    return f"{str(request.base_url).rstrip('/')}/t/{tenant}"
+
+
+def _new_uploader_secret(request: Request, store, access, user) -> dict:
+    """A new API secret for the patient's CGM apps (the one before stops working), shown
+    once on the page with the site's address in the forms the apps take."""
+    import secrets
+
+    from nightlink.shared.apisecret import api_secret_hash
+
+    secret = secrets.token_urlsafe(24)
+    with store.transaction():
+        store.set_api_secret(access.tenant_id, secret)
+        store.audit("key.create", actor=user["id"], tenant_id=access.tenant_id,
+                    kind="api-secret", via="sharing page")
+    site = _site_url(request, access.tenant_id)
+    scheme, _, rest = site.partition("://")
+    return {"secret": secret, "sha1": api_secret_hash(secret),
+            "xdrip": f"{scheme}://{secret}@{rest}/api/v1/"}
 
 
 def _first_error(exc: ValueError) -> str:
@@ -432,8 +458,10 @@ def _owner(request: Request, store, settings, tenant: str):
 
 
 def _sharing(store, access, user, *, created, error, status: int = 200,
-             notice: str | None = None) -> HTMLResponse:
+             notice: str | None = None, uploader: dict | None = None,
+             site: str = "") -> HTMLResponse:
     return _page("sharing.html", status, user=user, tenant=store.get_tenant(access.tenant_id),
+                 uploader=uploader, site=site,
                  members=[m for m in store.members(access.tenant_id) if m["user_id"] != user["id"]],
                  invites=store.invites(access.tenant_id), created=created, error=error,
                  notice=notice,

@@ -284,7 +284,9 @@ function renderNow() {
     $("arrow").textContent = "";
     $("arrow").setAttribute("aria-label", "no trend");
     $("delta").textContent = "";
-    $("age").textContent = "No reading yet.";
+    $("age").textContent = CONFIG.tier === "cloud" && state.data.role === "patient"
+      ? "No reading yet: connect a CGM app (the address and secret are on the Sharing page)."
+      : "No reading yet.";
     stale.hidden = true;
     return;
   }

@@ -2,7 +2,9 @@
 PostgreSQL: mail goes into a folder (no mail server) or to a real SMTP dialogue on a local
 port; every step is in the audit log."""
 
+import hashlib
 import re
+import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -309,6 +311,29 @@ def test_pages__the_patient_shares_and_revokes_from_the_portal(site):
     other = site.client.__class__(site.client.app)
     other.post("/portal/login", data={"email": "mum@example.org", "password": PASSWORD})
     assert other.get(page).status_code == 404
+
+
+def test_pages__a_new_patient_connects_a_cgm_app_from_the_sharing_page(site):
+    """After signing up, the page gives the site's address and makes an API secret, shown
+    once, that the apps' uploads are taken with (the API call was the only way)."""
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    site.client.post("/portal/login", data={"email": "pat@example.org", "password": PASSWORD})
+    page = f"/portal/p/{tenant}/sharing"
+    shown = site.client.get(page).text
+    assert f"<code>http://testserver/t/{tenant}</code>" in shown
+    made = site.client.post(page, data={"action": "uploader"})
+    assert made.status_code == 200
+    secret = re.search(r'<p class="code"><b>([^<]+)</b></p>', made.text).group(1)
+    assert f"<code>http://{secret}@testserver/t/{tenant}/api/v1/</code>" in made.text
+    upload = site.client.post(f"/t/{tenant}/api/v1/entries", json=[
+        {"type": "sgv", "sgv": 123, "date": int(time.time() * 1000), "device": "xDrip"}],
+        headers={"api-secret": hashlib.sha1(secret.encode()).hexdigest()})
+    assert upload.status_code == 200, upload.text
+    again = site.client.post(page, data={"action": "uploader"})  # the old one stops working
+    assert secret not in again.text
+    refused = site.client.post(f"/t/{tenant}/api/v1/entries", json=[],
+                               headers={"api-secret": hashlib.sha1(secret.encode()).hexdigest()})
+    assert refused.status_code == 401
 
 
 def test_pages__sign_up_from_the_browser_form(site):
