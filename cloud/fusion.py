@@ -456,8 +456,11 @@ def findings(nd: NightData, st: dict[int, int], doc: dict, sleep_span) -> dict:
     and any arousal around it; glucose by sleep stage; glucose around desaturations."""
     wear, infer = nd.streams[features.WEARABLE], nd.streams[features.INFER]
     lows = []
+    end_ms = doc["glucose"]["end_ms"]
     for low in doc["glucose"]["lows"]:
-        a, b = _epoch_of(low["start_ms"]), _epoch_of(low["end_ms"]) + 1
+        # a low followed past the night (LOW_TAIL_MS) is read for stages, heart rate and
+        # arousal only up to the night's end: getting up is no response to it
+        a, b = _epoch_of(low["start_ms"]), _epoch_of(min(low["end_ms"], end_ms)) + 1
         during = [st[e] for e in range(a, b) if e in st]
         stage_min = {STAGE_NAMES[i]: during.count(i) * EPOCH_MIN for i in range(4)
                      if during.count(i)}

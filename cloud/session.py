@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import logging
 import time
-from http.cookies import SimpleCookie
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
 
 from nightlink.cloud import auth
 
 _LOGGER = logging.getLogger(__name__)
 ACCESS_COOKIE = "nl_portal"
 SESSION_COOKIE = "nl_session"
+RENEWED = ("/app", "/portal")  # paths whose requests renew the access cookie
+NOT_RENEWED = ("/app/static", "/app/sw.js", "/app/shell", "/app/manifest", "/portal/login",
+               "/portal/logout", "/portal/signup")
 
 
 class SessionRenewal:
@@ -32,7 +35,11 @@ class SessionRenewal:
         self.app, self.store, self.settings = app, store, settings
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        # The browser's pages and the app's JSON only: never the Nightscout API, static
+        # files or the health checks (a cache keeping a Set-Cookie would hand it on), nor the
+        # sign-in and sign-out forms, which set the cookies themselves.
+        if not path.startswith(RENEWED) or path.startswith(NOT_RENEWED):
             await self.app(scope, receive, send)
             return
         cookies = _cookies(scope)
@@ -40,19 +47,26 @@ class SessionRenewal:
         if not session or not self._due(cookies.get(ACCESS_COOKIE)):
             await self.app(scope, receive, send)
             return
-        fresh = await run_in_threadpool(self._renew, session)
-        if fresh is None:
+        fresh, dead = await run_in_threadpool(self._renew, session)
+        if fresh is not None:  # the request itself goes on with the new token
+            scope = {**scope, "headers": _with_access(scope["headers"], fresh)}
+            extra = [(b"set-cookie", access_cookie_header(fresh, self.settings).encode())]
+        elif dead:  # signed out elsewhere, a new password, expired: forget it
+            extra = [(b"set-cookie", f"{SESSION_COOKIE}=; Max-Age=0; Path=/".encode())]
+        else:
             await self.app(scope, receive, send)
             return
-        cookies[ACCESS_COOKIE] = fresh  # the request itself goes on with the new token
-        headers = [(k, v) for k, v in scope["headers"] if k != b"cookie"]
-        headers.append((b"cookie", "; ".join(f"{k}={v}" for k, v in cookies.items()).encode()))
-        scope = {**scope, "headers": headers}
-        set_cookie = access_cookie_header(fresh, self.settings).encode("latin-1")
 
         async def sending(msg):
             if msg["type"] == "http.response.start":
-                msg = {**msg, "headers": [*msg.get("headers", []), (b"set-cookie", set_cookie)]}
+                headers = list(msg.get("headers", []))
+                # A route that sets or clears the cookies itself has the last word.
+                if not any(k.lower() == b"set-cookie" and v.startswith(
+                        (ACCESS_COOKIE + "=").encode()) for k, v in headers):
+                    headers += extra
+                    if not any(k.lower() == b"cache-control" for k, _ in headers):
+                        headers.append((b"cache-control", b"private, no-store"))
+                msg = {**msg, "headers": headers}
             await send(msg)
 
         await self.app(scope, receive, sending)
@@ -67,33 +81,46 @@ class SessionRenewal:
             return True
         return claims["exp"] - time.time() < self.settings.access_token_minutes * 30
 
-    def _renew(self, session: str) -> str | None:
+    def _renew(self, session: str) -> tuple[str | None, bool]:
+        """(a new access token, or None; whether the session is dead for good)."""
         from nightlink.cloud.store import NotFoundError
 
         try:
             claims = auth.decode(session, self.settings.jwt_secret, "refresh")
             user_id = self.store.live_refresh_token(claims.get("jti", ""))
             if user_id is None or str(user_id) != claims["sub"]:
-                return None  # signed out, a new password, or expired: sign in again
+                return None, True  # signed out, a new password, or expired: sign in again
             auth.token_user(self.store, claims)
             return auth.access_token(self.store, user_id, self.settings.jwt_secret,
-                                     self.settings.access_token_minutes)
+                                     self.settings.access_token_minutes), False
         except (auth.AuthError, NotFoundError, ValueError):
-            return None
+            return None, True
         except Exception:  # noqa: BLE001 - a database away: the request goes on without it
             _LOGGER.warning("a browser session could not be renewed", exc_info=True)
-            return None
+            return None, False
 
 
 def _cookies(scope) -> dict[str, str]:
-    jar = SimpleCookie()
+    """The request's cookies as Starlette reads them (lenient: one odd cookie set by another
+    page of the domain does not hide the others)."""
+    out: dict[str, str] = {}
     for key, value in scope.get("headers") or ():
         if key == b"cookie":
-            try:
-                jar.load(value.decode("latin-1"))
-            except Exception:  # noqa: BLE001 - a malformed cookie header is no session
-                return {}
-    return {k: m.value for k, m in jar.items()}
+            out.update(cookie_parser(value.decode("latin-1")))
+    return out
+
+
+def _with_access(headers, token: str) -> list:
+    """The request headers with the access cookie replaced, every other cookie as sent."""
+    out = []
+    for key, value in headers:
+        if key == b"cookie":
+            kept = [p for p in value.decode("latin-1").split(";")
+                    if p.split("=", 1)[0].strip() != ACCESS_COOKIE]
+            value = "; ".join([*(p.strip() for p in kept if p.strip()),
+                               f"{ACCESS_COOKIE}={token}"]).encode("latin-1")
+        out.append((key, value))
+    return out
 
 
 def _cookie(name: str, value: str, max_age: int, settings) -> str:

@@ -140,7 +140,7 @@ def me(user: ApiUser, store: StoreDep) -> dict:
     # Patients with readings first: a caregiver who also made a space of their own (signing
     # up before accepting an invitation) opens the child's, not their own empty one.
     readings = {t["tenant"]: bool(store.tenant(t["tenant"]).entries(count=1, type_="sgv"))
-                for t in tenants} if len(tenants) > 1 else {}
+                for t in tenants} if 1 < len(tenants) <= 20 else {}  # (an admin sees all)
     tenants.sort(key=lambda t: not readings.get(t["tenant"], True))
     return {"email": user["email"], "unit": report_settings.user_units(store, user["id"]),
             "tenants": tenants, "landing": landing(store, user)}

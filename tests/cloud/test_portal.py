@@ -117,9 +117,24 @@ def test_a_browser_session_outlives_its_15_minute_access_token(portal):
         assert r.headers["set-cookie"].startswith("nl_portal=")
         r = c.get("/portal", follow_redirects=False)  # the renewed cookie, no renewal again
         assert r.status_code == 200 and "set-cookie" not in r.headers
-    c.post("/portal/logout", follow_redirects=False)
+    # Only the browser's pages renew: not the Nightscout API, static files or health checks.
+    c.cookies.delete("nl_portal")
+    for path in ("/api/v1/status.json", "/t/fam-1/api/v1/entries.json", "/app/static/app.js",
+                 "/healthz"):
+        assert "nl_portal=" not in c.get(path).headers.get("set-cookie", ""), path
+    # A cookie another page of the domain set, that a strict parser stops at, hides nothing.
+    r = c.get("/app/api/me", headers={"cookie": f'prefs={{"theme":"dark"}}; nl_session={session}'})
+    assert r.status_code == 200 and r.headers["set-cookie"].startswith("nl_portal=")
+    assert "private" in r.headers["cache-control"]
+    # Signing out with an access cookie due for renewal: no fresh one comes back with it.
+    c.cookies.set("nl_portal", expired, domain="testserver.local", path="/")
+    out = c.post("/portal/logout", follow_redirects=False)
+    assert not any(x.startswith("nl_portal=ey") for x in out.headers.get_list("set-cookie"))
+    assert c.get("/app/api/me").status_code == 401
     c.cookies.set("nl_session", session)  # a copy kept: signing out revoked it
     assert c.get("/portal", follow_redirects=False).status_code == 303
+    r = c.get("/app/api/me")  # and the dead session cookie is cleared
+    assert r.status_code == 401 and "nl_session=;" in r.headers.get("set-cookie", "")
 
 
 def test_report_page__shows_the_report(portal):
