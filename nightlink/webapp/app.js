@@ -425,7 +425,8 @@ function alertText(a) {
   return a.message
     .replace(new RegExp(num + " mg/dL/min", "g"),
              (_, v) => `${(+v / CONFIG.mgdl_per_mmoll).toFixed(2)} mmol/L/min`)
-    .replace(new RegExp(num + " mg/dL", "g"), (_, v) => `${fmt(+v)} mmol/L`)
+    .replace(new RegExp(num + " mg/dL", "g"),
+             (_, v) => (+v <= 39 ? "below the sensor's range" : `${fmt(+v)} mmol/L`))
     .replace(new RegExp("\\((below|above) " + num + "\\)", "g"), (_, w, v) => `(${w} ${fmt(+v)})`);
 }
 
@@ -592,7 +593,7 @@ function renderPending() {
 function acknowledge(alert) {
   // `alert`: which one to take off the list once sent.
   return enqueue("ack", `/app/api/${encodeURIComponent(state.tenant)}/alerts/${alert.id}/ack`,
-                 {}, `Acknowledge: ${alert.message}`, {alert: String(alert.id)});
+                 {}, `Acknowledge: ${alertText(alert)}`, {alert: String(alert.id)});
 }
 
 function careFields() {
