@@ -74,8 +74,9 @@ def token_user(store: Store, claims: dict) -> dict:
 def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
                  refresh_days: int) -> dict:
     now = int(time.time())
-    mark = account_mark(store.user(user_id))
-    access = access_token(store, user_id, secret, access_minutes)
+    user = store.user(user_id)
+    mark = account_mark(user)
+    access = access_token(user, secret, access_minutes)
     jti = uuid.uuid4().hex
     expires = now + refresh_days * 86400
     refresh = jwt.encode({"sub": str(user_id), "acc": mark, "typ": "refresh", "jti": jti,
@@ -85,11 +86,11 @@ def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
             "expires_in": access_minutes * 60}
 
 
-def access_token(store: Store, user_id: int, secret: str, access_minutes: int) -> str:
-    """A new access token for a user (a browser session renewing it)."""
+def access_token(user: dict, secret: str, access_minutes: int) -> str:
+    """A new access token for an account (a user row; a browser session renewing it)."""
     now = int(time.time())
-    return jwt.encode({"sub": str(user_id), "acc": account_mark(store.user(user_id)),
-                       "typ": "access", "iat": now, "exp": now + access_minutes * 60}, secret,
+    return jwt.encode({"sub": str(user["id"]), "acc": account_mark(user), "typ": "access",
+                       "iat": now, "exp": now + access_minutes * 60}, secret,
                       algorithm=ALGORITHM)
 
 

@@ -90,8 +90,8 @@ class SessionRenewal:
             user_id = self.store.live_refresh_token(claims.get("jti", ""))
             if user_id is None or str(user_id) != claims["sub"]:
                 return None, True  # signed out, a new password, or expired: sign in again
-            auth.token_user(self.store, claims)
-            return auth.access_token(self.store, user_id, self.settings.jwt_secret,
+            user = auth.token_user(self.store, claims)
+            return auth.access_token(user, self.settings.jwt_secret,
                                      self.settings.access_token_minutes), False
         except (auth.AuthError, NotFoundError, ValueError):
             return None, True

@@ -340,7 +340,6 @@ def _say_stale(store, sources: dict, now: float) -> None:
         click.echo(f"The node has stored nothing for {ago / 60:.0f} min: it is not running "
                    "(the states above are from when it stopped) or its store refuses writes "
                    "(see its log).")
-    return
 
 
 @edge.command(name="import")

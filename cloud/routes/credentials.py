@@ -31,14 +31,20 @@ class ReadTokenPublic(BaseModel):
     role: str = "readable"
 
 
+def make_api_secret(store, tenant_id: str, actor_id: int, **audit) -> str:
+    """A new upload secret for a tenant (the previous one stops working), audited."""
+    secret = secrets.token_urlsafe(24)
+    with store.transaction():
+        store.set_api_secret(tenant_id, secret)
+        store.audit("key.create", actor=actor_id, tenant_id=tenant_id, kind="api-secret",
+                    **audit)
+    return secret
+
+
 @router.post("/tenants/{tenant}/api-secret", status_code=201, response_model=ApiSecretPublic)
 def new_api_secret(access: WriterAccess, store: StoreDep):
     """Make a new upload secret (the previous one stops working); shown once."""
-    secret = secrets.token_urlsafe(24)
-    with store.transaction():
-        store.set_api_secret(access.tenant_id, secret)
-        store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
-                    kind="api-secret")
+    secret = make_api_secret(store, access.tenant_id, access.user["id"])
     return ApiSecretPublic(secret=secret, sha1=api_secret_hash(secret))
 
 

@@ -418,15 +418,10 @@ def _site_url(request: Request, tenant: str) -> str:
 def _new_uploader_secret(request: Request, store, access, user) -> dict:
     """A new API secret for the patient's CGM apps (the one before stops working), shown
     once on the page with the site's address in the forms the apps take."""
-    import secrets
-
+    from nightlink.cloud.routes.credentials import make_api_secret
     from nightlink.shared.apisecret import api_secret_hash
 
-    secret = secrets.token_urlsafe(24)
-    with store.transaction():
-        store.set_api_secret(access.tenant_id, secret)
-        store.audit("key.create", actor=user["id"], tenant_id=access.tenant_id,
-                    kind="api-secret", via="sharing page")
+    secret = make_api_secret(store, access.tenant_id, user["id"], via="sharing page")
     site = _site_url(request, access.tenant_id)
     scheme, _, rest = site.partition("://")
     return {"secret": secret, "sha1": api_secret_hash(secret),
