@@ -12,14 +12,12 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-from nightlink.device import alarms, lowrisk, render, ssd1680, tzrule
-from nightlink.shared import alerts, codec, epoch, units
+from nightlink.device import alarms, render, ssd1680, tzrule
+from nightlink.shared import alerts, codec, epoch, lowrisk, units
 
 MAX_READINGS = const(75)  # 75 minutes of 1-minute readings (the model's hour), 6 h of 5-minute
 _MINUTE_MS = const(60000)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
-_FAST_SPAN_MS = const(900000)  # 1-minute sensors: more than _FAST_COUNT readings in 15 minutes
-_FAST_COUNT = const(5)
 _OVERRIDE_MS = const(120000)  # a screen picked with the button stays this long
 _MORNING_END_MIN = const(11 * 60)
 _FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
@@ -299,52 +297,9 @@ class Clock:
         return (self._rev, now_ms // _MINUTE_MS)
 
     def _fill_history(self, now_ms):
-        """Last HISTORY readings on the 5-minute grid ending at the newest reading (if it is
-        under 15 minutes old, else now), oldest first, 0 = missing. Gaps of up to 15 minutes
-        between readings are bridged on a straight line, so a 15-minute sensor (Libre) gives
-        the model the 5-minute hour it was trained on; a 1-minute sensor (Libre 3)
-        gives the mean of each 5 minutes ending at the newest reading, as the edge averages
-        them (edge/features/glucose_risk.cgm_grid). Run only when that changes (step)."""
-        h = self.history
-        c = self._counts
-        n = len(h)
-        for i in range(n):
-            h[i] = 0
-            c[i] = 0
-        end = now_ms
-        for t, sgv in self.readings:
-            if sgv >= units.SGV_MIN_VALID and 0 <= now_ms - t < 3 * _SLOT_MS:
-                end = t
-        fast = 0
-        for t, sgv in self.readings:
-            if sgv >= units.SGV_MIN_VALID and 0 <= end - t < _FAST_SPAN_MS:
-                fast += 1
-        fast = fast > _FAST_COUNT
-        for t, sgv in self.readings:
-            if sgv < units.SGV_MIN_VALID:
-                continue
-            if fast:
-                k = (end - t) // _SLOT_MS  # the 5 minutes ending at the newest, and before
-            else:
-                k = (end - t + _SLOT_MS // 2) // _SLOT_MS
-            if 0 <= k < n:
-                if fast:
-                    h[n - 1 - k] += sgv
-                    c[n - 1 - k] += 1
-                else:
-                    h[n - 1 - k] = sgv
-        if fast:
-            for i in range(n):
-                if c[i] > 1:
-                    h[i] = (h[i] + c[i] // 2) // c[i]
-        a = -1
-        for i in range(n):
-            if h[i] > 0:
-                if 1 < i - a <= 4 and a >= 0:
-                    for j in range(a + 1, i):
-                        h[j] = h[a] + (h[i] - h[a]) * (j - a) // (i - a)
-                a = i
-        return h
+        """The model's hour of readings ending at the newest (shared/lowrisk.fill_history), in
+        buffers allocated once. Run only when that changes (step)."""
+        return lowrisk.fill_history(self.readings, now_ms, self.history, self._counts)
 
     # -- input -----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Glucose risk at the edge: P(glucose < 70 mg/dL within 30 min) and a 30-minute forecast from
 the last hour of CGM, on LiteRT. The clock runs the same network, both chains, in MicroPython
-(device/lowrisk.py); both take their inputs through the same lookup and give the same int8
+(shared/lowrisk.py); both take their inputs through the same lookup and give the same int8
 outputs (tests/edge/test_classifiers.py). Trained by `nightlink train glucose` (tools/train).
 """
 

@@ -4,7 +4,7 @@
 import gc
 import json
 
-from nightlink.device import lowrisk
+from nightlink.shared import lowrisk
 
 with open("/histories.json") as fh:
     rows = json.load(fh)

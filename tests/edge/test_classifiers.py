@@ -78,7 +78,7 @@ def test_glucose__clock_model_under_micropython_agrees_with_litert(
     rows = held_out_histories
     path = tmp_path / "histories.json"
     path.write_text(json.dumps([[int(v) for v in r] for r in rows]))
-    got = mpy_json(ROOT / "tests" / "edge" / "lowrisk_check.py", libs=[ROOT / "device"],
+    got = mpy_json(ROOT / "tests" / "edge" / "lowrisk_check.py", libs=[ROOT / "shared"],
                    puts=[(path, "/histories.json")], heap=512 * 1024)
     keep, x = _filled(rows)
     lq, permille, forecast = rt.predict(x)
@@ -100,7 +100,7 @@ def test_glucose__clock_model_under_micropython_agrees_with_litert(
 
 
 def test_glucose__clock_weights_fit_in_8_kb():
-    from nightlink.device import lowrisk_weights
+    from nightlink.shared import lowrisk_weights
 
     weights = sum(len(layer[5]) + len(layer[6]) + len(layer[7]) + len(layer[8])
                   for layer in lowrisk_weights.LAYERS + lowrisk_weights.DELTA)

@@ -13,7 +13,7 @@ import click
 from nightlink.errors import NightlinkError, finite_range
 
 MODELS = Path(__file__).resolve().parents[2] / "edge" / "models"
-DEVICE = Path(__file__).resolve().parents[2] / "device"
+DEVICE = Path(__file__).resolve().parents[2] / "shared"  # the clock's weights, read by the cloud too
 CACHE = Path("out/cache/train")
 # Held-out splits: never seen in training. Sleep and breathing: other seeds; glucose: other
 # virtual patients (trained on adults, tested on adolescents and children).

@@ -5,7 +5,7 @@ TFLite requantizes an int32 accumulator with a Q31 multiplier and a shift: a sat
 rounding doubling high multiply, then a rounding right shift. LiteRT's optimized CPU kernels
 (the ones the edge runs, without delegates) round that last shift's ties upwards, not away from
 zero as the reference kernels do; `requantize` here does what the optimized kernels do (checked
-bit for bit in tests/edge/test_classifiers.py), and device/lowrisk.py does the same with 15-bit
+bit for bit in tests/edge/test_classifiers.py), and shared/lowrisk.py does the same with 15-bit
 limbs so MicroPython never leaves small integers.
 """
 

@@ -1,4 +1,5 @@
-# Predicted-low model on the clock: P(glucose < 70 mg/dL within 30 min) from the last hour of CGM.
+# Predicted-low model of the clock (and of the cloud's predicted_low alert): P(glucose < 70 mg/dL
+# within 30 min) and a 30-minute forecast from the last hour of CGM.
 # Int8 network run with integer arithmetic only, bit for bit what LiteRT computes at the edge.
 
 import struct
@@ -12,7 +13,7 @@ except ImportError:  # CPython (host port, tests)
         return x
 
 
-from nightlink.device import lowrisk_weights
+from nightlink.shared import lowrisk_weights, units
 
 HISTORY = const(12)  # readings, 5 minutes apart, oldest first; 0 = missing
 ALARM_PERMILLE = lowrisk_weights.ALARM_PERMILLE
@@ -22,6 +23,9 @@ CARB_HOLD_MIN = getattr(lowrisk_weights, "CARB_HOLD_MIN", 0)
 URGENT_MGDL = getattr(lowrisk_weights, "URGENT_MGDL", 54)
 _MASK = const(0x7FFF)
 _MAX_MGDL = const(400)
+_SLOT_MS = const(300000)  # CGM readings every 5 minutes
+_FAST_SPAN_MS = const(900000)  # 1-minute sensors: more than _FAST_COUNT readings in 15 minutes
+_FAST_COUNT = const(5)
 
 
 def _requant(acc, m0, m1, m2, shift):
@@ -168,3 +172,52 @@ class LowRisk:
                 d -= 256
             self.forecast = f[HISTORY - 1] + (((d - self.delta_zp) * self.delta_q16) >> 16)
         return self.permille[self.logit + 128]
+
+
+def fill_history(readings, now_ms, h, c):
+    """The last HISTORY readings on the 5-minute grid ending at the newest reading (if it is
+    under 15 minutes old, else now), oldest first, 0 = missing, written into h (c: the same
+    length, for counts); returns h. readings: (t_ms, sgv), oldest first, sensor error codes
+    allowed (skipped). Gaps of up to 15 minutes between readings are bridged on a straight
+    line, so a 15-minute sensor (Libre) gives the model the 5-minute hour it was trained on; a
+    1-minute sensor (Libre 3) gives the mean of each 5 minutes ending at the newest reading,
+    as the edge averages them (edge/features/glucose_risk.cgm_grid). The clock calls it with
+    buffers allocated once; the cloud with its own."""
+    n = len(h)
+    for i in range(n):
+        h[i] = 0
+        c[i] = 0
+    end = now_ms
+    for t, sgv in readings:
+        if sgv >= units.SGV_MIN_VALID and 0 <= now_ms - t < 3 * _SLOT_MS:
+            end = t
+    fast = 0
+    for t, sgv in readings:
+        if sgv >= units.SGV_MIN_VALID and 0 <= end - t < _FAST_SPAN_MS:
+            fast += 1
+    fast = fast > _FAST_COUNT
+    for t, sgv in readings:
+        if sgv < units.SGV_MIN_VALID:
+            continue
+        if fast:
+            k = (end - t) // _SLOT_MS  # the 5 minutes ending at the newest, and before
+        else:
+            k = (end - t + _SLOT_MS // 2) // _SLOT_MS
+        if 0 <= k < n:
+            if fast:
+                h[n - 1 - k] += sgv
+                c[n - 1 - k] += 1
+            else:
+                h[n - 1 - k] = sgv
+    if fast:
+        for i in range(n):
+            if c[i] > 1:
+                h[i] = (h[i] + c[i] // 2) // c[i]
+    a = -1
+    for i in range(n):
+        if h[i] > 0:
+            if 1 < i - a <= 4 and a >= 0:
+                for j in range(a + 1, i):
+                    h[j] = h[a] + (h[i] - h[a]) * (j - a) // (i - a)
+            a = i
+    return h
