@@ -10,7 +10,7 @@ except ImportError:  # CPython (host port, tests)
 
 
 from nightlink.device import config
-from nightlink.shared import alerts, units
+from nightlink.shared import alerts, lowrisk, units
 
 # Kinds in priority order (the first active one is shown and decides the sound).
 URGENT_LOW = "urgent_low"
@@ -56,9 +56,9 @@ class Alarms:
         self.urgent_snooze_ms = cfg["alarms"]["urgent_snooze_min"] * _MINUTE_MS
         self.alarm_permille = alarm_permille
         # the predicted-low policy (the weights' own); the edge may send the person's (set_policy)
-        self.persist = 1  # risky predictions in a row
-        self.refractory_ms = 60 * _MINUTE_MS  # no second predicted-low alarm this soon
-        self.rise_hold = 0.5  # mg/dL/min over 15 minutes: no predicted low while rising faster
+        self.persist = lowrisk.PERSIST  # risky predictions in a row
+        self.refractory_ms = lowrisk.REFRACTORY_MIN * _MINUTE_MS  # no second alarm this soon
+        self.rise_hold = lowrisk.RISING_MGDL_MIN  # mg/dL/min over 15 minutes: none while rising
         self.floor = floor  # the model's 30-minute forecast must be below this (400: off)
         self.carb_hold_ms = carb_hold_min * _MINUTE_MS  # none this long after carbs ...
         self.urgent = urgent  # ... unless the forecast is below this
@@ -87,21 +87,12 @@ class Alarms:
         """The edge's calibrated policy: {"permille", "persist", "refractory_min", "rising",
         "floor", "carb_hold_min", "urgent"} (all but "permille" optional). Values outside safe
         bounds are refused whole; returns True when it was taken."""
-        try:
-            p = int(d["permille"])
-            k = int(d.get("persist", self.persist))
-            r = int(d.get("refractory_min", self.refractory_ms // _MINUTE_MS))
-            up = float(d.get("rising", self.rise_hold))
-            fl = int(d.get("floor", self.floor))
-            hold = int(d.get("carb_hold_min", self.carb_hold_ms // _MINUTE_MS))
-            urg = int(d.get("urgent", self.urgent))
-        except (KeyError, TypeError, ValueError):
+        v = lowrisk.policy_values(d, self.persist, self.refractory_ms // _MINUTE_MS,
+                                  self.rise_hold, self.floor, self.carb_hold_ms // _MINUTE_MS,
+                                  self.urgent)
+        if self.alarm_permille is None or v is None:
             return False
-        if self.alarm_permille is None or not (500 <= p <= 990 and 1 <= k <= 6
-                                               and 0 <= r <= 180 and 0 <= up <= 5
-                                               and 70 <= fl <= 400 and 0 <= hold <= 120
-                                               and 40 <= urg <= 70):
-            return False
+        p, k, r, up, fl, hold, urg = v
         self.alarm_permille = p
         self.persist = k
         self.refractory_ms = r * _MINUTE_MS

@@ -21,6 +21,10 @@ ALARM_PERMILLE = lowrisk_weights.ALARM_PERMILLE
 FORECAST_FLOOR_MGDL = getattr(lowrisk_weights, "FORECAST_FLOOR_MGDL", 400)
 CARB_HOLD_MIN = getattr(lowrisk_weights, "CARB_HOLD_MIN", 0)
 URGENT_MGDL = getattr(lowrisk_weights, "URGENT_MGDL", 54)
+# The rest of the policy when the edge sends none (its AlarmPolicy's defaults).
+PERSIST = const(1)  # risky predictions in a row
+REFRACTORY_MIN = const(60)  # no second predicted-low alarm this soon
+RISING_MGDL_MIN = 0.5  # no predicted low while the last 15 minutes rise faster
 _MASK = const(0x7FFF)
 _MAX_MGDL = const(400)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
@@ -172,6 +176,28 @@ class LowRisk:
                 d -= 256
             self.forecast = f[HISTORY - 1] + (((d - self.delta_zp) * self.delta_q16) >> 16)
         return self.permille[self.logit + 128]
+
+
+def policy_values(d, persist, refractory_min, rising, floor, carb_hold_min, urgent):
+    """The edge's calibrated predicted-low policy as it sends it, {"permille", "persist",
+    "refractory_min", "rising", "floor", "carb_hold_min", "urgent"} (all but "permille"
+    optional: the given values stand in), as the tuple (permille, persist, refractory_min,
+    rising, floor, carb_hold_min, urgent); None when a value is missing, not a number or
+    outside safe bounds (the whole policy is then refused)."""
+    try:
+        p = int(d["permille"])
+        k = int(d.get("persist", persist))
+        r = int(d.get("refractory_min", refractory_min))
+        up = float(d.get("rising", rising))
+        fl = int(d.get("floor", floor))
+        hold = int(d.get("carb_hold_min", carb_hold_min))
+        urg = int(d.get("urgent", urgent))
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+        return None
+    if not (500 <= p <= 990 and 1 <= k <= 6 and 0 <= r <= 180 and 0 <= up <= 5
+            and 70 <= fl <= 400 and 0 <= hold <= 120 and 40 <= urg <= 70):
+        return None
+    return (p, k, r, up, fl, hold, urg)
 
 
 def fill_history(readings, now_ms, h, c):
