@@ -312,15 +312,20 @@ class TenantStore:
 
     def alarm_policy(self) -> dict | None:
         """The clocks' predicted-low policy as the tenant's bedside node last reported it
-        (its status report's `alarm_policy`): {"text", "device", "updated_ms"}, or None."""
+        (its status report's `alarm_policy`): {"text", "device", "updated_ms", "params"}, or
+        None; "params" is the policy as the clocks take it (`alarm_policy_params`, a JSON
+        object, unchecked: nightlink.shared.lowrisk.policy_values checks it), None from a node
+        that does not send it."""
         for row in self.db.query("SELECT device, doc, updated_at FROM device_status "
                                  "WHERE tenant_id = ? ORDER BY updated_at DESC",
                                  (self.tenant_id,)):
             doc = from_json(row["doc"])
             text = doc.get("alarm_policy") if isinstance(doc, dict) else None
             if isinstance(text, str) and text:
+                params = doc.get("alarm_policy_params")
                 return {"text": text[:400], "device": row["device"],
-                        "updated_ms": int(float(row["updated_at"]) * 1000)}
+                        "updated_ms": int(float(row["updated_at"]) * 1000),
+                        "params": params if isinstance(params, dict) else None}
         return None
 
     def reported_timezones(self) -> list[str]:

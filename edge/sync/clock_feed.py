@@ -36,6 +36,7 @@ RECENT_S = 3600  # the hour of readings the clock's predicted-low model needs
 RECENT_MAX = 70  # ... every one of them, from a 1-minute sensor too (the clock keeps 75)
 CARBS_S = 2 * 3600  # carbs this recent reach the clocks (they hold the predicted low off)
 POLICY_META = "alarm_policy"  # the active predicted-low policy in words, in the store's meta
+POLICY_PARAMS_META = "alarm_policy_params"  # ... and as the clocks take it (JSON)
 CURVE_STEP_S = 600
 EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs/clinical.md)
 GAP_S = 45 * 60  # a longer gap between readings ends a run: no event spans it
@@ -295,5 +296,7 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
                                policy_from_meta(meta, budget_per_week=budget_per_week),
                                [g.t for g in readings], [g.sgv for g in readings], offset,
                                carbs_s=carbs)
-    store.set_meta(POLICY_META, policy.describe())  # the status report tells the cloud
-    return clock_policy(policy)
+    params = clock_policy(policy)
+    store.set_meta(POLICY_META, policy.describe())  # the status report tells the cloud, which
+    store.set_meta(POLICY_PARAMS_META, json.dumps(params))  # applies it to its own alert
+    return params

@@ -491,6 +491,9 @@ class SyncClient:
         policy = self.store.meta("alarm_policy")  # the clocks' predicted-low policy, if any
         if policy:
             body["alarm_policy"] = policy
+            params = _json_object(self.store.meta("alarm_policy_params"))
+            if params:  # the same as the clocks take it: the cloud's predicted_low applies it
+                body["alarm_policy_params"] = params
         zone = self.store.meta("timezone")  # the node's zone (edge/node/zone.py ZONE_META)
         if zone:
             body["timezone"] = zone
@@ -628,3 +631,12 @@ def _night_screens(store) -> dict:
         if size is not None and size <= _SCREEN_BYTES:
             out[night] = block
     return out
+
+
+def _json_object(text: str | None) -> dict | None:
+    """A JSON object kept in the store's meta, or None (absent, or not an object)."""
+    try:
+        doc = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -7,6 +7,9 @@ import pytest
 
 from nightlink.cloud import alerts
 from nightlink.nightscout.hub import Hub as EventBus
+from nightlink.shared import lowrisk
+from tests.support.cgm import edge_prediction
+from tests.support.shared_data import SHARED
 
 MIN = 60_000
 T0 = 1_770_000_000_000  # ms
@@ -113,12 +116,12 @@ def test_evaluate__urgent_low_covers_low():
 
 
 def test_evaluate__disabled_rules_and_thresholds():
-    history = _entries(_r([76, 76, 75]))
+    history = _entries(_r([96, 96, 95]))
     now = T0 + 10 * MIN
     assert alerts.evaluate(history, now) == []
-    got = alerts.evaluate(history, now, {"low": {"enabled": True, "threshold": 80}})
+    got = alerts.evaluate(history, now, {"low": {"enabled": True, "threshold": 100}})
     assert [a.rule for a in got] == ["low"]
-    assert alerts.evaluate(history, now, {"low": {"enabled": False, "threshold": 80}}) == []
+    assert alerts.evaluate(history, now, {"low": {"enabled": False, "threshold": 100}}) == []
 
 
 def test_merge_settings__on_for_anyone_most_sensitive_threshold():
@@ -292,3 +295,150 @@ def test_alert_worker__checks_active_tenants_and_reacts_to_entries(cloud):
             task.cancel()
 
     asyncio.run(run())
+
+
+# -- predicted_low: the clock's own model and policy ------------------------------------------
+
+FALLING = [140 - 6 * i for i in range(12)]  # 140 down to 74 mg/dL over the hour
+AT_END = T0 + 55 * MIN  # the twelfth reading's time
+
+
+def test_predicted_low__the_clocks_model_under_its_own_policy():
+    got = alerts.evaluate(_entries(_r(FALLING)), AT_END)
+    assert [a.rule for a in got] == ["predicted_low"]
+    d = got[0].detail
+    assert d["method"] == "model" and d["policy_from"] == "model"
+    # what the bedside node's LiteRT model says of the same hour, in whole mg/dL
+    permille, forecast = edge_prediction(FALLING)
+    assert d["risk"] == permille / 1000 and permille >= lowrisk.ALARM_PERMILLE
+    assert abs(d["value"] - forecast) <= 1 and d["value"] < lowrisk.FORECAST_FLOOR_MGDL
+    assert got[0].message == (f"Low likely within 30 minutes (risk {permille / 10:.0f} %, "
+                              f"forecast {d['value']} mg/dL).")
+    assert "risk 85 % or more (the model's own)" in d["policy"]
+    # a steady hour, or one still above the line's reach, raises nothing
+    assert alerts.evaluate(_entries(_r([120] * 12)), AT_END) == []
+    assert alerts.evaluate(_entries(_r([140 - 3 * i for i in range(12)])), AT_END) == []
+
+
+def test_predicted_low__readings_in_fractions_of_a_mg_dl_count_whole():
+    # Nightscout uploads may carry 74.6; the model takes whole mg/dL (the edge rounds so too)
+    got = alerts.evaluate(_entries(_r([v + 0.4 for v in FALLING])), AT_END)
+    assert [(a.rule, a.detail["risk"]) for a in got] == [
+        ("predicted_low", alerts.evaluate(_entries(_r(FALLING)), AT_END)[0].detail["risk"])]
+
+
+def test_predicted_low__a_15_minute_sensor_is_warned_too():
+    # A Libre 2 reading every 15 minutes: the straight line needs 3 readings in 20 minutes and
+    # never had them; the model bridges the gaps as the clock does.
+    readings = _r([150, 128, 106, 84, 74], step_min=15)
+    now = readings[-1][0]
+    assert [a.rule for a in alerts.evaluate(_entries(readings), now)] == ["predicted_low"]
+    line = {"predicted_low": {"enabled": True, "threshold": 75}}
+    assert alerts.evaluate(_entries(readings), now, line) == []
+
+
+def test_predicted_low__the_bedside_nodes_policy_within_bounds():
+    history = _entries(_r(FALLING))
+    strict = alerts.LowModel.of({"params": {"permille": 990, "floor": 90, "calibrated": True}})
+    assert strict.source == "edge" and strict.policy[0] == 990
+    assert alerts.evaluate(history, AT_END, predictor=strict) == []  # the risk is below 990
+    for bogus in ({"permille": 2000}, {"permille": 900, "floor": 20}, {"permille": "high"},
+                  {"floor": 90}, ["permille", 900], None):
+        low = alerts.LowModel.of({"params": bogus})
+        assert low == alerts.LowModel()  # refused whole: the model's own policy
+    uncalibrated = alerts.LowModel.of({"params": {"permille": 850, "calibrated": False}})
+    got = alerts.evaluate(history, AT_END, predictor=uncalibrated)
+    assert got[0].detail["policy_from"] == "model"
+
+
+def test_predicted_low__held_after_carbs():
+    history = _entries(_r(FALLING))
+    for minutes_before, raised in ((20, False), (-5, False), (44, False), (46, True),
+                                   (-15, True)):
+        low = alerts.LowModel(carbs_ms=AT_END - minutes_before * MIN)
+        got = alerts.evaluate(history, AT_END, predictor=low)
+        assert bool(got) == raised, minutes_before
+
+
+def test_predicted_low__once_per_refractory_period():
+    history = _entries(_r(FALLING))
+    key = ("predicted_low", "warning")
+    assert alerts.evaluate(history, AT_END, previous={key: AT_END - 30 * MIN}) == []
+    assert alerts.evaluate(history, AT_END, previous={key: AT_END - 59 * MIN}) == []
+    assert len(alerts.evaluate(history, AT_END, previous={key: AT_END - 60 * MIN})) == 1
+    # a low alert 20 minutes ago covers it (the family's 30 minutes)
+    assert alerts.evaluate(history, AT_END, previous={("low", "warning"): AT_END - 20 * MIN}) == []
+
+
+def test_predicted_low__another_threshold_keeps_the_straight_line():
+    got = alerts.evaluate(_entries(_r(FALLING)), AT_END,
+                          {"predicted_low": {"enabled": True, "threshold": 72}})
+    assert [a.rule for a in got] == ["predicted_low"]
+    assert "method" not in got[0].detail
+    assert got[0].message == "Low predicted: about 50 mg/dL in 20 minutes."
+
+
+def test_check_tenant__predicted_low_with_the_reported_policy_and_carbs(cloud):
+    import time
+
+    raised = _replay(cloud.store, FALLING)
+    assert _minutes(raised) == [("predicted_low", 55)]
+    assert raised[0]["detail"]["policy_from"] == "model"
+    # carbs entered ten minutes before (a careportal entry or an uploader's) hold it off
+    at = AT_END - 10 * MIN
+    cloud.store.tenant("fam-2").add_documents("treatments", [{
+        "eventType": "Carb Correction", "carbs": 15,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))}])
+    assert _replay(cloud.store, FALLING, tenant="fam-2") == []
+
+    def policy(permille):
+        cloud.store.put_device_status("edge-1", "fam-2", {
+            "alarm_policy": f"risk >= {permille} permille",
+            "alarm_policy_params": {"permille": permille, "persist": 1, "refractory_min": 60,
+                                    "rising": 0.5, "floor": 90, "carb_hold_min": 45,
+                                    "urgent": 54, "calibrated": True}})
+
+    # the bedside node reports the threshold it calibrated: a strict one raises nothing here,
+    # a sensitive one does, and says whose policy it was
+    policy(990)
+    assert _replay(cloud.store, FALLING, tenant="fam-2", start=T0 + 180 * MIN) == []
+    policy(800)
+    raised = _replay(cloud.store, FALLING, tenant="fam-2", start=T0 + 360 * MIN)
+    assert [(a["rule"], a["detail"]["policy_from"]) for a in raised] == [("predicted_low", "edge")]
+
+
+@pytest.mark.skipif(not (SHARED / "cgm-bris-t1d-open").is_dir(),
+                    reason="needs ../shared/data/cgm-bris-t1d-open (real CGM)")
+@pytest.mark.parametrize("person", ["P02", "P01"])  # a 5-minute sensor, a 15-minute Libre 2
+def test_predicted_low__the_cloud_predicts_as_the_edge_on_real_cgm(person):
+    """Over a real person's readings in whole mg/dL, the cloud's risk (shared/lowrisk.py on the
+    readings as Nightscout stores them, the clock's code) against the bedside node's (LiteRT
+    on its own 5-minute grid): the same permille from a 5-minute sensor; from a 15-minute one,
+    whose gaps the clock bridges in whole mg/dL and the edge in fractions, the same alarm
+    decision at the model's threshold."""
+    import numpy as np
+
+    from nightlink.edge.features.classify import MODELS
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose
+    from nightlink.tools.train import cgm_real, glucose_real
+
+    p = cgm_real.load_person(SHARED / "cgm-bris-t1d-open" / "csv" / f"{person}.csv")
+    p.x = np.where(p.x > 0, np.floor(p.x + 0.5), 0).astype(np.float32)
+    pred = glucose_real.predict(LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes()), p)
+    edge = dict(zip(pred.slots.tolist(), pred.permille.tolist(), strict=True))
+    slots = np.flatnonzero(p.observed)[:4000]
+    readings = [(int(s) * 5 * MIN, float(p.x[s])) for s in slots]
+    model = lowrisk.LowRisk()
+    pairs = []
+    for k, s in enumerate(slots):
+        got = lowrisk.predict_at(model, readings[max(0, k - 80):k + 1], int(s) * 5 * MIN)
+        if got is not None and int(s) in edge:
+            pairs.append((got[0], edge[int(s)]))
+    cloud, node = np.array(pairs).T
+    assert len(pairs) > 3900
+    alarm = lowrisk.ALARM_PERMILLE
+    assert ((cloud >= alarm) == (node >= alarm)).mean() >= 0.99
+    if p.interval_min == 5:
+        assert (cloud == node).mean() >= 0.99
+    else:
+        assert p.interval_min == 15 and (abs(cloud - node) <= 20).mean() >= 0.8

@@ -1,5 +1,6 @@
 """Tiny generated CGM folders in the shared dataset's layout (`csv/<person>.csv`,
-`timestamp,glucose_value_mg_dl`), for the glucose trainer and evaluation tests."""
+`timestamp,glucose_value_mg_dl`), for the glucose trainer and evaluation tests, and the
+bedside node's glucose model as a reference for the clock's."""
 
 from __future__ import annotations
 
@@ -44,3 +45,15 @@ def write_folder(root: Path, people: int = 3, days: int = 3, steps=(5,)) -> Path
         times, values = person_trace(days, seed=k + 1, step_min=step)
         write_person(root / "csv", f"G{k + 1:02d}", times, values)
     return root
+
+
+def edge_prediction(hour):
+    """The bedside node's LiteRT glucose model on an hour of 12 readings (mg/dL, oldest first,
+    5 minutes apart): (risk in permille, 30-minute forecast in mg/dL), to check the clock's
+    model (shared/lowrisk.py) where the cloud and the apps run it."""
+    from nightlink.edge.features.classify import MODELS
+    from nightlink.edge.features.glucose_risk import LiteRtGlucose
+
+    rt = LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
+    _lq, permille, forecast = rt.predict(np.array([hour], dtype=np.float32))
+    return int(permille[0]), float(forecast[0])

@@ -19,6 +19,15 @@ def test_status_report_carries_the_calibrated_policy(rig):
     assert f"forecast < {policy['floor']} mg/dL" in text
     assert status_reported(rig, "alarm_policy", "the edge's status report with its alarm "
                            "policy") == text
+    # ... and the policy as the clocks take it, which the cloud's predicted_low applies
+    from nightlink.cloud.alerts import LowModel
+
+    from .conftest import TENANT
+
+    assert rig.cloud.device_status(rig.edge.device)["alarm_policy_params"] == policy
+    low = LowModel.of(rig.cloud.tenant(TENANT).alarm_policy())
+    assert low.policy[0] == policy["permille"] and low.policy[4] == policy["floor"]
+    assert low.source == ("edge" if policy["calibrated"] else "model")
 
 
 def test_status_report_carries_the_nights_apnea_screens(rig):
