@@ -28,8 +28,6 @@ from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.routes.portal import PortalUser, SignIn, portal_user
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout.store.collections import between
-from nightlink.shared import features, units
-from nightlink.shared.epoch import EPOCH_S
 from nightlink.webapp import (
     HOURS,
     READINGS_BEFORE_MS,
@@ -37,7 +35,7 @@ from nightlink.webapp import (
     TREATMENTS_MAX,
     BadInput,
     alert_order,
-    newest_forecast,
+    model_forecast,
     reading_views,
     shell_html,
     treatment,
@@ -50,7 +48,6 @@ router = APIRouter(tags=["app"], include_in_schema=False)
 APP_ROLES = ("patient", "caregiver")  # who lands on the app after signing in
 ACT_ROLES = ("patient", "caregiver", "admin")  # who acknowledges alerts and logs treatments
 SOCKET_TOKEN_S = 120  # the live socket's token only has to open the socket
-FORECAST_FRESH_MIN = units.STALE_MIN  # an older forecast is not shown
 
 
 # -- who is asking ------------------------------------------------------------------------------
@@ -163,20 +160,21 @@ async def put_units(request: Request, user: ApiUser, store: StoreDep) -> dict:
 @router.get("/app/api/{tenant}/state")
 def state(tenant: str, user: ApiUser, store: StoreDep, hours: int = 3) -> dict:
     """Everything the app shows for a patient: readings, unacknowledged alerts (urgent
-    first), treatments, and the edge's latest forecast when it is fresh."""
+    first), treatments, and the clock's model's risk and forecast on the newest readings."""
     access = _member(store, user, tenant)
     if hours not in HOURS:
         raise HTTPException(422, f"hours must be one of {', '.join(map(str, HOURS))}, "
                                  f"not {hours}.")
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - hours * 3_600_000
+    entries = _readings(access, start_ms, now_ms)
     return {"tenant": tenant, "name": store.get_tenant(tenant)["name"], "role": access.role,
             "can_act": (acts := _acts(store, access)), "can_ack": acts,
             "now_ms": now_ms, "hours": hours,
             "unit": report_settings.user_units(store, user["id"]),
-            "entries": _readings(access, start_ms, now_ms),
+            "entries": entries,
             "alerts": _alerts(access), "treatments": _treatments(access, start_ms, now_ms),
-            "forecast": _forecast(access, now_ms)}
+            "forecast": _forecast(access, entries, now_ms)}
 
 
 def _readings(access: TenantAccess, start_ms: int, end_ms: int) -> list[dict]:
@@ -200,12 +198,11 @@ def _treatments(access: TenantAccess, start_ms: int, end_ms: int) -> list[dict]:
     return [treatment_view(row) for row in reversed(rows)]
 
 
-def _forecast(access: TenantAccess, now_ms: int) -> dict | None:
-    """The newest 30-minute forecast and predicted-low risk the edge computed (its classifier
-    outputs, the inference stream), or None when there is none from the last minutes."""
-    now_epoch = now_ms // 1000 // EPOCH_S
-    first = now_epoch - FORECAST_FRESH_MIN * 60 // EPOCH_S
-    return newest_forecast(access.data.stream_values(features.INFER, first, now_epoch + 2))
+def _forecast(access: TenantAccess, entries: list[dict], now_ms: int) -> dict | None:
+    """The clock's predicted-low model on the newest readings, with the threshold its
+    predicted_low alert sounds at (the bedside node's calibrated one when it reported it)."""
+    predictor = alert_rules.LowModel.of(access.data.alarm_policy())
+    return model_forecast(entries, now_ms, predictor.policy, predictor.source)
 
 
 @router.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import time
 from urllib.parse import parse_qs
 
@@ -34,15 +35,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.websockets import WebSocketDisconnect
 
 from nightlink.edge.store import SITE, EdgeStore
+from nightlink.edge.sync.clock_feed import POLICY_PARAMS_META, latest_carbs
 from nightlink.nightscout import auth
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout.hub import Hub
 from nightlink.nightscout.store import find_token
 from nightlink.nightscout.store.collections import between
 from nightlink.shared import alerts as alert_rules
-from nightlink.shared import features, units
+from nightlink.shared import lowrisk, units
 from nightlink.shared.apisecret import api_secret_hash
-from nightlink.shared.epoch import EPOCH_S
 from nightlink.webapp import (
     HOURS,
     READINGS_BEFORE_MS,
@@ -51,7 +52,7 @@ from nightlink.webapp import (
     BadInput,
     alert_order,
     config,
-    newest_forecast,
+    model_forecast,
     reading_views,
     shell_html,
     treatment,
@@ -73,7 +74,7 @@ _MESSAGES = {
     "low": "Low: {value:g} mg/dL.",
     "high": "High: {value:g} mg/dL.",
     "rising_fast": "Rising fast: {value:g} mg/dL/min over 15 minutes.",
-    "predicted_low": "Low predicted: about {value:g} mg/dL in 20 minutes.",
+    "predicted_low": "Low likely within 30 minutes (risk {risk:.0f} %, forecast {value:g} mg/dL).",
     "stale_data": "No glucose data for {value:.0f} minutes.",
 }
 
@@ -214,15 +215,25 @@ def current_alerts(store: EdgeStore, now_ms: int) -> list[dict]:
     if not pairs:  # nothing is stale without a reading (as on the clock)
         return []
     out = []
+    policy, _source = clock_policy(store)
+    carbs_s = latest_carbs(store, now_ms / 1000)
+    risk = 0
     for rule, check in alert_rules.RULE_FUNCTIONS.items():
-        found = check(pairs, now_ms)
+        if rule == "predicted_low":  # the clocks' model under their policy, as they sound it
+            got = lowrisk.predicted_low(lowrisk.LowRisk(), pairs, now_ms, policy,
+                                        None if carbs_s is None else carbs_s * 1000)
+            found = None if got is None else (alert_rules.WARNING, got[1])
+            risk = 0 if got is None else got[0] / 10
+        else:
+            found = check(pairs, now_ms)
         if found is None:
             continue
         level, value = found
         at_ms = now_ms if rule == "stale_data" else pairs[-1][0]
         out.append({"id": rule, "rule": rule, "level": level, "at_ms": at_ms,
                     "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at_ms / 1000)),
-                    "message": _MESSAGES[rule].format(value=value), "detail": {"value": value},
+                    "message": _MESSAGES[rule].format(value=value, risk=risk),
+                    "detail": {"value": value},
                     "acked_by": None, "acked_at": None})
     if any(a["rule"] == "urgent_low" for a in out):  # the severer one says it
         out = [a for a in out if a["rule"] not in ("low", "predicted_low")]
@@ -236,14 +247,23 @@ def treatments(store: EdgeStore, start_ms: int, end_ms: int) -> list[dict]:
     return [treatment_view(row) for row in reversed(rows)]
 
 
-def forecast(store: EdgeStore, now_ms: int) -> dict | None:
-    """The classifier's newest 30-minute forecast and predicted-low risk, if fresh."""
-    now_epoch = now_ms // 1000 // EPOCH_S
-    first = now_epoch - units.STALE_MIN * 60 // EPOCH_S
-    names = features.names(features.INFER)
-    rows = store.epoch_values(features.INFER, first, now_epoch + 2)
-    return newest_forecast({epoch: dict(zip(names, vals, strict=False))
-                            for epoch, vals in rows.items()})
+def clock_policy(store: EdgeStore) -> tuple[tuple, str]:
+    """The clocks' predicted-low policy (lowrisk.policy_values' tuple) and whose it is: the one
+    this node calibrated and sends them ("edge"), once it has, else the model's own."""
+    params = None
+    with contextlib.suppress(ValueError, TypeError):
+        params = json.loads(store.meta(POLICY_PARAMS_META) or "null")
+    policy = (lowrisk.policy_values(params, *lowrisk.DEFAULT_POLICY[1:])
+              if isinstance(params, dict) else None)
+    if policy is None:
+        return lowrisk.DEFAULT_POLICY, "model"
+    return policy, "model" if params.get("calibrated") is False else "edge"
+
+
+def forecast(store: EdgeStore, entries: list[dict], now_ms: int) -> dict | None:
+    """The clocks' predicted-low model on the newest readings, with the threshold they
+    sound at."""
+    return model_forecast(entries, now_ms, *clock_policy(store))
 
 
 # -- pages -----------------------------------------------------------------------------------------
@@ -368,13 +388,14 @@ def router() -> APIRouter:
         now_ms = int(time.time() * 1000)
         start_ms = now_ms - hours * 3_600_000
         can_act = grant.allows(WRITE)
+        entries = readings(store, start_ms, now_ms)
         return {"tenant": SITE, "name": edge.directory.name,
                 "role": "caregiver" if can_act else "reader", "can_act": can_act,
                 "can_ack": False, "now_ms": now_ms, "hours": hours, "unit": _unit(store),
-                "entries": readings(store, start_ms, now_ms),
+                "entries": entries,
                 "alerts": current_alerts(store, now_ms),
                 "treatments": treatments(store, start_ms, now_ms),
-                "forecast": forecast(store, now_ms)}
+                "forecast": forecast(store, entries, now_ms)}
 
     @routes.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])
     def ack(tenant: str, alert_id: str, grant: auth.Grant = Signed):

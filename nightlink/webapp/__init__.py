@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nightlink.shared import alerts as alert_rules
-from nightlink.shared import units
-from nightlink.shared.epoch import EPOCH_S
+from nightlink.shared import lowrisk, units
 
 STATIC = Path(__file__).resolve().parent
 HOURS = (3, 6, 12, 24)
@@ -141,15 +140,24 @@ def reading_views(entries) -> list[dict]:
             if isinstance(d.get("sgv"), int | float) and not units.is_sensor_error(d["sgv"])]
 
 
-def newest_forecast(values_by_epoch: dict) -> dict | None:
-    """The newest epoch's 30-minute forecast and predicted-low risk from the edge's
-    classifier outputs ({epoch: {name: value}}), or None when no epoch has either."""
-    for epoch in sorted(values_by_epoch, reverse=True):
-        vals = values_by_epoch[epoch]
-        if vals.get("forecast30_mgdl") is not None or vals.get("low_risk") is not None:
-            return {"at_ms": epoch * EPOCH_S * 1000, "forecast30_mgdl": vals.get("forecast30_mgdl"),
-                    "low_risk": vals.get("low_risk")}
-    return None
+def model_forecast(entries: list[dict], now_ms: int, policy: tuple = lowrisk.DEFAULT_POLICY,
+                   policy_from: str = "model") -> dict | None:
+    """The clock's predicted-low model (shared/lowrisk.py) on the newest hour of the app's
+    readings (reading_views, oldest first): {"at_ms" (the newest reading's time),
+    "forecast30_mgdl", "low_risk" (0-1), "alarm_at" (the policy's threshold, 0-1),
+    "alarm_floor_mgdl" (the forecast must be below it too; None: no floor), "policy_from"
+    ("edge": the bedside node's calibrated threshold, "model": the model's own)}; None when the
+    newest reading is over 15 minutes old or the hour has too few readings."""
+    readings = [(e["date"], e["sgv"]) for e in entries]
+    got = lowrisk.predict_at(lowrisk.LowRisk(), readings, now_ms)
+    if got is None:
+        return None
+    permille, forecast = got
+    return {"at_ms": max(t for t, _sgv in readings if t <= now_ms),
+            "forecast30_mgdl": forecast if forecast >= 0 else None,
+            "low_risk": permille / 1000, "alarm_at": policy[0] / 1000,
+            "alarm_floor_mgdl": policy[4] if policy[4] < 400 else None,
+            "policy_from": policy_from}
 
 
 def alert_order(alert: dict) -> tuple:

@@ -205,6 +205,12 @@ function onLive(msg) {
   state.liveLog.push([performance.now(), msg]);
   if (state.liveLog.length > LIVE_LOG) state.liveLog.shift();
   if (state.data && applyLive(msg)) render();
+  // The forecast is the clock's model on the newest hour: after a new reading, the server's
+  // again (once for a burst of readings).
+  if (msg.type === "entry") {
+    clearTimeout(state.forecastTimer);
+    state.forecastTimer = setTimeout(loadState, 1500);
+  }
 }
 
 function applyLive(msg) {
@@ -394,13 +400,20 @@ function renderChart() {
   $("range-text").textContent = `${fmt(CONFIG.low)}–${fmt(CONFIG.high)} ${state.unit}`;
   const note = $("forecast");
   if (!fc) {
-    note.textContent = "No forecast in the last minutes: the bedside node works it out for " +
-      "the clock's low alarm and sends it only with a night's summary.";
+    note.textContent = "No forecast: the low alarm's model needs a reading from the last " +
+      "15 minutes and most of the hour before it.";
   } else {
+    // The clock's own model on these readings, and what its low alarm sounds at.
     const parts = [];
     if (fc.forecast30_mgdl) parts.push(`In 30 minutes about ${fmt(fc.forecast30_mgdl)} ${state.unit}`);
-    if (fc.low_risk !== null && fc.low_risk !== undefined) parts.push(`predicted-low risk ${Math.round(fc.low_risk * 100)} %`);
-    note.textContent = `${parts.join("; ")} (bedside node, ${clock(fc.at_ms)}).`;
+    parts.push(`predicted-low risk ${Math.round(fc.low_risk * 100)} %`);
+    const floor = fc.alarm_floor_mgdl;
+    const sounds = fc.low_risk >= fc.alarm_at && (!floor || (fc.forecast30_mgdl && fc.forecast30_mgdl < floor));
+    let rule = `the low alarm sounds at ${Math.round(fc.alarm_at * 100)} %`;
+    if (floor) rule += ` with a forecast below ${fmt(floor)} ${state.unit}`;
+    if (fc.policy_from === "edge") rule += ", set on this person's own nights";
+    note.textContent = `${sounds ? "Low predicted. " : ""}${parts.join("; ")} ` +
+      `(${rule}; reading of ${clock(fc.at_ms)}).`;
   }
 }
 

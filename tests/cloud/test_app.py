@@ -1,6 +1,6 @@
 """The patient and family app (/app): landing by role, the shell, its JSON routes over the
 portal's cookie, acknowledgements by role, the careportal's validation (never a 5xx), units,
-the forecast only when the edge sent one, and the installable parts (manifest, icons, worker)."""
+the forecast from the newest readings only, and the installable parts (manifest, icons, worker)."""
 
 import asyncio
 import json
@@ -18,8 +18,9 @@ from nightlink.cloud.auth import hash_password, issue_tokens
 from nightlink.cloud.config import Settings
 from nightlink.cloud.routes import app as patient_app
 from nightlink.cloud.store import Store
-from nightlink.shared import features, units
-from nightlink.tools.bench.report import put_epochs, put_glucose
+from nightlink.shared import units
+from nightlink.tools.bench.report import put_glucose
+from tests.support.cgm import edge_prediction
 from tests.support.servers import run_served
 
 from .conftest import JWT_SECRET, PASSWORD
@@ -28,10 +29,9 @@ ORIGIN = "http://testserver"
 WRITE = {"Origin": ORIGIN}
 
 
-def seed(store, tenant: str, *, minutes: int = 180, last_age_min: float = 4.0,
-         forecast: bool = True) -> int:
+def seed(store, tenant: str, *, minutes: int = 180, last_age_min: float = 4.0) -> int:
     """Readings every 5 minutes up to `last_age_min` ago (falling at the end), an urgent and
-    a warning alert, a treatment, and the edge's forecast; returns the newest reading's ms."""
+    a warning alert and a treatment; returns the newest reading's ms."""
     data = store.tenant(tenant)
     now = int(time.time() * 1000)
     newest = now - int(last_age_min * 60_000)
@@ -44,10 +44,6 @@ def seed(store, tenant: str, *, minutes: int = 180, last_age_min: float = 4.0,
                    "Glucose 52 mg/dL is below 54 mg/dL.")
     data.add_documents("treatments", [{"eventType": "Meal Bolus", "carbs": 40, "insulin": 4,
                                        "created_at": _iso(newest - 5_400_000)}])
-    if forecast:
-        epoch = newest // 1000 // 30
-        put_epochs(data, features.INFER, {epoch: {"forecast30_mgdl": 92, "low_risk": 0.42,
-                                                  "sleep_stage": 1}})
     return newest
 
 
@@ -122,8 +118,13 @@ def test_state__by_role(app_cloud):
         dates = [e["date"] for e in s["entries"]]
         assert dates == sorted(dates) and len(dates) >= 36
         assert s["treatments"][0]["eventType"] == "Meal Bolus"
-        assert s["forecast"]["forecast30_mgdl"] == 92 and s["forecast"]["low_risk"] == \
-            pytest.approx(0.42, abs=0.004)
+        # the clock's model on the newest hour, as the bedside node's LiteRT model reads it
+        hour = [e["sgv"] for e in s["entries"][-12:]]
+        permille, forecast = edge_prediction(hour)
+        assert s["forecast"]["low_risk"] == permille / 1000
+        assert abs(s["forecast"]["forecast30_mgdl"] - forecast) <= 1
+        assert s["forecast"]["at_ms"] == s["entries"][-1]["date"]
+        assert (s["forecast"]["alarm_at"], s["forecast"]["policy_from"]) == (0.85, "model")
     sign_in(app_cloud, "pat2@example.org")
     assert app_cloud.client.get("/app/api/fam-1/state").status_code == 404
     assert app_cloud.client.get("/app/api/fam-2/state").json()["forecast"] is None
@@ -135,8 +136,8 @@ def test_state__by_role(app_cloud):
     assert app_cloud.client.get("/app/api/fam-1/state").status_code == 401
 
 
-def test_state__no_forecast_when_the_edge_sent_none_lately(people):
-    seed(people.store, "fam-1", last_age_min=40)  # the forecast is as old as the last reading
+def test_state__no_forecast_from_an_old_reading(people):
+    seed(people.store, "fam-1", last_age_min=40)
     sign_in(people, "pat@example.org")
     s = people.client.get("/app/api/fam-1/state").json()
     assert s["forecast"] is None

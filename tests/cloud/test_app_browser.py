@@ -45,7 +45,7 @@ def server(tmp_path):
     # The caregiver looks after a second patient whose sensor stopped 40 minutes ago.
     store.create_tenant("fam-2", "Ben Example")
     store.grant("fam-2", store.user_by_email("care@example.org")["id"], "caregiver", by=None)
-    seed(store, "fam-2", last_age_min=40, forecast=False)
+    seed(store, "fam-2", last_age_min=40)
     store.set_api_secret("fam-1", UPLOAD_SECRET)
     with contextlib.ExitStack() as running:  # stop() ends the server mid-test (offline)
         url = running.enter_context(serve(app))
@@ -129,7 +129,9 @@ def test_app_in_chromium(server, tmp_path):
                            ".map(t => t.dataset.mgdl).join()")
         assert {"70", "180"} <= set(labels.split(",")), labels  # the range, on a phone too
         assert page.eval("document.querySelectorAll('#glucose-chart .fc').length") == 1
-        assert "predicted-low risk 42 %" in text(page, "forecast")
+        assert text(page, "forecast").startswith(
+            "In 30 minutes about 111 mg/dL; predicted-low risk 27 % (the low alarm sounds at "
+            "85 % with a forecast below 90 mg/dL; reading of ")
         assert page.eval("document.querySelectorAll('#glucose-chart .treatment').length") == 1
         assert page.eval("[...document.querySelectorAll('#alerts li')]"
                          ".map(li => li.className).join()") == "urgent,warning"
@@ -171,8 +173,13 @@ def test_app_in_chromium(server, tmp_path):
 
         # Live: a new reading and a new alert arrive over the WebSocket.
         until(lambda: page.eval("document.body.dataset.live === 'open'"), 20, "the socket")
+        before = text(page, "forecast")
         put_glucose(store.tenant("fam-1"), [(int(time.time() * 1000), 108)])
         until(lambda: text(page, "value") == "6.0", 15, "the live reading (108 mg/dL)")
+        # the forecast follows: the model on the hour ending at the new reading, in mmol/L
+        until(lambda: text(page, "forecast") not in (before, "") and "mmol/L" in text(
+            page, "forecast"), 15, "the forecast of the live reading")
+        assert "mg/dL" not in text(page, "forecast")
         data = store.tenant("fam-1")
         alert_id = data.add_alert("urgent_low", "urgent", int(time.time() * 1000),
                                   "Glucose 50 mg/dL is below 54 mg/dL.")

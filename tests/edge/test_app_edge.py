@@ -17,10 +17,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from nightlink.edge.node import app_site
 from nightlink.edge.node.nightscout_site import access_token, create_app
-from nightlink.shared import codec, features
-from nightlink.shared.epoch import EPOCH_S
+from nightlink.edge.sync.clock_feed import POLICY_PARAMS_META
 from tests.support.browser import ARTIFACTS, chromium, serious
+from tests.support.cgm import edge_prediction
 from tests.support.servers import serve
 from tests.support.waiting import until
 
@@ -30,7 +31,7 @@ SHA1 = hashlib.sha1(SECRET.encode()).hexdigest()
 
 def seed(store) -> int:
     """Readings every 5 minutes for 3 hours, the last 4 minutes ago falling to 66 mg/dL (a low),
-    a meal, and the classifier's forecast; the newest reading's ms."""
+    and a meal; the newest reading's ms."""
     now = int(time.time() * 1000)
     newest = now - 240_000
     values = [130 - max(0, k - 28) * 8 for k in range(37)]  # flat, then falling to 66
@@ -39,12 +40,6 @@ def seed(store) -> int:
                       for k, v in enumerate(values))
     store.docs.put([_treatment({"eventType": "Meal Bolus", "carbs": 30, "insulin": 3,
                                 "created_at": _iso(newest - 5_400_000)})], mode="keep")
-    infer = [None] * len(features.names(features.INFER))
-    names = features.names(features.INFER)
-    infer[names.index("forecast30_mgdl")] = 58
-    infer[names.index("low_risk")] = 0.8
-    store.append(features.INFER, newest // 1000 // EPOCH_S, [codec.quantize_row(features.INFER,
-                                                                               infer)])
     return newest
 
 
@@ -93,7 +88,18 @@ def test_app_api_on_the_edge(node, store):
     st = admin.get("/app/api/local/state").json()
     assert st["can_act"] and not st["can_ack"]
     assert len(st["entries"]) >= 36 and st["entries"][-1]["sgv"] == 66
-    assert st["forecast"]["forecast30_mgdl"] == 58 and st["forecast"]["low_risk"] == 0.8
+    # the clocks' model on the newest hour (as the node's LiteRT model reads it) and what
+    # they sound at: the model's own threshold until the node has calibrated the person's
+    permille, forecast = edge_prediction([e["sgv"] for e in st["entries"][-12:]])
+    fc = st["forecast"]
+    assert fc["low_risk"] == permille / 1000 and abs(fc["forecast30_mgdl"] - forecast) <= 1
+    assert (fc["alarm_at"], fc["alarm_floor_mgdl"], fc["policy_from"]) == (0.85, 90, "model")
+    store.set_meta(POLICY_PARAMS_META, json.dumps({"permille": 900, "floor": 95,
+                                                   "calibrated": True}))
+    fc = admin.get("/app/api/local/state").json()["forecast"]
+    assert (fc["alarm_at"], fc["alarm_floor_mgdl"], fc["policy_from"]) == (0.9, 95, "edge")
+    store.set_meta(POLICY_PARAMS_META, json.dumps({"permille": 5}))  # out of bounds: refused
+    assert admin.get("/app/api/local/state").json()["forecast"]["alarm_at"] == 0.85
     assert [a["rule"] for a in st["alerts"]] == ["low"]
     assert [t["eventType"] for t in st["treatments"]] == ["Meal Bolus"]
 
@@ -258,7 +264,8 @@ def test_edge_app_in_chromium(node, store, tmp_path):
         assert page.eval("location.pathname") == "/app/local"
         assert text(page, "value") == "66" and text(page, "arrow") == "↓"
         assert text(page, "patient-name") == "Ann at home"
-        assert "predicted-low risk 80 %" in text(page, "forecast")
+        assert "predicted-low risk 99 % (the low alarm sounds at 85 % with a forecast below " \
+            "90 mg/dL" in text(page, "forecast")
         assert page.eval("document.querySelectorAll('#glucose-chart circle').length") >= 36
         assert page.eval("[...document.querySelectorAll('#alerts li')].map(li => li.textContent)"
                          ".join()").startswith("Warning Low: 66 mg/dL.")
@@ -308,3 +315,25 @@ def test_edge_app_in_chromium(node, store, tmp_path):
     assert live_s < 3, live_s
     assert time.monotonic() - started < 60
     json.dumps(rows)  # what was stored is plain JSON
+
+
+def test_edge_app__the_predicted_low_is_the_clocks(store):
+    """The edge's app lists the predicted low the clocks sound: their model under their
+    policy, held off by carbs entered in the hold, not the straight line."""
+    now = int(time.time() * 1000)
+    newest = now - 60_000
+    store.add_entries({"type": "sgv", "date": newest - (11 - k) * 300_000, "sgv": 140 - 6 * k,
+                       "direction": "FortyFiveDown"} for k in range(12))  # down to 74
+    got = app_site.current_alerts(store, now)
+    assert [a["rule"] for a in got] == ["predicted_low"]
+    permille, forecast = edge_prediction([140 - 6 * k for k in range(12)])
+    assert permille >= 850 and abs(got[0]["detail"]["value"] - forecast) <= 1
+    assert got[0]["message"] == (f"Low likely within 30 minutes (risk {permille / 10:.0f} %, "
+                                 f"forecast {got[0]['detail']['value']} mg/dL).")
+    store.set_meta(POLICY_PARAMS_META, json.dumps({"permille": 990, "calibrated": True}))
+    assert app_site.current_alerts(store, now) == []  # the node's own threshold, stricter
+    store.set_meta(POLICY_PARAMS_META, json.dumps({"permille": 850, "calibrated": True}))
+    store.docs.put([_treatment({"eventType": "Carb Correction", "carbs": 15,
+                                "created_at": _iso(now - 600_000)})], mode="keep")
+    assert app_site.current_alerts(store, now) == []  # carbs ten minutes ago hold it off
+
