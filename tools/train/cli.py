@@ -466,14 +466,51 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
         figures["file_notes"] = {p.name: p.notes for p in group if p.notes}
         figures["files_left_out"] = left_out
         if not figures.get("nights"):
-            click.echo("note: no night (22:00-07:00) has glucose in 70 % of its 5-minute slots, so "
-                       "the night figures are empty.", err=True)
+            click.echo(glucose_real.EMPTY_NIGHTS_NOTE, err=True)
         _report(figures, as_json)
         return
     te = glucose_data.load_set(glucose_data.YOUTH, _take(GLUCOSE_TEST, nights), 480, cache)
     figures = glucose.evaluate(runtime, te, int(meta["alarm_permille"]))
     figures["alarm_permille"] = meta["alarm_permille"]
     _report(figures, as_json)
+
+
+@evaluate.command("alerts")
+@click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder of per-person CGM files, as for eval glucose.")
+@click.option("--people", default=None, help="Only these people of --data (comma-separated file stems).")
+@_glucose_tz
+@_glucose_date_order
+def eval_alerts(as_json, data, people, tz, date_order):
+    """The cloud's low alerts (urgent low, low, predicted low) replayed over real CGM and
+    scored like the low alarm: the predicted low as the clock's model under its own policy
+    (what the cloud raises), and as the straight line it raised before (`line_`); the
+    predicted-low alerts alone (`predicted_`) and every low alert (`all_`), nights and days
+    (`day_`). Minutes per person-month of readings: every reading is a full evaluation."""
+    from nightlink.tools.train import alert_replay, cgm_real
+    from nightlink.tools.train.glucose_real import EMPTY_NIGHTS_NOTE
+
+    left_out: list[str] = []
+    group = cgm_real.load_folder(data, _people(people), _zone(tz), date_order, left_out)
+    _say_notes(left_out)
+    if not group:
+        who = f"None of {people}" if people else "No one"
+        raise NightlinkError(f"{who} has CGM readings in {data}.")
+    figures = alert_replay.evaluate(group)
+    figures["seen_in_training"] = _seen_in_training(_glucose_meta().get("train", {}), group)
+    figures["files_left_out"] = left_out
+    if not figures.get("nights"):
+        click.echo(EMPTY_NIGHTS_NOTE, err=True)
+    _report(figures, as_json)
+
+
+def _glucose_meta() -> dict:
+    """The committed glucose model's metadata ({} when unreadable): who it was trained on."""
+    try:
+        return json.loads((MODELS / "glucose_risk.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _people(people: str | None) -> list[str] | None:

@@ -43,6 +43,8 @@ NADIR_SLOTS = 45 // SLOT_MIN
 TREND_WINDOW = 20 // SLOT_MIN  # slots before now in the trend line
 CANDIDATES = np.arange(100, 1000, 25)
 RECENT_NIGHTS = 14
+EMPTY_NIGHTS_NOTE = ("note: no night (22:00-07:00) has glucose in 70 % of its 5-minute slots, "
+                     "so the night figures are empty.")
 
 
 def model_rows(p: Person) -> tuple[np.ndarray, np.ndarray]:
