@@ -58,6 +58,7 @@ LATE_MAX_S = 86400.0  # a reading arriving after newer ones gets its epoch up to
 UNSTORED_MAX = 120  # readings refused by the store kept for the clocks: hours of uploads
 RECALIBRATE_S = 6 * 3600.0  # the predicted-low threshold follows the person's recent nights
 RECALIBRATE_RETRY_S = 600.0  # ... and is tried again this soon when the store cannot be read
+BEATS_AT_ONCE = 600  # beats buffered (10 minutes of a strap's) are written even between closes
 
 
 @dataclass
@@ -400,8 +401,11 @@ class LiveNode:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        """Move queued samples into the pipeline (on the event loop thread only)."""
+    def _drain(self, beats_now: bool = False) -> None:
+        """Move queued samples into the pipeline (on the event loop thread only). The beats
+        kept for the night's apnea screen are written with the epoch's close (`beats_now`),
+        once every 30 s, not at every pass: a strap sends one a second, and each write is
+        a durable commit on the SD card."""
         while True:
             try:
                 kind, payload = self.samples.get_nowait()
@@ -447,7 +451,7 @@ class LiveNode:
             if written:
                 _LOGGER.info("%d glucose readings that came after their epochs closed were "
                              "given records of their own", written)
-        if self._beats:
+        if self._beats and (beats_now or len(self._beats) >= BEATS_AT_ONCE):
             self.store.add_beats(self._beats)
             self._beats = []
 
@@ -541,7 +545,7 @@ class LiveNode:
     def _close(self, e: int) -> None:
         """Close epoch e and do what is due after it; DatabaseError leaves e the next to
         close."""
-        self._drain()
+        self._drain(beats_now=True)
         # Outside the sleep schedule the microphone and wearable make no recording (the
         # room sensors and the CGM run all day).
         self.pipeline.close(e, blank=() if self.nights.recording(e) else RECORDING_STREAMS)
@@ -676,6 +680,13 @@ class LiveNode:
                 except TimeoutError:
                     t.cancel()
             await closer
+            if self._beats:  # those of the epoch under way, for the night's screen
+                try:
+                    self.store.add_beats(self._beats)
+                    self._beats = []
+                except DatabaseError as exc:
+                    _LOGGER.warning("%d beats of the last seconds were not stored (%s)",
+                                    len(self._beats), exc)
             if keep is not None:
                 keep.close()
             if self.last_closed is not None:  # what there is of tonight so far, if inside

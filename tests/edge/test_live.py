@@ -339,9 +339,14 @@ address = "C0:FF:EE:00:00:01"
     store = EdgeStore(tmp_path / "edge.db")
     clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
     strap = PacedWearable(clock)
+    writes = []  # the beats' writes to the store (each a durable commit on the SD card)
+    keep = store.add_beats
+    store.add_beats = lambda beats: (writes.append(len(beats)), keep(beats))[1]
     node = LiveNode(cfg, store, clock=clock, wearable_client_factory=lambda address, **kw:
                     BleakClient(address, backend=FakeRadio, wearable=strap, **kw))
     run_until(node, lambda: node.epochs_closed >= 3)
+    # written once an epoch (and at the stop), not at every pass of the loop
+    assert 0 < len(writes) <= node.epochs_closed + 1 and sum(writes) >= 60, writes
     first = 58950541
     wear = store.epoch_values(features.WEARABLE, first, first + 3)
     hr = dict(zip(features.names(features.WEARABLE), wear[first + 1], strict=True))
