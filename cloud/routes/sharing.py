@@ -252,19 +252,46 @@ def accept_invite(body: InviteAccept, request: Request, user: CurrentUser, store
 def join(request: Request, store, user: dict, typed: str) -> Joined:
     """Spend an invitation for the user and grant what it names; HTTPException if it cannot."""
     _rate(request, f"invite|{user['id']}")
-    code = normalise_code(typed)
     with store.transaction():
-        row = store.take_invite(code, user["id"]) if len(code) == CODE_LENGTH else None
-        if row is None:
-            raise HTTPException(404, "This invitation code is not valid: it is unknown, used, "
-                                "withdrawn or expired.")
-        current = store.role(row["tenant_id"], user["id"])
-        if current in ("patient", "admin"):
-            raise HTTPException(409, f"You are already this tenant's {current}.")
-        store.grant(row["tenant_id"], user["id"], row["role"], by=row["created_by"],
-                    alerts=bool(row["alerts"]))
-        store.audit("invite.accept", actor=user["id"], tenant_id=row["tenant_id"],
-                    invite_id=row["id"], role=row["role"], alerts=bool(row["alerts"]))
+        return _join(store, user, typed)
+
+
+def join_new(request: Request, store, settings, body: SignUp, typed: str) -> tuple[dict, Joined]:
+    """An account made to accept an invitation (someone invited who has none): created with
+    the invitation spent, in one transaction, so a wrong code makes no account; no space of
+    its own (it follows the inviter's). Sign-ups closed on the server do not stop it: the
+    invitation is the patient's leave. The address is confirmed by the link mailed."""
+    client = request.client.host if request.client else "?"
+    if request.app.state.signup_limiter.hit(client):
+        raise HTTPException(429, "Too many sign-ups from this address; try again later.",
+                            headers={"Retry-After": "3600"})
+    password_hash = auth.hash_password(body.password)
+    with store.transaction():
+        try:
+            user = store.create_user(body.email, password_hash, name=body.name, verified=False)
+        except ConflictError:
+            raise HTTPException(409, "There is an account with this address already: sign in "
+                                "with it to accept.") from None
+        store.audit("account.signup", actor=user["id"], email=user["email"], invited=True)
+        joined = _join(store, user, typed)
+    _send_verification(settings, store, user)
+    return user, joined
+
+
+def _join(store, user: dict, typed: str) -> Joined:
+    """join's work, inside the caller's transaction."""
+    code = normalise_code(typed)
+    row = store.take_invite(code, user["id"]) if len(code) == CODE_LENGTH else None
+    if row is None:
+        raise HTTPException(404, "This invitation code is not valid: it is unknown, used, "
+                            "withdrawn or expired.")
+    current = store.role(row["tenant_id"], user["id"])
+    if current in ("patient", "admin"):
+        raise HTTPException(409, f"You are already this tenant's {current}.")
+    store.grant(row["tenant_id"], user["id"], row["role"], by=row["created_by"],
+                alerts=bool(row["alerts"]))
+    store.audit("invite.accept", actor=user["id"], tenant_id=row["tenant_id"],
+                invite_id=row["id"], role=row["role"], alerts=bool(row["alerts"]))
     return Joined(tenant_id=row["tenant_id"], role=row["role"], alerts=bool(row["alerts"]))
 
 
@@ -356,6 +383,29 @@ async def invite_form(code: str, request: Request, store: StoreDep, settings: Se
                      error=exc.detail, joined=None)
     resp = _page("invite.html", code=shown, user=user, error=None, joined=joined)
     return start_session(resp, store, settings, user) if fresh else resp
+
+
+@pages.post("/invite/{code}/new")
+async def invite_new_account(code: str, request: Request, store: StoreDep,
+                             settings: SettingsDep):
+    """Someone invited who has no account: make one and accept, then sign them in."""
+    from nightlink.cloud.routes.portal import start_session
+
+    form = await portal.read_form(request)
+    shown = show_code(normalise_code(code)[:CODE_LENGTH])
+    typed = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254]}
+    try:
+        body = SignUp(email=form.get("email", ""), password=form.get("password", ""),
+                      name=form.get("name", ""))
+        user, joined = join_new(request, store, settings, body, code)
+    except HTTPException as exc:
+        return _page("invite.html", exc.status_code, code=shown, error=exc.detail,
+                     joined=None, new=typed)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        return _page("invite.html", 422, code=shown, error=_first_error(exc), joined=None,
+                     new=typed)
+    resp = _page("invite.html", code=shown, user=user, error=None, joined=joined)
+    return start_session(resp, store, settings, user)
 
 
 def _session_user(request: Request, store, settings) -> dict | None:

@@ -269,13 +269,68 @@ def test_pages__mailed_links_confirm_and_join_from_a_browser(site):
     page = site.client.get(path)
     assert page.status_code == 200 and inv["code"] in page.text and 'name="password"' in page.text
     wrong = site.client.post(path, data={"email": "mum@example.org", "password": "wrong-password"})
-    assert wrong.status_code == 401 and "Accept the invitation" in wrong.text
+    assert wrong.status_code == 401 and "Sign in and accept" in wrong.text
     ok = site.client.post(path, data={"email": "mum@example.org", "password": PASSWORD})
     assert ok.status_code == 200 and "as a caregiver, with alerts" in ok.text
     assert "nl_portal" in ok.cookies  # signed in by accepting
     assert site.store.role(tenant, site.store.user_by_email("mum@example.org")["id"]) == "caregiver"
     # The link is spent.
     assert site.client.post(path, data={}).status_code == 404
+
+
+def _has_account(c, email) -> bool:
+    from nightlink.cloud.store.base import NotFoundError
+
+    try:
+        c.store.user_by_email(email)
+    except NotFoundError:
+        return False
+    return True
+
+
+def test_pages__someone_invited_without_an_account_makes_one_and_accepts(site, tmp_path):
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    _verify(site, "pat@example.org")
+    inv = site.client.post(f"{API}/tenants/{tenant}/invites", json={"role": "caregiver"},
+                           headers=site.auth("pat@example.org")).json()
+    path = inv["link"].split("127.0.0.1:8000", 1)[1]
+    page = site.client.get(path)
+    assert page.status_code == 200 and "I am new to Nightlink" in page.text
+    gran = {"name": "Gran", "email": "gran@example.org", "password": PASSWORD}
+    # a short password: one sentence, the form kept, no account
+    r = site.client.post(path + "/new", data={**gran, "password": "short"})
+    assert r.status_code == 422 and 'value="gran@example.org"' in r.text
+    # an address with an account already: sign in with it instead
+    r = site.client.post(path + "/new", data={**gran, "email": "pat@example.org"})
+    assert r.status_code == 409 and "sign in with it to accept" in r.text
+    # a wrong code makes no account
+    assert site.client.post("/portal/invite/ZZZZZZZZ/new", data=gran).status_code == 404
+    assert not _has_account(site, "gran@example.org")
+    ok = site.client.post(path + "/new", data=gran)
+    assert ok.status_code == 200 and "as a caregiver, with alerts" in ok.text
+    assert "nl_portal" in ok.cookies  # signed in
+    user = site.store.user_by_email("gran@example.org")
+    # following the patient, with no empty space of her own
+    assert [(m["tenant_id"], m["role"]) for m in site.store.memberships(user["id"])] == [
+        (tenant, "caregiver")]
+    assert any(m["To"] == "gran@example.org" for m in _mails(site.mail))  # to confirm it
+    assert site.client.post(path + "/new", data={**gran, "email": "gramps@example.org"}
+                            ).status_code == 404  # the link is spent
+    assert not _has_account(site, "gramps@example.org")
+    # a server closed to sign-ups still lets the invited in: the patient asked them
+    closed = make_cloud(f"sqlite:///{tmp_path / 'closed.db'}", signup_enabled=False,
+                        mail_dir=str(tmp_path / "m2"))
+    try:
+        closed.store.create_tenant("fam-1", "Pat")
+        closed.user("p@example.org", tenant="fam-1", role="patient")
+        inv = closed.client.post(f"{API}/tenants/fam-1/invites", json={"role": "doctor"},
+                                 headers=closed.auth("p@example.org")).json()
+        r = closed.client.post(inv["link"].split("127.0.0.1:8000", 1)[1] + "/new",
+                               data={**gran, "email": "dr@example.org"})
+        assert r.status_code == 200 and "as a doctor" in r.text
+    finally:
+        closed.client.close()
+        closed.store.close()
 
 
 def test_pages__the_patient_shares_and_revokes_from_the_portal(site):
