@@ -393,9 +393,10 @@ def _grams(v) -> float:
     return x if x == x else 0.0
 
 
-# Nightscout's event names for the alarms its clients (AndroidAPS, the web client) know.
-_NS_EVENTS = {"urgent_low": "low", "low": "low", "high": "high", "urgent_high": "high",
-              "stale": "timeago", "no_data": "timeago"}
+# Nightscout's event names for the alarms its clients (AndroidAPS, the web client) know; a
+# predicted low is "low", as Nightscout's own forecast (its AR2 plugin) names it.
+_NS_EVENTS = {"urgent_low": "low", "low": "low", "predicted_low": "low", "high": "high",
+              "urgent_high": "high", "stale": "timeago", "no_data": "timeago"}
 
 
 # -- the background worker ----------------------------------------------------------------

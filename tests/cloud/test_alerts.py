@@ -442,3 +442,22 @@ def test_predicted_low__the_cloud_predicts_as_the_edge_on_real_cgm(person):
         assert (cloud == node).mean() >= 0.99
     else:
         assert p.interval_min == 15 and (abs(cloud - node) <= 20).mean() >= 0.8
+
+
+def test_check_tenant__a_predicted_low_is_a_low_for_nightscout_alarm_clients(cloud):
+    """AndroidAPS and Nightscout's web client tell a low alarm by its event name; Nightscout
+    names its own predicted lows (AR2) "low" at the warning level."""
+    bus = EventBus()
+
+    async def run():
+        queue = bus.subscribe("fam-1")
+        data = cloud.store.tenant("fam-1")
+        data.add_entries(_entries(_r(FALLING)))
+        raised = await asyncio.to_thread(alerts.check_tenant, cloud.store, "fam-1", AT_END, bus)
+        await asyncio.wait_for(queue.get(), 5)
+        return raised, await asyncio.wait_for(queue.get(), 5)
+
+    raised, note = asyncio.run(run())
+    assert [a["rule"] for a in raised] == ["predicted_low"]
+    assert (note["data"]["eventName"], note["data"]["level"]) == ("low", 1)
+
