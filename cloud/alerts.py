@@ -379,18 +379,8 @@ def tenant_predictor(data, now_ms: int) -> LowModel:
     hold = predictor.policy[5]
     if not hold:
         return predictor
-    carbs = [int(t.get("mills") or t.get("date") or 0)
-             for t in data.treatments(now_ms - hold * MINUTE_MS, now_ms + 10 * MINUTE_MS)
-             if _grams(t.get("carbs")) > 0]
+    carbs = data.carbs_times(now_ms - hold * MINUTE_MS, now_ms + 10 * MINUTE_MS)
     return replace(predictor, carbs_ms=max(carbs)) if carbs else predictor
-
-
-def _grams(v) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return 0.0
-    return x if x == x else 0.0
 
 
 # Nightscout's event names for the alarms its clients (AndroidAPS, the web client) know; a
@@ -445,6 +435,8 @@ class AlertWorker:
                 await asyncio.to_thread(check_tenant, self.store, tid, None, self.events)
             except (DatabaseError, LookupError, ValueError) as exc:
                 _LOGGER.error("alert check of %s failed: %s", tid, exc)
+            except Exception:  # noqa: BLE001 - one tenant's data never stops the others' alerts
+                _LOGGER.exception("alert check of %s failed", tid)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

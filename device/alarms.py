@@ -34,7 +34,7 @@ SIREN = const(4)  # beeping without pause
 
 _MINUTE_MS = const(60000)
 _JUMP_MS = const(21600000)  # passes over 6 h apart (or backwards): the time was set
-_PREDICT_GAP_MS = const(270000)  # readings this far apart are separate predictions (5-min slots)
+_PREDICT_GAP_MS = lowrisk.PREDICT_GAP_MS  # readings this far apart: separate predictions
 _LATE_MIN = const(5)  # a reading may come this late after its sensor's interval before stale
 
 

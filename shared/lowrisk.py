@@ -29,6 +29,7 @@ RISING_MGDL_MIN = 0.5  # no predicted low while the last 15 minutes rise faster
 DEFAULT_POLICY = (ALARM_PERMILLE, PERSIST, REFRACTORY_MIN, RISING_MGDL_MIN, FORECAST_FLOOR_MGDL,
                   CARB_HOLD_MIN, URGENT_MGDL)
 _CARB_AHEAD_MS = const(600000)  # carbs entered up to 10 minutes ahead of now hold it off too
+PREDICT_GAP_MS = const(270000)  # readings this far apart are separate predictions (5-min slots)
 _MASK = const(0x7FFF)
 _MAX_MGDL = const(400)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
@@ -257,9 +258,10 @@ def predict_at(model, readings, now_ms):
     """(permille, forecast in mg/dL) of the model on the hour of readings ((t_ms, sgv), oldest
     first) ending at the newest one at or before now_ms, as the clock predicts; None when the
     newest is over 15 minutes old or the hour has too few readings. Readings in fractions of
-    a mg/dL (a Nightscout upload's) count in whole mg/dL, rounded half up as the edge rounds
-    them. Allocates its hour (the clock keeps its own buffers)."""
-    upto = [(r[0], int(r[1] + 0.5)) for r in readings if r[0] <= now_ms]
+    a mg/dL (a Nightscout upload's) count in whole mg/dL, rounded as the edge rounds those it
+    sends the clocks (round(), half to even). Allocates its hour (the clock keeps its own
+    buffers)."""
+    upto = [(r[0], int(round(r[1]))) for r in readings if r[0] <= now_ms]
     if alerts.current(alerts.valid(upto), now_ms) is None:
         return None
     h = [0] * HISTORY
@@ -273,26 +275,35 @@ def predicted_low(model, readings, now_ms, policy=DEFAULT_POLICY, carbs_ms=None)
     """The clock's predicted low decided from the readings alone (the clock keeps state across
     passes instead, device/alarms.py): (permille, forecast) of the newest prediction when the
     policy (policy_values' tuple) sounds at now_ms, else None. The newest reading must be
-    current and at or above 70 mg/dL (below, it is a low, not a predicted one); `persist`
-    predictions in a row (at the newest reading and the 5-minute slots before it) reach the
-    threshold with a forecast below the floor (400: no floor); not while the last 15 minutes
+    current and at or above 70 mg/dL in whole mg/dL (below, it is a low, not a predicted
+    one); `persist` predictions in a row reach the threshold with a forecast below the floor
+    (400: no floor), counted as the clock counts them: one per reading, readings at least 4.5
+    minutes apart (a 1-minute sensor's count once per 5 minutes, a 15-minute sensor's each);
+    not while the last 15 minutes
     rise faster than `rising` mg/dL/min; not within `carb_hold_min` after carbs entered at
     carbs_ms (Unix ms; up to 10 minutes ahead counts too) unless the forecast is below
     `urgent`. The refractory period is the caller's: it knows when it last sounded."""
     permille, persist, _refractory, rising, floor, hold, urgent = policy
-    good = alerts.valid(readings)
+    good = alerts.valid([(r[0], int(round(r[1]))) for r in readings if r[0] <= now_ms])
     newest = alerts.current(good, now_ms)
     if newest is None or newest[1] < units.LOW:
         return None
     first = None
-    for i in range(persist):
-        got = predict_at(model, good, newest[0] - i * _SLOT_MS)
+    at = newest[0]
+    k = len(good) - 1
+    for _ in range(persist):
+        while k >= 0 and good[k][0] > at:
+            k -= 1
+        if k < 0:
+            return None
+        got = predict_at(model, good, good[k][0])
         if got is None or got[0] < permille:
             return None
         if floor < 400 and got[1] >= 0 and got[1] >= floor:
             return None
         if first is None:
             first = got
+        at = good[k][0] - PREDICT_GAP_MS
     rate = alerts.slope(good, now_ms, 15)
     if rate is not None and rate > rising:
         return None

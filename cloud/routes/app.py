@@ -201,8 +201,9 @@ def _treatments(access: TenantAccess, start_ms: int, end_ms: int) -> list[dict]:
 def _forecast(access: TenantAccess, entries: list[dict], now_ms: int) -> dict | None:
     """The clock's predicted-low model on the newest readings, with the threshold its
     predicted_low alert sounds at (the bedside node's calibrated one when it reported it)."""
-    predictor = alert_rules.LowModel.of(access.data.alarm_policy())
-    return model_forecast(entries, now_ms, predictor.policy, predictor.source)
+    predictor = alert_rules.tenant_predictor(access.data, now_ms)
+    return model_forecast(entries, now_ms, predictor.policy, predictor.source,
+                          predictor.carbs_ms)
 
 
 @router.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])

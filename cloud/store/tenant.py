@@ -299,6 +299,20 @@ class TenantStore:
             "treatments", ns_store.between("treatments", lo_ms, hi_ms), count=count,
             ascending=True)]
 
+    def carbs_times(self, lo_ms: int, hi_ms: int) -> list[int]:
+        """When treatments with carbs > 0 were entered in [lo_ms, hi_ms] (Unix ms, each row's
+        own time as the store keeps it, whatever its `mills` field says)."""
+        out = []
+        for row in self.docs.find("treatments", ns_store.between("treatments", lo_ms, hi_ms),
+                                  count=1000):
+            try:
+                grams = float(row.doc.get("carbs") or 0)
+            except (TypeError, ValueError, OverflowError):
+                continue
+            if grams > 0 and row.valid:
+                out.append(int(row.date_ms))
+        return out
+
     def documents(self, coll: str, *, count: int = 10) -> list[dict]:
         """The newest documents of a Nightscout collection (exports, tests)."""
         return [r.v1() for r in self.docs.find(coll, None, count=count)]

@@ -263,7 +263,9 @@ def clock_policy(store: EdgeStore) -> tuple[tuple, str]:
 def forecast(store: EdgeStore, entries: list[dict], now_ms: int) -> dict | None:
     """The clocks' predicted-low model on the newest readings, with the threshold they
     sound at."""
-    return model_forecast(entries, now_ms, *clock_policy(store))
+    carbs_s = latest_carbs(store, now_ms / 1000)
+    return model_forecast(entries, now_ms, *clock_policy(store),
+                          None if carbs_s is None else carbs_s * 1000)
 
 
 # -- pages -----------------------------------------------------------------------------------------

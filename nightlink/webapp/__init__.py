@@ -141,23 +141,27 @@ def reading_views(entries) -> list[dict]:
 
 
 def model_forecast(entries: list[dict], now_ms: int, policy: tuple = lowrisk.DEFAULT_POLICY,
-                   policy_from: str = "model") -> dict | None:
+                   policy_from: str = "model", carbs_ms: int | None = None) -> dict | None:
     """The clock's predicted-low model (shared/lowrisk.py) on the newest hour of the app's
     readings (reading_views, oldest first): {"at_ms" (the newest reading's time),
     "forecast30_mgdl", "low_risk" (0-1), "alarm_at" (the policy's threshold, 0-1),
     "alarm_floor_mgdl" (the forecast must be below it too; None: no floor), "policy_from"
-    ("edge": the bedside node's calibrated threshold, "model": the model's own)}; None when the
-    newest reading is over 15 minutes old or the hour has too few readings."""
+    ("edge": the bedside node's calibrated threshold, "model": the model's own), "sounding"
+    (the predicted-low alarm's condition holds now under the whole policy: not in a low, not
+    while rising, not just after carbs entered at `carbs_ms`)}; None when the newest reading
+    is over 15 minutes old or the hour has too few readings."""
     readings = [(e["date"], e["sgv"]) for e in entries]
-    got = lowrisk.predict_at(lowrisk.LowRisk(), readings, now_ms)
+    model = lowrisk.LowRisk()
+    got = lowrisk.predict_at(model, readings, now_ms)
     if got is None:
         return None
     permille, forecast = got
+    sounding = lowrisk.predicted_low(model, readings, now_ms, policy, carbs_ms) is not None
     return {"at_ms": max(t for t, _sgv in readings if t <= now_ms),
             "forecast30_mgdl": forecast if forecast >= 0 else None,
             "low_risk": permille / 1000, "alarm_at": policy[0] / 1000,
             "alarm_floor_mgdl": policy[4] if policy[4] < 400 else None,
-            "policy_from": policy_from}
+            "policy_from": policy_from, "sounding": sounding}
 
 
 def alert_order(alert: dict) -> tuple:

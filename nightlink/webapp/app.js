@@ -408,11 +408,10 @@ function renderChart() {
     if (fc.forecast30_mgdl) parts.push(`In 30 minutes about ${fmt(fc.forecast30_mgdl)} ${state.unit}`);
     parts.push(`predicted-low risk ${Math.round(fc.low_risk * 100)} %`);
     const floor = fc.alarm_floor_mgdl;
-    const sounds = fc.low_risk >= fc.alarm_at && (!floor || (fc.forecast30_mgdl && fc.forecast30_mgdl < floor));
     let rule = `the low alarm sounds at ${Math.round(fc.alarm_at * 100)} %`;
     if (floor) rule += ` with a forecast below ${fmt(floor)} ${state.unit}`;
     if (fc.policy_from === "edge") rule += ", set on this person's own nights";
-    note.textContent = `${sounds ? "Low predicted. " : ""}${parts.join("; ")} ` +
+    note.textContent = `${fc.sounding ? "Low predicted. " : ""}${parts.join("; ")} ` +
       `(${rule}; reading of ${clock(fc.at_ms)}).`;
   }
 }

@@ -351,6 +351,26 @@ def test_predicted_low__the_bedside_nodes_policy_within_bounds():
     assert got[0].detail["policy_from"] == "model"
 
 
+def test_predicted_low__persistence_counts_readings_as_the_clock_does():
+    def policy(permille, persist):  # forecast floor 95 mg/dL
+        return alerts.LowModel((permille, persist) + lowrisk.DEFAULT_POLICY[2:4] + (95,)
+                               + lowrisk.DEFAULT_POLICY[5:])
+
+    # the last three readings' risks are 742, 830 and 962 permille (forecasts 87-89 mg/dL)
+    readings = _r(FALLING)
+    assert alerts.evaluate(_entries(readings), AT_END, predictor=policy(800, 2))
+    assert not alerts.evaluate(_entries(readings), AT_END, predictor=policy(800, 3))
+    # a reading 5 s late is still the one before: the clock counts readings 4.5 minutes apart
+    jittered = readings[:10] + [(readings[10][0] + 5000, readings[10][1])] + readings[11:]
+    assert alerts.evaluate(_entries(jittered), AT_END, predictor=policy(800, 2))
+    # a 15-minute sensor: each reading is a prediction (risks 389, 783, 906 permille;
+    # forecasts 95, 90, 88 mg/dL)
+    libre = _r([150, 128, 106, 84, 74], step_min=15)
+    now = libre[-1][0]
+    assert alerts.evaluate(_entries(libre), now, predictor=policy(750, 2))
+    assert not alerts.evaluate(_entries(libre), now, predictor=policy(750, 3))
+
+
 def test_predicted_low__held_after_carbs():
     history = _entries(_r(FALLING))
     for minutes_before, raised in ((20, False), (-5, False), (44, False), (46, True),
@@ -385,10 +405,13 @@ def test_check_tenant__predicted_low_with_the_reported_policy_and_carbs(cloud):
     assert _minutes(raised) == [("predicted_low", 55)]
     assert raised[0]["detail"]["policy_from"] == "model"
     # carbs entered ten minutes before (a careportal entry or an uploader's) hold it off
+    # (its own time as stored: an uploader's odd `mills` beside it changes nothing)
     at = AT_END - 10 * MIN
     cloud.store.tenant("fam-2").add_documents("treatments", [{
-        "eventType": "Carb Correction", "carbs": 15,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))}])
+        "eventType": "Carb Correction", "carbs": 15, "mills": [1],
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000))}, {
+        "eventType": "Note", "carbs": "lots", "mills": "soon",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at / 1000 - 60))}])
     assert _replay(cloud.store, FALLING, tenant="fam-2") == []
 
     def policy(permille):

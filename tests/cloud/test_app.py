@@ -125,6 +125,7 @@ def test_state__by_role(app_cloud):
         assert abs(s["forecast"]["forecast30_mgdl"] - forecast) <= 1
         assert s["forecast"]["at_ms"] == s["entries"][-1]["date"]
         assert (s["forecast"]["alarm_at"], s["forecast"]["policy_from"]) == (0.85, "model")
+        assert s["forecast"]["sounding"] is False
     sign_in(app_cloud, "pat2@example.org")
     assert app_cloud.client.get("/app/api/fam-1/state").status_code == 404
     assert app_cloud.client.get("/app/api/fam-2/state").json()["forecast"] is None

@@ -94,6 +94,7 @@ def test_app_api_on_the_edge(node, store):
     fc = st["forecast"]
     assert fc["low_risk"] == permille / 1000 and abs(fc["forecast30_mgdl"] - forecast) <= 1
     assert (fc["alarm_at"], fc["alarm_floor_mgdl"], fc["policy_from"]) == (0.85, 90, "model")
+    assert fc["low_risk"] > 0.85 and fc["sounding"] is False  # in a low: the low alarm says it
     store.set_meta(POLICY_PARAMS_META, json.dumps({"permille": 900, "floor": 95,
                                                    "calibrated": True}))
     fc = admin.get("/app/api/local/state").json()["forecast"]
@@ -264,8 +265,9 @@ def test_edge_app_in_chromium(node, store, tmp_path):
         assert page.eval("location.pathname") == "/app/local"
         assert text(page, "value") == "66" and text(page, "arrow") == "↓"
         assert text(page, "patient-name") == "Ann at home"
-        assert "predicted-low risk 99 % (the low alarm sounds at 85 % with a forecast below " \
-            "90 mg/dL" in text(page, "forecast")
+        assert text(page, "forecast").startswith(
+            "In 30 minutes about 91 mg/dL; predicted-low risk 99 % (the low alarm sounds at 85 % "
+            "with a forecast below 90 mg/dL")  # not "Low predicted.": it is a low already
         assert page.eval("document.querySelectorAll('#glucose-chart circle').length") >= 36
         assert page.eval("[...document.querySelectorAll('#alerts li')].map(li => li.textContent)"
                          ".join()").startswith("Warning Low: 66 mg/dL.")
@@ -326,6 +328,8 @@ def test_edge_app__the_predicted_low_is_the_clocks(store):
                        "direction": "FortyFiveDown"} for k in range(12))  # down to 74
     got = app_site.current_alerts(store, now)
     assert [a["rule"] for a in got] == ["predicted_low"]
+    entries = app_site.readings(store, now - 3_600_000, now)
+    assert app_site.forecast(store, entries, now)["sounding"] is True
     permille, forecast = edge_prediction([140 - 6 * k for k in range(12)])
     assert permille >= 850 and abs(got[0]["detail"]["value"] - forecast) <= 1
     assert got[0]["message"] == (f"Low likely within 30 minutes (risk {permille / 10:.0f} %, "
@@ -336,4 +340,5 @@ def test_edge_app__the_predicted_low_is_the_clocks(store):
     store.docs.put([_treatment({"eventType": "Carb Correction", "carbs": 15,
                                 "created_at": _iso(now - 600_000)})], mode="keep")
     assert app_site.current_alerts(store, now) == []  # carbs ten minutes ago hold it off
+    assert app_site.forecast(store, entries, now)["sounding"] is False
 
