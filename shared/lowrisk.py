@@ -279,10 +279,10 @@ def predicted_low(model, readings, now_ms, policy=DEFAULT_POLICY, carbs_ms=None)
     one); `persist` predictions in a row reach the threshold with a forecast below the floor
     (400: no floor), counted as the clock counts them: one per reading, readings at least 4.5
     minutes apart (a 1-minute sensor's count once per 5 minutes, a 15-minute sensor's each);
-    not while the last 15 minutes
-    rise faster than `rising` mg/dL/min; not within `carb_hold_min` after carbs entered at
-    carbs_ms (Unix ms; up to 10 minutes ahead counts too) unless the forecast is below
-    `urgent`. The refractory period is the caller's: it knows when it last sounded."""
+    not while the last 15 minutes rise faster than `rising` mg/dL/min; not within
+    `carb_hold_min` after carbs entered at carbs_ms (Unix ms; up to 10 minutes ahead counts
+    too) unless the forecast is below `urgent`. The refractory period is the caller's: it
+    knows when it last sounded."""
     permille, persist, _refractory, rising, floor, hold, urgent = policy
     good = alerts.valid([(r[0], int(round(r[1]))) for r in readings if r[0] <= now_ms])
     newest = alerts.current(good, now_ms)

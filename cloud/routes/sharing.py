@@ -139,6 +139,7 @@ def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsD
     if request.app.state.signup_limiter.hit(client):
         raise HTTPException(429, "Too many sign-ups from this address; try again later.",
                             headers={"Retry-After": "3600"})
+    space = _space_name(body.tenant_name) if body.tenant_name.strip() else ""
     password_hash = auth.hash_password(body.password)
     for _attempt in range(3):
         tenant_id = _tenant_slug(body.email)
@@ -146,7 +147,7 @@ def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsD
             with store.transaction():
                 user = store.create_user(body.email, password_hash, name=body.name,
                                          verified=False)
-                store.create_tenant(tenant_id, body.tenant_name or body.name or body.email)
+                store.create_tenant(tenant_id, space or body.name or body.email)
                 store.grant(tenant_id, user["id"], "patient", by=user["id"])
                 store.audit("account.signup", actor=user["id"], tenant_id=tenant_id,
                             email=user["email"])
@@ -318,10 +319,11 @@ def signup_page(settings: SettingsDep):
 @pages.post("/signup")
 async def signup_form(request: Request, store: StoreDep, settings: SettingsDep):
     form = await portal.read_form(request)
-    shown = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254]}
+    shown = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254],
+             "tenant_name": form.get("tenant_name", "")[:100]}
     try:
         body = SignUp(email=form.get("email", ""), password=form.get("password", ""),
-                      name=form.get("name", ""))
+                      name=form.get("name", ""), tenant_name=form.get("tenant_name", ""))
         got = sign_up(body, request, store, settings)
     except HTTPException as exc:
         return _page("signup.html", exc.status_code, form=shown, error=exc.detail, done=None)
@@ -444,6 +446,11 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
             tenant_routes.revoke(int(form.get("user", "0")), access, store)
         elif form.get("action") == "uploader":
             uploader = _new_uploader_secret(request, store, access, user)
+        elif form.get("action") == "rename":
+            name = _space_name(form.get("name", ""))
+            store.set_tenant(access.tenant_id, name=name)
+            store.audit("tenant.rename", actor=user["id"], tenant_id=access.tenant_id, name=name)
+            notice = f"This space is now called {name}."
         elif form.get("action") == "resend" and not user.get("verified_at"):
             _rate(request, f"verify-mail|{user['id']}")
             if not _send_verification(settings, store, user):
@@ -458,6 +465,20 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
         status, error = 422, _first_error(exc)
     return _sharing(store, access, user, created=created, error=error, status=status,
                     notice=notice, uploader=uploader, site=_site_url(request, tenant))
+
+
+NAME_MAX = 100
+
+
+def _space_name(typed: str) -> str:
+    """A space's name as typed (a child's name, say): 1 to 100 characters, no control ones."""
+    name = " ".join(typed.split())
+    if not name:
+        raise HTTPException(422, "Give the space a name: whose data it holds.")
+    if len(name) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise HTTPException(422, f"A space's name is 1 to {NAME_MAX} characters, without "
+                            "control characters.")
+    return name
 
 
 def _site_url(request: Request, tenant: str) -> str:

@@ -409,6 +409,39 @@ def test_pages__sign_up_from_the_browser_form(site):
     assert again.status_code == 409 and "already exists" in again.text
 
 
+def test_pages__a_parent_names_the_space_after_the_child(site):
+    """A parent signs up for a child: the space carries the child's name on the app, the
+    reports and for those who follow, set at sign-up and changed on the sharing page."""
+    bad = site.client.post("/portal/signup", data={"email": "mum@example.org", "name": "Mum",
+                                                   "password": PASSWORD, "tenant_name": "a\x07"})
+    assert bad.status_code == 422 and "control characters" in bad.text
+    made = site.client.post("/portal/signup", data={
+        "email": "mum@example.org", "password": PASSWORD, "name": "Mum", "tenant_name": " Sam "})
+    assert made.status_code == 201, made.text
+    mum = site.store.user_by_email("mum@example.org")
+    [tenant] = [m["tenant_id"] for m in site.store.memberships(mum["id"])]
+    assert site.store.get_tenant(tenant)["name"] == "Sam"
+    site.client.post("/portal/login", data={"email": "mum@example.org", "password": PASSWORD})
+    page = f"/portal/p/{tenant}/sharing"
+    assert "Who sees Sam's data" in site.client.get(page).text
+    for typed, words in (("   ", "Give the space a name"), ("x" * 101, "1 to 100 characters"),
+                         ("Sam\nSmith", None)):
+        r = site.client.post(page, data={"action": "rename", "name": typed})
+        if words:
+            assert r.status_code == 422 and words in r.text
+    r = site.client.post(page, data={"action": "rename", "name": "Sam  Smith"})
+    assert r.status_code == 200 and "This space is now called Sam Smith." in r.text
+    assert site.store.get_tenant(tenant)["name"] == "Sam Smith"
+    assert "tenant.rename" in [e["action"] for e in site.store.audit_log(tenant)]
+    # someone who follows may not rename it
+    site.user("care@example.org")
+    site.store.grant(tenant, site.store.user_by_email("care@example.org")["id"], "caregiver",
+                     by=mum["id"])
+    site.client.post("/portal/login", data={"email": "care@example.org", "password": PASSWORD})
+    assert site.client.post(page, data={"action": "rename", "name": "X"}).status_code == 403
+    assert site.store.get_tenant(tenant)["name"] == "Sam Smith"
+
+
 def test_pages__no_sign_up_form_where_sign_ups_are_off(tmp_path):
     c = make_cloud(f"sqlite:///{tmp_path / 'c.db'}", signup_enabled=False,
                    mail_dir=str(tmp_path / "mail"))
