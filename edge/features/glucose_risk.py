@@ -501,16 +501,22 @@ CANDIDATES = np.arange(100, 1000, 25)
 RECENT_NIGHTS = 14
 
 
+NIGHT_MIN = (22 * 60, 7 * 60)  # the nights scored: 22:00-07:00 (the issue's, the model card's)
+
+
 def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarray,
                       sgv: np.ndarray, utc_offset_min=0,
-                      carbs_s: np.ndarray | None = None) -> AlarmPolicy:
+                      carbs_s: np.ndarray | None = None,
+                      night_min: tuple[int, int] = NIGHT_MIN) -> AlarmPolicy:
     """The policy with the threshold calibrated on the person's last RECENT_NIGHTS nights
-    (22:00-07:00 local, >= 70 % covered) of the readings given (Unix s, mg/dL); alarms that
-    carbs (`carbs_s`, Unix s of treatments with carbs) held off are not counted.
+    (local, >= 70 % covered) of the readings given (Unix s, mg/dL); alarms that carbs
+    (`carbs_s`, Unix s of treatments with carbs) held off are not counted. `night_min`: the
+    night as (start, end) minutes of the local day, the person's own bedtime and wake time
+    (22:00-07:00 by default); a start after the end runs past midnight.
 
     `utc_offset_min` is the local offset from UTC in minutes: a number, or a function giving
     it for an array of Unix minutes, so that nights on either side of a change of clocks are
-    each 22:00-07:00 by the clock of their own date. The readings stay on their own (UTC)
+    each the same hours by the clock of their own date. The readings stay on their own (UTC)
     time line; only which slots are night depends on the offset."""
     t_min = np.asarray(t_s, dtype=np.int64) // 60
     order = np.argsort(t_min, kind="stable")
@@ -524,9 +530,12 @@ def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarr
     local = slot_min + (np.asarray(utc_offset_min(slot_min), dtype=np.int64)
                         if callable(utc_offset_min) else int(utc_offset_min))
     tod = local % 1440
-    night = np.where((tod >= 22 * 60) | (tod < 7 * 60), (local + 120) // 1440, -1)
+    start, end = night_min
+    inside = ((tod >= start) | (tod < end)) if start > end else ((tod >= start) & (tod < end))
+    night = np.where(inside, (local + (1440 - start)) // 1440, -1)
+    span = (end - start) % 1440 or 1440
     ids, counts = np.unique(night[(night >= 0) & ~np.isnan(held)], return_counts=True)
-    ids = ids[counts >= 0.7 * 108][-RECENT_NIGHTS:]
+    ids = ids[counts >= 0.7 * span / SLOT_MIN][-RECENT_NIGHTS:]
     slots = np.flatnonzero(observed)
     rows, ok = filled_rows(history_rows(x)[slots])
     if not ok.size:

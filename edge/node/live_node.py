@@ -336,7 +336,8 @@ class LiveNode:
                         feed.alarm = await asyncio.to_thread(
                             predicted_low_policy, self.store, self.clock.now(),
                             budget_per_week=self.cfg.alarm.false_alarms_per_week,
-                            zone=self.cfg.timezone)
+                            zone=self.cfg.timezone,
+                            night=(self.cfg.night.bedtime, self.cfg.night.wake))
                         recalibrate_at = self.clock.now() + RECALIBRATE_S
                     if link.connected and not (was and was[0]):
                         feed.forget()  # a broker restarted may have lost the retained ones

@@ -258,13 +258,14 @@ class ClockFeed:
 def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
                          utc_offset_s: int | None = None,
                          budget_per_week: float | None = None,
-                         zone: str = "") -> dict | None:
+                         zone: str = "", night: tuple[str, str] | None = None) -> dict | None:
     """The clocks' predicted-low policy with the threshold calibrated on the person's last 14
     nights in the store (edge/features/glucose_risk.calibrated_policy) to their false-alarm
     budget (the model's default when None), the nights in the person's `zone` (the configured
     `timezone`; "" the machine's), each night by the offset of its own date, so nights before
-    a change of clocks are 22:00-07:00 too; `utc_offset_s`, when given, is one fixed offset
-    instead. None without a model or readings, so the clocks keep the threshold their
+    a change of clocks are the same hours too; `utc_offset_s`, when given, is one fixed offset
+    instead. `night`: the person's (bedtime, wake) as "HH:MM" (the node's [night]); 22:00-07:00
+    when None. None without a model or readings, so the clocks keep the threshold their
     weights carry."""
     from nightlink.edge.features.classify import MODELS
     from nightlink.edge.features.glucose_risk import (
@@ -292,10 +293,12 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
     carbs = [r.date_ms / 1000 for r in store.docs.latest(
         "treatments", count=10000, lo=int((now_s - 16 * 86400) * 1000), hi=int(now_s * 1000))
         if _carbs(r.doc) > 0]
+    window = {} if night is None else {"night_min": tuple(
+        int(hh) * 60 + int(mm) for hh, mm in (hhmm.split(":")[:2] for hhmm in night))}
     policy = calibrated_policy(LiteRtGlucose(blob),
                                policy_from_meta(meta, budget_per_week=budget_per_week),
                                [g.t for g in readings], [g.sgv for g in readings], offset,
-                               carbs_s=carbs)
+                               carbs_s=carbs, **window)
     params = clock_policy(policy)
     store.set_meta(POLICY_META, policy.describe())  # the status report tells the cloud, which
     store.set_meta(POLICY_PARAMS_META, json.dumps(params))  # applies it to its own alert

@@ -318,6 +318,28 @@ def test_edge_calibration__carbs_that_hold_the_alarms_are_not_false_alarms(store
     assert clock_policy(bounds)["floor"] == round(min(bounds.forecast_floor_mgdl, 400))
 
 
+def test_edge_calibration__on_the_persons_own_nights(store):
+    """The budget counts false alarms in the person's own nights ([night] bedtime and wake),
+    not 22:00-07:00 for everyone: the nightly 03:00 fall of _sixteen_days is before a late
+    sleeper's bedtime, so their calibration may go sensitive."""
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import predicted_low_policy
+
+    t_s, sgv = _sixteen_days()
+    store.add_entries(glucose_to_entry(Glucose(float(t), int(g)), "test")
+                      for t, g in zip(t_s, sgv, strict=True))
+    now = float(t_s[-1]) + 60
+    bounds = policy_from_meta(json.loads((MODELS / "glucose_risk.json").read_text()))
+    usual = predicted_low_policy(store, now, utc_offset_s=0)
+    assert usual == predicted_low_policy(store, now, utc_offset_s=0, night=("22:00", "07:00"))
+    assert usual["permille"] == bounds.highest_permille
+    late = predicted_low_policy(store, now, utc_offset_s=0, night=("04:00", "11:30"))
+    assert late["calibrated"] and late["permille"] == bounds.lowest_permille
+    early = predicted_low_policy(store, now, utc_offset_s=0, night=("20:30", "05:00"))
+    assert early["permille"] == bounds.highest_permille  # 03:00 is inside their night
+
+
 def test_clock_feed__a_reading_dated_ahead_of_the_clock_is_not_the_newest(store):
     """An uploader's phone with its clock 2 hours ahead sends one reading: the clocks still
     get the real readings as they come (the wrong one held the feed until its time)."""
