@@ -21,7 +21,9 @@ Rules and defaults (mg/dL; thresholds per user in `alert-settings`):
   minutes at or above the threshold with the 30-minute forecast below the floor, not while
   rising, not just after carbs). The policy is the one the tenant's bedside node last reported
   (its status report's `alarm_policy_params`: the threshold it calibrated on the person's own
-  nights to their false-alarm budget), else the model's own. At most once per the policy's
+  nights to their false-alarm budget), else the threshold this server calibrated the same
+  way on the tenant's stored nights (cloud/alert_calibration.py, daily in AlertWorker), else
+  the model's own. At most once per the policy's
   refractory period (60 minutes). Warning. Not raised while low or urgent_low is. A tenant
   whose threshold for this rule is not 70 (the model predicts < 70 only) gets the straight
   line instead: the least-squares line through the last 20 minutes (at least 3 readings
@@ -72,6 +74,9 @@ from nightlink.sql import DatabaseError
 _LOGGER = logging.getLogger(__name__)
 
 SNOOZE_MIN = 30  # an alert of the same rule is not raised again within this
+CALIBRATE_BUDGET_S = 5.0  # the worker's time for predicted-low calibrations per full pass
+CALIBRATE_CHECK_S = 3600.0  # how often the worker asks whether a tenant's calibration is due
+EDGE_POLICY_DAYS = 7  # a bedside node's threshold counts while it reported within this
 HISTORY_MIN = 180  # how far back check_tenant reads entries
 
 # rule: (default threshold, unit, lowest allowed, highest allowed, description)
@@ -100,6 +105,7 @@ _FAMILIES = ((("urgent_low", URGENT), ("low", WARNING), ("predicted_low", WARNIN
 class LowModel:
     """What the model's predicted_low needs besides the readings: the policy (the tuple of
     `lowrisk.policy_values`), whose it is ("edge": the bedside node's calibrated policy;
+    "cloud": the threshold this server calibrated without a node, cloud/alert_calibration.py;
     "model": the model's own) and when carbs were last entered (Unix ms)."""
 
     policy: tuple = lowrisk.DEFAULT_POLICY
@@ -107,16 +113,30 @@ class LowModel:
     carbs_ms: int | None = None
     line: bool = False  # the straight line whatever the threshold (to compare the two)
 
+    nights: int = 0  # the nights the cloud's calibration read
+
     @classmethod
-    def of(cls, reported: dict | None, carbs_ms: int | None = None) -> LowModel:
-        """From TenantStore.alarm_policy(); a missing or out-of-bounds policy gives the
-        model's own."""
+    def of(cls, reported: dict | None, carbs_ms: int | None = None,
+           calibration: dict | None = None, now_ms: int | None = None) -> LowModel:
+        """From TenantStore.alarm_policy() (the bedside node's; with `now_ms`, only while
+        the node reported within EDGE_POLICY_DAYS), else the cloud's own calibration
+        (TenantStore.alarm_calibration()) when it had enough nights; a missing or
+        out-of-bounds policy gives the model's own."""
+        if (isinstance(reported, dict) and now_ms is not None
+                and now_ms - reported.get("updated_ms", 0) > EDGE_POLICY_DAYS * 1440 * MINUTE_MS):
+            reported = None  # a node retired or offline this long no longer decides
         params = reported.get("params") if isinstance(reported, dict) else None
         v = (lowrisk.policy_values(params, *lowrisk.DEFAULT_POLICY[1:])
              if isinstance(params, dict) else None)
-        if v is None:
-            return cls(carbs_ms=carbs_ms)
-        return cls(v, "model" if params.get("calibrated") is False else "edge", carbs_ms)
+        if v is not None:
+            return cls(v, "model" if params.get("calibrated") is False else "edge", carbs_ms)
+        if isinstance(calibration, dict) and calibration.get("calibrated") is True:
+            v = lowrisk.policy_values({"permille": calibration.get("permille")},
+                                      *lowrisk.DEFAULT_POLICY[1:])
+            nights = calibration.get("nights")
+            if v is not None and isinstance(nights, int):
+                return cls(v, "cloud", carbs_ms, nights=nights)
+        return cls(carbs_ms=carbs_ms)
 
     @property
     def refractory_min(self) -> int:
@@ -125,8 +145,9 @@ class LowModel:
     def text(self) -> str:
         """The policy in words, as the clock's status screen abbreviates it."""
         permille, persist, refractory, rising, floor, hold, _urgent = self.policy
-        who = ("the bedside node's, calibrated on the person's nights" if self.source == "edge"
-               else "the model's own")
+        who = {"edge": "the bedside node's, calibrated on the person's nights",
+               "cloud": f"calibrated by the server on the person's last {self.nights} nights"
+               }.get(self.source, "the model's own")
         out = (f"risk {permille / 10:g} % or more ({who}), {persist} prediction(s) in a row, "
                f"at most once in {refractory} minutes, not while rising faster than "
                f"{rising:g} mg/dL/min")
@@ -373,9 +394,11 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
 
 
 def tenant_predictor(data, now_ms: int) -> LowModel:
-    """The tenant's predicted-low policy as its bedside node last reported it, and its newest
-    carbs of the last `carb_hold_min` (up to 10 minutes ahead too)."""
-    predictor = LowModel.of(data.alarm_policy())
+    """The tenant's predicted-low policy as its bedside node last reported it (else as this
+    server calibrated it), and its newest carbs of the last `carb_hold_min` (up to 10 minutes
+    ahead too)."""
+    predictor = LowModel.of(data.alarm_policy(), calibration=data.alarm_calibration(),
+                            now_ms=now_ms)
     hold = predictor.policy[5]
     if not hold:
         return predictor
@@ -417,6 +440,8 @@ class AlertWorker:
         self._dirty: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._listeners: dict[str, asyncio.Task] = {}
+        self._calibrate_after: dict[str, float] = {}  # tenant -> loop time it may be due
+        self.calibrations = 0
 
     async def _listen(self, tenant_id: str) -> None:
         queue = self.events.subscribe(tenant_id)
@@ -438,13 +463,41 @@ class AlertWorker:
             except Exception:  # noqa: BLE001 - one tenant's data never stops the others' alerts
                 _LOGGER.exception("alert check of %s failed", tid)
 
+    async def _calibrate(self, tenants, budget_s: float = CALIBRATE_BUDGET_S) -> None:
+        """Recalibrate the predicted-low threshold of tenants without a bedside node's, once
+        a day each (cloud/alert_calibration.py), for at most about `budget_s` of this pass:
+        the alerts come first, the rest wait for the next pass."""
+        from nightlink.cloud import alert_calibration
+
+        loop = asyncio.get_running_loop()
+        stop = loop.time() + budget_s
+        for tid in sorted(tenants):
+            if loop.time() >= stop:
+                return
+            if loop.time() < self._calibrate_after.get(tid, 0.0):
+                continue
+            now_ms = int(time.time() * 1000)
+            try:
+                data = self.store.tenant(tid)
+                if await asyncio.to_thread(alert_calibration.due, data, now_ms):
+                    doc = await asyncio.to_thread(alert_calibration.recalibrate, data, now_ms)
+                    self.calibrations += 1
+                    how = (f"calibrated on {doc['nights']} nights" if doc["calibrated"] else
+                           f"the model's own: {doc['nights']} of {lowrisk.CAL_MIN_NIGHTS} nights")
+                    _LOGGER.info("predicted-low threshold of %s: %s permille (%s)", tid,
+                                 doc["permille"], how)
+            except Exception:  # noqa: BLE001 - one tenant's data never stops the others'
+                _LOGGER.exception("predicted-low calibration of %s failed", tid)
+            self._calibrate_after[tid] = loop.time() + CALIBRATE_CHECK_S
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         next_full = 0.0
         try:
             while True:
-                if loop.time() >= next_full:
+                full = loop.time() >= next_full
+                if full:
                     now_ms = int(time.time() * 1000)
                     try:
                         tenants = await asyncio.to_thread(active_tenants, self.store, now_ms)
@@ -461,6 +514,8 @@ class AlertWorker:
                 self._dirty.clear()
                 self._wake.clear()
                 await self._check(todo)
+                if full:
+                    await self._calibrate(tenants)
                 self.passes += 1
                 try:
                     await asyncio.wait_for(self._wake.wait(),

@@ -21,6 +21,15 @@ ALARM_PERMILLE = lowrisk_weights.ALARM_PERMILLE
 FORECAST_FLOOR_MGDL = getattr(lowrisk_weights, "FORECAST_FLOOR_MGDL", 400)
 CARB_HOLD_MIN = getattr(lowrisk_weights, "CARB_HOLD_MIN", 0)
 URGENT_MGDL = getattr(lowrisk_weights, "URGENT_MGDL", 54)
+# Calibration to a person's nights (the edge's, or the cloud's without a bedside node): the
+# thresholds allowed and the false alarms a week accepted by default.
+LOWEST_PERMILLE = getattr(lowrisk_weights, "LOWEST_PERMILLE", 800)
+HIGHEST_PERMILLE = getattr(lowrisk_weights, "HIGHEST_PERMILLE", 925)
+BUDGET_PER_WEEK = getattr(lowrisk_weights, "BUDGET_PER_WEEK", 1.4)
+MAX_BUDGET_PER_WEEK = 14.0  # two a night: a larger budget is no alarm worth having
+CAL_MIN_NIGHTS = const(5)  # fewer recent nights with CGM: the model's own threshold, said so
+CAL_RECENT_NIGHTS = const(14)  # the nights a calibration reads, the newest
+CAL_STEP = const(25)  # candidate thresholds, permille apart
 # The rest of the policy when the edge sends none (its AlarmPolicy's defaults).
 PERSIST = const(1)  # risky predictions in a row
 REFRACTORY_MIN = const(60)  # no second predicted-low alarm this soon
@@ -274,21 +283,32 @@ def predict_at(model, readings, now_ms):
 def predicted_low(model, readings, now_ms, policy=DEFAULT_POLICY, carbs_ms=None):
     """The clock's predicted low decided from the readings alone (the clock keeps state across
     passes instead, device/alarms.py): (permille, forecast) of the newest prediction when the
-    policy (policy_values' tuple) sounds at now_ms, else None. The newest reading must be
-    current and at or above 70 mg/dL in whole mg/dL (below, it is a low, not a predicted
-    one); `persist` predictions in a row reach the threshold with a forecast below the floor
-    (400: no floor), counted as the clock counts them: one per reading, readings at least 4.5
-    minutes apart (a 1-minute sensor's count once per 5 minutes, a 15-minute sensor's each);
-    not while the last 15 minutes rise faster than `rising` mg/dL/min; not within
-    `carb_hold_min` after carbs entered at carbs_ms (Unix ms; up to 10 minutes ahead counts
-    too) unless the forecast is below `urgent`. The refractory period is the caller's: it
-    knows when it last sounded."""
-    permille, persist, _refractory, rising, floor, hold, urgent = policy
+    policy (policy_values' tuple) sounds at now_ms, else None. See sounding_permille."""
+    got = sounding_permille(model, readings, now_ms, policy, carbs_ms)
+    if got is None or got[0] < policy[0]:
+        return None
+    return got[1]
+
+
+def sounding_permille(model, readings, now_ms, policy=DEFAULT_POLICY, carbs_ms=None):
+    """(p, (permille, forecast) of the newest prediction): the policy sounds at now_ms at any
+    threshold up to p, whatever the policy's own; None when it would not sound at any. The
+    newest reading must be current and at or above 70 mg/dL in whole mg/dL (below, it is a
+    low, not a predicted one); `persist` predictions in a row, p the lowest risk among them,
+    each with a forecast below the floor (400: no floor), counted as the clock counts them:
+    one per reading, readings at least 4.5 minutes apart (a 1-minute sensor's count once per
+    5 minutes, a 15-minute sensor's each); not while the last 15 minutes rise faster than
+    `rising` mg/dL/min; not within `carb_hold_min` after carbs entered at carbs_ms (Unix ms;
+    up to 10 minutes ahead counts too) unless the forecast is below `urgent`. The refractory
+    period is the caller's: it knows when it last sounded. One pass over the readings gives
+    the decision at every threshold (the cloud's calibration, cloud/alert_calibration.py)."""
+    _permille, persist, _refractory, rising, floor, hold, urgent = policy
     good = alerts.valid([(r[0], int(round(r[1]))) for r in readings if r[0] <= now_ms])
     newest = alerts.current(good, now_ms)
     if newest is None or newest[1] < units.LOW:
         return None
     first = None
+    lowest = 1000
     at = newest[0]
     k = len(good) - 1
     for _ in range(persist):
@@ -297,12 +317,13 @@ def predicted_low(model, readings, now_ms, policy=DEFAULT_POLICY, carbs_ms=None)
         if k < 0:
             return None
         got = predict_at(model, good, good[k][0])
-        if got is None or got[0] < permille:
+        if got is None:
             return None
         if floor < 400 and got[1] >= 0 and got[1] >= floor:
             return None
         if first is None:
             first = got
+        lowest = min(lowest, got[0])
         at = good[k][0] - PREDICT_GAP_MS
     rate = alerts.slope(good, now_ms, 15)
     if rate is not None and rate > rising:
@@ -310,4 +331,4 @@ def predicted_low(model, readings, now_ms, policy=DEFAULT_POLICY, carbs_ms=None)
     if carbs_ms is not None and hold and -_CARB_AHEAD_MS <= now_ms - carbs_ms < hold * 60000:
         if first[1] < 0 or first[1] >= urgent:
             return None
-    return first
+    return (lowest, first)

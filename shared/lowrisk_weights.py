@@ -5,6 +5,9 @@ ALARM_PERMILLE = 850
 FORECAST_FLOOR_MGDL = 90
 CARB_HOLD_MIN = 45
 URGENT_MGDL = 54
+LOWEST_PERMILLE = 800
+HIGHEST_PERMILLE = 925
+BUDGET_PER_WEEK = 1.4
 
 # (inputs, outputs, input zero point, output zero point, relu, weights int8 [out][in],
 #  bias <i32, multiplier <u32 (Q31), shift int8), one per layer

@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 from nightlink.cloud import fusion, insights
 from nightlink.cloud.reports import charts, summary
 from nightlink.cloud.reports.settings import MAX_REPORT_DAYS, PRESETS, UNITS
-from nightlink.shared import units
+from nightlink.shared import lowrisk, units
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -170,6 +170,7 @@ def report_html(rep: dict, *, tenant_name: str, unit: str, pdf: bool = False,
         assoc=assoc, assoc_tested=len(assoc), fdr_q=summary.FDR_Q,
         min_nights=fusion.MIN_NIGHTS, links=links or Links(rep["tenant"]),
         alerts=banner_alerts(alerts or []), max_days=MAX_REPORT_DAYS,
+        default_budget=lowrisk.BUDGET_PER_WEEK, cal_min_nights=lowrisk.CAL_MIN_NIGHTS,
         footer=_footer(f"{tenant_name} · {rep['start_day']} to {rep['end_day']} · Nightlink"))
 
 

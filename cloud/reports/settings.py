@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nightlink.cloud import fusion
 from nightlink.cloud.store import Store, TenantStore
-from nightlink.shared import units
+from nightlink.shared import lowrisk, units
 from nightlink.shared.epoch import zone_file
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
@@ -50,6 +50,9 @@ class PatientSettings:
     # where the zone comes from: "set" (the patient's settings), "edge" (what the bedside
     # node reported, until someone sets it), "default" (UTC: neither)
     tz_source: str = "set"
+    # false predicted-low alarms a week the person accepts; None: the model's default
+    # (cloud/alert_calibration.py calibrates the threshold to it without a bedside node)
+    alarm_budget: float | None = None
 
     @property
     def preset(self) -> dict:
@@ -71,20 +74,27 @@ def patient_settings(data: TenantStore) -> PatientSettings:
     bedside node reports, else UTC (`tz_source` says which)."""
     row = data.report_settings()
     targets, days = (row["targets"], int(row["report_days"])) if row else ("standard", 14)
+    budget = None if not row or row["alarm_budget"] is None else float(row["alarm_budget"])
     if row and row["tz"]:
-        return PatientSettings(zone(row["tz"]), targets, days)
+        return PatientSettings(zone(row["tz"]), targets, days, alarm_budget=budget)
     for reported in data.reported_timezones():
         try:
-            return PatientSettings(zone(reported), targets, days, "edge")
+            return PatientSettings(zone(reported), targets, days, "edge", budget)
         except SettingsError:  # a zone this server does not know: as if not reported
             continue
-    return PatientSettings(ZoneInfo("UTC"), targets, days, "default")
+    return PatientSettings(ZoneInfo("UTC"), targets, days, "default", budget)
+
+
+_KEEP = object()
 
 
 def set_patient_settings(data: TenantStore, *, tz: str | None = None,
-                         targets: str | None = None, report_days: int | None = None) -> None:
+                         targets: str | None = None, report_days: int | None = None,
+                         alarm_budget=_KEEP) -> None:
     """Change what is given; a zone not given stays as it was (unset: "" in the store, so
-    the reported or default zone keeps following the bedside node)."""
+    the reported or default zone keeps following the bedside node). `alarm_budget`: false
+    predicted-low alarms a week, 0 to lowrisk.MAX_BUDGET_PER_WEEK, or None for the model's
+    default; not given, it stays."""
     cur = patient_settings(data)
     row = data.report_settings()
     new_tz = zone(tz).key if tz else (row["tz"] if row else "")
@@ -94,7 +104,17 @@ def set_patient_settings(data: TenantStore, *, tz: str | None = None,
     days = cur.report_days if report_days is None else int(report_days)
     if not 1 <= days <= MAX_REPORT_DAYS:
         raise SettingsError(f"report_days must lie between 1 and {MAX_REPORT_DAYS}, not {days}.")
-    data.set_report_settings(new_tz, new_targets, days)
+    budget = cur.alarm_budget if alarm_budget is _KEEP else alarm_budget
+    if budget is not None:
+        try:
+            budget = float(budget)
+        except (TypeError, ValueError):
+            budget = float("nan")
+        if not 0 <= budget <= lowrisk.MAX_BUDGET_PER_WEEK:  # NaN fails too
+            raise SettingsError("false alarms a week must lie between 0 and "
+                                f"{lowrisk.MAX_BUDGET_PER_WEEK:g} (two a night), not "
+                                f"{alarm_budget!r}.")
+    data.set_report_settings(new_tz, new_targets, days, budget)
 
 
 def user_units(store: Store, user_id: int | None) -> str:

@@ -8,6 +8,7 @@ be discovered. Every export (PDF, CSV, JSON) is written to the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 from urllib.parse import parse_qs
@@ -70,10 +71,11 @@ def html_page(text: str, status: int = 200) -> HTMLResponse:
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """A posted HTML form's fields (the first value of each)."""
+async def read_form(request: Request, *, blank: bool = False) -> dict[str, str]:
+    """A posted HTML form's fields (the first value of each); empty ones only with `blank`
+    (a field cleared on purpose)."""
     body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body).items()}
+    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=blank).items()}
 
 
 def install(app) -> None:
@@ -195,18 +197,31 @@ async def patient_settings(tenant: str, request: Request, user: PortalUser, stor
     if role not in EDIT_ROLES:
         raise HTTPException(403, f"A {role} may read this patient's reports but not change "
                                  "their settings.")
-    form = await read_form(request)
+    form = await read_form(request, blank=True)
     try:
         days = int(form["report_days"]) if form.get("report_days") else None
     except ValueError:
         raise HTTPException(422, "report_days must be a whole number of days.") from None
+    data = store.tenant(tenant)
+    budget = {}  # left out of the form: unchanged; empty: the model's default
+    if "alarm_budget" in form:
+        budget["alarm_budget"] = form["alarm_budget"].strip().replace(",", ".") or None
+    before = report_settings.patient_settings(data).alarm_budget
     try:
-        report_settings.set_patient_settings(store.tenant(tenant), tz=form.get("tz") or None,
-                                targets=form.get("targets") or None, report_days=days)
+        report_settings.set_patient_settings(data, tz=form.get("tz") or None,
+                                             targets=form.get("targets") or None,
+                                             report_days=days, **budget)
     except report_settings.SettingsError as exc:
         raise HTTPException(422, str(exc)) from None
     store.audit("patient.settings", actor=user["id"], tenant_id=tenant,
-                **{k: form[k] for k in ("tz", "targets", "report_days") if k in form})
+                **{k: form[k] for k in ("tz", "targets", "report_days", "alarm_budget")
+                   if k in form})
+    if report_settings.patient_settings(data).alarm_budget != before:
+        # the family sees the threshold for the new budget at once, not tomorrow
+        from nightlink.cloud import alert_calibration
+
+        if await asyncio.to_thread(alert_calibration.own, data):
+            await asyncio.to_thread(alert_calibration.recalibrate, data)
     return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
 
 

@@ -344,6 +344,15 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "ALTER TABLE ns_docs ADD COLUMN src_device TEXT",
         "ALTER TABLE ns_docs ADD COLUMN src_seq {BIGINT}",
     ]),
+    (11, "the predicted-low threshold the cloud calibrates for a person without a bedside node", [
+        # false alarms a week the person accepts (NULL: the model's default budget)
+        "ALTER TABLE patient_settings ADD COLUMN alarm_budget DOUBLE PRECISION",
+        """CREATE TABLE alarm_calibrations (
+            tenant_id TEXT PRIMARY KEY REFERENCES tenants (id),
+            doc TEXT NOT NULL,
+            computed_at DOUBLE PRECISION NOT NULL
+        )""",
+    ]),
 ]
 
 

@@ -452,17 +452,34 @@ class TenantStore:
     # -- report settings and the fused-night cache --------------------------------------------
 
     def report_settings(self) -> dict | None:
-        """The patient's stored report settings (tz, targets, report_days), None if unset."""
-        return self.db.one("SELECT tz, targets, report_days FROM patient_settings "
+        """The patient's stored settings (tz, targets, report_days, alarm_budget: false
+        predicted-low alarms a week accepted, None for the model's default), None if unset."""
+        return self.db.one("SELECT tz, targets, report_days, alarm_budget FROM patient_settings "
                            "WHERE tenant_id = ?", (self.tenant_id,))
 
-    def set_report_settings(self, tz: str, targets: str, report_days: int) -> None:
+    def set_report_settings(self, tz: str, targets: str, report_days: int,
+                            alarm_budget: float | None = None) -> None:
         self.db.execute(
-            "INSERT INTO patient_settings (tenant_id, tz, targets, report_days, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET tz = excluded.tz, "
-            "targets = excluded.targets, report_days = excluded.report_days, "
-            "updated_at = excluded.updated_at",
-            (self.tenant_id, tz, targets, report_days, time.time()))
+            "INSERT INTO patient_settings (tenant_id, tz, targets, report_days, alarm_budget, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET "
+            "tz = excluded.tz, targets = excluded.targets, report_days = excluded.report_days, "
+            "alarm_budget = excluded.alarm_budget, updated_at = excluded.updated_at",
+            (self.tenant_id, tz, targets, report_days, alarm_budget, time.time()))
+
+    def alarm_calibration(self) -> dict | None:
+        """The predicted-low calibration the cloud last made for this tenant
+        (cloud/alert_calibration.py), None if never."""
+        row = self.db.one("SELECT doc FROM alarm_calibrations WHERE tenant_id = ?",
+                          (self.tenant_id,))
+        doc = from_json(row["doc"]) if row else None
+        return doc if isinstance(doc, dict) else None
+
+    def set_alarm_calibration(self, doc: dict) -> None:
+        self.db.execute(
+            "INSERT INTO alarm_calibrations (tenant_id, doc, computed_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET doc = excluded.doc, "
+            "computed_at = excluded.computed_at",
+            (self.tenant_id, to_json(doc, sort_keys=False), time.time()))
 
     def cached_fusion(self, night: str, stamp: str) -> dict | None:
         """The cached fusion of a night if it was computed from what `stamp` describes."""
@@ -494,7 +511,7 @@ class TenantStore:
         with self.db.transaction():
             for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
                           "alert_settings", "memberships", "api_secrets", "devices",
-                          "fused_nights", "patient_settings"):
+                          "fused_nights", "patient_settings", "alarm_calibrations"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n

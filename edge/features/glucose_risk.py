@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nightlink.shared import lowrisk
+
 HISTORY = 12  # readings, 5 minutes apart: the last hour
 HORIZON = 6  # readings ahead: 30 minutes
 CENTER, SPREAD = 120.0, 60.0  # input normalization, mg/dL
@@ -292,9 +294,9 @@ class GlucoseRisk:
 
 CARB_HOLD_MIN = 45
 URGENT_MGDL = 54.0
-MIN_CAL_NIGHTS = 5  # fewer recent nights with CGM: the model's own threshold, said as such
+MIN_CAL_NIGHTS = lowrisk.CAL_MIN_NIGHTS  # fewer nights with CGM: the model's own threshold
 BUDGET_PER_WEEK = 1.4  # false alarms a week, by default (0.2 a night, the target)
-MAX_BUDGET_PER_WEEK = 14.0  # two a night: a larger budget is no alarm worth having
+MAX_BUDGET_PER_WEEK = lowrisk.MAX_BUDGET_PER_WEEK  # two a night
 
 
 @dataclass
@@ -497,8 +499,8 @@ def is_false_alarm(a: int, events: list[tuple[int, int]]) -> bool | None:
 
 # -- the edge's calibration, each morning ------------------------------------------------------
 
-CANDIDATES = np.arange(100, 1000, 25)
-RECENT_NIGHTS = 14
+CANDIDATES = np.arange(100, 1000, lowrisk.CAL_STEP)
+RECENT_NIGHTS = lowrisk.CAL_RECENT_NIGHTS
 
 
 NIGHT_MIN = (22 * 60, 7 * 60)  # the nights scored: 22:00-07:00 (the issue's, the model card's)

@@ -146,7 +146,8 @@ def model_forecast(entries: list[dict], now_ms: int, policy: tuple = lowrisk.DEF
     readings (reading_views, oldest first): {"at_ms" (the newest reading's time),
     "forecast30_mgdl", "low_risk" (0-1), "alarm_at" (the policy's threshold, 0-1),
     "alarm_floor_mgdl" (the forecast must be below it too; None: no floor), "policy_from"
-    ("edge": the bedside node's calibrated threshold, "model": the model's own), "sounding"
+    ("edge": the bedside node's calibrated threshold, "cloud": the one the server
+    calibrated without a node, "model": the model's own), "sounding"
     (the predicted-low alarm's condition holds now under the whole policy: not in a low, not
     while rising, not just after carbs entered at `carbs_ms`)}; None when the newest reading
     is over 15 minutes old or the hour has too few readings."""

@@ -410,7 +410,9 @@ function renderChart() {
     const floor = fc.alarm_floor_mgdl;
     let rule = `the low alarm sounds at ${Math.round(fc.alarm_at * 100)} %`;
     if (floor) rule += ` with a forecast below ${fmt(floor)} ${state.unit}`;
-    if (fc.policy_from === "edge") rule += ", set on this person's own nights";
+    if (fc.policy_from === "edge" || fc.policy_from === "cloud") {
+      rule += ", set on this person's own nights";
+    }
     note.textContent = `${fc.sounding ? "Low predicted. " : ""}${parts.join("; ")} ` +
       `(${rule}; reading of ${clock(fc.at_ms)}).`;
   }

@@ -181,6 +181,29 @@ def test_patient_settings__who_may_change_them(portal):
     assert any(a["action"] == "patient.settings" for a in portal.store.audit_log("fam-1"))
 
 
+def test_patient_settings__the_predicted_low_budget_recalibrates_at_once(portal):
+    """Without a bedside node the server calibrates the predicted-low threshold itself: the
+    false alarms a week the family accepts are a patient setting, checked, and used at once."""
+    url = "/portal/p/fam-1/settings"
+    doc = portal.auth("doc@example.org")
+    r = portal.client.post(url, data={"alarm_budget": "20"}, headers=doc)
+    assert r.status_code == 422 and "false alarms a week must lie between 0 and 14" in r.text
+    assert portal.store.tenant("fam-1").alarm_calibration() is None
+    r = portal.client.post(url, data={"alarm_budget": "3,5"}, headers=doc, follow_redirects=False)
+    assert r.status_code == 303
+    cal = portal.store.tenant("fam-1").alarm_calibration()
+    assert cal["budget_per_week"] == 3.5 and cal["calibrated"] is False  # 3 days of data
+    t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}").text
+    assert 'name="alarm_budget" type="number" min="0" max="14" step="0.1" value="3.5"' in t
+    assert "Predicted-low alert on the family's phones: risk 85 % or more (the model" in t
+    assert f"Not calibrated yet: {cal['nights']} of the 5 nights with CGM it needs" in t
+    r = portal.client.post(url, data={"alarm_budget": ""}, headers=doc, follow_redirects=False)
+    assert settings.patient_settings(portal.store.tenant("fam-1")).alarm_budget is None
+    assert r.status_code == 303
+    assert any(a["action"] == "patient.settings" and a["detail"].get("alarm_budget") == "3,5"
+               for a in portal.store.audit_log("fam-1"))
+
+
 def test_patient_settings__a_zone_never_set_is_not_frozen_by_other_changes(portal):
     ps = settings.patient_settings(portal.store.tenant("fam-1"))
     if ps.tz_source == "set":  # the fixture sets a zone: clear it as a new patient has none

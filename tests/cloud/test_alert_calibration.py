@@ -1,0 +1,198 @@
+"""The cloud calibrates the predicted-low threshold on the person's nights when no bedside node
+does (cloud/alert_calibration.py): the rule, its budget, the worker, the settings, the report."""
+
+import asyncio
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nightlink.cloud import alert_calibration as cal
+from nightlink.cloud import alerts
+from nightlink.cloud.reports import settings
+from nightlink.nightscout.hub import Hub as EventBus
+from nightlink.shared import lowrisk
+from tests.support.shared_data import SHARED
+
+MIN = 60_000
+DAY = 86_400_000
+T0 = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+UTC = ZoneInfo("UTC")
+
+
+def nights(days, dips=(), nadir=72, start=T0, step_min=5, level=130.0):
+    """Readings every step_min minutes over `days` days, level but for a fall of 2 mg/dL a
+    minute at each minute of the day in `dips` down to `nadir`, held 20 minutes, and back."""
+    out = []
+    for d in range(days):
+        for k in range(0, 1440, step_min):
+            g = level
+            for at in dips:
+                x = k - at
+                if 0 <= x < 30:
+                    g = max(nadir, level - 2.0 * x)
+                elif 30 <= x < 50:
+                    g = nadir
+                elif 50 <= x < 80:
+                    g = min(level, nadir + 2.0 * (x - 50))
+            out.append((start + d * DAY + k * MIN, g))
+    return out
+
+
+NEAR_MISSES = (60, 240)  # 01:00 and 04:00: dips to 72 that come back, twice a night
+
+
+def test_calibrate__too_few_nights_keep_the_models_threshold_and_say_so():
+    doc = cal.calibrate(nights(3, NEAR_MISSES), [], UTC, T0 + 3 * DAY)
+    assert doc["calibrated"] is False and doc["nights"] == 3
+    assert doc["permille"] == lowrisk.ALARM_PERMILLE and doc["false_per_week"] is None
+    assert alerts.LowModel.of(None, calibration=doc).source == "model"
+
+
+def test_calibrate__near_misses_raise_the_threshold_within_the_budget():
+    quiet = cal.calibrate(nights(8), [], UTC, T0 + 8 * DAY)
+    assert (quiet["permille"], quiet["false_per_week"]) == (lowrisk.LOWEST_PERMILLE, 0.0)
+    dips = nights(8, NEAR_MISSES)
+    strict = cal.calibrate(dips, [], UTC, T0 + 8 * DAY)  # the model's budget: 1.4 a week
+    assert strict["calibrated"] and strict["nights"] == 8
+    assert strict["permille"] > lowrisk.LOWEST_PERMILLE
+    assert strict["false_per_week"] <= lowrisk.BUDGET_PER_WEEK
+    # two false alarms a night accepted: the most sensitive threshold, which sounds at both
+    lax = cal.calibrate(dips, [], UTC, T0 + 8 * DAY, budget_per_week=14)
+    assert (lax["permille"], lax["false_per_week"]) == (lowrisk.LOWEST_PERMILLE, 14.0)
+    # the same falls into real lows (60 mg/dL) are warnings, not false alarms
+    lows = cal.calibrate(nights(8, NEAR_MISSES, nadir=60), [], UTC, T0 + 8 * DAY, 0)
+    assert (lows["permille"], lows["false_per_week"]) == (lowrisk.LOWEST_PERMILLE, 0.0)
+
+
+def test_calibrate__carbs_hold_the_alarm_off_and_nights_are_the_patients_own():
+    dips = nights(8, NEAR_MISSES)
+    # a snack 10 minutes into each fall: the alarms it holds off are no false alarms
+    carbs = [T0 + d * DAY + (at + 10) * MIN for d in range(8) for at in NEAR_MISSES]
+    fed = cal.calibrate(dips, carbs, UTC, T0 + 8 * DAY, budget_per_week=0)
+    assert (fed["permille"], fed["false_per_week"]) == (lowrisk.LOWEST_PERMILLE, 0.0)
+    # 01:00 and 04:00 UTC are 17:00 and 20:00 in Los Angeles: not the person's night
+    la = cal.calibrate(dips, [], ZoneInfo("America/Los_Angeles"), T0 + 8 * DAY, 0)
+    assert (la["permille"], la["false_per_week"], la["tz"]) == (
+        lowrisk.LOWEST_PERMILLE, 0.0, "America/Los_Angeles")
+
+
+def test_calibrate__a_one_minute_sensor_counts_one_prediction_per_five_minutes():
+    readings = nights(8, NEAR_MISSES, step_min=1)
+    points = [t for t, _p in cal.sounding(readings, [])]
+    assert points and min(b - a for a, b in zip(points, points[1:], strict=False)
+                          ) >= lowrisk.PREDICT_GAP_MS
+    doc = cal.calibrate(readings, [], UTC, T0 + 8 * DAY)
+    assert doc["nights"] == 8 and doc["calibrated"]
+
+
+def test_sounding__decides_as_predicted_low_at_every_threshold():
+    readings = nights(1, NEAR_MISSES + (600, 900), nadir=60)
+    points = dict(cal.sounding(readings, []))
+    assert points  # the falls sound at some threshold
+    model = lowrisk.LowRisk()
+    for t, _g in readings[20::3]:
+        for permille in (lowrisk.LOWEST_PERMILLE, 900, 990):
+            policy = (permille, *lowrisk.DEFAULT_POLICY[1:])
+            said = lowrisk.predicted_low(model, readings, t, policy) is not None
+            assert said == (points.get(t, -1) >= permille), (t, permille)
+
+
+@pytest.mark.skipif(not (SHARED / "cgm-bris-t1d-open").is_dir(),
+                    reason="needs ../shared/data/cgm-bris-t1d-open (real CGM)")
+@pytest.mark.parametrize("person", ["P02", "P01"])  # a 5-minute sensor, a 15-minute Libre 2
+def test_calibrate__real_nights_a_larger_budget_is_never_stricter(person):
+    """Real CGM (BrisT1D-Open): the threshold follows the budget monotonically, stays within
+    the bounds, and what it reports fits the budget unless it is the strictest allowed."""
+    import csv
+    from datetime import UTC as utc
+    from datetime import datetime
+
+    with open(SHARED / "cgm-bris-t1d-open" / "csv" / f"{person}.csv") as fh:
+        readings = sorted(
+            (int(datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S").replace(
+                tzinfo=utc).timestamp() * 1000), float(r["glucose_value_mg_dl"]))
+            for r in csv.DictReader(fh) if r["glucose_value_mg_dl"])
+    now = readings[0][0] + 40 * DAY
+    chosen = []
+    for budget in (0.0, 1.4, 14.0):
+        doc = cal.calibrate(readings, [], UTC, now, budget)
+        assert doc["calibrated"] and doc["nights"] >= lowrisk.CAL_MIN_NIGHTS
+        assert lowrisk.LOWEST_PERMILLE <= doc["permille"] <= lowrisk.HIGHEST_PERMILLE
+        assert (doc["false_per_week"] <= budget
+                or doc["permille"] == lowrisk.HIGHEST_PERMILLE), doc
+        chosen.append(doc["permille"])
+    assert chosen == sorted(chosen, reverse=True)
+    assert chosen[0] > chosen[-1]  # the budget matters on real nights
+
+
+def _falling_now(now):
+    """An hour at 130 and a fall at 2 mg/dL a minute to 80 ending now."""
+    out = [(now - (90 - k) * MIN, 130.0) for k in range(0, 60, 5)]
+    out += [(now - (25 - k) * MIN, 130.0 - 2 * (k + 5)) for k in range(0, 30, 5)]
+    return [{"type": "sgv", "date": t, "sgv": g, "direction": "Flat"} for t, g in out]
+
+
+def test_worker__calibrates_a_family_without_a_bedside_node_and_alerts_with_it(cloud):
+    store = cloud.store
+    now = int(time.time() * 1000)
+    data = store.tenant("fam-1")
+    settings.set_patient_settings(data, tz="UTC")
+    start = (now // DAY - 8) * DAY
+    data.add_entries([{"type": "sgv", "date": t, "sgv": g, "direction": "Flat"}
+                      for t, g in nights(8, NEAR_MISSES, start=start) if t < now - 2 * 3600_000])
+    data.add_entries(_falling_now(now))
+    assert cal.due(data, now) and alerts.tenant_predictor(data, now).source == "model"
+
+    async def run():
+        worker = alerts.AlertWorker(store, EventBus(), interval_s=60, debounce_s=0.05)
+        task = asyncio.create_task(worker.run())
+        try:
+            for _ in range(400):
+                await asyncio.sleep(0.05)
+                if worker.calibrations:
+                    break
+        finally:
+            task.cancel()
+        return worker.calibrations
+
+    assert asyncio.run(run()) == 1
+    doc = data.alarm_calibration()
+    assert doc["calibrated"] and doc["nights"] >= lowrisk.CAL_MIN_NIGHTS
+    done = doc["computed_ms"]
+    assert not cal.due(data, done + 3600_000) and cal.due(data, done + DAY)
+    low = alerts.tenant_predictor(data, now)
+    assert (low.source, low.policy[0]) == ("cloud", doc["permille"])
+    assert f"calibrated by the server on the person's last {doc['nights']} nights" in low.text()
+    # the report says which policy the family's phones get
+    from nightlink.cloud.reports.summary import alert_policy
+    assert alert_policy(data)["source"] == "cloud"
+    # a bedside node that reports its own threshold wins: the clock sounds that one
+    store.put_device_status("edge-1", "fam-1", {
+        "alarm_policy": "risk >= 800 permille",
+        "alarm_policy_params": {"permille": 800, "calibrated": True}})
+    assert not cal.due(data, now + 2 * DAY)
+    assert alerts.tenant_predictor(data, now).source == "edge"
+    # ... while it reports: a node silent for over a week (retired, offline) no longer does
+    late = now + (alerts.EDGE_POLICY_DAYS + 1) * DAY
+    assert cal.due(data, late) and alerts.tenant_predictor(data, late).source == "cloud"
+    assert alert_policy(data) == {"text": alerts.tenant_predictor(data, now).text(),
+                                  "source": "edge", "calibration": None}
+
+
+def test_settings__the_budget_is_checked_named_and_kept(cloud_any):
+    """SQLite and PostgreSQL: the setting and the calibration the store keeps."""
+    data = cloud_any.store.tenant("fam-1")
+    doc = cal.calibrate(nights(6, NEAR_MISSES), [], UTC, T0 + 6 * DAY)
+    data.set_alarm_calibration(doc)
+    data.set_alarm_calibration({**doc, "permille": 925})  # the next day's replaces it
+    assert data.alarm_calibration() == {**doc, "permille": 925}
+    for bad in (-1, 15, "many", float("nan")):
+        with pytest.raises(settings.SettingsError, match="false alarms a week"):
+            settings.set_patient_settings(data, alarm_budget=bad)
+    settings.set_patient_settings(data, alarm_budget="3.5")
+    assert settings.patient_settings(data).alarm_budget == 3.5
+    settings.set_patient_settings(data, report_days=7)  # other changes leave it
+    assert settings.patient_settings(data).alarm_budget == 3.5
+    settings.set_patient_settings(data, alarm_budget=None)
+    assert settings.patient_settings(data).alarm_budget is None
