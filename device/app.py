@@ -100,6 +100,67 @@ def entries_text(body):
     return out
 
 
+def iso_ms(text):
+    """Unix ms of an ISO 8601 time as Nightscout's created_at writes it
+    ("2026-01-15T21:05:00.000Z", "+01:00" or "+0100" instead of "Z", seconds optional);
+    None for anything else."""
+    if not isinstance(text, str) or len(text) < 16 or text[4] != "-" or text[10] not in "T ":
+        return None
+    try:
+        mo, d, h, mi = int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16])
+        if not (1 <= mo <= 12 and 1 <= d <= 31 and 0 <= h <= 23 and 0 <= mi <= 59):
+            return None
+        ms = (tzrule.days_from_civil(int(text[0:4]), mo, d) * 86400 + h * 3600
+              + mi * 60) * 1000
+        k = 16
+        if len(text) > 18 and text[16] == ":":
+            if not 0 <= int(text[17:19]) <= 60:
+                return None
+            ms += int(text[17:19]) * 1000
+            k = 19
+            if len(text) > 19 and text[19] == ".":
+                k = 20
+                while k < len(text) and "0" <= text[k] <= "9":
+                    k += 1
+                frac = text[20:k]
+                if frac:
+                    ms += int((frac + "00")[:3])
+        zone = text[k:]
+        if zone in ("Z", ""):  # no zone: Nightscout's created_at is UTC
+            return ms
+        if zone[0] in "+-" and len(zone) in (5, 6):
+            off = (int(zone[1:3]) * 60 + int(zone[-2:])) * 60000
+            return ms - off if zone[0] == "+" else ms + off
+    except ValueError:
+        pass
+    return None
+
+
+def newest_carbs(body):
+    """When the newest treatment with carbs was entered (Unix ms, its `mills` else its
+    created_at), in Nightscout's answer to treatments.json?find[carbs][$gt]=0&count=1 (the
+    cloud fallback's); None when it lists none. An answer that is not a JSON list raises
+    ValueError."""
+    docs = json.loads(body)
+    if not isinstance(docs, list):
+        raise ValueError("not a list of treatments")
+    for d in docs:
+        if not isinstance(d, dict):
+            continue
+        try:
+            if float(d.get("carbs") or 0) <= 0:
+                continue
+        except (TypeError, ValueError):
+            continue
+        t = d.get("mills")
+        if isinstance(t, (int, float)) and t > 0:
+            return int(t)
+        t = iso_ms(d.get("created_at"))
+        if t is not None:
+            return t
+    return None
+
+
 class Hardware:
     """What the app drives; every part may be None (tests, the emulator's headless mode)."""
 

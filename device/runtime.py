@@ -38,6 +38,7 @@ class Runner:
         self.wdt = wdt
         self.next_poll = 0
         self.polls = 0
+        self.carbs_due = False  # the readings came: ask for the carbs at the next step
         self.poll_errors = 0
         self.last_sync_ms = None
         self.now = 0
@@ -55,6 +56,11 @@ class Runner:
                               % app.MAX_READINGS)
             self.cloud_headers = {"api-secret": api_secret_hash(cl["api_secret"]),
                                   "Accept": "text/plain"}
+            # the newest carbs, which hold the predicted low off as the edge's message does
+            self.carbs_url = (cl["url"].rstrip("/") + "/api/v1/treatments.json?"
+                              "find%5Bcarbs%5D%5B%24gt%5D=0&count=1")
+            self.carbs_headers = {"api-secret": self.cloud_headers["api-secret"],
+                                  "Accept": "application/json"}
         if link is not None:
             link.subscribe(self.filter, 0, self._on_message)
 
@@ -93,8 +99,15 @@ class Runner:
             self.set_time(t)
 
     def _poll_cloud(self, now):
-        """Nightscout fallback: only when the edge has been silent for a while."""
-        if self.cloud_url is None or self.http_get is None or now < self.next_poll:
+        """Nightscout fallback: only when the edge has been silent for a while. The readings,
+        then at the next step the newest carbs (one request a step: the watchdog)."""
+        if self.cloud_url is None or self.http_get is None:
+            return
+        if self.carbs_due:
+            self.carbs_due = False
+            self._poll_carbs()
+            return
+        if now < self.next_poll:
             return
         if self.started is None:
             self.started = now
@@ -115,6 +128,19 @@ class Runner:
             return
         if self.clock.on_entries(entries, now):
             self.last_sync_ms = now
+        self.carbs_due = True
+
+    def _poll_carbs(self):
+        """When carbs were last entered, from the cloud: a failure keeps what the clock had."""
+        try:
+            status, body = self.http_get(self.carbs_url, self.carbs_headers)
+            if status != 200:
+                raise ValueError("HTTP %d" % status)
+            t_ms = app.newest_carbs(body)
+        except Exception:  # noqa: BLE001 - unreachable, refused, garbage: next poll
+            self.poll_errors += 1
+            return
+        self.clock.alarms.set_carbs(t_ms)
 
     def step(self, now):
         self.now = now

@@ -42,8 +42,15 @@ def cloud(tmp_path):
     newest = now_ms - 60_000
     put_glucose(store.tenant("fam"), [(newest - (119 - k) * 60_000, _glucose(k))
                                       for k in range(120)])
+    # a snack 20 minutes ago, and a bolus without carbs since (not what the clock asks for)
+    carbs_ms = now_ms - 20 * 60_000
+    store.tenant("fam").add_documents("treatments", [
+        {"eventType": "Meal Bolus", "carbs": 15, "insulin": 1.5, "created_at":
+         time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(carbs_ms / 1000))},
+        {"eventType": "Correction Bolus", "insulin": 1, "created_at":
+         time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now_ms / 1000 - 300))}])
     with serve(application) as url:
-        yield SimpleNamespace(url=url, now_ms=now_ms, newest=newest)
+        yield SimpleNamespace(url=url, now_ms=now_ms, newest=newest, carbs_ms=carbs_ms)
     store.close()
 
 
@@ -61,14 +68,20 @@ def _check(cloud, tmp_path, mpy_json=None) -> dict:
     as_json = httpx.get(url.replace("sgv.txt", "sgv.json"), headers=headers)
     assert as_json.status_code == 200 and len(as_json.json()) == 75
     (flash / "cloud.json").write_bytes(as_json.content)
+    carbs_url = "/t/fam/api/v1/treatments.json?find%5Bcarbs%5D%5B%24gt%5D=0&count=1"
+    carbs = httpx.get(cloud.url + carbs_url, headers={**headers, "Accept": "application/json"})
+    assert carbs.status_code == 200 and [d["carbs"] for d in carbs.json()] == [15]
+    (flash / "carbs.json").write_bytes(carbs.content)
     if mpy_json is None:
         got = host_check(SCRIPT, tmp_path, env=host_env())
     else:
         got = mpy_json(SCRIPT, libs=BOARD_LIBS, heap=256 * 1024,
                        puts=[(flash / n, "/flash/" + n) for n in ("cloud.txt", "cloud.json",
-                                                                  "now.json")])
+                                                                  "now.json", "carbs.json")])
     # The clock asked what the real cloud answered above.
     assert got["asked"][0] == ["http://cloud.test/t/fam/api/v1/entries/sgv.txt?count=75", headers]
+    assert got["asked"][1] == ["http://cloud.test" + carbs_url,
+                               {**headers, "Accept": "application/json"}]
     assert got["errs"] == []
     first = got["first"]
     assert first["readings"] == 75 and first["source"] == "cloud"
@@ -77,6 +90,10 @@ def _check(cloud, tmp_path, mpy_json=None) -> dict:
     assert first["delta"] == -5  # 5 minutes at -1 mg/dL a minute
     assert all(v > 0 for v in first["history"])  # every 5-minute slot of the model's hour
     assert 0 <= first["risk"] <= 1000
+    # the newest carbs hold the predicted low off as the edge's message would
+    assert first["carbs_ms"] == cloud.carbs_ms and first["errors"] == 0
+    assert got["iso"] == [1768511100000, 1768511100500, 1768511100000, 1768511107123,
+                          None, None, None, None]
     # A captive portal's page is an error to retry, and loses nothing.
     assert got["portal"] == {"errors": 1, "readings": 75}
     # A line that is not a reading is skipped; the rest of the answer is taken.
@@ -97,6 +114,19 @@ def test_fallback__the_same_under_micropython(cloud, tmp_path, mpy_json):
     assert got["text_bytes"] * 2 < got["json_bytes"], got
     host = _check(cloud, tmp_path / "host")
     assert got["first"] == host["first"]  # the model's history and risk, bit-exact
+
+
+def test_fallback__newest_carbs_reads_nightscout_treatments():
+    """mills (Nightlink, the edge) else created_at (Nightscout's own API stores no mills)."""
+    assert app.newest_carbs(b'[{"carbs": 20, "mills": 1768511100000}]') == 1768511100000
+    assert app.newest_carbs(b'[{"carbs": "12", "created_at": "2026-01-15T21:05:00Z"}]') == (
+        1768511100000)
+    # no carbs in it, a doc without a time, an empty list: nothing known
+    assert app.newest_carbs(b'[{"carbs": 0, "mills": 1}, {"carbs": 5}, "x"]') is None
+    assert app.newest_carbs(b"[]") is None
+    for bad in (b"<html>Sign in</html>", b'{"status": 401}'):
+        with pytest.raises(ValueError):
+            app.newest_carbs(bad)
 
 
 def test_fallback__entries_text_reads_nightscout_lines():

@@ -273,6 +273,9 @@ def test_provision__cloud_fallback_gets_a_read_only_token(cloud, tmp_path):
     headers = {"api-secret": hashlib.sha1(token.encode()).hexdigest()}
     read = httpx.get(f"{url}/t/fam-1/api/v1/entries/sgv.txt?count=75", headers=headers)
     assert read.status_code == 200
+    carbs = httpx.get(f"{url}/t/fam-1/api/v1/treatments.json?find%5Bcarbs%5D%5B%24gt%5D=0"
+                      "&count=1", headers=headers)  # the newest carbs, which hold its alarm
+    assert carbs.status_code == 200 and isinstance(carbs.json(), list)
     write = httpx.post(f"{url}/t/fam-1/api/v1/entries", headers=headers,
                        json=[{"type": "sgv", "sgv": 40, "date": 1_768_510_800_000}])
     assert write.status_code in (401, 403)
