@@ -1,42 +1,64 @@
 """The cloud's glucose alerts replayed over real CGM (`nightlink eval alerts`): each person's
 readings stored in turn and `cloud.alerts.evaluate` run at each, with urgent_low, low and
 predicted_low on at their defaults, as the alert worker runs them; the alerts scored by the
-rules of tools/train/glucose_real.py (nights 22:00-07:00 and whole days apart). Twice: with
-the predicted low as the clock's model under its own policy (what the cloud does), and as the
-straight line it used before (`line_`). Figures for the predicted-low alerts alone
-(`predicted_`) and for every low alert the family gets (`all_`: predicted, low, urgent low).
+rules of tools/train/glucose_real.py (nights 22:00-07:00 and whole days apart). Three times:
+with the predicted low as the clock's model under its own policy (no prefix), under the
+threshold the cloud calibrates each day on the person's previous nights when no bedside node
+reports one (`cal_`, cloud/alert_calibration.py, at the model's default budget; the readings'
+clock times taken as the person's), and as the straight line the cloud used before
+(`line_`). Figures for the predicted-low alerts alone (`predicted_`) and for every low alert
+the family gets (`all_`: predicted, low, urgent low).
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from nightlink.cloud import alerts
+from nightlink.cloud import alert_calibration, alerts
+from nightlink.shared import lowrisk
 from nightlink.tools.train.cgm_real import SLOT_MIN, Person
 from nightlink.tools.train.glucose import Tally
-from nightlink.tools.train.glucose_real import Frame
+from nightlink.tools.train.glucose_real import Frame, per_person_figures
 
 LOW_RULES = ("urgent_low", "low", "predicted_low")
 HISTORY_MIN = alerts.HISTORY_MIN  # what the worker reads back
+UTC = ZoneInfo("UTC")  # the readings' clock times are the person's (cgm_real reads them so)
 
 
-def replay(p: Person, line: bool) -> tuple[list[int], list[int]]:
-    """Slots of the person's predicted-low alerts, and of all their low alerts."""
+MODES = {"": "model", "cal_": "calibrated", "line_": "line"}  # figure prefix -> replay mode
+_DAY_MS = 86_400_000
+
+
+def replay(p: Person, mode: str) -> tuple[list[int], list[int]]:
+    """Slots of the person's predicted-low alerts, and of all their low alerts, with the
+    predicted low as the model under its own policy ("model"), under the cloud's daily
+    calibration ("calibrated") or as the straight line ("line")."""
     slots = np.flatnonzero(p.observed)
     times = (p.start_min + SLOT_MIN * slots) * 60_000
     entries = [{"type": "sgv", "date": int(t), "sgv": float(v)}
                for t, v in zip(times, p.x[slots], strict=True)]
     settings = {r: {"enabled": r in LOW_RULES} for r in alerts.RULES}
-    predictor = alerts.LowModel(line=line)
+    predictor = alerts.LowModel(line=mode == "line")
+    pairs = [(int(t), float(v)) for t, v in zip(times, p.x[slots], strict=True)]
+    points = alert_calibration.sounding(pairs, []) if mode == "calibrated" else []
+    recalibrate_at = int(times[0]) if len(times) else 0
     previous: dict = {}
     predicted, every = [], []
-    lo = 0
+    lo = cal_lo = 0
     for i, (t, s) in enumerate(zip(times, slots, strict=True)):
         while times[lo] < t - HISTORY_MIN * 60_000:
             lo += 1
+        if mode == "calibrated" and t >= recalibrate_at:  # once a day, as the worker does
+            while times[cal_lo] < t - (lowrisk.CAL_RECENT_NIGHTS + 2) * _DAY_MS:
+                cal_lo += 1
+            doc = alert_calibration.calibrate(pairs[cal_lo:i + 1], [], UTC, int(t),
+                                              points=points)
+            predictor = alerts.LowModel.of(None, calibration=doc)
+            recalibrate_at = int(t) + _DAY_MS
         for a in alerts.evaluate(entries[lo:i + 1], int(t), settings, previous=previous,
                                  predictor=predictor):
             previous[(a.rule, a.level)] = a.at_ms
@@ -47,8 +69,8 @@ def replay(p: Person, line: bool) -> tuple[list[int], list[int]]:
 
 
 def _person(args) -> dict[str, Tally]:
-    p, line = args
-    predicted, every = replay(p, line)
+    p, mode = args
+    predicted, every = replay(p, mode)
     out = {}
     for period, nights in (("night", True), ("day", False)):
         frame = Frame.of(p, nights)
@@ -61,9 +83,10 @@ def _person(args) -> dict[str, Tally]:
 
 
 def evaluate(people: list[Person], workers: int | None = None) -> dict:
-    """Figures of the model (no prefix) and of the straight line (`line_`)."""
+    """Figures of the model (no prefix), under the cloud's calibration (`cal_`) and of the
+    straight line (`line_`)."""
     workers = workers or min(4, os.cpu_count() or 1)
-    jobs = [(p, line) for line in (False, True) for p in people]
+    jobs = [(p, mode) for mode in MODES.values() for p in people]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_person, jobs))
@@ -71,7 +94,7 @@ def evaluate(people: list[Person], workers: int | None = None) -> dict:
         results = [_person(j) for j in jobs]
     out: dict = {}
     n = len(people)
-    for k, prefix in ((0, ""), (1, "line_")):
+    for k, prefix in enumerate(MODES):
         mine = results[k * n:(k + 1) * n]
         for period, pre in (("night", ""), ("day", "day_")):
             for what in ("predicted", "all"):
@@ -80,6 +103,9 @@ def evaluate(people: list[Person], workers: int | None = None) -> dict:
                     total += r[f"{period}_{what}"]
                 out.update(total.figures(period, f"{prefix}{pre}{what}_"))
                 out[f"{prefix}{pre}{what}_alerts"] = total.alarms
+                # person by person (median, worst decile): what a calibration evens out
+                for key, v in per_person_figures([r[f"{period}_{what}"] for r in mine], period).items():
+                    out[f"{prefix}{pre}{what}_{key}"] = v
             if not prefix:
                 out[f"{pre}events"] = total.events
                 out[f"{pre}{period}s"] = total.periods

@@ -485,7 +485,9 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
 def eval_alerts(as_json, data, people, tz, date_order):
     """The cloud's low alerts (urgent low, low, predicted low) replayed over real CGM and
     scored like the low alarm: the predicted low as the clock's model under its own policy
-    (what the cloud raises), and as the straight line it raised before (`line_`); the
+    (what the cloud raises without a calibration), under the threshold the cloud calibrates
+    each day on the person's previous nights (`cal_`, families without a bedside node), and
+    as the straight line it raised before (`line_`); the
     predicted-low alerts alone (`predicted_`) and every low alert (`all_`), nights and days
     (`day_`). Minutes per person-month of readings: every reading is a full evaluation."""
     from nightlink.tools.train import alert_replay, cgm_real

@@ -243,7 +243,7 @@ def _sum(tallies) -> Tally:
     return out
 
 
-def _per_person(people: list[Tally], per: str) -> dict:
+def per_person_figures(people: list[Tally], per: str) -> dict:
     """Median and worst decile across people (recall, precision: low end; false alarms: high)."""
     out = {}
     rec = [t.detected / t.events for t in people if t.events]
@@ -336,7 +336,7 @@ def figures(totals, policy: AlarmPolicy, chosen: list[int], n_people: int) -> di
                 out[f"{pre}events"] = total.events
                 out[f"{pre}{per}s"] = total.periods
                 out[f"{pre}hours"] = round(total.hours, 1)
-            out[f"{pre}{prefix}per_person"] = _per_person(per_person, per)
+            out[f"{pre}{prefix}per_person"] = per_person_figures(per_person, per)
     out["people"] = n_people
     out["policy"] = policy_dict(policy)
     out["policy"]["calibrated_permille_median"] = int(np.median(chosen)) if chosen else None
