@@ -140,17 +140,17 @@ def calibrate(readings, carbs_ms: list[int], tz: ZoneInfo, now_ms: int,
               else [(t, p) for t, p in points if since <= t <= now_ms])
     lows = glycemia.hypo_events(pts, 1, tz)
     counted = set(nights)
-    per_night = {}
+    false = {}
     candidates = list(range(lowrisk.LOWEST_PERMILLE, lowrisk.HIGHEST_PERMILLE + 1,
                             lowrisk.CAL_STEP))
     for c in candidates:
-        false = sum(1 for t in alerts_at(points, c, policy[2])
-                    if _night_of(t, tz, night) in counted and is_false(t, lows))
-        per_night[c] = false / len(nights)
-    fits = [c for c in candidates if per_night[c] <= budget / 7]
+        false[c] = sum(1 for t in alerts_at(points, c, policy[2])
+                       if _night_of(t, tz, night) in counted and is_false(t, lows))
+    # in whole counts: 1 false alarm in 5 nights is 1.4 a week, within a budget of 1.4
+    fits = [c for c in candidates if false[c] * 7 <= budget * len(nights) + 1e-9]
     chosen = fits[0] if fits else candidates[-1]
     doc.update(permille=chosen, calibrated=True,
-               false_per_week=round(per_night[chosen] * 7, 2))
+               false_per_week=round(false[chosen] * 7 / len(nights), 2))
     return doc
 
 
@@ -165,11 +165,17 @@ def own(data, now_ms: int | None = None) -> bool:
 
 def due(data, now_ms: int) -> bool:
     """True when the cloud calibrates the tenant's threshold (own()) and its calibration is
-    missing or over a day old."""
+    missing, over a day old, or made for another budget or time zone than the patient's."""
     if not own(data, now_ms):
         return False
     last = data.alarm_calibration()
-    return last is None or not 0 <= now_ms - int(last.get("computed_ms", 0)) < EVERY_MS
+    if last is None or not 0 <= now_ms - int(last.get("computed_ms", 0)) < EVERY_MS:
+        return True
+    from nightlink.cloud.reports.settings import patient_settings
+
+    ps = patient_settings(data)  # a budget or time zone changed since: at once
+    budget = lowrisk.BUDGET_PER_WEEK if ps.alarm_budget is None else ps.alarm_budget
+    return last.get("budget_per_week") != budget or last.get("tz") != ps.tz.key
 
 
 def recalibrate(data, now_ms: int | None = None) -> dict:

@@ -42,6 +42,12 @@ rule of the same family: urgent_low covers low, both cover predicted_low, urgent
 warning stale), and never
 within SNOOZE_MIN (30 minutes) of that last alert, so a reading flapping around a threshold
 does not alarm every five minutes.
+
+Ending: an open alert whose rule's condition no longer holds at a check (glucose back over
+the threshold, readings again after a gap, the predicted low past or become a low) ends on its
+own, as Nightscout's alarms do: it is closed with `ended_ms` (and `acked_at`, no one's
+`acked_by`), published again so the apps take it off their lists, and when no alert is left
+open, Nightscout's socket.io alarm clients get "All Clear".
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ SNOOZE_MIN = 30  # an alert of the same rule is not raised again within this
 CALIBRATE_BUDGET_S = 5.0  # the worker's time for predicted-low calibrations per full pass
 CALIBRATE_CHECK_S = 3600.0  # how often the worker asks whether a tenant's calibration is due
 EDGE_POLICY_DAYS = 7  # a bedside node's threshold counts while it reported within this
+CALIBRATION_DAYS = 3  # the cloud's own calibration counts while this recent
 HISTORY_MIN = 180  # how far back check_tenant reads entries
 
 # rule: (default threshold, unit, lowest allowed, highest allowed, description)
@@ -118,24 +125,29 @@ class LowModel:
     @classmethod
     def of(cls, reported: dict | None, carbs_ms: int | None = None,
            calibration: dict | None = None, now_ms: int | None = None) -> LowModel:
-        """From TenantStore.alarm_policy() (the bedside node's; with `now_ms`, only while
-        the node reported within EDGE_POLICY_DAYS), else the cloud's own calibration
-        (TenantStore.alarm_calibration()) when it had enough nights; a missing or
-        out-of-bounds policy gives the model's own."""
+        """From TenantStore.alarm_policy() (the bedside node's calibrated one; with
+        `now_ms`, only while the node reported within EDGE_POLICY_DAYS), else the cloud's own
+        calibration (TenantStore.alarm_calibration()) when it had enough nights (with
+        `now_ms`, made within CALIBRATION_DAYS), else a node's uncalibrated policy; a missing
+        or out-of-bounds policy gives the model's own."""
         if (isinstance(reported, dict) and now_ms is not None
                 and now_ms - reported.get("updated_ms", 0) > EDGE_POLICY_DAYS * 1440 * MINUTE_MS):
             reported = None  # a node retired or offline this long no longer decides
         params = reported.get("params") if isinstance(reported, dict) else None
         v = (lowrisk.policy_values(params, *lowrisk.DEFAULT_POLICY[1:])
              if isinstance(params, dict) else None)
-        if v is not None:
-            return cls(v, "model" if params.get("calibrated") is False else "edge", carbs_ms)
-        if isinstance(calibration, dict) and calibration.get("calibrated") is True:
+        if v is not None and params.get("calibrated") is not False:
+            return cls(v, "edge", carbs_ms)
+        if (isinstance(calibration, dict) and calibration.get("calibrated") is True
+                and (now_ms is None or now_ms - calibration.get("computed_ms", 0)
+                     <= CALIBRATION_DAYS * 1440 * MINUTE_MS)):
             v = lowrisk.policy_values({"permille": calibration.get("permille")},
                                       *lowrisk.DEFAULT_POLICY[1:])
             nights = calibration.get("nights")
             if v is not None and isinstance(nights, int):
                 return cls(v, "cloud", carbs_ms, nights=nights)
+        if v is not None:  # a node not calibrated yet: its policy, the model's threshold
+            return cls(v, "model", carbs_ms)
         return cls(carbs_ms=carbs_ms)
 
     @property
@@ -245,8 +257,8 @@ def _message(rule, level, value, threshold, method=None, risk=0.0):
     if rule == "rising_fast":
         return f"Rising fast: {value:g} mg/dL/min over 15 minutes."
     if rule == "predicted_low" and method == "model":
-        forecast = f", forecast {value:g} mg/dL" if value >= 0 else ""
-        return f"Low likely within 30 minutes (risk {risk * 100:.0f} %{forecast})."
+        # not its forecast: a mean, which runs high before lows (85 at 74 falling to 52)
+        return f"Low likely within 30 minutes (risk {risk * 100:.0f} %)."
     if rule == "predicted_low":
         return f"Low predicted: about {value:g} mg/dL in {PREDICT_HORIZON_MIN} minutes."
     urgent = " (urgent)" if level == URGENT else ""
@@ -255,14 +267,15 @@ def _message(rule, level, value, threshold, method=None, risk=0.0):
 
 def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
              previous: dict[tuple[str, str], int] | None = None,
-             predictor: LowModel | None = None) -> list[Alert]:
+             predictor: LowModel | None = None, holds: set | None = None) -> list[Alert]:
     """The alerts to raise at now_ms.
 
     history: Nightscout entry dicts (`date` in ms, `sgv`), in any order; entries after now_ms
     are ignored. settings: {rule: {"enabled", "threshold"}} (missing rules use defaults).
     previous: {(rule, level): at_ms of the last alert raised}; without it every condition that
     holds now is returned. predictor: the model's predicted-low policy and the last carbs (the
-    model's own policy and no carbs when None).
+    model's own policy and no carbs when None). holds: a set to which the rules whose
+    condition holds now are added (alerts of the others have ended).
     """
     readings = [r for r in readings_of(history) if r[0] <= now_ms]
     rules = settings_with_defaults(settings)
@@ -285,6 +298,8 @@ def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
             found = fn(readings, now_ms, cfg["threshold"])
         if found is None:
             continue
+        if holds is not None:
+            holds.add(rule)
         level, value = found
         key = (rule, level)
         severer = _family_above(key)
@@ -330,6 +345,7 @@ def public(row: dict) -> dict:
         "detail": row["detail"],
         "acked_by": row.get("acked_by"),
         "acked_at": row.get("acked_at"),
+        "ended_ms": row.get("ended_ms"),  # closed on its own: its condition ended then
     }
 
 
@@ -376,12 +392,27 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
                                where=[("date", ">=", since), ("date", "<=", now_ms)])
         if not history:  # the last reading, however old, tells how stale the data is
             history = data.entries(count=1, type_="sgv", where=[("date", "<=", now_ms)])
+        holds: set[str] = set()
         for alert in evaluate(history, now_ms, settings, previous=previous,
-                              predictor=tenant_predictor(data, now_ms)):
+                              predictor=tenant_predictor(data, now_ms), holds=holds):
             alert_id = data.add_alert(alert.rule, alert.level, alert.at_ms, alert.message,
                                       **alert.detail)
             stored.append(public({"id": alert_id, **alert.as_dict(),
                                   "acked_by": None, "acked_at": None}))
+        # An open alert whose condition no longer holds ends on its own, as Nightscout's do:
+        # glucose back over 70, readings again, the predicted low past or become a low.
+        # (Only alerts the rules raised, which carry their threshold: one they cannot
+        # re-check waits for someone to acknowledge it.)
+        ended = [a for a in recent if a["acked_at"] is None and a["rule"] not in holds
+                 and a["at_ms"] <= now_ms and "threshold" in (a["detail"] or {})
+                 and data.end_alert(a["id"], now_ms)]
+        still_open = any(a["acked_at"] is None and a["rule"] in holds for a in recent)
+    for a in ended:
+        _LOGGER.info("alert %s %s for %s ended", a["rule"], a["level"], tenant_id)
+        if events is not None:
+            events.publish(tenant_id, "alert", public(data.alert(a["id"])))
+    if ended and not stored and not still_open and events is not None:
+        events.alarm(tenant_id, 0, "All Clear", "The alert's condition has ended.", clear=True)
     for a in stored:
         _LOGGER.info("alert %s %s for %s: %s", a["rule"], a["level"], tenant_id, a["message"])
         if events is not None:
@@ -441,6 +472,7 @@ class AlertWorker:
         self._wake: asyncio.Event | None = None
         self._listeners: dict[str, asyncio.Task] = {}
         self._calibrate_after: dict[str, float] = {}  # tenant -> loop time it may be due
+        self._tenants: list[str] = []  # the active tenants of the last full pass
         self.calibrations = 0
 
     async def _listen(self, tenant_id: str) -> None:
@@ -463,10 +495,19 @@ class AlertWorker:
             except Exception:  # noqa: BLE001 - one tenant's data never stops the others' alerts
                 _LOGGER.exception("alert check of %s failed", tid)
 
+    async def _calibrations(self) -> None:
+        """The calibrations beside the alert checks, never in their way: a pass over the
+        active tenants every interval, a few seconds at most, after the first check."""
+        while True:
+            await asyncio.sleep(min(self.interval_s, 1.0) if not self.passes else
+                                self.interval_s)
+            if self.passes:
+                await self._calibrate(self._tenants)
+
     async def _calibrate(self, tenants, budget_s: float = CALIBRATE_BUDGET_S) -> None:
         """Recalibrate the predicted-low threshold of tenants without a bedside node's, once
-        a day each (cloud/alert_calibration.py), for at most about `budget_s` of this pass:
-        the alerts come first, the rest wait for the next pass."""
+        a day each (cloud/alert_calibration.py), for at most about `budget_s` of this pass,
+        in a task of its own so that the alert checks never wait for it."""
         from nightlink.cloud import alert_calibration
 
         loop = asyncio.get_running_loop()
@@ -494,6 +535,7 @@ class AlertWorker:
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         next_full = 0.0
+        calibrator = asyncio.create_task(self._calibrations(), name="alert-calibrations")
         try:
             while True:
                 full = loop.time() >= next_full
@@ -513,9 +555,9 @@ class AlertWorker:
                     todo = set(self._dirty)
                 self._dirty.clear()
                 self._wake.clear()
-                await self._check(todo)
                 if full:
-                    await self._calibrate(tenants)
+                    self._tenants = list(tenants)
+                await self._check(todo)
                 self.passes += 1
                 try:
                     await asyncio.wait_for(self._wake.wait(),
@@ -524,6 +566,7 @@ class AlertWorker:
                 except TimeoutError:
                     pass
         finally:
+            calibrator.cancel()
             for task in self._listeners.values():
                 task.cancel()
             self._listeners.clear()

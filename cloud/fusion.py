@@ -30,7 +30,7 @@ from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity
 from nightlink.shared.epoch import EPOCH_S
 from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
-FUSION_VERSION = 4  # bump when a definition changes: cached nights are then recomputed
+FUSION_VERSION = 5  # bump when a definition changes: cached nights are then recomputed
 EPOCH_MIN = EPOCH_S / 60.0
 WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
 STAGE_NAMES = ("wake", "light", "deep", "rem")
@@ -471,12 +471,14 @@ def findings(nd: NightData, st: dict[int, int], doc: dict, sleep_span) -> dict:
         arousal = [e for e in range(a - m, b + m)
                    if (e in st and st[e] == WAKE and (e - 1) in st and st[e - 1] != WAKE)
                    or wear.get(e, {}).get("movement", 0) >= 1]
+        # no stages and no wearable around the low: not measured, not "none seen"
+        watched = any(e in st or e in wear for e in range(a - m, b + m))
         lows.append({**low, "stage_at_start": STAGE_NAMES[st[a]] if a in st else None,
                      "stage_min": stage_min,
                      "hr_before": _r(hr_before), "hr_during": _r(hr_during),
                      "hr_response": _r(hr_during - hr_before)
                      if hr_before is not None and hr_during is not None else None,
-                     "arousal": bool(arousal),
+                     "arousal": bool(arousal) if watched else None,
                      "arousal_ms": arousal[0] * EPOCH_S * 1000 if arousal else None})
     lo, hi, _what = sleep_span
     rd = [(t, g) for t, g in glycemia.glucose(nd.readings) if lo <= t < hi]

@@ -38,7 +38,7 @@ class Runner:
         self.wdt = wdt
         self.next_poll = 0
         self.polls = 0
-        self.carbs_due = False  # the readings came: ask for the carbs at the next step
+        self.entries_due = False  # the carbs came: ask for the readings at the next step
         self.poll_errors = 0
         self.last_sync_ms = None
         self.now = 0
@@ -99,13 +99,14 @@ class Runner:
             self.set_time(t)
 
     def _poll_cloud(self, now):
-        """Nightscout fallback: only when the edge has been silent for a while. The readings,
-        then at the next step the newest carbs (one request a step: the watchdog)."""
+        """Nightscout fallback: only when the edge has been silent for a while. The newest
+        carbs, then at the next step the readings, so the alarm judges the new readings with
+        the carbs known (one request a step: the watchdog)."""
         if self.cloud_url is None or self.http_get is None:
             return
-        if self.carbs_due:
-            self.carbs_due = False
-            self._poll_carbs()
+        if self.entries_due:
+            self.entries_due = False
+            self._poll_entries(now)
             return
         if now < self.next_poll:
             return
@@ -116,6 +117,10 @@ class Runner:
             return  # the edge answers (or may still): no need for the cloud
         self.next_poll = now + _POLL_MS
         self.polls += 1
+        self._poll_carbs(now)
+        self.entries_due = True
+
+    def _poll_entries(self, now):
         try:
             status, body = self.http_get(self.cloud_url, self.cloud_headers)
             if status != 200:
@@ -128,12 +133,16 @@ class Runner:
             return
         if self.clock.on_entries(entries, now):
             self.last_sync_ms = now
-        self.carbs_due = True
 
-    def _poll_carbs(self):
-        """When carbs were last entered, from the cloud: a failure keeps what the clock had."""
+    def _poll_carbs(self, now):
+        """When carbs were last entered, from the cloud: a failure keeps what the clock had.
+        With the clock's time set, none entered over 10 minutes ahead (AndroidAPS' extended
+        carbs are uploaded hours ahead: the newest would hide the carbs just eaten)."""
+        url = self.carbs_url
+        if now >= epoch.TIME_SET_S * 1000:
+            url += "&find%5Bcreated_at%5D%5B%24lte%5D=" + epoch.iso(now // 1000 + 600)
         try:
-            status, body = self.http_get(self.carbs_url, self.carbs_headers)
+            status, body = self.http_get(url, self.carbs_headers)
             if status != 200:
                 raise ValueError("HTTP %d" % status)
             t_ms = app.newest_carbs(body)

@@ -48,7 +48,8 @@ class PatientSettings:
     targets: str
     report_days: int
     # where the zone comes from: "set" (the patient's settings), "edge" (what the bedside
-    # node reported, until someone sets it), "default" (UTC: neither)
+    # node reported, until someone sets it), "profile" (the Nightscout profile's, without
+    # either), "default" (UTC: none of them)
     tz_source: str = "set"
     # false predicted-low alarms a week the person accepts; None: the model's default
     # (cloud/alert_calibration.py calibrates the threshold to it without a bedside node)
@@ -71,7 +72,7 @@ def zone(name: str) -> ZoneInfo:
 
 def patient_settings(data: TenantStore) -> PatientSettings:
     """The patient's settings; the zone is the patient's own when set, else the one the
-    bedside node reports, else UTC (`tz_source` says which)."""
+    bedside node reports, else the Nightscout profile's, else UTC (`tz_source` says which)."""
     row = data.report_settings()
     targets, days = (row["targets"], int(row["report_days"])) if row else ("standard", 14)
     budget = None if not row or row["alarm_budget"] is None else float(row["alarm_budget"])
@@ -82,7 +83,28 @@ def patient_settings(data: TenantStore) -> PatientSettings:
             return PatientSettings(zone(reported), targets, days, "edge", budget)
         except SettingsError:  # a zone this server does not know: as if not reported
             continue
+    named = _profile_zone(data)
+    if named is not None:
+        return PatientSettings(named, targets, days, "profile", budget)
     return PatientSettings(ZoneInfo("UTC"), targets, days, "default", budget)
+
+
+def _profile_zone(data: TenantStore) -> ZoneInfo | None:
+    """The time zone of the newest Nightscout profile's default profile (what AndroidAPS,
+    Loop, Trio or the careportal upload), None without one this server knows."""
+    rows = data.docs.find("profile", None, count=1)
+    doc = rows[0].v1() if rows else None
+    store = doc.get("store") if isinstance(doc, dict) else None
+    if not isinstance(store, dict):
+        return None
+    active = store.get(doc.get("defaultProfile"))
+    if not isinstance(active, dict):
+        active = next((p for p in store.values() if isinstance(p, dict)), {})
+    name = active.get("timezone")
+    try:
+        return zone(name) if isinstance(name, str) and name else None
+    except SettingsError:
+        return None
 
 
 _KEEP = object()

@@ -214,8 +214,10 @@ def ack(tenant: str, alert_id: int, request: Request, user: ApiUser, store: Stor
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
     if access.data.ack_alert(alert_id, user["id"]):
-        request.app.state.events.publish(tenant, "alert",
-                                         alert_rules.public(access.data.alert(alert_id)))
+        events = request.app.state.events
+        events.publish(tenant, "alert", alert_rules.public(access.data.alert(alert_id)))
+        if not access.data.alerts(limit=1, unacked=True):  # socket.io alarm clients too
+            events.alarm(tenant, 0, "All Clear", "Acknowledged in the app.", clear=True)
         store.audit("alert.ack", actor=user["id"], tenant_id=tenant, alert=alert_id, via="app")
     return alert_rules.public(access.data.alert(alert_id))
 

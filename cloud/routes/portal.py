@@ -206,7 +206,6 @@ async def patient_settings(tenant: str, request: Request, user: PortalUser, stor
     budget = {}  # left out of the form: unchanged; empty: the model's default
     if "alarm_budget" in form:
         budget["alarm_budget"] = form["alarm_budget"].strip().replace(",", ".") or None
-    before = report_settings.patient_settings(data).alarm_budget
     try:
         report_settings.set_patient_settings(data, tz=form.get("tz") or None,
                                              targets=form.get("targets") or None,
@@ -216,12 +215,11 @@ async def patient_settings(tenant: str, request: Request, user: PortalUser, stor
     store.audit("patient.settings", actor=user["id"], tenant_id=tenant,
                 **{k: form[k] for k in ("tz", "targets", "report_days", "alarm_budget")
                    if k in form})
-    if report_settings.patient_settings(data).alarm_budget != before:
-        # the family sees the threshold for the new budget at once, not tomorrow
-        from nightlink.cloud import alert_calibration
+    # a new budget or time zone: the family sees its threshold at once, not tomorrow
+    from nightlink.cloud import alert_calibration
 
-        if await asyncio.to_thread(alert_calibration.own, data):
-            await asyncio.to_thread(alert_calibration.recalibrate, data)
+    if await asyncio.to_thread(alert_calibration.due, data, int(time.time() * 1000)):
+        await asyncio.to_thread(alert_calibration.recalibrate, data)
     return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
 
 

@@ -40,6 +40,8 @@ class SignUp(BaseModel):
     name: str = Field("", max_length=100)
     tenant_name: str = Field("", max_length=100, description="Shown to those you share with; "
                              "your name by default.")
+    tz: str = Field("", max_length=64, description="The person's IANA time zone (their nights "
+                    "and days in reports and alarm calibration); UTC until set.")
 
 
 class SignedUp(BaseModel):
@@ -140,6 +142,12 @@ def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsD
         raise HTTPException(429, "Too many sign-ups from this address; try again later.",
                             headers={"Retry-After": "3600"})
     space = _space_name(body.tenant_name) if body.tenant_name.strip() else ""
+    from nightlink.cloud.reports import settings as report_settings
+
+    try:
+        zone = report_settings.zone(body.tz.strip()).key if body.tz.strip() else ""
+    except report_settings.SettingsError as exc:
+        raise HTTPException(422, str(exc)) from None
     password_hash = auth.hash_password(body.password)
     for _attempt in range(3):
         tenant_id = _tenant_slug(body.email)
@@ -149,6 +157,8 @@ def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsD
                                          verified=False)
                 store.create_tenant(tenant_id, space or body.name or body.email)
                 store.grant(tenant_id, user["id"], "patient", by=user["id"])
+                if zone:
+                    report_settings.set_patient_settings(store.tenant(tenant_id), tz=zone)
                 store.audit("account.signup", actor=user["id"], tenant_id=tenant_id,
                             email=user["email"])
             break
@@ -308,29 +318,39 @@ def _page(name: str, status: int = 200, **context) -> HTMLResponse:
     return portal.html_page(render.page_html(name, pdf=False, **context), status)
 
 
+def _zones() -> list[str]:
+    """The IANA zones this server knows, for the sign-up form's suggestions."""
+    from zoneinfo import available_timezones
+
+    return sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
+
+
 @pages.get("/signup")
 def signup_page(settings: SettingsDep):
     """The sign-up form (404 where the server takes no sign-ups)."""
     if not settings.signup_enabled:
         raise HTTPException(404, "This server does not take sign-ups.")
-    return _page("signup.html", form={}, error=None, done=None)
+    return _page("signup.html", form={}, error=None, done=None, zones=_zones())
 
 
 @pages.post("/signup")
 async def signup_form(request: Request, store: StoreDep, settings: SettingsDep):
     form = await portal.read_form(request)
     shown = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254],
-             "tenant_name": form.get("tenant_name", "")[:100]}
+             "tenant_name": form.get("tenant_name", "")[:100], "tz": form.get("tz", "")[:64]}
     try:
         body = SignUp(email=form.get("email", ""), password=form.get("password", ""),
-                      name=form.get("name", ""), tenant_name=form.get("tenant_name", ""))
+                      name=form.get("name", ""), tenant_name=form.get("tenant_name", ""),
+                      tz=form.get("tz", ""))
         got = sign_up(body, request, store, settings)
     except HTTPException as exc:
-        return _page("signup.html", exc.status_code, form=shown, error=exc.detail, done=None)
+        return _page("signup.html", exc.status_code, form=shown, error=exc.detail, done=None,
+                     zones=_zones())
     except ConflictError as exc:
-        return _page("signup.html", 409, form=shown, error=str(exc), done=None)
+        return _page("signup.html", 409, form=shown, error=str(exc), done=None, zones=_zones())
     except ValueError as exc:  # pydantic's ValidationError is one
-        return _page("signup.html", 422, form=shown, error=_first_error(exc), done=None)
+        return _page("signup.html", 422, form=shown, error=_first_error(exc), done=None,
+                     zones=_zones())
     return _page("signup.html", 201, form=shown, error=None, done=got.message)
 
 

@@ -353,6 +353,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             computed_at DOUBLE PRECISION NOT NULL
         )""",
     ]),
+    (12, "an alert ends on its own when its condition does", [
+        # when (Unix ms) the condition ended; such an alert is also closed (acked_at set,
+        # acked_by NULL), so every list of open alerts leaves it out
+        "ALTER TABLE alerts ADD COLUMN ended_ms {BIGINT}",
+    ]),
 ]
 
 

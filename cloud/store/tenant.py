@@ -303,8 +303,9 @@ class TenantStore:
         """When treatments with carbs > 0 were entered in [lo_ms, hi_ms] (Unix ms, each row's
         own time as the store keeps it, whatever its `mills` field says)."""
         out = []
-        for row in self.docs.find("treatments", ns_store.between("treatments", lo_ms, hi_ms),
-                                  count=1000):
+        query = ns_store.between("treatments", lo_ms, hi_ms)
+        query.add(Cond("carbs", "$gt", 0.0))  # not the pumps' temp basals, every 5 minutes
+        for row in self.docs.find("treatments", query, count=1000):
             try:
                 grams = float(row.doc.get("carbs") or 0)
             except (TypeError, ValueError, OverflowError):
@@ -325,14 +326,15 @@ class TenantStore:
             "WHERE tenant_id = ? ORDER BY id", (self.tenant_id,))
 
     def alarm_policy(self) -> dict | None:
-        """The clocks' predicted-low policy as the tenant's bedside node last reported it
-        (its status report's `alarm_policy`): {"text", "device", "updated_ms", "params"}, or
-        None; "params" is the policy as the clocks take it (`alarm_policy_params`, a JSON
+        """The clocks' predicted-low policy as the tenant's bedside node (not revoked) last
+        reported it (its status report's `alarm_policy`): {"text", "device", "updated_ms",
+        "params"}, or None; "params" is the policy as the clocks take it (`alarm_policy_params`, a JSON
         object, unchecked: nightlink.shared.lowrisk.policy_values checks it), None from a node
         that does not send it."""
-        for row in self.db.query("SELECT device, doc, updated_at FROM device_status "
-                                 "WHERE tenant_id = ? ORDER BY updated_at DESC",
-                                 (self.tenant_id,)):
+        for row in self.db.query(
+                "SELECT s.device, s.doc, s.updated_at FROM device_status s LEFT JOIN devices d "
+                "ON d.id = s.device AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? "
+                "AND d.revoked_at IS NULL ORDER BY s.updated_at DESC", (self.tenant_id,)):
             doc = from_json(row["doc"])
             text = doc.get("alarm_policy") if isinstance(doc, dict) else None
             if isinstance(text, str) and text:
@@ -424,6 +426,15 @@ class TenantStore:
         if acked:
             changes.announce(self.db, self.tenant_id)
         return acked
+
+    def end_alert(self, alert_id: int, at_ms: int) -> bool:
+        """Close an open alert whose condition ended at at_ms (no one acknowledged it)."""
+        ended = bool(self.db.execute(
+            "UPDATE alerts SET acked_at = ?, ended_ms = ? WHERE tenant_id = ? AND id = ? "
+            "AND acked_at IS NULL", (time.time(), int(at_ms), self.tenant_id, alert_id)))
+        if ended:
+            changes.announce(self.db, self.tenant_id)
+        return ended
 
     def alert_settings(self, user_id: int) -> dict[str, dict]:
         rows = self.db.query("SELECT rule, enabled, threshold FROM alert_settings "

@@ -419,10 +419,10 @@ def calibrate_threshold(false_per_night: dict[int, np.ndarray], policy: AlarmPol
     if len(false_per_night) < min_nights:
         return policy.alarm_permille
     total = np.sum(list(false_per_night.values()), axis=0)
-    per_night = total / len(false_per_night)
-    budget = policy.budget_per_week / 7.0
+    # in whole counts: 1 false alarm in 5 nights is 1.4 a week, within a budget of 1.4
+    fit = total * 7 <= policy.budget_per_week * len(false_per_night) + 1e-9
     inside = (candidates >= policy.lowest_permille) & (candidates <= policy.highest_permille)
-    fits = np.flatnonzero(inside & (per_night <= budget))
+    fits = np.flatnonzero(inside & fit)
     if fits.size:
         return int(candidates[fits[0]])
     return int(candidates[np.flatnonzero(inside)[-1]])

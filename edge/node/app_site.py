@@ -74,7 +74,8 @@ _MESSAGES = {
     "low": "Low: {value:g} mg/dL.",
     "high": "High: {value:g} mg/dL.",
     "rising_fast": "Rising fast: {value:g} mg/dL/min over 15 minutes.",
-    "predicted_low": "Low likely within 30 minutes (risk {risk:.0f} %, forecast {value:g} mg/dL).",
+    # not the forecast: a mean, which runs high before lows (docs/alerts.md)
+    "predicted_low": "Low likely within 30 minutes (risk {risk:.0f} %).",
     "stale_data": "No glucose data for {value:.0f} minutes.",
 }
 

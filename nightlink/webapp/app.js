@@ -352,7 +352,7 @@ function renderChart() {
   const fc = d.forecast;
   chart.setAttribute("aria-label", `Glucose over the last ${d.hours} hours: ${entries.length} readings, `
     + `${d.treatments.length} treatments, target range ${fmt(CONFIG.low)} to ${fmt(CONFIG.high)} ${state.unit}`
-    + (fc && fc.forecast30_mgdl ? `, forecast in 30 minutes ${fmt(fc.forecast30_mgdl)}` : "") + ".");
+    + (shownForecast(fc) ? `, forecast in 30 minutes ${fmt(fc.forecast30_mgdl)}` : "") + ".");
   chart.appendChild(svg("rect", {class: "band", x: pad.l, y: y(CONFIG.high), width: width - pad.l - pad.r,
                                  height: y(CONFIG.low) - y(CONFIG.high)}));
   // The target range's ends are labelled first: where labels would overlap (a phone's short
@@ -378,7 +378,7 @@ function renderChart() {
     dot.appendChild(svg("title", {}, `${clock(e.date)} ${fmt(e.sgv)} ${state.unit}`));
     chart.appendChild(dot);
   }
-  if (fc && fc.forecast30_mgdl && entries.length) {
+  if (shownForecast(fc) && entries.length) {
     const last = entries[entries.length - 1];
     const at = fc.at_ms + 30 * 60000;
     chart.appendChild(svg("line", {class: "fc", x1: x(last.date), y1: y(last.sgv), x2: x(at), y2: y(fc.forecast30_mgdl)}));
@@ -405,7 +405,9 @@ function renderChart() {
   } else {
     // The clock's own model on these readings, and what its low alarm sounds at.
     const parts = [];
-    if (fc.forecast30_mgdl) parts.push(`In 30 minutes about ${fmt(fc.forecast30_mgdl)} ${state.unit}`);
+    if (shownForecast(fc)) {
+      parts.push(`In 30 minutes about ${fmt(fc.forecast30_mgdl)} ${state.unit}`);
+    }
     parts.push(`predicted-low risk ${Math.round(fc.low_risk * 100)} %`);
     const floor = fc.alarm_floor_mgdl;
     let rule = `the low alarm sounds at ${Math.round(fc.alarm_at * 100)} %`;
@@ -413,9 +415,17 @@ function renderChart() {
     if (fc.policy_from === "edge" || fc.policy_from === "cloud") {
       rule += ", set on this person's own nights";
     }
-    note.textContent = `${fc.sounding ? "Low predicted. " : ""}${parts.join("; ")} ` +
+    const said = parts.join("; ");
+    note.textContent = `${fc.sounding ? "Low predicted. " : ""}` +
+      `${said[0].toUpperCase()}${said.slice(1)} ` +
       `(${rule}; reading of ${clock(fc.at_ms)}).`;
   }
+}
+
+function shownForecast(fc) {
+  // The forecast is a mean: before a low it runs high (at 74 mg/dL falling it may say 85),
+  // so past the alarm's threshold the risk speaks alone, in words and on the chart.
+  return Boolean(fc && fc.forecast30_mgdl && fc.low_risk < fc.alarm_at);
 }
 
 function treatmentShort(t) {

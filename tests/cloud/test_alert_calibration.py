@@ -65,6 +65,30 @@ def test_calibrate__near_misses_raise_the_threshold_within_the_budget():
     assert (lows["permille"], lows["false_per_week"]) == (lowrisk.LOWEST_PERMILLE, 0.0)
 
 
+def test_calibrate__a_budget_met_exactly_fits():
+    """1 false alarm in 5 nights is 1.4 a week: within the default budget of 1.4 a week."""
+    quiet = [r for r in nights(5) if not T0 + 2 * DAY <= r[0] < T0 + 3 * DAY]
+    one = sorted(quiet + nights(1, (60,), start=T0 + 2 * DAY))
+    doc = cal.calibrate(one, [], UTC, T0 + 5 * DAY)
+    assert doc["nights"] == 5 and doc["false_per_week"] == lowrisk.BUDGET_PER_WEEK == 1.4
+    assert doc["permille"] == lowrisk.LOWEST_PERMILLE
+
+
+def test_low_model__whose_threshold():
+    """A calibrated node's wins; the cloud's beats a node not calibrated yet; an old one of
+    the cloud's (a tenant back after weeks) counts no more."""
+    mine = {"permille": 900, "calibrated": True, "nights": 9, "computed_ms": T0}
+    node = {"params": {"permille": 800, "calibrated": True}, "updated_ms": T0}
+    new_node = {"params": {"permille": 850, "calibrated": False}, "updated_ms": T0}
+    assert alerts.LowModel.of(node, calibration=mine, now_ms=T0).source == "edge"
+    got = alerts.LowModel.of(new_node, calibration=mine, now_ms=T0)
+    assert (got.source, got.policy[0]) == ("cloud", 900)
+    later = T0 + (alerts.CALIBRATION_DAYS + 1) * DAY
+    assert alerts.LowModel.of(new_node, calibration=mine, now_ms=later).source == "model"
+    assert alerts.LowModel.of(None, calibration=mine, now_ms=later).policy == (
+        lowrisk.DEFAULT_POLICY)
+
+
 def test_calibrate__carbs_hold_the_alarm_off_and_nights_are_the_patients_own():
     dips = nights(8, NEAR_MISSES)
     # a snack 10 minutes into each fall: the alarms it holds off are no false alarms
@@ -168,16 +192,29 @@ def test_worker__calibrates_a_family_without_a_bedside_node_and_alerts_with_it(c
     from nightlink.cloud.reports.summary import alert_policy
     assert alert_policy(data)["source"] == "cloud"
     # a bedside node that reports its own threshold wins: the clock sounds that one
-    store.put_device_status("edge-1", "fam-1", {
+    store.add_device("a4cf12b0c3d4", "fam-1", "edge", "fam-1.a4cf12b0c3d4", "x")
+    store.put_device_status("a4cf12b0c3d4", "fam-1", {
         "alarm_policy": "risk >= 800 permille",
         "alarm_policy_params": {"permille": 800, "calibrated": True}})
     assert not cal.due(data, now + 2 * DAY)
     assert alerts.tenant_predictor(data, now).source == "edge"
-    # ... while it reports: a node silent for over a week (retired, offline) no longer does
-    late = now + (alerts.EDGE_POLICY_DAYS + 1) * DAY
-    assert cal.due(data, late) and alerts.tenant_predictor(data, late).source == "cloud"
     assert alert_policy(data) == {"text": alerts.tenant_predictor(data, now).text(),
                                   "source": "edge", "calibration": None}
+    # ... while it reports: a node silent for over a week (retired, offline) no longer does
+    late = now + (alerts.EDGE_POLICY_DAYS + 1) * DAY
+    assert cal.due(data, late) and alerts.tenant_predictor(data, late).source == "model"
+    # ... nor a revoked one
+    data.revoke_device("a4cf12b0c3d4")
+    assert cal.due(data, done + DAY) and alerts.tenant_predictor(data, now).source == "cloud"
+    # a new budget or time zone makes the calibration due at once
+    data.set_alarm_calibration({**doc, "computed_ms": now})
+    assert not cal.due(data, now)
+    settings.set_patient_settings(data, alarm_budget=3)
+    assert cal.due(data, now)
+    data.set_alarm_calibration({**doc, "computed_ms": now, "budget_per_week": 3.0})
+    assert not cal.due(data, now)
+    settings.set_patient_settings(data, tz="America/Chicago")
+    assert cal.due(data, now)
 
 
 def test_settings__the_budget_is_checked_named_and_kept(cloud_any):
@@ -196,3 +233,32 @@ def test_settings__the_budget_is_checked_named_and_kept(cloud_any):
     assert settings.patient_settings(data).alarm_budget == 3.5
     settings.set_patient_settings(data, alarm_budget=None)
     assert settings.patient_settings(data).alarm_budget is None
+
+
+def test_settings__without_a_node_the_zone_of_the_nightscout_profile(cloud):
+    """A family with AndroidAPS or Loop and no bedside node: its nights are the profile's
+    zone's until someone sets one, not UTC."""
+    data = cloud.store.tenant("fam-2")
+    assert settings.patient_settings(data).tz_source == "default"
+    data.add_documents("profile", [{
+        "defaultProfile": "Day", "startDate": "2026-01-01T00:00:00.000Z",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "store": {"Day": {"timezone": "America/New_York", "dia": 5, "units": "mg/dl"}}}])
+    ps = settings.patient_settings(data)
+    assert (ps.tz.key, ps.tz_source) == ("America/New_York", "profile")
+
+
+def test_store__carbs_of_two_weeks_among_a_pumps_temp_basals(cloud_any):
+    """AndroidAPS and Loop upload a temp basal about every 5 minutes: the carbs of the nights
+    calibrated on are all found among them."""
+    data = cloud_any.store.tenant("fam-1")
+
+    def at(ms):
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ms / 1000))
+
+    data.add_documents("treatments", [
+        {"eventType": "Temp Basal", "rate": 0.5, "duration": 30, "created_at": at(T0 + k * 5 * MIN)}
+        for k in range(16 * 288)] + [
+        {"eventType": "Carb Correction", "carbs": 12, "created_at": at(T0 + d * DAY + 3600_000)}
+        for d in range(16)])
+    assert sorted(data.carbs_times(T0, T0 + 16 * DAY)) == [T0 + d * DAY + 3600_000 for d in range(16)]

@@ -167,6 +167,40 @@ def test_check_tenant__low_fires_once_per_episode(cloud_any):
     assert stored[0]["detail"]["value"] == 65
 
 
+def test_check_tenant__an_alert_ends_when_its_condition_does(cloud_any):
+    """Urgent low at 52, then back to 97: both low alerts end on their own (the app lists
+    them no more, socket.io alarm clients hear "All Clear"); a stale-data alert ends when the
+    readings come back. An alert acknowledged before is left as it was."""
+    store = cloud_any.store
+    bus = EventBus()
+    got = []
+    bus.publish = lambda site, kind, data: got.append((kind, data))  # what the bus is given
+    data = store.tenant("fam-1")
+    for t, v in _r([100, 80, 66, 52, 52], T0):
+        data.add_entries(_entries([(t, v)]))
+        alerts.check_tenant(store, "fam-1", t, bus)
+    assert sorted(a["rule"] for a in data.alerts(unacked=True)) == ["low", "urgent_low"]
+    got.clear()
+    for t, v in _r([60, 97], T0 + 25 * MIN):
+        data.add_entries(_entries([(t, v)]))
+        alerts.check_tenant(store, "fam-1", t, bus)
+    assert data.alerts(unacked=True) == []
+    ended = {a["rule"]: a for a in data.alerts()}
+    assert ended["urgent_low"]["ended_ms"] == T0 + 25 * MIN  # 60: below 70, not below 54
+    assert ended["low"]["ended_ms"] == T0 + 30 * MIN and ended["low"]["acked_by"] is None
+    published = [d for kind, d in got if kind == "alert"]
+    assert sorted(d["rule"] for d in published) == ["low", "urgent_low"]
+    assert all(d["acked_at"] is not None and d["ended_ms"] for d in published)
+    clears = [d for kind, d in got if kind == "notification" and d.get("clear")]
+    assert len(clears) == 1  # once nothing is left open
+    # readings stop: stale at 15 minutes, ended by the next reading
+    alerts.check_tenant(store, "fam-1", T0 + 46 * MIN, bus)
+    assert [a["rule"] for a in data.alerts(unacked=True)] == ["stale_data"]
+    data.add_entries(_entries([(T0 + 47 * MIN, 110)]))
+    alerts.check_tenant(store, "fam-1", T0 + 47 * MIN, bus)
+    assert data.alerts(unacked=True) == []
+
+
 def test_check_tenant__not_again_within_the_window_then_again_after_it(cloud):
     # Low at 15, clear at 25, low again at 30 (15 minutes after the alert: snoozed), still low
     # at 45: 30 minutes after the first alert and a new episode, so it fires again.
@@ -312,8 +346,7 @@ def test_predicted_low__the_clocks_model_under_its_own_policy():
     permille, forecast = edge_prediction(FALLING)
     assert d["risk"] == permille / 1000 and permille >= lowrisk.ALARM_PERMILLE
     assert abs(d["value"] - forecast) <= 1 and d["value"] < lowrisk.FORECAST_FLOOR_MGDL
-    assert got[0].message == (f"Low likely within 30 minutes (risk {permille / 10:.0f} %, "
-                              f"forecast {d['value']} mg/dL).")
+    assert got[0].message == f"Low likely within 30 minutes (risk {permille / 10:.0f} %)."
     assert "risk 85 % or more (the model's own)" in d["policy"]
     # a steady hour, or one still above the line's reach, raises nothing
     assert alerts.evaluate(_entries(_r([120] * 12)), AT_END) == []

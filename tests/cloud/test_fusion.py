@@ -156,6 +156,16 @@ def test_fuse__low_with_stage_heart_rate_and_arousal(data):
     assert f["arousal"] and f["arousal_ms"] == ms(E0 + 62)
 
 
+def test_fuse__a_low_without_sleep_or_wearable_data_has_no_arousal_finding(data):
+    """CGM alone (a family without a bedside node): whether the person woke is not known,
+    not "none seen"."""
+    at = E0 + 240  # 01:00: inside the consensus night (00:00-06:00) used without sleep
+    put_glucose(data, [(ms(at + i), 65 if 40 <= i <= 70 else 100) for i in range(0, 120, 10)])
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    (f,) = doc["findings"]["lows"]
+    assert f["arousal"] is None and f["arousal_ms"] is None and f["stage_at_start"] is None
+
+
 def test_fused_night__cached_until_late_data_arrives(data):
     classifier_night(data)
     doc = settings.fused_night(data, NIGHT, UTC_Z)

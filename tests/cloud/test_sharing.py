@@ -409,6 +409,27 @@ def test_pages__sign_up_from_the_browser_form(site):
     assert again.status_code == 409 and "already exists" in again.text
 
 
+def test_pages__the_time_zone_is_asked_at_sign_up(site):
+    """A family without a bedside node: its nights (the reports, the low alarm's calibration)
+    are in its own zone from the start, not UTC; a zone that is none is refused, saying so."""
+    from nightlink.cloud.reports import settings
+
+    form = site.client.get("/portal/signup").text
+    assert 'name="tz"' in form and '<option value="America/Los_Angeles">' in form
+    bad = site.client.post("/portal/signup", data={"email": "la@example.org", "name": "Dad",
+                                                   "password": PASSWORD, "tz": "Mars/Base"})
+    assert bad.status_code == 422 and "not a time zone" in bad.text
+    assert 'value="Mars/Base"' in bad.text  # what was typed stays
+    made = site.client.post("/portal/signup", data={
+        "email": "la@example.org", "password": PASSWORD, "name": "Dad",
+        "tz": "America/Los_Angeles"})
+    assert made.status_code == 201, made.text
+    dad = site.store.user_by_email("la@example.org")
+    [tenant] = [m["tenant_id"] for m in site.store.memberships(dad["id"])]
+    ps = settings.patient_settings(site.store.tenant(tenant))
+    assert (ps.tz.key, ps.tz_source) == ("America/Los_Angeles", "set")
+
+
 def test_pages__a_parent_names_the_space_after_the_child(site):
     """A parent signs up for a child: the space carries the child's name on the app, the
     reports and for those who follow, set at sign-up and changed on the sharing page."""

@@ -15,7 +15,7 @@ import pytest
 from nightlink.cloud.app import create_app
 from nightlink.cloud.config import Settings
 from nightlink.device import app
-from nightlink.shared import units
+from nightlink.shared import epoch, units
 from nightlink.tools.bench.report import put_glucose
 from tests.conftest import ROOT
 from tests.support.mpy_board import BOARD_LIBS, host_check, host_env
@@ -42,13 +42,17 @@ def cloud(tmp_path):
     newest = now_ms - 60_000
     put_glucose(store.tenant("fam"), [(newest - (119 - k) * 60_000, _glucose(k))
                                       for k in range(120)])
-    # a snack 20 minutes ago, and a bolus without carbs since (not what the clock asks for)
+    # a snack 20 minutes ago, and a bolus without carbs since (not what the clock asks for),
+    # and extended carbs AndroidAPS uploaded an hour ahead (not eaten yet)
     carbs_ms = now_ms - 20 * 60_000
+
+    def at(ms):
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ms / 1000))
+
     store.tenant("fam").add_documents("treatments", [
-        {"eventType": "Meal Bolus", "carbs": 15, "insulin": 1.5, "created_at":
-         time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(carbs_ms / 1000))},
-        {"eventType": "Correction Bolus", "insulin": 1, "created_at":
-         time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now_ms / 1000 - 300))}])
+        {"eventType": "Meal Bolus", "carbs": 15, "insulin": 1.5, "created_at": at(carbs_ms)},
+        {"eventType": "Correction Bolus", "insulin": 1, "created_at": at(now_ms - 300_000)},
+        {"eventType": "Carb Correction", "carbs": 20, "created_at": at(now_ms + 3600_000)}])
     with serve(application) as url:
         yield SimpleNamespace(url=url, now_ms=now_ms, newest=newest, carbs_ms=carbs_ms)
     store.close()
@@ -68,7 +72,8 @@ def _check(cloud, tmp_path, mpy_json=None) -> dict:
     as_json = httpx.get(url.replace("sgv.txt", "sgv.json"), headers=headers)
     assert as_json.status_code == 200 and len(as_json.json()) == 75
     (flash / "cloud.json").write_bytes(as_json.content)
-    carbs_url = "/t/fam/api/v1/treatments.json?find%5Bcarbs%5D%5B%24gt%5D=0&count=1"
+    carbs_url = ("/t/fam/api/v1/treatments.json?find%5Bcarbs%5D%5B%24gt%5D=0&count=1"
+                 "&find%5Bcreated_at%5D%5B%24lte%5D=" + epoch.iso(cloud.now_ms // 1000 + 600))
     carbs = httpx.get(cloud.url + carbs_url, headers={**headers, "Accept": "application/json"})
     assert carbs.status_code == 200 and [d["carbs"] for d in carbs.json()] == [15]
     (flash / "carbs.json").write_bytes(carbs.content)
@@ -79,9 +84,9 @@ def _check(cloud, tmp_path, mpy_json=None) -> dict:
                        puts=[(flash / n, "/flash/" + n) for n in ("cloud.txt", "cloud.json",
                                                                   "now.json", "carbs.json")])
     # The clock asked what the real cloud answered above.
-    assert got["asked"][0] == ["http://cloud.test/t/fam/api/v1/entries/sgv.txt?count=75", headers]
-    assert got["asked"][1] == ["http://cloud.test" + carbs_url,
+    assert got["asked"][0] == ["http://cloud.test" + carbs_url,
                                {**headers, "Accept": "application/json"}]
+    assert got["asked"][1] == ["http://cloud.test/t/fam/api/v1/entries/sgv.txt?count=75", headers]
     assert got["errs"] == []
     first = got["first"]
     assert first["readings"] == 75 and first["source"] == "cloud"
