@@ -406,7 +406,8 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
         ended = [a for a in recent if a["acked_at"] is None and a["rule"] not in holds
                  and a["at_ms"] <= now_ms and "threshold" in (a["detail"] or {})
                  and data.end_alert(a["id"], now_ms)]
-        still_open = any(a["acked_at"] is None and a["rule"] in holds for a in recent)
+        gone = {a["id"] for a in ended}
+        still_open = any(a["acked_at"] is None and a["id"] not in gone for a in recent)
     for a in ended:
         _LOGGER.info("alert %s %s for %s ended", a["rule"], a["level"], tenant_id)
         if events is not None:

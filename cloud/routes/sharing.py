@@ -157,8 +157,6 @@ def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsD
                                          verified=False)
                 store.create_tenant(tenant_id, space or body.name or body.email)
                 store.grant(tenant_id, user["id"], "patient", by=user["id"])
-                if zone:
-                    report_settings.set_patient_settings(store.tenant(tenant_id), tz=zone)
                 store.audit("account.signup", actor=user["id"], tenant_id=tenant_id,
                             email=user["email"])
             break
@@ -167,6 +165,8 @@ def sign_up(body: SignUp, request: Request, store: StoreDep, settings: SettingsD
                 raise
     else:
         raise HTTPException(503, "No free tenant name was found; try again.")
+    if zone:
+        report_settings.set_patient_settings(store.tenant(tenant_id), tz=zone)
     sent = _send_verification(settings, store, user)
     message = (f"Account created. A confirmation link was sent to {user['email']}." if sent
                else "Account created, but the confirmation mail could not be sent; sign in and "
