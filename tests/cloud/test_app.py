@@ -158,8 +158,15 @@ def test_ack__patient_and_caregiver_yes_doctor_no(app_cloud):
     assert c.post(f"/app/api/fam-1/alerts/{ids[0]}/ack", headers=WRITE).status_code == 200
     assert c.post("/app/api/fam-1/alerts/999999/ack", headers=WRITE).status_code == 404
     sign_in(app_cloud, "pat@example.org")
+    bus = c.app.state.events
+    heard = []
+    publish = bus.publish
+    bus.publish = lambda site, kind, data: (heard.append((kind, data)), publish(site, kind, data))
     assert c.post(f"/app/api/fam-1/alerts/{ids[1]}/ack", headers=WRITE).status_code == 200
     assert c.get("/app/api/fam-1/state").json()["alerts"] == []
+    # the last open one acknowledged: socket.io alarm clients hear "All Clear" too
+    assert [d["title"] for kind, d in heard if kind == "notification" and d.get("clear")] == [
+        "All Clear"]
 
 
 def test_writes__refused_from_another_site_or_without_origin(app_cloud):
