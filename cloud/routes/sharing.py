@@ -471,6 +471,15 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
             store.set_tenant(access.tenant_id, name=name)
             store.audit("tenant.rename", actor=user["id"], tenant_id=access.tenant_id, name=name)
             notice = f"This space is now called {name}."
+        elif form.get("action") == "units":
+            unit = {"mg/dl": "mg/dl", "mmol": "mmol", "mmol/l": "mmol"}.get(
+                form.get("units", "").strip().lower())
+            if unit is None:
+                raise HTTPException(422, "Units must be mg/dL or mmol/L.")
+            store.set_tenant(access.tenant_id, units=unit)
+            store.audit("tenant.units", actor=user["id"], tenant_id=access.tenant_id, units=unit)
+            notice = ("Its Nightscout address now reports "
+                      f"{'mmol/L' if unit == 'mmol' else 'mg/dL'} to clocks and followers.")
         elif form.get("action") == "resend" and not user.get("verified_at"):
             _rate(request, f"verify-mail|{user['id']}")
             if not _send_verification(settings, store, user):

@@ -463,6 +463,29 @@ def test_pages__a_parent_names_the_space_after_the_child(site):
     assert site.store.get_tenant(tenant)["name"] == "Sam Smith"
 
 
+def test_pages__a_family_in_mmol_sets_what_its_nightscout_address_reports(site):
+    """Desk clocks and follower apps read the units from Nightscout's status.json: a family
+    in mmol/L sets them on the sharing page (they were mg/dL for every tenant)."""
+    made = site.client.post("/portal/signup", data={
+        "email": "mmol@example.org", "password": PASSWORD, "name": "Eva"})
+    assert made.status_code == 201, made.text
+    eva = site.store.user_by_email("mmol@example.org")
+    [tenant] = [m["tenant_id"] for m in site.store.memberships(eva["id"])]
+    site.store.set_api_secret(tenant, "an-uploader-secret-2")
+    secret = {"api-secret": hashlib.sha1(b"an-uploader-secret-2").hexdigest()}
+    site.client.post("/portal/login", data={"email": "mmol@example.org", "password": PASSWORD})
+    page = f"/portal/p/{tenant}/sharing"
+    assert '<option value="mg/dl" selected>' in site.client.get(page).text
+    r = site.client.post(page, data={"action": "units", "units": "furlongs"})
+    assert r.status_code == 422 and "mg/dL or mmol/L" in r.text
+    r = site.client.post(page, data={"action": "units", "units": "mmol"})
+    assert r.status_code == 200 and "now reports mmol/L" in r.text
+    assert '<option value="mmol" selected>' in r.text
+    assert "tenant.units" in [e["action"] for e in site.store.audit_log(tenant)]
+    status = site.client.get(f"/t/{tenant}/api/v1/status.json", headers=secret)
+    assert status.status_code == 200 and status.json()["settings"]["units"] == "mmol"
+
+
 def test_pages__no_sign_up_form_where_sign_ups_are_off(tmp_path):
     c = make_cloud(f"sqlite:///{tmp_path / 'c.db'}", signup_enabled=False,
                    mail_dir=str(tmp_path / "mail"))
