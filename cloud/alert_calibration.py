@@ -41,6 +41,8 @@ DAY_MS = 86_400_000
 NIGHT_MIN = (22 * 60, 7 * 60)  # 22:00-07:00 local
 COVERED = 0.7  # a night counts with CGM over this share of it
 EVERY_MS = DAY_MS  # how often the worker recalibrates a tenant
+# how far back a calibration reads: its nights, and the hour of readings before the first
+READ_BACK_MS = (lowrisk.CAL_RECENT_NIGHTS + 2) * DAY_MS
 _EARLY_MS = 15 * MINUTE_MS  # a low that began this long before the alert: the alert was true
 _AHEAD_MS = 30 * MINUTE_MS  # ... or that began this long after it
 # readings before an evaluation that decide it: the hour of history, the persist chain, slack
@@ -125,8 +127,8 @@ def calibrate(readings, carbs_ms: list[int], tz: ZoneInfo, now_ms: int,
     `budget_per_week`, `computed_ms`, `night` and `tz`. readings: (t_ms, sgv), any order.
     `points`: sounding()'s of these readings and carbs when already at hand (a replay day
     after day), else computed."""
-    budget = lowrisk.BUDGET_PER_WEEK if budget_per_week is None else float(budget_per_week)
-    since = now_ms - (lowrisk.CAL_RECENT_NIGHTS + 2) * DAY_MS  # the nights read, and an hour
+    budget = budget_or_default(budget_per_week)
+    since = now_ms - READ_BACK_MS
     pts = sorted((int(t), g) for t, g in readings if g >= 39 and since <= t <= now_ms)
     nights = covered_nights(pts, tz, night)[-lowrisk.CAL_RECENT_NIGHTS:]
     doc = {"permille": lowrisk.ALARM_PERMILLE, "calibrated": False, "nights": len(nights),
@@ -154,13 +156,20 @@ def calibrate(readings, carbs_ms: list[int], tz: ZoneInfo, now_ms: int,
     return doc
 
 
-def own(data, now_ms: int | None = None) -> bool:
+def budget_or_default(budget_per_week: float | None) -> float:
+    """The false alarms a week accepted: the patient's setting, else the model's default."""
+    return lowrisk.BUDGET_PER_WEEK if budget_per_week is None else float(budget_per_week)
+
+
+def own(data, now_ms: int | None = None, reported=False) -> bool:
     """True when no bedside node reports the tenant's policy (or none did for a week, as of
-    now_ms or now): the cloud calibrates its own."""
+    now_ms or now): the cloud calibrates its own. `reported`: TenantStore.alarm_policy()
+    when the caller has already read it."""
     from nightlink.cloud.alerts import LowModel
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    return LowModel.of(data.alarm_policy(), now_ms=now_ms).source != "edge"
+    reported = data.alarm_policy() if reported is False else reported
+    return LowModel.of(reported, now_ms=now_ms).source != "edge"
 
 
 def due(data, now_ms: int) -> bool:
@@ -174,8 +183,8 @@ def due(data, now_ms: int) -> bool:
     from nightlink.cloud.reports.settings import patient_settings
 
     ps = patient_settings(data)  # a budget or time zone changed since: at once
-    budget = lowrisk.BUDGET_PER_WEEK if ps.alarm_budget is None else ps.alarm_budget
-    return last.get("budget_per_week") != budget or last.get("tz") != ps.tz.key
+    return (last.get("budget_per_week") != budget_or_default(ps.alarm_budget)
+            or last.get("tz") != ps.tz.key)
 
 
 def recalibrate(data, now_ms: int | None = None) -> dict:
@@ -185,7 +194,7 @@ def recalibrate(data, now_ms: int | None = None) -> dict:
 
     now_ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
     ps = patient_settings(data)
-    since = now_ms - (lowrisk.CAL_RECENT_NIGHTS + 2) * DAY_MS
+    since = now_ms - READ_BACK_MS
     history = data.entries(count=30_000, type_="sgv",
                            where=[("date", ">=", since), ("date", "<=", now_ms)])
     doc = calibrate(readings_of(history), data.carbs_times(since, now_ms), ps.tz, now_ms,

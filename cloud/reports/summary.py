@@ -282,24 +282,26 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
         last_night = (date.fromisoformat(end_day) - timedelta(days=1)).isoformat()
         rep["insights"] = insights.insights(data, ps, last_night, days)
     rep["alarm_policy"] = data.alarm_policy()  # the clocks' predicted-low policy, if reported
-    rep["alert_policy"] = alert_policy(data)
+    rep["alert_policy"] = alert_policy(data, rep["alarm_policy"])
     rep["alarm_budget"] = ps.alarm_budget
     rep["flags"] = flags(rep)
     return rep
 
 
-def alert_policy(data) -> dict:
+def alert_policy(data, reported: dict | None) -> dict:
     """The predicted-low alert this server sends the family's phones: {"text", "source"
     ("edge", "cloud" or "model", as cloud.alerts.LowModel), "calibration" (the server's own
-    calibration, when it makes one: nights, false alarms a week, when)}."""
+    calibration, when it makes one: nights, false alarms a week, when)}. `reported`: the
+    bedside node's policy (TenantStore.alarm_policy())."""
     from nightlink.cloud import alert_calibration
     from nightlink.cloud.alerts import LowModel
 
     now_ms = int(datetime.now().timestamp() * 1000)
-    low = LowModel.of(data.alarm_policy(), calibration=data.alarm_calibration(), now_ms=now_ms)
-    own = alert_calibration.own(data, now_ms)
+    calibration = data.alarm_calibration()
+    low = LowModel.of(reported, calibration=calibration, now_ms=now_ms)
+    own = alert_calibration.own(data, now_ms, reported)
     return {"text": low.text(), "source": low.source,
-            "calibration": data.alarm_calibration() if own else None}
+            "calibration": calibration if own else None}
 
 
 def flags(rep: dict) -> list[dict]:

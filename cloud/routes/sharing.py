@@ -10,6 +10,7 @@ against the person's sign-in rate limit, so codes cannot be guessed by trying.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -318,11 +319,14 @@ def _page(name: str, status: int = 200, **context) -> HTMLResponse:
     return portal.html_page(render.page_html(name, pdf=False, **context), status)
 
 
-def _zones() -> list[str]:
-    """The IANA zones this server knows, for the sign-up form's suggestions."""
+@functools.cache
+def _zones() -> tuple[str, ...]:
+    """The IANA zones this server knows, for the sign-up form's suggestions (read from the
+    zone database once, not at every page)."""
     from zoneinfo import available_timezones
 
-    return sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
+    return tuple(sorted(z for z in available_timezones()
+                        if "/" in z and not z.startswith("Etc/")))
 
 
 @pages.get("/signup")

@@ -190,7 +190,7 @@ def test_worker__calibrates_a_family_without_a_bedside_node_and_alerts_with_it(c
     assert f"calibrated by the server on the person's last {doc['nights']} nights" in low.text()
     # the report says which policy the family's phones get
     from nightlink.cloud.reports.summary import alert_policy
-    assert alert_policy(data)["source"] == "cloud"
+    assert alert_policy(data, data.alarm_policy())["source"] == "cloud"
     # a bedside node that reports its own threshold wins: the clock sounds that one
     store.add_device("a4cf12b0c3d4", "fam-1", "edge", "fam-1.a4cf12b0c3d4", "x")
     store.put_device_status("a4cf12b0c3d4", "fam-1", {
@@ -198,8 +198,8 @@ def test_worker__calibrates_a_family_without_a_bedside_node_and_alerts_with_it(c
         "alarm_policy_params": {"permille": 800, "calibrated": True}})
     assert not cal.due(data, now + 2 * DAY)
     assert alerts.tenant_predictor(data, now).source == "edge"
-    assert alert_policy(data) == {"text": alerts.tenant_predictor(data, now).text(),
-                                  "source": "edge", "calibration": None}
+    assert alert_policy(data, data.alarm_policy()) == {
+        "text": alerts.tenant_predictor(data, now).text(), "source": "edge", "calibration": None}
     # ... while it reports: a node silent for over a week (retired, offline) no longer does
     late = now + (alerts.EDGE_POLICY_DAYS + 1) * DAY
     assert cal.due(data, late) and alerts.tenant_predictor(data, late).source == "model"

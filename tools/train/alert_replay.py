@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from nightlink.cloud import alert_calibration, alerts
-from nightlink.shared import lowrisk
 from nightlink.tools.train.cgm_real import SLOT_MIN, Person
 from nightlink.tools.train.glucose import Tally
 from nightlink.tools.train.glucose_real import Frame, per_person_figures
@@ -30,7 +29,6 @@ UTC = ZoneInfo("UTC")  # the readings' clock times are the person's (cgm_real re
 
 
 MODES = {"": "model", "cal_": "calibrated", "line_": "line"}  # figure prefix -> replay mode
-_DAY_MS = 86_400_000
 
 
 def replay(p: Person, mode: str) -> tuple[list[int], list[int]]:
@@ -53,12 +51,12 @@ def replay(p: Person, mode: str) -> tuple[list[int], list[int]]:
         while times[lo] < t - HISTORY_MIN * 60_000:
             lo += 1
         if mode == "calibrated" and t >= recalibrate_at:  # once a day, as the worker does
-            while times[cal_lo] < t - (lowrisk.CAL_RECENT_NIGHTS + 2) * _DAY_MS:
+            while times[cal_lo] < t - alert_calibration.READ_BACK_MS:
                 cal_lo += 1
             doc = alert_calibration.calibrate(pairs[cal_lo:i + 1], [], UTC, int(t),
                                               points=points)
             predictor = alerts.LowModel.of(None, calibration=doc)
-            recalibrate_at = int(t) + _DAY_MS
+            recalibrate_at = int(t) + alert_calibration.EVERY_MS
         for a in alerts.evaluate(entries[lo:i + 1], int(t), settings, previous=previous,
                                  predictor=predictor):
             previous[(a.rule, a.level)] = a.at_ms
