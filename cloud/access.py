@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from nightlink.cloud.store import NotFoundError, Store, TenantStore
 
 WRITE_ROLES = ("patient", "admin")
+ACT_ROLES = ("patient", "caregiver", "admin")  # who acknowledges alerts and logs treatments
 
 
 @dataclass
@@ -45,3 +46,10 @@ def resolve_access(store: Store, user: dict, tenant_id: str, *,
         return None
     role = store.role(tenant_id, user["id"])
     return None if role is None else TenantAccess(tenant_id, data, role, user)
+
+
+def may_act(store: Store, access: TenantAccess) -> bool:
+    """Whether a member may acknowledge alerts and log treatments: not a doctor, nor a
+    caregiver invited read-only (`alerts: false`, docs/sharing.md)."""
+    return access.role in ACT_ROLES and (access.role != "caregiver" or store.member_alerts(
+        access.tenant_id, access.user["id"]))

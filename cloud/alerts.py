@@ -349,6 +349,20 @@ def public(row: dict) -> dict:
     }
 
 
+def acknowledge(store, events, tenant_id: str, alert_id: int, *, user_id: int | None,
+                via: str, **who) -> bool:
+    """Acknowledge an open alert (in the app, or from a Nightscout client's socket.io `ack`:
+    then no member's `user_id`, and `who` names the credential); publish and audit it.
+    False when it was not open."""
+    data = store.tenant(tenant_id)
+    if not data.ack_alert(alert_id, user_id):
+        return False
+    if events is not None:
+        events.publish(tenant_id, "alert", public(data.alert(alert_id)))
+    store.audit("alert.ack", actor=user_id, tenant_id=tenant_id, alert=alert_id, via=via, **who)
+    return True
+
+
 def tenant_settings(store, tenant_id: str) -> dict[str, dict]:
     """The tenant's merged alert settings over its patients and caregivers."""
     data = store.tenant(tenant_id)

@@ -61,7 +61,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.signup_limiter = RateLimiter(settings.signups_per_hour, window_s=3600.0)
     directory = CloudDirectory(app.state.store, settings)
     hub = Hub(directory)
-    app.state.events = hub
+    app.state.events = directory.events = hub
     app.state.store.notify = hub.changed
     # The Nightscout APIs (what clocks and apps poll) are matched first.
     state = mount_nightscout(app, directory, hub=hub,

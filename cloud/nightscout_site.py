@@ -13,6 +13,7 @@ import time
 
 from nightlink import __version__
 from nightlink.cloud import auth as cloud_auth
+from nightlink.cloud import alerts
 from nightlink.cloud.access import resolve_access
 from nightlink.cloud.config import Settings
 from nightlink.cloud.store import NotFoundError, Store
@@ -35,6 +36,7 @@ class CloudDirectory:
         self.storage_name = "postgresql" if store.backend == "postgres" else "sqlite"
         self._sites: dict[str, tuple[float, Site | None]] = {}
         self._lock = threading.Lock()
+        self.events = None  # the app's hub, for alerts acknowledged over socket.io
 
     def site(self, key: str) -> Site | None:
         now = time.monotonic()
@@ -110,6 +112,24 @@ class CloudDirectory:
         roles = _MEMBER_ROLES.get(access.role, ("readable",))
         return auth.Grant(key, user["email"], auth.Permissions.of_roles(roles), "member",
                           roles=roles)
+
+    def alarm_acked(self, site_key: str, level: int, group: str, silence_ms: int,
+                    grant: auth.Grant) -> int:
+        """A Nightscout client acknowledged the site's alarms over socket.io (`ack`: the
+        Nightscout web page, AndroidAPS' NSClient, followers): the tenant's open alerts of that
+        level and below are acknowledged as in the app, so the family's apps take them off
+        their lists too; the audit log names the credential (the API secret or a token's
+        subject). Ours are all in the `default` group. The socket calls this only for a
+        credential that may acknowledge (`notifications:*:ack`). How many."""
+        if group != "default":
+            return 0
+        acked = 0
+        for alert in self.store.tenant(site_key).alerts(limit=200, unacked=True):
+            if (level >= 2 or alert["level"] != "urgent") and alerts.acknowledge(
+                    self.store, self.events, site_key, alert["id"], user_id=None,
+                    via="nightscout", credential=grant.subject):
+                acked += 1
+        return acked
 
     def dead_letter(self, site_key: str, source: str, reason: str, payload: bytes) -> None:
         self.store.dead_letter(source, reason, payload, tenant_id=site_key)

@@ -44,6 +44,7 @@ DAY = 24 * 3600 * 1000
 QUEUE_LIMIT = 64  # packets a socket may have waiting before it is dropped and disconnected
 RECHECK_S = 60.0  # open sockets' credentials are looked at again this often
 MAX_SILENCE_MS = 2 * 3600 * 1000  # an alarm ack silences its group for at most this long
+ACK_PERMISSION = "notifications:*:ack"  # what acknowledging an alarm takes (as Nightscout)
 _COLL_ALIASES = {"foods": documents.FOOD}
 
 
@@ -401,7 +402,7 @@ class NightscoutSockets:
             if read:  # an alarm tells the glucose: only for those who may read it
                 await self.sio.enter_room(sid, f"alarm:{site.key}", namespace=namespace)
             return {"success": True, "message": "Subscribed for alarms",
-                    "read": read, "ack": read and grant.authenticated}
+                    "read": read, "ack": read and grant.allows(ACK_PERMISSION)}
         wanted = data.get("collections")
         if not isinstance(wanted, list) or not wanted:
             wanted = list(documents.V3_COLLECTIONS)
@@ -425,8 +426,9 @@ class NightscoutSockets:
             return None
         found = await self._regrant(session)
         grant = found[1] if found is not None else None
-        if grant is None or not grant.authenticated or not grant.allows("api:*:read"):
+        if grant is None or not grant.allows("api:*:read") or not grant.allows(ACK_PERMISSION):
             return None  # silencing the family's alarms takes a credential that hears them
+            # and may acknowledge them (Nightscout's `notifications:*:ack`: not `readable`)
         level = min(max(int(level), 1), 2) if _finite(level) else 1
         group = str(group or "default")[:100]
         now = time.time()
@@ -437,7 +439,7 @@ class NightscoutSockets:
             self._silenced[(site, group, lvl)] = time.time() + silence_ms / 1000
         hook = getattr(self.state.directory, "alarm_acked", None)
         if hook is not None:
-            await asyncio.to_thread(hook, site, level, group, silence_ms, grant.subject)
+            await asyncio.to_thread(hook, site, level, group, silence_ms, grant)
         level_name = "Urgent" if level >= 2 else "Warning"
         await self._emit_alarm(site, {"clear": True, "title": "All Clear",
                                       "message": f"{group} - {level_name} was ack'd",

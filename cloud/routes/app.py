@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud import auth
-from nightlink.cloud.access import TenantAccess, resolve_access
+from nightlink.cloud.access import ACT_ROLES, TenantAccess, may_act, resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.routes.portal import PortalUser, SignIn, portal_user
@@ -46,7 +46,6 @@ from nightlink.webapp.routes import json_object, page, same_origin, static_route
 
 router = APIRouter(tags=["app"], include_in_schema=False)
 APP_ROLES = ("patient", "caregiver")  # who lands on the app after signing in
-ACT_ROLES = ("patient", "caregiver", "admin")  # who acknowledges alerts and logs treatments
 SOCKET_TOKEN_S = 120  # the live socket's token only has to open the socket
 
 
@@ -83,17 +82,10 @@ def _member(store, user: dict, tenant: str) -> TenantAccess:
     return access
 
 
-def _acts(store, access: TenantAccess) -> bool:
-    """Whether a member may acknowledge alerts and log treatments: not a doctor, nor a
-    caregiver invited read-only (`alerts: false`, docs/sharing.md)."""
-    return access.role in ACT_ROLES and (access.role != "caregiver" or store.member_alerts(
-        access.tenant_id, access.user["id"]))
-
-
 def _actor(store, access: TenantAccess, what: str) -> None:
     if access.role not in ACT_ROLES:
         raise HTTPException(403, f"A {access.role} may see this patient's data but not {what}.")
-    if not _acts(store, access):
+    if not may_act(store, access):
         raise HTTPException(403, f"Your access to this patient is read-only: you may see the "
                                  f"data but not {what}.")
 
@@ -169,7 +161,7 @@ def state(tenant: str, user: ApiUser, store: StoreDep, hours: int = 3) -> dict:
     start_ms = now_ms - hours * 3_600_000
     entries = _readings(access, start_ms, now_ms)
     return {"tenant": tenant, "name": store.get_tenant(tenant)["name"], "role": access.role,
-            "can_act": (acts := _acts(store, access)), "can_ack": acts,
+            "can_act": (acts := may_act(store, access)), "can_ack": acts,
             "now_ms": now_ms, "hours": hours,
             "unit": report_settings.user_units(store, user["id"]),
             "entries": entries,
@@ -213,12 +205,10 @@ def ack(tenant: str, alert_id: int, request: Request, user: ApiUser, store: Stor
     _actor(store, access, "acknowledge its alerts")
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
-    if access.data.ack_alert(alert_id, user["id"]):
-        events = request.app.state.events
-        events.publish(tenant, "alert", alert_rules.public(access.data.alert(alert_id)))
-        if not access.data.alerts(limit=1, unacked=True):  # socket.io alarm clients too
-            events.alarm(tenant, 0, "All Clear", "Acknowledged in the app.", clear=True)
-        store.audit("alert.ack", actor=user["id"], tenant_id=tenant, alert=alert_id, via="app")
+    events = request.app.state.events
+    if alert_rules.acknowledge(store, events, tenant, alert_id, user_id=user["id"], via="app") \
+            and not access.data.alerts(limit=1, unacked=True):  # socket.io alarm clients too
+        events.alarm(tenant, 0, "All Clear", "Acknowledged in the app.", clear=True)
     return alert_rules.public(access.data.alert(alert_id))
 
 

@@ -373,3 +373,59 @@ def test_alarm_ack__a_huge_level_is_one_silence_not_millions(ns):
 
     asyncio.run(run())
     assert len(ns.app.state.nightscout_sockets._silenced) == 2  # levels 1 and 2
+
+
+def test_alarm_ack__acknowledges_the_clouds_own_alerts_as_the_app_does(cloud_ns):
+    """A Nightscout client's `ack` on /alarm (the Nightscout page, a follower) acknowledges
+    the cloud's open alerts of that level and below, so the family's apps drop them too; a
+    credential without Nightscout's `notifications:*:ack` (a `readable` token) changes
+    nothing, nor does another group."""
+    store = cloud_ns.app.state.store
+    data = store.tenant("fam-1")
+    t = now_ms() - 60_000
+    low = data.add_alert("low", "warning", t, "Glucose 68 mg/dL is below 70 mg/dL.")
+    urgent = data.add_alert("urgent_low", "urgent", t, "Glucose 52 mg/dL is below 54 mg/dL.")
+    hub = cloud_ns.app.state.events
+    published = []
+    publish = hub.publish
+    hub.publish = lambda site, kind, body: (published.append((site, kind, body)),
+                                            publish(site, kind, body))
+
+    def open_ids():
+        return sorted(a["id"] for a in data.alerts(unacked=True))
+
+    async def run():
+        reader, admin = Recorder(), Recorder()
+        alarm = namespace(cloud_ns, "/alarm")
+        await reader.connect(cloud_ns.root, [alarm])
+        await admin.connect(cloud_ns.root, [alarm])
+        said = await reader.call("subscribe", {"accessToken": cloud_ns.read_token}, alarm)
+        assert (said["read"], said["ack"]) == (True, False)
+        said = await admin.call("subscribe", {"accessToken": cloud_ns.admin_token}, alarm)
+        assert (said["read"], said["ack"]) == (True, True)
+        await reader.sio.emit("ack", (2, "default", 60_000), namespace=alarm)
+        await admin.sio.emit("ack", (2, "another-group", 60_000), namespace=alarm)
+        assert (await admin.next(alarm, "clear_alarm"))["group"] == "another-group"
+        await admin.sio.emit("ack", (1, "default", 60_000), namespace=alarm)
+        assert (await admin.next(alarm, "clear_alarm"))["message"] == \
+            "default - Warning was ack'd"
+        assert open_ids() == [urgent]  # the warning only: neither the reader nor the group
+        assert reader.pending(alarm, "clear_alarm") == 2  # it heard both, acked neither
+        await admin.sio.emit("ack", (2, "default", 60_000), namespace=alarm)
+        await admin.next(alarm, "clear_alarm")
+        for r in (reader, admin):
+            await r.close()
+
+    asyncio.run(run())
+    assert open_ids() == []
+    for alert_id in (low, urgent):
+        row = data.alert(alert_id)
+        assert row["acked_at"] is not None and row["acked_by"] is None and row["ended_ms"] is None
+    # the family's apps were told (the live feed), the audit log names the credential
+    assert [(body["id"], body["acked_at"] is not None) for site, kind, body in published
+            if kind == "alert"] == [(low, True), (urgent, True)]
+    audit = [(e["action"], e["detail"]) for e in store.audit_log("fam-1")
+             if e["action"] == "alert.ack"]
+    assert sorted(audit, key=lambda e: e[1]["alert"]) == [
+        ("alert.ack", {"alert": low, "via": "nightscout", "credential": "aaps"}),
+        ("alert.ack", {"alert": urgent, "via": "nightscout", "credential": "aaps"})]
