@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from nightlink.cloud.deps import ERRORS, StoreDep, WriterAccess
+from nightlink.cloud.store import NotFoundError
 from nightlink.shared.apisecret import api_secret_hash
 
 router = APIRouter(prefix="/api/nl/v1", tags=["credentials"], responses=ERRORS)
@@ -48,6 +49,31 @@ def new_api_secret(access: WriterAccess, store: StoreDep):
     return ApiSecretPublic(secret=secret, sha1=api_secret_hash(secret))
 
 
+class ReadTokenListed(BaseModel):
+    id: int
+    label: str
+    roles: list[str]
+    created_at: int = Field(description="When it was made, ms since the epoch.")
+
+
+def make_token(store, access, label: str, roles: list[str], **audit) -> str:
+    """A new access token of the tenant (a subject named `label`), audited; shown once."""
+    _, token = access.data.subjects.create(label, roles)
+    store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
+                kind="token", label=label, role=",".join(roles), **audit)
+    return token
+
+
+def revoke_token(store, access, subject_id: int, **audit) -> bool:
+    """Revoke one access token; sockets it opened are dropped. False: no such token."""
+    if not access.data.subjects.revoke(subject_id):
+        return False
+    store.access_changed()
+    store.audit("key.revoke", actor=access.user["id"], tenant_id=access.tenant_id,
+                kind="token", id=subject_id, **audit)
+    return True
+
+
 @router.post("/tenants/{tenant}/read-tokens", status_code=201, response_model=ReadTokenPublic)
 def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate | None = None):
     """Make an access token for a clock, a follower or an app; shown once.
@@ -56,10 +82,22 @@ def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate 
     treatments."""
     label = body.label if body else ""
     role = body.role if body else "readable"
-    subject, token = access.data.subjects.create(label or role, [role])
-    store.audit("key.create", actor=access.user["id"], tenant_id=access.tenant_id,
-                kind="token", label=label, role=role)
+    token = make_token(store, access, label or role, [role])
     return ReadTokenPublic(token=token, label=label, role=role)
+
+
+@router.get("/tenants/{tenant}/read-tokens", response_model=list[ReadTokenListed])
+def list_read_tokens(access: WriterAccess):
+    """The tenant's access tokens in use (never the tokens themselves)."""
+    return [ReadTokenListed(id=s.id, label=s.name, roles=list(s.roles), created_at=s.created_at)
+            for s in access.data.subjects.list()]
+
+
+@router.delete("/tenants/{tenant}/read-tokens/{token_id}", status_code=204)
+def revoke_read_token(token_id: int, access: WriterAccess, store: StoreDep):
+    """Revoke one access token (a lost clock, a follower who should no longer see)."""
+    if not revoke_token(store, access, token_id):
+        raise NotFoundError(f"No access token {token_id}.")
 
 
 @router.delete("/tenants/{tenant}/read-tokens", status_code=204)

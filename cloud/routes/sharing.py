@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from nightlink.cloud import auth, mail
 from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
-from nightlink.cloud.routes import portal
+from nightlink.cloud.routes import credentials, portal
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
 from nightlink.cloud.routes.fields import EMAIL
 from nightlink.cloud.store import ConflictError
@@ -458,7 +458,7 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
 
     user, access = _owner(request, store, settings, tenant)
     form = await portal.read_form(request)
-    created, status, error, notice, uploader = None, 200, None, None, None
+    created, status, error, notice, uploader, reader = None, 200, None, None, None, None
     try:
         if form.get("action") == "invite":
             body = InviteCreate(role=form.get("role", ""), alerts=form.get("alerts") == "yes",
@@ -470,6 +470,13 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
             tenant_routes.revoke(int(form.get("user", "0")), access, store)
         elif form.get("action") == "uploader":
             uploader = _new_uploader_secret(request, store, access, user)
+        elif form.get("action") == "token":
+            reader = _new_token(request, store, access, form)
+        elif form.get("action") == "revoke-token":
+            if not credentials.revoke_token(store, access, _int(form.get("token")),
+                                            via="sharing page"):
+                raise HTTPException(404, "That access token was already revoked.")
+            notice = "The access token was revoked: what used it can no longer read."
         elif form.get("action") == "rename":
             name = _space_name(form.get("name", ""))
             store.set_tenant(access.tenant_id, name=name)
@@ -497,7 +504,8 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
     except ValueError as exc:  # pydantic's ValidationError is one
         status, error = 422, _first_error(exc)
     return _sharing(store, access, user, created=created, error=error, status=status,
-                    notice=notice, uploader=uploader, site=_site_url(request, tenant))
+                    notice=notice, uploader=uploader, reader=reader,
+                    site=_site_url(request, tenant))
 
 
 NAME_MAX = 100
@@ -522,14 +530,45 @@ def _site_url(request: Request, tenant: str) -> str:
 def _new_uploader_secret(request: Request, store, access, user) -> dict:
     """A new API secret for the patient's CGM apps (the one before stops working), shown
     once on the page with the site's address in the forms the apps take."""
-    from nightlink.cloud.routes.credentials import make_api_secret
     from nightlink.shared.apisecret import api_secret_hash
 
-    secret = make_api_secret(store, access.tenant_id, user["id"], via="sharing page")
+    secret = credentials.make_api_secret(store, access.tenant_id, user["id"], via="sharing page")
     site = _site_url(request, access.tenant_id)
     scheme, _, rest = site.partition("://")
     return {"secret": secret, "sha1": api_secret_hash(secret),
             "xdrip": f"{scheme}://{secret}@{rest}/api/v1/"}
+
+
+# What an access token made on the page may do: its Nightscout roles.
+TOKEN_KINDS = {
+    "read": ("readable",),  # clocks, followers, reports
+    "careportal": ("readable", "careportal"),  # Nightguard, a careportal: read, log treatments
+    "admin": ("admin",),  # AndroidAPS' NSClient v3 uploads only with every permission
+}
+TOKEN_NAME_MAX = 64
+
+
+def _int(typed: str | None) -> int:
+    try:
+        return int(typed or "")
+    except ValueError:
+        raise HTTPException(422, "The form did not say which one.") from None
+
+
+def _new_token(request: Request, store, access, form) -> dict:
+    """A new access token named by the family (the grandparent's phone, the desk clock),
+    shown once on the page with the site's read link."""
+    name = " ".join(form.get("name", "").split())
+    if not name or len(name) > TOKEN_NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise HTTPException(422, f"Name what will use the token (1 to {TOKEN_NAME_MAX} "
+                                 "characters): a phone, a clock, an app.")
+    roles = TOKEN_KINDS.get(form.get("may", ""))
+    if roles is None:
+        raise HTTPException(422, "Say what the token may do: read, read and log treatments, "
+                                 "or everything.")
+    token = credentials.make_token(store, access, name, list(roles), via="sharing page")
+    return {"name": name, "token": token, "roles": roles,
+            "link": f"{_site_url(request, access.tenant_id)}?token={token}"}
 
 
 def _first_error(exc: ValueError) -> str:
@@ -558,9 +597,12 @@ def _owner(request: Request, store, settings, tenant: str):
 
 def _sharing(store, access, user, *, created, error, status: int = 200,
              notice: str | None = None, uploader: dict | None = None,
-             site: str = "") -> HTMLResponse:
+             reader: dict | None = None, site: str = "") -> HTMLResponse:
+    tokens = [{"id": t.id, "name": t.name, "roles": t.roles,
+               "made": time.strftime("%Y-%m-%d", time.gmtime(t.created_at / 1000))}
+              for t in access.data.subjects.list()]
     return _page("sharing.html", status, user=user, tenant=store.get_tenant(access.tenant_id),
-                 uploader=uploader, site=site,
+                 uploader=uploader, reader=reader, tokens=tokens, site=site,
                  members=[m for m in store.members(access.tenant_id) if m["user_id"] != user["id"]],
                  invites=store.invites(access.tenant_id), created=created, error=error,
                  notice=notice,

@@ -354,6 +354,29 @@ def test_sharing__an_invitation_accepted_in_a_second_browser(site, browser):
     assert page.errors() == []
 
 
+def test_sharing__a_token_for_a_follower_made_and_revoked(site, browser):
+    """The family makes a follower's access token on the sharing page (narrow screens too:
+    the long read link wraps), the link reads the site, and Revoke shuts it out."""
+    page = browser
+    sign_in(page, site, "pat@example.org")
+    page.load(f"{site.url}/portal/p/fam-1/sharing")
+    page.eval("document.querySelector('input[name=name]').value = 'Grandma\\'s phone';"
+              "document.querySelector('select[name=may]').value = 'read'")
+    submit(page, "form input[value=token]")
+    link = page.eval("document.querySelector('#readers ~ p code').textContent")
+    assert link.startswith(f"{site.url}/t/fam-1?token=")
+    check(page, "sharing-token")
+    entries = link.replace("?token=", "/api/v1/entries.json?count=1&token=")
+    fetch = f"fetch({entries!r}).then(r => r.status)"
+    assert page.eval(fetch, await_promise=True) == 200
+    assert "Grandma's phone" in text(page, "#readers ~ table")
+    submit(page, "#readers ~ table form")
+    assert "The access token was revoked" in text(page, "main")
+    assert page.eval(fetch, await_promise=True) == 401
+    assert page.errors() == ["Failed to load resource: the server responded with a status of "
+                             "401 (Unauthorized)"]  # that last fetch's, nothing else
+
+
 def test_sharing__caregiver_may_not_open_the_page(site, browser):
     page = browser
     sign_in(page, site, "care@example.org")

@@ -391,6 +391,69 @@ def test_pages__a_new_patient_connects_a_cgm_app_from_the_sharing_page(site):
     assert refused.status_code == 401
 
 
+def test_pages__a_family_gives_each_follower_and_clock_its_own_token(site):
+    """The sharing page makes a named access token (shown once, with the read link), lists
+    the tokens in use and revokes one without the others; the REST API lists and revokes
+    one too (before, only the operator's CLI or a REST call made one, and revoking was all
+    at once)."""
+    tenant = _sign_up(site, "pat@example.org")["tenant_id"]
+    site.client.post("/portal/login", data={"email": "pat@example.org", "password": PASSWORD})
+    page = f"/portal/p/{tenant}/sharing"
+    assert "No access token is in use." in site.client.get(page).text
+    entries = f"/t/{tenant}/api/v1/entries.json"
+    tokens = {}
+    for name, may in (("Grandma's phone", "read"), ("Desk clock", "read"),
+                      ("Nightguard", "careportal")):
+        made = site.client.post(page, data={"action": "token", "name": name, "may": may})
+        assert made.status_code == 200, made.text
+        tokens[name] = re.search(r'<p class="code"><b>([^<]+)</b></p>', made.text).group(1)
+        assert f"<code>http://testserver/t/{tenant}?token={tokens[name]}</code>" in made.text
+    listed = site.client.get(page).text
+    assert "<td>Grandma&#39;s phone</td>" in listed and "read, log treatments" in listed
+    assert all(t not in listed for t in tokens.values())  # shown once only
+    for t in tokens.values():
+        assert site.client.get(entries, params={"token": t}).status_code == 200
+    # Nightguard's token logs a treatment; a read token may not
+    note = {"eventType": "Note", "notes": "snack", "created_at": "2026-12-01T20:00:00Z"}
+    assert site.client.post(f"/t/{tenant}/api/v1/treatments", json=note,
+                            params={"token": tokens["Nightguard"]}).status_code == 200
+    assert site.client.post(f"/t/{tenant}/api/v1/treatments", json=note,
+                            params={"token": tokens["Desk clock"]}).status_code == 401
+    for bad, why in (({"name": " ", "may": "read"}, "Name what will use the token"),
+                     ({"name": "x" * 65, "may": "read"}, "Name what will use the token"),
+                     ({"name": "Phone", "may": "root"}, "Say what the token may do")):
+        r = site.client.post(page, data={"action": "token", **bad})
+        assert r.status_code == 422 and why in r.text
+    # one revoked on the page: the others still read
+    h = site.auth("pat@example.org")
+    listed = site.client.get(f"{API}/tenants/{tenant}/read-tokens", headers=h).json()
+    assert [(t["label"], t["roles"]) for t in listed] == [
+        ("Grandma's phone", ["readable"]), ("Desk clock", ["readable"]),
+        ("Nightguard", ["readable", "careportal"])]
+    grandma = listed[0]["id"]
+    r = site.client.post(page, data={"action": "revoke-token", "token": str(grandma)})
+    assert r.status_code == 200 and "was revoked" in r.text
+    assert "<td>Grandma&#39;s phone</td>" not in r.text
+    assert site.client.get(entries, params={"token": tokens["Grandma's phone"]}).status_code \
+        == 401
+    assert site.client.get(entries, params={"token": tokens["Desk clock"]}).status_code == 200
+    again = site.client.post(page, data={"action": "revoke-token", "token": str(grandma)})
+    assert again.status_code == 404 and "already revoked" in again.text
+    assert site.client.post(page, data={"action": "revoke-token", "token": "x"}).status_code \
+        == 422
+    # and one through the API; another family's token id is not found
+    clock = listed[1]["id"]
+    assert site.client.delete(f"{API}/tenants/{tenant}/read-tokens/{clock}",
+                              headers=h).status_code == 204
+    assert site.client.get(entries, params={"token": tokens["Desk clock"]}).status_code == 401
+    assert site.client.delete(f"{API}/tenants/{tenant}/read-tokens/{clock}",
+                              headers=h).status_code == 404
+    audit = [(e["action"], e["detail"].get("via")) for e in site.store.audit_log(tenant)
+             if e["action"].startswith("key.")]
+    assert audit.count(("key.create", "sharing page")) == 3
+    assert audit.count(("key.revoke", "sharing page")) == 1 and ("key.revoke", None) in audit
+
+
 def test_pages__sign_up_from_the_browser_form(site):
     login = site.client.get("/portal/login")
     assert 'href="/portal/signup"' in login.text
