@@ -86,6 +86,7 @@ class InviteAccept(BaseModel):
 
 class Joined(BaseModel):
     tenant_id: str
+    name: str = Field("", description="Whose data it is: the space's name.")
     role: str
     alerts: bool
 
@@ -228,12 +229,16 @@ def create_invite(body: InviteCreate, access: WriterAccess, store: StoreDep,
     mailed = False
     if body.email:
         name = user["name"] or user["email"]
-        text = (f"{name} invites you to follow their Nightlink data as a {body.role}"
+        # whose data: the space's name (a parent invites to follow their child's), else theirs
+        space = store.get_tenant(access.tenant_id)["name"]
+        whose = f"{space}'s" if space and space.casefold() != name.casefold() else "their"
+        text = (f"{name} invites you to follow {whose} Nightlink data as a {body.role}"
                 f"{' (with alerts)' if body.alerts else ' (read only)'}.\n\n"
                 f"Open {link}\nor enter the code {show_code(code)} after signing in.\n"
                 f"The invitation holds for {days} days.\n")
         try:
-            mail.send(settings, body.email, f"{name} shares their Nightlink data with you", text)
+            mail.send(settings, body.email, f"{name} shares {whose} Nightlink data with you",
+                      text)
             mailed = True
         except mail.MailError:
             mailed = False
@@ -304,7 +309,8 @@ def _join(store, user: dict, typed: str) -> Joined:
                 alerts=bool(row["alerts"]))
     store.audit("invite.accept", actor=user["id"], tenant_id=row["tenant_id"],
                 invite_id=row["id"], role=row["role"], alerts=bool(row["alerts"]))
-    return Joined(tenant_id=row["tenant_id"], role=row["role"], alerts=bool(row["alerts"]))
+    return Joined(tenant_id=row["tenant_id"], name=store.get_tenant(row["tenant_id"])["name"],
+                  role=row["role"], alerts=bool(row["alerts"]))
 
 
 # -- the pages the mailed links open ---------------------------------------------------------

@@ -340,7 +340,7 @@ def test_sharing__an_invitation_accepted_in_a_second_browser(site, browser):
         other.eval("document.querySelector('input[name=email]').value = 'friend@example.org';"
                    f"document.querySelector('input[name=password]').value = {PASSWORD!r}")
         submit(other, "main form")
-        assert "You now follow this person's data as a caregiver, read only" in text(
+        assert "You now follow Ann Example's data as a caregiver, read only" in text(
             other, "main")
         check(other, "invite-accepted")
         follow(other, "main a[href='/app/fam-1']")

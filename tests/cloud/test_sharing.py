@@ -127,10 +127,10 @@ def test_invite__caregiver_with_alerts_and_doctor_read_only_then_revoked(site):
     r = site.client.post(f"{API}/invites/accept",
                          json={"code": care["code"].lower().replace("-", " ")},
                          headers=site.auth("mum@example.org"))
-    assert r.json() == {"tenant_id": tenant, "role": "caregiver", "alerts": True}
+    assert r.json() == {"tenant_id": tenant, "name": "Pat", "role": "caregiver", "alerts": True}
     r = site.client.post(f"{API}/invites/accept", json={"code": doc["code"]},
                          headers=site.auth("doc@example.org"))
-    assert r.json() == {"tenant_id": tenant, "role": "doctor", "alerts": False}
+    assert r.json() == {"tenant_id": tenant, "name": "Pat", "role": "doctor", "alerts": False}
     # Spent: the same code again is refused, and no invitation is open any more.
     r = site.client.post(f"{API}/invites/accept", json={"code": care["code"]},
                          headers=site.auth("doc@example.org"))
@@ -441,7 +441,7 @@ def test_pages__a_family_gives_each_follower_and_clock_its_own_token(site):
     assert again.status_code == 404 and "already revoked" in again.text
     assert site.client.post(page, data={"action": "revoke-token", "token": "x"}).status_code \
         == 422
-    # and one through the API; another family's token id is not found
+    # and one through the API (twice: not found)
     clock = listed[1]["id"]
     assert site.client.delete(f"{API}/tenants/{tenant}/read-tokens/{clock}",
                               headers=h).status_code == 204
@@ -517,6 +517,22 @@ def test_pages__a_parent_names_the_space_after_the_child(site):
     assert r.status_code == 200 and "This space is now called Sam Smith." in r.text
     assert site.store.get_tenant(tenant)["name"] == "Sam Smith"
     assert "tenant.rename" in [e["action"] for e in site.store.audit_log(tenant)]
+    # the invitation says whose data it is: Sam's, not Mum's own
+    _verify(site, "mum@example.org")
+    made = site.client.post(page, data={"action": "invite", "role": "caregiver",
+                                        "alerts": "yes", "email": "gran@example.org"})
+    assert made.status_code == 200
+    [mailed] = [m for m in _mails(site.mail) if m["To"] == "gran@example.org"]
+    assert mailed["Subject"] == "Mum shares Sam Smith's Nightlink data with you"
+    assert mailed.get_content().startswith(
+        "Mum invites you to follow Sam Smith's Nightlink data as a caregiver (with alerts).")
+    link = re.search(r"Open (\S+)", mailed.get_content()).group(1)
+    path = link.split("127.0.0.1:8000", 1)[1]
+    site.client.cookies.clear()
+    joined = site.client.post(path + "/new", data={"name": "Gran", "email": "gran@example.org",
+                                                   "password": PASSWORD})
+    assert joined.status_code == 200
+    assert "You now follow Sam Smith&#39;s data as a caregiver, with alerts" in joined.text
     # someone who follows may not rename it
     site.user("care@example.org")
     site.store.grant(tenant, site.store.user_by_email("care@example.org")["id"], "caregiver",
