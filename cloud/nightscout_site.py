@@ -12,8 +12,8 @@ import threading
 import time
 
 from nightlink import __version__
-from nightlink.cloud import auth as cloud_auth
 from nightlink.cloud import alerts
+from nightlink.cloud import auth as cloud_auth
 from nightlink.cloud.access import resolve_access
 from nightlink.cloud.config import Settings
 from nightlink.cloud.store import NotFoundError, Store
