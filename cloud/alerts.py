@@ -36,18 +36,25 @@ Rules and defaults (mg/dL; thresholds per user in `alert-settings`):
 "Current" means at most 15 minutes old (a reading is current for 15 minutes, Nightscout);
 readings below 39 are sensor error codes and never count as glucose.
 
-De-duplication: an alert is raised once per episode. It is not raised again while its
-condition has held at every reading since the last alert of that rule (or of a more severe
-rule of the same family: urgent_low covers low, both cover predicted_low, urgent stale covers
-warning stale), and never
-within SNOOZE_MIN (30 minutes) of that last alert, so a reading flapping around a threshold
-does not alarm every five minutes.
+De-duplication: an alert is raised once per episode. An episode (of a rule, or of a more
+severe rule of the same family: urgent_low covers low, both cover predicted_low, urgent stale
+covers warning stale) ends as the consensus ends a glycaemic event: EVENT_END_MIN (15) minutes
+of readings without its condition (readings x sampling interval), or a gap in the readings;
+stale data ends with the next reading (`episode_over`). So a reading flapping around a
+threshold (65, 71, 66) is one episode and one alert, and a low back after 15 minutes above is
+a new one, raised at once (the 30-minute snooze this replaces raised it up to 30 minutes
+late, and a fresh stale-data warning as late). An urgent low acknowledged and still there
+REPEAT_MIN (30) minutes later is raised again ("Still urgent low …"), as Dexcom's urgent low
+alarm repeats and Nightscout's acknowledgement silences for a while, not for good. The
+model's predicted low keeps the clock's refractory period (60 minutes), and waits
+SNOOZE_MIN (30) after a low alert.
 
-Ending: an open alert whose rule's condition no longer holds at a check (glucose back over
-the threshold, readings again after a gap, the predicted low past or become a low) ends on its
-own, as Nightscout's alarms do: it is closed with `ended_ms` (and `acked_at`, no one's
-`acked_by`), published again so the apps take it off their lists, and when no alert is left
-open, Nightscout's socket.io alarm clients get "All Clear".
+Ending: an open alert ends on its own when its episode ends (the predicted low when it is
+past or has become a low), as Nightscout's alarms do: it is closed with `ended_ms` (and
+`acked_at`, no one's `acked_by`), published again so the apps take it off their lists, and
+when no alert is left open, Nightscout's socket.io alarm clients get "All Clear". It ends
+with the episode, not at the first reading back over the threshold, so "All Clear" is not
+followed by silence while glucose dips back under it.
 """
 
 from __future__ import annotations
@@ -60,8 +67,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 from nightlink.shared import lowrisk, units
 from nightlink.shared.alerts import (  # noqa: F401 - the rules, re-exported
+    CURRENT_MIN,
     MINUTE_MS,
     PREDICT_HORIZON_MIN,
+    RISE_WINDOW_MIN,
     RULE_FUNCTIONS,
     URGENT,
     WARNING,
@@ -79,7 +88,9 @@ from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 
-SNOOZE_MIN = 30  # an alert of the same rule is not raised again within this
+SNOOZE_MIN = 30  # the model's predicted low waits this long after a low alert
+EVENT_END_MIN = 15  # an episode ends after this long without its condition (consensus)
+REPEAT_MIN = {"urgent_low": 30}  # raised again this long after an acknowledgement, if it holds
 CALIBRATE_BUDGET_S = 5.0  # the worker's time for predicted-low calibrations per full pass
 CALIBRATE_CHECK_S = 3600.0  # how often the worker asks whether a tenant's calibration is due
 EDGE_POLICY_DAYS = 7  # a bedside node's threshold counts while it reported within this
@@ -238,13 +249,51 @@ def _family_above(key):
     return (key,)
 
 
-def _same_episode(rule, threshold, readings, since_ms, now_ms):
-    """True when the rule's condition held at every reading after since_ms (up to now)."""
+# How far back a rule reads at a reading: the current reading (15 minutes), the rising slope's
+# window (15 minutes).
+_LOOK_BACK_MS = (max(CURRENT_MIN, RISE_WINDOW_MIN) + 1) * MINUTE_MS
+
+
+def _interval_ms(readings) -> int:
+    """The sensor's sampling interval: the median step between readings, 1 to 15 minutes
+    (5 without two readings)."""
+    steps = sorted(b[0] - a[0] for a, b in zip(readings, readings[1:], strict=False)
+                   if b[0] > a[0])
+    if not steps:
+        return 5 * MINUTE_MS
+    return min(max(steps[len(steps) // 2], MINUTE_MS), 15 * MINUTE_MS)
+
+
+def episode_over(rule, threshold, readings, since_ms, now_ms) -> bool:
+    """Whether the episode that had an alert at since_ms has ended by now_ms, as the consensus
+    (Battelino 2023) ends an event: EVENT_END_MIN of readings without the rule's condition
+    (readings x sampling interval: 3 at 5 minutes, 1 at 15), or a gap in the readings longer
+    than the sampling allows (no episode spans a gap: after it, a low is a new one). Stale
+    data ends with the first reading after the alert.
+
+    So glucose flapping around a threshold (65, 71, 66) is one episode with one alert that
+    stays open, and a low coming back after 15 minutes above is a new one, raised at once."""
     fn = RULE_FUNCTIONS[rule]
+    if rule == "stale_data":
+        return any(since_ms < r[0] <= now_ms for r in readings)
+    step = _interval_ms(readings)
+    gap = max(EVENT_END_MIN * MINUTE_MS, 2 * step)
+    prev, run, lo = since_ms, 0, 0
     for i, r in enumerate(readings):
-        if since_ms < r[0] <= now_ms and fn(readings[: i + 1], r[0], threshold) is None:
-            return False
-    return True
+        if r[0] > now_ms:
+            break
+        if r[0] <= since_ms:
+            prev = r[0]
+            continue
+        if r[0] - prev > gap:
+            return True
+        prev = r[0]
+        while readings[lo][0] < r[0] - _LOOK_BACK_MS:  # all a rule reads back (15 minutes)
+            lo += 1
+        run = run + 1 if fn(readings[lo: i + 1], r[0], threshold) is None else 0
+        if run * step >= EVENT_END_MIN * MINUTE_MS:
+            return True
+    return now_ms - prev > gap
 
 
 def _message(rule, level, value, threshold, method=None, risk=0.0):
@@ -267,7 +316,8 @@ def _message(rule, level, value, threshold, method=None, risk=0.0):
 
 def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
              previous: dict[tuple[str, str], int] | None = None,
-             predictor: LowModel | None = None, holds: set | None = None) -> list[Alert]:
+             predictor: LowModel | None = None, holds: set | None = None,
+             acked: set | None = None) -> list[Alert]:
     """The alerts to raise at now_ms.
 
     history: Nightscout entry dicts (`date` in ms, `sgv`), in any order; entries after now_ms
@@ -275,7 +325,8 @@ def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
     previous: {(rule, level): at_ms of the last alert raised}; without it every condition that
     holds now is returned. predictor: the model's predicted-low policy and the last carbs (the
     model's own policy and no carbs when None). holds: a set to which the rules whose
-    condition holds now are added (alerts of the others have ended).
+    condition holds now are added. acked: the (rule, level) whose last alert someone
+    acknowledged (an urgent low still there REPEAT_MIN after it is raised again).
     """
     readings = [r for r in readings_of(history) if r[0] <= now_ms]
     rules = settings_with_defaults(settings)
@@ -313,20 +364,24 @@ def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
                 continue
             if last is not None and now_ms - last < SNOOZE_MIN * MINUTE_MS:
                 continue
-        elif last is not None:
-            if now_ms - last < SNOOZE_MIN * MINUTE_MS:
-                continue
-            if _same_episode(rule, cfg["threshold"], readings, last, now_ms):
-                continue
+        elif last is not None and not episode_over(rule, cfg["threshold"], readings, last,
+                                                   now_ms):
+            own, repeat = previous.get(key), REPEAT_MIN.get(rule)
+            if not (repeat and key in (acked or ()) and own is not None
+                    and now_ms - own >= repeat * MINUTE_MS):
+                continue  # the same episode, not acknowledged long enough ago to repeat
+            extra = {**extra, "repeat": True}
         at_ms = readings[-1][0] if rule != "stale_data" and readings else now_ms
         detail = {"value": value, "threshold": cfg["threshold"], "unit": RULES[rule][1],
                   **extra}
         if readings:
             detail["last_reading_ms"] = readings[-1][0]
             detail["last_sgv"] = readings[-1][1]
-        raised.append(Alert(rule, level, int(at_ms),
-                            _message(rule, level, value, cfg["threshold"],
-                                     extra.get("method"), extra.get("risk", 0.0)), detail))
+        message = _message(rule, level, value, cfg["threshold"], extra.get("method"),
+                           extra.get("risk", 0.0))
+        if extra.get("repeat"):
+            message = "Still " + message[0].lower() + message[1:]
+        raised.append(Alert(rule, level, int(at_ms), message, detail))
     return raised
 
 
@@ -396,8 +451,11 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
         data.exclusive("alerts")
         recent = data.alerts(limit=200)
         previous: dict[tuple[str, str], int] = {}
-        for a in recent:
+        acked: set[tuple[str, str]] = set()  # whose last alert someone acknowledged
+        for a in recent:  # newest first
             key = (a["rule"], a["level"])
+            if key not in previous and a["acked_at"] is not None and a.get("ended_ms") is None:
+                acked.add(key)
             previous[key] = max(previous.get(key, 0), a["at_ms"])
         since = now_ms - HISTORY_MIN * MINUTE_MS
         if previous:  # read back to the oldest last alert (a day at most) for its episode
@@ -407,18 +465,21 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
         if not history:  # the last reading, however old, tells how stale the data is
             history = data.entries(count=1, type_="sgv", where=[("date", "<=", now_ms)])
         holds: set[str] = set()
-        for alert in evaluate(history, now_ms, settings, previous=previous,
+        for alert in evaluate(history, now_ms, settings, previous=previous, acked=acked,
                               predictor=tenant_predictor(data, now_ms), holds=holds):
             alert_id = data.add_alert(alert.rule, alert.level, alert.at_ms, alert.message,
                                       **alert.detail)
             stored.append(public({"id": alert_id, **alert.as_dict(),
                                   "acked_by": None, "acked_at": None}))
-        # An open alert whose condition no longer holds ends on its own, as Nightscout's do:
-        # glucose back over 70, readings again, the predicted low past or become a low.
-        # (Only alerts the rules raised, which carry their threshold: one they cannot
-        # re-check waits for someone to acknowledge it.)
-        ended = [a for a in recent if a["acked_at"] is None and a["rule"] not in holds
-                 and a["at_ms"] <= now_ms and "threshold" in (a["detail"] or {})
+        # An open alert ends on its own when its episode does: 15 minutes of readings back
+        # over 70 (or a gap), readings again after stale data; a predicted low when it is
+        # past or has become a low. (Only alerts the rules raised, which carry their
+        # threshold: one they cannot re-check waits for someone to acknowledge it.)
+        readings = [r for r in readings_of(history) if r[0] <= now_ms]
+        ended = [a for a in recent if a["acked_at"] is None and a["at_ms"] <= now_ms
+                 and "threshold" in (a["detail"] or {}) and a["rule"] in RULE_FUNCTIONS
+                 and (a["rule"] not in holds if a["rule"] == "predicted_low" else episode_over(
+                     a["rule"], a["detail"]["threshold"], readings, a["at_ms"], now_ms))
                  and data.end_alert(a["id"], now_ms)]
         gone = {a["id"] for a in ended}
         still_open = any(a["acked_at"] is None and a["id"] not in gone for a in recent)

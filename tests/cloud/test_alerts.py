@@ -141,11 +141,11 @@ def test_merge_settings__on_for_anyone_most_sensitive_threshold():
 # -- one tenant over the store ----------------------------------------------------------------
 
 
-def _replay(store, values, *, tenant="fam-1", start=T0, check_at_each=True):
+def _replay(store, values, *, tenant="fam-1", start=T0, check_at_each=True, step_min=5):
     """Store readings one by one, checking the tenant after each; return the raised alerts."""
     data = store.tenant(tenant)
     raised = []
-    for t, v in _r(values, start):
+    for t, v in _r(values, start, step_min):
         if v is not None:
             data.add_entries(_entries([(t, v)]))
         if check_at_each:
@@ -168,9 +168,10 @@ def test_check_tenant__low_fires_once_per_episode(cloud_any):
 
 
 def test_check_tenant__an_alert_ends_when_its_condition_does(cloud_any):
-    """Urgent low at 52, then back to 97: both low alerts end on their own (the app lists
-    them no more, socket.io alarm clients hear "All Clear"); a stale-data alert ends when the
-    readings come back. An alert acknowledged before is left as it was."""
+    """Urgent low at 52, then back up: each low alert ends on its own once its episode has
+    (15 minutes of readings over its threshold: the app lists them no more, socket.io alarm
+    clients hear "All Clear" once both have); a stale-data alert ends when the readings come
+    back."""
     store = cloud_any.store
     bus = EventBus()
     got = []
@@ -181,31 +182,93 @@ def test_check_tenant__an_alert_ends_when_its_condition_does(cloud_any):
         alerts.check_tenant(store, "fam-1", t, bus)
     assert sorted(a["rule"] for a in data.alerts(unacked=True)) == ["low", "urgent_low"]
     got.clear()
-    for t, v in _r([60, 97], T0 + 25 * MIN):
+    still_open = []
+    for t, v in _r([60, 72, 80, 85], T0 + 25 * MIN):
         data.add_entries(_entries([(t, v)]))
         alerts.check_tenant(store, "fam-1", t, bus)
-    assert data.alerts(unacked=True) == []
+        still_open.append(sorted(a["rule"] for a in data.alerts(unacked=True)))
+    # 60, 72, 80 are 15 minutes at 54 or more; 72, 80, 85 at 70 or more
+    assert still_open == [["low", "urgent_low"], ["low", "urgent_low"], ["low"], []]
     ended = {a["rule"]: a for a in data.alerts()}
-    assert ended["urgent_low"]["ended_ms"] == T0 + 25 * MIN  # 60: below 70, not below 54
-    assert ended["low"]["ended_ms"] == T0 + 30 * MIN and ended["low"]["acked_by"] is None
+    assert ended["urgent_low"]["ended_ms"] == T0 + 35 * MIN
+    assert ended["low"]["ended_ms"] == T0 + 40 * MIN and ended["low"]["acked_by"] is None
     published = [d for kind, d in got if kind == "alert"]
     assert sorted(d["rule"] for d in published) == ["low", "urgent_low"]
     assert all(d["acked_at"] is not None and d["ended_ms"] for d in published)
     clears = [d for kind, d in got if kind == "notification" and d.get("clear")]
     assert len(clears) == 1  # once nothing is left open
     # readings stop: stale at 15 minutes, ended by the next reading
-    alerts.check_tenant(store, "fam-1", T0 + 46 * MIN, bus)
+    alerts.check_tenant(store, "fam-1", T0 + 55 * MIN, bus)
     assert [a["rule"] for a in data.alerts(unacked=True)] == ["stale_data"]
-    data.add_entries(_entries([(T0 + 47 * MIN, 110)]))
-    alerts.check_tenant(store, "fam-1", T0 + 47 * MIN, bus)
+    data.add_entries(_entries([(T0 + 56 * MIN, 110)]))
+    alerts.check_tenant(store, "fam-1", T0 + 56 * MIN, bus)
     assert data.alerts(unacked=True) == []
 
 
-def test_check_tenant__not_again_within_the_window_then_again_after_it(cloud):
-    # Low at 15, clear at 25, low again at 30 (15 minutes after the alert: snoozed), still low
-    # at 45: 30 minutes after the first alert and a new episode, so it fires again.
-    raised = _replay(cloud.store, [100, 100, 100, 65, 66, 100, 65, 64, 63, 62])
-    assert _minutes(raised) == [("low", 15), ("low", 45)]
+def test_check_tenant__flapping_around_the_threshold_is_one_episode(cloud):
+    # Low at 15, one reading over 70 at 25 (5 minutes, not the 15 that end an event), low
+    # again from 30: the same episode, one alert, still open.
+    raised = _replay(cloud.store, [100, 100, 100, 65, 66, 100, 65, 64, 63, 62, 71, 75, 66])
+    assert _minutes(raised) == [("low", 15)]
+    assert [a["rule"] for a in cloud.store.tenant("fam-1").alerts(unacked=True)] == ["low"]
+
+
+def test_check_tenant__a_low_back_after_15_minutes_above_is_raised_at_once(cloud):
+    """15 minutes of readings over 70 end the episode (its alert with it); the low at 40 is a
+    new one, raised then, not 30 minutes after the first alert (the old snooze: at 45)."""
+    raised = _replay(cloud.store, [100, 100, 100, 65, 66, 100, 100, 100, 65])
+    assert _minutes(raised) == [("low", 15), ("low", 40)]
+    first = cloud.store.tenant("fam-1").alert(raised[0]["id"])
+    assert first["ended_ms"] == T0 + 35 * MIN
+
+
+@pytest.mark.parametrize("step_min", [15, 1])
+def test_check_tenant__the_episode_end_counts_readings_times_the_sampling(cloud, step_min):
+    """A 15-minute sensor (Libre 2 in some regions) ends an episode with one reading over the
+    threshold, a 1-minute one (Libre 3) with 15; one reading fewer does not."""
+    above = 15 // step_min  # readings over 70 that make 15 minutes
+
+    def lows(tenant, n_above):
+        values = [100] * 3 + [65] * 2 + [100] * n_above + [65]
+        raised = _replay(cloud.store, values, tenant=tenant, step_min=step_min)
+        return [a["rule"] for a in raised if a["rule"] == "low"]
+
+    assert lows("fam-1", above) == ["low", "low"]
+    if above > 1:
+        assert lows("fam-2", above - 1) == ["low"]
+
+
+def test_check_tenant__a_gap_ends_an_episode(cloud):
+    """No episode spans a gap: low at 15, no reading for 20 minutes, low again: a new alert
+    (the first ended when the gap passed 15 minutes, and stale data was raised)."""
+    store = cloud.store
+    raised = _replay(store, [100, 100, 100, 65])
+    assert alerts.check_tenant(store, "fam-1", T0 + 31 * MIN)[0]["rule"] == "stale_data"
+    assert store.tenant("fam-1").alert(raised[0]["id"])["ended_ms"] == T0 + 31 * MIN
+    raised += _replay(store, [64], start=T0 + 35 * MIN)
+    assert _minutes(raised) == [("low", 15), ("low", 35)]
+
+
+def test_check_tenant__an_acknowledged_urgent_low_still_there_is_raised_again(cloud):
+    """Acknowledged at 20 and still under 54 at 45: "Still urgent low" (30 minutes after the
+    first), as an urgent low alarm repeats; unacknowledged, it stays the one open alert, and
+    the low (a warning) is not repeated."""
+    store = cloud.store
+    data = store.tenant("fam-1")
+    raised = _replay(store, [100, 100, 100, 52, 51])
+    assert [a["rule"] for a in raised] == ["urgent_low"]
+    data.ack_alert(raised[0]["id"], None)
+    raised = _replay(store, [50, 49, 48, 48, 47, 46], start=T0 + 25 * MIN)
+    assert _minutes(raised) == [("urgent_low", 45)]
+    assert raised[0]["message"] == "Still urgent low: 47 mg/dL (below 54)."
+    assert raised[0]["detail"]["repeat"] is True
+    # not acknowledged: no repeat, however long it lasts
+    more = _replay(store, [45] * 10, start=T0 + 55 * MIN)
+    assert more == []
+    other = _replay(store, [100, 100, 100, 65, 64] + [63] * 10, tenant="fam-2")
+    data2 = store.tenant("fam-2")
+    data2.ack_alert(other[0]["id"], None)
+    assert _replay(store, [62] * 10, tenant="fam-2", start=T0 + 80 * MIN) == []
 
 
 def test_check_tenant__new_episode_after_the_window(cloud):
@@ -237,6 +300,10 @@ def test_check_tenant__stale_warning_at_15_urgent_at_30_once_each(cloud_any):
     store.tenant("fam-1").add_entries(_entries([(last + 301 * MIN, 115)]))
     assert at(301) == []
     assert at(316) == [("stale_data", "warning")]
+    # one reading, then none again: warned at 15 minutes, not 30 after the last warning
+    store.tenant("fam-1").add_entries(_entries([(last + 318 * MIN, 116)]))
+    assert at(318) == [] and at(332) == []
+    assert at(333) == [("stale_data", "warning")]
     msgs = [a["message"] for a in store.tenant("fam-1").alerts()]
     assert msgs[-1] == "No glucose data for 15 minutes."
     assert "No glucose data for 30 minutes (urgent)." in msgs

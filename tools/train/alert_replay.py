@@ -48,7 +48,12 @@ def replay(p: Person, mode: str) -> tuple[list[int], list[int]]:
     predicted, every = [], []
     lo = cal_lo = 0
     for i, (t, s) in enumerate(zip(times, slots, strict=True)):
-        while times[lo] < t - HISTORY_MIN * 60_000:
+        # as the worker reads: HISTORY_MIN back, or to the last alerts (a day at most), so an
+        # episode's end is judged on the readings since its alert
+        since = t - HISTORY_MIN * 60_000
+        if previous:
+            since = max(min(since, min(previous.values())), t - 1440 * 60_000)
+        while times[lo] < since:
             lo += 1
         if mode == "calibrated" and t >= recalibrate_at:  # once a day, as the worker does
             while times[cal_lo] < t - alert_calibration.READ_BACK_MS:
