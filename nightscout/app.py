@@ -86,6 +86,24 @@ def mount(app: FastAPI, directory: Directory, *, hub: Hub | None = None,
     return state
 
 
+def _revalidated(send):
+    """Every reply `Cache-Control: private, no-cache`: a browser-based client (Nightscout
+    Reporter, a clock's settings page, a follower web page) asks again each time, with
+    If-Modified-Since (answered 304 while nothing changed), instead of reusing a reply its
+    HTTP cache kept. With Last-Modified alone Chromium reuses one for a tenth of its age (an
+    hour without writes: 6 minutes of a stale reading); and no shared cache keeps health
+    data fetched with a token in the URL."""
+    async def send_revalidated(message):
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                message = dict(message, headers=[*headers,
+                                                 (b"cache-control", b"private, no-cache")])
+        await send(message)
+
+    return send_revalidated
+
+
 class _Edge:
     """Plain ASGI in front of the app: socket.io, CORS for Nightscout paths, folded slashes,
     the upload rate of each site, and two path rewrites that keep the route table small:
@@ -117,6 +135,7 @@ class _Edge:
             cached = self.state.replies.answer(scope)  # a poll whose answer is unchanged
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = _revalidated(send)
         if self.origin is not None:
             if scope["method"] == "OPTIONS":
                 await send({"type": "http.response.start", "status": 200,

@@ -12,6 +12,7 @@ import email.policy
 import json
 import random
 import re
+import time
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from zoneinfo import ZoneInfo
@@ -415,3 +416,29 @@ def test_signup__the_mailed_link_confirms_the_address(site, browser):
         follow(page, "#to-sharing")
         assert page.eval("!!document.querySelector('input[value=invite]')")  # may share now
         assert page.errors() == []
+
+
+# -- the Nightscout API from a browser ---------------------------------------------------------
+
+
+def test_nightscout_api__a_browser_polling_gets_each_new_reading(site, browser):
+    """A browser-based Nightscout client (Nightscout Reporter, a clock's settings page, a
+    follower web page) polling the same URL gets each new reading, not an answer its HTTP
+    cache kept: Last-Modified alone lets Chromium reuse a reply for a tenth of its age
+    (heuristic freshness), hours for a fortnight-old newest entry."""
+    page = browser
+    page.load(f"{site.url}/portal/login")
+    data = site.state.store.tenant("fam-1")
+    _, token = data.subjects.create("web follower", ["readable"])
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    data.add_entries([{"type": "sgv", "sgv": 123, "date": hour_ago, "direction": "Flat"}])
+    # nothing written for an hour (a phone out of range): the reply's Last-Modified is old
+    site.state.store.db.execute("UPDATE ns_docs SET srv_modified = ? WHERE tenant_id = ?",
+                                (hour_ago, "fam-1"))
+    url = f"/t/fam-1/api/v1/entries.json?count=1&token={token}"
+    get = f"fetch({url!r}).then(r => r.json()).then(b => [b[0].sgv, b[0].date])"
+    assert page.eval(get, await_promise=True) == [123, hour_ago]
+    data.add_entries([{"type": "sgv", "sgv": 321, "date": hour_ago + 3_540_000,
+                       "direction": "Flat"}])
+    assert page.eval(get, await_promise=True) == [321, hour_ago + 3_540_000]
+    assert page.errors() == []
