@@ -477,6 +477,111 @@ function renderAlerts() {
   $("alerts-empty").hidden = alerts.length > 0;
   renderPending();
   $("alerts-h").textContent = alerts.length ? `Alerts (${alerts.length})` : "Alerts";
+  soundAlerts();
+}
+
+// -- sounding alerts on this device -----------------------------------------------------------
+
+// Chosen per device (a browser plays sound only after a tap on the page): an alert that opens
+// while the page is open rings, an urgent one again every URGENT_RING_S until it is
+// acknowledged or ends, and, when the page is behind others, shows a system notification.
+// What was open when the page opened does not ring at once (an urgent one still open does,
+// every URGENT_RING_S). A locked phone suspends the page, so it is no alarm for the night
+// (docs/app.md).
+const SOUND_KEY = "nightlink-sound";
+const URGENT_RING_S = 20;
+const ring = {on: false, ctx: null, seen: null, timer: null};
+
+function renderSound() {
+  const b = $("sound");
+  b.setAttribute("aria-pressed", String(ring.on));
+  // After a reload the browser lets the page play sound only once it is tapped again.
+  const held = ring.on && (!ring.ctx || ring.ctx.state !== "running");
+  b.textContent = !ring.on ? "Sound alerts on this device: off"
+    : held ? "Sound alerts on this device: on (tap the page once to let it play)"
+    : "Sound alerts on this device: on";
+}
+
+async function toggleSound() {
+  ring.on = !ring.on;
+  try { localStorage.setItem(SOUND_KEY, ring.on ? "1" : "0"); } catch (err) { /* private mode */ }
+  renderSound();
+  if (ring.on) {
+    tone("warning");  // this tap lets the page play sound; and how it sounds
+    if ("Notification" in window && Notification.permission === "default") {
+      try { await Notification.requestPermission(); } catch (err) { /* the sound stays */ }
+    }
+  }
+  soundAlerts();
+}
+
+function audio() {
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!Ctx) return null;
+  if (!ring.ctx) {
+    ring.ctx = new Ctx();
+    ring.ctx.addEventListener("statechange", renderSound);
+  }
+  if (ring.ctx.state === "suspended") ring.ctx.resume().catch(() => {});
+  return ring.ctx;
+}
+
+function tone(level) {
+  // Three high beeps for an urgent alert, two lower ones for a warning.
+  const ctx = audio();
+  if (!ctx) return;
+  const [freq, beeps] = level === "urgent" ? [880, 3] : [660, 2];
+  const t0 = ctx.currentTime + 0.05;
+  for (let i = 0; i < beeps; i += 1) {
+    const at = t0 + i * 0.4;
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    osc.type = "square";
+    osc.frequency.value = freq;
+    gain.gain.setValueAtTime(0.0001, at);
+    gain.gain.exponentialRampToValueAtTime(0.3, at + 0.02);
+    gain.gain.exponentialRampToValueAtTime(0.0001, at + 0.25);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(at);
+    osc.stop(at + 0.3);
+  }
+}
+
+function soundAlerts() {
+  const open = state.data ? state.data.alerts : [];
+  const fresh = ring.seen === null ? [] : open.filter((a) => !ring.seen.has(String(a.id)));
+  ring.seen = new Set(open.map((a) => String(a.id)));  // an alert that ends and opens again rings again
+  const urgent = open.some((a) => a.level === "urgent");
+  if (!ring.on || !urgent) {
+    clearInterval(ring.timer);
+    ring.timer = null;
+  }
+  document.body.dataset.ringing = ring.on && urgent ? "urgent" : "";
+  if (!ring.on) return;
+  if (fresh.length) {
+    tone(fresh.some((a) => a.level === "urgent") ? "urgent" : "warning");
+    notify(fresh);
+  }
+  if (urgent && !ring.timer) ring.timer = setInterval(() => tone("urgent"), URGENT_RING_S * 1000);
+}
+
+async function notify(alerts) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  if (document.visibilityState === "visible" && document.hasFocus()) return;  // the page says it
+  const name = state.data ? state.data.name : "Nightlink";
+  try {
+    // the worker, once active (the bedside node over plain http has none)
+    const reg = navigator.serviceWorker ? await Promise.race([
+      navigator.serviceWorker.ready, new Promise((done) => setTimeout(() => done(null), 3000))]) : null;
+    for (const a of alerts) {
+      const title = a.level === "urgent" ? `Urgent · ${name}` : name;
+      const options = {body: alertText(a), tag: `nightlink-${state.tenant}-${a.id}`,
+                       requireInteraction: a.level === "urgent", icon: "/app/static/icon-192.png",
+                       data: {url: location.pathname}};
+      if (reg) await reg.showNotification(title, options);
+      else new Notification(title, options);  // no worker (the bedside node over plain http)
+    }
+  } catch (err) { /* no notification: the sound and the page remain */ }
 }
 
 function renderTreatments() {
@@ -719,6 +824,11 @@ async function start() {
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("/app/sw.js", {scope: "/app"}).catch(() => {});
   }
+  try { ring.on = localStorage.getItem(SOUND_KEY) === "1"; } catch (err) { ring.on = false; }
+  if (ring.on) audio();
+  renderSound();
+  $("sound").addEventListener("click", toggleSound);
+  document.addEventListener("pointerdown", () => { if (ring.on) audio(); });  // lets it play
   $("care-type").addEventListener("change", careFields);
   $("care").addEventListener("submit", saveTreatment);
   careFields();

@@ -56,3 +56,13 @@ self.addEventListener("fetch", (event) => {
     event.respondWith(networkFirst(request, SHELL_CACHE));
   }
 });
+
+// A tap on an alert's notification opens the app (the page that showed it, else a new one).
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const url = (event.notification.data && event.notification.data.url) || "/app";
+  event.waitUntil(self.clients.matchAll({type: "window", includeUncontrolled: true}).then((wins) => {
+    const open = wins.find((w) => new URL(w.url).pathname === url);
+    return open ? open.focus() : self.clients.openWindow(url);
+  }));
+});

@@ -474,3 +474,76 @@ def test_unit_chosen_offline_is_kept_and_stored_when_back(server, tmp_path):
         offline(page, False)
         until(lambda: store.units(patient) == "mmol/L", 15, "the unit stored once back")
         assert text(page, "value") == "6.3"
+
+
+# -- sounding alerts ---------------------------------------------------------------------------
+
+BEEPS = ("window.__beeps = 0; const make = AudioContext.prototype.createOscillator;"
+         "AudioContext.prototype.createOscillator = function () {"
+         "  window.__beeps += 1; return make.call(this); };")
+
+
+def beeps(page) -> int:
+    return page.eval("window.__beeps")
+
+
+def test_app_sounds_new_alerts_on_a_device_that_asked(server, tmp_path):
+    """Sound is chosen per device: then an alert opening while the page is open beeps (an
+    urgent one three times, again every 20 s until acknowledged), and with the page behind
+    others a system notification shows it; what was open at load, an acknowledged alert or a
+    device that did not ask makes no sound."""
+    store = server.app.state.store
+    data = store.tenant("fam-1")
+
+    def publish(rule, level, message):
+        alert_id = data.add_alert(rule, level, int(time.time() * 1000), message)
+        server.app.state.events.publish("fam-1", "alert", {**data.alert(alert_id)})
+        return alert_id
+
+    with chromium(tmp_path) as page:
+        page.send("Browser.grantPermissions", permissions=["notifications"],
+                  origin=server.url)
+        page.send("Page.addScriptToEvaluateOnNewDocument", source=BEEPS)
+        assert sign_in(page, server, "care@example.org") == "/app/fam-1"
+        until(lambda: page.eval("document.body.dataset.live === 'open'"), 20, "the socket")
+        until(lambda: page.eval("!!navigator.serviceWorker.controller"), 20, "the worker")
+        assert alert_count(page) == 2 and beeps(page) == 0  # open at load: no sound
+        assert text(page, "sound") == "Sound alerts on this device: off"
+        publish("low", "warning", "Low: 66 mg/dL (below 70).")
+        until(lambda: alert_count(page) == 3, 15, "the live alert")
+        assert beeps(page) == 0  # this device did not ask
+        click(page, "#sound")
+        until(lambda: page.eval("Notification.permission") == "granted" and beeps(page) == 2,
+              10, "the sample beeps")
+        assert page.eval("document.getElementById('sound').getAttribute('aria-pressed')") \
+            == "true"
+        # an urgent alert, the page behind others: three beeps, rings on, a notification
+        page.eval("Object.defineProperty(document, 'visibilityState', {value: 'hidden'})")
+        n = beeps(page)  # (the urgent one open at load may ring again meanwhile: 3 more)
+        urgent = publish("urgent_low", "urgent", "Urgent low: 48 mg/dL (below 54).")
+        until(lambda: beeps(page) >= n + 3, 15, "the urgent beeps")
+        assert page.eval("document.body.dataset.ringing") == "urgent"
+        assert page.eval("ring.timer !== null")  # again every 20 s
+        def shown():
+            return json.loads(page.eval(
+                "navigator.serviceWorker.getRegistration('/app').then(r => r.getNotifications())"
+                ".then(ns => JSON.stringify(ns.map(n => [n.title, n.body, n.tag])))",
+                await_promise=True))
+
+        until(lambda: ["Urgent · Ann Example", "Urgent low: 48 mg/dL (below 54).",
+                       f"nightlink-fam-1-{urgent}"] in shown(), 10, "the notification")
+        # every urgent one acknowledged here (the one open at load too): the ringing stops
+        for alert_id in [a["id"] for a in data.alerts(unacked=True) if a["level"] == "urgent"]:
+            assert page.eval("document.body.dataset.ringing") == "urgent"
+            gone = f"!document.querySelector(\"#alerts li[data-alert='{alert_id}']\")"
+            click(page, f"#alerts li[data-alert='{alert_id}'] button")
+            until(lambda gone=gone: page.eval(gone), 10, "the acknowledged alert gone")
+        until(lambda: page.eval("document.body.dataset.ringing") == "", 10, "quiet")
+        assert page.eval("ring.timer === null")
+        # sound off on this device: a new alert is listed, silently
+        click(page, "#sound")
+        before = beeps(page)
+        publish("high", "warning", "High: 260 mg/dL (above 250).")
+        until(lambda: "High: 260" in text(page, "alerts"), 15, "the high alert")
+        assert beeps(page) == before
+        assert network_errors_only(page.errors()) == []
