@@ -39,13 +39,15 @@ readings below 39 are sensor error codes and never count as glucose.
 De-duplication: an alert is raised once per episode. An episode (of a rule, or of a more
 severe rule of the same family: urgent_low covers low, both cover predicted_low, urgent stale
 covers warning stale) ends as the consensus ends a glycaemic event: EVENT_END_MIN (15) minutes
-of readings without its condition (readings x sampling interval), or a gap in the readings;
-stale data ends with the next reading (`episode_over`). So a reading flapping around a
-threshold (65, 71, 66) is one episode and one alert, and a low back after 15 minutes above is
-a new one, raised at once (the 30-minute snooze this replaces raised it up to 30 minutes
-late, and a fresh stale-data warning as late). An urgent low acknowledged and still there
-REPEAT_MIN (30) minutes later is raised again ("Still urgent low …"), as Dexcom's urgent low
-alarm repeats and Nightscout's acknowledgement silences for a while, not for good. The
+of readings without its condition (readings x sampling interval), or readings coming again
+after a gap; stale data ends with a reading newer than the last one the alert saw
+(`episode_over`); and an episode whose alert ended on its own is over (a low after an urgent
+low that ended is raised in the same check). So a reading flapping around a threshold (65,
+71, 66) is one episode and one alert, and a low back after 15 minutes above is a new one,
+raised at once (the 30-minute snooze this replaces raised it up to 30 minutes late, and a
+fresh stale-data warning as late). An urgent low acknowledged and still there REPEAT_MIN (30)
+minutes after the acknowledgement is raised again ("Still urgent low …"), as Dexcom's urgent
+low alarm repeats and Nightscout's acknowledgement silences for a while, not for good. The
 model's predicted low keeps the clock's refractory period (60 minutes), and waits
 SNOOZE_MIN (30) after a low alert.
 
@@ -70,6 +72,7 @@ from nightlink.shared.alerts import (  # noqa: F401 - the rules, re-exported
     CURRENT_MIN,
     MINUTE_MS,
     PREDICT_HORIZON_MIN,
+    PREDICT_WINDOW_MIN,
     RISE_WINDOW_MIN,
     RULE_FUNCTIONS,
     URGENT,
@@ -250,8 +253,8 @@ def _family_above(key):
 
 
 # How far back a rule reads at a reading: the current reading (15 minutes), the rising slope's
-# window (15 minutes).
-_LOOK_BACK_MS = (max(CURRENT_MIN, RISE_WINDOW_MIN) + 1) * MINUTE_MS
+# window (15 minutes), the straight-line predicted low's (20 minutes).
+_LOOK_BACK_MS = (max(CURRENT_MIN, RISE_WINDOW_MIN, PREDICT_WINDOW_MIN) + 1) * MINUTE_MS
 
 
 def _interval_ms(readings) -> int:
@@ -268,8 +271,11 @@ def episode_over(rule, threshold, readings, since_ms, now_ms) -> bool:
     """Whether the episode that had an alert at since_ms has ended by now_ms, as the consensus
     (Battelino 2023) ends an event: EVENT_END_MIN of readings without the rule's condition
     (readings x sampling interval: 3 at 5 minutes, 1 at 15), or a gap in the readings longer
-    than the sampling allows (no episode spans a gap: after it, a low is a new one). Stale
-    data ends with the first reading after the alert.
+    than the sampling allows once readings come again (no episode spans a gap: after it, a
+    low is a new one; while the readings are away the episode stays open, the stale-data
+    alert says they are, and a phone's backlog filling the gap continues it). Stale data
+    ends with the first reading after since_ms (for a stale-data alert, the last reading it
+    saw).
 
     So glucose flapping around a threshold (65, 71, 66) is one episode with one alert that
     stays open, and a low coming back after 15 minutes above is a new one, raised at once."""
@@ -293,7 +299,7 @@ def episode_over(rule, threshold, readings, since_ms, now_ms) -> bool:
         run = run + 1 if fn(readings[lo: i + 1], r[0], threshold) is None else 0
         if run * step >= EVENT_END_MIN * MINUTE_MS:
             return True
-    return now_ms - prev > gap
+    return False
 
 
 def _message(rule, level, value, threshold, method=None, risk=0.0):
@@ -317,16 +323,20 @@ def _message(rule, level, value, threshold, method=None, risk=0.0):
 def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
              previous: dict[tuple[str, str], int] | None = None,
              predictor: LowModel | None = None, holds: set | None = None,
-             acked: set | None = None) -> list[Alert]:
+             closed: set | None = None, acked: dict | None = None) -> list[Alert]:
     """The alerts to raise at now_ms.
 
     history: Nightscout entry dicts (`date` in ms, `sgv`), in any order; entries after now_ms
     are ignored. settings: {rule: {"enabled", "threshold"}} (missing rules use defaults).
-    previous: {(rule, level): at_ms of the last alert raised}; without it every condition that
-    holds now is returned. predictor: the model's predicted-low policy and the last carbs (the
-    model's own policy and no carbs when None). holds: a set to which the rules whose
-    condition holds now are added. acked: the (rule, level) whose last alert someone
-    acknowledged (an urgent low still there REPEAT_MIN after it is raised again).
+    previous: {(rule, level): at_ms of the last alert raised (for stale data, the last reading
+    it saw)}; without it every condition that holds now is returned. predictor: the model's
+    predicted-low policy and the last carbs (the model's own policy and no carbs when None).
+    holds: a set to which the rules whose condition holds now are added. closed: the
+    (rule, level) whose last alert ended on its own: its episode is over, whatever the
+    readings since (a low after an urgent low that ended is raised; a backlog filling a gap
+    does not reopen an episode whose "All Clear" was sent). acked: {(rule, level): when
+    someone acknowledged its last alert, ms} (an urgent low still there REPEAT_MIN after the
+    later of the alert and the acknowledgement is raised again).
     """
     readings = [r for r in readings_of(history) if r[0] <= now_ms]
     rules = settings_with_defaults(settings)
@@ -358,17 +368,20 @@ def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
             continue  # a more severe alert of the family holds now
         holding.add(key)
         last = max((previous[k] for k in severer if k in previous), default=None)
+        open_last = max((previous[k] for k in severer if k in previous
+                         and k not in (closed or ())), default=None)
         if model:  # the clock's refractory period stands for the episode
             own = previous.get(key)
             if own is not None and now_ms - own < predictor.refractory_min * MINUTE_MS:
                 continue
             if last is not None and now_ms - last < SNOOZE_MIN * MINUTE_MS:
                 continue
-        elif last is not None and not episode_over(rule, cfg["threshold"], readings, last,
-                                                   now_ms):
+        elif open_last is not None and not episode_over(rule, cfg["threshold"], readings,
+                                                        open_last, now_ms):
             own, repeat = previous.get(key), REPEAT_MIN.get(rule)
-            if not (repeat and key in (acked or ()) and own is not None
-                    and now_ms - own >= repeat * MINUTE_MS):
+            seen = (acked or {}).get(key)
+            if not (repeat and seen is not None and own is not None
+                    and now_ms - max(own, seen) >= repeat * MINUTE_MS):
                 continue  # the same episode, not acknowledged long enough ago to repeat
             extra = {**extra, "repeat": True}
         at_ms = readings[-1][0] if rule != "stale_data" and readings else now_ms
@@ -449,38 +462,42 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
     stored: list[dict] = []
     with _tenant_lock(tenant_id), data.transaction():
         data.exclusive("alerts")
-        recent = data.alerts(limit=200)
-        previous: dict[tuple[str, str], int] = {}
-        acked: set[tuple[str, str]] = set()  # whose last alert someone acknowledged
-        for a in recent:  # newest first
+        recent = data.alerts(limit=200)  # newest first
+        previous: dict[tuple[str, str], int] = {}  # (rule, level): its last alert's time
+        newest: dict[tuple[str, str], dict] = {}  # (rule, level): its last alert
+        for a in recent:
             key = (a["rule"], a["level"])
-            if key not in previous and a["acked_at"] is not None and a.get("ended_ms") is None:
-                acked.add(key)
-            previous[key] = max(previous.get(key, 0), a["at_ms"])
-        since = now_ms - HISTORY_MIN * MINUTE_MS
-        if previous:  # read back to the oldest last alert (a day at most) for its episode
-            since = max(min(since, min(previous.values())), now_ms - 1440 * MINUTE_MS)
-        history = data.entries(count=5000, type_="sgv",
-                               where=[("date", ">=", since), ("date", "<=", now_ms)])
-        if not history:  # the last reading, however old, tells how stale the data is
-            history = data.entries(count=1, type_="sgv", where=[("date", "<=", now_ms)])
+            newest.setdefault(key, a)
+            previous[key] = max(previous.get(key, 0), _since(a))
+        acked = {k: int(a["acked_at"] * 1000) for k, a in newest.items()
+                 if a["acked_at"] is not None and a.get("ended_ms") is None}
+        opened = [a for a in recent if a["acked_at"] is None and a["at_ms"] <= now_ms
+                  and "threshold" in (a["detail"] or {}) and a["rule"] in RULE_FUNCTIONS]
+        going = {k: t for k, t in previous.items() if newest[k].get("ended_ms") is None}
+        history = _history(data, now_ms, settings, going, opened)
+        readings = [r for r in readings_of(history) if r[0] <= now_ms]
+        # An open alert ends on its own when its episode does: 15 minutes of readings back
+        # over 70 (or readings again after a gap), readings again after stale data. First,
+        # so that a milder alert still holding (a low after an urgent low) is raised now.
+        # (Only alerts the rules raised, which carry their threshold: one they cannot
+        # re-check waits for someone to acknowledge it.)
+        ended = [a for a in opened if a["rule"] != "predicted_low" and episode_over(
+            a["rule"], a["detail"]["threshold"], readings, _since(a), now_ms)
+            and data.end_alert(a["id"], now_ms)]
+        gone = {a["id"] for a in ended}
+        closed = {k for k, a in newest.items() if a.get("ended_ms") is not None
+                  or a["id"] in gone}
         holds: set[str] = set()
-        for alert in evaluate(history, now_ms, settings, previous=previous, acked=acked,
-                              predictor=tenant_predictor(data, now_ms), holds=holds):
+        for alert in evaluate(history, now_ms, settings, previous=previous, closed=closed,
+                              acked=acked, predictor=tenant_predictor(data, now_ms),
+                              holds=holds):
             alert_id = data.add_alert(alert.rule, alert.level, alert.at_ms, alert.message,
                                       **alert.detail)
             stored.append(public({"id": alert_id, **alert.as_dict(),
                                   "acked_by": None, "acked_at": None}))
-        # An open alert ends on its own when its episode does: 15 minutes of readings back
-        # over 70 (or a gap), readings again after stale data; a predicted low when it is
-        # past or has become a low. (Only alerts the rules raised, which carry their
-        # threshold: one they cannot re-check waits for someone to acknowledge it.)
-        readings = [r for r in readings_of(history) if r[0] <= now_ms]
-        ended = [a for a in recent if a["acked_at"] is None and a["at_ms"] <= now_ms
-                 and "threshold" in (a["detail"] or {}) and a["rule"] in RULE_FUNCTIONS
-                 and (a["rule"] not in holds if a["rule"] == "predicted_low" else episode_over(
-                     a["rule"], a["detail"]["threshold"], readings, a["at_ms"], now_ms))
-                 and data.end_alert(a["id"], now_ms)]
+        # a predicted low ends when it is past or has become a low
+        ended += [a for a in opened if a["rule"] == "predicted_low" and a["rule"] not in holds
+                  and data.end_alert(a["id"], now_ms)]
         gone = {a["id"] for a in ended}
         still_open = any(a["acked_at"] is None and a["id"] not in gone for a in recent)
     for a in ended:
@@ -498,6 +515,40 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
                          a["rule"].replace("_", " ").title(), a["message"],
                          event=_NS_EVENTS.get(a["rule"], a["rule"]))
     return stored
+
+
+def _since(alert: dict) -> int:
+    """Where an alert's episode is judged from: its time; for stale data, the last reading
+    it saw (a backlog of readings dated before the alert still ends it)."""
+    if alert["rule"] == "stale_data":
+        seen = (alert["detail"] or {}).get("last_reading_ms")
+        if isinstance(seen, (int, float)):
+            return int(seen)
+    return int(alert["at_ms"])
+
+
+def _history(data, now_ms: int, settings, going: dict, opened: list[dict]) -> list[dict]:
+    """The entries the check reads: HISTORY_MIN back, and further (a day at most) only to
+    the alert of an episode that may still be going on: an open alert, or the last alert
+    (not ended, `going`) of a family whose rule holds now. (Reading a day for every tenant
+    with any alert that day made each check several times slower.)"""
+    since = now_ms - HISTORY_MIN * MINUTE_MS
+    where = [("date", ">=", since), ("date", "<=", now_ms)]
+    history = data.entries(count=5000, type_="sgv", where=where)
+    if not history:  # the last reading, however old, tells how stale the data is
+        return data.entries(count=1, type_="sgv", where=[("date", "<=", now_ms)])
+    readings = readings_of(history)
+    rules = settings_with_defaults(settings)
+    holding = {rule for rule, fn in RULE_FUNCTIONS.items()
+               if rules[rule]["enabled"] and fn(readings, now_ms, rules[rule]["threshold"])}
+    families = {k for fam in _FAMILIES if any(r in holding for r, _ in fam) for k in fam}
+    wanted = [_since(a) for a in opened] + [t for k, t in going.items()
+                                            if k in families or k[0] in holding]
+    back = max(min(wanted, default=since), now_ms - 1440 * MINUTE_MS)
+    if back >= since:
+        return history
+    return data.entries(count=5000, type_="sgv",
+                        where=[("date", ">=", back), ("date", "<=", now_ms)])
 
 
 def tenant_predictor(data, now_ms: int) -> LowModel:

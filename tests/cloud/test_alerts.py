@@ -239,28 +239,63 @@ def test_check_tenant__the_episode_end_counts_readings_times_the_sampling(cloud,
 
 
 def test_check_tenant__a_gap_ends_an_episode(cloud):
-    """No episode spans a gap: low at 15, no reading for 20 minutes, low again: a new alert
-    (the first ended when the gap passed 15 minutes, and stale data was raised)."""
+    """No episode spans a gap: low at 15, no reading for 20 minutes (stale data is raised,
+    the low stays open: nothing says it is over), low again: the first ends and a new alert
+    is raised."""
     store = cloud.store
+    data = store.tenant("fam-1")
     raised = _replay(store, [100, 100, 100, 65])
     assert alerts.check_tenant(store, "fam-1", T0 + 31 * MIN)[0]["rule"] == "stale_data"
-    assert store.tenant("fam-1").alert(raised[0]["id"])["ended_ms"] == T0 + 31 * MIN
+    assert data.alert(raised[0]["id"])["ended_ms"] is None
     raised += _replay(store, [64], start=T0 + 35 * MIN)
     assert _minutes(raised) == [("low", 15), ("low", 35)]
+    assert data.alert(raised[0]["id"])["ended_ms"] == T0 + 35 * MIN
+
+
+def test_check_tenant__a_backlog_filling_a_gap_continues_the_episode(cloud):
+    """The phone offline for 25 minutes at 50 mg/dL: the urgent low stays open (stale data is
+    raised beside it, and ends when the backlog arrives); the backlog fills the gap with lows,
+    so no "All Clear" and no second alert."""
+    store = cloud.store
+    data = store.tenant("fam-1")
+    bus = EventBus()
+    heard = []
+    bus.publish = lambda site, kind, body: heard.append((kind, body))
+    for t, v in _r([100, 100, 100, 50], T0):
+        data.add_entries(_entries([(t, v)]))
+        alerts.check_tenant(store, "fam-1", t, bus)
+    alerts.check_tenant(store, "fam-1", T0 + 31 * MIN, bus)
+    assert sorted(a["rule"] for a in data.alerts(unacked=True)) == ["stale_data", "urgent_low"]
+    data.add_entries(_entries(_r([49, 48, 48, 47, 47], T0 + 20 * MIN)))  # the backlog
+    alerts.check_tenant(store, "fam-1", T0 + 41 * MIN, bus)
+    assert [a["rule"] for a in data.alerts(unacked=True)] == ["urgent_low"]
+    assert [b for kind, b in heard if kind == "notification" and b.get("clear")] == []
+    assert [a["rule"] for a in data.alerts()].count("urgent_low") == 1
+
+
+def test_check_tenant__a_low_after_an_urgent_low_that_ended_is_raised(cloud):
+    """Urgent low at 50, then 60 for an hour: when the urgent low ends (15 minutes at 54 or
+    more) the low is raised in the same check, not silence after "All Clear"."""
+    raised = _replay(cloud.store, [100, 100, 100, 50, 52] + [60] * 12)
+    assert _minutes(raised) == [("urgent_low", 15), ("low", 35)]
+    urgent = cloud.store.tenant("fam-1").alert(raised[0]["id"])
+    assert urgent["ended_ms"] == T0 + 35 * MIN
 
 
 def test_check_tenant__an_acknowledged_urgent_low_still_there_is_raised_again(cloud):
-    """Acknowledged at 20 and still under 54 at 45: "Still urgent low" (30 minutes after the
-    first), as an urgent low alarm repeats; unacknowledged, it stays the one open alert, and
-    the low (a warning) is not repeated."""
+    """Raised at 15, acknowledged at 20 and still under 54 at 50: "Still urgent low" (30
+    minutes after the acknowledgement), as an urgent low alarm repeats; unacknowledged, it
+    stays the one open alert, and the low (a warning) is not repeated."""
     store = cloud.store
     data = store.tenant("fam-1")
     raised = _replay(store, [100, 100, 100, 52, 51])
     assert [a["rule"] for a in raised] == ["urgent_low"]
     data.ack_alert(raised[0]["id"], None)
+    store.db.execute("UPDATE alerts SET acked_at = ? WHERE id = ?",
+                     ((T0 + 20 * MIN) / 1000, raised[0]["id"]))  # acknowledged at 20
     raised = _replay(store, [50, 49, 48, 48, 47, 46], start=T0 + 25 * MIN)
-    assert _minutes(raised) == [("urgent_low", 45)]
-    assert raised[0]["message"] == "Still urgent low: 47 mg/dL (below 54)."
+    assert _minutes(raised) == [("urgent_low", 50)]  # 30 minutes after the acknowledgement
+    assert raised[0]["message"] == "Still urgent low: 46 mg/dL (below 54)."
     assert raised[0]["detail"]["repeat"] is True
     # not acknowledged: no repeat, however long it lasts
     more = _replay(store, [45] * 10, start=T0 + 55 * MIN)
@@ -307,6 +342,19 @@ def test_check_tenant__stale_warning_at_15_urgent_at_30_once_each(cloud_any):
     msgs = [a["message"] for a in store.tenant("fam-1").alerts()]
     assert msgs[-1] == "No glucose data for 15 minutes."
     assert "No glucose data for 30 minutes (urgent)." in msgs
+
+
+def test_check_tenant__stale_data_ends_with_a_late_upload_of_readings(cloud):
+    """Readings uploaded minutes after they were taken (dated before the stale-data alert)
+    end it: the episode is judged from the last reading the alert saw."""
+    store = cloud.store
+    _replay(store, [110, 111, 112])
+    last = T0 + 10 * MIN
+    [stale] = alerts.check_tenant(store, "fam-1", last + 17 * MIN)
+    assert stale["rule"] == "stale_data"
+    store.tenant("fam-1").add_entries(_entries(_r([113, 114, 115], last + 5 * MIN)))
+    alerts.check_tenant(store, "fam-1", last + 23 * MIN)
+    assert store.tenant("fam-1").alert(stale["id"])["ended_ms"] == last + 23 * MIN
 
 
 def test_check_tenant__no_data_ever_no_alert(cloud):

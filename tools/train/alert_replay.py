@@ -45,6 +45,8 @@ def replay(p: Person, mode: str) -> tuple[list[int], list[int]]:
     points = alert_calibration.sounding(pairs, []) if mode == "calibrated" else []
     recalibrate_at = int(times[0]) if len(times) else 0
     previous: dict = {}
+    opened: dict = {}  # (rule, level): (its open alert's time, threshold)
+    closed: set = set()  # (rule, level) whose last alert ended
     predicted, every = [], []
     lo = cal_lo = 0
     for i, (t, s) in enumerate(zip(times, slots, strict=True)):
@@ -62,9 +64,19 @@ def replay(p: Person, mode: str) -> tuple[list[int], list[int]]:
                                               points=points)
             predictor = alerts.LowModel.of(None, calibration=doc)
             recalibrate_at = int(t) + alert_calibration.EVERY_MS
+        # as the worker: an open alert whose episode is over ends, closing its episode
+        readings = alerts.readings_of(entries[lo:i + 1])
+        for key, (since_ms, threshold) in list(opened.items()):
+            if alerts.episode_over(key[0], threshold, readings, since_ms, int(t)):
+                del opened[key]
+                closed.add(key)
         for a in alerts.evaluate(entries[lo:i + 1], int(t), settings, previous=previous,
-                                 predictor=predictor):
-            previous[(a.rule, a.level)] = a.at_ms
+                                 predictor=predictor, closed=closed):
+            key = (a.rule, a.level)
+            previous[key] = a.at_ms
+            closed.discard(key)
+            if a.rule != "predicted_low":
+                opened[key] = (a.at_ms, a.detail["threshold"])
             if a.rule == "predicted_low":
                 predicted.append(int(s))
             every.append(int(s))
