@@ -77,7 +77,8 @@ def secret_sha1(presented: str) -> str | None:
 
 
 def _abbrev(name: str) -> str:
-    return re.sub(r"\W", "", name.lower())[:10] or "token"
+    # ASCII as JavaScript's \W (Nightscout, LoopFollow): a header cannot carry other letters
+    return re.sub(r"\W", "", name.lower(), flags=re.ASCII)[:10] or "token"
 
 
 def new_access_token(name: str) -> str:

@@ -25,6 +25,7 @@ from nightlink.cloud import auth
 from nightlink.cloud.access import ACT_ROLES, TenantAccess, may_act, resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.cloud.reports import settings as report_settings
+from nightlink.cloud.routes.fields import RowId
 from nightlink.cloud.routes.portal import PortalUser, SignIn, portal_user
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout.store.collections import between
@@ -199,7 +200,7 @@ def _forecast(access: TenantAccess, entries: list[dict], now_ms: int) -> dict | 
 
 
 @router.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])
-def ack(tenant: str, alert_id: int, request: Request, user: ApiUser, store: StoreDep) -> dict:
+def ack(tenant: str, alert_id: RowId, request: Request, user: ApiUser, store: StoreDep) -> dict:
     """Acknowledge an alert (patients and caregivers); twice changes nothing."""
     access = _member(store, user, tenant)
     _actor(store, access, "acknowledge its alerts")

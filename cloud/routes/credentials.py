@@ -6,10 +6,11 @@ from __future__ import annotations
 import secrets
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from nightlink.cloud.deps import ERRORS, StoreDep, WriterAccess
+from nightlink.cloud.routes.fields import RowId
 from nightlink.cloud.store import NotFoundError
 from nightlink.shared.apisecret import api_secret_hash
 
@@ -80,8 +81,10 @@ def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate 
 
     Read-only unless a role says otherwise: `admin` for AndroidAPS, `careportal` to add
     treatments."""
-    label = body.label if body else ""
+    label = " ".join((body.label if body else "").split())
     role = body.role if body else "readable"
+    if any(ord(c) < 32 or ord(c) == 127 for c in label):
+        raise HTTPException(422, "label: control characters have no place in a name.")
     token = make_token(store, access, label or role, [role])
     return ReadTokenPublic(token=token, label=label, role=role)
 
@@ -94,7 +97,7 @@ def list_read_tokens(access: WriterAccess):
 
 
 @router.delete("/tenants/{tenant}/read-tokens/{token_id}", status_code=204)
-def revoke_read_token(token_id: int, access: WriterAccess, store: StoreDep):
+def revoke_read_token(token_id: RowId, access: WriterAccess, store: StoreDep):
     """Revoke one access token (a lost clock, a follower who should no longer see)."""
     if not revoke_token(store, access, token_id):
         raise NotFoundError(f"No access token {token_id}.")

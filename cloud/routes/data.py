@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud.deps import ERRORS, MemberAccess
-from nightlink.cloud.routes.fields import night_param
+from nightlink.cloud.routes.fields import RowId, night_param
 from nightlink.cloud.store import Row, TenantStore, row_values
 from nightlink.shared import features, units
 from nightlink.shared.epoch import EPOCH_S
@@ -321,7 +321,7 @@ def list_alerts(access: MemberAccess, unacked: bool = False,
 
 
 @router.post("/alerts/{alert_id}/ack")
-def ack_alert(access: MemberAccess, alert_id: int, request: Request) -> AlertPublic:
+def ack_alert(access: MemberAccess, alert_id: RowId, request: Request) -> AlertPublic:
     """Acknowledge an alert (patients and caregivers); acknowledging twice changes nothing."""
     if access.role not in ACK_ROLES:
         raise HTTPException(403, f"A {access.role} may see alerts but not acknowledge them.")

@@ -1,6 +1,13 @@
 """Patterns the API's request bodies share, and the check of a night's date in a query."""
 
-from fastapi import HTTPException
+from typing import Annotated
+
+from fastapi import HTTPException, Path
+
+# A row's id in a path: a positive 64-bit integer (a larger one could not be stored, and was
+# a 500 from the database driver instead of a 422).
+ROW_ID_MAX = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 
 # No spaces, no control characters (a NUL or a line break has no place in a mail header).
 EMAIL = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"

@@ -24,7 +24,7 @@ from nightlink.cloud import auth, mail
 from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
 from nightlink.cloud.routes import credentials, portal
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
-from nightlink.cloud.routes.fields import EMAIL
+from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, RowId
 from nightlink.cloud.store import ConflictError
 
 router = APIRouter(prefix="/api/nl/v1", tags=["sharing"], responses=ERRORS)
@@ -252,7 +252,7 @@ def list_invites(access: WriterAccess, store: StoreDep):
 
 
 @router.delete("/tenants/{tenant}/invites/{invite_id}", status_code=204)
-def withdraw_invite(invite_id: int, access: WriterAccess, store: StoreDep):
+def withdraw_invite(invite_id: RowId, access: WriterAccess, store: StoreDep):
     """Withdraw an invitation before it is used."""
     if not store.revoke_invite(access.tenant_id, invite_id):
         raise HTTPException(404, f"No open invitation {invite_id}.")
@@ -471,9 +471,9 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
                                 email=form.get("email") or None)
             created = create_invite(body, access, store, settings)
         elif form.get("action") == "withdraw":
-            withdraw_invite(int(form.get("invite", "0")), access, store)
+            withdraw_invite(_int(form.get("invite")), access, store)
         elif form.get("action") == "revoke":
-            tenant_routes.revoke(int(form.get("user", "0")), access, store)
+            tenant_routes.revoke(_int(form.get("user")), access, store)
         elif form.get("action") == "uploader":
             uploader = _new_uploader_secret(request, store, access, user)
         elif form.get("action") == "token":
@@ -555,10 +555,14 @@ TOKEN_NAME_MAX = 64
 
 
 def _int(typed: str | None) -> int:
+    """A row's id from a form field; 422 unless it is one (1 to 2**63-1)."""
     try:
-        return int(typed or "")
+        value = int(typed or "")
     except ValueError:
-        raise HTTPException(422, "The form did not say which one.") from None
+        value = 0
+    if not 1 <= value <= ROW_ID_MAX:
+        raise HTTPException(422, "The form did not say which one.")
+    return value
 
 
 def _new_token(request: Request, store, access, form) -> dict:

@@ -24,7 +24,7 @@ from nightlink.cloud.deps import (
     WriterAccess,
 )
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
-from nightlink.cloud.routes.fields import EMAIL, SLUG
+from nightlink.cloud.routes.fields import EMAIL, SLUG, RowId
 from nightlink.cloud.store import NotFoundError
 
 GrantRole = Literal["patient", "caregiver", "doctor", "admin"]
@@ -163,7 +163,7 @@ def grant(body: GrantCreate, access: WriterAccess, store: StoreDep):
 
 
 @router.delete("/tenants/{tenant}/grants/{user_id}", status_code=204)
-def revoke(user_id: int, access: WriterAccess, store: StoreDep):
+def revoke(user_id: RowId, access: WriterAccess, store: StoreDep):
     """End an account's access here; its next request is refused."""
     role = store.role(access.tenant_id, user_id)
     if role is None:
