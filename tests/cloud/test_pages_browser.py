@@ -359,6 +359,7 @@ def test_sharing__a_token_for_a_follower_made_and_revoked(site, browser):
     """The family makes a follower's access token on the sharing page (narrow screens too:
     the long read link wraps), the link reads the site, and Revoke shuts it out."""
     page = browser
+    page.events.clear()
     sign_in(page, site, "pat@example.org")
     page.load(f"{site.url}/portal/p/fam-1/sharing")
     page.eval("document.querySelector('input[name=name]').value = 'Grandma\\'s phone';"
@@ -427,6 +428,7 @@ def test_nightscout_api__a_browser_polling_gets_each_new_reading(site, browser):
     cache kept: Last-Modified alone lets Chromium reuse a reply for a tenth of its age
     (heuristic freshness), hours for a fortnight-old newest entry."""
     page = browser
+    page.events.clear()
     page.load(f"{site.url}/portal/login")
     data = site.state.store.tenant("fam-1")
     _, token = data.subjects.create("web follower", ["readable"])
