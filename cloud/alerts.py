@@ -284,7 +284,7 @@ def episode_over(rule, threshold, readings, since_ms, now_ms) -> bool:
         return any(since_ms < r[0] <= now_ms for r in readings)
     step = _interval_ms(readings)
     gap = max(EVENT_END_MIN * MINUTE_MS, 2 * step)
-    prev, run, lo = since_ms, 0, 0
+    prev, run_from, lo = since_ms, None, 0
     for i, r in enumerate(readings):
         if r[0] > now_ms:
             break
@@ -296,8 +296,14 @@ def episode_over(rule, threshold, readings, since_ms, now_ms) -> bool:
         prev = r[0]
         while readings[lo][0] < r[0] - _LOOK_BACK_MS:  # all a rule reads back (15 minutes)
             lo += 1
-        run = run + 1 if fn(readings[lo: i + 1], r[0], threshold) is None else 0
-        if run * step >= EVENT_END_MIN * MINUTE_MS:
+        if fn(readings[lo: i + 1], r[0], threshold) is not None:
+            run_from = None
+            continue
+        if run_from is None:
+            run_from = r[0]
+        # the run's readings x the sampling interval, a missing reading inside it counted
+        # as the consensus grid interpolates it
+        if r[0] - run_from + step >= EVENT_END_MIN * MINUTE_MS:
             return True
     return False
 

@@ -238,6 +238,13 @@ def test_check_tenant__the_episode_end_counts_readings_times_the_sampling(cloud,
         assert lows("fam-2", above - 1) == ["low"]
 
 
+def test_check_tenant__a_missing_reading_inside_the_return_counts_as_the_grid_does(cloud):
+    """Back over 70 at 25 and 35 with the reading of 30 missing: 15 minutes back (the
+    consensus grid interpolates the missing one), so the low at 40 is a new episode."""
+    raised = _replay(cloud.store, [100, 100, 100, 65, 66, 75, None, 78, 64])
+    assert _minutes(raised) == [("low", 15), ("low", 40)]
+
+
 def test_check_tenant__a_gap_ends_an_episode(cloud):
     """No episode spans a gap: low at 15, no reading for 20 minutes (stale data is raised,
     the low stays open: nothing says it is over), low again: the first ends and a new alert
