@@ -477,41 +477,44 @@ function renderAlerts() {
   $("alerts-empty").hidden = alerts.length > 0;
   renderPending();
   $("alerts-h").textContent = alerts.length ? `Alerts (${alerts.length})` : "Alerts";
-  soundAlerts();
 }
 
 // -- sounding alerts on this device -----------------------------------------------------------
 
 // Chosen per device (a browser plays sound only after a tap on the page): an alert that opens
-// while the page is open rings, an urgent one again every URGENT_RING_S until it is
-// acknowledged or ends, and, when the page is behind others, shows a system notification.
-// What was open when the page opened does not ring at once (an urgent one still open does,
-// every URGENT_RING_S). A locked phone suspends the page, so it is no alarm for the night
+// while the page is open rings, and, when the page is behind others, shows a system
+// notification. In the cloud an urgent one rings again every URGENT_RING_S until it is
+// acknowledged (here, even while the acknowledgement waits to be sent) or ends. The bedside
+// node lists what holds now, named by rule, and has no acknowledging: there an alert rings
+// once, and again only after RING_AGAIN_S without it (as an episode ends), so glucose
+// flapping around 70 does not ring every ten minutes. What was open when the page opened
+// does not ring at once. A locked phone suspends the page, so it is no alarm for the night
 // (docs/app.md).
 const SOUND_KEY = "nightlink-sound";
 const URGENT_RING_S = 20;
-const ring = {on: false, ctx: null, seen: null, timer: null};
+const RING_AGAIN_S = 15 * 60;
+const ring = {on: false, ctx: null, seen: null, timer: null, rang: new Map()};
 
 function renderSound() {
-  const b = $("sound");
-  b.setAttribute("aria-pressed", String(ring.on));
+  $("sound").setAttribute("aria-pressed", String(ring.on));
   // After a reload the browser lets the page play sound only once it is tapped again.
   const held = ring.on && (!ring.ctx || ring.ctx.state !== "running");
-  b.textContent = !ring.on ? "Sound alerts on this device: off"
-    : held ? "Sound alerts on this device: on (tap the page once to let it play)"
-    : "Sound alerts on this device: on";
+  $("sound-state").textContent = !ring.on ? "Off."
+    : held ? "On, once the page is tapped: tap anywhere on it (not this button)." : "On.";
 }
 
 async function toggleSound() {
   ring.on = !ring.on;
   try { localStorage.setItem(SOUND_KEY, ring.on ? "1" : "0"); } catch (err) { /* private mode */ }
-  renderSound();
   if (ring.on) {
-    tone("warning");  // this tap lets the page play sound; and how it sounds
+    const ctx = audio();  // this tap lets the page play sound
+    if (ctx) await ctx.resume().catch(() => {});
+    tone("warning");  // how it sounds
     if ("Notification" in window && Notification.permission === "default") {
       try { await Notification.requestPermission(); } catch (err) { /* the sound stays */ }
     }
   }
+  renderSound();
   soundAlerts();
 }
 
@@ -527,9 +530,10 @@ function audio() {
 }
 
 function tone(level) {
-  // Three high beeps for an urgent alert, two lower ones for a warning.
+  // Three high beeps for an urgent alert, two lower ones for a warning. Only while the page
+  // may play: tones scheduled before would all sound at once when it may.
   const ctx = audio();
-  if (!ctx) return;
+  if (!ctx || ctx.state !== "running") return;
   const [freq, beeps] = level === "urgent" ? [880, 3] : [660, 2];
   const t0 = ctx.currentTime + 0.05;
   for (let i = 0; i < beeps; i += 1) {
@@ -548,10 +552,17 @@ function tone(level) {
 }
 
 function soundAlerts() {
-  const open = state.data ? state.data.alerts : [];
-  const fresh = ring.seen === null ? [] : open.filter((a) => !ring.seen.has(String(a.id)));
-  ring.seen = new Set(open.map((a) => String(a.id)));  // an alert that ends and opens again rings again
-  const urgent = open.some((a) => a.level === "urgent");
+  if (!state.data) return;
+  const open = state.data.alerts;
+  const now = Date.now();
+  const node = CONFIG.tier === "edge";
+  const first = ring.seen === null;
+  const fresh = first ? [] : open.filter((a) => !ring.seen.has(String(a.id))
+    && !(node && now - (ring.rang.get(String(a.id)) || -Infinity) < RING_AGAIN_S * 1000));
+  ring.seen = new Set(open.map((a) => String(a.id)));
+  for (const a of fresh) ring.rang.set(String(a.id), now);
+  const waiting = new Set(outboxMine().filter((i) => i.kind === "ack").map((i) => i.alert));
+  const urgent = !node && open.some((a) => a.level === "urgent" && !waiting.has(String(a.id)));
   if (!ring.on || !urgent) {
     clearInterval(ring.timer);
     ring.timer = null;
@@ -717,6 +728,7 @@ function renderPending() {
     b.textContent = word;
     b.setAttribute("aria-label", `${word}: ${b.dataset.message}`);
   }
+  soundAlerts();  // an urgent alert acknowledged here, even unsent, rings no more
 }
 
 function acknowledge(alert) {
@@ -828,7 +840,9 @@ async function start() {
   if (ring.on) audio();
   renderSound();
   $("sound").addEventListener("click", toggleSound);
-  document.addEventListener("pointerdown", () => { if (ring.on) audio(); });  // lets it play
+  for (const kind of ["click", "touchend", "keydown"]) {  // what lets a page play sound
+    document.addEventListener(kind, () => { if (ring.on) audio(); });
+  }
   $("care-type").addEventListener("change", careFields);
   $("care").addEventListener("submit", saveTreatment);
   careFields();

@@ -321,6 +321,39 @@ def test_edge_app_in_chromium(node, store, tmp_path):
     json.dumps(rows)  # what was stored is plain JSON
 
 
+def test_edge_app__a_low_flapping_around_70_rings_once(node, store, tmp_path):
+    """The node lists the alerts that hold now, named by rule: a low that comes and goes with
+    each reading (72, 68, 73, 67) rings when it first comes, not at each return (it did every
+    ten minutes); sound was chosen with a real tap."""
+    from tests.cloud.test_app_browser import BEEPS, beeps, tap
+
+    with chromium(tmp_path) as page:
+        page.send("Page.addScriptToEvaluateOnNewDocument", source=BEEPS)
+        page.load(f"{node}/app")
+        page.eval(f"document.getElementById('secret').value = {SECRET!r};"
+                  "document.getElementById('login').submit()")
+        page.wait("Page.loadEventFired")
+        until(lambda: page.eval("document.body.dataset.ready === '1'"), 20, "the app's data")
+        until(lambda: page.eval("document.body.dataset.live === 'open'"), 20, "the socket")
+        page.eval("document.getElementById('sound').scrollIntoView()")
+        tap(page, "#sound")
+        until(lambda: beeps(page) == 2, 10, "the sample beeps")
+        lows = []
+        for v in (92, 68, 73, 67, 74, 66):
+            store.add_entries([{"type": "sgv", "date": int(time.time() * 1000), "sgv": v,
+                                "direction": "Flat"}])
+            until(lambda v=v: text(page, "value") == str(v), 10, "the live reading")
+            want = v < 70
+            until(lambda want=want: page.eval(
+                "document.querySelectorAll('#alerts li').length > 0") == want, 10,
+                "the alert list following the reading")
+            lows.append(want)
+        assert lows == [False, True, False, True, False, True]
+        assert beeps(page) == 2 + 2  # the low's two beeps, once
+        assert page.eval("document.body.dataset.ringing") == ""  # no repeat: no acknowledging
+        assert page.errors() == []
+
+
 def test_edge_app__the_predicted_low_is_the_clocks(store):
     """The edge's app lists the predicted low the clocks sound: their model under their
     policy, held off by carbs entered in the hold, not the straight line."""
