@@ -302,8 +302,9 @@ def episode_over(rule, threshold, readings, since_ms, now_ms) -> bool:
         if run_from is None:
             run_from = r[0]
         # the run's readings x the sampling interval, a missing reading inside it counted
-        # as the consensus grid interpolates it
-        if r[0] - run_from + step >= EVENT_END_MIN * MINUTE_MS:
+        # as the consensus grid interpolates it (half a step of slack: readings every 299 s
+        # are 3 to the 15 minutes, as at 300 s)
+        if r[0] - run_from + step >= EVENT_END_MIN * MINUTE_MS - step // 2:
             return True
     return False
 
@@ -491,8 +492,10 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
             a["rule"], a["detail"]["threshold"], readings, _since(a), now_ms)
             and data.end_alert(a["id"], now_ms)]
         gone = {a["id"] for a in ended}
-        closed = {k for k, a in newest.items() if a.get("ended_ms") is not None
-                  or a["id"] in gone}
+        # (not the predicted low's: it ends with its condition, and keeps the clock's
+        # refractory period whatever the line does after)
+        closed = {k for k, a in newest.items() if k[0] != "predicted_low"
+                  and (a.get("ended_ms") is not None or a["id"] in gone)}
         holds: set[str] = set()
         for alert in evaluate(history, now_ms, settings, previous=previous, closed=closed,
                               acked=acked, predictor=tenant_predictor(data, now_ms),
@@ -510,7 +513,9 @@ def check_tenant(store, tenant_id: str, now_ms: int | None = None, events=None) 
         _LOGGER.info("alert %s %s for %s ended", a["rule"], a["level"], tenant_id)
         if events is not None:
             events.publish(tenant_id, "alert", public(data.alert(a["id"])))
-    if ended and not stored and not still_open and events is not None:
+    # "All Clear" as Nightscout sends it: nothing open, and no condition holding (one whose
+    # alert someone acknowledged included)
+    if ended and not stored and not still_open and not holds and events is not None:
         events.alarm(tenant_id, 0, "All Clear", "The alert's condition has ended.", clear=True)
     for a in stored:
         _LOGGER.info("alert %s %s for %s: %s", a["rule"], a["level"], tenant_id, a["message"])

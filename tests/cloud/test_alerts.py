@@ -245,6 +245,38 @@ def test_check_tenant__a_missing_reading_inside_the_return_counts_as_the_grid_do
     assert _minutes(raised) == [("low", 15), ("low", 40)]
 
 
+def test_check_tenant__a_straight_line_predicted_low_once_per_refractory_period(cloud):
+    """The straight-line predicted low (a threshold other than 70) that ends when the line
+    turns flat is not raised again by the next dip of the line: it keeps its refractory
+    period."""
+    care = cloud.user("care@x.org", tenant="fam-1", role="caregiver")
+    cloud.store.tenant("fam-1").set_alert_setting(care["id"], "predicted_low", True, 80)
+    raised = _replay(cloud.store, [130, 130, 130, 130, 120, 110, 108, 100, 98, 96, 90, 89, 88,
+                                   86, 85, 84, 83, 82, 82, 82, 82, 82])
+    assert [a["rule"] for a in raised] == ["predicted_low"]
+
+
+def test_check_tenant__no_all_clear_while_an_acknowledged_low_holds(cloud):
+    """A low acknowledged, the phone offline 20 minutes (stale data raised), its backlog with
+    glucose still 60: the stale-data alert ends, but no "All Clear": the low holds."""
+    store = cloud.store
+    data = store.tenant("fam-1")
+    bus = EventBus()
+    heard = []
+    bus.publish = lambda site, kind, body: heard.append((kind, body))
+    [low] = [a for a in _replay(store, [100] * 6 + [62]) if a["rule"] == "low"]
+    data.ack_alert(low["id"], None)
+    last = T0 + 35 * MIN
+    data.add_entries(_entries([(last, 61)]))
+    alerts.check_tenant(store, "fam-1", last, bus)
+    assert [a["rule"] for a in alerts.check_tenant(store, "fam-1", last + 16 * MIN, bus)] == [
+        "stale_data"]
+    data.add_entries(_entries(_r([60, 60, 60, 60], last + 5 * MIN)))
+    alerts.check_tenant(store, "fam-1", last + 21 * MIN, bus)
+    assert data.alerts(unacked=True) == []  # the stale-data alert ended
+    assert [b for kind, b in heard if kind == "notification" and b.get("clear")] == []
+
+
 def test_check_tenant__a_gap_ends_an_episode(cloud):
     """No episode spans a gap: low at 15, no reading for 20 minutes (stale data is raised,
     the low stays open: nothing says it is over), low again: the first ends and a new alert
