@@ -230,8 +230,14 @@ def limited(ns):
 
 
 def _note(ns, i: int, headers: dict = AUTH) -> httpx.Response:
+    # A minute apart: `now_ms() - i` gave two notes the same created_at when the clock moved
+    # on by a millisecond between them, and Nightscout's dedup (created_at, eventType) kept one.
     return ns.post("/api/v1/treatments", headers=headers,
-                   json=[{"eventType": "Note", "notes": str(i), "created_at": now_ms() - i}])
+                   json=[{"eventType": "Note", "notes": str(i),
+                          "created_at": _NOTES_AT - i * 60_000}])
+
+
+_NOTES_AT = now_ms() - 3_600_000
 
 
 def test_writes_past_the_burst__429_with_retry_after_and_reads_go_on(limited):
