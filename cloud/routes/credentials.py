@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from nightlink.cloud.deps import ERRORS, StoreDep, WriterAccess
-from nightlink.cloud.routes.fields import RowId
+from nightlink.cloud.routes.fields import RowId, has_control_chars
 from nightlink.cloud.store import NotFoundError
 from nightlink.shared.apisecret import api_secret_hash
 
@@ -83,7 +83,7 @@ def new_read_token(access: WriterAccess, store: StoreDep, body: ReadTokenCreate 
     treatments."""
     label = " ".join((body.label if body else "").split())
     role = body.role if body else "readable"
-    if any(ord(c) < 32 or ord(c) == 127 for c in label):
+    if has_control_chars(label):
         raise HTTPException(422, "label: control characters have no place in a name.")
     token = make_token(store, access, label or role, [role])
     return ReadTokenPublic(token=token, label=label, role=role)

@@ -24,7 +24,7 @@ from nightlink.cloud import auth, mail
 from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
 from nightlink.cloud.routes import credentials, portal
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
-from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, RowId
+from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, RowId, has_control_chars
 from nightlink.cloud.store import ConflictError
 
 router = APIRouter(prefix="/api/nl/v1", tags=["sharing"], responses=ERRORS)
@@ -522,7 +522,7 @@ def _space_name(typed: str) -> str:
     name = " ".join(typed.split())
     if not name:
         raise HTTPException(422, "Give the space a name: whose data it holds.")
-    if len(name) > NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if len(name) > NAME_MAX or has_control_chars(name):
         raise HTTPException(422, f"A space's name is 1 to {NAME_MAX} characters, without "
                             "control characters.")
     return name
@@ -569,7 +569,7 @@ def _new_token(request: Request, store, access, form) -> dict:
     """A new access token named by the family (the grandparent's phone, the desk clock),
     shown once on the page with the site's read link."""
     name = " ".join(form.get("name", "").split())
-    if not name or len(name) > TOKEN_NAME_MAX or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if not name or len(name) > TOKEN_NAME_MAX or has_control_chars(name):
         raise HTTPException(422, f"Name what will use the token (1 to {TOKEN_NAME_MAX} "
                                  "characters): a phone, a clock, an app.")
     roles = TOKEN_KINDS.get(form.get("may", ""))
