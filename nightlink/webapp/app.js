@@ -515,7 +515,7 @@ async function toggleSound() {
     }
   }
   renderSound();
-  soundAlerts();
+  renderPending();  // which rings (or stops) as the alerts and the waiting acknowledgements say
 }
 
 function audio() {
@@ -551,7 +551,8 @@ function tone(level) {
   }
 }
 
-function soundAlerts() {
+function soundAlerts(waiting) {
+  // waiting: the ids of the alerts whose acknowledgement waits to be sent (renderPending's)
   if (!state.data) return;
   const open = state.data.alerts;
   const now = Date.now();
@@ -561,7 +562,6 @@ function soundAlerts() {
     && !(node && now - (ring.rang.get(String(a.id)) || -Infinity) < RING_AGAIN_S * 1000));
   ring.seen = new Set(open.map((a) => String(a.id)));
   for (const a of fresh) ring.rang.set(String(a.id), now);
-  const waiting = new Set(outboxMine().filter((i) => i.kind === "ack").map((i) => i.alert));
   const urgent = !node && open.some((a) => a.level === "urgent" && !waiting.has(String(a.id)));
   if (!ring.on || !urgent) {
     clearInterval(ring.timer);
@@ -728,7 +728,7 @@ function renderPending() {
     b.textContent = word;
     b.setAttribute("aria-label", `${word}: ${b.dataset.message}`);
   }
-  soundAlerts();  // an urgent alert acknowledged here, even unsent, rings no more
+  soundAlerts(acks);  // an urgent alert acknowledged here, even unsent, rings no more
 }
 
 function acknowledge(alert) {
