@@ -213,13 +213,18 @@ def current_alerts(store: EdgeStore, now_ms: int) -> list[dict]:
     the cloud's public form, with the rule as its id."""
     history = readings(store, now_ms - ALERT_HISTORY_MIN * 60_000, now_ms)
     pairs = alert_rules.valid([(r["date"], r["sgv"]) for r in history])
-    if not pairs:  # nothing is stale without a reading (as on the clock)
-        return []
+    if not pairs:  # no reading for an hour: only stale data can hold, timed from the newest
+        pairs = alert_rules.valid([(r["date"], r["sgv"]) for r in reversed(
+            store.entries(count=100, type_="sgv", date_lte=now_ms))])[-1:]
+        if not pairs:  # nothing is stale without a reading (as on the clock)
+            return []
     out = []
     policy, _source = clock_policy(store)
     carbs_s = latest_carbs(store, now_ms / 1000)
     risk = 0
     for rule, check in alert_rules.RULE_FUNCTIONS.items():
+        if rule != "stale_data" and pairs[-1][0] < now_ms - ALERT_HISTORY_MIN * 60_000:
+            continue  # an hour-old reading says nothing about glucose now
         if rule == "predicted_low":  # the clocks' model under their policy, as they sound it
             got = lowrisk.predicted_low(lowrisk.LowRisk(), pairs, now_ms, policy,
                                         None if carbs_s is None else carbs_s * 1000)

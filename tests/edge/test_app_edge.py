@@ -376,3 +376,21 @@ def test_edge_app__the_predicted_low_is_the_clocks(store):
     assert app_site.current_alerts(store, now) == []  # carbs ten minutes ago hold it off
     assert app_site.forecast(store, entries, now)["sounding"] is False
 
+
+
+def test_edge_app__stale_data_stays_listed_past_the_hour(store):
+    """A sensor silent for two hours is urgent stale data on the node's list, as on the
+    cloud's; it dropped off once the newest reading left the hour the rules read."""
+    now = int(time.time() * 1000)
+    last = now - 125 * 60_000
+    store.add_entries({"type": "sgv", "date": last - k * 300_000, "sgv": 60,
+                       "direction": "Flat"} for k in range(6))  # low then, not now
+    got = app_site.current_alerts(store, now)
+    assert [(a["rule"], a["level"]) for a in got] == [("stale_data", "urgent")]
+    assert got[0]["message"] == "No glucose data for 125 minutes."
+    store.add_entries([{"type": "sgv", "date": now - 60_000, "sgv": 120, "direction": "Flat"}])
+    assert app_site.current_alerts(store, now) == []  # a fresh reading ends it
+
+
+def test_edge_app__nothing_is_stale_before_the_first_reading(store):
+    assert app_site.current_alerts(store, int(time.time() * 1000)) == []
