@@ -438,6 +438,18 @@ def acknowledge(store, events, tenant_id: str, alert_id: int, *, user_id: int | 
     return True
 
 
+def acknowledge_one(store, events, tenant_id: str, alert_id: int, *, user_id: int,
+                    via: str) -> None:
+    """A member acknowledged one alert (the app's button, the REST API): acknowledge it and,
+    when it was the last one open, tell Nightscout's socket.io alarm clients "All Clear"."""
+    if acknowledge(store, events, tenant_id, alert_id, user_id=user_id, via=via) \
+            and not store.tenant(tenant_id).alerts(limit=1, unacked=True):
+        events.alarm(tenant_id, 0, "All Clear", f"Acknowledged {_VIA[via]}.", clear=True)
+
+
+_VIA = {"app": "in the app", "api": "through the API"}
+
+
 def tenant_settings(store, tenant_id: str) -> dict[str, dict]:
     """The tenant's merged alert settings over its patients and caregivers."""
     data = store.tenant(tenant_id)

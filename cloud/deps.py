@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from nightlink.cloud import auth
-from nightlink.cloud.access import TenantAccess, resolve_access
+from nightlink.cloud.access import ACT_ROLES, TenantAccess, may_act, resolve_access
 from nightlink.cloud.config import Settings
 from nightlink.cloud.store import NotFoundError, Store
 
@@ -110,6 +110,16 @@ def writer_access(access: MemberAccess) -> TenantAccess:
 
 
 WriterAccess = Annotated[TenantAccess, Depends(writer_access)]
+
+
+def require_actor(store: Store, access: TenantAccess, what: str) -> None:
+    """403 unless the member may act for the patient (cloud/access.py may_act): acknowledge
+    alerts, log treatments. `what` finishes the sentence ("acknowledge its alerts")."""
+    if access.role not in ACT_ROLES:
+        raise HTTPException(403, f"A {access.role} may see this patient's data but not {what}.")
+    if not may_act(store, access):
+        raise HTTPException(403, f"Your access to this patient is read-only: you may see the "
+                                 f"data but not {what}.")
 
 
 def owner_access(tenant: str, store: StoreDep, user: CurrentUser) -> TenantAccess:

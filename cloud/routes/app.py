@@ -22,8 +22,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from nightlink.cloud import alerts as alert_rules
 from nightlink.cloud import auth
-from nightlink.cloud.access import ACT_ROLES, TenantAccess, may_act, resolve_access
-from nightlink.cloud.deps import SettingsDep, StoreDep
+from nightlink.cloud.access import TenantAccess, may_act, resolve_access
+from nightlink.cloud.deps import SettingsDep, StoreDep, require_actor
 from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.routes.fields import RowId
 from nightlink.cloud.routes.portal import PortalUser, SignIn, portal_user
@@ -81,14 +81,6 @@ def _member(store, user: dict, tenant: str) -> TenantAccess:
     if access is None:
         raise HTTPException(404, f"No patient {tenant!r}.")
     return access
-
-
-def _actor(store, access: TenantAccess, what: str) -> None:
-    if access.role not in ACT_ROLES:
-        raise HTTPException(403, f"A {access.role} may see this patient's data but not {what}.")
-    if not may_act(store, access):
-        raise HTTPException(403, f"Your access to this patient is read-only: you may see the "
-                                 f"data but not {what}.")
 
 
 # -- pages and static files ---------------------------------------------------------------------
@@ -203,13 +195,11 @@ def _forecast(access: TenantAccess, entries: list[dict], now_ms: int) -> dict | 
 def ack(tenant: str, alert_id: RowId, request: Request, user: ApiUser, store: StoreDep) -> dict:
     """Acknowledge an alert (patients and caregivers); twice changes nothing."""
     access = _member(store, user, tenant)
-    _actor(store, access, "acknowledge its alerts")
+    require_actor(store, access, "acknowledge its alerts")
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
-    events = request.app.state.events
-    if alert_rules.acknowledge(store, events, tenant, alert_id, user_id=user["id"], via="app") \
-            and not access.data.alerts(limit=1, unacked=True):  # socket.io alarm clients too
-        events.alarm(tenant, 0, "All Clear", "Acknowledged in the app.", clear=True)
+    alert_rules.acknowledge_one(store, request.app.state.events, tenant, alert_id,
+                                user_id=user["id"], via="app")
     return alert_rules.public(access.data.alert(alert_id))
 
 
@@ -217,7 +207,7 @@ def ack(tenant: str, alert_id: RowId, request: Request, user: ApiUser, store: St
 async def add_treatment(tenant: str, request: Request, user: ApiUser, store: StoreDep) -> dict:
     """Log carbs, insulin, exercise or a note as a Nightscout treatment of the patient."""
     access = _member(store, user, tenant)  # before the body: a stranger learns nothing
-    _actor(store, access, "log treatments")
+    require_actor(store, access, "log treatments")
     body = await json_object(request)
     try:
         doc = treatment(body, user["email"], int(time.time() * 1000))

@@ -23,7 +23,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from nightlink.cloud import alerts as alert_rules
-from nightlink.cloud.deps import ERRORS, MemberAccess
+from nightlink.cloud.deps import ERRORS, MemberAccess, require_actor
 from nightlink.cloud.routes.fields import RowId, night_param
 from nightlink.cloud.store import Row, TenantStore, row_values
 from nightlink.shared import features, units
@@ -37,7 +37,6 @@ MAX_EPOCH_INDEX = 200_000_000  # the year 2160; larger integers are Unix seconds
 PAGE_MAX = 5000
 CSV_PAGE = 5000
 GLUCOSE_MAX = 50_000  # 31 days of 1-minute readings
-ACK_ROLES = ("patient", "caregiver", "admin")
 _META = ("epoch", "time", "device", "boot", "seq", "flags")
 
 
@@ -322,18 +321,15 @@ def list_alerts(access: MemberAccess, unacked: bool = False,
 
 @router.post("/alerts/{alert_id}/ack")
 def ack_alert(access: MemberAccess, alert_id: RowId, request: Request) -> AlertPublic:
-    """Acknowledge an alert (patients and caregivers); acknowledging twice changes nothing."""
-    if access.role not in ACK_ROLES:
-        raise HTTPException(403, f"A {access.role} may see alerts but not acknowledge them.")
-    if access.role == "caregiver" and not request.app.state.store.member_alerts(
-            access.tenant_id, access.user["id"]):
-        raise HTTPException(403, "This caregiver was given read-only access: alerts are shown "
-                            "but not acknowledged.")
+    """Acknowledge an alert (patients and caregivers); acknowledging twice changes nothing.
+    As in the app: audited, published, and "All Clear" to socket.io alarm clients when it was
+    the last one open."""
+    store = request.app.state.store
+    require_actor(store, access, "acknowledge its alerts")
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
-    if access.data.ack_alert(alert_id, access.user["id"]):
-        row = access.data.alert(alert_id)
-        request.app.state.events.publish(access.tenant_id, "alert", alert_rules.public(row))
+    alert_rules.acknowledge_one(store, request.app.state.events, access.tenant_id, alert_id,
+                                user_id=access.user["id"], via="api")
     return AlertPublic(**alert_rules.public(access.data.alert(alert_id)))
 
 

@@ -426,11 +426,23 @@ def test_check_tenant__publishes_on_the_bus_and_can_be_acked(cloud):
     assert note["type"] == "notification" and note["data"]["level"] == 2
     assert note["data"]["eventName"] == "low" and note["data"]["message"] == raised[0]["message"]
     assert msg["data"]["rule"] == "urgent_low" and msg["data"]["acked_at"] is None
-    cloud.user("p@x.org", tenant="fam-1", role="patient")
+    patient = cloud.user("p@x.org", tenant="fam-1", role="patient")
+    hub = cloud.client.app.state.events
+    heard = []
+    publish = hub.publish
+    hub.publish = lambda site, kind, data: (heard.append((kind, data)), publish(site, kind, data))
     r = cloud.client.post(f"/api/nl/v1/tenants/fam-1/alerts/{raised[0]['id']}/ack",
                           headers=cloud.auth("p@x.org"))
     assert r.status_code == 200
     assert cloud.store.tenant("fam-1").alerts(unacked=True) == []
+    # as in the app: the apps are told, the audit log says who, and as it was the last one
+    # open, socket.io alarm clients hear "All Clear"
+    assert [d["acked_by"] for kind, d in heard if kind == "alert"] == [patient["id"]]
+    assert [(e["actor_user_id"], e["detail"]) for e in cloud.store.audit_log("fam-1")
+            if e["action"] == "alert.ack"] == [(patient["id"], {"alert": raised[0]["id"],
+                                                                "via": "api"})]
+    assert [d["message"] for kind, d in heard if kind == "notification" and d.get("clear")] \
+        == ["Acknowledged through the API."]
 
 
 def test_check_tenant__concurrent_callers_raise_one_alert(cloud_any):
