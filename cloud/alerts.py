@@ -612,9 +612,11 @@ class AlertWorker:
     """Checks active tenants every `interval_s`, and a tenant within `debounce_s` of an "entry"
     event on the bus (entries stored by another process are seen at the next full pass)."""
 
-    def __init__(self, store, events, *, interval_s: float = 30.0, debounce_s: float = 1.0):
+    def __init__(self, store, events, *, interval_s: float = 30.0, debounce_s: float = 1.0,
+                 pusher=None):
         self.store = store
         self.events = events
+        self.pusher = pusher  # cloud/push.py's PushSender: new alerts to locked phones
         self.interval_s = interval_s
         self.debounce_s = debounce_s
         self.passes = 0
@@ -639,7 +641,10 @@ class AlertWorker:
     async def _check(self, tenants) -> None:
         for tid in sorted(tenants):
             try:
-                await asyncio.to_thread(check_tenant, self.store, tid, None, self.events)
+                raised = await asyncio.to_thread(check_tenant, self.store, tid, None,
+                                                 self.events)
+                if self.pusher is not None:
+                    self.pusher.alerts(tid, raised)
             except (DatabaseError, LookupError, ValueError) as exc:
                 _LOGGER.error("alert check of %s failed: %s", tid, exc)
             except Exception:  # noqa: BLE001 - one tenant's data never stops the others' alerts

@@ -299,6 +299,17 @@ def _broker_can_read(path) -> bool:
                 or (st.st_uid == user.pw_uid and st.st_mode & 0o400))
 
 
+@cloud.command("push-key")
+def push_key() -> None:
+    """Print a new Web Push key for NIGHTLINK_PUSH_KEY (a secret: keep it with the others;
+    changing it later makes every browser subscribe again)."""
+    from nightlink.cloud.push import load_key, new_key, public_key
+
+    key = new_key()
+    click.echo(f"NIGHTLINK_PUSH_KEY={key}")
+    click.echo(f"# public half, which browsers are given: {public_key(load_key(key))}", err=True)
+
+
 @cloud.command("broker-files")
 @click.option("--acl", "acl_path", type=click.Path(dir_okay=False), required=True,
               help="Mosquitto acl_file to write.")

@@ -84,6 +84,34 @@ class Settings(BaseSettings):
     upload_rate_per_min: float = Field(60.0, ge=0, le=100000)
     upload_burst: int = Field(600, ge=1, le=1000000)
     upload_queue_s: float = Field(10.0, ge=0, le=300)
+    # Web Push (cloud/push.py): the server's P-256 key that signs every push (a secret:
+    # `nightlink cloud push-key` makes one; "" sends none), and the contact push services
+    # may write to about them ("" takes mail_from's address).
+    push_key: str = ""
+    push_subject: str = ""
+
+    @field_validator("push_key")
+    @classmethod
+    def _push_key(cls, v: str) -> str:
+        if v.strip():
+            from nightlink.cloud.push import load_key
+
+            load_key(v)  # a PushKeyError (a ValueError) names the key through pydantic
+        return v.strip()
+
+    @field_validator("push_subject")
+    @classmethod
+    def _push_subject(cls, v: str) -> str:
+        if v and not v.startswith(("mailto:", "https://")):
+            raise ValueError("must be a mailto: or https: URL (RFC 8292)")
+        return v
+
+    def push_contact(self) -> str:
+        """push_subject, else mailto: the address mail is sent from."""
+        if self.push_subject:
+            return self.push_subject
+        address = self.mail_from.rsplit("<", 1)[-1].rstrip(">").strip()
+        return f"mailto:{address}"
 
     @field_validator("mqtt_ca_file")
     @classmethod

@@ -226,7 +226,8 @@ def install(app: FastAPI, *, interval_s: float = 30.0) -> None:
 
     @contextlib.asynccontextmanager
     async def lifespan(a):
-        worker = alerts.AlertWorker(a.state.store, a.state.events, interval_s=interval_s)
+        worker = alerts.AlertWorker(a.state.store, a.state.events, interval_s=interval_s,
+                                    pusher=_pusher(a))
         a.state.alert_worker = worker
         task = asyncio.create_task(worker.run(), name="alert-worker")
         task.add_done_callback(_report_death)
@@ -237,8 +238,21 @@ def install(app: FastAPI, *, interval_s: float = 30.0) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if worker.pusher is not None:
+                await worker.pusher.close()
 
     app.router.lifespan_context = lifespan
+
+
+def _pusher(app: FastAPI):
+    """The Web Push sender when the operator set NIGHTLINK_PUSH_KEY (cloud/push.py)."""
+    settings = getattr(app.state, "settings", None)
+    if settings is None or not settings.push_key:
+        return None
+    from nightlink.cloud import push
+
+    return push.PushSender(app.state.store, push.load_key(settings.push_key),
+                           settings.push_contact())
 
 
 def _report_death(task: asyncio.Task) -> None:

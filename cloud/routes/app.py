@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import time
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import jwt
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from nightlink.cloud import alerts as alert_rules
-from nightlink.cloud import auth
+from nightlink.cloud import auth, push
 from nightlink.cloud.access import TenantAccess, may_act, resolve_access
 from nightlink.cloud.deps import SettingsDep, StoreDep, require_actor
 from nightlink.cloud.reports import settings as report_settings
@@ -217,6 +218,66 @@ async def add_treatment(tenant: str, request: Request, user: ApiUser, store: Sto
     store.audit("treatment.add", actor=user["id"], tenant_id=tenant, event=doc["eventType"],
                 via="app")
     return {"stored": bool(created), "treatment": created[0] if created else doc}
+
+
+# -- Web Push (cloud/push.py): alerts on a locked phone ----------------------------------------
+
+
+def _push_view(sub: dict) -> dict:
+    return {"service": urlsplit(sub["endpoint"]).hostname, "since": sub["created_at"],
+            "delivered_at": sub["ok_at"], "error": sub["error"], "error_at": sub["error_at"]}
+
+
+def _pusher(store, user: dict, tenant: str) -> TenantAccess:
+    access = _member(store, user, tenant)
+    if access.role not in push.PUSH_ROLES:
+        raise HTTPException(403, f"A {access.role} does not get this patient's alerts.")
+    return access
+
+
+@router.get("/app/api/{tenant}/push")
+def push_state(tenant: str, user: ApiUser, store: StoreDep, settings: SettingsDep) -> dict:
+    """Whether this server sends alerts to locked phones (its public key, which a browser
+    subscribes with), and the caller's subscribed browsers with their last delivery."""
+    _pusher(store, user, tenant)
+    key = push.public_key(push.load_key(settings.push_key)) if settings.push_key else None
+    return {"key": key,
+            "subscriptions": {s["endpoint"]: _push_view(s)
+                              for s in store.push_subscriptions(tenant, user["id"])}}
+
+
+@router.post("/app/api/{tenant}/push", dependencies=[SameOrigin])
+async def push_subscribe(tenant: str, request: Request, user: ApiUser, store: StoreDep,
+                         settings: SettingsDep) -> dict:
+    """Subscribe this browser to the tenant's alerts: the body is its PushSubscription's JSON
+    ({endpoint, keys: {p256dh, auth}})."""
+    _pusher(store, user, tenant)
+    if not settings.push_key:
+        raise HTTPException(409, "This server sends no alerts to locked phones: its operator "
+                                 "has not set NIGHTLINK_PUSH_KEY.")
+    body = await json_object(request)
+    keys = body.get("keys") if isinstance(body.get("keys"), dict) else {}
+    endpoint, p256dh, secret = body.get("endpoint"), keys.get("p256dh"), keys.get("auth")
+    why = push.check_subscription(endpoint, p256dh, secret,
+                                  https_only=settings.env == "production")
+    if why:
+        raise HTTPException(422, why)
+    store.add_push(tenant, user["id"], endpoint, p256dh, secret)
+    store.audit("push.subscribe", actor=user["id"], tenant_id=tenant,
+                service=urlsplit(endpoint).hostname)
+    return {"subscribed": True, "subscription": _push_view(
+        next(s for s in store.push_subscriptions(tenant, user["id"]) if s["endpoint"] == endpoint))}
+
+
+@router.post("/app/api/{tenant}/push/remove", dependencies=[SameOrigin])
+async def push_unsubscribe(tenant: str, request: Request, user: ApiUser,
+                           store: StoreDep) -> dict:
+    """This browser hears the tenant's alerts no more: {endpoint}."""
+    _member(store, user, tenant)
+    endpoint = (await json_object(request)).get("endpoint")
+    if not isinstance(endpoint, str):
+        raise HTTPException(422, "endpoint must be the subscription's URL.")
+    return {"removed": store.remove_push(tenant, endpoint, user["id"])}
 
 
 @router.post("/app/api/{tenant}/live-token", dependencies=[SameOrigin])

@@ -12,6 +12,7 @@ ROLES = ("patient", "caregiver", "doctor", "admin")
 INVITE_ROLES = ("caregiver", "doctor")
 # A member's own account actions, shown in the audit log of each tenant they belong to.
 MEMBER_ACTIONS = ("login", "password.change", "account.delete")
+PUSH_PER_PERSON = 10  # browsers a person may have subscribed to one tenant's alerts
 
 
 class Accounts:
@@ -143,6 +144,51 @@ class Accounts:
         )
         self.access_changed()
 
+    # -- Web Push subscriptions (cloud/push.py) -----------------------------------------------
+
+    def add_push(self, tenant_id: str, user_id: int, endpoint: str, p256dh: str,
+                 auth: str) -> None:
+        """Keep a browser's push subscription for the tenant's alerts (again: fresh keys, the
+        last outcome forgotten). A person keeps their PUSH_PER_PERSON newest browsers."""
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO push_subscriptions (tenant_id, user_id, endpoint, p256dh, auth, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, endpoint) DO "
+                "UPDATE SET user_id = excluded.user_id, p256dh = excluded.p256dh, "
+                "auth = excluded.auth, created_at = excluded.created_at, ok_at = NULL, "
+                "error = '', error_at = NULL",
+                (tenant_id, user_id, endpoint, p256dh, auth, time.time()))
+            old = self.db.query(
+                "SELECT id FROM push_subscriptions WHERE tenant_id = ? AND user_id = ? "
+                "ORDER BY created_at DESC, id DESC", (tenant_id, user_id))[PUSH_PER_PERSON:]
+            for row in old:
+                self.db.execute("DELETE FROM push_subscriptions WHERE id = ?", (row["id"],))
+
+    def push_subscriptions(self, tenant_id: str, user_id: int | None = None) -> list[dict]:
+        """The tenant's push subscriptions (one person's), oldest first."""
+        sql, args = "SELECT * FROM push_subscriptions WHERE tenant_id = ?", [tenant_id]
+        if user_id is not None:
+            sql, args = sql + " AND user_id = ?", [*args, user_id]
+        return self.db.query(sql + " ORDER BY id", args)
+
+    def remove_push(self, tenant_id: str, endpoint: str, user_id: int | None = None) -> bool:
+        """Forget a subscription (its browser unsubscribed, or the push service says it is
+        gone); with user_id, only that person's."""
+        sql, args = ("DELETE FROM push_subscriptions WHERE tenant_id = ? AND endpoint = ?",
+                     [tenant_id, endpoint])
+        if user_id is not None:
+            sql, args = sql + " AND user_id = ?", [*args, user_id]
+        return bool(self.db.execute(sql, args))
+
+    def push_outcome(self, sub_id: int, error: str = "") -> None:
+        """The outcome of a delivery: "" delivered, else why not (shown to its owner)."""
+        if error:
+            self.db.execute("UPDATE push_subscriptions SET error = ?, error_at = ? WHERE id = ?",
+                            (error[:300], time.time(), sub_id))
+        else:
+            self.db.execute("UPDATE push_subscriptions SET ok_at = ?, error = '', error_at = NULL "
+                            "WHERE id = ?", (time.time(), sub_id))
+
     def member_alerts(self, tenant_id: str, user_id: int) -> bool:
         """Whether a member takes part in the tenant's alerts (False: read only)."""
         row = self.db.one("SELECT alerts FROM memberships WHERE tenant_id = ? AND user_id = ? "
@@ -153,6 +199,8 @@ class Accounts:
         done = bool(self.db.execute(
             "UPDATE memberships SET revoked_at = ? WHERE tenant_id = ? AND user_id = ? "
             "AND revoked_at IS NULL", (time.time(), tenant_id, user_id)))
+        self.db.execute("DELETE FROM push_subscriptions WHERE tenant_id = ? AND user_id = ?",
+                        (tenant_id, user_id))  # their phones hear this tenant's alerts no more
         self.access_changed()
         return done
 

@@ -358,6 +358,25 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # acked_by NULL), so every list of open alerts leaves it out
         "ALTER TABLE alerts ADD COLUMN ended_ms {BIGINT}",
     ]),
+    (13, "Web Push subscriptions: alerts reach a locked phone", [
+        # one per browser (its push service's endpoint) and tenant; the keys encrypt the
+        # messages for that browser alone (RFC 8291); the last delivery's outcome is shown to
+        # the person who subscribed
+        """CREATE TABLE push_subscriptions (
+            id {AUTO_ID},
+            tenant_id TEXT NOT NULL REFERENCES tenants (id),
+            user_id {BIGINT} NOT NULL REFERENCES users (id),
+            endpoint TEXT NOT NULL,
+            p256dh TEXT NOT NULL,
+            auth TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            ok_at DOUBLE PRECISION,
+            error TEXT NOT NULL DEFAULT '',
+            error_at DOUBLE PRECISION,
+            UNIQUE (tenant_id, endpoint)
+        )""",
+        "CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id)",
+    ]),
 ]
 
 

@@ -516,6 +516,102 @@ async function toggleSound() {
   }
   renderSound();
   renderPending();  // which rings (or stops) as the alerts and the waiting acknowledgements say
+  if (CONFIG.tier !== "edge") (ring.on ? subscribePush : unsubscribePush)();
+}
+
+// -- alerts on a locked phone (Web Push: cloud/push.py, the worker's "push" in sw.js) ------------
+
+// The page rings only while it runs; with sound on, the browser also subscribes to its push
+// service, and the cloud sends each new alert there, which wakes the phone. What stands in the
+// way is said under the button, in words: the operator set no key, notifications are blocked,
+// the browser cannot (an iPhone's Safari until the app is on the home screen), the push
+// service refused, or the last delivery failed.
+const PUSH_WAIT_S = 20;
+
+function sayPush(text) { $("push-state").textContent = text; }
+
+function pushKeyBytes(b64) {
+  const raw = atob(b64.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((b64.length + 3) % 4));
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+}
+
+function pushSummary(s) {
+  if (!s) return "Locked phone: not subscribed.";
+  if (s.error) return `Locked phone: the last alert did not reach this phone (${clock(s.error_at * 1000)}: ${s.error}).`;
+  return s.delivered_at ? `Locked phone: on; the last alert reached the push service at ${clock(s.delivered_at * 1000)}.`
+    : "Locked phone: on; new alerts come as notifications even while the phone is locked.";
+}
+
+async function pushRegistration() {
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) return null;
+  return Promise.race([navigator.serviceWorker.ready,
+                       new Promise((done) => setTimeout(() => done(null), 5000))]);
+}
+
+async function subscribePush() {
+  sayPush("Locked phone: subscribing…");
+  const reg = await pushRegistration();
+  if (!reg) {
+    sayPush("Locked phone: this browser cannot receive alerts while the page is closed (on an iPhone, add the app to the home screen and open it from there).");
+    return;
+  }
+  let info;
+  try { ({body: info} = await api(`/app/api/${encodeURIComponent(state.tenant)}/push`)); } catch (err) {
+    sayPush(`Locked phone: not set up (${err.message}).`);
+    return;
+  }
+  if (!info.key) {
+    sayPush("Locked phone: this server does not send alerts to locked phones (its operator has not set NIGHTLINK_PUSH_KEY); alerts ring only while the page is open.");
+    return;
+  }
+  if (!("Notification" in window) || Notification.permission !== "granted") {
+    sayPush("Locked phone: notifications are blocked for this site; allow them in the browser's settings, then turn sound off and on.");
+    return;
+  }
+  try {
+    let sub = await reg.pushManager.getSubscription();
+    const key = pushKeyBytes(info.key);
+    const same = (a, b) => a && a.byteLength === b.byteLength && new Uint8Array(a).every((v, i) => v === b[i]);
+    if (sub && !same(sub.options && sub.options.applicationServerKey, key)) {
+      await sub.unsubscribe();  // subscribed under another key (the operator changed it)
+      sub = null;
+    }
+    if (!sub) {
+      // A browser whose push service cannot be reached never answers: say so after a while.
+      sub = await Promise.race([
+        reg.pushManager.subscribe({userVisibleOnly: true, applicationServerKey: key}),
+        new Promise((done, fail) => setTimeout(() => fail(new Error(
+          "the browser's push service did not answer")), PUSH_WAIT_S * 1000))]);
+    }
+    const {body} = await api(`/app/api/${encodeURIComponent(state.tenant)}/push`,
+                             {method: "POST", body: sub.toJSON()});
+    sayPush(pushSummary(body.subscription));
+  } catch (err) {
+    sayPush(`Locked phone: not subscribed (${err.message || err.name}); alerts ring only while the page is open. It is tried again when the app opens.`);
+  }
+}
+
+async function unsubscribePush() {
+  sayPush("");
+  const reg = await pushRegistration();
+  const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
+  if (!sub) return;
+  try {
+    await api(`/app/api/${encodeURIComponent(state.tenant)}/push/remove`,
+              {method: "POST", body: {endpoint: sub.endpoint}});
+  } catch (err) { sayPush(`Locked phone: could not be turned off (${err.message}).`); }
+}
+
+async function showPush() {
+  // With sound on, how the last delivery to this phone went.
+  if (CONFIG.tier === "edge" || !ring.on) return;
+  const reg = await pushRegistration();
+  const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
+  if (!sub) { subscribePush(); return; }
+  try {
+    const {body} = await api(`/app/api/${encodeURIComponent(state.tenant)}/push`);
+    if (body.key) sayPush(pushSummary(body.subscriptions[sub.endpoint]));
+  } catch (err) { /* offline: the line stays as it was */ }
 }
 
 function audio() {
@@ -852,11 +948,22 @@ async function start() {
   for (const r of document.querySelectorAll("input[name=unit]")) {
     r.addEventListener("change", () => setUnit(r.value));
   }
-  $("sign-out").addEventListener("submit", () => {
+  $("sign-out").addEventListener("submit", async (event) => {
     try { localStorage.removeItem(UNIT_WAITING_KEY); } catch (err) { /* nothing kept */ }
     if (navigator.serviceWorker && navigator.serviceWorker.controller) {
       navigator.serviceWorker.controller.postMessage("forget-data");
     }
+    // A signed-out phone hears no one's alerts: its push subscription ends (the cloud forgets
+    // it at the next push, which the push service refuses).
+    const form = event.target;
+    if (form.dataset.unsubscribed) return;
+    event.preventDefault();
+    const reg = "PushManager" in window ? await pushRegistration() : null;
+    const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
+    if (sub) await Promise.race([sub.unsubscribe().catch(() => {}),
+                                 new Promise((done) => setTimeout(done, 2000))]);
+    form.dataset.unsubscribed = "1";
+    form.submit();
   });
   window.addEventListener("resize", () => { if (state.data) renderChart(); });
   window.addEventListener("online", () => {
@@ -905,6 +1012,7 @@ async function start() {
   $("to-sharing").hidden = !(mine && (mine.role === "patient" || mine.role === "admin"));
   await loadState();
   flushOutbox();  // what waited on this phone since the last time
+  showPush();
   connectLive();
   setInterval(() => { if (state.data) { renderNow(); } }, 15000);
   setInterval(loadState, REFRESH_S * 1000);

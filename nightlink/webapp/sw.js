@@ -57,6 +57,20 @@ self.addEventListener("fetch", (event) => {
   }
 });
 
+// An alert the cloud pushed (cloud/push.py) while no page runs: the same notification the
+// open page shows (same tag, so one replaces the other). A push must show something.
+self.addEventListener("push", (event) => {
+  let msg = null;
+  try { msg = event.data ? event.data.json() : null; } catch (err) { msg = null; }
+  const title = (msg && msg.title) || "Nightlink";
+  const options = {body: (msg && msg.body) || "A new alert: open the app.",
+                   tag: (msg && msg.tag) || "nightlink-alert", renotify: true,
+                   requireInteraction: Boolean(msg && msg.urgent),
+                   icon: "/app/static/icon-192.png", data: {url: (msg && msg.url) || "/app"}};
+  if (msg && msg.urgent) options.vibrate = [400, 200, 400, 200, 400];
+  event.waitUntil(self.registration.showNotification(title, options));
+});
+
 // A tap on an alert's notification opens the app (the page that showed it, else a new one).
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();

@@ -567,3 +567,109 @@ def test_app_sounds_new_alerts_on_a_device_that_asked(server, tmp_path):
         assert beeps(page) == before
         assert [e for e in network_errors_only(page.errors())
                 if "ERR_INTERNET_DISCONNECTED" not in e] == []  # only while it was offline
+
+
+# The browser's own push service (Google's for Chromium) is on the internet, which this machine
+# cannot reach, so PushManager's subscribe never answers here: the page is given a subscription
+# whose endpoint is a push service on a loopback port (tests/cloud/test_push.py's), with keys
+# whose private half the test holds. Everything else is real: the app posts the subscription,
+# the cloud's alert worker raises an alert from an upload and pushes it encrypted and signed,
+# the test decrypts it as the browser would and hands it to the service worker over DevTools
+# (ServiceWorker.deliverPushMessage), which shows the notification.
+PUSH_STUB = """(() => {
+  const KEY = "test-push-subscription";
+  const make = (j) => ({endpoint: j.endpoint,
+    options: {applicationServerKey: Uint8Array.from(atob(j.ask), (c) => c.charCodeAt(0)).buffer},
+    toJSON: () => ({endpoint: j.endpoint, expirationTime: null, keys: j.keys}),
+    unsubscribe: async () => { localStorage.removeItem(KEY);
+                               localStorage.setItem("test-push-unsubscribed", "1"); return true; }});
+  PushManager.prototype.getSubscription = async function () {
+    const j = localStorage.getItem(KEY); return j ? make(JSON.parse(j)) : null; };
+  PushManager.prototype.subscribe = async function (options) {
+    const key = new Uint8Array(options.applicationServerKey);
+    const j = {endpoint: ENDPOINT, keys: KEYS, ask: btoa(String.fromCharCode(...key))};
+    localStorage.setItem(KEY, JSON.stringify(j)); return make(j); };
+})();"""
+
+
+def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
+    """Sound on subscribes the phone to its push service; an alert the cloud raises then
+    comes to the service worker as an encrypted push and shows as the page's own
+    notification; the app says how the last delivery went; sound off and signing out end
+    the subscription."""
+    from nightlink.cloud import push
+    from tests.cloud.test_push import Browser, PushService
+
+    phone, service = Browser(), PushService()
+    settings = Settings(env="test", database_url=f"sqlite:///{tmp_path / 'app.db'}",
+                        jwt_secret=JWT_SECRET, login_attempts_per_minute=1000,
+                        push_key=push.new_key())
+    app = create_app(settings)
+    store = app.state.store
+    store.create_tenant("fam-1", "Ann Example")
+    for email, role in PEOPLE.items():
+        store.grant("fam-1", store.create_user(email, hash_password(PASSWORD))["id"], role,
+                    by=None)
+    seed(store, "fam-1")
+    store.set_api_secret("fam-1", UPLOAD_SECRET)
+    endpoint = f"{service.url}/phone"
+    stub = PUSH_STUB.replace("ENDPOINT", json.dumps(endpoint)).replace(
+        "KEYS", json.dumps({"p256dh": phone.p256dh, "auth": phone.auth}))
+    try:
+        with serve(app) as url, chromium(tmp_path) as page:
+            page.send("Browser.grantPermissions", permissions=["notifications"], origin=url)
+            page.send("Page.addScriptToEvaluateOnNewDocument", source=stub)
+            page.send("ServiceWorker.enable")
+            assert sign_in(page, SimpleNamespace(url=url), "care@example.org") == "/app/fam-1"
+            until(lambda: page.eval("!!navigator.serviceWorker.controller"), 20, "the worker")
+            assert text(page, "push-state") == ""  # sound off: nothing asked
+            page.eval("document.getElementById('sound').scrollIntoView()")
+            tap(page, "#sound")
+            until(lambda: text(page, "push-state").startswith("Locked phone: on"), 20,
+                  "the subscription stored")
+            [sub] = store.push_subscriptions("fam-1")
+            assert (sub["endpoint"], sub["p256dh"]) == (endpoint, phone.p256dh)
+            # an uploader's reading of 320: the alert worker raises a high and pushes it
+            r = httpx.post(f"{url}/api/v1/entries", headers={
+                "api-secret": hashlib.sha1(UPLOAD_SECRET.encode()).hexdigest()},
+                json=[{"type": "sgv", "sgv": 320, "date": int(time.time() * 1000),
+                       "direction": "DoubleUp"}])
+            assert r.status_code == 200, r.text
+            until(lambda: service.received, 20, "the push at the push service")
+            time.sleep(0.5)  # a second alert raised by the same check (rising fast) lands too
+            shown = [phone.read(body) for _p, _h, body in service.received]
+            raised = {a["id"]: a for a in store.tenant("fam-1").alerts(unacked=True)}
+            high = next(m for m in shown if m["body"].startswith("High"))
+            assert high["title"] == "Ann Example" and high["urgent"] is False
+            assert high["tag"] in {f"nightlink-fam-1-{i}" for i in raised}
+            registration = next(e for e in reversed(page.events) if e.get("method") ==
+                                "ServiceWorker.workerRegistrationUpdated")
+            page.send("ServiceWorker.deliverPushMessage", origin=url, registrationId=registration[
+                "params"]["registrations"][0]["registrationId"], data=json.dumps(high))
+            until(lambda: [high["title"], high["body"], high["tag"]] in json.loads(page.eval(
+                "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => "
+                "JSON.stringify(n.map(x => [x.title, x.body, x.tag])))", await_promise=True)),
+                10, "the worker's notification")
+            # the app says the last alert reached the push service
+            page.load(f"{url}/app/fam-1")
+            ready(page)
+            until(lambda: "the last alert reached the push service" in text(page, "push-state"),
+                  20, "the delivery shown")
+            # sound off: the cloud forgets this phone
+            page.eval("document.getElementById('sound').scrollIntoView()")
+            tap(page, "#sound")  # (after a reload the first tap only lets it play)
+            tap(page, "#sound")
+            until(lambda: not store.push_subscriptions("fam-1"), 10, "the subscription removed")
+            assert page.eval("document.getElementById('sound').getAttribute('aria-pressed')") \
+                == "false"
+            # signing out ends the phone's subscription with its push service
+            tap(page, "#sound")
+            until(lambda: store.push_subscriptions("fam-1"), 20, "subscribed again")
+            page.eval("document.getElementById('sign-out').requestSubmit()")
+            page.wait("Page.loadEventFired")
+            assert page.eval("location.pathname") == "/portal/login"
+            assert page.eval("localStorage.getItem('test-push-unsubscribed')") == "1"
+            assert network_errors_only(page.errors()) == []
+    finally:
+        service.close()
+        store.close()

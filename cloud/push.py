@@ -1,0 +1,298 @@
+"""Web Push: an alert reaches a phone whose screen is locked.
+
+A page that is not running cannot ring, so a browser that chose "Sound alerts on this device"
+also subscribes to its push service (Google's for Chrome, Mozilla's for Firefox, Apple's for
+Safari on a home-screen app). When the cloud raises an alert it posts the alert to each
+subscribed browser's endpoint; the push service wakes the browser, whose service worker shows
+the notification (`nightlink/webapp/sw.js`). Three standards, implemented here on
+`cryptography` alone:
+
+- RFC 8030 (delivery): a POST to the subscription's endpoint with `TTL` (seconds the push
+  service may hold the message for a phone that is off line), `Urgency` (`high` wakes a phone
+  in power saving) and `Topic` (a newer message with the same topic replaces one not yet
+  delivered). 201 or 202: accepted. 404 or 410: the subscription is gone for good (the
+  browser unsubscribed, the app was removed) and is forgotten. 429 and 5xx: try again later,
+  after the `Retry-After` the service gave, else with back-off and jitter.
+- RFC 8291 (encryption): the message is encrypted for the browser alone (ECDH on P-256 with
+  the subscription's `p256dh` key, HKDF-SHA-256 with its `auth` secret, AES-128-GCM), in the
+  `aes128gcm` content coding of RFC 8188, one record.
+- RFC 8292 (VAPID): each request carries a JWT (ES256) signed with the server's key, for the
+  endpoint's origin, naming a contact (`mailto:`), and the key's public half, which the
+  browser was given when it subscribed: only this server can push to its subscriptions.
+
+The server's key is a secret: `NIGHTLINK_PUSH_KEY` (`nightlink cloud push-key` makes one).
+Without it the cloud sends no pushes and the app says so. Facts: docs/alerts.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import random
+import struct
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_LOGGER = logging.getLogger(__name__)
+
+RECORD_SIZE = 4096  # RFC 8188 record size; one record holds the whole message
+MAX_PAYLOAD = 3800  # push services take 4096 bytes of body; header and tag take 103 of them
+JWT_HOURS = 12  # a VAPID token's lifetime (RFC 8292 allows at most 24 hours)
+TTL_S = {"urgent": 30 * 60, "warning": 60 * 60}  # an alert older than this is not worth waking
+TRIES = 5
+FIRST_WAIT_S = 2.0
+MAX_WAIT_S = 120.0
+TIMEOUT_S = 10.0
+MAX_ENDPOINT = 2048
+PUSH_ROLES = ("patient", "caregiver", "admin")  # a doctor reads reports, not night alarms
+
+
+class PushKeyError(ValueError):
+    """NIGHTLINK_PUSH_KEY is not a P-256 private key."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    text = text.strip()
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_key() -> str:
+    """A new server key: the P-256 private value, base64url (as `web-push
+    generate-vapid-keys` prints its private key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return _b64(key.private_numbers().private_value.to_bytes(32, "big"))
+
+
+def load_key(text: str) -> ec.EllipticCurvePrivateKey:
+    """The server key from its base64url private value (or a PEM), else PushKeyError."""
+    try:
+        if "BEGIN" in text:
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+                raise PushKeyError("it is a PEM key, but not a P-256 one")
+            return key
+        raw = _unb64(text)
+        if len(raw) != 32:
+            raise PushKeyError(f"it decodes to {len(raw)} bytes, not the 32 of a P-256 key")
+        return ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+    except PushKeyError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise PushKeyError(f"it is not a P-256 private key ({exc})") from None
+
+
+def public_key(key: ec.EllipticCurvePrivateKey) -> str:
+    """The key's public half, uncompressed and base64url: the browser's
+    `applicationServerKey`, and `k=` of the VAPID header."""
+    return _b64(key.public_key().public_bytes(serialization.Encoding.X962,
+                                              serialization.PublicFormat.UncompressedPoint))
+
+
+def check_subscription(endpoint: str, p256dh: str, auth: str, *, https_only: bool) -> str:
+    """"" when a browser's subscription can be pushed to, else why not (one sentence)."""
+    if not isinstance(endpoint, str) or len(endpoint) > MAX_ENDPOINT:
+        return f"endpoint must be a URL of at most {MAX_ENDPOINT} characters."
+    parts = urlsplit(endpoint)
+    if parts.scheme not in (("https",) if https_only else ("https", "http")) or not parts.hostname:
+        return "endpoint must be an https URL of a push service."
+    try:
+        key = _unb64(p256dh)
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), key)
+    except (ValueError, TypeError, AttributeError):
+        return "keys.p256dh must be the browser's P-256 public key (65 bytes, base64url)."
+    try:
+        secret = _unb64(auth)
+    except (ValueError, TypeError, AttributeError):
+        secret = b""
+    if len(secret) != 16:
+        return "keys.auth must be the browser's 16-byte secret, base64url."
+    return ""
+
+
+def _hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(hashes.SHA256(), length, salt, info).derive(ikm)
+
+
+def encrypt(payload: bytes, p256dh: str, auth: str, *, salt: bytes | None = None,
+            sender: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+    """The message body for one browser (RFC 8291, aes128gcm): a fresh sender key and salt
+    each time unless given (the RFC's test vector gives them)."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"a push message holds at most {MAX_PAYLOAD} bytes, not {len(payload)}")
+    ua_public = _unb64(p256dh)
+    secret = _unb64(auth)
+    sender = sender or ec.generate_private_key(ec.SECP256R1())
+    salt = salt if salt is not None else os.urandom(16)
+    as_public = sender.public_key().public_bytes(serialization.Encoding.X962,
+                                                 serialization.PublicFormat.UncompressedPoint)
+    shared = sender.exchange(ec.ECDH(), ec.EllipticCurvePublicKey.from_encoded_point(
+        ec.SECP256R1(), ua_public))
+    ikm = _hkdf(secret, shared, b"WebPush: info\x00" + ua_public + as_public, 32)
+    cek = _hkdf(salt, ikm, b"Content-Encoding: aes128gcm\x00", 16)
+    nonce = _hkdf(salt, ikm, b"Content-Encoding: nonce\x00", 12)
+    sealed = AESGCM(cek).encrypt(nonce, payload + b"\x02", None)  # \x02: the last record
+    return salt + struct.pack("!IB", RECORD_SIZE, len(as_public)) + as_public + sealed
+
+
+def vapid(endpoint: str, key: ec.EllipticCurvePrivateKey, subject: str,
+          now: float | None = None) -> str:
+    """The Authorization header value of RFC 8292 for a request to `endpoint`."""
+    parts = urlsplit(endpoint)
+    claims = {"aud": f"{parts.scheme}://{parts.netloc}",
+              "exp": int((now or time.time()) + JWT_HOURS * 3600), "sub": subject}
+    token = jwt.encode(claims, key, algorithm="ES256")
+    return f"vapid t={token}, k={public_key(key)}"
+
+
+def message(tenant_id: str, name: str, alert: dict) -> bytes:
+    """What the service worker shows: the app's own notification for the alert (same title,
+    text and tag as the open page's, so one replaces the other)."""
+    urgent = alert["level"] == "urgent"
+    return json.dumps({
+        "title": f"Urgent · {name}" if urgent else name,
+        "body": alert["message"], "tag": f"nightlink-{tenant_id}-{alert['id']}",
+        "urgent": urgent, "url": f"/app/{tenant_id}", "at_ms": alert["at_ms"],
+    }, separators=(",", ":")).encode()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return min(MAX_WAIT_S, max(0.0, float(response.headers.get("retry-after", ""))))
+    except ValueError:
+        return None
+
+
+class PushSender:
+    """Sends the alerts this process raised to the tenant's subscribed browsers, each delivery
+    in a task of its own, so that a slow or refusing push service delays nobody's other alerts.
+    Every outcome is kept on the subscription, where its owner's app shows it."""
+
+    def __init__(self, store, key: ec.EllipticCurvePrivateKey, subject: str, *,
+                 client: httpx.AsyncClient | None = None, first_wait_s: float = FIRST_WAIT_S,
+                 tries: int = TRIES):
+        self.store = store
+        self.key = key
+        self.subject = subject
+        self.client = client or httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False)
+        self.first_wait_s = first_wait_s
+        self.tries = tries
+        self.tasks: set[asyncio.Task] = set()
+        self.sent = 0
+        self.failed = 0
+
+    def alerts(self, tenant_id: str, alerts: list[dict]) -> None:
+        """Queue pushes of newly raised alerts (from the event loop)."""
+        if alerts:
+            task = asyncio.get_running_loop().create_task(self._tenant(tenant_id, alerts))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _tenant(self, tenant_id: str, alerts: list[dict]) -> None:
+        subs, name = await asyncio.to_thread(self._recipients, tenant_id)
+        for alert in alerts:
+            body = message(tenant_id, name, alert)
+            for sub in subs:
+                task = asyncio.get_running_loop().create_task(self.deliver(sub, body, alert))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    def _recipients(self, tenant_id: str) -> tuple[list[dict], str]:
+        """The subscriptions of people who still take part in the tenant's alerts."""
+        from nightlink.cloud.access import resolve_access
+        from nightlink.cloud.store import NotFoundError
+
+        out = []
+        try:
+            name = self.store.get_tenant(tenant_id)["name"]
+        except NotFoundError:
+            return [], ""
+        for sub in self.store.push_subscriptions(tenant_id):
+            try:
+                user = self.store.user(sub["user_id"])
+            except NotFoundError:
+                continue
+            access = resolve_access(self.store, user, tenant_id)
+            if access is not None and access.role in PUSH_ROLES:
+                out.append(sub)
+        return out, name
+
+    async def deliver(self, sub: dict, body: bytes, alert: dict) -> bool:
+        """One alert to one browser, tried up to `tries` times within the alert's TTL."""
+        ttl = TTL_S.get(alert["level"], TTL_S["warning"])
+        give_up = time.monotonic() + ttl
+        wait = self.first_wait_s
+        for attempt in range(1, self.tries + 1):
+            error, again_s = await self._post(sub, body, alert, ttl)
+            if error is None:
+                self.sent += 1
+                await asyncio.to_thread(self.store.push_outcome, sub["id"])
+                return True
+            if error.startswith("gone"):
+                self.failed += 1
+                _LOGGER.info("push subscription %s of %s is gone: %s", sub["id"],
+                             sub["tenant_id"], error)
+                await asyncio.to_thread(self.store.remove_push, sub["tenant_id"],
+                                        sub["endpoint"])
+                return False
+            pause = None if again_s is None or attempt == self.tries else (
+                again_s if again_s > 0 else wait * random.uniform(0.5, 1.5))
+            if pause is not None and time.monotonic() + pause >= give_up:
+                pause = None  # the alert would be stale by then
+            shown = error if pause is None else f"{error}; trying again in {pause:.0f} s"
+            _LOGGER.warning("push of alert %s to %s (%s): %s", alert["id"],
+                            urlsplit(sub["endpoint"]).hostname, sub["tenant_id"], shown)
+            await asyncio.to_thread(self.store.push_outcome, sub["id"], shown)
+            if pause is None:
+                break
+            await asyncio.sleep(pause)
+            wait = min(MAX_WAIT_S, wait * 2)
+        self.failed += 1
+        return False
+
+    async def _post(self, sub: dict, body: bytes, alert: dict,
+                    ttl: int) -> tuple[str | None, float | None]:
+        """(None, _) delivered; ("gone: …", None) forget it; (why, seconds to wait or 0 for the
+        back-off) try again; (why, None) not worth trying again."""
+        try:
+            data = encrypt(body, sub["p256dh"], sub["auth"])
+            headers = {"TTL": str(ttl), "Content-Encoding": "aes128gcm",
+                       "Content-Type": "application/octet-stream",
+                       "Urgency": "high" if alert["level"] == "urgent" else "normal",
+                       "Topic": f"alert{alert['id']}"[:32],
+                       "Authorization": vapid(sub["endpoint"], self.key, self.subject)}
+        except (ValueError, TypeError) as exc:  # keys stored from an older check
+            return f"gone: the subscription's keys are unusable ({exc})", None
+        try:
+            response = await self.client.post(sub["endpoint"], content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            return f"the push service is unreachable ({type(exc).__name__})", 0.0
+        if response.status_code in (200, 201, 202, 204):
+            return None, None
+        if response.status_code in (404, 410):
+            return f"gone: the push service no longer knows it (HTTP {response.status_code})", None
+        why = f"the push service refused it (HTTP {response.status_code}" + (
+            f": {response.text.strip()[:120]})" if response.text.strip() else ")")
+        if response.status_code == 429 or response.status_code >= 500:
+            again = _retry_after(response)
+            return why, 0.0 if again is None else again
+        return why, None  # 400, 401, 403, 413: the same request would be refused again
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.aclose()

@@ -1,0 +1,415 @@
+"""Web Push (cloud/push.py): the message encryption against RFC 8291's own example and an
+independent implementation (http_ece, which decrypts what we send), the VAPID signature
+against PyJWT, and deliveries to a real HTTP push service on a loopback port that decrypts
+each message as a browser would: accepted, gone, refused, busy, unreachable. Then the app's
+routes that subscribe a browser, and the alert worker pushing an alert it raises."""
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import http_ece
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from nightlink.cloud import alerts, push
+from nightlink.cloud.config import SettingsError, load_settings
+from nightlink.nightscout.hub import Hub
+
+from .conftest import PASSWORD, make_cloud
+
+B64 = push._b64
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Browser:
+    """A browser's side of a subscription: its key pair and auth secret."""
+
+    def __init__(self):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.auth = B64(b"0123456789abcdef")
+        self.p256dh = B64(self.key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+
+    def read(self, body: bytes) -> dict:
+        return json.loads(http_ece.decrypt(body, private_key=self.key,
+                                           auth_secret=_unb64(self.auth), version="aes128gcm"))
+
+
+def test_encrypt__rfc_8291_example():
+    """RFC 8291 section 5: the same keys and salt give the RFC's message byte for byte."""
+    sender = ec.derive_private_key(int.from_bytes(
+        _unb64("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw"), "big"), ec.SECP256R1())
+    body = push.encrypt(
+        b"When I grow up, I want to be a watermelon",
+        "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+        "BTBZMqHH6r4Tts7J_aSIgg", salt=_unb64("DGv6ra1nlYgDCS1FRnbzlw"), sender=sender)
+    assert B64(body) == (
+        "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLoc"
+        "InmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLV"
+        "WGNWQexSgSxsj_Qulcy4a-fN")
+
+
+def test_encrypt__read_by_an_independent_implementation():
+    browser = Browser()
+    alert = {"id": 7, "level": "urgent", "message": "Urgent low: 48 mg/dL (below 54).",
+             "at_ms": 1_768_500_000_000}
+    body = push.encrypt(push.message("fam-1", "Ann Example", alert), browser.p256dh,
+                        browser.auth)
+    assert browser.read(body) == {
+        "title": "Urgent · Ann Example", "body": "Urgent low: 48 mg/dL (below 54).",
+        "tag": "nightlink-fam-1-7", "urgent": True, "url": "/app/fam-1",
+        "at_ms": 1_768_500_000_000}
+    assert push.encrypt(b"x", browser.p256dh, browser.auth) != push.encrypt(
+        b"x", browser.p256dh, browser.auth)  # a fresh key and salt each time
+    with pytest.raises(ValueError, match="at most"):
+        push.encrypt(b"x" * (push.MAX_PAYLOAD + 1), browser.p256dh, browser.auth)
+
+
+def test_vapid__signed_for_the_endpoint_s_origin():
+    key = push.load_key(push.new_key())
+    header = push.vapid("https://fcm.googleapis.com/fcm/send/abc:def", key,
+                        "mailto:ops@example.org", now=1_000_000)
+    assert header.startswith("vapid t=")
+    token, k = header[len("vapid t="):].split(", k=")
+    assert k == push.public_key(key)
+    public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _unb64(k))
+    claims = jwt.decode(token, public, algorithms=["ES256"],
+                        audience="https://fcm.googleapis.com", options={"verify_exp": False})
+    assert claims == {"aud": "https://fcm.googleapis.com", "exp": 1_000_000 + 12 * 3600,
+                      "sub": "mailto:ops@example.org"}
+
+
+def test_keys__bad_ones_named(monkeypatch, tmp_path):
+    assert len(_unb64(push.new_key())) == 32
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    assert push.public_key(push.load_key(pem)).startswith("B")
+    for bad, why in (("abc", "not the 32"), ("!!!!", "not"), (B64(b"\0" * 32), "not a P-256")):
+        with pytest.raises(push.PushKeyError, match=why):
+            push.load_key(bad)
+    monkeypatch.setenv("NIGHTLINK_ENV", "development")
+    monkeypatch.setenv("NIGHTLINK_PUSH_KEY", "not-a-key")
+    with pytest.raises(SettingsError, match="NIGHTLINK_PUSH_KEY"):
+        load_settings(env_file=str(tmp_path / "none.env"))
+    monkeypatch.setenv("NIGHTLINK_PUSH_KEY", "")
+    monkeypatch.setenv("NIGHTLINK_PUSH_SUBJECT", "ops@example.org")
+    with pytest.raises(SettingsError, match="NIGHTLINK_PUSH_SUBJECT"):
+        load_settings(env_file=str(tmp_path / "none.env"))
+    monkeypatch.delenv("NIGHTLINK_PUSH_SUBJECT")
+    monkeypatch.setenv("NIGHTLINK_MAIL_FROM", "Nightlink <alerts@example.org>")
+    assert load_settings(env_file=str(tmp_path / "none.env")).push_contact() == "mailto:alerts@example.org"
+
+
+def test_check_subscription__says_what_is_wrong():
+    b = Browser()
+    ok = "https://push.example/send/1"
+    assert push.check_subscription(ok, b.p256dh, b.auth, https_only=True) == ""
+    assert "https" in push.check_subscription("http://127.0.0.1/x", b.p256dh, b.auth,
+                                              https_only=True)
+    assert push.check_subscription("http://127.0.0.1/x", b.p256dh, b.auth,
+                                   https_only=False) == ""
+    assert "https" in push.check_subscription("file:///etc/passwd", b.p256dh, b.auth,
+                                              https_only=False)
+    assert "p256dh" in push.check_subscription(ok, B64(b"\4" + b"\1" * 64), b.auth,
+                                                https_only=True)
+    assert "p256dh" in push.check_subscription(ok, None, b.auth, https_only=True)
+    assert "auth" in push.check_subscription(ok, b.p256dh, B64(b"short"), https_only=True)
+    assert "auth" in push.check_subscription(ok, b.p256dh, 5, https_only=True)
+    assert "endpoint" in push.check_subscription(ok + "x" * 3000, b.p256dh, b.auth,
+                                                 https_only=True)
+
+
+# -- a push service on a loopback port ------------------------------------------------------------
+
+
+class PushService:
+    """A push service on a port the OS picks: answers a POST to each path with the next status
+    planned for that path (201 once the plan is used up), and keeps what it received."""
+
+    def __init__(self):
+        self.plans: dict[str, list[tuple[int, dict]]] = {}
+        self.received: list[tuple[str, dict, bytes]] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                service.received.append((self.path, dict(self.headers), body))
+                plan = service.plans.get(self.path)
+                status, headers = plan.pop(0) if plan else (201, {})
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def service():
+    s = PushService()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def family(cloud):
+    people = {}
+    for email, role in (("pat@x.org", "patient"), ("care@x.org", "caregiver"),
+                        ("doc@x.org", "doctor")):
+        people[role] = cloud.user(email, tenant="fam-1", role=role)
+    return people
+
+
+def _push(sender, tenant, alerts_):
+    async def run():
+        sender.alerts(tenant, alerts_)
+        while sender.tasks:
+            await asyncio.gather(*list(sender.tasks), return_exceptions=True)
+        await sender.close()
+
+    asyncio.run(run())
+
+
+def _sender(store, **kw):
+    return push.PushSender(store, push.load_key(push.new_key()), "mailto:ops@example.org",
+                           first_wait_s=0.05, **kw)
+
+
+def _subs(store) -> dict:
+    return {s["endpoint"].rsplit("/", 1)[1]: s for s in store.push_subscriptions("fam-1")}
+
+
+ALERT = {"id": 41, "level": "urgent", "message": "Urgent low: 48 mg/dL (below 54).",
+         "at_ms": 1_768_500_000_000, "rule": "urgent_low"}
+
+
+def test_sender__delivers_to_each_member_s_browser_not_a_doctor_s(cloud, family, service):
+    store = cloud.store
+    browsers = {}
+    for role in ("patient", "caregiver", "doctor"):
+        browsers[role] = Browser()
+        store.add_push("fam-1", family[role]["id"], f"{service.url}/{role}",
+                       browsers[role].p256dh, browsers[role].auth)
+    sender = _sender(store)
+    _push(sender, "fam-1", [ALERT])
+    got = {path: (headers, body) for path, headers, body in service.received}
+    assert sorted(got) == ["/caregiver", "/patient"]
+    for role in ("patient", "caregiver"):
+        headers, body = got[f"/{role}"]
+        assert browsers[role].read(body) == {
+            "title": "Urgent · Family one", "body": ALERT["message"],
+            "tag": "nightlink-fam-1-41", "urgent": True, "url": "/app/fam-1",
+            "at_ms": ALERT["at_ms"]}
+        assert (headers["Content-Encoding"], headers["TTL"], headers["Urgency"],
+                headers["Topic"]) == ("aes128gcm", "1800", "high", "alert41")
+        token, k = headers["Authorization"][len("vapid t="):].split(", k=")
+        assert k == push.public_key(sender.key)
+        assert jwt.decode(token, sender.key.public_key(), algorithms=["ES256"],
+                          audience=service.url)["sub"] == "mailto:ops@example.org"
+    subs = _subs(store)
+    assert subs["patient"]["ok_at"] is not None and subs["patient"]["error"] == ""
+    assert subs["doctor"]["ok_at"] is None
+    assert (sender.sent, sender.failed) == (2, 0)
+
+
+def test_sender__gone_forgotten_busy_retried_refused_and_down_said(cloud, family, service):
+    store = cloud.store
+    for name in ("gone", "busy", "refused", "down"):
+        b = Browser()
+        store.add_push("fam-1", family["patient"]["id"], f"{service.url}/{name}", b.p256dh,
+                       b.auth)
+    # a port bound but not listening: connection refused, and no other test can take it
+    # while this socket holds it
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    store.db.execute("UPDATE push_subscriptions SET endpoint = ? WHERE endpoint LIKE ?",
+                     (f"http://127.0.0.1:{closed.getsockname()[1]}/down", "%/down"))
+    service.plans = {"/gone": [(410, {})], "/busy": [(503, {"Retry-After": "0"}), (429, {})],
+                     "/refused": [(403, {})]}
+    try:
+        started = time.monotonic()
+        _push(_sender(store, tries=3), "fam-1", [ALERT])
+    finally:
+        closed.close()
+    assert time.monotonic() - started < 10
+    paths = [p for p, _h, _b in service.received]
+    assert paths.count("/gone") == 1 and paths.count("/refused") == 1  # neither tried again
+    assert paths.count("/busy") == 3  # 503 (Retry-After 0), 429 (back-off), then accepted
+    subs = _subs(store)
+    assert "gone" not in subs  # the push service no longer knows it: forgotten
+    assert subs["busy"]["ok_at"] is not None and subs["busy"]["error"] == ""
+    assert subs["refused"]["error"] == "the push service refused it (HTTP 403)"
+    assert subs["down"]["error"] == "the push service is unreachable (ConnectError)"
+    assert subs["down"]["ok_at"] is None and subs["down"]["error_at"] is not None
+
+
+def test_sender__the_retry_waits_with_jitter_and_says_so(cloud, family, service):
+    store = cloud.store
+    b = Browser()
+    store.add_push("fam-1", family["patient"]["id"], f"{service.url}/busy", b.p256dh, b.auth)
+    service.plans = {"/busy": [(503, {})] * 10}
+    sender = _sender(store, tries=2)
+    sender.first_wait_s = 0.4
+    started = time.monotonic()
+    _push(sender, "fam-1", [ALERT])
+    waited = time.monotonic() - started
+    assert 0.2 <= waited < 5  # 0.4 s x 0.5-1.5
+    assert [p for p, _h, _b in service.received] == ["/busy", "/busy"]
+    assert _subs(store)["busy"]["error"] == "the push service refused it (HTTP 503)"
+    assert sender.failed == 1
+
+
+def test_subscriptions__a_revoked_member_s_go_and_ten_a_person(cloud, family, service):
+    store = cloud.store
+    b = Browser()
+    store.add_push("fam-1", family["caregiver"]["id"], f"{service.url}/care", b.p256dh, b.auth)
+    store.revoke("fam-1", family["caregiver"]["id"])
+    assert store.push_subscriptions("fam-1") == []
+    for k in range(10):
+        store.add_push("fam-1", family["patient"]["id"], f"{service.url}/{k}", b.p256dh, b.auth)
+    store.add_push("fam-1", family["patient"]["id"], f"{service.url}/newest", b.p256dh, b.auth)
+    kept = list(_subs(store))
+    assert len(kept) == 10 and "newest" in kept and "0" not in kept  # the oldest went
+
+
+def test_worker__pushes_the_alert_it_raises(cloud, family, service):
+    """The alert worker's check raises an urgent low from the readings and pushes it."""
+    store = cloud.store
+    b = Browser()
+    store.add_push("fam-1", family["patient"]["id"], f"{service.url}/pat", b.p256dh, b.auth)
+    now = int(time.time() * 1000)
+    store.tenant("fam-1").add_entries([{"type": "sgv", "date": now - (2 - k) * 300_000,
+                                        "sgv": v, "direction": "Flat"}
+                                       for k, v in enumerate((120, 80, 48))])
+    sender = _sender(store)
+    worker = alerts.AlertWorker(store, Hub(), pusher=sender)
+
+    async def run():
+        await worker._check(["fam-1"])
+        while sender.tasks:
+            await asyncio.gather(*list(sender.tasks), return_exceptions=True)
+        await sender.close()
+
+    asyncio.run(run())
+    [raised] = store.tenant("fam-1").alerts()
+    [(_path, _headers, body)] = service.received
+    shown = b.read(body)
+    assert (shown["title"], shown["tag"]) == ("Urgent · Family one",
+                                              f"nightlink-fam-1-{raised['id']}")
+    assert shown["body"] == raised["message"] and raised["rule"] == "urgent_low"
+
+
+# -- the app's routes ----------------------------------------------------------------------------
+
+SAME = {"Origin": "http://testserver"}
+
+
+def _sign_in(c, email):
+    c.client.cookies.clear()
+    r = c.client.post("/portal/login", data={"email": email, "password": PASSWORD},
+                      follow_redirects=False)
+    assert r.status_code == 303, r.text
+
+
+def test_routes__subscribe_once_the_operator_set_a_key(tmp_path):
+    b = Browser()
+    sub = {"endpoint": "https://push.example/send/1", "keys": {"p256dh": b.p256dh,
+                                                                "auth": b.auth}}
+    key = push.new_key()
+    for push_key in ("", key):
+        c = make_cloud(f"sqlite:///{tmp_path / f'push{len(push_key)}.db'}", push_key=push_key)
+        c.store.create_tenant("fam-1", "Ann Example")
+        for email, role in (("pat@x.org", "patient"), ("doc@x.org", "doctor")):
+            c.user(email, tenant="fam-1", role=role)
+        _sign_in(c, "pat@x.org")
+        client = c.client
+        if not push_key:
+            assert client.get("/app/api/fam-1/push").json() == {"key": None,
+                                                                 "subscriptions": {}}
+            r = client.post("/app/api/fam-1/push", json=sub, headers=SAME)
+            assert r.status_code == 409 and "NIGHTLINK_PUSH_KEY" in r.json()["detail"]
+            continue
+        assert client.get("/app/api/fam-1/push").json()["key"] == push.public_key(
+            push.load_key(key))
+        for bad, field in (({"endpoint": "https://push.example/x"}, "p256dh"),
+                           ({**sub, "keys": {**sub["keys"], "auth": "AA"}}, "auth"),
+                           ({**sub, "endpoint": "ftp://x"}, "endpoint"), ([], "object")):
+            r = client.post("/app/api/fam-1/push", json=bad, headers=SAME)
+            assert r.status_code == 422 and field in r.json()["detail"], (bad, r.text)
+        assert client.post("/app/api/fam-1/push", json=sub).status_code == 403  # no Origin
+        r = client.post("/app/api/fam-1/push", json=sub, headers=SAME)
+        assert r.status_code == 200 and r.json()["subscription"]["service"] == "push.example"
+        listed = client.get("/app/api/fam-1/push").json()["subscriptions"]
+        assert list(listed) == [sub["endpoint"]] and listed[sub["endpoint"]]["error"] == ""
+        assert [e["action"] for e in c.store.audit_log("fam-1")].count("push.subscribe") == 1
+        r = client.post("/app/api/fam-1/push/remove", json={"endpoint": sub["endpoint"]},
+                        headers=SAME)
+        assert r.json() == {"removed": True}
+        assert client.get("/app/api/fam-1/push").json()["subscriptions"] == {}
+        assert client.get("/app/api/fam-2/push").status_code == 404  # not theirs
+        _sign_in(c, "doc@x.org")
+        r = client.post("/app/api/fam-1/push", json=sub, headers=SAME)
+        assert r.status_code == 403 and "doctor" in r.json()["detail"]
+        c.client.close()
+        c.store.close()
+
+
+def test_subscriptions__kept_on_each_backend(cloud_any):
+    """Subscribing again replaces the keys and forgets the last outcome; outcomes kept; a
+    purged tenant leaves none (SQLite and PostgreSQL)."""
+    store = cloud_any.store
+    user = cloud_any.user("pat@x.org", tenant="fam-1", role="patient")
+    a, b = Browser(), Browser()
+    store.add_push("fam-1", user["id"], "https://push.example/1", a.p256dh, a.auth)
+    [sub] = store.push_subscriptions("fam-1")
+    store.push_outcome(sub["id"], "the push service refused it (HTTP 403)")
+    assert store.push_subscriptions("fam-1", user["id"])[0]["error"].endswith("(HTTP 403)")
+    store.add_push("fam-1", user["id"], "https://push.example/1", b.p256dh, b.auth)
+    [again] = store.push_subscriptions("fam-1")
+    assert (again["id"], again["p256dh"], again["error"], again["error_at"]) == (
+        sub["id"], b.p256dh, "", None)
+    store.push_outcome(sub["id"])
+    assert store.push_subscriptions("fam-1")[0]["ok_at"] is not None
+    assert store.push_subscriptions("fam-2") == []
+    assert not store.remove_push("fam-1", "https://push.example/1", user["id"] + 1)  # not theirs
+    store.set_tenant("fam-1", deleted_at=time.time())
+    store.purge_tenant("fam-1")
+    assert store.db.query("SELECT * FROM push_subscriptions") == []
+
+
+def test_cli__push_key_makes_a_key_the_settings_take(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from nightlink.cli import main
+
+    got = CliRunner().invoke(main, ["cloud", "push-key"])
+    assert got.exit_code == 0, got.output
+    line = next(x for x in got.stdout.splitlines() if x.startswith("NIGHTLINK_PUSH_KEY="))
+    key = line.split("=", 1)[1]
+    assert f"public half, which browsers are given: {push.public_key(push.load_key(key))}" \
+        in got.stderr
+    monkeypatch.setenv("NIGHTLINK_ENV", "development")
+    monkeypatch.setenv("NIGHTLINK_PUSH_KEY", key)
+    assert load_settings(env_file=str(tmp_path / "none.env")).push_key == key
