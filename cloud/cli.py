@@ -48,6 +48,11 @@ def startup_notes(settings, *, api: bool) -> list[str]:
         notes.append("Public sign-up is on: anyone who reaches this server can create an "
                      f"account and a tenant ({mail}); NIGHTLINK_SIGNUP_ENABLED=false turns it "
                      "off.")
+    if api:
+        notes.append(f"Alerts reach locked phones (Web Push) through {settings.push_hosts}, "
+                     f"signed for {settings.push_contact()}." if settings.push_key else
+                     "No alerts reach locked phones: NIGHTLINK_PUSH_KEY is not set (`nightlink "
+                     "cloud push-key` makes one); the app says so to those who turn sound on.")
     return notes
 
 

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nightlink.cloud.push import PUSH_HOSTS
+
 DEFAULT_SECRETS = {"", "changeme", "change-me", "secret", "nightlink", "development"}
 MIN_SECRET = 32
 MIN_SECRET_BITS = 72  # length x the characters' Shannon entropy (as they occur in it): 32
@@ -89,6 +91,8 @@ class Settings(BaseSettings):
     # may write to about them ("" takes mail_from's address).
     push_key: str = ""
     push_subject: str = ""
+    # the push services the cloud posts to (host names, each with its subdomains; "*": any)
+    push_hosts: str = ",".join(PUSH_HOSTS)
 
     @field_validator("push_key")
     @classmethod
@@ -105,6 +109,10 @@ class Settings(BaseSettings):
         if v and not v.startswith(("mailto:", "https://")):
             raise ValueError("must be a mailto: or https: URL (RFC 8292)")
         return v
+
+    def push_host_list(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower().rstrip(".") for h in self.push_hosts.split(",")
+                     if h.strip())
 
     def push_contact(self) -> str:
         """push_subject, else mailto: the address mail is sent from."""
@@ -143,7 +151,24 @@ class Settings(BaseSettings):
                 )
             if self.admin_password and len(self.admin_password) < 12:
                 raise ValueError("NIGHTLINK_ADMIN_PASSWORD must be at least 12 characters")
+            if self.env == "production" and self.push_key and not _public_contact(
+                    self.push_contact()):
+                raise ValueError(
+                    f"NIGHTLINK_PUSH_SUBJECT must name a contact on a public domain (push "
+                    f"services refuse {self.push_contact()}): set it to mailto:you@your-domain "
+                    f"or set NIGHTLINK_MAIL_FROM")
         return self
+
+
+def _public_contact(contact: str) -> bool:
+    """Whether a VAPID contact names a public domain (Apple refuses mailto:…@localhost)."""
+    from urllib.parse import urlsplit
+
+    host = (contact.rsplit("@", 1)[-1] if contact.startswith("mailto:")
+            else urlsplit(contact).hostname or "").lower().rstrip(">").strip()
+    return "." in host and not host.endswith(
+        (".localhost", ".local", ".localdomain", ".internal", ".invalid", ".test", ".example",
+         ".home.arpa", ".lan"))
 
 
 def _patterned(secret: str) -> bool:

@@ -252,7 +252,7 @@ def _pusher(app: FastAPI):
     from nightlink.cloud import push
 
     return push.PushSender(app.state.store, push.load_key(settings.push_key),
-                           settings.push_contact())
+                           settings.push_contact(), hosts=settings.push_host_list())
 
 
 def _report_death(task: asyncio.Task) -> None:

@@ -30,10 +30,13 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import os
 import random
+import re
 import struct
 import time
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,6 +45,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from nightlink.shared import units
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +60,13 @@ MAX_WAIT_S = 120.0
 TIMEOUT_S = 10.0
 MAX_ENDPOINT = 2048
 PUSH_ROLES = ("patient", "caregiver", "admin")  # a doctor reads reports, not night alarms
+# The browsers' push services: Chrome and most Chromium browsers (Google), Firefox (Mozilla),
+# Safari (Apple), Edge on Windows (Microsoft). NIGHTLINK_PUSH_HOSTS replaces the list.
+PUSH_HOSTS = ("fcm.googleapis.com", "push.services.mozilla.com", "push.apple.com",
+              "notify.windows.com")
+BODY_MAX = 2048  # of a push service's answer, read for the reason it gives
+MESSAGE_MAX = 600  # characters of an alert's text in a push
+PER_TENANT = 4  # deliveries of one tenant at a time
 
 
 class PushKeyError(ValueError):
@@ -102,13 +114,33 @@ def public_key(key: ec.EllipticCurvePrivateKey) -> str:
                                               serialization.PublicFormat.UncompressedPoint))
 
 
-def check_subscription(endpoint: str, p256dh: str, auth: str, *, https_only: bool) -> str:
-    """"" when a browser's subscription can be pushed to, else why not (one sentence)."""
+def host_allowed(host: str, hosts: tuple[str, ...]) -> bool:
+    """Whether a push service's host is one this server sends to: a listed name or below it
+    ("*" in the list: any)."""
+    host = host.lower().rstrip(".")
+    return "*" in hosts or any(host == h or host.endswith("." + h) for h in hosts)
+
+
+def check_subscription(endpoint: str, p256dh: str, auth: str, *, https_only: bool,
+                       hosts: tuple[str, ...] = PUSH_HOSTS) -> str:
+    """"" when a browser's subscription can be pushed to, else why not (one sentence). Only
+    the push services in `hosts` (NIGHTLINK_PUSH_HOSTS): the server POSTs to the endpoint, so
+    anything else would let a member make it call an address of their choosing."""
     if not isinstance(endpoint, str) or len(endpoint) > MAX_ENDPOINT:
         return f"endpoint must be a URL of at most {MAX_ENDPOINT} characters."
-    parts = urlsplit(endpoint)
-    if parts.scheme not in (("https",) if https_only else ("https", "http")) or not parts.hostname:
+    parts = None
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname
+        httpx.URL(endpoint)  # what the sender will be able to request
+    except (ValueError, httpx.InvalidURL):
+        host = None
+    if parts is None or host is None or parts.scheme not in (
+            ("https",) if https_only else ("https", "http")):
         return "endpoint must be an https URL of a push service."
+    if not host_allowed(host, hosts):
+        return (f"endpoint must be at a push service this server sends to ({', '.join(hosts)}), "
+                f"not {host}.")
     try:
         key = _unb64(p256dh)
         ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), key)
@@ -158,60 +190,104 @@ def vapid(endpoint: str, key: ec.EllipticCurvePrivateKey, subject: str,
     return f"vapid t={token}, k={public_key(key)}"
 
 
-def message(tenant_id: str, name: str, alert: dict) -> bytes:
+def in_unit(text: str, unit: str) -> str:
+    """An alert's text (written in mg/dL) in the person's unit, as the app shows it
+    (`alertText` in nightlink/webapp/app.js)."""
+    if unit != units.MMOLL:
+        return text
+    num = r"(\d+(?:\.\d+)?)"
+    text = re.sub(num + " mg/dL/min", lambda m: f"{float(m[1]) / units.MGDL_PER_MMOLL:.2f} "
+                  "mmol/L/min", text)
+    text = re.sub(num + " mg/dL", lambda m: "below the sensor's range" if float(m[1]) <= 39
+                  else f"{float(m[1]) / units.MGDL_PER_MMOLL:.1f} mmol/L", text)
+    return re.sub(r"\((below|above) " + num + r"\)",
+                  lambda m: f"({m[1]} {float(m[2]) / units.MGDL_PER_MMOLL:.1f})", text)
+
+
+def message(tenant_id: str, name: str, alert: dict, unit: str = units.MGDL) -> bytes:
     """What the service worker shows: the app's own notification for the alert (same title,
-    text and tag as the open page's, so one replaces the other)."""
+    text and tag, so one replaces the other), in the recipient's unit."""
     urgent = alert["level"] == "urgent"
     return json.dumps({
-        "title": f"Urgent · {name}" if urgent else name,
-        "body": alert["message"], "tag": f"nightlink-{tenant_id}-{alert['id']}",
+        "title": (f"Urgent · {name}" if urgent else name)[:100],
+        "body": in_unit(alert["message"], unit)[:MESSAGE_MAX],
+        "tag": f"nightlink-{tenant_id}-{alert['id']}",
         "urgent": urgent, "url": f"/app/{tenant_id}", "at_ms": alert["at_ms"],
     }, separators=(",", ":")).encode()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return min(MAX_WAIT_S, max(0.0, float(response.headers.get("retry-after", ""))))
-    except ValueError:
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a `Retry-After` asks for (delay-seconds or an HTTP date), at most MAX_WAIT_S."""
+    if not value:
         return None
+    try:
+        wait = float(value)
+    except ValueError:
+        try:
+            wait = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return min(MAX_WAIT_S, max(0.0, wait))
 
 
 class PushSender:
     """Sends the alerts this process raised to the tenant's subscribed browsers, each delivery
-    in a task of its own, so that a slow or refusing push service delays nobody's other alerts.
-    Every outcome is kept on the subscription, where its owner's app shows it."""
+    in a task of its own (at most PER_TENANT of a tenant at a time), so that a slow or
+    refusing push service delays nobody's other alerts. Every outcome is kept on the
+    subscription, where its owner's app shows it; nothing here stops the alert worker."""
 
     def __init__(self, store, key: ec.EllipticCurvePrivateKey, subject: str, *,
-                 client: httpx.AsyncClient | None = None, first_wait_s: float = FIRST_WAIT_S,
-                 tries: int = TRIES):
+                 hosts: tuple[str, ...] = PUSH_HOSTS, client: httpx.AsyncClient | None = None,
+                 first_wait_s: float = FIRST_WAIT_S, tries: int = TRIES,
+                 timeout_s: float = TIMEOUT_S):
         self.store = store
         self.key = key
         self.subject = subject
-        self.client = client or httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False)
+        self.hosts = hosts
+        self.client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self.first_wait_s = first_wait_s
         self.tries = tries
+        self.timeout_s = timeout_s
         self.tasks: set[asyncio.Task] = set()
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self.sent = 0
         self.failed = 0
+
+    def _spawn(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def alerts(self, tenant_id: str, alerts: list[dict]) -> None:
         """Queue pushes of newly raised alerts (from the event loop)."""
         if alerts:
-            task = asyncio.get_running_loop().create_task(self._tenant(tenant_id, alerts))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._spawn(self._tenant(tenant_id, alerts))
 
     async def _tenant(self, tenant_id: str, alerts: list[dict]) -> None:
-        subs, name = await asyncio.to_thread(self._recipients, tenant_id)
+        try:
+            subs, name = await asyncio.to_thread(self._recipients, tenant_id)
+        except Exception:  # noqa: BLE001 - a database error loses this push, never the worker
+            _LOGGER.exception("cannot read the push subscriptions of %s", tenant_id)
+            return
+        slots = self._slots.setdefault(tenant_id, asyncio.Semaphore(PER_TENANT))
         for alert in alerts:
-            body = message(tenant_id, name, alert)
             for sub in subs:
-                task = asyncio.get_running_loop().create_task(self.deliver(sub, body, alert))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                body = message(tenant_id, name, alert, sub["unit"])
+                self._spawn(self._slot(slots, sub, body, alert))
+
+    async def _slot(self, slots: asyncio.Semaphore, sub: dict, body: bytes, alert: dict):
+        async with slots:
+            try:
+                return await self.deliver(sub, body, alert)
+            except Exception:  # noqa: BLE001 - one delivery's failure is its own
+                self.failed += 1
+                _LOGGER.exception("push of alert %s to subscription %s failed", alert["id"],
+                                  sub["id"])
+                return False
 
     def _recipients(self, tenant_id: str) -> tuple[list[dict], str]:
-        """The subscriptions of people who still take part in the tenant's alerts."""
+        """The subscriptions of people who still take part in the tenant's alerts, each with
+        its owner's glucose unit."""
         from nightlink.cloud.access import resolve_access
         from nightlink.cloud.store import NotFoundError
 
@@ -227,7 +303,7 @@ class PushSender:
                 continue
             access = resolve_access(self.store, user, tenant_id)
             if access is not None and access.role in PUSH_ROLES:
-                out.append(sub)
+                out.append({**sub, "unit": self.store.units(user["id"]) or units.MGDL})
         return out, name
 
     async def deliver(self, sub: dict, body: bytes, alert: dict) -> bool:
@@ -236,7 +312,8 @@ class PushSender:
         give_up = time.monotonic() + ttl
         wait = self.first_wait_s
         for attempt in range(1, self.tries + 1):
-            error, again_s = await self._post(sub, body, alert, ttl)
+            left = math.ceil(give_up - time.monotonic())  # a retry asks for what is left
+            error, again_s = await self._post(sub, body, alert, max(left, 1))
             if error is None:
                 self.sent += 1
                 await asyncio.to_thread(self.store.push_outcome, sub["id"])
@@ -250,7 +327,7 @@ class PushSender:
                 return False
             pause = None if again_s is None or attempt == self.tries else (
                 again_s if again_s > 0 else wait * random.uniform(0.5, 1.5))
-            if pause is not None and time.monotonic() + pause >= give_up:
+            if pause is not None and time.monotonic() + pause + 1 >= give_up:
                 pause = None  # the alert would be stale by then
             shown = error if pause is None else f"{error}; trying again in {pause:.0f} s"
             _LOGGER.warning("push of alert %s to %s (%s): %s", alert["id"],
@@ -267,29 +344,47 @@ class PushSender:
                     ttl: int) -> tuple[str | None, float | None]:
         """(None, _) delivered; ("gone: …", None) forget it; (why, seconds to wait or 0 for the
         back-off) try again; (why, None) not worth trying again."""
+        why = check_subscription(sub["endpoint"], sub["p256dh"], sub["auth"], https_only=False,
+                                 hosts=self.hosts)
+        if why.startswith("endpoint must be at a push service"):  # NIGHTLINK_PUSH_HOSTS changed
+            return f"not sent: {why}", None
+        if why:
+            return f"gone: the subscription is unusable ({why})", None
+        headers = {"TTL": str(ttl), "Content-Encoding": "aes128gcm",
+                   "Content-Type": "application/octet-stream",
+                   "Urgency": "high" if alert["level"] == "urgent" else "normal",
+                   "Topic": f"alert{alert['id']}"[:32],
+                   "Authorization": vapid(sub["endpoint"], self.key, self.subject)}
+        data = encrypt(body, sub["p256dh"], sub["auth"])
         try:
-            data = encrypt(body, sub["p256dh"], sub["auth"])
-            headers = {"TTL": str(ttl), "Content-Encoding": "aes128gcm",
-                       "Content-Type": "application/octet-stream",
-                       "Urgency": "high" if alert["level"] == "urgent" else "normal",
-                       "Topic": f"alert{alert['id']}"[:32],
-                       "Authorization": vapid(sub["endpoint"], self.key, self.subject)}
-        except (ValueError, TypeError) as exc:  # keys stored from an older check
-            return f"gone: the subscription's keys are unusable ({exc})", None
-        try:
-            response = await self.client.post(sub["endpoint"], content=data, headers=headers)
+            # the whole exchange within the timeout, and no more of the answer than its reason
+            status, retry, text = await asyncio.wait_for(
+                self._exchange(sub["endpoint"], data, headers), self.timeout_s)
+        except TimeoutError:
+            return f"the push service did not answer within {self.timeout_s:.0f} s", 0.0
         except httpx.HTTPError as exc:
             return f"the push service is unreachable ({type(exc).__name__})", 0.0
-        if response.status_code in (200, 201, 202, 204):
+        if status in (200, 201, 202, 204):
             return None, None
-        if response.status_code in (404, 410):
-            return f"gone: the push service no longer knows it (HTTP {response.status_code})", None
-        why = f"the push service refused it (HTTP {response.status_code}" + (
-            f": {response.text.strip()[:120]})" if response.text.strip() else ")")
-        if response.status_code == 429 or response.status_code >= 500:
-            again = _retry_after(response)
+        if status in (404, 410):
+            return f"gone: the push service no longer knows it (HTTP {status})", None
+        why = f"the push service refused it (HTTP {status}" + (f": {text})" if text else ")")
+        if status == 429 or status >= 500:
+            again = _retry_after(retry)
             return why, 0.0 if again is None else again
         return why, None  # 400, 401, 403, 413: the same request would be refused again
+
+    async def _exchange(self, endpoint: str, data: bytes,
+                        headers: dict) -> tuple[int, str | None, str]:
+        async with self.client.stream("POST", endpoint, content=data,
+                                      headers=headers) as response:
+            got = b""
+            async for chunk in response.aiter_bytes():
+                got += chunk
+                if len(got) >= BODY_MAX:
+                    break
+            text = " ".join(got[:BODY_MAX].decode("utf-8", "replace").split())[:120].strip()
+            return response.status_code, response.headers.get("retry-after"), text
 
     async def close(self) -> None:
         for task in list(self.tasks):

@@ -255,18 +255,37 @@ async def push_subscribe(tenant: str, request: Request, user: ApiUser, store: St
     if not settings.push_key:
         raise HTTPException(409, "This server sends no alerts to locked phones: its operator "
                                  "has not set NIGHTLINK_PUSH_KEY.")
-    body = await json_object(request)
-    keys = body.get("keys") if isinstance(body.get("keys"), dict) else {}
-    endpoint, p256dh, secret = body.get("endpoint"), keys.get("p256dh"), keys.get("auth")
-    why = push.check_subscription(endpoint, p256dh, secret,
-                                  https_only=settings.env == "production")
-    if why:
-        raise HTTPException(422, why)
+    endpoint, p256dh, secret = _subscription(await json_object(request), settings)
     store.add_push(tenant, user["id"], endpoint, p256dh, secret)
     store.audit("push.subscribe", actor=user["id"], tenant_id=tenant,
                 service=urlsplit(endpoint).hostname)
     return {"subscribed": True, "subscription": _push_view(
         next(s for s in store.push_subscriptions(tenant, user["id"]) if s["endpoint"] == endpoint))}
+
+
+def _subscription(body: dict, settings) -> tuple[str, str, str]:
+    """(endpoint, p256dh, auth) of a PushSubscription's JSON, else 422 saying what is wrong."""
+    keys = body.get("keys") if isinstance(body.get("keys"), dict) else {}
+    endpoint, p256dh, secret = body.get("endpoint"), keys.get("p256dh"), keys.get("auth")
+    why = push.check_subscription(endpoint, p256dh, secret,
+                                  https_only=settings.env == "production",
+                                  hosts=settings.push_host_list())
+    if why:
+        raise HTTPException(422, why)
+    return endpoint, p256dh, secret
+
+
+@router.post("/app/api/push/renew", dependencies=[SameOrigin])
+async def push_renew(request: Request, user: ApiUser, store: StoreDep,
+                     settings: SettingsDep) -> dict:
+    """The service worker's `pushsubscriptionchange`: the browser's push service replaced
+    its subscription; {old_endpoint, endpoint, keys} moves the caller's subscriptions."""
+    body = await json_object(request)
+    old = body.get("old_endpoint")
+    if not isinstance(old, str):
+        raise HTTPException(422, "old_endpoint must be the replaced subscription's URL.")
+    endpoint, p256dh, secret = _subscription(body, settings)
+    return {"renewed": store.renew_push(user["id"], old, endpoint, p256dh, secret)}
 
 
 @router.post("/app/api/{tenant}/push/remove", dependencies=[SameOrigin])

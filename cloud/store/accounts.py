@@ -148,15 +148,24 @@ class Accounts:
 
     def add_push(self, tenant_id: str, user_id: int, endpoint: str, p256dh: str,
                  auth: str) -> None:
-        """Keep a browser's push subscription for the tenant's alerts (again: fresh keys, the
-        last outcome forgotten). A person keeps their PUSH_PER_PERSON newest browsers."""
+        """Keep a browser's push subscription for the tenant's alerts. The app posts it each
+        time it opens with sound on: the same keys keep the last outcome, new ones (the
+        browser subscribed again) start afresh. A browser is one signed-in person's: another
+        person's subscriptions of it end. A person keeps their PUSH_PER_PERSON newest."""
         with self.db.transaction():
+            self.db.execute("DELETE FROM push_subscriptions WHERE endpoint = ? AND user_id != ?",
+                            (endpoint, user_id))
             self.db.execute(
                 "INSERT INTO push_subscriptions (tenant_id, user_id, endpoint, p256dh, auth, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, endpoint) DO "
-                "UPDATE SET user_id = excluded.user_id, p256dh = excluded.p256dh, "
-                "auth = excluded.auth, created_at = excluded.created_at, ok_at = NULL, "
-                "error = '', error_at = NULL",
+                "UPDATE SET created_at = excluded.created_at, "
+                "ok_at = CASE WHEN push_subscriptions.p256dh = excluded.p256dh AND "
+                "push_subscriptions.auth = excluded.auth THEN push_subscriptions.ok_at END, "
+                "error = CASE WHEN push_subscriptions.p256dh = excluded.p256dh AND "
+                "push_subscriptions.auth = excluded.auth THEN push_subscriptions.error ELSE '' "
+                "END, error_at = CASE WHEN push_subscriptions.p256dh = excluded.p256dh AND "
+                "push_subscriptions.auth = excluded.auth THEN push_subscriptions.error_at END, "
+                "p256dh = excluded.p256dh, auth = excluded.auth",
                 (tenant_id, user_id, endpoint, p256dh, auth, time.time()))
             old = self.db.query(
                 "SELECT id FROM push_subscriptions WHERE tenant_id = ? AND user_id = ? "
@@ -179,6 +188,19 @@ class Accounts:
         if user_id is not None:
             sql, args = sql + " AND user_id = ?", [*args, user_id]
         return bool(self.db.execute(sql, args))
+
+    def renew_push(self, user_id: int, old_endpoint: str, endpoint: str, p256dh: str,
+                   auth: str) -> int:
+        """A browser's push service replaced its subscription (`pushsubscriptionchange`):
+        the person's subscriptions of the old one move to the new; how many."""
+        with self.db.transaction():
+            tenants = [r["tenant_id"] for r in self.db.query(
+                "SELECT tenant_id FROM push_subscriptions WHERE user_id = ? AND endpoint = ?",
+                (user_id, old_endpoint))]
+            for tenant_id in tenants:
+                self.remove_push(tenant_id, old_endpoint, user_id)
+                self.add_push(tenant_id, user_id, endpoint, p256dh, auth)
+        return len(tenants)
 
     def push_outcome(self, sub_id: int, error: str = "") -> None:
         """The outcome of a delivery: "" delivered, else why not (shown to its owner)."""

@@ -549,7 +549,10 @@ async function pushRegistration() {
 }
 
 async function subscribePush() {
-  sayPush("Locked phone: subscribing…");
+  // Sound on: subscribed, under the server's current key, and told to the server, each time
+  // the app opens (the cloud may have forgotten it: a push service's 410, another person
+  // signed in on this browser, a subscription that did not answer in time; or the operator
+  // changed the key).
   const reg = await pushRegistration();
   if (!reg) {
     sayPush("Locked phone: this browser cannot receive alerts while the page is closed (on an iPhone, add the app to the home screen and open it from there).");
@@ -577,6 +580,7 @@ async function subscribePush() {
       sub = null;
     }
     if (!sub) {
+      sayPush("Locked phone: subscribing…");
       // A browser whose push service cannot be reached never answers: say so after a while.
       sub = await Promise.race([
         reg.pushManager.subscribe({userVisibleOnly: true, applicationServerKey: key}),
@@ -602,16 +606,10 @@ async function unsubscribePush() {
   } catch (err) { sayPush(`Locked phone: could not be turned off (${err.message}).`); }
 }
 
-async function showPush() {
-  // With sound on, how the last delivery to this phone went.
-  if (CONFIG.tier === "edge" || !ring.on) return;
-  const reg = await pushRegistration();
-  const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
-  if (!sub) { subscribePush(); return; }
-  try {
-    const {body} = await api(`/app/api/${encodeURIComponent(state.tenant)}/push`);
-    if (body.key) sayPush(pushSummary(body.subscriptions[sub.endpoint]));
-  } catch (err) { /* offline: the line stays as it was */ }
+function showPush() {
+  // With sound on, each time the app opens: subscribed again if need be, and the last
+  // delivery to this phone shown.
+  if (CONFIG.tier !== "edge" && ring.on) subscribePush();
 }
 
 function audio() {

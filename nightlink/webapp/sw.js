@@ -71,6 +71,21 @@ self.addEventListener("push", (event) => {
   event.waitUntil(self.registration.showNotification(title, options));
 });
 
+// The push service replaced the subscription (it expired, or the browser renewed its keys):
+// subscribe again with the same key and tell the server, which moves the signed-in person's
+// subscriptions over; without a session the app does it when it next opens.
+self.addEventListener("pushsubscriptionchange", (event) => {
+  event.waitUntil((async () => {
+    const old = event.oldSubscription;
+    const sub = event.newSubscription || (old && old.options &&
+      await self.registration.pushManager.subscribe(old.options));
+    if (!old || !sub) return;
+    await fetch("/app/api/push/renew", {
+      method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({old_endpoint: old.endpoint, ...sub.toJSON()})});
+  })().catch(() => {}));
+});
+
 // A tap on an alert's notification opens the app (the page that showed it, else a new one).
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();

@@ -6,6 +6,7 @@ the app with the last data. A treatment an uploader posts through the Nightscout
 live; acknowledgements and treatments made offline wait on the phone and are stored once when
 the connection is back. Screenshots go to out/test-artifacts/."""
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -595,15 +596,15 @@ PUSH_STUB = """(() => {
 def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
     """Sound on subscribes the phone to its push service; an alert the cloud raises then
     comes to the service worker as an encrypted push and shows as the page's own
-    notification; the app says how the last delivery went; sound off and signing out end
-    the subscription."""
+    notification; the app says how the last delivery went, and subscribes again under a new
+    key; sound off and signing out end the subscription."""
     from nightlink.cloud import push
     from tests.cloud.test_push import Browser, PushService
 
     phone, service = Browser(), PushService()
     settings = Settings(env="test", database_url=f"sqlite:///{tmp_path / 'app.db'}",
                         jwt_secret=JWT_SECRET, login_attempts_per_minute=1000,
-                        push_key=push.new_key())
+                        push_key=push.new_key(), push_hosts="127.0.0.1")
     app = create_app(settings)
     store = app.state.store
     store.create_tenant("fam-1", "Ann Example")
@@ -650,18 +651,32 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
                 "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => "
                 "JSON.stringify(n.map(x => [x.title, x.body, x.tag])))", await_promise=True)),
                 10, "the worker's notification")
-            # the app says the last alert reached the push service
+            # opened again: the app says the last alert reached the push service
             page.load(f"{url}/app/fam-1")
             ready(page)
             until(lambda: "the last alert reached the push service" in text(page, "push-state"),
                   20, "the delivery shown")
-            # sound off: the cloud forgets this phone
+            # the operator changes the key: opened again, the phone subscribes under the new
+            # one (the old subscription ended), and the cloud is told
+            settings.push_key = push.new_key()
+            page.load(f"{url}/app/fam-1")
+            ready(page)
+            until(lambda: page.eval("localStorage.getItem('test-push-unsubscribed')") == "1",
+                  20, "the old subscription ended")
+            asked = push.public_key(push.load_key(settings.push_key))
+            until(lambda: page.eval("JSON.parse(localStorage.getItem("
+                                    "'test-push-subscription') || 'null')?.ask") ==
+                  base64.b64encode(push._unb64(asked)).decode(), 20, "the new key asked")
+            until(lambda: text(page, "push-state").startswith("Locked phone: on"), 20,
+                  "subscribed again")
+            assert len(store.push_subscriptions("fam-1")) == 1
+            page.eval("localStorage.removeItem('test-push-unsubscribed')")
+            # sound off (one tap: it also lets the page play): the cloud forgets this phone
             page.eval("document.getElementById('sound').scrollIntoView()")
-            tap(page, "#sound")  # (after a reload the first tap only lets it play)
             tap(page, "#sound")
             until(lambda: not store.push_subscriptions("fam-1"), 10, "the subscription removed")
             assert page.eval("document.getElementById('sound').getAttribute('aria-pressed')") \
-                == "false"
+                == "false" and text(page, "push-state") == ""
             # signing out ends the phone's subscription with its push service
             tap(page, "#sound")
             until(lambda: store.push_subscriptions("fam-1"), 20, "subscribed again")

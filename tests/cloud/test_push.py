@@ -6,6 +6,7 @@ routes that subscribe a browser, and the alert worker pushing an alert it raises
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -113,21 +114,26 @@ def test_keys__bad_ones_named(monkeypatch, tmp_path):
 
 def test_check_subscription__says_what_is_wrong():
     b = Browser()
-    ok = "https://push.example/send/1"
-    assert push.check_subscription(ok, b.p256dh, b.auth, https_only=True) == ""
-    assert "https" in push.check_subscription("http://127.0.0.1/x", b.p256dh, b.auth,
-                                              https_only=True)
-    assert push.check_subscription("http://127.0.0.1/x", b.p256dh, b.auth,
-                                   https_only=False) == ""
-    assert "https" in push.check_subscription("file:///etc/passwd", b.p256dh, b.auth,
-                                              https_only=False)
-    assert "p256dh" in push.check_subscription(ok, B64(b"\4" + b"\1" * 64), b.auth,
-                                                https_only=True)
-    assert "p256dh" in push.check_subscription(ok, None, b.auth, https_only=True)
-    assert "auth" in push.check_subscription(ok, b.p256dh, B64(b"short"), https_only=True)
-    assert "auth" in push.check_subscription(ok, b.p256dh, 5, https_only=True)
-    assert "endpoint" in push.check_subscription(ok + "x" * 3000, b.p256dh, b.auth,
-                                                 https_only=True)
+    ok = "https://fcm.googleapis.com/fcm/send/abc:def"
+
+    def check(endpoint=ok, p256dh=b.p256dh, auth=b.auth, https_only=True,
+              hosts=push.PUSH_HOSTS):
+        return push.check_subscription(endpoint, p256dh, auth, https_only=https_only,
+                                       hosts=hosts)
+
+    assert check() == ""
+    assert "https" in check("http://127.0.0.1/x", hosts=("127.0.0.1",))
+    assert check("http://127.0.0.1/x", https_only=False, hosts=("127.0.0.1",)) == ""
+    assert "not 127.0.0.1" in check("https://127.0.0.1/x")
+    assert "https" in check("file:///etc/passwd", https_only=False)
+    assert "https" in check("https://[::1/x")
+    assert "https" in check("https://fcm.googleapis.com:abc/x")
+    assert "https" in check("https://fcm.googleapis.com/a\nb")
+    assert "p256dh" in check(p256dh=B64(b"\4" + b"\1" * 64))
+    assert "p256dh" in check(p256dh=None)
+    assert "auth" in check(auth=B64(b"short"))
+    assert "auth" in check(auth=5)
+    assert "endpoint" in check(ok + "x" * 3000)
 
 
 # -- a push service on a loopback port ------------------------------------------------------------
@@ -148,11 +154,19 @@ class PushService:
                 service.received.append((self.path, dict(self.headers), body))
                 plan = service.plans.get(self.path)
                 status, headers = plan.pop(0) if plan else (201, {})
+                headers = dict(headers)
+                body, trickle = headers.pop("body", b""), headers.pop("trickle", 0)
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(body) + trickle))
                 self.end_headers()
+                with contextlib.suppress(OSError):
+                    self.wfile.write(body)
+                    for _ in range(trickle):  # a byte every 0.2 s: never done in time
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.2)
 
             def log_message(self, *args):
                 pass
@@ -194,7 +208,7 @@ def _push(sender, tenant, alerts_):
 
 def _sender(store, **kw):
     return push.PushSender(store, push.load_key(push.new_key()), "mailto:ops@example.org",
-                           first_wait_s=0.05, **kw)
+                           hosts=("127.0.0.1",), first_wait_s=0.05, **kw)
 
 
 def _subs(store) -> dict:
@@ -339,7 +353,8 @@ def test_routes__subscribe_once_the_operator_set_a_key(tmp_path):
                                                                 "auth": b.auth}}
     key = push.new_key()
     for push_key in ("", key):
-        c = make_cloud(f"sqlite:///{tmp_path / f'push{len(push_key)}.db'}", push_key=push_key)
+        c = make_cloud(f"sqlite:///{tmp_path / f'push{len(push_key)}.db'}", push_key=push_key,
+                       push_hosts="push.example")
         c.store.create_tenant("fam-1", "Ann Example")
         for email, role in (("pat@x.org", "patient"), ("doc@x.org", "doctor")):
             c.user(email, tenant="fam-1", role=role)
@@ -355,7 +370,12 @@ def test_routes__subscribe_once_the_operator_set_a_key(tmp_path):
             push.load_key(key))
         for bad, field in (({"endpoint": "https://push.example/x"}, "p256dh"),
                            ({**sub, "keys": {**sub["keys"], "auth": "AA"}}, "auth"),
-                           ({**sub, "endpoint": "ftp://x"}, "endpoint"), ([], "object")):
+                           ({**sub, "endpoint": "ftp://x"}, "endpoint"), ([], "object"),
+                           ({**sub, "endpoint": "https://[::1/x"}, "endpoint"),
+                           ({**sub, "endpoint": "https://push.example:abc/x"}, "endpoint"),
+                           ({**sub, "endpoint": "https://10.0.0.7/admin"}, "not 10.0.0.7"),
+                           ({**sub, "endpoint": "https://push.example.evil.org/x"},
+                            "push.example.evil.org")):
             r = client.post("/app/api/fam-1/push", json=bad, headers=SAME)
             assert r.status_code == 422 and field in r.json()["detail"], (bad, r.text)
         assert client.post("/app/api/fam-1/push", json=sub).status_code == 403  # no Origin
@@ -413,3 +433,131 @@ def test_cli__push_key_makes_a_key_the_settings_take(monkeypatch, tmp_path):
     monkeypatch.setenv("NIGHTLINK_ENV", "development")
     monkeypatch.setenv("NIGHTLINK_PUSH_KEY", key)
     assert load_settings(env_file=str(tmp_path / "none.env")).push_key == key
+
+
+def test_sender__a_slow_or_long_answer_is_cut_short(cloud, family, service):
+    """An answer trickling in is given up after the timeout, whatever the bytes; of a long
+    one only the first bytes are read; a retry asks for what is left of the TTL."""
+    store = cloud.store
+    b = Browser()
+    for name in ("slow", "long", "busy"):
+        store.add_push("fam-1", family["patient"]["id"], f"{service.url}/{name}", b.p256dh,
+                       b.auth)
+    service.plans = {"/slow": [(201, {"trickle": 100})] * 3,
+                     "/long": [(500, {"body": b"oops " * 2_000_000})] * 3,
+                     "/busy": [(503, {"Retry-After": "1"})]}
+    started = time.monotonic()
+    _push(_sender(store, tries=2, timeout_s=1.0), "fam-1", [ALERT])
+    assert time.monotonic() - started < 8
+    subs = _subs(store)
+    assert subs["slow"]["error"] == "the push service did not answer within 1 s"
+    assert subs["long"]["error"] == "the push service refused it (HTTP 500: " + (
+        "oops " * 24).strip() + ")"
+    assert subs["busy"]["ok_at"] is not None
+    ttls = [int(h["TTL"]) for p, h, _b in service.received if p == "/busy"]
+    assert ttls[0] == 1800 and 1797 <= ttls[1] < 1800  # after the 1 s Retry-After
+
+
+def test_message__in_the_recipient_s_unit():
+    assert push.in_unit("Urgent low: 48 mg/dL (below 54).", "mmol/L") == \
+        "Urgent low: 2.7 mmol/L (below 3.0)."
+    assert push.in_unit("Rising fast: 3.4 mg/dL/min (above 3).", "mmol/L") == \
+        "Rising fast: 0.19 mmol/L/min (above 0.2)."
+    assert push.in_unit("Urgent low: 39 mg/dL (below 54).", "mmol/L") == \
+        "Urgent low: below the sensor's range (below 3.0)."
+    assert push.in_unit("Urgent low: 48 mg/dL (below 54).", "mg/dL") == \
+        "Urgent low: 48 mg/dL (below 54)."
+
+
+def test_sender__each_recipient_reads_their_own_unit(cloud, family, service):
+    store = cloud.store
+    store.set_units(family["caregiver"]["id"], "mmol/L")
+    phones = {}
+    for role in ("patient", "caregiver"):
+        phones[role] = Browser()
+        store.add_push("fam-1", family[role]["id"], f"{service.url}/{role}",
+                       phones[role].p256dh, phones[role].auth)
+    _push(_sender(store), "fam-1", [ALERT])
+    got = {p[1:]: phones[p[1:]].read(body)["body"] for p, _h, body in service.received}
+    assert got == {"patient": "Urgent low: 48 mg/dL (below 54).",
+                   "caregiver": "Urgent low: 2.7 mmol/L (below 3.0)."}
+
+
+def test_retry_after__seconds_or_a_date():
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    assert push._retry_after("7") == 7.0
+    assert push._retry_after("100000") == push.MAX_WAIT_S
+    assert push._retry_after(None) is None and push._retry_after("soon") is None
+    later = format_datetime(datetime.fromtimestamp(time.time() + 30, UTC), usegmt=True)
+    assert 27 <= push._retry_after(later) <= 31
+
+
+def test_hosts__the_push_services_and_their_subdomains():
+    hosts = push.PUSH_HOSTS
+    for ok in ("fcm.googleapis.com", "updates.push.services.mozilla.com", "web.push.apple.com",
+               "wns2-par02p.notify.windows.com", "FCM.googleapis.com."):
+        assert push.host_allowed(ok, hosts), ok
+    for bad in ("googleapis.com", "evilfcm.googleapis.com.evil.org", "127.0.0.1",
+                "metadata.google.internal", "notify.windows.com.evil.org"):
+        assert not push.host_allowed(bad, hosts), bad
+    assert push.host_allowed("anything.example", ("*",))
+
+
+def test_settings__a_push_key_needs_a_public_contact(monkeypatch, tmp_path):
+    from nightlink.cloud.config import Settings
+
+    base = {"env": "production", "jwt_secret": "k9" + "0123456789abcdef" * 2 + "zq",
+            "push_key": push.new_key()}
+    with pytest.raises(ValueError, match="NIGHTLINK_PUSH_SUBJECT.*localhost"):
+        Settings(**base)  # mail_from's default is nightlink@localhost: Apple refuses it
+    with pytest.raises(ValueError, match="NIGHTLINK_PUSH_SUBJECT"):
+        Settings(**base, push_subject="mailto:me@nas.local")
+    assert Settings(**base, push_subject="mailto:ops@example.org").push_key
+    assert Settings(**base, mail_from="Nightlink <alerts@example.org>").push_contact() == \
+        "mailto:alerts@example.org"
+    assert Settings(**{**base, "push_key": ""}).push_key == ""  # no key: nothing to check
+
+
+def test_subscriptions__one_person_a_browser_and_renewed(cloud, family):
+    """A browser is one signed-in person's: when another signs in and subscribes it, the
+    first person's subscriptions of it end. Posting the same keys again keeps the last
+    outcome; the push service's replacement moves them."""
+    store = cloud.store
+    b = Browser()
+    pat, care = family["patient"]["id"], family["caregiver"]["id"]
+    store.add_push("fam-1", pat, "https://push.example/1", b.p256dh, b.auth)
+    store.add_push("fam-2", pat, "https://push.example/1", b.p256dh, b.auth)
+    [sub] = store.push_subscriptions("fam-1")
+    store.push_outcome(sub["id"])
+    store.add_push("fam-1", pat, "https://push.example/1", b.p256dh, b.auth)  # the app opens
+    assert store.push_subscriptions("fam-1")[0]["ok_at"] is not None
+    assert store.renew_push(pat, "https://push.example/1", "https://push.example/2", b.p256dh,
+                            b.auth) == 2
+    assert [s["endpoint"] for s in store.push_subscriptions("fam-1")] == [
+        "https://push.example/2"]
+    store.add_push("fam-1", care, "https://push.example/2", b.p256dh, b.auth)
+    assert [(s["tenant_id"], s["user_id"]) for t in ("fam-1", "fam-2")
+            for s in store.push_subscriptions(t)] == [("fam-1", care)]
+
+
+def test_routes__renew_moves_the_caller_s_subscriptions(tmp_path):
+    b, c2 = Browser(), Browser()
+    c = make_cloud(f"sqlite:///{tmp_path / 'renew.db'}", push_key=push.new_key(),
+                   push_hosts="push.example")
+    c.store.create_tenant("fam-1", "Ann Example")
+    user = c.user("pat@x.org", tenant="fam-1", role="patient")
+    c.store.add_push("fam-1", user["id"], "https://push.example/old", b.p256dh, b.auth)
+    _sign_in(c, "pat@x.org")
+    new = {"old_endpoint": "https://push.example/old", "endpoint": "https://push.example/new",
+           "keys": {"p256dh": c2.p256dh, "auth": c2.auth}}
+    assert c.client.post("/app/api/push/renew", json=new).status_code == 403  # no Origin
+    r = c.client.post("/app/api/push/renew", json=new, headers=SAME)
+    assert r.json() == {"renewed": 1}
+    [sub] = c.store.push_subscriptions("fam-1")
+    assert (sub["endpoint"], sub["p256dh"]) == ("https://push.example/new", c2.p256dh)
+    r = c.client.post("/app/api/push/renew", json={**new, "old_endpoint": 3}, headers=SAME)
+    assert r.status_code == 422
+    c.client.close()
+    c.store.close()

@@ -130,12 +130,22 @@ def test_cloud_serve__public_sign_up_is_announced_at_start():
     assert notes == ["Public sign-up is on: anyone who reaches this server can create an "
                      "account and a tenant (with no NIGHTLINK_SMTP_HOST the confirmation links "
                      "are written to /srv/mail/ for you to forward); "
-                     "NIGHTLINK_SIGNUP_ENABLED=false turns it off."]
+                     "NIGHTLINK_SIGNUP_ENABLED=false turns it off.",
+                     "No alerts reach locked phones: NIGHTLINK_PUSH_KEY is not set (`nightlink "
+                     "cloud push-key` makes one); the app says so to those who turn sound on."]
     mailed = load_settings(env="production", jwt_secret=secret, smtp_host="mail.example.org")
     assert "mailed through mail.example.org" in startup_notes(mailed, api=True)[0]
     assert startup_notes(mailed, api=False) == []
     off = load_settings(env="production", jwt_secret=secret, signup_enabled=False)
-    assert startup_notes(off, api=True) == []
+    assert startup_notes(off, api=True) == [notes[1]]
+    from nightlink.cloud.push import new_key
+
+    pushing = load_settings(env="production", jwt_secret=secret, signup_enabled=False,
+                            push_key=new_key(), push_subject="mailto:ops@example.org")
+    assert startup_notes(pushing, api=True) == [
+        "Alerts reach locked phones (Web Push) through fcm.googleapis.com,"
+        "push.services.mozilla.com,push.apple.com,notify.windows.com, signed for "
+        "mailto:ops@example.org."]
 
 
 def test_cloud_serve__port_in_use_is_one_sentence(tmp_path):
