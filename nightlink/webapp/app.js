@@ -604,12 +604,24 @@ async function unsubscribePush() {
     await api(`/app/api/${encodeURIComponent(state.tenant)}/push/remove`,
               {method: "POST", body: {endpoint: sub.endpoint}});
   } catch (err) { sayPush(`Locked phone: could not be turned off (${err.message}).`); }
+  endPush(sub);
 }
 
-function showPush() {
-  // With sound on, each time the app opens: subscribed again if need be, and the last
-  // delivery to this phone shown.
-  if (CONFIG.tier !== "edge" && ring.on) subscribePush();
+async function endPush(sub) {
+  // Sound is off on this device: its subscription ends with the push service too, so no one's
+  // alerts (another patient's, the last person's who used this browser) reach it; the cloud
+  // forgets what is left of it at its next push, which the service refuses.
+  try { await sub.unsubscribe(); } catch (err) { /* the cloud's next push ends it */ }
+}
+
+async function showPush() {
+  // Each time the app opens. With sound on: subscribed again if need be, and the last
+  // delivery to this phone shown; with sound off: no subscription left behind.
+  if (CONFIG.tier === "edge") return;
+  if (ring.on) { subscribePush(); return; }
+  const reg = await pushRegistration();
+  const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
+  if (sub) endPush(sub);
 }
 
 function audio() {

@@ -677,9 +677,13 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
             until(lambda: not store.push_subscriptions("fam-1"), 10, "the subscription removed")
             assert page.eval("document.getElementById('sound').getAttribute('aria-pressed')") \
                 == "false" and text(page, "push-state") == ""
+            # ... and with the push service (no one's alerts reach this browser)
+            until(lambda: page.eval("localStorage.getItem('test-push-unsubscribed')") == "1",
+                  10, "the browser's subscription ended")
             # signing out ends the phone's subscription with its push service
             tap(page, "#sound")
             until(lambda: store.push_subscriptions("fam-1"), 20, "subscribed again")
+            page.eval("localStorage.removeItem('test-push-unsubscribed')")
             page.eval("document.getElementById('sign-out').requestSubmit()")
             page.wait("Page.loadEventFired")
             assert page.eval("location.pathname") == "/portal/login"
