@@ -22,11 +22,11 @@ def default_db() -> Path:
     return Path(base) / "nightlink" / "edge.db"
 
 
-def open_store(db: Path, retention_days: int = 30) -> EdgeStore:
+def open_store(db: Path, retention_days: int = 30, reserve_mb: int = 0) -> EdgeStore:
     from nightlink.edge.store import EdgeStore, StoreError
 
     try:
-        return EdgeStore(db, retention_days=retention_days)
+        return EdgeStore(db, retention_days=retention_days, reserve_bytes=reserve_mb << 20)
     except StoreError as exc:
         raise NightlinkError(str(exc)) from None
 
@@ -73,7 +73,7 @@ def run(config_path: Path | None, db: Path | None) -> None:
     except ConfigError as exc:
         raise NightlinkError(str(exc)) from None
     _check_can_run(cfg)
-    store = open_store(db or cfg.db or default_db(), cfg.retention_days)
+    store = open_store(db or cfg.db or default_db(), cfg.retention_days, cfg.reserve_mb)
     node = LiveNode(cfg, store)
     try:
         run_forever(node)

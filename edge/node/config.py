@@ -130,6 +130,7 @@ class EdgeConfig:
     db: Path | None = None
     tenant: str = "home"
     retention_days: int = 30
+    reserve_mb: int = 8  # kept beside the store, deleted to start on a full disk (0: none)
     development: bool = False
     close_delay_s: float = 5.0  # an epoch is closed this long after it ends (late samples)
     timezone: str = ""  # IANA zone the person sleeps in ("" = the machine's); names the nights
@@ -277,6 +278,8 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
         _fail(file, f"tenant: {exc}")
     if not 1 <= cfg.retention_days <= 3650:
         _fail(file, f"retention_days must be between 1 and 3650 days, not {cfg.retention_days}.")
+    if not 0 <= cfg.reserve_mb <= 1024:
+        _fail(file, f"reserve_mb must be between 0 and 1024, not {cfg.reserve_mb}.")
     if not 0 <= cfg.close_delay_s <= 25:
         _fail(file, "close_delay_s must be between 0 and 25 seconds.")
     try:

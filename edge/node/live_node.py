@@ -563,6 +563,7 @@ class LiveNode:
                 pruned = self.store.prune(e)
                 if pruned:
                     _LOGGER.info("retention: removed %d synced records", pruned)
+                self.store.renew_reserve()  # made again once there is room
         except DatabaseError as exc:
             _LOGGER.warning("after the epoch of %s the store refused a night's close, a gap "
                             "or the retention (%s); tried again later", iso_epoch(e), exc)

@@ -12,9 +12,11 @@ letters (`status.py`). Retention is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,11 +40,66 @@ class StoreError(Exception):
     """The store cannot be opened or used as asked."""
 
 
+RESERVE_SUFFIX = ".reserve"
+_FULL_BELOW = 256 * 1024  # free bytes under which a filesystem counts as full here
+
+
+def reserve_path(db: Path) -> Path:
+    return db.with_name(db.name + RESERVE_SUFFIX)
+
+
+def _disk_full(db: Path) -> bool:
+    try:
+        return shutil.disk_usage(db.parent).free < _FULL_BELOW
+    except OSError:
+        return False
+
+
+def release_reserve(db: Path) -> int:
+    """Delete the reserve beside the store; the bytes it gave back (0: there was none)."""
+    path = reserve_path(db)
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except OSError:
+        return 0
+    return size
+
+
+def keep_reserve(db: Path, size: int) -> bool:
+    """Make the reserve beside the store when it is missing and the filesystem has four times
+    its size free (never the one to fill it); whether it is there."""
+    path = reserve_path(db)
+    try:
+        if path.is_file() and path.stat().st_size >= size:
+            return True
+        if shutil.disk_usage(db.parent).free < 4 * size:
+            return False
+        with open(path, "wb") as f:  # written, not sparse: the blocks must really be held
+            for _ in range(0, size, 65536):
+                f.write(b"\0" * 65536)
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+        _LOGGER.info("reserve of %d KB kept at %s (deleted to start on a full disk)",
+                     size // 1024, path)
+        return True
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        _LOGGER.warning("no reserve at %s (%s), so the node could not start on a full disk",
+                        path, exc)
+        return False
+
+
 class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
     """The local store. Writes go through one lock (one writer); reads may come from any
     thread and wait while another thread's transaction is open."""
 
-    def __init__(self, path: Path | str, *, retention_days: int = 30):
+    def __init__(self, path: Path | str, *, retention_days: int = 30, reserve_bytes: int = 0):
+        """`reserve_bytes` (the live node's): keep a file of that size beside the store and,
+        when the store cannot be opened because its filesystem is full, delete it and try
+        again, so that the node starts on a full SD card (docs/deploy.md)."""
         if retention_days < 1:
             raise StoreError("retention_days must be at least 1.")
         self.path = Path(path)
@@ -51,6 +108,25 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
             _LOGGER.warning("%s is empty: a new store is made, with a new device id; if this "
                             "node was registered with the cloud, its copy was lost (put back "
                             "a backup, see docs/deploy.md)", self.path)
+        self.notify = None  # the live hub's hook for Nightscout document changes
+        try:
+            self._open()
+        except StoreError as exc:
+            freed = release_reserve(self.path) if reserve_bytes and _disk_full(self.path) else 0
+            if not freed:
+                raise
+            _LOGGER.warning("%s; the node deleted its reserve (%s, %d KB) to start: free space "
+                            "on that filesystem, the node makes the reserve again once there "
+                            "is room", str(exc).rstrip("."), reserve_path(self.path), freed // 1024)
+            self._open()
+        self.reserve_bytes = reserve_bytes
+        self.renew_reserve()
+
+    def renew_reserve(self) -> bool:
+        """Keep the reserve (the live node's, made again once there is room: hourly)."""
+        return bool(self.reserve_bytes) and keep_reserve(self.path, self.reserve_bytes)
+
+    def _open(self) -> None:
         try:  # durable: an upload answered is on the SD card before the answer goes
             self.db = SQLiteDatabase(self.path, durable=True)
         except DatabaseError as exc:
@@ -60,7 +136,6 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
         except DatabaseError as exc:
             self.db.close()
             raise StoreError(f"{self.path} could not be brought up to date ({exc}).") from None
-        self.notify = None  # the live hub's hook for Nightscout document changes
         try:
             self.device = self._device_name()
             self.boot = int(self.meta("boot", "0"))

@@ -170,3 +170,66 @@ enabled = true
     said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(said) == 1 and said[0].startswith(f"the store {path} is damaged (")
     assert f"`sqlite3 {path} .recover`" in said[0] and detail in said[0]
+
+
+def test_live__the_node_starts_on_a_full_disk_by_deleting_its_reserve(tmp_path):
+    """An SD card filled to the last byte while the node was down (logs, another program):
+    the store cannot even be opened. `edge run` keeps a reserve file beside the store and
+    deletes it to start, saying so without -v; uploads are then stored. Without the reserve
+    it could only say why and stop."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from nightlink.edge.cli import open_store
+    from nightlink.edge.store import reserve_path
+    from nightlink.errors import NightlinkError
+
+    with disk.small_disk(tmp_path / "disk", "8m") as where:
+        db = where / "edge.db"
+        open_store(db, reserve_mb=1).close()  # the node's first start made its reserve
+        assert reserve_path(db).stat().st_size == 1 << 20
+        filler = disk.fill(where, 0)
+        try:
+            open_store(db)  # a command without the reserve: one sentence, as before
+            raise AssertionError("the store opened on a full disk")
+        except NightlinkError as exc:
+            assert "is full (0 KB free)" in str(exc), exc
+        port = free_port()
+        conf = tmp_path / "edge.toml"
+        conf.write_text(f'tenant = "fam-1"\nreserve_mb = 1\n[audio]\nenabled = false\n'
+                        f'[nightscout]\nhost = "127.0.0.1"\nport = {port}\n'
+                        f'api_secret = "{SECRET}"\n')
+        log = (tmp_path / "run.log").open("w+")
+        proc = subprocess.Popen([sys.executable, "-m", "nightlink", "edge", "run", "--config",
+                                 str(conf), "--db", str(db)], stderr=log, stdout=log,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            entry = {"type": "sgv", "sgv": 123, "date": int(time.time() * 1000),
+                     "direction": "Flat", "device": "xDrip-DexcomG6"}
+            deadline = time.monotonic() + 60
+            status = None
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    status = httpx.post(f"http://127.0.0.1:{port}/api/v1/entries", json=[entry],
+                                        headers=HEADERS, timeout=5).status_code
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            assert status == 200, (status, (tmp_path / "run.log").read_text())
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.close()
+        said = (tmp_path / "run.log").read_text()
+        assert "is full (0 KB free); the node deleted its reserve" in said, said
+        assert "Traceback" not in said, said
+        assert not reserve_path(db).exists()
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM ns_docs").fetchone()[0] >= 1
+        # room again: the reserve is made again (hourly by the node; here by the store)
+        filler.unlink()
+        store = EdgeStore(db, reserve_bytes=1 << 20)
+        assert reserve_path(db).stat().st_size == 1 << 20
+        store.close()
