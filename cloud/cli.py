@@ -48,12 +48,27 @@ def startup_notes(settings, *, api: bool) -> list[str]:
         notes.append("Public sign-up is on: anyone who reaches this server can create an "
                      f"account and a tenant ({mail}); NIGHTLINK_SIGNUP_ENABLED=false turns it "
                      "off.")
+    base = settings.public_base_url.rstrip("/")
+    if api and settings.env == "production" and _local_or_plain(base):
+        notes.append(f"NIGHTLINK_PUBLIC_BASE_URL is {base}: the links in mails (sign-up, "
+                     "invitations) and on the sharing page lead there, and browsers keep the "
+                     "app's offline copy and alerts on locked phones to https addresses; set "
+                     "it to the https address people reach this server at.")
     if api:
         notes.append(f"Alerts reach locked phones (Web Push) through {settings.push_hosts}, "
                      f"signed for {settings.push_contact()}." if settings.push_key else
                      "No alerts reach locked phones: NIGHTLINK_PUSH_KEY is not set (`nightlink "
                      "cloud push-key` makes one); the app says so to those who turn sound on.")
     return notes
+
+
+def _local_or_plain(url: str) -> bool:
+    """Whether an address is no public https one (http, localhost, a loopback address)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return parts.scheme != "https" or host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _store(settings):

@@ -125,23 +125,37 @@ def test_cloud_serve__public_sign_up_is_announced_at_start():
     from nightlink.cloud.config import load_settings
 
     secret = "s" + "0123456789abcdef" * 3
+    public = "https://nightlink.example.org"
     notes = startup_notes(load_settings(env="production", jwt_secret=secret,
-                                        mail_dir="/srv/mail"), api=True)
+                                        mail_dir="/srv/mail", public_base_url=public), api=True)
     assert notes == ["Public sign-up is on: anyone who reaches this server can create an "
                      "account and a tenant (with no NIGHTLINK_SMTP_HOST the confirmation links "
                      "are written to /srv/mail/ for you to forward); "
                      "NIGHTLINK_SIGNUP_ENABLED=false turns it off.",
                      "No alerts reach locked phones: NIGHTLINK_PUSH_KEY is not set (`nightlink "
                      "cloud push-key` makes one); the app says so to those who turn sound on."]
-    mailed = load_settings(env="production", jwt_secret=secret, smtp_host="mail.example.org")
+    mailed = load_settings(env="production", jwt_secret=secret, smtp_host="mail.example.org",
+                           public_base_url=public)
     assert "mailed through mail.example.org" in startup_notes(mailed, api=True)[0]
     assert startup_notes(mailed, api=False) == []
-    off = load_settings(env="production", jwt_secret=secret, signup_enabled=False)
+    off = load_settings(env="production", jwt_secret=secret, signup_enabled=False,
+                        public_base_url=public)
     assert startup_notes(off, api=True) == [notes[1]]
+    # the default address (or plain http) in production: said, since every mailed link
+    # and the app's service worker depend on it
+    local = startup_notes(load_settings(env="production", jwt_secret=secret,
+                                        signup_enabled=False), api=True)
+    assert local[0].startswith("NIGHTLINK_PUBLIC_BASE_URL is http://127.0.0.1:8000: the "
+                               "links in mails") and len(local) == 2
+    assert len(startup_notes(load_settings(env="production", jwt_secret=secret,
+                                           signup_enabled=False,
+                                           public_base_url="http://nl.example.org"),
+                             api=True)) == 2
     from nightlink.cloud.push import new_key
 
     pushing = load_settings(env="production", jwt_secret=secret, signup_enabled=False,
-                            push_key=new_key(), push_subject="mailto:ops@example.org")
+                            push_key=new_key(), push_subject="mailto:ops@example.org",
+                            public_base_url=public)
     assert startup_notes(pushing, api=True) == [
         "Alerts reach locked phones (Web Push) through fcm.googleapis.com,"
         "push.services.mozilla.com,push.apple.com,notify.windows.com, signed for "
