@@ -51,9 +51,9 @@ def startup_notes(settings, *, api: bool) -> list[str]:
     base = settings.public_base_url.rstrip("/")
     if api and settings.env == "production" and _local_or_plain(base):
         notes.append(f"NIGHTLINK_PUBLIC_BASE_URL is {base}: the links in mails (sign-up, "
-                     "invitations) and on the sharing page lead there, and browsers keep the "
-                     "app's offline copy and alerts on locked phones to https addresses; set "
-                     "it to the https address people reach this server at.")
+                     "invitations) and on the sharing page lead there; set it to the https "
+                     "address people reach this server at (browsers also keep the app's "
+                     "offline copy and alerts on locked phones to https pages).")
     if api:
         notes.append(f"Alerts reach locked phones (Web Push) through {settings.push_hosts}, "
                      f"signed for {settings.push_contact()}." if settings.push_key else
@@ -66,9 +66,13 @@ def _local_or_plain(url: str) -> bool:
     """Whether an address is no public https one (http, localhost, a loopback address)."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return parts.scheme != "https" or host in ("localhost", "::1") or host.startswith("127.")
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # "https://[::1"
+        return True
+    return (parts.scheme != "https" or not host or host in ("localhost", "::1", "0.0.0.0")
+            or host.endswith(".localhost") or host.startswith(("127.", "::ffff:127.")))
 
 
 def _store(settings):

@@ -22,11 +22,12 @@ def default_db() -> Path:
     return Path(base) / "nightlink" / "edge.db"
 
 
-def open_store(db: Path, retention_days: int = 30, reserve_mb: int = 0) -> EdgeStore:
+def open_store(db: Path, retention_days: int = 30, reserve_mb: int | None = None) -> EdgeStore:
     from nightlink.edge.store import EdgeStore, StoreError
 
     try:
-        return EdgeStore(db, retention_days=retention_days, reserve_bytes=reserve_mb << 20)
+        return EdgeStore(db, retention_days=retention_days,
+                         reserve_bytes=None if reserve_mb is None else reserve_mb << 20)
     except StoreError as exc:
         raise NightlinkError(str(exc)) from None
 

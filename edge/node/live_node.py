@@ -42,7 +42,7 @@ from nightlink.edge.sources.cgm import (
 )
 from nightlink.edge.sources.microphone import KeptAudio, LiveAudio
 from nightlink.edge.sources.samples import Beat, SourceError
-from nightlink.edge.store import EdgeStore
+from nightlink.edge.store import EdgeStore, free_bytes
 from nightlink.shared.epoch import EPOCH_S, epoch_index, epoch_start, iso_epoch
 from nightlink.sql import DatabaseError
 
@@ -507,6 +507,9 @@ class LiveNode:
             try:
                 self._close(e)
             except DatabaseError as exc:
+                if refused is None and self._use_reserve(f"the store refused the epoch of "
+                                                         f"{iso_epoch(e)} ({exc})"):
+                    continue  # the reserve's room: the epoch again at once
                 delay = backoff.next()
                 if refused is None:  # once an outage (its words change: the bytes free)
                     _LOGGER.warning("the store refused the epoch of %s (%s); the epochs from "
@@ -526,6 +529,15 @@ class LiveNode:
                 self._status("store", "sqlite", "writing", str(self.store.path))
                 refused, self.refusing = None, False
                 backoff.reset()
+            if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:  # made again once there is room
+                await asyncio.to_thread(self.store.renew_reserve)
+
+    def _use_reserve(self, why: str) -> int:
+        """A write refused on a full filesystem: the reserve's room (its bytes, 0: none)."""
+        free = free_bytes(self.store.path)
+        if not self.store.reserve_bytes or free is None or free >= self.store.reserve_bytes:
+            return 0
+        return self.store.use_reserve(why)
 
     async def _check_store(self) -> None:
         """Read the whole store once at start (SQLite's quick_check, on a connection of its
@@ -563,7 +575,6 @@ class LiveNode:
                 pruned = self.store.prune(e)
                 if pruned:
                     _LOGGER.info("retention: removed %d synced records", pruned)
-                self.store.renew_reserve()  # made again once there is room
         except DatabaseError as exc:
             _LOGGER.warning("after the epoch of %s the store refused a night's close, a gap "
                             "or the retention (%s); tried again later", iso_epoch(e), exc)
@@ -622,7 +633,12 @@ class LiveNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until stop is set; returns after the last complete epoch is stored."""
-        self.store.start_boot()
+        try:
+            self.store.start_boot()
+        except DatabaseError as exc:  # a filesystem full to the last byte
+            if not self._use_reserve(f"the store refused the start ({exc})"):
+                raise
+            self.store.start_boot()
         night = self.cfg.night
         self.nights = NightCloser(self.store, night.bedtime, night.wake, self.cfg.timezone,
                                   self.cfg.close_delay_s)

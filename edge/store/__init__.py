@@ -41,18 +41,18 @@ class StoreError(Exception):
 
 
 RESERVE_SUFFIX = ".reserve"
-_FULL_BELOW = 256 * 1024  # free bytes under which a filesystem counts as full here
 
 
 def reserve_path(db: Path) -> Path:
     return db.with_name(db.name + RESERVE_SUFFIX)
 
 
-def _disk_full(db: Path) -> bool:
+def free_bytes(db: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the store's filesystem."""
     try:
-        return shutil.disk_usage(db.parent).free < _FULL_BELOW
+        return shutil.disk_usage(db.parent).free
     except OSError:
-        return False
+        return None
 
 
 def release_reserve(db: Path) -> int:
@@ -73,16 +73,19 @@ def keep_reserve(db: Path, size: int) -> bool:
     try:
         if path.is_file() and path.stat().st_size >= size:
             return True
-        if shutil.disk_usage(db.parent).free < 4 * size:
+        if (free_bytes(db) or 0) < 4 * size:
             return False
-        with open(path, "wb") as f:  # written, not sparse: the blocks must really be held
-            for _ in range(0, size, 65536):
-                f.write(b"\0" * 65536)
-            f.truncate(size)
+        with open(path, "wb") as f:
+            try:  # the blocks allocated, not a sparse file
+                os.posix_fallocate(f.fileno(), 0, size)
+            except OSError:  # (a filesystem without fallocate: written, not zeros, which a
+                for _ in range(0, size, 1 << 20):  # compressing one would not store)
+                    f.write(os.urandom(1 << 20))
+                f.truncate(size)
             f.flush()
             os.fsync(f.fileno())
-        _LOGGER.info("reserve of %d KB kept at %s (deleted to start on a full disk)",
-                     size // 1024, path)
+        _LOGGER.info("reserve of %d KB kept at %s (deleted when the disk fills)", size // 1024,
+                     path)
         return True
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -96,10 +99,13 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
     """The local store. Writes go through one lock (one writer); reads may come from any
     thread and wait while another thread's transaction is open."""
 
-    def __init__(self, path: Path | str, *, retention_days: int = 30, reserve_bytes: int = 0):
-        """`reserve_bytes` (the live node's): keep a file of that size beside the store and,
-        when the store cannot be opened because its filesystem is full, delete it and try
-        again, so that the node starts on a full SD card (docs/deploy.md)."""
+    def __init__(self, path: Path | str, *, retention_days: int = 30,
+                 reserve_bytes: int | None = None):
+        """`reserve_bytes` (the live node's; None for every other command, which leave the
+        reserve alone): keep a file of that size beside the store, deleted when the
+        filesystem has less than that free, at start or when a write is refused, so that the
+        node starts and goes on on a full SD card (docs/deploy.md); 0 deletes one kept
+        before."""
         if retention_days < 1:
             raise StoreError("retention_days must be at least 1.")
         self.path = Path(path)
@@ -109,18 +115,25 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
                             "node was registered with the cloud, its copy was lost (put back "
                             "a backup, see docs/deploy.md)", self.path)
         self.notify = None  # the live hub's hook for Nightscout document changes
-        try:
-            self._open()
-        except StoreError as exc:
-            freed = release_reserve(self.path) if reserve_bytes and _disk_full(self.path) else 0
-            if not freed:
-                raise
-            _LOGGER.warning("%s; the node deleted its reserve (%s, %d KB) to start: free space "
-                            "on that filesystem, the node makes the reserve again once there "
-                            "is room", str(exc).rstrip("."), reserve_path(self.path), freed // 1024)
-            self._open()
-        self.reserve_bytes = reserve_bytes
+        self.reserve_bytes = reserve_bytes or 0
+        free = free_bytes(self.path)
+        if reserve_bytes == 0:
+            release_reserve(self.path)  # reserve_mb = 0: none kept
+        elif reserve_bytes and free is not None and free < reserve_bytes:
+            # a filesystem this full may let the store open, but not write for long
+            self.use_reserve(f"the filesystem holding {self.path.parent} has {free // 1024} "
+                             "KB free")
+        self._open()
         self.renew_reserve()
+
+    def use_reserve(self, why: str) -> int:
+        """Delete the reserve (the filesystem is full: `why`), saying so; the bytes freed."""
+        freed = release_reserve(self.path) if self.reserve_bytes else 0
+        if freed:
+            _LOGGER.warning("%s: the node deleted its reserve (%s, %d KB) to go on; free space "
+                            "on that filesystem (the node makes the reserve again once there "
+                            "is room)", why, reserve_path(self.path), freed // 1024)
+        return freed
 
     def renew_reserve(self) -> bool:
         """Keep the reserve (the live node's, made again once there is room: hourly)."""

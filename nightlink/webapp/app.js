@@ -604,7 +604,7 @@ async function unsubscribePush() {
     await api(`/app/api/${encodeURIComponent(state.tenant)}/push/remove`,
               {method: "POST", body: {endpoint: sub.endpoint}});
   } catch (err) { sayPush(`Locked phone: could not be turned off (${err.message}).`); }
-  endPush(sub);
+  if (!ring.on) endPush(sub);  // (unless sound was turned on again meanwhile)
 }
 
 async function endPush(sub) {

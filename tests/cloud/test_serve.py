@@ -147,10 +147,15 @@ def test_cloud_serve__public_sign_up_is_announced_at_start():
                                         signup_enabled=False), api=True)
     assert local[0].startswith("NIGHTLINK_PUBLIC_BASE_URL is http://127.0.0.1:8000: the "
                                "links in mails") and len(local) == 2
-    assert len(startup_notes(load_settings(env="production", jwt_secret=secret,
-                                           signup_enabled=False,
-                                           public_base_url="http://nl.example.org"),
-                             api=True)) == 2
+    for odd in ("http://nl.example.org", "https://[::1", "https://", "https://0.0.0.0",
+                "https://app.localhost", "https://[::ffff:127.0.0.1]"):
+        assert len(startup_notes(load_settings(env="production", jwt_secret=secret,
+                                               signup_enabled=False, public_base_url=odd),
+                                 api=True)) == 2, odd
+    for fine in ("https://nl.example.org/", "https://203.0.113.7"):
+        assert len(startup_notes(load_settings(env="production", jwt_secret=secret,
+                                               signup_enabled=False, public_base_url=fine),
+                                 api=True)) == 1, fine
     from nightlink.cloud.push import new_key
 
     pushing = load_settings(env="production", jwt_secret=secret, signup_enabled=False,

@@ -172,36 +172,20 @@ enabled = true
     assert f"`sqlite3 {path} .recover`" in said[0] and detail in said[0]
 
 
-def test_live__the_node_starts_on_a_full_disk_by_deleting_its_reserve(tmp_path):
-    """An SD card filled to the last byte while the node was down (logs, another program):
-    the store cannot even be opened. `edge run` keeps a reserve file beside the store and
-    deletes it to start, saying so without -v; uploads are then stored. Without the reserve
-    it could only say why and stop."""
+def _run_and_upload(tmp_path, db, reserve_mb: int = 1) -> str:
+    """`nightlink edge run` on the store, one upload answered 200; what it logged."""
     import os
     import subprocess
     import sys
     import time
 
-    from nightlink.edge.cli import open_store
-    from nightlink.edge.store import reserve_path
-    from nightlink.errors import NightlinkError
-
-    with disk.small_disk(tmp_path / "disk", "8m") as where:
-        db = where / "edge.db"
-        open_store(db, reserve_mb=1).close()  # the node's first start made its reserve
-        assert reserve_path(db).stat().st_size == 1 << 20
-        filler = disk.fill(where, 0)
-        try:
-            open_store(db)  # a command without the reserve: one sentence, as before
-            raise AssertionError("the store opened on a full disk")
-        except NightlinkError as exc:
-            assert "is full (0 KB free)" in str(exc), exc
-        port = free_port()
-        conf = tmp_path / "edge.toml"
-        conf.write_text(f'tenant = "fam-1"\nreserve_mb = 1\n[audio]\nenabled = false\n'
-                        f'[nightscout]\nhost = "127.0.0.1"\nport = {port}\n'
-                        f'api_secret = "{SECRET}"\n')
-        log = (tmp_path / "run.log").open("w+")
+    port = free_port()
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'tenant = "fam-1"\nreserve_mb = {reserve_mb}\n[audio]\nenabled = false\n'
+                    f'[nightscout]\nhost = "127.0.0.1"\nport = {port}\n'
+                    f'api_secret = "{SECRET}"\n')
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "nightlink", "edge", "run", "--config",
                                  str(conf), "--db", str(db)], stderr=log, stdout=log,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -212,24 +196,113 @@ def test_live__the_node_starts_on_a_full_disk_by_deleting_its_reserve(tmp_path):
             status = None
             while time.monotonic() < deadline and proc.poll() is None:
                 try:
-                    status = httpx.post(f"http://127.0.0.1:{port}/api/v1/entries", json=[entry],
-                                        headers=HEADERS, timeout=5).status_code
+                    status = httpx.post(f"http://127.0.0.1:{port}/api/v1/entries",
+                                        json=[entry], headers=HEADERS, timeout=5).status_code
                     break
                 except httpx.TransportError:
                     time.sleep(0.2)
-            assert status == 200, (status, (tmp_path / "run.log").read_text())
+            assert status == 200, (status, log_path.read_text())
         finally:
             proc.terminate()
             proc.wait(30)
-            log.close()
-        said = (tmp_path / "run.log").read_text()
-        assert "is full (0 KB free); the node deleted its reserve" in said, said
-        assert "Traceback" not in said, said
+    said = log_path.read_text()
+    assert "Traceback" not in said, said
+    return said
+
+
+def test_live__the_node_starts_on_a_full_disk_by_deleting_its_reserve(tmp_path):
+    """An SD card filled to the last byte while the node was down (logs, another program):
+    the store cannot even be opened. `edge run` keeps a reserve file beside the store and
+    deletes it to start, saying so without -v; uploads are then stored. Without the reserve
+    it could only say why and stop."""
+    from nightlink.edge.cli import open_store
+    from nightlink.edge.store import reserve_path
+    from nightlink.errors import NightlinkError
+
+    with disk.small_disk(tmp_path / "disk", "8m") as where:
+        db = where / "edge.db"
+        open_store(db, reserve_mb=1).close()  # the node's first start made its reserve
+        assert reserve_path(db).stat().st_size == 1 << 20
+        filler = disk.fill(where, 0)
+        try:
+            open_store(db)  # another command: one sentence, and the reserve left alone
+            raise AssertionError("the store opened on a full disk")
+        except NightlinkError as exc:
+            assert "is full (0 KB free)" in str(exc), exc
+        assert reserve_path(db).exists()
+        said = _run_and_upload(tmp_path, db)
+        assert "has 0 KB free: the node deleted its reserve" in said, said
         assert not reserve_path(db).exists()
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM ns_docs").fetchone()[0] >= 1
         # room again: the reserve is made again (hourly by the node; here by the store)
         filler.unlink()
-        store = EdgeStore(db, reserve_bytes=1 << 20)
+        EdgeStore(db, reserve_bytes=1 << 20).close()
         assert reserve_path(db).stat().st_size == 1 << 20
+        EdgeStore(db, reserve_bytes=0).close()  # reserve_mb = 0: none kept
+        assert not reserve_path(db).exists()
+
+
+def test_live__a_node_killed_on_a_full_disk_starts_again(tmp_path):
+    """The likelier way: the card fills while the node runs, and it is killed (a power cut)
+    with its write-ahead log and shared-memory index left behind. The store then opens, but
+    the first write fails: the reserve goes before the store opens, since less than it is
+    free."""
+    import subprocess
+    import sys
+
+    from nightlink.edge.store import reserve_path
+
+    with disk.small_disk(tmp_path / "disk", "8m") as where:
+        db = where / "edge.db"
+        crash = ("import os, time\n"
+                 "from nightlink.edge.store import EdgeStore\n"
+                 f"s = EdgeStore({str(db)!r}, reserve_bytes=1 << 20)\n"
+                 "s.add_entries([{'type': 'sgv', 'sgv': 100 + k, 'date': 1_700_000_000_000 + "
+                 "k * 300_000} for k in range(50)])\n"
+                 "os._exit(0)\n")  # no close: the WAL is not checkpointed
+        subprocess.run([sys.executable, "-c", crash], check=True, timeout=60)
+        assert (where / "edge.db-wal").exists() and reserve_path(db).exists()
+        disk.fill(where, 0)
+        said = _run_and_upload(tmp_path, db)
+        assert "has 0 KB free: the node deleted its reserve" in said, said
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM ns_docs").fetchone()[0] >= 51
+
+
+def test_live__a_running_node_uses_its_reserve_when_the_disk_fills(tmp_path, caplog):
+    """The card fills while the node runs: the first refused epoch deletes the reserve, said
+    once, and the epochs go on being stored at once rather than held in memory."""
+    import logging
+
+    from nightlink.edge.store import reserve_path
+
+    caplog.set_level(logging.INFO)
+    cfg = _config(tmp_path, 'close_delay_s = 0.5\ntenant = "fam-1"\nreserve_mb = 1\n'
+                  '[audio]\nenabled = false\n[nightscout]\nenabled = false\n'
+                  f'api_secret = "{SECRET}"\n[room]\nenabled = true\n')
+    with disk.small_disk(tmp_path / "disk", "8m") as where:
+        store = EdgeStore(where / "edge.db", reserve_bytes=1 << 20)
+        assert reserve_path(store.path).exists()
+        clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
+        node = LiveNode(cfg, store, clock=clock, i2c_bus=FakeI2CBus())
+        marks: dict = {}
+
+        def progress() -> bool:
+            if node.last_closed is None:
+                return False
+            if "full" not in marks and node.epochs_closed >= 2:
+                disk.fill(where, 0)
+                marks["full"] = node.last_closed
+            return "full" in marks and node.last_closed >= marks["full"] + 4
+
+        run_until(node, progress, timeout_s=60)
+        said = [r.getMessage() for r in caplog.records]
+        used = [m for m in said if "the node deleted its reserve" in m]
+        assert len(used) == 1 and used[0].startswith("the store refused the epoch of"), said
+        assert not any(m.startswith("the store refused the epoch") and "kept in memory" in m
+                       for m in said), said
+        room = store.epoch_values(features.ROOM, marks["full"], node.last_closed + 1)
+        assert sorted(room) == list(range(marks["full"], node.last_closed + 1))
+        assert not reserve_path(store.path).exists()
         store.close()
