@@ -204,16 +204,19 @@ def in_unit(text: str, unit: str) -> str:
                   lambda m: f"({m[1]} {float(m[2]) / units.MGDL_PER_MMOLL:.1f})", text)
 
 
-def message(tenant_id: str, name: str, alert: dict, unit: str = units.MGDL) -> bytes:
+def message(tenant_id: str, name: str, alert: dict, unit: str = units.MGDL,
+            ack: bool = False) -> bytes:
     """What the service worker shows: the app's own notification for the alert (same title,
-    text and tag, so one replaces the other), in the recipient's unit."""
+    text and tag, so one replaces the other), in the recipient's unit; `ack`: the recipient
+    may acknowledge it, from the notification's button (`ack` is the app's route for it)."""
     urgent = alert["level"] == "urgent"
-    return json.dumps({
-        "title": (f"Urgent · {name}" if urgent else name)[:100],
-        "body": in_unit(alert["message"], unit)[:MESSAGE_MAX],
-        "tag": f"nightlink-{tenant_id}-{alert['id']}",
-        "urgent": urgent, "url": f"/app/{tenant_id}", "at_ms": alert["at_ms"],
-    }, separators=(",", ":")).encode()
+    doc = {"title": (f"Urgent · {name}" if urgent else name)[:100],
+           "body": in_unit(alert["message"], unit)[:MESSAGE_MAX],
+           "tag": f"nightlink-{tenant_id}-{alert['id']}",
+           "urgent": urgent, "url": f"/app/{tenant_id}", "at_ms": alert["at_ms"]}
+    if ack:
+        doc["ack"] = f"/app/api/{tenant_id}/alerts/{alert['id']}/ack"
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -272,7 +275,7 @@ class PushSender:
         slots = self._slots.setdefault(tenant_id, asyncio.Semaphore(PER_TENANT))
         for alert in alerts:
             for sub in subs:
-                body = message(tenant_id, name, alert, sub["unit"])
+                body = message(tenant_id, name, alert, sub["unit"], sub["ack"])
                 self._spawn(self._slot(slots, sub, body, alert))
 
     async def _slot(self, slots: asyncio.Semaphore, sub: dict, body: bytes, alert: dict):
@@ -288,7 +291,7 @@ class PushSender:
     def _recipients(self, tenant_id: str) -> tuple[list[dict], str]:
         """The subscriptions of people who still take part in the tenant's alerts, each with
         its owner's glucose unit."""
-        from nightlink.cloud.access import resolve_access
+        from nightlink.cloud.access import may_act, resolve_access
         from nightlink.cloud.store import NotFoundError
 
         out = []
@@ -303,7 +306,8 @@ class PushSender:
                 continue
             access = resolve_access(self.store, user, tenant_id)
             if access is not None and access.role in PUSH_ROLES:
-                out.append({**sub, "unit": self.store.units(user["id"]) or units.MGDL})
+                out.append({**sub, "unit": self.store.units(user["id"]) or units.MGDL,
+                            "ack": may_act(self.store, access)})
         return out, name
 
     async def deliver(self, sub: dict, body: bytes, alert: dict) -> bool:

@@ -66,8 +66,11 @@ self.addEventListener("push", (event) => {
   const options = {body: (msg && msg.body) || "A new alert: open the app.",
                    tag: (msg && msg.tag) || "nightlink-alert", renotify: true,
                    requireInteraction: Boolean(msg && msg.urgent),
-                   icon: "/app/static/icon-192.png", data: {url: (msg && msg.url) || "/app"}};
+                   icon: "/app/static/icon-192.png",
+                   data: {url: (msg && msg.url) || "/app", ack: (msg && msg.ack) || null}};
   if (msg && msg.urgent) options.vibrate = [400, 200, 400, 200, 400];
+  // Acknowledged from the lock screen, by those who may (the cloud says so per person).
+  if (msg && msg.ack) options.actions = [{action: "ack", title: "Acknowledge"}];
   event.waitUntil(self.registration.showNotification(title, options));
 });
 
@@ -87,11 +90,25 @@ self.addEventListener("pushsubscriptionchange", (event) => {
 });
 
 // A tap on an alert's notification opens the app (the page that showed it, else a new one).
-self.addEventListener("notificationclick", (event) => {
-  event.notification.close();
-  const url = (event.notification.data && event.notification.data.url) || "/app";
-  event.waitUntil(self.clients.matchAll({type: "window", includeUncontrolled: true}).then((wins) => {
+// Its "Acknowledge" button acknowledges the alert as the app's does (the session's cookie);
+// when that fails (signed out, off line) the app opens instead, to acknowledge there.
+function openApp(url) {
+  return self.clients.matchAll({type: "window", includeUncontrolled: true}).then((wins) => {
     const open = wins.find((w) => new URL(w.url).pathname === url);
     return open ? open.focus() : self.clients.openWindow(url);
-  }));
+  });
+}
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const data = event.notification.data || {};
+  const url = data.url || "/app";
+  if (event.action === "ack" && data.ack) {
+    event.waitUntil(fetch(data.ack, {method: "POST", credentials: "same-origin",
+                                     headers: {Accept: "application/json"}})
+      .then((r) => { if (!r.ok) throw new Error(String(r.status)); })
+      .catch(() => openApp(url)));
+    return;
+  }
+  event.waitUntil(openApp(url));
 });

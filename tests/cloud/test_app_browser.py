@@ -647,10 +647,29 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
                                 "ServiceWorker.workerRegistrationUpdated")
             page.send("ServiceWorker.deliverPushMessage", origin=url, registrationId=registration[
                 "params"]["registrations"][0]["registrationId"], data=json.dumps(high))
-            until(lambda: [high["title"], high["body"], high["tag"]] in json.loads(page.eval(
-                "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => "
-                "JSON.stringify(n.map(x => [x.title, x.body, x.tag])))", await_promise=True)),
-                10, "the worker's notification")
+            until(lambda: [high["title"], high["body"], high["tag"], ["ack"]] in json.loads(
+                page.eval("navigator.serviceWorker.ready.then(r => r.getNotifications()).then("
+                          "n => JSON.stringify(n.map(x => [x.title, x.body, x.tag, "
+                          "x.actions.map(a => a.action)])))", await_promise=True)),
+                10, "the worker's notification, with its Acknowledge button")
+            # its button acknowledges the alert (no page needed): the click is dispatched in
+            # the service worker, as the system would on the lock screen
+            high_id = int(high["tag"].rsplit("-", 1)[1])
+            assert store.tenant("fam-1").alert(high_id)["acked_at"] is None
+            worker = next(t for t in page.send("Target.getTargets")["targetInfos"]
+                          if t["type"] == "service_worker")
+            session = page.send("Target.attachToTarget", targetId=worker["targetId"],
+                                flatten=True)["sessionId"]
+            page.send("Runtime.evaluate", session=session, awaitPromise=True, expression=(
+                "self.registration.getNotifications().then(ns => {"
+                f" const n = ns.find(x => x.tag === {high['tag']!r});"
+                " try { self.dispatchEvent(new NotificationEvent('notificationclick',"
+                "   {notification: n, action: 'ack'})); } catch (err) { /* waitUntil */ }"
+                " return n.data.ack; })"))
+            until(lambda: store.tenant("fam-1").alert(high_id)["acked_at"] is not None, 10,
+                  "the alert acknowledged from the notification")
+            assert store.tenant("fam-1").alert(high_id)["acked_by"] == \
+                store.user_by_email("care@example.org")["id"]
             # opened again: the app says the last alert reached the push service
             page.load(f"{url}/app/fam-1")
             ready(page)

@@ -235,7 +235,7 @@ def test_sender__delivers_to_each_member_s_browser_not_a_doctor_s(cloud, family,
         assert browsers[role].read(body) == {
             "title": "Urgent · Family one", "body": ALERT["message"],
             "tag": "nightlink-fam-1-41", "urgent": True, "url": "/app/fam-1",
-            "at_ms": ALERT["at_ms"]}
+            "at_ms": ALERT["at_ms"], "ack": "/app/api/fam-1/alerts/41/ack"}
         assert (headers["Content-Encoding"], headers["TTL"], headers["Urgency"],
                 headers["Topic"]) == ("aes128gcm", "1800", "high", "alert41")
         token, k = headers["Authorization"][len("vapid t="):].split(", k=")
@@ -561,3 +561,19 @@ def test_routes__renew_moves_the_caller_s_subscriptions(tmp_path):
     assert r.status_code == 422
     c.client.close()
     c.store.close()
+
+
+def test_sender__only_those_who_may_acknowledge_get_the_button(cloud, family, service):
+    """A caregiver invited read-only hears the alert (they chose sound) but gets no
+    "Acknowledge" button, as the app gives them none."""
+    store = cloud.store
+    store.grant("fam-1", family["caregiver"]["id"], "caregiver", by=None, alerts=False)
+    phones = {}
+    for role in ("patient", "caregiver"):
+        phones[role] = Browser()
+        store.add_push("fam-1", family[role]["id"], f"{service.url}/{role}",
+                       phones[role].p256dh, phones[role].auth)
+    _push(_sender(store), "fam-1", [ALERT])
+    got = {p[1:]: phones[p[1:]].read(body) for p, _h, body in service.received}
+    assert got["patient"]["ack"] == "/app/api/fam-1/alerts/41/ack"
+    assert "ack" not in got["caregiver"] and got["caregiver"]["body"] == ALERT["message"]

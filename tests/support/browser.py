@@ -37,10 +37,15 @@ class DevTools:
         self.next_id = 0
         self.events: list[dict] = []
 
-    def send(self, method: str, **params) -> dict:
+    def send(self, method: str, *, session: str | None = None, **params) -> dict:
+        """A command to the page, or to another target attached with `flatten` (its
+        `session`: a service worker, for instance)."""
         self.next_id += 1
         mine = self.next_id
-        self.ws.send(json.dumps({"id": mine, "method": method, "params": params}))
+        msg = {"id": mine, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        self.ws.send(json.dumps(msg))
         while True:
             msg = json.loads(self.ws.recv(timeout=60))
             if msg.get("id") == mine:
