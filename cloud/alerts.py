@@ -608,6 +608,30 @@ def active_tenants(store, now_ms: int, within_h: float = 24.0) -> list[str]:
     return out
 
 
+# An urgent alert nobody acknowledged is pushed to locked phones again, as a CGM receiver's
+# urgent alarm repeats: an urgent low every 5 minutes (Dexcom's Urgent Low alarm repeats every
+# 5 minutes until it is confirmed), other urgent alerts (stale data for twice its threshold)
+# every 30, for at most 4 hours after it opened.
+REPUSH_MIN = {"urgent_low": 5}
+REPUSH_DEFAULT_MIN = 30
+REPUSH_FOR_MIN = 240
+
+
+def to_push(store, tenant_id: str, raised: list[dict], now_ms: int) -> list[dict]:
+    """The alerts to push now: those just raised, and open urgent ones due again; each
+    claimed in the store first, so that of several processes one pushes it."""
+    data = store.tenant(tenant_id)
+    out = [a for a in raised if data.claim_push(a["id"], now_ms)]
+    fresh = {a["id"] for a in raised}
+    for a in data.alerts(limit=20, unacked=True):
+        every = REPUSH_MIN.get(a["rule"], REPUSH_DEFAULT_MIN) * 60_000
+        if a["level"] == URGENT and a["id"] not in fresh and a["pushed_ms"] is not None \
+                and a["at_ms"] >= now_ms - REPUSH_FOR_MIN * 60_000 \
+                and data.claim_push(a["id"], now_ms, every):
+            out.append(public(a))
+    return out
+
+
 class AlertWorker:
     """Checks active tenants every `interval_s`, and a tenant within `debounce_s` of an "entry"
     event on the bus (entries stored by another process are seen at the next full pass)."""
@@ -644,7 +668,8 @@ class AlertWorker:
                 raised = await asyncio.to_thread(check_tenant, self.store, tid, None,
                                                  self.events)
                 if self.pusher is not None:
-                    self.pusher.alerts(tid, raised)
+                    self.pusher.alerts(tid, await asyncio.to_thread(
+                        to_push, self.store, tid, raised, int(time.time() * 1000)))
             except (DatabaseError, LookupError, ValueError) as exc:
                 _LOGGER.error("alert check of %s failed: %s", tid, exc)
             except Exception:  # noqa: BLE001 - one tenant's data never stops the others' alerts

@@ -377,6 +377,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         )""",
         "CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id)",
     ]),
+    (14, "an open urgent alert is pushed again until someone acknowledges it", [
+        # when (Unix ms) the alert was last pushed to locked phones; claimed with a
+        # conditional UPDATE, so of several API processes one pushes it
+        "ALTER TABLE alerts ADD COLUMN pushed_ms {BIGINT}",
+    ]),
 ]
 
 

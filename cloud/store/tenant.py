@@ -427,6 +427,18 @@ class TenantStore:
             changes.announce(self.db, self.tenant_id)
         return acked
 
+    def claim_push(self, alert_id: int, now_ms: int, every_ms: int | None = None) -> bool:
+        """Whether this caller pushes the open alert now: never pushed (every_ms None), or
+        last pushed `every_ms` or more ago; then marked, so that another process does not."""
+        if every_ms is None:
+            return bool(self.db.execute(
+                "UPDATE alerts SET pushed_ms = ? WHERE tenant_id = ? AND id = ? AND acked_at "
+                "IS NULL AND pushed_ms IS NULL", (int(now_ms), self.tenant_id, alert_id)))
+        return bool(self.db.execute(
+            "UPDATE alerts SET pushed_ms = ? WHERE tenant_id = ? AND id = ? AND acked_at IS "
+            "NULL AND pushed_ms <= ?", (int(now_ms), self.tenant_id, alert_id,
+                                        int(now_ms) - every_ms)))
+
     def end_alert(self, alert_id: int, at_ms: int) -> bool:
         """Close an open alert whose condition ended at at_ms (no one acknowledged it)."""
         ended = bool(self.db.execute(

@@ -577,3 +577,25 @@ def test_sender__only_those_who_may_acknowledge_get_the_button(cloud, family, se
     got = {p[1:]: phones[p[1:]].read(body) for p, _h, body in service.received}
     assert got["patient"]["ack"] == "/app/api/fam-1/alerts/41/ack"
     assert "ack" not in got["caregiver"] and got["caregiver"]["body"] == ALERT["message"]
+
+
+def test_to_push__an_urgent_low_again_every_5_minutes_until_acknowledged(cloud_any):
+    """Raised: pushed once, by one caller of several; unacknowledged, again 5 minutes on (a
+    warning never); acknowledged, no more. On SQLite and PostgreSQL."""
+    store = cloud_any.store
+    user = cloud_any.user("pat@x.org", tenant="fam-1", role="patient")
+    data = store.tenant("fam-1")
+    t0 = 1_768_500_000_000
+    data.add_entries([{"type": "sgv", "date": t0 - (2 - k) * 300_000, "sgv": v,
+                       "direction": "Flat"} for k, v in enumerate((120, 60, 48))])
+    raised = alerts.check_tenant(store, "fam-1", t0 + 1000)
+    urgent = next(a for a in raised if a["level"] == "urgent")
+    assert [a["id"] for a in alerts.to_push(store, "fam-1", raised, t0 + 1000)] == [
+        a["id"] for a in raised]
+    assert alerts.to_push(store, "fam-1", raised, t0 + 1000) == []  # another process: none
+    assert alerts.to_push(store, "fam-1", [], t0 + 4 * 60_000) == []
+    again = alerts.to_push(store, "fam-1", [], t0 + 1000 + 5 * 60_000)
+    assert [(a["id"], a["message"]) for a in again] == [(urgent["id"], urgent["message"])]
+    assert alerts.to_push(store, "fam-1", [], t0 + 1000 + 6 * 60_000) == []
+    data.ack_alert(urgent["id"], user["id"])
+    assert alerts.to_push(store, "fam-1", [], t0 + 1000 + 11 * 60_000) == []
