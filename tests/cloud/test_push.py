@@ -469,16 +469,22 @@ def test_message__in_the_recipient_s_unit():
         "Urgent low: 48 mg/dL (below 54)."
 
 
-def test_sender__each_recipient_reads_their_own_unit(cloud, family, service):
-    store = cloud.store
-    store.set_units(family["caregiver"]["id"], "mmol/L")
+def _pushed_to_family(store, family, service) -> dict[str, dict]:
+    """ALERT pushed to the patient's and the caregiver's phones: what each shows."""
     phones = {}
     for role in ("patient", "caregiver"):
         phones[role] = Browser()
         store.add_push("fam-1", family[role]["id"], f"{service.url}/{role}",
                        phones[role].p256dh, phones[role].auth)
     _push(_sender(store), "fam-1", [ALERT])
-    got = {p[1:]: phones[p[1:]].read(body)["body"] for p, _h, body in service.received}
+    return {p[1:]: phones[p[1:]].read(body) for p, _h, body in service.received}
+
+
+def test_sender__each_recipient_reads_their_own_unit(cloud, family, service):
+    store = cloud.store
+    store.set_units(family["caregiver"]["id"], "mmol/L")
+    got = {role: shown["body"] for role, shown in _pushed_to_family(store, family,
+                                                                    service).items()}
     assert got == {"patient": "Urgent low: 48 mg/dL (below 54).",
                    "caregiver": "Urgent low: 2.7 mmol/L (below 3.0)."}
 
@@ -568,13 +574,7 @@ def test_sender__only_those_who_may_acknowledge_get_the_button(cloud, family, se
     "Acknowledge" button, as the app gives them none."""
     store = cloud.store
     store.grant("fam-1", family["caregiver"]["id"], "caregiver", by=None, alerts=False)
-    phones = {}
-    for role in ("patient", "caregiver"):
-        phones[role] = Browser()
-        store.add_push("fam-1", family[role]["id"], f"{service.url}/{role}",
-                       phones[role].p256dh, phones[role].auth)
-    _push(_sender(store), "fam-1", [ALERT])
-    got = {p[1:]: phones[p[1:]].read(body) for p, _h, body in service.received}
+    got = _pushed_to_family(store, family, service)
     assert got["patient"]["ack"] == "/app/api/fam-1/alerts/41/ack"
     assert "ack" not in got["caregiver"] and got["caregiver"]["body"] == ALERT["message"]
 
