@@ -608,27 +608,53 @@ def active_tenants(store, now_ms: int, within_h: float = 24.0) -> list[str]:
     return out
 
 
-# An urgent alert nobody acknowledged is pushed to locked phones again, as a CGM receiver's
-# urgent alarm repeats: an urgent low every 5 minutes (Dexcom's Urgent Low alarm repeats every
-# 5 minutes until it is confirmed), other urgent alerts (stale data for twice its threshold)
-# every 30, for at most 4 hours after it opened.
-REPUSH_MIN = {"urgent_low": 5}
-REPUSH_DEFAULT_MIN = 30
+# An urgent alert nobody acknowledged is pushed to locked phones again while its condition
+# still holds, with the reading of now, as a CGM receiver's urgent alarm repeats: an urgent
+# low every 5 minutes (Dexcom's Urgent Low alarm repeats every 5 minutes until it is
+# confirmed), urgent stale data every 30, for at most 4 hours after it opened.
+REPUSH_MIN = {"urgent_low": 5, "stale_data": 30}
 REPUSH_FOR_MIN = 240
 
 
-def to_push(store, tenant_id: str, raised: list[dict], now_ms: int) -> list[dict]:
-    """The alerts to push now: those just raised, and open urgent ones due again; each
-    claimed in the store first, so that of several processes one pushes it."""
+def claim_new(store, tenant_id: str, raised: list[dict], now_ms: int) -> list[dict]:
+    """The alerts just raised that this process pushes (each claimed on its row first, so
+    that of several processes one pushes it)."""
     data = store.tenant(tenant_id)
-    out = [a for a in raised if data.claim_push(a["id"], now_ms)]
-    fresh = {a["id"] for a in raised}
-    for a in data.alerts(limit=20, unacked=True):
-        every = REPUSH_MIN.get(a["rule"], REPUSH_DEFAULT_MIN) * 60_000
-        if a["level"] == URGENT and a["id"] not in fresh and a["pushed_ms"] is not None \
-                and a["at_ms"] >= now_ms - REPUSH_FOR_MIN * 60_000 \
-                and data.claim_push(a["id"], now_ms, every):
-            out.append(public(a))
+    out = []
+    for a in raised:
+        try:
+            if data.claim_push(a["id"], now_ms):
+                out.append(a)
+        except DatabaseError as exc:  # pushed unclaimed: twice at worst, never lost
+            _LOGGER.warning("cannot mark alert %s of %s as pushed (%s)", a["id"], tenant_id,
+                            exc)
+            out.append(a)
+    return out
+
+
+def due_again(store, tenant_id: str, now_ms: int) -> list[dict]:
+    """Open urgent alerts nobody acknowledged whose condition still holds and whose last push
+    is REPUSH_MIN old: each as it reads now ("Still urgent low: 47 mg/dL (below 54)."),
+    claimed as above."""
+    data = store.tenant(tenant_id)
+    due = [a for a in data.alerts(limit=20, unacked=True)
+           if a["level"] == URGENT and a["rule"] in REPUSH_MIN and a["pushed_ms"] is not None
+           and a["at_ms"] >= now_ms - REPUSH_FOR_MIN * MINUTE_MS
+           and a["pushed_ms"] <= now_ms - REPUSH_MIN[a["rule"]] * MINUTE_MS
+           and "threshold" in (a["detail"] or {})]
+    if not due:
+        return []
+    readings = [r for r in readings_of(list(reversed(data.entries(count=3, type_="sgv"))))
+                if r[0] <= now_ms]
+    out = []
+    for a in due:
+        threshold = a["detail"]["threshold"]
+        found = RULE_FUNCTIONS[a["rule"]](readings, now_ms, threshold)
+        if found is None or found[0] != URGENT:
+            continue  # glucose back over it, or no reading to say it (stale data covers that)
+        if data.claim_push(a["id"], now_ms, REPUSH_MIN[a["rule"]] * MINUTE_MS):
+            message = _message(a["rule"], URGENT, found[1], threshold)
+            out.append({**public(a), "message": "Still " + message[0].lower() + message[1:]})
     return out
 
 
@@ -668,12 +694,22 @@ class AlertWorker:
                 raised = await asyncio.to_thread(check_tenant, self.store, tid, None,
                                                  self.events)
                 if self.pusher is not None:
-                    self.pusher.alerts(tid, await asyncio.to_thread(
-                        to_push, self.store, tid, raised, int(time.time() * 1000)))
+                    await self._push(tid, raised)
             except (DatabaseError, LookupError, ValueError) as exc:
                 _LOGGER.error("alert check of %s failed: %s", tid, exc)
             except Exception:  # noqa: BLE001 - one tenant's data never stops the others' alerts
                 _LOGGER.exception("alert check of %s failed", tid)
+
+    async def _push(self, tid: str, raised: list[dict]) -> None:
+        """The new alerts to locked phones, then the urgent ones due again: each step on its
+        own, so that a database error in the second never loses the first."""
+        now_ms = int(time.time() * 1000)
+        try:
+            self.pusher.alerts(tid, await asyncio.to_thread(claim_new, self.store, tid, raised,
+                                                            now_ms))
+        finally:
+            self.pusher.alerts(tid, await asyncio.to_thread(due_again, self.store, tid,
+                                                            now_ms))
 
     async def _calibrations(self) -> None:
         """The calibrations beside the alert checks, never in their way: a pass over the

@@ -276,17 +276,16 @@ class PushSender:
         for alert in alerts:
             for sub in subs:
                 body = message(tenant_id, name, alert, sub["unit"], sub["ack"])
-                self._spawn(self._slot(slots, sub, body, alert))
+                self._spawn(self._guarded(slots, sub, body, alert))
 
-    async def _slot(self, slots: asyncio.Semaphore, sub: dict, body: bytes, alert: dict):
-        async with slots:
-            try:
-                return await self.deliver(sub, body, alert)
-            except Exception:  # noqa: BLE001 - one delivery's failure is its own
-                self.failed += 1
-                _LOGGER.exception("push of alert %s to subscription %s failed", alert["id"],
-                                  sub["id"])
-                return False
+    async def _guarded(self, slots: asyncio.Semaphore, sub: dict, body: bytes, alert: dict):
+        try:
+            return await self.deliver(sub, body, alert, slots)
+        except Exception:  # noqa: BLE001 - one delivery's failure is its own
+            self.failed += 1
+            _LOGGER.exception("push of alert %s to subscription %s failed", alert["id"],
+                              sub["id"])
+            return False
 
     def _recipients(self, tenant_id: str) -> tuple[list[dict], str]:
         """The subscriptions of people who still take part in the tenant's alerts, each with
@@ -310,14 +309,18 @@ class PushSender:
                             "ack": may_act(self.store, access)})
         return out, name
 
-    async def deliver(self, sub: dict, body: bytes, alert: dict) -> bool:
-        """One alert to one browser, tried up to `tries` times within the alert's TTL."""
+    async def deliver(self, sub: dict, body: bytes, alert: dict,
+                      slots: asyncio.Semaphore | None = None) -> bool:
+        """One alert to one browser, tried up to `tries` times within the alert's TTL; each
+        try holds one of the tenant's `slots` (not the waits between them)."""
+        slots = slots or asyncio.Semaphore(1)
         ttl = TTL_S.get(alert["level"], TTL_S["warning"])
         give_up = time.monotonic() + ttl
         wait = self.first_wait_s
         for attempt in range(1, self.tries + 1):
             left = math.ceil(give_up - time.monotonic())  # a retry asks for what is left
-            error, again_s = await self._post(sub, body, alert, max(left, 1))
+            async with slots:
+                error, again_s = await self._post(sub, body, alert, max(left, 1))
             if error is None:
                 self.sent += 1
                 await asyncio.to_thread(self.store.push_outcome, sub["id"])

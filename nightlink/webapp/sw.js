@@ -90,8 +90,11 @@ self.addEventListener("pushsubscriptionchange", (event) => {
 });
 
 // A tap on an alert's notification opens the app (the page that showed it, else a new one).
-// Its "Acknowledge" button acknowledges the alert as the app's does (the session's cookie);
-// when that fails (signed out, off line) the app opens instead, to acknowledge there.
+// Its "Acknowledge" button acknowledges the alert as the app's does (the session's cookie),
+// and the notification goes once the server has said so; when that fails (signed out, off
+// line, no answer within ACK_WAIT_MS: a browser lets a worker open a window only for a few
+// seconds after a tap) the notification stays and the app opens, to acknowledge there.
+const ACK_WAIT_MS = 5000;
 function openApp(url) {
   return self.clients.matchAll({type: "window", includeUncontrolled: true}).then((wins) => {
     const open = wins.find((w) => new URL(w.url).pathname === url);
@@ -100,15 +103,21 @@ function openApp(url) {
 }
 
 self.addEventListener("notificationclick", (event) => {
-  event.notification.close();
   const data = event.notification.data || {};
   const url = data.url || "/app";
   if (event.action === "ack" && data.ack) {
+    const stop = new AbortController();
+    const timer = setTimeout(() => stop.abort(), ACK_WAIT_MS);
     event.waitUntil(fetch(data.ack, {method: "POST", credentials: "same-origin",
-                                     headers: {Accept: "application/json"}})
-      .then((r) => { if (!r.ok) throw new Error(String(r.status)); })
-      .catch(() => openApp(url)));
+                                     headers: {Accept: "application/json"}, signal: stop.signal})
+      .then((r) => {
+        if (!r.ok) throw new Error(String(r.status));
+        event.notification.close();
+      })
+      .catch(() => openApp(url))
+      .finally(() => clearTimeout(timer)));
     return;
   }
+  event.notification.close();
   event.waitUntil(openApp(url));
 });

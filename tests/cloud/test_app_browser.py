@@ -670,6 +670,10 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
                   "the alert acknowledged from the notification")
             assert store.tenant("fam-1").alert(high_id)["acked_by"] == \
                 store.user_by_email("care@example.org")["id"]
+            until(lambda: high["tag"] not in page.eval(
+                "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => "
+                "n.map(x => x.tag))", await_promise=True), 10,
+                "the notification gone once acknowledged")
             # opened again: the app says the last alert reached the push service
             page.load(f"{url}/app/fam-1")
             ready(page)

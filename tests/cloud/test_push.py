@@ -579,23 +579,43 @@ def test_sender__only_those_who_may_acknowledge_get_the_button(cloud, family, se
     assert "ack" not in got["caregiver"] and got["caregiver"]["body"] == ALERT["message"]
 
 
-def test_to_push__an_urgent_low_again_every_5_minutes_until_acknowledged(cloud_any):
-    """Raised: pushed once, by one caller of several; unacknowledged, again 5 minutes on (a
-    warning never); acknowledged, no more. On SQLite and PostgreSQL."""
+def test_push_again__an_urgent_low_every_5_minutes_while_it_lasts(cloud_any):
+    """Raised: pushed once, by one caller of several; still under 54 and unacknowledged,
+    again 5 minutes on with the reading of then; not once glucose is back over it, nor after
+    an acknowledgement. On SQLite and PostgreSQL."""
     store = cloud_any.store
     user = cloud_any.user("pat@x.org", tenant="fam-1", role="patient")
     data = store.tenant("fam-1")
     t0 = 1_768_500_000_000
-    data.add_entries([{"type": "sgv", "date": t0 - (2 - k) * 300_000, "sgv": v,
-                       "direction": "Flat"} for k, v in enumerate((120, 60, 48))])
+    minute = 60_000
+
+    def reading(at_ms, sgv):
+        data.add_entries([{"type": "sgv", "date": at_ms, "sgv": sgv, "direction": "Flat"}])
+
+    for k, v in enumerate((120, 60, 48)):
+        reading(t0 - (2 - k) * 5 * minute, v)
     raised = alerts.check_tenant(store, "fam-1", t0 + 1000)
     urgent = next(a for a in raised if a["level"] == "urgent")
-    assert [a["id"] for a in alerts.to_push(store, "fam-1", raised, t0 + 1000)] == [
+    assert [a["id"] for a in alerts.claim_new(store, "fam-1", raised, t0 + 1000)] == [
         a["id"] for a in raised]
-    assert alerts.to_push(store, "fam-1", raised, t0 + 1000) == []  # another process: none
-    assert alerts.to_push(store, "fam-1", [], t0 + 4 * 60_000) == []
-    again = alerts.to_push(store, "fam-1", [], t0 + 1000 + 5 * 60_000)
-    assert [(a["id"], a["message"]) for a in again] == [(urgent["id"], urgent["message"])]
-    assert alerts.to_push(store, "fam-1", [], t0 + 1000 + 6 * 60_000) == []
+    assert alerts.claim_new(store, "fam-1", raised, t0 + 1000) == []  # another process: none
+    reading(t0 + 5 * minute, 47)
+    assert alerts.due_again(store, "fam-1", t0 + 4 * minute) == []  # not yet
+    again = alerts.due_again(store, "fam-1", t0 + 1000 + 5 * minute)
+    assert [(a["id"], a["message"]) for a in again] == [
+        (urgent["id"], "Still urgent low: 47 mg/dL (below 54).")]
+    assert alerts.due_again(store, "fam-1", t0 + 1000 + 6 * minute) == []  # claimed
+    reading(t0 + 10 * minute, 130)  # back over 54: the alert is still open (15 minutes)
+    assert data.alert(urgent["id"])["acked_at"] is None
+    assert alerts.due_again(store, "fam-1", t0 + 1000 + 11 * minute) == []
+    reading(t0 + 15 * minute, 50)
+    assert [a["id"] for a in alerts.due_again(store, "fam-1", t0 + 15 * minute + 1000)] == [
+        urgent["id"]]
     data.ack_alert(urgent["id"], user["id"])
-    assert alerts.to_push(store, "fam-1", [], t0 + 1000 + 11 * 60_000) == []
+    reading(t0 + 20 * minute, 49)
+    assert alerts.due_again(store, "fam-1", t0 + 1000 + 21 * minute) == []
+    # no reading at all for a while: the urgent low is not pushed as if it were now
+    reading(t0 + 25 * minute, 46)
+    raised = alerts.check_tenant(store, "fam-1", t0 + 25 * minute + 1000)
+    alerts.claim_new(store, "fam-1", raised, t0 + 25 * minute + 1000)
+    assert alerts.due_again(store, "fam-1", t0 + 50 * minute) == []
