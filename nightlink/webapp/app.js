@@ -516,7 +516,7 @@ async function toggleSound() {
   }
   renderSound();
   renderPending();  // which rings (or stops) as the alerts and the waiting acknowledgements say
-  if (CONFIG.tier !== "edge") (ring.on ? subscribePush : unsubscribePush)();
+  if (CONFIG.tier !== "edge") inTurn(ring.on ? subscribePush : unsubscribePush);
 }
 
 // -- alerts on a locked phone (Web Push: cloud/push.py, the worker's "push" in sw.js) ------------
@@ -527,6 +527,14 @@ async function toggleSound() {
 // the browser cannot (an iPhone's Safari until the app is on the home screen), the push
 // service refused, or the last delivery failed.
 const PUSH_WAIT_S = 20;
+let pushTurn = Promise.resolve();
+
+function inTurn(step) {
+  // One subscribe or unsubscribe at a time, in the order of the taps: sound turned off and
+  // on quickly must not reach the server as "on, then off".
+  pushTurn = pushTurn.then(step, step);
+  return pushTurn;
+}
 
 function sayPush(text) { $("push-state").textContent = text; }
 
@@ -618,7 +626,7 @@ async function showPush() {
   // Each time the app opens. With sound on: subscribed again if need be, and the last
   // delivery to this phone shown; with sound off: no subscription left behind.
   if (CONFIG.tier === "edge") return;
-  if (ring.on) { subscribePush(); return; }
+  if (ring.on) { inTurn(subscribePush); return; }
   const reg = await pushRegistration();
   const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
   if (sub) endPush(sub);
