@@ -35,6 +35,9 @@ LIVE_DROPPED = Counter(
     "socketio) or an in-process subscriber (hub) fell behind; the client is told to resync",
     ["transport"])
 
+PUSHES = Counter("nightlink_push_deliveries_total", "Alert pushes to browsers' push services, "
+                 "by outcome (delivered, gone: forgotten, failed: after its tries)", ["result"])
+
 OTHER_STREAM = "other"
 _STREAM_NAMES = frozenset(s[features.S_NAME] for s in features.STREAMS)
 

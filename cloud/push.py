@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from nightlink.cloud import metrics
 from nightlink.shared import units
 
 _LOGGER = logging.getLogger(__name__)
@@ -323,10 +324,12 @@ class PushSender:
                 error, again_s = await self._post(sub, body, alert, max(left, 1))
             if error is None:
                 self.sent += 1
+                metrics.PUSHES.labels("delivered").inc()
                 await asyncio.to_thread(self.store.push_outcome, sub["id"])
                 return True
             if error.startswith("gone"):
                 self.failed += 1
+                metrics.PUSHES.labels("gone").inc()
                 _LOGGER.info("push subscription %s of %s is gone: %s", sub["id"],
                              sub["tenant_id"], error)
                 await asyncio.to_thread(self.store.remove_push, sub["tenant_id"],
@@ -345,6 +348,7 @@ class PushSender:
             await asyncio.sleep(pause)
             wait = min(MAX_WAIT_S, wait * 2)
         self.failed += 1
+        metrics.PUSHES.labels("failed").inc()
         return False
 
     async def _post(self, sub: dict, body: bytes, alert: dict,

@@ -262,6 +262,7 @@ def test_sender__gone_forgotten_busy_retried_refused_and_down_said(cloud, family
                      (f"http://127.0.0.1:{closed.getsockname()[1]}/down", "%/down"))
     service.plans = {"/gone": [(410, {})], "/busy": [(503, {"Retry-After": "0"}), (429, {})],
                      "/refused": [(403, {})]}
+    before = {r: _pushes(r) for r in ("delivered", "gone", "failed")}
     try:
         started = time.monotonic()
         _push(_sender(store, tries=3), "fam-1", [ALERT])
@@ -277,6 +278,16 @@ def test_sender__gone_forgotten_busy_retried_refused_and_down_said(cloud, family
     assert subs["refused"]["error"] == "the push service refused it (HTTP 403)"
     assert subs["down"]["error"] == "the push service is unreachable (ConnectError)"
     assert subs["down"]["ok_at"] is None and subs["down"]["error_at"] is not None
+    # the operator's view (/metrics)
+    assert {r: _pushes(r) - n for r, n in before.items()} == {"delivered": 1, "gone": 1,
+                                                              "failed": 2}
+
+
+def _pushes(result: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("nightlink_push_deliveries_total",
+                                     {"result": result}) or 0.0
 
 
 def test_sender__the_retry_waits_with_jitter_and_says_so(cloud, family, service):
