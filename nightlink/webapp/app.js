@@ -698,11 +698,19 @@ async function notify(alerts) {
     // the worker, once active (the bedside node over plain http has none)
     const reg = navigator.serviceWorker ? await Promise.race([
       navigator.serviceWorker.ready, new Promise((done) => setTimeout(() => done(null), 3000))]) : null;
+    const d = state.data || {};
+    const acks = CONFIG.tier !== "edge" && (d.can_ack === undefined ? d.can_act : d.can_ack);
     for (const a of alerts) {
       const title = a.level === "urgent" ? `Urgent · ${name}` : name;
       const options = {body: alertText(a), tag: `nightlink-${state.tenant}-${a.id}`,
                        requireInteraction: a.level === "urgent", icon: "/app/static/icon-192.png",
                        data: {url: location.pathname}};
+      if (reg && acks) {
+        // the same notification as a push of this alert (one replaces the other, whichever
+        // comes last), with its Acknowledge button (sw.js)
+        options.actions = [{action: "ack", title: "Acknowledge"}];
+        options.data.ack = `/app/api/${encodeURIComponent(state.tenant)}/alerts/${a.id}/ack`;
+      }
       if (reg) await reg.showNotification(title, options);
       else new Notification(title, options);  // no worker (the bedside node over plain http)
     }
