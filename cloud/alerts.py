@@ -327,6 +327,11 @@ def _message(rule, level, value, threshold, method=None, risk=0.0):
     return f"No glucose data for {int(value)} minutes{urgent}."
 
 
+def _still(message: str) -> str:
+    """An alert's message for a condition that is still there ("Still urgent low: …")."""
+    return "Still " + message[0].lower() + message[1:]
+
+
 def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
              previous: dict[tuple[str, str], int] | None = None,
              predictor: LowModel | None = None, holds: set | None = None,
@@ -400,7 +405,7 @@ def evaluate(history: list[dict], now_ms: int, settings: dict | None = None, *,
         message = _message(rule, level, value, cfg["threshold"], extra.get("method"),
                            extra.get("risk", 0.0))
         if extra.get("repeat"):
-            message = "Still " + message[0].lower() + message[1:]
+            message = _still(message)
         raised.append(Alert(rule, level, int(at_ms), message, detail))
     return raised
 
@@ -653,8 +658,8 @@ def due_again(store, tenant_id: str, now_ms: int) -> list[dict]:
         if found is None or found[0] != URGENT:
             continue  # glucose back over it, or no reading to say it (stale data covers that)
         if data.claim_push(a["id"], now_ms, REPUSH_MIN[a["rule"]] * MINUTE_MS):
-            message = _message(a["rule"], URGENT, found[1], threshold)
-            out.append({**public(a), "message": "Still " + message[0].lower() + message[1:]})
+            out.append({**public(a),
+                        "message": _still(_message(a["rule"], URGENT, found[1], threshold))})
     return out
 
 

@@ -355,10 +355,15 @@ class PushSender:
                     ttl: int) -> tuple[str | None, float | None]:
         """(None, _) delivered; ("gone: …", None) forget it; (why, seconds to wait or 0 for the
         back-off) try again; (why, None) not worth trying again."""
+        try:
+            host = urlsplit(sub["endpoint"]).hostname
+        except ValueError:
+            host = None
+        if host is not None and not host_allowed(host, self.hosts):  # the setting changed
+            return (f"not sent: {host} is not a push service this server sends to "
+                    f"({', '.join(self.hosts)})"), None
         why = check_subscription(sub["endpoint"], sub["p256dh"], sub["auth"], https_only=False,
-                                 hosts=self.hosts)
-        if why.startswith("endpoint must be at a push service"):  # NIGHTLINK_PUSH_HOSTS changed
-            return f"not sent: {why}", None
+                                 hosts=("*",))
         if why:
             return f"gone: the subscription is unusable ({why})", None
         headers = {"TTL": str(ttl), "Content-Encoding": "aes128gcm",

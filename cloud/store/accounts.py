@@ -155,16 +155,15 @@ class Accounts:
         with self.db.transaction():
             self.db.execute("DELETE FROM push_subscriptions WHERE endpoint = ? AND user_id != ?",
                             (endpoint, user_id))
+            same = ("push_subscriptions.p256dh = excluded.p256dh AND "
+                    "push_subscriptions.auth = excluded.auth")  # the last outcome still holds
             self.db.execute(
                 "INSERT INTO push_subscriptions (tenant_id, user_id, endpoint, p256dh, auth, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, endpoint) DO "
-                "UPDATE SET created_at = excluded.created_at, "
-                "ok_at = CASE WHEN push_subscriptions.p256dh = excluded.p256dh AND "
-                "push_subscriptions.auth = excluded.auth THEN push_subscriptions.ok_at END, "
-                "error = CASE WHEN push_subscriptions.p256dh = excluded.p256dh AND "
-                "push_subscriptions.auth = excluded.auth THEN push_subscriptions.error ELSE '' "
-                "END, error_at = CASE WHEN push_subscriptions.p256dh = excluded.p256dh AND "
-                "push_subscriptions.auth = excluded.auth THEN push_subscriptions.error_at END, "
+                f"UPDATE SET created_at = excluded.created_at, "
+                f"ok_at = CASE WHEN {same} THEN push_subscriptions.ok_at END, "
+                f"error = CASE WHEN {same} THEN push_subscriptions.error ELSE '' END, "
+                f"error_at = CASE WHEN {same} THEN push_subscriptions.error_at END, "
                 "p256dh = excluded.p256dh, auth = excluded.auth",
                 (tenant_id, user_id, endpoint, p256dh, auth, time.time()))
             old = self.db.query(

@@ -556,6 +556,12 @@ async function pushRegistration() {
                        new Promise((done) => setTimeout(() => done(null), 5000))]);
 }
 
+async function pushSubscription() {
+  // This browser's push subscription, null without one (or without push).
+  const reg = await pushRegistration();
+  return reg ? reg.pushManager.getSubscription().catch(() => null) : null;
+}
+
 async function subscribePush() {
   // Sound on: subscribed, under the server's current key, and told to the server, each time
   // the app opens (the cloud may have forgotten it: a push service's 410, another person
@@ -605,8 +611,7 @@ async function subscribePush() {
 
 async function unsubscribePush() {
   sayPush("");
-  const reg = await pushRegistration();
-  const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
+  const sub = await pushSubscription();
   if (!sub) return;
   try {
     await api(`/app/api/${encodeURIComponent(state.tenant)}/push/remove`,
@@ -627,8 +632,7 @@ async function showPush() {
   // delivery to this phone shown; with sound off: no subscription left behind.
   if (CONFIG.tier === "edge") return;
   if (ring.on) { inTurn(subscribePush); return; }
-  const reg = await pushRegistration();
-  const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
+  const sub = await pushSubscription();
   if (sub) endPush(sub);
 }
 
@@ -984,8 +988,7 @@ async function start() {
     const form = event.target;
     if (form.dataset.unsubscribed) return;
     event.preventDefault();
-    const reg = "PushManager" in window ? await pushRegistration() : null;
-    const sub = reg ? await reg.pushManager.getSubscription().catch(() => null) : null;
+    const sub = await pushSubscription();
     if (sub) await Promise.race([sub.unsubscribe().catch(() => {}),
                                  new Promise((done) => setTimeout(done, 2000))]);
     form.dataset.unsubscribed = "1";
