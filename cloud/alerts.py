@@ -663,6 +663,45 @@ def due_again(store, tenant_id: str, now_ms: int) -> list[dict]:
     return out
 
 
+# Once a pushed alert closes (someone acknowledged it, or its condition ended), the locked
+# phones it rang on are told: the notification still on their screens is replaced by a quiet
+# one that says so, and a push service still holding the alert for a phone that is off line
+# drops it for this news (same Topic). Not for closes older than CLOSED_WITHIN_MIN (alerts
+# closed before this server pushed closes, or while it was down), nor for a predicted low
+# ending on its own (it ends when it has become a low too, which is not news to quiet).
+CLOSED_WITHIN_MIN = 10
+
+
+def claim_closed(store, tenant_id: str, now_ms: int) -> list[dict]:
+    """Alerts pushed in the last REPUSH_FOR_MIN that have closed since, each with `closed`,
+    how it closed in words, claimed as claim_new claims (so of several processes one pushes
+    it)."""
+    data = store.tenant(tenant_id)
+    out = []
+    for a in data.closed_since_pushed(now_ms - REPUSH_FOR_MIN * MINUTE_MS,
+                                      now_ms / 1000 - CLOSED_WITHIN_MIN * 60):
+        if not data.claim_closed_push(a["id"], now_ms):
+            continue
+        if a["ended_ms"] is not None and a["rule"] == "predicted_low":
+            continue
+        out.append({**public(a), "closed": _how_closed(store, a)})
+    return out
+
+
+def _how_closed(store, alert: dict) -> str:
+    from nightlink.cloud.store import NotFoundError
+
+    if alert["ended_ms"] is not None:
+        return "Over."
+    if alert["acked_by"] is None:  # a Nightscout client's socket.io acknowledgement
+        return "Acknowledged from a Nightscout app."
+    try:
+        name = " ".join(store.user(alert["acked_by"])["name"].split())[:60]
+    except NotFoundError:
+        name = ""
+    return f"Acknowledged by {name}." if name else "Acknowledged by a member."
+
+
 class AlertWorker:
     """Checks active tenants every `interval_s`, and a tenant within `debounce_s` of an "entry"
     event on the bus (entries stored by another process are seen at the next full pass)."""
@@ -687,7 +726,10 @@ class AlertWorker:
         try:
             while True:
                 msg = await queue.get()
-                if msg.get("type") == "entry":
+                # a new reading; an alert closed (its close goes to the phones it rang on)
+                if msg.get("type") == "entry" or (
+                        msg.get("type") == "alert" and isinstance(msg.get("data"), dict)
+                        and msg["data"].get("acked_at") is not None):
                     self._dirty.add(tenant_id)
                     self._wake.set()
         finally:
@@ -706,15 +748,20 @@ class AlertWorker:
                 _LOGGER.exception("alert check of %s failed", tid)
 
     async def _push(self, tid: str, raised: list[dict]) -> None:
-        """The new alerts to locked phones, then the urgent ones due again: each step on its
-        own, so that a database error in the second never loses the first."""
+        """The new alerts to locked phones, then the urgent ones due again, then the news of
+        those that closed: each step on its own, so that a database error in one never loses
+        another (the first error is raised after all three)."""
         now_ms = int(time.time() * 1000)
-        try:
-            self.pusher.alerts(tid, await asyncio.to_thread(claim_new, self.store, tid, raised,
-                                                            now_ms))
-        finally:
-            self.pusher.alerts(tid, await asyncio.to_thread(due_again, self.store, tid,
-                                                            now_ms))
+        error = None
+        for send, claim, args in ((self.pusher.alerts, claim_new, (raised, now_ms)),
+                                  (self.pusher.alerts, due_again, (now_ms,)),
+                                  (self.pusher.closed, claim_closed, (now_ms,))):
+            try:
+                send(tid, await asyncio.to_thread(claim, self.store, tid, *args))
+            except Exception as exc:  # noqa: BLE001 - raised below, after the other steps
+                error = error or exc
+        if error is not None:
+            raise error
 
     async def _calibrations(self) -> None:
         """The calibrations beside the alert checks, never in their way: a pass over the

@@ -55,6 +55,7 @@ RECORD_SIZE = 4096  # RFC 8188 record size; one record holds the whole message
 MAX_PAYLOAD = 3800  # push services take 4096 bytes of body; header and tag take 103 of them
 JWT_HOURS = 12  # a VAPID token's lifetime (RFC 8292 allows at most 24 hours)
 TTL_S = {"urgent": 30 * 60, "warning": 60 * 60}  # an alert older than this is not worth waking
+CLOSED_TTL_S = 60 * 60  # the news that an alert closed, for a phone off line now
 TRIES = 5
 FIRST_WAIT_S = 2.0
 MAX_WAIT_S = 120.0
@@ -220,6 +221,16 @@ def message(tenant_id: str, name: str, alert: dict, unit: str = units.MGDL,
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def closed_message(tenant_id: str, name: str, alert: dict, unit: str = units.MGDL) -> bytes:
+    """What replaces the alert's notification once it has closed (`alert["closed"]` says
+    how): same tag, quiet (`closed`), no button."""
+    doc = {"title": name[:100],
+           "body": f"{alert['closed']} Was: {in_unit(alert['message'], unit)}"[:MESSAGE_MAX],
+           "tag": f"nightlink-{tenant_id}-{alert['id']}", "closed": True,
+           "url": f"/app/{tenant_id}", "at_ms": alert["at_ms"]}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds a `Retry-After` asks for (delay-seconds or an HTTP date), at most MAX_WAIT_S."""
     if not value:
@@ -267,7 +278,14 @@ class PushSender:
         if alerts:
             self._spawn(self._tenant(tenant_id, alerts))
 
-    async def _tenant(self, tenant_id: str, alerts: list[dict]) -> None:
+    def closed(self, tenant_id: str, alerts: list[dict]) -> None:
+        """Queue the news that pushed alerts closed (alerts.claim_closed), to every
+        recipient but the member who acknowledged it: their phone took the notification off
+        itself, or their app will."""
+        if alerts:
+            self._spawn(self._tenant(tenant_id, alerts, closed=True))
+
+    async def _tenant(self, tenant_id: str, alerts: list[dict], closed: bool = False) -> None:
         try:
             subs, name = await asyncio.to_thread(self._recipients, tenant_id)
         except Exception:  # noqa: BLE001 - a database error loses this push, never the worker
@@ -276,12 +294,18 @@ class PushSender:
         slots = self._slots.setdefault(tenant_id, asyncio.Semaphore(PER_TENANT))
         for alert in alerts:
             for sub in subs:
-                body = message(tenant_id, name, alert, sub["unit"], sub["ack"])
-                self._spawn(self._guarded(slots, sub, body, alert))
+                if not closed:
+                    body = message(tenant_id, name, alert, sub["unit"], sub["ack"])
+                elif sub["user_id"] != alert.get("acked_by"):
+                    body = closed_message(tenant_id, name, alert, sub["unit"])
+                else:
+                    continue
+                self._spawn(self._guarded(slots, sub, body, alert, closed))
 
-    async def _guarded(self, slots: asyncio.Semaphore, sub: dict, body: bytes, alert: dict):
+    async def _guarded(self, slots: asyncio.Semaphore, sub: dict, body: bytes, alert: dict,
+                       closed: bool):
         try:
-            return await self.deliver(sub, body, alert, slots)
+            return await self.deliver(sub, body, alert, slots, closed=closed)
         except Exception:  # noqa: BLE001 - one delivery's failure is its own
             self.failed += 1
             _LOGGER.exception("push of alert %s to subscription %s failed", alert["id"],
@@ -311,17 +335,19 @@ class PushSender:
         return out, name
 
     async def deliver(self, sub: dict, body: bytes, alert: dict,
-                      slots: asyncio.Semaphore | None = None) -> bool:
-        """One alert to one browser, tried up to `tries` times within the alert's TTL; each
-        try holds one of the tenant's `slots` (not the waits between them)."""
+                      slots: asyncio.Semaphore | None = None, *, closed: bool = False) -> bool:
+        """One alert (or, `closed`, the news that it closed) to one browser, tried up to
+        `tries` times within its TTL; each try holds one of the tenant's `slots` (not the
+        waits between them)."""
         slots = slots or asyncio.Semaphore(1)
-        ttl = TTL_S.get(alert["level"], TTL_S["warning"])
+        ttl = CLOSED_TTL_S if closed else TTL_S.get(alert["level"], TTL_S["warning"])
+        urgency = "high" if alert["level"] == "urgent" and not closed else "normal"
         give_up = time.monotonic() + ttl
         wait = self.first_wait_s
         for attempt in range(1, self.tries + 1):
             left = math.ceil(give_up - time.monotonic())  # a retry asks for what is left
             async with slots:
-                error, again_s = await self._post(sub, body, alert, max(left, 1))
+                error, again_s = await self._post(sub, body, alert, max(left, 1), urgency)
             if error is None:
                 self.sent += 1
                 metrics.PUSHES.labels("delivered").inc()
@@ -351,8 +377,8 @@ class PushSender:
         metrics.PUSHES.labels("failed").inc()
         return False
 
-    async def _post(self, sub: dict, body: bytes, alert: dict,
-                    ttl: int) -> tuple[str | None, float | None]:
+    async def _post(self, sub: dict, body: bytes, alert: dict, ttl: int,
+                    urgency: str) -> tuple[str | None, float | None]:
         """(None, _) delivered; ("gone: …", None) forget it; (why, seconds to wait or 0 for the
         back-off) try again; (why, None) not worth trying again."""
         try:
@@ -368,7 +394,9 @@ class PushSender:
             return f"gone: the subscription is unusable ({why})", None
         headers = {"TTL": str(ttl), "Content-Encoding": "aes128gcm",
                    "Content-Type": "application/octet-stream",
-                   "Urgency": "high" if alert["level"] == "urgent" else "normal",
+                   "Urgency": urgency,
+                   # the alert's close takes the place of the alert itself at a push service
+                   # still holding it for a phone off line
                    "Topic": f"alert{alert['id']}"[:32],
                    "Authorization": vapid(sub["endpoint"], self.key, self.subject)}
         data = encrypt(body, sub["p256dh"], sub["auth"])

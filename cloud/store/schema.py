@@ -382,6 +382,11 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # conditional UPDATE, so of several API processes one pushes it
         "ALTER TABLE alerts ADD COLUMN pushed_ms {BIGINT}",
     ]),
+    (15, "a pushed alert's notification is replaced once it closes", [
+        # when (Unix ms) the news that the pushed alert closed (acknowledged, or ended on its
+        # own) went to the locked phones; claimed as pushed_ms is
+        "ALTER TABLE alerts ADD COLUMN closed_pushed_ms {BIGINT}",
+    ]),
 ]
 
 

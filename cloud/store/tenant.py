@@ -439,6 +439,26 @@ class TenantStore:
             "NULL AND pushed_ms <= ?", (int(now_ms), self.tenant_id, alert_id,
                                         int(now_ms) - every_ms)))
 
+    def closed_since_pushed(self, pushed_after_ms: int, closed_after_s: float) -> list[dict]:
+        """Alerts pushed after `pushed_after_ms` (Unix ms) that have closed (acknowledged, or
+        ended on their own) after `closed_after_s` (Unix s) and whose close no one has pushed
+        yet."""
+        rows = self.db.query(
+            "SELECT * FROM alerts WHERE tenant_id = ? AND pushed_ms > ? AND acked_at > ? "
+            "AND closed_pushed_ms IS NULL ORDER BY id LIMIT 20",
+            (self.tenant_id, int(pushed_after_ms), float(closed_after_s)))
+        for r in rows:
+            r["detail"] = from_json(r["detail"])
+        return rows
+
+    def claim_closed_push(self, alert_id: int, now_ms: int) -> bool:
+        """Whether this caller pushes the news that the alert closed; then marked, so that
+        another process does not."""
+        return bool(self.db.execute(
+            "UPDATE alerts SET closed_pushed_ms = ? WHERE tenant_id = ? AND id = ? AND "
+            "acked_at IS NOT NULL AND closed_pushed_ms IS NULL",
+            (int(now_ms), self.tenant_id, alert_id)))
+
     def end_alert(self, alert_id: int, at_ms: int) -> bool:
         """Close an open alert whose condition ended at at_ms (no one acknowledged it)."""
         ended = bool(self.db.execute(

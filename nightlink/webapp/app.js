@@ -228,6 +228,7 @@ function applyLive(msg) {
     const a = msg.data;
     state.data.alerts = state.data.alerts.filter((x) => x.id !== a.id);
     if (a.acked_at === null || a.acked_at === undefined) state.data.alerts.push(a);
+    else closeNotifications(a.id);
   } else {
     return false;
   }
@@ -692,6 +693,16 @@ function soundAlerts(waiting) {
     notify(fresh);
   }
   if (urgent && !ring.timer) ring.timer = setInterval(() => tone("urgent"), URGENT_RING_S * 1000);
+}
+
+// An alert closed (acknowledged here or elsewhere, or over): its notification on this
+// phone goes, whether the page or a push showed it (the worker holds both).
+function closeNotifications(id) {
+  if (!navigator.serviceWorker || !navigator.serviceWorker.controller) return;
+  navigator.serviceWorker.ready
+    .then((reg) => reg.getNotifications({tag: `nightlink-${state.tenant}-${id}`}))
+    .then((shown) => shown.forEach((n) => n.close()))
+    .catch(() => {});
 }
 
 async function notify(alerts) {

@@ -58,19 +58,22 @@ self.addEventListener("fetch", (event) => {
 });
 
 // An alert the cloud pushed (cloud/push.py) while no page runs: the same notification the
-// open page shows (same tag, so one replaces the other). A push must show something.
+// open page shows (same tag, so one replaces the other). A push must show something: the
+// news that an alert closed (`closed`: someone acknowledged it, or it is over) replaces the
+// alert's notification with a quiet one, without its button.
 self.addEventListener("push", (event) => {
   let msg = null;
   try { msg = event.data ? event.data.json() : null; } catch (err) { msg = null; }
   const title = (msg && msg.title) || "Nightlink";
+  const closed = Boolean(msg && msg.closed);
   const options = {body: (msg && msg.body) || "A new alert: open the app.",
-                   tag: (msg && msg.tag) || "nightlink-alert", renotify: true,
-                   requireInteraction: Boolean(msg && msg.urgent),
+                   tag: (msg && msg.tag) || "nightlink-alert", renotify: !closed,
+                   silent: closed, requireInteraction: Boolean(msg && msg.urgent && !closed),
                    icon: "/app/static/icon-192.png",
-                   data: {url: (msg && msg.url) || "/app", ack: (msg && msg.ack) || null}};
-  if (msg && msg.urgent) options.vibrate = [400, 200, 400, 200, 400];
+                   data: {url: (msg && msg.url) || "/app", ack: (msg && !closed && msg.ack) || null}};
+  if (msg && msg.urgent && !closed) options.vibrate = [400, 200, 400, 200, 400];
   // Acknowledged from the lock screen, by those who may (the cloud says so per person).
-  if (msg && msg.ack) options.actions = [{action: "ack", title: "Acknowledge"}];
+  if (options.data.ack) options.actions = [{action: "ack", title: "Acknowledge"}];
   event.waitUntil(self.registration.showNotification(title, options));
 });
 

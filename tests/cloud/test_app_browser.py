@@ -598,7 +598,7 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
     comes to the service worker as an encrypted push and shows as the page's own
     notification; the app says how the last delivery went, and subscribes again under a new
     key; sound off and signing out end the subscription."""
-    from nightlink.cloud import push
+    from nightlink.cloud import alerts, push
     from tests.cloud.test_push import Browser, PushService
 
     phone, service = Browser(), PushService()
@@ -695,6 +695,38 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
                 "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => "
                 "n.map(x => x.tag))", await_promise=True), 10,
                 "the notification gone once acknowledged")
+            # another alert of that check, pushed; then the news that it is over takes its
+            # notification's place: quiet, no button
+            other = next(a for a in store.tenant("fam-1").alerts(unacked=True)
+                         if a["id"] != high_id)
+            tag = f"nightlink-fam-1-{other['id']}"
+
+            def deliver(doc):
+                page.send("ServiceWorker.deliverPushMessage", origin=url,
+                          registrationId=registration["params"]["registrations"][0][
+                              "registrationId"], data=json.dumps(doc))
+
+            def shown(tag):
+                return json.loads(page.eval(
+                    "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => "
+                    "JSON.stringify(n.filter(x => x.tag === " + json.dumps(tag) + ").map(x => "
+                    "[x.body, x.silent, x.requireInteraction, x.actions.length])))",
+                    await_promise=True))
+
+            deliver(json.loads(push.message("fam-1", "Ann Example", other, ack=True)))
+            until(lambda: shown(tag) == [[other["message"], False, False, 1]], 10,
+                  "the other alert's notification")
+            deliver(json.loads(push.closed_message("fam-1", "Ann Example",
+                                                   {**other, "closed": "Over."})))
+            until(lambda: shown(tag) == [[f"Over. Was: {other['message']}", True, False, 0]],
+                  10, "the alert's notification replaced by the news that it is over")
+            # shown again, and acknowledged by the patient elsewhere: the open page, told by
+            # its live feed, takes the notification off this phone itself
+            deliver(json.loads(push.message("fam-1", "Ann Example", other, ack=True)))
+            until(lambda: len(shown(tag)) == 1 and shown(tag)[0][3] == 1, 10, "shown again")
+            alerts.acknowledge(store, app.state.events, "fam-1", other["id"],
+                               user_id=store.user_by_email("pat@example.org")["id"], via="app")
+            until(lambda: shown(tag) == [], 10, "the notification gone, closed by the page")
             # opened again: the app says the last alert reached the push service
             page.load(f"{url}/app/fam-1")
             ready(page)

@@ -630,3 +630,87 @@ def test_push_again__an_urgent_low_every_5_minutes_while_it_lasts(cloud_any):
     raised = alerts.check_tenant(store, "fam-1", t0 + 25 * minute + 1000)
     alerts.claim_new(store, "fam-1", raised, t0 + 25 * minute + 1000)
     assert alerts.due_again(store, "fam-1", t0 + 50 * minute) == []
+
+
+# -- the news that a pushed alert closed -----------------------------------------------------------
+
+
+def _run_worker(worker, sender, tenant="fam-1"):
+    async def run():
+        await worker._check([tenant])
+        while sender.tasks:
+            await asyncio.gather(*list(sender.tasks), return_exceptions=True)
+
+    asyncio.run(run())
+
+
+def test_closed__the_phones_it_rang_on_hear_who_acknowledged_it(cloud, family, service):
+    """An urgent low pushed to the patient's and the caregiver's phones; the caregiver
+    acknowledges it in the app: the patient's phone gets the quiet news (who, and what it
+    was), replacing the alert at the push service too (same Topic); the caregiver's own phone
+    nothing more. Once only, however often the worker looks."""
+    store = cloud.store
+    store.db.execute("UPDATE users SET name = ? WHERE id = ?",
+                     ("Sam  Carer", family["caregiver"]["id"]))
+    phones = {}
+    for role in ("patient", "caregiver"):
+        phones[role] = Browser()
+        store.add_push("fam-1", family[role]["id"], f"{service.url}/{role}",
+                       phones[role].p256dh, phones[role].auth)
+    store.set_units(family["patient"]["id"], "mmol/L")
+    now = int(time.time() * 1000)
+    store.tenant("fam-1").add_entries([{"type": "sgv", "date": now - (2 - k) * 300_000,
+                                        "sgv": v, "direction": "Flat"}
+                                       for k, v in enumerate((120, 80, 48))])
+    sender = _sender(store)
+    hub = Hub()
+    worker = alerts.AlertWorker(store, hub, pusher=sender)
+    _run_worker(worker, sender)
+    [raised] = store.tenant("fam-1").alerts()
+    assert sorted(p for p, _h, _b in service.received) == ["/caregiver", "/patient"]
+    service.received.clear()
+    _run_worker(worker, sender)
+    assert service.received == []  # open: nothing to say
+    alerts.acknowledge_one(store, hub, "fam-1", raised["id"],
+                           user_id=family["caregiver"]["id"], via="app")
+    _run_worker(worker, sender)
+    [(path, headers, body)] = service.received
+    assert path == "/patient"
+    assert phones["patient"].read(body) == {
+        "title": "Family one", "body": "Acknowledged by Sam Carer. Was: Urgent low: 2.7 mmol/L "
+        "(below 3.0).", "tag": f"nightlink-fam-1-{raised['id']}", "closed": True,
+        "url": "/app/fam-1", "at_ms": raised["at_ms"]}
+    assert (headers["TTL"], headers["Urgency"], headers["Topic"]) == (
+        "3600", "normal", f"alert{raised['id']}")
+    service.received.clear()
+    _run_worker(worker, sender)
+    asyncio.run(sender.close())
+    assert service.received == []
+
+
+def test_closed__over_on_its_own_or_from_a_nightscout_app(cloud_any):
+    """How it closed, in words; claimed by one caller of several; not for an alert never
+    pushed, nor one that closed more than CLOSED_WITHIN_MIN ago (one closed before an
+    upgrade, say), nor a predicted low that ended (it may have become a low). On SQLite and
+    PostgreSQL."""
+    store = cloud_any.store
+    cloud_any.user("pat@x.org", tenant="fam-1", role="patient")
+    data = store.tenant("fam-1")
+    now = int(time.time() * 1000)
+    made = {}
+    for name, rule in (("over", "urgent_low"), ("socket", "high"), ("unpushed", "low"),
+                       ("old", "urgent_low"), ("predicted", "predicted_low")):
+        made[name] = data.add_alert(rule, "urgent", now - 60_000, f"{name} alert.", threshold=54)
+    for name in ("over", "socket", "old", "predicted"):
+        assert data.claim_push(made[name], now - 50_000)
+    for name in ("over", "predicted", "unpushed", "old"):
+        assert data.end_alert(made[name], now - 10_000)
+    assert alerts.acknowledge(store, None, "fam-1", made["socket"], user_id=None,
+                              via="socket", token="reader")
+    store.db.execute("UPDATE alerts SET acked_at = ? WHERE id = ?",
+                     (time.time() - (alerts.CLOSED_WITHIN_MIN + 1) * 60, made["old"]))
+    assert [(a["id"], a["closed"]) for a in alerts.claim_closed(store, "fam-1", now)] == [
+        (made["over"], "Over."), (made["socket"], "Acknowledged from a Nightscout app.")]
+    assert alerts.claim_closed(store, "fam-1", now) == []  # another process: none
+    assert data.alert(made["predicted"])["closed_pushed_ms"] == now  # looked at once only
+    assert data.alert(made["old"])["closed_pushed_ms"] is None
