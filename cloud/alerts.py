@@ -430,12 +430,13 @@ def public(row: dict) -> dict:
 
 
 def acknowledge(store, events, tenant_id: str, alert_id: int, *, user_id: int | None,
-                via: str, **who) -> bool:
+                via: str, endpoint: str | None = None, **who) -> bool:
     """Acknowledge an open alert (in the app, or from a Nightscout client's socket.io `ack`:
-    then no member's `user_id`, and `who` names the credential); publish and audit it.
-    False when it was not open."""
+    then no member's `user_id`, and `who` names the credential; `endpoint`: the push endpoint
+    of the browser it was acknowledged on); publish and audit it. False when it was not
+    open."""
     data = store.tenant(tenant_id)
-    if not data.ack_alert(alert_id, user_id):
+    if not data.ack_alert(alert_id, user_id, endpoint):
         return False
     if events is not None:
         events.publish(tenant_id, "alert", public(data.alert(alert_id)))
@@ -444,10 +445,11 @@ def acknowledge(store, events, tenant_id: str, alert_id: int, *, user_id: int | 
 
 
 def acknowledge_one(store, events, tenant_id: str, alert_id: int, *, user_id: int,
-                    via: str) -> None:
+                    via: str, endpoint: str | None = None) -> None:
     """A member acknowledged one alert (the app's button, the REST API): acknowledge it and,
     when it was the last one open, tell Nightscout's socket.io alarm clients "All Clear"."""
-    if acknowledge(store, events, tenant_id, alert_id, user_id=user_id, via=via) \
+    if acknowledge(store, events, tenant_id, alert_id, user_id=user_id, via=via,
+                   endpoint=endpoint) \
             and not store.tenant(tenant_id).alerts(limit=1, unacked=True):
         events.alarm(tenant_id, 0, "All Clear", f"Acknowledged {_VIA[via]}.", clear=True)
 
@@ -678,20 +680,26 @@ def claim_closed(store, tenant_id: str, now_ms: int) -> list[dict]:
     it)."""
     data = store.tenant(tenant_id)
     out = []
-    for a in data.closed_since_pushed(now_ms - REPUSH_FOR_MIN * MINUTE_MS,
-                                      now_ms / 1000 - CLOSED_WITHIN_MIN * 60):
-        if not data.claim_closed_push(a["id"], now_ms):
-            continue
-        if a["ended_ms"] is not None and a["rule"] == "predicted_low":
-            continue
-        out.append({**public(a), "closed": _how_closed(store, a)})
+    found = data.closed_since_pushed(now_ms - REPUSH_FOR_MIN * MINUTE_MS,
+                                     now_ms / 1000 - CLOSED_WITHIN_MIN * 60)
+    still = [a for a in data.alerts(limit=20, unacked=True)] if found else []
+    for a in found:
+        how = None if a["ended_ms"] is not None and a["rule"] == "predicted_low" else \
+            _how_closed(store, a, still)  # (read before the claim: an error loses nothing)
+        if data.claim_closed_push(a["id"], now_ms) and how is not None:
+            out.append({**public(a), "closed": how, "acked_endpoint": a["acked_endpoint"]})
     return out
 
 
-def _how_closed(store, alert: dict) -> str:
+def _how_closed(store, alert: dict, still: list[dict]) -> str:
     from nightlink.cloud.store import NotFoundError
 
     if alert["ended_ms"] is not None:
+        # an urgent low over while a low holds (raised in the same check): not "over"
+        kin = alert["rule"].rsplit("_", 1)[-1]
+        if alert["level"] == URGENT and any(a["rule"].rsplit("_", 1)[-1] == kin
+                                            for a in still):
+            return "No longer urgent."
         return "Over."
     if alert["acked_by"] is None:  # a Nightscout client's socket.io acknowledgement
         return "Acknowledged from a Nightscout app."

@@ -265,6 +265,7 @@ class PushSender:
         self.timeout_s = timeout_s
         self.tasks: set[asyncio.Task] = set()
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._posting: dict[tuple[str, int], int] = {}  # (tenant, alert): requests under way
         self.sent = 0
         self.failed = 0
 
@@ -280,8 +281,9 @@ class PushSender:
 
     def closed(self, tenant_id: str, alerts: list[dict]) -> None:
         """Queue the news that pushed alerts closed (alerts.claim_closed), to every
-        recipient but the member who acknowledged it: their phone took the notification off
-        itself, or their app will."""
+        recipient but the browser it was acknowledged on (`acked_endpoint`, when it said),
+        which took its notification off itself. A delivery of the alert itself still trying
+        gives up, and one under way is let finish first, so the news comes last."""
         if alerts:
             self._spawn(self._tenant(tenant_id, alerts, closed=True))
 
@@ -296,7 +298,7 @@ class PushSender:
             for sub in subs:
                 if not closed:
                     body = message(tenant_id, name, alert, sub["unit"], sub["ack"])
-                elif sub["user_id"] != alert.get("acked_by"):
+                elif sub["endpoint"] != alert.get("acked_endpoint"):
                     body = closed_message(tenant_id, name, alert, sub["unit"])
                 else:
                     continue
@@ -342,12 +344,25 @@ class PushSender:
         slots = slots or asyncio.Semaphore(1)
         ttl = CLOSED_TTL_S if closed else TTL_S.get(alert["level"], TTL_S["warning"])
         urgency = "high" if alert["level"] == "urgent" and not closed else "normal"
+        key = (sub["tenant_id"], alert["id"])
         give_up = time.monotonic() + ttl
         wait = self.first_wait_s
         for attempt in range(1, self.tries + 1):
+            if closed:
+                await self._posted(key)  # the alert's own request first, the news after it
+            elif await asyncio.to_thread(self._is_closed, key):
+                return False  # closed meanwhile: its news goes instead, not the alarm
             left = math.ceil(give_up - time.monotonic())  # a retry asks for what is left
             async with slots:
-                error, again_s = await self._post(sub, body, alert, max(left, 1), urgency)
+                if not closed:
+                    self._posting[key] = self._posting.get(key, 0) + 1
+                try:
+                    error, again_s = await self._post(sub, body, alert, max(left, 1), urgency)
+                finally:
+                    if not closed:
+                        self._posting[key] -= 1
+                        if not self._posting[key]:
+                            del self._posting[key]
             if error is None:
                 self.sent += 1
                 metrics.PUSHES.labels("delivered").inc()
@@ -376,6 +391,17 @@ class PushSender:
         self.failed += 1
         metrics.PUSHES.labels("failed").inc()
         return False
+
+    def _is_closed(self, key: tuple[str, int]) -> bool:
+        """Whether the alert has closed (acknowledged by anyone, in any process, or over)."""
+        row = self.store.tenant(key[0]).alert(key[1])
+        return row is not None and row["acked_at"] is not None
+
+    async def _posted(self, key: tuple[str, int]) -> None:
+        """Once no request pushing the alert itself is under way (at most one timeout)."""
+        stop = time.monotonic() + self.timeout_s
+        while self._posting.get(key) and time.monotonic() < stop:
+            await asyncio.sleep(0.02)
 
     async def _post(self, sub: dict, body: bytes, alert: dict, ttl: int,
                     urgency: str) -> tuple[str | None, float | None]:

@@ -14,6 +14,7 @@ careportal uses.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -193,14 +194,27 @@ def _forecast(access: TenantAccess, entries: list[dict], now_ms: int) -> dict | 
 
 
 @router.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])
-def ack(tenant: str, alert_id: RowId, request: Request, user: ApiUser, store: StoreDep) -> dict:
-    """Acknowledge an alert (patients and caregivers); twice changes nothing."""
+async def ack(tenant: str, alert_id: RowId, request: Request, user: ApiUser,
+              store: StoreDep) -> dict:
+    """Acknowledge an alert (patients and caregivers); twice changes nothing. The body may
+    name the browser's push endpoint ({"endpoint": …}): that browser took its notification
+    off itself and is not told that the alert closed (cloud/push.py)."""
     access = _member(store, user, tenant)
     require_actor(store, access, "acknowledge its alerts")
+    body = await json_object(request) if await request.body() else {}
+    endpoint = body.get("endpoint")
+    if not isinstance(endpoint, str) or len(endpoint) > push.MAX_ENDPOINT:
+        endpoint = None  # not a browser's: acknowledged all the same
+    return await asyncio.to_thread(_ack, store, request.app.state.events, access, tenant,
+                                   alert_id, user["id"], endpoint)
+
+
+def _ack(store, events, access, tenant: str, alert_id: int, user_id: int,
+         endpoint: str | None) -> dict:
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
-    alert_rules.acknowledge_one(store, request.app.state.events, tenant, alert_id,
-                                user_id=user["id"], via="app")
+    alert_rules.acknowledge_one(store, events, tenant, alert_id, user_id=user_id, via="app",
+                                endpoint=endpoint)
     return alert_rules.public(access.data.alert(alert_id))
 
 

@@ -386,6 +386,9 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # when (Unix ms) the news that the pushed alert closed (acknowledged, or ended on its
         # own) went to the locked phones; claimed as pushed_ms is
         "ALTER TABLE alerts ADD COLUMN closed_pushed_ms {BIGINT}",
+        # the push endpoint of the browser it was acknowledged on, if it said: that one took
+        # its notification off itself and is not told
+        "ALTER TABLE alerts ADD COLUMN acked_endpoint TEXT",
     ]),
 ]
 

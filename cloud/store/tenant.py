@@ -419,10 +419,13 @@ class TenantStore:
             row["detail"] = from_json(row["detail"])
         return row
 
-    def ack_alert(self, alert_id: int, user_id: int) -> bool:
+    def ack_alert(self, alert_id: int, user_id: int, endpoint: str | None = None) -> bool:
+        """Close an open alert as acknowledged by `user_id` (None: a Nightscout client),
+        on the browser whose push `endpoint` is given, if it said."""
         acked = bool(self.db.execute(
-            "UPDATE alerts SET acked_by = ?, acked_at = ? WHERE tenant_id = ? AND id = ? "
-            "AND acked_at IS NULL", (user_id, time.time(), self.tenant_id, alert_id)))
+            "UPDATE alerts SET acked_by = ?, acked_at = ?, acked_endpoint = ? WHERE "
+            "tenant_id = ? AND id = ? AND acked_at IS NULL",
+            (user_id, time.time(), endpoint, self.tenant_id, alert_id)))
         if acked:
             changes.announce(self.db, self.tenant_id)
         return acked
@@ -444,9 +447,12 @@ class TenantStore:
         ended on their own) after `closed_after_s` (Unix s) and whose close no one has pushed
         yet."""
         rows = self.db.query(
-            "SELECT * FROM alerts WHERE tenant_id = ? AND pushed_ms > ? AND acked_at > ? "
-            "AND closed_pushed_ms IS NULL ORDER BY id LIMIT 20",
-            (self.tenant_id, int(pushed_after_ms), float(closed_after_s)))
+            "SELECT * FROM alerts WHERE tenant_id = ? AND at_ms > ? AND pushed_ms > ? "
+            "AND acked_at > ? AND closed_pushed_ms IS NULL ORDER BY id LIMIT 20",
+            # (repeats end 4 hours after an alert opens: one pushed in the last 4 hours
+            # opened in the last 8, which the (tenant_id, at_ms) index finds)
+            (self.tenant_id, int(pushed_after_ms) - 4 * 3_600_000, int(pushed_after_ms),
+             float(closed_after_s)))
         for r in rows:
             r["detail"] = from_json(r["detail"])
         return rows

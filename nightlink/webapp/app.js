@@ -698,9 +698,10 @@ function soundAlerts(waiting) {
 // An alert closed (acknowledged here or elsewhere, or over): its notification on this
 // phone goes, whether the page or a push showed it (the worker holds both).
 function closeNotifications(id) {
-  if (!navigator.serviceWorker || !navigator.serviceWorker.controller) return;
-  navigator.serviceWorker.ready
-    .then((reg) => reg.getNotifications({tag: `nightlink-${state.tenant}-${id}`}))
+  if (!navigator.serviceWorker) return;  // (the bedside node over plain http has none)
+  Promise.race([navigator.serviceWorker.ready,
+                new Promise((done) => setTimeout(() => done(null), 3000))])
+    .then((reg) => reg ? reg.getNotifications({tag: `nightlink-${state.tenant}-${id}`}) : [])
     .then((shown) => shown.forEach((n) => n.close()))
     .catch(() => {});
 }
@@ -868,10 +869,14 @@ function renderPending() {
   soundAlerts(acks);  // an urgent alert acknowledged here, even unsent, rings no more
 }
 
-function acknowledge(alert) {
-  // `alert`: which one to take off the list once sent.
+async function acknowledge(alert) {
+  // `alert`: which one to take off the list once sent. This browser's push endpoint goes
+  // with it: the cloud then tells the family's other phones, not this one, that it closed.
+  const sub = CONFIG.tier === "edge" ? null : await Promise.race([
+    pushSubscription().catch(() => null), new Promise((done) => setTimeout(() => done(null), 1000))]);
   return enqueue("ack", `/app/api/${encodeURIComponent(state.tenant)}/alerts/${alert.id}/ack`,
-                 {}, `Acknowledge: ${alertText(alert)}`, {alert: String(alert.id)});
+                 sub ? {endpoint: sub.endpoint} : {}, `Acknowledge: ${alertText(alert)}`,
+                 {alert: String(alert.id)});
 }
 
 function careFields() {

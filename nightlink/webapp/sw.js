@@ -111,8 +111,12 @@ self.addEventListener("notificationclick", (event) => {
   if (event.action === "ack" && data.ack) {
     const stop = new AbortController();
     const timer = setTimeout(() => stop.abort(), ACK_WAIT_MS);
-    event.waitUntil(fetch(data.ack, {method: "POST", credentials: "same-origin",
-                                     headers: {Accept: "application/json"}, signal: stop.signal})
+    // with this browser's push endpoint: the cloud tells the other phones, not this one
+    event.waitUntil(self.registration.pushManager.getSubscription().catch(() => null)
+      .then((sub) => fetch(data.ack, {
+        method: "POST", credentials: "same-origin", signal: stop.signal,
+        headers: {Accept: "application/json", "Content-Type": "application/json"},
+        body: JSON.stringify(sub ? {endpoint: sub.endpoint} : {})}))
       .then((r) => {
         if (!r.ok) throw new Error(String(r.status));
         event.notification.close();

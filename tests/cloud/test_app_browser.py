@@ -598,7 +598,7 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
     comes to the service worker as an encrypted push and shows as the page's own
     notification; the app says how the last delivery went, and subscribes again under a new
     key; sound off and signing out end the subscription."""
-    from nightlink.cloud import alerts, push
+    from nightlink.cloud import push
     from tests.cloud.test_push import Browser, PushService
 
     phone, service = Browser(), PushService()
@@ -720,12 +720,16 @@ def test_app_alerts_reach_a_locked_phone_through_its_push_service(tmp_path):
                                                    {**other, "closed": "Over."})))
             until(lambda: shown(tag) == [[f"Over. Was: {other['message']}", True, False, 0]],
                   10, "the alert's notification replaced by the news that it is over")
-            # shown again, and acknowledged by the patient elsewhere: the open page, told by
-            # its live feed, takes the notification off this phone itself
+            # shown again, and acknowledged with the app's button: the alert names this
+            # browser's push endpoint (so its news goes to the family's other phones only),
+            # and the page, told by its live feed, takes the notification off this phone
             deliver(json.loads(push.message("fam-1", "Ann Example", other, ack=True)))
             until(lambda: len(shown(tag)) == 1 and shown(tag)[0][3] == 1, 10, "shown again")
-            alerts.acknowledge(store, app.state.events, "fam-1", other["id"],
-                               user_id=store.user_by_email("pat@example.org")["id"], via="app")
+            page.eval(f"document.querySelector('#alerts li[data-alert=\"{other['id']}\"] "
+                      "button').click()")
+            until(lambda: store.tenant("fam-1").alert(other["id"])["acked_at"] is not None, 10,
+                  "the alert acknowledged in the app")
+            assert store.tenant("fam-1").alert(other["id"])["acked_endpoint"] == endpoint
             until(lambda: shown(tag) == [], 10, "the notification gone, closed by the page")
             # opened again: the app says the last alert reached the push service
             page.load(f"{url}/app/fam-1")

@@ -645,18 +645,20 @@ def _run_worker(worker, sender, tenant="fam-1"):
 
 
 def test_closed__the_phones_it_rang_on_hear_who_acknowledged_it(cloud, family, service):
-    """An urgent low pushed to the patient's and the caregiver's phones; the caregiver
-    acknowledges it in the app: the patient's phone gets the quiet news (who, and what it
-    was), replacing the alert at the push service too (same Topic); the caregiver's own phone
-    nothing more. Once only, however often the worker looks."""
+    """An urgent low pushed to the patient's phone and the caregiver's phone and laptop; the
+    caregiver acknowledges it on the laptop: the patient's phone and the caregiver's own phone
+    get the quiet news (who, and what it was), replacing the alert at the push service too
+    (same Topic); the laptop, which said it was the one, nothing more. Once only, however
+    often the worker looks."""
     store = cloud.store
     store.db.execute("UPDATE users SET name = ? WHERE id = ?",
                      ("Sam  Carer", family["caregiver"]["id"]))
     phones = {}
-    for role in ("patient", "caregiver"):
-        phones[role] = Browser()
-        store.add_push("fam-1", family[role]["id"], f"{service.url}/{role}",
-                       phones[role].p256dh, phones[role].auth)
+    for name, role in (("patient", "patient"), ("caregiver", "caregiver"),
+                       ("laptop", "caregiver")):
+        phones[name] = Browser()
+        store.add_push("fam-1", family[role]["id"], f"{service.url}/{name}",
+                       phones[name].p256dh, phones[name].auth)
     store.set_units(family["patient"]["id"], "mmol/L")
     now = int(time.time() * 1000)
     store.tenant("fam-1").add_entries([{"type": "sgv", "date": now - (2 - k) * 300_000,
@@ -667,15 +669,19 @@ def test_closed__the_phones_it_rang_on_hear_who_acknowledged_it(cloud, family, s
     worker = alerts.AlertWorker(store, hub, pusher=sender)
     _run_worker(worker, sender)
     [raised] = store.tenant("fam-1").alerts()
-    assert sorted(p for p, _h, _b in service.received) == ["/caregiver", "/patient"]
+    assert sorted(p for p, _h, _b in service.received) == ["/caregiver", "/laptop", "/patient"]
     service.received.clear()
     _run_worker(worker, sender)
     assert service.received == []  # open: nothing to say
     alerts.acknowledge_one(store, hub, "fam-1", raised["id"],
-                           user_id=family["caregiver"]["id"], via="app")
+                           user_id=family["caregiver"]["id"], via="app",
+                           endpoint=f"{service.url}/laptop")
     _run_worker(worker, sender)
-    [(path, headers, body)] = service.received
-    assert path == "/patient"
+    got = {path: (headers, body) for path, headers, body in service.received}
+    assert sorted(got) == ["/caregiver", "/patient"]
+    assert phones["caregiver"].read(got["/caregiver"][1])["body"].startswith(
+        "Acknowledged by Sam Carer. Was: Urgent low: 48 mg/dL")
+    headers, body = got["/patient"]
     assert phones["patient"].read(body) == {
         "title": "Family one", "body": "Acknowledged by Sam Carer. Was: Urgent low: 2.7 mmol/L "
         "(below 3.0).", "tag": f"nightlink-fam-1-{raised['id']}", "closed": True,
@@ -714,3 +720,89 @@ def test_closed__over_on_its_own_or_from_a_nightscout_app(cloud_any):
     assert alerts.claim_closed(store, "fam-1", now) == []  # another process: none
     assert data.alert(made["predicted"])["closed_pushed_ms"] == now  # looked at once only
     assert data.alert(made["old"])["closed_pushed_ms"] is None
+
+
+def test_closed__the_alert_s_own_retry_never_comes_after_its_news(cloud, family, service):
+    """The alert's first push to the patient's phone meets a busy push service (503, try
+    again in 1 s); meanwhile the caregiver acknowledges it. The news goes out, and the alert's
+    retry gives up rather than ring after it (at a push service holding both for a phone off
+    line, the later one would replace the news: same Topic)."""
+    store = cloud.store
+    phone = Browser()
+    store.add_push("fam-1", family["patient"]["id"], f"{service.url}/patient", phone.p256dh,
+                   phone.auth)
+    now = int(time.time() * 1000)
+    store.tenant("fam-1").add_entries([{"type": "sgv", "date": now - (2 - k) * 300_000,
+                                        "sgv": v, "direction": "Flat"}
+                                       for k, v in enumerate((120, 80, 48))])
+    service.plans = {"/patient": [(503, {"Retry-After": "1"})]}
+    sender = _sender(store)
+    hub = Hub()
+    worker = alerts.AlertWorker(store, hub, pusher=sender)
+
+    async def run():
+        await worker._check(["fam-1"])
+        while len(service.received) < 1:  # the first try refused; the retry waits 1 s
+            await asyncio.sleep(0.02)
+        [raised] = store.tenant("fam-1").alerts()
+        alerts.acknowledge_one(store, hub, "fam-1", raised["id"],
+                               user_id=family["caregiver"]["id"], via="app")
+        await worker._check(["fam-1"])
+        while sender.tasks:
+            await asyncio.gather(*list(sender.tasks), return_exceptions=True)
+        await sender.close()
+
+    asyncio.run(run())
+    seen = [phone.read(b) for _p, _h, b in service.received]
+    assert [bool(m.get("closed")) for m in seen] == [False, True]
+    assert seen[1]["body"].startswith("Acknowledged by a member. Was: Urgent low")
+
+
+def test_closed__an_urgent_low_that_became_a_low_is_no_longer_urgent(cloud, family):
+    """An urgent low (48) pushed; glucose then sits at 60: the urgent low's episode ends and
+    a low is raised in the same check. Its news says "No longer urgent.", not "Over.", while
+    the low rings."""
+    store = cloud.store
+    data = store.tenant("fam-1")
+    now = int(time.time() * 1000)
+    minute = 60_000
+
+    def reading(at, sgv):
+        data.add_entries([{"type": "sgv", "date": at, "sgv": sgv, "direction": "Flat"}])
+
+    reading(now - 30 * minute, 120)
+    reading(now - 25 * minute, 48)
+    raised = alerts.check_tenant(store, "fam-1", now - 25 * minute + 1000)
+    assert [a["rule"] for a in raised] == ["urgent_low"]
+    alerts.claim_new(store, "fam-1", raised, now - 25 * minute + 1000)
+    for k in range(5):
+        reading(now - (20 - 5 * k) * minute, 60)
+    assert [a["rule"] for a in alerts.check_tenant(store, "fam-1", now + 1000)] == ["low"]
+    [closed] = alerts.claim_closed(store, "fam-1", now + 1000)
+    assert (closed["rule"], closed["closed"]) == ("urgent_low", "No longer urgent.")
+
+
+def test_routes__an_acknowledgement_may_name_the_browser_it_came_from(cloud):
+    """The app's and the notification's Acknowledge send this browser's push endpoint, kept
+    on the alert (that browser is not told); without a body, or with another field, the same
+    acknowledgement; a body that is not a JSON object, 422 and nothing acknowledged."""
+    c = cloud
+    user = c.user("pat@x.org", tenant="fam-1", role="patient")
+    data = c.store.tenant("fam-1")
+    ids = [data.add_alert("low", "warning", 1_768_500_000_000 + k, "Low: 65 mg/dL.",
+                          threshold=70) for k in range(4)]
+    _sign_in(c, "pat@x.org")
+    url = "/app/api/fam-1/alerts/{}/ack"
+    endpoint = "https://fcm.googleapis.com/fcm/send/abc"
+    r = c.client.post(url.format(ids[0]), headers=SAME, json={"endpoint": endpoint})
+    assert r.status_code == 200, r.text
+    r = c.client.post(url.format(ids[1]), headers=SAME)
+    assert r.status_code == 200, r.text
+    r = c.client.post(url.format(ids[2]), headers=SAME, json={"endpoint": 7, "x": 1})
+    assert r.status_code == 200, r.text
+    r = c.client.post(url.format(ids[3]), headers={**SAME, "Content-Type":
+                                                   "application/json"}, content=b"[1]")
+    assert r.status_code == 422 and "JSON object" in r.json()["detail"]
+    got = [data.alert(i) for i in ids]
+    assert [a["acked_endpoint"] for a in got] == [endpoint, None, None, None]
+    assert [a["acked_by"] for a in got] == [user["id"]] * 3 + [None]
