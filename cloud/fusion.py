@@ -1,7 +1,9 @@
 """Fusion: one night of every modality on the 30-second epoch grid, and what it shows.
 
 A night is the local date of its evening and runs from local noon to the next local noon in
-the patient's time zone (as shared.epoch.night_of does for UTC offsets). Its recording is the
+the patient's time zone (as shared.epoch.night_of does for UTC offsets); for a person who
+sleeps by day (their bedside node's sleep schedule holds noon) it runs from another time of
+day, the `boundary` (shared.epoch.night_boundary), and is named by the date it begins on. Its recording is the
 span of epochs holding wearable, audio or classifier rows; room sensors and the CGM run all
 day and do not make a recording. Sleep staging comes from the classifier outputs (stream 5,
 `inference`) where they exist; a night without any falls back to what the raw features
@@ -27,7 +29,7 @@ from nightlink.cloud import glycemia
 from nightlink.cloud.store import TenantStore
 from nightlink.shared import features
 from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity, unusable_audio
-from nightlink.shared.epoch import EPOCH_S
+from nightlink.shared.epoch import EPOCH_S, NOON_MIN
 from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
 FUSION_VERSION = 5  # bump when a definition changes: cached nights are then recomputed
@@ -71,26 +73,44 @@ def check_night_date(value: str) -> date:
     return d
 
 
-def night_window(night: str, tz: ZoneInfo) -> tuple[int, int]:
+def night_window(night: str, tz: ZoneInfo, boundary: int = NOON_MIN) -> tuple[int, int]:
     """[first, end) epoch indexes of a night: local noon of its evening to the next local
-    noon (23, 24 or 25 hours across a daylight-saving change)."""
+    noon (23, 24 or 25 hours across a daylight-saving change); from and to `boundary`
+    (minutes of the local day) for a day sleeper."""
     d = date.fromisoformat(night)
-    start = datetime.combine(d, time(12), tz).timestamp()
-    end = datetime.combine(d + timedelta(days=1), time(12), tz).timestamp()
+    at = time(boundary // 60, boundary % 60)
+    start = datetime.combine(d, at, tz).timestamp()
+    end = datetime.combine(d + timedelta(days=1), at, tz).timestamp()
     return int(start // EPOCH_S), int(end // EPOCH_S)
 
 
-def night_of(unix_s: float, tz: ZoneInfo) -> str:
-    """The night (local date of its evening) a moment belongs to."""
-    local = datetime.fromtimestamp(unix_s, tz) - timedelta(hours=12)
+def night_of(unix_s: float, tz: ZoneInfo, boundary: int = NOON_MIN) -> str:
+    """The night (local date of its evening, or the date a day sleeper's begins on) a moment
+    belongs to."""
+    local = datetime.fromtimestamp(unix_s, tz) - timedelta(minutes=boundary)
     return local.strftime("%Y-%m-%d")
 
 
-def stamp(data: TenantStore, night: str, tz: ZoneInfo) -> str:
+def ended_night(unix_s: float, tz: ZoneInfo, boundary: int = NOON_MIN) -> str:
+    """"Last night" at a moment: the night it belonged to 12 hours before (at noon or in the
+    evening, the night that ended that morning; for a day sleeper after their wake time, the
+    day's sleep)."""
+    local = datetime.fromtimestamp(unix_s, tz) - timedelta(minutes=12 * 60 + boundary)
+    return local.strftime("%Y-%m-%d")
+
+
+def night_ending_on(day: str, boundary: int = NOON_MIN) -> str:
+    """The night whose sleep ends on local date `day` (the night before, unless the nights
+    begin before noon: a day sleeper's night is named by the day of its sleep)."""
+    return (date.fromisoformat(day) - timedelta(days=1 if boundary >= NOON_MIN else 0)).isoformat()
+
+
+def stamp(data: TenantStore, night: str, tz: ZoneInfo, boundary: int = NOON_MIN) -> str:
     """What the night's fusion depends on: rows and readings in its window (how many, when
-    the last arrived), the time zone and the fusion version. Late data changes it."""
-    a, b = night_window(night, tz)
-    parts = [f"v{FUSION_VERSION}", tz.key]
+    the last arrived), the time zone (and a day sleeper's boundary) and the fusion version.
+    Late data changes it."""
+    a, b = night_window(night, tz, boundary)
+    parts = [f"v{FUSION_VERSION}", tz.key if boundary == NOON_MIN else f"{tz.key}@{boundary}"]
     for s in ALL_STREAMS:
         n, last = data.row_activity(s, a, b)
         parts.append(f"{n}@{last:.6f}")
@@ -117,8 +137,9 @@ class NightData:
     edge: dict | None = None  # the summary an edge node reported for the night, if any
 
 
-def load_night(data: TenantStore, night: str, tz: ZoneInfo) -> NightData:
-    a, b = night_window(night, tz)
+def load_night(data: TenantStore, night: str, tz: ZoneInfo,
+               boundary: int = NOON_MIN) -> NightData:
+    a, b = night_window(night, tz, boundary)
     nd = NightData(night, tz, a, b)
     # Two homes (an edge at each parent's): the devices that recorded the person tonight go
     # first, so the empty home's room does not become the person's sleep and breathing.
@@ -273,7 +294,9 @@ def _sleep_span(sleep: dict, nd: NightData) -> tuple[int, int, str]:
     when sleep was detected, else the consensus night 00:00-06:00 local."""
     if sleep.get("onset_ms") is not None:
         return sleep["onset_ms"], sleep["final_wake_ms"], "sleep"
-    d = date.fromisoformat(nd.night) + timedelta(days=1)
+    # the first local midnight from the night's start (a day sleeper's night may begin at it)
+    first = datetime.fromtimestamp(nd.first * EPOCH_S, nd.tz)
+    d = first.date() + timedelta(days=0 if (first.hour, first.minute) == (0, 0) else 1)
     a = datetime.combine(d, time(0), nd.tz).timestamp()
     b = datetime.combine(d, time(6), nd.tz).timestamp()
     return int(a * 1000), int(b * 1000), "00:00-06:00"

@@ -24,7 +24,7 @@ import numpy as np
 from nightlink.cloud import fusion, glycemia
 from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
-from nightlink.cloud.reports.summary import PREDICTORS, latest_day, night_row
+from nightlink.cloud.reports.summary import PREDICTORS, newest_time, night_row
 from nightlink.cloud.store import TenantStore
 from nightlink.shared import units
 
@@ -87,7 +87,7 @@ def night_rows(data: TenantStore, ps: PatientSettings, end_night: str, nights: i
     treatments = data.treatments(lo, hi)
     rows = []
     for day in days:
-        doc = fused_night(data, day.isoformat(), ps.tz)
+        doc = fused_night(data, day.isoformat(), ps.tz, ps.boundary)
         row = night_row(doc) if doc["has_data"] else {"night": day.isoformat(),
                                                         "has_data": False}
         row["evening_carbs_g"] = _carbs(treatments, _local_ms(day, EVENING[0], ps),
@@ -335,12 +335,12 @@ def insights(data: TenantStore, ps: PatientSettings, end_night: str | None = Non
              nights: int = 30) -> dict:
     """Associations, unusual nights and glucose patterns over `nights` nights ending with
     end_night (default: last night)."""
-    end_night = end_night or (date.fromisoformat(latest_day(data, ps))
-                              - timedelta(days=1)).isoformat()
+    end_night = end_night or fusion.ended_night(newest_time(data), ps.tz, ps.boundary)
     rows = night_rows(data, ps, end_night, nights)
     first = date.fromisoformat(rows[0]["night"])
-    hi = _local_ms(date.fromisoformat(end_night) + timedelta(days=1), dtime(12), ps)
-    lo = max(_local_ms(first, dtime(12), ps), hi - MAX_DAYS_PATTERNS * 86_400_000)
+    at = dtime(ps.boundary // 60, ps.boundary % 60)  # noon, unless a day sleeper's
+    hi = _local_ms(date.fromisoformat(end_night) + timedelta(days=1), at, ps)
+    lo = max(_local_ms(first, at, ps), hi - MAX_DAYS_PATTERNS * 86_400_000)
     return {"start_night": rows[0]["night"], "end_night": end_night, "tz": ps.tz.key,
             "nights_with_data": sum(1 for r in rows if r.get("has_data")),
             "associations": associations(rows), "unusual_nights": unusual_nights(rows),

@@ -15,8 +15,9 @@ from __future__ import annotations
 import statistics
 from datetime import date, datetime, timedelta
 
+from nightlink.cloud import fusion
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
-from nightlink.cloud.reports.summary import latest_day, nest_lows, night_row
+from nightlink.cloud.reports.summary import nest_lows, newest_time, night_row
 from nightlink.cloud.store import TenantStore
 
 TREND_WINDOWS = (7, 30)
@@ -71,20 +72,18 @@ def sleep_score(row: dict) -> dict | None:
             "scaled_from": possible}
 
 
-def _night_before(day: str) -> str:
-    return (date.fromisoformat(day) - timedelta(days=1)).isoformat()
-
-
 def last_night(data: TenantStore, ps: PatientSettings) -> str:
-    """The night that ended on the day of the newest reading (its evening's date)."""
-    return _night_before(latest_day(data, ps))
+    """The night that ended last at the newest reading (of now without any): the night before
+    the day of that reading, or a day sleeper's sleep of that day once its wake time is some
+    hours past (fusion.ended_night)."""
+    return fusion.ended_night(newest_time(data), ps.tz, ps.boundary)
 
 
 def recent_rows(data: TenantStore, ps: PatientSettings, night: str, n: int) -> list[dict]:
     """night_row() of the n nights up to and including `night` that hold data, newest first."""
     rows, day = [], date.fromisoformat(night)
     for i in range(n):
-        doc = fused_night(data, (day - timedelta(days=i)).isoformat(), ps.tz)
+        doc = fused_night(data, (day - timedelta(days=i)).isoformat(), ps.tz, ps.boundary)
         if doc["has_data"]:
             row = night_row(doc)
             row["score"] = (sleep_score(row) or {}).get("value")
@@ -181,7 +180,7 @@ def _flag(key: str, title: str, evidence: str, nights: list[dict]) -> dict:
 def card(data: TenantStore, ps: PatientSettings, night: str | None = None) -> dict:
     """The morning card of `night` (default: last night); `has_data` False when it has none."""
     night = night or last_night(data, ps)
-    doc = fused_night(data, night, ps.tz)
+    doc = fused_night(data, night, ps.tz, ps.boundary)
     rows = recent_rows(data, ps, night, max(TREND_WINDOWS))
     this = rows[0] if rows and rows[0]["night"] == night else None
     out: dict = {"night": night, "tz": ps.tz.key, "has_data": doc["has_data"]}

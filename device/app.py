@@ -20,8 +20,10 @@ _MINUTE_MS = const(60000)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
 _OVERRIDE_MS = const(120000)  # a screen picked with the button stays this long
 _MORNING_END_MIN = const(11 * 60)
+_MORNING_LATE_MIN = const(4 * 60 + 30)  # the morning screen after quiet hours ending at 11:00+
+_LAST_NIGHT_S = const(14 * 3600)  # a night that ended this long ago is still "last night"
 _FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
-_SUMMARY_INTS = ("sleep_min", "efficiency_pct", "lows", "low_min", "tir_pct")
+_SUMMARY_INTS = ("sleep_min", "efficiency_pct", "lows", "low_min", "tir_pct", "end_t")
 
 
 def _int_or_none(v):
@@ -412,7 +414,11 @@ class Clock:
             return "status"
         q = self.alarms.quiet
         morning_start = q[1] if q is not None else 6 * 60 + 30
-        if self.summary and morning_start <= lm < _MORNING_END_MIN and self._last_night(now_ms):
+        # until 11:00, or, for quiet hours ending later (a day sleeper's), 4.5 hours
+        span = _MORNING_END_MIN - morning_start
+        if span <= 0:
+            span = _MORNING_LATE_MIN
+        if self.summary and (lm - morning_start) % 1440 < span and self._last_night(now_ms):
             return "morning"
         return "night"
 
@@ -423,6 +429,9 @@ class Clock:
         if not _time_set(now_ms) or night is None:
             return False
         s = now_ms // 1000
+        end = self.summary.get("end_t")
+        if end is not None:  # the edge says when it ended: a day sleeper's too
+            return 0 <= s - end < _LAST_NIGHT_S
         return night == epoch.night_of(s, self.tz.offset(s))
 
     def _heard(self, now_ms):

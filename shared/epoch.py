@@ -55,13 +55,29 @@ def iso_epoch(index):
     return iso(epoch_start(index))
 
 
-def night_of(unix_s, utc_offset_s=0):
+NOON_MIN = 720  # where one night ends and the next begins, for those who sleep at night
+MAX_SLEEP_MIN = 16 * 60  # the longest sleep schedule a boundary can be put around
+
+
+def night_of(unix_s, utc_offset_s=0, boundary_min=NOON_MIN):
     """The night a moment belongs to, as the local date of its evening ("2026-01-15").
 
     Nights run from local noon to the next local noon, so 23:00 and 03:00 share a night.
+    `boundary_min` (minutes of the local day, `night_boundary`) moves that boundary for a
+    person who sleeps by day; a night is always named by the local date it begins on.
     """
-    t = gmtime(int(unix_s) + utc_offset_s - 12 * 3600)
+    t = gmtime(int(unix_s) + utc_offset_s - boundary_min * 60)
     return "%04d-%02d-%02d" % (t[0], t[1], t[2])
+
+
+def night_boundary(bed_min, wake_min):
+    """Where a person's nights begin and end (minutes of the local day) for a sleep schedule
+    from `bed_min` to `wake_min`: noon, unless the schedule holds noon (a night-shift worker's
+    08:00 to 16:00); then the middle of the waking hours, on the hour (00:00 there)."""
+    sleep = (wake_min - bed_min) % 1440
+    if (NOON_MIN - bed_min) % 1440 >= sleep:  # noon is not in [bed, wake)
+        return NOON_MIN
+    return (wake_min + (1440 - sleep) // 2) % 1440 // 60 * 60
 
 
 def zone_file(name):

@@ -44,11 +44,15 @@ OUTCOMES = (  # all in mg/dL; shown in the reader's units
 FDR_Q = 0.05  # rows with a Benjamini-Hochberg q below this are marked
 
 
+def newest_time(data: TenantStore) -> float:
+    """Unix seconds of the newest reading (of now without any)."""
+    t = data.docs.newest_time("entries", "sgv")
+    return t / 1000 if t else datetime.now().timestamp()
+
+
 def latest_day(data: TenantStore, ps: PatientSettings) -> str:
     """The local date of the newest reading (or of now without any)."""
-    t = data.docs.newest_time("entries", "sgv")
-    when = datetime.fromtimestamp(t / 1000, ps.tz) if t else datetime.now(ps.tz)
-    return when.strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(newest_time(data), ps.tz).strftime("%Y-%m-%d")
 
 
 def period(end_day: str, days: int, tz) -> tuple[int, int, list[str]]:
@@ -263,9 +267,9 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     rep["daily"] = [{"day": d, "readings": [[t, g] for t, g in by_day.get(d, [])]}
                     for d in day_list]
     nights = []
-    for d in day_list:  # each night whose morning falls in the period
-        night = (date.fromisoformat(d) - timedelta(days=1)).isoformat()
-        doc = fused_night(data, night, ps.tz)
+    for d in day_list:  # each night whose morning (a day sleeper's wake) falls in the period
+        night = fusion.night_ending_on(d, ps.boundary)
+        doc = fused_night(data, night, ps.tz, ps.boundary)
         if not doc["has_data"]:
             continue
         nights.append((doc, night_row(doc)))
@@ -279,7 +283,7 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     if with_insights:  # the nights whose morning falls in the period, as listed above
         from nightlink.cloud import insights  # it builds on this module
 
-        last_night = (date.fromisoformat(end_day) - timedelta(days=1)).isoformat()
+        last_night = fusion.night_ending_on(end_day, ps.boundary)
         rep["insights"] = insights.insights(data, ps, last_night, days)
     rep["alarm_policy"] = data.alarm_policy()  # the clocks' predicted-low policy, if reported
     rep["alert_policy"] = alert_policy(data, rep["alarm_policy"])

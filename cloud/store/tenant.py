@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 
@@ -358,6 +359,23 @@ class TenantStore:
             if isinstance(name, str) and 0 < len(name) <= 64 and name not in out:
                 out.append(name)
         return out
+
+    def reported_schedule(self) -> str | None:
+        """The sleep schedule ("08:00-16:00", bedtime to wake) in the newest status report of
+        the tenant's bedside nodes that carries one (`night_schedule`), revoked devices left
+        out; None without one, or when it is not two HH:MM times."""
+        for row in self.db.query(
+                "SELECT s.doc FROM device_status s LEFT JOIN devices d ON d.id = s.device "
+                "AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? AND d.revoked_at IS NULL "
+                "ORDER BY s.updated_at DESC", (self.tenant_id,)):
+            doc = from_json(row["doc"])
+            text = doc.get("night_schedule") if isinstance(doc, dict) else None
+            if text is None:
+                continue
+            ok = isinstance(text, str) and re.fullmatch(
+                r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", text)
+            return text if ok else None
+        return None
 
     def revoke_device(self, device_id: str) -> bool:
         """Revoke a device's broker account, and the read token a clock was given for its

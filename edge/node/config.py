@@ -17,6 +17,7 @@ from pathlib import Path
 from nightlink.edge.features.glucose_risk import BUDGET_PER_WEEK, MAX_BUDGET_PER_WEEK
 from nightlink.edge.node.zone import MIN_NIGHT_MIN, check_clock_time, check_zone
 from nightlink.shared import codec, topics
+from nightlink.shared.epoch import MAX_SLEEP_MIN
 
 DEFAULT_SECRETS = {"changeme", "change-me", "password", "nightscout", "secret", "token"}
 MIN_SECRET = 12
@@ -75,7 +76,7 @@ class NightConfig:
     recording between these times, and the night is classified once the wake time passes."""
 
     bedtime: str = "22:00"  # 12:00-23:59, or after midnight (00:00 up to the wake time)
-    wake: str = "07:30"  # at most 12:00 (nights run noon to noon)
+    wake: str = "07:30"  # any time: a schedule across noon (day sleepers) moves the nights' boundary
 
 
 @dataclass
@@ -258,13 +259,11 @@ def _check_schedule(night: NightConfig, where: str) -> None:
         except ValueError as exc:
             _fail(where, f"{key}: {exc}.")
     bed, wake = times["bedtime"], times["wake"]
-    if wake > (12, 0):
-        _fail(where, f"wake must be at 12:00 or earlier (nights run from noon to noon), not "
-                     f"{night.wake}.")
-    if bed < (12, 0) and bed >= wake:
-        _fail(where, f"bedtime {night.bedtime} is after the wake time {night.wake}; a bedtime "
-                     "before noon means after midnight, so it must come before waking.")
-    minutes = (wake[0] - bed[0]) * 60 + wake[1] - bed[1] + (24 * 60 if bed >= (12, 0) else 0)
+    minutes = ((wake[0] - bed[0]) * 60 + wake[1] - bed[1]) % (24 * 60)
+    if minutes > MAX_SLEEP_MIN:
+        _fail(where, f"bedtime {night.bedtime} to wake {night.wake} is {minutes // 60} h "
+                     f"{minutes % 60:02d} min; a sleep schedule is at most "
+                     f"{MAX_SLEEP_MIN // 60} hours (is one of the times the wrong way round?).")
     if minutes < MIN_NIGHT_MIN:
         _fail(where, f"bedtime {night.bedtime} to wake {night.wake} is {minutes} min; a "
                      f"night needs at least {MIN_NIGHT_MIN} minutes in bed to be closed and "

@@ -16,7 +16,12 @@ import numpy as np
 
 from nightlink.edge.features.classify import classify_night
 from nightlink.edge.features.night_summary import night_columns, summarize_night
-from nightlink.edge.node.zone import MIN_NIGHT_MIN, night_label, schedule_window
+from nightlink.edge.node.zone import (
+    MIN_NIGHT_MIN,
+    night_label,
+    schedule_boundary,
+    schedule_window,
+)
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import clinical, features
 from nightlink.shared.epoch import EPOCH_S, epoch_start
@@ -103,11 +108,17 @@ class NightCloser:
     def __init__(self, store: EdgeStore, bedtime: str, wake: str, zone: str = "",
                  delay_s: float = 0.0):
         self.store, self.bedtime, self.wake, self.zone = store, bedtime, wake, zone
+        # noon, unless the schedule holds noon (a day sleeper's): where one night ends
+        self.boundary = schedule_boundary(bedtime, wake)
         self.delay_s = delay_s
         self.settled: set[str] = set()  # nights closed, or found without a recording
 
     def window(self, label: str) -> tuple[int, int]:
         return schedule_window(label, self.bedtime, self.wake, self.zone)
+
+    def label(self, t: float) -> str:
+        """The night the moment t (Unix seconds) belongs to."""
+        return night_label(t, self.zone, self.boundary)
 
     def recording(self, epoch: int) -> bool:
         """Whether an epoch lies inside its night's sleep schedule."""
@@ -115,7 +126,7 @@ class NightCloser:
 
     def recording_night(self, t: float) -> str | None:
         """The night whose sleep schedule holds the moment t (Unix seconds), else None."""
-        label = night_label(t, self.zone)
+        label = self.label(t)
         a, b = self.window(label)
         return label if a <= t // EPOCH_S < b else None
 
@@ -125,7 +136,7 @@ class NightCloser:
         the store's retention; those already settled left out."""
         from datetime import date, timedelta
 
-        today = date.fromisoformat(night_label(now_s, self.zone))
+        today = date.fromisoformat(self.label(now_s))
         labels = [(today - timedelta(days=back)).isoformat()
                   for back in range(CATCH_UP_NIGHTS + 1)]
         oldest = (today - timedelta(days=self.store.retention_days)).isoformat()
@@ -167,8 +178,8 @@ class NightCloser:
         from datetime import date, timedelta
 
         out = SpanClosed()
-        day = date.fromisoformat(night_label(first_s - 86400, self.zone))
-        last = date.fromisoformat(night_label(last_s, self.zone))
+        day = date.fromisoformat(self.label(first_s - 86400))
+        last = date.fromisoformat(self.label(last_s))
         while day <= last:
             label = day.isoformat()
             day += timedelta(days=1)
@@ -212,7 +223,7 @@ class NightCloser:
 def partial_summary(store: EdgeStore, closer: NightCloser, last_epoch: int) -> str | None:
     """On stopping inside a night's schedule: summarise what is recorded of it so far (not
     classified: the night closes at its wake time), unless it is already closed."""
-    label = night_label(last_epoch * EPOCH_S, closer.zone)
+    label = closer.label(last_epoch * EPOCH_S)
     a, b = closer.window(label)
     if not a <= last_epoch < b or is_closed(store.night(label)):
         return None

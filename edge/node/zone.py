@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nightlink.shared.epoch import EPOCH_S, night_of, zone_file
+from nightlink.shared.epoch import EPOCH_S, NOON_MIN, night_boundary, night_of, zone_file
 
 MIN_NIGHT_MIN = 60  # a sleep schedule, or a night's recording, shorter than this is no night
 ZONE_META = "timezone"  # the store's record of the node's zone, sent in its status report
@@ -76,9 +76,10 @@ def zone_offsets_min(unix_min, name: str = ""):
                     dtype=np.int64)[where]
 
 
-def night_label(unix_s: float, name: str = "") -> str:
-    """The night `unix_s` belongs to in that zone, as the date of its evening."""
-    return night_of(unix_s, utc_offset_s(unix_s, name))
+def night_label(unix_s: float, name: str = "", boundary_min: int = NOON_MIN) -> str:
+    """The night `unix_s` belongs to in that zone, as the date it begins on (its evening,
+    unless `boundary_min` is a day sleeper's: shared.epoch.night_boundary)."""
+    return night_of(unix_s, utc_offset_s(unix_s, name), boundary_min)
 
 
 def check_clock_time(text: str) -> tuple[int, int]:
@@ -90,10 +91,18 @@ def check_clock_time(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def schedule_boundary(bedtime: str, wake: str) -> int:
+    """Where this sleep schedule's nights begin and end, minutes of the local day (noon
+    unless the schedule holds noon: shared.epoch.night_boundary)."""
+    (bh, bm), (wh, wm) = check_clock_time(bedtime), check_clock_time(wake)
+    return night_boundary(bh * 60 + bm, wh * 60 + wm)
+
+
 def schedule_window(label: str, bedtime: str, wake: str, name: str = "") -> tuple[int, int]:
-    """[first, end) epochs of night `label`'s sleep schedule: from bedtime on its evening (or
-    after midnight, for a bedtime before noon) to the wake time the next morning, local time
-    in the zone (summer time included)."""
+    """[first, end) epochs of night `label`'s sleep schedule: from the first bedtime after
+    the night begins (noon of its date for most people: on its evening, or after midnight
+    for a bedtime before noon) to the wake time after it, local time in the zone (summer
+    time included)."""
     from datetime import date, time, timedelta
 
     # Without a zone name, naive local times: timestamp() then asks the machine's own zone
@@ -101,7 +110,9 @@ def schedule_window(label: str, bedtime: str, wake: str, name: str = "") -> tupl
     tz = ZoneInfo(name) if name else None
     day = date.fromisoformat(label)
     (bh, bm), (wh, wm) = check_clock_time(bedtime), check_clock_time(wake)
-    start_day = day if bh >= 12 else day + timedelta(days=1)
+    bed, wake_min = bh * 60 + bm, wh * 60 + wm
+    start_day = day if bed >= night_boundary(bed, wake_min) else day + timedelta(days=1)
+    end_day = start_day if wake_min > bed else start_day + timedelta(days=1)
     start = datetime.combine(start_day, time(bh, bm), tz).timestamp()
-    end = datetime.combine(day + timedelta(days=1), time(wh, wm), tz).timestamp()
+    end = datetime.combine(end_day, time(wh, wm), tz).timestamp()
     return int(start // EPOCH_S), int(end // EPOCH_S)

@@ -128,6 +128,7 @@ def night_message(night: str, summary: dict, readings: list[Glucose], start_s: f
     in_range = sum(1 for g in good if units.LOW <= g.sgv <= units.HIGH)
     return {
         "night": night,
+        "end_t": int(end_s),  # when its recording ended: "last night" for this many hours
         "sleep_min": sleep.get("tst_min"),
         "efficiency_pct": sleep.get("efficiency_pct"),
         "lows": lows if good else None,  # no readings: no figure, not "0 lows"

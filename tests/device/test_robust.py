@@ -65,6 +65,10 @@ def test_robust__the_morning_screen_shows_only_last_nights_summary(cpy):
     assert cpy["morning_screen"] == ["morning", "night"]
 
 
+def test_robust__a_day_sleeper_s_morning_screen_follows_their_wake(cpy):
+    assert cpy["day_sleeper_morning"] == ["morning", "morning", "night", "night"]
+
+
 def test_robust__an_older_message_does_not_lift_the_carb_hold(cpy):
     assert cpy["carbs_after_older"] is not None  # the redelivered older reading changed nothing
     assert cpy["carbs_after_newest_again"] is None  # the newest reading without carbs: lifted

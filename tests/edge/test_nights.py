@@ -8,7 +8,7 @@ import pytest
 from nightlink.edge.features.pipeline import EdgePipeline
 from nightlink.edge.node.config import ConfigError, load
 from nightlink.edge.node.nights import NightCloser
-from nightlink.edge.node.zone import night_label, schedule_window
+from nightlink.edge.node.zone import night_label, schedule_boundary, schedule_window
 from nightlink.edge.sources.samples import HeartRate
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import features
@@ -33,19 +33,38 @@ def _at(epoch: int) -> str:
     ("2026-03-28", "22:00", "07:00", "Europe/Berlin", ("2026-03-28 21:00", "2026-03-29 05:00"), 8),
     # ... and back in October: 9 hours become 10
     ("2026-10-24", "22:00", "07:00", "Europe/Berlin", ("2026-10-24 20:00", "2026-10-25 06:00"), 10),
+    # day sleepers (night shifts): a schedule across noon; the night is named by the date it
+    # begins on, here midnight (08:00 to 16:00), 22:00 (07:00 to 13:00: the evening of the
+    # shift) and 18:00 (23:00 to 13:00: the evening of going to bed)
+    ("2026-01-15", "08:00", "16:00", "UTC", ("2026-01-15 08:00", "2026-01-15 16:00"), 8),
+    ("2026-01-15", "07:00", "13:00", "UTC", ("2026-01-16 07:00", "2026-01-16 13:00"), 6),
+    ("2026-01-15", "23:00", "13:00", "UTC", ("2026-01-15 23:00", "2026-01-16 13:00"), 14),
+    ("2026-03-29", "08:00", "16:00", "Europe/Berlin", ("2026-03-29 06:00", "2026-03-29 14:00"), 8),
 ])
 def test_schedule_window__local_bedtime_to_wake_in_the_zone(label, bed, wake, zone, window, hours):
     a, b = schedule_window(label, bed, wake, zone)
     assert (_at(a), _at(b)) == window
     assert (b - a) / 120 == hours
-    assert night_label(a * EPOCH_S, zone) == night_label((b - 1) * EPOCH_S, zone) == label
+    at = schedule_boundary(bed, wake)
+    assert night_label(a * EPOCH_S, zone, at) == night_label((b - 1) * EPOCH_S, zone, at) == label
+
+
+@pytest.mark.parametrize(("bed", "wake", "boundary"), [
+    ("22:00", "07:30", "12:00"), ("00:30", "08:00", "12:00"), ("04:00", "12:00", "12:00"),
+    ("08:00", "16:00", "00:00"), ("07:00", "13:00", "22:00"), ("23:00", "13:00", "18:00"),
+    ("12:00", "20:00", "04:00"), ("10:00", "18:00", "02:00"),
+])
+def test_schedule_boundary__noon_unless_the_schedule_holds_it(bed, wake, boundary):
+    at = schedule_boundary(bed, wake)
+    assert f"{at // 60:02d}:{at % 60:02d}" == boundary
 
 
 @pytest.mark.parametrize(("text", "says"), [
     ('[night]\nbedtime = "25:00"\n', "[night] bedtime: '25:00' is not a time of day written HH:MM"),
     ('[night]\nwake = "7:30"\n', "[night] wake: '7:30' is not a time of day written HH:MM"),
-    ('[night]\nwake = "13:00"\n', "[night] wake must be at 12:00 or earlier"),
-    ('[night]\nbedtime = "08:00"\nwake = "07:00"\n', "[night] bedtime 08:00 is after the wake"),
+    ('[night]\nbedtime = "08:00"\nwake = "07:00"\n', "[night] bedtime 08:00 to wake 07:00 is 23 h "
+     "00 min; a sleep schedule is at most 16 hours"),
+    ('[night]\nbedtime = "19:00"\nwake = "11:30"\n', "is 16 h 30 min"),
     ('[night]\nbedtime = 2200\n', "[night] bedtime must be text, not 2200."),
     ('[night]\nbed = "22:00"\n', "[night] unknown key 'bed'"),
     ('[night]\nbedtime = "23:30"\nwake = "00:15"\n', "23:30 to wake 00:15 is 45 min; a "
@@ -97,6 +116,37 @@ def test_config__a_schedule_after_midnight_is_accepted(tmp_path):
                     "[nightscout]\nenabled = false\n")
     cfg = load(path, env={})
     assert (cfg.night.bedtime, cfg.night.wake, cfg.timezone) == ("01:00", "09:00", "Europe/Berlin")
+
+
+def test_config__a_day_sleeper_s_schedule_is_accepted(tmp_path):
+    path = tmp_path / "edge.toml"
+    path.write_text('[night]\nbedtime = "08:30"\nwake = "16:00"\n[nightscout]\nenabled = false\n')
+    cfg = load(path, env={})
+    assert (cfg.night.bedtime, cfg.night.wake) == ("08:30", "16:00")
+
+
+def test_night_closer__a_day_sleeper_s_night_is_recorded_closed_and_named(tmp_path):
+    """A night-shift worker asleep 08:00 to 16:00: recorded inside that, closed once 16:00
+    has passed, named by the date it is on, summarised whole (not cut at noon)."""
+    from nightlink.edge.node.nights import partial_summary
+
+    store = EdgeStore(tmp_path / "e.db")
+    closer = NightCloser(store, "08:00", "16:00", "UTC", delay_s=5)
+    bed = int(_utc("2026-01-15 08:00") // EPOCH_S)
+    wake = int(_utc("2026-01-15 16:00") // EPOCH_S)
+    assert [closer.recording(bed - 1), closer.recording(bed), closer.recording(wake - 1),
+            closer.recording(wake)] == [False, True, True, False]
+    assert closer.recording_night(_utc("2026-01-15 12:30")) == "2026-01-15"
+    pipe = EdgePipeline(store, bed, audio=False, live=True)
+    for k in range(wake - bed):
+        pipe.add(HeartRate((bed + k) * EPOCH_S + 5, 60.0 + k % 7))
+        pipe.close(bed + k)
+    assert partial_summary(store, closer, bed + 300) == "2026-01-15"  # stopped at 10:30
+    assert "2026-01-15" not in closer.due(_utc("2026-01-15 16:00:04"))
+    assert closer.due(_utc("2026-01-15 16:00:05"))[0] == "2026-01-15"
+    assert closer.close_due(_utc("2026-01-15 16:01")) == ["2026-01-15"]
+    assert store.night("2026-01-15")["epochs"] == wake - bed  # 8 hours, across noon
+    store.close()
 
 
 def test_night_closer__recording_inside_the_schedule_and_nights_due_after_wake(tmp_path):

@@ -18,3 +18,14 @@ def test_status_report_carries_the_nodes_zone_and_reports_use_it(rig):
     settings.set_patient_settings(data, tz="America/New_York")  # the patient's own wins
     ps = settings.patient_settings(data)
     assert (ps.tz.key, ps.tz_source) == ("America/New_York", "set")
+
+
+def test_status_report_carries_a_day_sleeper_s_schedule(rig):
+    """Through the real broker: the node's sleep schedule (as the live node records it at
+    start) reaches the cloud, whose nights then begin and end at the middle of the person's
+    waking hours instead of noon."""
+    rig.edge.set_meta("night_schedule", "08:00-16:00")
+    assert status_reported(rig, "night_schedule", "the edge's status report with its "
+                           "sleep schedule") == "08:00-16:00"
+    ps = settings.patient_settings(rig.cloud.tenant(TENANT))
+    assert (ps.schedule, ps.boundary) == ("08:00-16:00", 0)

@@ -1,0 +1,96 @@
+"""A person who sleeps by day (night shifts): their bedside node reports a sleep schedule
+across noon, and the cloud's nights begin and end where the node's do, so the day's sleep is
+one night, not two halves cut at noon (cloud/fusion.py, cloud/reports/settings.py)."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from nightlink.cloud import fusion, insights, morning
+from nightlink.cloud.ingest import handle
+from nightlink.cloud.reports.settings import fused_night, patient_settings
+from nightlink.cloud.reports.summary import build_report
+from nightlink.shared import features, topics
+from nightlink.shared.epoch import EPOCH_S
+from nightlink.tools.bench.report import DEVICE, put_epochs, put_glucose
+from tests.support.cloud import two_tenants
+
+BED = int(datetime(2026, 1, 15, 8, 0, tzinfo=UTC).timestamp()) // EPOCH_S
+WAKE = int(datetime(2026, 1, 15, 16, 0, tzinfo=UTC).timestamp()) // EPOCH_S
+
+
+@pytest.fixture
+def store(cloud_db_url):
+    s = two_tenants(cloud_db_url, [(DEVICE, "fam-1", "edge")])
+    yield s
+    s.close()
+
+
+def _report(store, doc: dict) -> None:
+    handle(store, topics.status_topic("fam-1", DEVICE), json.dumps(doc).encode())
+
+
+def _slept_by_day(data) -> None:
+    """08:00 to 16:00 UTC: the classifier's stages (asleep from 08:10 to 15:50) and a
+    reading every 5 minutes, then readings up to 18:00."""
+    rows = {e: {"sleep_stage": 0 if e < BED + 20 or e >= WAKE - 20 else 1 + (e // 40) % 3,
+                "stage_conf": 0.9, "snore": 0, "apnea_events": 0, "desat3": 0, "desat4": 0,
+                "low_risk": 0.0, "forecast30_mgdl": 120} for e in range(BED, WAKE)}
+    put_epochs(data, features.INFER, rows)
+    put_glucose(data, [(e * EPOCH_S * 1000, 110 + (e // 10) % 20)
+                       for e in range(BED - 120, WAKE + 240, 10)])
+
+
+def test_the_day_s_sleep_is_one_night_named_by_its_date(store):
+    data = store.tenant("fam-1")
+    _slept_by_day(data)
+    _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"})
+    ps = patient_settings(data)
+    assert (ps.schedule, ps.boundary) == ("08:00-16:00", 0)
+    doc = fused_night(data, "2026-01-15", ps.tz, ps.boundary)
+    assert doc["has_data"] and doc["sleep"]["tib_min"] == 480.0  # not cut at noon
+    assert doc["sleep"]["tst_min"] == pytest.approx(480.0 - 20.0, abs=1.0)
+    # without the schedule, noon to noon: the same sleep falls in two nights
+    halves = [fusion.fuse(fusion.load_night(data, n, ps.tz))["sleep"]["tib_min"]
+              for n in ("2026-01-14", "2026-01-15")]
+    assert halves == [240.0, 240.0]
+    # "last night" at 18:00, two hours after waking: the day's sleep
+    assert morning.last_night(data, ps) == "2026-01-15"
+    card = morning.card(data, ps)
+    assert card["night"] == "2026-01-15" and card["has_data"]
+    # the doctor's report lists it under the day of its sleep
+    rep = build_report(data, ps, end_day="2026-01-15", days=1)
+    assert [r["night"] for r in rep["nights"]] == ["2026-01-15"]
+    got = insights.insights(data, ps, nights=3)
+    assert got["end_night"] == "2026-01-15" and got["nights_with_data"] == 1
+
+
+def test_a_night_sleeper_s_nights_stay_noon_to_noon(store):
+    data = store.tenant("fam-1")
+    _report(store, {"timezone": "UTC", "night_schedule": "22:30-07:00"})
+    ps = patient_settings(data)
+    assert (ps.schedule, ps.boundary) == ("22:30-07:00", 720)
+    assert fusion.night_window("2026-01-15", ps.tz, ps.boundary) == fusion.night_window(
+        "2026-01-15", ps.tz)
+
+
+@pytest.mark.parametrize("bad", ["25:00-08:00", "8:00-16:00", "08:00", 800, ["08:00", "16:00"]])
+def test_a_schedule_the_cloud_cannot_read_is_as_none(store, bad):
+    """Stored as reported (the status report is kept whole), read as no schedule: noon."""
+    _report(store, {"timezone": "UTC", "night_schedule": bad})
+    ps = patient_settings(store.tenant("fam-1"))
+    assert (ps.schedule, ps.boundary) == (None, 720)
+
+
+def test_the_cache_follows_a_changed_schedule(store):
+    """A fused night cached under the noon boundary is recomputed once the node reports a
+    day sleeper's schedule."""
+    data = store.tenant("fam-1")
+    _slept_by_day(data)
+    _report(store, {"timezone": "UTC"})
+    ps = patient_settings(data)
+    assert fused_night(data, "2026-01-15", ps.tz, ps.boundary)["sleep"]["tib_min"] == 240.0
+    _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"})
+    ps = patient_settings(data)
+    assert fused_night(data, "2026-01-15", ps.tz, ps.boundary)["sleep"]["tib_min"] == 480.0
