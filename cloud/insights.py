@@ -133,7 +133,7 @@ def _num(v) -> float:
 
 
 def _ms(t: dict) -> int:
-    return int(t.get("mills") or t.get("date") or 0)
+    return t["mills"]  # the store's own time of the row (TenantStore.treatments)
 
 
 # -- associations ---------------------------------------------------------------------------

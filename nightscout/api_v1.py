@@ -34,7 +34,7 @@ from nightlink.nightscout.http import (
     state_of,
     wants,
 )
-from nightlink.nightscout.query import Query, QueryError, parse_count, parse_find
+from nightlink.nightscout.query import Query, QueryError, SlowQuery, parse_count, parse_find
 from nightlink.nightscout.site import Site
 from nightlink.shared import units
 
@@ -159,7 +159,10 @@ async def _list(request: Request, coll: str, *, name: str, window: bool,
                 if window:
                     query.default_window(_now())
                 count = _count(request, coll, query)
-                rows = await run_in_threadpool(site.docs.find, coll, query, count=count)
+                try:
+                    rows = await run_in_threadpool(site.docs.find, coll, query, count=count)
+                except SlowQuery as exc:
+                    raise bad_request(str(exc)) from None
                 reply = render(request, [r.v1() for r in rows])
                 state.replies.put(key, changed, reply)
     body, media = reply
@@ -296,7 +299,10 @@ async def _delete_find(request: Request, coll: str, spec: str | None = None) -> 
         rows = site.docs.find(coll, query, count=MAX_COUNT)
         return site.docs.delete(rows)
 
-    return _deleted(await run_in_threadpool(work))
+    try:
+        return _deleted(await run_in_threadpool(work))
+    except SlowQuery as exc:  # (before anything was deleted: find() reads first)
+        raise bad_request(str(exc)) from None
 
 
 async def _get_one(request: Request, coll: str, key: str) -> Response:

@@ -198,8 +198,11 @@ async def search(col: str, request: Request) -> Response:
         query = parse_v3(col, params.multi_items())
     except QueryError as exc:
         raise fail(400, str(exc)) from None
-    rows = await run_in_threadpool(site.docs.find, col, query, count=limit, order=order,
-                                   ascending="sort$desc" not in params, skip=skip)
+    try:
+        rows = await run_in_threadpool(site.docs.find, col, query, count=limit, order=order,
+                                       ascending="sort$desc" not in params, skip=skip)
+    except QueryError as exc:  # SlowQuery: a pattern too slow on the stored documents
+        raise fail(400, str(exc)) from None
     fields = params.get("fields")
     return json_response({"status": 200, "result": [_project(r.v3(), fields) for r in rows]})
 

@@ -219,8 +219,9 @@ def _battery(status: dict) -> dict:
 
 
 def _recent_status(data: _Data, key: str, minutes: int = 30) -> dict | None:
-    for status in data.statuses:
-        if key in status and data.now - 30 * MIN <= status["mills"] <= data.now + 5 * MIN \
+    for status in data.statuses:  # (an uploader's `loop: "x"` is no Loop status)
+        if isinstance(status.get(key), dict) \
+                and data.now - 30 * MIN <= status["mills"] <= data.now + 5 * MIN \
                 and data.now - status["mills"] <= minutes * MIN:
             return status
     return None
@@ -455,8 +456,10 @@ class _Profile:
             return
         store = doc.get("store") if isinstance(doc.get("store"), dict) else {}
         name = doc.get("defaultProfile")
+        name = name if isinstance(name, str) else None  # a list or object names nothing
         for t in treatments:  # newest first
-            if t.get("eventType") == "Profile Switch" and t.get("profile") in store:
+            if t.get("eventType") == "Profile Switch" and isinstance(t.get("profile"), str) \
+                    and t["profile"] in store:
                 duration = t.get("duration")
                 if not isinstance(duration, int | float) or duration <= 0 or \
                         t["mills"] + duration * MIN > now_ms:

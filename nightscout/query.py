@@ -15,7 +15,10 @@ a stored number or boolean of the same value. A regex runs with a time limit.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,13 +41,53 @@ V3_OPS = {"eq": "$eq", "ne": "$ne", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lt
 V3_RESERVED = {"token", "sort", "sort$desc", "limit", "skip", "fields", "now"}
 MAX_CONDITIONS = 100
 MAX_KEY_PARTS = 8
-REGEX_TIMEOUT_S = 0.05
+REGEX_TIMEOUT_S = 0.05  # one pattern on one document
+REGEX_BUDGET_S = 2.0  # a query's patterns on all the documents it reads (within find())
 DEFAULT_WINDOW_MS = 4 * 24 * 3600 * 1000  # Nightscout's default window without a time filter
 _FLAGS = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
 
 
 class QueryError(ValueError):
     """A query that cannot be read; the message is one sentence naming the parameter."""
+
+
+class SlowQuery(QueryError):
+    """A query whose patterns took too long on the stored documents (a pattern that
+    backtracks without end, or one slow on each of many documents)."""
+
+
+_DEADLINE = threading.local()  # the running find()'s deadline for its patterns
+
+
+@contextlib.contextmanager
+def regex_budget(seconds: float = REGEX_BUDGET_S):
+    """Within it (one find() on this thread), a pattern that times out on a document, or
+    patterns running longer than `seconds` in all, raise SlowQuery instead of reading on."""
+    before = getattr(_DEADLINE, "at", None)
+    _DEADLINE.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _DEADLINE.at = before
+
+
+def _search(pattern, value: str) -> bool:
+    """Whether the pattern occurs in the text, within REGEX_TIMEOUT_S (and the running
+    find()'s budget, if any): past it, no match, or SlowQuery inside regex_budget."""
+    deadline = getattr(_DEADLINE, "at", None)
+    timeout = REGEX_TIMEOUT_S
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise SlowQuery("The query's patterns took too long on the stored documents; "
+                            "narrow it (a time range) or simplify the pattern.")
+    try:
+        return pattern.search(value, timeout=timeout) is not None
+    except TimeoutError:
+        if deadline is None:
+            return False
+        raise SlowQuery(f"The pattern {pattern.pattern[:60]!r} takes too long on the stored "
+                        "documents; simplify it.") from None
 
 
 # -- the predicate --------------------------------------------------------------------------------
@@ -83,12 +126,7 @@ class Cond:
         if op == "$eq":
             return _equal(value, operand, self.path)
         if op == "$regex":
-            if not isinstance(value, str):
-                return False
-            try:
-                return operand.search(value, timeout=REGEX_TIMEOUT_S) is not None
-            except TimeoutError:
-                return False
+            return isinstance(value, str) and _search(operand, value)
         left, right = _comparable(value, operand, self.path)
         if left is None:
             return False
@@ -180,13 +218,6 @@ def _equal(value: Any, operand: Any, path: str) -> bool:
     if isinstance(value, int | float):
         return _as_number(operand) == float(value)
     return value == operand
-
-
-def _search(pattern, value: str) -> bool:
-    try:
-        return pattern.search(value, timeout=REGEX_TIMEOUT_S) is not None
-    except TimeoutError:
-        return False
 
 
 @dataclass(frozen=True)

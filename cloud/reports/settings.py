@@ -112,7 +112,8 @@ def _profile_zone(data: TenantStore) -> ZoneInfo | None:
     store = doc.get("store") if isinstance(doc, dict) else None
     if not isinstance(store, dict):
         return None
-    active = store.get(doc.get("defaultProfile"))
+    name = doc.get("defaultProfile")
+    active = store.get(name) if isinstance(name, str) else None  # a list names nothing
     if not isinstance(active, dict):
         active = next((p for p in store.values() if isinstance(p, dict)), {})
     name = active.get("timezone")

@@ -295,8 +295,10 @@ class TenantStore:
         return [r.v1() for r in self.docs.find("entries", query, count=count)]
 
     def treatments(self, lo_ms: int, hi_ms: int, *, count: int = 10_000) -> list[dict]:
-        """Treatments (carbs, insulin, exercise, notes) in [lo_ms, hi_ms], oldest first."""
-        return [r.v1() for r in self.docs.find(
+        """Treatments (carbs, insulin, exercise, notes) in [lo_ms, hi_ms], oldest first, each
+        with `mills` the row's own time as the store keeps it (whatever the client sent in
+        that field: "Infinity", a date, a list)."""
+        return [r.v1() | {"mills": r.date_ms} for r in self.docs.find(
             "treatments", ns_store.between("treatments", lo_ms, hi_ms), count=count,
             ascending=True)]
 

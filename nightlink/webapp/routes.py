@@ -97,8 +97,35 @@ async def json_object(request: Request) -> dict:
     """The request's body as a JSON object, else 422 with one sentence."""
     try:
         body = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise HTTPException(422, "The body is not JSON.") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
+        raise HTTPException(422, "The body is not JSON (or is nested too deep).") from None
     if not isinstance(body, dict):
         raise HTTPException(422, "The body must be a JSON object.")
+    why = _refusal(body)
+    if why:
+        raise HTTPException(422, why)
     return body
+
+
+MAX_DEPTH = 32  # the app's bodies are flat; a deeper one is refused, not walked
+
+
+def _refusal(value, depth: int = 0) -> str:
+    """Why a decoded body cannot be taken, "" when it can: text with a lone UTF-16 surrogate
+    (JSON's "\\ud800" decodes to one, which no UTF-8 store or page can hold), or nesting
+    deeper than MAX_DEPTH."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "The body holds text that is not Unicode (a lone surrogate such as \\ud800)."
+        return ""
+    if depth >= MAX_DEPTH and isinstance(value, dict | list):
+        return f"The body is nested deeper than {MAX_DEPTH} levels."
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else \
+        value if isinstance(value, list) else []
+    for item in items:
+        why = _refusal(item, depth + 1)
+        if why:
+            return why
+    return ""

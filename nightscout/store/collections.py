@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nightlink.nightscout import documents, jsonsafe, times
-from nightlink.nightscout.query import Cond, Instant, Query
+from nightlink.nightscout.query import Cond, Instant, Query, regex_budget
 from nightlink.sql import Database
 
 TABLE = "ns_docs"
@@ -367,15 +367,16 @@ class DocumentStore:
             raise ValueError(f"{order} is not a sort column.")
         query = query or Query(coll)
         out: list[Row] = []
-        for row in self._scan(coll, query, order, ascending, include_deleted):
-            if query.where.parts and not query.matches(row.view()):
-                continue
-            if skip:
-                skip -= 1
-                continue
-            out.append(row)
-            if len(out) >= count:
-                break
+        with regex_budget():  # a slow pattern: SlowQuery (a 400), not minutes of scanning
+            for row in self._scan(coll, query, order, ascending, include_deleted):
+                if query.where.parts and not query.matches(row.view()):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                out.append(row)
+                if len(out) >= count:
+                    break
         return out
 
     def _scan(self, coll: str, query: Query, order: str, ascending: bool,

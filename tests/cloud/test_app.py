@@ -427,3 +427,35 @@ def test_live__treatments_from_another_process_reach_the_app_once_serialised(clo
             await ws.close()
 
     run_served(app, run, closing=(other, store))
+
+
+def test_json_bodies__nested_too_deep_or_a_lone_surrogate_is_one_sentence(app_cloud):
+    """Found by fuzzing: a body nested 100,000 deep and a lone surrogate escape ("\\ud800",
+    which decodes but no UTF-8 store can hold) gave 500 on every app route that reads JSON;
+    now 422 with one sentence, and nothing stored."""
+    c = app_cloud.client
+    sign_in(app_cloud, "pat@example.org")
+    data = app_cloud.store.tenant("fam-1")
+    before = len(data.documents("treatments", count=100))
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    extra: list = ["x"]
+    for _ in range(40):
+        extra = [extra]
+    nested = json.dumps({"eventType": "Note", "notes": "x", "extra": extra}).encode()
+    refused = set()
+    for route in ("/app/api/fam-1/treatments", "/app/api/fam-1/push", "/app/api/fam-1/push/remove",
+                  "/app/api/push/renew", "/app/api/units", "/app/api/fam-1/alerts/1/ack"):
+        method = c.put if route == "/app/api/units" else c.post
+        for body, says in ((deep, "nested too deep"), (nested, "deeper than 32 levels"),
+                           (b'{"endpoint":"\\ud800","notes":"\\ud800","old_endpoint":"\\ud800",'
+                            b'"eventType":"Note","units":"\\ud800"}', "lone surrogate")):
+            r = method(route, content=body, headers={**WRITE, "Content-Type": "application/json"})
+            # (409: the push routes of a server without a push key answer before the body)
+            assert r.status_code in (409, 422), (route, body[:40], r.status_code, r.text[:200])
+            if r.status_code == 422:
+                detail = r.json()["detail"]
+                assert says in detail and "\n" not in detail, (route, detail)
+                refused.add(route)
+    assert {"/app/api/fam-1/treatments", "/app/api/units", "/app/api/fam-1/alerts/1/ack"} \
+        <= refused
+    assert len(data.documents("treatments", count=100)) == before

@@ -162,3 +162,36 @@ def test_api__insights_of_a_stored_month(month):
     assert month.client.get(f"{API}/fam-1/insights", params={"nights": 500},
                             headers=h).status_code == 422
     assert month.client.get(f"{API}/fam-2/insights", headers=h).status_code == 404
+
+
+def test_odd_client_fields_break_no_report(tmp_path):
+    """What real uploads may carry (found by fuzzing the API): a treatment whose `mills` is
+    "Infinity" or a list is read at the time the store keeps for it, and a profile whose
+    defaultProfile is a list names no profile; the insights and the report are made."""
+    from nightlink.cloud.reports.summary import build_report
+    from nightlink.cloud.store import Store
+
+    store = Store.open(f"sqlite:///{tmp_path / 'odd.db'}")
+    try:
+        store.create_tenant("p1", "Ann Example")
+        data = store.tenant("p1")
+        synth_days(data, date(2026, 1, 1), 7, tz="UTC", seed=3, night=lambda i: True,
+                   hours=3.0)
+        data.add_documents("treatments", [
+            {"eventType": "Meal Bolus", "carbs": 60, "created_at": "2026-01-05T19:00:00Z",
+             "mills": "Infinity"},
+            {"eventType": "Note", "created_at": "2026-01-05T20:00:00Z", "mills": [1]}],
+            mode="keep")
+        data.add_documents("profile", [{"defaultProfile": [1, 2], "startDate":
+                                        "2026-01-01T00:00:00Z",
+                                        "store": {"D": {"timezone": "Europe/London"}}}],
+                           mode="keep")
+        ps = settings.patient_settings(data)  # (the zone is set: UTC)
+        assert settings._profile_zone(data) == ZoneInfo("Europe/London")  # the first one
+        got = insights.insights(data, ps, "2026-01-06", 7)
+        rows = {r["night"]: r for r in insights.night_rows(data, ps, "2026-01-06", 7)}
+        assert rows["2026-01-05"]["evening_carbs_g"] == 60  # at its stored time
+        assert got["end_night"] == "2026-01-06"
+        assert build_report(data, ps, end_day="2026-01-07", days=7)["insights"] is not None
+    finally:
+        store.close()
