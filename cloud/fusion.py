@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from nightlink.cloud import glycemia
 from nightlink.cloud.store import TenantStore
+from nightlink.nights import Sleep, boundary_of, sleep_span
 from nightlink.shared import features
 from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity, unusable_audio
 from nightlink.shared.epoch import EPOCH_S, NOON_MIN
@@ -91,26 +92,27 @@ def night_of(unix_s: float, tz: ZoneInfo, boundary: int = NOON_MIN) -> str:
     return local.strftime("%Y-%m-%d")
 
 
-def ended_night(unix_s: float, tz: ZoneInfo, boundary: int = NOON_MIN) -> str:
-    """"Last night" at a moment: the night it belonged to 12 hours before (at noon or in the
-    evening, the night that ended that morning; for a day sleeper after their wake time, the
-    day's sleep)."""
+def ended_night(unix_s: float, tz: ZoneInfo, sleep: Sleep | None = None) -> str:
+    """"Last night" at a moment: the night it belongs to once that night's wake time has
+    passed, else the night it belonged to 12 hours before (for most people the night that
+    ended that morning, or the one under way before noon; for a day sleeper, the day's
+    sleep from its wake time on). `sleep`: the person's schedule, if known."""
+    boundary = boundary_of(sleep)
+    now = night_of(unix_s, tz, boundary)
+    if sleep is not None and sleep_span(now, sleep, tz)[1] <= unix_s:
+        return now
     local = datetime.fromtimestamp(unix_s, tz) - timedelta(minutes=12 * 60 + boundary)
     return local.strftime("%Y-%m-%d")
 
 
-def night_ending_on(day: str, boundary: int = NOON_MIN) -> str:
-    """The night whose sleep ends on local date `day` (the night before, unless the nights
-    begin before noon: a day sleeper's night is named by the day of its sleep)."""
-    return (date.fromisoformat(day) - timedelta(days=1 if boundary >= NOON_MIN else 0)).isoformat()
-
-
-def stamp(data: TenantStore, night: str, tz: ZoneInfo, boundary: int = NOON_MIN) -> str:
+def stamp(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = None) -> str:
     """What the night's fusion depends on: rows and readings in its window (how many, when
-    the last arrived), the time zone (and a day sleeper's boundary) and the fusion version.
+    the last arrived), the time zone (and a day sleeper's schedule) and the fusion version.
     Late data changes it."""
+    boundary = boundary_of(sleep)
     a, b = night_window(night, tz, boundary)
-    parts = [f"v{FUSION_VERSION}", tz.key if boundary == NOON_MIN else f"{tz.key}@{boundary}"]
+    parts = [f"v{FUSION_VERSION}",
+             tz.key if boundary == NOON_MIN else f"{tz.key}@{sleep[0]}-{sleep[1]}"]
     for s in ALL_STREAMS:
         n, last = data.row_activity(s, a, b)
         parts.append(f"{n}@{last:.6f}")
@@ -135,12 +137,13 @@ class NightData:
     streams: dict[int, dict] = field(default_factory=dict)
     readings: list[tuple[int, int]] = field(default_factory=list)
     edge: dict | None = None  # the summary an edge node reported for the night, if any
+    sleep: Sleep | None = None  # the person's schedule (bedtime, wake), if known
 
 
 def load_night(data: TenantStore, night: str, tz: ZoneInfo,
-               boundary: int = NOON_MIN) -> NightData:
-    a, b = night_window(night, tz, boundary)
-    nd = NightData(night, tz, a, b)
+               sleep: Sleep | None = None) -> NightData:
+    a, b = night_window(night, tz, boundary_of(sleep))
+    nd = NightData(night, tz, a, b, sleep=sleep)
     # Two homes (an edge at each parent's): the devices that recorded the person tonight go
     # first, so the empty home's room does not become the person's sleep and breathing.
     prefer = data.night_devices(a, b)
@@ -291,12 +294,16 @@ def _scored_run(st: dict[int, int], a: int, b: int) -> list[int | None]:
 
 def _sleep_span(sleep: dict, nd: NightData) -> tuple[int, int, str]:
     """(start_ms, end_ms, what) of the nocturnal glucose period: sleep onset to final wake
-    when sleep was detected, else the consensus night 00:00-06:00 local."""
+    when sleep was detected, else the consensus night 00:00-06:00 local (a day sleeper's:
+    their schedule)."""
     if sleep.get("onset_ms") is not None:
         return sleep["onset_ms"], sleep["final_wake_ms"], "sleep"
-    # the first local midnight from the night's start (a day sleeper's night may begin at it)
-    first = datetime.fromtimestamp(nd.first * EPOCH_S, nd.tz)
-    d = first.date() + timedelta(days=0 if (first.hour, first.minute) == (0, 0) else 1)
+    if boundary_of(nd.sleep) != NOON_MIN:
+        a, b = sleep_span(nd.night, nd.sleep, nd.tz)
+        bed, wake = nd.sleep
+        return int(a * 1000), int(b * 1000), \
+            f"{bed // 60:02d}:{bed % 60:02d}-{wake // 60:02d}:{wake % 60:02d}"
+    d = date.fromisoformat(nd.night) + timedelta(days=1)
     a = datetime.combine(d, time(0), nd.tz).timestamp()
     b = datetime.combine(d, time(6), nd.tz).timestamp()
     return int(a * 1000), int(b * 1000), "00:00-06:00"

@@ -87,7 +87,7 @@ def night_rows(data: TenantStore, ps: PatientSettings, end_night: str, nights: i
     treatments = data.treatments(lo, hi)
     rows = []
     for day in days:
-        doc = fused_night(data, day.isoformat(), ps.tz, ps.boundary)
+        doc = fused_night(data, day.isoformat(), ps.tz, ps.sleep)
         row = night_row(doc) if doc["has_data"] else {"night": day.isoformat(),
                                                         "has_data": False}
         row["evening_carbs_g"] = _carbs(treatments, _local_ms(day, EVENING[0], ps),
@@ -335,7 +335,7 @@ def insights(data: TenantStore, ps: PatientSettings, end_night: str | None = Non
              nights: int = 30) -> dict:
     """Associations, unusual nights and glucose patterns over `nights` nights ending with
     end_night (default: last night)."""
-    end_night = end_night or fusion.ended_night(newest_time(data), ps.tz, ps.boundary)
+    end_night = end_night or fusion.ended_night(newest_time(data), ps.tz, ps.sleep)
     rows = night_rows(data, ps, end_night, nights)
     first = date.fromisoformat(rows[0]["night"])
     at = dtime(ps.boundary // 60, ps.boundary % 60)  # noon, unless a day sleeper's

@@ -73,17 +73,16 @@ def sleep_score(row: dict) -> dict | None:
 
 
 def last_night(data: TenantStore, ps: PatientSettings) -> str:
-    """The night that ended last at the newest reading (of now without any): the night before
-    the day of that reading, or a day sleeper's sleep of that day once its wake time is some
-    hours past (fusion.ended_night)."""
-    return fusion.ended_night(newest_time(data), ps.tz, ps.boundary)
+    """The night that ended last at the newest reading (of now without any), by the person's
+    schedule when the bedside node reported one (fusion.ended_night)."""
+    return fusion.ended_night(newest_time(data), ps.tz, ps.sleep)
 
 
 def recent_rows(data: TenantStore, ps: PatientSettings, night: str, n: int) -> list[dict]:
     """night_row() of the n nights up to and including `night` that hold data, newest first."""
     rows, day = [], date.fromisoformat(night)
     for i in range(n):
-        doc = fused_night(data, (day - timedelta(days=i)).isoformat(), ps.tz, ps.boundary)
+        doc = fused_night(data, (day - timedelta(days=i)).isoformat(), ps.tz, ps.sleep)
         if doc["has_data"]:
             row = night_row(doc)
             row["score"] = (sleep_score(row) or {}).get("value")
@@ -180,7 +179,7 @@ def _flag(key: str, title: str, evidence: str, nights: list[dict]) -> dict:
 def card(data: TenantStore, ps: PatientSettings, night: str | None = None) -> dict:
     """The morning card of `night` (default: last night); `has_data` False when it has none."""
     night = night or last_night(data, ps)
-    doc = fused_night(data, night, ps.tz, ps.boundary)
+    doc = fused_night(data, night, ps.tz, ps.sleep)
     rows = recent_rows(data, ps, night, max(TREND_WINDOWS))
     this = rows[0] if rows and rows[0]["night"] == night else None
     out: dict = {"night": night, "tz": ps.tz.key, "has_data": doc["has_data"]}

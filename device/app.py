@@ -20,10 +20,10 @@ _MINUTE_MS = const(60000)
 _SLOT_MS = const(300000)  # CGM readings every 5 minutes
 _OVERRIDE_MS = const(120000)  # a screen picked with the button stays this long
 _MORNING_END_MIN = const(11 * 60)
-_MORNING_LATE_MIN = const(4 * 60 + 30)  # the morning screen after quiet hours ending at 11:00+
+_MORNING_MIN_SPAN = const(4 * 60 + 30)  # the morning screen lasts at least this long
 _LAST_NIGHT_S = const(14 * 3600)  # a night that ended this long ago is still "last night"
 _FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
-_SUMMARY_INTS = ("sleep_min", "efficiency_pct", "lows", "low_min", "tir_pct", "end_t")
+_SUMMARY_INTS = ("sleep_min", "efficiency_pct", "lows", "low_min", "tir_pct")
 
 
 def _int_or_none(v):
@@ -51,6 +51,9 @@ def _clean_summary(d):
         v = _int_or_none(d.get(k))
         if v is not None:
             out[k] = v
+    end = d.get("end_t")  # Unix seconds (past 1e9: not one of the small figures above)
+    if not isinstance(end, bool) and isinstance(end, (int, float)) and 0 < end < 4294967296:
+        out["end_t"] = int(end)
     curve = d.get("curve")
     if isinstance(curve, list):
         out["curve"] = [max(0, min(600, _int_or_none(x) or 0)) for x in curve[:96]]
@@ -414,10 +417,8 @@ class Clock:
             return "status"
         q = self.alarms.quiet
         morning_start = q[1] if q is not None else 6 * 60 + 30
-        # until 11:00, or, for quiet hours ending later (a day sleeper's), 4.5 hours
-        span = _MORNING_END_MIN - morning_start
-        if span <= 0:
-            span = _MORNING_LATE_MIN
+        # until 11:00, and at least 4.5 hours (quiet hours ending later: a day sleeper's)
+        span = max(_MORNING_END_MIN - morning_start, _MORNING_MIN_SPAN)
         if self.summary and (lm - morning_start) % 1440 < span and self._last_night(now_ms):
             return "morning"
         return "night"

@@ -75,7 +75,8 @@ def night_boundary(bed_min, wake_min):
     from `bed_min` to `wake_min`: noon, unless the schedule holds noon (a night-shift worker's
     08:00 to 16:00); then the middle of the waking hours, on the hour (00:00 there)."""
     sleep = (wake_min - bed_min) % 1440
-    if (NOON_MIN - bed_min) % 1440 >= sleep:  # noon is not in [bed, wake)
+    into = (NOON_MIN - bed_min) % 1440
+    if into == 0 or into >= sleep:  # noon is not inside the sleep (going to bed at noon ok)
         return NOON_MIN
     return (wake_min + (1440 - sleep) // 2) % 1440 // 60 * 60
 

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nightlink.cloud import fusion
 from nightlink.cloud.store import Store, TenantStore
+from nightlink.nights import Sleep, boundary_of, parse_schedule
 from nightlink.shared import lowrisk, units
-from nightlink.shared.epoch import NOON_MIN, night_boundary, zone_file
+from nightlink.shared.epoch import zone_file
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
 # 2019): share of readings (%) per band, "<" a ceiling and ">" a floor. in_range, low_total
@@ -54,11 +55,19 @@ class PatientSettings:
     # false predicted-low alarms a week the person accepts; None: the model's default
     # (cloud/alert_calibration.py calibrates the threshold to it without a bedside node)
     alarm_budget: float | None = None
-    # the sleep schedule the bedside node reported ("08:00-16:00"), and where one night ends
-    # and the next begins, minutes of the local day: noon, unless that schedule holds noon
-    # (a day sleeper's; shared.epoch.night_boundary)
+    # the sleep schedule the bedside node reported ("08:00-16:00")
     schedule: str | None = None
-    boundary: int = NOON_MIN
+
+    @property
+    def sleep(self) -> Sleep | None:
+        """(bedtime, wake) minutes of the local day, None without a schedule."""
+        return parse_schedule(self.schedule)
+
+    @property
+    def boundary(self) -> int:
+        """Where one night ends and the next begins, minutes of the local day: noon, unless
+        the schedule holds noon (a day sleeper's; shared.epoch.night_boundary)."""
+        return boundary_of(self.sleep)
 
     @property
     def preset(self) -> dict:
@@ -79,12 +88,7 @@ def patient_settings(data: TenantStore) -> PatientSettings:
     """The patient's settings; the zone is the patient's own when set, else the one the
     bedside node reports, else the Nightscout profile's, else UTC (`tz_source` says which);
     the nights' boundary follows the sleep schedule the bedside node reports."""
-    ps = _zoned_settings(data)
-    schedule = data.reported_schedule()
-    if schedule is None:
-        return ps
-    bed, wake = (int(t[:2]) * 60 + int(t[3:]) for t in schedule.split("-"))
-    return replace(ps, schedule=schedule, boundary=night_boundary(bed, wake))
+    return replace(_zoned_settings(data), schedule=data.reported_schedule())
 
 
 def _zoned_settings(data: TenantStore) -> PatientSettings:
@@ -170,14 +174,14 @@ def set_user_units(store: Store, user_id: int, unit: str) -> None:
 # -- the fused-night cache ----------------------------------------------------------------
 
 
-def fused_night(data: TenantStore, night: str, tz: ZoneInfo, boundary: int = NOON_MIN) -> dict:
+def fused_night(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = None) -> dict:
     """The night's fusion, from the cache while nothing it depends on changed; recomputed
-    (and the cache replaced) when rows or readings arrived late, or the time zone or the
-    nights' boundary changed."""
-    st = fusion.stamp(data, night, tz, boundary)
+    (and the cache replaced) when rows or readings arrived late, or the time zone or a day
+    sleeper's schedule changed (`sleep`: the person's schedule, PatientSettings.sleep)."""
+    st = fusion.stamp(data, night, tz, sleep)
     doc = data.cached_fusion(night, st)
     if doc is None:
-        doc = fusion.fuse(fusion.load_night(data, night, tz, boundary))
+        doc = fusion.fuse(fusion.load_night(data, night, tz, sleep))
         data.cache_fusion(night, st, doc)
     return doc
 

@@ -12,6 +12,7 @@ from nightlink.cloud import fusion, glycemia
 from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.store import TenantStore
+from nightlink.nights import night_ending_on
 from nightlink.shared import units
 
 MS_DAY = 86_400_000
@@ -268,8 +269,8 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
                     for d in day_list]
     nights = []
     for d in day_list:  # each night whose morning (a day sleeper's wake) falls in the period
-        night = fusion.night_ending_on(d, ps.boundary)
-        doc = fused_night(data, night, ps.tz, ps.boundary)
+        night = night_ending_on(d, ps.sleep)
+        doc = fused_night(data, night, ps.tz, ps.sleep)
         if not doc["has_data"]:
             continue
         nights.append((doc, night_row(doc)))
@@ -283,7 +284,7 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     if with_insights:  # the nights whose morning falls in the period, as listed above
         from nightlink.cloud import insights  # it builds on this module
 
-        last_night = fusion.night_ending_on(end_day, ps.boundary)
+        last_night = night_ending_on(end_day, ps.sleep)
         rep["insights"] = insights.insights(data, ps, last_night, days)
     rep["alarm_policy"] = data.alarm_policy()  # the clocks' predicted-low policy, if reported
     rep["alert_policy"] = alert_policy(data, rep["alarm_policy"])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Sequence
 
 from nightlink.cloud.store import changes
 from nightlink.cloud.store import rows as row_codec
 from nightlink.cloud.store.base import NotFoundError, from_json, to_json
+from nightlink.nights import parse_schedule
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.query import Cond, Instant
@@ -374,9 +374,7 @@ class TenantStore:
             text = doc.get("night_schedule") if isinstance(doc, dict) else None
             if text is None:
                 continue
-            ok = isinstance(text, str) and re.fullmatch(
-                r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", text)
-            return text if ok else None
+            return text if parse_schedule(text) is not None else None
         return None
 
     def revoke_device(self, device_id: str) -> bool:

@@ -27,8 +27,10 @@ from nightlink.edge.features.reducers import CGM_MAX_AGE_MIN
 from nightlink.edge.node.config import EdgeConfig
 from nightlink.edge.node.nights import (
     RECORDING_STREAMS,
+    REPORTED_SCHEDULE_META,
     SCHEDULE_META,
     NightCloser,
+    close_before_change,
     partial_summary,
 )
 from nightlink.edge.node.zone import ZONE_META, zone_name
@@ -640,6 +642,9 @@ class LiveNode:
                 raise
             self.store.start_boot()
         night = self.cfg.night
+        schedule = f"{night.bedtime}-{night.wake}"  # an import into this store closes nights so
+        close_before_change(self.store, schedule, self.cfg.timezone, self.cfg.close_delay_s,
+                            self.clock.now())
         self.nights = NightCloser(self.store, night.bedtime, night.wake, self.cfg.timezone,
                                   self.cfg.close_delay_s)
         self.nights.close_due(self.clock.now())  # nights that ended while the node was down
@@ -648,9 +653,13 @@ class LiveNode:
         named = zone_name(self.cfg.timezone)
         if named and self.store.meta(ZONE_META) != named:
             self.store.set_meta(ZONE_META, named)
-        schedule = f"{night.bedtime}-{night.wake}"  # an import into this store closes nights so
         if self.store.meta(SCHEDULE_META) != schedule:
             self.store.set_meta(SCHEDULE_META, schedule)
+        # the cloud's nights follow the schedule the person set, not the defaults (another
+        # home's node left at its defaults would move them back and forth)
+        reported = schedule if self.cfg.night_given else ""
+        if (self.store.meta(REPORTED_SCHEDULE_META) or "") != reported:
+            self.store.set_meta(REPORTED_SCHEDULE_META, reported)
         where = self.cfg.timezone or "the machine's time zone"
         self._status("night", "schedule", "running", f"{night.bedtime}-{night.wake} {where}")
         if not self.cfg.night_given:

@@ -24,11 +24,12 @@ from nightlink.edge.node.zone import (
 )
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import clinical, features
-from nightlink.shared.epoch import EPOCH_S, epoch_start
+from nightlink.shared.epoch import EPOCH_S, epoch_start, iso_epoch
 
 _LOGGER = logging.getLogger(__name__)
 CATCH_UP_NIGHTS = 3  # after being down, the node closes at most this many past nights
 SCHEDULE_META = "night_schedule"  # the live node's "bedtime-wake", for imports into its store
+REPORTED_SCHEDULE_META = "night_schedule_set"  # the same when the person set it: to the cloud
 MIN_RECORDING_EPOCHS = MIN_NIGHT_MIN * 60 // EPOCH_S  # less recorded in the schedule: no night
 RECORDING_STREAMS = (features.WEARABLE, features.AUDIO)  # what makes a night's recording
 
@@ -151,9 +152,16 @@ class NightCloser:
 
     def _close(self, label: str) -> dict | None:
         """Close one night; None when it is closed already or has under an hour recorded."""
-        if is_closed(self.store.night(label)):
-            return None
         a, b = self.window(label)
+        had = self.store.night(label)
+        if is_closed(had):
+            first = had.get("first_epoch", a)
+            if first + had.get("epochs", 0) <= a or first >= b:  # another schedule's sleep
+                _LOGGER.warning(
+                    "night %s was closed under another sleep schedule (from %s); what was "
+                    "recorded from %s to %s is kept but not summarised as a night", label,
+                    iso_epoch(first), iso_epoch(a), iso_epoch(b))
+            return None
         span = recorded_span(self.store, a, b)
         if span is None:
             _LOGGER.debug("night %s: nothing recorded in the schedule", label)
@@ -218,6 +226,22 @@ class NightCloser:
                          "nothing", "unknown" if sleep.get("tst_min") is None
                          else sleep["tst_min"])
         return closed
+
+
+def close_before_change(store: EdgeStore, schedule: str, zone: str, delay_s: float,
+                        now_s: float) -> list[str]:
+    """Nights recorded under the store's previous schedule (SCHEDULE_META) that wait to be
+    closed, the node having been down over their wake time when the schedule changed to
+    `schedule` ("bedtime-wake"): closed under the old one, before the new one looks for
+    them in its own windows (where nothing was recorded). The nights closed."""
+    before = (store.meta(SCHEDULE_META) or "").split("-")
+    if len(before) != 2 or "-".join(before) == schedule:
+        return []
+    try:
+        closer = NightCloser(store, before[0], before[1], zone, delay_s)
+    except ValueError:  # not a schedule this build reads
+        return []
+    return closer.close_due(now_s)
 
 
 def partial_summary(store: EdgeStore, closer: NightCloser, last_epoch: int) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from nightlink.nights import sleep_span
 from nightlink.shared.epoch import EPOCH_S, NOON_MIN, night_boundary, night_of, zone_file
 
 MIN_NIGHT_MIN = 60  # a sleep schedule, or a night's recording, shorter than this is no night
@@ -99,20 +100,10 @@ def schedule_boundary(bedtime: str, wake: str) -> int:
 
 
 def schedule_window(label: str, bedtime: str, wake: str, name: str = "") -> tuple[int, int]:
-    """[first, end) epochs of night `label`'s sleep schedule: from the first bedtime after
-    the night begins (noon of its date for most people: on its evening, or after midnight
-    for a bedtime before noon) to the wake time after it, local time in the zone (summer
-    time included)."""
-    from datetime import date, time, timedelta
-
+    """[first, end) epochs of night `label`'s sleep schedule (nightlink.nights.sleep_span)
+    in the zone (summer time included)."""
     # Without a zone name, naive local times: timestamp() then asks the machine's own zone
     # for the offset at that date (a fixed offset taken now would be wrong across a change).
-    tz = ZoneInfo(name) if name else None
-    day = date.fromisoformat(label)
     (bh, bm), (wh, wm) = check_clock_time(bedtime), check_clock_time(wake)
-    bed, wake_min = bh * 60 + bm, wh * 60 + wm
-    start_day = day if bed >= night_boundary(bed, wake_min) else day + timedelta(days=1)
-    end_day = start_day if wake_min > bed else start_day + timedelta(days=1)
-    start = datetime.combine(start_day, time(bh, bm), tz).timestamp()
-    end = datetime.combine(end_day, time(wh, wm), tz).timestamp()
+    start, end = sleep_span(label, (bh * 60 + bm, wh * 60 + wm), ZoneInfo(name) if name else None)
     return int(start // EPOCH_S), int(end // EPOCH_S)

@@ -8,7 +8,8 @@ glucose: {"t": Unix s, "sgv": mg/dL or error code < 39, "trend": Nightscout tren
           "alarm": {"permille", "persist", "refractory_min", "rising", "floor",
                     "carb_hold_min", "urgent"} when calibrated,
           "carbs_t": Unix s of the newest treatment with carbs in the last 2 hours, if any}
-night:   {"night": "YYYY-MM-DD", "sleep_min", "efficiency_pct" (null until sleep staging
+night:   {"night": "YYYY-MM-DD", "end_t": Unix s its recording ended (the clock's "last
+          night" for 14 hours after), "sleep_min", "efficiency_pct" (null until sleep staging
           gives them), "lows": level-1 events, "low_min", "tir_pct",
           "curve": [mg/dL every 10 min over the night, 0 = missing]}
 time:    {"t": Unix s}, every minute, NOT retained (a stored time would be old when read), and

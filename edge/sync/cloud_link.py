@@ -497,8 +497,10 @@ class SyncClient:
         zone = self.store.meta("timezone")  # the node's zone (edge/node/zone.py ZONE_META)
         if zone:
             body["timezone"] = zone
-        schedule = self.store.meta("night_schedule")  # "bedtime-wake" (edge/node/nights.py)
-        if schedule:  # the cloud's nights begin and end where the node's do (a day sleeper's)
+        # "bedtime-wake" as the person set it (edge/node/nights.py REPORTED_SCHEDULE_META):
+        # the cloud's nights begin and end where the node's do (a day sleeper's)
+        schedule = self.store.meta("night_schedule_set")
+        if schedule:
             body["night_schedule"] = schedule
         nights = _night_screens(self.store)
         if nights:

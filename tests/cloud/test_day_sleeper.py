@@ -48,7 +48,7 @@ def test_the_day_s_sleep_is_one_night_named_by_its_date(store):
     _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"})
     ps = patient_settings(data)
     assert (ps.schedule, ps.boundary) == ("08:00-16:00", 0)
-    doc = fused_night(data, "2026-01-15", ps.tz, ps.boundary)
+    doc = fused_night(data, "2026-01-15", ps.tz, ps.sleep)
     assert doc["has_data"] and doc["sleep"]["tib_min"] == 480.0  # not cut at noon
     assert doc["sleep"]["tst_min"] == pytest.approx(480.0 - 20.0, abs=1.0)
     # without the schedule, noon to noon: the same sleep falls in two nights
@@ -90,7 +90,44 @@ def test_the_cache_follows_a_changed_schedule(store):
     _slept_by_day(data)
     _report(store, {"timezone": "UTC"})
     ps = patient_settings(data)
-    assert fused_night(data, "2026-01-15", ps.tz, ps.boundary)["sleep"]["tib_min"] == 240.0
+    assert fused_night(data, "2026-01-15", ps.tz, ps.sleep)["sleep"]["tib_min"] == 240.0
     _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"})
     ps = patient_settings(data)
-    assert fused_night(data, "2026-01-15", ps.tz, ps.boundary)["sleep"]["tib_min"] == 480.0
+    assert fused_night(data, "2026-01-15", ps.tz, ps.sleep)["sleep"]["tib_min"] == 480.0
+
+
+def test_last_night_follows_the_schedule_and_a_night_sleeper_s_is_as_before():
+    """fusion.ended_night and nights.night_ending_on: an afternoon sleeper (14:00-22:00, the
+    noon boundary) at 23:00 has slept the night of that date, not the day before; a day
+    sleeper after 16:00 the day's sleep; for a night sleeper the schedule changes nothing, at
+    any hour of a week across a change of clocks."""
+    from zoneinfo import ZoneInfo
+
+    from nightlink.nights import night_ending_on
+
+    utc, berlin = ZoneInfo("UTC"), ZoneInfo("Europe/Berlin")
+    at = datetime(2026, 1, 15, 23, 0, tzinfo=UTC).timestamp()
+    assert fusion.ended_night(at, utc, (14 * 60, 22 * 60)) == "2026-01-15"
+    assert night_ending_on("2026-01-15", (14 * 60, 22 * 60)) == "2026-01-15"
+    assert fusion.ended_night(at - 8 * 3600, utc, (8 * 60, 16 * 60)) == "2026-01-15"  # 15:00...
+    assert fusion.ended_night(at - 9 * 3600, utc, (8 * 60, 16 * 60)) == "2026-01-15"  # (asleep)
+    assert fusion.ended_night(at - 17 * 3600, utc, (8 * 60, 16 * 60)) == "2026-01-14"  # 06:00
+    t0 = datetime(2026, 3, 25, 0, 0, tzinfo=UTC).timestamp()  # Berlin springs forward the 29th
+    for k in range(7 * 48):
+        t = t0 + k * 1800
+        assert fusion.ended_night(t, berlin, (22 * 60, 7 * 60 + 30)) == \
+            fusion.ended_night(t, berlin)
+    for day in ("2026-03-28", "2026-03-29"):
+        assert night_ending_on(day, (22 * 60, 7 * 60 + 30)) == night_ending_on(day)
+
+
+def test_without_sleep_found_a_day_sleeper_s_glucose_period_is_their_schedule(store):
+    """No stages and no wearable: the nocturnal glucose figures fall back to the consensus
+    00:00-06:00 for a night sleeper, and to the schedule for a day sleeper (they are at work
+    at 03:00)."""
+    data = store.tenant("fam-1")
+    put_glucose(data, [(e * EPOCH_S * 1000, 110) for e in range(BED - 960, WAKE + 240, 10)])
+    _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"})
+    ps = patient_settings(data)
+    doc = fused_night(data, "2026-01-15", ps.tz, ps.sleep)
+    assert doc["glucose"]["period"] == "08:00-16:00"

@@ -90,6 +90,20 @@ for minute in (30, 4 * 60 + 20, 4 * 60 + 40, 20 * 60):
     c.step(at * 1000)
     day.append(c.view.screen)
 out["day_sleeper_morning"] = day
+# ... and one sleeping 07:00-13:00, whose night is named by the evening before (2026-01-15)
+c = clock(quiet_hours={"start": "07:00", "end": "13:00"})
+end_t = T0 + 16 * 3600  # 2026-01-16 13:00 UTC
+c.on_message(NIGHT, json.dumps({"night": "2026-01-15", "sleep_min": 330,
+                                "end_t": end_t}).encode(), end_t * 1000)
+out["end_t_kept"] = c.summary.get("end_t") == end_t
+early = []
+for minute in (30, 4 * 60):
+    at = end_t + minute * 60
+    c.on_message(TOPIC, json.dumps({"t": at - 60, "sgv": 120, "trend": 4, "delta": 0}).encode(),
+                 at * 1000)
+    c.step(at * 1000)
+    early.append(c.view.screen)
+out["early_sleeper_morning"] = early
 
 # 2. one reading dated two hours ahead (a phone with a wrong clock), then a real fall
 c = clock()

@@ -67,6 +67,8 @@ def test_robust__the_morning_screen_shows_only_last_nights_summary(cpy):
 
 def test_robust__a_day_sleeper_s_morning_screen_follows_their_wake(cpy):
     assert cpy["day_sleeper_morning"] == ["morning", "morning", "night", "night"]
+    assert cpy["end_t_kept"] is True
+    assert cpy["early_sleeper_morning"] == ["morning", "morning"]
 
 
 def test_robust__an_older_message_does_not_lift_the_carb_hold(cpy):

@@ -52,7 +52,7 @@ def test_schedule_window__local_bedtime_to_wake_in_the_zone(label, bed, wake, zo
 @pytest.mark.parametrize(("bed", "wake", "boundary"), [
     ("22:00", "07:30", "12:00"), ("00:30", "08:00", "12:00"), ("04:00", "12:00", "12:00"),
     ("08:00", "16:00", "00:00"), ("07:00", "13:00", "22:00"), ("23:00", "13:00", "18:00"),
-    ("12:00", "20:00", "04:00"), ("10:00", "18:00", "02:00"),
+    ("12:00", "20:00", "12:00"), ("11:00", "19:00", "03:00"), ("10:00", "18:00", "02:00"),
 ])
 def test_schedule_boundary__noon_unless_the_schedule_holds_it(bed, wake, boundary):
     at = schedule_boundary(bed, wake)
@@ -424,4 +424,45 @@ def test_live_close__the_nights_beats_give_the_beats_head(tmp_path):
     assert rr_screen["source"] == "beats" and rr_screen["apnea_index"] >= 15
     store.prune(first + n + 4 * 2880)
     assert store.beats_between(start, start + n * EPOCH_S)[0].size == 0
+    store.close()
+
+
+def _record(store, a_s: float, b_s: float) -> None:
+    a, b = int(a_s // EPOCH_S), int(b_s // EPOCH_S)
+    pipe = EdgePipeline(store, a, audio=False, live=True)
+    for k in range(b - a):
+        pipe.add(HeartRate((a + k) * EPOCH_S + 5, 60.0 + k % 7))
+        pipe.close(a + k)
+
+
+def test_night_closer__a_changed_schedule_closes_the_old_one_s_night_first(tmp_path):
+    """Down over the wake time of a 22:00-07:30 night and started again with a day sleeper's
+    08:00-16:00: that night is closed under the schedule it was recorded in (the new one's
+    window on that date holds nothing)."""
+    from nightlink.edge.node.nights import SCHEDULE_META, close_before_change
+
+    store = EdgeStore(tmp_path / "e.db")
+    store.set_meta(SCHEDULE_META, "22:00-07:30")
+    _record(store, _utc("2026-01-15 22:00"), _utc("2026-01-16 07:30"))
+    now = _utc("2026-01-16 09:00")
+    assert close_before_change(store, "22:00-07:30", "UTC", 5, now) == []  # unchanged
+    assert close_before_change(store, "08:00-16:00", "UTC", 5, now) == ["2026-01-15"]
+    assert store.night("2026-01-15")["epochs"] == 19 * 60  # 9.5 hours
+    store.close()
+
+
+def test_night_closer__a_night_named_like_another_schedule_s_is_said(tmp_path, caplog):
+    """The last day shift's sleep (08:00-16:00 on the 15th) and, under 22:00-07:30 from that
+    evening, a night of the same name: kept, not summarised over the first, and said."""
+    import logging
+
+    store = EdgeStore(tmp_path / "e.db")
+    _record(store, _utc("2026-01-15 08:00"), _utc("2026-01-15 16:00"))
+    assert NightCloser(store, "08:00", "16:00", "UTC").close_due(
+        _utc("2026-01-15 16:01")) == ["2026-01-15"]
+    _record(store, _utc("2026-01-15 22:00"), _utc("2026-01-16 07:30"))
+    caplog.set_level(logging.WARNING)
+    assert NightCloser(store, "22:00", "07:30", "UTC").close_due(_utc("2026-01-16 07:31")) == []
+    assert "night 2026-01-15 was closed under another sleep schedule" in caplog.text
+    assert store.night("2026-01-15")["epochs"] == 16 * 60  # the day's sleep stays
     store.close()

@@ -24,7 +24,7 @@ def test_status_report_carries_a_day_sleeper_s_schedule(rig):
     """Through the real broker: the node's sleep schedule (as the live node records it at
     start) reaches the cloud, whose nights then begin and end at the middle of the person's
     waking hours instead of noon."""
-    rig.edge.set_meta("night_schedule", "08:00-16:00")
+    rig.edge.set_meta("night_schedule_set", "08:00-16:00")  # as a node with [night] set
     assert status_reported(rig, "night_schedule", "the edge's status report with its "
                            "sleep schedule") == "08:00-16:00"
     ps = settings.patient_settings(rig.cloud.tenant(TENANT))
