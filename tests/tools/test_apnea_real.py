@@ -200,6 +200,13 @@ def test_load_folder__files_as_other_tools_write_them_read_the_same(tmp_path):
              beats_file="A01_BEATS.CSV")
     got = {r.name: r for r in apnea_real.load_folder(data)}
     assert sorted(got) == ["a01", "c01"]  # named as its labels file spells it
+    quoted = tmp_path / "quoted"  # R's write.csv quotes every cell
+    _recordings(quoted, [("c01", False)])
+    [plain] = apnea_real.load_folder(quoted)
+    _variant(quoted, "c01", '"t_min","rr_s"\n' + "\n".join(
+        '"{}","{}"'.format(*r.split(",")) for r in _beats_rows(quoted, "c01")) + "\n", None)
+    [c01] = apnea_real.load_folder(quoted)
+    assert np.allclose(c01.rr_ms, plain.rr_ms) and np.array_equal(c01.apnea, plain.apnea)
     a01 = got["a01"]
     assert np.array_equal(a01.apnea, ref["a01"].apnea)
     assert np.allclose(a01.beat_t_s, ref["a01"].beat_t_s) and np.allclose(a01.rr_ms, ref["a01"].rr_ms)
@@ -210,6 +217,7 @@ def test_load_folder__files_as_other_tools_write_them_read_the_same(tmp_path):
     (None, "minute,apnea\n0,0\n1,2\n", "line 3 needs a minute from 0 and an apnea label"),
     (None, "minute,apnea\n-1,0\n0,0\n", "line 2 needs a minute from 0"),
     (None, "minute,apnea\n0,0\n2,0\n", "has no label for minute 1"),
+    (None, "minute,apnea\n0,0\n1,0\n0,1\n", "line 4 labels minute 0 again, differently"),
     ("t_min,rr_s\n", None, "fewer than 2 beats"),
     ("time,rr\n0.1,0.8\n", None, "needs the columns t_min,rr_s"),
     ("t_min,rr_s\n0.1,830\n0.2,840\n0.3,820\n", None, "median RR interval of 830"),

@@ -111,7 +111,7 @@ def test_csv_not_in_utf8__one_sentence(tmp_path):
     (tmp_path / "L.csv").write_bytes(b"timestamp,glucose_value_mg_dl\xb5\n2025-01-01 00:00:00,120\n")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
     assert r.exit_code == 2 and r.output.startswith("error: L.csv is neither a"), r.output
-    assert "(UTF-8)" in r.output
+    assert "it is not UTF-8 text" in r.output
     assert "Traceback" not in r.output
 
 
@@ -377,7 +377,8 @@ def test_unknown_file__one_sentence(tmp_path):
     (tmp_path / "X.json").unlink()
     (tmp_path / "Y.csv").write_text("date;value\n2025-01-01;5.5\n")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
-    assert r.exit_code == 2 and "Y.csv is neither a timestamp,glucose_value_mg_dl CSV" in r.output
+    assert r.exit_code == 2 and "Y.csv is neither a CSV with columns timestamp and" in r.output
+    assert "its first line is 'date;value'" in r.output
 
 
 def test_exports_with_local_times__read_as_written_whatever_tz(tmp_path):
@@ -656,3 +657,67 @@ def test_stray_dates__a_short_wear_of_a_15_minute_sensor_is_not_a_stray(tmp_path
     person = cgm_real.load_folder(tmp_path)[0]
     assert person.notes == []
     assert np.isfinite(person.held[:len(early) * 3]).sum() >= len(early) * 3 - 5  # kept
+
+
+def test_other_spreadsheet_layouts__read_as_the_plain_one(tmp_path):
+    """Columns in another order or among others, semicolons or tabs (a European spreadsheet,
+    with decimal commas in mmol/L), Excel's `sep=` line: the same person, to the reading."""
+    times, values = person_trace(2, seed=5)
+    ref = cgm_real.load_person(write_person(tmp_path, "REF", times, values))
+    stamps = [f"{t:%Y-%m-%d %H:%M:%S}" for t in times]
+    variants = {
+        "swapped": "glucose_value_mg_dl,timestamp\n" + "".join(
+            f"{v:.1f},{s}\n" for s, v in zip(stamps, values, strict=True)),
+        "among_others": "id,Timestamp ,device,Glucose_Value_mg_dl\n" + "".join(
+            f"7,{s},G7,{v:.1f}\n" for s, v in zip(stamps, values, strict=True)),
+        "semicolon_mmol": "timestamp;glucose_value_mmol_l\n" + "".join(
+            f"{s};{v / 18.0182:.4f}\n".replace(".", ",") for s, v in zip(stamps, values,
+                                                                          strict=True)),
+        "tab": "timestamp\tglucose_value_mg_dl\n" + "".join(
+            f"{s}\t{v:.1f}\n" for s, v in zip(stamps, values, strict=True)),
+        "excel_sep": "sep=,\ntimestamp,glucose_value_mg_dl\n" + "".join(
+            f"{s},{v:.1f}\n" for s, v in zip(stamps, values, strict=True)),
+    }
+    for name, text in variants.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_text(text)
+        got = cgm_real.load_person(path)
+        assert got is not None and got.observed.sum() == ref.observed.sum(), name
+        assert np.allclose(got.x, ref.x, atol=0.1), name  # (mmol/L to 4 places)
+
+
+def test_two_readings_in_one_minute__the_last_kept_and_said(tmp_path):
+    """Overlapping sensors, or a clock set back an hour: a minute with two different
+    readings keeps the last and says how many; the same reading twice is no news."""
+    times, values = person_trace(1, seed=6)
+    lines = ["timestamp,glucose_value_mg_dl"] + [f"{t:%Y-%m-%d %H:%M},{v:.1f}"
+                                                 for t, v in zip(times, values, strict=True)]
+    lines += [lines[5], lines[9].rsplit(",", 1)[0] + ",250.0", lines[20].rsplit(",", 1)[0] + ",40"]
+    (tmp_path / "D.csv").write_text("\n".join(lines) + "\n")
+    notes: list[str] = []
+    cgm_real.read_csv(tmp_path / "D.csv", notes=notes)
+    assert notes == ["D.csv: 2 minutes hold two different readings (overlapping sensors, or a "
+                     "clock set back an hour); the last of each was kept."]
+
+
+def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_path):
+    times, values = person_trace(1, seed=7)
+    write_person(tmp_path / "dirs" / "P02", "glucose", times, values)
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs")])
+    assert r.exit_code == 2 and "P02: a folder (one file per person" in r.output, r.output
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "A_people.csv").write_text("person,age\nP02,24\n")
+    (mixed / "P02.csv").write_text("timestamp,glucose_value_mg_dl\n01/06/2023 00:01,167\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(mixed)])
+    assert r.exit_code == 2 and r.output.startswith("error: P02.csv needs columns"), r.output
+
+
+def test_people_scored__a_file_of_a_few_hours_adds_to_no_figure(tmp_path):
+    write_folder(tmp_path, people=2, days=3)
+    times, values = person_trace(1, seed=9)
+    write_person(tmp_path / "csv", "SHORT", times[:30], values[:30])  # 2.5 hours
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (got["people"], got["people_scored"]) == (3, 2)

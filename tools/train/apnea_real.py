@@ -16,6 +16,7 @@ figure comes from recordings the scoring model never saw.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -144,13 +145,14 @@ def _table(path: Path, columns: tuple[str, str]) -> list[tuple[int, str, str]]:
         raise NightlinkError(f"Cannot read {path.name}: {str(exc).rstrip('.')}.") from None
     first = lines[0] if lines else ""
     delimiter = max((";", "\t", ","), key=first.count)
-    header = [h.strip().lower() for h in first.split(delimiter)]
+    parsed = csv.reader(lines, delimiter=delimiter)  # quoted cells too (R's write.csv)
+    header = [h.strip().lower() for h in next(parsed, [])]
     if header[:2] != list(columns):
         raise NightlinkError(f"{path.name} needs the columns {','.join(columns)}; its first line "
                              f"is {first[:60]!r}.")
     rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        cells = [c.strip() for c in line.split(delimiter)]
+    for number, row in enumerate(parsed, start=2):
+        cells = [c.strip() for c in row]
         if any(cells):
             rows.append((number, cells[0], cells[1] if len(cells) > 1 else ""))
     return rows
@@ -181,7 +183,11 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
         if m < 0 or m != int(m) or flag.lower() not in LABEL_CELLS:
             raise NightlinkError(f"{labels.name} line {number} needs a minute from 0 and an apnea "
                                  f"label of 0/1 (or N/A): {minute!r}, {flag!r}.")
-        minute_flags[int(m)] = LABEL_CELLS[flag.lower()]
+        label = LABEL_CELLS[flag.lower()]
+        if minute_flags.get(int(m), label) != label:
+            raise NightlinkError(f"{labels.name} line {number} labels minute {int(m)} again, "
+                                 "differently; each minute needs one label.")
+        minute_flags[int(m)] = label
     if not minute_flags:
         raise NightlinkError(f"{labels.name} has no labelled minute.")
     n = max(minute_flags) + 1

@@ -81,13 +81,34 @@ def _glucose_unit(header: list[str]) -> float:
 
 def _header(path: Path) -> list[str]:
     """The CSV's column names, lower case, quotes removed (a UTF-8 file, with or without a
-    byte-order mark)."""
+    byte-order mark), timestamp and glucose first when the file has them (in any order)."""
+    delimiter, order, header = _layout(path)
+    return [header[k] for k in order] if order else header
+
+
+DELIMITERS = (",", ";", "\t")  # a European spreadsheet writes ";" (and decimal commas)
+
+
+def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
+    """(delimiter, the columns' order with timestamp and glucose first or None when the file
+    names no such columns, the column names) of a CSV; an Excel `sep=` first line is passed
+    over."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            first = next(csv.reader([fh.readline()]), [])
+            first = fh.readline()
+            if first.strip().lower().startswith("sep="):
+                first = fh.readline()
     except (OSError, UnicodeDecodeError) as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
-    return [h.strip().lower() for h in first]
+    best = (",", None, [h.strip().lower() for h in next(csv.reader([first]), [])])
+    for delimiter in DELIMITERS:
+        header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
+        ts = [k for k, h in enumerate(header) if h == "timestamp"]
+        gl = [k for k, h in enumerate(header) if h.startswith("glucose_value")]
+        if len(ts) == 1 and len(gl) == 1:
+            rest = [k for k in range(len(header)) if k not in (ts[0], gl[0])]
+            return delimiter, [ts[0], gl[0], *rest], header
+    return best
 
 
 # Cells that stand for a reading outside the sensor's range, as exports write them.
@@ -155,13 +176,22 @@ def _reading(cell: str, rows: _Rows) -> float | None:
 
 def _read_rows(path: Path, header: list[str], zone) -> _Rows:
     carb_col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
+    delimiter, order, _names = _layout(path)
     try:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
+            reader = csv.reader(fh, delimiter=delimiter)
+            first = next(reader, None)
+            if first and first[0].strip().lower().startswith("sep="):
+                next(reader, None)
             table = [row for row in reader if any(c.strip() for c in row)]
     except OSError as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    if order is not None and order[:2] != [0, 1]:  # timestamp and glucose first
+        table = [[row[k] if k < len(row) else "" for k in order] for row in table]
+    if delimiter != ",":  # a decimal comma (5,6 mmol/L) where "," separates no columns
+        for row in table:
+            if len(row) > 1:
+                row[1] = row[1].replace(",", ".")
     fast = _plain_rows(table, carb_col)
     if fast is not None:
         return fast
@@ -264,7 +294,8 @@ def read_csv(path: Path, tz: str | None = None,
     if notes is not None:
         notes.extend(_csv_notes(path, rows, tz))
     keep = ~codes
-    return (*_by_minute(t[keep], mgdl[keep]), np.sort(np.array(rows.carbs, dtype=np.int64)))
+    return (*_by_minute(t[keep], mgdl[keep], path.name, notes),
+            np.sort(np.array(rows.carbs, dtype=np.int64)))
 
 
 def _csv_notes(path: Path, rows: _Rows, tz: str | None) -> list[str]:
@@ -284,12 +315,20 @@ def _csv_notes(path: Path, rows: _Rows, tz: str | None) -> list[str]:
     return out
 
 
-def _by_minute(t: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _by_minute(t: np.ndarray, g: np.ndarray, name: str = "",
+               notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Readings (minutes, mg/dL, in the order written) sorted by minute, one per minute (a
-    repeated minute keeps its last reading), clipped to the CGM's 39-400 mg/dL."""
+    repeated minute keeps its last reading, said in `notes` when the values differ),
+    clipped to the CGM's 39-400 mg/dL."""
     order = np.argsort(t, kind="stable")
     t, g = t[order], np.clip(g[order], 39, 400)
     last = np.r_[t[1:] != t[:-1], True] if t.size else np.zeros(0, dtype=bool)
+    if notes is not None and t.size:
+        same_minute = t[1:] == t[:-1]
+        differ = int(np.unique(t[1:][same_minute & (g[1:] != g[:-1])]).size)
+        if differ:
+            notes.append(f"{name}: {differ} minutes hold two different readings (overlapping "
+                         "sensors, or a clock set back an hour); the last of each was kept.")
     return t[last], g[last].astype(np.float32)
 
 
@@ -439,10 +478,9 @@ def _without_strays(name: str, t: np.ndarray, g: np.ndarray,
 
 def _is_plain(path: Path) -> bool:
     try:
-        header = _header(path)
+        return _layout(path)[1] is not None
     except NightlinkError:  # not UTF-8: perhaps a UTF-16 export
         return False
-    return len(header) >= 2 and header[0] == "timestamp" and header[1].startswith("glucose_value")
 
 
 CGM_EXPORTS = ("clarity", "libreview", "carelink", "nightscout")
@@ -468,9 +506,16 @@ def read_export(path: Path, tz: str | None = None, date_order: str | None = None
 
     fmt = _export_format(path)
     if fmt not in CGM_EXPORTS:
-        raise NightlinkError(f"{path.name} is neither a timestamp,glucose_value_mg_dl CSV (UTF-8) "
-                             "nor a CGM export Nightlink reads (Dexcom Clarity, LibreView, Medtronic "
-                             "CareLink, Nightscout JSON).")
+        try:
+            line = _layout(path)[2]
+            what = f"its first line is {','.join(line)[:80]!r}" if any(line) else "it is empty"
+        except NightlinkError:
+            what = "it is not UTF-8 text"
+        raise NightlinkError(f"{path.name} is neither a CSV with columns timestamp and "
+                             "glucose_value_mg_dl (or glucose_value_mmol_l; UTF-8, comma, "
+                             "semicolon or tab separated) nor a CGM export Nightlink reads "
+                             "(Dexcom Clarity, LibreView, Medtronic CareLink, Nightscout JSON): "
+                             f"{what}.")
     # Local clock times are read as written, on the clock the device showed (UTC stands for
     # it), even where a pump's or a phone's clock was set: whose zone it was is not known.
     as_written = fmt != "nightscout"
@@ -495,7 +540,7 @@ def read_export(path: Path, tz: str | None = None, date_order: str | None = None
     readings = [s for s in samples if isinstance(s, Glucose) and s.sgv is not None]  # oldest first
     t = np.array([int((datetime.fromtimestamp(s.t, zone).replace(tzinfo=None) - origin)
                       .total_seconds() // 60) for s in readings], dtype=np.int64)
-    return _by_minute(t, np.array([float(s.sgv) for s in readings]))
+    return _by_minute(t, np.array([float(s.sgv) for s in readings]), path.name, notes)
 
 
 def _export_format(path: Path) -> str | None:
@@ -519,6 +564,8 @@ def _is_csv_export(path: Path) -> bool:
 
 def _not_read(path: Path) -> str:
     """Why a folder entry is not read as a person's CGM, in a few words."""
+    if not path.exists():
+        return "a broken link (what it points to is not there)."
     if path.is_dir():
         return "a folder (one file per person, in the folder itself, is read)."
     if path.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".7z"):
@@ -538,10 +585,11 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     paths = [p for p in entries if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
     paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_csv_export(p)]  # notes stay out
+    unread = [f"{p.name}: {_not_read(p)}" for p in entries
+              if p not in paths and p.suffix.lower() not in (".md", ".txt", ".pdf")
+              and not (p.is_dir() and p.name == "csv")]
     if skipped is not None and names is None:  # a person whose file is not read is named
-        skipped.extend(f"{p.name} left out: {_not_read(p)}" for p in entries
-                       if p not in paths and p.suffix.lower() not in (".md", ".txt", ".pdf")
-                       and not (p.is_dir() and p.name == "csv"))
+        skipped.extend(f"{u.replace(': ', ' left out: ', 1)}" for u in unread)
     if names is not None:
         wanted = {Path(n).stem.lower() for n in names}
         missing = sorted(wanted - {p.stem.lower() for p in paths})
@@ -555,8 +603,9 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
             raise NightlinkError(f"{other.name} and {p.name} would be the same person; keep one "
                                  f"file per person in {folder}.")
     if not paths:
+        why = f" ({'; '.join(unread[:3])}{' …' if len(unread) > 3 else ''})" if unread else ""
         raise NightlinkError(f"No CGM files (timestamp,glucose_value_mg_dl CSVs or CGM exports) "
-                             f"in {folder}.")
+                             f"in {folder}{why}.")
     people, refused = [], []
     for path in paths:
         try:
@@ -568,8 +617,8 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
             people.append(person)
         else:
             refused.append((path.name, NightlinkError(f"{path.name} has no glucose reading.")))
-    if not people and refused:
-        raise refused[0][1]
+    if not people and refused:  # the reason of a file that looked like CGM, if one did
+        raise next((exc for name, exc in refused if _is_plain(folder / name)), refused[0][1])
     if skipped is not None:
         skipped.extend(f"{name} left out: {exc}" for name, exc in refused)
     return people

@@ -338,6 +338,11 @@ def figures(totals, policy: AlarmPolicy, chosen: list[int], n_people: int) -> di
                 out[f"{pre}hours"] = round(total.hours, 1)
             out[f"{pre}{prefix}per_person"] = per_person_figures(per_person, per)
     out["people"] = n_people
+    # those with a night or a day counted (>= 70 % of its slots): a file of a few hours adds
+    # to `people`, not to any figure
+    out["people_scored"] = sum(
+        1 for n, d in zip(totals["night"]["fixed"], totals["day"]["fixed"], strict=True)
+        if n or d)
     out["policy"] = policy_dict(policy)
     out["policy"]["calibrated_permille_median"] = int(np.median(chosen)) if chosen else None
     if chosen:  # each night at the threshold calibrated from the person's previous nights
