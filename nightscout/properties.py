@@ -45,15 +45,29 @@ def compute(docs: DocumentStore, now_ms: int, *, mmol: bool = False,
         value = _PROPERTIES[name](data, mmol)
         if value is not None:
             out[name] = value
-    return _strip_secrets(out)
+    return _clean(out)
 
 
-def _strip_secrets(value: Any) -> Any:
+def _clean(value: Any) -> Any:
+    """Without the secrets a stored document may hold, and with null for a number that is
+    not finite (no stored document can make the reply invalid JSON)."""
     if isinstance(value, dict):
-        return {k: _strip_secrets(v) for k, v in value.items() if k not in _SECRET_KEYS}
+        return {k: _clean(v) for k, v in value.items() if k not in _SECRET_KEYS}
     if isinstance(value, list):
-        return [_strip_secrets(v) for v in value]
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
+
+
+MAX_DOSE_U = 1000.0  # a bolus above this is no dose (an uploader's 1e308): left out
+MAX_CARBS_G = 10000.0
+
+
+def _setting(data: _Data, key: str, at_ms: int, lo: float, hi: float, default: float) -> float:
+    """A profile schedule's value at a time when it lies in [lo, hi], else the default."""
+    value = data.profile.value(key, at_ms)
+    return value if isinstance(value, int | float) and lo <= value <= hi else default
 
 
 class _Data:
@@ -258,14 +272,14 @@ def iob(data: _Data, mmol: bool) -> dict:
 
 def _treatment_iob(data: _Data) -> dict | None:
     doses = [t for t in data.treatments if isinstance(t.get("insulin"), int | float)
-             and t["insulin"] > 0]
+             and 0 < t["insulin"] <= MAX_DOSE_U]
     if not doses:
         return None
     total = activity = 0.0
     last_bolus = None
     for t in doses:
-        dia = data.profile.value("dia", t["mills"]) or 3
-        sens = data.profile.value("sens", t["mills"]) or 0
+        dia = _setting(data, "dia", t["mills"], 0.5, 24.0, 3.0)  # hours
+        sens = _setting(data, "sens", t["mills"], 0.0, 1000.0, 0.0)
         contrib, act = bilinear(t["insulin"], data.now - t["mills"], dia, sens)
         if contrib > 0 and last_bolus is None:
             last_bolus = t
@@ -324,9 +338,9 @@ def _treatment_cob(data: _Data) -> dict:
     delay = 20 * MIN
     for t in data.treatments:
         carbs = t.get("carbs")
-        if not isinstance(carbs, int | float) or carbs <= 0:
+        if not isinstance(carbs, int | float) or not 0 < carbs <= MAX_CARBS_G:
             continue
-        rate = data.profile.value("carbs_hr", t["mills"]) or 30
+        rate = _setting(data, "carbs_hr", t["mills"], 1.0, 1000.0, 30.0)
         absorbed = max(0.0, (data.now - t["mills"] - delay) / HOUR * rate)
         left = max(0.0, carbs - absorbed)
         if left > 0 and last is None:

@@ -2,6 +2,7 @@
 release stored badly are read without failing. Every read an app makes is tried after each."""
 
 import json
+import time
 
 import pytest
 
@@ -166,4 +167,39 @@ def test_a_v3_identifier_outside_ascii_gets_a_location_header_that_is(ns):
     assert r.status_code == 201, r.text
     assert r.headers["location"].endswith("/api/v3/settings/caf%C3%A9")
     assert ns.client.get(f"{ns.root}/api/v3/settings/caf%C3%A9", headers=h).status_code == 200
+    every_read_works(ns)
+
+
+@pytest.mark.parametrize(("profile", "treatments"), [
+    ({}, [{"eventType": "Carb Correction", "carbs": 1e308}] * 2),
+    ({}, [{"eventType": "Correction Bolus", "insulin": 1e308}] * 2),
+    ({"sens": [{"time": "00:00", "value": 1e308}]}, [{"eventType": "Correction Bolus",
+                                                      "insulin": 2}]),
+    ({"dia": -5e-324}, [{"eventType": "Correction Bolus", "insulin": 2}]),
+])
+def test_finite_but_absurd_numbers__insulin_and_carbs_on_board_stay_json(ns, profile,
+                                                                       treatments):
+    """Found by fuzzing: numbers that are finite when stored but overflow in the insulin- and
+    carbs-on-board arithmetic (1e308 g of carbs twice, a DIA of -5e-324 hours) made
+    /api/v2/properties and /pebble answer 500 for hours. Such doses and settings are left
+    out of the arithmetic, and no property can carry a number JSON cannot."""
+    store = {"dia": 3, "sens": [{"time": "00:00", "value": 50}],
+             "carbs_hr": 30, "carbratio": [{"time": "00:00", "value": 10}],
+             "basal": [{"time": "00:00", "value": 1}], "timezone": "UTC", "units": "mg/dl"}
+    store.update(profile)
+    r = ns.post("/api/v1/profile", headers=AUTH, json={
+        "defaultProfile": "D", "startDate": "2020-01-01T00:00:00.000Z", "store": {"D": store}})
+    assert r.status_code == 200, r.text
+    now = now_ms()
+    r = ns.post("/api/v1/treatments", headers=AUTH, json=[
+        {**t, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                          time.gmtime((now - (k + 1) * 60_000) / 1000))}
+        for k, t in enumerate(treatments)])
+    assert r.status_code == 200 and not any("error" in d for d in r.json()), r.text
+    ns.post("/api/v1/entries", headers=AUTH, json=[{"type": "sgv", "sgv": 120, "date": now}])
+    for path in ("/api/v2/properties", "/api/v2/properties/iob,cob", "/pebble",
+                 "/api/v2/properties?pretty"):
+        r = ns.get(path, headers=AUTH)
+        assert r.status_code == 200, (path, r.text[:200])
+        json.loads(r.text)  # strict JSON: no Infinity or NaN
     every_read_works(ns)
