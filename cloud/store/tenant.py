@@ -334,12 +334,8 @@ class TenantStore:
         "params"}, or None; "params" is the policy as the clocks take it (`alarm_policy_params`, a JSON
         object, unchecked: nightlink.shared.lowrisk.policy_values checks it), None from a node
         that does not send it."""
-        for row in self.db.query(
-                "SELECT s.device, s.doc, s.updated_at FROM device_status s LEFT JOIN devices d "
-                "ON d.id = s.device AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? "
-                "AND d.revoked_at IS NULL ORDER BY s.updated_at DESC", (self.tenant_id,)):
-            doc = from_json(row["doc"])
-            text = doc.get("alarm_policy") if isinstance(doc, dict) else None
+        for row, doc in self._node_statuses():
+            text = doc.get("alarm_policy")
             if isinstance(text, str) and text:
                 params = doc.get("alarm_policy_params")
                 return {"text": text[:400], "device": row["device"],
@@ -347,17 +343,23 @@ class TenantStore:
                         "params": params if isinstance(params, dict) else None}
         return None
 
+    def _node_statuses(self):
+        """(row, status report) of the tenant's devices not revoked, newest first; a report
+        that is not a JSON object reads as an empty one."""
+        for row in self.db.query(
+                "SELECT s.device, s.doc, s.updated_at FROM device_status s LEFT JOIN devices d "
+                "ON d.id = s.device AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? "
+                "AND d.revoked_at IS NULL ORDER BY s.updated_at DESC", (self.tenant_id,)):
+            doc = from_json(row["doc"])
+            yield row, doc if isinstance(doc, dict) else {}
+
     def reported_timezones(self) -> list[str]:
         """The time zones the tenant's bedside nodes reported (their status reports'
         `timezone`, IANA names as their configuration or machine gives them), newest first;
         revoked devices left out."""
         out = []
-        for row in self.db.query(
-                "SELECT s.doc FROM device_status s LEFT JOIN devices d ON d.id = s.device "
-                "AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? AND d.revoked_at IS NULL "
-                "ORDER BY s.updated_at DESC", (self.tenant_id,)):
-            doc = from_json(row["doc"])
-            name = doc.get("timezone") if isinstance(doc, dict) else None
+        for _row, doc in self._node_statuses():
+            name = doc.get("timezone")
             if isinstance(name, str) and 0 < len(name) <= 64 and name not in out:
                 out.append(name)
         return out
@@ -366,12 +368,8 @@ class TenantStore:
         """The sleep schedule ("08:00-16:00", bedtime to wake) in the newest status report of
         the tenant's bedside nodes that carries one (`night_schedule`), revoked devices left
         out; None without one, or when it is not two HH:MM times."""
-        for row in self.db.query(
-                "SELECT s.doc FROM device_status s LEFT JOIN devices d ON d.id = s.device "
-                "AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? AND d.revoked_at IS NULL "
-                "ORDER BY s.updated_at DESC", (self.tenant_id,)):
-            doc = from_json(row["doc"])
-            text = doc.get("night_schedule") if isinstance(doc, dict) else None
+        for _row, doc in self._node_statuses():
+            text = doc.get("night_schedule")
             if text is None:
                 continue
             return text if parse_schedule(text) is not None else None

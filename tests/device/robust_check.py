@@ -78,32 +78,32 @@ out["morning_screen"] = morning
 # 1c. a day sleeper (night shifts): quiet hours 08:00-16:00, the edge's summary of the sleep
 # that ended at 16:00 (end_t): the morning screen from 16:00 for 4.5 hours, then the night
 # screen; the same summary 20 hours on is not "last night" any more
-day = []
+
+
+def screens_after(c, end_t, minutes):
+    """The screen at each of these minutes after end_t, a reading a minute before each."""
+    shown = []
+    for minute in minutes:
+        at = end_t + minute * 60
+        c.on_message(TOPIC, json.dumps({"t": at - 60, "sgv": 120, "trend": 4,
+                                        "delta": 0}).encode(), at * 1000)
+        c.step(at * 1000)
+        shown.append(c.view.screen)
+    return shown
+
+
 c = clock(quiet_hours={"start": "08:00", "end": "16:00"})
 end_t = T0 + 19 * 3600  # 2026-01-16 16:00 UTC
 c.on_message(NIGHT, json.dumps({"night": "2026-01-16", "sleep_min": 440,
                                 "end_t": end_t}).encode(), end_t * 1000)
-for minute in (30, 4 * 60 + 20, 4 * 60 + 40, 20 * 60):
-    at = end_t + minute * 60
-    c.on_message(TOPIC, json.dumps({"t": at - 60, "sgv": 120, "trend": 4, "delta": 0}).encode(),
-                 at * 1000)
-    c.step(at * 1000)
-    day.append(c.view.screen)
-out["day_sleeper_morning"] = day
+out["day_sleeper_morning"] = screens_after(c, end_t, (30, 4 * 60 + 20, 4 * 60 + 40, 20 * 60))
 # ... and one sleeping 07:00-13:00, whose night is named by the evening before (2026-01-15)
 c = clock(quiet_hours={"start": "07:00", "end": "13:00"})
 end_t = T0 + 16 * 3600  # 2026-01-16 13:00 UTC
 c.on_message(NIGHT, json.dumps({"night": "2026-01-15", "sleep_min": 330,
                                 "end_t": end_t}).encode(), end_t * 1000)
 out["end_t_kept"] = c.summary.get("end_t") == end_t
-early = []
-for minute in (30, 4 * 60):
-    at = end_t + minute * 60
-    c.on_message(TOPIC, json.dumps({"t": at - 60, "sgv": 120, "trend": 4, "delta": 0}).encode(),
-                 at * 1000)
-    c.step(at * 1000)
-    early.append(c.view.screen)
-out["early_sleeper_morning"] = early
+out["early_sleeper_morning"] = screens_after(c, end_t, (30, 4 * 60))
 
 # 2. one reading dated two hours ahead (a phone with a wrong clock), then a real fall
 c = clock()
