@@ -587,7 +587,8 @@ MIN_NIGHTS = 5  # fewer nights than this: "not enough nights"
 def pearson(xs: list[float], ys: list[float]) -> dict:
     """Pearson r with a 95 % confidence interval (Fisher z), and n; r is None with fewer than
     MIN_NIGHTS pairs or without variation."""
-    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+    pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None
+             and math.isfinite(x) and math.isfinite(y) and abs(x) < 1e12 and abs(y) < 1e12]
     n = len(pairs)
     out = {"n": n, "r": None, "ci": None, "slope": None, "enough": n >= MIN_NIGHTS}
     if n < MIN_NIGHTS:

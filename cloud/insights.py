@@ -114,22 +114,29 @@ def _carbs(treatments: list[dict], lo: int, hi: int) -> float | None:
     missing log is not a meal-free evening)."""
     if not treatments:
         return None
-    return float(sum(_num(t.get("carbs")) for t in treatments if lo <= _ms(t) < hi))
+    return float(sum(_num(t.get("carbs"), MAX_CARBS_G) for t in treatments
+                     if lo <= _ms(t) < hi))
 
 
 def _exercise(treatments: list[dict], lo: int, hi: int) -> float | None:
     if not treatments:
         return None
-    return float(sum(_num(t.get("duration")) for t in treatments if lo <= _ms(t) < hi
+    return float(sum(_num(t.get("duration"), MAX_EXERCISE_MIN) for t in treatments
+                     if lo <= _ms(t) < hi
                      and "exercise" in str(t.get("eventType", "")).lower()))
 
 
-def _num(v) -> float:
+MAX_CARBS_G = 10_000.0  # grams in one treatment; more is no meal (an uploader's 1e160)
+MAX_EXERCISE_MIN = 1440.0
+
+
+def _num(v, most: float) -> float:
+    """A positive amount up to `most`; 0 for anything else."""
     try:
         x = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0.0
-    return x if math.isfinite(x) and x > 0 else 0.0
+    return x if math.isfinite(x) and 0 < x <= most else 0.0
 
 
 def _ms(t: dict) -> int:

@@ -56,38 +56,42 @@ class SlowQuery(QueryError):
     backtracks without end, or one slow on each of many documents)."""
 
 
-_DEADLINE = threading.local()  # the running find()'s deadline for its patterns
+_BUDGET = threading.local()  # the running find()'s patterns: seconds left to them
 
 
 @contextlib.contextmanager
 def regex_budget(seconds: float = REGEX_BUDGET_S):
     """Within it (one find() on this thread), a pattern that times out on a document, or
-    patterns running longer than `seconds` in all, raise SlowQuery instead of reading on."""
-    before = getattr(_DEADLINE, "at", None)
-    _DEADLINE.at = time.monotonic() + seconds
+    patterns running longer than `seconds` in all (their own time, not the scan's), raise
+    SlowQuery instead of reading on."""
+    before = getattr(_BUDGET, "left", None)
+    _BUDGET.left = seconds
     try:
         yield
     finally:
-        _DEADLINE.at = before
+        _BUDGET.left = before
 
 
 def _search(pattern, value: str) -> bool:
-    """Whether the pattern occurs in the text, within REGEX_TIMEOUT_S (and the running
-    find()'s budget, if any): past it, no match, or SlowQuery inside regex_budget."""
-    deadline = getattr(_DEADLINE, "at", None)
-    timeout = REGEX_TIMEOUT_S
-    if deadline is not None:
-        timeout = min(timeout, deadline - time.monotonic())
-        if timeout <= 0:
-            raise SlowQuery("The query's patterns took too long on the stored documents; "
-                            "narrow it (a time range) or simplify the pattern.")
+    """Whether the pattern occurs in the text, within REGEX_TIMEOUT_S (and what is left of
+    the running find()'s budget, if any): past it, no match, or SlowQuery inside
+    regex_budget."""
+    left = getattr(_BUDGET, "left", None)
+    timeout = REGEX_TIMEOUT_S if left is None else min(REGEX_TIMEOUT_S, left)
+    started = time.monotonic()
     try:
-        return pattern.search(value, timeout=timeout) is not None
+        return pattern.search(value, timeout=max(timeout, 1e-6)) is not None
     except TimeoutError:
-        if deadline is None:
+        if left is None:
             return False
+        if timeout < REGEX_TIMEOUT_S:
+            raise SlowQuery("The query's patterns took too long on the stored documents; "
+                            "narrow it (a time range) or simplify the pattern.") from None
         raise SlowQuery(f"The pattern {pattern.pattern[:60]!r} takes too long on the stored "
                         "documents; simplify it.") from None
+    finally:
+        if left is not None:
+            _BUDGET.left = left - (time.monotonic() - started)
 
 
 # -- the predicate --------------------------------------------------------------------------------

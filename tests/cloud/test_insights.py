@@ -175,12 +175,17 @@ def test_odd_client_fields_break_no_report(tmp_path):
     try:
         store.create_tenant("p1", "Ann Example")
         data = store.tenant("p1")
-        synth_days(data, date(2026, 1, 1), 7, tz="UTC", seed=3, night=lambda i: True,
+        synth_days(data, date(2026, 1, 1), 14, tz="UTC", seed=3, night=lambda i: True,
                    hours=3.0)
         data.add_documents("treatments", [
             {"eventType": "Meal Bolus", "carbs": 60, "created_at": "2026-01-05T19:00:00Z",
              "mills": "Infinity"},
-            {"eventType": "Note", "created_at": "2026-01-05T20:00:00Z", "mills": [1]}],
+            {"eventType": "Note", "created_at": "2026-01-05T20:00:00Z", "mills": [1]},
+            # finite but no meal: overflowed the associations' sums (a 500), found in review
+            {"eventType": "Meal Bolus", "carbs": 1e160, "created_at": "2026-01-03T19:00:00Z"},
+            {"eventType": "Meal Bolus", "carbs": 1e308, "created_at": "2026-01-04T19:00:00Z"},
+            {"eventType": "Meal Bolus", "carbs": 1e308, "created_at": "2026-01-04T19:30:00Z"},
+            {"eventType": "Exercise", "duration": 1e300, "created_at": "2026-01-06T10:00:00Z"}],
             mode="keep")
         data.add_documents("profile", [{"defaultProfile": [1, 2], "startDate":
                                         "2026-01-01T00:00:00Z",
@@ -188,10 +193,14 @@ def test_odd_client_fields_break_no_report(tmp_path):
                            mode="keep")
         ps = settings.patient_settings(data)  # (the zone is set: UTC)
         assert settings._profile_zone(data) == ZoneInfo("Europe/London")  # the first one
-        got = insights.insights(data, ps, "2026-01-06", 7)
-        rows = {r["night"]: r for r in insights.night_rows(data, ps, "2026-01-06", 7)}
+        got = insights.insights(data, ps, "2026-01-13", 14)
+        rows = {r["night"]: r for r in insights.night_rows(data, ps, "2026-01-13", 14)}
         assert rows["2026-01-05"]["evening_carbs_g"] == 60  # at its stored time
-        assert got["end_night"] == "2026-01-06"
-        assert build_report(data, ps, end_day="2026-01-07", days=7)["insights"] is not None
+        assert rows["2026-01-03"]["evening_carbs_g"] == rows["2026-01-04"]["evening_carbs_g"] \
+            == 0 and rows["2026-01-06"]["exercise_min"] == 0
+        assert got["end_night"] == "2026-01-13" and got["associations"]["rows"]
+        json.dumps(got, allow_nan=False)
+        rep = build_report(data, ps, end_day="2026-01-14", days=14)
+        json.dumps(rep["insights"], allow_nan=False)
     finally:
         store.close()
