@@ -675,6 +675,8 @@ def test_other_spreadsheet_layouts__read_as_the_plain_one(tmp_path):
                                                                           strict=True)),
         "tab": "timestamp\tglucose_value_mg_dl\n" + "".join(
             f"{s}\t{v:.1f}\n" for s, v in zip(stamps, values, strict=True)),
+        "two_glucose_columns": "timestamp,glucose_value_mg_dl,glucose_value_mmol_l\n" + "".join(
+            f"{s},{v:.1f},{v / 18.0182:.2f}\n" for s, v in zip(stamps, values, strict=True)),
         "excel_sep": "sep=,\ntimestamp,glucose_value_mg_dl\n" + "".join(
             f"{s},{v:.1f}\n" for s, v in zip(stamps, values, strict=True)),
     }
@@ -684,6 +686,13 @@ def test_other_spreadsheet_layouts__read_as_the_plain_one(tmp_path):
         got = cgm_real.load_person(path)
         assert got is not None and got.observed.sum() == ref.observed.sum(), name
         assert np.allclose(got.x, ref.x, atol=0.1), name  # (mmol/L to 4 places)
+
+
+def test_semicolons__decimal_commas_in_the_carbs_column_too(tmp_path):
+    (tmp_path / "S.csv").write_text("timestamp;glucose_value_mg_dl;carbs_g\n"
+                                    "2026-01-01 12:00;110;12,5\n2026-01-01 12:05;112;\n")
+    _t, g, carbs = cgm_real.read_csv(tmp_path / "S.csv")
+    assert g.tolist() == [110, 112] and carbs.size == 1
 
 
 def test_two_readings_in_one_minute__the_last_kept_and_said(tmp_path):
@@ -696,8 +705,8 @@ def test_two_readings_in_one_minute__the_last_kept_and_said(tmp_path):
     (tmp_path / "D.csv").write_text("\n".join(lines) + "\n")
     notes: list[str] = []
     cgm_real.read_csv(tmp_path / "D.csv", notes=notes)
-    assert notes == ["D.csv: 2 minutes hold two different readings (overlapping sensors, or a "
-                     "clock set back an hour); the last of each was kept."]
+    assert notes == ["D.csv: 2 minutes hold two different readings (overlapping sensors, a "
+                     "clock set back an hour, or seconds apart); the last of each was kept."]
 
 
 def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_path):

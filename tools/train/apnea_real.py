@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
 import os
 import warnings
 import zlib
@@ -180,7 +181,7 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
             m = float(minute)
         except ValueError:
             m = -1.0
-        if m < 0 or m != int(m) or flag.lower() not in LABEL_CELLS:
+        if not math.isfinite(m) or m < 0 or m != int(m) or flag.lower() not in LABEL_CELLS:
             raise NightlinkError(f"{labels.name} line {number} needs a minute from 0 and an apnea "
                                  f"label of 0/1 (or N/A): {minute!r}, {flag!r}.")
         label = LABEL_CELLS[flag.lower()]

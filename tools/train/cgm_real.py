@@ -87,6 +87,7 @@ def _header(path: Path) -> list[str]:
 
 
 DELIMITERS = (",", ";", "\t")  # a European spreadsheet writes ";" (and decimal commas)
+GLUCOSE_COLUMNS = ("glucose_value_mg_dl", "glucose_value_mmol_l")
 
 
 def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
@@ -104,8 +105,10 @@ def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
     for delimiter in DELIMITERS:
         header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
         ts = [k for k, h in enumerate(header) if h == "timestamp"]
-        gl = [k for k, h in enumerate(header) if h.startswith("glucose_value")]
-        if len(ts) == 1 and len(gl) == 1:
+        gl = [k for k, h in enumerate(header) if h in GLUCOSE_COLUMNS] or \
+            [k for k, h in enumerate(header) if h.startswith("glucose_value")]
+        if len(ts) == 1 and gl:  # (of several glucose columns, the first, in mg/dL or mmol/L)
+            gl = gl[:1]
             rest = [k for k in range(len(header)) if k not in (ts[0], gl[0])]
             return delimiter, [ts[0], gl[0], *rest], header
     return best
@@ -188,10 +191,12 @@ def _read_rows(path: Path, header: list[str], zone) -> _Rows:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
     if order is not None and order[:2] != [0, 1]:  # timestamp and glucose first
         table = [[row[k] if k < len(row) else "" for k in order] for row in table]
-    if delimiter != ",":  # a decimal comma (5,6 mmol/L) where "," separates no columns
+    if delimiter != ",":  # a decimal comma (5,6 mmol/L; 12,5 g) where "," separates nothing
+        carb_col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
         for row in table:
-            if len(row) > 1:
-                row[1] = row[1].replace(",", ".")
+            for k in (1, carb_col):
+                if k is not None and len(row) > k:
+                    row[k] = row[k].replace(",", ".")
     fast = _plain_rows(table, carb_col)
     if fast is not None:
         return fast
@@ -328,7 +333,8 @@ def _by_minute(t: np.ndarray, g: np.ndarray, name: str = "",
         differ = int(np.unique(t[1:][same_minute & (g[1:] != g[:-1])]).size)
         if differ:
             notes.append(f"{name}: {differ} minutes hold two different readings (overlapping "
-                         "sensors, or a clock set back an hour); the last of each was kept.")
+                         "sensors, a clock set back an hour, or seconds apart); the last of "
+                         "each was kept.")
     return t[last], g[last].astype(np.float32)
 
 
