@@ -712,7 +712,7 @@ def _how_closed(store, alert: dict, still: list[dict]) -> str:
 
 class AlertWorker:
     """Checks active tenants every `interval_s`, and a tenant within `debounce_s` of an "entry"
-    event on the bus (entries stored by another process are seen at the next full pass)."""
+    event, or an alert's close, on the bus (entries stored by another process are seen at the next full pass)."""
 
     def __init__(self, store, events, *, interval_s: float = 30.0, debounce_s: float = 1.0,
                  pusher=None):

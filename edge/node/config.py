@@ -75,7 +75,7 @@ class NightConfig:
     """The person's sleep schedule, local time: the microphone and wearable make the night's
     recording between these times, and the night is classified once the wake time passes."""
 
-    bedtime: str = "22:00"  # 12:00-23:59, or after midnight (00:00 up to the wake time)
+    bedtime: str = "22:00"  # any time; with wake, 1 to 16 hours (across noon: a day sleeper's)
     wake: str = "07:30"  # any time: a schedule across noon (day sleepers) moves the nights' boundary
 
 

@@ -1,7 +1,7 @@
 """The person's time zone at the edge: which night a moment belongs to.
 
 Epochs are UTC; a night is named by the local date of its evening (noon to noon, local
-time), so the label depends on where the person sleeps. The zone comes from the edge
+time, or from a day sleeper's boundary: shared.epoch.night_boundary), so the label depends on where the person sleeps. The zone comes from the edge
 configuration's `timezone` or a recorded night's manifest, else the machine's own zone.
 """
 

@@ -1,6 +1,6 @@
 """Real CGM recordings as the glucose model sees them: one file per person, a CSV
-(`timestamp,glucose_value_mg_dl`, or `timestamp,glucose_value_mmol_l`; local clock time, gaps
-as missing rows) or a CGM export the edge imports (Dexcom Clarity, LibreView, Medtronic
+with columns `timestamp` and `glucose_value_mg_dl` (or `glucose_value_mmol_l`), in any order
+(local clock time, gaps as missing rows) or a CGM export the edge imports (Dexcom Clarity, LibreView, Medtronic
 CareLink, Nightscout JSON), put on the model's 5-minute grid whatever the sensor's cadence.
 
 - 5-minute sensors (Dexcom, Guardian): each reading goes to its nearest slot.
@@ -266,7 +266,7 @@ def _numbers(cells: list[str]) -> np.ndarray:
 def read_csv(path: Path, tz: str | None = None,
              notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(minutes since 1970, mg/dL) sorted, one reading per minute, and the minutes of carb
-    treatments (rows whose `carbs...` column is > 0). The second column is mg/dL, or mmol/L
+    treatments (rows whose `carbs...` column is > 0). The glucose column is mg/dL, or mmol/L
     when its header says so. Rows that are not a reading are skipped and counted in `notes`:
     a missing or unreadable time or value, a date outside 1990-2099, a sensor's error code
     (under 39 mg/dL); `Low` and `High` cells are read as 39 and 400 mg/dL."""
