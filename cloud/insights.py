@@ -26,7 +26,9 @@ from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.reports.summary import PREDICTORS, newest_time, night_row
 from nightlink.cloud.store import TenantStore
+from nightlink.nights import sleep_span
 from nightlink.shared import units
+from nightlink.shared.epoch import NOON_MIN
 
 MIN_NIGHTS = 10  # associations and unusual nights need at least this many nights with data
 FDR_Q = 0.05
@@ -39,6 +41,12 @@ MAX_DAYS_PATTERNS = 30  # the search is quadratic in its length: the last 30 day
 UNUSUAL_Z = 3.5  # modified z-score above which a figure is unusual (Iglewicz and Hoaglin)
 EVENING = (dtime(17, 0), dtime(23, 59, 59))  # evening carbs: from 17:00 to midnight
 DAY = (7, 22)  # the next day's glucose: 07:00-22:00 local
+# A day sleeper's (nights not noon to noon): the same spans around their own sleep
+BEFORE_BED_H = 7  # carbs in the 7 hours before bedtime (17:00-24:00 before a midnight bedtime)
+AFTER_WAKE_H = 15  # glucose in the 15 hours after waking (07:00-22:00 after a 07:00 wake)
+DAY_SLEEPER_LABELS = {"evening_carbs_g": "Carbs in the 7 h before bed",
+                      "next_day_mean": "Mean glucose the 15 h after waking",
+                      "next_day_tir": "Time in range the 15 h after waking (%)"}
 
 # (key, label, unit, step the slope is given per): the report's night factors, labelled as
 # the report labels them, and what only the insights look at.
@@ -82,7 +90,7 @@ def night_rows(data: TenantStore, ps: PatientSettings, end_night: str, nights: i
     last = date.fromisoformat(end_night)
     days = [last - timedelta(days=nights - 1 - i) for i in range(nights)]
     lo = _local_ms(days[0], dtime(0), ps)
-    hi = _local_ms(last + timedelta(days=2), dtime(0), ps)
+    hi = _local_ms(last + timedelta(days=3), dtime(0), ps)
     readings = fusion.load_glucose(data, lo, hi)
     treatments = data.treatments(lo, hi)
     rows = []
@@ -90,13 +98,11 @@ def night_rows(data: TenantStore, ps: PatientSettings, end_night: str, nights: i
         doc = fused_night(data, day.isoformat(), ps.tz, ps.sleep)
         row = night_row(doc) if doc["has_data"] else {"night": day.isoformat(),
                                                         "has_data": False}
-        row["evening_carbs_g"] = _carbs(treatments, _local_ms(day, EVENING[0], ps),
-                                        _local_ms(day, EVENING[1], ps))
+        evening, after = _spans(day, ps)
+        row["evening_carbs_g"] = _carbs(treatments, *evening)
         row["exercise_min"] = _exercise(treatments, _local_ms(day, dtime(0), ps),
                                         _local_ms(day + timedelta(days=1), dtime(0), ps))
-        nxt = day + timedelta(days=1)
-        span = [(t, g) for t, g in readings if _local_ms(nxt, dtime(DAY[0]), ps) <= t
-                < _local_ms(nxt, dtime(DAY[1]), ps)]
+        span = [(t, g) for t, g in readings if after[0] <= t < after[1]]
         s = glycemia.summary(span)
         row["next_day_mean"] = s["mean"] if s and s["n"] >= 72 else None  # >= 6 h of readings
         row["next_day_tir"] = (glycemia.bands(span)["in_range"]
@@ -107,6 +113,19 @@ def night_rows(data: TenantStore, ps: PatientSettings, end_night: str, nights: i
     if rows:
         rows[-1]["next_night_mean"] = None
     return rows
+
+
+def _spans(day: date, ps: PatientSettings) -> tuple[tuple[int, int], tuple[int, int]]:
+    """[lo, hi) Unix ms of the night's evening (its carbs) and of the day after it (its
+    glucose): 17:00-24:00 of its date and 07:00-22:00 of the next; for a day sleeper the 7
+    hours before their bedtime and the 15 after their wake time."""
+    if ps.sleep is None or ps.boundary == NOON_MIN:
+        nxt = day + timedelta(days=1)
+        return ((_local_ms(day, EVENING[0], ps), _local_ms(day, EVENING[1], ps)),
+                (_local_ms(nxt, dtime(DAY[0]), ps), _local_ms(nxt, dtime(DAY[1]), ps)))
+    bed_s, wake_s = sleep_span(day.isoformat(), ps.sleep, ps.tz)
+    return ((int((bed_s - BEFORE_BED_H * 3600) * 1000), int(bed_s * 1000)),
+            (int(wake_s * 1000), int((wake_s + AFTER_WAKE_H * 3600) * 1000)))
 
 
 def _carbs(treatments: list[dict], lo: int, hi: int) -> float | None:
@@ -146,8 +165,10 @@ def _ms(t: dict) -> int:
 # -- associations ---------------------------------------------------------------------------
 
 
-def associations(rows: list[dict]) -> dict:
-    """Every factor against every outcome, with BH q-values over the estimable rows."""
+def associations(rows: list[dict], labels: dict[str, str] | None = None) -> dict:
+    """Every factor against every outcome, with BH q-values over the estimable rows;
+    `labels` names some figures otherwise (a day sleeper's evening and next day)."""
+    labels = labels or {}
     have = sum(1 for r in rows if r.get("has_data"))
     out = {"min_nights": MIN_NIGHTS, "nights": have, "fdr_q": FDR_Q, "rows": []}
     if have < MIN_NIGHTS:
@@ -156,8 +177,9 @@ def associations(rows: list[dict]) -> dict:
     for fk, flabel, funit, step in FACTORS:
         for ok, olabel, lag in OUTCOMES:
             res = fusion.pearson([r.get(fk) for r in rows], [r.get(ok) for r in rows])
-            row = {"factor": fk, "factor_label": flabel, "factor_unit": funit, "step": step,
-                   "outcome": ok, "outcome_label": olabel, "lag": lag, "n": res["n"],
+            row = {"factor": fk, "factor_label": labels.get(fk, flabel), "factor_unit": funit,
+                   "step": step, "outcome": ok, "outcome_label": labels.get(ok, olabel),
+                   "lag": lag, "n": res["n"],
                    "r": res["r"], "r_ci": res["ci"], "p": None, "q": None,
                    "slope_per_step": None, "slope_ci_per_step": None,
                    "outcome_unit": "%" if ok.endswith("_tir") else units.MGDL}
@@ -350,5 +372,7 @@ def insights(data: TenantStore, ps: PatientSettings, end_night: str | None = Non
     lo = max(_local_ms(first, at, ps), hi - MAX_DAYS_PATTERNS * 86_400_000)
     return {"start_night": rows[0]["night"], "end_night": end_night, "tz": ps.tz.key,
             "nights_with_data": sum(1 for r in rows if r.get("has_data")),
-            "associations": associations(rows), "unusual_nights": unusual_nights(rows),
+            "associations": associations(rows, None if ps.boundary == NOON_MIN
+                                         else DAY_SLEEPER_LABELS),
+            "unusual_nights": unusual_nights(rows),
             "patterns": patterns(fusion.load_glucose(data, lo, hi), ps)}

@@ -131,3 +131,29 @@ def test_without_sleep_found_a_day_sleeper_s_glucose_period_is_their_schedule(st
     ps = patient_settings(data)
     doc = fused_night(data, "2026-01-15", ps.tz, ps.sleep)
     assert doc["glucose"]["period"] == "08:00-16:00"
+
+
+def test_the_insights_evening_and_next_day_are_around_a_day_sleeper_s_own_sleep(store):
+    """A day sleeper's 'evening' is the 7 hours before bedtime (carbs at 05:00, not at
+    19:00 the day before) and their 'next day' the 15 hours after waking; the insights say
+    so in their labels. A night sleeper's stay 17:00-24:00 and 07:00-22:00."""
+    data = store.tenant("fam-1")
+    _slept_by_day(data)
+    put_glucose(data, [(e * EPOCH_S * 1000, 150) for e in range(WAKE, WAKE + 15 * 120, 10)])
+    data.add_documents("treatments", [
+        {"eventType": "Meal Bolus", "carbs": 40, "created_at": "2026-01-15T05:00:00Z"},
+        {"eventType": "Meal Bolus", "carbs": 90, "created_at": "2026-01-14T19:00:00Z"}],
+        mode="keep")
+    _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"})
+    ps = patient_settings(data)
+    rows = {r["night"]: r for r in insights.night_rows(data, ps, "2026-01-15", 2)}
+    assert rows["2026-01-15"]["evening_carbs_g"] == 40
+    assert 140 < rows["2026-01-15"]["next_day_mean"] <= 150  # after 16:00, not the sleep's 110-129
+    got = insights.associations([{**rows["2026-01-15"], "has_data": True}] * 12,
+                                insights.DAY_SLEEPER_LABELS)
+    labels = {r["factor_label"] for r in got["rows"]} | {r["outcome_label"] for r in got["rows"]}
+    assert "Carbs in the 7 h before bed" in labels
+    _report(store, {"timezone": "UTC", "night_schedule": "22:00-07:00"})
+    rows = {r["night"]: r for r in insights.night_rows(data, patient_settings(data),
+                                                       "2026-01-15", 2)}
+    assert rows["2026-01-14"]["evening_carbs_g"] == 90  # 19:00, a night sleeper's evening
