@@ -680,9 +680,12 @@ def claim_closed(store, tenant_id: str, now_ms: int) -> list[dict]:
     it)."""
     data = store.tenant(tenant_id)
     out = []
-    found = data.closed_since_pushed(now_ms - REPUSH_FOR_MIN * MINUTE_MS,
+    # (repeats end REPUSH_FOR_MIN after an alert opens: one pushed in the last REPUSH_FOR_MIN
+    # opened in the last twice that, which bounds the query by the alerts' time index)
+    found = data.closed_since_pushed(now_ms - 2 * REPUSH_FOR_MIN * MINUTE_MS,
+                                     now_ms - REPUSH_FOR_MIN * MINUTE_MS,
                                      now_ms / 1000 - CLOSED_WITHIN_MIN * 60)
-    still = [a for a in data.alerts(limit=20, unacked=True)] if found else []
+    still = data.alerts(limit=20, unacked=True) if found else []
     for a in found:
         how = None if a["ended_ms"] is not None and a["rule"] == "predicted_low" else \
             _how_closed(store, a, still)  # (read before the claim: an error loses nothing)
@@ -712,7 +715,8 @@ def _how_closed(store, alert: dict, still: list[dict]) -> str:
 
 class AlertWorker:
     """Checks active tenants every `interval_s`, and a tenant within `debounce_s` of an "entry"
-    event, or an alert's close, on the bus (entries stored by another process are seen at the next full pass)."""
+    event, or an alert's close, on the bus (entries stored by another process are seen at the
+    next full pass)."""
 
     def __init__(self, store, events, *, interval_s: float = 30.0, debounce_s: float = 1.0,
                  pusher=None):

@@ -3,13 +3,13 @@
 A night is the local date of its evening and runs from local noon to the next local noon in
 the patient's time zone (as shared.epoch.night_of does for UTC offsets); for a person who
 sleeps by day (their bedside node's sleep schedule holds noon) it runs from another time of
-day, the `boundary` (shared.epoch.night_boundary), and is named by the date it begins on. Its recording is the
-span of epochs holding wearable, audio or classifier rows; room sensors and the CGM run all
-day and do not make a recording. Sleep staging comes from the classifier outputs (stream 5,
-`inference`) where they exist; a night without any falls back to what the raw features
-allow (wearable movement for sleep/wake, audio pauses of >= 10 s as apnea candidates, the
-audio snore ratio, the wearable's desaturation counts) and says so in each metric's
-`source`. Missing epochs are never filled in: each modality's coverage is reported, and an
+day, the `boundary` (shared.epoch.night_boundary), and is named by the date it begins on.
+Its recording is the span of epochs holding wearable, audio or classifier rows; room sensors
+and the CGM run all day and do not make a recording. Sleep staging comes from the classifier
+outputs (stream 5, `inference`) where they exist; a night without any falls back to what the
+raw features allow (wearable movement for sleep/wake, audio pauses of >= 10 s as apnea
+candidates, the audio snore ratio, the wearable's desaturation counts) and says so in each
+metric's `source`. Missing epochs are never filled in: each modality's coverage is reported, and an
 epoch without a stage counts in time in bed as unscored, never as sleep.
 
 Definitions: docs/clinical.md (AASM sleep metrics, AHI severity, ODI at 3 % and 4 %,

@@ -27,6 +27,7 @@ from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.reports.summary import PREDICTORS, newest_time, night_row
 from nightlink.cloud.store import TenantStore
 from nightlink.nights import sleep_span
+from nightlink.nightscout.properties import MAX_CARBS_G  # more in a treatment is no meal
 from nightlink.shared import units
 from nightlink.shared.epoch import NOON_MIN
 
@@ -145,7 +146,6 @@ def _exercise(treatments: list[dict], lo: int, hi: int) -> float | None:
                      and "exercise" in str(t.get("eventType", "")).lower()))
 
 
-MAX_CARBS_G = 10_000.0  # grams in one treatment; more is no meal (an uploader's 1e160)
 MAX_EXERCISE_MIN = 1440.0
 
 

@@ -50,6 +50,5 @@ def night_ending_on(day: str, sleep: Sleep | None = None) -> str:
     """The night whose sleep ends on local date `day`: the night before, unless the wake time
     comes after the nights' boundary (a day sleeper's, or an afternoon sleeper's): then the
     night of that date."""
-    wake = sleep[1] if sleep else 0
-    same = sleep is not None and wake > boundary_of(sleep)
+    same = sleep is not None and sleep[1] > boundary_of(sleep)
     return (date.fromisoformat(day) - timedelta(days=0 if same else 1)).isoformat()

@@ -458,16 +458,15 @@ class TenantStore:
             "NULL AND pushed_ms <= ?", (int(now_ms), self.tenant_id, alert_id,
                                         int(now_ms) - every_ms)))
 
-    def closed_since_pushed(self, pushed_after_ms: int, closed_after_s: float) -> list[dict]:
-        """Alerts pushed after `pushed_after_ms` (Unix ms) that have closed (acknowledged, or
-        ended on their own) after `closed_after_s` (Unix s) and whose close no one has pushed
-        yet."""
+    def closed_since_pushed(self, opened_after_ms: int, pushed_after_ms: int,
+                            closed_after_s: float) -> list[dict]:
+        """Alerts opened after `opened_after_ms` and pushed after `pushed_after_ms` (Unix ms)
+        that have closed (acknowledged, or ended on their own) after `closed_after_s` (Unix s)
+        and whose close no one has pushed yet."""
         rows = self.db.query(
             "SELECT * FROM alerts WHERE tenant_id = ? AND at_ms > ? AND pushed_ms > ? "
             "AND acked_at > ? AND closed_pushed_ms IS NULL ORDER BY id LIMIT 20",
-            # (repeats end 4 hours after an alert opens: one pushed in the last 4 hours
-            # opened in the last 8, which the (tenant_id, at_ms) index finds)
-            (self.tenant_id, int(pushed_after_ms) - 4 * 3_600_000, int(pushed_after_ms),
+            (self.tenant_id, int(opened_after_ms), int(pushed_after_ms),
              float(closed_after_s)))
         for r in rows:
             r["detail"] = from_json(r["detail"])

@@ -76,7 +76,7 @@ class NightConfig:
     recording between these times, and the night is classified once the wake time passes."""
 
     bedtime: str = "22:00"  # any time; with wake, 1 to 16 hours (across noon: a day sleeper's)
-    wake: str = "07:30"  # any time: a schedule across noon (day sleepers) moves the nights' boundary
+    wake: str = "07:30"  # any time: across noon (day sleepers) moves the nights' boundary
 
 
 @dataclass

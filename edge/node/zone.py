@@ -1,8 +1,9 @@
 """The person's time zone at the edge: which night a moment belongs to.
 
 Epochs are UTC; a night is named by the local date of its evening (noon to noon, local
-time, or from a day sleeper's boundary: shared.epoch.night_boundary), so the label depends on where the person sleeps. The zone comes from the edge
-configuration's `timezone` or a recorded night's manifest, else the machine's own zone.
+time, or from a day sleeper's boundary: shared.epoch.night_boundary), so the label depends
+on where the person sleeps. The zone comes from the edge configuration's `timezone` or a
+recorded night's manifest, else the machine's own zone.
 """
 
 from __future__ import annotations

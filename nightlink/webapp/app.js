@@ -695,12 +695,18 @@ function soundAlerts(waiting) {
   if (urgent && !ring.timer) ring.timer = setInterval(() => tone("urgent"), URGENT_RING_S * 1000);
 }
 
+// The service worker's registration once it is active, null after 3 s or without one (the
+// bedside node over plain http has none).
+function workerReady() {
+  return navigator.serviceWorker ? Promise.race([
+    navigator.serviceWorker.ready, new Promise((done) => setTimeout(() => done(null), 3000))])
+    : Promise.resolve(null);
+}
+
 // An alert closed (acknowledged here or elsewhere, or over): its notification on this
 // phone goes, whether the page or a push showed it (the worker holds both).
 function closeNotifications(id) {
-  if (!navigator.serviceWorker) return;  // (the bedside node over plain http has none)
-  Promise.race([navigator.serviceWorker.ready,
-                new Promise((done) => setTimeout(() => done(null), 3000))])
+  workerReady()
     .then((reg) => reg ? reg.getNotifications({tag: `nightlink-${state.tenant}-${id}`}) : [])
     .then((shown) => shown.forEach((n) => n.close()))
     .catch(() => {});
@@ -711,9 +717,7 @@ async function notify(alerts) {
   if (document.visibilityState === "visible" && document.hasFocus()) return;  // the page says it
   const name = state.data ? state.data.name : "Nightlink";
   try {
-    // the worker, once active (the bedside node over plain http has none)
-    const reg = navigator.serviceWorker ? await Promise.race([
-      navigator.serviceWorker.ready, new Promise((done) => setTimeout(() => done(null), 3000))]) : null;
+    const reg = await workerReady();
     const d = state.data || {};
     const acks = CONFIG.tier !== "edge" && (d.can_ack === undefined ? d.can_act : d.can_ack);
     for (const a of alerts) {
