@@ -46,12 +46,13 @@ import paho.mqtt.client as mqtt
 from nightlink.backoff import Backoff
 from nightlink.cloud import metrics
 from nightlink.cloud.store import Store
+from nightlink.cloud.store import rows as row_codec
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import jsonsafe
 from nightlink.nightscout.documents import DocumentError
 from nightlink.pacing import TokenBucket
 from nightlink.shared import codec, features, topics, units
-from nightlink.shared.epoch import EPOCH_S, epoch_start
+from nightlink.shared.epoch import epoch_start
 from nightlink.sql import DatabaseError, IntegrityError
 
 _LOGGER = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ def glucose_entries(rec: codec.Record, device: str) -> list[dict]:
         g, age, trend = vals[_GLUCOSE], vals[_AGE], vals[_TREND]
         if g is None or age is None:
             continue
-        t = epoch_start(rec.epoch + i) + EPOCH_S - age * 60.0
-        date = int(round(t)) * 1000
+        date = row_codec.reading_ms(rec.epoch + i, age)
         out[date] = {
             "type": "sgv",
             "date": date,
@@ -202,8 +202,15 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
     dropped = _dropped_ranges(doc.get("dropped"))
     drops = _drop_counts(doc.get("drops"))
     screens = _night_screens(doc.pop("nights", None))
+    retracted = _retractions(doc.pop("retracted", None))
     store.put_device_status(device, tenant, doc, heard=not retained)
     data = store.tenant(tenant)
+    for boot, nights in retracted:  # imports the edge undid (edge/store/imports.py)
+        gone = data.retract_boot(device, boot, nights)
+        if gone is not None:
+            _LOGGER.info("ingest: device %s undid an import (boot %d): %d rows, %d entries and "
+                         "%d nights' screens removed", device, boot, gone["rows"],
+                         gone["entries"], gone["nights"])
     for night, block in screens.items():  # an edge's apnea screens (edge/sync/cloud_link.py)
         try:
             had = data.night(night)
@@ -239,13 +246,48 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
 
 MAX_STATUS_NIGHTS = 14
 MAX_SCREEN_BYTES = 8192
+MAX_RETRACTIONS = 64
+MAX_RETRACTED_NIGHTS = 400  # the nights one import summarised (an import spans 120 days)
+
+
+def _retractions(value) -> list[tuple[int, list[str]]]:
+    """A report's `retracted` ([{"boot": n, "nights": ["YYYY-MM-DD", …]}, …], the imports the
+    edge undid) checked: whole boots, real dates."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_RETRACTIONS:
+        raise Rejected(f"The status report's retracted is not a list of at most "
+                       f"{MAX_RETRACTIONS} {{boot, nights}} objects.")
+    out = []
+    for item in value:
+        boot = item.get("boot") if isinstance(item, dict) else None
+        nights = item.get("nights", []) if isinstance(item, dict) else None
+        if not _whole(boot) or not 0 <= boot <= MAX_SEQ:
+            raise Rejected(f"The status report's retracted holds {_show(item)}, not an object "
+                           "with a boot number.")
+        if not isinstance(nights, list) or len(nights) > MAX_RETRACTED_NIGHTS \
+                or not all(_is_night(n) for n in nights):
+            raise Rejected(f"The status report's retracted boot {boot} has nights "
+                           f"{_show(nights)}, not a list of at most {MAX_RETRACTED_NIGHTS} "
+                           "nights such as 2026-01-15.")
+        out.append((boot, nights))
+    return out
+
+
+def _is_night(value) -> bool:
+    """Whether `value` names a night: a real date written YYYY-MM-DD."""
+    from datetime import date
+
+    try:
+        return isinstance(value, str) and len(value) == 10 \
+            and date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
 
 
 def _night_screens(value) -> dict[str, dict]:
     """A report's `nights` ({"YYYY-MM-DD": breathing block}) checked: at most 14 nights,
     each a real date and an object of at most 8 KiB; the fields are read with care later."""
-    from datetime import date
-
     if value is None:
         return {}
     if not isinstance(value, dict) or len(value) > MAX_STATUS_NIGHTS:
@@ -253,11 +295,7 @@ def _night_screens(value) -> dict[str, dict]:
                        f"{MAX_STATUS_NIGHTS} nights.")
     out = {}
     for night, block in value.items():
-        try:
-            ok = len(night) == 10 and date.fromisoformat(night).isoformat() == night
-        except ValueError:
-            ok = False
-        if not ok:
+        if not _is_night(night):
             raise Rejected(f"The status report's nights names {_show(night)}, not a night "
                            "such as 2026-01-15.")
         size = jsonsafe.finite_size(block) if isinstance(block, dict) else None
@@ -345,13 +383,18 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
                        "message does not hold up every other one.")
     out = Outcome()
     data = store.tenant(tenant)
-    out.rows = data.put_rows(records)
+    # Rows of an import the edge undid (its status report's `retracted`), arriving late: not
+    # stored; the ack answers them, the edge having given their seqs up as dropped.
+    retracted = data.retracted(device, (rec.boot for rec in records))
+    kept = [rec for rec in records if rec.boot not in retracted]
+    out.rows = data.put_rows(kept)
     # Rows not new: resends, or new rows under seqs the device gave again (its store put
     # back from an older copy), which the ack names so that it numbers them anew.
-    reused = _seq_ranges(data.reused_seqs(records)) if out.rows < rows else []
+    reused = _seq_ranges(data.reused_seqs(kept)) \
+        if out.rows < sum(len(rec.rows) for rec in kept) else []
     sid = features.stream_by_name(stream)[features.S_ID]
     if sid == features.CGM:
-        entries = _served([e for rec in records for e in glucose_entries(rec, device)], out)
+        entries = _served([e for rec in kept for e in glucose_entries(rec, device)], out)
         if entries:
             # The Nightscout core's rules: a reading an app already uploaded (the same value
             # less than a minute away) is not stored again, and an app's document is kept.

@@ -368,7 +368,7 @@ def _say_stale(store, sources: dict, now: float) -> None:
               help="Edge store (default: the config's db, else "
                    "$XDG_DATA_HOME/nightlink/edge.db).")
 @click.option("--dry-run", is_flag=True, help="Read and check the file, say what it holds and "
-              "when (in --tz), and store nothing: an import cannot be undone.")
+              "when (in --tz), and store nothing.")
 def import_(path: Path | str, fmt: str, tz: str | None, since: str | None, date_order: str,
             config_path: Path | None, db: Path | None, dry_run: bool) -> None:
     """Import a CGM or wearable export into the edge store, and summarise the nights it
@@ -451,6 +451,7 @@ def import_(path: Path | str, fmt: str, tz: str | None, since: str | None, date_
     try:  # the import is stored and said: now the nights it completes
         closer, schedule = _import_closer(store, cfg, config_path, tz)
         done = closer.close_span(*result.span, _time.time())
+        store.imported(result.import_id, nights=list(done.summaries))
     except DatabaseError as exc:
         raise NightlinkError(f"The edge store refused a night's summary ({exc}); what was "
                              "imported stays, and importing the file again closes the "
@@ -460,6 +461,76 @@ def import_(path: Path | str, fmt: str, tz: str | None, since: str | None, date_
     _say_nights(done, schedule)
     for note in result.notes:
         click.echo(f"note: {note}")
+    click.echo(f"Stored as import {result.import_id}; `nightlink edge imports --undo "
+               f"{result.import_id}` removes it.")
+
+
+@edge.command("imports")
+@click.option("--undo", "undo", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Remove import N: its readings, epochs, beats and the nights it "
+                   "summarised, here and (at the next sync) in the cloud.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="The node's edge.toml (its `db`).")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Edge store (default: the config's db, else "
+                   "$XDG_DATA_HOME/nightlink/edge.db).")
+def imports(undo: int | None, config_path: Path | None, db: Path | None) -> None:
+    """List the imports in the edge store (what each holds), or undo one."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from nightlink.edge.node.config import ConfigError, load
+    from nightlink.edge.store.imports import ImportUndoError
+    from nightlink.sql import DatabaseError
+
+    try:
+        cfg = load(config_path, nightscout_secret=False)
+    except ConfigError as exc:
+        raise NightlinkError(str(exc)) from None
+    path = Path(db or cfg.db or default_db())
+    if not path.is_file():
+        raise NightlinkError(f"There is no edge store at {path}: pass --db or --config.")
+    store = open_store(path)
+    try:
+        if undo is not None:
+            try:
+                row = store.import_row(undo)
+                gone = store.undo_import(undo)
+            except ImportUndoError as exc:
+                raise NightlinkError(str(exc)) from None
+            click.echo(f"Import {undo} ({Path(row.source).name}) undone: {gone['entries']} "
+                       f"entries, {gone['records']} epoch records ({gone['queued']} not yet "
+                       f"sent), {gone['beats']} beats and {gone['nights']} night summaries "
+                       "removed. The cloud removes its copy when this node next reports to "
+                       "it.")
+            return
+        rows = store.imports()
+        if not rows:
+            click.echo(f"No imports in {path}.")
+            return
+        for row in rows:
+            tz = row.tz if row.tz else "UTC"
+            try:
+                zone = ZoneInfo(tz)
+            except (ValueError, KeyError):
+                zone, tz = ZoneInfo("UTC"), "UTC"
+            when = (" to ".join(datetime.fromtimestamp(t, zone).strftime("%Y-%m-%d %H:%M")
+                                for t in (row.first_s, row.last_s)) + f" ({tz})"
+                    if row.first_s is not None else "no readings")
+            imported = datetime.fromtimestamp(row.at).strftime("%Y-%m-%d %H:%M")  # here
+            if row.undone_at is not None:
+                state = "undone"
+            else:
+                held = store.import_counts(row)
+                state = (f"{held['entries']} entries, {held['records']} epoch records, "
+                         f"{held['beats']} beats, {held['nights']} nights summarised")
+            click.echo(f"{row.id:>4}  {imported}  {Path(row.source).name} ({row.format}, "
+                       f"{row.samples} readings, {when}): {state}")
+    except DatabaseError as exc:
+        raise NightlinkError(f"The edge store {path} refused it ({exc}); nothing was "
+                             "changed.") from None
+    finally:
+        store.close()
 
 
 def _import_closer(store, cfg, config_path: Path | None, tz: str):

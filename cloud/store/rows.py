@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nightlink.shared import features
+from nightlink.shared.epoch import EPOCH_S, epoch_start
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,10 @@ def values(stream: int, nfeat: int, data: bytes) -> dict[str, int | float | None
 def measured(stream: int, nfeat: int, data: bytes) -> dict[str, int | float]:
     """Only the features the row holds a value for."""
     return {k: v for k, v in values(stream, nfeat, data).items() if v is not None}
+
+
+def reading_ms(epoch: int, age_min: float) -> int:
+    """When a CGM row's reading was taken (Unix ms, whole seconds): its epoch's end minus the
+    reading's age. Every epoch that carries the same reading gives the same time, so its
+    Nightscout entry is one (date, type)."""
+    return int(round(epoch_start(epoch) + EPOCH_S - age_min * 60.0)) * 1000

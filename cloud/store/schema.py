@@ -390,6 +390,17 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # its notification off itself and is not told
         "ALTER TABLE alerts ADD COLUMN acked_endpoint TEXT",
     ]),
+    (16, "an edge's undone imports: the rows of their boots are gone and kept out", [
+        # (device, boot) of an import the edge undid (its status report's `retracted`):
+        # rows of that boot arriving later are acknowledged and not stored
+        """CREATE TABLE retracted_boots (
+            tenant_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            boot {BIGINT} NOT NULL,
+            retracted_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (device, boot)
+        )""",
+    ]),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterable, Sequence
 
@@ -14,6 +15,7 @@ from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.query import Cond, Instant
 from nightlink.nightscout.store import DocumentStore, Subjects
 from nightlink.shared import codec, features
+from nightlink.shared.epoch import EPOCH_S
 from nightlink.sql import Database
 
 _ENTRY_COLUMNS = {"date", "sgv"}
@@ -386,6 +388,77 @@ class TenantStore:
                 self.subjects.revoke_named(f"clock-{device_id}")
         return done
 
+    # -- an edge's undone imports -------------------------------------------------------------
+
+    RETRACT_REACH_EPOCHS = 240  # a CGM row carries a reading up to 2 h old (the edge's rule)
+
+    def retracted(self, device: str, boots: Iterable[int]) -> set[int]:
+        """Which of these boots of `device` were retracted (an import the edge undid)."""
+        boots = sorted(set(boots))
+        if not boots:
+            return set()
+        marks = ", ".join("?" for _ in boots)
+        return {int(r["boot"]) for r in self.db.query(
+            f"SELECT boot FROM retracted_boots WHERE device = ? AND boot IN ({marks})",
+            (device, *boots))}
+
+    def retract_boot(self, device: str, boot: int, nights: Sequence[str]) -> dict | None:
+        """Remove what the edge `device` wrote under `boot` (an import it undid,
+        edge/store/imports.py): its epoch rows, the Nightscout entries served from its CGM
+        rows and no other, its apnea screens of `nights`; and keep that boot's rows out from
+        now on. Once per (device, boot): None when done before, else what was removed."""
+        cgm = features.CGM
+        with self.db.transaction():
+            if self.db.scalar("SELECT count(*) AS n FROM retracted_boots WHERE device = ? AND "
+                              "boot = ?", (device, boot)):
+                return None
+            self.db.execute("INSERT INTO retracted_boots (tenant_id, device, boot, "
+                            "retracted_at) VALUES (?, ?, ?, ?)",
+                            (self.tenant_id, device, boot, time.time()))
+            dates = _reading_dates(self.db.query(
+                "SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
+                "device = ? AND stream = ? AND boot = ?", (self.tenant_id, device, cgm, boot)))
+            rows = self.db.execute("DELETE FROM epoch_rows WHERE tenant_id = ? AND device = ? "
+                                   "AND boot = ?", (self.tenant_id, device, boot))
+            entries = 0
+            if dates:
+                reach = self.RETRACT_REACH_EPOCHS
+                lo, hi = (min(dates) // 1000 // EPOCH_S - reach,
+                          max(dates) // 1000 // EPOCH_S + reach)
+                # a reading the device's other rows also carry stays served
+                dates -= _reading_dates(self.db.query(
+                    "SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
+                    "device = ? AND stream = ? AND epoch >= ? AND epoch <= ?",
+                    (self.tenant_id, device, cgm, lo, hi)))
+                name = f"nightlink-{device}"
+                docs = self.docs
+                gone = [r for r in docs.latest("entries", kind="sgv", count=10_000_000,
+                                               lo=min(dates, default=0),
+                                               hi=max(dates, default=0), ascending=True)
+                        if r.date_ms in dates and r.doc.get("device") == name]
+                entries = docs.delete(gone)
+            screens = 0
+            for night in nights:
+                try:
+                    had = self.night(night)
+                except NotFoundError:
+                    continue
+                by_device = dict(had.get("by_device") or {})
+                if had.get("device") != device and device not in by_device:
+                    continue
+                screens += 1
+                by_device.pop(device, None)
+                if not by_device:
+                    self.db.execute("DELETE FROM nights WHERE tenant_id = ? AND night = ?",
+                                    (self.tenant_id, night))
+                    continue
+                first = had.get("device")
+                if first == device:  # the next edge's screen becomes the night's
+                    first = next(iter(by_device))
+                self.put_night(night, {"breathing": by_device[first], "device": first,
+                                       "by_device": by_device})
+        return {"rows": rows, "entries": entries, "nights": screens}
+
     def put_night(self, night: str, doc: dict) -> None:
         self.db.execute(
             "INSERT INTO nights (tenant_id, night, doc, updated_at) VALUES (?, ?, ?, ?) "
@@ -582,3 +655,16 @@ class TenantStore:
         return n
 
 
+
+
+def _reading_dates(rows: Iterable[dict]) -> set[int]:
+    """The times (Unix ms) of the readings these stored CGM rows carry."""
+    out = set()
+    for r in rows:
+        try:
+            v = row_codec.values(features.CGM, r["nfeat"], bytes(r["row_data"]))
+        except struct.error:  # a row that no longer decodes
+            continue
+        if v.get("glucose_mgdl") is not None and v.get("minutes_since") is not None:
+            out.add(row_codec.reading_ms(int(r["epoch"]), v["minutes_since"]))
+    return out

@@ -71,6 +71,7 @@ class ImportResult:
     first_bad: str | None = None  # "line 17: bad timestamp '...'", the first skipped row
     notes: list[str] = field(default_factory=list)  # assumptions the user should know of
     span: tuple[float, float] | None = None  # Unix seconds of the first and last sample stored
+    import_id: int | None = None  # its number in the store's imports (undo: imports.py)
 
     @property
     def label(self) -> str:
@@ -152,15 +153,17 @@ def import_file(store: EdgeStore, path: Path | str, fmt: str = "auto", tz: str =
     if dry_run:
         return result
     try:
+        result.import_id = store.begin_import(str(path), fmt, tz, result.span, len(samples))
         if entries:
-            result.entries_stored, result.entries_duplicate = store.add_entries(entries)
+            result.entries_stored, result.entries_duplicate = store.add_entries(
+                entries, import_id=result.import_id)
     except DatabaseError as exc:
         raise SourceError(f"The edge store {store.path} refused the import ({exc}); nothing "
                           "was stored.") from None
     _write_epochs(store, stream, samples, result)
     beats = [(s.t, s.rr_ms) for s in samples if isinstance(s, Beat)]
     try:  # for the heart-rhythm apnea screen when the night closes (the wire has epochs only)
-        store.add_beats(beats)
+        store.add_beats(beats, import_id=result.import_id)
     except DatabaseError as exc:
         raise SourceError(f"The edge store {store.path} refused the beats ({exc}); the "
                           "epochs are stored, and importing the same file again adds the "
@@ -267,7 +270,7 @@ def _check_not_shifted(store: EdgeStore, path: Path, fmt: str, tz: str,
     away (to the minute) with the same values: the same export imported before in another
     zone (a wrong --tz, now or then), or readings the live uploader stored, read in a wrong
     zone. Stored again, every reading would count twice, an hour apart, in
-    every figure; an import cannot be undone."""
+    every figure."""
     if not entries:
         return
     lo, hi = entries[0]["date"], entries[-1]["date"]
@@ -306,8 +309,9 @@ def _check_not_shifted(store: EdgeStore, path: Path, fmt: str, tz: str,
     raise SourceError(
         f"{n} of the {len(entries)} readings in {path.name} are already stored {where}, with "
         f"the same values ({why}); stored again they would count twice in every figure, so "
-        "nothing was stored. If the zone is right now, the earlier copy is not: an import "
-        "cannot be undone yet (docs/importers.md).")
+        "nothing was stored. If the zone is right now, the earlier copy is not: undo that "
+        "import (`nightlink edge imports` lists them, `--undo N` removes one) and import "
+        "this file again.")
 
 
 def _iso(t: float) -> str:
@@ -329,8 +333,7 @@ def _write_epochs(store: EdgeStore, stream: int, samples, result: ImportResult) 
     """Epoch records of `stream`, left alone where this node already holds one; a day of
     epochs per transaction (module docstring)."""
     epochs = epochs_to_write(samples, REACH_S[stream])
-    try:
-        store.start_boot()
+    try:  # under the import's own boot (begin_import)
         pipe = EdgePipeline(store, epochs[0], audio=False, streams=(stream,))
         pending = iter(samples)
         nxt = next(pending, None)

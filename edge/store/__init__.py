@@ -7,7 +7,8 @@ number and an outbox row written in the same transaction (`records.py`, `outbox.
 sync sends), the Nightscout documents of the local site (the entries the local Nightscout
 endpoint, the follower and the importers store) with every change of a treatment queued for
 the cloud by a trigger (`doc_outbox.py`), source states, gaps, night summaries and dead
-letters (`status.py`). Retention is bounded.
+letters (`status.py`), and the imports, so that one can be undone (`imports.py`). Retention is
+bounded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from nightlink.edge.store.doc_outbox import CloudDocs, DocChange, DocOutbox
+from nightlink.edge.store.imports import Imports
 from nightlink.edge.store.outbox import Outbox, OutboxItem
 from nightlink.edge.store.records import Records
 from nightlink.edge.store.schema import SITE, migrate, schema_version
@@ -95,7 +97,7 @@ def keep_reserve(db: Path, size: int) -> bool:
         return False
 
 
-class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
+class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
     """The local store. Writes go through one lock (one writer); reads may come from any
     thread and wait while another thread's transaction is open."""
 
@@ -207,9 +209,11 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
     def subjects(self) -> Subjects:
         return Subjects(self.db, SITE)
 
-    def add_entries(self, entries: Iterable[dict]) -> tuple[int, int]:
+    def add_entries(self, entries: Iterable[dict], *,
+                    import_id: int | None = None) -> tuple[int, int]:
         """Store Nightscout entries (the core's rules: one per (type, date), a reading already
-        stored from another source is not stored again); return (stored, not stored)."""
+        stored from another source is not stored again); return (stored, not stored).
+        `import_id`: those stored are listed as that import's (imports.py)."""
         now = int(time.time() * 1000)
         normalized = []
         for e in entries:
@@ -217,9 +221,15 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status):
                 normalized.append(ns_documents.normalize("entries", e, now))
             except ns_documents.DocumentError as exc:
                 self.dead_letter("entries", str(exc), json.dumps(e, default=str).encode())
-        outcomes = self.docs.put(normalized, mode="keep") if normalized else []
-        stored = sum(1 for o in outcomes if o.action == "created")
-        return stored, len(outcomes) - stored
+        # an import's entries and their listing in one transaction (a live upload's are
+        # announced to the live hub once committed, outside any transaction of this one)
+        with self.transaction() if import_id is not None else contextlib.nullcontext():
+            outcomes = self.docs.put(normalized, mode="keep") if normalized else []
+            # "updated" in keep mode: a reading deleted before (an import undone), back
+            mine = [o.row.oid for o in outcomes if o.action in ("created", "updated")]
+            if import_id is not None:
+                self.imported(import_id, doc_ids=mine)
+        return len(mine), len(outcomes) - len(mine)
 
     def entries(
         self,

@@ -118,13 +118,16 @@ class Records:
 
     BEATS_KEPT_DAYS = 3  # the beats wait this long for their night's close, then go
 
-    def add_beats(self, beats: list[tuple[float, float]]) -> None:
+    def add_beats(self, beats: list[tuple[float, float]], *,
+                  import_id: int | None = None) -> None:
         """Keep the wearable's beats ((t s, rr ms), a beat's time once) for the night's close:
-        the heart-rhythm apnea screen reads them (the wire carries only per-epoch features)."""
+        the heart-rhythm apnea screen reads them (the wire carries only per-epoch features).
+        `import_id`: the import that read them (imports.py)."""
         if beats:
             with self.db.transaction():
-                self.db.executemany("INSERT OR IGNORE INTO beats (t_ms, rr_ms) VALUES (?, ?)",
-                                    [(int(round(t * 1000)), float(rr)) for t, rr in beats])
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO beats (t_ms, rr_ms, import_id) VALUES (?, ?, ?)",
+                    [(int(round(t * 1000)), float(rr), import_id) for t, rr in beats])
 
     def beats_between(self, start_s: float, end_s: float):
         """(t s, rr ms) arrays of the beats in [start_s, end_s), in time order."""

@@ -179,6 +179,30 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "ALTER TABLE outbox ADD COLUMN sent_once INTEGER NOT NULL DEFAULT 0",
         "UPDATE outbox SET sent_once = 1 WHERE sent_at IS NOT NULL",
     ]),
+    # edge/store/imports.py: an import's epochs and nights carry its boot; its entries and
+    # beats are listed, so that it can be undone.
+    (7, "imports, so that one can be undone", sql.statements("""
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            boot INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            format TEXT NOT NULL,
+            tz TEXT NOT NULL,
+            at REAL NOT NULL,
+            first_s REAL,
+            last_s REAL,
+            samples INTEGER NOT NULL DEFAULT 0,
+            nights TEXT NOT NULL DEFAULT '[]',
+            undone_at REAL
+        );
+        CREATE TABLE import_docs (
+            import_id INTEGER NOT NULL REFERENCES imports (id),
+            oid TEXT NOT NULL,
+            PRIMARY KEY (import_id, oid)
+        );
+        ALTER TABLE beats ADD COLUMN import_id INTEGER;
+        CREATE INDEX beats_import ON beats (import_id) WHERE import_id IS NOT NULL;
+    """)),
 ]
 
 

@@ -505,6 +505,10 @@ class SyncClient:
         nights = _night_screens(self.store)
         if nights:
             body["nights"] = nights
+        # imports undone (edge/store/imports.py): the cloud drops the rows of their boots
+        retracted = self.store.retractions()
+        if retracted:
+            body["retracted"] = retracted
         self.client.publish(topics.status_topic(self.tenant, self.device),
                             json.dumps(body, separators=(",", ":")), qos=1, retain=True)
 

@@ -30,8 +30,8 @@ def store(cloud_db_url):
     s.close()
 
 
-def _rec(seq, epoch, n=1, dev=DEV, stream=features.ROOM, row=ROW):
-    return codec.Record(stream, codec.device_id(dev), 1, seq, epoch, [row] * n)
+def _rec(seq, epoch, n=1, dev=DEV, stream=features.ROOM, row=ROW, boot=1):
+    return codec.Record(stream, codec.device_id(dev), boot, seq, epoch, [row] * n)
 
 
 def _client(broker):
@@ -231,6 +231,78 @@ def test_worker__two_workers_share_the_load_without_doubles(store, mosquitto, re
     dev.disconnect()
     for w in workers:
         w.stop()
+
+
+@pytest.mark.parametrize("retracted, reason", [
+    ({"boot": 2}, "retracted is not a list of at most 64"),
+    ([{"boot": 1}] * 65, "at most 64"),
+    ([{"boot": -1}], "not an object with a boot number"),
+    ([{"boot": 2.0}], "not an object with a boot number"),
+    ([3], "not an object with a boot number"),
+    ([{"boot": 2, "nights": "2026-01-15"}], "boot 2 has nights"),
+    ([{"boot": 2, "nights": ["2026-02-30"]}], "not a list of at most 400 nights"),
+])
+def test_handle__status_report_retracted_checked(store, retracted, reason):
+    from nightlink.cloud.ingest import Rejected
+
+    cgm = features.CGM
+    rows = [codec.quantize_row(cgm, (112.0, 0.5, 0.0, 0.0, 4.0, None))]
+    handle(store, topics.data_topic("fam-1", DEV, "cgm"),
+           codec.encode(codec.Record(cgm, codec.device_id(DEV), 2, 1, 58950540, rows)))
+    body = json.dumps({"outbox": 0, "retracted": retracted}).encode()
+    with pytest.raises(Rejected, match=reason):
+        handle(store, topics.status_topic("fam-1", DEV), body)
+    data = store.tenant("fam-1")
+    assert data.count_rows() == 1 and len(data.entries()) == 1
+    assert data.retracted(DEV, [1, 2]) == set()
+
+
+def test_handle__an_undone_import_s_boot_leaves_and_stays_out(store):
+    """An edge undid the import it wrote under boot 2 (edge/store/imports.py): its rows and
+    the readings served from them alone leave, its screen of the import's night gives way to
+    the tenant's other edge's, once; rows of boot 2 arriving later are acknowledged and not
+    stored."""
+    cgm, topic = features.CGM, topics.data_topic("fam-1", DEV, "cgm")
+    first = 58950540
+
+    def rec(boot, seq, epoch, glucose, n=1):
+        rows = [codec.quantize_row(cgm, (glucose, 0.5 + 0.5 * i, 0.0, 0.0, 4.0, None))
+                for i in range(n)]
+        return codec.Record(cgm, codec.device_id(DEV), boot, seq, epoch, rows)
+
+    # boot 1 (live) holds one reading; boot 2 (the import) the same reading in a later
+    # epoch, and three of its own
+    handle(store, topic, codec.encode(rec(1, 1, first, 120.0)))
+    handle(store, topic, codec.encode_batch([rec(2, 2, first + 1, 120.0),
+                                             rec(2, 3, first + 10, 90.0, n=2),
+                                             rec(2, 5, first + 20, 91.0),
+                                             rec(2, 6, first + 30, 92.0)]))
+    handle(store, topics.data_topic("fam-1", DEV, "room"), codec.encode(_rec(1, first, boot=2)))
+    data = store.tenant("fam-1")
+    assert data.count_rows() == 7 and len(data.entries(count=10)) == 4
+    store.add_device("0000000000e2", "fam-1", "edge", "fam-1.0000000000e2", "-")
+    handle(store, topics.status_topic("fam-1", DEV),
+           b'{"nights": {"2026-01-15": {"ahi_estimate": 20.5}, "2026-01-16": {"ahi": 1}}}')
+    handle(store, topics.status_topic("fam-1", "0000000000e2"),
+           b'{"nights": {"2026-01-15": {"ahi_estimate": 3.0}}}')
+
+    report = json.dumps({"outbox": 0, "retracted": [
+        {"boot": 2, "nights": ["2026-01-15", "2026-01-16", "2026-01-17"]}]}).encode()
+    handle(store, topics.status_topic("fam-1", DEV), report)
+    assert data.count_rows() == 1 and data.retracted(DEV, [1, 2, 3]) == {2}
+    left = data.entries(count=10)
+    assert [e["sgv"] for e in left] == [120]  # boot 1 carries it too: still served
+    assert data.night("2026-01-15") == {"breathing": {"ahi_estimate": 3.0},
+                                        "device": "0000000000e2",
+                                        "by_device": {"0000000000e2": {"ahi_estimate": 3.0}}}
+    assert [n["night"] for n in data.nights()] == ["2026-01-15"]  # its only screen gone
+    assert "retracted" not in store.device_status(DEV)
+    assert data.retract_boot(DEV, 2, ["2026-01-15"]) is None  # the next report: nothing
+    assert data.night("2026-01-15")["device"] == "0000000000e2"
+
+    out = handle(store, topic, codec.encode(rec(2, 7, first + 40, 60.0)))  # late
+    assert out.rows == 0 and out.acks and data.count_rows() == 1
+    assert [e["sgv"] for e in data.entries(count=10)] == [120]
 
 
 def test_handle__status_report_is_kept(store):

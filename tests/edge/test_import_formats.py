@@ -477,7 +477,8 @@ def test_cli__bad_rows_one_summary_line_and_the_ambiguity_note(tmp_path):
     res = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",
                                     "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 0, res.output
-    summary, span, note = res.output.splitlines()
+    summary, span, note, undo = res.output.splitlines()
+    assert undo == "Stored as import 1; `nightlink edge imports --undo 1` removes it."
     assert "5 readings, 30 bad rows skipped (first: line 8: bad glucose value 'x')" in summary
     assert span.startswith("From 2026-02-03 00:00 to 2026-02-03 04:00 (UTC time)")  # month-day
     assert note.startswith("note: Every date in libre.csv reads as both day-month and month-day")

@@ -61,7 +61,8 @@ def test_edge_import_cli(tmp_path):
                           "From 2026-11-19 22:00 to 2026-11-20 01:05 (UTC time); if that is "
                           "not when it was recorded, give the export's own --tz.\n"
                           "note: 4 readings were off the sensor's scale: 2 'Low' read as 39, "
-                          "2 'High' read as 401.\n")
+                          "2 'High' read as 401.\n"
+                          "Stored as import 1; `nightlink edge imports --undo 1` removes it.\n")
     res = CliRunner().invoke(main, ["edge", "import", str(FIXTURES / "not_an_export.csv"),
                                     "--format", "libreview", "--db", str(tmp_path / "e.db")])
     assert res.exit_code == 2 and "error:" in res.output

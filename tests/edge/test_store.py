@@ -13,7 +13,7 @@ ROW = codec.quantize_row(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
 
 def test_store__wal_and_migrations(store):
     assert store.db.scalar("PRAGMA journal_mode") == "wal"
-    assert store.schema_version() == 6
+    assert store.schema_version() == 7
 
 
 def test_store__migration_3_moves_entries_into_the_nightscout_store(tmp_path, monkeypatch):
@@ -33,7 +33,7 @@ def test_store__migration_3_moves_entries_into_the_nightscout_store(tmp_path, mo
     old.close()
     monkeypatch.undo()
     new = EdgeStore(path)
-    assert new.schema_version() == 6
+    assert new.schema_version() == 7
     [doc] = new.entries(count=5)
     assert doc == {"_id": entry_oid("sgv", 1700000000000), "type": "sgv",
                    "date": 1700000000000, "sgv": 120, "direction": "Flat"}
