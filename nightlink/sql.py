@@ -71,27 +71,86 @@ class SQLiteDatabase(Database):
     BLOB = "BLOB"
     BIGINT = "INTEGER"
 
-    def __init__(self, path: Path | str, *, durable: bool = False):
+    def __init__(self, path: Path | str, *, durable: bool = False,
+                 alone_when_full: bool = False):
         """`durable`: every commit reaches the disk before it returns (synchronous=FULL), so
         a power cut loses nothing already answered for (a Pi's SD card); otherwise a power
-        cut may lose the last commits, never the file's soundness (synchronous=NORMAL)."""
+        cut may lose the last commits, never the file's soundness (synchronous=NORMAL).
+
+        `alone_when_full` (the live edge node's): a WAL file cannot even be read on a
+        filesystem too full for its shared-memory index (`-shm`, 32 KB): it is then opened
+        for this connection alone (an exclusive lock, the index in this process's memory;
+        `alone` says so), or, when not even the `-wal` can be made (no inode left) and none
+        is there, read-only as it is on disk (`alone` = "read-only"). `share()` opens it
+        again as usual once there is room."""
         self.path = str(path)
+        self._durable = durable
+        self.alone = ""  # "exclusive" or "read-only" when opened alone on a full filesystem
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.execute("PRAGMA busy_timeout=10000")
+            self._connect()
         except sqlite3.DatabaseError as exc:
             why = storage_problem(self.path)
-            raise DatabaseError(
-                f"{self.path} cannot be opened: {why}." if why else
-                f"{self.path} is not a usable SQLite database ({exc}).") from None
+            if not (alone_when_full and why and self._connect_alone()):
+                raise DatabaseError(
+                    f"{self.path} cannot be opened: {why}." if why else
+                    f"{self.path} is not a usable SQLite database ({exc}).") from None
         self._lock = threading.RLock()
         self._depth = 0
+        self._undo: list[Callable[[], None]] = []  # on_rollback's, in the transaction under way
+
+    def _connect(self, alone: str = "") -> None:
+        if alone == "read-only":  # nothing written, not even a -wal: only while there is none
+            conn = sqlite3.connect(f"{Path(self.path).absolute().as_uri()}?immutable=1",
+                                   uri=True, check_same_thread=False, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            if alone == "exclusive":  # before WAL is used: no -shm, the index in memory
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if alone != "read-only":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+            if alone:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a first read
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        self.conn, self.alone = conn, alone
+
+    def _connect_alone(self) -> bool:
+        """Open the file for this connection alone (the filesystem is full); whether it is."""
+        for alone in ("exclusive", "read-only"):
+            if alone == "read-only" and os.path.exists(self.path + "-wal"):
+                break  # commits not yet in the file: read as it is, they would be missed
+            try:
+                self._connect(alone)
+                return True
+            except sqlite3.DatabaseError:
+                continue
+        return False
+
+    def share(self) -> bool:
+        """A file opened alone (`alone`) on a full filesystem: open it again as usual, for
+        other processes too (`nightlink edge status`, a backup), once there is room;
+        whether it is shared now (else it is tried again at the next call)."""
+        with self._lock:
+            if not self.alone:
+                return True
+            if self._depth or storage_problem(self.path):
+                return False
+            self.conn.close()  # its WAL checkpointed into the file when there is room
+            for alone in ("", self.alone):  # as before if it cannot be shared yet
+                try:
+                    self._connect(alone)
+                    break
+                except sqlite3.DatabaseError:
+                    continue
+            return not self.alone
 
     def _run(self, fn):
         with self._lock:
@@ -134,6 +193,7 @@ class SQLiteDatabase(Database):
             outer = self._depth == 0
             if outer:
                 self._run(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+                self._undo = []
             self._depth += 1
             try:
                 yield
@@ -149,6 +209,12 @@ class SQLiteDatabase(Database):
                 except DatabaseError:
                     self._rollback()
                     raise
+                self._undo = []
+
+    def on_rollback(self, undo: Callable[[], None]) -> None:
+        """Call undo if the transaction under way is rolled back (its COMMIT refused too):
+        what the caller changed in memory with it."""
+        self._undo.append(undo)
 
     def _rollback(self) -> None:
         """Roll back what is still open: SQLite may have done it already (SQLITE_FULL), and
@@ -158,6 +224,9 @@ class SQLiteDatabase(Database):
                 self.conn.execute("ROLLBACK")
             except sqlite3.DatabaseError:
                 pass
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            fn()
 
     def close(self):
         with self._lock:
@@ -180,6 +249,8 @@ def storage_problem(path: str, *, low_bytes: int = 1 << 20) -> str | None:
     free = fs.f_bavail * fs.f_frsize
     if free < low_bytes:
         return f"the filesystem holding {folder} is full ({free // 1024} KB free)"
+    if fs.f_files and not fs.f_favail:
+        return f"the filesystem holding {folder} has no inode left for a new file (`df -i`)"
     for target in (path, folder):
         if os.path.exists(target) and not os.access(target, os.W_OK):
             return f"{target} may not be written by this user"

@@ -134,6 +134,7 @@ class LiveNode:
         self.uploaders = UploaderCheck()
         self._uploaders_warned = False
         self.nights: NightCloser | None = None
+        self._meta_due: dict[str, str] = {}  # meta the store refused at the start
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -520,19 +521,23 @@ class LiveNode:
                     self._status("store", "sqlite", "refusing writes", str(exc))
                 refused = str(exc)
                 self.refusing = True
+                if self.store.db.alone:  # opened read-only: writes wait for it to be shared
+                    await asyncio.to_thread(self.store.renew_reserve)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay / self.clock.speed)
                 except TimeoutError:
                     pass
                 continue
-            if refused is not None:
+            again = refused is not None
+            if again:
                 _LOGGER.warning("the store takes writes again: the epochs from %s on are "
                                 "being written", iso_epoch(e))
                 self._status("store", "sqlite", "writing", str(self.store.path))
                 refused, self.refusing = None, False
                 backoff.reset()
-            if self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:  # made again once there is room
-                await asyncio.to_thread(self.store.renew_reserve)
+            if again or self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
+                self.nights.retry_refused()  # nights the store refused to close
+                await asyncio.to_thread(self.store.renew_reserve)  # made again once there is room
 
     def _use_reserve(self, why: str) -> int:
         """A write refused on a full filesystem: the reserve's room (its bytes, 0: none)."""
@@ -548,6 +553,10 @@ class LiveNode:
         errors that do not say what to do."""
         from nightlink.sql import quick_check
 
+        if self.store.db.alone:  # no other connection may read it: at the next start
+            _LOGGER.info("the store's check waits for the next start (the store is open for "
+                         "this node alone)")
+            return
         damage = await asyncio.to_thread(quick_check, str(self.store.path))
         if damage is None:
             self._status("store", "sqlite", "sound", str(self.store.path))
@@ -567,6 +576,8 @@ class LiveNode:
         self.epochs_closed += 1
         self.last_closed = e
         try:  # what follows the epoch: its failure is not the epoch's, which is stored
+            if self._meta_due:  # refused at the start
+                self._write_meta()
             self._follow_a_step_forward()
             # A night closes once every epoch up to now is stored: not while epochs held in
             # a storage outage are still being written.
@@ -580,6 +591,14 @@ class LiveNode:
         except DatabaseError as exc:
             _LOGGER.warning("after the epoch of %s the store refused a night's close, a gap "
                             "or the retention (%s); tried again later", iso_epoch(e), exc)
+
+    def _write_meta(self) -> None:
+        """Write the time zone and sleep schedule (for the cloud and imports) where the store
+        holds others; those written are no longer due."""
+        for key, value in list(self._meta_due.items()):
+            if (self.store.meta(key) or "") != value:
+                self.store.set_meta(key, value)
+            del self._meta_due[key]
 
     def _follow_a_step_forward(self) -> None:
         """When the clock has jumped ahead (set by NTP, or the machine slept), go on from the
@@ -638,9 +657,15 @@ class LiveNode:
         try:
             self.store.start_boot()
         except DatabaseError as exc:  # a filesystem full to the last byte
-            if not self._use_reserve(f"the store refused the start ({exc})"):
-                raise
-            self.store.start_boot()
+            try:
+                if not self._use_reserve(f"the store refused the start ({exc})"):
+                    raise
+                self.store.start_boot()
+            except DatabaseError as again:  # no reserve left: the node starts all the same,
+                self.store.boot_due = True  # its start counted with the first record stored
+                _LOGGER.warning("the store refused the start (%s): the node starts without "
+                                "writing to it; what it cannot write is kept in memory and "
+                                "written once there is room", again)
         night = self.cfg.night
         schedule = f"{night.bedtime}-{night.wake}"  # an import into this store closes nights so
         close_before_change(self.store, schedule, self.cfg.timezone, self.cfg.close_delay_s,
@@ -651,15 +676,16 @@ class LiveNode:
         # The zone goes to the cloud with the node's status report: the patient's reports use
         # it until someone sets the patient's own.
         named = zone_name(self.cfg.timezone)
-        if named and self.store.meta(ZONE_META) != named:
-            self.store.set_meta(ZONE_META, named)
-        if self.store.meta(SCHEDULE_META) != schedule:
-            self.store.set_meta(SCHEDULE_META, schedule)
         # the cloud's nights follow the schedule the person set, not the defaults (another
         # home's node left at its defaults would move them back and forth)
         reported = schedule if self.cfg.night_given else ""
-        if (self.store.meta(REPORTED_SCHEDULE_META) or "") != reported:
-            self.store.set_meta(REPORTED_SCHEDULE_META, reported)
+        self._meta_due = {**({ZONE_META: named} if named else {}), SCHEDULE_META: schedule,
+                          REPORTED_SCHEDULE_META: reported}
+        try:
+            self._write_meta()
+        except DatabaseError as exc:  # a full disk: written after the first epoch stored
+            _LOGGER.warning("the store refused the time zone and sleep schedule (%s); they are "
+                            "written once it takes writes", exc)
         where = self.cfg.timezone or "the machine's time zone"
         self._status("night", "schedule", "running", f"{night.bedtime}-{night.wake} {where}")
         if not self.cfg.night_given:
@@ -717,7 +743,10 @@ class LiveNode:
             if keep is not None:
                 keep.close()
             if self.last_closed is not None:  # what there is of tonight so far, if inside
-                partial_summary(self.store, self.nights, self.last_closed)  # the schedule
+                try:  # the schedule
+                    partial_summary(self.store, self.nights, self.last_closed)
+                except DatabaseError as exc:
+                    _LOGGER.warning("tonight's summary so far was not stored (%s)", exc)
             held = epoch_index(self.clock.now()) - self.pipeline.epoch
             # (the epoch under way is not complete; one within close_delay_s is not closed)
             self.held_at_stop = max(0, held - 1) if self.refusing else 0

@@ -25,6 +25,7 @@ from nightlink.edge.node.zone import (
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import clinical, features
 from nightlink.shared.epoch import EPOCH_S, epoch_start, iso_epoch
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 CATCH_UP_NIGHTS = 3  # after being down, the node closes at most this many past nights
@@ -113,6 +114,7 @@ class NightCloser:
         self.boundary = schedule_boundary(bedtime, wake)
         self.delay_s = delay_s
         self.settled: set[str] = set()  # nights closed, or found without a recording
+        self.refused: set[str] = set()  # nights whose close the store refused (a full disk)
 
     def window(self, label: str) -> tuple[int, int]:
         return schedule_window(label, self.bedtime, self.wake, self.zone)
@@ -214,6 +216,11 @@ class NightCloser:
             self.settled.add(label)
             try:
                 summary = self._close(label)
+            except DatabaseError as exc:  # a full disk: tried again (retry_refused)
+                self.refused.add(label)
+                _LOGGER.warning("night %s could not be closed (%s); it is tried again once the "
+                                "store takes writes", label, exc)
+                continue
             except Exception:  # a failing classifier or store must not stop the node recording
                 _LOGGER.exception("night %s could not be closed; it keeps its raw records", label)
                 continue
@@ -226,6 +233,11 @@ class NightCloser:
                          "nothing", "unknown" if sleep.get("tst_min") is None
                          else sleep["tst_min"])
         return closed
+
+    def retry_refused(self) -> None:
+        """The nights whose close the store refused are due again (it takes writes)."""
+        self.settled -= self.refused
+        self.refused.clear()
 
 
 def close_before_change(store: EdgeStore, schedule: str, zone: str, delay_s: float,

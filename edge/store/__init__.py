@@ -32,7 +32,7 @@ from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.store import Subjects
 from nightlink.shared import codec
-from nightlink.sql import DatabaseError, SQLiteDatabase
+from nightlink.sql import DatabaseError, SQLiteDatabase, storage_problem
 
 _LOGGER = logging.getLogger(__name__)
 __all__ = ["SITE", "DocChange", "EdgeStore", "OutboxItem", "StoreError"]
@@ -118,6 +118,7 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
                             "a backup, see docs/deploy.md)", self.path)
         self.notify = None  # the live hub's hook for Nightscout document changes
         self.reserve_bytes = reserve_bytes or 0
+        self.live = reserve_bytes is not None  # the live node's: it starts on a full disk
         free = free_bytes(self.path)
         if reserve_bytes == 0:
             release_reserve(self.path)  # reserve_mb = 0: none kept
@@ -138,14 +139,25 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
         return freed
 
     def renew_reserve(self) -> bool:
-        """Keep the reserve (the live node's, made again once there is room: hourly)."""
+        """Keep the reserve (the live node's, made again once there is room: hourly), and
+        share the store again if it was opened alone on a full filesystem."""
+        if self.db.alone and self.db.share():
+            _LOGGER.warning("there is room again on the filesystem holding %s: the store is "
+                            "open to other programs again", self.path.parent)
         return bool(self.reserve_bytes) and keep_reserve(self.path, self.reserve_bytes)
 
     def _open(self) -> None:
         try:  # durable: an upload answered is on the SD card before the answer goes
-            self.db = SQLiteDatabase(self.path, durable=True)
+            self.db = SQLiteDatabase(self.path, durable=True,
+                                     alone_when_full=self.live)
         except DatabaseError as exc:
             raise StoreError(str(exc)) from None
+        if self.db.alone:
+            _LOGGER.warning("%s: the store is open %s until there is room; `nightlink edge "
+                            "status` and backups cannot read it meanwhile",
+                            storage_problem(str(self.path)) or "the filesystem is full",
+                            "read-only" if self.db.alone == "read-only" else
+                            "for this node alone (its index in memory)")
         try:
             migrate(self.db)
         except DatabaseError as exc:

@@ -15,6 +15,7 @@ class Records:
     db: Database
     device: str
     boot: int
+    boot_due = False  # a start the store refused to count (a full disk): counted at the next record
     retention_days: int
 
     def append(
@@ -22,6 +23,10 @@ class Records:
     ) -> codec.Record:
         """Store this node's record for consecutive epochs and queue it for sync, atomically."""
         with self.db.transaction():
+            if self.boot_due:  # never an earlier start's boot (an import's, undone with it)
+                self.start_boot()
+                self.boot_due = False
+                self.db.on_rollback(lambda: setattr(self, "boot_due", True))
             seq = self._next_seq(self.device, stream, len(rows))
             rec = codec.Record(
                 stream, codec.device_id(self.device), self.boot, seq, epoch, rows, flags

@@ -30,6 +30,7 @@ from nightlink.edge.sources.cgm import FUTURE_S, readings_between, readings_from
 from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import EdgeStore
 from nightlink.shared import topics, units
+from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -302,6 +303,9 @@ def predicted_low_policy(store: EdgeStore, now_s: float, models=None,
                                [g.t for g in readings], [g.sgv for g in readings], offset,
                                carbs_s=carbs, **window)
     params = clock_policy(policy)
-    store.set_meta(POLICY_META, policy.describe())  # the status report tells the cloud, which
-    store.set_meta(POLICY_PARAMS_META, json.dumps(params))  # applies it to its own alert
+    try:
+        store.set_meta(POLICY_META, policy.describe())  # the status report tells the cloud,
+        store.set_meta(POLICY_PARAMS_META, json.dumps(params))  # which applies it to its alert
+    except DatabaseError as exc:  # a full disk: the clocks get it all the same
+        _LOGGER.info("the predicted-low policy was not recorded for the cloud (%s)", exc)
     return params

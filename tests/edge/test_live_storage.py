@@ -15,6 +15,7 @@ import sqlite3
 
 import httpx
 import paho.mqtt.client as mqtt
+import pytest
 
 from nightlink.edge.node.live_node import LiveNode, TimeBase
 from nightlink.edge.store import EdgeStore
@@ -306,3 +307,90 @@ def test_live__a_running_node_uses_its_reserve_when_the_disk_fills(tmp_path, cap
         assert sorted(room) == list(range(marks["full"], node.last_closed + 1))
         assert not reserve_path(store.path).exists()
         store.close()
+
+
+@pytest.mark.parametrize("full", ["bytes", "inodes"])
+def test_live__a_node_without_its_reserve_starts_on_a_full_disk(tmp_path, caplog, full):
+    """The reserve already used up (the card filled while the node ran, and the room never came
+    back) and the node restarted on the card full to the last byte: it starts all the same,
+    the store read on a connection of its own (no room for SQLite's shared-memory index),
+    uploads answered 503 with Retry-After, the epochs held in memory. Once there is room the
+    epochs held are written, under a start counted then, the schedule with them, and the
+    store is open to other programs again. With no inode left for the write-ahead log
+    either, the store is read as it is on disk."""
+    import logging
+    import threading
+
+    from nightlink.edge.store import reserve_path
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    cfg = _config(tmp_path, 'close_delay_s = 0.5\ntenant = "fam-1"\nreserve_mb = 1\n'
+                  '[audio]\nenabled = false\n[room]\nenabled = true\n[night]\n'
+                  'bedtime = "21:00"\nwake = "06:00"\n'
+                  f'[nightscout]\nhost = "127.0.0.1"\nport = {port}\napi_secret = "{SECRET}"\n')
+    with disk.small_disk(tmp_path / "disk", "8m,nr_inodes=64") as where:
+        db = where / "edge.db"
+        store = EdgeStore(db, reserve_bytes=1 << 20)
+        boot = store.start_boot()  # an earlier start (or an import, undone with its boot)
+        store.add_entries([{"type": "sgv", "sgv": 140, "date": int(epoch_start(58950540) * 1000),
+                            "device": "xDrip-DexcomG6"}])
+        store.close()
+        reserve_path(db).unlink()  # used up before
+        fillers = [disk.fill(where, 0)] if full == "bytes" else _take_inodes(where)
+        store = EdgeStore(db, reserve_bytes=1 << 20)  # before: StoreError, the disk is full
+        assert store.db.alone == ("exclusive" if full == "bytes" else "read-only")
+        assert store.entries(count=1)[0]["sgv"] == 140  # read
+        clock = TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0)
+        node = LiveNode(cfg, store, clock=clock, i2c_bus=FakeI2CBus())
+        marks: dict = {}
+
+        def upload() -> None:  # off the event loop, which serves it
+            entry = {"type": "sgv", "sgv": 101, "date": int(clock.now() * 1000),
+                     "device": "xDrip-DexcomG6", "direction": "Flat"}
+            r = httpx.post(f"http://127.0.0.1:{port}/api/v1/entries", json=[entry],
+                           headers=HEADERS, timeout=10)
+            marks["refused"] = (r.status_code, r.headers.get("retry-after"))
+
+        def progress() -> bool:
+            if node.server_port is None or node.pipeline is None:
+                return False
+            if "from" not in marks:
+                marks["from"] = node.pipeline.epoch
+                threading.Thread(target=upload, daemon=True).start()
+            if "room" not in marks and epoch_index(clock.now()) >= marks["from"] + 4:
+                marks["held"] = node.pipeline.epoch == marks["from"]  # nothing stored yet
+                for filler in fillers:
+                    filler.unlink()
+                marks["room"] = epoch_index(clock.now())
+            return "room" in marks and "refused" in marks and node.last_closed is not None and \
+                node.last_closed >= marks["room"] + 2
+
+        run_until(node, progress, timeout_s=90)
+        first, last = node.first_epoch, node.last_closed
+        room = store.epoch_values(features.ROOM, first, last + 1)
+        boots = {r.boot for r in store.records(features.ROOM, first, last + 1)}
+        assert store.db.alone == ""  # shared again
+        with sqlite3.connect(db, timeout=1) as other:  # another program reads it
+            meta = dict(other.execute("SELECT key, value FROM meta").fetchall())
+        store.close()
+    assert marks["refused"] == (503, "10") and marks["held"], marks
+    assert sorted(room) == list(range(first, last + 1))  # those held in memory too
+    assert boots == {boot + 1} and meta["boot"] == str(boot + 1)  # never an earlier boot
+    assert meta["night_schedule"] == "21:00-06:00"
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("the store refused the start (") for m in said), said
+    assert any("the store takes writes again" in m for m in said), said
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], said
+
+
+def _take_inodes(where) -> list:
+    """Take every inode left on the filesystem (empty files); the files, to delete."""
+    taken = []
+    try:
+        while True:
+            taken.append(where / f"i{len(taken)}")
+            taken[-1].touch()
+    except OSError:
+        taken.pop()
+    return taken

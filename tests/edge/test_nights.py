@@ -466,3 +466,31 @@ def test_night_closer__a_night_named_like_another_schedule_s_is_said(tmp_path, c
     assert "night 2026-01-15 was closed under another sleep schedule" in caplog.text
     assert store.night("2026-01-15")["epochs"] == 16 * 60  # the day's sleep stays
     store.close()
+
+
+def test_night_closer__a_close_the_store_refused_is_tried_again_once_it_takes_writes(
+        tmp_path, monkeypatch, caplog):
+    """A full disk (the node started on one, or it filled): the night's close is said in one
+    line, not retried every minute, and closed once the store takes writes again (the live
+    node's retry_refused), not only at the next start."""
+    from nightlink.edge.node import nights
+    from nightlink.edge.node.nights import is_closed
+    from nightlink.sql import DatabaseError
+
+    store, _ = _heart_rate_night(tmp_path)
+    finish = nights.finish_night
+
+    def full(*_a, **_k):
+        raise DatabaseError("database or disk is full")
+
+    monkeypatch.setattr(nights, "finish_night", full)
+    closer = NightCloser(store, "22:00", "07:30", "UTC")
+    assert closer.close_due(_utc("2026-01-16 08:00")) == []
+    assert closer.close_due(_utc("2026-01-16 08:01")) == []  # not every minute
+    said = [r for r in caplog.records if "night 2026-01-15 could not be closed" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None, said  # one line, no traceback
+    monkeypatch.setattr(nights, "finish_night", finish)
+    closer.retry_refused()
+    assert closer.close_due(_utc("2026-01-16 08:02")) == ["2026-01-15"]
+    assert is_closed(store.night("2026-01-15"))
+    store.close()

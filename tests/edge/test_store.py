@@ -257,3 +257,26 @@ def test_store__quota_drops_low_priority_first_never_glucose(store):
     assert store.enforce_quota(2) == {features.ROOM: 2}  # glucose is kept even over the quota
     assert sorted({o.stream for o in store.outbox()}) == [features.CGM]
     assert store.drops()[features.ROOM] == 4
+
+
+def test_store__a_start_the_store_refused_is_counted_with_the_first_record_committed(tmp_path):
+    """The live node started on a full disk (LiveNode.run): its start is counted in the
+    transaction of the first record that commits, so no record of it carries an earlier
+    start's boot (an import's, which undoing the import would delete), not even when that
+    transaction, or one around it, is rolled back (a refused COMMIT)."""
+    from nightlink.sql import DatabaseError
+
+    store = EdgeStore(tmp_path / "edge.db")
+    before = store.start_boot()  # an import's, say
+    store.boot_due = True  # the node's own start refused
+    with pytest.raises(DatabaseError):
+        with store.transaction():  # the pipeline's epoch: several records in one transaction
+            store.append(features.ROOM, 100, [ROW])
+            raise DatabaseError("database or disk is full")
+    assert store.boot_due and store.meta("boot") == str(before)
+    with store.transaction():
+        store.append(features.ROOM, 100, [ROW])
+        store.append(features.ROOM, 101, [ROW])  # one start, counted once
+    assert not store.boot_due and store.meta("boot") == str(before + 1)
+    assert {r.boot for r in store.records(features.ROOM)} == {before + 1}
+    store.close()
