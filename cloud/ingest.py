@@ -205,8 +205,8 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
     retracted = _retractions(doc.pop("retracted", None))
     store.put_device_status(device, tenant, doc, heard=not retained)
     data = store.tenant(tenant)
-    for boot, nights in retracted:  # imports the edge undid (edge/store/imports.py)
-        gone = data.retract_boot(device, boot, nights)
+    for boot, nights, epochs in retracted:  # imports the edge undid (edge/store/imports.py)
+        gone = data.retract_boot(device, boot, nights, epochs)
         if gone is not None:
             _LOGGER.info("ingest: device %s undid an import (boot %d): %d rows, %d entries and "
                          "%d nights' screens removed", device, boot, gone["rows"],
@@ -250,9 +250,10 @@ MAX_RETRACTIONS = 64
 MAX_RETRACTED_NIGHTS = 400  # the nights one import summarised (an import spans 120 days)
 
 
-def _retractions(value) -> list[tuple[int, list[str]]]:
-    """A report's `retracted` ([{"boot": n, "nights": ["YYYY-MM-DD", …]}, …], the imports the
-    edge undid) checked: whole boots, real dates."""
+def _retractions(value) -> list[tuple[int, list[str], tuple[int, int] | None]]:
+    """A report's `retracted` ([{"boot": n, "nights": ["YYYY-MM-DD", …], "epochs": [first,
+    last]}, …], the imports the edge undid; epochs: where their records lay) checked: whole
+    boots and epochs, real dates."""
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_RETRACTIONS:
@@ -270,7 +271,13 @@ def _retractions(value) -> list[tuple[int, list[str]]]:
             raise Rejected(f"The status report's retracted boot {boot} has nights "
                            f"{_show(nights)}, not a list of at most {MAX_RETRACTED_NIGHTS} "
                            "nights such as 2026-01-15.")
-        out.append((boot, nights))
+        epochs = item.get("epochs")
+        if epochs is not None and not (
+                isinstance(epochs, list) and len(epochs) == 2 and all(_whole(x) for x in epochs)
+                and 0 <= epochs[0] <= epochs[1] <= MAX_SEQ):
+            raise Rejected(f"The status report's retracted boot {boot} has epochs "
+                           f"{_show(epochs)}, not a [first, last] pair of epoch numbers.")
+        out.append((boot, nights, tuple(epochs) if epochs is not None else None))
     return out
 
 
@@ -383,23 +390,24 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
                        "message does not hold up every other one.")
     out = Outcome()
     data = store.tenant(tenant)
-    # Rows of an import the edge undid (its status report's `retracted`), arriving late: not
-    # stored; the ack answers them, the edge having given their seqs up as dropped.
-    retracted = data.retracted(device, (rec.boot for rec in records))
-    kept = [rec for rec in records if rec.boot not in retracted]
-    out.rows = data.put_rows(kept)
+    # Rows of an import the edge undid (its status report's `retracted`) arriving late are
+    # not stored, nor their readings served (put_rows, add_readings); the ack answers them,
+    # the edge having given their seqs up as dropped.
+    out.rows = data.put_rows(records)
     # Rows not new: resends, or new rows under seqs the device gave again (its store put
     # back from an older copy), which the ack names so that it numbers them anew.
-    reused = _seq_ranges(data.reused_seqs(kept)) \
-        if out.rows < sum(len(rec.rows) for rec in kept) else []
+    reused = _seq_ranges(data.reused_seqs(records)) if out.rows < rows else []
     sid = features.stream_by_name(stream)[features.S_ID]
     if sid == features.CGM:
-        entries = _served([e for rec in kept for e in glucose_entries(rec, device)], out)
-        if entries:
+        tagged = [(rec.boot, rec.epoch, e) for rec in records
+                  for e in glucose_entries(rec, device)]
+        served = {id(e) for e in _served([e for *_, e in tagged], out)}
+        readings = [t for t in tagged if id(t[2]) in served]
+        if readings:
             # The Nightscout core's rules: a reading an app already uploaded (the same value
             # less than a minute away) is not stored again, and an app's document is kept.
             try:
-                out.entries, _dupes = data.add_entries(entries)
+                out.entries, _dupes = data.add_readings(device, readings)
             except DocumentError as exc:
                 raise Rejected(f"A glucose reading of the record is not valid: {exc}",
                                _with_ack(out, store, tenant, device, sid)) from None

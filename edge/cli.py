@@ -450,8 +450,8 @@ def import_(path: Path | str, fmt: str, tz: str | None, since: str | None, date_
         return
     try:  # the import is stored and said: now the nights it completes
         closer, schedule = _import_closer(store, cfg, config_path, tz)
+        closer.import_id = result.import_id  # each night listed as it is closed
         done = closer.close_span(*result.span, _time.time())
-        store.imported(result.import_id, nights=list(done.summaries))
     except DatabaseError as exc:
         raise NightlinkError(f"The edge store refused a night's summary ({exc}); what was "
                              "imported stays, and importing the file again closes the "
@@ -499,10 +499,24 @@ def imports(undo: int | None, config_path: Path | None, db: Path | None) -> None
             except ImportUndoError as exc:
                 raise NightlinkError(str(exc)) from None
             click.echo(f"Import {undo} ({Path(row.source).name}) undone: {gone['entries']} "
-                       f"entries, {gone['records']} epoch records ({gone['queued']} not yet "
-                       f"sent), {gone['beats']} beats and {gone['nights']} night summaries "
-                       "removed. The cloud removes its copy when this node next reports to "
-                       "it.")
+                       f"entries, {gone['records']} epoch records ({gone['queued']} of them "
+                       f"still waiting for the cloud), {gone['beats']} beats and "
+                       f"{gone['nights']} night summaries removed. The cloud removes its copy "
+                       "when this node next reports to it.")
+            for other in store.overlapping(row):
+                click.echo(f"Import {other.id} ({Path(other.source).name}) overlaps it: where "
+                           f"both held a reading's epochs or beats they were import {undo}'s "
+                           "and are gone; import that file again to put them back (its "
+                           "entries stay).")
+            if gone["nights"]:  # what else was recorded those nights (the live node's)
+                import time as _time
+
+                store.start_boot()  # its summaries never under an import's boot
+                closer, schedule = _import_closer(store, cfg, config_path, row.tz or "UTC")
+                done = closer.close_span(row.first_s, row.last_s, _time.time())
+                if done.summaries:
+                    click.echo("Its nights summarised again from what else was recorded:")
+                _say_nights(done, schedule)
             return
         rows = store.imports()
         if not rows:

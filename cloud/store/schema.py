@@ -391,12 +391,16 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "ALTER TABLE alerts ADD COLUMN acked_endpoint TEXT",
     ]),
     (16, "an edge's undone imports: the rows of their boots are gone and kept out", [
-        # (device, boot) of an import the edge undid (its status report's `retracted`):
-        # rows of that boot arriving later are acknowledged and not stored
+        # (device, boot) of an import the edge undid (its status report's `retracted`), and
+        # the epochs its rows held (NULL: all): rows of that boot there arriving later are
+        # acknowledged and not stored (a boot number given again after the edge's store was
+        # put back from an older copy records elsewhere: now)
         """CREATE TABLE retracted_boots (
             tenant_id TEXT NOT NULL,
             device TEXT NOT NULL,
             boot {BIGINT} NOT NULL,
+            first_epoch {BIGINT},
+            last_epoch {BIGINT},
             retracted_at DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (device, boot)
         )""",

@@ -36,21 +36,41 @@ class TenantStore:
     # -- epoch rows -------------------------------------------------------------------------
 
     def put_rows(self, records: Iterable[codec.Record]) -> int:
-        """Store every row of these records (one per epoch); return how many were new."""
+        """Store every row of these records (one per epoch) but those of an import their
+        device undid (retract_boot); return how many were new."""
         now = time.time()
-        rows = []
-        for rec in records:
-            dev = codec.device_name(rec.device)
-            for i, row in enumerate(rec.rows):
-                rows.append((self.tenant_id, dev, rec.stream, rec.boot, rec.seq + i,
-                             rec.epoch + i, rec.flags, rec.nfeat, row_codec.pack_row(rec.stream, row), now))
-        if not rows:
+        records = list(records)
+        if not records:
             return 0
         with self.db.transaction():
+            rows = []
+            for dev, group in _by_device(records).items():
+                self._lock_rows(dev, shared=True)
+                gone = self._retracted_at(dev, [(r.boot, r.epoch + i) for r in group
+                                                for i in range(len(r.rows))])
+                for rec in group:
+                    for i, row in enumerate(rec.rows):
+                        if (rec.boot, rec.epoch + i) not in gone:
+                            rows.append((self.tenant_id, dev, rec.stream, rec.boot,
+                                         rec.seq + i, rec.epoch + i, rec.flags, rec.nfeat,
+                                         row_codec.pack_row(rec.stream, row), now))
+            if not rows:
+                return 0
             return self.db.executemany(
                 "INSERT INTO epoch_rows (tenant_id, device, stream, boot, seq, epoch, flags, "
                 "nfeat, row_data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device, stream, boot, seq) DO NOTHING", rows)
+
+    def add_readings(self, device: str, readings: Sequence[tuple[int, int, dict]]
+                     ) -> tuple[list[dict], int]:
+        """add_entries for the glucose readings of `device`'s CGM rows ((boot, epoch, entry)),
+        but those of an import it undid: checked under the lock retract_boot takes, so a
+        retraction either sees them stored or they see it."""
+        with self.db.transaction():
+            self._lock_rows(device, shared=True)
+            gone = self._retracted_at(device, [(b, e) for b, e, _ in readings])
+            entries = [doc for b, e, doc in readings if (b, e) not in gone]
+            return self.add_entries(entries) if entries else ([], 0)
 
     def reused_seqs(self, records: Iterable[codec.Record]) -> list[int]:
         """Seqs of these records that the store holds for other epochs: a device that
@@ -392,6 +412,27 @@ class TenantStore:
 
     RETRACT_REACH_EPOCHS = 240  # a CGM row carries a reading up to 2 h old (the edge's rule)
 
+    def _lock_rows(self, device: str, *, shared: bool) -> None:
+        """Inside a transaction: a device's rows, shared by writers of rows and taken alone by
+        a retraction (PostgreSQL advisory lock; SQLite's single writer already serialises)."""
+        if self.db.kind == "postgres":
+            fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            self.db.query(f"SELECT {fn}(hashtext(?)) IS NULL AS locked",
+                          (f"nightlink-rows:{device}",))
+
+    def _retracted_at(self, device: str, keys: Sequence[tuple[int, int]]
+                      ) -> set[tuple[int, int]]:
+        """Which (boot, epoch) of `device` lie in an import it undid."""
+        boots = sorted({b for b, _ in keys})
+        if not boots:
+            return set()
+        marks = ", ".join("?" for _ in boots)
+        spans = {int(r["boot"]): (r["first_epoch"], r["last_epoch"]) for r in self.db.query(
+            f"SELECT boot, first_epoch, last_epoch FROM retracted_boots WHERE device = ? AND "
+            f"boot IN ({marks})", (device, *boots))}
+        return {(b, e) for b, e in keys if b in spans and (
+            spans[b][0] is None or spans[b][0] <= e <= spans[b][1])}
+
     def retracted(self, device: str, boots: Iterable[int]) -> set[int]:
         """Which of these boots of `device` were retracted (an import the edge undid)."""
         boots = sorted(set(boots))
@@ -402,34 +443,39 @@ class TenantStore:
             f"SELECT boot FROM retracted_boots WHERE device = ? AND boot IN ({marks})",
             (device, *boots))}
 
-    def retract_boot(self, device: str, boot: int, nights: Sequence[str]) -> dict | None:
-        """Remove what the edge `device` wrote under `boot` (an import it undid,
-        edge/store/imports.py): its epoch rows, the Nightscout entries served from its CGM
-        rows and no other, its apnea screens of `nights`; and keep that boot's rows out from
-        now on. Once per (device, boot): None when done before, else what was removed."""
+    def retract_boot(self, device: str, boot: int, nights: Sequence[str],
+                     epochs: tuple[int, int] | None = None) -> dict | None:
+        """Remove what the edge `device` wrote under `boot` in `epochs` (first, last; None:
+        all), an import it undid (edge/store/imports.py): its epoch rows, the Nightscout
+        entries served from them that no other row carries, its apnea screens of `nights`;
+        and keep such rows out from now on. Once per (device, boot): None when done before,
+        else what was removed."""
         cgm = features.CGM
+        span, args = ("", ()) if epochs is None else (" AND epoch >= ? AND epoch <= ?", epochs)
         with self.db.transaction():
-            if self.db.scalar("SELECT count(*) AS n FROM retracted_boots WHERE device = ? AND "
-                              "boot = ?", (device, boot)):
+            self._lock_rows(device, shared=False)
+            if not self.db.query(
+                    "INSERT INTO retracted_boots (tenant_id, device, boot, first_epoch, "
+                    "last_epoch, retracted_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, "
+                    "boot) DO NOTHING RETURNING boot", (self.tenant_id, device, boot,
+                                                       *(epochs or (None, None)), time.time())):
                 return None
-            self.db.execute("INSERT INTO retracted_boots (tenant_id, device, boot, "
-                            "retracted_at) VALUES (?, ?, ?, ?)",
-                            (self.tenant_id, device, boot, time.time()))
+            where = "tenant_id = ? AND device = ? AND boot = ?" + span
             dates = _reading_dates(self.db.query(
-                "SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
-                "device = ? AND stream = ? AND boot = ?", (self.tenant_id, device, cgm, boot)))
-            rows = self.db.execute("DELETE FROM epoch_rows WHERE tenant_id = ? AND device = ? "
-                                   "AND boot = ?", (self.tenant_id, device, boot))
+                f"SELECT epoch, nfeat, row_data FROM epoch_rows WHERE {where} AND stream = ?",
+                (self.tenant_id, device, boot, *args, cgm)))
+            rows = self.db.execute(f"DELETE FROM epoch_rows WHERE {where}",
+                                   (self.tenant_id, device, boot, *args))
             entries = 0
             if dates:
                 reach = self.RETRACT_REACH_EPOCHS
                 lo, hi = (min(dates) // 1000 // EPOCH_S - reach,
                           max(dates) // 1000 // EPOCH_S + reach)
-                # a reading the device's other rows also carry stays served
+                # a reading other rows also carry (this node's, or a second home's edge's)
+                # stays served
                 dates -= _reading_dates(self.db.query(
                     "SELECT epoch, nfeat, row_data FROM epoch_rows WHERE tenant_id = ? AND "
-                    "device = ? AND stream = ? AND epoch >= ? AND epoch <= ?",
-                    (self.tenant_id, device, cgm, lo, hi)))
+                    "stream = ? AND epoch >= ? AND epoch <= ?", (self.tenant_id, cgm, lo, hi)))
                 name = f"nightlink-{device}"
                 docs = self.docs
                 gone = [r for r in docs.latest("entries", kind="sgv", count=10_000_000,
@@ -437,27 +483,30 @@ class TenantStore:
                                                hi=max(dates, default=0), ascending=True)
                         if r.date_ms in dates and r.doc.get("device") == name]
                 entries = docs.delete(gone)
-            screens = 0
-            for night in nights:
-                try:
-                    had = self.night(night)
-                except NotFoundError:
-                    continue
-                by_device = dict(had.get("by_device") or {})
-                if had.get("device") != device and device not in by_device:
-                    continue
-                screens += 1
-                by_device.pop(device, None)
-                if not by_device:
-                    self.db.execute("DELETE FROM nights WHERE tenant_id = ? AND night = ?",
-                                    (self.tenant_id, night))
-                    continue
-                first = had.get("device")
-                if first == device:  # the next edge's screen becomes the night's
-                    first = next(iter(by_device))
-                self.put_night(night, {"breathing": by_device[first], "device": first,
-                                       "by_device": by_device})
+            screens = sum(self._drop_screen(night, device) for night in nights)
         return {"rows": rows, "entries": entries, "nights": screens}
+
+    def _drop_screen(self, night: str, device: str) -> bool:
+        """Take `device`'s apnea screen off the night (another edge's becomes the night's);
+        whether it had one."""
+        try:
+            had = self.night(night)
+        except NotFoundError:
+            return False
+        by_device = dict(had.get("by_device") or {})
+        if had.get("device") != device and device not in by_device:
+            return False
+        by_device.pop(device, None)
+        if not by_device:
+            self.db.execute("DELETE FROM nights WHERE tenant_id = ? AND night = ?",
+                            (self.tenant_id, night))
+            return True
+        first = had.get("device")
+        if first == device:  # the next edge's screen becomes the night's
+            first = next(iter(by_device))
+        self.put_night(night, {"breathing": by_device[first], "device": first,
+                               "by_device": by_device})
+        return True
 
     def put_night(self, night: str, doc: dict) -> None:
         self.db.execute(
@@ -649,7 +698,7 @@ class TenantStore:
             for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
                           "alert_settings", "memberships", "api_secrets", "devices",
                           "fused_nights", "patient_settings", "alarm_calibrations",
-                          "push_subscriptions"):
+                          "push_subscriptions", "retracted_boots"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n
@@ -667,4 +716,11 @@ def _reading_dates(rows: Iterable[dict]) -> set[int]:
             continue
         if v.get("glucose_mgdl") is not None and v.get("minutes_since") is not None:
             out.add(row_codec.reading_ms(int(r["epoch"]), v["minutes_since"]))
+    return out
+
+
+def _by_device(records: Sequence[codec.Record]) -> dict[str, list[codec.Record]]:
+    out: dict[str, list[codec.Record]] = {}
+    for rec in records:
+        out.setdefault(codec.device_name(rec.device), []).append(rec)
     return out

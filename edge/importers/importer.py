@@ -37,6 +37,7 @@ from nightlink.edge.importers.common import ImportedReadings
 from nightlink.edge.importers.nightscout_json import read_nightscout_json
 from nightlink.edge.sources.samples import Beat, Glucose, SourceError
 from nightlink.edge.store import EdgeStore
+from nightlink.edge.store.imports import IMPORT_DEVICE
 from nightlink.nightscout import documents as ns_documents
 from nightlink.shared import features
 from nightlink.shared.epoch import EPOCH_S, epoch_index
@@ -153,10 +154,12 @@ def import_file(store: EdgeStore, path: Path | str, fmt: str = "auto", tz: str =
     if dry_run:
         return result
     try:
-        result.import_id = store.begin_import(str(path), fmt, tz, result.span, len(samples))
-        if entries:
-            result.entries_stored, result.entries_duplicate = store.add_entries(
-                entries, import_id=result.import_id)
+        with store.transaction():  # refused, it is not listed either
+            result.import_id = store.begin_import(str(path), fmt, tz, result.span,
+                                                  len(samples))
+            if entries:
+                result.entries_stored, result.entries_duplicate = store.add_entries(
+                    entries, import_id=result.import_id)
     except DatabaseError as exc:
         raise SourceError(f"The edge store {store.path} refused the import ({exc}); nothing "
                           "was stored.") from None
@@ -245,7 +248,7 @@ def _storable(path: Path, fmt: str, samples: list[Glucose], result: ImportResult
     now = int(now_s * 1000)
     kept, entries, refused = [], [], []
     for g in samples:
-        entry = glucose_to_entry(g, f"import-{fmt}")
+        entry = glucose_to_entry(g, f"{IMPORT_DEVICE}{fmt}")
         try:
             ns_documents.normalize("entries", dict(entry), now)
         except ns_documents.DocumentError as exc:
@@ -360,4 +363,5 @@ def _write_epochs(store: EdgeStore, stream: int, samples, result: ImportResult) 
         raise SourceError(
             f"The edge store {store.path} refused a write ({exc}) after {done} of the "
             f"{len(epochs)} epochs; the readings and the epochs written stay, and importing "
-            "the same file again finishes it without storing anything twice.") from None
+            "the same file again finishes it without storing anything twice (or `nightlink "
+            f"edge imports --undo {result.import_id}` removes what was written).") from None

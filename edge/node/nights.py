@@ -44,14 +44,16 @@ def unusable_audio(audio: dict[str, np.ndarray]) -> tuple[str, str] | None:
 
 def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
                  cols: dict | None = None, beats: dict | None = None,
-                 classify: bool = True, if_open: bool = False) -> dict | None:
+                 classify: bool = True, if_open: bool = False,
+                 import_id: int | None = None) -> dict | None:
     """Summarise epochs [first, first + count) as night `label`, with the classifiers'
     figures and stream 5 rows unless classify is False; store and return the summary. A
     microphone that recorded no usable sound is said (`audio_unusable`), marked as a gap and
     left out of the figures (a silent night would read as calm sleep without apneas, a
     clipped one as a night of loud snoring). With if_open, a night found closed inside the
     transaction (by another process sharing the store: the live node and an import) is left
-    as it is and None returned."""
+    as it is and None returned. `import_id`: the import closing it, which lists it in the
+    same transaction (undoing the import removes it)."""
     cols = cols if cols is not None else night_columns(store, first, count)
     dead = unusable_audio(cols["audio"])
     if dead:
@@ -73,6 +75,8 @@ def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
         if classify:  # closed, with figures or (no models) without: never closed again
             summary["classified"] = classified is not None
         store.put_night(label, summary)
+        if import_id is not None:
+            store.imported(import_id, nights=[label])
     return summary
 
 
@@ -114,6 +118,7 @@ class NightCloser:
         self.boundary = schedule_boundary(bedtime, wake)
         self.delay_s = delay_s
         self.settled: set[str] = set()  # nights closed, or found without a recording
+        self.import_id: int | None = None  # the import closing nights (edge/store/imports.py)
         self.refused: set[str] = set()  # nights whose close the store refused (a full disk)
 
     def window(self, label: str) -> tuple[int, int]:
@@ -176,7 +181,7 @@ class NightCloser:
         beats = {"beats": {"t_s": t, "rr_ms": rr, "start_s": float(epoch_start(span[0]))}} \
             if t.size else None
         return finish_night(self.store, span[0], span[1] - span[0], label, beats=beats,
-                            if_open=True)
+                            if_open=True, import_id=self.import_id)
 
     def close_span(self, first_s: float, last_s: float, now_s: float) -> SpanClosed:
         """Close the nights whose schedule meets [first_s, last_s] (what an import stored)

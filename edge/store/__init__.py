@@ -239,8 +239,11 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
             outcomes = self.docs.put(normalized, mode="keep") if normalized else []
             # "updated" in keep mode: a reading deleted before (an import undone), back
             mine = [o.row.oid for o in outcomes if o.action in ("created", "updated")]
+            found = [o.row.oid for o in outcomes if o.action not in ("created", "updated")]
             if import_id is not None:
-                self.imported(import_id, doc_ids=mine)
+                self.imported(import_id, doc_ids=mine, found_ids=found)
+            elif found:  # an uploader's or the follower's reading an import stored first
+                self.keep_docs(found)
         return len(mine), len(outcomes) - len(mine)
 
     def entries(

@@ -15,10 +15,14 @@ import json
 import time
 from dataclasses import dataclass
 
+from nightlink.edge.store.outbox import _ranges
+from nightlink.shared.epoch import EPOCHS_PER_DAY as DAY_EPOCHS
 from nightlink.sql import Database
 
-RETRACTIONS_REPORTED = 32  # the newest undone imports the status report names
-RETRACTED_NIGHTS_BYTES = 16384  # and their nights, while they take no more than this
+RETRACTIONS_REPORTED = 32  # the newest undone imports the status report names,
+RETRACTIONS_BYTES = 16384  # while they take no more than this
+UNDO_BATCH = 5000  # entries or beats deleted per transaction
+IMPORT_DEVICE = "import-"  # how an imported entry's device begins (importer.py _storable)
 
 
 class ImportUndoError(LookupError):
@@ -38,6 +42,8 @@ class ImportRow:
     samples: int
     nights: list[str]  # the nights it summarised
     undone_at: float | None
+    first_epoch: int | None = None  # where its records lay, recorded as it is undone
+    last_epoch: int | None = None
 
     @classmethod
     def of(cls, r: dict) -> ImportRow:
@@ -48,7 +54,7 @@ class ImportRow:
         return cls(int(r["id"]), int(r["boot"]), r["source"], r["format"], r["tz"], r["at"],
                    r["first_s"], r["last_s"], int(r["samples"]),
                    [n for n in nights if isinstance(n, str)] if isinstance(nights, list)
-                   else [], r["undone_at"])
+                   else [], r["undone_at"], r["first_epoch"], r["last_epoch"])
 
 
 class Imports:
@@ -68,18 +74,28 @@ class Imports:
                 (boot, source[:500], fmt, tz, time.time(), span[0], span[1], samples)))
 
     def imported(self, import_id: int, *, nights: list[str] | None = None,
-                 doc_ids: list[str] | None = None) -> None:
+                 doc_ids: list[str] | None = None, found_ids: list[str] | None = None) -> None:
         """Record what import `import_id` stored: the nights it summarised (added to those
-        listed), the Nightscout documents it created."""
+        listed), the Nightscout documents it created (`doc_ids`) and those it found stored
+        (`found_ids`: undoing another import that created them leaves them)."""
         with self.transaction():
             if nights:
                 had = self.import_row(import_id).nights
                 self.db.execute("UPDATE imports SET nights = ? WHERE id = ?",
                                 (json.dumps(sorted(set(had) | set(nights))), import_id))
-            if doc_ids:
+            rows = [(import_id, oid, 1) for oid in doc_ids or ()] + [
+                (import_id, oid, 0) for oid in found_ids or ()]
+            if rows:
                 self.db.executemany(
-                    "INSERT OR IGNORE INTO import_docs (import_id, oid) VALUES (?, ?)",
-                    [(import_id, oid) for oid in doc_ids])
+                    "INSERT OR IGNORE INTO import_docs (import_id, oid, created) "
+                    "VALUES (?, ?, ?)", rows)
+
+    def keep_docs(self, oids: list[str]) -> None:
+        """These entries, found stored when a live source (an uploader, the follower) brought
+        them, are its too: undoing the import that stored them leaves them."""
+        marks = ", ".join("?" for _ in oids)
+        self.db.execute(f"INSERT OR IGNORE INTO live_docs (oid) SELECT DISTINCT oid FROM "
+                        f"import_docs WHERE created = 1 AND oid IN ({marks})", oids)
 
     def import_row(self, import_id: int) -> ImportRow:
         r = self.db.one("SELECT * FROM imports WHERE id = ?", (import_id,))
@@ -94,7 +110,8 @@ class Imports:
             f"SELECT * FROM imports {where} ORDER BY id")]
 
     def import_counts(self, row: ImportRow) -> dict[str, int]:
-        """What an import still holds in the store: epoch records, entries, beats, nights."""
+        """What an import still holds in the store: epoch records, entries (it stored, or
+        found stored), beats, nights."""
         return {
             "records": int(self.db.scalar(
                 "SELECT count(*) FROM records WHERE device = ? AND boot = ?",
@@ -108,50 +125,104 @@ class Imports:
             "nights": len(row.nights),
         }
 
+    def overlapping(self, row: ImportRow) -> list[ImportRow]:
+        """The other imports not undone whose span meets this one's."""
+        if row.first_s is None:
+            return []
+        return [ImportRow.of(r) for r in self.db.query(
+            "SELECT * FROM imports WHERE id != ? AND undone_at IS NULL AND first_s <= ? AND "
+            "last_s >= ? ORDER BY id", (row.id, row.last_s, row.first_s))]
+
     def undo_import(self, import_id: int) -> dict[str, int]:
         """Remove what import `import_id` stored (module docstring); what was removed, by
-        kind. Raises ImportUndoError for an import not stored or undone already."""
+        kind. A day of records per transaction, so a live node sharing the store waits for
+        one, not for the whole undo; interrupted, it is finished by undoing it again. Raises
+        ImportUndoError for an import not stored or undone already."""
+        row = self.import_row(import_id)
+        if row.undone_at is not None:
+            raise ImportUndoError(f"Import {import_id} was undone already.")
+        mine = ("device = ? AND boot = ?", (self.device, row.boot))
+        span = self.db.one(f"SELECT min(epoch) AS a, max(epoch + count - 1) AS b FROM records "
+                           f"WHERE {mine[0]}", mine[1])
+        out = {"records": 0, "queued": 0, "entries": 0, "beats": 0, "nights": 0}
+        if span["a"] is not None:
+            if row.first_epoch is not None:  # an undo interrupted before: its span as then
+                span = {"a": min(span["a"], row.first_epoch), "b": max(span["b"],
+                                                                       row.last_epoch)}
+            with self.transaction():
+                self.db.execute("UPDATE imports SET first_epoch = ?, last_epoch = ? WHERE "
+                                "id = ?", (span["a"], span["b"], import_id))
+            for lo in range(span["a"], span["b"] + 1, DAY_EPOCHS):
+                with self.transaction():
+                    self._undo_records(mine, lo, lo + DAY_EPOCHS, out)
+        docs = self.docs
+        # Its entries that an import stored (this one, or one undone before that this one
+        # found them from) and no other import not undone holds: a reading an uploader or
+        # the follower stored, before or after, stays
+        oids = [r["oid"] for r in self.db.query(
+            "SELECT i.oid FROM import_docs i WHERE i.import_id = ? AND EXISTS (SELECT 1 FROM "
+            "import_docs c WHERE c.oid = i.oid AND c.created = 1) AND NOT EXISTS (SELECT 1 "
+            "FROM import_docs o JOIN imports m ON m.id = o.import_id WHERE o.oid = i.oid AND "
+            "o.import_id != i.import_id AND m.undone_at IS NULL) AND NOT EXISTS (SELECT 1 "
+            "FROM live_docs l WHERE l.oid = i.oid)", (import_id,))]
+        docs = self.docs
+        for at in range(0, len(oids), UNDO_BATCH):
+            with self.transaction():
+                # (an uploader's copy sent through the Nightscout API merged into it: its
+                # device then names the uploader, and it stays)
+                found = [d for d in (docs.get("entries", oid)
+                                     for oid in oids[at:at + UNDO_BATCH])
+                         if d is not None and d.valid
+                         and str(d.doc.get("device", "")).startswith(IMPORT_DEVICE)]
+                out["entries"] += docs.delete(found)
+        while True:
+            with self.transaction():
+                n = self.db.execute("DELETE FROM beats WHERE t_ms IN (SELECT t_ms FROM beats "
+                                    "WHERE import_id = ? LIMIT ?)", (import_id, UNDO_BATCH))
+            out["beats"] += n
+            if n < UNDO_BATCH:
+                break
         with self.transaction():
-            row = self.import_row(import_id)
-            if row.undone_at is not None:
-                raise ImportUndoError(f"Import {import_id} was undone already.")
-            queued = self.db.query(
-                "SELECT r.stream, r.seq, r.count FROM records r JOIN outbox o ON "
-                "o.record_id = r.id WHERE r.device = ? AND r.boot = ? ORDER BY r.stream, r.seq",
-                (self.device, row.boot))
-            for q in queued:  # never to be sent: the cloud's mark steps over them
+            for night in row.nights:
+                out["nights"] += self.db.execute("DELETE FROM nights WHERE night = ?", (night,))
+            self.db.execute("UPDATE imports SET undone_at = ? WHERE id = ?",
+                            (time.time(), import_id))
+        return out
+
+    def _undo_records(self, mine: tuple, lo: int, hi: int, out: dict) -> None:
+        """Delete the import's records of epochs [lo, hi); those still in the outbox are
+        never to be sent: their seqs are given up as dropped ranges, so that the cloud's mark
+        steps over them."""
+        where, args = f"{mine[0]} AND epoch >= ? AND epoch < ?", (*mine[1], lo, hi)
+        queued = self.db.query(
+            f"SELECT stream, seq, count FROM records WHERE {where} AND id IN (SELECT record_id "
+            f"FROM outbox) ORDER BY stream, seq", args)
+        by_stream: dict[int, list[int]] = {}
+        for q in queued:
+            by_stream.setdefault(q["stream"], []).extend(range(q["seq"], q["seq"] + q["count"]))
+        for stream, seqs in by_stream.items():
+            for first, last in _ranges(seqs):
                 self.db.execute(
                     "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "
-                    "max(last_seq, excluded.last_seq)",
-                    (self.device, q["stream"], q["seq"], q["seq"] + q["count"] - 1))
-            self.db.execute("DELETE FROM outbox WHERE record_id IN (SELECT id FROM records "
-                            "WHERE device = ? AND boot = ?)", (self.device, row.boot))
-            records = self.db.execute("DELETE FROM records WHERE device = ? AND boot = ?",
-                                      (self.device, row.boot))
-            oids = [r["oid"] for r in self.db.query(
-                "SELECT oid FROM import_docs WHERE import_id = ?", (import_id,))]
-            docs = self.docs
-            found = [d for d in (docs.get("entries", oid) for oid in oids)
-                     if d is not None and d.valid]
-            entries = docs.delete(found)
-            beats = self.db.execute("DELETE FROM beats WHERE import_id = ?", (import_id,))
-            for night in row.nights:
-                self.db.execute("DELETE FROM nights WHERE night = ?", (night,))
-            self.db.execute("UPDATE imports SET undone_at = ? WHERE id = ?",
-                            (time.time(), import_id))
-        return {"records": records, "queued": len(queued), "entries": entries,
-                "beats": beats, "nights": len(row.nights)}
+                    "max(last_seq, excluded.last_seq)", (self.device, stream, first, last))
+        self.db.execute(f"DELETE FROM outbox WHERE record_id IN (SELECT id FROM records "
+                        f"WHERE {where})", args)
+        out["records"] += self.db.execute(f"DELETE FROM records WHERE {where}", args)
+        out["queued"] += len(queued)
 
     def retractions(self, limit: int = RETRACTIONS_REPORTED) -> list[dict]:
-        """The newest undone imports as the status report names them: {boot, nights}; the
-        nights (whose apnea screens the cloud drops) of the newest while they fit in
-        RETRACTED_NIGHTS_BYTES, so that the report stays small."""
+        """The newest undone imports as the status report names them: {boot, nights,
+        epochs}, while they fit in RETRACTIONS_BYTES (the cloud retracts each once, so an
+        import is named whole or not at all)."""
         out, size = [], 0
         for r in self.db.query("SELECT * FROM imports WHERE undone_at IS NOT NULL "
                                "ORDER BY undone_at DESC, id DESC LIMIT ?", (limit,)):
-            nights = ImportRow.of(r).nights
-            size += 13 * len(nights)  # '"2026-01-15",'
-            out.append({"boot": int(r["boot"]),
-                        "nights": nights if size <= RETRACTED_NIGHTS_BYTES else []})
+            item = {"boot": int(r["boot"]), "nights": ImportRow.of(r).nights}
+            if r["first_epoch"] is not None:
+                item["epochs"] = [int(r["first_epoch"]), int(r["last_epoch"])]
+            size += len(json.dumps(item))
+            if size > RETRACTIONS_BYTES:
+                break
+            out.append(item)
         return out

@@ -193,13 +193,18 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             last_s REAL,
             samples INTEGER NOT NULL DEFAULT 0,
             nights TEXT NOT NULL DEFAULT '[]',
-            undone_at REAL
+            undone_at REAL,
+            first_epoch INTEGER,
+            last_epoch INTEGER
         );
         CREATE TABLE import_docs (
             import_id INTEGER NOT NULL REFERENCES imports (id),
             oid TEXT NOT NULL,
+            created INTEGER NOT NULL,
             PRIMARY KEY (import_id, oid)
         );
+        CREATE INDEX import_docs_oid ON import_docs (oid);
+        CREATE TABLE live_docs (oid TEXT PRIMARY KEY);
         ALTER TABLE beats ADD COLUMN import_id INTEGER;
         CREATE INDEX beats_import ON beats (import_id) WHERE import_id IS NOT NULL;
     """)),

@@ -17,7 +17,7 @@ DEV = "a1b2c3d4e5f6"
 ROOM = (21.5, 40.0, None, 600.0, 30.0)
 DAY = 86400
 TENANT_TABLES = ("epoch_rows", "ns_docs", "ns_subjects", "nights", "alerts", "alert_settings",
-                 "memberships", "api_secrets", "devices")
+                 "memberships", "api_secrets", "devices", "retracted_boots")
 ENTRY = {"type": "sgv", "date": 1_710_000_000_000, "sgv": 123, "direction": "Flat",
          "dateString": "2024-03-09T16:00:00.000Z", "sysTime": "2024-03-09T16:00:00.000Z",
          "utcOffset": 0}
@@ -38,6 +38,7 @@ def fill(cloud, tenant="fam-1"):
                                  "created_at": "2023-11-14T22:13:20.000Z"}])
     Subjects(cloud.store.db, tenant).create("clock", ["readable"])
     t.put_night("2024-03-09", {"tir": 0.91})
+    t.retract_boot(device, 3, [])  # an import its edge undid
     t.add_alert("low", "urgent", 1_710_000_000_000, "Low glucose", sgv=54)
     cloud.client.post(f"{API}/tenants/{tenant}/devices", headers=cloud.auth("admin@example.org"),
                       json={"device_id": device, "kind": "clock"})

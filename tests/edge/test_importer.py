@@ -221,7 +221,8 @@ def test_import__a_store_refusing_a_write_stops_in_one_sentence_keeping_whole_da
     assert str(err.value) == (
         f"The edge store {store.path} refused a write (database or disk is full) after "
         f"{DAY_EPOCHS} of the {len(epochs)} epochs; the readings and the epochs written stay, "
-        "and importing the same file again finishes it without storing anything twice.")
+        "and importing the same file again finishes it without storing anything twice (or "
+        "`nightlink edge imports --undo 1` removes what was written).")
     assert store.count_records(features.CGM) == DAY_EPOCHS  # the first day, whole
     store.db.execute("DROP TRIGGER full")
     again = import_file(store, path, "nightscout")
