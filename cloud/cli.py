@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from nightlink.errors import NightlinkError
+from nightlink.nightscout.auth import TOKEN_ROLES
 
 # No WebSocket protocol pings from uvicorn: the live feed sends its own ping every 20 s
 # (cloud/live.py), which keeps connections alive through NAT, lets browsers close a silent
@@ -249,10 +250,10 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
 @cloud.command()
 @click.argument("tenant")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["readable", "careportal", "devicestatus-upload",
-                                           "admin"]), default="readable", show_default=True,
-              help="readable for clocks and followers; careportal to add treatments; admin "
-                   "for AndroidAPS (its NSClient v3 needs every permission).")
+@click.option("--role", type=click.Choice(TOKEN_ROLES), default="readable", show_default=True,
+              help="readable for clocks and followers; careportal to add treatments; oref0rig "
+                   "for an OpenAPS rig; admin for AndroidAPS (its NSClient v3 needs every "
+                   "permission).")
 @click.option("--database-url", default=None)
 def token(tenant: str, name: str, role: str, database_url: str | None) -> None:
     """Make an access token for an app on a tenant's Nightscout; print it once."""

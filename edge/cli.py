@@ -12,6 +12,7 @@ import click
 
 from nightlink.edge.sources.samples import SourceError
 from nightlink.errors import NightlinkError
+from nightlink.nightscout.auth import TOKEN_ROLES
 
 if TYPE_CHECKING:
     from nightlink.edge.store import EdgeStore
@@ -727,10 +728,10 @@ edge.add_command(replay_command(help="Run the edge pipeline over the night in NI
 
 @edge.command()
 @click.argument("name")
-@click.option("--role", type=click.Choice(["readable", "careportal", "devicestatus-upload",
-                                           "admin"]), default="readable", show_default=True,
-              help="readable for clocks and followers; careportal to add treatments; admin "
-                   "for AndroidAPS (its NSClient v3 needs every permission).")
+@click.option("--role", type=click.Choice(TOKEN_ROLES), default="readable", show_default=True,
+              help="readable for clocks and followers; careportal to add treatments; oref0rig "
+                   "for an OpenAPS rig; admin for AndroidAPS (its NSClient v3 needs every "
+                   "permission).")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def token(name: str, role: str, db: Path | None) -> None:
     """Make an access token for an app on the local Nightscout; print it once."""

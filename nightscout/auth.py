@@ -35,7 +35,13 @@ ROLES: dict[str, tuple[str, ...]] = {
     "careportal": ("api:treatments:create",),
     "devicestatus-upload": ("api:devicestatus:create",),
     "activity": ("api:activity:create",),
+    # the role OpenAPS's setup guide has people make, checked by name by oref0-setup
+    # (oref0_nightscout_check.py): a rig reads and writes treatments, statuses and entries
+    "oref0rig": ("api:treatments:read", "api:treatments:create", "api:devicestatus:read",
+                 "api:devicestatus:create", "api:entries:read", "api:entries:create"),
 }
+# The roles a token is made with (the CLIs, the portal's API)
+TOKEN_ROLES = ("readable", "careportal", "devicestatus-upload", "oref0rig", "admin")
 JWT_HOURS = 8
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 

@@ -368,7 +368,10 @@ def _treatment(doc: dict, now_ms: int, v3: bool) -> Normalized:
 
 def _devicestatus(doc: dict, now_ms: int, v3: bool) -> Normalized:
     ms, offset, key = _time_of(doc, ("created_at", "date", "mills"), seconds_ok=v3)
-    if key is None:
+    # Nightscout stamps a status without created_at when it arrives and never reads `date`:
+    # oref0's pushover snooze sends `date` in seconds, which read as ms is 1970 (its rigs
+    # then never see it among the newest statuses)
+    if key is None or (key != "created_at" and ms < DATE_MIN_MS):
         ms, offset = now_ms, None
     doc["created_at"] = times.iso(ms)
     _offset(doc, offset)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from nightlink.nightscout.limits import Limits, UploadLimit
 from nightlink.nightscout.site import Directory, Site
 
 CREDENTIAL_CACHE_S = 10.0  # a revoked token or secret stops working within this time
+_BARE_SHA1 = re.compile(r"[0-9a-fA-F]{40}")  # a query that is an API secret's SHA-1 alone
 JSON_TYPE = "application/json"
 
 
@@ -242,9 +244,12 @@ class _NoSite(Exception):
 
 def _offered_secrets(request: Request) -> list[str]:
     """What a request offers as an API secret: the query's `secret`, then the `api-secret`
-    header (either may also hold an access token)."""
+    header (either may also hold an access token), then a query that is the secret's SHA-1
+    alone (oref0's nightly profile upload asks `/api/v1/profile/current?<sha1>`)."""
+    bare = request.url.query if _BARE_SHA1.fullmatch(request.url.query) else None
     return [value for value in (request.query_params.get("secret"),
-                                request.headers.get("api-secret")) if value and value.strip()]
+                                request.headers.get("api-secret"), bare)
+            if value and value.strip()]
 
 
 def granting_secret_sha1(request: Request) -> str | None:

@@ -35,7 +35,7 @@ NUMBER_FIELDS = {"sgv", "mbg", "filtered", "unfiltered", "rssi", "noise", "delta
                  "scale"}
 # Treatments fields whose value may be written /pattern/flags (Nightscout's parseRegEx).
 REGEX_TEXT_FIELDS = {"notes", "eventType", "enteredBy"}
-OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$regex")
+OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$regex", "$not")
 V3_OPS = {"eq": "$eq", "ne": "$ne", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte",
           "in": "$in", "nin": "$nin", "re": "$regex"}
 V3_RESERVED = {"token", "sort", "sort$desc", "limit", "skip", "fields", "now"}
@@ -146,6 +146,17 @@ class Any_:
 
     def matches(self, doc: dict) -> bool:
         return any(p.matches(doc) for p in self.parts)
+
+
+@dataclass
+class Not:
+    """$not of a field's operators: true where they do not all hold, the field missing too
+    (MongoDB's rule; Urchin asks for loop statuses without `failureReason`)."""
+
+    part: All
+
+    def matches(self, doc: dict) -> bool:
+        return not self.part.matches(doc)
 
 
 @dataclass
@@ -453,6 +464,14 @@ def _operators(coll: str, path: str, ops: dict, key: str, query: Query | None,
             continue
         if op not in OPS:
             raise QueryError(f"{where}: {op} is not supported; use {', '.join(OPS)}.")
+        if op == "$not":  # no hint for SQL: the documents it leaves are read and tested
+            if not isinstance(raw, dict) or not raw or not all(
+                    isinstance(k, str) and k.startswith("$") for k in raw):
+                raise QueryError(f"{where} takes operators such as [$exists]=true.")
+            inner: list = []
+            _operators(coll, path, raw, where, None, inner)
+            (query.where.parts if query is not None else parts).append(Not(All(inner)))
+            continue
         if op == "$exists":
             operand: Any = _exists(raw)
         elif op == "$regex":

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from nightlink.cloud.deps import ERRORS, StoreDep, WriterAccess
 from nightlink.cloud.routes.fields import RowId, has_control_chars
 from nightlink.cloud.store import NotFoundError
+from nightlink.nightscout.auth import TOKEN_ROLES
 from nightlink.shared.apisecret import api_secret_hash
 
 router = APIRouter(prefix="/api/nl/v1", tags=["credentials"], responses=ERRORS)
@@ -24,7 +25,7 @@ class ApiSecretPublic(BaseModel):
 
 class ReadTokenCreate(BaseModel):
     label: str = Field("", max_length=64)
-    role: Literal["readable", "careportal", "devicestatus-upload", "admin"] = "readable"
+    role: Literal[TOKEN_ROLES] = "readable"
 
 
 class ReadTokenPublic(BaseModel):

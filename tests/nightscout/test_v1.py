@@ -227,6 +227,9 @@ def test_entries__default_count_10_newest_first(ns, day):
     ("count=2&find[direction][$nin][]=Flat", [None, None]),  # $nin matches a missing field
     ("count=3&find[delta][$exists]=false", [None, None, 137]),  # the oldest has no predecessor
     ("count=2&find[$or][0][sgv]=120&find[$or][1][sgv]=130", [120, 130]),
+    ("count=3&find[delta][$not][$exists]=true", [None, None, 137]),  # MongoDB's $not
+    ("count=3&find[sgv][$not][$gte]=101&find[type]=sgv", [100, 100, 100]),
+    ("count=2&find[sgv][$not][$lt]=149&find[sgv][$exists]=true", [149, 149]),
 ])
 def test_entries__find_operators(ns, day, query, expected):
     got = ns.get(f"/api/v1/entries.json?{query}", headers=AUTH).json()
@@ -269,7 +272,8 @@ def test_entries__count_as_nightscout_reads_it(ns, day, count, n):
 
 @pytest.mark.parametrize("query", [
     "find[date][$where]=1", "find[$where]=1", "find[sgv][$regex]=(", "find[date][$gte]=soon",
-    "find[a][b][c][d][e][f][g][h][i]=1",
+    "find[a][b][c][d][e][f][g][h][i]=1", "find[sgv][$not]=5", "find[sgv][$not][x]=5",
+    "find[sgv][$not][$where]=1",
 ])
 def test_entries__bad_query_400_with_a_sentence(ns, day, query):
     r = ns.get(f"/api/v1/entries.json?{query}", headers=AUTH)
