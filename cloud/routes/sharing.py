@@ -549,6 +549,7 @@ def _new_uploader_secret(request: Request, store, access, user) -> dict:
 TOKEN_KINDS = {
     "read": ("readable",),  # clocks, followers, reports
     "careportal": ("readable", "careportal"),  # Nightguard, a careportal: read, log treatments
+    "rig": ("oref0rig",),  # an OpenAPS rig: treatments, statuses and entries
     "admin": ("admin",),  # AndroidAPS' NSClient v3 uploads only with every permission
 }
 TOKEN_NAME_MAX = 64
@@ -575,7 +576,7 @@ def _new_token(request: Request, store, access, form) -> dict:
     roles = TOKEN_KINDS.get(form.get("may", ""))
     if roles is None:
         raise HTTPException(422, "Say what the token may do: read, read and log treatments, "
-                                 "or everything.")
+                                 "an OpenAPS rig's, or everything.")
     token = credentials.make_token(store, access, name, list(roles), via="sharing page")
     return {"name": name, "token": token, "roles": roles,
             "link": f"{_site_url(request, access.tenant_id)}?token={token}"}

@@ -403,16 +403,21 @@ def test_pages__a_family_gives_each_follower_and_clock_its_own_token(site):
     entries = f"/t/{tenant}/api/v1/entries.json"
     tokens = {}
     for name, may in (("Grandma's phone", "read"), ("Desk clock", "read"),
-                      ("Nightguard", "careportal")):
+                      ("Nightguard", "careportal"), ("Edison rig", "rig")):
         made = site.client.post(page, data={"action": "token", "name": name, "may": may})
         assert made.status_code == 200, made.text
         tokens[name] = re.search(r'<p class="code"><b>([^<]+)</b></p>', made.text).group(1)
         assert f"<code>http://testserver/t/{tenant}?token={tokens[name]}</code>" in made.text
     listed = site.client.get(page).text
     assert "<td>Grandma&#39;s phone</td>" in listed and "read, log treatments" in listed
+    assert "<td>an OpenAPS rig's</td>" in listed
     assert all(t not in listed for t in tokens.values())  # shown once only
     for t in tokens.values():
         assert site.client.get(entries, params={"token": t}).status_code == 200
+    # the rig's token uploads a reading; a read token may not
+    reading = [{"type": "sgv", "sgv": 111, "date": 1_796_000_000_000}]
+    assert site.client.post(f"/t/{tenant}/api/v1/entries", json=reading,
+                            params={"token": tokens["Edison rig"]}).status_code == 200
     # Nightguard's token logs a treatment; a read token may not
     note = {"eventType": "Note", "notes": "snack", "created_at": "2026-12-01T20:00:00Z"}
     assert site.client.post(f"/t/{tenant}/api/v1/treatments", json=note,
@@ -429,7 +434,7 @@ def test_pages__a_family_gives_each_follower_and_clock_its_own_token(site):
     listed = site.client.get(f"{API}/tenants/{tenant}/read-tokens", headers=h).json()
     assert [(t["label"], t["roles"]) for t in listed] == [
         ("Grandma's phone", ["readable"]), ("Desk clock", ["readable"]),
-        ("Nightguard", ["readable", "careportal"])]
+        ("Nightguard", ["readable", "careportal"]), ("Edison rig", ["oref0rig"])]
     grandma = listed[0]["id"]
     r = site.client.post(page, data={"action": "revoke-token", "token": str(grandma)})
     assert r.status_code == 200 and "was revoked" in r.text
@@ -471,7 +476,7 @@ def test_pages__a_family_gives_each_follower_and_clock_its_own_token(site):
     assert site.client.get(entries, headers={"api-secret": token}).status_code == 200
     audit = [(e["action"], e["detail"].get("via")) for e in site.store.audit_log(tenant)
              if e["action"].startswith("key.")]
-    assert audit.count(("key.create", "sharing page")) == 4
+    assert audit.count(("key.create", "sharing page")) == 5
     assert audit.count(("key.revoke", "sharing page")) == 1 and ("key.revoke", None) in audit
 
 
