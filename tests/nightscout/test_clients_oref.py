@@ -16,7 +16,7 @@ nightscout.sh:318) or `token=<subject>-<16 hex>`.
 - bin/oref0-get-ns-entries.js (oref0-ns-loop's CGM from Nightscout): request(json, gzip) of
   `/api/v1/entries/sgv.json?count=<12*h>` with `api-secret`, `If-Modified-Since: <ISO>` and
   `User-Agent: openaps`; 200 or 304 are both fine.
-- bin/oref0-upload-profile.js (nightly, after autotune), bin/oref0_nightscout_check.py (setup,
+- bin/oref0-upload-profile.js (nightly, after autotune), bin's oref0_nightscout_check.py (setup,
   token mode), bin/oref0-pushover.sh (pump loop), bin/oref0-autotune.sh (nightly),
   bin/ns-delete-old-devicestatus.sh (by hand).
 
@@ -407,7 +407,7 @@ def test_pushover__snooze_devicestatus_seen_by_other_rigs(ns):
 
 
 def test_autotune__day_of_sgv_and_treatments(ns):
-    """oref0-autotune.sh:206-218: `entries/sgv.json?find%5Bdate%5D%5B%24gte%5D=<ms>&
+    """oref0-autotune.sh:206-218: `/api/v1/entries/sgv.json?find%5Bdate%5D%5B%24gte%5D=<ms>&
     find%5Bdate%5D%5B%24lte%5D=<ms>&count=1500` and `treatments.json?find%5Bcreated_at%5D
     %5B%24gte%5D=<date -Iminutes, local>&find%5Bcreated_at%5D%5B%24lte%5D=...` (no count: a day
     of 5-minute temps is more than 100; Nightscout defaults to 1000 with a find). The
@@ -501,7 +501,7 @@ def oref0_profile_changes(data: dict, profiledata: dict) -> tuple[dict, bool]:
     return upload, changed
 
 
-PROFILEDATA = {  # settings/profile.json as oref0-get-profile writes it
+PROFILEDATA = {  # the rig's profile.json (settings/) as oref0-get-profile writes it
     "dia": 5, "basalprofile": [{"i": 0, "start": "00:00:00", "rate": 0.8, "minutes": 0},
                                {"i": 1, "start": "06:00:00", "rate": 1.05, "minutes": 360}],
     "bg_targets": {"units": "mg/dL", "user_preferred_units": "mg/dL", "targets": [
@@ -598,7 +598,7 @@ def test_upload_profile__token_and_switch(ns):
 
 
 def _oref0_check(ns, token: str) -> list[str]:
-    """bin/oref0_nightscout_check.py:54-109: what the check reports missing ([] = ok)."""
+    """oref0_nightscout_check.py:54-109 (bin/): what the check reports missing ([] = ok)."""
     m = re.match(r"^token=(?P<token>[a-z0-9_]+-[a-z0-9]{16}).*", "token=" + token)
     assert m, f"{token!r} is not a token oref0-setup accepts (:57-64)"
     r = wire(ns, "GET", f"/api/v2/authorization/request/{m.group('token')}",
@@ -621,7 +621,7 @@ def test_setup__admin_token_passes_the_permission_check(ns):
 
 
 def test_setup__rig_role_passes_the_permission_check(ns):
-    """The OpenAPS docs (docs/docs/walkthrough/phase-1/nightscout-setup.md, "Switching from
+    """The OpenAPS docs (the walkthrough's phase-1 nightscout-setup.md, "Switching from
     API_SECRET to token based authentication for your rig") have the user add a role
     `oref0rig` with api:devicestatus:create, api:devicestatus:read, api:entries:create,
     api:entries:read, api:treatments:create, api:treatments:read and give the rig's subject
@@ -649,8 +649,8 @@ def test_setup__rig_role_passes_the_permission_check(ns):
 
 def test_rig_cgm__entries_uploads(ns):
     """oref0-upload-entries.sh:37 (G5/G6 via the rig, oref0-cron-every-minute.sh:99-100):
-    ns-upload to `/api/v1/entries` (no extension) of cgm/cgm-glucose.json; and Medtronic CGM
-    (lib/oref0-setup/mdt-cgm.json:71-91): nightscout.sh:211-225 records with type sgv or
+    ns-upload to `/api/v1/entries` (no extension) of cgm-glucose.json (cgm/); and Medtronic CGM
+    (oref0-setup's mdt-cgm.json:71-91): nightscout.sh:211-225 records with type sgv or
     `pumpdata` (no sgv), uploaded to entries.json after `entries.json?count=300` (:203)."""
     end = now_ms() - MIN
     g6 = [{"device": "openaps://edison-rig", "date": end - i * 5 * MIN,
@@ -669,7 +669,7 @@ def test_rig_cgm__entries_uploads(ns):
     assert ns_get(ns, "entries.json", "count=300").status == 200
     r = ns_upload(ns, "entries.json", mdt)
     assert r.status == 200, r.body[:300]
-    assert len(r.json()) == 2  # nightscout/uploaded-entries.json; `jq '. | length'` (ns-loop:285)
+    assert len(r.json()) == 2  # uploaded-entries.json (nightscout/); `jq '. | length'` (ns-loop:285)
     got = ns_get(ns, "entries.json", "find[type][$eq]=sgv").json()
     assert [e["sgv"] for e in got] == [120, 121, 122, 130]
     assert got[0]["dateString"] and instant(got[0]["dateString"]) == end
