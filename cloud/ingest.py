@@ -102,12 +102,18 @@ def glucose_entries(rec: codec.Record, device: str) -> list[dict]:
     A reading's time is the epoch's end minus its age; every epoch that carries the same
     reading gives the same time, so (date, type) de-duplicates them.
     """
-    out = {}
+    return [entry for _epochs, entry in glucose_readings(rec, device)]
+
+
+def glucose_readings(rec: codec.Record, device: str) -> list[tuple[list[int], dict]]:
+    """glucose_entries, each with the epochs of the record that carry it."""
+    out, where = {}, {}
     for i, vals in enumerate(rec.values()):
         g, age, trend = vals[_GLUCOSE], vals[_AGE], vals[_TREND]
         if g is None or age is None:
             continue
         date = row_codec.reading_ms(rec.epoch + i, age)
+        where.setdefault(date, []).append(rec.epoch + i)
         out[date] = {
             "type": "sgv",
             "date": date,
@@ -116,7 +122,7 @@ def glucose_entries(rec: codec.Record, device: str) -> list[dict]:
             "direction": units.DIRECTIONS[int(trend)] if trend is not None else "NONE",
             "device": f"nightlink-{device}",
         }
-    return list(out.values())
+    return [(where[date], entry) for date, entry in out.items()]
 
 
 def _served(entries: list[dict], out: Outcome) -> list[dict]:
@@ -399,8 +405,8 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
     reused = _seq_ranges(data.reused_seqs(records)) if out.rows < rows else []
     sid = features.stream_by_name(stream)[features.S_ID]
     if sid == features.CGM:
-        tagged = [(rec.boot, rec.epoch, e) for rec in records
-                  for e in glucose_entries(rec, device)]
+        tagged = [(rec.boot, epochs, e) for rec in records
+                  for epochs, e in glucose_readings(rec, device)]
         served = {id(e) for e in _served([e for *_, e in tagged], out)}
         readings = [t for t in tagged if id(t[2]) in served]
         if readings:

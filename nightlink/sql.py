@@ -121,6 +121,18 @@ class SQLiteDatabase(Database):
             conn.close()
             raise
         self.conn, self.alone = conn, alone
+        self._seen = self._file_state()
+
+    def _file_state(self) -> tuple:
+        """What tells that another program wrote the file: its size and time, a -wal."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return ()
+        return st.st_size, st.st_mtime_ns, os.path.exists(self.path + "-wal")
+
+    def _written_since(self) -> bool:
+        return self._file_state() != self._seen
 
     def _connect_alone(self) -> bool:
         """Open the file for this connection alone (the filesystem is full); whether it is."""
@@ -134,17 +146,18 @@ class SQLiteDatabase(Database):
                 continue
         return False
 
-    def share(self) -> bool:
+    def share(self, *, force: bool = False) -> bool:
         """A file opened alone (`alone`) on a full filesystem: open it again as usual, for
-        other processes too (`nightlink edge status`, a backup), once there is room;
-        whether it is shared now (else it is tried again at the next call)."""
+        other processes too (`nightlink edge status`, a backup), once there is room (with
+        `force`, whatever the room: another program wrote it); whether it is shared now
+        (else it is tried again at the next call)."""
         with self._lock:
             if not self.alone:
                 return True
-            if self._depth or storage_problem(self.path):
+            if self._depth or (storage_problem(self.path) and not force):
                 return False
             self.conn.close()  # its WAL checkpointed into the file when there is room
-            for alone in ("", self.alone):  # as before if it cannot be shared yet
+            for alone in ("", "exclusive", "read-only"):  # as alone as it must
                 try:
                     self._connect(alone)
                     break
@@ -154,6 +167,10 @@ class SQLiteDatabase(Database):
 
     def _run(self, fn):
         with self._lock:
+            if self.alone == "read-only" and not self._depth and self._written_since():
+                # another program had room to write it (an import): read it as it is now,
+                # not as the immutable connection took it
+                self.share(force=True)
             try:
                 return fn()
             except sqlite3.IntegrityError as exc:

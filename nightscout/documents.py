@@ -368,10 +368,15 @@ def _treatment(doc: dict, now_ms: int, v3: bool) -> Normalized:
 
 def _devicestatus(doc: dict, now_ms: int, v3: bool) -> Normalized:
     ms, offset, key = _time_of(doc, ("created_at", "date", "mills"), seconds_ok=v3)
-    # Nightscout stamps a status without created_at when it arrives and never reads `date`:
-    # oref0's pushover snooze sends `date` in seconds, which read as ms is 1970 (its rigs
-    # then never see it among the newest statuses)
-    if key is None or (key != "created_at" and ms < DATE_MIN_MS):
+    # Nightscout's API v1 stamps a status without created_at when it arrives and never reads
+    # `date`: oref0's pushover snooze sends `date` in seconds, which read as ms is 1970 (its
+    # rigs then never see it among the newest statuses). API v3 keys a document on its date,
+    # so there one before 2000 is refused, as an entry's or a treatment's is.
+    if key is not None and key != "created_at" and 0 <= ms < DATE_MIN_MS:
+        if v3:
+            raise DocumentError(f"The device status's {key} {ms} is before the year 2000.")
+        key = None
+    if key is None:
         ms, offset = now_ms, None
     doc["created_at"] = times.iso(ms)
     _offset(doc, offset)

@@ -61,15 +61,16 @@ class TenantStore:
                 "nfeat, row_data, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device, stream, boot, seq) DO NOTHING", rows)
 
-    def add_readings(self, device: str, readings: Sequence[tuple[int, int, dict]]
+    def add_readings(self, device: str, readings: Sequence[tuple[int, list[int], dict]]
                      ) -> tuple[list[dict], int]:
-        """add_entries for the glucose readings of `device`'s CGM rows ((boot, epoch, entry)),
-        but those of an import it undid: checked under the lock retract_boot takes, so a
-        retraction either sees them stored or they see it."""
+        """add_entries for the glucose readings of `device`'s CGM rows ((boot, the epochs
+        carrying it, entry)), but those only rows of an import it undid carry: checked under
+        the lock retract_boot takes, so a retraction either sees them stored or they see
+        it."""
         with self.db.transaction():
             self._lock_rows(device, shared=True)
-            gone = self._retracted_at(device, [(b, e) for b, e, _ in readings])
-            entries = [doc for b, e, doc in readings if (b, e) not in gone]
+            gone = self._retracted_at(device, [(b, e) for b, es, _ in readings for e in es])
+            entries = [doc for b, es, doc in readings if any((b, e) not in gone for e in es)]
             return self.add_entries(entries) if entries else ([], 0)
 
     def reused_seqs(self, records: Iterable[codec.Record]) -> list[int]:
@@ -452,6 +453,8 @@ class TenantStore:
         else what was removed."""
         cgm = features.CGM
         span, args = ("", ()) if epochs is None else (" AND epoch >= ? AND epoch <= ?", epochs)
+        if self.retracted(device, [boot]):  # every later report names it again
+            return None
         with self.db.transaction():
             self._lock_rows(device, shared=False)
             if not self.db.query(

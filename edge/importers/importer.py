@@ -336,7 +336,8 @@ def _write_epochs(store: EdgeStore, stream: int, samples, result: ImportResult) 
     """Epoch records of `stream`, left alone where this node already holds one; a day of
     epochs per transaction (module docstring)."""
     epochs = epochs_to_write(samples, REACH_S[stream])
-    try:  # under the import's own boot (begin_import)
+    try:  # under the import's own boot (begin_import), where it says
+        store.imported(result.import_id, epochs=(epochs[0], epochs[-1]))
         pipe = EdgePipeline(store, epochs[0], audio=False, streams=(stream,))
         pending = iter(samples)
         nxt = next(pending, None)

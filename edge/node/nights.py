@@ -76,7 +76,7 @@ def finish_night(store: EdgeStore, first: int, count: int, label: str, *,
             summary["classified"] = classified is not None
         store.put_night(label, summary)
         if import_id is not None:
-            store.imported(import_id, nights=[label])
+            store.imported(import_id, nights=[label], epochs=(first, first + count - 1))
     return summary
 
 

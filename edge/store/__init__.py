@@ -215,7 +215,7 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
     @property
     def docs(self) -> ns_store.DocumentStore:
         """The node's Nightscout collections, kept by the Nightscout core's rules."""
-        return ns_store.DocumentStore(self.db, SITE, notify=self.notify)
+        return _EdgeDocuments(self.db, SITE, notify=self.notify, keep=self.keep_docs)
 
     @property
     def subjects(self) -> Subjects:
@@ -236,14 +236,15 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
         # an import's entries and their listing in one transaction (a live upload's are
         # announced to the live hub once committed, outside any transaction of this one)
         with self.transaction() if import_id is not None else contextlib.nullcontext():
-            outcomes = self.docs.put(normalized, mode="keep") if normalized else []
+            # an import's own put: the readings it finds stored are listed as found by it
+            docs = self.docs if import_id is None else ns_store.DocumentStore(
+                self.db, SITE, notify=self.notify)
+            outcomes = docs.put(normalized, mode="keep") if normalized else []
             # "updated" in keep mode: a reading deleted before (an import undone), back
             mine = [o.row.oid for o in outcomes if o.action in ("created", "updated")]
-            found = [o.row.oid for o in outcomes if o.action not in ("created", "updated")]
             if import_id is not None:
-                self.imported(import_id, doc_ids=mine, found_ids=found)
-            elif found:  # an uploader's or the follower's reading an import stored first
-                self.keep_docs(found)
+                self.imported(import_id, doc_ids=mine, found_ids=[
+                    o.row.oid for o in outcomes if o.action not in ("created", "updated")])
         return len(mine), len(outcomes) - len(mine)
 
     def entries(
@@ -259,3 +260,21 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
         rows = self.docs.latest("entries", kind=type_, count=count, lo=date_gte, hi=date_lte,
                                 ascending=ascending)
         return [r.v1() for r in rows]
+
+
+class _EdgeDocuments(ns_store.DocumentStore):
+    """The node's Nightscout documents: an entry a live writer (an uploader through the API,
+    a socket's dbAdd, the follower) brings again or merges into is its too, so undoing the
+    import that stored it first leaves it (imports.py keep_docs)."""
+
+    def __init__(self, db, site: str, *, notify, keep):
+        super().__init__(db, site, notify=notify)
+        self._keep = keep
+
+    def put(self, items, **options):
+        outcomes = super().put(items, **options)
+        again = [o.row.oid for o in outcomes
+                 if o.row.coll == "entries" and o.action != "created"]
+        if again:
+            self._keep(again)
+        return outcomes

@@ -12,16 +12,19 @@ retract_boot), and refuses rows of that boot arriving late.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 
 from nightlink.edge.store.outbox import _ranges
 from nightlink.shared.epoch import EPOCHS_PER_DAY as DAY_EPOCHS
-from nightlink.sql import Database
+from nightlink.sql import Database, DatabaseError
 
+_LOGGER = logging.getLogger(__name__)
 RETRACTIONS_REPORTED = 32  # the newest undone imports the status report names,
 RETRACTIONS_BYTES = 16384  # while they take no more than this
 UNDO_BATCH = 5000  # entries or beats deleted per transaction
+UNDO_PAUSE_S = 0.02  # between them: SQLite's busy handler of a live writer finds a gap
 IMPORT_DEVICE = "import-"  # how an imported entry's device begins (importer.py _storable)
 
 
@@ -74,11 +77,19 @@ class Imports:
                 (boot, source[:500], fmt, tz, time.time(), span[0], span[1], samples)))
 
     def imported(self, import_id: int, *, nights: list[str] | None = None,
-                 doc_ids: list[str] | None = None, found_ids: list[str] | None = None) -> None:
+                 doc_ids: list[str] | None = None, found_ids: list[str] | None = None,
+                 epochs: tuple[int, int] | None = None) -> None:
         """Record what import `import_id` stored: the nights it summarised (added to those
         listed), the Nightscout documents it created (`doc_ids`) and those it found stored
-        (`found_ids`: undoing another import that created them leaves them)."""
+        (`found_ids`: undoing another import that created them leaves them), epochs its
+        records lie in (first, last; the span widened: the cloud is told it on an undo, after
+        retention may have pruned the records here)."""
         with self.transaction():
+            if epochs is not None:
+                self.db.execute(
+                    "UPDATE imports SET first_epoch = min(coalesce(first_epoch, ?), ?), "
+                    "last_epoch = max(coalesce(last_epoch, ?), ?) WHERE id = ?",
+                    (epochs[0], epochs[0], epochs[1], epochs[1], import_id))
             if nights:
                 had = self.import_row(import_id).nights
                 self.db.execute("UPDATE imports SET nights = ? WHERE id = ?",
@@ -92,10 +103,18 @@ class Imports:
 
     def keep_docs(self, oids: list[str]) -> None:
         """These entries, found stored when a live source (an uploader, the follower) brought
-        them, are its too: undoing the import that stored them leaves them."""
-        marks = ", ".join("?" for _ in oids)
-        self.db.execute(f"INSERT OR IGNORE INTO live_docs (oid) SELECT DISTINCT oid FROM "
-                        f"import_docs WHERE created = 1 AND oid IN ({marks})", oids)
+        them, are its too: undoing the import that stored them leaves them. A store refusing
+        this (a full disk) is said, the live source's write itself having been done."""
+        try:
+            for at in range(0, len(oids), UNDO_BATCH // 10):
+                part = oids[at:at + UNDO_BATCH // 10]
+                marks = ", ".join("?" for _ in part)
+                self.db.execute(f"INSERT OR IGNORE INTO live_docs (oid) SELECT DISTINCT oid "
+                                f"FROM import_docs WHERE created = 1 AND oid IN ({marks})", part)
+        except DatabaseError as exc:
+            _LOGGER.warning("the store refused to note %d readings brought again as a live "
+                            "source's (%s): undoing the import that stored them first would "
+                            "remove them", len(oids), exc)
 
     def import_row(self, import_id: int) -> ImportRow:
         r = self.db.one("SELECT * FROM imports WHERE id = ?", (import_id,))
@@ -142,19 +161,15 @@ class Imports:
         if row.undone_at is not None:
             raise ImportUndoError(f"Import {import_id} was undone already.")
         mine = ("device = ? AND boot = ?", (self.device, row.boot))
-        span = self.db.one(f"SELECT min(epoch) AS a, max(epoch + count - 1) AS b FROM records "
+        held = self.db.one(f"SELECT min(epoch) AS a, max(epoch + count - 1) AS b FROM records "
                            f"WHERE {mine[0]}", mine[1])
         out = {"records": 0, "queued": 0, "entries": 0, "beats": 0, "nights": 0}
-        if span["a"] is not None:
-            if row.first_epoch is not None:  # an undo interrupted before: its span as then
-                span = {"a": min(span["a"], row.first_epoch), "b": max(span["b"],
-                                                                       row.last_epoch)}
-            with self.transaction():
-                self.db.execute("UPDATE imports SET first_epoch = ?, last_epoch = ? WHERE "
-                                "id = ?", (span["a"], span["b"], import_id))
-            for lo in range(span["a"], span["b"] + 1, DAY_EPOCHS):
+        if held["a"] is not None:
+            self.imported(import_id, epochs=(held["a"], held["b"]))  # (stores of before)
+            for lo in range(held["a"], held["b"] + 1, DAY_EPOCHS):
                 with self.transaction():
                     self._undo_records(mine, lo, lo + DAY_EPOCHS, out)
+                time.sleep(UNDO_PAUSE_S)  # a live node sharing the store gets its turn
         docs = self.docs
         # Its entries that an import stored (this one, or one undone before that this one
         # found them from) and no other import not undone holds: a reading an uploader or
@@ -167,6 +182,8 @@ class Imports:
             "FROM live_docs l WHERE l.oid = i.oid)", (import_id,))]
         docs = self.docs
         for at in range(0, len(oids), UNDO_BATCH):
+            if at:
+                time.sleep(UNDO_PAUSE_S)
             with self.transaction():
                 # (an uploader's copy sent through the Nightscout API merged into it: its
                 # device then names the uploader, and it stays)

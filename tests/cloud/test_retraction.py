@@ -132,3 +132,19 @@ def test_a_reading_a_second_home_s_edge_carries_stays_served(store):
     handle(store, *retract(2))
     assert [e["sgv"] for e in data_.entries(count=10)] == [120]
     assert data_.count_rows() == 1
+
+
+def test_readings_of_a_record_crossing_the_import_s_epochs_follow_their_own_rows(store):
+    """A record of the boot number given again starts inside the undone import's epochs and
+    runs past them: its rows outside are stored, and so are the readings they carry."""
+    rows = [codec.quantize_row(features.CGM, (90.0, 0.5, 0.0, 0.0, 4.0, None))] * 10
+    handle(store, *data(DEV, codec.Record(features.CGM, codec.device_id(DEV), 2, 1, FIRST + 100,
+                                          rows)))
+    handle(store, *retract(2, (FIRST + 100, FIRST + 109)))
+    rows = [codec.quantize_row(features.CGM, (g, 0.5, 0.0, 0.0, 4.0, None))
+            for g in range(150, 160)]
+    out = handle(store, *data(DEV, codec.Record(features.CGM, codec.device_id(DEV), 2, 21,
+                                                FIRST + 105, rows)))
+    assert out.rows == 5
+    assert sorted(e["sgv"] for e in store.tenant("fam-1").entries(count=50)) == list(
+        range(155, 160))

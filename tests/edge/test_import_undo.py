@@ -247,8 +247,13 @@ def test_undo__readings_an_uploader_or_the_follower_also_brought_stay(tmp_path):
         upload = documents.normalize("entries", {**readings[5], "device": "xDrip-DexcomG6"},
                                      int(time.time() * 1000))
         assert store.docs.put([upload], mode="merge")[0].action == "updated"  # API v1
+        # an uploader's backfill with its own seconds: near duplicates, kept as they were
+        near = [documents.normalize("entries", {**r, "date": r["date"] + 20_000},
+                                    int(time.time() * 1000)) for r in readings[7:9]]
+        assert [o.action for o in store.docs.put(near, mode="merge")] == ["near_duplicate"] * 2
         gone = store.undo_import(1)
-        assert gone["entries"] == 8
-        assert sorted(e["sgv"] for e in store.entries(count=100)) == [100, 101, 102, 105]
+        assert gone["entries"] == 6
+        assert sorted(e["sgv"] for e in store.entries(count=100)) == [100, 101, 102, 105, 107,
+                                                                      108]
     finally:
         store.close()

@@ -394,3 +394,37 @@ def _take_inodes(where) -> list:
     except OSError:
         taken.pop()
     return taken
+
+
+def test_store__read_only_on_a_full_disk_reads_what_another_program_wrote(tmp_path):
+    """The node opened its store read-only (no inode left even for a write-ahead log). Once
+    files can be made again, another program (an import, an undo) writes the store: the
+    node then reads the store as it is, not the stale copy an immutable connection keeps
+    (which counted 300 records against 2,100 on disk and failed integrity_check)."""
+    from nightlink.edge.features.reducers import to_raw
+
+    row = to_raw(features.ROOM, (21.0, 40.0, 0.0, 600.0, 30.0))
+    with disk.small_disk(tmp_path / "disk", "16m,nr_inodes=64") as where:
+        db = where / "edge.db"
+        store = EdgeStore(db, reserve_bytes=0)
+        store.start_boot()
+        for e in range(300):
+            store.append(features.ROOM, 1000 + e, [row])
+        store.close()
+        fillers = _take_inodes(where)
+        node = EdgeStore(db, reserve_bytes=1 << 20)  # the live node's
+        assert node.db.alone == "read-only" and node.count_records() == 300
+        for f in fillers[:4]:  # room for the other program's -wal and -shm
+            f.unlink()
+        other = EdgeStore(db)
+        other.start_boot()
+        other.db.execute("DELETE FROM outbox")
+        other.db.execute("DELETE FROM records WHERE epoch < 1200")
+        for e in range(2000):
+            other.append(features.ROOM, 5000 + e, [row])
+        other.close()
+        try:
+            assert node.count_records() == 2100 and node.outbox_size() == 2000
+            assert node.db.query("PRAGMA integrity_check")[0]["integrity_check"] == "ok"
+        finally:
+            node.close()

@@ -4,6 +4,7 @@ fallback deduplication against v1 documents, and subjects."""
 
 import pytest
 
+from nightlink.nightscout import times
 from tests.support.nightscout import MIN, SECRET_SHA1, iso, now_ms
 
 AUTH = {"api-secret": SECRET_SHA1}
@@ -192,3 +193,21 @@ def test_v2__properties_ages_pump_and_mmol(ns):
     assert p["pump"]["data"]["reservoir"]["display"] == "112U"
     assert p["pump"]["data"]["battery"]["display"] == "64%"
     assert p["pump"]["data"]["clock"]["display"] == "2m ago"
+
+
+def test_v3__a_device_status_dated_before_2000_is_refused_and_api_v1_stamps_it(ns):
+    """API v3 keys a document on its date: a status dated 1970 (seconds read as ms, or a
+    clock never set) is refused as an entry's or a treatment's is, so a retry cannot store
+    it twice under two arrival times. API v1, as Nightscout, stamps it on arrival (oref0's
+    snooze sends `date` in seconds)."""
+    h = bearer(ns)
+    doc = {"date": 5000, "device": "openaps://rig", "app": "oref0"}
+    for _ in range(2):
+        r = ns.post("/api/v3/devicestatus", headers=h, json=doc)
+        assert r.status_code == 400 and "before the year 2000" in r.json()["message"]
+    r = ns.post("/api/v1/devicestatus.json", headers=AUTH,
+                json={"date": int(now_ms() / 1000), "device": "openaps://rig",
+                      "snooze": "carbsReq"})
+    assert r.status_code == 200
+    stored = r.json()[0] if isinstance(r.json(), list) else r.json()
+    assert abs(times.parse(stored["created_at"])[0] - now_ms()) < 60_000

@@ -103,3 +103,37 @@ def test_an_import_undone_before_it_was_sent_leaves_no_gap(rig, tmp_path):
     settle(rig, rows)
     assert rig.cloud.tenant(TENANT).count_rows() == rows and rig.edge.outbox_size() == 0
     assert len(served(rig)) == 12
+
+
+def test_an_import_pruned_on_the_edge_before_its_undo_leaves_the_cloud_whole(tmp_path):
+    """A 4-day import (retention_days 1 here; 120 days against 30 in real use) is sent and
+    acknowledged, and the node prunes what is older than its retention; then the import is
+    undone. The retraction names the epochs the import wrote, not only those still on the
+    edge, so the cloud keeps none of its rows or readings."""
+    from nightlink.cloud.ingest import handle
+    from nightlink.edge.store import EdgeStore
+    from nightlink.shared.epoch import epoch_index
+    from tests.support.cloud import two_tenants
+
+    now = (time.time() // 300) * 300
+    path = cgm_file(tmp_path, "cgm.json", now - 4 * 86400, 4 * 288, 100)
+    store = EdgeStore(tmp_path / "e.db", retention_days=1)
+    cloud = two_tenants(f"sqlite:///{tmp_path / 'cloud.db'}", [(store.device, "fam-1", "edge")])
+    try:
+        done = import_file(store, path, "nightscout", tz="UTC", now=now + 600)
+        items = store.outbox(limit=10**6)
+        for item in items:
+            handle(cloud, topics.data_topic("fam-1", store.device, "cgm"), item.blob)
+        store.mark_sent([i.record_id for i in items], time.time())
+        store.ack(store.device, features.CGM, 10**9)
+        data = cloud.tenant("fam-1")
+        assert store.outbox_size() == 0 and data.count_rows() > 3 * 2880
+        store.prune(epoch_index(now))
+        assert store.count_records() < 2 * 2880  # the older days are gone here
+        store.undo_import(done.import_id)
+        handle(cloud, topics.status_topic("fam-1", store.device),
+               json.dumps({"outbox": 0, "retracted": store.retractions()}).encode())
+        assert data.count_rows() == 0 and data.entries(count=10**6) == []
+    finally:
+        cloud.close()
+        store.close()
