@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 _LOGGER = logging.getLogger(__name__)
+SHARE_RETRY_S = 30.0  # a store read alone that another program holds: opened again this late
 
 
 class DatabaseError(Exception):
@@ -100,12 +101,13 @@ class SQLiteDatabase(Database):
         self._depth = 0
         self._undo: list[Callable[[], None]] = []  # on_rollback's, in the transaction under way
 
-    def _connect(self, alone: str = "") -> None:
+    def _connect(self, alone: str = "", *, wait_s: float = 5.0) -> None:
         if alone == "read-only":  # nothing written, not even a -wal: only while there is none
             conn = sqlite3.connect(f"{Path(self.path).absolute().as_uri()}?immutable=1",
                                    uri=True, check_same_thread=False, isolation_level=None)
         else:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=wait_s)
         try:
             conn.row_factory = sqlite3.Row
             if alone == "exclusive":  # before WAL is used: no -shm, the index in memory
@@ -121,7 +123,7 @@ class SQLiteDatabase(Database):
             conn.close()
             raise
         self.conn, self.alone = conn, alone
-        self._seen = self._file_state()
+        self._seen, self._retry_at = self._file_state(), 0.0
 
     def _file_state(self) -> tuple:
         """What tells that another program wrote the file: its size and time, a -wal."""
@@ -132,7 +134,8 @@ class SQLiteDatabase(Database):
         return st.st_size, st.st_mtime_ns, os.path.exists(self.path + "-wal")
 
     def _written_since(self) -> bool:
-        return self._file_state() != self._seen
+        now = self._file_state()
+        return bool(now) and now != self._seen and time.monotonic() >= self._retry_at
 
     def _connect_alone(self) -> bool:
         """Open the file for this connection alone (the filesystem is full); whether it is."""
@@ -156,13 +159,21 @@ class SQLiteDatabase(Database):
                 return True
             if self._depth or (storage_problem(self.path) and not force):
                 return False
+            was = self.alone
             self.conn.close()  # its WAL checkpointed into the file when there is room
-            for alone in ("", "exclusive", "read-only"):  # as alone as it must
-                try:
-                    self._connect(alone)
+            # as alone as it must; read as it is on disk only while no -wal holds commits
+            tries = ["", "exclusive"] + ([] if os.path.exists(self.path + "-wal") else
+                                         ["read-only"])
+            for alone in tries:
+                try:  # briefly: the node's loop waits on this lock
+                    self._connect(alone, wait_s=0.5 if force else 5.0)
                     break
                 except sqlite3.DatabaseError:
                     continue
+            else:  # another program holds it (a write under way): as before, tried later
+                seen = self._seen
+                self._connect(was)
+                self._seen, self._retry_at = seen, time.monotonic() + SHARE_RETRY_S
             return not self.alone
 
     def _run(self, fn):

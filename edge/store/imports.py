@@ -185,10 +185,15 @@ class Imports:
             if at:
                 time.sleep(UNDO_PAUSE_S)
             with self.transaction():
+                part = oids[at:at + UNDO_BATCH]
+                marks = ", ".join("?" for _ in part)
+                # a live source may have brought some again during the pauses
+                kept = {r["oid"] for r in self.db.query(
+                    f"SELECT oid FROM live_docs WHERE oid IN ({marks})", part)}
                 # (an uploader's copy sent through the Nightscout API merged into it: its
                 # device then names the uploader, and it stays)
-                found = [d for d in (docs.get("entries", oid)
-                                     for oid in oids[at:at + UNDO_BATCH])
+                found = [d for d in (docs.get("entries", oid) for oid in part
+                                     if oid not in kept)
                          if d is not None and d.valid
                          and str(d.doc.get("device", "")).startswith(IMPORT_DEVICE)]
                 out["entries"] += docs.delete(found)

@@ -257,3 +257,36 @@ def test_undo__readings_an_uploader_or_the_follower_also_brought_stay(tmp_path):
                                                                       108]
     finally:
         store.close()
+
+
+def test_undo__readings_a_live_source_brings_during_the_undo_stay(tmp_path, monkeypatch):
+    """The undo pauses between its batches for a live writer sharing the store: readings the
+    follower brings again in such a pause are its, and the next batches leave them."""
+    from nightlink.edge.store import imports
+
+    db = tmp_path / "e.db"
+    assert run("import", str(FIXTURES / "clarity_mgdl.csv"), "--tz", "UTC",
+               "--db", str(db)).exit_code == 0
+    store = EdgeStore(db)
+    monkeypatch.setattr(imports, "UNDO_BATCH", 10)
+    brought = []
+
+    class Clock:  # time as imports sees it: the follower comes in the first entries' pause
+        monotonic = staticmethod(time.monotonic)
+        time = staticmethod(time.time)
+
+        @staticmethod
+        def sleep(_s):
+            deleted = store.db.scalar("SELECT count(*) FROM ns_docs WHERE valid = 0")
+            if not brought and deleted:
+                again = [{k: v for k, v in e.items() if k != "_id"} | {"device": "follower"}
+                         for e in store.entries(count=100)]
+                brought.append(store.add_entries(again))
+
+    monkeypatch.setattr(imports, "time", Clock)
+    try:
+        gone = store.undo_import(1)
+        assert brought == [(0, 28)]  # the 28 not yet deleted, found stored
+        assert gone["entries"] == 10 and len(store.entries(count=100)) == 28
+    finally:
+        store.close()
