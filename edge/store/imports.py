@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from nightlink.edge.store.outbox import _ranges
+from nightlink.edge.store.outbox import seq_runs
 from nightlink.shared.epoch import EPOCHS_PER_DAY as DAY_EPOCHS
 from nightlink.sql import Database, DatabaseError
 
@@ -45,7 +45,7 @@ class ImportRow:
     samples: int
     nights: list[str]  # the nights it summarised
     undone_at: float | None
-    first_epoch: int | None = None  # where its records lay, recorded as it is undone
+    first_epoch: int | None = None  # where its records lie, recorded as they are written
     last_epoch: int | None = None
 
     @classmethod
@@ -223,7 +223,7 @@ class Imports:
         for q in queued:
             by_stream.setdefault(q["stream"], []).extend(range(q["seq"], q["seq"] + q["count"]))
         for stream, seqs in by_stream.items():
-            for first, last in _ranges(seqs):
+            for first, last in seq_runs(seqs):
                 self.db.execute(
                     "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "

@@ -194,7 +194,7 @@ class Outbox:
                 seqs.setdefault((v["device"], v["stream"]), []).extend(
                     range(v["seq"], v["seq"] + v["count"]))
             for (device, stream), got in seqs.items():
-                for first, last in _ranges(sorted(got)):
+                for first, last in seq_runs(sorted(got)):
                     self.db.execute(
                         "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
                         "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "
@@ -225,7 +225,7 @@ class Outbox:
         return {s: r[-limit:] for s, r in out.items()}
 
 
-def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+def seq_runs(seqs: list[int]) -> list[tuple[int, int]]:
     """Sorted integers as (first, last) runs."""
     out: list[tuple[int, int]] = []
     for s in seqs:
