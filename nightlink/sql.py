@@ -139,11 +139,17 @@ class SQLiteDatabase(Database):
 
     def _connect_alone(self) -> bool:
         """Open the file for this connection alone (the filesystem is full); whether it is."""
-        for alone in ("exclusive", "read-only"):
+        return self._connect_first("exclusive")
+
+    def _connect_first(self, *modes: str, wait_s: float = 5.0) -> bool:
+        """Open the file in the first of these modes that works, then read-only as it is on
+        disk, but only while no -wal holds commits not yet in the file (read as it is, they
+        would be missed); whether one worked."""
+        for alone in (*modes, "read-only"):
             if alone == "read-only" and os.path.exists(self.path + "-wal"):
-                break  # commits not yet in the file: read as it is, they would be missed
+                break
             try:
-                self._connect(alone)
+                self._connect(alone, wait_s=wait_s)
                 return True
             except sqlite3.DatabaseError:
                 continue
@@ -161,16 +167,9 @@ class SQLiteDatabase(Database):
                 return False
             was = self.alone
             self.conn.close()  # its WAL checkpointed into the file when there is room
-            # as alone as it must; read as it is on disk only while no -wal holds commits
-            tries = ["", "exclusive"] + ([] if os.path.exists(self.path + "-wal") else
-                                         ["read-only"])
-            for alone in tries:
-                try:  # briefly: the node's loop waits on this lock
-                    self._connect(alone, wait_s=0.5 if force else 5.0)
-                    break
-                except sqlite3.DatabaseError:
-                    continue
-            else:  # another program holds it (a write under way): as before, tried later
+            # as alone as it must; briefly when forced: the node's loop waits on this lock
+            if not self._connect_first("", "exclusive", wait_s=0.5 if force else 5.0):
+                # another program holds it (a write under way): as before, tried later
                 seen = self._seen
                 self._connect(was)
                 self._seen, self._retry_at = seen, time.monotonic() + SHARE_RETRY_S

@@ -416,10 +416,7 @@ class TenantStore:
     def _lock_rows(self, device: str, *, shared: bool) -> None:
         """Inside a transaction: a device's rows, shared by writers of rows and taken alone by
         a retraction (PostgreSQL advisory lock; SQLite's single writer already serialises)."""
-        if self.db.kind == "postgres":
-            fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-            self.db.query(f"SELECT {fn}(hashtext(?)) IS NULL AS locked",
-                          (f"nightlink-rows:{device}",))
+        self._advisory(f"nightlink-rows:{device}", shared=shared)
 
     def _retracted_at(self, device: str, keys: Sequence[tuple[int, int]]
                       ) -> set[tuple[int, int]]:
@@ -631,9 +628,14 @@ class TenantStore:
     def exclusive(self, purpose: str) -> None:
         """Inside a transaction: wait until no other process holds `purpose` for this tenant
         (PostgreSQL advisory lock; SQLite's single writer already serialises)."""
+        self._advisory(f"nightlink-{purpose}:{self.tenant_id}", shared=False)
+
+    def _advisory(self, key: str, *, shared: bool) -> None:
+        """Inside a transaction: PostgreSQL's advisory lock on `key` until it ends (shared
+        ones do not wait for each other); SQLite's single writer already serialises."""
         if self.db.kind == "postgres":
-            self.db.query("SELECT pg_advisory_xact_lock(hashtext(?)) IS NULL AS locked",
-                          (f"nightlink-{purpose}:{self.tenant_id}",))
+            fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            self.db.query(f"SELECT {fn}(hashtext(?)) IS NULL AS locked", (key,))
 
     def transaction(self):
         return self.db.transaction()
@@ -705,8 +707,6 @@ class TenantStore:
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n
-
-
 
 
 def _reading_dates(rows: Iterable[dict]) -> set[int]:

@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from nightlink.edge.store.outbox import seq_runs
+from nightlink.edge.store.schema import SITE
 from nightlink.shared.epoch import EPOCHS_PER_DAY as DAY_EPOCHS
 from nightlink.sql import Database, DatabaseError
 
@@ -122,11 +122,9 @@ class Imports:
             raise ImportUndoError(f"There is no import {import_id} in {self.path}.")
         return ImportRow.of(r)
 
-    def imports(self, *, undone: bool = True) -> list[ImportRow]:
-        """Every import, oldest first (without those undone unless `undone`)."""
-        where = "" if undone else "WHERE undone_at IS NULL"
-        return [ImportRow.of(r) for r in self.db.query(
-            f"SELECT * FROM imports {where} ORDER BY id")]
+    def imports(self) -> list[ImportRow]:
+        """Every import, oldest first."""
+        return [ImportRow.of(r) for r in self.db.query("SELECT * FROM imports ORDER BY id")]
 
     def import_counts(self, row: ImportRow) -> dict[str, int]:
         """What an import still holds in the store: epoch records, entries (it stored, or
@@ -137,8 +135,7 @@ class Imports:
                 (self.device, row.boot))),
             "entries": int(self.db.scalar(
                 "SELECT count(*) FROM import_docs i JOIN ns_docs d ON d.oid = i.oid AND "
-                "d.valid = 1 AND d.tenant_id = ? WHERE i.import_id = ?", (self.docs.site,
-                                                                          row.id))),
+                "d.valid = 1 AND d.tenant_id = ? WHERE i.import_id = ?", (SITE, row.id))),
             "beats": int(self.db.scalar("SELECT count(*) FROM beats WHERE import_id = ?",
                                         (row.id,))),
             "nights": len(row.nights),
@@ -170,7 +167,6 @@ class Imports:
                 with self.transaction():
                     self._undo_records(mine, lo, lo + DAY_EPOCHS, out)
                 time.sleep(UNDO_PAUSE_S)  # a live node sharing the store gets its turn
-        docs = self.docs
         # Its entries that an import stored (this one, or one undone before that this one
         # found them from) and no other import not undone holds: a reading an uploader or
         # the follower stored, before or after, stays
@@ -223,11 +219,7 @@ class Imports:
         for q in queued:
             by_stream.setdefault(q["stream"], []).extend(range(q["seq"], q["seq"] + q["count"]))
         for stream, seqs in by_stream.items():
-            for first, last in seq_runs(seqs):
-                self.db.execute(
-                    "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "
-                    "max(last_seq, excluded.last_seq)", (self.device, stream, first, last))
+            self.give_up(self.device, stream, seqs)
         self.db.execute(f"DELETE FROM outbox WHERE record_id IN (SELECT id FROM records "
                         f"WHERE {where})", args)
         out["records"] += self.db.execute(f"DELETE FROM records WHERE {where}", args)

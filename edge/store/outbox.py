@@ -194,11 +194,7 @@ class Outbox:
                 seqs.setdefault((v["device"], v["stream"]), []).extend(
                     range(v["seq"], v["seq"] + v["count"]))
             for (device, stream), got in seqs.items():
-                for first, last in seq_runs(sorted(got)):
-                    self.db.execute(
-                        "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "
-                        "max(last_seq, excluded.last_seq)", (device, stream, first, last))
+                self.give_up(device, stream, got)
             for stream, n in dropped.items():
                 self.db.execute(
                     "INSERT INTO drops (stream, count) VALUES (?, ?) ON CONFLICT (stream) "
@@ -206,6 +202,15 @@ class Outbox:
         if dropped:
             _LOGGER.warning("outbox over its quota of %d rows: dropped %s", max_rows, dropped)
         return dropped
+
+    def give_up(self, device: str, stream: int, seqs: list[int]) -> None:
+        """These seqs will never be sent: kept as dropped ranges (merged into runs), for the
+        cloud's mark to step over them (inside the caller's transaction)."""
+        for first, last in seq_runs(sorted(seqs)):
+            self.db.execute(
+                "INSERT INTO dropped_ranges (device, stream, first_seq, last_seq) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET last_seq = "
+                "max(last_seq, excluded.last_seq)", (device, stream, first, last))
 
     def drops(self) -> dict[int, int]:
         return {r["stream"]: r["count"] for r in self.db.query("SELECT stream, count FROM drops")}
