@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 from nightlink.nightscout import documents, times
 from nightlink.nightscout.store import DocumentStore
@@ -482,8 +482,8 @@ class _Profile:
         self.active = store.get(name) if isinstance(store.get(name), dict) else (
             next((p for p in store.values() if isinstance(p, dict)), {}) if store else doc)
         try:
-            self.zone = ZoneInfo(str(self.active.get("timezone") or "UTC"))
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe")
+            self.zone = times.zone_named(str(self.active.get("timezone") or "UTC"))
+        except ZoneInfoNotFoundError:
             self.zone = UTC
 
     def value(self, key: str, at_ms: int) -> float | None:

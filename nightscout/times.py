@@ -12,6 +12,10 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from nightlink.shared.epoch import zone_file
 
 # Every stored time lies in [1970-01-01, 9999-12-31]: what ISO 8601 text and every backend hold.
 MIN_MS = 0
@@ -19,6 +23,29 @@ MAX_MS = 253_402_300_799_999
 Y2000_MS = 946_684_800_000  # numbers below this are seconds to API v3
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def zone_named(name: str) -> ZoneInfo:
+    """The IANA zone a client names, matched without regard to case as Nightscout's
+    moment-timezone matches it: Loop writes `ETC/GMT+8` in its profiles, which the zone
+    database on Linux only holds as `Etc/GMT+8`. ZoneInfoNotFoundError for no such zone
+    (also for a folder such as "Europe", a malformed name, and the database's files that are
+    no zone to a client: shared/epoch.py zone_file)."""
+    if not isinstance(name, str) or zone_file(name):
+        raise ZoneInfoNotFoundError(f"No time zone {name!r}.")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe")
+        pass
+    found = _zones_by_lower().get(name.lower())
+    if found is None or zone_file(found):  # "LOCALTIME" is not the server's zone either
+        raise ZoneInfoNotFoundError(f"No time zone {name!r}.")
+    return ZoneInfo(found)
+
+
+@cache
+def _zones_by_lower() -> dict[str, str]:
+    return {z.lower(): z for z in available_timezones()}
 
 
 class TimeError(ValueError):

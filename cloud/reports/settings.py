@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from nightlink.cloud import fusion
 from nightlink.cloud.store import Store, TenantStore
 from nightlink.nights import Sleep, boundary_of, parse_schedule
+from nightlink.nightscout.times import zone_named
 from nightlink.shared import lowrisk, units
-from nightlink.shared.epoch import zone_file
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
 # 2019): share of readings (%) per band, "<" a ceiling and ">" a floor. in_range, low_total
@@ -76,10 +76,8 @@ class PatientSettings:
 
 def zone(name: str) -> ZoneInfo:
     try:
-        if zone_file(name):  # not a zone ("localtime" would be this server's)
-            raise ValueError(name)
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Europe"
+        return zone_named(name)  # not "localtime", which would be this server's
+    except ZoneInfoNotFoundError:
         raise SettingsError(f"{name!r} is not a time zone; use an IANA name such as "
                             "Europe/Berlin.") from None
 

@@ -246,6 +246,12 @@ def test_settings__without_a_node_the_zone_of_the_nightscout_profile(cloud):
         "store": {"Day": {"timezone": "America/New_York", "dia": 5, "units": "mg/dl"}}}])
     ps = settings.patient_settings(data)
     assert (ps.tz.key, ps.tz_source) == ("America/New_York", "profile")
+    data.add_documents("profile", [{  # Loop's spelling (test_clients_loop_trio.py)
+        "defaultProfile": "Default", "startDate": "2026-01-02T00:00:00.000Z",
+        "created_at": "2026-01-02T00:00:00.000Z",
+        "store": {"Default": {"timezone": "ETC/GMT+8", "dia": 6, "units": "mg/dL"}}}])
+    ps = settings.patient_settings(data)
+    assert (ps.tz.key, ps.tz_source) == ("Etc/GMT+8", "profile")
 
 
 def test_store__carbs_of_two_weeks_among_a_pumps_temp_basals(cloud_any):

@@ -21,6 +21,7 @@ directions from the Nightscout list.
 """
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from tests.support.nightscout import MIN, SECRET_SHA1, iso, iso_s, now_ms
 
@@ -159,6 +160,28 @@ def test_loop__device_status_and_profile(ns):
                              f"{iso_s(t - MIN)}&find[created_at][$lte]={iso_s(t + MIN)}"
                              "&count=10"), headers=LOOP).json()
     assert got[0]["loop"]["iob"]["iob"] == 1.5
+
+
+def test_loop__profile_zone_in_capitals_is_the_schedules_zone(ns):
+    """Loop uploads zones such as `ETC/GMT+8` (cgm-remote-monitor's profile functions carry a
+    comment on working around it); Nightscout's moment-timezone looks names up without regard
+    to case, the zone database on Linux does not. The basal in force is the local hour's."""
+    t = now_ms() - MIN
+    basal = [{"time": f"{h:02d}:00", "value": h + 1, "timeAsSeconds": h * 3600}
+             for h in range(24)]
+    profile = {"defaultProfile": "Default", "startDate": iso_s(t), "mills": str(t),
+               "units": "mg/dL", "enteredBy": "Loop",
+               "store": {"Default": {"dia": 6, "carbs_hr": "0", "delay": "0",
+                                     "timezone": "ETC/GMT+8", "units": "mg/dL",
+                                     "basal": basal}}}
+    assert ns.client.post(root(ns, "/api/v1/profile"), json=[profile],
+                          headers=LOOP).status_code == 200
+    utc8 = timezone(timedelta(hours=-8))
+    before = datetime.now(utc8).hour
+    r = ns.client.get(root(ns, "/api/v2/properties/basal"), headers=LOOP)
+    after = datetime.now(utc8).hour
+    assert r.status_code == 200, r.text
+    assert r.json()["basal"]["current"]["basal"] in (before + 1, after + 1), r.json()
 
 
 def test_loop__remote_command_notification(ns):

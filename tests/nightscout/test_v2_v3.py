@@ -2,6 +2,8 @@
 search operators and bounds, fields, read/update/patch/delete answers, history by header,
 fallback deduplication against v1 documents, and subjects."""
 
+from zoneinfo import ZoneInfoNotFoundError
+
 import pytest
 
 from nightlink.nightscout import times
@@ -211,3 +213,18 @@ def test_v3__a_device_status_dated_before_2000_is_refused_and_api_v1_stamps_it(n
     assert r.status_code == 200
     stored = r.json()[0] if isinstance(r.json(), list) else r.json()
     assert abs(times.parse(stored["created_at"])[0] - now_ms()) < 60_000
+
+
+@pytest.mark.parametrize("name, key", [("ETC/GMT+8", "Etc/GMT+8"), ("europe/berlin",
+                                                                      "Europe/Berlin"),
+                                        ("UTC", "UTC"), ("America/New_York", "America/New_York")])
+def test_zone_named__any_case_as_moment_timezone(name, key):
+    assert times.zone_named(name).key == key
+
+
+@pytest.mark.parametrize("name", ["localtime", "LOCALTIME", "right/UTC", "posixrules",
+                                  "Europe", "Mars/Olympus", "../etc/passwd", "", None])
+def test_zone_named__not_a_zone_a_client_could_mean(name):
+    """The server's own zone, a folder, leap-second copies and paths are no profile's zone."""
+    with pytest.raises(ZoneInfoNotFoundError):
+        times.zone_named(name)
