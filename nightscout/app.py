@@ -3,7 +3,8 @@
 Adds API v1 (at /api/v1 and /api/v2), v2, v3 and /pebble at the root and under /t/{site},
 socket.io at /socket.io, Nightscout's CORS for browser apps (its `cors` option; Nightscout
 Reporter runs from another origin), errors in Nightscout's shape, request paths with doubled
-slashes (a base URL ending in /) folded, and the live hub and its watchers stopped with the app.
+slashes (a base URL ending in /) and a trailing slash folded, the site's own address sent to
+the family app, and the live hub and its watchers stopped with the app.
 It also bounds what a request may cost (`limits.py`): the body size for every route of the
 app, and the upload rate per site for Nightscout's writes.
 """
@@ -31,6 +32,9 @@ _LOGGER = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER_S = 10
 
 _NS_PATH = re.compile(r"^(/t/([^/]+))?(/(api/v[123]|api/versions|pebble)(/.*)?)$")
+# What a user types as the site's address; Nightscout answers its web page there.
+_SITE_ROOT = re.compile(r"^(?:/t/([^/]+))?/?$")
+HOME = "/app"  # the patient and family app, on the cloud and the edge
 _CORS_HEADERS = [
     (b"access-control-allow-origin", None),
     (b"access-control-allow-methods", b"GET,PUT,POST,DELETE,PATCH,OPTIONS"),
@@ -127,7 +131,14 @@ class _Edge:
             return await self.sockets.asgi(scope, receive, send)
         found = _NS_PATH.match(path)
         if found is None:
+            home = _SITE_ROOT.match(path) if scope["type"] == "http" else None
+            if home is not None and scope["method"] in ("GET", "HEAD"):
+                return await _to_home(send, home.group(1))
             return await self.app(scope, receive, send)
+        if path.endswith("/"):  # Express is not strict about it: /api/v1/treatments/ is served
+            path = path[:-1]
+            scope = dict(scope, path=path, raw_path=quote(path).encode("ascii"))
+            found = _NS_PATH.match(path)
         if found.group(2) is not None or path.startswith("/api/v2/"):
             scope = _rewritten(scope, found)
         cached = None
@@ -180,6 +191,16 @@ class _Edge:
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
         return [(k, v if v is not None else self.origin) for k, v in _CORS_HEADERS]
+
+
+async def _to_home(send, site: str | None) -> None:
+    """The site's address (`/`, `/t/{site}`) opened by a browser or checked by an app
+    (Nightscouter sends HEAD and adds the site only on 200-399): to the family app."""
+    where = HOME if site is None else f"{HOME}/{quote(site, safe='')}"
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [(b"location", where.encode("ascii")),
+                            (b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": f"See {where}".encode("ascii")})
 
 
 def _writer_site(scope: dict) -> str | None:

@@ -186,7 +186,8 @@ def direction(data: _Data, mmol: bool) -> dict | None:
 
 
 def upbat(data: _Data, mmol: bool) -> dict:
-    recent = [s for s in data.statuses if isinstance(s.get("uploader"), dict)
+    recent = [s for s in data.statuses if (isinstance(s.get("uploader"), dict) or type(
+        s.get("uploaderBattery")) in (int, float))  # (the old Android uploader's battery)
               and data.now - s["mills"] <= 30 * MIN]
     if not recent:
         return {"display": "?%", "devices": {}}
@@ -257,6 +258,8 @@ def iob(data: _Data, mmol: bool) -> dict:
             result = {"iob": entry["iob"], "basaliob": entry.get("basaliob"),
                       "activity": entry.get("activity"), "source": "OpenAPS",
                       "device": openaps.get("device"), "mills": openaps["mills"]}
+    if result is None:
+        result = _pump_iob(data)
     care = _treatment_iob(data)
     if result is None:
         if care is None:
@@ -270,11 +273,34 @@ def iob(data: _Data, mmol: bool) -> dict:
     return result
 
 
+def _pump_iob(data: _Data) -> dict | None:
+    """The insulin on board a pump reports itself (`pump.iob`: MiniMed Connect's bridge sends
+    `bolusiob`), Nightscout's third source after Loop and OpenAPS."""
+    for status in data.statuses:  # newest first
+        if not data.now - 30 * MIN <= status["mills"] <= data.now + 5 * MIN:
+            continue
+        pump = status.get("pump")
+        held = pump.get("iob") if isinstance(pump, dict) else None
+        if not isinstance(held, dict):
+            continue
+        value = held.get("iob") or held.get("bolusiob")  # as Nightscout's `iob || bolusiob`
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out = {"iob": value, "device": status.get("device"), "mills": status["mills"]}
+            if "connect" in status:
+                out["source"] = "MM Connect"
+            return out
+    return None
+
+
 def _treatment_iob(data: _Data) -> dict | None:
+    """Insulin on board from the careportal's doses; 0 (not nothing) when there are
+    treatments but no insulin among them, as Nightscout gives it (LaMetric hides a 0)."""
+    if not data.treatments:
+        return None
     doses = [t for t in data.treatments if isinstance(t.get("insulin"), int | float)
              and 0 < t["insulin"] <= MAX_DOSE_U]
     if not doses:
-        return None
+        return {"iob": 0, "activity": 0, "lastBolus": None, "source": "Care Portal"}
     total = activity = 0.0
     last_bolus = None
     for t in doses:

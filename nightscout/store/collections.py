@@ -90,13 +90,17 @@ class Row:
         out.setdefault("identifier", self.identifier)
         out["srvModified"] = self.srv_modified
         out["srvCreated"] = self.srv_created
-        return out
+        return self._with_mills(out)  # what v1 answers can be asked for (diasend's deletes)
 
     def v1(self) -> dict:
         """The document as API v1 answers it."""
-        out = {"_id": self.oid, **self.doc}
-        if self.coll == documents.TREATMENTS and "mills" not in out:
-            out["mills"] = self.date_ms  # nightguard and Nightscout's own client read it
+        return self._with_mills({"_id": self.oid, **self.doc})
+
+    def _with_mills(self, out: dict) -> dict:
+        """Treatments and entries carry `mills` (their time in ms) as Nightscout serves them
+        from its cache: nightguard, Nightscout's own client and widgets read it."""
+        if self.coll in (documents.TREATMENTS, documents.ENTRIES) and "mills" not in out:
+            out["mills"] = self.date_ms
         return out
 
     def v3(self) -> dict:
