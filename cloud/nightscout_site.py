@@ -95,12 +95,14 @@ class CloudDirectory:
                           token=presented, roles=subject.roles)
 
     def bearer(self, token: str, key: str | None) -> auth.Grant | None:
-        """A member's sign-in token: their role in the tenant of the URL (or their only one)."""
+        """A member's sign-in token: their role in the tenant of the URL (or their only one);
+        else a site's access token sent as a Bearer (nightscout-tray's token mode), as the
+        edge takes it."""
         try:
             claims = cloud_auth.decode(token, self.settings.jwt_secret, "access")
             user = cloud_auth.token_user(self.store, claims)
         except (cloud_auth.AuthError, NotFoundError, ValueError, KeyError):
-            return None
+            return self.credential(auth.normalise_presented(token), key)
         if key is None:
             tenants = [m["tenant_id"] for m in self.store.visible_tenants(user)]
             if len(tenants) != 1:
