@@ -102,7 +102,7 @@ class CloudDirectory:
             claims = cloud_auth.decode(token, self.settings.jwt_secret, "access")
             user = cloud_auth.token_user(self.store, claims)
         except (cloud_auth.AuthError, NotFoundError, ValueError, KeyError):
-            return self.credential(auth.normalise_presented(token), key)
+            return auth.token_only(self.credential(auth.normalise_presented(token), key))
         if key is None:
             tenants = [m["tenant_id"] for m in self.store.visible_tenants(user)]
             if len(tenants) != 1:

@@ -319,8 +319,9 @@ async def _get_one(request: Request, coll: str, key: str) -> Response:
 def _render_entries(ext: str | None) -> Render:
     def render(request: Request, docs: list[dict]) -> tuple[bytes, str]:
         fmt = wants(request, ext, _ENTRY_FORMATS, fallback="json")
-        if fmt == "json":
-            return _json(request, docs)
+        if fmt == "json":  # `mills` as Nightscout's cache serves entries (widgets read it)
+            return _json(request, [{**d, "mills": d["date"]} if "date" in d else d
+                                   for d in docs])
         sep = "," if fmt == "csv" else "\t"
         lines = [sep.join(_cell(d.get(k)) for k in ("dateString", "date", "sgv", "direction",
                                                      "device")) for d in docs]
@@ -660,7 +661,9 @@ async def status(request: Request) -> Response:
     last = request.url.path.rsplit("/", 1)[1]
     ext = last.rpartition(".")[2] if "." in last else None
     fmt = wants(request, ext, ("html", "txt", "js", "json"))
-    vary = {} if ext else {"Vary": "Accept"}
+    if fmt == "html" and ext is None and _json_asked(request):
+        fmt = "json"
+    vary = {} if ext else {"Vary": "Accept, Content-Type"}
     if fmt == "html":
         return Response("<h1>STATUS OK</h1>", media_type="text/html", headers=vary)
     if fmt == "txt":
@@ -672,8 +675,18 @@ async def status(request: Request) -> Response:
     return json_response(doc, headers=vary)
 
 
+def _json_asked(request: Request) -> bool:
+    """A status request that accepts anything (no Accept, or `*/*`) and says its body is JSON:
+    ZeppNightscout checks a site so and parses the reply as JSON (Nightscout would answer
+    its HTML page there). Only /status: its reply is never kept for other clients."""
+    accept = (request.headers.get("accept") or "*/*").strip()
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return accept == "*/*" and media == "application/json"
+
+
 @router.get("/verifyauth", responses={200: {"description": "What the credential may do",
             "content": {"application/json": {}}}}, summary="What the credential may do.")
+@router.get("/verifyauth.json", include_in_schema=False)  # Nightscout strips extensions
 async def verifyauth(request: Request) -> Response:
     """Always 200: canRead, canWrite, isAdmin and OK or UNAUTHORIZED under `message`."""
     try:
@@ -693,6 +706,17 @@ async def verifyauth(request: Request) -> Response:
         else "NOTFOUND",
         "permissions": "ROLE" if found else "DEFAULT",
     }})
+
+
+@router.get("/adminnotifies", responses={200: {"description": "The server's notices to "
+            "its admin (none here)", "content": {"application/json": {}}}},
+            summary="Admin notices (always none).")
+@router.get("/adminnotifies.json", include_in_schema=False)
+async def adminnotifies(request: Request) -> Response:
+    """Nightscout's notices to its admin (failed logins, deprecated settings): this server has
+    none to give, so always 200 with an empty list, to any caller, as Nightscout answers a
+    caller who is no admin (cli-anything-nightscout's `notifications admin` reads it)."""
+    return json_response({"status": 200, "message": {"notifies": [], "notifyCount": 0}})
 
 
 @router.get("/experiments/test", responses={200: {"description": "The credential is the "

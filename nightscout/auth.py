@@ -63,6 +63,12 @@ def kept_hash(presented: str) -> str:
     return hashlib.sha256(presented.encode("utf-8")).hexdigest()
 
 
+def token_only(grant: Grant | None) -> Grant | None:
+    """The grant of an access token sent where only tokens go (a Bearer): the API secret is
+    taken in `api-secret` and `?secret=` alone, as Nightscout takes it."""
+    return grant if grant is not None and grant.kind == "token" else None
+
+
 def normalise_presented(value: str) -> str:
     """A presented secret or token, trimmed; hex hashes lowercased; `token=` prefix removed."""
     value = value.strip()

@@ -326,15 +326,9 @@ def wants(request: Request, ext: str | None, options: tuple[str, ...],
     specific match (`application/json` over `application/*` over `*/*`), then the type the
     client lists first, then the server's order. So `*/*` or no Accept gives the first option
     and axios's `application/json, text/plain, */*` gives JSON. Nothing acceptable:
-    `fallback` (Nightscout's entries answer JSON there), else the first option. A request
-    that accepts anything (no Accept, or `*/*`) and says its own body is JSON gets JSON where
-    JSON is an option (ZeppNightscout checks a site with `Content-Type: application/json`
-    alone and parses the status as JSON; Nightscout would answer its HTML there)."""
+    `fallback` (Nightscout's entries answer JSON there), else the first option."""
     if ext:
         return ext
-    if "json" in options and (request.headers.get("accept") or "*/*").strip() == "*/*" and \
-            "json" in request.headers.get("content-type", "").lower():
-        return "json"
     accepted = _accept_ranges(request.headers.get("accept") or "*/*")
     best: tuple | None = None
     for rank, option in enumerate(options):

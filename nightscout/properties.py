@@ -213,7 +213,8 @@ def upbat(data: _Data, mmol: bool) -> dict:
 
 
 def _battery(status: dict) -> dict:
-    up = status.get("uploader") or {}
+    up = status.get("uploader")
+    up = up if isinstance(up, dict) else {}  # (an uploader's name there: "xdrip")
     battery = up.get("battery", status.get("uploaderBattery"))
     voltage = up.get("batteryVoltage")
     info: dict[str, Any] = {"value": battery if isinstance(battery, int | float) else None}
@@ -274,8 +275,9 @@ def iob(data: _Data, mmol: bool) -> dict:
 
 
 def _pump_iob(data: _Data) -> dict | None:
-    """The insulin on board a pump reports itself (`pump.iob`: MiniMed Connect's bridge sends
-    `bolusiob`), Nightscout's third source after Loop and OpenAPS."""
+    """The insulin on board the newest recent pump status reports itself (`pump.iob`: MiniMed
+    Connect's bridge sends `bolusiob`), Nightscout's third source after Loop and OpenAPS;
+    never an older status's when the newest says 0 or nothing usable."""
     for status in data.statuses:  # newest first
         if not data.now - 30 * MIN <= status["mills"] <= data.now + 5 * MIN:
             continue
@@ -283,12 +285,15 @@ def _pump_iob(data: _Data) -> dict | None:
         held = pump.get("iob") if isinstance(pump, dict) else None
         if not isinstance(held, dict):
             continue
-        value = held.get("iob") or held.get("bolusiob")  # as Nightscout's `iob || bolusiob`
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out = {"iob": value, "device": status.get("device"), "mills": status["mills"]}
-            if "connect" in status:
-                out["source"] = "MM Connect"
-            return out
+        numbers = [v for v in (held.get("iob"), held.get("bolusiob"))
+                   if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+        if not numbers:
+            return None
+        value = next((v for v in numbers if v), 0)  # Nightscout's `iob || bolusiob`, or a 0
+        out = {"iob": value, "device": status.get("device"), "mills": status["mills"]}
+        if "connect" in status:
+            out["source"] = "MM Connect"
+        return out
     return None
 
 

@@ -262,7 +262,9 @@ class Hints:
 
 
 _KIND_FIELD = {documents.ENTRIES: "type", documents.TREATMENTS: "eventType", documents.DEVICESTATUS: "device"}
-_INDEXED_TIME = {documents.ENTRIES: {"date", "dateString", "sysTime"}, documents.TREATMENTS: {"created_at"},
+# (`mills` of entries and treatments is their stored time as queries see it: Row.view)
+_INDEXED_TIME = {documents.ENTRIES: {"date", "dateString", "sysTime", "mills"},
+                 documents.TREATMENTS: {"created_at", "mills"},
                  documents.DEVICESTATUS: {"created_at"}, documents.PROFILE: {"startDate"},
                  documents.FOOD: {"created_at"}, documents.ACTIVITY: {"created_at"}, documents.SETTINGS: set()}
 

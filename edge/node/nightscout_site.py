@@ -84,7 +84,8 @@ class EdgeDirectory:
                           "token", token=presented, roles=subject.roles)
 
     def bearer(self, token: str, key: str | None) -> auth.Grant | None:
-        return self.credential(auth.normalise_presented(token), key)
+        """An access token sent as a Bearer (nightscout-tray), as the cloud takes it."""
+        return auth.token_only(self.credential(auth.normalise_presented(token), key))
 
     def dead_letter(self, site_key: str, source: str, reason: str, payload: bytes) -> None:
         self.store.dead_letter(source, reason, payload)

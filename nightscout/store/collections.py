@@ -90,17 +90,16 @@ class Row:
         out.setdefault("identifier", self.identifier)
         out["srvModified"] = self.srv_modified
         out["srvCreated"] = self.srv_created
-        return self._with_mills(out)  # what v1 answers can be asked for (diasend's deletes)
+        if self.coll in (documents.TREATMENTS, documents.ENTRIES):
+            out["mills"] = self.date_ms  # what API v1 answers can be asked for (diasend)
+        return out
 
     def v1(self) -> dict:
-        """The document as API v1 answers it."""
-        return self._with_mills({"_id": self.oid, **self.doc})
-
-    def _with_mills(self, out: dict) -> dict:
-        """Treatments and entries carry `mills` (their time in ms) as Nightscout serves them
-        from its cache: nightguard, Nightscout's own client and widgets read it."""
-        if self.coll in (documents.TREATMENTS, documents.ENTRIES) and "mills" not in out:
-            out["mills"] = self.date_ms
+        """The document as API v1 answers it (entries get their `mills` as JSON replies:
+        api_v1.py)."""
+        out = {"_id": self.oid, **self.doc}
+        if self.coll == documents.TREATMENTS:  # nightguard and Nightscout's own client read
+            out["mills"] = self.date_ms  # it; its time now, whatever a PUT sent back
         return out
 
     def v3(self) -> dict:

@@ -473,11 +473,15 @@ def test_tray__treatments_by_rfc3339_with_a_zone(ns):
 
 def test_tray__token_mode_sends_the_access_token_as_bearer(ns):
     """client.go:64-65: with "use token", `Authorization: Bearer <access token>` as typed (no
-    JWT exchange). Nightscout 15 verifies a Bearer as a JWT only (401); the two tiers here
-    should at least answer alike."""
+    JWT exchange). Nightscout 15 verifies a Bearer as a JWT only (401); both tiers here take
+    a token there, and neither the API secret (only `api-secret` and `?secret=` carry it)."""
     r = ns.client.get(f"{ns.site_url}/api/v1/status", headers={
         "Accept": "application/json", "Authorization": f"Bearer {ns.read_token}"})
     assert r.status_code == 200, (ns.kind, r.status_code, r.text)
+    for secret in (SECRET_SHA1, SECRET_SHA1.upper(), hashlib.sha512(SECRET.encode()).hexdigest()):
+        for path in ("/api/v1/entries.json", "/api/v3/entries"):
+            r = ns.client.get(f"{ns.site_url}{path}", headers={"Authorization": f"Bearer {secret}"})
+            assert r.status_code == 401, (path, r.status_code, r.text)
 
 
 # -- lametric-nightscout-proxy ------------------------------------------------------------------

@@ -189,6 +189,31 @@ def test_minimed_connect__pump_iob_is_the_sites_iob(ns):
     assert iob.get("source") == "MM Connect" and iob.get("displayLine") == "IOB: 1.35U"
 
 
+def test_minimed_connect__the_newest_pump_iob_even_when_0(ns):
+    """A pump that reports 0 units on board shows 0, not an older status's 2.5 (Nightscout
+    takes the newest pump IOB and never falls back)."""
+    t = now_ms()
+    older, newer = mc_status(t - 20 * MIN), mc_status(t - MIN)
+    older["pump"]["iob"] = {"iob": 2.5}
+    newer["pump"]["iob"] = {"iob": 0}
+    assert mc_post(ns, "devicestatus", [older, newer]).status == 200
+    iob = ns.get(f"/api/v2/properties/iob?token={ns.read_token}").json()["iob"]
+    assert iob["iob"] == 0 and iob["display"] == "0", iob
+
+
+def test_uploader_battery__beside_an_uploader_named_as_text(ns):
+    """A status with `uploader` as a name and the old `uploaderBattery` number: properties
+    answer (they gave 500 for half an hour after such a status) with its battery."""
+    t = now_ms() - MIN
+    r = ns.post("/api/v1/devicestatus", headers={"api-secret": SECRET_SHA1},
+                json={"device": "phone", "created_at": iso(t), "uploader": "xdrip",
+                      "uploaderBattery": 50})
+    assert r.status_code == 200, r.text
+    got = ns.get(f"/api/v2/properties?token={ns.read_token}")
+    assert got.status_code == 200, got.text
+    assert got.json()["upbat"]["display"] == "50%"
+
+
 # -- diasend-nightscout-bridge ----------------------------------------------------------------
 
 AXIOS = ["Accept: application/json, text/plain, */*", f"api-secret: {SECRET_SHA1}",

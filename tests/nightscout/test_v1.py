@@ -495,3 +495,31 @@ def test_polled_replies__kept_only_while_nothing_changed_and_the_credential_hold
     ns.subjects.revoke(subject.id)
     ns.app.state.nightscout.forget()
     assert ns.get(url).status_code == 401
+
+
+def test_mills__always_the_documents_own_time(ns):
+    """Entries and treatments carry `mills` in API v1 as Nightscout's cache serves them, and
+    queries see the same value: a treatment read, moved and PUT back (with the `mills` it was
+    read with) answers its new time; an uploader's odd `mills` is not served back; a
+    `find[mills]` bound reaches past the 4 days Nightscout reads without a time."""
+    t = (now_ms() - 10 * MIN) // 1000 * 1000
+    assert ns.post("/api/v1/treatments", headers=AUTH, json=[
+        {"eventType": "Note", "notes": "moved", "created_at": iso(t)}]).status_code == 200
+    [doc] = ns.get("/api/v1/treatments", headers=AUTH).json()
+    assert doc["mills"] == t
+    moved = {**doc, "created_at": iso(t - 60 * MIN)}
+    assert ns.put("/api/v1/treatments", headers=AUTH, json=moved).status_code == 200
+    [doc] = ns.get("/api/v1/treatments", headers=AUTH).json()
+    assert doc["mills"] == t - 60 * MIN
+    assert [d["notes"] for d in ns.get(f"/api/v1/treatments?find[mills]={t - 60 * MIN}",
+                                       headers=AUTH).json()] == ["moved"]
+    assert ns.get(f"/api/v1/treatments?find[mills]={t}", headers=AUTH).json() == []
+    old = now_ms() - 10 * 24 * 60 * MIN
+    assert ns.post("/api/v1/entries", headers=AUTH, json=[
+        {"type": "sgv", "sgv": 101, "date": t, "mills": "Infinity"},
+        {"type": "sgv", "sgv": 102, "date": old}]).status_code == 200
+    [e] = ns.get("/api/v1/entries.json?count=1", headers=AUTH).json()
+    assert (e["sgv"], e["mills"]) == (101, t)
+    got = ns.get(f"/api/v1/entries.json?find[mills][$gte]={old - MIN}&find[mills][$lt]={t}",
+                 headers=AUTH).json()
+    assert [(e["sgv"], e["mills"]) for e in got] == [(102, old)]
