@@ -160,6 +160,18 @@ class Settings(BaseSettings):
         return self
 
 
+    @model_validator(mode="after")
+    def _database(self):
+        """In production the database is named: a command run without the service's settings
+        would otherwise make ./nightlink-cloud.db and report its work done there."""
+        if self.env == "production" and "database_url" not in self.model_fields_set:
+            raise ValueError(
+                "NIGHTLINK_DATABASE_URL is not set: give the service's settings with --env-file "
+                "/etc/nightlink/cloud.env (or NIGHTLINK_ENV_FILE), or set it; only "
+                "NIGHTLINK_ENV=development uses ./nightlink-cloud.db")
+        return self
+
+
 def _public_contact(contact: str) -> bool:
     """Whether a VAPID contact names a public domain (Apple refuses mailto:…@localhost)."""
     from urllib.parse import urlsplit

@@ -300,6 +300,18 @@ def quick_check(path: str) -> str | None:
     return None if rows == ["ok"] else "; ".join(rows)
 
 
+def connect_problem(where: str, error: str) -> str:
+    """One sentence for a PostgreSQL server that could not be used: unreachable, or reached
+    and refusing the login (a peer login lets in only the system user of the role's name)."""
+    detail = " ".join(error.split())
+    if "authentication failed" in detail:
+        return (f"PostgreSQL at {where} refused the login ({detail}): run the command as the "
+                "system user the role is named after (runuser -u nightlink -- ...) for a peer "
+                "login, or give the role's password in the URL; pg_hba.conf says which the "
+                "server takes.")
+    return f"PostgreSQL at {where} cannot be reached ({detail})."
+
+
 class PostgresDatabase(Database):
     """A psycopg 3 connection pool; each thread's statements run on a pooled connection."""
 
@@ -322,7 +334,7 @@ class PostgresDatabase(Database):
         try:
             self._conn()
         except psycopg.Error as exc:
-            raise DatabaseError(f"PostgreSQL at {_safe_dsn(dsn)} cannot be reached ({exc}).") from None
+            raise DatabaseError(connect_problem(_safe_dsn(dsn), str(exc))) from None
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)

@@ -5,6 +5,8 @@ import pytest
 from nightlink.cloud.config import SettingsError, load_settings
 from tests.cloud.conftest import PASSWORD, make_cloud
 
+DB = "sqlite:///named-by-its-settings.db"  # production names its database
+
 
 def test_auth__login_me_refresh(cloud):
     cloud.user("p@example.org", tenant="fam-1", role="patient")
@@ -92,7 +94,7 @@ def test_auth__successful_sign_ins_are_not_counted_against_the_limit(tmp_path):
 
 def test_settings__default_secret_refused_outside_development():
     with pytest.raises(SettingsError, match="NIGHTLINK_JWT_SECRET"):
-        load_settings(env="production", jwt_secret="changeme")
+        load_settings(env="production", database_url=DB, jwt_secret="changeme")
     assert load_settings(env="development", jwt_secret="changeme").env == "development"
     import random
     import secrets
@@ -101,15 +103,15 @@ def test_settings__default_secret_refused_outside_development():
     lopsided = ("a" * 26 + "bcdef1", "a" * 79 + "b")  # varied enough by count, not by use
     for weak in ("a" * 32, "changeme" * 4, "0123456789" * 4, two, *lopsided):
         with pytest.raises(SettingsError, match="NIGHTLINK_JWT_SECRET repeats a few characters"):
-            load_settings(env="production", jwt_secret=weak)
+            load_settings(env="production", database_url=DB, jwt_secret=weak)
     for _ in range(500):  # `openssl rand -hex 32` (the README's), -hex 16, token_urlsafe,
-        load_settings(env="production", jwt_secret=secrets.token_hex(32))  # 32 random digits
-        load_settings(env="production", jwt_secret=secrets.token_hex(16))
-        load_settings(env="production", jwt_secret=secrets.token_urlsafe(24))
-        load_settings(env="production", jwt_secret="".join(secrets.choice("0123456789")
+        load_settings(env="production", database_url=DB, jwt_secret=secrets.token_hex(32))  # 32 random digits
+        load_settings(env="production", database_url=DB, jwt_secret=secrets.token_hex(16))
+        load_settings(env="production", database_url=DB, jwt_secret=secrets.token_urlsafe(24))
+        load_settings(env="production", database_url=DB, jwt_secret="".join(secrets.choice("0123456789")
                                                            for _ in range(32)))
     # A digit secret with 7 different digits (the old rule refused it about 1 time in 800)
-    load_settings(env="production", jwt_secret="31415926533141592653314159265331"[:31] + "4")
+    load_settings(env="production", database_url=DB, jwt_secret="31415926533141592653314159265331"[:31] + "4")
 
 
 def test_settings__bad_database_url_names_the_variable():

@@ -133,3 +133,39 @@ def test_cloud_env_file__read_instead_of_dot_env(cloud_cli, tmp_path, monkeypatc
     missing = CliRunner().invoke(main, ["cloud", "--env-file", str(tmp_path / "no.env"),
                                         "accounts", "list"])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_cloud_cli__no_database_named_in_production_stops_before_making_one(cloud_cli,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    """`nightlink cloud accounts add …` pasted without --env-file printed "created" and made
+    ./nightlink-cloud.db, which the service never reads (a deploy walk-through found it)."""
+    monkeypatch.delenv("NIGHTLINK_DATABASE_URL")
+    r = CliRunner().invoke(main, ["cloud", "accounts", "add", "a@example.org", "--admin"],
+                           env={"NIGHTLINK_PASSWORD": PASSWORD})
+    assert r.exit_code == 2, r.output
+    assert "NIGHTLINK_DATABASE_URL is not set" in r.output and "--env-file" in r.output
+    assert not (tmp_path / "nightlink-cloud.db").exists()
+    dev = CliRunner().invoke(main, ["cloud", "create-tenant", "fam-9"],
+                             env={"NIGHTLINK_ENV": "development"})
+    assert dev.exit_code == 0, dev.output  # development keeps its default
+    assert (tmp_path / "nightlink-cloud.db").exists()
+
+
+def test_cloud_cli__a_refused_postgresql_login_is_named_as_such(postgres_server, monkeypatch):
+    """Debian's pg_hba.conf lets the role `nightlink` in over the socket only as the system
+    user nightlink (peer): run as root, the commands said PostgreSQL "cannot be reached"."""
+    import psycopg
+
+    role = "peer_only"
+    hba = postgres_server.data / "pg_hba.conf"
+    with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        hba.write_text(f"local all {role} peer\n" + hba.read_text())  # this role alone
+        conn.execute("SELECT pg_reload_conf()")
+    url = f"postgresql://{role}@/postgres?host={postgres_server.dir}&port={postgres_server.port}"
+    monkeypatch.setenv("NIGHTLINK_DATABASE_URL", url)
+    r = CliRunner().invoke(main, ["cloud", "accounts", "list"])
+    assert r.exit_code == 2
+    assert "refused the login" in r.output and "runuser -u nightlink" in r.output, r.output
+    assert "cannot be reached" not in r.output

@@ -526,7 +526,7 @@ def test_settings__a_push_key_needs_a_public_contact(monkeypatch, tmp_path):
     from nightlink.cloud.config import Settings
 
     base = {"env": "production", "jwt_secret": "k9" + "0123456789abcdef" * 2 + "zq",
-            "push_key": push.new_key()}
+            "push_key": push.new_key(), "database_url": f"sqlite:///{tmp_path / 'c.db'}"}
     with pytest.raises(ValueError, match="NIGHTLINK_PUSH_SUBJECT.*localhost"):
         Settings(**base)  # mail_from's default is nightlink@localhost: Apple refuses it
     with pytest.raises(ValueError, match="NIGHTLINK_PUSH_SUBJECT"):

@@ -12,6 +12,8 @@ from nightlink.cloud.store import Store
 from nightlink.shared import codec, features, topics
 from tests.support.services import free_port
 
+DB = "sqlite:///named-by-its-settings.db"  # production names its database
+
 
 def test_cloud_serve__api_and_ingest_in_one_process(tmp_path, mosquitto):
     import paho.mqtt.client as mqtt
@@ -126,7 +128,7 @@ def test_cloud_serve__public_sign_up_is_announced_at_start():
 
     secret = "s" + "0123456789abcdef" * 3
     public = "https://nightlink.example.org"
-    notes = startup_notes(load_settings(env="production", jwt_secret=secret,
+    notes = startup_notes(load_settings(env="production", database_url=DB, jwt_secret=secret,
                                         mail_dir="/srv/mail", public_base_url=public), api=True)
     assert notes == ["Public sign-up is on: anyone who reaches this server can create an "
                      "account and a tenant (with no NIGHTLINK_SMTP_HOST the confirmation links "
@@ -134,31 +136,31 @@ def test_cloud_serve__public_sign_up_is_announced_at_start():
                      "NIGHTLINK_SIGNUP_ENABLED=false turns it off.",
                      "No alerts reach locked phones: NIGHTLINK_PUSH_KEY is not set (`nightlink "
                      "cloud push-key` makes one); the app says so to those who turn sound on."]
-    mailed = load_settings(env="production", jwt_secret=secret, smtp_host="mail.example.org",
+    mailed = load_settings(env="production", database_url=DB, jwt_secret=secret, smtp_host="mail.example.org",
                            public_base_url=public)
     assert "mailed through mail.example.org" in startup_notes(mailed, api=True)[0]
     assert startup_notes(mailed, api=False) == []
-    off = load_settings(env="production", jwt_secret=secret, signup_enabled=False,
+    off = load_settings(env="production", database_url=DB, jwt_secret=secret, signup_enabled=False,
                         public_base_url=public)
     assert startup_notes(off, api=True) == [notes[1]]
     # the default address (or plain http) in production: said, since every mailed link
     # and the app's service worker depend on it
-    local = startup_notes(load_settings(env="production", jwt_secret=secret,
+    local = startup_notes(load_settings(env="production", database_url=DB, jwt_secret=secret,
                                         signup_enabled=False), api=True)
     assert local[0].startswith("NIGHTLINK_PUBLIC_BASE_URL is http://127.0.0.1:8000: the "
                                "links in mails") and len(local) == 2
     for odd in ("http://nl.example.org", "https://[::1", "https://", "https://0.0.0.0",
                 "https://app.localhost", "https://[::ffff:127.0.0.1]"):
-        assert len(startup_notes(load_settings(env="production", jwt_secret=secret,
+        assert len(startup_notes(load_settings(env="production", database_url=DB, jwt_secret=secret,
                                                signup_enabled=False, public_base_url=odd),
                                  api=True)) == 2, odd
     for fine in ("https://nl.example.org/", "https://203.0.113.7"):
-        assert len(startup_notes(load_settings(env="production", jwt_secret=secret,
+        assert len(startup_notes(load_settings(env="production", database_url=DB, jwt_secret=secret,
                                                signup_enabled=False, public_base_url=fine),
                                  api=True)) == 1, fine
     from nightlink.cloud.push import new_key
 
-    pushing = load_settings(env="production", jwt_secret=secret, signup_enabled=False,
+    pushing = load_settings(env="production", database_url=DB, jwt_secret=secret, signup_enabled=False,
                             push_key=new_key(), push_subject="mailto:ops@example.org",
                             public_base_url=public)
     assert startup_notes(pushing, api=True) == [
