@@ -150,10 +150,12 @@ def _sentence(text: str) -> str:
 _lan_file_options = [
     click.option("--passwd", "passwd_path", type=click.Path(dir_okay=False, path_type=Path),
                  default=None, help="The LAN broker's password_file "
-                 "(default: /etc/mosquitto/nightlink.passwd)."),
+                 "(default: the one the broker's configuration names, --conf or "
+                 "/etc/nightlink/broker-edge/mosquitto.conf; else "
+                 "/etc/mosquitto/nightlink.passwd)."),
     click.option("--acl", "acl_path", type=click.Path(dir_okay=False, path_type=Path),
                  default=None, help="The LAN broker's acl_file "
-                 "(default: /etc/mosquitto/nightlink.acl)."),
+                 "(default: as for --passwd; else /etc/mosquitto/nightlink.acl)."),
     click.option("--listen", "listen_host", default="0.0.0.0", show_default=True,
                  help="The address the LAN broker listens on ([clocks] port)."),
     click.option("--persistence", default="/var/lib/mosquitto/", show_default=True,
@@ -227,19 +229,18 @@ def broker_files(cloud_url: str, config_path: Path | None, db: Path | None,
                  passwd_path: Path | None, acl_path: Path | None, listen_host: str,
                  persistence: str, conf_path: Path | None) -> None:
     """Write the LAN broker's password and ACL files from the cloud's list of this tenant's
-    clocks (then reload the broker: systemctl reload mosquitto)."""
+    clocks (then reload the broker, as the command says). Without --passwd and --acl: the
+    files the broker's configuration names (--conf, else nightlink-mosquitto@edge's)."""
     from nightlink.edge.sync.bridge import (
-        DEFAULT_ACL,
-        DEFAULT_PASSWD,
         check_files_tenant,
         fetch_lan_accounts,
+        lan_files,
         write_broker_files,
         write_private,
     )
 
     cfg = _lan_config(config_path)
-    passwd_path = passwd_path or Path(DEFAULT_PASSWD)
-    acl_path = acl_path or Path(DEFAULT_ACL)
+    passwd_path, acl_path, reload = lan_files(passwd_path, acl_path, conf_path)
     check_files_tenant(passwd_path, cfg.tenant)
     accounts = fetch_lan_accounts(cloud_url, cfg)
     write_broker_files(accounts, passwd_path, acl_path)
@@ -250,7 +251,7 @@ def broker_files(cloud_url: str, config_path: Path | None, db: Path | None,
     click.echo(f"Wrote {passwd_path} and {acl_path}: {clocks} clocks and "
                f"{len(accounts) - clocks} edge accounts of tenant {cfg.tenant}"
                + (f", and {conf_path}" if conf_path else "")
-               + ". Reload the LAN broker to use them: systemctl reload mosquitto.")
+               + f". Reload the LAN broker to use them: {reload}.")
 
 
 @edge.command("id")

@@ -11,8 +11,9 @@ password) and ACL lines from `GET /api/nl/v1/tenants/{tenant}/devices/lan-accoun
 in with its own MQTT account ([sync] username and password), and writes the broker's
 password_file and acl_file from them. The edge's own LAN clients (the clocks' records in,
 their glucose feed out) use that same account. `nightlink edge broker-config` prints the
-configuration, `nightlink edge broker-files` writes the two files; a SIGHUP (systemctl
-reload mosquitto) makes the broker read them again.
+configuration, `nightlink edge broker-files` writes the two files (those the LAN broker's
+configuration already names, when no paths are given); a SIGHUP (systemctl reload
+nightlink-mosquitto@edge, or mosquitto for Debian's own broker) makes the broker read them.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from nightlink.errors import NightlinkError, http_detail
 from nightlink.errors import cloud_url as checked_cloud_url
 from nightlink.shared import topics
 
-DEFAULT_PASSWD = "/etc/mosquitto/nightlink.passwd"
+DEFAULT_PASSWD = "/etc/mosquitto/nightlink.passwd"  # Debian's own broker serving the clocks
 DEFAULT_ACL = "/etc/mosquitto/nightlink.acl"
+UNIT_CONF = Path("/etc/nightlink/broker-edge/mosquitto.conf")  # nightlink-mosquitto@edge's
 DEFAULT_PERSISTENCE = "/var/lib/mosquitto/"
 LAN_ACCOUNTS = "/api/nl/v1/tenants/{tenant}/devices/lan-accounts"
 FILE_MODE = 0o640  # the broker's group reads them; nobody else (they hold password hashes)
@@ -38,6 +40,37 @@ FILE_MODE = 0o640  # the broker's group reads them; nobody else (they hold passw
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\.[0-9a-f]{12}$")
 _HASH = re.compile(r"^\$7\$[0-9]+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
 _ACL_LINE = re.compile(r"^(user [a-z0-9_.-]+|topic (read|write|readwrite|deny) [A-Za-z0-9_/+#.-]+)$")
+
+
+def lan_files(passwd: Path | None, acl: Path | None,
+              conf: Path | None) -> tuple[Path, Path, str]:
+    """(password file, ACL file, the command that makes the broker read them): the files
+    given; else those the LAN broker's configuration names (`conf`, else the one
+    nightlink-mosquitto@edge reads), so that letting a clock in later needs no paths; else
+    Debian's own broker's. The unit to reload follows the files' folder: `broker-X` under
+    the units is `nightlink-mosquitto@X`."""
+    if passwd is None or acl is None:
+        named = _conf_files(conf if conf is not None else UNIT_CONF)
+        passwd = passwd or named.get("password_file") or Path(DEFAULT_PASSWD)
+        acl = acl or named.get("acl_file") or Path(DEFAULT_ACL)
+    folder = passwd.absolute().parent.name
+    unit = f"nightlink-mosquitto@{folder[len('broker-'):]}" \
+        if folder.startswith("broker-") and len(folder) > len("broker-") else "mosquitto"
+    return passwd, acl, f"systemctl reload {unit}"
+
+
+def _conf_files(conf: Path) -> dict[str, Path]:
+    """The password_file and acl_file a mosquitto.conf names (none when it cannot be read)."""
+    try:
+        lines = conf.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for line in lines:
+        key, _, value = line.strip().partition(" ")
+        if key in ("password_file", "acl_file") and value.strip():
+            found[key] = Path(value.strip())
+    return found
 
 
 def config_problem(cfg: EdgeConfig) -> str | None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from nightlink.edge.node.live_node import LiveNode
 from nightlink.edge.sources.cgm import glucose_to_entry
 from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import EdgeStore
+from nightlink.edge.sync import bridge
 from nightlink.shared import features, topics
 from nightlink.tools.device import emulate
 from nightlink.tools.device.build import read_fs_image
@@ -184,6 +186,30 @@ def _run_node(node, stop_flag):
     return thread
 
 
+def test_lan_files__the_ones_the_lan_broker_reads_when_not_given(tmp_path, monkeypatch):
+    """Letting a clock in later (`broker-files --cloud URL --config FILE`, as provisioning
+    prints it) writes the files the running LAN broker reads, and names its unit: before, it
+    wrote /etc/mosquitto/nightlink.* beside a nightlink-mosquitto@edge that never read them."""
+    unit = tmp_path / "nightlink" / "broker-edge"
+    unit.mkdir(parents=True)
+    (unit / "mosquitto.conf").write_text(f"listener 1883 0.0.0.0\npassword_file {unit}/passwd"
+                                         f"\nacl_file {unit}/acl\nallow_anonymous false\n")
+    monkeypatch.setattr(bridge, "UNIT_CONF", unit / "mosquitto.conf")
+    assert bridge.lan_files(None, None, None) == (
+        unit / "passwd", unit / "acl", "systemctl reload nightlink-mosquitto@edge")
+    second = tmp_path / "nightlink" / "broker-kid2"  # a second edge's broker (docs/deploy.md)
+    second.mkdir()
+    (second / "mosquitto.conf").write_text(f"password_file {second}/passwd\n"
+                                           f"acl_file {second}/acl\n")
+    assert bridge.lan_files(None, None, second / "mosquitto.conf") == (
+        second / "passwd", second / "acl", "systemctl reload nightlink-mosquitto@kid2")
+    given = (tmp_path / "p", tmp_path / "a")
+    assert bridge.lan_files(*given, None) == (*given, "systemctl reload mosquitto")
+    monkeypatch.setattr(bridge, "UNIT_CONF", tmp_path / "none" / "mosquitto.conf")
+    assert bridge.lan_files(None, None, None) == (  # Debian's own broker serves the clocks
+        Path(bridge.DEFAULT_PASSWD), Path(bridge.DEFAULT_ACL), "systemctl reload mosquitto")
+
+
 def test_clock_signs_in_at_the_edge_and_shows_its_feed(rig, record_property):
     root, store = rig["root"], rig["store"]
     assert rig["clock"]["mqtt"] == {**rig["clock"]["mqtt"], "host": rig["lan"].host,
@@ -208,6 +234,8 @@ def test_clock_signs_in_at_the_edge_and_shows_its_feed(rig, record_property):
     assert r.exit_code == 0, r.output
     assert r.output.startswith(f"Wrote {lan_dir / 'passwd'} and {lan_dir / 'acl'}: 2 clocks "
                                f"and 1 edge accounts of tenant {TENANT}")
+    assert r.output.rstrip().endswith("Reload the LAN broker to use them: systemctl reload "
+                                      "mosquitto."), r.output  # not a unit's folder
     for path in (lan_dir / "passwd", lan_dir / "acl", lan.conf):  # the conf: bridge password
         assert oct(path.stat().st_mode & 0o777) == "0o640"
     if os.geteuid() == 0:  # new files for a broker that drops to the user mosquitto

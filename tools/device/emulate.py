@@ -93,7 +93,8 @@ def run(args: list[str], timeout: float | None = None, echo=None) -> dict:
 
 @click.command("emulate")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="the clock's config.json (device/CONFIG.md)")
+              required=True, help="the clock's config.json (device/CONFIG.md), or the "
+              "fs-*.img `device provision` made (the config.json inside it)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               default=Path("clock-screens"), show_default=True,
               help="where the screens are written (current.png and numbered copies)")
@@ -111,14 +112,44 @@ def run(args: list[str], timeout: float | None = None, echo=None) -> dict:
 @click.option("--quiet", is_flag=True, help="print only the final JSON line")
 def emulate(config_path, out, broker, speed, minutes, replay, summary, battery, quiet):
     """Run the desk clock's firmware on this PC against a real broker."""
-    import math
-
     if not config_path.is_file():
         raise NightlinkError(f"the clock config {config_path} does not exist.")
+    with tempfile.TemporaryDirectory(prefix="nl-clock-") as private:  # 0700: its passwords
+        config_path = _config_file(config_path, Path(private))
+        _emulate(config_path, out, broker, speed, minutes, replay, summary, battery, quiet)
+
+
+def _config_file(path: Path, private: Path) -> Path:
+    """The config.json to run: the file given, or the one inside a provisioned filesystem
+    image, copied into `private` (mode 0600)."""
+    raw = path.read_bytes()
+    try:
+        json.loads(raw.decode("utf-8"))
+        return path
+    except (ValueError, UnicodeDecodeError):
+        pass
+    from nightlink.tools.device.build import read_fs_image
+
+    try:
+        inside = read_fs_image(raw).get("config.json")
+    except Exception:  # noqa: BLE001 - littlefs says only that it is no filesystem
+        inside = None
+    if inside is None:
+        return path  # said to be no JSON next
+    copy = private / "config.json"
+    copy.touch(mode=0o600)
+    copy.write_bytes(inside)
+    return copy
+
+
+def _emulate(config_path, out, broker, speed, minutes, replay, summary, battery, quiet):
+    import math
+
     try:
         cfg = json.loads(config_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise NightlinkError(f"the clock config {config_path} is not JSON.") from None
+        raise NightlinkError(f"the clock config {config_path} is not JSON (nor a clock's "
+                             "filesystem image with a config.json).") from None
     if not isinstance(cfg, dict):
         raise NightlinkError(f"the clock config {config_path} is not a JSON object.")
     from nightlink.tools.device.build import validate_config

@@ -195,8 +195,8 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
 
 def edge_next_step(cloud_url: str) -> str:
     """The command the operator runs on the edge so its LAN broker lets new clocks in."""
-    return (f"nightlink edge broker-files --cloud {cloud_url.rstrip('/')} --config EDGE.toml "
-            "&& systemctl reload mosquitto")
+    return (f"nightlink edge broker-files --cloud {cloud_url.rstrip('/')} --config EDGE.toml, "
+            "then reload the LAN broker as it says")
 
 
 def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: str,
