@@ -126,7 +126,8 @@ class RequestContext:
         headers = dict(scope["headers"])
         if self.domain:
             host = headers.get(b"host", b"").decode("latin-1").split(":")[0].lower()
-            if host.endswith("." + self.domain) and path.startswith(_TENANT_PATHS):
+            if host.endswith("." + self.domain) and (path.startswith(_TENANT_PATHS) or
+                                                      path in ("", "/")):  # the site's address
                 scope = dict(scope, path=f"/t/{host[: -len(self.domain) - 1]}{path}")
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = rid

@@ -57,6 +57,8 @@ def test_subdomain__names_the_tenant_for_http_and_socket_io(tmp_path):
         got = c.get("/api/v1/entries.json", headers={"api-secret": sha1}).json()
         assert [e["sgv"] for e in got] == [111]
         assert c.get("/api/v3/version").json()["result"]["apiVersion"] == "3.0.3-alpha"
+        home = c.head("/", follow_redirects=False)  # the tenant's own app, not the list
+        assert (home.status_code, home.headers["location"]) == (302, "/app/fam-1")
     assert app.state.nightscout.directory.site_key_for_host("fam-1.nightlink.example:443") \
         == "fam-1"
     store.close()
