@@ -245,3 +245,60 @@ def test_stage_scores__a_stage_neither_scored_nor_called_has_no_f1():
     got = stage_scores(np.array([0, 1, 2, 1, 0]), np.array([0, 1, 2, 2, 0]))
     assert got["f1"]["REM"] is None  # no REM in the truth nor called: not a score of 0
     assert got["f1"]["Wake"] == 1.0 and got["f1"]["Deep"] == pytest.approx(0.667, abs=1e-3)
+
+
+def _walch_night(root, subject, seed):
+    """A 6-hour night in the Walch 2019 layout, drawn so that its wake is plain: the watch
+    moves (|a| - 1 g about 0.1 g) and the heart runs 20 bpm faster than in sleep, where the
+    watch lies still (sensor noise 0.003 g) at 4 Hz."""
+    rng = np.random.default_rng(seed)
+    epochs = 720
+    stages = np.full(epochs, 2)  # N2
+    stages[:40] = 0  # falling asleep
+    stages[200:260] = 3  # deep
+    stages[330:350] = 0  # awake in the night
+    stages[400:440] = 5  # REM
+    stages[680:] = 0  # up in the morning
+    stages[0] = -1  # unscored
+    for d in ("labels", "heart_rate", "motion"):
+        (root / d).mkdir(exist_ok=True)
+    (root / "labels" / f"{subject}_labeled_sleep.txt").write_text(
+        "".join(f"{k * 30} {s}\n" for k, s in enumerate(stages)))
+    t_hr = np.arange(0, epochs * 30, 5.0)
+    wake_hr = stages[(t_hr // 30).astype(int)] == 0
+    bpm = np.where(wake_hr, 78, 58) + rng.normal(0, 2, t_hr.size)
+    (root / "heart_rate" / f"{subject}_heartrate.txt").write_text(
+        "".join(f"{t:.1f},{b:.0f}\n" for t, b in zip(t_hr, bpm, strict=True)))
+    t = np.arange(0, epochs * 30, 0.25)
+    wake = stages[(t // 30).astype(int)] == 0
+    z = 1.0 + np.where(wake, rng.normal(0, 0.12, t.size), rng.normal(0, 0.003, t.size))
+    (root / "motion" / f"{subject}_acceleration.txt").write_text(
+        "".join(f"{a:.2f} 0.0 0.0 {b:.4f}\n" for a, b in zip(t, z, strict=True)))
+
+
+def test_eval_sleep_data__the_committed_model_on_wrist_nights_of_the_walch_layout(tmp_path):
+    """`nightlink eval sleep --data DIR` scores the committed model on real wrist recordings
+    (here drawn in their layout) from motion alone and with heart rate, and says which."""
+    for k, subject in enumerate(("1001", "1002")):
+        _walch_night(tmp_path, subject, k)
+    _walch(tmp_path / "broken", "2001")  # a subject whose heart rate file has one column
+    for d in ("labels", "heart_rate", "motion"):
+        for f in (tmp_path / "broken" / d).iterdir():
+            f.rename(tmp_path / d / f.name)
+    (tmp_path / "heart_rate" / "2001_heartrate.txt").write_text("1\n2\n")
+    r = CliRunner().invoke(main, ["eval", "sleep", "--data", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "note: 2001 left out" in r.output
+    got = _last_json(r.output)
+    assert got["nights"] == 2 and got["epochs"] == 2 * 719 and got["data"].startswith("real")
+    assert set(got["by_inputs"]) == {"motion", "motion_hr"}
+    motion, both = got["by_inputs"]["motion"], got["by_inputs"]["motion_hr"]
+    # Plain wake: the actigraphy rule on these counts and both calls find it.
+    assert motion["actigraphy_rule"]["sleep_wake_kappa"] > 0.6, motion
+    assert motion["sleep_wake_kappa"] > 0.6 and both["sleep_wake_accuracy"] > 0.9, got
+    assert got["targets_real_wrist"]["motion"]["sleep_wake_kappa"]["measured"] == \
+        motion["sleep_wake_kappa"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(main, ["eval", "sleep", "--data", str(empty)])
+    assert r.exit_code == 2 and "Walch 2019 sleep-accel layout" in r.output

@@ -358,9 +358,36 @@ def _snoring_figures(clf, cache, nights, echo) -> dict:
 @evaluate.command("sleep")
 @_with_options
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
-def eval_sleep(cache, models, nights, hours, as_json):
-    """Accuracy, Cohen's kappa, wake specificity, per-stage F1 and the confusion matrix."""
-    _eval_night_model("sleep", cache, models, nights, hours, as_json)
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Score the committed sleep model, without retraining, on real wrist nights "
+                   "of your own instead, in the Walch 2019 sleep-accel layout: "
+                   "motion/<id>_acceleration.txt, heart_rate/<id>_heartrate.txt and "
+                   "labels/<id>_labeled_sleep.txt.")
+def eval_sleep(cache, models, nights, hours, as_json, data):
+    """Accuracy, Cohen's kappa, wake specificity, per-stage F1 and the confusion matrix, per
+    input subset; with --data, from motion and from motion and heart rate on real nights."""
+    if data is None:
+        _eval_night_model("sleep", cache, models, nights, hours, as_json)
+        return
+    from nightlink.tools.train import nightmodels, readers
+
+    clf = _classifiers(models)
+    subjects = readers.walch_subjects(data)
+    if not subjects:
+        raise NightlinkError(f"{data} holds no labels/<id>_labeled_sleep.txt (the Walch 2019 "
+                             "sleep-accel layout).")
+    left_out, real = [], []
+    for subject in subjects[:nights] if nights else subjects:
+        try:
+            real.append(readers.walch_night(data, subject))
+        except NightlinkError as exc:
+            left_out.append(f"{subject} left out: {str(exc).rstrip('.')}.")
+    _say_notes(left_out)
+    if not real:
+        raise NightlinkError(f"No night in {data} could be read.")
+    figures = nightmodels.eval_sleep_real(clf, real, f"Walch layout, {len(real)} nights")
+    figures["files_left_out"] = left_out
+    _report(figures, as_json)
 
 
 @evaluate.command("breathing")

@@ -25,12 +25,17 @@ from nightlink.tools.train.nights import Night, input_names
 _WALCH_STAGE = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3}
 
 
-def _table(path: Path, sep: str | None) -> np.ndarray:
+def _table(path: Path, sep: str | None, columns: int) -> np.ndarray:
+    """The file's rows of numbers (at least `columns` each), finite ones only."""
     try:
         rows = np.loadtxt(path, delimiter=sep, ndmin=2)
     except (OSError, ValueError) as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
-    return rows
+    if rows.size and rows.shape[1] < columns:
+        raise NightlinkError(f"Cannot read {path}: {columns} columns are needed, it has "
+                             f"{rows.shape[1]}.")
+    return rows[np.isfinite(rows[:, :columns]).all(axis=1)] if rows.size else \
+        np.zeros((0, columns))
 
 
 def walch_subjects(root: Path) -> list[str]:
@@ -41,28 +46,33 @@ def walch_night(root: Path, subject: str) -> Night:
     """A Walch subject as a training table: scored epochs only, wearable features from the
     watch's heart rate and acceleration; audio and room missing (NaN)."""
     root = Path(root)
-    labels = _table(root / "labels" / f"{subject}_labeled_sleep.txt", None)
-    hr = _table(root / "heart_rate" / f"{subject}_heartrate.txt", ",")
-    acc = _table(root / "motion" / f"{subject}_acceleration.txt", None)
-    keep = [(t, int(s)) for t, s in labels if int(s) in _WALCH_STAGE and t >= 0]
+    labels = _table(root / "labels" / f"{subject}_labeled_sleep.txt", None, 2)
+    hr = _table(root / "heart_rate" / f"{subject}_heartrate.txt", ",", 2)
+    acc = _table(root / "motion" / f"{subject}_acceleration.txt", None, 4)
+    keep = [(t, int(s)) for t, s in labels[:, :2] if int(s) in _WALCH_STAGE and t >= 0]
     if not keep:
         raise NightlinkError(f"Walch subject {subject} has no scored epochs.")
     n = len(keep)
     names = input_names()
     x = np.full((n, len(names)), np.nan, dtype=np.float32)
     col = {name: i for i, name in enumerate(names)}
-    mag = np.sqrt((acc[:, 1:4] ** 2).sum(axis=1)) if acc.size else np.zeros(0)
-    for k, (t, _s) in enumerate(keep):
-        h = hr[(hr[:, 0] >= t) & (hr[:, 0] < t + 30), 1] if hr.size else np.zeros(0)
+    hr = hr[np.argsort(hr[:, 0], kind="stable")] if hr.size else np.zeros((0, 2))
+    acc = acc[np.argsort(acc[:, 0], kind="stable")] if acc.size else np.zeros((0, 4))
+    mag = np.sqrt((acc[:, 1:4] ** 2).sum(axis=1))
+    starts = np.array([t for t, _s in keep], dtype=np.float64)
+    # Each epoch's samples by their sorted times: a night of 50 Hz rows in a second.
+    h_lo, h_hi = np.searchsorted(hr[:, 0], starts), np.searchsorted(hr[:, 0], starts + 30)
+    a_lo, a_hi = np.searchsorted(acc[:, 0], starts), np.searchsorted(acc[:, 0], starts + 30)
+    for k in range(n):
+        h = hr[h_lo[k]:h_hi[k], 1]
         if h.size:
             x[k, col["wearable.hr_mean_bpm"]] = h.mean()
             x[k, col["wearable.hr_min_bpm"]] = h.min()
             x[k, col["wearable.hr_max_bpm"]] = h.max()
-        sel = (acc[:, 0] >= t) & (acc[:, 0] < t + 30) if acc.size else np.zeros(0, bool)
-        if sel.any():
-            m = mag[sel]
+        m = mag[a_lo[k]:a_hi[k]]
+        if m.size:
             # Activity as summed deviation from 1 g, in counts of 0.01 g (an actigraphy proxy).
-            activity = float(np.abs(m - 1.0).sum() * 100 / max(sel.sum() / 30, 1))
+            activity = float(np.abs(m - 1.0).sum() * 100 / max(m.size / 30, 1))
             x[k, col["wearable.activity_count"]] = min(activity, 32000)
             x[k, col["wearable.movement"]] = 1.0 if np.abs(np.diff(m)).max(initial=0) > 0.05 else 0.0
     stage = np.array([_WALCH_STAGE[s] for _t, s in keep], dtype=np.int8)
