@@ -49,39 +49,16 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
-import socket
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from tests.support.nightscout import MIN, SECRET, SECRET_SHA1, iso, now_ms
+from tests.support.nightscout import MIN, SECRET, SECRET_SHA1, iso, now_ms, wire
 
 ON_POSTGRES = True
 
 HOUR = 60 * MIN
 H = {"api-secret": SECRET_SHA1}
-
-
-class Reply:
-    def __init__(self, status: int, headers: dict, body: bytes):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def wire(ns, method: str, target: str, lines=(), base: str | None = None) -> Reply:
-    """This request line and these header lines byte for byte, to the URL the user typed."""
-    u = urlsplit(base or ns.site_url)
-    head = [f"{method} {u.path}{target} HTTP/1.1", f"Host: {u.netloc}", *lines]
-    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
-        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        resp = http.client.HTTPResponse(s, method=method)
-        resp.begin()
-        data = resp.read()
-        headers = {k.lower(): v for k, v in resp.getheaders()}
-    return Reply(resp.status, headers, data)
 
 
 def readings(ns, n: int = 6, *, step: int = 5 * MIN, first: int = 100, end: int | None = None,

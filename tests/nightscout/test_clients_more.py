@@ -75,43 +75,16 @@ NightscoutService, whose requests (NightscoutUploadKit) are Loop's, already repl
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
-import socket
 from datetime import UTC, datetime, timedelta, timezone
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
-from tests.support.nightscout import MIN, SECRET, SECRET_SHA1, iso, now_ms
+from tests.support.nightscout import MIN, SECRET, SECRET_SHA1, Reply, iso, now_ms, wire
 
 ON_POSTGRES = True
 
 HOUR = 60 * MIN
 H = {"api-secret": SECRET_SHA1}
-
-
-class Reply:
-    def __init__(self, status: int, headers: dict, body: bytes):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def wire(ns, method: str, target: str, lines=(), body: bytes | None = None,
-         base: str | None = None) -> Reply:
-    """This request line and these header lines byte for byte, under `base` (the site URL)."""
-    u = urlsplit(base or ns.site_url)
-    head = [f"{method} {u.path.rstrip('/')}{target} HTTP/1.1", f"Host: {u.netloc}", *lines]
-    if body is not None:
-        head.append(f"Content-Length: {len(body)}")
-    head.append("Connection: close")
-    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
-        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
-        resp = http.client.HTTPResponse(s, method=method)
-        resp.begin()
-        data = resp.read()
-        headers = {k.lower(): v for k, v in resp.getheaders()}
-    return Reply(resp.status, headers, data)
 
 
 def is_int(v) -> bool:

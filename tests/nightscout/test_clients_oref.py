@@ -27,17 +27,12 @@ reads, `$or` and `$not` in find).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import http.client
 import json
 import re
-import socket
-import zlib
 from datetime import UTC, datetime, timedelta, timezone
-from urllib.parse import urlsplit
 
-from tests.support.nightscout import MIN, SECRET_SHA1, iso, now_ms
+from tests.support.nightscout import MIN, SECRET_SHA1, Reply, iso, now_ms, wire
 
 ON_POSTGRES = True
 
@@ -48,37 +43,6 @@ EST = timezone(timedelta(hours=-5))  # the rig's local zone (pump history is zon
 
 
 # -- the wire -------------------------------------------------------------------------------
-
-
-class Reply:
-    def __init__(self, status: int, headers: dict, body: bytes):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def wire(ns, method: str, target: str, lines=(), body: bytes | None = None,
-         base: str | None = None) -> Reply:
-    """Send this request line and these header lines byte for byte (curl and Node's request
-    do not re-encode `[`, `]`, `$`, `\\` or `+`), to the URL the user typed; the reply
-    decompressed as curl --compressed / request's gzip would."""
-    u = urlsplit(base or ns.site_url)
-    head = [f"{method} {u.path}{target} HTTP/1.1", f"Host: {u.netloc}", *lines]
-    if body is not None:
-        head.append(f"Content-Length: {len(body)}")
-    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
-        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
-        resp = http.client.HTTPResponse(s, method=method)
-        resp.begin()
-        data = resp.read()
-        headers = {k.lower(): v for k, v in resp.getheaders()}
-    enc = headers.get("content-encoding", "")
-    if enc == "gzip":
-        data = gzip.decompress(data)
-    elif enc == "deflate":
-        data = zlib.decompress(data)
-    return Reply(resp.status, headers, data)
 
 
 def ns_get(ns, report: str, query: str = "", *, token: str | None = None) -> Reply:

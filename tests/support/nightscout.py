@@ -11,12 +11,18 @@ send everything; the credential names the tenant there.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
+import http.client
+import json
+import socket
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -147,3 +153,42 @@ def _running(site: Site) -> Iterator[Site]:
         yield site
     finally:
         site.client.close()
+
+
+# -- requests byte for byte -------------------------------------------------------------------
+
+
+class Reply:
+    """A reply read off the socket: status, headers (lower-case names), body (decoded from
+    gzip or deflate as curl --compressed, Node's request or axios would)."""
+
+    def __init__(self, status: int, headers: dict, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def wire(site: Site, method: str, target: str, lines=(), body: bytes | None = None,
+         base: str | None = None) -> Reply:
+    """Send this request line and these header lines byte for byte (clients that do not
+    re-encode `[`, `]`, `$`, `\\` or `+`), under `base` (by default the URL a user types,
+    the site URL), with Content-Length for a body and `Connection: close` unless given."""
+    u = urlsplit(base or site.site_url)
+    head = [f"{method} {u.path.rstrip('/')}{target} HTTP/1.1", f"Host: {u.netloc}", *lines]
+    if body is not None:
+        head.append(f"Content-Length: {len(body)}")
+    if not any(line.lower().startswith("connection:") for line in lines):
+        head.append("Connection: close")
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + (body or b""))
+        resp = http.client.HTTPResponse(s, method=method)
+        resp.begin()
+        data = resp.read()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+    encoding = headers.get("content-encoding", "")
+    if encoding == "gzip":
+        data = gzip.decompress(data)
+    elif encoding == "deflate":
+        data = zlib.decompress(data)
+    return Reply(resp.status, headers, data)

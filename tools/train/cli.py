@@ -355,14 +355,24 @@ def _snoring_figures(clf, cache, nights, echo) -> dict:
                               progress=lambda k, n: echo(f"  snoring night {k}/{n}"))
 
 
+def _real_data_options(what: str):
+    """--json, and --data: a folder of real recordings (`what`) to score the committed model
+    on, without retraining, instead of the simulated nights."""
+    def add(fn):
+        fn = click.option("--data", type=click.Path(exists=True, file_okay=False,
+                                                    path_type=Path), default=None,
+                          help=f"Score the committed {what}")(fn)
+        return click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")(fn)
+
+    return add
+
+
 @evaluate.command("sleep")
 @_with_options
-@click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Score the committed sleep model, without retraining, on real wrist nights "
-                   "of your own instead, in the Walch 2019 sleep-accel layout: "
-                   "motion/<id>_acceleration.txt, heart_rate/<id>_heartrate.txt and "
-                   "labels/<id>_labeled_sleep.txt.")
+@_real_data_options("sleep model, without retraining, on real wrist nights of your own "
+                    "instead, in the Walch 2019 sleep-accel layout: "
+                    "motion/<id>_acceleration.txt, heart_rate/<id>_heartrate.txt and "
+                    "labels/<id>_labeled_sleep.txt.")
 def eval_sleep(cache, models, nights, hours, as_json, data):
     """Accuracy, Cohen's kappa, wake specificity, per-stage F1 and the confusion matrix, per
     input subset; with --data, from motion and from motion and heart rate on real nights."""
@@ -392,12 +402,9 @@ def eval_sleep(cache, models, nights, hours, as_json, data):
 
 @evaluate.command("breathing")
 @_with_options
-@click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Score the committed heart-rhythm apnea model, without retraining, on recordings "
-                   "of your own instead: <rec>_beats.csv.gz (t_min,rr_s) and "
-                   "<rec>_apnea_minutes.csv (minute,apnea) per recording, as in "
-                   "../shared/data/apnea-ecg-learning.")
+@_real_data_options("heart-rhythm apnea model, without retraining, on recordings of your "
+                    "own instead: <rec>_beats.csv.gz (t_min,rr_s) and <rec>_apnea_minutes.csv "
+                    "(minute,apnea) per recording, as in ../shared/data/apnea-ecg-learning.")
 def eval_breathing(cache, models, nights, hours, as_json, data):
     """Per-event F1, AHI error, and sensitivity/specificity at AHI >= 15 on simulated nights;
     with --data, per-minute and per-recording apnea figures of the heart-rhythm model on real
