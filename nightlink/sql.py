@@ -300,16 +300,31 @@ def quick_check(path: str) -> str | None:
     return None if rows == ["ok"] else "; ".join(rows)
 
 
-def connect_problem(where: str, error: str) -> str:
-    """One sentence for a PostgreSQL server that could not be used: unreachable, or reached
-    and refusing the login (a peer login lets in only the system user of the role's name)."""
+def connect_problem(where: str, error: str, role: str | None = None) -> str:
+    """One sentence for a PostgreSQL server that could not be used: unreachable, reached and
+    refusing the login (a peer login lets in only the system user of the role's name), or
+    reached without the role or database the URL names."""
     detail = " ".join(error.split())
     if "authentication failed" in detail:
         return (f"PostgreSQL at {where} refused the login ({detail}): run the command as the "
-                "system user the role is named after (runuser -u nightlink -- ...) for a peer "
-                "login, or give the role's password in the URL; pg_hba.conf says which the "
-                "server takes.")
+                f"system user the role is named after (runuser -u {role or 'nightlink'} -- ...) "
+                "for a peer login, or give the role's password in the URL; pg_hba.conf says "
+                "which the server takes.")
+    if "does not exist" in detail:
+        return (f"PostgreSQL at {where} answered, but {detail.rsplit('FATAL: ', 1)[-1]}: create "
+                "it as the user postgres (createuser; createdb -O ROLE NAME) or correct the "
+                "URL.")
     return f"PostgreSQL at {where} cannot be reached ({detail})."
+
+
+def _role(dsn: str) -> str | None:
+    """The role a PostgreSQL URL logs in as, if it names one."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return conninfo_to_dict(dsn).get("user")
+    except Exception:  # noqa: BLE001 - a URL psycopg cannot read names no role
+        return None
 
 
 class PostgresDatabase(Database):
@@ -334,7 +349,7 @@ class PostgresDatabase(Database):
         try:
             self._conn()
         except psycopg.Error as exc:
-            raise DatabaseError(connect_problem(_safe_dsn(dsn), str(exc))) from None
+            raise DatabaseError(connect_problem(_safe_dsn(dsn), str(exc), _role(dsn))) from None
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)

@@ -218,6 +218,12 @@ def resolve_sync(request: Request, *, v3: bool = False,
     if presented and grant is None:
         if not count_failure:
             state.failures.forgive(address, stamp)
+        site = directory.site(key) if key is not None and not bearer and not offered else None
+        if site is not None and site.public_read:
+            # A `?token=` that is nobody's on a site everyone may read: what anyone may do,
+            # as Nightscout drops a token no subject has (a watch face sending a mistyped
+            # secret's hash, a URL whose token an app garbles); still counted as a guess.
+            return site, site.default_grant()
         raise unauthorized("Missing or bad access token or JWT" if v3 else
                            "The api-secret, token or JWT is not valid for this site.")
     if grant is None:

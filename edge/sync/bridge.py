@@ -46,11 +46,15 @@ def lan_files(passwd: Path | None, acl: Path | None,
               conf: Path | None) -> tuple[Path, Path, str]:
     """(password file, ACL file, the command that makes the broker read them): the files
     given; else those the LAN broker's configuration names (`conf`, else the one
-    nightlink-mosquitto@edge reads), so that letting a clock in later needs no paths; else
-    Debian's own broker's. The unit to reload follows the files' folder: `broker-X` under
-    the units is `nightlink-mosquitto@X`."""
+    nightlink-mosquitto@edge reads), so that letting a clock in later needs no paths; a
+    configuration about to be written first gets `passwd` and `acl` beside it; else Debian's
+    own broker's. The unit to reload follows the files' folder: `broker-X` under the units is
+    `nightlink-mosquitto@X`."""
     if passwd is None or acl is None:
-        named = _conf_files(conf if conf is not None else UNIT_CONF)
+        source = conf if conf is not None else UNIT_CONF
+        named = _conf_files(source)
+        if conf is not None and not named:  # a new configuration: its files beside it
+            named = {"password_file": conf.parent / "passwd", "acl_file": conf.parent / "acl"}
         passwd = passwd or named.get("password_file") or Path(DEFAULT_PASSWD)
         acl = acl or named.get("acl_file") or Path(DEFAULT_ACL)
     folder = passwd.absolute().parent.name
@@ -67,9 +71,9 @@ def _conf_files(conf: Path) -> dict[str, Path]:
         return {}
     found = {}
     for line in lines:
-        key, _, value = line.strip().partition(" ")
-        if key in ("password_file", "acl_file") and value.strip():
-            found[key] = Path(value.strip())
+        key, *value = line.split(None, 1) or [""]
+        if key in ("password_file", "acl_file") and value and value[0].strip():
+            found[key] = Path(value[0].strip())
     return found
 
 

@@ -167,5 +167,10 @@ def test_cloud_cli__a_refused_postgresql_login_is_named_as_such(postgres_server,
     monkeypatch.setenv("NIGHTLINK_DATABASE_URL", url)
     r = CliRunner().invoke(main, ["cloud", "accounts", "list"])
     assert r.exit_code == 2
-    assert "refused the login" in r.output and "runuser -u nightlink" in r.output, r.output
+    assert "refused the login" in r.output and f"runuser -u {role} --" in r.output, r.output
     assert "cannot be reached" not in r.output
+    monkeypatch.setenv("NIGHTLINK_DATABASE_URL", postgres_server.url("no_such_database"))
+    r = CliRunner().invoke(main, ["cloud", "accounts", "list"])
+    assert r.exit_code == 2
+    assert 'answered, but database "no_such_database" does not exist: create it' in r.output, \
+        r.output

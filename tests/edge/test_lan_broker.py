@@ -203,6 +203,13 @@ def test_lan_files__the_ones_the_lan_broker_reads_when_not_given(tmp_path, monke
                                            f"acl_file {second}/acl\n")
     assert bridge.lan_files(None, None, second / "mosquitto.conf") == (
         second / "passwd", second / "acl", "systemctl reload nightlink-mosquitto@kid2")
+    (second / "mosquitto.conf").write_text(f"password_file\t{second}/passwd\n"  # a tab
+                                           f"acl_file   {second}/acl\n")
+    assert bridge.lan_files(None, None, second / "mosquitto.conf")[:2] == (
+        second / "passwd", second / "acl")
+    new = tmp_path / "nightlink" / "broker-kid3" / "mosquitto.conf"  # written by this run
+    assert bridge.lan_files(None, None, new) == (
+        new.parent / "passwd", new.parent / "acl", "systemctl reload nightlink-mosquitto@kid3")
     given = (tmp_path / "p", tmp_path / "a")
     assert bridge.lan_files(*given, None) == (*given, "systemctl reload mosquitto")
     monkeypatch.setattr(bridge, "UNIT_CONF", tmp_path / "none" / "mosquitto.conf")

