@@ -8,6 +8,7 @@ by path (`/t/{tenant}/api/v1/…`) or, when `tenant_domain` is set, by Host
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 
@@ -161,10 +162,11 @@ def _docstring_summaries(router) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    """The app from NIGHTLINK_* settings (uvicorn's factory for several worker processes)."""
+    """The app from NIGHTLINK_* settings and NIGHTLINK_ENV_FILE's file, as `cloud
+    --env-file` gave it (uvicorn's factory for several worker processes)."""
     from nightlink.cloud.config import load_settings
 
-    return create_app(load_settings())
+    return create_app(load_settings(env_file=os.environ.get("NIGHTLINK_ENV_FILE") or None))
 
 
 def bootstrap_admin(store: Store, settings: Settings) -> None:

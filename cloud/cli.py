@@ -157,6 +157,9 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
 
         if database_url:
             os.environ["NIGHTLINK_DATABASE_URL"] = database_url
+        env_file = click.get_current_context().meta.get(_ENV_FILE)
+        if env_file:  # the worker processes read the same settings file
+            os.environ["NIGHTLINK_ENV_FILE"] = os.path.abspath(env_file)
         _store(settings).close()  # migrate once, before the processes start
         uvicorn.run("nightlink.cloud.app:app_from_environment", factory=True, host=host,
                     port=port, workers=workers, log_level="warning", ws="websockets-sansio",

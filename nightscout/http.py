@@ -180,6 +180,21 @@ def resolve_sync(request: Request, *, v3: bool = False,
     `count_failure=False` looks without counting a bad credential against the address (the
     upload limit looks before the route, which counts it)."""
     state = state_of(request)
+    if not count_failure:  # a look before the route, which resolves (and counts) itself
+        return _resolve(request, state, v3, count_failure)
+    kept = request.scope.get("state", {}).get(_RESOLVED)
+    if kept is not None and kept[0] == v3:  # once a request: a guess is counted once
+        return kept[1]
+    found = _resolve(request, state, v3, count_failure)
+    request.scope.setdefault("state", {})[_RESOLVED] = (v3, found)
+    return found
+
+
+_RESOLVED = "nightlink.nightscout.resolved"
+
+
+def _resolve(request: Request, state: NightscoutState, v3: bool,
+             count_failure: bool) -> tuple[Site, auth.Grant]:
     directory = state.directory
     key = site_key(request)
     address = client_address(request)

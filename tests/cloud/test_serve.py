@@ -217,3 +217,34 @@ def test_cloud_broker_files_and_purge(tmp_path):
     assert "nl/v1/fam-1/a4cf12b0c3d4/#" in (tmp_path / "acl").read_text()
     purged = run("purge")
     assert purged.returncode == 0 and "Purged 1 tenants: gone." in purged.stdout
+
+
+def test_cloud_serve__several_workers_read_the_env_file_given(tmp_path):
+    """`cloud --env-file FILE serve --api-only --workers 2` with nothing in the environment
+    (a shell without the unit's EnvironmentFile): every worker process reads FILE too (they
+    read only the environment and ./.env, and were restarted for ever)."""
+    env_file = tmp_path / "cloud.env"
+    env_file.write_text(f"NIGHTLINK_JWT_SECRET={'s' + '0123456789abcdef' * 3}\n"
+                        f"NIGHTLINK_DATABASE_URL=sqlite:///{tmp_path / 'c.db'}\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nightlink", "cloud", "--env-file",
+                             str(env_file), "serve", "--api-only", "--workers", "2", "--port",
+                             str(port)], env=_bare_env(), cwd=tmp_path / "..",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "no worker served within 40 s"
+            time.sleep(0.2)
+        status = httpx.get(f"http://127.0.0.1:{port}/api/v1/status.json", timeout=5)
+        assert status.status_code in (200, 401), status.text  # served by a worker
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

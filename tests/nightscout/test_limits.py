@@ -404,3 +404,18 @@ def test_failed_credentials__a_wrong_secret_beside_a_right_token_counts(ns):
                    headers={"api-secret": f"{i:040x}"})
         assert r.status_code == 200
     assert ns.get("/api/v1/entries.json", headers={"api-secret": "f" + "0123456789abcdef" * 3}).status_code == 429
+
+
+def test_failed_credentials__a_wrong_token_on_a_public_site_counts_once(cloud_ns):
+    """A `?token=` nobody has, on a site everyone may read, is served with what anyone may do
+    and counted as one guess per request: properties (two permission checks) and a poll the
+    reply cache answers after a change do not count it twice, so 30 such polls a minute pass
+    and the 31st is refused."""
+    store = cloud_ns.app.state.store
+    store.create_tenant("fam-pub", "Public", public_read=True)
+    site = f"{cloud_ns.root}/t/fam-pub"
+    for i in range(30):
+        r = cloud_ns.client.get(f"{site}/api/v2/properties/bgnow,iob?token=wrong-{i % 3}")
+        assert r.status_code == 200, (i, r.status_code, r.text)
+    r = cloud_ns.client.get(f"{site}/api/v2/properties/bgnow,iob?token=wrong-0")
+    assert r.status_code == 429, r.text
