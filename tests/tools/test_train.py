@@ -247,7 +247,7 @@ def test_stage_scores__a_stage_neither_scored_nor_called_has_no_f1():
     assert got["f1"]["Wake"] == 1.0 and got["f1"]["Deep"] == pytest.approx(0.667, abs=1e-3)
 
 
-def _walch_night(root, subject, seed):
+def _walch_night(root, subject, seed, still_g=1.0):
     """A 6-hour night in the Walch 2019 layout, drawn so that its wake is plain: the watch
     moves (|a| - 1 g about 0.1 g) and the heart runs 20 bpm faster than in sleep, where the
     watch lies still (sensor noise 0.003 g) at 4 Hz."""
@@ -271,7 +271,7 @@ def _walch_night(root, subject, seed):
         "".join(f"{t:.1f},{b:.0f}\n" for t, b in zip(t_hr, bpm, strict=True)))
     t = np.arange(0, epochs * 30, 0.25)
     wake = stages[(t // 30).astype(int)] == 0
-    z = 1.0 + np.where(wake, rng.normal(0, 0.12, t.size), rng.normal(0, 0.003, t.size))
+    z = still_g + np.where(wake, rng.normal(0, 0.12, t.size), rng.normal(0, 0.003, t.size))
     (root / "motion" / f"{subject}_acceleration.txt").write_text(
         "".join(f"{a:.2f} 0.0 0.0 {b:.4f}\n" for a, b in zip(t, z, strict=True)))
 
@@ -281,6 +281,13 @@ def test_eval_sleep_data__the_committed_model_on_wrist_nights_of_the_walch_layou
     (here drawn in their layout) from motion alone and with heart rate, and says which."""
     for k, subject in enumerate(("1001", "1002")):
         _walch_night(tmp_path, subject, k)
+    # A watch whose still reading is 2 % high, a file with a header and a last line cut
+    # short: read the same; one without acceleration: left out, said.
+    _walch_night(tmp_path, "1003", 3, still_g=1.02)
+    motion = tmp_path / "motion" / "1003_acceleration.txt"
+    motion.write_text("time x y z\n" + motion.read_text() + "123.4 0.0\n")
+    _walch_night(tmp_path, "1004", 4)
+    (tmp_path / "motion" / "1004_acceleration.txt").write_text("")
     _walch(tmp_path / "broken", "2001")  # a subject whose heart rate file has one column
     for d in ("labels", "heart_rate", "motion"):
         for f in (tmp_path / "broken" / d).iterdir():
@@ -289,8 +296,9 @@ def test_eval_sleep_data__the_committed_model_on_wrist_nights_of_the_walch_layou
     r = CliRunner().invoke(main, ["eval", "sleep", "--data", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
     assert "note: 2001 left out" in r.output
+    assert "note: 1004 left out: acceleration in 0% of its scored epochs" in r.output
     got = _last_json(r.output)
-    assert got["nights"] == 2 and got["epochs"] == 2 * 719 and got["data"].startswith("real")
+    assert got["nights"] == 3 and got["epochs"] == 3 * 719 and got["data"].startswith("real")
     assert set(got["by_inputs"]) == {"motion", "motion_hr"}
     motion, both = got["by_inputs"]["motion"], got["by_inputs"]["motion_hr"]
     # Plain wake: the actigraphy rule on these counts and both calls find it.

@@ -389,9 +389,15 @@ def eval_sleep(cache, models, nights, hours, as_json, data):
     left_out, real = [], []
     for subject in subjects[:nights] if nights else subjects:
         try:
-            real.append(readers.walch_night(data, subject))
+            night = readers.walch_night(data, subject)
         except NightlinkError as exc:
             left_out.append(f"{subject} left out: {str(exc).rstrip('.')}.")
+            continue
+        thin = readers.wrist_coverage(night)
+        if thin:
+            left_out.append(f"{subject} left out: {thin}.")
+        else:
+            real.append(night)
     _say_notes(left_out)
     if not real:
         raise NightlinkError(f"No night in {data} could be read.")

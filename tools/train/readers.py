@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nightlink.edge.features.reducers import MOVEMENT_COUNTS
 from nightlink.errors import NightlinkError
 from nightlink.tools.train.glucose_data import CgmSeries
 from nightlink.tools.train.nights import Night, input_names
@@ -26,16 +27,36 @@ _WALCH_STAGE = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3}
 
 
 def _table(path: Path, sep: str | None, columns: int) -> np.ndarray:
-    """The file's rows of numbers (at least `columns` each), finite ones only."""
+    """The file's rows of numbers, their first `columns` values, finite ones only; lines that
+    are no such row (a header, a line cut short at the end) are passed over."""
     try:
         rows = np.loadtxt(path, delimiter=sep, ndmin=2)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    except ValueError:  # not all lines are rows of numbers: take those that are
+        rows = _numeric_rows(path, sep, columns)
     if rows.size and rows.shape[1] < columns:
         raise NightlinkError(f"Cannot read {path}: {columns} columns are needed, it has "
                              f"{rows.shape[1]}.")
-    return rows[np.isfinite(rows[:, :columns]).all(axis=1)] if rows.size else \
-        np.zeros((0, columns))
+    rows = rows[:, :columns] if rows.size else np.zeros((0, columns))
+    return rows[np.isfinite(rows).all(axis=1)]
+
+
+def _numeric_rows(path: Path, sep: str | None, columns: int) -> np.ndarray:
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                cells = line.split(sep)
+                if len(cells) < columns:
+                    continue
+                try:
+                    out.append([float(c) for c in cells[:columns]])
+                except ValueError:
+                    continue
+    except OSError as exc:
+        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    return np.array(out, dtype=np.float64).reshape(-1, columns)
 
 
 def walch_subjects(root: Path) -> list[str]:
@@ -71,14 +92,32 @@ def walch_night(root: Path, subject: str) -> Night:
             x[k, col["wearable.hr_max_bpm"]] = h.max()
         m = mag[a_lo[k]:a_hi[k]]
         if m.size:
-            # Activity as summed deviation from 1 g, in counts of 0.01 g (an actigraphy proxy).
-            activity = float(np.abs(m - 1.0).sum() * 100 / max(m.size / 30, 1))
-            x[k, col["wearable.activity_count"]] = min(activity, 32000)
-            x[k, col["wearable.movement"]] = 1.0 if np.abs(np.diff(m)).max(initial=0) > 0.05 else 0.0
+            # Activity as the summed deviation of the magnitude from its median over the
+            # epoch (so a watch whose still reading is 1.02 g counts no motion), in 0.01 g
+            # per second of samples: an actigraphy proxy; movement as the edge calls it.
+            activity = min(float(np.abs(m - np.median(m)).sum() * 100 / max(m.size / 30, 1)),
+                           32000.0)
+            x[k, col["wearable.activity_count"]] = activity
+            x[k, col["wearable.movement"]] = 1.0 if activity >= MOVEMENT_COUNTS else 0.0
     stage = np.array([_WALCH_STAGE[s] for _t, s in keep], dtype=np.int8)
     z = np.zeros(n, dtype=np.uint8)
     return Night(seed=-1, patient=f"walch#{subject}", first_epoch=0, x=x, stage=stage,
                  snore=z, resp=z, desat3=z, desat4=z, events=np.zeros((0, 3)), ahi_truth=0.0)
+
+
+MIN_COVERAGE = 0.5  # share of a night's scored epochs that must have the signal
+
+
+def wrist_coverage(night: Night) -> str | None:
+    """Why a wrist night cannot be scored from motion and heart rate: a signal present in
+    under half of its scored epochs (an empty or cut-short file); None when it can."""
+    names = input_names()
+    for label, name in (("acceleration", "wearable.activity_count"),
+                        ("heart rate", "wearable.hr_mean_bpm")):
+        share = float(np.isfinite(night.x[:, names.index(name)]).mean()) if night.x.size else 0.0
+        if share < MIN_COVERAGE:
+            return f"{label} in {share:.0%} of its scored epochs"
+    return None
 
 
 def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
