@@ -429,3 +429,34 @@ def test_alarm_ack__acknowledges_the_clouds_own_alerts_as_the_app_does(cloud_ns)
     assert sorted(audit, key=lambda e: e[1]["alert"]) == [
         ("alert.ack", {"alert": low, "via": "nightscout", "credential": "aaps"}),
         ("alert.ack", {"alert": urgent, "via": "nightscout", "credential": "aaps"})]
+
+
+def test_public_site__a_token_nobody_has_reads_as_anyone_does_as_over_http(cloud_ns):
+    """On a site everyone may read, a socket authorizing with a token nobody has gets what
+    anyone gets there (read), as an HTTP request with that `?token=` does; a wrong secret,
+    or the same token on a private site, is still refused."""
+    store = cloud_ns.app.state.store
+    store.create_tenant("fam-pub", "Public", public_read=True)
+
+    nobody = {"token": "nobody-0123456789abcdef"}
+
+    async def run():
+        rec = Recorder()
+        await rec.connect(cloud_ns.root, ["/t/fam-pub"])
+        public = await rec.call("authorize", nobody, "/t/fam-pub")
+        await rec.close()
+        refused = []
+        for site, creds in (("fam-pub", {"secret": "0" * 40}), ("fam-2", nobody)):
+            rec = Recorder()
+            await rec.connect(cloud_ns.root, [f"/t/{site}"])
+            await rec.sio.emit("authorize", creds, namespace=f"/t/{site}")
+            refused.append(await _gone(rec, f"/t/{site}"))  # disconnected, as before
+            await rec.close()
+        return public, refused
+
+    public, refused = asyncio.run(run())
+    assert public == {"read": True, "write": False, "write_treatment": False}, public
+    assert refused == [True, True]
+    http = httpx.get(f"{cloud_ns.root}/t/fam-pub/api/v1/entries.json?token=nobody-0123456789abcdef",
+                     timeout=10)
+    assert http.status_code == 200
