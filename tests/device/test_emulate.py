@@ -174,3 +174,13 @@ def test_clock_feed_topic__not_bridged_nor_ingested(kind):
 
 def test_emulator_runner_exists():
     assert emulate.RUNNER.is_file() and emulate.RUNNER.parent.name == "hostport"
+
+
+def test_emulate__an_image_without_the_device_tools_extra_says_so(tmp_path, monkeypatch):
+    import sys
+
+    image = tmp_path / "fs-esp32.img"
+    image.write_bytes(b"\x03\x00\x00\x00littlefs" + bytes(4096))
+    monkeypatch.setitem(sys.modules, "littlefs", None)  # an install with the edge extra only
+    r = CliRunner().invoke(main, ["device", "emulate", "--config", str(image)])
+    assert r.exit_code == 2 and "device-tools extra" in r.output, r.output

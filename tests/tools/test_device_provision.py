@@ -178,7 +178,7 @@ def test_provision__the_clocks_zone_by_its_iana_name(cloud, tmp_path):
     before = len(devices(store))
     r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Z", "--wifi", WIFI,
             "--tz", "Mars/Olympus_Mons", "--out", str(tmp_path / "mars"))
-    assert r.exit_code == 2 and "tz must be a POSIX TZ string" in r.output, r.output
+    assert r.exit_code == 2 and "Mars/Olympus_Mons is no time zone known here" in r.output, r.output
     assert len(devices(store)) == before
 
 
@@ -329,3 +329,15 @@ def test_provision__cloud_fallback_gets_a_read_only_token(cloud, tmp_path):
     assert run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Mum's", "--wifi",
                WIFI, "--mqtt-host", "192.168.1.20", "--out", str(plain)).exit_code == 0
     assert "cloud" not in image_config(plain)
+
+
+def test_posix_tz__from_the_tzdata_package_where_the_system_has_no_zone_files(monkeypatch):
+    """A clock computer without /usr/share/zoneinfo (Windows): the zones come from the tzdata
+    package the device-tools extra brings."""
+    import zoneinfo
+
+    from nightlink.tools.device.provision import posix_tz
+
+    monkeypatch.setattr(zoneinfo, "TZPATH", ())
+    assert posix_tz("Europe/Amsterdam") == "CET-1CEST,M3.5.0,M10.5.0/3"
+    assert posix_tz("Australia/Sydney") == "AEST-10AEDT,M10.1.0,M4.1.0/3"

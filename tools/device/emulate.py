@@ -132,6 +132,9 @@ def _config_file(path: Path, private: Path) -> Path:
 
     try:
         inside = read_fs_image(raw).get("config.json")
+    except ImportError:
+        raise NightlinkError(f"{path} is no JSON, and reading a clock's filesystem image needs "
+                             "Nightlink's device-tools extra (littlefs).") from None
     except Exception:  # noqa: BLE001 - littlefs says only that it is no filesystem
         inside = None
     if inside is None:

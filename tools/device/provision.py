@@ -143,6 +143,9 @@ def clock_config(device: dict, tenant: str, name: str, wifi: list[dict],
     return cfg
 
 
+_IANA = re.compile(r"[A-Za-z_]+(?:/[A-Za-z0-9_+-]+)+")  # Europe/Amsterdam, Etc/GMT+8
+
+
 def posix_tz(name: str) -> str:
     """The POSIX TZ rule the clock's firmware reads (device/tzrule.py) for a zone given by its
     IANA name (Europe/Amsterdam: the rule in the last line of its TZif file, as the edge's
@@ -153,6 +156,9 @@ def posix_tz(name: str) -> str:
     from nightlink.shared.epoch import zone_file
 
     if name not in zoneinfo.available_timezones() or zone_file(name):  # ("localtime": ours)
+        if _IANA.fullmatch(name):  # Area/City: a zone, not a rule, but none known here
+            raise NightlinkError(f"--tz {name} is no time zone known here; give an IANA name "
+                                 "such as Europe/Amsterdam or a POSIX rule.")
         return name  # a POSIX rule (CET-1CEST,M3.5.0,M10.5.0/3); the config check reads it
     data = None
     for folder in zoneinfo.TZPATH:
