@@ -305,7 +305,8 @@ def connect_problem(where: str, error: str, role: str | None = None) -> str:
     refusing the login (a peer login lets in only the system user of the role's name), or
     reached without the role or database the URL names."""
     detail = " ".join(error.split())
-    if "authentication failed" in detail:
+    if any(refused in detail for refused in ("authentication failed", "no password supplied",
+                                             "no pg_hba.conf entry")):
         return (f"PostgreSQL at {where} refused the login ({detail}): run the command as the "
                 f"system user the role is named after (runuser -u {role or 'nightlink'} -- ...) "
                 "for a peer login, or give the role's password in the URL; pg_hba.conf says "

@@ -51,10 +51,12 @@ def lan_files(passwd: Path | None, acl: Path | None,
     own broker's. The unit to reload follows the files' folder: `broker-X` under the units is
     `nightlink-mosquitto@X`."""
     if passwd is None or acl is None:
-        source = conf if conf is not None else UNIT_CONF
-        named = _conf_files(source)
+        named = _conf_files(conf if conf is not None else UNIT_CONF)
         if conf is not None and not named:  # a new configuration: its files beside it
             named = {"password_file": conf.parent / "passwd", "acl_file": conf.parent / "acl"}
+        if len(named) == 1:  # a configuration naming one: the other beside it
+            (folder,) = {p.parent for p in named.values()}
+            named = {"password_file": folder / "passwd", "acl_file": folder / "acl", **named}
         passwd = passwd or named.get("password_file") or Path(DEFAULT_PASSWD)
         acl = acl or named.get("acl_file") or Path(DEFAULT_ACL)
     folder = passwd.absolute().parent.name
@@ -64,11 +66,16 @@ def lan_files(passwd: Path | None, acl: Path | None,
 
 
 def _conf_files(conf: Path) -> dict[str, Path]:
-    """The password_file and acl_file a mosquitto.conf names (none when it cannot be read)."""
+    """The password_file and acl_file a mosquitto.conf names (none when there is none);
+    NightlinkError when it is there but cannot be read (not silently Debian's files)."""
     try:
         lines = conf.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+    except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NightlinkError(f"The LAN broker's configuration {conf} cannot be read "
+                             f"({type(exc).__name__}); run this as root or name the files "
+                             "with --passwd and --acl.") from None
     found = {}
     for line in lines:
         key, *value = line.split(None, 1) or [""]

@@ -161,8 +161,14 @@ def test_cloud_cli__a_refused_postgresql_login_is_named_as_such(postgres_server,
     hba = postgres_server.data / "pg_hba.conf"
     with psycopg.connect(postgres_server.url(), autocommit=True) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN")
-        hba.write_text(f"local all {role} peer\n" + hba.read_text())  # this role alone
+        conn.execute("CREATE ROLE pw_only LOGIN PASSWORD 'not-given'")
+        hba.write_text(f"local all {role} peer\nhost all pw_only 127.0.0.1/32 "  # these alone
+                       "scram-sha-256\n" + hba.read_text())
         conn.execute("SELECT pg_reload_conf()")
+    monkeypatch.setenv("NIGHTLINK_DATABASE_URL",
+                       f"postgresql://pw_only@127.0.0.1:{postgres_server.port}/postgres")
+    r = CliRunner().invoke(main, ["cloud", "accounts", "list"])  # no password in the URL
+    assert r.exit_code == 2 and "refused the login" in r.output, r.output
     url = f"postgresql://{role}@/postgres?host={postgres_server.dir}&port={postgres_server.port}"
     monkeypatch.setenv("NIGHTLINK_DATABASE_URL", url)
     r = CliRunner().invoke(main, ["cloud", "accounts", "list"])

@@ -32,6 +32,7 @@ from nightlink.edge.sources.cgm import glucose_to_entry
 from nightlink.edge.sources.samples import Glucose
 from nightlink.edge.store import EdgeStore
 from nightlink.edge.sync import bridge
+from nightlink.errors import NightlinkError
 from nightlink.shared import features, topics
 from nightlink.tools.device import emulate
 from nightlink.tools.device.build import read_fs_image
@@ -210,6 +211,11 @@ def test_lan_files__the_ones_the_lan_broker_reads_when_not_given(tmp_path, monke
     new = tmp_path / "nightlink" / "broker-kid3" / "mosquitto.conf"  # written by this run
     assert bridge.lan_files(None, None, new) == (
         new.parent / "passwd", new.parent / "acl", "systemctl reload nightlink-mosquitto@kid3")
+    (second / "mosquitto.conf").write_text(f"password_file {second}/users\n")  # one named
+    assert bridge.lan_files(None, None, second / "mosquitto.conf")[:2] == (
+        second / "users", second / "acl")
+    with pytest.raises(NightlinkError, match="cannot be read"):  # not Debian's files instead
+        bridge.lan_files(None, None, second)  # (a folder: as a file root may not read)
     given = (tmp_path / "p", tmp_path / "a")
     assert bridge.lan_files(*given, None) == (*given, "systemctl reload mosquitto")
     monkeypatch.setattr(bridge, "UNIT_CONF", tmp_path / "none" / "mosquitto.conf")

@@ -172,7 +172,9 @@ def posix_tz(name: str) -> str:
         except (ModuleNotFoundError, FileNotFoundError, OSError, ValueError):
             raise NightlinkError(f"--tz {name} is no time zone known here; give an IANA name "
                                  "such as Europe/Amsterdam or a POSIX rule.") from None
-    footer = data.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("ascii", "replace")
+    # TZif version 2 and later end in "\n<POSIX rule>\n" (RFC 8536); version 1 has no rule
+    footer = data[:-1].rsplit(b"\n", 1)[-1].decode("ascii", "replace") \
+        if data.endswith(b"\n") and data[4:5] in (b"2", b"3", b"4") else ""
     if not data.startswith(b"TZif") or not footer:
         raise NightlinkError(f"--tz {name}: its zone file holds no POSIX rule; give the rule "
                              "itself (CET-1CEST,M3.5.0,M10.5.0/3).")
