@@ -53,7 +53,18 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from tests.support.nightscout import MIN, SECRET, SECRET_SHA1, iso, now_ms, wire
+from tests.support.nightscout import (
+    MIN,
+    PUB_H,
+    SECRET,
+    SECRET_SHA1,
+    is_int,
+    is_num,
+    iso,
+    now_ms,
+    public_tenant,
+    wire,
+)
 
 ON_POSTGRES = True
 
@@ -73,24 +84,12 @@ def readings(ns, n: int = 6, *, step: int = 5 * MIN, first: int = 100, end: int 
     return t0
 
 
-def public_tenant(cloud_ns, name: str = "fam-pub") -> str:
-    """A cloud tenant whose default role is readable (`create-tenant --public-read`)."""
-    store = cloud_ns.app.state.store
-    store.create_tenant(name, "Public", public_read=True)
-    store.set_api_secret(name, "public-family-secret-26")
-    return f"{cloud_ns.root}/t/{name}"
 
 
-PUB_H = {"api-secret": hashlib.sha1(b"public-family-secret-26").hexdigest()}
 
 
-def is_int(v) -> bool:
-    """What Go's encoding/json and Swift's JSONDecoder take as an integer."""
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 # -- Nightscouter -------------------------------------------------------------------------------

@@ -74,12 +74,23 @@ NightscoutService, whose requests (NightscoutUploadKit) are Loop's, already repl
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import quote, urlencode
 
-from tests.support.nightscout import MIN, SECRET, SECRET_SHA1, Reply, iso, now_ms, wire
+from tests.support.nightscout import (
+    MIN,
+    PUB_H,
+    SECRET,
+    SECRET_SHA1,
+    Reply,
+    is_int,
+    is_num,
+    iso,
+    now_ms,
+    public_tenant,
+    wire,
+)
 
 ON_POSTGRES = True
 
@@ -87,12 +98,8 @@ HOUR = 60 * MIN
 H = {"api-secret": SECRET_SHA1}
 
 
-def is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def upload_readings(ns, n: int, *, end: int | None = None, step: int = 5 * MIN,
@@ -421,14 +428,8 @@ def test_ssuppe__treatments_decode_with_zod(ns):
 # -- nightscout-cgm-skill (shanselman) -----------------------------------------------------------
 
 
-def public_tenant(cloud_ns, name: str = "fam-pub") -> str:
-    store = cloud_ns.app.state.store
-    store.create_tenant(name, "Public", public_read=True)
-    store.set_api_secret(name, "public-family-secret-26")
-    return f"{cloud_ns.root}/t/{name}"
 
 
-PUB_H = {"api-secret": hashlib.sha1(b"public-family-secret-26").hexdigest()}
 REQUESTS = ["User-Agent: python-requests/2.32.3", "Accept-Encoding: gzip, deflate",
             "Accept: */*"]
 

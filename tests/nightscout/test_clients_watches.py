@@ -43,7 +43,19 @@ import json
 from datetime import datetime
 from urllib.parse import quote
 
-from tests.support.nightscout import MIN, SECRET, SECRET_SHA1, Reply, iso, now_ms, wire
+from tests.support.nightscout import (
+    MIN,
+    PUB_H,
+    SECRET,
+    SECRET_SHA1,
+    Reply,
+    is_int,
+    is_num,
+    iso,
+    now_ms,
+    public_tenant,
+    wire,
+)
 
 ON_POSTGRES = True
 
@@ -65,23 +77,12 @@ def readings(ns, n: int = 6, *, step: int = 5 * MIN, first: int = 100, end: int 
     return t0
 
 
-def public_tenant(cloud_ns, name: str = "fam-pub") -> str:
-    """A cloud tenant whose default role is readable (`create-tenant --public-read`)."""
-    store = cloud_ns.app.state.store
-    store.create_tenant(name, "Public", public_read=True)
-    store.set_api_secret(name, "public-family-secret-26")
-    return f"{cloud_ns.root}/t/{name}"
 
 
-PUB_H = {"api-secret": hashlib.sha1(b"public-family-secret-26").hexdigest()}
 
 
-def is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def is_num(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def java_float(v) -> float:

@@ -192,3 +192,27 @@ def wire(site: Site, method: str, target: str, lines=(), body: bytes | None = No
     elif encoding == "deflate":
         data = zlib.decompress(data)
     return Reply(resp.status, headers, data)
+
+
+# -- sites anyone may read, and the types clients decode -------------------------------------
+
+PUBLIC_SECRET = "public-family-secret-26"
+PUB_H = {"api-secret": hashlib.sha1(PUBLIC_SECRET.encode()).hexdigest()}
+
+
+def public_tenant(cloud: Site, name: str = "fam-pub") -> str:
+    """A cloud tenant whose default role is readable (`create-tenant --public-read`), with
+    PUBLIC_SECRET as its API secret; its site URL."""
+    store = cloud.app.state.store
+    store.create_tenant(name, "Public", public_read=True)
+    store.set_api_secret(name, PUBLIC_SECRET)
+    return f"{cloud.root}/t/{name}"
+
+
+def is_int(v) -> bool:
+    """What Go's encoding/json and Swift's JSONDecoder take as an integer."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
