@@ -159,7 +159,6 @@ class Settings(BaseSettings):
                     f"or set NIGHTLINK_MAIL_FROM")
         return self
 
-
     @model_validator(mode="after")
     def _database(self):
         """In production the database is named: a command run without the service's settings

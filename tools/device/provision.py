@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from nightlink.errors import NightlinkError, cloud_url, http_detail
-from nightlink.tools.device.build import BuildResult, build, validate_config
+from nightlink.tools.device.build import BuildResult, build, check_compiler, validate_config
 
 _LOGGER = logging.getLogger(__name__)
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -139,7 +139,7 @@ def clock_config(device: dict, tenant: str, name: str, wifi: list[dict],
     if units:
         cfg["units"] = units
     if tz:
-        cfg["tz"] = posix_tz(tz)
+        cfg["tz"] = tz  # a POSIX rule (provision makes one of a zone's name: posix_tz)
     return cfg
 
 
@@ -155,10 +155,11 @@ def posix_tz(name: str) -> str:
 
     from nightlink.shared.epoch import zone_file
 
+    unknown = NightlinkError(f"--tz {name} is no time zone known here; give an IANA name such "
+                             "as Europe/Amsterdam or a POSIX rule.")
     if name not in zoneinfo.available_timezones() or zone_file(name):  # ("localtime": ours)
         if _IANA.fullmatch(name):  # Area/City: a zone, not a rule, but none known here
-            raise NightlinkError(f"--tz {name} is no time zone known here; give an IANA name "
-                                 "such as Europe/Amsterdam or a POSIX rule.")
+            raise unknown
         return name  # a POSIX rule (CET-1CEST,M3.5.0,M10.5.0/3); the config check reads it
     data = None
     for folder in zoneinfo.TZPATH:
@@ -170,8 +171,7 @@ def posix_tz(name: str) -> str:
         try:
             data = resources.files("tzdata").joinpath("zoneinfo", *name.split("/")).read_bytes()
         except (ModuleNotFoundError, FileNotFoundError, OSError, ValueError):
-            raise NightlinkError(f"--tz {name} is no time zone known here; give an IANA name "
-                                 "such as Europe/Amsterdam or a POSIX rule.") from None
+            raise unknown from None
     # TZif version 2 and later end in "\n<POSIX rule>\n" (RFC 8536); version 1 has no rule
     footer = data[:-1].rsplit(b"\n", 1)[-1].decode("ascii", "replace") \
         if data.endswith(b"\n") and data[4:5] in (b"2", b"3", b"4") else ""
@@ -197,9 +197,8 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
         raise NightlinkError("The clock's --name must be 1 to 32 characters.")
     # Check everything but the credentials before the cloud mints an account: a clock
     # registered without an image is left over in the cloud.
-    from nightlink.tools.device.build import check_compiler
-
     check_compiler()
+    tz = posix_tz(tz) if tz else None  # the zone's rule, read once
     stand_in = {"device_id": "0" * 12, "mqtt_host": mqtt_host or "localhost",
                 "mqtt_port": mqtt_port or 1883, "mqtt_username": tenant + "." + "0" * 12,
                 "mqtt_password": "-" * 24}

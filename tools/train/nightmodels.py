@@ -195,15 +195,17 @@ def _sleep_wake(y: np.ndarray, wake: np.ndarray) -> dict:
             "wake_specificity": round(float(wake[y == 0].mean()), 3) if (y == 0).any() else None}
 
 
-def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
-    """Held-out simulated nights, once per input subset, through the edge's own runtime.
-    For motion alone the runtime's sleep/wake is the actigraphy rule; the model's own
-    sleep/wake call from motion is reported next to it (`motion_model_alone`)."""
-    by: dict[str, tuple[list, list]] = {k: ([], []) for k in classify.SLEEP_SUBSETS}
+def _by_inputs(clf: classify.Classifiers, nights: list[Night],
+               subsets) -> tuple[dict, int, list[float]]:
+    """The nights staged through the edge's own runtime once per input subset (names of
+    classify.SLEEP_SUBSETS, motion among them): the figures per subset, with motion's
+    actigraphy rule and the model's own motion call beside it (`actigraphy_rule`,
+    `motion_model_alone`); the epochs scored; the seconds each staging took."""
+    by: dict[str, tuple[list, list]] = {name: ([], []) for name in subsets}
     alone, rule, seconds = [], [], []
     for n in nights:
-        for name, subset in classify.SLEEP_SUBSETS.items():
-            st = with_only(streams_of(n), subset)
+        for name in subsets:
+            st = with_only(streams_of(n), classify.SLEEP_SUBSETS[name])
             start = time.perf_counter()
             path, _conf, prob = clf.stages(st)
             seconds.append(time.perf_counter() - start)
@@ -216,12 +218,21 @@ def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
     result = {name: {**stage_scores(np.concatenate(ys), np.concatenate(ps)),
                      **night_timing_errors(ys, ps)}
               for name, (ys, ps) in by.items()}
-    figures = {"nights": len(nights), "epochs": int(y.size), "data": "in silico",
-               **{k: result["full"][k] for k in ("accuracy", "kappa", "wake_specificity",
-                                                 "sleep_wake_kappa", "f1", "confusion")},
-               "by_inputs": result}
-    figures["by_inputs"]["motion"]["actigraphy_rule"] = _sleep_wake(y, np.concatenate(rule))
-    figures["by_inputs"]["motion"]["motion_model_alone"] = _sleep_wake(y, np.concatenate(alone))
+    result["motion"]["actigraphy_rule"] = _sleep_wake(y, np.concatenate(rule))
+    result["motion"]["motion_model_alone"] = _sleep_wake(y, np.concatenate(alone))
+    return result, int(y.size), seconds
+
+
+_HEADLINE = ("accuracy", "kappa", "wake_specificity", "sleep_wake_kappa", "f1", "confusion")
+
+
+def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
+    """Held-out simulated nights, once per input subset, through the edge's own runtime.
+    For motion alone the runtime's sleep/wake is the actigraphy rule; the model's own
+    sleep/wake call from motion is reported next to it (`motion_model_alone`)."""
+    result, epochs, seconds = _by_inputs(clf, nights, classify.SLEEP_SUBSETS)
+    figures = {"nights": len(nights), "epochs": epochs, "data": "in silico",
+               **{k: result["full"][k] for k in _HEADLINE}, "by_inputs": result}
     figures["rem_latency_abs_error_min"] = result["full"]["rem_latency_abs_error_min"]
     figures["stage_seconds_per_night_max"] = round(max(seconds), 3) if seconds else None
     figures["targets_real_motion"] = _targets(result)
@@ -237,29 +248,15 @@ def eval_sleep_real(clf: classify.Classifiers, nights: list[Night], source: str)
     """Real wrist nights with PSG stages (the Walch 2019 layout), scored by the committed
     model through the edge's own runtime with motion alone and with motion and heart rate:
     per-subset figures and the wrist targets, measured."""
-    by = {name: ([], []) for name in WRIST_SUBSETS}
-    rule = []
-    for n in nights:
-        for name in WRIST_SUBSETS:
-            st = with_only(streams_of(n), classify.SLEEP_SUBSETS[name])
-            path, _conf, _prob = clf.stages(st)
-            by[name][0].append(n.stage.astype(int))
-            by[name][1].append(path.astype(int))
-            if name == "motion":
-                rule.append(classify.actigraphy_wake(st["wearable"]["activity_count"]))
-    y = np.concatenate(by["motion"][0])
-    result = {name: {**stage_scores(np.concatenate(ys), np.concatenate(ps)),
-                     **night_timing_errors(ys, ps)} for name, (ys, ps) in by.items()}
-    result["motion"]["actigraphy_rule"] = _sleep_wake(y, np.concatenate(rule))
+    result, epochs, _seconds = _by_inputs(clf, nights, WRIST_SUBSETS)
     targets = {name: {key: {"target": value, "measured": result[name][key],
                             "met": result[name][key] is not None and result[name][key] >= value}
                       for key, value in REAL_TARGETS[name].items()} for name in REAL_TARGETS}
-    return {"nights": len(nights), "epochs": int(y.size),
+    return {"nights": len(nights), "epochs": epochs,
             "data": f"real: {source} (wrist acceleration and heart rate, PSG stages; scored "
                     "epochs only; activity counts from the acceleration as "
                     "tools/train/readers.py walch_night makes them)",
-            **{k: result["motion_hr"][k] for k in ("accuracy", "kappa", "wake_specificity",
-                                                   "sleep_wake_kappa", "f1", "confusion")},
+            **{k: result["motion_hr"][k] for k in _HEADLINE},
             "by_inputs": result, "targets_real_wrist": targets}
 
 

@@ -70,7 +70,7 @@ def walch_night(root: Path, subject: str) -> Night:
     labels = _table(root / "labels" / f"{subject}_labeled_sleep.txt", None, 2)
     hr = _table(root / "heart_rate" / f"{subject}_heartrate.txt", ",", 2)
     acc = _table(root / "motion" / f"{subject}_acceleration.txt", None, 4)
-    keep = [(t, int(s)) for t, s in labels[:, :2] if int(s) in _WALCH_STAGE and t >= 0]
+    keep = [(t, int(s)) for t, s in labels if int(s) in _WALCH_STAGE and t >= 0]
     if not keep:
         raise NightlinkError(f"Walch subject {subject} has no scored epochs.")
     n = len(keep)
