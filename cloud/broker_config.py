@@ -91,9 +91,11 @@ def ingest_acl(username: str) -> list[str]:
 
 def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str, *,
                     ingest_username: str = "", ingest_password: str = "",
-                    owner: tuple[int, int] | None = None, mode: int | None = None) -> int:
+                    owner: tuple[int, int] | None = None, mode: int | None = None,
+                    written: list[Path] | None = None) -> int:
     """Write the password file and the ACL file for every active device of a tenant that is
     not deleted (and the ingest account when given); return the number of device accounts.
+    The files actually replaced (not those already exactly so) are added to `written`.
 
     Files are written to a temporary name and renamed, so the broker never reads half a file;
     see `write_private` for who may read them. The ingest account keeps its hash while its
@@ -113,8 +115,9 @@ def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str,
     for d in devices:
         passwd_lines.append(f"{d['mqtt_username']}:{d['mqtt_password_hash']}")
         acl_lines += ["", *device_acl(d["tenant_id"], d["id"], d["kind"])]
-    write_private(Path(passwd_path), "\n".join(passwd_lines) + "\n", owner=owner, mode=mode)
-    write_private(Path(acl_path), "\n".join(acl_lines) + "\n", owner=owner, mode=mode)
+    for path, lines in ((Path(passwd_path), passwd_lines), (Path(acl_path), acl_lines)):
+        if write_private(path, "\n".join(lines) + "\n", owner=owner, mode=mode) and written is not None:
+            written.append(path)
     return len(devices)
 
 

@@ -380,20 +380,26 @@ def broker_files(acl_path: str, passwd_path: str, conf_path: str | None, port: i
                              "would overwrite another).")
     settings = _settings(database_url=database_url)
     store = _store(settings)
+    written: list[Path] = []
     try:
         n = mosquitto_files(store, acl_path, passwd_path, ingest_username=settings.mqtt_username,
-                            ingest_password=settings.mqtt_password, owner=uid_gid, mode=mode)
+                            ingest_password=settings.mqtt_password, owner=uid_gid, mode=mode,
+                            written=written)
         if conf_path:
             text = mosquitto_conf(Path(acl_path).resolve(), Path(passwd_path).resolve(),
                                   port=port, host=bind, certfile=certfile, keyfile=keyfile,
                                   persistence_dir=persistence_dir)
-            write_private(Path(conf_path), text, owner=uid_gid, mode=mode)
+            if write_private(Path(conf_path), text, owner=uid_gid, mode=mode):
+                written.append(Path(conf_path))
     except ValueError as exc:
         raise NightlinkError(str(exc)) from None
     finally:
         store.close()
-    click.echo(f"Wrote {passwd_path} and {acl_path} for {n} devices"
-               + (f", and {conf_path}." if conf_path else "."))
+    # The timer runs this every two minutes: its journal says when the accounts changed.
+    names = [str(p) for p in written]
+    click.echo((f"Wrote {' and '.join(names)}" if names else
+                f"Unchanged: {passwd_path} and {acl_path}" + (f" and {conf_path}" if conf_path else ""))
+               + f" ({n} devices).")
     for path in (certfile, keyfile) if conf_path else ():
         if path and not _broker_can_read(Path(path)):
             click.echo(f"warning: Mosquitto 2 opens {path} only after dropping to the user "
