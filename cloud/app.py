@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from nightlink import __version__
 from nightlink.cloud import metrics
 from nightlink.cloud.auth import AuthError
-from nightlink.cloud.config import Settings
+from nightlink.cloud.config import Settings, subdomain_tenant
 from nightlink.cloud.session import SessionRenewal
 from nightlink.cloud.store import ConflictError, NotFoundError, Store
 
@@ -126,10 +126,9 @@ class RequestContext:
         path = scope["path"]
         headers = dict(scope["headers"])
         if self.domain:
-            host = headers.get(b"host", b"").decode("latin-1").split(":")[0].lower()
-            if host.endswith("." + self.domain) and (path.startswith(_TENANT_PATHS) or
-                                                      path in ("", "/")):  # the site's address
-                scope = dict(scope, path=f"/t/{host[: -len(self.domain) - 1]}{path}")
+            tenant = subdomain_tenant(headers.get(b"host", b"").decode("latin-1"), self.domain)
+            if tenant and (path.startswith(_TENANT_PATHS) or path in ("", "/")):  # or its address
+                scope = dict(scope, path=f"/t/{tenant}{path}")
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()

@@ -222,3 +222,18 @@ def load_settings(*, serving: bool = True, env_file: str | None = None,
         where = "NIGHTLINK_" + str(err["loc"][0]).upper() if err["loc"] else "the settings"
         msg = err["msg"].removeprefix("Value error, ")
         raise SettingsError(f"{where}: {msg}." if err["loc"] else f"{msg}.") from None
+
+
+# A host the tenant domain's own site uses rather than a tenant (www.DOMAIN for the portal).
+NOT_TENANT_LABELS = frozenset({"www"})
+
+
+def subdomain_tenant(host: str, domain: str) -> str | None:
+    """The tenant a Host header names as `{tenant}.{domain}` (port and case ignored); None for
+    another host, `www`, or a deeper name (a.b.{domain} names no tenant)."""
+    domain = domain.lower().strip(".")
+    host = host.split(":")[0].lower().rstrip(".")
+    if not domain or not host.endswith("." + domain):
+        return None
+    label = host[: -len(domain) - 1]
+    return None if "." in label or label in NOT_TENANT_LABELS else label

@@ -15,7 +15,7 @@ from nightlink import __version__
 from nightlink.cloud import alerts
 from nightlink.cloud import auth as cloud_auth
 from nightlink.cloud.access import resolve_access
-from nightlink.cloud.config import Settings
+from nightlink.cloud.config import Settings, subdomain_tenant
 from nightlink.cloud.store import NotFoundError, Store
 from nightlink.nightscout import auth
 from nightlink.nightscout.site import Site
@@ -138,8 +138,4 @@ class CloudDirectory:
 
     def site_key_for_host(self, host: str) -> str | None:
         """The tenant a Host header names through its subdomain (socket.io at the root)."""
-        domain = self.settings.tenant_domain.lower().strip(".")
-        host = host.split(":")[0].lower()
-        if domain and host.endswith("." + domain):
-            return host[: -len(domain) - 1]
-        return None
+        return subdomain_tenant(host, self.settings.tenant_domain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from nightlink.cloud.config import NOT_TENANT_LABELS
 from nightlink.cloud.store.base import ConflictError, NotFoundError, from_json, secret_hash, to_json
 from nightlink.sql import Database, IntegrityError
 
@@ -29,6 +30,9 @@ class Accounts:
         from nightlink.shared import topics
 
         topics.check_name("tenant", tenant_id)
+        if tenant_id in NOT_TENANT_LABELS:
+            raise ConflictError(f"The tenant name {tenant_id!r} is kept for the site's own address "
+                                f"({tenant_id}.DOMAIN); choose another.")
         try:
             self.db.execute(
                 "INSERT INTO tenants (id, name, public_read, created_at) VALUES (?, ?, ?, ?)",

@@ -7,11 +7,13 @@ root URL can never show another tenant's data.
 import asyncio
 import hashlib
 
+import pytest
 from fastapi.testclient import TestClient
 
 from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password
 from nightlink.cloud.config import Settings
+from nightlink.cloud.store import ConflictError
 from tests.support.nightscout import JWT_SECRET, OTHER_SECRET, SECRET_SHA1, now_ms
 from tests.support.sockets import Recorder
 
@@ -61,6 +63,15 @@ def test_subdomain__names_the_tenant_for_http_and_socket_io(tmp_path):
         assert (home.status_code, home.headers["location"]) == (302, "/app/fam-1")
     assert app.state.nightscout.directory.site_key_for_host("fam-1.nightlink.example:443") \
         == "fam-1"
+    # www is the domain's own site (the portal), not a tenant; nor is a deeper name
+    with TestClient(app, base_url="http://www.nightlink.example") as c:
+        home = c.head("/", follow_redirects=False)
+        assert home.headers.get("location") != "/app/www"
+        assert c.get("/api/v1/entries.json", headers={"api-secret": sha1}).json()[0]["sgv"] == 111
+    for host in ("www.nightlink.example", "a.fam-1.nightlink.example", "nightlink.example"):
+        assert app.state.nightscout.directory.site_key_for_host(host) is None, host
+    with pytest.raises(ConflictError, match="kept for the site's own address"):
+        store.create_tenant("www", "Portal")
     store.close()
 
 
