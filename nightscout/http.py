@@ -233,12 +233,11 @@ def _resolve(request: Request, state: NightscoutState, v3: bool,
     if presented and grant is None:
         if not count_failure:
             state.failures.forgive(address, stamp)
+        # only a `?token=` alone: a wrong Bearer or secret is refused everywhere
         site = directory.site(key) if key is not None and not bearer and not offered else None
-        if site is not None and site.public_read:
-            # A `?token=` that is nobody's on a site everyone may read: what anyone may do,
-            # as Nightscout drops a token no subject has (a watch face sending a mistyped
-            # secret's hash, a URL whose token an app garbles); still counted as a guess.
-            return site, site.default_grant()
+        fallback = site.unknown_token_grant() if site is not None else None
+        if fallback is not None:
+            return site, fallback
         raise unauthorized("Missing or bad access token or JWT" if v3 else
                            "The api-secret, token or JWT is not valid for this site.")
     if grant is None:

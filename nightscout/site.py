@@ -44,6 +44,13 @@ class Site:
         return auth.Grant(self.key, "anonymous", auth.Permissions.of_roles(roles), "anonymous",
                           roles=roles)
 
+    def unknown_token_grant(self) -> auth.Grant | None:
+        """What a token nobody has gets here: on a site everyone may read, what anyone may do
+        (as Nightscout drops a token no subject has: a watch face sending a mistyped secret's
+        hash, a URL whose token an app garbles; still counted as a guess by the caller);
+        elsewhere None, a refusal. HTTP and socket.io both ask this."""
+        return self.default_grant() if self.public_read else None
+
 
 class Directory(Protocol):
     """How the APIs find sites and check credentials; the edge and the cloud implement it."""

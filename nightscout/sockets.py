@@ -172,13 +172,11 @@ class NightscoutSockets:
             state.failures.forgive(address, stamp)
             raise
         if offered and grant is None:
+            # a token alone (a wrong secret is refused everywhere)
             named = None if key is None or isinstance(secret, str) and secret.strip() else \
                 await asyncio.to_thread(directory.site, key)
-            if named is not None and named.public_read:
-                # A token nobody has on a site everyone may read: what anyone may do there,
-                # as over HTTP (nightscout/http.py) and in Nightscout; counted as a guess.
-                return named, named.default_grant(), None
-            return None
+            fallback = named.unknown_token_grant() if named is not None else None
+            return (named, fallback, None) if fallback is not None else None
         if grant is not None and grant.kind == "secret":
             state.failures.succeeded(address)
         elif not missed:
