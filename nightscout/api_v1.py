@@ -34,7 +34,14 @@ from nightlink.nightscout.http import (
     state_of,
     wants,
 )
-from nightlink.nightscout.query import Query, QueryError, SlowQuery, parse_count, parse_find
+from nightlink.nightscout.query import (
+    Query,
+    QueryError,
+    SlowQuery,
+    parse_count,
+    parse_find,
+    slice_conditions,
+)
 from nightlink.nightscout.site import Site
 from nightlink.shared import units
 
@@ -132,8 +139,8 @@ def _json(request: Request, docs: list[dict]) -> tuple[bytes, str]:
 
 
 async def _list(request: Request, coll: str, *, name: str, window: bool,
-                extra: Callable[[Query], None] | None = None, render: Render = _json
-                ) -> Response:
+                extra: Callable[[Query], None] | None = None, render: Render = _json,
+                count_default: int | None = None) -> Response:
     """A collection read: permission, cache, query, count, window, If-Modified-Since.
 
     Replies are kept, encoded, until the collection changes (clocks and apps poll the same
@@ -158,7 +165,8 @@ async def _list(request: Request, coll: str, *, name: str, window: bool,
             if reply is None:
                 if window:
                     query.default_window(_now())
-                count = _count(request, coll, query)
+                count = (_count(request, coll, query) if count_default is None else
+                         parse_count(request.query_params.get("count"), count_default, MAX_COUNT))
                 try:
                     rows = await run_in_threadpool(site.docs.find, coll, query, count=count)
                 except SlowQuery as exc:
@@ -382,6 +390,91 @@ async def get_entries_spec(spec: str, request: Request) -> Response:
         return await _current(request, ext)
     return await _list(request, documents.ENTRIES, name=f"entries/{kind}", window=True, extra=only,
                        render=_render_entries(ext))
+
+
+_SLICE_STORAGE = (documents.ENTRIES, documents.TREATMENTS, documents.DEVICESTATUS)
+_SLICE = {200: {"description": "Matching documents, newest first", "content": {
+    **_DOC_LIST, "text/plain": {}, "text/tab-separated-values": {}, "text/csv": {}}}, **_ERRORS}
+
+
+@router.get("/slice/{storage}/{field}", responses=_SLICE,
+            summary="Documents whose field matches brace-expanded patterns.")
+@router.get("/slice/{storage}/{field}/{kind}", include_in_schema=False)
+@router.get("/slice/{storage}/{field}/{kind}/{prefix}", include_in_schema=False)
+@router.get("/slice/{storage}/{field}/{kind}/{prefix}/{pattern}", include_in_schema=False)
+async def get_slice(request: Request, storage: str, field: str, kind: str | None = None,
+                    prefix: str | None = None, pattern: str | None = None) -> Response:
+    """Nightscout's `/slice/{storage}/{field}/{type}/{prefix}/{regex}`: `storage` is entries,
+    treatments or devicestatus (anything else reads entries), `field` must match one of the
+    patterns `prefix` and `regex` brace-expand to (`2015-04/T{13..18}`), `type` (`sgv`, `mbg`,
+    or `*`-like `.*` patterns aside) narrows entries; `count` (default 10), newest first, with
+    no 4-day window when the field is a time. The Sisensing and Sibionics uploaders ask
+    `/slice/entries/dateString/sgv/.*/.*?count=1` for the newest reading."""
+    need(request, "api:entries:read")  # as Nightscout's entries router, whatever the storage
+    *parts, ext = _split_last(request, [storage, field, kind, prefix, pattern])
+    storage, field, kind, prefix, pattern = parts
+    coll = storage if storage in _SLICE_STORAGE else documents.ENTRIES
+    return await _sliced(request, coll, field, kind, prefix, pattern, ext)
+
+
+@router.get("/times/echo", include_in_schema=False)
+@router.get("/times/echo/{prefix}", include_in_schema=False)
+@router.get("/times/echo/{prefix}/{pattern}", include_in_schema=False)
+async def get_times_echo(request: Request, prefix: str | None = None,
+                         pattern: str | None = None) -> Response:
+    """The patterns and query `/times/{prefix}/{regex}` would use, to check a slice."""
+    need(request, "api:entries:read")
+    prefix, pattern, _ = _split_last(request, [prefix, pattern])
+    try:
+        conds = slice_conditions(documents.ENTRIES, "dateString", None, prefix, pattern)
+    except QueryError as exc:
+        raise bad_request(str(exc)) from None
+    shown = {"$in": [c.pattern for c in conds[0].operand]}
+    if len(conds) > 1:
+        shown["$regex"] = conds[1].operand.pattern
+    return json_response({"req": {"params": {"prefix": prefix, "regex": pattern}},
+                          "pattern": shown["$in"], "query": {"find": {"dateString": shown}}})
+
+
+@router.get("/times", responses=_SLICE, summary="Entries whose dateString matches patterns.")
+@router.get("/times/{prefix}", include_in_schema=False)
+@router.get("/times/{prefix}/{pattern}", include_in_schema=False)
+async def get_times(request: Request, prefix: str | None = None,
+                    pattern: str | None = None) -> Response:
+    """Nightscout's `/times/{prefix}/{regex}`: a slice of entries by `dateString`
+    (`/times/2015-04/T{13..18}:{00..15}` finds readings at those times of day in April 2015);
+    `/times/echo/{prefix}/{regex}` shows the patterns instead."""
+    need(request, "api:entries:read")
+    prefix, pattern, ext = _split_last(request, [prefix, pattern])
+    return await _sliced(request, documents.ENTRIES, "dateString", None, prefix, pattern, ext)
+
+
+def _split_last(request: Request, parts: list[str | None]) -> list:
+    """The path's parts with the last one's format extension taken off, and that extension."""
+    given = [p for p in parts if p is not None]
+    ext = None
+    if given:
+        given[-1], ext = split_ext(given[-1], _ENTRY_FORMATS)
+    return [*given, *[None] * (len(parts) - len(given)), ext]
+
+
+async def _sliced(request: Request, coll: str, field: str, kind: str | None,
+                  prefix: str | None, pattern: str | None, ext: str | None) -> Response:
+    try:
+        conds = slice_conditions(coll, field, kind or None, prefix or None, pattern or None)
+    except QueryError as exc:
+        raise bad_request(str(exc)) from None
+
+    def narrowed(query: Query) -> None:
+        if kind:  # the path's type replaces a find[type]
+            query.where.parts = [p for p in query.where.parts
+                                 if getattr(p, "path", None) != "type"]
+        for cond in conds:
+            query.add(cond)
+
+    name = "/".join(["slice", coll, field, kind or "", prefix or "", pattern or ""])
+    return await _list(request, coll, name=name, window=True, extra=narrowed, count_default=10,
+                       render=_render_entries(ext) if coll == documents.ENTRIES else _json)
 
 
 async def _current(request: Request, ext: str | None) -> Response:

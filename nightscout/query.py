@@ -16,6 +16,7 @@ a stored number or boolean of the same value. A regex runs with a time limit.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 import time
@@ -514,6 +515,113 @@ def parse_count(raw: str | None, default: int | None, maximum: int) -> int:
 
 
 _COUNT = regex.compile(r"[+-]?(\d+)")
+
+
+# -- API v1 slices: /slice/{storage}/{field}/{type}/{prefix}/{regex} and /times ------------------
+#
+# Nightscout turns the path's prefix and regex into patterns by bash-style brace expansion
+# (`2015-04/T{13..18}:{00..15}` asks for those hours and minutes on any day of April 2015):
+# the field must match one of the expanded patterns and, when the prefix expands to one
+# pattern only, start with it.
+
+MAX_PATTERNS = 1000  # expanded patterns of one slice
+_RANGE = regex.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([A-Za-z])\.\.([A-Za-z])")
+_FIELD = regex.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}")
+
+
+def expand_braces(text: str, limit: int = MAX_PATTERNS) -> list[str]:
+    """Bash-style brace expansion as Nightscout's `braces` reads a slice: `{a,b}` lists,
+    `{1..3}` and `{01..12}` (zero-padded) and `{a..e}` ranges, nested; a brace that is
+    neither (a regex quantifier such as `\\d{2}`), or one escaped with a backslash, stays
+    as written. More than `limit` results is a QueryError."""
+    out: list[str] = []
+    pending = [text]
+    while pending:
+        item = pending.pop()
+        found = _first_group(item)
+        if found is None:
+            out.append(item)
+            if len(out) > limit:
+                raise QueryError(f"The slice expands to more than {limit} patterns.")
+            continue
+        start, end, options = found
+        if len(options) + len(out) + len(pending) > limit:
+            raise QueryError(f"The slice expands to more than {limit} patterns.")
+        pending.extend(item[:start] + o + item[end + 1:] for o in reversed(options))
+    return out
+
+
+def _first_group(text: str) -> tuple[int, int, list[str]] | None:
+    """(start, end, alternatives) of the first brace group that expands, or None."""
+    i = 0
+    while True:
+        start = text.find("{", i)
+        if start < 0:
+            return None
+        i = start + 1
+        if start and text[start - 1] == "\\":
+            continue
+        depth, commas = 0, []
+        for j in range(start, len(text)):
+            c = text[j]
+            if c == "\\":
+                continue
+            if c == "{" and (j == start or text[j - 1] != "\\"):
+                depth += 1
+            elif c == "}" and text[j - 1] != "\\":
+                depth -= 1
+                if depth == 0:
+                    body = text[start + 1:j]
+                    if commas:
+                        cuts = [start, *commas, j]
+                        return start, j, [text[a + 1:b] for a, b in itertools.pairwise(cuts)]
+                    span = _range(body)
+                    if span is not None:
+                        return start, j, span
+                    break
+            elif c == "," and depth == 1:
+                commas.append(j)
+        else:
+            return None
+
+
+def _range(body: str) -> list[str] | None:
+    match = _RANGE.fullmatch(body)
+    if match is None:
+        return None
+    if match.group(4):
+        a, b = ord(match.group(4)), ord(match.group(5))
+        step = 1 if b >= a else -1
+        return [chr(c) for c in range(a, b + step, step)]
+    first, last = match.group(1), match.group(2)
+    a, b = int(first), int(last)
+    by = abs(int(match.group(3) or 1)) or 1
+    if abs(b - a) // by >= MAX_PATTERNS:
+        raise QueryError(f"The range {{{body}}} has more than {MAX_PATTERNS} values.")
+    padded = any(len(x.lstrip("-")) > 1 and x.lstrip("-").startswith("0") for x in (first, last))
+    width = max(len(first), len(last)) if padded else 0
+    values = range(a, b + (by if b >= a else -by), by if b >= a else -by)
+    return [(f"-{str(-v).zfill(width - 1)}" if v < 0 else str(v).zfill(width)) for v in values]
+
+
+def slice_conditions(coll: str, field_name: str, kind: str | None, prefix: str | None,
+                     pattern: str | None) -> list[Cond]:
+    """The conditions of a slice: the field matching one of the patterns the prefix and regex
+    expand to (and starting with the prefix when it is one pattern), and the type if named."""
+    if not _FIELD.fullmatch(field_name):
+        raise QueryError(f"{field_name!r} is not a field name.")
+    prefixes = expand_braces(prefix or ".*")
+    parts = ["^" + prefix] if prefix and len(prefixes) > 1 else []
+    if pattern:
+        parts.append(".*" + pattern)
+    patterns = expand_braces("".join(parts)) or [""]
+    key = f"the slice of {field_name}"
+    conds = [Cond(field_name, "$in", [_compile(p, "", key) for p in patterns])]
+    if len(prefixes) == 1:
+        conds.append(Cond(field_name, "$regex", _compile("^" + prefixes[0], "", key)))
+    if kind:
+        conds.append(Cond("type", "$eq", kind))
+    return conds
 
 
 # -- API v3: field$op=value -----------------------------------------------------------------------

@@ -44,6 +44,18 @@ rest joined with `/` + `entries` or `devicestatus`, no `.json`), one JSON object
 java.util.Date.toString() ("Sun Mar 08 18:03:54 PST 2015"); dev adds `sysTime` (the
 receiver's seconds), `ins` entries and `receiverBattery`. Statuses have no `created_at`.
 
+Chinese CGM bridges (ImLovinIt/nightscout-sisensingcgm-uploader @ cf7f142, module.py:22-35
+and setup.py:61-65; yorunoken/nightscout-sibionics-uploader, utils.ts:23-52 and
+consts.ts:3-8; pmakhotkin/ottai-nightscout-uploader before 444c548): every cycle starts
+with `GET {url}api/v1/slice/entries/dateString/sgv/.*/.*?count=1`, the path sent as written,
+headers `api-secret: <SHA-1 of an access token>`, `User-Agent`, `Content-Type` and `Accept:
+application/json`; `[]` means nothing stored yet, otherwise `data[0].date` is the newest
+reading and only newer ones are posted. A 404 ends the Sibionics run (it throws on any non-2xx)
+and makes the Sisensing one index the error object (nothing uploaded). Nightscout
+(cgm-remote-monitor lib/api/entries/index.js:613-693 and :774) brace-expands the prefix and
+regex into patterns the field must match, sets `type`, counts 10 by default and skips the
+4-day window because the query names `dateString`.
+
 Not replayed: NightscoutLoader (gh-davidr) and NightscoutTreatmentsToSidiary (tanja3981) read
 Nightscout's MongoDB directly (a `mongodb+srv://` URL), not its HTTP API.
 """
@@ -547,3 +559,83 @@ def test_android_uploader_dev__sys_time_and_insertions(ns):
     assert got[0]["dateString"] == iso(t) and got[0]["utcOffset"] == -420
     ins_read = ns.get(f"/api/v1/entries/ins.json?count=5&token={ns.read_token}").json()
     assert [e["state"] for e in ins_read] == ["INSERTION_STARTED"]
+
+
+# -- Sisensing / Sibionics / Ottai uploaders: the newest reading through /slice --------------
+
+SLICE_NEWEST = "/api/v1/slice/entries/dateString/sgv/.*/.*?count=1"
+
+
+def cn_headers(ns, agent: str) -> list[str]:
+    """consts.ts:3-8 and setup.py:61-65: the SHA-1 of an access token as api-secret."""
+    token = ns.token(agent.split()[0].lower(), ["admin"])  # entries:create is admin's alone
+    return [f"api-secret: {hashlib.sha1(token.encode()).hexdigest()}", f"User-Agent: {agent}",
+            "Content-Type: application/json", "Accept: application/json"]
+
+
+def test_cn_uploaders__slice_answers_empty_then_the_newest_sgv_of_all_time(ns):
+    lines = cn_headers(ns, "Sibionics Nightscout Uploader")
+    first = wire(ns, "GET", SLICE_NEWEST, lines)
+    assert (first.status, first.json()) == (200, [])  # utils.ts:41: nothing stored yet
+    old = now_ms() - 6 * 24 * 60 * MIN  # older than Nightscout's 4-day default window
+    cycle = [{"type": "sgv", "sgv": 100 + i, "direction": "Flat", "device": "Sibionics",
+              "date": old + i * 5 * MIN, "dateString": iso(old + i * 5 * MIN)} for i in range(3)]
+    cycle.append({"type": "mbg", "mbg": 140, "date": old + 20 * MIN,
+                  "dateString": iso(old + 20 * MIN)})  # a meter reading: not an sgv
+    assert wire(ns, "POST", "/api/v1/entries", lines, compact(cycle)).status == 200
+    r = wire(ns, "GET", SLICE_NEWEST, lines)
+    assert r.status == 200 and r.headers["content-type"].startswith("application/json")
+    got = r.json()
+    assert [(e["sgv"], e["date"]) for e in got] == [(102, old + 10 * MIN)]  # no window, sgv only
+    # module.py:131-133: a day's readings by a dateString prefix (default count 10)
+    day = iso(old)[:10]
+    r = wire(ns, "GET", f"/api/v1/slice/entries/dateString/sgv/{day}.*", lines)
+    assert [e["sgv"] for e in r.json()] == [102, 101, 100]
+    r = wire(ns, "GET", "/api/v1/slice/entries/dateString/sgv/1999-01-01.*", lines)
+    assert r.json() == []
+
+
+def test_slice__brace_patterns_times_and_other_storages_as_nightscout(ns):
+    """lib/api/entries/index.js:600-693: /times/2015-04/T{13..18}:{00..15} style patterns."""
+    base = datetime(2026, 4, 1, tzinfo=UTC)
+    stamps = [base + timedelta(days=d, hours=h, minutes=m)
+              for d in (0, 1) for h in (12, 13, 14) for m in (0, 20)]
+    docs = [{"type": "sgv", "sgv": 100 + i, "date": int(t.timestamp() * 1000),
+             "dateString": t.strftime("%Y-%m-%dT%H:%M:%S.000Z")} for i, t in enumerate(stamps)]
+    h = [f"api-secret: {SECRET_SHA1}", "Accept: application/json"]
+    assert wire(ns, "POST", "/api/v1/entries", h, compact(docs)).status == 200
+    r = wire(ns, "GET", "/api/v1/times/2026-04/T{13..14}:{00..10}.json?count=50", h)
+    assert r.status == 200, r.body[:200]
+    assert sorted(e["dateString"][8:16] for e in r.json()) == [
+        "01T13:00", "01T14:00", "02T13:00", "02T14:00"]
+    r = wire(ns, "GET", "/api/v1/times/2026-04-0{1,2}/T12:20?count=50", h)
+    assert sorted(e["dateString"][:16] for e in r.json()) == ["2026-04-01T12:20",
+                                                              "2026-04-02T12:20"]
+    # the path's find[] still applies beside the patterns
+    r = wire(ns, "GET", "/api/v1/times/2026-04-02?count=50&find[sgv][$gte]=110", h)
+    assert sorted(e["sgv"] for e in r.json()) == [110, 111]
+    echo = wire(ns, "GET", "/api/v1/times/echo/2026-04/T{13..14}", h).json()
+    assert echo["pattern"] == [".*T13", ".*T14"], echo  # one prefix: a $regex of its own
+    assert echo["query"]["find"]["dateString"]["$regex"] == "^2026-04"
+    assert wire(ns, "GET", "/api/v1/times/echo/2026-0{3,4}/T1", h).json()["pattern"] == [
+        "^2026-03.*T1", "^2026-04.*T1"]  # several: each pattern starts with one
+    # treatments by their own time field, text as the format when asked
+    t = now_ms() - 10 * 24 * 60 * MIN
+    assert wire(ns, "POST", "/api/v1/treatments", h, compact(
+        [{"eventType": "Note", "notes": "old", "created_at": iso(t)}])).status == 200
+    r = wire(ns, "GET", "/api/v1/slice/treatments/created_at?count=5", h)
+    assert [d["notes"] for d in r.json()] == ["old"]  # no 4-day window: a time field named
+    tsv = wire(ns, "GET", "/api/v1/slice/entries/dateString/sgv/2026-04-01T12.tsv", h)
+    assert tsv.headers["content-type"].startswith("text/tab-separated-values")
+    assert tsv.body.decode().count("\n") == 1 and '"2026-04-01T12:' in tsv.body.decode()
+
+
+def test_slice__bad_paths_are_400_and_credentials_count(ns):
+    h = [f"api-secret: {SECRET_SHA1}", "Accept: application/json"]
+    for target in ("/api/v1/slice/entries/$where/sgv", "/api/v1/times/{1..5000}",
+                   "/api/v1/times/{1..40}{1..40}", "/api/v1/slice/entries/dateString/sgv/(",
+                   "/api/v1/times/2026/" + quote("[unclosed", safe="")):
+        r = wire(ns, "GET", target, h)
+        assert r.status == 400, (target, r.status, r.body[:200])
+        assert "detail" in r.json() or "message" in r.json()
+    assert wire(ns, "GET", SLICE_NEWEST, ["Accept: application/json"]).status == 401
