@@ -28,6 +28,22 @@ class Devices:
                    mqtt_password_hash: str, label: str = "") -> dict:
         codec.device_id(device_id)  # 12 lowercase hex digits
         self.get_tenant(tenant_id)
+        # A device revoked in this tenant may be registered again: a new password for the same
+        # device (an edge that lost its [sync] section keeps its id, its store and so its
+        # sequence numbers). An active one, or another tenant's, stays refused. (Looked up
+        # first rather than found by a failed insert: on PostgreSQL that ends the transaction.)
+        again = self.db.execute(
+            "UPDATE devices SET kind = ?, label = ?, mqtt_username = ?, mqtt_password_hash = ?, "
+            "created_at = ?, revoked_at = NULL "
+            "WHERE id = ? AND tenant_id = ? AND revoked_at IS NOT NULL",
+            (kind, label, mqtt_username, mqtt_password_hash, time.time(), device_id, tenant_id))
+        if again:
+            return self.device(device_id)
+        taken = ConflictError(
+            f"The device {device_id} is already provisioned; to give it a new password, "
+            "revoke it first (nightlink device revoke), then register it again.")
+        if self.db.one("SELECT id FROM devices WHERE id = ?", (device_id,)):
+            raise taken
         try:
             self.db.execute(
                 "INSERT INTO devices (id, tenant_id, kind, label, mqtt_username, "
@@ -35,8 +51,8 @@ class Devices:
                 (device_id, tenant_id, kind, label, mqtt_username, mqtt_password_hash,
                  time.time()),
             )
-        except IntegrityError:
-            raise ConflictError(f"The device {device_id} is already provisioned.") from None
+        except IntegrityError:  # registered at this very moment by another request
+            raise taken from None
         return self.device(device_id)
 
     def device(self, device_id: str) -> dict | None:

@@ -417,3 +417,32 @@ def test_broker_conf__tls_with_minted_credentials(people, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_add_device__revoked_in_this_tenant_registers_again_inside_a_transaction(cloud_db_url):
+    """A revoked device of the tenant is registered again with a new hash, also within a
+    transaction on PostgreSQL (a failed INSERT there would end it); an active one or another
+    tenant's stays a conflict and leaves the transaction usable."""
+    from nightlink.cloud.store import ConflictError, Store
+
+    store = Store.open(cloud_db_url)
+    try:
+        store.create_tenant("fam-1", "One")
+        store.create_tenant("fam-2", "Two")
+        store.add_device("abcdef012345", "fam-1", "edge", "fam-1.abcdef012345", "$7$old")
+        with store.transaction():
+            with pytest.raises(ConflictError, match="revoke it first"):
+                store.add_device("abcdef012345", "fam-1", "edge", "fam-1.abcdef012345", "$7$x")
+            store.create_tenant("fam-3", "Three")  # the transaction still works
+        assert store.tenant("fam-1").revoke_device("abcdef012345")
+        with store.transaction():
+            with pytest.raises(ConflictError):
+                store.add_device("abcdef012345", "fam-2", "edge", "fam-2.abcdef012345", "$7$y")
+            row = store.add_device("abcdef012345", "fam-1", "edge", "fam-1.abcdef012345",
+                                   "$7$new", "Edge again")
+        assert (row["mqtt_password_hash"], row["label"], row["revoked_at"]) == (
+            "$7$new", "Edge again", None)
+        assert store.get_tenant("fam-3")["id"] == "fam-3"
+        assert [d["id"] for d in store.active_devices()] == ["abcdef012345"]
+    finally:
+        store.close()

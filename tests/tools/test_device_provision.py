@@ -288,6 +288,43 @@ def test_register_edge__writes_its_sync_section_privately(cloud, tmp_path):
     assert again.exit_code == 2 and "exists already" in again.output
 
 
+def test_register_edge__lost_password_revoke_then_register_the_same_id_again(cloud, tmp_path):
+    """An edge whose [sync] section was lost keeps its id (its store): the operator revokes it
+    and registers it again, and the same device gets a new password; the old one is dead."""
+    url, store = cloud
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    edge = "ed9e00000077"
+    assert run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", edge,
+               "--out", str(first)).exit_code == 0
+    old_hash = store.device(edge)["mqtt_password_hash"]
+    refused = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", edge,
+                  "--out", str(second))
+    assert refused.exit_code == 2 and "revoke it first (nightlink device revoke)" in \
+        refused.output, refused.output
+    assert not second.exists()
+    revoked = run("revoke", edge, "--cloud", url, "--tenant", "fam-1")
+    assert revoked.exit_code == 0 and revoked.output.startswith(f"revoked:    {edge} in fam-1")
+    assert store.device(edge) is None
+    gone = run("revoke", edge, "--cloud", url, "--tenant", "fam-1")
+    assert gone.exit_code == 2 and "no active device" in gone.output
+    assert run("revoke", "not-an-id", "--cloud", url, "--tenant", "fam-1").exit_code == 2
+    assert run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", edge,
+               "--out", str(second)).exit_code == 0
+    row = store.device(edge)
+    new_password = second.read_text().split('password = "')[1].split('"')[0]
+    assert row is not None and row["mqtt_password_hash"] != old_hash
+    assert mosquitto_verify(row["mqtt_password_hash"], new_password)
+    old_password = first.read_text().split('password = "')[1].split('"')[0]
+    assert not mosquitto_verify(row["mqtt_password_hash"], old_password)
+    # a device revoked in another tenant is not taken over
+    store.create_tenant("fam-9", "Other")
+    store.add_device("ed9e00000078", "fam-9", "edge", "fam-9.ed9e00000078", "$7$101$x$y")
+    store.tenant("fam-9").revoke_device("ed9e00000078")
+    taken = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id",
+                "ed9e00000078", "--out", str(tmp_path / "third.toml"))
+    assert taken.exit_code == 2 and "already provisioned" in taken.output
+
+
 def test_provision__cloud_fallback_gets_a_read_only_token(cloud, tmp_path):
     """A clock in a second home (the child sleeps at the other parent's tonight) heard
     nothing from its edge and sounded NO DATA all night: with --cloud-fallback it reads the

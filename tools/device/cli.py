@@ -6,6 +6,7 @@ Nothing here prints a secret: provisioning shows the device id and MQTT user, ne
 """
 
 import json
+import re
 from pathlib import Path
 
 import click
@@ -288,6 +289,33 @@ def register_edge_cmd(cloud_url, tenant, email, password, edge_id, label, out, c
                f"only in {out})")
     click.echo(f"next:       copy {out}'s [sync] section into the edge's configuration, then "
                "on the edge: nightlink edge broker-files --cloud URL --config EDGE.toml --conf …")
+
+
+@device.command("revoke")
+@click.argument("device_id")
+@click.option("--cloud", "cloud_url", required=True, help="The cloud's address.")
+@click.option("--tenant", required=True, help="The tenant (patient) the device belongs to.")
+@click.option("--email", envvar="NIGHTLINK_EMAIL", required=True,
+              help="Your cloud account (or NIGHTLINK_EMAIL).")
+@click.option("--password", envvar="NIGHTLINK_PASSWORD", callback=_password,
+              help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not given).")
+def revoke_cmd(device_id, cloud_url, tenant, email, password):
+    """Revoke a clock or edge node (lost, sold, or to give it a new password: register it
+    again afterwards with the same id)."""
+    from nightlink.tools.device.provision import CloudClient
+
+    if not re.fullmatch(r"[0-9a-f]{12}", device_id):
+        raise NightlinkError(f"{device_id!r} is not a device id (12 lowercase hex digits, as "
+                             "the device list or `nightlink edge id` shows it).")
+    client = CloudClient(cloud_url)
+    try:
+        client.login(email, password)
+        client.revoke_device(tenant, device_id)
+    finally:
+        client.close()
+    click.echo(f"revoked:    {device_id} in {tenant}; its broker accounts go when the broker "
+               "files are next written (the cloud's timer: two minutes; on the edge: "
+               "nightlink edge broker-files)")
 
 
 from nightlink.tools.device.emulate import emulate  # noqa: E402  (the clock emulator)

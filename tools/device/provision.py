@@ -56,7 +56,7 @@ def parse_wifi(values: tuple[str, ...] | list[str]) -> list[dict]:
 
 
 class CloudClient:
-    """The two calls provisioning needs, with one-sentence errors."""
+    """The calls provisioning (and revoking) needs, with one-sentence errors."""
 
     def __init__(self, url: str, timeout: float = 10.0):
         self.url = cloud_url(url)
@@ -67,8 +67,11 @@ class CloudClient:
         self.http.close()
 
     def _post(self, path: str, **kw) -> httpx.Response:
+        return self._send("POST", path, **kw)
+
+    def _send(self, method: str, path: str, **kw) -> httpx.Response:
         try:
-            return self.http.post(path, **kw)
+            return self.http.request(method, path, **kw)
         except httpx.TimeoutException:
             raise NightlinkError(f"The cloud at {self.url} did not answer in time.") from None
         except httpx.TransportError as exc:
@@ -111,6 +114,22 @@ class CloudClient:
             raise NightlinkError(f"The cloud refused the device (HTTP {r.status_code}: "
                                  f"{http_detail(r)}).")
         return r.json()
+
+
+    def revoke_device(self, tenant: str, device_id: str) -> None:
+        """Revoke a clock or edge: its MQTT account goes when the brokers' files are next
+        written, a clock's cloud-fallback token at once."""
+        r = self._send("DELETE", f"{API}/tenants/{tenant}/devices/{device_id}",
+                       headers={"Authorization": f"Bearer {self.token}"})
+        if r.status_code == 404:
+            raise NightlinkError(f"Tenant {tenant!r} has no active device {device_id} this "
+                                 f"account may see ({http_detail(r)}).")
+        if r.status_code == 403:
+            raise NightlinkError(f"The cloud will not revoke devices of tenant {tenant!r} for "
+                                 f"this account ({http_detail(r)}).")
+        if r.status_code != 204:
+            raise NightlinkError(f"The cloud refused to revoke {device_id} (HTTP "
+                                 f"{r.status_code}: {http_detail(r)}).")
 
 
 def clock_config(device: dict, tenant: str, name: str, wifi: list[dict],
