@@ -178,7 +178,7 @@ def direction(data: _Data, mmol: bool) -> dict | None:
     if not data.sgvs or data.now - data.sgvs[0]["mills"] > 15 * MIN:
         return None
     value = data.sgvs[0].get("direction")
-    label, entity = ARROWS.get(value, ("-", "&#45;"))
+    label, entity = (ARROWS.get(value) if isinstance(value, str) else None) or ("-", "&#45;")
     return {"display": None, "value": value, "label": label, "entity": entity}
 
 

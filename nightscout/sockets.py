@@ -40,6 +40,7 @@ from nightlink.nightscout.hub import ALL
 from nightlink.nightscout.site import Site
 
 _LOGGER = logging.getLogger(__name__)
+MAX_DURATION_MIN = 10 * 365 * 24 * 60  # a treatment's end past ten years is none
 DAY = 24 * 3600 * 1000
 QUEUE_LIMIT = 64  # packets a socket may have waiting before it is dropped and disconnected
 RECHECK_S = 60.0  # open sockets' credentials are looked at again this often
@@ -509,8 +510,12 @@ class NightscoutSockets:
                 msg = await queue.get()
                 try:
                     await self._dispatch(msg)
-                except (OSError, RuntimeError, ValueError) as exc:
-                    _LOGGER.warning("socket.io dispatch of %s failed: %s", msg.get("type"), exc)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one message that cannot be sent must not end every
+                    # site's live updates and alarms on this process
+                    _LOGGER.exception("socket.io dispatch of %s for %s failed",
+                                      msg.get("type"), msg.get("site"))
         finally:
             self.state.hub.unsubscribe(ALL, queue)
 
@@ -629,8 +634,9 @@ def _treatment(row) -> dict:
     out = row.v1()
     out["mills"] = row.date_ms
     duration = row.doc.get("duration")
-    if isinstance(duration, int | float):
-        out["endmills"] = row.date_ms + int(duration * 60_000)
+    if isinstance(duration, int | float) and not isinstance(duration, bool) \
+            and abs(duration) <= MAX_DURATION_MIN:  # (1e308 minutes ends at no integer)
+        out["endmills"] = row.date_ms + round(duration * 60_000)
     return out
 
 

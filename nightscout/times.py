@@ -2,7 +2,9 @@
 
 Uploaders write every variant of ISO 8601 (`Z`, `+01:00`, `+0100` without a colon, a space
 instead of `T`, a comma before the fraction, seven fractional digits, a bare date), RFC 2822
-dates, epoch milliseconds as numbers, as text or with a fraction, and (API v3) epoch seconds.
+dates and JavaScript's and Java's Date.toString() (with `GMT+0100`), epoch milliseconds as
+numbers, as text or with a fraction, and (API v3) epoch seconds. A date whose zone is only a
+name email.utils does not know (Java's `CET`) is refused rather than read as UTC.
 """
 
 from __future__ import annotations
@@ -82,12 +84,42 @@ def parse_http_date(value: str | None) -> int | None:
         return None
     try:
         dt = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     ms = round(dt.timestamp() * 1000)
     return ms if MIN_MS <= ms <= MAX_MS else None
+
+
+# JavaScript's Date.toString() ("Thu Dec 03 2026 09:00:00 GMT+0100 (CET)") and Java's
+# ("Thu Dec 03 09:00:00 GMT+01:00 2026"): the offset after GMT counts, the name in brackets not.
+_GMT_OFFSET = re.compile(r"\b(?:GMT|UTC)([+-])(\d{1,2}):?(\d{2})\b")
+_BRACKETED = re.compile(r"\s*\([^()]*\)\s*$")
+_ZONE_WORD = re.compile(r"\b[A-Z]{2,5}\b")  # CET, IST, AEST: a zone's abbreviation
+# The words an RFC 2822 date may hold that email.utils reads (days, months, and the zones it
+# knows); another capital abbreviation is a zone it would silently take for UTC (Java's CET).
+_DATE_WORDS = {"mon", "tue", "wed", "thu", "fri", "sat", "sun", "jan", "feb", "mar", "apr",
+               "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec", "ut", "utc", "gmt", "z",
+               "est", "edt", "cst", "cdt", "mst", "mdt", "pst", "pdt", "am", "pm"}
+
+
+def _written_date(text: str) -> datetime:
+    """A date written out (RFC 2822, JavaScript's and Java's Date.toString()), with the
+    offset it states; one whose zone is only a name that could mean several is refused
+    rather than read as UTC."""
+    plain = _GMT_OFFSET.sub(lambda m: f"{m[1]}{int(m[2]):02d}{m[3]}", _BRACKETED.sub("", text))
+    try:
+        dt = parsedate_to_datetime(plain)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise TimeError(f"{text!r} is not an ISO 8601 time.") from None
+    if dt.tzinfo is None:  # no offset read: was a zone named that email.utils does not know?
+        named = [w for w in _ZONE_WORD.findall(plain) if w.lower() not in _DATE_WORDS]
+        if named:
+            raise TimeError(f"{text!r} names its zone {named[0]!r}, which could be one of "
+                            "several; send the time in ISO 8601 with an offset "
+                            "(2026-12-03T09:00:00+01:00).")
+    return dt
 
 
 def _from_number(value: float, seconds_ok: bool) -> int:
@@ -116,17 +148,14 @@ def parse(value: object, *, seconds_ok: bool = False) -> tuple[int, int | None]:
     if not isinstance(value, str):
         raise TimeError(f"A {type(value).__name__} is not a time.")
     text = value.strip()
-    if len(text) > 64:
-        raise TimeError("A time is at most 64 characters long.")
+    if len(text) > 100:
+        raise TimeError("A time is at most 100 characters long.")
     if _NUMBER.match(text):
         return _from_number(float(text), seconds_ok), None
     try:
         dt = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError:
-        try:
-            dt = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            raise TimeError(f"{text!r} is not an ISO 8601 time.") from None
+        dt = _written_date(text)
     offset = dt.utcoffset()
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)

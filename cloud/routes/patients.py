@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api/nl/v1", tags=["patients"], responses=ERRORS)
 
 
 class GlucosePublic(BaseModel):
-    sgv: int | None
+    sgv: int | float | None  # as stored: an uploader may send 110.5
     date: int
     direction: str | None = None
 
@@ -40,8 +40,15 @@ def patients(user: CurrentUser, store: StoreDep):
         nights = data.nights(limit=1)
         out.append(PatientSummary(
             tenant_id=m["tenant_id"], name=m["name"], role=m["role"],
-            latest_glucose=GlucosePublic(sgv=latest[0].get("sgv"), date=latest[0]["date"],
-                                         direction=latest[0].get("direction"))
-            if latest else None,
+            latest_glucose=_glucose(latest[0]) if latest else None,
             last_night=nights[0]["night"] if nights else None))
     return out
+
+
+def _glucose(entry: dict) -> GlucosePublic:
+    """The newest reading as the list shows it; what an uploader stored oddly (a direction
+    that is no text) is left out rather than failing every patient's row."""
+    sgv, direction = entry.get("sgv"), entry.get("direction")
+    return GlucosePublic(sgv=sgv if isinstance(sgv, int | float) and not isinstance(sgv, bool)
+                         else None, date=entry["date"],
+                         direction=direction if isinstance(direction, str) else None)

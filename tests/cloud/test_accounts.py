@@ -314,6 +314,23 @@ def test_patients__doctor_sees_granted_patients(people):
     ]
 
 
+def test_patients__one_patients_odd_reading_does_not_fail_the_list(people):
+    """An uploader's fractional sgv or a direction that is no text (stored as Nightscout
+    stores them) shows as read, or is left out, instead of a 500 for every patient."""
+    doc = people.store.user_by_email("doc@example.org")
+    people.store.grant("fam-2", doc["id"], "doctor", by=None)
+    people.store.grant("fam-1", doc["id"], "doctor", by=None)
+    for i, (sgv, direction) in enumerate([(110.5, [1]), (98, {"a": 1}), (101, 5)]):
+        people.store.tenant("fam-1").add_entries([
+            {"type": "sgv", "date": 1_700_000_000_000 + i * 300_000, "sgv": sgv,
+             "direction": direction}])
+        r = people.client.get(f"{API}/patients", headers=people.auth("doc@example.org"))
+        assert r.status_code == 200, r.text[:300]
+        latest = r.json()[0]["latest_glucose"]
+        assert (latest["sgv"], latest["direction"]) == (sgv, None)
+        assert [p["tenant_id"] for p in r.json()] == ["fam-1", "fam-2"]
+
+
 def test_patients__patient_sees_only_own_admin_sees_all(people):
     mine = people.client.get(f"{API}/patients", headers=people.auth("pat@example.org")).json()
     assert [p["tenant_id"] for p in mine] == ["fam-1"]

@@ -94,6 +94,44 @@ def test_old_bad_rows__read_without_failing(ns):
     assert got[0]["notes"] == "half \ufffd"
 
 
+HUGE_DATE = "03 Dec 99999999999 10:00:00"  # email.utils overflows on it
+HUGE_OFFSET = "Thu, 03 Dec 2026 10:00:00 +99999999999999999"
+
+
+def test_odd_times_and_directions__refused_or_stored_and_every_read_still_works(ns):
+    """Dates whose numbers overflow a date are a 400 on write, in a query and in a header;
+    stored inside a status or as an extra field they read as no time; a newest reading whose
+    direction is no text shows no arrow. None of them a 500, on any read."""
+    t = now_ms()
+    h = {**AUTH, "Content-Type": "application/json"}
+    for coll, doc in (("entries", {"type": "sgv", "sgv": 120, "dateString": HUGE_DATE}),
+                      ("treatments", {"eventType": "Note", "created_at": HUGE_OFFSET})):
+        r = ns.post(f"/api/v1/{coll}", content=json.dumps([doc]), headers=h)
+        assert r.status_code == 400 or r.status_code == 200 and \
+            r.headers.get("X-Nightlink-Rejected") == "1", (coll, r.status_code, r.text[:200])
+    now_iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t / 1000))
+    stored = [("devicestatus", {"device": "x", "created_at": now_iso,
+                                "loop": {"timestamp": HUGE_DATE},
+                                "pump": {"clock": HUGE_DATE},
+                                "openaps": {"suggested": {"timestamp": HUGE_DATE}}}),
+              ("treatments", {"eventType": "Note", "created_at": now_iso, "timestamp": HUGE_DATE}),
+              ("entries", {"type": "sgv", "sgv": 121, "date": t - 60_000, "direction": [1]})]
+    for coll, doc in stored:
+        r = ns.post(f"/api/v1/{coll}", content=json.dumps([doc]), headers=h)
+        assert r.status_code == 200, (coll, r.status_code, r.text[:200])
+    every_read_works(ns)
+    assert ns.get("/api/v2/properties/direction", headers=AUTH).json()["direction"]["label"] \
+        == "-"
+    for query in (f"find[date][$gte]={HUGE_DATE}", f"find[mills][$gte]={HUGE_DATE}",
+                  "find[timestamp][$gte]=2020-01-01"):
+        for path in ("/api/v1/entries.json", "/api/v1/treatments.json"):
+            r = ns.get(f"{path}?{query}", headers=AUTH)
+            assert r.status_code in (200, 400), (path, query, r.status_code, r.text[:200])
+    for path in ("/api/v1/entries.json", "/api/v1/treatments.json", "/api/v1/entries/current.json"):
+        r = ns.get(path, headers={**AUTH, "If-Modified-Since": HUGE_OFFSET})
+        assert r.status_code == 200, (path, r.status_code, r.text[:200])
+
+
 @pytest.mark.parametrize("query", [
     "find[date][$gte]=" + "9" * 5000, "find[sgv][$in][]=" + "1" * 400, "count=-" + "9" * 50,
     "find[created_at][$gte]=99999-01-01", "find[created_at][$gte]=-0001-01-01",

@@ -460,3 +460,42 @@ def test_public_site__a_token_nobody_has_reads_as_anyone_does_as_over_http(cloud
     http = httpx.get(f"{cloud_ns.root}/t/fam-pub/api/v1/entries.json?token=nobody-0123456789abcdef",
                      timeout=10)
     assert http.status_code == 200
+
+
+def test_a_treatment_lasting_1e308_minutes_stops_no_live_update(cloud_ns):
+    """A Temp Basal whose duration has no end in integers (stored: Nightscout keeps any
+    number) once ended the process's socket.io pump: no site's readers heard a change or an
+    alarm again, and a new socket of that site got no dataUpdate for 60 hours."""
+    import hashlib
+
+    from tests.support.nightscout import OTHER_SECRET
+
+    other = hashlib.sha1(OTHER_SECRET.encode()).hexdigest()
+
+    async def run():
+        mine, theirs = Recorder(), Recorder()
+        for rec, secret in ((mine, SECRET_SHA1), (theirs, other)):
+            await rec.connect(cloud_ns.root, ["/"])
+            assert (await rec.call("authorize", {"secret": secret}, "/"))["read"] is True
+            await rec.next("/", "dataUpdate")
+        async with httpx.AsyncClient(base_url=cloud_ns.root) as c:
+            r = await c.post("/api/v1/treatments", headers={"api-secret": SECRET_SHA1}, json=[
+                {"eventType": "Temp Basal", "duration": 1e308, "absolute": 1,
+                 "created_at": iso(now_ms() - 60_000)}])
+            assert r.status_code == 200
+            delta = await mine.next("/", "dataUpdate")
+            assert delta["treatments"][0]["duration"] == 1e308
+            assert "endmills" not in delta["treatments"][0]
+            r = await c.post("/api/v1/entries", headers={"api-secret": other},
+                             json=[{"type": "sgv", "sgv": 120, "date": now_ms() - 1000}])
+            assert r.status_code == 200
+            assert (await theirs.next("/", "dataUpdate"))["sgvs"][0]["mgdl"] == 120
+        late = Recorder()
+        await late.connect(cloud_ns.root, ["/"])
+        assert (await late.call("authorize", {"secret": SECRET_SHA1}, "/"))["read"] is True
+        full = await late.next("/", "dataUpdate")
+        assert any(t.get("duration") == 1e308 for t in full["treatments"])
+        for rec in (mine, theirs, late):
+            await rec.close()
+
+    asyncio.run(run())
