@@ -35,6 +35,8 @@ _NS_PATH = re.compile(r"^(/t/([^/]+))?(/(api/v[123]|api/versions|pebble)(/.*)?)$
 # What a user types as the site's address; Nightscout answers its web page there.
 _SITE_ROOT = re.compile(r"^(?:/t/([^/]+))?/?$")
 HOME = "/app"  # the patient and family app, on the cloud and the edge
+_STORED = api_v1.HEADER_STORED.lower().encode()  # as ASGI spells header names
+_DUPLICATES = api_v1.HEADER_DUPLICATES.lower().encode()
 _CORS_HEADERS = [
     (b"access-control-allow-origin", None),
     (b"access-control-allow-methods", b"GET,PUT,POST,DELETE,PATCH,OPTIONS"),
@@ -156,9 +158,24 @@ class _Edge:
             send = self._with_cors(send)
         if cached is not None:
             return await cached(scope, receive, send)
-        if scope["method"] in WRITE_METHODS and not await self._upload_turn(scope, send):
-            return None
+        if scope["method"] in WRITE_METHODS:
+            key = await self._upload_turn(scope, send)
+            if key is False:
+                return None
+            if key is not None:
+                return await self.app(scope, receive, self._refunding(key, send))
         return await self.app(scope, receive, send)
+
+    def _refunding(self, key: str, send):
+        """`send`, giving the site's turn back when the answer says only duplicates came."""
+        async def watch(message):
+            if message["type"] == "http.response.start" and message["status"] < 300:
+                found = dict(message.get("headers", ()))
+                if found.get(_STORED) == b"0" and found.get(_DUPLICATES, b"0") != b"0":
+                    self.state.uploads.refund(key)
+            await send(message)
+
+        return watch
 
     def _with_cors(self, send):
         async def send_cors(message):
@@ -168,16 +185,17 @@ class _Edge:
 
         return send_cors
 
-    async def _upload_turn(self, scope: dict, send) -> bool:
-        """Wait for this write's turn in its site's upload bucket; False when refused (429
-        sent). Writes the route will refuse (no or a read-only credential) take no turn, so
-        that a clock's read token cannot use up a site's uploads."""
+    async def _upload_turn(self, scope: dict, send) -> str | None | bool:
+        """Wait for this write's turn in its site's upload bucket: the site whose turn it took,
+        None when it takes none, False when refused (429 sent). Writes the route will refuse
+        (no or a read-only credential) take no turn, so that a clock's read token cannot use
+        up a site's uploads."""
         uploads = self.state.uploads
         if uploads is None:
-            return True
+            return None
         key = _writer_site(scope)
         if key is None:
-            return True
+            return None
         wait = uploads.reserve(key)
         if wait is None:
             seconds = uploads.retry_after(key)
@@ -187,7 +205,7 @@ class _Edge:
             return False
         if wait > 0:
             await asyncio.sleep(wait)
-        return True
+        return key
 
     def _cors(self) -> list[tuple[bytes, bytes]]:
         return [(k, v if v is not None else self.origin) for k, v in _CORS_HEADERS]

@@ -12,7 +12,10 @@ finds the bucket empty waits its turn for up to `queue_s` seconds instead of bei
 AndroidAPS (NSClient v3) uploads one document per request and counts any 4xx answer to a
 create as done, so a refusal during its catch-up after a night offline would lose that
 treatment; a short wait only slows it down. Past the queue, 429 with Retry-After. A wait
-holds a socket, not a worker thread, and at most rate × queue_s writes wait per site.
+holds a socket, not a worker thread, and at most rate × queue_s writes wait per site. A write
+answered as storing nothing new (only duplicates) gives its turn back: bridges re-send the
+last day every minute, one document per request, and would otherwise queue their new reading
+behind hundreds of turns.
 docs/nightscout.md ("Limits") gives the numbers and why.
 """
 
@@ -170,6 +173,13 @@ class UploadLimit:
             if len(self._buckets) > 10_000:
                 self._forget_full(now)
             return wait
+
+    def refund(self, key: str, now: float | None = None) -> None:
+        """Give a turn back: the write it was taken for stored nothing new (every document
+        already there: a bridge re-sending the last day each minute, as Nightscout lets it)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._buckets[key] = (min(float(self.burst), self._tokens(key, now) + 1.0), now)
 
     def retry_after(self, key: str, now: float | None = None) -> int:
         """Whole seconds until a write of this site would be taken without waiting."""

@@ -254,6 +254,27 @@ def test_writes_past_the_burst__429_with_retry_after_and_reads_go_on(limited):
     assert ns.count("treatments") == 3
 
 
+def test_a_bridge_re_sending_what_is_stored__takes_no_turn(limited):
+    """Home-Assistant-Carelink re-sends the last day every minute, one document per POST; its
+    new reading must not queue behind hundreds of duplicates (Nightscout has no limit)."""
+    ns = limited
+    assert _note(ns, 0).status_code == 200  # one turn: 2 left
+    for _ in range(20):
+        r = _note(ns, 0)  # the same note again: stored once, the turn given back
+        assert r.status_code == 200 and r.headers["X-Nightlink-Stored"] == "0", r.headers
+    assert [_note(ns, i).status_code for i in range(1, 4)] == [200, 200, 429]
+    assert ns.count("treatments") == 3
+
+
+def test_writes_storing_nothing_because_refused__still_take_their_turn(limited):
+    ns = limited
+    for _ in range(3):
+        r = ns.post("/api/v1/entries", headers=AUTH, json=[{"type": "sgv", "sgv": "high"}])
+        assert r.headers.get("X-Nightlink-Stored") == "0" and \
+            r.headers.get("X-Nightlink-Duplicates") == "0", (r.status_code, r.headers)
+    assert _note(ns, 0).status_code == 429
+
+
 def test_a_read_only_token__takes_no_turn(limited):
     ns = limited
     for i in range(10):
