@@ -209,6 +209,14 @@ def test_readme_deploy__operator_and_flasher_steps_as_written(postgres_server, r
                     assert json.loads(out.strip().splitlines()[-1])[0]["sgv"] == 123, out
             timings[block.name] = round(time.monotonic() - started, 1)
         _broker_files_are_the_brokers_own(settings, op)
+        # The first-install blocks pasted again (an upgrade, a new shell) lose nothing: the
+        # edge's [sync] account and the cloud's secrets exist nowhere else.
+        etc = Path(settings["ETC"])
+        kept = {name: (etc / name).read_bytes() for name in ("cloud.env", "edge.toml")}
+        for block in steps:
+            if block.name in ("cloud-env", "edge-config"):
+                assert "is kept as it is" in op.run(block), block.name
+        assert {name: (etc / name).read_bytes() for name in kept} == kept
         # The LAN broker's bridge trusts the cloud broker through CA_FILE, as the sync does.
         cloud_log = _tail(op.log("cloud-broker-run"), 10**7)
         assert "unknown ca" not in cloud_log and "certificate verify failed" not in cloud_log, \
