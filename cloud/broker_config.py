@@ -105,7 +105,7 @@ def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str,
     if ingest_username:
         if not ingest_password:
             raise ValueError("The ingest account needs a password (NIGHTLINK_MQTT_PASSWORD).")
-        known = _hashes(Path(passwd_path)).get(ingest_username, "")
+        known = passwd_accounts(Path(passwd_path)).get(ingest_username, "")
         kept = known if mosquitto_verify(known, ingest_password) else ""
         passwd_lines.append(f"{ingest_username}:{kept or mosquitto_hash(ingest_password)}")
         acl_lines += ["", *ingest_acl(ingest_username)]
@@ -121,7 +121,7 @@ def mosquitto_files(store: Store, acl_path: Path | str, passwd_path: Path | str,
     return len(devices)
 
 
-def _hashes(passwd_path: Path) -> dict[str, str]:
+def passwd_accounts(passwd_path: Path) -> dict[str, str]:
     """The accounts of an existing password file, name to hash ({} when there is none)."""
     try:
         text = passwd_path.read_text(encoding="utf-8")

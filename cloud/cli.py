@@ -311,6 +311,22 @@ def _mode(text: str | None) -> int | None:
     return mode
 
 
+def _not_an_empty_database(store, passwd, ingest: str) -> None:
+    """Refuse to write the broker's accounts from a database that has never had a tenant
+    while the password file lets devices in: the wrong database (a mistyped URL), or one being
+    restored. Written, the file would lock every edge and clock out at the broker's reload."""
+    from nightlink.cloud.broker_config import passwd_accounts
+
+    if store.db.scalar("SELECT count(*) AS n FROM tenants"):
+        return
+    devices = [user for user in passwd_accounts(passwd) if user != ingest]
+    if devices:
+        raise NightlinkError(
+            f"The database has no tenant at all, but {passwd} lets {len(devices)} devices in; "
+            "not writing it (the wrong NIGHTLINK_DATABASE_URL, or a restore in progress?). "
+            "If this database is right, remove the file first.")
+
+
 def _broker_can_read(path) -> bool:
     """Whether the user mosquitto may read `path` (True when there is no such user here or
     the file is missing: nothing to say then)."""
@@ -382,6 +398,7 @@ def broker_files(acl_path: str, passwd_path: str, conf_path: str | None, port: i
     store = _store(settings)
     written: list[Path] = []
     try:
+        _not_an_empty_database(store, Path(passwd_path), settings.mqtt_username)
         n = mosquitto_files(store, acl_path, passwd_path, ingest_username=settings.mqtt_username,
                             ingest_password=settings.mqtt_password, owner=uid_gid, mode=mode,
                             written=written)

@@ -293,3 +293,20 @@ def test_broker_files__ingest_without_password_is_one_sentence(tmp_path, one_dev
     done = _run(env, "broker-files", "--acl", str(tmp_path / "acl"), "--passwd",
                 str(tmp_path / "passwd"))
     assert done.returncode == 2 and "NIGHTLINK_MQTT_PASSWORD" in done.stderr
+
+
+def test_broker_files__an_empty_database_does_not_lock_the_devices_out(tmp_path, one_device):
+    """Run against a database that never had a tenant (a mistyped URL, a restore under way)
+    while the password file lets devices in: refused in one sentence, the files untouched;
+    once the file is removed (a new install), written."""
+    assert _files(tmp_path, one_device).returncode == 0
+    before = (tmp_path / "passwd").read_bytes()
+    assert b"fam-1." in before
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    r = _files(tmp_path, empty)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "The database has no tenant at all" in r.stderr and "1 devices" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert (tmp_path / "passwd").read_bytes() == before
+    (tmp_path / "passwd").unlink()
+    assert _files(tmp_path, empty).returncode == 0
