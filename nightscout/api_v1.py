@@ -821,6 +821,33 @@ async def experiments_test(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+@router.get("/notifications/ack", responses={200: {"description": "Done", "content": {
+            "text/plain": {}}}, **_ERRORS}, summary="Acknowledge the site's alarms.")
+async def notifications_ack(request: Request) -> Response:
+    """Nightscout's `GET /api/v1/notifications/ack?level=&group=&time=` (cli-anything-nightscout
+    and the socket's `ack` use it): silences the site's alarms of that level and below in the
+    group (`default`) for `time` ms (30 minutes by default, two hours at most), acknowledges
+    its open alerts and tells its `/alarm` sockets "All Clear". Takes `notifications:*:ack`
+    (the API secret or an admin token, not `readable`); answers `OK` as Nightscout does."""
+    from nightlink.nightscout.sockets import ACK_PERMISSION
+
+    site, grant = need(request, ACK_PERMISSION)
+    params = request.query_params
+    await request.app.state.nightscout_sockets.acknowledge(
+        site.key, _finite_number(params.get("level")), params.get("group"),
+        _finite_number(params.get("time")), grant)
+    return Response(b"OK", media_type="text/plain; charset=utf-8")
+
+
+def _finite_number(text: str | None) -> float | None:
+    """JavaScript's Number() of a query value where it is a finite number, else None."""
+    try:
+        value = float((text or "").strip())
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
 # -- routes outside /api/v1 ------------------------------------------------------------------------
 
 _root = APIRouter(tags=["nightscout v1"])

@@ -434,6 +434,15 @@ class NightscoutSockets:
         if grant is None or not grant.allows("api:*:read") or not grant.allows(ACK_PERMISSION):
             return None  # silencing the family's alarms takes a credential that hears them
             # and may acknowledge them (Nightscout's `notifications:*:ack`: not `readable`)
+        await self.acknowledge(site, level, group, silence, grant)
+        return None
+
+    async def acknowledge(self, site: str, level: Any, group: Any, silence: Any,
+                          grant: auth.Grant) -> None:
+        """Silence a site's alarms of `level` (1 warning, 2 urgent: both) in `group` for
+        `silence` ms (30 minutes when not given, two hours at most), acknowledge its open
+        alerts, and tell its `/alarm` sockets "All Clear": the socket's `ack` and
+        `GET /api/v1/notifications/ack` alike; the caller has checked ACK_PERMISSION."""
         level = min(max(int(level), 1), 2) if _finite(level) else 1
         group = str(group or "default")[:100]
         now = time.time()
@@ -449,7 +458,6 @@ class NightscoutSockets:
         await self._emit_alarm(site, {"clear": True, "title": "All Clear",
                                       "message": f"{group} - {level_name} was ack'd",
                                       "group": group})
-        return None
 
     # -- credentials looked at again -------------------------------------------------------------
 

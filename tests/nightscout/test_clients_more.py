@@ -595,6 +595,27 @@ def test_cli__profile_devicestatus_properties_food(ns):
     assert cli(ns, "DELETE", f"/profile/{pid}.json").status_code == 200
 
 
+def test_cli__notifications_ack(ns):
+    """notifications.py:23-55 (`alarm ack`): GET /api/v1/notifications/ack with level, group
+    and `time` (minutes, which Nightscout reads as ms: notifications-api.js:22-31); the reply
+    is read as text. Nightscout answers `OK` for `notifications:*:ack` (the secret, an admin)
+    and silences the group's alarms; a read token may not (authorization/storage.js)."""
+    import time as clock
+
+    sockets = ns.app.state.nightscout_sockets
+    r = cli(ns, "GET", "/notifications/ack", params={"level": 2, "group": "default", "time": 5})
+    assert (r.status_code, r.text) == (200, "OK"), (r.status_code, r.text[:200])
+    key = next(iter(sockets._silenced))[0]
+    assert {lvl for site, _, lvl in sockets._silenced if site == key} == {1, 2}
+    assert max(sockets._silenced.values()) - clock.time() < 1  # 5 ms, as Nightscout reads it
+    r = cli(ns, "GET", "/notifications/ack", params={"level": 1, "group": "default"},
+            token=ns.read_token, secret=False)
+    assert r.status_code == 401, (r.status_code, r.text[:200])
+    r = cli(ns, "GET", "/notifications/ack", version="v2", params={"level": "x"})
+    assert (r.status_code, r.text) == (200, "OK")  # v2 copies v1's routes, as Nightscout
+    assert 29 * 60 < max(sockets._silenced.values()) - clock.time() <= 30 * 60  # the default
+
+
 def test_cli__adminnotifies(ns):
     """notifications.py:58-71: GET /adminnotifies read as a dict. Nightscout answers every
     credential 200 `{status: 200, message: {notifies, notifyCount}}` (adminnotifiesapi.js:10-
