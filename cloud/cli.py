@@ -317,7 +317,7 @@ def _not_an_empty_database(store, passwd, ingest: str) -> None:
     restored. Written, the file would lock every edge and clock out at the broker's reload."""
     from nightlink.cloud.broker_config import passwd_accounts
 
-    if store.db.scalar("SELECT count(*) AS n FROM tenants"):
+    if store.has_tenants():
         return
     devices = [user for user in passwd_accounts(passwd) if user != ingest]
     if devices:

@@ -291,11 +291,7 @@ async def _delete_find(request: Request, coll: str, spec: str | None = None) -> 
     query = _query(request, coll)
     if spec is not None and spec != "*":
         if coll == documents.ENTRIES and not documents.is_hex_id(spec):
-            query.where.parts = [p for p in query.where.parts
-                                 if getattr(p, "path", None) != "type"]
-            from nightlink.nightscout.query import Cond
-
-            query.add(Cond("type", "$eq", spec))
+            query.set_type(spec)
         else:
             row = await run_in_threadpool(site.docs.get, coll, spec)
             n = await run_in_threadpool(site.docs.delete, [row] if row and row.valid else [])
@@ -376,15 +372,11 @@ async def get_entries_spec(spec: str, request: Request) -> Response:
             raise not_found(f"There is no entry {name!r}.")
         body, media = _render_entries(ext)(request, [row.v1()])
         return Response(body, media_type=media)
-    from nightlink.nightscout.query import Cond
 
     kind = "sgv" if name == "current" else name
 
     def only(query: Query) -> None:
-        query.where.parts = [p for p in query.where.parts if getattr(p, "path", None) != "type"]
-        query.add(Cond("type", "$eq", kind))
-        if name == "current":
-            request.state.count_override = 1
+        query.set_type(kind)
 
     if name == "current":
         return await _current(request, ext)
@@ -426,7 +418,8 @@ async def get_times_echo(request: Request, prefix: str | None = None,
     need(request, "api:entries:read")
     prefix, pattern, _ = _split_last(request, [prefix, pattern])
     try:
-        conds = slice_conditions(documents.ENTRIES, "dateString", None, prefix, pattern)
+        conds = await run_in_threadpool(slice_conditions, documents.ENTRIES, "dateString", None,
+                                        prefix, pattern)
     except QueryError as exc:
         raise bad_request(str(exc)) from None
     shown = {"$in": [c.pattern for c in conds[0].operand]}
@@ -460,15 +453,15 @@ def _split_last(request: Request, parts: list[str | None]) -> list:
 
 async def _sliced(request: Request, coll: str, field: str, kind: str | None,
                   prefix: str | None, pattern: str | None, ext: str | None) -> Response:
-    try:
-        conds = slice_conditions(coll, field, kind or None, prefix or None, pattern or None)
+    try:  # (off the event loop: a thousand patterns take a moment)
+        conds = await run_in_threadpool(slice_conditions, coll, field, None, prefix or None,
+                                        pattern or None)
     except QueryError as exc:
         raise bad_request(str(exc)) from None
 
     def narrowed(query: Query) -> None:
         if kind:  # the path's type replaces a find[type]
-            query.where.parts = [p for p in query.where.parts
-                                 if getattr(p, "path", None) != "type"]
+            query.set_type(kind)
         for cond in conds:
             query.add(cond)
 

@@ -37,6 +37,8 @@ _SITE_ROOT = re.compile(r"^(?:/t/([^/]+))?/?$")
 HOME = "/app"  # the patient and family app, on the cloud and the edge
 _STORED = api_v1.HEADER_STORED.lower().encode()  # as ASGI spells header names
 _DUPLICATES = api_v1.HEADER_DUPLICATES.lower().encode()
+_REJECTED = api_v1.HEADER_REJECTED.lower().encode()
+REFUND_MAX_DOCS = 10  # a write of at most this many duplicates gives its upload turn back
 _CORS_HEADERS = [
     (b"access-control-allow-origin", None),
     (b"access-control-allow-methods", b"GET,PUT,POST,DELETE,PATCH,OPTIONS"),
@@ -167,11 +169,15 @@ class _Edge:
         return await self.app(scope, receive, send)
 
     def _refunding(self, key: str, send):
-        """`send`, giving the site's turn back when the answer says only duplicates came."""
+        """`send`, giving the site's turn back when the answer says a few duplicates came and
+        nothing else: not for a refused document (each is kept as a dead letter), nor for a
+        big batch (its deduplication is work the turn pays for)."""
         async def watch(message):
             if message["type"] == "http.response.start" and message["status"] < 300:
                 found = dict(message.get("headers", ()))
-                if found.get(_STORED) == b"0" and found.get(_DUPLICATES, b"0") != b"0":
+                duplicates = found.get(_DUPLICATES, b"")
+                if found.get(_STORED) == b"0" and found.get(_REJECTED) == b"0" \
+                        and duplicates.isdigit() and 0 < int(duplicates) <= REFUND_MAX_DOCS:
                     self.state.uploads.refund(key)
             await send(message)
 

@@ -313,6 +313,14 @@ class Query:
         self.where.parts.append(cond)
         _hint(self.coll, cond, self.hints)
 
+    def set_type(self, kind: str) -> None:
+        """Only entries of this type, whatever `find[type]` asked (a path's type replaces it,
+        as Nightscout's routes set `find.type`)."""
+        self.where.parts = [p for p in self.where.parts if getattr(p, "path", None) != "type"]
+        if _KIND_FIELD.get(self.coll) == "type":
+            self.hints.kinds = None  # only the type conditions just dropped set it
+        self.add(Cond("type", "$eq", kind))
+
 
 # -- coercion -------------------------------------------------------------------------------------
 
@@ -525,6 +533,7 @@ _COUNT = regex.compile(r"[+-]?(\d+)")
 # pattern only, start with it.
 
 MAX_PATTERNS = 1000  # expanded patterns of one slice
+MAX_SLICE_TEXT = 256  # characters of a slice's prefix or regex, before expansion
 _RANGE = regex.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?|([A-Za-z])\.\.([A-Za-z])")
 _FIELD = regex.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?:\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}")
 
@@ -552,37 +561,32 @@ def expand_braces(text: str, limit: int = MAX_PATTERNS) -> list[str]:
 
 
 def _first_group(text: str) -> tuple[int, int, list[str]] | None:
-    """(start, end, alternatives) of the first brace group that expands, or None."""
-    i = 0
-    while True:
-        start = text.find("{", i)
-        if start < 0:
-            return None
-        i = start + 1
-        if start and text[start - 1] == "\\":
+    """(start, end, alternatives) of the first brace group that expands, or None. One pass
+    with a stack: each comma belongs to the innermost open brace, a backslash escapes the
+    character after it."""
+    groups, stack = [], []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
             continue
-        depth, commas = 0, []
-        for j in range(start, len(text)):
-            c = text[j]
-            if c == "\\":
-                continue
-            if c == "{" and (j == start or text[j - 1] != "\\"):
-                depth += 1
-            elif c == "}" and text[j - 1] != "\\":
-                depth -= 1
-                if depth == 0:
-                    body = text[start + 1:j]
-                    if commas:
-                        cuts = [start, *commas, j]
-                        return start, j, [text[a + 1:b] for a, b in itertools.pairwise(cuts)]
-                    span = _range(body)
-                    if span is not None:
-                        return start, j, span
-                    break
-            elif c == "," and depth == 1:
-                commas.append(j)
-        else:
-            return None
+        if c == "{":
+            stack.append((i, []))
+        elif c == "," and stack:
+            stack[-1][1].append(i)
+        elif c == "}" and stack:
+            start, commas = stack.pop()
+            groups.append((start, i, commas))
+        i += 1
+    for start, end, commas in sorted(groups):
+        if commas:
+            cuts = [start, *commas, end]
+            return start, end, [text[x + 1:y] for x, y in itertools.pairwise(cuts)]
+        span = _range(text[start + 1:end])
+        if span is not None:
+            return start, end, span
+    return None
 
 
 def _range(body: str) -> list[str] | None:
@@ -600,7 +604,7 @@ def _range(body: str) -> list[str] | None:
         raise QueryError(f"The range {{{body}}} has more than {MAX_PATTERNS} values.")
     padded = any(len(x.lstrip("-")) > 1 and x.lstrip("-").startswith("0") for x in (first, last))
     width = max(len(first), len(last)) if padded else 0
-    values = range(a, b + (by if b >= a else -by), by if b >= a else -by)
+    values = range(a, b + (1 if b >= a else -1), by if b >= a else -by)  # b at most
     return [(f"-{str(-v).zfill(width - 1)}" if v < 0 else str(v).zfill(width)) for v in values]
 
 
@@ -610,6 +614,9 @@ def slice_conditions(coll: str, field_name: str, kind: str | None, prefix: str |
     expand to (and starting with the prefix when it is one pattern), and the type if named."""
     if not _FIELD.fullmatch(field_name):
         raise QueryError(f"{field_name!r} is not a field name.")
+    for part, text in (("prefix", prefix), ("regex", pattern)):
+        if text and len(text) > MAX_SLICE_TEXT:
+            raise QueryError(f"The slice's {part} is at most {MAX_SLICE_TEXT} characters long.")
     prefixes = expand_braces(prefix or ".*")
     parts = ["^" + prefix] if prefix and len(prefixes) > 1 else []
     if pattern:

@@ -94,7 +94,8 @@ def parse_http_date(value: str | None) -> int | None:
 
 # JavaScript's Date.toString() ("Thu Dec 03 2026 09:00:00 GMT+0100 (CET)") and Java's
 # ("Thu Dec 03 09:00:00 GMT+01:00 2026"): the offset after GMT counts, the name in brackets not.
-_GMT_OFFSET = re.compile(r"\b(?:GMT|UTC)([+-])(\d{1,2}):?(\d{2})\b")
+_GMT_OFFSET = re.compile(r"\b(?:GMT|UTC)([+-])(\d{1,2})(?::?(\d{2}))?\b")
+_MERIDIEM = re.compile(r"\b([AaPp])\.?[Mm]\b\.?")  # 9:00:00 PM (email.utils ignores it)
 _BRACKETED = re.compile(r"\s*\([^()]*\)\s*$")
 _ZONE_WORD = re.compile(r"\b[A-Z]{2,5}\b")  # CET, IST, AEST: a zone's abbreviation
 # The words an RFC 2822 date may hold that email.utils reads (days, months, and the zones it
@@ -108,11 +109,19 @@ def _written_date(text: str) -> datetime:
     """A date written out (RFC 2822, JavaScript's and Java's Date.toString()), with the
     offset it states; one whose zone is only a name that could mean several is refused
     rather than read as UTC."""
-    plain = _GMT_OFFSET.sub(lambda m: f"{m[1]}{int(m[2]):02d}{m[3]}", _BRACKETED.sub("", text))
+    plain = _GMT_OFFSET.sub(lambda m: f"{m[1]}{int(m[2]):02d}{m[3] or '00'}",
+                            _BRACKETED.sub("", text))
+    meridiem = _MERIDIEM.search(plain)
+    if meridiem:
+        plain = plain[:meridiem.start()] + plain[meridiem.end():]
     try:
         dt = parsedate_to_datetime(plain)
     except (TypeError, ValueError, IndexError, OverflowError):
         raise TimeError(f"{text!r} is not an ISO 8601 time.") from None
+    if meridiem:  # 12 AM is midnight, 12 PM noon
+        if not 1 <= dt.hour <= 12:
+            raise TimeError(f"{text!r} has an hour of {dt.hour} with {meridiem[0].strip()}.")
+        dt = dt.replace(hour=dt.hour % 12 + (12 if meridiem[1] in "Pp" else 0))
     if dt.tzinfo is None:  # no offset read: was a zone named that email.utils does not know?
         named = [w for w in _ZONE_WORD.findall(plain) if w.lower() not in _DATE_WORDS]
         if named:

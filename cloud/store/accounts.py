@@ -58,6 +58,11 @@ class Accounts:
                             (int(value) if key == "public_read" else value, tenant_id))
         self.access_changed()
 
+    def has_tenants(self) -> bool:
+        """Whether the database holds any tenant, deleted ones included (an empty database,
+        a mistyped URL or one being restored holds none)."""
+        return self.db.one("SELECT id FROM tenants LIMIT 1") is not None
+
     def tenant_ids(self) -> list[str]:
         """Every tenant not deleted, by id."""
         return [r["id"] for r in self.db.query(

@@ -593,6 +593,12 @@ def test_cn_uploaders__slice_answers_empty_then_the_newest_sgv_of_all_time(ns):
     assert [e["sgv"] for e in r.json()] == [102, 101, 100]
     r = wire(ns, "GET", "/api/v1/slice/entries/dateString/sgv/1999-01-01.*", lines)
     assert r.json() == []
+    # the path's type replaces a find[type] (Nightscout sets find.type), hints and all
+    r = wire(ns, "GET", SLICE_NEWEST + "&find[type]=mbg", lines)
+    assert [e["sgv"] for e in r.json()] == [102]
+    r = wire(ns, "GET", f"/api/v1/entries/sgv.json?count=1&find[type]=mbg&find[date][$gte]={old}",
+             lines)
+    assert [e["sgv"] for e in r.json()] == [102]
 
 
 def test_slice__brace_patterns_times_and_other_storages_as_nightscout(ns):

@@ -267,12 +267,28 @@ def test_a_bridge_re_sending_what_is_stored__takes_no_turn(limited):
 
 
 def test_writes_storing_nothing_because_refused__still_take_their_turn(limited):
+    """Neither refused documents (each a dead letter) beside a duplicate, nor a big batch of
+    duplicates (its deduplication is work) get the turn back."""
     ns = limited
-    for _ in range(3):
-        r = ns.post("/api/v1/entries", headers=AUTH, json=[{"type": "sgv", "sgv": "high"}])
-        assert r.headers.get("X-Nightlink-Stored") == "0" and \
-            r.headers.get("X-Nightlink-Duplicates") == "0", (r.status_code, r.headers)
-    assert _note(ns, 0).status_code == 429
+    assert _note(ns, 0).status_code == 200
+    bad = [{"eventType": {"no": "text"}}] * 50
+    r = ns.post("/api/v1/treatments", headers=AUTH, json=[*bad, {
+        "eventType": "Note", "notes": "0", "created_at": _NOTES_AT}])
+    assert (r.headers.get("X-Nightlink-Stored"), r.headers.get("X-Nightlink-Rejected"),
+            r.headers.get("X-Nightlink-Duplicates")) == ("0", "50", "1"), r.headers
+    r = ns.post("/api/v1/entries", headers=AUTH, json=[{"type": "sgv", "sgv": "high"}])
+    assert r.headers.get("X-Nightlink-Stored") == "0", (r.status_code, r.headers)
+    assert _note(ns, 1).status_code == 429
+
+
+def test_a_big_batch_of_duplicates__keeps_its_turn(ns):
+    ns.app.state.nightscout.uploads = UploadLimit(rate_per_min=60, burst=2, queue_s=0)
+    batch = [{"eventType": "Note", "notes": str(i), "created_at": _NOTES_AT - i * 60_000}
+             for i in range(11)]
+    assert ns.post("/api/v1/treatments", headers=AUTH, json=batch).status_code == 200
+    again = ns.post("/api/v1/treatments", headers=AUTH, json=batch)
+    assert again.headers["X-Nightlink-Duplicates"] == "11"
+    assert _note(ns, 20).status_code == 429
 
 
 def test_a_read_only_token__takes_no_turn(limited):

@@ -14,6 +14,8 @@ from nightlink.nightscout.query import QueryError, expand_braces, slice_conditio
     ("{00..03}", ["00", "01", "02", "03"]),  # a leading zero pads every value
     ("{3..1}", ["3", "2", "1"]),
     ("{1..7..3}", ["1", "4", "7"]),
+    ("{1..10..4}", ["1", "5", "9"]),  # a step never passes the end
+    ("{-5..5..3}", ["-5", "-2", "1", "4"]),
     ("{a..c}", ["a", "b", "c"]),
     ("20{14,15}-{a,b{1,2}}", ["2014-a", "2014-b1", "2014-b2", "2015-a", "2015-b1", "2015-b2"]),
     (r"\d{2}", [r"\d{2}"]),  # a regex quantifier stays
@@ -46,3 +48,18 @@ def test_slice_conditions__one_prefix_is_a_regex_of_its_own():
 def test_slice_conditions__a_field_that_is_no_name_is_refused(field):
     with pytest.raises(QueryError):
         slice_conditions("entries", field, None, None, None)
+
+
+def test_slice_conditions__a_long_prefix_is_refused_before_any_expansion():
+    """A 529-byte request once held the event loop for seconds (each brace rescanned the rest
+    of the text, for each of a thousand patterns): the text is bounded first, and expanding
+    what is allowed stays linear."""
+    import time
+
+    with pytest.raises(QueryError, match="at most 256 characters"):
+        slice_conditions("entries", "dateString", None, "x/{1..999}" + "{" * 250 + "}" * 250,
+                         None)
+    started = time.perf_counter()
+    assert expand_braces("{" * 2000 + "}" * 2000) == ["{" * 2000 + "}" * 2000]
+    assert len(expand_braces("{1..999}" + "{" * 120 + "}" * 120)) == 999
+    assert time.perf_counter() - started < 5  # (seconds to minutes before)

@@ -20,6 +20,10 @@ from nightlink.nightscout import times
     ("Sun Mar 08 18:03:54 PST 2015", "2015-03-09T02:03:54.000Z", -480),  # legacy uploader
     ("Wed, 02 Dec 2026 10:00:00 GMT", "2026-12-02T10:00:00.000Z", 0),
     ("2026-12-03T09:00:00+01:00", "2026-12-03T08:00:00.000Z", 60),
+    ("Thu Dec 03 2026 09:00:00 GMT+1", "2026-12-03T08:00:00.000Z", 60),  # no minutes
+    ("Dec 3, 2026 9:00:00 PM", "2026-12-03T21:00:00.000Z", None),  # as Node reads it (UTC)
+    ("Dec 3, 2026 12:05:00 AM", "2026-12-03T00:05:00.000Z", None),
+    ("Thu, 03 Dec 2026 12:30:00 PM GMT", "2026-12-03T12:30:00.000Z", 0),
 ])
 def test_parse__written_dates_keep_their_offset(text, iso, offset):
     ms, minutes = times.parse(text)
@@ -32,6 +36,7 @@ def test_parse__written_dates_keep_their_offset(text, iso, offset):
     ("03 Dec 99999999999 10:00:00", "is not an ISO 8601 time"),
     ("Thu, 03 Dec 2026 10:00:00 +99999999999999999", "is not an ISO 8601 time"),
     ("x" * 101, "at most 100 characters"),
+    ("Dec 3, 2026 13:00:00 PM", "an hour of 13 with PM"),
 ])
 def test_parse__refused_in_one_sentence(text, says):
     with pytest.raises(times.TimeError, match=says):

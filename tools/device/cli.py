@@ -262,13 +262,25 @@ def batch_cmd(cloud_url, tenant, email, password, wifi, mqtt_host, mqtt_port, mq
                              "with `nightlink device flash --build DIR`.")
 
 
+def _signed_in(tenant_help: str):
+    """The options of a command that signs in to the cloud for a tenant."""
+    def apply(command):
+        for option in reversed((
+                click.option("--cloud", "cloud_url", required=True, help="The cloud's address."),
+                click.option("--tenant", required=True, help=tenant_help),
+                click.option("--email", envvar="NIGHTLINK_EMAIL", required=True,
+                             help="Your cloud account (or NIGHTLINK_EMAIL)."),
+                click.option("--password", envvar="NIGHTLINK_PASSWORD", callback=_password,
+                             help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not "
+                                  "given)."))):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @device.command("register-edge")
-@click.option("--cloud", "cloud_url", required=True, help="The cloud's address.")
-@click.option("--tenant", required=True, help="The tenant (patient) the edge node serves.")
-@click.option("--email", envvar="NIGHTLINK_EMAIL", required=True,
-              help="Your cloud account (or NIGHTLINK_EMAIL).")
-@click.option("--password", envvar="NIGHTLINK_PASSWORD", callback=_password,
-              help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not given).")
+@_signed_in("The tenant (patient) the edge node serves.")
 @click.option("--edge-id", required=True, help="The edge's device id: `nightlink edge id` on "
               "the edge prints it.")
 @click.option("--label", default="Edge node", show_default=True)
@@ -293,12 +305,7 @@ def register_edge_cmd(cloud_url, tenant, email, password, edge_id, label, out, c
 
 @device.command("revoke")
 @click.argument("device_id")
-@click.option("--cloud", "cloud_url", required=True, help="The cloud's address.")
-@click.option("--tenant", required=True, help="The tenant (patient) the device belongs to.")
-@click.option("--email", envvar="NIGHTLINK_EMAIL", required=True,
-              help="Your cloud account (or NIGHTLINK_EMAIL).")
-@click.option("--password", envvar="NIGHTLINK_PASSWORD", callback=_password,
-              help="Your cloud password (or NIGHTLINK_PASSWORD; asked if not given).")
+@_signed_in("The tenant (patient) the device belongs to.")
 def revoke_cmd(device_id, cloud_url, tenant, email, password):
     """Revoke a clock or edge node (lost, sold, or to give it a new password: register it
     again afterwards with the same id)."""
