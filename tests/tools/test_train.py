@@ -54,8 +54,41 @@ def test_walch__stages_and_wearable_features(tmp_path):
 
 def test_walch__missing_file_is_one_sentence(tmp_path):
     subject = _walch(tmp_path)
-    (tmp_path / "heart_rate" / f"{subject}_heartrate.txt").unlink()
+    (tmp_path / "motion" / f"{subject}_acceleration.txt").unlink()
     with pytest.raises(NightlinkError, match="Cannot read"):
+        readers.walch_night(tmp_path, subject)
+
+
+def test_walch__acceleration_in_any_unit_no_heart_rate_any_separator(tmp_path):
+    """Others' recordings in the layout: m/s² or mg read as g (scored as if g they called
+    nearly every epoch wake), no heart-rate file (motion alone), commas or semicolons between
+    the numbers, an id with an underscore."""
+    subject = _walch(tmp_path)
+    want = readers.walch_night(tmp_path, subject)
+    names = input_names()
+    act = names.index("wearable.activity_count")
+    for unit, scale, sep in (("m/s²", 9.80665, ","), ("mg", 1000.0, ";")):
+        other = tmp_path / unit.replace("/", "")
+        for d in ("labels", "motion"):
+            (other / d).mkdir(parents=True)
+        (other / "labels" / "S_1_labeled_sleep.txt").write_text(
+            (tmp_path / "labels" / f"{subject}_labeled_sleep.txt").read_text().replace(" ", sep))
+        rows = np.loadtxt(tmp_path / "motion" / f"{subject}_acceleration.txt")
+        rows[:, 1:] *= scale
+        (other / "motion" / "S_1_acceleration.txt").write_text(
+            "".join(sep.join(f"{v:.6f}" for v in r) + "\n" for r in rows))
+        assert readers.walch_subjects(other) == ["S_1"]
+        notes: list[str] = []
+        got = readers.walch_night(other, "S_1", notes)
+        assert got.stage.tolist() == want.stage.tolist()
+        assert np.allclose(got.x[:, act], want.x[:, act], atol=0.05), unit
+        assert np.isnan(got.x[:, names.index("wearable.hr_mean_bpm")]).all()
+        assert any(f"acceleration read as {unit}" in n for n in notes), notes
+        assert any("no heart_rate" in n for n in notes), notes
+    rows = np.loadtxt(tmp_path / "motion" / f"{subject}_acceleration.txt")
+    rows[:, 1:] *= 60  # no unit a wrist at rest reads
+    np.savetxt(tmp_path / "motion" / f"{subject}_acceleration.txt", rows)
+    with pytest.raises(NightlinkError, match="not g, m/s² or mg"):
         readers.walch_night(tmp_path, subject)
 
 
@@ -295,10 +328,13 @@ def test_eval_sleep_data__the_committed_model_on_wrist_nights_of_the_walch_layou
     (tmp_path / "heart_rate" / "2001_heartrate.txt").write_text("1\n2\n")
     r = CliRunner().invoke(main, ["eval", "sleep", "--data", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
-    assert "note: 2001 left out" in r.output
+    assert "note: 2001: heart rate not read (Cannot read" in r.output
+    assert "motion alone: heart rate in 0% of its scored epochs." in r.output
     assert "note: 1004 left out: acceleration in 0% of its scored epochs" in r.output
     got = _last_json(r.output)
-    assert got["nights"] == 3 and got["epochs"] == 3 * 719 and got["data"].startswith("real")
+    assert got["nights"] == 4 and got["nights_with_heart_rate"] == 3
+    assert got["epochs"] == 3 * 719 + 7 and got["data"].startswith("real")
+    assert got["headline_inputs"] == "motion_hr"
     assert set(got["by_inputs"]) == {"motion", "motion_hr"}
     motion, both = got["by_inputs"]["motion"], got["by_inputs"]["motion_hr"]
     # Plain wake: the actigraphy rule on these counts and both calls find it.

@@ -386,23 +386,33 @@ def eval_sleep(cache, models, nights, hours, as_json, data):
     if not subjects:
         raise NightlinkError(f"{data} holds no labels/<id>_labeled_sleep.txt (the Walch 2019 "
                              "sleep-accel layout).")
-    left_out, real = [], []
+    left_out, real, with_hr, notes = [], [], [], {}
     for subject in subjects[:nights] if nights else subjects:
+        said: list[str] = []
         try:
-            night = readers.walch_night(data, subject)
+            night = readers.walch_night(data, subject, said)
         except NightlinkError as exc:
             left_out.append(f"{subject} left out: {str(exc).rstrip('.')}.")
             continue
         thin = readers.wrist_coverage(night)
         if thin:
             left_out.append(f"{subject} left out: {thin}.")
+            continue
+        real.append(night)
+        no_hr = readers.wrist_coverage(night, "heart rate")
+        if no_hr:
+            said.append(f"motion alone: {no_hr}")
         else:
-            real.append(night)
-    _say_notes(left_out)
+            with_hr.append(night)
+        if said:
+            notes[subject] = said
+    _say_notes(left_out + [f"{k}: {'; '.join(v)}." for k, v in notes.items()])
     if not real:
         raise NightlinkError(f"No night in {data} could be read.")
-    figures = nightmodels.eval_sleep_real(clf, real, f"Walch layout, {len(real)} nights")
+    figures = nightmodels.eval_sleep_real(clf, real, f"Walch layout, {len(real)} nights",
+                                          with_hr)
     figures["files_left_out"] = left_out
+    figures["file_notes"] = notes
     _report(figures, as_json)
 
 

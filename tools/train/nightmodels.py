@@ -244,19 +244,26 @@ def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
 WRIST_SUBSETS = ("motion", "motion_hr")
 
 
-def eval_sleep_real(clf: classify.Classifiers, nights: list[Night], source: str) -> dict:
+def eval_sleep_real(clf: classify.Classifiers, nights: list[Night], source: str,
+                    with_hr: list[Night] | None = None) -> dict:
     """Real wrist nights with PSG stages (the Walch 2019 layout), scored by the committed
-    model through the edge's own runtime with motion alone and with motion and heart rate:
-    per-subset figures and the wrist targets, measured."""
-    result, epochs, _seconds = _by_inputs(clf, nights, WRIST_SUBSETS)
+    model through the edge's own runtime with motion alone (every night) and with motion and
+    heart rate (the nights `with_hr`, all of them when not given): per-subset figures and the
+    wrist targets, measured; the headline is motion and heart rate when any night has it."""
+    with_hr = nights if with_hr is None else with_hr
+    result, epochs, _seconds = _by_inputs(clf, nights, ("motion",))
+    if with_hr:
+        result["motion_hr"] = _by_inputs(clf, with_hr, WRIST_SUBSETS)[0]["motion_hr"]
     targets = {name: {key: {"target": value, "measured": result[name][key],
                             "met": result[name][key] is not None and result[name][key] >= value}
-                      for key, value in REAL_TARGETS[name].items()} for name in REAL_TARGETS}
-    return {"nights": len(nights), "epochs": epochs,
+                      for key, value in REAL_TARGETS[name].items()}
+               for name in REAL_TARGETS if name in result}
+    headline = "motion_hr" if with_hr else "motion"
+    return {"nights": len(nights), "nights_with_heart_rate": len(with_hr), "epochs": epochs,
             "data": f"real: {source} (wrist acceleration and heart rate, PSG stages; scored "
                     "epochs only; activity counts from the acceleration as "
                     "tools/train/readers.py walch_night makes them)",
-            **{k: result["motion_hr"][k] for k in _HEADLINE},
+            "headline_inputs": headline, **{k: result[headline][k] for k in _HEADLINE},
             "by_inputs": result, "targets_real_wrist": targets}
 
 

@@ -5,6 +5,8 @@
   `motion/{id}_acceleration.txt` (seconds, x, y, z in g, space-separated),
   `heart_rate/{id}_heartrate.txt` (seconds,bpm), `labels/{id}_labeled_sleep.txt`
   (seconds stage: 0 wake, 1-4 N1-N4, 5 REM, -1 unscored), times relative to the PSG start.
+  Read leniently for others' recordings in that layout: any of space, comma, semicolon or
+  tab between numbers, acceleration in g, m/s² or mg, the heart-rate file optional.
 - OhioT1DM (Marling & Bunescu 2020) XML: `<patient id=…><glucose_level><event ts="DD-MM-YYYY
   HH:MM:SS" value="mg/dL"/>…`.
 """
@@ -59,20 +61,80 @@ def _numeric_rows(path: Path, sep: str | None, columns: int) -> np.ndarray:
     return np.array(out, dtype=np.float64).reshape(-1, columns)
 
 
+_LABELS_SUFFIX = "_labeled_sleep.txt"
+# What a still wrist reads as the magnitude of its acceleration, by unit: g (Apple Watch,
+# Walch 2019; Axivity), m/s² (phones, Android wear) and mg (ActiGraph raw, some GENEActiv).
+_ACCELERATION_UNITS = (("g", 1.0, (0.5, 2.0)), ("m/s²", 1 / 9.80665, (5.0, 20.0)),
+                       ("mg", 1 / 1000, (500.0, 2000.0)))
+
+
 def walch_subjects(root: Path) -> list[str]:
-    return sorted(p.name.split("_")[0] for p in (Path(root) / "labels").glob("*_labeled_sleep.txt"))
+    """Every subject with a labels file (its id may hold underscores: S_1001)."""
+    return sorted(p.name[:-len(_LABELS_SUFFIX)]
+                  for p in (Path(root) / "labels").glob(f"*{_LABELS_SUFFIX}"))
 
 
-def walch_night(root: Path, subject: str) -> Night:
+def _any_separator(path: Path, columns: int) -> np.ndarray:
+    """A table of numbers separated by white space, commas or semicolons (as exported)."""
+    best, refused = np.zeros((0, columns)), None
+    for sep in (None, ",", ";", "\t"):
+        try:
+            rows = _table(path, sep, columns)
+        except NightlinkError as exc:  # too few columns with this separator: another?
+            if "Cannot read" in str(exc) and not path.exists():
+                raise
+            refused = refused or exc
+            continue
+        if rows.shape[0] > best.shape[0]:
+            best = rows
+    if not best.size and refused is not None:
+        raise refused
+    return best
+
+
+def acceleration_in_g(acc: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
+    """Acceleration rows (t, x, y, z) with x, y, z in g whatever the unit they came in: the
+    median magnitude of a night on a wrist is 1 g, 9.8 m/s² or 1000 mg. Another median is
+    refused rather than scored as if it were g."""
+    if not acc.size:
+        return acc
+    median = float(np.median(np.sqrt((acc[:, 1:4] ** 2).sum(axis=1))))
+    for unit, scale, (lo, hi) in _ACCELERATION_UNITS:
+        if lo <= median <= hi:
+            if scale != 1.0:
+                acc = acc.copy()
+                acc[:, 1:4] *= scale
+                if notes is not None:
+                    notes.append(f"acceleration read as {unit} (median magnitude {median:.3g})")
+            return acc
+    raise NightlinkError(f"the acceleration's median magnitude is {median:.3g}: not g, m/s² or "
+                         "mg at rest (1, 9.8 or 1000); check the file's unit.")
+
+
+def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Night:
     """A Walch subject as a training table: scored epochs only, wearable features from the
-    watch's heart rate and acceleration; audio and room missing (NaN)."""
+    watch's heart rate and acceleration (acceleration in g, m/s² or mg; without a heart-rate
+    file the heart rate is missing, NaN); audio and room missing (NaN). Files may separate
+    their numbers by spaces, commas, semicolons or tabs."""
     root = Path(root)
-    labels = _table(root / "labels" / f"{subject}_labeled_sleep.txt", None, 2)
-    hr = _table(root / "heart_rate" / f"{subject}_heartrate.txt", ",", 2)
-    acc = _table(root / "motion" / f"{subject}_acceleration.txt", None, 4)
+    labels = _any_separator(root / "labels" / f"{subject}{_LABELS_SUFFIX}", 2)
+    hr_file = root / "heart_rate" / f"{subject}_heartrate.txt"
+    hr = np.zeros((0, 2))
+    if not hr_file.exists():
+        if notes is not None:
+            notes.append(f"no heart_rate/{hr_file.name}")
+    else:
+        try:
+            hr = _any_separator(hr_file, 2)
+        except NightlinkError as exc:  # a broken heart-rate file: the motion still counts
+            if notes is not None:
+                notes.append(f"heart rate not read ({str(exc).rstrip('.')})")
+    acc = acceleration_in_g(_any_separator(root / "motion" / f"{subject}_acceleration.txt", 4),
+                            notes)
     keep = [(t, int(s)) for t, s in labels if int(s) in _WALCH_STAGE and t >= 0]
     if not keep:
-        raise NightlinkError(f"Walch subject {subject} has no scored epochs.")
+        raise NightlinkError(f"Walch subject {subject} has no scored epochs (numbered stages 0 "
+                             f"wake, 1-4, 5 REM in labels/{subject}{_LABELS_SUFFIX}).")
     n = len(keep)
     names = input_names()
     x = np.full((n, len(names)), np.nan, dtype=np.float32)
@@ -108,16 +170,14 @@ def walch_night(root: Path, subject: str) -> Night:
 MIN_COVERAGE = 0.5  # share of a night's scored epochs that must have the signal
 
 
-def wrist_coverage(night: Night) -> str | None:
-    """Why a wrist night cannot be scored from motion and heart rate: a signal present in
-    under half of its scored epochs (an empty or cut-short file); None when it can."""
-    names = input_names()
-    for label, name in (("acceleration", "wearable.activity_count"),
-                        ("heart rate", "wearable.hr_mean_bpm")):
-        share = float(np.isfinite(night.x[:, names.index(name)]).mean()) if night.x.size else 0.0
-        if share < MIN_COVERAGE:
-            return f"{label} in {share:.0%} of its scored epochs"
-    return None
+def wrist_coverage(night: Night, signal: str = "acceleration") -> str | None:
+    """Why a wrist night cannot be scored with this signal ("acceleration" or "heart rate"):
+    present in under half of its scored epochs (an empty or cut-short file, or no file);
+    None when it can."""
+    name = {"acceleration": "wearable.activity_count", "heart rate": "wearable.hr_mean_bpm"}
+    column = input_names().index(name[signal])
+    share = float(np.isfinite(night.x[:, column]).mean()) if night.x.size else 0.0
+    return f"{signal} in {share:.0%} of its scored epochs" if share < MIN_COVERAGE else None
 
 
 def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
