@@ -459,6 +459,16 @@ def cgm_grid(t_min: np.ndarray, g: np.ndarray):
         hold_default = 1
     else:
         slot = np.rint((t_min - t0) / SLOT_MIN).astype(np.int64)
+        # A sensor reads at its own phase: one near half a slot from the first reading's
+        # rounds to either side as its timestamps jitter, and two readings five minutes
+        # apart would share a slot (the first lost). A reading at least half a slot after
+        # the one before takes the next slot instead.
+        apart = np.r_[False, np.diff(t_min) >= SLOT_MIN / 2].tolist()
+        slots = slot.tolist()
+        for i in range(1, len(slots)):  # (in order: a bump moves the next reading on too)
+            if apart[i] and slots[i] <= slots[i - 1]:
+                slots[i] = slots[i - 1] + 1
+        slot = np.maximum.accumulate(np.array(slots, dtype=np.int64))
         last = np.r_[slot[1:] != slot[:-1], True]
         slot, g = slot[last], np.asarray(g, dtype=np.float32)[last]
         hold_default = max(1, interval // SLOT_MIN)

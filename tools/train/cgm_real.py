@@ -323,19 +323,20 @@ def _csv_notes(path: Path, rows: _Rows, tz: str | None) -> list[str]:
 def _by_minute(t: np.ndarray, g: np.ndarray, name: str = "",
                notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Readings (minutes, mg/dL, in the order written) sorted by minute, one per minute (a
-    repeated minute keeps its last reading, said in `notes` when the values differ),
-    clipped to the CGM's 39-400 mg/dL."""
-    order = np.argsort(t, kind="stable")
+    repeated minute keeps the mean of its readings, whatever order the file has, said in
+    `notes` when the values differ), clipped to the CGM's 39-400 mg/dL."""
+    order = np.lexsort((g, t))
     t, g = t[order], np.clip(g[order], 39, 400)
-    last = np.r_[t[1:] != t[:-1], True] if t.size else np.zeros(0, dtype=bool)
-    if notes is not None and t.size:
-        same_minute = t[1:] == t[:-1]
-        differ = int(np.unique(t[1:][same_minute & (g[1:] != g[:-1])]).size)
+    if not t.size:
+        return t, g.astype(np.float32)
+    minutes, first, counts = np.unique(t, return_index=True, return_counts=True)
+    if notes is not None:
+        differ = int(((np.maximum.reduceat(g, first) != np.minimum.reduceat(g, first))).sum())
         if differ:
             notes.append(f"{name}: {differ} minutes hold two different readings (overlapping "
-                         "sensors, a clock set back an hour, or seconds apart); the last of "
-                         "each was kept.")
-    return t[last], g[last].astype(np.float32)
+                         "sensors, a clock set back an hour, or seconds apart); their mean "
+                         "was kept.")
+    return minutes, (np.add.reduceat(g, first) / counts).astype(np.float32)
 
 
 def _usual_step(t: np.ndarray) -> int:
