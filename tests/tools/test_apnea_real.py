@@ -212,6 +212,29 @@ def test_load_folder__files_as_other_tools_write_them_read_the_same(tmp_path):
     assert np.allclose(a01.beat_t_s, ref["a01"].beat_t_s) and np.allclose(a01.rr_ms, ref["a01"].rr_ms)
 
 
+def test_load_folder__artefact_lines_other_columns_and_a_shorter_labelled_span(tmp_path):
+    """Others' recordings: a line marking an artefact, the columns in another order beside
+    others, and labels that end before the beats: read, each said in a note, and only the
+    labelled minutes scored (the labels' span shorter than the beats was once refused as a
+    wrong unit)."""
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("c01", False)])
+    ref = {r.name: r for r in apnea_real.load_folder(data)}
+    rows = _beats_rows(data, "a01")
+    body = [f"x,{r.split(',')[1]},{r.split(',')[0]}" for r in rows]
+    body.insert(100, "x,NA,artefact")
+    _variant(data, "a01", "ecg,rr_s,t_min\n" + "\n".join(body) + "\n")
+    _variant(data, "c01", None, "minute,apnea\n" + "".join(f"{m},0\n" for m in range(40)))
+    got = {r.name: r for r in apnea_real.load_folder(data)}
+    assert np.allclose(got["a01"].rr_ms, ref["a01"].rr_ms)
+    assert any("1 lines of a01_beats.csv are not two numbers (first: line 102)" in n
+               for n in got["a01"].notes), got["a01"].notes
+    c01 = got["c01"]
+    assert c01.minutes == 40 and c01.beat_t_s.max() < 45 * 60
+    assert any("beats more than 5 minutes after its last labelled minute (39) were left out"
+               in n for n in c01.notes), c01.notes
+
+
 @pytest.mark.parametrize(("beats", "labels", "says"), [
     (None, "minute,apnea\n", "has no labelled minute"),
     (None, "minute,apnea\n0,0\n1,2\n", "line 3 needs a minute from 0 and an apnea label"),
@@ -222,7 +245,7 @@ def test_load_folder__files_as_other_tools_write_them_read_the_same(tmp_path):
     ("t_min,rr_s\n", None, "fewer than 2 beats"),
     ("time,rr\n0.1,0.8\n", None, "needs the columns t_min,rr_s"),
     ("t_min,rr_s\n0.1,830\n0.2,840\n0.3,820\n", None, "median RR interval of 830"),
-    ("t_min,rr_s\n0.1,0.8\nabc,0.8\n", None, "line 3 is not two numbers"),
+    ("t_min,rr_s\n0.1,0.8\nabc,0.8\n", None, "fewer than 2 beats"),
     ("t_min,rr_s\n" + "".join(f"{60 * m},0.8\n" for m in range(1, 70)), None,
      "has beats from minute 60 to 4140"),
 ])
@@ -295,6 +318,7 @@ def test_eval_breathing_data__the_committed_model_scored_as_it_is(tmp_path):
     assert (models / cvhr.MODEL_FILE).read_bytes() == before
     assert got["data"] == "real" and got["beats"]["recordings"] == 5
     assert got["seen_in_training"] == ["a02", "c01", "x01", "x02"]
+    assert got["named_like_training"] == []
     assert got["beats"]["accuracy"] >= 0.85 and set(got["beats"]["index_pairs"]) >= {"n01"}
     committed = json.loads((apnea_real.ROOT / "edge" / "models" / cvhr.MODEL_FILE).read_text())
     assert len(committed["train"]["fingerprints"]) == len(committed["train"]["recordings"])
@@ -379,3 +403,25 @@ def test_seen_by_labels__a_copy_with_other_beats_or_trimmed_is_recognised():
         apnea_real.Recording("y", beats_t, np.full(beats_t.size, 1000.0), other), marks)
     committed = json.loads((apnea_real.ROOT / "edge" / "models" / cvhr.MODEL_FILE).read_text())
     assert set(committed["train"]["label_marks"]) <= set(committed["train"]["recordings"])
+
+
+def test_eval_breathing_data__a_training_recordings_name_on_other_beats_is_said(tmp_path):
+    """Beats derived again from the same ECG differ from the training copy, so the beats do
+    not recognise the recording: its name, one the model was trained on, is reported beside
+    the figures (`named_like_training`) so they are not read as held out."""
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("c01", False)])
+    models = tmp_path / "m"
+    assert CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(data), "--models",
+                                     str(models), "--cv", "0"]).exit_code == 0
+    other = tmp_path / "other"
+    _recordings(other, [("x01", False), ("c01", False)])  # c01 now seed 1: other beats
+    for name in ("c01_beats.csv.gz", "c01_apnea_minutes.csv"):
+        (other / name).unlink()
+        (other / name.replace("c01", "C01")).write_bytes((other / name.replace("c01", "x01"))
+                                                          .read_bytes())
+    r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(other), "--models",
+                                  str(models), "--json"])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.stdout)
+    assert got["named_like_training"] == ["C01"], got.get("named_like_training")

@@ -73,6 +73,7 @@ LABELS_SUFFIX = "_apnea_minutes.csv"
 RR_RANGE_S = (0.2, 3.0)  # a heart's beat-to-beat interval in seconds; a median outside: wrong unit
 LABEL_CELLS = {"0": 0, "1": 1, "n": 0, "a": 1}  # PhysioNet writes N (normal) and A (apnea)
 UNBEATEN_NOTE_MIN = 5  # labelled minutes outside the beats past which the figures say so
+CONTEXT_PAST_LABELS_MIN = 5  # beats kept after the last labelled minute (the +-5-minute context)
 
 
 def _record_name(path: Path) -> tuple[str, str] | None:
@@ -148,14 +149,16 @@ def _table(path: Path, columns: tuple[str, str]) -> list[tuple[int, str, str]]:
     delimiter = max((";", "\t", ","), key=first.count)
     parsed = csv.reader(lines, delimiter=delimiter)  # quoted cells too (R's write.csv)
     header = [h.strip().lower() for h in next(parsed, [])]
-    if header[:2] != list(columns):
+    if not set(columns) <= set(header):  # in any order, among other columns
         raise NightlinkError(f"{path.name} needs the columns {','.join(columns)}; its first line "
                              f"is {first[:60]!r}.")
+    a, b = header.index(columns[0]), header.index(columns[1])
     rows = []
     for number, row in enumerate(parsed, start=2):
         cells = [c.strip() for c in row]
         if any(cells):
-            rows.append((number, cells[0], cells[1] if len(cells) > 1 else ""))
+            rows.append((number, cells[a] if len(cells) > a else "",
+                         cells[b] if len(cells) > b else ""))
     return rows
 
 
@@ -166,15 +169,15 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
     apnea or not, a minute missing or negative, beats that do not cover the labelled minutes."""
     from nightlink.errors import NightlinkError
 
-    times, rrs = [], []
+    times, rrs, unread = [], [], []
     for number, t, rr in _table(beats, ("t_min", "rr_s")):
         if not rr:
             continue  # a beat without its interval
         try:
             times.append(float(t))
             rrs.append(float(rr))
-        except ValueError:
-            raise NightlinkError(f"{beats.name} line {number} is not two numbers: {t!r}, {rr!r}.") from None
+        except ValueError:  # an artefact mark, "NA": that beat left out, said
+            unread.append(number)
     minute_flags: dict[int, int] = {}
     for number, minute, flag in _table(labels, ("minute", "apnea")):
         try:
@@ -210,12 +213,25 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
     t, rr = t[order], rr[order]
     keep = np.r_[True, np.diff(t) > 0]
     t, rr = t[keep], rr[keep]
-    if t[0] > n or t[-1] > 2 * n + 60:
+    seconds = t[-1] > 2 * n + 60 and abs(t[-1] / 60 - n) <= 0.2 * n + 5  # ends at n minutes
+    if t[0] > n or seconds:
         raise NightlinkError(f"{beats.name} has beats from minute {t[0]:.0f} to {t[-1]:.0f} but "
                              f"{labels.name} labels minutes 0 to {n - 1}: t_min is minutes from "
-                             "the first labelled minute.")
+                             "the first labelled minute" + (" (these look like seconds)."
+                                                            if seconds else "."))
     apnea = np.array([minute_flags[m] for m in range(n)], dtype=np.uint8)
     notes = []
+    if unread:
+        notes.append(f"{name}: {len(unread)} lines of {beats.name} are not two numbers (first: "
+                     f"line {unread[0]}); those beats were left out.")
+    past = int(np.count_nonzero(t >= n + CONTEXT_PAST_LABELS_MIN))
+    if past:  # only the labelled minutes are scored (and the few after them, their context)
+        notes.append(f"{name}: {past} beats more than {CONTEXT_PAST_LABELS_MIN} minutes after "
+                     f"its last labelled minute ({n - 1}) were left out.")
+        keep = t < n + CONTEXT_PAST_LABELS_MIN
+        t, rr = t[keep], rr[keep]
+        if t.size < 2:
+            raise NightlinkError(f"{beats.name} has fewer than 2 beats in the labelled minutes.")
     beaten = np.unique(np.floor(t).astype(np.int64))
     unbeaten = n - int(np.count_nonzero((beaten >= 0) & (beaten < n)))
     if unbeaten > UNBEATEN_NOTE_MIN:
@@ -417,6 +433,11 @@ def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS
     trained, marks = set(train.get("fingerprints", [])), train.get("label_marks", {})
     out["seen_in_training"] = sorted(r.name for r in recs if fingerprint(r) in trained
                                      or seen_by_labels(r, marks))
+    # Beats derived again, cut or cleaned differ from the training copy: a recording named
+    # as one the model was trained on, but not recognised, may still be it.
+    named = {n.lower() for n in train.get("recordings", [])}
+    out["named_like_training"] = sorted(r.name for r in recs if r.name.lower() in named
+                                        and r.name not in out["seen_in_training"])
     return out
 
 
