@@ -107,12 +107,20 @@ def test_mmol_per_litre__read_from_its_own_column_refused_under_a_mg_dl_header(t
     assert r.exit_code == 2 and "look like mg/dL" in r.output, r.output
 
 
-def test_csv_not_in_utf8__one_sentence(tmp_path):
-    (tmp_path / "L.csv").write_bytes(b"timestamp,glucose_value_mg_dl\xb5\n2025-01-01 00:00:00,120\n")
-    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path), "--json"])
-    assert r.exit_code == 2 and r.output.startswith("error: L.csv is neither a"), r.output
-    assert "it is not UTF-8 text" in r.output
-    assert "Traceback" not in r.output
+def test_csv_in_windows_1252__read_as_the_same_file_in_utf8(tmp_path):
+    """A Windows spreadsheet's bytes (µ, é) near the top once refused the whole file as not
+    UTF-8, while the same byte further down was read."""
+    rows = "".join(f"2025-01-01 {h:02d}:{m:02d}:00,{120 + m},{'café' if m == 5 else ''}\n"
+                   for h in range(3) for m in range(0, 60, 5))
+    head = "timestamp,glucose_value_mg_dl,note\n"
+    (tmp_path / "U.csv").write_bytes((head + rows).encode("utf-8"))
+    (tmp_path / "W.csv").write_bytes((head + rows).encode("cp1252"))
+    t_u, g_u, _c = cgm_real.read_csv(tmp_path / "U.csv")
+    t_w, g_w, _c = cgm_real.read_csv(tmp_path / "W.csv")
+    assert t_w.tolist() == t_u.tolist() and g_w.tolist() == g_u.tolist() and t_u.size == 36
+    (tmp_path / "L.csv").write_bytes("time;Glukose µg\n1;2\n".encode("utf-16"))
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "L.csv"), "--json"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
 
 
 # -- baselines and scoring ---------------------------------------------------------------------

@@ -90,16 +90,26 @@ DELIMITERS = (",", ";", "\t")  # a European spreadsheet writes ";" (and decimal 
 GLUCOSE_COLUMNS = ("glucose_value_mg_dl", "glucose_value_mmol_l")
 
 
+def _first_line(path: Path, encoding: str) -> str:
+    """The header line (after an Excel `sep=` line), decoded strictly for UTF-8 and leniently
+    for Windows-1252 (which names every byte but five)."""
+    with open(path, encoding=encoding, newline="",
+              errors="strict" if encoding.startswith("utf") else "replace") as fh:
+        first = fh.readline()
+        if first.strip().lower().startswith("sep="):
+            first = fh.readline()
+    return first
+
+
 def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
     """(delimiter, the columns' order with timestamp and glucose first or None when the file
     names no such columns, the column names) of a CSV; an Excel `sep=` first line is passed
     over."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            first = fh.readline()
-            if first.strip().lower().startswith("sep="):
-                first = fh.readline()
-    except (OSError, UnicodeDecodeError) as exc:
+        first = _first_line(path, "utf-8-sig")
+    except UnicodeDecodeError:  # a Windows spreadsheet's bytes (µ, é in a note column)
+        first = _first_line(path, "cp1252")
+    except OSError as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
     best = (",", None, [h.strip().lower() for h in next(csv.reader([first]), [])])
     for delimiter in DELIMITERS:
