@@ -85,6 +85,16 @@ def test_walch__acceleration_in_any_unit_no_heart_rate_any_separator(tmp_path):
         assert np.isnan(got.x[:, names.index("wearable.hr_mean_bpm")]).all()
         assert any(f"acceleration read as {unit}" in n for n in notes), notes
         assert any("no heart_rate" in n for n in notes), notes
+    text = tmp_path / "text"  # stages as their names: the same night
+    for d in ("labels", "motion", "heart_rate"):
+        (text / d).mkdir(parents=True)
+        for f in (tmp_path / d).iterdir():
+            (text / d / f.name).write_bytes(f.read_bytes())
+    named = {"-1": "?", "0": "W", "1": "N1", "2": "N2", "3": "N3", "4": "N4", "5": "REM"}
+    (text / "labels" / f"{subject}_labeled_sleep.txt").write_text("time,stage\n" + "".join(
+        f"{line.split()[0]},{named[line.split()[1]]}\n" for line in
+        (tmp_path / "labels" / f"{subject}_labeled_sleep.txt").read_text().splitlines()))
+    assert readers.walch_night(text, subject).stage.tolist() == want.stage.tolist()
     rows = np.loadtxt(tmp_path / "motion" / f"{subject}_acceleration.txt")
     rows[:, 1:] *= 60  # no unit a wrist at rest reads
     np.savetxt(tmp_path / "motion" / f"{subject}_acceleration.txt", rows)

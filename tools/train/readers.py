@@ -92,6 +92,31 @@ def _any_separator(path: Path, columns: int) -> np.ndarray:
     return best
 
 
+# Stages written as text (AASM names, as many scorers export them) -> the layout's numbers.
+_STAGE_NAMES = {"w": 0, "wake": 0, "n1": 1, "s1": 1, "n2": 2, "s2": 2, "n3": 3, "s3": 3,
+                "n4": 4, "s4": 4, "r": 5, "rem": 5}
+
+
+def _stage_rows(path: Path) -> np.ndarray:
+    """(seconds, stage number) rows of a labels file: stages as the layout's numbers or as
+    text (W, N1-N4, R or REM; anything else unscored)."""
+    rows = _any_separator(path, 2)
+    if rows.size:
+        return rows
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            cells = line.replace(",", " ").replace(";", " ").split()
+            if len(cells) < 2:
+                continue
+            try:
+                t = float(cells[0])
+            except ValueError:
+                continue  # a header
+            out.append((t, _STAGE_NAMES.get(cells[1].strip().lower(), -1)))
+    return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
 def acceleration_in_g(acc: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
     """Acceleration rows (t, x, y, z) with x, y, z in g whatever the unit they came in: the
     median magnitude of a night on a wrist is 1 g, 9.8 m/s² or 1000 mg. Another median is
@@ -117,7 +142,7 @@ def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Nig
     file the heart rate is missing, NaN); audio and room missing (NaN). Files may separate
     their numbers by spaces, commas, semicolons or tabs."""
     root = Path(root)
-    labels = _any_separator(root / "labels" / f"{subject}{_LABELS_SUFFIX}", 2)
+    labels = _stage_rows(root / "labels" / f"{subject}{_LABELS_SUFFIX}")
     hr_file = root / "heart_rate" / f"{subject}_heartrate.txt"
     hr = np.zeros((0, 2))
     if not hr_file.exists():
