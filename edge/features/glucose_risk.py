@@ -462,11 +462,13 @@ def cgm_grid(t_min: np.ndarray, g: np.ndarray):
         # A sensor reads at its own phase: one near half a slot from the first reading's
         # rounds to either side as its timestamps jitter, and two readings five minutes
         # apart would share a slot (the first lost). A reading at least half a slot after
-        # the one before takes the next slot instead.
+        # the one before takes the next slot instead, unless that slot lies a whole slot or
+        # more past its time (a sensor reading more often than every 5 minutes would drift).
         apart = np.r_[False, np.diff(t_min) >= SLOT_MIN / 2].tolist()
+        at = ((t_min - t0) / SLOT_MIN).tolist()
         slots = slot.tolist()
         for i in range(1, len(slots)):  # (in order: a bump moves the next reading on too)
-            if apart[i] and slots[i] <= slots[i - 1]:
+            if apart[i] and slots[i] <= slots[i - 1] and slots[i - 1] + 1 - at[i] < 1:
                 slots[i] = slots[i - 1] + 1
         slot = np.maximum.accumulate(np.array(slots, dtype=np.int64))
         last = np.r_[slot[1:] != slot[:-1], True]

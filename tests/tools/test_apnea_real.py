@@ -231,6 +231,16 @@ def test_load_folder__artefact_lines_other_columns_and_a_shorter_labelled_span(t
                for n in got["a01"].notes), got["a01"].notes
     c01 = got["c01"]
     assert c01.minutes == 40 and c01.beat_t_s.max() < 45 * 60
+    # a spreadsheet's semicolons and decimal commas: the same beats
+    (data / "a01_beats.csv").write_text("t_min;rr_s\n" + "\n".join(
+        r.replace(",", ";").replace(".", ",") for r in rows) + "\n")
+    assert np.allclose(apnea_real.load_folder(data)[0].rr_ms, ref["a01"].rr_ms)
+    # times in seconds, whatever span the labels cover: refused as seconds
+    (data / "a01_beats.csv").write_text("t_min,rr_s\n" + "\n".join(
+        f"{float(r.split(',')[0]) * 60:.3f},{r.split(',')[1]}" for r in rows) + "\n")
+    left: list[str] = []
+    assert [r.name for r in apnea_real.load_folder(data, skipped=left)] == ["c01"]
+    assert "these look like seconds" in left[0], left
     assert any("beats more than 5 minutes after its last labelled minute (39) were left out"
                in n for n in c01.notes), c01.notes
 

@@ -118,9 +118,14 @@ def test_csv_in_windows_1252__read_as_the_same_file_in_utf8(tmp_path):
     t_u, g_u, _c = cgm_real.read_csv(tmp_path / "U.csv")
     t_w, g_w, _c = cgm_real.read_csv(tmp_path / "W.csv")
     assert t_w.tolist() == t_u.tolist() and g_w.tolist() == g_u.tolist() and t_u.size == 36
-    (tmp_path / "L.csv").write_bytes("time;Glukose µg\n1;2\n".encode("utf-16"))
-    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "L.csv"), "--json"])
-    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    (tmp_path / "B.csv").write_bytes(b"\xef\xbb\xbf" + (head + rows).encode("cp1252"))
+    t_b, g_b, _c = cgm_real.read_csv(tmp_path / "B.csv")  # a byte-order mark, then 1252 bytes
+    assert t_b.tolist() == t_u.tolist() and g_b.tolist() == g_u.tolist()
+    utf16 = tmp_path / "utf16"
+    utf16.mkdir()
+    (utf16 / "L.csv").write_bytes("time;Glukose µg\n1;2\n".encode("utf-16"))
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(utf16), "--json"])
+    assert r.exit_code == 2 and "it is not UTF-8 text" in r.output, r.output
 
 
 # -- baselines and scoring ---------------------------------------------------------------------
@@ -761,3 +766,9 @@ def test_readings_whose_seconds_jitter_near_half_a_slot__every_one_on_the_grid()
     clean = 5.0 * np.arange(2000)  # on the grid: as before
     _interval, x2, observed2, _held = cgm_grid(clean, g)
     assert np.flatnonzero(observed2).tolist() == list(range(2000))
+    # a sensor reading every 4 minutes for a day: readings share slots rather than drift
+    four = 4.0 * np.arange(360)
+    _interval, x3, observed3, _held = cgm_grid(four, np.arange(360, dtype=np.float32))
+    kept = x3[observed3].astype(int)  # which reading each slot kept
+    late = np.flatnonzero(observed3) * 5 - four[kept]
+    assert np.abs(late).max() < 5, late.max()

@@ -96,6 +96,11 @@ def test_walch__acceleration_in_any_unit_no_heart_rate_any_separator(tmp_path):
         (tmp_path / "labels" / f"{subject}_labeled_sleep.txt").read_text().splitlines()))
     assert readers.walch_night(text, subject).stage.tolist() == want.stage.tolist()
     rows = np.loadtxt(tmp_path / "motion" / f"{subject}_acceleration.txt")
+    free = rows.copy()  # gravity removed ("user acceleration"), in mg: its samples' median
+    free[:, 3] = (free[:, 3] - 1.0) * 1000 + np.where(np.arange(len(free)) % 2, 12.0, -12.0)
+    np.savetxt(tmp_path / "motion" / f"{subject}_acceleration.txt", free)  # size looks like m/s²
+    with pytest.raises(NightlinkError, match="holds no gravity"):
+        readers.walch_night(tmp_path, subject)
     rows[:, 1:] *= 60  # no unit a wrist at rest reads
     np.savetxt(tmp_path / "motion" / f"{subject}_acceleration.txt", rows)
     with pytest.raises(NightlinkError, match="not g, m/s² or mg"):

@@ -173,11 +173,12 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
     for number, t, rr in _table(beats, ("t_min", "rr_s")):
         if not rr:
             continue  # a beat without its interval
-        try:
-            times.append(float(t))
-            rrs.append(float(rr))
+        try:  # (a spreadsheet with semicolons writes decimal commas)
+            times.append(float(t.replace(",", ".")))
+            rrs.append(float(rr.replace(",", ".")))
         except ValueError:  # an artefact mark, "NA": that beat left out, said
             unread.append(number)
+            del times[len(rrs):]
     minute_flags: dict[int, int] = {}
     for number, minute, flag in _table(labels, ("minute", "apnea")):
         try:
@@ -199,6 +200,9 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
         gap = min(set(range(n)) - set(minute_flags))
         raise NightlinkError(f"{labels.name} has no label for minute {gap}; every minute from 0 "
                              "to the last needs one.")
+    if unread and len(unread) > len(rrs):  # mostly not numbers: a wrong file, not artefacts
+        raise NightlinkError(f"{beats.name} line {unread[0]} is not two numbers, nor are "
+                             f"{len(unread) - 1} more of its lines.")
     t = np.array(times, dtype=np.float64)
     rr = np.array(rrs, dtype=np.float64)
     ok = np.isfinite(t) & np.isfinite(rr)
@@ -213,7 +217,9 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
     t, rr = t[order], rr[order]
     keep = np.r_[True, np.diff(t) > 0]
     t, rr = t[keep], rr[keep]
-    seconds = t[-1] > 2 * n + 60 and abs(t[-1] / 60 - n) <= 0.2 * n + 5  # ends at n minutes
+    # Beats one RR interval apart: in minutes they are rr/60 apart, in seconds rr apart.
+    spacing = float(np.median(np.diff(t))) * 60 / median if t.size > 2 else 1.0
+    seconds = spacing > 20
     if t[0] > n or seconds:
         raise NightlinkError(f"{beats.name} has beats from minute {t[0]:.0f} to {t[-1]:.0f} but "
                              f"{labels.name} labels minutes 0 to {n - 1}: t_min is minutes from "

@@ -90,15 +90,24 @@ DELIMITERS = (",", ";", "\t")  # a European spreadsheet writes ";" (and decimal 
 GLUCOSE_COLUMNS = ("glucose_value_mg_dl", "glucose_value_mmol_l")
 
 
-def _first_line(path: Path, encoding: str) -> str:
-    """The header line (after an Excel `sep=` line), decoded strictly for UTF-8 and leniently
-    for Windows-1252 (which names every byte but five)."""
-    with open(path, encoding=encoding, newline="",
-              errors="strict" if encoding.startswith("utf") else "replace") as fh:
-        first = fh.readline()
-        if first.strip().lower().startswith("sep="):
-            first = fh.readline()
-    return first
+def _first_line(path: Path) -> str:
+    """The header line (after an Excel `sep=` line) in UTF-8, or in Windows-1252 when the
+    file's first bytes are not UTF-8 (a Windows spreadsheet's µ or é), a UTF-8 byte-order
+    mark left out either way. UTF-16 (a byte-order mark, or zero bytes) is not read here:
+    a UnicodeError (OSError for an unreadable file)."""
+    with open(path, "rb") as fh:
+        raw = fh.read(65536)
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:512]:
+        raise UnicodeError("UTF-16")
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    lines = raw.split(b"\n")
+    if lines and lines[0].strip().lower().startswith(b"sep="):
+        lines = lines[1:]
+    head = lines[0] if lines else b""
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError:
+        return head.decode("cp1252", errors="replace")
 
 
 def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
@@ -106,10 +115,8 @@ def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
     names no such columns, the column names) of a CSV; an Excel `sep=` first line is passed
     over."""
     try:
-        first = _first_line(path, "utf-8-sig")
-    except UnicodeDecodeError:  # a Windows spreadsheet's bytes (µ, é in a note column)
-        first = _first_line(path, "cp1252")
-    except OSError as exc:
+        first = _first_line(path)
+    except (OSError, UnicodeError) as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
     best = (",", None, [h.strip().lower() for h in next(csv.reader([first]), [])])
     for delimiter in DELIMITERS:

@@ -252,18 +252,23 @@ def eval_sleep_real(clf: classify.Classifiers, nights: list[Night], source: str,
     wrist targets, measured; the headline is motion and heart rate when any night has it."""
     with_hr = nights if with_hr is None else with_hr
     result, epochs, _seconds = _by_inputs(clf, nights, ("motion",))
+    hr_epochs = 0
     if with_hr:
-        result["motion_hr"] = _by_inputs(clf, with_hr, WRIST_SUBSETS)[0]["motion_hr"]
+        both, hr_epochs, _seconds = _by_inputs(clf, with_hr, WRIST_SUBSETS)
+        result["motion_hr"] = both["motion_hr"]
     targets = {name: {key: {"target": value, "measured": result[name][key],
                             "met": result[name][key] is not None and result[name][key] >= value}
                       for key, value in REAL_TARGETS[name].items()}
                for name in REAL_TARGETS if name in result}
     headline = "motion_hr" if with_hr else "motion"
     return {"nights": len(nights), "nights_with_heart_rate": len(with_hr), "epochs": epochs,
-            "data": f"real: {source} (wrist acceleration and heart rate, PSG stages; scored "
-                    "epochs only; activity counts from the acceleration as "
-                    "tools/train/readers.py walch_night makes them)",
-            "headline_inputs": headline, **{k: result[headline][k] for k in _HEADLINE},
+            "data": f"real: {source} (wrist acceleration, heart rate on {len(with_hr)} of "
+                    "them; PSG stages; scored epochs only; activity counts from the "
+                    "acceleration as tools/train/readers.py walch_night makes them)",
+            "headline_inputs": headline,
+            "headline_nights": len(with_hr) if with_hr else len(nights),
+            "headline_epochs": hr_epochs if with_hr else epochs,
+            **{k: result[headline][k] for k in _HEADLINE},
             "by_inputs": result, "targets_real_wrist": targets}
 
 

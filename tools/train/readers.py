@@ -119,21 +119,33 @@ def _stage_rows(path: Path) -> np.ndarray:
 
 def acceleration_in_g(acc: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
     """Acceleration rows (t, x, y, z) with x, y, z in g whatever the unit they came in: the
-    median magnitude of a night on a wrist is 1 g, 9.8 m/s² or 1000 mg. Another median is
-    refused rather than scored as if it were g."""
+    gravity a wrist's recording holds (the median size of its 30-s mean vectors) is 1 g,
+    9.8 m/s² or 1000 mg. Another size, or none (gravity removed), is refused rather than
+    scored as if it were g."""
     if not acc.size:
         return acc
-    median = float(np.median(np.sqrt((acc[:, 1:4] ** 2).sum(axis=1))))
+    # Gravity, not the samples: the median size of each 30 s's mean vector (a restless night
+    # of gravity-free samples can have a median sample size of 1, its gravity none).
+    order = np.argsort(acc[:, 0], kind="stable")
+    rows = acc[order]
+    epoch = np.floor(rows[:, 0] / 30.0)
+    starts = np.flatnonzero(np.r_[True, epoch[1:] != epoch[:-1]])
+    means = np.add.reduceat(rows[:, 1:4], starts, axis=0) / np.diff(np.r_[starts, len(rows)])[:, None]
+    median = float(np.median(np.sqrt((means ** 2).sum(axis=1))))
+    if median < 0.2 * min(lo for _u, _s, (lo, _h) in _ACCELERATION_UNITS):
+        raise NightlinkError(f"the acceleration holds no gravity (its 30-s means are "
+                             f"{median:.3g} in size): give the raw acceleration, with gravity, "
+                             "as the watch recorded it.")
     for unit, scale, (lo, hi) in _ACCELERATION_UNITS:
         if lo <= median <= hi:
             if scale != 1.0:
                 acc = acc.copy()
                 acc[:, 1:4] *= scale
                 if notes is not None:
-                    notes.append(f"acceleration read as {unit} (median magnitude {median:.3g})")
+                    notes.append(f"acceleration read as {unit} (gravity reads {median:.3g})")
             return acc
-    raise NightlinkError(f"the acceleration's median magnitude is {median:.3g}: not g, m/s² or "
-                         "mg at rest (1, 9.8 or 1000); check the file's unit.")
+    raise NightlinkError(f"the acceleration's gravity reads {median:.3g}: not g, m/s² or mg "
+                         "(1, 9.8 or 1000); check the file's unit.")
 
 
 def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Night:
