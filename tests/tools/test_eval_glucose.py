@@ -631,14 +631,18 @@ def test_load_folder__files_not_read_are_named(tmp_path):
     write_person(tmp_path, "P01", times, values)
     write_person(tmp_path / "sub", "P02", times, values)
     (tmp_path / "P03.csv.gz").write_bytes(gzip.compress((tmp_path / "P01.csv").read_bytes()))
+    (tmp_path / "P05.csv.gz").write_bytes(b"not gzip")
+    (tmp_path / "P06.zip").write_bytes(b"PK")
     (tmp_path / "P04.xlsx").write_bytes(b"PK")
     (tmp_path / "README.md").write_text("notes")
     left: list[str] = []
     people = cgm_real.load_folder(tmp_path, skipped=left)
-    assert [p.name for p in people] == ["P01"]
-    assert left == ["P03.csv.gz left out: compressed; unpack it into the folder.",
-                    "P04.xlsx left out: not a .csv or .json file (a .xlsx file is not read).",
-                    "sub left out: a folder (one file per person, in the folder itself, is read)."]
+    assert [p.name for p in people] == ["P01", "P03"]  # a gzip CSV is unpacked and read
+    assert np.array_equal(people[1].x, people[0].x)
+    assert left[0].startswith("P05.csv.gz left out: not a gzip file that can be unpacked")
+    assert left[1:] == ["P04.xlsx left out: not a .csv or .json file (a .xlsx file is not read).",
+                        "P06.zip left out: compressed; unpack it into the folder.",
+                        "sub left out: a folder (one file per person, in the folder itself, is read)."]
 
 
 def test_stray_dates__left_out_and_said_not_a_grid_over_decades(tmp_path):

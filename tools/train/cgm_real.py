@@ -604,9 +604,39 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
     case); one that has no file is refused. A file that cannot be read as CGM (a
     demographics table, an empty file) is left out, and why is added to `skipped`; only when
     no file can be read is the folder refused."""
+    import tempfile
+
     root = Path(root)
     folder = root / "csv" if (root / "csv").is_dir() else root
+    with tempfile.TemporaryDirectory(prefix="nightlink-cgm-") as unpacked:
+        return _load_folder(folder, Path(unpacked), names, tz, date_order, skipped)
+
+
+def _gunzipped(path: Path, into: Path, skipped: list[str] | None) -> Path | None:
+    """A person's `.csv.gz` or `.json.gz` unpacked into `into`; None (said) when it is no gzip."""
+    import gzip
+    import shutil
+    import zlib
+
+    out = into / path.name[:-3]
+    try:
+        with gzip.open(path, "rb") as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (OSError, EOFError, zlib.error) as exc:
+        if skipped is not None:
+            skipped.append(f"{path.name} left out: not a gzip file that can be unpacked ({exc}).")
+        return None
+    return out
+
+
+def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str | None,
+                 date_order: str | None, skipped: list[str] | None) -> list[Person]:
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    packed = [p for p in entries if p.is_file()
+              and p.name.lower().endswith(tuple(f"{x}.gz" for x in DATA_SUFFIXES))]
+    entries = sorted([p for p in entries if p not in packed]
+                     + [u for p in packed if (u := _gunzipped(p, unpacked, skipped))],
+                     key=lambda p: p.name)
     paths = [p for p in entries if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
     paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_csv_export(p)]  # notes stay out
     unread = [f"{p.name}: {_not_read(p)}" for p in entries
@@ -635,16 +665,16 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
         try:
             person = load_person(path, tz, date_order)
         except NightlinkError as exc:
-            refused.append((path.name, exc))
+            refused.append((path, exc))
             continue
         if person is not None:
             people.append(person)
         else:
-            refused.append((path.name, NightlinkError(f"{path.name} has no glucose reading.")))
+            refused.append((path, NightlinkError(f"{path.name} has no glucose reading.")))
     if not people and refused:  # the reason of a file that looked like CGM, if one did
-        raise next((exc for name, exc in refused if _is_plain(folder / name)), refused[0][1])
+        raise next((exc for path, exc in refused if _is_plain(path)), refused[0][1])
     if skipped is not None:
-        skipped.extend(f"{name} left out: {exc}" for name, exc in refused)
+        skipped.extend(f"{path.name} left out: {exc}" for path, exc in refused)
     return people
 
 
