@@ -37,7 +37,14 @@ LOOP_EVENTS = ("Temporary Override", "Temporary Override Cancel", "Remote Carbs 
                "Remote Bolus Entry")
 
 
-ROUTES = ("properties", "authorization", "notifications")  # what v2 adds to v1
+# What v2 adds to v1, as the paths under /api/v2 that start with them (v2's other paths,
+# notifications/ack among them, are v1's copies).
+ROUTES = ("properties", "authorization", "notifications/loop")
+
+
+def own_route(rest: str) -> bool:
+    """Whether a path under /api/v2/ (without that prefix) is one of v2's own routes."""
+    return any(rest == r or rest.startswith(r + "/") for r in ROUTES)
 
 
 def install(app: FastAPI) -> None:

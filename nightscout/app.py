@@ -249,8 +249,7 @@ def _rewritten(scope: dict, found: re.Match) -> dict:
     """The scope with `/t/{site}` taken off the path (kept as scope["nightscout_site"]) and
     /api/v2/<v1 route> served by /api/v1."""
     path = found.group(3)
-    if path.startswith("/api/v2/") and (path.split("/")[3] not in api_v2.ROUTES
-                                        or path.startswith("/api/v2/notifications/ack")):
+    if path.startswith("/api/v2/") and not api_v2.own_route(path[len("/api/v2/"):]):
         path = "/api/v1/" + path[len("/api/v2/"):]
     out = dict(scope, path=path, raw_path=quote(path).encode("ascii"))
     if found.group(2) is not None:
