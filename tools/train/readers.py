@@ -74,22 +74,33 @@ def walch_subjects(root: Path) -> list[str]:
                   for p in (Path(root) / "labels").glob(f"*{_LABELS_SUFFIX}"))
 
 
+SEPARATORS = (None, ",", ";", "\t")  # white space first, as the layout writes
+SAMPLE_LINES = 200  # lines looked at to tell the separator
+
+
 def _any_separator(path: Path, columns: int) -> np.ndarray:
-    """A table of numbers separated by white space, commas or semicolons (as exported)."""
-    best, refused = np.zeros((0, columns)), None
-    for sep in (None, ",", ";", "\t"):
-        try:
-            rows = _table(path, sep, columns)
-        except NightlinkError as exc:  # too few columns with this separator: another?
-            if "Cannot read" in str(exc) and not path.exists():
-                raise
-            refused = refused or exc
-            continue
-        if rows.shape[0] > best.shape[0]:
-            best = rows
-    if not best.size and refused is not None:
-        raise refused
-    return best
+    """A table of numbers separated by white space, commas, semicolons or tabs (as exported):
+    the separator that splits the most of the file's first lines into `columns` numbers,
+    then the file read once with it."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            sample = [line for _, line in zip(range(SAMPLE_LINES), fh, strict=False)]
+    except OSError as exc:
+        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+
+    def rows_split(sep: str | None) -> int:
+        count = 0
+        for line in sample:
+            cells = line.split(sep)
+            try:
+                count += len(cells) >= columns and all(
+                    np.isfinite(float(c)) for c in cells[:columns])
+            except ValueError:
+                pass
+        return count
+
+    best = max(SEPARATORS, key=rows_split)  # (the first of equals: white space)
+    return _table(path, best, columns)
 
 
 # Stages written as text (AASM names, as many scorers export them) -> the layout's numbers.
@@ -118,19 +129,18 @@ def _stage_rows(path: Path) -> np.ndarray:
 
 
 def acceleration_in_g(acc: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
-    """Acceleration rows (t, x, y, z) with x, y, z in g whatever the unit they came in: the
-    gravity a wrist's recording holds (the median size of its 30-s mean vectors) is 1 g,
-    9.8 m/s² or 1000 mg. Another size, or none (gravity removed), is refused rather than
-    scored as if it were g."""
+    """Acceleration rows (t, x, y, z) in time order with x, y, z in g whatever the unit they
+    came in: the gravity a wrist's recording holds (the median size of its 30-s mean vectors)
+    is 1 g, 9.8 m/s² or 1000 mg. Another size, or none (gravity removed), is refused rather
+    than scored as if it were g."""
     if not acc.size:
-        return acc
+        return np.zeros((0, 4))
     # Gravity, not the samples: the median size of each 30 s's mean vector (a restless night
     # of gravity-free samples can have a median sample size of 1, its gravity none).
-    order = np.argsort(acc[:, 0], kind="stable")
-    rows = acc[order]
-    epoch = np.floor(rows[:, 0] / 30.0)
+    acc = acc[np.argsort(acc[:, 0], kind="stable")]  # (a new array: the caller's stays)
+    epoch = np.floor(acc[:, 0] / 30.0)
     starts = np.flatnonzero(np.r_[True, epoch[1:] != epoch[:-1]])
-    means = np.add.reduceat(rows[:, 1:4], starts, axis=0) / np.diff(np.r_[starts, len(rows)])[:, None]
+    means = np.add.reduceat(acc[:, 1:4], starts, axis=0) / np.diff(np.r_[starts, len(acc)])[:, None]
     median = float(np.median(np.sqrt((means ** 2).sum(axis=1))))
     if median < 0.2 * min(lo for _u, _s, (lo, _h) in _ACCELERATION_UNITS):
         raise NightlinkError(f"the acceleration holds no gravity (its 30-s means are "
@@ -139,7 +149,6 @@ def acceleration_in_g(acc: np.ndarray, notes: list[str] | None = None) -> np.nda
     for unit, scale, (lo, hi) in _ACCELERATION_UNITS:
         if lo <= median <= hi:
             if scale != 1.0:
-                acc = acc.copy()
                 acc[:, 1:4] *= scale
                 if notes is not None:
                     notes.append(f"acceleration read as {unit} (gravity reads {median:.3g})")
@@ -177,7 +186,6 @@ def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Nig
     x = np.full((n, len(names)), np.nan, dtype=np.float32)
     col = {name: i for i, name in enumerate(names)}
     hr = hr[np.argsort(hr[:, 0], kind="stable")] if hr.size else np.zeros((0, 2))
-    acc = acc[np.argsort(acc[:, 0], kind="stable")] if acc.size else np.zeros((0, 4))
     mag = np.sqrt((acc[:, 1:4] ** 2).sum(axis=1))
     starts = np.array([t for t, _s in keep], dtype=np.float64)
     # Each epoch's samples by their sorted times: a night of 50 Hz rows in a second.
