@@ -174,11 +174,12 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
         if not rr:
             continue  # a beat without its interval
         try:  # (a spreadsheet with semicolons writes decimal commas)
-            times.append(float(t.replace(",", ".")))
-            rrs.append(float(rr.replace(",", ".")))
+            at, interval = float(t.replace(",", ".")), float(rr.replace(",", "."))
         except ValueError:  # an artefact mark, "NA": that beat left out, said
             unread.append(number)
-            del times[len(rrs):]
+            continue
+        times.append(at)
+        rrs.append(interval)
     minute_flags: dict[int, int] = {}
     for number, minute, flag in _table(labels, ("minute", "apnea")):
         try:
