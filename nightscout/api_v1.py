@@ -10,6 +10,7 @@ in order, as Loop maps ids back by position); PUT (upsert by `_id`); DELETE by i
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -838,7 +839,7 @@ def _finite_number(text: str | None) -> float | None:
         value = float((text or "").strip())
     except ValueError:
         return None
-    return value if value == value and abs(value) != float("inf") else None
+    return value if math.isfinite(value) else None
 
 
 # -- routes outside /api/v1 ------------------------------------------------------------------------
