@@ -6,7 +6,6 @@ Nothing here prints a secret: provisioning shows the device id and MQTT user, ne
 """
 
 import json
-import re
 from pathlib import Path
 
 import click
@@ -309,17 +308,9 @@ def register_edge_cmd(cloud_url, tenant, email, password, edge_id, label, out, c
 def revoke_cmd(device_id, cloud_url, tenant, email, password):
     """Revoke a clock or edge node (lost, sold, or to give it a new password: register it
     again afterwards with the same id)."""
-    from nightlink.tools.device.provision import CloudClient
+    from nightlink.tools.device.provision import revoke
 
-    if not re.fullmatch(r"[0-9a-f]{12}", device_id):
-        raise NightlinkError(f"{device_id!r} is not a device id (12 lowercase hex digits, as "
-                             "the device list or `nightlink edge id` shows it).")
-    client = CloudClient(cloud_url)
-    try:
-        client.login(email, password)
-        client.revoke_device(tenant, device_id)
-    finally:
-        client.close()
+    revoke(cloud=cloud_url, tenant=tenant, device_id=device_id, email=email, password=password)
     click.echo(f"revoked:    {device_id} in {tenant}; its broker accounts go when the broker "
                "files are next written (the cloud's timer: two minutes; on the edge: "
                "nightlink edge broker-files)")

@@ -259,15 +259,31 @@ def edge_next_step(cloud_url: str) -> str:
             "then reload the LAN broker as it says")
 
 
+def check_device_id(value: str, what: str, where: str) -> None:
+    """Refuse, in one sentence, what is not a device id (12 lowercase hex digits)."""
+    if not re.fullmatch(r"[0-9a-f]{12}", value):
+        raise NightlinkError(f"{value!r} is not {what} (12 lowercase hex digits, {where}).")
+
+
+def revoke(*, cloud: str, tenant: str, device_id: str, email: str, password: str) -> None:
+    """Revoke a clock or edge node of the tenant, signed in as `email`."""
+    check_device_id(device_id, "a device id",
+                    "as the device list or `nightlink edge id` shows it")
+    client = CloudClient(cloud)
+    try:
+        client.login(email, password)
+        client.revoke_device(tenant, device_id)
+    finally:
+        client.close()
+
+
 def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: str,
                   password: str, label: str = "Edge node", ca_file: str = "") -> dict:
     """Register an edge node (its id from `nightlink edge id`) and write its cloud account as
     the [sync] section for its configuration to `out` (mode 0600: it holds the password)."""
     if not _SLUG.match(tenant):
         raise NightlinkError(f"The tenant {tenant!r} is not a tenant name (a-z, 0-9, _ and -).")
-    if not re.fullmatch(r"[0-9a-f]{12}", edge_id):
-        raise NightlinkError(f"{edge_id!r} is not an edge device id (12 lowercase hex digits, "
-                             "as `nightlink edge id` prints it).")
+    check_device_id(edge_id, "an edge device id", "as `nightlink edge id` prints it")
     if out.exists():
         raise NightlinkError(f"{out} exists already; give another --out (it would hold the "
                              "new password).")
