@@ -198,7 +198,7 @@ def _sleep_wake(y: np.ndarray, wake: np.ndarray) -> dict:
 def _by_inputs(clf: classify.Classifiers, nights: list[Night],
                subsets) -> tuple[dict, int, list[float]]:
     """The nights staged through the edge's own runtime once per input subset (names of
-    classify.SLEEP_SUBSETS, motion among them): the figures per subset, with motion's
+    classify.SLEEP_SUBSETS): the figures per subset, with motion's
     actigraphy rule and the model's own motion call beside it (`actigraphy_rule`,
     `motion_model_alone`); the epochs scored; the seconds each staging took."""
     by: dict[str, tuple[list, list]] = {name: ([], []) for name in subsets}
@@ -214,12 +214,13 @@ def _by_inputs(clf: classify.Classifiers, nights: list[Night],
             if name == "motion":
                 alone.append(np.argmax(prob, axis=1) == 0)
                 rule.append(classify.actigraphy_wake(st["wearable"]["activity_count"]))
-    y = np.concatenate(by["motion"][0])
+    y = np.concatenate(next(iter(by.values()))[0])
     result = {name: {**stage_scores(np.concatenate(ys), np.concatenate(ps)),
                      **night_timing_errors(ys, ps)}
               for name, (ys, ps) in by.items()}
-    result["motion"]["actigraphy_rule"] = _sleep_wake(y, np.concatenate(rule))
-    result["motion"]["motion_model_alone"] = _sleep_wake(y, np.concatenate(alone))
+    if "motion" in result:
+        result["motion"]["actigraphy_rule"] = _sleep_wake(y, np.concatenate(rule))
+        result["motion"]["motion_model_alone"] = _sleep_wake(y, np.concatenate(alone))
     return result, int(y.size), seconds
 
 
@@ -240,9 +241,6 @@ def eval_sleep(clf: classify.Classifiers, nights: list[Night]) -> dict:
     return figures
 
 
-# The subsets a wrist recording with heart rate and acceleration (Walch 2019) can score.
-WRIST_SUBSETS = ("motion", "motion_hr")
-
 
 def eval_sleep_real(clf: classify.Classifiers, nights: list[Night], source: str,
                     with_hr: list[Night] | None = None) -> dict:
@@ -254,7 +252,7 @@ def eval_sleep_real(clf: classify.Classifiers, nights: list[Night], source: str,
     result, epochs, _seconds = _by_inputs(clf, nights, ("motion",))
     hr_epochs = 0
     if with_hr:
-        both, hr_epochs, _seconds = _by_inputs(clf, with_hr, WRIST_SUBSETS)
+        both, hr_epochs, _seconds = _by_inputs(clf, with_hr, ("motion_hr",))
         result["motion_hr"] = both["motion_hr"]
     targets = {name: {key: {"target": value, "measured": result[name][key],
                             "met": result[name][key] is not None and result[name][key] >= value}
