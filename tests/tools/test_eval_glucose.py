@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from nightlink.cli import main
+from nightlink.errors import NightlinkError
 from nightlink.tools.train import cgm_real, glucose_real
 from tests.support.cgm import START, person_trace, write_folder, write_person
 
@@ -623,8 +624,8 @@ def test_budget__nan_is_refused_like_any_other_bad_number(tmp_path):
 
 
 def test_load_folder__files_not_read_are_named(tmp_path):
-    """A person compressed, in a subfolder or in another format is not silently missing from
-    `people`: each is named with why (a README or notes stay quiet)."""
+    """A person compressed, in a folder of their own or in another format is not silently
+    missing from `people`: each is read or named with why (a README or notes stay quiet)."""
     import gzip
 
     times, values = person_trace(2, seed=3)
@@ -637,12 +638,65 @@ def test_load_folder__files_not_read_are_named(tmp_path):
     (tmp_path / "README.md").write_text("notes")
     left: list[str] = []
     people = cgm_real.load_folder(tmp_path, skipped=left)
-    assert [p.name for p in people] == ["P01", "P03"]  # a gzip CSV is unpacked and read
-    assert np.array_equal(people[1].x, people[0].x)
+    assert [p.name for p in people] == ["P01", "P03", "sub"]  # gzip unpacked; a folder is one
+    assert np.array_equal(people[1].x, people[0].x) and np.array_equal(people[2].x, people[0].x)
     assert left[0].startswith("P05.csv.gz left out: not a gzip file that can be unpacked")
     assert left[1:] == ["P04.xlsx left out: not a .csv or .json file (a .xlsx file is not read).",
-                        "P06.zip left out: compressed; unpack it into the folder.",
-                        "sub left out: a folder (one file per person, in the folder itself, is read)."]
+                        "P06.zip left out: compressed; unpack it into the folder."]
+
+
+def test_folder_per_person__its_files_are_one_record(tmp_path):
+    """Others keep a person's CGM as several downloads (a month each, overlapping by a day, one
+    of them gzipped, beside a notes file and a spreadsheet): a folder per person is read as one
+    record, the same grid as the whole in one file, named after the folder; a part that is
+    not CGM is named; `names` picks folders; an empty folder or a file and a folder of the
+    same name are said."""
+    import gzip
+
+    times, values = person_trace(6, seed=21)
+    write_person(tmp_path / "flat", "P07", times, values)
+    person = tmp_path / "split" / "P07"
+    write_person(person, "2024-03a", times[:1000], values[:1000])
+    write_person(person / "later", "2024-03b", times[700:1400], values[700:1400])
+    part = write_person(tmp_path, "part3", times[1400:], values[1400:])
+    (person / "2024-03c.csv.gz").write_bytes(gzip.compress(part.read_bytes()))
+    (person / "notes.txt").write_text("sensor changed on the 3rd")
+    (person / "insulin.csv").write_text("time,units\n2024-03-01 12:00,3\n")
+    (tmp_path / "split" / "P08").mkdir()
+    left: list[str] = []
+    [got] = cgm_real.load_folder(tmp_path / "split", skipped=left)
+    assert got.name == "P07" and got.notes == []  # overlaps hold the same readings
+    _same_person(got, cgm_real.load_folder(tmp_path / "flat")[0])
+    assert left[0] == "P08 left out: a folder with no CGM file in it."
+    assert left[1].startswith("P07/insulin.csv left out: insulin.csv is neither a CSV with "
+                              "columns timestamp")
+    assert len(left) == 2
+    assert [p.name for p in cgm_real.load_folder(tmp_path / "split", ["p07"])] == ["P07"]
+    write_person(tmp_path / "split", "P07", times, values)
+    with pytest.raises(NightlinkError, match="P07.csv and the folder P07 would be the same person"):
+        cgm_real.load_folder(tmp_path / "split")
+
+
+def test_folder_per_person__eval_scores_it_as_the_flat_folder(tmp_path):
+    """`eval glucose` on people kept as folders gives the figures of the same people in one
+    file each."""
+    flat = write_folder(tmp_path / "flat", people=2, days=4)
+    for f in sorted((flat / "csv").iterdir()):
+        rows = f.read_text().splitlines()
+        half = len(rows) // 2
+        folder = tmp_path / "nested" / f.stem
+        folder.mkdir(parents=True)
+        (folder / "a.csv").write_text("\n".join(rows[:half + 20]) + "\n")
+        (folder / "b.csv").write_text("\n".join(rows[:1] + rows[half:]) + "\n")
+    out = {}
+    for layout in ("flat", "nested"):
+        r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / layout),
+                                      "--json"])
+        assert r.exit_code == 0, r.output
+        out[layout] = json.loads(r.output.strip().splitlines()[-1])
+    for key in ("recall", "precision", "false_alarms_per_night", "rmse_30", "nights"):
+        assert out["nested"][key] == out["flat"][key], key
+    assert out["flat"]["nights"] > 0
 
 
 def test_stray_dates__left_out_and_said_not_a_grid_over_decades(tmp_path):
@@ -734,9 +788,13 @@ def test_two_readings_in_one_minute__their_mean_kept_and_said(tmp_path):
 
 def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_path):
     times, values = person_trace(1, seed=7)
-    write_person(tmp_path / "dirs" / "P02", "glucose", times, values)
+    (tmp_path / "dirs" / "P02").mkdir(parents=True)
+    (tmp_path / "dirs" / "P02" / "glucose.xlsx").write_bytes(b"PK")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs")])
-    assert r.exit_code == 2 and "P02: a folder (one file per person" in r.output, r.output
+    assert r.exit_code == 2 and "P02/glucose.xlsx: not a .csv or .json file" in r.output, r.output
+    write_person(tmp_path / "dirs" / "P02", "glucose", times, values)  # a folder per person
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout.strip().splitlines()[-1])["people"] == 1
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "A_people.csv").write_text("person,age\nP02,24\n")

@@ -452,22 +452,51 @@ def trained_on(person: Person, marks_by_person: dict[str, list[str]]) -> bool:
     return False
 
 
-def load_person(path: Path, tz: str | None = None, date_order: str | None = None) -> Person | None:
+def load_person(path: Path, tz: str | None = None, date_order: str | None = None,
+                files: list[Path] | None = None,
+                skipped: list[str] | None = None) -> Person | None:
     """One person's file: the plain layout (timestamp,glucose_value_mg_dl) or a CGM export the
     edge imports (Dexcom Clarity, LibreView, Medtronic CareLink, Nightscout JSON). `tz` is the
     person's clock for times given in UTC (Nightscout JSON; CSV times with an offset): None
-    reads Nightscout's as UTC and CSV times as written."""
+    reads Nightscout's as UTC and CSV times as written. With `files`, `path` is the person's
+    folder and each of the files one part of their record (monthly exports, one sensor after
+    another, overlaps allowed): their readings are put together, one per minute, and a part
+    that is not CGM is left out, said in `skipped` (else in the person's notes); the person is
+    refused when no part is CGM."""
     notes: list[str] = []
-    if _is_plain(path):
-        t, g, carbs = read_csv(path, tz, notes)
-    else:
-        t, g = read_export(path, tz, date_order, notes)
-        carbs = None
+    parts, refused = [], []
+    for part in files if files is not None else [path]:
+        try:
+            parts.append(_read_part(part, tz, date_order, notes))
+        except NightlinkError as exc:
+            if files is None:
+                raise
+            refused.append((part, exc))
+    if refused and not parts:  # the reason of a part that looked like CGM, if one did
+        raise next((exc for part, exc in refused if _is_plain(part)), refused[0][1])
+    (notes if skipped is None else skipped).extend(
+        f"{path.name}/{part.relative_to(path) if part.is_relative_to(path) else part.name} left "
+        f"out: {exc}" for part, exc in refused)
+    if not parts:
+        return None
+    t, g, carbs = parts[0]
+    if len(parts) > 1:
+        t, g = _by_minute(np.concatenate([p[0] for p in parts]),
+                          np.concatenate([p[1] for p in parts]), path.name, notes)
+        carbs = np.unique(np.concatenate([p[2] for p in parts]))
     t, g = _without_strays(path.name, t, g, notes)
-    person = to_grid(path.stem, t, g, carbs)
+    person = to_grid(path.stem if files is None else path.name, t, g, carbs)
     if person is not None:
         person.notes = notes
     return person
+
+
+def _read_part(path: Path, tz: str | None, date_order: str | None,
+               notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(minutes, mg/dL, carb minutes) of one file, plain layout or CGM export."""
+    if _is_plain(path):
+        return read_csv(path, tz, notes)
+    return (*read_export(path, tz, date_order, notes), np.zeros(0, dtype=np.int64))
 
 
 STRAY_GAP_MIN = 30 * 1440  # readings this far from all others ...
@@ -590,8 +619,6 @@ def _not_read(path: Path) -> str:
     """Why a folder entry is not read as a person's CGM, in a few words."""
     if not path.exists():
         return "a broken link (what it points to is not there)."
-    if path.is_dir():
-        return "a folder (one file per person, in the folder itself, is read)."
     if path.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".7z"):
         return "compressed; unpack it into the folder."
     return f"not a .csv or .json file (a {path.suffix or 'suffix-less'} file is not read)."
@@ -599,11 +626,13 @@ def _not_read(path: Path) -> str:
 
 def load_folder(root: Path, names: list[str] | None = None, tz: str | None = None,
                 date_order: str | None = None, skipped: list[str] | None = None) -> list[Person]:
-    """Every person's file in root (or root/csv), in name order: one file per person, in the
-    plain layout or as a CGM export (load_person). `names` picks people by file stem (any
-    case); one that has no file is refused. A file that cannot be read as CGM (a
-    demographics table, an empty file) is left out, and why is added to `skipped`; only when
-    no file can be read is the folder refused."""
+    """Every person in root (or root/csv), in name order: a file per person, in the plain
+    layout or as a CGM export (load_person), or a folder per person holding any number of
+    such files (several exports, one sensor after another), the folder's name being the
+    person's. `names` picks people by file stem or folder name (any case); one that is not
+    there is refused. A file that cannot be read as CGM (a demographics table, an empty file)
+    is left out, and why is added to `skipped`; only when no one can be read is the folder
+    refused."""
     import tempfile
 
     root = Path(root)
@@ -618,6 +647,7 @@ def _gunzipped(path: Path, into: Path, skipped: list[str] | None) -> Path | None
     import shutil
     import zlib
 
+    into.mkdir(parents=True, exist_ok=True)
     out = into / path.name[:-3]
     try:
         with gzip.open(path, "rb") as src, open(out, "wb") as dst:
@@ -629,41 +659,80 @@ def _gunzipped(path: Path, into: Path, skipped: list[str] | None) -> Path | None
     return out
 
 
-def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str | None,
-                 date_order: str | None, skipped: list[str] | None) -> list[Person]:
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    packed = [p for p in entries if p.is_file()
-              and p.name.lower().endswith(tuple(f"{x}.gz" for x in DATA_SUFFIXES))]
+def _data_files(entries: list[Path], unpacked: Path,
+                skipped: list[str] | None) -> tuple[list[Path], list[str]]:
+    """Of a folder's entries (files only), those read as CGM (gzipped ones unpacked into
+    `unpacked`), in name order, and why each other one is not, as "name: reason" (notes,
+    .md/.txt/.pdf, are left out without a word)."""
+    packed = [p for p in entries
+              if p.name.lower().endswith(tuple(f"{x}.gz" for x in DATA_SUFFIXES))]
     entries = sorted([p for p in entries if p not in packed]
                      + [u for p in packed if (u := _gunzipped(p, unpacked, skipped))],
                      key=lambda p: p.name)
     paths = [p for p in entries if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
     paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_csv_export(p)]  # notes stay out
     unread = [f"{p.name}: {_not_read(p)}" for p in entries
-              if p not in paths and p.suffix.lower() not in (".md", ".txt", ".pdf")
-              and not (p.is_dir() and p.name == "csv")]
+              if p not in paths and p.suffix.lower() not in (".md", ".txt", ".pdf")]
+    return paths, unread
+
+
+def _person_folder_files(folder: Path, unpacked: Path,
+                         skipped: list[str] | None) -> tuple[list[Path], list[str]]:
+    """The CGM files anywhere in a person's folder (sub-folders too, hidden ones not), in
+    path order, and why each other file there is not read."""
+    found = sorted(p for p in folder.rglob("*")
+                   if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                   and not p.is_dir())
+    paths, unread = [], []
+    for i, sub in enumerate(sorted({p.parent for p in found})):
+        files, why = _data_files([p for p in found if p.parent == sub], unpacked / str(i),
+                                 skipped)
+        paths += files
+        unread += [f"{sub.relative_to(folder.parent).as_posix()}/{w}" for w in why]
+    return paths, unread
+
+
+def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str | None,
+                 date_order: str | None, skipped: list[str] | None) -> list[Person]:
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    dirs = [p for p in entries if p.is_dir()]
+    paths, unread = _data_files([p for p in entries if not p.is_dir()], unpacked / "top",
+                                skipped)
+    parts: dict[Path, list[Path]] = {}
+    for i, sub in enumerate(dirs):
+        files, why = _person_folder_files(sub, unpacked / f"person{i}", skipped)
+        unread += why
+        if files:
+            parts[sub] = files
+        else:
+            unread.append(f"{sub.name}: a folder with no CGM file in it.")
     if skipped is not None and names is None:  # a person whose file is not read is named
         skipped.extend(f"{u.replace(': ', ' left out: ', 1)}" for u in unread)
-    if names is not None:
-        wanted = {Path(n).stem.lower() for n in names}
-        missing = sorted(wanted - {p.stem.lower() for p in paths})
-        if missing:
-            raise NightlinkError(f"No CGM file for {', '.join(missing)} in {folder}.")
-        paths = [p for p in paths if p.stem.lower() in wanted]
-    stems: dict[str, Path] = {}
+    people_at = {p.stem.lower(): p for p in paths}
+    for sub in parts:
+        other = people_at.setdefault(sub.name.lower(), sub)
+        if other is not sub:
+            raise NightlinkError(f"{other.name} and the folder {sub.name} would be the same "
+                                 f"person; keep one file or one folder per person in {folder}.")
     for p in paths:
-        other = stems.setdefault(p.stem.lower(), p)
+        other = people_at[p.stem.lower()]
         if other is not p:
             raise NightlinkError(f"{other.name} and {p.name} would be the same person; keep one "
                                  f"file per person in {folder}.")
-    if not paths:
+    if names is not None:
+        wanted = {Path(n).stem.lower() for n in names}
+        missing = sorted(wanted - set(people_at))
+        if missing:
+            raise NightlinkError(f"No CGM file for {', '.join(missing)} in {folder}.")
+        people_at = {k: v for k, v in people_at.items() if k in wanted}
+    if not people_at:
         why = f" ({'; '.join(unread[:3])}{' …' if len(unread) > 3 else ''})" if unread else ""
-        raise NightlinkError(f"No CGM files (timestamp,glucose_value_mg_dl CSVs or CGM exports) "
-                             f"in {folder}{why}.")
+        raise NightlinkError(f"No CGM files (timestamp,glucose_value_mg_dl CSVs or CGM exports, "
+                             f"one per person or a folder per person) in {folder}{why}.")
     people, refused = [], []
-    for path in paths:
+    for path in sorted(people_at.values(), key=lambda p: p.name):
         try:
-            person = load_person(path, tz, date_order)
+            person = load_person(path, tz, date_order, parts.get(path), skipped)
         except NightlinkError as exc:
             refused.append((path, exc))
             continue
@@ -672,7 +741,8 @@ def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str 
         else:
             refused.append((path, NightlinkError(f"{path.name} has no glucose reading.")))
     if not people and refused:  # the reason of a file that looked like CGM, if one did
-        raise next((exc for path, exc in refused if _is_plain(path)), refused[0][1])
+        raise next((exc for path, exc in refused if path.is_file() and _is_plain(path)),
+                   refused[0][1])
     if skipped is not None:
         skipped.extend(f"{path.name} left out: {exc}" for path, exc in refused)
     return people
