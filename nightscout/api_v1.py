@@ -419,8 +419,7 @@ async def get_times_echo(request: Request, prefix: str | None = None,
     need(request, "api:entries:read")
     prefix, pattern, _ = _split_last(request, [prefix, pattern])
     try:
-        conds = await run_in_threadpool(slice_conditions, documents.ENTRIES, "dateString", None,
-                                        prefix, pattern)
+        conds = await run_in_threadpool(slice_conditions, "dateString", prefix, pattern)
     except QueryError as exc:
         raise bad_request(str(exc)) from None
     shown = {"$in": [c.pattern for c in conds[0].operand]}
@@ -455,8 +454,7 @@ def _split_last(request: Request, parts: list[str | None]) -> list:
 async def _sliced(request: Request, coll: str, field: str, kind: str | None,
                   prefix: str | None, pattern: str | None, ext: str | None) -> Response:
     try:  # (off the event loop: a thousand patterns take a moment)
-        conds = await run_in_threadpool(slice_conditions, coll, field, None, prefix or None,
-                                        pattern or None)
+        conds = await run_in_threadpool(slice_conditions, field, prefix or None, pattern or None)
     except QueryError as exc:
         raise bad_request(str(exc)) from None
 

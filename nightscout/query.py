@@ -608,10 +608,10 @@ def _range(body: str) -> list[str] | None:
     return [(f"-{str(-v).zfill(width - 1)}" if v < 0 else str(v).zfill(width)) for v in values]
 
 
-def slice_conditions(coll: str, field_name: str, kind: str | None, prefix: str | None,
-                     pattern: str | None) -> list[Cond]:
+def slice_conditions(field_name: str, prefix: str | None, pattern: str | None) -> list[Cond]:
     """The conditions of a slice: the field matching one of the patterns the prefix and regex
-    expand to (and starting with the prefix when it is one pattern), and the type if named."""
+    expand to (and starting with the prefix when it is one pattern). A type the slice names is
+    the query's own (Query.set_type)."""
     if not _FIELD.fullmatch(field_name):
         raise QueryError(f"{field_name!r} is not a field name.")
     for part, text in (("prefix", prefix), ("regex", pattern)):
@@ -626,8 +626,6 @@ def slice_conditions(coll: str, field_name: str, kind: str | None, prefix: str |
     conds = [Cond(field_name, "$in", [_compile(p, "", key) for p in patterns])]
     if len(prefixes) == 1:
         conds.append(Cond(field_name, "$regex", _compile("^" + prefixes[0], "", key)))
-    if kind:
-        conds.append(Cond("type", "$eq", kind))
     return conds
 
 
