@@ -162,6 +162,33 @@ def test_provision__bad_config_is_refused_before_the_cloud_mints_an_account(clou
     assert len(devices(store)) == before
 
 
+def test_provision__a_second_clock_into_the_first_ones_folder_is_refused(cloud, tmp_path):
+    """The README's provision line run again for a second clock wrote over the first clock's
+    image, its only copy of its broker password, and left it registered: refused before the
+    cloud registers anything, naming the clock and what to do; a plain build's folder
+    (no clock in it) is provisioned into as before."""
+    url, store = cloud
+    out = tmp_path / "clock"
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Nightstand", "--wifi",
+            WIFI, "--out", str(out))
+    assert r.exit_code == 0, r.output
+    first, image = image_config(out)["device"]["id"], (out / "fs-esp32.img").read_bytes()
+    before = len(devices(store))
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Kitchen", "--wifi",
+            WIFI, "--out", str(out))
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == (
+        f"error: {out} holds the image of clock {first} already; give this clock another --out "
+        f"(or, once clock {first} is flashed, remove {out}; if it never will be, revoke it: "
+        f"nightlink device revoke {first} --tenant fam-1 --cloud …).")
+    assert len(devices(store)) == before and (out / "fs-esp32.img").read_bytes() == image
+    built = tmp_path / "built"
+    assert run("build", "--out", str(built)).exit_code == 0
+    r = run("provision", "--cloud", url, "--tenant", "fam-1", "--name", "Kitchen", "--wifi",
+            WIFI, "--out", str(built))
+    assert r.exit_code == 0 and image_config(built)["device"]["name"] == "Kitchen", r.output
+
+
 def test_provision__the_clocks_zone_by_its_iana_name(cloud, tmp_path):
     """`--tz Europe/Amsterdam` (the edge's `timezone`, the README's TIMEZONE) becomes the POSIX
     rule the firmware reads; a rule is kept as given; neither a name nor a rule is refused

@@ -229,6 +229,7 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
 
         fw = read_firmware(firmware, expect=target)
         fw.data_partition(flash_size or TARGETS[target].default_flash)
+    _refuse_other_clock(Path(out), tenant)
     client = cloud if isinstance(cloud, CloudClient) else CloudClient(cloud)
     try:
         if client.token is None:
@@ -251,6 +252,26 @@ def provision(out: Path, *, cloud: str | CloudClient, tenant: str, name: str, em
                              "cloud without an image; revoke it there).") from None
     return Provisioned(device_id, name, device["mqtt_username"], cfg["mqtt"]["host"],
                        cfg["mqtt"]["port"], result, via_edge=bool(mqtt_host))
+
+
+def _refuse_other_clock(out: Path, tenant: str) -> None:
+    """Refuse, before the cloud registers a clock, an --out that holds another clock's image:
+    written over, that clock's only copy of its broker password would be gone (a second
+    clock provisioned by the same command line), while it stays registered."""
+    import json
+
+    from nightlink.tools.device.build import BUILD_INFO
+
+    try:
+        info = json.loads((out / BUILD_INFO).read_text())
+    except (OSError, ValueError):
+        return
+    device_id = info.get("device_id") if isinstance(info, dict) else None
+    if device_id:
+        raise NightlinkError(
+            f"{out} holds the image of clock {device_id} already; give this clock another "
+            f"--out (or, once clock {device_id} is flashed, remove {out}; if it never will be, "
+            f"revoke it: nightlink device revoke {device_id} --tenant {tenant} --cloud …).")
 
 
 def edge_next_step(cloud_url: str) -> str:
