@@ -657,17 +657,19 @@ def test_folder_per_person__its_files_are_one_record(tmp_path):
     write_person(tmp_path / "flat", "P07", times, values)
     person = tmp_path / "split" / "P07"
     write_person(person, "2024-03a", times[:1000], values[:1000])
-    write_person(person / "later", "2024-03b", times[700:1400], values[700:1400])
+    write_person(person, "2024-03b", times[700:1400], values[700:1400])
     part = write_person(tmp_path, "part3", times[1400:], values[1400:])
     (person / "2024-03c.csv.gz").write_bytes(gzip.compress(part.read_bytes()))
     (person / "notes.txt").write_text("sensor changed on the 3rd")
     (person / "insulin.csv").write_text("time,units\n2024-03-01 12:00,3\n")
     (tmp_path / "split" / "P08").mkdir()
+    write_person(tmp_path / "split" / "P09", "all", times[:500], values[:500])
     left: list[str] = []
-    [got] = cgm_real.load_folder(tmp_path / "split", skipped=left)
-    assert got.name == "P07" and got.notes == []  # overlaps hold the same readings
+    got, other = cgm_real.load_folder(tmp_path / "split", skipped=left)
+    assert (got.name, other.name) == ("P07", "P09") and got.notes == []  # overlaps agree
     _same_person(got, cgm_real.load_folder(tmp_path / "flat")[0])
-    assert left[0] == "P08 left out: a folder with no CGM file in it."
+    assert left[0] == ("P08 left out: a folder with no CGM file in it (one folder per person "
+                       "is read, holding that person's files).")
     assert left[1].startswith("P07/insulin.csv left out: insulin.csv is neither a CSV with "
                               "columns timestamp")
     assert len(left) == 2
@@ -675,6 +677,40 @@ def test_folder_per_person__its_files_are_one_record(tmp_path):
     write_person(tmp_path / "split", "P07", times, values)
     with pytest.raises(NightlinkError, match="P07.csv and the folder P07 would be the same person"):
         cgm_real.load_folder(tmp_path / "split")
+
+
+def test_folder_per_person__two_peoples_files_in_one_folder_are_refused(tmp_path):
+    """Put together by minute, two people's files covering the same days would be scored as
+    one made-up person: that person is refused, naming the files; the others are read."""
+    a_t, a_v = person_trace(4, seed=31)
+    b_t, b_v = person_trace(4, seed=32)
+    write_person(tmp_path / "P01", "a", a_t, a_v)
+    write_person(tmp_path / "P01", "b", [t + timedelta(minutes=2) for t in b_t], b_v)
+    write_person(tmp_path / "P02", "2024", a_t, a_v)
+    write_person(tmp_path / "P02", "2024-mmol", a_t[:500], a_v[:500] + 2)  # the same, rounded
+    left: list[str] = []
+    assert [p.name for p in cgm_real.load_folder(tmp_path, skipped=left)] == ["P02"]
+    assert left == ["P01 left out: P01: a.csv and b.csv cover the same 4 days with other "
+                    "readings: two people's files, or two sensors worn at once. A folder is "
+                    "read as one person; give one folder per person, or the folder itself as "
+                    "--data to read one person per file."]
+
+
+def test_an_archive_unpacked_with_its_people_in_a_folder__each_file_is_a_person(tmp_path):
+    """Glucose-ML's zips unpack to a table of the people, a `__MACOSX` folder and a folder of
+    one file per person: that folder is the people's (said), not one person made of them."""
+    for k in range(3):
+        times, values = person_trace(3, seed=40 + k)
+        write_person(tmp_path / "DS-extracted-glucose-files", f"DS-{k}", times, values)
+        write_person(tmp_path / "__MACOSX" / "DS-extracted-glucose-files", f"._DS-{k}", times[:2],
+                     values[:2])
+    (tmp_path / "DS-metadata.csv").write_text("person_id,age\nDS-0,30\n")
+    (tmp_path / "README.md").write_text("a data set")
+    left: list[str] = []
+    people = cgm_real.load_folder(tmp_path, skipped=left)
+    assert [p.name for p in people] == ["DS-0", "DS-1", "DS-2"]
+    assert left[0] == ("DS-extracted-glucose-files read as the folder of people, one file per "
+                       f"person: it is the only folder in {tmp_path.name} holding CGM files.")
 
 
 def test_folder_per_person__eval_scores_it_as_the_flat_folder(tmp_path):

@@ -481,6 +481,7 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
         return None
     t, g, carbs = parts[0]
     if len(parts) > 1:
+        _one_record(path, [part for part in (files or []) if part not in dict(refused)], parts)
         t, g = _by_minute(np.concatenate([p[0] for p in parts]),
                           np.concatenate([p[1] for p in parts]), path.name, notes)
         carbs = np.unique(np.concatenate([p[2] for p in parts]))
@@ -489,6 +490,37 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
     if person is not None:
         person.notes = notes
     return person
+
+
+SAME_RECORD_MIN = 1440  # parts of one person's folder may overlap this long ...
+SAME_RECORD_SHARE = 0.5  # ... or hold the same readings this often where they overlap
+
+
+def _one_record(folder: Path, files: list[Path],
+                parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Refuse the parts of a person's folder that cover the same days with other readings:
+    two people's files (or two sensors worn at once), which put together by minute would be
+    scored as one made-up person. Downloads that overlap hold the same readings there (within
+    a minute and 3 mg/dL: one exported in mmol/L, one in mg/dL)."""
+    for i, (ta, ga, _) in enumerate(parts):
+        for j in range(i + 1, len(parts)):
+            tb, gb = parts[j][0], parts[j][1]
+            if not ta.size or not tb.size:
+                continue
+            lo, hi = max(ta[0], tb[0]), min(ta[-1], tb[-1])
+            if hi - lo <= SAME_RECORD_MIN:
+                continue
+            inside = (tb >= lo) & (tb <= hi)
+            near = np.clip(np.searchsorted(ta, tb[inside]), 1, ta.size - 1)
+            nearest = np.where(np.abs(ta[near - 1] - tb[inside]) <= np.abs(ta[near] - tb[inside]),
+                               near - 1, near)
+            same = (np.abs(ta[nearest] - tb[inside]) <= 1) & (np.abs(ga[nearest] - gb[inside]) <= 3)
+            if same.mean() < SAME_RECORD_SHARE:
+                raise NightlinkError(
+                    f"{folder.name}: {files[i].name} and {files[j].name} cover the same "
+                    f"{(hi - lo) / 1440:.0f} days with other readings: two people's files, or "
+                    "two sensors worn at once. A folder is read as one person; give one folder "
+                    "per person, or the folder itself as --data to read one person per file.")
 
 
 def _read_part(path: Path, tz: str | None, date_order: str | None,
@@ -636,9 +668,44 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
     import tempfile
 
     root = Path(root)
-    folder = root / "csv" if (root / "csv").is_dir() else root
+    folder = _people_folder(root / "csv" if (root / "csv").is_dir() else root, skipped)
     with tempfile.TemporaryDirectory(prefix="nightlink-cgm-") as unpacked:
         return _load_folder(folder, Path(unpacked), names, tz, date_order, skipped)
+
+
+NOT_DATA_DIRS = ("__MACOSX",)  # what an archive unpacked on a Mac leaves beside its files
+
+
+def _entries(folder: Path) -> list[Path]:
+    """A folder's entries in name order, without hidden ones and archives' leftovers."""
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.name not in NOT_DATA_DIRS)
+
+
+def _looks_like_cgm(path: Path) -> bool:
+    """A file that is (or, gzipped, may be) a person's CGM, by its name and first lines."""
+    name = path.name.lower()
+    if name.endswith(tuple(f"{x}.gz" for x in DATA_SUFFIXES)):
+        return True
+    return (path.is_file() and path.suffix.lower() in DATA_SUFFIXES
+            and (_is_plain(path) or _export_format(path) in CGM_EXPORTS))
+
+
+def _people_folder(folder: Path, skipped: list[str] | None) -> Path:
+    """Where the people are: `folder`, or, when it holds no CGM file of its own and one of
+    its folders does, that folder (an archive unpacked as a table of the people beside a
+    folder of their files): read as one person, its people would be put together by minute."""
+    entries = _entries(folder)
+    if any(_looks_like_cgm(p) for p in entries if not p.is_dir()):
+        return folder
+    holding = [d for d in entries if d.is_dir()
+               and any(_looks_like_cgm(p) for p in _entries(d) if not p.is_dir())]
+    if len(holding) != 1:
+        return folder
+    if skipped is not None:
+        skipped.append(f"{holding[0].name} read as the folder of people, one file per person: "
+                       f"it is the only folder in {folder.name} holding CGM files.")
+    return holding[0]
 
 
 def _gunzipped(path: Path, into: Path, skipped: list[str] | None) -> Path | None:
@@ -676,36 +743,22 @@ def _data_files(entries: list[Path], unpacked: Path,
     return paths, unread
 
 
-def _person_folder_files(folder: Path, unpacked: Path,
-                         skipped: list[str] | None) -> tuple[list[Path], list[str]]:
-    """The CGM files anywhere in a person's folder (sub-folders too, hidden ones not), in
-    path order, and why each other file there is not read."""
-    found = sorted(p for p in folder.rglob("*")
-                   if not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                   and not p.is_dir())
-    paths, unread = [], []
-    for i, sub in enumerate(sorted({p.parent for p in found})):
-        files, why = _data_files([p for p in found if p.parent == sub], unpacked / str(i),
-                                 skipped)
-        paths += files
-        unread += [f"{sub.relative_to(folder.parent).as_posix()}/{w}" for w in why]
-    return paths, unread
-
-
 def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str | None,
                  date_order: str | None, skipped: list[str] | None) -> list[Person]:
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    entries = _entries(folder)
     dirs = [p for p in entries if p.is_dir()]
     paths, unread = _data_files([p for p in entries if not p.is_dir()], unpacked / "top",
                                 skipped)
     parts: dict[Path, list[Path]] = {}
-    for i, sub in enumerate(dirs):
-        files, why = _person_folder_files(sub, unpacked / f"person{i}", skipped)
-        unread += why
+    for i, sub in enumerate(dirs):  # a person's folder: its own files, not its sub-folders
+        files, why = _data_files([p for p in _entries(sub) if not p.is_dir()],
+                                 unpacked / f"person{i}", skipped)
+        unread += [f"{sub.name}/{w}" for w in why]
         if files:
             parts[sub] = files
         else:
-            unread.append(f"{sub.name}: a folder with no CGM file in it.")
+            unread.append(f"{sub.name}: a folder with no CGM file in it (one folder per person "
+                          "is read, holding that person's files).")
     if skipped is not None and names is None:  # a person whose file is not read is named
         skipped.extend(f"{u.replace(': ', ' left out: ', 1)}" for u in unread)
     people_at = {p.stem.lower(): p for p in paths}
