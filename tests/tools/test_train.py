@@ -101,9 +101,38 @@ def test_walch__acceleration_in_any_unit_no_heart_rate_any_separator(tmp_path):
     np.savetxt(tmp_path / "motion" / f"{subject}_acceleration.txt", free)  # size looks like m/s²
     with pytest.raises(NightlinkError, match="holds no gravity"):
         readers.walch_night(tmp_path, subject)
-    rows[:, 1:] *= 60  # no unit a wrist at rest reads
+    rows[:, 1:] *= 300  # no unit a wrist at rest reads
     np.savetxt(tmp_path / "motion" / f"{subject}_acceleration.txt", rows)
-    with pytest.raises(NightlinkError, match="not g, m/s² or mg"):
+    with pytest.raises(NightlinkError, match="not g, m/s², 1/64 g or mg"):
+        readers.walch_night(tmp_path, subject)
+
+
+def test_walch__e4_units_rem_numbered_4_and_labels_not_per_epoch(tmp_path):
+    """Others' conversions (DREAMT's Empatica E4): acceleration in 1/64 g read as g; stages
+    numbered 0-4 (REM 4, no 5) read with 4 as REM, said (it was scored as deep sleep); a
+    label per second refused (each epoch counted 30 times inflated every figure); a
+    comma-separated file with too few columns says so."""
+    subject = _walch(tmp_path)
+    want = readers.walch_night(tmp_path, subject)
+    act = input_names().index("wearable.activity_count")
+    rows = np.loadtxt(tmp_path / "motion" / f"{subject}_acceleration.txt")
+    e4 = rows.copy()
+    e4[:, 1:] *= 64
+    np.savetxt(tmp_path / "motion" / f"{subject}_acceleration.txt", e4)
+    notes: list[str] = []
+    got = readers.walch_night(tmp_path, subject, notes)
+    assert np.allclose(got.x[:, act], want.x[:, act], atol=0.05)
+    assert "acceleration read as 1/64 g (Empatica E4) (gravity reads 64)" in notes
+    labels = tmp_path / "labels" / f"{subject}_labeled_sleep.txt"
+    labels.write_text("".join(f"{i * 30} {s}\n" for i, s in enumerate([-1, 0, 1, 2, 3, 4, 0, 0])))
+    notes = []
+    assert readers.walch_night(tmp_path, subject, notes).stage.tolist() == [0, 1, 1, 2, 3, 0, 0]
+    assert any("stage 4 read as REM" in n for n in notes), notes
+    labels.write_text("".join(f"{i} {s}\n" for i, s in enumerate([0] * 30 + [2] * 30)))
+    with pytest.raises(NightlinkError, match="has a label every 1 s; one label per 30-s epoch"):
+        readers.walch_night(tmp_path, subject)
+    (tmp_path / "motion" / f"{subject}_acceleration.txt").write_text("0,1.0\n0.5,1.0\n")
+    with pytest.raises(NightlinkError, match="4 columns are needed, it has 2"):
         readers.walch_night(tmp_path, subject)
 
 

@@ -4,9 +4,11 @@
   heart rate data derived from a consumer wearable device" (PhysioNet `sleep-accel`):
   `motion/{id}_acceleration.txt` (seconds, x, y, z in g, space-separated),
   `heart_rate/{id}_heartrate.txt` (seconds,bpm), `labels/{id}_labeled_sleep.txt`
-  (seconds stage: 0 wake, 1-4 N1-N4, 5 REM, -1 unscored), times relative to the PSG start.
-  Read leniently for others' recordings in that layout: any of space, comma, semicolon or
-  tab between numbers, acceleration in g, m/s² or mg, the heart-rate file optional.
+  (seconds stage: 0 wake, 1-4 N1-N4, 5 REM, -1 unscored), times relative to the PSG start,
+  one label per 30-s epoch. Read leniently for others' recordings in that layout: any of
+  space, comma, semicolon or tab between numbers, acceleration in g, m/s², 1/64 g or mg,
+  the heart-rate file optional, stages as names, or numbered 0-4 with 4 REM when a night
+  has no 5 (said).
 - OhioT1DM (Marling & Bunescu 2020) XML: `<patient id=…><glucose_level><event ts="DD-MM-YYYY
   HH:MM:SS" value="mg/dL"/>…`.
 """
@@ -65,6 +67,7 @@ _LABELS_SUFFIX = "_labeled_sleep.txt"
 # What a still wrist reads as the magnitude of its acceleration, by unit: g (Apple Watch,
 # Walch 2019; Axivity), m/s² (phones, Android wear) and mg (ActiGraph raw, some GENEActiv).
 _ACCELERATION_UNITS = (("g", 1.0, (0.5, 2.0)), ("m/s²", 1 / 9.80665, (5.0, 20.0)),
+                       ("1/64 g (Empatica E4)", 1 / 64, (32.0, 128.0)),
                        ("mg", 1 / 1000, (500.0, 2000.0)))
 
 
@@ -100,7 +103,20 @@ def _any_separator(path: Path, columns: int) -> np.ndarray:
         return count
 
     best = max(SEPARATORS, key=rows_split)  # (the first of equals: white space)
+    if not rows_split(best):  # no line has the columns: say how many it has, if numbers
+        widths = [len(line.split(sep)) for sep in SEPARATORS for line in sample
+                  if _all_numbers(line.split(sep))]
+        if widths:
+            raise NightlinkError(f"Cannot read {path}: {columns} columns are needed, it has "
+                                 f"{max(widths)}.")
     return _table(path, best, columns)
+
+
+def _all_numbers(cells: list[str]) -> bool:
+    try:
+        return bool(cells) and all(np.isfinite(float(c)) for c in cells)
+    except ValueError:
+        return False
 
 
 # Stages written as text (AASM names, as many scorers export them) -> the layout's numbers.
@@ -153,8 +169,8 @@ def acceleration_in_g(acc: np.ndarray, notes: list[str] | None = None) -> np.nda
                 if notes is not None:
                     notes.append(f"acceleration read as {unit} (gravity reads {median:.3g})")
             return acc
-    raise NightlinkError(f"the acceleration's gravity reads {median:.3g}: not g, m/s² or mg "
-                         "(1, 9.8 or 1000); check the file's unit.")
+    raise NightlinkError(f"the acceleration's gravity reads {median:.3g}: not g, m/s², "
+                         "1/64 g or mg (1, 9.8, 64 or 1000); check the file's unit.")
 
 
 def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Night:
@@ -177,10 +193,36 @@ def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Nig
                 notes.append(f"heart rate not read ({str(exc).rstrip('.')})")
     acc = acceleration_in_g(_any_separator(root / "motion" / f"{subject}_acceleration.txt", 4),
                             notes)
+    return wrist_night(f"walch#{subject}", labels, hr, acc, notes,
+                       f"labels/{subject}{_LABELS_SUFFIX}")
+
+
+LABEL_SPACING_S = (25.0, 35.0)  # one label per 30-s epoch, give or take a clock's drift
+
+
+def wrist_night(patient: str, labels: np.ndarray, hr: np.ndarray, acc: np.ndarray,
+                notes: list[str] | None, where: str) -> Night:
+    """A wrist night as a training table from its PSG labels (seconds, stage number as the
+    Walch layout numbers them), heart rate (seconds, bpm; may be empty) and acceleration
+    (seconds, x, y, z in g). Labels must come one per 30-s epoch (a label per second would
+    count each epoch 30 times); a night with stage 4 and no stage 5 numbers its stages 0-4
+    (W, N1, N2, N3, REM), and its 4 is read as REM, said in `notes`."""
+    if labels.size > 1:
+        spacing = float(np.median(np.diff(np.sort(labels[:, 0]))))
+        if not LABEL_SPACING_S[0] <= spacing <= LABEL_SPACING_S[1]:
+            raise NightlinkError(f"{where} has a label every {spacing:g} s; one label per 30-s "
+                                 "epoch is read (the time its epoch starts, and its stage).")
+    stages = {int(st) for _t, st in labels}
+    if 4 in stages and 5 not in stages:
+        labels = labels.copy()
+        labels[labels[:, 1] == 4, 1] = 5
+        if notes is not None:
+            notes.append("stage 4 read as REM: the night has no stage 5, so its stages are "
+                         "numbered 0-4 (W, N1, N2, N3, REM)")
     keep = [(t, int(s)) for t, s in labels if int(s) in _WALCH_STAGE and t >= 0]
     if not keep:
-        raise NightlinkError(f"Walch subject {subject} has no scored epochs (numbered stages 0 "
-                             f"wake, 1-4, 5 REM in labels/{subject}{_LABELS_SUFFIX}).")
+        raise NightlinkError(f"{where} holds no scored epoch (stages numbered 0 wake, 1-4, "
+                             "5 REM, or named W, N1-N4, R).")
     n = len(keep)
     names = input_names()
     x = np.full((n, len(names)), np.nan, dtype=np.float32)
@@ -208,7 +250,7 @@ def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Nig
             x[k, col["wearable.movement"]] = 1.0 if activity >= MOVEMENT_COUNTS else 0.0
     stage = np.array([_WALCH_STAGE[s] for _t, s in keep], dtype=np.int8)
     z = np.zeros(n, dtype=np.uint8)
-    return Night(seed=-1, patient=f"walch#{subject}", first_epoch=0, x=x, stage=stage,
+    return Night(seed=-1, patient=patient, first_epoch=0, x=x, stage=stage,
                  snore=z, resp=z, desat3=z, desat4=z, events=np.zeros((0, 3)), ahi_truth=0.0)
 
 
