@@ -341,6 +341,16 @@ def test_eval_breathing_data__the_committed_model_scored_as_it_is(tmp_path):
     note = "n01: 29 of its 100 labelled minutes have no beats (beats from minute 0 to 70)"
     assert _last_json(r.stdout)["file_notes"]["n01"][0].startswith(note)
     assert note in r.stderr
+    # labels every 30 s written as minutes (MIT-BIH polysomnographic): half the labelled
+    # minutes have no beats, and the other half scored against the wrong minutes: left out
+    labels.write_text("minute,apnea\n" + "".join(f"{m},0\n" for m in range(140)))
+    r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(other), "--models",
+                                  str(models), "--json"])
+    assert r.exit_code == 0, r.output
+    assert ("n01 left out: 69 of the 140 minutes n01_apnea_minutes.csv labels have no beats in "
+            "n01_beats.csv.gz (beats from minute 0 to 70): labels every 30 s read as minutes, "
+            "or beats on another clock than the labels?") in r.stderr, r.stderr
+    assert _last_json(r.stdout)["beats"]["recordings"] == 4
 
 
 def test_corrupt_gzip_and_a_model_file_without_heads__one_sentence(tmp_path):

@@ -73,6 +73,8 @@ LABELS_SUFFIX = "_apnea_minutes.csv"
 RR_RANGE_S = (0.2, 3.0)  # a heart's beat-to-beat interval in seconds; a median outside: wrong unit
 LABEL_CELLS = {"0": 0, "1": 1, "n": 0, "a": 1}  # PhysioNet writes N (normal) and A (apnea)
 UNBEATEN_NOTE_MIN = 5  # labelled minutes outside the beats past which the figures say so
+UNBEATEN_REFUSE_SHARE = 0.4  # more minutes without beats: not these labels' beats (30-s
+# labels read as minutes leave half the minutes without beats)
 CONTEXT_PAST_LABELS_MIN = 5  # beats kept after the last labelled minute (the +-5-minute context)
 
 
@@ -241,6 +243,11 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
             raise NightlinkError(f"{beats.name} has fewer than 2 beats in the labelled minutes.")
     beaten = np.unique(np.floor(t).astype(np.int64))
     unbeaten = n - int(np.count_nonzero((beaten >= 0) & (beaten < n)))
+    if unbeaten > UNBEATEN_REFUSE_SHARE * n:
+        raise NightlinkError(f"{unbeaten} of the {n} minutes {labels.name} labels have no beats "
+                             f"in {beats.name} (beats from minute {t[0]:.0f} to {t[-1]:.0f}): "
+                             "labels every 30 s read as minutes, or beats on another clock than "
+                             "the labels? One label per minute, t_min on the labels' clock.")
     if unbeaten > UNBEATEN_NOTE_MIN:
         notes.append(f"{name}: {unbeaten} of its {n} labelled minutes have no beats (beats "
                      f"from minute {t[0]:.0f} to {t[-1]:.0f}); its reference index counts "
