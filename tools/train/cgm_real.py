@@ -486,10 +486,55 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
                           np.concatenate([p[1] for p in parts]), path.name, notes)
         carbs = np.unique(np.concatenate([p[2] for p in parts]))
     t, g = _without_strays(path.name, t, g, notes)
+    t, g = _sensor_readings(path.name, t, g, notes)
     person = to_grid(path.stem if files is None else path.name, t, g, carbs)
     if person is not None:
         person.notes = notes
     return person
+
+
+INTERPOLATED_FROM = (15, 5)  # sensors' intervals that data sets interpolate to every minute
+STRAIGHT_SHARE = 0.7  # of a run's minutes on a straight line through their neighbours ...
+BEND_PHASE_SHARE = 0.9  # ... and of its bends at one phase of the sensor's interval
+BEND_MGDL = 0.25  # a bend: the slope changes by more (interpolated values written to 0.1
+# mg/dL change it by 0.2 at most; a whole-number sensor's bends are 1 or more)
+SESSION_GAP_MIN = 30  # a longer gap may start a sensor whose readings have another phase
+
+
+def _sensor_readings(name: str, t: np.ndarray, g: np.ndarray,
+                     notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The sensor's own readings of a file that interpolated them to every minute (CGMacros;
+    any resampled data set): each minute between two readings then holds part of the next
+    one, up to 14 minutes ahead, so a forecast would see the future, and every minute would
+    count as a reading. Told, between gaps of over 30 minutes, by 1-minute readings that lie
+    on straight lines (70 % of minutes or more) bending only at one phase of 15 or 5 minutes:
+    those keep the minutes of that phase, said. A real 1-minute sensor bends anywhere and is kept whole."""
+    if t.size < 4 * INTERPOLATED_FROM[0] or np.median(np.diff(t)) != 1:
+        return t, g
+    keep = np.ones(t.size, dtype=bool)
+    steps = set()
+    for run in np.split(np.arange(t.size), np.flatnonzero(np.diff(t) > SESSION_GAP_MIN) + 1):
+        tr, gr = t[run], g[run].astype(np.float64)
+        # minutes with a reading the minute before and after: straight, or bent
+        mid = np.flatnonzero((tr[1:-1] - tr[:-2] == 1) & (tr[2:] - tr[1:-1] == 1)) + 1
+        if mid.size < 4 * INTERPOLATED_FROM[0]:
+            continue
+        bent = np.abs(gr[mid + 1] - 2 * gr[mid] + gr[mid - 1]) > BEND_MGDL
+        if not bent.any() or 1 - bent.mean() < STRAIGHT_SHARE:
+            continue
+        bends = tr[mid[bent]]
+        for step in INTERPOLATED_FROM:
+            phases = np.bincount(bends % step, minlength=step)
+            if phases.max() >= BEND_PHASE_SHARE * bends.size:
+                keep[run] = t[run] % step == int(np.argmax(phases))
+                steps.add(step)
+                break
+    if steps:
+        notes.append(f"{name}: readings every minute on straight lines between readings "
+                     f"{' or '.join(map(str, sorted(steps)))} minutes apart (interpolated, each "
+                     f"holding part of the next reading): only the {int(keep.sum())} at the "
+                     f"sensor's times kept, of {t.size}.")
+    return t[keep], g[keep]
 
 
 SAME_RECORD_MIN = 1440  # parts of one person's folder may overlap this long ...
