@@ -353,6 +353,59 @@ def _walch_night(root, subject, seed, still_g=1.0):
         "".join(f"{a:.2f} 0.0 0.0 {b:.4f}\n" for a, b in zip(t, z, strict=True)))
 
 
+def _as_dreamt(walch, subject, out, offset=1824.0):
+    """A Walch-layout night written as DREAMT writes a participant (E4 clock from its own
+    start, a minute of P before the PSG, acceleration in 1/64 g, heart rate held, stages as
+    text, Missing after the PSG); the Walch motion file is put on 1/64 g steps too, so both
+    hold the same numbers."""
+    motion = walch / "motion" / f"{subject}_acceleration.txt"
+    acc = np.loadtxt(motion)
+    acc[:, 1:] = np.round(acc[:, 1:] * 64) / 64
+    np.savetxt(motion, acc, fmt="%.6f")
+    hr = np.loadtxt(walch / "heart_rate" / f"{subject}_heartrate.txt", delimiter=",")
+    labels = np.loadtxt(walch / "labels" / f"{subject}_labeled_sleep.txt")
+    names = {-1: "Missing", 0: "W", 1: "N1", 2: "N2", 3: "N3", 4: "N3", 5: "R"}
+    lines = ["TIMESTAMP,BVP,ACC_X,ACC_Y,ACC_Z,TEMP,EDA,HR,IBI,Sleep_Stage,Obstructive_Apnea"]
+    for t in np.arange(-60, 0, 0.25):
+        lines.append(f"{t + offset:.4f},0.1,0,0,64,33.9,0.1,70,0.85,P,")
+    for t, x, y, z in acc:
+        bpm = hr[max(np.searchsorted(hr[:, 0], t, side="right") - 1, 0), 1]
+        stage = names[int(labels[min(int(t // 30), len(labels) - 1), 1])]
+        lines.append(f"{t + offset:.4f},0.1,{x * 64:.0f},{y * 64:.0f},{z * 64:.0f},33.9,0.1,"
+                     f"{bpm:.1f},0.85,{stage},0")
+    for t in np.arange(acc[-1, 0] + 0.25, acc[-1, 0] + 60, 0.25):
+        lines.append(f"{t + offset:.4f},0.1,0,0,64,33.9,0.1,70,0.85,Missing,")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"S{subject}_whole_df.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_dreamt__a_participant_read_as_the_same_night_in_the_walch_layout(tmp_path):
+    """DREAMT, the large public wrist + PSG set (an E4 at a sleep clinic), read as published:
+    the same epochs, stages and features as the night converted to the Walch layout, and
+    `eval sleep --data` on its folder says so; a file without its columns is one sentence."""
+    (tmp_path / "walch").mkdir()
+    _walch_night(tmp_path / "walch", "1001", 0)
+    _as_dreamt(tmp_path / "walch", "1001", tmp_path / "dreamt" / "data_64Hz")
+    want = readers.walch_night(tmp_path / "walch", "1001")
+    [path] = readers.dreamt_files(tmp_path / "dreamt")
+    notes: list[str] = []
+    got = readers.dreamt_night(path, notes)
+    assert notes == ["acceleration read as 1/64 g (Empatica E4) (gravity reads 64)"]
+    assert got.stage.tolist() == want.stage.tolist()
+    names = input_names()
+    for column, tol in (("wearable.activity_count", 1e-3), ("wearable.hr_mean_bpm", 0.5)):
+        k = names.index(column)
+        assert np.allclose(got.x[:, k], want.x[:, k], atol=tol), column
+    r = CliRunner().invoke(main, ["eval", "sleep", "--data", str(tmp_path / "dreamt"), "--json"])
+    assert r.exit_code == 0, r.output
+    figures = _last_json(r.output)
+    assert figures["data"].startswith("real: DREAMT, 1 nights") and figures["epochs"] == 719
+    assert figures["nights_with_heart_rate"] == 1
+    path.write_text("TIMESTAMP,ACC_X,ACC_Y,ACC_Z,Sleep_Stage\n0,0,0,64,W\n")
+    r = CliRunner().invoke(main, ["eval", "sleep", "--data", str(tmp_path / "dreamt")])
+    assert r.exit_code == 2 and "S1001 left out: S1001_whole_df.csv has no column hr" in r.output
+
+
 def test_eval_sleep_data__the_committed_model_on_wrist_nights_of_the_walch_layout(tmp_path):
     """`nightlink eval sleep --data DIR` scores the committed model on real wrist recordings
     (here drawn in their layout) from motion alone and with heart rate, and says which."""

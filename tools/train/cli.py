@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -372,8 +373,11 @@ def _real_data_options(what: str):
 @_with_options
 @_real_data_options("sleep model, without retraining, on real wrist nights of your own "
                     "instead, in the Walch 2019 sleep-accel layout: "
-                    "motion/<id>_acceleration.txt, heart_rate/<id>_heartrate.txt and "
-                    "labels/<id>_labeled_sleep.txt.")
+                    "motion/<id>_acceleration.txt (seconds x y z), "
+                    "heart_rate/<id>_heartrate.txt (seconds,bpm) and "
+                    "labels/<id>_labeled_sleep.txt (seconds stage, one per 30-s epoch: 0 wake, "
+                    "1-4 N1-N4, 5 REM, or W/N1/N2/N3/R), or DREAMT's "
+                    "data_64Hz/<id>_whole_df.csv files.")
 def eval_sleep(cache, models, nights, hours, as_json, data):
     """Accuracy, Cohen's kappa, wake specificity, per-stage F1 and the confusion matrix, per
     input subset; with --data, from motion and from motion and heart rate on real nights."""
@@ -383,15 +387,21 @@ def eval_sleep(cache, models, nights, hours, as_json, data):
     from nightlink.tools.train import nightmodels, readers
 
     clf = _classifiers(models)
-    subjects = readers.walch_subjects(data)
+    subjects = {s: functools.partial(readers.walch_night, data, s)
+                for s in readers.walch_subjects(data)}
+    layout = "Walch layout"
+    if not subjects:
+        subjects = {readers.dreamt_subject(p): functools.partial(readers.dreamt_night, p)
+                    for p in readers.dreamt_files(data)}
+        layout = "DREAMT"
     if not subjects:
         raise NightlinkError(f"{data} holds no labels/<id>_labeled_sleep.txt (the Walch 2019 "
-                             "sleep-accel layout).")
+                             "sleep-accel layout) nor data_64Hz/<id>_whole_df.csv (DREAMT).")
     left_out, real, with_hr, notes = [], [], [], {}
-    for subject in subjects[:nights] if nights else subjects:
+    for subject in list(subjects)[:nights] if nights else subjects:
         said: list[str] = []
         try:
-            night = readers.walch_night(data, subject, said)
+            night = subjects[subject](said)
         except NightlinkError as exc:
             left_out.append(f"{subject} left out: {str(exc).rstrip('.')}.")
             continue
@@ -410,8 +420,7 @@ def eval_sleep(cache, models, nights, hours, as_json, data):
     _say_notes(left_out + [f"{k}: {'; '.join(v)}." for k, v in notes.items()])
     if not real:
         raise NightlinkError(f"No night in {data} could be read.")
-    figures = nightmodels.eval_sleep_real(clf, real, f"Walch layout, {len(real)} nights",
-                                          with_hr)
+    figures = nightmodels.eval_sleep_real(clf, real, f"{layout}, {len(real)} nights", with_hr)
     figures["files_left_out"] = left_out
     figures["file_notes"] = notes
     _report(figures, as_json)

@@ -9,6 +9,8 @@
   space, comma, semicolon or tab between numbers, acceleration in g, m/s², 1/64 g or mg,
   the heart-rate file optional, stages as names, or numbered 0-4 with 4 REM when a night
   has no 5 (said).
+- DREAMT (PhysioNet `dreamt`, an Empatica E4 at a sleep clinic's PSG):
+  `data_64Hz/<id>_whole_df.csv`, read as it is published (dreamt_night).
 - OhioT1DM (Marling & Bunescu 2020) XML: `<patient id=…><glucose_level><event ts="DD-MM-YYYY
   HH:MM:SS" value="mg/dL"/>…`.
 """
@@ -303,3 +305,82 @@ def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
             sgv[int(round((t - t0) / (gap_min * 60)))] = int(round(min(max(v, 40), 400)))
         out.append(CgmSeries(f"ohio#{pid}", k, sgv, np.where(sgv > 0, sgv, 400).astype(np.float32)))
     return out
+
+
+# -- DREAMT (Wang et al., PhysioNet `dreamt`): an Empatica E4 on the wrist during a sleep
+# clinic's PSG, one file per participant, data_64Hz/<SID>_whole_df.csv with the columns
+# TIMESTAMP (s from the E4's start), BVP, ACC_X/Y/Z (1/64 g), TEMP, EDA, HR (bpm, 1 Hz held),
+# IBI, Sleep_Stage (P before the PSG, W, N1, N2, N3, R, Missing) and event flags. The PSG's
+# 30-s epochs start at its first row that is not P.
+DREAMT_SUFFIX = "_whole_df.csv"
+_DREAMT_STAGE = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "N4": 4, "R": 5, "REM": 5}
+_DREAMT_COLUMNS = ("timestamp", "acc_x", "acc_y", "acc_z", "hr", "sleep_stage")
+
+
+def dreamt_files(root: Path) -> list[Path]:
+    """The participants' files of a DREAMT folder (or its data_64Hz folder), by name."""
+    root = Path(root)
+    folder = root / "data_64Hz" if (root / "data_64Hz").is_dir() else root
+    return sorted(p for p in folder.glob(f"*{DREAMT_SUFFIX}") if not p.name.startswith("."))
+
+
+def dreamt_subject(path: Path) -> str:
+    return path.name[:-len(DREAMT_SUFFIX)]
+
+
+def dreamt_night(path: Path, notes: list[str] | None = None) -> Night:
+    """A DREAMT participant as a wrist night: acceleration, heart rate where the E4 gave one,
+    and the PSG's stages, one per 30-s epoch from its first row that is not P (unscored:
+    Missing, and anything else)."""
+    import csv
+    from array import array
+
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            rows = csv.reader(fh)
+            header = [h.strip().lower() for h in next(rows, [])]
+            missing = [c for c in _DREAMT_COLUMNS if c not in header]
+            if missing:
+                raise NightlinkError(f"{path.name} has no column {', '.join(missing)} (DREAMT's "
+                                     "data_64Hz files have TIMESTAMP, ACC_X, ACC_Y, ACC_Z, HR "
+                                     "and Sleep_Stage).")
+            at = [header.index(c) for c in _DREAMT_COLUMNS]
+            acc, hr, stage_t, stages = array("d"), [], [], []  # acc: t, x, y, z flat
+            second, last_stage, bad = None, None, 0
+            for row in rows:
+                try:
+                    t, x, y, z = (float(row[i]) for i in at[:4])
+                except (ValueError, IndexError):
+                    bad += 1
+                    continue
+                acc.extend((t, x, y, z))
+                if int(t) != second:  # heart rate once a second (it is held at 1 Hz)
+                    second = int(t)
+                    try:
+                        hr.append((t, float(row[at[4]])))
+                    except ValueError:
+                        pass
+                label = row[at[5]].strip().upper() if len(row) > at[5] else ""
+                if label != last_stage:
+                    stage_t.append(t)
+                    stages.append(label)
+                    last_stage = label
+    except OSError as exc:
+        raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    if bad and notes is not None:
+        notes.append(f"{bad} rows of {path.name} without a time and acceleration left out")
+    scored = [k for k, s in enumerate(stages) if s != "P"]
+    if not acc or not scored:
+        raise NightlinkError(f"{path.name} has no row scored by the PSG (Sleep_Stage other "
+                             "than P).")
+    changes = np.array(stage_t)
+    acc_rows = np.frombuffer(acc, dtype=np.float64).reshape(-1, 4).copy()
+    t0, t_end = changes[scored[0]], float(acc_rows[:, 0].max())
+    starts = t0 + 30.0 * np.arange(int((t_end - t0) // 30))
+    at_start = np.searchsorted(changes, starts, side="right") - 1
+    labels = np.c_[starts, [_DREAMT_STAGE.get(stages[k], -1) for k in at_start]]
+    hr_rows = np.array(hr, dtype=np.float64).reshape(-1, 2)
+    hr_rows = hr_rows[np.isfinite(hr_rows).all(axis=1) & (hr_rows[:, 1] > 0)]
+    acc_g = acceleration_in_g(acc_rows[np.isfinite(acc_rows).all(axis=1)], notes)
+    return wrist_night(f"dreamt#{dreamt_subject(path)}", labels, hr_rows, acc_g, notes,
+                       path.name)
