@@ -641,7 +641,8 @@ def test_load_folder__files_not_read_are_named(tmp_path):
     assert [p.name for p in people] == ["P01", "P03", "sub"]  # gzip unpacked; a folder is one
     assert np.array_equal(people[1].x, people[0].x) and np.array_equal(people[2].x, people[0].x)
     assert left[0].startswith("P05.csv.gz left out: not a gzip file that can be unpacked")
-    assert left[1:] == ["P04.xlsx left out: not a .csv or .json file (a .xlsx file is not read).",
+    assert left[1:] == ["P04.xlsx left out: not a .csv, .json or OhioT1DM .xml file (a .xlsx "
+                        "file is not read).",
                         "P06.zip left out: compressed; unpack it into the folder."]
 
 
@@ -712,6 +713,42 @@ def test_readings_interpolated_to_every_minute__the_sensors_own_kept(tmp_path):
     times, values = person_trace(2, seed=53, step_min=1)
     real = cgm_real.load_person(write_person(tmp_path, "L3", times, np.round(values)))
     assert real.interval_min == 1 and real.notes == []
+
+
+def _ohio(path, pid, times, values, meals=()):
+    events = "".join(f'<event ts="{t:%d-%m-%Y %H:%M:%S}" value="{v:.0f}"/>'
+                     for t, v in zip(times, values, strict=True))
+    meal = "".join(f'<event ts="{t:%d-%m-%Y %H:%M:%S}" type="Lunch" carbs="{c}"/>'
+                   for t, c in meals)
+    path.write_text(f'<patient id="{pid}" weight="99" insulin_type="Novalog">'
+                    f"<glucose_level>{events}</glucose_level><finger_stick/><basal/>"
+                    f"<meal>{meal}</meal></patient>")
+
+
+def test_ohio_t1dm__each_patients_training_and_testing_files_are_one_person(tmp_path):
+    """OhioT1DM, the field's usual benchmark, is XML with each patient's data split into a
+    training and a testing file: read as one person named by the patient's id, the same grid
+    as the readings in one CSV, meals with carbs as carb times; a file that is no patient's
+    is named."""
+    times, values = person_trace(6, seed=61)
+    values = np.round(values)
+    ref = cgm_real.load_person(write_person(tmp_path / "plain", "559", times, values))
+    ohio = tmp_path / "ohio"
+    ohio.mkdir()
+    lunch = times[300]
+    _ohio(ohio / "559-ws-training.xml", "559", times[:1200], values[:1200], [(lunch, 40),
+                                                                            (times[400], 0)])
+    _ohio(ohio / "559-ws-testing.xml", "559", times[1200:], values[1200:])
+    other_t, other_v = person_trace(3, seed=62)
+    _ohio(ohio / "563-ws-training.xml", "563", other_t, np.round(other_v))
+    (ohio / "notes.xml").write_text("<notes/>")
+    left: list[str] = []
+    people = cgm_real.load_folder(ohio, skipped=left)
+    assert [p.name for p in people] == ["559", "563"]
+    _same_person(people[0], ref)
+    assert people[0].carbs.tolist() == [300]  # the slot of the 40 g lunch; 0 g is no meal
+    assert left == ["notes.xml left out: it is not an OhioT1DM patient file (no <glucose_level>)."]
+    assert [p.name for p in cgm_real.load_folder(ohio, ["563"])] == ["563"]
 
 
 def test_folder_per_person__two_peoples_files_in_one_folder_are_refused(tmp_path):
@@ -862,7 +899,7 @@ def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_
     (tmp_path / "dirs" / "P02").mkdir(parents=True)
     (tmp_path / "dirs" / "P02" / "glucose.xlsx").write_bytes(b"PK")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs")])
-    assert r.exit_code == 2 and "P02/glucose.xlsx: not a .csv or .json file" in r.output, r.output
+    assert r.exit_code == 2 and "P02/glucose.xlsx: not a .csv, .json or OhioT1DM" in r.output, r.output
     write_person(tmp_path / "dirs" / "P02", "glucose", times, values)  # a folder per person
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs"), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout.strip().splitlines()[-1])["people"] == 1

@@ -570,7 +570,12 @@ def _one_record(folder: Path, files: list[Path],
 
 def _read_part(path: Path, tz: str | None, date_order: str | None,
                notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(minutes, mg/dL, carb minutes) of one file, plain layout or CGM export."""
+    """(minutes, mg/dL, carb minutes) of one file, plain layout, OhioT1DM XML or CGM export."""
+    if path.suffix.lower() == ".xml":
+        from nightlink.tools.train.readers import ohio_readings
+
+        _pid, t, g, meals = ohio_readings(path)
+        return (*_by_minute(t, g, path.name, notes), np.sort(meals))
     if _is_plain(path):
         return read_csv(path, tz, notes)
     return (*read_export(path, tz, date_order, notes), np.zeros(0, dtype=np.int64))
@@ -683,7 +688,7 @@ def _export_format(path: Path) -> str | None:
         return None
 
 
-DATA_SUFFIXES = (".csv", ".txt", ".json")
+DATA_SUFFIXES = (".csv", ".txt", ".json", ".xml")
 
 
 def _is_csv_export(path: Path) -> bool:
@@ -698,7 +703,8 @@ def _not_read(path: Path) -> str:
         return "a broken link (what it points to is not there)."
     if path.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".7z"):
         return "compressed; unpack it into the folder."
-    return f"not a .csv or .json file (a {path.suffix or 'suffix-less'} file is not read)."
+    return (f"not a .csv, .json or OhioT1DM .xml file (a {path.suffix or 'suffix-less'} file "
+            "is not read).")
 
 
 def load_folder(root: Path, names: list[str] | None = None, tz: str | None = None,
@@ -732,8 +738,40 @@ def _looks_like_cgm(path: Path) -> bool:
     name = path.name.lower()
     if name.endswith(tuple(f"{x}.gz" for x in DATA_SUFFIXES)):
         return True
+    if path.suffix.lower() == ".xml":
+        return _is_ohio(path)
     return (path.is_file() and path.suffix.lower() in DATA_SUFFIXES
             and (_is_plain(path) or _export_format(path) in CGM_EXPORTS))
+
+
+def _is_ohio(path: Path) -> bool:
+    """An OhioT1DM patient file, by its first bytes."""
+    try:
+        with open(path, "rb") as fh:
+            return b"<patient" in fh.read(512)
+    except OSError:
+        return False
+
+
+def _ohio_people(paths: list[Path], folder: Path,
+                 unread: list[str]) -> tuple[list[Path], dict[Path, list[Path]]]:
+    """OhioT1DM files put together by the patient they name (its training and testing files
+    are one person, named by the id): (the other files, {a stand-in path named by the id:
+    the patient's files}); a file that is no Ohio patient file goes to `unread`."""
+    from nightlink.tools.train.readers import ohio_patient
+
+    others, people = [], {}
+    for path in paths:
+        if path.suffix.lower() != ".xml":
+            others.append(path)
+            continue
+        try:
+            pid = ohio_patient(path)[0]
+        except NightlinkError as exc:
+            unread.append(f"{path.name}: {str(exc).replace(str(path), 'it')}")
+            continue
+        people.setdefault(folder / pid, []).append(path)
+    return others, people
 
 
 def _people_folder(folder: Path, skipped: list[str] | None) -> Path:
@@ -794,11 +832,14 @@ def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str 
     dirs = [p for p in entries if p.is_dir()]
     paths, unread = _data_files([p for p in entries if not p.is_dir()], unpacked / "top",
                                 skipped)
-    parts: dict[Path, list[Path]] = {}
+    paths, parts = _ohio_people(paths, folder, unread)
     for i, sub in enumerate(dirs):  # a person's folder: its own files, not its sub-folders
         files, why = _data_files([p for p in _entries(sub) if not p.is_dir()],
                                  unpacked / f"person{i}", skipped)
         unread += [f"{sub.name}/{w}" for w in why]
+        if sub in parts:  # an OhioT1DM patient's id
+            raise NightlinkError(f"The folder {sub.name} and the OhioT1DM files of patient "
+                                 f"{sub.name} would be the same person; keep one in {folder}.")
         if files:
             parts[sub] = files
         else:

@@ -122,7 +122,8 @@ _glucose_data = click.option(
     "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
     help="Folder of per-person CGM files (1-, 5- or 15-minute): CSVs with columns timestamp "
          "and glucose_value_mg_dl (or glucose_value_mmol_l) in any order, or CGM exports (Dexcom Clarity, "
-         "LibreView, Medtronic CareLink, Nightscout JSON), one per person (gzipped too) or "
+         "LibreView, Medtronic CareLink, Nightscout JSON) or OhioT1DM XML, one per person "
+         "(gzipped too; Ohio's by patient id) or "
          "a sub-folder per person holding any number of them; "
          "training defaults to ../shared/data/cgm-bris-t1d-open when it is there.")
 

@@ -269,24 +269,53 @@ def wrist_coverage(night: Night, signal: str = "acceleration") -> str | None:
     return f"{signal} in {share:.0%} of its scored epochs" if share < MIN_COVERAGE else None
 
 
-def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
-    """CGM runs of an OhioT1DM XML file on a 5-minute grid (0 where a reading is missing);
-    a run ends at a gap longer than an hour. Reference glucose is the sensor itself here."""
+def ohio_patient(path: Path) -> tuple[str, ET.Element]:
+    """(patient id, root element) of an OhioT1DM XML file; refused when it is none."""
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
         raise NightlinkError(f"Cannot read OhioT1DM file {path}: {exc}.") from None
-    node = root.find("glucose_level")
-    if root.tag != "patient" or node is None:
+    if root.tag != "patient" or root.find("glucose_level") is None:
         raise NightlinkError(f"{path} is not an OhioT1DM patient file (no <glucose_level>).")
-    pts = []
-    for ev in node.findall("event"):
+    return root.get("id", "?"), root
+
+
+def _ohio_events(path: Path, root: ET.Element, kind: str,
+                 value: str) -> list[tuple[datetime, float]]:
+    """(local clock time, value) of each event under <kind>, in the file's order."""
+    node = root.find(kind)
+    out = []
+    for ev in node.findall("event") if node is not None else []:
         try:
-            t = datetime.strptime(ev.get("ts", ""), "%d-%m-%Y %H:%M:%S").timestamp()
-            pts.append((t, float(ev.get("value", ""))))
+            out.append((datetime.strptime(ev.get("ts", ""), "%d-%m-%Y %H:%M:%S"),
+                        float(ev.get(value, ""))))
         except ValueError:
-            raise NightlinkError(f"{path}: bad glucose event {ET.tostring(ev).decode().strip()}") from None
-    pts.sort()
+            raise NightlinkError(f"{path}: bad {kind.split('_')[0]} event "
+                                 f"{ET.tostring(ev).decode().strip()}") from None
+    return out
+
+
+def ohio_readings(path: Path) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(patient id, minutes since 1970 on the local clock, mg/dL, minutes of meals with
+    carbs) of an OhioT1DM XML file, in the file's order."""
+    pid, root = ohio_patient(path)
+    origin = datetime(1970, 1, 1)
+
+    def minutes(events):
+        return np.array([int((t - origin).total_seconds() // 60) for t, _v in events],
+                        dtype=np.int64)
+
+    glucose = _ohio_events(path, root, "glucose_level", "value")
+    meals = [(t, v) for t, v in _ohio_events(path, root, "meal", "carbs") if v > 0]
+    return (pid, minutes(glucose), np.array([v for _t, v in glucose], dtype=np.float64),
+            minutes(meals))
+
+
+def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
+    """CGM runs of an OhioT1DM XML file on a 5-minute grid (0 where a reading is missing);
+    a run ends at a gap longer than an hour. Reference glucose is the sensor itself here."""
+    pid, root = ohio_patient(path)
+    pts = sorted((t.timestamp(), v) for t, v in _ohio_events(path, root, "glucose_level", "value"))
     runs, cur = [], []
     for t, v in pts:
         if cur and t - cur[-1][0] > 3600:
@@ -296,7 +325,6 @@ def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
     if cur:
         runs.append(cur)
     out = []
-    pid = root.get("id", "?")
     for k, run in enumerate(runs):
         t0 = run[0][0]
         n = int(round((run[-1][0] - t0) / (gap_min * 60))) + 1
