@@ -725,6 +725,35 @@ def _ohio(path, pid, times, values, meals=()):
                     f"<meal>{meal}</meal></patient>")
 
 
+def test_a_csv_saved_again_by_a_spreadsheet__its_dates_read_as_the_iso_file(tmp_path):
+    """Opened and saved in Excel, `2023-06-01 00:06` becomes `01/06/2023 00:06` (the UK),
+    `6/1/2023 12:06 AM` (the US) or `01.06.2023 00:06` (Germany): "no row could be read"
+    before; now the same person, day-month or month-day told by the file's dates above 12,
+    `--date-order` (or day-month, said) for a file whose every date fits both."""
+    times, values = person_trace(14, seed=71)
+    values = np.round(values)
+    ref = cgm_real.load_person(write_person(tmp_path / "iso", "P", times, values))
+    styles = {"uk": lambda t: f"{t:%d/%m/%Y %H:%M}",
+              "us": lambda t: f"{t.month}/{t.day}/{t.year} {(t.hour - 1) % 12 + 1}:{t:%M} "
+                              f"{'AM' if t.hour < 12 else 'PM'}",
+              "de": lambda t: f"{t:%d.%m.%Y %H:%M}"}
+    for name, style in styles.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "P.csv").write_text("timestamp,glucose_value_mg_dl\n" + "".join(
+            f"{style(t)},{v:.0f}\n" for t, v in zip(times, values, strict=True)))
+        person = cgm_real.load_person(folder / "P.csv")
+        _same_person(person, ref)
+        assert person.notes == [], (name, person.notes)
+    short = [t for t in times if t.day <= 12]  # every date fits both orders
+    (tmp_path / "us" / "P.csv").write_text("timestamp,glucose_value_mg_dl\n" + "".join(
+        f"{styles['us'](t)},100\n" for t in short))
+    guessed = cgm_real.load_person(tmp_path / "us" / "P.csv")
+    assert "they were read as day-month-year" in guessed.notes[0]
+    told = cgm_real.load_person(tmp_path / "us" / "P.csv", date_order="mdy")
+    assert told.notes == [] and told.start_min == ref.start_min
+
+
 def test_ohio_t1dm__each_patients_training_and_testing_files_are_one_person(tmp_path):
     """OhioT1DM, the field's usual benchmark, is XML with each patient's data split into a
     training and a testing file: read as one person named by the patient's id, the same grid
@@ -906,7 +935,7 @@ def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "A_people.csv").write_text("person,age\nP02,24\n")
-    (mixed / "P02.csv").write_text("timestamp,glucose_value_mg_dl\n01/06/2023 00:01,167\n")
+    (mixed / "P02.csv").write_text("timestamp,glucose_value_mg_dl\n1st June 2023 00:01,167\n")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(mixed)])
     assert r.exit_code == 2 and r.output.startswith("error: P02.csv needs columns"), r.output
 

@@ -157,11 +157,15 @@ class _Rows:
         self.first_bad = self.first_bad or ",".join(row)[:60]
 
 
-def _minute(cell: str, zone, rows: _Rows) -> int | None:
+def _minute(cell: str, zone, rows: _Rows, order: str | None = None) -> int | None:
     """Minutes since 1970 on the person's clock of an ISO timestamp (`2024-03-01 14:05`,
-    `T`, seconds and fractions allowed), None when the cell is no such date. A time with an
-    offset (`Z`, `+01:00`) is put on the clock of `zone` when one is given, else read as written."""
+    `T`, seconds and fractions allowed), or, with `order` ("dmy"/"mdy"), of one a spreadsheet
+    wrote (`01/06/2023 00:06`, `6/1/2023 12:06 AM`, `01.06.2023 00:06`); None when the cell is
+    no such date. A time with an offset (`Z`, `+01:00`) is put on the clock of `zone` when one
+    is given, else read as written."""
     from datetime import datetime
+
+    from nightlink.edge.importers.localtime import DateStyle, split
 
     text = cell.strip()
     if text.isdigit():
@@ -170,7 +174,13 @@ def _minute(cell: str, zone, rows: _Rows) -> int | None:
     try:
         when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     except ValueError:
-        return None
+        stamp = split(text) if order is not None else None
+        if stamp is None:
+            return None
+        try:
+            when = DateStyle.naive(stamp, order)
+        except ValueError:
+            return None
     if when.tzinfo is not None:
         rows.offsets += 1
         when = (when.astimezone(zone) if zone is not None else when).replace(tzinfo=None)
@@ -194,7 +204,41 @@ def _reading(cell: str, rows: _Rows) -> float | None:
     return value if np.isfinite(value) else np.nan
 
 
-def _read_rows(path: Path, header: list[str], zone) -> _Rows:
+def _spreadsheet_order(path: Path, table: list[list[str]], date_order: str | None,
+                       notes: list[str] | None) -> str | None:
+    """Whether a CSV's times are day-month or month-day ("dmy"/"mdy") when a spreadsheet wrote
+    them so (`01/06/2023 00:06`), decided from the whole file as the edge's importers decide
+    (a number above 12 shows which is the day; dotted dates are day-month; `date_order`
+    settles a file that fits both, else day-month, said in `notes`); None when its times are
+    ISO or no dates at all."""
+    from datetime import datetime
+
+    from nightlink.edge.importers.localtime import DMY, DateStyle
+    from nightlink.edge.sources.samples import SourceError
+
+    first = next((row[0].strip() for row in table if row and row[0].strip()), "")
+    try:
+        datetime.fromisoformat(first[:-1] + "+00:00" if first.endswith(("Z", "z")) else first)
+        return None
+    except ValueError:
+        pass
+    style = DateStyle(path)
+    for line, row in enumerate(table, start=2):
+        if row:
+            style.see(row[0], line)
+    if not style.two_number_dates:
+        return None
+    try:
+        order, note = style.decide(date_order, DMY, "as most of the world writes them")
+    except SourceError as exc:
+        raise NightlinkError(str(exc).replace(str(path), path.name)) from None
+    if note and notes is not None:
+        notes.append(note)
+    return order
+
+
+def _read_rows(path: Path, header: list[str], zone, date_order: str | None = None,
+               notes: list[str] | None = None) -> _Rows:
     carb_col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
     delimiter, order, _names = _layout(path)
     try:
@@ -218,9 +262,10 @@ def _read_rows(path: Path, header: list[str], zone) -> _Rows:
     if fast is not None:
         return fast
     rows = _Rows()
+    order = _spreadsheet_order(path, table, date_order, notes)
     try:
         for row in table:
-            t = _minute(row[0], zone, rows)
+            t = _minute(row[0], zone, rows, order)
             g = _reading(row[1], rows) if len(row) > 1 and t is not None else None
             if t is None or g is None:
                 rows.skip(row)
@@ -280,18 +325,20 @@ def _numbers(cells: list[str]) -> np.ndarray:
     return values
 
 
-def read_csv(path: Path, tz: str | None = None,
-             notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_csv(path: Path, tz: str | None = None, notes: list[str] | None = None,
+             date_order: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(minutes since 1970, mg/dL) sorted, one reading per minute, and the minutes of carb
     treatments (rows whose `carbs...` column is > 0). The glucose column is mg/dL, or mmol/L
-    when its header says so. Rows that are not a reading are skipped and counted in `notes`:
+    when its header says so. Times are ISO (`2024-03-01 14:05`) or as a spreadsheet saves them
+    (`01/03/2024 14:05`, `3/1/2024 2:05 PM`: day-month or month-day decided from the whole file,
+    `date_order` for a file that fits both). Rows that are not a reading are skipped and counted in `notes`:
     a missing or unreadable time or value, a date outside 1990-2099, a sensor's error code
     (under 39 mg/dL); `Low` and `High` cells are read as 39 and 400 mg/dL."""
     from zoneinfo import ZoneInfo
 
     header = _header(path)
     factor = _glucose_unit(header)
-    rows = _read_rows(path, header, ZoneInfo(tz) if tz else None)
+    rows = _read_rows(path, header, ZoneInfo(tz) if tz else None, date_order, notes)
     if not rows.minutes and rows.skipped:
         raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl (or "
                              f"glucose_value_mmol_l) with dates such as 2024-03-01 14:05; no row "
@@ -577,7 +624,7 @@ def _read_part(path: Path, tz: str | None, date_order: str | None,
         _pid, t, g, meals = ohio_readings(path)
         return (*_by_minute(t, g, path.name, notes), np.sort(meals))
     if _is_plain(path):
-        return read_csv(path, tz, notes)
+        return read_csv(path, tz, notes, date_order)
     return (*read_export(path, tz, date_order, notes), np.zeros(0, dtype=np.int64))
 
 
