@@ -929,6 +929,13 @@ def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_
     (tmp_path / "dirs" / "P02" / "glucose.xlsx").write_bytes(b"PK")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs")])
     assert r.exit_code == 2 and "P02/glucose.xlsx: not a .csv, .json or OhioT1DM" in r.output, r.output
+    raw = tmp_path / "raw"  # D1NAMO as published: a folder per person, CGM among other files
+    for who in ("001", "002"):
+        (raw / who).mkdir(parents=True)
+        (raw / who / "food.csv").write_text("datetime,description\n2014-10-01 08:00,toast\n")
+        (raw / who / "glucose.csv").write_text("date,time,glucose,type\n2014-10-01,08:00,5.4,cgm\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(raw)])
+    assert r.exit_code == 2 and r.output.startswith("error: glucose.csv is neither"), r.output
     write_person(tmp_path / "dirs" / "P02", "glucose", times, values)  # a folder per person
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs"), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout.strip().splitlines()[-1])["people"] == 1

@@ -520,7 +520,9 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
                 raise
             refused.append((part, exc))
     if refused and not parts:  # the reason of a part that looked like CGM, if one did
-        raise next((exc for part, exc in refused if _is_plain(part)), refused[0][1])
+        raise next((exc for part, exc in refused if _is_plain(part)),
+                   next((exc for part, exc in refused if _CGM_NAME.search(part.name)),
+                        refused[0][1]))
     (notes if skipped is None else skipped).extend(
         f"{path.name}/{part.relative_to(path) if part.is_relative_to(path) else part.name} left "
         f"out: {exc}" for part, exc in refused)
@@ -613,6 +615,9 @@ def _one_record(folder: Path, files: list[Path],
                     f"{(hi - lo) / 1440:.0f} days with other readings: two people's files, or "
                     "two sensors worn at once. A folder is read as one person; give one folder "
                     "per person, or the folder itself as --data to read one person per file.")
+
+
+_CGM_NAME = re.compile(r"gluc|cgm|sgv|libre|dexcom", re.IGNORECASE)  # a part named as CGM
 
 
 def _read_part(path: Path, tz: str | None, date_order: str | None,
