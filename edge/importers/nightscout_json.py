@@ -8,6 +8,11 @@ readings and are passed over. An entry with no `date` is timed by `mills`, else 
 `dateString` (read in `tz` only when it has no offset, the hour repeated when clocks go back
 placed by the CSV exports' rule, `localtime.py`). sgv < 39 is a sensor error code,
 kept as one, never as glucose, the rule of the live follower (sources/cgm.py).
+
+Tidepool's JSON export is read too: its CGM readings are `cbg` data with `value` in the
+`units` they name (`mmol/L` as Tidepool stores them, or `mg/dL`; under 39 mg/dL read as
+39, below the sensor's range) and `time` in UTC;
+fingersticks (`smbg`) and everything else are passed over like mbg entries.
 """
 
 from __future__ import annotations
@@ -57,7 +62,13 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
             bad.add(i, "not a JSON object", "entry")
             continue
         kind = entry.get("type", "sgv" if "sgv" in entry else None)
-        if kind != "sgv":
+        if kind == "cbg":  # Tidepool
+            try:
+                entry = _tidepool_cbg(entry)
+            except ValueError as exc:
+                bad.add(i, str(exc), "entry")
+                continue
+        elif kind != "sgv":
             continue  # mbg, cal and other entries are not CGM readings
         try:
             ms = _time_ms(entry)
@@ -123,6 +134,23 @@ def _time_ms(entry: dict) -> float | datetime:
     except ValueError:
         raise ValueError(f"dateString {text[:40]!r} is not an ISO 8601 time") from None
     return when if when.tzinfo is None else when.timestamp() * 1000
+
+
+def _tidepool_cbg(datum: dict) -> dict:
+    """A Tidepool cbg datum as the Nightscout entry it stands for (sgv in mg/dL)."""
+    unit = str(datum.get("units", "")).strip().lower()
+    factor = {"mmol/l": units.MGDL_PER_MMOLL, "mg/dl": 1.0}.get(unit)
+    if factor is None:
+        raise ValueError(f"cbg units {unit[:20]!r} are neither mmol/L nor mg/dL")
+    if not isinstance(datum.get("time"), str):
+        raise ValueError("cbg without a time")
+    mgdl = _number(datum.get("value"), "cbg value") * factor
+    if mgdl <= 0:
+        raise ValueError(f"cbg value {datum.get('value')!r} is not a reading")
+    # Tidepool holds no error codes: a value under 39 mg/dL is a reading below the sensor's
+    # range (Dexcom's "Low" arrives as 39), kept at the floor rather than taken for a code.
+    return {"sgv": max(mgdl, float(units.SGV_MIN_VALID)),
+            "dateString": datum["time"].replace("Z", "+00:00"), "device": "tidepool"}
 
 
 def _glucose(entry: dict, ms: float) -> Glucose:

@@ -332,6 +332,28 @@ def test_nightscout_json__entries():
     assert got[0].direction == "Flat" and got[0].source == "xDrip-DexcomG6"
 
 
+def test_tidepool_json__cgm_readings_in_either_unit(tmp_path):
+    """Tidepool's export (as Loop and Tidepool Mobile users download their history) was taken
+    for Nightscout JSON and refused as holding no glucose: its cbg data are the readings,
+    mmol/L as Tidepool stores them or mg/dL, at their UTC time; fingersticks and pump data
+    are passed over; a reading in an unknown unit is counted, not guessed."""
+    path = tmp_path / "TidepoolExport.json"
+    path.write_text(json.dumps([
+        {"type": "cbg", "units": "mmol/L", "value": 5.5509, "time": "2026-01-15T23:00:00.000Z",
+         "deviceTime": "2026-01-15T18:00:00", "timezoneOffset": -300, "uploadId": "u1"},
+        {"type": "cbg", "units": "mg/dL", "value": 104, "time": "2026-01-15T23:05:00.000Z"},
+        {"type": "smbg", "units": "mmol/L", "value": 6.1, "time": "2026-01-15T23:06:00.000Z"},
+        {"type": "basal", "deliveryType": "temp", "rate": 0.4, "time": "2026-01-15T23:07:00Z"},
+        {"type": "cbg", "units": "mg", "value": 99, "time": "2026-01-15T23:10:00.000Z"},
+        {"type": "cbg", "units": "mmol/L", "value": 2.0, "time": "2026-01-15T23:15:00.000Z"}]))
+    got = read_nightscout_json(path)
+    assert [(g.t, g.sgv) for g in got] == [(utc("2026-01-15T23:00"), 100),
+                                          (utc("2026-01-15T23:05"), 104),
+                                          (utc("2026-01-15T23:15"), 39)]  # below range
+    assert got.skipped == 1 and "cbg units 'mg' are neither mmol/L nor mg/dL" in got.first_bad
+    assert got[0].source == "tidepool"
+
+
 def test_nightscout_json__api_v3_result_and_broken_files(tmp_path):
     path = tmp_path / "v3.json"
     path.write_text(json.dumps({"status": 200, "result": [
