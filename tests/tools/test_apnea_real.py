@@ -445,3 +445,64 @@ def test_eval_breathing_data__a_training_recordings_name_on_other_beats_is_said(
     assert r.exit_code == 0, r.output
     got = _last_json(r.stdout)
     assert got["named_like_training"] == ["C01"], got.get("named_like_training")
+
+
+def _mit(samples, codes, aux_at=None):
+    """An MIT-format annotation file: each annotation's code over its samples since the one
+    before, a SKIP for a long interval, an AUX text after the annotation `aux_at`."""
+    from nightlink.tools.train import wfdb_files
+
+    words, prev = [], 0
+    for k, (s, c) in enumerate(zip(samples, codes, strict=True)):
+        step = int(s) - prev
+        if step > 1023:
+            words += [wfdb_files.SKIP << 10, step >> 16, step & 0xFFFF]
+            step = 0
+        words.append((int(c) << 10) | step)
+        if k == aux_at:
+            words += [(wfdb_files.AUX << 10) | 3, ord("(") | ord("N") << 8, ord("\0")]
+        prev = int(s)
+    words.append(0)
+    return np.array(words, dtype="<u2").tobytes()
+
+
+def test_physionet_wfdb_files__read_as_the_same_recordings(tmp_path):
+    """The Apnea-ECG database as PhysioNet publishes it (a header, the QRS detector's beats,
+    the expert's minute labels in .apn; the test set's labels in event-2-answers) scores
+    without the wfdb package: the same beats (to the 10 ms of a 100 Hz sample) and labels as
+    the layout's files; a record without labels is named."""
+    data = tmp_path / "recs"
+    _recordings(data, [("a01", True), ("x01", False)])
+    ref = {r.name: r for r in apnea_real.load_folder(data)}
+    wfdb = tmp_path / "wfdb"
+    wfdb.mkdir()
+    for name, rec in ref.items():
+        samples = np.rint(rec.beat_t_s * 100).astype(int)
+        codes = np.ones(samples.size, dtype=int)
+        codes[5] = 14  # noise: not a beat
+        (wfdb / f"{name}.qrs").write_bytes(_mit(samples, codes, aux_at=3))
+        (wfdb / f"{name}.hea").write_text(f"{name} 1 100 {samples[-1] + 100}\n{name}.dat 16 200 "
+                                          "12 0 0 0 0 ECG\n")
+        (wfdb / f"{name}.dat").write_bytes(b"\0" * 16)
+    (wfdb / "a01.apn").write_bytes(_mit(np.arange(70) * 6000, np.where(ref["a01"].apnea, 8, 1)))
+    letters = "".join("A" if a else "N" for a in ref["x01"].apnea)
+    (wfdb / "event-2-answers").write_text(
+        "x01\n" + "".join(f" {h} {letters[h * 60:(h + 1) * 60]}\n" for h in range(2)) + "\n"
+        "x02\n 0 " + "N" * 60 + "\n")
+    (wfdb / "x03.qrs").write_bytes(_mit([100, 200], [1, 1]))
+    (wfdb / "x03.hea").write_text("x03 1 100 300\n")
+    left: list[str] = []
+    got = {r.name: r for r in apnea_real.load_folder(wfdb, skipped=left)}
+    assert left == ["x03 left out: no x03.apn nor a block for it in an event-2-answers file."]
+    assert sorted(got) == ["a01", "x01"]
+    for name, rec in got.items():
+        want = ref[name]
+        assert np.array_equal(rec.apnea, want.apnea), name
+        beats = np.delete(want.beat_t_s, 5)  # the 6th was noise
+        # the first beat has no interval before it; each other's is the time since the one
+        # before, to a 100 Hz sample
+        assert np.allclose(rec.beat_t_s, beats[1:], atol=0.006)
+        assert np.allclose(rec.rr_ms, np.diff(beats) * 1000, atol=11)
+    r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(wfdb), "--json"])
+    assert r.exit_code == 0, r.output
+    assert _last_json(r.stdout)["beats"]["recordings"] == 2

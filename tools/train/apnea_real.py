@@ -94,7 +94,30 @@ def load_folder(data: Path, names: list[str] | None = None,
     """Every recording with both files in `data` (`<rec>_beats.csv.gz` or `.csv`, and
     `<rec>_apnea_minutes.csv`), sorted by name (or only `names`). A recording missing one of
     them, or whose files cannot be read, is left out and why is added to `skipped`; a folder
-    without any readable recording is refused."""
+    without any readable recording is refused. A folder of PhysioNet's WFDB files as the
+    Apnea-ECG database publishes them (`.hea`, `.qrs`, `.apn`, and the test set's
+    `event-2-answers`) is read through that layout (wfdb_files.convert)."""
+    import tempfile
+
+    from nightlink.errors import NightlinkError
+    from nightlink.tools.train import wfdb_files
+
+    data = Path(data)
+    if not wfdb_files.records(data) or any(_record_name(p) for p in data.iterdir()):
+        return _load_folder(data, names, skipped, data)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="nightlink-wfdb-") as converted:
+        wfdb_files.convert(data, Path(converted), notes)
+        if skipped is not None:
+            skipped.extend(notes)
+        if not any(Path(converted).iterdir()):
+            raise NightlinkError(f"No recording of the WFDB files in {data} could be read "
+                                 f"({notes[0].rstrip('.')}).")
+        return _load_folder(Path(converted), names, skipped, data)
+
+
+def _load_folder(data: Path, names: list[str] | None, skipped: list[str] | None,
+                 shown: Path) -> list[Recording]:
     from nightlink.errors import NightlinkError
 
     parts: dict[str, dict[str, Path]] = {}
@@ -128,7 +151,8 @@ def load_folder(data: Path, names: list[str] | None = None,
     if not out:
         why = f" ({reasons[0].rstrip('.')})" if reasons else ""
         raise NightlinkError(f"No recordings (<rec>_beats.csv.gz with t_min,rr_s and "
-                             f"<rec>_apnea_minutes.csv with minute,apnea) in {data}{why}.")
+                             f"<rec>_apnea_minutes.csv with minute,apnea, or PhysioNet's WFDB "
+                             f"files) in {shown}{why}.")
     if skipped is not None:
         skipped.extend(reasons)
     return out
