@@ -557,7 +557,8 @@ def _sensor_readings(name: str, t: np.ndarray, g: np.ndarray,
     one, up to 14 minutes ahead, so a forecast would see the future, and every minute would
     count as a reading. Told, between gaps of over 30 minutes, by 1-minute readings that lie
     on straight lines (70 % of minutes or more) bending only at one phase of 15 or 5 minutes:
-    those keep the minutes of that phase, said. A real 1-minute sensor bends anywhere and is kept whole."""
+    those keep the minutes of that phase, said. A real 1-minute sensor bends anywhere and is
+    kept whole."""
     if t.size < 4 * INTERPOLATED_FROM[0] or np.median(np.diff(t)) != 1:
         return t, g
     keep = np.ones(t.size, dtype=bool)
