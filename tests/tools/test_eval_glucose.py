@@ -778,6 +778,15 @@ def test_ohio_t1dm__each_patients_training_and_testing_files_are_one_person(tmp_
     assert people[0].carbs.tolist() == [300]  # the slot of the 40 g lunch; 0 g is no meal
     assert left == ["notes.xml left out: it is not an OhioT1DM patient file (no <glucose_level>)."]
     assert [p.name for p in cgm_real.load_folder(ohio, ["563"])] == ["563"]
+    published = tmp_path / "OhioT1DM" / "2018"  # as the data set comes: train/ and test/
+    for kind in ("train", "test"):
+        (published / kind).mkdir(parents=True)
+        for f in ohio.glob(f"*-ws-{kind}ing.xml"):
+            (published / kind / f.name).write_bytes(f.read_bytes())
+    for root in (published, published.parent):
+        people = cgm_real.load_folder(root)
+        assert [p.name for p in people] == ["559", "563"], root
+        _same_person(people[0], ref)
 
 
 def test_folder_per_person__two_peoples_files_in_one_folder_are_refused(tmp_path):
@@ -811,7 +820,48 @@ def test_an_archive_unpacked_with_its_people_in_a_folder__each_file_is_a_person(
     people = cgm_real.load_folder(tmp_path, skipped=left)
     assert [p.name for p in people] == ["DS-0", "DS-1", "DS-2"]
     assert left[0] == ("DS-extracted-glucose-files read as the folder of people, one file per "
-                       f"person: it is the only folder in {tmp_path.name} holding CGM files.")
+                       f"person: it is the only folder in {tmp_path.name} holding CGM files, "
+                       "beside a table of the people.")
+
+
+def test_one_folder_alone__one_persons_unless_its_files_are_several_peoples(tmp_path):
+    """(Review.) A folder holding only `alice/` with her monthly downloads is Alice, not a
+    person per download; one holding only a folder of several people's files (no table
+    beside it) covering the same days is read as those people, said; `--people` picks from
+    it by name (`john.doe` is john.doe, not john); a folder inside a person's folder is
+    named, not passed over."""
+    times, values = person_trace(6, seed=81)
+    write_person(tmp_path / "one" / "alice", "jan", times[:900], values[:900])
+    write_person(tmp_path / "one" / "alice", "feb", times[850:], values[850:])
+    write_person(tmp_path / "one" / "alice" / "2023", "old", times[:10], values[:10])
+    left: list[str] = []
+    [alice] = cgm_real.load_folder(tmp_path / "one", skipped=left)
+    assert alice.name == "alice"
+    assert left == ["alice/2023 left out: a folder inside a person's folder (its files are not "
+                    "read; keep a person's files in their folder)."]
+    for k, who in enumerate(("john.doe", "mary", "sam")):
+        t, v = person_trace(4, seed=90 + k)
+        write_person(tmp_path / "many" / "files", who, t, v)
+    left = []
+    people = cgm_real.load_folder(tmp_path / "many", skipped=left)
+    assert [p.name for p in people] == ["john.doe", "mary", "sam"]
+    assert left == ["files read as the folder of people, one file per person: its files cover "
+                    "the same days with other readings."]
+    assert [p.name for p in cgm_real.load_folder(tmp_path / "many", ["John.Doe"])] == ["john.doe"]
+
+
+def test_one_sensor_downloaded_twice__one_person_whatever_the_files_are_called(tmp_path):
+    """(Review.) A 1-minute and a 15-minute download of one sensor: the 15-minute file's
+    readings are all in the 1-minute one, so the folder is one person in either name order
+    (only the later file's readings were looked for in the earlier one)."""
+    times, values = person_trace(3, seed=85, step_min=1)
+    values = np.round(values)
+    for first, second in (("a_15min", "b_1min"), ("b_15min", "a_1min")):
+        folder = tmp_path / first / "alice"
+        write_person(folder, first, times[::15], values[::15])
+        write_person(folder, second, times, values)
+        write_person(tmp_path / first / "bob", "all", times, values)
+        assert [p.name for p in cgm_real.load_folder(tmp_path / first)] == ["alice", "bob"]
 
 
 def test_folder_per_person__eval_scores_it_as_the_flat_folder(tmp_path):

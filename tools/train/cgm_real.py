@@ -587,6 +587,10 @@ def _sensor_readings(name: str, t: np.ndarray, g: np.ndarray,
     return t[keep], g[keep]
 
 
+class SeveralPeople(NightlinkError):
+    """A person's folder whose files cover the same days with other readings."""
+
+
 SAME_RECORD_MIN = 1440  # parts of one person's folder may overlap this long ...
 SAME_RECORD_SHARE = 0.5  # ... or hold the same readings this often where they overlap
 
@@ -605,17 +609,30 @@ def _one_record(folder: Path, files: list[Path],
             lo, hi = max(ta[0], tb[0]), min(ta[-1], tb[-1])
             if hi - lo <= SAME_RECORD_MIN:
                 continue
-            inside = (tb >= lo) & (tb <= hi)
-            near = np.clip(np.searchsorted(ta, tb[inside]), 1, ta.size - 1)
-            nearest = np.where(np.abs(ta[near - 1] - tb[inside]) <= np.abs(ta[near] - tb[inside]),
-                               near - 1, near)
-            same = (np.abs(ta[nearest] - tb[inside]) <= 1) & (np.abs(ga[nearest] - gb[inside]) <= 3)
-            if same.mean() < SAME_RECORD_SHARE:
-                raise NightlinkError(
+            # the sparser part's readings found in the denser one (a 15-minute download
+            # beside a 1-minute one of the same sensor)
+            sparse, dense = ((tb, gb), (ta, ga)) if tb.size <= ta.size else ((ta, ga), (tb, gb))
+            if _found_share(sparse, dense, lo, hi) < SAME_RECORD_SHARE:
+                raise SeveralPeople(
                     f"{folder.name}: {files[i].name} and {files[j].name} cover the same "
                     f"{(hi - lo) / 1440:.0f} days with other readings: two people's files, or "
                     "two sensors worn at once. A folder is read as one person; give one folder "
                     "per person, or the folder itself as --data to read one person per file.")
+
+
+def _found_share(sparse: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray],
+                 lo: int, hi: int) -> float:
+    """The share of `sparse`'s readings from minute lo to hi that `dense` holds too, within a
+    minute and 3 mg/dL."""
+    (ts, gs), (td, gd) = sparse, dense
+    inside = (ts >= lo) & (ts <= hi)
+    if not inside.any() or td.size < 2:
+        return 1.0
+    near = np.clip(np.searchsorted(td, ts[inside]), 1, td.size - 1)
+    nearest = np.where(np.abs(td[near - 1] - ts[inside]) <= np.abs(td[near] - ts[inside]),
+                       near - 1, near)
+    return float(((np.abs(td[nearest] - ts[inside]) <= 1)
+                  & (np.abs(gd[nearest] - gs[inside]) <= 3)).mean())
 
 
 _CGM_NAME = re.compile(r"gluc|cgm|sgv|libre|dexcom", re.IGNORECASE)  # a part named as CGM
@@ -772,9 +789,27 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
     import tempfile
 
     root = Path(root)
-    folder = _people_folder(root / "csv" if (root / "csv").is_dir() else root, skipped)
+    folder = root / "csv" if (root / "csv").is_dir() else root
+    inner = _only_folder_holding_cgm(folder)
     with tempfile.TemporaryDirectory(prefix="nightlink-cgm-") as unpacked:
-        return _load_folder(folder, Path(unpacked), names, tz, date_order, skipped)
+        if inner is None:
+            return _load_folder(folder, Path(unpacked), names, tz, date_order, skipped)
+        said = f"{inner.name} read as the folder of people, one file per person: "
+        if _has_table(folder) or (names and inner.name.lower() not in _wanted(names)):
+            if skipped is not None:
+                skipped.append(said + f"it is the only folder in {folder.name} holding CGM "
+                                      "files, beside a table of the people.")
+            return _load_folder(inner, Path(unpacked), names, tz, date_order, skipped)
+        tried: list[str] = []  # one person's folder, unless its files are several people's
+        try:
+            people = _load_folder(folder, Path(unpacked) / "as-one", names, tz, date_order, tried)
+        except SeveralPeople:
+            if skipped is not None:
+                skipped.append(said + "its files cover the same days with other readings.")
+            return _load_folder(inner, Path(unpacked), names, tz, date_order, skipped)
+        if skipped is not None:
+            skipped.extend(tried)
+        return people
 
 
 NOT_DATA_DIRS = ("__MACOSX",)  # what an archive unpacked on a Mac leaves beside its files
@@ -827,21 +862,33 @@ def _ohio_people(paths: list[Path], folder: Path,
     return others, people
 
 
-def _people_folder(folder: Path, skipped: list[str] | None) -> Path:
-    """Where the people are: `folder`, or, when it holds no CGM file of its own and one of
-    its folders does, that folder (an archive unpacked as a table of the people beside a
-    folder of their files): read as one person, its people would be put together by minute."""
+def _only_folder_holding_cgm(folder: Path) -> Path | None:
+    """The one folder in `folder` holding CGM files when `folder` holds none of its own: a
+    person's folder, or a folder of people (an archive unpacked as a table of the people beside
+    a folder of their files; a folder given one level too high)."""
     entries = _entries(folder)
     if any(_looks_like_cgm(p) for p in entries if not p.is_dir()):
-        return folder
+        return None
     holding = [d for d in entries if d.is_dir()
                and any(_looks_like_cgm(p) for p in _entries(d) if not p.is_dir())]
-    if len(holding) != 1:
-        return folder
-    if skipped is not None:
-        skipped.append(f"{holding[0].name} read as the folder of people, one file per person: "
-                       f"it is the only folder in {folder.name} holding CGM files.")
-    return holding[0]
+    return holding[0] if len(holding) == 1 else None
+
+
+def _has_table(folder: Path) -> bool:
+    """`folder` holds a data file that is not CGM (a table of the people, as Glucose-ML's
+    `<set>-metadata.csv` or DREAMT's participant_info.csv)."""
+    return any(p.is_file() and p.suffix.lower() in (".csv", ".json") and not _looks_like_cgm(p)
+               for p in _entries(folder))
+
+
+def _wanted(names: list[str]) -> set[str]:
+    """People asked for by name, as they are matched: any case, a data file's suffix left
+    off (`P01.csv` is P01; `john.doe` stays john.doe)."""
+    out = set()
+    for name in names:
+        low = name.lower().removesuffix(".gz")
+        out.add(low[:-len(Path(low).suffix)] if Path(low).suffix in DATA_SUFFIXES else low)
+    return out
 
 
 def _gunzipped(path: Path, into: Path, skipped: list[str] | None) -> Path | None:
@@ -885,11 +932,21 @@ def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str 
     dirs = [p for p in entries if p.is_dir()]
     paths, unread = _data_files([p for p in entries if not p.is_dir()], unpacked / "top",
                                 skipped)
-    paths, parts = _ohio_people(paths, folder, unread)
+    # OhioT1DM's patients by id wherever their files are (its train/ and test/ folders)
+    ohio = [p for sub in dirs for p in sorted(sub.rglob("*.xml")) if _is_ohio(p)
+            and not any(part.startswith(".") or part in NOT_DATA_DIRS
+                        for part in p.relative_to(folder).parts)]
+    paths, parts = _ohio_people(paths + ohio, folder, unread)
     for i, sub in enumerate(dirs):  # a person's folder: its own files, not its sub-folders
-        files, why = _data_files([p for p in _entries(sub) if not p.is_dir()],
+        inside = [p for p in _entries(sub) if p not in ohio]
+        if any(sub in p.parents for p in ohio) and not any(p.is_file() for p in inside):
+            continue  # a folder of OhioT1DM files (or of folders of them)
+        files, why = _data_files([p for p in inside if not p.is_dir()],
                                  unpacked / f"person{i}", skipped)
         unread += [f"{sub.name}/{w}" for w in why]
+        unread += [f"{sub.name}/{p.name}: a folder inside a person's folder (its files are not "
+                   "read; keep a person's files in their folder)." for p in inside if p.is_dir()
+                   and not any(p in o.parents for o in ohio)]
         if sub in parts:  # an OhioT1DM patient's id
             raise NightlinkError(f"The folder {sub.name} and the OhioT1DM files of patient "
                                  f"{sub.name} would be the same person; keep one in {folder}.")
@@ -912,7 +969,7 @@ def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str 
             raise NightlinkError(f"{other.name} and {p.name} would be the same person; keep one "
                                  f"file per person in {folder}.")
     if names is not None:
-        wanted = {Path(n).stem.lower() for n in names}
+        wanted = _wanted(names)
         missing = sorted(wanted - set(people_at))
         if missing:
             raise NightlinkError(f"No CGM file for {', '.join(missing)} in {folder}.")
