@@ -850,6 +850,34 @@ def test_one_folder_alone__one_persons_unless_its_files_are_several_peoples(tmp_
     assert [p.name for p in cgm_real.load_folder(tmp_path / "many", ["John.Doe"])] == ["john.doe"]
 
 
+def test_malformed_person_files__named_never_a_crash_nor_a_grid_over_centuries(tmp_path):
+    """(Review.) An OhioT1DM file naming an unknown encoding, or holding events dated 1500
+    and 2500 (a grid 1,000 years long took 16 GB) or values that are no reading; a CSV with a
+    quote left open; a person whose readings lie 30 years apart: each left out or cut to its
+    readings, said, the others scored."""
+    times, values = person_trace(3, seed=87)
+    write_person(tmp_path, "GOOD", times, values)
+    (tmp_path / "enc.xml").write_text('<?xml version="1.0" encoding="klingon"?><patient id="1">'
+                                      "<glucose_level/></patient>")
+    far = [t.replace(year=1500) for t in times[:300]] + [t.replace(year=2500) for t in times[300:600]]
+    _ohio(tmp_path / "700-ws-training.xml", "700", far + times[600:],
+          np.r_[values[:-3], [float("nan"), -3.0, float("inf")]])
+    (tmp_path / "Q.csv").write_text('timestamp,glucose_value_mg_dl,note\n2024-03-01 12:00,100,"open\n'
+                                    + "x" * 200_000 + "\n")
+    apart = list(times[:300]) + [t.replace(year=t.year + 30) for t in times[300:]]
+    write_person(tmp_path, "APART", apart, values)
+    left: list[str] = []
+    people = cgm_real.load_folder(tmp_path, skipped=left)
+    assert [p.name for p in people] == ["700", "GOOD"]
+    assert people[0].notes == [
+        "700-ws-training.xml: 603 glucose events left out (a value that is no reading, under "
+        "39 mg/dL, or a date outside 1990-2099)."]
+    assert any(n.startswith("enc.xml left out: Cannot read OhioT1DM file") for n in left), left
+    assert "Q.csv left out: Q.csv cannot be read as CSV (" in " ".join(left), left
+    assert "APART.csv left out: APART.csv holds readings 30 years apart (more than 20)" in \
+        " ".join(left), left
+
+
 def test_one_sensor_downloaded_twice__one_person_whatever_the_files_are_called(tmp_path):
     """(Review.) A 1-minute and a 15-minute download of one sensor: the 15-minute file's
     readings are all in the 1-minute one, so the folder is one person in either name order

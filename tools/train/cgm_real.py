@@ -250,6 +250,9 @@ def _read_rows(path: Path, header: list[str], zone, date_order: str | None = Non
             table = [row for row in reader if any(c.strip() for c in row)]
     except OSError as exc:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
+    except csv.Error as exc:  # a quote opened and never closed: the rest of the file in one cell
+        raise NightlinkError(f"{path.name} cannot be read as CSV ({exc}; a quote left "
+                             "open?).") from None
     if order is not None and order[:2] != [0, 1]:  # timestamp and glucose first
         table = [[row[k] if k < len(row) else "" for k in order] for row in table]
     if delimiter != ",":  # a decimal comma (5,6 mmol/L; 12,5 g) where "," separates nothing
@@ -535,6 +538,10 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
                           np.concatenate([p[1] for p in parts]), path.name, notes)
         carbs = np.unique(np.concatenate([p[2] for p in parts]))
     t, g = _without_strays(path.name, t, g, notes)
+    if t.size and t[-1] - t[0] > MAX_SPAN_YEARS * 525_960:
+        raise NightlinkError(f"{path.name} holds readings {(t[-1] - t[0]) / 525_960:.0f} years "
+                             f"apart (more than {MAX_SPAN_YEARS}): a date that is wrong, or "
+                             "several people's files.")
     t, g = _sensor_readings(path.name, t, g, notes)
     person = to_grid(path.stem if files is None else path.name, t, g, carbs)
     if person is not None:
@@ -545,9 +552,12 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
 INTERPOLATED_FROM = (15, 5)  # sensors' intervals that data sets interpolate to every minute
 STRAIGHT_SHARE = 0.7  # of a run's minutes on a straight line through their neighbours ...
 BEND_PHASE_SHARE = 0.9  # ... and of its bends at one phase of the sensor's interval
-BEND_MGDL = 0.25  # a bend: the slope changes by more (interpolated values written to 0.1
-# mg/dL change it by 0.2 at most; a whole-number sensor's bends are 1 or more)
+BEND_STEPS = 2.5  # a bend: the slope changes by more than this many of the values' last
+# digit (0.1 mg/dL rounding moves a straight line's by 0.2 at most)
 SESSION_GAP_MIN = 30  # a longer gap may start a sensor whose readings have another phase
+MIN_BENDS_SHARE = 0.2  # of the readings the sensor's interval implies, bending there (a
+# slope kept from one reading to the next makes none), and at least MIN_BENDS of them
+MIN_BENDS = 4
 
 
 def _sensor_readings(name: str, t: np.ndarray, g: np.ndarray,
@@ -563,19 +573,22 @@ def _sensor_readings(name: str, t: np.ndarray, g: np.ndarray,
         return t, g
     keep = np.ones(t.size, dtype=bool)
     steps = set()
+    bend_mgdl = BEND_STEPS * _resolution(g)
     for run in np.split(np.arange(t.size), np.flatnonzero(np.diff(t) > SESSION_GAP_MIN) + 1):
         tr, gr = t[run], g[run].astype(np.float64)
         # minutes with a reading the minute before and after: straight, or bent
         mid = np.flatnonzero((tr[1:-1] - tr[:-2] == 1) & (tr[2:] - tr[1:-1] == 1)) + 1
         if mid.size < 4 * INTERPOLATED_FROM[0]:
             continue
-        bent = np.abs(gr[mid + 1] - 2 * gr[mid] + gr[mid - 1]) > BEND_MGDL
+        bent = np.abs(gr[mid + 1] - 2 * gr[mid] + gr[mid - 1]) > bend_mgdl
         if not bent.any() or 1 - bent.mean() < STRAIGHT_SHARE:
             continue
         bends = tr[mid[bent]]
         for step in INTERPOLATED_FROM:
             phases = np.bincount(bends % step, minlength=step)
-            if phases.max() >= BEND_PHASE_SHARE * bends.size:
+            # a bend at most knots (a real sensor's few bends in a flat night prove nothing)
+            if (phases.max() >= BEND_PHASE_SHARE * bends.size
+                    and bends.size >= max(MIN_BENDS, MIN_BENDS_SHARE * mid.size / step)):
                 keep[run] = t[run] % step == int(np.argmax(phases))
                 steps.add(step)
                 break
@@ -589,6 +602,15 @@ def _sensor_readings(name: str, t: np.ndarray, g: np.ndarray,
 
 class SeveralPeople(NightlinkError):
     """A person's folder whose files cover the same days with other readings."""
+
+
+def _resolution(g: np.ndarray) -> float:
+    """The values' last digit: 1 for whole mg/dL, 0.1, 0.01, else 0.0004 (as good as
+    float32 holds a glucose value)."""
+    for res in (1.0, 0.1, 0.01):
+        if np.allclose(g / res, np.round(g / res), atol=1e-3):
+            return res
+    return 4e-4
 
 
 SAME_RECORD_MIN = 1440  # parts of one person's folder may overlap this long ...
@@ -645,12 +667,20 @@ def _read_part(path: Path, tz: str | None, date_order: str | None,
         from nightlink.tools.train.readers import ohio_readings
 
         _pid, t, g, meals = ohio_readings(path)
-        return (*_by_minute(t, g, path.name, notes), np.sort(meals))
+        years = t // (1440 * 365.2425) + 1970
+        keep = (np.isfinite(g) & (g >= SENSOR_MIN_MGDL) & (years >= PLAUSIBLE_YEARS[0])
+                & (years < PLAUSIBLE_YEARS[1]))
+        if not keep.all():
+            notes.append(f"{path.name}: {int((~keep).sum())} glucose events left out (a value "
+                         f"that is no reading, under {SENSOR_MIN_MGDL:.0f} mg/dL, or a date "
+                         f"outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1] - 1}).")
+        return (*_by_minute(t[keep], g[keep], path.name, notes), np.sort(meals))
     if _is_plain(path):
         return read_csv(path, tz, notes, date_order)
     return (*read_export(path, tz, date_order, notes), np.zeros(0, dtype=np.int64))
 
 
+MAX_SPAN_YEARS = 20  # a person's readings further apart: a wrong date (the grid would take GBs)
 STRAY_GAP_MIN = 30 * 1440  # readings this far from all others ...
 STRAY_MAX_DAY = 1.0  # ... and fewer than a day's worth of them: a wrong date, not data
 

@@ -273,7 +273,7 @@ def ohio_patient(path: Path) -> tuple[str, ET.Element]:
     """(patient id, root element) of an OhioT1DM XML file; refused when it is none."""
     try:
         root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError) as exc:
+    except (OSError, ET.ParseError, LookupError, ValueError) as exc:  # (an unknown encoding)
         raise NightlinkError(f"Cannot read OhioT1DM file {path}: {exc}.") from None
     if root.tag != "patient" or root.find("glucose_level") is None:
         raise NightlinkError(f"{path} is not an OhioT1DM patient file (no <glucose_level>).")
