@@ -406,6 +406,45 @@ def test_dreamt__a_participant_read_as_the_same_night_in_the_walch_layout(tmp_pa
     assert r.exit_code == 2 and "S1001 left out: S1001_whole_df.csv has no column hr" in r.output
 
 
+def test_dreamt__damaged_files_read_or_refused_in_a_sentence(tmp_path):
+    """(Review.) Saved again with a byte-order mark, a row whose time is nan, a last row cut
+    short, a wrong time of 1e10 s at the end (it built 333 million epochs, 12 GB), stage text
+    of another scorer: the same night, with what was passed over said; only P rows refused;
+    a stage named N4 in a night without REM stays deep sleep (the 0-4 numbering rule is for
+    numbers)."""
+    (tmp_path / "walch").mkdir()
+    _walch_night(tmp_path / "walch", "1001", 0)
+    _as_dreamt(tmp_path / "walch", "1001", tmp_path / "ok")
+    [path] = readers.dreamt_files(tmp_path / "ok")
+    want = readers.dreamt_night(path)
+    lines = path.read_text().splitlines()
+    damaged = tmp_path / "damaged" / path.name
+    damaged.parent.mkdir()
+    first = lines[300].split(",")
+    last = lines[-1].split(",")
+    damaged.write_text("\ufeff" + "\n".join(
+        lines[:300] + [",".join(["nan"] + first[1:])] + lines[300:]
+        + [",".join(["1e10"] + last[1:]), "99999.0,0.1,0"]) + "\n")
+    notes: list[str] = []
+    got = readers.dreamt_night(damaged, notes)
+    assert got.stage.tolist() == want.stage.tolist() and np.allclose(got.x, want.x,
+                                                                     equal_nan=True)
+    assert notes[0] == f"2 rows of {path.name} without a time and acceleration left out", notes
+    renamed = "\n".join(line.replace(",R,", ",REM sleep,") for line in lines)
+    damaged.write_text(renamed + "\n")
+    notes = []
+    night = readers.dreamt_night(damaged, notes)
+    assert "stages 'REM SLEEP' read as unscored" in notes and 3 not in night.stage.tolist()
+    deep = "\n".join(line.replace(",R,", ",N4,") for line in lines)
+    damaged.write_text(deep + "\n")
+    notes = []
+    assert 3 not in readers.dreamt_night(damaged, notes).stage.tolist()  # N4 is deep, not REM
+    assert not any("read as REM" in n for n in notes)
+    damaged.write_text("\n".join(lines[:2]) + "\n" + lines[1].replace(",P,", ",P,") + "\n")
+    with pytest.raises(NightlinkError, match="has no row scored by the PSG"):
+        readers.dreamt_night(damaged)
+
+
 def test_eval_sleep_data__the_committed_model_on_wrist_nights_of_the_walch_layout(tmp_path):
     """`nightlink eval sleep --data DIR` scores the committed model on real wrist recordings
     (here drawn in their layout) from motion alone and with heart rate, and says which."""

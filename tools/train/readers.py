@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
@@ -126,12 +127,12 @@ _STAGE_NAMES = {"w": 0, "wake": 0, "n1": 1, "s1": 1, "n2": 2, "s2": 2, "n3": 3, 
                 "n4": 4, "s4": 4, "r": 5, "rem": 5}
 
 
-def _stage_rows(path: Path) -> np.ndarray:
-    """(seconds, stage number) rows of a labels file: stages as the layout's numbers or as
-    text (W, N1-N4, R or REM; anything else unscored)."""
+def _stage_rows(path: Path) -> tuple[np.ndarray, bool]:
+    """((seconds, stage number) rows of a labels file, whether its stages were numbers):
+    stages as the layout's numbers or as text (W, N1-N4, R or REM; anything else unscored)."""
     rows = _any_separator(path, 2)
     if rows.size:
-        return rows
+        return rows, True
     out = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
@@ -143,7 +144,7 @@ def _stage_rows(path: Path) -> np.ndarray:
             except ValueError:
                 continue  # a header
             out.append((t, _STAGE_NAMES.get(cells[1].strip().lower(), -1)))
-    return np.array(out, dtype=np.float64).reshape(-1, 2)
+    return np.array(out, dtype=np.float64).reshape(-1, 2), False
 
 
 def acceleration_in_g(acc: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
@@ -181,7 +182,7 @@ def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Nig
     file the heart rate is missing, NaN); audio and room missing (NaN). Files may separate
     their numbers by spaces, commas, semicolons or tabs."""
     root = Path(root)
-    labels = _stage_rows(root / "labels" / f"{subject}{_LABELS_SUFFIX}")
+    labels, numbered = _stage_rows(root / "labels" / f"{subject}{_LABELS_SUFFIX}")
     hr_file = root / "heart_rate" / f"{subject}_heartrate.txt"
     hr = np.zeros((0, 2))
     if not hr_file.exists():
@@ -196,26 +197,27 @@ def walch_night(root: Path, subject: str, notes: list[str] | None = None) -> Nig
     acc = acceleration_in_g(_any_separator(root / "motion" / f"{subject}_acceleration.txt", 4),
                             notes)
     return wrist_night(f"walch#{subject}", labels, hr, acc, notes,
-                       f"labels/{subject}{_LABELS_SUFFIX}")
+                       f"labels/{subject}{_LABELS_SUFFIX}", numbered)
 
 
 LABEL_SPACING_S = (25.0, 35.0)  # one label per 30-s epoch, give or take a clock's drift
 
 
 def wrist_night(patient: str, labels: np.ndarray, hr: np.ndarray, acc: np.ndarray,
-                notes: list[str] | None, where: str) -> Night:
+                notes: list[str] | None, where: str, numbered: bool = True) -> Night:
     """A wrist night as a training table from its PSG labels (seconds, stage number as the
     Walch layout numbers them), heart rate (seconds, bpm; may be empty) and acceleration
     (seconds, x, y, z in g). Labels must come one per 30-s epoch (a label per second would
-    count each epoch 30 times); a night with stage 4 and no stage 5 numbers its stages 0-4
-    (W, N1, N2, N3, REM), and its 4 is read as REM, said in `notes`."""
-    if labels.size > 1:
+    count each epoch 30 times); a night whose stages are `numbered` with a 4 and no 5
+    numbers them 0-4 (W, N1, N2, N3, REM), and its 4 is read as REM, said in `notes` (a
+    stage named N4 is N4)."""
+    if labels.shape[0] > 1:
         spacing = float(np.median(np.diff(np.sort(labels[:, 0]))))
         if not LABEL_SPACING_S[0] <= spacing <= LABEL_SPACING_S[1]:
             raise NightlinkError(f"{where} has a label every {spacing:g} s; one label per 30-s "
                                  "epoch is read (the time its epoch starts, and its stage).")
     stages = {int(st) for _t, st in labels}
-    if 4 in stages and 5 not in stages:
+    if numbered and 4 in stages and 5 not in stages:
         labels = labels.copy()
         labels[labels[:, 1] == 4, 1] = 5
         if notes is not None:
@@ -342,7 +344,9 @@ def ohio_series(path: Path, gap_min: float = 5.0) -> list[CgmSeries]:
 # 30-s epochs start at its first row that is not P.
 DREAMT_SUFFIX = "_whole_df.csv"
 _DREAMT_STAGE = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "N4": 4, "R": 5, "REM": 5}
+_DREAMT_UNSCORED = ("P", "MISSING", "")  # before the PSG, and epochs it did not score
 _DREAMT_COLUMNS = ("timestamp", "acc_x", "acc_y", "acc_z", "hr", "sleep_stage")
+MAX_NIGHT_S = 24 * 3600  # scored rows further apart: a wrong time, not a night
 
 
 def dreamt_files(root: Path) -> list[Path]:
@@ -364,7 +368,7 @@ def dreamt_night(path: Path, notes: list[str] | None = None) -> Night:
     from array import array
 
     try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             rows = csv.reader(fh)
             header = [h.strip().lower() for h in next(rows, [])]
             missing = [c for c in _DREAMT_COLUMNS if c not in header]
@@ -381,12 +385,15 @@ def dreamt_night(path: Path, notes: list[str] | None = None) -> Night:
                 except (ValueError, IndexError):
                     bad += 1
                     continue
+                if not math.isfinite(t):
+                    bad += 1
+                    continue
                 acc.extend((t, x, y, z))
                 if int(t) != second:  # heart rate once a second (it is held at 1 Hz)
                     second = int(t)
                     try:
                         hr.append((t, float(row[at[4]])))
-                    except ValueError:
+                    except (ValueError, IndexError):
                         pass
                 label = row[at[5]].strip().upper() if len(row) > at[5] else ""
                 if label != last_stage:
@@ -397,13 +404,25 @@ def dreamt_night(path: Path, notes: list[str] | None = None) -> Night:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
     if bad and notes is not None:
         notes.append(f"{bad} rows of {path.name} without a time and acceleration left out")
-    scored = [k for k, s in enumerate(stages) if s != "P"]
+    begun = [k for k, s in enumerate(stages) if s != "P"]
+    scored = [k for k in begun if stages[k] in _DREAMT_STAGE]
     if not acc or not scored:
-        raise NightlinkError(f"{path.name} has no row scored by the PSG (Sleep_Stage other "
-                             "than P).")
+        raise NightlinkError(f"{path.name} has no row scored by the PSG (Sleep_Stage W, N1, "
+                             "N2, N3 or R).")
     changes = np.array(stage_t)
     acc_rows = np.frombuffer(acc, dtype=np.float64).reshape(-1, 4).copy()
-    t0, t_end = changes[scored[0]], float(acc_rows[:, 0].max())
+    # from the PSG's start to the end of its last scored stage (a wrong time after it, or
+    # Missing rows to the end of the file, do not stretch the night)
+    t0 = changes[begun[0]]
+    t_end = (changes[scored[-1] + 1] if scored[-1] + 1 < len(changes)
+             else float(acc_rows[:, 0].max()))
+    if not 0 < t_end - t0 <= MAX_NIGHT_S:
+        raise NightlinkError(f"{path.name} has scored rows over {(t_end - t0) / 3600:.0f} hours "
+                             f"(TIMESTAMP from {t0:g} to {t_end:g} s): a time that is wrong?")
+    other = sorted({s for s in stages if s not in _DREAMT_STAGE
+                    and s not in _DREAMT_UNSCORED})
+    if other and notes is not None:
+        notes.append(f"stages {', '.join(repr(s) for s in other[:3])} read as unscored")
     starts = t0 + 30.0 * np.arange(int((t_end - t0) // 30))
     at_start = np.searchsorted(changes, starts, side="right") - 1
     labels = np.c_[starts, [_DREAMT_STAGE.get(stages[k], -1) for k in at_start]]
@@ -411,4 +430,4 @@ def dreamt_night(path: Path, notes: list[str] | None = None) -> Night:
     hr_rows = hr_rows[np.isfinite(hr_rows).all(axis=1) & (hr_rows[:, 1] > 0)]
     acc_g = acceleration_in_g(acc_rows[np.isfinite(acc_rows).all(axis=1)], notes)
     return wrist_night(f"dreamt#{dreamt_subject(path)}", labels, hr_rows, acc_g, notes,
-                       path.name)
+                       path.name, numbered=False)
