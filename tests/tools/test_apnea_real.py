@@ -252,6 +252,7 @@ def test_load_folder__artefact_lines_other_columns_and_a_shorter_labelled_span(t
     (None, "minute,apnea\n0,0\n2,0\n", "has no label for minute 1"),
     (None, "minute,apnea\n0,0\n1,0\n0,1\n", "line 4 labels minute 0 again, differently"),
     (None, "minute,apnea\n0,0\nnan,1\n", "line 3 needs a minute from 0"),
+    (None, "minute,apnea\n0,0\n30000000,1\n", "line 3 labels minute 30000000: more than two"),
     ("t_min,rr_s\n", None, "fewer than 2 beats"),
     ("time,rr\n0.1,0.8\n", None, "needs the columns t_min,rr_s"),
     ("t_min,rr_s\n0.1,830\n0.2,840\n0.3,820\n", None, "median RR interval of 830"),

@@ -72,6 +72,7 @@ BEATS_SUFFIXES = ("_beats.csv.gz", "_beats.csv")
 LABELS_SUFFIX = "_apnea_minutes.csv"
 RR_RANGE_S = (0.2, 3.0)  # a heart's beat-to-beat interval in seconds; a median outside: wrong unit
 LABEL_CELLS = {"0": 0, "1": 1, "n": 0, "a": 1}  # PhysioNet writes N (normal) and A (apnea)
+MAX_LABELLED_MIN = 2 * 1440  # a label later than this is a wrong number, not a night's
 UNBEATEN_NOTE_MIN = 5  # labelled minutes outside the beats past which the figures say so
 UNBEATEN_REFUSE_SHARE = 0.4  # more minutes without beats: not these labels' beats (30-s
 # labels read as minutes leave half the minutes without beats)
@@ -215,6 +216,9 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
         if not math.isfinite(m) or m < 0 or m != int(m) or flag.lower() not in LABEL_CELLS:
             raise NightlinkError(f"{labels.name} line {number} needs a minute from 0 and an apnea "
                                  f"label of 0/1 (or N/A): {minute!r}, {flag!r}.")
+        if m > MAX_LABELLED_MIN:
+            raise NightlinkError(f"{labels.name} line {number} labels minute {int(m)}: more than "
+                                 "two days into a night's recording.")
         label = LABEL_CELLS[flag.lower()]
         if minute_flags.get(int(m), label) != label:
             raise NightlinkError(f"{labels.name} line {number} labels minute {int(m)} again, "
@@ -224,7 +228,7 @@ def load_recording(beats: Path, labels: Path, name: str) -> Recording:
         raise NightlinkError(f"{labels.name} has no labelled minute.")
     n = max(minute_flags) + 1
     if len(minute_flags) < n:
-        gap = min(set(range(n)) - set(minute_flags))
+        gap = next(m for m in range(n) if m not in minute_flags)
         raise NightlinkError(f"{labels.name} has no label for minute {gap}; every minute from 0 "
                              "to the last needs one.")
     if unread and len(unread) > len(rrs):  # mostly not numbers: a wrong file, not artefacts
