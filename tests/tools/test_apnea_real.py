@@ -487,14 +487,19 @@ def test_physionet_wfdb_files__read_as_the_same_recordings(tmp_path):
         (wfdb / f"{name}.dat").write_bytes(b"\0" * 16)
     (wfdb / "a01.apn").write_bytes(_mit(np.arange(70) * 6000, np.where(ref["a01"].apnea, 8, 1)))
     letters = "".join("A" if a else "N" for a in ref["x01"].apnea)
-    (wfdb / "event-2-answers").write_text(
-        "x01\n" + "".join(f" {h} {letters[h * 60:(h + 1) * 60]}\n" for h in range(2)) + "\n"
-        "x02\n 0 " + "N" * 60 + "\n")
+    spaced = " ".join(letters[k:k + 10] for k in range(60, len(letters), 10))  # in groups
+    (wfdb / "event-2-answers").write_text(  # blocks parted by a line of spaces, CRLF
+        ("x01\n 0 " + letters[:60] + "\n 1 " + spaced + "\n   \n"
+         "x02\n 0 " + "N" * 60 + "\n").replace("\n", "\r\n"))
     (wfdb / "x03.qrs").write_bytes(_mit([100, 200], [1, 1]))
-    (wfdb / "x03.hea").write_text("x03 1 100 300\n")
+    (wfdb / "x03.hea").write_text("x03 1 100/1 300\n")
+    (wfdb / "b09.qrs").write_bytes(_mit([100, 200], [1, 1]))
+    (wfdb / "b09.hea").write_text("b09 1 100 300\n")
+    (wfdb / "b09.apn").write_bytes(_mit([0, 6000, 18000], [1, 1, 8]))  # minute 2 unlabelled
     left: list[str] = []
     got = {r.name: r for r in apnea_real.load_folder(wfdb, skipped=left)}
-    assert left == ["x03 left out: no x03.apn nor a block for it in an event-2-answers file."]
+    assert left == ["b09 left out: b09.apn has no label for minute 2.",
+                    "x03 left out: no x03.apn nor a block for it in an event-2-answers file."]
     assert sorted(got) == ["a01", "x01"]
     for name, rec in got.items():
         want = ref[name]

@@ -837,7 +837,9 @@ def test_one_folder_alone__one_persons_unless_its_files_are_several_peoples(tmp_
     left: list[str] = []
     [alice] = cgm_real.load_folder(tmp_path / "one", skipped=left)
     assert alice.name == "alice"
-    assert left == ["alice/2023 left out: a folder inside a person's folder (its files are not "
+    assert left == ["alice read as one person from its 2 files (the only folder in one); give it "
+                    "as --data to read one person per file.",
+                    "alice/2023 left out: a folder inside a person's folder (its files are not "
                     "read; keep a person's files in their folder)."]
     for k, who in enumerate(("john.doe", "mary", "sam")):
         t, v = person_trace(4, seed=90 + k)

@@ -604,12 +604,21 @@ class SeveralPeople(NightlinkError):
     """A person's folder whose files cover the same days with other readings."""
 
 
+# The last digits values are written to, in mg/dL: whole, 0.1, 0.01, 0.001 mg/dL, and mmol/L
+# to 1, 2 or 3 decimals by the factors converters use (this project's, 18.0182, 18, 18.01559).
+_WRITTEN_STEPS = sorted({round(step * f, 6) for step in (0.1, 0.01, 0.001)
+                         for f in (MGDL_PER_MMOLL, 18.0182, 18.0, 18.01559)}
+                        | {1.0, 0.1, 0.01, 0.001}, reverse=True)
+
+
 def _resolution(g: np.ndarray) -> float:
-    """The values' last digit: 1 for whole mg/dL, 0.1, 0.01, else 0.0004 (as good as
-    float32 holds a glucose value)."""
-    for res in (1.0, 0.1, 0.01):
-        if np.allclose(g / res, np.round(g / res), atol=1e-3):
-            return res
+    """The last digit the values were written to, in mg/dL (1 for whole mg/dL, 0.18 for
+    mmol/L to two decimals, ...): the largest such step all of them are whole multiples of;
+    0.0004 (as fine as float32 holds a glucose value) for values written in full."""
+    values = g.astype(np.float64)
+    for step in _WRITTEN_STEPS:
+        if np.allclose(values / step, np.round(values / step), atol=0.02):
+            return step
     return 4e-4
 
 
@@ -838,6 +847,11 @@ def load_folder(root: Path, names: list[str] | None = None, tz: str | None = Non
                 skipped.append(said + "its files cover the same days with other readings.")
             return _load_folder(inner, Path(unpacked), names, tz, date_order, skipped)
         if skipped is not None:
+            files = sum(1 for p in _entries(inner) if _looks_like_cgm(p))
+            if files > 1:  # (people recorded on other dates would be put together: say so)
+                tried.insert(0, f"{inner.name} read as one person from its {files} files (the "
+                                f"only folder in {folder.name}); give it as --data to read "
+                                "one person per file.")
             skipped.extend(tried)
         return people
 

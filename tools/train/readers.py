@@ -415,7 +415,7 @@ def dreamt_night(path: Path, notes: list[str] | None = None) -> Night:
     # Missing rows to the end of the file, do not stretch the night)
     t0 = changes[begun[0]]
     t_end = (changes[scored[-1] + 1] if scored[-1] + 1 < len(changes)
-             else float(acc_rows[:, 0].max()))
+             else float(acc_rows[-1, 0]))  # the file's last row (a wrong time inside: no end)
     if not 0 < t_end - t0 <= MAX_NIGHT_S:
         raise NightlinkError(f"{path.name} has scored rows over {(t_end - t0) / 3600:.0f} hours "
                              f"(TIMESTAMP from {t0:g} to {t_end:g} s): a time that is wrong?")

@@ -18,6 +18,7 @@ the evaluation reads.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,10 +92,10 @@ def answers(folder: Path) -> dict[str, str]:
     if path is None:
         return {}
     out = {}
-    for block in path.read_text(errors="replace").replace("\r", "").split("\n\n"):
+    for block in re.split(r"\n[ \t]*\n", path.read_text(errors="replace").replace("\r", "")):
         tokens = block.split()
-        if tokens:
-            out[tokens[0].lower()] = "".join(tokens[2::2]).upper()
+        if tokens:  # the name, then hours' numbers and their letters (in groups or not)
+            out[tokens[0].lower()] = "".join(t for t in tokens[1:] if not t.isdigit()).upper()
     return out
 
 
@@ -120,6 +121,9 @@ def convert(folder: Path, into: Path, notes: list[str]) -> None:
                                                                            strict=True)
                            if k in (NORMAL, APC)}
                 labels = [letters.get(m, "?") for m in range(max(letters) + 1)] if letters else []
+                if "?" in labels or not labels:
+                    raise NightlinkError(f"{rec}.apn has no label for minute "
+                                         f"{labels.index('?') if labels else 0}.")
             elif rec.lower() in withheld:
                 labels = list(withheld[rec.lower()])
             else:
