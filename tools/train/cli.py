@@ -121,18 +121,18 @@ def train_snore(cache, models, nights, hours, seed):
 _glucose_data = click.option(
     "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
     help="Folder of per-person CGM files (1-, 5- or 15-minute): CSVs with columns timestamp "
-         "and glucose_value_mg_dl (or glucose_value_mmol_l) in any order, or CGM exports (Dexcom Clarity, "
-         "LibreView, Medtronic CareLink, Nightscout JSON) or OhioT1DM XML, one per person "
-         "(gzipped too; Ohio's by patient id) or "
-         "a sub-folder per person holding any number of them; "
+         "and glucose_value_mg_dl (or glucose_value_mmol_l) in any order, or CGM exports (Dexcom "
+         "Clarity, LibreView, Medtronic CareLink, Nightscout or Tidepool JSON) or OhioT1DM XML, "
+         "one per person (gzipped too; OhioT1DM's training and testing files are one person, "
+         "by patient id) or a sub-folder per person holding any number of them; "
          "training defaults to ../shared/data/cgm-bris-t1d-open when it is there.")
 
 
 _glucose_tz = click.option(
     "--tz", default=None,
-    help="Whose clock the nights are on for times given in UTC: Nightscout JSON files, and CSV "
-         "times with an offset such as Z or +01:00 (default: Nightscout's as UTC, CSV times as "
-         "written); files with local clock times are read as written.")
+    help="Whose clock the nights are on for times given in UTC: Nightscout and Tidepool JSON "
+         "files, and CSV times with an offset such as Z or +01:00 (default: the JSON files' as "
+         "UTC, CSV times as written); files with local clock times are read as written.")
 _glucose_date_order = click.option(
     "--date-order", type=click.Choice(["auto", "dmy", "mdy"]), default="auto", show_default=True,
     help="Day-month or month-day for exports whose dates fit both (auto: as the importer decides "
@@ -431,7 +431,9 @@ def eval_sleep(cache, models, nights, hours, as_json, data):
 @_with_options
 @_real_data_options("heart-rhythm apnea model, without retraining, on recordings of your "
                     "own instead: <rec>_beats.csv.gz (t_min,rr_s) and <rec>_apnea_minutes.csv "
-                    "(minute,apnea) per recording, as in ../shared/data/apnea-ecg-learning.")
+                    "(minute,apnea) per recording, as in ../shared/data/apnea-ecg-learning, or "
+                    "PhysioNet's Apnea-ECG files as published (.hea, .qrs, .apn, "
+                    "event-2-answers).")
 def eval_breathing(cache, models, nights, hours, as_json, data):
     """Per-event F1, AHI error, and sensitivity/specificity at AHI >= 15 on simulated nights;
     with --data, per-minute and per-recording apnea figures of the heart-rhythm model on real
@@ -487,7 +489,7 @@ def eval_snoring(cache, models, nights, hours, clips, as_json):
 @_with_options
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
 @_glucose_data
-@click.option("--people", default=None, help="Only these people of --data (comma-separated file stems).")
+@click.option("--people", default=None, help="Only these people of --data (comma-separated file stems or folder names).")
 @click.option("--budget", type=finite_range(0, 50), default=None,
               help="False alarms a week the person accepts (default: the model's policy).")
 @click.option("--persist", type=click.IntRange(1, 12), default=None,
@@ -540,7 +542,7 @@ def eval_glucose(cache, models, nights, hours, as_json, data, people, budget, pe
 @click.option("--json", "as_json", is_flag=True, help="Only the JSON line.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, help="Folder of per-person CGM files, as for eval glucose.")
-@click.option("--people", default=None, help="Only these people of --data (comma-separated file stems).")
+@click.option("--people", default=None, help="Only these people of --data (comma-separated file stems or folder names).")
 @_glucose_tz
 @_glucose_date_order
 def eval_alerts(as_json, data, people, tz, date_order):
