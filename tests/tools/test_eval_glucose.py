@@ -725,6 +725,34 @@ def _ohio(path, pid, times, values, meals=()):
                     f"<meal>{meal}</meal></patient>")
 
 
+def test_columns_as_data_sets_name_them__read_as_the_plain_layout(tmp_path):
+    """HUPA-UCM writes `time;glucose`, others `datetime,sgv` or a date and a time of day in two
+    columns, the glucose's unit unnamed: the same person as the plain layout, mmol/L told by
+    its values and said; a column named for mg/dL holding mmol/L values is still refused."""
+    times, values = person_trace(4, seed=95)
+    values = np.round(values)
+    ref = cgm_real.load_person(write_person(tmp_path / "plain", "P", times, values))
+    layouts = {
+        "hupa": ("time;glucose;steps", lambda t, v: f"{t:%Y-%m-%dT%H:%M:%S};{v:.0f};0"),
+        "sgv": ("datetime,sgv", lambda t, v: f"{t:%Y-%m-%d %H:%M},{v:.0f}"),
+        "split": ("date,time,glucose,type", lambda t, v: f"{t:%Y-%m-%d},{t:%H:%M},"
+                                                         f"{v / 18.016:.2f},cgm"),
+    }
+    for name, (header, row) in layouts.items():
+        path = tmp_path / name / "P.csv"
+        path.parent.mkdir()
+        path.write_text(header + "\n" + "".join(row(t, v) + "\n"
+                                                for t, v in zip(times, values, strict=True)))
+        person = cgm_real.load_person(path)
+        assert person.start_min == ref.start_min and np.array_equal(person.observed, ref.observed)
+        assert np.allclose(person.x, ref.x, atol=0.2), name
+        mmol = ["P.csv: its glucose column read as mmol/L (median "]
+        assert [n[:len(mmol[0])] for n in person.notes] == (mmol if name == "split" else []), name
+    (tmp_path / "split" / "P.csv").write_text("date,time,glucose_mg_dl\n2024-03-01,12:00,5.5\n")
+    with pytest.raises(NightlinkError, match="look like mmol/L"):
+        cgm_real.load_person(tmp_path / "split" / "P.csv")
+
+
 def test_a_csv_saved_again_by_a_spreadsheet__its_dates_read_as_the_iso_file(tmp_path):
     """Opened and saved in Excel, `2023-06-01 00:06` becomes `01/06/2023 00:06` (the UK),
     `6/1/2023 12:06 AM` (the US) or `01.06.2023 00:06` (Germany): "no row could be read"
@@ -1014,6 +1042,14 @@ def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_
         (raw / who).mkdir(parents=True)
         (raw / who / "food.csv").write_text("datetime,description\n2014-10-01 08:00,toast\n")
         (raw / who / "glucose.csv").write_text("date,time,glucose,type\n2014-10-01,08:00,5.4,cgm\n")
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(raw), "--json"])
+    assert r.exit_code == 0, r.output  # its date and time columns, its glucose told as mmol/L
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["people"] == 2 and "001/food.csv left out: food.csv is neither" in r.output
+    assert got["file_notes"]["001"] == ["glucose.csv: its glucose column read as mmol/L (median "
+                                        "5.4)."]
+    (raw / "001" / "glucose.csv").write_text("date;glucose\n2014-10-01;5.4\n")
+    (raw / "002" / "glucose.csv").write_text("date;glucose\n2014-10-01;5.4\n")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(raw)])
     assert r.exit_code == 2 and r.output.startswith("error: glucose.csv is neither"), r.output
     write_person(tmp_path / "dirs" / "P02", "glucose", times, values)  # a folder per person

@@ -1,5 +1,6 @@
 """Real CGM recordings as the glucose model sees them: one file per person, a CSV
-with columns `timestamp` and `glucose_value_mg_dl` (or `glucose_value_mmol_l`), in any order
+with columns `timestamp` and `glucose_value_mg_dl` (or `glucose_value_mmol_l`, or the names in
+TIME_NAMES and GLUCOSE_NAMES, a date and a time of day in two columns), in any order
 (local clock time, gaps as missing rows) or a CGM export the edge imports (Dexcom Clarity, LibreView, Medtronic
 CareLink, Nightscout JSON), put on the model's 5-minute grid whatever the sensor's cadence.
 
@@ -73,10 +74,14 @@ class Person:
 MMOLL_LOOKALIKE_MEDIAN = 30.0
 
 
-def _glucose_unit(header: list[str]) -> float:
+def _glucose_unit(header: list[str]) -> float | None:
     """mg/dL per unit of the second column: 1, or MGDL_PER_MMOLL when its header names mmol/L
-    (`glucose_value_mmol_l`, as UK and European exports give it)."""
-    return MGDL_PER_MMOLL if len(header) > 1 and "mmol" in header[1] else 1.0
+    (`glucose_value_mmol_l`, as UK and European exports give it); None when its name gives
+    no unit (`glucose`, `sgv`): the values tell."""
+    name = header[1] if len(header) > 1 else ""
+    if "mmol" in name:
+        return MGDL_PER_MMOLL
+    return 1.0 if "mg" in name else None
 
 
 def _header(path: Path) -> list[str]:
@@ -88,6 +93,12 @@ def _header(path: Path) -> list[str]:
 
 DELIMITERS = (",", ";", "\t")  # a European spreadsheet writes ";" (and decimal commas)
 GLUCOSE_COLUMNS = ("glucose_value_mg_dl", "glucose_value_mmol_l")
+# Other names data sets give the two columns (HUPA-UCM's `time;glucose`, ...), in the order
+# they are preferred; a glucose column whose name gives no unit is told by its values.
+TIME_NAMES = ("timestamp", "datetime", "date_time", "date time", "time_stamp", "time", "ts")
+GLUCOSE_NAMES = ("glucose_mg_dl", "glucose_mgdl", "glucose (mg/dl)", "glucose_mmol_l",
+                 "glucose (mmol/l)", "glucose", "glucose_level", "glucose level", "sgv", "cbg",
+                 "bg")
 
 
 def _first_line(path: Path) -> str:
@@ -121,9 +132,11 @@ def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
     best = (",", None, [h.strip().lower() for h in next(csv.reader([first]), [])])
     for delimiter in DELIMITERS:
         header = [h.strip().lower() for h in next(csv.reader([first], delimiter=delimiter), [])]
-        ts = [k for k, h in enumerate(header) if h == "timestamp"]
+        ts = next(([k for k, h in enumerate(header) if h == name] for name in TIME_NAMES
+                   if name in header), [])
         gl = [k for k, h in enumerate(header) if h in GLUCOSE_COLUMNS] or \
-            [k for k, h in enumerate(header) if h.startswith("glucose_value")]
+            [k for k, h in enumerate(header) if h.startswith("glucose_value")] or \
+            next(([header.index(name)] for name in GLUCOSE_NAMES if name in header), [])
         if len(ts) == 1 and gl:  # (of several glucose columns, the first, in mg/dL or mmol/L)
             gl = gl[:1]
             rest = [k for k in range(len(header)) if k not in (ts[0], gl[0])]
@@ -255,6 +268,10 @@ def _read_rows(path: Path, header: list[str], zone, date_order: str | None = Non
                              "open?).") from None
     if order is not None and order[:2] != [0, 1]:  # timestamp and glucose first
         table = [[row[k] if k < len(row) else "" for k in order] for row in table]
+    if header and header[0] == "time" and "date" in header:  # a date and a time of day
+        at = header.index("date")
+        table = [[f"{row[at].strip()} {row[0].strip()}" if at < len(row) else row[0], *row[1:]]
+                 for row in table]
     if delimiter != ",":  # a decimal comma (5,6 mmol/L; 12,5 g) where "," separates nothing
         carb_col = next((i for i, h in enumerate(header) if h.startswith("carb")), None)
         for row in table:
@@ -351,10 +368,15 @@ def read_csv(path: Path, tz: str | None = None, notes: list[str] | None = None,
     marked = (g == _LOW_MARK) | (g == _HIGH_MARK)
     valid = (g > 0) & ~marked
     median = float(np.median(g[valid])) if valid.any() else None
-    if factor == 1.0 and median is not None and median < MMOLL_LOOKALIKE_MEDIAN:
+    if factor is None:  # a column named `glucose` or `sgv`: its values tell the unit
+        factor = MGDL_PER_MMOLL if median is not None and median < MMOLL_LOOKALIKE_MEDIAN else 1.0
+        if factor != 1.0 and notes is not None:
+            notes.append(f"{path.name}: its {header[1]} column read as mmol/L (median "
+                         f"{median:.1f}).")
+    elif factor == 1.0 and median is not None and median < MMOLL_LOOKALIKE_MEDIAN:
         raise NightlinkError(f"{path.name} has glucose values that look like mmol/L (median "
                              f"{median:.1f}); name the column glucose_value_mmol_l or give mg/dL.")
-    if factor != 1.0 and median is not None and median >= MMOLL_LOOKALIKE_MEDIAN:
+    elif factor != 1.0 and median is not None and median >= MMOLL_LOOKALIKE_MEDIAN:
         raise NightlinkError(f"{path.name} has glucose values that look like mg/dL (median "
                              f"{median:.0f}) under a mmol/L header; name the column "
                              "glucose_value_mg_dl or give mmol/L.")
