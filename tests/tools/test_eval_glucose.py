@@ -908,6 +908,19 @@ def test_malformed_person_files__named_never_a_crash_nor_a_grid_over_centuries(t
         " ".join(left), left
 
 
+def test_one_persons_downloads_on_two_clocks__refused_naming_the_shift(tmp_path):
+    """(Review.) The same readings downloaded twice, once with UTC times and once local, were
+    refused as two people's (or, alone in the folder, read as two people, counting the days
+    twice): refused, saying the files are the same readings some hours apart."""
+    times, values = person_trace(4, seed=97)
+    write_person(tmp_path / "alice", "local", times, values)
+    write_person(tmp_path / "alice", "utc", [t + timedelta(hours=5) for t in times], values)
+    r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path)])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: alice: local.csv and utc.csv hold the same readings 5 "
+                               "hours apart: one has its times on another clock (UTC?)."), r.output
+
+
 def test_one_sensor_downloaded_twice__one_person_whatever_the_files_are_called(tmp_path):
     """(Review.) A 1-minute and a 15-minute download of one sensor: the 15-minute file's
     readings are all in the 1-minute one, so the folder is one person in either name order

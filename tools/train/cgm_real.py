@@ -666,11 +666,29 @@ def _one_record(folder: Path, files: list[Path],
             # beside a 1-minute one of the same sensor)
             sparse, dense = ((tb, gb), (ta, ga)) if tb.size <= ta.size else ((ta, ga), (tb, gb))
             if _found_share(sparse, dense, lo, hi) < SAME_RECORD_SHARE:
+                shift = _clock_shift(sparse, dense, lo, hi)
+                if shift is not None:  # one person's downloads, one on another clock
+                    raise NightlinkError(
+                        f"{folder.name}: {files[i].name} and {files[j].name} hold the same "
+                        f"readings {abs(shift) / 60:g} hours apart: one has its times on another "
+                        "clock (UTC?). Give both on the person's clock (--tz puts times written "
+                        "with an offset on it), or keep one.")
                 raise SeveralPeople(
                     f"{folder.name}: {files[i].name} and {files[j].name} cover the same "
                     f"{(hi - lo) / 1440:.0f} days with other readings: two people's files, or "
                     "two sensors worn at once. A folder is read as one person; give one folder "
                     "per person, or the folder itself as --data to read one person per file.")
+
+
+def _clock_shift(sparse: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray],
+                 lo: int, hi: int) -> int | None:
+    """The shift in minutes (a whole or half hour, up to 14 hours) that makes `sparse`'s
+    readings `dense`'s, if one does: one download's times on UTC, the other's local."""
+    ts, gs = sparse
+    for minutes in sorted(range(-14 * 60, 14 * 60 + 1, 30), key=abs):
+        if minutes and _found_share((ts + minutes, gs), dense, lo, hi) >= SAME_RECORD_SHARE:
+            return minutes
+    return None
 
 
 def _found_share(sparse: tuple[np.ndarray, np.ndarray], dense: tuple[np.ndarray, np.ndarray],
