@@ -170,6 +170,13 @@ class _Rows:
         self.first_bad = self.first_bad or ",".join(row)[:60]
 
 
+def _iso_time(text: str):
+    """The datetime of an ISO timestamp, `Z` read as UTC; ValueError when it is none."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+
+
 def _minute(cell: str, zone, rows: _Rows, order: str | None = None) -> int | None:
     """Minutes since 1970 on the person's clock of an ISO timestamp (`2024-03-01 14:05`,
     `T`, seconds and fractions allowed), or, with `order` ("dmy"/"mdy"), of one a spreadsheet
@@ -185,7 +192,7 @@ def _minute(cell: str, zone, rows: _Rows, order: str | None = None) -> int | Non
         raise ValueError("numbers, not dates, in the timestamp column (write dates such as "
                          "2024-03-01 14:05 on the person's clock)")
     try:
-        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        when = _iso_time(text)
     except ValueError:
         stamp = split(text) if order is not None else None
         if stamp is None:
@@ -224,14 +231,12 @@ def _spreadsheet_order(path: Path, table: list[list[str]], date_order: str | Non
     (a number above 12 shows which is the day; dotted dates are day-month; `date_order`
     settles a file that fits both, else day-month, said in `notes`); None when its times are
     ISO or no dates at all."""
-    from datetime import datetime
-
     from nightlink.edge.importers.localtime import DMY, DateStyle
     from nightlink.edge.sources.samples import SourceError
 
     first = next((row[0].strip() for row in table if row and row[0].strip()), "")
     try:
-        datetime.fromisoformat(first[:-1] + "+00:00" if first.endswith(("Z", "z")) else first)
+        _iso_time(first)
         return None
     except ValueError:
         pass
@@ -536,10 +541,11 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
     that is not CGM is left out, said in `skipped` (else in the person's notes); the person is
     refused when no part is CGM."""
     notes: list[str] = []
-    parts, refused = [], []
+    read, parts, refused = [], [], []  # the files read and their readings; those refused
     for part in files if files is not None else [path]:
         try:
             parts.append(_read_part(part, tz, date_order, notes))
+            read.append(part)
         except NightlinkError as exc:
             if files is None:
                 raise
@@ -555,7 +561,7 @@ def load_person(path: Path, tz: str | None = None, date_order: str | None = None
         return None
     t, g, carbs = parts[0]
     if len(parts) > 1:
-        _one_record(path, [part for part in (files or []) if part not in dict(refused)], parts)
+        _one_record(path, read, parts)
         t, g = _by_minute(np.concatenate([p[0] for p in parts]),
                           np.concatenate([p[1] for p in parts]), path.name, notes)
         carbs = np.unique(np.concatenate([p[2] for p in parts]))
