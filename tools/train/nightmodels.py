@@ -262,7 +262,7 @@ def eval_sleep_real(clf: classify.Classifiers, nights: list[Night], source: str,
     return {"nights": len(nights), "nights_with_heart_rate": len(with_hr), "epochs": epochs,
             "data": f"real: {source} (wrist acceleration, heart rate on {len(with_hr)} of "
                     "them; PSG stages; scored epochs only; activity counts from the "
-                    "acceleration as tools/train/readers.py walch_night makes them)",
+                    "acceleration as tools/train/readers.py wrist_night makes them)",
             "headline_inputs": headline,
             "headline_nights": len(with_hr) if with_hr else len(nights),
             "headline_epochs": hr_epochs if with_hr else epochs,

@@ -95,15 +95,8 @@ def _any_separator(path: Path, columns: int) -> np.ndarray:
         raise NightlinkError(f"Cannot read {path}: {exc}.") from None
 
     def rows_split(sep: str | None) -> int:
-        count = 0
-        for line in sample:
-            cells = line.split(sep)
-            try:
-                count += len(cells) >= columns and all(
-                    np.isfinite(float(c)) for c in cells[:columns])
-            except ValueError:
-                pass
-        return count
+        return sum(1 for line in sample if len(cells := line.split(sep)) >= columns
+                   and _all_numbers(cells[:columns]))
 
     best = max(SEPARATORS, key=rows_split)  # (the first of equals: white space)
     if not rows_split(best):  # no line has the columns: say how many it has, if numbers
