@@ -258,13 +258,11 @@ def _refuse_other_clock(out: Path, tenant: str) -> None:
     """Refuse, before the cloud registers a clock, an --out that holds another clock's image:
     written over, that clock's only copy of its broker password would be gone (a second
     clock provisioned by the same command line), while it stays registered."""
-    import json
-
-    from nightlink.tools.device.build import BUILD_INFO
+    from nightlink.tools.device.build import load_build
 
     try:
-        info = json.loads((out / BUILD_INFO).read_text())
-    except (OSError, ValueError):
+        info = load_build(out)
+    except (NightlinkError, OSError, ValueError):  # no build there, or none that reads
         return
     device_id = info.get("device_id") if isinstance(info, dict) else None
     if device_id:
