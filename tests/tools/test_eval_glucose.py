@@ -1107,3 +1107,80 @@ def test_readings_whose_seconds_jitter_near_half_a_slot__every_one_on_the_grid()
     kept = x3[observed3].astype(int)  # which reading each slot kept
     late = np.flatnonzero(observed3) * 5 - four[kept]
     assert np.abs(late).max() < 5, late.max()
+
+
+def _with_fingersticks(path, times, values, kinds=("cgm", "manual"), header="type"):
+    """A person's file with a kind column: the sensor's readings, and a fingerstick of 40 mg/dL
+    two minutes after every 24th of them (another instrument, another value)."""
+    lines = [f"timestamp,glucose_value_mg_dl,{header}"]
+    for k, (t, v) in enumerate(zip(times, values, strict=True)):
+        lines.append(f"{t:%Y-%m-%d %H:%M:%S},{v:.1f},{kinds[0]}")
+        if k % 24 == 3:
+            lines.append(f"{t + timedelta(minutes=2):%Y-%m-%d %H:%M:%S},40.0,{kinds[1]}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("header, kinds", [("type", ("cgm", "manual")),  # D1NAMO
+                                           ("type", ("sgv", "mbg")),  # Nightscout
+                                           ("source", ("sensor", "meter")),
+                                           ("record type", ("0", "2"))])  # LibreView's
+def test_a_kind_column__only_the_sensor_s_rows_read_and_the_others_said(tmp_path, header, kinds):
+    """A fingerstick beside the sensor's readings is another instrument's value: on the grid it
+    would replace the sensor's reading (a 40 mg/dL strip made false lows). Only the rows the
+    kind column names as the sensor's are read, and the rest are counted in the notes."""
+    times, values = person_trace(3, seed=5)
+    write_person(tmp_path / "clean", "P1", times, values)
+    _with_fingersticks(tmp_path / "mixed" / "P1.csv", times, values, kinds, header)
+    clean, mixed = (cgm_real.load_folder(tmp_path / d)[0] for d in ("clean", "mixed"))
+    _same_person(clean, mixed)
+    notes = []
+    cgm_real.read_csv(tmp_path / "mixed" / "P1.csv", notes=notes)
+    assert notes == [f"P1.csv: 36 rows left out by their {header} (36 {kinds[1]}): not the "
+                     "sensor's readings."], notes
+    _with_fingersticks(tmp_path / "meter" / "P1.csv", times[:40], values[:40],
+                       (kinds[1], kinds[1]), header)  # a meter's readings only
+    with pytest.raises(NightlinkError, match=f"P1.csv holds no CGM readings: its {header} "
+                                             f"column says {kinds[1]} for every row"):
+        cgm_real.read_csv(tmp_path / "meter" / "P1.csv")
+
+
+def test_a_kind_column_of_other_values__read_whole_and_carb_rows_keep_their_carbs(tmp_path):
+    times, values = person_trace(2, seed=5)
+    _with_fingersticks(tmp_path / "dev" / "P1.csv", times, values, ("Dexcom G6", "Dexcom G6"))
+    t, g, _carbs = cgm_real.read_csv(tmp_path / "dev" / "P1.csv")  # a device's name: no kind
+    assert t.size == len(times) + 24 and g.min() == 40.0
+    lines = ["timestamp,glucose_value_mg_dl,carbs_g,type", "2024-03-01 12:00:00,150,,cgm",
+             "2024-03-01 12:02:00,,45,carbs", "2024-03-01 12:05:00,151,,cgm"]
+    (tmp_path / "C.csv").write_text("\n".join(lines) + "\n")
+    t, g, carbs = cgm_real.read_csv(tmp_path / "C.csv")
+    assert g.tolist() == [150.0, 151.0] and carbs.tolist() == [t[0] + 2]
+
+
+def test_a_meter_s_file__left_out_of_a_person_s_folder_and_not_counted_as_a_person(tmp_path):
+    """Fingersticks a few times a day, in a file of their own, are not CGM: beside a sensor's
+    file they would be merged into its readings; alone they made a person with nothing to
+    score."""
+    times, values = person_trace(3, seed=5)
+    write_person(tmp_path / "dirs" / "P1", "cgm", times, values)
+    write_person(tmp_path / "dirs" / "P1", "meter", times[10::70], np.full(13, 40.0))
+    write_person(tmp_path / "clean" / "P1", "cgm", times, values)
+    skipped = []
+    mixed = cgm_real.load_folder(tmp_path / "dirs", skipped=skipped)
+    _same_person(cgm_real.load_folder(tmp_path / "clean")[0], mixed[0])
+    assert skipped[-1] == ("P1/meter.csv left out: meter.csv holds readings a median 5.8 hours "
+                           "apart: a meter's fingersticks, not a CGM's."), skipped
+    write_person(tmp_path / "top", "P1", times, values)
+    write_person(tmp_path / "top", "P2", times[10::70], np.full(13, 90.0))
+    skipped = []
+    assert [p.name for p in cgm_real.load_folder(tmp_path / "top", skipped=skipped)] == ["P1"]
+    assert skipped == ["P2.csv left out: P2.csv holds readings a median 5.8 hours apart: a "
+                       "meter's fingersticks, not a CGM's."], skipped
+
+
+def test_a_cgm_column_beside_a_bg_column__the_cgm_read(tmp_path):
+    lines = ["timestamp,bg,cgm", "2024-03-01 12:00:00,,150", "2024-03-01 12:02:00,40,",
+             "2024-03-01 12:05:00,,151"]
+    (tmp_path / "P.csv").write_text("\n".join(lines) + "\n")
+    t, g, _carbs = cgm_real.read_csv(tmp_path / "P.csv")
+    assert g.tolist() == [150.0, 151.0]

@@ -98,7 +98,22 @@ GLUCOSE_COLUMNS = ("glucose_value_mg_dl", "glucose_value_mmol_l")
 TIME_NAMES = ("timestamp", "datetime", "date_time", "date time", "time_stamp", "time", "ts")
 GLUCOSE_NAMES = ("glucose_mg_dl", "glucose_mgdl", "glucose (mg/dl)", "glucose_mmol_l",
                  "glucose (mmol/l)", "glucose", "glucose_level", "glucose level", "sgv", "cbg",
-                 "bg")
+                 "cgm", "cgm_glucose", "sensor_glucose", "sensor glucose",
+                 "sensor glucose (mg/dl)", "sensor glucose (mmol/l)", "bg")  # `bg` last: a meter's
+# A column saying what kind of reading a row is (D1NAMO's `type`: cgm or manual; Nightscout's
+# sgv or mbg; Tidepool's cbg or smbg; LibreView's record type 0 or 2). When it names sensor
+# readings, only those rows are read: a fingerstick or calibration row beside them is another
+# instrument's value, which on the 5-minute grid would replace the sensor's reading.
+KIND_NAMES = ("type", "kind", "source", "event type", "event_type", "record type",
+              "record_type", "glucose_type", "glucose type", "reading type", "reading_type",
+              "measurement type", "measurement_type")
+SENSOR_KINDS = ("cgm", "cgms", "sgv", "cbg", "egv", "sensor", "continuous", "historic",
+                "historic glucose")
+RECORD_TYPE_SENSOR = "0"  # LibreView's record type of the sensor's own (historic) readings
+RECORD_TYPE_OTHERS = ("1", "2", "3", "4", "5", "6")  # its scans, strips, ketones, insulin, ...
+METER_KINDS = ("manual", "mbg", "smbg", "bg", "meter", "strip", "strip glucose", "cal",
+               "calibration", "fingerstick", "finger stick", "finger-stick", "finger",
+               "fingerprick", "finger prick", "capillary", "scan", "scan glucose")
 
 
 def _first_line(path: Path) -> str:
@@ -164,6 +179,7 @@ class _Rows:
     low_high: int = 0
     error_codes: int = 0
     offsets: int = 0
+    not_sensor: str = ""  # the rows a kind column left out, said in the notes
 
     def skip(self, row: list[str]) -> None:
         self.skipped += 1
@@ -283,10 +299,12 @@ def _read_rows(path: Path, header: list[str], zone, date_order: str | None = Non
             for k in (1, carb_col):
                 if k is not None and len(row) > k:
                     row[k] = row[k].replace(",", ".")
+    table, not_sensor = _sensor_rows(path, header, table, carb_col)
     fast = _plain_rows(table, carb_col)
     if fast is not None:
+        fast.not_sensor = not_sensor
         return fast
-    rows = _Rows()
+    rows = _Rows(not_sensor=not_sensor)
     order = _spreadsheet_order(path, table, date_order, notes)
     try:
         for row in table:
@@ -303,6 +321,39 @@ def _read_rows(path: Path, header: list[str], zone, date_order: str | None = Non
     except ValueError as exc:
         raise NightlinkError(f"{path.name} has {exc}.") from None
     return rows
+
+
+def _sensor_rows(path: Path, header: list[str], table: list[list[str]],
+                 carb_col: int | None) -> tuple[list[list[str]], str]:
+    """The rows that are the sensor's readings, and what was left out (for the notes): when a
+    column says what kind of reading each row is and names sensor readings, the other rows'
+    glucose is not read (their carbs are). A file whose kind column names only a meter's
+    readings holds no CGM: refused. A column of other values (a device's name) is no kind."""
+    col = next((k for k, h in enumerate(header) if k > 1 and h in KIND_NAMES), None)
+    if col is None:
+        return table, ""
+    record = header[col].startswith("record")
+    sensor = SENSOR_KINDS + ((RECORD_TYPE_SENSOR,) if record else ())
+    meter = METER_KINDS + (RECORD_TYPE_OTHERS if record else ())
+    kinds = [row[col].strip().lower() if col < len(row) else "" for row in table]
+    found = set(kinds)
+    if not found & set(sensor):
+        if found and found <= set(meter):
+            raise NightlinkError(f"{path.name} holds no CGM readings: its {header[col]} column "
+                                 f"says {', '.join(sorted(found))} for every row (a meter's "
+                                 "fingersticks, not a sensor's).")
+        return table, ""
+    kept, left = [], {}
+    for row, kind in zip(table, kinds, strict=True):
+        if kind in sensor:
+            kept.append(row)
+            continue
+        left[kind] = left.get(kind, 0) + 1
+        if carb_col is not None and carb_col < len(row) and _grams(row[carb_col]) > 0:
+            kept.append([row[0], "", *row[2:]])  # its carbs, without its glucose
+    said = ", ".join(f"{n} {k or '(empty)'}" for k, n in sorted(left.items()))
+    return kept, (f"{sum(left.values())} rows left out by their {header[col]} ({said}): not "
+                  "the sensor's readings." if left else "")
 
 
 def _grams(cell: str) -> float:
@@ -398,7 +449,7 @@ def read_csv(path: Path, tz: str | None = None, notes: list[str] | None = None,
 
 
 def _csv_notes(path: Path, rows: _Rows, tz: str | None) -> list[str]:
-    out = []
+    out = [f"{path.name}: {rows.not_sensor}"] if rows.not_sensor else []
     if rows.skipped:
         out.append(f"{path.name}: {rows.skipped} rows skipped, not a time and a reading "
                    f"(first: {rows.first_bad!r}).")
@@ -729,10 +780,19 @@ def _read_part(path: Path, tz: str | None, date_order: str | None,
             notes.append(f"{path.name}: {int((~keep).sum())} glucose events left out (a value "
                          f"that is no reading, under {SENSOR_MIN_MGDL:.0f} mg/dL, or a date "
                          f"outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1] - 1}).")
-        return (*_by_minute(t[keep], g[keep], path.name, notes), np.sort(meals))
-    if _is_plain(path):
-        return read_csv(path, tz, notes, date_order)
-    return (*read_export(path, tz, date_order, notes), np.zeros(0, dtype=np.int64))
+        read = (*_by_minute(t[keep], g[keep], path.name, notes), np.sort(meals))
+    elif _is_plain(path):
+        read = read_csv(path, tz, notes, date_order)
+    else:
+        read = (*read_export(path, tz, date_order, notes), np.zeros(0, dtype=np.int64))
+    steps = np.diff(read[0])
+    if steps.size and np.median(steps) >= METER_STEP_MIN:
+        raise NightlinkError(f"{path.name} holds readings a median {np.median(steps) / 60:.1f} "
+                             "hours apart: a meter's fingersticks, not a CGM's.")
+    return read
+
+
+METER_STEP_MIN = 60  # readings a median this far apart: a meter's, not a sensor's (5-15 min)
 
 
 MAX_SPAN_YEARS = 20  # a person's readings further apart: a wrong date (the grid would take GBs)
