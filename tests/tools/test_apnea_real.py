@@ -512,3 +512,41 @@ def test_physionet_wfdb_files__read_as_the_same_recordings(tmp_path):
     r = CliRunner().invoke(main, ["eval", "breathing", "--data", str(wfdb), "--json"])
     assert r.exit_code == 0, r.output
     assert _last_json(r.stdout)["beats"]["recordings"] == 2
+
+
+def test_train_breathing_rr__several_folders_together_and_a_recording_twice_refused(tmp_path):
+    """The learning set and the test set (PhysioNet's two halves of Apnea-ECG, in two layouts)
+    are trained on together: each folder's recordings, once each, credited by folder."""
+    _recordings(tmp_path / "one", [("a01", True), ("c01", False)])
+    _recordings(tmp_path / "two", [("x01", True), ("x02", False)])
+    out = tmp_path / "models"
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(tmp_path / "one"),
+                                  "--data", str(tmp_path / "two"), "--models", str(out),
+                                  "--cv", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    got = _last_json(r.output)
+    assert got["beats"]["recordings"] == 4 and sorted(got["beats"]["index_pairs"]) == [
+        "a01", "c01", "x01", "x02"]
+    assert got["source"] == (f"recordings in {(tmp_path / 'one').resolve()}; recordings in "
+                             f"{(tmp_path / 'two').resolve()}")
+    meta = json.loads((out / cvhr.MODEL_FILE).read_text())
+    assert meta["train"]["recordings"] == ["a01", "c01", "x01", "x02"]
+    _recordings(tmp_path / "three", [("A01", False)])
+    r = CliRunner().invoke(main, ["train", "breathing-rr", "--data", str(tmp_path / "one"),
+                                  "--data", str(tmp_path / "three"), "--models", str(out)])
+    assert r.exit_code == 2 and f"A01 is in both {tmp_path / 'one'} and {tmp_path / 'three'}" \
+        in r.output, r.output
+
+
+def test_source_of__physionet_s_test_set_credited_as_published(tmp_path):
+    wfdb = tmp_path / "test"
+    wfdb.mkdir()
+    for name in ("x01", "x35"):
+        (wfdb / f"{name}.qrs").write_bytes(_mit([100, 200], [1, 1]))
+        (wfdb / f"{name}.hea").write_text(f"{name} 1 100 300\n")
+    assert apnea_real.source_of(wfdb) == f"recordings in {wfdb.resolve()}"  # no answers
+    (wfdb / "event-2-answers").write_text("x01\n 0 " + "N" * 60 + "\n")
+    assert apnea_real.source_of(wfdb) == apnea_real.TEST_SET_CREDIT
+    (wfdb / "a01.qrs").write_bytes(_mit([100, 200], [1, 1]))
+    (wfdb / "a01.hea").write_text("a01 1 100 300\n")
+    assert apnea_real.source_of(wfdb) == f"recordings in {wfdb.resolve()}"  # another set

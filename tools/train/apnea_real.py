@@ -21,6 +21,7 @@ import gzip
 import json
 import math
 import os
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ HEAD_INPUTS = {
 HEAD_L2 = {"beats": 10.0}
 CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology 2000;27:255-258), "
           "learning set, Open Data Commons Attribution License 1.0")
+TEST_SET_CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology "
+                   "2000;27:255-258), test set (x01-x35 beats, event-2-answers labels), Open Data "
+                   "Commons Attribution License 1.0")
 
 
 @dataclass
@@ -115,6 +119,22 @@ def load_folder(data: Path, names: list[str] | None = None,
             raise NightlinkError(f"No recording of the WFDB files in {data} could be read "
                                  f"({notes[0].rstrip('.')}).")
         return _load_folder(Path(converted), names, skipped, data)
+
+
+def load_folders(folders: list[Path], skipped: list[str] | None = None) -> list[Recording]:
+    """The recordings of several folders together, sorted by name (load_folder on each); a
+    recording named in two of them is refused: the same night twice, or two nights that
+    would be told apart by nothing but their folder."""
+    from nightlink.errors import NightlinkError
+
+    found: dict[str, tuple[Recording, Path]] = {}
+    for folder in folders:
+        for rec in load_folder(folder, skipped=skipped):
+            other = found.setdefault(rec.name.lower(), (rec, folder))[1]
+            if other != folder:
+                raise NightlinkError(f"{rec.name} is in both {other} and {folder}; give each "
+                                     "recording once.")
+    return [rec for _key, (rec, _folder) in sorted(found.items())]
 
 
 def _load_folder(data: Path, names: list[str] | None, skipped: list[str] | None,
@@ -485,9 +505,17 @@ def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS
 
 def source_of(data: Path) -> str:
     """What the recordings are, for the model's meta and the figures: the Apnea-ECG credit
-    for the shared folder, else the folder itself (another set is credited by its user)."""
-    same = Path(data).resolve() == Path(DEFAULT_DATA).resolve()
-    return CREDIT if same else f"recordings in {Path(data).resolve()}"
+    for the shared folder, and for PhysioNet's test set as it publishes it (x01-x35 and its
+    answers file), else the folder itself (another set is credited by its user)."""
+    from nightlink.tools.train import wfdb_files
+
+    if Path(data).resolve() == Path(DEFAULT_DATA).resolve():
+        return CREDIT
+    names = wfdb_files.records(Path(data))
+    if names and wfdb_files.answers(Path(data)) and all(
+            re.fullmatch(r"x(0[1-9]|[12]\d|3[0-5])", n.lower()) for n in names):
+        return TEST_SET_CREDIT
+    return f"recordings in {Path(data).resolve()}"
 
 
 def train_all(recs: list[Recording], kinds=KINDS, source: str = CREDIT) -> dict:

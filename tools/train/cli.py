@@ -608,9 +608,10 @@ def _seen_in_training(train: dict, group) -> list[str]:
 
 
 @train.command("breathing-rr")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder of <rec>_beats.csv.gz and <rec>_apnea_minutes.csv "
-                   "(default: ../shared/data/apnea-ecg-learning).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), multiple=True,
+              help="Folder of <rec>_beats.csv.gz and <rec>_apnea_minutes.csv, or of PhysioNet's "
+                   "WFDB files (default: ../shared/data/apnea-ecg-learning); give it again to "
+                   "train on several folders' recordings together.")
 @click.option("--models", type=click.Path(file_okay=False, path_type=Path), default=MODELS,
               show_default=True, help="Folder of the models and their metadata.")
 @click.option("--cv", type=click.IntRange(0, 100), default=5, show_default=True,
@@ -621,18 +622,19 @@ def train_breathing_rr(data, models, cv, as_json):
     recordings: grouped cross-validation, then the committed model on every recording."""
     from nightlink.tools.train import apnea_real
 
-    data = data or apnea_real.DEFAULT_DATA
-    if not data.is_dir():
-        raise NightlinkError(f"No recordings folder at {data}; pass --data.")
+    folders = list(data) or [apnea_real.DEFAULT_DATA]
+    for folder in folders:
+        if not folder.is_dir():
+            raise NightlinkError(f"No recordings folder at {folder}; pass --data.")
     echo = (lambda *_: None) if as_json else click.echo
     left_out: list[str] = []
-    recs = apnea_real.load_folder(data, skipped=left_out)
+    recs = apnea_real.load_folders(folders, skipped=left_out)
     _say_notes(left_out)
     if cv and not 2 <= cv <= len(recs):
         raise NightlinkError(f"--cv needs between 2 and {len(recs)} folds for {len(recs)} recordings.")
     meta, figures = apnea_real.train_and_validate(
         recs, cv, progress=lambda kind, k, n: echo(f"  {kind}: fold {k}/{n}"),
-        source=apnea_real.source_of(data))
+        source="; ".join(apnea_real.source_of(folder) for folder in folders))
     path = apnea_real.write_model(models, meta)
     echo(f"wrote {path} ({path.stat().st_size} bytes)")
     _report(figures or {"model": str(path), "bytes": path.stat().st_size,
