@@ -1,6 +1,10 @@
 """Nightscout JSON exports: the array of entries `/api/v1/entries.json` returns (or the
 `result` array of API v3, or one entry per line as mongoexport writes them, its numbers
-as `{"$numberLong": "…"}` too), as `Glucose` samples oldest first.
+as `{"$numberLong": "…"}` too), as `Glucose` samples oldest first. Nightscout's text
+download is read too: what `/api/v1/entries` (`.txt`, `.tsv`, `.csv`, or no extension with
+no Accept header) answers, a line per entry without a header, `dateString`, `date`, `sgv`,
+`direction` and `device` separated by tabs (commas for `.csv`), each cell as JSON (strings
+quoted, a missing field empty: a meter's entry has no sgv).
 
 Each sgv entry has `sgv` (mg/dL) and `date` (Unix milliseconds, UTC), usually `dateString`
 (ISO 8601 with its offset), `direction` and `device`; mbg and cal entries are not CGM
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -86,9 +91,64 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
     return result(path, "Nightscout JSON", list(out.values()), bad, [])
 
 
+# A line of Nightscout's text download: a quoted dateString, then the date in milliseconds.
+TEXT_LINE = re.compile(r'^"\d{4}-\d\d-\d\d[^"]*"([\t,])-?\d+(\.\d+)?([\t,]|$)')
+_TEXT_FIELDS = ("dateString", "date", "sgv", "direction", "device")
+
+
+def is_text_download(text: str) -> bool:
+    """Whether the text is Nightscout's text download of entries (tab- or comma-separated)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return TEXT_LINE.match(first.strip()) is not None
+
+
+def _text_entries(text: str) -> list:
+    """The entries of Nightscout's text download, `_BROKEN` for a line that is not one; an
+    entry without an sgv (a meter's) is typed mbg, so it is passed over like one."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    sep = TEXT_LINE.match(lines[0]).group(1)
+    out = []
+    for line in lines:
+        try:
+            values = _json_cells(line, sep)
+        except ValueError:
+            out.append(_BROKEN)
+            continue
+        entry = {k: v for k, v in zip(_TEXT_FIELDS, values, strict=False) if v is not None}
+        entry["type"] = "sgv" if "sgv" in entry else "mbg"
+        out.append(entry)
+    return out
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _json_cells(line: str, sep: str) -> list:
+    """A line's cells, each a JSON value or empty (None), `sep` between them; a separator
+    inside a quoted string is part of it. ValueError for a line that is not such cells."""
+    cells, at = [], 0
+    while True:
+        if at == len(line) or line[at] == sep:
+            cells.append(None)
+        else:
+            try:
+                value, at = _DECODER.raw_decode(line, at)
+            except RecursionError:
+                raise ValueError("nested too deeply") from None
+            cells.append(value)
+        if at == len(line):
+            return cells
+        if line[at] != sep:
+            raise ValueError(f"no {sep!r} after a cell at {at}")
+        at += 1
+
+
 def _documents(path: Path, text: str):
     """The file's JSON; a file of one document per line (NDJSON, mongoexport's default) as
-    the list of its documents, `_BROKEN` for a line that is not JSON."""
+    the list of its documents, `_BROKEN` for a line that is not JSON; Nightscout's text
+    download as the list of its entries."""
+    if is_text_download(text):
+        return _text_entries(text)
     try:
         return json.loads(text)
     except RecursionError:

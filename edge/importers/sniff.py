@@ -2,7 +2,7 @@
 
 FIT files carry ".FIT" at byte 8 of their header, Apple Health exports are XML with a
 <HealthData> root (or the zip they come in), Nightscout exports are a JSON array (or
-object); CSV exports are told apart by their header rows: Clarity's `Timestamp
+object), or its text download (a quoted ISO time, then milliseconds); CSV exports are told apart by their header rows: Clarity's `Timestamp
 (YYYY-MM-DDThh:mm:ss)` and `Event Type`, LibreView's device timestamp and record type (in
 any of the languages in cgm_csv.py), CareLink's `Index;Date;Time`.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nightlink.edge.importers.carelink import PREAMBLE_SEARCH_LINES, is_carelink
 from nightlink.edge.importers.cgm_csv import clarity_columns, header_row, libre_columns
+from nightlink.edge.importers.nightscout_json import is_text_download
 from nightlink.edge.sources.samples import SourceError
 
 LABELS = {
@@ -43,7 +44,7 @@ def sniff(path: Path) -> str | None:
     else:
         text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")
     start = text.lstrip()[:1]
-    if start in ("[", "{"):
+    if start in ("[", "{") or is_text_download(text):
         return "nightscout"
     if start == "<":
         return "apple-health" if "<HealthData" in text else None

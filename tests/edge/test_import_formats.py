@@ -782,3 +782,36 @@ def test_libreview__ambiguous_english_mmol_file_is_day_first(tmp_path):
     got = read_libreview_csv(path)
     assert got[0].t == utc("2026-03-02T23:00") and got[0].sgv == 110
     assert "day-month-year (English column names in mmol/L" in got.notes[0]
+
+
+@pytest.mark.parametrize("ext, sep", [("txt", "\t"), ("tsv", "\t"), ("csv", ",")])
+def test_nightscout_text_download__read_like_its_json(tmp_path, ext, sep):
+    """What a Nightscout site answers `curl SITE/api/v1/entries.txt` (or `.csv`, or no
+    extension with no Accept header): a line per entry, no header, JSON cells; it was refused
+    as none of the exports read. Written here by the Nightscout API's own renderer
+    (`nightscout/api_v1.py`, as cgm-remote-monitor writes it): the meter's entry, which has
+    no sgv, is passed over, and the readings are those of the same entries as JSON."""
+    from nightlink.nightscout.api_v1 import _cell
+    from nightlink.tools.train import cgm_real
+
+    docs = [{"dateString": "2026-01-15T23:10:00.000Z", "date": 1768518600000, "sgv": 98,
+             "direction": "Flat", "device": "xDrip-DexcomG6", "type": "sgv"},
+            {"dateString": "2026-01-15T23:06:00.000Z", "date": 1768518360000, "mbg": 140,
+             "device": "meter", "type": "mbg"},
+            {"dateString": "2026-01-16T00:05:00.000+01:00", "date": 1768518300000, "sgv": 104,
+             "direction": "FortyFiveDown", "device": "xDrip, \"one\"", "type": "sgv"}]
+    text = tmp_path / f"entries.{ext}"
+    text.write_text("\r\n".join(sep.join(_cell(d.get(k)) for k in (
+        "dateString", "date", "sgv", "direction", "device")) for d in docs))
+    as_json = tmp_path / "entries.json"
+    as_json.write_text(json.dumps(docs))
+    assert sniff(text) == "nightscout"
+    got, want = read_nightscout_json(text), read_nightscout_json(as_json)
+    assert [(g.t, g.sgv) for g in got] == [(g.t, g.sgv) for g in want] == [
+        (1768518300.0, 104), (1768518600.0, 98)]
+    assert got.skipped == 0
+    folder = tmp_path / "people"
+    folder.mkdir()
+    text.rename(folder / f"P1.{ext}")
+    [person] = cgm_real.load_folder(folder)  # eval glucose reads it as a CGM export too
+    assert person.name == "P1" and int(person.observed.sum()) == 2

@@ -641,7 +641,7 @@ def test_load_folder__files_not_read_are_named(tmp_path):
     assert [p.name for p in people] == ["P01", "P03", "sub"]  # gzip unpacked; a folder is one
     assert np.array_equal(people[1].x, people[0].x) and np.array_equal(people[2].x, people[0].x)
     assert left[0].startswith("P05.csv.gz left out: not a gzip file that can be unpacked")
-    assert left[1:] == ["P04.xlsx left out: not a .csv, .json or OhioT1DM .xml file (a .xlsx "
+    assert left[1:] == ["P04.xlsx left out: not a .csv, .tsv, .json or OhioT1DM .xml file (a .xlsx "
                         "file is not read).",
                         "P06.zip left out: compressed; unpack it into the folder."]
 
@@ -1049,7 +1049,7 @@ def test_a_folder_refused__says_why_and_names_the_file_that_looked_like_cgm(tmp_
     (tmp_path / "dirs" / "P02").mkdir(parents=True)
     (tmp_path / "dirs" / "P02" / "glucose.xlsx").write_bytes(b"PK")
     r = CliRunner().invoke(main, ["eval", "glucose", "--data", str(tmp_path / "dirs")])
-    assert r.exit_code == 2 and "P02/glucose.xlsx: not a .csv, .json or OhioT1DM" in r.output, r.output
+    assert r.exit_code == 2 and "P02/glucose.xlsx: not a .csv, .tsv, .json or OhioT1DM" in r.output, r.output
     raw = tmp_path / "raw"  # D1NAMO as published: a folder per person, CGM among other files
     for who in ("001", "002"):
         (raw / who).mkdir(parents=True)

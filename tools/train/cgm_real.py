@@ -903,13 +903,13 @@ def _export_format(path: Path) -> str | None:
         return None
 
 
-DATA_SUFFIXES = (".csv", ".txt", ".json", ".xml")
+DATA_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".xml")
 
 
 def _is_csv_export(path: Path) -> bool:
-    """A .txt file that is a CSV export (Clarity, LibreView, CareLink); any other text file in
-    the folder is a note and is left out."""
-    return _export_format(path) in ("clarity", "libreview", "carelink")
+    """A .txt file that is a CGM export (Clarity, LibreView, CareLink, Nightscout's text
+    download); any other text file in the folder is a note and is left out."""
+    return _export_format(path) in CGM_EXPORTS
 
 
 def _not_read(path: Path) -> str:
@@ -918,7 +918,7 @@ def _not_read(path: Path) -> str:
         return "a broken link (what it points to is not there)."
     if path.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".7z"):
         return "compressed; unpack it into the folder."
-    return (f"not a .csv, .json or OhioT1DM .xml file (a {path.suffix or 'suffix-less'} file "
+    return (f"not a .csv, .tsv, .json or OhioT1DM .xml file (a {path.suffix or 'suffix-less'} file "
             "is not read).")
 
 
