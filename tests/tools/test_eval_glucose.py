@@ -1124,7 +1124,9 @@ def _with_fingersticks(path, times, values, kinds=("cgm", "manual"), header="typ
 @pytest.mark.parametrize("header, kinds", [("type", ("cgm", "manual")),  # D1NAMO
                                            ("type", ("sgv", "mbg")),  # Nightscout
                                            ("source", ("sensor", "meter")),
-                                           ("record type", ("0", "2"))])  # LibreView's
+                                           ("record type", ("0", "2")),  # LibreView's
+                                           ("record_type", ("0.0", "2.0")),  # via pandas
+                                           ("type", ("Sensor Glucose", "BG Reading"))]) # CareLink
 def test_a_kind_column__only_the_sensor_s_rows_read_and_the_others_said(tmp_path, header, kinds):
     """A fingerstick beside the sensor's readings is another instrument's value: on the grid it
     would replace the sensor's reading (a 40 mg/dL strip made false lows). Only the rows the
@@ -1136,12 +1138,13 @@ def test_a_kind_column__only_the_sensor_s_rows_read_and_the_others_said(tmp_path
     _same_person(clean, mixed)
     notes = []
     cgm_real.read_csv(tmp_path / "mixed" / "P1.csv", notes=notes)
-    assert notes == [f"P1.csv: 36 rows left out by their {header} (36 {kinds[1]}): not the "
-                     "sensor's readings."], notes
+    assert notes == [f"P1.csv: 36 rows left out by their {header} (36 "
+                     f"{kinds[1].lower().removesuffix('.0')}): not the sensor's readings."], notes
     _with_fingersticks(tmp_path / "meter" / "P1.csv", times[:40], values[:40],
                        (kinds[1], kinds[1]), header)  # a meter's readings only
     with pytest.raises(NightlinkError, match=f"P1.csv holds no CGM readings: its {header} "
-                                             f"column says {kinds[1]} for every row"):
+                                             f"column says {kinds[1].lower().removesuffix('.0')} "
+                                             "for every row"):
         cgm_real.read_csv(tmp_path / "meter" / "P1.csv")
 
 
@@ -1150,6 +1153,25 @@ def test_a_kind_column_of_other_values__read_whole_and_carb_rows_keep_their_carb
     _with_fingersticks(tmp_path / "dev" / "P1.csv", times, values, ("Dexcom G6", "Dexcom G6"))
     t, g, _carbs = cgm_real.read_csv(tmp_path / "dev" / "P1.csv")  # a device's name: no kind
     assert t.size == len(times) + 24 and g.min() == 40.0
+    _with_fingersticks(tmp_path / "bg" / "P1.csv", times, values, ("BG", "BG"))  # xDrip's word
+    assert cgm_real.read_csv(tmp_path / "bg" / "P1.csv")[0].size == len(times) + 24
+    # a device's name beside a meter's kind: the meter's rows out, the rest read
+    _with_fingersticks(tmp_path / "mix" / "P1.csv", times, values, ("Dexcom G6", "fingerstick"),
+                       "source")
+    t, g, _carbs = cgm_real.read_csv(tmp_path / "mix" / "P1.csv")
+    assert t.size == len(times) and g.min() > 40.0
+    # a kind named on one row only: the rows that name none are read, not left out
+    lines = (tmp_path / "dev" / "P1.csv").read_text().splitlines()
+    first = [lines[0], lines[1].replace("Dexcom G6", "cgm")]
+    rest = [line.replace(",Dexcom G6", ",") for line in lines[2:] if ",40.0," not in line]
+    (tmp_path / "one.csv").write_text("\n".join(first + rest) + "\n")
+    assert cgm_real.read_csv(tmp_path / "one.csv")[0].size == len(times)
+    # the first column named like a kind holds no kinds: the next one that does is read
+    (tmp_path / "two.csv").write_text("timestamp,glucose_value_mg_dl,type,kind\n"
+                                      "2024-03-01 12:00,150,T1D,cgm\n"
+                                      "2024-03-01 12:02,40,T1D,manual\n"
+                                      "2024-03-01 12:05,151,T1D,cgm\n")
+    assert cgm_real.read_csv(tmp_path / "two.csv")[1].tolist() == [150.0, 151.0]
     lines = ["timestamp,glucose_value_mg_dl,carbs_g,type", "2024-03-01 12:00:00,150,,cgm",
              "2024-03-01 12:02:00,,45,carbs", "2024-03-01 12:05:00,151,,cgm"]
     (tmp_path / "C.csv").write_text("\n".join(lines) + "\n")
@@ -1169,18 +1191,24 @@ def test_a_meter_s_file__left_out_of_a_person_s_folder_and_not_counted_as_a_pers
     mixed = cgm_real.load_folder(tmp_path / "dirs", skipped=skipped)
     _same_person(cgm_real.load_folder(tmp_path / "clean")[0], mixed[0])
     assert skipped[-1] == ("P1/meter.csv left out: meter.csv holds readings a median 5.8 hours "
-                           "apart: a meter's fingersticks, not a CGM's."), skipped
+                           "apart: too far apart for a CGM's (a meter's fingersticks?)."), skipped
     write_person(tmp_path / "top", "P1", times, values)
     write_person(tmp_path / "top", "P2", times[10::70], np.full(13, 90.0))
     skipped = []
     assert [p.name for p in cgm_real.load_folder(tmp_path / "top", skipped=skipped)] == ["P1"]
-    assert skipped == ["P2.csv left out: P2.csv holds readings a median 5.8 hours apart: a "
-                       "meter's fingersticks, not a CGM's."], skipped
+    assert skipped == ["P2.csv left out: P2.csv holds readings a median 5.8 hours apart: too "
+                       "far apart for a CGM's (a meter's fingersticks?)."], skipped
 
 
-def test_a_cgm_column_beside_a_bg_column__the_cgm_read(tmp_path):
-    lines = ["timestamp,bg,cgm", "2024-03-01 12:00:00,,150", "2024-03-01 12:02:00,40,",
+def test_sensor_glucose_columns_read_before_bg_and_a_cgm_column_after(tmp_path):
+    """`sensor_glucose` beside `bg` is the sensor's; a column named `cgm` may be a flag or a
+    device's name, so `bg` comes before it (read alone, it is the glucose)."""
+    lines = ["timestamp,bg,sensor_glucose", "2024-03-01 12:00:00,,150", "2024-03-01 12:02:00,40,",
              "2024-03-01 12:05:00,,151"]
     (tmp_path / "P.csv").write_text("\n".join(lines) + "\n")
-    t, g, _carbs = cgm_real.read_csv(tmp_path / "P.csv")
-    assert g.tolist() == [150.0, 151.0]
+    assert cgm_real.read_csv(tmp_path / "P.csv")[1].tolist() == [150.0, 151.0]
+    (tmp_path / "F.csv").write_text("timestamp,bg,cgm\n2024-03-01 12:00:00,150,1\n"
+                                    "2024-03-01 12:05:00,151,1\n")
+    assert cgm_real.read_csv(tmp_path / "F.csv")[1].tolist() == [150.0, 151.0]
+    (tmp_path / "C.csv").write_text("timestamp,cgm\n2024-03-01 12:00:00,150\n")
+    assert cgm_real.read_csv(tmp_path / "C.csv")[1].tolist() == [150.0]

@@ -98,8 +98,8 @@ GLUCOSE_COLUMNS = ("glucose_value_mg_dl", "glucose_value_mmol_l")
 TIME_NAMES = ("timestamp", "datetime", "date_time", "date time", "time_stamp", "time", "ts")
 GLUCOSE_NAMES = ("glucose_mg_dl", "glucose_mgdl", "glucose (mg/dl)", "glucose_mmol_l",
                  "glucose (mmol/l)", "glucose", "glucose_level", "glucose level", "sgv", "cbg",
-                 "cgm", "cgm_glucose", "sensor_glucose", "sensor glucose",
-                 "sensor glucose (mg/dl)", "sensor glucose (mmol/l)", "bg")  # `bg` last: a meter's
+                 "cgm_glucose", "sensor_glucose", "sensor glucose", "sensor glucose (mg/dl)",
+                 "sensor glucose (mmol/l)", "bg", "cgm")  # a `cgm` column may be a flag
 # A column saying what kind of reading a row is (D1NAMO's `type`: cgm or manual; Nightscout's
 # sgv or mbg; Tidepool's cbg or smbg; LibreView's record type 0 or 2). When it names sensor
 # readings, only those rows are read: a fingerstick or calibration row beside them is another
@@ -107,13 +107,15 @@ GLUCOSE_NAMES = ("glucose_mg_dl", "glucose_mgdl", "glucose (mg/dl)", "glucose_mm
 KIND_NAMES = ("type", "kind", "source", "event type", "event_type", "record type",
               "record_type", "glucose_type", "glucose type", "reading type", "reading_type",
               "measurement type", "measurement_type")
-SENSOR_KINDS = ("cgm", "cgms", "sgv", "cbg", "egv", "sensor", "continuous", "historic",
-                "historic glucose")
+SENSOR_KINDS = ("cgm", "cgms", "sgv", "cbg", "egv", "sensor", "sensor glucose", "continuous",
+                "historic", "historic glucose")
 RECORD_TYPE_SENSOR = "0"  # LibreView's record type of the sensor's own (historic) readings
-RECORD_TYPE_OTHERS = ("1", "2", "3", "4", "5", "6")  # its scans, strips, ketones, insulin, ...
-METER_KINDS = ("manual", "mbg", "smbg", "bg", "meter", "strip", "strip glucose", "cal",
+RECORD_TYPE_OTHERS = ("2",)  # its strip (fingerstick) glucose
+# Not a sensor's reading, whatever else the column holds (`bg` is not among them: xDrip calls
+# the sensor's readings BgReadings).
+METER_KINDS = ("manual", "mbg", "smbg", "meter", "bg reading", "strip", "strip glucose", "cal",
                "calibration", "fingerstick", "finger stick", "finger-stick", "finger",
-               "fingerprick", "finger prick", "capillary", "scan", "scan glucose")
+               "fingerprick", "finger prick", "capillary")
 
 
 def _first_line(path: Path) -> str:
@@ -325,35 +327,47 @@ def _read_rows(path: Path, header: list[str], zone, date_order: str | None = Non
 
 def _sensor_rows(path: Path, header: list[str], table: list[list[str]],
                  carb_col: int | None) -> tuple[list[list[str]], str]:
-    """The rows that are the sensor's readings, and what was left out (for the notes): when a
-    column says what kind of reading each row is and names sensor readings, the other rows'
-    glucose is not read (their carbs are). A file whose kind column names only a meter's
-    readings holds no CGM: refused. A column of other values (a device's name) is no kind."""
-    col = next((k for k, h in enumerate(header) if k > 1 and h in KIND_NAMES), None)
-    if col is None:
+    """The rows that are the sensor's readings, and what was left out (for the notes), by a
+    column that says what kind of reading each row is (the first such column whose values
+    are kinds known here; a column of other values, a device's name, is none): when it names
+    sensor readings, the rows it names otherwise are not read; when it does not, those it
+    names as a meter's are not. A left-out row's carbs are kept. A file whose every row is
+    a meter's holds no CGM: refused."""
+    for col in (k for k, h in enumerate(header) if k > 1 and h in KIND_NAMES):
+        record = header[col].startswith("record")
+        sensor = SENSOR_KINDS + ((RECORD_TYPE_SENSOR,) if record else ())
+        meter = METER_KINDS + (RECORD_TYPE_OTHERS if record else ())
+        kinds = [_kind(row[col]) if col < len(row) else "" for row in table]
+        found = set(kinds)
+        if found & set(sensor + meter):
+            break
+    else:
         return table, ""
-    record = header[col].startswith("record")
-    sensor = SENSOR_KINDS + ((RECORD_TYPE_SENSOR,) if record else ())
-    meter = METER_KINDS + (RECORD_TYPE_OTHERS if record else ())
-    kinds = [row[col].strip().lower() if col < len(row) else "" for row in table]
-    found = set(kinds)
-    if not found & set(sensor):
-        if found and found <= set(meter):
+    if found & set(sensor):  # the sensor's rows named: any other named row is not one
+        drop = [kind not in sensor and kind != "" for kind in kinds]
+    else:
+        drop = [kind in meter for kind in kinds]
+        if all(drop):
             raise NightlinkError(f"{path.name} holds no CGM readings: its {header[col]} column "
                                  f"says {', '.join(sorted(found))} for every row (a meter's "
                                  "fingersticks, not a sensor's).")
-        return table, ""
     kept, left = [], {}
-    for row, kind in zip(table, kinds, strict=True):
-        if kind in sensor:
+    for row, kind, out in zip(table, kinds, drop, strict=True):
+        if not out:
             kept.append(row)
             continue
         left[kind] = left.get(kind, 0) + 1
         if carb_col is not None and carb_col < len(row) and _grams(row[carb_col]) > 0:
             kept.append([row[0], "", *row[2:]])  # its carbs, without its glucose
-    said = ", ".join(f"{n} {k or '(empty)'}" for k, n in sorted(left.items()))
+    said = ", ".join(f"{n} {k}" for k, n in sorted(left.items()))
     return kept, (f"{sum(left.values())} rows left out by their {header[col]} ({said}): not "
                   "the sensor's readings." if left else "")
+
+
+def _kind(cell: str) -> str:
+    """A kind cell as compared: lower case, trimmed, a whole number written `0.0` as `0`."""
+    kind = cell.strip().lower()
+    return kind[:-2] if kind.endswith(".0") and kind[:-2].isdigit() else kind
 
 
 def _grams(cell: str) -> float:
@@ -788,7 +802,7 @@ def _read_part(path: Path, tz: str | None, date_order: str | None,
     steps = np.diff(read[0])
     if steps.size and np.median(steps) >= METER_STEP_MIN:
         raise NightlinkError(f"{path.name} holds readings a median {np.median(steps) / 60:.1f} "
-                             "hours apart: a meter's fingersticks, not a CGM's.")
+                             "hours apart: too far apart for a CGM's (a meter's fingersticks?).")
     return read
 
 
