@@ -50,8 +50,8 @@ HEAD_L2 = {"beats": 10.0}
 CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology 2000;27:255-258), "
           "learning set, Open Data Commons Attribution License 1.0")
 TEST_SET_CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology "
-                   "2000;27:255-258), test set (x01-x35 beats, event-2-answers labels), Open Data "
-                   "Commons Attribution License 1.0")
+                   "2000;27:255-258), test set (x01-x35), Open Data Commons Attribution License "
+                   "1.0")
 
 
 @dataclass
@@ -121,15 +121,20 @@ def load_folder(data: Path, names: list[str] | None = None,
         return _load_folder(Path(converted), names, skipped, data)
 
 
-def load_folders(folders: list[Path], skipped: list[str] | None = None) -> list[Recording]:
-    """The recordings of several folders together, sorted by name (load_folder on each); a
-    recording named in two of them is refused: the same night twice, or two nights that
-    would be told apart by nothing but their folder."""
+def load_folders(folders: list[Path], skipped: list[str] | None = None,
+                 sources: list[str] | None = None) -> list[Recording]:
+    """The recordings of several folders together, sorted by name (load_folder on each; a
+    folder given twice is read once); a recording named in two of them is refused: the same
+    night twice, or two nights told apart by nothing but their folder. What each folder
+    holds (source_of) is added to `sources`."""
     from nightlink.errors import NightlinkError
 
     found: dict[str, tuple[Recording, Path]] = {}
-    for folder in folders:
-        for rec in load_folder(folder, skipped=skipped):
+    for folder in dict.fromkeys(Path(f).resolve() for f in folders):
+        recs = load_folder(folder, skipped=skipped)
+        if sources is not None:
+            sources.append(source_of(folder, [r.name for r in recs]))
+        for rec in recs:
             other = found.setdefault(rec.name.lower(), (rec, folder))[1]
             if other != folder:
                 raise NightlinkError(f"{rec.name} is in both {other} and {folder}; give each "
@@ -503,19 +508,19 @@ def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS
     return out
 
 
-def source_of(data: Path) -> str:
+def source_of(data: Path, names: list[str] | None = None) -> str:
     """What the recordings are, for the model's meta and the figures: the Apnea-ECG credit
-    for the shared folder, and for PhysioNet's test set as it publishes it (x01-x35 and its
-    answers file), else the folder itself (another set is credited by its user)."""
+    for the shared folder, and for its test set (recordings x01-x35, `names` or the folder's
+    WFDB records, in any layout), else the folder's name (another set is credited by its
+    user; a machine's path is not written into a model file)."""
     from nightlink.tools.train import wfdb_files
 
     if Path(data).resolve() == Path(DEFAULT_DATA).resolve():
         return CREDIT
-    names = wfdb_files.records(Path(data))
-    if names and wfdb_files.answers(Path(data)) and all(
-            re.fullmatch(r"x(0[1-9]|[12]\d|3[0-5])", n.lower()) for n in names):
+    names = names if names is not None else wfdb_files.records(Path(data))
+    if names and all(re.fullmatch(r"x(0[1-9]|[12]\d|3[0-5])", n.lower()) for n in names):
         return TEST_SET_CREDIT
-    return f"recordings in {Path(data).resolve()}"
+    return f"recordings in {Path(data).resolve().name}"
 
 
 def train_all(recs: list[Recording], kinds=KINDS, source: str = CREDIT) -> dict:

@@ -628,13 +628,14 @@ def train_breathing_rr(data, models, cv, as_json):
             raise NightlinkError(f"No recordings folder at {folder}; pass --data.")
     echo = (lambda *_: None) if as_json else click.echo
     left_out: list[str] = []
-    recs = apnea_real.load_folders(folders, skipped=left_out)
+    sources: list[str] = []
+    recs = apnea_real.load_folders(folders, skipped=left_out, sources=sources)
     _say_notes(left_out)
     if cv and not 2 <= cv <= len(recs):
         raise NightlinkError(f"--cv needs between 2 and {len(recs)} folds for {len(recs)} recordings.")
     meta, figures = apnea_real.train_and_validate(
         recs, cv, progress=lambda kind, k, n: echo(f"  {kind}: fold {k}/{n}"),
-        source="; ".join(apnea_real.source_of(folder) for folder in folders))
+        source="; ".join(sources))
     path = apnea_real.write_model(models, meta)
     echo(f"wrote {path} ({path.stat().st_size} bytes)")
     _report(figures or {"model": str(path), "bytes": path.stat().st_size,
