@@ -1,8 +1,9 @@
 """The heart-rhythm apnea model (edge/features/cvhr.py) on real recordings: leave-record-out
-cross-validation and the committed model, trained on every recording of the folder.
+cross-validation and the committed model, trained on every recording of the folders given.
 
 Data: the PhysioNet Apnea-ECG learning set as kept in ../shared/data/apnea-ecg-learning
-(`<rec>_beats.csv.gz`: t_min,rr_s; `<rec>_apnea_minutes.csv`: minute,apnea). Source: Penzel,
+(`<rec>_beats.csv.gz`: t_min,rr_s; `<rec>_apnea_minutes.csv`: minute,apnea), and its test set
+as PhysioNet publishes it (WFDB `.hea`/`.qrs`, labels as `.apn` or `event-2-answers`). Source: Penzel,
 Moody, Mark, Goldberger, Peter, "The Apnea-ECG Database", Computers in Cardiology
 2000;27:255-258; PhysioNet apnea-ecg 1.0.0, Open Data Commons Attribution License 1.0.
 
