@@ -351,8 +351,8 @@ def _say_stale(store, sources: dict, now: float) -> None:
                                                     "nightscout", "apple-health", "fit"]),
               default="auto", show_default=True,
               help="Dexcom Clarity CSV, LibreView CSV, Medtronic CareLink CSV, Nightscout JSON "
-              "(entries.json), Apple Health export.xml or a Garmin/Fitbit FIT file; auto tells "
-              "them apart.")
+              "(entries.json) or text (entries.txt/.tsv/.csv), Tidepool JSON, Apple Health "
+              "export.xml or a Garmin/Fitbit FIT file; auto tells them apart.")
 @click.option("--tz", default=None, metavar="ZONE",
               help="Time zone of the export's local times (CSV exports), e.g. "
                    "Europe/Amsterdam (default: this machine's zone).")

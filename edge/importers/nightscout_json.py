@@ -91,22 +91,32 @@ def read_nightscout_json(path: Path | str, tz: str = "UTC") -> ImportedReadings:
     return result(path, "Nightscout JSON", list(out.values()), bad, [])
 
 
-# A line of Nightscout's text download: a quoted dateString, then the date in milliseconds.
-TEXT_LINE = re.compile(r'^"\d{4}-\d\d-\d\d[^"]*"([\t,])-?\d+(\.\d+)?([\t,]|$)')
+# A line of Nightscout's text download: the dateString quoted (or empty: an uploader that sent
+# none), then the date in milliseconds (13 digits to 2286; written as a string by some).
+TEXT_LINE = re.compile(r'^(?:"[^"\t]*")?([\t,])"?\d{12,13}(\.\d+)?"?([\t,]|$)')
 _TEXT_FIELDS = ("dateString", "date", "sgv", "direction", "device")
+_TEXT_SNIFF_LINES = 5
+
+
+def _text_lines(text: str) -> list[str]:
+    """The file's lines with their line ends taken off but not their leading tabs (an empty
+    first cell), blank lines and a byte-order mark left out."""
+    return [line.rstrip("\r\n") for line in text.removeprefix("\ufeff").splitlines()
+            if line.strip()]
 
 
 def is_text_download(text: str) -> bool:
-    """Whether the text is Nightscout's text download of entries (tab- or comma-separated)."""
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    return TEXT_LINE.match(first.strip()) is not None
+    """Whether the text is Nightscout's text download of entries (tab- or comma-separated):
+    one of its first lines is a dateString (or nothing) and a date in milliseconds."""
+    return any(TEXT_LINE.match(line) for line in _text_lines(text[:65536])[:_TEXT_SNIFF_LINES])
 
 
 def _text_entries(text: str) -> list:
     """The entries of Nightscout's text download, `_BROKEN` for a line that is not one; an
-    entry without an sgv (a meter's) is typed mbg, so it is passed over like one."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    sep = TEXT_LINE.match(lines[0]).group(1)
+    entry without an sgv (a meter's) is typed mbg, so it is passed over like one. An empty
+    cell, or `""` (how Nightscout writes a null), is a missing field."""
+    lines = _text_lines(text)
+    sep = next(m.group(1) for line in lines[:_TEXT_SNIFF_LINES] if (m := TEXT_LINE.match(line)))
     out = []
     for line in lines:
         try:
@@ -114,7 +124,8 @@ def _text_entries(text: str) -> list:
         except ValueError:
             out.append(_BROKEN)
             continue
-        entry = {k: v for k, v in zip(_TEXT_FIELDS, values, strict=False) if v is not None}
+        entry = {k: v for k, v in zip(_TEXT_FIELDS, values, strict=False)
+                 if v is not None and v != ""}
         entry["type"] = "sgv" if "sgv" in entry else "mbg"
         out.append(entry)
     return out

@@ -810,8 +810,21 @@ def test_nightscout_text_download__read_like_its_json(tmp_path, ext, sep):
     assert [(g.t, g.sgv) for g in got] == [(g.t, g.sgv) for g in want] == [
         (1768518300.0, 104), (1768518600.0, 98)]
     assert got.skipped == 0
+    # An uploader that sent no dateString leaves the first cell empty (newest first, so it
+    # can be the first line), a null is written "" by Nightscout, some store date as text.
+    extra = [sep.join(["", "1768518900000", "96", '"Flat"', '"x"']),
+             sep.join(['""', '"1768518000000"', '""', '""', '"meter"'])]
+    text.write_text("\ufeff" + "\r\n".join([extra[0], *text.read_text().splitlines(), extra[1]])
+                    + "\r\n\r\n")
+    assert sniff(text) == "nightscout"
+    got = read_nightscout_json(text)
+    assert [(g.t, g.sgv) for g in got] == [(1768518300.0, 104), (1768518600.0, 98),
+                                          (1768518900.0, 96)] and got.skipped == 0
+    sheet = tmp_path / "sheet.csv"  # a spreadsheet's rows without a header: no Nightscout file
+    sheet.write_text('"2024-03-01 12:00",150\n"2024-03-01 12:05",152\n')
+    assert sniff(sheet) is None
     folder = tmp_path / "people"
     folder.mkdir()
     text.rename(folder / f"P1.{ext}")
     [person] = cgm_real.load_folder(folder)  # eval glucose reads it as a CGM export too
-    assert person.name == "P1" and int(person.observed.sum()) == 2
+    assert person.name == "P1" and int(person.observed.sum()) == 3
