@@ -1200,15 +1200,25 @@ def test_a_meter_s_file__left_out_of_a_person_s_folder_and_not_counted_as_a_pers
                        "far apart for a CGM's (a meter's fingersticks?)."], skipped
 
 
-def test_sensor_glucose_columns_read_before_bg_and_a_cgm_column_after(tmp_path):
-    """`sensor_glucose` beside `bg` is the sensor's; a column named `cgm` may be a flag or a
-    device's name, so `bg` comes before it (read alone, it is the glucose)."""
+def test_a_sensor_s_column_read_before_bg_unless_it_holds_no_glucose(tmp_path):
+    """`sensor_glucose` or `cgm` beside `bg` is the sensor's (a meter's readings, or
+    simglucose's `BG`, the simulated person's true glucose without the sensor's noise), and
+    the notes say which was read; a `cgm` column that is a flag or a device's name is not."""
     lines = ["timestamp,bg,sensor_glucose", "2024-03-01 12:00:00,,150", "2024-03-01 12:02:00,40,",
              "2024-03-01 12:05:00,,151"]
     (tmp_path / "P.csv").write_text("\n".join(lines) + "\n")
     assert cgm_real.read_csv(tmp_path / "P.csv")[1].tolist() == [150.0, 151.0]
-    (tmp_path / "F.csv").write_text("timestamp,bg,cgm\n2024-03-01 12:00:00,150,1\n"
-                                    "2024-03-01 12:05:00,151,1\n")
-    assert cgm_real.read_csv(tmp_path / "F.csv")[1].tolist() == [150.0, 151.0]
+    (tmp_path / "S.csv").write_text("Time,BG,CGM,CHO\n2024-03-01 12:00:00,150.2,155.9,0\n"
+                                    "2024-03-01 12:03:00,151.0,149.1,0\n")  # simglucose
+    notes = []
+    assert np.allclose(cgm_real.read_csv(tmp_path / "S.csv", notes=notes)[1], [155.9, 149.1])
+    assert notes == ["S.csv: its cgm column read as the glucose, not its bg column."], notes
+    for flag in ("1", "Dexcom G6"):
+        (tmp_path / "F.csv").write_text(f"timestamp,bg,cgm\n2024-03-01 12:00:00,150,{flag}\n"
+                                        f"2024-03-01 12:05:00,151,{flag}\n")
+        notes = []
+        assert cgm_real.read_csv(tmp_path / "F.csv", notes=notes)[1].tolist() == [150.0, 151.0]
+        assert notes == ["F.csv: its bg column read as the glucose, not its cgm column, which "
+                         "holds no glucose."], notes
     (tmp_path / "C.csv").write_text("timestamp,cgm\n2024-03-01 12:00:00,150\n")
     assert cgm_real.read_csv(tmp_path / "C.csv")[1].tolist() == [150.0]

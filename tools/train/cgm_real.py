@@ -99,7 +99,9 @@ TIME_NAMES = ("timestamp", "datetime", "date_time", "date time", "time_stamp", "
 GLUCOSE_NAMES = ("glucose_mg_dl", "glucose_mgdl", "glucose (mg/dl)", "glucose_mmol_l",
                  "glucose (mmol/l)", "glucose", "glucose_level", "glucose level", "sgv", "cbg",
                  "cgm_glucose", "sensor_glucose", "sensor glucose", "sensor glucose (mg/dl)",
-                 "sensor glucose (mmol/l)", "bg", "cgm")  # a `cgm` column may be a flag
+                 "sensor glucose (mmol/l)", "cgm", "bg")
+# `cgm` beside `bg`: the sensor's readings beside a meter's (or a simulator's true glucose,
+# simglucose's `BG`), unless the `cgm` column holds no glucose (a 0/1 flag, a device's name)
 # A column saying what kind of reading a row is (D1NAMO's `type`: cgm or manual; Nightscout's
 # sgv or mbg; Tidepool's cbg or smbg; LibreView's record type 0 or 2). When it names sensor
 # readings, only those rows are read: a fingerstick or calibration row beside them is another
@@ -156,9 +158,31 @@ def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
             next(([header.index(name)] for name in GLUCOSE_NAMES if name in header), [])
         if len(ts) == 1 and gl:  # (of several glucose columns, the first, in mg/dL or mmol/L)
             gl = gl[:1]
+            if header[gl[0]] == "cgm" and "bg" in header and not _glucose_like(
+                    path, delimiter, gl[0]):
+                gl = [header.index("bg")]
             rest = [k for k in range(len(header)) if k not in (ts[0], gl[0])]
             return delimiter, [ts[0], gl[0], *rest], header
     return best
+
+
+def _glucose_like(path: Path, delimiter: str, col: int, rows: int = 200) -> bool:
+    """Whether a column's first cells (up to `rows`) are glucose: numbers, mostly, and not
+    only 0 and 1."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536).decode("utf-8", errors="replace").removeprefix("\ufeff")
+    lines = head.splitlines()
+    if lines and lines[0].strip().lower().startswith("sep="):
+        lines = lines[1:]
+    cells = [row[col].strip() for row in csv.reader(lines[1:rows + 1], delimiter=delimiter)
+             if col < len(row) and row[col].strip()]
+    numbers = []
+    for cell in cells:
+        try:
+            numbers.append(float(cell.replace(",", ".") if delimiter != "," else cell))
+        except ValueError:
+            pass
+    return len(numbers) * 2 >= max(len(cells), 1) and any(v not in (0.0, 1.0) for v in numbers)
 
 
 # Cells that stand for a reading outside the sensor's range, as exports write them.
@@ -429,6 +453,10 @@ def read_csv(path: Path, tz: str | None = None, notes: list[str] | None = None,
     header = _header(path)
     factor = _glucose_unit(header)
     rows = _read_rows(path, header, ZoneInfo(tz) if tz else None, date_order, notes)
+    if notes is not None and {"cgm", "bg"} <= set(header):
+        notes.append(f"{path.name}: its {header[1]} column read as the glucose, not its "
+                     f"{'bg' if header[1] == 'cgm' else 'cgm'} column"
+                     f"{'' if header[1] == 'cgm' else ', which holds no glucose'}.")
     if not rows.minutes and rows.skipped:
         raise NightlinkError(f"{path.name} needs columns timestamp,glucose_value_mg_dl (or "
                              f"glucose_value_mmol_l) with dates such as 2024-03-01 14:05; no row "
