@@ -328,8 +328,8 @@ def _render_entries(ext: str | None) -> Render:
             return _json(request, [{**d, "mills": d["date"]} if "date" in d else d
                                    for d in docs])
         sep = "," if fmt == "csv" else "\t"
-        lines = [sep.join(_cell(d.get(k)) for k in ("dateString", "date", "sgv", "direction",
-                                                     "device")) for d in docs]
+        lines = [sep.join(_cell(d[k]) if k in d else "" for k in (
+            "dateString", "date", "sgv", "direction", "device")) for d in docs]
         media = {"csv": "text/csv", "tsv": "text/tab-separated-values"}.get(fmt, "text/plain")
         return "\r\n".join(lines).encode(), f"{media}; charset=utf-8"
 
@@ -337,9 +337,9 @@ def _render_entries(ext: str | None) -> Render:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return json.dumps(value, ensure_ascii=False)
+    """A text download's cell as Nightscout writes it: JSON, a null as `""` (its replacer
+    turns null into an empty string; a missing field is an empty cell)."""
+    return json.dumps("" if value is None else value, ensure_ascii=False)
 
 
 _ENTRY_TEXT = {200: {"description": "Entries, newest first", "content": {

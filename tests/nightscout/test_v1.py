@@ -304,6 +304,14 @@ def test_entries__formats_as_nightscout_negotiates_them(ns, day):
     assert ns.get("/api/v1/entries?count=2", headers=JSON).json()[0]["date"] == day
     csv = ns.get("/api/v1/entries.csv?count=2", headers=AUTH)
     assert csv.headers["content-type"].startswith("text/csv") and "," in csv.text
+    # a meter's entry: no sgv field (an empty cell), its null direction written "" as
+    # cgm-remote-monitor's replacer writes a null
+    posted = ns.post("/api/v1/entries", headers=AUTH, json=[{
+        "type": "mbg", "mbg": 120, "date": day + 60_000, "dateString": iso(day + 60_000),
+        "direction": None, "device": "meter"}])
+    assert posted.status_code == 200, posted.text
+    line = ns.get("/api/v1/entries.txt?find[type]=mbg&count=1", headers=AUTH).text
+    assert line.split("\t")[2:] == ["", '""', '"meter"'], line
 
 
 @pytest.mark.parametrize(("accept", "fmt"), [
