@@ -464,11 +464,16 @@ def _fit(kind: str, train: list[Recording], feats: dict[str, dict[str, np.ndarra
     return fit_head(rows, labels, kind)
 
 
+def _features_by_kind(recs: list[Recording], kinds) -> dict[str, dict[str, np.ndarray]]:
+    """training_features of every recording, by head (and `beats_pulse`), then by name."""
+    per_rec = {r.name: training_features(r, kinds) for r in recs}
+    return {kind: {name: f[kind] for name, f in per_rec.items()}
+            for kind in next(iter(per_rec.values()), {})}
+
+
 def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) -> dict:
     """Grouped k-fold by recording: each recording scored by a model trained without it."""
-    per_rec = {r.name: training_features(r, kinds) for r in recs}
-    feats = {kind: {name: f[kind] for name, f in per_rec.items()}
-             for kind in next(iter(per_rec.values()), {})}
+    feats = _features_by_kind(recs, kinds)
     out = {}
     for kind in kinds:
         scored = []
@@ -568,9 +573,7 @@ def source_of(data: Path, names: list[str] | None = None) -> str:
 
 def train_all(recs: list[Recording], kinds=KINDS, source: str = CREDIT) -> dict:
     """The committed model's meta: every head trained on every recording."""
-    per_rec = {r.name: training_features(r, kinds) for r in recs}
-    feats = {kind: {name: f[kind] for name, f in per_rec.items()}
-             for kind in next(iter(per_rec.values()), {})}
+    feats = _features_by_kind(recs, kinds)
     meta = {}
     for kind in kinds:
         meta[kind] = _fit(kind, recs, feats)

@@ -100,8 +100,6 @@ GLUCOSE_NAMES = ("glucose_mg_dl", "glucose_mgdl", "glucose (mg/dl)", "glucose_mm
                  "glucose (mmol/l)", "glucose", "glucose_level", "glucose level", "sgv", "cbg",
                  "cgm_glucose", "sensor_glucose", "sensor glucose", "sensor glucose (mg/dl)",
                  "sensor glucose (mmol/l)", "cgm", "bg")
-# `cgm` beside `bg`: the sensor's readings beside a meter's (or a simulator's true glucose,
-# simglucose's `BG`), unless the `cgm` column holds no glucose (a 0/1 flag, a device's name)
 # A column saying what kind of reading a row is (D1NAMO's `type`: cgm or manual; Nightscout's
 # sgv or mbg; Tidepool's cbg or smbg; LibreView's record type 0 or 2). When it names sensor
 # readings, only those rows are read: a fingerstick or calibration row beside them is another
@@ -120,19 +118,24 @@ METER_KINDS = ("manual", "mbg", "smbg", "meter", "bg reading", "strip", "strip g
                "fingerprick", "finger prick", "capillary")
 
 
-def _first_line(path: Path) -> str:
-    """The header line (after an Excel `sep=` line) in UTF-8, or in Windows-1252 when the
-    file's first bytes are not UTF-8 (a Windows spreadsheet's µ or é), a UTF-8 byte-order
-    mark left out either way. UTF-16 (a byte-order mark, or zero bytes) is not read here:
-    a UnicodeError (OSError for an unreadable file)."""
+def _head_lines(path: Path) -> list[bytes]:
+    """The lines of the file's first 64 KB as bytes, from the header line on (an Excel `sep=`
+    line and a UTF-8 byte-order mark left out). UTF-16 (a byte-order mark, or zero bytes) is
+    not read here: a UnicodeError (OSError for an unreadable file)."""
     with open(path, "rb") as fh:
         raw = fh.read(65536)
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:512]:
         raise UnicodeError("UTF-16")
-    raw = raw.removeprefix(b"\xef\xbb\xbf")
-    lines = raw.split(b"\n")
+    lines = raw.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     if lines and lines[0].strip().lower().startswith(b"sep="):
         lines = lines[1:]
+    return lines
+
+
+def _first_line(path: Path) -> str:
+    """The header line (_head_lines) in UTF-8, or in Windows-1252 when the file's first bytes
+    are not UTF-8 (a Windows spreadsheet's µ or é)."""
+    lines = _head_lines(path)
     head = lines[0] if lines else b""
     try:
         return head.decode("utf-8")
@@ -158,6 +161,8 @@ def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
             next(([header.index(name)] for name in GLUCOSE_NAMES if name in header), [])
         if len(ts) == 1 and gl:  # (of several glucose columns, the first, in mg/dL or mmol/L)
             gl = gl[:1]
+            # `cgm` beside `bg`: the sensor's readings beside a meter's (or simglucose's
+            # `BG`, the true glucose), unless `cgm` holds no glucose (a flag, a device's name)
             if header[gl[0]] == "cgm" and "bg" in header and not _glucose_like(
                     path, delimiter, gl[0]):
                 gl = [header.index("bg")]
@@ -169,12 +174,9 @@ def _layout(path: Path) -> tuple[str, list[int] | None, list[str]]:
 def _glucose_like(path: Path, delimiter: str, col: int, rows: int = 200) -> bool:
     """Whether a column's first cells (up to `rows`) are glucose: numbers, mostly, and not
     only 0 and 1."""
-    with open(path, "rb") as fh:
-        head = fh.read(65536).decode("utf-8", errors="replace").removeprefix("\ufeff")
-    lines = head.splitlines()
-    if lines and lines[0].strip().lower().startswith("sep="):
-        lines = lines[1:]
-    cells = [row[col].strip() for row in csv.reader(lines[1:rows + 1], delimiter=delimiter)
+    lines = [line.decode("utf-8", errors="replace").rstrip("\r")
+             for line in _head_lines(path)[1:rows + 1]]
+    cells = [row[col].strip() for row in csv.reader(lines, delimiter=delimiter)
              if col < len(row) and row[col].strip()]
     numbers = []
     for cell in cells:
