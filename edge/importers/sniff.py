@@ -2,8 +2,9 @@
 
 FIT files carry ".FIT" at byte 8 of their header, Apple Health exports are XML with a
 <HealthData> root (or the zip they come in), Nightscout exports are a JSON array (or
-object), or its text download (a quoted ISO time, then milliseconds); CSV exports are told apart by their header rows: Clarity's `Timestamp
-(YYYY-MM-DDThh:mm:ss)` and `Event Type`, LibreView's device timestamp and record type (in
+object) or its text download (a quoted dateString or none, then milliseconds); CSV exports
+are told apart by their header rows: Clarity's `Timestamp (YYYY-MM-DDThh:mm:ss)` and
+`Event Type`, LibreView's device timestamp and record type (in
 any of the languages in cgm_csv.py), CareLink's `Index;Date;Time`.
 """
 
