@@ -16,10 +16,12 @@ once a day per tenant (`AlertWorker`), on the readings and carbs it stores:
   how many were false: no low (a level-1 episode, < 70 mg/dL for 15 minutes, as the reports
   count them) began from 15 minutes before the alert to 30 minutes after it; an alert inside
   a low already under way is neither;
-- the most sensitive candidate whose false alerts a night fit the person's budget (false
-  alarms a week, the patient settings' `alarm_budget`, else the model's default), else the
-  least sensitive one allowed. With fewer than `CAL_MIN_NIGHTS` such nights, the model's own
-  threshold, said as such.
+- among the candidates whose false alerts a night fit the person's budget (false alarms a
+  week, the patient settings' `alarm_budget`, else the model's default), the one that caught
+  the most of the person's lows on those nights (an alert from 30 minutes before a low's
+  start to 15 minutes after), the least sensitive of equals; else the least sensitive one
+  allowed. With fewer than `CAL_MIN_NIGHTS` such nights, the model's own threshold, said as
+  such.
 
 The same rule as the edge's (edge/features/glucose_risk.calibrated_policy), on the cloud's
 own alert: the edge's threshold wins whenever a node reports one, since the clock on the
@@ -119,6 +121,12 @@ def is_false(t_ms: int, lows) -> bool | None:
     return True
 
 
+def _caught(low, alerts: list[int]) -> bool:
+    """An alert sounded from 30 minutes before the low's start to 15 minutes after."""
+    i = bisect_left(alerts, low.start_ms - _AHEAD_MS)
+    return i < len(alerts) and alerts[i] <= low.start_ms + _EARLY_MS
+
+
 def calibrate(readings, carbs_ms: list[int], tz: ZoneInfo, now_ms: int,
               budget_per_week: float | None = None, night=NIGHT_MIN, points=None) -> dict:
     """The calibration (a JSON object the store keeps): `permille` (the threshold to use),
@@ -142,15 +150,19 @@ def calibrate(readings, carbs_ms: list[int], tz: ZoneInfo, now_ms: int,
               else [(t, p) for t, p in points if since <= t <= now_ms])
     lows = glycemia.hypo_events(pts, 1, tz)
     counted = set(nights)
-    false = {}
+    night_lows = [e for e in lows if _night_of(e.start_ms, tz, night) in counted]
+    false, caught = {}, {}
     candidates = list(range(lowrisk.LOWEST_PERMILLE, lowrisk.HIGHEST_PERMILLE + 1,
                             lowrisk.CAL_STEP))
     for c in candidates:
-        false[c] = sum(1 for t in alerts_at(points, c, policy[2])
+        alerts = alerts_at(points, c, policy[2])
+        false[c] = sum(1 for t in alerts
                        if _night_of(t, tz, night) in counted and is_false(t, lows))
+        caught[c] = sum(1 for e in night_lows if _caught(e, alerts))
     # in whole counts: 1 false alarm in 5 nights is 1.4 a week, within a budget of 1.4
     fits = [c for c in candidates if false[c] * 7 <= budget * len(nights) + 1e-9]
-    chosen = fits[0] if fits else candidates[-1]
+    # the most lows caught, then the least sensitive (candidates ascend)
+    chosen = max(fits, key=lambda c: (caught[c], c)) if fits else candidates[-1]
     doc.update(permille=chosen, calibrated=True,
                false_per_week=round(false[chosen] * 7 / len(nights), 2))
     return doc

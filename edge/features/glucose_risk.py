@@ -22,6 +22,8 @@ SLOT_MIN = 5  # the model's grid
 MAX_JOIN_MIN = 20  # readings further apart are not joined (interpolation, lows)
 LOW_MGDL = 70
 EVENT_SLOTS = 3  # a low lasts >= 15 minutes
+# an alarm detects a low when it sounds from 30 minutes before its onset to 15 minutes after
+EARLY_SLOTS, LATE_SLOTS = 30 // SLOT_MIN, 15 // SLOT_MIN
 
 
 def normalize(x_mgdl: np.ndarray) -> np.ndarray:
@@ -283,8 +285,11 @@ class GlucoseRisk:
 # The risk alone sounds too often at night: real CGM dips toward 70 and comes back. The policy
 # asks for a risky prediction whose forecast actually heads low, no rise under way and no carbs
 # just eaten; after an alarm it waits before sounding again. The threshold itself follows the
-# person: each morning the edge picks the most sensitive threshold that would have kept their
-# recent nights within the false alarms a week they accept, never outside safe bounds.
+# person: each morning the edge scores every candidate threshold on their recent nights and
+# keeps, among those within the false alarms a week they accept, the one that would have
+# caught the most of their lows, the least sensitive of equals (a more sensitive threshold
+# that catches nothing more only adds false alarms, and an alarm sounding over half an hour
+# early is false and its quiet period can cover the low it foresaw); never outside safe bounds.
 #
 # Carbs: glucose falling toward 70 right after a snack or a treated low is about to turn (fast
 # carbohydrate raises glucose within about 15 minutes and most of its effect is in by 45), so a
@@ -411,21 +416,33 @@ def policy_alarms(slots: np.ndarray, permille: np.ndarray, forecast: np.ndarray,
     return out
 
 
-def calibrate_threshold(false_per_night: dict[int, np.ndarray], policy: AlarmPolicy,
+def calibrate_threshold(false_per_night: dict[int, np.ndarray],
+                        caught_per_night: dict[int, np.ndarray], policy: AlarmPolicy,
                         candidates: np.ndarray, min_nights: int = MIN_CAL_NIGHTS) -> int:
-    """The most sensitive candidate threshold whose false alarms on the person's recent nights
-    (`false_per_night`: night -> false alarms per candidate) fit the budget, within the
-    policy's bounds; the policy's own threshold with fewer than `min_nights` nights."""
+    """Among the candidate thresholds (ascending) within the policy's bounds whose false alarms
+    on the person's recent nights (`false_per_night`: night -> false alarms per candidate) fit
+    the budget, the one that caught the most of their lows (`caught_per_night`, the same
+    nights: lows detected per candidate), the least sensitive of equals; the least sensitive
+    allowed when none fits; the policy's own threshold with fewer than `min_nights` nights."""
     if len(false_per_night) < min_nights:
         return policy.alarm_permille
-    total = np.sum(list(false_per_night.values()), axis=0)
+    return pick_threshold(np.sum(list(false_per_night.values()), axis=0),
+                          np.sum([caught_per_night[n] for n in false_per_night], axis=0),
+                          len(false_per_night), policy, candidates)
+
+
+def pick_threshold(false: np.ndarray, caught: np.ndarray, nights: int, policy: AlarmPolicy,
+                   candidates: np.ndarray) -> int:
+    """The calibration's rule on totals over `nights` nights (false alarms and lows caught per
+    candidate): also how the training picks the model's own threshold on its people."""
     # in whole counts: 1 false alarm in 5 nights is 1.4 a week, within a budget of 1.4
-    fit = total * 7 <= policy.budget_per_week * len(false_per_night) + 1e-9
+    fit = np.asarray(false) * 7 <= policy.budget_per_week * nights + 1e-9
     inside = (candidates >= policy.lowest_permille) & (candidates <= policy.highest_permille)
     fits = np.flatnonzero(inside & fit)
-    if fits.size:
-        return int(candidates[fits[0]])
-    return int(candidates[np.flatnonzero(inside)[-1]])
+    if not fits.size:
+        return int(candidates[np.flatnonzero(inside)[-1]])
+    caught = np.asarray(caught)[fits]
+    return int(candidates[fits[np.flatnonzero(caught == caught.max())[-1]]])
 
 
 # -- any sensor on the model's grid ----------------------------------------------------------
@@ -499,12 +516,21 @@ def low_events(held: np.ndarray) -> list[tuple[int, int]]:
     return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True) if e - s >= EVENT_SLOTS]
 
 
+def lows_caught(alarms, events: list[tuple[int, int]], period: np.ndarray):
+    """(period of its onset, detected) per low: an alarm sounded from 30 minutes before its
+    onset to 15 minutes after (the figures' rule, is_false_alarm's window)."""
+    alarms = np.asarray(alarms, dtype=np.int64)
+    for onset, _end in events:
+        hit = ((alarms >= onset - EARLY_SLOTS) & (alarms <= onset + LATE_SLOTS)).any()
+        yield int(period[onset]), bool(hit)
+
+
 def is_false_alarm(a: int, events: list[tuple[int, int]]) -> bool | None:
     """True for an alarm no low followed (none from 30 minutes before its onset to 15 after),
     None for one sounding inside a low already under way, False for a true alarm."""
-    if any(on - 30 // SLOT_MIN <= a <= on + 15 // SLOT_MIN for on, _ in events):
+    if any(on - EARLY_SLOTS <= a <= on + LATE_SLOTS for on, _ in events):
         return False
-    if any(on + 15 // SLOT_MIN < a < end for on, end in events):
+    if any(on + LATE_SLOTS < a < end for on, end in events):
         return None
     return True
 
@@ -563,13 +589,18 @@ def calibrated_policy(runtime: LiteRtGlucose, policy: AlarmPolicy, t_s: np.ndarr
         carbs = np.floor_divide(carb_min, SLOT_MIN)
     events = low_events(held)
     false = {int(n): np.zeros(CANDIDATES.size) for n in ids}
+    caught = {int(n): np.zeros(CANDIDATES.size) for n in ids}
     for k, c in enumerate(CANDIDATES):
         cand = AlarmPolicy(**{**policy.__dict__, "alarm_permille": int(c)})
-        for a in policy_alarms(slots, permille, forecast, slope, cand, carbs=carbs,
-                               glucose=x[slots]):
+        alarms = policy_alarms(slots, permille, forecast, slope, cand, carbs=carbs,
+                               glucose=x[slots])
+        for a in alarms:
             if int(night[a]) in false and is_false_alarm(a, events):
                 false[int(night[a])][k] += 1
-    thr = calibrate_threshold(false, policy, CANDIDATES)
+        for n, hit in lows_caught(alarms, events, night):
+            if n in caught and hit:
+                caught[n][k] += 1
+    thr = calibrate_threshold(false, caught, policy, CANDIDATES)
     hit = np.flatnonzero(CANDIDATES == thr)  # the chosen threshold's column, if a candidate
     measured = (round(float(sum(f[hit[0]] for f in false.values())) / len(false) * 7, 2)
                 if false and hit.size else None)

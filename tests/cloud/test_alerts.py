@@ -513,7 +513,7 @@ def test_predicted_low__the_clocks_model_under_its_own_policy():
     assert d["risk"] == permille / 1000 and permille >= lowrisk.ALARM_PERMILLE
     assert abs(d["value"] - forecast) <= 1 and d["value"] < lowrisk.FORECAST_FLOOR_MGDL
     assert got[0].message == f"Low likely within 30 minutes (risk {permille / 10:.0f} %)."
-    assert "risk 85 % or more (the model's own)" in d["policy"]
+    assert f"risk {lowrisk.ALARM_PERMILLE / 10:g} % or more (the model's own)" in d["policy"]
     # a steady hour, or one still above the line's reach, raises nothing
     assert alerts.evaluate(_entries(_r([120] * 12)), AT_END) == []
     assert alerts.evaluate(_entries(_r([140 - 3 * i for i in range(12)])), AT_END) == []
@@ -529,7 +529,7 @@ def test_predicted_low__readings_in_fractions_of_a_mg_dl_count_whole():
 def test_predicted_low__a_15_minute_sensor_is_warned_too():
     # A Libre 2 reading every 15 minutes: the straight line needs 3 readings in 20 minutes and
     # never had them; the model bridges the gaps as the clock does.
-    readings = _r([150, 128, 106, 84, 74], step_min=15)
+    readings = _r([160, 134, 108, 84, 72], step_min=15)
     now = readings[-1][0]
     assert [a.rule for a in alerts.evaluate(_entries(readings), now)] == ["predicted_low"]
     line = {"predicted_low": {"enabled": True, "threshold": 75}}

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nightlink.cloud.reports import settings
+from nightlink.shared import lowrisk
 from nightlink.tools.bench.report import synth_day_streams, synth_night
 
 from .conftest import PASSWORD
@@ -195,7 +196,8 @@ def test_patient_settings__the_predicted_low_budget_recalibrates_at_once(portal)
     assert cal["budget_per_week"] == 3.5 and cal["calibrated"] is False  # 3 days of data
     t = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}").text
     assert 'name="alarm_budget" type="number" min="0" max="14" step="any" value="3.5"' in t
-    assert "Predicted-low alert on the family's phones: risk 85 % or more (the model" in t
+    assert ("Predicted-low alert on the family's phones: risk "
+            f"{lowrisk.ALARM_PERMILLE / 10:g} % or more (the model") in t
     assert f"Not calibrated yet: {cal['nights']} of the 5 nights with CGM it needs" in t
     r = portal.client.post(url, data={"alarm_budget": ""}, headers=doc, follow_redirects=False)
     assert settings.patient_settings(portal.store.tenant("fam-1")).alarm_budget is None

@@ -90,15 +90,25 @@ def test_calibration_keeps_the_budget_within_bounds():
     # false alarms per night at each candidate over 7 recent nights
     nights = {n: np.array([3, 2, 1, 0, 0, 0]) if n < 2 else np.array([1, 1, 0, 0, 0, 0])
               for n in range(7)}
-    # totals 11, 9, 2, 0: 1 a week allows at most 1 false alarm in 7 nights -> 800
-    assert calibrate_threshold(nights, policy, cands) == 800
-    # a looser budget may go more sensitive, but never below the lowest bound
-    assert calibrate_threshold(nights, replace(policy, budget_per_week=20), cands) == 600
+    # lows caught per night at each candidate: the 2 lows are caught up to 800, 1 above
+    caught = {n: np.array([1, 1, 1, 1, 0, 0]) if n < 2 else np.zeros(6) for n in range(7)}
+    # false totals 11, 9, 2, 0: 1 a week allows at most 1 false alarm in 7 nights, so 800,
+    # 900 and 975 fit; 800 caught both lows
+    assert calibrate_threshold(nights, caught, policy, cands) == 800
+    # a looser budget lets 600 and 700 in too, but they catch no more than 800: the least
+    # sensitive of equals, never sounding falsely more for nothing
+    assert calibrate_threshold(nights, caught, replace(policy, budget_per_week=20), cands) == 800
+    # ... unless a more sensitive one catches more; never below the lowest bound (500 is out)
+    more = {n: np.array([2, 2, 1, 1, 0, 0]) if n < 2 else np.zeros(6) for n in range(7)}
+    assert calibrate_threshold(nights, more, replace(policy, budget_per_week=20), cands) == 600
+    # no lows: the least sensitive allowed
+    none = {n: np.zeros(6) for n in range(7)}
+    assert calibrate_threshold(nights, none, replace(policy, budget_per_week=20), cands) == 975
     # nothing fits: the least sensitive the bounds allow
     noisy = {n: np.array([5, 5, 5, 5, 5, 5]) for n in range(7)}
-    assert calibrate_threshold(noisy, policy, cands) == 975
+    assert calibrate_threshold(noisy, caught, policy, cands) == 975
     # too few nights to judge: the policy's own threshold
-    assert calibrate_threshold({0: nights[0]}, policy, cands) == POLICY.alarm_permille
+    assert calibrate_threshold({0: nights[0]}, caught, policy, cands) == POLICY.alarm_permille
 
 
 def test_the_committed_model_carries_its_policy():
@@ -185,9 +195,9 @@ def test_clock_policy__micropython(mpy_json):
 # -- the edge's calibration and what the clocks are sent ----------------------------------------
 
 
-def _sixteen_days():
+def _sixteen_days(nadir: float = 72):
     """16 days of 5-minute CGM with, every night at 03:00, a fall that stops at 72 mg/dL (the
-    model warns; no low follows: a false alarm a night)."""
+    model warns; no low follows: a false alarm a night), or at `nadir`."""
     from tests.support.cgm import person_trace
 
     times, values = person_trace(days=16, seed=4)
@@ -195,13 +205,25 @@ def _sixteen_days():
     minute = (t_s - t_s[0]) / 60
     for d in range(16):
         onset = d * 1440 + 15 * 60
-        near = np.interp(minute, [onset - 60, onset, onset + 30, onset + 90], [160, 72, 72, 160],
-                         left=np.nan, right=np.nan)
+        near = np.interp(minute, [onset - 60, onset, onset + 30, onset + 90],
+                         [160, nadir, nadir, 160], left=np.nan, right=np.nan)
         values = np.where(np.isnan(near), values, np.minimum(values, near))
     return t_s, values
 
 
-def test_edge_calibration__threshold_within_bounds_and_follows_the_budget():
+def _said_false_per_week(store) -> float:
+    """How often the calibrated threshold would have sounded falsely on the person's recent
+    nights, as the store's policy in words says it (what the status report sends the cloud)."""
+    import re
+
+    from nightlink.edge.sync.clock_feed import POLICY_META
+
+    said = re.search(r"sounded falsely ([0-9.]+) a week", store.meta(POLICY_META) or "")
+    assert said, store.meta(POLICY_META)
+    return float(said.group(1))
+
+
+def test_edge_calibration__threshold_within_bounds_and_the_budget_a_ceiling():
     from nightlink.edge.features.glucose_risk import LiteRtGlucose, calibrated_policy
 
     meta = json.loads((MODELS / "glucose_risk.json").read_text())
@@ -210,10 +232,16 @@ def test_edge_calibration__threshold_within_bounds_and_follows_the_budget():
     base = policy_from_meta(meta)
     strict = calibrated_policy(rt, replace(base, budget_per_week=0.0), t_s, sgv)
     loose = calibrated_policy(rt, replace(base, budget_per_week=50.0), t_s, sgv)
-    # a false alarm a night: no budget pushes it to the least sensitive bound, a loose one
-    # to the most sensitive
-    assert strict.alarm_permille == base.highest_permille
-    assert loose.alarm_permille == base.lowest_permille
+    # a false alarm most nights at every threshold allowed: no budget fits, the least
+    # sensitive bound, said to sound more than the budget
+    assert strict.alarm_permille == base.highest_permille and strict.false_per_week > 0
+    # a loose budget fits them all, but no lows are there to catch: a more sensitive
+    # threshold would only sound more, so the least sensitive stays
+    assert loose.alarm_permille == base.highest_permille
+    assert loose.false_per_week == strict.false_per_week
+    # the same falls into real lows: every threshold warns of them, no false alarm
+    lows = calibrated_policy(rt, replace(base, budget_per_week=0.0), *_sixteen_days(60))
+    assert (lows.alarm_permille, lows.false_per_week) == (base.highest_permille, 0.0)
     # too few readings: the committed threshold stands
     assert calibrated_policy(rt, base, t_s[:5], sgv[:5]).alarm_permille == base.alarm_permille
 
@@ -298,7 +326,7 @@ def test_clock_feed_sends_when_carbs_were_entered(store):
 
 def test_edge_calibration__carbs_that_hold_the_alarms_are_not_false_alarms(store):
     """The nightly fall of _sixteen_days with carbs entered 30 minutes before its bottom: the
-    clock holds those alarms, so the calibration does not count them and may go sensitive."""
+    clock holds those alarms, so the calibration does not count them."""
     from nightlink.edge.sources.cgm import glucose_to_entry
     from nightlink.edge.sources.samples import Glucose
     from nightlink.edge.sync.clock_feed import predicted_low_policy
@@ -310,10 +338,12 @@ def test_edge_calibration__carbs_that_hold_the_alarms_are_not_false_alarms(store
     meta = json.loads((MODELS / "glucose_risk.json").read_text())
     bounds = policy_from_meta(meta)
     assert predicted_low_policy(store, now)["permille"] == bounds.highest_permille
+    unfed = _said_false_per_week(store)
     for d in range(16):
         _add_carbs(store, t_s[0] + d * 86400 + 15 * 3600 - 30 * 60, 20)
     policy = predicted_low_policy(store, now)
-    assert policy["permille"] < bounds.highest_permille
+    # the held alarms are not counted: what is left fits the budget the falls broke
+    assert _said_false_per_week(store) <= bounds.budget_per_week < unfed
     assert policy["carb_hold_min"] == bounds.carb_hold_min
     assert clock_policy(bounds)["floor"] == round(min(bounds.forecast_floor_mgdl, 400))
 
@@ -321,7 +351,7 @@ def test_edge_calibration__carbs_that_hold_the_alarms_are_not_false_alarms(store
 def test_edge_calibration__on_the_persons_own_nights(store):
     """The budget counts false alarms in the person's own nights ([night] bedtime and wake),
     not 22:00-07:00 for everyone: the nightly 03:00 fall of _sixteen_days is before a late
-    sleeper's bedtime, so their calibration may go sensitive."""
+    sleeper's bedtime, so it is no false alarm of their nights."""
     from nightlink.edge.sources.cgm import glucose_to_entry
     from nightlink.edge.sources.samples import Glucose
     from nightlink.edge.sync.clock_feed import predicted_low_policy
@@ -332,12 +362,13 @@ def test_edge_calibration__on_the_persons_own_nights(store):
     now = float(t_s[-1]) + 60
     bounds = policy_from_meta(json.loads((MODELS / "glucose_risk.json").read_text()))
     usual = predicted_low_policy(store, now, utc_offset_s=0)
+    usual_false = _said_false_per_week(store)
     assert usual == predicted_low_policy(store, now, utc_offset_s=0, night=("22:00", "07:00"))
-    assert usual["permille"] == bounds.highest_permille
+    assert usual["permille"] == bounds.highest_permille and usual_false > 0
     late = predicted_low_policy(store, now, utc_offset_s=0, night=("04:00", "11:30"))
-    assert late["calibrated"] and late["permille"] == bounds.lowest_permille
-    early = predicted_low_policy(store, now, utc_offset_s=0, night=("20:30", "05:00"))
-    assert early["permille"] == bounds.highest_permille  # 03:00 is inside their night
+    assert late["calibrated"] and _said_false_per_week(store) == 0.0
+    predicted_low_policy(store, now, utc_offset_s=0, night=("20:30", "05:00"))
+    assert _said_false_per_week(store) == usual_false  # 03:00 is inside their night
 
 
 def test_clock_feed__a_reading_dated_ahead_of_the_clock_is_not_the_newest(store):
@@ -403,13 +434,13 @@ def test_one_minute_sensor__clock_agrees_with_the_edge_bit_exact(mpy_json, tmp_p
 
 def test_calibration_counts_nights_in_the_persons_zone_not_the_machines(store, monkeypatch):
     """The false alarm at 03:00 UTC each night is a night-time alarm for someone in UTC and
-    an evening one (19:00) in Los Angeles: the threshold follows the zone the node is
-    configured with, whatever zone the machine itself is set to."""
+    an evening one (19:00) in Los Angeles: the calibration counts the nights of the zone the
+    node is configured with, whatever zone the machine itself is set to."""
     import time
 
     from nightlink.edge.sources.cgm import glucose_to_entry
     from nightlink.edge.sources.samples import Glucose
-    from nightlink.edge.sync.clock_feed import predicted_low_policy
+    from nightlink.edge.sync.clock_feed import POLICY_META, predicted_low_policy
 
     t_s, sgv = _sixteen_days()
     store.add_entries(glucose_to_entry(Glucose(float(t), int(g)), "test")
@@ -418,17 +449,22 @@ def test_calibration_counts_nights_in_the_persons_zone_not_the_machines(store, m
     try:
         monkeypatch.setenv("TZ", "America/Los_Angeles")
         time.tzset()
-        in_utc = predicted_low_policy(store, now, utc_offset_s=0)
-        in_la = predicted_low_policy(store, now, utc_offset_s=-8 * 3600)
-        machine = predicted_low_policy(store, now)  # no zone given: the machine's
-        loose = predicted_low_policy(store, now, utc_offset_s=0, budget_per_week=14.0)
+        said = {}
+        for name, kw in (("utc", {"utc_offset_s": 0}), ("la", {"utc_offset_s": -8 * 3600}),
+                         ("machine", {}),  # no zone given: the machine's
+                         ("loose", {"utc_offset_s": 0, "budget_per_week": 14.0})):
+            said[name] = (predicted_low_policy(store, now, **kw), _said_false_per_week(store),
+                          store.meta(POLICY_META))
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
-    assert in_utc["permille"] == 925  # a false alarm every night: the least sensitive bound
-    assert in_la["permille"] < in_utc["permille"]  # its nights hold no false alarm
-    assert machine == in_la
-    assert loose["permille"] < in_utc["permille"]  # the person's budget ([alarm]) is used
+    assert said["utc"][0]["permille"] == 925  # false alarms most nights: the least sensitive
+    assert said["utc"][1] > 1.4  # ... more than the budget
+    assert said["la"][1] == 0.0  # its nights hold no false alarm
+    assert said["machine"] == said["la"]
+    # the person's budget ([alarm]) is used: the same alarms now fit it
+    assert "budget 14 false alarms a week" in said["loose"][2]
+    assert "more than the budget" in said["utc"][2] and "more than" not in said["loose"][2]
 
 
 def test_calibration_nights_follow_the_clock_of_their_own_date_across_a_change_of_clocks():
@@ -444,7 +480,9 @@ def test_calibration_nights_follow_the_clock_of_their_own_date_across_a_change_o
     rt = LiteRtGlucose((MODELS / "glucose_risk.tflite").read_bytes())
     t_s, sgv = _sixteen_days()
     t_s = t_s + 23 * 86400 + int(3.5 * 3600)  # from 24 March 2024, 15:30 UTC
-    base = replace(policy_from_meta(meta), budget_per_week=14.0)
+    # one threshold: what is counted is which nights the falls are in
+    one = policy_from_meta(meta).lowest_permille
+    base = replace(policy_from_meta(meta), budget_per_week=14.0, highest_permille=one)
     winter = calibrated_policy(rt, base, t_s, sgv, 0)
     summer = calibrated_policy(rt, base, t_s, sgv, 60)
     london = calibrated_policy(rt, base, t_s, sgv,

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from nightlink.edge.node import app_site
+from nightlink.shared import lowrisk
 from nightlink.edge.node.nightscout_site import access_token, create_app
 from nightlink.edge.sync.clock_feed import POLICY_PARAMS_META
 from tests.support.browser import ARTIFACTS, chromium, serious
@@ -93,14 +94,15 @@ def test_app_api_on_the_edge(node, store):
     permille, forecast = edge_prediction([e["sgv"] for e in st["entries"][-12:]])
     fc = st["forecast"]
     assert fc["low_risk"] == permille / 1000 and abs(fc["forecast30_mgdl"] - forecast) <= 1
-    assert (fc["alarm_at"], fc["alarm_floor_mgdl"], fc["policy_from"]) == (0.85, 90, "model")
-    assert fc["low_risk"] > 0.85 and fc["sounding"] is False  # in a low: the low alarm says it
+    own = lowrisk.ALARM_PERMILLE / 1000
+    assert (fc["alarm_at"], fc["alarm_floor_mgdl"], fc["policy_from"]) == (own, 90, "model")
+    assert fc["low_risk"] > own and fc["sounding"] is False  # in a low: the low alarm says it
     store.set_meta(POLICY_PARAMS_META, json.dumps({"permille": 900, "floor": 95,
                                                    "calibrated": True}))
     fc = admin.get("/app/api/local/state").json()["forecast"]
     assert (fc["alarm_at"], fc["alarm_floor_mgdl"], fc["policy_from"]) == (0.9, 95, "edge")
     store.set_meta(POLICY_PARAMS_META, json.dumps({"permille": 5}))  # out of bounds: refused
-    assert admin.get("/app/api/local/state").json()["forecast"]["alarm_at"] == 0.85
+    assert admin.get("/app/api/local/state").json()["forecast"]["alarm_at"] == own
     assert [a["rule"] for a in st["alerts"]] == ["low"]
     assert [t["eventType"] for t in st["treatments"]] == ["Meal Bolus"]
 
@@ -265,8 +267,9 @@ def test_edge_app_in_chromium(node, store, tmp_path):
         assert page.eval("location.pathname") == "/app/local"
         assert text(page, "value") == "66" and text(page, "arrow") == "↓"
         assert text(page, "patient-name") == "Ann at home"
+        at = int(lowrisk.ALARM_PERMILLE / 10 + 0.5)  # the page's Math.round of the percent
         assert text(page, "forecast").startswith(
-            "Predicted-low risk 99 % (the low alarm sounds at 85 % "
+            f"Predicted-low risk 99 % (the low alarm sounds at {at} % "
             "with a forecast below 90 mg/dL")  # not "Low predicted.": it is a low already
         # past the alarm's threshold, no forecast number (a mean, it runs high before lows)
         assert page.eval("document.querySelectorAll('#glucose-chart .fc').length") == 0

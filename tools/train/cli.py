@@ -207,24 +207,25 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
                                  f"{len(people)}.")
         if cv > len(people) or cv < 2:
             raise NightlinkError(f"--cv needs between 2 and {len(people)} folds for {len(people)} people.")
-        totals, chosen, floors = glucose_real.new_totals(), [], []
+        totals, chosen, floors, thresholds = glucose_real.new_totals(), [], [], []
         for k in range(cv):
             test = people[k::cv]
             train = [p for p in people if p not in test]
             echo(f"  fold {k + 1}/{cv}: testing {', '.join(p.name for p in test)}")
             q = _fit_real(train, seed, epochs, keep_every, as_json)
             runtime = LiteRtGlucose(q.tflite)
-            floor, _ = glucose_real.choose_floor(runtime, train, policy)  # training people only
-            floors.append(floor)
-            glucose_real.score(runtime, test, replace(policy, forecast_floor_mgdl=floor), totals,
-                               chosen)
+            fold_policy = _chosen_policy(runtime, train, policy)  # training people only
+            floors.append(fold_policy.forecast_floor_mgdl)
+            thresholds.append(fold_policy.alarm_permille)
+            glucose_real.score(runtime, test, fold_policy, totals, chosen)
         result = glucose_real.figures(totals, policy, chosen, len(people))
         result["policy"]["forecast_floor_mgdl"] = None
         result["policy"]["forecast_floor_by_fold"] = floors
+        result["policy"]["alarm_permille"] = None
+        result["policy"]["alarm_permille_by_fold"] = thresholds
         result["cv_folds"] = cv
     q = _fit_real(people, seed, epochs, keep_every, as_json)
-    floor, _ = glucose_real.choose_floor(LiteRtGlucose(q.tflite), people, policy)
-    policy = replace(policy, forecast_floor_mgdl=floor)
+    policy = _chosen_policy(LiteRtGlucose(q.tflite), people, policy)
     meta = {"alarm_permille": policy.alarm_permille, "history": glucose.HISTORY_READINGS,
             "horizon_min": 30, "seed": seed, "policy": glucose_real.policy_dict(policy),
             "train": {"real_cgm": sorted(p.name for p in people),
@@ -245,6 +246,19 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     elif as_json:
         _report({"model": str(models / "glucose_risk.tflite"), "bytes": len(q.tflite),
                  "people": len(people), "policy": glucose_real.policy_dict(policy)}, True)
+
+
+def _chosen_policy(runtime, people, policy):
+    """The policy with the forecast floor (at the starting threshold) and then the model's own
+    threshold chosen on `people`, the training people."""
+    from dataclasses import replace
+
+    from nightlink.tools.train import glucose_real
+
+    floor, _ = glucose_real.choose_floor(runtime, people, policy)
+    policy = replace(policy, forecast_floor_mgdl=floor)
+    permille, _ = glucose_real.choose_threshold(runtime, people, policy)
+    return replace(policy, alarm_permille=permille)
 
 
 MIN_TRAINING_ROWS = 288  # a day of training rows (5-minute readings with an hour before them)

@@ -34,7 +34,8 @@ EARLY_MIN, LATE_MIN = 30, 15
 HIDDEN = (32, 16)  # the risk chain, which the clock runs too
 FORECAST_HIDDEN = (16, 8)  # the forecast's own chain from the input ((): one layer on the trunk)
 HISTORY_READINGS = glucose_data.HISTORY
-REAL_ALARM_PERMILLE = 850  # the starting threshold on real CGM; the edge calibrates per person
+REAL_ALARM_PERMILLE = 850  # the threshold the forecast floor is chosen at, before the model's own
+# threshold is (glucose_real.choose_threshold); the edge then calibrates it per person
 SEED = 7
 
 

@@ -17,14 +17,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from nightlink.edge.features.glucose_risk import (
+    EARLY_SLOTS,
     HISTORY,
     HORIZON,
+    LATE_SLOTS,
     MIN_CAL_NIGHTS,
     AlarmPolicy,
     calibrate_threshold,
     fill_history,
     history_rows,
     is_false_alarm,
+    pick_threshold,
     policy_alarms,
     slope_mgdl_per_min,
 )
@@ -38,7 +41,6 @@ from nightlink.tools.train.cgm_real import (
 )
 from nightlink.tools.train.glucose import Tally, refractory
 
-EARLY, LATE = 30 // SLOT_MIN, 15 // SLOT_MIN
 NADIR_SLOTS = 45 // SLOT_MIN
 TREND_WINDOW = 20 // SLOT_MIN  # slots before now in the trend line
 CANDIDATES = np.arange(100, 1000, 25)
@@ -141,6 +143,29 @@ def choose_floor(runtime, people: list[Person], policy: AlarmPolicy,
     return best["floor"], rows
 
 
+def choose_threshold(runtime, people: list[Person], policy: AlarmPolicy) -> tuple[int, list[dict]]:
+    """The model's own threshold, sounded until a person has nights enough to calibrate on,
+    chosen on `people` (a fold's training people, never its test people) by the calibration's
+    own rule (pick_threshold) on all their nights together: among the thresholds within the
+    policy's bounds whose false alarms fit its budget, the one that caught the most lows, the
+    least sensitive of equals. Returns the threshold and what each candidate gave."""
+    preds = {p.name: predict(runtime, p) for p in people}
+    cands = CANDIDATES[(CANDIDATES >= policy.lowest_permille)
+                       & (CANDIDATES <= policy.highest_permille)]
+    rows, false, caught, nights = [], [], [], 0
+    for c in cands:
+        totals, chosen = new_totals(), []
+        score(runtime, people, replace(policy, alarm_permille=int(c)), totals, chosen,
+              calibrate=False, preds=preds)
+        t = _sum(n for per in totals["night"]["fixed"] for n in per.values())
+        nights = int(t.periods)
+        false.append(t.false_alarms)
+        caught.append(t.detected)
+        rows.append({"permille": int(c), "lows_caught": t.detected, "lows": t.events,
+                     "false_alarms_per_night": round(t.false_alarms / max(1, nights), 3)})
+    return pick_threshold(np.array(false), np.array(caught), nights, policy, cands), rows
+
+
 def threshold_alarms(p: Person, refractory_min: int = 60) -> list[int]:
     slots = np.flatnonzero(p.observed & (p.x > 0) & (p.x < LOW_MGDL))
     return refractory(slots, refractory_min)
@@ -195,7 +220,7 @@ class Frame:
                 continue
             t = out[pid]
             t.events += 1
-            hits = alarms[(alarms >= onset - EARLY) & (alarms <= onset + LATE)]
+            hits = alarms[(alarms >= onset - EARLY_SLOTS) & (alarms <= onset + LATE_SLOTS)]
             if hits.size:
                 t.detected += 1
                 t.leads.append(int(onset - hits[0]) * SLOT_MIN)
@@ -266,7 +291,9 @@ def calibrated_tallies(frame: Frame, by_threshold: dict[int, dict[int, Tally]],
         recent = frame.ids[max(0, k - RECENT_NIGHTS):k]
         false = {int(n): np.array([by_threshold[int(c)][int(n)].false_alarms for c in CANDIDATES])
                  for n in recent}
-        thr = calibrate_threshold(false, policy, CANDIDATES)
+        caught = {int(n): np.array([by_threshold[int(c)][int(n)].detected for c in CANDIDATES])
+                  for n in recent}
+        thr = calibrate_threshold(false, caught, policy, CANDIDATES)
         chosen.append(thr)
         out[int(night)] = by_threshold[thr][int(night)]
     return out, chosen
