@@ -18,9 +18,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from nightlink.edge.node import app_site
-from nightlink.shared import lowrisk
 from nightlink.edge.node.nightscout_site import access_token, create_app
 from nightlink.edge.sync.clock_feed import POLICY_PARAMS_META
+from nightlink.shared import lowrisk
 from tests.support.browser import ARTIFACTS, chromium, serious
 from tests.support.cgm import edge_prediction
 from tests.support.servers import serve

@@ -190,7 +190,6 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     """Leave-people-out folds (each person tested by a model that never saw them, under a
     forecast floor chosen on that fold's training people), then the committed model on
     everyone with the floor chosen on everyone."""
-    from dataclasses import replace
 
     from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
     from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
