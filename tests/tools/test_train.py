@@ -271,9 +271,14 @@ def test_train_glucose_on_real_cgm__leave_people_out_and_a_committable_model(tmp
     for key in ("recall", "precision", "false_alarms_per_night", "median_lead_min", "rmse_30",
                 "threshold_recall", "trend_recall"):
         assert key in cv
+    # each fold chooses its own floor and threshold, said per fold and in words
+    assert len(cv["policy"]["alarm_permille_by_fold"]) == 2 and cv["policy"]["alarm_permille"] is None
+    assert all(800 <= t <= 925 for t in cv["policy"]["alarm_permille_by_fold"])
+    assert cv["policy"]["text"].endswith("the model's own threshold and floor chosen per fold")
     meta = json.loads((out / "glucose_risk.json").read_text())
     assert meta["train"]["real_cgm"] == ["G01", "G02", "G03", "G04"]
     assert meta["policy"]["alarm_permille"] == meta["alarm_permille"]
+    assert 800 <= meta["alarm_permille"] <= 925  # chosen on the training people
     assert "recall" in meta["leave_people_out"]
     weights = (out / "lowrisk_weights.py").read_text()
     assert f"ALARM_PERMILLE = {meta['alarm_permille']}" in weights

@@ -188,8 +188,9 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, si
 def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, as_json,
                         tz=None, date_order=None) -> None:
     """Leave-people-out folds (each person tested by a model that never saw them, under a
-    forecast floor chosen on that fold's training people), then the committed model on
-    everyone with the floor chosen on everyone."""
+    forecast floor and the model's own threshold chosen on that fold's training people), then
+    the committed model on everyone with both chosen on everyone."""
+    from dataclasses import replace
 
     from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
     from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
@@ -217,7 +218,11 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
             floors.append(fold_policy.forecast_floor_mgdl)
             thresholds.append(fold_policy.alarm_permille)
             glucose_real.score(runtime, test, fold_policy, totals, chosen)
-        result = glucose_real.figures(totals, policy, chosen, len(people))
+        # the policy in words with the folds' median threshold and floor (each fold its own)
+        median = replace(policy, alarm_permille=sorted(thresholds)[cv // 2],
+                         forecast_floor_mgdl=sorted(floors)[cv // 2])
+        result = glucose_real.figures(totals, median, chosen, len(people))
+        result["policy"]["text"] += "; the model's own threshold and floor chosen per fold"
         result["policy"]["forecast_floor_mgdl"] = None
         result["policy"]["forecast_floor_by_fold"] = floors
         result["policy"]["alarm_permille"] = None
