@@ -46,7 +46,8 @@ def rr_estimate(streams: dict, model: cvhr.RrApneaModel | None) -> dict | None:
     beats = streams.get("beats")
     if beats is not None and "beats" in model.heads and len(beats["t_s"]) >= 60 * 40:
         n_min = len(streams["wearable"]["sdnn_ms"]) // 2
-        res = model.from_beats(beats["t_s"], beats["rr_ms"], n_min, beats.get("start_s", 0.0))
+        res = model.from_beats(beats["t_s"], beats["rr_ms"], n_min, beats.get("start_s", 0.0),
+                               streams["wearable"])
         source = "beats"
     elif model.epoch_head(streams["wearable"]) is not None:
         source = model.epoch_head(streams["wearable"])

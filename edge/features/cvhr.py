@@ -367,7 +367,10 @@ def context_inputs(feats: np.ndarray, offsets=CONTEXT, mean_width: int = CONTEXT
 def head_inputs(feats: np.ndarray, meta: dict) -> np.ndarray:
     """A head's model inputs from its per-minute features, as its meta describes them
     (`night_relative`, `context_minutes`, `context_mean_minutes`; absent: the epoch heads'
-    defaults)."""
+    defaults; `columns`: the beats head's subset of BEATS_HEAD_FEATURES, by name)."""
+    cols = meta.get("columns")
+    if cols is not None:
+        feats = feats[:, [BEATS_HEAD_FEATURES.index(c) for c in cols]]
     if meta.get("night_relative"):
         feats = night_relative(feats)
     return context_inputs(feats, tuple(meta.get("context_minutes", CONTEXT)),
@@ -432,16 +435,31 @@ class RrApneaModel:
         path = Path(models) / MODEL_FILE
         return cls(json.loads(path.read_text())) if path.exists() else None
 
-    def night(self, kind: str, feats: np.ndarray) -> dict:
-        """Per-minute probability, apnea minutes and the night's index from features of `kind`."""
+    def night(self, kind: str, feats: np.ndarray, partner_feats: np.ndarray | None = None) -> dict:
+        """Per-minute probability, apnea minutes and the night's index from features of `kind`.
+        A head whose meta names a partner (`average_with`) takes the mean of its own and the
+        partner's probability, from `partner_feats` (the partner's features of the same
+        minutes); a minute either has none of is left out. Without them, its own alone."""
         head = self.heads[kind]
         prob = head.probability(feats)
+        partner = head.meta.get("average_with")
+        if partner_feats is not None and partner in self.heads:
+            other = np.full(prob.size, np.nan)
+            got = self.heads[partner].probability(partner_feats)[:prob.size]
+            other[:got.size] = got
+            prob = (prob + other) / 2.0
         flags = smooth_minutes(prob, head.threshold)
         return {"probability": prob, "apnea_minutes": flags, "index": apnea_index(flags, prob),
                 "valid_minutes": int((~np.isnan(prob)).sum())}
 
-    def from_beats(self, t_s, rr_ms, n_minutes: int, start_s: float = 0.0) -> dict:
-        return self.night("beats", minute_features(t_s, rr_ms, n_minutes, start_s))
+    def from_beats(self, t_s, rr_ms, n_minutes: int, start_s: float = 0.0,
+                   wearable: dict[str, np.ndarray] | None = None) -> dict:
+        """The beats head on the night's beats, with its partner head on the stored epochs of
+        the same night (`wearable`, epochs from `start_s`) when they carry its columns."""
+        partner = None
+        if wearable is not None and has_cyclic(wearable):
+            partner = epoch_minute_features(wearable, cyclic=True)[:n_minutes]
+        return self.night("beats", minute_features(t_s, rr_ms, n_minutes, start_s), partner)
 
     def epoch_head(self, wearable: dict[str, np.ndarray]) -> str | None:
         """The head for a stored night: `epochs` when it carries the CVHR columns, else

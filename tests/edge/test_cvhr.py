@@ -317,9 +317,25 @@ def test_night_relative_inputs_compare_each_minute_with_the_persons_own_night():
 
 def test_committed_beats_head_reads_its_inputs_from_its_meta(model):
     head = model.heads["beats"]
-    assert head.meta["features"] == list(cvhr.BEATS_HEAD_FEATURES) and head.meta["night_relative"]
-    width = 2 * len(cvhr.BEATS_HEAD_FEATURES) * (len(head.meta["context_minutes"]) + 1)
+    cols = head.meta["columns"]
+    assert head.meta["features"] == cols and head.meta["night_relative"]
+    assert set(cols) < set(cvhr.BEATS_HEAD_FEATURES) and "log_lf_hf" not in cols
+    width = 2 * len(cols) * (len(head.meta["context_minutes"]) + 1)
     assert head.weights.size == head.mean.size == width
+    assert head.meta["average_with"] == "epochs"
+
+
+def test_beats_head_averages_with_the_epochs_head_on_the_same_night(model):
+    """With the night's stored epochs the beats head's probability is the mean of its own and
+    the epochs head's; a minute either lacks is left out; without epochs, its own alone."""
+    t, rr = synthetic_beats(90, 80.0, swing_bpm=20.0, seed=1)
+    wearable = _epochs(t, rr, 180)
+    own = model.night("beats", cvhr.minute_features(t, rr, 90))["probability"]
+    partner = model.night("epochs", cvhr.epoch_minute_features(wearable))["probability"]
+    both = model.from_beats(t, rr, 90, wearable=wearable)["probability"]
+    assert np.allclose(both, (own + partner) / 2, equal_nan=True)
+    assert np.isnan(both[np.isnan(partner)]).all() and np.isnan(partner[:2]).all()
+    assert np.array_equal(model.from_beats(t, rr, 90)["probability"], own, equal_nan=True)
 
 
 def test_fuse__a_severe_night_seen_by_one_input_is_not_averaged_away():

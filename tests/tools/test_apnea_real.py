@@ -149,8 +149,9 @@ APNEA_ECG = SHARED / "apnea-ecg-learning"
 # The committed model on recordings it was trained on (in-sample: a regression check of the
 # file and the code, not a measure of performance; the model card gives both). Reference
 # index, the committed model's index.
-TRAINING_SET_INDEX = {"a06": (24.3, 2.01), "a11": (28.6, 21.85), "a19": (24.5, 24.12),
-                      "b02": (10.8, 13.28), "b03": (10.0, 20.36), "c02": (0.1, 11.27)}
+TRAINING_SET_INDEX = {"a06": (24.3, 1.07), "a11": (28.6, 9.61), "a18": (53.8, 15.34),
+                      "a19": (24.5, 25.18), "b02": (10.8, 15.67), "b03": (10.0, 23.2),
+                      "c02": (0.1, 1.35)}
 
 
 @pytest.mark.skipif(not APNEA_ECG.is_dir(), reason="needs the Apnea-ECG recordings "
@@ -162,15 +163,16 @@ def test_committed_model_gives_the_model_cards_figures():
     for rec in apnea_real.load_folder(APNEA_ECG, list(TRAINING_SET_INDEX)):
         ref, claimed = TRAINING_SET_INDEX[rec.name]
         assert round(rec.index, 1) == ref, rec.name
-        got = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes)["index"]
+        got = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes,
+                               wearable=apnea_real.stored_epochs(rec))["index"]
         assert abs(got - claimed) < 0.05, (rec.name, got)
     held_out = model.meta["cross_validation"]["beats"]
     assert held_out["cv_folds"] == 70 and held_out["recordings"] == 70
-    assert (held_out["accuracy"], held_out["sensitivity"], held_out["specificity"]) == (0.873, 0.8, 0.918)
-    assert (held_out["index15_sensitivity"], held_out["index15_specificity"]) == (0.892, 0.788)
+    assert (held_out["accuracy"], held_out["sensitivity"], held_out["specificity"]) == (0.861, 0.762, 0.924)
+    assert (held_out["index15_sensitivity"], held_out["index15_specificity"]) == (0.838, 0.848)
     assert model.meta["train"]["recordings"][34:36] == ["c10", "x01"]  # both halves of Apnea-ECG
     card = (cvhr.MODELS / "breathing_rr.md").read_text()
-    assert "| per-minute accuracy | **0.873** |" in card and "0.892 (33/37)" in card
+    assert "| per-minute accuracy | **0.861** |" in card and "0.838 (31/37)" in card
 
 
 def _variant(folder, name, beats_text=None, labels_text=None, beats_file=None):
@@ -397,7 +399,8 @@ def test_a_real_night_imported_from_a_watch_is_screened_from_its_beats(tmp_path)
             breathing = store.night(label)["breathing"]
         finally:
             store.close()
-        direct = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes)["index"]
+        direct = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes,
+                                  wearable=apnea_real.stored_epochs(rec))["index"]
         assert breathing["rr"]["source"] == "beats"
         assert abs(breathing["rr"]["apnea_index"] - direct) < 3, (rec.name, breathing, direct)
         flagged = breathing["screen"] == cvhr.SCREEN_MESSAGE

@@ -42,10 +42,16 @@ DEFAULT_DATA = SHARED / "apnea-ecg-learning"
 KINDS = cvhr.HEADS
 L2 = 1.0  # ridge penalty on the standardized weights (the intercept is free)
 # How each head turns per-minute features into model inputs (cvhr.head_inputs) and its ridge
-# penalty. The beats head: its 22 features and their difference from the night's median, for
-# the minute, the 2 minutes either side and the +-5-minute mean (264 inputs).
+# penalty. The beats head: 16 of its 22 features (no absolute RR-spectrum powers, ratios or
+# breathing-band peak: they separate one laboratory's controls from another's, not apnea
+# from its absence) and their difference from the night's median, for the minute, the 2
+# minutes either side and the +-5-minute mean (192 inputs); its probability is averaged with
+# the `epochs` head's on the same night's stored epochs.
+BEATS_HEAD_COLUMNS = cvhr.BEAT_FEATURES + ("log_rr", "log_sdnn", "log_rmssd", "pnn50",
+                                           "log_sd_1min")
 HEAD_INPUTS = {
-    "beats": {"night_relative": True, "context_minutes": [-2, -1, 0, 1, 2], "context_mean_minutes": 11},
+    "beats": {"night_relative": True, "context_minutes": [-2, -1, 0, 1, 2], "context_mean_minutes": 11,
+              "columns": list(BEATS_HEAD_COLUMNS), "average_with": "epochs"},
 }
 HEAD_L2 = {"beats": 10.0}
 CREDIT = ("PhysioNet Apnea-ECG Database (Penzel et al., Computers in Cardiology 2000;27:255-258), "
@@ -376,7 +382,7 @@ def fit_head(feats: list[np.ndarray], labels: list[np.ndarray], kind: str) -> di
             break
     return {"mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
             "weights": w[:-1].round(6).tolist(), "bias": round(float(w[-1]), 6), "threshold": 0.5,
-            "features": list(head_features(kind)), **inputs}
+            "features": list(inputs.get("columns", head_features(kind))), **inputs}
 
 
 def head_features(kind: str) -> tuple[str, ...]:
@@ -474,18 +480,23 @@ def _features_by_kind(recs: list[Recording], kinds) -> dict[str, dict[str, np.nd
 def cross_validate(recs: list[Recording], k: int, kinds=KINDS, progress=None) -> dict:
     """Grouped k-fold by recording: each recording scored by a model trained without it."""
     feats = _features_by_kind(recs, kinds)
-    out = {}
-    for kind in kinds:
+    out, fold_heads = {}, {}
+    for kind in sorted(kinds, key=lambda kd: kd == "beats"):  # its partner's fold heads first
         scored = []
         for i, test in enumerate(folds(recs, k)):
             if progress:
                 progress(kind, i + 1, k)
             names = {r.name for r in test}
             train = [r for r in recs if r.name not in names]
-            head = cvhr.LogisticHead(_fit(kind, train, feats))
+            head = fold_heads[kind, i] = cvhr.LogisticHead(_fit(kind, train, feats))
             model = cvhr.RrApneaModel({})
             model.heads[kind] = head
-            scored += [(r, model.night(kind, feats[kind][r.name])) for r in test]
+            partner = head.meta.get("average_with")
+            if (partner, i) in fold_heads:
+                model.heads[partner] = fold_heads[partner, i]
+            scored += [(r, model.night(kind, feats[kind][r.name],
+                                       feats[partner][r.name] if partner in feats else None))
+                       for r in test]
         scored.sort(key=lambda pair: pair[0].name)
         out[kind] = score(scored)
         out[kind]["cv_folds"] = k
@@ -543,7 +554,9 @@ def score_committed(model: cvhr.RrApneaModel, recs: list[Recording], kinds=KINDS
     out: dict = {"data": "real", "validation": "committed model, not retrained"}
     for kind in kinds:
         if kind in model.heads:
-            out[kind] = score([(r, model.night(kind, per_rec[r.name][kind])) for r in recs])
+            partner = model.heads[kind].meta.get("average_with")
+            out[kind] = score([(r, model.night(kind, per_rec[r.name][kind],
+                                               per_rec[r.name].get(partner))) for r in recs])
     train = model.meta.get("train", {})
     trained, marks = set(train.get("fingerprints", [])), train.get("label_marks", {})
     out["seen_in_training"] = sorted(r.name for r in recs if fingerprint(r) in trained
