@@ -17,10 +17,9 @@ once a day per tenant (`AlertWorker`), on the readings and carbs it stores:
   count them) began from 15 minutes before the alert to 30 minutes after it; an alert inside
   a low already under way is neither;
 - among the candidates whose false alerts a night fit the person's budget (false alarms a
-  week, the patient settings' `alarm_budget`, else the model's default), the one that caught
-  the most of the person's lows on those nights (an alert from 30 minutes before a low's
-  start to 15 minutes after), the least sensitive of equals; else the least sensitive one
-  allowed. With fewer than `CAL_MIN_NIGHTS` such nights, the model's own threshold, said as
+  week, the patient settings' `alarm_budget`, else the model's default), the one that warned
+  of the most of the person's lows on those nights (an alert in the 30 minutes before a low's
+  start), the least sensitive of equals; else the least sensitive one allowed. With fewer than `CAL_MIN_NIGHTS` such nights, the model's own threshold, said as
   such.
 
 The same rule as the edge's (edge/features/glucose_risk.calibrated_policy), on the cloud's
@@ -122,9 +121,9 @@ def is_false(t_ms: int, lows) -> bool | None:
 
 
 def _caught(low, alerts: list[int]) -> bool:
-    """An alert sounded from 30 minutes before the low's start to 15 minutes after."""
+    """An alert warned of the low: it sounded in the 30 minutes before the low's start."""
     i = bisect_left(alerts, low.start_ms - _AHEAD_MS)
-    return i < len(alerts) and alerts[i] <= low.start_ms + _EARLY_MS
+    return i < len(alerts) and alerts[i] < low.start_ms
 
 
 def calibrate(readings, carbs_ms: list[int], tz: ZoneInfo, now_ms: int,
@@ -161,7 +160,7 @@ def calibrate(readings, carbs_ms: list[int], tz: ZoneInfo, now_ms: int,
         caught[c] = sum(1 for e in night_lows if _caught(e, alerts))
     # in whole counts: 1 false alarm in 5 nights is 1.4 a week, within a budget of 1.4
     fits = [c for c in candidates if false[c] * 7 <= budget * len(nights) + 1e-9]
-    # the most lows caught, then the least sensitive (candidates ascend)
+    # the most lows warned of, then the least sensitive (candidates ascend)
     chosen = max(fits, key=lambda c: (caught[c], c)) if fits else candidates[-1]
     doc.update(permille=chosen, calibrated=True,
                false_per_week=round(false[chosen] * 7 / len(nights), 2))

@@ -287,9 +287,9 @@ class GlucoseRisk:
 # just eaten; after an alarm it waits before sounding again. The threshold itself follows the
 # person: each morning the edge scores every candidate threshold on their recent nights and
 # keeps, among those within the false alarms a week they accept, the one that would have
-# caught the most of their lows, the least sensitive of equals (a more sensitive threshold
-# that catches nothing more only adds false alarms, and an alarm sounding over half an hour
-# early is false and its quiet period can cover the low it foresaw); never outside safe bounds.
+# warned of the most of their lows before they began, the least sensitive of equals (a more
+# sensitive threshold that warns of nothing more only adds false alarms); never outside safe
+# bounds. An alarm once a low has begun is no warning: the clock shows the low itself.
 #
 # Carbs: glucose falling toward 70 right after a snack or a treated low is about to turn (fast
 # carbohydrate raises glucose within about 15 minutes and most of its effect is in by 45), so a
@@ -421,9 +421,10 @@ def calibrate_threshold(false_per_night: dict[int, np.ndarray],
                         candidates: np.ndarray, min_nights: int = MIN_CAL_NIGHTS) -> int:
     """Among the candidate thresholds (ascending) within the policy's bounds whose false alarms
     on the person's recent nights (`false_per_night`: night -> false alarms per candidate) fit
-    the budget, the one that caught the most of their lows (`caught_per_night`, the same
-    nights: lows detected per candidate), the least sensitive of equals; the least sensitive
-    allowed when none fits; the policy's own threshold with fewer than `min_nights` nights."""
+    the budget, the one that warned of the most of their lows before they began
+    (`caught_per_night`, the same nights: lows warned of per candidate, lows_caught), the least
+    sensitive of equals; the least sensitive allowed when none fits; the policy's own threshold
+    with fewer than `min_nights` nights."""
     if len(false_per_night) < min_nights:
         return policy.alarm_permille
     return pick_threshold(np.sum(list(false_per_night.values()), axis=0),
@@ -433,8 +434,8 @@ def calibrate_threshold(false_per_night: dict[int, np.ndarray],
 
 def pick_threshold(false: np.ndarray, caught: np.ndarray, nights: int, policy: AlarmPolicy,
                    candidates: np.ndarray) -> int:
-    """The calibration's rule on totals over `nights` nights (false alarms and lows caught per
-    candidate): also how the training picks the model's own threshold on its people."""
+    """The calibration's rule on totals over `nights` nights (false alarms and lows warned of
+    per candidate): also how the training picks the model's own threshold on its people."""
     # in whole counts: 1 false alarm in 5 nights is 1.4 a week, within a budget of 1.4
     fit = np.asarray(false) * 7 <= policy.budget_per_week * nights + 1e-9
     inside = (candidates >= policy.lowest_permille) & (candidates <= policy.highest_permille)
@@ -517,11 +518,12 @@ def low_events(held: np.ndarray) -> list[tuple[int, int]]:
 
 
 def lows_caught(alarms, events: list[tuple[int, int]], period: np.ndarray):
-    """(period of its onset, detected) per low: an alarm sounded from 30 minutes before its
-    onset to 15 minutes after (the figures' rule, is_false_alarm's window)."""
+    """(period of its onset, warned) per low: an alarm sounded in the 30 minutes before its
+    onset (the figures' window, is_false_alarm's, up to the onset: an alarm once the low
+    has begun detects it in the figures but warns of nothing)."""
     alarms = np.asarray(alarms, dtype=np.int64)
     for onset, _end in events:
-        hit = ((alarms >= onset - EARLY_SLOTS) & (alarms <= onset + LATE_SLOTS)).any()
+        hit = ((alarms >= onset - EARLY_SLOTS) & (alarms < onset)).any()
         yield int(period[onset]), bool(hit)
 
 

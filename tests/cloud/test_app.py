@@ -18,7 +18,7 @@ from nightlink.cloud.auth import hash_password, issue_tokens
 from nightlink.cloud.config import Settings
 from nightlink.cloud.routes import app as patient_app
 from nightlink.cloud.store import Store
-from nightlink.shared import units
+from nightlink.shared import lowrisk, units
 from nightlink.tools.bench.report import put_glucose
 from tests.support.cgm import edge_prediction
 from tests.support.servers import run_served
@@ -124,7 +124,8 @@ def test_state__by_role(app_cloud):
         assert s["forecast"]["low_risk"] == permille / 1000
         assert abs(s["forecast"]["forecast30_mgdl"] - forecast) <= 1
         assert s["forecast"]["at_ms"] == s["entries"][-1]["date"]
-        assert (s["forecast"]["alarm_at"], s["forecast"]["policy_from"]) == (0.85, "model")
+        assert (s["forecast"]["alarm_at"], s["forecast"]["policy_from"]) == (
+            lowrisk.ALARM_PERMILLE / 1000, "model")
         assert s["forecast"]["sounding"] is False
     sign_in(app_cloud, "pat2@example.org")
     assert app_cloud.client.get("/app/api/fam-1/state").status_code == 404

@@ -19,6 +19,7 @@ import pytest
 from nightlink.cloud.app import create_app
 from nightlink.cloud.auth import hash_password
 from nightlink.cloud.config import Settings
+from nightlink.shared import lowrisk
 from nightlink.tools.bench.report import put_glucose
 from tests.support.browser import ARTIFACTS, chromium, serious
 from tests.support.servers import serve
@@ -130,9 +131,10 @@ def test_app_in_chromium(server, tmp_path):
                            ".map(t => t.dataset.mgdl).join()")
         assert {"70", "180"} <= set(labels.split(",")), labels  # the range, on a phone too
         assert page.eval("document.querySelectorAll('#glucose-chart .fc').length") == 1
+        at = int(lowrisk.ALARM_PERMILLE / 10 + 0.5)  # the page's Math.round of the percent
         assert text(page, "forecast").startswith(
             "In 30 minutes about 111 mg/dL; predicted-low risk 27 % (the low alarm sounds at "
-            "85 % with a forecast below 90 mg/dL; reading of ")
+            f"{at} % with a forecast below 90 mg/dL; reading of ")
         assert page.eval("document.querySelectorAll('#glucose-chart .treatment').length") == 1
         assert page.eval("[...document.querySelectorAll('#alerts li')]"
                          ".map(li => li.className).join()") == "urgent,warning"

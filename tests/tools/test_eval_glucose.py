@@ -310,8 +310,9 @@ def test_choose_floor__on_the_people_given_and_never_worse_than_none(tmp_path):
 def test_choose_threshold__the_calibrations_rule_on_the_people_given(tmp_path):
     """The model's own threshold (sounded before a person has nights enough to calibrate on)
     is picked on the people given by the rule the edge calibrates with: of the thresholds
-    within bounds whose false alarms fit the budget, the one that caught the most lows, the
-    least sensitive of equals; the least sensitive allowed when none fits."""
+    within bounds whose false alarms fit the budget, the one that warned of the most lows
+    before they began, the least sensitive of equals; the least sensitive allowed when none
+    fits."""
     from dataclasses import replace
 
     from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
@@ -325,14 +326,14 @@ def test_choose_threshold__the_calibrations_rule_on_the_people_given(tmp_path):
     assert [r["permille"] for r in rows] == list(range(800, 926, 25))
     assert sum(r["lows"] for r in rows) > 0 and len({r["lows"] for r in rows}) == 1
     fits = [r for r in rows if r["false_alarms_per_night"] <= 2.0]
-    most = max(r["lows_caught"] for r in fits)
-    assert chosen == max(r["permille"] for r in fits if r["lows_caught"] == most)
+    most = max(r["lows_warned"] for r in fits)
+    assert chosen == max(r["permille"] for r in fits if r["lows_warned"] == most)
     # no false alarm allowed: only thresholds that never sounded falsely, else the least
     # sensitive
     strict, rows = glucose_real.choose_threshold(rt, people, replace(policy, budget_per_week=0))
     clean = [r for r in rows if r["false_alarms_per_night"] == 0]
-    assert strict == (max(r["permille"] for r in clean if r["lows_caught"] == max(
-        c["lows_caught"] for c in clean)) if clean else 925)
+    assert strict == (max(r["permille"] for r in clean if r["lows_warned"] == max(
+        c["lows_warned"] for c in clean)) if clean else 925)
 
 
 # -- CGM exports as they come from the apps ------------------------------------------------------

@@ -147,8 +147,9 @@ def choose_threshold(runtime, people: list[Person], policy: AlarmPolicy) -> tupl
     """The model's own threshold, sounded until a person has nights enough to calibrate on,
     chosen on `people` (a fold's training people, never its test people) by the calibration's
     own rule (pick_threshold) on all their nights together: among the thresholds within the
-    policy's bounds whose false alarms fit its budget, the one that caught the most lows, the
-    least sensitive of equals. Returns the threshold and what each candidate gave."""
+    policy's bounds whose false alarms fit its budget, the one that warned of the most lows
+    before they began, the least sensitive of equals. Returns the threshold and what each
+    candidate gave."""
     preds = {p.name: predict(runtime, p) for p in people}
     cands = CANDIDATES[(CANDIDATES >= policy.lowest_permille)
                        & (CANDIDATES <= policy.highest_permille)]
@@ -160,8 +161,9 @@ def choose_threshold(runtime, people: list[Person], policy: AlarmPolicy) -> tupl
         t = _sum(n for per in totals["night"]["fixed"] for n in per.values())
         nights = int(t.periods)
         false.append(t.false_alarms)
-        caught.append(t.detected)
-        rows.append({"permille": int(c), "lows_caught": t.detected, "lows": t.events,
+        caught.append(warned(t))
+        rows.append({"permille": int(c), "lows_warned": warned(t), "lows_caught": t.detected,
+                     "lows": t.events,
                      "false_alarms_per_night": round(t.false_alarms / max(1, nights), 3)})
     return pick_threshold(np.array(false), np.array(caught), nights, policy, cands), rows
 
@@ -282,6 +284,11 @@ def per_person_figures(people: list[Tally], per: str) -> dict:
     return out
 
 
+def warned(t: Tally) -> int:
+    """Lows an alarm warned of before they began (lows_caught's rule, from the tally's leads)."""
+    return sum(1 for lead in t.leads if lead > 0)
+
+
 def calibrated_tallies(frame: Frame, by_threshold: dict[int, dict[int, Tally]],
                        policy: AlarmPolicy) -> tuple[dict[int, Tally], list[int]]:
     """Each night scored at the threshold the edge would have calibrated that morning from the
@@ -291,7 +298,7 @@ def calibrated_tallies(frame: Frame, by_threshold: dict[int, dict[int, Tally]],
         recent = frame.ids[max(0, k - RECENT_NIGHTS):k]
         false = {int(n): np.array([by_threshold[int(c)][int(n)].false_alarms for c in CANDIDATES])
                  for n in recent}
-        caught = {int(n): np.array([by_threshold[int(c)][int(n)].detected for c in CANDIDATES])
+        caught = {int(n): np.array([warned(by_threshold[int(c)][int(n)]) for c in CANDIDATES])
                   for n in recent}
         thr = calibrate_threshold(false, caught, policy, CANDIDATES)
         chosen.append(thr)
