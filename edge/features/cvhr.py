@@ -439,7 +439,9 @@ class RrApneaModel:
         """Per-minute probability, apnea minutes and the night's index from features of `kind`.
         A head whose meta names a partner (`average_with`) takes the mean of its own and the
         partner's probability, from `partner_feats` (the partner's features of the same
-        minutes); a minute either has none of is left out. Without them, its own alone."""
+        minutes); a minute the partner has none for keeps the head's own (the first minutes
+        of a night, a pulse sensor whose 5-minute windows seldom fill), and a minute the head
+        has none for stays without. Without them, its own alone."""
         head = self.heads[kind]
         prob = head.probability(feats)
         partner = head.meta.get("average_with")
@@ -447,7 +449,7 @@ class RrApneaModel:
             other = np.full(prob.size, np.nan)
             got = self.heads[partner].probability(partner_feats)[:prob.size]
             other[:got.size] = got
-            prob = (prob + other) / 2.0
+            prob = np.where(np.isnan(other), prob, (prob + other) / 2.0)
         flags = smooth_minutes(prob, head.threshold)
         return {"probability": prob, "apnea_minutes": flags, "index": apnea_index(flags, prob),
                 "valid_minutes": int((~np.isnan(prob)).sum())}

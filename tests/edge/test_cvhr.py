@@ -327,15 +327,24 @@ def test_committed_beats_head_reads_its_inputs_from_its_meta(model):
 
 def test_beats_head_averages_with_the_epochs_head_on_the_same_night(model):
     """With the night's stored epochs the beats head's probability is the mean of its own and
-    the epochs head's; a minute either lacks is left out; without epochs, its own alone."""
+    the epochs head's; a minute the epochs head has none for keeps the beats head's own (a
+    night whose stored cyclic columns are mostly missing keeps its estimate); without epochs,
+    its own alone."""
     t, rr = synthetic_beats(90, 80.0, swing_bpm=20.0, seed=1)
     wearable = _epochs(t, rr, 180)
     own = model.night("beats", cvhr.minute_features(t, rr, 90))["probability"]
     partner = model.night("epochs", cvhr.epoch_minute_features(wearable))["probability"]
     both = model.from_beats(t, rr, 90, wearable=wearable)["probability"]
-    assert np.allclose(both, (own + partner) / 2, equal_nan=True)
-    assert np.isnan(both[np.isnan(partner)]).all() and np.isnan(partner[:2]).all()
+    have = ~np.isnan(partner)
+    assert np.allclose(both[have], ((own + partner) / 2)[have], equal_nan=True)
+    assert np.isnan(partner[:2]).all() and np.array_equal(both[~have], own[~have], equal_nan=True)
     assert np.array_equal(model.from_beats(t, rr, 90)["probability"], own, equal_nan=True)
+    # the cyclic columns of 9 epochs in 10 lost: the night still has its estimate
+    sparse = {k: v.copy() for k, v in wearable.items()}
+    for name in cvhr.TRAILING_FEATURES:
+        sparse[name][np.arange(sparse[name].size) % 10 != 0] = np.nan
+    thin = model.from_beats(t, rr, 90, wearable=sparse)
+    assert thin["index"] is not None and thin["valid_minutes"] == (~np.isnan(own)).sum()
 
 
 def test_fuse__a_severe_night_seen_by_one_input_is_not_averaged_away():

@@ -149,9 +149,9 @@ APNEA_ECG = SHARED / "apnea-ecg-learning"
 # The committed model on recordings it was trained on (in-sample: a regression check of the
 # file and the code, not a measure of performance; the model card gives both). Reference
 # index, the committed model's index.
-TRAINING_SET_INDEX = {"a06": (24.3, 1.07), "a11": (28.6, 9.61), "a18": (53.8, 15.34),
-                      "a19": (24.5, 25.18), "b02": (10.8, 15.67), "b03": (10.0, 23.2),
-                      "c02": (0.1, 1.35)}
+TRAINING_SET_INDEX = {"a06": (24.3, 1.06), "a11": (28.6, 9.57), "a18": (53.8, 15.52),
+                      "a19": (24.5, 25.32), "b02": (10.8, 15.61), "b03": (10.0, 23.1),
+                      "c02": (0.1, 1.47)}
 
 
 @pytest.mark.skipif(not APNEA_ECG.is_dir(), reason="needs the Apnea-ECG recordings "
@@ -168,7 +168,7 @@ def test_committed_model_gives_the_model_cards_figures():
         assert abs(got - claimed) < 0.05, (rec.name, got)
     held_out = model.meta["cross_validation"]["beats"]
     assert held_out["cv_folds"] == 70 and held_out["recordings"] == 70
-    assert (held_out["accuracy"], held_out["sensitivity"], held_out["specificity"]) == (0.861, 0.762, 0.924)
+    assert (held_out["accuracy"], held_out["sensitivity"], held_out["specificity"]) == (0.861, 0.761, 0.923)
     assert (held_out["index15_sensitivity"], held_out["index15_specificity"]) == (0.838, 0.848)
     assert model.meta["train"]["recordings"][34:36] == ["c10", "x01"]  # both halves of Apnea-ECG
     card = (cvhr.MODELS / "breathing_rr.md").read_text()
