@@ -19,8 +19,8 @@ once a day per tenant (`AlertWorker`), on the readings and carbs it stores:
 - among the candidates whose false alerts a night fit the person's budget (false alarms a
   week, the patient settings' `alarm_budget`, else the model's default), the one that warned
   of the most of the person's lows on those nights (an alert in the 30 minutes before a low's
-  start), the least sensitive of equals; else the least sensitive one allowed. With fewer than `CAL_MIN_NIGHTS` such nights, the model's own threshold, said as
-  such.
+  start), the least sensitive of equals; else the least sensitive one allowed. With fewer
+  than `CAL_MIN_NIGHTS` such nights, the model's own threshold, said as such.
 
 The same rule as the edge's (edge/features/glucose_risk.calibrated_policy), on the cloud's
 own alert: the edge's threshold wins whenever a node reports one, since the clock on the

@@ -259,9 +259,10 @@ def _chosen_policy(runtime, people, policy):
 
     from nightlink.tools.train import glucose_real
 
-    floor, _ = glucose_real.choose_floor(runtime, people, policy)
+    preds = {p.name: glucose_real.predict(runtime, p) for p in people}  # once for both
+    floor, _ = glucose_real.choose_floor(runtime, people, policy, preds=preds)
     policy = replace(policy, forecast_floor_mgdl=floor)
-    permille, _ = glucose_real.choose_threshold(runtime, people, policy)
+    permille, _ = glucose_real.choose_threshold(runtime, people, policy, preds=preds)
     return replace(policy, alarm_permille=permille)
 
 

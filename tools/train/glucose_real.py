@@ -116,12 +116,13 @@ FLOORS = (400.0, 110.0, 100.0, 95.0, 90.0, 85.0, 80.0)
 
 
 def choose_floor(runtime, people: list[Person], policy: AlarmPolicy,
-                 floors=FLOORS) -> tuple[float, list[dict]]:
+                 floors=FLOORS, preds: dict | None = None) -> tuple[float, list[dict]]:
     """The forecast floor for `policy`, chosen on `people` (the training people of a fold,
     never its test people): the floor with the fewest false alarms a night whose recall stays
     within 0.01 of no floor at all and whose median warning is no shorter, at the policy's own
-    threshold. Returns the floor and what each candidate gave."""
-    preds = {p.name: predict(runtime, p) for p in people}
+    threshold. Returns the floor and what each candidate gave. `preds`: the predictions by
+    person's name when already made."""
+    preds = preds if preds is not None else {p.name: predict(runtime, p) for p in people}
     rows = []
     for floor in floors:
         cand = replace(policy, forecast_floor_mgdl=float(floor))
@@ -143,14 +144,15 @@ def choose_floor(runtime, people: list[Person], policy: AlarmPolicy,
     return best["floor"], rows
 
 
-def choose_threshold(runtime, people: list[Person], policy: AlarmPolicy) -> tuple[int, list[dict]]:
+def choose_threshold(runtime, people: list[Person], policy: AlarmPolicy,
+                     preds: dict | None = None) -> tuple[int, list[dict]]:
     """The model's own threshold, sounded until a person has nights enough to calibrate on,
     chosen on `people` (a fold's training people, never its test people) by the calibration's
     own rule (pick_threshold) on all their nights together: among the thresholds within the
     policy's bounds whose false alarms fit its budget, the one that warned of the most lows
     before they began, the least sensitive of equals. Returns the threshold and what each
-    candidate gave."""
-    preds = {p.name: predict(runtime, p) for p in people}
+    candidate gave. `preds`: the predictions by person's name when already made."""
+    preds = preds if preds is not None else {p.name: predict(runtime, p) for p in people}
     cands = CANDIDATES[(CANDIDATES >= policy.lowest_permille)
                        & (CANDIDATES <= policy.highest_permille)]
     rows, false, caught, nights = [], [], [], 0
