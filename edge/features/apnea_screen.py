@@ -48,7 +48,7 @@ def rr_estimate(streams: dict, model: cvhr.RrApneaModel | None) -> dict | None:
         n_min = len(streams["wearable"]["sdnn_ms"]) // 2
         res = model.from_beats(beats["t_s"], beats["rr_ms"], n_min, beats.get("start_s", 0.0),
                                streams["wearable"])
-        source = "beats"
+        source = "beats+" + res["with"] if res["with"] else "beats"
     elif model.epoch_head(streams["wearable"]) is not None:
         source = model.epoch_head(streams["wearable"])
         res = model.from_epochs(streams["wearable"], source)

@@ -441,7 +441,8 @@ class RrApneaModel:
         partner's probability, from `partner_feats` (the partner's features of the same
         minutes); a minute the partner has none for keeps the head's own (the first minutes
         of a night, a pulse sensor whose 5-minute windows seldom fill), and a minute the head
-        has none for stays without. Without them, its own alone."""
+        has none for stays without. Without them, its own alone. `with` names the partner
+        when it took part in at least one minute, else None."""
         head = self.heads[kind]
         prob = head.probability(feats)
         partner = head.meta.get("average_with")
@@ -449,10 +450,14 @@ class RrApneaModel:
             other = np.full(prob.size, np.nan)
             got = self.heads[partner].probability(partner_feats)[:prob.size]
             other[:got.size] = got
+            averaged = bool((~np.isnan(other) & ~np.isnan(prob)).any())
             prob = np.where(np.isnan(other), prob, (prob + other) / 2.0)
+        else:
+            averaged = False
         flags = smooth_minutes(prob, head.threshold)
         return {"probability": prob, "apnea_minutes": flags, "index": apnea_index(flags, prob),
-                "valid_minutes": int((~np.isnan(prob)).sum())}
+                "valid_minutes": int((~np.isnan(prob)).sum()),
+                "with": partner if averaged else None}
 
     def from_beats(self, t_s, rr_ms, n_minutes: int, start_s: float = 0.0,
                    wearable: dict[str, np.ndarray] | None = None) -> dict:

@@ -136,9 +136,14 @@ def test_screen_with_heart_rhythm_only(model):
     assert res["screen"] == cvhr.SCREEN_MESSAGE
     # No oximetry and no audio: no ODI and no audio AHI, rather than zeros.
     assert res["spo2"] is None and res["odi3"] is None and res["ahi"] is None
-    # With the beats themselves the beats head is used.
+    # With the beats themselves the beats head is used, averaged with the stored-epoch head
+    # on the night's CVHR columns, and the source says both.
     t, rr = synthetic_beats(120, 50.0, swing_bpm=20.0, seed=2)
     streams["beats"] = {"t_s": t, "rr_ms": rr, "start_s": 0.0}
+    assert apnea_screen.breathing_screen(streams, None, model)["rr"]["source"] == "beats+epochs"
+    # Epochs stored without the CVHR columns leave nothing to average with: the beats alone.
+    for name in cvhr.TRAILING_FEATURES:
+        streams["wearable"][name] = np.full(n, np.nan)
     assert apnea_screen.breathing_screen(streams, None, model)["rr"]["source"] == "beats"
 
 
