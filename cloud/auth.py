@@ -100,7 +100,7 @@ def decode(token: str, secret: str, typ: str) -> dict:
                             options={"require": ["exp", "sub"]})
     except jwt.ExpiredSignatureError:
         raise AuthError("The token has expired.") from None
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, UnicodeError):  # a half emoji cannot even be encoded to check
         raise AuthError("The token is not valid.") from None
     if claims.get("typ") != typ:
         raise AuthError(f"An {typ} token is needed here.")

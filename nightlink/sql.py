@@ -402,19 +402,28 @@ class PostgresDatabase(Database):
         except self._psycopg.Error:
             pass
 
+    @staticmethod
+    def _params(params: Sequence) -> tuple:
+        """PostgreSQL's text holds no NUL character: one in a query's text (a `%00` in an
+        address, a sign-in's e-mail) would fail the statement and answer 503 as if the
+        database were down. It becomes U+FFFD, so it matches nothing stored, as on SQLite."""
+        return tuple(p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p
+                     for p in params)
+
     def execute(self, sql, params=()):
-        return self._run(lambda c: c.execute(self._sql(sql), tuple(params)).rowcount)
+        return self._run(lambda c: c.execute(self._sql(sql), self._params(params)).rowcount)
 
     def executemany(self, sql, rows):
         def run(c):
             with c.cursor() as cur:
-                cur.executemany(self._sql(sql), rows)
+                cur.executemany(self._sql(sql), [self._params(r) for r in rows])
                 return cur.rowcount
 
         return self._run(run)
 
     def query(self, sql, params=()):
-        return self._run(lambda c: list(c.execute(self._sql(sql), tuple(params)).fetchall()))
+        return self._run(lambda c: list(c.execute(self._sql(sql),
+                                                  self._params(params)).fetchall()))
 
     @contextmanager
     def transaction(self):

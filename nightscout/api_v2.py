@@ -149,7 +149,7 @@ async def create_subject(request: Request) -> Response:
 async def delete_subject(subject_id: str, request: Request) -> Response:
     """Revoke a subject and its access token."""
     site, _ = need(request, "admin:api:subjects:delete")
-    if not subject_id.isdigit() or len(subject_id) > 18 or not await run_in_threadpool(
+    if not subject_id.isdecimal() or len(subject_id) > 18 or not await run_in_threadpool(
             site.subjects.revoke, int(subject_id)):
         raise NSError(404, "Not Found", f"There is no subject {subject_id!r}.")
     state_of(request).forget()

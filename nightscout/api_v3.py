@@ -358,6 +358,20 @@ def _immutable(row: Row, body: dict) -> None:
             raise fail(400, f"Field {key} cannot be modified by the client")
 
 
+def _same_time(row: Row, n: documents.Normalized) -> None:
+    """The date is immutable in API v3 however it is written: `dateString`, `created_at` or
+    `mills` without `date` move the document as surely as `date` does."""
+    if n.date_ms != row.date_ms:
+        raise fail(400, "Field date cannot be modified by the client")
+
+
+async def _update(site, row: Row, n: documents.Normalized, **kw) -> Row:
+    try:
+        return await run_in_threadpool(site.docs.update, row, n, **kw)
+    except documents.DocumentError as exc:
+        raise fail(400, str(exc)) from None
+
+
 @router.put("/{col}/{identifier}", responses={200: {"description": "Replaced", **_JSON},
             201: {"description": "Created", **_JSON}, 410: {"description": "Deleted", **_JSON},
             412: {"description": "Changed since If-Unmodified-Since", **_JSON}, **_ERRORS},
@@ -387,7 +401,8 @@ async def update(col: str, identifier: str, request: Request) -> Response:
         return json_response({"status": 201, "identifier": outcome.row.identifier,
                               "lastModified": outcome.row.srv_modified}, 201,
                              {"Location": _location(request.url.path)})
-    new = await run_in_threadpool(site.docs.update, row, n)
+    _same_time(row, n)
+    new = await _update(site, row, n)
     return json_response({"status": 200, "lastModified": new.srv_modified},
                          headers={"Last-Modified": times.http_date(new.srv_modified)})
 
@@ -413,7 +428,8 @@ async def patch(col: str, identifier: str, request: Request) -> Response:
         n = documents.normalize(col, {**row.doc, **fields}, _now(), v3=True)
     except documents.DocumentError as exc:
         raise fail(400, str(exc)) from None
-    new = await run_in_threadpool(site.docs.update, row, n, modified_by=grant.subject)
+    _same_time(row, n)
+    new = await _update(site, row, n, modified_by=grant.subject)
     return json_response({"status": 200},
                          headers={"Last-Modified": times.http_date(new.srv_modified)})
 

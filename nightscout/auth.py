@@ -184,7 +184,7 @@ def read_jwt(secret: str, token: str) -> dict | None:
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"],
                             options={"require": ["exp", "iat"]})
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, UnicodeError):
         return None
     if not isinstance(claims.get("accessToken"), str) or not isinstance(claims.get("site"), str):
         return None

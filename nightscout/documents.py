@@ -108,6 +108,15 @@ def name_by_app_id(n: Normalized) -> None:
         n.client_identity = True  # matched by its id only; its pair stays (collections.py)
 
 
+def _pair_part(text: str) -> str:
+    """A client's text as part of an indexed pair key: as it is up to 1,000 characters (Trio's
+    ids are UUIDs), longer as its SHA-1 (a 3,000-character `id` overflowed PostgreSQL's
+    index entry, and the upload was lost with a 503)."""
+    if len(text) <= 1000:
+        return text
+    return "sha1:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def new_oid(now_ms: int | None = None) -> str:
     """A fresh 24-hex id shaped like a MongoDB ObjectId (seconds, then random bits)."""
     seconds = int((now_ms if now_ms is not None else time.time() * 1000) // 1000)
@@ -348,7 +357,7 @@ def _treatment(doc: dict, now_ms: int, v3: bool) -> Normalized:
     _identity(doc, n, sync_identifier=True)
     if not n.client_identity:
         trio_id = doc.get("id") if isinstance(doc.get("id"), str) else ""
-        n.pair = f"{ms}|{event_type or ''}|{trio_id}"
+        n.pair = f"{ms}|{event_type or ''}|{_pair_part(trio_id)}"
         if v3:
             n.identifier = v3_identifier({**doc, "eventType": event_type}, ms)
     pre = doc.get("preBolus")

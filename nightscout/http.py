@@ -305,7 +305,7 @@ async def read_json(request: Request) -> Any:
     cap = state_of(request).limits.max_body_bytes
     too_large = NSError(413, "Payload Too Large", f"The body is larger than {cap} bytes.")
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > cap:
+    if length and length.isdecimal() and int(length) > cap:
         raise too_large
     chunks, size = [], 0
     async for chunk in request.stream():

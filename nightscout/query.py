@@ -174,7 +174,7 @@ def _lookup(doc: Any, path: str) -> tuple[bool, Any]:
     for part in path.split("."):
         if isinstance(doc, dict) and part in doc:
             doc = doc[part]
-        elif isinstance(doc, list) and part.isdigit() and int(part) < len(doc):
+        elif isinstance(doc, list) and part.isdecimal() and int(part) < len(doc):
             doc = doc[int(part)]
         else:
             return False, None
@@ -359,7 +359,7 @@ def _coerce(coll: str, path: str, raw: Any, key: str, *, v3: bool = False) -> An
 def _space_offset(text: str) -> bool:
     """An ISO time whose `+hh:mm` offset arrived as a space (a `+` not escaped in the URL)."""
     return " " in text.strip() and "T" in text and text.count(" ") == 1 \
-        and text.rsplit(" ", 1)[1][:2].isdigit() and ":" in text.rsplit(" ", 1)[0]
+        and text.rsplit(" ", 1)[1][:2].isdecimal() and ":" in text.rsplit(" ", 1)[0]
 
 
 class _NotANumber:
@@ -372,9 +372,55 @@ class _NotANumber:
 _NaN = _NotANumber()
 
 
+MAX_REPEAT = 10_000  # the largest product of nested counted repeats ({m,n}) in a pattern
+_QUANTIFIER = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+def repeat_product(pattern: str) -> int:
+    """The largest product of counted repeats ({m}, {m,n}, {m,}) nested in a pattern: what the
+    regex engine expands when it compiles it. `(?:x{3000}){3000}` is 19 characters and 9
+    million copies, gigabytes and seconds of compiling; a length limit cannot bound that."""
+    levels, last, i = [1], 1, 0  # the largest product within each open group; the last atom's
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            last, i = 1, i + 2
+            continue
+        if c == "[":  # a character class is one atom, whatever braces it holds
+            j = i + 1 + (pattern[i + 1:i + 2] == "^")
+            j += pattern[j:j + 1] == "]"
+            while j < len(pattern) and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            last, i = 1, j + 1
+            continue
+        if c == "(":
+            levels.append(1)
+            i += 1
+            continue
+        if c == ")":
+            last = levels.pop() if len(levels) > 1 else 1
+            levels[-1] = max(levels[-1], last)
+            i += 1
+            continue
+        if c == "{":
+            m = _QUANTIFIER.match(pattern, i)
+            if m and (m.group(1) or m.group(2)):
+                bound = max(int(m.group(1) or 0), int(m.group(2) or 0))
+                last *= max(bound, 1)
+                levels[-1] = max(levels[-1], last)
+                i = m.end()
+                continue
+        last = 1
+        i += 1
+    return max(levels)
+
+
 def _compile(pattern: str, flags: str, key: str):
     if len(pattern) > 256:
         raise QueryError(f"{key}: a pattern is at most 256 characters long.")
+    if repeat_product(pattern) > MAX_REPEAT:
+        raise QueryError(f"{key}: the pattern repeats more than {MAX_REPEAT:,} times "
+                         f"(counted repeats multiply when nested).")
     bits = 0
     for flag in flags:
         if flag not in _FLAGS and flag not in "gu":
@@ -418,7 +464,7 @@ def _tree(params: Iterable[tuple[str, str]]) -> dict:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             if part == "":
-                part = str(sum(1 for k in node if k.isdigit()))  # `[]` appends
+                part = str(sum(1 for k in node if k.isdecimal()))  # `[]` appends
             if last:
                 if part in node and isinstance(node[part], dict):
                     raise QueryError(f"{key} repeats a condition given as an object.")
@@ -433,7 +479,7 @@ def _tree(params: Iterable[tuple[str, str]]) -> dict:
 
 def _items(value: Any) -> list:
     if isinstance(value, dict):
-        if value and all(k.isdigit() for k in value):
+        if value and all(k.isdecimal() for k in value):
             return [value[k] for k in sorted(value, key=int)]
         return [value]
     return [value]

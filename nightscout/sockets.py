@@ -34,7 +34,7 @@ from typing import Any
 
 import socketio
 
-from nightlink.nightscout import auth, documents, times
+from nightlink.nightscout import auth, documents, jsonsafe, times
 from nightlink.nightscout.http import NightscoutState
 from nightlink.nightscout.hub import ALL
 from nightlink.nightscout.site import Site
@@ -302,6 +302,10 @@ class NightscoutSockets:
         """(site, collection, message, grant, None) for a dbAdd/dbUpdate/dbRemove the socket
         may make, else (None, None, None, None, the refusal Nightscout answers)."""
         data = data if isinstance(data, dict) else {}
+        try:  # the checks an HTTP body gets: depth, size, half emojis, numbers JSON cannot hold
+            data = jsonsafe.clean(data, 0, [jsonsafe.MAX_NODES])
+        except jsonsafe.BodyError as exc:
+            return None, None, None, None, {"result": str(exc)}
         coll = str(data.get("collection", ""))
         session = await self.sio.get_session(sid, namespace=namespace)
         if session.get("site") is None:

@@ -22,8 +22,8 @@ def free_port() -> int:
     NIGHTLINK_PORT_BLOCK shifts the blocks, so two test sessions on one machine stay apart."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     shift = os.environ.get("NIGHTLINK_PORT_BLOCK", "0")
-    block = ((int(worker) if worker.isdigit() else 0)
-             + (int(shift) if shift.isdigit() else 0)) % 12
+    block = ((int(worker) if worker.isdecimal() else 0)
+             + (int(shift) if shift.isdecimal() else 0)) % 12
     for _ in range(_PORTS_PER_WORKER):
         port = _PORT_BASE + block * _PORTS_PER_WORKER + _next_port[0] % _PORTS_PER_WORKER
         _next_port[0] += 1

@@ -54,10 +54,10 @@ def _bad(message: str) -> HTTPException:
 def parse_time(name: str, text: str) -> float:
     """Unix seconds for an ISO 8601 time or an epoch index; BadQuery with a sentence otherwise."""
     text = text.strip()
-    if re.fullmatch(r"\d+", text):
-        index = int(text)
+    if re.fullmatch(r"\d+", text, flags=re.ASCII):
+        index = int(text) if len(text) < 19 else MAX_EPOCH_INDEX  # Python refuses 4,300 digits
         if index >= MAX_EPOCH_INDEX:
-            raise BadQuery(f"{name}={text} is too large for an epoch index (Unix seconds // 30); "
+            raise BadQuery(f"{name}={text[:24]} is too large for an epoch index (Unix seconds // 30); "
                            "give an ISO 8601 time such as 2026-01-15T22:00:00Z or an epoch index.")
         return float(index * EPOCH_S)
     try:
@@ -97,11 +97,15 @@ def encode_cursor(row: Row) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str, int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if len(raw) > 512:  # a real cursor is under 100 bytes
+            raise ValueError
         e, d, b, s = json.loads(raw)
-        if not (isinstance(d, str) and all(isinstance(v, int) for v in (e, b, s))):
+        if not (isinstance(d, str) and d.isascii() and len(d) <= 64
+                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
+                        for v in (e, b, s))):
             raise ValueError
         return e, d, b, s
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, RecursionError):
         raise BadQuery("The cursor is not valid: pass next_cursor from the previous page "
                        "unchanged.") from None
 

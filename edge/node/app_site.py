@@ -133,7 +133,7 @@ class EdgeApp:
         try:
             claims = jwt.decode(token, self.key, algorithms=["HS256"],
                                 options={"require": ["exp", "iat"]})
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, UnicodeError):
             return None
         if claims.get("typ") != typ:
             return None

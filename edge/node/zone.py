@@ -87,7 +87,7 @@ def night_label(unix_s: float, name: str = "", boundary_min: int = NOON_MIN) -> 
 def check_clock_time(text: str) -> tuple[int, int]:
     """(hour, minute) of an "HH:MM" time of day, or ValueError saying what is wrong."""
     parts = text.split(":") if isinstance(text, str) else []
-    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts) \
+    if len(parts) != 2 or not all(p.isdecimal() and len(p) == 2 for p in parts) \
             or int(parts[0]) > 23 or int(parts[1]) > 59:
         raise ValueError(f"{text!r} is not a time of day written HH:MM, such as \"22:30\"")
     return int(parts[0]), int(parts[1])

@@ -244,6 +244,10 @@ class DocumentStore:
         if n.coll == documents.ENTRIES and n.identifier and self._one(
                 n.coll, "identifier = ?", [n.identifier]) is not None:
             identifier = oid  # entries are matched on (type, date); another one has this id
+        if identifier == oid and self._one(n.coll, "identifier = ?", [oid]) is not None:
+            # another document's client-set identifier is this one's _id: the _id stays the
+            # client's (it finds the document by it), the identifier is a new one
+            identifier = documents.new_oid(stamp)
         doc = dict(n.doc)
         if subject is not None:
             doc["subject"] = subject
@@ -257,11 +261,19 @@ class DocumentStore:
 
     def _update(self, found: Row, doc: dict, identifier: str, n: documents.Normalized,
                 stamp: int) -> Row:
+        """Store new content under a document's identity. Its deduplication key follows the
+        content (a change of time or kind): left behind, a later upload at the new time
+        would be stored beside it and one at the old time would overwrite it. DocumentError
+        when another document already holds the new key."""
+        if n.dedup is not None and self._one(
+                n.coll, "dedup = ? AND id <> ?", [n.dedup, found.id]) is not None:
+            raise documents.DocumentError(
+                "Another document already has this time and kind; change that one instead.")
         rows = self.db.query(
-            f"UPDATE {TABLE} SET doc = ?, identifier = ?, date_ms = ?, kind = ?, value = ?, "
-            "pair = ?, srv_modified = ?, valid = 1 WHERE id = ? "
+            f"UPDATE {TABLE} SET doc = ?, identifier = ?, dedup = ?, date_ms = ?, kind = ?, "
+            "value = ?, pair = ?, srv_modified = ?, valid = 1 WHERE id = ? "
             f"RETURNING {_COLUMNS}",
-            (jsonsafe.dumps(doc), identifier, n.date_ms, n.kind[:200], n.value,
+            (jsonsafe.dumps(doc), identifier, n.dedup, n.date_ms, n.kind[:200], n.value,
              n.pair, stamp, found.id))
         return Row.of(rows[0])
 

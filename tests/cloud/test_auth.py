@@ -21,6 +21,26 @@ def test_auth__login_me_refresh(cloud):
     assert reused.status_code == 401  # rotation: a refresh token works once
 
 
+def test_auth__odd_text_in_sign_in_and_refresh_is_refused_not_a_5xx(cloud_any):
+    """Found by fuzzing: a half emoji in a refresh token was a 500 (it cannot be encoded to
+    check its signature), a NUL in an e-mail a 503 on PostgreSQL (its text holds none)."""
+    cloud_any.user("p@example.org", tenant="fam-1", role="patient")
+    for body in ('{"refresh_token": "\\ud800"}', '{"refresh_token": "a.b\\u0000.c"}'):
+        r = cloud_any.client.post("/api/nl/v1/auth/refresh", content=body,
+                                  headers={"Content-Type": "application/json"})
+        assert r.status_code == 401, r.text
+    for email in ("p\u0000@example.org", "p@example.org\u0000"):
+        r = cloud_any.client.post("/api/nl/v1/auth/login",
+                                  json={"email": email, "password": PASSWORD})
+        assert r.status_code in (400, 401, 422), r.text
+    r = cloud_any.client.get("/api/nl/v1/tenants/%00/nights",
+                             headers=cloud_any.auth("p@example.org"))
+    assert r.status_code in (403, 404), r.text
+    r = cloud_any.client.post("/api/nl/v1/auth/login",
+                              json={"email": "p@example.org", "password": PASSWORD})
+    assert r.status_code == 200  # and nothing was broken for the real account
+
+
 def test_auth__a_token_names_one_account_even_after_a_restore(tmp_path):
     """The database is restored from a backup taken before an account was made; the next
     account made gets that account's id again. The old account's sign-in token named only

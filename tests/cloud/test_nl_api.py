@@ -1,7 +1,9 @@
 """The Nightlink tenant API: epoch rows with cursor pages, CSV, nights, glucose, alerts."""
 
+import base64
 import csv
 import io
+import json
 
 import pytest
 
@@ -33,6 +35,11 @@ def _put_room_rows(store, n=250):
     # Another tenant's rows in the same range must never show up.
     store.tenant("fam-2").put_rows([codec.Record(features.ROOM, codec.device_id("ffffffffffff"), 1, 1,
                                                  E0, [_room(i) for i in range(20)])])
+
+
+def _cursor(value) -> str:
+    raw = value if isinstance(value, str) else json.dumps(value)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def _range(n=250):
@@ -125,6 +132,13 @@ def test_epochs_csv__pages_through_more_than_one_page(cloud, monkeypatch):
     ({"end": iso_epoch(E0 - 10)}, "end must be after start"),
     ({"end": "2026-04-01T00:00:00Z"}, "at most 31 days"),
     ({"cursor": "not-a-cursor"}, "cursor is not valid"),
+    # found by fuzzing: each was a 500
+    ({"start": "9" * 4400}, "too large for an epoch index"),
+    ({"start": "\u0663" * 5}, "neither an ISO 8601 time"),  # digits to \\d, not to the API
+    ({"cursor": _cursor([10**26, "x", 1, 1])}, "cursor is not valid"),
+    ({"cursor": _cursor("[" * 3000)}, "cursor is not valid"),
+    ({"cursor": _cursor('[1,"x\\ud800",1,1]')}, "cursor is not valid"),
+    ({"cursor": _cursor([True, "x", 1, 1])}, "cursor is not valid"),
 ])
 def test_epochs__bad_query_is_422_with_a_sentence(cloud, params, words):
     cloud.user("p@x.org", tenant="fam-1", role="patient")

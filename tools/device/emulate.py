@@ -164,7 +164,7 @@ def _emulate(config_path, out, broker, speed, minutes, replay, summary, battery,
         raise NightlinkError("--minutes must be a number of minutes, 0 or more (0: no end).")
     if broker is not None:
         host, _, port = broker.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdecimal() or not 0 < int(port) < 65536:
             raise NightlinkError("--broker must be HOST:PORT with a port 1..65535.")
     if replay:
         _check_replay(replay)

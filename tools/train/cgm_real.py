@@ -232,7 +232,7 @@ def _minute(cell: str, zone, rows: _Rows, order: str | None = None) -> int | Non
     from nightlink.edge.importers.localtime import DateStyle, split
 
     text = cell.strip()
-    if text.isdigit():
+    if text.isdecimal():
         raise ValueError("numbers, not dates, in the timestamp column (write dates such as "
                          "2024-03-01 14:05 on the person's clock)")
     try:

@@ -1,0 +1,223 @@
+"""Requests a fuzzing run found to break the rule that no input gives a 5xx, costs the server
+more than it costs the sender, or stores something that makes a later read fail or lie.
+Each runs on the edge and the cloud, and on PostgreSQL where the suite does."""
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from nightlink.nightscout.query import MAX_REPEAT, repeat_product
+from tests.nightscout.test_robustness import AUTH, every_read_works
+from tests.support.nightscout import iso, now_ms
+from tests.support.sockets import Recorder, namespace
+
+ON_POSTGRES = True
+
+
+def _bearer(ns) -> dict:
+    jwt = ns.client.get(f"{ns.root}/api/v2/authorization/request/{ns.admin_token}").json()
+    return {"Authorization": f"Bearer {jwt['token']}"}
+
+
+@pytest.mark.parametrize("pattern, product", [
+    ("(?:x{3000}){3000}", 9_000_000), ("x{100}y{100}", 100), ("(x{2}(y{3}){4}){5}", 60),
+    ("[{}]{5}", 5), (r"a\{3000\}", 1), ("2024-0[1-9]-.*", 1), ("x{,20000}", 20_000),
+    ("(?:a{10}|b{2000}){10}", 20_000), ("a{1,}", 1)])
+def test_repeat_product__counts_what_compiling_expands(pattern, product):
+    assert repeat_product(pattern) == product
+
+
+@pytest.mark.parametrize("path, query", [
+    ("/api/v1/entries.json", "find[dateString][$regex]=(?:x{3000}){3000}"),
+    ("/api/v1/treatments.json", "find[notes]=/(?:x{65535}){65535}/"),
+    ("/api/v3/entries", "dateString$re=(?:x{65535}){65535}"),
+    ("/api/v1/slice/entries/dateString/sgv/(%3F:x{3000}){3000}/.*", ""),
+])
+def test_a_pattern_that_expands_to_millions_is_refused_before_it_is_compiled(ns, path, query):
+    """19 characters, `(?:x{65535}){65535}`, took every gigabyte of the machine to compile;
+    `(?:x{3000}){3000}` 3.4 s of the event loop and 2.4 GB."""
+    headers = _bearer(ns) if path.startswith("/api/v3") else AUTH
+    started = time.monotonic()
+    r = ns.get(f"{path}?{query}" if query else path, headers=headers)
+    assert r.status_code == 400, (r.status_code, r.text[:200])
+    assert f"more than {MAX_REPEAT:,} times" in r.text
+    assert time.monotonic() - started < 1.0
+    ok = ns.get("/api/v1/entries.json?find[dateString][$regex]=^20[0-9]{2}-&count=5",
+                headers=AUTH)
+    assert ok.status_code == 200  # an ordinary counted repeat still reads
+
+
+def test_digits_that_are_not_decimal_are_refused_or_ignored_not_a_5xx(ns):
+    """'²' is a digit to str.isdigit() but not to int(): each of these was a 500."""
+    ns.post("/api/v1/profile", headers=AUTH, json=[{
+        "defaultProfile": "Default", "startDate": iso(now_ms() - 3_600_000),
+        "store": {"Default": {"basal": [{"time": "00:00", "value": 0.8}]}}}])
+    for method, path in [
+            ("get", "/api/v1/entries.json?find[sgv][$in][%C2%B2]=1"),
+            ("get", "/api/v1/entries.json?find[$or][%C2%B2][sgv]=1"),
+            ("delete", "/api/v1/entries.json?find[$or][%C2%B2][sgv]=1"),
+            ("get", "/api/v1/profile.json?find[store.Default.basal.%C2%B2.value]=1")]:
+        r = getattr(ns, method)(path, headers=AUTH)
+        assert r.status_code < 500, (path, r.status_code, r.text[:200])
+    r = ns.get("/api/v3/devicestatus?openaps.iob.%C2%B3=1", headers=_bearer(ns))
+    assert r.status_code < 500, r.text[:200]
+    r = ns.delete("/api/v2/authorization/subjects/%C2%B2", headers=_bearer(ns))
+    assert r.status_code < 500, r.text[:200]
+    every_read_works(ns)
+
+
+@pytest.mark.parametrize("coll", ["devicestatus", "food", "activity"])
+def test_an_id_equal_to_another_documents_identifier_is_stored_not_a_503(ns, coll):
+    """A client's identifier is any text, so it can be another document's `_id`; the unique
+    identifier index refused the second document, the database error became a 503 and the
+    whole upload was lost."""
+    t = now_ms() - 60_000
+    same = "5f0c0ffee0ddba11deadbeef"
+    body = {"devicestatus": {"device": "a", "created_at": iso(t)},
+            "food": {"name": "apple", "carbs": 12},
+            "activity": {"name": "walk", "created_at": iso(t)}}[coll]
+    r = ns.post(f"/api/v1/{coll}", headers=AUTH, json=[{**body, "identifier": same}])
+    assert r.status_code == 200, r.text[:200]
+    other = {**body, "_id": same}
+    other.update({"device": "b"} if coll == "devicestatus" else
+                 {"name": "pear"} if coll == "food" else
+                 {"notes": "b", "created_at": iso(t + 60_000)})
+    readings = [{"type": "sgv", "sgv": 100 + k, "date": t - k * 300_000} for k in range(5)]
+    r = ns.post(f"/api/v1/{coll}", headers=AUTH, json=[other])
+    assert r.status_code == 200, r.text[:200]
+    assert ns.post("/api/v1/entries", headers=AUTH, json=readings).status_code == 200
+    assert ns.count(coll) == 2 and ns.count("entries") == 5
+    got = ns.get(f"/api/v1/{coll}/{same}", headers=AUTH)
+    assert got.status_code == 200
+    every_read_works(ns)
+
+
+def test_a_v3_put_cannot_move_a_document_by_its_date_string(ns):
+    """`date` is immutable in API v3; a PUT giving only `dateString` moved the entry while its
+    deduplication key stayed at the old time: a v1 upload at the new time was stored beside
+    it, and one at the old time moved it back."""
+    h = _bearer(ns)
+    t = now_ms() - 30 * 60_000
+    r = ns.post("/api/v3/entries", headers=h, json={
+        "identifier": "v3-one", "type": "sgv", "sgv": 100, "date": t, "dateString": iso(t)})
+    assert r.status_code in (200, 201), r.text[:200]
+    moved = iso(t + 25 * 60_000)
+    r = ns.put("/api/v3/entries/v3-one", headers=h,
+               json={"type": "sgv", "sgv": 111, "dateString": moved})
+    assert r.status_code == 400 and "date cannot be modified" in r.text
+    r = ns.put("/api/v3/entries/v3-one", headers=h,
+               json={"type": "sgv", "sgv": 111, "date": t, "dateString": iso(t)})
+    assert r.status_code == 200, r.text[:200]
+    assert ns.post("/api/v1/entries", headers=AUTH, json=[
+        {"type": "sgv", "sgv": 120, "date": t + 25 * 60_000}]).status_code == 200
+    assert ns.count("entries") == 2
+    every_read_works(ns)
+
+
+def test_a_socket_update_that_moves_an_entry_keeps_its_key_with_it(ns):
+    """AndroidAPS's older NSClient (socket.io dbUpdate) may change a reading's date; its
+    deduplication key (type and date) follows, so a later upload at the new time updates it
+    rather than being stored beside it, one at the old time is a new reading rather than
+    moving it back, and a move onto another reading's time is refused."""
+    t = now_ms() - 60 * 60_000
+    ns.post("/api/v1/entries", headers=AUTH, json=[
+        {"type": "sgv", "sgv": 100, "date": t}, {"type": "sgv", "sgv": 140, "date": t + 600_000}])
+    ids = {d["sgv"]: d["_id"] for d in ns.get("/api/v1/entries.json?find[date][$gte]=0",
+                                               headers=AUTH).json()}
+    first, second = ids[100], ids[140]
+
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        assert (await rec.call("authorize", {"token": ns.admin_token}, main))["write"] is True
+        done = await rec.call("dbUpdate", {"collection": "entries", "_id": first,
+                                           "data": {"date": t + 300_000}}, main)
+        assert done == {"result": "success"}
+        # onto the other reading's time: refused (dead-lettered), both kept as they were
+        await rec.call("dbUpdate", {"collection": "entries", "_id": second,
+                                    "data": {"date": t + 300_000}}, main)
+        await rec.close()
+
+    asyncio.run(run())
+    assert ns.post("/api/v1/entries", headers=AUTH, json=[
+        {"type": "sgv", "sgv": 105, "date": t + 300_000}]).status_code == 200
+    assert ns.count("entries") == 2
+    assert ns.post("/api/v1/entries", headers=AUTH, json=[
+        {"type": "sgv", "sgv": 99, "date": t}]).status_code == 200
+    assert ns.count("entries") == 3
+    by_id = {d["_id"]: d for d in ns.get("/api/v1/entries.json?find[date][$gte]=0",
+                                          headers=AUTH).json()}
+    assert by_id[first]["sgv"] == 105 and by_id[first]["date"] == t + 300_000
+    assert by_id[second]["sgv"] == 140 and by_id[second]["date"] == t + 600_000
+    every_read_works(ns)
+
+
+def test_socket_writes_get_the_checks_an_http_body_gets(ns):
+    """Over socket.io a half emoji failed to store with no answer (AndroidAPS resends
+    forever), and a field nested 70 deep was stored and then read back as {}: the reading
+    vanished from every app."""
+    t = now_ms() - 2 * 60_000
+    ns.post("/api/v1/entries", headers=AUTH, json=[{"type": "sgv", "sgv": 120, "date": t}])
+    oid = ns.get("/api/v1/entries/current.json", headers=AUTH).json()[0]["_id"]
+    deep: object = 1
+    for _ in range(70):
+        deep = {"k": deep}
+
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        assert (await rec.call("authorize", {"token": ns.admin_token}, main))["write"] is True
+        half = await rec.call("dbAdd", {"collection": "treatments", "data": {
+            "eventType": "Note", "notes": "half \ud83d", "created_at": iso(t)}}, main)
+        assert isinstance(half, list) and half[0]["notes"] == "half \ufffd"
+        said = await rec.call("dbAdd", {"collection": "entries", "data": {
+            "type": "sgv", "sgv": 130, "date": t + 60_000, "x": deep}}, main)
+        assert "nested deeper" in said["result"]
+        said = await rec.call("dbUpdate", {"collection": "entries", "_id": oid,
+                                           "data": {"x": deep}}, main)
+        assert "nested deeper" in said["result"]
+        await rec.close()
+
+    asyncio.run(run())
+    current = ns.get("/api/v1/entries/current.json", headers=AUTH).json()
+    assert current[0]["_id"] == oid and current[0]["sgv"] == 120
+    every_read_works(ns)
+
+
+def test_a_nul_character_in_an_address_or_a_field_is_not_a_503(ns):
+    """PostgreSQL's text holds no NUL: each of these failed the statement and answered 503
+    with Retry-After, as if the database were down, so clients retried forever."""
+    h = _bearer(ns)
+    for path in ("/api/v1/entries.json?find[_id]=%00", "/api/v1/entries.json?find[type]=%00",
+                 "/api/v1/treatments.json?find[eventType]=a%00", "/api/v1/entries/sgv%00.json",
+                 "/api/v1/treatments/%00", "/api/v1/slice/entries/dateString/sgv%00/.*/.*"):
+        r = ns.get(path, headers=AUTH)
+        assert r.status_code < 500, (path, r.status_code, r.text[:200])
+    assert ns.delete("/api/v1/treatments/%00", headers=AUTH).status_code < 500
+    for path in ("/api/v3/entries/%00", "/api/v3/entries?identifier=%00"):
+        r = ns.get(path, headers=h)
+        assert r.status_code < 500, (path, r.status_code, r.text[:200])
+    r = ns.put("/api/v3/treatments/%00", headers=h, json={
+        "eventType": "Note", "date": now_ms(), "notes": "x"})
+    assert r.status_code < 500, r.text[:200]
+    if ns.kind != "edge":
+        r = ns.client.get(f"{ns.root}/t/%00/api/v1/entries.json")
+        assert r.status_code < 500, r.text[:200]
+    every_read_works(ns)
+
+
+def test_a_very_long_trio_id_is_stored_not_a_503(ns):
+    """Trio's `id` goes into an indexed key; 3,000 characters overflowed PostgreSQL's index
+    entry and the whole upload was lost. A repeat of the same one still deduplicates."""
+    t = now_ms() - 5 * 60_000
+    long_id = os.urandom(1500).hex()  # random: a repeated text compresses under the limit
+    doc = {"eventType": "Note", "created_at": iso(t), "id": long_id, "notes": "x"}
+    for _ in range(2):
+        r = ns.post("/api/v1/treatments", headers=AUTH, json=[doc])
+        assert r.status_code == 200, r.text[:200]
+    assert ns.count("treatments") == 1
+    every_read_works(ns)
