@@ -212,6 +212,16 @@ def _name(uid: int, gid: int) -> str:
     return f"{user}:{group}"
 
 
+def one_line_each(**values) -> None:
+    """ValueError naming the option when a value for a line of mosquitto.conf holds a line
+    break or another control character: `--bind $'0.0.0.0\\nallow_anonymous true'` would
+    otherwise write a setting of its own into the broker's configuration."""
+    for name, value in values.items():
+        if any(ord(c) < 32 or ord(c) == 127 for c in str(value)):
+            raise ValueError(f"--{name.replace('_', '-')} holds a line break or another "
+                             "control character, which mosquitto.conf cannot take.")
+
+
 def mosquitto_conf(acl_path: Path | str, passwd_path: Path | str, *, port: int = 8883,
                    host: str = "", certfile: str = "", keyfile: str = "", cafile: str = "",
                    persistence_dir: str = "/var/lib/mosquitto/") -> str:
@@ -219,6 +229,8 @@ def mosquitto_conf(acl_path: Path | str, passwd_path: Path | str, *, port: int =
     anonymous clients, the generated password and ACL files, persistent sessions."""
     if bool(certfile) != bool(keyfile):
         raise ValueError("TLS needs both a certificate and its key.")
+    one_line_each(acl=acl_path, passwd=passwd_path, bind=host, certfile=certfile,
+                  keyfile=keyfile, cafile=cafile, persistence_dir=persistence_dir)
     lines = [
         "# Written by `nightlink cloud broker-files`; regenerate rather than edit.",
         "per_listener_settings false",

@@ -283,13 +283,13 @@ def _owner(spec: str | None) -> tuple[int, int] | None:
         return None
     user, _, group = spec.partition(":")
     try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        entry = pwd.getpwuid(int(user)) if user.isdecimal() else pwd.getpwnam(user)
     except KeyError:
         raise NightlinkError(f"No user {user!r} on this machine (--owner).") from None
     if not group:
         return entry.pw_uid, entry.pw_gid
     try:
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        gid = int(group) if group.isdecimal() else grp.getgrnam(group).gr_gid
     except KeyError:
         raise NightlinkError(f"No group {group!r} on this machine (--owner).") from None
     return entry.pw_uid, gid
@@ -399,13 +399,13 @@ def broker_files(acl_path: str, passwd_path: str, conf_path: str | None, port: i
     written: list[Path] = []
     try:
         _not_an_empty_database(store, Path(passwd_path), settings.mqtt_username)
+        text = mosquitto_conf(Path(acl_path).resolve(), Path(passwd_path).resolve(),
+                              port=port, host=bind, certfile=certfile, keyfile=keyfile,
+                              persistence_dir=persistence_dir) if conf_path else ""
         n = mosquitto_files(store, acl_path, passwd_path, ingest_username=settings.mqtt_username,
                             ingest_password=settings.mqtt_password, owner=uid_gid, mode=mode,
                             written=written)
         if conf_path:
-            text = mosquitto_conf(Path(acl_path).resolve(), Path(passwd_path).resolve(),
-                                  port=port, host=bind, certfile=certfile, keyfile=keyfile,
-                                  persistence_dir=persistence_dir)
             if write_private(Path(conf_path), text, owner=uid_gid, mode=mode):
                 written.append(Path(conf_path))
     except ValueError as exc:

@@ -192,9 +192,13 @@ def _lan_conf(cfg, db: Path | None, passwd_path, acl_path, listen_host, persiste
         device = store.device
     finally:
         store.close()
-    return bridge_config(cfg, device, passwd_file=(passwd_path or Path(DEFAULT_PASSWD)).absolute(),
-                         acl_file=(acl_path or Path(DEFAULT_ACL)).absolute(),
-                         listen_host=listen_host, persistence=persistence or None)
+    try:
+        return bridge_config(cfg, device,
+                             passwd_file=(passwd_path or Path(DEFAULT_PASSWD)).absolute(),
+                             acl_file=(acl_path or Path(DEFAULT_ACL)).absolute(),
+                             listen_host=listen_host, persistence=persistence or None)
+    except ValueError as exc:
+        raise NightlinkError(str(exc)) from None
 
 
 @edge.command("broker-config")
@@ -242,11 +246,12 @@ def broker_files(cloud_url: str, config_path: Path | None, db: Path | None,
     cfg = _lan_config(config_path)
     passwd_path, acl_path, reload = lan_files(passwd_path, acl_path, conf_path)
     check_files_tenant(passwd_path, cfg.tenant)
+    conf = (_lan_conf(cfg, db, passwd_path, acl_path, listen_host, persistence)
+            if conf_path is not None else None)  # refused before anything is written
     accounts = fetch_lan_accounts(cloud_url, cfg)
     write_broker_files(accounts, passwd_path, acl_path)
     if conf_path is not None:
-        write_private(conf_path, _lan_conf(cfg, db, passwd_path, acl_path, listen_host,
-                                           persistence))
+        write_private(conf_path, conf)
     clocks = sum(a["kind"] == "clock" for a in accounts)
     click.echo(f"Wrote {passwd_path} and {acl_path}: {clocks} clocks and "
                f"{len(accounts) - clocks} edge accounts of tenant {cfg.tenant}"

@@ -109,6 +109,11 @@ def bridge_config(cfg: EdgeConfig, device: str, *, passwd_file: str | Path = DEF
 
     With `persistence` (a folder), queued messages survive a restart of the LAN broker.
     """
+    for name, value in (("listen", listen_host), ("persistence", persistence or ""),
+                        ("passwd", passwd_file), ("acl", acl_file)):
+        if any(ord(c) < 32 or ord(c) == 127 for c in str(value)):  # a setting of its own
+            raise ValueError(f"--{name} holds a line break or another control character, "
+                             "which mosquitto.conf cannot take.")
     t = topics.check_name("tenant", cfg.tenant)
     prefix = f"{topics.PREFIX}/{t}/"
     s = cfg.sync

@@ -275,6 +275,21 @@ def test_broker_files__bad_owner_or_mode_is_one_sentence(tmp_path, one_device, e
     assert not (tmp_path / "passwd").exists()
 
 
+@pytest.mark.parametrize("option", ["--bind", "--persistence-dir", "--certfile"])
+def test_broker_files__a_line_break_cannot_add_a_setting_to_the_conf(tmp_path, one_device,
+                                                                     option):
+    """`--bind $'0.0.0.0\\nallow_anonymous true'` wrote a setting of its own into the
+    broker's configuration (found by an audit); refused in one sentence, nothing written."""
+    extra = ["--keyfile", str(tmp_path / "k.pem")] if option == "--certfile" else []
+    done = _files(tmp_path, one_device, "--conf", str(tmp_path / "m.conf"), *extra,
+                  option, "0.0.0.0\nallow_anonymous true")
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert option in done.stderr and "line break" in done.stderr
+    for name in ("m.conf", "passwd", "acl"):
+        assert not (tmp_path / name).exists(), name
+
+
 def test_broker_files__conf_listens_where_told(tmp_path, one_device):
     done = _files(tmp_path, one_device, "--conf", str(tmp_path / "m.conf"), "--persistence-dir",
                   "/srv/mq/")

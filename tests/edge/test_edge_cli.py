@@ -78,6 +78,24 @@ def test_broker_config__logins_from_the_files_and_the_bridge(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("option", ["--listen", "--persistence"])
+def test_broker_config__a_line_break_cannot_add_a_setting(tmp_path, option):
+    """`--persistence $'/y\\nlistener 1884\\nallow_anonymous true'` added an anonymous
+    listener to the LAN broker (found by an audit); refused in one sentence."""
+    path = tmp_path / "edge.toml"
+    path.write_text('tenant = "home"\n' + SYNC + ACCOUNT)
+    r = edge("broker-config", "--config", str(path), "--db", str(tmp_path / "edge.db"),
+             option, "/y\nlistener 1884\nallow_anonymous true")
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert r.output.startswith(f"error: {option} holds a line break")
+    conf = tmp_path / "m.conf"
+    r = edge("broker-files", "--cloud", f"http://127.0.0.1:{free_port()}", "--config",
+             str(path), "--passwd", str(tmp_path / "passwd"), "--acl", str(tmp_path / "acl"),
+             "--conf", str(conf), option, "0.0.0.0\nallow_anonymous true")
+    assert r.exit_code == 2 and "line break" in r.output  # before the cloud is asked
+    assert not conf.exists() and not (tmp_path / "passwd").exists()
+
+
 def test_broker_files__cloud_down_is_one_sentence(tmp_path):
     path = tmp_path / "edge.toml"
     path.write_text(SYNC + ACCOUNT)
