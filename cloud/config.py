@@ -202,6 +202,25 @@ class ToolSettings(Settings):
         return self
 
 
+def _known_keys(env_file: str) -> None:
+    """SettingsError naming a NIGHTLINK_ setting the service's settings file gives that no
+    setting has: `NIGHTLINK_SIGNUP_ENABLD=false` would otherwise leave sign-up on, unsaid."""
+    import difflib
+
+    from dotenv import dotenv_values
+
+    try:
+        given = dotenv_values(env_file, encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # said by the settings' own reading below
+    known = [f"NIGHTLINK_{name.upper()}" for name in Settings.model_fields]
+    for key in given:
+        if key.upper().startswith("NIGHTLINK_") and key.upper() not in known:
+            near = difflib.get_close_matches(key.upper(), known, n=1)
+            raise SettingsError(f"{env_file}: {key} is not a setting"
+                                + (f"; did you mean {near[0]}?" if near else "."))
+
+
 def load_settings(*, serving: bool = True, env_file: str | None = None,
                   **overrides) -> Settings:
     """Settings from the environment (and `env_file`, else ./.env), with overrides;
@@ -213,6 +232,8 @@ def load_settings(*, serving: bool = True, env_file: str | None = None,
     env_path = env_file if env_file is not None else ".env"
     if Path(env_path).exists() and not Path(env_path).is_file():  # a folder, a FIFO: no wait
         raise SettingsError(f"{env_path}: not a settings file (a folder or a device).")
+    if env_file is not None and Path(env_file).is_file():
+        _known_keys(env_file)
     try:
         return (Settings if serving else ToolSettings)(**overrides)
     except UnicodeDecodeError:

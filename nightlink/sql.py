@@ -479,7 +479,10 @@ def _safe_dsn(dsn: str) -> str:
 def connect(url: str) -> Database:
     """A database from a URL: `sqlite:///path/to/file.db` or `postgresql://…`."""
     if url.startswith("sqlite:///"):
-        return SQLiteDatabase(url[len("sqlite:///"):] or ":memory:")
+        if not url[len("sqlite:///"):]:  # silently in memory, everything "stored" lost
+            raise DatabaseError("The database URL sqlite:/// names no file; write "
+                                "sqlite:///path/to/the.db.")
+        return SQLiteDatabase(url[len("sqlite:///"):])
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url)
     raise DatabaseError(

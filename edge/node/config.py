@@ -8,6 +8,7 @@ when they are short or a known default, unless `development = true`.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -182,6 +183,8 @@ def _check_type(where: str, key: str, value, default):
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float):
             _fail(where, f"{key} must be a number, not {value!r}.")
+        if not math.isfinite(value):  # TOML has nan and inf; no setting means either
+            _fail(where, f"{key} must be a finite number, not {value!r}.")
         return float(value)
     if isinstance(default, str):
         if not isinstance(value, str):
@@ -361,9 +364,23 @@ def check_secret(secret: str, where: str, development: bool) -> None:
     """Refuse a missing, short or default secret (a short one is allowed in development)."""
     if not secret:
         raise ConfigError(f"{where} is not set (or set {SECRET_ENV}).")
-    if secret.lower() in DEFAULT_SECRETS or len(secret) < MIN_SECRET:
-        if not development:
-            raise ConfigError(
-                f"{where} is a default or shorter than {MIN_SECRET} characters; "
-                "choose a real secret (or set development = true on a test machine)."
-            )
+    if any(ord(c) < 32 or ord(c) == 127 for c in secret):  # apps cannot type it; NUL ends it
+        raise ConfigError(f"{where} holds a line break or another control character.")
+    if (secret.lower() in DEFAULT_SECRETS or len(secret) < MIN_SECRET
+            or guessable(secret)) and not development:
+        raise ConfigError(
+            f"{where} is a default, shorter than {MIN_SECRET} characters, or a pattern "
+            "(a word and digits, a few characters repeated); choose a real secret (or set "
+            "development = true on a test machine).")
+
+
+def guessable(secret: str) -> bool:
+    """A secret of length enough that is still among the first guesses: blank, under 5
+    different characters, a unit repeated ("changemechangeme"), or a default word with
+    digits and punctuation around it ("password1234", "Nightscout!2024")."""
+    n = len(secret)
+    word = "".join(c for c in secret.lower() if c.isalpha())
+    return (not secret.strip() or len(set(secret)) < 5
+            or any(secret[k:] == secret[:-k] for k in range(1, min(17, n)))
+            or word in DEFAULT_SECRETS or word in ("", "changeme", "apisecret", "letmein",
+                                                  "qwerty", "admin"))

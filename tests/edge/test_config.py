@@ -50,7 +50,13 @@ def test_config__defaults_with_secret_from_environment():
         ("timezone = 3\n", "timezone must be text, not 3."),
         ("[alarm]\nfalse_alarms_per_week = -1\n",
          "[alarm] false_alarms_per_week must be between 0 and 14 (two a night), not -1.0."),
-        ("[alarm]\nfalse_alarms_per_week = nan\n", "false_alarms_per_week must be between 0"),
+        ("[alarm]\nfalse_alarms_per_week = nan\n",
+         "[alarm] false_alarms_per_week must be a finite number, not nan."),
+        # nan passed `interval_s < 10` and the node polled the followed site nonstop
+        ("[follower]\nenabled = true\nurl = 'https://ns.example'\ninterval_s = nan\n",
+         "[follower] interval_s must be a finite number, not nan."),
+        ("[sync]\nresend_after_s = inf\n", "[sync] resend_after_s must be a finite number"),
+        ("[room]\nmic_spl_at_0_dbfs = -inf\n", "[room] mic_spl_at_0_dbfs must be a finite"),
         ("[alarm]\nfalse_alarms_per_week = '2'\n",
          "[alarm] false_alarms_per_week must be a number, not '2'."),
         ("[alarm]\nbudget = 2\n", "[alarm] unknown key 'budget' (known: false_alarms_per_week)"),
@@ -65,10 +71,20 @@ def test_config__errors_name_the_key(tmp_path, text, message):
     assert str(exc.value).startswith(str(tmp_path / "edge.toml"))
 
 
-@pytest.mark.parametrize("secret", ["", "changeme", "short"])
+@pytest.mark.parametrize("secret", ["", "changeme", "short", "aaaaaaaaaaaaaaaaaaaa",
+                                    "password1234", "changemechangeme", " " * 16,
+                                    "Nightscout!2024", "abcabcabcabc", "a-real\\u0000secret-1"])
 def test_config__weak_secret_refused(tmp_path, secret):
+    """Outside development, a secret among the first guesses is refused as the cloud refuses
+    its own (an audit found these accepted)."""
     with pytest.raises(ConfigError, match="api_secret"):
         _load(tmp_path, f'[nightscout]\napi_secret = "{secret}"\n')
+
+
+@pytest.mark.parametrize("secret", ["MyNightscout2024", "correct horse battery", GOOD])
+def test_config__a_chosen_secret_is_taken(tmp_path, secret):
+    cfg = _load(tmp_path, f'[nightscout]\napi_secret = "{secret}"\n')
+    assert cfg.nightscout.api_secret == secret
 
 
 def test_config__short_secret_allowed_in_development_only(tmp_path):

@@ -179,6 +179,13 @@ def test_edge_replay__a_missing_folder_is_named(tmp_path):
      "--database-url: must start with sqlite:/// or postgresql://."),
     (["cloud", "broker-files", "--acl", "x", "--passwd", "x"], {},
      "must be three different files"),
+    # found by an audit: a typo left sign-up on, unsaid; sqlite:/// stored in memory
+    (["cloud", "--env-file", "typo.env", "accounts", "list"],
+     {"typo.env": b"NIGHTLINK_DATABASE_URL=sqlite:///c.db\nNIGHTLINK_SIGNUP_ENABLD=false\n"},
+     "typo.env: NIGHTLINK_SIGNUP_ENABLD is not a setting; did you mean "
+     "NIGHTLINK_SIGNUP_ENABLED?"),
+    (["cloud", "create-tenant", "--database-url", "sqlite:///", "t1"], {},
+     "sqlite:/// names no file"),
 ])
 def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
     """Inputs that ended in a traceback (exit 1): each is one sentence naming what is wrong."""

@@ -315,6 +315,23 @@ def test_register_edge__writes_its_sync_section_privately(cloud, tmp_path):
     assert again.exit_code == 2 and "exists already" in again.output
 
 
+def test_register_edge__an_out_that_cannot_be_written_registers_nothing(cloud, tmp_path):
+    """`--out nodir/e.toml` registered the edge, then failed to write its password: the
+    password was lost and a second try was refused as already provisioned (an audit found
+    it). Now the file is made first, and the cloud is not asked."""
+    url, store = cloud
+    r = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", "ed9e00000044",
+            "--out", str(tmp_path / "nodir" / "e.toml"))
+    assert r.exit_code == 2 and "cannot be written" in r.output and r.output.count("\n") == 1
+    assert store.device("ed9e00000044") is None
+    refused = run("register-edge", "--cloud", url, "--tenant", "nope", "--edge-id",
+                  "ed9e00000044", "--out", str(tmp_path / "e.toml"))
+    assert refused.exit_code == 2 and not (tmp_path / "e.toml").exists()  # nothing left behind
+    ok = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", "ed9e00000044",
+             "--out", str(tmp_path / "e.toml"))
+    assert ok.exit_code == 0, ok.output
+
+
 def test_register_edge__lost_password_revoke_then_register_the_same_id_again(cloud, tmp_path):
     """An edge whose [sync] section was lost keeps its id (its store): the operator revokes it
     and registers it again, and the same device gets a new password; the old one is dead."""

@@ -254,6 +254,20 @@ def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
     assert b["snore_output"] in (0, 1) and 0.2 <= b["count_offset"] <= 0.8
 
 
+def test_train_glucose__an_output_folder_it_cannot_write_is_said_before_training(tmp_path):
+    """`--device-out nodir/sub` on a file trained for minutes, wrote the edge's model, then
+    failed on the clock's weights: the two out of step (an audit found it)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    models = tmp_path / "models"
+    (tmp_path / "cgm").mkdir()
+    r = CliRunner().invoke(main, ["train", "glucose", "--data", str(tmp_path / "cgm"),
+                                  "--models", str(models),
+                                  "--device-out", str(blocker / "sub")])
+    assert r.exit_code == 2 and r.output.startswith("error: --device-out ")
+    assert r.output.count("\n") == 1 and not any(models.glob("*"))
+
+
 def test_train_glucose_on_real_cgm__leave_people_out_and_a_committable_model(tmp_path):
     pytest.importorskip("tensorflow")
     from tests.support.cgm import write_folder

@@ -306,10 +306,19 @@ def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: st
     if out.exists():
         raise NightlinkError(f"{out} exists already; give another --out (it would hold the "
                              "new password).")
+    try:  # made before the cloud mints the password: one that cannot be written is lost
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise NightlinkError(f"{out} cannot be written ({exc.strerror}); give another "
+                             "--out.") from None
     client = CloudClient(cloud)
     try:
         client.login(email, password)
         device = client.add_device(tenant, edge_id, label, kind="edge")
+    except BaseException:
+        os.close(fd)
+        out.unlink(missing_ok=True)
+        raise
     finally:
         client.close()
     port = int(device["mqtt_port"])
@@ -322,7 +331,6 @@ def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: st
             + (f"ca_file = {_toml(ca_file)}\n" if ca_file else "")
             + f"username = {_toml(device['mqtt_username'])}\n"
             f"password = {_toml(device['mqtt_password'])}\n")
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     _LOGGER.info("registered edge %s in tenant %s", edge_id, tenant)

@@ -173,6 +173,15 @@ def _zone(tz: str | None) -> str | None:
 def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, simulated, cv, epochs,
                   keep_every, as_json, tz, date_order):
     """Low risk within 30 min and a 30-minute forecast from the last hour of CGM."""
+    for option, folder in (("--device-out", device_out), ("--models", models)):
+        # said before hours of training, not after the edge's model was written without
+        # the clock's weights beside it
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NightlinkError(f"{option} {folder} cannot be made ({exc.strerror}).") from None
+        if not os.access(folder, os.W_OK):
+            raise NightlinkError(f"{option} {folder} is not a folder this user may write to.")
     _need_tf()
     from nightlink.tools.train.cgm_real import DEFAULT_DATA
 
