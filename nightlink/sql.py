@@ -24,6 +24,10 @@ class DatabaseError(Exception):
     """The database cannot be opened or a statement failed; the message says which."""
 
 
+class NotThisStore(DatabaseError):
+    """The file is another program's database or the other tier's store; a whole sentence."""
+
+
 class IntegrityError(DatabaseError):
     """A uniqueness or foreign-key rule refused a write."""
 
@@ -495,6 +499,27 @@ def connect(url: str) -> Database:
 Step = str | Callable[[Database], None]
 
 
+# Each store's own record of its migrations: a file holding the other's is the other store.
+MIGRATION_TABLES = {"schema_migrations": "cloud database", "_migrations": "edge store"}
+
+
+def _not_anothers(db: Database, table: str, label: str) -> None:
+    """DatabaseError when a SQLite file without this store's migrations already holds tables:
+    another program's database, or the other tier's store (the edge's given as the cloud's),
+    would otherwise get this store's tables added to it, and half of them on a clash."""
+    names = [r["name"] for r in db.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name")]
+    if not names or table in names:
+        return
+    other = next((what for t, what in MIGRATION_TABLES.items() if t in names and t != table),
+                 None)
+    what = f"a Nightlink {other}" if other else f"another program's ({', '.join(names[:3])}…)"
+    mine = MIGRATION_TABLES.get(table, f"{label} database".strip())
+    raise NotThisStore(f"{db.path} is {what}, not a Nightlink {mine}; give a new file or the "
+                       "right one.")
+
+
 def migrate(db: Database, migrations: Sequence[tuple[int, str, Sequence[Step]]], *,
             table: str = "schema_migrations", lock_key: int = 7242024, label: str = "") -> int:
     """Apply every numbered migration not yet applied, each in its own transaction; return the
@@ -506,6 +531,8 @@ def migrate(db: Database, migrations: Sequence[tuple[int, str, Sequence[Step]]],
     does not have under that number and name (a newer Nightlink's, or one withdrawn) is
     refused with DatabaseError before anything is written: older code would misread it.
     """
+    if db.kind == "sqlite":
+        _not_anothers(db, table, label)
     db.execute(f"CREATE TABLE IF NOT EXISTS {table} "
                "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
     # Read first: a database already up to date opens without waiting for the write lock (a

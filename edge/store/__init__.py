@@ -32,7 +32,7 @@ from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import store as ns_store
 from nightlink.nightscout.store import Subjects
 from nightlink.shared import codec
-from nightlink.sql import DatabaseError, SQLiteDatabase, storage_problem
+from nightlink.sql import DatabaseError, NotThisStore, SQLiteDatabase, storage_problem
 
 _LOGGER = logging.getLogger(__name__)
 __all__ = ["SITE", "DocChange", "EdgeStore", "OutboxItem", "StoreError"]
@@ -160,6 +160,9 @@ class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
                             "for this node alone (its index in memory)")
         try:
             migrate(self.db)
+        except NotThisStore as exc:
+            self.db.close()
+            raise StoreError(str(exc)) from None
         except DatabaseError as exc:
             self.db.close()
             raise StoreError(f"{self.path} could not be brought up to date ({exc}).") from None

@@ -308,3 +308,36 @@ def test_edge_status__answers_while_another_process_holds_the_write_lock(tmp_pat
     r = CliRunner().invoke(main, ["edge", "status", "--db", str(db)])
     assert r.exit_code == 2
     assert r.output.splitlines()[-1] == "error: the database refused: no such table: sources."
+
+
+def test_a_store_is_not_made_inside_another_programs_or_the_other_tiers_database(tmp_path):
+    """`edge id --db other.sqlite` added 20 edge tables to a stranger's database, and
+    `cloud purge --database-url sqlite:///edge.db` half a cloud schema to the edge's store,
+    then failed (an audit found both). Each is refused in one sentence, no table added."""
+    import sqlite3
+
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    env = {**os.environ, "NIGHTLINK_ENV": "development"}
+    edge_db = tmp_path / "edge.db"
+    assert edge("id", "--db", str(edge_db)).exit_code == 0
+    for args, says in (
+            (["edge", "id", "--db", str(other)], "is another program's (notes…), not a "
+                                                 "Nightlink edge store"),
+            (["cloud", "purge", "--database-url", f"sqlite:///{edge_db}"],
+             "is a Nightlink edge store, not a Nightlink cloud database")):
+        before = {p: _tables(p) for p in (other, edge_db)}
+        got = subprocess.run([sys.executable, "-m", "nightlink", *args], capture_output=True,
+                             text=True, timeout=120, cwd=tmp_path, env=env)
+        assert got.returncode == 2 and says in got.stderr, got.stderr
+        assert got.stderr.count("\n") == 1
+        assert {p: _tables(p) for p in before} == before
+    assert _tables(other) == ["notes"]
+
+
+def _tables(path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
