@@ -56,10 +56,13 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `nightlink cloud`: its help
+            click.echo(exc.ctx.get_help() if exc.ctx is not None else ctx.get_help())
+            sys.exit(0)
         except click.UsageError as exc:  # a bad option or argument: one sentence, not usage
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-            click.echo(f"error: {exc.format_message().rstrip('.')} (see '{where} --help').",
-                       err=True)
+            message = " ".join(exc.format_message().split()).rstrip(".")  # choices on one line
+            click.echo(f"error: {message} (see '{where} --help').", err=True)
             sys.exit(2)
         except NightlinkError as exc:
             click.echo(f"error: {exc}", err=True)

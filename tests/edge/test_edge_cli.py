@@ -205,6 +205,10 @@ def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
     (["edge", "import"], "error: Missing argument 'PATH' (see 'nightlink edge import --help')."),
     (["edge", "status", "--bogus"], "error: No such option '--bogus' (see 'nightlink edge status "
                                     "--help')."),
+    (["bench"], "error: Missing argument '{api|classify|clock-outbox|codec|edge-audio|edge-night"
+                "|ingest|live|report|simulate|sync}'. Choose from: api, classify, clock-outbox, "
+                "codec, edge-audio, edge-night, ingest, live, report, simulate, sync (see "
+                "'nightlink bench --help')."),  # its choices were one a line
 ])
 def test_cli__a_usage_error_is_one_line_and_exit_2(tmp_path, args, says):
     """Click's usage errors were three lines (usage, hint, error); a bad argument is one
@@ -341,3 +345,12 @@ def _tables(path) -> list[str]:
 
     with sqlite3.connect(path) as conn:
         return sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master"))
+
+
+def test_cli__a_group_without_its_command_shows_its_help(tmp_path):
+    """`nightlink cloud` printed its whole help as an "error:" (an audit found it): the help,
+    on stdout, as asked."""
+    got = subprocess.run([sys.executable, "-m", "nightlink", "cloud", "accounts"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert got.returncode == 0 and got.stderr == ""
+    assert got.stdout.startswith("Usage: nightlink cloud accounts [OPTIONS] COMMAND")
