@@ -432,6 +432,7 @@ def import_(path: Path | str, fmt: str, tz: str | None, since: str | None, date_
 
         scratch = tempfile.TemporaryDirectory(prefix="nightlink-dry-run-")
         where = Path(scratch.name) / "edge.db"
+    made = not where.exists()
     store = open_store(where)
     try:
         if site:
@@ -443,6 +444,10 @@ def import_(path: Path | str, fmt: str, tz: str | None, since: str | None, date_
                              say=lambda text: click.echo(text, err=True))
     except SourceError as exc:
         store.close()
+        if made:  # a refused file leaves no empty store (and no new edge identity) behind
+            for leftover in (where, where.with_name(where.name + "-wal"),
+                             where.with_name(where.name + "-shm")):
+                leftover.unlink(missing_ok=True)
         raise NightlinkError(str(exc)) from None
     except BaseException:
         store.close()

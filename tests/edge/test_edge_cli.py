@@ -354,3 +354,17 @@ def test_cli__a_group_without_its_command_shows_its_help(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert got.returncode == 0 and got.stderr == ""
     assert got.stdout.startswith("Usage: nightlink cloud accounts [OPTIONS] COMMAND")
+
+
+def test_edge_import__a_refused_file_leaves_no_new_store_behind(tmp_path):
+    """A refused import left an empty store, a new edge identity with it, where none was
+    (an audit found it); a store that was there stays."""
+    bad = tmp_path / "g.csv"
+    bad.write_bytes(b"garbage\x00\x01")
+    db = tmp_path / "i.db"
+    r = edge("import", str(bad), "--db", str(db))
+    assert r.exit_code == 2 and "is none of the exports" in r.output
+    assert not list(tmp_path.glob("i.db*"))
+    assert edge("id", "--db", str(db)).exit_code == 0
+    assert edge("import", str(bad), "--db", str(db)).exit_code == 2
+    assert db.exists()
