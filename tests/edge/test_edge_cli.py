@@ -186,6 +186,12 @@ def test_edge_replay__a_missing_folder_is_named(tmp_path):
      "NIGHTLINK_SIGNUP_ENABLED?"),
     (["cloud", "create-tenant", "--database-url", "sqlite:///", "t1"], {},
      "sqlite:/// names no file"),
+    (["device", "provision", "--cloud", "http://127.0.0.1:9", "--tenant", "t", "--email",
+      "a@b.example", "--wifi", "home:pw", "--name", "n", "--mqtt-port", "0"], {},
+     "Invalid value for '--mqtt-port': 0 is not in the range 1<=x<=65535"),
+    (["device", "provision", "--cloud", "http://127.0.0.1:9", "--tenant", "t", "--email",
+      "a@b.example", "--wifi", "home:pw", "--name", "n", "--edge", "10.0.0.2\nx"], {},
+     "is not a host name or address"),
 ])
 def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
     """Inputs that ended in a traceback (exit 1): each is one sentence naming what is wrong."""

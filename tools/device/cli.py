@@ -13,6 +13,15 @@ import click
 from nightlink.errors import NightlinkError
 
 
+def _host(ctx, param, value):
+    """A broker's host name or address: one word of printable characters (a line break
+    registered a clock whose configuration named a host no resolver knows)."""
+    if value is not None and (not value or any(c.isspace() or not c.isprintable()
+                                               for c in value)):
+        raise click.BadParameter(f"{value!r} is not a host name or address.")
+    return value
+
+
 def _password(ctx, param, value):
     """The cloud password: given, else asked at a terminal, else the first line piped in;
     with none of these one sentence, not a prompt nobody can answer."""
@@ -103,9 +112,9 @@ def _provision_options(f):
                      help="A Wi-Fi network the clock may join (at least one; repeat for "
                           "several)."),
         click.option("--mqtt-host", "--edge", "mqtt_host", default=None, metavar="HOST",
-                     help="The edge node's LAN address: the clock talks to its broker (port "
+                     callback=_host, help="The edge node's LAN address: the clock talks to its broker (port "
                           "1883, no TLS). Without it, the cloud's broker."),
-        click.option("--mqtt-port", type=int, default=None,
+        click.option("--mqtt-port", type=click.IntRange(1, 65535), default=None,
                      help="The broker's port (default: 1883 on the edge, the cloud's port "
                           "otherwise)."),
         click.option("--mqtt-tls/--no-mqtt-tls", default=None,
