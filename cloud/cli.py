@@ -150,8 +150,6 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
     settings = _settings(serving=True, database_url=database_url)
     if not ingest_only:
         _check_port(host, port)
-    for note in startup_notes(settings, api=not ingest_only):
-        click.echo(note, err=True)
     if workers > 1:
         import uvicorn
 
@@ -161,11 +159,15 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
         if env_file:  # the worker processes read the same settings file
             os.environ["NIGHTLINK_ENV_FILE"] = os.path.abspath(env_file)
         _store(settings).close()  # migrate once, before the processes start
+        for note in startup_notes(settings, api=not ingest_only):  # once the store opened
+            click.echo(note, err=True)
         uvicorn.run("nightlink.cloud.app:app_from_environment", factory=True, host=host,
                     port=port, workers=workers, log_level="warning", ws="websockets-sansio",
                     ws_ping_interval=WS_PING_S)
         return
     store = _store(settings)
+    for note in startup_notes(settings, api=not ingest_only):  # not before a database error
+        click.echo(note, err=True)
     from nightlink.cloud.retention import RetentionWorker
 
     # SIGTERM and Ctrl-C stop cleanly from here on, during start-up too (systemd may stop a

@@ -187,6 +187,20 @@ def test_cloud_serve__port_in_use_is_one_sentence(tmp_path):
                                    "another with --port.\n")
 
 
+def test_cloud_serve__a_database_it_cannot_use_is_the_only_line(tmp_path):
+    """Its start-up notes came before the database's error, as if it were starting (an
+    audit found it): the error alone, on one line."""
+    bad = tmp_path / "notadb.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    env = _bare_env(NIGHTLINK_ENV="development", NIGHTLINK_DATABASE_URL=f"sqlite:///{bad}")
+    for extra in ([], ["--api-only", "--workers", "2"]):
+        proc = subprocess.run([sys.executable, "-m", "nightlink", "cloud", "serve", "--port",
+                               str(free_port()), *extra], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_cloud_create_tenant__prints_secret_once(tmp_path):
     env = {**os.environ, "NIGHTLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
     run = lambda *a: subprocess.run([sys.executable, "-m", "nightlink", "cloud", *a],  # noqa: E731
