@@ -1,6 +1,8 @@
 """Training and evaluation commands, the dataset readers, and reproducible training."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -266,6 +268,12 @@ def test_train_glucose__an_output_folder_it_cannot_write_is_said_before_training
                                   "--device-out", str(blocker / "sub")])
     assert r.exit_code == 2 and r.output.startswith("error: --device-out ")
     assert r.output.count("\n") == 1 and not any(models.glob("*"))
+    # a folder without CGM: the one sentence, not TensorFlow's start-up lines before it
+    got = subprocess.run([sys.executable, "-m", "nightlink", "train", "glucose", "--data",
+                          str(tmp_path / "cgm"), "--models", str(models), "--device-out",
+                          str(models)], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and got.stderr.startswith("error: No CGM files"), got.stderr
+    assert got.stderr.count("\n") == 1
 
 
 def test_train_glucose_on_real_cgm__leave_people_out_and_a_committable_model(tmp_path):

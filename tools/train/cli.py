@@ -182,7 +182,6 @@ def train_glucose(cache, models, nights, hours, seed, device_out, ohio, data, si
             raise NightlinkError(f"{option} {folder} cannot be made ({exc.strerror}).") from None
         if not os.access(folder, os.W_OK):
             raise NightlinkError(f"{option} {folder} is not a folder this user may write to.")
-    _need_tf()
     from nightlink.tools.train.cgm_real import DEFAULT_DATA
 
     if data is None and not simulated and DEFAULT_DATA.is_dir():
@@ -201,21 +200,24 @@ def _train_glucose_real(data, models, device_out, seed, cv, epochs, keep_every, 
     the committed model on everyone with both chosen on everyone."""
     from dataclasses import replace
 
-    from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
-    from nightlink.tools.train import cgm_real, glucose, glucose_real, nightmodels
+    from nightlink.tools.train import cgm_real
 
     echo = (lambda *_: None) if as_json else click.echo
     left_out: list[str] = []
     people = cgm_real.load_folder(data, tz=tz, date_order=date_order, skipped=left_out)
+    if cv and len(people) < 2:
+        raise NightlinkError(f"--cv needs at least 2 people with CGM in {data}; it has "
+                             f"{len(people)}.")
+    if cv and (cv > len(people) or cv < 2):
+        raise NightlinkError(f"--cv needs between 2 and {len(people)} folds for {len(people)} people.")
+    _need_tf()  # after the data are known good: TensorFlow's start-up lines before an error mislead
+    from nightlink.edge.features.glucose_risk import AlarmPolicy, LiteRtGlucose
+    from nightlink.tools.train import glucose, glucose_real, nightmodels
+
     _say_notes(left_out + [n for p in people for n in p.notes])
     policy = AlarmPolicy(glucose.REAL_ALARM_PERMILLE)
     result: dict = {}
     if cv:
-        if len(people) < 2:
-            raise NightlinkError(f"--cv needs at least 2 people with CGM in {data}; it has "
-                                 f"{len(people)}.")
-        if cv > len(people) or cv < 2:
-            raise NightlinkError(f"--cv needs between 2 and {len(people)} folds for {len(people)} people.")
         totals, chosen, floors, thresholds = glucose_real.new_totals(), [], [], []
         for k in range(cv):
             test = people[k::cv]
@@ -296,6 +298,7 @@ def _fit_real(people, seed, epochs, keep_every, quiet: bool = False):
 
 
 def _train_glucose_simulated(cache, models, nights, seed, device_out, ohio) -> None:
+    _need_tf()
     from nightlink.edge.features.glucose_risk import LiteRtGlucose
     from nightlink.tools.train import glucose, glucose_data, nightmodels
     from nightlink.tools.train.readers import ohio_series
