@@ -673,6 +673,12 @@ def test_load_folder__files_not_read_are_named(tmp_path):
     assert left[1:] == ["P04.xlsx left out: not a .csv, .tsv, .json or OhioT1DM .xml file (a .xlsx "
                         "file is not read).",
                         "P06.zip left out: compressed; unpack it into the folder."]
+    # a folder of nothing but a broken gzip: the error says why, not only "no CGM files"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "P07.csv.gz").write_bytes(b"not gzip")
+    with pytest.raises(NightlinkError, match="P07.csv.gz: not a gzip file that can be unpacked"):
+        cgm_real.load_folder(alone)
 
 
 def test_folder_per_person__its_files_are_one_record(tmp_path):

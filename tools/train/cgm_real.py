@@ -1085,8 +1085,9 @@ def _wanted(names: list[str]) -> set[str]:
     return out
 
 
-def _gunzipped(path: Path, into: Path, skipped: list[str] | None) -> Path | None:
-    """A person's `.csv.gz` or `.json.gz` unpacked into `into`; None (said) when it is no gzip."""
+def _gunzipped(path: Path, into: Path, unread: list[str]) -> Path | None:
+    """A person's `.csv.gz` or `.json.gz` unpacked into `into`; None (why added to `unread`)
+    when it is no gzip."""
     import gzip
     import shutil
     import zlib
@@ -1097,26 +1098,25 @@ def _gunzipped(path: Path, into: Path, skipped: list[str] | None) -> Path | None
         with gzip.open(path, "rb") as src, open(out, "wb") as dst:
             shutil.copyfileobj(src, dst)
     except (OSError, EOFError, zlib.error) as exc:
-        if skipped is not None:
-            skipped.append(f"{path.name} left out: not a gzip file that can be unpacked ({exc}).")
+        unread.append(f"{path.name}: not a gzip file that can be unpacked ({exc}).")
         return None
     return out
 
 
-def _data_files(entries: list[Path], unpacked: Path,
-                skipped: list[str] | None) -> tuple[list[Path], list[str]]:
+def _data_files(entries: list[Path], unpacked: Path) -> tuple[list[Path], list[str]]:
     """Of a folder's entries (files only), those read as CGM (gzipped ones unpacked into
     `unpacked`), in name order, and why each other one is not, as "name: reason" (notes,
     .md/.txt/.pdf, are left out without a word)."""
     packed = [p for p in entries
               if p.name.lower().endswith(tuple(f"{x}.gz" for x in DATA_SUFFIXES))]
-    entries = sorted([p for p in entries if p not in packed]
-                     + [u for p in packed if (u := _gunzipped(p, unpacked, skipped))],
+    bad_packs: list[str] = []  # said with the others: as a note only, a folder of them
+    entries = sorted([p for p in entries if p not in packed]  # said "no CGM files" and why not
+                     + [u for p in packed if (u := _gunzipped(p, unpacked, bad_packs))],
                      key=lambda p: p.name)
     paths = [p for p in entries if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
     paths = [p for p in paths if p.suffix.lower() != ".txt" or _is_csv_export(p)]  # notes stay out
-    unread = [f"{p.name}: {_not_read(p)}" for p in entries
-              if p not in paths and p.suffix.lower() not in (".md", ".txt", ".pdf")]
+    unread = bad_packs + [f"{p.name}: {_not_read(p)}" for p in entries
+                          if p not in paths and p.suffix.lower() not in (".md", ".txt", ".pdf")]
     return paths, unread
 
 
@@ -1124,8 +1124,7 @@ def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str 
                  date_order: str | None, skipped: list[str] | None) -> list[Person]:
     entries = _entries(folder)
     dirs = [p for p in entries if p.is_dir()]
-    paths, unread = _data_files([p for p in entries if not p.is_dir()], unpacked / "top",
-                                skipped)
+    paths, unread = _data_files([p for p in entries if not p.is_dir()], unpacked / "top")
     # OhioT1DM's patients by id wherever their files are (its train/ and test/ folders)
     ohio = [p for sub in dirs for p in sorted(sub.rglob("*.xml")) if _is_ohio(p)
             and not any(part.startswith(".") or part in NOT_DATA_DIRS
@@ -1136,7 +1135,7 @@ def _load_folder(folder: Path, unpacked: Path, names: list[str] | None, tz: str 
         if any(sub in p.parents for p in ohio) and not any(p.is_file() for p in inside):
             continue  # a folder of OhioT1DM files (or of folders of them)
         files, why = _data_files([p for p in inside if not p.is_dir()],
-                                 unpacked / f"person{i}", skipped)
+                                 unpacked / f"person{i}")
         unread += [f"{sub.name}/{w}" for w in why]
         unread += [f"{sub.name}/{p.name}: a folder inside a person's folder (its files are not "
                    "read; keep a person's files in their folder)." for p in inside if p.is_dir()
