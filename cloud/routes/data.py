@@ -68,6 +68,8 @@ def parse_time(name: str, text: str) -> float:
                        "2026-01-15T22:00:00Z nor an epoch index.") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
+    if t.timestamp() < 0:  # nothing is stored before 1970, and a year 0 cannot be written back
+        raise BadQuery(f"{name}={text!r} is before 1970.")
     return t.timestamp()
 
 

@@ -139,6 +139,7 @@ def test_epochs_csv__pages_through_more_than_one_page(cloud, monkeypatch):
     ({"cursor": _cursor("[" * 3000)}, "cursor is not valid"),
     ({"cursor": _cursor('[1,"x\\ud800",1,1]')}, "cursor is not valid"),
     ({"cursor": _cursor([True, "x", 1, 1])}, "cursor is not valid"),
+    ({"start": "0001-01-01T00:00:00+23:59"}, "is before 1970"),  # was answered as year 0
 ])
 def test_epochs__bad_query_is_422_with_a_sentence(cloud, params, words):
     cloud.user("p@x.org", tenant="fam-1", role="patient")
