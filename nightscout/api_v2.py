@@ -135,9 +135,12 @@ async def create_subject(request: Request) -> Response:
     roles = body.get("roles") or ["readable"]
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise bad_request("roles must be a list of role names.")
+    notes = body.get("notes") or ""
+    if not isinstance(notes, str):  # it was kept as Python's text of the object
+        raise bad_request("notes must be text.")
     try:
         subject, token = await run_in_threadpool(site.subjects.create, body["name"], roles,
-                                                 str(body.get("notes") or ""),
+                                                 notes,
                                                  granting_secret_sha1(request))
     except ValueError as exc:
         raise bad_request(str(exc)) from None

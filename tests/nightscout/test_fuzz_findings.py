@@ -221,3 +221,14 @@ def test_a_very_long_trio_id_is_stored_not_a_503(ns):
         assert r.status_code == 200, r.text[:200]
     assert ns.count("treatments") == 1
     every_read_works(ns)
+
+
+def test_a_subjects_notes_are_text(ns):
+    """An object as a v2 subject's notes was stored as Python's text of it ("{'x': 1}")."""
+    h = _bearer(ns)
+    r = ns.post("/api/v2/authorization/subjects", headers=h,
+                json={"name": "odd", "roles": ["readable"], "notes": {"x": 1}})
+    assert r.status_code == 400 and "notes must be text" in r.text
+    r = ns.post("/api/v2/authorization/subjects", headers=h,
+                json={"name": "fine", "roles": ["readable"], "notes": "the clock"})
+    assert r.status_code == 200, r.text[:200]
