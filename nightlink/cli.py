@@ -25,6 +25,10 @@ _LAZY = {
 }
 
 
+# click 8.2+ raises this for a group run without its command; 8.1 prints the help itself
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Group(click.Group):
     """A click group that loads tier commands lazily and turns Nightlink, OS and database
     errors into one sentence and exit code 2."""
@@ -56,7 +60,7 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except click.exceptions.NoArgsIsHelpError as exc:  # `nightlink cloud`: its help
+        except _NO_ARGS_IS_HELP as exc:  # `nightlink cloud`: its help
             click.echo(exc.ctx.get_help() if exc.ctx is not None else ctx.get_help())
             sys.exit(0)
         except click.UsageError as exc:  # a bad option or argument: one sentence, not usage

@@ -359,9 +359,12 @@ def _immutable(row: Row, body: dict) -> None:
 
 
 def _same_time(row: Row, n: documents.Normalized) -> None:
-    """The date is immutable in API v3 however it is written: `dateString`, `created_at` or
-    `mills` without `date` move the document as surely as `date` does."""
-    if n.date_ms != row.date_ms:
+    """An entry's date is immutable in API v3 however it is written: `dateString` without
+    `date` moves it as surely as `date` does, and its (type, date) key with it. Other
+    documents are checked on `date` alone (`_immutable`), as cgm-remote-monitor does: a
+    treatment's time comes from `created_at` before `date`, and re-sending it unchanged with
+    a `date` a few milliseconds off must not be refused (a review found it)."""
+    if n.coll == documents.ENTRIES and n.date_ms != row.date_ms:
         raise fail(400, "Field date cannot be modified by the client")
 
 

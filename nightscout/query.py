@@ -16,6 +16,7 @@ a stored number or boolean of the same value. A regex runs with a time limit.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import math
 import threading
@@ -372,19 +373,25 @@ class _NotANumber:
 _NaN = _NotANumber()
 
 
-MAX_REPEAT = 10_000  # the largest product of nested counted repeats ({m,n}) in a pattern
+MAX_EXPANSION = 50_000  # what the patterns of one query may expand to when compiled
 _QUANTIFIER = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+_VERBOSE = regex.compile(r"\(\?[\^a-zA-Z-]*x")  # (?x), (?ix:, (?-x: … in the pattern itself
+_EXPANSION: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "nightscout_pattern_budget", default=None)
 
 
-def repeat_product(pattern: str) -> int:
-    """The largest product of counted repeats ({m}, {m,n}, {m,}) nested in a pattern: what the
-    regex engine expands when it compiles it. `(?:x{3000}){3000}` is 19 characters and 9
-    million copies, gigabytes and seconds of compiling; a length limit cannot bound that."""
-    levels, last, i = [1], 1, 0  # the largest product within each open group; the last atom's
+def expansion(pattern: str) -> int:
+    """About how many atoms the regex engine expands a pattern to when it compiles it: each
+    atom counts 1, times the counted repeats ({m}, {m,n}, {m,}) around it, summed over the
+    pattern (alternatives included). `(?:x{3000}){3000}` is 19 characters and 9 million,
+    gigabytes and seconds of compiling; a length limit cannot bound that. Comments (?#…) are
+    skipped; a verbose pattern (flag x) is refused before this is asked."""
+    levels, last, i = [0], 1, 0  # the sum within each open group; the last atom's size
     while i < len(pattern):
         c = pattern[i]
         if c == "\\":
             last, i = 1, i + 2
+            levels[-1] += 1
             continue
         if c == "[":  # a character class is one atom, whatever braces it holds
             j = i + 1 + (pattern[i + 1:i + 2] == "^")
@@ -392,42 +399,79 @@ def repeat_product(pattern: str) -> int:
             while j < len(pattern) and pattern[j] != "]":
                 j += 2 if pattern[j] == "\\" else 1
             last, i = 1, j + 1
+            levels[-1] += 1
+            continue
+        if pattern.startswith("(?#", i):  # a comment: to its first ")"
+            end = pattern.find(")", i)
+            i = len(pattern) if end < 0 else end + 1
             continue
         if c == "(":
-            levels.append(1)
+            levels.append(0)
             i += 1
             continue
         if c == ")":
-            last = levels.pop() if len(levels) > 1 else 1
-            levels[-1] = max(levels[-1], last)
+            last = max(levels.pop(), 1) if len(levels) > 1 else 1
+            levels[-1] += last
             i += 1
             continue
         if c == "{":
             m = _QUANTIFIER.match(pattern, i)
             if m and (m.group(1) or m.group(2)):
-                bound = max(int(m.group(1) or 0), int(m.group(2) or 0))
-                last *= max(bound, 1)
-                levels[-1] = max(levels[-1], last)
+                bound = max(int(m.group(1) or 0), int(m.group(2) or 0), 1)
+                levels[-1] += last * (bound - 1)
+                last *= bound
                 i = m.end()
                 continue
         last = 1
+        levels[-1] += 1
         i += 1
-    return max(levels)
+    return sum(levels)
+
+
+@contextlib.contextmanager
+def pattern_budget():
+    """One query's budget of pattern expansion (MAX_EXPANSION) for every pattern it compiles:
+    a slice expands to up to 1,000 patterns and a v3 search takes many conditions, so a
+    budget per pattern alone would multiply."""
+    token = _EXPANSION.set([MAX_EXPANSION])
+    try:
+        yield
+    finally:
+        _EXPANSION.reset(token)
+
+
+def _budgeted(fn):
+    """fn within one pattern budget, unless a caller's is already running."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if _EXPANSION.get() is not None:
+            return fn(*args, **kwargs)
+        with pattern_budget():
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def _compile(pattern: str, flags: str, key: str):
     if len(pattern) > 256:
         raise QueryError(f"{key}: a pattern is at most 256 characters long.")
-    if repeat_product(pattern) > MAX_REPEAT:
-        raise QueryError(f"{key}: the pattern repeats more than {MAX_REPEAT:,} times "
-                         f"(counted repeats multiply when nested).")
+    if "x" in flags or _VERBOSE.search(pattern):  # spaces and # would hide its quantifiers
+        raise QueryError(f"{key}: the x (verbose) flag is not supported; write the pattern "
+                         "without spaces and comments.")
+    budget = _EXPANSION.get() or [MAX_EXPANSION]
+    budget[0] -= expansion(pattern)
+    if budget[0] < 0:
+        raise QueryError(f"{key}: the query's patterns expand to more than {MAX_EXPANSION:,} "
+                         "atoms when compiled (counted repeats multiply when nested).")
     bits = 0
     for flag in flags:
         if flag not in _FLAGS and flag not in "gu":
-            raise QueryError(f"{key}: {flag!r} is not a regex flag (use i, m, s or x).")
+            raise QueryError(f"{key}: {flag!r} is not a regex flag (use i, m or s).")
         bits |= _FLAGS.get(flag, 0)
-    try:
-        return regex.compile(pattern, bits)
+    try:  # not kept in the module's cache: 500 big patterns would stay in memory
+        return regex.compile(pattern, bits, cache_pattern=False)
     except regex.error as exc:
         raise QueryError(f"{key}: the pattern is not a valid regex ({exc}).") from None
 
@@ -547,6 +591,7 @@ def _append(cond: Cond, query: Query | None, parts: list) -> None:
         parts.append(cond)
 
 
+@_budgeted
 def parse_find(coll: str, params: Iterable[tuple[str, str]]) -> Query:
     """The Query of a v1 request's `find[...]` parameters (others are ignored)."""
     query = Query(coll)
@@ -654,6 +699,7 @@ def _range(body: str) -> list[str] | None:
     return [(f"-{str(-v).zfill(width - 1)}" if v < 0 else str(v).zfill(width)) for v in values]
 
 
+@_budgeted
 def slice_conditions(field_name: str, prefix: str | None, pattern: str | None) -> list[Cond]:
     """The conditions of a slice: the field matching one of the patterns the prefix and regex
     expand to (and starting with the prefix when it is one pattern). A type the slice names is
@@ -678,6 +724,7 @@ def slice_conditions(field_name: str, prefix: str | None, pattern: str | None) -
 # -- API v3: field$op=value -----------------------------------------------------------------------
 
 
+@_budgeted
 def parse_v3(coll: str, params: Iterable[tuple[str, str]]) -> Query:
     """The Query of a v3 search's filter parameters (every parameter but the reserved ones)."""
     query = Query(coll)

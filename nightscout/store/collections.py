@@ -203,6 +203,8 @@ class DocumentStore:
                 return row, "identifier"
         if n.oid is not None:
             row = self._one(n.coll, "oid = ?", [n.oid])
+            if row is None:  # the `_id` another client gave as its identifier: the same key,
+                row = self._one(n.coll, "identifier = ?", [n.oid])  # as looked up by either
             if row is not None:
                 return row, "oid"
         # A document its app names (identifier; a treatment's own _id through the API

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nightlink.nightscout.query import MAX_REPEAT, repeat_product
+from nightlink.nightscout.query import MAX_EXPANSION, expansion
 from tests.nightscout.test_robustness import AUTH, every_read_works
 from tests.support.nightscout import iso, now_ms
 from tests.support.sockets import Recorder, namespace
@@ -21,12 +21,15 @@ def _bearer(ns) -> dict:
     return {"Authorization": f"Bearer {jwt['token']}"}
 
 
-@pytest.mark.parametrize("pattern, product", [
-    ("(?:x{3000}){3000}", 9_000_000), ("x{100}y{100}", 100), ("(x{2}(y{3}){4}){5}", 60),
-    ("[{}]{5}", 5), (r"a\{3000\}", 1), ("2024-0[1-9]-.*", 1), ("x{,20000}", 20_000),
-    ("(?:a{10}|b{2000}){10}", 20_000), ("a{1,}", 1)])
-def test_repeat_product__counts_what_compiling_expands(pattern, product):
-    assert repeat_product(pattern) == product
+@pytest.mark.parametrize("pattern, low, high", [
+    ("(?:x{3000}){3000}", 9_000_000, 10_000_000), ("x{100}y{100}", 200, 200),
+    ("(x{2}(y{3}){4}){5}", 70, 70), ("[{}]{5}", 5, 5), (r"a\{3000\}", 1, 10),
+    ("2024-0[1-9]-.*", 1, 12), ("^20[0-9]{2}-", 1, 10), ("x{,20000}", 20_000, 20_000),
+    ("(?:a{100}|b{100}){100}", 20_000, 21_000),  # alternatives add up
+    ("(?#[)(?:x{1000}){1000}(?#])", 1_000_000, 1_100_000),  # a comment hides nothing
+])
+def test_expansion__counts_what_compiling_expands(pattern, low, high):
+    assert low <= expansion(pattern) <= high
 
 
 @pytest.mark.parametrize("path, query", [
@@ -34,6 +37,10 @@ def test_repeat_product__counts_what_compiling_expands(pattern, product):
     ("/api/v1/treatments.json", "find[notes]=/(?:x{65535}){65535}/"),
     ("/api/v3/entries", "dateString$re=(?:x{65535}){65535}"),
     ("/api/v1/slice/entries/dateString/sgv/(%3F:x{3000}){3000}/.*", ""),
+    # each of 999 patterns under the limit, together 1,000 times over it (a review found it)
+    ("/api/v1/slice/entries/dateString/sgv/2024/(%3F:a{100}){100}|(%3F:b{100}){100}{0..998}",
+     ""),
+    ("/api/v3/treatments", "&".join(f"notes$re=(?:x{{100}}){{100}}{i}" for i in range(10))),
 ])
 def test_a_pattern_that_expands_to_millions_is_refused_before_it_is_compiled(ns, path, query):
     """19 characters, `(?:x{65535}){65535}`, took every gigabyte of the machine to compile;
@@ -42,11 +49,24 @@ def test_a_pattern_that_expands_to_millions_is_refused_before_it_is_compiled(ns,
     started = time.monotonic()
     r = ns.get(f"{path}?{query}" if query else path, headers=headers)
     assert r.status_code == 400, (r.status_code, r.text[:200])
-    assert f"more than {MAX_REPEAT:,} times" in r.text
+    assert f"more than {MAX_EXPANSION:,} atoms" in r.text
     assert time.monotonic() - started < 1.0
     ok = ns.get("/api/v1/entries.json?find[dateString][$regex]=^20[0-9]{2}-&count=5",
                 headers=AUTH)
     assert ok.status_code == 200  # an ordinary counted repeat still reads
+
+
+@pytest.mark.parametrize("query", [
+    "find[dateString][$regex]=(%3Fx)(%3F:x{1000}) {1000}",
+    "find[dateString][$regex]=(%3F:x{1000}) {1000}&find[dateString][$options]=x",
+    "find[notes]=/(%3F:x{1000}) {1000}/x",
+])
+def test_a_verbose_pattern_is_refused(ns, query):
+    """With the x flag, a space or a # comment hides a quantifier from the count: refused
+    (no Nightscout client sends it)."""
+    path = "/api/v1/treatments.json" if "notes" in query else "/api/v1/entries.json"
+    r = ns.get(f"{path}?{query}", headers=AUTH)
+    assert r.status_code == 400 and "verbose" in r.text, r.text[:200]
 
 
 def test_digits_that_are_not_decimal_are_refused_or_ignored_not_a_5xx(ns):
@@ -68,29 +88,46 @@ def test_digits_that_are_not_decimal_are_refused_or_ignored_not_a_5xx(ns):
     every_read_works(ns)
 
 
-@pytest.mark.parametrize("coll", ["devicestatus", "food", "activity"])
-def test_an_id_equal_to_another_documents_identifier_is_stored_not_a_503(ns, coll):
-    """A client's identifier is any text, so it can be another document's `_id`; the unique
-    identifier index refused the second document, the database error became a 503 and the
-    whole upload was lost."""
+@pytest.mark.parametrize("coll", ["devicestatus", "food"])
+def test_an_id_equal_to_another_documents_identifier_names_that_document(ns, coll):
+    """A client's identifier is any text, so it can be what another client sends as `_id`.
+    The unique identifier index refused the second document, the database error became a
+    503 and the whole upload was lost; then (a review found) storing it beside made the key
+    name two documents, and a v3 client's GET or DELETE by its identifier reached the other
+    one. The key names one document, as treatments already did: the second write updates it."""
     t = now_ms() - 60_000
     same = "5f0c0ffee0ddba11deadbeef"
     body = {"devicestatus": {"device": "a", "created_at": iso(t)},
-            "food": {"name": "apple", "carbs": 12},
-            "activity": {"name": "walk", "created_at": iso(t)}}[coll]
-    r = ns.post(f"/api/v1/{coll}", headers=AUTH, json=[{**body, "identifier": same}])
-    assert r.status_code == 200, r.text[:200]
-    other = {**body, "_id": same}
-    other.update({"device": "b"} if coll == "devicestatus" else
-                 {"name": "pear"} if coll == "food" else
-                 {"notes": "b", "created_at": iso(t + 60_000)})
+            "food": {"name": "apple", "carbs": 12}}[coll]
+    h = _bearer(ns)
+    r = ns.post(f"/api/v3/{coll}", headers=h, json={**body, "identifier": same, "date": t})
+    assert r.status_code in (200, 201), r.text[:200]
+    other = {**body, "_id": same, "date": t}
+    other.update({"device": "b"} if coll == "devicestatus" else {"name": "pear"})
     readings = [{"type": "sgv", "sgv": 100 + k, "date": t - k * 300_000} for k in range(5)]
     r = ns.post(f"/api/v1/{coll}", headers=AUTH, json=[other])
     assert r.status_code == 200, r.text[:200]
     assert ns.post("/api/v1/entries", headers=AUTH, json=readings).status_code == 200
-    assert ns.count(coll) == 2 and ns.count("entries") == 5
-    got = ns.get(f"/api/v1/{coll}/{same}", headers=AUTH)
+    assert ns.count(coll) == 1 and ns.count("entries") == 5
+    got = ns.get(f"/api/v3/{coll}/{same}", headers=h)
     assert got.status_code == 200
+    assert got.json()["result"].get("device", got.json()["result"].get("name")) in ("b", "pear")
+    every_read_works(ns)
+
+
+def test_an_entry_whose_identifier_is_another_entrys_id_is_stored(ns):
+    """An entry's `_id` is its (type, date)'s; one uploader's identifier may be another
+    reading's: both readings are kept (the second was a 503 with the upload lost)."""
+    from nightlink.nightscout.documents import entry_oid
+
+    t = now_ms() - 30 * 60_000
+    r = ns.post("/api/v1/entries", headers=AUTH, json=[
+        {"type": "sgv", "sgv": 100, "date": t, "identifier": entry_oid("sgv", t + 300_000)}])
+    assert r.status_code == 200
+    r = ns.post("/api/v1/entries", headers=AUTH, json=[{"type": "sgv", "sgv": 110,
+                                                        "date": t + 300_000}])
+    assert r.status_code == 200, r.text[:200]
+    assert ns.count("entries") == 2
     every_read_works(ns)
 
 
@@ -114,6 +151,21 @@ def test_a_v3_put_cannot_move_a_document_by_its_date_string(ns):
         {"type": "sgv", "sgv": 120, "date": t + 25 * 60_000}]).status_code == 200
     assert ns.count("entries") == 2
     every_read_works(ns)
+
+
+def test_a_v3_put_of_a_treatment_with_its_own_date_is_taken(ns):
+    """A treatment's stored time comes from `created_at` (whole seconds) before its `date`
+    (with milliseconds); a v3 PUT re-sending that `date` moved nothing and was refused by the
+    first version of the check above (a review found it)."""
+    whole = now_ms() // 1000 * 1000 - 10 * 60_000
+    t = whole + 123
+    r = ns.post("/api/v1/treatments", headers=AUTH, json=[{
+        "eventType": "Note", "notes": "a", "created_at": iso(whole), "date": t,
+        "identifier": "aaps-1"}])
+    assert r.status_code == 200, r.text[:200]
+    r = ns.put("/api/v3/treatments/aaps-1", headers=_bearer(ns),
+               json={"eventType": "Note", "notes": "b", "date": t})
+    assert r.status_code == 200, r.text[:200]
 
 
 def test_a_socket_update_that_moves_an_entry_keeps_its_key_with_it(ns):

@@ -327,6 +327,9 @@ def test_register_edge__an_out_that_cannot_be_written_registers_nothing(cloud, t
     refused = run("register-edge", "--cloud", url, "--tenant", "nope", "--edge-id",
                   "ed9e00000044", "--out", str(tmp_path / "e.toml"))
     assert refused.exit_code == 2 and not (tmp_path / "e.toml").exists()  # nothing left behind
+    bad_url = run("register-edge", "--cloud", "nightlink.example.org", "--tenant", "fam-1",
+                  "--edge-id", "ed9e00000044", "--out", str(tmp_path / "e.toml"))
+    assert bad_url.exit_code == 2 and not (tmp_path / "e.toml").exists()  # (a review found it)
     ok = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", "ed9e00000044",
              "--out", str(tmp_path / "e.toml"))
     assert ok.exit_code == 0, ok.output

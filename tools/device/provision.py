@@ -311,26 +311,27 @@ def register_edge(out: Path, *, cloud: str, tenant: str, edge_id: str, email: st
     except OSError as exc:
         raise NightlinkError(f"{out} cannot be written ({exc.strerror}); give another "
                              "--out.") from None
-    client = CloudClient(cloud)
     try:
-        client.login(email, password)
-        device = client.add_device(tenant, edge_id, label, kind="edge")
-    except BaseException:
+        client = CloudClient(cloud)  # a bad address is refused here
+        try:
+            client.login(email, password)
+            device = client.add_device(tenant, edge_id, label, kind="edge")
+        finally:
+            client.close()
+        port = int(device["mqtt_port"])
+        tls = device.get("mqtt_tls", port == LAN_TLS_PORT)  # a cloud before mqtt_tls: by port
+        text = (f"# The edge node {edge_id}'s cloud account (tenant {tenant}); copy this "
+                "section\n# into the edge's configuration, then delete this file.\n"
+                "[sync]\nenabled = true\n"
+                f"host = {_toml(device['mqtt_host'])}\nport = {port}\n"
+                f"tls = {'true' if tls else 'false'}\n"
+                + (f"ca_file = {_toml(ca_file)}\n" if ca_file else "")
+                + f"username = {_toml(device['mqtt_username'])}\n"
+                f"password = {_toml(device['mqtt_password'])}\n")
+    except BaseException:  # nothing written: no empty file that refuses the next try
         os.close(fd)
         out.unlink(missing_ok=True)
         raise
-    finally:
-        client.close()
-    port = int(device["mqtt_port"])
-    tls = device.get("mqtt_tls", port == LAN_TLS_PORT)  # a cloud before mqtt_tls: by port
-    text = (f"# The edge node {edge_id}'s cloud account (tenant {tenant}); copy this section\n"
-            "# into the edge's configuration, then delete this file.\n"
-            "[sync]\nenabled = true\n"
-            f"host = {_toml(device['mqtt_host'])}\nport = {port}\n"
-            f"tls = {'true' if tls else 'false'}\n"
-            + (f"ca_file = {_toml(ca_file)}\n" if ca_file else "")
-            + f"username = {_toml(device['mqtt_username'])}\n"
-            f"password = {_toml(device['mqtt_password'])}\n")
     with os.fdopen(fd, "w") as f:
         f.write(text)
     _LOGGER.info("registered edge %s in tenant %s", edge_id, tenant)
