@@ -369,7 +369,7 @@ def check_secret(secret: str, where: str, development: bool) -> None:
     if (secret.lower() in DEFAULT_SECRETS or len(secret) < MIN_SECRET
             or guessable(secret)) and not development:
         raise ConfigError(
-            f"{where} is a default, shorter than {MIN_SECRET} characters, or a pattern "
+            f"{where} is a default or shorter than {MIN_SECRET} characters, or a pattern "
             "(a word and digits, a few characters repeated); choose a real secret (or set "
             "development = true on a test machine).")
 

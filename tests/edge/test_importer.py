@@ -340,7 +340,7 @@ def test_cli__an_imported_watch_night_is_summarised_with_its_beats_once(tmp_path
     assert f"Night {label} summarised: sleep from hr, hrv; apnea screen from rr: " in res.output
     summary, outputs = _night(db, label)
     rr = summary["breathing"]["rr"]
-    assert rr["source"] == "beats" and rr["apnea_index"] >= 30, rr  # the beats, not epochs
+    assert rr["source"] == "beats+epochs" and rr["apnea_index"] >= 30, rr  # the beats, not epochs
     assert summary["breathing"]["screen"].startswith("possible sleep apnea")
     assert abs(summary["epochs"] - 300) <= 1 and outputs > 0  # the 150 minutes
     again = CliRunner().invoke(main, ["edge", "import", str(path), "--tz", "UTC",

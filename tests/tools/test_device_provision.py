@@ -316,9 +316,9 @@ def test_register_edge__writes_its_sync_section_privately(cloud, tmp_path):
 
 
 def test_register_edge__an_out_that_cannot_be_written_registers_nothing(cloud, tmp_path):
-    """`--out nodir/e.toml` registered the edge, then failed to write its password: the
-    password was lost and a second try was refused as already provisioned (an audit found
-    it). Now the file is made first, and the cloud is not asked."""
+    """An --out in a folder that does not exist: the edge was registered, then its password
+    could not be written; it was lost, and a second try was refused as already provisioned
+    (an audit found it). Now the file is made first, and the cloud is not asked."""
     url, store = cloud
     r = run("register-edge", "--cloud", url, "--tenant", "fam-1", "--edge-id", "ed9e00000044",
             "--out", str(tmp_path / "nodir" / "e.toml"))

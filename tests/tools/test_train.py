@@ -257,7 +257,7 @@ def test_train_sleep_and_breathing__write_loadable_int8_models(tmp_path):
 
 
 def test_train_glucose__an_output_folder_it_cannot_write_is_said_before_training(tmp_path):
-    """`--device-out nodir/sub` on a file trained for minutes, wrote the edge's model, then
+    """An unwritable `--device-out` (under a file): it trained for minutes, wrote the edge's model, then
     failed on the clock's weights: the two out of step (an audit found it)."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
