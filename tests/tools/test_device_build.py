@@ -108,6 +108,12 @@ def test_build__invalid_config_is_refused_naming_the_key(tmp_path):
     assert r.output.startswith("error: The clock configuration is not valid: ")
     assert "units" in r.output
     assert not (tmp_path / "o" / "fs-esp32.img").exists()
+    # many mistakes: one sentence, not full stops run together (an audit found ".;")
+    cfg_file.write_text("{}")
+    r = CliRunner().invoke(main, ["device", "build", "--out", str(tmp_path / "o"), "--config",
+                                  str(cfg_file)])
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert ".;" not in r.output and r.output.rstrip().endswith(".")
 
 
 def test_build__app_larger_than_the_partition_is_one_sentence(tmp_path):

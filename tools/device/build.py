@@ -193,8 +193,10 @@ def validate_config(cfg: dict) -> None:
     from nightlink.device import config as device_config
 
     errors = device_config.validate(cfg)
-    if errors:
-        raise NightlinkError("The clock configuration is not valid: " + "; ".join(errors))
+    if errors:  # one sentence: the firmware's messages each end with a full stop
+        shown = "; ".join(e.rstrip(".") for e in errors[:3])
+        more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
+        raise NightlinkError(f"The clock configuration is not valid: {shown}{more}.")
 
 
 def build(out: Path, target: str, flash_size: int | None = None, firmware: Path | None = None,
