@@ -16,6 +16,7 @@ import secrets
 from pathlib import Path
 
 from nightlink.cloud.store import Store
+from nightlink.errors import one_line_each
 from nightlink.shared import topics
 
 # What mosquitto_passwd 2.0 writes: 101 iterations, a 12-byte salt, a 64-byte SHA-512 hash.
@@ -210,16 +211,6 @@ def _name(uid: int, gid: int) -> str:
     except KeyError:
         group = str(gid)
     return f"{user}:{group}"
-
-
-def one_line_each(**values) -> None:
-    """ValueError naming the option when a value for a line of mosquitto.conf holds a line
-    break or another control character: `--bind $'0.0.0.0\\nallow_anonymous true'` would
-    otherwise write a setting of its own into the broker's configuration."""
-    for name, value in values.items():
-        if any(ord(c) < 32 or ord(c) == 127 for c in str(value)):
-            raise ValueError(f"--{name.replace('_', '-')} holds a line break or another "
-                             "control character, which mosquitto.conf cannot take.")
 
 
 def mosquitto_conf(acl_path: Path | str, passwd_path: Path | str, *, port: int = 8883,

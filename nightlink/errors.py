@@ -5,6 +5,22 @@ class NightlinkError(Exception):
     """A user-facing error: its message is a full sentence, shown without a traceback."""
 
 
+def has_control_chars(text: str) -> bool:
+    """Whether text someone typed holds a control character (C0 or DEL): a line break in a
+    configuration line writes a setting of its own, a NUL ends a C string."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def one_line_each(**values) -> None:
+    """ValueError naming the option when a value for a line of mosquitto.conf holds a line
+    break or another control character: `--bind $'0.0.0.0\\nallow_anonymous true'` would
+    otherwise write a setting of its own into the broker's configuration."""
+    for name, value in values.items():
+        if has_control_chars(str(value)):
+            raise ValueError(f"--{name.replace('_', '-')} holds a line break or another "
+                             "control character, which mosquitto.conf cannot take.")
+
+
 def http_detail(response) -> str:
     """Why an HTTP answer (an httpx.Response) refused, for a sentence: the API's `detail`
     (FastAPI's validation errors joined), else the reason phrase; no final full stop."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import itertools
 import math
 import threading
@@ -428,28 +429,20 @@ def expansion(pattern: str) -> int:
     return sum(levels)
 
 
-@contextlib.contextmanager
-def pattern_budget():
-    """One query's budget of pattern expansion (MAX_EXPANSION) for every pattern it compiles:
-    a slice expands to up to 1,000 patterns and a v3 search takes many conditions, so a
-    budget per pattern alone would multiply."""
-    token = _EXPANSION.set([MAX_EXPANSION])
-    try:
-        yield
-    finally:
-        _EXPANSION.reset(token)
-
-
 def _budgeted(fn):
-    """fn within one pattern budget, unless a caller's is already running."""
-    import functools
+    """fn with one budget of pattern expansion (MAX_EXPANSION) for every pattern it compiles,
+    unless a caller's is already running: a slice expands to up to 1,000 patterns and a v3
+    search takes many conditions, so a budget per pattern alone would multiply."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         if _EXPANSION.get() is not None:
             return fn(*args, **kwargs)
-        with pattern_budget():
+        token = _EXPANSION.set([MAX_EXPANSION])
+        try:
             return fn(*args, **kwargs)
+        finally:
+            _EXPANSION.reset(token)
 
     return run
 

@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from nightlink.cloud.deps import ERRORS, StoreDep, WriterAccess
-from nightlink.cloud.routes.fields import RowId, has_control_chars
+from nightlink.cloud.routes.fields import RowId
 from nightlink.cloud.store import NotFoundError
+from nightlink.errors import has_control_chars
 from nightlink.nightscout.auth import TOKEN_ROLES
 from nightlink.shared.apisecret import api_secret_hash
 

@@ -9,11 +9,6 @@ from fastapi import HTTPException, Path
 ROW_ID_MAX = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 
-
-def has_control_chars(text: str) -> bool:
-    """Whether a name someone typed holds a control character (C0 or DEL)."""
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
-
 # No spaces, no control characters (a NUL or a line break has no place in a mail header).
 EMAIL = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,31}$"

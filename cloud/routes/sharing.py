@@ -24,8 +24,9 @@ from nightlink.cloud import auth, mail
 from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
 from nightlink.cloud.routes import credentials, portal
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
-from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, RowId, has_control_chars
+from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, RowId
 from nightlink.cloud.store import ConflictError
+from nightlink.errors import has_control_chars
 
 router = APIRouter(prefix="/api/nl/v1", tags=["sharing"], responses=ERRORS)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nightlink.edge.features.glucose_risk import BUDGET_PER_WEEK, MAX_BUDGET_PER_WEEK
 from nightlink.edge.node.zone import MIN_NIGHT_MIN, check_clock_time, check_zone
+from nightlink.errors import has_control_chars
 from nightlink.shared import codec, topics
 from nightlink.shared.epoch import MAX_SLEEP_MIN
 
@@ -304,7 +305,7 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
     ns = cfg.nightscout
     if not 0 <= ns.port < 65536:
         _fail(f"{file}: [nightscout]", f"port must be 0..65535, not {ns.port}.")
-    if len(ns.title) > 60 or any(ord(ch) < 32 or ord(ch) == 127 for ch in ns.title):
+    if len(ns.title) > 60 or has_control_chars(ns.title):
         _fail(f"{file}: [nightscout]", "title must be one line of at most 60 characters, "
                                        "such as the person's name.")
     if ns.enabled and nightscout_secret:
@@ -330,7 +331,7 @@ def _validate(cfg: EdgeConfig, file: str, env, nightscout_secret: bool = True) -
                          f"{link.keepalive_s}.")
         for key in ("host", "username", "password"):  # written into mosquitto.conf lines too
             value = getattr(link, key)
-            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            if has_control_chars(value):
                 _fail(where, f"{key} holds a line break or another control character.")
         if link.enabled and not link.host.strip():
             _fail(where, "host is needed when the link is enabled.")
@@ -364,7 +365,7 @@ def check_secret(secret: str, where: str, development: bool) -> None:
     """Refuse a missing, short or default secret (a short one is allowed in development)."""
     if not secret:
         raise ConfigError(f"{where} is not set (or set {SECRET_ENV}).")
-    if any(ord(c) < 32 or ord(c) == 127 for c in secret):  # apps cannot type it; NUL ends it
+    if has_control_chars(secret):  # apps cannot type it
         raise ConfigError(f"{where} holds a line break or another control character.")
     if (secret.lower() in DEFAULT_SECRETS or len(secret) < MIN_SECRET
             or guessable(secret)) and not development:
@@ -382,5 +383,5 @@ def guessable(secret: str) -> bool:
     word = "".join(c for c in secret.lower() if c.isalpha())
     return (not secret.strip() or len(set(secret)) < 5
             or any(secret[k:] == secret[:-k] for k in range(1, min(17, n)))
-            or word in DEFAULT_SECRETS or word in ("", "changeme", "apisecret", "letmein",
-                                                  "qwerty", "admin"))
+            or word in DEFAULT_SECRETS or word in ("", "apisecret", "letmein", "qwerty",
+                                                  "admin"))

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from nightlink.edge.node.config import EdgeConfig
-from nightlink.errors import NightlinkError, http_detail
+from nightlink.errors import NightlinkError, http_detail, one_line_each
 from nightlink.errors import cloud_url as checked_cloud_url
 from nightlink.shared import topics
 
@@ -109,11 +109,8 @@ def bridge_config(cfg: EdgeConfig, device: str, *, passwd_file: str | Path = DEF
 
     With `persistence` (a folder), queued messages survive a restart of the LAN broker.
     """
-    for name, value in (("listen", listen_host), ("persistence", persistence or ""),
-                        ("passwd", passwd_file), ("acl", acl_file)):
-        if any(ord(c) < 32 or ord(c) == 127 for c in str(value)):  # a setting of its own
-            raise ValueError(f"--{name} holds a line break or another control character, "
-                             "which mosquitto.conf cannot take.")
+    one_line_each(listen=listen_host, persistence=persistence or "", passwd=passwd_file,
+                  acl=acl_file)
     t = topics.check_name("tenant", cfg.tenant)
     prefix = f"{topics.PREFIX}/{t}/"
     s = cfg.sync

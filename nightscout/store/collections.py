@@ -247,8 +247,9 @@ class DocumentStore:
                 n.coll, "identifier = ?", [n.identifier]) is not None:
             identifier = oid  # entries are matched on (type, date); another one has this id
         if identifier == oid and self._one(n.coll, "identifier = ?", [oid]) is not None:
-            # another document's client-set identifier is this one's _id: the _id stays the
-            # client's (it finds the document by it), the identifier is a new one
+            # an entry whose _id (its type and date's) another entry's uploader gave as its
+            # identifier (other documents are matched to that one instead, match()): the _id
+            # stays, the identifier is a new one
             identifier = documents.new_oid(stamp)
         doc = dict(n.doc)
         if subject is not None:
