@@ -195,7 +195,7 @@ async def search(col: str, request: Request) -> Response:
     limit = _int_param(request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
     skip = _int_param(request, "skip", 0, 0, 10**9)
     try:
-        query = parse_v3(col, params.multi_items())
+        query = await run_in_threadpool(parse_v3, col, params.multi_items())
     except QueryError as exc:
         raise fail(400, str(exc)) from None
     try:

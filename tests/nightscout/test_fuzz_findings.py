@@ -284,3 +284,31 @@ def test_a_subjects_notes_are_text(ns):
     r = ns.post("/api/v2/authorization/subjects", headers=h,
                 json={"name": "fine", "roles": ["readable"], "notes": "the clock"})
     assert r.status_code == 200, r.text[:200]
+
+
+@pytest.mark.parametrize("module, name, path, query", [
+    ("api_v1", "parse_find", "/api/v1/entries.json", "find[dateString][$regex]=^20[0-9]{2}-"),
+    ("api_v1", "parse_find", "/api/v1/treatments.json", "find[notes]=/x{2}/"),
+    ("api_v3", "parse_v3", "/api/v3/entries", "dateString$re=^20[0-9]{2}-"),
+])
+def test_a_query_is_parsed_off_the_event_loop(ns, monkeypatch, module, name, path, query):
+    """Compiling a query's patterns takes up to some tens of milliseconds within the budget:
+    on the event loop that stalled every other request and socket of the server."""
+    import importlib
+
+    target = importlib.import_module(f"nightlink.nightscout.{module}")
+    real, where = getattr(target, name), []
+
+    def spy(*args, **kw):
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("worker thread")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(target, name, spy)
+    headers = _bearer(ns) if path.startswith("/api/v3") else AUTH
+    r = ns.get(f"{path}?{query}", headers=headers)
+    assert r.status_code == 200, r.text[:200]
+    assert where and set(where) == {"worker thread"}
