@@ -226,9 +226,20 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
     click.echo("Stopped.", err=True)
 
 
+def _a_name(ctx, param, value: str) -> str:
+    """A name shown on pages, PDFs, mails and exports: one line, at most 100 characters."""
+    from nightlink.errors import has_control_chars
+
+    if has_control_chars(value) or len(value) > 100:
+        raise click.BadParameter("a name is at most 100 characters on one line, without "
+                                 "control characters.")
+    return " ".join(value.split())
+
+
 @cloud.command("create-tenant")
 @click.argument("tenant")
-@click.option("--name", default="", help="Display name (default: the tenant id).")
+@click.option("--name", default="", callback=_a_name,
+              help="Display name (default: the tenant id).")
 @click.option("--public-read", is_flag=True, help="Let anyone read its Nightscout API.")
 @click.option("--database-url", default=None)
 def create_tenant(tenant: str, name: str, public_read: bool, database_url: str | None) -> None:
@@ -254,7 +265,7 @@ def create_tenant(tenant: str, name: str, public_read: bool, database_url: str |
 
 @cloud.command()
 @click.argument("tenant")
-@click.argument("name")
+@click.argument("name", callback=_a_name)
 @click.option("--role", type=click.Choice(TOKEN_ROLES), default="readable", show_default=True,
               help="readable for clocks and followers; careportal to add treatments; oref0rig "
                    "for an OpenAPS rig; admin for AndroidAPS (its NSClient v3 needs every "

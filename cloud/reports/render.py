@@ -139,8 +139,28 @@ def banner_alerts(alerts: list[dict]) -> list[dict]:
 
 
 def _footer(text: str) -> str:
-    """Footer text for a CSS string in the page style (no quotes, escapes or markup)."""
-    return "".join(c for c in text if c not in "\"'\\<>&\n")
+    """Footer text for a CSS string in the page style: printable characters only, no quotes,
+    escapes or markup. A carriage return or form feed ends a CSS string as a line feed does:
+    a space named with one wrote style rules of its own into every PDF of it."""
+    return "".join(c for c in text if c.isprintable() and c not in "\"'\\<>&")
+
+
+def _data_only_fetcher():
+    """WeasyPrint's fetcher for the report pages: they use nothing outside themselves, so
+    only `data:` addresses are read; any other address (one a stored text smuggled into the
+    page) is never fetched from the server. WeasyPrint 68 and later take a URLFetcher,
+    earlier ones a function."""
+    import weasyprint.urls
+
+    if hasattr(weasyprint.urls, "URLFetcher"):
+        return weasyprint.urls.URLFetcher(allowed_protocols={"data"})
+
+    def fetch(url: str) -> dict:
+        if not url.lower().startswith("data:"):
+            raise ValueError(f"{url[:80]!r}: a report fetches nothing outside itself")
+        return weasyprint.default_url_fetcher(url)
+
+    return fetch
 
 
 def _sources(rep: dict) -> list[str]:
@@ -207,7 +227,7 @@ def to_pdf(html: str) -> tuple[bytes, int]:
     """The PDF of a page and its number of pages."""
     from weasyprint import HTML
 
-    doc = HTML(string=html, base_url=str(TEMPLATES)).render()
+    doc = HTML(string=html, base_url=str(TEMPLATES), url_fetcher=_data_only_fetcher()).render()
     return doc.write_pdf(), len(doc.pages)
 
 

@@ -10,14 +10,14 @@ from pydantic import BaseModel, Field
 
 from nightlink.cloud import auth
 from nightlink.cloud.deps import ERRORS, AdminUser, CurrentUser, StoreDep
-from nightlink.cloud.routes.fields import EMAIL
+from nightlink.cloud.routes.fields import EMAIL, Name
 
 router = APIRouter(prefix="/api/nl/v1", tags=["accounts"], responses=ERRORS)
 
 
 class AccountCreate(BaseModel):
     email: str = Field(pattern=EMAIL, max_length=254)
-    name: str = Field("", max_length=100)
+    name: Name = ""
     password: str = Field(min_length=12, max_length=1024)
     is_admin: bool = False
 

@@ -18,7 +18,7 @@ from nightlink.cloud.broker_config import (
     new_device_password,
 )
 from nightlink.cloud.deps import ERRORS, MemberAccess, SettingsDep, StoreDep, WriterAccess
-from nightlink.cloud.routes.fields import DEVICE_ID
+from nightlink.cloud.routes.fields import DEVICE_ID, Label
 from nightlink.shared import topics
 
 router = APIRouter(prefix="/api/nl/v1", tags=["devices"], responses=ERRORS)
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/nl/v1", tags=["devices"], responses=ERRORS)
 class DeviceCreate(BaseModel):
     device_id: str = Field(pattern=DEVICE_ID, description="12 lowercase hex digits.")
     kind: Literal["clock", "edge"]
-    label: str = Field("", max_length=64)
+    label: Label = ""
 
 
 class DevicePublic(BaseModel):

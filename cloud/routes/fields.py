@@ -3,6 +3,9 @@
 from typing import Annotated
 
 from fastapi import HTTPException, Path
+from pydantic import AfterValidator, Field
+
+from nightlink.errors import has_control_chars
 
 # A row's id in a path: a positive 64-bit integer (a larger one could not be stored, and was
 # a 500 from the database driver instead of a 422).
@@ -13,6 +16,22 @@ RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 EMAIL = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DEVICE_ID = r"^[0-9a-f]{12}$"
+
+
+def _one_line(value: str) -> str:
+    """A name as typed, its runs of spaces made one; a control character refused: a line
+    break or form feed in a name closed the string of the PDF footer's style and wrote style
+    rules of its own (which fetched any address from the server), and has no place in a
+    mail or a CSV either."""
+    if has_control_chars(value):
+        raise ValueError("control characters (a line break, a tab, a NUL) have no place in "
+                         "a name")
+    return " ".join(value.split())
+
+
+# The name of a person, a space or a device, as shown on pages, reports, mails and exports.
+Name = Annotated[str, Field(max_length=100), AfterValidator(_one_line)]
+Label = Annotated[str, Field(max_length=64), AfterValidator(_one_line)]
 
 
 def night_param(name: str, value: str | None, *, optional: bool = True) -> str | None:

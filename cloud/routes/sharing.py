@@ -24,7 +24,7 @@ from nightlink.cloud import auth, mail
 from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
 from nightlink.cloud.routes import credentials, portal
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
-from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, RowId
+from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, Name, RowId
 from nightlink.cloud.store import ConflictError
 from nightlink.errors import has_control_chars
 
@@ -39,7 +39,7 @@ _NOT_A_CODE = re.compile(r"[^A-Z0-9]")
 class SignUp(BaseModel):
     email: str = Field(pattern=EMAIL, max_length=254)
     password: str = Field(min_length=12, max_length=1024)
-    name: str = Field("", max_length=100)
+    name: Name = ""
     tenant_name: str = Field("", max_length=100, description="Shown to those you share with; "
                              "your name by default.")
     tz: str = Field("", max_length=64, description="The person's IANA time zone (their nights "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
@@ -24,7 +24,7 @@ from nightlink.cloud.deps import (
     WriterAccess,
 )
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
-from nightlink.cloud.routes.fields import EMAIL, SLUG, RowId
+from nightlink.cloud.routes.fields import EMAIL, SLUG, Name, RowId
 from nightlink.cloud.store import NotFoundError
 
 GrantRole = Literal["patient", "caregiver", "doctor", "admin"]
@@ -34,10 +34,10 @@ router = APIRouter(prefix="/api/nl/v1", tags=["tenants"], responses=ERRORS)
 
 class TenantCreate(BaseModel):
     id: str = Field(pattern=SLUG, description="Slug; also the MQTT topic segment.")
-    name: str = Field(min_length=1, max_length=100)
+    name: Annotated[Name, Field(min_length=1)]
     public_read: bool = False
     patient_email: str | None = Field(None, pattern=EMAIL, max_length=254)
-    patient_name: str = Field("", max_length=100)
+    patient_name: Name = ""
     patient_password: str | None = Field(None, min_length=12, max_length=1024)
 
 

@@ -180,3 +180,16 @@ def test_cloud_cli__a_refused_postgresql_login_is_named_as_such(postgres_server,
     assert r.exit_code == 2
     assert 'answered, but database "no_such_database" does not exist: create it' in r.output, \
         r.output
+
+
+@pytest.mark.parametrize("args", [
+    ["create-tenant", "fam-3", "--name", "Ann\r;}body{color:red}"],
+    ["create-tenant", "fam-3", "--name", "x" * 101],
+    ["token", "fam-1", "clock\nin the hall"],
+])
+def test_cloud_cli__a_name_is_one_line(cloud_cli, args):
+    """A name reaches pages, PDF footers, mails and exports: a carriage return in it wrote
+    style rules into the PDFs."""
+    r = CliRunner().invoke(main, ["cloud", *args])
+    assert r.exit_code == 2, r.output
+    assert "without control characters" in r.output and len(r.output.strip().splitlines()) == 1

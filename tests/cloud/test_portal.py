@@ -320,3 +320,82 @@ def test_static_pages_link_relatively():
 def test_night_page__an_export_without_a_date_is_refused_not_a_500(portal):
     r = get(portal, "doc@example.org", "/portal/p/fam-1/nights/.pdf")
     assert r.status_code == 422 and "YYYY-MM-DD" in r.json()["detail"]
+
+
+class _Canary:
+    """A local web server that counts the requests it gets (what a PDF must never make)."""
+
+    def __enter__(self):
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the standard library's name
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_pdf_fetches_nothing_from_outside_itself():
+    from nightlink.cloud.reports.render import to_pdf
+
+    with _Canary() as canary:
+        pdf, pages = to_pdf(f'<html><head><style>body {{ background: url({canary.url}/bg) }}'
+                            f'</style></head><body><img src="{canary.url}/img">'
+                            '<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=">'
+                            '</body></html>')
+    assert pdf[:5] == b"%PDF-" and pages == 1
+    assert canary.hits == []
+
+
+def test_a_space_name_cannot_write_style_rules_into_its_pdfs(portal):
+    """A carriage return or form feed ends a CSS string: a space named with one (signed up
+    before names were checked, or made by the operator's command) closed the footer's string
+    in the PDF's style and wrote rules of its own, fetching any address from the server."""
+    from nightlink.cloud.reports.render import _footer
+
+    with _Canary() as canary:
+        name = (f"Ann\r;}}}}body{{background:url({canary.url}/ssrf)}}"
+                "@page{x{x:\f\u2028\x00")
+        portal.store.set_tenant("fam-1", name=name)
+        for path in (f"/portal/p/fam-1/report.pdf?end={END}&days=3",
+                     "/portal/p/fam-1/nights/2026-01-14.pdf"):
+            r = get(portal, "doc@example.org", path)
+            assert r.status_code == 200 and r.content[:5] == b"%PDF-"
+    assert canary.hits == []
+    assert not any(c in _footer(name) for c in "\r\f\u2028\x00\"'\\")
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "Ann\r;}body{color:red}"}, {"name": "Ann\nBcc: x@example.org"},
+    {"name": "Ann\x00"}, {"name": "Ann\f"},
+])
+def test_names_with_control_characters_are_refused(portal, body):
+    """Sign-up, an operator's new account and new space: one sentence naming the field."""
+    admin = portal.auth("admin@example.org")
+    for path, extra in (("/api/nl/v1/signup", {"email": "new@example.org",
+                                              "password": PASSWORD}),
+                        ("/api/nl/v1/accounts", {"email": "new2@example.org",
+                                                "password": PASSWORD}),
+                        ("/api/nl/v1/tenants", {"id": "fam-9"})):
+        r = portal.client.post(path, json={**extra, **body}, headers=admin)
+        assert r.status_code == 422, (path, r.text)
+        assert "control characters" in r.json()["detail"], r.text
+    from nightlink.cloud.store.base import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        portal.store.user_by_email("new@example.org")
