@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from nightlink.cells import spreadsheet_text
 from nightlink.nightscout import documents, properties, times
 from nightlink.nightscout.http import (
     JSON_TYPE,
@@ -340,7 +341,11 @@ def _render_entries(ext: str | None) -> Render:
 
 def _cell(value: Any) -> str:
     """A text download's cell as Nightscout writes it: JSON, a null as `""` (its replacer
-    turns null into an empty string; a missing field is an empty cell)."""
+    turns null into an empty string; a missing field is an empty cell). Text that starts like
+    a spreadsheet formula gets an apostrophe first: the quotes do not stop a spreadsheet
+    running `"=HYPERLINK(…)"`."""
+    if isinstance(value, str):
+        value = spreadsheet_text(value)
     return json.dumps("" if value is None else value, ensure_ascii=False)
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 
+from nightlink.cells import spreadsheet_text
 from nightlink.cloud.access import TenantAccess
 from nightlink.cloud.deps import ERRORS, OwnerAccess, StoreDep
 from nightlink.cloud.routes.devices import device_public
@@ -73,6 +74,15 @@ def export_doc(store: Store, access: TenantAccess) -> dict:
     }
 
 
+def _cell(value):
+    """A value as its CSV cell: nested ones as JSON, text never as a formula."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, str):
+        return spreadsheet_text(value)
+    return "" if value is None else value
+
+
 def _csv(rows: list[dict]) -> str:
     columns: dict[str, None] = {}
     for r in rows:
@@ -81,8 +91,7 @@ def _csv(rows: list[dict]) -> str:
     writer = csv.DictWriter(buf, fieldnames=list(columns))
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list)
-                         else ("" if v is None else v) for k, v in r.items()})
+        writer.writerow({k: _cell(v) for k, v in r.items()})
     return buf.getvalue()
 
 

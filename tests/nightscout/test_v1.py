@@ -531,3 +531,17 @@ def test_mills__always_the_documents_own_time(ns):
     got = ns.get(f"/api/v1/entries.json?find[mills][$gte]={old - MIN}&find[mills][$lt]={t}",
                  headers=AUTH).json()
     assert [(e["sgv"], e["mills"]) for e in got] == [(102, old)]
+
+
+def test_entries__text_formats_never_hand_a_spreadsheet_a_formula(ns, day):
+    """The quotes of Nightscout's text formats do not stop a spreadsheet running
+    `"=HYPERLINK(…)"` from a device name an uploader wrote."""
+    posted = ns.post("/api/v1/entries", headers=AUTH, json=[{
+        "type": "sgv", "sgv": 99, "date": day + 120_000, "dateString": iso(day + 120_000),
+        "direction": "Flat", "device": '=HYPERLINK("http://evil.example","x")'}])
+    assert posted.status_code == 200, posted.text
+    for ext, sep in (("csv", ","), ("tsv", "\t"), ("txt", "\t")):
+        text = ns.get(f"/api/v1/entries.{ext}?find[sgv]=99&count=1", headers=AUTH).text
+        assert text.endswith(sep + '"\'=HYPERLINK(\\"http://evil.example\\",\\"x\\")"'), text
+    assert ns.get("/api/v1/entries.json?find[sgv]=99&count=1",
+                  headers=AUTH).json()[0]["device"].startswith("=HYPERLINK")  # JSON as stored
