@@ -52,6 +52,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         version=__version__,
         description="History, Nightscout-compatible API, accounts and live updates for "
         "Nightlink bedside nodes. Tenants are one patient's space each.",
+        # Swagger UI and ReDoc load their scripts from a CDN into the portal's origin, where
+        # the session cookies are: development only. /openapi.json is always served.
+        docs_url="/docs" if settings.env == "development" else None,
+        redoc_url="/redoc" if settings.env == "development" else None,
     )
     app.state.settings = settings
     app.state.store = store or Store.open(settings.database_url)
@@ -137,8 +141,11 @@ class RequestContext:
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                # nosniff: a JSON answer or a text download holding stored text is never
+                # read by a browser as a page or a script, whatever the text looks like
                 message = dict(message, headers=[*message.get("headers", []),
-                                                 (b"x-request-id", rid.encode("latin-1"))])
+                                                 (b"x-request-id", rid.encode("latin-1")),
+                                                 (b"x-content-type-options", b"nosniff")])
             await send(message)
 
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Annotated
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -24,6 +24,7 @@ from nightlink.cloud.reports import settings as report_settings
 from nightlink.cloud.reports.summary import build_report
 from nightlink.cloud.routes.fields import night_param
 from nightlink.cloud.store import NotFoundError, Store
+from nightlink.errors import has_control_chars
 
 router = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
 COOKIE = session.ACCESS_COOKIE
@@ -65,10 +66,20 @@ def _access(store: Store, user: dict, tenant: str) -> tuple[str, dict]:
     return access.role, store.get_tenant(tenant)
 
 
+# The portal's pages run no script and load nothing from elsewhere: their style is inline,
+# their charts inline SVG. Should stored text ever slip past the templates' escaping, the
+# browser still runs nothing and sends nothing anywhere.
+PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+               "base-uri 'none'")
+
+
 def html_page(text: str, status: int = 200) -> HTMLResponse:
-    """A portal page: never cached, never framed (every portal, sharing and card page)."""
+    """A portal page: never cached, never framed, no script (every portal, sharing and card
+    page)."""
     return HTMLResponse(text, status_code=status,
-                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
+                        headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                 "Content-Security-Policy": PAGE_POLICY})
 
 
 async def read_form(request: Request, *, blank: bool = False) -> dict[str, str]:
@@ -143,7 +154,19 @@ async def set_units(request: Request, user: PortalUser, store: StoreDep):
         report_settings.set_user_units(store, user["id"], form.get("units", ""))
     except report_settings.SettingsError as exc:
         raise HTTPException(422, str(exc)) from None
-    return RedirectResponse(request.headers.get("referer") or "/portal", status_code=303)
+    return RedirectResponse(_back(request.headers.get("referer", "")), status_code=303)
+
+
+def _back(referer: str) -> str:
+    """Where a settings form returns to: the page it was on (its path and query on this
+    server, whatever host the Referer names), else the patient list."""
+    try:
+        parts = urlsplit(referer)
+    except ValueError:
+        return "/portal"
+    if not parts.path.startswith(("/portal", "/app")) or has_control_chars(parts.path):
+        return "/portal"
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 # -- pages ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from nightlink.cloud.reports import settings
 from nightlink.shared import lowrisk
 from nightlink.tools.bench.report import synth_day_streams, synth_night
 
-from .conftest import PASSWORD
+from .conftest import JWT_SECRET, PASSWORD
 
 END = "2026-01-15"
 
@@ -399,3 +399,45 @@ def test_names_with_control_characters_are_refused(portal, body):
 
     with pytest.raises(NotFoundError):
         portal.store.user_by_email("new@example.org")
+
+
+def test_pages_run_no_script_and_no_answer_is_sniffed(portal):
+    """Should stored text ever slip past the templates' escaping, a portal page still runs
+    nothing; a JSON answer or a download is never read as a page."""
+    page = get(portal, "doc@example.org", f"/portal/p/fam-1?end={END}&days=3")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src" not in policy
+    assert "frame-ancestors 'none'" in policy and "form-action 'self'" in policy
+    for path in ("/portal", f"/portal/p/fam-1?end={END}", f"/portal/p/fam-1/report.csv?end={END}",
+                 "/api/nl/v1/auth/me", "/t/fam-1/api/v1/status.json", "/no/such/page"):
+        r = get(portal, "doc@example.org", path)
+        assert r.headers["x-content-type-options"] == "nosniff", path
+
+
+@pytest.mark.parametrize(("referer", "back"), [
+    ("https://evil.example/portal/p/fam-1?end=2026-01-15", "/portal/p/fam-1?end=2026-01-15"),
+    ("https://evil.example/phish", "/portal"), ("", "/portal"), ("//evil.example/x", "/portal"),
+    ("http://[::1", "/portal"),
+])
+def test_the_units_form_returns_to_a_page_of_this_server(portal, referer, back):
+    r = portal.client.post("/portal/settings/units", data={"units": "mmol/L"},
+                           headers={**portal.auth("doc@example.org"), "Referer": referer},
+                           follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == back
+
+
+def test_the_api_reference_pages_are_served_in_development_only(tmp_path):
+    """Swagger UI loads its scripts from a CDN into the origin of the session cookies."""
+    from fastapi.testclient import TestClient
+
+    from nightlink.cloud.app import create_app
+    from nightlink.cloud.config import Settings
+
+    for env, want in (("production", 404), ("development", 200)):
+        app = create_app(Settings(env=env, database_url=f"sqlite:///{tmp_path / env}.db",
+                                  jwt_secret=JWT_SECRET))
+        with TestClient(app) as client:
+            assert client.get("/docs").status_code == want
+            assert client.get("/redoc").status_code == want
+            assert client.get("/openapi.json").status_code == 200
+        app.state.store.close()
