@@ -152,7 +152,8 @@ def handle(store: Store, topic: str, payload: bytes, *, retained: bool = False) 
     kind, tenant, device, stream = _parse(topic)
     publisher = _check_publisher(store, tenant, device)
     if kind == "status":
-        return _status(store, tenant, device, payload, retained=retained)
+        return _status(store, tenant, device, payload, retained=retained,
+                       edge=publisher["kind"] == "edge")
     if stream in topics.DOC_STREAMS:
         if publisher["kind"] != "edge":
             # A clock's login may publish on its own topics: without this it could read the
@@ -191,20 +192,40 @@ def _check_publisher(store: Store, tenant: str, device: str) -> dict:
     return dev
 
 
+# What only a bedside node reports (shared/WIRE.md): the person's zone and sleep schedule, the
+# clocks' alarm policy, the nights' apnea screens, the imports it undid. A clock's report
+# carrying them moved every night window of the doctor's report and wrote a night's screen.
+EDGE_ONLY_STATUS = ("timezone", "night_schedule", "alarm_policy", "alarm_policy_params",
+                    "nights", "retracted")
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a number JSON can hold")
+
+
 def _status(store: Store, tenant: str, device: str, payload: bytes, *,
-            retained: bool = False) -> Outcome:
+            retained: bool = False, edge: bool = True) -> Outcome:
     """A device's health report: kept as it is once every field the cloud reads is valid;
-    its dropped ranges let the marks step over rows the device gave up (see advance_hwm)."""
+    its dropped ranges let the marks step over rows the device gave up (see advance_hwm).
+    A device that is not an edge node (a clock) has its report kept without the fields only
+    an edge may report, which are dead-lettered."""
     if len(payload) > MAX_STATUS_BYTES:
         raise Rejected(f"The status report is {len(payload)} bytes; at most "
                        f"{MAX_STATUS_BYTES} are read.")
-    try:
-        doc = json.loads(payload)
+    try:  # NaN and Infinity are refused: read back, they made the report's JSON invalid
+        doc = json.loads(payload, parse_constant=_not_a_number)
     except (ValueError, RecursionError) as exc:
         raise Rejected(f"The status report is not a JSON object ({_short(exc)}).") from None
     if not isinstance(doc, dict):
         raise Rejected("The status report is not a JSON object (it is a JSON "
                        f"{type(doc).__name__}).")
+    out = Outcome()
+    foreign = [] if edge else [name for name in EDGE_ONLY_STATUS if name in doc]
+    if foreign:
+        part = json.dumps({name: doc.pop(name) for name in foreign}).encode()[:65536]
+        out.dead.append((f"The device {device} is not an edge node; only an edge reports "
+                         f"{', '.join(foreign)} (the rest of its status report is kept).",
+                         part))
     dropped = _dropped_ranges(doc.get("dropped"))
     drops = _drop_counts(doc.get("drops"))
     screens = _night_screens(doc.pop("nights", None))
@@ -235,7 +256,6 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
             else {"breathing": block, "device": device}
         data.put_night(night, {"breathing": first["breathing"], "device": first["device"],
                                "by_device": by_device})
-    out = Outcome()
     for sid, ranges in dropped.items():
         store.add_dropped(device, sid, ranges)
         topic, ack = _ack(store, tenant, device, sid)
@@ -288,12 +308,14 @@ def _retractions(value) -> list[tuple[int, list[str], tuple[int, int] | None]]:
 
 
 def _is_night(value) -> bool:
-    """Whether `value` names a night: a real date written YYYY-MM-DD."""
-    from datetime import date
+    """Whether `value` names a night as the API and the reports do: a real date written
+    YYYY-MM-DD, 1990 to 2099 (a night of 9999-12-31 became every list's newest night, which
+    no page could then open)."""
+    from nightlink.cloud.fusion import check_night_date
 
     try:
-        return isinstance(value, str) and len(value) == 10 \
-            and date.fromisoformat(value).isoformat() == value
+        check_night_date(value)
+        return True
     except ValueError:
         return False
 

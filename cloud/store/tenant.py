@@ -367,12 +367,15 @@ class TenantStore:
         return None
 
     def _node_statuses(self):
-        """(row, status report) of the tenant's devices not revoked, newest first; a report
-        that is not a JSON object reads as an empty one."""
+        """(row, status report) of the tenant's bedside nodes not revoked, newest first (a
+        clock's report is not read for the zone, schedule or alarm policy an edge reports);
+        a report that is not a JSON object reads as an empty one."""
         for row in self.db.query(
                 "SELECT s.device, s.doc, s.updated_at FROM device_status s LEFT JOIN devices d "
                 "ON d.id = s.device AND d.tenant_id = s.tenant_id WHERE s.tenant_id = ? "
-                "AND d.revoked_at IS NULL ORDER BY s.updated_at DESC", (self.tenant_id,)):
+                "AND COALESCE(d.kind, 'edge') = 'edge' AND d.revoked_at IS NULL "
+                "ORDER BY s.updated_at DESC",
+                (self.tenant_id,)):
             doc = from_json(row["doc"])
             yield row, doc if isinstance(doc, dict) else {}
 

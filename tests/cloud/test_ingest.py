@@ -316,6 +316,8 @@ def test_handle__status_report_is_kept(store):
     ({f"2026-01-{d:02d}": {} for d in range(1, 16)}, "at most 14"),
     ({"2026-02-30": {"ahi_estimate": 3}}, "names \"2026-02-30\", not a night"),
     ({"yesterday": {}}, "not a night such as"),
+    ({"9999-12-31": {"ahi": 5}}, "names \"9999-12-31\", not a night"),  # no page opens it
+    ({"0001-01-01": {"ahi": 1}}, "not a night such as"),
     ({"2026-01-15": [1]}, "not an object of finite numbers"),
     ({"2026-01-15": {"x": "a" * 9000}}, "of at most 8192 bytes"),
 ])
@@ -331,7 +333,7 @@ def test_handle__status_report_nights_checked(store, nights, reason):
 def test_handle__status_report_nights_with_nan_refused_and_good_ones_kept_once(store):
     from nightlink.cloud.ingest import Rejected
 
-    with pytest.raises(Rejected, match="finite numbers"):
+    with pytest.raises(Rejected, match="NaN is not a number JSON can hold"):
         handle(store, topics.status_topic("fam-1", DEV),
                b'{"nights": {"2026-01-15": {"ahi_estimate": NaN}}}')
     good = b'{"outbox": 1, "nights": {"2026-01-15": {"ahi_estimate": 20.5}}}'
@@ -357,3 +359,40 @@ def test_handle__status_report_nights_with_nan_refused_and_good_ones_kept_once(s
     handle(store, topics.status_topic("fam-1", "0000000000e2"), second)
     handle(store, topics.status_topic("fam-1", DEV), good)
     assert data.night_updated("2026-01-15") == updated
+
+
+@pytest.mark.parametrize("body", [
+    b'{"outbox": NaN}', b'{"alarm_policy": "x", "alarm_policy_params": {"threshold": -Infinity}}',
+    b'{"drops": {"audio": Infinity}}',
+])
+def test_handle__status_report_with_a_number_json_cannot_hold_refused(store, body):
+    """Read back, a NaN made the report's JSON (and the doctor's report.json) invalid."""
+    from nightlink.cloud.ingest import Rejected
+
+    with pytest.raises(Rejected, match="is not a number JSON can hold"):
+        handle(store, topics.status_topic("fam-1", DEV), body)
+    assert store.device_status(DEV) is None
+
+
+def test_handle__a_clocks_status_report_keeps_its_health_not_an_edges_fields(store):
+    """A clock's report set the tenant's time zone (moving every night window of the doctor's
+    report), the active alarm policy and a night's apnea screen."""
+    edge = {"outbox": 0, "timezone": "Europe/Paris", "alarm_policy": "warn at 20 %"}
+    handle(store, topics.status_topic("fam-1", DEV), json.dumps(edge).encode())
+    store.add_device("c10c00000001", "fam-1", "clock", "fam-1.c10c00000001", "-")
+    forged = {"outbox": 3, "drops": {"room": 1}, "timezone": "Pacific/Kiritimati",
+              "alarm_policy": "CLOCK SAYS: never warn", "alarm_policy_params": {"x": 1},
+              "night_schedule": "08:00-16:00", "nights": {"2026-12-03": {"ahi": 55.0}},
+              "retracted": [{"boot": 1}]}
+    out = handle(store, topics.status_topic("fam-1", "c10c00000001"),
+                 json.dumps(forged).encode())
+    [(reason, part)] = out.dead
+    assert "c10c00000001 is not an edge node" in reason and "timezone" in reason
+    assert json.loads(part)["alarm_policy"] == "CLOCK SAYS: never warn"
+    kept = store.device_status("c10c00000001")
+    assert kept["outbox"] == 3 and kept["drops"] == {"room": 1}
+    assert not set(kept) & {"timezone", "alarm_policy", "night_schedule", "nights"}
+    data = store.tenant("fam-1")
+    assert data.reported_timezones() == ["Europe/Paris"] and data.nights() == []
+    assert data.reported_schedule() is None
+    assert data.alarm_policy()["text"] == "warn at 20 %"

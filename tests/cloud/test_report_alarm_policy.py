@@ -66,3 +66,22 @@ def test_report_says_where_its_time_zone_comes_from(tmp_path):
         assert "not set" not in html
     finally:
         store.close()
+
+
+def test_a_clocks_stored_status_is_not_read_for_the_zone_or_the_policy(tmp_path):
+    """Reports stored before the ingest kept a clock's report from carrying an edge's fields
+    are not read for them either."""
+    store = Store.open(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        store.create_tenant("p1", "Ann Example")
+        data = store.tenant("p1")
+        store.add_device("a4cf12b0c3d4", "p1", "edge", "p1.a4cf12b0c3d4", "-")
+        store.put_device_status("a4cf12b0c3d4", "p1", {"timezone": "Europe/Paris",
+                                                       "alarm_policy": POLICY})
+        store.add_device("c10c00000001", "p1", "clock", "p1.c10c00000001", "-")
+        store.put_device_status("c10c00000001", "p1", {"timezone": "Pacific/Kiritimati",
+                                                       "alarm_policy": "never warn"})
+        assert data.reported_timezones() == ["Europe/Paris"]
+        assert data.alarm_policy()["text"] == POLICY
+    finally:
+        store.close()
