@@ -245,11 +245,12 @@ async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode:
 async def _post(request: Request, coll: str) -> Response:
     site, grant = need(request, f"api:{coll}:create")  # as Nightscout: a careportal token adds
     payload = await read_json(request)
-    # What cannot read the collection cannot change what is in it either: a document it
-    # matches (by _id, or the dedupe rules) stays as it is.
+    # What may not update the collection cannot change what is in it: a document it matches
+    # (by _id, or the dedupe rules) stays as it is; what cannot read it is not shown it.
     reads = grant.allows(f"api:{coll}:read")
     reply, headers = await upload(request, site, coll, payload,
-                                  mode=_RULES[coll][3] if reads else "keep", blind=not reads)
+                                  mode=_RULES[coll][3] if grant.may_change(coll) else "keep",
+                                  blind=not reads)
     # 200 even when items were rejected: they are dead letters now, and an error status would
     # make uploaders such as xDrip+ retry the same bad item forever.
     return json_response(reply, headers=headers)

@@ -166,6 +166,14 @@ class Grant:
     def allows(self, wanted: str) -> bool:
         return self.permissions.allows(wanted)
 
+    def may_change(self, coll: str) -> bool:
+        """Whether an upload may change a stored document it matches (by `_id` or the
+        collection's duplicate rules): reading the collection and updating it, as API v3
+        asks of a create that lands on a stored document. A token that may only read and add
+        (the sharing page's "read and log treatments", `oref0rig`) rewrote a past bolus by
+        posting its `_id` with another dose; now its upload is answered with what is stored."""
+        return self.allows(f"api:{coll}:read") and self.allows(f"api:{coll}:update")
+
 
 # -- JWTs (API v2 authorization/request, API v3 Bearer) -------------------------------------------
 

@@ -337,8 +337,10 @@ class NightscoutSockets:
                 except documents.DocumentError as exc:
                     self.state.directory.dead_letter(site.key, f"socket:{coll}", str(exc),
                                                      repr(item).encode()[:65536])
-            # what cannot read the collection neither changes nor sees a document it matches
-            outcomes = site.docs.put(good, mode="replace" if reads else "keep") if good else []
+            # what may not update the collection does not change a document it matches, and
+            # what cannot read it does not see it
+            outcomes = (site.docs.put(good, mode="replace" if grant.may_change(coll) else "keep")
+                        if good else [])
             return documents.shown(good, outcomes, reads)
 
         return await asyncio.to_thread(work)

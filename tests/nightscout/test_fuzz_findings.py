@@ -312,3 +312,38 @@ def test_a_query_is_parsed_off_the_event_loop(ns, monkeypatch, module, name, pat
     r = ns.get(f"{path}?{query}", headers=headers)
     assert r.status_code == 200, r.text[:200]
     assert where and set(where) == {"worker thread"}
+
+
+@pytest.mark.parametrize("roles", [["readable", "careportal"], ["oref0rig"]])
+def test_a_token_that_may_not_update_cannot_rewrite_a_stored_treatment(ns, roles):
+    """A token that may read and add treatments, not update them, rewrote a past bolus by
+    posting its `_id` with another dose (over HTTP and the socket's dbAdd), where API v3
+    refuses it: apps read insulin on board from these. Its upload is answered with what is
+    stored; one that may update still changes it."""
+    t = now_ms() - 30 * 60_000
+    [stored] = ns.post("/api/v1/treatments", headers=AUTH, json=[{
+        "eventType": "Correction Bolus", "insulin": 2.5, "created_at": iso(t)}]).json()
+    token = ns.token("follower", roles)
+    forged = {**stored, "insulin": 25, "notes": "rewritten"}
+    r = ns.post(f"/api/v1/treatments?token={token}", json=[forged])
+    assert r.status_code == 200 and r.json()[0]["insulin"] == 2.5, r.text
+
+    async def run():
+        rec = Recorder()
+        main = namespace(ns, "")
+        await rec.connect(ns.root, [main])
+        said = await rec.call("authorize", {"token": token}, main)
+        assert said["write_treatment"] is False
+        got = await rec.call("dbAdd", {"collection": "treatments", "data": forged}, main)
+        assert got[0]["insulin"] == 2.5, got
+        await rec.close()
+
+    asyncio.run(run())
+    [now] = ns.get(f"/api/v1/treatments.json?find[_id]={stored['_id']}", headers=AUTH).json()
+    assert now["insulin"] == 2.5 and "notes" not in now
+    new = ns.post(f"/api/v1/treatments?token={token}", json=[{
+        "eventType": "Carb Correction", "carbs": 15, "created_at": iso(t + 60_000)}])
+    assert new.status_code == 200 and new.json()[0]["carbs"] == 15  # adding still works
+    ns.post("/api/v1/treatments", headers=AUTH, json=[{**stored, "insulin": 3.0}])
+    [now] = ns.get(f"/api/v1/treatments.json?find[_id]={stored['_id']}", headers=AUTH).json()
+    assert now["insulin"] == 3.0  # the API secret may update
