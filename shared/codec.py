@@ -208,6 +208,7 @@ def encode_into(buf, offset, rec):
         raise WireError("a record holds 1..%d epochs, not %d" % (MAX_COUNT, len(rec.rows)))
     if rec.flags & ~_KNOWN_FLAGS:
         raise WireError("unknown flag bits 0x%02x" % (rec.flags & ~_KNOWN_FLAGS))
+    _check_span(rec.seq, rec.epoch, len(rec.rows))
     fmt = features.row_format(rec.stream)
     step = struct.calcsize(fmt)
     total = HEADER_SIZE + len(rec.rows) * step + CRC_SIZE
@@ -314,7 +315,15 @@ def check(buf, offset=0, length=-1):
     check_crc(buf, offset, total)
     if h[H_FLAGS] & ~_KNOWN_FLAGS:
         raise WireError("unknown flag bits 0x%02x" % (h[H_FLAGS] & ~_KNOWN_FLAGS))
+    _check_span(h[H_SEQ], h[H_EPOCH], h[H_COUNT])
     return h
+
+
+def _check_span(seq, epoch, count):
+    """A record's rows number seq, seq + 1, ... and lie in epoch, epoch + 1, ...: all u32."""
+    if seq > 0xFFFFFFFF - (count - 1) or epoch > 0xFFFFFFFF - (count - 1):
+        raise WireError("record of %d rows from seq %d, epoch %d runs past 2**32 - 1"
+                        % (count, seq, epoch))
 
 
 def decode(buf, offset=0, length=-1):

@@ -25,8 +25,8 @@ def records(draw):
         sid,
         draw(st.binary(min_size=6, max_size=6)),
         draw(st.integers(0, 2**32 - 1)),
-        draw(st.integers(0, 2**32 - 1)),
-        draw(st.integers(0, 2**32 - 1)),
+        draw(st.integers(0, 2**32 - count)),  # its rows' seqs and epochs are u32
+        draw(st.integers(0, 2**32 - count)),
         draw(st.lists(row, min_size=count, max_size=count)),
         draw(st.sampled_from([0, codec.FLAG_LIVE])),
     )
@@ -248,3 +248,21 @@ def test_codec__compressed_batch__damage_and_bombs():
     bomb = bytes(data[: codec.BATCH_HEADER_SIZE]) + zlib.compress(b"\0" * (5 << 20))
     with pytest.raises(codec.WireError, match="expands beyond"):
         codec.decode_batch(bomb)
+
+
+@pytest.mark.parametrize(("seq", "epoch"), [(0xFFFFFFFE, 100), (1, 0xFFFFFFFE)])
+def test_codec__decode__rows_numbered_past_u32_are_refused(seq, epoch):
+    """Three rows from seq (or epoch) 2**32 - 2 were stored as seq 2**32 (epoch 2**32, year
+    6053): the cloud's marks and reads take u32."""
+    row = (2000, 90, 0, 400, 60)
+    with pytest.raises(codec.WireError, match="runs past 2"):
+        codec.encode(codec.Record(features.ROOM, DEV, 1, seq, epoch, [row] * 3))
+    # as a sender that does not check would write it: two rows, the count patched to three
+    body = bytearray(codec.encode(codec.Record(features.ROOM, DEV, 1, seq, epoch, [row] * 2)))
+    body[codec.HEADER_SIZE - 2:codec.HEADER_SIZE] = struct.pack("<H", 3)
+    body[-4:-4] = body[codec.HEADER_SIZE:codec.HEADER_SIZE + len(body[codec.HEADER_SIZE:-4]) // 2]
+    body[-4:] = struct.pack("<I", codec.crc32(bytes(body[:-4])))
+    with pytest.raises(codec.WireError, match="runs past 2"):
+        codec.decode(bytes(body))
+    one = codec.decode(codec.encode(codec.Record(features.ROOM, DEV, 1, seq, epoch, [row] * 2)))
+    assert len(one.rows) == 2  # the last row at 2**32 - 1 is still a row
