@@ -325,7 +325,10 @@ class _FileOrSite(click.Path):
 
         if isinstance(value, str) and is_site(value):
             return value.strip()
-        return super().convert(value, param, ctx)
+        path = super().convert(value, param, ctx)
+        if not Path(path).is_file():  # a named pipe or a device: reading it never ends
+            self.fail(f"{click.format_filename(path)} is not a regular file.", param, ctx)
+        return path
 
 
 def _say_stale(store, sources: dict, now: float) -> None:

@@ -126,9 +126,11 @@ def delimiter_of(line: str) -> str:
 
 def cells(line: str, delimiter: str) -> list[str]:
     """One line's cells. Each line is read on its own, so a stray quote in one row cannot
-    swallow the rows after it."""
+    swallow the rows after it; a quote never closed (or text after a closing one) splits the
+    line at every delimiter instead: read leniently, it swallowed the rest of its own line,
+    and the row, short, was passed over as one that holds no reading."""
     try:
-        row = next(csv.reader([line], delimiter=delimiter), [])
+        row = next(csv.reader([line], delimiter=delimiter, strict=True), [])
     except csv.Error:
         row = line.split(delimiter)
     return [c.strip() for c in row]

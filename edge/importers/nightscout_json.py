@@ -169,13 +169,17 @@ def _documents(path: Path, text: str):
         if exc.msg != "Extra data":
             raise SourceError(f"{path} is not a Nightscout JSON export: the JSON is broken at "
                               f"line {exc.lineno} ({exc.msg}).") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise SourceError(f"{path} is not a Nightscout JSON export: it holds a number of "
+                          "thousands of digits.") from None
     docs = []
     for line in filter(None, map(str.strip, text.splitlines())):
         try:
             docs.append(json.loads(line))
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
             docs.append(_BROKEN)
     return docs
+
 
 
 def _number(value, what: str) -> float:
@@ -186,9 +190,15 @@ def _number(value, what: str) -> float:
             value = float(value)
         except ValueError:
             raise ValueError(f"{what} {value[:40]!r} is not a number") from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} {str(value)[:40]!r} is not a number")
-    return float(value)
+    try:  # an int beyond a float's range overflows
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{what} {str(value)[:40]!r} is not a number")
+    return number
 
 
 def _time_ms(entry: dict) -> float | datetime:

@@ -16,6 +16,7 @@ from xml.etree import ElementTree
 
 import fitparse
 
+from nightlink.edge.importers.localtime import YEARS
 from nightlink.edge.sources.samples import Beat, HeartRate, Motion, Readings, SourceError, SpO2
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def read_apple_health(path, start: float | None = None, end: float | None = None
                             skipped += 1
                             _LOGGER.debug("Skipped an Apple Health record in %s: %s", path, exc)
                     root.clear()
-    except ElementTree.ParseError as exc:
+    except (ElementTree.ParseError, LookupError, ValueError) as exc:  # LookupError: encoding
         raise SourceError(f"{path} is not an Apple Health export: the XML is broken "
                           f"({exc}).") from exc
     except OSError as exc:
@@ -121,11 +122,19 @@ def apple_time(text: str) -> float:
 def _apple_datetime(text: str | None) -> datetime:
     if text is None or len(text) != 25 or text[19] != " " or text[10] != " ":
         raise ValueError(f"{text!r} is not an Apple Health date (YYYY-MM-DD HH:MM:SS +HHMM).")
-    return datetime.fromisoformat(text[:19] + text[20:])
+    when = datetime.fromisoformat(text[:19] + text[20:])
+    if when.year not in YEARS:  # year 1 or 9999 moved by its offset is no date at all
+        raise ValueError(f"{text!r} is not a date of a recording.")
+    return when
 
 
 def _in(t: float, start: float | None, end: float | None) -> bool:
     return (start is None or t >= start) and (end is None or t < end)
+
+
+# A heart rate a person can have (beats per minute); outside it a record is corrupt, and
+# 1e300 bpm or 1e-320 bpm (an RR interval of 6e324 ms) was stored as it was.
+BPM_RANGE = (20.0, 300.0)
 
 
 def _number(elem, name: str) -> float:
@@ -136,6 +145,12 @@ def _number(elem, name: str) -> float:
         raise ValueError(f"{name}={text!r} is not a number.") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}={text!r} is not a positive number.")
+    return value
+
+
+def _bpm(value: float) -> float:
+    if not BPM_RANGE[0] <= value <= BPM_RANGE[1]:
+        raise ValueError(f"{value:g} beats a minute is not a heart rate.")
     return value
 
 
@@ -152,7 +167,7 @@ def _apple_record(elem, start: float | None, end: float | None) -> list[Sample]:
             bpm *= 60
         elif unit != "count/min":
             raise ValueError(f"Heart rate unit {unit!r} is not count/min.")
-        return [HeartRate(t=t, bpm=bpm)]
+        return [HeartRate(t=t, bpm=_bpm(bpm))]
     if kind == HK_OXYGEN_SATURATION:
         if not _in(t, start, end):
             return []
@@ -164,7 +179,7 @@ def _apple_record(elem, start: float | None, end: float | None) -> list[Sample]:
     # starts more than a day from the window cannot hold a beat inside it.
     if (start is not None and t < start - 86_400) or (end is not None and t >= end + 86_400):
         return []
-    listed = [(_beat_time(begin, item.get("time")), _number(item, "bpm"))
+    listed = [(_beat_time(begin, item.get("time")), _bpm(_number(item, "bpm")))
               for item in elem.iter("InstantaneousBeatsPerMinute")]
     if not listed:
         return []

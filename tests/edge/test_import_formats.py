@@ -828,3 +828,54 @@ def test_nightscout_text_download__read_like_its_json(tmp_path, ext, sep):
     text.rename(folder / f"P1.{ext}")
     [person] = cgm_real.load_folder(folder)  # eval glucose reads it as a CGM export too
     assert person.name == "P1" and int(person.observed.sum()) == 3
+
+
+# -- inputs a fuzzing run found: one sentence, never a traceback ----------------------------------
+
+
+def test_nightscout_json__a_number_no_float_holds_is_a_bad_entry(tmp_path):
+    """A date of 401 digits overflowed float() and stopped the whole import."""
+    path = tmp_path / "entries.json"
+    path.write_text('[{"type":"sgv","sgv":120,"date":1795000000000},'
+                    '{"type":"sgv","sgv":120,"date":1' + "0" * 400 + '},'
+                    '{"type":"sgv","sgv":1' + "0" * 400 + ',"date":1795000300000}]')
+    got = read_nightscout_json(path)
+    assert [g.sgv for g in got] == [120] and got.skipped == 2
+    assert "is not a number" in got.first_bad
+
+
+def test_nightscout_json__a_number_of_thousands_of_digits_is_one_sentence(tmp_path):
+    path = tmp_path / "entries.json"
+    path.write_text('[{"type":"sgv","sgv":120,"date":1' + "0" * 4400 + "}]")
+    with pytest.raises(SourceError, match="holds a number of thousands of digits"):
+        read_nightscout_json(path)
+    lines = tmp_path / "lines.json"  # one document a line: that line is a broken one
+    lines.write_text('{"type":"sgv","sgv":120,"date":1795000000000}\n'
+                     '{"type":"sgv","sgv":120,"date":1' + "0" * 4400 + "}\n")
+    got = read_nightscout_json(lines)
+    assert [g.sgv for g in got] == [120] and got.skipped == 1
+
+
+def test_clarity__a_stray_quote_does_not_hide_a_reading(tmp_path):
+    """A quote never closed swallowed the rest of its line: the short row was passed over as
+    metadata, "0 bad rows skipped", and the reading was gone."""
+    rows = [f"{i + 1},2026-11-20T22:{i * 5:02d}:00,EGV,,,,Android G6,{100 + i},,,,,," for i in range(3)]
+    rows[1] = '2,2026-11-20T22:05:00,EGV,,"oops,,Android G6,101,,,,,,'
+    path = tmp_path / "clarity.csv"
+    path.write_text("\n".join([_CLARITY_TX_HEAD, *rows]) + "\n")
+    got = read_dexcom_clarity_csv(path, tz="UTC")
+    assert [g.sgv for g in got] == [100, 101, 102]
+
+
+def test_import__a_named_pipe_is_refused_not_read_forever(tmp_path):
+    """In its own process: reading a pipe nobody writes to never ends."""
+    import os
+    import subprocess
+    import sys
+
+    pipe = tmp_path / "export.csv"
+    os.mkfifo(pipe)
+    r = subprocess.run([sys.executable, "-m", "nightlink", "edge", "import", str(pipe), "--tz",
+                        "UTC", "--dry-run", "--db", str(tmp_path / "edge.db")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "is not a regular file" in r.stderr, r.stderr

@@ -365,3 +365,50 @@ def with_records(data: bytes, extra: bytes) -> bytes:
     body = header + records
     return body + struct.pack("<H", crc16(body))
 
+
+
+@pytest.mark.parametrize("start", ["0001-01-01 00:00:00 +0100", "9999-12-31 23:59:59 -0100",
+                                   "1899-01-01 00:00:00 +0000"])
+def test_read_apple_health__a_date_outside_any_recording_is_a_skipped_record(tmp_path, start):
+    """Year 1 moved back by its offset is year 0: the import stopped with a traceback."""
+    path = tmp_path / "export.xml"
+    bad = HR_RECORD.format("W", 0, 0).replace("2026-01-15 23:00:00 +0100", start, 1)
+    path.write_text(f'<HealthData locale="en_US">{HR_RECORD.format("W", 1, 1)}{bad}'
+                    "</HealthData>")
+    got = wearables.read_apple_health(path)
+    assert [s.bpm for s in got] == [61] and got.skipped == 1
+
+
+def test_read_apple_health__an_unknown_encoding_is_one_sentence(tmp_path):
+    path = tmp_path / "export.xml"
+    path.write_text('<?xml version="1.0" encoding="x-bogus"?><HealthData></HealthData>')
+    with pytest.raises(SourceError, match="export.xml is not an Apple Health export: the XML"):
+        wearables.read_apple_health(path)
+
+
+@pytest.mark.parametrize(("unit", "value"), [("count/min", "1e300"), ("count/s", "1e307"),
+                                             ("count/min", "5"), ("count/min", "100000")])
+def test_read_apple_health__a_heart_rate_no_person_has_is_skipped(tmp_path, unit, value):
+    """1e300 bpm was stored as it was, and 1e307 count/s became infinity."""
+    path = tmp_path / "export.xml"
+    bad = (HR_RECORD.format("W", 0, 0).replace('value="60"', f'value="{value}"')
+           .replace("count/min", unit))
+    path.write_text(f'<HealthData locale="en_US">{bad}{HR_RECORD.format("W", 1, 1)}'
+                    "</HealthData>")
+    got = wearables.read_apple_health(path)
+    assert [s.bpm for s in got] == [61] and got.skipped == 1
+
+
+@pytest.mark.parametrize("bpm", ["1e-320", "1e-300", "100000"])
+def test_read_apple_health__a_beat_list_with_an_impossible_rate_is_skipped(tmp_path, bpm):
+    """bpm 1e-320 gave an RR interval of 6e324 ms (infinity) in the beats table."""
+    path = tmp_path / "export.xml"
+    path.write_text(
+        '<HealthData locale="en_US"><Record type="HKQuantityTypeIdentifierHeartRateVariabilitySDNN"'
+        ' sourceName="W" unit="ms" startDate="2026-01-15 23:20:11 +0100" '
+        'endDate="2026-01-15 23:21:11 +0100" value="40"><HeartRateVariabilityMetadataList>'
+        '<InstantaneousBeatsPerMinute bpm="60" time="11:20:11.52 PM"/>'
+        f'<InstantaneousBeatsPerMinute bpm="{bpm}" time="11:20:12.52 PM"/>'
+        '</HeartRateVariabilityMetadataList></Record></HealthData>', encoding="utf-8")
+    got = wearables.read_apple_health(path)
+    assert got == [] and got.skipped == 1
