@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     ingest_stall_s: float = Field(60.0, ge=1, le=3600)
     ingest_max_held: int = Field(2000, ge=1, le=1000000)
     mqtt_connect_timeout_s: float = Field(15.0, gt=0, le=300)
+    # The bearer token /metrics asks of a scraper (its series name every device of every
+    # tenant); a production server without one serves no metrics.
+    metrics_token: str = ""
     mqtt_backoff_max_s: float = Field(30.0, ge=1, le=3600)
     db_backoff_max_s: float = Field(30.0, ge=0.1, le=3600)
     # HTTP: the largest request body (after decompression), and uploads per tenant (writes
@@ -149,6 +152,11 @@ class Settings(BaseSettings):
                     "NIGHTLINK_JWT_SECRET repeats a few characters or a short pattern; it must "
                     "be a random value (e.g. `openssl rand -hex 32`)"
                 )
+            if self.metrics_token and (len(self.metrics_token) < MIN_SECRET
+                                       or _patterned(self.metrics_token)):
+                raise ValueError(
+                    f"NIGHTLINK_METRICS_TOKEN must be a random value of at least {MIN_SECRET} "
+                    "characters (e.g. `openssl rand -hex 32`)")
             if self.admin_password and len(self.admin_password) < 12:
                 raise ValueError("NIGHTLINK_ADMIN_PASSWORD must be at least 12 characters")
             if self.env == "production" and self.push_key and not _public_contact(

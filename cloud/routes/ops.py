@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import sys
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from nightlink.cloud.deps import StoreDep
+from nightlink.cloud.deps import SettingsDep, StoreDep
 from nightlink.sql import DatabaseError
 
 router = APIRouter(tags=["operations"])
@@ -42,11 +43,30 @@ def readyz(store: StoreDep):
     return {"status": "ready", "schema": store.version}
 
 
-@router.get("/metrics", response_class=Response, responses={200: {
-    "description": "Prometheus text format", "content": {"text/plain": {}}}})
-def prometheus_metrics(store: StoreDep):
-    """Prometheus text format: ingest rate, dead letters, device lag, API latency."""
+@router.get("/metrics", response_class=Response, responses={
+    200: {"description": "Prometheus text format", "content": {"text/plain": {}}},
+    401: {"description": "NIGHTLINK_METRICS_TOKEN is set and the request's bearer token is "
+          "not it"},
+    403: {"description": "A production server without NIGHTLINK_METRICS_TOKEN serves none"}})
+def prometheus_metrics(request: Request, store: StoreDep, settings: SettingsDep):
+    """Prometheus text format: ingest rate, dead letters, device lag, API latency.
+
+    The series name every device and when it last reported, across tenants: with
+    NIGHTLINK_METRICS_TOKEN set, only to a scraper sending it as a bearer token; a
+    production server without one serves none (development and tests serve them openly)."""
     from nightlink.cloud import metrics
+
+    wanted = settings.metrics_token
+    if wanted:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), wanted.encode()):
+            raise HTTPException(401, "Metrics need the bearer token set in "
+                                "NIGHTLINK_METRICS_TOKEN.",
+                                headers={"WWW-Authenticate": "Bearer"})
+    elif settings.env == "production":
+        raise HTTPException(403, "This server serves metrics only with NIGHTLINK_METRICS_TOKEN "
+                            "set, to a scraper that sends it as a bearer token.")
 
     del metrics
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

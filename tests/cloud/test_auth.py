@@ -3,7 +3,7 @@
 import pytest
 
 from nightlink.cloud.config import SettingsError, load_settings
-from tests.cloud.conftest import PASSWORD, make_cloud
+from tests.cloud.conftest import JWT_SECRET, PASSWORD, make_cloud
 
 DB = "sqlite:///named-by-its-settings.db"  # production names its database
 
@@ -176,3 +176,30 @@ def test_auth__admin_still_reaches_a_soft_deleted_tenant(cloud):
     path = "/api/nl/v1/tenants/fam-1/nights"
     assert cloud.client.get(path, headers=cloud.auth("p@example.org")).status_code == 404
     assert cloud.client.get(path, headers=cloud.auth("admin@example.org")).status_code == 200
+
+
+def test_ops__metrics_name_every_device_so_production_asks_a_token(tmp_path):
+    """The series name every device of every tenant and when it last reported: served
+    openly, they told anyone which bedside units exist and when they sleep."""
+    from fastapi.testclient import TestClient
+
+    from nightlink.cloud.app import create_app
+    from nightlink.cloud.config import Settings
+
+    token = "3f9c2a7be1d84f06a5c9e0b27d4f1a8c"
+    for metrics_token, headers, want in (
+            ("", {}, 403), (token, {}, 401), (token, {"Authorization": "Bearer nope"}, 401),
+            (token, {"Authorization": f"Bearer {token}"}, 200)):
+        app = create_app(Settings(env="production", jwt_secret=JWT_SECRET,
+                                  database_url=f"sqlite:///{tmp_path / 'm.db'}",
+                                  metrics_token=metrics_token))
+        with TestClient(app) as client:
+            r = client.get("/metrics", headers=headers)
+            assert r.status_code == want, (metrics_token, headers, r.text)
+            if want == 200:
+                assert "nightlink_api_latency_seconds" in r.text
+            else:
+                assert "NIGHTLINK_METRICS_TOKEN" in r.json()["detail"]
+        app.state.store.close()
+    with pytest.raises(ValueError, match="NIGHTLINK_METRICS_TOKEN"):
+        Settings(env="production", jwt_secret=JWT_SECRET, metrics_token="short")
