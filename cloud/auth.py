@@ -72,7 +72,9 @@ def token_user(store: Store, claims: dict) -> dict:
 
 
 def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
-                 refresh_days: int) -> dict:
+                 refresh_days: int, family: str | None = None) -> dict:
+    """An access and a refresh token; `family`: the sign-in a refresh continues (None: a new
+    sign-in)."""
     now = int(time.time())
     user = store.user(user_id)
     mark = account_mark(user)
@@ -81,7 +83,7 @@ def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
     expires = now + refresh_days * 86400
     refresh = jwt.encode({"sub": str(user_id), "acc": mark, "typ": "refresh", "jti": jti,
                           "iat": now, "exp": expires}, secret, algorithm=ALGORITHM)
-    store.add_refresh_token(jti, user_id, expires)
+    store.add_refresh_token(jti, user_id, expires, family)
     return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
             "expires_in": access_minutes * 60}
 
@@ -112,7 +114,8 @@ def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_
     from nightlink.cloud.store import NotFoundError
 
     claims = decode(token, secret, "refresh")
-    user_id = store.use_refresh_token(claims.get("jti", ""))
+    spent = store.use_refresh_token(claims.get("jti", ""))
+    user_id, family = spent if spent is not None else (None, None)
     if user_id is None or str(user_id) != claims["sub"]:
         # (or unknown: made after the backup the database was restored from)
         raise AuthError("The refresh token is not valid any more (already used, revoked or "
@@ -121,7 +124,7 @@ def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_
         token_user(store, claims)
     except NotFoundError:
         raise AuthError("The account no longer exists.") from None
-    return issue_tokens(store, user_id, secret, access_minutes, refresh_days)
+    return issue_tokens(store, user_id, secret, access_minutes, refresh_days, family)
 
 
 class RateLimiter:

@@ -301,9 +301,11 @@ class Accounts:
         self.access_changed()
         return n
 
-    def add_refresh_token(self, jti: str, user_id: int, expires_at: float) -> None:
-        self.db.execute("INSERT INTO refresh_tokens (jti, user_id, expires_at) VALUES (?, ?, ?)",
-                        (jti, user_id, expires_at))
+    def add_refresh_token(self, jti: str, user_id: int, expires_at: float,
+                          family: str | None = None) -> None:
+        """Keep a refresh token; `family`: the sign-in it descends from (None: a new one)."""
+        self.db.execute("INSERT INTO refresh_tokens (jti, user_id, expires_at, family) "
+                        "VALUES (?, ?, ?, ?)", (jti, user_id, expires_at, family or jti))
 
     def revoke_refresh_tokens(self, user_id: int) -> int:
         """End every session of a user (password changed, account deleted)."""
@@ -322,16 +324,26 @@ class Accounts:
         self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ? AND "
                         "revoked_at IS NULL", (time.time(), jti))
 
-    def use_refresh_token(self, jti: str) -> int | None:
-        """Spend a refresh token once: its user id, or None if unknown, used or expired."""
+    def use_refresh_token(self, jti: str) -> tuple[int, str] | None:
+        """Spend a refresh token once: (its user id, its sign-in's family), or None if
+        unknown, used or expired. One spent or revoked already, presented again, ends every
+        token of its sign-in: the token was copied, and whoever refreshed first (the thief,
+        perhaps) would otherwise keep a valid chain (OAuth 2.0 refresh-token rotation)."""
+        now = time.time()
         with self.db.transaction():
-            row = self.db.one("SELECT user_id, expires_at, revoked_at FROM refresh_tokens "
-                              "WHERE jti = ?", (jti,))
-            if row is None or row["revoked_at"] or row["expires_at"] < time.time():
+            row = self.db.one("SELECT user_id, expires_at, revoked_at, COALESCE(family, jti) "
+                              "AS family FROM refresh_tokens WHERE jti = ?", (jti,))
+            if row is None:
                 return None
-            self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ?",
-                            (time.time(), jti))
-            return row["user_id"]
+            if row["revoked_at"]:
+                self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE "
+                                "COALESCE(family, jti) = ? AND revoked_at IS NULL",
+                                (now, row["family"]))
+                return None
+            if row["expires_at"] < now:
+                return None
+            self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ?", (now, jti))
+            return row["user_id"], row["family"]
 
 
     # -- e-mail tokens and invitations -----------------------------------------------------

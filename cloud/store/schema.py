@@ -405,6 +405,12 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             PRIMARY KEY (device, boot)
         )""",
     ]),
+    (17, "a refresh token spent twice ends every token of its sign-in", [
+        # the sign-in a refresh token descends from (the jti of its first token; NULL before
+        # this migration: its own jti)
+        "ALTER TABLE refresh_tokens ADD COLUMN family TEXT",
+        "CREATE INDEX refresh_tokens_family ON refresh_tokens (family)",
+    ]),
 ]
 
 

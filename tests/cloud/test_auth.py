@@ -203,3 +203,22 @@ def test_ops__metrics_name_every_device_so_production_asks_a_token(tmp_path):
         app.state.store.close()
     with pytest.raises(ValueError, match="NIGHTLINK_METRICS_TOKEN"):
         Settings(env="production", jwt_secret=JWT_SECRET, metrics_token="short")
+
+
+def test_auth__a_refresh_token_spent_twice_ends_its_sign_in(cloud_any):
+    """Rotation refused the second use of a copied refresh token, but whoever refreshed first
+    (the thief, perhaps) kept a valid chain. Now a reuse ends every token of that sign-in;
+    another sign-in of the same person goes on."""
+    cloud_any.user("pat@example.org", tenant="fam-1", role="patient")
+    login = {"email": "pat@example.org", "password": PASSWORD}
+    stolen = cloud_any.client.post("/api/nl/v1/auth/login", json=login).json()["refresh_token"]
+    other = cloud_any.client.post("/api/nl/v1/auth/login", json=login).json()["refresh_token"]
+    thief = cloud_any.client.post("/api/nl/v1/auth/refresh", json={"refresh_token": stolen})
+    assert thief.status_code == 200
+    owner = cloud_any.client.post("/api/nl/v1/auth/refresh", json={"refresh_token": stolen})
+    assert owner.status_code == 401 and "sign in again" in owner.json()["detail"]
+    chain = cloud_any.client.post("/api/nl/v1/auth/refresh",
+                                  json={"refresh_token": thief.json()["refresh_token"]})
+    assert chain.status_code == 401  # the thief's rotated token ended with the reuse
+    still = cloud_any.client.post("/api/nl/v1/auth/refresh", json={"refresh_token": other})
+    assert still.status_code == 200  # the person's other sign-in (another device) goes on

@@ -190,7 +190,7 @@ def test_repo__secrets_kept_hashed(store):
 def test_repo__refresh_token_single_use(store):
     u = store.create_user("p@example.org", "hash")
     store.add_refresh_token("jti-1", u["id"], 9e12)
-    assert store.use_refresh_token("jti-1") == u["id"]
+    assert store.use_refresh_token("jti-1") == (u["id"], "jti-1")
     assert store.use_refresh_token("jti-1") is None
 
 
