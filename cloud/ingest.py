@@ -424,11 +424,16 @@ def _data(store: Store, tenant: str, device: str, stream: str, payload: bytes) -
     out.rows = data.put_rows(records)
     # Rows not new: resends, or new rows under seqs the device gave again (its store put
     # back from an older copy), which the ack names so that it numbers them anew.
-    reused = _seq_ranges(data.reused_seqs(records)) if out.rows < rows else []
+    reused_seqs = data.reused_seqs(records) if out.rows < rows else []
+    reused = _seq_ranges(reused_seqs)
     sid = features.stream_by_name(stream)[features.S_ID]
     if sid == features.CGM:
+        # a reading only rows under reused seqs carry was not stored as rows: nor is it served
+        unstored = {(rec.boot, rec.epoch + s - rec.seq) for rec in records for s in reused_seqs
+                    if rec.seq <= s < rec.seq + len(rec.rows)}
         tagged = [(rec.boot, epochs, e) for rec in records
-                  for epochs, e in glucose_readings(rec, device)]
+                  for epochs, e in glucose_readings(rec, device)
+                  if not all((rec.boot, ep) in unstored for ep in epochs)]
         served = {id(e) for e in _served([e for *_, e in tagged], out)}
         readings = [t for t in tagged if id(t[2]) in served]
         if readings:

@@ -396,3 +396,21 @@ def test_handle__a_clocks_status_report_keeps_its_health_not_an_edges_fields(sto
     assert data.reported_timezones() == ["Europe/Paris"] and data.nights() == []
     assert data.reported_schedule() is None
     assert data.alarm_policy()["text"] == "warn at 20 %"
+
+
+def test_handle__a_reading_under_a_reused_seq_is_not_served(store):
+    """A device that numbers new rows again (its store put back from an older copy) is asked
+    to number them anew and the rows are not stored; their reading was served anyway."""
+    cgm, topic = features.CGM, topics.data_topic("fam-1", DEV, "cgm")
+
+    def rec(seq, epoch, glucose):
+        row = codec.quantize_row(cgm, (glucose, 0.5, 0.0, 0.0, 4.0, None))
+        return codec.Record(cgm, codec.device_id(DEV), 1, seq, epoch, [row])
+
+    handle(store, topic, codec.encode(rec(1, 58950540, 110.0)))
+    out = handle(store, topic, codec.encode(rec(1, 58950560, 60.0)))
+    [(_, ack)] = out.acks
+    assert ack["reused"] == [[1, 1]] and out.rows == 0 and out.entries == []
+    assert [e["sgv"] for e in store.tenant("fam-1").entries(count=10)] == [110]
+    renumbered = handle(store, topic, codec.encode(rec(2, 58950560, 60.0)))
+    assert renumbered.rows == 1 and [e["sgv"] for e in renumbered.entries] == [60]
