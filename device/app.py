@@ -23,7 +23,13 @@ _MORNING_END_MIN = const(11 * 60)
 _MORNING_MIN_SPAN = const(4 * 60 + 30)  # the morning screen lasts at least this long
 _LAST_NIGHT_S = const(14 * 3600)  # a night that ended this long ago is still "last night"
 _FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
-_SUMMARY_INTS = ("sleep_min", "efficiency_pct", "lows", "low_min", "tir_pct")
+_LATEST_S = 4102444800  # 2100-01-01: no reading is dated later, whether the time is set or not
+_SGV_MAX = const(1000)  # mg/dL: above any sensor's HIGH (error codes are 0-38)
+_DELTA_MAX = const(500)  # mg/dL between two readings: more is no change a sensor reports
+# The summary's figures the morning screen draws, each with the range it can hold (one
+# outside is left out: "Asleep -1h59" or a time in range of 1e9 % misleads)
+_SUMMARY_INTS = (("sleep_min", 0, 1440), ("efficiency_pct", 0, 100), ("lows", 0, 1000),
+                 ("low_min", 0, 1440), ("tir_pct", 0, 100))
 
 
 def _int_or_none(v):
@@ -33,6 +39,15 @@ def _int_or_none(v):
     if v > 1e9 or v < -1e9:
         return None
     return int(v)
+
+
+def _glucose(value):
+    """A reading's value as the feed sends it: mg/dL, or a sensor's error code under 39;
+    ValueError for anything else (a negative, or above any sensor's range)."""
+    v = int(value)
+    if not 0 <= v <= _SGV_MAX:
+        raise ValueError("sgv")
+    return v
 
 
 def _time_set(now_ms):
@@ -47,9 +62,9 @@ def _clean_summary(d):
     night = d.get("night")
     if isinstance(night, str):
         out["night"] = night[:10]
-    for k in _SUMMARY_INTS:
+    for k, lo, hi in _SUMMARY_INTS:
         v = _int_or_none(d.get(k))
-        if v is not None:
+        if v is not None and lo <= v <= hi:
             out[k] = v
     end = d.get("end_t")  # Unix seconds (past 1e9: not one of the small figures above)
     if not isinstance(end, bool) and isinstance(end, (int, float)) and 0 < end < 4294967296:
@@ -252,9 +267,24 @@ class Clock:
 
     def ahead(self, t_ms, now_ms):
         """Whether a reading is dated ahead of the clock (an uploader with a wrong clock):
-        taken, it would stand as the newest and hide the real ones until its time came. Only
-        once the clock's own time is set (before, every reading looks ahead)."""
+        taken, it would stand as the newest and hide the real ones until its time came. Once
+        the clock's own time is set (before, every reading looks ahead, so only one after
+        2100 is); readings taken before then are looked at again when it is (drop_ahead)."""
+        if t_ms > _LATEST_S * 1000:
+            return True
         return _time_set(now_ms) and t_ms > now_ms + _FUTURE_MS
+
+    def drop_ahead(self, now_ms):
+        """Drop readings dated ahead of the clock, once its time is set: one taken while it
+        ran from 2000 (a power cut, no network time yet) stood as the newest, "0 min ago",
+        and held off every low alarm until its date came."""
+        r = self.readings
+        if not r or not _time_set(now_ms) or r[-1][0] <= now_ms + _FUTURE_MS:
+            return
+        while r and r[-1][0] > now_ms + _FUTURE_MS:
+            r.pop()
+            self.refused_ahead += 1
+        self._rev += 1
 
     def on_glucose(self, body, source, now_ms):
         """The edge's retained JSON (see edge/sync/clock_feed.py): {"t": Unix s, "sgv", "trend",
@@ -266,18 +296,27 @@ class Clock:
             if not isinstance(d, dict):
                 return False
             before = self._newest_real()
-            for pair in d.get("recent") or ():
-                t = int(pair[0]) * 1000
-                if not self.ahead(t, now_ms):
-                    self.add_reading(t, int(pair[1]))
+            # the message's own reading is checked whole before anything of it is taken: a
+            # bad one sent with `recent` pairs still sounded their low
             t = int(d["t"]) * 1000
+            sgv = _glucose(d["sgv"])
+            trend = int(d.get("trend", 0))
+            delta = d.get("delta")
+            if delta is not None:
+                delta = int(delta)  # a 401-digit delta stopped every render (safe mode)
+                if not -_DELTA_MAX <= delta <= _DELTA_MAX:
+                    raise ValueError("delta")
+            if not 0 <= trend <= 9:
+                trend = 0  # an arrow Nightscout does not have: none drawn
             if self.ahead(t, now_ms):
                 self.refused_ahead += 1
                 return False
-            delta = d.get("delta")
+            for pair in d.get("recent") or ():
+                pt = int(pair[0]) * 1000
+                if not self.ahead(pt, now_ms):
+                    self.add_reading(pt, _glucose(pair[1]))
             newest = self.readings[-1][0] if self.readings else None
-            self.add_reading(t, int(d["sgv"]), int(d.get("trend", 0)),
-                             None if delta is None else int(delta))
+            self.add_reading(t, sgv, trend, delta)
             if newest is None or t >= newest:  # an older message (redelivered) changes nothing
                 policy = d.get("alarm")
                 if isinstance(policy, dict):
@@ -387,6 +426,7 @@ class Clock:
 
     def step(self, now_ms):
         """One pass: alarms, sound, view, and a panel refresh if the image changed."""
+        self.drop_ahead(now_ms)
         if self.model is not None:
             key = self._history_key(now_ms)
             if key != self._hkey:  # a new reading, or a minute on while none is fresh

@@ -29,6 +29,7 @@ class ClockSync:
         self.published = 0
         self.acks = 0
         self.resends = 0
+        self.bad_acks = 0  # acks refused: hwm above the last seq written, or not a number
         self._reported = None
         self._topics = {}
         for s in features.STREAMS:
@@ -64,24 +65,34 @@ class ClockSync:
     # -- acknowledgements -----------------------------------------------------------------
 
     def _on_message(self, topic, msg):
+        """An ack: {"hwm": seq, "gaps": [[first, last], ...]}. One that is damaged, or claims
+        rows this clock never wrote (hwm above its last seq: a cloud's retained ack of an
+        earlier life of the clock, or a forged one), is ignored whole: taken, hwm 2**32 - 1
+        marked every later row as sent and wedged the outbox at every start."""
         try:
             kind, _tenant, device, stream = topics.parse(topic)
             body = json.loads(msg)
-            hwm = int(body["hwm"])
-        except (ValueError, KeyError, TypeError):
-            return  # not ours, or damaged: the next ack will do
+            hwm = body["hwm"]
+            gaps = body.get("gaps") or []
+            first = None
+            if gaps:
+                first = gaps[0][0]
+                if not isinstance(first, int) or len(gaps[0]) != 2 or first < 1:
+                    return
+        except Exception:  # noqa: BLE001 - not ours, or damaged: the next ack will do
+            return
         s = features.stream_by_name(stream)
         if kind != "ack" or device != self.device or s is None:
             return
         sid = s[features.S_ID]
+        if not isinstance(hwm, int) or hwm < 0 or hwm > self.outbox.last_seq.get(sid, 0):
+            self.bad_acks += 1
+            return
         self.acks += 1
         self.outbox.ack(sid, hwm)
-        gaps = body.get("gaps") or []
-        if gaps:
-            first = int(gaps[0][0])
-            if self.sent.get(sid, 0) >= first:
-                self.sent[sid] = first - 1  # send again from the first gap
-                self.resends += 1
+        if first is not None and self.sent.get(sid, 0) >= first:
+            self.sent[sid] = first - 1  # send again from the first gap
+            self.resends += 1
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -302,6 +302,9 @@ def load(path):
     except OSError:
         errs = ["The config file %s is missing: provision the clock." % path]
         return with_defaults({}, errs), errs
+    except ValueError:  # UnicodeError: a byte that is not UTF-8 (it stopped the boot)
+        errs = ["The config file %s is not valid JSON (it is not UTF-8 text)." % path]
+        return with_defaults({}, errs), errs
     try:
         cfg = json.loads(text)
     except ValueError:

@@ -59,6 +59,7 @@ class MqttLink:
         self.connects = 0
         self.failures = 0
         self.received = 0
+        self.bad_messages = 0  # messages whose handler raised (dropped, the loop goes on)
         self._subs = []  # (filter, qos, handler, filter split at "/")
         self._on_up = []  # fn(now_ms), called after every new session
         self._net = -1
@@ -132,6 +133,8 @@ class MqttLink:
                 self.last_io = now_ms
         except OSError:
             self._failed(now_ms)
+        except MemoryError:  # a message larger than the heap: the session is dropped, not
+            self._failed(now_ms)  # the loop (a retained one would stop every boot)
 
     def join_wifi(self, now_ms):
         """True while the station is connected; else start joining the next network when
@@ -203,7 +206,14 @@ class MqttLink:
         parts = topic.split("/")
         for sub in self._subs:
             if _matches(sub[3], parts):
-                sub[2](topic, msg)
+                try:
+                    sub[2](topic, msg)
+                except Exception as exc:  # noqa: BLE001 - one message never stops the loop:
+                    # umqtt acknowledges a QoS 1 message after this returns, so a retained one
+                    # that raised came back at every start until the boot guard gave up
+                    self.bad_messages += 1
+                    if self.log is not None:
+                        self.log("message on %s dropped: %r" % (topic, exc))
 
 
 def _describe(exc):

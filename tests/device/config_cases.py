@@ -102,4 +102,9 @@ out["tz"] = [
     syd.offset(1768521600), syd.offset(1784160000),
     ind.hm(0),
 ]
+# a byte that is not UTF-8 stopped the boot before its guard ran (fuzzing run)
+with open("bad_config.json", "wb") as f:
+    f.write(b'{"version": 1, "device": {"id": "a4cf12b0c3d4", "tenant": "\xff"}}')
+loaded, load_errs = config.load("bad_config.json")
+out["not_utf8"] = [load_errs, loaded["thresholds"]["low"]]
 print(json.dumps(out))

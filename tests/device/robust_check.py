@@ -248,4 +248,32 @@ c = clock(units="mmol/L", thresholds={"urgent_low": 3.0, "low": 3.9, "high": 13.
 for k in range(4):
     reading(c, 5 * k, 100 + 20 * k, 2, 20)
 out["mmol_rising"] = state(c, 15)[3]
+
+# 6. what a fuzzing run found: a delta of 401 digits stopped every render (safe mode); a bad
+# message's `recent` pairs were taken; a reading dated ahead while the time was unset stood
+# as the newest once it was set; summary figures no night has were drawn
+c = clock()
+reading(c, 0, 120)
+huge = '{"t": ' + str(T0 + 300) + ', "sgv": 62, "trend": 6, "delta": 1' + "0" * 400 + "}"
+took = [c.on_message(TOPIC, huge.encode(), (T0 + 300) * 1000)]
+took.append(c.on_message(TOPIC, json.dumps({"t": T0 + 360, "sgv": 100, "delta": 600}).encode(),
+                         (T0 + 360) * 1000))
+took.append(c.on_message(TOPIC, json.dumps({"t": T0 + 420, "sgv": "x",
+                                            "recent": [[T0 + 400, 45]]}).encode(),
+                         (T0 + 420) * 1000))
+took.append(c.on_message(TOPIC, json.dumps({"t": T0 + 480, "sgv": -5}).encode(),
+                         (T0 + 480) * 1000))
+took.append(c.on_message(TOPIC, json.dumps({"t": T0 + 540, "sgv": 110, "trend": 99,
+                                            "delta": -3}).encode(), (T0 + 540) * 1000))
+out["fuzzed"] = [took, [r[1] for r in c.readings], c.trend, c.delta, state(c, 9)[:3]]
+UNSET = 946684800000  # 2000-01-01: the clock's time after a power cut, before NTP
+c = clock()
+far = [c.on_message(TOPIC, json.dumps({"t": 3000000000, "sgv": 110}).encode(), UNSET),
+       c.on_message(TOPIC, json.dumps({"t": 5000000000, "sgv": 111}).encode(), UNSET)]
+for k in range(6):  # the time is set; the real readings fall from 100 to 50
+    reading(c, 5 * k, 100 - 10 * k, 6, -10)
+out["ahead_unset"] = [far, state(c, 25), [r[1] for r in c.readings], c.refused_ahead]
+c.on_message(NIGHT, b'{"night": "2026-01-15", "sleep_min": -1, "tir_pct": 1000000000, '
+             b'"lows": 2, "efficiency_pct": 101}', (T0 + 60) * 1000)
+out["summary_ranges"] = c.summary
 print(json.dumps(out))

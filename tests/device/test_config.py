@@ -13,6 +13,8 @@ LIBS = [ROOT / "shared", ROOT / "device"]
 
 
 def _check(got):
+    assert got["not_utf8"] == [["The config file bad_config.json is not valid JSON (it is not "
+                                "UTF-8 text)."], 70]
     e = got["errors"]
     assert e["good"] == []
     assert e["mmol_ok"] == ["thresholds.urgent_low must be a number between 2.22 and 5 mmol/L.",
@@ -57,9 +59,9 @@ def test_config__micropython(mpy_json):
     _check(mpy_json(SCRIPT, libs=LIBS))
 
 
-def test_config__cpython():
+def test_config__cpython(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                          env={"PATH": ""},
+                          env={"PATH": ""}, cwd=tmp_path,
                           check=True)
     _check(json.loads(proc.stdout.strip().splitlines()[-1]))
 

@@ -114,3 +114,25 @@ def test_robust__deep_sleep_keeps_the_urgent_low_and_the_silence(cpy):
 
 def test_robust__the_rising_rate_in_mmol(cpy):
     assert cpy["mmol_rising"] == "RISING FAST +0.2/min"
+
+
+def test_robust__fuzzed_feed_messages_are_refused_whole(cpy):
+    """A delta of 401 digits stopped every render and, retained, sent the clock into safe
+    mode; a 600 mg/dL delta, a negative sgv and a bad message's `recent` pairs (a 45 that
+    sounded URGENT LOW) are refused; an arrow Nightscout lacks is drawn as none."""
+    took, values, trend, delta, shown = cpy["fuzzed"]
+    assert took == [False, False, False, False, True]
+    assert values == [120, 110] and trend == 0 and delta == -3 and shown == [None, None, 0]
+
+
+def test_robust__a_reading_dated_ahead_while_the_time_was_unset_goes_when_it_is_set(cpy):
+    """Taken at 2000-01-01 (no network time yet after a power cut), a reading of 2065 stood
+    as the newest, "0 min ago", and held off every low alarm; one after 2100 is never taken."""
+    took, shown, values, refused = cpy["ahead_unset"]
+    assert took == [True, False]
+    assert shown == ["urgent_low", "urgent_low", 4, "URGENT LOW"]
+    assert values == [100, 90, 80, 70, 60, 50] and refused == 2
+
+
+def test_robust__summary_figures_no_night_has_are_left_out(cpy):
+    assert cpy["summary_ranges"] == {"night": "2026-01-15", "lows": 2}

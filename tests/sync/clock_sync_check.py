@@ -124,4 +124,40 @@ sync2 = ClockSync(box2, link2, "fam-1", DEV)
 step(link2, sync2, 0)
 out["status"] = net2.status
 out["sent_after_drops"] = net2.published
+
+# Acks a fuzzing run sent: each raised in the loop and, retained, at every start (safe mode);
+# hwm 2**32 - 1 marked every later row as sent and wedged the outbox at the next start.
+box3 = Outbox("/flash/acks.bin", capacity=8000)
+for seq in (1, 2, 3):
+    box3.append(codec.encode(codec.Record(features.ROOM, b"\xc0\xff\xee\x00\x00\x01", 1,
+                                          seq, 3000 + seq, [ROW])))
+net3 = Net()
+link3 = MqttLink(net3.client, "nl-clock-" + DEV, "broker")
+sync3 = ClockSync(box3, link3, "fam-1", DEV)
+step(link3, sync3, 0)
+ack_topic = ("nl/v1/fam-1/" + DEV + "/room/ack").encode()
+raised = []
+for body in (b'{"hwm": 4294967295}', b'{"hwm": 1e308}', b'{"hwm": 4}', b'{"hwm": "2"}',
+             b'{"hwm": 1, "gaps": [[]]}', b'{"hwm": 1, "gaps": 5}', b'{"hwm": 1, "gaps": "x"}',
+             b'{"hwm": 1, "gaps": [["a", 2]]}', b'{"hwm": 1, "gaps": {"a": 1}}',
+             b'{"hwm": 1, "gaps": [null]}', b'{"hwm": -1}'):
+    try:
+        net3.cb(ack_topic, body)
+    except Exception as e:  # noqa: BLE001
+        raised.append(type(e).__name__)
+out["hostile_acks"] = [raised, box3.unacked(), sync3.bad_acks, box3.next_seq(features.ROOM)]
+net3.cb(ack_topic, b'{"hwm": 3}')
+out["good_ack_after"] = box3.unacked()
+
+
+def broken(topic, msg):
+    raise KeyError("a handler's own bug")
+
+
+link3.subscribe("nl/v1/fam-1/" + DEV + "/+/cmd", 1, broken)
+try:
+    net3.cb(("nl/v1/fam-1/" + DEV + "/x/cmd").encode(), b"{}")
+    out["handler_error"] = ["dropped", link3.bad_messages]
+except Exception as e:  # noqa: BLE001
+    out["handler_error"] = ["raised " + type(e).__name__, 0]
 print(json.dumps(out))

@@ -35,6 +35,10 @@ def test_clock_sync__logic_under_micropython(mpy_json):
     assert out["status"] == [{"outbox": 5, "drops": {"room": 3},
                               "dropped": {"room": [[1, 3]]}}]
     assert out["sent_after_drops"] == [4, 5, 6, 7, 8]
+    # damaged acks, and acks of rows never written, are ignored whole; a good one still works
+    assert out["hostile_acks"] == [[], 3, 5, 4]  # hwm too high (x2), 1e308, "2", -1
+    assert out["good_ack_after"] == 0
+    assert out["handler_error"] == ["dropped", 1]  # a handler's error never stops the loop
 
 
 @pytest.fixture
