@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Who may import whom (by the nightlink.<folder> names pyproject maps the folders to).
 # `nightlink` alone is the base: the version, errors and SQL helpers every CPython tier uses.
-BASE = ("nightlink.__version__", "nightlink.backoff", "nightlink.errors", "nightlink.nights", "nightlink.pacing", "nightlink.ports", "nightlink.sql", "nightlink.webapp")
+BASE = ("nightlink.__version__", "nightlink.backoff", "nightlink.cells", "nightlink.errors", "nightlink.nights", "nightlink.pacing", "nightlink.ports", "nightlink.sql", "nightlink.webapp")
 LAYERS = {
     "shared": ("nightlink.shared",),
     "device": ("nightlink.shared", "nightlink.device"),
