@@ -72,18 +72,18 @@ def token_user(store: Store, claims: dict) -> dict:
 
 
 def issue_tokens(store: Store, user_id: int, secret: str, access_minutes: int,
-                 refresh_days: int, family: str | None = None) -> dict:
-    """An access and a refresh token; `family`: the sign-in a refresh continues (None: a new
-    sign-in)."""
+                 refresh_days: int, stored: tuple[str, int] | None = None) -> dict:
+    """An access and a refresh token; `stored`: (jti, expiry) of a refresh token already kept
+    (the successor refresh() kept as it spent the old one), else a new sign-in's is kept."""
     now = int(time.time())
     user = store.user(user_id)
     mark = account_mark(user)
     access = access_token(user, secret, access_minutes)
-    jti = uuid.uuid4().hex
-    expires = now + refresh_days * 86400
+    jti, expires = stored or (uuid.uuid4().hex, now + refresh_days * 86400)
     refresh = jwt.encode({"sub": str(user_id), "acc": mark, "typ": "refresh", "jti": jti,
                           "iat": now, "exp": expires}, secret, algorithm=ALGORITHM)
-    store.add_refresh_token(jti, user_id, expires, family)
+    if stored is None:
+        store.add_refresh_token(jti, user_id, expires)
     return {"access_token": access, "refresh_token": refresh, "token_type": "bearer",
             "expires_in": access_minutes * 60}
 
@@ -114,8 +114,9 @@ def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_
     from nightlink.cloud.store import NotFoundError
 
     claims = decode(token, secret, "refresh")
-    spent = store.use_refresh_token(claims.get("jti", ""))
-    user_id, family = spent if spent is not None else (None, None)
+    successor = (uuid.uuid4().hex, int(time.time()) + refresh_days * 86400)
+    spent = store.use_refresh_token(claims.get("jti", ""), successor)
+    user_id = spent[0] if spent is not None else None
     if user_id is None or str(user_id) != claims["sub"]:
         # (or unknown: made after the backup the database was restored from)
         raise AuthError("The refresh token is not valid any more (already used, revoked or "
@@ -124,7 +125,7 @@ def refresh(store: Store, token: str, secret: str, access_minutes: int, refresh_
         token_user(store, claims)
     except NotFoundError:
         raise AuthError("The account no longer exists.") from None
-    return issue_tokens(store, user_id, secret, access_minutes, refresh_days, family)
+    return issue_tokens(store, user_id, secret, access_minutes, refresh_days, successor)
 
 
 class RateLimiter:

@@ -324,26 +324,34 @@ class Accounts:
         self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ? AND "
                         "revoked_at IS NULL", (time.time(), jti))
 
-    def use_refresh_token(self, jti: str) -> tuple[int, str] | None:
+    def use_refresh_token(self, jti: str, successor: tuple[str, float] | None = None
+                          ) -> tuple[int, str] | None:
         """Spend a refresh token once: (its user id, its sign-in's family), or None if
-        unknown, used or expired. One spent or revoked already, presented again, ends every
-        token of its sign-in: the token was copied, and whoever refreshed first (the thief,
-        perhaps) would otherwise keep a valid chain (OAuth 2.0 refresh-token rotation)."""
+        unknown, used or expired; `successor` (jti, expires_at), the token that replaces it,
+        is kept in the same transaction. One spent or revoked already, presented again, ends
+        every token of its sign-in, its successors too: the token was copied, and whoever
+        refreshed first (the thief, perhaps) would otherwise keep a valid chain (OAuth 2.0
+        refresh-token rotation)."""
         now = time.time()
         with self.db.transaction():
-            row = self.db.one("SELECT user_id, expires_at, revoked_at, COALESCE(family, jti) "
-                              "AS family FROM refresh_tokens WHERE jti = ?", (jti,))
+            row = self.db.one("SELECT user_id, expires_at, revoked_at, family FROM "
+                              "refresh_tokens WHERE jti = ?", (jti,))
             if row is None:
                 return None
-            if row["revoked_at"]:
-                self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE "
-                                "COALESCE(family, jti) = ? AND revoked_at IS NULL",
-                                (now, row["family"]))
-                return None
-            if row["expires_at"] < now:
-                return None
-            self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ?", (now, jti))
-            return row["user_id"], row["family"]
+            # Spent only if no one spent it first: two refreshes at the same moment (on
+            # PostgreSQL both read it unspent) are one use and one reuse, never two chains.
+            spent = not row["revoked_at"] and row["expires_at"] >= now and self.db.execute(
+                "UPDATE refresh_tokens SET revoked_at = ? WHERE jti = ? AND revoked_at IS NULL",
+                (now, jti)) == 1
+            if spent:
+                if successor is not None:
+                    self.add_refresh_token(successor[0], row["user_id"], successor[1],
+                                           row["family"])
+                return row["user_id"], row["family"]
+            if row["expires_at"] >= now or row["revoked_at"]:
+                self.db.execute("UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? "
+                                "AND revoked_at IS NULL", (now, row["family"]))
+            return None
 
 
     # -- e-mail tokens and invitations -----------------------------------------------------

@@ -409,6 +409,7 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         # the sign-in a refresh token descends from (the jti of its first token; NULL before
         # this migration: its own jti)
         "ALTER TABLE refresh_tokens ADD COLUMN family TEXT",
+        "UPDATE refresh_tokens SET family = jti WHERE family IS NULL",
         "CREATE INDEX refresh_tokens_family ON refresh_tokens (family)",
     ]),
 ]

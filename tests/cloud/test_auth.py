@@ -222,3 +222,47 @@ def test_auth__a_refresh_token_spent_twice_ends_its_sign_in(cloud_any):
     assert chain.status_code == 401  # the thief's rotated token ended with the reuse
     still = cloud_any.client.post("/api/nl/v1/auth/refresh", json={"refresh_token": other})
     assert still.status_code == 200  # the person's other sign-in (another device) goes on
+
+
+def test_auth__two_refreshes_of_one_token_at_once_are_a_use_and_a_reuse(postgres_url):
+    """On PostgreSQL two refreshes at the same moment both read the token unspent: both were
+    answered, two live chains from one token. Now one spends it, the other is a reuse, and
+    the reuse ends the sign-in, the first one's successor with it."""
+    import threading
+
+    from nightlink.cloud import auth
+    from nightlink.cloud.store import Store
+
+    store = Store.open(postgres_url)
+    try:
+        uid = store.create_user("a@example.org", "x", name="A")["id"]
+        token = auth.issue_tokens(store, uid, JWT_SECRET, 15, 30)["refresh_token"]
+        both_read, real_one = threading.Barrier(2), store.db.one
+
+        def one(sql, params=()):
+            row = real_one(sql, params)
+            if "FROM refresh_tokens WHERE jti" in sql:
+                both_read.wait(timeout=20)  # each has read it unspent
+            return row
+
+        store.db.one = one
+        said = []
+
+        def refresh():
+            try:
+                auth.refresh(store, token, JWT_SECRET, 15, 30)
+                said.append("refreshed")
+            except auth.AuthError:
+                said.append("refused")
+
+        threads = [threading.Thread(target=refresh) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        store.db.one = real_one
+        assert sorted(said) == ["refreshed", "refused"]
+        assert store.db.scalar("SELECT count(*) AS n FROM refresh_tokens "
+                               "WHERE revoked_at IS NULL") == 0
+    finally:
+        store.close()
