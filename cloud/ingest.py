@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -203,6 +204,15 @@ def _not_a_number(name: str):
     raise ValueError(f"{name} is not a number JSON can hold")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as Python reads it, refusing one too large for a float (1e400 reads as
+    inf without a word, and was stored as Infinity)."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        _not_a_number(text[:20])
+    return value
+
+
 def _status(store: Store, tenant: str, device: str, payload: bytes, *,
             retained: bool = False, edge: bool = True) -> Outcome:
     """A device's health report: kept as it is once every field the cloud reads is valid;
@@ -213,7 +223,7 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
         raise Rejected(f"The status report is {len(payload)} bytes; at most "
                        f"{MAX_STATUS_BYTES} are read.")
     try:  # NaN and Infinity are refused: read back, they made the report's JSON invalid
-        doc = json.loads(payload, parse_constant=_not_a_number)
+        doc = json.loads(payload, parse_constant=_not_a_number, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         raise Rejected(f"The status report is not a JSON object ({_short(exc)}).") from None
     if not isinstance(doc, dict):
@@ -228,7 +238,11 @@ def _status(store: Store, tenant: str, device: str, payload: bytes, *,
                          part))
     dropped = _dropped_ranges(doc.get("dropped"))
     drops = _drop_counts(doc.get("drops"))
-    screens = _night_screens(doc.pop("nights", None))
+    screens, refused_nights = _night_screens(doc.pop("nights", None))
+    if refused_nights:  # one night the cloud cannot file costs only itself, not the report
+        out.dead.append((f"The status report's nights {', '.join(map(_show, refused_nights))} "
+                         "are not nights such as 2026-01-15 (1990 to 2099); the rest of the "
+                         "report is kept.", json.dumps(refused_nights).encode()[:65536]))
     retracted = _retractions(doc.pop("retracted", None))
     store.put_device_status(device, tenant, doc, heard=not retained)
     data = store.tenant(tenant)
@@ -320,25 +334,26 @@ def _is_night(value) -> bool:
         return False
 
 
-def _night_screens(value) -> dict[str, dict]:
+def _night_screens(value) -> tuple[dict[str, dict], list[str]]:
     """A report's `nights` ({"YYYY-MM-DD": breathing block}) checked: at most 14 nights,
-    each a real date and an object of at most 8 KiB; the fields are read with care later."""
+    each an object of at most 8 KiB; the fields are read with care later. (screens, the
+    names that are not nights the cloud files: a real date 1990 to 2099)."""
     if value is None:
-        return {}
+        return {}, []
     if not isinstance(value, dict) or len(value) > MAX_STATUS_NIGHTS:
         raise Rejected(f"The status report's nights is not an object of at most "
                        f"{MAX_STATUS_NIGHTS} nights.")
-    out = {}
+    out, refused = {}, []
     for night, block in value.items():
         if not _is_night(night):
-            raise Rejected(f"The status report's nights names {_show(night)}, not a night "
-                           "such as 2026-01-15.")
+            refused.append(night)
+            continue
         size = jsonsafe.finite_size(block) if isinstance(block, dict) else None
         if size is None or size > MAX_SCREEN_BYTES:
             raise Rejected(f"The status report's night {night} is not an object of finite "
                            f"numbers of at most {MAX_SCREEN_BYTES} bytes.")
         out[night] = block
-    return out
+    return out, refused
 
 
 def _dropped_ranges(value) -> dict[int, list[tuple[int, int]]]:
