@@ -502,7 +502,7 @@ def accounts() -> None:
 
 @accounts.command("add")
 @click.argument("email")
-@click.option("--name", default="", help="Display name.")
+@click.option("--name", default="", callback=_a_name, help="Display name.")
 @click.option("--admin", is_flag=True, help="An administrator (reaches every tenant).")
 @click.option("--database-url", default=None)
 def accounts_add(email: str, name: str, admin: bool, database_url: str | None) -> None:

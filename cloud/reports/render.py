@@ -142,7 +142,8 @@ def _footer(text: str) -> str:
     """Footer text for a CSS string in the page style: printable characters only, no quotes,
     escapes or markup. A carriage return or form feed ends a CSS string as a line feed does:
     a space named with one wrote style rules of its own into every PDF of it."""
-    return "".join(c for c in text if c.isprintable() and c not in "\"'\\<>&")
+    return "".join(" " if c.isspace() else c for c in text
+                   if (c.isprintable() or c.isspace()) and c not in "\"'\\<>&")
 
 
 def _data_only_fetcher():

@@ -170,8 +170,9 @@ def _documents(path: Path, text: str):
             raise SourceError(f"{path} is not a Nightscout JSON export: the JSON is broken at "
                               f"line {exc.lineno} ({exc.msg}).") from None
     except ValueError:  # an integer of more than 4,300 digits
-        raise SourceError(f"{path} is not a Nightscout JSON export: it holds a number of "
-                          "thousands of digits.") from None
+        if len(text.strip().splitlines()) < 2:  # one document per line: that line is bad
+            raise SourceError(f"{path} is not a Nightscout JSON export: it holds a number of "
+                              "thousands of digits.") from None
     docs = []
     for line in filter(None, map(str.strip, text.splitlines())):
         try:

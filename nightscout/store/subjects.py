@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from nightlink.errors import has_control_chars
 from nightlink.nightscout import auth
 from nightlink.shared.apisecret import api_secret_hash
 from nightlink.sql import Database
@@ -71,8 +72,9 @@ class Subjects:
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a role; use one of "
                              f"{', '.join(auth.ROLES)}.")
-        if not name.strip() or len(name) > 64:
-            raise ValueError("A subject needs a name of 1 to 64 characters.")
+        if not name.strip() or len(name) > 64 or has_control_chars(name):
+            raise ValueError("A subject needs a name of 1 to 64 characters on one line, "
+                             "without control characters.")
         token = auth.new_access_token(name)
         now = int(time.time() * 1000)
         rows = self.db.query(

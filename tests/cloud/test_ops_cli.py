@@ -186,6 +186,7 @@ def test_cloud_cli__a_refused_postgresql_login_is_named_as_such(postgres_server,
     ["create-tenant", "fam-3", "--name", "Ann\r;}body{color:red}"],
     ["create-tenant", "fam-3", "--name", "x" * 101],
     ["token", "fam-1", "clock\nin the hall"],
+    ["accounts", "add", "a@example.org", "--name", "Ann\r;}"],
 ])
 def test_cloud_cli__a_name_is_one_line(cloud_cli, args):
     """A name reaches pages, PDF footers, mails and exports: a carriage return in it wrote

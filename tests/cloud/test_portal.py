@@ -378,6 +378,7 @@ def test_a_space_name_cannot_write_style_rules_into_its_pdfs(portal):
             assert r.status_code == 200 and r.content[:5] == b"%PDF-"
     assert canary.hits == []
     assert not any(c in _footer(name) for c in "\r\f\u2028\x00\"'\\")
+    assert _footer("Zoë\u00a0Müller") == "Zoë Müller"  # a no-break space is a space
 
 
 @pytest.mark.parametrize("body", [

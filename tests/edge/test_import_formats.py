@@ -850,10 +850,12 @@ def test_nightscout_json__a_number_of_thousands_of_digits_is_one_sentence(tmp_pa
     with pytest.raises(SourceError, match="holds a number of thousands of digits"):
         read_nightscout_json(path)
     lines = tmp_path / "lines.json"  # one document a line: that line is a broken one
-    lines.write_text('{"type":"sgv","sgv":120,"date":1795000000000}\n'
-                     '{"type":"sgv","sgv":120,"date":1' + "0" * 4400 + "}\n")
-    got = read_nightscout_json(lines)
-    assert [g.sgv for g in got] == [120] and got.skipped == 1
+    good = '{"type":"sgv","sgv":120,"date":1795000000000}\n'
+    huge = '{"type":"sgv","sgv":120,"date":1' + "0" * 4400 + "}\n"
+    for text in (good + huge, huge + good):  # wherever it stands
+        lines.write_text(text)
+        got = read_nightscout_json(lines)
+        assert [g.sgv for g in got] == [120] and got.skipped == 1
 
 
 def test_clarity__a_stray_quote_does_not_hide_a_reading(tmp_path):

@@ -347,3 +347,13 @@ def test_a_token_that_may_not_update_cannot_rewrite_a_stored_treatment(ns, roles
     ns.post("/api/v1/treatments", headers=AUTH, json=[{**stored, "insulin": 3.0}])
     [now] = ns.get(f"/api/v1/treatments.json?find[_id]={stored['_id']}", headers=AUTH).json()
     assert now["insulin"] == 3.0  # the API secret may update
+
+
+def test_a_subjects_name_is_one_line(ns):
+    """A subject's name reaches the sharing page, the CLI's lists and the token itself."""
+    r = ns.post("/api/v2/authorization/subjects", headers=_bearer(ns),
+                json={"name": "clock\nin the hall", "roles": ["readable"]})
+    assert r.status_code == 400 and "without control characters" in r.text, r.text
+    ok = ns.post("/api/v2/authorization/subjects", headers=_bearer(ns),
+                 json={"name": "clock in the hall", "roles": ["readable"]})
+    assert ok.status_code == 200, ok.text
