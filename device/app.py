@@ -25,7 +25,7 @@ _LAST_NIGHT_S = const(14 * 3600)  # a night that ended this long ago is still "l
 _FUTURE_MS = const(300000)  # a reading dated further ahead of the clock is no reading
 _LATEST_S = 4102444800  # 2100-01-01: no reading is dated later, whether the time is set or not
 _SGV_MAX = const(1000)  # mg/dL: above any sensor's HIGH (error codes are 0-38)
-_DELTA_MAX = const(500)  # mg/dL between two readings: more is no change a sensor reports
+_DELTA_MAX = const(1000)  # mg/dL between two readings: more is not a change (values 0-1000)
 # The summary's figures the morning screen draws, each with the range it can hold (one
 # outside is left out: "Asleep -1h59" or a time in range of 1e9 % misleads)
 _SUMMARY_INTS = (("sleep_min", 0, 1440), ("efficiency_pct", 0, 100), ("lows", 0, 1000),
@@ -284,6 +284,8 @@ class Clock:
         while r and r[-1][0] > now_ms + _FUTURE_MS:
             r.pop()
             self.refused_ahead += 1
+        self.trend = 0  # the arrow and change were the dropped reading's
+        self.delta = self._delta5()
         self._rev += 1
 
     def on_glucose(self, body, source, now_ms):
@@ -305,7 +307,7 @@ class Clock:
             if delta is not None:
                 delta = int(delta)  # a 401-digit delta stopped every render (safe mode)
                 if not -_DELTA_MAX <= delta <= _DELTA_MAX:
-                    raise ValueError("delta")
+                    delta = None  # derived from a spurious reading: the reading still counts
             if not 0 <= trend <= 9:
                 trend = 0  # an arrow Nightscout does not have: none drawn
             if self.ahead(t, now_ms):

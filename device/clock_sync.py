@@ -14,6 +14,7 @@ except ImportError:  # CPython (host port, tests)
 from nightlink.shared import codec, features, topics
 
 _BATCH = const(8)  # records per pass: bounded RAM, live data not held up for long
+_SEQ_LIMIT = 2147483648  # 2**31: an ack at or above it is no seq mark (u32 seqs need room)
 
 
 class ClockSync:
@@ -29,7 +30,8 @@ class ClockSync:
         self.published = 0
         self.acks = 0
         self.resends = 0
-        self.bad_acks = 0  # acks refused: hwm above the last seq written, or not a number
+        self.bad_acks = 0  # acks refused: hwm not a number from 0 to 2**31 - 1
+        self.catch_ups = 0  # acks of an earlier life: numbering moved past their mark
         self._reported = None
         self._topics = {}
         for s in features.STREAMS:
@@ -65,10 +67,11 @@ class ClockSync:
     # -- acknowledgements -----------------------------------------------------------------
 
     def _on_message(self, topic, msg):
-        """An ack: {"hwm": seq, "gaps": [[first, last], ...]}. One that is damaged, or claims
-        rows this clock never wrote (hwm above its last seq: a cloud's retained ack of an
-        earlier life of the clock, or a forged one), is ignored whole: taken, hwm 2**32 - 1
-        marked every later row as sent and wedged the outbox at every start."""
+        """An ack: {"hwm": seq, "gaps": [[first, last], ...]}. A damaged one is ignored
+        whole. One above the last seq written is the cloud's mark of an earlier life of the
+        clock (reflashed, numbering from 1 again): not taken (it marked every row under it
+        as sent, unsent), but the numbering goes on after it, as an edge's does; one at or
+        above 2**31 is no mark (hwm 2**32 - 1 wedged the outbox at every start)."""
         try:
             kind, _tenant, device, stream = topics.parse(topic)
             body = json.loads(msg)
@@ -76,8 +79,8 @@ class ClockSync:
             gaps = body.get("gaps") or []
             first = None
             if gaps:
-                first = gaps[0][0]
-                if not isinstance(first, int) or len(gaps[0]) != 2 or first < 1:
+                first, last = gaps[0]
+                if not isinstance(first, int) or not isinstance(last, int) or first < 1:
                     return
         except Exception:  # noqa: BLE001 - not ours, or damaged: the next ack will do
             return
@@ -85,8 +88,12 @@ class ClockSync:
         if kind != "ack" or device != self.device or s is None:
             return
         sid = s[features.S_ID]
-        if not isinstance(hwm, int) or hwm < 0 or hwm > self.outbox.last_seq.get(sid, 0):
+        if not isinstance(hwm, int) or hwm < 0 or hwm >= _SEQ_LIMIT:
             self.bad_acks += 1
+            return
+        if hwm > self.outbox.last_seq.get(sid, 0):
+            self.outbox.catch_up(sid, hwm)
+            self.catch_ups += 1
             return
         self.acks += 1
         self.outbox.ack(sid, hwm)

@@ -27,6 +27,7 @@ _S_DROP_LAST = const(4)
 _S_HEAD = const(5)  # file offset of the first record not yet acknowledged
 _S_HEAD_COUNT = const(6)  # records before it
 _S_HEAD_SEQ = const(7)  # stream and first seq of the record at the head (0: the file's end)
+_S_FLOOR = const(8)  # numbering goes on after this seq (the cloud's mark of an earlier life)
 _ENTRY = const(6)
 
 
@@ -55,6 +56,7 @@ class Outbox:
         self.protected = protected
         self.acked = {}  # stream -> highest acknowledged seq
         self.drops = {}  # stream -> rows dropped for lack of room (reported to the cloud)
+        self.floor = {}  # stream -> seq the numbering goes on after (catch_up)
         self.dropped = {}  # stream -> [[first, last], ...] seq ranges dropped (newest kept)
         self.last_seq = {}  # stream -> highest seq written
         self.size = 0
@@ -104,10 +106,13 @@ class Outbox:
                 self.head_count = value
             elif kind == _S_HEAD_SEQ:
                 self._head_id = (stream, value)
+            elif kind == _S_FLOOR:
+                self.floor[stream] = value
 
     def _save_state(self):
         body = bytearray()
-        for kind, table in ((_S_ACKED, self.acked), (_S_DROPS, self.drops)):
+        for kind, table in ((_S_ACKED, self.acked), (_S_DROPS, self.drops),
+                            (_S_FLOOR, self.floor)):
             for stream in table:
                 _entry(body, kind, stream, table[stream])
         for stream in self.dropped:
@@ -176,9 +181,10 @@ class Outbox:
         self.size = end
         self.count = count
         self._cur = self.head
-        for stream in self.acked:
-            if self.acked[stream] > self.last_seq.get(stream, 0):
-                self.last_seq[stream] = self.acked[stream]
+        for table in (self.acked, self.floor):
+            for stream in table:
+                if table[stream] > self.last_seq.get(stream, 0):
+                    self.last_seq[stream] = table[stream]
 
     def _head_start(self, size):
         """Where recovery scans from: the saved head when the record there is the one the
@@ -212,6 +218,17 @@ class Outbox:
         os.rename(self.tmp, self.path)
 
     # -- writing ----------------------------------------------------------------------------
+
+    def catch_up(self, stream, mark):
+        """The cloud holds rows of this device up to seq `mark` from an earlier life (the
+        clock was reflashed, or its state lost, and numbers from 1 again): the next rows are
+        numbered after it, for good, so the cloud's acks cover them again. Nothing is
+        acknowledged by it: the rows waiting are sent (oldest first) before any numbered
+        after the mark, and the first ack above the mark covers them."""
+        if mark > self.last_seq.get(stream, 0):
+            self.last_seq[stream] = mark
+            self.floor[stream] = mark
+            self._save_state()
 
     def next_seq(self, stream):
         """The sequence number the next row of `stream` gets (continues after reboots)."""

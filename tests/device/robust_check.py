@@ -256,7 +256,8 @@ c = clock()
 reading(c, 0, 120)
 huge = '{"t": ' + str(T0 + 300) + ', "sgv": 62, "trend": 6, "delta": 1' + "0" * 400 + "}"
 took = [c.on_message(TOPIC, huge.encode(), (T0 + 300) * 1000)]
-took.append(c.on_message(TOPIC, json.dumps({"t": T0 + 360, "sgv": 100, "delta": 600}).encode(),
+out["huge_delta"] = c.delta
+took.append(c.on_message(TOPIC, json.dumps({"t": T0 + 360, "sgv": 100, "delta": 1001}).encode(),
                          (T0 + 360) * 1000))
 took.append(c.on_message(TOPIC, json.dumps({"t": T0 + 420, "sgv": "x",
                                             "recent": [[T0 + 400, 45]]}).encode(),

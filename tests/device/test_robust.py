@@ -116,13 +116,16 @@ def test_robust__the_rising_rate_in_mmol(cpy):
     assert cpy["mmol_rising"] == "RISING FAST +0.2/min"
 
 
-def test_robust__fuzzed_feed_messages_are_refused_whole(cpy):
+def test_robust__fuzzed_feed_messages_cannot_stop_or_mislead_the_clock(cpy):
     """A delta of 401 digits stopped every render and, retained, sent the clock into safe
-    mode; a 600 mg/dL delta, a negative sgv and a bad message's `recent` pairs (a 45 that
+    mode: a delta out of range is dropped and the reading kept (a spurious high before a real
+    low must not cost the low). A negative sgv and a bad message's `recent` pairs (a 45 that
     sounded URGENT LOW) are refused; an arrow Nightscout lacks is drawn as none."""
     took, values, trend, delta, shown = cpy["fuzzed"]
-    assert took == [False, False, False, False, True]
-    assert values == [120, 110] and trend == 0 and delta == -3 and shown == [None, None, 0]
+    assert took == [True, True, False, False, True]
+    assert values == [120, 62, 100, 110] and trend == 0 and delta == -3
+    assert cpy["huge_delta"] is None
+    assert shown == [None, None, 0]
 
 
 def test_robust__a_reading_dated_ahead_while_the_time_was_unset_goes_when_it_is_set(cpy):

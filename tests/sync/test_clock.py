@@ -36,8 +36,12 @@ def test_clock_sync__logic_under_micropython(mpy_json):
                               "dropped": {"room": [[1, 3]]}}]
     assert out["sent_after_drops"] == [4, 5, 6, 7, 8]
     # damaged acks, and acks of rows never written, are ignored whole; a good one still works
-    assert out["hostile_acks"] == [[], 3, 5, 4]  # hwm too high (x2), 1e308, "2", -1
+    # 2**32 - 1, 1e308, "2" and -1 are no marks; 4, above the last seq, moves the numbering
+    assert out["hostile_acks"] == [[], 3, 4, 1, 5]
     assert out["good_ack_after"] == 0
+    # after a reflash: numbering goes on after the cloud's old mark, across a reboot; the
+    # rows before it are sent first and the first ack above the mark covers them
+    assert out["reflash"] == [2, 1001, 1002, 0, [1, 2, 1001]]
     assert out["handler_error"] == ["dropped", 1]  # a handler's error never stops the loop
 
 
