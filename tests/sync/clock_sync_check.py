@@ -127,14 +127,20 @@ out["sent_after_drops"] = net2.published
 
 # Acks a fuzzing run sent: each raised in the loop and, retained, at every start (safe mode);
 # hwm 2**32 - 1 marked every later row as sent and wedged the outbox at the next start.
-box3 = Outbox("/flash/acks.bin", capacity=8000)
-for seq in (1, 2, 3):
-    box3.append(codec.encode(codec.Record(features.ROOM, b"\xc0\xff\xee\x00\x00\x01", 1,
-                                          seq, 3000 + seq, [ROW])))
-net3 = Net()
-link3 = MqttLink(net3.client, "nl-clock-" + DEV, "broker")
-sync3 = ClockSync(box3, link3, "fam-1", DEV)
-step(link3, sync3, 0)
+def session(path, boot, rows, epoch):
+    """An outbox at path holding `rows` one-row records of `boot`, and a session on it."""
+    box = Outbox(path, capacity=8000)
+    for seq in range(1, rows + 1):
+        box.append(codec.encode(codec.Record(features.ROOM, b"\xc0\xff\xee\x00\x00\x01",
+                                             boot, seq, epoch + seq, [ROW])))
+    net = Net()
+    link = MqttLink(net.client, "nl-clock-" + DEV, "broker")
+    sync = ClockSync(box, link, "fam-1", DEV)
+    step(link, sync, 0)
+    return box, net, link, sync
+
+
+box3, net3, link3, sync3 = session("/flash/acks.bin", 1, 3, 3000)
 ack_topic = ("nl/v1/fam-1/" + DEV + "/room/ack").encode()
 raised = []
 for body in (b'{"hwm": 4294967295}', b'{"hwm": 1e308}', b'{"hwm": 4}', b'{"hwm": "2"}',
@@ -153,14 +159,7 @@ out["good_ack_after"] = box3.unacked()
 # A reflashed clock numbers from 1 again; the cloud's mark (1000) is of its earlier life.
 # Before, that ack marked every row under it as sent, unsent; ignored, the clock would get
 # no ack for as long as its earlier life lasted. Its numbering goes on after the mark.
-box4 = Outbox("/flash/reflash.bin", capacity=8000)
-for seq in (1, 2):
-    box4.append(codec.encode(codec.Record(features.ROOM, b"\xc0\xff\xee\x00\x00\x01", 7,
-                                          seq, 4000 + seq, [ROW])))
-net4 = Net()
-link4 = MqttLink(net4.client, "nl-clock-" + DEV, "broker")
-sync4 = ClockSync(box4, link4, "fam-1", DEV)
-step(link4, sync4, 0)
+box4, net4, link4, sync4 = session("/flash/reflash.bin", 7, 2, 4000)
 net4.cb(ack_topic, b'{"hwm": 1000}')
 reflash = [box4.unacked(), box4.next_seq(features.ROOM)]
 box4.append(codec.encode(codec.Record(features.ROOM, b"\xc0\xff\xee\x00\x00\x01", 7,
