@@ -11,7 +11,7 @@ import pytest
 from nightlink.nightscout.query import MAX_EXPANSION, expansion
 from tests.nightscout.test_robustness import AUTH, every_read_works
 from tests.support.nightscout import iso, now_ms
-from tests.support.sockets import Recorder, namespace
+from tests.support.sockets import authorized
 
 ON_POSTGRES = True
 
@@ -181,10 +181,8 @@ def test_a_socket_update_that_moves_an_entry_keeps_its_key_with_it(ns):
     first, second = ids[100], ids[140]
 
     async def run():
-        rec = Recorder()
-        main = namespace(ns, "")
-        await rec.connect(ns.root, [main])
-        assert (await rec.call("authorize", {"token": ns.admin_token}, main))["write"] is True
+        rec, main, said = await authorized(ns, ns.admin_token)
+        assert said["write"] is True
         done = await rec.call("dbUpdate", {"collection": "entries", "_id": first,
                                            "data": {"date": t + 300_000}}, main)
         assert done == {"result": "success"}
@@ -219,10 +217,8 @@ def test_socket_writes_get_the_checks_an_http_body_gets(ns):
         deep = {"k": deep}
 
     async def run():
-        rec = Recorder()
-        main = namespace(ns, "")
-        await rec.connect(ns.root, [main])
-        assert (await rec.call("authorize", {"token": ns.admin_token}, main))["write"] is True
+        rec, main, said = await authorized(ns, ns.admin_token)
+        assert said["write"] is True
         half = await rec.call("dbAdd", {"collection": "treatments", "data": {
             "eventType": "Note", "notes": "half \ud83d", "created_at": iso(t)}}, main)
         assert isinstance(half, list) and half[0]["notes"] == "half \ufffd"
@@ -329,10 +325,7 @@ def test_a_token_that_may_not_update_cannot_rewrite_a_stored_treatment(ns, roles
     assert r.status_code == 200 and r.json()[0]["insulin"] == 2.5, r.text
 
     async def run():
-        rec = Recorder()
-        main = namespace(ns, "")
-        await rec.connect(ns.root, [main])
-        said = await rec.call("authorize", {"token": token}, main)
+        rec, main, said = await authorized(ns, token)
         assert said["write_treatment"] is False
         got = await rec.call("dbAdd", {"collection": "treatments", "data": forged}, main)
         assert got[0]["insulin"] == 2.5, got

@@ -12,7 +12,7 @@ import httpx
 
 from nightlink.nightscout import sockets as ns_sockets
 from tests.support.nightscout import SECRET_SHA1, iso, now_ms
-from tests.support.sockets import Recorder, namespace
+from tests.support.sockets import Recorder, authorized, namespace
 
 
 async def _gone(rec: Recorder, ns: str, timeout: float = 5.0) -> bool:
@@ -53,10 +53,7 @@ def test_alarm__only_sockets_that_may_read_the_site_hear_its_alarms(ns):
 
 def test_revoked_token__a_write_on_its_open_socket_is_refused(ns):
     async def run():
-        rec = Recorder()
-        main = namespace(ns, "")
-        await rec.connect(ns.root, [main])
-        said = await rec.call("authorize", {"token": ns.admin_token}, main)
+        rec, main, said = await authorized(ns, ns.admin_token)
         assert said["write"] is True
         ns.subjects.revoke_all()  # by another process: nothing here is told
         before = ns.count("treatments")
@@ -341,10 +338,7 @@ def test_writer_without_read__neither_sees_nor_changes_a_stored_treatment(ns):
     assert r.status_code == 200 and "private" not in r.text and r.json()[0]["carbs"] == 1
 
     async def run():
-        rec = Recorder()
-        main = namespace(ns, "")
-        await rec.connect(ns.root, [main])
-        said = await rec.call("authorize", {"token": token}, main)
+        rec, main, said = await authorized(ns, token)
         assert said["read"] is False
         added = await rec.call("dbAdd", {"collection": "treatments", "data": {
             "_id": stored["_id"], "eventType": "Note", "notes": "overwritten",

@@ -51,3 +51,12 @@ def namespace(ns, channel: str) -> str:
     """The namespace a client library makes of the site's URL plus a channel ("" for /)."""
     path = ns.site_url[len(ns.root):]
     return (path + channel) or "/"
+
+
+async def authorized(ns, token: str) -> tuple[Recorder, str, dict]:
+    """(a Recorder connected to the site's main namespace, that namespace, what `authorize`
+    with the access token answered), as AndroidAPS's NSClient starts."""
+    rec = Recorder()
+    main = namespace(ns, "")
+    await rec.connect(ns.root, [main])
+    return rec, main, await rec.call("authorize", {"token": token}, main)
