@@ -227,13 +227,16 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
 
 
 def _a_name(ctx, param, value: str) -> str:
-    """A name shown on pages, PDFs, mails and exports: one line, at most 100 characters."""
-    from nightlink.errors import has_control_chars
+    """A name shown on pages, PDFs, mails and exports, checked as the API checks one."""
+    from nightlink.cloud.routes.fields import NAME_MAX, one_line
 
-    if has_control_chars(value) or len(value) > 100:
-        raise click.BadParameter("a name is at most 100 characters on one line, without "
-                                 "control characters.")
-    return " ".join(value.split())
+    try:
+        if len(value) <= NAME_MAX:
+            return one_line(value)
+    except ValueError:
+        pass
+    raise click.BadParameter(f"a name is at most {NAME_MAX} characters on one line, without "
+                             "control characters.")
 
 
 @cloud.command("create-tenant")

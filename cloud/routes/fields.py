@@ -18,7 +18,11 @@ SLUG = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 DEVICE_ID = r"^[0-9a-f]{12}$"
 
 
-def _one_line(value: str) -> str:
+NAME_MAX = 100  # characters of a person's, a space's or an account's name
+LABEL_MAX = 64  # characters of a device's label
+
+
+def one_line(value: str) -> str:
     """A name as typed, its runs of spaces made one; a control character refused: a line
     break or form feed in a name closed the string of the PDF footer's style and wrote style
     rules of its own (which fetched any address from the server), and has no place in a
@@ -30,8 +34,8 @@ def _one_line(value: str) -> str:
 
 
 # The name of a person, a space or a device, as shown on pages, reports, mails and exports.
-Name = Annotated[str, Field(max_length=100), AfterValidator(_one_line)]
-Label = Annotated[str, Field(max_length=64), AfterValidator(_one_line)]
+Name = Annotated[str, Field(max_length=NAME_MAX), AfterValidator(one_line)]
+Label = Annotated[str, Field(max_length=LABEL_MAX), AfterValidator(one_line)]
 
 
 def night_param(name: str, value: str | None, *, optional: bool = True) -> str | None:

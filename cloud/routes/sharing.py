@@ -24,7 +24,7 @@ from nightlink.cloud import auth, mail
 from nightlink.cloud.deps import ERRORS, CurrentUser, SettingsDep, StoreDep, WriterAccess
 from nightlink.cloud.routes import credentials, portal
 from nightlink.cloud.routes.accounts import AccountPublic, account_public
-from nightlink.cloud.routes.fields import EMAIL, ROW_ID_MAX, Name, RowId
+from nightlink.cloud.routes.fields import EMAIL, NAME_MAX, ROW_ID_MAX, Name, RowId
 from nightlink.cloud.store import ConflictError
 from nightlink.errors import has_control_chars
 
@@ -40,7 +40,7 @@ class SignUp(BaseModel):
     email: str = Field(pattern=EMAIL, max_length=254)
     password: str = Field(min_length=12, max_length=1024)
     name: Name = ""
-    tenant_name: str = Field("", max_length=100, description="Shown to those you share with; "
+    tenant_name: str = Field("", max_length=NAME_MAX, description="Shown to those you share with; "
                              "your name by default.")
     tz: str = Field("", max_length=64, description="The person's IANA time zone (their nights "
                     "and days in reports and alarm calibration); UTC until set.")
@@ -513,9 +513,6 @@ async def sharing_form(tenant: str, request: Request, store: StoreDep, settings:
     return _sharing(store, access, user, created=created, error=error, status=status,
                     notice=notice, uploader=uploader, reader=reader,
                     site=_site_url(request, tenant))
-
-
-NAME_MAX = 100
 
 
 def _space_name(typed: str) -> str:
