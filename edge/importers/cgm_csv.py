@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from itertools import islice
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,8 +24,8 @@ from nightlink.edge.importers.common import (
     finish,
     name,
     read_text,
+    rows_below,
     shifted,
-    usual_width,
 )
 from nightlink.edge.importers.localtime import DMY, MDY, split
 from nightlink.edge.sources.samples import SourceError
@@ -115,11 +114,8 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC", *,
                           "(mg/dL)' columns.")
     at, delimiter, header, col = found
     bad, candidates = BadRows(), []
-    # each line's cells are read twice rather than all kept: a two-year export is 220,000
-    # rows, and a list of their cells took 0.5 GB
-    usual = usual_width((cells(line, delimiter) for line in islice(lines, at + 1, None)), header)
-    for k, line in enumerate(islice(lines, at + 1, None), at + 1):
-        row = cells(line, delimiter)
+    usual, rows = rows_below(lines, at, delimiter, header)
+    for k, row in rows:
         if len(row) <= max(col.event_type, col.glucose, col.timestamp) or \
                 row[col.event_type].upper() != "EGV":
             continue  # metadata (patient, device, alerts), calibrations, events
@@ -239,11 +235,8 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
                           "Type' and 'Historic Glucose' columns.")
     at, delimiter, header, col = found
     bad, candidates = BadRows(), []
-    # each line's cells are read twice rather than all kept: a two-year export is 220,000
-    # rows, and a list of their cells took 0.5 GB
-    usual = usual_width((cells(line, delimiter) for line in islice(lines, at + 1, None)), header)
-    for k, line in enumerate(islice(lines, at + 1, None), at + 1):
-        row = cells(line, delimiter)
+    usual, rows = rows_below(lines, at, delimiter, header)
+    for k, row in rows:
         if len(row) <= max(col.timestamp, col.record_type):
             continue
         kind = row[col.record_type]

@@ -182,7 +182,6 @@ def _documents(path: Path, text: str):
     return docs
 
 
-
 def _number(value, what: str) -> float:
     if isinstance(value, dict) and len(value) == 1:  # mongoexport: {"$numberLong": "…"}
         value = next(iter(value.values())) if set(value) <= _MONGO_NUMBERS else value
