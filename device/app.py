@@ -112,7 +112,7 @@ def entries_text(body):
                 t_ms = _whole(_cell(body, a + 1, b))
                 sgv = _whole(_cell(body, b + 1, c))
                 trend = units.trend_of(_cell(body, c + 1, end if d < 0 else d).decode())
-                if t_ms > 0 and 0 <= sgv <= 1000:
+                if t_ms > 0 and 0 <= sgv <= _SGV_MAX:
                     out.append((t_ms, sgv, trend))
             except Exception:  # noqa: BLE001 - not a number, not UTF-8: not a reading
                 pass
