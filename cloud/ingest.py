@@ -51,7 +51,7 @@ from nightlink.cloud.store import rows as row_codec
 from nightlink.nightscout import documents as ns_documents
 from nightlink.nightscout import jsonsafe
 from nightlink.nightscout.documents import DocumentError
-from nightlink.pacing import TokenBucket
+from nightlink.pacing import LogThrottle, TokenBucket
 from nightlink.shared import codec, features, topics, units
 from nightlink.shared.epoch import epoch_start
 from nightlink.sql import DatabaseError, IntegrityError
@@ -694,27 +694,6 @@ def _db_reason(exc: BaseException) -> str:
 # -- pacing ------------------------------------------------------------------------------------
 
 
-class _Throttle:
-    """At most one log line per key every `every_s` seconds, counting what it held back."""
-
-    def __init__(self, every_s: float):
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def ok(self, key: str) -> int | None:
-        """None to stay quiet; else how many lines were held back since the last one."""
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.every_s:
-            self._held[key] = self._held.get(key, 0) + 1
-            return None
-        if len(self._last) > 10000:  # keys come from topics: keep the memory bounded
-            self._last.clear()
-            self._held.clear()
-        self._last[key] = now
-        return self._held.pop(key, 0)
-
-
 # -- the worker --------------------------------------------------------------------------------
 
 
@@ -797,7 +776,7 @@ class IngestWorker:
         self._held: dict[str, collections.deque] = {}
         self._held_count = 0
         self._buckets: dict[str, TokenBucket] = {}
-        self._log = _Throttle(10.0)
+        self._log = LogThrottle(10.0)
         # The broker link.
         self._link_gen = 0
         self._answered = threading.Event()  # the broker answered this attempt (or hung up)

@@ -1,7 +1,9 @@
 """A token bucket: how fast something may go (the edge's backfill rows, the ingest's messages
-per device), with bursts up to a bound."""
+per device), with bursts up to a bound; and how often a repeated warning is logged."""
 
 from __future__ import annotations
+
+import time
 
 
 class TokenBucket:
@@ -36,3 +38,24 @@ class TokenBucket:
     def full(self, now: float) -> bool:
         self._refill(now)
         return self.tokens >= self.burst
+
+
+class LogThrottle:
+    """At most one log line per key every `every_s` seconds, counting what it held back."""
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def ok(self, key: str) -> int | None:
+        """None to stay quiet; else how many lines were held back since the last one."""
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._last) > 10000:  # keys may come from senders: memory stays bounded
+            self._last.clear()
+            self._held.clear()
+        self._last[key] = now
+        return self._held.pop(key, 0)

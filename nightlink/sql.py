@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import sqlite3
 import threading
 import time
@@ -332,6 +333,37 @@ def _role(dsn: str) -> str | None:
         return None
 
 
+# A server that takes the connection and never answers (frozen, its host gone, a firewall
+# dropping packets) would hold a request, and the event loop serving it, for minutes: libpq
+# waits as long as TCP does. These bound it; a URL that sets one keeps its own.
+CONNECT_DEFAULTS = {
+    "connect_timeout": "5",  # seconds to connect and log in
+    "keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+    "keepalives_count": "3",  # an idle connection to a vanished host is noticed in a minute
+    "tcp_user_timeout": "30000",  # ms a sent statement may wait for the host's TCP ack
+}
+
+
+def _connect_options(dsn: str) -> dict:
+    """CONNECT_DEFAULTS that the URL does not set itself."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - psycopg.connect says what is wrong with the URL
+        return {}
+    return {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}
+
+
+def _spoke_while_idle(conn) -> bool:
+    """Whether an idle PostgreSQL connection's socket has something to read: the server's
+    end of the session, or a last message before it (nothing is awaited from it)."""
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
 class PostgresDatabase(Database):
     """A psycopg 3 connection pool; each thread's statements run on a pooled connection."""
 
@@ -351,6 +383,7 @@ class PostgresDatabase(Database):
         self._all: list = []
         self._lock = threading.Lock()
         self.pool_size = pool_size
+        self._options = _connect_options(dsn)
         try:
             self._conn()
         except psycopg.Error as exc:
@@ -358,8 +391,16 @@ class PostgresDatabase(Database):
 
     def _conn(self):
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and not getattr(self._local, "depth", 0) \
+                and _spoke_while_idle(conn):
+            # A server that crashed or restarted ended this session without a word: the
+            # socket reads its end (or a last error) while nothing was asked. A new
+            # connection now costs the request nothing; the old one would fail it.
+            self._forget(conn)
+            conn = None
         if conn is None or conn.closed:
-            conn = self._psycopg.connect(self.dsn, autocommit=True, row_factory=self._dict_row)
+            conn = self._psycopg.connect(self.dsn, autocommit=True, row_factory=self._dict_row,
+                                         **self._options)
             self._local.conn = conn
             self._local.depth = 0
             with self._lock:

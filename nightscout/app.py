@@ -26,6 +26,7 @@ from nightlink.nightscout.hub import Hub
 from nightlink.nightscout.limits import WRITE_METHODS, BodyLimit, Limits, UploadLimit, refuse
 from nightlink.nightscout.site import Directory
 from nightlink.nightscout.sockets import NightscoutSockets
+from nightlink.pacing import LogThrottle
 from nightlink.sql import DatabaseError
 
 _LOGGER = logging.getLogger(__name__)
@@ -66,11 +67,18 @@ def mount(app: FastAPI, directory: Directory, *, hub: Hub | None = None,
     async def _ns_error(request: Request, exc: NSError):
         return exc.response()
 
+    database_log = LogThrottle(60.0)
+
     @app.exception_handler(DatabaseError)
     async def _database_away(request: Request, exc: DatabaseError):
         # A full disk or a lost database server is the server's trouble, not the request's:
-        # 503 and a time to come back, so apps keep what they sent and try again.
-        _LOGGER.warning("database error on %s %s: %s", request.method, request.url.path, exc)
+        # 503 and a time to come back, so apps keep what they sent and try again. Every app
+        # polls every few minutes: one line a minute says it, not one per request.
+        held = database_log.ok("database")
+        if held is not None:
+            _LOGGER.warning("database error on %s %s: %s%s", request.method, request.url.path,
+                            exc, f" ({held} more requests refused for it since the last "
+                            "line)" if held else "")
         return JSONResponse({"status": 503, "message": "The database cannot be used right now; "
                              "try again shortly."}, status_code=503,
                             headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})

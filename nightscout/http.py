@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from nightlink.nightscout import auth, jsonsafe
 from nightlink.nightscout.limits import Limits, UploadLimit
 from nightlink.nightscout.site import Directory, Site
+from nightlink.sql import DatabaseError
 
 CREDENTIAL_CACHE_S = 10.0  # a revoked token or secret stops working within this time
 _BARE_SHA1 = re.compile(r"[0-9a-fA-F]{40}")  # a query that is an API secret's SHA-1 alone
@@ -453,10 +454,12 @@ class ReplyCache:
         request = Request(scope)
         try:
             site, _ = need(request, hit.permission, v3=hit.v3)
-        except NSError:
-            return None  # the route answers refusals
-        if site.key != hit.site or hit.until_ms is not None and time.time() * 1000 >= \
-                hit.until_ms or site.docs.last_modified(hit.coll) != hit.stamp:
+            if site.key != hit.site or hit.until_ms is not None and time.time() * 1000 >= \
+                    hit.until_ms or site.docs.last_modified(hit.coll) != hit.stamp:
+                return None
+        except (NSError, DatabaseError):
+            # The route answers refusals, and a database it cannot use (503, Retry-After):
+            # this runs before the app's exception handlers, where either would be a 500.
             return None
         headers = dict(hit.headers)
         last = headers.get("Last-Modified")

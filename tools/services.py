@@ -120,8 +120,11 @@ class PostgresServer:
         subprocess.run([*self._as, *cmd], check=True, capture_output=True, timeout=120)
 
     def start(self) -> PostgresServer:
-        self._run(pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
-                  "--no-sync", "-E", "UTF8")
+        """Make the cluster (the first time) and start it; after halt(), start it again on
+        the same port with what it held."""
+        if not self.data.exists():
+            self._run(pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U",
+                      self.user, "--no-sync", "-E", "UTF8")
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
         self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
@@ -138,8 +141,14 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def halt(self) -> None:
+        """Stop the server as a crash or a lost host would (every session ended without a
+        word); its files stay for start()."""
+        self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+
     def stop(self) -> None:
         try:
-            self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            if (self.data / "postmaster.pid").exists():  # not already halted
+                self.halt()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
