@@ -355,12 +355,14 @@ class LiveNode:
                     if unread is not None:
                         _LOGGER.warning("clocks: the store can be read again")
                     unread = None
-                state = (link.connected, link.last_error)
+                state = (link.connected, link.last_error, round(feed.skew_s / 60))
                 if state != was:
                     was = state
                     self._status("clocks", "mqtt", "subscribed" if link.connected else
                                  f"connecting: {link.last_error}" if link.last_error else
-                                 "connecting", link.filter)
+                                 "connecting", link.filter + (
+                                     f"; the uploads are dated {state[2]} min ahead of this "
+                                     "machine's clock (see the log)" if state[2] else ""))
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
                 except TimeoutError:

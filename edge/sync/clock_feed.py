@@ -44,6 +44,9 @@ EVENT_MIN = 15  # a level-1 hypoglycaemia event: 15 minutes below 70 mg/dL (docs
 GAP_S = 45 * 60  # a longer gap between readings ends a run: no event spans it
 TIME_EVERY_S = 60  # how often the clocks are told the time
 TRUSTED_S = 7 * 86400  # after NTP last said "synchronized": a Pi's crystal drifts < 1 min a week
+SKEW_FRESH_S = 900  # readings stored this recently say how the uploaders' clocks stand now
+SKEW_EVERY_S = 30  # how often that is looked at
+SKEW_SAY_S = 300  # a change of the offset by more than this is said again
 
 
 def system_clock_synchronized() -> bool | None:
@@ -187,6 +190,16 @@ def latest_night(store: EdgeStore, readings: list[Glucose] | None = None
     return (night, updated_at), night_message(night, summary, readings, start, end)
 
 
+def _duration(s: float) -> str:
+    m = abs(s) / 60
+    return f"{m:.0f} min" if m < 120 else f"{m / 60:.1f} h" if m < 72 * 60 else \
+        f"{m / 1440:.1f} days"
+
+
+def _utc(s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(s))
+
+
 class ClockFeed:
     """Publishes what changed since the last call. publish(topic, payload, retain) is the LAN
     broker client's publish (paho's signature). `synchronized()` says whether this machine's
@@ -206,6 +219,9 @@ class ClockFeed:
         self.last_night = None
         self.sent = 0
         self.alarm = None  # the predicted-low policy for the clocks (glucose_risk.clock_policy)
+        self.skew_s = 0.0  # how far every fresh upload is dated ahead of this clock (0: none)
+        self._skew_due = 0.0
+        self._skew_said = 0.0
 
     def forget(self) -> None:
         """Send the current reading and night again at the next update (a reconnect: the
@@ -219,13 +235,17 @@ class ClockFeed:
         n = self._time(now_s)
         # A reading dated ahead of this clock (an uploader's phone with a wrong clock) is no
         # reading: taken as the newest, it would hide every real one until that time comes.
-        lo, hi = now_s - RECENT_S - 600, now_s + FUTURE_S
+        # Unless every reading uploaded lately is ahead, by about the same: then this clock
+        # is the wrong one (a Pi booted without network has the time it was shut down at),
+        # or the only uploader's is, and the clocks are given the readings as dated.
+        ahead = self._follow_uploaders(store, now_s)
+        lo, hi = now_s + ahead - RECENT_S - 600, now_s + ahead + FUTURE_S
         readings = readings_between(store, int(lo * 1000), int(hi * 1000))[0]
         stored = {round(g.t) for g in readings}
         more = {round(g.t): g for g in extra if lo <= g.t <= hi and round(g.t) not in stored}
         if more:
             readings = sorted(readings + list(more.values()), key=lambda g: g.t)
-        carbs = latest_carbs(store, now_s)
+        carbs = latest_carbs(store, now_s + ahead)
         msg = glucose_message(readings, self.alarm, carbs)
         if msg is not None and (msg["t"], carbs) != (self.last_t, self.last_carbs):
             self.publish(self.glucose_topic, json.dumps(msg, separators=(",", ":")), retain=True,
@@ -240,6 +260,48 @@ class ClockFeed:
             n += 1
         self.sent += n
         return n
+
+    def _follow_uploaders(self, store: EdgeStore, now_s: float) -> float:
+        """`skew_s`, looked at every SKEW_EVERY_S: how far ahead of this clock the newest sgv
+        entry stored in the last SKEW_FRESH_S is dated, when another one stored then is dated
+        within SKEW_FRESH_S before it (one wild date alone is not followed), both more than
+        FUTURE_S ahead, and no entry stored then is dated otherwise; else 0. Said in the log
+        when it starts, changes or ends. Only on the system clock (entries are stored at a
+        time on it, not on a replay's)."""
+        if self.synchronized is None or now_s < self._skew_due:
+            return self.skew_s
+        self._skew_due = now_s + SKEW_EVERY_S
+        fresh_ms = int((now_s - SKEW_FRESH_S) * 1000)
+        horizon_ms = int((now_s + FUTURE_S) * 1000)
+        ahead = [r.date_ms for r in store.docs.latest("entries", kind="sgv", count=24,
+                                                      lo=horizon_ms + 1)
+                 if r.srv_created >= fresh_ms]  # newest first
+        inside = [r for r in store.docs.latest("entries", kind="sgv", count=12, hi=horizon_ms)
+                  if r.srv_created >= fresh_ms]
+        was = self.skew_s
+        newest = next((d for i, d in enumerate(ahead)
+                       if any(d - SKEW_FRESH_S * 1000 <= e < d for e in ahead[i + 1:])), None)
+        if newest is not None and not inside:
+            self.skew_s = newest / 1000.0 - now_s
+        elif not ahead or inside:
+            self.skew_s = 0.0
+        if self.skew_s and abs(self.skew_s - self._skew_said) > SKEW_SAY_S:
+            synced = self.synchronized()
+            _LOGGER.warning(
+                "clocks: every reading uploaded in the last %d minutes is dated about %s ahead "
+                "of this machine's clock (%s); the clocks are given them as dated. %s",
+                SKEW_FRESH_S // 60, _duration(self.skew_s), _utc(now_s),
+                "NTP keeps this clock right: the uploading phone's time is wrong (set it to "
+                "the network's time)." if synced else
+                "NTP has not synchronized this machine's clock: it is probably the wrong one "
+                "(a network time source, or `timedatectl set-time`, sets it); its own records "
+                "take those readings only once its time has passed them.")
+            self._skew_said = self.skew_s
+        elif was and not self.skew_s:
+            _LOGGER.warning("clocks: the readings uploaded now are dated by this machine's "
+                            "clock again")
+            self._skew_said = 0.0
+        return self.skew_s
 
     def _time(self, now_s: float) -> int:
         """The time for the clocks, once a minute, while this machine's clock is trusted: NTP

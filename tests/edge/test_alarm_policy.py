@@ -390,6 +390,50 @@ def test_clock_feed__a_reading_dated_ahead_of_the_clock_is_not_the_newest(store)
         assert (sent[-1]["t"], sent[-1]["sgv"]) == (int(t0 + 300 * k), g)
 
 
+def test_clock_feed__an_edge_clock_behind_every_uploader_still_feeds_the_clocks(store, caplog):
+    """A Raspberry Pi booted without network keeps the time it was shut down at: every phone's
+    reading arrives dated ahead of it. The clocks (whose own time is right) still get each
+    reading as it comes, and the log says which clock is probably wrong and by how much; a
+    single wild date among right ones is still no reading."""
+    import logging
+    import time
+
+    from nightlink.edge.sources.cgm import glucose_to_entry
+    from nightlink.edge.sources.samples import Glucose
+    from nightlink.edge.sync.clock_feed import ClockFeed
+
+    now = time.time()  # entries are stored at the system clock's time, as in a running node
+    behind = 40 * 60
+    sent, synced = [], [False]
+    feed = ClockFeed(lambda topic, payload, **kw: sent.append(json.loads(payload)), "t", "e",
+                     lambda: synced[0])
+    store.add_entries([glucose_to_entry(Glucose(now + behind - 290, 84), "xDrip-DexcomG6")])
+    feed.update(store, now)
+    assert sent == [] and feed.skew_s == 0  # one reading ahead: perhaps a phone's wrong clock
+    with caplog.at_level(logging.WARNING):
+        store.add_entries([glucose_to_entry(Glucose(now + behind + 10, 77), "xDrip-DexcomG6")])
+        feed.update(store, now + 31)
+    assert (sent[-1]["t"], sent[-1]["sgv"]) == (int(now + behind + 10), 77)
+    assert sent[-1]["recent"] == [[int(now + behind - 290), 84]]
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "dated about 40 min ahead of this machine's clock" in said, said
+    assert "NTP has not synchronized this machine's clock" in said, said
+    # Its time set by NTP at last: the readings are no longer ahead, and the log says so.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        feed.update(store, now + behind + 62)
+    assert feed.skew_s == 0 and "dated by this machine's clock again" in caplog.text
+    # On a right clock, a phone whose time is an hour ahead is not followed while another
+    # uploader's readings arrive dated as they should be.
+    feed = ClockFeed(lambda topic, payload, **kw: sent.append(json.loads(payload)), "t", "e",
+                     lambda: True)
+    store.add_entries([glucose_to_entry(Glucose(now + 3600 + 5 * k, 200), "phone")
+                       for k in range(2)])
+    store.add_entries([glucose_to_entry(Glucose(now - 60, 101), "g6")])
+    feed.update(store, now)
+    assert feed.skew_s == 0 and (sent[-1]["t"], sent[-1]["sgv"]) == (int(now - 60), 101)
+
+
 def _one_minute_series(n: int = 420) -> tuple[np.ndarray, np.ndarray]:
     """A 1-minute sensor's readings (Unix s, whole mg/dL): slow swings, drift and noise, with
     two falls toward a low."""
