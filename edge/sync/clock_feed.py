@@ -295,7 +295,7 @@ class ClockFeed:
                 "the network's time)." if synced else
                 "NTP has not synchronized this machine's clock: it is probably the wrong one "
                 "(a network time source, or `timedatectl set-time`, sets it); its own records "
-                "take those readings only once its time has passed them.")
+                "follow its clock.")
             self._skew_said = self.skew_s
         elif was and not self.skew_s:
             _LOGGER.warning("clocks: the readings uploaded now are dated by this machine's "
