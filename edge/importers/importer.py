@@ -35,6 +35,7 @@ from nightlink.edge.importers.carelink import read_carelink_csv
 from nightlink.edge.importers.cgm_csv import read_dexcom_clarity_csv, read_libreview_csv
 from nightlink.edge.importers.common import ImportedReadings
 from nightlink.edge.importers.nightscout_json import read_nightscout_json
+from nightlink.edge.importers.span import SpanKeeper
 from nightlink.edge.sources.samples import Beat, Glucose, SourceError
 from nightlink.edge.store import EdgeStore
 from nightlink.edge.store.imports import IMPORT_DEVICE
@@ -81,12 +82,14 @@ class ImportResult:
 
 
 def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
-                 date_order: str | None = None, *,
-                 device_clocks: bool = True) -> tuple[str, ImportedReadings]:
+                 date_order: str | None = None, *, device_clocks: bool = True,
+                 window: SpanKeeper | None = None) -> tuple[str, ImportedReadings]:
     """(format, time-ordered samples) of an export file; `fmt` "auto" tells it by its content.
     `date_order` ("dmy"/"mdy") settles CSV dates that fit both orders. `device_clocks`
     False reads CGM times as the device showed them, even where a pump's or a phone's clock
-    was set (for a caller that keeps the local clock and does not know its zone)."""
+    was set (for a caller that keeps the local clock and does not know its zone). `window`:
+    an Apple Health export's samples that an import would not take are dropped as it is
+    read (span.py)."""
     if fmt not in FORMATS:
         raise SourceError(f"Unknown import format {fmt!r}; use one of {', '.join(FORMATS)}.")
     fmt = sniff.check(Path(path), fmt)
@@ -102,13 +105,13 @@ def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
     if fmt == "apple-health":
         from nightlink.edge.importers.wearables import read_apple_health
 
-        got = read_apple_health(path)
+        got = read_apple_health(path, keep=window)
     else:
         from nightlink.edge.importers.wearables import read_fit
 
         got = read_fit(path)
-    out = ImportedReadings(sorted(got, key=lambda s: s.t), skipped=got.skipped)
-    out.activity = got.activity
+    out = ImportedReadings(got, skipped=got.skipped)  # oldest first already
+    out.activity, out.first_t = got.activity, got.first_t
     return fmt, out
 
 
@@ -133,7 +136,8 @@ def import_file(store: EdgeStore, path: Path | str, fmt: str = "auto", tz: str =
         path, samples = read_nightscout_site(path, start, now, api_secret=site_secret, say=say,
                                              until_s=start + MAX_SPAN_DAYS * 86400)
     else:
-        fmt, samples = read_samples(path, fmt, tz, date_order)
+        fmt, samples = read_samples(path, fmt, tz, date_order, window=SpanKeeper(
+            ns_documents.DATE_MIN_MS / 1000, now + 86400, MAX_SPAN_DAYS * 86400, since))
     if not samples:
         raise SourceError(f"{path} holds no readings Nightlink can use.")
     if samples.activity is not None:  # its heart would be read as a night's: nothing stored
@@ -143,9 +147,10 @@ def import_file(store: EdgeStore, path: Path | str, fmt: str = "auto", tz: str =
     stream = features.CGM if isinstance(samples[0], Glucose) else features.WEARABLE
     result = ImportResult(fmt, len(samples), samples.skipped, 0, 0,
                           first_bad=samples.first_bad, notes=list(samples.notes))
+    first_t = samples.first_t
     samples = _dated(path, samples, result, now)
     _check_not_ahead(path, fmt, tz, samples, now)
-    samples = _window(path, samples, result, since)
+    samples = _window(path, samples, result, since, first_t)
     entries: list[dict] = []
     if stream == features.CGM:
         samples, entries = _storable(path, fmt, samples, result, now)
@@ -210,17 +215,19 @@ def _check_not_ahead(path: Path, fmt: str, tz: str, samples, now: float) -> None
                       f"{ahead / 3600:.1f} h from now: {why}; nothing was stored.")
 
 
-def _window(path: Path, samples, result: ImportResult, since: float | None) -> list:
+def _window(path: Path, samples, result: ImportResult, since: float | None,
+            first_t: float | None = None) -> list:
     """The samples from `since` on, at most MAX_SPAN_DAYS of them: the first days after
-    `since`, else the newest days of the file (Apple Health exports hold years)."""
-    first, last = samples[0].t, samples[-1].t
+    `since`, else the newest days of the file (Apple Health exports hold years). `first_t`:
+    the file's first sample, where its reader dropped it already."""
+    first, last = min(samples[0].t, first_t or samples[0].t), samples[-1].t
     if since is not None:
         samples = [s for s in samples if s.t >= since]
         if not samples:
             raise SourceError(f"{path} has no readings from {_iso(since)} on (it spans "
                               f"{_iso(first)} to {_iso(last)}).")
     span = MAX_SPAN_DAYS * 86400
-    if samples[-1].t - samples[0].t < span:
+    if samples[-1].t - (first if since is None else samples[0].t) < span:
         result.samples = len(samples)
         return samples
     if since is not None:

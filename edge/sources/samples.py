@@ -86,3 +86,4 @@ class Readings(list):
         self.skipped = skipped
         self.skipped_lines = skipped_lines or []  # the first few, 1-based file line numbers
         self.activity: str | None = None  # a workout recording (its sport): not a night's
+        self.first_t: float | None = None  # the file's first sample, when a reader dropped it

@@ -78,7 +78,7 @@ def test_import__apple_health_gives_wearable_epochs(store):
 
 
 def test_import__fit_gives_heart_rate_and_hrv(store, tmp_path):
-    from tests.edge.fitwriter import FitWriter, utc
+    from nightlink.tools.sim.fitwriter import FitWriter, utc
 
     t0 = utc("2026-01-15T23:00:00")
     w = FitWriter()
@@ -128,7 +128,7 @@ def test_import__a_file_spanning_more_than_120_days_gives_its_newest_or_those_si
         result = import_file(second, path, "nightscout", since=PAST)
         assert result.samples == 2 and "import it again with a later --since" in result.notes[0]
         assert sorted(e["sgv"] for e in second.entries(count=10)) == [100, 101]
-        from tests.edge.fitwriter import FitWriter
+        from nightlink.tools.sim.fitwriter import FitWriter
 
         w = FitWriter()  # a wearable file: heart rate at three moments a day apart
         w.file_id(int(PAST))
@@ -287,7 +287,7 @@ def _watch_night(tmp_path: Path, start: float, minutes: float, cycle_s: float | 
                  name: str = "watch.fit") -> Path:
     """A FIT file of a watch logging beats from `start`: with `cycle_s`, the heart rate
     cycles as in obstructive apnea, with 20-bpm surges (tests/edge/test_cvhr.py)."""
-    from tests.edge.fitwriter import beats_fit
+    from nightlink.tools.sim.fitwriter import beats_fit
     from tests.edge.test_cvhr import synthetic_beats
 
     t, rr = synthetic_beats(minutes, cycle_s, swing_bpm=20.0, seed=1)
@@ -308,7 +308,7 @@ def _night(db: Path, label: str) -> tuple[dict | None, int]:
 
 
 def test_cli__a_garmin_all_day_file_gives_a_night_staged_from_its_heart_rate(tmp_path):
-    from tests.edge.fitwriter import FitWriter
+    from nightlink.tools.sim.fitwriter import FitWriter
 
     start = (time.time() // DAY - 3) * DAY + 20 * 3600  # 20:00 UTC three nights ago
     label = time.strftime("%Y-%m-%d", time.gmtime(start))
@@ -403,7 +403,7 @@ def test_close_span__only_nights_over_with_an_hour_recorded(tmp_path, store):
 
 
 def test_cli__an_export_of_many_nights_says_them_in_short(tmp_path):
-    from tests.edge.fitwriter import FitWriter
+    from nightlink.tools.sim.fitwriter import FitWriter
 
     first = (time.time() // DAY - 10) * DAY + 22 * 3600
     w = FitWriter()
@@ -465,7 +465,7 @@ def test_cli__a_workout_file_is_refused_whole(tmp_path):
     """A ride recorded in the evening (a FIT activity file with a sport, 166 bpm) would stage
     as a night of deep sleep (python-fitparse's sample-activity.fit did), alone or joined to
     the night a later file records."""
-    from tests.edge.fitwriter import FitWriter
+    from nightlink.tools.sim.fitwriter import FitWriter
 
     start = (time.time() // DAY - 3) * DAY + 22 * 3600
     w = FitWriter()
@@ -612,3 +612,52 @@ def test_import__a_flat_night_stored_every_minute_is_not_taken_for_a_copy(store,
     result = import_file(store, path, "libreview", tz="UTC", date_order="dmy",
                          now=(start + timedelta(days=4)).replace(tzinfo=UTC).timestamp())
     assert result.samples == len(times)
+
+
+@pytest.mark.parametrize("since_days_ago", [None, 250])
+def test_import__a_long_apple_export_is_trimmed_as_read_and_imports_the_same(
+        tmp_path, monkeypatch, since_days_ago):
+    """An Apple Health export holds years, ordered by record type: its reader drops what the
+    import's window would drop each time what it holds has doubled (edge/importers/span.py),
+    so its memory holds about the window. The import is the same as when it kept it all:
+    the samples, the epochs, the note naming the file's whole span."""
+    from nightlink.edge.importers import span
+    from nightlink.edge.importers.importer import read_samples
+    from nightlink.edge.store import EdgeStore
+    end = 1_796_342_400.0  # 2026-12-04 00:00 UTC
+    path = tmp_path / "export.xml"
+    row = ('<Record type="{}" sourceName="Watch" unit="{}" startDate="{} +0000" '
+           'endDate="{} +0000" value="{}"/>\n')
+    with open(path, "w", encoding="utf-8") as fh:  # ordered by type, as Apple writes it
+        fh.write('<HealthData locale="en_US">\n')
+        for k in range(400 * 24):
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(end - 400 * 86400 + 3600 * k))
+            fh.write(row.format("HKQuantityTypeIdentifierHeartRate", "count/min", at, at,
+                                50 + k % 40))
+        for k in range(400):
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(end - 400 * 86400 + 86400 * k))
+            fh.write(row.format("HKQuantityTypeIdentifierOxygenSaturation", "%", at, at, 0.95))
+        fh.write("</HealthData>\n")
+    since = None if since_days_ago is None else end - since_days_ago * 86400
+
+    def imported(name, trim_at):
+        monkeypatch.setattr(span, "TRIM_AT", trim_at)
+        store = EdgeStore(tmp_path / f"{name}.db")
+        try:
+            result = import_file(store, path, "apple-health", since=since, now=end)
+            rows = [(r.epoch, r.values()) for r in store.records(features.WEARABLE)]
+        finally:
+            store.close()
+        return (result.samples, result.span, result.notes, result.epochs_written), rows
+
+    trimmed = imported("trimmed", 512)
+    whole = imported("whole", 10**9)
+    assert trimmed == whole
+    assert trimmed[0][0] == 120 * 25  # 120 days: the heart rate of each hour, a SpO2 a day
+    assert ("spans 2025-10-30" if since is None else "holds readings up to 2026-12-03") in \
+        trimmed[0][2][0]
+    # and the reader did drop most of the file as it read it
+    monkeypatch.setattr(span, "TRIM_AT", 512)
+    keeper = span.SpanKeeper(0, end + 86400, 120 * 86400, since)
+    read_samples(path, "apple-health", window=keeper)
+    assert keeper.dropped > 4000

@@ -11,7 +11,7 @@ import pytest
 
 from nightlink.edge.importers import wearables
 from nightlink.edge.sources.samples import Beat, HeartRate, SourceError, SpO2
-from tests.edge.fitwriter import FIT_EPOCH, FitWriter, crc16, fit_time, utc
+from nightlink.tools.sim.fitwriter import FIT_EPOCH, FitWriter, crc16, fit_time, utc
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPORT = FIXTURES / "apple_health_export.xml"
@@ -412,3 +412,22 @@ def test_read_apple_health__a_beat_list_with_an_impossible_rate_is_skipped(tmp_p
         '</HeartRateVariabilityMetadataList></Record></HealthData>', encoding="utf-8")
     got = wearables.read_apple_health(path)
     assert got == [] and got.skipped == 1
+
+
+def test_read_fit__messages_are_not_all_held(tmp_path):
+    """fitparse keeps every parsed message for a second pass; the reader makes none, so a
+    day of a watch's 1-second records is read holding the samples, not the messages."""
+    w = FitWriter()
+    w.file_id(NIGHT)
+    for k in range(40_000):
+        w.record(NIGHT + k, heart_rate=55 + k % 30)
+    path = tmp_path / "day.fit"
+    path.write_bytes(w.to_bytes())
+    tracemalloc.start()
+    try:
+        got = wearables.read_fit(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(got) == 40_000 and got[-1] == HeartRate(t=NIGHT + 39_999, bpm=float(55 + 39_999 % 30))
+    assert peak < 10_000_000, peak  # 4.5 MB here; every message held, 22 MB

@@ -382,7 +382,7 @@ def test_a_real_night_imported_from_a_watch_is_screened_from_its_beats(tmp_path)
     import time
 
     from nightlink.edge.store import EdgeStore
-    from tests.edge.fitwriter import beats_fit
+    from nightlink.tools.sim.fitwriter import beats_fit
 
     start = (time.time() // 86400 - 3) * 86400 + 22 * 3600 + 5 * 60  # 22:05 UTC
     label = time.strftime("%Y-%m-%d", time.gmtime(start))

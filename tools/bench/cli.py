@@ -88,8 +88,8 @@ def _edge_night(hours: float) -> dict:
     return bench_edge_night(hours=hours)
 
 
-BENCHES = ("api", "classify", "clock-outbox", "codec", "edge-audio", "edge-night", "ingest",
-           "live", "report", "simulate", "sync")
+BENCHES = ("api", "classify", "clock-outbox", "codec", "edge-audio", "edge-night", "import",
+           "ingest", "live", "report", "simulate", "sync")
 
 
 @click.command()
@@ -111,8 +111,8 @@ BENCHES = ("api", "classify", "clock-outbox", "codec", "edge-audio", "edge-night
               help="live: tenants the clients watch.")
 def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool,
           nights: int, workers: int | None, days: int, connections: int, tenants: int) -> None:
-    """Measure NAME (api, classify, clock-outbox, codec, edge-audio, edge-night, ingest, live,
-    report, simulate, sync)."""
+    """Measure NAME (api, classify, clock-outbox, codec, edge-audio, edge-night, import,
+    ingest, live, report, simulate, sync)."""
     if name != "codec" and not 0 < hours <= 14:
         raise NightlinkError("--hours must be more than 0 and at most 14.")
     if name == "simulate":
@@ -151,6 +151,10 @@ def bench(name: str, as_json: bool, hours: float, no_audio: bool, no_naive: bool
             figures = bench_live(connections=connections, tenants=tenants)
         except BenchError as exc:
             raise NightlinkError(str(exc)) from None
+    elif name == "import":
+        from nightlink.tools.bench.imports import bench_import
+
+        figures = bench_import()
     elif name == "clock-outbox":
         from nightlink.tools.bench.clock import bench_clock_outbox
 

@@ -1,4 +1,5 @@
-"""A small FIT encoder for tests: fitparse only reads, so FIT fixtures are written here.
+"""A small FIT encoder (tests, `nightlink bench import`): fitparse only reads, so FIT files are
+written here.
 
 Follows the FIT protocol: a 14-byte header with ".FIT", definition and data messages
 (little-endian), and a CRC-16 over header and records, by the FIT SDK's nibble algorithm.
