@@ -13,6 +13,7 @@ reading listed in two sections is imported once. Facts and sources: docs/importe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -109,15 +110,17 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *, date_order: str | No
             bad.add(k + 1, why, split=True)
             continue
         candidates.append(Candidate(k + 1, f"{row[col.date]} {row[col.time]}", row[col.sensor],
-                                    stream=str(section)))
+                                    stream=sys.intern(str(section))))
     if mmol is None:
         raise SourceError(f"{path} is a Medtronic CareLink export without a 'Sensor Glucose' "
                           "column: it holds no CGM readings.")
     order, reason = (DMY, "mmol/L exports come from outside the US") if mmol else \
         (MDY, "mg/dL exports are mostly from the US")
+    preamble = _preamble_dates(lines)
+    del lines  # the file's text is not needed while the candidates are read
     out = finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
                  source="carelink", bad=bad, date_order=date_order, default_order=order,
-                 order_reason=reason, extra_stamps=_preamble_dates(lines),
+                 order_reason=reason, extra_stamps=preamble,
                  clock_sets=tuple(sets), device_clocks=device_clocks)
     if out.pump_clock:  # a pump keeps its clock through summer time until someone sets it
         _, before, after = sets[0]

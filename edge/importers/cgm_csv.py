@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -122,11 +123,13 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC", *,
         if why := shifted(row, header, col.glucose, usual):
             bad.add(k + 1, why, split=True)
             continue
-        device = row[col.device] if col.device is not None and col.device < len(row) else ""
+        device = sys.intern(row[col.device]) if col.device is not None and \
+            col.device < len(row) else ""  # one string for the file's few devices
         candidates.append(Candidate(
             k + 1, row[col.timestamp], row[col.glucose], stream=device,
             rate=row[col.rate] if col.rate is not None and col.rate < len(row) else "",
             ticks=_transmitter_ticks(row, col, device)))
+    del lines, rows  # the file's text is not needed while the candidates are read
     values = Values(col.mmol, CLARITY_HIGH_SGV, {"low": CLARITY_LOW_SGV, "high": CLARITY_HIGH_SGV})
     return finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
                   bad=bad, device_clocks=device_clocks)
@@ -143,7 +146,7 @@ def _transmitter_ticks(row: list[str], col: ClarityColumns, device: str):
         ticks = float(row[tx_time])
     except ValueError:
         return None
-    return (f"{row[tx_id]}|{device}", ticks) if math.isfinite(ticks) else None
+    return (sys.intern(f"{row[tx_id]}|{device}"), ticks) if math.isfinite(ticks) else None
 
 
 # -- LibreView ------------------------------------------------------------------------------------
@@ -248,10 +251,11 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
             continue
         candidates.append(Candidate(k + 1, row[col.timestamp],
                                     row[value_col] if value_col < len(row) else "",
-                                    stream=f"{row[col.serial]}/{kind}"))
+                                    stream=sys.intern(f"{row[col.serial]}/{kind}")))
     title = cells(lines[at - 1], delimiter) if at else []
     generated = tuple((at, c.removesuffix("UTC").strip()) for c in title
                       if split(c.removesuffix("UTC").strip()))
+    del lines, rows  # the file's text is not needed while the candidates are read
     order, reason = _libre_default_order(col, candidates)
     values = Values(col.mmol, LIBRE_MAX_SGV, {"lo": LIBRE_LOW_SGV, "hi": LIBRE_HIGH_SGV})
     return finish(path, "LibreView", candidates, values, tz,

@@ -46,7 +46,7 @@ class ImportedReadings(Readings):
         self.pump_clock = False  # placed by a pump's own clock (localtime.PumpClock)
 
 
-@dataclass
+@dataclass(slots=True)  # a five-year export has half a million of them
 class Candidate:
     """A row that holds a glucose reading, before its time and value are read."""
 
