@@ -93,7 +93,11 @@ class SQLiteDatabase(Database):
         self._durable = durable
         self.alone = ""  # "exclusive" or "read-only" when opened alone on a full filesystem
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise DatabaseError(f"{self.path} cannot be made: a part of its folder's path "
+                                    "is a file, not a folder.") from None
         try:
             self._connect()
         except sqlite3.DatabaseError as exc:
@@ -101,7 +105,11 @@ class SQLiteDatabase(Database):
             if not (alone_when_full and why and self._connect_alone()):
                 raise DatabaseError(
                     f"{self.path} cannot be opened: {why}." if why else
-                    f"{self.path} is not a usable SQLite database ({exc}).") from None
+                    f"{self.path} is not a usable SQLite database ({exc}): it is damaged, or "
+                    "not a Nightlink database. Put back a copy (docs/deploy.md: with the "
+                    f"program stopped, and {Path(self.path).name}-wal and -shm removed from "
+                    "beside it first) or recover what it holds with "
+                    f"`sqlite3 {self.path} .recover`.") from None
         self._lock = threading.RLock()
         self._depth = 0
         self._undo: list[Callable[[], None]] = []  # on_rollback's, in the transaction under way
@@ -283,7 +291,7 @@ def storage_problem(path: str, *, low_bytes: int = 1 << 20) -> str | None:
         return f"the filesystem holding {folder} is full ({free // 1024} KB free)"
     if fs.f_files and not fs.f_favail:
         return f"the filesystem holding {folder} has no inode left for a new file (`df -i`)"
-    for target in (path, folder):
+    for target in (path, path + "-wal", path + "-shm", folder):  # SQLite writes all three
         if os.path.exists(target) and not os.access(target, os.W_OK):
             return f"{target} may not be written by this user"
     return None

@@ -280,3 +280,23 @@ def test_store__a_start_the_store_refused_is_counted_with_the_first_record_commi
     assert not store.boot_due and store.meta("boot") == str(before + 1)
     assert {r.boot for r in store.records(features.ROOM)} == {before + 1}
     store.close()
+
+
+def test_store__a_file_that_is_no_database_says_what_to_do(tmp_path):
+    """A copy cut short, or another file put in its place: the error says to put back a copy
+    (with the write-ahead log removed first: a copy laid beside the old -wal reads as
+    damaged) or to recover it, not only SQLite's "file is not a database"."""
+    path = tmp_path / "edge.db"
+    EdgeStore(path).close()
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(StoreError) as err:
+        EdgeStore(path)
+    assert "it is damaged, or not a Nightlink database. Put back a copy (docs/deploy.md: with " \
+        "the program stopped, and edge.db-wal and -shm removed from beside it first) or " \
+        f"recover what it holds with `sqlite3 {path} .recover`." in str(err.value), err.value
+
+
+def test_store__a_path_through_a_file_is_said_so(tmp_path):
+    (tmp_path / "lib").write_text("not a folder")
+    with pytest.raises(StoreError, match="a part of its folder's path is a file, not a folder"):
+        EdgeStore(tmp_path / "lib" / "nightlink" / "edge.db")
