@@ -212,9 +212,9 @@ def test_cli__bad_input_is_one_sentence_and_exit_2(tmp_path, args, files, says):
     (["edge", "status", "--bogus"], "error: No such option '--bogus' (see 'nightlink edge status "
                                     "--help')."),
     (["bench"], "error: Missing argument '{api|classify|clock-outbox|codec|edge-audio|edge-night"
-                "|ingest|live|report|simulate|sync}'. Choose from: api, classify, clock-outbox, "
-                "codec, edge-audio, edge-night, ingest, live, report, simulate, sync (see "
-                "'nightlink bench --help')."),  # its choices were one a line
+                "|import|ingest|live|report|simulate|sync}'. Choose from: api, classify, "
+                "clock-outbox, codec, edge-audio, edge-night, import, ingest, live, report, "
+                "simulate, sync (see 'nightlink bench --help')."),  # its choices were one a line
 ])
 def test_cli__a_usage_error_is_one_line_and_exit_2(tmp_path, args, says):
     """Click's usage errors were three lines (usage, hint, error); a bad argument is one
