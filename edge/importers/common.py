@@ -23,6 +23,7 @@ from nightlink.edge.importers.localtime import (
     LocalClock,
     PumpClock,
     listed_newest_first,
+    split,
 )
 from nightlink.edge.sources.samples import Glucose, Readings, SourceError
 from nightlink.shared import units
@@ -221,29 +222,32 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         style.see(text, line, date_only=True)
     seen_sets = [(line, (style.see(before, line), style.see(after, line)))
                  for line, before, after in clock_sets]
-    parsed = []
+    # Every timestamp is read twice, for the file's date order and then in it, rather than
+    # its parts kept in between: a five-year export is half a million rows. For the same
+    # reason each step's list goes once the next is made.
     for c in candidates:
-        parts = style.see(c.stamp, c.line)
-        if parts is None:
+        if style.see(c.stamp, c.line) is None:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
-        else:
-            parsed.append((c, parts))
     order, note = style.decide(date_order, default_order, order_reason)
     timed = []
-    for c, parts in parsed:
+    for c in candidates:
+        parts = split(c.stamp)
+        if parts is None:
+            continue  # counted above
         try:
             timed.append((c, style.naive(parts, order)))
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
-    del parsed  # each step's list goes once the next is made: a two-year export is 220,000 rows
     local = zone(tz)
     if device_clocks:
         clock = _device_clock(local, seen_sets, order, listed_newest_first(timed), bad)
-        placed, moved = by_sensor_clock(clock.place(timed), local)
+        placed = clock.place(timed)
+        del timed
+        placed, moved = by_sensor_clock(placed, local)
     else:
         clock, moved = None, []
         placed = LocalClock(local).place(timed)
-    del timed
+        del timed
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
     for c, t in placed:
@@ -304,39 +308,47 @@ def by_sensor_clock(placed: list[tuple[Candidate, float]], local=None):
     hand-set clock is placed within 7.5 min. `moved` lists (stamp, minutes off) of the
     re-placed readings, but for those whose move is the zone's own change of clocks (`local`):
     an hour read twice that the display's times alone placed on the wrong pass."""
-    runs: list[list[tuple[int, float]]] = []  # (index in placed, display gap), seconds' order
+    # A five-year export is half a million readings: runs hold indexes into `placed` (a gap
+    # is worked out again where it is needed), moves one entry per reading of a few values.
+    def gap(i: int) -> float:
+        c, t = placed[i]
+        return t - c.ticks[1]
+
+    runs: list[list[int]] = []  # indexes in placed, in the order of their sensor's seconds
     whose = None
-    for key, ticks, t, i in sorted((c.ticks[0], c.ticks[1], t, i)
-                                   for i, (c, t) in enumerate(placed) if c.ticks is not None):
-        if key != whose or t - ticks - runs[-1][-1][1] < -MOVED_MAX_S:
+    for i in sorted((i for i, (c, _) in enumerate(placed) if c.ticks is not None),
+                    key=lambda i: (placed[i][0].ticks, placed[i][1])):
+        key = placed[i][0].ticks[0]
+        if key != whose or gap(i) - gap(runs[-1][-1]) < -MOVED_MAX_S:
             runs.append([])
             whose = key
-        runs[-1].append((i, t - ticks))
+        runs[-1].append(i)
     if not runs:
         return placed, []
-    runs.sort(key=lambda run: placed[run[0][0]][1])  # sensors in the order they started
-    offset: dict[int, float] = {}  # index in placed -> how far its display clock had moved
+    runs.sort(key=lambda run: placed[run[0]][1])  # sensors in the order they started
+    offset: list[float | None] = [None] * len(placed)  # how far each one's display had moved
     shown: dict[str, tuple[float, float]] = {}  # display -> (its clock's move, when it ended)
     for run in runs:
-        display = placed[run[0][0]][0].stream  # the phone or receiver that showed them
+        display = placed[run[0]][0].stream  # the phone or receiver that showed them
         state, ended = shown.get(display, (0.0, -math.inf))
-        base = run[0][1]
-        for k, (i, gap) in enumerate(run):
-            step = gap - base
-            if abs(step) >= MOVED_S and k + 1 < len(run) and abs(run[k + 1][1] - gap) < 300:
-                state, base = state + round(step / ZONE_STEP_S) * ZONE_STEP_S, gap
+        base = gap(run[0])
+        for k, i in enumerate(run):
+            step = gap(i) - base
+            if abs(step) >= MOVED_S and k + 1 < len(run) and abs(gap(run[k + 1]) - gap(i)) < 300:
+                state, base = state + round(step / ZONE_STEP_S) * ZONE_STEP_S, gap(i)
             offset[i] = state
-        end = placed[run[-1][0]][1]
+        end = placed[run[-1]][1]
         if end >= ended:
             shown[display] = (state, end)
     out, moved = [], []
     for i, (c, t) in enumerate(placed):
-        off = offset[i] - shown[c.stream][0] if i in offset else 0.0
+        off = offset[i] - shown[c.stream][0] if offset[i] is not None else 0.0
         if off:
             if not _zone_change(local, t, off):
                 moved.append((c.stamp, round(off / 60)))
-            t -= off
-        out.append((c, t))
+            out.append((c, t - off))
+        else:
+            out.append(placed[i])
     return out, moved
 
 
