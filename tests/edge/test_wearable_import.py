@@ -177,6 +177,16 @@ def test_read_apple_health__missing_file(tmp_path):
         wearables.read_apple_health(tmp_path / "nothing.xml")
 
 
+def _traced(read, path):
+    """(what read(path) returns, the peak of Python's memory while it ran)."""
+    tracemalloc.start()
+    try:
+        got = read(path)
+        return got, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_read_apple_health__large_export_in_bounded_memory(tmp_path):
     path = tmp_path / "export.xml"
     step = ('<Record type="HKQuantityTypeIdentifierStepCount" sourceName="Anna’s iPhone" '
@@ -192,12 +202,7 @@ def test_read_apple_health__large_export_in_bounded_memory(tmp_path):
             fh.write(step if i % 1000 else hr.format(i // 1000))
         fh.write("</HealthData>\n")
     assert path.stat().st_size > 15_000_000
-    tracemalloc.start()
-    try:
-        got = wearables.read_apple_health(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    got, peak = _traced(wearables.read_apple_health, path)
     assert len(got) == 60
     assert peak < 3_000_000  # keeping the tree would take well over 50 MB
 
@@ -423,11 +428,6 @@ def test_read_fit__messages_are_not_all_held(tmp_path):
         w.record(NIGHT + k, heart_rate=55 + k % 30)
     path = tmp_path / "day.fit"
     path.write_bytes(w.to_bytes())
-    tracemalloc.start()
-    try:
-        got = wearables.read_fit(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    got, peak = _traced(wearables.read_fit, path)
     assert len(got) == 40_000 and got[-1] == HeartRate(t=NIGHT + 39_999, bpm=float(55 + 39_999 % 30))
     assert peak < 10_000_000, peak  # 4.5 MB here; every message held, 22 MB
