@@ -268,8 +268,8 @@ class ClockFeed:
         FUTURE_S ahead, and no entry stored then is dated otherwise; else 0. Said in the log
         when it starts, changes or ends. Only on the system clock (entries are stored at a
         time on it, not on a replay's)."""
-        if self.synchronized is None or now_s < self._skew_due:
-            return self.skew_s
+        if self.synchronized is None or 0 < self._skew_due - now_s <= SKEW_EVERY_S:
+            return self.skew_s  # (a clock set back looks again at once)
         self._skew_due = now_s + SKEW_EVERY_S
         fresh_ms = int((now_s - SKEW_FRESH_S) * 1000)
         horizon_ms = int((now_s + FUTURE_S) * 1000)

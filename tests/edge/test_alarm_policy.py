@@ -418,6 +418,9 @@ def test_clock_feed__an_edge_clock_behind_every_uploader_still_feeds_the_clocks(
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "dated about 40 min ahead of this machine's clock" in said, said
     assert "NTP has not synchronized this machine's clock" in said, said
+    # Set back by hand an hour: looked at again at once, not half a minute on its old time.
+    feed.update(store, now - 3600)
+    assert round(feed.skew_s) == behind + 3600 + 10
     # Its time set by NTP at last: the readings are no longer ahead, and the log says so.
     caplog.clear()
     with caplog.at_level(logging.WARNING):
