@@ -106,10 +106,7 @@ class SQLiteDatabase(Database):
                 raise DatabaseError(
                     f"{self.path} cannot be opened: {why}." if why else
                     f"{self.path} is not a usable SQLite database ({exc}): it is damaged, or "
-                    "not a Nightlink database. Put back a copy (docs/deploy.md: with the "
-                    f"program stopped, and {Path(self.path).name}-wal and -shm removed from "
-                    "beside it first) or recover what it holds with "
-                    f"`sqlite3 {self.path} .recover`.") from None
+                    f"not a Nightlink database. {recovery(self.path).capitalize()}.") from None
         self._lock = threading.RLock()
         self._depth = 0
         self._undo: list[Callable[[], None]] = []  # on_rollback's, in the transaction under way
@@ -210,8 +207,7 @@ class SQLiteDatabase(Database):
             if why:
                 return f"{text}: {why}"
         if "malformed" in text or "not a database" in text:
-            return (f"{text}: {self.path} is damaged; put back a copy (docs/deploy.md) or "
-                    f"recover what it holds with `sqlite3 {self.path} .recover`")
+            return f"{text}: {self.path} is damaged; {recovery(self.path)}"
         return text
 
     def execute(self, sql, params=()):
@@ -295,6 +291,13 @@ def storage_problem(path: str, *, low_bytes: int = 1 << 20) -> str | None:
         if os.path.exists(target) and not os.access(target, os.W_OK):
             return f"{target} may not be written by this user"
     return None
+
+
+def recovery(path: str) -> str:
+    """What to do with a damaged SQLite database file, in words."""
+    return (f"put back a copy (docs/deploy.md: with the program stopped, and "
+            f"{Path(path).name}-wal and -shm removed from beside it first) or recover what it "
+            f"holds with `sqlite3 {path} .recover`")
 
 
 def quick_check(path: str) -> str | None:

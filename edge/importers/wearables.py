@@ -69,12 +69,10 @@ def read_apple_health(path, start: float | None = None, end: float | None = None
                     if elem.tag == "Record" and elem.get("type") in _APPLE_TYPES:
                         try:
                             found = _apple_record(elem, start, end)
+                            out.extend(found)
                             if keep is not None:
                                 keep.see(found)
-                                out.extend(found)
                                 out = keep.trim(out)
-                            else:
-                                out.extend(found)
                         except ValueError as exc:
                             skipped += 1
                             _LOGGER.debug("Skipped an Apple Health record in %s: %s", path, exc)

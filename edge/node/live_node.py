@@ -553,7 +553,7 @@ class LiveNode:
         own): a damaged page (an SD card's, a power cut's) fails only the reads that reach
         it, so without this the node would run on, its glucose missing for the clocks, with
         errors that do not say what to do."""
-        from nightlink.sql import quick_check
+        from nightlink.sql import quick_check, recovery
 
         if self.store.db.alone:  # no other connection may read it: at the next start
             _LOGGER.info("the store's check waits for the next start (the store is open for "
@@ -563,9 +563,8 @@ class LiveNode:
         if damage is None:
             self._status("store", "sqlite", "sound", str(self.store.path))
             return
-        _LOGGER.error("the store %s is damaged (%s): what reads the damaged part fails. Stop "
-                      "the node and put back a copy (docs/deploy.md), or recover what it holds "
-                      "with `sqlite3 %s .recover`", self.store.path, damage, self.store.path)
+        _LOGGER.error("the store %s is damaged (%s): what reads the damaged part fails; %s",
+                      self.store.path, damage, recovery(str(self.store.path)))
         self._status("store", "sqlite", "damaged", damage)
 
     def _close(self, e: int) -> None:

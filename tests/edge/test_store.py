@@ -159,7 +159,8 @@ def test_store__a_damaged_file_says_how_to_recover(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError) as err:
         EdgeStore(path)
-    assert "is damaged; put back a copy (docs/deploy.md) or recover what it holds with " \
+    assert "is damaged; put back a copy (docs/deploy.md: with the program stopped, and " \
+        "edge.db-wal and -shm removed from beside it first) or recover what it holds with " \
         f"`sqlite3 {path} .recover`" in str(err.value), err.value
 
 
