@@ -799,7 +799,7 @@ class AlertWorker:
                 continue
             now_ms = int(time.time() * 1000)
             try:
-                data = self.store.tenant(tid)
+                data = await asyncio.to_thread(self.store.tenant, tid)
                 if await asyncio.to_thread(alert_calibration.due, data, now_ms):
                     doc = await asyncio.to_thread(alert_calibration.recalibrate, data, now_ms)
                     self.calibrations += 1

@@ -59,6 +59,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store or Store.open(settings.database_url)
+    app.state.store.db.loop_guard = True  # its statements run in worker threads (sql.off_loop)
     app.state.started = time.time()
     from nightlink.cloud.auth import RateLimiter
 

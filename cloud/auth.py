@@ -13,6 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from nightlink.cloud.store import Store
+from nightlink.sql import off_loop
 
 _HASHER = PasswordHasher()
 ALGORITHM = "HS256"
@@ -23,10 +24,12 @@ class AuthError(Exception):
 
 
 def hash_password(password: str) -> str:
+    off_loop("a password hash")  # argon2id takes tens of milliseconds and 64 MiB by design
     return _HASHER.hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
+    off_loop("a password check")
     try:
         return _HASHER.verify(password_hash, password)
     except (VerificationError, InvalidHashError):

@@ -25,6 +25,36 @@ class DatabaseError(Exception):
     """The database cannot be opened or a statement failed; the message says which."""
 
 
+# The cloud's event loop never waits on the database: a statement waits for a lock another
+# writer holds (SQLite's busy timeout, a PostgreSQL row lock) or for a server that stopped
+# answering, and every other request, socket and timer of that process would wait with it.
+# The tests run with NIGHTLINK_STRICT_LOOP=1, under which a statement on a database whose
+# `loop_guard` is set (the cloud's), or a password hash, on an event loop raises OnEventLoop.
+# (The edge node's own loop still runs its SQLite statements: README, "Known gaps".)
+_STRICT_LOOP = os.environ.get("NIGHTLINK_STRICT_LOOP") == "1"
+
+
+class OnEventLoop(BaseException):
+    """Blocking work was called on a thread running an asyncio event loop (strict mode). A
+    BaseException, as pytest's own outcomes: the `except Exception` that keeps a worker alive
+    must not hide it."""
+
+
+def off_loop(what: str = "a database statement") -> None:
+    """Under NIGHTLINK_STRICT_LOOP=1, raise OnEventLoop when called on an event loop's thread;
+    otherwise nothing (the check costs one flag test)."""
+    if not _STRICT_LOOP:
+        return
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # a worker thread, or no loop at all (the CLI, the edge's own threads)
+    raise OnEventLoop(f"{what} ran on the event loop; run it in a worker thread "
+                      "(asyncio.to_thread or run_in_threadpool)")
+
+
 class NotThisStore(DatabaseError):
     """The file is another program's database or the other tier's store; a whole sentence."""
 
@@ -37,6 +67,7 @@ class Database:
     """What the repository needs from a backend."""
 
     kind = ""
+    loop_guard = False  # strict mode: a statement on an event loop raises (off_loop)
     # DDL words that differ between backends.
     AUTO_ID = ""
     BLOB = ""
@@ -186,6 +217,8 @@ class SQLiteDatabase(Database):
             return not self.alone
 
     def _run(self, fn):
+        if self.loop_guard:
+            off_loop()
         with self._lock:
             if self.alone == "read-only" and not self._depth and self._written_since():
                 # another program had room to write it (an import): read it as it is now,
@@ -225,6 +258,8 @@ class SQLiteDatabase(Database):
     def transaction(self):
         """BEGIN … COMMIT; a failing BEGIN or COMMIT (a full disk, an I/O error) raises
         DatabaseError like any statement, with the transaction rolled back."""
+        if self.loop_guard:
+            off_loop()
         with self._lock:
             outer = self._depth == 0
             if outer:
@@ -427,6 +462,8 @@ class PostgresDatabase(Database):
         (PostgreSQL restarted: "terminating connection due to administrator command") fails
         its next statement, which did not run; outside a transaction that statement is run
         once more on a new connection, so a restart costs no request an error."""
+        if self.loop_guard:
+            off_loop()
         psycopg = self._psycopg
         for attempt in (1, 2):
             conn = None

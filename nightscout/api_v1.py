@@ -31,7 +31,7 @@ from nightlink.nightscout.http import (
     need,
     not_found,
     read_json,
-    resolve_sync,
+    resolve,
     split_ext,
     state_of,
     wants,
@@ -149,8 +149,8 @@ async def _list(request: Request, coll: str, *, name: str, window: bool,
 
     Replies are kept, encoded, until the collection changes (clocks and apps poll the same
     few queries), and for a minute at most (the default window moves)."""
-    site, _ = need(request, f"api:{coll}:read")
-    changed, not_modified = _not_modified(request, site, coll)
+    site, _ = await need(request, f"api:{coll}:read")
+    changed, not_modified = await run_in_threadpool(_not_modified, request, site, coll)
     if not_modified is not None:
         return not_modified
     headers = {"Last-Modified": times.last_modified_header(changed)} if changed else {}
@@ -243,7 +243,7 @@ async def upload(request: Request, site: Site, coll: str, payload: Any, *, mode:
 
 
 async def _post(request: Request, coll: str) -> Response:
-    site, grant = need(request, f"api:{coll}:create")  # as Nightscout: a careportal token adds
+    site, grant = await need(request, f"api:{coll}:create")  # as Nightscout: a careportal token adds
     payload = await read_json(request)
     # What may not update the collection cannot change what is in it: a document it matches
     # (by _id, or the dedupe rules) stays as it is; what cannot read it is not shown it.
@@ -257,7 +257,7 @@ async def _post(request: Request, coll: str) -> Response:
 
 
 async def _put(request: Request, coll: str) -> Response:
-    site, _ = need(request, f"api:{coll}:read,update")
+    site, _ = await need(request, f"api:{coll}:read,update")
     payload = await read_json(request)
     items = as_items(payload)
 
@@ -292,7 +292,7 @@ def _deleted(n: int) -> Response:
 
 
 async def _delete_find(request: Request, coll: str, spec: str | None = None) -> Response:
-    site, _ = need(request, f"api:{coll}:read,delete")
+    site, _ = await need(request, f"api:{coll}:read,delete")
     query = await _query(request, coll)
     if spec is not None and spec != "*":
         if coll == documents.ENTRIES and not documents.is_hex_id(spec):
@@ -315,7 +315,7 @@ async def _delete_find(request: Request, coll: str, spec: str | None = None) -> 
 
 
 async def _get_one(request: Request, coll: str, key: str) -> Response:
-    site, _ = need(request, f"api:{coll}:read")
+    site, _ = await need(request, f"api:{coll}:read")
     row = await run_in_threadpool(site.docs.get, coll, key)
     if row is None or not row.valid:
         raise not_found(f"There is no {coll} document {key!r}.")
@@ -375,7 +375,7 @@ async def get_entries_spec(spec: str, request: Request) -> Response:
     `.json`, `.txt`, `.tsv` or `.csv` choose the format."""
     name, ext = split_ext(spec, ("json", "txt", "tsv", "csv"))
     if documents.is_hex_id(name):
-        site, _ = need(request, "api:entries:read")
+        site, _ = await need(request, "api:entries:read")
         row = await run_in_threadpool(site.docs.get, documents.ENTRIES, name)
         if row is None or not row.valid:
             raise not_found(f"There is no entry {name!r}.")
@@ -411,7 +411,7 @@ async def get_slice(request: Request, storage: str, field: str, kind: str | None
     or `*`-like `.*` patterns aside) narrows entries; `count` (default 10), newest first, with
     no 4-day window when the field is a time. The Sisensing and Sibionics uploaders ask
     `/slice/entries/dateString/sgv/.*/.*?count=1` for the newest reading."""
-    need(request, "api:entries:read")  # as Nightscout's entries router, whatever the storage
+    await need(request, "api:entries:read")  # as Nightscout's entries router, whatever the storage
     *parts, ext = _split_last(request, [storage, field, kind, prefix, pattern])
     storage, field, kind, prefix, pattern = parts
     coll = storage if storage in _SLICE_STORAGE else documents.ENTRIES
@@ -424,7 +424,7 @@ async def get_slice(request: Request, storage: str, field: str, kind: str | None
 async def get_times_echo(request: Request, prefix: str | None = None,
                          pattern: str | None = None) -> Response:
     """The patterns and query `/times/{prefix}/{regex}` would use, to check a slice."""
-    need(request, "api:entries:read")
+    await need(request, "api:entries:read")
     prefix, pattern, _ = _split_last(request, [prefix, pattern])
     try:
         conds = await run_in_threadpool(slice_conditions, "dateString", prefix, pattern)
@@ -445,7 +445,7 @@ async def get_times(request: Request, prefix: str | None = None,
     """Nightscout's `/times/{prefix}/{regex}`: a slice of entries by `dateString`
     (`/times/2015-04/T{13..18}:{00..15}` finds readings at those times of day in April 2015);
     `/times/echo/{prefix}/{regex}` shows the patterns instead."""
-    need(request, "api:entries:read")
+    await need(request, "api:entries:read")
     prefix, pattern, ext = _split_last(request, [prefix, pattern])
     return await _sliced(request, documents.ENTRIES, "dateString", None, prefix, pattern, ext)
 
@@ -480,8 +480,9 @@ async def _sliced(request: Request, coll: str, field: str, kind: str | None,
 async def _current(request: Request, ext: str | None) -> Response:
     """The newest sgv entry as a one-element array (what clocks poll), in the format the
     extension or Accept asks for, as `/entries`: tab-separated text for `*/*`."""
-    site, _ = need(request, "api:entries:read")
-    changed, not_modified = _not_modified(request, site, documents.ENTRIES)
+    site, _ = await need(request, "api:entries:read")
+    changed, not_modified = await run_in_threadpool(_not_modified, request, site,
+                                                    documents.ENTRIES)
     if not_modified is not None:
         return not_modified
     state = state_of(request)
@@ -512,7 +513,7 @@ async def post_entries(request: Request) -> Response:
 @router.post("/entries/preview.json", include_in_schema=False)
 async def preview_entries(request: Request) -> Response:
     """The entries as they would be stored, without storing them."""
-    need(request, "api:entries:read,create")
+    await need(request, "api:entries:read,create")
     now = _now()
     out = []
     for item in as_items(await read_json(request)):
@@ -587,7 +588,7 @@ _collection_routes(documents.ACTIVITY, "/activity")
 @router.get("/food/quickpicks.json", include_in_schema=False)
 async def food_quickpicks(request: Request) -> Response:
     """Food of type quickpick that is not hidden, by position."""
-    site, _ = need(request, "api:food:read")
+    site, _ = await need(request, "api:food:read")
     rows = await run_in_threadpool(site.docs.find, documents.FOOD, None, count=MAX_COUNT)
     docs = [r.v1() for r in rows if r.doc.get("type") == "quickpick"
             and str(r.doc.get("hidden", "false")).lower() == "false"]
@@ -600,7 +601,7 @@ async def food_quickpicks(request: Request) -> Response:
 @router.get("/food/regular.json", include_in_schema=False)
 async def food_regular(request: Request) -> Response:
     """Food documents of type food."""
-    site, _ = need(request, "api:food:read")
+    site, _ = await need(request, "api:food:read")
     rows = await run_in_threadpool(site.docs.find, documents.FOOD, None, count=MAX_COUNT)
     return json_response([r.v1() for r in rows if r.doc.get("type") == "food"])
 
@@ -631,7 +632,7 @@ async def get_profiles_find(request: Request) -> Response:
 @router.get("/profile/current.json", include_in_schema=False)
 async def get_current_profile(request: Request) -> Response:
     """The profile with the newest startDate (null when there is none)."""
-    site, _ = need(request, "api:profile:read")
+    site, _ = await need(request, "api:profile:read")
     rows = await run_in_threadpool(site.docs.find, documents.PROFILE, None, count=1)
     return json_response(rows[0].v1() if rows else None)
 
@@ -750,7 +751,7 @@ _STATUS = {200: {"description": "Status and settings", "content": {
 async def status(request: Request) -> Response:
     """status.json with the site's units and thresholds (`/status` without an extension
     answers by Accept: HTML for browsers and `*/*`, as Nightscout)."""
-    site, grant = need(request, "api:status:read")
+    site, grant = await need(request, "api:status:read")
     last = request.url.path.rsplit("/", 1)[1]
     ext = last.rpartition(".")[2] if "." in last else None
     fmt = wants(request, ext, ("html", "txt", "js", "json"))
@@ -783,7 +784,7 @@ def _json_asked(request: Request) -> bool:
 async def verifyauth(request: Request) -> Response:
     """Always 200: canRead, canWrite, isAdmin and OK or UNAUTHORIZED under `message`."""
     try:
-        _, grant = resolve_sync(request)
+        _, grant = await resolve(request)
     except NSError as exc:
         if exc.status not in (401, 404):
             raise
@@ -817,7 +818,7 @@ async def adminnotifies(request: Request) -> Response:
             summary="Check admin credentials (Loop's login check).")
 async def experiments_test(request: Request) -> Response:
     """200 {"status":"ok"} for the API secret or an admin token; 401 otherwise."""
-    need(request, "authorization:debug:test")
+    await need(request, "authorization:debug:test")
     return json_response({"status": "ok"})
 
 
@@ -831,7 +832,7 @@ async def notifications_ack(request: Request) -> Response:
     (the API secret or an admin token, not `readable`); answers `OK` as Nightscout does."""
     from nightlink.nightscout.sockets import ACK_PERMISSION
 
-    site, grant = need(request, ACK_PERMISSION)
+    site, grant = await need(request, ACK_PERMISSION)
     params = request.query_params
     await request.app.state.nightscout_sockets.acknowledge(
         site.key, _finite_number(params.get("level")), params.get("group"),
@@ -867,7 +868,7 @@ async def versions() -> JSONResponse:
 async def pebble(request: Request) -> Response:
     """Nightscout's /pebble: the newest `count` readings (sgv as text), trend, delta, battery,
     insulin and carbs on board."""
-    site, _ = need(request, "api:pebble,entries:read")
+    site, _ = await need(request, "api:pebble,entries:read")
     params = request.query_params
     count = parse_count(params.get("count"), 1, 1000)
     mmol = (params.get("units") or site.units) == "mmol"

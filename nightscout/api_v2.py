@@ -58,8 +58,8 @@ def install(app: FastAPI) -> None:
 async def get_properties(request: Request, names: str | None = None) -> Response:
     """bgnow, delta, direction, iob, cob, basal, loop, openaps, pump, upbat, cage, sage, …;
     `/properties/iob,cob` for some of them."""
-    site, _ = need(request, "api:entries:read")
-    need(request, "api:treatments:read")
+    site, _ = await need(request, "api:entries:read")
+    await need(request, "api:treatments:read")
     wanted = [n for n in names.split("/")[0].split(",") if n] if names else None
     mmol = site.units == "mmol"
     now = int(time.time() * 1000)
@@ -109,7 +109,7 @@ async def authorization_request(token: str, request: Request) -> Response:
 async def list_subjects(request: Request) -> Response:
     """The site's subjects: names and roles. A random token is shown only when created; one
     made from the API secret (as Nightscout makes every token) is shown to that secret."""
-    site, _ = need(request, "admin:api:subjects:read")
+    site, _ = await need(request, "admin:api:subjects:read")
     subjects = await run_in_threadpool(site.subjects.list)
     sha1 = granting_secret_sha1(request)
     out = []
@@ -128,7 +128,7 @@ async def list_subjects(request: Request) -> Response:
                      "notes": {"type": "string"}}}}}}}, summary="Create a subject.")
 async def create_subject(request: Request) -> Response:
     """A new subject {name, roles, notes}; the reply holds its accessToken, shown once."""
-    site, _ = need(request, "admin:api:subjects:create")
+    site, _ = await need(request, "admin:api:subjects:create")
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         raise bad_request("A subject is an object with a name and roles.")
@@ -151,7 +151,7 @@ async def create_subject(request: Request) -> Response:
                **_JSON}, **_ERRORS}, summary="Revoke a subject.")
 async def delete_subject(subject_id: str, request: Request) -> Response:
     """Revoke a subject and its access token."""
-    site, _ = need(request, "admin:api:subjects:delete")
+    site, _ = await need(request, "admin:api:subjects:delete")
     if not subject_id.isdecimal() or len(subject_id) > 18 or not await run_in_threadpool(
             site.subjects.revoke, int(subject_id)):
         raise NSError(404, "Not Found", f"There is no subject {subject_id!r}.")
@@ -163,7 +163,7 @@ async def delete_subject(subject_id: str, request: Request) -> Response:
             **_ERRORS}, summary="Roles.")
 async def list_roles(request: Request) -> Response:
     """The built-in roles and their permissions."""
-    need(request, "admin:api:roles:list")
+    await need(request, "admin:api:roles:list")
     return json_response([{"name": name, "permissions": list(perms)}
                           for name, perms in sorted(auth.ROLES.items())])
 
@@ -176,7 +176,7 @@ async def list_roles(request: Request) -> Response:
 async def loop_notification(request: Request) -> Response:
     """A Loop remote command (override, carbs, bolus): stored as a treatment and announced;
     not pushed to the phone (no Apple push service here)."""
-    site, grant = need(request, "notifications:loop:push")
+    site, grant = await need(request, "notifications:loop:push")
     body = await read_json(request)
     if not isinstance(body, dict) or body.get("eventType") not in LOOP_EVENTS:
         raise bad_request(f"eventType must be one of {', '.join(LOOP_EVENTS)}.")

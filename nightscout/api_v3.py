@@ -27,7 +27,7 @@ from nightlink.nightscout.http import (
     json_response,
     need,
     read_json,
-    resolve_sync,
+    resolve,
     state_of,
 )
 from nightlink.nightscout.query import QueryError, parse_v3
@@ -83,9 +83,9 @@ def _perm(col: str, op: str) -> str:
     return f"api:{col}:{op}"
 
 
-def _need(request: Request, col: str, op: str):
+async def _need(request: Request, col: str, op: str):
     try:
-        return need(request, _perm(col, op), v3=True)
+        return await need(request, _perm(col, op), v3=True)
     except NSError as exc:
         raise fail(exc.status, exc.description or exc.message) from None
 
@@ -135,7 +135,7 @@ async def version(request: Request) -> Response:
 async def status(request: Request) -> Response:
     """Versions and, per collection, what the token may do (c, r, u, d)."""
     try:
-        _, grant = resolve_sync(request, v3=True)
+        _, grant = await resolve(request, v3=True)
     except NSError as exc:
         raise fail(exc.status, exc.description or exc.message) from None
     perms = {}
@@ -154,7 +154,7 @@ async def status(request: Request) -> Response:
 async def last_modified(request: Request) -> Response:
     """{srvDate, collections: {name: newest srvModified}} for what the token may read."""
     try:
-        site, grant = resolve_sync(request, v3=True)
+        site, grant = await resolve(request, v3=True)
     except NSError as exc:
         raise fail(exc.status, exc.description or exc.message) from None
 
@@ -183,7 +183,7 @@ async def search(col: str, request: Request) -> Response:
     """Filters `field$op=value` (eq ne gt gte lt lte in nin re), `sort` or `sort$desc`,
     `limit` (1..1000), `skip`, `fields`."""
     col = _collection(col)
-    site, _ = _need(request, col, "read")
+    site, _ = await _need(request, col, "read")
     params = request.query_params
     if "sort" in params and "sort$desc" in params:
         raise fail(400, "Parameters sort and sort_desc cannot be combined")
@@ -216,7 +216,7 @@ async def search(col: str, request: Request) -> Response:
 async def create(col: str, request: Request) -> Response:
     """Store one document; a document matching a stored one replaces it (deduplication)."""
     col = _collection(col)
-    site, grant = _need(request, col, "create")
+    site, grant = await _need(request, col, "create")
     body = await _body(request)
     _require_time(col, body)
     now = _now()
@@ -268,7 +268,7 @@ def _require_time(col: str, body: dict) -> None:
             **_ERRORS}, summary="Changes since the Last-Modified header.")
 async def history_header(col: str, request: Request) -> Response:
     """Documents changed at or after the request's Last-Modified header, deletions too."""
-    _need(request, _collection(col), "read")
+    await _need(request, _collection(col), "read")
     since = times.parse_http_date(request.headers.get("last-modified"))
     if since is None:
         raise fail(400, "Bad or missing Last-Modified header/parameter")
@@ -289,12 +289,12 @@ async def history(col: str, since: str, request: Request) -> Response:
 
 async def _history(col: str, request: Request, since: int, *, inclusive: bool) -> Response:
     col = _collection(col)
-    site, _ = _need(request, col, "read")
+    site, _ = await _need(request, col, "read")
     limit = _int_param(request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
     fields = request.query_params.get("fields")
     # A page changes only when the collection does: keep it encoded until then.
     state = state_of(request)
-    changed = site.docs.last_modified(col)  # one indexed lookup: cheaper than a thread hop
+    changed = await run_in_threadpool(site.docs.last_modified, col)
     key = (site.key, "v3-history", col, since, inclusive, limit, fields)
     reply = state.replies.get(key, changed)
     if reply is None:
@@ -318,7 +318,7 @@ async def _history(col: str, request: Request, since: int, *, inclusive: bool) -
 
 async def _found(request: Request, col: str, identifier: str, op: str):
     col = _collection(col)
-    site, grant = _need(request, col, op)
+    site, grant = await _need(request, col, op)
     row = await run_in_threadpool(site.docs.get, col, identifier)
     return col, site, grant, row
 

@@ -18,6 +18,7 @@ import re
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from nightlink.nightscout import api_v1, api_v2, api_v3
@@ -155,7 +156,8 @@ class _Edge:
             scope = _rewritten(scope, found)
         cached = None
         if scope["type"] == "http" and scope["method"] == "GET":
-            cached = self.state.replies.answer(scope)  # a poll whose answer is unchanged
+            # a poll whose answer is unchanged (the check reads the database: in a thread)
+            cached = await run_in_threadpool(self.state.replies.answer, scope)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         send = _revalidated(send)
@@ -207,7 +209,7 @@ class _Edge:
         uploads = self.state.uploads
         if uploads is None:
             return None
-        key = _writer_site(scope)
+        key = await run_in_threadpool(_writer_site, scope)
         if key is None:
             return None
         wait = uploads.reserve(key)
@@ -240,8 +242,8 @@ def _writer_site(scope: dict) -> str | None:
     try:
         site, grant = resolve_sync(Request(scope), v3=scope["path"].startswith("/api/v3"),
                                    count_failure=False)
-    except NSError:
-        return None  # the route answers the refusal
+    except (NSError, DatabaseError):
+        return None  # the route answers the refusal (or the database being away: 503)
     if not any(_writes(pattern) for pattern in grant.permissions.patterns):
         return None
     return site.key

@@ -285,9 +285,34 @@ def granting_secret_sha1(request: Request) -> str | None:
     return None
 
 
-def need(request: Request, permission: str, *, v3: bool = False) -> tuple[Site, auth.Grant]:
+async def need(request: Request, permission: str, *,
+               v3: bool = False) -> tuple[Site, auth.Grant]:
+    """need_sync for a route: the site and credential are looked up in a worker thread (the
+    database may wait on a lock or a server; the event loop serves everyone else meanwhile),
+    once a request (a later call finds them in the request's scope)."""
+    kept = request.scope.get("state", {}).get(_RESOLVED)
+    if kept is not None and kept[0] == v3:
+        return _granted(kept[1], permission, v3)
+    return await run_in_threadpool(need_sync, request, permission, v3=v3)
+
+
+async def resolve(request: Request, *, v3: bool = False) -> tuple[Site, auth.Grant]:
+    """resolve_sync in a worker thread (none needed once the request has been resolved)."""
+    kept = request.scope.get("state", {}).get(_RESOLVED)
+    if kept is not None and kept[0] == v3:
+        return kept[1]
+    return await run_in_threadpool(resolve_sync, request, v3=v3)
+
+
+def need_sync(request: Request, permission: str, *,
+              v3: bool = False) -> tuple[Site, auth.Grant]:
     """resolve_sync, then 401 (v1) or 403 (v3) unless the grant has the permission."""
-    site, grant = resolve_sync(request, v3=v3)
+    return _granted(resolve_sync(request, v3=v3), permission, v3)
+
+
+def _granted(found: tuple[Site, auth.Grant], permission: str,
+             v3: bool) -> tuple[Site, auth.Grant]:
+    site, grant = found
     if not grant.allows(permission):
         if v3:
             raise NSError(403, f"Missing permission {permission}")
@@ -446,14 +471,15 @@ class ReplyCache:
                 self._urls.popitem(last=False)
 
     def answer(self, scope: dict) -> Response | None:
-        """The remembered reply to this request if it is still what the route would send."""
+        """The remembered reply to this request if it is still what the route would send.
+        It reads the database: call it in a worker thread."""
         with self._lock:
             hit = self._urls.get(_url_key(scope))
         if hit is None:
             return None
         request = Request(scope)
         try:
-            site, _ = need(request, hit.permission, v3=hit.v3)
+            site, _ = need_sync(request, hit.permission, v3=hit.v3)
             if site.key != hit.site or hit.until_ms is not None and time.time() * 1000 >= \
                     hit.until_ms or site.docs.last_modified(hit.coll) != hit.stamp:
                 return None

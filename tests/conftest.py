@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Before any nightlink module is imported: a database statement or password hash on an event
+# loop's thread raises (nightlink/sql.py off_loop), here and in the servers tests start.
+os.environ["NIGHTLINK_STRICT_LOOP"] = "1"
+
 from tests.support.micropython import run_micropython
 from tests.support.services import Broker, PostgresServer, free_port  # noqa: F401
 

@@ -14,7 +14,6 @@ careportal uses.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -45,7 +44,7 @@ from nightlink.webapp import (
     treatment_view,
 )
 from nightlink.webapp import config as app_config
-from nightlink.webapp.routes import json_object, page, same_origin, static_router
+from nightlink.webapp.routes import RawBody, object_from, page, same_origin, static_router
 
 router = APIRouter(tags=["app"], include_in_schema=False)
 APP_ROLES = ("patient", "caregiver")  # who lands on the app after signing in
@@ -131,9 +130,9 @@ def me(user: ApiUser, store: StoreDep) -> dict:
 
 
 @router.put("/app/api/units", dependencies=[SameOrigin])
-async def put_units(request: Request, user: ApiUser, store: StoreDep) -> dict:
+def put_units(raw: RawBody, user: ApiUser, store: StoreDep) -> dict:
     """Change the signed-in person's glucose unit (the portal's setting, shared)."""
-    body = await json_object(request)
+    body = object_from(raw)
     try:
         report_settings.set_user_units(store, user["id"], str(body.get("unit", "")))
     except report_settings.SettingsError as exc:
@@ -194,36 +193,30 @@ def _forecast(access: TenantAccess, entries: list[dict], now_ms: int) -> dict | 
 
 
 @router.post("/app/api/{tenant}/alerts/{alert_id}/ack", dependencies=[SameOrigin])
-async def ack(tenant: str, alert_id: RowId, request: Request, user: ApiUser,
-              store: StoreDep) -> dict:
+def ack(tenant: str, alert_id: RowId, request: Request, raw: RawBody, user: ApiUser,
+        store: StoreDep) -> dict:
     """Acknowledge an alert (patients and caregivers); twice changes nothing. The body may
     name the browser's push endpoint ({"endpoint": …}): that browser took its notification
     off itself and is not told that the alert closed (cloud/push.py)."""
     access = _member(store, user, tenant)
     require_actor(store, access, "acknowledge its alerts")
-    body = await json_object(request) if await request.body() else {}
+    body = object_from(raw) if raw else {}
     endpoint = body.get("endpoint")
     if not isinstance(endpoint, str) or len(endpoint) > push.MAX_ENDPOINT:
         endpoint = None  # not a browser's: acknowledged all the same
-    return await asyncio.to_thread(_ack, store, request.app.state.events, access, tenant,
-                                   alert_id, user["id"], endpoint)
-
-
-def _ack(store, events, access, tenant: str, alert_id: int, user_id: int,
-         endpoint: str | None) -> dict:
     if access.data.alert(alert_id) is None:
         raise HTTPException(404, f"No alert {alert_id}.")
-    alert_rules.acknowledge_one(store, events, tenant, alert_id, user_id=user_id, via="app",
-                                endpoint=endpoint)
+    alert_rules.acknowledge_one(store, request.app.state.events, tenant, alert_id,
+                                user_id=user["id"], via="app", endpoint=endpoint)
     return alert_rules.public(access.data.alert(alert_id))
 
 
 @router.post("/app/api/{tenant}/treatments", dependencies=[SameOrigin])
-async def add_treatment(tenant: str, request: Request, user: ApiUser, store: StoreDep) -> dict:
+def add_treatment(tenant: str, raw: RawBody, user: ApiUser, store: StoreDep) -> dict:
     """Log carbs, insulin, exercise or a note as a Nightscout treatment of the patient."""
     access = _member(store, user, tenant)  # before the body: a stranger learns nothing
     require_actor(store, access, "log treatments")
-    body = await json_object(request)
+    body = object_from(raw)
     try:
         doc = treatment(body, user["email"], int(time.time() * 1000))
         created, _same = access.data.add_documents("treatments", [doc], mode="keep")
@@ -261,15 +254,15 @@ def push_state(tenant: str, user: ApiUser, store: StoreDep, settings: SettingsDe
 
 
 @router.post("/app/api/{tenant}/push", dependencies=[SameOrigin])
-async def push_subscribe(tenant: str, request: Request, user: ApiUser, store: StoreDep,
-                         settings: SettingsDep) -> dict:
+def push_subscribe(tenant: str, raw: RawBody, user: ApiUser, store: StoreDep,
+                   settings: SettingsDep) -> dict:
     """Subscribe this browser to the tenant's alerts: the body is its PushSubscription's JSON
     ({endpoint, keys: {p256dh, auth}})."""
     _pusher(store, user, tenant)
     if not settings.push_key:
         raise HTTPException(409, "This server sends no alerts to locked phones: its operator "
                                  "has not set NIGHTLINK_PUSH_KEY.")
-    endpoint, p256dh, secret = _subscription(await json_object(request), settings)
+    endpoint, p256dh, secret = _subscription(object_from(raw), settings)
     store.add_push(tenant, user["id"], endpoint, p256dh, secret)
     store.audit("push.subscribe", actor=user["id"], tenant_id=tenant,
                 service=urlsplit(endpoint).hostname)
@@ -290,11 +283,10 @@ def _subscription(body: dict, settings) -> tuple[str, str, str]:
 
 
 @router.post("/app/api/push/renew", dependencies=[SameOrigin])
-async def push_renew(request: Request, user: ApiUser, store: StoreDep,
-                     settings: SettingsDep) -> dict:
+def push_renew(raw: RawBody, user: ApiUser, store: StoreDep, settings: SettingsDep) -> dict:
     """The service worker's `pushsubscriptionchange`: the browser's push service replaced
     its subscription; {old_endpoint, endpoint, keys} moves the caller's subscriptions."""
-    body = await json_object(request)
+    body = object_from(raw)
     old = body.get("old_endpoint")
     if not isinstance(old, str):
         raise HTTPException(422, "old_endpoint must be the replaced subscription's URL.")
@@ -303,11 +295,10 @@ async def push_renew(request: Request, user: ApiUser, store: StoreDep,
 
 
 @router.post("/app/api/{tenant}/push/remove", dependencies=[SameOrigin])
-async def push_unsubscribe(tenant: str, request: Request, user: ApiUser,
-                           store: StoreDep) -> dict:
+def push_unsubscribe(tenant: str, raw: RawBody, user: ApiUser, store: StoreDep) -> dict:
     """This browser hears the tenant's alerts no more: {endpoint}."""
     _member(store, user, tenant)
-    endpoint = (await json_object(request)).get("endpoint")
+    endpoint = object_from(raw).get("endpoint")
     if not isinstance(endpoint, str):
         raise HTTPException(422, "endpoint must be the subscription's URL.")
     return {"removed": store.remove_push(tenant, endpoint, user["id"])}

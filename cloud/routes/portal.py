@@ -8,10 +8,9 @@ be discovered. Every export (PDF, CSV, JSON) is written to the audit log.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -25,6 +24,7 @@ from nightlink.cloud.reports.summary import build_report
 from nightlink.cloud.routes.fields import night_param
 from nightlink.cloud.store import NotFoundError, Store
 from nightlink.errors import has_control_chars
+from nightlink.webapp.routes import RawBody, form_fields
 
 router = APIRouter(prefix="/portal", tags=["portal"], include_in_schema=False)
 COOKIE = session.ACCESS_COOKIE
@@ -82,13 +82,6 @@ def html_page(text: str, status: int = 200) -> HTMLResponse:
                                  "Content-Security-Policy": PAGE_POLICY})
 
 
-async def read_form(request: Request, *, blank: bool = False) -> dict[str, str]:
-    """A posted HTML form's fields (the first value of each); empty ones only with `blank`
-    (a field cleared on purpose)."""
-    body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=blank).items()}
-
-
 def install(app) -> None:
     """Send browsers without a session to the sign-in page."""
 
@@ -108,9 +101,9 @@ def login_page(settings: SettingsDep):
 
 
 @router.post("/login")
-async def login(request: Request, store: StoreDep, settings: SettingsDep):
+def login(request: Request, raw: RawBody, store: StoreDep, settings: SettingsDep):
     """Check email and password; keep the access token in a cookie."""
-    form = await read_form(request)
+    form = form_fields(raw)
     email, password = form.get("email", "").strip(), form.get("password", "")
     client = request.client.host if request.client else "?"
     key = f"{client}|{email.lower()}"
@@ -147,9 +140,9 @@ def logout(request: Request, store: StoreDep, settings: SettingsDep):
 
 
 @router.post("/settings/units")
-async def set_units(request: Request, user: PortalUser, store: StoreDep):
+def set_units(request: Request, raw: RawBody, user: PortalUser, store: StoreDep):
     """The signed-in person's glucose units (mg/dL or mmol/L)."""
-    form = await read_form(request)
+    form = form_fields(raw)
     try:
         report_settings.set_user_units(store, user["id"], form.get("units", ""))
     except report_settings.SettingsError as exc:
@@ -214,13 +207,14 @@ def _open_alerts(store: Store, tenant: str) -> list[dict]:
 
 
 @router.post("/p/{tenant}/settings")
-async def patient_settings(tenant: str, request: Request, user: PortalUser, store: StoreDep):
+def patient_settings(tenant: str, request: Request, raw: RawBody,
+                     user: PortalUser, store: StoreDep):
     """Change the patient's time zone, targets preset or report length."""
     role, _row = _access(store, user, tenant)
     if role not in EDIT_ROLES:
         raise HTTPException(403, f"A {role} may read this patient's reports but not change "
                                  "their settings.")
-    form = await read_form(request, blank=True)
+    form = form_fields(raw, blank=True)
     try:
         days = int(form["report_days"]) if form.get("report_days") else None
     except ValueError:
@@ -241,8 +235,8 @@ async def patient_settings(tenant: str, request: Request, user: PortalUser, stor
     # a new budget or time zone: the family sees its threshold at once, not tomorrow
     from nightlink.cloud import alert_calibration
 
-    if await asyncio.to_thread(alert_calibration.due, data, int(time.time() * 1000)):
-        await asyncio.to_thread(alert_calibration.recalibrate, data)
+    if alert_calibration.due(data, int(time.time() * 1000)):
+        alert_calibration.recalibrate(data)
     return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
 
 

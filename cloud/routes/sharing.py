@@ -27,6 +27,7 @@ from nightlink.cloud.routes.accounts import AccountPublic, account_public
 from nightlink.cloud.routes.fields import EMAIL, NAME_MAX, ROW_ID_MAX, Name, RowId
 from nightlink.cloud.store import ConflictError
 from nightlink.errors import has_control_chars
+from nightlink.webapp.routes import RawBody, form_fields
 
 router = APIRouter(prefix="/api/nl/v1", tags=["sharing"], responses=ERRORS)
 
@@ -345,8 +346,8 @@ def signup_page(settings: SettingsDep):
 
 
 @pages.post("/signup")
-async def signup_form(request: Request, store: StoreDep, settings: SettingsDep):
-    form = await portal.read_form(request)
+def signup_form(request: Request, raw: RawBody, store: StoreDep, settings: SettingsDep):
+    form = form_fields(raw)
     shown = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254],
              "tenant_name": form.get("tenant_name", "")[:100], "tz": form.get("tz", "")[:64]}
     try:
@@ -372,8 +373,8 @@ def verify_page(token: str = ""):
 
 
 @pages.post("/verify")
-async def verify_form(request: Request, store: StoreDep):
-    form = await portal.read_form(request)
+def verify_form(request: Request, raw: RawBody, store: StoreDep):
+    form = form_fields(raw)
     try:
         verify(Verify(token=form.get("token", "")[:200] or "-" * 8), request, store)
     except HTTPException as exc:
@@ -392,10 +393,10 @@ def invite_page(code: str, request: Request, store: StoreDep, settings: Settings
 
 
 @pages.post("/invite/{code}")
-async def invite_form(code: str, request: Request, store: StoreDep, settings: SettingsDep):
+def invite_form(code: str, request: Request, raw: RawBody, store: StoreDep, settings: SettingsDep):
     from nightlink.cloud.routes.portal import start_session
 
-    form = await portal.read_form(request)
+    form = form_fields(raw)
     shown = show_code(normalise_code(code)[:CODE_LENGTH])
     user = _session_user(request, store, settings)
     fresh = user is None
@@ -419,12 +420,12 @@ async def invite_form(code: str, request: Request, store: StoreDep, settings: Se
 
 
 @pages.post("/invite/{code}/new")
-async def invite_new_account(code: str, request: Request, store: StoreDep,
-                             settings: SettingsDep):
+def invite_new_account(code: str, request: Request, raw: RawBody,
+                       store: StoreDep, settings: SettingsDep):
     """Someone invited who has no account: make one and accept, then sign them in."""
     from nightlink.cloud.routes.portal import start_session
 
-    form = await portal.read_form(request)
+    form = form_fields(raw)
     shown = show_code(normalise_code(code)[:CODE_LENGTH])
     typed = {"name": form.get("name", "")[:100], "email": form.get("email", "")[:254]}
     try:
@@ -459,12 +460,13 @@ def sharing_page(tenant: str, request: Request, store: StoreDep, settings: Setti
 
 
 @pages.post("/p/{tenant}/sharing")
-async def sharing_form(tenant: str, request: Request, store: StoreDep, settings: SettingsDep):
+def sharing_form(tenant: str, request: Request, raw: RawBody,
+                 store: StoreDep, settings: SettingsDep):
     """The page's three buttons: invite, withdraw an invitation, end someone's access."""
     from nightlink.cloud.routes import tenants as tenant_routes
 
     user, access = _owner(request, store, settings, tenant)
-    form = await portal.read_form(request)
+    form = form_fields(raw)
     created, status, error, notice, uploader, reader = None, 200, None, None, None, None
     try:
         if form.get("action") == "invite":

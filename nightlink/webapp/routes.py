@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from typing import Annotated
+from urllib.parse import parse_qs, urlsplit
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from nightlink.webapp import CSP, STATIC, STATIC_TYPES, icon_png, static_path
@@ -93,10 +94,25 @@ def origin_only(request: Request) -> None:
         raise HTTPException(403, "Requests from another site are refused.")
 
 
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+# A route's body as bytes, read on the event loop before the route runs: a route that takes it
+# can be a plain `def`, which FastAPI runs in a worker thread, so that its database statements
+# and password checks never hold the event loop (nightlink/sql.py off_loop).
+RawBody = Annotated[bytes, Depends(_raw_body)]
+
+
 async def json_object(request: Request) -> dict:
     """The request's body as a JSON object, else 422 with one sentence."""
+    return object_from(await request.body())
+
+
+def object_from(raw: bytes) -> dict:
+    """A body as a JSON object, else 422 with one sentence."""
     try:
-        body = json.loads(await request.body() or b"null")
+        body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise HTTPException(422, "The body is not JSON (or is nested too deep).") from None
     if not isinstance(body, dict):
@@ -108,6 +124,13 @@ async def json_object(request: Request) -> dict:
 
 
 MAX_DEPTH = 32  # the app's bodies are flat; a deeper one is refused, not walked
+
+
+def form_fields(raw: bytes, *, blank: bool = False) -> dict[str, str]:
+    """A posted HTML form's fields (the first value of each); empty ones only with `blank`
+    (a field cleared on purpose)."""
+    return {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace"),
+                                         keep_blank_values=blank).items()}
 
 
 def _refusal(value, depth: int = 0) -> str:

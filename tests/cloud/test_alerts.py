@@ -413,7 +413,8 @@ def test_check_tenant__publishes_on_the_bus_and_can_be_acked(cloud):
 
     async def run():
         queue = bus.subscribe("fam-1")
-        cloud.store.tenant("fam-1").add_entries(_entries(_r([120, 120, 50])))
+        await asyncio.to_thread(lambda: cloud.store.tenant("fam-1").add_entries(
+            _entries(_r([120, 120, 50]))))
         raised = await asyncio.to_thread(alerts.check_tenant, cloud.store, "fam-1",
                                          T0 + 11 * MIN, bus)
         msg = await asyncio.wait_for(queue.get(), 5)
@@ -472,25 +473,28 @@ def test_alert_worker__checks_active_tenants_and_reacts_to_entries(cloud):
     store.tenant("fam-2").add_entries(_entries(_r([110, 110], start=now - 6 * MIN)))
     bus = EventBus()
 
+    def rules(tenant: str) -> list[str]:  # (in a thread: the worker's loop runs no statement)
+        return [a["rule"] for a in store.tenant(tenant).alerts()]
+
     async def run():
         worker = alerts.AlertWorker(store, bus, interval_s=60, debounce_s=0.05)
         task = asyncio.create_task(worker.run())
         try:
             for _ in range(100):
                 await asyncio.sleep(0.05)
-                if store.tenant("fam-1").alerts() and worker.passes:
+                if await asyncio.to_thread(rules, "fam-1") and worker.passes:
                     break
-            assert [a["rule"] for a in store.tenant("fam-1").alerts()] == ["stale_data"]
-            assert store.tenant("fam-2").alerts() == []
+            assert await asyncio.to_thread(rules, "fam-1") == ["stale_data"]
+            assert await asyncio.to_thread(rules, "fam-2") == []
             # A very low reading arrives in fam-2: the entry event wakes the worker at once.
             doc = {"type": "sgv", "date": now, "sgv": 45, "direction": "DoubleDown"}
-            store.tenant("fam-2").add_entries([doc])
+            await asyncio.to_thread(lambda: store.tenant("fam-2").add_entries([doc]))
             bus.publish("fam-2", "entry", doc)
             for _ in range(100):
                 await asyncio.sleep(0.05)
-                if store.tenant("fam-2").alerts():
+                if await asyncio.to_thread(rules, "fam-2"):
                     break
-            assert [a["rule"] for a in store.tenant("fam-2").alerts()] == ["urgent_low"]
+            assert await asyncio.to_thread(rules, "fam-2") == ["urgent_low"]
         finally:
             task.cancel()
 
@@ -673,8 +677,8 @@ def test_check_tenant__a_predicted_low_is_a_low_for_nightscout_alarm_clients(clo
 
     async def run():
         queue = bus.subscribe("fam-1")
-        data = cloud.store.tenant("fam-1")
-        data.add_entries(_entries(_r(FALLING)))
+        data = await asyncio.to_thread(cloud.store.tenant, "fam-1")
+        await asyncio.to_thread(data.add_entries, _entries(_r(FALLING)))
         raised = await asyncio.to_thread(alerts.check_tenant, cloud.store, "fam-1", AT_END, bus)
         await asyncio.wait_for(queue.get(), 5)
         return raised, await asyncio.wait_for(queue.get(), 5)

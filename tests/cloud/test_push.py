@@ -744,9 +744,9 @@ def test_closed__the_alert_s_own_retry_never_comes_after_its_news(cloud, family,
         await worker._check(["fam-1"])
         while len(service.received) < 1:  # the first try refused; the retry waits 1 s
             await asyncio.sleep(0.02)
-        [raised] = store.tenant("fam-1").alerts()
-        alerts.acknowledge_one(store, hub, "fam-1", raised["id"],
-                               user_id=family["caregiver"]["id"], via="app")
+        [raised] = await asyncio.to_thread(lambda: store.tenant("fam-1").alerts())
+        await asyncio.to_thread(alerts.acknowledge_one, store, hub, "fam-1", raised["id"],
+                                user_id=family["caregiver"]["id"], via="app")
         await worker._check(["fam-1"])
         while sender.tasks:
             await asyncio.gather(*list(sender.tasks), return_exceptions=True)

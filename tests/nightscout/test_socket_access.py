@@ -55,12 +55,12 @@ def test_revoked_token__a_write_on_its_open_socket_is_refused(ns):
     async def run():
         rec, main, said = await authorized(ns, ns.admin_token)
         assert said["write"] is True
-        ns.subjects.revoke_all()  # by another process: nothing here is told
-        before = ns.count("treatments")
+        await asyncio.to_thread(ns.subjects.revoke_all)  # by another process: not told here
+        before = await asyncio.to_thread(ns.count, "treatments")
         added = await rec.call("dbAdd", {"collection": "treatments", "data": {
             "eventType": "Note", "notes": "after revocation", "date": now_ms()}}, main)
         assert added == {"result": "Not authorized"}
-        assert ns.count("treatments") == before
+        assert await asyncio.to_thread(ns.count, "treatments") == before
         await rec.close()
 
     asyncio.run(run())
@@ -76,7 +76,8 @@ def test_revoked_token__its_open_sockets_are_disconnected_within_the_recheck(ns,
         await secret.connect(ns.root, [main])
         assert (await rec.call("authorize", {"token": ns.read_token}, main))["read"] is True
         assert (await secret.call("authorize", {"secret": SECRET_SHA1}, main))["read"] is True
-        ns.subjects.revoke_all()  # by another process: found by the periodic re-check
+        # by another process: found by the periodic re-check
+        await asyncio.to_thread(ns.subjects.revoke_all)
         assert await _gone(rec, main), "a revoked token kept its socket"
         await asyncio.sleep(0.5)
         assert main in secret.sio.namespaces  # the secret was not revoked: left connected
@@ -173,7 +174,7 @@ def test_alarm_ack__needs_a_credential_that_reads_and_silences_two_hours_at_most
         alarm = namespace(ns, "/alarm")
         await blind.connect(ns.root, [alarm])
         await reader.connect(ns.root, [alarm])
-        denied = ns.token("no-read", ["denied"])
+        denied = await asyncio.to_thread(ns.token, "no-read", ["denied"])
         assert (await blind.call("subscribe", {"accessToken": denied}, alarm))["read"] is False
         assert (await reader.call("subscribe", {"accessToken": ns.admin_token}, alarm))["read"]
         ten_years = 10 * 365 * 86_400_000
@@ -275,7 +276,7 @@ def test_recheck__a_database_error_is_waited_out_not_fatal(ns, monkeypatch):
             await asyncio.sleep(0.05)
         assert len(failures) >= 2 and main in rec.sio.namespaces
         sockets._regrant = regrant
-        ns.subjects.revoke_all()
+        await asyncio.to_thread(ns.subjects.revoke_all)
         assert await _gone(rec, main)  # the re-check still runs
         await rec.close()
 
@@ -311,7 +312,7 @@ def test_reauthorizing__overlapping_authorizes_cannot_keep_a_revoked_tokens_room
         # sent back to back: handled one after the other, the last one's grant in charge
         await rec.sio.emit("authorize", {"token": ns.read_token}, namespace=main)
         assert (await rec.call("authorize", {}, main))["read"] is False
-        ns.subjects.revoke_all()
+        await asyncio.to_thread(ns.subjects.revoke_all)
         ns.app.state.nightscout.forget()
         await asyncio.to_thread(ns.post, "/api/v1/entries", headers={"api-secret": SECRET_SHA1},
                                 json={"type": "sgv", "sgv": 66, "date": now_ms()})
@@ -403,7 +404,8 @@ def test_alarm_ack__acknowledges_the_clouds_own_alerts_as_the_app_does(cloud_ns)
         await admin.sio.emit("ack", (1, "default", 60_000), namespace=alarm)
         assert (await admin.next(alarm, "clear_alarm"))["message"] == \
             "default - Warning was ack'd"
-        assert open_ids() == [urgent]  # the warning only: neither the reader nor the group
+        # the warning only: neither the reader nor the group
+        assert await asyncio.to_thread(open_ids) == [urgent]
         assert reader.pending(alarm, "clear_alarm") == 2  # it heard both, acked neither
         await admin.sio.emit("ack", (2, "default", 60_000), namespace=alarm)
         await admin.next(alarm, "clear_alarm")
