@@ -29,6 +29,7 @@ from nightlink.nightscout.http import (
     bad_request,
     json_response,
     need,
+    need_sync,
     not_found,
     read_json,
     resolve,
@@ -104,10 +105,23 @@ def _now() -> int:
 async def _query(request: Request, coll: str) -> Query:
     """The request's `find`, parsed off the event loop: its patterns are compiled, which
     takes up to some tens of milliseconds within the pattern budget."""
+    return await run_in_threadpool(_parsed, request, coll)
+
+
+def _parsed(request: Request, coll: str) -> Query:
     try:
-        return await run_in_threadpool(parse_find, coll, request.query_params.multi_items())
+        return parse_find(coll, request.query_params.multi_items())
     except QueryError as exc:
         raise bad_request(str(exc)) from None
+
+
+def _opening(request: Request, coll: str) -> tuple[Site, int | None, Response | None,
+                                                    Query | None]:
+    """What a collection read does before its cache, in one worker thread: the credential,
+    the collection's newest change (a 304 for If-Modified-Since), the parsed `find`."""
+    site, _ = need_sync(request, f"api:{coll}:read")
+    changed, not_modified = _not_modified(request, site, coll)
+    return site, changed, not_modified, None if not_modified else _parsed(request, coll)
 
 
 def _count(request: Request, coll: str, query: Query) -> int:
@@ -149,15 +163,13 @@ async def _list(request: Request, coll: str, *, name: str, window: bool,
 
     Replies are kept, encoded, until the collection changes (clocks and apps poll the same
     few queries), and for a minute at most (the default window moves)."""
-    site, _ = await need(request, f"api:{coll}:read")
-    changed, not_modified = await run_in_threadpool(_not_modified, request, site, coll)
+    site, changed, not_modified, query = await run_in_threadpool(_opening, request, coll)
     if not_modified is not None:
         return not_modified
     headers = {"Last-Modified": times.last_modified_header(changed)} if changed else {}
     if render is not _json:
         headers["Vary"] = "Accept"  # the format follows Accept: caches must keep them apart
     state = state_of(request)
-    query = await _query(request, coll)
     if extra is not None:
         extra(query)
     key = (*_cache_key(request, site, name, query), request.url.path,

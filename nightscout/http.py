@@ -102,6 +102,12 @@ class NightscoutState:
         for listener in self.listeners:  # the sockets look at their credentials again
             listener()
 
+    def known_credential(self, presented: str, key: str | None, kind: str) -> bool:
+        """Whether the credential was looked up and found right moments ago (still cached)."""
+        with self._lock:
+            hit = self._grants.get((presented, key, kind))
+        return hit is not None and hit[0] > time.monotonic() and hit[1] is not None
+
     def cached_credential(self, presented: str, key: str | None, kind: str):
         """directory.credential/bearer with a short cache (polling clocks ask every minute)."""
         cache_key = (presented, key, kind)
@@ -196,19 +202,48 @@ _RESOLVED = "nightlink.nightscout.resolved"
 
 def _resolve(request: Request, state: NightscoutState, v3: bool,
              count_failure: bool) -> tuple[Site, auth.Grant]:
+    header = request.headers.get("authorization", "")
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    offered = _offered_secrets(request)
+    token = (request.query_params.get("token") or "").strip()
+    if not (bearer or (not v3 and (offered or token))):
+        return _resolved(request, state, v3, count_failure, bearer, offered, token, False,
+                         False)
+    if _known(state, site_key(request), bearer, [] if v3 else offered, "" if v3 else token):
+        # the credential the lookup would take first was found right moments ago: no guess
+        return _resolved(request, state, v3, count_failure, bearer, offered, token, True,
+                         False)
+    # Requests run in worker threads: one address's unknown credentials are judged one at a
+    # time, so that its counted attempts are the guesses, not requests still being looked up
+    # (a family behind one router, or a proxy's address, opening many polls at once), and
+    # parallel guesses still cannot all pass before the first is counted.
+    with state.failures.turn(client_address(request)):
+        return _resolved(request, state, v3, count_failure, bearer, offered, token, True, True)
+
+
+def _known(state: NightscoutState, key: str | None, bearer: str, offered: list[str],
+           token: str) -> bool:
+    """Whether the first credential _presented_grant looks at is cached as right."""
+    value = bearer or (offered[0] if offered else token)
+    if auth.looks_like_jwt(value) and (bearer or not offered):
+        claims = state.jwt_claims(value)
+        return claims is not None and (key is None or claims["site"] == key) and \
+            state.known_credential(claims["accessToken"], claims["site"], "credential")
+    if bearer:
+        return state.known_credential(bearer, key, "bearer")
+    return state.known_credential(auth.normalise_presented(value), key, "credential")
+
+
+def _resolved(request: Request, state: NightscoutState, v3: bool, count_failure: bool,
+              bearer: str, offered: list[str], token: str, presented: bool,
+              counted: bool) -> tuple[Site, auth.Grant]:
     directory = state.directory
     key = site_key(request)
     address = client_address(request)
-    header = request.headers.get("authorization", "")
-    bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    params = request.query_params
-    offered = _offered_secrets(request)
-    token = (params.get("token") or "").strip()
-    presented = bool(bearer) or (not v3 and bool(offered or token))
-    # A request with a credential is counted before the credential is looked at, in one
-    # locked step, so parallel guesses cannot all pass the limit before any is counted; a
-    # right credential takes its count back.
-    wait, stamp = (state.failures.attempt(address) if presented
+    # A request with a credential not known right is counted before the credential is looked
+    # at, in one locked step, so parallel guesses cannot all pass the limit before any is
+    # counted; a right credential takes its count back.
+    wait, stamp = (state.failures.attempt(address) if counted
                    else (state.failures.blocked(address), 0.0))
     if wait:
         raise too_many_failures(wait)

@@ -404,6 +404,68 @@ def test_failed_credentials__parallel_socket_guesses_are_counted_before_they_are
     assert len(looked) == 30
 
 
+def _slow_credentials(ns, monkeypatch) -> list:
+    """Every credential lookup takes 0.2 s (a slow database) and none is cached: the
+    presented credentials looked up, in order."""
+    state = ns.app.state.nightscout
+    looked = []
+    lookup = state.directory.credential
+
+    def slow_lookup(presented, key=None):
+        looked.append(presented)
+        time.sleep(0.2)
+        return lookup(presented, key)
+
+    monkeypatch.setattr(state.directory, "credential", slow_lookup)
+    monkeypatch.setattr(state, "_grants", _NoCache())
+    return looked
+
+
+class _NoCache(dict):
+    def __setitem__(self, key, value):
+        pass
+
+
+def _at_once(n: int, fn) -> list:
+    """fn(i) for i in range(n), all at once from threads; their results in order."""
+    out = [None] * n
+
+    def run(i):
+        out[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_failed_credentials__parallel_polls_with_a_right_credential_are_never_counted(
+        ns, monkeypatch):
+    """40 polls at once from one address (a family behind one router, or every client seen
+    through a proxy) with the right secret while each lookup takes 0.2 s: all answered. With
+    the lookups in worker threads, counting each one until it was found right answered 429
+    to those past the 30th."""
+    looked = _slow_credentials(ns, monkeypatch)
+    statuses = _at_once(40, lambda i: httpx.get(
+        f"{ns.site_url}/api/v1/entries.json?count={i + 1}", headers=AUTH, timeout=60).status_code)
+    assert statuses == [200] * 40
+    assert len(looked) >= 40
+
+
+def test_failed_credentials__parallel_http_guesses_are_counted_before_they_are_looked_at(
+        ns, monkeypatch):
+    """40 wrong secrets at once from one address, each lookup taking 0.2 s: the 30 the
+    limit allows are looked up and refused, the rest get 429 without a lookup."""
+    looked = _slow_credentials(ns, monkeypatch)
+    statuses = _at_once(40, lambda i: httpx.get(
+        f"{ns.site_url}/api/v1/entries.json", headers={"api-secret": f"{i:040x}"},
+        timeout=60).status_code)
+    assert sorted(statuses) == [401] * 30 + [429] * 10
+    assert len(looked) == 30
+
+
 def test_failure_limit__right_credentials_leave_nothing_behind_and_blocks_outlive_crowds():
     """A right credential takes its count back and leaves no entry; 10,001 addresses signing
     in right do not lift the block of an address past the limit."""
