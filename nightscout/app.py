@@ -156,8 +156,10 @@ class _Edge:
             scope = _rewritten(scope, found)
         cached = None
         if scope["type"] == "http" and scope["method"] == "GET":
-            # a poll whose answer is unchanged (the check reads the database: in a thread)
-            cached = await run_in_threadpool(self.state.replies.answer, scope)
+            # a poll whose answer may be unchanged (the check reads the database: in a thread)
+            hit = self.state.replies.remembered(scope)
+            if hit is not None:
+                cached = await run_in_threadpool(self.state.replies.answer, scope, hit)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         send = _revalidated(send)

@@ -505,11 +505,15 @@ class ReplyCache:
             while len(self._urls) > self._size:
                 self._urls.popitem(last=False)
 
-    def answer(self, scope: dict) -> Response | None:
-        """The remembered reply to this request if it is still what the route would send.
-        It reads the database: call it in a worker thread."""
+    def remembered(self, scope: dict) -> Served | None:
+        """The reply last sent for this URL, if any (memory only: for the event loop)."""
         with self._lock:
-            hit = self._urls.get(_url_key(scope))
+            return self._urls.get(_url_key(scope))
+
+    def answer(self, scope: dict, hit: Served | None = None) -> Response | None:
+        """The remembered reply to this request (`hit`, else looked up) if it is still what
+        the route would send. It reads the database: call it in a worker thread."""
+        hit = hit or self.remembered(scope)
         if hit is None:
             return None
         request = Request(scope)
