@@ -12,19 +12,9 @@ import psycopg
 import pytest
 
 from tests.support.nightscout import SECRET_SHA1, cloud_site, now_ms
-from tools.services import PostgresServer
 
 HELD_S = 4.0  # how long the other program holds the lock
 PROMPT_S = 1.5  # an answer that needs no database comes within this, lock or not
-
-
-@pytest.fixture
-def pg():
-    if not PostgresServer.available():
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    server = PostgresServer().start()
-    yield server
-    server.stop()
 
 
 def _while_locked(site, lock, release, requests):
@@ -98,8 +88,8 @@ def test_sqlite_writer_of_another_program_holds_only_what_needs_the_database(tmp
         assert site.docs.count("entries") == 1
 
 
-def test_postgresql_table_lock_holds_only_what_needs_the_table(pg, tmp_path):
-    url = pg.create_database("locked")
+def test_postgresql_table_lock_holds_only_what_needs_the_table(postgres_url, tmp_path):
+    url = postgres_url
     with cloud_site(tmp_path, url) as site:
         headers = {"api-secret": SECRET_SHA1}
         r = site.post("/api/v1/entries", headers=headers,
