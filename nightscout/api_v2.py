@@ -110,8 +110,8 @@ async def list_subjects(request: Request) -> Response:
     """The site's subjects: names and roles. A random token is shown only when created; one
     made from the API secret (as Nightscout makes every token) is shown to that secret."""
     site, _ = await need(request, "admin:api:subjects:read")
+    sha1 = await run_in_threadpool(granting_secret_sha1, request)
     subjects = await run_in_threadpool(site.subjects.list)
-    sha1 = granting_secret_sha1(request)
     out = []
     for s in subjects:
         token = s.derived_token(sha1)
@@ -138,10 +138,10 @@ async def create_subject(request: Request) -> Response:
     notes = body.get("notes") or ""
     if not isinstance(notes, str):  # it was kept as Python's text of the object
         raise bad_request("notes must be text.")
+    sha1 = await run_in_threadpool(granting_secret_sha1, request)
     try:
         subject, token = await run_in_threadpool(site.subjects.create, body["name"], roles,
-                                                 notes,
-                                                 granting_secret_sha1(request))
+                                                 notes, sha1)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     return json_response({**subject.public(), "accessToken": token})

@@ -223,19 +223,13 @@ class FailureLimit:
     window_s: float = 60.0
     _seen: dict = field(default_factory=lambda: defaultdict(deque))
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _turns: dict = field(default_factory=dict)
+    _turns: tuple = field(default_factory=lambda: tuple(threading.Lock() for _ in range(64)))
 
     def turn(self, address: str) -> threading.Lock:
         """The lock an address's credential checks take one at a time (from attempt() to
-        forgive()); at most 10,000 are kept, those not held are dropped past that."""
-        with self._lock:
-            lock = self._turns.get(address)
-            if lock is None:
-                if len(self._turns) >= 10_000:
-                    for key in [k for k, held in self._turns.items() if not held.locked()]:
-                        del self._turns[key]
-                lock = self._turns[address] = threading.Lock()
-            return lock
+        forgive()): one of 64, by the address's hash (two addresses may share one; nothing
+        to forget, and no moment where one address has two)."""
+        return self._turns[hash(address) % len(self._turns)]
 
     def blocked(self, address: str) -> float:
         """Seconds until this address may try again; 0 when it may now."""

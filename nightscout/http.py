@@ -217,7 +217,11 @@ def _resolve(request: Request, state: NightscoutState, v3: bool,
     # time, so that its counted attempts are the guesses, not requests still being looked up
     # (a family behind one router, or a proxy's address, opening many polls at once), and
     # parallel guesses still cannot all pass before the first is counted.
-    with state.failures.turn(client_address(request)):
+    address = client_address(request)
+    wait = state.failures.blocked(address)
+    if wait:  # refused without waiting for a turn
+        raise too_many_failures(wait)
+    with state.failures.turn(address):
         return _resolved(request, state, v3, count_failure, bearer, offered, token, True, True)
 
 
@@ -227,8 +231,12 @@ def _known(state: NightscoutState, key: str | None, bearer: str, offered: list[s
     value = bearer or (offered[0] if offered else token)
     if auth.looks_like_jwt(value) and (bearer or not offered):
         claims = state.jwt_claims(value)
-        return claims is not None and (key is None or claims["site"] == key) and \
-            state.known_credential(claims["accessToken"], claims["site"], "credential")
+        if claims is not None:
+            return (key is None or claims["site"] == key) and \
+                state.known_credential(claims["accessToken"], claims["site"], "credential")
+        if not bearer:
+            return False
+        # not this site's JWT: a member's sign-in token, looked up as a Bearer
     if bearer:
         return state.known_credential(bearer, key, "bearer")
     return state.known_credential(auth.normalise_presented(value), key, "credential")
