@@ -30,7 +30,7 @@ class DatabaseError(Exception):
 # answering, and every other request, socket and timer of that process would wait with it.
 # The tests run with NIGHTLINK_STRICT_LOOP=1, under which a statement on a database whose
 # `loop_guard` is set (the cloud's), or a password hash, on an event loop raises OnEventLoop.
-# (The edge node's own loop still runs its SQLite statements: README, "Known gaps".)
+# (The edge node's own loop still runs its SQLite statements: README, the edge store's row.)
 _STRICT_LOOP = os.environ.get("NIGHTLINK_STRICT_LOOP") == "1"
 
 

@@ -115,13 +115,14 @@ def _parsed(request: Request, coll: str) -> Query:
         raise bad_request(str(exc)) from None
 
 
-def _opening(request: Request, coll: str) -> tuple[Site, int | None, Response | None,
-                                                    Query | None]:
+def _opening(request: Request, coll: str, *,
+             find: bool = True) -> tuple[Site, int | None, Response | None, Query | None]:
     """What a collection read does before its cache, in one worker thread: the credential,
     the collection's newest change (a 304 for If-Modified-Since), the parsed `find`."""
     site, _ = need_sync(request, f"api:{coll}:read")
     changed, not_modified = _not_modified(request, site, coll)
-    return site, changed, not_modified, None if not_modified else _parsed(request, coll)
+    parsed = _parsed(request, coll) if find and not_modified is None else None
+    return site, changed, not_modified, parsed
 
 
 def _count(request: Request, coll: str, query: Query) -> int:
@@ -492,9 +493,8 @@ async def _sliced(request: Request, coll: str, field: str, kind: str | None,
 async def _current(request: Request, ext: str | None) -> Response:
     """The newest sgv entry as a one-element array (what clocks poll), in the format the
     extension or Accept asks for, as `/entries`: tab-separated text for `*/*`."""
-    site, _ = await need(request, "api:entries:read")
-    changed, not_modified = await run_in_threadpool(_not_modified, request, site,
-                                                    documents.ENTRIES)
+    site, changed, not_modified, _ = await run_in_threadpool(_opening, request,
+                                                             documents.ENTRIES, find=False)
     if not_modified is not None:
         return not_modified
     state = state_of(request)

@@ -518,12 +518,9 @@ class ReplyCache:
         with self._lock:
             return self._urls.get(_url_key(scope))
 
-    def answer(self, scope: dict, hit: Served | None = None) -> Response | None:
-        """The remembered reply to this request (`hit`, else looked up) if it is still what
-        the route would send. It reads the database: call it in a worker thread."""
-        hit = hit or self.remembered(scope)
-        if hit is None:
-            return None
+    def answer(self, scope: dict, hit: Served) -> Response | None:
+        """The remembered reply `hit` to this request if it is still what the route would
+        send. It reads the database: call it in a worker thread."""
         request = Request(scope)
         try:
             site, _ = need_sync(request, hit.permission, v3=hit.v3)
