@@ -29,8 +29,8 @@ class DatabaseError(Exception):
 # writer holds (SQLite's busy timeout, a PostgreSQL row lock) or for a server that stopped
 # answering, and every other request, socket and timer of that process would wait with it.
 # The tests run with NIGHTLINK_STRICT_LOOP=1, under which a statement on a database whose
-# `loop_guard` is set (the cloud's), or a password hash, on an event loop raises OnEventLoop.
-# (The edge node's own loop still runs its SQLite statements: README, the edge store's row.)
+# `loop_guard` is set (the cloud's, and the live edge node's store while it runs), or a
+# password hash, on an event loop raises OnEventLoop.
 _STRICT_LOOP = os.environ.get("NIGHTLINK_STRICT_LOOP") == "1"
 
 

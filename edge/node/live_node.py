@@ -6,6 +6,13 @@ fails is logged, marked in the store's source table and retried; the others go o
 On SIGTERM or Ctrl-C the node stops its sources and exits between two epochs, so nothing
 is half-written (every epoch is one transaction).
 
+The event loop runs no statement on the store: the pipeline (draining samples, closing
+epochs and nights) and every read or write of the node's own run in one thread of their
+own, one at a time and in order (`_stored`), and the Nightscout endpoint's in worker
+threads. A store that waits (another program writing it, an SD card stalling) holds that
+thread, not the microphone's, wearable's or clocks' links, nor the endpoint's other
+requests and sockets. The tests enforce it (`NIGHTLINK_STRICT_LOOP=1`, nightlink/sql.py).
+
 Raw audio stays in memory, one epoch at a time; it is written to disk only when the
 configuration names a file for it (`[audio] keep_raw`).
 """
@@ -13,11 +20,14 @@ configuration names a file for it (`[audio] keep_raw`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nightlink.backoff import Backoff
@@ -135,13 +145,29 @@ class LiveNode:
         self._uploaders_warned = False
         self.nights: NightCloser | None = None
         self._meta_due: dict[str, str] = {}  # meta the store refused at the start
+        self._store_pool: ThreadPoolExecutor | None = None  # the store's thread, while running
+        self._store_ident: int | None = None
+        self._keep: KeptAudio | None = None
 
     # -- helpers -----------------------------------------------------------------------
 
+    async def _stored(self, fn, *args, **kwargs):
+        """fn(*args, **kwargs) in the store's thread (one thread: the calls run in the order
+        made), its result or exception; the event loop goes on meanwhile."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._store_pool, call)
+
     def _status(self, source: str, kind: str, state: str, detail: str = "") -> None:
-        """Record a source's state for `nightlink edge status`; a store that refuses the write
-        (a full disk) leaves the old state there, and must not stop the caller, which is
-        often reporting that very failure."""
+        """Record a source's state for `nightlink edge status`, in the store's thread without
+        waiting for it; a store that refuses the write (a full disk) leaves the old state
+        there, and must not stop the caller, which is often reporting that very failure."""
+        pool = self._store_pool
+        if pool is not None and threading.get_ident() != self._store_ident:
+            pool.submit(self._set_status, source, kind, state, detail)
+        else:
+            self._set_status(source, kind, state, detail)
+
+    def _set_status(self, source: str, kind: str, state: str, detail: str) -> None:
         try:
             self.store.set_source(source, kind, state, detail)
         except DatabaseError as exc:
@@ -261,8 +287,9 @@ class LiveNode:
         site that fails is retried after a back-off with jitter (at least what its
         Retry-After asks), said in the log and the source's status, and polling goes on."""
         fo = self.cfg.follower
-        newest = self.store.entries(count=1, type_="sgv",  # not one dated ahead of the clock
-                                    date_lte=int((self.clock.now() + FUTURE_S) * 1000))
+        newest = await self._stored(self.store.entries, count=1, type_="sgv",  # not one
+                                    date_lte=int((self.clock.now() + FUTURE_S) * 1000))  # dated
+        # ahead of the clock
         follower = NightscoutFollower(fo.url, api_secret=fo.api_secret or None,
                                       token=fo.token or None, interval_s=fo.interval_s,
                                       client=self.follower_client, clock=self.clock.now,
@@ -294,8 +321,8 @@ class LiveNode:
                 backoff.reset()
                 if readings:
                     try:
-                        self.store.add_entries(glucose_to_entry(g, "follower")
-                                               for g in readings)
+                        await self._stored(self.store.add_entries,
+                                           [glucose_to_entry(g, "follower") for g in readings])
                     except DatabaseError as exc:  # the clocks get them from memory, and
                         self.unstored.extend(readings)  # they are fetched again to be stored
                         follower.last_ms = mark
@@ -345,7 +372,8 @@ class LiveNode:
                     if link.connected and not (was and was[0]):
                         feed.forget()  # a broker restarted may have lost the retained ones
                     if link.connected:
-                        feed.update(self.store, self.clock.now(), extra=tuple(self.unstored))
+                        await self._stored(feed.update, self.store, self.clock.now(),
+                                           extra=tuple(self.unstored))
                 except DatabaseError as exc:  # the link stays up: the next pass tries again
                     if unread is None:
                         _LOGGER.warning("clocks: the store cannot be read (%s); the clocks "
@@ -510,10 +538,11 @@ class LiveNode:
             await asyncio.sleep(0)  # epochs held in an outage are written one per pass: the
             # endpoint and the clocks' feed go on between them
             try:
-                self._close(e)
+                await self._stored(self._close, e)
             except DatabaseError as exc:
-                if refused is None and self._use_reserve(f"the store refused the epoch of "
-                                                         f"{iso_epoch(e)} ({exc})"):
+                if refused is None and await self._stored(
+                        self._use_reserve, f"the store refused the epoch of {iso_epoch(e)} "
+                        f"({exc})"):
                     continue  # the reserve's room: the epoch again at once
                 delay = backoff.next()
                 if refused is None:  # once an outage (its words change: the bytes free)
@@ -524,7 +553,7 @@ class LiveNode:
                 refused = str(exc)
                 self.refusing = True
                 if self.store.db.alone:  # opened read-only: writes wait for it to be shared
-                    await asyncio.to_thread(self.store.renew_reserve)
+                    await self._stored(self.store.renew_reserve)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay / self.clock.speed)
                 except TimeoutError:
@@ -538,8 +567,8 @@ class LiveNode:
                 refused, self.refusing = None, False
                 backoff.reset()
             if again or self.epochs_closed % PRUNE_EVERY_EPOCHS == 0:
-                self.nights.retry_refused()  # nights the store refused to close
-                await asyncio.to_thread(self.store.renew_reserve)  # made again once there is room
+                await self._stored(self.nights.retry_refused)  # nights the store refused to close
+                await self._stored(self.store.renew_reserve)  # made again once there is room
 
     def _use_reserve(self, why: str) -> int:
         """A write refused on a full filesystem: the reserve's room (its bytes, 0: none)."""
@@ -623,7 +652,7 @@ class LiveNode:
         said = False
         while not stop.is_set() and self.clock.now() < t:
             try:
-                self._drain()
+                await self._stored(self._drain)
             except DatabaseError:
                 pass  # the closer's own pass says it, and tries again
             behind = t - self.clock.now()
@@ -655,6 +684,22 @@ class LiveNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until stop is set; returns after the last complete epoch is stored."""
+        guard = self.store.db.loop_guard
+        self._store_pool = ThreadPoolExecutor(1, "nightlink-store", initializer=self._store_is)
+        self.store.db.loop_guard = True  # strict mode: a statement on the loop raises
+        try:
+            await self._stored(self._start)
+            await self._run(stop)
+        finally:
+            pool, self._store_pool = self._store_pool, None
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+            self.store.db.loop_guard = guard
+
+    def _store_is(self) -> None:
+        self._store_ident = threading.get_ident()
+
+    def _start(self) -> None:
+        """Begin the run in the store: the boot, nights missed while down, the first epoch."""
         try:
             self.store.start_boot()
         except DatabaseError as exc:  # a filesystem full to the last byte
@@ -703,9 +748,12 @@ class LiveNode:
         offset = c_room.mic_spl_at_0_dbfs if (c_room := self.cfg.room).noise_from_audio else None
         self.live_audio = LiveAudio(self.pipeline, keep, offset, speed=self.clock.speed,
                                     rate=self.cfg.audio.sample_rate)
+        self._keep = keep
         # Readings from the last hours give the first epochs their latest value and trend.
         self._last_entry_ms = int((epoch_start(first) - 60 * CGM_MAX_AGE_MIN) * 1000) - 1
         self._late_cursor = self.store.docs.last_modified("entries") or 0
+
+    async def _run(self, stop: asyncio.Event) -> None:
         jobs = []
         c = self.cfg
         if c.audio.enabled:
@@ -734,31 +782,35 @@ class LiveNode:
                 except TimeoutError:
                     t.cancel()
             await closer
-            if self._beats:  # those of the epoch under way, for the night's screen
-                try:
-                    self.store.add_beats(self._beats)
-                    self._beats = []
-                except DatabaseError as exc:
-                    _LOGGER.warning("%d beats of the last seconds were not stored (%s)",
-                                    len(self._beats), exc)
-            if keep is not None:
-                keep.close()
-            if self.last_closed is not None:  # what there is of tonight so far, if inside
-                try:  # the schedule
-                    partial_summary(self.store, self.nights, self.last_closed)
-                except DatabaseError as exc:
-                    _LOGGER.warning("tonight's summary so far was not stored (%s)", exc)
-            held = epoch_index(self.clock.now()) - self.pipeline.epoch
-            # (the epoch under way is not complete; one within close_delay_s is not closed)
-            self.held_at_stop = max(0, held - 1) if self.refusing else 0
-            if self.held_at_stop:
-                _LOGGER.warning("stopped with %d epochs the store refused not stored (from %s)",
-                                self.held_at_stop, iso_epoch(self.pipeline.epoch))
-            for name, kind, _ in jobs:
-                self._status(name, kind, "stopped")
-            self._status("night", "schedule", "stopped")
-            self._status("store", "sqlite", "stopped", str(self.store.path))
-            _LOGGER.info("stopped after %d epochs", self.epochs_closed)
+            await self._stored(self._finish, jobs)
+
+    def _finish(self, jobs: list) -> None:
+        """End the run in the store: what is held in memory, tonight so far, the states."""
+        if self._beats:  # those of the epoch under way, for the night's screen
+            try:
+                self.store.add_beats(self._beats)
+                self._beats = []
+            except DatabaseError as exc:
+                _LOGGER.warning("%d beats of the last seconds were not stored (%s)",
+                                len(self._beats), exc)
+        if self._keep is not None:
+            self._keep.close()
+        if self.last_closed is not None:  # what there is of tonight so far, if inside
+            try:  # the schedule
+                partial_summary(self.store, self.nights, self.last_closed)
+            except DatabaseError as exc:
+                _LOGGER.warning("tonight's summary so far was not stored (%s)", exc)
+        held = epoch_index(self.clock.now()) - self.pipeline.epoch
+        # (the epoch under way is not complete; one within close_delay_s is not closed)
+        self.held_at_stop = max(0, held - 1) if self.refusing else 0
+        if self.held_at_stop:
+            _LOGGER.warning("stopped with %d epochs the store refused not stored (from %s)",
+                            self.held_at_stop, iso_epoch(self.pipeline.epoch))
+        for name, kind, _ in jobs:
+            self._status(name, kind, "stopped")
+        self._status("night", "schedule", "stopped")
+        self._status("store", "sqlite", "stopped", str(self.store.path))
+        _LOGGER.info("stopped after %d epochs", self.epochs_closed)
 
 
 def run_forever(node: LiveNode) -> None:

@@ -106,12 +106,13 @@ class FakeI2CBus:
 
 
 def run_until(node, done, timeout_s=30.0):
-    """Run the node until done() holds (checked every 50 ms), then stop it."""
+    """Run the node until done() holds (checked every 50 ms, in a worker thread: the node's
+    event loop runs no statement on its store), then stop it."""
     stop = asyncio.Event()
 
     async def main():
         async def stopper():
-            while not done():
+            while not await asyncio.to_thread(done):
                 await asyncio.sleep(0.05)
             stop.set()
         await asyncio.gather(node.run(stop), stopper())
@@ -392,7 +393,8 @@ port = {mosquitto.port}
 
     async def main():
         async def publisher():
-            while store.sources().get("clocks", {}).get("state") != "subscribed":
+            while (await asyncio.to_thread(store.sources)).get("clocks", {}).get(
+                    "state") != "subscribed":  # the node's loop runs no statement
                 await asyncio.sleep(0.05)
             pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
             pub.connect(mosquitto.host, mosquitto.port)
@@ -403,7 +405,7 @@ port = {mosquitto.port}
                         qos=1).wait_for_publish(5)
             pub.loop_stop()
             pub.disconnect()
-            while len(store.dead_letters()) < 3:
+            while len(await asyncio.to_thread(store.dead_letters)) < 3:
                 await asyncio.sleep(0.05)
             stop.set()
         await asyncio.gather(node.run(stop), publisher())

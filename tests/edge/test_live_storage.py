@@ -12,6 +12,8 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import threading
+import time
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -66,7 +68,7 @@ port = {mosquitto.port}
 
         async def until(done, what: str, timeout: float = 30.0) -> None:
             async with asyncio.timeout(timeout):
-                while not done():
+                while not await asyncio.to_thread(done):  # no statement on the loop
                     await asyncio.sleep(0.05)
             seen[what] = True
 
@@ -428,3 +430,75 @@ def test_store__read_only_on_a_full_disk_reads_what_another_program_wrote(tmp_pa
             assert node.db.query("PRAGMA integrity_check")[0]["integrity_check"] == "ok"
         finally:
             node.close()
+
+
+def test_live__another_program_writing_the_store_holds_neither_the_loop_nor_the_endpoint(
+        tmp_path):
+    """A backup tool, `sqlite3` or an import writing the store: while it holds the write lock
+    the node's event loop (the sources' links, the endpoint's sockets) goes on, and once it
+    lets go every epoch of that time is stored."""
+    port = free_port()
+    cfg = _config(tmp_path, f"""
+close_delay_s = 0.5
+[audio]
+enabled = false
+[room]
+enabled = true
+[nightscout]
+host = "127.0.0.1"
+port = {port}
+api_secret = "{SECRET}"
+""")
+    store = EdgeStore(tmp_path / "edge.db")
+    node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0),
+                    i2c_bus=FakeI2CBus())
+    seen: dict = {"gap": 0.0, "answers": []}
+
+    def hold(seconds: float) -> None:  # another program's write transaction
+        other = sqlite3.connect(tmp_path / "edge.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            seen["holding"] = True
+            threading.Event().wait(seconds)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            seen["holding"] = False
+
+    def versions() -> float:
+        began = time.monotonic()
+        got = httpx.get(f"http://127.0.0.1:{port}/api/versions", timeout=10)
+        assert got.status_code == 200
+        return time.monotonic() - began
+
+    async def scenario(stop: asyncio.Event) -> None:
+        while node.server_port is None or node.last_closed is None:
+            await asyncio.sleep(0.05)
+        held = asyncio.create_task(asyncio.to_thread(hold, 4.0))
+        while not seen.get("holding"):
+            await asyncio.sleep(0.01)
+        while seen["holding"]:  # the loop's longest pause, and the endpoint, meanwhile
+            began = time.monotonic()
+            await asyncio.sleep(0.02)
+            seen["gap"] = max(seen["gap"], time.monotonic() - began - 0.02)
+            if len(seen["answers"]) < 3 and not seen.get("asking"):
+                seen["asking"] = True
+                seen["answers"].append(await asyncio.to_thread(versions))
+                seen["asking"] = False
+        await held
+        seen["after"] = node.clock.now()
+        while node.last_closed is None or epoch_start(node.last_closed) < seen["after"]:
+            await asyncio.sleep(0.05)
+        stop.set()
+
+    async def main():
+        stop = asyncio.Event()
+        await asyncio.gather(node.run(stop), scenario(stop))
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert seen["gap"] < 1.0, seen  # before: the loop waited out the lock (4 s)
+    assert seen["answers"] and max(seen["answers"]) < 1.5, seen
+    stored = store.epoch_values(features.ROOM, node.first_epoch, node.pipeline.epoch)
+    assert sorted(stored) == list(range(node.first_epoch, node.pipeline.epoch))
+    assert all(values[0] is not None for values in stored.values())
+    store.close()
