@@ -81,8 +81,19 @@ def covered_nights(readings, tz: ZoneInfo, night=NIGHT_MIN) -> list[int]:
 def sounding(readings, carbs_ms: list[int], policy=lowrisk.DEFAULT_POLICY,
              model=None) -> list[tuple[int, int]]:
     """(t_ms, p) at each reading (4.5 minutes apart) where the policy would sound at any
-    threshold up to p; readings (t_ms, sgv) oldest first, carbs_ms the times of carbs."""
-    model = model or lowrisk.LowRisk()
+    threshold up to p; readings (t_ms, sgv) oldest first, carbs_ms the times of carbs.
+    Without a `model`, the network runs on all the hours at once (cloud/lowrisk_batch.py):
+    one pass records them, a second decides with the answers."""
+    if model is None:
+        from nightlink.cloud import lowrisk_batch
+
+        asked = lowrisk_batch.Recorder()
+        _sounding(readings, carbs_ms, policy, asked)
+        model = lowrisk_batch.Answered(list(asked.seen))
+    return _sounding(readings, carbs_ms, policy, model)
+
+
+def _sounding(readings, carbs_ms: list[int], policy, model) -> list[tuple[int, int]]:
     times = [t for t, _ in readings]
     carbs = sorted(carbs_ms)
     hold_ms = policy[5] * MINUTE_MS
