@@ -101,7 +101,14 @@ class Database:
 
 
 class SQLiteDatabase(Database):
-    """One file, WAL, one writer at a time (a lock), reads from any thread."""
+    """One file, WAL, one writer at a time (a lock), reads from any thread.
+
+    A SELECT outside the calling thread's own transaction runs on a connection of that
+    thread's (query_only): WAL lets it read the last commit while a write is under way, so a
+    read never waits for another thread's write, nor for another program holding the write
+    lock, nor for a durable commit reaching an SD card. A thread's reads inside its own
+    transaction, and every read of a file opened alone (`alone`) or in memory, go through the
+    one writing connection, under its lock, as writes do."""
 
     kind = "sqlite"
     AUTO_ID = "INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -123,6 +130,11 @@ class SQLiteDatabase(Database):
         self.path = str(path)
         self._durable = durable
         self.alone = ""  # "exclusive" or "read-only" when opened alone on a full filesystem
+        self._owner: int | None = None  # the thread whose transaction is under way
+        self._local = threading.local()  # each thread's reading connection
+        self._readers: list[sqlite3.Connection] = []  # all of them, closed with the file
+        self._readers_lock = threading.Lock()
+        self._generation = 0  # the writing connection's: readers of an older one are closed
         if self.path != ":memory:":
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +177,40 @@ class SQLiteDatabase(Database):
             raise
         self.conn, self.alone = conn, alone
         self._seen, self._retry_at = self._file_state(), 0.0
+        self._close_readers()  # opened again, or alone now: no reader of the one before
+
+    def _close_readers(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+            self._generation += 1
+        for conn in readers:
+            conn.close()
+
+    def _reader(self, sql: str) -> sqlite3.Connection | None:
+        """The calling thread's reading connection for sql, or None: the writing one reads it
+        (not a SELECT, the thread's own transaction, a file opened alone or in memory)."""
+        if (self.alone or self.path == ":memory:" or sql.lstrip()[:6].upper() != "SELECT"
+                or (self._depth and self._owner == threading.get_ident())):
+            return None
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.generation == self._generation:
+            return conn
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=10.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.DatabaseError:
+            return None  # the writing connection reads it, as before
+        with self._readers_lock:
+            if self.alone:  # opened alone meanwhile
+                conn.close()
+                return None
+            self._readers.append(conn)
+            local.conn, local.generation = conn, self._generation
+        return conn
 
     def _file_state(self) -> tuple:
         """What tells that another program wrote the file: its size and time, a -wal."""
@@ -250,9 +296,17 @@ class SQLiteDatabase(Database):
         return self._run(lambda: self.conn.executemany(sql, rows).rowcount)
 
     def query(self, sql, params=()):
-        return self._run(
-            lambda: [dict(r) for r in self.conn.execute(sql, tuple(params)).fetchall()]
-        )
+        reader = self._reader(sql)
+        if reader is None:
+            return self._run(
+                lambda: [dict(r) for r in self.conn.execute(sql, tuple(params)).fetchall()]
+            )
+        if self.loop_guard:
+            off_loop()
+        try:
+            return [dict(r) for r in reader.execute(sql, tuple(params)).fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(self._explained(exc)) from None
 
     @contextmanager
     def transaction(self):
@@ -265,6 +319,7 @@ class SQLiteDatabase(Database):
             if outer:
                 self._run(lambda: self.conn.execute("BEGIN IMMEDIATE"))
                 self._undo = []
+                self._owner = threading.get_ident()
             self._depth += 1
             try:
                 yield
@@ -302,6 +357,7 @@ class SQLiteDatabase(Database):
     def close(self):
         with self._lock:
             self.conn.close()
+            self._close_readers()
 
 
 def storage_problem(path: str, *, low_bytes: int = 1 << 20) -> str | None:

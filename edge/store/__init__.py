@@ -99,7 +99,7 @@ def keep_reserve(db: Path, size: int) -> bool:
 
 class EdgeStore(Records, Outbox, DocOutbox, CloudDocs, Status, Imports):
     """The local store. Writes go through one lock (one writer); reads may come from any
-    thread and wait while another thread's transaction is open."""
+    thread and read the last commit without waiting (nightlink/sql.py)."""
 
     def __init__(self, path: Path | str, *, retention_days: int = 30,
                  reserve_bytes: int | None = None):

@@ -17,13 +17,15 @@ HELD_S = 4.0  # how long the other program holds the lock
 PROMPT_S = 1.5  # an answer that needs no database comes within this, lock or not
 
 
-def _while_locked(site, lock, release, requests):
+def _while_locked(site, lock, release, requests, reads=()):
     """Hold the lock; start each of `requests` (name, function; each needs the locked data)
-    in a thread, 0.2 s apart; then ask what needs no database; release the lock after HELD_S.
-    Returns (path, status, seconds) of the free answers and {name: (reply, seconds)}."""
+    in a thread, 0.2 s apart; then run each of `reads` (name, function: a read that needs no
+    lock) and ask what needs no database; release the lock after HELD_S. Returns (path,
+    status, seconds) of the free answers, {name: (reply, seconds)} of the requests and of
+    the reads."""
     lock()
     held_until = time.monotonic() + HELD_S
-    replies, threads, free = {}, [], []
+    replies, threads, free, read = {}, [], [], {}
 
     def run(name, fn):
         started = time.monotonic()
@@ -37,6 +39,9 @@ def _while_locked(site, lock, release, requests):
             time.sleep(0.2)
         time.sleep(0.3)  # the requests are waiting on the lock now
         assert not replies, f"answered before the lock was released: {replies}"
+        for name, fn in reads:
+            started = time.monotonic()
+            read[name] = (fn(), time.monotonic() - started)
         with httpx.Client(timeout=2 * PROMPT_S) as client:
             for path in ("/api/versions", "/healthz", "/api/v3/version"):
                 started = time.monotonic()
@@ -51,7 +56,7 @@ def _while_locked(site, lock, release, requests):
         release()
         for thread in threads:
             thread.join(30)
-    return free, replies
+    return free, replies, read
 
 
 def _prompt(free):
@@ -71,20 +76,22 @@ def test_sqlite_writer_of_another_program_holds_only_what_needs_the_database(tmp
                               timeout=30, json=[{"type": "sgv", "sgv": 104, "date": now_ms(),
                                                  "device": "xDrip"}])
 
-        def poll():  # a clock's poll: a read, but behind the upload on the one connection
+        def poll():  # a clock's poll: a read, not behind the upload (a reading connection)
             return httpx.get(f"{site.root}/t/fam-1/api/v1/entries.json?count=5",
                              headers=headers, timeout=30)
 
-        free, replies = _while_locked(site, lambda: other.execute("BEGIN IMMEDIATE"),
-                                      lambda: other.execute("COMMIT"),
-                                      [("upload", upload), ("poll", poll)])
+        free, replies, read = _while_locked(site, lambda: other.execute("BEGIN IMMEDIATE"),
+                                            lambda: other.execute("COMMIT"),
+                                            [("upload", upload)], [("poll", poll)])
         other.close()
         _prompt(free)
         reply, took = replies["upload"]
         assert reply.status_code == 200, reply.text
         assert reply.json()[0]["sgv"] == 104
         assert took >= HELD_S - 1.0  # it did wait for the other program's write
-        assert replies["poll"][0].status_code == 200
+        reply, took = read["poll"]
+        assert reply.status_code == 200 and took < PROMPT_S, (reply.text, took)
+        assert reply.json() == []  # the upload waiting for the lock is not stored yet
         assert site.docs.count("entries") == 1
 
 
@@ -105,8 +112,8 @@ def test_postgresql_table_lock_holds_only_what_needs_the_table(postgres_url, tmp
             return httpx.get(f"{site.root}/t/fam-1/api/v1/entries/sgv.json?count=1",
                              headers=headers, timeout=30)
 
-        free, replies = _while_locked(site, lock, lambda: admin.execute("ROLLBACK"),
-                                      [("poll", poll)])
+        free, replies, _ = _while_locked(site, lock, lambda: admin.execute("ROLLBACK"),
+                                         [("poll", poll)])
         admin.close()
         _prompt(free)
         reply, took = replies["poll"]

@@ -435,8 +435,8 @@ def test_store__read_only_on_a_full_disk_reads_what_another_program_wrote(tmp_pa
 def test_live__another_program_writing_the_store_holds_neither_the_loop_nor_the_endpoint(
         tmp_path):
     """A backup tool, `sqlite3` or an import writing the store: while it holds the write lock
-    the node's event loop (the sources' links, the endpoint's sockets) goes on, and once it
-    lets go every epoch of that time is stored."""
+    the node's event loop (the sources' links, the endpoint's sockets) goes on, the endpoint's
+    reads are answered, and once it lets go every epoch of that time is stored."""
     port = free_port()
     cfg = _config(tmp_path, f"""
 close_delay_s = 0.5
@@ -465,10 +465,12 @@ api_secret = "{SECRET}"
             other.close()
             seen["holding"] = False
 
-    def versions() -> float:
+    def versions() -> float:  # what needs no store, and a clock's poll, which reads it
         began = time.monotonic()
         got = httpx.get(f"http://127.0.0.1:{port}/api/versions", timeout=10)
-        assert got.status_code == 200
+        polled = httpx.get(f"http://127.0.0.1:{port}/api/v1/entries.json?count=1",
+                           headers=HEADERS, timeout=10)
+        assert got.status_code == 200 and polled.status_code == 200
         return time.monotonic() - began
 
     async def scenario(stop: asyncio.Event) -> None:
@@ -477,11 +479,14 @@ api_secret = "{SECRET}"
         held = asyncio.create_task(asyncio.to_thread(hold, 4.0))
         while not seen.get("holding"):
             await asyncio.sleep(0.01)
+        held_at = time.monotonic()
         while seen["holding"]:  # the loop's longest pause, and the endpoint, meanwhile
             began = time.monotonic()
             await asyncio.sleep(0.02)
             seen["gap"] = max(seen["gap"], time.monotonic() - began - 0.02)
-            if len(seen["answers"]) < 3 and not seen.get("asking"):
+            # asked at 1.5, 2.5 and 3.5 s: by then an epoch's write waits for the lock
+            if time.monotonic() - held_at > 1.5 + len(seen["answers"]) and \
+                    len(seen["answers"]) < 3 and not seen.get("asking"):
                 seen["asking"] = True
                 seen["answers"].append(await asyncio.to_thread(versions))
                 seen["asking"] = False
