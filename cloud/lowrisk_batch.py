@@ -58,24 +58,9 @@ class Answered:
 def _prepared(model: lowrisk.LowRisk, history) -> tuple[list[int], int] | None:
     """LowRisk.predict's input: (the model's int8 inputs, the newest reading as filled), or
     None when it would answer -1 (too few recent readings)."""
-    n = lowrisk.HISTORY
-    if history[n - 1] <= 0 or sum(1 for i in range(n - 4, n) if history[i] > 0) < 3:
+    if not model.load(history):
         return None
-    f = [0] * n
-    first = -1
-    for i in range(n):
-        g = history[i]
-        if g > 0:
-            g = min(g, lowrisk._MAX_MGDL)  # noqa: SLF001 - the clamp predict() applies
-            if first < 0:
-                first = i
-                for k in range(i):
-                    f[k] = g
-            f[i] = g
-        elif first >= 0:
-            f[i] = f[i - 1]
-    lut = model.lut
-    return [v - 256 if v > 127 else v for v in (lut[g] for g in f)], f[n - 1]
+    return [v - 256 if v > 127 else v for v in model.x], model.filled[lowrisk.HISTORY - 1]
 
 
 def _requant(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:

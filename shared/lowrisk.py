@@ -148,16 +148,16 @@ class LowRisk:
         self.permille = array("H", struct.unpack("<256H", lowrisk_weights.PERMILLE))
         self.logit = 0
 
-    def predict(self, history):
-        """Risk in permille (0..1000), or -1 without enough recent readings."""
+    def load(self, history):
+        """Put the hour into the network's input (`x`, int8 as bytes; `filled`, the readings
+        with gaps filled); False without enough recent readings."""
         f = self.filled
-        self.forecast = -1
         present = 0
         for i in range(HISTORY - 4, HISTORY):
             if history[i] > 0:
                 present += 1
         if history[HISTORY - 1] <= 0 or present < 3:
-            return -1
+            return False
         first = -1
         for i in range(HISTORY):
             g = history[i]
@@ -175,6 +175,15 @@ class LowRisk:
         lut = self.lut
         for i in range(HISTORY):
             x[i] = lut[f[i]]
+        return True
+
+    def predict(self, history):
+        """Risk in permille (0..1000), or -1 without enough recent readings."""
+        self.forecast = -1
+        if not self.load(history):
+            return -1
+        f = self.filled
+        x = self.x
         trunk = x
         for layer in self.layers:
             trunk = x
