@@ -26,11 +26,13 @@ from nightlink.nightscout.http import (
     Served,
     json_response,
     need,
+    need_sync,
     read_json,
     resolve,
     state_of,
 )
 from nightlink.nightscout.query import QueryError, parse_v3
+from nightlink.nightscout.site import Site
 from nightlink.nightscout.store import Row
 
 API3_VERSION = "3.0.3-alpha"
@@ -287,14 +289,22 @@ async def history(col: str, since: str, request: Request) -> Response:
     return await _history(col, request, since_ms, inclusive=False)
 
 
+def _history_opening(request: Request, col: str) -> tuple[Site, int | None]:
+    """The credential and the collection's newest change, in one worker thread."""
+    try:
+        site, _ = need_sync(request, _perm(col, "read"), v3=True)
+    except NSError as exc:
+        raise fail(exc.status, exc.description or exc.message) from None
+    return site, site.docs.last_modified(col)
+
+
 async def _history(col: str, request: Request, since: int, *, inclusive: bool) -> Response:
     col = _collection(col)
-    site, _ = await _need(request, col, "read")
+    site, changed = await run_in_threadpool(_history_opening, request, col)
     limit = _int_param(request, "limit", MAX_LIMIT, 1, MAX_LIMIT)
     fields = request.query_params.get("fields")
     # A page changes only when the collection does: keep it encoded until then.
     state = state_of(request)
-    changed = await run_in_threadpool(site.docs.last_modified, col)
     key = (site.key, "v3-history", col, since, inclusive, limit, fields)
     reply = state.replies.get(key, changed)
     if reply is None:
