@@ -173,7 +173,19 @@ def app_from_environment() -> FastAPI:
     --env-file` gave it (uvicorn's factory for several worker processes)."""
     from nightlink.cloud.config import load_settings
 
-    return create_app(load_settings(env_file=os.environ.get("NIGHTLINK_ENV_FILE") or None))
+    return served(create_app(load_settings(env_file=os.environ.get("NIGHTLINK_ENV_FILE") or None)))
+
+
+def served(app: FastAPI) -> FastAPI:
+    """The app of a serving process, its start-up objects (modules, routes, settings, the
+    app) kept out of the cyclic collector's passes (gc.freeze, after collecting what is
+    already garbage): they live as long as the process, and a full pass that scanned them
+    again paused every request under way (`bench api`: p99 80-140 ms, frozen 36-58)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 def bootstrap_admin(store: Store, settings: Settings) -> None:

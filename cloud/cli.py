@@ -188,9 +188,9 @@ def serve(host: str, port: int, database_url: str | None, api_only: bool, ingest
     app = None
     announced = threading.Event()
     if not ingest_only:
-        from nightlink.cloud.app import create_app
+        from nightlink.cloud.app import create_app, served
 
-        app = create_app(settings, store)
+        app = served(create_app(settings, store))
     if not api_only:
         from nightlink.cloud.ingest import IngestWorker
 

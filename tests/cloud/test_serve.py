@@ -262,3 +262,27 @@ def test_cloud_serve__several_workers_read_the_env_file_given(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_served__the_serving_process_keeps_its_start_up_heap_out_of_the_collectors_passes(
+        tmp_path):
+    """cloud/app.served (every serving process's app goes through it): the objects made up
+    to the start are frozen (gc.freeze), after the garbage among them was collected. In a
+    process of its own: freezing this test process's heap would outlive the test."""
+    script = (
+        "import gc, weakref\n"
+        "from nightlink.cloud.app import create_app, served\n"
+        "from nightlink.cloud.config import load_settings\n"
+        "app = create_app(load_settings())\n"
+        "class Cycle: pass\n"
+        "c = Cycle(); c.me = c; ref = weakref.ref(c); del c\n"  # only the collector frees it
+        "before = gc.get_freeze_count()\n"
+        "assert served(app) is app\n"
+        "print(before, gc.get_freeze_count(), int(ref() is not None))\n")
+    env = {**os.environ, "NIGHTLINK_ENV": "development",
+           "NIGHTLINK_DATABASE_URL": f"sqlite:///{tmp_path / 'cloud.db'}"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    before, frozen, garbage = map(int, out.stdout.split()[-3:])
+    assert before == 0 and frozen > 10_000, out.stdout  # the modules, routes and app
+    assert garbage == 0  # collected, not frozen
