@@ -189,15 +189,30 @@ def resolve_sync(request: Request, *, v3: bool = False,
     state = state_of(request)
     if not count_failure:  # a look before the route, which resolves (and counts) itself
         return _resolve(request, state, v3, count_failure)
-    kept = request.scope.get("state", {}).get(_RESOLVED)
-    if kept is not None and kept[0] == v3:  # once a request: a guess is counted once
-        return kept[1]
-    found = _resolve(request, state, v3, count_failure)
+    kept = _kept(request, v3)
+    if kept is not None:  # once a request: a guess is counted once
+        return kept
+    try:
+        found = _resolve(request, state, v3, count_failure)
+    except NSError as exc:  # refused (a wrong credential, counted): the same to the route
+        request.scope.setdefault("state", {})[_RESOLVED] = (v3, exc)
+        raise
     request.scope.setdefault("state", {})[_RESOLVED] = (v3, found)
     return found
 
 
 _RESOLVED = "nightlink.nightscout.resolved"
+
+
+def _kept(request: Request, v3: bool) -> tuple[Site, auth.Grant] | None:
+    """The request's resolution made before it reached here (the reply cache's check), its
+    refusal raised again, or None."""
+    kept = request.scope.get("state", {}).get(_RESOLVED)
+    if kept is None or kept[0] != v3:
+        return None
+    if isinstance(kept[1], NSError):
+        raise kept[1]
+    return kept[1]
 
 
 def _resolve(request: Request, state: NightscoutState, v3: bool,
@@ -333,17 +348,17 @@ async def need(request: Request, permission: str, *,
     """need_sync for a route: the site and credential are looked up in a worker thread (the
     database may wait on a lock or a server; the event loop serves everyone else meanwhile),
     once a request (a later call finds them in the request's scope)."""
-    kept = request.scope.get("state", {}).get(_RESOLVED)
-    if kept is not None and kept[0] == v3:
-        return _granted(kept[1], permission, v3)
+    kept = _kept(request, v3)
+    if kept is not None:
+        return _granted(kept, permission, v3)
     return await run_in_threadpool(need_sync, request, permission, v3=v3)
 
 
 async def resolve(request: Request, *, v3: bool = False) -> tuple[Site, auth.Grant]:
     """resolve_sync in a worker thread (none needed once the request has been resolved)."""
-    kept = request.scope.get("state", {}).get(_RESOLVED)
-    if kept is not None and kept[0] == v3:
-        return kept[1]
+    kept = _kept(request, v3)
+    if kept is not None:
+        return kept
     return await run_in_threadpool(resolve_sync, request, v3=v3)
 
 

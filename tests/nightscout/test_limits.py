@@ -519,3 +519,15 @@ def test_failed_credentials__a_wrong_token_on_a_public_site_counts_once(cloud_ns
         assert r.status_code == 200, (i, r.status_code, r.text)
     r = cloud_ns.client.get(f"{site}/api/v2/properties/bgnow,iob?token=wrong-0")
     assert r.status_code == 429, r.text
+
+
+def test_failed_credentials__a_wrong_secret_on_a_remembered_reply_counts_once(ns):
+    """A poll whose reply the cache remembers is checked by the cache, then (refused there)
+    by the route: a wrong secret on it is one guess, not two, so 30 pass and the 31st is
+    refused."""
+    url = "/api/v1/entries.json?count=1"
+    assert ns.get(url, headers=AUTH).status_code == 200
+    assert ns.get(url, headers=AUTH).status_code == 200  # answered from the cache
+    wrong = {"api-secret": "0" * 40}
+    assert [ns.get(url, headers=wrong).status_code for _ in range(30)] == [401] * 30
+    assert ns.get(url, headers=wrong).status_code == 429
