@@ -57,8 +57,10 @@ def _iso(ms: int) -> str:
 @pytest.fixture
 def node(store):
     seed(store)
+    store.db.loop_guard = True  # as while the live node runs: no statement on the event loop
     with serve(create_app(store, SECRET, name="Ann at home")) as url:
         yield url
+    store.db.loop_guard = False
 
 
 def session(url: str, secret: str) -> httpx.Client:

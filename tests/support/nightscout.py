@@ -132,6 +132,7 @@ def edge_site(tmp_path: Path) -> Iterator[Site]:
     from nightlink.nightscout.limits import Limits
 
     store = EdgeStore(tmp_path / "edge.db")
+    store.db.loop_guard = True  # as while the live node runs: no statement on the event loop
     app = create_app(store, SECRET, limits=Limits(upload_rate_per_min=0))
 
     def dead_letters() -> list[dict]:
