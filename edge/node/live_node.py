@@ -287,9 +287,9 @@ class LiveNode:
         site that fails is retried after a back-off with jitter (at least what its
         Retry-After asks), said in the log and the source's status, and polling goes on."""
         fo = self.cfg.follower
-        newest = await self._stored(self.store.entries, count=1, type_="sgv",  # not one
-                                    date_lte=int((self.clock.now() + FUTURE_S) * 1000))  # dated
-        # ahead of the clock
+        # the newest reading stored, not one dated ahead of the clock
+        newest = await self._stored(self.store.entries, count=1, type_="sgv",
+                                    date_lte=int((self.clock.now() + FUTURE_S) * 1000))
         follower = NightscoutFollower(fo.url, api_secret=fo.api_secret or None,
                                       token=fo.token or None, interval_s=fo.interval_s,
                                       client=self.follower_client, clock=self.clock.now,
