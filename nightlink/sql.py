@@ -135,6 +135,7 @@ class SQLiteDatabase(Database):
         self._readers: list[sqlite3.Connection] = []  # all of them, closed with the file
         self._readers_lock = threading.Lock()
         self._generation = 0  # the writing connection's: readers of an older one are closed
+        self._closed = False
         if self.path != ":memory:":
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,8 @@ class SQLiteDatabase(Database):
     def _reader(self, sql: str) -> sqlite3.Connection | None:
         """The calling thread's reading connection for sql, or None: the writing one reads it
         (not a SELECT, the thread's own transaction, a file opened alone or in memory)."""
-        if (self.alone or self.path == ":memory:" or sql.lstrip()[:6].upper() != "SELECT"
+        if (self.alone or self._closed or self.path == ":memory:"
+                or sql.lstrip()[:6].upper() != "SELECT"
                 or (self._depth and self._owner == threading.get_ident())):
             return None
         local = self._local
@@ -205,7 +207,7 @@ class SQLiteDatabase(Database):
         except sqlite3.DatabaseError:
             return None  # the writing connection reads it, as before
         with self._readers_lock:
-            if self.alone:  # opened alone meanwhile
+            if self.alone or self._closed:  # opened alone, or closed, meanwhile
                 conn.close()
                 return None
             self._readers.append(conn)
@@ -356,6 +358,7 @@ class SQLiteDatabase(Database):
 
     def close(self):
         with self._lock:
+            self._closed = True  # a read after this fails, as on the writing connection
             self.conn.close()
             self._close_readers()
 

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 
-from nightlink.sql import SQLiteDatabase
+from nightlink.sql import DatabaseError, SQLiteDatabase
 
 
 def _db(tmp_path):
@@ -72,7 +72,7 @@ def test_reads__inside_a_transaction_see_its_own_writes_and_others_see_them_at_c
     db.close()
 
 
-def test_reads__a_closed_database_closes_every_threads_reader(tmp_path):
+def test_reads__a_closed_database_closes_every_threads_reader_and_reads_no_more(tmp_path):
     db = _db(tmp_path)
     threads = [_in_thread(lambda: db.scalar("SELECT v FROM t WHERE k = 1")) for _ in range(3)]
     for thread, out in threads:
@@ -80,4 +80,8 @@ def test_reads__a_closed_database_closes_every_threads_reader(tmp_path):
         assert out.get("value") == "one"
     assert len(db._readers) == 3
     db.close()
+    assert db._readers == []
+    thread, out = _in_thread(lambda: db.scalar("SELECT v FROM t WHERE k = 1"))
+    thread.join(5)
+    assert isinstance(out.get("error"), DatabaseError), out  # no reader opened again
     assert db._readers == []
