@@ -30,9 +30,9 @@ from tests.support.services import free_port
 HEADERS = {"api-secret": hashlib.sha1(SECRET.encode()).hexdigest()}
 
 
-def test_live__a_full_disk_holds_the_epochs_and_stops_nothing(tmp_path, mosquitto, caplog):
-    port = free_port()
-    cfg = _config(tmp_path, f"""
+def _room_and_endpoint(port: int) -> str:
+    """A node with room sensors and its Nightscout endpoint on `port`, no microphone."""
+    return f"""
 close_delay_s = 0.5
 tenant = "fam-1"
 [audio]
@@ -43,6 +43,12 @@ enabled = true
 host = "127.0.0.1"
 port = {port}
 api_secret = "{SECRET}"
+"""
+
+
+def test_live__a_full_disk_holds_the_epochs_and_stops_nothing(tmp_path, mosquitto, caplog):
+    port = free_port()
+    cfg = _config(tmp_path, _room_and_endpoint(port) + f"""
 [clocks]
 enabled = true
 host = "{mosquitto.host}"
@@ -438,17 +444,7 @@ def test_live__another_program_writing_the_store_holds_neither_the_loop_nor_the_
     the node's event loop (the sources' links, the endpoint's sockets) goes on, the endpoint's
     reads are answered, and once it lets go every epoch of that time is stored."""
     port = free_port()
-    cfg = _config(tmp_path, f"""
-close_delay_s = 0.5
-[audio]
-enabled = false
-[room]
-enabled = true
-[nightscout]
-host = "127.0.0.1"
-port = {port}
-api_secret = "{SECRET}"
-""")
+    cfg = _config(tmp_path, _room_and_endpoint(port))
     store = EdgeStore(tmp_path / "edge.db")
     node = LiveNode(cfg, store, clock=TimeBase(speed=SPEED, t0=epoch_start(58950540) + 25.0),
                     i2c_bus=FakeI2CBus())
