@@ -12,7 +12,7 @@ from nightlink.cloud import alerts
 from nightlink.cloud.reports import settings
 from nightlink.nightscout.hub import Hub as EventBus
 from nightlink.shared import lowrisk
-from tests.support.shared_data import SHARED
+from tests.support.shared_data import BRIS, bris_readings
 
 MIN = 60_000
 DAY = 86_400_000
@@ -149,21 +149,13 @@ def test_sounding__decides_as_predicted_low_at_every_threshold():
             assert said == (points.get(t, -1) >= permille), (t, permille)
 
 
-@pytest.mark.skipif(not (SHARED / "cgm-bris-t1d-open").is_dir(),
+@pytest.mark.skipif(not BRIS.is_dir(),
                     reason="needs ../shared/data/cgm-bris-t1d-open (real CGM)")
 @pytest.mark.parametrize("person", ["P02", "P01"])  # a 5-minute sensor, a 15-minute Libre 2
 def test_calibrate__real_nights_a_larger_budget_is_never_stricter(person):
     """Real CGM (BrisT1D-Open): the threshold follows the budget monotonically, stays within
     the bounds, and what it reports fits the budget unless it is the strictest allowed."""
-    import csv
-    from datetime import UTC as utc
-    from datetime import datetime
-
-    with open(SHARED / "cgm-bris-t1d-open" / "csv" / f"{person}.csv") as fh:
-        readings = sorted(
-            (int(datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S").replace(
-                tzinfo=utc).timestamp() * 1000), float(r["glucose_value_mg_dl"]))
-            for r in csv.DictReader(fh) if r["glucose_value_mg_dl"])
+    readings = bris_readings(person)
     now = readings[0][0] + 40 * DAY
     chosen = []
     for budget in (0.0, 1.4, 14.0):

@@ -2,10 +2,7 @@
 gives what `LowRisk.predict` gives, bit for bit, on every hour these tests make and on real
 CGM, and the calibration decides the same with it as with the clock's own arithmetic."""
 
-import csv
 import random
-from datetime import UTC as utc
-from datetime import datetime
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from nightlink.cloud import alert_calibration as cal
 from nightlink.cloud import lowrisk_batch
 from nightlink.shared import lowrisk
 from tests.cloud.test_alert_calibration import NEAR_MISSES, T0, UTC, nights
-from tests.support.shared_data import SHARED
+from tests.support.shared_data import BRIS, bris_readings
 
 DAY = 86_400_000
 
@@ -80,15 +77,11 @@ def test_sounding__decides_the_same_with_the_batch_as_with_the_clocks_model():
     assert cal.calibrate(readings, carbs, UTC, T0 + 6 * DAY)["calibrated"]
 
 
-@pytest.mark.skipif(not (SHARED / "cgm-bris-t1d-open").is_dir(),
+@pytest.mark.skipif(not BRIS.is_dir(),
                     reason="needs ../shared/data/cgm-bris-t1d-open (real CGM)")
 @pytest.mark.parametrize("person", ["P03", "P01"])  # a 5-minute sensor, a 15-minute Libre 2
 def test_sounding__real_cgm_decides_the_same_with_the_batch(person):
-    with open(SHARED / "cgm-bris-t1d-open" / "csv" / f"{person}.csv") as fh:
-        readings = sorted(
-            (int(datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S").replace(
-                tzinfo=utc).timestamp() * 1000), float(r["glucose_value_mg_dl"]))
-            for r in csv.DictReader(fh) if r["glucose_value_mg_dl"])
+    readings = bris_readings(person)
     readings = [r for r in readings if r[0] < readings[0][0] + 10 * DAY]
     batch = cal.sounding(readings, [])
     assert batch == cal.sounding(readings, [], model=lowrisk.LowRisk())
