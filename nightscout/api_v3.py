@@ -85,11 +85,16 @@ def _perm(col: str, op: str) -> str:
     return f"api:{col}:{op}"
 
 
+def _refused(exc: NSError) -> _V3Error:
+    """A refusal of the Nightscout core (401, 403, 404, 429) in API v3's shape."""
+    return fail(exc.status, exc.description or exc.message)
+
+
 async def _need(request: Request, col: str, op: str):
     try:
         return await need(request, _perm(col, op), v3=True)
     except NSError as exc:
-        raise fail(exc.status, exc.description or exc.message) from None
+        raise _refused(exc) from None
 
 
 def _now() -> int:
@@ -139,7 +144,7 @@ async def status(request: Request) -> Response:
     try:
         _, grant = await resolve(request, v3=True)
     except NSError as exc:
-        raise fail(exc.status, exc.description or exc.message) from None
+        raise _refused(exc) from None
     perms = {}
     for col in documents.V3_COLLECTIONS:
         letters = "".join(letter for letter, op in (("c", "create"), ("r", "read"),
@@ -158,7 +163,7 @@ async def last_modified(request: Request) -> Response:
     try:
         site, grant = await resolve(request, v3=True)
     except NSError as exc:
-        raise fail(exc.status, exc.description or exc.message) from None
+        raise _refused(exc) from None
 
     def work() -> dict:
         out = {}
@@ -294,7 +299,7 @@ def _history_opening(request: Request, col: str) -> tuple[Site, int | None]:
     try:
         site, _ = need_sync(request, _perm(col, "read"), v3=True)
     except NSError as exc:
-        raise fail(exc.status, exc.description or exc.message) from None
+        raise _refused(exc) from None
     return site, site.docs.last_modified(col)
 
 
