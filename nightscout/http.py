@@ -221,13 +221,11 @@ def _resolve(request: Request, state: NightscoutState, v3: bool,
     bearer = header[7:].strip() if header[:7].lower() == "bearer " else ""
     offered = _offered_secrets(request)
     token = (request.query_params.get("token") or "").strip()
-    if not (bearer or (not v3 and (offered or token))):
-        return _resolved(request, state, v3, count_failure, bearer, offered, token, False,
-                         False)
-    if _known(state, site_key(request), bearer, [] if v3 else offered, "" if v3 else token):
-        # the credential the lookup would take first was found right moments ago: no guess
-        return _resolved(request, state, v3, count_failure, bearer, offered, token, True,
-                         False)
+    if not _presents(v3, bearer, offered, token) or _known(
+            state, site_key(request), bearer, [] if v3 else offered, "" if v3 else token):
+        # no credential, or the one the lookup would take first was found right moments
+        # ago: no guess to count
+        return _resolved(request, state, v3, count_failure, bearer, offered, token, False)
     # Requests run in worker threads: one address's unknown credentials are judged one at a
     # time, so that its counted attempts are the guesses, not requests still being looked up
     # (a family behind one router, or a proxy's address, opening many polls at once), and
@@ -237,7 +235,12 @@ def _resolve(request: Request, state: NightscoutState, v3: bool,
     if wait:  # refused without waiting for a turn
         raise too_many_failures(wait)
     with state.failures.turn(address):
-        return _resolved(request, state, v3, count_failure, bearer, offered, token, True, True)
+        return _resolved(request, state, v3, count_failure, bearer, offered, token, True)
+
+
+def _presents(v3: bool, bearer: str, offered: list[str], token: str) -> bool:
+    """Whether the request offers a credential (API v3 takes only a Bearer)."""
+    return bool(bearer) or (not v3 and bool(offered or token))
 
 
 def _known(state: NightscoutState, key: str | None, bearer: str, offered: list[str],
@@ -258,9 +261,10 @@ def _known(state: NightscoutState, key: str | None, bearer: str, offered: list[s
 
 
 def _resolved(request: Request, state: NightscoutState, v3: bool, count_failure: bool,
-              bearer: str, offered: list[str], token: str, presented: bool,
+              bearer: str, offered: list[str], token: str,
               counted: bool) -> tuple[Site, auth.Grant]:
     directory = state.directory
+    presented = _presents(v3, bearer, offered, token)
     key = site_key(request)
     address = client_address(request)
     # A request with a credential not known right is counted before the credential is looked
