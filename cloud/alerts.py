@@ -67,6 +67,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+from nightlink.cloud.calibrator import Calibrations
 from nightlink.shared import lowrisk, units
 from nightlink.shared.alerts import (  # noqa: F401 - the rules, re-exported
     CURRENT_MIN,
@@ -732,6 +733,7 @@ class AlertWorker:
         self._calibrate_after: dict[str, float] = {}  # tenant -> loop time it may be due
         self._tenants: list[str] = []  # the active tenants of the last full pass
         self.calibrations = 0
+        self.calibrator = Calibrations(store)  # in a process of its own, one API process's
 
     async def _listen(self, tenant_id: str) -> None:
         queue = self.events.subscribe(tenant_id)
@@ -787,11 +789,12 @@ class AlertWorker:
     async def _calibrate(self, tenants, budget_s: float = CALIBRATE_BUDGET_S) -> None:
         """Recalibrate the predicted-low threshold of tenants without a bedside node's, once
         a day each (cloud/alert_calibration.py), for at most about `budget_s` of this pass,
-        in a task of its own so that the alert checks never wait for it."""
-        from nightlink.cloud import alert_calibration
-
+        in a task of its own so that the alert checks never wait for it, and in a process
+        of its own, one API process per tenant (cloud/calibrator.py), so that the polls
+        this process answers do not wait either."""
         loop = asyncio.get_running_loop()
         stop = loop.time() + budget_s
+        self.calibrator.end_if_idle()
         for tid in sorted(tenants):
             if loop.time() >= stop:
                 return
@@ -800,8 +803,8 @@ class AlertWorker:
             now_ms = int(time.time() * 1000)
             try:
                 data = await asyncio.to_thread(self.store.tenant, tid)
-                if await asyncio.to_thread(alert_calibration.due, data, now_ms):
-                    doc = await asyncio.to_thread(alert_calibration.recalibrate, data, now_ms)
+                doc = await self.calibrator.run(data, now_ms)
+                if doc is not None:
                     self.calibrations += 1
                     how = (f"calibrated on {doc['nights']} nights" if doc["calibrated"] else
                            f"the model's own: {doc['nights']} of {lowrisk.CAL_MIN_NIGHTS} nights")
@@ -847,6 +850,7 @@ class AlertWorker:
                     pass
         finally:
             calibrator.cancel()
+            self.calibrator.close()
             for task in self._listeners.values():
                 task.cancel()
             self._listeners.clear()

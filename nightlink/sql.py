@@ -73,6 +73,12 @@ class Database:
     BLOB = ""
     BIGINT = "BIGINT"
 
+    @property
+    def url(self) -> str | None:
+        """A URL another process opens this same database with (`connect`), None when no
+        other process can (SQLite in memory, or a file opened for this connection alone)."""
+        return None
+
     def execute(self, sql: str, params: Sequence = ()) -> int:
         """Run one statement; return the number of rows it changed."""
         raise NotImplementedError
@@ -290,6 +296,12 @@ class SQLiteDatabase(Database):
         if "malformed" in text or "not a database" in text:
             return f"{text}: {self.path} is damaged; {recovery(self.path)}"
         return text
+
+    @property
+    def url(self) -> str | None:
+        if self.path == ":memory:" or self.alone:
+            return None
+        return f"sqlite:///{Path(self.path).absolute()}"
 
     def execute(self, sql, params=()):
         return self._run(lambda: self.conn.execute(sql, tuple(params)).rowcount)
@@ -561,6 +573,10 @@ class PostgresDatabase(Database):
         database were down. It becomes U+FFFD, so it matches nothing stored, as on SQLite."""
         return tuple(p.replace("\x00", "\ufffd") if isinstance(p, str) and "\x00" in p else p
                      for p in params)
+
+    @property
+    def url(self) -> str | None:
+        return self.dsn
 
     def execute(self, sql, params=()):
         return self._run(lambda c: c.execute(self._sql(sql), self._params(params)).rowcount)

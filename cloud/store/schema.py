@@ -412,6 +412,14 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "UPDATE refresh_tokens SET family = jti WHERE family IS NULL",
         "CREATE INDEX refresh_tokens_family ON refresh_tokens (family)",
     ]),
+    (18, "one API process at a time calibrates a tenant's predicted-low threshold", [
+        # held while a calibration runs (claimed_at: Unix s); a claim older than the lease
+        # (its process died) may be taken over
+        """CREATE TABLE calibration_claims (
+            tenant_id TEXT PRIMARY KEY REFERENCES tenants (id),
+            claimed_at DOUBLE PRECISION NOT NULL
+        )""",
+    ]),
 ]
 
 

@@ -19,6 +19,7 @@ from nightlink.shared.epoch import EPOCH_S
 from nightlink.sql import Database
 
 _ENTRY_COLUMNS = {"date", "sgv"}
+DAY_MS = 86_400_000
 # An edge node's change of one of its documents: (the node's sequence number, the document,
 # whether it is a deletion).
 NodeChange = tuple[int, ns_documents.Normalized, bool]
@@ -675,6 +676,29 @@ class TenantStore:
             "computed_at = excluded.computed_at",
             (self.tenant_id, to_json(doc, sort_keys=False), time.time()))
 
+    def reading_spread(self, lo_ms: int, hi_ms: int) -> tuple[int, int]:
+        """(sgv entries, distinct UTC dates holding one) in [lo, hi)."""
+        row = self.db.one(
+            f"SELECT count(*) AS n, count(DISTINCT date_ms / {DAY_MS}) AS d FROM "
+            f"{ns_store.TABLE} WHERE tenant_id = ? AND coll = 'entries' AND kind = 'sgv' "
+            "AND valid = 1 AND date_ms >= ? AND date_ms < ?", (self.tenant_id, lo_ms, hi_ms))
+        return (int(row["n"]), int(row["d"])) if row else (0, 0)
+
+    def claim_calibration(self, stamp: float, lease_s: float) -> bool:
+        """Take the tenant's predicted-low calibration for the caller (one API process of
+        several): True unless another holds it, claimed less than `lease_s` before `stamp`
+        (Unix s, the claim's own mark for release_calibration)."""
+        return self.db.execute(
+            "INSERT INTO calibration_claims (tenant_id, claimed_at) VALUES (?, ?) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET claimed_at = excluded.claimed_at "
+            "WHERE calibration_claims.claimed_at < ?",
+            (self.tenant_id, stamp, stamp - lease_s)) == 1
+
+    def release_calibration(self, stamp: float) -> None:
+        """Give up the claim made with `stamp` (not another's, taken over since)."""
+        self.db.execute("DELETE FROM calibration_claims WHERE tenant_id = ? AND claimed_at = ?",
+                        (self.tenant_id, stamp))
+
     def cached_fusion(self, night: str, stamp: str) -> dict | None:
         """The cached fusion of a night if it was computed from what `stamp` describes."""
         row = self.db.one("SELECT stamp, doc FROM fused_nights WHERE tenant_id = ? AND "
@@ -705,7 +729,7 @@ class TenantStore:
         with self.db.transaction():
             for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
                           "alert_settings", "memberships", "api_secrets", "devices",
-                          "fused_nights", "patient_settings", "alarm_calibrations",
+                          "fused_nights", "patient_settings", "alarm_calibrations", "calibration_claims",
                           "push_subscriptions", "retracted_boots"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))

@@ -1,0 +1,120 @@
+"""The cloud's predicted-low calibrations run in a process of their own, one API process at a
+time per tenant (cloud/calibrator.py), so that the polls an API process answers never wait
+for one."""
+
+import asyncio
+import os
+import signal
+import time
+
+from nightlink.cloud import alert_calibration as cal
+from nightlink.cloud.calibrator import Calibrations
+from nightlink.cloud.reports import settings
+from nightlink.cloud.store import Store
+from tests.cloud.test_alert_calibration import DAY, NEAR_MISSES, nights
+
+
+def _family(store, days=8):
+    """fam-1 with `days` nights of readings up to now (UTC), calibration due."""
+    now = int(time.time() * 1000)
+    data = store.tenant("fam-1")
+    settings.set_patient_settings(data, tz="UTC")
+    start = (now // DAY - days) * DAY
+    data.add_entries([{"type": "sgv", "date": t, "sgv": g, "direction": "Flat"}
+                      for t, g in nights(days, NEAR_MISSES, start=start) if t < now])
+    assert cal.due(data, now)
+    return data, now
+
+
+def test_claim__one_holder_at_a_time_and_a_dead_one_s_taken_over(cloud_any):
+    """SQLite and PostgreSQL."""
+    data = cloud_any.store.tenant("fam-1")
+    other = cloud_any.store.tenant("fam-2")
+    assert data.claim_calibration(1000.0, 600)
+    assert not data.claim_calibration(1200.0, 600)  # held
+    assert other.claim_calibration(1200.0, 600)  # another tenant's is its own
+    data.release_calibration(1200.0)  # not the holder's mark: nothing given up
+    assert not data.claim_calibration(1300.0, 600)
+    assert data.claim_calibration(1601.0, 600)  # the holder died 601 s ago: taken over
+    data.release_calibration(1000.0)  # the dead holder's release leaves the new claim
+    assert not data.claim_calibration(1602.0, 600)
+    data.release_calibration(1601.0)
+    assert data.claim_calibration(1603.0, 600)
+
+
+def test_calibrations__run_in_a_child_process_that_opens_the_database_itself(cloud, monkeypatch):
+    data, now = _family(cloud.store)
+    calibrations = Calibrations(cloud.store)
+
+    def not_here(*_a, **_k):
+        raise AssertionError("calibrated in the API process")
+
+    monkeypatch.setattr(cal, "recalibrate", not_here)
+    try:
+        doc = asyncio.run(calibrations.run(data, now))
+        child = calibrations.pid()
+        assert child is not None and child != os.getpid()
+        assert calibrations.in_child == 1
+    finally:
+        calibrations.close()
+    monkeypatch.undo()
+    assert doc["calibrated"] and data.alarm_calibration() == doc
+    assert not cal.due(data, now)
+    # the same calibration as made here, on the same data at the same time
+    assert cal.recalibrate(data, doc["computed_ms"]) == doc
+    # ... and not made twice: not due, nothing claimed, no child asked
+    again = Calibrations(cloud.store)
+    assert asyncio.run(again.run(data, now)) is None and again.pid() is None
+
+
+def test_calibrations__of_two_api_processes_one_calibrates_a_tenant(cloud):
+    data, now = _family(cloud.store)
+    second = Store.open(cloud.store.db.url)  # another API process's store of the same file
+    ours, theirs = Calibrations(cloud.store), Calibrations(second)
+
+    async def both():
+        return await asyncio.gather(ours.run(data, now), theirs.run(second.tenant("fam-1"), now))
+
+    try:
+        docs = asyncio.run(both())
+    finally:
+        ours.close()
+        theirs.close()
+        second.close()
+    assert sorted(d is None for d in docs) == [False, True], docs
+    assert ours.in_child + theirs.in_child == 1
+    # the claim was given up: the next day's calibration is not held off
+    assert data.claim_calibration(time.time(), 600)
+
+
+def test_calibrations__too_few_readings_answered_at_once_without_a_child(cloud):
+    data, now = _family(cloud.store, days=2)
+    calibrations = Calibrations(cloud.store)
+    doc = asyncio.run(calibrations.run(data, now))
+    assert not doc["calibrated"] and doc["nights"] < 5
+    assert calibrations.pid() is None and calibrations.in_child == 0
+
+
+def test_calibrations__a_child_that_died_is_replaced_and_an_idle_one_ends(cloud):
+    data, now = _family(cloud.store)
+    calibrations = Calibrations(cloud.store)
+    try:
+        assert asyncio.run(calibrations.run(data, now))["calibrated"]
+        first = calibrations.pid()
+        os.kill(first, signal.SIGKILL)
+        data.set_alarm_calibration({**data.alarm_calibration(), "computed_ms": 0})  # due
+        deadline = time.monotonic() + 30
+        doc = None
+        while doc is None and time.monotonic() < deadline:
+            try:
+                doc = asyncio.run(calibrations.run(data, now))
+            except Exception as exc:  # noqa: BLE001 - the dead child's pool, said once
+                assert type(exc).__name__ == "BrokenProcessPool", exc
+        assert doc is not None and doc["calibrated"]
+        assert calibrations.pid() not in (None, first)
+        assert data.claim_calibration(time.time(), 600)  # released after the failure too
+        calibrations.idle_s = 0.0
+        calibrations.end_if_idle()
+        assert calibrations.pid() is None
+    finally:
+        calibrations.close()
