@@ -31,6 +31,7 @@ from nightlink.edge.importers.common import (
     usual_width,
 )
 from nightlink.edge.importers.localtime import DMY, MDY
+from nightlink.edge.importers.span import SpanKeeper
 from nightlink.edge.sources.samples import SourceError
 
 CARELINK_MAX_SGV = 400
@@ -64,7 +65,8 @@ def is_carelink(lines: list[str]) -> bool:
 
 
 def read_carelink_csv(path: Path | str, tz: str = "UTC", *, date_order: str | None = None,
-                      device_clocks: bool = True) -> ImportedReadings:
+                      device_clocks: bool = True,
+                      window: SpanKeeper | None = None) -> ImportedReadings:
     """Sensor glucose readings of a Medtronic CareLink CSV export, oldest first.
 
     `date_order` ("dmy"/"mdy") decides a file whose day/month dates fit both orders; without
@@ -109,7 +111,8 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *, date_order: str | No
         if why := shifted(row, header, col.sensor, usual):
             bad.add(k + 1, why, split=True)
             continue
-        candidates.append(Candidate(k + 1, f"{row[col.date]} {row[col.time]}", row[col.sensor],
+        candidates.append(Candidate(k + 1, f"{row[col.date]} {row[col.time]}",
+                                    sys.intern(row[col.sensor]),
                                     stream=sys.intern(str(section))))
     if mmol is None:
         raise SourceError(f"{path} is a Medtronic CareLink export without a 'Sensor Glucose' "
@@ -121,7 +124,7 @@ def read_carelink_csv(path: Path | str, tz: str = "UTC", *, date_order: str | No
     out = finish(path, "Medtronic CareLink", candidates, Values(mmol, CARELINK_MAX_SGV), tz,
                  source="carelink", bad=bad, date_order=date_order, default_order=order,
                  order_reason=reason, extra_stamps=preamble,
-                 clock_sets=tuple(sets), device_clocks=device_clocks)
+                 clock_sets=tuple(sets), device_clocks=device_clocks, window=window)
     if out.pump_clock:  # a pump keeps its clock through summer time until someone sets it
         _, before, after = sets[0]
         more = f", and {len(sets) - 1} more" if len(sets) > 1 else ""

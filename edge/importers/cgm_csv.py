@@ -29,6 +29,7 @@ from nightlink.edge.importers.common import (
     shifted,
 )
 from nightlink.edge.importers.localtime import DMY, MDY, split
+from nightlink.edge.importers.span import SpanKeeper
 from nightlink.edge.sources.samples import SourceError
 from nightlink.shared import units
 
@@ -97,14 +98,16 @@ def clarity_columns(header: list[str]) -> ClarityColumns | None:
 
 
 def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC", *,
-                            device_clocks: bool = True) -> ImportedReadings:
+                            device_clocks: bool = True,
+                            window: SpanKeeper | None = None) -> ImportedReadings:
     """EGV readings of a Dexcom Clarity CSV export, oldest first.
 
     Clarity timestamps are local time without a zone: `tz` names the zone they were taken in.
     "Low" becomes 39 and "High" 401 (see CLARITY_LOW_SGV). mmol/L exports are converted.
     The patient, device and alert rows before the readings, calibrations and events are not
     readings and are passed over. Readings shown on a moved clock are placed by their
-    transmitter's (common.by_sensor_clock) unless `device_clocks` is False.
+    transmitter's (common.by_sensor_clock) unless `device_clocks` is False. `window`: an
+    import's (common.finish).
     """
     path = Path(path)
     lines = read_text(path, "Dexcom Clarity").splitlines()
@@ -125,28 +128,31 @@ def read_dexcom_clarity_csv(path: Path | str, tz: str = "UTC", *,
             continue
         device = sys.intern(row[col.device]) if col.device is not None and \
             col.device < len(row) else ""  # one string for the file's few devices
+        whose, tick = _transmitter_tick(row, col, device)
+        # a glucose or rate cell holds one of a few hundred values: one string each
         candidates.append(Candidate(
-            k + 1, row[col.timestamp], row[col.glucose], stream=device,
-            rate=row[col.rate] if col.rate is not None and col.rate < len(row) else "",
-            ticks=_transmitter_ticks(row, col, device)))
+            k + 1, row[col.timestamp], sys.intern(row[col.glucose]), stream=device,
+            rate=sys.intern(row[col.rate]) if col.rate is not None and col.rate < len(row)
+            else "", whose=whose, tick=tick))
     del lines, rows  # the file's text is not needed while the candidates are read
     values = Values(col.mmol, CLARITY_HIGH_SGV, {"low": CLARITY_LOW_SGV, "high": CLARITY_HIGH_SGV})
     return finish(path, "Dexcom Clarity", candidates, values, tz, source="dexcom-clarity",
-                  bad=bad, device_clocks=device_clocks)
+                  bad=bad, device_clocks=device_clocks, window=window)
 
 
-def _transmitter_ticks(row: list[str], col: ClarityColumns, device: str):
+def _transmitter_tick(row: list[str], col: ClarityColumns,
+                      device: str) -> tuple[str, float | None]:
     """(whose, seconds) of a reading on its transmitter's own clock, per transmitter and the
-    device that showed it (a phone and a receiver keep their own clocks), or None where the
-    row names no transmitter (a G7's rows) or its seconds do not read."""
+    device that showed it (a phone and a receiver keep their own clocks), or ("", None) where
+    the row names no transmitter (a G7's rows) or its seconds do not read."""
     tx_time, tx_id = col.transmitter_time, col.transmitter_id
     if tx_time is None or tx_id is None or len(row) <= max(tx_time, tx_id) or not row[tx_id]:
-        return None
+        return "", None
     try:
-        ticks = float(row[tx_time])
+        tick = float(row[tx_time])
     except ValueError:
-        return None
-    return (sys.intern(f"{row[tx_id]}|{device}"), ticks) if math.isfinite(ticks) else None
+        return "", None
+    return (sys.intern(f"{row[tx_id]}|{device}"), tick) if math.isfinite(tick) else ("", None)
 
 
 # -- LibreView ------------------------------------------------------------------------------------
@@ -215,7 +221,8 @@ def libre_columns(header: list[str]) -> LibreColumns | None:
 
 
 def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | None = None,
-                       date_order: str | None = None, scans: bool = True) -> ImportedReadings:
+                       date_order: str | None = None, scans: bool = True,
+                       window: SpanKeeper | None = None) -> ImportedReadings:
     """Historic (record type 0) and scan (1) readings of a LibreView CSV export, oldest first
     (`scans=False`: the 15-minute history only, as a model on a sensor's own cadence wants).
 
@@ -250,7 +257,7 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
             bad.add(k + 1, why, split=True)
             continue
         candidates.append(Candidate(k + 1, row[col.timestamp],
-                                    row[value_col] if value_col < len(row) else "",
+                                    sys.intern(row[value_col]) if value_col < len(row) else "",
                                     stream=sys.intern(f"{row[col.serial]}/{kind}")))
     title = cells(lines[at - 1], delimiter) if at else []
     generated = tuple((at, c.removesuffix("UTC").strip()) for c in title
@@ -260,7 +267,7 @@ def read_libreview_csv(path: Path | str, tz: str = "UTC", *, day_first: bool | N
     values = Values(col.mmol, LIBRE_MAX_SGV, {"lo": LIBRE_LOW_SGV, "hi": LIBRE_HIGH_SGV})
     return finish(path, "LibreView", candidates, values, tz,
                   source="libreview", bad=bad, date_order=date_order, default_order=order,
-                  order_reason=reason, extra_stamps=generated)
+                  order_reason=reason, extra_stamps=generated, window=window)
 
 
 def _libre_default_order(col: LibreColumns, rows: list[Candidate]) -> tuple[str, str]:

@@ -25,6 +25,7 @@ from nightlink.edge.importers.localtime import (
     listed_newest_first,
     split,
 )
+from nightlink.edge.importers.span import SpanKeeper
 from nightlink.edge.sources.samples import Glucose, Readings, SourceError
 from nightlink.shared import units
 
@@ -56,7 +57,8 @@ class Candidate:
     raw: str  # the glucose cell as written
     stream: str = ""  # rows of one stream are in time order (device, record type)
     rate: str = ""  # Clarity's rate of change, mg/dL/min (or mmol/L/min), if any
-    ticks: tuple[str, float] | None = None  # (whose, seconds) on a sensor's own steady clock
+    whose: str = ""  # the sensor (and display) whose own steady clock `tick` is on
+    tick: float | None = None  # the reading's seconds on that clock, if the file has them
 
 
 @dataclass
@@ -205,8 +207,9 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
            default_order: str = "mdy", order_reason: str = "",
            extra_stamps: tuple[tuple[int, str], ...] = (),
            clock_sets: tuple[tuple[int, str, str], ...] = (),
-           device_clocks: bool = True) -> ImportedReadings:
+           device_clocks: bool = True, window: SpanKeeper | None = None) -> ImportedReadings:
     """The candidates as Glucose samples, oldest first; the rows that failed are in `bad`.
+    The list of candidates is emptied: each row's text goes once its time is read.
 
     `date_order` is the user's --date-order (dmy or mdy; None to detect from the file),
     `default_order` what an export whose dates all fit both orders is read in, and
@@ -214,8 +217,12 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
     same style (LibreView's "generated on") that help tell the order. `clock_sets` are
     (line, time before, time after) of each time a device without a time zone (an insulin
     pump) had its clock set: its times are then placed by that clock (`PumpClock`), and
-    candidates with `ticks` where a display's clock moved by their sensor's
+    candidates with a `tick` where a display's clock moved by their sensor's
     (`by_sensor_clock`); `device_clocks` False places every time on the wall clock of `tz`.
+    `window` (an import's, span.py): once every time is placed, samples are made only of
+    the rows it keeps (every row's value is still read, and a bad one counted), and the
+    file's first time is kept for the import's note, so that a five-year export holds the
+    import's 120 days of samples, not five years'.
     """
     style = DateStyle(path)
     for line, text in extra_stamps:
@@ -238,6 +245,7 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
             timed.append((c, style.naive(parts, order)))
         except ValueError:
             bad.add(c.line, f"bad timestamp {c.stamp[:40]!r}")
+    candidates.clear()
     local = zone(tz)
     if device_clocks:
         clock = _device_clock(local, seen_sets, order, listed_newest_first(timed), bad)
@@ -248,16 +256,26 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         clock, moved = None, []
         placed = LocalClock(local).place(timed)
         del timed
+    if window is not None:
+        window.see_times(t for _c, t in placed)
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
-    for c, t in placed:
+    outside = words_outside = 0  # numeric readings, and words, the window leaves out
+    for i, (c, t) in enumerate(placed):
+        placed[i] = None  # the row's text goes once read
         try:
             sgv = glucose(c.raw, values)
         except ValueError as exc:
             bad.add(c.line, str(exc))
             continue
-        if values.words and c.raw.strip().casefold() in values.words:
+        word = bool(values.words) and c.raw.strip().casefold() in values.words
+        if word:
             words[c.raw.strip()] = words.get(c.raw.strip(), 0) + 1
+        if window is not None and not window.keeps(t):
+            window.dropped += 1
+            outside += not word
+            words_outside += word
+            continue
         direction = None
         if c.rate:
             try:
@@ -271,16 +289,19 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         notes.append(_moved_note(moved))
     if words:
         notes.append(_off_scale(words, values))
-    numeric = len(out) - sum(words.values())
+    del placed
+    numeric = len(out) + outside + words_outside - sum(words.values())
     if out and (bad.split > numeric or (bad.count and not numeric)):
         # Most glucose numbers split by unquoted decimal commas, or only off-scale words
         # readable: what is left is no sample of the file but a skewed part of it (its "LO"
         # rows alone read as a night of lows).
-        raise SourceError(f"{path}: {bad.count} of its {len(out) + bad.count} glucose rows "
+        read = len(out) + outside + words_outside
+        raise SourceError(f"{path}: {bad.count} of its {read + bad.count} glucose rows "
                           f"could not be read (first: {bad.first}), and the rest would not "
                           "show the file's readings fairly; nothing was stored.")
     got = result(path, kind, list(out.values()), bad, notes)
     got.pump_clock = isinstance(clock, PumpClock)
+    got.first_t = window.first if window is not None else None
     return got
 
 
@@ -290,7 +311,7 @@ ZONE_STEP_S = 900  # zones differ by whole quarter hours: a move is counted in t
 
 
 def by_sensor_clock(placed: list[tuple[Candidate, float]], local=None):
-    """(placed, moved): readings whose sensor counts its own steady seconds (`ticks`) re-placed
+    """(placed, moved): readings whose sensor counts its own steady seconds (`tick`) re-placed
     where the display's clock had moved (travel, a phone's clock set by hand).
 
     In the order of a sensor's seconds, the gap between the display's instant and the
@@ -312,17 +333,21 @@ def by_sensor_clock(placed: list[tuple[Candidate, float]], local=None):
     # is worked out again where it is needed), moves one entry per reading of a few values.
     def gap(i: int) -> float:
         c, t = placed[i]
-        return t - c.ticks[1]
+        return t - c.tick
 
+    sensors: dict[str, list[int]] = {}  # indexes in placed, per sensor
+    for i, (c, _) in enumerate(placed):
+        if c.tick is not None:
+            sensors.setdefault(c.whose, []).append(i)
     runs: list[list[int]] = []  # indexes in placed, in the order of their sensor's seconds
-    whose = None
-    for i in sorted((i for i, (c, _) in enumerate(placed) if c.ticks is not None),
-                    key=lambda i: (placed[i][0].ticks, placed[i][1])):
-        key = placed[i][0].ticks[0]
-        if key != whose or gap(i) - gap(runs[-1][-1]) < -MOVED_MAX_S:
-            runs.append([])
-            whose = key
-        runs[-1].append(i)
+    for whose in sorted(sensors):
+        held = sensors.pop(whose)
+        held.sort(key=lambda i: (placed[i][0].tick, placed[i][1]))
+        runs.append([])
+        for i in held:
+            if runs[-1] and gap(i) - gap(runs[-1][-1]) < -MOVED_MAX_S:
+                runs.append([])
+            runs[-1].append(i)
     if not runs:
         return placed, []
     runs.sort(key=lambda run: placed[run[0]][1])  # sensors in the order they started

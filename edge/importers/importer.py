@@ -88,18 +88,19 @@ def read_samples(path: Path, fmt: str = "auto", tz: str = "UTC",
     `date_order` ("dmy"/"mdy") settles CSV dates that fit both orders. `device_clocks`
     False reads CGM times as the device showed them, even where a pump's or a phone's clock
     was set (for a caller that keeps the local clock and does not know its zone). `window`:
-    an Apple Health export's samples that an import would not take are dropped as it is
-    read (span.py)."""
+    samples an import would not take are dropped as the file is read (span.py; Apple
+    Health, and the CGM CSV exports)."""
     if fmt not in FORMATS:
         raise SourceError(f"Unknown import format {fmt!r}; use one of {', '.join(FORMATS)}.")
     fmt = sniff.check(Path(path), fmt)
     if fmt == "clarity":
-        return fmt, read_dexcom_clarity_csv(path, tz=tz, device_clocks=device_clocks)
+        return fmt, read_dexcom_clarity_csv(path, tz=tz, device_clocks=device_clocks,
+                                            window=window)
     if fmt == "libreview":
-        return fmt, read_libreview_csv(path, tz=tz, date_order=date_order)
+        return fmt, read_libreview_csv(path, tz=tz, date_order=date_order, window=window)
     if fmt == "carelink":
         return fmt, read_carelink_csv(path, tz=tz, date_order=date_order,
-                                      device_clocks=device_clocks)
+                                      device_clocks=device_clocks, window=window)
     if fmt == "nightscout":
         return fmt, read_nightscout_json(path, tz=tz)
     if fmt == "apple-health":

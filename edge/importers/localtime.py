@@ -145,8 +145,8 @@ class DateStyle:
 def _streams(timed: Iterable[tuple[Any, datetime]]) -> list[list[tuple[Any, datetime]]]:
     """The (row, wall-clock time) of each stream (rows carry a `stream`), as listed."""
     streams: dict[str, list[tuple[Any, datetime]]] = {}
-    for row, when in timed:
-        streams.setdefault(getattr(row, "stream", ""), []).append((row, when))
+    for pair in timed:  # the pairs themselves, not copies: a file can hold half a million
+        streams.setdefault(getattr(pair[0], "stream", ""), []).append(pair)
     return list(streams.values())
 
 
@@ -157,9 +157,18 @@ def _steps(rows: list[tuple[Any, datetime]]) -> int:
 
 def streams_in_time_order(timed: Iterable[tuple[Any, datetime]]):
     """The (row, wall-clock time) of each stream (rows carry a `stream`), oldest first: a
-    stream whose times mostly fall from row to row is listed newest first and is reversed."""
-    for rows in _streams(timed):
-        yield list(reversed(rows) if _steps(rows) < 0 else rows)
+    stream whose times mostly fall from row to row is listed newest first and is reversed.
+    A list given is emptied, and each stream's list is the caller's to empty as it reads it,
+    so that what a five-year export's rows took goes as they are placed."""
+    streams = _streams(timed)
+    if isinstance(timed, list):
+        timed.clear()
+    streams.reverse()
+    while streams:
+        rows = streams.pop()
+        if _steps(rows) < 0:
+            rows.reverse()
+        yield rows
 
 
 def _where(proof: tuple[int, str]) -> str:
@@ -174,14 +183,16 @@ class LocalClock:
         self.zone = zone
 
     def place(self, timed: Iterable[tuple[Any, datetime]]) -> list[tuple[Any, float]]:
-        """(row, Unix seconds) for each (row, wall-clock time); rows carry a `stream`."""
+        """(row, Unix seconds) for each (row, wall-clock time); rows carry a `stream`. A
+        list given is emptied."""
         out = []
         for ordered in streams_in_time_order(timed):
             paired = self._sorted_by_wall_clock(ordered)
             latest: dict[object, datetime] = {}  # per repeated hour: latest first-pass time
             stepped_back: set[object] = set()
             seen: set[datetime] = set()
-            for row, when in ordered:
+            for k, (row, when) in enumerate(ordered):
+                ordered[k] = None  # its wall-clock time goes once placed
                 fold = 0
                 if self._repeated(when):
                     key = when.date()
@@ -249,11 +260,13 @@ class PumpClock:
         self.offsets = offsets[::-1]  # offsets[k]: the clock's offset after k settings
 
     def place(self, timed: Iterable[tuple[Any, datetime]]) -> list[tuple[Any, float]]:
-        """(row, Unix seconds) for each (row, time on the device's clock)."""
+        """(row, Unix seconds) for each (row, time on the device's clock). A list given is
+        emptied."""
         out = []
         for ordered in streams_in_time_order(timed):
             passed, previous = 0, None
-            for row, when in ordered:
+            for k, (row, when) in enumerate(ordered):
+                ordered[k] = None  # its time on the device's clock goes once placed
                 while passed < len(self.sets):
                     how = self._past(self.sets[passed], when, previous)
                     if how is None:

@@ -5,7 +5,9 @@ An Apple Health export is ordered by record type, not by time, so its reader can
 the window: it keeps what it finds and, each time that has doubled, drops what the import
 would drop anyway. Its memory then holds about the window, not the years a watch recorded;
 what the import's checks read (the file's newest sample, every sample out of range, the
-file's first for the note) is kept or remembered, so the import is the same as before.
+file's first for the note) is kept or remembered, so the import is the same as before. A CSV
+reader places every row's time first (common.finish), then makes samples of the rows the
+window keeps only.
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ class SpanKeeper:
 
     def see(self, samples) -> None:
         """Note the times of samples a reader has just found."""
-        for s in samples:
-            t = s.t
+        self.see_times(s.t for s in samples)
+
+    def see_times(self, times) -> None:
+        """Note the times (Unix s) of samples a reader has found."""
+        for t in times:
             if not self.lo <= t <= self.hi:
                 continue
             if self.first is None or t < self.first:
@@ -39,7 +44,8 @@ class SpanKeeper:
                     self.first_since is None or t < self.first_since):
                 self.first_since = t
 
-    def _keeps(self, t: float) -> bool:
+    def keeps(self, t: float) -> bool:
+        """Whether the import can take a sample of this time, once every time was seen."""
         if not self.lo <= t <= self.hi or t == self.newest:
             return True
         if self.since is None:
@@ -50,7 +56,7 @@ class SpanKeeper:
         """`held`, or what of it the import can take once it has doubled since last time."""
         if len(held) < self._trim_at:
             return held
-        kept = [s for s in held if self._keeps(s.t)]
+        kept = [s for s in held if self.keeps(s.t)]
         self.dropped += len(held) - len(kept)
         self._trim_at = max(TRIM_AT, 2 * len(kept))
         return kept

@@ -661,3 +661,78 @@ def test_import__a_long_apple_export_is_trimmed_as_read_and_imports_the_same(
     keeper = span.SpanKeeper(0, end + 86400, 120 * 86400, since)
     read_samples(path, "apple-health", window=keeper)
     assert keeper.dropped > 4000
+
+
+def _clarity_days(path: Path, end: float, days: int) -> Path:
+    """A Clarity export of `days` days of readings every 4 hours ending at `end`, with a bad
+    glucose cell and an off-scale "Low" in its first days, and a "High" in its last."""
+    head = ("Index,Timestamp (YYYY-MM-DDThh:mm:ss),Event Type,Event Subtype,Patient Info,"
+            "Device Info,Source Device ID,Glucose Value (mg/dL),Insulin Value (u),"
+            "Carb Value (grams),Duration (hh:mm:ss),Glucose Rate of Change (mg/dL/min),"
+            "Transmitter Time (Long Integer),Transmitter ID\n")
+    rows = []
+    n = days * 6
+    for k in range(n):
+        t = end - (n - k) * 4 * 3600
+        g = {3: "1x7", 5: "Low", n - 2: "High"}.get(k, str(90 + (k * 37) % 120))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+        rows.append(f"{k + 1},{stamp},EGV,,,,Android G6,{g},,,,{(k % 5) - 2}.0,"
+                    f"{4_000_000 + 4 * 3600 * k},8XXXXX\n")
+    path.write_text(head + "".join(rows))
+    return path
+
+
+@pytest.mark.parametrize("since_days_ago", [None, 150])
+def test_import__a_long_csv_export_makes_samples_of_its_window_only_and_imports_the_same(
+        tmp_path, monkeypatch, since_days_ago):
+    """A CSV reader places every row's time, then makes samples only of the rows the import's
+    window keeps (common.finish with span.SpanKeeper): a five-year export holds 120 days of
+    samples, not five years'. The import is the same as when the reader made them all: the
+    samples it takes, its counts and span, the note naming the file's span, the bad row of
+    its first days counted and named."""
+    from nightlink.edge.importers import importer, span
+    from nightlink.edge.store import EdgeStore
+
+    end = 1_796_342_400.0  # 2026-12-04 00:00 UTC
+    path = _clarity_days(tmp_path / "clarity.csv", end, 200)
+    since = None if since_days_ago is None else end - since_days_ago * 86400
+    whole_read = importer.read_samples
+
+    def imported(windowed):
+        taken = []
+
+        def reading(*a, window=None, **k):
+            fmt, got = whole_read(*a, window=window if windowed else None, **k)
+            kept = importer._window(path, importer._dated(path, list(got), _result(), end),
+                                    _result(), since, got.first_t)
+            taken.extend((g.t, g.sgv, g.direction) for g in kept)
+            return fmt, got
+
+        monkeypatch.setattr(importer, "read_samples", reading)
+        store = EdgeStore(tmp_path / f"{windowed}.db")
+        try:
+            r = import_file(store, path, "clarity", since=since, now=end, dry_run=True)
+        finally:
+            store.close()
+            monkeypatch.undo()
+        return (r.samples, r.span, r.notes, r.skipped_rows, r.first_bad), taken
+
+    windowed, whole = imported(True), imported(False)
+    assert windowed == whole
+    assert windowed[0][0] == len(windowed[1]) == 120 * 6  # 120 days (the "High" among them)
+    assert windowed[0][3] == 1 and "line 5" in windowed[0][4] and "1x7" in windowed[0][4]
+    assert ("spans 2026-05-18" if since is None else "holds readings up to 2026-12-03") in \
+        " ".join(windowed[0][2])
+    # and the reader made samples of the window's rows only (and of the file's newest,
+    # which the import's checks read)
+    keeper = span.SpanKeeper(0, end + 86400, 120 * 86400, since)
+    got = whole_read(path, "clarity", window=keeper)[1]
+    assert len(got) == 120 * 6 + (since is not None)
+    assert keeper.dropped == 200 * 6 - 1 - len(got)  # the bad row: no sample either way
+    assert got.first_t == end - 200 * 86400
+
+
+def _result():
+    from nightlink.edge.importers.importer import ImportResult
+
+    return ImportResult("clarity", 0, 0, 0, 0)
