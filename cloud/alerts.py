@@ -734,6 +734,7 @@ class AlertWorker:
         self._tenants: list[str] = []  # the active tenants of the last full pass
         self.calibrations = 0
         self.calibrator = Calibrations(store)  # in a process of its own, one API process's
+        self._loop: asyncio.AbstractEventLoop | None = None  # while run() runs
 
     async def _listen(self, tenant_id: str) -> None:
         queue = self.events.subscribe(tenant_id)
@@ -814,8 +815,23 @@ class AlertWorker:
                 _LOGGER.exception("predicted-low calibration of %s failed", tid)
             self._calibrate_after[tid] = loop.time() + CALIBRATE_CHECK_S
 
+    def calibrate_now(self, data, now_ms: int, timeout_s: float = 60.0) -> dict | None:
+        """From a request's thread (a budget or time zone just changed): the tenant's
+        calibration made now, as the worker makes it (in its child process, unless another
+        API process is making it), waited for; in this thread when the worker is not
+        running. None when not due or another process is at it."""
+        from nightlink.cloud import alert_calibration
+
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            if not alert_calibration.due(data, now_ms):
+                return None
+            return alert_calibration.recalibrate(data, now_ms)
+        return asyncio.run_coroutine_threadsafe(self.calibrator.run(data, now_ms),
+                                                loop).result(timeout_s)
+
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         next_full = 0.0
         calibrator = asyncio.create_task(self._calibrations(), name="alert-calibrations")
@@ -849,6 +865,7 @@ class AlertWorker:
                 except TimeoutError:
                     pass
         finally:
+            self._loop = None
             calibrator.cancel()
             self.calibrator.close()
             for task in self._listeners.values():

@@ -232,11 +232,16 @@ def patient_settings(tenant: str, request: Request, raw: RawBody,
     store.audit("patient.settings", actor=user["id"], tenant_id=tenant,
                 **{k: form[k] for k in ("tz", "targets", "report_days", "alarm_budget")
                    if k in form})
-    # a new budget or time zone: the family sees its threshold at once, not tomorrow
+    # a new budget or time zone: the family sees its threshold at once, not tomorrow (made
+    # by the alert worker's child process, so that this process's polls do not wait)
     from nightlink.cloud import alert_calibration
 
-    if alert_calibration.due(data, int(time.time() * 1000)):
-        alert_calibration.recalibrate(data)
+    now_ms = int(time.time() * 1000)
+    worker = getattr(request.app.state, "alert_worker", None)
+    if worker is not None:
+        worker.calibrate_now(data, now_ms)
+    elif alert_calibration.due(data, now_ms):
+        alert_calibration.recalibrate(data, now_ms)
     return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
 
 

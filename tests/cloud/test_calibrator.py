@@ -118,3 +118,33 @@ def test_calibrations__a_child_that_died_is_replaced_and_an_idle_one_ends(cloud)
         assert calibrations.pid() is None
     finally:
         calibrations.close()
+
+
+def test_portal__a_new_budget_is_calibrated_at_once_in_the_worker_s_child(tmp_path, monkeypatch):
+    """The portal's settings form recalibrates at once, through the alert worker's child
+    process, not in the request's thread of the API process."""
+    from fastapi.testclient import TestClient
+
+    from tests.cloud.conftest import Cloud, make_app
+
+    app = make_app(f"sqlite:///{tmp_path / 'cloud.db'}")
+    store = app.state.store
+    store.create_tenant("fam-1", "Family one")
+    data, _now = _family(store)
+
+    def not_here(*_a, **_k):
+        raise AssertionError("calibrated in the API process")
+
+    monkeypatch.setattr(cal, "recalibrate", not_here)
+    try:
+        with TestClient(app) as client:
+            cloud = Cloud(client, store)
+            cloud.user("doc@example.org", tenant="fam-1", role="doctor")
+            r = client.post("/portal/p/fam-1/settings", data={"alarm_budget": "3,5"},
+                            headers=cloud.auth("doc@example.org"), follow_redirects=False)
+            assert r.status_code == 303, r.text
+            doc = data.alarm_calibration()
+            assert doc["budget_per_week"] == 3.5 and doc["calibrated"]
+            assert app.state.alert_worker.calibrator.in_child >= 1
+    finally:
+        store.close()
