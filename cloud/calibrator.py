@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,6 +47,21 @@ FEW_READINGS = int(lowrisk.CAL_MIN_NIGHTS * _NIGHT_MIN * alert_calibration.COVER
 FEW_DATES = lowrisk.CAL_MIN_NIGHTS - 1
 
 _STORE = None  # the child process's own store, opened on its first calibration
+PARENT_CHECK_S = 1.0  # how often the child asks whether its API process is still there
+
+
+def _watch_parent(parent: int) -> None:
+    """In the child process: end it once its API process is gone. A killed API process
+    (out of memory, SIGKILL) leaves its child waiting on a queue whose other end the child
+    itself holds, so it would wait for ever, holding its memory."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _recalibrate_here(url: str, tenant_id: str, now_ms: int) -> dict:
@@ -111,7 +127,8 @@ class Calibrations:
         if self._pool is None:
             # spawned, not forked: this process runs threads (the server's, the database's)
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent, initargs=(os.getpid(),))
             self._used = time.monotonic()
         return self._pool
 

@@ -148,3 +148,48 @@ def test_portal__a_new_budget_is_calibrated_at_once_in_the_worker_s_child(tmp_pa
             assert app.state.alert_worker.calibrator.in_child >= 1
     finally:
         store.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (an exited one its parent has not reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_calibrations__the_child_ends_when_its_api_process_is_killed(cloud, tmp_path):
+    """An API process killed outright (out of memory, SIGKILL) cannot end its child; the
+    child sees it gone and ends itself rather than hold its memory for ever."""
+    import subprocess
+    import sys
+    import textwrap
+
+    _data, now = _family(cloud.store)
+    script = tmp_path / "api_process.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, time
+        from nightlink.cloud.calibrator import Calibrations
+        from nightlink.cloud.store import Store
+
+        if __name__ == "__main__":
+            store = Store.open({cloud.store.db.url!r})
+            calibrations = Calibrations(store)
+            doc = asyncio.run(calibrations.run(store.tenant("fam-1"), {now}))
+            print(calibrations.pid(), doc["calibrated"], flush=True)
+            time.sleep(600)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pid, calibrated = proc.stdout.readline().split()
+        child = int(pid)
+        assert calibrated == "True" and _alive(child)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    deadline = time.monotonic() + 20
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
