@@ -6,8 +6,10 @@ import asyncio
 import os
 import signal
 import time
+from zoneinfo import ZoneInfo
 
 from nightlink.cloud import alert_calibration as cal
+from nightlink.cloud import alerts
 from nightlink.cloud.calibrator import Calibrations
 from nightlink.cloud.reports import settings
 from nightlink.cloud.store import Store
@@ -60,8 +62,13 @@ def test_calibrations__run_in_a_child_process_that_opens_the_database_itself(clo
     monkeypatch.undo()
     assert doc["calibrated"] and data.alarm_calibration() == doc
     assert not cal.due(data, now)
-    # the same calibration as made here, on the same data at the same time
+    # the same calibration as made here, on the same data at the same time, and as made
+    # from the readings' Nightscout documents
     assert cal.recalibrate(data, doc["computed_ms"]) == doc
+    t = doc["computed_ms"]
+    entries = data.entries(count=30_000, type_="sgv",
+                           where=[("date", ">=", t - cal.READ_BACK_MS), ("date", "<=", t)])
+    assert cal.calibrate(alerts.readings_of(entries), [], ZoneInfo("UTC"), t) == doc
     # ... and not made twice: not due, nothing claimed, no child asked
     again = Calibrations(cloud.store)
     assert asyncio.run(again.run(data, now)) is None and again.pid() is None
