@@ -819,7 +819,9 @@ class AlertWorker:
         """From a request's thread (a budget or time zone just changed): the tenant's
         calibration made now, as the worker makes it (in its child process, unless another
         API process is making it), waited for; in this thread when the worker is not
-        running. None when not due or another process is at it."""
+        running. None when not due, another process is at it, or it failed or took longer
+        than `timeout_s` (logged: the request that changed the settings still succeeds, and
+        the worker's next pass calibrates)."""
         from nightlink.cloud import alert_calibration
 
         loop = self._loop
@@ -827,8 +829,14 @@ class AlertWorker:
             if not alert_calibration.due(data, now_ms):
                 return None
             return alert_calibration.recalibrate(data, now_ms)
-        return asyncio.run_coroutine_threadsafe(self.calibrator.run(data, now_ms),
-                                                loop).result(timeout_s)
+        job = asyncio.run_coroutine_threadsafe(self.calibrator.run(data, now_ms), loop)
+        try:
+            return job.result(timeout_s)
+        except Exception:  # noqa: BLE001 - the settings are stored; the worker tries again
+            _LOGGER.exception("predicted-low calibration of %s after its settings changed "
+                              "failed", data.tenant_id)
+            self._calibrate_after.pop(data.tenant_id, None)
+            return None
 
     async def run(self) -> None:
         loop = self._loop = asyncio.get_running_loop()

@@ -729,8 +729,8 @@ class TenantStore:
         with self.db.transaction():
             for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
                           "alert_settings", "memberships", "api_secrets", "devices",
-                          "fused_nights", "patient_settings", "alarm_calibrations", "calibration_claims",
-                          "push_subscriptions", "retracted_boots"):
+                          "fused_nights", "patient_settings", "alarm_calibrations",
+                          "calibration_claims", "push_subscriptions", "retracted_boots"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n

@@ -200,3 +200,32 @@ def test_calibrations__the_child_ends_when_its_api_process_is_killed(cloud, tmp_
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(child)
+
+
+def test_portal__a_calibration_that_fails_does_not_fail_the_settings(tmp_path, monkeypatch):
+    """The settings are stored before the calibration: its failure (the child killed, the
+    database gone) is logged, and the worker's next pass calibrates."""
+    from fastapi.testclient import TestClient
+
+    from tests.cloud.conftest import Cloud, make_app
+
+    app = make_app(f"sqlite:///{tmp_path / 'cloud.db'}")
+    store = app.state.store
+    store.create_tenant("fam-1", "Family one")
+    data, _now = _family(store)
+
+    async def broken(self, *_a):
+        raise RuntimeError("the calibrator's child died")
+
+    monkeypatch.setattr(Calibrations, "run", broken)
+    try:
+        with TestClient(app) as client:
+            cloud = Cloud(client, store)
+            cloud.user("doc@example.org", tenant="fam-1", role="doctor")
+            r = client.post("/portal/p/fam-1/settings", data={"alarm_budget": "3,5"},
+                            headers=cloud.auth("doc@example.org"), follow_redirects=False)
+            assert r.status_code == 303, r.text
+            assert settings.patient_settings(data).alarm_budget == 3.5
+            assert data.alarm_calibration() is None
+    finally:
+        store.close()
