@@ -1,7 +1,7 @@
 """Predicted-low calibrations run in a process of their own, one API process at a time.
 
 A calibration (`alert_calibration.recalibrate`) reads two weeks of a tenant's readings and
-asks the clock's network about each of them: 0.4-0.7 s of Python and NumPy. Run in a thread
+asks the clock's network about each of them: 0.3-0.7 s of Python and NumPy. Run in a thread
 of an API process it holds that process's interpreter, and every poll the process answers
 meanwhile waits (`bench api`: p95 about 190 ms over the requests it overlapped, 45 ms with no
 calibration running). And every API process used to calibrate every tenant.
