@@ -260,7 +260,7 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
         window.see_times(t for _c, t in placed)
     out: dict[tuple[float, int], Glucose] = {}
     words: dict[str, int] = {}  # off-scale words as written ("LO", "High") -> readings
-    outside = words_outside = 0  # numeric readings, and words, the window leaves out
+    outside = 0  # readings (numbers and words) the window leaves out
     for i, (c, t) in enumerate(placed):
         placed[i] = None  # the row's text goes once read
         try:
@@ -273,8 +273,7 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
             words[c.raw.strip()] = words.get(c.raw.strip(), 0) + 1
         if window is not None and not window.keeps(t):
             window.dropped += 1
-            outside += not word
-            words_outside += word
+            outside += 1
             continue
         direction = None
         if c.rate:
@@ -290,15 +289,14 @@ def finish(path: Path, kind: str, candidates: list[Candidate], values: Values, t
     if words:
         notes.append(_off_scale(words, values))
     del placed
-    numeric = len(out) + outside + words_outside - sum(words.values())
+    numeric = len(out) + outside - sum(words.values())
     if out and (bad.split > numeric or (bad.count and not numeric)):
         # Most glucose numbers split by unquoted decimal commas, or only off-scale words
         # readable: what is left is no sample of the file but a skewed part of it (its "LO"
         # rows alone read as a night of lows).
-        read = len(out) + outside + words_outside
-        raise SourceError(f"{path}: {bad.count} of its {read + bad.count} glucose rows "
-                          f"could not be read (first: {bad.first}), and the rest would not "
-                          "show the file's readings fairly; nothing was stored.")
+        raise SourceError(f"{path}: {bad.count} of its {len(out) + outside + bad.count} "
+                          f"glucose rows could not be read (first: {bad.first}), and the rest "
+                          "would not show the file's readings fairly; nothing was stored.")
     got = result(path, kind, list(out.values()), bad, notes)
     got.pump_clock = isinstance(clock, PumpClock)
     got.first_t = window.first if window is not None else None
