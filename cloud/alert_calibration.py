@@ -209,6 +209,11 @@ def due(data, now_ms: int) -> bool:
             or last.get("tz") != ps.tz.key)
 
 
+def recalibrate_if_due(data, now_ms: int) -> dict | None:
+    """recalibrate() in this thread when due(); None when not."""
+    return recalibrate(data, now_ms) if due(data, now_ms) else None
+
+
 def recalibrate(data, now_ms: int | None = None) -> dict:
     """Calibrate the tenant's threshold on its stored readings and carbs, and keep it. The
     readings are read as (time, value) pairs, not as Nightscout documents (two weeks of a

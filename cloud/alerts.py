@@ -826,9 +826,7 @@ class AlertWorker:
 
         loop = self._loop
         if loop is None or loop.is_closed():
-            if not alert_calibration.due(data, now_ms):
-                return None
-            return alert_calibration.recalibrate(data, now_ms)
+            return alert_calibration.recalibrate_if_due(data, now_ms)
         job = asyncio.run_coroutine_threadsafe(self.calibrator.run(data, now_ms), loop)
         try:
             return job.result(timeout_s)

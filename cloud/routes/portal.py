@@ -240,8 +240,8 @@ def patient_settings(tenant: str, request: Request, raw: RawBody,
     worker = getattr(request.app.state, "alert_worker", None)
     if worker is not None:
         worker.calibrate_now(data, now_ms)
-    elif alert_calibration.due(data, now_ms):
-        alert_calibration.recalibrate(data, now_ms)
+    else:
+        alert_calibration.recalibrate_if_due(data, now_ms)
     return RedirectResponse(f"/portal/p/{tenant}", status_code=303)
 
 
