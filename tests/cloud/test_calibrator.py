@@ -3,6 +3,7 @@ time per tenant (cloud/calibrator.py), so that the polls an API process answers 
 for one."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -127,9 +128,11 @@ def test_calibrations__a_child_that_died_is_replaced_and_an_idle_one_ends(cloud)
         calibrations.close()
 
 
-def test_portal__a_new_budget_is_calibrated_at_once_in_the_worker_s_child(tmp_path, monkeypatch):
-    """The portal's settings form recalibrates at once, through the alert worker's child
-    process, not in the request's thread of the API process."""
+@contextlib.contextmanager
+def _budget_set_in_portal(tmp_path):
+    """A running cloud app (its alert worker too) whose fam-1 has 8 nights of readings, and
+    whose doctor has just set a budget of "3,5" false alarms a week in the portal: (the app,
+    fam-1's data, the answer)."""
     from fastapi.testclient import TestClient
 
     from tests.cloud.conftest import Cloud, make_app
@@ -138,23 +141,30 @@ def test_portal__a_new_budget_is_calibrated_at_once_in_the_worker_s_child(tmp_pa
     store = app.state.store
     store.create_tenant("fam-1", "Family one")
     data, _now = _family(store)
-
-    def not_here(*_a, **_k):
-        raise AssertionError("calibrated in the API process")
-
-    monkeypatch.setattr(cal, "recalibrate", not_here)
     try:
         with TestClient(app) as client:
             cloud = Cloud(client, store)
             cloud.user("doc@example.org", tenant="fam-1", role="doctor")
             r = client.post("/portal/p/fam-1/settings", data={"alarm_budget": "3,5"},
                             headers=cloud.auth("doc@example.org"), follow_redirects=False)
-            assert r.status_code == 303, r.text
-            doc = data.alarm_calibration()
-            assert doc["budget_per_week"] == 3.5 and doc["calibrated"]
-            assert app.state.alert_worker.calibrator.in_child >= 1
+            yield app, data, r
     finally:
         store.close()
+
+
+def test_portal__a_new_budget_is_calibrated_at_once_in_the_worker_s_child(tmp_path, monkeypatch):
+    """The portal's settings form recalibrates at once, through the alert worker's child
+    process, not in the request's thread of the API process."""
+
+    def not_here(*_a, **_k):
+        raise AssertionError("calibrated in the API process")
+
+    monkeypatch.setattr(cal, "recalibrate", not_here)
+    with _budget_set_in_portal(tmp_path) as (app, data, r):
+        assert r.status_code == 303, r.text
+        doc = data.alarm_calibration()
+        assert doc["budget_per_week"] == 3.5 and doc["calibrated"]
+        assert app.state.alert_worker.calibrator.in_child >= 1
 
 
 def _alive(pid: int) -> bool:
@@ -205,27 +215,12 @@ def test_calibrations__the_child_ends_when_its_api_process_is_killed(cloud, tmp_
 def test_portal__a_calibration_that_fails_does_not_fail_the_settings(tmp_path, monkeypatch):
     """The settings are stored before the calibration: its failure (the child killed, the
     database gone) is logged, and the worker's next pass calibrates."""
-    from fastapi.testclient import TestClient
-
-    from tests.cloud.conftest import Cloud, make_app
-
-    app = make_app(f"sqlite:///{tmp_path / 'cloud.db'}")
-    store = app.state.store
-    store.create_tenant("fam-1", "Family one")
-    data, _now = _family(store)
 
     async def broken(self, *_a):
         raise RuntimeError("the calibrator's child died")
 
     monkeypatch.setattr(Calibrations, "run", broken)
-    try:
-        with TestClient(app) as client:
-            cloud = Cloud(client, store)
-            cloud.user("doc@example.org", tenant="fam-1", role="doctor")
-            r = client.post("/portal/p/fam-1/settings", data={"alarm_budget": "3,5"},
-                            headers=cloud.auth("doc@example.org"), follow_redirects=False)
-            assert r.status_code == 303, r.text
-            assert settings.patient_settings(data).alarm_budget == 3.5
-            assert data.alarm_calibration() is None
-    finally:
-        store.close()
+    with _budget_set_in_portal(tmp_path) as (_app, data, r):
+        assert r.status_code == 303, r.text
+        assert settings.patient_settings(data).alarm_budget == 3.5
+        assert data.alarm_calibration() is None
