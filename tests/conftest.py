@@ -1,7 +1,9 @@
 """Shared fixtures: the real MicroPython interpreter, free ports and paths."""
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Mail the cloud sends while tested (sign-ups, invitations, also from fuzzed requests) goes
 # into a folder of this session, never into the working directory; tests that read mail give
 # their own NIGHTLINK_MAIL_DIR.
-os.environ.setdefault("NIGHTLINK_MAIL_DIR", tempfile.mkdtemp(prefix="nightlink-test-mail-"))
+# The folder is made once, by the process that finds none set (xdist's workers inherit it), and
+# removed when that process ends.
+if "NIGHTLINK_MAIL_DIR" not in os.environ:
+    os.environ["NIGHTLINK_MAIL_DIR"] = tempfile.mkdtemp(prefix="nightlink-test-mail-")
+    atexit.register(shutil.rmtree, os.environ["NIGHTLINK_MAIL_DIR"], True)
 
 
 @pytest.fixture(scope="session")
