@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from nightlink.cloud import glycemia
+from nightlink.cloud import glycemia, zones
 from nightlink.cloud.store import TenantStore
 from nightlink.nights import Sleep, boundary_of, sleep_span
 from nightlink.shared import features
@@ -111,8 +111,8 @@ def stamp(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = Non
     Late data changes it."""
     boundary = boundary_of(sleep)
     a, b = night_window(night, tz, boundary)
-    parts = [f"v{FUSION_VERSION}",
-             tz.key if boundary == NOON_MIN else f"{tz.key}@{sleep[0]}-{sleep[1]}"]
+    key = zones.zone_at(tz, a * EPOCH_S).key  # the zone the night was recorded in
+    parts = [f"v{FUSION_VERSION}", key if boundary == NOON_MIN else f"{key}@{sleep[0]}-{sleep[1]}"]
     for s in ALL_STREAMS:
         n, last = data.row_activity(s, a, b)
         parts.append(f"{n}@{last:.6f}")
@@ -232,7 +232,8 @@ def fuse(nd: NightData) -> dict:
     rec = sorted(e for s in SLEEP_STREAMS for e, v in nd.streams[s].items() if v)
     span = (rec[0], rec[-1] + 1) if rec else None
     st, stage_source = stages(nd, span)
-    doc: dict = {"night": nd.night, "tz": nd.tz.key, "first_epoch": nd.first, "end_epoch": nd.end,
+    doc: dict = {"night": nd.night, "tz": zones.zone_at(nd.tz, nd.first * EPOCH_S).key,
+                 "first_epoch": nd.first, "end_epoch": nd.end,
                  "fusion_version": FUSION_VERSION}
     doc["recording"] = ({"start_epoch": span[0], "end_epoch": span[1],
                          "start_ms": span[0] * EPOCH_S * 1000, "end_ms": span[1] * EPOCH_S * 1000}

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, Undefined, select_autoescape
 
-from nightlink.cloud import fusion, insights
+from nightlink.cloud import fusion, insights, zones
 from nightlink.cloud.reports import charts, summary
 from nightlink.cloud.reports.settings import MAX_REPORT_DAYS, PRESETS, UNITS
 from nightlink.shared import lowrisk, units
@@ -32,11 +32,17 @@ def _num(fmt):
     return f
 
 
+def _env(unit: str, tz_name: str, changes: list[dict] | None = None) -> Environment:
+    """The templates' environment for a reader's unit and a page's zone (with the zone
+    changes a report lists: each time shown in the zone it was counted in)."""
+    return _env_of(unit, tz_name, tuple((c["at_ms"], c["from"], c["to"]) for c in changes or ()))
+
+
 @lru_cache(maxsize=8)
-def _env(unit: str, tz_name: str) -> Environment:
+def _env_of(unit: str, tz_name: str, changes: tuple) -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)),
                       autoescape=select_autoescape(["html"]), trim_blocks=False)
-    tz = ZoneInfo(tz_name)
+    tz = zones.named(tz_name, [{"at_ms": a, "from": f, "to": t} for a, f, t in changes])
 
     def g(v):  # a glucose value in the reader's unit
         if _missing(v):
@@ -177,8 +183,8 @@ def _sources(rep: dict) -> list[str]:
 def report_html(rep: dict, *, tenant_name: str, unit: str, pdf: bool = False,
                 user: dict | None = None, can_edit: bool = False, links: Links | None = None,
                 alerts: list[dict] | None = None) -> str:
-    tz = ZoneInfo(rep["tz"])
-    env = _env(unit, rep["tz"])
+    tz = zones.named(rep["tz"], rep.get("tz_changes"))
+    env = _env(unit, rep["tz"], rep.get("tz_changes"))
     dailies = [{"day": d["day"], "svg": charts.daily(d["readings"], tz, d["day"], unit)}
                for d in rep["daily"]]
     assoc = sorted((a for a in rep["associations"] if a["estimable"]), key=lambda a: a["q"])

@@ -4,9 +4,10 @@ units, and the fused-night cache that is recomputed when late data arrives (migr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nightlink.cloud import fusion
+from nightlink.cloud import fusion, zones
 from nightlink.cloud.store import Store, TenantStore
 from nightlink.nights import Sleep, boundary_of, parse_schedule
 from nightlink.nightscout.times import zone_named
@@ -45,7 +46,9 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class PatientSettings:
-    tz: ZoneInfo
+    # a ZoneInfo, or (tz_source "edge", the node having moved) a zones.ZoneHistory: each
+    # moment in the zone the node was in then; `.key` names the current zone
+    tz: tzinfo
     targets: str
     report_days: int
     # where the zone comes from: "set" (the patient's settings), "edge" (what the bedside
@@ -97,13 +100,28 @@ def _zoned_settings(data: TenantStore) -> PatientSettings:
         return PatientSettings(zone(row["tz"]), targets, days, alarm_budget=budget)
     for reported in data.reported_timezones():
         try:
-            return PatientSettings(zone(reported), targets, days, "edge", budget)
+            current = zone(reported)
         except SettingsError:  # a zone this server does not know: as if not reported
             continue
+        return PatientSettings(_reported_history(data, current), targets, days, "edge", budget)
     named = _profile_zone(data)
     if named is not None:
         return PatientSettings(named, targets, days, "profile", budget)
     return PatientSettings(ZoneInfo("UTC"), targets, days, "default", budget)
+
+
+def _reported_history(data: TenantStore, current: ZoneInfo) -> tzinfo:
+    """The reported zone with the zones the bedside node reported before it, each for the
+    time it was in effect (cloud/zones.py): a night recorded before a trip stays in the zone
+    it was recorded in. A zone this server does not know is left out (the one before it
+    holds on)."""
+    changes = []
+    for since_ms, name in data.zone_changes():
+        try:
+            changes.append((since_ms / 1000, zone(name)))
+        except SettingsError:
+            continue
+    return zones.history(changes, current)
 
 
 def _profile_zone(data: TenantStore) -> ZoneInfo | None:

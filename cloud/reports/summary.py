@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from datetime import date, datetime, time, timedelta
 
-from nightlink.cloud import fusion, glycemia
+from nightlink.cloud import fusion, glycemia, zones
 from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.store import TenantStore
@@ -242,6 +242,10 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
                  "start_day": day_list[0], "end_day": day_list[-1], "days": days,
                  "start_ms": start_ms, "end_ms": end_ms, "n_readings": len(glucose),
                  "sensor_errors": len(readings) - len(glucose)}
+    # The zones the bedside node moved between (a phone edge taken abroad): each day and
+    # night of the report is counted in the zone the node was in then.
+    rep["tz_changes"] = [{"at_ms": int(at * 1000), "from": before, "to": after}
+                         for at, before, after in zones.changes(ps.tz)]
     rep["sufficiency"] = glycemia.sufficiency(readings, start_ms, end_ms, days=len(day_list))
     rep["sufficiency"]["days_with_data"] = len(glycemia.daily(readings, ps.tz))
     # Targets, the CV rating and the GRI zone are judged only on sufficient data (>= 70 % of

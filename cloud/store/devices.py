@@ -99,11 +99,38 @@ class Devices:
         update_time = ("updated_at = excluded.updated_at" if heard else
                        "updated_at = CASE WHEN device_status.doc = excluded.doc "
                        "THEN device_status.updated_at ELSE excluded.updated_at END")
-        self.db.execute(
-            "INSERT INTO device_status (device, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (device) DO UPDATE SET tenant_id = excluded.tenant_id, "
-            f"doc = excluded.doc, {update_time}",
-            (device_id, tenant_id, to_json(doc), time.time()))
+        now = time.time()
+        with self.db.transaction():
+            self._note_zone_change(device_id, tenant_id, doc.get("timezone"), now)
+            self.db.execute(
+                "INSERT INTO device_status (device, tenant_id, doc, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
+                f"tenant_id = excluded.tenant_id, doc = excluded.doc, {update_time}",
+                (device_id, tenant_id, to_json(doc), now))
+
+    def _note_zone_change(self, device_id: str, tenant_id: str, zone, now: float) -> None:
+        """A status report naming another zone than the node's last one: the change is kept,
+        from now on (the first change also keeps the zone before it, since forever), so
+        the nights before it stay in the zone they were recorded in."""
+        if not isinstance(zone, str) or not 0 < len(zone) <= 64:
+            return
+        last = self.db.one("SELECT zone FROM zone_changes WHERE tenant_id = ? AND device = ? "
+                           "ORDER BY since_ms DESC LIMIT 1", (tenant_id, device_id))
+        if last is None:
+            row = self.db.one("SELECT doc FROM device_status WHERE device = ? AND tenant_id = ?",
+                              (device_id, tenant_id))
+            before = from_json(row["doc"]) if row else None
+            before = before.get("timezone") if isinstance(before, dict) else None
+            if not isinstance(before, str) or not 0 < len(before) <= 64 or before == zone:
+                return
+            self.db.execute("INSERT INTO zone_changes (tenant_id, device, since_ms, zone) "
+                            "VALUES (?, ?, 0, ?)", (tenant_id, device_id, before))
+        elif last["zone"] == zone:
+            return
+        self.db.execute("INSERT INTO zone_changes (tenant_id, device, since_ms, zone) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, device, since_ms) "
+                        "DO UPDATE SET zone = excluded.zone",
+                        (tenant_id, device_id, int(now * 1000), zone))
 
     def add_dropped(self, device_id: str, stream: int, ranges: list[tuple[int, int]]) -> None:
         """Rows a device reports it dropped (outbox full): the marks step over them."""

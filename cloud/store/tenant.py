@@ -391,6 +391,16 @@ class TenantStore:
                 out.append(name)
         return out
 
+    def zone_changes(self) -> list[tuple[int, str]]:
+        """(since Unix ms, zone name) of the zones the tenant's bedside nodes (not revoked)
+        reported, each from when it was first reported, oldest first; empty while no node
+        has changed its zone (the newest status report's zone then holds for all time)."""
+        return [(int(r["since_ms"]), r["zone"]) for r in self.db.query(
+            "SELECT z.since_ms, z.zone FROM zone_changes z LEFT JOIN devices d "
+            "ON d.id = z.device AND d.tenant_id = z.tenant_id WHERE z.tenant_id = ? "
+            "AND COALESCE(d.kind, 'edge') = 'edge' AND d.revoked_at IS NULL "
+            "ORDER BY z.since_ms, z.device", (self.tenant_id,))]
+
     def reported_schedule(self) -> str | None:
         """The sleep schedule ("08:00-16:00", bedtime to wake) in the newest status report of
         the tenant's bedside nodes that carries one (`night_schedule`), revoked devices left
@@ -730,7 +740,8 @@ class TenantStore:
             for table in ("epoch_rows", ns_store.TABLE, "ns_subjects", "nights", "alerts",
                           "alert_settings", "memberships", "api_secrets", "devices",
                           "fused_nights", "patient_settings", "alarm_calibrations",
-                          "calibration_claims", "push_subscriptions", "retracted_boots"):
+                          "calibration_claims", "push_subscriptions", "retracted_boots",
+                          "device_status", "zone_changes"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n

@@ -1,0 +1,143 @@
+"""A patient's time zone over time: where the bedside node was when each night was recorded.
+
+A phone edge taken abroad reports its new zone; the nights before the trip stay in the zone
+they were recorded in (their windows, their local times on the reports) and only the time
+after the change is counted in the new one. `ZoneHistory` is a `tzinfo`, so every
+`datetime.fromtimestamp(t, tz)` and `datetime.combine(day, time, tz)` of the reports and the
+fusion picks the zone in effect at that moment without knowing there is a history.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+class ZoneHistory(tzinfo):
+    """Zones in effect from given moments on: `segments` [(since Unix s, ZoneInfo)], the first
+    in effect since forever, each until the next; the last is the current zone.
+
+    A local time that two segments both hold (a flight west repeats hours) is read with the
+    earlier segment, or with the later one for fold=1 (PEP 495); one that no segment holds (a
+    flight east skips hours) with the segment before the change, as a zone does for a
+    daylight-saving gap."""
+
+    def __init__(self, segments: list[tuple[float, ZoneInfo]]):
+        if not segments:
+            raise ValueError("a zone history needs at least one zone")
+        self.segments = [(float("-inf"), segments[0][1])] + [(float(s), z)
+                                                             for s, z in segments[1:]]
+        self._since = [s for s, _ in self.segments]
+
+    @property
+    def key(self) -> str:
+        """The current zone's IANA name (what the pages show as the patient's zone)."""
+        return self.segments[-1][1].key
+
+    def at(self, unix_s: float) -> ZoneInfo:
+        """The zone in effect at a moment."""
+        return self.segments[max(0, bisect.bisect_right(self._since, unix_s) - 1)][1]
+
+    # -- tzinfo ---------------------------------------------------------------------------
+
+    def _local_zone(self, dt: datetime) -> ZoneInfo:
+        wall = dt.replace(tzinfo=None)
+        held, gap = [], None
+        for i, (since, zone) in enumerate(self.segments):
+            until = self.segments[i + 1][0] if i + 1 < len(self.segments) else float("inf")
+            unix = (wall - zone.utcoffset(wall.replace(tzinfo=zone, fold=dt.fold))
+                    - _EPOCH).total_seconds()
+            if since <= unix < until:
+                held.append(zone)
+            elif unix >= until and gap is None:
+                gap = zone  # wall time past this segment's end: the skipped hours after it
+        if held:
+            return held[-1] if dt.fold and len(held) > 1 else held[0]
+        return gap or self.segments[0][1]
+
+    def utcoffset(self, dt):
+        if dt is None:
+            return None
+        zone = self._local_zone(dt)
+        return zone.utcoffset(dt.replace(tzinfo=zone))
+
+    def dst(self, dt):
+        if dt is None:
+            return None
+        zone = self._local_zone(dt)
+        return zone.dst(dt.replace(tzinfo=zone))
+
+    def tzname(self, dt):
+        if dt is None:
+            return self.key
+        zone = self._local_zone(dt)
+        return zone.tzname(dt.replace(tzinfo=zone))
+
+    def fromutc(self, dt):
+        unix = (dt.replace(tzinfo=None) - _EPOCH).total_seconds()
+        i = max(0, bisect.bisect_right(self._since, unix) - 1)
+        zone = self.segments[i][1]
+        local = zone.fromutc(dt.replace(tzinfo=zone))
+        # fold=1 where the wall time is held by an earlier segment as well (the repeat)
+        out = local.replace(tzinfo=self, fold=0)
+        if self._local_zone(out) is not zone:
+            out = out.replace(fold=1)
+        return out
+
+    def __reduce__(self):
+        return (_rebuild, ([(s, z.key) for s, z in self.segments],))
+
+    def __repr__(self):
+        return "ZoneHistory(" + ", ".join(
+            z.key if s == float("-inf") else
+            f"{datetime.fromtimestamp(s, UTC):%Y-%m-%d %H:%M}Z {z.key}"
+            for s, z in self.segments) + ")"
+
+
+def _rebuild(segments):
+    return ZoneHistory([(s, ZoneInfo(k)) for s, k in segments])
+
+
+def changes(tz: tzinfo) -> list[tuple[float, str, str]]:
+    """(Unix s, zone before, zone after) of each change of a history; none of a plain zone."""
+    if not isinstance(tz, ZoneHistory):
+        return []
+    return [(s, tz.segments[i][1].key, z.key) for i, (s, z) in enumerate(tz.segments[1:])]
+
+
+def named(current: str, changes=()) -> tzinfo:
+    """The zone a report names: `current` (an IANA name) after the `changes` it lists
+    ({"at_ms", "from", "to"}, oldest first; see `changes`), so the page shows each time in
+    the zone the report counted it in."""
+    if not changes:
+        return ZoneInfo(current)
+    return history([(0, ZoneInfo(changes[0]["from"]))]
+                   + [(c["at_ms"] / 1000, ZoneInfo(c["to"])) for c in changes], ZoneInfo(current))
+
+
+def zone_at(tz: tzinfo, unix_s: float) -> ZoneInfo:
+    """The zone in effect at a moment, of a history or of a plain zone (itself)."""
+    return tz.at(unix_s) if isinstance(tz, ZoneHistory) else tz
+
+
+def history(changes: list[tuple[float, ZoneInfo]], current: ZoneInfo) -> tzinfo:
+    """The patient's zone: `current` alone, or a ZoneHistory when the bedside node reported
+    other zones before (`changes`: (Unix s from when, zone), oldest first; the last change's
+    zone gives way to `current`, which is what the newest status report says)."""
+    segments: list[tuple[float, ZoneInfo]] = []
+    for since, zone in changes:
+        if segments and segments[-1][1].key == zone.key:
+            continue
+        segments.append((since, zone))
+    if not segments:
+        return current
+    segments[-1] = (segments[-1][0], current)
+    if len(segments) > 1 and segments[-2][1].key == current.key:
+        segments.pop()
+    return current if len(segments) == 1 else ZoneHistory(segments)
+
+
+__all__ = ["ZoneHistory", "changes", "history", "named", "zone_at"]

@@ -1,0 +1,161 @@
+"""A bedside node taken abroad (a phone edge on a trip): the nights recorded before the trip
+stay in the zone they were recorded in, the time after it is counted in the new one
+(cloud/zones.py; the node's zone changes kept by cloud/store/devices.py)."""
+
+import json
+import pickle
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from nightlink.cloud import fusion, zones
+from nightlink.cloud.ingest import handle
+from nightlink.cloud.reports import render
+from nightlink.cloud.reports.settings import fused_night, patient_settings, set_patient_settings
+from nightlink.cloud.reports.summary import build_report
+from nightlink.cloud.retention import purge_deleted
+from nightlink.shared import features, topics
+from nightlink.shared.epoch import EPOCH_S
+from nightlink.tools.bench.report import DEVICE, put_epochs, put_glucose
+from tests.support.cloud import two_tenants
+
+BERLIN, NEW_YORK, TOKYO = (ZoneInfo(k) for k in ("Europe/Berlin", "America/New_York",
+                                                 "Asia/Tokyo"))
+FLIGHT = datetime(2026, 1, 18, 12, 0, tzinfo=UTC).timestamp()  # the node reports New York
+
+
+def _utc_s(zone, day: str, hh: int) -> float:
+    return datetime.combine(date.fromisoformat(day), time(hh), zone).timestamp()
+
+
+@pytest.mark.parametrize("before, after", [(BERLIN, NEW_YORK), (NEW_YORK, BERLIN),
+                                           (NEW_YORK, TOKYO)])
+def test_history__every_moment_reads_back_in_the_zone_it_was_in(before, after):
+    tz = zones.history([(0, before), (FLIGHT, after)], after)
+    assert tz.key == after.key and tz.at(FLIGHT - 1) is before and tz.at(FLIGHT) is after
+    for k in range(-400, 400):  # every 5 minutes, 33 hours either side of the change
+        t = FLIGHT + 300 * k
+        local = datetime.fromtimestamp(t, tz)
+        assert local.timestamp() == t
+        want = before if t < FLIGHT else after
+        assert local.utcoffset() == datetime.fromtimestamp(t, want).utcoffset()
+        assert local.replace(tzinfo=None) == datetime.fromtimestamp(t, want).replace(tzinfo=None)
+    # noon to noon: the day before in the old zone, the day after in the new
+    assert datetime.combine(date(2026, 1, 16), time(12), tz).timestamp() == \
+        _utc_s(before, "2026-01-16", 12)
+    assert datetime.combine(date(2026, 1, 20), time(12), tz).timestamp() == \
+        _utc_s(after, "2026-01-20", 12)
+    back = pickle.loads(pickle.dumps(tz))
+    assert back.segments[1:] == tz.segments[1:] and repr(back) == repr(tz)
+
+
+def test_history__one_zone_is_the_zone_itself_and_the_current_zone_has_the_last_word():
+    assert zones.history([], BERLIN) is BERLIN
+    assert zones.history([(0, BERLIN)], BERLIN) is BERLIN
+    # a trip and back: three zones; the newest status report names the current one
+    tz = zones.history([(0, BERLIN), (FLIGHT, NEW_YORK), (FLIGHT + 7 * 86400, BERLIN)], BERLIN)
+    assert [z.key for _, z in tz.segments] == [BERLIN.key, NEW_YORK.key, BERLIN.key]
+    assert zones.changes(tz) == [(FLIGHT, BERLIN.key, NEW_YORK.key),
+                                 (FLIGHT + 7 * 86400, NEW_YORK.key, BERLIN.key)]
+    # another node's newer report names the current zone: the last change gives way to it
+    assert zones.history([(0, BERLIN), (FLIGHT, NEW_YORK)], BERLIN) is BERLIN
+    assert zones.changes(BERLIN) == []
+
+
+@pytest.fixture
+def store(cloud_db_url):
+    s = two_tenants(cloud_db_url, [(DEVICE, "fam-1", "edge")])
+    yield s
+    s.close()
+
+
+def _report(store, doc: dict, at: float, monkeypatch) -> None:
+    monkeypatch.setattr("nightlink.cloud.store.devices.time.time", lambda: at)
+    handle(store, topics.status_topic("fam-1", DEVICE), json.dumps(doc).encode())
+    monkeypatch.undo()
+
+
+def _night(data, zone, night: str) -> None:
+    """Asleep 23:00 to 07:00 local, stages from the classifier, a reading every 5 minutes
+    from 18:00 to 11:00 local."""
+    bed = int(_utc_s(zone, night, 23)) // EPOCH_S
+    wake = bed + 8 * 120
+    put_epochs(data, features.INFER, {
+        e: {"sleep_stage": 0 if e < bed + 20 else 1 + (e // 40) % 3, "stage_conf": 0.9,
+            "snore": 0, "apnea_events": 0, "desat3": 0, "desat4": 0, "low_risk": 0.0,
+            "forecast30_mgdl": 120} for e in range(bed, wake)})
+    put_glucose(data, [(e * EPOCH_S * 1000, 110 + (e // 10) % 20)
+                       for e in range(bed - 600, wake + 480, 10)])
+
+
+def test_a_trip__nights_before_it_stay_in_their_zone(store, monkeypatch):
+    data = store.tenant("fam-1")
+    _night(data, BERLIN, "2026-01-14")
+    _night(data, NEW_YORK, "2026-01-20")
+    _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 10 * 86400, monkeypatch)
+    _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 86400, monkeypatch)
+    ps = patient_settings(data)
+    assert ps.tz is BERLIN and data.zone_changes() == []  # no change seen: one zone
+    before = fused_night(data, "2026-01-14", ps.tz, ps.sleep)
+    computed = data.fusion_cache_info("2026-01-14")
+
+    _report(store, {"timezone": "America/New_York"}, FLIGHT, monkeypatch)
+    _report(store, {"timezone": "America/New_York"}, FLIGHT + 3600, monkeypatch)  # no change
+    assert data.zone_changes() == [(0, "Europe/Berlin"), (int(FLIGHT * 1000), "America/New_York")]
+    ps = patient_settings(data)
+    assert (ps.tz.key, ps.tz_source) == ("America/New_York", "edge")
+
+    old = fused_night(data, "2026-01-14", ps.tz, ps.sleep)
+    assert old == before and data.fusion_cache_info("2026-01-14") == computed  # not re-fused
+    assert old["tz"] == "Europe/Berlin"
+    assert old["first_epoch"] == int(_utc_s(BERLIN, "2026-01-14", 12)) // EPOCH_S
+    assert old["sleep"]["tib_min"] == 480.0
+    new = fused_night(data, "2026-01-20", ps.tz, ps.sleep)
+    assert new["tz"] == "America/New_York" and new["sleep"]["tib_min"] == 480.0
+    assert new["first_epoch"] == int(_utc_s(NEW_YORK, "2026-01-20", 12)) // EPOCH_S
+
+    rep = build_report(data, ps, "2026-01-21", 10)
+    assert rep["tz_changes"] == [{"at_ms": int(FLIGHT * 1000), "from": "Europe/Berlin",
+                                  "to": "America/New_York"}]
+    # the modal day: both nights' readings from 18:00 to 11:00 local, none 11:00-17:00 (in
+    # New York time alone, the Berlin night's evening would read 12:00-17:00)
+    hours = {b["minute"] // 60 for b in rep["agp"] if b["n"]}
+    assert hours == set(range(18, 24)) | set(range(0, 11))
+    html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
+    assert ("the bedside node moved from Europe/Berlin to America/New_York at 2026-01-18 07:00 "
+            "(America/New_York)") in html
+
+    # a zone set by hand holds for all time, the node's moves no longer read
+    set_patient_settings(data, tz="Asia/Tokyo")
+    ps = patient_settings(data)
+    assert ps.tz is TOKYO or ps.tz.key == "Asia/Tokyo"
+    assert zones.changes(ps.tz) == []
+
+
+def test_a_trip__the_changes_go_with_the_tenant_and_a_revoked_node(store, monkeypatch):
+    data = store.tenant("fam-1")
+    _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 86400, monkeypatch)
+    _report(store, {"timezone": "America/New_York"}, FLIGHT, monkeypatch)
+    _report(store, {"battery": 80}, FLIGHT + 60, monkeypatch)  # no zone: no change
+    _report(store, {"timezone": "x" * 65}, FLIGHT + 120, monkeypatch)  # not a zone name
+    assert len(data.zone_changes()) == 2
+    data.revoke_device(DEVICE)
+    assert data.zone_changes() == []
+    store.set_tenant("fam-1", deleted_at=FLIGHT)
+    assert purge_deleted(store, 30, now=FLIGHT + 31 * 86400) == ["fam-1"]
+    for table in ("zone_changes", "device_status"):
+        assert store.db.scalar(f"SELECT count(*) AS n FROM {table} WHERE tenant_id = ?",
+                               ("fam-1",)) == 0
+
+
+def test_a_trip__a_zone_this_server_does_not_know_leaves_the_one_before_it(store, monkeypatch):
+    data = store.tenant("fam-1")
+    _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 86400, monkeypatch)
+    _report(store, {"timezone": "Mars/Olympus_Mons"}, FLIGHT, monkeypatch)
+    _report(store, {"timezone": "America/New_York"}, FLIGHT + 86400, monkeypatch)
+    tz = patient_settings(data).tz
+    assert zones.changes(tz) == [(FLIGHT + 86400, "Europe/Berlin", "America/New_York")]
+    assert fusion.night_window("2026-01-18", tz)[0] == \
+        int(_utc_s(BERLIN, "2026-01-18", 12)) // EPOCH_S
+    assert timedelta(0) < datetime.fromtimestamp(FLIGHT, tz).utcoffset()
