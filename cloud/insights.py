@@ -26,7 +26,7 @@ from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.reports.summary import PREDICTORS, newest_time, night_row
 from nightlink.cloud.store import TenantStore
-from nightlink.nights import sleep_span
+from nightlink.nights import boundary_of, sleep_span
 from nightlink.nightscout.properties import MAX_CARBS_G  # more in a treatment is no meal
 from nightlink.shared import units
 from nightlink.shared.epoch import NOON_MIN
@@ -96,7 +96,7 @@ def night_rows(data: TenantStore, ps: PatientSettings, end_night: str, nights: i
     treatments = data.treatments(lo, hi)
     rows = []
     for day in days:
-        doc = fused_night(data, day.isoformat(), ps.tz, ps.sleep)
+        doc = fused_night(data, day.isoformat(), ps.tz, ps.sleep_of(day.isoformat()))
         row = night_row(doc) if doc["has_data"] else {"night": day.isoformat(),
                                                         "has_data": False}
         evening, after = _spans(day, ps)
@@ -120,11 +120,12 @@ def _spans(day: date, ps: PatientSettings) -> tuple[tuple[int, int], tuple[int, 
     """[lo, hi) Unix ms of the night's evening (its carbs) and of the day after it (its
     glucose): 17:00-24:00 of its date and 07:00-22:00 of the next; for a day sleeper the 7
     hours before their bedtime and the 15 after their wake time."""
-    if ps.sleep is None or ps.boundary == NOON_MIN:
+    sleep = ps.sleep_of(day.isoformat())
+    if sleep is None or boundary_of(sleep) == NOON_MIN:
         nxt = day + timedelta(days=1)
         return ((_local_ms(day, EVENING[0], ps), _local_ms(day, EVENING[1], ps)),
                 (_local_ms(nxt, dtime(DAY[0]), ps), _local_ms(nxt, dtime(DAY[1]), ps)))
-    bed_s, wake_s = sleep_span(day.isoformat(), ps.sleep, ps.tz)
+    bed_s, wake_s = sleep_span(day.isoformat(), sleep, ps.tz)
     return ((int((bed_s - BEFORE_BED_H * 3600) * 1000), int(bed_s * 1000)),
             (int(wake_s * 1000), int((wake_s + AFTER_WAKE_H * 3600) * 1000)))
 

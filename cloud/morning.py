@@ -82,7 +82,8 @@ def recent_rows(data: TenantStore, ps: PatientSettings, night: str, n: int) -> l
     """night_row() of the n nights up to and including `night` that hold data, newest first."""
     rows, day = [], date.fromisoformat(night)
     for i in range(n):
-        doc = fused_night(data, (day - timedelta(days=i)).isoformat(), ps.tz, ps.sleep)
+        night = (day - timedelta(days=i)).isoformat()
+        doc = fused_night(data, night, ps.tz, ps.sleep_of(night))
         if doc["has_data"]:
             row = night_row(doc)
             row["score"] = (sleep_score(row) or {}).get("value")
@@ -179,7 +180,7 @@ def _flag(key: str, title: str, evidence: str, nights: list[dict]) -> dict:
 def card(data: TenantStore, ps: PatientSettings, night: str | None = None) -> dict:
     """The morning card of `night` (default: last night); `has_data` False when it has none."""
     night = night or last_night(data, ps)
-    doc = fused_night(data, night, ps.tz, ps.sleep)
+    doc = fused_night(data, night, ps.tz, ps.sleep_of(night))
     rows = recent_rows(data, ps, night, max(TREND_WINDOWS))
     this = rows[0] if rows and rows[0]["night"] == night else None
     out: dict = {"night": night, "tz": ps.tz.key, "has_data": doc["has_data"]}

@@ -123,21 +123,28 @@ def zone_at(tz: tzinfo, unix_s: float) -> ZoneInfo:
     return tz.at(unix_s) if isinstance(tz, ZoneHistory) else tz
 
 
+def segments(changes: list[tuple[float, object]], current, key=lambda v: v) -> list:
+    """What a status report field was over time: [(since Unix s, value)] from `changes`
+    ((from when, value), oldest first) with repeats merged and the last change's value giving
+    way to `current` (what the newest status report says; another node's, when two report).
+    One segment: the value has held for all time."""
+    out: list = []
+    for since, value in changes:
+        if not out or key(out[-1][1]) != key(value):
+            out.append((since, value))
+    if not out:
+        return [(float("-inf"), current)]
+    out[-1] = (out[-1][0], current)
+    if len(out) > 1 and key(out[-2][1]) == key(current):
+        out.pop()
+    return [(float("-inf"), out[0][1])] + out[1:]
+
+
 def history(changes: list[tuple[float, ZoneInfo]], current: ZoneInfo) -> tzinfo:
     """The patient's zone: `current` alone, or a ZoneHistory when the bedside node reported
-    other zones before (`changes`: (Unix s from when, zone), oldest first; the last change's
-    zone gives way to `current`, which is what the newest status report says)."""
-    segments: list[tuple[float, ZoneInfo]] = []
-    for since, zone in changes:
-        if segments and segments[-1][1].key == zone.key:
-            continue
-        segments.append((since, zone))
-    if not segments:
-        return current
-    segments[-1] = (segments[-1][0], current)
-    if len(segments) > 1 and segments[-2][1].key == current.key:
-        segments.pop()
-    return current if len(segments) == 1 else ZoneHistory(segments)
+    other zones before (`changes`: (Unix s from when, zone), oldest first; see `segments`)."""
+    held = segments(changes, current, key=lambda z: z.key)
+    return current if len(held) == 1 else ZoneHistory(held)
 
 
-__all__ = ["ZoneHistory", "changes", "history", "named", "zone_at"]
+__all__ = ["ZoneHistory", "changes", "history", "named", "segments", "zone_at"]

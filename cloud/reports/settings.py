@@ -4,12 +4,12 @@ units, and the fused-night cache that is recomputed when late data arrives (migr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nightlink.cloud import fusion, zones
 from nightlink.cloud.store import Store, TenantStore
-from nightlink.nights import Sleep, boundary_of, parse_schedule
+from nightlink.nights import Sleep, boundary_of, night_ending_on, parse_schedule, sleep_span
 from nightlink.nightscout.times import zone_named
 from nightlink.shared import lowrisk, units
 
@@ -60,11 +60,47 @@ class PatientSettings:
     alarm_budget: float | None = None
     # the sleep schedule the bedside node reported ("08:00-16:00")
     schedule: str | None = None
+    # the schedules it reported before, for the nights slept by them (shift work): ((since
+    # Unix s, schedule), ...), oldest first (the first since forever), the last `schedule`;
+    # empty: `schedule` for every night
+    schedules: tuple = ()
 
     @property
     def sleep(self) -> Sleep | None:
         """(bedtime, wake) minutes of the local day, None without a schedule."""
         return parse_schedule(self.schedule)
+
+    def sleep_of(self, night: str) -> Sleep | None:
+        """The schedule a night was slept by: the one the node reported at the middle of
+        that night's sleep by it (a night sleeper's without one: 03:00 after the night's
+        evening). A shift worker's day sleeps before a change to nights stay whole, windowed
+        by the day schedule, not cut at noon."""
+        if not self.schedules:
+            return self.sleep
+        for i in range(len(self.schedules) - 1, -1, -1):
+            since, text = self.schedules[i]
+            until = self.schedules[i + 1][0] if i + 1 < len(self.schedules) else float("inf")
+            sleep = parse_schedule(text)
+            if sleep is None:
+                d = date.fromisoformat(night) + timedelta(days=1)
+                middle = datetime.combine(d, time(3), self.tz).timestamp()
+            else:
+                middle = sum(sleep_span(night, sleep, self.tz)) / 2
+            if since <= middle < until:
+                return sleep
+        return self.sleep
+
+    def night_ending_on(self, day: str) -> str:
+        """The night whose sleep ends on local date `day` (nights.night_ending_on), by the
+        schedule in effect at that day's noon."""
+        if not self.schedules:
+            return night_ending_on(day, self.sleep)
+        noon = datetime.combine(date.fromisoformat(day), time(12), self.tz).timestamp()
+        text = self.schedules[0][1]
+        for since, value in self.schedules:
+            if since <= noon:
+                text = value
+        return night_ending_on(day, parse_schedule(text))
 
     @property
     def boundary(self) -> int:
@@ -89,7 +125,12 @@ def patient_settings(data: TenantStore) -> PatientSettings:
     """The patient's settings; the zone is the patient's own when set, else the one the
     bedside node reports, else the Nightscout profile's, else UTC (`tz_source` says which);
     the nights' boundary follows the sleep schedule the bedside node reports."""
-    return replace(_zoned_settings(data), schedule=data.reported_schedule())
+    current = data.reported_schedule()
+    held = zones.segments([(ms / 1000, text) for ms, text in
+                           data.reported_changes("night_schedule")], current,
+                          key=parse_schedule)
+    return replace(_zoned_settings(data), schedule=current,
+                   schedules=tuple(held) if len(held) > 1 else ())
 
 
 def _zoned_settings(data: TenantStore) -> PatientSettings:
@@ -116,7 +157,7 @@ def _reported_history(data: TenantStore, current: ZoneInfo) -> tzinfo:
     it was recorded in. A zone this server does not know is left out (the one before it
     holds on)."""
     changes = []
-    for since_ms, name in data.zone_changes():
+    for since_ms, name in data.reported_changes("timezone"):
         try:
             changes.append((since_ms / 1000, zone(name)))
         except SettingsError:

@@ -12,7 +12,6 @@ from nightlink.cloud import fusion, glycemia, zones
 from nightlink.cloud.reports import stats
 from nightlink.cloud.reports.settings import PatientSettings, fused_night
 from nightlink.cloud.store import TenantStore
-from nightlink.nights import night_ending_on
 from nightlink.shared import units
 
 MS_DAY = 86_400_000
@@ -273,8 +272,10 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
                     for d in day_list]
     nights = []
     for d in day_list:  # each night whose morning (a day sleeper's wake) falls in the period
-        night = night_ending_on(d, ps.sleep)
-        doc = fused_night(data, night, ps.tz, ps.sleep)
+        night = ps.night_ending_on(d)
+        if nights and nights[-1][0]["night"] == night:  # the day the schedule changed
+            continue
+        doc = fused_night(data, night, ps.tz, ps.sleep_of(night))
         if not doc["has_data"]:
             continue
         nights.append((doc, night_row(doc)))
@@ -288,7 +289,7 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     if with_insights:  # the nights whose morning falls in the period, as listed above
         from nightlink.cloud import insights  # it builds on this module
 
-        last_night = night_ending_on(end_day, ps.sleep)
+        last_night = ps.night_ending_on(end_day)
         rep["insights"] = insights.insights(data, ps, last_night, days)
     rep["alarm_policy"] = data.alarm_policy()  # the clocks' predicted-low policy, if reported
     rep["alert_policy"] = alert_policy(data, rep["alarm_policy"])

@@ -10,6 +10,10 @@ from nightlink.cloud.store.base import ConflictError, from_json, to_json
 from nightlink.shared import codec
 from nightlink.sql import Database, IntegrityError
 
+# Status report fields whose every change is kept (status_changes), each from when it was
+# first reported: the node's time zone and sleep schedule.
+HISTORY_FIELDS = ("timezone", "night_schedule")
+
 # Dead letters are for reading, not for replay: a device keeps what the cloud has not
 # acknowledged and sends it again.
 DEAD_LETTER_BYTES = 4096
@@ -101,36 +105,43 @@ class Devices:
                        "THEN device_status.updated_at ELSE excluded.updated_at END")
         now = time.time()
         with self.db.transaction():
-            self._note_zone_change(device_id, tenant_id, doc.get("timezone"), now)
+            self._note_changes(device_id, tenant_id, doc, now)
             self.db.execute(
                 "INSERT INTO device_status (device, tenant_id, doc, updated_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET "
                 f"tenant_id = excluded.tenant_id, doc = excluded.doc, {update_time}",
                 (device_id, tenant_id, to_json(doc), now))
 
-    def _note_zone_change(self, device_id: str, tenant_id: str, zone, now: float) -> None:
-        """A status report naming another zone than the node's last one: the change is kept,
-        from now on (the first change also keeps the zone before it, since forever), so
-        the nights before it stay in the zone they were recorded in."""
-        if not isinstance(zone, str) or not 0 < len(zone) <= 64:
-            return
-        last = self.db.one("SELECT zone FROM zone_changes WHERE tenant_id = ? AND device = ? "
-                           "ORDER BY since_ms DESC LIMIT 1", (tenant_id, device_id))
-        if last is None:
-            row = self.db.one("SELECT doc FROM device_status WHERE device = ? AND tenant_id = ?",
-                              (device_id, tenant_id))
-            before = from_json(row["doc"]) if row else None
-            before = before.get("timezone") if isinstance(before, dict) else None
-            if not isinstance(before, str) or not 0 < len(before) <= 64 or before == zone:
-                return
-            self.db.execute("INSERT INTO zone_changes (tenant_id, device, since_ms, zone) "
-                            "VALUES (?, ?, 0, ?)", (tenant_id, device_id, before))
-        elif last["zone"] == zone:
-            return
-        self.db.execute("INSERT INTO zone_changes (tenant_id, device, since_ms, zone) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, device, since_ms) "
-                        "DO UPDATE SET zone = excluded.zone",
-                        (tenant_id, device_id, int(now * 1000), zone))
+    def _note_changes(self, device_id: str, tenant_id: str, doc: dict, now: float) -> None:
+        """A status report naming another zone or sleep schedule than the node's last one
+        (HISTORY_FIELDS): the change is kept, from now on (a field's first change also keeps
+        the value before it, since forever), so the nights before it stay as they were."""
+        before = None
+        for name in HISTORY_FIELDS:
+            value = doc.get(name)
+            if not isinstance(value, str) or not 0 < len(value) <= 64:
+                continue
+            last = self.db.one("SELECT value FROM status_changes WHERE tenant_id = ? AND "
+                               "device = ? AND field = ? ORDER BY since_ms DESC LIMIT 1",
+                               (tenant_id, device_id, name))
+            if last is None:
+                if before is None:
+                    row = self.db.one("SELECT doc FROM device_status WHERE device = ? AND "
+                                      "tenant_id = ?", (device_id, tenant_id))
+                    before = from_json(row["doc"]) if row else {}
+                    before = before if isinstance(before, dict) else {}
+                old = before.get(name)
+                if not isinstance(old, str) or not 0 < len(old) <= 64 or old == value:
+                    continue
+                self.db.execute("INSERT INTO status_changes (tenant_id, device, field, "
+                                "since_ms, value) VALUES (?, ?, ?, 0, ?)",
+                                (tenant_id, device_id, name, old))
+            elif last["value"] == value:
+                continue
+            self.db.execute("INSERT INTO status_changes (tenant_id, device, field, since_ms, "
+                            "value) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, device, "
+                            "field, since_ms) DO UPDATE SET value = excluded.value",
+                            (tenant_id, device_id, name, int(now * 1000), value))
 
     def add_dropped(self, device_id: str, stream: int, ranges: list[tuple[int, int]]) -> None:
         """Rows a device reports it dropped (outbox full): the marks step over them."""

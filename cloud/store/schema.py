@@ -420,15 +420,17 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             claimed_at DOUBLE PRECISION NOT NULL
         )""",
     ]),
-    (19, "the time zones a bedside node reported, each from when it reported it", [
-        # A node's zone as of since_ms (Unix ms; 0: since before its first change was seen):
-        # the nights before a trip stay in the zone they were recorded in (cloud/zones.py).
-        """CREATE TABLE zone_changes (
+    (19, "the time zones and sleep schedules a bedside node reported, each from when", [
+        # A node's status report field (`timezone`, `night_schedule`) as of since_ms (Unix
+        # ms; 0: since before its first change was seen): the nights before a trip or a
+        # change of shifts stay as they were recorded (cloud/zones.py, reports/settings.py).
+        """CREATE TABLE status_changes (
             tenant_id TEXT NOT NULL,
             device TEXT NOT NULL,
+            field TEXT NOT NULL,
             since_ms {BIGINT} NOT NULL,
-            zone TEXT NOT NULL,
-            PRIMARY KEY (tenant_id, device, since_ms)
+            value TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, device, field, since_ms)
         )""",
     ]),
 ]

@@ -391,15 +391,16 @@ class TenantStore:
                 out.append(name)
         return out
 
-    def zone_changes(self) -> list[tuple[int, str]]:
-        """(since Unix ms, zone name) of the zones the tenant's bedside nodes (not revoked)
-        reported, each from when it was first reported, oldest first; empty while no node
-        has changed its zone (the newest status report's zone then holds for all time)."""
-        return [(int(r["since_ms"]), r["zone"]) for r in self.db.query(
-            "SELECT z.since_ms, z.zone FROM zone_changes z LEFT JOIN devices d "
-            "ON d.id = z.device AND d.tenant_id = z.tenant_id WHERE z.tenant_id = ? "
-            "AND COALESCE(d.kind, 'edge') = 'edge' AND d.revoked_at IS NULL "
-            "ORDER BY z.since_ms, z.device", (self.tenant_id,))]
+    def reported_changes(self, name: str) -> list[tuple[int, str]]:
+        """(since Unix ms, value) of a status report field (`timezone`, `night_schedule`) as
+        the tenant's bedside nodes (not revoked) changed it, each from when it was first
+        reported, oldest first; empty while no node has changed it (the newest status
+        report's value then holds for all time)."""
+        return [(int(r["since_ms"]), r["value"]) for r in self.db.query(
+            "SELECT c.since_ms, c.value FROM status_changes c LEFT JOIN devices d "
+            "ON d.id = c.device AND d.tenant_id = c.tenant_id WHERE c.tenant_id = ? "
+            "AND c.field = ? AND COALESCE(d.kind, 'edge') = 'edge' AND d.revoked_at IS NULL "
+            "ORDER BY c.since_ms, c.device", (self.tenant_id, name))]
 
     def reported_schedule(self) -> str | None:
         """The sleep schedule ("08:00-16:00", bedtime to wake) in the newest status report of
@@ -741,7 +742,7 @@ class TenantStore:
                           "alert_settings", "memberships", "api_secrets", "devices",
                           "fused_nights", "patient_settings", "alarm_calibrations",
                           "calibration_claims", "push_subscriptions", "retracted_boots",
-                          "device_status", "zone_changes"):
+                          "device_status", "status_changes"):
                 n += self.db.execute(f"DELETE FROM {table} WHERE tenant_id = ?",
                                      (self.tenant_id,))
         return n

@@ -3,6 +3,7 @@ across noon, and the cloud's nights begin and end where the node's do, so the da
 one night, not two halves cut at noon (cloud/fusion.py, cloud/reports/settings.py)."""
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -153,7 +154,8 @@ def test_the_insights_evening_and_next_day_are_around_a_day_sleeper_s_own_sleep(
                                 insights.DAY_SLEEPER_LABELS)
     labels = {r["factor_label"] for r in got["rows"]} | {r["outcome_label"] for r in got["rows"]}
     assert "Carbs in the 7 h before bed" in labels
-    _report(store, {"timezone": "UTC", "night_schedule": "22:00-07:00"})
-    rows = {r["night"]: r for r in insights.night_rows(data, patient_settings(data),
-                                                       "2026-01-15", 2)}
+    # The same days of a night sleeper (a node reporting this schedule now would leave these
+    # past nights to the day schedule they were slept by: tests/cloud/test_status_history.py)
+    night_sleeper = replace(patient_settings(data), schedule="22:00-07:00", schedules=())
+    rows = {r["night"]: r for r in insights.night_rows(data, night_sleeper, "2026-01-15", 2)}
     assert rows["2026-01-14"]["evening_carbs_g"] == 90  # 19:00, a night sleeper's evening

@@ -1,6 +1,8 @@
 """A bedside node taken abroad (a phone edge on a trip): the nights recorded before the trip
 stay in the zone they were recorded in, the time after it is counted in the new one
-(cloud/zones.py; the node's zone changes kept by cloud/store/devices.py)."""
+(cloud/zones.py). A shift worker's node that changes its sleep schedule: the day sleeps before
+the change stay whole (reports/settings.py PatientSettings.sleep_of). The node's changes are
+kept by cloud/store/devices.py."""
 
 import json
 import pickle
@@ -96,13 +98,14 @@ def test_a_trip__nights_before_it_stay_in_their_zone(store, monkeypatch):
     _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 10 * 86400, monkeypatch)
     _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 86400, monkeypatch)
     ps = patient_settings(data)
-    assert ps.tz is BERLIN and data.zone_changes() == []  # no change seen: one zone
+    assert ps.tz is BERLIN and data.reported_changes("timezone") == []  # one zone
     before = fused_night(data, "2026-01-14", ps.tz, ps.sleep)
     computed = data.fusion_cache_info("2026-01-14")
 
     _report(store, {"timezone": "America/New_York"}, FLIGHT, monkeypatch)
     _report(store, {"timezone": "America/New_York"}, FLIGHT + 3600, monkeypatch)  # no change
-    assert data.zone_changes() == [(0, "Europe/Berlin"), (int(FLIGHT * 1000), "America/New_York")]
+    assert data.reported_changes("timezone") == [(0, "Europe/Berlin"),
+                                                 (int(FLIGHT * 1000), "America/New_York")]
     ps = patient_settings(data)
     assert (ps.tz.key, ps.tz_source) == ("America/New_York", "edge")
 
@@ -139,12 +142,12 @@ def test_a_trip__the_changes_go_with_the_tenant_and_a_revoked_node(store, monkey
     _report(store, {"timezone": "America/New_York"}, FLIGHT, monkeypatch)
     _report(store, {"battery": 80}, FLIGHT + 60, monkeypatch)  # no zone: no change
     _report(store, {"timezone": "x" * 65}, FLIGHT + 120, monkeypatch)  # not a zone name
-    assert len(data.zone_changes()) == 2
+    assert len(data.reported_changes("timezone")) == 2
     data.revoke_device(DEVICE)
-    assert data.zone_changes() == []
+    assert data.reported_changes("timezone") == []
     store.set_tenant("fam-1", deleted_at=FLIGHT)
     assert purge_deleted(store, 30, now=FLIGHT + 31 * 86400) == ["fam-1"]
-    for table in ("zone_changes", "device_status"):
+    for table in ("status_changes", "device_status"):
         assert store.db.scalar(f"SELECT count(*) AS n FROM {table} WHERE tenant_id = ?",
                                ("fam-1",)) == 0
 
@@ -159,3 +162,53 @@ def test_a_trip__a_zone_this_server_does_not_know_leaves_the_one_before_it(store
     assert fusion.night_window("2026-01-18", tz)[0] == \
         int(_utc_s(BERLIN, "2026-01-18", 12)) // EPOCH_S
     assert timedelta(0) < datetime.fromtimestamp(FLIGHT, tz).utcoffset()
+
+
+def _slept(data, day: str, bed_h: int) -> None:
+    """8 hours asleep from bed_h:00 UTC on `day` (stages from the classifier), readings every
+    5 minutes from 2 hours before to 2 hours after."""
+    bed = int(_utc_s(UTC, day, bed_h)) // EPOCH_S
+    wake = bed + 8 * 120
+    put_epochs(data, features.INFER, {
+        e: {"sleep_stage": 0 if e < bed + 20 else 1 + (e // 40) % 3, "stage_conf": 0.9,
+            "snore": 0, "apnea_events": 0, "desat3": 0, "desat4": 0, "low_risk": 0.0,
+            "forecast30_mgdl": 120} for e in range(bed, wake)})
+    put_glucose(data, [(e * EPOCH_S * 1000, 115) for e in range(bed - 240, wake + 240, 10)])
+
+
+def test_shift_work__day_sleeps_before_a_change_to_nights_stay_whole(store, monkeypatch):
+    data = store.tenant("fam-1")
+    _slept(data, "2026-01-15", 8)  # a day sleep, 08:00-16:00
+    _slept(data, "2026-01-18", 23)  # a night sleep, 23:00-07:00
+    days = {"timezone": "UTC", "night_schedule": "08:00-16:00"}
+    nights = {"timezone": "UTC", "night_schedule": "22:30-07:00"}
+    _report(store, days, FLIGHT - 10 * 86400, monkeypatch)
+    _report(store, nights, FLIGHT - 30 * 3600, monkeypatch)  # 2026-01-17 06:00
+    ps = patient_settings(data)
+    assert ps.schedule == "22:30-07:00" and len(ps.schedules) == 2
+    assert ps.sleep_of("2026-01-15") == (8 * 60, 16 * 60)
+    assert ps.sleep_of("2026-01-18") == (22 * 60 + 30, 7 * 60)
+    assert ps.night_ending_on("2026-01-15") == "2026-01-15"  # woke that afternoon
+    assert ps.night_ending_on("2026-01-19") == "2026-01-18"
+    day_sleep = fused_night(data, "2026-01-15", ps.tz, ps.sleep_of("2026-01-15"))
+    night_sleep = fused_night(data, "2026-01-18", ps.tz, ps.sleep_of("2026-01-18"))
+    assert day_sleep["sleep"]["tib_min"] == night_sleep["sleep"]["tib_min"] == 480.0
+    # with the night schedule alone, the day sleep is cut at noon into two nights' halves
+    halves = [fusion.fuse(fusion.load_night(data, n, ps.tz, ps.sleep))["sleep"]["tib_min"]
+              for n in ("2026-01-14", "2026-01-15")]
+    assert halves == [240.0, 240.0]
+
+    # the day of the change names the night before it (the day sleep of the 16th) again:
+    # listed once
+    assert ps.night_ending_on("2026-01-16") == ps.night_ending_on("2026-01-17") == "2026-01-16"
+    _slept(data, "2026-01-16", 8)
+    rep = build_report(data, ps, "2026-01-19", 6)
+    assert [(r["night"], r["tib_min"]) for r in rep["nights"]] == [
+        ("2026-01-15", 480.0), ("2026-01-16", 480.0), ("2026-01-18", 480.0)]
+
+    # and back to days: the nights slept by night stay noon to noon
+    _report(store, days, FLIGHT + 86400, monkeypatch)
+    ps = patient_settings(data)
+    assert len(ps.schedules) == 3 and ps.sleep_of("2026-01-18") == (22 * 60 + 30, 7 * 60)
+    assert ps.sleep_of("2026-01-15") == (8 * 60, 16 * 60)
+    assert ps.sleep_of("2026-01-25") == (8 * 60, 16 * 60)
