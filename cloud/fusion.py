@@ -33,13 +33,17 @@ from nightlink.shared.clinical import APNEA_SILENCE_S, SNORE_RATIO, ahi_severity
 from nightlink.shared.epoch import EPOCH_S, NOON_MIN
 from nightlink.shared.sleep_epochs import first_rem, sleep_onset
 
-FUSION_VERSION = 5  # bump when a definition changes: cached nights are then recomputed
+FUSION_VERSION = 6  # bump when a definition changes: cached nights are then recomputed
 EPOCH_MIN = EPOCH_S / 60.0
 WAKE, LIGHT, DEEP, REM = 0, 1, 2, 3
 STAGE_NAMES = ("wake", "light", "deep", "rem")
 SLEEP_STREAMS = (features.INFER, features.WEARABLE, features.AUDIO)  # rows of these make a recording
 ALL_STREAMS = (features.ROOM, features.WEARABLE, features.AUDIO, features.CGM, features.INFER)
 ACTIGRAPHY_WAKE = 3  # moving epochs among 5 that make an epoch awake (without a classifier)
+# Recordings this far apart in one night's window are separate sleeps (a nap in the afternoon
+# or evening and the night): the night's figures are those of its main sleep period, the one
+# with the most sleep. Closer gaps (the node restarted, a power cut) stay inside the night.
+APART_MIN = 180
 HR_BEFORE_MIN = 30  # baseline for a low's heart-rate response
 AROUSAL_MARGIN_MIN = 10  # an arousal this close to a low counts as around it
 DESAT_WINDOW_MIN = 15  # glucose readings this close to a desaturation count as around it
@@ -230,7 +234,7 @@ def stages(nd: NightData, span: tuple[int, int] | None) -> tuple[dict[int, int],
 def fuse(nd: NightData) -> dict:
     """Every per-night metric and cross-modal finding of a loaded night (no timeline)."""
     rec = sorted(e for s in SLEEP_STREAMS for e, v in nd.streams[s].items() if v)
-    span = (rec[0], rec[-1] + 1) if rec else None
+    span, apart = main_period(nd, rec)
     st, stage_source = stages(nd, span)
     doc: dict = {"night": nd.night, "tz": zones.zone_at(nd.tz, nd.first * EPOCH_S).key,
                  "first_epoch": nd.first, "end_epoch": nd.end,
@@ -238,6 +242,9 @@ def fuse(nd: NightData) -> dict:
     doc["recording"] = ({"start_epoch": span[0], "end_epoch": span[1],
                          "start_ms": span[0] * EPOCH_S * 1000, "end_ms": span[1] * EPOCH_S * 1000}
                         if span else None)
+    # the other sleeps recorded in the window (naps): shown, not in the night's figures
+    doc["apart"] = [{"start_ms": a * EPOCH_S * 1000, "end_ms": b * EPOCH_S * 1000,
+                     "minutes": (b - a) * EPOCH_MIN} for a, b in apart]
     doc["sleep"] = sleep_metrics(st, span, stage_source)
     doc["coverage"] = coverage(nd, span)
     sleep_span = _sleep_span(doc["sleep"], nd)
@@ -247,6 +254,32 @@ def fuse(nd: NightData) -> dict:
     doc["findings"] = findings(nd, st, doc, sleep_span)
     doc["has_data"] = bool(span or nd.readings)
     return doc
+
+
+def main_period(nd: NightData, rec: list[int]) -> tuple[tuple[int, int] | None, list]:
+    """The night's main sleep period [first, end) epoch of the recorded epochs `rec`
+    (sorted), and the other periods: recordings APART_MIN or more apart are separate sleeps,
+    and the main one is the one with the most epochs staged asleep (without stages, the
+    longest; on a tie the later)."""
+    if not rec:
+        return None, []
+    periods, start = [], rec[0]
+    for prev, e in zip(rec, rec[1:], strict=False):
+        if (e - prev) * EPOCH_MIN >= APART_MIN:
+            periods.append((start, prev + 1))
+            start = e
+    periods.append((start, rec[-1] + 1))
+    if len(periods) == 1:
+        return periods[0], []
+    staged = nd.streams[features.INFER]
+
+    def weight(p):
+        asleep = sum(1 for e, v in staged.items()
+                     if p[0] <= e < p[1] and v.get("sleep_stage") not in (None, WAKE))
+        return asleep, p[1] - p[0], p[0]
+
+    main = max(periods, key=weight)
+    return main, [p for p in periods if p != main]
 
 
 def sleep_metrics(st: dict[int, int], span, source) -> dict:

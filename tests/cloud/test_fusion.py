@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from nightlink.cloud import fusion
-from nightlink.cloud.reports import settings
+from nightlink.cloud.reports import render, settings
 from nightlink.cloud.store import Store
 from nightlink.shared import features
 from nightlink.tools.bench.report import put_epochs, put_glucose
@@ -383,3 +383,41 @@ def test_fuse__two_homes_the_edge_that_recorded_the_person_decides(data):
     s = fusion.fuse(nd)["sleep"]
     assert s["stage_pct"] == {"light": 50.0, "deep": 25.0, "rem": 25.0}
     assert s["tst_min"] == 4.0  # the child's night, not 8 minutes of the empty room's deep
+
+
+def _staged(data, first, stages):
+    put_epochs(data, features.INFER, {
+        first + i: {"sleep_stage": s, "stage_conf": 0.9, "snore": 0, "apnea_events": 0,
+                    "desat3": 0, "desat4": 0, "low_risk": 0.0, "forecast30_mgdl": 120}
+        for i, s in enumerate(stages)})
+
+
+@pytest.mark.parametrize("nap_h", [15, 19])  # an afternoon nap; one 3 hours before bed
+def test_fuse__a_nap_recorded_in_the_nights_window_is_apart_from_the_night(data, nap_h):
+    """The night's figures are its main sleep's: a nap the node recorded hours before bed
+    does not lengthen its time in bed nor move its sleep onset; it is listed apart."""
+    classifier_night(data)
+    alone = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    nap = int(datetime(2026, 1, 15, nap_h, 0, tzinfo=UTC).timestamp()) // 30
+    _staged(data, nap, [0] * 2 + [1] * 4 + [0] * 2)  # 2 minutes asleep (the night: 4)
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    assert doc["sleep"] == alone["sleep"] and doc["recording"] == alone["recording"]
+    assert doc["breathing"] == alone["breathing"]
+    assert doc["apart"] == [{"start_ms": ms(nap), "end_ms": ms(nap + 8), "minutes": 4.0}]
+    assert alone["apart"] == []
+    html = render.night_html(doc, fusion.timeline(fusion.load_night(data, NIGHT, UTC_Z), doc),
+                             tenant="p1", tenant_name="Ann", unit="mg/dL")
+    assert f"also recorded 2026-01-15 {nap_h}:00 to {nap_h}:04 (a separate sleep" in html
+
+
+def test_fuse__a_gap_of_under_3_hours_in_the_night_stays_one_night(data):
+    """The node restarted for two hours in the night: one sleep, its time in bed across."""
+    _staged(data, E0, [0] * 4 + [1] * 56)
+    _staged(data, E0 + 60 + 240, [1] * 60)  # 2 hours later
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    assert doc["apart"] == [] and doc["sleep"]["tib_min"] == (60 + 240 + 60) / 2
+    # a longer sleep later in the window is the night; the first becomes the one apart
+    _staged(data, E0 + 60 + 240 + 60 + 360, [1] * 400)
+    doc = fusion.fuse(fusion.load_night(data, NIGHT, UTC_Z))
+    assert doc["sleep"]["tib_min"] == 200.0 and len(doc["apart"]) == 1
+    assert doc["apart"][0]["minutes"] == 180.0
