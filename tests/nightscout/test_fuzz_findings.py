@@ -46,11 +46,13 @@ def test_a_pattern_that_expands_to_millions_is_refused_before_it_is_compiled(ns,
     """19 characters, `(?:x{65535}){65535}`, took every gigabyte of the machine to compile;
     `(?:x{3000}){3000}` 3.4 s of the event loop and 2.4 GB."""
     headers = _bearer(ns) if path.startswith("/api/v3") else AUTH
-    started = time.monotonic()
+    # The site runs in this process: its CPU time, which a busy machine does not stretch as it
+    # does the wall clock, says whether the pattern was compiled (3.4 s for the smallest).
+    cpu = time.process_time()
     r = ns.get(f"{path}?{query}" if query else path, headers=headers)
     assert r.status_code == 400, (r.status_code, r.text[:200])
     assert f"more than {MAX_EXPANSION:,} atoms" in r.text
-    assert time.monotonic() - started < 1.0
+    assert time.process_time() - cpu < 1.0
     ok = ns.get("/api/v1/entries.json?find[dateString][$regex]=^20[0-9]{2}-&count=5",
                 headers=AUTH)
     assert ok.status_code == 200  # an ordinary counted repeat still reads
