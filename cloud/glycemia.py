@@ -27,6 +27,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import UTC
 
+from nightlink.cloud import zones
 from nightlink.shared import units
 
 MINUTE_MS = 60_000
@@ -470,12 +471,11 @@ def agp(readings, tz, bin_min: int = 15, smooth: int = 1) -> list[dict]:
     each bin. With smooth=k, each bin's percentiles use the readings of the k bins either
     side as well (circularly), as AGP software smooths the modal day. Bins without readings
     come back with n = 0 and None percentiles (never filled in)."""
-    from datetime import datetime
 
     nbins = 1440 // bin_min
     pools: list[list[float]] = [[] for _ in range(nbins)]
     for t, g in glucose(readings):
-        local = datetime.fromtimestamp(t / 1000, tz)
+        local = zones.wall(t / 1000, tz)
         pools[(local.hour * 60 + local.minute) // bin_min].append(g)
     out = []
     for i in range(nbins):
@@ -490,11 +490,10 @@ def agp(readings, tz, bin_min: int = 15, smooth: int = 1) -> list[dict]:
 
 def daily(readings, tz) -> dict[str, list[tuple[int, float]]]:
     """Readings grouped by local calendar day (YYYY-MM-DD in tz), oldest first."""
-    from datetime import datetime
 
     days: dict[str, list[tuple[int, float]]] = {}
     for t, g in glucose(readings):
-        days.setdefault(datetime.fromtimestamp(t / 1000, tz).strftime("%Y-%m-%d"), []).append(
+        days.setdefault(zones.wall(t / 1000, tz).strftime("%Y-%m-%d"), []).append(
             (t, g))
     return days
 

@@ -52,6 +52,34 @@ def test_history__every_moment_reads_back_in_the_zone_it_was_in(before, after):
     assert back.segments[1:] == tz.segments[1:] and repr(back) == repr(tz)
 
 
+@pytest.mark.parametrize("moved, fall_back, home, away", [
+    ("2026-06-10", "2026-11-01T06:00", BERLIN, NEW_YORK),  # New York's clocks go back
+    ("2026-12-10", "2026-10-25T01:00", BERLIN, NEW_YORK),  # Berlin's, before the trip
+])
+def test_history__the_hour_a_zone_repeats_reads_back_with_its_own_offset(moved, fall_back,
+                                                                          home, away):
+    at = datetime.fromisoformat(moved).replace(tzinfo=UTC).timestamp()
+    tz = zones.history([(0, home), (at, away)], away)
+    middle = datetime.fromisoformat(fall_back).replace(tzinfo=UTC).timestamp()
+    for k in range(-16, 16):  # every 15 minutes, 4 hours around the change
+        t = middle + 900 * k
+        want = datetime.fromtimestamp(t, away if t >= at else home)
+        got = datetime.fromtimestamp(t, tz)
+        assert (got.timestamp(), got.utcoffset(), got.replace(tzinfo=None)) == \
+            (t, want.utcoffset(), want.replace(tzinfo=None)), got
+
+
+def test_history__hours_a_flight_east_skips_read_in_the_zone_before_it():
+    """There and back: the hours the flight home skips read in New York's time, so the
+    night in New York is whole up to the change."""
+    back = datetime(2026, 1, 25, 17, 0, tzinfo=UTC).timestamp()
+    tz = zones.history([(0, BERLIN), (FLIGHT, NEW_YORK), (back, BERLIN)], BERLIN)
+    assert fusion.night_window("2026-01-24", tz) == (
+        int(_utc_s(NEW_YORK, "2026-01-24", 12)) // EPOCH_S, int(back) // EPOCH_S)
+    assert fusion.night_window("2026-01-25", tz)[0] == int(back) // EPOCH_S
+    assert pickle.loads(pickle.dumps(tz)) == tz and hash(pickle.loads(pickle.dumps(tz))) == hash(tz)
+
+
 def test_history__one_zone_is_the_zone_itself_and_the_current_zone_has_the_last_word():
     assert zones.history([], BERLIN) is BERLIN
     assert zones.history([(0, BERLIN)], BERLIN) is BERLIN
