@@ -109,14 +109,17 @@ def ended_night(unix_s: float, tz: ZoneInfo, sleep: Sleep | None = None) -> str:
     return local.strftime("%Y-%m-%d")
 
 
-def stamp(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = None) -> str:
+def stamp(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = None,
+          window: tuple[int, int] | None = None) -> str:
     """What the night's fusion depends on: rows and readings in its window (how many, when
-    the last arrived), the time zone (and a day sleeper's schedule) and the fusion version.
-    Late data changes it."""
+    the last arrived), the window, the time zones it was recorded in (and a day sleeper's
+    schedule) and the fusion version. Late data changes it. `window`: [first, end) epochs
+    where a schedule change moved the night's ends (PatientSettings.window_of)."""
     boundary = boundary_of(sleep)
-    a, b = night_window(night, tz, boundary)
-    key = zones.zone_at(tz, a * EPOCH_S).key  # the zone the night was recorded in
-    parts = [f"v{FUSION_VERSION}", key if boundary == NOON_MIN else f"{key}@{sleep[0]}-{sleep[1]}"]
+    a, b = window or night_window(night, tz, boundary)
+    key = "/".join(dict.fromkeys(zones.zone_at(tz, e * EPOCH_S).key for e in (a, b - 1)))
+    parts = [f"v{FUSION_VERSION}", f"{a}-{b}",
+             key if boundary == NOON_MIN else f"{key}@{sleep[0]}-{sleep[1]}"]
     for s in ALL_STREAMS:
         n, last = data.row_activity(s, a, b)
         parts.append(f"{n}@{last:.6f}")
@@ -144,9 +147,9 @@ class NightData:
     sleep: Sleep | None = None  # the person's schedule (bedtime, wake), if known
 
 
-def load_night(data: TenantStore, night: str, tz: ZoneInfo,
-               sleep: Sleep | None = None) -> NightData:
-    a, b = night_window(night, tz, boundary_of(sleep))
+def load_night(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = None,
+               window: tuple[int, int] | None = None) -> NightData:
+    a, b = window or night_window(night, tz, boundary_of(sleep))
     nd = NightData(night, tz, a, b, sleep=sleep)
     # Two homes (an edge at each parent's): the devices that recorded the person tonight go
     # first, so the empty home's room does not become the person's sleep and breathing.
@@ -236,7 +239,9 @@ def fuse(nd: NightData) -> dict:
     rec = sorted(e for s in SLEEP_STREAMS for e, v in nd.streams[s].items() if v)
     span, apart = main_period(nd, rec)
     st, stage_source = stages(nd, span)
-    doc: dict = {"night": nd.night, "tz": zones.zone_at(nd.tz, nd.first * EPOCH_S).key,
+    # the zone the person slept in (a night of a flight: where they slept)
+    middle = (span[0] + span[1]) // 2 if span else (nd.first + nd.end) // 2
+    doc: dict = {"night": nd.night, "tz": zones.zone_at(nd.tz, middle * EPOCH_S).key,
                  "first_epoch": nd.first, "end_epoch": nd.end,
                  "fusion_version": FUSION_VERSION}
     doc["recording"] = ({"start_epoch": span[0], "end_epoch": span[1],

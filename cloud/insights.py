@@ -23,7 +23,7 @@ import numpy as np
 
 from nightlink.cloud import fusion, glycemia
 from nightlink.cloud.reports import stats
-from nightlink.cloud.reports.settings import PatientSettings, fused_night
+from nightlink.cloud.reports.settings import PatientSettings, patient_night
 from nightlink.cloud.reports.summary import PREDICTORS, newest_time, night_row
 from nightlink.cloud.store import TenantStore
 from nightlink.nights import boundary_of, sleep_span
@@ -96,7 +96,7 @@ def night_rows(data: TenantStore, ps: PatientSettings, end_night: str, nights: i
     treatments = data.treatments(lo, hi)
     rows = []
     for day in days:
-        doc = fused_night(data, day.isoformat(), ps.tz, ps.sleep_of(day.isoformat()))
+        doc = patient_night(data, ps, day.isoformat())
         row = night_row(doc) if doc["has_data"] else {"night": day.isoformat(),
                                                         "has_data": False}
         evening, after = _spans(day, ps)

@@ -16,7 +16,7 @@ import statistics
 from datetime import date, datetime, timedelta
 
 from nightlink.cloud import fusion
-from nightlink.cloud.reports.settings import PatientSettings, fused_night
+from nightlink.cloud.reports.settings import PatientSettings, patient_night
 from nightlink.cloud.reports.summary import nest_lows, newest_time, night_row
 from nightlink.cloud.store import TenantStore
 
@@ -83,7 +83,7 @@ def recent_rows(data: TenantStore, ps: PatientSettings, night: str, n: int) -> l
     rows, day = [], date.fromisoformat(night)
     for i in range(n):
         night = (day - timedelta(days=i)).isoformat()
-        doc = fused_night(data, night, ps.tz, ps.sleep_of(night))
+        doc = patient_night(data, ps, night)
         if doc["has_data"]:
             row = night_row(doc)
             row["score"] = (sleep_score(row) or {}).get("value")
@@ -180,7 +180,7 @@ def _flag(key: str, title: str, evidence: str, nights: list[dict]) -> dict:
 def card(data: TenantStore, ps: PatientSettings, night: str | None = None) -> dict:
     """The morning card of `night` (default: last night); `has_data` False when it has none."""
     night = night or last_night(data, ps)
-    doc = fused_night(data, night, ps.tz, ps.sleep_of(night))
+    doc = patient_night(data, ps, night)
     rows = recent_rows(data, ps, night, max(TREND_WINDOWS))
     this = rows[0] if rows and rows[0]["night"] == night else None
     out: dict = {"night": night, "tz": ps.tz.key, "has_data": doc["has_data"]}

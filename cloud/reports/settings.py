@@ -12,6 +12,7 @@ from nightlink.cloud.store import Store, TenantStore
 from nightlink.nights import Sleep, boundary_of, night_ending_on, parse_schedule, sleep_span
 from nightlink.nightscout.times import zone_named
 from nightlink.shared import lowrisk, units
+from nightlink.shared.epoch import EPOCH_S
 
 # Targets per the International Consensus on Time in Range (Battelino et al., Diabetes Care
 # 2019): share of readings (%) per band, "<" a ceiling and ">" a floor. in_range, low_total
@@ -37,6 +38,9 @@ PRESETS = {
     },
 }
 UNITS = (units.MGDL, units.MMOLL)
+# Where a night without a schedule meets one with (PatientSettings.window_of): its sleep taken
+# as 22:00-07:00.
+NOMINAL_SLEEP = (22 * 60, 7 * 60)
 MAX_REPORT_DAYS = 90
 
 
@@ -90,17 +94,44 @@ class PatientSettings:
                 return sleep
         return self.sleep
 
-    def night_ending_on(self, day: str) -> str:
-        """The night whose sleep ends on local date `day` (nights.night_ending_on), by the
-        schedule in effect at that day's noon."""
+    def nights_ending_on(self, day: str) -> list[str]:
+        """The nights whose sleep ends on local date `day` (nights.night_ending_on), each by
+        the schedule it was slept by: one, or two on the day a change from nights to days
+        takes effect (the last night's sleep and the first day sleep)."""
         if not self.schedules:
-            return night_ending_on(day, self.sleep)
-        noon = datetime.combine(date.fromisoformat(day), time(12), self.tz).timestamp()
-        text = self.schedules[0][1]
-        for since, value in self.schedules:
-            if since <= noon:
-                text = value
-        return night_ending_on(day, parse_schedule(text))
+            return [night_ending_on(day, self.sleep)]
+        before = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+        return [n for n in (before, day) if night_ending_on(day, self.sleep_of(n)) == n]
+
+    def night_ending_on(self, day: str) -> str:
+        """The last night whose sleep ends on `day` (the night before, without one)."""
+        found = self.nights_ending_on(day)
+        return found[-1] if found else (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+
+    def window_of(self, night: str) -> tuple[int, int] | None:
+        """[first, end) epochs of a night next to a change of schedule: it meets the night
+        before and the night after halfway from one's wake time to the other's bedtime, so
+        the two schedules' windows neither overlap (a sleep counted twice) nor leave hours
+        between them. None: the night's own window (fusion.night_window)."""
+        if not self.schedules:
+            return None
+        sleep = self.sleep_of(night)
+        d = date.fromisoformat(night)
+        prev, nxt = ((d + timedelta(days=k)).isoformat() for k in (-1, 1))
+        before, after = self.sleep_of(prev), self.sleep_of(nxt)
+        if before == sleep and after == sleep:
+            return None
+        a, b = fusion.night_window(night, self.tz, boundary_of(sleep))
+        if before != sleep:
+            a = self._meet(prev, before, night, sleep)
+        if after != sleep:
+            b = self._meet(night, sleep, nxt, after)
+        return a, max(a, b)
+
+    def _meet(self, first: str, slept: Sleep | None, second: str, then: Sleep | None) -> int:
+        end = sleep_span(first, slept or NOMINAL_SLEEP, self.tz)[1]
+        start = sleep_span(second, then or NOMINAL_SLEEP, self.tz)[0]
+        return int((end + start) / 2) // EPOCH_S
 
     @property
     def boundary(self) -> int:
@@ -231,16 +262,28 @@ def set_user_units(store: Store, user_id: int, unit: str) -> None:
 # -- the fused-night cache ----------------------------------------------------------------
 
 
-def fused_night(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = None) -> dict:
+def fused_night(data: TenantStore, night: str, tz: ZoneInfo, sleep: Sleep | None = None,
+                window: tuple[int, int] | None = None) -> dict:
     """The night's fusion, from the cache while nothing it depends on changed; recomputed
     (and the cache replaced) when rows or readings arrived late, or the time zone or a day
-    sleeper's schedule changed (`sleep`: the person's schedule, PatientSettings.sleep)."""
-    st = fusion.stamp(data, night, tz, sleep)
+    sleeper's schedule changed (`sleep`: the person's schedule, PatientSettings.sleep;
+    `window`: PatientSettings.window_of)."""
+    st = fusion.stamp(data, night, tz, sleep, window)
     doc = data.cached_fusion(night, st)
     if doc is None:
-        doc = fusion.fuse(fusion.load_night(data, night, tz, sleep))
+        doc = fusion.fuse(fusion.load_night(data, night, tz, sleep, window))
         data.cache_fusion(night, st, doc)
     return doc
+
+
+def patient_night(data: TenantStore, ps: PatientSettings, night: str) -> dict:
+    """fused_night of a patient's night, by the schedule and window it was slept by."""
+    return fused_night(data, night, ps.tz, ps.sleep_of(night), ps.window_of(night))
+
+
+def loaded_night(data: TenantStore, ps: PatientSettings, night: str) -> fusion.NightData:
+    """fusion.load_night of a patient's night, as patient_night fuses it."""
+    return fusion.load_night(data, night, ps.tz, ps.sleep_of(night), ps.window_of(night))
 
 
 def cache_info(data: TenantStore, night: str) -> dict | None:

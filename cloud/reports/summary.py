@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 
 from nightlink.cloud import fusion, glycemia, zones
 from nightlink.cloud.reports import stats
-from nightlink.cloud.reports.settings import PatientSettings, fused_night
+from nightlink.cloud.reports.settings import PatientSettings, patient_night
 from nightlink.cloud.store import TenantStore
 from nightlink.shared import units
 
@@ -271,11 +271,10 @@ def build_report(data: TenantStore, ps: PatientSettings, end_day: str | None = N
     rep["daily"] = [{"day": d, "readings": [[t, g] for t, g in by_day.get(d, [])]}
                     for d in day_list]
     nights = []
-    for d in day_list:  # each night whose morning (a day sleeper's wake) falls in the period
-        night = ps.night_ending_on(d)
-        if nights and nights[-1][0]["night"] == night:  # the day the schedule changed
-            continue
-        doc = fused_night(data, night, ps.tz, ps.sleep_of(night))
+    # each night whose morning (a day sleeper's wake) falls in the period, by the schedule
+    # it was slept by
+    for night in dict.fromkeys(n for d in day_list for n in ps.nights_ending_on(d)):
+        doc = patient_night(data, ps, night)
         if not doc["has_data"]:
             continue
         nights.append((doc, night_row(doc)))

@@ -297,8 +297,8 @@ def night(tenant: str, name: str, user: PortalUser, store: StoreDep):
     _role, row = _access(store, user, tenant)
     data = store.tenant(tenant)
     ps = report_settings.patient_settings(data)
-    doc = report_settings.fused_night(data, night_id, ps.tz, ps.sleep_of(night_id))
-    nd = fusion.load_night(data, night_id, ps.tz, ps.sleep_of(night_id))
+    doc = report_settings.patient_night(data, ps, night_id)
+    nd = report_settings.loaded_night(data, ps, night_id)
     tl = fusion.timeline(nd, doc)
     unit = report_settings.user_units(store, user["id"])
     if fmt == "":

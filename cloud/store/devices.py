@@ -13,6 +13,7 @@ from nightlink.sql import Database, IntegrityError
 # Status report fields whose every change is kept (status_changes), each from when it was
 # first reported: the node's time zone and sleep schedule.
 HISTORY_FIELDS = ("timezone", "night_schedule")
+CLEARED_BY_ABSENCE = "night_schedule"  # an edge's report without one: none set (noon to noon)
 
 # Dead letters are for reading, not for replay: a device keeps what the cloud has not
 # acknowledged and sends it again.
@@ -119,7 +120,10 @@ class Devices:
         before = None
         for name in HISTORY_FIELDS:
             value = doc.get(name)
-            if not isinstance(value, str) or not 0 < len(value) <= 64:
+            if name == CLEARED_BY_ABSENCE and value is None:
+                value = ""  # an edge leaves its schedule out once the person cleared it
+            if not isinstance(value, str) or len(value) > 64 or (
+                    not value and name != CLEARED_BY_ABSENCE):
                 continue
             last = self.db.one("SELECT value FROM status_changes WHERE tenant_id = ? AND "
                                "device = ? AND field = ? ORDER BY since_ms DESC LIMIT 1",
@@ -130,11 +134,14 @@ class Devices:
                                       "tenant_id = ?", (device_id, tenant_id))
                     before = from_json(row["doc"]) if row else {}
                     before = before if isinstance(before, dict) else {}
+                # the first value a node reports holds since forever: no change yet
                 old = before.get(name)
                 if not isinstance(old, str) or not 0 < len(old) <= 64 or old == value:
                     continue
+                # two ingest workers may see the same first change: one row of it
                 self.db.execute("INSERT INTO status_changes (tenant_id, device, field, "
-                                "since_ms, value) VALUES (?, ?, ?, 0, ?)",
+                                "since_ms, value) VALUES (?, ?, ?, 0, ?) ON CONFLICT "
+                                "(tenant_id, device, field, since_ms) DO NOTHING",
                                 (tenant_id, device_id, name, old))
             elif last["value"] == value:
                 continue

@@ -14,7 +14,12 @@ import pytest
 from nightlink.cloud import fusion, zones
 from nightlink.cloud.ingest import handle
 from nightlink.cloud.reports import render
-from nightlink.cloud.reports.settings import fused_night, patient_settings, set_patient_settings
+from nightlink.cloud.reports.settings import (
+    fused_night,
+    patient_night,
+    patient_settings,
+    set_patient_settings,
+)
 from nightlink.cloud.reports.summary import build_report
 from nightlink.cloud.retention import purge_deleted
 from nightlink.shared import features, topics
@@ -240,3 +245,43 @@ def test_shift_work__day_sleeps_before_a_change_to_nights_stay_whole(store, monk
     assert len(ps.schedules) == 3 and ps.sleep_of("2026-01-18") == (22 * 60 + 30, 7 * 60)
     assert ps.sleep_of("2026-01-15") == (8 * 60, 16 * 60)
     assert ps.sleep_of("2026-01-25") == (8 * 60, 16 * 60)
+
+
+def test_shift_work__nights_to_days_loses_no_night_and_counts_no_sleep_twice(store, monkeypatch):
+    """Back to day sleeping: the last night's sleep and the first day sleep both end on the
+    day of the change; both are listed, and their windows meet between them."""
+    data = store.tenant("fam-1")
+    for day in ("2026-01-16", "2026-01-17", "2026-01-18", "2026-01-19"):
+        _slept(data, day, 23)
+    for day in ("2026-01-20", "2026-01-21"):
+        _slept(data, day, 8)
+    _report(store, {"timezone": "UTC", "night_schedule": "22:30-07:00"},
+            _utc_s(UTC, "2026-01-10", 0), monkeypatch)
+    _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"},
+            _utc_s(UTC, "2026-01-20", 10), monkeypatch)
+    ps = patient_settings(data)
+    assert ps.nights_ending_on("2026-01-20") == ["2026-01-19", "2026-01-20"]
+    rep = build_report(data, ps, "2026-01-22", 7)
+    assert [(r["night"], r["tib_min"]) for r in rep["nights"]] == [
+        (f"2026-01-{d}", 480.0) for d in (16, 17, 18, 19, 20, 21)]
+    last, first = (patient_night(data, ps, n) for n in ("2026-01-19", "2026-01-20"))
+    assert last["end_epoch"] == first["first_epoch"] == \
+        int(_utc_s(UTC, "2026-01-20", 7)) // EPOCH_S + 60  # 07:30, between wake and bed
+    assert last["first_epoch"] == int(_utc_s(UTC, "2026-01-19", 12)) // EPOCH_S
+
+
+def test_shift_work__a_cleared_schedule_keeps_the_day_sleeps_before_it(store, monkeypatch):
+    data = store.tenant("fam-1")
+    _slept(data, "2026-01-15", 8)
+    _report(store, {"timezone": "UTC", "night_schedule": "22:30-07:00"},
+            _utc_s(UTC, "2026-01-01", 0), monkeypatch)
+    _report(store, {"timezone": "UTC", "night_schedule": "08:00-16:00"},
+            _utc_s(UTC, "2026-01-10", 0), monkeypatch)
+    _report(store, {"timezone": "UTC"}, _utc_s(UTC, "2026-01-20", 0), monkeypatch)  # cleared
+    ps = patient_settings(data)
+    assert ps.schedule is None and ps.sleep_of("2026-01-25") is None
+    assert ps.sleep_of("2026-01-15") == (8 * 60, 16 * 60)
+    assert patient_night(data, ps, "2026-01-15")["sleep"]["tib_min"] == 480.0
+    # the same report again is no change
+    _report(store, {"timezone": "UTC"}, _utc_s(UTC, "2026-01-21", 0), monkeypatch)
+    assert len(data.reported_changes("night_schedule")) == 3
