@@ -393,13 +393,14 @@ class TenantStore:
 
     def reported_changes(self, name: str) -> list[tuple[int, str]]:
         """(since Unix ms, value) of a status report field (`timezone`, `night_schedule`) as
-        the tenant's bedside nodes (not revoked) changed it, each from when it was first
-        reported, oldest first; empty while no node has changed it (the newest status
-        report's value then holds for all time)."""
+        the tenant's bedside nodes changed it, each from when it was first reported, oldest
+        first; empty while no node has changed it (the newest status report's value then
+        holds for all time). A node revoked since (a phone replaced) keeps its part: the
+        nights it recorded were where and as it said."""
         return [(int(r["since_ms"]), r["value"]) for r in self.db.query(
             "SELECT c.since_ms, c.value FROM status_changes c LEFT JOIN devices d "
             "ON d.id = c.device AND d.tenant_id = c.tenant_id WHERE c.tenant_id = ? "
-            "AND c.field = ? AND COALESCE(d.kind, 'edge') = 'edge' AND d.revoked_at IS NULL "
+            "AND c.field = ? AND COALESCE(d.kind, 'edge') = 'edge' "
             "ORDER BY c.since_ms, c.device", (self.tenant_id, name))]
 
     def reported_schedule(self) -> str | None:
