@@ -9,6 +9,7 @@ from html import escape
 
 from markupsafe import Markup
 
+from nightlink.cloud import zones
 from nightlink.shared import units
 
 BAND_COLOURS = ("#a3202b", "#e0454f", "#3fa34d", "#f2b233", "#e08a1e")  # very low .. very high
@@ -127,7 +128,7 @@ def daily(readings: list, tz, day: str, unit: str, width: int = 96, height: int 
     seg, prev = [], None
     lines = []
     for t, g in readings:
-        local = datetime.fromtimestamp(t / 1000, tz)
+        local = zones.wall(t / 1000, tz)
         xx = width * (local.hour * 60 + local.minute) / 1440
         if prev is not None and t - prev > 20 * 60_000 and seg:
             lines.append(seg)
@@ -137,7 +138,7 @@ def daily(readings: list, tz, day: str, unit: str, width: int = 96, height: int 
     _polylines(parts, lines + [seg], "#0b2f57")
     for t, g in readings:
         if g < 70:
-            local = datetime.fromtimestamp(t / 1000, tz)
+            local = zones.wall(t / 1000, tz)
             xx = width * (local.hour * 60 + local.minute) / 1440
             parts.append(f'<circle cx="{xx:.1f}" cy="{_gy(g, top, h, gmax):.1f}" r="1.5" '
                          'fill="#e0454f"/>')
