@@ -166,6 +166,10 @@ def test_a_trip__nights_before_it_stay_in_their_zone(store, monkeypatch):
     html = render.report_html(rep, tenant_name="Ann", unit="mg/dL")
     assert ("the bedside node moved from Europe/Berlin to America/New_York at 2026-01-18 07:00 "
             "(America/New_York)") in html
+    # a report of a later fortnight does not repeat an old move
+    later = build_report(data, ps, "2026-02-14", 14)
+    assert later["tz_changes"] == rep["tz_changes"]  # its pages still read the history
+    assert 'id="tz-changes"' not in render.report_html(later, tenant_name="Ann", unit="mg/dL")
 
     # a zone set by hand holds for all time, the node's moves no longer read
     set_patient_settings(data, tz="Asia/Tokyo")
