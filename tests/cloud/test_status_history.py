@@ -111,23 +111,23 @@ def _report(store, doc: dict, at: float, monkeypatch) -> None:
     monkeypatch.undo()
 
 
-def _night(data, zone, night: str) -> None:
-    """Asleep 23:00 to 07:00 local, stages from the classifier, a reading every 5 minutes
-    from 18:00 to 11:00 local."""
-    bed = int(_utc_s(zone, night, 23)) // EPOCH_S
+def _slept(data, day: str, bed_h: int, zone=UTC, before_h: int = 2, after_h: int = 2) -> None:
+    """8 hours asleep from bed_h:00 local on `day` (stages from the classifier), a reading
+    every 5 minutes from before_h hours before to after_h hours after."""
+    bed = int(_utc_s(zone, day, bed_h)) // EPOCH_S
     wake = bed + 8 * 120
     put_epochs(data, features.INFER, {
         e: {"sleep_stage": 0 if e < bed + 20 else 1 + (e // 40) % 3, "stage_conf": 0.9,
             "snore": 0, "apnea_events": 0, "desat3": 0, "desat4": 0, "low_risk": 0.0,
             "forecast30_mgdl": 120} for e in range(bed, wake)})
     put_glucose(data, [(e * EPOCH_S * 1000, 110 + (e // 10) % 20)
-                       for e in range(bed - 600, wake + 480, 10)])
+                       for e in range(bed - before_h * 120, wake + after_h * 120, 10)])
 
 
 def test_a_trip__nights_before_it_stay_in_their_zone(store, monkeypatch):
     data = store.tenant("fam-1")
-    _night(data, BERLIN, "2026-01-14")
-    _night(data, NEW_YORK, "2026-01-20")
+    _slept(data, "2026-01-14", 23, BERLIN, 5, 4)
+    _slept(data, "2026-01-20", 23, NEW_YORK, 5, 4)
     _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 10 * 86400, monkeypatch)
     _report(store, {"timezone": "Europe/Berlin"}, FLIGHT - 86400, monkeypatch)
     ps = patient_settings(data)
@@ -148,7 +148,7 @@ def test_a_trip__nights_before_it_stay_in_their_zone(store, monkeypatch):
     assert old["first_epoch"] == int(_utc_s(BERLIN, "2026-01-14", 12)) // EPOCH_S
     assert old["sleep"]["tib_min"] == 480.0
     # the night of the flight: its window begins in Berlin, its sleep is in New York
-    _night(data, NEW_YORK, "2026-01-18")
+    _slept(data, "2026-01-18", 23, NEW_YORK, 5, 4)
     arrival = fused_night(data, "2026-01-18", ps.tz, ps.sleep)
     assert arrival["tz"] == "America/New_York" and arrival["sleep"]["tib_min"] == 480.0
     assert arrival["first_epoch"] == int(_utc_s(BERLIN, "2026-01-18", 12)) // EPOCH_S
@@ -204,18 +204,6 @@ def test_a_trip__a_zone_this_server_does_not_know_leaves_the_one_before_it(store
     assert fusion.night_window("2026-01-18", tz)[0] == \
         int(_utc_s(BERLIN, "2026-01-18", 12)) // EPOCH_S
     assert timedelta(0) < datetime.fromtimestamp(FLIGHT, tz).utcoffset()
-
-
-def _slept(data, day: str, bed_h: int) -> None:
-    """8 hours asleep from bed_h:00 UTC on `day` (stages from the classifier), readings every
-    5 minutes from 2 hours before to 2 hours after."""
-    bed = int(_utc_s(UTC, day, bed_h)) // EPOCH_S
-    wake = bed + 8 * 120
-    put_epochs(data, features.INFER, {
-        e: {"sleep_stage": 0 if e < bed + 20 else 1 + (e // 40) % 3, "stage_conf": 0.9,
-            "snore": 0, "apnea_events": 0, "desat3": 0, "desat4": 0, "low_risk": 0.0,
-            "forecast30_mgdl": 120} for e in range(bed, wake)})
-    put_glucose(data, [(e * EPOCH_S * 1000, 115) for e in range(bed - 240, wake + 240, 10)])
 
 
 def test_shift_work__day_sleeps_before_a_change_to_nights_stay_whole(store, monkeypatch):
