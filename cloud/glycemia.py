@@ -471,7 +471,6 @@ def agp(readings, tz, bin_min: int = 15, smooth: int = 1) -> list[dict]:
     each bin. With smooth=k, each bin's percentiles use the readings of the k bins either
     side as well (circularly), as AGP software smooths the modal day. Bins without readings
     come back with n = 0 and None percentiles (never filled in)."""
-
     nbins = 1440 // bin_min
     pools: list[list[float]] = [[] for _ in range(nbins)]
     for t, g in glucose(readings):
@@ -490,7 +489,6 @@ def agp(readings, tz, bin_min: int = 15, smooth: int = 1) -> list[dict]:
 
 def daily(readings, tz) -> dict[str, list[tuple[int, float]]]:
     """Readings grouped by local calendar day (YYYY-MM-DD in tz), oldest first."""
-
     days: dict[str, list[tuple[int, float]]] = {}
     for t, g in glucose(readings):
         days.setdefault(zones.wall(t / 1000, tz).strftime("%Y-%m-%d"), []).append(

@@ -82,8 +82,7 @@ def recent_rows(data: TenantStore, ps: PatientSettings, night: str, n: int) -> l
     """night_row() of the n nights up to and including `night` that hold data, newest first."""
     rows, day = [], date.fromisoformat(night)
     for i in range(n):
-        night = (day - timedelta(days=i)).isoformat()
-        doc = patient_night(data, ps, night)
+        doc = patient_night(data, ps, (day - timedelta(days=i)).isoformat())
         if doc["has_data"]:
             row = night_row(doc)
             row["score"] = (sleep_score(row) or {}).get("value")

@@ -108,7 +108,7 @@ class ZoneHistory(tzinfo):
         return hash(self._keys())
 
     def __reduce__(self):
-        return (_rebuild, ([(s, z.key) for s, z in self.segments],))
+        return (_rebuild, (self._keys(),))
 
     def __repr__(self):
         return "ZoneHistory(" + ", ".join(
